@@ -1,0 +1,174 @@
+"""`unlearn`: the one entry point. It builds configs, validates input and calls the flows.
+
+Exit codes: 0 done (and verified), 1 verification failed (nothing promoted), 2 invalid input.
+Human-readable progress goes to stderr; with --json, stdout carries exactly one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from flows.settings import configure_environment, project_root
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unlearn", description="Machine unlearning pipeline: DVC data, "
+                                     "certified influence updates, Prefect flows, MLflow lineage.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="dataset commands").add_subparsers(dest="data_command", required=True)
+    add = data.add_parser("add", help="ingest a CSV/Parquet table (or a built-in dataset) into data/NAME and version it")
+    add.add_argument("name", help="dataset name; without --file a built-in dataset (adult)")
+    add.add_argument("--file", type=Path, help="CSV or Parquet file to ingest")
+    add.add_argument("--target", help="label column (required with --file)")
+    add.add_argument("--id", dest="id_column", help="record-id column (default: ids assigned at ingest)")
+    add.add_argument("--json", action="store_true")
+
+    train = sub.add_parser("train", help="train a model on a dataset and register it as production")
+    train.add_argument("dataset")
+    train.add_argument("--model", help="registered model name (default: the dataset name)")
+    train.add_argument("--certified", action="store_true", help="objective perturbation for (ε, δ)-certified removal")
+    train.add_argument("--lam", type=float, default=1e-3, help="L2 weight per training row (default 1e-3)")
+    train.add_argument("--epsilon", type=float, default=1.0, help="certified ε target (default 1)")
+    train.add_argument("--delta", type=float, default=1e-5, help="certified δ (default 1e-5)")
+    train.add_argument("--budget", type=float, default=10.0, help="total residual bound removals may use (default 10)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--json", action="store_true")
+
+    forget = sub.add_parser("forget", help="process an erasure request (YAML or JSON file)")
+    forget.add_argument("request", type=Path)
+    forget.add_argument("--method", help="override the request's method (auto, first_order, second_order, "
+                        "certified, retrain, finetune)")
+    forget.add_argument("--json", action="store_true")
+
+    demo = sub.add_parser("demo", help="run a scenario end to end on built-in data")
+    demo.add_argument("--scenario", choices=["tabular"], default="tabular")
+    demo.add_argument("--json", action="store_true")
+
+    ui = sub.add_parser("ui", help="open the MLflow UI on 127.0.0.1 over the local tracking store")
+    ui.add_argument("--port", type=int, default=5000)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    root = project_root()
+    configure_environment(root)
+    from unlearning.errors import UnlearnError
+
+    try:
+        return COMMANDS[args.command](args, root)
+    except UnlearnError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        return 130
+
+
+def emit(args, payload: dict, human: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    else:
+        print(human)
+
+
+def cmd_data(args, root: Path) -> int:
+    from tasks.data import add_dataset
+
+    table, version = add_dataset(root, args.name, args.file, args.target, args.id_column)
+    emit(args, {"name": table.name, "rows": len(table.frame), "features": list(table.features),
+                "target": table.target, "labels": list(table.labels), "data_version": version},
+         f"data/{table.name}: {len(table.frame)} rows, {len(table.features)} features, target "
+         f"{table.target!r} — data version {version} (data.dvc)")
+    return EXIT_OK
+
+
+def cmd_train(args, root: Path) -> int:
+    from tasks import data as data_store
+    from unlearning.training import TrainConfig
+
+    config = _config(TrainConfig, lam=args.lam, certified=args.certified, epsilon=args.epsilon,
+                     delta=args.delta, budget=args.budget, seed=args.seed)
+    data_store.load_dataset(root, args.dataset)  # fail fast, before any run is recorded
+    from flows.train import train_flow
+
+    summary = train_flow(root=str(root), dataset=args.dataset, model=args.model, config=config)
+    m = summary["metrics"]
+    emit(args, summary, f"model {summary['model']['name']} v{summary['model']['version']} → production "
+         f"(test accuracy {100 * m['test_accuracy']:.2f} %, {'certified' if summary['certified'] else 'not certified'}, "
+         f"fit {summary['timings']['fit_s']:.1f} s)")
+    return EXIT_OK
+
+
+def cmd_forget(args, root: Path) -> int:
+    from tasks import steps
+
+    steps.plan_request.fn(root, args.request, args.method)  # all validation before anything is written
+    from flows.forget import forget_flow
+
+    summary = forget_flow(root=str(root), request_path=str(args.request), method=args.method)
+    emit(args, summary, format_forget(summary))
+    return EXIT_OK if summary.get("verified", summary.get("status") == "completed") else EXIT_FAILED
+
+
+def format_forget(s: dict) -> str:
+    if s.get("status") == "already_processed":
+        return f"request {s['request_id']} was already processed: model {s['model']['name']} v{s['model']['version']} ({s['guarantee']})"
+    c, m, t = s["certificate"], s["metrics"], s["timings"]
+    lines = [
+        f"request {s['request_id']}: {s['status']} — method {s['method']}, guarantee {s['guarantee']}",
+        f"  model {s['model']['name']} v{s['model']['parent_version']} → v{s['model']['version']}"
+        f" ({'promoted to production' if s['promoted'] else 'NOT promoted'})",
+        f"  data  {s['data']['before']} → {s['data']['after']}",
+        f"  test accuracy {100 * m['test_accuracy']:.2f} % (retrained {100 * m['test_accuracy_retrain']:.2f} %), "
+        f"agreement with retrained {100 * m['agreement']:.2f} %",
+        f"  gradient residual {c['residual']:.3g}" + (
+            f", bound {c['residual_bound']:.3g}, ε = {c['epsilon']:.3g} at δ = {c['delta']:g}, "
+            f"budget left {c['budget_left']:.3g}" if c["epsilon"] is not None else ""),
+        f"  update {t['update_s']:.3f} s vs retraining {t['retrain_s']:.2f} s",
+    ]
+    for check in s["checks"]:
+        if not check["passed"]:
+            lines.append(f"  FAILED check {check['name']}: {check['value']:.4g} (needs {check['threshold']})")
+    return "\n".join(lines)
+
+
+def cmd_demo(args, root: Path) -> int:
+    from flows.demo import run_tabular_demo
+
+    summary = run_tabular_demo(root)
+    emit(args, summary, summary.pop("console"))
+    return EXIT_OK if summary["verified"] else EXIT_FAILED
+
+
+def cmd_ui(args, root: Path) -> int:
+    import subprocess
+
+    from tasks.tracking import configure, tracking_uri
+
+    configure(root)
+    uri = tracking_uri(root)
+    print(f"MLflow UI on http://127.0.0.1:{args.port} (store {uri}); Ctrl-C to stop", file=sys.stderr)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(args.port),
+           "--backend-store-uri", uri, "--workers", "1"]
+    return subprocess.call(cmd)
+
+
+def _config(cls, **values):
+    from unlearning.errors import UnlearnError
+
+    try:
+        return cls(**values)
+    except Exception as exc:
+        raise UnlearnError(f"bad option: {str(exc).splitlines()[-1].strip()}") from None
+
+
+COMMANDS = {"data": cmd_data, "train": cmd_train, "forget": cmd_forget, "demo": cmd_demo, "ui": cmd_ui}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Flow `forget`: validate request → corrected data, new DVC version → update model → verify →
+register → promote → purge superseded data.
+
+The decisions live here: a certified update whose accumulated bound would exceed the model's
+budget is replaced by retraining (guarantee `exact`, budget reset); `production` moves only when
+verification passes; the superseded data is purged only after the new model is promoted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+
+from prefect import flow
+
+from tasks import steps, tracking
+from unlearning import certificate as cert_lib
+from unlearning.verify import VerifyConfig
+
+
+@flow(name="forget", log_prints=False, validate_parameters=True)
+def forget_flow(root: str, request_path: str, method: str | None = None,
+                options: dict | None = None, verify_config: VerifyConfig = VerifyConfig()) -> dict:
+    """Process one erasure request end to end; returns the result summary (see README)."""
+    root_path = Path(root)
+    plan = steps.plan_request(root_path, Path(request_path), method)
+    if plan.earlier is not None:
+        return {**plan.earlier, "status": "already_processed"}
+
+    experiment = tracking.configure(root_path)
+    req = plan.request
+    tags = {"data_version": plan.data_version, "dataset": plan.table.name, "git_commit": tracking.git_commit(root_path),
+            "request_id": req.id, "model": plan.model_name}
+    with tracking.run(experiment, f"forget {req.id}", {**tags, "flow": "forget"}) as parent:
+        lineage = steps.Lineage(root_path, experiment, parent, tags)
+        tracking.log_params(parent, {"request_id": req.id, "method": plan.method, "kinds": ",".join(req.kinds()),
+                                     "n_delete": len(req.delete_records), "n_revoke": len(req.revoke_features),
+                                     "n_fix_labels": len(req.fix_labels), "parent_version": plan.parent_version})
+
+        after, data_after = steps.correct_data(lineage, plan)
+        lineage.tags["data_version"] = data_after
+        result, bundle_after, problem, update_s = steps.update_model(lineage, plan, after, plan.method, options)
+        b_after = plan.b
+        if result.method == "certified" and not result.stats["within_budget"]:
+            # The certificate cannot be issued: retrain with fresh noise, which resets the budget.
+            result, bundle_after, problem, update_s = steps.update_model(
+                lineage, plan, after, "retrain", {"noise_seed": _seed(req.id)})
+            b_after = result.stats.get("b")
+        bundle_after = _with_spent_budget(bundle_after, result)
+
+        metrics, checks, retrain_s = steps.verify_update(lineage, plan, after, problem, result,
+                                                          bundle_after, verify_config)
+        verified = all(c["passed"] for c in checks)
+        version, model_run = steps.register(lineage, plan.model_name, bundle_after, b_after, {
+            "parent_version": plan.parent_version, "request_id": req.id, "request_hash": req.content_hash(),
+            "method": result.method, "guarantee": result.guarantee, "data_before": plan.data_version,
+            "data_after": data_after, "verified": str(verified).lower(), "lineage_run": parent,
+            "dataset_digest": steps.dataset_digest(root_path, after.name),
+            **_budget_tags(bundle_after)}, after)
+        superseded = []
+        if verified:
+            steps.promote(lineage, plan.model_name, version)
+            superseded = steps.purge(lineage, plan.data_version, plan.parent_run)
+
+        timings = {"update_s": update_s, "retrain_s": retrain_s,
+                   "speedup": retrain_s / update_s if update_s > 0 else None}
+        model = {"name": plan.model_name, "version": version, "parent_version": plan.parent_version,
+                 "run_id": model_run, "parent_run_id": plan.parent_run}
+        data = {"before": plan.data_version, "after": data_after}
+        certificate = cert_lib.certificate(
+            req, result, model=model, data=data, metrics=metrics, checks=checks, timings=timings,
+            code_version=tags["git_commit"], config={"method": result.method, "options": options or {},
+                                                     "verify": verify_config.model_dump()},
+            superseded=superseded)
+        tracking.log_json(parent, certificate, "certificate.json")
+        summary = {
+            "request_id": req.id, "status": "completed" if verified else "verification_failed",
+            "verified": verified, "method": result.method, "guarantee": result.guarantee,
+            "model": {k: model[k] for k in ("name", "version", "parent_version")},
+            "promoted": verified, "data": data, "certificate": cert_lib.summary_block(result),
+            "metrics": metrics, "checks": checks, "timings": timings, "run_id": parent,
+        }
+        tracking.log_metrics(parent, {**metrics, **{k: v for k, v in timings.items() if v is not None}})
+        tracking.log_json(parent, summary, "result.json")
+    return summary
+
+
+def _seed(request_id: str) -> int:
+    return int(hashlib.sha256(request_id.encode()).hexdigest()[:8], 16)
+
+
+def _with_spent_budget(bundle, result):
+    """Carry the accumulated residual bound to the new version (reset to 0 after a retrain)."""
+    if bundle.certification is None:
+        return bundle
+    spent = result.stats.get("budget_used", 0.0) if result.guarantee == "certified" else 0.0
+    return replace(bundle, certification=replace(bundle.certification, spent=spent))
+
+
+def _budget_tags(bundle) -> dict:
+    cert = bundle.certification
+    if cert is None:
+        return {"certified": "false"}
+    return {"certified": "true", "budget": cert.budget, "budget_used": cert.spent, "sigma": cert.sigma,
+            "delta": cert.delta, "epsilon_target": cert.epsilon}

@@ -1,0 +1,42 @@
+"""Process-wide settings that must be in place before prefect or mlflow is imported.
+
+Quiet, private and offline by default: a project-local Prefect home, no analytics, warnings only;
+MLflow and DVC telemetry off. Values already set by the user win.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+
+def project_root() -> Path:
+    """UNLEARN_ROOT when set, else the current directory (the repository a user works in)."""
+    return Path(os.environ.get("UNLEARN_ROOT") or Path.cwd()).resolve()
+
+
+def configure_environment(root: Path) -> None:
+    defaults = {
+        "PREFECT_HOME": str(root / ".prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_PYTHON_REFRESH": "quiet",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """MLflow's informational logging and advice warnings would drown the pipeline's own output."""
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow(\..*)?")
+    warnings.filterwarnings("ignore", category=FutureWarning)

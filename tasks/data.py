@@ -1,0 +1,71 @@
+"""Dataset tasks: validate a dataset, write it under data/NAME and version it with DVC."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks.dvc import DATA_DIR, add_data, ensure_repo
+from unlearning.data.builtin import BUILTIN
+from unlearning.data.tables import (
+    Table,
+    check_name,
+    load_table,
+    read_table_file,
+    save_table,
+    table_from_frame,
+)
+from unlearning.errors import UnlearnError
+
+
+def add_dataset(
+    root: Path,
+    name: str,
+    file: Path | None = None,
+    target: str | None = None,
+    id_column: str | None = None,
+) -> tuple[Table, str]:
+    """Build or read dataset `name`, store it as data/NAME and `dvc add` it.
+
+    Returns the table and the new data version (md5 of data/). Nothing is written unless the
+    dataset is valid.
+    """
+    table = _build_table(name, file, target, id_column)
+    root = Path(root)
+    ensure_repo(root)
+    save_table(table, dataset_dir(root, name))
+    return table, add_data(root)
+
+
+def _build_table(
+    name: str, file: Path | None, target: str | None, id_column: str | None
+) -> Table:
+    if file is None:
+        return _builtin_table(name, target, id_column)
+    check_name(name)
+    if target is None:
+        raise UnlearnError("--target is required with --file: name the label column")
+    frame = read_table_file(Path(file))
+    return table_from_frame(name, frame, target, id_column=id_column, source=Path(file).name)
+
+
+def _builtin_table(name: str, target: str | None, id_column: str | None) -> Table:
+    if name not in BUILTIN:
+        raise UnlearnError(
+            f"no built-in dataset '{name}' (built-ins: {', '.join(sorted(BUILTIN))}); "
+            "give your own data with --file PATH --target COLUMN"
+        )
+    if target is not None or id_column is not None:
+        raise UnlearnError(
+            f"'{name}' is a built-in dataset with a fixed target and ids; drop --target/--id, "
+            "or use --file to add your own data"
+        )
+    return BUILTIN[name]()
+
+
+def dataset_dir(root: Path, name: str) -> Path:
+    return Path(root) / DATA_DIR / name
+
+
+def load_dataset(root: Path, name: str) -> Table:
+    check_name(name)
+    return load_table(dataset_dir(root, name))

@@ -1,0 +1,65 @@
+"""Private per-model state kept beside the project, never in MLflow (`.unlearn/`, git-ignored).
+
+- the objective-perturbation noise b of a certified lineage: certified removal assumes the
+  adversary does not know b, so publishing it with the model would void the certificate;
+- the Hessian cache (H(θ*; D), its Cholesky factor, ‖X‖₂) per model version, which is what
+  makes a later request cheap. Both are keyed by the MLflow run id that produced the model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+
+def state_dir(root: Path) -> Path:
+    return Path(root) / ".unlearn"
+
+
+def _private_file(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    return path
+
+
+def save_noise(root: Path, run_id: str, b: torch.Tensor | None) -> None:
+    if b is None:
+        return
+    path = _private_file(state_dir(root) / "noise" / f"{run_id}.pt")
+    tmp = path.with_suffix(".tmp")
+    torch.save(b, tmp)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def load_noise(root: Path, run_id: str) -> torch.Tensor | None:
+    path = state_dir(root) / "noise" / f"{run_id}.pt"
+    return torch.load(path) if path.exists() else None
+
+
+def load_cache(root: Path, run_id: str) -> dict:
+    path = state_dir(root) / "cache" / f"{run_id}.pt"
+    return dict(torch.load(path)) if path.exists() else {}
+
+
+def save_cache(root: Path, run_id: str, cache: dict) -> None:
+    keep = {k: v for k, v in cache.items() if k in ("H", "L", "X_norm")}
+    if not keep:
+        return
+    path = _private_file(state_dir(root) / "cache" / f"{run_id}.pt")
+    tmp = path.with_suffix(".tmp")
+    torch.save(keep, tmp)
+    os.replace(tmp, path)
+
+
+def drop_model_state(root: Path, run_id: str) -> list[str]:
+    """Delete the cache and noise of a superseded model version; returns what was removed."""
+    removed = []
+    for kind in ("cache", "noise"):
+        path = state_dir(root) / kind / f"{run_id}.pt"
+        if path.exists():
+            path.unlink()
+            removed.append(f"{kind}/{path.name}")
+    return removed

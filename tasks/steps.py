@@ -1,0 +1,246 @@
+"""Prefect tasks of the train and forget flows: each one step and one MLflow child run.
+
+Tasks are thin: the math is in `unlearning`, storage in `tasks.dvc` / `tasks.data` /
+`tasks.tracking` / `tasks.state`. They run in the flow's process and hand objects to each other,
+so caching and result persistence are off (Prefect would otherwise hash whole tensors).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks import data as data_store
+from tasks import dvc, state, tracking
+from unlearning import erasure, methods, verify
+from unlearning.data.tables import Table, correct_table, save_table
+from unlearning.errors import UnlearnError
+from unlearning.models.bundle import ModelBundle
+from unlearning.requests import UnlearningRequest, load_request, validate_request
+from unlearning.training import TrainConfig, train_bundle
+
+STEP = dict(cache_policy=NO_CACHE, persist_result=False, retries=0)
+
+
+@dataclass
+class Lineage:
+    """Where a flow run records itself: the parent MLflow run and the tags every run carries."""
+
+    root: Path
+    experiment: str
+    parent_run: str
+    tags: dict = field(default_factory=dict)
+
+    def child(self, step: str, **extra_tags):
+        return tracking.run(self.experiment, step, {**self.tags, "step": step, **extra_tags}, self.parent_run)
+
+
+def progress(message: str) -> None:
+    """Console progress for long steps, on stderr so `--json` stdout stays machine-readable."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def dataset_digest(root: Path, name: str) -> str:
+    """sha256 over one dataset's files: its version within the repository-wide data.dvc."""
+    h = hashlib.sha256()
+    for path in sorted((Path(root) / "data" / name).iterdir()):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+# --- train ------------------------------------------------------------------------------------
+
+@task(name="load data", **STEP)
+def load_data(root: Path, name: str) -> tuple[Table, str, str]:
+    table = data_store.load_dataset(root, name)
+    version = dvc.data_version(root)
+    if version is None:
+        raise UnlearnError(f"data/ is not versioned yet: run `unlearn data add {name}` first")
+    return table, version, dataset_digest(root, name)
+
+
+@task(name="fit", **STEP)
+def fit(lineage: Lineage, table: Table, cfg: TrainConfig):
+    with lineage.child("fit") as run_id:
+        tracking.log_params(run_id, cfg.model_dump())
+        started = time.perf_counter()
+        bundle, b, report = train_bundle(
+            table, cfg, progress=lambda it, g: progress(f"  fit: L-BFGS iteration {it}, ‖∇L‖ = {g:.2e}"))
+        seconds = time.perf_counter() - started
+        tracking.log_metrics(run_id, {"grad_norm": report.grad_norm, "iterations": report.iterations,
+                                      "fit_seconds": seconds, "n_train": int(table.train_mask().sum()),
+                                      "n_parameters": bundle.theta.numel()})
+    return bundle, b, seconds
+
+
+@task(name="evaluate", **STEP)
+def evaluate(lineage: Lineage, table: Table, bundle: ModelBundle) -> dict:
+    with lineage.child("evaluate") as run_id:
+        train = erasure.training_data(table, bundle)
+        test = erasure.held_out_data(table, bundle)
+        metrics = {"train_accuracy": verify.accuracy(bundle.theta, train.X, train.y),
+                   "test_accuracy": verify.accuracy(bundle.theta, test.X, test.y),
+                   "test_loss": verify.mean_loss(bundle.theta, test.X, test.y)}
+        tracking.log_metrics(run_id, metrics)
+    return metrics
+
+
+@task(name="register", **STEP)
+def register(lineage: Lineage, name: str, bundle: ModelBundle, b: torch.Tensor | None,
+             version_tags: dict, table: Table) -> tuple[str, str]:
+    """Log the model under a child run, register it, and keep its private state by that run id:
+    the noise b and the Hessian cache of the new version on its training data `table`."""
+    with lineage.child("register") as run_id:
+        uri = tracking.log_model(run_id, bundle)
+        version = tracking.register(name, uri, run_id, {**lineage.tags, **version_tags})
+        state.save_noise(lineage.root, run_id, b)
+        started = time.perf_counter()
+        state.save_cache(lineage.root, run_id, erasure.model_cache(bundle, table))
+        tracking.log_params(run_id, {"registered_model": name, "version": version})
+        tracking.log_metrics(run_id, {"hessian_cache_seconds": time.perf_counter() - started})
+    return version, run_id
+
+
+@task(name="promote", **STEP)
+def promote(lineage: Lineage, name: str, version: str) -> None:
+    with lineage.child("promote") as run_id:
+        tracking.promote(name, version)
+        tracking.log_params(run_id, {"alias": tracking.PRODUCTION, "version": version})
+
+
+# --- forget -----------------------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    """A validated request with everything it refers to, before anything is written."""
+
+    request: UnlearningRequest
+    table: Table
+    data_version: str
+    model_name: str
+    parent_version: str
+    parent_run: str
+    bundle: ModelBundle
+    b: torch.Tensor | None
+    method: str
+    earlier: dict | None = None  # the earlier result when this request id was processed already
+
+
+def resolve_method(requested: str, bundle: ModelBundle) -> str:
+    """`auto` → certified for certifiably trained models, else second_order."""
+    if requested != "auto":
+        return requested
+    return "certified" if bundle.certification is not None else "second_order"
+
+
+def earlier_result(request: UnlearningRequest) -> dict | None:
+    """The recorded result of an already processed request id; UnlearnError if its content differs."""
+    found = tracking.find_version_by_tag(request.model, "request_id", request.id)
+    if found is None:
+        return None
+    if found.tags.get("request_hash") != request.content_hash():
+        raise UnlearnError(f"request id {request.id!r} was already used for a different request "
+                           f"(model {request.model} v{found.version}): give the new request a new id")
+    return tracking.load_result(found.tags["lineage_run"])
+
+
+@task(name="validate request", **STEP)
+def plan_request(root: Path, request_path: Path, method: str | None = None) -> Plan:
+    request = load_request(Path(request_path))
+    tracking.connect(root)
+    production = tracking.require_production(request.model, root)
+    earlier = earlier_result(request)
+    table = data_store.load_dataset(root, production.tags.get("dataset", request.model))
+    validate_request(request, table, ["auto", *methods.METHODS])
+    if method is not None and method not in ("auto", *methods.METHODS):
+        methods.get_method(method)  # raises the one-line error listing the valid names
+    digest = dataset_digest(root, table.name)
+    if production.tags.get("dataset_digest") not in (None, digest) and earlier is None:
+        raise UnlearnError(f"model {request.model} v{production.version} was trained on another version of "
+                           f"data/{table.name} than the one checked out: restore that data version "
+                           f"(`git checkout` data.dvc + `dvc checkout`) or retrain")
+    bundle = tracking.load_version_bundle(request.model, production.version)
+    resolved = resolve_method(method or request.method, bundle)
+    if resolved == "certified" and bundle.certification is None:
+        raise UnlearnError(f"method 'certified' needs a certifiably trained model: model {request.model} "
+                           f"v{production.version} was not; use second_order or retrain with --certified")
+    return Plan(request=request, table=table, data_version=dvc.data_version(root),
+                model_name=request.model, parent_version=str(production.version), parent_run=production.run_id,
+                bundle=bundle, b=state.load_noise(root, production.run_id), method=resolved, earlier=earlier)
+
+
+@task(name="correct data", **STEP)
+def correct_data(lineage: Lineage, plan: Plan) -> tuple[Table, str]:
+    """D' of the request saved over data/NAME and versioned with DVC (a new data version)."""
+    with lineage.child("correct data") as run_id:
+        req = plan.request
+        after = correct_table(plan.table, list(req.delete_records), list(req.revoke_features), dict(req.fix_labels))
+        save_table(after, lineage.root / "data" / after.name)
+        version = dvc.add_data(lineage.root)
+        tracking.log_params(run_id, {"data_before": plan.data_version, "data_after": version})
+        tracking.log_metrics(run_id, {"rows_before": len(plan.table.frame), "rows_after": len(after.frame),
+                                      "deleted": len(req.delete_records), "relabelled": len(req.fix_labels),
+                                      "revoked": len(req.revoke_features)})
+    return after, version
+
+
+@task(name="update model", **STEP)
+def update_model(lineage: Lineage, plan: Plan, after: Table, method: str, options: dict | None = None):
+    """Run the unlearning method; returns (result, new bundle, problem, seconds)."""
+    with lineage.child(f"update model ({method})", method=method) as run_id:
+        cache = state.load_cache(lineage.root, plan.parent_run)
+        problem, bundle_after, _ = erasure.build_problem(plan.bundle, plan.table, after, plan.b, cache)
+        if method == "retrain":
+            progress("  retraining on the corrected data ...")
+        started = time.perf_counter()
+        result = methods.run_method(method, problem, options)
+        seconds = time.perf_counter() - started
+        tracking.log_params(run_id, {"method": method, **(options or {}), "affected_rows": len(problem.z_index),
+                                     "replacement_rows": len(problem.X_tilde)})
+        tracking.log_metrics(run_id, {"update_seconds": seconds, "residual": result.residual,
+                                      "residual_bound": result.residual_bound, "epsilon": result.epsilon,
+                                      **{k: v for k, v in result.stats.items() if isinstance(v, (int, float))}})
+    return result, bundle_after, problem, seconds
+
+
+@task(name="verify", **STEP)
+def verify_update(lineage: Lineage, plan: Plan, after: Table, problem, result: methods.Result,
+                  bundle_after: ModelBundle, cfg: verify.VerifyConfig):
+    """Fidelity against an exactly retrained reference on D'; returns (metrics, checks, seconds)."""
+    with lineage.child("verify") as run_id:
+        started = time.perf_counter()
+        reference = result if result.method == "retrain" else methods.run_method("retrain", problem, {})
+        retrain_seconds = time.perf_counter() - started
+        test = erasure.held_out_data(after, bundle_after)
+        metrics = verify.fidelity(result.theta, reference.theta, problem.theta, test.X, test.y)
+        metrics["residual"] = result.residual
+        metrics["residual_retrain"] = reference.residual
+        checks = verify.checks(metrics, cfg)
+        tracking.log_metrics(run_id, {**metrics, "retrain_seconds": retrain_seconds,
+                                      "passed": float(all(c["passed"] for c in checks))})
+        tracking.log_json(run_id, {"checks": checks, "metrics": metrics}, "verification.json")
+    return metrics, checks, retrain_seconds
+
+
+@task(name="purge superseded data", **STEP)
+def purge(lineage: Lineage, old_version: str, old_model_run: str) -> list[dict]:
+    """Remove the superseded data version's objects (cache and remote) and the superseded model's
+    private state (Hessian cache and noise encode the removed rows)."""
+    with lineage.child("purge") as run_id:
+        report = dvc.purge_version(lineage.root, old_version)
+        removed_state = state.drop_model_state(lineage.root, old_model_run)
+        tracking.log_metrics(run_id, {"removed_cache_objects": report["removed_cache"],
+                                      "removed_remote_objects": report["removed_remote"],
+                                      "purge_verified": float(report["verified"])})
+    return [
+        {"artifact": f"dvc data version {old_version}", "action": "purged from cache and remote",
+         "objects": report["removed_cache"], "verified": report["verified"]},
+        {"artifact": f"model run {old_model_run} private state", "action": "deleted", "files": removed_state},
+    ]

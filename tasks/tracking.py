@@ -1,0 +1,230 @@
+"""The only module that talks to MLflow: runs, lineage tags, model versions, aliases.
+
+Run ids are passed explicitly (MlflowClient) rather than through MLflow's thread-local active run,
+which a Prefect task started in another thread would not see.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+import mlflow  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.models.signature import ModelSignature  # noqa: E402
+from mlflow.types.schema import ColSpec, Schema  # noqa: E402
+
+from unlearning.errors import UnlearnError  # noqa: E402
+from unlearning.models.bundle import ModelBundle, load_bundle, save_bundle  # noqa: E402
+
+EXPERIMENT = "unlearnflow"
+PRODUCTION = "production"
+MODEL_ARTIFACT = "model"
+PIP_REQUIREMENTS = ["unlearnflow", "torch==2.13.0", "pandas", "numpy"]
+
+
+def tracking_uri(root: Path) -> str:
+    """MLFLOW_TRACKING_URI when set, else the sqlite store under <root>/mlflow/."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / 'mlflow' / 'mlflow.db'}"
+
+
+def connect(root: Path) -> None:
+    """Point MLflow at the project's store without creating anything (for read-only checks)."""
+    uri = tracking_uri(root)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+
+
+def store_exists(root: Path) -> bool:
+    uri = tracking_uri(root)
+    return not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///"):]).exists()
+
+
+def configure(root: Path) -> str:
+    """Point MLflow at the project's store and make sure the experiment exists; returns its id."""
+    root = Path(root).resolve()
+    uri = tracking_uri(root)
+    if uri.startswith("sqlite:///"):
+        (root / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient()
+    found = client.get_experiment_by_name(EXPERIMENT)
+    if found is not None:
+        return found.experiment_id
+    location = (root / "mlflow" / "artifacts").as_uri() if uri.startswith("sqlite:///") else None
+    return client.create_experiment(EXPERIMENT, artifact_location=location)
+
+
+def git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+# --- runs -------------------------------------------------------------------------------------
+
+def start_run(experiment_id: str, name: str, tags: dict, parent_id: str | None = None) -> str:
+    tags = {k: str(v) for k, v in tags.items() if v is not None}
+    if parent_id:
+        tags["mlflow.parentRunId"] = parent_id
+    return MlflowClient().create_run(experiment_id, run_name=name, tags=tags).info.run_id
+
+
+def end_run(run_id: str, ok: bool = True) -> None:
+    MlflowClient().set_terminated(run_id, "FINISHED" if ok else "FAILED")
+
+
+@contextmanager
+def run(experiment_id: str, name: str, tags: dict, parent_id: str | None = None):
+    """A run (child of `parent_id` when given) that ends FAILED if the body raises."""
+    run_id = start_run(experiment_id, name, tags, parent_id)
+    try:
+        yield run_id
+    except BaseException:
+        end_run(run_id, ok=False)
+        raise
+    end_run(run_id)
+
+
+def log_params(run_id: str, params: dict) -> None:
+    client = MlflowClient()
+    for key, value in params.items():
+        if value is not None:
+            client.log_param(run_id, key, str(value)[:6000])
+
+
+def log_metrics(run_id: str, metrics: dict) -> None:
+    client = MlflowClient()
+    for key, value in metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+            client.log_metric(run_id, key, float(value))
+
+
+def log_json(run_id: str, payload: dict, filename: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / filename
+        path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+        MlflowClient().log_artifact(run_id, str(path))
+
+
+def log_text(run_id: str, text: str, filename: str) -> None:
+    MlflowClient().log_text(run_id, text, filename)
+
+
+def log_dataset(run_id: str, name: str, version: str, source: Path, frame_schema: pd.DataFrame) -> None:
+    """Record the dataset as a run input by its DVC hash: schema and digest only, no rows."""
+    dataset = mlflow.data.from_pandas(frame_schema.head(0), source=str(source), name=name, digest=version[:36])
+    MlflowClient().log_inputs(run_id, datasets=[mlflow.entities.DatasetInput(dataset._to_mlflow_entity())])
+
+
+# --- models -----------------------------------------------------------------------------------
+
+class UnlearnModel(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper: a DataFrame of raw source columns in, predicted labels out.
+
+    Columns of revoked features may be absent; their values are ignored either way."""
+
+    def load_context(self, context):
+        self.bundle = load_bundle(Path(context.artifacts["bundle"]))
+
+    def predict(self, context, model_input: pd.DataFrame, params=None):
+        return pd.Series(self.bundle.predict(model_input), name="prediction")
+
+
+def signature_of(bundle: ModelBundle, dtypes: dict[str, str]) -> ModelSignature:
+    """Input schema from the source columns' kinds (never from real rows); revoked ones optional."""
+    enc = bundle.encoder
+    inputs = [ColSpec("string" if f in enc.categorical else "double", f, required=f not in enc.revoked)
+              for f in enc.features]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("string", "prediction")]))
+
+
+def log_model(run_id: str, bundle: ModelBundle) -> str:
+    """Log the bundle as a pyfunc model under the run; returns its model URI."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_bundle(bundle, Path(tmp) / "bundle")
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_ARTIFACT, python_model=str(Path(__file__).with_name("pyfunc_entry.py")), artifacts={"bundle": str(path)},
+                signature=signature_of(bundle, {}), pip_requirements=PIP_REQUIREMENTS)
+    return info.model_uri
+
+
+def register(name: str, model_uri: str, run_id: str, tags: dict) -> str:
+    client = MlflowClient()
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="unlearnflow model; every version carries its lineage tags")
+    version = client.create_model_version(name, model_uri, run_id=run_id,
+                                          tags={k: str(v) for k, v in tags.items() if v is not None})
+    return str(version.version)
+
+
+def set_version_tags(name: str, version: str, tags: dict) -> None:
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, str(value))
+
+
+def promote(name: str, version: str) -> None:
+    MlflowClient().set_registered_model_alias(name, PRODUCTION, version)
+
+
+def production_version(name: str):
+    """The ModelVersion behind the `production` alias, or None."""
+    client = MlflowClient()
+    try:
+        return client.get_model_version_by_alias(name, PRODUCTION)
+    except MlflowException:
+        return None
+
+
+def require_production(name: str, root: Path | None = None):
+    version = None if (root is not None and not store_exists(root)) else production_version(name)
+    if version is None:
+        raise UnlearnError(f"unknown model {name!r}: no registered version with alias 'production' "
+                           f"— train one with `unlearn train {name}`")
+    return version
+
+
+def load_version_bundle(name: str, version: str) -> ModelBundle:
+    """The library bundle of a registered version (downloaded from its artifacts)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp)
+        return load_bundle(Path(local) / "artifacts" / "bundle")
+
+
+def find_version_by_tag(name: str, key: str, value: str):
+    client = MlflowClient()
+    try:
+        found = client.search_model_versions(f"name = '{name}' and tags.{key} = '{value}'")
+    except MlflowException:
+        return None
+    return found[0] if found else None
+
+
+def run_url_hint(run_id: str) -> str:
+    return f"experiment '{EXPERIMENT}', run {run_id}"
+
+
+def load_result(run_id: str) -> dict | None:
+    """The `result.json` a flow run logged on its parent run, or None."""
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="result.json", dst_path=tmp)
+            return json.loads(Path(path).read_text())
+    except (MlflowException, OSError):
+        return None

@@ -1,0 +1,57 @@
+"""Fixtures for flow and CLI tests: real Prefect (test harness), a real MLflow sqlite store and
+real DVC, in a temporary workspace with a small synthetic table."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flows.settings import configure_environment
+
+
+def synthetic_people(n: int = 600, seed: int = 0) -> pd.DataFrame:
+    """A small table shaped like a real one: numeric and categorical columns, an id, a label."""
+    rng = np.random.default_rng(seed)
+    age = rng.integers(18, 80, n)
+    hours = rng.normal(40, 10, n).round(1)
+    sex = rng.choice(["female", "male"], n)
+    city = rng.choice(["Ames", "Boise", "Cork", "Delft"], n)
+    logit = 0.06 * (age - 45) + 0.08 * (hours - 40) + np.where(sex == "male", 0.7, -0.7) + rng.normal(0, 0.8, n)
+    return pd.DataFrame({"person": [f"P{1000 + i}" for i in range(n)], "age": age, "hours": hours,
+                         "sex": sex, "city": city, "label": np.where(logit > 0, "yes", "no")})
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_harness(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prefect-home")
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    configure_environment(root)
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch) -> Path:
+    """An empty project workspace; the CLI and flows resolve the root from UNLEARN_ROOT."""
+    monkeypatch.setenv("UNLEARN_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def people_csv(workspace) -> Path:
+    path = workspace / "people.csv"
+    synthetic_people().to_csv(path, index=False)
+    return path
+
+
+def write_request(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.write_text(text)
+    return path

@@ -1,0 +1,126 @@
+"""Every bad-input case of the CLI: one line on stderr naming the problem, exit code 2, and
+nothing written — no data version, no model version, no run, no file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from flows.cli import main
+from tests.flows.conftest import synthetic_people
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, prefect_harness):
+    """A workspace with the `people` dataset and a trained model `people` (v1, production)."""
+    root = tmp_path_factory.mktemp("ws")
+    old = os.environ.get("UNLEARN_ROOT")
+    os.environ["UNLEARN_ROOT"] = str(root)
+    csv = root / "people.csv"
+    synthetic_people().to_csv(csv, index=False)
+    assert main(["data", "add", "people", "--file", str(csv), "--target", "label", "--id", "person"]) == 0
+    assert main(["train", "people"]) == 0
+    yield root
+    if old is None:
+        os.environ.pop("UNLEARN_ROOT", None)
+    else:
+        os.environ["UNLEARN_ROOT"] = old
+
+
+def snapshot(root: Path) -> dict:
+    """Every file under the workspace (but the Prefect home) with its size and modification time,
+    plus what the MLflow store holds."""
+    files = {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+             for p in root.rglob("*") if p.is_file() and ".prefect" not in p.parts and p.name != "mlflow.db"}
+    from mlflow import MlflowClient
+
+    from tasks.tracking import connect
+    connect(root)
+    client = MlflowClient()
+    versions = [(v.name, v.version) for v in client.search_model_versions()]
+    runs = len(client.search_runs(experiment_ids=[e.experiment_id for e in client.search_experiments()]))
+    return {"files": files, "versions": versions, "runs": runs}
+
+
+def run_bad(trained: Path, capsys, argv: list[str], expect: str) -> None:
+    os.chdir(trained)
+    before = snapshot(trained)
+    capsys.readouterr()
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    assert out == ""
+    message = err.strip()
+    assert "\n" not in message, message
+    assert message.startswith("error: ")
+    assert expect.lower() in message.lower(), message
+    assert snapshot(trained) == before
+
+
+REQUESTS = {
+    "malformed_yaml": ("req.yaml", "id: R1\nmodel: people\ndelete_records: [P1001, \n", "yaml"),
+    "malformed_json": ("req.json", '{"id": "R1", "model": "people", "delete_records": [', "json"),
+    "unknown_field": ("req.yaml", "id: R1\nmodel: people\ndelete_records: [P1001]\nforget_everything: true\n",
+                      "forget_everything"),
+    "unknown_record": ("req.yaml", "id: R1\nmodel: people\ndelete_records: [P1001, NOPE-7]\n", "NOPE-7"),
+    "unknown_feature": ("req.yaml", "id: R1\nmodel: people\nrevoke_features: [salary]\n", "salary"),
+    "label_outside_set": ("req.yaml", "id: R1\nmodel: people\nfix_labels: {P1001: maybe}\n", "maybe"),
+    "unknown_model": ("req.yaml", "id: R1\nmodel: nobody\ndelete_records: [P1001]\n", "nobody"),
+    "empty_request": ("req.yaml", "id: R1\nmodel: people\n", "empty"),
+    "unknown_method": ("req.yaml", "id: R1\nmodel: people\ndelete_records: [P1001]\nmethod: magic\n", "magic"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REQUESTS))
+def test_bad_request(trained, capsys, tmp_path, case):
+    name, text, expect = REQUESTS[case]
+    path = tmp_path / name
+    path.write_text(text)
+    run_bad(trained, capsys, ["forget", str(path)], expect)
+
+
+def test_missing_request_file(trained, capsys, tmp_path):
+    run_bad(trained, capsys, ["forget", str(tmp_path / "absent.yaml")], "absent.yaml")
+
+
+def _table_file(tmp_path: Path, frame: pd.DataFrame) -> Path:
+    path = tmp_path / "table.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_data_missing_target(trained, capsys, tmp_path):
+    path = _table_file(tmp_path, synthetic_people().drop(columns=["label"]))
+    run_bad(trained, capsys, ["data", "add", "more", "--file", str(path), "--target", "label"], "label")
+
+
+def test_data_missing_id(trained, capsys, tmp_path):
+    path = _table_file(tmp_path, synthetic_people())
+    run_bad(trained, capsys, ["data", "add", "more", "--file", str(path), "--target", "label", "--id", "pid"], "pid")
+
+
+def test_data_duplicate_ids(trained, capsys, tmp_path):
+    frame = synthetic_people()
+    frame.loc[5, "person"] = frame.loc[4, "person"]
+    path = _table_file(tmp_path, frame)
+    run_bad(trained, capsys, ["data", "add", "more", "--file", str(path), "--target", "label", "--id", "person"],
+            "duplicate")
+
+
+def test_data_feature_that_cannot_be_encoded(trained, capsys, tmp_path):
+    frame = synthetic_people()
+    frame["note"] = [f"free text {i}" for i in range(len(frame))]
+    path = _table_file(tmp_path, frame)
+    run_bad(trained, capsys, ["data", "add", "more", "--file", str(path), "--target", "label", "--id", "person"],
+            "note")
+
+
+def test_unknown_builtin(trained, capsys):
+    run_bad(trained, capsys, ["data", "add", "nosuchset"], "nosuchset")
+
+
+def test_train_unknown_dataset(trained, capsys):
+    run_bad(trained, capsys, ["train", "nosuchset"], "nosuchset")

@@ -1,0 +1,151 @@
+"""Unlearning requests: parsing (YAML/JSON), one-line errors, checks against a dataset."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from unlearning.data.tables import correct_table, table_from_frame
+from unlearning.errors import UnlearnError
+from unlearning.requests import UnlearningRequest, load_request, validate_request
+
+METHODS = ["first_order", "second_order", "retrain"]
+
+
+@pytest.fixture(scope="module")
+def table():
+    n = 200
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(
+        {
+            "age": rng.integers(18, 80, n).astype(float),
+            "sex": rng.choice(["F", "M"], n),
+            "y": rng.choice(["0", "1"], n),
+        }
+    )
+    return correct_table(table_from_frame("toy", frame, target="y"), [], ["age"], {})
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def error_of(call, *args):
+    with pytest.raises(UnlearnError) as excinfo:
+        call(*args)
+    message = str(excinfo.value)
+    assert message and "\n" not in message
+    return message
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+
+def test_yaml_ints_become_text(tmp_path):
+    path = write(
+        tmp_path,
+        "r.yaml",
+        "id: req-1\nmodel: adult-lr\ndelete_records: [12, 13]\nfix_labels: {7: 1}\n",
+    )
+    req = load_request(path)
+    assert req.delete_records == ["12", "13"] and req.fix_labels == {"7": "1"}
+    assert req.method == "auto" and req.kinds() == ["delete_records", "fix_labels"]
+
+
+def test_json_and_unknown_extensions(tmp_path):
+    content = {"id": "r2", "model": "m", "revoke_features": ["sex"]}
+    assert load_request(write(tmp_path, "r.json", json.dumps(content))).revoke_features == ["sex"]
+    assert load_request(write(tmp_path, "r.req", json.dumps(content))).id == "r2"
+    assert load_request(write(tmp_path, "r.txt", "id: r3\nmodel: m\nrevoke_features: [sex]\n")).id == "r3"
+
+
+@pytest.mark.parametrize(
+    "name, text, expected",
+    [
+        ("bad.yaml", "id: r\nmodel: [unclosed\n", "not valid YAML (line 3"),
+        ("bad.json", '{"id": "r",\n "model": }', "not valid JSON (line 2"),
+        ("list.yaml", "- 1\n- 2\n", "must be a mapping"),
+        ("empty.yaml", "", "empty document"),
+        ("extra.yaml", "id: r\nmodel: m\ndelete: [1]\n", "unknown fields: delete; allowed fields: id, model, delete_records"),
+        ("noid.yaml", "model: m\ndelete_records: [1]\n", "missing the required field(s): id"),
+        ("nomodel.yaml", "id: r\ndelete_records: [1]\n", "missing the required field(s): model"),
+        ("type.yaml", "id: r\nmodel: m\ndelete_records: 5\n", "delete_records: Input should be a valid list"),
+        ("type2.yaml", "id: r\nmodel: m\nfix_labels: [1, 2]\n", "fix_labels: Input should be a valid dictionary"),
+        ("bool.yaml", "id: r\nmodel: m\ndelete_records: [true]\n", "delete_records.0"),
+        ("nothing.yaml", "id: r\nmodel: m\ndelete_records: []\n", "asks for nothing"),
+        ("badid.yaml", "id: 'a b/c'\nmodel: m\ndelete_records: [1]\n", "id: use only letters"),
+        ("emptymodel.yaml", "id: r\nmodel: ''\ndelete_records: [1]\n", "model: must not be empty"),
+    ],
+)
+def test_bad_request_files(tmp_path, name, text, expected):
+    assert expected in error_of(load_request, write(tmp_path, name, text))
+
+
+def test_missing_file(tmp_path):
+    assert "not found" in error_of(load_request, tmp_path / "nope.yaml")
+
+
+def test_content_hash():
+    a = UnlearningRequest(id="r", model="m", delete_records=["1", "2"], fix_labels={"3": "1"})
+    b = UnlearningRequest(id="r", model="m", delete_records=["2", "1"], fix_labels={"3": "1"})
+    c = UnlearningRequest(id="r", model="m", delete_records=["1", "2"], fix_labels={"3": "0"})
+    assert a.content_hash() == b.content_hash() != c.content_hash()
+    assert len(a.content_hash()) == 64
+
+
+def test_requests_are_frozen_and_strict():
+    req = UnlearningRequest(id="r", model="m", delete_records=["1"])
+    with pytest.raises(Exception):
+        req.id = "other"
+    with pytest.raises(Exception):
+        UnlearningRequest(id="r", model="m", delete_records=["1"], extra=1)
+
+
+# -- against the dataset ------------------------------------------------------------------------
+
+
+def request(**fields):
+    return UnlearningRequest(id="r", model="m", **fields)
+
+
+def test_a_valid_request_passes(table):
+    label = table.frame.loc["5", "y"]
+    other = "1" if label == "0" else "0"
+    req = request(delete_records=["1", "2"], revoke_features=["sex"], fix_labels={"5": other, "6": table.frame.loc["6", "y"]}, method="second_order")
+    validate_request(req, table, METHODS)  # includes a no-op label fix
+    validate_request(request(delete_records=["1"]), table, METHODS)  # method "auto"
+
+
+@pytest.mark.parametrize(
+    "fields, expected",
+    [
+        ({"delete_records": ["1", "9999", "x"]}, "2 record ids are not in dataset 'toy' ('9999', 'x')"),
+        ({"fix_labels": {"abc": "1"}}, "1 record ids are not in dataset 'toy' ('abc')"),
+        ({"delete_records": ["1", "1", "2"]}, "listed more than once in delete_records ('1')"),
+        ({"revoke_features": ["colour"]}, "unknown feature 'colour' in revoke_features; valid features: age, sex"),
+        ({"revoke_features": ["y"]}, "'y' is the target"),
+        ({"revoke_features": ["age"]}, "feature 'age' is already revoked"),
+        ({"revoke_features": ["sex", "sex"]}, "more than once in revoke_features: sex"),
+        ({"fix_labels": {"3": "2"}}, "label outside the label set ['0', '1'] ('3')"),
+        ({"delete_records": ["3"], "fix_labels": {"3": "1"}}, "both deleted and relabelled ('3')"),
+        ({"delete_records": ["1"], "method": "magic"}, "unknown method 'magic'; valid methods: auto, first_order"),
+    ],
+)
+def test_requests_that_do_not_fit_the_dataset(table, fields, expected):
+    assert expected in error_of(validate_request, request(**fields), table, METHODS)
+
+
+def test_many_unknown_ids_are_counted_and_a_few_shown(table):
+    ids = [f"u{i}" for i in range(50)]
+    message = error_of(validate_request, request(delete_records=ids), table, METHODS)
+    assert message.startswith("50 record ids") and "'u4', ..." in message and "u5'" not in message
+
+
+def test_a_request_may_not_remove_a_whole_class(table):
+    train_ids = [i for i, t in zip(table.ids(), table.train_mask()) if t]
+    ones = [i for i in train_ids if table.frame.loc[i, "y"] == "1"]
+    message = error_of(validate_request, request(delete_records=ones), table, METHODS)
+    assert "fewer than 2 classes" in message

@@ -1,0 +1,65 @@
+"""The erasure certificate: what was asked, what was done, what guarantee holds, what was checked.
+
+Record ids, hashes and versions only — never the personal values themselves (compliance.md).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from unlearning.methods import Result
+from unlearning.requests import UnlearningRequest
+
+FORMAT = "unlearnflow.certificate/1"
+
+
+def certificate(request: UnlearningRequest, result: Result, *, model: dict, data: dict, metrics: dict,
+                checks: list[dict], timings: dict, code_version: str, config: dict,
+                superseded: list[dict] | None = None) -> dict:
+    """Assemble the certificate. `model` = {name, version, parent_version, run_id, parent_run_id},
+    `data` = {before, after} DVC versions."""
+    stats = result.stats
+    certified = result.guarantee == "certified"
+    return {
+        "format": FORMAT,
+        "issued_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "request": {
+            "id": request.id,
+            "content_hash": request.content_hash(),
+            "kinds": request.kinds(),
+            "delete_records": list(request.delete_records),
+            "revoke_features": list(request.revoke_features),
+            "fix_labels": sorted(request.fix_labels),  # the ids only: corrected labels stay in the data
+        },
+        "method": result.method,
+        "guarantee": result.guarantee,
+        "epsilon": result.epsilon,
+        "delta": result.delta,
+        "residual": result.residual,
+        "residual_bound": result.residual_bound,
+        "budget_used": stats.get("budget_used") if certified else None,
+        "budget_left": stats.get("budget_left") if certified else None,
+        "budget": stats.get("budget") if certified else None,
+        "model": model,
+        "data": data,
+        "fidelity": metrics,
+        "checks": checks,
+        "verified": all(c["passed"] for c in checks),
+        "timings": timings,
+        "code_version": code_version,
+        "config": config,
+        "superseded": superseded or [],
+    }
+
+
+def summary_block(result: Result) -> dict:
+    """The `certificate` object of the CLI's JSON output (None values where not certified)."""
+    certified = result.guarantee == "certified"
+    return {
+        "epsilon": result.epsilon,
+        "delta": result.delta,
+        "residual": result.residual,
+        "residual_bound": result.residual_bound,
+        "budget_used": result.stats.get("budget_used") if certified else None,
+        "budget_left": result.stats.get("budget_left") if certified else None,
+    }

@@ -1,0 +1,260 @@
+"""Closed-form influence updates (Warnecke et al., NDSS 2023; science.md §1).
+
+    G      = Σ_{z̃∈Z̃} ∇ℓ(z̃, θ*) − Σ_{z∈Z} ∇ℓ(z, θ*)          (only affected points: O(|Z|·p))
+    first  : θ_new = θ* − τ·G
+    second : θ_new = θ* − H⁻¹·G,   H = ∇²L_b(θ*; D')
+
+Linear algebra works on vec(θ) (row-major, p = d·K). Columns revoked from D' are identically zero
+there, so H is block-diagonal between revoked and surviving coordinates and the revoked block is
+Λ·I: the new θ on revoked coordinates is −b_R/Λ exactly, and only the surviving block is solved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from unlearning.models import logreg
+from unlearning.models.logreg import DTYPE
+from unlearning.problem import Problem
+
+
+def influence_gradient(p: Problem, theta: torch.Tensor | None = None) -> torch.Tensor:
+    """G (shaped like θ): gradient change of L_b at θ when Z is replaced by Z̃."""
+    theta = p.theta if theta is None else theta
+    G = -logreg.data_gradient(theta, p.X_z, p.y_z)
+    if len(p.X_tilde):
+        G = G + logreg.data_gradient(theta, p.X_tilde, p.y_tilde)
+    return G
+
+
+def corrected_gradient(p: Problem, theta: torch.Tensor) -> torch.Tensor:
+    """∇L_b(θ; D') exactly, over all of D' (O(n·p)): the gradient residual is its norm."""
+    return logreg.gradient(theta, p.X_new, p.y_new, p.obj)
+
+
+def gradient_residual(p: Problem, theta: torch.Tensor) -> float:
+    return float(corrected_gradient(p, theta).norm())
+
+
+# --- coordinates ------------------------------------------------------------------------------
+
+def surviving_coordinates(p: Problem) -> torch.Tensor:
+    """Indices into vec(θ) that are not revoked (all of them when nothing is revoked)."""
+    d = p.X.shape[1]
+    K = 1 if logreg.is_binary(p.theta) else p.theta.shape[1]
+    alive = torch.ones(d, K, dtype=torch.bool)
+    if p.revoked:
+        alive[list(p.revoked)] = False
+    return alive.reshape(-1).nonzero().squeeze(1)
+
+
+def revoked_optimum(p: Problem) -> torch.Tensor:
+    """θ with revoked rows set to their exact optimum on D' (−b_R/Λ, or 0 without noise)."""
+    theta = p.theta.clone()
+    if p.revoked:
+        rows = list(p.revoked)
+        theta[rows] = 0.0 if p.obj.b is None else -p.obj.b[rows] / p.obj.l2
+    return theta
+
+
+def apply_step(p: Problem, theta: torch.Tensor, step_s: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+    """θ with the surviving coordinates moved by −step (step given on S only)."""
+    flat = theta.reshape(-1).clone()
+    flat[S] -= step_s
+    return flat.reshape(theta.shape)
+
+
+# --- first order ------------------------------------------------------------------------------
+
+def default_tau(p: Problem) -> float:
+    """τ = 1 / (mean eigenvalue of H(θ*; D)): an isotropic stand-in for H⁻¹ computed in O(n·p).
+
+    trace(H) = Σ_i trace(∇²ℓ_i) + Λ·p, and trace(∇²ℓ_i) = ‖x_i‖²·Σ_a π_a(1−π_a).
+    """
+    P = logreg.probabilities(p.theta, p.X)
+    curvature = P * (1 - P) if P.dim() == 1 else (P * (1 - P)).sum(dim=1)
+    n_params = p.theta.numel()
+    trace = float((curvature * (p.X * p.X).sum(dim=1)).sum()) + p.obj.l2 * n_params
+    return n_params / trace
+
+
+def first_order_update(p: Problem, tau: float) -> torch.Tensor:
+    """θ* − τ·G on the surviving coordinates, revoked coordinates at their optimum."""
+    S = surviving_coordinates(p)
+    G = influence_gradient(p).reshape(-1)[S]
+    return apply_step(p, revoked_optimum(p), tau * G, S)
+
+
+# --- Hessians ---------------------------------------------------------------------------------
+
+def original_hessian(p: Problem) -> torch.Tensor:
+    """H(θ*; D), cached per model version in p.cache — every later request reuses it."""
+    if "H" not in p.cache:
+        p.cache["H"] = logreg.hessian(p.theta, p.X, p.obj)
+    return p.cache["H"]
+
+
+def original_factor(p: Problem) -> torch.Tensor:
+    """Cholesky factor of H(θ*; D), cached per model version."""
+    if "L" not in p.cache:
+        p.cache["L"] = torch.linalg.cholesky(original_hessian(p))
+    return p.cache["L"]
+
+
+def rows_hessian_change(p: Problem) -> torch.Tensor:
+    """H(θ*; D') − H(θ*; D) = Σ_Z̃ ∇²ℓ − Σ_Z ∇²ℓ: cost (|Z|+|Z̃|)·p²."""
+    delta = -logreg.data_hessian(p.theta, p.X_z)
+    if len(p.X_tilde):
+        delta = delta + logreg.data_hessian(p.theta, p.X_tilde)
+    return delta
+
+
+def corrected_hessian(p: Problem, mode: str) -> torch.Tensor:
+    """H(θ*; D') for `exact`; for `cached`, the cached H(θ*; D) itself (an approximation that
+    ignores how the touched rows' curvature changed — fine when a refinement step follows)."""
+    if mode == "cached":
+        return original_hessian(p)
+    if p.touched * 4 < p.n:
+        return original_hessian(p) + rows_hessian_change(p)
+    return logreg.hessian(p.theta, p.X_new, p.obj)
+
+
+def woodbury_solve(p: Problem, G: torch.Tensor) -> torch.Tensor:
+    """H(θ*; D')⁻¹·G for a binary model from the cached factor of H(θ*; D), in O(m·p² + m³).
+
+    H' = H + AᵀDA with A = [X_Z; X_Z̃] (m, p), D = diag(−w_Z, +w_Z̃), w = σ(1−σ):
+    H'⁻¹ = H⁻¹ − H⁻¹Aᵀ(D⁻¹ + A H⁻¹ Aᵀ)⁻¹ A H⁻¹.
+    """
+    L = original_factor(p)
+    A = torch.cat([p.X_z, p.X_tilde])  # (m, p)
+    P = logreg.probabilities(p.theta, A)
+    w = (P * (1 - P)).clamp_min(1e-300)
+    signs = torch.cat([-torch.ones(len(p.X_z), dtype=DTYPE), torch.ones(len(p.X_tilde), dtype=DTYPE)])
+    HinvG = torch.cholesky_solve(G[:, None], L)  # (p, 1)
+    if len(A) == 0:
+        return HinvG.squeeze(1)
+    HinvAt = torch.cholesky_solve(A.T.contiguous(), L)  # (p, m)
+    capacitance = torch.diag(signs / w) + A @ HinvAt  # (m, m)
+    correction = HinvAt @ torch.linalg.solve(capacitance, A @ HinvG)
+    return (HinvG - correction).squeeze(1)
+
+
+def cholesky_solve(H: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+    return torch.cholesky_solve(G[:, None], torch.linalg.cholesky(H)).squeeze(1)
+
+
+# --- conjugate gradient -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CGResult:
+    x: torch.Tensor
+    hvps: int
+    relative_residual: float
+
+
+def conjugate_gradient(hvp, g: torch.Tensor, tol: float = 1e-10, max_iter: int = 500,
+                       diag: torch.Tensor | None = None) -> CGResult:
+    """Solve A·x = g for symmetric positive-definite A given only x ↦ A·x (Jacobi-preconditioned
+    when `diag` ≈ diag(A) is given). Stops when ‖g − A·x‖ ≤ tol·‖g‖."""
+    x = torch.zeros_like(g)
+    r = g.clone()
+    z = r / diag if diag is not None else r
+    direction = z.clone()
+    rz = float(r @ z)
+    g_norm = float(g.norm()) or 1.0
+    hvps = 0
+    for _ in range(max_iter):
+        if float(r.norm()) <= tol * g_norm:
+            break
+        Ad = hvp(direction)
+        hvps += 1
+        alpha = rz / float(direction @ Ad)
+        x = x + alpha * direction
+        r = r - alpha * Ad
+        z = r / diag if diag is not None else r
+        rz_next = float(r @ z)
+        direction = z + (rz_next / rz) * direction
+        rz = rz_next
+    return CGResult(x=x, hvps=hvps, relative_residual=float(r.norm()) / g_norm)
+
+
+def corrected_hvp(p: Problem, S: torch.Tensor, damping: float = 0.0):
+    """v_S ↦ (H(θ*; D') + μI)_SS·v_S without forming H: one pass over D' per product."""
+    def product(v_s: torch.Tensor) -> torch.Tensor:
+        v = torch.zeros(p.theta.numel(), dtype=DTYPE)
+        v[S] = v_s
+        Hv = logreg.hvp(p.theta, p.X_new, p.obj, v.reshape(p.theta.shape)).reshape(-1)
+        return Hv[S] + damping * v_s
+    return product
+
+
+def corrected_hessian_diagonal(p: Problem) -> torch.Tensor:
+    """diag H(θ*; D') in O(n·p), the Jacobi preconditioner for CG."""
+    P = logreg.probabilities(p.theta, p.X_new)
+    X2 = p.X_new * p.X_new  # (n', d)
+    diag = X2.T @ (P * (1 - P))  # (d,) or (d, K)
+    return diag.reshape(-1) + p.obj.l2
+
+
+# --- second order -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NewtonResult:
+    theta: torch.Tensor
+    hvps: int
+    solver: str
+    hessian: str
+
+
+def second_order_update(p: Problem, solver: str = "auto", hessian_mode: str = "auto",
+                        refine_steps: int = 0, cg_tol: float = 1e-10, cg_max_iter: int = 500,
+                        max_dense: int = 5000) -> NewtonResult:
+    """θ* − H⁻¹G on the surviving coordinates (revoked ones at their exact optimum).
+
+    solver: `cholesky` (dense H, factor of H(θ*; D) cached per model version and reused through
+    Woodbury when few rows change), `cg` (Hessian-free, exact H(θ*; D') through products), or
+    `auto` (dense up to `max_dense` parameters).
+    hessian_mode: `exact` = H(θ*; D'); `cached` = H(θ*; D) reused as is; `auto` = exact when
+    |Z|+|Z̃| ≤ n/4 (a low-rank change), otherwise cached with two refinement steps — revoking a
+    feature touches every row, and recomputing H would cost as much as a few training passes.
+    refine_steps: extra steps θ ← θ − H⁻¹∇L_b(θ; D') with the same H and the exact gradient.
+    """
+    S = surviving_coordinates(p)
+    n_params = p.theta.numel()
+    solver = solver if solver != "auto" else ("cholesky" if n_params <= max_dense else "cg")
+    if hessian_mode == "auto":
+        hessian_mode = "exact" if p.touched * 4 <= p.n else "cached"
+        refine_steps = refine_steps if hessian_mode == "exact" else max(refine_steps, 2)
+    theta = revoked_optimum(p)
+    G = influence_gradient(p).reshape(-1)[S]
+
+    hvps = 0
+    if solver == "cg":
+        # CG always multiplies by the exact H(θ*; D'); `cached` has no meaning without a matrix.
+        hessian_mode = "exact"
+        hvp = corrected_hvp(p, S)
+        diag = corrected_hessian_diagonal(p)[S]
+
+        def solve(rhs):
+            nonlocal hvps
+            out = conjugate_gradient(hvp, rhs, tol=cg_tol, max_iter=cg_max_iter, diag=diag)
+            hvps += out.hvps
+            return out.x
+    elif (hessian_mode == "exact" and logreg.is_binary(p.theta) and not p.revoked
+          and p.touched * 4 <= p.n):
+        def solve(rhs):
+            return woodbury_solve(p, rhs)
+    else:
+        H_S = corrected_hessian(p, hessian_mode)[S][:, S]
+        L = original_factor(p) if (len(S) == n_params and hessian_mode == "cached") else torch.linalg.cholesky(H_S)
+
+        def solve(rhs):
+            return torch.cholesky_solve(rhs[:, None], L).squeeze(1)
+
+    theta = apply_step(p, theta, solve(G), S)
+    for _ in range(refine_steps):
+        g = corrected_gradient(p, theta).reshape(-1)[S]
+        theta = apply_step(p, theta, solve(g), S)
+    return NewtonResult(theta=theta, hvps=hvps, solver=solver, hessian=hessian_mode)

@@ -1,0 +1,228 @@
+"""The registry of unlearning methods: each is a config plus a function, under a stable name.
+
+Every method takes a `Problem` and its validated config and returns a `Result` carrying the new θ,
+its guarantee class (`exact`, `certified` or `empirical`) and the exact gradient residual
+‖∇L_b(θ_new; D')‖₂. Adding a method = write it, register it; the contract tests cover it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from unlearning import certified, influence
+from unlearning.errors import UnlearnError
+from unlearning.models import logreg
+from unlearning.problem import Problem, make_problem
+
+GUARANTEES = ("exact", "certified", "empirical")
+
+
+@dataclass(frozen=True)
+class Result:
+    theta: torch.Tensor
+    method: str
+    guarantee: str
+    residual: float  # ‖∇L_b(θ_new; D')‖₂, computed exactly on D'
+    residual_bound: float | None = None  # certified methods only
+    epsilon: float | None = None
+    delta: float | None = None
+    stats: dict = field(default_factory=dict)
+
+
+class MethodConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    guarantee: str
+    config: type[MethodConfig]
+    run: Callable[[Problem, MethodConfig], Result]
+    summary: str
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(name: str, guarantee: str, config: type[MethodConfig]):
+    def wrap(fn):
+        METHODS[name] = Method(name, guarantee, config, fn, (fn.__doc__ or "").strip().splitlines()[0])
+        return fn
+    return wrap
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise UnlearnError(f"unknown method {name!r}: choose one of {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def run_method(name: str, problem: Problem, options: dict | None = None) -> Result:
+    """Validate `options` against the method's config and run it."""
+    method = get_method(name)
+    if options is not None and not isinstance(options, Mapping):
+        raise UnlearnError(f"bad options for method {name!r}: expected a mapping of option names "
+                           f"to values, got {type(options).__name__}")
+    try:
+        config = method.config(**(options or {}))
+    except ValidationError as exc:  # pydantic's report is multi-line; the CLI wants one line
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors())
+        raise UnlearnError(f"bad options for method {name!r}: {problems} "
+                           f"(valid options: {', '.join(method.config.model_fields) or 'none'})") from None
+    return method.run(problem, config)
+
+
+def _result(p: Problem, name: str, theta: torch.Tensor, **extra) -> Result:
+    return Result(theta=theta, method=name, guarantee=METHODS[name].guarantee,
+                  residual=influence.gradient_residual(p, theta), **extra)
+
+
+# --- methods ----------------------------------------------------------------------------------
+
+class FirstOrderConfig(MethodConfig):
+    tau: float | None = Field(None, gt=0, description="unlearning rate; None = 1/mean eigenvalue of H")
+    chunks: int = Field(1, ge=1, description="iterative variant: apply the update in this many chunks of Z")
+
+
+@register("first_order", "empirical", FirstOrderConfig)
+def first_order(p: Problem, cfg: FirstOrderConfig) -> Result:
+    """θ* − τ·G: one gradient-sized step per chunk of affected points."""
+    tau = cfg.tau if cfg.tau is not None else influence.default_tau(p)
+    theta = _chunked(p, cfg.chunks, lambda sub: influence.first_order_update(sub, tau))
+    return _result(p, "first_order", theta, stats={"tau": tau, "chunks": cfg.chunks})
+
+
+class SecondOrderConfig(MethodConfig):
+    solver: Literal["auto", "cholesky", "cg"] = "auto"
+    hessian: Literal["auto", "exact", "cached"] = "auto"
+    refine_steps: int = Field(0, ge=0, le=20)
+    cg_tol: float = Field(1e-10, gt=0)
+    cg_max_iter: int = Field(500, ge=1)
+    chunks: int = Field(1, ge=1, description="iterative variant: apply the update in this many chunks of Z")
+
+
+@register("second_order", "empirical", SecondOrderConfig)
+def second_order(p: Problem, cfg: SecondOrderConfig) -> Result:
+    """θ* − H⁻¹·G with a cached Cholesky factor or Hessian-free conjugate gradient."""
+    info = {}
+
+    def step(sub: Problem) -> torch.Tensor:
+        out = influence.second_order_update(sub, cfg.solver, cfg.hessian, cfg.refine_steps,
+                                            cfg.cg_tol, cfg.cg_max_iter)
+        info.update(solver=out.solver, hessian=out.hessian, hvps=info.get("hvps", 0) + out.hvps)
+        return out.theta
+
+    theta = _chunked(p, cfg.chunks, step)
+    return _result(p, "second_order", theta, stats={**info, "chunks": cfg.chunks})
+
+
+class CertifiedConfig(MethodConfig):
+    solver: Literal["auto", "cholesky", "cg"] = "auto"
+
+
+@register("certified", "certified", CertifiedConfig)
+def certified_update(p: Problem, cfg: CertifiedConfig) -> Result:
+    """Second-order update on the exact Hessian of D', with the data-dependent (ε, δ) bound."""
+    if p.certification is None:
+        raise UnlearnError("method 'certified' needs a model trained with certification: "
+                           "retrain with `unlearn train NAME --certified` or use second_order")
+    if not logreg.is_binary(p.theta):
+        raise UnlearnError("method 'certified' supports binary models only (the bound uses the "
+                           "logistic loss): use second_order for a multi-class model")
+    out = influence.second_order_update(p, cfg.solver, "exact", refine_steps=0)
+    c = p.certification
+    # θ* minimises L_b(·; D) only to the training tolerance, and its residual there passes into
+    # θ_new unchanged: ∇L_b(θ_new; D') = ∇L_b(θ*; D) + Taylor remainder. The part of it that
+    # `spent` does not already cover (all of it on a freshly trained model) joins the bound.
+    carried = max(0.0, certified.starting_residual(p) - c.spent)
+    bound = certified.data_dependent_bound(p, p.theta - out.theta) + carried
+    spent = c.spent + bound
+    return _result(p, "certified", out.theta, residual_bound=bound,
+                   epsilon=certified.epsilon_for(spent, c.sigma, c.delta), delta=c.delta,
+                   stats={"solver": out.solver, "hvps": out.hvps, "carried_residual": carried,
+                          "budget": c.budget,
+                          "budget_used": spent, "budget_left": c.budget - spent,
+                          "within_budget": spent <= c.budget})
+
+
+class RetrainConfig(MethodConfig):
+    warm_start: bool = False
+    tol: float = Field(1e-9, gt=0)
+    max_iter: int = Field(1000, ge=1)
+    noise_seed: int | None = Field(None, description="draw a fresh perturbation b (certified models)")
+
+
+@register("retrain", "exact", RetrainConfig)
+def retrain(p: Problem, cfg: RetrainConfig) -> Result:
+    """Exact: train on D' from scratch (or from θ*), the reference every method is judged by."""
+    obj = p.obj
+    if cfg.noise_seed is not None and p.certification is not None:
+        gen = torch.Generator().manual_seed(cfg.noise_seed)
+        b = torch.randn(p.theta.shape, generator=gen, dtype=logreg.DTYPE) * p.certification.sigma
+        obj = logreg.Objective(l2=obj.l2, b=b)
+    fitted = logreg.fit(p.X_new, p.y_new, p.n_classes, obj,
+                        theta0=p.theta if cfg.warm_start else None, tol=cfg.tol, max_iter=cfg.max_iter)
+    residual = float(logreg.gradient(fitted.theta, p.X_new, p.y_new, obj).norm())
+    return Result(theta=fitted.theta, method="retrain", guarantee="exact", residual=residual,
+                  stats={"iterations": fitted.iterations, "new_noise": obj is not p.obj,
+                         "b": obj.b if obj is not p.obj else None})
+
+
+class FinetuneConfig(MethodConfig):
+    steps: int = Field(10, ge=1)
+
+
+@register("finetune", "empirical", FinetuneConfig)
+def finetune(p: Problem, cfg: FinetuneConfig) -> Result:
+    """Baseline: a few full-batch gradient steps on D' from θ*, step 1/L (L a smoothness bound)."""
+    smoothness = 0.25 * certified.spectral_norm(p) ** 2 + p.obj.l2
+    theta = p.theta.clone()
+    for _ in range(cfg.steps):
+        theta = theta - influence.corrected_gradient(p, theta) / smoothness
+    return _result(p, "finetune", theta, stats={"steps": cfg.steps})
+
+
+# --- iterative variants -----------------------------------------------------------------------
+
+def _chunked(p: Problem, chunks: int, update: Callable[[Problem], torch.Tensor]) -> torch.Tensor:
+    """Apply `update` to Z in `chunks` sequential parts, each from the previous part's θ and data.
+
+    A large request as one step extrapolates far from θ*; smaller steps stay closer to where the
+    local quadratic model is accurate (science.md §1, iterative variants)."""
+    if chunks <= 1 or len(p.z_index) <= 1:
+        return update(p)
+    replacement = p.replacement_of_z()  # (m,) index into X_tilde, −1 for a deletion
+    theta, X, y = p.theta, p.X, p.y
+    position = torch.arange(p.n)  # current row of each original row, −1 once deleted
+    for part in torch.tensor_split(torch.arange(len(p.z_index)), min(chunks, len(p.z_index))):
+        rows, rep = position[p.z_index[part]], replacement[part]
+        order = torch.argsort((rep >= 0).long(), stable=True)  # deletions first (Problem layout)
+        rows, rep = rows[order], rep[order]
+        kept = rep[rep >= 0]
+        sub = make_problem(theta, p.obj, X, y, p.n_classes, rows, p.X_tilde[kept], p.y_tilde[kept],
+                           p.revoked, p.certification)
+        theta = update(sub)
+        X, y = sub.X_new, sub.y_new
+        position = _positions_after(position, rows, rep, len(X))
+    return theta
+
+
+def _positions_after(position: torch.Tensor, rows: torch.Tensor, rep: torch.Tensor, n_new: int) -> torch.Tensor:
+    """Where each original row sits in D' = [untouched rows; Z̃] after one chunk."""
+    n_old = int(position.max()) + 1
+    new_index = torch.full((n_old,), -1, dtype=torch.long)
+    untouched = torch.ones(n_old, dtype=torch.bool)
+    untouched[rows] = False
+    new_index[untouched] = torch.arange(int(untouched.sum()))
+    replaced = rows[rep >= 0]
+    new_index[replaced] = torch.arange(int(untouched.sum()), n_new)
+    alive = position >= 0
+    out = torch.full_like(position, -1)
+    out[alive] = new_index[position[alive]]
+    return out

@@ -1,0 +1,286 @@
+"""Unlearning requests (science.md §1): which records to delete, features to revoke, labels to fix.
+
+A request is read from YAML or JSON (`load_request`), checked on its own by pydantic, then
+against the dataset it applies to (`validate_request`). Every problem a user can cause becomes one
+`UnlearnError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import yaml
+
+from unlearning.data.tables import Table, format_number
+from unlearning.errors import UnlearnError
+
+KINDS = ("delete_records", "revoke_features", "fix_labels")
+AUTO_METHOD = "auto"
+_ID_RE = re.compile(r"[A-Za-z0-9._-]+")
+_SHOWN = 5  # how many offending ids an error message names
+
+
+def _as_text(value: Any) -> Any:
+    """YAML reads `12` as an int and `1.0` as a float: ids and labels are strings here.
+    Anything that is not a number is left for pydantic to reject."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return format_number(value)
+    if isinstance(value, str):
+        return value.strip()
+    return value
+
+
+class UnlearningRequest(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    model: str
+    delete_records: list[str] = []
+    revoke_features: list[str] = []
+    fix_labels: dict[str, str] = {}  # record id → corrected label
+    method: str = AUTO_METHOD
+
+    @pydantic.field_validator("id", "model", "method", mode="before")
+    @classmethod
+    def _strip(cls, value: Any) -> Any:
+        return value.strip() if isinstance(value, str) else value
+
+    @pydantic.field_validator("id")
+    @classmethod
+    def _safe_id(cls, value: str) -> str:
+        if not _ID_RE.fullmatch(value):
+            raise ValueError("use only letters, digits, '.', '_' and '-' (not empty)")
+        return value
+
+    @pydantic.field_validator("model", "method")
+    @classmethod
+    def _not_empty(cls, value: str) -> str:
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+    @pydantic.field_validator("delete_records", "revoke_features", mode="before")
+    @classmethod
+    def _list_as_text(cls, value: Any) -> Any:
+        return [_as_text(v) for v in value] if isinstance(value, list) else value
+
+    @pydantic.field_validator("fix_labels", mode="before")
+    @classmethod
+    def _mapping_as_text(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {_as_text(k): _as_text(v) for k, v in value.items()}
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _asks_for_something(self) -> UnlearningRequest:
+        if not self.kinds():
+            raise ValueError(
+                f"request '{self.id}' asks for nothing: give at least one of {', '.join(KINDS)}"
+            )
+        return self
+
+    def kinds(self) -> list[str]:
+        return [kind for kind in KINDS if getattr(self, kind)]
+
+    def content_hash(self) -> str:
+        """sha256 of the request's canonical JSON. The order of records and features does not
+        matter (they are sets), so a reordered copy of a request has the same hash."""
+        content = self.model_dump()
+        content["delete_records"] = sorted(content["delete_records"])
+        content["revoke_features"] = sorted(content["revoke_features"])
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def load_request(path: Path) -> UnlearningRequest:
+    path = Path(path)
+    if not path.is_file():
+        raise UnlearnError(f"request file '{path}' not found; check the path")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UnlearnError(
+            f"cannot read request file '{path.name}' ({type(exc).__name__}); save it as UTF-8 text"
+        ) from None
+    data = _parse(text, path)
+    return request_from_dict(data, f"request file '{path.name}'")
+
+
+def _parse(text: str, path: Path) -> Any:
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return _parse_json(text, path.name)
+    if suffix in (".yaml", ".yml"):
+        return _parse_yaml(text, path.name)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return _parse_yaml(text, path.name)
+
+
+def _parse_json(text: str, name: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UnlearnError(
+            f"request file '{name}' is not valid JSON (line {exc.lineno}, column {exc.colno}: "
+            f"{exc.msg}); fix the syntax"
+        ) from None
+
+
+def _parse_yaml(text: str, name: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None)
+        reason = f": {problem}" if problem else ""
+        raise UnlearnError(
+            f"request file '{name}' is not valid YAML{where}{reason}; fix the syntax"
+        ) from None
+
+
+def request_from_dict(data: Any, origin: str = "request") -> UnlearningRequest:
+    """Build a request from parsed YAML/JSON, turning pydantic's report into one line."""
+    fields = list(UnlearningRequest.model_fields)
+    if not isinstance(data, dict):
+        raise UnlearnError(
+            f"{origin} must be a mapping with the keys {', '.join(fields)}; "
+            f"found {type(data).__name__ if data is not None else 'an empty document'}"
+        )
+    unknown = [str(k) for k in data if k not in fields]
+    if unknown:
+        raise UnlearnError(
+            f"{origin} has unknown fields: {', '.join(unknown)}; "
+            f"allowed fields: {', '.join(fields)}"
+        )
+    missing = [k for k in ("id", "model") if k not in data]
+    if missing:
+        raise UnlearnError(f"{origin} is missing the required field(s): {', '.join(missing)}")
+    try:
+        return UnlearningRequest(**data)
+    except pydantic.ValidationError as exc:
+        raise UnlearnError(f"{origin} is invalid: {_one_line(exc)}") from None
+
+
+def _one_line(exc: pydantic.ValidationError) -> str:
+    """pydantic's multi-line report as 'field: problem; field: problem'."""
+    parts = []
+    for error in exc.errors():
+        location = ".".join(str(p) for p in error["loc"])
+        message = error["msg"].removeprefix("Value error, ").replace("\n", " ")
+        parts.append(f"{location}: {message}" if location else message)
+    return "; ".join(dict.fromkeys(parts))
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking against the dataset
+
+
+def validate_request(req: UnlearningRequest, table: Table, methods: Iterable[str]) -> None:
+    """Raise `UnlearnError` if `req` cannot be applied to `table` (the model is checked elsewhere).
+
+    `methods` are the registered method names; "auto" is always accepted. A label fix that does
+    not change the label is allowed: it is a no-op.
+    """
+    _check_method(req.method, methods)
+    _check_record_ids(req, table)
+    _check_features(req.revoke_features, table)
+    _check_labels(req.fix_labels, table)
+
+
+def _check_method(method: str, methods: Iterable[str]) -> None:
+    valid = [AUTO_METHOD, *(m for m in methods if m != AUTO_METHOD)]
+    if method not in valid:
+        raise UnlearnError(f"unknown method '{method}'; valid methods: {', '.join(valid)}")
+
+
+def _shown(ids: list[str]) -> str:
+    more = ", ..." if len(ids) > _SHOWN else ""
+    return ", ".join(f"'{i}'" for i in ids[:_SHOWN]) + more
+
+
+def _check_record_ids(req: UnlearningRequest, table: Table) -> None:
+    twice = [i for i, n in Counter(req.delete_records).items() if n > 1]
+    if twice:
+        raise UnlearnError(
+            f"{len(twice)} record ids are listed more than once in delete_records "
+            f"({_shown(twice)}); list each record once"
+        )
+    known = set(table.frame.index)
+    named = list(dict.fromkeys([*req.delete_records, *req.fix_labels]))
+    unknown = [i for i in named if i not in known]
+    if unknown:
+        raise UnlearnError(
+            f"{len(unknown)} record ids are not in dataset '{table.name}' ({_shown(unknown)}); "
+            f"use values of its id column '{table.frame.index.name}'"
+        )
+    both = [i for i in req.fix_labels if i in set(req.delete_records)]
+    if both:
+        raise UnlearnError(
+            f"{len(both)} records are both deleted and relabelled ({_shown(both)}); "
+            "a deleted record needs no label fix: drop it from fix_labels"
+        )
+    _check_classes_remain(req, table)
+
+
+def _check_classes_remain(req: UnlearningRequest, table: Table) -> None:
+    """The corrected training set must still hold 2 classes, or no classifier can be refit."""
+    train = table.frame[table.train_mask()]
+    kept = train.drop(index=[i for i in req.delete_records if i in train.index])
+    labels = kept[table.target].copy()
+    fixes = {i: v for i, v in req.fix_labels.items() if i in labels.index}
+    if fixes:
+        labels.loc[list(fixes)] = list(fixes.values())
+    if labels.nunique() < 2:
+        raise UnlearnError(
+            f"the request leaves fewer than 2 classes among the training records of "
+            f"'{table.name}'; delete fewer records"
+        )
+
+
+def _check_features(features: list[str], table: Table) -> None:
+    twice = [f for f, n in Counter(features).items() if n > 1]
+    if twice:
+        raise UnlearnError(
+            f"features listed more than once in revoke_features: {', '.join(twice)}; "
+            "list each once"
+        )
+    for feature in features:
+        if feature == table.target:
+            raise UnlearnError(
+                f"'{feature}' is the target, not a feature; use fix_labels to change labels"
+            )
+        if feature not in table.features:
+            raise UnlearnError(
+                f"unknown feature '{feature}' in revoke_features; valid features: "
+                f"{', '.join(table.features)}"
+            )
+        if feature in table.revoked:
+            raise UnlearnError(
+                f"feature '{feature}' is already revoked in dataset '{table.name}'; "
+                "remove it from revoke_features"
+            )
+
+
+def _check_labels(fix_labels: dict[str, str], table: Table) -> None:
+    outside = [i for i, label in fix_labels.items() if label not in table.labels]
+    if outside:
+        raise UnlearnError(
+            f"fix_labels gives {len(outside)} records a label outside the label set "
+            f"{list(table.labels)} ({_shown(outside)}); use one of those labels"
+        )
