@@ -31,6 +31,9 @@ def configure_environment(root: Path) -> None:
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
+    # Only the value the user started with counts (empty = the project store): MLflow rewrites
+    # MLFLOW_TRACKING_URI itself once a store is chosen.
+    os.environ.setdefault("UNLEARN_TRACKING_URI", os.environ.get("MLFLOW_TRACKING_URI", ""))
     quiet_libraries()
 
 

@@ -122,15 +122,15 @@ class Plan:
     """A validated request with everything it refers to, before anything is written."""
 
     request: UnlearningRequest
-    table: Table
-    data_version: str
-    model_name: str
-    parent_version: str
-    parent_run: str
-    bundle: ModelBundle
-    b: torch.Tensor | None
-    method: str
     earlier: dict | None = None  # the earlier result when this request id was processed already
+    table: Table | None = None
+    data_version: str | None = None
+    model_name: str | None = None
+    parent_version: str | None = None
+    parent_run: str | None = None
+    bundle: ModelBundle | None = None
+    b: torch.Tensor | None = None
+    method: str | None = None
 
 
 def resolve_method(requested: str, bundle: ModelBundle) -> str:
@@ -157,12 +157,14 @@ def plan_request(root: Path, request_path: Path, method: str | None = None) -> P
     tracking.connect(root)
     production = tracking.require_production(request.model, root)
     earlier = earlier_result(request)
+    if earlier is not None:
+        return Plan(request=request, earlier=earlier)
     table = data_store.load_dataset(root, production.tags.get("dataset", request.model))
     validate_request(request, table, ["auto", *methods.METHODS])
     if method is not None and method not in ("auto", *methods.METHODS):
         methods.get_method(method)  # raises the one-line error listing the valid names
     digest = dataset_digest(root, table.name)
-    if production.tags.get("dataset_digest") not in (None, digest) and earlier is None:
+    if production.tags.get("dataset_digest") not in (None, digest):
         raise UnlearnError(f"model {request.model} v{production.version} was trained on another version of "
                            f"data/{table.name} than the one checked out: restore that data version "
                            f"(`git checkout` data.dvc + `dvc checkout`) or retrain")
@@ -173,7 +175,7 @@ def plan_request(root: Path, request_path: Path, method: str | None = None) -> P
                            f"v{production.version} was not; use second_order or retrain with --certified")
     return Plan(request=request, table=table, data_version=dvc.data_version(root),
                 model_name=request.model, parent_version=str(production.version), parent_run=production.run_id,
-                bundle=bundle, b=state.load_noise(root, production.run_id), method=resolved, earlier=earlier)
+                bundle=bundle, b=state.load_noise(root, production.run_id), method=resolved)
 
 
 @task(name="correct data", **STEP)

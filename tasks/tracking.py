@@ -20,8 +20,6 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 import mlflow  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.models.signature import ModelSignature  # noqa: E402
-from mlflow.types.schema import ColSpec, Schema  # noqa: E402
 
 from unlearning.errors import UnlearnError  # noqa: E402
 from unlearning.models.bundle import ModelBundle, load_bundle, save_bundle  # noqa: E402
@@ -33,8 +31,11 @@ PIP_REQUIREMENTS = ["unlearnflow", "torch==2.13.0", "pandas", "numpy"]
 
 
 def tracking_uri(root: Path) -> str:
-    """MLFLOW_TRACKING_URI when set, else the sqlite store under <root>/mlflow/."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / 'mlflow' / 'mlflow.db'}"
+    """The user's MLFLOW_TRACKING_URI when set, else the sqlite store under <root>/mlflow/.
+
+    flows.settings records the user's value in UNLEARN_TRACKING_URI at start-up, because
+    mlflow.set_tracking_uri() itself writes MLFLOW_TRACKING_URI into the environment."""
+    return os.environ.get("UNLEARN_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / 'mlflow' / 'mlflow.db'}"
 
 
 def connect(root: Path) -> None:
@@ -143,12 +144,12 @@ class UnlearnModel(mlflow.pyfunc.PythonModel):
         return pd.Series(self.bundle.predict(model_input), name="prediction")
 
 
-def signature_of(bundle: ModelBundle, dtypes: dict[str, str]) -> ModelSignature:
-    """Input schema from the source columns' kinds (never from real rows); revoked ones optional."""
+def input_description(bundle: ModelBundle) -> dict:
+    """What the model reads, as metadata. (No MLflow signature: its schema enforcement refuses
+    int columns for a float feature, and an input example would put real rows into MLflow.)"""
     enc = bundle.encoder
-    inputs = [ColSpec("string" if f in enc.categorical else "double", f, required=f not in enc.revoked)
-              for f in enc.features]
-    return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("string", "prediction")]))
+    return {"input_columns": {f: ("category" if f in enc.categorical else "number") for f in enc.features},
+            "revoked_features": list(enc.revoked), "labels": list(enc.labels)}
 
 
 def log_model(run_id: str, bundle: ModelBundle) -> str:
@@ -158,7 +159,7 @@ def log_model(run_id: str, bundle: ModelBundle) -> str:
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name=MODEL_ARTIFACT, python_model=str(Path(__file__).with_name("pyfunc_entry.py")), artifacts={"bundle": str(path)},
-                signature=signature_of(bundle, {}), pip_requirements=PIP_REQUIREMENTS)
+                pip_requirements=PIP_REQUIREMENTS, metadata=input_description(bundle))
     return info.model_uri
 
 

@@ -200,13 +200,17 @@ def _chunked(p: Problem, chunks: int, update: Callable[[Problem], torch.Tensor])
     replacement = p.replacement_of_z()  # (m,) index into X_tilde, −1 for a deletion
     theta, X, y = p.theta, p.X, p.y
     position = torch.arange(p.n)  # current row of each original row, −1 once deleted
-    for part in torch.tensor_split(torch.arange(len(p.z_index)), min(chunks, len(p.z_index))):
+    parts = torch.tensor_split(torch.arange(len(p.z_index)), min(chunks, len(p.z_index)))
+    for i, part in enumerate(parts):
         rows, rep = position[p.z_index[part]], replacement[part]
         order = torch.argsort((rep >= 0).long(), stable=True)  # deletions first (Problem layout)
         rows, rep = rows[order], rep[order]
         kept = rep[rep >= 0]
+        # Revoked columns are zero in D' only once the last chunk has replaced its rows; before
+        # that they still carry data, and their closed-form optimum does not hold yet.
+        revoked = p.revoked if i == len(parts) - 1 else ()
         sub = make_problem(theta, p.obj, X, y, p.n_classes, rows, p.X_tilde[kept], p.y_tilde[kept],
-                           p.revoked, p.certification)
+                           revoked, p.certification)
         theta = update(sub)
         X, y = sub.X_new, sub.y_new
         position = _positions_after(position, rows, rep, len(X))

@@ -29,6 +29,7 @@ def synthetic_people(n: int = 600, seed: int = 0) -> pd.DataFrame:
 def prefect_harness(tmp_path_factory):
     root = tmp_path_factory.mktemp("prefect-home")
     os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.pop("UNLEARN_TRACKING_URI", None)
     configure_environment(root)
     from prefect.testing.utilities import prefect_test_harness
 

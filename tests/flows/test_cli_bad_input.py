@@ -67,9 +67,9 @@ REQUESTS = {
                       "forget_everything"),
     "unknown_record": ("req.yaml", "id: R1\nmodel: people\ndelete_records: [P1001, NOPE-7]\n", "NOPE-7"),
     "unknown_feature": ("req.yaml", "id: R1\nmodel: people\nrevoke_features: [salary]\n", "salary"),
-    "label_outside_set": ("req.yaml", "id: R1\nmodel: people\nfix_labels: {P1001: maybe}\n", "maybe"),
+    "label_outside_set": ("req.yaml", "id: R1\nmodel: people\nfix_labels: {P1001: maybe}\n", "outside the label set"),
     "unknown_model": ("req.yaml", "id: R1\nmodel: nobody\ndelete_records: [P1001]\n", "nobody"),
-    "empty_request": ("req.yaml", "id: R1\nmodel: people\n", "empty"),
+    "empty_request": ("req.yaml", "id: R1\nmodel: people\n", "asks for nothing"),
     "unknown_method": ("req.yaml", "id: R1\nmodel: people\ndelete_records: [P1001]\nmethod: magic\n", "magic"),
 }
 

@@ -1,0 +1,144 @@
+"""End to end through the CLI and flows with real Prefect, MLflow (sqlite) and DVC."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import yaml
+from mlflow import MlflowClient
+
+from flows.cli import main
+from tasks import dvc, tracking
+from tests.flows.conftest import synthetic_people
+
+
+def run_json(capsys, argv) -> tuple[int, dict]:
+    capsys.readouterr()
+    code = main([*argv, "--json"])
+    out = capsys.readouterr().out
+    return code, json.loads(out)
+
+
+def add_and_train(people_csv: Path, capsys, *train_args) -> dict:
+    assert main(["data", "add", "people", "--file", str(people_csv), "--target", "label", "--id", "person"]) == 0
+    code, trained = run_json(capsys, ["train", "people", *train_args])
+    assert code == 0
+    return trained
+
+
+def request_file(workspace: Path, **content) -> Path:
+    path = workspace / f"{content['id']}.yaml"
+    path.write_text(yaml.safe_dump({"model": "people", **content}))
+    return path
+
+
+def cache_objects(root: Path, md5: str) -> list[Path]:
+    return [root / ".dvc" / "cache" / "files" / "md5" / o[:2] / o[2:] for o in dvc.version_objects(root, md5)]
+
+
+def test_certified_forget_end_to_end(workspace, people_csv, capsys):
+    trained = add_and_train(people_csv, capsys, "--certified")
+    assert trained["model"]["version"] == "1" and trained["certified"]
+    old_version = dvc.data_version(workspace)
+    old_objects = cache_objects(workspace, old_version)
+    assert all(p.exists() for p in old_objects)
+
+    req = request_file(workspace, id="REQ-1", delete_records=["P1003", "P1010", "P1020"],
+                       revoke_features=["sex"], fix_labels={"P1030": "yes", "P1031": "no"})
+    code, out = run_json(capsys, ["forget", str(req)])
+    assert code == 0, out
+    assert out["request_id"] == "REQ-1" and out["status"] == "completed"
+    assert out["model"] == {"name": "people", "version": "2", "parent_version": "1"}
+    assert out["method"] in ("certified", "retrain")
+    if out["method"] == "certified":
+        cert = out["certificate"]
+        assert out["guarantee"] == "certified"
+        assert 0 < cert["epsilon"] <= 1.0 and cert["delta"] == 1e-5
+        assert cert["residual"] <= cert["residual_bound"]
+        assert cert["budget_used"] + cert["budget_left"] > 0
+    # the data is a new DVC version, and the superseded one is gone from cache and remote
+    assert out["data"]["before"] == old_version
+    assert out["data"]["after"] == dvc.data_version(workspace) != old_version
+    table = pd.read_csv(workspace / "data" / "people" / "records.csv", dtype=str)
+    assert not {"P1003", "P1010", "P1020"} & set(table["person"])
+    assert table["sex"].isna().all()
+    remote = workspace / ".dvc-storage" / "files" / "md5"
+    gone = [o for o in old_objects if o.name not in {p.name for p in cache_objects(workspace, out["data"]["after"])}]
+    assert gone and not any(p.exists() for p in gone)
+    assert not any((remote / p.parent.name / p.name).exists() for p in gone)
+
+    # MLflow: production moved, lineage tags and the certificate are recorded
+    tracking.connect(workspace)
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias("people", "production").version) == "2"
+    tags = client.get_model_version("people", "2").tags
+    assert tags["parent_version"] == "1" and tags["request_id"] == "REQ-1"
+    assert tags["method"] == out["method"] and tags["guarantee"] == out["guarantee"]
+    assert tags["data_before"] == old_version and tags["data_after"] == out["data"]["after"]
+    parent = client.get_run(out["run_id"])
+    assert parent.data.tags["request_id"] == "REQ-1" and parent.data.tags["git_commit"]
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{out['run_id']}'")
+    steps = {r.data.tags["step"] for r in children}
+    assert {"correct data", "verify", "register", "promote", "purge"} <= steps
+    assert all(r.data.tags["request_id"] == "REQ-1" and r.data.tags["data_version"] for r in children)
+    local = mlflow.artifacts.download_artifacts(run_id=out["run_id"], artifact_path="certificate.json",
+                                                dst_path=str(workspace / "dl"))
+    certificate = json.loads(Path(local).read_text())
+    for key in ("request", "method", "guarantee", "epsilon", "delta", "residual", "residual_bound",
+                "budget_used", "budget_left", "data", "fidelity", "checks", "superseded"):
+        assert key in certificate
+    assert certificate["data"] == out["data"] and certificate["verified"]
+
+    # the registered model predicts from raw source columns, without the revoked one
+    model = mlflow.pyfunc.load_model("models:/people@production")
+    frame = synthetic_people(20, seed=5).drop(columns=["person", "label", "sex"])
+    predictions = model.predict(frame)
+    assert set(predictions) <= {"yes", "no"} and len(predictions) == 20
+
+    # re-submitting the same request is a no-op that reports the earlier result
+    code, again = run_json(capsys, ["forget", str(req)])
+    assert code == 0 and again["status"] == "already_processed" and again["model"]["version"] == "2"
+    assert len(client.search_model_versions("name = 'people'")) == 2
+    # ... and the same id with different content is refused
+    changed = request_file(workspace, id="REQ-1", delete_records=["P1004"])
+    assert main(["forget", str(changed)]) == 2
+
+
+def test_budget_exhaustion_retrains_and_resets(workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys, "--certified", "--budget", "1e-9")
+    req = request_file(workspace, id="REQ-B", delete_records=["P1005", "P1006"])
+    code, out = run_json(capsys, ["forget", str(req)])
+    assert code == 0, out
+    assert out["method"] == "retrain" and out["guarantee"] == "exact"
+    tracking.connect(workspace)
+    tags = MlflowClient().get_model_version("people", out["model"]["version"]).tags
+    assert float(tags["budget_used"]) == 0.0
+
+
+def test_second_order_on_uncertified_model_matches_retraining(workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys)
+    req = request_file(workspace, id="REQ-S", delete_records=["P1007"], fix_labels={"P1008": "yes"})
+    code, out = run_json(capsys, ["forget", str(req)])
+    assert code == 0, out
+    assert out["method"] == "second_order" and out["guarantee"] == "empirical"
+    assert out["certificate"]["epsilon"] is None
+    assert out["metrics"]["agreement"] >= 0.99
+
+
+def test_failed_verification_promotes_nothing(workspace, people_csv, capsys):
+    from flows.forget import forget_flow
+    from unlearning.verify import VerifyConfig
+
+    add_and_train(people_csv, capsys)
+    req = request_file(workspace, id="REQ-F", delete_records=[f"P{1000 + i}" for i in range(0, 200, 2)])
+    data_before = dvc.data_version(workspace)
+    out = forget_flow(root=str(workspace), request_path=str(req), method="first_order",
+                      options={"tau": 50.0}, verify_config=VerifyConfig(min_agreement=1.0, max_accuracy_gap=0.0))
+    assert not out["verified"] and out["status"] == "verification_failed"
+    tracking.connect(workspace)
+    assert str(MlflowClient().get_model_version_by_alias("people", "production").version) == "1"
+    # the superseded data is kept until a verified model replaces the production one
+    assert all(p.exists() for p in cache_objects(workspace, data_before))
