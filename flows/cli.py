@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--file", type=Path, help="CSV or Parquet file to ingest")
     add.add_argument("--target", help="label column (required with --file)")
     add.add_argument("--id", dest="id_column", help="record-id column (default: ids assigned at ingest)")
+    add.add_argument("--replace", action="store_true",
+                     help="overwrite an existing, different data/NAME (brings back records erased from it)")
     add.add_argument("--json", action="store_true")
 
     train = sub.add_parser("train", help="train a model on a dataset and register it as production")
@@ -80,7 +82,7 @@ def emit(args, payload: dict, human: str) -> None:
 def cmd_data(args, root: Path) -> int:
     from tasks.data import add_dataset
 
-    table, version = add_dataset(root, args.name, args.file, args.target, args.id_column)
+    table, version = add_dataset(root, args.name, args.file, args.target, args.id_column, args.replace)
     emit(args, {"name": table.name, "rows": len(table.frame), "features": list(table.features),
                 "target": table.target, "labels": list(table.labels), "data_version": version},
          f"data/{table.name}: {len(table.frame)} rows, {len(table.features)} features, target "

@@ -47,8 +47,9 @@ def say(message: str) -> None:
 def tabular_demo_flow(root: str) -> dict:
     root_path = Path(root)
     started = time.perf_counter()
-    say("[1/4] data: building data/adult from the installed copy of UCI Adult and versioning it with DVC")
-    table, data_version = add_dataset(root_path, "adult")
+    say("[1/4] data: building data/adult from the installed copy of UCI Adult and versioning it with DVC "
+        "(the demo always starts from the original data)")
+    table, data_version = add_dataset(root_path, "adult", replace=True)
     say(f"      {len(table.frame)} records, data version {data_version}")
     say("[2/4] train: certified L2 logistic regression (objective perturbation, ε = 1, δ = 1e-5)")
     trained = train_flow(root=root, dataset="adult", config=TrainConfig(certified=True))

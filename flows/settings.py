@@ -6,7 +6,6 @@ MLflow and DVC telemetry off. Values already set by the user win.
 
 from __future__ import annotations
 
-import logging
 import os
 import warnings
 from pathlib import Path
@@ -34,12 +33,6 @@ def configure_environment(root: Path) -> None:
     # Only the value the user started with counts (empty = the project store): MLflow rewrites
     # MLFLOW_TRACKING_URI itself once a store is chosen.
     os.environ.setdefault("UNLEARN_TRACKING_URI", os.environ.get("MLFLOW_TRACKING_URI", ""))
-    quiet_libraries()
-
-
-def quiet_libraries() -> None:
-    """MLflow's informational logging and advice warnings would drown the pipeline's own output."""
-    logging.getLogger("mlflow").setLevel(logging.ERROR)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # MLflow's informational logging and advice warnings would drown the pipeline's own output.
     warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow(\..*)?")
     warnings.filterwarnings("ignore", category=FutureWarning)

@@ -23,14 +23,18 @@ def add_dataset(
     file: Path | None = None,
     target: str | None = None,
     id_column: str | None = None,
+    replace: bool = False,
 ) -> tuple[Table, str]:
     """Build or read dataset `name`, store it as data/NAME and `dvc add` it.
 
     Returns the table and the new data version (md5 of data/). Nothing is written unless the
-    dataset is valid.
+    dataset is valid. An existing, different data/NAME is only overwritten with `replace`:
+    after an erasure, re-adding the source would bring the erased records back.
     """
     table = _build_table(name, file, target, id_column)
     root = Path(root)
+    if not replace:
+        _refuse_overwrite(root, table)
     ensure_repo(root)
     save_table(table, dataset_dir(root, name))
     return table, add_data(root)
@@ -60,6 +64,18 @@ def _builtin_table(name: str, target: str | None, id_column: str | None) -> Tabl
             "or use --file to add your own data"
         )
     return BUILTIN[name]()
+
+
+def _refuse_overwrite(root: Path, table: Table) -> None:
+    directory = dataset_dir(root, table.name)
+    if not directory.exists():
+        return
+    stored = load_table(directory)
+    same = stored.revoked == table.revoked and stored.frame.astype(str).equals(table.frame.astype(str))
+    if not same:
+        raise UnlearnError(
+            f"data/{table.name} already exists with different content (an erasure may have removed "
+            f"records from it); pass --replace to overwrite it, which re-ingests everything in the source")
 
 
 def dataset_dir(root: Path, name: str) -> Path:

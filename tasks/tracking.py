@@ -7,6 +7,7 @@ which a Prefect task started in another thread would not see.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import tempfile
@@ -38,8 +39,16 @@ def tracking_uri(root: Path) -> str:
     return os.environ.get("UNLEARN_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / 'mlflow' / 'mlflow.db'}"
 
 
+def quiet() -> None:
+    """MLflow sets its own log levels when imported; its INFO lines (database set-up) and advice
+    warnings (no signature, no input example — deliberate here) are not for our users."""
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 def connect(root: Path) -> None:
     """Point MLflow at the project's store without creating anything (for read-only checks)."""
+    quiet()
     uri = tracking_uri(root)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -52,6 +61,7 @@ def store_exists(root: Path) -> bool:
 
 def configure(root: Path) -> str:
     """Point MLflow at the project's store and make sure the experiment exists; returns its id."""
+    quiet()
     root = Path(root).resolve()
     uri = tracking_uri(root)
     if uri.startswith("sqlite:///"):

@@ -142,3 +142,17 @@ def test_failed_verification_promotes_nothing(workspace, people_csv, capsys):
     assert str(MlflowClient().get_model_version_by_alias("people", "production").version) == "1"
     # the superseded data is kept until a verified model replaces the production one
     assert all(p.exists() for p in cache_objects(workspace, data_before))
+
+
+def test_re_adding_erased_data_needs_replace(workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys)
+    req = request_file(workspace, id="REQ-R", delete_records=["P1011"])
+    assert main(["forget", str(req)]) == 0
+    version = dvc.data_version(workspace)
+    capsys.readouterr()
+    assert main(["data", "add", "people", "--file", str(people_csv), "--target", "label", "--id", "person"]) == 2
+    assert "--replace" in capsys.readouterr().err
+    assert dvc.data_version(workspace) == version
+    assert main(["data", "add", "people", "--file", str(people_csv), "--target", "label", "--id", "person",
+                 "--replace"]) == 0
+    assert dvc.data_version(workspace) != version
