@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from prefect import flow
+from prefect.runtime import flow_run
 
 from tasks import steps, tracking
 from unlearning import certificate as cert_lib
@@ -30,7 +31,7 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
 
     experiment = tracking.configure(root_path)
     req = plan.request
-    tags = {"data_version": plan.data_version, "dataset": plan.table.name, "git_commit": tracking.git_commit(root_path),
+    tags = {"data_version": plan.data_version, "dataset": plan.table.name, "git_commit": tracking.git_commit(root_path), "prefect_flow_run": flow_run.id,
             "request_id": req.id, "model": plan.model_name}
     with tracking.run(experiment, f"forget {req.id}", {**tags, "flow": "forget"}) as parent:
         lineage = steps.Lineage(root_path, experiment, parent, tags)

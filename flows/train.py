@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow
+from prefect.runtime import flow_run
 
 from tasks import steps, tracking
 from unlearning.training import TrainConfig
@@ -18,7 +19,7 @@ def train_flow(root: str, dataset: str, model: str | None = None, config: TrainC
     table, data_version, digest = steps.load_data(root_path, dataset)
     experiment = tracking.configure(root_path)
     tags = {"data_version": data_version, "dataset": dataset, "dataset_digest": digest,
-            "git_commit": tracking.git_commit(root_path), "model": name}
+            "git_commit": tracking.git_commit(root_path), "prefect_flow_run": flow_run.id, "model": name}
     with tracking.run(experiment, f"train {name}", {**tags, "flow": "train"}) as parent:
         lineage = steps.Lineage(root_path, experiment, parent, tags)
         tracking.log_params(parent, {"dataset": dataset, **config.model_dump()})

@@ -39,6 +39,7 @@ class Lineage:
     tags: dict = field(default_factory=dict)
 
     def child(self, step: str, **extra_tags):
+        """A child run of the flow's parent run, carrying the lineage tags."""
         return tracking.run(self.experiment, step, {**self.tags, "step": step, **extra_tags}, self.parent_run)
 
 
@@ -187,6 +188,7 @@ def correct_data(lineage: Lineage, plan: Plan) -> tuple[Table, str]:
         save_table(after, lineage.root / "data" / after.name)
         version = dvc.add_data(lineage.root)
         tracking.log_params(run_id, {"data_before": plan.data_version, "data_after": version})
+        tracking.log_dataset(run_id, after.name, version, lineage.root / "data" / after.name, after.frame)
         tracking.log_metrics(run_id, {"rows_before": len(plan.table.frame), "rows_after": len(after.frame),
                                       "deleted": len(req.delete_records), "relabelled": len(req.fix_labels),
                                       "revoked": len(req.revoke_features)})
@@ -216,6 +218,8 @@ def verify_update(lineage: Lineage, plan: Plan, after: Table, problem, result: m
                   bundle_after: ModelBundle, cfg: verify.VerifyConfig):
     """Fidelity against an exactly retrained reference on D'; returns (metrics, checks, seconds)."""
     with lineage.child("verify") as run_id:
+        if result.method != "retrain":
+            progress("  verify: retraining a reference model on the corrected data ...")
         reference = result if result.method == "retrain" else methods.run_method("retrain", problem, {})
         retrain_seconds = reference.stats["update_seconds"]
         test = erasure.held_out_data(after, bundle_after)
