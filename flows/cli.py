@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -158,7 +159,9 @@ def cmd_ui(args, root: Path) -> int:
     print(f"MLflow UI on http://127.0.0.1:{args.port} (store {uri}); Ctrl-C to stop", file=sys.stderr)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(args.port),
            "--backend-store-uri", uri, "--workers", "1"]
-    return subprocess.call(cmd)
+    # Job execution is off: it is not used here and doubles start-up time and memory.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    return subprocess.call(cmd, env=env)
 
 
 def _config(cls, **values):

@@ -31,8 +31,8 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
 
     experiment = tracking.configure(root_path)
     req = plan.request
-    tags = {"data_version": plan.data_version, "dataset": plan.table.name, "git_commit": tracking.git_commit(root_path), "prefect_flow_run": flow_run.id,
-            "request_id": req.id, "model": plan.model_name}
+    tags = {"data_version": plan.data_version, "dataset": plan.table.name, "request_id": req.id,
+            "git_commit": tracking.git_commit(root_path), "prefect_flow_run": flow_run.id, "model": plan.model_name}
     with tracking.run(experiment, f"forget {req.id}", {**tags, "flow": "forget"}) as parent:
         lineage = steps.Lineage(root_path, experiment, parent, tags)
         tracking.log_params(parent, {"request_id": req.id, "method": plan.method, "kinds": ",".join(req.kinds()),
