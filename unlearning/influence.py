@@ -131,7 +131,7 @@ def woodbury_solve(p: Problem, G: torch.Tensor) -> torch.Tensor:
     A = torch.cat([p.X_z, p.X_tilde])  # (m, p)
     P = logreg.probabilities(p.theta, A)
     w = (P * (1 - P)).clamp_min(1e-300)
-    signs = torch.cat([-torch.ones(len(p.X_z), dtype=DTYPE), torch.ones(len(p.X_tilde), dtype=DTYPE)])
+    signs = torch.cat([-torch.ones(len(p.z_index), dtype=DTYPE), torch.ones(len(p.X_tilde), dtype=DTYPE)])
     HinvG = torch.cholesky_solve(G[:, None], L)  # (p, 1)
     if len(A) == 0:
         return HinvG.squeeze(1)
@@ -181,12 +181,20 @@ def conjugate_gradient(hvp, g: torch.Tensor, tol: float = 1e-10, max_iter: int =
 
 
 def corrected_hvp(p: Problem, S: torch.Tensor, damping: float = 0.0):
-    """v_S ↦ (H(θ*; D') + μI)_SS·v_S without forming H: one pass over D' per product."""
+    """v_S ↦ (H(θ*; D') + μI)_SS·v_S without forming H: two passes over D' per product
+    (X·v and Xᵀ·(…); the curvature weights at θ* are the same for every product, computed once)."""
+    X = p.X_new  # (n', d)
+    P = logreg.probabilities(p.theta, X)  # (n',) or (n', K)
+    w = P * (1 - P) if P.dim() == 1 else None  # (n',) binary curvature σ(1−σ)
+
     def product(v_s: torch.Tensor) -> torch.Tensor:
         v = torch.zeros(p.theta.numel(), dtype=DTYPE)
         v[S] = v_s
-        Hv = logreg.hvp(p.theta, p.X_new, p.obj, v.reshape(p.theta.shape)).reshape(-1)
-        return Hv[S] + damping * v_s
+        v = v.reshape(p.theta.shape)
+        Xv = X @ v  # (n',) or (n', K)
+        # Same formula as logreg.data_hvp, with P reused instead of recomputed per product.
+        Hv = X.T @ (w * Xv) if w is not None else X.T @ (P * Xv - P * (P * Xv).sum(dim=1, keepdim=True))
+        return (Hv + p.obj.l2 * v).reshape(-1)[S] + damping * v_s
     return product
 
 
@@ -243,7 +251,9 @@ def second_order_update(p: Problem, solver: str = "auto", hessian_mode: str = "a
             hvps += out.hvps
             return out.x
     elif (hessian_mode == "exact" and logreg.is_binary(p.theta) and not p.revoked
-          and p.touched * 4 <= p.n):
+          and p.touched * 4 <= p.n and p.touched < n_params):
+        # Woodbury's (m, m) capacitance only beats refactoring the (p, p) Hessian when m < p:
+        # at m = 10⁴, p = 100 it took 28 s against milliseconds for ΔH + a new Cholesky.
         def solve(rhs):
             return woodbury_solve(p, rhs)
     else:

@@ -21,7 +21,9 @@ import yaml
 from unlearning.data.tables import Table, format_number
 from unlearning.errors import UnlearnError
 
-KINDS = ("delete_records", "revoke_features", "fix_labels")
+KINDS = ("delete_records", "revoke_features", "fix_labels", "redact")
+TABLE_KINDS = ("delete_records", "revoke_features", "fix_labels")
+REDACT_POLICIES = ("token", "same_format")
 AUTO_METHOD = "auto"
 _ID_RE = re.compile(r"[A-Za-z0-9._-]+")
 _SHOWN = 5  # how many offending ids an error message names
@@ -39,6 +41,36 @@ def _as_text(value: Any) -> Any:
     return value
 
 
+class RedactSpec(pydantic.BaseModel):
+    """Which findings of a scan to remove from a text corpus, and what replaces them.
+
+    `findings`: "all", or a list of finding fingerprints; `detectors` narrows either to some
+    detectors. `policy`: "token" (a redaction mark of the same length) or "same_format" (a random
+    string of the same format)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    findings: str | list[str] = "all"
+    detectors: list[str] = []
+    policy: str = "token"
+
+    @pydantic.field_validator("findings")
+    @classmethod
+    def _all_or_list(cls, value: Any) -> Any:
+        if isinstance(value, str) and value != "all":
+            raise ValueError("give 'all' or a list of finding fingerprints")
+        if isinstance(value, list) and not value:
+            raise ValueError("an empty list selects nothing: give 'all' or fingerprints")
+        return value
+
+    @pydantic.field_validator("policy")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        if value not in REDACT_POLICIES:
+            raise ValueError(f"unknown policy {value!r}: use one of {', '.join(REDACT_POLICIES)}")
+        return value
+
+
 class UnlearningRequest(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
@@ -47,6 +79,7 @@ class UnlearningRequest(pydantic.BaseModel):
     delete_records: list[str] = []
     revoke_features: list[str] = []
     fix_labels: dict[str, str] = {}  # record id → corrected label
+    redact: RedactSpec | None = None  # text corpora: remove detected secrets
     method: str = AUTO_METHOD
 
     @pydantic.field_validator("id", "model", "method", mode="before")
@@ -198,6 +231,9 @@ def validate_request(req: UnlearningRequest, table: Table, methods: Iterable[str
     not change the label is allowed: it is a no-op.
     """
     _check_method(req.method, methods)
+    if req.redact is not None:
+        raise UnlearnError(f"dataset '{table.name}' is a table: 'redact' applies to text datasets; "
+                           f"use {', '.join(TABLE_KINDS)}")
     _check_record_ids(req, table)
     _check_features(req.revoke_features, table)
     _check_labels(req.fix_labels, table)

@@ -149,3 +149,16 @@ def test_a_request_may_not_remove_a_whole_class(table):
     ones = [i for i in train_ids if table.frame.loc[i, "y"] == "1"]
     message = error_of(validate_request, request(delete_records=ones), table, METHODS)
     assert "fewer than 2 classes" in message
+
+
+def test_redact_spec_parses_and_is_refused_for_tables():
+    from unlearning.requests import request_from_dict
+
+    req = request_from_dict({"id": "T1", "model": "m", "redact": {"findings": "all", "policy": "token"}})
+    assert req.kinds() == ["redact"]
+    with pytest.raises(UnlearnError) as err:
+        request_from_dict({"id": "T1", "model": "m", "redact": {"policy": "shred"}})
+    assert "shred" in str(err.value) and "\n" not in str(err.value)
+    table = table_from_frame("t", pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": ["a", "b", "a"]}), "y")
+    with pytest.raises(UnlearnError, match="text datasets"):
+        validate_request(req, table, ["second_order"])

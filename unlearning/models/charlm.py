@@ -83,13 +83,18 @@ class CharLSTM(nn.Module):
         self.head = nn.Linear(hidden, vocab_size)
 
     @classmethod
-    def from_preset(cls, preset: str, vocab_size: int, seed: int = 0) -> "CharLSTM":
+    def from_config(cls, config: dict, seed: int = 0) -> "CharLSTM":
         """A freshly initialised model, deterministic given `seed` (the global RNG is untouched)."""
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return cls(vocab_size, **{k: PRESETS[preset][k] for k in ARCH_KEYS})
+            return cls(**config)
+
+    @classmethod
+    def from_preset(cls, preset: str, vocab_size: int, seed: int = 0) -> "CharLSTM":
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+        arch = {k: PRESETS[preset][k] for k in ARCH_KEYS}
+        return cls.from_config(dict(vocab_size=vocab_size, **arch), seed)
 
     def forward(self, x: torch.Tensor, state=None):
         e = self.embedding(x)  # (B, T, E)
@@ -181,7 +186,7 @@ def train_lm(model: CharLSTM, windows_: torch.Tensor, *, epochs: float | None = 
             nn.utils.clip_grad_norm_(model.parameters(), clip)
             opt.step()
             step += 1
-            epoch_loss += float(loss) * w.shape[0]
+            epoch_loss += float(loss.detach()) * w.shape[0]
             epoch_chars += w.shape[0]
             if step >= max_steps or (seconds is not None and time.perf_counter() - started >= seconds):
                 done = True

@@ -1,0 +1,191 @@
+"""Phone numbers: international (`+CC …`, `00CC …`) and common national formats with separators.
+
+A candidate is a maximal run of digit groups joined by a space, `-`, `.` or `/` (optionally
+spaced), with parenthesised area codes allowed ("(415) 555-2671", "+44 (0)20 7946 0958"). It must
+have at least 9 digits and a phone-like structure:
+
+- international: `+` or `00` and a country code, 9–15 digits in all (E.164), last group ≥ 2 digits;
+- national, 9–12 digits, every group ≥ 2 digits (bar a leading NANP `1`), and one of: a
+  parenthesised area code; a leading trunk `0` ("020 7946 0958", "06-12345678"); the NANP shape
+  1?-NXX-NXX-XXXX; or at least three groups of 2–4 digits ("612 34 56 78");
+- a bare run of 9–12 digits only with a phone word nearby ("tel", "call", "mobile"…) and a
+  trunk `0` or the NANP shape.
+
+Rejected even when they fit: dates (a 4-digit year next to month and day), several years in a
+row, dotted quads (IPv4), dotted numbers that are neither NANP nor trunk-0 nor French 5×2, ISBNs
+(valid ISBN-13 with 978/979, single-digit groups, or "ISBN" nearby), thousands groupings
+("12 500 000 000"), US SSN shape 3-2-4 — the last two unless a phone word is near — and any number
+named as something else nearby ("order", "invoice", "ref", "#"…) unless a phone word is nearer.
+"""
+
+from __future__ import annotations
+
+import re
+
+from unlearning.detect.base import Match, keyword_pattern, near
+
+MIN_DIGITS, MAX_DIGITS, MAX_NATIONAL = 9, 15, 12
+
+_CANDIDATE = re.compile(
+    r"(?<![\w.+/\-])(?<!\d:)"
+    r"(?:\+[ ]?)?"
+    r"(?:\(\d{1,5}\)|\d++)"
+    r"(?:(?:[ ]?[.\-/][ ]?|[ ]|(?<=\))|(?=\())(?:\(\d{1,5}\)|\d++))*+"
+    r"(?!\w|[.\-/]\d|[ ]?\(\d)"
+)
+_GROUP = re.compile(r"\(?(\d+)\)?")
+
+CONTEXT = keyword_pattern(
+    "phone", "phones", "tel", "telephone", "mobile", "mob", "cell", "cellphone", "call", "calls",
+    "called", "fax", "whatsapp", "sms", "text me", "ring", "dial", "contact", "reach me", "hotline",
+    "helpline", "landline", "ph",
+)
+OTHER_NUMBER = re.compile(
+    keyword_pattern(
+        "order", "invoice", "ref", "reference", "tracking", "account", "acct", "iban", "sku",
+        "serial", "isbn", "ssn", "id", r"no\.", "nr", "customer", "transaction", "txn", "zip",
+        "postcode", "box", "batch", "case", "ticket", "build",
+    ).pattern
+    + r"|#",
+    re.IGNORECASE,
+)
+ISBN_WORD = keyword_pattern("isbn", "isbn-10", "isbn-13")
+
+INTERNATIONAL, NATIONAL, CONTEXT_BONUS = 0.9, 0.75, 0.1
+
+
+class PhoneDetector:
+    name = "phone"
+    priority = 10
+
+    def find(self, text: str) -> list[Match]:
+        matches = []
+        for m in _CANDIDATE.finditer(text):
+            confidence = phone_confidence(text, m.start(), m.end())
+            if confidence:
+                matches.append(Match(self.name, m.start(), m.end(), confidence))
+        return matches
+
+
+def phone_confidence(text: str, start: int, end: int) -> float:
+    """The confidence that text[start:end] is a phone number, 0.0 when it is not one."""
+    raw = text[start:end]
+    groups = _GROUP.findall(raw)
+    digits = "".join(groups)
+    if not MIN_DIGITS <= len(digits) <= MAX_DIGITS or len(groups) > 7:
+        return 0.0
+    context = near(text, start, end, CONTEXT, before=32, after=16)
+    if _named_otherwise(text, start, end, context) or _looks_like_other_number(text, start, raw, groups, digits):
+        return 0.0
+    international = raw.startswith("+") or (groups[0].startswith("00") and 3 <= len(groups[0]) <= 5)
+    if international:
+        return _bonus(INTERNATIONAL, context) if _international_ok(raw, groups, digits) else 0.0
+    if len(groups) == 1:
+        return NATIONAL if context and _bare_ok(digits) else 0.0
+    return _bonus(NATIONAL, context) if _national_ok(raw, groups, context) else 0.0
+
+
+def _bonus(score: float, context: bool) -> float:
+    return min(1.0, score + (CONTEXT_BONUS if context else 0.0))
+
+
+def _named_otherwise(text: str, start: int, end: int, context: bool) -> bool:
+    """'Order #415-555-2671': a nearer word says what this number is, and it is not a phone."""
+    return not context and bool(OTHER_NUMBER.search(text, max(0, start - 20), start))
+
+
+def _international_ok(raw: str, groups: list[str], digits: str) -> bool:
+    if groups[0].startswith("00"):
+        digits = digits[2:]
+    if len(digits) < MIN_DIGITS:
+        return False
+    if len(groups) == 1:
+        return len(digits) >= 10  # compact E.164: "+14155552671"
+    return len(groups[-1]) >= 2 and len(groups[0]) <= 5
+
+
+def _national_ok(raw: str, groups: list[str], context: bool) -> bool:
+    digits = "".join(groups)
+    if len(digits) > MAX_NATIONAL:
+        return False
+    if any(len(g) < 2 for g in groups[1:]) or (len(groups[0]) < 2 and groups[0] != "1"):
+        return False
+    parenthesised = raw.lstrip().startswith("(")
+    trunk = groups[0].startswith("0") and 2 <= len(groups[0]) <= 5
+    nanp = _nanp(groups)
+    if _dotted_only(raw):
+        return nanp or trunk
+    if nanp or trunk or parenthesised:
+        return True
+    shaped = len(groups) >= 3 and all(2 <= len(g) <= 4 for g in groups)
+    return shaped and (context or not (_thousands(groups) or _ssn(raw)))
+
+
+def _bare_ok(digits: str) -> bool:
+    if digits.startswith("0"):
+        return len(digits) <= MAX_NATIONAL
+    if len(digits) == 11 and digits.startswith("1"):
+        digits = digits[1:]
+    return len(digits) == 10 and _nanp([digits[:3], digits[3:6], digits[6:]])
+
+
+def _nanp(groups: list[str]) -> bool:
+    """North American numbering: [1] NXX NXX XXXX with N in 2–9."""
+    if len(groups) == 4 and groups[0] == "1":
+        groups = groups[1:]
+    if [len(g) for g in groups] != [3, 3, 4]:
+        return False
+    return groups[0][0] in "23456789" and groups[1][0] in "23456789"
+
+
+def _dotted_only(raw: str) -> bool:
+    separators = set(re.sub(r"[\d()+]", "", raw))
+    return bool(separators) and separators <= {"."}
+
+
+def _thousands(groups: list[str]) -> bool:
+    return len(groups[0]) <= 3 and all(len(g) == 3 for g in groups[1:])
+
+
+def _ssn(raw: str) -> bool:
+    return bool(re.fullmatch(r"\d{3}-\d{2}-\d{4}", raw))
+
+
+def _looks_like_other_number(text: str, start: int, raw: str, groups: list[str], digits: str) -> bool:
+    return (
+        _has_date(groups)
+        or sum(_is_year(g) for g in groups) >= 2
+        or _ipv4(raw, groups)
+        or _isbn(text, start, raw, groups, digits)
+    )
+
+
+def _is_year(group: str) -> bool:
+    return len(group) == 4 and 1800 <= int(group) <= 2099
+
+
+def _has_date(groups: list[str]) -> bool:
+    """Three consecutive groups that read as year-month-day or day-month-year (or month-day-year)."""
+    for a, b, c in zip(groups, groups[1:], groups[2:]):
+        small = len(b) <= 2 and 1 <= int(b) <= 31
+        if _is_year(a) and small and len(c) <= 2 and 1 <= int(c) <= 31:
+            return True
+        if _is_year(c) and small and len(a) <= 2 and 1 <= int(a) <= 31:
+            return True
+    return False
+
+
+def _ipv4(raw: str, groups: list[str]) -> bool:
+    return _dotted_only(raw) and len(groups) == 4 and all(len(g) <= 3 for g in groups)
+
+
+def _isbn(text: str, start: int, raw: str, groups: list[str], digits: str) -> bool:
+    if ISBN_WORD.search(text, max(0, start - 24), start):
+        return True
+    if len(digits) == 13 and digits[:3] in ("978", "979") and _isbn13_valid(digits):
+        return True
+    return len(digits) == 10 and len(groups) >= 3 and len(groups[-1]) == 1
+
+
+def _isbn13_valid(digits: str) -> bool:
+    return sum(int(d) * (3 if i % 2 else 1) for i, d in enumerate(digits)) % 10 == 0

@@ -1,0 +1,69 @@
+"""The detector registry and `scan_text`, which turns raw matches into safe findings.
+
+Overlaps: when spans from different detectors overlap, one survives, chosen by detector priority
+iban (50) > card (40) > secret (30) > email (20) > phone (10) > anything unregistered (0), then
+confidence, then length. Checksummed, structured formats win over looser ones: a card number is
+never also reported as a phone number, and an e-mail-looking `user:pw@host` inside a URL is the
+secret detector's password.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from unlearning.detect.allowlist import Allowlist
+from unlearning.detect.base import Detector, Finding, Match, resolve_overlaps
+from unlearning.detect.cards import CardDetector
+from unlearning.detect.emails import EmailDetector
+from unlearning.detect.iban import IbanDetector
+from unlearning.detect.masking import fingerprint, mask
+from unlearning.detect.phones import PhoneDetector
+from unlearning.detect.secrets import SecretDetector
+from unlearning.errors import UnlearnError
+
+DETECTORS: dict[str, Detector] = {
+    d.name: d for d in (CardDetector(), SecretDetector(), EmailDetector(), PhoneDetector(), IbanDetector())
+}
+
+
+def register_detector(detector: Detector, replace: bool = False) -> None:
+    """Add a detector (e.g. a wrapper around an optional back-end) to the registry."""
+    if not isinstance(detector, Detector):
+        raise UnlearnError("a detector needs a `name` and a `find(text) -> list[Match]` method")
+    if detector.name in DETECTORS and not replace:
+        raise UnlearnError(f"a detector named '{detector.name}' is already registered (pass replace=True)")
+    DETECTORS[detector.name] = detector
+
+
+def selected_detectors(names: Iterable[str] | None) -> list[Detector]:
+    if names is None:
+        return list(DETECTORS.values())
+    names = list(names)
+    unknown = [n for n in names if n not in DETECTORS]
+    if unknown:
+        raise UnlearnError(f"unknown detector(s) {', '.join(unknown)}; choose from {', '.join(DETECTORS)}")
+    return [DETECTORS[n] for n in dict.fromkeys(names)]
+
+
+def priorities() -> dict[str, int]:
+    return {name: getattr(d, "priority", 0) for name, d in DETECTORS.items()}
+
+
+def find_matches(text: str, detectors: Iterable[str] | None = None) -> list[Match]:
+    """Every selected detector's matches with overlaps resolved, sorted by start. Raw positions."""
+    matches = [m for d in selected_detectors(detectors) for m in d.find(text)]
+    return resolve_overlaps(matches, priorities())
+
+
+def scan_text(text: str, salt: bytes, detectors: Iterable[str] | None = None,
+              allowlist: Allowlist | None = None) -> list[Finding]:
+    """Findings in `text`, sorted by start; allowlisted values dropped after overlaps are resolved
+    (so an allowlisted card does not resurface as the phone number it also resembles)."""
+    findings = []
+    for m in find_matches(text, detectors):
+        value = text[m.start:m.end]
+        tag = fingerprint(value, m.detector, salt)
+        if allowlist is not None and allowlist.allows(value, m.detector, tag):
+            continue
+        findings.append(Finding(m.detector, m.start, m.end, mask(value, m.detector), tag, m.confidence))
+    return findings

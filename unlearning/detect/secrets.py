@@ -1,0 +1,208 @@
+"""Passwords, API keys and tokens: known token formats, keyword assignments, entropy after keywords.
+
+1. Known formats, reported wherever they appear (confidence 1.0): AWS access key ids
+   (`AKIA…`/`ASIA…` + 16), GitHub tokens (`ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_`, `github_pat_`),
+   Slack tokens (`xoxb-`, `xoxp-`, `xoxa-`, `xoxr-`, `xoxs-`) and webhooks, Stripe secret/restricted
+   keys (`sk_live_`, `sk_test_`, `rk_…`), Google API keys (`AIza` + 35), OpenAI-style `sk-…` keys
+   (0.9, token-shaped only), PEM private-key blocks (whole block), JWTs (`eyJ….eyJ….sig`).
+2. Keyword assignments: a password word (`password`, `passwd`, `pwd`, `pw`, `pass`, `passphrase`,
+   `passcode`) or a key word (`secret`, `token`, `api_key`, `access_key`, `private_key`,
+   `client_secret`, `auth_token`, …), possibly the last part of a longer identifier
+   (`DB_PASSWORD`, `spring.datasource.password`, `x-api-key`, `dbPassword`), then `:`, `=`, `:=`,
+   `=>`, `==`, or in prose `is`/`was` ("the password for the wifi is …"); also `--password x`,
+   `<password>x</password>`, `scheme://user:x@host` and `Bearer x`. The span is the value alone.
+3. Gates on the value: placeholders are never secrets (`********`, `<password>`, `${DB_PASSWORD}`,
+   `{{ vault.pw }}`, `changeme`, `required`, `os.environ[…]`, paths); after a key word the value
+   must look like a token — 10+ characters from a token alphabet, Shannon entropy ≥ 3 bits/char
+   (a little less for 10–12 characters), not a plain word — so "a token of my love" and "the secret
+   is out" stay prose; after a password word anything password-like counts, but in prose (`is`) or
+   after a bare `:` a plain word only counts when it ends the line or field.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+
+from unlearning.detect.base import Match, resolve_overlaps
+
+_NOT_TOKEN_CHAR = r"(?![A-Za-z0-9_\-])"
+_TOKEN_START = r"(?<![A-Za-z0-9_\-])"
+TOKEN_FORMATS: tuple[tuple[str, re.Pattern, float], ...] = tuple(
+    (name, re.compile(pattern), confidence)
+    for name, pattern, confidence in (
+        ("aws_access_key_id", r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9])", 1.0),
+        ("github_token", _TOKEN_START + r"gh[pousr]_[A-Za-z0-9]{36,255}" + _NOT_TOKEN_CHAR, 1.0),
+        ("github_pat", _TOKEN_START + r"github_pat_[A-Za-z0-9_]{50,255}" + _NOT_TOKEN_CHAR, 1.0),
+        ("slack_token", _TOKEN_START + r"xox[bpars]-[A-Za-z0-9\-]{10,250}" + _NOT_TOKEN_CHAR, 1.0),
+        ("slack_webhook", r"https://hooks\.slack\.com/services/T[A-Z0-9]{6,}/B[A-Z0-9]{6,}/[A-Za-z0-9]{20,}", 1.0),
+        ("stripe_key", _TOKEN_START + r"(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,99}" + _NOT_TOKEN_CHAR, 1.0),
+        ("google_api_key", _TOKEN_START + r"AIza[0-9A-Za-z_\-]{35}" + _NOT_TOKEN_CHAR, 1.0),
+        ("openai_key", _TOKEN_START + r"sk-(?:proj-)?[A-Za-z0-9_\-]{20,200}" + _NOT_TOKEN_CHAR, 0.9),
+        ("private_key", r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[\s\S]{1,16384}?"
+                        r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----", 1.0),
+        ("jwt", _TOKEN_START + r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{16,}" + _NOT_TOKEN_CHAR, 1.0),
+    )
+)  # fmt: skip
+_NEEDS_TOKEN_SHAPE = {"openai_key"}  # "sk-learn-contrib-…" is a package name, not a key
+
+PASSWORD_WORDS = r"pass(?:word|wd|phrase|code)?|pwd|pw"
+KEY_WORDS = (
+    r"secret|token|api[_\-]?key|apikey|(?:access|secret|private|signing|encryption|master|app|client)[_\-]?key"
+)
+# The keyword starts a word (or a camelCase hump) and ends the identifier.
+_KEYWORD = (
+    r"(?:(?<![A-Za-z0-9])|(?<=[a-z0-9])(?=[A-Z]))"
+    r"(?P<kw>(?i:" + PASSWORD_WORDS + "|" + KEY_WORDS + r"))(?![A-Za-z0-9])"
+)
+_OPERATOR = (
+    r"(?P<op>[\"'\]]{0,2}[ \t]*(?::=|=>|==|=|:)[ \t]*"
+    r"|[ \t]+(?:(?:for|of|to|on)[ \t]+(?:[\w'@.\-]+[ \t]+){0,4}?)?(?i:is|was)(?:[ \t]*:)?[ \t]+)"
+)
+_VALUE = r"""(?P<value>"[^"\n]{1,256}"|'[^'\n]{1,256}'|`[^`\n]{1,256}`|[^\s"'`<>,;]{1,256})"""
+_ASSIGNMENT = re.compile(_KEYWORD + _OPERATOR + _VALUE)
+_FLAG = re.compile(r"(?<![\w\-])--(?:[A-Za-z0-9]+-)*(?P<kw>(?i:" + PASSWORD_WORDS + "|" + KEY_WORDS
+                   + r"))[ \t]+(?P<value>[^\s\-][^\s]{0,255})")
+_XML = re.compile(r"<(?P<tag>(?:[A-Za-z0-9]+[_.\-:]?)*?(?P<kw>(?i:" + PASSWORD_WORDS + "|" + KEY_WORDS
+                  + r")))>(?P<value>[^<\n]{1,256})</(?P=tag)>")
+_URL_PASSWORD = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{1,15}://[^\s:/@]{1,64}:(?P<value>[^\s@/]{1,128})@")
+_BEARER = re.compile(r"(?<![A-Za-z])(?i:bearer)[ \t]+(?P<value>[A-Za-z0-9_\-.~+/]{10,}=*)")
+
+PLACEHOLDER_WORDS = frozenset(
+    "none null nil undefined empty required optional true false yes no string str redacted hidden "
+    "masked secret secrets password passwords passwd pwd token tokens key changeme change_me example "
+    "sample test dummy placeholder todo tbd n/a na unset notset default foo bar baz bearer basic "
+    "incorrect invalid wrong expired reset missing same different correct strong weak ok".split()
+)
+_PLACEHOLDER_SHAPES = re.compile(
+    r"<[^>]*>|\[[^\]]*\]|\{[^}]*\}|\$\{[^}]*\}|\$\([^)]*\)|%\(\w+\)s|%s|\{\{.*\}\}|\$[A-Z_][A-Z0-9_]*"
+)
+_CODE_REFERENCE = re.compile(
+    r"(?i:os\.environ|os\.getenv|getenv|process\.env|env\[|env\(|vault:|secrets\.|settings\.|config\.)"
+    r"|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*[(\[]"  # a call or subscript: input(...), request.args[...]
+    r"|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+$"  # an attribute path: self.password
+)
+_NAMES_ITSELF = re.compile(r"(?i)[a-z_\-]*(?:password|passwd|secret|token|key|example|placeholder|here)[a-z_\-]*")
+_PATH = re.compile(r"(?:/|~/|\./|\.\./|[A-Za-z]:\\)")
+_TOKEN_ALPHABET = re.compile(r"[A-Za-z0-9_\-+/=.~]+")
+_NEXT_QUERY_FIELD = re.compile(r"&[A-Za-z_][\w.\-]*=")  # "pwd=x&user=bob": the value stops at "&user="
+_FIELD_END = re.compile(r"[ \t]*(?:$|[,;}\]\"'#]|//)", re.MULTILINE)
+TOKEN_MIN_LENGTH, PASSWORD_MIN_LENGTH, ENTROPY_BITS = 10, 4, 3.0
+FORMAT, ASSIGNED, PROSE = 1.0, 0.95, 0.85
+
+
+def shannon_entropy(value: str) -> float:
+    """Bits per character of the value's own character distribution."""
+    n = len(value)
+    return -sum(c / n * math.log2(c / n) for c in Counter(value).values()) if n else 0.0
+
+
+def is_placeholder(value: str) -> bool:
+    """A stand-in for a secret rather than a secret: stars, templates, env lookups, paths, words."""
+    low = value.lower()
+    return (
+        len(set(low)) <= 1
+        or "***" in value or "…" in value or "..." in value or "xxxx" in low
+        or low in PLACEHOLDER_WORDS
+        or bool(_PLACEHOLDER_SHAPES.fullmatch(value))
+        or bool(_CODE_REFERENCE.match(value))
+        or bool(_NAMES_ITSELF.fullmatch(value))
+        or bool(_PATH.match(value))
+        or low.startswith(("your", "http://", "https://"))
+    )
+
+
+def looks_like_token(value: str) -> bool:
+    """Random-looking enough to be a key: token alphabet, length, entropy, not a plain word."""
+    if len(value) < TOKEN_MIN_LENGTH or not _TOKEN_ALPHABET.fullmatch(value):
+        return False
+    floor = min(ENTROPY_BITS, math.log2(len(value)) - 0.6)  # short strings cannot reach 3 bits/char
+    return shannon_entropy(value) >= floor and _mixed(value)
+
+
+def _mixed(value: str) -> bool:
+    """Has a digit, or capitals after the first letter: random strings almost always do, words rarely."""
+    return any(c.isdigit() for c in value) or (any(c.isupper() for c in value[1:]) and any(c.islower() for c in value))
+
+
+def _fully_mixed(value: str) -> bool:
+    return any(c.isdigit() for c in value) and any(c.isupper() for c in value) and any(c.islower() for c in value)
+
+
+def looks_like_password(value: str) -> bool:
+    """Not a plain word: a digit, a symbol or a capital after the first letter."""
+    return len(value) >= PASSWORD_MIN_LENGTH and (
+        not value.isalpha() or any(c.isupper() for c in value[1:])
+    )
+
+
+class SecretDetector:
+    name = "secret"
+    priority = 30
+
+    def find(self, text: str) -> list[Match]:
+        matches = self._formats(text) + self._assignments(text) + self._wrapped(text)
+        return resolve_overlaps(matches)
+
+    def _formats(self, text: str) -> list[Match]:
+        return [
+            Match(self.name, m.start(), m.end(), confidence)
+            for kind, pattern, confidence in TOKEN_FORMATS
+            for m in pattern.finditer(text)
+            if kind not in _NEEDS_TOKEN_SHAPE or _fully_mixed(m.group())
+        ]
+
+    def _assignments(self, text: str) -> list[Match]:
+        out = []
+        for m in _ASSIGNMENT.finditer(text):
+            start, end = _unquoted_span(m, text)
+            value = text[start:end]
+            confidence = _assignment_confidence(m, value, text, end)
+            if confidence:
+                out.append(Match(self.name, start, end, confidence))
+        return out
+
+    def _wrapped(self, text: str) -> list[Match]:
+        """Flags, XML elements, URL userinfo and bearer headers: the delimiters say where the value is."""
+        out = []
+        for pattern, password_kind in ((_FLAG, None), (_XML, None), (_URL_PASSWORD, True), (_BEARER, False)):
+            for m in pattern.finditer(text):
+                start, end = _unquoted_span(m, text)
+                value = text[start:end]
+                is_password = password_kind if password_kind is not None else _is_password_word(m.group("kw"))
+                ok = (len(value) >= PASSWORD_MIN_LENGTH if is_password else looks_like_token(value))
+                if ok and not is_placeholder(value) and not is_placeholder(m.group("value")):
+                    out.append(Match(self.name, start, end, ASSIGNED))
+        return out
+
+
+def _is_password_word(keyword: str) -> bool:
+    return re.fullmatch(PASSWORD_WORDS, keyword, re.IGNORECASE) is not None
+
+
+def _unquoted_span(m: re.Match, text: str) -> tuple[int, int]:
+    """The value's span without its quotes, or, unquoted, without trailing sentence punctuation."""
+    start, end = m.span("value")
+    if text[start] in "\"'`" and end - start >= 2 and text[end - 1] == text[start]:
+        return start + 1, end - 1
+    next_field = _NEXT_QUERY_FIELD.search(text, start, end)
+    end = next_field.start() if next_field else end
+    while end > start and text[end - 1] in ".:)]}?":  # "!" stays: "Summer2024!" is a common password
+        end -= 1
+    return start, end
+
+
+def _assignment_confidence(m: re.Match, value: str, text: str, end: int) -> float:
+    if not value or is_placeholder(value) or is_placeholder(m.group("value").strip("\"'`")):
+        return 0.0
+    quoted = text[m.start("value")] in "\"'`"
+    prose = m.group("op").strip().lower().rstrip(":").strip() in ("is", "was") or " " in m.group("op").strip()
+    if not _is_password_word(m.group("kw")):
+        return (PROSE if prose else ASSIGNED) if looks_like_token(value) else 0.0
+    if prose:
+        return PROSE if looks_like_password(value) else 0.0
+    bare_colon = m.group("op").strip().endswith(":") and not quoted
+    if bare_colon and not looks_like_password(value):
+        return ASSIGNED if len(value) >= PASSWORD_MIN_LENGTH and _FIELD_END.match(text, end) else 0.0
+    return ASSIGNED if len(value) >= PASSWORD_MIN_LENGTH else 0.0

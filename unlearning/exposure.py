@@ -1,0 +1,207 @@
+"""Canary exposure of a memorised secret (Carlini et al., "The Secret Sharer"; science.md §3).
+
+    P(s)      = −Σ_i log₂ p(s_i | prefix, s_<i)                  log-perplexity, teacher-forced (bits)
+    rank(s)   = 1 + #{r ∈ R : P(r) < P(s)}                        R: every secret of the same format
+    exposure  = log₂|R| − log₂ rank(s)                            ∈ [0, log₂|R|]
+
+A secret the model has never seen has expected exposure ≈ 1/ln 2 ≈ 1.44 bits; the maximum log₂|R|
+means it is the model's first guess. Ties count in the secret's favour (strict "<"): a model that
+cannot tell the candidates apart gives every one of them the maximal exposure, exactly as defined.
+
+Estimators, from best to cheapest:
+- exact: enumerate R (only when |R| is small);
+- interpolation: rank ≈ 1 + |R|·(fraction of a uniform sample of R below P(s)); it can resolve no
+  more than ≈ log₂(sample size) bits, so a secret below the whole sample is reported at log₂|R|;
+- extrapolation: fit a skew-normal to the sample's log-perplexities, exposure ≈ −log₂ CDF(P(s)),
+  capped at log₂|R| (uncapped it overshoots: 62 bits for a 53.2-bit card space, science.md §3).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import string
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from unlearning.models.charlm import CharLSTM, Vocab
+
+LN2 = math.log(2.0)
+
+
+# --- log-perplexity -----------------------------------------------------------------------------
+
+@torch.no_grad()
+def log_perplexities(model: CharLSTM, vocab: Vocab, prefix: str, candidates: Sequence[str],
+                     batch: int = 2048) -> torch.Tensor:
+    """P(r) in bits for every candidate r after `prefix`, (n,) float64.
+
+    The prefix is run once; its LSTM state is broadcast over a batch of candidates, which are then
+    teacher-forced together (candidates of different lengths are grouped by length).
+    """
+    if not prefix:
+        raise ValueError("log-perplexity needs a non-empty prefix (the first character's context)")
+    out = torch.zeros(len(candidates), dtype=torch.float64)
+    if not len(candidates):
+        return out
+    model.eval()
+    logits, (h, c) = model(vocab.encode(prefix)[None])  # (1, P, V); h, c: (layers, 1, H)
+    first = F.log_softmax(logits[0, -1], dim=-1)  # (V,) distribution of the first secret char
+    by_length: dict[int, list[int]] = {}
+    for i, cand in enumerate(candidates):
+        by_length.setdefault(len(cand), []).append(i)
+    for length, rows in by_length.items():
+        if length == 0:
+            continue
+        for lo in range(0, len(rows), batch):
+            part = rows[lo:lo + batch]
+            ids = torch.stack([vocab.encode(candidates[i]) for i in part])  # (b, L)
+            nats = -first[ids[:, 0]].double()  # (b,)
+            if length > 1:
+                b = len(part)
+                state = (h.expand(-1, b, -1).contiguous(), c.expand(-1, b, -1).contiguous())
+                step_logits, _ = model(ids[:, :-1], state)  # (b, L−1, V)
+                logp = F.log_softmax(step_logits, dim=-1)
+                nats = nats - logp.gather(2, ids[:, 1:, None]).squeeze(2).double().sum(dim=1)
+            out[part] = nats / LN2
+    return out
+
+
+def log_perplexity(model: CharLSTM, vocab: Vocab, prefix: str, secret: str) -> float:
+    """P(s) = −Σ_i log₂ p(s_i | prefix, s_<i) in bits."""
+    return float(log_perplexities(model, vocab, prefix, [secret])[0])
+
+
+# --- exposure from log-perplexities -------------------------------------------------------------
+
+def rank_exposure(secret_lp: float, reference_lps, space_bits: float) -> float:
+    """log₂|R| − log₂ rank, rank = 1 + #{r : P(r) < P(s)} (ties favour the secret).
+
+    `reference_lps` is either R enumerated, with or without the secret itself (exact: recognised by
+    its size ≥ |R| − 1, |R| = 2^space_bits), or a uniform sample of R (interpolation:
+    rank ≈ 1 + |R|·fraction below P(s), which tends to the exact rank as the sample grows).
+    """
+    ref = np.asarray(reference_lps, dtype=np.float64).reshape(-1)
+    if ref.size == 0:
+        raise ValueError("rank_exposure needs at least one reference log-perplexity")
+    below = int(np.count_nonzero(ref < secret_lp))
+    if ref.size + 1 >= 2.0 ** space_bits:
+        log2_rank = math.log2(1 + below)  # exact: R \ {s} (or all of R) enumerated
+    else:
+        # log₂(1 + |R|·k/n) without overflow for large |R|
+        frac = below / ref.size
+        log2_rank = 0.0 if below == 0 else float(np.logaddexp2(0.0, space_bits + math.log2(frac)))
+    return float(min(space_bits, max(0.0, space_bits - log2_rank)))
+
+
+@dataclass(frozen=True)
+class SkewNormalFit:
+    a: float
+    loc: float
+    scale: float
+
+
+def fit_skewnormal(reference_lps) -> SkewNormalFit:
+    from scipy import stats  # imported here: scipy's import costs ~0.5 s and only this needs it
+
+    ref = np.asarray(reference_lps, dtype=np.float64).reshape(-1)
+    a, loc, scale = stats.skewnorm.fit(ref)
+    return SkewNormalFit(float(a), float(loc), float(scale))
+
+
+def extrapolated_exposure(secret_lp: float, reference_lps, space_bits: float,
+                          fit: SkewNormalFit | None = None) -> float:
+    """−log₂ CDF_skewnormal(P(s)), the skew-normal fitted to the reference log-perplexities, capped
+    to [0, log₂|R|]."""
+    from scipy import stats
+
+    fit = fit or fit_skewnormal(reference_lps)
+    log_cdf = float(stats.skewnorm.logcdf(secret_lp, fit.a, loc=fit.loc, scale=fit.scale))
+    bits = math.inf if log_cdf == -math.inf else -log_cdf / LN2
+    return float(min(space_bits, max(0.0, bits)))
+
+
+# --- candidate spaces ---------------------------------------------------------------------------
+
+CLASSES = {"#": string.digits, "a": string.ascii_lowercase, "A": string.ascii_uppercase}
+
+
+@dataclass(frozen=True)
+class FormatSpace:
+    """R = every string matching `template`: `#` a digit, `a` a lowercase and `A` an uppercase
+    letter, anything else literal. Callable as a sampler: space(n, rng) → n uniform members."""
+
+    template: str
+
+    @classmethod
+    def of(cls, secret: str) -> "FormatSpace":
+        """The format of a secret: digits → #, lowercase → a, uppercase → A, the rest literal."""
+        def cls_of(ch):
+            return "#" if ch in string.digits else "a" if ch in string.ascii_lowercase else (
+                "A" if ch in string.ascii_uppercase else ch)
+        return cls("".join(cls_of(ch) for ch in secret))
+
+    @property
+    def slots(self) -> list[str | None]:
+        return [CLASSES.get(ch) for ch in self.template]
+
+    @property
+    def bits(self) -> float:
+        return sum(math.log2(len(s)) for s in self.slots if s)
+
+    def __call__(self, n: int, rng: np.random.Generator) -> list[str]:
+        cols = [np.array(list(s))[rng.integers(0, len(s), n)] if s else np.full(n, lit)
+                for s, lit in zip(self.slots, self.template)]
+        return ["".join(row) for row in zip(*cols)] if cols else [""] * n
+
+    def enumerate(self) -> Iterable[str]:
+        choices = [s if s else lit for s, lit in zip(self.slots, self.template)]
+        return ("".join(t) for t in itertools.product(*choices))
+
+
+# --- exposure of a secret in a model ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ExposureReport:
+    exposure: float  # bits, the estimate chosen by `method`
+    method: str  # "exact" or "extrapolation"
+    space_bits: float  # log₂|R|
+    secret_lp: float  # P(s), bits
+    reference_mean: float  # mean P(r) over the references, bits
+    reference_std: float
+    interpolated: float  # rank-interpolation estimate from the same references (≤ ~log₂ n resolution)
+    n_references: int
+
+
+def exposure(model: CharLSTM, vocab: Vocab, prefix: str, secret: str,
+             candidates_sampler: Callable[[int, np.random.Generator], list[str]] | None = None,
+             n_candidates: int = 10_000, space_bits: float | None = None, seed: int = 0,
+             batch: int = 2048) -> ExposureReport:
+    """Exposure of `secret` after `prefix`: exact rank when |R| ≤ n_candidates (needs a sampler
+    with an `enumerate()` method, e.g. FormatSpace), else skew-normal extrapolation from
+    `n_candidates` uniform samples of R. The sampler defaults to the secret's own FormatSpace.
+    """
+    sampler = candidates_sampler if candidates_sampler is not None else FormatSpace.of(secret)
+    bits = space_bits if space_bits is not None else getattr(sampler, "bits", None)
+    if bits is None:
+        raise ValueError("exposure needs space_bits = log₂|R| (or a sampler with a `bits` attribute)")
+    enumerate_all = getattr(sampler, "enumerate", None)
+    exact = enumerate_all is not None and 2.0 ** bits <= n_candidates
+    if exact:
+        refs = [r for r in enumerate_all() if r != secret]
+    else:
+        refs = [r for r in sampler(n_candidates, np.random.default_rng(seed)) if r != secret]
+    lps = log_perplexities(model, vocab, prefix, [secret] + refs, batch=batch).numpy()
+    secret_lp, ref = float(lps[0]), lps[1:]
+    if exact and len(ref) + 1 != round(2.0 ** bits):
+        raise ValueError(f"enumerated {len(ref) + 1} candidates but space_bits says {2.0 ** bits:.0f}")
+    interpolated = rank_exposure(secret_lp, ref, bits)
+    value = interpolated if exact else extrapolated_exposure(secret_lp, ref, bits)
+    return ExposureReport(exposure=value, method="exact" if exact else "extrapolation", space_bits=bits,
+                          secret_lp=secret_lp, reference_mean=float(ref.mean()),
+                          reference_std=float(ref.std()), interpolated=interpolated,
+                          n_references=len(ref))
