@@ -12,6 +12,7 @@ import torch
 from unlearning.errors import UnlearnError
 from unlearning.methods import GUARANTEES, METHODS, Result, get_method, run_method
 from unlearning.models import logreg
+from tests.synthetic import logistic_data
 from unlearning.models.logreg import DTYPE, Objective
 from unlearning.problem import Certification, make_problem
 
@@ -19,25 +20,8 @@ NAMES = sorted(METHODS)
 CERT = Certification(epsilon=1.0, delta=1e-4, sigma=5.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny matrices: intra-op threads only add overhead (10× on a loaded 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _data(n, d, K, seed):
-    g = torch.Generator().manual_seed(seed)
-    F = torch.randn(n, d - 1, generator=g, dtype=DTYPE)
-    F = 0.85 * F / F.norm(dim=1, keepdim=True) * torch.rand(n, 1, generator=g, dtype=DTYPE).sqrt()
-    X = torch.cat([F, torch.full((n, 1), 0.5, dtype=DTYPE)], dim=1)  # (n, d), ‖x‖ ≤ 1
-    W = 3 * torch.randn(d, 1 if K == 2 else K, generator=g, dtype=DTYPE)
-    if K == 2:
-        y = (torch.rand(n, generator=g, dtype=DTYPE) < torch.sigmoid(X @ W[:, 0])).long()
-    else:
-        y = torch.multinomial(torch.softmax(X @ W, dim=1), 1, generator=g).squeeze(1)
+    X, y, g = logistic_data(n, d, K, seed, weight_scale=3.0, spread_radius=True)
     b = torch.randn((d,) if K == 2 else (d, K), generator=g, dtype=DTYPE)
     return X, y, b
 

@@ -10,30 +10,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.synthetic import logistic_data
 from unlearning.models import logreg
 from unlearning.models.logreg import DTYPE, Objective
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny matrices: intra-op threads only add overhead (10× on a loaded 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_data(n: int, d: int, K: int, seed: int):
-    """Rows with ‖x‖ ≤ 1 (last column a bias of 0.5), labels from a random logistic model."""
-    g = torch.Generator().manual_seed(seed)
-    F = torch.randn(n, d - 1, generator=g, dtype=DTYPE)
-    F = 0.85 * F / F.norm(dim=1, keepdim=True) * torch.rand(n, 1, generator=g, dtype=DTYPE)
-    X = torch.cat([F, torch.full((n, 1), 0.5, dtype=DTYPE)], dim=1)  # (n, d)
-    W = 3 * torch.randn(d, 1 if K == 2 else K, generator=g, dtype=DTYPE)
-    if K == 2:
-        y = (torch.rand(n, generator=g, dtype=DTYPE) < torch.sigmoid(X @ W[:, 0])).long()
-    else:
-        y = torch.multinomial(torch.softmax(X @ W, dim=1), 1, generator=g).squeeze(1)
+    X, y, _ = logistic_data(n, d, K, seed, weight_scale=3.0, spread_radius=False)
     return X, y
 
 
