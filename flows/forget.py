@@ -58,7 +58,7 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
             "method": result.method, "guarantee": result.guarantee, "data_before": plan.data_version,
             "data_after": data_after, "verified": str(verified).lower(), "lineage_run": parent,
             "dataset_digest": steps.dataset_digest(root_path, after.name),
-            **_budget_tags(bundle_after)}, after)
+            **steps.certification_tags(bundle_after)}, after)
         superseded = []
         if verified:
             steps.promote(lineage, plan.model_name, version)
@@ -97,11 +97,3 @@ def _with_spent_budget(bundle, result):
         return bundle
     spent = result.stats.get("budget_used", 0.0) if result.guarantee == "certified" else 0.0
     return replace(bundle, certification=replace(bundle.certification, spent=spent))
-
-
-def _budget_tags(bundle) -> dict:
-    cert = bundle.certification
-    if cert is None:
-        return {"certified": "false"}
-    return {"certified": "true", "budget": cert.budget, "budget_used": cert.spent, "sigma": cert.sigma,
-            "delta": cert.delta, "epsilon_target": cert.epsilon}

@@ -26,7 +26,7 @@ def train_flow(root: str, dataset: str, model: str | None = None, config: TrainC
         tracking.log_dataset(parent, dataset, data_version, root_path / "data" / dataset, table.frame)
         bundle, b, fit_seconds = steps.fit(lineage, table, config)
         metrics = steps.evaluate(lineage, table, bundle)
-        guarantee_tags = _certification_tags(bundle)
+        guarantee_tags = steps.certification_tags(bundle)
         version, model_run = steps.register(lineage, name, bundle, b, {
             "parent_version": None, "method": "train", "guarantee": "exact", "lineage_run": parent,
             "data_before": None, "data_after": data_version, **guarantee_tags}, table)
@@ -37,11 +37,3 @@ def train_flow(root: str, dataset: str, model: str | None = None, config: TrainC
                    "timings": {"fit_s": fit_seconds}, "run_id": parent}
         tracking.log_json(parent, summary, "result.json")
     return summary
-
-
-def _certification_tags(bundle) -> dict:
-    cert = bundle.certification
-    if cert is None:
-        return {"certified": "false"}
-    return {"certified": "true", "epsilon_target": cert.epsilon, "delta": cert.delta, "sigma": cert.sigma,
-            "budget": cert.budget, "budget_used": cert.spent}

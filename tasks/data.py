@@ -14,7 +14,10 @@ from unlearning.data.tables import (
     save_table,
     table_from_frame,
 )
+from unlearning.data.text import TextCorpus, is_text_dataset, load_corpus, save_corpus
 from unlearning.errors import UnlearnError
+
+Dataset = Table | TextCorpus
 
 
 def add_dataset(
@@ -24,7 +27,7 @@ def add_dataset(
     target: str | None = None,
     id_column: str | None = None,
     replace: bool = False,
-) -> tuple[Table, str]:
+) -> tuple[Dataset, str]:
     """Build or read dataset `name`, store it as data/NAME and `dvc add` it.
 
     Returns the table and the new data version (md5 of data/). Nothing is written unless the
@@ -36,13 +39,17 @@ def add_dataset(
     if not replace:
         _refuse_overwrite(root, table)
     ensure_repo(root)
-    save_table(table, dataset_dir(root, name))
+    save_dataset(table, dataset_dir(root, name))
     return table, add_data(root)
+
+
+def save_dataset(dataset: Dataset, directory: Path) -> None:
+    (save_corpus if isinstance(dataset, TextCorpus) else save_table)(dataset, directory)
 
 
 def _build_table(
     name: str, file: Path | None, target: str | None, id_column: str | None
-) -> Table:
+) -> Dataset:
     if file is None:
         return _builtin_table(name, target, id_column)
     check_name(name)
@@ -52,7 +59,7 @@ def _build_table(
     return table_from_frame(name, frame, target, id_column=id_column, source=Path(file).name)
 
 
-def _builtin_table(name: str, target: str | None, id_column: str | None) -> Table:
+def _builtin_table(name: str, target: str | None, id_column: str | None) -> Dataset:
     if name not in BUILTIN:
         raise UnlearnError(
             f"no built-in dataset '{name}' (built-ins: {', '.join(sorted(BUILTIN))}); "
@@ -66,12 +73,17 @@ def _builtin_table(name: str, target: str | None, id_column: str | None) -> Tabl
     return BUILTIN[name]()
 
 
-def _refuse_overwrite(root: Path, table: Table) -> None:
+def _refuse_overwrite(root: Path, table: Dataset) -> None:
     directory = dataset_dir(root, table.name)
     if not directory.exists():
         return
-    stored = load_table(directory)
-    same = stored.revoked == table.revoked and stored.frame.astype(str).equals(table.frame.astype(str))
+    stored = load_dataset(root, table.name)
+    if type(stored) is not type(table):
+        same = False
+    elif isinstance(table, TextCorpus):
+        same = stored.records == table.records and stored.redacted == table.redacted
+    else:
+        same = stored.revoked == table.revoked and stored.frame.astype(str).equals(table.frame.astype(str))
     if not same:
         raise UnlearnError(
             f"data/{table.name} already exists with different content (an erasure may have removed "
@@ -82,6 +94,7 @@ def dataset_dir(root: Path, name: str) -> Path:
     return Path(root) / DATA_DIR / name
 
 
-def load_dataset(root: Path, name: str) -> Table:
+def load_dataset(root: Path, name: str) -> Dataset:
     check_name(name)
-    return load_table(dataset_dir(root, name))
+    directory = dataset_dir(root, name)
+    return load_corpus(directory) if is_text_dataset(directory) else load_table(directory)

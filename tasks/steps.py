@@ -56,6 +56,15 @@ def dataset_digest(root: Path, name: str) -> str:
     return h.hexdigest()
 
 
+def certification_tags(bundle: ModelBundle) -> dict:
+    """Model-version tags describing the certification state (budget carried to the next version)."""
+    cert = bundle.certification
+    if cert is None:
+        return {"certified": "false"}
+    return {"certified": "true", "epsilon_target": cert.epsilon, "delta": cert.delta, "sigma": cert.sigma,
+            "budget": cert.budget, "budget_used": cert.spent}
+
+
 # --- train ------------------------------------------------------------------------------------
 
 @task(name="load data", **STEP)

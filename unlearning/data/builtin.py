@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from unlearning.data.tables import Table, table_from_frame
+from unlearning.data.text import TextCorpus, build_shakespeare
 from unlearning.errors import UnlearnError
 
 ADULT_URL = "https://archive.ics.uci.edu/ml/machine-learning-databases/adult/"
@@ -96,4 +97,6 @@ def build_adult() -> Table:
     return table_from_frame("adult", frame, target="income", source=source)
 
 
-BUILTIN: dict[str, Callable[[], Table]] = {"adult": build_adult}
+# A text corpus ("shakespeare", unlearning/data/text.py) is a built-in too: 300k characters of
+# plays with a simulated leak of fictional people's secrets.
+BUILTIN: dict[str, Callable[[], Table | TextCorpus]] = {"adult": build_adult, "shakespeare": build_shakespeare}

@@ -49,7 +49,7 @@ class Allowlist:
     def build(cls, fingerprints: Iterable[str] = (), values: Iterable[str] = (),
               patterns: Iterable[str] = ()) -> Allowlist:
         return cls(frozenset(_checked_fingerprint(f) for f in fingerprints),
-                   tuple(str(v) for v in values), tuple(_compiled(p) for p in patterns))
+                   tuple(str(v) for v in values), tuple(_compiled(p, i) for i, p in enumerate(patterns, 1)))
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> Allowlist:
@@ -104,8 +104,8 @@ def _checked_fingerprint(value: str) -> str:
     return text
 
 
-def _compiled(pattern: str) -> re.Pattern:
+def _compiled(pattern: str, number: int) -> re.Pattern:
     try:
         return re.compile(str(pattern))
-    except re.error as err:
-        raise UnlearnError(f"allowlist: pattern #{err.pos} is not a valid regular expression ({err.msg})") from None
+    except re.error as err:  # the pattern itself is not echoed: it may spell out a value
+        raise UnlearnError(f"allowlist: pattern {number} is not a valid regular expression ({err.msg})") from None

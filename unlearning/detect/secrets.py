@@ -85,7 +85,7 @@ _CODE_REFERENCE = re.compile(
 )
 _NAMES_ITSELF = re.compile(r"(?i)[a-z_\-]*(?:password|passwd|secret|token|key|example|placeholder|here)[a-z_\-]*")
 _PATH = re.compile(r"(?:/|~/|\./|\.\./|[A-Za-z]:\\)")
-_TOKEN_ALPHABET = re.compile(r"[A-Za-z0-9_\-+/=.~]+")
+_TOKEN_ALPHABET = re.compile(r"[^\s\"'`<>]+")  # one printable run: Django keys carry !@#%^&*()
 _NEXT_QUERY_FIELD = re.compile(r"&[A-Za-z_][\w.\-]*=")  # "pwd=x&user=bob": the value stops at "&user="
 _FIELD_END = re.compile(r"[ \t]*(?:$|[,;}\]\"'#]|//)", re.MULTILINE)
 TOKEN_MIN_LENGTH, PASSWORD_MIN_LENGTH, ENTROPY_BITS = 10, 4, 3.0
