@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "certified, retrain, finetune)")
     forget.add_argument("--json", action="store_true")
 
+    scan = sub.add_parser("scan", help="scan a dataset or a text/CSV file for secrets and personal data")
+    scan.add_argument("target", help="dataset name (data/NAME) or file path")
+    scan.add_argument("--allowlist", type=Path, help="YAML/JSON allowlist (fingerprints, values, patterns)")
+    scan.add_argument("--json", action="store_true")
+
     demo = sub.add_parser("demo", help="run a scenario end to end on built-in data")
     demo.add_argument("--scenario", choices=["tabular"], default="tabular")
     demo.add_argument("--json", action="store_true")
@@ -150,6 +155,19 @@ def format_forget(s: dict) -> str:
     return "\n".join(lines)
 
 
+def cmd_scan(args, root: Path) -> int:
+    from tasks.scan import counts_by_detector, load_allowlist, scan_target
+
+    what, findings = scan_target(root, args.target, load_allowlist(args.allowlist))
+    counts = counts_by_detector(findings)
+    lines = [f"{what}: {len(findings)} finding(s)" + (f" — {counts}" if counts else "")]
+    for f in findings:
+        where = ", ".join(f"{k} {v}" for k, v in f["location"].items())
+        lines.append(f"  {f['detector']:<7} {f['masked']:<28} {f['fingerprint']}  ({where})")
+    emit(args, {"target": args.target, "findings": findings, "counts": counts}, "\n".join(lines))
+    return EXIT_FAILED if findings else EXIT_OK
+
+
 def cmd_demo(args, root: Path) -> int:
     from flows.demo import run_tabular_demo
 
@@ -182,7 +200,8 @@ def _config(cls, **values):
         raise UnlearnError(f"bad option: {str(exc).splitlines()[-1].strip()}") from None
 
 
-COMMANDS = {"data": cmd_data, "train": cmd_train, "forget": cmd_forget, "demo": cmd_demo, "ui": cmd_ui}
+COMMANDS = {"data": cmd_data, "train": cmd_train, "forget": cmd_forget, "scan": cmd_scan, "demo": cmd_demo,
+            "ui": cmd_ui}
 
 if __name__ == "__main__":
     sys.exit(main())

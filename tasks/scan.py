@@ -1,0 +1,93 @@
+"""Scanning datasets and files for secrets and personal data (the leak-detection stage).
+
+Findings leave this module as dicts with the detector, a location, a masked form and a salted
+fingerprint — never the raw value. The salt is the project's own secret (`.unlearn/salt`, 0600),
+so fingerprints cannot be brute-forced by someone who only sees MLflow or a report.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import pandas as pd
+
+from tasks import data as data_store
+from unlearning.data.tables import Table
+from unlearning.data.text import TextCorpus
+from unlearning.detect import Allowlist, line_column, scan_text
+from unlearning.errors import UnlearnError
+
+SALT_FILE = "salt"
+
+
+def project_salt(root: Path) -> bytes:
+    """The project's fingerprint salt, created (32 random bytes, mode 0600) on first use."""
+    path = Path(root) / ".unlearn" / SALT_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secrets.token_bytes(32))
+    return path.read_bytes()
+
+
+def load_allowlist(path: Path | None) -> Allowlist | None:
+    return None if path is None else Allowlist.from_file(Path(path))
+
+
+def scan_corpus(corpus: TextCorpus, salt: bytes, allowlist: Allowlist | None = None) -> list[dict]:
+    """Findings in every record of a text corpus, located by record id and offsets."""
+    found = []
+    for record, text in corpus.records:
+        for f in scan_text(text, salt, allowlist=allowlist):
+            found.append({**f.to_dict(), "location": {"record": record, "start": f.start, "end": f.end}})
+    return found
+
+
+def scan_table(table: Table, salt: bytes, allowlist: Allowlist | None = None) -> list[dict]:
+    """Findings in the text cells of a table, located by record id and column."""
+    found = []
+    for column in table.frame.columns:
+        values = table.frame[column]
+        if pd.api.types.is_numeric_dtype(values):
+            continue
+        for record, value in values.dropna().items():
+            for f in scan_text(str(value), salt, allowlist=allowlist):
+                found.append({**f.to_dict(), "location": {"record": str(record), "column": column,
+                                                          "start": f.start, "end": f.end}})
+    return found
+
+
+def scan_path(path: Path, salt: bytes, allowlist: Allowlist | None = None) -> list[dict]:
+    """Findings in any text or CSV file, located by 1-based line and column."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise UnlearnError(f"cannot read '{path}' ({exc.strerror}); check the path") from None
+    found = []
+    for f in scan_text(text, salt, allowlist=allowlist):
+        line, column = line_column(text, f.start)
+        found.append({**f.to_dict(), "location": {"path": str(path), "line": line, "column": column}})
+    return found
+
+
+def scan_target(root: Path, target: str, allowlist: Allowlist | None = None) -> tuple[str, list[dict]]:
+    """Scan a dataset name (data/NAME) or a file path; returns (what was scanned, findings)."""
+    salt = project_salt(root)
+    if (Path(root) / "data" / target).is_dir():
+        dataset = data_store.load_dataset(root, target)
+        scan = scan_corpus if isinstance(dataset, TextCorpus) else scan_table
+        return f"dataset {target}", scan(dataset, salt, allowlist)
+    if Path(target).is_file():
+        return f"file {target}", scan_path(Path(target), salt, allowlist)
+    raise UnlearnError(f"{target!r} is neither a dataset under data/ nor a file: give a dataset name "
+                       f"(see `unlearn data add`) or a path")
+
+
+def counts_by_detector(findings: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for f in findings:
+        counts[f["detector"]] = counts.get(f["detector"], 0) + 1
+    return dict(sorted(counts.items()))
