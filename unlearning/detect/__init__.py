@@ -22,7 +22,7 @@ its constructor) and converts the back-end's results to `Match(name, start, end,
 `register_detector(MyDetector())`. `scan_text(..., detectors=[...])` selects it by name, and
 masking/fingerprinting fall back to the fixed-width secret rule for unknown detector names, so
 nothing raw can leak through a new detector. The built-in detectors need nothing beyond the
-standard library (and numpy for `random_same_format` with a numpy Generator).
+standard library: no extra install, no network, no model.
 """
 
 from unlearning.detect.allowlist import TEST_CARDS, Allowlist

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +41,16 @@ _HEX = re.compile(rf"[0-9a-f]{{{FINGERPRINT_HEX}}}")
 
 @dataclass(frozen=True)
 class Allowlist:
+    """What not to report. Built from lists of strings (checked, patterns compiled) or a file."""
+
     fingerprints: frozenset[str] = frozenset()
     values: tuple[str, ...] = ()
-    patterns: tuple[re.Pattern, ...] = field(default=())
+    patterns: tuple[re.Pattern, ...] = ()
 
-    @classmethod
-    def build(cls, fingerprints: Iterable[str] = (), values: Iterable[str] = (),
-              patterns: Iterable[str] = ()) -> Allowlist:
-        return cls(frozenset(_checked_fingerprint(f) for f in fingerprints),
-                   tuple(str(v) for v in values), tuple(_compiled(p, i) for i, p in enumerate(patterns, 1)))
+    def __post_init__(self):
+        object.__setattr__(self, "fingerprints", frozenset(_checked_fingerprint(f) for f in self.fingerprints))
+        object.__setattr__(self, "values", tuple(str(v) for v in self.values))
+        object.__setattr__(self, "patterns", tuple(_compiled(p, i) for i, p in enumerate(self.patterns, 1)))
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> Allowlist:
@@ -63,7 +64,7 @@ class Allowlist:
         for key, items in lists.items():
             if not isinstance(items, list):
                 raise UnlearnError(f"allowlist: '{key}' must be a list")
-        return cls.build(**lists)
+        return cls(**lists)
 
     @classmethod
     def from_file(cls, path: str | Path) -> Allowlist:
@@ -81,7 +82,7 @@ class Allowlist:
 
     @classmethod
     def test_cards(cls) -> Allowlist:
-        return cls.build(values=TEST_CARDS)
+        return cls(values=TEST_CARDS)
 
     def merged(self, other: Allowlist) -> Allowlist:
         return Allowlist(self.fingerprints | other.fingerprints, self.values + other.values,
@@ -104,7 +105,9 @@ def _checked_fingerprint(value: str) -> str:
     return text
 
 
-def _compiled(pattern: str, number: int) -> re.Pattern:
+def _compiled(pattern: str | re.Pattern, number: int) -> re.Pattern:
+    if isinstance(pattern, re.Pattern):
+        return pattern
     try:
         return re.compile(str(pattern))
     except re.error as err:  # the pattern itself is not echoed: it may spell out a value

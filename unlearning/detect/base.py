@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -77,6 +78,28 @@ def keyword_pattern(*words: str) -> re.Pattern:
     """Case-insensitive words bounded by non-letters or a camelCase hump, so `credit_card`,
     `cardNumber` and `CARD` all hit, while `discard` and `cardigan` do not."""
     return re.compile(r"(?<![A-Za-z])(?:" + "|".join(words) + r")(?-i:(?![a-z]))", re.IGNORECASE)
+
+
+def windows_around(hits: Iterable[re.Match], before: int, after: int) -> list[tuple[int, int]]:
+    """Merged, disjoint [lo, hi) stretches around cheap-to-find hints (hits in start order).
+
+    A full pattern run on these windows only finds what it would find on the whole text, as long
+    as every match lies within `before`/`after` characters of a hint — and much faster, since
+    lookbehinds and case-insensitive patterns make `re` crawl position by position.
+    """
+    windows: list[tuple[int, int]] = []
+    for hit in hits:
+        lo, hi = max(0, hit.start() - before), hit.end() + after
+        if windows and lo <= windows[-1][1]:
+            windows[-1] = (windows[-1][0], max(hi, windows[-1][1]))
+        else:
+            windows.append((lo, hi))
+    return windows
+
+
+def search_windows(pattern: re.Pattern, text: str, windows: list[tuple[int, int]]) -> Iterator[re.Match]:
+    for lo, hi in windows:
+        yield from pattern.finditer(text, lo, hi)
 
 
 def resolve_overlaps(matches: list[Match], priority: dict[str, int] | None = None) -> list[Match]:

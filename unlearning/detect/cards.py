@@ -3,7 +3,7 @@
 Candidates are maximal runs of digits joined by single spaces or dashes, bounded by non-word
 characters (so digits inside hashes, UUIDs, decimals or longer numbers never start a candidate).
 Dashes bind a run into one token (a dashed UUID-like or ISBN-like number is judged whole), spaces
-only group: a card may be a space-separated part of a longer run ("ref 12 4111 1111 1111 1111").
+only group: a card may be a space-separated part of a longer run ("Visa 4111 1111 1111 1111 123").
 
 Confidence: 0.70 for a valid number; +0.25 with a card word nearby ("card", "visa", "cc", "credit",
 "payment"…); −0.30 when other digit groups sit right next to it in the run, and −0.30 near words
@@ -14,6 +14,7 @@ card word. Luhn alone passes 1 in 10 random digit runs; the issuer table cuts th
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -45,35 +46,44 @@ OTHER_NUMBER = keyword_pattern(
     "acct", "iban", "imei", "ssn", "phone", "tel", "timestamp", "id",
 )
 
-_RUN = re.compile(r"(?<![\w/])(?<!\d[.,:])\d++(?:[ -]\d++)*+(?![\w])(?![.,]\d)")
+# A comma is not a decimal guard: in CSV rows it separates fields ("1042,Ann,4111…,2027-03").
+_RUN = re.compile(r"(?<![\w/])(?<!\d[.:])\d++(?:[ -]\d++)*+(?![\w])(?!\.\d)")
 
 BASE, CONTEXT_BONUS, CROWDED_PENALTY, OTHER_PENALTY, REPORT_FROM = 0.70, 0.25, 0.30, 0.30, 0.5
 
 
 def luhn_valid(digits: str) -> bool:
     """The Luhn mod-10 checksum (ISO/IEC 7812-1) over a string of digits."""
-    total = 0
-    for i, d in enumerate(reversed(digits)):
-        k = int(d) * (2 if i % 2 else 1)
-        total += k - 9 if k > 9 else k
-    return total % 10 == 0
+    kept = sum(map(int, digits[-1::-2]))
+    doubled = sum(_LUHN_DOUBLED[int(d)] for d in digits[-2::-2])
+    return (kept + doubled) % 10 == 0
+
+
+_LUHN_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)  # 2·d with its digits summed
 
 
 def issuer(digits: str) -> str | None:
     """The issuer whose prefix range and length table admit this number, if any."""
-    for name, ranges, lengths in ISSUERS:
-        if len(digits) in lengths and any(_in_range(digits, low, high) for low, high in ranges):
+    for name, lengths in _issuers_by_prefix(digits[:4]):
+        if len(digits) in lengths:
             return name
     return None
 
 
+@functools.cache
+def _issuers_by_prefix(prefix4: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """Issuers whose ranges admit these leading 4 digits (cached: the scan asks this very often)."""
+    return tuple((name, lengths) for name, ranges, lengths in ISSUERS
+                 if any(_in_range(prefix4, low, high) for low, high in ranges))
+
+
 def _in_range(digits: str, low: int, high: int) -> bool:
     width = len(str(low))
-    return low <= int(digits[:width]) <= high
+    return len(digits) >= width and low <= int(digits[:width]) <= high
 
 
 def is_card_number(digits: str) -> bool:
-    return MIN_DIGITS <= len(digits) <= MAX_DIGITS and luhn_valid(digits) and issuer(digits) is not None
+    return MIN_DIGITS <= len(digits) <= MAX_DIGITS and issuer(digits) is not None and luhn_valid(digits)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from unlearning.detect.base import Match
+from unlearning.detect.base import Match, search_windows, windows_around
 
 _EMAIL = re.compile(
     r"(?<![\w.%+\-])"
@@ -31,6 +31,7 @@ COMMON_TLDS = frozenset(
     "agency digital media studio systems solutions services network group team work science "
     "university academy health law bank insurance finance capital global international".split()
 )
+_AT = re.compile("@")  # every address has one: the full pattern only runs around them
 KNOWN, UNKNOWN = 1.0, 0.8
 # `scheme://user:password@host`: what precedes `@` is URL userinfo,
 # not a mailbox.
@@ -43,7 +44,7 @@ class EmailDetector:
 
     def find(self, text: str) -> list[Match]:
         matches = []
-        for m in _EMAIL.finditer(text):
+        for m in search_windows(_EMAIL, text, windows_around(_AT.finditer(text), 64 + 1, 256)):
             tld = m.group("tld").lower()
             if tld in FILE_EXTENSIONS or len(m.group("local")) > 64:
                 continue

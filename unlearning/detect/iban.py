@@ -26,7 +26,7 @@ KNOWN_COUNTRY, OTHER_COUNTRY = 1.0, 0.8
 
 _IBAN = re.compile(
     r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}"
-    r"(?:(?: [A-Z0-9]{4})+(?: [A-Z0-9]{1,3})?|[A-Z0-9]{11,30})"
+    r"(?:(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?|[A-Z0-9]{11,30})"  # at most 34 characters
     r"(?![A-Za-z0-9])"
 )
 

@@ -45,10 +45,14 @@ def normalise(value: str, detector: str) -> str:
     return value
 
 
-def fingerprint(value: str, detector: str, salt: bytes) -> str:
-    """HMAC-SHA256(salt, normalise(value)) as hex, first 24 characters."""
+def check_salt(salt: object) -> None:
     if not isinstance(salt, bytes | bytearray) or not salt:
         raise UnlearnError("the fingerprint salt must be non-empty bytes (keep it secret, e.g. 32 random bytes)")
+
+
+def fingerprint(value: str, detector: str, salt: bytes) -> str:
+    """HMAC-SHA256(salt, normalise(value)) as hex, first 24 characters."""
+    check_salt(salt)
     digest = hmac.new(bytes(salt), normalise(value, detector).encode("utf-8"), hashlib.sha256)
     return digest.hexdigest()[:FINGERPRINT_HEX]
 

@@ -4,7 +4,8 @@ A candidate is a maximal run of digit groups joined by a space, `-`, `.` or `/` 
 spaced), with parenthesised area codes allowed ("(415) 555-2671", "+44 (0)20 7946 0958"). It must
 have at least 9 digits and a phone-like structure:
 
-- international: `+` or `00` and a country code, 9–15 digits in all (E.164), last group ≥ 2 digits;
+- international: `+` or `00` and a country code, 9–15 digits in all (E.164), last group ≥ 2 digits
+  unless it is a dashed extension ("+49 (0)89 123456-0");
 - national, 9–12 digits, every group ≥ 2 digits (bar a leading NANP `1`), and one of: a
   parenthesised area code; a leading trunk `0` ("020 7946 0958", "06-12345678"); the NANP shape
   1?-NXX-NXX-XXXX; or at least three groups of 2–4 digits ("612 34 56 78");
@@ -12,10 +13,10 @@ have at least 9 digits and a phone-like structure:
   trunk `0` or the NANP shape.
 
 Rejected even when they fit: dates (a 4-digit year next to month and day), several years in a
-row, dotted quads (IPv4), dotted numbers that are neither NANP nor trunk-0 nor French 5×2, ISBNs
+row, dotted quads (IPv4), dotted numbers that are neither NANP nor trunk-0 ("01.42.68.53.00"), ISBNs
 (valid ISBN-13 with 978/979, single-digit groups, or "ISBN" nearby), thousands groupings
 ("12 500 000 000"), US SSN shape 3-2-4 — the last two unless a phone word is near — and any number
-named as something else nearby ("order", "invoice", "ref", "#"…) unless a phone word is nearer.
+named as something else just before ("order", "invoice", "ref", "#"…) unless a phone word is near.
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ def _international_ok(raw: str, groups: list[str], digits: str) -> bool:
         return False
     if len(groups) == 1:
         return len(digits) >= 10  # compact E.164: "+14155552671"
-    return len(groups[-1]) >= 2 and len(groups[0]) <= 5
+    switchboard = raw.endswith("-" + groups[-1])  # German "+49 (0)89 123456-0": the exchange's "-0"
+    return (len(groups[-1]) >= 2 or switchboard) and len(groups[0]) <= 5
 
 
 def _national_ok(raw: str, groups: list[str], context: bool) -> bool:
@@ -155,6 +157,7 @@ def _looks_like_other_number(text: str, start: int, raw: str, groups: list[str],
     return (
         _has_date(groups)
         or sum(_is_year(g) for g in groups) >= 2
+        or (len(groups) >= 3 and all(len(g) == 4 and 1000 <= int(g) <= 2099 for g in groups))  # 1558 1603 1625
         or _ipv4(raw, groups)
         or _isbn(text, start, raw, groups, digits)
     )

@@ -9,14 +9,14 @@ secret detector's password.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from unlearning.detect.allowlist import Allowlist
 from unlearning.detect.base import Detector, Finding, Match, resolve_overlaps
 from unlearning.detect.cards import CardDetector
 from unlearning.detect.emails import EmailDetector
 from unlearning.detect.iban import IbanDetector
-from unlearning.detect.masking import fingerprint, mask
+from unlearning.detect.masking import check_salt, fingerprint, mask
 from unlearning.detect.phones import PhoneDetector
 from unlearning.detect.secrets import SecretDetector
 from unlearning.errors import UnlearnError
@@ -56,14 +56,29 @@ def find_matches(text: str, detectors: Iterable[str] | None = None) -> list[Matc
 
 
 def scan_text(text: str, salt: bytes, detectors: Iterable[str] | None = None,
-              allowlist: Allowlist | None = None) -> list[Finding]:
-    """Findings in `text`, sorted by start; allowlisted values dropped after overlaps are resolved
-    (so an allowlisted card does not resurface as the phone number it also resembles)."""
+              allowlist: Allowlist | None = None, *,
+              min_confidence: float | Mapping[str, float] = 0.0) -> list[Finding]:
+    """Findings in `text`, sorted by start.
+
+    Allowlisted values and matches below `min_confidence` (one number, or one per detector name)
+    are dropped after overlaps are resolved, so an allowlisted card does not resurface as the
+    phone number it also resembles. E.g. `min_confidence={"card": 0.9}` reports only card
+    numbers with a card word nearby.
+    """
+    check_salt(salt)
     findings = []
     for m in find_matches(text, detectors):
+        if m.confidence < _threshold(min_confidence, m.detector):
+            continue
         value = text[m.start:m.end]
         tag = fingerprint(value, m.detector, salt)
         if allowlist is not None and allowlist.allows(value, m.detector, tag):
             continue
         findings.append(Finding(m.detector, m.start, m.end, mask(value, m.detector), tag, m.confidence))
     return findings
+
+
+def _threshold(min_confidence: float | Mapping[str, float], detector: str) -> float:
+    if isinstance(min_confidence, Mapping):
+        return float(min_confidence.get(detector, 0.0))
+    return float(min_confidence)

@@ -9,64 +9,73 @@
    `passcode`) or a key word (`secret`, `token`, `api_key`, `access_key`, `private_key`,
    `client_secret`, `auth_token`, …), possibly the last part of a longer identifier
    (`DB_PASSWORD`, `spring.datasource.password`, `x-api-key`, `dbPassword`), then `:`, `=`, `:=`,
-   `=>`, `==`, or in prose `is`/`was` ("the password for the wifi is …"); also `--password x`,
+   `=>`, `==`, in prose `is`/`was` ("the password for the wifi is …"), or nothing but a space
+   ("auth token 3f9a…", "with password Xy9!…", confidence 0.75); also `--password x`,
    `<password>x</password>`, `scheme://user:x@host` and `Bearer x`. The span is the value alone.
 3. Gates on the value: placeholders are never secrets (`********`, `<password>`, `${DB_PASSWORD}`,
    `{{ vault.pw }}`, `changeme`, `required`, `os.environ[…]`, paths); after a key word the value
    must look like a token — 10+ characters from a token alphabet, Shannon entropy ≥ 3 bits/char
    (a little less for 10–12 characters), not a plain word — so "a token of my love" and "the secret
    is out" stay prose; after a password word anything password-like counts, but in prose (`is`) or
-   after a bare `:` a plain word only counts when it ends the line or field.
+   after a bare `:` a plain word only counts when it ends the line or field. With no operator at
+   all, a key word needs a token of 16+ characters and a password word (not `pass`, which is
+   English first) letters mixed with digits.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import string
 from collections import Counter
 
-from unlearning.detect.base import Match, resolve_overlaps
+from unlearning.detect.base import Match, resolve_overlaps, search_windows, windows_around
 
 _NOT_TOKEN_CHAR = r"(?![A-Za-z0-9_\-])"
-_TOKEN_START = r"(?<![A-Za-z0-9_\-])"
+# Each pattern starts with its literal prefix, which lets `re` skip ahead fast; the left boundary
+# (no token character right before) is checked in Python instead of by a leading lookbehind.
 TOKEN_FORMATS: tuple[tuple[str, re.Pattern, float], ...] = tuple(
     (name, re.compile(pattern), confidence)
     for name, pattern, confidence in (
-        ("aws_access_key_id", r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9])", 1.0),
-        ("github_token", _TOKEN_START + r"gh[pousr]_[A-Za-z0-9]{36,255}" + _NOT_TOKEN_CHAR, 1.0),
-        ("github_pat", _TOKEN_START + r"github_pat_[A-Za-z0-9_]{50,255}" + _NOT_TOKEN_CHAR, 1.0),
-        ("slack_token", _TOKEN_START + r"xox[bpars]-[A-Za-z0-9\-]{10,250}" + _NOT_TOKEN_CHAR, 1.0),
+        ("aws_access_key_id", r"(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9])", 1.0),
+        ("github_token", r"gh[pousr]_[A-Za-z0-9]{36,255}" + _NOT_TOKEN_CHAR, 1.0),
+        ("github_pat", r"github_pat_[A-Za-z0-9_]{50,255}" + _NOT_TOKEN_CHAR, 1.0),
+        ("slack_token", r"xox[bpars]-[A-Za-z0-9\-]{10,250}" + _NOT_TOKEN_CHAR, 1.0),
         ("slack_webhook", r"https://hooks\.slack\.com/services/T[A-Z0-9]{6,}/B[A-Z0-9]{6,}/[A-Za-z0-9]{20,}", 1.0),
-        ("stripe_key", _TOKEN_START + r"(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,99}" + _NOT_TOKEN_CHAR, 1.0),
-        ("google_api_key", _TOKEN_START + r"AIza[0-9A-Za-z_\-]{35}" + _NOT_TOKEN_CHAR, 1.0),
-        ("openai_key", _TOKEN_START + r"sk-(?:proj-)?[A-Za-z0-9_\-]{20,200}" + _NOT_TOKEN_CHAR, 0.9),
+        ("stripe_key", r"(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,99}" + _NOT_TOKEN_CHAR, 1.0),
+        ("google_api_key", r"AIza[0-9A-Za-z_\-]{35}" + _NOT_TOKEN_CHAR, 1.0),
+        ("openai_key", r"sk-(?:proj-)?[A-Za-z0-9_\-]{20,200}" + _NOT_TOKEN_CHAR, 0.9),
         ("private_key", r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[\s\S]{1,16384}?"
                         r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----", 1.0),
-        ("jwt", _TOKEN_START + r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{16,}" + _NOT_TOKEN_CHAR, 1.0),
+        ("jwt", r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{16,}" + _NOT_TOKEN_CHAR, 1.0),
     )
 )  # fmt: skip
+_TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "_-")
 _NEEDS_TOKEN_SHAPE = {"openai_key"}  # "sk-learn-contrib-…" is a package name, not a key
 
 PASSWORD_WORDS = r"pass(?:word|wd|phrase|code)?|pwd|pw"
 KEY_WORDS = (
     r"secret|token|api[_\-]?key|apikey|(?:access|secret|private|signing|encryption|master|app|client)[_\-]?key"
 )
-# The keyword starts a word (or a camelCase hump) and ends the identifier.
+# The keyword ends the identifier and starts a word, a camelCase hump, or — for the long, unambiguous
+# words only — may be glued to a prefix (`PGPASSWORD`, `csrftoken`; but `bypass`, `compass` are not).
 _KEYWORD = (
-    r"(?:(?<![A-Za-z0-9])|(?<=[a-z0-9])(?=[A-Z]))"
+    r"(?:(?<![A-Za-z0-9])|(?<=[a-z0-9])(?=[A-Z])|(?=(?i:passw(?:or)?d|secret|token)))"
     r"(?P<kw>(?i:" + PASSWORD_WORDS + "|" + KEY_WORDS + r"))(?![A-Za-z0-9])"
 )
 _OPERATOR = (
     r"(?P<op>[\"'\]]{0,2}[ \t]*(?::=|=>|==|=|:)[ \t]*"
-    r"|[ \t]+(?:(?:for|of|to|on)[ \t]+(?:[\w'@.\-]+[ \t]+){0,4}?)?(?i:is|was)(?:[ \t]*:)?[ \t]+)"
+    r"|[ \t]+(?:(?:for|of|to|on)[ \t]+(?:[\w'@.\-]+[ \t]+){0,4}?)?(?i:is|was)(?:[ \t]*:)?[ \t]+"
+    r"|[ \t]+)"  # no operator at all ("auth token 3f9a…", "with password Xy9!…"): strictest gates
 )
 _VALUE = r"""(?P<value>"[^"\n]{1,256}"|'[^'\n]{1,256}'|`[^`\n]{1,256}`|[^\s"'`<>,;]{1,256})"""
 _ASSIGNMENT = re.compile(_KEYWORD + _OPERATOR + _VALUE)
 _FLAG = re.compile(r"(?<![\w\-])--(?:[A-Za-z0-9]+-)*(?P<kw>(?i:" + PASSWORD_WORDS + "|" + KEY_WORDS
                    + r"))[ \t]+(?P<value>[^\s\-][^\s]{0,255})")
-_XML = re.compile(r"<(?P<tag>(?:[A-Za-z0-9]+[_.\-:]?)*?(?P<kw>(?i:" + PASSWORD_WORDS + "|" + KEY_WORDS
+# The tag prefix is one flat class (a nested `(?:[a-z]+[_.]?)*` backtracks exponentially).
+_XML = re.compile(r"<(?P<tag>[A-Za-z0-9_.\-:]{0,64}?(?P<kw>(?i:" + PASSWORD_WORDS + "|" + KEY_WORDS
                   + r")))>(?P<value>[^<\n]{1,256})</(?P=tag)>")
-_URL_PASSWORD = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{1,15}://[^\s:/@]{1,64}:(?P<value>[^\s@/]{1,128})@")
+_URL_PASSWORD = re.compile(r"://[^\s:/@]{0,64}:(?P<value>[^\s@/]{1,128})@")  # redis://:pw@host too
 _BEARER = re.compile(r"(?<![A-Za-z])(?i:bearer)[ \t]+(?P<value>[A-Za-z0-9_\-.~+/]{10,}=*)")
 
 PLACEHOLDER_WORDS = frozenset(
@@ -86,10 +95,14 @@ _CODE_REFERENCE = re.compile(
 _NAMES_ITSELF = re.compile(r"(?i)[a-z_\-]*(?:password|passwd|secret|token|key|example|placeholder|here)[a-z_\-]*")
 _PATH = re.compile(r"(?:/|~/|\./|\.\./|[A-Za-z]:\\)")
 _TOKEN_ALPHABET = re.compile(r"[^\s\"'`<>]+")  # one printable run: Django keys carry !@#%^&*()
+_KEYWORD_STEM = re.compile(r"pass|pwd|pw|secret|token|key|bearer")  # every keyword contains one
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+_WINDOW_BEFORE, _WINDOW_AFTER = 64, 400  # longest identifier prefix; keyword + operator + value
 _NEXT_QUERY_FIELD = re.compile(r"&[A-Za-z_][\w.\-]*=")  # "pwd=x&user=bob": the value stops at "&user="
 _FIELD_END = re.compile(r"[ \t]*(?:$|[,;}\]\"'#]|//)", re.MULTILINE)
 TOKEN_MIN_LENGTH, PASSWORD_MIN_LENGTH, ENTROPY_BITS = 10, 4, 3.0
-FORMAT, ASSIGNED, PROSE = 1.0, 0.95, 0.85
+UNMARKED_TOKEN_MIN_LENGTH = 16
+FORMAT, ASSIGNED, PROSE, UNMARKED = 1.0, 0.95, 0.85, 0.75
 
 
 def shannon_entropy(value: str) -> float:
@@ -142,7 +155,8 @@ class SecretDetector:
     priority = 30
 
     def find(self, text: str) -> list[Match]:
-        matches = self._formats(text) + self._assignments(text) + self._wrapped(text)
+        windows = keyword_windows(text)
+        matches = self._formats(text) + self._assignments(text, windows) + self._wrapped(text, windows)
         return resolve_overlaps(matches)
 
     def _formats(self, text: str) -> list[Match]:
@@ -150,12 +164,13 @@ class SecretDetector:
             Match(self.name, m.start(), m.end(), confidence)
             for kind, pattern, confidence in TOKEN_FORMATS
             for m in pattern.finditer(text)
-            if kind not in _NEEDS_TOKEN_SHAPE or _fully_mixed(m.group())
+            if (m.start() == 0 or text[m.start() - 1] not in _TOKEN_CHARS)
+            and (kind not in _NEEDS_TOKEN_SHAPE or _fully_mixed(m.group()))
         ]
 
-    def _assignments(self, text: str) -> list[Match]:
+    def _assignments(self, text: str, windows: list[tuple[int, int]]) -> list[Match]:
         out = []
-        for m in _ASSIGNMENT.finditer(text):
+        for m in search_windows(_ASSIGNMENT, text, windows):
             start, end = _unquoted_span(m, text)
             value = text[start:end]
             confidence = _assignment_confidence(m, value, text, end)
@@ -163,11 +178,12 @@ class SecretDetector:
                 out.append(Match(self.name, start, end, confidence))
         return out
 
-    def _wrapped(self, text: str) -> list[Match]:
+    def _wrapped(self, text: str, windows: list[tuple[int, int]]) -> list[Match]:
         """Flags, XML elements, URL userinfo and bearer headers: the delimiters say where the value is."""
         out = []
         for pattern, password_kind in ((_FLAG, None), (_XML, None), (_URL_PASSWORD, True), (_BEARER, False)):
-            for m in pattern.finditer(text):
+            found = pattern.finditer(text) if pattern is _URL_PASSWORD else search_windows(pattern, text, windows)
+            for m in found:
                 start, end = _unquoted_span(m, text)
                 value = text[start:end]
                 is_password = password_kind if password_kind is not None else _is_password_word(m.group("kw"))
@@ -175,6 +191,18 @@ class SecretDetector:
                 if ok and not is_placeholder(value) and not is_placeholder(m.group("value")):
                     out.append(Match(self.name, start, end, ASSIGNED))
         return out
+
+
+def keyword_windows(text: str) -> list[tuple[int, int]]:
+    """Stretches of text around every keyword stem, where assignments can be.
+
+    Case-insensitive patterns crawl in `re` (1 s for 5 MB); one case-sensitive pass over the
+    lower-cased text finds the stems fast, and the full patterns then run on these windows only.
+    """
+    low = text.lower()
+    if len(low) != len(text):  # a character whose lower case is longer would shift offsets
+        low = text.translate(_ASCII_LOWER)
+    return windows_around(_KEYWORD_STEM.finditer(low), _WINDOW_BEFORE, _WINDOW_AFTER)
 
 
 def _is_password_word(keyword: str) -> bool:
@@ -196,13 +224,25 @@ def _unquoted_span(m: re.Match, text: str) -> tuple[int, int]:
 def _assignment_confidence(m: re.Match, value: str, text: str, end: int) -> float:
     if not value or is_placeholder(value) or is_placeholder(m.group("value").strip("\"'`")):
         return 0.0
+    op = m.group("op").strip()
     quoted = text[m.start("value")] in "\"'`"
-    prose = m.group("op").strip().lower().rstrip(":").strip() in ("is", "was") or " " in m.group("op").strip()
-    if not _is_password_word(m.group("kw")):
+    password = _is_password_word(m.group("kw"))
+    if not op:  # keyword, spaces, value: only unmistakable values
+        return UNMARKED if _unmarked_value_ok(value, m.group("kw")) else 0.0
+    prose = op.lower().rstrip(":").strip() in ("is", "was") or " " in op
+    if not password:
         return (PROSE if prose else ASSIGNED) if looks_like_token(value) else 0.0
     if prose:
         return PROSE if looks_like_password(value) else 0.0
-    bare_colon = m.group("op").strip().endswith(":") and not quoted
+    bare_colon = op.endswith(":") and not quoted
     if bare_colon and not looks_like_password(value):
         return ASSIGNED if len(value) >= PASSWORD_MIN_LENGTH and _FIELD_END.match(text, end) else 0.0
     return ASSIGNED if len(value) >= PASSWORD_MIN_LENGTH else 0.0
+
+
+def _unmarked_value_ok(value: str, keyword: str) -> bool:
+    if not _is_password_word(keyword):
+        return len(value) >= UNMARKED_TOKEN_MIN_LENGTH and looks_like_token(value)
+    if keyword.lower() == "pass":  # English first: "pass along!", "pass over_"
+        return False
+    return len(value) >= PASSWORD_MIN_LENGTH and any(c.isalpha() for c in value) and any(c.isdigit() for c in value)

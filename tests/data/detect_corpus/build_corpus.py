@@ -28,7 +28,7 @@ from unlearning.detect.cards import luhn_valid
 from unlearning.detect.iban import iban_check_digits, iban_valid
 
 HERE = Path(__file__).resolve().parent
-HANDWRITTEN = HERE / "handwritten.yaml"
+HANDWRITTEN = (HERE / "handwritten.yaml", HERE / "heldout.yaml", HERE / "heldout2.yaml")
 CORPUS = HERE / "corpus.json"
 SEED = 20240917
 _MARK = re.compile(r"⟦(?P<detector>[a-z]+):(?P<value>.*?)⟧", re.DOTALL)
@@ -188,7 +188,7 @@ def email_value(rng: random.Random, i: int) -> str:
 
 EMAIL_TEMPLATES = [
     ("prose", "If you have questions, write to {v} and mention your booking."),
-    ("email", "From: {Name} <{v}>\nTo: support@example.net\nSubject: refund"),
+    ("email", "From: {Name} <{v}>\nTo: ⟦email:support@example.net⟧\nSubject: refund"),
     ("log", "2024-01-09T11:02:55Z INFO auth.login ok user={v} ip=10.0.3.7 ua=Mozilla/5.0"),
     ("csv", "id,name,email\n88,{Name},{v}"),
     ("config", '{{"owner": "{v}", "notify": true, "retries": 3}}'),
@@ -346,8 +346,8 @@ def synthetic_cases(seed: int = SEED) -> list[dict]:
     return [_case(case_id, context, text) for case_id, context, text in marked]
 
 
-def handwritten_cases(path: Path = HANDWRITTEN) -> list[dict]:
-    entries = yaml.safe_load(path.read_text(encoding="utf-8"))
+def handwritten_cases(paths: tuple[Path, ...] = HANDWRITTEN) -> list[dict]:
+    entries = [e for path in paths for e in yaml.safe_load(path.read_text(encoding="utf-8"))]
     return [_case(e["id"], e.get("context", "prose"), e["text"]) for e in entries]
 
 

@@ -1,0 +1,155 @@
+"""The text side of the pipeline: a character LM trained on a corpus, the findings it must forget,
+and the measurements that verify it forgot them (science.md §3).
+
+Raw secret values exist only in memory here, read from the corpus at a finding's span while the
+corpus still holds them; nothing in this module writes or returns them outside `Secret`, which
+the caller keeps in memory for exposure and regeneration checks and never logs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unlearning.data.text import REDACTION_PAD, REDACTION_TOKEN, Occurrence, TextCorpus, concatenated
+from unlearning.models import charlm
+from unlearning.models.charlm import CharLSTM, Vocab
+
+MODEL_FILE = "charlm.pt"
+META_FILE = "lm.json"
+
+
+@dataclass
+class LMBundle:
+    """A trained character LM with what is needed to retrain it the same way."""
+
+    model: CharLSTM
+    vocab: Vocab
+    preset: str
+    settings: dict = field(default_factory=dict)  # seq_len, lr, batch, seed, steps, seconds
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.settings["seq_len"])
+
+
+def save_lm(bundle: LMBundle, directory: Path) -> Path:
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".lm-"))
+    charlm.save(tmp / MODEL_FILE, bundle.model, bundle.vocab, bundle.preset)
+    (tmp / META_FILE).write_text(json.dumps({"format": "unlearnflow.charlm/1", "preset": bundle.preset,
+                                             "settings": bundle.settings}, indent=1, sort_keys=True))
+    os.replace(tmp, directory)
+    return directory
+
+
+def load_lm(directory: Path) -> LMBundle:
+    directory = Path(directory)
+    model, vocab = charlm.load(directory / MODEL_FILE)
+    meta = json.loads((directory / META_FILE).read_text())
+    return LMBundle(model=model, vocab=vocab, preset=meta["preset"], settings=meta["settings"])
+
+
+def is_lm_bundle(directory: Path) -> bool:
+    return (Path(directory) / META_FILE).exists()
+
+
+# --- corpus → windows ---------------------------------------------------------------------------
+
+def training_text(corpus: TextCorpus) -> tuple[str, dict[str, int]]:
+    """The training records joined with newlines, and each record's offset in that text."""
+    text, offsets = concatenated(corpus, corpus.train_mask())
+    return text, dict(offsets)
+
+
+def held_out_text(corpus: TextCorpus) -> str:
+    return concatenated(corpus, ~corpus.train_mask())[0]
+
+
+def corpus_vocab(text: str) -> Vocab:
+    """Characters of the training text plus those of the redaction filler, so a redacted corpus
+    is representable by the same vocabulary (and the same model shape) as the original."""
+    return Vocab.from_text(text + REDACTION_TOKEN + REDACTION_PAD)
+
+
+def text_windows(vocab: Vocab, text: str, seq_len: int) -> torch.Tensor:
+    return charlm.windows(vocab.encode(text), seq_len)  # (m, T+1)
+
+
+def train_text_model(corpus: TextCorpus, preset: str = "small", seconds: float | None = 120.0,
+                     steps: int | None = None, seed: int = 0, progress=None,
+                     vocab: Vocab | None = None) -> tuple[LMBundle, charlm.TrainStats]:
+    """Train a preset char-LSTM on the corpus's training records (a time or a step budget)."""
+    cfg = charlm.PRESETS[preset]
+    text, _ = training_text(corpus)
+    vocab = vocab or corpus_vocab(text)
+    model = CharLSTM.from_preset(preset, len(vocab), seed=seed)
+    stats = charlm.train_lm(model, text_windows(vocab, text, cfg["seq_len"]), steps=steps,
+                            seconds=None if steps is not None else seconds, lr=cfg["lr"], batch=cfg["batch"],
+                            seed=seed, progress=progress)
+    settings = {"seq_len": cfg["seq_len"], "lr": cfg["lr"], "batch": cfg["batch"], "seed": seed,
+                "steps": stats.steps, "seconds": stats.seconds}
+    return LMBundle(model, vocab, preset, settings), stats
+
+
+def held_out_perplexity(bundle: LMBundle, corpus: TextCorpus) -> float:
+    return charlm.perplexity(bundle.model, text_windows(bundle.vocab, held_out_text(corpus), bundle.seq_len))
+
+
+# --- findings → spans and in-memory secrets -----------------------------------------------------
+
+@dataclass(frozen=True)
+class Secret:
+    """One distinct removed value (in memory only) with where it occurs. `prefix` is the text
+    before its first occurrence, the context exposure and regeneration are measured in."""
+
+    fingerprint: str
+    detector: str
+    masked: str
+    value: str
+    prefix: str
+    occurrences: tuple[Occurrence, ...]
+
+
+def occurrences_of(findings: list[dict]) -> list[Occurrence]:
+    """Record-relative spans of scan findings (tasks.scan.scan_corpus locations)."""
+    return [Occurrence(record=f["location"]["record"], start=f["location"]["start"], end=f["location"]["end"],
+                       kind=f["detector"], secret_id=f["fingerprint"]) for f in findings]
+
+
+def corpus_spans(occurrences: list[Occurrence], offsets: dict[str, int]) -> list[tuple[int, int]]:
+    """Spans in training-text coordinates (held-out records are not in the training text)."""
+    return [(offsets[o.record] + o.start, offsets[o.record] + o.end) for o in occurrences if o.record in offsets]
+
+
+def secrets_of(corpus: TextCorpus, findings: list[dict], prefix_chars: int = 40) -> list[Secret]:
+    """Group findings by fingerprint and read each value from the corpus (in memory)."""
+    by_print: dict[str, list[dict]] = {}
+    for f in findings:
+        by_print.setdefault(f["fingerprint"], []).append(f)
+    out = []
+    for tag, group in by_print.items():
+        first = group[0]["location"]
+        text = corpus.text_of(first["record"])
+        value = text[first["start"]:first["end"]]
+        prefix = text[max(0, first["start"] - prefix_chars):first["start"]]
+        out.append(Secret(tag, group[0]["detector"], group[0]["masked"], value, prefix,
+                          tuple(occurrences_of(group))))
+    return out
+
+
+def select_findings(findings: list[dict], which: str | list[str], detectors: list[str]) -> list[dict]:
+    """The findings a `redact` request names: all or by fingerprint, optionally by detector."""
+    chosen = findings if which == "all" else [f for f in findings if f["fingerprint"] in set(which)]
+    return [f for f in chosen if not detectors or f["detector"] in detectors]
+
+
+def seeded_rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)
