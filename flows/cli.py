@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--delta", type=float, default=1e-5, help="certified δ (default 1e-5)")
     train.add_argument("--budget", type=float, default=10.0, help="total residual bound removals may use (default 10)")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--preset", choices=["tiny", "small"], default="small", help="text models: size (default small)")
+    train.add_argument("--seconds", type=float, default=120.0, help="text models: training time budget (default 120)")
     train.add_argument("--json", action="store_true")
 
     forget = sub.add_parser("forget", help="process an erasure request (YAML or JSON file)")
@@ -111,14 +113,20 @@ def cmd_train(args, root: Path) -> int:
 
     config = _config(TrainConfig, lam=args.lam, certified=args.certified, epsilon=args.epsilon,
                      delta=args.delta, budget=args.budget, seed=args.seed)
+    from unlearning.lm import TextTrainConfig
+
+    text_config = _config(TextTrainConfig, preset=args.preset, seconds=args.seconds, seed=args.seed)
     data_store.load_dataset(root, args.dataset)  # fail fast, before any run is recorded
     from flows.train import train_flow
 
-    summary = train_flow(root=str(root), dataset=args.dataset, model=args.model, config=config)
+    summary = train_flow(root=str(root), dataset=args.dataset, model=args.model, config=config,
+                         text_config=text_config)
     m = summary["metrics"]
+    quality = (f"held-out perplexity {m['held_out_perplexity']:.2f}" if "held_out_perplexity" in m else
+               f"test accuracy {100 * m['test_accuracy']:.2f} %, "
+               f"{'certified' if summary['certified'] else 'not certified'}")
     emit(args, summary, f"model {summary['model']['name']} v{summary['model']['version']} → production "
-         f"(test accuracy {100 * m['test_accuracy']:.2f} %, {'certified' if summary['certified'] else 'not certified'}, "
-         f"fit {summary['timings']['fit_s']:.1f} s)")
+         f"({quality}, fit {summary['timings']['fit_s']:.1f} s)")
     return EXIT_OK
 
 

@@ -8,12 +8,16 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from tasks import steps, tracking
+from unlearning.data.text import TextCorpus
+from unlearning.lm import TextTrainConfig
 from unlearning.training import TrainConfig
 
 
 @flow(name="train", log_prints=False, validate_parameters=True)
-def train_flow(root: str, dataset: str, model: str | None = None, config: TrainConfig = TrainConfig()) -> dict:
-    """Train a logistic-regression model on a DVC-versioned dataset and make it `production`."""
+def train_flow(root: str, dataset: str, model: str | None = None, config: TrainConfig = TrainConfig(),
+               text_config: TextTrainConfig = TextTrainConfig()) -> dict:
+    """Train a model on a DVC-versioned dataset and make it `production`: logistic regression for a
+    table (`config`), a character LSTM for a text corpus (`text_config`)."""
     root_path = Path(root)
     name = model or dataset
     table, data_version, digest = steps.load_data(root_path, dataset)
@@ -22,18 +26,23 @@ def train_flow(root: str, dataset: str, model: str | None = None, config: TrainC
             "git_commit": tracking.git_commit(root_path), "prefect_flow_run": flow_run.id, "model": name}
     with tracking.run(experiment, f"train {name}", {**tags, "flow": "train"}) as parent:
         lineage = steps.Lineage(root_path, experiment, parent, tags)
-        tracking.log_params(parent, {"dataset": dataset, **config.model_dump()})
-        tracking.log_dataset(parent, dataset, data_version, root_path / "data" / dataset, table.frame)
-        bundle, b, fit_seconds = steps.fit(lineage, table, config)
-        metrics = steps.evaluate(lineage, table, bundle)
-        guarantee_tags = steps.certification_tags(bundle)
+        if isinstance(table, TextCorpus):
+            tracking.log_params(parent, {"dataset": dataset, "kind": "text", **text_config.model_dump()})
+            bundle, fit_seconds = steps.fit_lm(lineage, table, text_config)
+            b, metrics, guarantee_tags = None, steps.evaluate_lm(lineage, table, bundle), {"certified": "false"}
+        else:
+            tracking.log_params(parent, {"dataset": dataset, **config.model_dump()})
+            tracking.log_dataset(parent, dataset, data_version, root_path / "data" / dataset, table.frame)
+            bundle, b, fit_seconds = steps.fit(lineage, table, config)
+            metrics = steps.evaluate(lineage, table, bundle)
+            guarantee_tags = steps.certification_tags(bundle)
         version, model_run = steps.register(lineage, name, bundle, b, {
             "parent_version": None, "method": "train", "guarantee": "exact", "lineage_run": parent,
             "data_before": None, "data_after": data_version, **guarantee_tags}, table)
         steps.promote(lineage, name, version)
         tracking.log_metrics(parent, {**metrics, "fit_seconds": fit_seconds})
         summary = {"model": {"name": name, "version": version}, "data_version": data_version,
-                   "certified": bundle.certification is not None, "metrics": metrics,
+                   "certified": guarantee_tags["certified"] == "true", "metrics": metrics,
                    "timings": {"fit_s": fit_seconds}, "run_id": parent}
         tracking.log_json(parent, summary, "result.json")
     return summary

@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks import data as data_store
 from tasks import dvc, state, tracking
-from unlearning import erasure, methods, verify
+from unlearning import erasure, lm, methods, verify
 from unlearning.data.tables import Table, correct_table, save_table
 from unlearning.errors import UnlearnError
 from unlearning.models.bundle import ModelBundle
@@ -90,6 +90,26 @@ def fit(lineage: Lineage, table: Table, cfg: TrainConfig):
     return bundle, b, seconds
 
 
+@task(name="fit language model", **STEP)
+def fit_lm(lineage: Lineage, corpus, cfg):
+    with lineage.child("fit") as run_id:
+        tracking.log_params(run_id, cfg.model_dump())
+        bundle, stats = lm.train_text_model(
+            corpus, cfg.preset, cfg.seconds, cfg.steps, cfg.seed,
+            progress=lambda s: progress(f"  fit: epoch {s.epochs:.1f}, step {s.steps}, {s.seconds:.0f} s, loss {s.loss:.3f}"))
+        tracking.log_metrics(run_id, {"steps": stats.steps, "epochs": stats.epochs, "fit_seconds": stats.seconds,
+                                      "train_loss": stats.loss})
+    return bundle, stats.seconds
+
+
+@task(name="evaluate language model", **STEP)
+def evaluate_lm(lineage: Lineage, corpus, bundle) -> dict:
+    with lineage.child("evaluate") as run_id:
+        metrics = {"held_out_perplexity": lm.held_out_perplexity(bundle, corpus)}
+        tracking.log_metrics(run_id, metrics)
+    return metrics
+
+
 @task(name="evaluate", **STEP)
 def evaluate(lineage: Lineage, table: Table, bundle: ModelBundle) -> dict:
     with lineage.child("evaluate") as run_id:
@@ -112,7 +132,8 @@ def register(lineage: Lineage, name: str, bundle: ModelBundle, b: torch.Tensor |
         version = tracking.register(name, uri, run_id, {**lineage.tags, **version_tags})
         state.save_noise(lineage.root, run_id, b)
         started = time.perf_counter()
-        state.save_cache(lineage.root, run_id, erasure.model_cache(bundle, table))
+        if isinstance(bundle, ModelBundle):
+            state.save_cache(lineage.root, run_id, erasure.model_cache(bundle, table))
         tracking.log_params(run_id, {"registered_model": name, "version": version})
         tracking.log_metrics(run_id, {"hessian_cache_seconds": time.perf_counter() - started})
     return version, run_id

@@ -23,6 +23,7 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
 from unlearning.errors import UnlearnError  # noqa: E402
+from unlearning.lm import LMBundle, is_lm_bundle, load_lm, save_lm  # noqa: E402
 from unlearning.models.bundle import ModelBundle, load_bundle, save_bundle  # noqa: E402
 
 EXPERIMENT = "unlearnflow"
@@ -143,29 +144,40 @@ def log_dataset(run_id: str, name: str, version: str, source: Path, frame_schema
 # --- models -----------------------------------------------------------------------------------
 
 class UnlearnModel(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper: a DataFrame of raw source columns in, predicted labels out.
+    """pyfunc wrapper over either kind of unlearnflow model.
 
-    Columns of revoked features may be absent; their values are ignored either way."""
+    Tabular: a DataFrame of raw source columns in (revoked features may be absent; their values
+    are ignored either way), predicted labels out. Text: a DataFrame with a `prompt` column in,
+    the model's greedy 40-character continuation of each prompt out."""
 
     def load_context(self, context):
-        self.bundle = load_bundle(Path(context.artifacts["bundle"]))
+        path = Path(context.artifacts["bundle"])
+        self.bundle = load_lm(path) if is_lm_bundle(path) else load_bundle(path)
 
     def predict(self, context, model_input: pd.DataFrame, params=None):
+        if isinstance(self.bundle, LMBundle):
+            from unlearning.models.charlm import generate
+
+            return pd.Series([generate(self.bundle.model, self.bundle.vocab, str(p), 40) for p in model_input["prompt"]],
+                             name="continuation")
         return pd.Series(self.bundle.predict(model_input), name="prediction")
 
 
-def input_description(bundle: ModelBundle) -> dict:
+def input_description(bundle) -> dict:
     """What the model reads, as metadata. (No MLflow signature: its schema enforcement refuses
     int columns for a float feature, and an input example would put real rows into MLflow.)"""
+    if isinstance(bundle, LMBundle):
+        return {"input_columns": {"prompt": "text"}, "kind": "charlm", "preset": bundle.preset}
     enc = bundle.encoder
     return {"input_columns": {f: ("category" if f in enc.categorical else "number") for f in enc.features},
             "revoked_features": list(enc.revoked), "labels": list(enc.labels)}
 
 
-def log_model(run_id: str, bundle: ModelBundle) -> str:
-    """Log the bundle as a pyfunc model under the run; returns its model URI."""
+def log_model(run_id: str, bundle) -> str:
+    """Log a ModelBundle or LMBundle as a pyfunc model under the run; returns its model URI."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = save_bundle(bundle, Path(tmp) / "bundle")
+        save = save_lm if isinstance(bundle, LMBundle) else save_bundle
+        path = save(bundle, Path(tmp) / "bundle")
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name=MODEL_ARTIFACT, python_model=str(Path(__file__).with_name("pyfunc_entry.py")), artifacts={"bundle": str(path)},
@@ -211,11 +223,12 @@ def require_production(name: str, root: Path | None = None):
     return version
 
 
-def load_version_bundle(name: str, version: str) -> ModelBundle:
-    """The library bundle of a registered version (downloaded from its artifacts)."""
+def load_version_bundle(name: str, version: str):
+    """The library bundle (ModelBundle or LMBundle) of a registered version."""
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp)
-        return load_bundle(Path(local) / "artifacts" / "bundle")
+        path = Path(local) / "artifacts" / "bundle"
+        return load_lm(path) if is_lm_bundle(path) else load_bundle(path)
 
 
 def find_version_by_tag(name: str, key: str, value: str):

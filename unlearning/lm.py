@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
 
 from unlearning.data.text import REDACTION_PAD, REDACTION_TOKEN, Occurrence, TextCorpus, concatenated
 from unlearning.models import charlm
@@ -23,6 +25,15 @@ from unlearning.models.charlm import CharLSTM, Vocab
 
 MODEL_FILE = "charlm.pt"
 META_FILE = "lm.json"
+
+
+class TextTrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    preset: Literal["tiny", "small"] = Field("small", description="model size: tiny (tests) or small (demo)")
+    seconds: float = Field(120.0, gt=0, description="training time budget (the step count is recorded)")
+    steps: int | None = Field(None, ge=1, description="a fixed step budget instead of a time budget")
+    seed: int = 0
 
 
 @dataclass
