@@ -150,13 +150,25 @@ def format_forget(s: dict) -> str:
         f"  model {s['model']['name']} v{s['model']['parent_version']} → v{s['model']['version']}"
         f" ({'promoted to production' if s['promoted'] else 'NOT promoted'})",
         f"  data  {s['data']['before']} → {s['data']['after']}",
-        f"  test accuracy {100 * m['test_accuracy']:.2f} % (retrained {100 * m['test_accuracy_retrain']:.2f} %), "
-        f"agreement with retrained {100 * m['agreement']:.2f} %",
-        f"  gradient residual {c['residual']:.3g}" + (
-            f", bound {c['residual_bound']:.3g}, ε = {c['epsilon']:.3g} at δ = {c['delta']:g}, "
-            f"budget left {c['budget_left']:.3g}" if c["epsilon"] is not None else ""),
-        f"  update {t['update_s']:.3f} s vs retraining {t['retrain_s']:.2f} s",
     ]
+    if "exposure" in s:
+        e, p = s["exposure"], s["perplexity"]
+        lines += [
+            f"  findings removed: {s['findings']}",
+            f"  exposure (largest over the removed secrets): before {e['before']:.1f} bits, after {e['after']:.1f}, "
+            f"retrained {e['retrain']:.1f}",
+            f"  held-out perplexity: before {p['before']:.3f}, after {p['after']:.3f}, retrained {p['retrain']:.3f}; "
+            f"secrets regenerated: {m['regenerated']} (before: {m['regenerated_before']})",
+        ]
+    else:
+        lines += [
+            f"  test accuracy {100 * m['test_accuracy']:.2f} % (retrained {100 * m['test_accuracy_retrain']:.2f} %), "
+            f"agreement with retrained {100 * m['agreement']:.2f} %",
+            f"  gradient residual {c['residual']:.3g}" + (
+                f", bound {c['residual_bound']:.3g}, ε = {c['epsilon']:.3g} at δ = {c['delta']:g}, "
+                f"budget left {c['budget_left']:.3g}" if c["epsilon"] is not None else ""),
+        ]
+    lines.append(f"  update {t['update_s']:.3f} s vs retraining {t['retrain_s']:.2f} s")
     for check in s["checks"]:
         if not check["passed"]:
             lines.append(f"  FAILED check {check['name']}: {check['value']:.4g} (needs {check['threshold']})")

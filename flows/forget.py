@@ -15,8 +15,9 @@ from pathlib import Path
 from prefect import flow
 from prefect.runtime import flow_run
 
-from tasks import steps, tracking
+from tasks import steps, text_steps, tracking
 from unlearning import certificate as cert_lib
+from unlearning.methods import Result
 from unlearning.verify import VerifyConfig
 
 
@@ -38,6 +39,10 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
         tracking.log_params(parent, {"request_id": req.id, "method": plan.method, "kinds": ",".join(req.kinds()),
                                      "n_delete": len(req.delete_records), "n_revoke": len(req.revoke_features),
                                      "n_fix_labels": len(req.fix_labels), "parent_version": plan.parent_version})
+        if plan.findings is not None:
+            summary = forget_text(lineage, plan, options)
+            tracking.log_json(parent, summary, "result.json")
+            return summary
 
         after, data_after = steps.correct_data(lineage, plan)
         lineage.tags["data_version"] = data_after
@@ -97,3 +102,46 @@ def _with_spent_budget(bundle, result):
         return bundle
     spent = result.stats.get("budget_used", 0.0) if result.guarantee == "certified" else 0.0
     return replace(bundle, certification=replace(bundle.certification, spent=spent))
+
+
+def forget_text(lineage: steps.Lineage, plan: steps.Plan, options: dict | None) -> dict:
+    """The text recipe: redact the findings (new data version) → update the language model →
+    verify exposure, perplexity and regeneration against a retrained reference → register →
+    promote if verified → purge the superseded corpus (the last copy of the raw secrets)."""
+    req, root_path = plan.request, lineage.root
+    after, data_after = text_steps.redact_data(lineage, plan)
+    lineage.tags["data_version"] = data_after
+    bundle_after, guarantee, stats, update_s = text_steps.update_lm(lineage, plan, after, plan.method, options)
+    metrics, checks, retrain_s, secrets = text_steps.verify_lm(lineage, plan, after, bundle_after)
+    verified = all(c["passed"] for c in checks)
+    version, model_run = steps.register(lineage, plan.model_name, bundle_after, None, {
+        "parent_version": plan.parent_version, "request_id": req.id, "request_hash": req.content_hash(),
+        "method": plan.method, "guarantee": guarantee, "data_before": plan.data_version, "data_after": data_after,
+        "verified": str(verified).lower(), "lineage_run": lineage.parent_run,
+        "dataset_digest": steps.dataset_digest(root_path, after.name)}, after)
+    superseded = []
+    if verified:
+        steps.promote(lineage, plan.model_name, version)
+        superseded = steps.purge(lineage, plan.data_version, plan.parent_run)
+    timings = {"update_s": update_s, "retrain_s": retrain_s, "speedup": retrain_s / update_s if update_s else None}
+    model = {"name": plan.model_name, "version": version, "parent_version": plan.parent_version,
+             "run_id": model_run, "parent_run_id": plan.parent_run}
+    data = {"before": plan.data_version, "after": data_after}
+    result = Result(theta=None, method=plan.method, guarantee=guarantee, stats=stats)
+    certificate = cert_lib.certificate(
+        req, result, model=model, data=data, metrics={**metrics, "secrets": secrets}, checks=checks,
+        timings=timings, code_version=lineage.tags["git_commit"],
+        config={"method": plan.method, "options": options or {}}, superseded=superseded)
+    tracking.log_json(lineage.parent_run, certificate, "certificate.json")
+    tracking.log_metrics(lineage.parent_run, {**metrics, **{k: v for k, v in timings.items() if v is not None}})
+    return {
+        "request_id": req.id, "status": "completed" if verified else "verification_failed", "verified": verified,
+        "method": plan.method, "guarantee": guarantee, "promoted": verified,
+        "model": {k: model[k] for k in ("name", "version", "parent_version")}, "data": data,
+        "certificate": cert_lib.summary_block(result), "findings": text_steps.counts(plan.findings),
+        "exposure": {"before": metrics["exposure_before"], "after": metrics["exposure_after"],
+                     "retrain": metrics["exposure_retrain"]},
+        "perplexity": {"before": metrics["perplexity_before"], "after": metrics["perplexity_after"],
+                       "retrain": metrics["perplexity_retrain"]},
+        "secrets": secrets, "metrics": metrics, "checks": checks, "timings": timings, "run_id": lineage.parent_run,
+    }

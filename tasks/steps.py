@@ -21,6 +21,7 @@ from tasks import data as data_store
 from tasks import dvc, state, tracking
 from unlearning import erasure, lm, methods, verify
 from unlearning.data.tables import Table, correct_table, save_table
+from unlearning.data.text import TextCorpus
 from unlearning.errors import UnlearnError
 from unlearning.models.bundle import ModelBundle
 from unlearning.requests import UnlearningRequest, load_request, validate_request
@@ -162,13 +163,14 @@ class Plan:
     bundle: ModelBundle | None = None
     b: torch.Tensor | None = None
     method: str | None = None
+    findings: list[dict] | None = None  # text corpora: the scan findings the request removes
 
 
 def resolve_method(requested: str, bundle: ModelBundle) -> str:
     """`auto` → certified for certifiably trained models, else second_order."""
     if requested != "auto":
         return requested
-    return "certified" if bundle.certification is not None else "second_order"
+    return "certified" if getattr(bundle, "certification", None) is not None else "second_order"
 
 
 def earlier_result(request: UnlearningRequest) -> dict | None:
@@ -191,9 +193,15 @@ def plan_request(root: Path, request_path: Path, method: str | None = None) -> P
     if earlier is not None:
         return Plan(request=request, earlier=earlier)
     table = data_store.load_dataset(root, production.tags.get("dataset", request.model))
-    validate_request(request, table, ["auto", *methods.METHODS])
-    if method is not None and method not in ("auto", *methods.METHODS):
-        methods.get_method(method)  # raises the one-line error listing the valid names
+    findings = None
+    if isinstance(table, TextCorpus):
+        from tasks.text_steps import plan_findings
+
+        findings = plan_findings(root, request, table, method or request.method)
+    else:
+        validate_request(request, table, ["auto", *methods.METHODS])
+        if method is not None and method not in ("auto", *methods.METHODS):
+            methods.get_method(method)  # raises the one-line error listing the valid names
     digest = dataset_digest(root, table.name)
     if production.tags.get("dataset_digest") not in (None, digest):
         raise UnlearnError(f"model {request.model} v{production.version} was trained on another version of "
@@ -201,12 +209,13 @@ def plan_request(root: Path, request_path: Path, method: str | None = None) -> P
                            f"(`git checkout` data.dvc + `dvc checkout`) or retrain")
     bundle = tracking.load_version_bundle(request.model, production.version)
     resolved = resolve_method(method or request.method, bundle)
-    if resolved == "certified" and bundle.certification is None:
+    if resolved == "certified" and getattr(bundle, "certification", None) is None:
         raise UnlearnError(f"method 'certified' needs a certifiably trained model: model {request.model} "
                            f"v{production.version} was not; use second_order or retrain with --certified")
     return Plan(request=request, table=table, data_version=dvc.data_version(root),
                 model_name=request.model, parent_version=str(production.version), parent_run=production.run_id,
-                bundle=bundle, b=state.load_noise(root, production.run_id), method=resolved)
+                bundle=bundle, b=state.load_noise(root, production.run_id), method=resolved,
+                findings=findings)
 
 
 @task(name="correct data", **STEP)

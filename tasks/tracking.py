@@ -252,3 +252,7 @@ def load_result(run_id: str) -> dict | None:
             return json.loads(Path(path).read_text())
     except (MlflowException, OSError):
         return None
+
+
+def log_figure(run_id: str, figure, filename: str) -> None:
+    MlflowClient().log_figure(run_id, figure, filename)

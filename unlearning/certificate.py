@@ -30,6 +30,7 @@ def certificate(request: UnlearningRequest, result: Result, *, model: dict, data
             "delete_records": list(request.delete_records),
             "revoke_features": list(request.revoke_features),
             "fix_labels": sorted(request.fix_labels),  # the ids only: corrected labels stay in the data
+            "redact": request.redact.model_dump() if request.redact is not None else None,
         },
         "method": result.method,
         "guarantee": result.guarantee,

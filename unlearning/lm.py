@@ -17,9 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from typing import Literal
+from typing import Callable, Literal
 
+from unlearning import deep_influence, exposure
 from unlearning.data.text import REDACTION_PAD, REDACTION_TOKEN, Occurrence, TextCorpus, concatenated
+from unlearning.detect import scan_text
+from unlearning.errors import UnlearnError
 from unlearning.models import charlm
 from unlearning.models.charlm import CharLSTM, Vocab
 
@@ -164,3 +167,66 @@ def select_findings(findings: list[dict], which: str | list[str], detectors: lis
 
 def seeded_rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
+
+
+# --- unlearning methods for the LM (same names as the convex registry) ---------------------------
+
+def _lm_retrain(bundle: LMBundle, request, train_windows, **options):
+    s = bundle.settings
+    return deep_influence.retrain(bundle.model, request, train_windows, steps=int(s["steps"]), lr=s["lr"],
+                                  batch=int(s["batch"]), seed=int(s["seed"]), init_seed=int(s["seed"]), **options)
+
+
+LM_METHODS: dict[str, tuple[str, Callable]] = {
+    "first_order": ("empirical", lambda b, r, w, **o: deep_influence.first_order(b.model, r, **o)),
+    "second_order": ("empirical", lambda b, r, w, **o: deep_influence.second_order(b.model, r, w, **o)),
+    "finetune": ("empirical", lambda b, r, w, **o: deep_influence.finetune(b.model, r, w, **o)),
+    "retrain": ("exact", _lm_retrain),
+}
+
+
+def run_lm_method(name: str, bundle: LMBundle, request, train_windows: torch.Tensor,
+                  options: dict | None = None) -> tuple[LMBundle, str, dict]:
+    """Apply an LM unlearning method; returns (the new bundle, its guarantee, stats)."""
+    if name not in LM_METHODS:
+        raise UnlearnError(f"method {name!r} does not apply to a language model: choose one of "
+                           f"{', '.join(LM_METHODS)} (certified needs a convex model)")
+    guarantee, run = LM_METHODS[name]
+    try:
+        update = run(bundle, request, train_windows, **(options or {}))
+    except TypeError as exc:
+        raise UnlearnError(f"bad options for method {name!r}: {exc}") from None
+    new_settings = dict(bundle.settings)
+    if name == "retrain":
+        new_settings["steps"] = update.stats["steps"]
+    return LMBundle(update.model, bundle.vocab, bundle.preset, new_settings), guarantee, update.stats
+
+
+# --- verification -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TextVerifyConfig:
+    exposure_margin_bits: float = 2.0  # exposure after ≤ retrained exposure + this
+    max_perplexity_increase: float = 0.03  # held-out perplexity after ≤ (1 + this) × before
+    n_candidates: int = 2000  # same-format references per exposure estimate
+    samples: int = 3  # sampled continuations per secret (plus one greedy)
+
+
+def secret_exposure(bundle: LMBundle, secret: Secret, n_candidates: int, seed: int = 0) -> float:
+    return exposure.exposure(bundle.model, bundle.vocab, secret.prefix, secret.value,
+                             n_candidates=n_candidates, seed=seed).exposure
+
+
+def regenerates(bundle: LMBundle, secret: Secret, salt: bytes, samples: int) -> bool:
+    """Does a greedy or sampled continuation of the secret's prefix contain the secret? The
+    continuations are scanned by the detectors and compared by fingerprint (and as text)."""
+    n = len(secret.value) + 16
+    outs = [charlm.generate(bundle.model, bundle.vocab, secret.prefix, n, greedy=True)]
+    outs += [charlm.generate(bundle.model, bundle.vocab, secret.prefix, n, greedy=False, temperature=1.0, seed=s)
+             for s in range(samples)]
+    for text in outs:
+        if secret.value in text:
+            return True
+        if any(f.fingerprint == secret.fingerprint for f in scan_text(text, salt)):
+            return True
+    return False
