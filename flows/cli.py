@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from flows.settings import configure_environment, project_root
+from unlearning.errors import UnlearnError
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -54,10 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     scan = sub.add_parser("scan", help="scan a dataset or a text/CSV file for secrets and personal data")
     scan.add_argument("target", help="dataset name (data/NAME) or file path")
     scan.add_argument("--allowlist", type=Path, help="YAML/JSON allowlist (fingerprints, values, patterns)")
+    scan.add_argument("--model", help="also measure each finding's exposure in this model's production version "
+                      "(text datasets)")
     scan.add_argument("--json", action="store_true")
 
     demo = sub.add_parser("demo", help="run a scenario end to end on built-in data")
-    demo.add_argument("--scenario", choices=["tabular"], default="tabular")
+    demo.add_argument("--scenario", choices=["text", "tabular"], default="text")
+    demo.add_argument("--train-seconds", type=float, default=100.0, help="text scenario: training budget (default 100)")
+    demo.add_argument("--preset", choices=["tiny", "small"], default="small", help="text scenario: model size")
     demo.add_argument("--json", action="store_true")
 
     ui = sub.add_parser("ui", help="open the MLflow UI on 127.0.0.1 over the local tracking store")
@@ -69,7 +74,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     root = project_root()
     configure_environment(root)
-    from unlearning.errors import UnlearnError
 
     try:
         return COMMANDS[args.command](args, root)
@@ -180,19 +184,47 @@ def cmd_scan(args, root: Path) -> int:
 
     what, findings = scan_target(root, args.target, load_allowlist(args.allowlist))
     counts = counts_by_detector(findings)
+    if args.model and findings:
+        findings = with_exposure(root, args.target, args.model, findings)
     lines = [f"{what}: {len(findings)} finding(s)" + (f" — {counts}" if counts else "")]
     for f in findings:
         where = ", ".join(f"{k} {v}" for k, v in f["location"].items())
-        lines.append(f"  {f['detector']:<7} {f['masked']:<28} {f['fingerprint']}  ({where})")
+        exposure = f"  exposure {f['exposure']:.1f} bits" if "exposure" in f else ""
+        lines.append(f"  {f['detector']:<7} {f['masked']:<28} {f['fingerprint']}{exposure}  ({where})")
     emit(args, {"target": args.target, "findings": findings, "counts": counts}, "\n".join(lines))
     return EXIT_FAILED if findings else EXIT_OK
 
 
-def cmd_demo(args, root: Path) -> int:
-    from flows.demo import run_tabular_demo
+def with_exposure(root: Path, dataset: str, model: str, findings: list[dict]) -> list[dict]:
+    """Findings with their exposure in the model's production version, via the detect tasks."""
+    from tasks import data as data_store
+    from tasks import tracking
+    from tasks.text_steps import measure_exposure
+    from unlearning.data.text import TextCorpus
 
-    summary = run_tabular_demo(root)
-    emit(args, summary, summary.pop("console"))
+    corpus = data_store.load_dataset(root, dataset)
+    if not isinstance(corpus, TextCorpus):
+        raise UnlearnError(f"--model measures exposure in a language model: '{dataset}' is not a text dataset")
+    tracking.connect(root)
+    tracking.require_production(model, root)
+    experiment = tracking.configure(root)
+    with tracking.run(experiment, f"scan {dataset}", {"flow": "scan", "model": model, "dataset": dataset}) as run_id:
+        from tasks.steps import Lineage
+
+        rows = measure_exposure.fn(Lineage(root, experiment, run_id, {"model": model}), model, corpus, findings)
+    by_print = {r["fingerprint"]: r["exposure"] for r in rows}
+    return [{**f, "exposure": by_print[f["fingerprint"]]} for f in findings]
+
+
+def cmd_demo(args, root: Path) -> int:
+    from flows.demo import demo_json, run_tabular_demo, run_text_demo
+
+    if args.scenario == "text":
+        summary = run_text_demo(root, args.train_seconds, args.preset)
+    else:
+        summary = run_tabular_demo(root)
+    console = summary.pop("console")
+    emit(args, demo_json(summary), console)
     return EXIT_OK if summary["verified"] else EXIT_FAILED
 
 

@@ -1,5 +1,10 @@
-"""`unlearn demo --scenario tabular`: Adult → certified model → one erasure request → certified
-update → verified against a retrained reference → summary on the console."""
+"""`unlearn demo`: the two scenarios end to end on built-in data.
+
+- `text` (default): Shakespeare with a simulated leak of secrets → char-LSTM that memorises them →
+  scan + exposure → redact → second-order update → verified against a retrained model → summary.
+- `tabular`: Adult → certified model → one erasure request → certified update → verified against a
+  retrained reference → summary.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,12 @@ import numpy as np
 import yaml
 from prefect import flow
 
+from flows.detect import detect_flow
 from flows.forget import forget_flow
 from flows.train import train_flow
 from tasks.data import add_dataset
 from unlearning.data.tables import Table
+from unlearning.lm import TextTrainConfig
 from unlearning.training import TrainConfig
 
 DEMO_DELETE, DEMO_FIX, DEMO_REVOKE = 100, 50, ("sex", "race")
@@ -98,3 +105,63 @@ def console_summary(s: dict) -> str:
         f"Look in the MLflow UI (`make ui`): experiment 'unlearnflow', run 'forget {s['request_id']}' "
         f"(certificate.json), model 'adult' alias 'production'.",
     ])
+
+
+@flow(name="demo-text", log_prints=False)
+def text_demo_flow(root: str, train_seconds: float = 100.0, preset: str = "small") -> dict:
+    root_path = Path(root)
+    started = time.perf_counter()
+    say("[1/5] data: building data/shakespeare (300k characters of plays with a simulated leak of "
+        "fictional people's card numbers, passwords, keys, e-mails and phone numbers) and versioning it")
+    corpus, data_version = add_dataset(root_path, "shakespeare", replace=True)
+    say(f"      {len(corpus.records)} records, {corpus.n_chars} characters, data version {data_version}")
+    say(f"[2/5] train: character LSTM ({preset}), {train_seconds:.0f} s budget")
+    trained = train_flow(root=root, dataset="shakespeare",
+                         text_config=TextTrainConfig(preset=preset, seconds=train_seconds))
+    say("[3/5] detect: scan the corpus and measure what the model memorised")
+    detected = detect_flow(root=root, dataset="shakespeare")
+    say(f"      findings {detected['findings']}; largest exposure "
+        f"{max(s['exposure'] for s in detected['secrets']):.1f} bits")
+    say(f"[4/5] forget: redact every finding and update the model ({Path(detected['request']).name})")
+    forgot = forget_flow(root=root, request_path=detected["request"])
+    say("[5/5] done")
+    return {**forgot, "trained": trained, "detected": detected, "demo_seconds": time.perf_counter() - started}
+
+
+def run_text_demo(root: Path, train_seconds: float = 100.0, preset: str = "small") -> dict:
+    summary = text_demo_flow(root=str(root), train_seconds=train_seconds, preset=preset)
+    summary["console"] = text_console_summary(summary)
+    return summary
+
+
+def text_console_summary(s: dict) -> str:
+    e, p, t = s["exposure"], s["perplexity"], s["timings"]
+    verdict = "VERIFIED, promoted to production" if s["verified"] else "VERIFICATION FAILED, not promoted"
+    rows = [("original model", f"v{s['model']['parent_version']}", f"{s['trained']['timings']['fit_s']:.0f} s (fit)",
+             "", f"{e['before']:.1f}", f"{p['before']:.3f}"),
+            (f"{s['method']} update", f"v{s['model']['version']}", f"{t['update_s']:.1f} s",
+             f"{t['speedup']:.0f}×" if t["speedup"] else "", f"{e['after']:.1f}", f"{p['after']:.3f}"),
+            ("retrained reference", "-", f"{t['retrain_s']:.0f} s", "1×", f"{e['retrain']:.1f}", f"{p['retrain']:.3f}")]
+    header = ("model", "version", "time", "speed-up", "max exposure (bits)", "held-out perplexity")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths))  # noqa: E731
+    failed = [f"  FAILED {c['name']}: {c['value']:.4g} (needs {c['threshold']})" for c in s["checks"] if not c["passed"]]
+    return "\n".join([
+        f"Request {s['request_id']}: {verdict}",
+        f"Findings removed: {s['findings']} ({len(s['secrets'])} distinct secrets); "
+        f"regenerated after: {s['metrics']['regenerated']} (before: {s['metrics']['regenerated_before']})",
+        line(header), line(["-" * w for w in widths]), *map(line, rows), *failed,
+        f"Data version {s['data']['before']} → {s['data']['after']}"
+        + ("; the superseded corpus (the last copy of the secrets) purged." if s["verified"] else "."),
+        f"Look in the MLflow UI (`make ui`): experiment 'unlearnflow', runs 'detect shakespeare' and "
+        f"'forget {s['request_id']}' (certificate.json, verify/exposure.png), model 'shakespeare'.",
+    ])
+
+
+def demo_json(summary: dict) -> dict:
+    """The documented `unlearn demo --json` fields first, then everything else."""
+    if "exposure" not in summary:
+        return summary
+    return {"verified": summary["verified"], "findings": summary["findings"], "exposure": summary["exposure"],
+            "perplexity": {k: summary["perplexity"][k] for k in ("before", "after")},
+            "timings": {k: summary["timings"][k] for k in ("update_s", "retrain_s")}, **summary}

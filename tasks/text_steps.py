@@ -158,3 +158,39 @@ def log_plots(run_id: str, rows: list[dict], ppl: dict) -> None:
     fig.tight_layout()
     tracking.log_figure(run_id, fig, "exposure.png")
     plt.close(fig)
+
+
+@task(name="scan", **STEP)
+def scan_dataset(lineage: Lineage, dataset: str):
+    """Findings of the detectors in a text corpus (masked, fingerprinted) as a child run."""
+    from tasks import data as data_store
+
+    with lineage.child("scan") as run_id:
+        corpus = data_store.load_dataset(lineage.root, dataset)
+        if not isinstance(corpus, TextCorpus):
+            raise UnlearnError(f"dataset '{dataset}' is a table: the detect flow scans text corpora "
+                               f"(use `unlearn scan {dataset}` for a table)")
+        findings = scan.scan_corpus(corpus, scan.project_salt(lineage.root))
+        tracking.log_metrics(run_id, {"findings": len(findings), **{f"findings_{k}": v for k, v in counts(findings).items()}})
+        tracking.log_json(run_id, {"findings": findings}, "findings.json")
+    return corpus, findings
+
+
+@task(name="measure exposure", **STEP)
+def measure_exposure(lineage: Lineage, model: str, corpus: TextCorpus, findings: list[dict],
+                     n_candidates: int = lm.TextVerifyConfig.n_candidates) -> list[dict]:
+    """Exposure of every distinct finding in the production model (the model-level leak report)."""
+    with lineage.child("exposure") as run_id:
+        tracking.connect(lineage.root)
+        production = tracking.require_production(model, lineage.root)
+        bundle = tracking.load_version_bundle(model, production.version)
+        rows = []
+        for i, secret in enumerate(lm.secrets_of(corpus, findings)):
+            rows.append({"detector": secret.detector, "masked": secret.masked, "fingerprint": secret.fingerprint,
+                         "occurrences": len(secret.occurrences),
+                         "exposure": lm.secret_exposure(bundle, secret, n_candidates, seed=i)})
+        rows.sort(key=lambda r: -r["exposure"])
+        tracking.log_metrics(run_id, {"exposure_max": rows[0]["exposure"] if rows else 0.0,
+                                      "model_version": float(production.version)})
+        tracking.log_json(run_id, {"model_version": production.version, "secrets": rows}, "exposure.json")
+    return rows
