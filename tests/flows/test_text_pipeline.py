@@ -1,0 +1,86 @@
+"""The text scenario end to end (real Prefect, MLflow, DVC; a tiny char-LSTM): scan, exposure,
+redaction, unlearning, verification, purge — and afterwards not one raw injected secret anywhere
+in the workspace (MLflow store, DVC cache and remote, requests, private state), the Prefect
+database, or the console."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+from prefect.settings import get_current_settings
+
+from flows.cli import main
+from unlearning.data.builtin import build_shakespeare
+
+
+def injected_values() -> set[str]:
+    """The raw secrets the built-in corpus carries, in every written form and digits-only."""
+    corpus = build_shakespeare()
+    values = {corpus.text_of(o.record)[o.start:o.end] for o in corpus.injected}
+    return values | {re.sub(r"\D", "", v) for v in values if sum(c.isdigit() for c in v) >= 12}
+
+
+def files_containing(root: Path, needles: set[str]) -> list[str]:
+    hits = []
+    for path in root.rglob("*"):
+        if path.is_file() and ".venv" not in path.parts:
+            blob = path.read_bytes()
+            hits += [f"{path.relative_to(root)}" for n in needles if n.encode() in blob]
+    return hits
+
+
+def prefect_database() -> Path:
+    url = get_current_settings().server.database.connection_url.get_secret_value()
+    return Path(url.split("///", 1)[1])
+
+
+def test_text_pipeline_removes_secrets_and_leaks_none(workspace, capsys):
+    secrets = injected_values()
+    assert len(secrets) >= 20
+    assert main(["data", "add", "shakespeare"]) == 0
+    assert main(["train", "shakespeare", "--preset", "tiny", "--seconds", "4"]) == 0
+
+    capsys.readouterr()
+    assert main(["scan", "shakespeare", "--model", "shakespeare", "--json"]) == 1  # findings → exit 1
+    scanned = json.loads(capsys.readouterr().out)
+    assert scanned["counts"] == {"card": 32, "email": 32, "phone": 32, "secret": 64}
+    assert all("exposure" in f and "location" in f and "record" in f["location"] for f in scanned["findings"])
+
+    request = workspace / "redact.yaml"
+    request.write_text(yaml.safe_dump({"id": "REQ-T1", "model": "shakespeare", "method": "retrain",
+                                       "redact": {"findings": "all", "policy": "token"}}))
+    assert main(["forget", str(request), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["verified"] and out["guarantee"] == "exact"
+    assert out["findings"] == scanned["counts"] and len(out["secrets"]) == 20
+    assert set(out["exposure"]) == {"before", "after", "retrain"}
+    assert out["metrics"]["regenerated"] == 0
+    assert all({"before", "after", "retrain", "masked", "fingerprint"} <= set(r) for r in out["secrets"])
+
+    # the corpus is clean now, and its superseded version (the last copy of the secrets) is gone
+    assert main(["scan", "shakespeare"]) == 0
+    assert files_containing(workspace, secrets) == []
+    database = prefect_database()
+    assert database.exists() and not any(s.encode() in database.read_bytes() for s in secrets)
+    console = capsys.readouterr()
+    assert not any(s in console.out or s in console.err for s in secrets)
+
+
+def test_text_request_validation(workspace, capsys):
+    assert main(["data", "add", "shakespeare"]) == 0
+    assert main(["train", "shakespeare", "--preset", "tiny", "--seconds", "1"]) == 0
+    bad = {
+        "table kinds on text": {"delete_records": ["x"]},
+        "no such fingerprint": {"redact": {"findings": ["0123456789abcdef01234567"]}},
+        "certified on a language model": {"redact": {"findings": "all"}, "method": "certified"},
+    }
+    for name, content in bad.items():
+        path = workspace / "bad.yaml"
+        path.write_text(yaml.safe_dump({"id": "REQ-B", "model": "shakespeare", **content}))
+        capsys.readouterr()
+        assert main(["forget", str(path)]) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err, (name, err)
