@@ -46,6 +46,13 @@ def demo_request(table: Table, model: str, request_id: str, seed: int = 7) -> di
     }
 
 
+def text_table(header: tuple, rows: list[tuple]) -> list[str]:
+    """A plain aligned console table: header, rule, rows."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip()  # noqa: E731
+    return [line(header), line(["-" * w for w in widths]), *map(line, rows)]
+
+
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -92,12 +99,10 @@ def console_summary(s: dict) -> str:
          "100.00", "exact"),
     ]
     header = ("model", "version", "time", "speed-up", "test acc %", "agreement %", "guarantee")
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths))  # noqa: E731
     verdict = "VERIFIED, promoted to production" if s["verified"] else "VERIFICATION FAILED, not promoted"
     return "\n".join([
         f"Request {s['request_id']}: {verdict}",
-        line(header), line(["-" * w for w in widths]), *map(line, rows),
+        *text_table(header, rows),
         f"Gradient residual {c['residual']:.3g}" + (
             f" (certified bound {c['residual_bound']:.3g}, budget left {c['budget_left']:.3g})"
             if c["residual_bound"] is not None else ""),
@@ -143,14 +148,12 @@ def text_console_summary(s: dict) -> str:
              f"{t['speedup']:.0f}×" if t["speedup"] else "", f"{e['after']:.1f}", f"{p['after']:.3f}"),
             ("retrained reference", "-", f"{t['retrain_s']:.0f} s", "1×", f"{e['retrain']:.1f}", f"{p['retrain']:.3f}")]
     header = ("model", "version", "time", "speed-up", "max exposure (bits)", "held-out perplexity")
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths))  # noqa: E731
     failed = [f"  FAILED {c['name']}: {c['value']:.4g} (needs {c['threshold']})" for c in s["checks"] if not c["passed"]]
     return "\n".join([
         f"Request {s['request_id']}: {verdict}",
         f"Findings removed: {s['findings']} ({len(s['secrets'])} distinct secrets); "
         f"regenerated after: {s['metrics']['regenerated']} (before: {s['metrics']['regenerated_before']})",
-        line(header), line(["-" * w for w in widths]), *map(line, rows), *failed,
+        *text_table(header, rows), *failed,
         f"Data version {s['data']['before']} → {s['data']['after']}"
         + ("; the superseded corpus (the last copy of the secrets) purged." if s["verified"] else "."),
         f"Look in the MLflow UI (`make ui`): experiment 'unlearnflow', runs 'detect shakespeare' and "

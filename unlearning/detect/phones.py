@@ -8,7 +8,7 @@ have at least 9 digits and a phone-like structure:
   unless it is a dashed extension ("+49 (0)89 123456-0");
 - national, 9–12 digits, every group ≥ 2 digits (bar a leading NANP `1`), and one of: a
   parenthesised area code; a leading trunk `0` ("020 7946 0958", "06-12345678"); the NANP shape
-  1?-NXX-NXX-XXXX; or at least three groups of 2–4 digits ("612 34 56 78");
+  1?-NXX-NXX-dddd; or at least three groups of 2–4 digits ("612 34 56 78");
 - a bare run of 9–12 digits only with a phone word nearby ("tel", "call", "mobile"…) and a
   trunk `0` or the NANP shape.
 
@@ -132,7 +132,7 @@ def _bare_ok(digits: str) -> bool:
 
 
 def _nanp(groups: list[str]) -> bool:
-    """North American numbering: [1] NXX NXX XXXX with N in 2–9."""
+    """North American numbering: [1] NXX NXX dddd with N in 2–9."""
     if len(groups) == 4 and groups[0] == "1":
         groups = groups[1:]
     if [len(g) for g in groups] != [3, 3, 4]:
