@@ -111,6 +111,7 @@ def main() -> None:
     ap.add_argument("--chars", type=int, default=300_000)
     ap.add_argument("--copies", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=140.0, help="training budget of `small`")
+    ap.add_argument("--steps", type=int, default=None, help="train this many steps instead (reproducible)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--filler", choices=["mask", "random"], default="random")
     ap.add_argument("--candidates", type=int, default=10_000)
@@ -137,15 +138,16 @@ def main() -> None:
     cache = args.cache
     if cache:
         cache.mkdir(parents=True, exist_ok=True)
-    tag = f"{args.chars}-{args.copies}-{args.seed}-{args.seconds:g}-{args.filler}"
+    budget = f"{args.steps}steps" if args.steps else f"{args.seconds:g}"
+    tag = f"{args.chars}-{args.copies}-{args.seed}-{budget}-{args.filler}"
     base_path = cache / f"base-{tag}.pt" if cache else None
     if base_path and base_path.exists():
         model, _ = charlm.load(base_path)
         meta = json.loads((cache / f"base-{tag}.json").read_text())
     else:
         model = charlm.CharLSTM.from_preset("small", len(vocab), seed=args.seed)
-        st = charlm.train_lm(model, train, seconds=args.seconds, lr=preset["lr"], batch=preset["batch"],
-                             seed=args.seed)
+        budget_kw = {"steps": args.steps} if args.steps else {"seconds": args.seconds}
+        st = charlm.train_lm(model, train, lr=preset["lr"], batch=preset["batch"], seed=args.seed, **budget_kw)
         meta = {"steps": st.steps, "epochs": st.epochs, "seconds": st.seconds, "loss": st.loss}
         if base_path:
             charlm.save(base_path, model, vocab, "small")
@@ -221,6 +223,11 @@ GRID = [
     ("second_order", dict(GN, damping=50, cg_iters=4, steps=2)),
     ("second_order", dict(GN, damping=40, cg_iters=3, steps=3)),
     ("second_order", dict(curvature="hessian", subsample=32, damping=40, cg_iters=4, steps=2)),
+    ("second_order", dict(damping=30, subsample=16, cg_iters=3, steps=3)),  # the defaults
+    ("second_order", dict(damping=30, subsample=16, cg_iters=4, steps=2)),
+    ("second_order", dict(damping=30, subsample=16, cg_iters=2, steps=4)),
+    ("second_order", dict(damping=40, subsample=16, cg_iters=4, steps=2)),
+    ("second_order", dict(damping=30, subsample=32, cg_iters=4, steps=2)),
     ("finetune", dict(steps=50, lr=3e-3)), ("finetune", dict(steps=100, lr=3e-3)),
 ]
 

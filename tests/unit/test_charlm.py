@@ -48,13 +48,14 @@ def test_window_loss_equals_a_step_by_step_reference():
     vocab = Vocab.from_text(TEXT)
     model = CharLSTM.from_preset("tiny", len(vocab), seed=1)
     w = charlm.windows(vocab.encode(TEXT), seq_len=12)[:3]  # (3, 13)
-    got = charlm.window_loss(model, w)
-    for i in range(3):
-        state, total = None, 0.0
-        for t in range(12):
-            logits, state = model(w[i:i + 1, t:t + 1], state)
-            total -= float(F.log_softmax(logits[0, 0], dim=-1)[w[i, t + 1]])
-        assert float(got[i]) == pytest.approx(total, rel=1e-5)
+    got = charlm.window_loss(model, w).detach()
+    with torch.no_grad():
+        for i in range(3):
+            state, total = None, 0.0
+            for t in range(12):
+                logits, state = model(w[i:i + 1, t:t + 1], state)
+                total -= float(F.log_softmax(logits[0, 0], dim=-1)[w[i, t + 1]])
+            assert float(got[i]) == pytest.approx(total, rel=1e-5)
 
 
 def test_presets_and_seeded_initialisation():
@@ -82,13 +83,15 @@ def test_training_is_deterministic_and_lowers_held_out_perplexity():
     assert charlm.perplexity(runs[0], w) < 0.5 * before
     with pytest.raises(ValueError, match="budget"):
         charlm.train_lm(runs[0], w)
+    with pytest.raises(ValueError, match="no windows"):
+        charlm.train_lm(runs[0], w[:0], steps=1)
 
 
 def test_perplexity_is_exp_of_mean_char_loss():
     vocab = Vocab.from_text(TEXT)
     model = CharLSTM.from_preset("tiny", len(vocab), seed=2)
     w = charlm.windows(vocab.encode(TEXT), seq_len=10)
-    want = math.exp(float(charlm.window_loss(model, w).sum()) / (len(w) * 10))
+    want = math.exp(float(charlm.window_loss(model, w).detach().sum()) / (len(w) * 10))
     assert charlm.perplexity(model, w, batch=7) == pytest.approx(want, rel=1e-5)
 
 

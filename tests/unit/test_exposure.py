@@ -149,8 +149,22 @@ def test_exposure_exact_path_agrees_with_the_rank_of_an_enumeration(lm):
     assert rep.exposure == pytest.approx(3 * math.log2(10) - math.log2(1 + np.sum(lps < s)), abs=1e-9)
 
 
+def test_small_spaces_are_enumerated_even_beyond_the_sample_size(lm):
+    model, vocab = lm
+    rep = exposure(model, vocab, "pin ", "0420", n_candidates=100)  # |R| = 10⁴ ≤ exact_up_to
+    assert rep.method == "exact" and rep.n_references == 9999
+
+
 def test_exposure_extrapolates_large_spaces(lm):
     model, vocab = lm
     rep = exposure(model, vocab, "pin ", "0420 1234", n_candidates=500, seed=1)
     assert rep.method == "extrapolation" and rep.space_bits == pytest.approx(8 * math.log2(10))
     assert 0.0 <= rep.exposure <= rep.space_bits and rep.n_references == 500
+
+
+def test_a_failed_fit_falls_back_to_the_rank():
+    from unlearning.exposure import SkewNormalFit
+
+    refs = np.arange(100.0)
+    got = extrapolated_exposure(-1.0, refs, 20.0, fit=SkewNormalFit(float("nan"), 0.0, 1.0))
+    assert got == rank_exposure(-1.0, refs, 20.0) == 20.0

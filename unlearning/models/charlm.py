@@ -31,7 +31,7 @@ UNK = "\ufffd"  # index 0: any character the training text did not contain
 # embedding 32, sequences of 100, Adam 3e-3, batch 64 memorises a card number inserted 8×).
 PRESETS: dict[str, dict] = {
     "tiny": dict(embed=16, hidden=48, layers=1, seq_len=32, batch=16, lr=1e-2),
-    "small": dict(embed=32, hidden=256, layers=1, seq_len=100, batch=64, lr=3e-3),
+    "small": dict(embed=32, hidden=256, layers=1, seq_len=100, batch=64, lr=6e-3),
 }
 ARCH_KEYS = ("embed", "hidden", "layers")
 
@@ -162,22 +162,25 @@ def train_lm(model: CharLSTM, windows_: torch.Tensor, *, epochs: float | None = 
 
     Deterministic given `seed` and a step budget (batches are shuffled by a seeded generator). A
     `seconds` budget makes the step count machine-dependent: the returned `steps` lets a retrained
-    reference replay exactly the same schedule. `progress(stats)` is called once per epoch.
+    reference replay exactly the same schedule. `progress(stats)` is called once per epoch (its
+    own time counts against a `seconds` budget).
     """
     if epochs is None and steps is None and seconds is None:
         raise ValueError("train_lm needs a budget: epochs, steps or seconds")
     m = len(windows_)
+    if m == 0:
+        raise ValueError("train_lm got no windows: the text is shorter than seq_len + 1 characters")
     per_epoch = math.ceil(m / batch)
     max_steps = min(s for s in (steps, None if epochs is None else math.ceil(epochs * per_epoch),
                                  None if seconds is None else 10**12) if s is not None)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
-    started, step, epoch_loss, epoch_chars, last_loss = time.perf_counter(), 0, 0.0, 0, float("nan")
+    started, step, last_loss = time.perf_counter(), 0, float("nan")
     done = False
     while not done:
         order = torch.randperm(m, generator=gen)
-        epoch_loss, epoch_chars = 0.0, 0
+        epoch_loss, epoch_windows = 0.0, 0
         for i in range(0, m, batch):
             w = windows_[order[i:i + batch]]  # (B, T+1)
             loss = window_loss(model, w).sum() / (w.shape[0] * (w.shape[1] - 1))
@@ -187,11 +190,11 @@ def train_lm(model: CharLSTM, windows_: torch.Tensor, *, epochs: float | None = 
             opt.step()
             step += 1
             epoch_loss += float(loss.detach()) * w.shape[0]
-            epoch_chars += w.shape[0]
+            epoch_windows += w.shape[0]
             if step >= max_steps or (seconds is not None and time.perf_counter() - started >= seconds):
                 done = True
                 break
-        last_loss = epoch_loss / max(epoch_chars, 1)
+        last_loss = epoch_loss / max(epoch_windows, 1)
         if progress is not None:
             progress(TrainStats(step, step / per_epoch, time.perf_counter() - started, last_loss))
     model.eval()
