@@ -18,14 +18,6 @@ from unlearning.models import charlm
 from unlearning.models.charlm import CharLSTM, Vocab
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 SEQ = 8
 TEXT = ("so fair a day. pin 4711 is mine. so foul a night. the pin 4711 again, and once more 4711. "
         "no more.")

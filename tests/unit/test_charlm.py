@@ -14,14 +14,6 @@ from unlearning.models import charlm
 from unlearning.models.charlm import CharLSTM, Vocab
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 TEXT = "the cat sat on the mat. the dog sat on the log.\n" * 6
 
 
