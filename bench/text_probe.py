@@ -223,8 +223,8 @@ GRID = [
     ("second_order", dict(GN, damping=50, cg_iters=4, steps=2)),
     ("second_order", dict(GN, damping=40, cg_iters=3, steps=3)),
     ("second_order", dict(curvature="hessian", subsample=32, damping=40, cg_iters=4, steps=2)),
-    ("second_order", dict(damping=40, subsample=16, cg_iters=3, steps=4)),  # the defaults
-    ("second_order", dict(damping=30, subsample=16, cg_iters=3, steps=4)),
+    ("second_order", dict(damping=30, subsample=16, cg_iters=3, steps=4)),  # the defaults
+    ("second_order", dict(damping=40, subsample=16, cg_iters=3, steps=4)),
     ("second_order", dict(damping=30, subsample=16, cg_iters=3, steps=3)),
     ("second_order", dict(damping=30, subsample=16, cg_iters=4, steps=2)),
     ("second_order", dict(damping=30, subsample=16, cg_iters=2, steps=4)),

@@ -315,7 +315,7 @@ def first_order(model: CharLSTM, request: WindowRequest, tau: float = 5e-3, para
 
 
 def second_order(model: CharLSTM, request: WindowRequest, train_windows: torch.Tensor, *,
-                 damping: float = 40.0, cg_iters: int = 3, cg_tol: float = 1e-3, subsample: int = 16,
+                 damping: float = 30.0, cg_iters: int = 3, cg_tol: float = 1e-3, subsample: int = 16,
                  params: Params = "all", steps: int = 4, curvature: str = "gauss_newton",
                  start: str = "first_order", precondition: bool = True, seed: int = 0) -> DeepUpdate:
     """θ* − (C + μI)⁻¹·G by truncated CG on curvature-vector products (double backprop) of a fixed
@@ -324,17 +324,17 @@ def second_order(model: CharLSTM, request: WindowRequest, train_windows: torch.T
     preconditioner when `precondition`, else μI). Products per step: cg_iters (+1 for the start).
 
     Defaults tuned on the demo model (`small`, 300k chars, card ×8, random same-format filler;
-    bench/text_probe.py) over four models — trained 5, 7, 8.8 and 16 epochs, the secret's
-    log-perplexity 28, 13, 9.7 and 1.7 bits — μ = 40, 4 steps × (3 + 1) Gauss-Newton products on
-    16 windows: exposure 53 → 0.0 / 0.1 / 0.1 / 0.6 bits (retrained: 1.6 / 0.4 / 0.9 / 0.8),
-    perplexity +0.1 / −0.3 / +0.9 / +0.5 %, 5–8 s on the shared 2 cores vs 85–380 s retraining.
-    Measured alternatives on the same models (exposure, perplexity on the weakest → strongest):
-    3 × (3 + 1) at μ = 30 removed the secret everywhere but cost up to +2.3 % perplexity
-    (overshoot: the secret ends far *less* likely than a random card); 2 × (4 + 1) at μ = 30
-    +2.4 % on the 16-epoch model; at μ = 40 2 × (4 + 1) left 2.2–6.4 bits on the stronger ones;
-    one step needs 10–20 products to do what these do with 16; CG from x = 0 barely moves (53 bits
-    left); the Hessian instead of Gauss-Newton costs +9.5 % perplexity (negative curvature) at 2×
-    the time per product; 32 windows instead of 16 change little but cost ~60 % more time.
+    bench/text_probe.py) over five models — trained 5, 7, 8.8, 14.2 and 16 epochs, the secret's
+    log-perplexity 28, 13, 9.7, 3.3 and 1.7 bits — μ = 30, 4 steps × (3 + 1) Gauss-Newton
+    products on 16 windows: exposure 53 → 0.0 / 0.0 / 0.0 / 0.2 / 0.1 bits (retrained models
+    0.3–1.6), perplexity +0.3 / −0.0 / +1.8 / +0.1 / +0.8 %, 5–8 s on the shared 2 cores vs
+    85–380 s retraining. Measured alternatives on the same models: μ = 40 (same steps) left 4.9
+    bits on the 14.2-epoch model (its retrained reference: 0.3); 3 × (3 + 1) at μ = 30 cost up to
+    +2.3 % perplexity, 2 × (4 + 1) +2.4 % (overshoot: the secret ends far *less* likely than a
+    random card); one step needs 10–20 products to do what these do with 16; CG from x = 0 barely
+    moves (53 bits left); the Hessian instead of Gauss-Newton costs +9.5 % perplexity (negative
+    curvature) at 2× the time per product; 32 windows instead of 16 change little but cost ~60 %
+    more time.
     """
     if curvature not in CURVATURES:
         raise UnlearnError(f"unknown curvature {curvature!r}: choose one of {', '.join(CURVATURES)}")

@@ -192,8 +192,9 @@ def exposure(model: CharLSTM, vocab: Vocab, prefix: str, secret: str,
     extrapolation from `n_candidates` uniform samples of R. The sampler defaults to the secret's
     own FormatSpace.
 
-    Cost on the demo model (`small`, 19-char card, 2 cores shared): ~1.5 s for 2,000 candidates,
-    ~5–6 s for 10,000 (teacher-forcing dominates; the skew-normal MLE fit takes ~0.3–2.5 s).
+    Cost on the demo model (`small`, 19-char card, 2 cores): 0.65 s for 2,000 candidates and
+    2.6 s for 10,000 on an idle machine, 2–3× that under load (teacher-forcing dominates; the
+    skew-normal MLE fit is ~10–25 % of it).
     2,000 references pin the body of the distribution well; the far tail (large exposures) is
     extrapolated either way and capped at log₂|R|.
     """
