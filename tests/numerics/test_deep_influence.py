@@ -50,21 +50,30 @@ def setup():
     return model, vocab, train, request, tilde, spans
 
 
-def flat_loss(model, names, windows_, weights):
-    """θ_S ↦ Σ_w weight_w·ℓ(w, θ) as a function of the flat selected parameters (others fixed)."""
+def flat_parameters(model, names):
+    """flat θ_S ↦ the model's parameter dict with the selected ones taken from `flat` (others fixed)."""
     fixed = {n: p.detach() for n, p in model.named_parameters()}
     shapes = [(n, fixed[n].shape, fixed[n].numel()) for n in names]
 
-    def f(flat):
+    def with_flat(flat):
         params, i = dict(fixed), 0
         for n, shape, k in shapes:
             params[n] = flat[i:i + k].view(shape)
             i += k
-        logits, _ = functional_call(model, params, (windows_[:, :-1],))
+        return params
+    return with_flat
+
+
+def flat_loss(model, names, windows_, weights):
+    """θ_S ↦ Σ_w weight_w·ℓ(w, θ) as a function of the flat selected parameters (others fixed)."""
+    with_flat = flat_parameters(model, names)
+
+    def f(flat):
+        logits, _ = functional_call(model, with_flat(flat), (windows_[:, :-1],))
         ce = F.cross_entropy(logits.transpose(1, 2), windows_[:, 1:], reduction="none").sum(dim=1)
         return (weights * ce).sum()
 
-    theta = torch.cat([fixed[n].reshape(-1) for n in names])
+    theta = torch.cat([dict(model.named_parameters())[n].detach().reshape(-1) for n in names])
     return f, theta
 
 
@@ -199,17 +208,12 @@ def test_second_order_is_the_damped_newton_step(setup):
 
 def dense_gauss_newton(model, names, windows_, weights):
     """Σ_w weight_w Σ_t J_wtᵀ (diag p − ppᵀ) J_wt with J = ∂logits/∂θ_S from autograd's jacobian."""
-    fixed = {n: p.detach() for n, p in model.named_parameters()}
-    shapes = [(n, fixed[n].shape, fixed[n].numel()) for n in names]
+    with_flat = flat_parameters(model, names)
 
     def logits_of(flat):
-        params, i = dict(fixed), 0
-        for n, shape, k in shapes:
-            params[n] = flat[i:i + k].view(shape)
-            i += k
-        return functional_call(model, params, (windows_[:, :-1],))[0]  # (m, T, V)
+        return functional_call(model, with_flat(flat), (windows_[:, :-1],))[0]  # (m, T, V)
 
-    theta = torch.cat([fixed[n].reshape(-1) for n in names])
+    theta = torch.cat([dict(model.named_parameters())[n].detach().reshape(-1) for n in names])
     z = logits_of(theta).detach()
     J = torch.autograd.functional.jacobian(logits_of, theta, vectorize=True)  # (m, T, V, p)
     P = torch.softmax(z, dim=-1)
