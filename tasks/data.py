@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from tasks.dvc import DATA_DIR, add_data, ensure_repo
 from unlearning.data.builtin import BUILTIN
+from unlearning.data.images import ImageDataset, is_image_dataset, load_images, save_images
 from unlearning.data.tables import (
     Table,
     check_name,
@@ -17,7 +20,7 @@ from unlearning.data.tables import (
 from unlearning.data.text import TextCorpus, is_text_dataset, load_corpus, save_corpus
 from unlearning.errors import UnlearnError
 
-Dataset = Table | TextCorpus
+Dataset = Table | TextCorpus | ImageDataset
 
 
 def add_dataset(
@@ -44,7 +47,10 @@ def add_dataset(
 
 
 def save_dataset(dataset: Dataset, directory: Path) -> None:
-    (save_corpus if isinstance(dataset, TextCorpus) else save_table)(dataset, directory)
+    if isinstance(dataset, ImageDataset):
+        save_images(dataset, directory)
+    else:
+        (save_corpus if isinstance(dataset, TextCorpus) else save_table)(dataset, directory)
 
 
 def _build_table(
@@ -82,6 +88,14 @@ def _refuse_overwrite(root: Path, table: Dataset) -> None:
         same = False
     elif isinstance(table, TextCorpus):
         same = stored.records == table.records and stored.redacted == table.redacted
+    elif isinstance(table, ImageDataset):
+        same = (
+            stored.record_ids == table.record_ids
+            and stored.classes == table.classes
+            and np.array_equal(stored.labels, table.labels)
+            and np.array_equal(stored.train, table.train)
+            and np.array_equal(stored.images, table.images)
+        )
     else:
         same = stored.revoked == table.revoked and stored.frame.astype(str).equals(table.frame.astype(str))
     if not same:
@@ -97,4 +111,6 @@ def dataset_dir(root: Path, name: str) -> Path:
 def load_dataset(root: Path, name: str) -> Dataset:
     check_name(name)
     directory = dataset_dir(root, name)
+    if is_image_dataset(directory):
+        return load_images(directory)
     return load_corpus(directory) if is_text_dataset(directory) else load_table(directory)

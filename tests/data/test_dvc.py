@@ -113,7 +113,7 @@ def test_readding_purged_content_pushes_it_again(tmp_path, toy_csv):
 @pytest.mark.parametrize(
     "kwargs, expected",
     [
-        ({"name": "nope"}, "no built-in dataset 'nope' (built-ins: adult, shakespeare)"),
+        ({"name": "nope"}, "no built-in dataset 'nope' (built-ins: adult, digits, fashion-mnist, shakespeare)"),
         ({"name": "adult", "target": "income"}, "drop --target/--id"),
         ({"name": "toy", "file": "toy.csv"}, "--target is required with --file"),
         ({"name": "toy", "file": "toy.csv", "target": "missing"}, "target column 'missing' not found"),

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from unlearning.data.images import ImageDataset, build_digits, build_fashion_mnist
 from unlearning.data.tables import Table, table_from_frame
 from unlearning.data.text import TextCorpus, build_shakespeare
 from unlearning.errors import UnlearnError
@@ -98,5 +99,12 @@ def build_adult() -> Table:
 
 
 # A text corpus ("shakespeare", unlearning/data/text.py) is a built-in too: 300k characters of
-# plays with a simulated leak of fictional people's secrets.
-BUILTIN: dict[str, Callable[[], Table | TextCorpus]] = {"adult": build_adult, "shakespeare": build_shakespeare}
+# plays with a simulated leak of fictional people's secrets. Image datasets (unlearning/data/
+# images.py): "fashion-mnist" (60k + 10k, from the Debian package dataset-fashion-mnist or a
+# download) and "digits" (scikit-learn's 1,797 8×8 images, always available).
+BUILTIN: dict[str, Callable[[], Table | TextCorpus | ImageDataset]] = {
+    "adult": build_adult,
+    "shakespeare": build_shakespeare,
+    "fashion-mnist": build_fashion_mnist,
+    "digits": build_digits,
+}
