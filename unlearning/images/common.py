@@ -1,0 +1,115 @@
+"""What every image unlearning method shares: the config base, the result, batch samplers, the
+optimiser, the frozen teacher and the distillation loss.
+
+Conventions (all methods):
+- The input model is never modified: a method works on a deep copy (the student).
+- Unlearning runs the network in eval mode: BatchNorm is a fixed per-channel affine map with the
+  original running statistics (models/cnn.py explains why). Only `retrain` uses train mode.
+- Optimiser: SGD, momentum 0.9, weight decay 5e-4 unless a config says otherwise (science.md §4).
+- An "epoch" is one pass over the set a method iterates on (named in each config).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from unlearning.images.request import ImageData, ImageRequest
+from unlearning.models.cnn import CNN
+
+
+class ImageMethodConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SGDConfig(ImageMethodConfig):
+    """Fields shared by the methods that take SGD steps."""
+
+    lr: float = Field(0.01, gt=0)
+    epochs: float = Field(5.0, gt=0)
+    batch: int = Field(64, ge=1)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    seed: int = 0
+
+
+@dataclass
+class ImageResult:
+    model: CNN  # the unlearned copy
+    method: str
+    guarantee: str  # exact (retrain) or empirical
+    stats: dict = field(default_factory=dict)  # seconds (run_image_method), steps, ...
+
+
+def student_of(model: CNN) -> CNN:
+    """A trainable copy in eval mode (frozen BN statistics)."""
+    student = copy.deepcopy(model)
+    student.eval()
+    for p in student.parameters():
+        p.requires_grad_(True)
+    return student
+
+
+def teacher_of(model: CNN) -> CNN:
+    """A frozen copy of the original model."""
+    teacher = copy.deepcopy(model)
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def sgd(params, cfg: SGDConfig) -> torch.optim.SGD:
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def steps_for(epochs: float, n: int, batch: int) -> int:
+    return max(1, math.ceil(epochs * n / batch))
+
+
+def batches(n: int, batch: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless mini-batches of positions 0..n−1, reshuffled at every pass."""
+    while True:
+        order = torch.randperm(n, generator=gen)
+        for i in range(0, n, batch):
+            yield order[i:i + batch]
+
+
+def distillation_kl(z_student: torch.Tensor, z_teacher: torch.Tensor, T: float) -> torch.Tensor:
+    """T²·KL(softmax(z_t/T) ‖ softmax(z_s/T)), mean over the batch (science.md §4 L_SD)."""
+    log_p_s = F.log_softmax(z_student / T, dim=1)  # (b, C)
+    log_p_t = F.log_softmax(z_teacher / T, dim=1)
+    return T * T * F.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean")
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A labelled training view: images, labels and which rows are retain samples (for methods
+    that treat the two differently, e.g. distillation only on retain rows)."""
+
+    X: torch.Tensor  # (m, 1, H, W)
+    y: torch.Tensor  # (m,)
+    is_retain: torch.Tensor  # (m,) bool
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def d_prime_pool(data: ImageData, request: ImageRequest) -> Pool:
+    """D' = retain ∪ Z̃ (Z̃ empty for deletions)."""
+    X, y = request.d_prime(data)
+    is_retain = torch.zeros(len(y), dtype=torch.bool)
+    is_retain[:len(request.retain)] = True
+    return Pool(X, y, is_retain)
+
+
+def forget_pool(data: ImageData, request: ImageRequest) -> Pool:
+    """Z with the labels the model was trained on."""
+    idx = request.forget
+    return Pool(data.X[idx], data.y[idx], torch.zeros(len(idx), dtype=torch.bool))
