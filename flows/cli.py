@@ -60,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--json", action="store_true")
 
     demo = sub.add_parser("demo", help="run a scenario end to end on built-in data")
-    demo.add_argument("--scenario", choices=["tabular", "text"], default="tabular",
-                      help="tabular (default): Adult, certified unlearning; text: secrets in a language model (in progress)")
+    demo.add_argument("--scenario", choices=["tabular", "text"], default="text",
+                      help="text (default): secrets leaked into a language model; tabular: Adult, certified unlearning")
     demo.add_argument("--train-seconds", type=float, default=100.0, help="text scenario: training budget (default 100)")
     demo.add_argument("--preset", choices=["tiny", "small"], default="small", help="text scenario: model size")
     demo.add_argument("--json", action="store_true")

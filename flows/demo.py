@@ -142,15 +142,26 @@ def run_text_demo(root: Path, train_seconds: float = 100.0, preset: str = "small
 def text_console_summary(s: dict) -> str:
     e, p, t = s["exposure"], s["perplexity"], s["timings"]
     verdict = "VERIFIED, promoted to production" if s["verified"] else "VERIFICATION FAILED, not promoted"
+    speedup = f"{t['speedup']:.0f}×" if t["speedup"] else ""
+    attempt = s.get("fallback")
     rows = [("original model", f"v{s['model']['parent_version']}", f"{s['trained']['timings']['fit_s']:.0f} s (fit)",
-             "", f"{e['before']:.1f}", f"{p['before']:.3f}"),
-            (f"{s['method']} update", f"v{s['model']['version']}", f"{t['update_s']:.1f} s",
-             f"{t['speedup']:.0f}×" if t["speedup"] else "", f"{e['after']:.1f}", f"{p['after']:.3f}"),
-            ("retrained reference", "-", f"{t['retrain_s']:.0f} s", "1×", f"{e['retrain']:.1f}", f"{p['retrain']:.3f}")]
+             "", f"{e['before']:.1f}", f"{p['before']:.3f}")]
+    if attempt:
+        rows.append((f"{attempt['method']} update (failed)", "-", f"{attempt['update_s']:.1f} s", speedup,
+                     f"{attempt['exposure_after']:.1f}", f"{attempt['perplexity_after']:.3f}"))
+        rows.append(("retrained (promoted)", f"v{s['model']['version']}", f"{t['retrain_s']:.0f} s", "1×",
+                     f"{e['retrain']:.1f}", f"{p['retrain']:.3f}"))
+    else:
+        rows.append((f"{s['method']} update", f"v{s['model']['version']}", f"{t['update_s']:.1f} s", speedup,
+                     f"{e['after']:.1f}", f"{p['after']:.3f}"))
+        rows.append(("retrained reference", "-", f"{t['retrain_s']:.0f} s", "1×", f"{e['retrain']:.1f}",
+                     f"{p['retrain']:.3f}"))
     header = ("model", "version", "time", "speed-up", "max exposure (bits)", "held-out perplexity")
     failed = [f"  FAILED {c['name']}: {c['value']:.4g} (needs {c['threshold']})" for c in s["checks"] if not c["passed"]]
+    fell_back = ([f"The {attempt['method']} update failed {', '.join(attempt['failed_checks'])}; method auto "
+                  f"fell back to the model retrained on the redacted corpus (guarantee exact)."] if attempt else [])
     return "\n".join([
-        f"Request {s['request_id']}: {verdict}",
+        f"Request {s['request_id']}: {verdict}", *fell_back,
         f"Findings removed: {s['findings']} ({len(s['secrets'])} distinct secrets); "
         f"regenerated after: {s['metrics']['regenerated']} (before: {s['metrics']['regenerated_before']})",
         *text_table(header, rows), *failed,

@@ -112,11 +112,19 @@ def forget_text(lineage: steps.Lineage, plan: steps.Plan, options: dict | None) 
     after, data_after = text_steps.redact_data(lineage, plan)
     lineage.tags["data_version"] = data_after
     bundle_after, guarantee, stats, update_s = text_steps.update_lm(lineage, plan, after, plan.method, options)
-    metrics, checks, retrain_s, secrets = text_steps.verify_lm(lineage, plan, after, bundle_after)
+    metrics, checks, retrain_s, secrets, reference = text_steps.verify_lm(lineage, plan, after, bundle_after)
     verified = all(c["passed"] for c in checks)
+    method, attempt = plan.method, None
+    if not verified and plan.requested == "auto" and plan.method != "retrain":
+        # The fast update missed a threshold: promote the reference verification already retrained.
+        metrics, checks, secrets, attempt = text_steps.fall_back_to_retrained(
+            lineage, plan.method, metrics, checks, secrets, update_s)
+        bundle_after, guarantee, method = reference, "exact", "retrain"
+        stats = {"fallback_from": attempt["method"], "seconds": retrain_s}
+        verified = all(c["passed"] for c in checks)
     version, model_run = steps.register(lineage, plan.model_name, bundle_after, None, {
         "parent_version": plan.parent_version, "request_id": req.id, "request_hash": req.content_hash(),
-        "method": plan.method, "guarantee": guarantee, "data_before": plan.data_version, "data_after": data_after,
+        "method": method, "guarantee": guarantee, "data_before": plan.data_version, "data_after": data_after,
         "verified": str(verified).lower(), "lineage_run": lineage.parent_run,
         "dataset_digest": steps.dataset_digest(root_path, after.name)}, after)
     superseded = []
@@ -127,16 +135,17 @@ def forget_text(lineage: steps.Lineage, plan: steps.Plan, options: dict | None) 
     model = {"name": plan.model_name, "version": version, "parent_version": plan.parent_version,
              "run_id": model_run, "parent_run_id": plan.parent_run}
     data = {"before": plan.data_version, "after": data_after}
-    result = Result(theta=None, method=plan.method, guarantee=guarantee, stats=stats)
+    result = Result(theta=None, method=method, guarantee=guarantee, stats=stats)
     certificate = cert_lib.certificate(
         req, result, model=model, data=data, metrics={**metrics, "secrets": secrets}, checks=checks,
         timings=timings, code_version=lineage.tags["git_commit"],
-        config={"method": plan.method, "options": options or {}}, superseded=superseded)
+        config={"method": method, "requested": plan.requested, "options": options or {}, "fallback": attempt},
+        superseded=superseded)
     tracking.log_json(lineage.parent_run, certificate, "certificate.json")
     tracking.log_metrics(lineage.parent_run, {**metrics, **{k: v for k, v in timings.items() if v is not None}})
     return {
         "request_id": req.id, "status": "completed" if verified else "verification_failed", "verified": verified,
-        "method": plan.method, "guarantee": guarantee, "promoted": verified,
+        "method": method, "guarantee": guarantee, "promoted": verified, "fallback": attempt,
         "model": {k: model[k] for k in ("name", "version", "parent_version")}, "data": data,
         "certificate": cert_lib.summary_block(result), "findings": text_steps.counts(plan.findings),
         "exposure": {"before": metrics["exposure_before"], "after": metrics["exposure_after"],

@@ -164,6 +164,7 @@ class Plan:
     b: torch.Tensor | None = None
     method: str | None = None
     findings: list[dict] | None = None  # text corpora: the scan findings the request removes
+    requested: str | None = None  # the method as asked (`auto` allows falling back to retraining)
 
 
 def resolve_method(requested: str, bundle: ModelBundle) -> str:
@@ -215,7 +216,7 @@ def plan_request(root: Path, request_path: Path, method: str | None = None) -> P
     return Plan(request=request, table=table, data_version=dvc.data_version(root),
                 model_name=request.model, parent_version=str(production.version), parent_run=production.run_id,
                 bundle=bundle, b=state.load_noise(root, production.run_id), method=resolved,
-                findings=findings)
+                findings=findings, requested=method or request.method)
 
 
 @task(name="correct data", **STEP)

@@ -57,12 +57,7 @@ def counts(findings: list[dict]) -> dict[str, int]:
 
 
 def window_request(plan: Plan, after: TextCorpus):
-    text, offsets = lm.training_text(plan.table)
-    text_tilde, _ = lm.training_text(after)
-    spans = lm.corpus_spans(lm.occurrences_of(plan.findings), offsets)
-    bundle = plan.bundle
-    request = deep_influence.affected_windows(bundle.vocab, text, text_tilde, spans, bundle.seq_len)
-    return request, lm.text_windows(bundle.vocab, text, bundle.seq_len)
+    return lm.window_request(plan.bundle, plan.table, after, plan.findings)
 
 
 @task(name="update language model", **STEP)
@@ -86,7 +81,8 @@ def verify_lm(lineage: Lineage, plan: Plan, after: TextCorpus, bundle_after: lm.
               cfg: lm.TextVerifyConfig = lm.TextVerifyConfig()):
     """Exposure of every removed secret before/after/retrained, held-out perplexity, regeneration.
 
-    Returns (metrics, checks, retrain seconds, per-secret rows with masked values only)."""
+    Returns (metrics, checks, retrain seconds, per-secret rows with masked values only, the
+    retrained reference bundle)."""
     with lineage.child("verify") as run_id:
         secrets = lm.secrets_of(plan.table, plan.findings)  # raw values: in memory only
         progress("  verify: retraining a reference language model on the redacted corpus ...")
@@ -106,6 +102,7 @@ def verify_lm(lineage: Lineage, plan: Plan, after: TextCorpus, bundle_after: lm.
                 "retrain": lm.secret_exposure(reference, secret, cfg.n_candidates, seed=i),
                 "regenerated": lm.regenerates(bundle_after, secret, salt, cfg.samples),
                 "regenerated_before": lm.regenerates(plan.bundle, secret, salt, cfg.samples),
+                "regenerated_retrain": lm.regenerates(reference, secret, salt, cfg.samples),
             })
         del secrets
         ppl = {"before": lm.held_out_perplexity(plan.bundle, plan.table),
@@ -117,7 +114,27 @@ def verify_lm(lineage: Lineage, plan: Plan, after: TextCorpus, bundle_after: lm.
                                       "passed": float(all(c["passed"] for c in checks))})
         tracking.log_json(run_id, {"checks": checks, "metrics": metrics, "secrets": rows}, "verification.json")
         log_plots(run_id, rows, ppl)
-    return metrics, checks, retrain_s, rows
+    return metrics, checks, retrain_s, rows, reference
+
+
+@task(name="fall back to retraining", **STEP)
+def fall_back_to_retrained(lineage: Lineage, method: str, metrics: dict, checks: list[dict], rows: list[dict],
+                           update_s: float, cfg: lm.TextVerifyConfig = lm.TextVerifyConfig()):
+    """`auto` and the fast update failed verification: the retrained reference (already trained on
+    the redacted corpus by `verify`) becomes the new model. Its checks are re-derived from the same
+    measurements. Returns (metrics, checks, rows, the failed attempt's summary)."""
+    with lineage.child("fall back to retraining") as run_id:
+        attempt = {"method": method, "update_s": update_s, "exposure_after": metrics["exposure_after"],
+                   "perplexity_after": metrics["perplexity_after"],
+                   "failed_checks": [c["name"] for c in checks if not c["passed"]]}
+        rows = [{**r, "after": r["retrain"], "regenerated": r["regenerated_retrain"]} for r in rows]
+        ppl = {"before": metrics["perplexity_before"], "after": metrics["perplexity_retrain"],
+               "retrain": metrics["perplexity_retrain"]}
+        metrics, checks = text_metrics(rows, ppl), text_checks(rows, ppl, cfg)
+        tracking.log_params(run_id, {"failed_method": method, "failed_checks": ",".join(attempt["failed_checks"])})
+        tracking.log_metrics(run_id, {**metrics, "passed": float(all(c["passed"] for c in checks))})
+        tracking.log_json(run_id, {"attempt": attempt, "checks": checks, "metrics": metrics}, "fallback.json")
+    return metrics, checks, rows, attempt
 
 
 def text_metrics(rows: list[dict], ppl: dict) -> dict:

@@ -165,6 +165,17 @@ def select_findings(findings: list[dict], which: str | list[str], detectors: lis
     return [f for f in chosen if not detectors or f["detector"] in detectors]
 
 
+def window_request(bundle: LMBundle, before: TextCorpus, after: TextCorpus,
+                   findings: list[dict]) -> tuple[deep_influence.WindowRequest, torch.Tensor]:
+    """Z, Z̃ of a redaction (the training windows overlapping a finding, before and after) and
+    the training windows of `before` the model was trained on."""
+    text, offsets = training_text(before)
+    text_tilde, _ = training_text(after)
+    spans = corpus_spans(occurrences_of(findings), offsets)
+    request = deep_influence.affected_windows(bundle.vocab, text, text_tilde, spans, bundle.seq_len)
+    return request, text_windows(bundle.vocab, text, bundle.seq_len)
+
+
 def seeded_rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 

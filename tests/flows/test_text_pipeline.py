@@ -84,3 +84,25 @@ def test_text_request_validation(workspace, capsys):
         assert main(["forget", str(path)]) == 2, name
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err, (name, err)
+
+
+def test_auto_falls_back_to_the_retrained_model_when_the_fast_update_fails(workspace, capsys):
+    """`auto`: a second_order update that misses the thresholds (here: damped to a standstill) is
+    not promoted; the reference verification retrained on the redacted corpus is, as `exact`."""
+    from flows.forget import forget_flow
+
+    assert main(["data", "add", "shakespeare"]) == 0
+    assert main(["train", "shakespeare", "--preset", "tiny", "--seconds", "4"]) == 0
+    request = workspace / "redact.yaml"
+    request.write_text(yaml.safe_dump({"id": "REQ-T2", "model": "shakespeare", "method": "auto",
+                                       "redact": {"findings": "all", "policy": "token"}}))
+    out = forget_flow(root=str(workspace), request_path=str(request), options={"damping": 1e12, "steps": 1})
+    attempt = out["fallback"]
+    assert attempt["method"] == "second_order" and "exposure_vs_retrain_bits" in attempt["failed_checks"]
+    assert abs(attempt["exposure_after"] - out["exposure"]["before"]) < 1e-3  # the damped step barely moved
+    assert out["verified"] and out["promoted"] and out["method"] == "retrain" and out["guarantee"] == "exact"
+    assert out["exposure"]["after"] == out["exposure"]["retrain"]
+    capsys.readouterr()
+    assert main(["forget", str(request), "--json"]) == 0  # the same request again: the recorded result
+    again = json.loads(capsys.readouterr().out)
+    assert again["status"] == "already_processed" and again["model"] == out["model"]

@@ -246,10 +246,27 @@ def test_default_second_order_converges_to_the_damped_gauss_newton_step(setup):
     theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     want = theta - torch.linalg.solve(C + 0.5 * torch.eye(len(g), dtype=torch.float64), g)
     out = di.second_order(model, request, train, damping=0.5, cg_iters=10 * len(g), cg_tol=1e-12,
-                          subsample=10**6, steps=1)
+                          subsample=10**6, steps=1, max_step=None, tilde_subsample=None)
     got = torch.cat([p.detach().reshape(-1) for p in out.model.parameters()])
     assert out.stats["curvature"] == "gauss_newton" and out.stats["precondition"]
     assert torch.allclose(got, want, rtol=1e-6, atol=1e-8)
+
+    # the trust radius shortens that same step to max_step along the same direction
+    radius = 0.25 * float((want - theta).norm())
+    short = di.second_order(model, request, train, damping=0.5, cg_iters=10 * len(g), cg_tol=1e-12,
+                            subsample=10**6, steps=1, max_step=radius, tilde_subsample=None)
+    moved = torch.cat([p.detach().reshape(-1) for p in short.model.parameters()]) - theta
+    assert short.stats["steps_shortened"] == 1 and abs(float(moved.norm()) - radius) < 1e-6 * radius
+    assert torch.allclose(moved, (want - theta) * (radius / float((want - theta).norm())), atol=1e-8)
+
+
+def test_subsampled_replacement_windows_keep_the_curvature_estimate_unbiased(setup):
+    model, _, train, request, _, _ = setup
+    k = max(1, len(request) // 2)
+    windows_, weights = di.curvature_windows(train, request, subsample=4, seed=0, tilde_subsample=k)
+    assert len(windows_) == 4 + k
+    assert torch.allclose(weights[4:].sum(), torch.tensor(float(len(request))))  # Z̃ counted |Z̃| times
+    assert all(any(torch.equal(w, z) for z in request.Z_tilde) for w in windows_[4:])
 
 
 def test_fisher_diagonal_is_nonnegative_and_zero_for_unused_embeddings(setup):
