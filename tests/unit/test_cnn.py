@@ -35,15 +35,17 @@ def test_presets_shapes_and_parameter_groups():
         CNN.from_preset("huge")
 
 
-def test_eval_mode_features_do_not_depend_on_the_rest_of_the_batch(digits):
-    # The property influence sums and the DA loss rely on (BatchNorm frozen after training).
+def test_features_of_a_sample_do_not_depend_on_the_rest_of_the_batch(digits):
+    # The property influence sums and the DA loss rely on (GroupNorm), in both modes.
     X, y = digits
     model = CNN.from_preset("tiny", seed=0)
     cnn.train(model, X[:256], y[:256], TrainSchedule(steps=5, lr=0.05, batch=64))
-    alone = model.features(X[:1])
-    in_batch = model.features(torch.cat([X[:1], X[500:600]]))[:1]
-    torch.testing.assert_close(alone, in_batch, rtol=1e-5, atol=1e-6)
     assert not model.training
+    for mode in (False, True):
+        model.train(mode)
+        alone = model.features(X[:1])
+        in_batch = model.features(torch.cat([X[:1], X[500:600]]))[:1]
+        torch.testing.assert_close(alone, in_batch, rtol=1e-5, atol=1e-6)
 
 
 def test_training_is_deterministic_and_learns_digits(digits):
