@@ -105,7 +105,7 @@ def test_every_method_returns_a_finite_new_model_and_leaves_the_input_alone(setu
     model = setup[0]
     result, touched_input = results[name]
     assert result.method == name and result.guarantee == IMAGE_METHODS[name].guarantee
-    assert result.model is not model and not touched_input  # weights and BN buffers untouched
+    assert result.model is not model and not touched_input  # every weight and buffer untouched
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
     assert math.isfinite(result.stats["seconds"]) and result.stats["seconds"] > 0
     assert any(not torch.equal(p, q) for p, q in zip(result.model.parameters(), model.parameters()))
@@ -115,10 +115,10 @@ def test_alignment_forgets_the_class_and_keeps_the_rest(setup, results):
     model, data, request, test = setup
     before = _accuracies(model, data, request, test)
     after = _accuracies(results["alignment"][0].model, data, request, test)
-    # Measured with the defaults (classes 3 and 8): forget accuracy 100 → 1–2 %, retain accuracy
-    # 100 → 100 %, test accuracy on the other classes within 0.6 points. The thresholds leave room
-    # for platform-level float differences but would catch a method that does not forget (or the
-    # opposite DA sign, which left forget accuracy near 100 %) or that damages the rest.
+    # Measured with the defaults (classes 3 and 8): forget accuracy 100 → 1.4/7.2 %, retain accuracy
+    # 100 → 99.9–100 %, test accuracy on the other classes within 0.4 points. The thresholds leave
+    # room for platform-level float differences but would catch a method that does not forget (the
+    # opposite DA sign left forget accuracy at 100 %) or that damages the rest.
     assert before["forget"] > 0.95 and after["forget"] < 0.2
     assert after["retain"] >= before["retain"] - 0.02
     assert after["test"] >= before["test"] - 0.03
@@ -132,8 +132,8 @@ def test_alignment_raises_dimensional_alignment_towards_the_retrained_model(setu
         return da_score(cnn.features_of(m, data.X[request.forget]), cnn.features_of(m, data.X[request.retain]))
 
     original, retrained, aligned = da(model), da(results["retrain"][0].model), da(results["alignment"][0].model)
-    assert retrained > original + 0.2  # measured 0.92 vs 0.50
-    assert aligned > original + 0.2 and abs(aligned - retrained) < 0.1  # measured 0.97
+    assert retrained > original + 0.2  # measured 0.94 vs 0.67
+    assert aligned > original + 0.2 and abs(aligned - retrained) < 0.1  # measured 0.98
 
 
 def test_retrain_never_sees_the_forget_samples(setup):

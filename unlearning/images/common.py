@@ -3,8 +3,9 @@ optimiser, the frozen teacher and the distillation loss.
 
 Conventions (all methods):
 - The input model is never modified: a method works on a deep copy (the student).
-- Unlearning runs the network in eval mode: BatchNorm is a fixed per-channel affine map with the
-  original running statistics (models/cnn.py explains why). Only `retrain` uses train mode.
+- The network is GroupNorm-normalised (models/cnn.py explains why): train and eval mode compute
+  the same per-sample function, so a batch of forget images only affects those images' outputs.
+  Copies are kept in eval mode anyway (nothing in the model depends on it today).
 - Optimiser: SGD, momentum 0.9, weight decay 5e-4 unless a config says otherwise (science.md §4).
 - An "epoch" is one pass over the set a method iterates on (named in each config).
 """
@@ -48,7 +49,7 @@ class ImageResult:
 
 
 def student_of(model: CNN) -> CNN:
-    """A trainable copy in eval mode (frozen BN statistics)."""
+    """A trainable copy (eval mode)."""
     student = copy.deepcopy(model)
     student.eval()
     for p in student.parameters():

@@ -168,40 +168,60 @@ def curvature_sample(data: ImageData, request: ImageRequest, subsample: int | No
     return X, y, w
 
 
+# --- the scale of the curvature ------------------------------------------------------------------
+
+def mean_eigenvalue(C, p: int, probes: int = 20, seed: int = 0) -> float:
+    """tr(C)/p by Hutchinson's estimator E[vᵀCv] = tr(C) with Rademacher v (`probes` products):
+    the curvature's scale, which sets the default τ and μ below."""
+    gen = torch.Generator().manual_seed(seed)
+    total = 0.0
+    for _ in range(probes):
+        v = (torch.randint(0, 2, (p,), generator=gen) * 2 - 1).to(C.theta[0].dtype)
+        total += float(v @ C(v))
+    return total / (probes * p)
+
+
 # --- the methods ----------------------------------------------------------------------------------
 
 class InfluenceConfig(ImageMethodConfig):
     l2: float | None = Field(None, ge=0, description="λ of the objective; None = the training weight decay")
     steps: int = Field(1, ge=1, description="re-linearised fractions of the update (iterative variant)")
+    curvature: Literal["gauss_newton", "hessian"] = "gauss_newton"
+    subsample: int | None = Field(2048, ge=1, description="retain samples the curvature is taken on (None: all)")
+    probes: int = Field(20, ge=1, description="Hutchinson products for the curvature scale (defaults only)")
+    scale_rows: int = Field(256, ge=1, description="curvature-sample rows the scale is estimated on")
+    seed: int = 0
 
 
-# Defaults by request kind, measured on digits (tiny preset; forget-class 3, 8, 0; 144 random
-# records; 20 % label flips between 1 and 7). The right step size differs by orders of magnitude:
-# a learned class is predicted confidently, so Σ_Z∇ℓ is tiny and must be amplified (τ = 1 forgets
-# classes 3/8/0 at RA 96–100 %, τ = 0.3–0.5 left class 0 unforgotten), while the gradient of a
-# label flip or of random records is large (τ = 1 on the flip request dropped RA to 20 %, τ = 0.05
-# to 90 %; τ = 0.01 kept 99 %). Likewise μ = 0.3 on the last block forgets classes (UA 99–100 %,
-# μ = 10 only 18 %) but overshoots on the flips (forget accuracy 86 → 54 %), where μ = 10 repairs
-# them (→ 100 %, retrain 100 %) and is as good as retraining on random records.
-DEFAULT_TAU = {"forget_class": 1.0, "delete_records": 0.01, "fix_labels": 0.01}
-DEFAULT_DAMPING = {"forget_class": 0.3, "delete_records": 10.0, "fix_labels": 10.0}
+# Defaults are relative to the curvature's scale, m = tr(C)/p (C on D', selected parameters): the
+# summed gradient and curvature grow with the data and with how confidently it is fitted, so an
+# absolute τ or μ tuned on one model is wrong by orders of magnitude on another (digits: m ≈ 3;
+# the Fashion-MNIST model: m ≈ 120). τ = 1/m is the convex methods' default (influence.default_tau).
+# Measured on digits (tiny preset; classes 3/8/0, 144 random records, 20 % flips 1↔7):
+# - first_order, τ = 1/m (≈ 0.34): classes forgotten (UA 100 %, RA 99.4–100 %); random records
+#   untouched (as retraining nearly is); the flips get *worse* at every τ tried (forget accuracy
+#   91 → 61 % at 0.01, 84 % at 0.001): a first-order step cannot repair labels here. On a 3k-image
+#   Fashion-MNIST model (m ≈ 120) τ = 1/m forgot the class but lost 30 points of RA, the tuned
+#   digits value 0.3 would have lost all of it (RA 10 %).
+# - second_order, μ relative to m: a class needs little damping (its forget gradient is tiny and
+#   must be amplified: μ = 0.1·m forgets classes 3/8/0, UA 100 %, RA 97.5–99.8 %; μ ≈ 3·m only
+#   18 %), flips and random records need more (μ ≈ 0.1·m pushed the flips 86 → 54 %, μ = 3·m
+#   repaired them: 100 %, as retraining).
+RELATIVE_DAMPING = {"forget_class": 0.1, "delete_records": 3.0, "fix_labels": 3.0}
 
 
 class FirstOrderConfig(InfluenceConfig):
     params: Subset = Field("head", description="head, or last = last residual block + head")
     tau: float | None = Field(None, gt=0, description="unlearning rate τ on the summed gradient; "
-                                                       "None = DEFAULT_TAU of the request kind")
+                                                       "None = 1/mean eigenvalue of the curvature")
 
 
 class SecondOrderConfig(InfluenceConfig):
     params: Subset = Field("last", description="head, or last = last residual block + head")
-    damping: float | None = Field(None, ge=0, description="μ added to the curvature; None = DEFAULT_DAMPING "
-                                                          "of the request kind")
-    curvature: Literal["gauss_newton", "hessian"] = "gauss_newton"
+    damping: float | None = Field(None, ge=0, description="μ added to the curvature; None = RELATIVE_DAMPING "
+                                                          "of the request kind × mean eigenvalue")
     cg_iters: int = Field(10, ge=1)
     cg_tol: float = Field(1e-4, gt=0)
-    subsample: int | None = Field(2048, ge=1, description="retain samples the curvature is taken on (None: all)")
-    seed: int = 0
 
 
 def _l2(cfg: InfluenceConfig, data: ImageData) -> float:
@@ -210,48 +230,68 @@ def _l2(cfg: InfluenceConfig, data: ImageData) -> float:
     return data.schedule.weight_decay if data.schedule is not None else 5e-4
 
 
-def _forget_activations(model: CNN, data: ImageData, request: ImageRequest, params: Subset):
-    return tail_inputs(model, data.X[request.forget], params), data.y[request.forget]
+class _Setting:
+    """What both updates share: the affected activations, the curvature sample and its operator."""
+
+    def __init__(self, model: CNN, data: ImageData, request: ImageRequest, cfg: InfluenceConfig):
+        self.model, self.request, self.cfg = model, request, cfg
+        self.l2 = _l2(cfg, data)
+        self.theta = selected(model, cfg.params)
+        self.A_f = tail_inputs(model, data.X[request.forget], cfg.params)  # fixed: only later layers move
+        self.y_f = data.y[request.forget]
+        X_c, self.y_c, self.w_c = curvature_sample(data, request, cfg.subsample, cfg.seed)
+        self.A_c = tail_inputs(model, X_c, cfg.params)
+        self.ridge = float(self.w_c.sum()) * self.l2  # |D'|·λ
+
+    def G(self) -> torch.Tensor:
+        return influence_gradient(self.model, self.A_f, self.y_f, self.request.corrected, self.cfg.params, self.l2)
+
+    def curvature(self, damping: float = 0.0):
+        return CURVATURES[self.cfg.curvature](self.model, self.A_c, self.y_c, self.w_c, self.cfg.params,
+                                              self.ridge, damping)
+
+    def scale(self) -> float:
+        """tr(C)/p on a random `scale_rows` of the curvature sample, reweighted to the same total
+        (the trace is a weighted sum over rows): 20 products on 256 rows instead of all of them."""
+        gen = torch.Generator().manual_seed(self.cfg.seed)
+        rows = torch.randperm(len(self.y_c), generator=gen)[:self.cfg.scale_rows]
+        w = self.w_c[rows] * (self.w_c.sum() / self.w_c[rows].sum())
+        C = CURVATURES[self.cfg.curvature](self.model, self.A_c[rows], self.y_c[rows], w, self.cfg.params, self.ridge)
+        return mean_eigenvalue(C, sum(t.numel() for t in self.theta), self.cfg.probes, self.cfg.seed)
 
 
 def first_order(model: CNN, data: ImageData, request: ImageRequest, cfg: FirstOrderConfig) -> ImageResult:
     """θ*_S − τ·G on the last layers, in `steps` re-linearised fractions."""
     new = copy.deepcopy(model).eval()
-    l2 = _l2(cfg, data)
-    tau = cfg.tau if cfg.tau is not None else DEFAULT_TAU[request.kind]
-    A_f, y_f = _forget_activations(new, data, request, cfg.params)
-    theta, g_norm = selected(new, cfg.params), None
+    s = _Setting(new, data, request, cfg)
+    tau = cfg.tau if cfg.tau is not None else 1.0 / s.scale()
+    g_norm = None
     for _ in range(cfg.steps):
-        G = influence_gradient(new, A_f, y_f, request.corrected, cfg.params, l2)
+        G = s.G()
         g_norm = float(G.norm()) if g_norm is None else g_norm
-        move(theta, tau * G / cfg.steps)
+        move(s.theta, tau * G / cfg.steps)
     return ImageResult(new, "first_order", "empirical", {"tau": tau, "steps": cfg.steps, "params": cfg.params,
-                                                         "G_norm": g_norm, "l2": l2})
+                                                         "G_norm": g_norm, "l2": s.l2})
 
 
 def second_order(model: CNN, data: ImageData, request: ImageRequest, cfg: SecondOrderConfig) -> ImageResult:
     """θ*_S − (C + μI)⁻¹·G on the last layers by truncated CG, in `steps` re-linearised fractions."""
     new = copy.deepcopy(model).eval()
-    l2 = _l2(cfg, data)
-    damping = cfg.damping if cfg.damping is not None else DEFAULT_DAMPING[request.kind]
-    A_f, y_f = _forget_activations(new, data, request, cfg.params)
-    X_c, y_c, w_c = curvature_sample(data, request, cfg.subsample, cfg.seed)
-    A_c = tail_inputs(new, X_c, cfg.params)  # fixed: only the layers after it move
-    ridge = float(w_c.sum()) * l2  # |D'|·λ
-    theta = selected(new, cfg.params)
+    s = _Setting(new, data, request, cfg)
+    damping = cfg.damping if cfg.damping is not None else RELATIVE_DAMPING[request.kind] * s.scale()
     products, residuals, negative, g_norm, step_norm = 0, [], False, None, 0.0
     for _ in range(cfg.steps):
-        G = influence_gradient(new, A_f, y_f, request.corrected, cfg.params, l2) / cfg.steps
+        G = s.G() / cfg.steps
         g_norm = float(G.norm()) * cfg.steps if g_norm is None else g_norm
-        C = CURVATURES[cfg.curvature](new, A_c, y_c, w_c, cfg.params, ridge, damping)
+        C = s.curvature(damping)
         out = conjugate_gradient(C, G, max_iter=cfg.cg_iters, tol=cfg.cg_tol)
         del C  # frees the gradient graph
         products += out.iterations
         residuals.append(out.relative_residual)
         negative |= out.negative_curvature
         step_norm += float(out.x.norm())
-        move(theta, out.x)
+        move(s.theta, out.x)
     return ImageResult(new, "second_order", "empirical", {
         "damping": damping, "curvature": cfg.curvature, "params": cfg.params, "steps": cfg.steps,
         "products": products, "cg_residual": max(residuals), "negative_curvature": negative,
-        "G_norm": g_norm, "step_norm": step_norm, "curvature_samples": len(y_c), "l2": l2})
+        "G_norm": g_norm, "step_norm": step_norm, "curvature_samples": len(s.y_c), "l2": s.l2})
