@@ -30,6 +30,7 @@ test-slow: install
 
 bench: install
 	$(PY) -m bench.tabular
+	$(PY) -m bench.text
 
 ui: install
 	$(VENV)/bin/unlearn ui

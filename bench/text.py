@@ -2,7 +2,8 @@
 
 The demo's own setting: the built-in `shakespeare` corpus (300k characters, 4 fictional people ×
 5 secrets × 8 pastes), every finding of the built-in detectors redacted with the token policy, the
-`small` char-LSTM trained for the demo's budget. Each method (first_order, second_order, finetune)
+`small` char-LSTM trained for the demo's budget. Two requests: every finding (the demo's) and the
+eight occurrences of one card number. Each method (first_order, second_order, finetune)
 is compared with retraining on the redacted corpus — the same schedule, measured in the same run:
 update time, speed-up, the largest exposure over the removed secrets and the largest per-secret gap
 to the retrained model, held-out perplexity, secrets regenerated, Hessian-vector products, and the
@@ -11,7 +12,7 @@ regenerated).
 
 Tables go to stdout and bench/results/text.md, progress to stderr. Only masked secrets are printed.
 
-    python -m bench.text [--seconds 100] [--candidates 2000] [--cache DIR] [--second JSON] [--sweep]
+    python -m bench.text [--seconds 100] [--candidates 2000] [--policy token] [--scopes "all,one card"] [--cache DIR]
 """
 
 from __future__ import annotations
@@ -56,11 +57,17 @@ def cached_model(cache: Path | None, name: str, build):
 
 
 class Setting:
-    """The corpus before/after redaction, its secrets (in memory), the trained model, Z and Z̃."""
+    """The corpus, the trained model and one redaction request on it: the findings it removes (their
+    values in memory only), the redacted corpus, Z and Z̃, and the retrained reference."""
 
-    def __init__(self, seconds: float, cache: Path | None, candidates: int, policy: str = "same_format"):
+    def __init__(self, seconds: float, cache: Path | None, candidates: int, policy: str = "token",
+                 scope: str = "all", trained=None):
         self.corpus = build_shakespeare()
-        self.findings = scan_corpus(self.corpus, SALT)
+        findings = scan_corpus(self.corpus, SALT)
+        if scope == "one card":  # every occurrence of the first card number found
+            first = next(f["fingerprint"] for f in findings if f["detector"] == "card")
+            findings = [f for f in findings if f["fingerprint"] == first]
+        self.scope, self.findings = scope, findings
         self.secrets = lm.secrets_of(self.corpus, self.findings)
         self.after = redact(self.corpus, lm.occurrences_of(self.findings), policy=policy)
         self.candidates = candidates
@@ -70,14 +77,15 @@ class Setting:
             bundle, st = lm.train_text_model(self.corpus, "small", seconds=seconds)
             return bundle, {"seconds": st.seconds, "steps": st.steps, "epochs": st.epochs}
 
-        self.bundle, self.train_stats = cached_model(cache, key, train)
+        self.bundle, self.train_stats = trained or cached_model(cache, key, train)
         self.request, self.windows = lm.window_request(self.bundle, self.corpus, self.after, self.findings)
 
         def retrain():
             bundle, _, st = lm.run_lm_method("retrain", self.bundle, self.request, self.windows)
             return bundle, {"seconds": st["seconds"], "steps": st["steps"]}
 
-        self.reference, self.retrain_stats = cached_model(cache, f"{key}-retrain-{policy}", retrain)
+        suffix = "" if scope == "all" else "-" + scope.replace(" ", "-")
+        self.reference, self.retrain_stats = cached_model(cache, f"{key}-retrain-{policy}{suffix}", retrain)
 
     def measure(self, bundle: lm.LMBundle, corpus) -> dict:
         started = time.perf_counter()
@@ -117,47 +125,62 @@ def run_method(setting: Setting, name: str, options: dict) -> tuple[dict, dict]:
 METHODS = ("first_order", "second_order", "finetune")
 
 
+SCOPES = ("all", "one card")
+
+
+def scope_table(setting: Setting, runs: list[dict], sweep: bool) -> list[str]:
+    retrain_s = setting.retrain_stats["seconds"]
+    say(f"  request '{setting.scope}': {len(setting.findings)} findings of {len(setting.secrets)} secrets, "
+        f"|Z| = {len(setting.request)} of {len(setting.windows)} windows; retrained in {retrain_s:.0f} s")
+    before = setting.measure(setting.bundle, setting.corpus)
+    ref = setting.measure(setting.reference, setting.after)
+    lines = [HEADER, row("original", None, retrain_s, before, before, ref).replace("| no |", "| — |")]
+    print(f"\n### request: {setting.scope} ({len(setting.secrets)} secrets, {len(setting.findings)} occurrences, "
+          f"|Z| = {len(setting.request)} windows)\n", flush=True)
+    print("\n".join(lines), flush=True)
+    for run in runs:
+        m, stats = run_method(setting, run["method"], run["options"])
+        label = run["method"] + (f" {json.dumps(run['options'])}" if sweep and run["options"] else "")
+        lines.append(row(label, stats["seconds"], retrain_s, m, before, ref, stats.get("hvps", "")))
+        print(lines[-1], flush=True)
+    lines.append(row("retrain (reference)", retrain_s, retrain_s, ref, before, ref, 0))
+    print(lines[-1], flush=True)
+    return [f"### request: {setting.scope} ({len(setting.secrets)} secrets, {len(setting.findings)} occurrences, "
+            f"|Z| = {len(setting.request)} windows)", "", *lines, ""]
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=100.0, help="training budget of the small model (demo: 100)")
     ap.add_argument("--candidates", type=int, default=VERIFY.n_candidates, help="same-format references per exposure")
     ap.add_argument("--cache", type=Path, default=None, help="keep/reuse the trained and retrained models here")
+    ap.add_argument("--policy", choices=("token", "same_format"), default="token", help="redaction (demo: token)")
+    ap.add_argument("--scopes", default=",".join(SCOPES), help="requests: all findings and/or one card number")
     ap.add_argument("--methods", default=",".join(METHODS))
     for name in METHODS:
         ap.add_argument(f"--{name.replace('_', '-')}", dest=name, default="{}", help=f"JSON options for {name}")
     ap.add_argument("--sweep", type=Path, default=None, help="JSON lines of {method, options} to run instead")
     args = ap.parse_args(argv)
 
-    say(f"bench.text: building the corpus, training `small` for {args.seconds:g} s and a retrained reference")
-    setting = Setting(args.seconds, args.cache, args.candidates)
-    retrain_s = setting.retrain_stats["seconds"]
-    say(f"  {len(setting.findings)} findings of {len(setting.secrets)} secrets, |Z| = {len(setting.request)} of "
-        f"{len(setting.windows)} windows; trained {setting.train_stats['steps']} steps in "
-        f"{setting.train_stats['seconds']:.0f} s, retrained in {retrain_s:.0f} s")
-    before = setting.measure(setting.bundle, setting.corpus)
-    ref = setting.measure(setting.reference, setting.after)
-    say(f"  exposure measurement: {before['measure_s']:.1f} s per model ({len(setting.secrets)} secrets × "
-        f"{args.candidates} candidates + regeneration)")
-    lines = [HEADER, row("original", None, retrain_s, before, before, ref).replace("| no |", "| — |")]
+    say(f"bench.text: building the corpus, training `small` for {args.seconds:g} s, retraining references")
     runs = ([json.loads(line) for line in args.sweep.read_text().splitlines() if line.strip()] if args.sweep else
             [{"method": m, "options": json.loads(getattr(args, m))} for m in args.methods.split(",")])
-    print(HEADER, flush=True)
-    print(lines[1], flush=True)
-    for run in runs:
-        m, stats = run_method(setting, run["method"], run["options"])
-        label = run["method"] + (f" {json.dumps(run['options'])}" if args.sweep and run["options"] else "")
-        line = row(label, stats["seconds"], retrain_s, m, before, ref, stats.get("hvps", ""))
-        lines.append(line)
-        print(line, flush=True)
-    lines.append(row("retrain (reference)", retrain_s, retrain_s, ref, before, ref, 0))
-    print(lines[-1], flush=True)
+    out, trained = [], None
+    for scope in args.scopes.split(","):
+        setting = Setting(args.seconds, args.cache, args.candidates, args.policy, scope, trained)
+        trained = (setting.bundle, setting.train_stats)
+        if not out:
+            out.append(f"Model: `small` char-LSTM trained {setting.train_stats['steps']} steps "
+                       f"({setting.train_stats['epochs']:.1f} epochs) in {setting.train_stats['seconds']:.0f} s; "
+                       f"redaction policy {args.policy}; exposure over {args.candidates} same-format candidates.\n")
+        out += scope_table(setting, runs, bool(args.sweep))
     if not args.sweep:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         RESULTS.write_text(f"# bench.text — {stamp}, {platform.node()}, {os.cpu_count()} cores, torch "
                            f"{torch.__version__}, {torch.get_num_threads()} threads, load "
-                           f"{os.getloadavg()[0]:.1f}\n\n" + "\n".join(lines) + "\n")
-        say(f"  table written to {RESULTS}")
+                           f"{os.getloadavg()[0]:.1f}\n\n" + "\n".join(out) + "\n")
+        say(f"  tables written to {RESULTS}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from flows.settings import configure_environment, project_root
+from flows.settings import DEMO_TEXT_STEPS, configure_environment, project_root
 from unlearning.errors import UnlearnError
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run a scenario end to end on built-in data")
     demo.add_argument("--scenario", choices=["tabular", "text"], default="text",
                       help="text (default): secrets leaked into a language model; tabular: Adult, certified unlearning")
-    demo.add_argument("--train-seconds", type=float, default=100.0, help="text scenario: training budget (default 100)")
+    demo.add_argument("--train-steps", type=int, default=DEMO_TEXT_STEPS,
+                      help=f"text scenario: training steps (default {DEMO_TEXT_STEPS})")
     demo.add_argument("--preset", choices=["tiny", "small"], default="small", help="text scenario: model size")
     demo.add_argument("--json", action="store_true")
 
@@ -221,7 +222,7 @@ def cmd_demo(args, root: Path) -> int:
     from flows.demo import demo_json, run_tabular_demo, run_text_demo
 
     if args.scenario == "text":
-        summary = run_text_demo(root, args.train_seconds, args.preset)
+        summary = run_text_demo(root, args.train_steps, args.preset)
     else:
         summary = run_tabular_demo(root)
     console = summary.pop("console")

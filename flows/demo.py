@@ -19,13 +19,15 @@ from prefect import flow
 
 from flows.detect import detect_flow
 from flows.forget import forget_flow
+from flows.settings import DEMO_TEXT_STEPS
 from flows.train import train_flow
 from tasks.data import add_dataset
 from unlearning.data.tables import Table
-from unlearning.lm import TextTrainConfig
+from unlearning.lm import AUTO_MAX_WINDOWS, TextTrainConfig
 from unlearning.training import TrainConfig
 
 DEMO_DELETE, DEMO_FIX, DEMO_REVOKE = 100, 50, ("sex", "race")
+
 
 
 def demo_request(table: Table, model: str, request_id: str, seed: int = 7) -> dict:
@@ -113,16 +115,16 @@ def console_summary(s: dict) -> str:
 
 
 @flow(name="demo-text", log_prints=False)
-def text_demo_flow(root: str, train_seconds: float = 100.0, preset: str = "small") -> dict:
+def text_demo_flow(root: str, train_steps: int = DEMO_TEXT_STEPS, preset: str = "small") -> dict:
     root_path = Path(root)
     started = time.perf_counter()
     say("[1/5] data: building data/shakespeare (300k characters of plays with a simulated leak of "
         "fictional people's card numbers, passwords, keys, e-mails and phone numbers) and versioning it")
     corpus, data_version = add_dataset(root_path, "shakespeare", replace=True)
     say(f"      {len(corpus.records)} records, {corpus.n_chars} characters, data version {data_version}")
-    say(f"[2/5] train: character LSTM ({preset}), {train_seconds:.0f} s budget")
+    say(f"[2/5] train: character LSTM ({preset}), {train_steps} steps")
     trained = train_flow(root=root, dataset="shakespeare",
-                         text_config=TextTrainConfig(preset=preset, seconds=train_seconds))
+                         text_config=TextTrainConfig(preset=preset, steps=train_steps))
     say("[3/5] detect: scan the corpus and measure what the model memorised")
     detected = detect_flow(root=root, dataset="shakespeare")
     say(f"      findings {detected['findings']}; largest exposure "
@@ -133,8 +135,8 @@ def text_demo_flow(root: str, train_seconds: float = 100.0, preset: str = "small
     return {**forgot, "trained": trained, "detected": detected, "demo_seconds": time.perf_counter() - started}
 
 
-def run_text_demo(root: Path, train_seconds: float = 100.0, preset: str = "small") -> dict:
-    summary = text_demo_flow(root=str(root), train_seconds=train_seconds, preset=preset)
+def run_text_demo(root: Path, train_steps: int = DEMO_TEXT_STEPS, preset: str = "small") -> dict:
+    summary = text_demo_flow(root=str(root), train_steps=train_steps, preset=preset)
     summary["console"] = text_console_summary(summary)
     return summary
 
@@ -151,6 +153,9 @@ def text_console_summary(s: dict) -> str:
                      f"{attempt['exposure_after']:.1f}", f"{attempt['perplexity_after']:.3f}"))
         rows.append(("retrained (promoted)", f"v{s['model']['version']}", f"{t['retrain_s']:.0f} s", "1×",
                      f"{e['retrain']:.1f}", f"{p['retrain']:.3f}"))
+    elif s["method"] == "retrain":
+        rows.append(("retrained (promoted)", f"v{s['model']['version']}", f"{t['retrain_s']:.0f} s", "1×",
+                     f"{e['retrain']:.1f}", f"{p['retrain']:.3f}"))
     else:
         rows.append((f"{s['method']} update", f"v{s['model']['version']}", f"{t['update_s']:.1f} s", speedup,
                      f"{e['after']:.1f}", f"{p['after']:.3f}"))
@@ -158,10 +163,17 @@ def text_console_summary(s: dict) -> str:
                      f"{p['retrain']:.3f}"))
     header = ("model", "version", "time", "speed-up", "max exposure (bits)", "held-out perplexity")
     failed = [f"  FAILED {c['name']}: {c['value']:.4g} (needs {c['threshold']})" for c in s["checks"] if not c["passed"]]
-    fell_back = ([f"The {attempt['method']} update failed {', '.join(attempt['failed_checks'])}; method auto "
-                  f"fell back to the model retrained on the redacted corpus (guarantee exact)."] if attempt else [])
+    if attempt:
+        why = [f"The {attempt['method']} update failed {', '.join(attempt['failed_checks'])}; method auto "
+               f"fell back to the model retrained on the redacted corpus (guarantee exact)."]
+    elif s["method"] == "retrain" and s.get("requested_method") == "auto":
+        why = [f"Method auto chose retraining: the request touches {s['affected_windows']} training windows; the "
+               f"second-order update is used up to {AUTO_MAX_WINDOWS} (beyond, it fails verification: see "
+               f"`make bench`)."]
+    else:
+        why = []
     return "\n".join([
-        f"Request {s['request_id']}: {verdict}", *fell_back,
+        f"Request {s['request_id']}: {verdict}", *why,
         f"Findings removed: {s['findings']} ({len(s['secrets'])} distinct secrets); "
         f"regenerated after: {s['metrics']['regenerated']} (before: {s['metrics']['regenerated_before']})",
         *text_table(header, rows), *failed,

@@ -112,7 +112,7 @@ def forget_text(lineage: steps.Lineage, plan: steps.Plan, options: dict | None) 
     after, data_after = text_steps.redact_data(lineage, plan)
     lineage.tags["data_version"] = data_after
     bundle_after, guarantee, stats, update_s = text_steps.update_lm(lineage, plan, after, plan.method, options)
-    metrics, checks, retrain_s, secrets, reference = text_steps.verify_lm(lineage, plan, after, bundle_after)
+    metrics, checks, retrain_s, secrets, reference = text_steps.verify_lm(lineage, plan, after, bundle_after, update_s)
     verified = all(c["passed"] for c in checks)
     method, attempt = plan.method, None
     if not verified and plan.requested == "auto" and plan.method != "retrain":
@@ -120,7 +120,7 @@ def forget_text(lineage: steps.Lineage, plan: steps.Plan, options: dict | None) 
         metrics, checks, secrets, attempt = text_steps.fall_back_to_retrained(
             lineage, plan.method, metrics, checks, secrets, update_s)
         bundle_after, guarantee, method = reference, "exact", "retrain"
-        stats = {"fallback_from": attempt["method"], "seconds": retrain_s}
+        stats = {"fallback_from": attempt["method"], "seconds": retrain_s, "affected_windows": stats["affected_windows"]}
         verified = all(c["passed"] for c in checks)
     version, model_run = steps.register(lineage, plan.model_name, bundle_after, None, {
         "parent_version": plan.parent_version, "request_id": req.id, "request_hash": req.content_hash(),
@@ -152,5 +152,6 @@ def forget_text(lineage: steps.Lineage, plan: steps.Plan, options: dict | None) 
                      "retrain": metrics["exposure_retrain"]},
         "perplexity": {"before": metrics["perplexity_before"], "after": metrics["perplexity_after"],
                        "retrain": metrics["perplexity_retrain"]},
+        "affected_windows": stats["affected_windows"], "requested_method": plan.requested,
         "secrets": secrets, "metrics": metrics, "checks": checks, "timings": timings, "run_id": lineage.parent_run,
     }

@@ -210,6 +210,8 @@ def plan_request(root: Path, request_path: Path, method: str | None = None) -> P
                            f"(`git checkout` data.dvc + `dvc checkout`) or retrain")
     bundle = tracking.load_version_bundle(request.model, production.version)
     resolved = resolve_method(method or request.method, bundle)
+    if findings is not None and resolved == "second_order" and (method or request.method) == "auto":
+        resolved = lm.auto_method(lm.affected_window_count(table, findings, bundle.seq_len))
     if resolved == "certified" and getattr(bundle, "certification", None) is None:
         raise UnlearnError(f"method 'certified' needs a certifiably trained model: model {request.model} "
                            f"v{production.version} was not; use second_order or retrain with --certified")

@@ -73,6 +73,18 @@ class WindowRequest:
         return out
 
 
+def overlapping_windows(n_chars: int, spans: Sequence[tuple[int, int]], seq_len: int,
+                        stride: int | None = None) -> torch.Tensor:
+    """(m,) bool: which windows (charlm.windows offsets) of a text of n_chars overlap a span."""
+    starts = window_starts(n_chars, seq_len, stride)
+    hit = torch.zeros(len(starts), dtype=torch.bool)
+    for start, end in spans:
+        if not 0 <= start < end <= n_chars:
+            raise UnlearnError(f"span ({start}, {end}) is outside the text of {n_chars} characters")
+        hit |= (starts < end) & (starts + seq_len + 1 > start)
+    return hit
+
+
 def affected_windows(vocab: Vocab, text: str, text_tilde: str, spans: Sequence[tuple[int, int]],
                      seq_len: int, stride: int | None = None) -> WindowRequest:
     """Z = every window (charlm.windows offsets) whose seq_len+1 chars overlap a span [start, end)
@@ -81,12 +93,7 @@ def affected_windows(vocab: Vocab, text: str, text_tilde: str, spans: Sequence[t
         raise UnlearnError(f"the redacted text has {len(text_tilde)} characters but the training text "
                            f"{len(text)}: redaction must preserve length so windows line up")
     starts = window_starts(len(text), seq_len, stride)  # (m,)
-    hit = torch.zeros(len(starts), dtype=torch.bool)
-    for start, end in spans:
-        if not 0 <= start < end <= len(text):
-            raise UnlearnError(f"span ({start}, {end}) is outside the text of {len(text)} characters")
-        hit |= (starts < end) & (starts + seq_len + 1 > start)
-    index = hit.nonzero().squeeze(1)  # (k,)
+    index = overlapping_windows(len(text), spans, seq_len, stride).nonzero().squeeze(1)  # (k,)
     offsets = starts[index, None] + torch.arange(seq_len + 1)  # (k, T+1)
     return WindowRequest(index=index, Z=vocab.encode(text)[offsets], Z_tilde=vocab.encode(text_tilde)[offsets])
 
