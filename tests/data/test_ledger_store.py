@@ -1,0 +1,316 @@
+"""The ledger on real SQLite files: append-only storage, tampering found by raw SQL edits,
+two processes appending at once, resubmission, deadlines, and no personal value in the file."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import re
+import sqlite3
+import time
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from tasks import ledger
+from unlearning import ledger as lg
+from unlearning.errors import UnlearnError
+from unlearning.requests import KINDS, UnlearningRequest
+
+T0 = datetime(2026, 1, 10, 9, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(autouse=True)
+def local_ledger(monkeypatch):
+    monkeypatch.delenv(ledger.URL_ENV, raising=False)
+
+
+def req(rid="REQ-1", **extra) -> UnlearningRequest:
+    return UnlearningRequest(**{"id": rid, "model": "adult", "delete_records": ["4711", "4712"], **extra})
+
+
+def rows(root: Path) -> list[tuple]:
+    with sqlite3.connect(root / "ledger.db") as db:
+        return db.execute("SELECT seq, request_id, event, status FROM ledger_entries ORDER BY seq").fetchall()
+
+
+def tamper(root: Path, *statements: str) -> None:
+    """Raw SQL, as someone with the file would run it (the append-only triggers dropped first)."""
+    with sqlite3.connect(root / "ledger.db") as db:
+        db.execute("DROP TRIGGER ledger_no_update")
+        db.execute("DROP TRIGGER ledger_no_delete")
+        for statement in statements:
+            db.execute(statement)
+
+
+def filled(root: Path, n: int = 4) -> None:
+    """n requests, the first one processed to completion: 2 + n entries."""
+    for i in range(1, n + 1):
+        ledger.submit(root, req(f"REQ-{i}"), received=T0, channel="email", now=T0)
+    ledger.transition(root, "REQ-1", "processing", now=T0 + timedelta(hours=1))
+    ledger.transition(root, "REQ-1", "completed", now=T0 + timedelta(hours=2), certificate="c.json")
+
+
+# --- storing and reading -----------------------------------------------------------------------
+
+def test_submit_show_list_pending(tmp_path):
+    entry = ledger.submit(tmp_path, req(), received="2026-01-10T09:00:00+00:00", channel="Web-Form", now=T0)
+    assert (entry.seq, entry.event, entry.prev_hash) == (1, "received", lg.GENESIS)
+    assert (tmp_path / "ledger.db").is_file()
+    record = ledger.show(tmp_path, "REQ-1")
+    assert (record.status, record.channel, record.deadline) == ("received", "web-form", date(2026, 2, 10))
+    ledger.submit(tmp_path, req("REQ-2"), now=T0)
+    ledger.submit(tmp_path, req("REQ-3"), now=T0)
+    ledger.transition(tmp_path, "REQ-2", "processing", now=T0)
+    ledger.transition(tmp_path, "REQ-3", "processing", now=T0)
+    ledger.transition(tmp_path, "REQ-3", "failed", now=T0, reason="registry unreachable")
+    assert [r.id for r in ledger.pending(tmp_path)] == ["REQ-1", "REQ-3"]
+    assert [r.id for r in ledger.list_requests(tmp_path, status="processing")] == ["REQ-2"]
+    assert ledger.verify_chain(tmp_path)[0]
+
+
+def test_overdue_listing(tmp_path):
+    ledger.submit(tmp_path, req("OLD"), received="2025-11-30", now=T0)  # deadline 2025-12-30
+    ledger.submit(tmp_path, req("NEW"), received="2026-01-09", now=T0)
+    ledger.submit(tmp_path, req("DONE"), received="2025-11-01", now=T0)
+    ledger.transition(tmp_path, "DONE", "denied", now=T0, basis="manifestly unfounded (art. 12(5))")
+    assert [r.id for r in ledger.list_requests(tmp_path, overdue=True, now=T0)] == ["OLD"]
+    assert ledger.list_requests(tmp_path, overdue=True, now=datetime(2025, 12, 30, 23, tzinfo=timezone.utc)) == []
+    assert ledger.show(tmp_path, "DONE").answered_late() is True
+
+
+def test_month_end_deadlines_are_stored_as_an_enumeration_gives_them(tmp_path):
+    def next_month_same_day_or_last(day: date) -> date:
+        candidates = [day + timedelta(days=k) for k in range(1, 32)]
+        following = [d for d in candidates if (d.year, d.month) == ((day.year, day.month + 1) if day.month < 12
+                                                                    else (day.year + 1, 1))]
+        same = [d for d in following if d.day == day.day]
+        return same[0] if same else following[-1]
+
+    days = [date(2024, 1, d) for d in (28, 29, 30, 31)] + [date(2025, 1, d) for d in (28, 29, 30, 31)] + \
+        [date(2025, 3, 31), date(2025, 5, 31), date(2025, 8, 31), date(2025, 12, 31), date(2024, 2, 29)]
+    for i, day in enumerate(days):
+        ledger.submit(tmp_path, req(f"R{i}"), received=day.isoformat(), now=T0)
+    for i, day in enumerate(days):
+        assert ledger.show(tmp_path, f"R{i}").deadline == next_month_same_day_or_last(day), day
+    ledger.submit(tmp_path, req("CCPA"), received="2026-01-01", deadline_days=45, now=T0)
+    assert ledger.show(tmp_path, "CCPA").deadline == date(2026, 2, 15)
+
+
+def test_other_database_url(tmp_path, monkeypatch):
+    monkeypatch.setenv(ledger.URL_ENV, f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    ledger.submit(tmp_path, req(), now=T0)
+    assert (tmp_path / "elsewhere.db").is_file() and not (tmp_path / "ledger.db").exists()
+    assert ledger.show(tmp_path, "REQ-1").status == "received"
+
+
+# --- resubmission and bad input ----------------------------------------------------------------------
+
+def test_resubmitting_the_same_content_is_a_no_op(tmp_path):
+    first, created = ledger.record_request(tmp_path, req(fix_labels={"9": "yes"}), received="2026-01-02",
+                                           channel="email", now=T0)
+    reordered = req(delete_records=["4712", "4711"], fix_labels={"9": "yes"})
+    again, created_again = ledger.record_request(tmp_path, reordered, received="2026-01-09", channel="phone",
+                                                 now=T0 + timedelta(days=1))
+    assert created and not created_again and again == first
+    assert len(rows(tmp_path)) == 1
+    assert ledger.show(tmp_path, "REQ-1").channel == "email"  # the earlier record stands
+
+
+def test_the_same_id_for_other_content_is_refused_and_changes_nothing(tmp_path):
+    ledger.submit(tmp_path, req(fix_labels={"9": "yes"}), now=T0)
+    stored = ledger.request_file(tmp_path, "REQ-1").read_bytes()
+    before = (tmp_path / "ledger.db").read_bytes()
+    with pytest.raises(UnlearnError, match="new id") as excinfo:
+        ledger.submit(tmp_path, req(fix_labels={"9": "no"}), now=T0)
+    assert "\n" not in str(excinfo.value)
+    assert (tmp_path / "ledger.db").read_bytes() == before
+    assert ledger.request_file(tmp_path, "REQ-1").read_bytes() == stored
+
+
+def test_bad_input_creates_no_file(tmp_path):
+    with pytest.raises(UnlearnError, match="future"):
+        ledger.submit(tmp_path, req(), received=T0 + timedelta(days=1), now=T0)
+    with pytest.raises(UnlearnError, match="token"):
+        ledger.submit(tmp_path, req(), channel="jane@example.com", now=T0)
+    with pytest.raises(UnlearnError, match="no request"):
+        ledger.transition(tmp_path, "REQ-1", "processing")
+    with pytest.raises(UnlearnError, match="no request"):
+        ledger.show(tmp_path, "REQ-1")
+    assert ledger.list_requests(tmp_path) == [] and ledger.verify_chain(tmp_path)[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_submitted_request_is_kept_privately_and_checked(tmp_path):
+    request = req(fix_labels={"9": "yes"})
+    ledger.submit(tmp_path, request, now=T0)
+    path = ledger.request_file(tmp_path, "REQ-1")
+    assert path.stat().st_mode & 0o077 == 0
+    assert ledger.load_submitted(tmp_path, "REQ-1") == request
+    path.write_text(json.dumps({**request.model_dump(), "fix_labels": {"9": "no"}}))
+    with pytest.raises(UnlearnError, match="no longer matches"):
+        ledger.load_submitted(tmp_path, "REQ-1")
+
+
+def test_no_personal_value_reaches_the_ledger_file(tmp_path):
+    labels = {"P1001": "label-value-zeta", "P1002": "label-value-omega"}
+    request = req(delete_records=["P2001", "P2002"], fix_labels=labels, revoke_features=["sex"])
+    ledger.submit(tmp_path, request, channel="email", now=T0)
+    ledger.transition(tmp_path, "REQ-1", "processing", now=T0)
+    raw = (tmp_path / "ledger.db").read_bytes()
+    for value in labels.values():
+        assert value.encode() not in raw
+    assert request.content_hash().encode() not in raw  # only the salted hash: labels can't be brute-forced
+    with sqlite3.connect(tmp_path / "ledger.db") as db:
+        data = [json.loads(d) for (d,) in db.execute("SELECT data FROM ledger_entries ORDER BY seq")]
+    assert data[0]["request"]["fix_labels"] == ["P1001", "P1002"]  # ids, which the record-keeping needs
+    # Every text value the entries hold is an id, a name from the request's schema, a hash or a time.
+    known = {"REQ-1", "adult", "auto", "email", lg.FORMAT, "months", "sex", "P1001", "P1002", "P2001", "P2002",
+             *KINDS}
+    for text in strings_in(data):
+        assert text in known or re.fullmatch(r"[0-9a-f]{64}|\d{4}-\d\d-\d\d(T[\d:.]+[+-]\d\d:\d\d)?", text), text
+
+
+def strings_in(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in strings_in(v)]  # the keys are the code's field names
+    if isinstance(value, list):
+        return [s for v in value for s in strings_in(v)]
+    return []
+
+
+# --- append-only and tampering ----------------------------------------------------------------------
+
+def test_update_and_delete_are_refused_by_the_database(tmp_path):
+    filled(tmp_path)
+    with sqlite3.connect(tmp_path / "ledger.db") as db:
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            db.execute("UPDATE ledger_entries SET status = 'denied' WHERE seq = 2")
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            db.execute("DELETE FROM ledger_entries WHERE seq = 2")
+
+
+@pytest.mark.parametrize("statement, first_bad, words", [
+    ("UPDATE ledger_entries SET status = 'denied' WHERE seq = 5", 5, "altered"),
+    ("UPDATE ledger_entries SET data = replace(data, '4711', '4713') WHERE seq = 2", 2, "altered"),
+    ("UPDATE ledger_entries SET at = '2026-01-01T00:00:00+00:00' WHERE seq = 6", 6, "altered"),
+    ("UPDATE ledger_entries SET data = replace(data, ':', ': ') WHERE seq = 3", 3, "canonical"),
+    ("DELETE FROM ledger_entries WHERE seq = 3", 3, "missing"),
+    ("DELETE FROM ledger_entries WHERE seq = 1", 1, "missing"),
+])
+def test_raw_sql_tampering_is_named(tmp_path, statement, first_bad, words):
+    filled(tmp_path)
+    assert ledger.verify_chain(tmp_path)[:2] == (True, None)
+    tamper(tmp_path, statement)
+    ok, bad, message = ledger.verify_chain(tmp_path)
+    assert (ok, bad) == (False, first_bad), message
+    assert words in message and f"entry {first_bad}" in message
+
+
+def test_reordered_rows_are_named(tmp_path):
+    filled(tmp_path)
+    tamper(tmp_path, "UPDATE ledger_entries SET seq = 100 WHERE seq = 3",
+           "UPDATE ledger_entries SET seq = 3 WHERE seq = 4", "UPDATE ledger_entries SET seq = 4 WHERE seq = 100")
+    assert ledger.verify_chain(tmp_path)[:2] == (False, 3)
+
+
+def test_removed_newest_entries_need_the_recorded_head(tmp_path):
+    filled(tmp_path)
+    head = ledger.head(tmp_path)
+    tamper(tmp_path, f"DELETE FROM ledger_entries WHERE seq = {head[0]}")
+    assert ledger.verify_chain(tmp_path)[0]  # the documented limit of a bare chain
+    ok, bad, message = ledger.verify_chain(tmp_path, expect_head=head)
+    assert (ok, bad) == (False, head[0]) and "newest" in message
+
+
+def test_appending_to_an_altered_head_is_refused(tmp_path):
+    filled(tmp_path)
+    tamper(tmp_path, "UPDATE ledger_entries SET status = 'received' WHERE seq = 6")
+    with pytest.raises(UnlearnError, match="ledger verify"):
+        ledger.submit(tmp_path, req("REQ-9"), now=T0)
+
+
+# --- concurrency --------------------------------------------------------------------------------------
+
+def processes():
+    """Forked OS processes, each opening its own SQLite connections (the parent holds none open
+    between calls). Fork, not spawn: a spawned child would spend seconds re-importing the stack."""
+    return multiprocessing.get_context("fork")
+
+
+def append_worker(root: str, name: str, n: int, barrier) -> None:
+    barrier.wait()
+    for i in range(n):
+        ledger.submit(Path(root), req(f"{name}-{i}"), channel="ci")
+        time.sleep(0.003)  # give the other process a chance to get in between
+
+
+def claim_worker(root: str, ids: list[str], barrier, out: str) -> None:
+    barrier.wait()
+    won = []
+    for rid in ids:
+        try:
+            ledger.transition(Path(root), rid, "processing", run_id=out)
+            won.append(rid)
+        except UnlearnError:
+            pass
+    Path(out).write_text(json.dumps(won))
+
+
+def test_two_processes_appending_at_once_keep_one_valid_chain(tmp_path):
+    n = 15
+    ctx = processes()
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=append_worker, args=(str(tmp_path), name, n, barrier)) for name in ("A", "B")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    entries = rows(tmp_path)
+    assert [e[0] for e in entries] == list(range(1, 2 * n + 1))  # no gap, no duplicate
+    assert sorted(e[1] for e in entries) == sorted(f"{name}-{i}" for name in "AB" for i in range(n))
+    switches = sum(a[1][0] != b[1][0] for a, b in zip(entries, entries[1:]))
+    assert switches >= 1  # the two writers really interleaved
+    assert ledger.verify_chain(tmp_path)[0]
+
+
+def test_two_processes_claiming_the_same_requests_claim_each_once(tmp_path):
+    ids = [f"REQ-{i}" for i in range(10)]
+    for rid in ids:
+        ledger.submit(tmp_path, req(rid), now=T0)
+    ctx = processes()
+    barrier = ctx.Barrier(2)
+    outs = [tmp_path / "a.json", tmp_path / "b.json"]
+    procs = [ctx.Process(target=claim_worker, args=(str(tmp_path), order, barrier, str(out)))
+             for order, out in ((ids, outs[0]), (ids[::-1], outs[1]))]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    won = [json.loads(out.read_text()) for out in outs]
+    assert sorted(won[0] + won[1]) == sorted(ids)  # every request claimed, none twice
+    assert [r[1] for r in rows(tmp_path) if r[2] == "processing"].count("REQ-0") == 1
+    assert ledger.verify_chain(tmp_path)[0]
+
+
+def test_a_writer_that_read_a_stale_head_retries(tmp_path, monkeypatch):
+    """The path a PostgreSQL ledger takes (no BEGIN IMMEDIATE there): two writers read the same
+    head, the unique seq lets one insert, the other rolls back and appends after it."""
+    ledger.submit(tmp_path, req("REQ-1"), now=T0)
+    stale = ledger.read_entries(tmp_path)[0]
+    ledger.submit(tmp_path, req("REQ-2"), now=T0)  # the head moved on
+    real_head, calls = ledger._head, []
+
+    def head_once_stale(conn):
+        calls.append(1)
+        return stale if len(calls) == 1 else real_head(conn)
+
+    monkeypatch.setattr(ledger, "_head", head_once_stale)
+    entry = ledger.submit(tmp_path, req("REQ-3"), now=T0)
+    assert len(calls) == 2 and entry.seq == 3
+    assert ledger.verify_chain(tmp_path)[0]
