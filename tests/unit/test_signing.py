@@ -1,0 +1,218 @@
+"""Signed certificates: the HMAC format, any byte change detected, the key file's permissions, and
+the HTML report (self-contained, every text escaped)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import stat
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from unlearning import signing
+from unlearning.certificate import certificate
+from unlearning.errors import UnlearnError
+from unlearning.methods import Result
+from unlearning.requests import UnlearningRequest
+
+KEY = b"k" * 40
+# A 1×1 PNG, built by hand: signature, IHDR, IDAT, IEND.
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==")
+
+
+def cert(guarantee="certified", checks=None, **overrides) -> dict:
+    request = UnlearningRequest(id="REQ-7", model="adult", delete_records=["4711", "4712"],
+                                fix_labels={"1033": ">50K"})
+    result = Result(theta=None, method="certified" if guarantee == "certified" else "second_order",
+                    guarantee=guarantee, residual=0.143, residual_bound=3.97 if guarantee == "certified" else None,
+                    epsilon=0.397 if guarantee == "certified" else None, delta=1e-5,
+                    stats={"budget_used": 3.97, "budget_left": 6.03, "budget": 10.0})
+    checks = checks if checks is not None else [
+        {"name": "agreement_with_retrain", "value": 1.0, "threshold": ">= 0.995", "passed": True},
+        {"name": "accuracy_gap_pts", "value": 0.0, "threshold": "<= 0.1", "passed": True}]
+    body = certificate(
+        request, result, model={"name": "adult", "version": "3", "parent_version": "2", "run_id": "r3",
+                                "parent_run_id": "r2"},
+        data={"before": "aaa.dir", "after": "bbb.dir"}, metrics={"test_accuracy": 0.8388, "agreement": 1.0},
+        checks=checks, timings={"update_s": 0.288, "retrain_s": 4.28}, code_version="c29ff50",
+        config={"method": result.method, "options": {}},
+        superseded=[{"artifact": "dvc data version aaa.dir", "action": "purged from cache and remote",
+                     "objects": 3, "verified": True}])
+    return {**body, **overrides}
+
+
+def signed_file(tmp_path: Path, document: dict | None = None) -> Path:
+    return signing.write_signed(tmp_path / "certificate.json", signing.sign(document or cert(), KEY))
+
+
+# --- format ----------------------------------------------------------------------------------------
+
+def test_signature_is_the_documented_hmac():
+    document = cert()
+    signed = signing.sign(document, KEY)
+    unsigned = {**json.loads(json.dumps(document)),
+                "signature": {"algorithm": "HMAC-SHA256", "key_id": signed["signature"]["key_id"]}}
+    message = json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    assert signed["signature"]["value"] == hmac.new(KEY, message, hashlib.sha256).hexdigest()
+    assert signed["signature"]["key_id"] == hashlib.sha256(b"unlearnflow.signing.key-id\0" + KEY).hexdigest()[:16]
+    assert signing.verify(signed, KEY)[0]
+
+
+def test_signed_file_round_trips_paths_dates_and_non_finite_numbers(tmp_path):
+    document = cert(extra={"path": Path("a/b"), "when": datetime(2026, 1, 2, tzinfo=timezone.utc),
+                           "ratio": float("inf"), "missing": float("nan")})
+    path = signed_file(tmp_path, document)
+    ok, message = signing.verify(path, KEY)
+    assert ok, message
+    assert "REQ-7" in message
+
+
+def test_resigning_replaces_the_signature():
+    once = signing.sign(cert(), KEY)
+    twice = signing.sign(once, b"j" * 40)
+    assert signing.verify(twice, b"j" * 40)[0] and not signing.verify(twice, KEY)[0]
+
+
+# --- any change is detected ----------------------------------------------------------------------
+
+def test_every_single_byte_change_is_detected(tmp_path):
+    path = signed_file(tmp_path)
+    original = path.read_bytes()
+    assert signing.verify(path, KEY)[0] and signing.verify_bytes(original, KEY)[0]
+    for i in range(len(original)):
+        for altered in (original[:i] + bytes([original[i] ^ 0x01]) + original[i + 1:],  # flip a bit
+                        original[:i] + original[i + 1:]):  # drop the byte
+            ok, message = signing.verify_bytes(altered, KEY)  # what verify(path) runs on the file's bytes
+            assert not ok, (i, message)
+    for altered in (original + b" ", original + b"\n", original.replace(b'"REQ-7"', b'"REQ-8"', 1)):
+        path.write_bytes(altered)
+        assert not signing.verify(path, KEY)[0]
+
+
+def test_reformatting_the_file_is_an_alteration_too(tmp_path):
+    path = signed_file(tmp_path)
+    document = json.loads(path.read_text())
+    path.write_text(json.dumps(document))  # same content, other bytes
+    ok, message = signing.verify(path, KEY)
+    assert not ok and "bytes were changed" in message
+    assert signing.verify(document, KEY)[0]  # the content itself is authentic
+
+
+def test_the_signature_block_is_covered(tmp_path):
+    signed = signing.sign(cert(), KEY)
+    for change in ({"note": "added"}, {"algorithm": "HMAC-SHA512"}, {"key_id": "0" * 16}, {"value": "0" * 64}):
+        forged = {**signed, "signature": {**signed["signature"], **change}}
+        assert not signing.verify(forged, KEY)[0], change
+    unsigned = {k: v for k, v in signed.items() if k != "signature"}
+    assert signing.verify(unsigned, KEY) == (False, "not a signed certificate (no signature object)")
+
+
+def test_another_key_is_named_and_rejected():
+    ok, message = signing.verify(signing.sign(cert(), KEY), b"z" * 40)
+    assert not ok and "another key" in message
+
+
+def test_a_missing_file_is_bad_input(tmp_path):
+    with pytest.raises(UnlearnError):
+        signing.verify(tmp_path / "nope.json", KEY)
+
+
+# --- the key ----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def no_env_key(monkeypatch):
+    monkeypatch.delenv(signing.KEY_ENV, raising=False)
+
+
+def test_key_file_is_created_private_even_under_a_permissive_umask(tmp_path, no_env_key):
+    old = os.umask(0)
+    try:
+        key = signing.signing_key(tmp_path)
+    finally:
+        os.umask(old)
+    path = tmp_path / ".unlearn" / "signing.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert re.fullmatch(rb"[0-9a-f]{64}", key) and path.read_text() == key.decode() + "\n"
+    assert signing.signing_key(tmp_path) == key  # read back, not replaced
+    assert [p.name for p in path.parent.iterdir()] == ["signing.key"]  # no temporary file left
+
+
+def test_concurrent_first_uses_agree_on_one_key(tmp_path, no_env_key):
+    keys, barrier = [], threading.Barrier(6)
+
+    def first_use():
+        barrier.wait()
+        keys.append(signing.signing_key(tmp_path))
+
+    threads = [threading.Thread(target=first_use) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(keys) == 6 and len(set(keys)) == 1
+    assert [p.name for p in (tmp_path / ".unlearn").iterdir()] == ["signing.key"]
+
+
+def test_a_key_file_others_can_read_is_refused(tmp_path, no_env_key):
+    signing.signing_key(tmp_path)
+    path = tmp_path / ".unlearn" / "signing.key"
+    path.chmod(0o644)
+    with pytest.raises(UnlearnError, match="chmod 600"):
+        signing.signing_key(tmp_path)
+
+
+def test_environment_key_wins_and_must_be_long_enough(tmp_path, monkeypatch):
+    monkeypatch.setenv(signing.KEY_ENV, "x" * 32)
+    assert signing.signing_key(tmp_path) == b"x" * 32
+    assert not (tmp_path / ".unlearn").exists()
+    monkeypatch.setenv(signing.KEY_ENV, "short")
+    with pytest.raises(UnlearnError, match="too short"):
+        signing.signing_key(tmp_path)
+
+
+def test_verifying_never_creates_a_key(tmp_path, no_env_key):
+    with pytest.raises(UnlearnError, match="no signing key"):
+        signing.signing_key(tmp_path, create=False)
+    assert not (tmp_path / ".unlearn").exists()
+
+
+# --- the HTML report -------------------------------------------------------------------------------
+
+def test_report_has_every_section_and_embeds_the_plots():
+    page = signing.certificate_html(signing.sign(cert(), KEY), {"exposure": PNG, "loss": PNG})
+    for heading in ("1. Procedural evidence", "2. Guarantee class", "3. Verification", "4. Superseded artifacts",
+                    "5. Plots"):
+        assert heading in page
+    for text in ("REQ-7", "aaa.dir", "bbb.dir", "c29ff50", "r2", "r3", "&gt;= 0.995", "PASS", "VERIFIED",
+                 "purged from cache and remote", "0.397", "HMAC-SHA256"):
+        assert text in page, text
+    uris = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert [base64.b64decode(u) for u in uris] == [PNG, PNG]
+    assert not re.search(r'(src|href)="(?!data:)', page) and "<link" not in page  # self-contained
+
+
+def test_report_escapes_every_text():
+    evil = "<script>alert(1)</script>"
+    document = cert(checks=[{"name": evil, "value": 0.5, "threshold": evil, "passed": False}],
+                    code_version=evil, config={"method": evil}, superseded=[{"artifact": evil, "action": evil}])
+    page = signing.certificate_html(document, {evil: PNG})
+    assert "<script" not in page and page.count("&lt;script&gt;") >= 6
+    assert "FAIL" in page and "NOT VERIFIED" in page and "not signed" in page
+
+
+def test_report_states_the_guarantee_without_overclaiming():
+    assert "not a proof" in signing.certificate_html(cert("empirical"))
+    exact = signing.certificate_html(cert("exact"))
+    assert "retrained from scratch" in exact and "ε" not in exact.split("2. Guarantee class")[1].split("<h2>")[0]
+
+
+def test_report_refuses_a_plot_that_is_not_a_png():
+    with pytest.raises(ValueError, match="not a PNG"):
+        signing.certificate_html(cert(), {"x": b"GIF89a"})

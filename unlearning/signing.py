@@ -1,0 +1,325 @@
+"""Signed erasure certificates (HMAC-SHA256) and their human-readable HTML report.
+
+Format. The signature sits inside the certificate, so one file travels to an auditor:
+
+    "signature": {"algorithm": "HMAC-SHA256", "key_id": "<16 hex>", "value": "<64 hex>"}
+
+`value` = HMAC-SHA256(key, canonical_json(certificate with "signature" minus "value")), where
+canonical_json sorts keys, drops whitespace and escapes non-ASCII (`unlearning.ledger`; NaN and
+Infinity are kept as Python writes them). The MAC covers every field, the algorithm and key id
+included; `key_id` = sha256("unlearnflow.signing.key-id\\0" + key)[:16] names the key without revealing it.
+A signed certificate is written as `dumps_signed` (sorted keys, indent 2, ASCII, final newline);
+`verify(path)` also requires the file to be exactly that rendering of its content, so any byte
+change fails verification, formatting included.
+
+Key: `UNLEARN_SIGNING_KEY` (at least 32 characters), else the key file `.unlearn/signing.key`
+(64 hex characters), created on first use with mode 0600 from the first byte and refused when
+group or others can read it. The key is the UTF-8 text of either, so copying the file's content
+into the variable gives the same key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+import json
+import math
+import os
+import secrets
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from unlearning.errors import UnlearnError
+from unlearning.ledger import canonical_json
+
+ALGORITHM = "HMAC-SHA256"
+KEY_ENV = "UNLEARN_SIGNING_KEY"
+KEY_FILE = Path(".unlearn") / "signing.key"
+MIN_KEY_CHARS = 32
+_PNG = b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# The key
+
+
+def key_id(key: bytes) -> str:
+    return hashlib.sha256(b"unlearnflow.signing.key-id\0" + key).hexdigest()[:16]
+
+
+def signing_key(root: Path, create: bool = True) -> bytes:
+    """The key from UNLEARN_SIGNING_KEY, else from <root>/.unlearn/signing.key (created when
+    `create`; verifying never creates a key)."""
+    value = os.environ.get(KEY_ENV, "").strip()
+    if value:
+        return _checked(value, KEY_ENV)
+    path = Path(root) / KEY_FILE
+    if not path.exists():
+        if not create:
+            raise UnlearnError(f"no signing key: set {KEY_ENV} or provide the key file {path}")
+        _create_key_file(path)
+    return read_key_file(path)
+
+
+def read_key_file(path: Path) -> bytes:
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise UnlearnError(f"signing key file {path} can be read by others (mode {mode:04o}); run: chmod 600 {path}")
+    return _checked(path.read_text(encoding="utf-8").strip(), str(path))
+
+
+def _checked(value: str, origin: str) -> bytes:
+    if len(value) < MIN_KEY_CHARS:
+        raise UnlearnError(f"the signing key in {origin} is too short ({len(value)} characters): use at least "
+                           f"{MIN_KEY_CHARS} random characters, e.g. python -c 'import secrets; "
+                           "print(secrets.token_hex(32))'")
+    return value.encode("utf-8")
+
+
+def _create_key_file(path: Path) -> None:
+    """Write a fresh key to a private temporary file (0600 from creation: os.open's mode, never a
+    chmod afterwards), then link it into place: link never replaces a key another process put
+    there first, and nobody ever sees the key file half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process won the race: use its key
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Signing and verifying
+
+
+def _plain(value: Any) -> Any:
+    """The certificate as plain JSON values, exactly as it will read back from its file."""
+    return json.loads(json.dumps(value, default=_jsonable, allow_nan=True))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return value.item()
+    raise TypeError(f"a certificate cannot hold {type(value).__name__}")
+
+
+def _mac(document: dict, key: bytes) -> str:
+    unsigned = {**document, "signature": {k: v for k, v in document["signature"].items() if k != "value"}}
+    return hmac.new(key, canonical_json(unsigned, allow_nan=True).encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def sign(cert: dict, key: bytes) -> dict:
+    """A copy of `cert` with its signature (any earlier signature is replaced)."""
+    document = {k: v for k, v in _plain(cert).items() if k != "signature"}
+    document["signature"] = {"algorithm": ALGORITHM, "key_id": key_id(key)}
+    document["signature"]["value"] = _mac(document, key)
+    return document
+
+
+def dumps_signed(signed: dict) -> str:
+    """The one file form of a signed certificate."""
+    return json.dumps(signed, indent=2, sort_keys=True, ensure_ascii=True, allow_nan=True) + "\n"
+
+
+def write_signed(path: Path, signed: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(dumps_signed(signed), encoding="ascii")
+    os.replace(tmp, path)
+    return path
+
+
+def verify(signed_or_path: dict | str | Path, key: bytes) -> tuple[bool, str]:
+    """(ok, message). A path is read as bytes and must also be byte-for-byte the file form."""
+    if isinstance(signed_or_path, dict):
+        return _verify_document(signed_or_path, key)
+    path = Path(signed_or_path)
+    if not path.is_file():
+        raise UnlearnError(f"certificate file '{path}' not found; check the path")
+    return verify_bytes(path.read_bytes(), key, path.name)
+
+
+def verify_bytes(raw: bytes, key: bytes, name: str = "certificate") -> tuple[bool, str]:
+    """(ok, message) for a certificate file's content: the signature, and the exact file form."""
+    try:
+        text = raw.decode("utf-8")
+        document = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return False, f"{name} is not valid JSON any more ({type(exc).__name__}): it was altered"
+    ok, message = _verify_document(document, key)
+    if ok and text != dumps_signed(document):
+        return False, (f"{name}: the signed content is intact but the file's bytes were changed "
+                       "(formatting or duplicate keys): not the file that was signed")
+    return ok, f"{name}: {message}"
+
+
+def _verify_document(document: Any, key: bytes) -> tuple[bool, str]:
+    if not isinstance(document, dict) or not isinstance(document.get("signature"), dict):
+        return False, "not a signed certificate (no signature object)"
+    sig = document["signature"]
+    if sig.get("algorithm") != ALGORITHM:
+        return False, f"unknown signature algorithm {sig.get('algorithm')!r} (expected {ALGORITHM})"
+    if sig.get("key_id") != key_id(key):
+        return False, f"signed with another key (key id {sig.get('key_id')!r}; this key's id is {key_id(key)})"
+    value = sig.get("value")
+    if not isinstance(value, str) or not hmac.compare_digest(value, _mac(document, key)):
+        return False, "signature does not match: the certificate was altered after signing"
+    request = document.get("request", {}).get("id") if isinstance(document.get("request"), dict) else None
+    return True, f"signature valid ({ALGORITHM}, key id {sig['key_id']})" + (f", request {request}" if request else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# The HTML report
+
+GUARANTEES = {
+    "exact": "Exact: the model was retrained from scratch on the corrected data, so it never saw the removed data.",
+    "certified": ("Certified (ε, δ) removal: the updated model is (ε, δ)-indistinguishable from one retrained "
+                  "without the removed data, by the recorded gradient residual bound and the training noise."),
+    "empirical": ("Empirical: an approximate update, checked by the verification tests below only. Weights alone "
+                  "cannot prove deletion: this is not a proof that the data was removed."),
+}
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
+table{border-collapse:collapse;margin:.5rem 0 1rem}td,th{border:1px solid #ccc;padding:.25rem .5rem;
+text-align:left;vertical-align:top}th{background:#f4f4f4}.pass{color:#0a6b24;font-weight:bold}
+.fail{color:#b00020;font-weight:bold}pre{background:#f7f7f7;padding:.5rem;overflow:auto}
+code{font-size:.9em}figure{margin:1rem 0}img{max-width:100%}
+"""
+
+
+def _text(value: Any) -> str:
+    """One value as escaped text: numbers to 4 significant digits, nested values as JSON."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return html.escape(f"{value:.4g}" if math.isfinite(value) else str(value))
+    if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
+        return html.escape(", ".join(str(v) for v in value)) if value else "—"
+    if isinstance(value, dict | list):
+        return f"<code>{html.escape(json.dumps(value, sort_keys=True, default=str))}</code>"
+    return html.escape(str(value))
+
+
+def _rows(pairs: list[tuple[str, Any]]) -> str:
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{_text(v)}</td></tr>" for k, v in pairs)
+    return f"<table>{body}</table>"
+
+
+def _ids(label: str, ids: list) -> tuple[str, Any]:
+    return (f"{label} ({len(ids)})", ids)
+
+
+def _procedural(cert: dict) -> str:
+    req, model, data = cert.get("request") or {}, cert.get("model") or {}, cert.get("data") or {}
+    times = {"issued": cert.get("issued_at"), **(cert.get("timestamps") or {})}
+    pairs = [
+        ("request id", req.get("id")), ("request content hash", req.get("content_hash")),
+        ("kinds", req.get("kinds")), _ids("records deleted", req.get("delete_records") or []),
+        ("features revoked", req.get("revoke_features")), _ids("records relabelled", req.get("fix_labels") or []),
+        ("redaction", req.get("redact")), ("class forgotten", req.get("forget_class")),
+        *[(f"time {k}", v) for k, v in times.items()],
+        ("data version before", data.get("before")), ("data version after", data.get("after")),
+        ("model", model.get("name")), ("model version before", model.get("parent_version")),
+        ("model version after", model.get("version")), ("model run before", model.get("parent_run_id")),
+        ("model run after", model.get("run_id")), ("code version (git commit)", cert.get("code_version")),
+        ("method", cert.get("method")), ("timings", cert.get("timings")),
+    ]
+    if cert.get("ledger") is not None:
+        pairs.append(("ledger", cert["ledger"]))
+    config = html.escape(json.dumps(cert.get("config"), indent=2, sort_keys=True, default=str))
+    return (f"<h2>1. Procedural evidence</h2>{_rows(pairs)}<h3>Configuration</h3><pre>{config}</pre>")
+
+
+def _guarantee(cert: dict) -> str:
+    kind = cert.get("guarantee")
+    explanation = GUARANTEES.get(kind, "Unknown guarantee class: treat as no guarantee.")
+    pairs = [("class", kind)]
+    if kind == "certified":
+        pairs += [("ε", cert.get("epsilon")), ("δ", cert.get("delta")), ("gradient residual", cert.get("residual")),
+                  ("residual bound", cert.get("residual_bound")), ("budget used", cert.get("budget_used")),
+                  ("budget left", cert.get("budget_left")), ("budget", cert.get("budget"))]
+    elif cert.get("residual") is not None:
+        pairs.append(("gradient residual", cert.get("residual")))
+    return f"<h2>2. Guarantee class</h2><p>{html.escape(explanation)}</p>{_rows(pairs)}"
+
+
+def _verification(cert: dict) -> str:
+    checks = cert.get("checks") or []
+    rows = "".join(
+        f"<tr><td>{_text(c.get('name'))}</td><td>{_text(c.get('value'))}</td><td>{_text(c.get('threshold'))}</td>"
+        f"<td class=\"{'pass' if c.get('passed') else 'fail'}\">{'PASS' if c.get('passed') else 'FAIL'}</td></tr>"
+        for c in checks)
+    verdict = cert.get("verified", bool(checks) and all(c.get("passed") for c in checks))
+    table = (f"<table><tr><th>check</th><th>value</th><th>threshold</th><th>result</th></tr>{rows}</table>"
+             if checks else "<p>No verification checks were recorded.</p>")
+    metrics = cert.get("fidelity") or {}
+    return (f"<h2>3. Verification</h2><p>Overall: <span class=\"{'pass' if verdict else 'fail'}\">"
+            f"{'VERIFIED' if verdict else 'NOT VERIFIED'}</span></p>{table}"
+            + (f"<h3>Measurements</h3>{_rows(sorted(metrics.items()))}" if metrics else ""))
+
+
+def _superseded(cert: dict) -> str:
+    items = cert.get("superseded") or []
+    if not items:
+        return "<h2>4. Superseded artifacts</h2><p>None recorded.</p>"
+    rows = "".join(
+        f"<tr><td>{_text(s.get('artifact'))}</td><td>{_text(s.get('action'))}</td>"
+        f"<td>{_text({k: v for k, v in s.items() if k not in ('artifact', 'action')} or None)}</td></tr>"
+        for s in items)
+    return ("<h2>4. Superseded artifacts</h2><table><tr><th>artifact</th><th>what happened</th><th>details</th></tr>"
+            f"{rows}</table>")
+
+
+def _plots(plots: dict[str, bytes] | None) -> str:
+    if not plots:
+        return ""
+    figures = []
+    for name, png in plots.items():
+        if not bytes(png).startswith(_PNG):
+            raise ValueError(f"plot {name!r} is not a PNG image")
+        uri = "data:image/png;base64," + base64.b64encode(bytes(png)).decode("ascii")
+        figures.append(f"<figure><img src=\"{uri}\" alt=\"{html.escape(name)}\"><figcaption>{html.escape(name)}"
+                       "</figcaption></figure>")
+    return "<h2>5. Plots</h2>" + "".join(figures)
+
+
+def _signature(cert: dict) -> str:
+    sig = cert.get("signature")
+    if not isinstance(sig, dict):
+        return "<p>This certificate is <strong>not signed</strong>.</p>"
+    return (f"<p>Signed: {_text(sig.get('algorithm'))}, key id <code>{_text(sig.get('key_id'))}</code>. This page is a "
+            "rendering; the signed record is the certificate's JSON file — check it with "
+            "<code>unlearn certificate verify PATH</code>.</p>")
+
+
+def certificate_html(cert: dict, plots: dict[str, bytes] | None = None) -> str:
+    """A self-contained HTML report of a certificate (plots embedded as data URIs; every text escaped)."""
+    req_id = (cert.get("request") or {}).get("id")
+    title = f"Erasure certificate — request {req_id}"
+    return "".join([
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>Format {_text(cert.get('format'))}, issued {_text(cert.get('issued_at'))}.</p>",
+        _signature(cert), _procedural(cert), _guarantee(cert), _verification(cert), _superseded(cert),
+        _plots(plots), "</body></html>\n",
+    ])
