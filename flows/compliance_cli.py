@@ -1,0 +1,278 @@
+"""`unlearn requests | ledger | certificate`: the request ledger and signed certificates on the CLI.
+
+flows/cli.py wires these in with `add_parsers(sub)` and `COMMANDS`. Every command returns an exit
+code — 0 done, 1 a check failed or a problem was found (a broken chain, an altered certificate,
+overdue requests under `--overdue`), 2 invalid input: one line on stderr, nothing written.
+With --json, stdout carries exactly one JSON object. No command here needs Prefect or MLflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+from pathlib import Path
+
+from unlearning import ledger as lg
+from unlearning.errors import UnlearnError
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def add_parsers(sub) -> None:
+    """Register `requests`, `ledger` and `certificate` on the `unlearn` subparsers."""
+    requests = sub.add_parser("requests", help="the erasure request ledger: submit, list, show, extend, deny")
+    rsub = requests.add_subparsers(dest="requests_command", required=True)
+
+    submit = rsub.add_parser("submit", help="validate a request file and record it as received, with its deadline")
+    submit.add_argument("file", type=Path, help="request file (YAML or JSON, the same schema as `unlearn forget`)")
+    submit.add_argument("--received", help="when the request arrived, ISO 8601 (default now; no zone = UTC)")
+    submit.add_argument("--channel", help="how it was made: email, web-form, phone, mail, in-person, ci, ... "
+                        "(default unspecified)")
+    submit.add_argument("--deadline-days", help="answer within N days (45 for CCPA) instead of one calendar "
+                        "month (GDPR art. 12(3))")
+    submit.add_argument("--json", action="store_true")
+    submit.set_defaults(handler=cmd_requests_submit)
+
+    listing = rsub.add_parser("list", help="recorded requests with their state and deadline")
+    listing.add_argument("--status", help=f"only this state: {', '.join(lg.STATUSES)}")
+    listing.add_argument("--overdue", action="store_true", help="only unanswered requests past their deadline "
+                         "(exit code 1 when there are any)")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=cmd_requests_list)
+
+    show = rsub.add_parser("show", help="one request's record and its ledger entries")
+    show.add_argument("id")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=cmd_requests_show)
+
+    extend = rsub.add_parser("extend", help="extend an open request's deadline, with the reason the person was given")
+    extend.add_argument("id")
+    extend.add_argument("--reason", required=True)
+    extend.add_argument("--until", help="new deadline YYYY-MM-DD (default: the latest the rule allows)")
+    extend.add_argument("--json", action="store_true")
+    extend.set_defaults(handler=cmd_requests_extend)
+
+    deny = rsub.add_parser("deny", help="deny an open request, with the basis for the denial")
+    deny.add_argument("id")
+    deny.add_argument("--basis", required=True)
+    deny.add_argument("--json", action="store_true")
+    deny.set_defaults(handler=cmd_requests_deny)
+
+    ledger = sub.add_parser("ledger", help="the request ledger's integrity")
+    lsub = ledger.add_subparsers(dest="ledger_command", required=True)
+    verify = lsub.add_parser("verify", help="check the hash chain; exit 1 naming the first bad entry")
+    verify.add_argument("--expect-head", metavar="SEQ:HASH", help="a head recorded earlier (detects removed "
+                        "newest entries)")
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(handler=cmd_ledger_verify)
+
+    certificate = sub.add_parser("certificate", help="signed erasure certificates")
+    csub = certificate.add_subparsers(dest="certificate_command", required=True)
+    cverify = csub.add_parser("verify", help="check a certificate's HMAC signature; exit 1 on any alteration")
+    cverify.add_argument("path", type=Path)
+    cverify.add_argument("--json", action="store_true")
+    cverify.set_defaults(handler=cmd_certificate_verify)
+
+
+def dispatch(args, root: Path) -> int:
+    return args.handler(args, root)
+
+
+COMMANDS = {"requests": dispatch, "ledger": dispatch, "certificate": dispatch}
+
+
+def one_line_errors(command):
+    """UnlearnError → `error: ...` on stderr and exit code 2, as in `unlearn`'s main."""
+    @functools.wraps(command)
+    def run(args, root) -> int:
+        try:
+            return command(args, Path(root))
+        except UnlearnError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_INVALID
+    return run
+
+
+def emit(args, payload: dict, human: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    else:
+        print(human)
+
+
+# ---------------------------------------------------------------------------------------------
+# requests
+
+
+@one_line_errors
+def cmd_requests_submit(args, root: Path) -> int:
+    from tasks import ledger
+    from unlearning.requests import load_request
+
+    request = load_request(args.file)  # the schema and the errors of `unlearn forget`
+    days = _whole_days(args.deadline_days)
+    now = lg.utc_now()
+    entry, created = ledger.record_request(root, request, args.received, args.channel, days, now=now)
+    record = ledger.show(root, request.id)
+    payload = {**record.to_dict(now), "created": created}
+    if created:
+        human = (f"request {record.id} received {record.received.isoformat()} via {record.channel} — deadline "
+                 f"{record.deadline} ({record.policy.describe()}); ledger entry {entry.seq}")
+    else:
+        human = (f"request {record.id} was already recorded (received {record.received.isoformat()}, "
+                 f"{record.status}, deadline {record.deadline}); nothing changed")
+    emit(args, payload, human)
+    return EXIT_OK
+
+
+def _whole_days(value: str | int | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise UnlearnError(f"--deadline-days must be a whole number of days, not '{value}'") from None
+
+
+@one_line_errors
+def cmd_requests_list(args, root: Path) -> int:
+    from tasks import ledger
+
+    now = lg.utc_now()
+    found = ledger.list_requests(root, status=args.status, overdue=args.overdue, now=now)
+    payload = {"requests": [r.to_dict(now) for r in found], "count": len(found), "now": lg.utc_iso(now),
+               "status": args.status, "overdue_only": bool(args.overdue)}
+    emit(args, payload, format_list(found, now))
+    return EXIT_FAILED if args.overdue and found else EXIT_OK
+
+
+def format_list(found: list[lg.RequestRecord], now) -> str:
+    if not found:
+        return "no requests"
+    header = ("id", "status", "received", "deadline", "due", "channel", "model", "kinds")
+    rows = [(r.id, r.status, r.received.date().isoformat(), r.deadline.isoformat(), _due(r, now), r.channel,
+             r.request["model"], ",".join(r.request["kinds"])) for r in found]
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in (header, *rows)]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _due(record: lg.RequestRecord, now) -> str:
+    if record.response is not None:
+        return "answered late" if record.answered_late() else "answered"
+    days = record.days_left(now)
+    return f"OVERDUE {-days} d" if record.overdue(now) else f"{days} d left"
+
+
+@one_line_errors
+def cmd_requests_show(args, root: Path) -> int:
+    from tasks import ledger
+
+    now = lg.utc_now()
+    record = ledger.show(root, args.id)
+    emit(args, record.to_dict(now, with_entries=True), format_record(record, now))
+    return EXIT_OK
+
+
+def format_record(r: lg.RequestRecord, now) -> str:
+    nature = r.request
+    lines = [
+        f"request {r.id}: {r.status} ({_due(r, now)})",
+        f"  received  {r.received.isoformat()} via {r.channel}",
+        f"  deadline  {r.deadline} — {r.policy.describe()}",
+        f"  model     {nature['model']} (method {nature['method']})",
+        f"  asks for  {', '.join(nature['kinds'])}: {len(nature['delete_records'])} record(s) deleted, "
+        f"{len(nature['revoke_features'])} feature(s) revoked, {len(nature['fix_labels'])} label(s) fixed"
+        + (", redaction" if nature["redact"] else "")
+        + (f", class {nature['forget_class']} forgotten" if nature.get("forget_class") is not None else ""),
+    ]
+    lines += [f"  extended  {x['date']} → {x['deadline']}: {x['reason']}" for x in r.extensions]
+    if r.failure:
+        lines.append(f"  failed    {r.failure['date']}: {r.failure['reason']}")
+    if r.response:
+        detail = r.response.get("basis") or r.response.get("response") or ""
+        lines.append(f"  response  {r.response['status']} {r.response['date']}: {detail}")
+    lines.append("  entries")
+    lines += [f"    {e.seq:>5}  {e.at}  {e.event:<10} {e.hash[:16]}…" for e in r.entries]
+    return "\n".join(lines)
+
+
+@one_line_errors
+def cmd_requests_extend(args, root: Path) -> int:
+    from tasks import ledger
+
+    now = lg.utc_now()
+    entry = ledger.extend(root, args.id, args.reason, args.until, now=now)
+    record = ledger.show(root, args.id)
+    emit(args, record.to_dict(now), f"request {record.id}: deadline extended to {record.deadline} "
+         f"(ledger entry {entry.seq})")
+    return EXIT_OK
+
+
+@one_line_errors
+def cmd_requests_deny(args, root: Path) -> int:
+    from tasks import ledger
+
+    now = lg.utc_now()
+    entry = ledger.transition(root, args.id, "denied", now=now, basis=args.basis)
+    record = ledger.show(root, args.id)
+    emit(args, record.to_dict(now), f"request {record.id}: denied — {record.response['basis']} "
+         f"(ledger entry {entry.seq})")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# ledger, certificate
+
+
+@one_line_errors
+def cmd_ledger_verify(args, root: Path) -> int:
+    from tasks import ledger
+
+    expect = _head_argument(args.expect_head)
+    ok, first_bad, message = ledger.verify_chain(root, expect)
+    head = ledger.head(root)
+    payload = {"ok": ok, "first_bad": first_bad, "message": message,
+               "head": None if head is None else {"seq": head[0], "hash": head[1]}}
+    emit(args, payload, message if ok else f"LEDGER BROKEN: {message}")
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _head_argument(value: str | None) -> tuple[int, str] | None:
+    if value is None:
+        return None
+    seq, _, digest = value.partition(":")
+    digest = digest.strip().lower()
+    if not seq.strip().isdigit() or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise UnlearnError(f"--expect-head '{value}' is not SEQ:HASH (an entry number and its 64-hex hash, as "
+                           "`unlearn ledger verify` prints them)")
+    return int(seq), digest
+
+
+@one_line_errors
+def cmd_certificate_verify(args, root: Path) -> int:
+    from unlearning import signing
+
+    if not Path(args.path).is_file():
+        raise UnlearnError(f"certificate file '{args.path}' not found; check the path")
+    key = signing.signing_key(root, create=False)
+    ok, message = signing.verify(args.path, key)
+    emit(args, {"ok": ok, "path": str(args.path), "message": message}, message if ok else f"INVALID: {message}")
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """These commands alone (for tests and `python -m flows.compliance_cli`)."""
+    parser = argparse.ArgumentParser(prog="unlearn")
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+if __name__ == "__main__":
+    from flows.settings import project_root
+
+    arguments = build_parser().parse_args()
+    sys.exit(dispatch(arguments, project_root()))

@@ -1,0 +1,199 @@
+"""`unlearn requests | ledger | certificate`, called as the CLI calls them: exit codes, one-line
+errors that change nothing, and the --json shapes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from flows import compliance_cli as cli
+from unlearning import signing
+
+REQUEST = """id: REQ-1
+model: adult
+delete_records: [4711, 4712]
+fix_labels: {1033: ">50K"}
+"""
+
+
+@pytest.fixture(scope="module")
+def prefect_harness():
+    """These commands touch neither Prefect nor MLflow: no test server for this module (the
+    package's autouse harness would cost ~10 s)."""
+    yield
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch) -> Path:
+    monkeypatch.delenv("UNLEARN_LEDGER_URL", raising=False)
+    monkeypatch.delenv(signing.KEY_ENV, raising=False)
+    (tmp_path / "req.yaml").write_text(REQUEST)
+    return tmp_path
+
+
+def run(root: Path, capsys, *argv: str) -> tuple[int, str, str]:
+    """Parse like `unlearn` does and call the registered function."""
+    args = cli.build_parser().parse_args(list(argv))
+    capsys.readouterr()
+    code = cli.COMMANDS[args.command](args, root)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_json(root: Path, capsys, *argv: str) -> tuple[int, dict]:
+    code, out, err = run(root, capsys, *argv, "--json")
+    return code, json.loads(out)  # exactly one JSON object on stdout
+
+
+def snapshot(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def assert_bad_input(root: Path, capsys, argv: list[str], expect: str) -> None:
+    before = snapshot(root)
+    code, out, err = run(root, capsys, *argv)
+    assert code == 2, (out, err)
+    assert out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert expect.lower() in err.lower(), err
+    assert snapshot(root) == before
+
+
+# --- requests submit / list / show ----------------------------------------------------------------
+
+def test_submit_records_the_request_with_its_deadline(root, capsys):
+    code, out, err = run(root, capsys, "requests", "submit", str(root / "req.yaml"), "--received", "2026-01-31",
+                         "--channel", "email")
+    assert code == 0 and err == ""
+    assert out == ("request REQ-1 received 2026-01-31T00:00:00+00:00 via email — deadline 2026-02-28 (1 calendar "
+                   "month after receipt (GDPR art. 12(3)), extendable by up to 2 more months with reasons); "
+                   "ledger entry 1\n")
+
+
+def test_submit_json_and_resubmission(root, capsys):
+    code, first = run_json(root, capsys, "requests", "submit", str(root / "req.yaml"), "--deadline-days", "45",
+                           "--received", "2026-01-01T10:00:00+01:00")
+    assert code == 0 and first["created"] is True
+    assert {"id", "status", "received", "channel", "deadline", "deadline_rule", "request", "request_hash", "overdue",
+            "days_left", "extensions", "response", "last_entry", "created"} <= set(first)
+    assert (first["deadline"], first["channel"], first["request"]["fix_labels"]) == ("2026-02-15", "unspecified",
+                                                                                      ["1033"])
+    ledger_before = (root / "ledger.db").read_bytes()
+    code, again = run_json(root, capsys, "requests", "submit", str(root / "req.yaml"))
+    assert code == 0 and again["created"] is False and again["deadline"] == "2026-02-15"
+    assert (root / "ledger.db").read_bytes() == ledger_before
+    code, out, _ = run(root, capsys, "requests", "submit", str(root / "req.yaml"))
+    assert "already recorded" in out and "nothing changed" in out
+
+
+def test_list_and_overdue(root, capsys):
+    run(root, capsys, "requests", "submit", str(root / "req.yaml"), "--received", "2024-01-31")
+    (root / "new.yaml").write_text(REQUEST.replace("REQ-1", "REQ-2"))
+    run(root, capsys, "requests", "submit", str(root / "new.yaml"))
+    code, listing = run_json(root, capsys, "requests", "list")
+    assert code == 0 and listing["count"] == 2 and [r["id"] for r in listing["requests"]] == ["REQ-1", "REQ-2"]
+    assert set(listing) == {"requests", "count", "now", "status", "overdue_only"}
+    code, overdue = run_json(root, capsys, "requests", "list", "--overdue")
+    assert code == 1 and [r["id"] for r in overdue["requests"]] == ["REQ-1"]  # a problem was found
+    assert overdue["requests"][0]["deadline"] == "2024-02-29"
+    code, out, _ = run(root, capsys, "requests", "list", "--status", "received")
+    assert code == 0 and "OVERDUE" in out and "REQ-2" in out
+    code, none = run_json(root, capsys, "requests", "list", "--status", "completed")
+    assert code == 0 and none["requests"] == []
+
+
+def test_show_lists_the_entries(root, capsys):
+    run(root, capsys, "requests", "submit", str(root / "req.yaml"), "--channel", "web-form")
+    code, out, _ = run(root, capsys, "requests", "extend", "REQ-1", "--reason", "complex: person told")
+    assert code == 0 and "extended" in out
+    code, shown = run_json(root, capsys, "requests", "show", "REQ-1")
+    assert code == 0 and [e["event"] for e in shown["entries"]] == ["received", "extended"]
+    assert {"seq", "hash", "prev_hash", "at", "data", "status", "request_id", "event"} == set(shown["entries"][0])
+    assert shown["extensions"][0]["reason"] == "complex: person told"
+    code, out, _ = run(root, capsys, "requests", "show", "REQ-1")
+    assert code == 0 and "via web-form" in out and "complex: person told" in out
+
+
+def test_deny_records_the_basis(root, capsys):
+    run(root, capsys, "requests", "submit", str(root / "req.yaml"))
+    code, denied = run_json(root, capsys, "requests", "deny", "REQ-1", "--basis", "art. 17(3)(b) legal obligation")
+    assert code == 0 and denied["status"] == "denied"
+    assert denied["response"]["basis"] == "art. 17(3)(b) legal obligation"
+
+
+# --- bad input: one line, exit 2, nothing written ----------------------------------------------------
+
+@pytest.mark.parametrize("argv, expect", [
+    (["requests", "submit", "missing.yaml"], "not found"),
+    (["requests", "submit", "{bad}"], "not valid yaml"),
+    (["requests", "submit", "{unknown}"], "unknown fields: colour"),
+    (["requests", "submit", "{empty}"], "asks for nothing"),
+    (["requests", "submit", "{req}", "--received", "yesterday"], "iso 8601"),
+    (["requests", "submit", "{req}", "--received", "2999-01-01"], "future"),
+    (["requests", "submit", "{req}", "--channel", "jane@example.com"], "token"),
+    (["requests", "submit", "{req}", "--deadline-days", "forty"], "whole number"),
+    (["requests", "submit", "{req}", "--deadline-days", "0"], "from 1 to 366"),
+    (["requests", "show", "REQ-9"], "no request 'REQ-9'"),
+    (["requests", "list", "--status", "done"], "unknown status"),
+    (["requests", "extend", "REQ-9", "--reason", "r"], "no request"),
+    (["requests", "deny", "REQ-9", "--basis", "b"], "no request"),
+    (["ledger", "verify", "--expect-head", "7"], "seq:hash"),
+    (["certificate", "verify", "nope.json"], "not found"),
+])
+def test_bad_input_on_an_empty_workspace(root, capsys, argv, expect):
+    files = {"bad": "id: [unclosed\n", "unknown": REQUEST + "colour: red\n", "empty": "id: R\nmodel: m\n"}
+    for name, text in files.items():
+        (root / f"{name}.yaml").write_text(text)
+    argv = [str(root / f"{a[1:-1]}.yaml") if a.startswith("{") else
+            (str(root / a) if a.endswith((".yaml", ".json")) else a) for a in argv]
+    assert_bad_input(root, capsys, argv, expect)
+    assert not (root / "ledger.db").exists() and not (root / ".unlearn").exists()
+
+
+def test_bad_input_leaves_an_existing_ledger_unchanged(root, capsys):
+    run(root, capsys, "requests", "submit", str(root / "req.yaml"), "--received", "2024-01-31")
+    (root / "other.yaml").write_text(REQUEST.replace('">50K"', '"<=50K"'))
+    assert_bad_input(root, capsys, ["requests", "submit", str(root / "other.yaml")], "already in the ledger")
+    assert_bad_input(root, capsys, ["requests", "extend", "REQ-1", "--reason", "late"], "has passed")
+    assert_bad_input(root, capsys, ["requests", "deny", "REQ-1", "--basis", "  "], "basis")
+    run(root, capsys, "requests", "deny", "REQ-1", "--basis", "b")
+    assert_bad_input(root, capsys, ["requests", "deny", "REQ-1", "--basis", "b"], "cannot become denied")
+    (root / "cert.json").write_text("{}")
+    assert_bad_input(root, capsys, ["certificate", "verify", str(root / "cert.json")], "no signing key")
+
+
+# --- ledger verify -------------------------------------------------------------------------------------
+
+def test_ledger_verify_names_the_first_bad_entry(root, capsys):
+    code, report = run_json(root, capsys, "ledger", "verify")
+    assert code == 0 and report == {"ok": True, "first_bad": None, "message": "ledger empty: 0 entries", "head": None}
+    for i in range(3):
+        (root / f"r{i}.yaml").write_text(REQUEST.replace("REQ-1", f"REQ-{i}"))
+        run(root, capsys, "requests", "submit", str(root / f"r{i}.yaml"))
+    code, report = run_json(root, capsys, "ledger", "verify")
+    assert code == 0 and report["ok"] and report["head"]["seq"] == 3
+    head = f"{report['head']['seq']}:{report['head']['hash']}"
+    assert run(root, capsys, "ledger", "verify", "--expect-head", head)[0] == 0
+    with sqlite3.connect(root / "ledger.db") as db:
+        db.execute("DROP TRIGGER ledger_no_update")
+        db.execute("UPDATE ledger_entries SET request_id = 'REQ-X' WHERE seq = 2")
+    code, out, err = run(root, capsys, "ledger", "verify")
+    assert code == 1 and out.startswith("LEDGER BROKEN: entry 2 ") and err == ""
+    code, report = run_json(root, capsys, "ledger", "verify")
+    assert code == 1 and (report["ok"], report["first_bad"]) == (False, 2)
+
+
+# --- certificate verify ------------------------------------------------------------------------------
+
+def test_certificate_verify(root, capsys):
+    key = signing.signing_key(root)
+    path = signing.write_signed(root / "certificate.json", signing.sign({"request": {"id": "REQ-1"}, "x": 1}, key))
+    code, out, _ = run(root, capsys, "certificate", "verify", str(path))
+    assert code == 0 and "signature valid" in out
+    path.write_text(path.read_text().replace('"x": 1', '"x": 2'))
+    code, report = run_json(root, capsys, "certificate", "verify", str(path))
+    assert code == 1 and report["ok"] is False and "altered" in report["message"]
+    assert set(report) == {"ok", "path", "message"}
