@@ -212,7 +212,7 @@ def record_request(root: Path, request: UnlearningRequest, received: str | datet
     stand); the same id with different content is refused."""
     root = Path(root)
     now = now or lg.utc_now()
-    received_at = lg.parse_timestamp(received, "received time") if received is not None else now
+    received_at = lg.parse_timestamp(received, "received time") if received is not None else now.replace(microsecond=0)
     policy = lg.DeadlinePolicy.gdpr() if deadline_days is None else lg.DeadlinePolicy.days(deadline_days)
     lg.check_channel(channel)
     lg.check_receipt(received_at, now)  # every check before the salt file may be created
