@@ -12,7 +12,7 @@ regenerated).
 
 Tables go to stdout and bench/results/text.md, progress to stderr. Only masked secrets are printed.
 
-    python -m bench.text [--seconds 100] [--candidates 2000] [--policy token] [--scopes "all,one card"] [--cache DIR]
+    python -m bench.text [--steps 400] [--candidates 2000] [--policy token] [--scopes "all,one card"] [--cache DIR]
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from flows.settings import DEMO_TEXT_STEPS
 from unlearning import lm
 from unlearning.data.text import build_shakespeare, redact
 from tasks.scan import scan_corpus
@@ -60,7 +61,7 @@ class Setting:
     """The corpus, the trained model and one redaction request on it: the findings it removes (their
     values in memory only), the redacted corpus, Z and Z̃, and the retrained reference."""
 
-    def __init__(self, seconds: float, cache: Path | None, candidates: int, policy: str = "token",
+    def __init__(self, steps: int, cache: Path | None, candidates: int, policy: str = "token",
                  scope: str = "all", trained=None):
         self.corpus = build_shakespeare()
         findings = scan_corpus(self.corpus, SALT)
@@ -71,10 +72,10 @@ class Setting:
         self.secrets = lm.secrets_of(self.corpus, self.findings)
         self.after = redact(self.corpus, lm.occurrences_of(self.findings), policy=policy)
         self.candidates = candidates
-        key = f"small-{seconds:g}s"
+        key = f"small-{steps}steps"
 
         def train():
-            bundle, st = lm.train_text_model(self.corpus, "small", seconds=seconds)
+            bundle, st = lm.train_text_model(self.corpus, "small", steps=steps)
             return bundle, {"seconds": st.seconds, "steps": st.steps, "epochs": st.epochs}
 
         self.bundle, self.train_stats = trained or cached_model(cache, key, train)
@@ -151,7 +152,7 @@ def scope_table(setting: Setting, runs: list[dict], sweep: bool) -> list[str]:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=100.0, help="training budget of the small model (demo: 100)")
+    ap.add_argument("--steps", type=int, default=DEMO_TEXT_STEPS, help=f"training steps (demo: {DEMO_TEXT_STEPS})")
     ap.add_argument("--candidates", type=int, default=VERIFY.n_candidates, help="same-format references per exposure")
     ap.add_argument("--cache", type=Path, default=None, help="keep/reuse the trained and retrained models here")
     ap.add_argument("--policy", choices=("token", "same_format"), default="token", help="redaction (demo: token)")
@@ -162,12 +163,12 @@ def main(argv=None) -> None:
     ap.add_argument("--sweep", type=Path, default=None, help="JSON lines of {method, options} to run instead")
     args = ap.parse_args(argv)
 
-    say(f"bench.text: building the corpus, training `small` for {args.seconds:g} s, retraining references")
+    say(f"bench.text: building the corpus, training `small` for {args.steps} steps, retraining references")
     runs = ([json.loads(line) for line in args.sweep.read_text().splitlines() if line.strip()] if args.sweep else
             [{"method": m, "options": json.loads(getattr(args, m))} for m in args.methods.split(",")])
     out, trained = [], None
     for scope in args.scopes.split(","):
-        setting = Setting(args.seconds, args.cache, args.candidates, args.policy, scope, trained)
+        setting = Setting(args.steps, args.cache, args.candidates, args.policy, scope, trained)
         trained = (setting.bundle, setting.train_stats)
         if not out:
             out.append(f"Model: `small` char-LSTM trained {setting.train_stats['steps']} steps "

@@ -94,7 +94,7 @@ def verify_lm(lineage: Lineage, plan: Plan, after: TextCorpus, bundle_after: lm.
             request, train_windows = window_request(plan, after)
             reference, _, _ = lm.run_lm_method("retrain", plan.bundle, request, train_windows)
             retrain_s = time.perf_counter() - started
-        progress(f"  verify: exposure of {len(secrets)} removed secret(s) in three models ...")
+        progress(f"  verify: exposure of {len(secrets)} removed secret(s) before, after and in the reference ...")
         salt = scan.project_salt(lineage.root)
         rows = []
         same = reference is bundle_after
