@@ -1,0 +1,151 @@
+"""Flow `comply`: every pending request in the ledger → one batched update per model → a signed
+certificate per request → the ledger updated.
+
+The recipe, under a lock (one comply run at a time):
+  claim the pending requests (ledger: received|failed → processing; a request another run
+  claimed is skipped) → group them per model into mergeable batches → each batch through the
+  `forget` flow (corrected data, update, verification, registration, promotion, purge) → per
+  request: the batch's certificate narrowed to it, signed (HMAC-SHA256) with an HTML report →
+  ledger: completed (with the certificate) or failed (with the reason; a later run retries).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+from prefect import flow
+
+from flows.forget import forget_flow
+from tasks import ledger, tracking
+from unlearning import signing
+from unlearning.batching import group_requests, merge_requests
+from unlearning.errors import UnlearnError
+
+LOCK_FILE = ".unlearn/comply.lock"
+CERTIFICATES = ".unlearn/certificates"
+
+
+class ComplyBusy(UnlearnError):
+    """Another comply run holds the lock."""
+
+
+@contextmanager
+def comply_lock(root: Path):
+    """An exclusive advisory lock on .unlearn/comply.lock, held for the whole run; a second run
+    does not wait: it stops with a message naming the holder (its requests stay pending)."""
+    path = root / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise ComplyBusy(f"another `unlearn comply` run is in progress (pid {holder}); "
+                             f"its requests are being processed — run again when it has finished") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def claim_pending(root: Path) -> list:
+    """Move every pending request to `processing`; those another run claimed first are skipped."""
+    claimed = []
+    for record in ledger.pending(root):
+        try:
+            ledger.transition(root, record.id, "processing")
+        except UnlearnError:
+            continue
+        claimed.append(ledger.load_submitted(root, record.id))
+    return claimed
+
+
+def batch_file(root: Path, requests: list) -> Path:
+    """The merged request of a batch, written where `forget` reads request files from."""
+    digest = hashlib.sha256(",".join(sorted(r.id for r in requests)).encode()).hexdigest()[:10]
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    merged = merge_requests(requests, f"BATCH-{stamp}-{digest}")
+    path = root / ".unlearn" / "requests" / f"{merged.id}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(merged.model_dump(exclude_none=True), sort_keys=False))
+    return path
+
+
+def request_certificate(batch_cert: dict, request, record, batch_id: str, members: list[str]) -> dict:
+    """The batch's certificate narrowed to one request: its own ids, its ledger timestamps."""
+    own = {"id": request.id, "content_hash": request.content_hash(), "kinds": request.kinds(),
+           "delete_records": sorted(request.delete_records), "revoke_features": sorted(request.revoke_features),
+           "fix_labels": sorted(request.fix_labels),
+           "redact": request.redact.model_dump() if request.redact is not None else None,
+           "forget_class": request.forget_class}
+    return {**batch_cert, "request": own,
+            "batch": {"id": batch_id, "requests": members},
+            "timestamps": {"received": record.received.isoformat(), "deadline": record.deadline.isoformat(),
+                           "completed": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+            "channel": record.channel}
+
+
+def write_certificate(root: Path, cert: dict, plots: dict | None = None) -> Path:
+    """Sign the certificate, write it (JSON) and its HTML report under .unlearn/certificates/."""
+    signed = signing.sign(cert, signing.signing_key(root))
+    path = root / CERTIFICATES / f"{cert['request']['id']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    signing.write_signed(path, signed)
+    path.with_suffix(".html").write_text(signing.certificate_html(signed, plots), encoding="utf-8")
+    return path
+
+
+def process_batch(root: Path, requests: list) -> list[dict]:
+    """One forget run for a batch; ledger + certificates per request. Never raises for a request's
+    own failure: it is recorded as `failed` with the reason."""
+    ids = [r.id for r in requests]
+    try:
+        path = batch_file(root, requests)
+        summary = forget_flow(root=str(root), request_path=str(path))
+    except Exception as exc:  # noqa: BLE001 — any step's failure is recorded, the run goes on
+        reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        return [fail(root, r, reason) for r in requests]
+    if not summary.get("verified"):
+        failed = [c["name"] for c in summary.get("checks", []) if not c["passed"]]
+        return [fail(root, r, f"verification failed ({', '.join(failed)}); nothing promoted") for r in requests]
+    batch_cert = tracking.load_json(summary["run_id"], "certificate.json") or {}
+    out = []
+    for request in requests:
+        record = ledger.show(root, request.id)
+        cert = request_certificate(batch_cert, request, record, summary["request_id"], ids)
+        cert_path = write_certificate(root, cert)
+        model = {"name": summary["model"]["name"], "version": summary["model"]["version"]}
+        ledger.transition(root, request.id, "completed", certificate=str(cert_path.relative_to(root)),
+                          certificate_sha256=hashlib.sha256(cert_path.read_bytes()).hexdigest(),
+                          model=model, guarantee=summary["guarantee"], method=summary["method"],
+                          data=summary["data"], run_id=summary["run_id"])
+        out.append({"id": request.id, "status": "completed", "model": model,
+                    "certificate": str(cert_path.relative_to(root)), "batch": summary["request_id"]})
+    return out
+
+
+def fail(root: Path, request, reason: str) -> dict:
+    ledger.transition(root, request.id, "failed", reason=reason)  # pending again: a later run retries
+    return {"id": request.id, "status": "failed", "reason": reason, "model": {"name": request.model, "version": None},
+            "certificate": None}
+
+
+@flow(name="comply", log_prints=False)
+def comply_flow(root: str) -> dict:
+    """Process every pending erasure request (see the module doc). Returns {"requests": [...]}."""
+    root_path = Path(root)
+    with comply_lock(root_path):
+        claimed = claim_pending(root_path)
+        results = []
+        for batch in group_requests(claimed):
+            results += process_batch(root_path, batch)
+    return {"requests": results, "processed": len(results),
+            "failed": sum(r["status"] == "failed" for r in results)}

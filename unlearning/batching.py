@@ -1,0 +1,77 @@
+"""Group unlearning: several pending requests on one model become one batched request.
+
+One update for the union of the requests costs about as much as one of them (one Hessian factor,
+one verification, one retrained reference) and gives the same model as applying them in turn
+would aim at: D' is the same data set either way. Requests that cannot share an update (the same
+label corrected two different ways, two redaction policies, two different classes) are kept apart
+by `group_requests`, which processes them in separate batches.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from unlearning.errors import UnlearnError
+from unlearning.requests import AUTO_METHOD, UnlearningRequest
+
+
+def conflict(a: UnlearningRequest, b: UnlearningRequest) -> str | None:
+    """Why two requests on the same model cannot be merged, or None."""
+    for record in set(a.fix_labels) & set(b.fix_labels):
+        if a.fix_labels[record] != b.fix_labels[record]:
+            return f"record {record} is relabelled differently"
+    if a.redact is not None and b.redact is not None:
+        if a.redact.policy != b.redact.policy:
+            return "different redaction policies"
+        if sorted(a.redact.detectors) != sorted(b.redact.detectors):
+            return "redactions restricted to different detectors"
+    if a.forget_class is not None and b.forget_class is not None and a.forget_class != b.forget_class:
+        return "different classes to forget"
+    if a.method != b.method and AUTO_METHOD not in (a.method, b.method):
+        return f"methods {a.method} and {b.method}"
+    return None
+
+
+def group_requests(requests: Iterable[UnlearningRequest]) -> list[list[UnlearningRequest]]:
+    """Per model, greedy batches of mutually mergeable requests, in the order given."""
+    batches: list[list[UnlearningRequest]] = []
+    for request in requests:
+        home = next((b for b in batches if b[0].model == request.model
+                     and all(conflict(request, other) is None for other in b)), None)
+        if home is None:
+            batches.append([request])
+        else:
+            home.append(request)
+    return batches
+
+
+def merge_requests(requests: list[UnlearningRequest], batch_id: str) -> UnlearningRequest:
+    """The union of mergeable requests on one model as one request with id `batch_id`."""
+    if not requests:
+        raise UnlearnError("nothing to merge: the batch is empty")
+    models = {r.model for r in requests}
+    if len(models) > 1:
+        raise UnlearnError(f"a batch is per model, got {', '.join(sorted(models))}")
+    for i, a in enumerate(requests):
+        for b in requests[i + 1:]:
+            why = conflict(a, b)
+            if why:
+                raise UnlearnError(f"requests {a.id} and {b.id} cannot share an update: {why}")
+    redacts = [r.redact for r in requests if r.redact is not None]
+    redact = None
+    if redacts:
+        findings = ("all" if any(x.findings == "all" for x in redacts)
+                    else sorted({f for x in redacts for f in x.findings}))
+        redact = redacts[0].model_copy(update={"findings": findings})
+    methods = {r.method for r in requests} - {AUTO_METHOD}
+    fix_labels: dict[str, str] = {}
+    for r in requests:
+        fix_labels.update(r.fix_labels)
+    return UnlearningRequest(
+        id=batch_id, model=requests[0].model,
+        delete_records=sorted({x for r in requests for x in r.delete_records}),
+        revoke_features=sorted({x for r in requests for x in r.revoke_features}),
+        fix_labels=fix_labels, redact=redact,
+        forget_class=next((r.forget_class for r in requests if r.forget_class is not None), None),
+        method=methods.pop() if len(methods) == 1 else AUTO_METHOD,
+    )
