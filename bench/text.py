@@ -112,8 +112,8 @@ def row(name: str, seconds: float | None, retrain_s: float, m: dict, before: dic
     gap, increase, passed = verdict(m, before, ref)
     time_s = f"{seconds:.1f}" if seconds is not None else "—"
     speedup = f"{retrain_s / seconds:.1f}×" if seconds else "—"
-    return (f"| {name} | {time_s} | {speedup} | {m['max_exposure']:.1f} | {gap:+.1f} | {m['perplexity']:.3f} | "
-            f"{100 * increase:+.2f} % | {m['regenerated']}/{len(m['exposures'])} | {hvps} | "
+    return (f"| {name} | {time_s} | {speedup} | {m['max_exposure']:.1f} | {gap:+.1f} | {m['perplexity']:.4g} | "
+            f"{100 * increase:+.3g} % | {m['regenerated']}/{len(m['exposures'])} | {hvps} | "
             f"{'yes' if passed else 'no'} |")
 
 
