@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from flows import compliance_cli
 from flows.settings import DEMO_TEXT_STEPS, configure_environment, project_root
 from unlearning.errors import UnlearnError
 
@@ -25,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="dataset commands").add_subparsers(dest="data_command", required=True)
     add = data.add_parser("add", help="ingest a CSV/Parquet table (or a built-in dataset) into data/NAME and version it")
-    add.add_argument("name", help="dataset name; without --file a built-in dataset (adult)")
+    add.add_argument("name", help="dataset name; without --file a built-in dataset (adult, shakespeare, "
+                     "fashion-mnist, digits)")
     add.add_argument("--file", type=Path, help="CSV or Parquet file to ingest")
     add.add_argument("--target", help="label column (required with --file)")
     add.add_argument("--id", dest="id_column", help="record-id column (default: ids assigned at ingest)")
@@ -42,8 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--delta", type=float, default=1e-5, help="certified δ (default 1e-5)")
     train.add_argument("--budget", type=float, default=10.0, help="total residual bound removals may use (default 10)")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--preset", choices=["tiny", "small"], default="small", help="text models: size (default small)")
+    train.add_argument("--preset", choices=["tiny", "small"], default=None,
+                       help="text models: size (default small); image CNNs: default tiny for digits, small otherwise")
     train.add_argument("--seconds", type=float, default=120.0, help="text models: training time budget (default 120)")
+    train.add_argument("--subset", type=int, help="image CNNs: train on the first N training images "
+                       "(default: all for tiny, 10000 for small)")
+    train.add_argument("--epochs", type=float, help="image CNNs: epochs (default: the preset's)")
     train.add_argument("--json", action="store_true")
 
     forget = sub.add_parser("forget", help="process an erasure request (YAML or JSON file)")
@@ -60,15 +66,23 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--json", action="store_true")
 
     demo = sub.add_parser("demo", help="run a scenario end to end on built-in data")
-    demo.add_argument("--scenario", choices=["tabular", "text"], default="text",
-                      help="text (default): secrets leaked into a language model; tabular: Adult, certified unlearning")
+    demo.add_argument("--scenario", choices=["tabular", "text", "images"], default="text",
+                      help="text (default): secrets leaked into a language model; tabular: Adult, certified unlearning; "
+                      "images: class forgetting on Fashion-MNIST (alignment beside retraining and every baseline)")
     demo.add_argument("--train-steps", type=int, default=DEMO_TEXT_STEPS,
                       help=f"text scenario: training steps (default {DEMO_TEXT_STEPS})")
-    demo.add_argument("--preset", choices=["tiny", "small"], default="small", help="text scenario: model size")
+    demo.add_argument("--preset", choices=["tiny", "small"], default=None, help="text scenario: model size (default small)")
     demo.add_argument("--json", action="store_true")
 
     ui = sub.add_parser("ui", help="open the MLflow UI on 127.0.0.1 over the local tracking store")
     ui.add_argument("--port", type=int, default=5000)
+    comply = sub.add_parser("comply", help="process every pending request of the ledger now (one batched update "
+                            "per model, a signed certificate per request)")
+    comply.add_argument("--json", action="store_true")
+    serve = sub.add_parser("serve", help="serve the Prefect deployments (nightly comply, on-demand forget) from "
+                           "this process, without a work pool")
+    serve.add_argument("--cron", default="0 2 * * *", help="when the nightly comply runs (default 02:00 UTC)")
+    compliance_cli.add_parsers(sub)
     return parser
 
 
@@ -95,10 +109,19 @@ def emit(args, payload: dict, human: str) -> None:
 
 def cmd_data(args, root: Path) -> int:
     from tasks.data import add_dataset
+    from unlearning.data.images import ImageDataset
     from unlearning.data.text import TextCorpus
 
     dataset, version = add_dataset(root, args.name, args.file, args.target, args.id_column, args.replace)
-    if isinstance(dataset, TextCorpus):
+    if isinstance(dataset, ImageDataset):
+        n_train = int(dataset.train.sum())
+        payload = {"name": dataset.name, "kind": "images", "images": len(dataset), "train": n_train,
+                   "test": len(dataset) - n_train, "shape": list(dataset.images.shape[1:]),
+                   "classes": list(dataset.classes), "source": dataset.source, "data_version": version}
+        human = (f"data/{dataset.name}: {len(dataset)} images {'x'.join(map(str, dataset.images.shape[2:]))} "
+                 f"({n_train} train, {len(dataset) - n_train} test), {len(dataset.classes)} classes "
+                 f"— data version {version} (data.dvc)")
+    elif isinstance(dataset, TextCorpus):
         payload = {"name": dataset.name, "kind": "text", "records": len(dataset.records),
                    "characters": dataset.n_chars, "data_version": version}
         human = (f"data/{dataset.name}: {len(dataset.records)} text records, {dataset.n_chars} characters "
@@ -121,12 +144,20 @@ def cmd_train(args, root: Path) -> int:
                      delta=args.delta, budget=args.budget, seed=args.seed)
     from unlearning.lm import TextTrainConfig
 
-    text_config = _config(TextTrainConfig, preset=args.preset, seconds=args.seconds, seed=args.seed)
-    data_store.load_dataset(root, args.dataset)  # fail fast, before any run is recorded
+    from unlearning.images.bundle import ImageTrainConfig, default_train_config
+
+    text_config = _config(TextTrainConfig, preset=args.preset or "small", seconds=args.seconds, seed=args.seed)
+    image_config = _config(ImageTrainConfig, preset=args.preset, subset=args.subset, epochs=args.epochs,
+                           seed=args.seed)
+    dataset = data_store.load_dataset(root, args.dataset)  # fail fast, before any run is recorded
+    from unlearning.data.images import ImageDataset
+
+    if isinstance(dataset, ImageDataset):
+        default_train_config(dataset, image_config)  # a too-large --subset: one line, nothing recorded
     from flows.train import train_flow
 
     summary = train_flow(root=str(root), dataset=args.dataset, model=args.model, config=config,
-                         text_config=text_config)
+                         text_config=text_config, image_config=image_config)
     m = summary["metrics"]
     quality = (f"held-out perplexity {m['held_out_perplexity']:.2f}" if "held_out_perplexity" in m else
                f"test accuracy {100 * m['test_accuracy']:.2f} %, "
@@ -150,6 +181,8 @@ def cmd_forget(args, root: Path) -> int:
 def format_forget(s: dict) -> str:
     if s.get("status") == "already_processed":
         return f"request {s['request_id']} was already processed: model {s['model']['name']} v{s['model']['version']} ({s['guarantee']})"
+    if "results" in s:
+        return format_image_forget(s)
     c, m, t = s["certificate"], s["metrics"], s["timings"]
     lines = [
         f"request {s['request_id']}: {s['status']} — method {s['method']}, guarantee {s['guarantee']}",
@@ -175,6 +208,24 @@ def format_forget(s: dict) -> str:
                 f"budget left {c['budget_left']:.3g}" if c["epsilon"] is not None else ""),
         ]
     lines.append(f"  update {t['update_s']:.3f} s vs retraining {t['retrain_s']:.2f} s")
+    for check in s["checks"]:
+        if not check["passed"]:
+            lines.append(f"  FAILED check {check['name']}: {check['value']:.4g} (needs {check['threshold']})")
+    return "\n".join(lines)
+
+
+def format_image_forget(s: dict) -> str:
+    from flows.demo import image_rows_table
+
+    what = (f"class '{s['forget_class']}'" if s.get("forget_class") else f"{s['forget_images']} images") + \
+        f" ({s['kind']})"
+    lines = [
+        f"request {s['request_id']}: {s['status']} — method {s['method']}, guarantee {s['guarantee']}; forgot {what}",
+        f"  model {s['model']['name']} v{s['model']['parent_version']} → v{s['model']['version']}"
+        f" ({'promoted to production' if s['promoted'] else 'NOT promoted'})",
+        f"  data  {s['data']['before']} → {s['data']['after']}",
+        *("  " + line for line in image_rows_table(s["results"])),
+    ]
     for check in s["checks"]:
         if not check["passed"]:
             lines.append(f"  FAILED check {check['name']}: {check['value']:.4g} (needs {check['threshold']})")
@@ -219,10 +270,12 @@ def with_exposure(root: Path, dataset: str, model: str, findings: list[dict]) ->
 
 
 def cmd_demo(args, root: Path) -> int:
-    from flows.demo import demo_json, run_tabular_demo, run_text_demo
+    from flows.demo import demo_json, run_images_demo, run_tabular_demo, run_text_demo
 
     if args.scenario == "text":
-        summary = run_text_demo(root, args.train_steps, args.preset)
+        summary = run_text_demo(root, args.train_steps, args.preset or "small")
+    elif args.scenario == "images":
+        summary = run_images_demo(root)
     else:
         summary = run_tabular_demo(root)
     console = summary.pop("console")
@@ -254,8 +307,39 @@ def _config(cls, **values):
         raise UnlearnError(f"bad option: {str(exc).splitlines()[-1].strip()}") from None
 
 
+def cmd_comply(args, root: Path) -> int:
+    from flows.comply import ComplyBusy, comply_flow
+
+    try:
+        summary = comply_flow(root=str(root))
+    except ComplyBusy as busy:  # not bad input: the other run is doing the work
+        print(f"comply: {busy}", file=sys.stderr)
+        return EXIT_FAILED
+    lines = [f"{summary['processed']} request(s) processed, {summary['failed']} failed"]
+    for r in summary["requests"]:
+        where = (f"model {r['model']['name']} v{r['model']['version']}, certificate {r['certificate']}"
+                 if r["status"] == "completed" else r["reason"])
+        lines.append(f"  {r['id']}: {r['status']} — {where}")
+    emit(args, summary, "\n".join(lines))
+    return EXIT_FAILED if summary["failed"] else EXIT_OK
+
+
+def cmd_serve(args, root: Path) -> int:
+    from prefect import serve
+
+    from flows.comply import comply_flow
+    from flows.forget import forget_flow
+
+    params = {"root": str(root)}
+    print(f"serving comply/nightly (cron {args.cron!r}, UTC) and forget/on-demand for {root}; Ctrl-C to stop",
+          file=sys.stderr)
+    serve(comply_flow.to_deployment(name="nightly", cron=args.cron, parameters=params),
+          forget_flow.to_deployment(name="on-demand", parameters=params))
+    return EXIT_OK
+
+
 COMMANDS = {"data": cmd_data, "train": cmd_train, "forget": cmd_forget, "scan": cmd_scan, "demo": cmd_demo,
-            "ui": cmd_ui}
+            "ui": cmd_ui, "comply": cmd_comply, "serve": cmd_serve, **compliance_cli.COMMANDS}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,16 +15,22 @@ from pathlib import Path
 from prefect import flow
 from prefect.runtime import flow_run
 
-from tasks import steps, text_steps, tracking
+from tasks import image_steps, steps, text_steps, tracking
 from unlearning import certificate as cert_lib
+from unlearning.images.verify import ImageVerifyConfig
 from unlearning.methods import Result
 from unlearning.verify import VerifyConfig
 
 
 @flow(name="forget", log_prints=False, validate_parameters=True)
 def forget_flow(root: str, request_path: str, method: str | None = None,
-                options: dict | None = None, verify_config: VerifyConfig = VerifyConfig()) -> dict:
-    """Process one erasure request end to end; returns the result summary (see README)."""
+                options: dict | None = None, verify_config: VerifyConfig = VerifyConfig(),
+                compare: dict[str, dict] | None = None,
+                image_verify: ImageVerifyConfig = ImageVerifyConfig()) -> dict:
+    """Process one erasure request end to end; returns the result summary (see README).
+
+    Image models only: `compare` = baselines (method → options) run and evaluated beside the
+    update for the comparison table; `image_verify` = the image thresholds."""
     root_path = Path(root)
     plan = steps.plan_request(root_path, Path(request_path), method)
     if plan.earlier is not None:
@@ -41,6 +47,10 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
                                      "n_fix_labels": len(req.fix_labels), "parent_version": plan.parent_version})
         if plan.findings is not None:
             summary = forget_text(lineage, plan, options)
+            tracking.log_json(parent, summary, "result.json")
+            return summary
+        if plan.image is not None:
+            summary = forget_images(lineage, plan, options, compare, image_verify)
             tracking.log_json(parent, summary, "result.json")
             return summary
 
@@ -154,4 +164,52 @@ def forget_text(lineage: steps.Lineage, plan: steps.Plan, options: dict | None) 
                        "retrain": metrics["perplexity_retrain"]},
         "affected_windows": stats["affected_windows"], "requested_method": plan.requested,
         "secrets": secrets, "metrics": metrics, "checks": checks, "timings": timings, "run_id": lineage.parent_run,
+    }
+
+
+def forget_images(lineage: steps.Lineage, plan: steps.Plan, options: dict | None, compare: dict[str, dict] | None,
+                  cfg: ImageVerifyConfig) -> dict:
+    """The image recipe: corrected data (new DVC version) → the image method (auto → alignment) →
+    verify every metric against a retrained reference (and the `compare` baselines beside it) →
+    register → promote if verified → purge the superseded data. Guarantee `empirical`."""
+    req, root_path = plan.request, lineage.root
+    after, data_after = image_steps.correct_data(lineage, plan)
+    lineage.tags["data_version"] = data_after
+    bundle_after, method, guarantee, update_s = image_steps.update_cnn(lineage, plan, plan.method, options)
+    rows, checks, retrain_s = image_steps.verify_images(lineage, plan, method, bundle_after, update_s, compare, cfg)
+    verified = all(c["passed"] for c in checks)
+    version, model_run = steps.register(lineage, plan.model_name, bundle_after, None, {
+        "parent_version": plan.parent_version, "request_id": req.id, "request_hash": req.content_hash(),
+        "method": method, "guarantee": guarantee, "data_before": plan.data_version, "data_after": data_after,
+        "verified": str(verified).lower(), "lineage_run": lineage.parent_run,
+        "dataset_digest": steps.dataset_digest(root_path, after.name)}, after)
+    superseded = []
+    if verified:
+        steps.promote(lineage, plan.model_name, version)
+        superseded = steps.purge(lineage, plan.data_version, plan.parent_run)
+    timings = {"update_s": update_s, "retrain_s": retrain_s,
+               "speedup": retrain_s / update_s if retrain_s and update_s else None}
+    model = {"name": plan.model_name, "version": version, "parent_version": plan.parent_version,
+             "run_id": model_run, "parent_run_id": plan.parent_run}
+    data = {"before": plan.data_version, "after": data_after}
+    by_name = {r["method"]: r for r in rows}
+    metrics = {f"{k}{suffix}": by_name[name][k] for name, suffix in ((method, ""), ("original", "_before"),
+                                                                   ("retrain", "_retrain")) if name in by_name
+               for k in ("ua", "ra", "ta", "mia_efficacy", "mia_auc", "da", "lp", "nmi", "f1")}
+    result = Result(theta=None, method=method, guarantee=guarantee, stats={"forget_images": len(plan.image.request.forget)})
+    certificate = cert_lib.certificate(
+        req, result, model=model, data=data, metrics=metrics, checks=checks, timings=timings,
+        code_version=lineage.tags["git_commit"],
+        config={"method": method, "requested": plan.requested, "options": options or {},
+                "compare": compare or {}, "verify": cfg.model_dump()}, superseded=superseded)
+    tracking.log_json(lineage.parent_run, certificate, "certificate.json")
+    tracking.log_metrics(lineage.parent_run, {**metrics, **{k: v for k, v in timings.items() if v is not None}})
+    return {
+        "request_id": req.id, "status": "completed" if verified else "verification_failed", "verified": verified,
+        "method": method, "guarantee": guarantee, "promoted": verified, "requested_method": plan.requested,
+        "kind": plan.image.request.kind, "forget_class": plan.image.class_name,
+        "forget_images": len(plan.image.request.forget),
+        "model": {k: model[k] for k in ("name", "version", "parent_version")}, "data": data,
+        "certificate": cert_lib.summary_block(result), "metrics": metrics, "results": rows, "checks": checks,
+        "timings": timings, "run_id": lineage.parent_run,
     }

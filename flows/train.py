@@ -7,17 +7,21 @@ from pathlib import Path
 from prefect import flow
 from prefect.runtime import flow_run
 
-from tasks import steps, tracking
+from tasks import image_steps, steps, tracking
+from unlearning.data.images import ImageDataset
 from unlearning.data.text import TextCorpus
+from unlearning.images.bundle import ImageTrainConfig
 from unlearning.lm import TextTrainConfig
 from unlearning.training import TrainConfig
 
 
 @flow(name="train", log_prints=False, validate_parameters=True)
 def train_flow(root: str, dataset: str, model: str | None = None, config: TrainConfig = TrainConfig(),
-               text_config: TextTrainConfig = TextTrainConfig()) -> dict:
+               text_config: TextTrainConfig = TextTrainConfig(),
+               image_config: ImageTrainConfig = ImageTrainConfig()) -> dict:
     """Train a model on a DVC-versioned dataset and make it `production`: logistic regression for a
-    table (`config`), a character LSTM for a text corpus (`text_config`)."""
+    table (`config`), a character LSTM for a text corpus (`text_config`), a CNN for images
+    (`image_config`)."""
     root_path = Path(root)
     name = model or dataset
     table, data_version, digest = steps.load_data(root_path, dataset)
@@ -30,6 +34,10 @@ def train_flow(root: str, dataset: str, model: str | None = None, config: TrainC
             tracking.log_params(parent, {"dataset": dataset, "kind": "text", **text_config.model_dump()})
             bundle, fit_seconds = steps.fit_lm(lineage, table, text_config)
             b, metrics, guarantee_tags = None, steps.evaluate_lm(lineage, table, bundle), {"certified": "false"}
+        elif isinstance(table, ImageDataset):
+            tracking.log_params(parent, {"dataset": dataset, "kind": "images", **image_config.model_dump()})
+            bundle, fit_seconds = image_steps.fit_cnn(lineage, table, image_config)
+            b, metrics, guarantee_tags = None, image_steps.evaluate_cnn(lineage, table, bundle), {"certified": "false"}
         else:
             tracking.log_params(parent, {"dataset": dataset, **config.model_dump()})
             tracking.log_dataset(parent, dataset, data_version, root_path / "data" / dataset, table.frame)

@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks import data as data_store
 from tasks import dvc, state, tracking
 from unlearning import erasure, lm, methods, verify
+from unlearning.data.images import ImageDataset
 from unlearning.data.tables import Table, correct_table, save_table
 from unlearning.data.text import TextCorpus
 from unlearning.errors import UnlearnError
@@ -165,6 +166,7 @@ class Plan:
     method: str | None = None
     findings: list[dict] | None = None  # text corpora: the scan findings the request removes
     requested: str | None = None  # the method as asked (`auto` allows falling back to retraining)
+    image: object | None = None  # image datasets: the validated request (tasks.image_steps.ImagePlan)
 
 
 def resolve_method(requested: str, bundle: ModelBundle) -> str:
@@ -172,6 +174,13 @@ def resolve_method(requested: str, bundle: ModelBundle) -> str:
     if requested != "auto":
         return requested
     return "certified" if getattr(bundle, "certification", None) is not None else "second_order"
+
+
+def image_method_name(requested: str) -> str:
+    """`auto` → alignment for a deep image model (unlearning.images.choose_method)."""
+    from unlearning.images import get_image_method
+
+    return get_image_method(requested).name
 
 
 def earlier_result(request: UnlearningRequest) -> dict | None:
@@ -199,6 +208,8 @@ def plan_request(root: Path, request_path: Path, method: str | None = None) -> P
         from tasks.text_steps import plan_findings
 
         findings = plan_findings(root, request, table, method or request.method)
+    elif isinstance(table, ImageDataset):
+        pass  # validated against the model's training set below (image_steps.plan_images)
     else:
         validate_request(request, table, ["auto", *methods.METHODS])
         if method is not None and method not in ("auto", *methods.METHODS):
@@ -209,6 +220,14 @@ def plan_request(root: Path, request_path: Path, method: str | None = None) -> P
                            f"data/{table.name} than the one checked out: restore that data version "
                            f"(`git checkout` data.dvc + `dvc checkout`) or retrain")
     bundle = tracking.load_version_bundle(request.model, production.version)
+    if isinstance(table, ImageDataset):
+        from tasks.image_steps import plan_images
+
+        image = plan_images(request, table, bundle, method or request.method)
+        return Plan(request=request, table=table, data_version=dvc.data_version(root), model_name=request.model,
+                    parent_version=str(production.version), parent_run=production.run_id, bundle=bundle,
+                    method=image_method_name(method or request.method), requested=method or request.method,
+                    image=image)
     resolved = resolve_method(method or request.method, bundle)
     if findings is not None and resolved == "second_order" and (method or request.method) == "auto":
         resolved = lm.auto_method(lm.affected_window_count(table, findings, bundle.seq_len))

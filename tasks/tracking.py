@@ -23,6 +23,7 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
 from unlearning.errors import UnlearnError  # noqa: E402
+from unlearning.images.bundle import ImageBundle, is_image_bundle, load_image_bundle, save_image_bundle  # noqa: E402
 from unlearning.lm import LMBundle, is_lm_bundle, load_lm, save_lm  # noqa: E402
 from unlearning.models.bundle import ModelBundle, load_bundle, save_bundle  # noqa: E402
 
@@ -148,13 +149,17 @@ class UnlearnModel(mlflow.pyfunc.PythonModel):
 
     Tabular: a DataFrame of raw source columns in (revoked features may be absent; their values
     are ignored either way), predicted labels out. Text: a DataFrame with a `prompt` column in,
-    the model's greedy 40-character continuation of each prompt out."""
+    the model's greedy 40-character continuation of each prompt out. Images: an array (n, H, W)
+    or (n, C, H, W) of uint8 pixels (or floats in [0, 1]), or a DataFrame with an `image` column
+    of such arrays; predicted class names out."""
 
     def load_context(self, context):
-        path = Path(context.artifacts["bundle"])
-        self.bundle = load_lm(path) if is_lm_bundle(path) else load_bundle(path)
+        self.bundle = load_any_bundle(Path(context.artifacts["bundle"]))
 
     def predict(self, context, model_input: pd.DataFrame, params=None):
+        if isinstance(self.bundle, ImageBundle):
+            images = model_input["image"].to_numpy() if isinstance(model_input, pd.DataFrame) else model_input
+            return pd.Series(self.bundle.predict(images), name="prediction")
         if isinstance(self.bundle, LMBundle):
             from unlearning.models.charlm import generate
 
@@ -168,15 +173,20 @@ def input_description(bundle) -> dict:
     int columns for a float feature, and an input example would put real rows into MLflow.)"""
     if isinstance(bundle, LMBundle):
         return {"input_columns": {"prompt": "text"}, "kind": "charlm", "preset": bundle.preset}
+    if isinstance(bundle, ImageBundle):
+        return {"kind": "cnn", "preset": bundle.preset, "classes": list(bundle.classes),
+                "input": "images (n, H, W) or (n, C, H, W): uint8 0-255 or floats in [0, 1]",
+                "n_train": len(bundle.train_ids)}
     enc = bundle.encoder
     return {"input_columns": {f: ("category" if f in enc.categorical else "number") for f in enc.features},
             "revoked_features": list(enc.revoked), "labels": list(enc.labels)}
 
 
 def log_model(run_id: str, bundle) -> str:
-    """Log a ModelBundle or LMBundle as a pyfunc model under the run; returns its model URI."""
+    """Log a ModelBundle, LMBundle or ImageBundle as a pyfunc model under the run; returns its model URI."""
     with tempfile.TemporaryDirectory() as tmp:
-        save = save_lm if isinstance(bundle, LMBundle) else save_bundle
+        save = (save_lm if isinstance(bundle, LMBundle) else
+                save_image_bundle if isinstance(bundle, ImageBundle) else save_bundle)
         path = save(bundle, Path(tmp) / "bundle")
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
@@ -227,8 +237,13 @@ def load_version_bundle(name: str, version: str):
     """The library bundle (ModelBundle or LMBundle) of a registered version."""
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp)
-        path = Path(local) / "artifacts" / "bundle"
-        return load_lm(path) if is_lm_bundle(path) else load_bundle(path)
+        return load_any_bundle(Path(local) / "artifacts" / "bundle")
+
+
+def load_any_bundle(path: Path):
+    if is_image_bundle(path):
+        return load_image_bundle(path)
+    return load_lm(path) if is_lm_bundle(path) else load_bundle(path)
 
 
 def find_version_by_tag(name: str, key: str, value: str):
@@ -244,14 +259,19 @@ def run_url_hint(run_id: str) -> str:
     return f"experiment '{EXPERIMENT}', run {run_id}"
 
 
-def load_result(run_id: str) -> dict | None:
-    """The `result.json` a flow run logged on its parent run, or None."""
+def load_json(run_id: str, filename: str) -> dict | None:
+    """A JSON artifact of a run (e.g. `result.json`, `certificate.json`), or None."""
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="result.json", dst_path=tmp)
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=filename, dst_path=tmp)
             return json.loads(Path(path).read_text())
     except (MlflowException, OSError):
         return None
+
+
+def load_result(run_id: str) -> dict | None:
+    """The `result.json` a flow run logged on its parent run, or None."""
+    return load_json(run_id, "result.json")
 
 
 def log_figure(run_id: str, figure, filename: str) -> None:

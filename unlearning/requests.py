@@ -21,7 +21,7 @@ import yaml
 from unlearning.data.tables import Table, format_number
 from unlearning.errors import UnlearnError
 
-KINDS = ("delete_records", "revoke_features", "fix_labels", "redact")
+KINDS = ("delete_records", "revoke_features", "fix_labels", "redact", "forget_class")
 TABLE_KINDS = ("delete_records", "revoke_features", "fix_labels")
 REDACT_POLICIES = ("token", "same_format")
 AUTO_METHOD = "auto"
@@ -80,6 +80,7 @@ class UnlearningRequest(pydantic.BaseModel):
     revoke_features: list[str] = []
     fix_labels: dict[str, str] = {}  # record id → corrected label
     redact: RedactSpec | None = None  # text corpora: remove detected secrets
+    forget_class: str | None = None  # image datasets: a class name or index (every training image of it)
     method: str = AUTO_METHOD
 
     @pydantic.field_validator("id", "model", "method", mode="before")
@@ -106,6 +107,14 @@ class UnlearningRequest(pydantic.BaseModel):
     def _list_as_text(cls, value: Any) -> Any:
         return [_as_text(v) for v in value] if isinstance(value, list) else value
 
+    @pydantic.field_validator("forget_class", mode="before")
+    @classmethod
+    def _class_as_text(cls, value: Any) -> Any:
+        value = _as_text(value)
+        if value == "":
+            raise ValueError("give a class name or index")
+        return value
+
     @pydantic.field_validator("fix_labels", mode="before")
     @classmethod
     def _mapping_as_text(cls, value: Any) -> Any:
@@ -130,6 +139,8 @@ class UnlearningRequest(pydantic.BaseModel):
         content = self.model_dump()
         content["delete_records"] = sorted(content["delete_records"])
         content["revoke_features"] = sorted(content["revoke_features"])
+        if content["forget_class"] is None:  # absent: the hash of requests without it is unchanged
+            del content["forget_class"]
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -231,6 +242,9 @@ def validate_request(req: UnlearningRequest, table: Table, methods: Iterable[str
     not change the label is allowed: it is a no-op.
     """
     _check_method(req.method, methods)
+    if req.forget_class is not None:
+        raise UnlearnError(f"dataset '{table.name}' is a table: 'forget_class' applies to image datasets; "
+                           f"use {', '.join(TABLE_KINDS)}")
     if req.redact is not None:
         raise UnlearnError(f"dataset '{table.name}' is a table: 'redact' applies to text datasets; "
                            f"use {', '.join(TABLE_KINDS)}")

@@ -1,0 +1,191 @@
+"""Prefect tasks of the image side: train a CNN, correct an image dataset, run an image unlearning
+method, verify it against a retrained reference with every metric of unlearning.metrics (and,
+on demand, the baselines beside it). The math is in unlearning.images / unlearning.metrics."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from prefect import task  # noqa: E402
+
+from tasks import dvc, tracking  # noqa: E402
+from tasks.data import save_dataset  # noqa: E402
+from tasks.steps import STEP, Lineage, Plan, progress  # noqa: E402
+from unlearning.data.images import ImageDataset, correct_images  # noqa: E402
+from unlearning.images import ImageRequest, get_image_method, run_image_method  # noqa: E402
+from unlearning.images.bundle import (  # noqa: E402
+    ImageBundle, ImageTrainConfig, image_request, tensors, test_positions, train_image_model, training_data,
+    unlearned_ids,
+)
+from unlearning.images.verify import ImageVerifyConfig, image_checks, markdown_table  # noqa: E402
+from unlearning.metrics import compare_to_retrain, evaluate_model  # noqa: E402
+from unlearning.methods import single_threaded  # noqa: E402
+from unlearning.models import cnn  # noqa: E402
+from unlearning.requests import UnlearningRequest  # noqa: E402
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    """A validated image request: positions in the model's training set, and the data edit."""
+
+    request: ImageRequest
+    delete_ids: list[str]
+    fixes: dict[str, str]
+    class_name: str | None
+
+
+def plan_images(request: UnlearningRequest, dataset: ImageDataset, bundle: ImageBundle, method: str) -> ImagePlan:
+    """Validate an image request (one-line UnlearnError on any problem) before anything is written."""
+    get_image_method(method)  # auto → alignment; unknown or convex-only methods: one-line error
+    image_req, delete, fixes = image_request(request, dataset, bundle)
+    name = None if image_req.forget_class is None else dataset.classes[image_req.forget_class]
+    return ImagePlan(image_req, delete, fixes, name)
+
+
+# --- train ------------------------------------------------------------------------------------
+
+@task(name="fit CNN", **STEP)
+def fit_cnn(lineage: Lineage, dataset: ImageDataset, cfg: ImageTrainConfig):
+    with lineage.child("fit") as run_id:
+        bundle, stats = train_image_model(dataset, cfg, progress=lambda s: progress(
+            f"  fit: epoch {s.epochs:.1f}, {s.seconds:.0f} s, loss {s.loss:.3f}"))
+        tracking.log_params(run_id, {**cfg.model_dump(), "preset": bundle.preset, "n_train": len(bundle.train_ids),
+                                     **{f"schedule_{k}": v for k, v in bundle.schedule.to_dict().items()}})
+        tracking.log_metrics(run_id, {"fit_seconds": stats.seconds, "steps": stats.steps, "train_loss": stats.loss})
+    return bundle, stats.seconds
+
+
+@task(name="evaluate CNN", **STEP)
+def evaluate_cnn(lineage: Lineage, dataset: ImageDataset, bundle: ImageBundle) -> dict:
+    with lineage.child("evaluate") as run_id, single_threaded():
+        data = training_data(dataset, bundle)
+        X_test, y_test = tensors(dataset, test_positions(dataset))
+        metrics = {"train_accuracy": cnn.accuracy(bundle.model, data.X, data.y),
+                   "test_accuracy": cnn.accuracy(bundle.model, X_test, y_test)}
+        tracking.log_metrics(run_id, metrics)
+    return metrics
+
+
+# --- forget -----------------------------------------------------------------------------------
+
+@task(name="correct data", **STEP)
+def correct_data(lineage: Lineage, plan: Plan) -> tuple[ImageDataset, str]:
+    """D' of the request saved over data/NAME and versioned with DVC (a new data version)."""
+    with lineage.child("correct data") as run_id:
+        after = correct_images(plan.table, plan.image.delete_ids, plan.image.fixes)
+        save_dataset(after, lineage.root / "data" / after.name)
+        version = dvc.add_data(lineage.root)
+        tracking.log_params(run_id, {"data_before": plan.data_version, "data_after": version,
+                                     "forget_class": plan.image.class_name})
+        tracking.log_metrics(run_id, {"images_before": len(plan.table), "images_after": len(after),
+                                      "deleted": len(plan.image.delete_ids), "relabelled": len(plan.image.fixes)})
+    return after, version
+
+
+@task(name="update model", **STEP)
+def update_cnn(lineage: Lineage, plan: Plan, method: str, options: dict | None = None):
+    """Run the image method on the model's training set; returns (new bundle, stats, seconds)."""
+    with lineage.child(f"update model ({method})", method=method) as run_id:
+        if method == "retrain":
+            progress("  retraining the CNN on the corrected data ...")
+        result = run_image_method(method, plan.bundle.model, training_data(plan.table, plan.bundle),
+                                  plan.image.request, options)
+        bundle = new_bundle(plan.bundle, result.model, plan.image.request)
+        seconds = result.stats["seconds"]
+        tracking.log_params(run_id, {"method": result.method, **(options or {}),
+                                     "forget_images": len(plan.image.request.forget), "kind": plan.image.request.kind})
+        tracking.log_metrics(run_id, {"update_seconds": seconds,
+                                      **{k: v for k, v in result.stats.items() if isinstance(v, (int, float))}})
+    return bundle, result.method, result.guarantee, seconds
+
+
+def new_bundle(old: ImageBundle, model, request: ImageRequest) -> ImageBundle:
+    return ImageBundle(model, old.schedule, old.preset, old.classes, unlearned_ids(old, request))
+
+
+def eval_sets(plan: Plan, cfg: ImageVerifyConfig):
+    """(forget, retain, test) as (X, y): Z with its recorded labels, D \\ Z, and the test split —
+    without the forgotten class for class forgetting (TA measures what should be kept; the
+    retrained model cannot predict that class, so it would only shift every TA by the same amount)."""
+    data, req = training_data(plan.table, plan.bundle), plan.image.request
+    test = tensors(plan.table, test_positions(plan.table, req.forget_class, cfg.max_test))
+    return (data.X[req.forget], data.y[req.forget]), (data.X[req.retain], data.y[req.retain]), test
+
+
+def evaluate_row(name: str, model, sets, seconds: float) -> dict:
+    with single_threaded():
+        return {"method": name, **evaluate_model(model, *sets), "rte_s": seconds}
+
+
+@task(name="verify", **STEP)
+def verify_images(lineage: Lineage, plan: Plan, method: str, bundle_after: ImageBundle, update_s: float,
+                  compare: dict[str, dict] | None = None, cfg: ImageVerifyConfig = ImageVerifyConfig()):
+    """Every metric for the original, the update, the retrained reference and each baseline in
+    `compare` (method → options; run and evaluated, never registered). Logs a child run per
+    method, the comparison table (results.md / results.json) and a plot (results.png).
+    Returns (rows with gaps to retrain, checks, retrain seconds)."""
+    with lineage.child("verify") as run_id:
+        sets = eval_sets(plan, cfg)
+        data, req = training_data(plan.table, plan.bundle), plan.image.request
+        rows = [evaluate_row("original", plan.bundle.model, sets, 0.0)]
+        retrain_row = None
+        if method == "retrain":
+            retrain_row = evaluate_row("retrain", bundle_after.model, sets, update_s)
+        elif cfg.reference:
+            progress("  verify: retraining a reference CNN on the corrected data ...")
+            reference = run_image_method("retrain", plan.bundle.model, data, req)
+            retrain_row = evaluate_row("retrain", reference.model, sets, reference.stats["seconds"])
+        if retrain_row is not None:
+            rows.append(retrain_row)
+        if method != "retrain":
+            rows.append(evaluate_row(method, bundle_after.model, sets, update_s))
+        for name, options in (compare or {}).items():
+            if name in (method, "retrain"):
+                continue
+            progress(f"  compare: {name} ...")
+            result = run_image_method(name, plan.bundle.model, data, req, options)
+            rows.append(evaluate_row(name, result.model, sets, result.stats["seconds"]))
+        by_name = {r["method"]: r for r in rows}
+        checks = image_checks(by_name[method], by_name["original"], retrain_row, req.kind, cfg)
+        if retrain_row is not None:
+            rows = compare_to_retrain(rows)
+            for row in rows:
+                row["speedup"] = retrain_row["rte_s"] / row["rte_s"] if row["rte_s"] > 0 else None
+        retrain_s = retrain_row["rte_s"] if retrain_row is not None else None
+        for row in rows:
+            with lineage.child(f"metrics {row['method']}", method=row["method"]) as child:
+                tracking.log_metrics(child, {k: v for k, v in row.items() if k != "method" and v is not None})
+        tracking.log_metrics(run_id, {**{f"{k}_{r}": by_name[r][k] for r in by_name if r in ("original", method, "retrain")
+                                         for k in ("ua", "ra", "ta", "da")},
+                                      "retrain_seconds": retrain_s, "passed": float(all(c["passed"] for c in checks))})
+        table = markdown_table(rows)
+        tracking.log_text(run_id, table, "results.md")
+        tracking.log_text(lineage.parent_run, table, "results.md")
+        tracking.log_json(run_id, {"rows": rows, "checks": checks, "config": cfg.model_dump()}, "results.json")
+        log_plot(run_id, rows)
+    return rows, checks, retrain_s
+
+
+def log_plot(run_id: str, rows: list[dict]) -> None:
+    """Output metrics (percent) and DA per model, the retrained reference in grey."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [3, 1]})
+    keys = ("ua", "ra", "ta", "mia_efficacy")
+    x = np.arange(len(rows))
+    for j, key in enumerate(keys):
+        ax1.bar(x + (j - 1.5) * 0.2, [r[key] for r in rows], width=0.2, label=key.upper().replace("_", "-"))
+    ax1.set_xticks(x, [r["method"] for r in rows], rotation=30, fontsize=8)
+    ax1.set_ylabel("%")
+    ax1.legend(fontsize=8, ncol=4)
+    ax2.bar(x, [r["da"] for r in rows], color=["tab:gray" if r["method"] == "retrain" else "tab:blue" for r in rows])
+    ax2.set_xticks(x, [r["method"] for r in rows], rotation=60, fontsize=7)
+    ax2.set_ylabel("DA (forget features in the retain subspace)")
+    ax2.set_ylim(min(r["da"] for r in rows) * 0.95, 1.0)
+    fig.tight_layout()
+    tracking.log_figure(run_id, fig, "results.png")
+    plt.close(fig)

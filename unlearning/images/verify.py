@@ -1,0 +1,67 @@
+"""Verification of an image unlearning update (guarantee `empirical`): pass/fail thresholds.
+
+With a retrained reference (the default) the checks bound the gap to it, in percentage points:
+    |UA − UA_retrain| ≤ max_ua_gap        the update forgot about as much as retraining
+    TA_retrain − TA ≤ max_ta_drop         and kept about as much test accuracy
+    RA_retrain − RA ≤ max_ra_drop         and retain accuracy
+Without one (`reference: false`): UA ≥ min_class_ua for class forgetting, and
+TA ≥ TA_original − max_ta_drop. MIA, DA, LP, NMI and F1 are reported beside, not thresholded: the
+population attacks overestimate forgetting (science.md §5) and the feature metrics are read
+against retraining, not in absolute terms.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ImageVerifyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reference: bool = Field(True, description="retrain a reference on D' and bound the gaps to it")
+    max_ua_gap: float = Field(10.0, ge=0, description="|UA − UA_retrain|, points")
+    max_ta_drop: float = Field(5.0, ge=0, description="TA_reference − TA, points")
+    max_ra_drop: float = Field(5.0, ge=0, description="RA_retrain − RA, points")
+    min_class_ua: float = Field(90.0, ge=0, le=100, description="no reference, class forgetting: UA ≥ this")
+    max_test: int | None = Field(2000, ge=10, description="test images evaluated (seeded subsample)")
+
+
+def image_checks(after: dict, before: dict, retrain: dict | None, kind: str, cfg: ImageVerifyConfig) -> list[dict]:
+    """The checks of the module docstring on metric dicts (unlearning.metrics.evaluate_model keys)."""
+    def check(name, value, threshold, passed):
+        return {"name": name, "value": float(value), "threshold": threshold, "passed": bool(passed)}
+
+    if retrain is not None:
+        ua_gap = abs(after["ua"] - retrain["ua"])
+        ta_drop, ra_drop = retrain["ta"] - after["ta"], retrain["ra"] - after["ra"]
+        return [check("ua_gap_to_retrain", ua_gap, f"<= {cfg.max_ua_gap}", ua_gap <= cfg.max_ua_gap),
+                check("ta_drop_vs_retrain", ta_drop, f"<= {cfg.max_ta_drop}", ta_drop <= cfg.max_ta_drop),
+                check("ra_drop_vs_retrain", ra_drop, f"<= {cfg.max_ra_drop}", ra_drop <= cfg.max_ra_drop)]
+    ta_drop = before["ta"] - after["ta"]
+    checks = [check("ta_drop_vs_original", ta_drop, f"<= {cfg.max_ta_drop}", ta_drop <= cfg.max_ta_drop)]
+    if kind == "forget_class":
+        checks.insert(0, check("ua", after["ua"], f">= {cfg.min_class_ua}", after["ua"] >= cfg.min_class_ua))
+    return checks
+
+
+# (key, header, format): accuracies and MIA efficacy in percent, the rest in [0, 1], RTE in seconds.
+TABLE_COLUMNS = (("ua", "UA %", "{:.1f}"), ("ra", "RA %", "{:.1f}"), ("ta", "TA %", "{:.1f}"),
+                 ("mia_efficacy", "MIA-eff %", "{:.1f}"), ("mia_auc", "MIA-AUC", "{:.3f}"), ("da", "DA", "{:.3f}"),
+                 ("lp", "LP %", "{:.1f}"), ("nmi", "NMI", "{:.3f}"), ("f1", "F1", "{:.3f}"),
+                 ("rte_s", "RTE s", "{:.1f}"), ("speedup", "speed-up", "{:.1f}×"), ("avg_gap", "avg gap", "{:.2f}"))
+
+
+def markdown_table(rows: list[dict], columns=TABLE_COLUMNS) -> str:
+    """One row per model; a column is shown when some row has it; missing values print as '-'."""
+    shown = [c for c in columns if any(r.get(c[0]) is not None for r in rows)]
+
+    def cell(row, key, fmt):
+        value = row.get(key)
+        if value is None or value != value:
+            return "-"
+        return fmt.format(value) if isinstance(value, (int, float)) else str(value)
+
+    lines = ["| method | " + " | ".join(h for _, h, _ in shown) + " |",
+             "|---|" + "---:|" * len(shown)]
+    lines += ["| " + str(r["method"]) + " | " + " | ".join(cell(r, k, f) for k, _, f in shown) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
