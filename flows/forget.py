@@ -68,16 +68,9 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
         metrics, checks, retrain_s = steps.verify_update(lineage, plan, after, problem, result,
                                                           bundle_after, verify_config)
         verified = all(c["passed"] for c in checks)
-        version, model_run = steps.register(lineage, plan.model_name, bundle_after, b_after, {
-            "parent_version": plan.parent_version, "request_id": req.id, "request_hash": req.content_hash(),
-            "method": result.method, "guarantee": result.guarantee, "data_before": plan.data_version,
-            "data_after": data_after, "verified": str(verified).lower(), "lineage_run": parent,
-            "dataset_digest": steps.dataset_digest(root_path, after.name),
-            **steps.certification_tags(bundle_after)}, after)
-        superseded = []
-        if verified:
-            steps.promote(lineage, plan.model_name, version)
-            superseded = steps.purge(lineage, plan.data_version, plan.parent_run)
+        version, model_run, superseded = release(lineage, plan, bundle_after, after, data_after, result.method,
+                                                 result.guarantee, verified, b_after,
+                                                 steps.certification_tags(bundle_after))
 
         timings = {"update_s": update_s, "retrain_s": retrain_s,
                    "speedup": retrain_s / update_s if update_s > 0 else None}
@@ -102,6 +95,23 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
     return summary
 
 
+def release(lineage: steps.Lineage, plan: steps.Plan, bundle, after, data_after: str, method: str,
+            guarantee: str, verified: bool, b=None, extra_tags: dict | None = None) -> tuple[str, str, list]:
+    """Register the new model version with its lineage tags; only if verified, promote it and purge
+    the superseded data. Returns (version, model run id, what was purged)."""
+    req = plan.request
+    version, model_run = steps.register(lineage, plan.model_name, bundle, b, {
+        "parent_version": plan.parent_version, "request_id": req.id, "request_hash": req.content_hash(),
+        "method": method, "guarantee": guarantee, "data_before": plan.data_version, "data_after": data_after,
+        "verified": str(verified).lower(), "lineage_run": lineage.parent_run,
+        "dataset_digest": steps.dataset_digest(lineage.root, after.name), **(extra_tags or {})}, after)
+    superseded = []
+    if verified:
+        steps.promote(lineage, plan.model_name, version)
+        superseded = steps.purge(lineage, plan.data_version, plan.parent_run)
+    return version, model_run, superseded
+
+
 def _seed(request_id: str) -> int:
     return int(hashlib.sha256(request_id.encode()).hexdigest()[:8], 16)
 
@@ -118,7 +128,7 @@ def forget_text(lineage: steps.Lineage, plan: steps.Plan, options: dict | None) 
     """The text recipe: redact the findings (new data version) → update the language model →
     verify exposure, perplexity and regeneration against a retrained reference → register →
     promote if verified → purge the superseded corpus (the last copy of the raw secrets)."""
-    req, root_path = plan.request, lineage.root
+    req = plan.request
     after, data_after = text_steps.redact_data(lineage, plan)
     lineage.tags["data_version"] = data_after
     bundle_after, guarantee, stats, update_s = text_steps.update_lm(lineage, plan, after, plan.method, options)
@@ -132,15 +142,8 @@ def forget_text(lineage: steps.Lineage, plan: steps.Plan, options: dict | None) 
         bundle_after, guarantee, method = reference, "exact", "retrain"
         stats = {"fallback_from": attempt["method"], "seconds": retrain_s, "affected_windows": stats["affected_windows"]}
         verified = all(c["passed"] for c in checks)
-    version, model_run = steps.register(lineage, plan.model_name, bundle_after, None, {
-        "parent_version": plan.parent_version, "request_id": req.id, "request_hash": req.content_hash(),
-        "method": method, "guarantee": guarantee, "data_before": plan.data_version, "data_after": data_after,
-        "verified": str(verified).lower(), "lineage_run": lineage.parent_run,
-        "dataset_digest": steps.dataset_digest(root_path, after.name)}, after)
-    superseded = []
-    if verified:
-        steps.promote(lineage, plan.model_name, version)
-        superseded = steps.purge(lineage, plan.data_version, plan.parent_run)
+    version, model_run, superseded = release(lineage, plan, bundle_after, after, data_after, method, guarantee,
+                                             verified)
     timings = {"update_s": update_s, "retrain_s": retrain_s, "speedup": retrain_s / update_s if update_s else None}
     model = {"name": plan.model_name, "version": version, "parent_version": plan.parent_version,
              "run_id": model_run, "parent_run_id": plan.parent_run}
@@ -172,21 +175,14 @@ def forget_images(lineage: steps.Lineage, plan: steps.Plan, options: dict | None
     """The image recipe: corrected data (new DVC version) → the image method (auto → alignment) →
     verify every metric against a retrained reference (and the `compare` baselines beside it) →
     register → promote if verified → purge the superseded data. Guarantee `empirical`."""
-    req, root_path = plan.request, lineage.root
+    req = plan.request
     after, data_after = image_steps.correct_data(lineage, plan)
     lineage.tags["data_version"] = data_after
     bundle_after, method, guarantee, update_s = image_steps.update_cnn(lineage, plan, plan.method, options)
     rows, checks, retrain_s = image_steps.verify_images(lineage, plan, method, bundle_after, update_s, compare, cfg)
     verified = all(c["passed"] for c in checks)
-    version, model_run = steps.register(lineage, plan.model_name, bundle_after, None, {
-        "parent_version": plan.parent_version, "request_id": req.id, "request_hash": req.content_hash(),
-        "method": method, "guarantee": guarantee, "data_before": plan.data_version, "data_after": data_after,
-        "verified": str(verified).lower(), "lineage_run": lineage.parent_run,
-        "dataset_digest": steps.dataset_digest(root_path, after.name)}, after)
-    superseded = []
-    if verified:
-        steps.promote(lineage, plan.model_name, version)
-        superseded = steps.purge(lineage, plan.data_version, plan.parent_run)
+    version, model_run, superseded = release(lineage, plan, bundle_after, after, data_after, method, guarantee,
+                                             verified)
     timings = {"update_s": update_s, "retrain_s": retrain_s,
                "speedup": retrain_s / update_s if retrain_s and update_s else None}
     model = {"name": plan.model_name, "version": version, "parent_version": plan.parent_version,
