@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from tests.flat import flat_parameters
 from unlearning import deep_influence as di
 from unlearning.errors import UnlearnError
 from unlearning.models import charlm
@@ -48,20 +49,6 @@ def setup():
     charlm.train_lm(model, train, epochs=30, lr=2e-2, batch=4, seed=0)
     request = di.affected_windows(vocab, TEXT, tilde, spans, SEQ)
     return model, vocab, train, request, tilde, spans
-
-
-def flat_parameters(model, names):
-    """flat θ_S ↦ the model's parameter dict with the selected ones taken from `flat` (others fixed)."""
-    fixed = {n: p.detach() for n, p in model.named_parameters()}
-    shapes = [(n, fixed[n].shape, fixed[n].numel()) for n in names]
-
-    def with_flat(flat):
-        params, i = dict(fixed), 0
-        for n, shape, k in shapes:
-            params[n] = flat[i:i + k].view(shape)
-            i += k
-        return params
-    return with_flat
 
 
 def flat_loss(model, names, windows_, weights):

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch.func import functional_call
 
+from tests.flat import flat_parameters
 from unlearning import images
 from unlearning.images import ImageData, influence, run_image_method
 from unlearning.models.cnn import CNN
@@ -42,18 +43,10 @@ def tiny_model(seed=0, stem=2, widths=(3, 4)):
 
 def flat_function(model, names, fn):
     """flat θ_S ↦ fn(params dict with the selected parameters taken from flat), others fixed."""
-    fixed = {n: p.detach() for n, p in model.named_parameters()} | dict(model.named_buffers())
-    shapes = [(n, fixed[n].shape, fixed[n].numel()) for n in names]
-
-    def f(flat):
-        params, i = dict(fixed), 0
-        for n, shape, k in shapes:
-            params[n] = flat[i:i + k].view(shape)
-            i += k
-        return fn(params)
-
-    theta = torch.cat([fixed[n].reshape(-1) for n in names])
-    return f, theta
+    with_flat = flat_parameters(model, names)
+    named = dict(model.named_parameters())
+    theta = torch.cat([named[n].detach().reshape(-1) for n in names])
+    return (lambda flat: fn(with_flat(flat))), theta
 
 
 def summed_objective(model, names, X, y, weights, l2):

@@ -48,22 +48,23 @@ class ImageResult:
     stats: dict = field(default_factory=dict)  # seconds (run_image_method), steps, ...
 
 
+def _copy(model: CNN, trainable: bool) -> CNN:
+    """A copy in eval mode (GroupNorm: eval and train compute the same function)."""
+    twin = copy.deepcopy(model)
+    twin.eval()
+    for p in twin.parameters():
+        p.requires_grad_(trainable)
+    return twin
+
+
 def student_of(model: CNN) -> CNN:
     """A trainable copy (eval mode)."""
-    student = copy.deepcopy(model)
-    student.eval()
-    for p in student.parameters():
-        p.requires_grad_(True)
-    return student
+    return _copy(model, trainable=True)
 
 
 def teacher_of(model: CNN) -> CNN:
     """A frozen copy of the original model."""
-    teacher = copy.deepcopy(model)
-    teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher
+    return _copy(model, trainable=False)
 
 
 def sgd(params, cfg: SGDConfig) -> torch.optim.SGD:
