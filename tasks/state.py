@@ -3,11 +3,15 @@
 - the objective-perturbation noise b of a certified lineage: certified removal assumes the
   adversary does not know b, so publishing it with the model would void the certificate;
 - the Hessian cache (H(θ*; D), its Cholesky factor, ‖X‖₂) per model version, which is what
-  makes a later request cheap. Both are keyed by the MLflow run id that produced the model.
+  makes a later request cheap;
+- the exposures a language model version was measured at (salted fingerprint → bits), so that
+  verification does not re-measure what `detect` / `scan --model` measured on the same version.
+All are keyed by the MLflow run id that produced the model.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -54,11 +58,29 @@ def save_cache(root: Path, run_id: str, cache: dict) -> None:
     os.replace(tmp, path)
 
 
+def load_exposures(root: Path, run_id: str) -> dict[str, float]:
+    path = state_dir(root) / "exposures" / f"{run_id}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def save_exposures(root: Path, run_id: str, measured: dict[str, float]) -> None:
+    """Merge `measured` (keys from `exposure_key`) into the model version's record."""
+    path = _private_file(state_dir(root) / "exposures" / f"{run_id}.json")
+    merged = {**load_exposures(root, run_id), **measured}
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(merged, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def exposure_key(fingerprint: str, n_candidates: int) -> str:
+    return f"{fingerprint}:{n_candidates}"
+
+
 def drop_model_state(root: Path, run_id: str) -> list[str]:
-    """Delete the cache and noise of a superseded model version; returns what was removed."""
+    """Delete the cache, noise and exposure record of a superseded model version; returns what was removed."""
     removed = []
-    for kind in ("cache", "noise"):
-        path = state_dir(root) / kind / f"{run_id}.pt"
+    for kind, suffix in (("cache", ".pt"), ("noise", ".pt"), ("exposures", ".json")):
+        path = state_dir(root) / kind / f"{run_id}{suffix}"
         if path.exists():
             path.unlink()
             removed.append(f"{kind}/{path.name}")

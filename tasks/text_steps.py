@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from prefect import task  # noqa: E402
 
-from tasks import dvc, scan, tracking  # noqa: E402
+from tasks import dvc, scan, state, tracking  # noqa: E402
 from tasks.data import save_dataset  # noqa: E402
 from tasks.steps import STEP, Lineage, Plan, progress  # noqa: E402
 from unlearning import deep_influence, lm  # noqa: E402
@@ -98,15 +98,16 @@ def verify_lm(lineage: Lineage, plan: Plan, after: TextCorpus, bundle_after: lm.
         salt = scan.project_salt(lineage.root)
         rows = []
         same = reference is bundle_after
-        for i, secret in enumerate(secrets):
-            after_exposure = lm.secret_exposure(bundle_after, secret, cfg.n_candidates, seed=i)
+        before = exposures_of(lineage.root, plan.parent_run, plan.bundle, secrets, cfg.n_candidates)
+        for secret in secrets:
+            after_exposure = lm.secret_exposure(bundle_after, secret, cfg.n_candidates)
             regenerated = lm.regenerates(bundle_after, secret, salt, cfg.samples)
             rows.append({
                 "detector": secret.detector, "masked": secret.masked, "fingerprint": secret.fingerprint,
                 "occurrences": len(secret.occurrences),
-                "before": lm.secret_exposure(plan.bundle, secret, cfg.n_candidates, seed=i),
+                "before": before[secret.fingerprint],
                 "after": after_exposure,
-                "retrain": after_exposure if same else lm.secret_exposure(reference, secret, cfg.n_candidates, seed=i),
+                "retrain": after_exposure if same else lm.secret_exposure(reference, secret, cfg.n_candidates),
                 "regenerated": regenerated,
                 "regenerated_before": lm.regenerates(plan.bundle, secret, salt, cfg.samples),
                 "regenerated_retrain": regenerated if same else lm.regenerates(reference, secret, salt, cfg.samples),
@@ -142,6 +143,21 @@ def fall_back_to_retrained(lineage: Lineage, method: str, metrics: dict, checks:
         tracking.log_metrics(run_id, {**metrics, "passed": float(all(c["passed"] for c in checks))})
         tracking.log_json(run_id, {"attempt": attempt, "checks": checks, "metrics": metrics}, "fallback.json")
     return metrics, checks, rows, attempt
+
+
+def exposures_of(root, run_id: str, bundle: lm.LMBundle, secrets: list[lm.Secret], n_candidates: int) -> dict:
+    """fingerprint → exposure in the model version `run_id`, measuring only what no earlier step
+    (detect, scan --model) measured on that version with the same number of candidates."""
+    known = state.load_exposures(root, run_id)
+    out, new = {}, {}
+    for secret in secrets:
+        key = state.exposure_key(secret.fingerprint, n_candidates)
+        if key not in known:
+            new[key] = lm.secret_exposure(bundle, secret, n_candidates)
+        out[secret.fingerprint] = known.get(key, new.get(key))
+    if new:
+        state.save_exposures(root, run_id, new)
+    return out
 
 
 def text_metrics(rows: list[dict], ppl: dict) -> dict:
@@ -208,11 +224,10 @@ def measure_exposure(lineage: Lineage, model: str, corpus: TextCorpus, findings:
         tracking.connect(lineage.root)
         production = tracking.require_production(model, lineage.root)
         bundle = tracking.load_version_bundle(model, production.version)
-        rows = []
-        for i, secret in enumerate(lm.secrets_of(corpus, findings)):
-            rows.append({"detector": secret.detector, "masked": secret.masked, "fingerprint": secret.fingerprint,
-                         "occurrences": len(secret.occurrences),
-                         "exposure": lm.secret_exposure(bundle, secret, n_candidates, seed=i)})
+        secrets = lm.secrets_of(corpus, findings)
+        measured = exposures_of(lineage.root, production.run_id, bundle, secrets, n_candidates)
+        rows = [{"detector": s.detector, "masked": s.masked, "fingerprint": s.fingerprint,
+                 "occurrences": len(s.occurrences), "exposure": measured[s.fingerprint]} for s in secrets]
         rows.sort(key=lambda r: -r["exposure"])
         tracking.log_metrics(run_id, {"exposure_max": rows[0]["exposure"] if rows else 0.0,
                                       "model_version": float(production.version)})

@@ -194,8 +194,8 @@ def exposure(model: CharLSTM, vocab: Vocab, prefix: str, secret: str,
 
     Cost on the demo model (`small`, 19-char card, 2 cores): 0.65 s for 2,000 candidates and
     2.6 s for 10,000 on an idle machine, 2–3× that under load (teacher-forcing dominates; the
-    skew-normal MLE fit is ~10–25 % of it).
-    2,000 references pin the body of the distribution well; the far tail (large exposures) is
+    skew-normal MLE fit is ~10–25 % of it). Verification uses 1,000 (lm.TextVerifyConfig).
+    1,000–2,000 references pin the body of the distribution well; the far tail (large exposures) is
     extrapolated either way and capped at log₂|R|.
     """
     sampler = candidates_sampler if candidates_sampler is not None else FormatSpace.of(secret)

@@ -8,6 +8,8 @@ the caller keeps in memory for exposure and regeneration checks and never logs.
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 import os
 import tempfile
@@ -232,13 +234,20 @@ def run_lm_method(name: str, bundle: LMBundle, request, train_windows: torch.Ten
 class TextVerifyConfig:
     exposure_margin_bits: float = 2.0  # exposure after ≤ retrained exposure + this
     max_perplexity_increase: float = 0.03  # held-out perplexity after ≤ (1 + this) × before
-    n_candidates: int = 2000  # same-format references per exposure estimate
+    n_candidates: int = 1000  # same-format references per estimate (after and retrain see the same ones)
     samples: int = 3  # sampled continuations per secret (plus one greedy)
 
 
-def secret_exposure(bundle: LMBundle, secret: Secret, n_candidates: int, seed: int = 0) -> float:
+def secret_exposure(bundle: LMBundle, secret: Secret, n_candidates: int, seed: int | None = None) -> float:
+    """Exposure in bits; the candidates are drawn from a seed derived from the secret's fingerprint by
+    default, so the same secret in the same model gets the same number whichever step measures it."""
+    seed = secret_seed(secret) if seed is None else seed
     return exposure.exposure(bundle.model, bundle.vocab, secret.prefix, secret.value,
                              n_candidates=n_candidates, seed=seed).exposure
+
+
+def secret_seed(secret: Secret) -> int:
+    return int(hashlib.sha256(secret.fingerprint.encode()).hexdigest()[:8], 16)
 
 
 def regenerates(bundle: LMBundle, secret: Secret, salt: bytes, samples: int) -> bool:

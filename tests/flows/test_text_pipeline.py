@@ -48,6 +48,9 @@ def test_text_pipeline_removes_secrets_and_leaks_none(workspace, capsys):
     scanned = json.loads(capsys.readouterr().out)
     assert scanned["counts"] == {"card": 32, "email": 32, "phone": 32, "secret": 64}
     assert all("exposure" in f and "location" in f and "record" in f["location"] for f in scanned["findings"])
+    measured = {f["fingerprint"]: f["exposure"] for f in scanned["findings"]}
+    records = list((workspace / ".unlearn" / "exposures").glob("*.json"))  # by model run: fingerprints → bits
+    assert len(records) == 1 and len(json.loads(records[0].read_text())) == 20
 
     request = workspace / "redact.yaml"
     request.write_text(yaml.safe_dump({"id": "REQ-T1", "model": "shakespeare", "method": "retrain",
@@ -59,6 +62,8 @@ def test_text_pipeline_removes_secrets_and_leaks_none(workspace, capsys):
     assert set(out["exposure"]) == {"before", "after", "retrain"}
     assert out["metrics"]["regenerated"] == 0
     assert all({"before", "after", "retrain", "masked", "fingerprint"} <= set(r) for r in out["secrets"])
+    assert all(r["before"] == measured[r["fingerprint"]] for r in out["secrets"])  # the scan's, not re-measured
+    assert not records[0].exists()  # dropped with the superseded version's other private state
 
     # the corpus is clean now, and its superseded version (the last copy of the secrets) is gone
     assert main(["scan", "shakespeare"]) == 0
