@@ -12,7 +12,8 @@ regenerated).
 
 Tables go to stdout and bench/results/text.md, progress to stderr. Only masked secrets are printed.
 
-    python -m bench.text [--steps 400] [--candidates 2000] [--policy token] [--scopes "all,one card"] [--cache DIR]
+    python -m bench.text [--steps 400] [--candidates 1000] [--policy token] [--cache DIR]
+                         [--scopes "all,one card,4 secrets"] [--methods first_order,second_order,finetune]
 """
 
 from __future__ import annotations
@@ -65,9 +66,7 @@ class Setting:
                  scope: str = "all", trained=None):
         self.corpus = build_shakespeare()
         findings = scan_corpus(self.corpus, SALT)
-        if scope == "one card":  # every occurrence of the first card number found
-            first = next(f["fingerprint"] for f in findings if f["detector"] == "card")
-            findings = [f for f in findings if f["fingerprint"] == first]
+        findings = findings_in_scope(findings, scope)
         self.scope, self.findings = scope, findings
         self.secrets = lm.secrets_of(self.corpus, self.findings)
         self.after = redact(self.corpus, lm.occurrences_of(self.findings), policy=policy)
@@ -90,10 +89,24 @@ class Setting:
 
     def measure(self, bundle: lm.LMBundle, corpus) -> dict:
         started = time.perf_counter()
-        exposures = [lm.secret_exposure(bundle, s, self.candidates, seed=i) for i, s in enumerate(self.secrets)]
+        exposures = [lm.secret_exposure(bundle, s, self.candidates) for s in self.secrets]
         regenerated = sum(lm.regenerates(bundle, s, SALT, VERIFY.samples) for s in self.secrets)
         return {"exposures": exposures, "max_exposure": max(exposures), "regenerated": regenerated,
                 "perplexity": lm.held_out_perplexity(bundle, corpus), "measure_s": time.perf_counter() - started}
+
+
+def findings_in_scope(findings: list[dict], scope: str) -> list[dict]:
+    """`all`; `one card` (every occurrence of the first card number found); `K secrets` (every
+    occurrence of the first K distinct secrets in corpus order, whatever their kind)."""
+    if scope == "all":
+        return findings
+    if scope == "one card":
+        chosen = {next(f["fingerprint"] for f in findings if f["detector"] == "card")}
+    elif scope.endswith(" secrets") and scope.split()[0].isdigit():
+        chosen = set(list(dict.fromkeys(f["fingerprint"] for f in findings))[:int(scope.split()[0])])
+    else:
+        raise SystemExit(f"bench.text: unknown scope {scope!r} (all, one card, or 'K secrets')")
+    return [f for f in findings if f["fingerprint"] in chosen]
 
 
 def verdict(m: dict, before: dict, ref: dict) -> tuple[float, float, bool]:
@@ -156,7 +169,7 @@ def main(argv=None) -> None:
     ap.add_argument("--candidates", type=int, default=VERIFY.n_candidates, help="same-format references per exposure")
     ap.add_argument("--cache", type=Path, default=None, help="keep/reuse the trained and retrained models here")
     ap.add_argument("--policy", choices=("token", "same_format"), default="token", help="redaction (demo: token)")
-    ap.add_argument("--scopes", default=",".join(SCOPES), help="requests: all findings and/or one card number")
+    ap.add_argument("--scopes", default=",".join(SCOPES), help="requests: all, one card, K secrets (comma-separated)")
     ap.add_argument("--methods", default=",".join(METHODS))
     for name in METHODS:
         ap.add_argument(f"--{name.replace('_', '-')}", dest=name, default="{}", help=f"JSON options for {name}")
