@@ -112,7 +112,10 @@ def verify_lm(lineage: Lineage, plan: Plan, after: TextCorpus, bundle_after: lm.
                 "regenerated_before": lm.regenerates(plan.bundle, secret, salt, cfg.samples),
                 "regenerated_retrain": regenerated if same else lm.regenerates(reference, secret, salt, cfg.samples),
             })
-        del secrets
+        top = max(secrets, key=lambda secret: before[secret.fingerprint])
+        distributions = {label: lm.candidate_log_perplexities(model, top, cfg.n_candidates) for label, model in
+                         (("before", plan.bundle), ("after", bundle_after), ("retrain", reference))}
+        del secrets, top
         ppl = {"before": lm.held_out_perplexity(plan.bundle, plan.table),
                "after": lm.held_out_perplexity(bundle_after, after)}
         ppl["retrain"] = ppl["after"] if same else lm.held_out_perplexity(reference, after)
@@ -122,6 +125,8 @@ def verify_lm(lineage: Lineage, plan: Plan, after: TextCorpus, bundle_after: lm.
                                       "passed": float(all(c["passed"] for c in checks))})
         tracking.log_json(run_id, {"checks": checks, "metrics": metrics, "secrets": rows}, "verification.json")
         log_plots(run_id, rows, ppl)
+        top_row = max(rows, key=lambda r: r["before"])
+        log_distribution_plot(run_id, f"{top_row['detector']} {top_row['masked']}", distributions, top_row)
     return metrics, checks, retrain_s, rows, reference
 
 
@@ -197,6 +202,24 @@ def log_plots(run_id: str, rows: list[dict], ppl: dict) -> None:
     ax2.set_ylabel("held-out perplexity")
     fig.tight_layout()
     tracking.log_figure(run_id, fig, "exposure.png")
+    plt.close(fig)
+
+
+def log_distribution_plot(run_id: str, label: str, distributions: dict[str, tuple[float, list[float]]],
+                          exposures: dict[str, float]) -> None:
+    """Exposure against the reference distribution, for the secret the original model exposed most:
+    per model, the log-perplexities of the same-format candidates and where the secret falls."""
+    fig, axes = plt.subplots(1, len(distributions), figsize=(4 * len(distributions), 3.2), sharey=True)
+    for ax, (name, (secret_lp, refs)), color in zip(axes, distributions.items(), ("tab:red", "tab:blue", "tab:gray")):
+        ax.hist(refs, bins=40, color=color, alpha=0.6, label="same-format candidates")
+        ax.axvline(secret_lp, color="black", linestyle="--", label="the secret")
+        ax.set_title(f"{name}: exposure {exposures[name]:.1f} bits", fontsize=9)
+        ax.set_xlabel("log-perplexity (bits)")
+    axes[0].set_ylabel("candidates")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{label}: lower log-perplexity = more likely than random strings of its format", fontsize=9)
+    fig.tight_layout()
+    tracking.log_figure(run_id, fig, "exposure_distribution.png")
     plt.close(fig)
 
 

@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from typing import Callable, Literal
@@ -248,6 +249,15 @@ def secret_exposure(bundle: LMBundle, secret: Secret, n_candidates: int, seed: i
 
 def secret_seed(secret: Secret) -> int:
     return int(hashlib.sha256(secret.fingerprint.encode()).hexdigest()[:8], 16)
+
+
+def candidate_log_perplexities(bundle: LMBundle, secret: Secret, n_candidates: int) -> tuple[float, list[float]]:
+    """The secret's log-perplexity (bits) and those of the same-format candidates exposure ranks it
+    against (the same draw as `secret_exposure`) — what the exposure plots show."""
+    rng = np.random.default_rng(secret_seed(secret))
+    refs = [r for r in exposure.FormatSpace.of(secret.value)(n_candidates, rng) if r != secret.value]
+    lps = exposure.log_perplexities(bundle.model, bundle.vocab, secret.prefix, [secret.value] + refs)
+    return float(lps[0]), [float(x) for x in lps[1:]]
 
 
 def regenerates(bundle: LMBundle, secret: Secret, salt: bytes, samples: int) -> bool:

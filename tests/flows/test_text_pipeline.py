@@ -9,7 +9,9 @@ import json
 import re
 from pathlib import Path
 
+import mlflow
 import yaml
+from mlflow import MlflowClient
 from prefect.settings import get_current_settings
 
 from flows.cli import main
@@ -64,6 +66,10 @@ def test_text_pipeline_removes_secrets_and_leaks_none(workspace, capsys):
     assert all({"before", "after", "retrain", "masked", "fingerprint"} <= set(r) for r in out["secrets"])
     assert all(r["before"] == measured[r["fingerprint"]] for r in out["secrets"])  # the scan's, not re-measured
     assert not records[0].exists()  # dropped with the superseded version's other private state
+    verify_run = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                    filter_string=f"tags.step = 'verify' and tags.request_id = 'REQ-T1'")[0]
+    plots = {a.path for a in MlflowClient().list_artifacts(verify_run.info.run_id)}
+    assert {"exposure.png", "exposure_distribution.png", "verification.json"} <= plots
 
     # the corpus is clean now, and its superseded version (the last copy of the secrets) is gone
     assert main(["scan", "shakespeare"]) == 0
