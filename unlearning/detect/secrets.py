@@ -6,20 +6,24 @@
    keys (`sk_live_`, `sk_test_`, `rk_…`), Google API keys (`AIza` + 35), OpenAI-style `sk-…` keys
    (0.9, token-shaped only), PEM private-key blocks (whole block), JWTs (`eyJ….eyJ….sig`).
 2. Keyword assignments: a password word (`password`, `passwd`, `pwd`, `pw`, `pass`, `passphrase`,
-   `passcode`) or a key word (`secret`, `token`, `api_key`, `access_key`, `private_key`,
+   `passcode`; `Passwort`, `Kennwort`, `mot de passe`, `contraseña`, `senha`, `wachtwoord`, `hasło`,
+   `lösenord`, `salasana`) or a key word (`secret`, `token`, `api_key`, `access_key`, `private_key`,
    `client_secret`, `auth_token`, …), possibly the last part of a longer identifier
    (`DB_PASSWORD`, `spring.datasource.password`, `x-api-key`, `dbPassword`), then `:`, `=`, `:=`,
-   `=>`, `==`, in prose `is`/`was` ("the password for the wifi is …"), or nothing but a space
+   `=>`, `==`, in prose `is`/`was` ("the password for the wifi is …"; also `ist`, `war`, `lautet`,
+   `est`, `es`, `era`, `é`, `jest`, `är`), or nothing but a space
    ("auth token 3f9a…", "with password Xy9!…", confidence 0.75); also `--password x`,
-   `<password>x</password>`, `scheme://user:x@host` and `Bearer x`. The span is the value alone.
+   `<password>x</password>`, `scheme://user:x@host`, `Bearer x`, `Basic x` when x decodes to
+   `user:password`, and on a command line `-p x`/`-px` next to a `-u`/`--user` flag on the same line
+   (without one, `-p` is a port) or `curl -u user:x`. The span is the value alone.
 3. Gates on the value: placeholders are never secrets (`********`, `<password>`, `${DB_PASSWORD}`,
-   `{{ vault.pw }}`, `changeme`, `required`, `os.environ[…]`, paths); after a key word the value
-   must look like a token — 10+ characters from a token alphabet, Shannon entropy ≥ 3 bits/char
-   (a little less for 10–12 characters), not a plain word — so "a token of my love" and "the secret
-   is out" stay prose; after a password word anything password-like counts, but in prose (`is`) or
-   after a bare `:` a plain word only counts when it ends the line or field. With no operator at
-   all, a key word needs a token of 16+ characters and a password word (not `pass`, which is
-   English first) letters mixed with digits.
+   `${API_KEY:?unset}`, `$(cmd)`, `{{ vault.pw }}`, `changeme`, `required`, `os.environ[…]`,
+   paths); after a key word the value must look like a token — 10+ characters from a token
+   alphabet, Shannon entropy ≥ 3 bits/char (a little less for 10–12 characters), not a plain
+   word — so "a token of my love" and "the secret is out" stay prose; after a password word
+   anything password-like counts, but in prose (`is`) or after a bare `:` a plain word only counts
+   when it ends the line or field. With no operator at all, a key word needs a token of 16+
+   characters and a password word (not `pass`, which is English first) letters mixed with digits.
 """
 
 from __future__ import annotations
@@ -90,7 +94,8 @@ _BASIC = re.compile(r"(?<![A-Za-z])(?i:basic)[ \t]+(?P<value>[A-Za-z0-9+/]{8,}={
 # `curl -u user:password` carries it after the colon.
 _SHORT_PASSWORD_FLAG = re.compile(r"(?<![\w\-])-p[ \t]*(?P<value>[^\s\-][^\s]{0,255})")
 _USER_FLAG = re.compile(r"(?<![\w\-])(?:-u|--user(?:name)?)(?:[ \t]+|=)[^\s\-]")
-_USER_COLON_PASSWORD = re.compile(r"(?<![\w\-])(?:-u|--user)(?:[ \t]+|=)[^\s:\-][^\s:]{0,63}:(?P<value>[^\s\"']{1,128})")
+_USER_COLON_PASSWORD = re.compile(
+    r"(?<![\w\-])(?:-u|--user)(?:[ \t]+|=)[^\s:\-][^\s:]{0,63}:(?P<value>[^\s\"']{1,128})")
 _PORT_LIKE = re.compile(r"[\d:.]+")  # "-p 8080:80", "-p 2222"
 
 PLACEHOLDER_WORDS = frozenset(
