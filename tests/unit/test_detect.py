@@ -67,6 +67,8 @@ def test_luhn_valid_numbers_outside_the_issuer_table_are_not_cards(prefix, lengt
     ("pay 4111 1111 1111 1111 12/25", "4111 1111 1111 1111"),  # expiry glued after the number
     ("at 10:30 card 4111 1111 1111 1111", "4111 1111 1111 1111"),  # time glued before it
     ("Visa 4111 1111 1111 1111 123 (cvv)", "4111 1111 1111 1111"),  # crowded, but a card word is near
+    ("<CardNo>4111.1111.1111.1111</CardNo>", "4111.1111.1111.1111"),  # dots in a card's own grouping
+    ("amex 3782.822463.10005.", "3782.822463.10005"),
 ])  # fmt: skip
 def test_card_detector_finds(text, value):
     assert found(text, "card") == [value]
@@ -82,6 +84,9 @@ def test_card_detector_finds(text, value):
     "id4111111111111111",  # glued to a word
     "uuid 41111111-1111-1111-1111-111111111111",  # dashes bind the whole token
     "isbn 978-0-306-40615-7",
+    "value 4111.1111.1111.1112",  # dotted, Luhn fails
+    "v 4111.1111.1111.1111.5",  # dotted, part of a longer dotted number
+    "x 4111.11111.111.1111",  # dotted, not a card's grouping
 ])  # fmt: skip
 def test_card_detector_rejects(text):
     assert found(text, "card") == []
@@ -182,6 +187,7 @@ def test_bare_digit_run_is_a_phone_only_with_a_phone_word():
     "ISBN 978-3-16-148410-0", "978-3-16-148410-0", "0-306-40615-2", "9780306406157", "94105-1234",
     "1999 2000 2001", "1558 1603 1625", "123-45-6789", "12 500 000 000", "Order #415-555-2671",
     "ts 1700000000000", "build 10.0.19045.2965", "version 10.22.333.4444", "555-0199",
+    "Lottery numbers 04 11 23 35 42 49, bonus 07",  # six pairs: a list, not a national number
 ])  # fmt: skip
 def test_phone_detector_rejects(text):
     assert found(text, "phone") == []
@@ -217,6 +223,14 @@ def test_phone_detector_rejects(text):
     ("SLACK=xoxb-2048573920-5832019484-kJ8sL2mN4pQ6rT8vX0zB2dF4", "xoxb-2048573920-5832019484-kJ8sL2mN4pQ6rT8vX0zB2dF4"),
     ('stripe.api_key = "sk_live_4eC39HqLyjWDarjtT1zdp7dc"', "sk_live_4eC39HqLyjWDarjtT1zdp7dc"),
     ("key=AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY", "AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY"),
+    ("Mein Passwort ist Geheim#42, bitte nicht weitergeben.", "Geheim#42"),  # password words in other languages
+    ("mi contraseña es Gato2024!", "Gato2024!"),
+    ("mot de passe : Chat!2024", "Chat!2024"),
+    ("wachtwoord=Fiets123", "Fiets123"),
+    ("Authorization: Basic c3ZjLWJhY2t1cDpIeDcha3EyTG0=", "c3ZjLWJhY2t1cDpIeDcha3EyTG0="),  # base64 of user:password
+    ("$ docker login registry.example.com -u ci -p Hx7kq2Lm9", "Hx7kq2Lm9"),  # -p with a -u user
+    ("mysql -u root -pS3cretPw shop", "S3cretPw"),
+    ("curl -u admin:S3cretPw https://api.example.com/v1", "S3cretPw"),
 ])  # fmt: skip
 def test_secret_detector_finds(text, value):
     assert found(text, "secret") == [value]
@@ -242,6 +256,10 @@ def test_secret_detector_takes_a_whole_private_key_block_and_a_jwt():
     "token: a1b2c3", "Let him pass: he is my friend.", "bypass: 1234567", "compass = north-north-west",
     "The omens betoken war.", "Top secret: nothing here.", "On there; pass along!", "the password reset link",
     "tokens 1-512 are reserved", "csrftoken = get_token(request)",
+    "API_KEY=${API_KEY:?must be set}", "TOKEN=$(gh auth token)", "Das Passwort ist falsch.",
+    "Authorization: Basic 12345678", "Authorization: Basic dGVzdA==",  # does not decode to user:password
+    "docker run -u 1000 -p 8080:80 nginx", "ssh -p 2222 deploy@host", "psql -h db -U app -p 5432",
+    "cp -p -u a b", "curl -u $USER:$TOKEN https://x",
 ])  # fmt: skip
 def test_secret_detector_rejects(text):
     assert found(text, "secret") == []

