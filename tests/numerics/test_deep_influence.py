@@ -186,7 +186,8 @@ def test_second_order_is_the_damped_newton_step(setup):
     theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     want = theta - torch.linalg.solve(H + mu * torch.eye(len(g), dtype=torch.float64), g)
     out = di.second_order(model, request, train, damping=mu, cg_iters=10 * len(g), cg_tol=1e-12,
-                          subsample=10**6, curvature="hessian", start="zero", precondition=False, steps=1)
+                          subsample=10**6, curvature="hessian", start="zero", precondition=False, steps=1,
+                          repair_steps=0)
     got = torch.cat([p.detach().reshape(-1) for p in out.model.parameters()])
     assert torch.allclose(got, want, rtol=1e-6, atol=1e-8)
     assert out.stats["hvps"] > 0 and out.stats["cg_residual"] <= 1e-12
@@ -233,7 +234,7 @@ def test_default_second_order_converges_to_the_damped_gauss_newton_step(setup):
     theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     want = theta - torch.linalg.solve(C + 0.5 * torch.eye(len(g), dtype=torch.float64), g)
     out = di.second_order(model, request, train, damping=0.5, cg_iters=10 * len(g), cg_tol=1e-12,
-                          subsample=10**6, steps=1, max_step=None, tilde_subsample=None)
+                          subsample=10**6, steps=1, max_step=None, tilde_subsample=None, repair_steps=0)
     got = torch.cat([p.detach().reshape(-1) for p in out.model.parameters()])
     assert out.stats["curvature"] == "gauss_newton" and out.stats["precondition"]
     assert torch.allclose(got, want, rtol=1e-6, atol=1e-8)
@@ -241,7 +242,8 @@ def test_default_second_order_converges_to_the_damped_gauss_newton_step(setup):
     # the trust radius shortens that same step to max_step along the same direction
     radius = 0.25 * float((want - theta).norm())
     short = di.second_order(model, request, train, damping=0.5, cg_iters=10 * len(g), cg_tol=1e-12,
-                            subsample=10**6, steps=1, max_step=radius, tilde_subsample=None)
+                            subsample=10**6, steps=1, max_step=radius, tilde_subsample=None,
+                            repair_steps=0)
     moved = torch.cat([p.detach().reshape(-1) for p in short.model.parameters()]) - theta
     assert short.stats["steps_shortened"] == 1 and abs(float(moved.norm()) - radius) < 1e-6 * radius
     assert torch.allclose(moved, (want - theta) * (radius / float((want - theta).norm())), atol=1e-8)
@@ -311,6 +313,24 @@ def test_iterated_second_order_moves_less_per_step_and_lowers_the_secret(setup):
     from unlearning.exposure import log_perplexity
     lp = [log_perplexity(m, vocab, "pin ", "4711") for m in (model, one.model, three.model)]
     assert lp[1] > lp[0] and lp[2] > lp[0]
+
+
+def test_repair_steps_win_back_retained_loss_without_relearning_the_secret(setup):
+    model, vocab, train, request, _, _ = setup
+    plain = di.second_order(model, request, train, damping=5.0, cg_iters=30, subsample=10**6, steps=1,
+                            repair_steps=0)
+    repaired = di.second_order(model, request, train, damping=5.0, cg_iters=30, subsample=10**6, steps=1,
+                               repair_steps=30, repair_lr=1e-2)
+    keep = torch.ones(len(train), dtype=torch.bool)
+    keep[request.index] = False
+    retained = torch.cat([train[keep], request.Z_tilde])
+    with torch.no_grad():
+        loss = [float(di.window_loss(m, retained).mean()) for m in (model, plain.model, repaired.model)]
+    assert loss[2] < loss[1]  # the repair lowers the loss on the data that stays
+    from unlearning.exposure import log_perplexity
+    lp = [log_perplexity(m, vocab, "pin ", "4711") for m in (model, plain.model, repaired.model)]
+    assert lp[2] > lp[0] + 1.0  # and the secret stays far less likely than in the original
+    assert repaired.stats["repair_steps"] == 30
 
 
 def test_retrain_is_training_from_scratch_on_the_redacted_windows(setup):
