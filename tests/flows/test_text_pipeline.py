@@ -112,7 +112,8 @@ def test_auto_falls_back_to_the_retrained_model_when_the_fast_update_fails(works
     request = workspace / "redact.yaml"  # one card number: few enough windows for auto to try second_order
     request.write_text(yaml.safe_dump({"id": "REQ-T2", "model": "shakespeare", "method": "auto",
                                        "redact": {"findings": [card], "policy": "token"}}))
-    out = forget_flow(root=str(workspace), request_path=str(request), options={"damping": 1e12, "steps": 1})
+    out = forget_flow(root=str(workspace), request_path=str(request),
+                      options={"damping": 1e12, "steps": 1, "repair_steps": 0})
     attempt = out["fallback"]
     assert attempt["method"] == "second_order" and "exposure_vs_retrain_bits" in attempt["failed_checks"]
     assert abs(attempt["exposure_after"] - out["exposure"]["before"]) < 1e-3  # the damped step barely moved
