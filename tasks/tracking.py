@@ -34,11 +34,17 @@ PIP_REQUIREMENTS = ["unlearnflow", "torch==2.13.0", "pandas", "numpy"]
 
 
 def tracking_uri(root: Path) -> str:
-    """The user's MLFLOW_TRACKING_URI when set, else the sqlite store under <root>/mlflow/.
+    """The user's MLFLOW_TRACKING_URI when set (e.g. an MLflow tracking server), else the sqlite
+    store under <root>/mlflow/.
 
-    flows.settings records the user's value in UNLEARN_TRACKING_URI at start-up, because
-    mlflow.set_tracking_uri() itself writes MLFLOW_TRACKING_URI into the environment."""
-    return os.environ.get("UNLEARN_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / 'mlflow' / 'mlflow.db'}"
+    `unlearn` records the user's value in UNLEARN_TRACKING_URI at start-up (flows.settings),
+    because mlflow.set_tracking_uri() itself writes MLFLOW_TRACKING_URI into the environment.
+    A flow run that a Prefect worker started never went through `unlearn`: there the
+    environment the worker was given is the user's."""
+    user = os.environ.get("UNLEARN_TRACKING_URI")
+    if user is None:
+        user = os.environ.get("MLFLOW_TRACKING_URI", "")
+    return user or f"sqlite:///{Path(root).resolve() / 'mlflow' / 'mlflow.db'}"
 
 
 def quiet() -> None:
