@@ -207,8 +207,12 @@ def register(name: str, model_uri: str, run_id: str, tags: dict) -> str:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description="unlearnflow model; every version carries its lineage tags")
+    # A logged model's URI (models:/<model id>, MLflow 3): a tracking server refuses it as the
+    # source unless the model id comes with it (a local store does not check).
+    logged = model_uri.removeprefix("models:/") if model_uri.startswith("models:/") else ""
     version = client.create_model_version(name, model_uri, run_id=run_id,
-                                          tags={k: str(v) for k, v in tags.items() if v is not None})
+                                          tags={k: str(v) for k, v in tags.items() if v is not None},
+                                          model_id=logged if logged and "/" not in logged else None)
     return str(version.version)
 
 

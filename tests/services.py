@@ -155,6 +155,23 @@ def deployment_exists(api: str, name: str) -> bool:
     return http_ok(f"{api}/deployments/name/{name}")
 
 
+def api_json(url: str, body: dict | None = None):
+    """GET (or, with a body, POST) a Prefect API endpoint; the decoded JSON."""
+    import json
+
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def workers_online(api: str, pool: str) -> bool:
+    try:
+        return bool(api_json(f"{api}/work_pools/{pool}/workers/filter", {}))
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 # ---------------------------------------------------------------------------------------------
 # MLflow
 
