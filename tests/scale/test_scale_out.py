@@ -62,7 +62,8 @@ def test_comply_runs_through_a_worker_an_mlflow_server_and_postgresql(tmp_path):
                             UNLEARN_LEDGER_URL=db["ledger"])
             server.wait_ready()
             unlearn(env, project, "data", "add", "people", "--file", "people.csv", "--target", "label", "--id", "person")
-            unlearn(env, project, "train", "people")
+            trained = json.loads(unlearn(env, project, "train", "people", "--json").stdout)  # one JSON object
+            assert trained["model"] == {"name": "people", "version": "1"}
             unlearn(env, project, "requests", "submit", "GDPR-S1.yaml", "--channel", "email")
 
             prefect(env, project, "work-pool", "create", POOL, "--type", "process")
