@@ -6,7 +6,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export DVC_NO_ANALYTICS ?= 1
 
-.PHONY: install demo test test-slow bench ui clean-store
+.PHONY: install demo test test-slow test-scale postgres bench ui clean-store
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,6 +34,23 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest -q -m slow
+
+# The deployment and scale-out tests: real Prefect/MLflow servers, PostgreSQL, a process worker.
+test-scale: install postgres
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,scale]'
+	$(PY) -m pytest -q -m 'server or scale'
+
+# PostgreSQL server binaries from Debian, only if absent. No default cluster is created or
+# started: the tests initdb their own on 127.0.0.1 (as the `postgres` account when run as root).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+	  { if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	    $$SUDO mkdir -p /etc/postgresql-common/createcluster.d && \
+	    echo 'create_main_cluster = false' | $$SUDO tee /etc/postgresql-common/createcluster.d/unlearnflow.conf >/dev/null && \
+	    { $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null || \
+	      { $$SUDO apt-get update -q >/dev/null && \
+	        $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; }; }; } || \
+	  { echo "error: PostgreSQL is needed: install the Debian package postgresql (apt-get install postgresql)" >&2; exit 2; }
 
 bench: install
 	$(PY) -m bench.tabular

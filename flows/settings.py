@@ -27,6 +27,9 @@ def configure_environment(root: Path) -> None:
         "DVC_NO_ANALYTICS": "1",
         "GIT_PYTHON_REFRESH": "quiet",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        # With a tracking server MLflow prints "View run ... at: URL" to stdout at every run's
+        # end, which would break --json (stdout carries exactly one JSON object).
+        "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)

@@ -34,11 +34,17 @@ PIP_REQUIREMENTS = ["unlearnflow", "torch==2.13.0", "pandas", "numpy"]
 
 
 def tracking_uri(root: Path) -> str:
-    """The user's MLFLOW_TRACKING_URI when set, else the sqlite store under <root>/mlflow/.
+    """The user's MLFLOW_TRACKING_URI when set (e.g. an MLflow tracking server), else the sqlite
+    store under <root>/mlflow/.
 
-    flows.settings records the user's value in UNLEARN_TRACKING_URI at start-up, because
-    mlflow.set_tracking_uri() itself writes MLFLOW_TRACKING_URI into the environment."""
-    return os.environ.get("UNLEARN_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / 'mlflow' / 'mlflow.db'}"
+    `unlearn` records the user's value in UNLEARN_TRACKING_URI at start-up (flows.settings),
+    because mlflow.set_tracking_uri() itself writes MLFLOW_TRACKING_URI into the environment.
+    A flow run that a Prefect worker started never went through `unlearn`: there the
+    environment the worker was given is the user's."""
+    user = os.environ.get("UNLEARN_TRACKING_URI")
+    if user is None:
+        user = os.environ.get("MLFLOW_TRACKING_URI", "")
+    return user or f"sqlite:///{Path(root).resolve() / 'mlflow' / 'mlflow.db'}"
 
 
 def quiet() -> None:
@@ -201,8 +207,12 @@ def register(name: str, model_uri: str, run_id: str, tags: dict) -> str:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description="unlearnflow model; every version carries its lineage tags")
+    # A logged model's URI (models:/<model id>, MLflow 3): a tracking server refuses it as the
+    # source unless the model id comes with it (a local store does not check).
+    logged = model_uri.removeprefix("models:/") if model_uri.startswith("models:/") else ""
     version = client.create_model_version(name, model_uri, run_id=run_id,
-                                          tags={k: str(v) for k, v in tags.items() if v is not None})
+                                          tags={k: str(v) for k, v in tags.items() if v is not None},
+                                          model_id=logged if logged and "/" not in logged else None)
     return str(version.version)
 
 
