@@ -81,7 +81,7 @@ def batch_file(root: Path, requests: list) -> Path:
 
 def request_certificate(batch_cert: dict, request, record, batch_id: str, members: list[str]) -> dict:
     """The batch's certificate narrowed to one request: its own ids, its ledger timestamps."""
-    own = {"id": request.id, "content_hash": request.content_hash(), "kinds": request.kinds(),
+    own = {"id": request.id, "request_hash": record.request_hash, "kinds": request.kinds(),
            "delete_records": sorted(request.delete_records), "revoke_features": sorted(request.revoke_features),
            "fix_labels": sorted(request.fix_labels),
            "redact": request.redact.model_dump() if request.redact is not None else None,

@@ -81,7 +81,7 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
             req, result, model=model, data=data, metrics=metrics, checks=checks, timings=timings,
             code_version=tags["git_commit"], config={"method": result.method, "options": options or {},
                                                      "verify": verify_config.model_dump()},
-            superseded=superseded)
+            request_hash=steps.request_hash(lineage.root, req), superseded=superseded)
         tracking.log_json(parent, certificate, "certificate.json")
         summary = {
             "request_id": req.id, "status": "completed" if verified else "verification_failed",
@@ -101,7 +101,7 @@ def release(lineage: steps.Lineage, plan: steps.Plan, bundle, after, data_after:
     the superseded data. Returns (version, model run id, what was purged)."""
     req = plan.request
     version, model_run = steps.register(lineage, plan.model_name, bundle, b, {
-        "parent_version": plan.parent_version, "request_id": req.id, "request_hash": req.content_hash(),
+        "parent_version": plan.parent_version, "request_id": req.id, "request_hash": steps.request_hash(lineage.root, req),
         "method": method, "guarantee": guarantee, "data_before": plan.data_version, "data_after": data_after,
         "verified": str(verified).lower(), "lineage_run": lineage.parent_run,
         "dataset_digest": steps.dataset_digest(lineage.root, after.name), **(extra_tags or {})}, after)
@@ -153,7 +153,7 @@ def forget_text(lineage: steps.Lineage, plan: steps.Plan, options: dict | None) 
         req, result, model=model, data=data, metrics={**metrics, "secrets": secrets}, checks=checks,
         timings=timings, code_version=lineage.tags["git_commit"],
         config={"method": method, "requested": plan.requested, "options": options or {}, "fallback": attempt},
-        superseded=superseded)
+        request_hash=steps.request_hash(lineage.root, req), superseded=superseded)
     tracking.log_json(lineage.parent_run, certificate, "certificate.json")
     tracking.log_metrics(lineage.parent_run, {**metrics, **{k: v for k, v in timings.items() if v is not None}})
     return {
@@ -197,7 +197,7 @@ def forget_images(lineage: steps.Lineage, plan: steps.Plan, options: dict | None
         req, result, model=model, data=data, metrics=metrics, checks=checks, timings=timings,
         code_version=lineage.tags["git_commit"],
         config={"method": method, "requested": plan.requested, "options": options or {},
-                "compare": compare or {}, "verify": cfg.model_dump()}, superseded=superseded)
+                "compare": compare or {}, "verify": cfg.model_dump()}, request_hash=steps.request_hash(lineage.root, req), superseded=superseded)
     tracking.log_json(lineage.parent_run, certificate, "certificate.json")
     tracking.log_metrics(lineage.parent_run, {**metrics, **{k: v for k, v in timings.items() if v is not None}})
     return {

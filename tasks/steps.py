@@ -183,12 +183,20 @@ def image_method_name(requested: str) -> str:
     return get_image_method(requested).name
 
 
-def earlier_result(request: UnlearningRequest) -> dict | None:
+def request_hash(root: Path, request: UnlearningRequest) -> str:
+    """The request's salted hash (the ledger's `request_hash`): what MLflow and certificates hold."""
+    from tasks.scan import project_salt
+    from unlearning.ledger import request_fingerprint
+
+    return request_fingerprint(request, project_salt(root))
+
+
+def earlier_result(root: Path, request: UnlearningRequest) -> dict | None:
     """The recorded result of an already processed request id; UnlearnError if its content differs."""
     found = tracking.find_version_by_tag(request.model, "request_id", request.id)
     if found is None:
         return None
-    if found.tags.get("request_hash") != request.content_hash():
+    if found.tags.get("request_hash") != request_hash(root, request):
         raise UnlearnError(f"request id {request.id!r} was already used for a different request "
                            f"(model {request.model} v{found.version}): give the new request a new id")
     return tracking.load_result(found.tags["lineage_run"])
@@ -199,7 +207,7 @@ def plan_request(root: Path, request_path: Path, method: str | None = None) -> P
     request = load_request(Path(request_path))
     tracking.connect(root)
     production = tracking.require_production(request.model, root)
-    earlier = earlier_result(request)
+    earlier = earlier_result(root, request)
     if earlier is not None:
         return Plan(request=request, earlier=earlier)
     table = data_store.load_dataset(root, production.tags.get("dataset", request.model))
