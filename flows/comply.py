@@ -2,10 +2,10 @@
 certificate per request → the ledger updated.
 
 The recipe, under a lock (one comply run at a time):
-  recover what a killed run left (its release rolled back or committed, its `processing`
-  requests failed as interrupted: pending again) → purge the superseded artifacts whose
-  "beyond use" date has come → claim the pending requests (ledger: received|failed → processing; a request another run
-  claimed is skipped) → group them per model into mergeable batches → each batch through the
+  recover what a killed run left (its release rolled back or committed, its `processing` requests
+  failed as interrupted: pending again) → purge the superseded artifacts whose "beyond use" date
+  has come → claim the pending requests (ledger: received|failed → processing; a request another
+  run claimed is skipped) → group them per model into mergeable batches → each batch through the
   `forget` flow (corrected data, update, verification, registration, promotion, purge) → per
   request: the batch's certificate narrowed to it, signed (HMAC-SHA256) with an HTML report →
   ledger: completed (with the certificate) or failed (with the reason; a later run retries).

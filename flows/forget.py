@@ -104,7 +104,8 @@ def forget_table(lineage: steps.Lineage, plan: steps.Plan, options: dict | None,
         "verified": verified, "method": result.method, "guarantee": result.guarantee,
         "model": {k: model[k] for k in ("name", "version", "parent_version")},
         "promoted": verified, "data": data, "certificate": cert_lib.summary_block(result),
-        "metrics": metrics, "checks": checks, "timings": timings, "run_id": lineage.parent_run, "superseded": superseded,
+        "metrics": metrics, "checks": checks, "timings": timings, "run_id": lineage.parent_run,
+        "superseded": superseded,
     }
 
 
@@ -181,7 +182,8 @@ def forget_text(lineage: steps.Lineage, plan: steps.Plan, options: dict | None) 
         "perplexity": {"before": metrics["perplexity_before"], "after": metrics["perplexity_after"],
                        "retrain": metrics["perplexity_retrain"]},
         "affected_windows": stats["affected_windows"], "requested_method": plan.requested,
-        "secrets": secrets, "metrics": metrics, "checks": checks, "timings": timings, "run_id": lineage.parent_run, "superseded": superseded,
+        "secrets": secrets, "metrics": metrics, "checks": checks, "timings": timings, "run_id": lineage.parent_run,
+        "superseded": superseded,
     }
 
 

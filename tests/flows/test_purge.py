@@ -59,7 +59,8 @@ def test_promotion_purges_every_earlier_version_and_the_replaced_data(workspace,
     for version in ("1", "2"):  # the previous production version and the never-promoted candidate
         assert_purged(workspace, version)
     assert not (workspace / ".unlearn" / "cache" / f"{v1_run}.pt").exists()
-    gone = [p for p in old_objects if p.name not in {q.name for q in cache_objects(workspace, dvc.data_version(workspace))}]
+    kept = {q.name for q in cache_objects(workspace, dvc.data_version(workspace))}
+    gone = [p for p in old_objects if p.name not in kept]
     assert gone and not any(p.exists() for p in gone + remote_objects(workspace, gone))
     assert mlflow.pyfunc.load_model("models:/people@production") is not None
 
@@ -106,7 +107,8 @@ def test_keep_superseded_keeps_them_beyond_use_until_a_later_comply_run_purges_t
     assert {p["artifact"]: p["action"] for p in out["purged"]} == {
         "model people v1": "purged", f"dvc data version {old_data}": "purged from cache and remote"}
     assert_purged(workspace, "1")
-    gone = [p for p in old_objects if p.name not in {q.name for q in cache_objects(workspace, dvc.data_version(workspace))}]
+    kept = {q.name for q in cache_objects(workspace, dvc.data_version(workspace))}
+    gone = [p for p in old_objects if p.name not in kept]
     assert gone and not any(p.exists() for p in gone + remote_objects(workspace, gone))
     assert mlflow.pyfunc.load_model("models:/people@production") is not None
     code, out = run_json(capsys, ["comply"])  # enforced once
