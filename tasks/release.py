@@ -81,9 +81,10 @@ def open_journals(root: Path) -> list[Journal]:
 
 
 def promoted(journal: Journal) -> str | None:
-    """The version `production` moved to since the journal was written, or None."""
-    current = tracking.production_version(journal.model)
-    return None if current is None or str(current.version) == journal.parent_version else str(current.version)
+    """The version `production` moved to since the journal was written, or None. Raises when the
+    registry cannot be read: undecided, the journal stays for the next comply run."""
+    current = tracking.production_alias(journal.model)
+    return None if current == journal.parent_version else current
 
 
 def finish(root: Path, journal: Journal, reason: str) -> dict:

@@ -225,6 +225,11 @@ def production_version(name: str):
         return None
 
 
+def production_alias(name: str) -> str:
+    """The version number `production` points at; raises MlflowException when it cannot be read."""
+    return str(MlflowClient().get_model_version_by_alias(name, PRODUCTION).version)
+
+
 def require_production(name: str, root: Path | None = None):
     version = None if (root is not None and not store_exists(root)) else production_version(name)
     if version is None:
