@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add_argument("request", type=Path)
     forget.add_argument("--method", help="override the request's method (auto, first_order, second_order, "
                         "certified, retrain, finetune)")
+    forget.add_argument("--keep-superseded", metavar="DAYS", help="keep the superseded model versions and data "
+                        "\"beyond use\" (no alias, tagged with a purge date) for DAYS days instead of purging them now; "
+                        "a later `unlearn comply` purges them when due (default: UNLEARN_KEEP_SUPERSEDED_DAYS, else 0)")
     forget.add_argument("--json", action="store_true")
 
     scan = sub.add_parser("scan", help="scan a dataset or a text/CSV file for secrets and personal data")
@@ -78,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000)
     comply = sub.add_parser("comply", help="process every pending request of the ledger now (one batched update "
                             "per model, a signed certificate per request)")
+    comply.add_argument("--keep-superseded", metavar="DAYS", help="keep the superseded model versions and data "
+                        "\"beyond use\" (no alias, tagged with a purge date) for DAYS days instead of purging them now; "
+                        "a later `unlearn comply` purges them when due (default: UNLEARN_KEEP_SUPERSEDED_DAYS, else 0)")
     comply.add_argument("--json", action="store_true")
     serve = sub.add_parser("serve", help="serve the Prefect deployments (nightly comply, on-demand forget) from "
                            "this process, without a work pool")
@@ -168,12 +174,14 @@ def cmd_train(args, root: Path) -> int:
 
 
 def cmd_forget(args, root: Path) -> int:
-    from tasks import steps
+    from tasks import release, steps
 
+    keep_days = release.keep_days_setting(args.keep_superseded)
     steps.plan_request.fn(root, args.request, args.method)  # all validation before anything is written
     from flows.forget import forget_flow
 
-    summary = forget_flow(root=str(root), request_path=str(args.request), method=args.method)
+    summary = forget_flow(root=str(root), request_path=str(args.request), method=args.method,
+                          keep_superseded_days=keep_days)
     emit(args, summary, format_forget(summary))
     return EXIT_OK if summary.get("verified", summary.get("status") == "completed") else EXIT_FAILED
 
@@ -208,10 +216,19 @@ def format_forget(s: dict) -> str:
                 f"budget left {c['budget_left']:.3g}" if c["epsilon"] is not None else ""),
         ]
     lines.append(f"  update {t['update_s']:.3f} s vs retraining {t['retrain_s']:.2f} s")
+    lines += superseded_lines(s)
     for check in s["checks"]:
         if not check["passed"]:
             lines.append(f"  FAILED check {check['name']}: {check['value']:.4g} (needs {check['threshold']})")
     return "\n".join(lines)
+
+
+def superseded_lines(s: dict) -> list[str]:
+    """What happened to the superseded artifacts, or that the run was rolled back."""
+    if s.get("rollback"):
+        r = s["rollback"]
+        return [f"  rolled back: data restored to {r['data']['restored']}, production stays v{r['production']}"]
+    return [f"  superseded: {x['artifact']} — {x['action']}" for x in s.get("superseded", [])]
 
 
 def format_image_forget(s: dict) -> str:
@@ -225,6 +242,7 @@ def format_image_forget(s: dict) -> str:
         f" ({'promoted to production' if s['promoted'] else 'NOT promoted'})",
         f"  data  {s['data']['before']} → {s['data']['after']}",
         *("  " + line for line in image_rows_table(s["results"])),
+        *superseded_lines(s),
     ]
     for check in s["checks"]:
         if not check["passed"]:
@@ -309,13 +327,18 @@ def _config(cls, **values):
 
 def cmd_comply(args, root: Path) -> int:
     from flows.comply import ComplyBusy, comply_flow
+    from tasks import release
 
+    keep_days = release.keep_days_setting(args.keep_superseded)
     try:
-        summary = comply_flow(root=str(root))
+        summary = comply_flow(root=str(root), keep_superseded_days=keep_days)
     except ComplyBusy as busy:  # not bad input: the other run is doing the work
         print(f"comply: {busy}", file=sys.stderr)
         return EXIT_FAILED
-    lines = [f"{summary['processed']} request(s) processed, {summary['failed']} failed"]
+    lines = [f"recovered after an interrupted run: {r.get('id') or 'release of model ' + r['model']} — {r['outcome']}"
+             for r in summary.get("recovered", [])]
+    lines += [f"due purge: {x['artifact']} — {x['action']}" for x in summary.get("purged", [])]
+    lines.append(f"{summary['processed']} request(s) processed, {summary['failed']} failed")
     for r in summary["requests"]:
         where = (f"model {r['model']['name']} v{r['model']['version']}, certificate {r['certificate']}"
                  if r["status"] == "completed" else r["reason"])

@@ -2,8 +2,10 @@
 certificate per request → the ledger updated.
 
 The recipe, under a lock (one comply run at a time):
-  claim the pending requests (ledger: received|failed → processing; a request another run
-  claimed is skipped) → group them per model into mergeable batches → each batch through the
+  recover what a killed run left (its release rolled back or committed, its `processing` requests
+  failed as interrupted: pending again) → purge the superseded artifacts whose "beyond use" date
+  has come → claim the pending requests (ledger: received|failed → processing; a request another
+  run claimed is skipped) → group them per model into mergeable batches → each batch through the
   `forget` flow (corrected data, update, verification, registration, promotion, purge) → per
   request: the batch's certificate narrowed to it, signed (HMAC-SHA256) with an HTML report →
   ledger: completed (with the certificate) or failed (with the reason; a later run retries).
@@ -22,7 +24,7 @@ import yaml
 from prefect import flow
 
 from flows.forget import forget_flow
-from tasks import ledger, tracking
+from tasks import ledger, release, tracking
 from unlearning import signing
 from unlearning.batching import group_requests, merge_requests
 from unlearning.errors import UnlearnError
@@ -68,6 +70,25 @@ def claim_pending(root: Path) -> list:
     return claimed
 
 
+def reclaim_stale(root: Path) -> list[dict]:
+    """Requests left `processing` by a comply run that was killed: the lock proves no run is
+    processing them now, so they are recorded as failed (interrupted) and become pending again."""
+    reclaimed = []
+    for record in ledger.list_requests(root, status="processing"):
+        ledger.transition(root, record.id, "failed", step="recovery",
+                          reason="interrupted: the comply run processing it stopped; reclaimed by a later run")
+        reclaimed.append({"id": record.id, "outcome": "reclaimed", "since": record.entries[-1].at})
+    return reclaimed
+
+
+def due_purges(root: Path) -> list[dict]:
+    """Superseded artifacts kept "beyond use" whose purge date has come, purged now."""
+    if not tracking.store_exists(root):
+        return []
+    tracking.connect(root)
+    return release.enforce_due_purges(root)
+
+
 def batch_file(root: Path, requests: list) -> Path:
     """The merged request of a batch, written where `forget` reads request files from."""
     digest = hashlib.sha256(",".join(sorted(r.id for r in requests)).encode()).hexdigest()[:10]
@@ -81,7 +102,7 @@ def batch_file(root: Path, requests: list) -> Path:
 
 def request_certificate(batch_cert: dict, request, record, batch_id: str, members: list[str]) -> dict:
     """The batch's certificate narrowed to one request: its own ids, its ledger timestamps."""
-    own = {"id": request.id, "content_hash": request.content_hash(), "kinds": request.kinds(),
+    own = {"id": request.id, "request_hash": record.request_hash, "kinds": request.kinds(),
            "delete_records": sorted(request.delete_records), "revoke_features": sorted(request.revoke_features),
            "fix_labels": sorted(request.fix_labels),
            "redact": request.redact.model_dump() if request.redact is not None else None,
@@ -103,13 +124,13 @@ def write_certificate(root: Path, cert: dict, plots: dict | None = None) -> Path
     return path
 
 
-def process_batch(root: Path, requests: list) -> list[dict]:
+def process_batch(root: Path, requests: list, keep_days: int | None = None) -> list[dict]:
     """One forget run for a batch; ledger + certificates per request. Never raises for a request's
     own failure: it is recorded as `failed` with the reason."""
     ids = [r.id for r in requests]
     try:
         path = batch_file(root, requests)
-        summary = forget_flow(root=str(root), request_path=str(path))
+        summary = forget_flow(root=str(root), request_path=str(path), keep_superseded_days=keep_days)
     except Exception as exc:  # noqa: BLE001 — any step's failure is recorded, the run goes on
         reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         return [fail(root, r, reason) for r in requests]
@@ -139,13 +160,17 @@ def fail(root: Path, request, reason: str) -> dict:
 
 
 @flow(name="comply", log_prints=False)
-def comply_flow(root: str) -> dict:
-    """Process every pending erasure request (see the module doc). Returns {"requests": [...]}."""
+def comply_flow(root: str, keep_superseded_days: int | None = None) -> dict:
+    """Process every pending erasure request (see the module doc). Returns {"requests": [...],
+    "recovered": [...], "purged": [...]}. `keep_superseded_days`: as `forget`'s."""
     root_path = Path(root)
+    keep_days = release.keep_days_setting(keep_superseded_days)
     with comply_lock(root_path):
+        recovered = release.recover(root_path) + reclaim_stale(root_path)
+        purged = due_purges(root_path)
         claimed = claim_pending(root_path)
         results = []
         for batch in group_requests(claimed):
-            results += process_batch(root_path, batch)
+            results += process_batch(root_path, batch, keep_days)
     return {"requests": results, "processed": len(results),
-            "failed": sum(r["status"] == "failed" for r in results)}
+            "failed": sum(r["status"] == "failed" for r in results), "recovered": recovered, "purged": purged}

@@ -1,9 +1,12 @@
 """Flow `forget`: validate request → corrected data, new DVC version → update model → verify →
-register → promote → purge superseded data.
+register → promote → supersede and purge the earlier versions and the replaced data.
 
 The decisions live here: a certified update whose accumulated bound would exceed the model's
 budget is replaced by retraining (guarantee `exact`, budget reset); `production` moves only when
-verification passes; the superseded data is purged only after the new model is promoted.
+verification passes. The promotion is the commit point (tasks.release): a failure before it, or a
+failed verification, rolls the data back to the version the run started from and leaves the
+previous version in production; after it, the superseded versions and data are purged (or kept
+"beyond use" until a purge date, with `keep_superseded_days`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.runtime import flow_run
 
-from tasks import image_steps, steps, text_steps, tracking
+from tasks import image_steps, release as release_steps, steps, text_steps, tracking
 from unlearning import certificate as cert_lib
 from unlearning.images.verify import ImageVerifyConfig
 from unlearning.methods import Result
@@ -26,15 +29,19 @@ from unlearning.verify import VerifyConfig
 def forget_flow(root: str, request_path: str, method: str | None = None,
                 options: dict | None = None, verify_config: VerifyConfig = VerifyConfig(),
                 compare: dict[str, dict] | None = None,
-                image_verify: ImageVerifyConfig = ImageVerifyConfig()) -> dict:
+                image_verify: ImageVerifyConfig = ImageVerifyConfig(),
+                keep_superseded_days: int | None = None) -> dict:
     """Process one erasure request end to end; returns the result summary (see README).
 
     Image models only: `compare` = baselines (method → options) run and evaluated beside the
-    update for the comparison table; `image_verify` = the image thresholds."""
+    update for the comparison table; `image_verify` = the image thresholds.
+    `keep_superseded_days`: keep the superseded versions and data "beyond use" that many days
+    instead of purging them now (default: the UNLEARN_KEEP_SUPERSEDED_DAYS setting, else purge now)."""
     root_path = Path(root)
     plan = steps.plan_request(root_path, Path(request_path), method)
     if plan.earlier is not None:
         return {**plan.earlier, "status": "already_processed"}
+    plan.keep_days = release_steps.keep_days_setting(keep_superseded_days)
 
     experiment = tracking.configure(root_path)
     req = plan.request
@@ -45,70 +52,79 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
         tracking.log_params(parent, {"request_id": req.id, "method": plan.method, "kinds": ",".join(req.kinds()),
                                      "n_delete": len(req.delete_records), "n_revoke": len(req.revoke_features),
                                      "n_fix_labels": len(req.fix_labels), "parent_version": plan.parent_version})
-        if plan.findings is not None:
-            summary = forget_text(lineage, plan, options)
-            tracking.log_json(parent, summary, "result.json")
-            return summary
-        if plan.image is not None:
-            summary = forget_images(lineage, plan, options, compare, image_verify)
-            tracking.log_json(parent, summary, "result.json")
-            return summary
-
-        after, data_after = steps.correct_data(lineage, plan)
-        lineage.tags["data_version"] = data_after
-        result, bundle_after, problem, update_s = steps.update_model(lineage, plan, after, plan.method, options)
-        b_after = plan.b
-        if result.method == "certified" and not result.stats["within_budget"]:
-            # The certificate cannot be issued: retrain with fresh noise, which resets the budget.
-            result, bundle_after, problem, update_s = steps.update_model(
-                lineage, plan, after, "retrain", {"noise_seed": _seed(req.id)})
-            b_after = result.stats.get("b")
-        bundle_after = _with_spent_budget(bundle_after, result)
-
-        metrics, checks, retrain_s = steps.verify_update(lineage, plan, after, problem, result,
-                                                          bundle_after, verify_config)
-        verified = all(c["passed"] for c in checks)
-        version, model_run, superseded = release(lineage, plan, bundle_after, after, data_after, result.method,
-                                                 result.guarantee, verified, b_after,
-                                                 steps.certification_tags(bundle_after))
-
-        timings = {"update_s": update_s, "retrain_s": retrain_s,
-                   "speedup": retrain_s / update_s if update_s > 0 else None}
-        model = {"name": plan.model_name, "version": version, "parent_version": plan.parent_version,
-                 "run_id": model_run, "parent_run_id": plan.parent_run}
-        data = {"before": plan.data_version, "after": data_after}
-        certificate = cert_lib.certificate(
-            req, result, model=model, data=data, metrics=metrics, checks=checks, timings=timings,
-            code_version=tags["git_commit"], config={"method": result.method, "options": options or {},
-                                                     "verify": verify_config.model_dump()},
-            superseded=superseded)
-        tracking.log_json(parent, certificate, "certificate.json")
-        summary = {
-            "request_id": req.id, "status": "completed" if verified else "verification_failed",
-            "verified": verified, "method": result.method, "guarantee": result.guarantee,
-            "model": {k: model[k] for k in ("name", "version", "parent_version")},
-            "promoted": verified, "data": data, "certificate": cert_lib.summary_block(result),
-            "metrics": metrics, "checks": checks, "timings": timings, "run_id": parent,
-        }
-        tracking.log_metrics(parent, {**metrics, **{k: v for k, v in timings.items() if v is not None}})
+        with release_steps.rollback_unless_promoted(lineage, plan, plan.keep_days) as outcome:
+            if plan.findings is not None:
+                summary = forget_text(lineage, plan, options)
+            elif plan.image is not None:
+                summary = forget_images(lineage, plan, options, compare, image_verify)
+            else:
+                summary = forget_table(lineage, plan, options, verify_config)
+        if outcome.get("outcome") == "rolled back":
+            summary["rollback"] = outcome
         tracking.log_json(parent, summary, "result.json")
     return summary
 
 
+def forget_table(lineage: steps.Lineage, plan: steps.Plan, options: dict | None, verify_config: VerifyConfig) -> dict:
+    """The table recipe: corrected data → the update (retraining when a certificate's budget is
+    spent) → verify against a retrained reference → register → promote if verified → purge."""
+    req, tags = plan.request, lineage.tags
+    after, data_after = steps.correct_data(lineage, plan)
+    lineage.tags["data_version"] = data_after
+    result, bundle_after, problem, update_s = steps.update_model(lineage, plan, after, plan.method, options)
+    b_after = plan.b
+    if result.method == "certified" and not result.stats["within_budget"]:
+        # The certificate cannot be issued: retrain with fresh noise, which resets the budget.
+        result, bundle_after, problem, update_s = steps.update_model(
+            lineage, plan, after, "retrain", {"noise_seed": _seed(req.id)})
+        b_after = result.stats.get("b")
+    bundle_after = _with_spent_budget(bundle_after, result)
+
+    metrics, checks, retrain_s = steps.verify_update(lineage, plan, after, problem, result,
+                                                      bundle_after, verify_config)
+    verified = all(c["passed"] for c in checks)
+    version, model_run, superseded = release(lineage, plan, bundle_after, after, data_after, result.method,
+                                             result.guarantee, verified, b_after,
+                                             steps.certification_tags(bundle_after))
+
+    timings = {"update_s": update_s, "retrain_s": retrain_s,
+               "speedup": retrain_s / update_s if update_s > 0 else None}
+    model = {"name": plan.model_name, "version": version, "parent_version": plan.parent_version,
+             "run_id": model_run, "parent_run_id": plan.parent_run}
+    data = {"before": plan.data_version, "after": data_after}
+    certificate = cert_lib.certificate(
+        req, result, model=model, data=data, metrics=metrics, checks=checks, timings=timings,
+        code_version=tags["git_commit"], config={"method": result.method, "options": options or {},
+                                                 "verify": verify_config.model_dump()},
+        request_hash=steps.request_hash(lineage.root, req), superseded=superseded)
+    tracking.log_json(lineage.parent_run, certificate, "certificate.json")
+    tracking.log_metrics(lineage.parent_run, {**metrics, **{k: v for k, v in timings.items() if v is not None}})
+    return {
+        "request_id": req.id, "status": "completed" if verified else "verification_failed",
+        "verified": verified, "method": result.method, "guarantee": result.guarantee,
+        "model": {k: model[k] for k in ("name", "version", "parent_version")},
+        "promoted": verified, "data": data, "certificate": cert_lib.summary_block(result),
+        "metrics": metrics, "checks": checks, "timings": timings, "run_id": lineage.parent_run,
+        "superseded": superseded,
+    }
+
+
 def release(lineage: steps.Lineage, plan: steps.Plan, bundle, after, data_after: str, method: str,
             guarantee: str, verified: bool, b=None, extra_tags: dict | None = None) -> tuple[str, str, list]:
-    """Register the new model version with its lineage tags; only if verified, promote it and purge
-    the superseded data. Returns (version, model run id, what was purged)."""
+    """Register the new model version with its lineage tags; only if verified, promote it, mark the
+    versions it supersedes and purge those due now. Returns (version, model run id, what happened
+    to each superseded artifact)."""
     req = plan.request
     version, model_run = steps.register(lineage, plan.model_name, bundle, b, {
-        "parent_version": plan.parent_version, "request_id": req.id, "request_hash": req.content_hash(),
+        "parent_version": plan.parent_version, "request_id": req.id, "request_hash": steps.request_hash(lineage.root, req),
         "method": method, "guarantee": guarantee, "data_before": plan.data_version, "data_after": data_after,
         "verified": str(verified).lower(), "lineage_run": lineage.parent_run,
         "dataset_digest": steps.dataset_digest(lineage.root, after.name), **(extra_tags or {})}, after)
     superseded = []
     if verified:
-        steps.promote(lineage, plan.model_name, version)
-        superseded = steps.purge(lineage, plan.data_version, plan.parent_run)
+        steps.promote(lineage, plan.model_name, version)  # the commit point
+        superseded = release_steps.supersede(lineage, plan, version, plan.keep_days)
+        superseded += release_steps.purge_due(lineage, plan.model_name)
     return version, model_run, superseded
 
 
@@ -153,7 +169,7 @@ def forget_text(lineage: steps.Lineage, plan: steps.Plan, options: dict | None) 
         req, result, model=model, data=data, metrics={**metrics, "secrets": secrets}, checks=checks,
         timings=timings, code_version=lineage.tags["git_commit"],
         config={"method": method, "requested": plan.requested, "options": options or {}, "fallback": attempt},
-        superseded=superseded)
+        request_hash=steps.request_hash(lineage.root, req), superseded=superseded)
     tracking.log_json(lineage.parent_run, certificate, "certificate.json")
     tracking.log_metrics(lineage.parent_run, {**metrics, **{k: v for k, v in timings.items() if v is not None}})
     return {
@@ -167,6 +183,7 @@ def forget_text(lineage: steps.Lineage, plan: steps.Plan, options: dict | None) 
                        "retrain": metrics["perplexity_retrain"]},
         "affected_windows": stats["affected_windows"], "requested_method": plan.requested,
         "secrets": secrets, "metrics": metrics, "checks": checks, "timings": timings, "run_id": lineage.parent_run,
+        "superseded": superseded,
     }
 
 
@@ -197,7 +214,7 @@ def forget_images(lineage: steps.Lineage, plan: steps.Plan, options: dict | None
         req, result, model=model, data=data, metrics=metrics, checks=checks, timings=timings,
         code_version=lineage.tags["git_commit"],
         config={"method": method, "requested": plan.requested, "options": options or {},
-                "compare": compare or {}, "verify": cfg.model_dump()}, superseded=superseded)
+                "compare": compare or {}, "verify": cfg.model_dump()}, request_hash=steps.request_hash(lineage.root, req), superseded=superseded)
     tracking.log_json(lineage.parent_run, certificate, "certificate.json")
     tracking.log_metrics(lineage.parent_run, {**metrics, **{k: v for k, v in timings.items() if v is not None}})
     return {
@@ -207,5 +224,5 @@ def forget_images(lineage: steps.Lineage, plan: steps.Plan, options: dict | None
         "forget_images": len(plan.image.request.forget),
         "model": {k: model[k] for k in ("name", "version", "parent_version")}, "data": data,
         "certificate": cert_lib.summary_block(result), "metrics": metrics, "results": rows, "checks": checks,
-        "timings": timings, "run_id": lineage.parent_run,
+        "timings": timings, "run_id": lineage.parent_run, "superseded": superseded,
     }

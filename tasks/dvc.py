@@ -231,3 +231,40 @@ def _remove(odb, oids: list[str]) -> int:
             ) from exc
         removed += 1
     return removed
+
+
+# ---------------------------------------------------------------------------------------------
+# Rolling back
+
+
+def dvc_file_text(root: Path) -> str | None:
+    """The exact text of data.dvc: the restore point of a run that is about to write data."""
+    path = Path(root) / DVC_FILE
+    return path.read_text() if path.is_file() else None
+
+
+def restore_version(root: Path, dvc_text: str) -> dict:
+    """Put data.dvc back as `dvc_text` and check data/ out at that version (force: files a failed
+    run wrote or added are replaced or removed), then delete the abandoned version's own objects
+    (they hold the corrected data of a request that was not carried out, and would otherwise sit
+    in the cache holding records a later request removes). The restored version's objects must
+    still be in the cache or the remote: nothing purges them before a promotion."""
+    root = Path(root).resolve()
+    abandoned = data_version(root)
+    (root / DVC_FILE).write_text(dvc_text)
+    restored = data_version(root)
+    with _open(root) as repo:
+        try:
+            repo.checkout(targets=[str(root / DVC_FILE)], force=True)
+        except Exception:  # noqa: BLE001 — objects only in the remote: fetch them, then check out again
+            repo.fetch(targets=[str(root / DVC_FILE)])
+            repo.checkout(targets=[str(root / DVC_FILE)], force=True)
+        clean = not repo.status(targets=[str(root / DVC_FILE)])
+    removed = None
+    if abandoned not in (None, restored):
+        try:
+            removed = purge_version(root, abandoned)
+        except UnlearnError:
+            removed = None  # never reached the cache: nothing to remove
+    return {"restored": restored, "abandoned": abandoned if abandoned != restored else None,
+            "workspace_matches": clean, "removed_objects": removed["objects"] if removed else []}

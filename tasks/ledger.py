@@ -318,21 +318,10 @@ def head(root: Path) -> tuple[int, str] | None:
 
 
 def _salt(root: Path) -> bytes:
-    """The project's one secret salt (also the scan fingerprints'). `project_salt` creates it with
-    O_EXCL, so a process racing another one's first use can see the file missing its bytes for a
-    moment (or get FileExistsError): wait for the 32 bytes rather than hash with a short salt."""
+    """The project's one secret salt (also the scan fingerprints' and the certificates')."""
     from tasks.scan import project_salt
 
-    for _ in range(100):
-        try:
-            salt = project_salt(root)
-        except FileExistsError:
-            salt = b""
-        if len(salt) >= 16:
-            return salt
-        time.sleep(0.01)
-    raise UnlearnError(f"the project salt {Path(root) / '.unlearn' / 'salt'} is empty or truncated; "
-                       "restore it from a backup (request hashes in the ledger depend on it)")
+    return project_salt(root)
 
 
 def request_file(root: Path, request_id: str) -> Path:

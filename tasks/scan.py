@@ -23,14 +23,32 @@ SALT_FILE = "salt"
 
 
 def project_salt(root: Path) -> bytes:
-    """The project's fingerprint salt, created (32 random bytes, mode 0600) on first use."""
+    """The project's fingerprint salt (32 random bytes, mode 0600), created on first use.
+
+    Race-free: the bytes go to a private temporary file first (O_EXCL, 0600 from creation), which
+    is then hard-linked into place. `link` never replaces a salt another process put there first
+    (the loser uses the winner's salt), and no reader ever sees the file empty or half-written."""
     path = Path(root) / ".unlearn" / SALT_FILE
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(secrets.token_bytes(32))
-    return path.read_bytes()
+        tmp = path.with_name(f".{SALT_FILE}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(secrets.token_bytes(32))
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process created it first: use its salt
+        finally:
+            tmp.unlink(missing_ok=True)
+    salt = path.read_bytes()
+    if len(salt) < 16:
+        raise UnlearnError(f"the project salt {path} is empty or truncated; restore it from a backup "
+                           "(ledger request hashes and scan fingerprints depend on it)")
+    return salt
 
 
 def load_allowlist(path: Path | None) -> Allowlist | None:

@@ -167,6 +167,7 @@ class Plan:
     findings: list[dict] | None = None  # text corpora: the scan findings the request removes
     requested: str | None = None  # the method as asked (`auto` allows falling back to retraining)
     image: object | None = None  # image datasets: the validated request (tasks.image_steps.ImagePlan)
+    keep_days: int | None = None  # keep superseded artifacts "beyond use" this long (None: purge at once)
 
 
 def resolve_method(requested: str, bundle: ModelBundle) -> str:
@@ -183,15 +184,26 @@ def image_method_name(requested: str) -> str:
     return get_image_method(requested).name
 
 
-def earlier_result(request: UnlearningRequest) -> dict | None:
-    """The recorded result of an already processed request id; UnlearnError if its content differs."""
-    found = tracking.find_version_by_tag(request.model, "request_id", request.id)
-    if found is None:
+def request_hash(root: Path, request: UnlearningRequest) -> str:
+    """The request's salted hash (the ledger's `request_hash`): what MLflow and certificates hold."""
+    from tasks.scan import project_salt
+    from unlearning.ledger import request_fingerprint
+
+    return request_fingerprint(request, project_salt(root))
+
+
+def earlier_result(root: Path, request: UnlearningRequest) -> dict | None:
+    """The recorded result of an already processed request id (a version it promoted, not one
+    rolled back or failing verification); UnlearnError if its content differs."""
+    tried = [v for v in tracking.model_versions(request.model) if v.tags.get("request_id") == request.id]
+    done = [v for v in tried if v.tags.get("verified") == "true" and "rolled_back" not in v.tags]
+    if not tried:
         return None
-    if found.tags.get("request_hash") != request.content_hash():
+    found = (done or tried)[-1]
+    if found.tags.get("request_hash") != request_hash(root, request):
         raise UnlearnError(f"request id {request.id!r} was already used for a different request "
                            f"(model {request.model} v{found.version}): give the new request a new id")
-    return tracking.load_result(found.tags["lineage_run"])
+    return tracking.load_result(found.tags["lineage_run"]) if done else None
 
 
 @task(name="validate request", **STEP)
@@ -199,7 +211,7 @@ def plan_request(root: Path, request_path: Path, method: str | None = None) -> P
     request = load_request(Path(request_path))
     tracking.connect(root)
     production = tracking.require_production(request.model, root)
-    earlier = earlier_result(request)
+    earlier = earlier_result(root, request)
     if earlier is not None:
         return Plan(request=request, earlier=earlier)
     table = data_store.load_dataset(root, production.tags.get("dataset", request.model))
@@ -294,18 +306,3 @@ def verify_update(lineage: Lineage, plan: Plan, after: Table, problem, result: m
     return metrics, checks, retrain_seconds
 
 
-@task(name="purge superseded data", **STEP)
-def purge(lineage: Lineage, old_version: str, old_model_run: str) -> list[dict]:
-    """Remove the superseded data version's objects (cache and remote) and the superseded model's
-    private state (Hessian cache and noise encode the removed rows)."""
-    with lineage.child("purge") as run_id:
-        report = dvc.purge_version(lineage.root, old_version)
-        removed_state = state.drop_model_state(lineage.root, old_model_run)
-        tracking.log_metrics(run_id, {"removed_cache_objects": report["removed_cache"],
-                                      "removed_remote_objects": report["removed_remote"],
-                                      "purge_verified": float(report["verified"])})
-    return [
-        {"artifact": f"dvc data version {old_version}", "action": "purged from cache and remote",
-         "objects": report["removed_cache"], "verified": report["verified"]},
-        {"artifact": f"model run {old_model_run} private state", "action": "deleted", "files": removed_state},
-    ]

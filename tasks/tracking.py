@@ -235,6 +235,11 @@ def production_version(name: str):
         return None
 
 
+def production_alias(name: str) -> str:
+    """The version number `production` points at; raises MlflowException when it cannot be read."""
+    return str(MlflowClient().get_model_version_by_alias(name, PRODUCTION).version)
+
+
 def require_production(name: str, root: Path | None = None):
     version = None if (root is not None and not store_exists(root)) else production_version(name)
     if version is None:
@@ -254,15 +259,6 @@ def load_any_bundle(path: Path):
     if is_image_bundle(path):
         return load_image_bundle(path)
     return load_lm(path) if is_lm_bundle(path) else load_bundle(path)
-
-
-def find_version_by_tag(name: str, key: str, value: str):
-    client = MlflowClient()
-    try:
-        found = client.search_model_versions(f"name = '{name}' and tags.{key} = '{value}'")
-    except MlflowException:
-        return None
-    return found[0] if found else None
 
 
 def run_url_hint(run_id: str) -> str:
@@ -286,3 +282,53 @@ def load_result(run_id: str) -> dict | None:
 
 def log_figure(run_id: str, figure, filename: str) -> None:
     MlflowClient().log_figure(run_id, figure, filename)
+
+
+# --- superseded versions ----------------------------------------------------------------------
+
+def registered_model_names() -> list[str]:
+    client = MlflowClient()
+    try:
+        return sorted(m.name for m in client.search_registered_models(max_results=1000))
+    except MlflowException:
+        return []
+
+
+def model_versions(name: str) -> list:
+    """Every registered version of a model (ModelVersion objects), oldest first."""
+    try:
+        found = MlflowClient().search_model_versions(f"name = '{name}'", max_results=10000)
+    except MlflowException:
+        return []
+    return sorted(found, key=lambda v: int(v.version))
+
+
+def remove_aliases(name: str, version) -> list[str]:
+    """Take every alias off a version (a superseded version must not be served by an alias)."""
+    client = MlflowClient()
+    aliases = list(client.get_model_version(name, str(version)).aliases)
+    for alias in aliases:
+        client.delete_registered_model_alias(name, alias)
+    return aliases
+
+
+def version_artifact_uri(name: str, version) -> str:
+    """Where a registered version's model files are stored (its logged model's artifact location)."""
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+
+    return ModelsArtifactRepository.get_underlying_uri(f"models:/{name}/{version}")
+
+
+def delete_version_artifacts(name: str, version) -> dict:
+    """Delete a version's model files from the artifact store; the registry entry and its tags
+    stay (the record of what existed). Returns the location and whether it is verifiably gone."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    uri = version_artifact_uri(name, version)
+    repo = get_artifact_repository(uri)
+    repo.delete_artifacts()
+    try:
+        left = repo.list_artifacts()
+    except (MlflowException, OSError):
+        left = []
+    return {"location": uri, "verified": not left}

@@ -14,10 +14,11 @@ FORMAT = "unlearnflow.certificate/1"
 
 
 def certificate(request: UnlearningRequest, result: Result, *, model: dict, data: dict, metrics: dict,
-                checks: list[dict], timings: dict, code_version: str, config: dict,
+                checks: list[dict], timings: dict, code_version: str, config: dict, request_hash: str,
                 superseded: list[dict] | None = None) -> dict:
     """Assemble the certificate. `model` = {name, version, parent_version, run_id, parent_run_id},
-    `data` = {before, after} DVC versions."""
+    `data` = {before, after} DVC versions, `request_hash` = the request's salted hash (the
+    ledger's; a plain hash of the content would let the corrected labels be brute-forced)."""
     stats = result.stats
     certified = result.guarantee == "certified"
     return {
@@ -25,7 +26,7 @@ def certificate(request: UnlearningRequest, result: Result, *, model: dict, data
         "issued_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "request": {
             "id": request.id,
-            "content_hash": request.content_hash(),
+            "request_hash": request_hash,
             "kinds": request.kinds(),
             "delete_records": list(request.delete_records),
             "revoke_features": list(request.revoke_features),

@@ -232,7 +232,7 @@ def _procedural(cert: dict) -> str:
     req, model, data = cert.get("request") or {}, cert.get("model") or {}, cert.get("data") or {}
     times = {"issued": cert.get("issued_at"), **(cert.get("timestamps") or {})}
     pairs = [
-        ("request id", req.get("id")), ("request content hash", req.get("content_hash")),
+        ("request id", req.get("id")), ("request hash (salted)", req.get("request_hash")),
         ("kinds", req.get("kinds")), _ids("records deleted", req.get("delete_records") or []),
         ("features revoked", req.get("revoke_features")), _ids("records relabelled", req.get("fix_labels") or []),
         ("redaction", req.get("redact")), ("class forgotten", req.get("forget_class")),

@@ -314,3 +314,37 @@ def test_a_writer_that_read_a_stale_head_retries(tmp_path, monkeypatch):
     entry = ledger.submit(tmp_path, req("REQ-3"), now=T0)
     assert len(calls) == 2 and entry.seq == 3
     assert ledger.verify_chain(tmp_path)[0]
+
+
+def salt_worker(root: str, barrier, out: str) -> None:
+    from tasks.scan import project_salt
+
+    barrier.wait()
+    Path(out).write_bytes(project_salt(Path(root)))
+
+
+def test_processes_creating_the_project_salt_at_once_all_get_the_same_full_salt(tmp_path):
+    ctx = processes()
+    n = 6
+    barrier = ctx.Barrier(n)
+    outs = [tmp_path / f"salt-{i}.bin" for i in range(n)]
+    procs = [ctx.Process(target=salt_worker, args=(str(tmp_path), barrier, str(out))) for out in outs]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+    assert [p.exitcode for p in procs] == [0] * n
+    salts = {out.read_bytes() for out in outs}
+    path = tmp_path / ".unlearn" / "salt"
+    assert salts == {path.read_bytes()} and len(path.read_bytes()) == 32  # one winner, never a short read
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in path.parent.iterdir()) == ["salt"]  # no temporary file left behind
+
+
+def test_a_truncated_salt_is_refused_rather_than_used(tmp_path):
+    from tasks.scan import project_salt
+
+    (tmp_path / ".unlearn").mkdir()
+    (tmp_path / ".unlearn" / "salt").write_bytes(b"short")
+    with pytest.raises(UnlearnError, match="truncated"):
+        project_salt(tmp_path)

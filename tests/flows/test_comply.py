@@ -42,9 +42,14 @@ def test_comply_batches_pending_requests_and_signs_a_certificate_each(workspace,
     path.write_text(path.read_text().replace('"GDPR-1"', '"GDPR-9"', 1))
     assert main(["certificate", "verify", str(path)]) == 1
 
-    # re-submitting a processed request is a no-op; a second comply run finds nothing to do
-    code, _ = run_json(capsys, ["requests", "submit", str(first)])
-    assert code == 0 and ledger.show(workspace, "GDPR-1").status == "completed"
+    # re-submitting a processed request is a no-op that returns the earlier result (its
+    # certificate and model); a second comply run finds nothing to do
+    ledger_before = (workspace / "ledger.db").read_bytes()
+    code, again = run_json(capsys, ["requests", "submit", str(first)])
+    assert code == 0 and again["created"] is False and again["status"] == "completed"
+    assert again["response"]["certificate"] == done["GDPR-1"]["certificate"]
+    assert again["response"]["model"] == done["GDPR-1"]["model"]
+    assert (workspace / "ledger.db").read_bytes() == ledger_before
     code, out = run_json(capsys, ["comply"])
     assert code == 0 and out["requests"] == []
 

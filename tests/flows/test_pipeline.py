@@ -140,8 +140,15 @@ def test_failed_verification_promotes_nothing(workspace, people_csv, capsys):
     assert not out["verified"] and out["status"] == "verification_failed"
     tracking.connect(workspace)
     assert str(MlflowClient().get_model_version_by_alias("people", "production").version) == "1"
-    # the superseded data is kept until a verified model replaces the production one
+    # the superseded data is kept until a verified model replaces the production one, and the
+    # corrected data is rolled back: data and production model stay consistent for a rerun
     assert all(p.exists() for p in cache_objects(workspace, data_before))
+    assert dvc.data_version(workspace) == data_before and out["rollback"]["data"]["restored"] == data_before
+    assert MlflowClient().get_model_version("people", out["model"]["version"]).tags["rolled_back"]
+    assert out["superseded"] == []
+    # a rerun with a method that passes is processed, not answered with the failed result
+    rerun = forget_flow(root=str(workspace), request_path=str(req), method="retrain")
+    assert rerun["verified"] and rerun["status"] == "completed" and dvc.data_version(workspace) != data_before
 
 
 def test_re_adding_erased_data_needs_replace(workspace, people_csv, capsys):

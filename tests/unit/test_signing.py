@@ -19,6 +19,7 @@ import pytest
 from unlearning import signing
 from unlearning.certificate import certificate
 from unlearning.errors import UnlearnError
+from unlearning.ledger import request_fingerprint
 from unlearning.methods import Result
 from unlearning.requests import UnlearningRequest
 
@@ -43,6 +44,7 @@ def cert(guarantee="certified", checks=None, **overrides) -> dict:
         data={"before": "aaa.dir", "after": "bbb.dir"}, metrics={"test_accuracy": 0.8388, "agreement": 1.0},
         checks=checks, timings={"update_s": 0.288, "retrain_s": 4.28}, code_version="c29ff50",
         config={"method": result.method, "options": {}},
+        request_hash=request_fingerprint(request, b"s" * 32),
         superseded=[{"artifact": "dvc data version aaa.dir", "action": "purged from cache and remote",
                      "objects": 3, "verified": True}])
     return {**body, **overrides}

@@ -1,0 +1,235 @@
+"""Releasing a new model version: every step before the promotion can be undone, every step after
+it only rolls forward.
+
+The commit point is the `production` alias. Until it moves, a failure — an exception in any step,
+a failed verification, a killed process — is rolled back: data.dvc and data/ are restored to the
+version the run started from (its objects are still in the cache: nothing is purged before a
+promotion), the abandoned data version's own objects are deleted, and model versions the run
+registered are tagged `rolled_back`. Once the alias has moved, the superseded versions are tagged
+with their purge date (`unlearning.purge`), and a purge that fails is retried by the next comply run.
+
+A journal `.unlearn/releases/<run>.json` (the restore point: the text of data.dvc, the model and
+its production version) is written before the first data write and removed when the run has
+finished either way. One left behind by a killed process is finished by the next comply run
+(`recover`, under the comply lock): rolled back if `production` did not move, else committed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from prefect import task
+
+from tasks import dvc, state, tracking
+from tasks.steps import STEP, Lineage, Plan
+from unlearning import purge as rule
+from unlearning.errors import UnlearnError
+
+JOURNAL_DIR = Path(".unlearn") / "releases"
+ROLLED_BACK = "rolled_back"
+
+
+@dataclass
+class Journal:
+    """The restore point of one forget run."""
+
+    run: str  # the forget run's parent MLflow run: every version it registers carries it as `lineage_run`
+    model: str
+    parent_version: str  # production when the run started
+    data_before: str
+    dvc_text: str  # data.dvc as it was
+    keep_days: int | None
+    started: str
+
+    def path(self, root: Path) -> Path:
+        return Path(root) / JOURNAL_DIR / f"{self.run}.json"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def keep_days_setting(value: object) -> int | None:
+    """--keep-superseded DAYS when given, else the UNLEARN_KEEP_SUPERSEDED_DAYS setting, else None (purge now)."""
+    if value is not None:
+        return rule.check_keep_days(value)
+    return rule.check_keep_days(os.environ.get(rule.KEEP_ENV), rule.KEEP_ENV)
+
+
+# --- the journal ------------------------------------------------------------------------------
+
+def begin(root: Path, plan: Plan, run: str, keep_days: int | None) -> Journal:
+    journal = Journal(run=run, model=plan.model_name, parent_version=str(plan.parent_version),
+                      data_before=plan.data_version, dvc_text=dvc.dvc_file_text(root), keep_days=keep_days,
+                      started=rule.iso(utc_now()))
+    path = journal.path(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(journal), indent=2, sort_keys=True))
+    os.replace(tmp, path)  # a journal is whole or absent
+    return journal
+
+
+def open_journals(root: Path) -> list[Journal]:
+    folder = Path(root) / JOURNAL_DIR
+    return [Journal(**json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+
+
+def promoted(journal: Journal) -> str | None:
+    """The version `production` moved to since the journal was written, or None. Raises when the
+    registry cannot be read: undecided, the journal stays for the next comply run."""
+    current = tracking.production_alias(journal.model)
+    return None if current == journal.parent_version else current
+
+
+def finish(root: Path, journal: Journal, reason: str) -> dict:
+    """Commit (production moved: make sure the superseded versions are scheduled for purging) or
+    roll back (restore the data, tag the run's candidate versions); then drop the journal."""
+    new = promoted(journal)
+    if new is not None:
+        mark_superseded(root, journal.model, new, journal.parent_version, journal.data_before, journal.keep_days)
+        outcome = {"run": journal.run, "outcome": "committed", "model": journal.model, "version": new}
+    else:
+        restored = dvc.restore_version(root, journal.dvc_text)
+        candidates = [v.version for v in tracking.model_versions(journal.model)
+                      if v.tags.get("lineage_run") == journal.run]
+        for version in candidates:
+            tracking.set_version_tags(journal.model, version, {ROLLED_BACK: reason, "verified": "false"})
+        outcome = {"run": journal.run, "outcome": "rolled back", "model": journal.model, "reason": reason,
+                   "production": journal.parent_version, "data": restored,
+                   "candidate_versions": [str(v) for v in candidates]}
+    journal.path(root).unlink(missing_ok=True)
+    return outcome
+
+
+@contextmanager
+def rollback_unless_promoted(lineage: Lineage, plan: Plan, keep_days: int | None):
+    """Around a forget recipe: on any exception, or when it ends without promoting, undo it.
+    Yields a dict that receives the outcome (for the run's summary)."""
+    journal = begin(lineage.root, plan, lineage.parent_run, keep_days)
+    outcome: dict = {}
+    try:
+        yield outcome
+    except BaseException as exc:
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        try:
+            outcome.update(finish(lineage.root, journal, f"failed: {reason}"))
+        except Exception:  # noqa: BLE001 — the journal stays; the next comply run finishes it
+            pass
+        raise
+    outcome.update(finish(lineage.root, journal, "verification failed: not promoted"))
+
+
+def recover(root: Path) -> list[dict]:
+    """Finish the journals of runs that were killed (call only under the comply lock)."""
+    journals = open_journals(root)
+    if journals:
+        tracking.connect(root)
+    return [finish(root, j, "interrupted: the run stopped before promoting (recovered by a later comply run)")
+            for j in journals]
+
+
+# --- after the promotion --------------------------------------------------------------------------
+
+def mark_superseded(root: Path, model: str, new_version: str, parent_version: str, data_before: str,
+                    keep_days: int | None, now: datetime | None = None) -> list[dict]:
+    """Tag every version the new one supersedes with its purge date and take its aliases off.
+    Idempotent (a rerun after a crash changes nothing already set). Returns per version the
+    tags it carries now."""
+    now = now or utc_now()
+    versions = {str(v.version): dict(v.tags) for v in tracking.model_versions(model)}
+    when = rule.purge_time(now, keep_days)
+    marked = []
+    for version in rule.superseded(new_version, versions):
+        tags = rule.supersede_tags(versions[version], new_version, when,
+                                   data_before if version == str(parent_version) else None)
+        if datetime.fromisoformat(tags[rule.PURGE_AFTER]) > now:
+            tags[rule.BEYOND_USE] = rule.beyond_use_label(tags[rule.PURGE_AFTER])
+        tracking.set_version_tags(model, version, tags)
+        tracking.remove_aliases(model, version)
+        marked.append({"version": version, **versions[version], **tags})
+    return marked
+
+
+@task(name="supersede", **STEP)
+def supersede(lineage: Lineage, plan: Plan, new_version: str, keep_days: int | None) -> list[dict]:
+    """Schedule the superseded versions' purge; the certificate entries of those kept beyond use."""
+    with lineage.child("supersede") as run_id:
+        now = utc_now()
+        marked = mark_superseded(lineage.root, plan.model_name, new_version, plan.parent_version,
+                                 plan.data_version, keep_days, now)
+        tracking.log_params(run_id, {"superseded_versions": ",".join(m["version"] for m in marked),
+                                     "keep_superseded_days": keep_days or 0})
+    return [entry for m in marked if not rule.is_due(m, now) for entry in beyond_use_entries(plan.model_name, m)]
+
+
+def beyond_use_entries(model: str, tags: dict) -> list[dict]:
+    until = tags[rule.PURGE_AFTER]
+    entries = [{"artifact": f"model {model} v{tags['version']}", "kind": "model_version",
+                "action": f"beyond use {rule.beyond_use_label(until)}", "purge_after": until,
+                "aliases": "removed"}]
+    if tags.get(rule.PURGE_DATA):
+        entries.append({"artifact": f"dvc data version {tags[rule.PURGE_DATA]}", "kind": "dvc_objects",
+                        "action": f"beyond use {rule.beyond_use_label(until)}", "purge_after": until})
+    return entries
+
+
+@task(name="purge superseded", **STEP)
+def purge_due(lineage: Lineage, model: str | None = None) -> list[dict]:
+    """Purge every superseded version whose date has come (of `model`, or of every model)."""
+    with lineage.child("purge") as run_id:
+        entries = enforce_due_purges(lineage.root, model)
+        tracking.log_metrics(run_id, {"purged_artifacts": sum(e["action"].startswith("purged") for e in entries),
+                                      "purge_failures": sum(e["action"].startswith("purge failed") for e in entries)})
+    return entries
+
+
+def enforce_due_purges(root: Path, model: str | None = None, now: datetime | None = None) -> list[dict]:
+    """Purge every due superseded version: model files, private state, its data version's DVC
+    objects; tag it `purged`. A failure is reported (and retried next time), never raised."""
+    now = now or utc_now()
+    entries = []
+    for name in [model] if model else tracking.registered_model_names():
+        for version in tracking.model_versions(name):
+            if rule.is_due(version.tags, now):
+                entries += purge_model_version(root, name, version, now)
+    return entries
+
+
+def purge_model_version(root: Path, name: str, version, now: datetime) -> list[dict]:
+    label = f"model {name} v{version.version}"
+    try:
+        files = tracking.delete_version_artifacts(name, version.version)
+        removed_state = state.drop_model_state(root, version.run_id)
+        data = purge_data(root, version.tags.get(rule.PURGE_DATA))
+        tracking.set_version_tags(name, version.version, {rule.PURGED: rule.iso(now)})
+        tracking.remove_aliases(name, version.version)
+    except Exception as exc:  # noqa: BLE001 — reported in the certificate; the next comply run retries
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        return [{"artifact": label, "kind": "model_version", "action": f"purge failed: {reason}",
+                 "retry": "the next `unlearn comply` run"}]
+    entry = {"artifact": label, "kind": "model_version", "action": "purged", "at": rule.iso(now),
+             "location": files["location"], "verified": files["verified"], "private_state": removed_state}
+    return [entry, *([data] if data else [])]
+
+
+def purge_data(root: Path, data_version: str | None) -> dict | None:
+    """Delete a superseded data version's objects (those the current data does not share)."""
+    if not data_version:
+        return None
+    label = f"dvc data version {data_version}"
+    if data_version == dvc.data_version(root):
+        return {"artifact": label, "kind": "dvc_objects", "action": "kept: it is the current data version"}
+    try:
+        report = dvc.purge_version(root, data_version)
+    except UnlearnError:
+        return {"artifact": label, "kind": "dvc_objects", "action": "purged from cache and remote (earlier)",
+                "verified": True}
+    return {"artifact": label, "kind": "dvc_objects", "action": "purged from cache and remote",
+            "objects": report["removed_cache"], "remote_objects": report["removed_remote"],
+            "verified": report["verified"]}

@@ -1,0 +1,175 @@
+"""Faults and recovery on the real stack (Prefect harness, MLflow sqlite, DVC, SQLite ledger): a
+failure in any step before the promotion leaves production, the data and the DVC objects as they
+were and the request failed with its reason; a rerun succeeds; a killed run is recovered."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from dvc.repo import Repo
+from mlflow import MlflowClient
+
+from tasks import dvc, ledger, release, tracking
+from tests.flows.test_pipeline import add_and_train, cache_objects, request_file, run_json
+from unlearning import verify
+
+REPO = Path(__file__).resolve().parents[2]
+REMOVED = ["P1003", "P1004"]
+
+
+def injected(step: str):
+    def fail(*args, **kwargs):
+        raise RuntimeError(f"injected {step} failure")
+    return fail
+
+
+# Each fault raises inside the real task: verification after the corrected data was written and
+# `dvc add`ed, registration after the model was logged, the DVC push after `dvc add` rewrote
+# data.dvc, the promotion after a candidate version was registered.
+FAULTS = {
+    "verification": lambda m: m.setattr(verify, "fidelity", injected("verification")),
+    "registration": lambda m: m.setattr(tracking, "register", injected("registration")),
+    "dvc": lambda m: m.setattr(Repo, "push", injected("dvc")),
+    "promotion": lambda m: m.setattr(tracking, "promote", injected("promotion")),
+}
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def remote_objects(root: Path, objects: list[Path]) -> list[Path]:
+    return [root / ".dvc-storage" / "files" / "md5" / p.parent.name / p.name for p in objects]
+
+
+def production(root: Path) -> str:
+    tracking.connect(root)
+    return str(MlflowClient().get_model_version_by_alias("people", "production").version)
+
+
+def assert_unchanged(root: Path, before: dict) -> None:
+    """Production, data.dvc, data/ and the previous version's DVC objects all as they were."""
+    assert production(root) == "1"
+    assert (root / "data.dvc").read_text() == before["dvc_text"]
+    assert files(root / "data") == before["data"]
+    assert all(p.exists() for p in before["objects"] + remote_objects(root, before["objects"]))
+    with dvc._open(root) as repo:
+        assert repo.status() == {}  # the workspace matches data.dvc
+    assert not list((root / release.JOURNAL_DIR).glob("*.json"))
+    client = MlflowClient()
+    for v in client.search_model_versions("name = 'people'"):
+        assert "production" not in v.aliases or str(v.version) == "1"
+        if str(v.version) != "1":
+            assert v.tags["rolled_back"].startswith("failed: injected") and v.tags["verified"] == "false"
+    mlflow.pyfunc.load_model("models:/people@production")  # the previous version is still usable
+
+
+def test_a_failure_in_any_step_rolls_back_and_a_rerun_succeeds(workspace, people_csv, capsys, monkeypatch):
+    add_and_train(people_csv, capsys)
+    version = dvc.data_version(workspace)
+    before = {"dvc_text": (workspace / "data.dvc").read_text(), "data": files(workspace / "data"),
+              "objects": cache_objects(workspace, version)}
+    path = request_file(workspace, id="GDPR-X", delete_records=REMOVED)
+    assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+
+    for step, inject in FAULTS.items():
+        with monkeypatch.context() as m:
+            inject(m)
+            code, out = run_json(capsys, ["comply"])
+        assert code == 1, (step, out)
+        (result,) = out["requests"]
+        assert result["status"] == "failed" and f"injected {step} failure" in result["reason"], step
+        record = ledger.show(workspace, "GDPR-X")
+        assert record.status == "failed" and f"injected {step} failure" in record.failure["reason"]
+        assert_unchanged(workspace, before)
+
+    code, out = run_json(capsys, ["comply"])
+    assert code == 0, out
+    (result,) = out["requests"]
+    assert result["status"] == "completed" and ledger.show(workspace, "GDPR-X").status == "completed"
+    assert production(workspace) == result["model"]["version"] != "1"
+    assert dvc.data_version(workspace) != version
+    table = pd.read_csv(workspace / "data" / "people" / "records.csv", dtype=str)
+    assert not set(REMOVED) & set(table["person"])
+    events = [e.event for e in ledger.show(workspace, "GDPR-X").entries]
+    assert events == ["received"] + ["processing", "failed"] * len(FAULTS) + ["processing", "completed"]
+    assert main_ok(["ledger", "verify"])
+
+
+def main_ok(argv: list[str]) -> bool:
+    from flows.cli import main
+
+    return main(argv) == 0
+
+
+# A process killed mid-run: `os._exit` runs no `except` or `finally` — exactly what SIGKILL leaves.
+KILLED_RUN = """
+import os, sys
+from tasks import tracking
+def killed(*args, **kwargs):
+    os._exit(137)
+tracking.promote = killed  # killed after the corrected data was versioned and the candidate registered
+from flows.cli import main
+sys.exit(main(["comply"]))
+"""
+
+
+def test_a_killed_comply_run_is_recovered_by_the_next_one(workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys)
+    version = dvc.data_version(workspace)
+    dvc_text, data = (workspace / "data.dvc").read_text(), files(workspace / "data")
+    path = request_file(workspace, id="GDPR-K", delete_records=REMOVED)
+    assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "UNLEARN_ROOT": str(workspace),
+           "PREFECT_HOME": str(workspace / ".prefect-child")}
+    env.pop("PREFECT_API_URL", None)
+    log = workspace / "killed-run.log"
+    with log.open("w") as out:
+        # its own process group: the temporary Prefect server the killed run started outlives it
+        child = subprocess.Popen([sys.executable, "-c", KILLED_RUN], cwd=workspace, env=env, stdout=out,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            child.wait(timeout=600)
+        finally:
+            try:
+                os.killpg(child.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    child.stderr = log.read_text()
+    assert child.returncode == 137, child.stderr[-2000:]
+    # what the kill left: the request stuck in processing, the data rewritten, a candidate registered
+    assert ledger.show(workspace, "GDPR-K").status == "processing"
+    assert dvc.data_version(workspace) != version
+    assert len(list((workspace / release.JOURNAL_DIR).glob("*.json"))) == 1
+    tracking.connect(workspace)
+    assert len(MlflowClient().search_model_versions("name = 'people'")) == 2 and production(workspace) == "1"
+
+    code, out = run_json(capsys, ["comply"])
+    assert code == 0, out
+    rollback, reclaimed = out["recovered"]
+    assert rollback["outcome"] == "rolled back" and rollback["candidate_versions"] == ["2"]
+    assert rollback["data"]["restored"] == version
+    assert reclaimed == {"id": "GDPR-K", "outcome": "reclaimed", "since": reclaimed["since"]}
+    (result,) = out["requests"]
+    assert result["status"] == "completed" and result["model"]["version"] == "3"
+    record = ledger.show(workspace, "GDPR-K")
+    assert [e.event for e in record.entries] == ["received", "processing", "failed", "processing", "completed"]
+    assert record.entries[2].data["step"] == "recovery" and "interrupted" in record.entries[2].data["reason"]
+    assert MlflowClient().get_model_version("people", "2").tags["rolled_back"].startswith("interrupted")
+    assert not list((workspace / release.JOURNAL_DIR).glob("*.json"))
+    assert main_ok(["ledger", "verify"])
+    # the rollback restored exactly the old data before the rerun rewrote it
+    assert dvc_text != (workspace / "data.dvc").read_text() and data != files(workspace / "data")
+
+
+@pytest.fixture(autouse=True)
+def no_keep_setting(monkeypatch):
+    monkeypatch.delenv("UNLEARN_KEEP_SUPERSEDED_DAYS", raising=False)

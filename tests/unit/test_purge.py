@@ -1,0 +1,49 @@
+"""The supersede/purge rule (unlearning.purge): which versions, which dates, what is due."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from unlearning import purge as rule
+from unlearning.errors import UnlearnError
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def test_every_earlier_version_not_purged_yet_is_superseded():
+    versions = {"1": {"purged": "2026-01-01T00:00:00+00:00"}, "2": {"verified": "false", "rolled_back": "x"},
+                "3": {}, "4": {}, "5": {}}
+    assert rule.superseded("4", versions) == ["2", "3"]  # not 1 (purged already), not 4 itself, not 5 (newer)
+    assert rule.superseded("1", versions) == []
+
+
+def test_purge_time_and_due():
+    assert rule.purge_time(NOW, None) == NOW == rule.purge_time(NOW, 0)
+    later = rule.purge_time(NOW, 30)
+    assert later - NOW == timedelta(days=30)
+    tags = {rule.PURGE_AFTER: rule.iso(later)}
+    assert not rule.is_due(tags, NOW) and rule.is_due(tags, later) and rule.is_due(tags, later + timedelta(days=1))
+    assert not rule.is_due({**tags, rule.PURGED: rule.iso(later)}, later + timedelta(days=1))
+    assert not rule.is_due({}, NOW)  # never superseded
+
+
+def test_a_version_superseded_twice_keeps_the_earlier_date_and_its_data_version():
+    first = rule.supersede_tags({}, "2", NOW + timedelta(days=30), "aaa.dir")
+    assert first == {rule.SUPERSEDED_BY: "2", rule.PURGE_AFTER: rule.iso(NOW + timedelta(days=30)),
+                     rule.PURGE_DATA: "aaa.dir"}
+    sooner = rule.supersede_tags(first, "3", NOW, None)
+    assert sooner[rule.PURGE_AFTER] == rule.iso(NOW) and sooner[rule.SUPERSEDED_BY] == "2"
+    assert rule.PURGE_DATA not in sooner  # the data version already scheduled stays as it is
+    later = rule.supersede_tags(first, "3", NOW + timedelta(days=90), "bbb.dir")
+    assert later[rule.PURGE_AFTER] == first[rule.PURGE_AFTER] and rule.PURGE_DATA not in later
+
+
+@pytest.mark.parametrize("value, days", [(None, None), ("", None), ("0", 0), (" 30 ", 30), (7, 7), ("3650", 3650)])
+def test_keep_days(value, days):
+    assert rule.check_keep_days(value) == days
+
+
+@pytest.mark.parametrize("value", ["-3", "a week", "1.5", "3651", True, "+5"])
+def test_keep_days_refuses_what_is_not_a_whole_number_of_days(value):
+    with pytest.raises(UnlearnError, match="whole number of days from 0 to 3650"):
+        rule.check_keep_days(value)
