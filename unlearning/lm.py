@@ -168,10 +168,11 @@ def select_findings(findings: list[dict], which: str | list[str], detectors: lis
 
 
 # `auto` for a language model: the influence update where it has been shown to pass verification
-# (one secret × 8 occurrences, |Z| = 11 windows, bench/text.py "one card"), retraining beyond
-# (the demo's 20 secrets, |Z| = 190: no second_order setting met both thresholds; see
-# deep_influence.second_order). The flow still falls back to retraining if a fast update fails.
-AUTO_MAX_WINDOWS = 16
+# (bench.text on the demo model, second_order with its repair steps: 1 secret |Z| = 9, 2 secrets
+# |Z| = 18, 4 secrets |Z| = 37 pass; 8 secrets |Z| = 75 miss by 1–1.3 bits of exposure, the demo's
+# 20 secrets |Z| = 190 by far more), retraining beyond. The flow still falls back to retraining
+# if a fast update fails verification.
+AUTO_MAX_WINDOWS = 40
 
 
 def affected_window_count(corpus: TextCorpus, findings: list[dict], seq_len: int) -> int:
