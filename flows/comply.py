@@ -138,11 +138,12 @@ def process_batch(root: Path, requests: list, keep_days: int | None = None) -> l
         failed = [c["name"] for c in summary.get("checks", []) if not c["passed"]]
         return [fail(root, r, f"verification failed ({', '.join(failed)}); nothing promoted") for r in requests]
     batch_cert = tracking.load_json(summary["run_id"], "certificate.json") or {}
+    plots = tracking.run_plots(summary["run_id"])  # embedded in every member's HTML report
     out = []
     for request in requests:
         record = ledger.show(root, request.id)
         cert = request_certificate(batch_cert, request, record, summary["request_id"], ids)
-        cert_path = write_certificate(root, cert)
+        cert_path = write_certificate(root, cert, plots)
         model = {"name": summary["model"]["name"], "version": summary["model"]["version"]}
         ledger.transition(root, request.id, "completed", certificate=str(cert_path.relative_to(root)),
                           certificate_sha256=hashlib.sha256(cert_path.read_bytes()).hexdigest(),

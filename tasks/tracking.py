@@ -280,6 +280,22 @@ def load_result(run_id: str) -> dict | None:
     return load_json(run_id, "result.json")
 
 
+def run_plots(run_id: str) -> dict[str, bytes]:
+    """The PNG artifacts of a flow's parent run and its child runs, as {"step/file.png": bytes}."""
+    client = MlflowClient()
+    parent = client.get_run(run_id)
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
+    plots = {}
+    for run in [parent, *children]:
+        step = run.data.tags.get("step", "run")
+        for artifact in client.list_artifacts(run.info.run_id):
+            if artifact.path.endswith(".png"):
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = client.download_artifacts(run.info.run_id, artifact.path, tmp)
+                    plots[f"{step}/{artifact.path}"] = Path(path).read_bytes()
+    return plots
+
+
 def log_figure(run_id: str, figure, filename: str) -> None:
     MlflowClient().log_figure(run_id, figure, filename)
 

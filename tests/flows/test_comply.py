@@ -32,7 +32,8 @@ def test_comply_batches_pending_requests_and_signs_a_certificate_each(workspace,
         cert_path = workspace / r["certificate"]
         cert = json.loads(cert_path.read_text())
         assert cert["request"]["id"] == r["id"] and cert["verified"] and cert["batch"]["requests"] == ["GDPR-1", "GDPR-2"]
-        assert cert_path.with_suffix(".html").exists()
+        report = cert_path.with_suffix(".html").read_text()
+        assert 'alt="verify/coefficients.png"' in report and "data:image/png;base64," in report  # the plots
         assert main(["certificate", "verify", str(cert_path)]) == 0
         assert ledger.show(workspace, r["id"]).status == "completed"
     assert main(["ledger", "verify"]) == 0
