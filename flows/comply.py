@@ -2,8 +2,9 @@
 certificate per request → the ledger updated.
 
 The recipe, under a lock (one comply run at a time):
-  recover what a killed run left (its release rolled back or committed, its `processing` requests
-  failed as interrupted: pending again) → purge the superseded artifacts whose "beyond use" date
+  recover what a killed run left (its release rolled back or committed; requests of a batch it
+  promoted completed from the batch's recorded result; other `processing` requests failed as
+  interrupted: pending again) → purge the superseded artifacts whose "beyond use" date
   has come → claim the pending requests (ledger: received|failed → processing; a request another
   run claimed is skipped) → group them per model into mergeable batches → each batch through the
   `forget` flow (corrected data, update, verification, registration, promotion, purge) → per
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -24,13 +26,15 @@ import yaml
 from prefect import flow
 
 from flows.forget import forget_flow
-from tasks import ledger, release, tracking
+from tasks import ledger, release, steps, tracking
 from unlearning import signing
 from unlearning.batching import group_requests, merge_requests
 from unlearning.errors import UnlearnError
+from unlearning.requests import load_request
 
 LOCK_FILE = ".unlearn/comply.lock"
 CERTIFICATES = ".unlearn/certificates"
+BATCHES = ".unlearn/batches"
 
 
 class ComplyBusy(UnlearnError):
@@ -90,14 +94,52 @@ def due_purges(root: Path) -> list[dict]:
 
 
 def batch_file(root: Path, requests: list) -> Path:
-    """The merged request of a batch, written where `forget` reads request files from."""
+    """The merged request of a batch, written where `forget` reads request files from, and its
+    manifest (batch id → member ids), which lets a later run finish the batch if this process
+    dies between the promotion and the ledger's `completed` entries."""
     digest = hashlib.sha256(",".join(sorted(r.id for r in requests)).encode()).hexdigest()[:10]
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     merged = merge_requests(requests, f"BATCH-{stamp}-{digest}")
     path = root / ".unlearn" / "requests" / f"{merged.id}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(merged.model_dump(exclude_none=True), sort_keys=False))
+    manifest = manifest_path(root, merged.id)
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(json.dumps({"batch": merged.id, "request": str(path.relative_to(root)),
+                                    "members": [r.id for r in requests]}))
     return path
+
+
+def manifest_path(root: Path, batch_id: str) -> Path:
+    return root / BATCHES / f"{batch_id}.json"
+
+
+def finish_promoted_batches(root: Path) -> list[dict]:
+    """Batches a killed run left behind: members still `processing` whose batch was promoted are
+    completed from the batch's recorded result (their records are gone: rerunning them would fail);
+    the rest is left to `reclaim_stale`."""
+    finished = []
+    for path in sorted((root / BATCHES).glob("*.json")) if (root / BATCHES).exists() else []:
+        manifest = json.loads(path.read_text())
+        stale = [m for m in manifest["members"] if ledger.show(root, m).status == "processing"]
+        summary = promoted_result(root, root / manifest["request"]) if stale else None
+        if summary is not None:
+            requests = [ledger.load_submitted(root, m) for m in stale]
+            finished += [{**r, "outcome": "completed after an interrupted run"}
+                         for r in complete_batch(root, requests, summary, manifest["members"])]
+        path.unlink()
+    return finished
+
+
+def promoted_result(root: Path, merged_path: Path) -> dict | None:
+    """The recorded result of a merged batch request whose model version was promoted, or None."""
+    if not merged_path.exists() or not tracking.store_exists(root):
+        return None
+    tracking.connect(root)
+    try:
+        return steps.earlier_result(root, load_request(merged_path))
+    except UnlearnError:
+        return None
 
 
 def request_certificate(batch_cert: dict, request, record, batch_id: str, members: list[str]) -> dict:
@@ -127,13 +169,24 @@ def write_certificate(root: Path, cert: dict, plots: dict | None = None) -> Path
 def process_batch(root: Path, requests: list, keep_days: int | None = None) -> list[dict]:
     """One forget run for a batch; ledger + certificates per request. Never raises for a request's
     own failure: it is recorded as `failed` with the reason."""
-    ids = [r.id for r in requests]
+    path = None
     try:
         path = batch_file(root, requests)
         summary = forget_flow(root=str(root), request_path=str(path), keep_superseded_days=keep_days)
     except Exception as exc:  # noqa: BLE001 — any step's failure is recorded, the run goes on
         reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-        return [fail(root, r, reason) for r in requests]
+        results = [fail(root, r, reason) for r in requests]
+    else:
+        results = complete_batch(root, requests, summary)
+    if path is not None:
+        manifest_path(root, path.stem).unlink(missing_ok=True)
+    return results
+
+
+def complete_batch(root: Path, requests: list, summary: dict, members: list[str] | None = None) -> list[dict]:
+    """Ledger + signed certificate per request from a batch's forget summary (`members`: every
+    request of the batch, for the certificates; default the requests given)."""
+    ids = members or [r.id for r in requests]
     if not summary.get("verified"):
         failed = [c["name"] for c in summary.get("checks", []) if not c["passed"]]
         return [fail(root, r, f"verification failed ({', '.join(failed)}); nothing promoted") for r in requests]
@@ -167,7 +220,7 @@ def comply_flow(root: str, keep_superseded_days: int | None = None) -> dict:
     root_path = Path(root)
     keep_days = release.keep_days_setting(keep_superseded_days)
     with comply_lock(root_path):
-        recovered = release.recover(root_path) + reclaim_stale(root_path)
+        recovered = release.recover(root_path) + finish_promoted_batches(root_path) + reclaim_stale(root_path)
         purged = due_purges(root_path)
         claimed = claim_pending(root_path)
         results = []

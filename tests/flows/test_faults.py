@@ -128,23 +128,7 @@ def test_a_killed_comply_run_is_recovered_by_the_next_one(workspace, people_csv,
     path = request_file(workspace, id="GDPR-K", delete_records=REMOVED)
     assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
 
-    env = {**os.environ, "PYTHONPATH": str(REPO), "UNLEARN_ROOT": str(workspace),
-           "PREFECT_HOME": str(workspace / ".prefect-child")}
-    env.pop("PREFECT_API_URL", None)
-    log = workspace / "killed-run.log"
-    with log.open("w") as out:
-        # its own process group: the temporary Prefect server the killed run started outlives it
-        child = subprocess.Popen([sys.executable, "-c", KILLED_RUN], cwd=workspace, env=env, stdout=out,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            child.wait(timeout=600)
-        finally:
-            try:
-                os.killpg(child.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    child.stderr = log.read_text()
-    assert child.returncode == 137, child.stderr[-2000:]
+    run_killed(workspace, KILLED_RUN)
     # what the kill left: the request stuck in processing, the data rewritten, a candidate registered
     assert ledger.show(workspace, "GDPR-K").status == "processing"
     assert dvc.data_version(workspace) != version
@@ -168,6 +152,55 @@ def test_a_killed_comply_run_is_recovered_by_the_next_one(workspace, people_csv,
     assert main_ok(["ledger", "verify"])
     # the rollback restored exactly the old data before the rerun rewrote it
     assert dvc_text != (workspace / "data.dvc").read_text() and data != files(workspace / "data")
+
+
+KILLED_AFTER_PROMOTION = """
+import os, sys
+import flows.comply
+def killed(*args, **kwargs):
+    os._exit(137)
+flows.comply.complete_batch = killed  # killed after the batch was promoted, before any ledger entry
+from flows.cli import main
+sys.exit(main(["comply"]))
+"""
+
+
+def run_killed(workspace: Path, script: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "UNLEARN_ROOT": str(workspace),
+           "PREFECT_HOME": str(workspace / ".prefect-child")}
+    env.pop("PREFECT_API_URL", None)
+    log = workspace / "killed-run.log"
+    with log.open("w") as out:
+        # its own process group: the temporary Prefect server the killed run started outlives it
+        child = subprocess.Popen([sys.executable, "-c", script], cwd=workspace, env=env, stdout=out,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            child.wait(timeout=600)
+        finally:
+            try:
+                os.killpg(child.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert child.returncode == 137, log.read_text()[-2000:]
+
+
+def test_a_run_killed_after_its_promotion_is_completed_by_the_next_one(workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id="GDPR-P", delete_records=REMOVED)
+    assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+    run_killed(workspace, KILLED_AFTER_PROMOTION)
+    assert ledger.show(workspace, "GDPR-P").status == "processing" and production(workspace) == "2"
+
+    code, out = run_json(capsys, ["comply"])
+    assert code == 0, out
+    (finished,) = out["recovered"]
+    assert finished["id"] == "GDPR-P" and finished["outcome"] == "completed after an interrupted run"
+    assert finished["model"] == {"name": "people", "version": "2"} and out["requests"] == []
+    record = ledger.show(workspace, "GDPR-P")
+    assert [e.event for e in record.entries] == ["received", "processing", "completed"]
+    assert main_ok(["certificate", "verify", str(workspace / finished["certificate"])])
+    assert main_ok(["ledger", "verify"]) and production(workspace) == "2"  # no second update
+    assert not list((workspace / ".unlearn" / "batches").glob("*.json"))
 
 
 @pytest.fixture(autouse=True)
