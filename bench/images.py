@@ -170,6 +170,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, 800 images, 2 epochs (smoke run)")
     parser.add_argument("--seeds", type=int, default=3, help="reported seeds 1..N (seed 0 is the tuning seed)")
+    parser.add_argument("--first-seed", type=int, default=1, help="report seeds first..first+N−1 (to split a run "
+                        "over processes; keep it ≥ 1)")
     parser.add_argument("--search", action="store_true", help="redo the baselines' lr search on tuning seed 0")
     parser.add_argument("--subset", type=int, default=3000, help="training images (first N of the train file)")
     parser.add_argument("--epochs", type=float, default=4.0, help="epochs of the original and retrained CNN")
@@ -178,12 +180,14 @@ def main() -> None:
     args = parser.parse_args()
     kinds = args.scenarios.split(",")
     unknown = [k for k in kinds if k not in LRS]
-    if unknown or args.seeds < 1:
-        print(f"bench.images: unknown scenario(s) {unknown} (choose from {', '.join(LRS)}) or --seeds < 1",
+    if unknown or args.seeds < 1 or args.first_seed < 1:
+        print(f"bench.images: unknown scenario(s) {unknown} (choose from {', '.join(LRS)}) or --seeds/--first-seed < 1",
               file=sys.stderr)
         raise SystemExit(2)
     if args.out is None:
         args.out = OUT if kinds == list(LRS) else OUT.with_name(f"images-{'-'.join(kinds)}.md")
+        if args.first_seed != 1:
+            args.out = args.out.with_name(f"{args.out.stem}-from{args.first_seed}.md")
     if args.quick:
         args.seeds, args.subset, args.epochs = 1, 800, 2.0
     started = time.perf_counter()
@@ -201,7 +205,7 @@ def main() -> None:
             _, lrs = run_once(kind, 0, fm, args, lrs, search=True)  # tuning seed: not reported
             print(f"    {kind}: lrs from the search on seed 0: {lrs}", flush=True)
         runs = []
-        for seed in range(1, args.seeds + 1):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             rows, lrs = run_once(kind, seed, fm, args, lrs, search=False)
             runs.append(rows)
             raw = args.out.with_name(f"{args.out.stem}-{kind}-runs.json")  # per-seed rows, kept as they come
