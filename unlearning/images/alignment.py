@@ -50,10 +50,11 @@ from unlearning.models.cnn import CNN, features_of
 
 
 class AlignmentConfig(ImageMethodConfig):
-    """Length: by default `budget` = 8 % of the original training's cost (recover_steps_for), so
-    an unlearning run stays under 10 % of retraining the same model on D'; `steps`/`epochs` set it
-    by hand. On the 3k-image Fashion-MNIST model (4 epochs, 188 training steps) that is 4 recover
-    and 4 forget steps.
+    """Defaults: one pass over D' (the previous defaults, kept: see the last paragraph). Length
+    options: `steps`, else `epochs`, else (epochs: None) `budget` = a share of the original
+    training's cost (recover_steps_for). BUDGET PRESET (bench.images `alignment@8%`): epochs None,
+    budget 0.08, λ_DA 100, clip 20, refresh 2, sd_without_forgotten_class true — on the 3k-image
+    Fashion-MNIST model 4 recover + 4 forget steps, 7.6–8.5 % of retraining's CPU time.
 
     Tuned for the smallest average gap to retraining (|UA, RA, TA, MIA-eff − retrain|) on class
     forgetting, on the bench's tuning seeds only (bench.images seeds 0 and 4: class Bag, two
@@ -70,21 +71,25 @@ class AlignmentConfig(ImageMethodConfig):
       last`, batch 32, T 2 or 8, λ_SD 0.5 or 3: all worse or unstable on one of the seeds.
     - basis refresh: every 10 forget steps (i.e. once) 2.91/4.99, every 2 1.66/2.66 (UA 100 %
       on both), every 1 15.3 (the bank forwards eat the recover steps: RA 41 %).
-    Few steps make this sensitive: neighbouring settings differ by several points of gap.
+    Few steps make this sensitive: neighbouring settings differ by several points of gap. On the
+    reported bench seeds 1–2 the preset had the smallest gap but one; on the demo's model (seed 0,
+    Trouser) it cost 20 points of RA (48.6 % vs 68.7 % retrained) and failed verification, so it is
+    not the default: the default stays one epoch of the previous settings until a robust budget
+    setting is found (see README, Fashion-MNIST benchmark).
 
     Earlier (digits, tiny preset, one epoch): λ_DA 2/5/10 forgot 36/93/99 % of class 3; the clip
     guards against the 1/‖F‖ growth of the DA gradient when features shrink (a BatchNorm version
     collapsed every feature to zero unclipped); `scheme: epoch` barely forgets.
     """
 
-    lam_da: float = Field(100.0, ge=0, description="λ_DA, weight of L_DA = 1 − DA in the forget step")
+    lam_da: float = Field(10.0, ge=0, description="λ_DA, weight of L_DA = 1 − DA in the forget step")
     lam_sd: float = Field(1.0, ge=0, description="λ_SD, weight of the self-distillation term")
     T: float = Field(4.0, gt=0, description="distillation temperature")
     lr: float = Field(0.01, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
     steps: int | None = Field(None, ge=1, description="recover steps (overrides epochs and budget)")
-    epochs: float | None = Field(None, gt=0, description="passes over D' in recover steps (overrides budget)")
+    epochs: float | None = Field(1.0, gt=0, description="passes over D' in recover steps (None: use budget)")
     budget: float = Field(0.08, gt=0, description=(
         "default length: this share of the original training's cost (ImageData.schedule; one epoch over "
         "D' without one), counted in image forward/backward passes (recover_steps_for)"))
@@ -94,17 +99,17 @@ class AlignmentConfig(ImageMethodConfig):
         "step", description="step: a forget step before every `forget_every`-th recover step; "
                             "epoch: a full pass over Z before every pass over D'")
     forget_every: int = Field(1, ge=1)
-    clip: float | None = Field(20.0, gt=0, description="max gradient norm of a forget step (None: no clipping)")
+    clip: float | None = Field(10.0, gt=0, description="max gradient norm of a forget step (None: no clipping)")
     recover_clip: float | None = Field(None, gt=0, description="max gradient norm of a recover step")
     forget_lr: float | None = Field(None, gt=0, description="lr of the forget steps (None: lr)")
     forget_params: Literal["all", "last"] = Field(
         "all", description="what a forget step moves: every weight, or the last residual block (the body "
                            "below it runs without gradients, so the step is cheaper)")
-    sd_without_forgotten_class: bool = Field(True, description=(
+    sd_without_forgotten_class: bool = Field(False, description=(
         "forget_class: distil over the other classes only (the teacher's soft targets would keep the "
         "forgotten class's logit alive)"))
     separate_momentum: bool = Field(False, description="forget and recover steps keep their own momentum")
-    refresh: int = Field(2, ge=1, description="recompute V_k every this many forget steps")
+    refresh: int = Field(10, ge=1, description="recompute V_k every this many forget steps")
     basis: Literal["student", "teacher"] = Field("student", description="whose retain features span V_k")
     energy: float = Field(0.95, gt=0, le=1, description="τ, spectral energy kept in V_k")
     bank: int = Field(512, ge=2, description="retain samples whose features define V_k")
