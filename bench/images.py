@@ -133,11 +133,12 @@ def run_once(kind: str, seed: int, fm, args, lrs: dict[str, float], search: bool
 
 def aggregate(runs: list[list[dict]]) -> list[dict]:
     """mean ± std per method and key over seeds, as display strings (and the means)."""
-    out = []
-    for i, first in enumerate(runs[0]):
+    out, named = [], [{r["method"]: r for r in run} for run in runs]  # by name: runs may list rows in other orders
+    for first in runs[0]:
         row = {"method": first["method"]}
+        same = [n[first["method"]] for n in named if first["method"] in n]
         for key in KEYS:
-            values = [r[i][key] for r in runs if r[i].get(key) is not None and r[i][key] == r[i][key]]
+            values = [r[key] for r in same if r.get(key) is not None and r[key] == r[key]]
             if not values:
                 row[key] = None
                 continue
