@@ -48,7 +48,8 @@ def image_checks(after: dict, before: dict, retrain: dict | None, kind: str, cfg
 TABLE_COLUMNS = (("ua", "UA %", "{:.1f}"), ("ra", "RA %", "{:.1f}"), ("ta", "TA %", "{:.1f}"),
                  ("mia_efficacy", "MIA-eff %", "{:.1f}"), ("mia_auc", "MIA-AUC", "{:.3f}"), ("da", "DA", "{:.3f}"),
                  ("lp", "LP %", "{:.1f}"), ("nmi", "NMI", "{:.3f}"), ("f1", "F1", "{:.3f}"),
-                 ("rte_s", "RTE s", "{:.1f}"), ("speedup", "speed-up", "{:.1f}×"), ("avg_gap", "avg gap", "{:.2f}"))
+                 ("rte_s", "RTE s", "{:.1f}"), ("cpu_s", "CPU s", "{:.1f}"), ("speedup", "speed-up", "{:.1f}×"),
+                 ("avg_gap", "avg gap", "{:.2f}"))
 
 
 def markdown_table(rows: list[dict], columns=TABLE_COLUMNS) -> str:
