@@ -7,7 +7,6 @@ so fingerprints cannot be brute-forced by someone who only sees MLflow or a repo
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from unlearning.data.tables import Table
 from unlearning.data.text import TextCorpus
 from unlearning.detect import Allowlist, line_column, scan_text
 from unlearning.errors import UnlearnError
+from unlearning.signing import create_private_once
 
 SALT_FILE = "salt"
 
@@ -30,20 +30,7 @@ def project_salt(root: Path) -> bytes:
     (the loser uses the winner's salt), and no reader ever sees the file empty or half-written."""
     path = Path(root) / ".unlearn" / SALT_FILE
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{SALT_FILE}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(secrets.token_bytes(32))
-                handle.flush()
-                os.fsync(handle.fileno())
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass  # another process created it first: use its salt
-        finally:
-            tmp.unlink(missing_ok=True)
+        create_private_once(path, secrets.token_bytes(32))
     salt = path.read_bytes()
     if len(salt) < 16:
         raise UnlearnError(f"the project salt {path} is empty or truncated; restore it from a backup "

@@ -80,21 +80,25 @@ def _checked(value: str, origin: str) -> bytes:
 
 
 def _create_key_file(path: Path) -> None:
-    """Write a fresh key to a private temporary file (0600 from creation: os.open's mode, never a
-    chmod afterwards), then link it into place: link never replaces a key another process put
-    there first, and nobody ever sees the key file half-written."""
+    create_private_once(path, (secrets.token_hex(32) + "\n").encode("utf-8"))
+
+
+def create_private_once(path: Path, content: bytes) -> None:
+    """Write `content` to a private temporary file (0600 from creation: os.open's mode, never a
+    chmod afterwards), then link it into place: link never replaces a file another process put
+    there first (the loser uses the winner's), and nobody ever sees it half-written."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(secrets.token_hex(32) + "\n")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
         try:
             os.link(tmp, path)
         except FileExistsError:
-            pass  # another process won the race: use its key
+            pass  # another process won the race: use its file
     finally:
         tmp.unlink(missing_ok=True)
 
