@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -181,6 +181,7 @@ class ExposureReport:
     reference_std: float
     interpolated: float  # rank-interpolation estimate from the same references (≤ ~log₂ n resolution)
     n_references: int
+    reference_lps: tuple[float, ...] = field(default=(), repr=False)  # P(r) of every reference, bits
 
 
 def exposure(model: CharLSTM, vocab: Vocab, prefix: str, secret: str,
@@ -219,4 +220,4 @@ def exposure(model: CharLSTM, vocab: Vocab, prefix: str, secret: str,
     return ExposureReport(exposure=value, method="exact" if exact else "extrapolation", space_bits=bits,
                           secret_lp=secret_lp, reference_mean=float(ref.mean()),
                           reference_std=float(ref.std()), interpolated=interpolated,
-                          n_references=len(ref))
+                          n_references=len(ref), reference_lps=tuple(float(x) for x in ref))

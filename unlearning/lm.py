@@ -16,7 +16,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from typing import Callable, Literal
@@ -255,10 +254,9 @@ def secret_seed(secret: Secret) -> int:
 def candidate_log_perplexities(bundle: LMBundle, secret: Secret, n_candidates: int) -> tuple[float, list[float]]:
     """The secret's log-perplexity (bits) and those of the same-format candidates exposure ranks it
     against (the same draw as `secret_exposure`) — what the exposure plots show."""
-    rng = np.random.default_rng(secret_seed(secret))
-    refs = [r for r in exposure.FormatSpace.of(secret.value)(n_candidates, rng) if r != secret.value]
-    lps = exposure.log_perplexities(bundle.model, bundle.vocab, secret.prefix, [secret.value] + refs)
-    return float(lps[0]), [float(x) for x in lps[1:]]
+    report = exposure.exposure(bundle.model, bundle.vocab, secret.prefix, secret.value,
+                               n_candidates=n_candidates, seed=secret_seed(secret))
+    return report.secret_lp, list(report.reference_lps)
 
 
 def regenerates(bundle: LMBundle, secret: Secret, salt: bytes, samples: int) -> bool:
