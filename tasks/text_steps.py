@@ -13,9 +13,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from prefect import task  # noqa: E402
 
 from tasks import dvc, scan, state, tracking  # noqa: E402
+from tasks import references as prefetch  # noqa: E402
 from tasks.data import save_dataset  # noqa: E402
 from tasks.steps import STEP, Lineage, Plan, progress  # noqa: E402
-from unlearning import deep_influence, lm  # noqa: E402
+from unlearning import deep_influence, lm, references  # noqa: E402
 from unlearning.data.text import TextCorpus, redact  # noqa: E402
 from unlearning.errors import UnlearnError  # noqa: E402
 from unlearning.requests import UnlearningRequest  # noqa: E402
@@ -42,7 +43,7 @@ def redact_data(lineage: Lineage, plan: Plan) -> tuple[TextCorpus, str]:
     """D': every selected occurrence overwritten (same length), saved and versioned with DVC."""
     with lineage.child("correct data") as run_id:
         spec = plan.request.redact
-        after = redact(plan.table, lm.occurrences_of(plan.findings), policy=spec.policy)
+        after = redacted_corpus(plan)
         save_dataset(after, lineage.root / "data" / after.name)
         version = dvc.add_data(lineage.root)
         tracking.log_params(run_id, {"data_before": plan.data_version, "data_after": version,
@@ -50,6 +51,25 @@ def redact_data(lineage: Lineage, plan: Plan) -> tuple[TextCorpus, str]:
         tracking.log_metrics(run_id, {"occurrences_redacted": len(plan.findings),
                                       "secrets_redacted": len({f["fingerprint"] for f in plan.findings})})
     return after, version
+
+
+def redacted_corpus(plan: Plan) -> TextCorpus:
+    """D' of a redaction, in memory: every selected occurrence overwritten (same length)."""
+    return redact(plan.table, lm.occurrences_of(plan.findings), policy=plan.request.redact.policy)
+
+
+def reference_job(plan: Plan, after: TextCorpus) -> references.ReferenceJob:
+    """The language model retrained on D' (its windows only) with the original schedule."""
+    request, train_windows = window_request(plan, after)
+    return references.text_job(plan.bundle.model.config, plan.bundle.settings, request.apply(train_windows))
+
+
+def retrained(plan: Plan, after: TextCorpus, announce: str) -> tuple[lm.LMBundle, dict, str]:
+    """(the reference bundle, its stats, "prefetched" | "trained"): what run_lm_method("retrain")
+    returns, from the prefetched pool when a task runner trained it ahead of time."""
+    update, source = prefetch.obtain(reference_job(plan, after), announce)
+    settings = {**plan.bundle.settings, "steps": update.stats["steps"]}
+    return lm.LMBundle(update.model, plan.bundle.vocab, plan.bundle.preset, settings), update.stats, source
 
 
 def counts(findings: list[dict]) -> dict[str, int]:
@@ -65,11 +85,14 @@ def update_lm(lineage: Lineage, plan: Plan, after: TextCorpus, method: str, opti
     """Returns (new bundle, guarantee, stats, seconds)."""
     with lineage.child(f"update model ({method})", method=method) as run_id:
         request, train_windows = window_request(plan, after)
-        if method == "retrain":
-            progress("  retraining the language model on the redacted corpus ...")
-        started = time.perf_counter()
-        bundle, guarantee, stats = lm.run_lm_method(method, plan.bundle, request, train_windows, options)
-        seconds = time.perf_counter() - started
+        if method == "retrain" and not options:  # the same job as verification's reference
+            bundle, stats, source = retrained(plan, after, "  retraining the language model on the redacted corpus ...")
+            guarantee, seconds = "exact", stats["seconds"]
+            tracking.log_params(run_id, {"reference": source})
+        else:
+            started = time.perf_counter()
+            bundle, guarantee, stats = lm.run_lm_method(method, plan.bundle, request, train_windows, options)
+            seconds = time.perf_counter() - started
         stats = {**stats, "affected_windows": len(request)}
         tracking.log_params(run_id, {"method": method, **(options or {}), "affected_windows": len(request)})
         tracking.log_metrics(run_id, {"update_seconds": seconds,
@@ -87,13 +110,12 @@ def verify_lm(lineage: Lineage, plan: Plan, after: TextCorpus, bundle_after: lm.
     with lineage.child("verify") as run_id:
         secrets = lm.secrets_of(plan.table, plan.findings)  # raw values: in memory only
         if plan.method == "retrain":  # the update is the reference: the same schedule on D'
-            reference, retrain_s = bundle_after, update_s
+            reference, retrain_s, source = bundle_after, update_s, "the update"
         else:
-            progress("  verify: retraining a reference language model on the redacted corpus ...")
-            started = time.perf_counter()
-            request, train_windows = window_request(plan, after)
-            reference, _, _ = lm.run_lm_method("retrain", plan.bundle, request, train_windows)
-            retrain_s = time.perf_counter() - started
+            reference, stats, source = retrained(
+                plan, after, "  verify: retraining a reference language model on the redacted corpus ...")
+            retrain_s = stats["seconds"]
+        tracking.log_params(run_id, {"reference": source})
         progress(f"  verify: exposure of {len(secrets)} removed secret(s) before, after and in the reference ...")
         salt = scan.project_salt(lineage.root)
         rows = []

@@ -447,9 +447,16 @@ def retrain(model: CharLSTM, request: WindowRequest, train_windows: torch.Tensor
             lr: float, batch: int, seed: int = 0, init_seed: int = 0, progress=None) -> DeepUpdate:
     """Reference: the same architecture trained from scratch on D' = (D \\ Z) ∪ Z̃ with the same
     schedule (pass the original run's TrainStats.steps, lr, batch and seeds)."""
+    return retrain_on(model.config, request.apply(train_windows), steps=steps, lr=lr, batch=batch, seed=seed,
+                      init_seed=init_seed, progress=progress)
+
+
+def retrain_on(config: dict, windows: torch.Tensor, *, steps: int, lr: float, batch: int, seed: int = 0,
+               init_seed: int = 0, progress=None) -> DeepUpdate:
+    """A fresh CharLSTM of `config` trained on the windows of D' alone (what `retrain` runs once it
+    has applied the request: the removed windows are not needed, so a job can carry D' only)."""
     started = time.perf_counter()
-    new = CharLSTM.from_config(model.config, seed=init_seed)
-    stats = train_lm(new, request.apply(train_windows), steps=steps, lr=lr, batch=batch, seed=seed,
-                     progress=progress)
+    new = CharLSTM.from_config(config, seed=init_seed)
+    stats = train_lm(new, windows, steps=steps, lr=lr, batch=batch, seed=seed, progress=progress)
     return DeepUpdate(new, "retrain", {"seconds": time.perf_counter() - started, "hvps": 0,
                                       "steps": stats.steps, "loss": stats.loss})

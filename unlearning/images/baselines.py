@@ -56,8 +56,13 @@ def retrain(model: CNN, data: ImageData, request: ImageRequest, cfg: RetrainConf
         raise UnlearnError("retrain needs the original training schedule: give ImageData(schedule=...) "
                            "or the options epochs/steps (and lr, batch)")
     schedule = replace(data.schedule or cnn.TrainSchedule(), **overrides)
-    new = CNN.from_config(model.config, seed=schedule.init_seed)
-    X, y = request.d_prime(data)  # Z never enters: only retain rows and Z̃
+    return retrain_on(model.config, *request.d_prime(data), schedule)  # Z never enters: only retain rows and Z̃
+
+
+def retrain_on(config: dict, X: torch.Tensor, y: torch.Tensor, schedule: cnn.TrainSchedule) -> ImageResult:
+    """A fresh CNN of `config` trained on D' = (X, y) with `schedule` (what `retrain` runs once it
+    has the retained rows and Z̃: a job can carry D' alone)."""
+    new = CNN.from_config(config, seed=schedule.init_seed)
     stats = cnn.train(new, X, y, schedule)
     return ImageResult(new, "retrain", "exact", {"steps": stats.steps, "epochs": stats.epochs,
                                                  "loss": stats.loss, "samples": len(y),

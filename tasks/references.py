@@ -1,0 +1,140 @@
+"""Verification references trained ahead of time on a Prefect task runner (threads or Dask).
+
+Verification is the expensive part of a batch: it retrains the model on D'. `comply` releases its
+batches one at a time (each starts from the data and model version the previous one left), but the
+references do not depend on that order when the batches touch different models: with a task
+runner, the subflow `retrain references` plans every batch, builds its `ReferenceJob` (D' only) and
+submits them all at once — to a thread pool, a local Dask cluster or an existing Dask scheduler.
+The batches are then released in order as before; a verification (or an update that *is*
+retraining) whose job key is in the pool takes that reference instead of training it again. A key
+that does not match — an earlier batch in the run changed the data or the model — trains inline, so
+the result never depends on what was prefetched.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from unlearning import references
+from unlearning.errors import UnlearnError
+
+RUNNERS = ("inline", "threads", "dask")
+RUNNER_ENV = "UNLEARN_TASK_RUNNER"
+ADDRESS_ENV = "UNLEARN_DASK_ADDRESS"
+
+_PREFETCHED: ContextVar[dict | None] = ContextVar("unlearn_prefetched_references", default=None)
+
+
+def runner_setting(name: str | None, address: str | None = None) -> tuple[str, str | None]:
+    """(runner, Dask scheduler address) from the options, else UNLEARN_TASK_RUNNER /
+    UNLEARN_DASK_ADDRESS, else inline (no prefetch). An address alone means dask."""
+    address = address or os.environ.get(ADDRESS_ENV) or None
+    name = name or os.environ.get(RUNNER_ENV) or ("dask" if address else "inline")
+    if name not in RUNNERS:
+        raise UnlearnError(f"unknown task runner {name!r}: choose one of {', '.join(RUNNERS)} "
+                           f"(--task-runner or {RUNNER_ENV})")
+    if address and name != "dask":
+        raise UnlearnError(f"a Dask scheduler address needs --task-runner dask, not {name!r}")
+    if name == "dask" and importlib.util.find_spec("prefect_dask") is None:
+        raise UnlearnError("the dask task runner needs prefect-dask: pip install 'unlearnflow[dask]' "
+                           "(or pip install prefect-dask)")
+    return name, address
+
+
+def check_workers(workers: object) -> int | None:
+    if workers is None:
+        return None
+    try:
+        n = int(workers)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1 or str(workers).strip() != str(n):
+        raise UnlearnError(f"--workers must be a whole number ≥ 1, got {workers!r}")
+    return n
+
+
+def make_task_runner(name: str, address: str | None, workers: int | None):
+    """The Prefect task runner for the prefetch subflow, and the torch threads each task may use
+    (None: leave it to the worker — a remote cluster's machines are not this one)."""
+    cores = os.cpu_count() or 1
+    workers = workers or cores
+    threads = max(1, cores // workers)
+    if name == "threads":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=workers), threads
+    from prefect_dask import DaskTaskRunner
+
+    # Dask narrates every worker's start and stop at INFO; the pipeline's console is its own.
+    for logger in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core",
+                   "distributed.worker", "distributed.http.proxy"):
+        logging.getLogger(logger).setLevel(logging.WARNING)
+    if address:
+        return DaskTaskRunner(address=address), None
+    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
+                                          "dashboard_address": None, "silence_logs": logging.WARNING}), threads
+
+
+@contextmanager
+def prefetched(pool: dict):
+    """Make `pool` (job key → trained reference) available to the verifications run inside."""
+    token = _PREFETCHED.set(pool)
+    try:
+        yield
+    finally:
+        _PREFETCHED.reset(token)
+
+
+def obtain(job: references.ReferenceJob, announce: str | None = None):
+    """(the reference for `job`, "prefetched" | "trained"): from the pool when it holds this very
+    job's key (each reference is handed out once), else trained here (after printing `announce`)."""
+    pool = _PREFETCHED.get()
+    if pool is not None and job.key in pool:
+        return pool.pop(job.key), "prefetched"
+    if announce:
+        from tasks.steps import progress
+
+        progress(announce)
+    return references.train(job), "trained"
+
+
+@task(name="retrain reference", cache_policy=NO_CACHE, persist_result=False, retries=0)
+def retrain_reference(job: references.ReferenceJob, threads: int | None = None):
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    return references.train(job)
+
+
+@flow(name="retrain references", persist_result=False, log_prints=False)
+def retrain_references(root: str, request_paths: list[str], threads: int | None = None) -> dict:
+    """Plan each batch request, submit its reference job to this flow's task runner, collect them:
+    {job key: reference}. A batch that cannot be planned or whose job fails is left out: its own
+    forget run trains inline and reports the error where it belongs."""
+    from tasks import steps
+
+    jobs = {}
+    for path in request_paths:
+        try:
+            job = steps.reference_job_for(Path(root), Path(path))
+        except Exception:  # noqa: BLE001 — the batch's own run will fail with the reason
+            continue
+        if job is not None:
+            jobs.setdefault(job.key, job)
+    futures = {key: retrain_reference.submit(job, threads) for key, job in jobs.items()}
+    pool = {}
+    for key, future in futures.items():
+        try:
+            pool[key] = future.result()
+        except Exception:  # noqa: BLE001 — trained inline later, where a failure is recorded
+            continue
+    return pool

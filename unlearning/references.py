@@ -1,0 +1,113 @@
+"""Retrained references as self-contained jobs: what verification judges an update against.
+
+Verification retrains the model on D' = (D \\ Z) ∪ Z̃ with the original schedule and seeds. A
+`ReferenceJob` holds exactly what that needs — D' alone (never the removed rows, windows or
+images), the architecture and the schedule — so it can run anywhere: in the flow's process, or on
+a Dask worker while other batches are being processed. `train(job)` is the one code path for
+both, so a reference trained ahead of time is the reference inline verification would train.
+
+`job.key` is a sha256 over the job's content: a reference trained for one key answers any later
+job with the same key (same D', same model, same schedule) and no other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from unlearning import deep_influence
+from unlearning.errors import UnlearnError
+from unlearning.images import baselines
+from unlearning.methods import Result, run_method, single_threaded
+from unlearning.models import cnn
+from unlearning.problem import Problem
+
+KINDS = ("table", "text", "images")
+
+
+@dataclass(frozen=True, eq=False)
+class ReferenceJob:
+    """Retrain `kind` on D': `data` the D' tensors, `settings` everything else it depends on."""
+
+    kind: str
+    data: dict[str, torch.Tensor]
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        h = hashlib.sha256(json.dumps({"kind": self.kind, "settings": self.settings}, sort_keys=True,
+                                      default=repr).encode())
+        for name in sorted(self.data):
+            tensor = self.data[name]
+            h.update(f"\0{name}:{tensor.dtype}:{tuple(tensor.shape)}\0".encode())
+            h.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+        return h.hexdigest()
+
+    def describe(self) -> str:
+        rows = len(next(iter(self.data.values()))) if self.data else 0
+        return f"{self.kind} reference on {rows} rows of D'"
+
+
+def table_job(problem: Problem) -> ReferenceJob:
+    """The convex model retrained on D' of `problem` (its X_new, y_new; the noise b of a certified
+    model is part of the objective, so the reference minimises the same perturbed loss)."""
+    data = {"X": problem.X_new, "y": problem.y_new}
+    if problem.obj.b is not None:
+        data["b"] = problem.obj.b
+    settings = {"l2": problem.obj.l2, "n_classes": problem.n_classes, "revoked": list(problem.revoked),
+                "theta_shape": list(problem.theta.shape),
+                "certification": None if problem.certification is None else
+                [problem.certification.epsilon, problem.certification.delta, problem.certification.sigma]}
+    return ReferenceJob("table", data, settings)
+
+
+def text_job(model_config: dict, settings: dict, windows: torch.Tensor) -> ReferenceJob:
+    """A character LM retrained on the windows of D' with the original run's steps, lr, batch, seed."""
+    keep = {k: settings[k] for k in ("steps", "lr", "batch", "seed")}
+    return ReferenceJob("text", {"windows": windows}, {"config": model_config, **keep})
+
+
+def image_job(model_config: dict, X: torch.Tensor, y: torch.Tensor, schedule: cnn.TrainSchedule | None) -> ReferenceJob:
+    """A CNN retrained on D' = (X, y) replaying the original schedule."""
+    if schedule is None:
+        raise UnlearnError("retrain needs the original training schedule: the model version records none")
+    config = {**model_config, "widths": list(model_config["widths"]), "strides": list(model_config["strides"])}
+    return ReferenceJob("images", {"X": X, "y": y}, {"config": config, "schedule": schedule.to_dict()})
+
+
+def train(job: ReferenceJob):
+    """Run a job: a methods.Result (table), a deep_influence.DeepUpdate (text) or an ImageResult
+    (images), each with its wall-clock `seconds` in stats (`update_seconds` for a table)."""
+    if job.kind == "table":
+        return run_method("retrain", _d_prime_problem(job), {})
+    if job.kind == "text":
+        s = job.settings
+        return deep_influence.retrain_on(s["config"], job.data["windows"], steps=int(s["steps"]), lr=s["lr"],
+                                         batch=int(s["batch"]), seed=int(s["seed"]), init_seed=int(s["seed"]))
+    if job.kind == "images":
+        config = {**job.settings["config"], "widths": tuple(job.settings["config"]["widths"]),
+                  "strides": tuple(job.settings["config"]["strides"])}
+        schedule = cnn.TrainSchedule(**job.settings["schedule"])
+        started, cpu_started = time.perf_counter(), time.process_time()
+        with single_threaded():  # as every image method is run and timed (registry.run_image_method)
+            result = baselines.retrain_on(config, job.data["X"], job.data["y"], schedule)
+        result.stats.update(seconds=time.perf_counter() - started, cpu_seconds=time.process_time() - cpu_started)
+        return result
+    raise UnlearnError(f"unknown reference kind {job.kind!r}: one of {', '.join(KINDS)}")
+
+
+def _d_prime_problem(job: ReferenceJob) -> Problem:
+    """A Problem whose D is D' and whose request is empty: `retrain` on it fits D' exactly as it
+    would from the full problem (it reads only X_new, y_new, the objective and θ's shape)."""
+    from unlearning.models.logreg import Objective
+    from unlearning.problem import Certification
+
+    s, X, y = job.settings, job.data["X"], job.data["y"]
+    certification = None if s["certification"] is None else Certification(*s["certification"])
+    return Problem(theta=torch.zeros(s["theta_shape"], dtype=X.dtype), obj=Objective(s["l2"], job.data.get("b")),
+                   X=X, y=y, n_classes=int(s["n_classes"]), z_index=torch.zeros(0, dtype=torch.long),
+                   X_tilde=X[:0], y_tilde=y[:0], revoked=tuple(s["revoked"]), certification=certification)
