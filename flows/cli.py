@@ -84,17 +84,21 @@ def build_parser() -> argparse.ArgumentParser:
     comply.add_argument("--keep-superseded", metavar="DAYS", help="keep the superseded model versions and data "
                         "\"beyond use\" (no alias, tagged with a purge date) for DAYS days instead of purging them now; "
                         "a later `unlearn comply` purges them when due (default: UNLEARN_KEEP_SUPERSEDED_DAYS, else 0)")
-    comply.add_argument("--task-runner", choices=["inline", "threads", "dask"], default=None,
+    comply.add_argument("--task-runner", metavar="RUNNER", default=None,
                         help="train every batch's verification reference at once on this Prefect task runner "
                         "before the batches are released in order: dask (prefect-dask; a local cluster, or "
-                        "--dask-address), threads, or inline (default; UNLEARN_TASK_RUNNER)")
+                        "--dask-address) or inline (default; UNLEARN_TASK_RUNNER)")
     comply.add_argument("--dask-address", metavar="ADDRESS", help="an existing Dask scheduler, e.g. "
                         "tcp://10.0.0.5:8786 (implies --task-runner dask; default UNLEARN_DASK_ADDRESS)")
-    comply.add_argument("--workers", metavar="N", help="local cluster / thread pool size (default: one per CPU core)")
+    comply.add_argument("--workers", metavar="N", help="worker processes of the local Dask cluster (default: one per CPU core)")
     comply.add_argument("--json", action="store_true")
     serve = sub.add_parser("serve", help="serve the Prefect deployments (nightly comply, on-demand forget) from "
                            "this process, without a work pool")
     serve.add_argument("--cron", default="0 2 * * *", help="when the nightly comply runs (default 02:00 UTC)")
+    serve.add_argument("--task-runner", metavar="RUNNER", help="the nightly comply's task runner for verification "
+                       "references: inline or dask (default: UNLEARN_TASK_RUNNER in the serving process, "
+                       "else inline)")
+    serve.add_argument("--dask-address", metavar="ADDRESS", help="an existing Dask scheduler for the nightly comply")
     compliance_cli.add_parsers(sub)
     return parser
 
@@ -367,10 +371,17 @@ def cmd_serve(args, root: Path) -> int:
     from flows.comply import comply_flow
     from flows.forget import forget_flow
 
+    from tasks import references as prefetch
+
     params = {"root": str(root)}
+    if args.task_runner or args.dask_address:
+        runner, address = prefetch.runner_setting(args.task_runner, args.dask_address)
+        comply_params = {**params, "task_runner": runner, **({"dask_address": address} if address else {})}
+    else:
+        comply_params = params
     print(f"serving comply/nightly (cron {args.cron!r}, UTC) and forget/on-demand for {root}; Ctrl-C to stop",
           file=sys.stderr)
-    serve(comply_flow.to_deployment(name="nightly", cron=args.cron, parameters=params),
+    serve(comply_flow.to_deployment(name="nightly", cron=args.cron, parameters=comply_params),
           forget_flow.to_deployment(name="on-demand", parameters=params))
     return EXIT_OK
 

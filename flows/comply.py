@@ -254,7 +254,7 @@ def comply_flow(root: str, keep_superseded_days: int | None = None, task_runner:
                 dask_address: str | None = None, workers: int | None = None) -> dict:
     """Process every pending erasure request (see the module doc). Returns {"requests": [...],
     "recovered": [...], "purged": [...], "references": {...}}. `keep_superseded_days`: as `forget`'s.
-    `task_runner`: inline (default; UNLEARN_TASK_RUNNER), threads or dask — train every batch's
+    `task_runner`: inline (default; UNLEARN_TASK_RUNNER) or dask — train every batch's
     verification reference at once on that Prefect task runner before the batches are released
     (`dask_address`: an existing Dask scheduler, else a local cluster of `workers` processes)."""
     root_path = Path(root)

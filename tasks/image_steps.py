@@ -147,6 +147,7 @@ def verify_images(lineage: Lineage, plan: Plan, method: str, bundle_after: Image
         retrain_row = None
         if method == "retrain":
             retrain_row = evaluate_row("retrain", bundle_after.model, sets, update_s)
+            tracking.log_params(run_id, {"reference": "the update"})
         elif cfg.reference:
             reference, source = prefetch.obtain(reference_job(plan),
                                                 "  verify: retraining a reference CNN on the corrected data ...")

@@ -1,14 +1,18 @@
-"""Verification references trained ahead of time on a Prefect task runner (threads or Dask).
+"""Verification references trained ahead of time on a Prefect task runner (Dask).
 
 Verification is the expensive part of a batch: it retrains the model on D'. `comply` releases its
 batches one at a time (each starts from the data and model version the previous one left), but the
 references do not depend on that order when the batches touch different models: with a task
 runner, the subflow `retrain references` plans every batch, builds its `ReferenceJob` (D' only) and
-submits them all at once — to a thread pool, a local Dask cluster or an existing Dask scheduler.
+submits them all at once — to a local Dask cluster or an existing Dask scheduler.
 The batches are then released in order as before; a verification (or an update that *is*
 retraining) whose job key is in the pool takes that reference instead of training it again. A key
 that does not match — an earlier batch in the run changed the data or the model — trains inline, so
 the result never depends on what was prefetched.
+
+Why no thread-pool runner: torch's thread count is process-wide and the methods set it while they
+run (methods.single_threaded), so references trained in concurrent threads would race on it; Dask
+runs each in a worker process of its own.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from prefect.cache_policies import NO_CACHE
 from unlearning import references
 from unlearning.errors import UnlearnError
 
-RUNNERS = ("inline", "threads", "dask")
+RUNNERS = ("inline", "dask")
 RUNNER_ENV = "UNLEARN_TASK_RUNNER"
 ADDRESS_ENV = "UNLEARN_DASK_ADDRESS"
 
@@ -62,15 +66,12 @@ def check_workers(workers: object) -> int | None:
 
 
 def make_task_runner(name: str, address: str | None, workers: int | None):
-    """The Prefect task runner for the prefetch subflow, and the torch threads each task may use
-    (None: leave it to the worker — a remote cluster's machines are not this one)."""
+    """The Prefect task runner for the prefetch subflow (`name` is dask: inline prefetches nothing),
+    and the torch threads each task may use (None: leave it to the worker — a remote cluster's
+    machines are not this one)."""
     cores = os.cpu_count() or 1
     workers = workers or cores
     threads = max(1, cores // workers)
-    if name == "threads":
-        from prefect.task_runners import ThreadPoolTaskRunner
-
-        return ThreadPoolTaskRunner(max_workers=workers), threads
     from prefect_dask import DaskTaskRunner
 
     # Dask narrates every worker's start and stop at INFO; the pipeline's console is its own.

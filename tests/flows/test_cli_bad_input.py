@@ -124,3 +124,18 @@ def test_unknown_builtin(trained, capsys):
 
 def test_train_unknown_dataset(trained, capsys):
     run_bad(trained, capsys, ["train", "nosuchset"], "nosuchset")
+
+
+@pytest.mark.parametrize("argv, env, expect", [
+    (["comply", "--task-runner", "gpu"], {}, "unknown task runner 'gpu'"),
+    (["comply"], {"UNLEARN_TASK_RUNNER": "spark"}, "unknown task runner 'spark'"),
+    (["comply", "--task-runner", "inline", "--dask-address", "tcp://127.0.0.1:8786"], {}, "needs --task-runner dask"),
+    (["comply", "--task-runner", "threads"], {}, "unknown task runner 'threads'"),
+    (["comply", "--task-runner", "dask", "--workers", "0"], {}, "--workers must be a whole number"),
+    (["comply", "--task-runner", "dask", "--workers", "two"], {}, "--workers must be a whole number"),
+], ids=["unknown runner", "unknown runner in the environment", "address without dask", "no thread pool", "zero workers",
+        "workers not a number"])
+def test_comply_bad_task_runner(trained, capsys, monkeypatch, argv, env, expect):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    run_bad(trained, capsys, argv, expect)

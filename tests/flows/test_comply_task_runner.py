@@ -90,3 +90,29 @@ def test_comply_trains_the_references_on_a_dask_cluster_with_the_same_results_as
         assert cert["fidelity"] == other["fidelity"], rid
         assert cert["checks"] == other["checks"], rid
         assert cert["model"]["version"] == other["model"]["version"]
+
+
+def test_image_and_text_references_trained_on_dask_are_the_ones_their_batches_use(workspace, capsys):
+    """The key of a reference planned before the run (from the request file and the production
+    version) equals the key the batch computes when it runs, for a CNN and a language model too:
+    both retrain updates take their model from the Dask workers."""
+    assert main(["data", "add", "digits"]) == 0
+    assert main(["train", "digits", "--epochs", "2"]) == 0
+    assert main(["data", "add", "shakespeare"]) == 0
+    assert main(["train", "shakespeare", "--preset", "tiny", "--seconds", "4"]) == 0
+    for content in ({"id": "IMG-R", "model": "digits", "forget_class": "3", "method": "retrain"},
+                    {"id": "TXT-R", "model": "shakespeare", "method": "retrain",
+                     "redact": {"findings": "all", "policy": "token"}}):
+        path = workspace / f"{content['id']}.yaml"
+        path.write_text(yaml.safe_dump(content))
+        assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+
+    code, out = run_json(capsys, ["comply", "--task-runner", "dask", "--workers", "2"])
+    assert code == 0, out
+    assert out["references"] == {"task_runner": "dask", "prefetched": 2, "used": 2}
+    assert [r["status"] for r in out["requests"]] == ["completed", "completed"]
+    sources = verification_sources(workspace)
+    for r in out["requests"]:
+        assert sorted(sources[r["batch"]]) == ["prefetched", "the update"], r["id"]
+        cert = json.loads((workspace / r["certificate"]).read_text())
+        assert cert["verified"] and cert["method"] == "retrain" and cert["guarantee"] == "exact"
