@@ -16,6 +16,7 @@ from flows.cli import main
 from tasks import ledger, tracking
 from tests.flows.conftest import synthetic_people
 from tests.flows.test_pipeline import run_json
+from tests.flows.test_text_pipeline import files_containing, injected_values, prefect_database
 
 pytest.importorskip("prefect_dask")
 
@@ -107,9 +108,19 @@ def test_image_and_text_references_trained_on_dask_are_the_ones_their_batches_us
         path.write_text(yaml.safe_dump(content))
         assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
 
-    code, out = run_json(capsys, ["comply", "--task-runner", "dask", "--workers", "2"])
+    capsys.readouterr()
+    code = main(["comply", "--task-runner", "dask", "--workers", "2", "--json"])
+    console = capsys.readouterr()
+    out = json.loads(console.out)
     assert code == 0, out
     assert out["references"] == {"task_runner": "dask", "prefetched": 2, "used": 2}
+    # what went to the workers was D' (redacted): no raw secret in the workspace, Prefect's
+    # database (task runs of the Dask workers included) or the console
+    secrets = injected_values()
+    assert files_containing(workspace, secrets) == []
+    database = prefect_database()
+    assert database.exists() and not any(v.encode() in database.read_bytes() for v in secrets)
+    assert not [v for v in secrets if v in console.out + console.err]
     assert [r["status"] for r in out["requests"]] == ["completed", "completed"]
     sources = verification_sources(workspace)
     for r in out["requests"]:
