@@ -355,7 +355,7 @@ def cmd_comply(args, root: Path) -> int:
     refs = summary.get("references", {})
     if refs.get("task_runner", "inline") != "inline":
         lines.append(f"verification references trained ahead on the {refs['task_runner']} task runner: "
-                     f"{refs['prefetched']}, used {refs['used']}")
+                     f"{refs['prefetched']} in {refs['seconds']:.0f} s, used {refs['used']}")
     lines.append(f"{summary['processed']} request(s) processed, {summary['failed']} failed")
     for r in summary["requests"]:
         where = (f"model {r['model']['name']} v{r['model']['version']}, certificate {r['certificate']}"

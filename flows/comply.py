@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -266,12 +267,14 @@ def comply_flow(root: str, keep_superseded_days: int | None = None, task_runner:
         purged = due_purges(root_path)
         claimed = claim_pending(root_path)
         batches = write_batches(root_path, group_requests(claimed))
+        started = time.perf_counter()
         pool = prefetch_references(root_path, [p for _, p, _ in batches if p is not None], runner, address, workers)
-        prefetched = len(pool)
+        prefetched, prefetch_s = len(pool), time.perf_counter() - started
         results = []
         with prefetch.prefetched(pool):
             for requests, path, error in batches:
                 results += process_batch(root_path, requests, keep_days, path, error)
-    references = {"task_runner": runner, "prefetched": prefetched, "used": prefetched - len(pool)}
+    references = {"task_runner": runner, "prefetched": prefetched, "used": prefetched - len(pool),
+                  "seconds": round(prefetch_s, 1)}
     return {"requests": results, "processed": len(results), "failed": sum(r["status"] == "failed" for r in results),
             "recovered": recovered, "purged": purged, "references": references}

@@ -74,14 +74,33 @@ def make_task_runner(name: str, address: str | None, workers: int | None):
     threads = max(1, cores // workers)
     from prefect_dask import DaskTaskRunner
 
-    # Dask narrates every worker's start and stop at INFO; the pipeline's console is its own.
-    for logger in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core",
-                   "distributed.worker", "distributed.http.proxy"):
+    # Dask narrates every worker's start and stop at INFO; the pipeline's console is its own. The
+    # nanny also warns when a worker process takes over 4 s to exit at shutdown (Prefect's
+    # background threads in it) and kills it: expected, so errors only.
+    for logger in ("distributed", "distributed.scheduler", "distributed.core", "distributed.worker",
+                   "distributed.http.proxy"):
         logging.getLogger(logger).setLevel(logging.WARNING)
+    logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
     if address:
         return DaskTaskRunner(address=address), None
     return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
-                                          "dashboard_address": None, "silence_logs": logging.WARNING}), threads
+                                          # the scheduler's HTTP server on a free local port (None
+                                          # would still take 8787, and warn when that is in use)
+                                          "dashboard_address": "127.0.0.1:0", "silence_logs": logging.WARNING,
+                                          "env": worker_environment()}), threads
+
+
+def worker_environment() -> dict[str, str]:
+    """What a local Dask worker process needs to report its task runs to this flow's Prefect API.
+    Without a PREFECT_API_URL (a temporary server, as `unlearn comply` uses by default) every
+    worker would start a temporary server of its own (~10–25 s each) and record its task runs
+    there instead of beside the flow run."""
+    if os.environ.get("PREFECT_API_URL"):
+        return {}  # inherited by the worker processes
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return {"PREFECT_API_URL": str(client.api_url)}
 
 
 @contextmanager

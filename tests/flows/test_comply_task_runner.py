@@ -1,7 +1,8 @@
 """`comply --task-runner dask`: every batch's verification reference is trained at once on a real
-local Dask cluster (prefect-dask's DaskTaskRunner, worker processes) before the batches are
-released in order; a prefetched reference is used only where its content key matches the batch as
-it is released — the same results as an inline run, checked against one in a second workspace."""
+Dask cluster (prefect-dask's DaskTaskRunner, worker processes: a standing cluster given by its
+scheduler address, or a local one comply starts) before the batches are released in order; a
+prefetched reference is used only where its content key matches the batch as it is released — the
+same results as an inline run, checked against one in a second workspace."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ from mlflow import MlflowClient
 
 from flows.cli import main
 from tasks import ledger, tracking
+from tasks import references as prefetch
 from tests.flows.conftest import synthetic_people
 from tests.flows.test_pipeline import run_json
 from tests.flows.test_text_pipeline import files_containing, injected_values, prefect_database
 
 pytest.importorskip("prefect_dask")
+from distributed import LocalCluster  # noqa: E402
 
 REQUESTS = [
     # people: two batches (different methods cannot share an update); the second is planned for
@@ -53,6 +56,15 @@ def verification_sources(root: Path) -> dict[str, str]:
     return out
 
 
+def completed_task_runs(name: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_=name)))
+    return [r for r in runs if r.state is not None and r.state.is_completed()]
+
+
 def certificates(root: Path, summary: dict) -> dict[str, dict]:
     return {r["id"]: json.loads((root / r["certificate"]).read_text()) for r in summary["requests"]}
 
@@ -66,7 +78,12 @@ def test_comply_trains_the_references_on_a_dask_cluster_with_the_same_results_as
         monkeypatch.setenv("UNLEARN_ROOT", str(root))
         monkeypatch.chdir(root)
         prepare(root, capsys)
-        code, out = run_json(capsys, ["comply", "--task-runner", runner, "--workers", "2"])
+        if runner == "dask":  # a standing cluster, as a scale-out deployment would have one
+            with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
+                              env=prefetch.worker_environment()) as cluster:
+                code, out = run_json(capsys, ["comply", "--dask-address", cluster.scheduler_address])
+        else:
+            code, out = run_json(capsys, ["comply", "--task-runner", runner])
         assert code == 0, out
         assert [r["status"] for r in out["requests"]] == ["completed"] * 3
         for r in out["requests"]:
@@ -76,8 +93,9 @@ def test_comply_trains_the_references_on_a_dask_cluster_with_the_same_results_as
         results[runner] = (out, certificates(root, out), verification_sources(root))
 
     dask, inline = results["dask"], results["inline"]
-    assert dask[0]["references"] == {"task_runner": "dask", "prefetched": 3, "used": 2}
-    assert inline[0]["references"] == {"task_runner": "inline", "prefetched": 0, "used": 0}
+    refs = dict(dask[0]["references"])
+    assert refs.pop("seconds") > 0 and refs == {"task_runner": "dask", "prefetched": 3, "used": 2}
+    assert inline[0]["references"] == {"task_runner": "inline", "prefetched": 0, "used": 0, "seconds": 0.0}
     batch_of = {r["id"]: r["batch"] for r in dask[0]["requests"]}
     sources = {rid: dask[2][batch_of[rid]] for rid in batch_of}
     assert sources["DSR-A"] == ["prefetched"] and sources["DSR-B"] == ["prefetched"]
@@ -113,7 +131,10 @@ def test_image_and_text_references_trained_on_dask_are_the_ones_their_batches_us
     console = capsys.readouterr()
     out = json.loads(console.out)
     assert code == 0, out
-    assert out["references"] == {"task_runner": "dask", "prefetched": 2, "used": 2}
+    refs = dict(out["references"])
+    assert refs.pop("seconds") > 0 and refs == {"task_runner": "dask", "prefetched": 2, "used": 2}
+    # the workers recorded their task runs beside the flow run, in the same Prefect API
+    assert len(completed_task_runs("retrain reference")) >= 2
     # what went to the workers was D' (redacted): no raw secret in the workspace, Prefect's
     # database (task runs of the Dask workers included) or the console
     secrets = injected_values()
