@@ -187,6 +187,11 @@ def prefetch_references(root: Path, paths: list[Path], runner: str, address: str
     if runner == "inline" or not paths:
         return {}
     steps.progress(f"  retraining {len(paths)} verification reference(s) on the {runner} task runner ...")
+    problem = prefetch.unreachable(address) if address else None
+    if problem is not None:
+        steps.progress(f"  warning: the Dask scheduler {address} cannot be reached ({problem}); "
+                       f"each batch retrains its reference inline")
+        return {}
     try:
         task_runner, threads = prefetch.make_task_runner(runner, address, workers)
         return prefetch.retrain_references.with_options(task_runner=task_runner)(

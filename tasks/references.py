@@ -90,6 +90,18 @@ def make_task_runner(name: str, address: str | None, workers: int | None):
                                           "env": worker_environment()}), threads
 
 
+def unreachable(address: str, timeout: str = "10s") -> str | None:
+    """Why the Dask scheduler at `address` cannot be used, or None: probed before the prefetch
+    subflow, whose own failure would print a traceback (and take 30 s to time out)."""
+    from distributed import Client
+
+    try:
+        Client(address, timeout=timeout).close()
+    except Exception as exc:  # noqa: BLE001 — any reason is reported the same way
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return None
+
+
 def worker_environment() -> dict[str, str]:
     """What a local Dask worker process needs to report its task runs to this flow's Prefect API.
     Without a PREFECT_API_URL (a temporary server, as `unlearn comply` uses by default) every

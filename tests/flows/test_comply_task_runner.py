@@ -148,3 +148,20 @@ def test_image_and_text_references_trained_on_dask_are_the_ones_their_batches_us
         assert sorted(sources[r["batch"]]) == ["prefetched", "the update"], r["id"]
         cert = json.loads((workspace / r["certificate"]).read_text())
         assert cert["verified"] and cert["method"] == "retrain" and cert["guarantee"] == "exact"
+
+
+def test_an_unreachable_dask_scheduler_is_reported_and_the_batches_verify_inline(workspace, people_csv, capsys):
+    from tests.flows.test_pipeline import add_and_train, request_file
+
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id="DSR-U", delete_records=["P1005"])
+    assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+    capsys.readouterr()
+    code = main(["comply", "--dask-address", "tcp://127.0.0.1:1", "--json"])
+    console = capsys.readouterr()
+    out = json.loads(console.out)
+    assert code == 0 and [r["status"] for r in out["requests"]] == ["completed"]
+    assert out["references"]["prefetched"] == 0 and out["references"]["used"] == 0
+    assert "the Dask scheduler tcp://127.0.0.1:1 cannot be reached" in console.err
+    assert "Traceback" not in console.err
+    assert verification_sources(workspace)[out["requests"][0]["batch"]] == ["trained"]
