@@ -133,8 +133,9 @@ def test_train_unknown_dataset(trained, capsys):
     (["comply", "--task-runner", "threads"], {}, "unknown task runner 'threads'"),
     (["comply", "--task-runner", "dask", "--workers", "0"], {}, "--workers must be a whole number"),
     (["comply", "--task-runner", "dask", "--workers", "two"], {}, "--workers must be a whole number"),
+    (["serve", "--task-runner", "gpu"], {}, "unknown task runner 'gpu'"),
 ], ids=["unknown runner", "unknown runner in the environment", "address without dask", "no thread pool", "zero workers",
-        "workers not a number"])
+        "workers not a number", "serve: unknown runner"])
 def test_comply_bad_task_runner(trained, capsys, monkeypatch, argv, env, expect):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
