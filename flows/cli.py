@@ -366,8 +366,6 @@ def cmd_comply(args, root: Path) -> int:
 
 
 def cmd_serve(args, root: Path) -> int:
-    from prefect import serve
-
     from flows.comply import comply_flow
     from flows.forget import forget_flow
 
@@ -381,9 +379,30 @@ def cmd_serve(args, root: Path) -> int:
         comply_params = params
     print(f"serving comply/nightly (cron {args.cron!r}, UTC) and forget/on-demand for {root}; Ctrl-C to stop",
           file=sys.stderr)
-    serve(comply_flow.to_deployment(name="nightly", cron=args.cron, parameters=comply_params),
-          forget_flow.to_deployment(name="on-demand", parameters=params))
+    serve_until_stopped(comply_flow.to_deployment(name="nightly", cron=args.cron, parameters=comply_params),
+                        forget_flow.to_deployment(name="on-demand", parameters=params))
     return EXIT_OK
+
+
+def serve_until_stopped(*deployments) -> None:
+    """prefect.serve, but SIGTERM (docker stop, systemd, a supervisor) stops it like Ctrl-C does:
+    Prefect 3.8.8's handler calls the async `stop()` from inside the event loop without awaiting
+    it, so the process ignored SIGTERM until it was killed."""
+    import asyncio
+
+    from prefect.runner import Runner
+
+    class StoppableRunner(Runner):
+        def handle_sigterm(self, *args, **kwargs):
+            raise KeyboardInterrupt  # unwinds runner.start(): its exit stack stops the runner
+
+    runner = StoppableRunner()
+    for deployment in deployments:
+        runner.add_deployment(deployment)
+    try:
+        asyncio.run(runner.start())
+    except KeyboardInterrupt:
+        print("serve: stopped", file=sys.stderr)
 
 
 COMMANDS = {"data": cmd_data, "train": cmd_train, "forget": cmd_forget, "scan": cmd_scan, "demo": cmd_demo,

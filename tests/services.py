@@ -68,9 +68,10 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def stop_tree(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 20.0) -> None:
+def stop_tree(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 20.0) -> list:
     """Signal the process and every descendant (collected first: children a worker started in
-    their own session would otherwise survive it), then SIGKILL whatever is left."""
+    their own session would otherwise survive it), then SIGKILL whatever is left; returns what
+    had to be killed."""
     try:
         root = psutil.Process(proc.pid)
         tree = [root, *root.children(recursive=True)]
@@ -92,6 +93,7 @@ def stop_tree(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         pass
+    return alive
 
 
 class Service:
@@ -100,6 +102,7 @@ class Service:
     def __init__(self, name: str, proc: subprocess.Popen, log: Path, ready: Callable[[], bool], timeout: float):
         self.name, self.proc, self.log, self.ready, self.timeout = name, proc, log, ready, timeout
         self.started = time.monotonic()
+        self.killed: list = []  # what did not stop on the stop signal within the grace period
 
     def wait_ready(self) -> "Service":
         while not self.ready():
@@ -124,7 +127,7 @@ def service(name: str, cmd: list[str], log: Path, ready: Callable[[], bool], *, 
     try:
         yield started.wait_ready() if wait else started
     finally:
-        stop_tree(proc, stop_signal)
+        started.killed = stop_tree(proc, stop_signal)
 
 
 def run(cmd: list[str], env: dict, cwd: Path | None = None, timeout: float = 600.0) -> subprocess.CompletedProcess:

@@ -15,7 +15,7 @@ import yaml
 from flows.cli import main
 from tasks import ledger
 from tests.flows.test_text_pipeline import files_containing, injected_values, prefect_database
-from tests.services import BIN, child_env, deployment_exists, prefect_server, run, service
+from tests.services import BIN, child_env, deployment_exists, log_tail, prefect_server, run, service
 
 pytestmark = pytest.mark.server
 
@@ -38,11 +38,14 @@ def test_a_triggered_comply_deployment_processes_a_request_and_leaks_nothing(wor
         env = child_env(PREFECT_API_URL=api, PREFECT_HOME=str(server_home / "client"), UNLEARN_ROOT=str(workspace),
                         PREFECT_LOGGING_LEVEL="INFO")
         with service("unlearn serve", [str(BIN / "unlearn"), "serve"], logs / "serve.log",
-                     lambda: deployment_exists(api, "comply/nightly"), env=env, cwd=workspace):
+                     lambda: deployment_exists(api, "comply/nightly"), env=env, cwd=workspace) as served:
             triggered = run([str(BIN / "prefect"), "deployment", "run", "comply/nightly", "--watch",
                              "--watch-timeout", "900"], env, cwd=workspace, timeout=960)
             assert triggered.returncode == 0, triggered.stdout + triggered.stderr
             assert "Completed" in triggered.stdout
+    # SIGTERM (docker stop, systemd) stops `unlearn serve` by itself, within the grace period
+    assert served.killed == [] and served.proc.returncode == 0, log_tail(logs / "serve.log")
+    assert "serve: stopped" in (logs / "serve.log").read_text()
 
     record = ledger.show(workspace, "REQ-D1")
     assert record.status == "completed", record.failure
