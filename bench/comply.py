@@ -27,7 +27,7 @@ Scenarios:
 
 Tables go to stdout and bench/results/comply.md, progress to stderr.
 
-    python -m bench.comply                         # tabular K=2 + images K=2, inline vs dask (~15 min at load 4)
+    python -m bench.comply                         # tabular K=2 + images K=2, inline vs dask (19 min at load 4)
     python -m bench.comply --scenarios tabular --runners inline,threads,dask
     python -m bench.comply --scenarios images --models 2 --subset 3000 --epochs 4 --workers 2
     python -m bench.comply --keep DIR              # keep the workspaces (default: a temp dir, removed)
