@@ -56,6 +56,7 @@ bench: install
 	$(PY) -m bench.tabular
 	$(PY) -m bench.text
 	$(PY) -m bench.images
+	$(PY) -m bench.comply
 
 ui: install
 	$(VENV)/bin/unlearn ui
