@@ -28,7 +28,7 @@ Scenarios:
 Tables go to stdout and bench/results/comply.md, progress to stderr.
 
     python -m bench.comply                         # tabular K=2 + images K=2, inline vs dask (19 min at load 4)
-    python -m bench.comply --scenarios tabular --runners inline,threads,dask
+    python -m bench.comply --scenarios tabular --runners inline,dask
     python -m bench.comply --scenarios images --models 2 --subset 3000 --epochs 4 --workers 2
     python -m bench.comply --keep DIR              # keep the workspaces (default: a temp dir, removed)
 """
@@ -55,7 +55,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results" / "comply.md"
 SCENARIOS = ("tabular", "images")
-RUNNERS = ("inline", "threads", "dask")
+RUNNERS = ("inline", "dask")
 ADULT_DELETED = 5  # records deleted per tabular model (different ones per model)
 IMAGE_CLASS = "Trouser"
 # The image copies: the library's own ingest path (what `unlearn data add fashion-mnist` runs),
@@ -277,7 +277,7 @@ def machine_line() -> str:
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated: tabular, images")
-    ap.add_argument("--runners", default="inline,dask", help="comma-separated: inline (always run), threads, dask "
+    ap.add_argument("--runners", default="inline,dask", help="comma-separated: inline (always run), dask "
                     "(default inline,dask)")
     ap.add_argument("--models", type=int, default=2, help="K: models = datasets = batches per scenario (default 2)")
     ap.add_argument("--workers", type=int, default=None, help="task runner workers (default: min(K, cores))")

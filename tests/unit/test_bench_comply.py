@@ -13,11 +13,11 @@ def test_defaults_run_inline_first_and_one_worker_per_model_up_to_the_cores():
     assert args.scenarios == ["tabular", "images"]
     assert args.runners == ["inline", "dask"]
     assert args.workers == min(2, os.cpu_count() or 1)
-    args = comply.parse_args(["--runners", "dask,threads", "--models", "3", "--workers", "2"])
-    assert args.runners == ["inline", "dask", "threads"] and args.models == 3 and args.workers == 2
+    args = comply.parse_args(["--runners", "dask", "--models", "3", "--workers", "2"])
+    assert args.runners == ["inline", "dask"] and args.models == 3 and args.workers == 2
 
 
-@pytest.mark.parametrize("argv", [["--scenarios", "audio"], ["--runners", "ray"], ["--models", "0"],
+@pytest.mark.parametrize("argv", [["--scenarios", "audio"], ["--runners", "ray"], ["--runners", "threads"], ["--models", "0"],
                                   ["--workers", "0"], ["--epochs", "0"]])
 def test_bad_options_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as stop:
