@@ -6,8 +6,9 @@ The recipe, under a lock (one comply run at a time):
   promoted completed from the batch's recorded result; other `processing` requests failed as
   interrupted: pending again) → purge the superseded artifacts whose "beyond use" date
   has come → claim the pending requests (ledger: received|failed → processing; a request another
-  run claimed is skipped) → group them per model into mergeable batches → each batch through the
-  `forget` flow (corrected data, update, verification, registration, promotion, purge) → per
+  run claimed is skipped) → group them per model into mergeable batches → with a Dask task
+  runner, every batch's verification reference trained at once (tasks.references) → each batch,
+  in order, through the `forget` flow (corrected data, update, verification, registration, promotion, purge) → per
   request: the batch's certificate narrowed to it, signed (HMAC-SHA256) with an HTML report →
   ledger: completed (with the certificate) or failed (with the reason; a later run retries).
 """
@@ -196,7 +197,7 @@ def prefetch_references(root: Path, paths: list[Path], runner: str, address: str
         task_runner, threads = prefetch.make_task_runner(runner, address, workers)
         return prefetch.retrain_references.with_options(task_runner=task_runner)(
             root=str(root), request_paths=[str(p) for p in paths], threads=threads)
-    except Exception as exc:  # noqa: BLE001 — e.g. the Dask scheduler is unreachable: verify inline
+    except Exception as exc:  # noqa: BLE001 — e.g. the local cluster cannot start: verify inline
         steps.progress(f"  warning: the {runner} task runner failed ({first_line(exc)}); "
                        f"each batch retrains its reference inline")
         return {}

@@ -73,8 +73,21 @@ def make_task_runner(name: str, address: str | None, workers: int | None):
     cores = os.cpu_count() or 1
     workers = workers or cores
     threads = max(1, cores // workers)
-    import dask
     from prefect_dask import DaskTaskRunner
+
+    configure_dask()
+    if address:
+        return DaskTaskRunner(address=address), None
+    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
+                                          # the scheduler's HTTP server on a free local port (None
+                                          # would still take 8787, and warn when that is in use)
+                                          "dashboard_address": "127.0.0.1:0", "silence_logs": logging.WARNING,
+                                          "env": worker_environment()}), threads
+
+
+def configure_dask() -> None:
+    """Dask's defaults that do not suit short-lived clusters of training jobs."""
+    import dask
 
     # Dask narrates every worker's start and stop at INFO; the pipeline's console is its own. The
     # nanny also warns when a worker process takes over 4 s to exit at shutdown (Prefect's
@@ -87,15 +100,8 @@ def make_task_runner(name: str, address: str | None, workers: int | None):
     warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
     # Dask starts its workers with MALLOC_TRIM_THRESHOLD_=65536, which fixes glibc's mmap threshold
     # low: the same single-threaded CNN retraining took 7.7–9.2 s in a worker instead of 4.9–5.7 s
-    # (bench.comply). A short-lived cluster of training jobs does not need the trimming.
+    # (bench.comply). Training jobs in a short-lived cluster do not need the trimming.
     dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
-    if address:
-        return DaskTaskRunner(address=address), None
-    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
-                                          # the scheduler's HTTP server on a free local port (None
-                                          # would still take 8787, and warn when that is in use)
-                                          "dashboard_address": "127.0.0.1:0", "silence_logs": logging.WARNING,
-                                          "env": worker_environment()}), threads
 
 
 def unreachable(address: str, timeout: str = "10s") -> str | None:
