@@ -4,7 +4,6 @@ on demand, the baselines beside it). The math is in unlearning.images / unlearni
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import matplotlib

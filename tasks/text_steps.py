@@ -16,7 +16,7 @@ from tasks import dvc, scan, state, tracking  # noqa: E402
 from tasks import references as prefetch  # noqa: E402
 from tasks.data import save_dataset  # noqa: E402
 from tasks.steps import STEP, Lineage, Plan, progress  # noqa: E402
-from unlearning import deep_influence, lm, references  # noqa: E402
+from unlearning import lm, references  # noqa: E402
 from unlearning.data.text import TextCorpus, redact  # noqa: E402
 from unlearning.errors import UnlearnError  # noqa: E402
 from unlearning.requests import UnlearningRequest  # noqa: E402

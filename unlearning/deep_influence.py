@@ -42,7 +42,6 @@ explicit names); the other parameters are left bit-for-bit untouched.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence

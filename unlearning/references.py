@@ -22,7 +22,7 @@ import torch
 from unlearning import deep_influence
 from unlearning.errors import UnlearnError
 from unlearning.images import baselines
-from unlearning.methods import Result, run_method, single_threaded
+from unlearning.methods import run_method, single_threaded
 from unlearning.models import cnn
 from unlearning.problem import Problem
 
