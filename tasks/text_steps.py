@@ -58,16 +58,17 @@ def redacted_corpus(plan: Plan) -> TextCorpus:
     return redact(plan.table, lm.occurrences_of(plan.findings), policy=plan.request.redact.policy)
 
 
-def reference_job(plan: Plan, after: TextCorpus) -> references.ReferenceJob:
-    """The language model retrained on D' (its windows only) with the original schedule."""
-    request, train_windows = window_request(plan, after)
+def reference_job(plan: Plan, after: TextCorpus, windows=None) -> references.ReferenceJob:
+    """The language model retrained on D' (its windows only) with the original schedule
+    (`windows`: window_request(plan, after) when the caller has it already)."""
+    request, train_windows = windows or window_request(plan, after)
     return references.text_job(plan.bundle.model.config, plan.bundle.settings, request.apply(train_windows))
 
 
-def retrained(plan: Plan, after: TextCorpus, announce: str) -> tuple[lm.LMBundle, dict, str]:
+def retrained(plan: Plan, after: TextCorpus, announce: str, windows=None) -> tuple[lm.LMBundle, dict, str]:
     """(the reference bundle, its stats, "prefetched" | "trained"): what run_lm_method("retrain")
     returns, from the prefetched pool when a task runner trained it ahead of time."""
-    update, source = prefetch.obtain(reference_job(plan, after), announce)
+    update, source = prefetch.obtain(reference_job(plan, after, windows), announce)
     settings = {**plan.bundle.settings, "steps": update.stats["steps"]}
     return lm.LMBundle(update.model, plan.bundle.vocab, plan.bundle.preset, settings), update.stats, source
 
@@ -86,7 +87,8 @@ def update_lm(lineage: Lineage, plan: Plan, after: TextCorpus, method: str, opti
     with lineage.child(f"update model ({method})", method=method) as run_id:
         request, train_windows = window_request(plan, after)
         if method == "retrain" and not options:  # the same job as verification's reference
-            bundle, stats, source = retrained(plan, after, "  retraining the language model on the redacted corpus ...")
+            bundle, stats, source = retrained(plan, after, "  retraining the language model on the redacted corpus ...",
+                                              (request, train_windows))
             guarantee, seconds = "exact", stats["seconds"]
             tracking.log_params(run_id, {"reference": source})
         else:
