@@ -1,6 +1,6 @@
 """Unlearning requests (science.md §1): which records to delete, features to revoke, labels to fix.
 
-A request is read from YAML or JSON (`load_request`), checked on its own by pydantic, then
+A request is read from YAML or JSON exactly as written (`load_request`), checked on its own by pydantic, then
 against the dataset it applies to (`validate_request`). Every problem a user can cause becomes one
 `UnlearnError` with a one-line message.
 """
@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
-import yaml
 
 from unlearning.data.tables import Table, format_number
+from unlearning.documents import load_document
 from unlearning.errors import UnlearnError
 
 KINDS = ("delete_records", "revoke_features", "fix_labels", "redact", "forget_class")
@@ -30,8 +30,8 @@ _SHOWN = 5  # how many offending ids an error message names
 
 
 def _as_text(value: Any) -> Any:
-    """YAML reads `12` as an int and `1.0` as a float: ids and labels are strings here.
-    Anything that is not a number is left for pydantic to reject."""
+    """Ids and labels are strings. Files are read as text already (unlearning.documents); a
+    request built in Python may still give numbers. Anything else is left for pydantic to reject."""
     if isinstance(value, bool):
         return value
     if isinstance(value, int | float):
@@ -150,52 +150,11 @@ class UnlearningRequest(pydantic.BaseModel):
 
 
 def load_request(path: Path) -> UnlearningRequest:
+    """A request file read exactly as written (unlearning.documents: no YAML 1.1 coercion, no
+    duplicate keys, bounded size and depth), then checked by the schema."""
     path = Path(path)
-    if not path.is_file():
-        raise UnlearnError(f"request file '{path}' not found; check the path")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UnlearnError(
-            f"cannot read request file '{path.name}' ({type(exc).__name__}); save it as UTF-8 text"
-        ) from None
-    data = _parse(text, path)
+    data = load_document(path, "request file")
     return request_from_dict(data, f"request file '{path.name}'")
-
-
-def _parse(text: str, path: Path) -> Any:
-    suffix = path.suffix.lower()
-    if suffix == ".json":
-        return _parse_json(text, path.name)
-    if suffix in (".yaml", ".yml"):
-        return _parse_yaml(text, path.name)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return _parse_yaml(text, path.name)
-
-
-def _parse_json(text: str, name: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UnlearnError(
-            f"request file '{name}' is not valid JSON (line {exc.lineno}, column {exc.colno}: "
-            f"{exc.msg}); fix the syntax"
-        ) from None
-
-
-def _parse_yaml(text: str, name: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None)
-        reason = f": {problem}" if problem else ""
-        raise UnlearnError(
-            f"request file '{name}' is not valid YAML{where}{reason}; fix the syntax"
-        ) from None
 
 
 def request_from_dict(data: Any, origin: str = "request") -> UnlearningRequest:

@@ -74,7 +74,8 @@ def test_json_and_unknown_extensions(tmp_path):
         ("nomodel.yaml", "id: r\ndelete_records: [1]\n", "missing the required field(s): model"),
         ("type.yaml", "id: r\nmodel: m\ndelete_records: 5\n", "delete_records: Input should be a valid list"),
         ("type2.yaml", "id: r\nmodel: m\nfix_labels: [1, 2]\n", "fix_labels: Input should be a valid dictionary"),
-        ("bool.yaml", "id: r\nmodel: m\ndelete_records: [true]\n", "delete_records.0"),
+        ("bool.json", '{"id": "r", "model": "m", "delete_records": [true]}', "delete_records.0"),
+        ("null.yaml", "id: r\nmodel: m\ndelete_records: [~]\n", "delete_records.0"),
         ("nothing.yaml", "id: r\nmodel: m\ndelete_records: []\n", "asks for nothing"),
         ("badid.yaml", "id: 'a b/c'\nmodel: m\ndelete_records: [1]\n", "id: use only letters"),
         ("emptymodel.yaml", "id: r\nmodel: ''\ndelete_records: [1]\n", "model: must not be empty"),
@@ -82,6 +83,78 @@ def test_json_and_unknown_extensions(tmp_path):
 )
 def test_bad_request_files(tmp_path, name, text, expected):
     assert expected in error_of(load_request, write(tmp_path, name, text))
+
+
+# -- read exactly as written ---------------------------------------------------------------------
+# YAML 1.1 (yaml.safe_load) read 010 as 8, 0x10 as 16, 12:30 as 750, yes as True, 1.0 as 1 and
+# 1e3 as 1000: the wrong record would be erased.
+
+
+@pytest.mark.parametrize("written", ["010", "0x10", "12:30", "yes", "no", "on", "off", "1.0", "1e3", "0o17",
+                                     "+12", "1_000", "true", ".inf", "2026-01-31"])
+def test_yaml_scalars_are_read_as_written(tmp_path, written):
+    text = f"id: r\nmodel: m\ndelete_records: [{written}]\nfix_labels: {{{written}: {written}}}\n"
+    req = load_request(write(tmp_path, "r.yaml", text))
+    assert req.delete_records == [written] and req.fix_labels == {written: written}
+
+
+@pytest.mark.parametrize("written", ["10", "1.0", "1e3", "-0", "12.50"])
+def test_json_numbers_keep_their_text(tmp_path, written):
+    text = f'{{"id": "r", "model": "m", "delete_records": [{written}], "fix_labels": {{"a": {written}}}}}'
+    req = load_request(write(tmp_path, "r.json", text))
+    assert req.delete_records == [written] and req.fix_labels == {"a": written}
+
+
+def test_ids_and_nulls_where_a_field_may_be_null(tmp_path):
+    req = load_request(write(tmp_path, "r.yaml", "id: 010\nmodel: 1.0\ndelete_records: [7]\nforget_class: ~\n"))
+    assert (req.id, req.model, req.forget_class) == ("010", "1.0", None)
+    assert load_request(write(tmp_path, "c.yaml", "id: r\nmodel: m\nforget_class: 3\n")).forget_class == "3"
+
+
+@pytest.mark.parametrize(
+    "name, text, key, line",
+    [
+        ("top.yaml", "id: A\nmodel: m\ndelete_records: [1]\nid: B\n", "id", "line 4"),
+        ("nested.yaml", "id: A\nmodel: m\nfix_labels:\n  P1: yes\n  P1: no\n", "P1", "line 5"),
+        ("flow.yaml", "{id: A, model: m, fix_labels: {P1: yes, P1: no}}\n", "P1", "line 1"),
+        ("top.json", '{"id": "A", "model": "m", "delete_records": ["1"], "id": "B"}', "id", ""),
+        ("nested.json", '{"id": "A", "model": "m", "fix_labels": {"P1": "yes", "P1": "no"}}', "P1", ""),
+    ],
+)
+def test_a_key_given_twice_is_refused(tmp_path, name, text, key, line):
+    message = error_of(load_request, write(tmp_path, name, text))
+    assert f"gives the key '{key}' twice" in message and line in message and name in message
+
+
+@pytest.mark.parametrize(
+    "name, text, expected",
+    [
+        ("alias.yaml", "id: r\nmodel: m\ndelete_records: &a [1, 2]\nrevoke_features: *a\n", "anchor or alias"),
+        ("laughs.yaml", "a: &a [x, x]\nb: &b [*a, *a]\nc: [*b, *b]\n", "anchor or alias"),
+        ("merge.yaml", "base: &b {model: m}\nr:\n  <<: *b\n", "anchor or alias"),
+        ("tag.yaml", "id: r\nmodel: !!python/object:os.system x\n", "YAML tag"),
+        ("nan.json", '{"id": "r", "model": "m", "delete_records": [NaN]}', "NaN"),
+        ("two.yaml", "id: r\nmodel: m\n---\nid: s\n", "not valid YAML"),
+    ],
+)
+def test_documents_that_could_mean_two_things_or_cost_without_bound(tmp_path, name, text, expected):
+    assert expected in error_of(load_request, write(tmp_path, name, text))
+
+
+@pytest.mark.parametrize("name, text", [("deep.yaml", "id: r\nmodel: m\ndelete_records: " + "[" * 100_000),
+                                        ("deep.json", '{"id": "r", "delete_records": ' + "[" * 100_000),
+                                        ("deep.yaml", "a:\n" + "".join(" " * i + "- \n" for i in range(1000)))])
+def test_deep_nesting_is_one_line_not_a_recursion_error(tmp_path, name, text):
+    assert "levels deep" in error_of(load_request, write(tmp_path, name, text))
+
+
+def test_an_oversized_file_is_refused_unread(tmp_path):
+    from unlearning.documents import MAX_BYTES
+
+    ids = ", ".join(f"P{i:07d}" for i in range(MAX_BYTES // 8))
+    path = write(tmp_path, "big.yaml", f"id: r\nmodel: m\ndelete_records: [{ids}]\n")
+    assert path.stat().st_size > MAX_BYTES
+    assert "larger than 1024 KiB" in error_of(load_request, path)
 
 
 def test_missing_file(tmp_path):

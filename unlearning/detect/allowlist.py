@@ -17,16 +17,14 @@ Prefer fingerprints for anything real: the file then holds no raw value either.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from unlearning.detect.masking import FINGERPRINT_HEX, normalise
+from unlearning.documents import load_document
 from unlearning.errors import UnlearnError
 
 KEYS = ("fingerprints", "values", "patterns")
@@ -68,17 +66,12 @@ class Allowlist:
 
     @classmethod
     def from_file(cls, path: str | Path) -> Allowlist:
-        """Read a YAML (.yaml/.yml) or JSON (.json) allowlist file."""
+        """Read a YAML (.yaml/.yml) or JSON (.json) allowlist file (unlearning.documents)."""
         path = Path(path)
         if not path.is_file():
             raise UnlearnError(f"allowlist file {path} does not exist")
-        text = path.read_text(encoding="utf-8")
-        try:
-            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as err:
-            raise UnlearnError(f"allowlist file {path} is not valid {path.suffix.lstrip('.') or 'YAML'}: "
-                               f"{str(err).splitlines()[0]}") from None
-        return cls.from_mapping(data)
+        # read as written: YAML 1.1 would turn a listed number such as 4111111111111111 into an int
+        return cls.from_mapping(load_document(path, "allowlist file"))
 
     @classmethod
     def test_cards(cls) -> Allowlist:

@@ -1,0 +1,197 @@
+"""User files (requests, allowlists) read exactly as written, with bounded cost.
+
+YAML 1.1, as `yaml.safe_load` reads it, turns `010` into 8, `0x10` into 16, `12:30` into 750 and
+`yes` into True: a record id or a label must never change on the way in, so every YAML scalar is
+read as the text written (only a plain `~`/`null`/empty value is null, for the fields that may be
+null) and the schema decides what a field may hold. JSON numbers keep their written text too.
+Both formats refuse what would make one file mean two things (a key given twice) or cost without
+bound (aliases — "billion laughs" —, nesting deeper than `MAX_DEPTH`, files over `MAX_BYTES`).
+Every refusal is one `UnlearnError` line naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from itertools import accumulate
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.composer import Composer
+from yaml.constructor import BaseConstructor
+from yaml.events import AliasEvent
+from yaml.nodes import MappingNode, ScalarNode
+from yaml.parser import Parser
+from yaml.reader import Reader
+from yaml.resolver import BaseResolver
+from yaml.scanner import Scanner
+
+from unlearning.errors import UnlearnError
+
+MAX_BYTES = 1024 * 1024  # a request naming ~100,000 records fits; 100 MB files are refused unread
+MAX_DEPTH = 32  # a request nests 3 levels; anything deeper is not a request
+_STR, _SEQ, _MAP, _NULL = (f"tag:yaml.org,2002:{t}" for t in ("str", "seq", "map", "null"))
+
+
+class _Refused(Exception):
+    """A document the readers refuse; the message is completed with the file's name."""
+
+
+def read_text(path: Path, what: str, max_bytes: int = MAX_BYTES) -> str:
+    """The UTF-8 text of a user file, refused (unread past the cap) when it is larger than `max_bytes`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnlearnError(f"{what} '{path}' not found; check the path")
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(max_bytes + 1)
+        if len(raw) > max_bytes:
+            raise UnlearnError(f"{what} '{path.name}' is larger than {max_bytes // 1024} KiB; "
+                               f"split it into smaller files")
+        return raw.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UnlearnError(f"cannot read {what} '{path.name}' ({type(exc).__name__}); save it as UTF-8 text") from None
+
+
+def load_document(path: Path, what: str) -> Any:
+    """A user file parsed by its suffix (.json, .yaml/.yml; anything else: JSON, else YAML)."""
+    path = Path(path)
+    text = read_text(path, what)
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return parse_json(text, f"{what} '{path.name}'")
+    if suffix not in (".yaml", ".yml"):
+        try:
+            return parse_json(text, f"{what} '{path.name}'")
+        except _NotJson:
+            pass
+    return parse_yaml(text, f"{what} '{path.name}'")
+
+
+# --- JSON ---------------------------------------------------------------------------------------
+
+class _NotJson(UnlearnError):
+    """Invalid JSON syntax (as opposed to valid JSON that is refused)."""
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def parse_json(text: str, origin: str) -> Any:
+    """JSON with numbers kept as their text, NaN/Infinity and duplicate keys refused."""
+    depth = json_depth(text)
+    if depth > MAX_DEPTH:
+        raise UnlearnError(f"{origin} nests {depth} levels deep (at most {MAX_DEPTH}); a request is a flat mapping")
+    try:
+        return json.loads(text, parse_int=str, parse_float=str, parse_constant=_no_constant,
+                          object_pairs_hook=_unique_json_keys)
+    except _Refused as exc:
+        raise UnlearnError(f"{origin} {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise _NotJson(f"{origin} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+                       f"fix the syntax") from None
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of [ and { outside strings (counted without recursion)."""
+    brackets = re.findall(r"[\[\]{}]", _JSON_STRING.sub("", text))
+    return max(accumulate(1 if b in "[{" else -1 for b in brackets), default=0)
+
+
+def _no_constant(name: str) -> Any:
+    raise _Refused(f"holds {name}, which is not a JSON value; write a string or a number")
+
+
+def _unique_json_keys(pairs: list[tuple[str, Any]]) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Refused(f"gives the key '{key}' twice; keep one")
+        out[key] = value
+    return out
+
+
+# --- YAML ---------------------------------------------------------------------------------------
+
+class _TextResolver(BaseResolver):
+    """Plain scalars are text, except the null forms; collections keep their structure."""
+
+
+_TextResolver.add_implicit_resolver(_NULL, re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""])
+
+
+class _Composer(Composer):
+    """Refuses aliases and anchors (one node referenced many times: exponential documents) and
+    nesting deeper than MAX_DEPTH before it is composed (composition is recursive)."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if self.check_event(AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _Refused(f"uses a YAML anchor or alias (line {event.start_mark.line + 1}); write the values out")
+        if self._depth >= MAX_DEPTH:
+            raise _Refused(f"nests more than {MAX_DEPTH} levels deep (line {event.start_mark.line + 1}); "
+                           f"a request is a flat mapping")
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+class _Constructor(BaseConstructor):
+    """Text, lists, mappings and null only; a key given twice is refused with its line."""
+
+    def construct_object(self, node, deep=False):
+        if node.tag == _NULL and isinstance(node, ScalarNode):
+            return None
+        if node.tag not in (_STR, _SEQ, _MAP):
+            raise _Refused(f"uses the YAML tag {node.tag} (line {node.start_mark.line + 1}); remove it")
+        return super().construct_object(node, deep=True)
+
+    def construct_mapping(self, node, deep=False):
+        if not isinstance(node, MappingNode):
+            return super().construct_mapping(node, deep)
+        out = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode) or key_node.tag == _NULL:
+                raise _Refused(f"has a key that is not text (line {key_node.start_mark.line + 1})")
+            key = self.construct_object(key_node)
+            if key in out:
+                raise _Refused(f"gives the key '{key}' twice (line {key_node.start_mark.line + 1}); keep one")
+            out[key] = self.construct_object(value_node)
+        return out
+
+
+_Constructor.add_constructor(_STR, lambda self, node: self.construct_scalar(node))
+_Constructor.add_constructor(_SEQ, lambda self, node: self.construct_sequence(node, deep=True))
+_Constructor.add_constructor(_MAP, lambda self, node: self.construct_mapping(node))
+
+
+class _TextLoader(Reader, Scanner, Parser, _Composer, _Constructor, _TextResolver):
+    def __init__(self, stream):
+        Reader.__init__(self, stream)
+        Scanner.__init__(self)
+        Parser.__init__(self)
+        _Composer.__init__(self)
+        _Constructor.__init__(self)
+        _TextResolver.__init__(self)
+
+
+def parse_yaml(text: str, origin: str) -> Any:
+    """YAML with every scalar as its text (see the module doc); one-line errors."""
+    loader = _TextLoader(text)
+    try:
+        return loader.get_single_data()
+    except _Refused as exc:
+        raise UnlearnError(f"{origin} {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None)
+        reason = f": {problem}" if problem else ""
+        raise UnlearnError(f"{origin} is not valid YAML{where}{reason}; fix the syntax") from None
+    finally:
+        loader.dispose()
