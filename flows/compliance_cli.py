@@ -1,9 +1,12 @@
-"""`unlearn requests | ledger | certificate`: the request ledger and signed certificates on the CLI.
+"""`unlearn requests | ledger | certificate | model retire`: the request ledger, signed certificates
+and taking a model out of production on the CLI.
 
 flows/cli.py wires these in with `add_parsers(sub)` and `COMMANDS`. Every command returns an exit
 code — 0 done, 1 a check failed or a problem was found (a broken chain, an altered certificate,
 overdue requests under `--overdue`), 2 invalid input: one line on stderr, nothing written.
-With --json, stdout carries exactly one JSON object. No command here needs Prefect or MLflow.
+With --json, stdout carries exactly one JSON object. `requests submit` plans the request as
+`forget` would (read-only: MLflow and the dataset) before the ledger records it; `model retire`
+writes to MLflow; the other commands need neither Prefect nor MLflow.
 """
 
 from __future__ import annotations
@@ -68,6 +71,14 @@ def add_parsers(sub) -> None:
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(handler=cmd_ledger_verify)
 
+    model = sub.add_parser("model", help="registered models")
+    msub = model.add_subparsers(dest="model_command", required=True)
+    retire = msub.add_parser("retire", help="take a model out of production for good: its `production` alias "
+                             "removed, its model files and private state deleted (the registry keeps the record)")
+    retire.add_argument("name")
+    retire.add_argument("--json", action="store_true")
+    retire.set_defaults(handler=cmd_model_retire)
+
     certificate = sub.add_parser("certificate", help="signed erasure certificates")
     csub = certificate.add_subparsers(dest="certificate_command", required=True)
     cverify = csub.add_parser("verify", help="check a certificate's HMAC signature; exit 1 on any alteration")
@@ -80,7 +91,7 @@ def dispatch(args, root: Path) -> int:
     return args.handler(args, root)
 
 
-COMMANDS = {"requests": dispatch, "ledger": dispatch, "certificate": dispatch}
+COMMANDS = {"requests": dispatch, "ledger": dispatch, "certificate": dispatch, "model": dispatch}
 
 
 def one_line_errors(command):
@@ -114,6 +125,8 @@ def cmd_requests_submit(args, root: Path) -> int:
     request = load_request(args.file)  # the schema and the errors of `unlearn forget`
     days = _whole_days(args.deadline_days)
     now = lg.utc_now()
+    if request.id not in ledger.records(root):  # a resubmission is answered by the ledger alone
+        check_against_project(root, args.file)
     entry, created = ledger.record_request(root, request, args.received, args.channel, days, now=now)
     record = ledger.show(root, request.id)
     payload = {**record.to_dict(now), "created": created}
@@ -125,6 +138,16 @@ def cmd_requests_submit(args, root: Path) -> int:
                  f"{record.status}, deadline {record.deadline}); nothing changed")
     emit(args, payload, human)
     return EXIT_OK
+
+
+def check_against_project(root: Path, path: Path) -> None:
+    """The plan `forget` and `comply` make (tasks.steps.plan_request: the production model, the
+    dataset's records, features, labels and kind, the method, the other models on the dataset),
+    made read-only before the ledger records anything: a request that can never be processed is
+    refused now, not recorded for good."""
+    from tasks import steps
+
+    steps.plan_request.fn(root, Path(path))
 
 
 def _whole_days(value: str | int | None) -> int | None:
@@ -222,6 +245,33 @@ def cmd_requests_deny(args, root: Path) -> int:
     emit(args, record.to_dict(now), f"request {record.id}: denied — {record.response['basis']} "
          f"(ledger entry {entry.seq})")
     return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# model retire
+
+
+@one_line_errors
+def cmd_model_retire(args, root: Path) -> int:
+    """Out of production (alias removed, tagged `retired`), then its files and private state
+    purged as a superseded version's are; a purge that fails is retried by the next `comply`."""
+    from tasks import release, tracking
+    from unlearning import purge as rule
+
+    tracking.connect(root)
+    production = tracking.require_production(args.name, root)
+    now = release.utc_now()
+    tracking.set_version_tags(args.name, production.version, {"retired": rule.iso(now),
+                                                              rule.PURGE_AFTER: rule.iso(now)})
+    tracking.remove_aliases(args.name, production.version)
+    entries = release.purge_model_version(root, args.name, production, now)
+    purged = all(not e["action"].startswith("purge failed") for e in entries)
+    payload = {"model": args.name, "version": str(production.version), "retired": rule.iso(now), "purge": entries}
+    human = (f"model {args.name} v{production.version} retired: no longer in production, "
+             + ("its model files and private state deleted" if purged else
+                f"{entries[0]['action']} (retried by the next `unlearn comply`)"))
+    emit(args, payload, human)
+    return EXIT_OK if purged else EXIT_FAILED
 
 
 # ---------------------------------------------------------------------------------------------

@@ -207,6 +207,28 @@ def earlier_result(root: Path, request: UnlearningRequest) -> dict | None:
     return tracking.load_result(found.tags["lineage_run"]) if done else None
 
 
+def other_models_on(dataset: str, model: str) -> list[str]:
+    """Production models other than `model` whose registered lineage (tag `dataset`) is `dataset`."""
+    found = []
+    for name in tracking.registered_model_names():
+        version = None if name == model else tracking.production_version(name)
+        if version is not None and version.tags.get("dataset", name) == dataset:
+            found.append(name)
+    return found
+
+
+def require_sole_model(model: str, dataset: str) -> None:
+    """An erasure must reach every model that saw the data: refuse while another production model
+    was trained on the same dataset (it would keep the removed records and could no longer be
+    unlearned once the data is corrected)."""
+    others = other_models_on(dataset, model)
+    if others:
+        names = ", ".join(others)
+        raise UnlearnError(f"dataset '{dataset}' is also used by production model(s) {names}: an erasure must "
+                           f"reach every model trained on it; retire them first (`unlearn model retire NAME`) "
+                           f"and retrain after the erasure if needed")
+
+
 @task(name="validate request", **STEP)
 def plan_request(root: Path, request_path: Path, method: str | None = None) -> Plan:
     request = load_request(Path(request_path))
@@ -215,7 +237,9 @@ def plan_request(root: Path, request_path: Path, method: str | None = None) -> P
     earlier = earlier_result(root, request)
     if earlier is not None:
         return Plan(request=request, earlier=earlier)
-    table = data_store.load_dataset(root, production.tags.get("dataset", request.model))
+    dataset = production.tags.get("dataset", request.model)
+    require_sole_model(request.model, dataset)
+    table = data_store.load_dataset(root, dataset)
     findings = None
     if isinstance(table, TextCorpus):
         from tasks.text_steps import plan_findings
