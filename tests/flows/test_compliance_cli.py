@@ -4,6 +4,8 @@ errors that change nothing, and the --json shapes."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -13,23 +15,41 @@ from flows import compliance_cli as cli
 from unlearning import signing
 
 REQUEST = """id: REQ-1
-model: adult
-delete_records: [4711, 4712]
-fix_labels: {1033: ">50K"}
+model: people
+delete_records: [P1011, P1012]
+fix_labels: {P1033: "yes"}
 """
 
 
 @pytest.fixture(scope="module")
-def prefect_harness():
-    """These commands touch neither Prefect nor MLflow: no test server for this module (the
-    package's autouse harness would cost ~10 s)."""
-    yield
+def project(tmp_path_factory, prefect_harness) -> Path:
+    """A project with the `people` table and its production model: `requests submit` checks a
+    request against them before the ledger records it."""
+    from flows.cli import main
+    from tests.flows.conftest import synthetic_people
+
+    project = tmp_path_factory.mktemp("project")
+    synthetic_people().to_csv(project / "people.csv", index=False)
+    old = os.environ.get("UNLEARN_ROOT")
+    os.environ["UNLEARN_ROOT"] = str(project)
+    try:
+        assert main(["data", "add", "people", "--file", str(project / "people.csv"), "--target", "label",
+                     "--id", "person"]) == 0
+        assert main(["train", "people"]) == 0
+    finally:
+        os.environ.pop("UNLEARN_ROOT") if old is None else os.environ.update(UNLEARN_ROOT=old)
+    return project
 
 
 @pytest.fixture
-def root(tmp_path, monkeypatch) -> Path:
+def root(tmp_path, monkeypatch, project) -> Path:
+    """A workspace of its own (its ledger, its .unlearn/) holding the project's data and using its
+    MLflow store (read only by these commands)."""
     monkeypatch.delenv("UNLEARN_LEDGER_URL", raising=False)
     monkeypatch.delenv(signing.KEY_ENV, raising=False)
+    monkeypatch.setenv("UNLEARN_TRACKING_URI", f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
+    shutil.copytree(project / "data", tmp_path / "data")
+    shutil.copy(project / "data.dvc", tmp_path / "data.dvc")
     (tmp_path / "req.yaml").write_text(REQUEST)
     return tmp_path
 
@@ -80,7 +100,7 @@ def test_submit_json_and_resubmission(root, capsys):
     assert {"id", "status", "received", "channel", "deadline", "deadline_rule", "request", "request_hash", "overdue",
             "days_left", "extensions", "response", "last_entry", "created"} <= set(first)
     assert (first["deadline"], first["channel"], first["request"]["fix_labels"]) == ("2026-02-15", "unspecified",
-                                                                                      ["1033"])
+                                                                                      ["P1033"])
     ledger_before = (root / "ledger.db").read_bytes()
     code, again = run_json(root, capsys, "requests", "submit", str(root / "req.yaml"))
     assert code == 0 and again["created"] is False and again["deadline"] == "2026-02-15"
@@ -155,7 +175,7 @@ def test_bad_input_on_an_empty_workspace(root, capsys, argv, expect):
 
 def test_bad_input_leaves_an_existing_ledger_unchanged(root, capsys):
     run(root, capsys, "requests", "submit", str(root / "req.yaml"), "--received", "2024-01-31")
-    (root / "other.yaml").write_text(REQUEST.replace('">50K"', '"<=50K"'))
+    (root / "other.yaml").write_text(REQUEST.replace('"yes"', '"no"'))
     assert_bad_input(root, capsys, ["requests", "submit", str(root / "other.yaml")], "already in the ledger")
     assert_bad_input(root, capsys, ["requests", "extend", "REQ-1", "--reason", "late"], "has passed")
     assert_bad_input(root, capsys, ["requests", "deny", "REQ-1", "--basis", "  "], "basis")
