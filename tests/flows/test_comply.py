@@ -71,12 +71,14 @@ def test_a_second_comply_run_stops_with_a_clear_message_while_one_holds_the_lock
 def test_a_failing_request_is_recorded_as_failed_with_its_reason(workspace, people_csv, capsys):
     add_and_train(people_csv, capsys)
     data_before = dvc.data_version(workspace)
-    path = request_file(workspace, id="GDPR-F", delete_records=["NO-SUCH-PERSON"])
+    path = request_file(workspace, id="GDPR-F", delete_records=["P1010"])
     assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+    # submit refuses what cannot be processed now; this request becomes so after it was recorded
+    assert run_json(capsys, ["train", "people", "--model", "people-b"])[0] == 0
     code, out = run_json(capsys, ["comply"])
     assert code == 1
     (result,) = out["requests"]
-    assert result["status"] == "failed" and "NO-SUCH-PERSON" in result["reason"]
+    assert result["status"] == "failed" and "people-b" in result["reason"]
     record = ledger.show(workspace, "GDPR-F")
-    assert record.status == "failed" and "NO-SUCH-PERSON" in record.failure["reason"]
+    assert record.status == "failed" and "people-b" in record.failure["reason"]
     assert dvc.data_version(workspace) == data_before  # nothing written
