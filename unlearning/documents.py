@@ -55,13 +55,14 @@ def read_text(path: Path, what: str, max_bytes: int = MAX_BYTES) -> str:
 
 
 def load_document(path: Path, what: str) -> Any:
-    """A user file parsed by its suffix (.json, .yaml/.yml; anything else: JSON, else YAML)."""
+    """A user file parsed by its suffix (.json, .yaml/.yml; anything else: JSON when it opens
+    like JSON and parses, else YAML)."""
     path = Path(path)
     text = read_text(path, what)
     suffix = path.suffix.lower()
     if suffix == ".json":
         return parse_json(text, f"{what} '{path.name}'")
-    if suffix not in (".yaml", ".yml"):
+    if suffix not in (".yaml", ".yml") and text.lstrip().startswith(("{", "[")):
         try:
             return parse_json(text, f"{what} '{path.name}'")
         except _NotJson:

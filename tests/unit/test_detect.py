@@ -516,3 +516,11 @@ def test_find_matches_is_fast_enough_for_a_corpus():
     start = time.perf_counter()
     find_matches(text)
     assert time.perf_counter() - start < 2.0
+
+
+def test_allowlist_values_are_read_as_written(tmp_path):
+    """YAML 1.1 read a bare card number as an int and `0x1F` as 31: the value listed is the text written."""
+    (tmp_path / "a.yaml").write_text("values: [4111111111111111, 0x1F]\n")
+    listed = Allowlist.from_file(tmp_path / "a.yaml")
+    assert list(listed.values) == ["4111111111111111", "0x1F"]
+    assert listed.allows("4111-1111-1111-1111", "card", "0" * 24)
