@@ -105,6 +105,26 @@ def test_submit_refuses_a_request_that_can_never_be_processed(project, capsys, c
     refused(project, capsys, ["requests", "submit", str(path), "--channel", "email"], expect)
 
 
+HOSTILE_FILES = {
+    "duplicate_id.json": ('{"id": "H-1", "model": "people", "delete_records": ["P1010"], "id": "H-2"}',
+                          "gives the key 'id' twice"),
+    "duplicate_fix.yaml": ("id: H-3\nmodel: people\nfix_labels:\n  P1010: 'yes'\n  P1010: 'no'\n",
+                           "gives the key 'P1010' twice (line 5)"),
+    "deep.json": ('{"id": "H-4", "model": "people", "delete_records": ' + "[" * 100_000, "levels deep"),
+    "deep.yaml": ("id: H-5\nmodel: people\ndelete_records: " + "[" * 100_000, "levels deep"),
+    "alias.yaml": ("id: H-6\nmodel: people\ndelete_records: &a [P1010]\nfix_labels: {x: *a}\n", "alias"),
+    "huge.yaml": ("id: H-7\nmodel: people\ndelete_records: [" + "P1010, " * 200_000 + "]\n", "larger than"),
+}
+
+
+@pytest.mark.parametrize("command", ["forget", "requests submit"])
+@pytest.mark.parametrize("name", sorted(HOSTILE_FILES))
+def test_hostile_request_files_are_one_line_and_change_nothing(project, capsys, command, name):
+    text, expect = HOSTILE_FILES[name]
+    path = request_file(project, name, text)
+    refused(project, capsys, [*command.split(), str(path)], expect)
+
+
 def test_record_ids_are_read_as_written(project, capsys):
     """[010] is record "010" (YAML 1.1: 8), [0x10] "0x10" (16), [12:30] "12:30" (750); a relabel to
     the label a record already has is a no-op (the record keeps its label)."""
