@@ -83,7 +83,7 @@ def parse_json(text: str, origin: str) -> Any:
     """JSON with numbers kept as their text, NaN/Infinity and duplicate keys refused."""
     depth = json_depth(text)
     if depth > MAX_DEPTH:
-        raise UnlearnError(f"{origin} nests {depth} levels deep (at most {MAX_DEPTH}); a request is a flat mapping")
+        raise UnlearnError(f"{origin} nests {depth} levels deep (at most {MAX_DEPTH}); flatten it")
     try:
         return json.loads(text, parse_int=str, parse_float=str, parse_constant=_no_constant,
                           object_pairs_hook=_unique_json_keys)
@@ -100,6 +100,11 @@ def json_depth(text: str) -> int:
     return max(accumulate(1 if b in "[{" else -1 for b in brackets), default=0)
 
 
+def _quoted(key: str) -> str:
+    """A key as an error message shows it: quoted, on one line, not too long."""
+    return repr(key if len(key) <= 60 else key[:57] + "...")
+
+
 def _no_constant(name: str) -> Any:
     raise _Refused(f"holds {name}, which is not a JSON value; write a string or a number")
 
@@ -108,7 +113,7 @@ def _unique_json_keys(pairs: list[tuple[str, Any]]) -> dict:
     out: dict = {}
     for key, value in pairs:
         if key in out:
-            raise _Refused(f"gives the key '{key}' twice; keep one")
+            raise _Refused(f"gives the key {_quoted(key)} twice; keep one")
         out[key] = value
     return out
 
@@ -134,7 +139,7 @@ class _Composer(Composer):
             raise _Refused(f"uses a YAML anchor or alias (line {event.start_mark.line + 1}); write the values out")
         if self._depth >= MAX_DEPTH:
             raise _Refused(f"nests more than {MAX_DEPTH} levels deep (line {event.start_mark.line + 1}); "
-                           f"a request is a flat mapping")
+                           f"flatten it")
         self._depth += 1
         try:
             return super().compose_node(parent, index)
@@ -161,7 +166,7 @@ class _Constructor(BaseConstructor):
                 raise _Refused(f"has a key that is not text (line {key_node.start_mark.line + 1})")
             key = self.construct_object(key_node)
             if key in out:
-                raise _Refused(f"gives the key '{key}' twice (line {key_node.start_mark.line + 1}); keep one")
+                raise _Refused(f"gives the key {_quoted(key)} twice (line {key_node.start_mark.line + 1}); keep one")
             out[key] = self.construct_object(value_node)
         return out
 

@@ -165,7 +165,7 @@ def request_from_dict(data: Any, origin: str = "request") -> UnlearningRequest:
             f"{origin} must be a mapping with the keys {', '.join(fields)}; "
             f"found {type(data).__name__ if data is not None else 'an empty document'}"
         )
-    unknown = [str(k) for k in data if k not in fields]
+    unknown = [" ".join(str(k).split())[:60] for k in data if k not in fields]  # one line
     if unknown:
         raise UnlearnError(
             f"{origin} has unknown fields: {', '.join(unknown)}; "
@@ -220,7 +220,7 @@ def _check_method(method: str, methods: Iterable[str]) -> None:
 
 def _shown(ids: list[str]) -> str:
     more = ", ..." if len(ids) > _SHOWN else ""
-    return ", ".join(f"'{i}'" for i in ids[:_SHOWN]) + more
+    return ", ".join(repr(i if len(i) <= 60 else i[:57] + "...") for i in ids[:_SHOWN]) + more  # one line
 
 
 def _check_record_ids(req: UnlearningRequest, table: Table) -> None:

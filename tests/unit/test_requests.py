@@ -235,3 +235,9 @@ def test_redact_spec_parses_and_is_refused_for_tables():
     table = table_from_frame("t", pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": ["a", "b", "a"]}), "y")
     with pytest.raises(UnlearnError, match="text datasets"):
         validate_request(req, table, ["second_order"])
+
+
+def test_values_with_line_breaks_stay_on_one_line_in_errors(tmp_path, table):
+    error_of(load_request, write(tmp_path, "k.yaml", 'id: r\nmodel: m\ndelete_records: [1]\n"a\\nb": 1\n"a\\nb": 2\n'))
+    error_of(load_request, write(tmp_path, "u.yaml", 'id: r\nmodel: m\ndelete_records: [1]\n"x\\ny": 1\n'))
+    error_of(validate_request, request(delete_records=["a\nb"]), table, METHODS)
