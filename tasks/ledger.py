@@ -38,6 +38,7 @@ as private state in `.unlearn/requests/ledger/<id>.json` for the run that proces
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import hmac
 import json
 import os
@@ -157,14 +158,15 @@ def _sqlite_engine(url: str) -> Engine:
 def _engine(root: Path) -> Iterator[Engine]:
     url = ledger_url(root)
     engine = _make_engine(url)
+    path = _sqlite_file(url)
     try:
-        if _sqlite_file(url) is None:  # a server: find out now, in one line, that it cannot be reached
+        if path is None or path.exists():  # never create a database file just to look at it
             try:
                 with engine.connect():
                     pass
-            except Exception as exc:  # noqa: BLE001 — any failure to connect: the driver's own types vary
-                raise _url_problem(url, f"cannot be reached ({_first_line(exc)}); check the host, port, user, "
-                                   "password and that the server runs") from None
+            except Exception as exc:  # noqa: BLE001 — any failure to connect: the drivers' own types vary
+                hint = "" if path is not None else "; check the host, port, user, password and that the server runs"
+                raise _url_problem(url, f"cannot be opened ({_first_line(exc)}){hint}") from None
         yield engine
     finally:
         engine.dispose()
@@ -475,10 +477,10 @@ def seal(root: Path, expect_head: tuple[int, str] | None = None) -> tuple[bool, 
     the database's newest entry — also for a format 2 ledger whose MACs verify (a lost or stale
     head file, a ledger moved to another database). A broken chain is never sealed."""
     root = Path(root)
-    key = ledger_key(root)
     with _engine(root) as engine:
         if not _exists(engine, ledger_url(root)):
             return True, "ledger empty: nothing to seal"
+        key = ledger_key(root)
         with engine.execution_options(ledger_write=True).begin() as conn:
             rows = list(conn.execute(select(entries_table).order_by(entries_table.c.seq)))
             bad = next((r for r in rows if _canonical(r.data) != r.data), None)
@@ -513,6 +515,25 @@ def _rewrite_macs(conn: Connection, sealed: list[lg.Entry]) -> None:
     if sqlite:
         for create in TRIGGERS.values():
             conn.exec_driver_sql(create)
+
+
+def certificate_recorded(root: Path, request_id: str, certificate: bytes, signing_key: bytes) -> tuple[bool, str]:
+    """(ok, what was found): whether the ledger's authentic `completed` entry of `request_id`
+    records this certificate's SHA-256. A project without a ledger has nothing to check against."""
+    rows = _rows_in_order(Path(root))
+    if not rows:
+        return True, "no ledger to check it against"
+    digest = hashlib.sha256(certificate).hexdigest()
+    entry = next((_entry(r) for r in rows if r.request_id == request_id and r.event == "completed"), None)
+    if entry is None:
+        return False, f"the ledger records no completed entry for request {request_id!r}: no certificate was issued for it"
+    if not hmac.compare_digest(lg.entry_mac(lg.ledger_key(signing_key), entry.body()), entry.hash):
+        return False, f"the ledger's completed entry {entry.seq} does not match its MAC: run `unlearn ledger verify`"
+    recorded = entry.data.get("certificate_sha256")
+    if recorded != digest:
+        return False, (f"the ledger's completed entry {entry.seq} of request {request_id!r} records certificate "
+                       f"sha256 {str(recorded)[:12]}…, not this file's {digest[:12]}…: not the certificate issued")
+    return True, f"recorded by ledger entry {entry.seq}"
 
 
 # ---------------------------------------------------------------------------------------------
