@@ -343,7 +343,7 @@ def cmd_comply(args, root: Path) -> int:
     keep_days = release.keep_days_setting(args.keep_superseded)
     runner, address = prefetch.runner_setting(args.task_runner, args.dask_address)
     workers = prefetch.check_workers(args.workers)
-    ledger.check_reachable(root)  # a bad UNLEARN_LEDGER_URL: one line before any flow starts
+    ledger.check_intact(root)  # a bad UNLEARN_LEDGER_URL, a forged ledger: one line before any flow starts
     try:
         summary = comply_flow(root=str(root), keep_superseded_days=keep_days, task_runner=runner,
                               dask_address=address, workers=workers)

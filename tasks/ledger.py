@@ -446,6 +446,15 @@ def verify_chain(root: Path, expect_head: tuple[int, str] | None = None) -> tupl
     return True, None, f"{report.message}; {_recover_head(root, key, check.behind)}"
 
 
+def check_intact(root: Path) -> None:
+    """UnlearnError (one line) unless the ledger can be opened and verifies: a processing run must
+    not act on a forged or cut-off ledger (a forged `denied` would silently skip a request)."""
+    ok, _, message = verify_chain(root)
+    if not ok:
+        raise UnlearnError(f"the ledger does not verify — {message}; nothing was processed (see `unlearn ledger "
+                           "verify`)")
+
+
 def _canonical(text: str) -> str | None:
     try:
         return lg.canonical_json(json.loads(text))

@@ -208,6 +208,7 @@ def test_ledger_verify_finds_a_forged_append_and_cut_off_entries_without_expect_
                     hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()))
     code, out, _ = run(root, capsys, "ledger", "verify", "--expect-head", f"4:{'0' * 64}")
     assert code == 1 and out.startswith("LEDGER BROKEN: entry 4 (request 'REQ-0', denied)")
+    assert_comply_refuses(root, capsys, "entry 4 (request 'REQ-0', denied)")
     with sqlite3.connect(root / "ledger.db") as db:
         db.execute("DELETE FROM ledger_entries WHERE seq >= 3")  # the forgery and a genuine entry
     code, report = run_json(root, capsys, "ledger", "verify")
@@ -221,6 +222,24 @@ def test_ledger_seal_signs_the_head_again_after_the_head_file_was_lost(root, cap
     code, sealed = run_json(root, capsys, "ledger", "seal")
     assert code == 0 and sealed["ok"] and sealed["head"]["seq"] == 2 and set(sealed) == {"ok", "message", "head"}
     assert run(root, capsys, "ledger", "verify")[0] == 0
+
+
+def assert_comply_refuses(root: Path, capsys, expect: str) -> None:
+    """`unlearn comply` on a ledger that does not verify: one line, exit 2, before any flow runs."""
+    from flows.cli import main
+
+    saved = dict(os.environ)
+    os.environ["UNLEARN_ROOT"] = str(root)
+    try:
+        before = snapshot(root)
+        capsys.readouterr()
+        code = main(["comply"])
+        out, err = capsys.readouterr()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert code == 2 and out == "" and err.count("\n") == 1 and expect in err, (out, err)
+    assert "nothing was processed" in err and snapshot(root) == before
 
 
 # --- a bad UNLEARN_LEDGER_URL ----------------------------------------------------------------------------
