@@ -256,12 +256,7 @@ def _append(root: Path, build: Callable[[Connection, lg.Entry | None], lg.Entry 
                             seq=entry.seq, request_id=entry.request_id, event=entry.event, status=entry.status,
                             at=entry.at, data=lg.canonical_json(entry.data), prev_hash=entry.prev_hash,
                             hash=entry.hash))
-                if entry is not None:
-                    try:
-                        _advance_head(root, engine, key)
-                    except OSError:
-                        pass  # the entry is committed; its head catches up later (module doc)
-                return entry
+                break
             except IntegrityError:  # another writer took this seq: back off, then re-read the head
                 pass
             except ProgrammingError as exc:
@@ -273,7 +268,14 @@ def _append(root: Path, build: Callable[[Connection, lg.Entry | None], lg.Entry 
                 raise UnlearnError(f"the ledger is locked by another process (waited {SQLITE_BUSY_TIMEOUT_S} s); "
                                    "try again") from None
             time.sleep(random.uniform(0.001, 0.02) * (attempt + 1))
-    raise UnlearnError(f"the ledger stayed busy for {APPEND_ATTEMPTS} attempts; try again")
+        else:
+            raise UnlearnError(f"the ledger stayed busy for {APPEND_ATTEMPTS} attempts; try again")
+        if entry is not None:
+            try:
+                _advance_head(root, engine, key)
+            except (OSError, OperationalError):
+                pass  # the entry is committed: its head catches up later (module doc)
+        return entry
 
 
 def _check_before_append(root: Path, conn: Connection, head: lg.Entry | None, key: bytes) -> None:
@@ -535,7 +537,8 @@ def certificate_recorded(root: Path, request_id: str, certificate: bytes, signin
     digest = hashlib.sha256(certificate).hexdigest()
     entry = next((_entry(r) for r in rows if r.request_id == request_id and r.event == "completed"), None)
     if entry is None:
-        return False, f"the ledger records no completed entry for request {request_id!r}: no certificate was issued for it"
+        return False, (f"the ledger records no completed entry for request {request_id!r}: no certificate was "
+                       "issued for it")
     if not hmac.compare_digest(lg.entry_mac(lg.ledger_key(signing_key), entry.body()), entry.hash):
         return False, f"the ledger's completed entry {entry.seq} does not match its MAC: run `unlearn ledger verify`"
     recorded = entry.data.get("certificate_sha256")

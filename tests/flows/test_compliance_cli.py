@@ -301,8 +301,8 @@ def completed_with_certificate(root: Path, capsys, request_id: str, recorded_sha
 
     (root / f"{request_id}.yaml").write_text(REQUEST.replace("REQ-1", request_id))
     run(root, capsys, "requests", "submit", str(root / f"{request_id}.yaml"))
-    path = signing.write_signed(root / CERTIFICATES / f"{request_id}.json",
-                                signing.sign({"request": {"id": request_id}, "verified": True}, signing.signing_key(root)))
+    signed = signing.sign({"request": {"id": request_id}, "verified": True}, signing.signing_key(root))
+    path = signing.write_signed(root / CERTIFICATES / f"{request_id}.json", signed)
     ledger.transition(root, request_id, "processing")
     ledger.transition(root, request_id, "completed", certificate=str(path.relative_to(root)),
                       certificate_sha256=recorded_sha256 or hashlib.sha256(path.read_bytes()).hexdigest())
