@@ -1,4 +1,4 @@
-"""The request ledger as pure logic: states, deadlines, entries and their hash chain.
+"""The request ledger as pure logic: states, deadlines, entries, their MAC chain and its signed head.
 
 A request's history is a list of entries; its state is the state of its latest entry:
 
