@@ -490,7 +490,7 @@ def seal(root: Path, expect_head: tuple[int, str] | None = None) -> tuple[bool, 
     root = Path(root)
     with _engine(root) as engine:
         if not _exists(engine, ledger_url(root)):
-            return True, "ledger empty: nothing to seal"
+            return _seal_empty(root)
         key = ledger_key(root)
         with engine.execution_options(ledger_write=True).begin() as conn:
             rows = list(conn.execute(select(entries_table).order_by(entries_table.c.seq)))
@@ -506,13 +506,26 @@ def seal(root: Path, expect_head: tuple[int, str] | None = None) -> tuple[bool, 
                 entries = lg.seal_entries(entries, key)
                 _rewrite_macs(conn, entries)
         if not entries:
-            return True, "ledger empty: nothing to seal"
+            return _seal_empty(root)
         before = _signed_head_or_none(root, key)
         with _head_lock(root):
             _write_head(root, entries[-1].seq, entries[-1].hash, key)
     done = f"{len(entries)} format 1 entries keyed with the project's key; " if old_format else ""
     moved = "" if before is None or before[0] == entries[-1].seq else f" (it named entry {before[0]})"
     return True, f"sealed: {done}signed head entry {entries[-1].seq} {entries[-1].hash}{moved}"
+
+
+def _seal_empty(root: Path) -> tuple[bool, str]:
+    """An empty ledger: a head file left from another database (UNLEARN_LEDGER_URL now names a new
+    one) is reset to the empty head, which the key holder vouches for."""
+    if not head_file(root).exists():
+        return True, "ledger empty: nothing to seal"
+    key = ledger_key(root)
+    before = _signed_head_or_none(root, key)
+    with _head_lock(root):
+        _write_head(root, 0, lg.GENESIS, key)
+    named = f" (it named entry {before[0]})" if before else ""
+    return True, f"sealed: the ledger is empty; signed head reset to entry 0{named}"
 
 
 def _rewrite_macs(conn: Connection, sealed: list[lg.Entry]) -> None:

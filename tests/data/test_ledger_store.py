@@ -390,6 +390,18 @@ def test_a_lost_head_file_fails_verification_until_the_key_holder_seals(tmp_path
     assert ledger.verify_chain(tmp_path)[:2] == (True, None)
 
 
+def test_a_new_empty_database_is_refused_until_the_key_holder_seals(tmp_path, monkeypatch):
+    filled(tmp_path)
+    monkeypatch.setenv(ledger.URL_ENV, f"sqlite:///{tmp_path / 'new.db'}")  # the ledger moved, rows left behind
+    assert ledger.verify_chain(tmp_path)[:2] == (False, 6)
+    with pytest.raises(UnlearnError, match="newest entries were removed"):
+        ledger.submit(tmp_path, req("REQ-9"), now=T0)
+    ok, message = ledger.seal(tmp_path)
+    assert ok and "reset to entry 0 (it named entry 6)" in message
+    ledger.submit(tmp_path, req("REQ-9"), now=T0)
+    assert ledger.verify_chain(tmp_path)[:2] == (True, None)
+
+
 def test_the_head_file_is_private_and_names_the_newest_entry(tmp_path):
     filled(tmp_path)
     path = ledger.head_file(tmp_path)
