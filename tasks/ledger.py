@@ -405,7 +405,9 @@ def show(root: Path, request_id: str) -> lg.RequestRecord:
 
 
 def pending(root: Path) -> list[lg.RequestRecord]:
-    """Requests a processing run should take: received, or failed earlier (a rerun), oldest first."""
+    """Requests a processing run should take: received, or failed earlier (a rerun), oldest first.
+    Only from a ledger that verifies (UnlearnError otherwise): a scheduled run acts on it too."""
+    check_intact(root)
     return [r for r in records(root).values() if r.status in lg.PENDING]
 
 

@@ -255,6 +255,8 @@ def test_a_forged_denial_appended_without_the_key_is_named(tmp_path, digest):
     before = all_rows(tmp_path)
     with pytest.raises(UnlearnError, match="does not match its MAC"):
         ledger.submit(tmp_path, req("REQ-9"), now=T0)
+    with pytest.raises(UnlearnError, match="nothing was processed"):  # REQ-2 is not silently skipped
+        ledger.pending(tmp_path)
     assert all_rows(tmp_path) == before
 
 
