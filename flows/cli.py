@@ -338,11 +338,12 @@ def _config(cls, **values):
 
 def cmd_comply(args, root: Path) -> int:
     from flows.comply import ComplyBusy, comply_flow
-    from tasks import references as prefetch, release
+    from tasks import ledger, references as prefetch, release
 
     keep_days = release.keep_days_setting(args.keep_superseded)
     runner, address = prefetch.runner_setting(args.task_runner, args.dask_address)
     workers = prefetch.check_workers(args.workers)
+    ledger.check_intact(root)  # a bad UNLEARN_LEDGER_URL, a forged ledger: one line before any flow starts
     try:
         summary = comply_flow(root=str(root), keep_superseded_days=keep_days, task_runner=runner,
                               dask_address=address, workers=workers)

@@ -65,11 +65,17 @@ def add_parsers(sub) -> None:
 
     ledger = sub.add_parser("ledger", help="the request ledger's integrity")
     lsub = ledger.add_subparsers(dest="ledger_command", required=True)
-    verify = lsub.add_parser("verify", help="check the hash chain; exit 1 naming the first bad entry")
-    verify.add_argument("--expect-head", metavar="SEQ:HASH", help="a head recorded earlier (detects removed "
-                        "newest entries)")
+    verify = lsub.add_parser("verify", help="check every entry's MAC and the signed head (needs the signing key); "
+                             "exit 1 naming the first bad entry")
+    verify.add_argument("--expect-head", metavar="SEQ:HASH", help="also a head recorded elsewhere (an entry number "
+                        "and its MAC, as verify prints them)")
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(handler=cmd_ledger_verify)
+    seal = lsub.add_parser("seal", help="as the key holder, vouch for the ledger as it stands: key a format 1 "
+                           "ledger with MACs, sign its head (refused when its chain is broken)")
+    seal.add_argument("--expect-head", metavar="SEQ:HASH", help="seal only if this entry is still there")
+    seal.add_argument("--json", action="store_true")
+    seal.set_defaults(handler=cmd_ledger_seal)
 
     model = sub.add_parser("model", help="registered models")
     msub = model.add_subparsers(dest="model_command", required=True)
@@ -81,7 +87,8 @@ def add_parsers(sub) -> None:
 
     certificate = sub.add_parser("certificate", help="signed erasure certificates")
     csub = certificate.add_subparsers(dest="certificate_command", required=True)
-    cverify = csub.add_parser("verify", help="check a certificate's HMAC signature; exit 1 on any alteration")
+    cverify = csub.add_parser("verify", help="check a certificate's HMAC signature, that it is filed under its "
+                              "request's id and is the one the ledger recorded; exit 1 otherwise")
     cverify.add_argument("path", type=Path)
     cverify.add_argument("--json", action="store_true")
     cverify.set_defaults(handler=cmd_certificate_verify)
@@ -297,19 +304,37 @@ def _head_argument(value: str | None) -> tuple[int, str] | None:
     seq, _, digest = value.partition(":")
     digest = digest.strip().lower()
     if not seq.strip().isdigit() or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-        raise UnlearnError(f"--expect-head '{value}' is not SEQ:HASH (an entry number and its 64-hex hash, as "
+        raise UnlearnError(f"--expect-head '{value}' is not SEQ:HASH (an entry number and its 64-hex MAC, as "
                            "`unlearn ledger verify` prints them)")
     return int(seq), digest
 
 
 @one_line_errors
+def cmd_ledger_seal(args, root: Path) -> int:
+    from tasks import ledger
+
+    expect = _head_argument(args.expect_head)
+    ok, message = ledger.seal(root, expect)
+    head = ledger.head(root) if ok else None
+    payload = {"ok": ok, "message": message, "head": None if head is None else {"seq": head[0], "hash": head[1]}}
+    emit(args, payload, message)
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+@one_line_errors
 def cmd_certificate_verify(args, root: Path) -> int:
+    from tasks import ledger
     from unlearning import signing
 
-    if not Path(args.path).is_file():
+    path = Path(args.path)
+    if not path.is_file():
         raise UnlearnError(f"certificate file '{args.path}' not found; check the path")
     key = signing.signing_key(root, create=False)
-    ok, message = signing.verify(args.path, key)
+    ok, message = signing.verify(path, key)
+    if ok:
+        # signing.verify checked that the file is named after the request its signed body names
+        recorded, problem = ledger.certificate_recorded(root, path.stem, path.read_bytes(), key)
+        ok, message = (True, f"{message}; {problem}") if recorded else (False, f"{path.name}: {problem}")
     emit(args, {"ok": ok, "path": str(args.path), "message": message}, message if ok else f"INVALID: {message}")
     return EXIT_OK if ok else EXIT_FAILED
 

@@ -1,4 +1,5 @@
-"""Storage of the request ledger through SQLAlchemy: one append-only table of hash-chained entries.
+"""Storage of the request ledger through SQLAlchemy: one append-only table of MAC-chained entries,
+and its signed head.
 
 Where: `<root>/ledger.db` (SQLite, git-ignored) by default, any SQLAlchemy URL (PostgreSQL) in
 `UNLEARN_LEDGER_URL`. The logic — states, deadlines, the chain — is `unlearning.ledger`; this
@@ -12,15 +13,37 @@ primary key: two writers that read the same head cannot both insert, the loser's
 rolls back and it retries from the new head — so the check (e.g. "still received") and the
 append are atomic and no request is claimed twice.
 
+Keys and the signed head: every entry is MACed with a key derived from the project's signing key
+(`unlearning.signing.signing_key`: UNLEARN_SIGNING_KEY or `.unlearn/signing.key`, see
+`unlearning.ledger`). After every append, (seq, MAC) of the database's newest entry, signed with
+that key, is written to `<root>/.unlearn/ledger.head` — outside the database, so that someone who
+can write the database but lacks the key cannot cut its newest entries off unnoticed. The head is
+written after the commit, under a file lock, from the database's newest entry re-read at that
+moment (two appenders: the file only moves forward). A process stopped between its commit and its
+head write leaves the head behind the database; entries beyond the signed head are accepted when
+their MACs verify (only a key holder can have written them), and the next append or `ledger
+verify` moves the head forward. Before appending, the database must still hold the signed head's
+entry, else nothing is appended. The first append of a ledger writes a signed empty head (seq 0)
+before its insert, so that even a first append stopped after its commit recovers. With PostgreSQL
+the head file lives with the project checkout (`.unlearn/`), which every worker shares already;
+`ledger verify --expect-head` checks against a head kept anywhere else.
+
+Connection: a bad UNLEARN_LEDGER_URL (not a URL, no driver, a missing directory, a server that
+cannot be reached within CONNECT_TIMEOUT_S) is an UnlearnError naming the setting.
+
 The submitted request itself (with its corrected labels, which the ledger does not hold) is kept
 as private state in `.unlearn/requests/ledger/<id>.json` for the run that processes it.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import hmac
 import json
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,19 +51,23 @@ from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import (DDL, Column, Integer, MetaData, String, Table, Text, create_engine, event, insert,
-                        inspect, select)
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+                        inspect, select, update)
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, ProgrammingError
 
 from unlearning import ledger as lg
+from unlearning import signing
 from unlearning.errors import UnlearnError
 from unlearning.requests import UnlearningRequest, load_request
 
 URL_ENV = "UNLEARN_LEDGER_URL"
 LEDGER_FILE = "ledger.db"
 REQUESTS_DIR = Path(".unlearn") / "requests" / "ledger"
+HEAD_FILE = Path(".unlearn") / "ledger.head"
+HEAD_LOCK = Path(".unlearn") / "ledger.head.lock"
 APPEND_ATTEMPTS = 20
 SQLITE_BUSY_TIMEOUT_S = 60
+CONNECT_TIMEOUT_S = 5
 
 metadata = MetaData()
 entries_table = Table(
@@ -54,10 +81,10 @@ entries_table = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False, unique=True),
 )
-for _verb in ("UPDATE", "DELETE"):
-    event.listen(entries_table, "after_create", DDL(
-        f"CREATE TRIGGER ledger_no_{_verb.lower()} BEFORE {_verb} ON ledger_entries "
-        "BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END").execute_if(dialect="sqlite"))
+TRIGGERS = {f"ledger_no_{verb.lower()}": f"CREATE TRIGGER ledger_no_{verb.lower()} BEFORE {verb} ON ledger_entries "
+            "BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END" for verb in ("UPDATE", "DELETE")}
+for _create in TRIGGERS.values():
+    event.listen(entries_table, "after_create", DDL(_create).execute_if(dialect="sqlite"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,9 +100,44 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(url[len(prefix):].split("?")[0]) if url.startswith(prefix) and len(url) > len(prefix) else None
 
 
+def shown_url(url: str) -> str:
+    """The URL as it may be printed: never its password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return re.sub(r":[^:@/]*@", ":***@", url)
+
+
+def _url_problem(url: str, problem: str) -> UnlearnError:
+    where = f"{URL_ENV}={shown_url(url)}" if os.environ.get(URL_ENV) else f"the ledger {shown_url(url)}"
+    return UnlearnError(f"{where}: {problem}; fix {URL_ENV} (e.g. postgresql://USER:PASSWORD@HOST:5432/ledger) or "
+                        "unset it to use ledger.db in the project")
+
+
 def _make_engine(url: str) -> Engine:
-    if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise _url_problem(url, "not a database URL") from None
+    if parsed.get_backend_name() == "sqlite":
+        path = _sqlite_file(url)
+        if path is not None and not path.parent.is_dir():
+            raise _url_problem(url, f"the directory {path.parent} of the SQLite ledger does not exist")
+        return _sqlite_engine(url)
+    connect_args = {"timeout": CONNECT_TIMEOUT_S} if parsed.get_driver_name() == "pg8000" else \
+        {"connect_timeout": CONNECT_TIMEOUT_S} if parsed.get_backend_name() == "postgresql" else {}
+    try:
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    except (ImportError, NoSuchModuleError, ArgumentError) as exc:
+        raise _url_problem(url, f"cannot be used ({_first_line(exc)}): install its driver (PostgreSQL: "
+                           "pip install -e '.[scale]')") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _sqlite_engine(url: str) -> Engine:
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
 
     # pysqlite opens transactions lazily and only before writes, so a read-then-insert would not
@@ -94,11 +156,26 @@ def _make_engine(url: str) -> Engine:
 
 @contextmanager
 def _engine(root: Path) -> Iterator[Engine]:
-    engine = _make_engine(ledger_url(root))
+    url = ledger_url(root)
+    engine = _make_engine(url)
+    path = _sqlite_file(url)
     try:
+        if path is None or path.exists():  # never create a database file just to look at it
+            try:
+                with engine.connect():
+                    pass
+            except Exception as exc:  # noqa: BLE001 — any failure to connect: the drivers' own types vary
+                hint = "" if path is not None else "; check the host, port, user, password and that the server runs"
+                raise _url_problem(url, f"cannot be opened ({_first_line(exc)}){hint}") from None
         yield engine
     finally:
         engine.dispose()
+
+
+def check_reachable(root: Path) -> None:
+    """UnlearnError (one line, naming the setting) unless the ledger's database can be opened."""
+    with _engine(Path(root)):
+        pass
 
 
 def _ensure_schema(conn: Connection) -> None:
@@ -127,7 +204,16 @@ def _entry(row) -> lg.Entry:
 
 
 def _head(conn: Connection) -> lg.Entry | None:
+    return _newest(conn)
+
+
+def _newest(conn: Connection) -> lg.Entry | None:
     row = conn.execute(select(entries_table).order_by(entries_table.c.seq.desc()).limit(1)).first()
+    return None if row is None else _entry(row)
+
+
+def _at(conn: Connection, seq: int) -> lg.Entry | None:
+    row = conn.execute(select(entries_table).where(entries_table.c.seq == seq)).first()
     return None if row is None else _entry(row)
 
 
@@ -150,10 +236,12 @@ def read_entries(root: Path) -> list[lg.Entry]:
     return [_entry(r) for r in _rows_in_order(root)]
 
 
-def _append(root: Path, build: Callable[[Connection, lg.Entry | None], lg.Entry | None]) -> lg.Entry | None:
+def _append(root: Path, build: Callable[[Connection, lg.Entry | None], lg.Entry | None],
+            key: bytes) -> lg.Entry | None:
     """Insert what `build(conn, head)` returns, in one write transaction; retry when another writer
     took the same seq. `build` raises UnlearnError to refuse (nothing is written) or returns None
-    for a no-op."""
+    for a no-op. Refused too, before `build`, when the newest entry or the signed head is not
+    authentic. After the commit the signed head moves to the new entry."""
     with _engine(root) as engine:
         writer = engine.execution_options(ledger_write=True)
         for attempt in range(APPEND_ATTEMPTS):
@@ -161,16 +249,14 @@ def _append(root: Path, build: Callable[[Connection, lg.Entry | None], lg.Entry 
                 with writer.begin() as conn:
                     _ensure_schema(conn)
                     head = _head(conn)
-                    if head is not None and lg.entry_hash(head.body()) != head.hash:
-                        raise UnlearnError(f"the ledger's last entry ({head.seq}) does not match its hash; "
-                                           "run `unlearn ledger verify` before adding to it")
+                    _check_before_append(root, conn, head, key)
                     entry = build(conn, head)
                     if entry is not None:
                         conn.execute(insert(entries_table).values(
                             seq=entry.seq, request_id=entry.request_id, event=entry.event, status=entry.status,
                             at=entry.at, data=lg.canonical_json(entry.data), prev_hash=entry.prev_hash,
                             hash=entry.hash))
-                return entry
+                break
             except IntegrityError:  # another writer took this seq: back off, then re-read the head
                 pass
             except ProgrammingError as exc:
@@ -182,7 +268,37 @@ def _append(root: Path, build: Callable[[Connection, lg.Entry | None], lg.Entry 
                 raise UnlearnError(f"the ledger is locked by another process (waited {SQLITE_BUSY_TIMEOUT_S} s); "
                                    "try again") from None
             time.sleep(random.uniform(0.001, 0.02) * (attempt + 1))
-    raise UnlearnError(f"the ledger stayed busy for {APPEND_ATTEMPTS} attempts; try again")
+        else:
+            raise UnlearnError(f"the ledger stayed busy for {APPEND_ATTEMPTS} attempts; try again")
+        if entry is not None:
+            try:
+                _advance_head(root, engine, key)
+            except (OSError, OperationalError):
+                pass  # the entry is committed: its head catches up later (module doc)
+        return entry
+
+
+def _check_before_append(root: Path, conn: Connection, head: lg.Entry | None, key: bytes) -> None:
+    """UnlearnError unless the newest entry is authentic and the database still holds the signed
+    head's entry; on a ledger's first append, the signed empty head is written (see the module doc)."""
+    if head is not None and not hmac.compare_digest(lg.entry_mac(key, head.body()), head.hash):
+        if lg.is_format_1([_at(conn, 1) or head]):
+            raise UnlearnError("the ledger is in format 1 (unkeyed SHA-256 chain): run `unlearn ledger verify`, then "
+                               "`unlearn ledger seal` to key it, before adding to it")
+        raise UnlearnError(f"the ledger's last entry ({head.seq}) does not match its MAC; "
+                           "run `unlearn ledger verify` before adding to it")
+    try:
+        signed = _signed_head(root, key)
+    except ValueError as exc:
+        raise UnlearnError(f"the signed ledger head {head_file(root)} is not valid ({exc}); "
+                           "run `unlearn ledger verify` before adding to the ledger") from None
+    if signed is None and head is None:
+        _write_head(root, 0, lg.GENESIS, key)
+        return
+    found = _at(conn, signed[0]) if signed is not None and signed[0] > 0 else None
+    check = lg.check_head([e for e in (found, head) if e is not None], signed, str(head_file(root)))
+    if not check.ok:
+        raise UnlearnError(f"{check.message}; nothing was added — run `unlearn ledger verify`")
 
 
 def _record(history: list[lg.Entry], request_id: str) -> lg.RequestRecord:
@@ -215,8 +331,10 @@ def record_request(root: Path, request: UnlearningRequest, received: str | datet
     received_at = lg.parse_timestamp(received, "received time") if received is not None else now.replace(microsecond=0)
     policy = lg.DeadlinePolicy.gdpr() if deadline_days is None else lg.DeadlinePolicy.days(deadline_days)
     lg.check_channel(channel)
-    lg.check_receipt(received_at, now)  # every check before the salt file may be created
+    lg.check_receipt(received_at, now)
+    check_reachable(root)  # every check before the salt and key files may be created
     data = lg.received_data(request, _salt(root), received_at, channel, policy, now)
+    key = ledger_key(root)
     created = False
 
     def build(conn: Connection, head: lg.Entry | None) -> lg.Entry | None:
@@ -230,9 +348,9 @@ def record_request(root: Path, request: UnlearningRequest, received: str | datet
             return None
         _save_request(root, request)  # before the commit: a recorded request always has its file
         created = True
-        return lg.chain_entry(head, request.id, "received", "received", lg.utc_iso(now), data)
+        return lg.chain_entry(head, request.id, "received", "received", lg.utc_iso(now), data, key=key)
 
-    entry = _append(root, build)
+    entry = _append(root, build, key)
     if entry is None:
         with _engine(root) as engine, engine.connect() as conn:
             entry = _history(conn, request.id)[0]
@@ -248,13 +366,14 @@ def transition(root: Path, request_id: str, status: str, now: datetime | None = 
     UnlearnError)."""
     now = now or lg.utc_now()
     show(root, request_id)  # an unknown id is refused before a ledger file would be created
+    key = ledger_key(root)
 
     def build(conn: Connection, head: lg.Entry | None) -> lg.Entry:
         record = _record(_history(conn, request_id), request_id)
         new_status, data = lg.event_data(record, status, fields, now)
-        return lg.chain_entry(head, request_id, status, new_status, lg.utc_iso(now), data)
+        return lg.chain_entry(head, request_id, status, new_status, lg.utc_iso(now), data, key=key)
 
-    return _append(Path(root), build)
+    return _append(Path(root), build, key)
 
 
 def extend(root: Path, request_id: str, reason: str, until: str | None = None,
@@ -286,31 +405,234 @@ def show(root: Path, request_id: str) -> lg.RequestRecord:
 
 
 def pending(root: Path) -> list[lg.RequestRecord]:
-    """Requests a processing run should take: received, or failed earlier (a rerun), oldest first."""
+    """Requests a processing run should take: received, or failed earlier (a rerun), oldest first.
+    Only from a ledger that verifies (UnlearnError otherwise): a scheduled run acts on it too."""
+    check_intact(root)
     return [r for r in records(root).values() if r.status in lg.PENDING]
 
 
 def verify_chain(root: Path, expect_head: tuple[int, str] | None = None) -> tuple[bool, int | None, str]:
-    """(ok, seq of the first bad entry or None, message). Reads the raw rows: an entry whose stored
-    JSON is not in canonical form counts as altered too."""
-    rows = _rows_in_order(Path(root))
+    """(ok, seq of the first bad entry or None, message): every entry's MAC and link, then the
+    database's end against the signed head (and `expect_head`, a head kept elsewhere). Reads the
+    raw rows: an entry whose stored JSON is not in canonical form counts as altered too. Needs the
+    key (UnlearnError, one line, without it) unless there is no ledger at all. A head left behind
+    by an append that stopped after its commit is moved forward (said in the message)."""
+    root = Path(root)
+    rows = _rows_in_order(root)
+    if not rows and not head_file(root).exists():  # no ledger: nothing to authenticate, no key needed
+        report = lg.verify_entries([], b"", expect_head)
+        return report.ok, report.first_bad, report.message
+    key = ledger_key(root, create=False)
     for row in rows:
-        try:
-            data = json.loads(row.data)
-            canonical = lg.canonical_json(data)
-        except ValueError:
-            canonical = None
-        if canonical != row.data:
+        if _canonical(row.data) != row.data:
             return False, row.seq, f"entry {row.seq} (request {row.request_id!r}) holds data that is not its " \
                                    "canonical JSON: the row was altered"
-    report = lg.verify_entries([_entry(r) for r in rows], expect_head)
-    return report.ok, report.first_bad, report.message
+    entries = [_entry(r) for r in rows]
+    if lg.is_format_1(entries):
+        report = lg.verify_entries(entries, key, expect_head, digest=lg.entry_hash)
+        if not report.ok:
+            return False, report.first_bad, f"{report.message} (format 1 ledger: unkeyed SHA-256 chain)"
+        return False, 1, (f"format 1 ledger ({lg.FORMAT_1}, {len(entries)} entries): its plain SHA-256 chain is "
+                          "consistent but not keyed, so anyone who can write the database could have rewritten it; "
+                          "if it is as you expect, key it with `unlearn ledger seal`")
+    report = lg.verify_entries(entries, key, expect_head)
+    if not report.ok:
+        return False, report.first_bad, report.message
+    try:
+        signed = _signed_head(root, key)
+    except ValueError as exc:
+        return False, None, f"the signed head {head_file(root)} is not valid ({exc}); `unlearn ledger seal` re-signs it"
+    check = lg.check_head(entries, signed, str(head_file(root)))
+    if not check.ok:
+        return False, check.first_bad, check.message
+    if not check.behind:
+        return True, None, report.message
+    return True, None, f"{report.message}; {_recover_head(root, key, check.behind)}"
+
+
+def check_intact(root: Path) -> None:
+    """UnlearnError (one line) unless the ledger can be opened and verifies: a processing run must
+    not act on a forged or cut-off ledger (a forged `denied` would silently skip a request)."""
+    ok, _, message = verify_chain(root)
+    if not ok:
+        raise UnlearnError(f"the ledger does not verify — {message}; nothing was processed (see `unlearn ledger "
+                           "verify`)")
+
+
+def _canonical(text: str) -> str | None:
+    try:
+        return lg.canonical_json(json.loads(text))
+    except ValueError:
+        return None
+
+
+def _recover_head(root: Path, key: bytes, behind: int) -> str:
+    what = (f"the signed head was {behind} entr{'y' if behind == 1 else 'ies'} behind (an append stopped between "
+            "its commit and its head write)")
+    try:
+        with _engine(root) as engine:
+            _advance_head(root, engine, key)
+    except OSError as exc:
+        return f"{what}; it could not be moved forward here ({_first_line(exc)})"
+    return f"{what}: moved forward"
 
 
 def head(root: Path) -> tuple[int, str] | None:
-    """(seq, hash) of the newest entry: record it elsewhere to detect a truncated ledger later."""
+    """(seq, MAC) of the newest entry: record it elsewhere to detect a truncated ledger later."""
     entries = read_entries(root)
     return (entries[-1].seq, entries[-1].hash) if entries else None
+
+
+def seal(root: Path, expect_head: tuple[int, str] | None = None) -> tuple[bool, str]:
+    """(ok, message). The key holder's statement that the ledger as it stands is the ledger: a
+    format 1 ledger whose plain chain is intact is re-chained with MACs (in one transaction; on
+    SQLite the append-only triggers are lifted for it and put back), and the head is signed from
+    the database's newest entry — also for a format 2 ledger whose MACs verify (a lost or stale
+    head file, a ledger moved to another database). A broken chain is never sealed."""
+    root = Path(root)
+    with _engine(root) as engine:
+        if not _exists(engine, ledger_url(root)):
+            return _seal_empty(root)
+        key = ledger_key(root)
+        with engine.execution_options(ledger_write=True).begin() as conn:
+            rows = list(conn.execute(select(entries_table).order_by(entries_table.c.seq)))
+            bad = next((r for r in rows if _canonical(r.data) != r.data), None)
+            if bad is not None:
+                return False, f"not sealed: entry {bad.seq} holds data that is not its canonical JSON (altered)"
+            entries = [_entry(r) for r in rows]
+            old_format = lg.is_format_1(entries)
+            report = lg.verify_entries(entries, key, expect_head, digest=lg.entry_hash if old_format else None)
+            if not report.ok:
+                return False, f"not sealed: {report.message}"
+            if old_format:
+                entries = lg.seal_entries(entries, key)
+                _rewrite_macs(conn, entries)
+        if not entries:
+            return _seal_empty(root)
+        before = _signed_head_or_none(root, key)
+        with _head_lock(root):
+            _write_head(root, entries[-1].seq, entries[-1].hash, key)
+    done = f"{len(entries)} format 1 entries keyed with the project's key; " if old_format else ""
+    moved = "" if before is None or before[0] == entries[-1].seq else f" (it named entry {before[0]})"
+    return True, f"sealed: {done}signed head entry {entries[-1].seq} {entries[-1].hash}{moved}"
+
+
+def _seal_empty(root: Path) -> tuple[bool, str]:
+    """An empty ledger: a head file left from another database (UNLEARN_LEDGER_URL now names a new
+    one) is reset to the empty head, which the key holder vouches for."""
+    if not head_file(root).exists():
+        return True, "ledger empty: nothing to seal"
+    key = ledger_key(root)
+    before = _signed_head_or_none(root, key)
+    with _head_lock(root):
+        _write_head(root, 0, lg.GENESIS, key)
+    named = f" (it named entry {before[0]})" if before else ""
+    return True, f"sealed: the ledger is empty; signed head reset to entry 0{named}"
+
+
+def _rewrite_macs(conn: Connection, sealed: list[lg.Entry]) -> None:
+    sqlite = conn.dialect.name == "sqlite"
+    if sqlite:
+        for name in TRIGGERS:
+            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}")
+    for entry in sealed:
+        conn.execute(update(entries_table).where(entries_table.c.seq == entry.seq)
+                     .values(prev_hash=entry.prev_hash, hash=entry.hash))
+    if sqlite:
+        for create in TRIGGERS.values():
+            conn.exec_driver_sql(create)
+
+
+def certificate_recorded(root: Path, request_id: str, certificate: bytes, signing_key: bytes) -> tuple[bool, str]:
+    """(ok, what was found): whether the ledger's authentic `completed` entry of `request_id`
+    records this certificate's SHA-256. A project without a ledger has nothing to check against."""
+    rows = _rows_in_order(Path(root))
+    if not rows:
+        return True, "no ledger to check it against"
+    digest = hashlib.sha256(certificate).hexdigest()
+    entry = next((_entry(r) for r in rows if r.request_id == request_id and r.event == "completed"), None)
+    if entry is None:
+        return False, (f"the ledger records no completed entry for request {request_id!r}: no certificate was "
+                       "issued for it")
+    if not hmac.compare_digest(lg.entry_mac(lg.ledger_key(signing_key), entry.body()), entry.hash):
+        return False, f"the ledger's completed entry {entry.seq} does not match its MAC: run `unlearn ledger verify`"
+    recorded = entry.data.get("certificate_sha256")
+    if recorded != digest:
+        return False, (f"the ledger's completed entry {entry.seq} of request {request_id!r} records certificate "
+                       f"sha256 {str(recorded)[:12]}…, not this file's {digest[:12]}…: not the certificate issued")
+    return True, f"recorded by ledger entry {entry.seq}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The key and the signed head
+
+
+def ledger_key(root: Path, create: bool = True) -> bytes:
+    """The ledger's MAC key, derived from the project's signing key (created on first use when
+    `create`; checking never creates one)."""
+    try:
+        return lg.ledger_key(signing.signing_key(Path(root), create=create))
+    except UnlearnError as exc:
+        raise UnlearnError(f"the ledger's entries are MACed with the project's signing key — {exc}") from None
+
+
+def head_file(root: Path) -> Path:
+    return Path(root) / HEAD_FILE
+
+
+def _signed_head(root: Path, key: bytes) -> tuple[int, str] | None:
+    """(seq, MAC) from the head file, None when there is none; ValueError when it is not valid."""
+    try:
+        raw = head_file(root).read_bytes()
+    except FileNotFoundError:
+        return None
+    return lg.read_head(json.loads(raw), key)
+
+
+def _signed_head_or_none(root: Path, key: bytes) -> tuple[int, str] | None:
+    try:
+        return _signed_head(root, key)
+    except ValueError:
+        return None
+
+
+def _write_head(root: Path, seq: int, mac: str, key: bytes) -> None:
+    """The signed head, written atomically (a reader sees the old or the new one, never half)."""
+    path = head_file(root)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(lg.canonical_json(lg.sign_head(key, seq, mac)) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+@contextmanager
+def _head_lock(root: Path) -> Iterator[None]:
+    path = Path(root) / HEAD_LOCK
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _advance_head(root: Path, engine: Engine, key: bytes) -> None:
+    """Sign the database's newest entry as the head, re-read under the head lock, so that of two
+    appenders the later write never moves the head back. A failed write (disk full, read-only)
+    raises OSError and leaves the head behind, which the next append or `ledger verify` repairs."""
+    with _head_lock(root):
+        with engine.connect() as conn:
+            newest = _newest(conn)
+        if newest is None or not hmac.compare_digest(lg.entry_mac(key, newest.body()), newest.hash):
+            return
+        current = _signed_head_or_none(root, key)
+        if current is None or current[0] < newest.seq:
+            _write_head(root, newest.seq, newest.hash, key)
 
 
 # ---------------------------------------------------------------------------------------------

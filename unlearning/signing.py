@@ -11,6 +11,10 @@ included; `key_id` = sha256("unlearnflow.signing.key-id\\0" + key)[:16] names th
 A signed certificate is written as `dumps_signed` (sorted keys, indent 2, ASCII, final newline);
 `verify(path)` also requires the file to be exactly that rendering of its content, so any byte
 change fails verification, formatting included.
+Binding: the MAC covers `request.id`, and `verify(path)` requires the file to be named after
+that request (`<id>.json`, as `comply` files it), so a genuine certificate saved under another
+request's name does not verify; the CLI also checks it against the ledger's `completed` entry.
+The ledger's own MACs use a key derived from this one (`unlearning.ledger.ledger_key`).
 
 Key: `UNLEARN_SIGNING_KEY` (at least 32 characters), else the key file `.unlearn/signing.key`
 (64 hex characters), created on first use with mode 0600 from the first byte and refused when
@@ -150,17 +154,20 @@ def write_signed(path: Path, signed: dict) -> Path:
 
 
 def verify(signed_or_path: dict | str | Path, key: bytes) -> tuple[bool, str]:
-    """(ok, message). A path is read as bytes and must also be byte-for-byte the file form."""
+    """(ok, message). A path is read as bytes and must also be byte-for-byte the file form, and be
+    named after the request its signed body certifies (`<request id>.json`, as `comply` files it):
+    a genuine certificate copied under another request's name does not verify."""
     if isinstance(signed_or_path, dict):
         return _verify_document(signed_or_path, key)
     path = Path(signed_or_path)
     if not path.is_file():
         raise UnlearnError(f"certificate file '{path}' not found; check the path")
-    return verify_bytes(path.read_bytes(), key, path.name)
+    return verify_bytes(path.read_bytes(), key, path.name, request_id=path.stem)
 
 
-def verify_bytes(raw: bytes, key: bytes, name: str = "certificate") -> tuple[bool, str]:
-    """(ok, message) for a certificate file's content: the signature, and the exact file form."""
+def verify_bytes(raw: bytes, key: bytes, name: str = "certificate", request_id: str | None = None) -> tuple[bool, str]:
+    """(ok, message) for a certificate file's content: the signature, the exact file form and,
+    given `request_id`, that the signed body certifies that request."""
     try:
         text = raw.decode("utf-8")
         document = json.loads(text)
@@ -170,7 +177,16 @@ def verify_bytes(raw: bytes, key: bytes, name: str = "certificate") -> tuple[boo
     if ok and text != dumps_signed(document):
         return False, (f"{name}: the signed content is intact but the file's bytes were changed "
                        "(formatting or duplicate keys): not the file that was signed")
+    if ok and request_id is not None and certified_request(document) != request_id:
+        return False, (f"{name}: a valid certificate of request {certified_request(document)!r}, filed as request "
+                       f"{request_id!r}: not this request's certificate")
     return ok, f"{name}: {message}"
+
+
+def certified_request(document: dict) -> str | None:
+    """The request id the (signed) body certifies."""
+    request = document.get("request")
+    return request.get("id") if isinstance(request, dict) else None
 
 
 def _verify_document(document: Any, key: bytes) -> tuple[bool, str]:
@@ -184,7 +200,7 @@ def _verify_document(document: Any, key: bytes) -> tuple[bool, str]:
     value = sig.get("value")
     if not isinstance(value, str) or not hmac.compare_digest(value, _mac(document, key)):
         return False, "signature does not match: the certificate was altered after signing"
-    request = document.get("request", {}).get("id") if isinstance(document.get("request"), dict) else None
+    request = certified_request(document)
     return True, f"signature valid ({ALGORITHM}, key id {sig['key_id']})" + (f", request {request}" if request else "")
 
 

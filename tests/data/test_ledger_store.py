@@ -1,11 +1,15 @@
-"""The ledger on real SQLite files: append-only storage, tampering found by raw SQL edits,
-two processes appending at once, resubmission, deadlines, and no personal value in the file."""
+"""The ledger on real SQLite files: append-only storage, tampering found by raw SQL edits (also
+by someone who recomputes hashes but lacks the key), the signed head, a process killed between its
+commit and its head write, two processes appending at once, resubmission, deadlines, format 1
+ledgers sealed, and no personal value in the file."""
 
 from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import re
+import secrets
 import sqlite3
 import time
 from datetime import date, datetime, timedelta, timezone
@@ -24,6 +28,7 @@ T0 = datetime(2026, 1, 10, 9, 0, tzinfo=timezone.utc)
 @pytest.fixture(autouse=True)
 def local_ledger(monkeypatch):
     monkeypatch.delenv(ledger.URL_ENV, raising=False)
+    monkeypatch.delenv("UNLEARN_SIGNING_KEY", raising=False)  # each test's key file: .unlearn/signing.key
 
 
 def req(rid="REQ-1", **extra) -> UnlearningRequest:
@@ -217,13 +222,193 @@ def test_reordered_rows_are_named(tmp_path):
     assert ledger.verify_chain(tmp_path)[:2] == (False, 3)
 
 
-def test_removed_newest_entries_need_the_recorded_head(tmp_path):
+def all_rows(root: Path) -> list[tuple]:
+    with sqlite3.connect(root / "ledger.db") as db:
+        return db.execute("SELECT seq, request_id, event, status, at, data, prev_hash, hash FROM ledger_entries "
+                          "ORDER BY seq").fetchall()
+
+
+def body(seq, request_id, event, status, at, data, prev_hash) -> dict:
+    return {"seq": seq, "request_id": request_id, "event": event, "status": status, "at": at,
+            "data": json.loads(data), "prev_hash": prev_hash}
+
+
+def insert_forged(root: Path, request_id: str, event: str, status: str, data: dict, digest) -> int:
+    """Append a row after the head, linked to it, with `digest(body)` as its hash."""
+    head = all_rows(root)[-1]
+    row = (head[0] + 1, request_id, event, status, "2026-01-11T00:00:00+00:00", lg.canonical_json(data), head[7])
+    with sqlite3.connect(root / "ledger.db") as db:
+        db.execute("INSERT INTO ledger_entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (*row, digest(body(*row))))
+    return row[0]
+
+
+@pytest.mark.parametrize("digest", [lg.entry_hash, lambda _body: secrets.token_hex(32)],
+                         ids=["recomputed plain sha256", "random MAC"])
+def test_a_forged_denial_appended_without_the_key_is_named(tmp_path, digest):
     filled(tmp_path)
-    head = ledger.head(tmp_path)
-    tamper(tmp_path, f"DELETE FROM ledger_entries WHERE seq = {head[0]}")
-    assert ledger.verify_chain(tmp_path)[0]  # the documented limit of a bare chain
-    ok, bad, message = ledger.verify_chain(tmp_path, expect_head=head)
-    assert (ok, bad) == (False, head[0]) and "newest" in message
+    tamper(tmp_path)  # the triggers go first, as an attacker with the file would do
+    seq = insert_forged(tmp_path, "REQ-2", "denied", "denied", {"basis": "forged"}, digest)
+    ok, bad, message = ledger.verify_chain(tmp_path)
+    assert (ok, bad) == (False, seq) and f"entry {seq} (request 'REQ-2', denied)" in message
+    ok, bad, _ = ledger.verify_chain(tmp_path, expect_head=(seq, all_rows(tmp_path)[-1][7]))  # even so
+    assert (ok, bad) == (False, seq)
+    before = all_rows(tmp_path)
+    with pytest.raises(UnlearnError, match="does not match its MAC"):
+        ledger.submit(tmp_path, req("REQ-9"), now=T0)
+    with pytest.raises(UnlearnError, match="nothing was processed"):  # REQ-2 is not silently skipped
+        ledger.pending(tmp_path)
+    assert all_rows(tmp_path) == before
+
+
+@pytest.mark.parametrize("removed", [1, 3, 6])
+def test_cut_off_newest_entries_are_found_by_the_signed_head(tmp_path, removed):
+    filled(tmp_path)  # 6 entries
+    assert ledger.verify_chain(tmp_path) == (True, None, f"ledger intact: 6 entries, head entry 6 "
+                                                         f"{all_rows(tmp_path)[-1][7]}")
+    tamper(tmp_path, f"DELETE FROM ledger_entries WHERE seq > {6 - removed}")
+    ok, bad, message = ledger.verify_chain(tmp_path)
+    assert (ok, bad) == (False, 6) and "newest entries were removed" in message, message
+    with pytest.raises(UnlearnError, match="nothing was added"):
+        ledger.submit(tmp_path, req("REQ-9"), now=T0)
+    assert len(all_rows(tmp_path)) == 6 - removed
+
+
+def test_a_rewritten_and_rechained_ledger_is_named_where_the_rewrite_starts(tmp_path):
+    filled(tmp_path)
+    original = all_rows(tmp_path)
+    statements, prev = [], original[1][7]
+    for seq, rid, event, status, at, data, _, _ in original[2:]:  # entry 3 on, as it could be recomputed
+        data = data.replace("email", "phone") if seq == 3 else data
+        digest = lg.entry_hash(body(seq, rid, event, status, at, data, prev))
+        statements.append(f"UPDATE ledger_entries SET data = '{data}', prev_hash = '{prev}', hash = '{digest}' "
+                          f"WHERE seq = {seq}")
+        prev = digest
+    tamper(tmp_path, *statements)
+    ok, bad, message = ledger.verify_chain(tmp_path)
+    assert (ok, bad) == (False, 3) and "entry 3" in message and "plain SHA-256" in message
+
+
+def test_without_the_key_verify_says_how_to_provide_it(tmp_path):
+    filled(tmp_path)
+    (tmp_path / ".unlearn" / "signing.key").rename(tmp_path / "elsewhere.key")
+    with pytest.raises(UnlearnError, match="UNLEARN_SIGNING_KEY") as excinfo:
+        ledger.verify_chain(tmp_path)
+    assert "\n" not in str(excinfo.value)
+    assert not (tmp_path / ".unlearn" / "signing.key").exists()  # checking never creates a key
+
+
+def test_an_altered_head_file_is_refused(tmp_path):
+    filled(tmp_path)
+    path = ledger.head_file(tmp_path)
+    document = json.loads(path.read_text())
+    path.write_text(json.dumps({**document, "seq": 3}))
+    ok, _, message = ledger.verify_chain(tmp_path)
+    assert not ok and "not valid" in message
+    with pytest.raises(UnlearnError, match="not valid"):
+        ledger.submit(tmp_path, req("REQ-9"), now=T0)
+
+
+def killed_after_commit(root: str, request_id: str) -> None:
+    """An append whose process dies right after its commit, before it writes the signed head."""
+    ledger._advance_head = lambda *_: os._exit(9)
+    ledger.submit(Path(root), req(request_id), now=T0)
+
+
+def run_killed_append(root: Path, request_id: str) -> None:
+    proc = processes().Process(target=killed_after_commit, args=(str(root), request_id))
+    proc.start()
+    proc.join(timeout=60)
+    assert proc.exitcode == 9
+
+
+@pytest.mark.parametrize("before", [0, 4], ids=["first append", "later append"])
+def test_a_process_killed_between_commit_and_head_write_is_recovered(tmp_path, before):
+    """Documented behaviour: the database holds the entry, the head lags one behind; entries
+    beyond the signed head whose MACs verify are accepted and the head is moved forward."""
+    for i in range(before):
+        ledger.submit(tmp_path, req(f"REQ-{i}"), now=T0)
+    run_killed_append(tmp_path, "KILLED")
+    assert rows(tmp_path)[-1][1] == "KILLED"  # committed
+    signed = json.loads(ledger.head_file(tmp_path).read_text())
+    assert signed["seq"] == before
+    ok, bad, message = ledger.verify_chain(tmp_path)
+    assert (ok, bad) == (True, None) and "1 entry behind" in message and "moved forward" in message
+    assert json.loads(ledger.head_file(tmp_path).read_text())["seq"] == before + 1
+    assert ledger.verify_chain(tmp_path)[2].startswith("ledger intact")
+
+    run_killed_append(tmp_path, "KILLED-AGAIN")  # and the next append recovers it as well
+    ledger.submit(tmp_path, req("NEXT"), now=T0)
+    assert json.loads(ledger.head_file(tmp_path).read_text())["seq"] == before + 3
+    assert ledger.verify_chain(tmp_path) == (True, None, f"ledger intact: {before + 3} entries, head entry "
+                                                         f"{before + 3} {all_rows(tmp_path)[-1][7]}")
+
+
+def as_format_1(root: Path) -> None:
+    """Rewrite a ledger as the previous version wrote it: plain SHA-256 chain, no head file."""
+    statements, prev = [], lg.GENESIS
+    for seq, rid, event, status, at, data, _, _ in all_rows(root):
+        digest = lg.entry_hash(body(seq, rid, event, status, at, data, prev))
+        statements.append(f"UPDATE ledger_entries SET prev_hash = '{prev}', hash = '{digest}' WHERE seq = {seq}")
+        prev = digest
+    tamper(root, *statements, *ledger.TRIGGERS.values())
+    ledger.head_file(root).unlink()
+
+
+def test_a_format_1_ledger_is_reported_refused_for_appends_and_sealed(tmp_path):
+    filled(tmp_path)
+    as_format_1(tmp_path)
+    content = [r[:6] for r in all_rows(tmp_path)]
+    ok, bad, message = ledger.verify_chain(tmp_path)
+    assert (ok, bad) == (False, 1) and "format 1" in message and "ledger seal" in message
+    with pytest.raises(UnlearnError, match="format 1"):
+        ledger.submit(tmp_path, req("REQ-9"), now=T0)
+    ok, message = ledger.seal(tmp_path)
+    assert ok and "6 format 1 entries keyed" in message
+    assert [r[:6] for r in all_rows(tmp_path)] == content  # the same entries, now MACed
+    assert ledger.verify_chain(tmp_path)[:2] == (True, None)
+    ledger.submit(tmp_path, req("REQ-9"), now=T0)
+    assert ledger.verify_chain(tmp_path)[:2] == (True, None)
+    with sqlite3.connect(tmp_path / "ledger.db") as db, pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        db.execute("DELETE FROM ledger_entries WHERE seq = 7")  # the triggers are back
+
+
+def test_a_broken_chain_is_never_sealed(tmp_path):
+    filled(tmp_path)
+    as_format_1(tmp_path)
+    tamper(tmp_path, "UPDATE ledger_entries SET status = 'denied' WHERE seq = 5")
+    before = all_rows(tmp_path)
+    ok, message = ledger.seal(tmp_path)
+    assert not ok and "not sealed" in message and "entry 5" in message
+    assert all_rows(tmp_path) == before and not ledger.head_file(tmp_path).exists()
+
+
+def test_a_lost_head_file_fails_verification_until_the_key_holder_seals(tmp_path):
+    filled(tmp_path)
+    ledger.head_file(tmp_path).unlink()
+    ok, _, message = ledger.verify_chain(tmp_path)
+    assert not ok and "no signed head" in message
+    ok, message = ledger.seal(tmp_path)
+    assert ok and "signed head entry 6" in message
+    assert ledger.verify_chain(tmp_path)[:2] == (True, None)
+
+
+def test_a_new_empty_database_is_refused_until_the_key_holder_seals(tmp_path, monkeypatch):
+    filled(tmp_path)
+    monkeypatch.setenv(ledger.URL_ENV, f"sqlite:///{tmp_path / 'new.db'}")  # the ledger moved, rows left behind
+    assert ledger.verify_chain(tmp_path)[:2] == (False, 6)
+    with pytest.raises(UnlearnError, match="newest entries were removed"):
+        ledger.submit(tmp_path, req("REQ-9"), now=T0)
+    ok, message = ledger.seal(tmp_path)
+    assert ok and "reset to entry 0 (it named entry 6)" in message
+    ledger.submit(tmp_path, req("REQ-9"), now=T0)
+    assert ledger.verify_chain(tmp_path)[:2] == (True, None)
+
+
+def test_the_head_file_is_private_and_names_the_newest_entry(tmp_path):
+    filled(tmp_path)
+    path = ledger.head_file(tmp_path)
+    assert path.stat().st_mode & 0o077 == 0
+    assert lg.read_head(json.loads(path.read_text()), ledger.ledger_key(tmp_path)) == (6, all_rows(tmp_path)[-1][7])
 
 
 def test_appending_to_an_altered_head_is_refused(tmp_path):

@@ -3,10 +3,12 @@ errors that change nothing, and the --json shapes."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -182,17 +184,23 @@ def test_bad_input_leaves_an_existing_ledger_unchanged(root, capsys):
     run(root, capsys, "requests", "deny", "REQ-1", "--basis", "b")
     assert_bad_input(root, capsys, ["requests", "deny", "REQ-1", "--basis", "b"], "cannot become denied")
     (root / "cert.json").write_text("{}")
+    (root / ".unlearn" / "signing.key").rename(root / "kept-elsewhere.key")
     assert_bad_input(root, capsys, ["certificate", "verify", str(root / "cert.json")], "no signing key")
+    assert_bad_input(root, capsys, ["ledger", "verify"], f"set {signing.KEY_ENV}")
 
 
 # --- ledger verify -------------------------------------------------------------------------------------
 
+def submitted(root: Path, capsys, n: int) -> None:
+    for i in range(n):
+        (root / f"r{i}.yaml").write_text(REQUEST.replace("REQ-1", f"REQ-{i}"))
+        run(root, capsys, "requests", "submit", str(root / f"r{i}.yaml"))
+
+
 def test_ledger_verify_names_the_first_bad_entry(root, capsys):
     code, report = run_json(root, capsys, "ledger", "verify")
     assert code == 0 and report == {"ok": True, "first_bad": None, "message": "ledger empty: 0 entries", "head": None}
-    for i in range(3):
-        (root / f"r{i}.yaml").write_text(REQUEST.replace("REQ-1", f"REQ-{i}"))
-        run(root, capsys, "requests", "submit", str(root / f"r{i}.yaml"))
+    submitted(root, capsys, 3)
     code, report = run_json(root, capsys, "ledger", "verify")
     assert code == 0 and report["ok"] and report["head"]["seq"] == 3
     head = f"{report['head']['seq']}:{report['head']['hash']}"
@@ -206,14 +214,134 @@ def test_ledger_verify_names_the_first_bad_entry(root, capsys):
     assert code == 1 and (report["ok"], report["first_bad"]) == (False, 2)
 
 
+def test_ledger_verify_finds_a_forged_append_and_cut_off_entries_without_expect_head(root, capsys):
+    submitted(root, capsys, 3)
+    with sqlite3.connect(root / "ledger.db") as db:
+        db.execute("DROP TRIGGER ledger_no_delete")
+        head = db.execute("SELECT seq, hash FROM ledger_entries ORDER BY seq DESC LIMIT 1").fetchone()
+        body = {"seq": 4, "request_id": "REQ-0", "event": "denied", "status": "denied",
+                "at": "2026-01-11T00:00:00+00:00", "data": {"basis": "forged"}, "prev_hash": head[1]}
+        db.execute("INSERT INTO ledger_entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   (4, "REQ-0", "denied", "denied", body["at"], '{"basis":"forged"}', head[1],
+                    hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()))
+    code, out, _ = run(root, capsys, "ledger", "verify", "--expect-head", f"4:{'0' * 64}")
+    assert code == 1 and out.startswith("LEDGER BROKEN: entry 4 (request 'REQ-0', denied)")
+    assert_comply_refuses(root, capsys, "entry 4 (request 'REQ-0', denied)")
+    with sqlite3.connect(root / "ledger.db") as db:
+        db.execute("DELETE FROM ledger_entries WHERE seq >= 3")  # the forgery and a genuine entry
+    code, report = run_json(root, capsys, "ledger", "verify")
+    assert code == 1 and report["first_bad"] == 3 and "newest entries were removed" in report["message"]
+
+
+def test_ledger_seal_signs_the_head_again_after_the_head_file_was_lost(root, capsys):
+    submitted(root, capsys, 2)
+    (root / ".unlearn" / "ledger.head").unlink()
+    assert run(root, capsys, "ledger", "verify")[0] == 1
+    code, sealed = run_json(root, capsys, "ledger", "seal")
+    assert code == 0 and sealed["ok"] and sealed["head"]["seq"] == 2 and set(sealed) == {"ok", "message", "head"}
+    assert run(root, capsys, "ledger", "verify")[0] == 0
+
+
+def assert_comply_refuses(root: Path, capsys, expect: str) -> None:
+    """`unlearn comply` on a ledger that does not verify: one line, exit 2, before any flow runs."""
+    from flows.cli import main
+
+    saved = dict(os.environ)
+    os.environ["UNLEARN_ROOT"] = str(root)
+    try:
+        before = snapshot(root)
+        capsys.readouterr()
+        code = main(["comply"])
+        out, err = capsys.readouterr()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert code == 2 and out == "" and err.count("\n") == 1 and expect in err, (out, err)
+    assert "nothing was processed" in err and snapshot(root) == before
+
+
+# --- a bad UNLEARN_LEDGER_URL ----------------------------------------------------------------------------
+
+@pytest.fixture
+def restored_environment():
+    """`unlearn`'s main sets Prefect/MLflow defaults in os.environ: put it back afterwards."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.mark.parametrize("url, expect", [
+    ("notaurl", "not a database url"),
+    ("postgresql://unlearn:s3cret-pw@127.0.0.1:1/ledger", "postgresql://unlearn:***@127.0.0.1:1/ledger"),
+    ("sqlite:////nonexistent/dir/x.db", "directory /nonexistent/dir of the sqlite ledger does not exist"),
+    ("sqlite:////", "cannot be opened"),
+], ids=["not a url", "unreachable postgresql", "missing directory", "a directory"])
+@pytest.mark.parametrize("argv", [["requests", "submit", "req.yaml"], ["requests", "list"], ["requests", "show", "R"],
+                                  ["ledger", "verify"], ["ledger", "seal"], ["comply"]],
+                         ids=lambda a: " ".join(a[:2]))
+def test_a_bad_ledger_url_is_one_line_exit_2_for_every_command(root, capsys, monkeypatch, restored_environment,
+                                                                url, expect, argv):
+    from flows.cli import main
+
+    monkeypatch.setenv("UNLEARN_ROOT", str(root))
+    monkeypatch.setenv("UNLEARN_LEDGER_URL", url)
+    monkeypatch.chdir(root)
+    before = snapshot(root)
+    capsys.readouterr()
+    started = time.monotonic()
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "", (out, err)
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "UNLEARN_LEDGER_URL" in err and expect in err.lower() and "s3cret-pw" not in err, err
+    assert time.monotonic() - started < 30  # bounded, not a hang
+    assert {k: v for k, v in snapshot(root).items() if not k.startswith(".prefect")} == before
+
+
 # --- certificate verify ------------------------------------------------------------------------------
 
 def test_certificate_verify(root, capsys):
     key = signing.signing_key(root)
-    path = signing.write_signed(root / "certificate.json", signing.sign({"request": {"id": "REQ-1"}, "x": 1}, key))
+    path = signing.write_signed(root / "REQ-1.json", signing.sign({"request": {"id": "REQ-1"}, "x": 1}, key))
     code, out, _ = run(root, capsys, "certificate", "verify", str(path))
-    assert code == 0 and "signature valid" in out
+    assert code == 0 and "signature valid" in out and "no ledger" in out
     path.write_text(path.read_text().replace('"x": 1', '"x": 2'))
     code, report = run_json(root, capsys, "certificate", "verify", str(path))
     assert code == 1 and report["ok"] is False and "altered" in report["message"]
     assert set(report) == {"ok", "path", "message"}
+
+
+def completed_with_certificate(root: Path, capsys, request_id: str, recorded_sha256: str | None = None) -> Path:
+    """A request received, processed and completed with a signed certificate filed as comply files it."""
+    from flows.comply import CERTIFICATES
+    from tasks import ledger
+
+    (root / f"{request_id}.yaml").write_text(REQUEST.replace("REQ-1", request_id))
+    run(root, capsys, "requests", "submit", str(root / f"{request_id}.yaml"))
+    signed = signing.sign({"request": {"id": request_id}, "verified": True}, signing.signing_key(root))
+    path = signing.write_signed(root / CERTIFICATES / f"{request_id}.json", signed)
+    ledger.transition(root, request_id, "processing")
+    ledger.transition(root, request_id, "completed", certificate=str(path.relative_to(root)),
+                      certificate_sha256=recorded_sha256 or hashlib.sha256(path.read_bytes()).hexdigest())
+    return path
+
+
+def test_a_certificate_is_bound_to_its_request_and_to_the_ledger_entry(root, capsys):
+    genuine = completed_with_certificate(root, capsys, "REQ-A")
+    other = completed_with_certificate(root, capsys, "REQ-B")
+    code, out, _ = run(root, capsys, "certificate", "verify", str(genuine))
+    assert code == 0 and "recorded by ledger entry" in out, out
+    # request A's valid certificate saved under request B's file name
+    shutil.copy(genuine, other)
+    code, out, _ = run(root, capsys, "certificate", "verify", str(other))
+    assert code == 1 and out.startswith("INVALID: REQ-B.json: a valid certificate of request 'REQ-A'"), out
+    # a certificate the ledger did not record: its completed entry names another sha256
+    mismatched = completed_with_certificate(root, capsys, "REQ-C", recorded_sha256="0" * 64)
+    code, out, _ = run(root, capsys, "certificate", "verify", str(mismatched))
+    assert code == 1 and "not the certificate issued" in out, out
+    # a signed certificate of a request the ledger never completed
+    pending = signing.write_signed(genuine.with_name("REQ-1.json"),
+                                   signing.sign({"request": {"id": "REQ-1"}}, signing.signing_key(root)))
+    code, out, _ = run(root, capsys, "certificate", "verify", str(pending))
+    assert code == 1 and "no completed entry" in out, out

@@ -1,9 +1,10 @@
-"""The request ledger's pure logic: the hash chain, deadlines against an independent calendar
+"""The request ledger's pure logic: the MAC chain and its signed head, deadlines against an independent calendar
 enumeration, the state machine, and what an entry may (not) contain."""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 
@@ -14,6 +15,8 @@ from unlearning.errors import UnlearnError
 from unlearning.requests import UnlearningRequest
 
 SALT = b"s" * 32
+SIGNING_KEY = b"k" * 40
+KEY = lg.ledger_key(SIGNING_KEY)
 T0 = datetime(2026, 1, 10, 9, 0, tzinfo=timezone.utc)
 
 
@@ -33,7 +36,7 @@ def request(**extra) -> UnlearningRequest:
 def received_entry(head=None, req=None, received=T0, channel="email", policy=None, now=None):
     req = req or request()
     data = lg.received_data(req, SALT, received, channel, policy or lg.DeadlinePolicy.gdpr(), now or received)
-    return lg.chain_entry(head, req.id, "received", "received", lg.utc_iso(now or received), data)
+    return lg.chain_entry(head, req.id, "received", "received", lg.utc_iso(now or received), data, key=KEY)
 
 
 def chain(n: int) -> list[lg.Entry]:
@@ -51,19 +54,24 @@ def test_canonical_json_is_sorted_compact_ascii():
         lg.canonical_json({"x": float("nan")})  # not JSON: the ledger never holds it
 
 
-def test_entry_hash_is_sha256_of_the_documented_serialisation():
-    entry = lg.chain_entry(None, "R", "received", "received", "2026-01-01T00:00:00+00:00", {"k": "v"})
+def test_entry_mac_is_the_documented_hmac_with_a_derived_key():
+    entry = lg.chain_entry(None, "R", "received", "received", "2026-01-01T00:00:00+00:00", {"k": "v"}, key=KEY)
     by_hand = ('{"at":"2026-01-01T00:00:00+00:00","data":{"k":"v"},"event":"received","prev_hash":"' + "0" * 64
                + '","request_id":"R","seq":1,"status":"received"}')
-    assert entry.hash == hashlib.sha256(by_hand.encode()).hexdigest()
-    nxt = lg.chain_entry(entry, "R", "processing", "processing", "2026-01-02T00:00:00+00:00", {})
+    derived = hmac.new(SIGNING_KEY, b"unlearnflow.ledger/2", hashlib.sha256).digest()
+    assert entry.hash == hmac.new(derived, by_hand.encode(), hashlib.sha256).hexdigest()
+    assert entry.hash != hmac.new(SIGNING_KEY, by_hand.encode(), hashlib.sha256).hexdigest()  # not a certificate MAC
+    assert entry.hash != hashlib.sha256(by_hand.encode()).hexdigest()
+    nxt = lg.chain_entry(entry, "R", "processing", "processing", "2026-01-02T00:00:00+00:00", {}, key=KEY)
     assert (nxt.seq, nxt.prev_hash) == (2, entry.hash)
 
 
-def test_intact_chain_verifies():
-    report = lg.verify_entries(chain(6))
+def test_intact_chain_verifies_with_its_key_only():
+    report = lg.verify_entries(chain(6), KEY)
     assert report.ok and report.first_bad is None and report.entries == 6
-    assert lg.verify_entries([]).ok
+    assert lg.verify_entries([], KEY).ok
+    other = lg.verify_entries(chain(6), lg.ledger_key(b"j" * 40))
+    assert (other.ok, other.first_bad) == (False, 1) and "MAC" in other.message
 
 
 @pytest.mark.parametrize("where", [1, 3, 6])
@@ -71,7 +79,7 @@ def test_an_altered_entry_is_named(where):
     entries = chain(6)
     bad = entries[where - 1]
     entries[where - 1] = replace(bad, data={**bad.data, "channel": "phone"})
-    report = lg.verify_entries(entries)
+    report = lg.verify_entries(entries, KEY)
     assert (report.ok, report.first_bad) == (False, where)
     assert f"entry {where}" in report.message and "altered" in report.message
 
@@ -80,7 +88,7 @@ def test_an_altered_entry_is_named(where):
 def test_a_removed_entry_is_named(where):
     entries = chain(6)
     del entries[where - 1]
-    report = lg.verify_entries(entries)
+    report = lg.verify_entries(entries, KEY)
     assert (report.ok, report.first_bad) == (False, where)
     assert f"entry {where} is missing" in report.message
 
@@ -88,28 +96,78 @@ def test_a_removed_entry_is_named(where):
 def test_reordered_entries_are_named():
     entries = chain(6)
     entries[1], entries[2] = replace(entries[2], seq=2), replace(entries[1], seq=3)  # rows 2 and 3 swap places
-    report = lg.verify_entries(entries)
+    report = lg.verify_entries(entries, KEY)
     assert (report.ok, report.first_bad) == (False, 2)
 
 
-def test_a_rehashed_forgery_breaks_the_link_of_the_next_entry():
+def rechained_without_the_key(entries: list[lg.Entry], start: int, attacker_key: bytes | None) -> list[lg.Entry]:
+    """What someone without the key can do from entry `start` on: recompute every later entry's
+    hash and link, with a plain SHA-256 (format 1) or a MAC under a key of their own."""
+    out = entries[:start - 1]
+    for entry in entries[start - 1:]:
+        body = {**entry.body(), "prev_hash": out[-1].hash if out else lg.GENESIS}
+        digest = lg.entry_hash(body) if attacker_key is None else lg.entry_mac(attacker_key, body)
+        out.append(lg.Entry(**body, hash=digest))
+    return out
+
+
+@pytest.mark.parametrize("attacker_key", [None, lg.ledger_key(b"a" * 40)], ids=["plain sha256", "own key"])
+def test_a_rewrite_rechained_without_the_key_is_named_where_it_starts(attacker_key):
     entries = chain(5)
-    forged = replace(entries[2], data={**entries[2].data, "channel": "phone"})
-    entries[2] = replace(forged, hash=lg.entry_hash(forged.body()))
-    report = lg.verify_entries(entries)
-    assert (report.ok, report.first_bad) == (False, 4)
-    assert "link" in report.message
+    entries[2] = replace(entries[2], data={**entries[2].data, "channel": "phone"})
+    report = lg.verify_entries(rechained_without_the_key(entries, 3, attacker_key), KEY)
+    assert (report.ok, report.first_bad) == (False, 3)
+    assert "entry 3" in report.message and ("plain SHA-256" if attacker_key is None else "MAC") in report.message
 
 
 def test_cut_off_newest_entries_need_a_recorded_head():
     entries = chain(5)
     head = (entries[-1].seq, entries[-1].hash)
-    assert lg.verify_entries(entries[:-2]).ok  # the chain alone cannot tell
-    report = lg.verify_entries(entries[:-2], expect_head=head)
+    assert lg.verify_entries(entries[:-2], KEY).ok  # the chain alone cannot tell
+    report = lg.verify_entries(entries[:-2], KEY, expect_head=head)
     assert (report.ok, report.first_bad) == (False, 5)
-    assert lg.verify_entries(entries, expect_head=head).ok
-    report = lg.verify_entries(entries, expect_head=(5, "f" * 64))
+    assert lg.verify_entries(entries, KEY, expect_head=head).ok
+    report = lg.verify_entries(entries, KEY, expect_head=(5, "f" * 64))
     assert (report.ok, report.first_bad) == (False, 5)
+
+
+# --- the signed head --------------------------------------------------------------------------------
+
+def test_the_signed_head_reads_back_only_unaltered_and_under_its_key():
+    document = lg.sign_head(KEY, 4, "ab" * 32)
+    assert lg.read_head(document, KEY) == (4, "ab" * 32)
+    for altered in ({**document, "seq": 5}, {**document, "mac": "cd" * 32}, {**document, "signature": "0" * 64},
+                    {k: v for k, v in document.items() if k != "signature"}, {**document, "format": lg.FORMAT_1}):
+        with pytest.raises(ValueError):
+            lg.read_head(altered, KEY)
+    with pytest.raises(ValueError, match="another key"):
+        lg.read_head(document, lg.ledger_key(b"j" * 40))
+
+
+def test_the_head_finds_cut_off_and_replaced_entries_and_accepts_later_authentic_ones():
+    entries = chain(5)
+    where = ".unlearn/ledger.head"
+    assert lg.check_head(entries, (5, entries[4].hash), where) == lg.HeadCheck(True, "", None, 0)
+    cut = lg.check_head(entries[:3], (5, entries[4].hash), where)
+    assert (cut.ok, cut.first_bad) == (False, 5) and "ends at entry 3" in cut.message
+    replaced = lg.check_head(rechained_without_the_key(entries, 2, None), (5, entries[4].hash), where)
+    assert (replaced.ok, replaced.first_bad) == (False, 5) and "replaced" in replaced.message
+    behind = lg.check_head(entries, (4, entries[3].hash), where)
+    assert (behind.ok, behind.behind) == (True, 1)  # an append stopped between its commit and its head write
+    assert lg.check_head(entries, (0, lg.GENESIS), where).behind == 5
+    missing = lg.check_head(entries, None, where)
+    assert not missing.ok and "ledger seal" in missing.message
+    assert lg.check_head([], None, where).ok
+
+
+def test_a_format_1_chain_is_recognised_and_sealed_with_the_same_content():
+    plain = rechained_without_the_key(chain(4), 1, None)
+    assert lg.is_format_1(plain) and not lg.is_format_1(chain(4))
+    assert lg.verify_entries(plain, KEY, digest=lg.entry_hash).ok
+    assert not lg.verify_entries(plain, KEY).ok
+    sealed = lg.seal_entries(plain, KEY)
+    assert lg.verify_entries(sealed, KEY).ok and sealed == chain(4)
+    assert [e.data for e in sealed] == [e.data for e in plain]
 
 
 # --- deadlines ------------------------------------------------------------------------------------
@@ -190,8 +248,8 @@ def history(*events: tuple[str, dict], policy=None) -> lg.RequestRecord:
         now += timedelta(days=1)
         record = lg.fold(entries)["REQ-1"]
         status, data = lg.event_data(record, event, fields, now)
-        entries.append(lg.chain_entry(entries[-1], "REQ-1", event, status, lg.utc_iso(now), data))
-    assert lg.verify_entries(entries).ok
+        entries.append(lg.chain_entry(entries[-1], "REQ-1", event, status, lg.utc_iso(now), data, key=KEY))
+    assert lg.verify_entries(entries, KEY).ok
     return lg.fold(entries)["REQ-1"]
 
 

@@ -51,7 +51,9 @@ def cert(guarantee="certified", checks=None, **overrides) -> dict:
 
 
 def signed_file(tmp_path: Path, document: dict | None = None) -> Path:
-    return signing.write_signed(tmp_path / "certificate.json", signing.sign(document or cert(), KEY))
+    """Filed as `comply` files a certificate: under its request's id."""
+    document = document or cert()
+    return signing.write_signed(tmp_path / f"{document['request']['id']}.json", signing.sign(document, KEY))
 
 
 # --- format ----------------------------------------------------------------------------------------
@@ -124,6 +126,19 @@ def test_another_key_is_named_and_rejected():
 def test_a_missing_file_is_bad_input(tmp_path):
     with pytest.raises(UnlearnError):
         signing.verify(tmp_path / "nope.json", KEY)
+
+
+def test_a_certificate_filed_under_another_request_does_not_verify(tmp_path):
+    path = signed_file(tmp_path)
+    assert signing.verify(path, KEY)[0]
+    other = path.with_name("REQ-8.json")
+    other.write_bytes(path.read_bytes())  # request REQ-7's valid certificate, saved as REQ-8's
+    ok, message = signing.verify(other, KEY)
+    assert not ok and "request 'REQ-7', filed as request 'REQ-8'" in message
+    ok, message = signing.verify_bytes(path.read_bytes(), KEY, request_id="REQ-8")
+    assert not ok and "not this request's certificate" in message
+    unnamed = signing.write_signed(tmp_path / "REQ-9.json", signing.sign({"x": 1}, KEY))  # certifies no request
+    assert not signing.verify(unnamed, KEY)[0]
 
 
 # --- the key ----------------------------------------------------------------------------------------
