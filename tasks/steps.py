@@ -136,7 +136,7 @@ def register(lineage: Lineage, name: str, bundle: ModelBundle, b: torch.Tensor |
         state.save_noise(lineage.root, run_id, b)
         started = time.perf_counter()
         if isinstance(bundle, ModelBundle):
-            state.save_cache(lineage.root, run_id, erasure.model_cache(bundle, table))
+            state.save_cache(lineage.root, run_id, erasure.model_cache(bundle, table, b))
         tracking.log_params(run_id, {"registered_model": name, "version": version})
         tracking.log_metrics(run_id, {"hessian_cache_seconds": time.perf_counter() - started})
     return version, run_id
@@ -306,6 +306,7 @@ def update_model(lineage: Lineage, plan: Plan, after: Table, method: str, option
             if method == "retrain":
                 progress("  retraining on the corrected data ...")
             result = methods.run_method(method, problem, options)
+        bundle_after = erasure.unlearned_bundle(bundle_after, result.theta)
         seconds = result.stats["update_seconds"]
         tracking.log_params(run_id, {"method": method, **(options or {}), "affected_rows": len(problem.z_index),
                                      "replacement_rows": len(problem.X_tilde)})
@@ -328,7 +329,8 @@ def verify_update(lineage: Lineage, plan: Plan, after: Table, problem, result: m
         retrain_seconds = reference.stats["update_seconds"]
         tracking.log_params(run_id, {"reference": source})
         test = erasure.held_out_data(after, bundle_after)
-        metrics = verify.fidelity(result.theta, reference.theta, problem.theta, test.X, test.y)
+        # The bundle about to be registered is what is judged, not only the method's output.
+        metrics = verify.fidelity(bundle_after.theta, reference.theta, problem.theta, test.X, test.y)
         metrics["residual"] = result.residual
         metrics["residual_retrain"] = reference.residual
         checks = verify.checks(metrics, cfg)
