@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import mlflow
+import pytest
 import pandas as pd
 import yaml
 from mlflow import MlflowClient
@@ -163,3 +164,39 @@ def test_re_adding_erased_data_needs_replace(workspace, people_csv, capsys):
     assert main(["data", "add", "people", "--file", str(people_csv), "--target", "label", "--id", "person",
                  "--replace"]) == 0
     assert dvc.data_version(workspace) != version
+
+
+def residual_on_data(bundle, workspace: Path) -> float:
+    """‖∇L(θ; D)‖₂ of a model bundle on the table `data/people` as checked out now, encoded with
+    the bundle's feature map (the models here are not certified: no b)."""
+    from tasks.data import load_dataset
+    from unlearning.erasure import training_data
+    from unlearning.models import logreg
+
+    rows = training_data(load_dataset(workspace, "people"), bundle)
+    return float(logreg.gradient(bundle.theta, rows.X, rows.y, logreg.Objective(l2=bundle.l2)).norm())
+
+
+def test_sequential_requests_keep_verifying(workspace, people_csv, capsys):
+    """Regression (issue 11, item 6): after a verified revocation, a two-record deletion failed
+    verification every time — the registered versions kept θ* of the trained model, so each
+    request started from a θ that was not the optimum of its data. Every order a user can send
+    requests in keeps verifying, and each production model is the update, not its parent."""
+    add_and_train(people_csv, capsys)
+    sequence = [{"delete_records": ["P1010", "P1011"]},  # delete → revoke
+                {"revoke_features": ["sex"]},  # revoke → delete
+                {"delete_records": ["P1020", "P1021"]},
+                {"fix_labels": {"P1030": "yes", "P1031": "no"}},  # fix → delete
+                {"delete_records": ["P1040"]},  # small deletions in a row
+                {"delete_records": ["P1041", "P1042"]}]
+    for i, content in enumerate(sequence, start=1):
+        parent = tracking.load_version_bundle("people", tracking.production_alias("people"))  # purged below
+        code, out = run_json(capsys, ["forget", str(request_file(workspace, id=f"SEQ-{i}", **content))])
+        assert code == 0 and out["verified"] and out["method"] == "second_order", (i, out["checks"])
+        promoted = tracking.load_version_bundle("people", tracking.production_alias("people"))
+        assert tracking.production_alias("people") == out["model"]["version"]
+        # What the parent's θ* leaves on the corrected data, against the promoted model's residual.
+        untouched = residual_on_data(parent.with_theta(parent.theta, encoder=promoted.encoder), workspace)
+        residual = residual_on_data(promoted, workspace)
+        assert residual < 0.05 * untouched, (i, untouched, residual)
+        assert residual == pytest.approx(out["certificate"]["residual"], rel=1e-6)
