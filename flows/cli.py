@@ -227,11 +227,18 @@ def format_forget(s: dict) -> str:
                 f"budget left {c['budget_left']:.3g}" if c["epsilon"] is not None else ""),
         ]
     lines.append(f"  update {t['update_s']:.3f} s vs retraining {t['retrain_s']:.2f} s")
+    if s.get("fallback") and "exposure" not in s:
+        lines.append(f"  auto: {s['fallback']['method']} was not promoted ({s['fallback']['reason']}); "
+                     "the retrained reference was")
     lines += superseded_lines(s)
-    for check in s["checks"]:
-        if not check["passed"]:
-            lines.append(f"  FAILED check {check['name']}: {check['value']:.4g} (needs {check['threshold']})")
+    lines += failed_check_lines(s["checks"])
     return "\n".join(lines)
+
+
+def failed_check_lines(checks: list[dict]) -> list[str]:
+    from unlearning.verify import describe_failures
+
+    return [f"  FAILED check {describe_failures([c])}" for c in checks if not c["passed"]]
 
 
 def superseded_lines(s: dict) -> list[str]:
@@ -254,10 +261,8 @@ def format_image_forget(s: dict) -> str:
         f"  data  {s['data']['before']} → {s['data']['after']}",
         *("  " + line for line in image_rows_table(s["results"])),
         *superseded_lines(s),
+        *failed_check_lines(s["checks"]),
     ]
-    for check in s["checks"]:
-        if not check["passed"]:
-            lines.append(f"  FAILED check {check['name']}: {check['value']:.4g} (needs {check['threshold']})")
     return "\n".join(lines)
 
 

@@ -200,3 +200,43 @@ def test_sequential_requests_keep_verifying(workspace, people_csv, capsys):
         residual = residual_on_data(promoted, workspace)
         assert residual < 0.05 * untouched, (i, untouched, residual)
         assert residual == pytest.approx(out["certificate"]["residual"], rel=1e-6)
+
+
+def test_auto_falls_back_to_retraining_when_the_update_fails_verification(workspace, people_csv, capsys):
+    """A fast update that fails verification: `auto` promotes the retrained reference and records
+    why; an explicitly requested method is not replaced — it fails, naming each failed check with
+    its measured value and threshold."""
+    from flows.cli import format_forget
+    from flows.forget import forget_flow
+    from unlearning.verify import VerifyConfig
+
+    add_and_train(people_csv, capsys)
+    req = request_file(workspace, id="REQ-A", delete_records=[f"P{1000 + i}" for i in range(0, 300, 2)])
+    crippled = {"solver": "cg", "cg_tol": 1.0}  # CG stops before its first step: θ* unchanged
+    strict = VerifyConfig(min_agreement=1.0, max_accuracy_gap=0.0)
+    data_before = dvc.data_version(workspace)
+
+    explicit = forget_flow(root=str(workspace), request_path=str(req), method="second_order", options=crippled,
+                           verify_config=strict)
+    assert not explicit["verified"] and explicit["method"] == "second_order" and explicit["fallback"] is None
+    assert dvc.data_version(workspace) == data_before and tracking.production_alias("people") == "1"
+    failed = [c for c in explicit["checks"] if not c["passed"]]
+    assert failed and len(explicit["failed_checks"]) == len(failed)
+    for check, line in zip(failed, explicit["failed_checks"]):
+        assert line == f"{check['name']} {check['value']:.4g} (needs {check['threshold']})"
+        assert f"FAILED check {line}" in format_forget(explicit)
+
+    auto = forget_flow(root=str(workspace), request_path=str(req), method="auto", options=crippled,
+                       verify_config=strict)
+    assert auto["verified"] and auto["promoted"] and auto["status"] == "completed"
+    assert (auto["method"], auto["guarantee"], auto["requested_method"]) == ("retrain", "exact", "auto")
+    attempt = auto["fallback"]
+    assert attempt["method"] == "second_order" and attempt["failed_checks"] == [c["name"] for c in failed]
+    assert attempt["reason"].startswith("verification failed: ") and failed[0]["name"] in attempt["reason"]
+    assert "auto: second_order was not promoted (verification failed: " in format_forget(auto)
+    certificate = tracking.load_json(auto["run_id"], "certificate.json")
+    assert certificate["config"]["fallback"] == attempt and certificate["method"] == "retrain"
+    # production is the retrained model: stationary on the corrected data
+    promoted = tracking.load_version_bundle("people", tracking.production_alias("people"))
+    assert tracking.production_alias("people") == auto["model"]["version"]
+    assert residual_on_data(promoted, workspace) <= 1e-6
