@@ -97,7 +97,7 @@ def _all_revoked_columns(encoder) -> list[int]:
     return sorted(j for f in encoder.revoked for j in encoder.derived_indices(f))
 
 
-def model_cache(bundle: ModelBundle, table: Table, b: torch.Tensor | None = None) -> dict:
+def model_cache(bundle: ModelBundle, table: Table, b: torch.Tensor | None) -> dict:
     """H(θ; D), its Cholesky factor, ‖X‖₂ and ∇L_b(θ; D) for a freshly produced model version,
     computed once so that the next request on this version only pays for its own rows. `b` is
     the version's perturbation (None: not certified); the gradient lets the next Newton step
@@ -106,4 +106,4 @@ def model_cache(bundle: ModelBundle, table: Table, b: torch.Tensor | None = None
     obj = logreg.Objective(l2=bundle.l2, b=b)
     H = logreg.hessian(bundle.theta, data.X, obj)
     return {"H": H, "L": torch.linalg.cholesky(H), "X_norm": float(torch.linalg.matrix_norm(data.X, ord=2)),
-            "gradient": logreg.gradient(bundle.theta, data.X, data.y, obj)}
+            "gradient": logreg.gradient(bundle.theta, data.X, data.y, obj), "gradient_at": bundle.theta.clone()}

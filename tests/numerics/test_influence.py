@@ -444,3 +444,13 @@ def test_second_order_removes_the_starting_models_own_residual(K):
     with_start = residual_by_hand(p, run_method("second_order", p, {}).theta)
     assert without > 0.5 * start  # the step on G alone carries θ*'s residual over
     assert with_start < 0.1 * without, (start, without, with_start)  # measured ≤ 0.043
+
+
+def test_a_cached_gradient_of_another_model_version_is_ignored():
+    table = people_table(400, 2)
+    bundle, b, _ = train_bundle(table, TrainConfig(tol=1e-3))
+    after = correct_table(table, next_request(table, "delete", 0)["delete_records"], [], {})
+    cache = erasure.model_cache(bundle, table, b)
+    other = bundle.with_theta(bundle.theta + 0.1)
+    p, _, _ = erasure.build_problem(other, table, after, b, cache)
+    assert torch.equal(influence.newton_gradient(p), influence.influence_gradient(p))
