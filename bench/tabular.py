@@ -145,7 +145,7 @@ def train_adult_model(table: Table, kind: str) -> TrainedModel:
     bundle, b, _ = train_bundle(table, adult_train_config(kind))
     fit_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    cache = erasure.model_cache(bundle, table)
+    cache = erasure.model_cache(bundle, table, b)
     cache_seconds = time.perf_counter() - started
     test = erasure.held_out_data(table, bundle)
     return TrainedModel(kind, bundle, b, cache, fit_seconds, cache_seconds,

@@ -108,10 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     root = project_root()
     configure_environment(root)
 
+    from pydantic import ValidationError
+
     try:
         return COMMANDS[args.command](args, root)
     except UnlearnError as err:
         print(f"error: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    except ValidationError as exc:  # any settings object built from user input: one line, no links
+        print(f"error: {option_problems(exc)}", file=sys.stderr)
         return EXIT_INVALID
     except KeyboardInterrupt:
         return 130
@@ -168,7 +173,10 @@ def cmd_train(args, root: Path) -> int:
                            seed=args.seed)
     dataset = data_store.load_dataset(root, args.dataset)  # fail fast, before any run is recorded
     from unlearning.data.images import ImageDataset
+    from unlearning.data.tables import Table, check_trainable
 
+    if isinstance(dataset, Table):
+        check_trainable(dataset)  # a table too small to train and evaluate: one line, nothing recorded
     if isinstance(dataset, ImageDataset):
         default_train_config(dataset, image_config)  # a too-large --subset: one line, nothing recorded
     from flows.train import train_flow
@@ -227,11 +235,18 @@ def format_forget(s: dict) -> str:
                 f"budget left {c['budget_left']:.3g}" if c["epsilon"] is not None else ""),
         ]
     lines.append(f"  update {t['update_s']:.3f} s vs retraining {t['retrain_s']:.2f} s")
+    if s.get("fallback") and "exposure" not in s:
+        lines.append(f"  auto: {s['fallback']['method']} was not promoted ({s['fallback']['reason']}); "
+                     "the retrained reference was")
     lines += superseded_lines(s)
-    for check in s["checks"]:
-        if not check["passed"]:
-            lines.append(f"  FAILED check {check['name']}: {check['value']:.4g} (needs {check['threshold']})")
+    lines += failed_check_lines(s["checks"])
     return "\n".join(lines)
+
+
+def failed_check_lines(checks: list[dict]) -> list[str]:
+    from unlearning.verify import describe_failures
+
+    return [f"  FAILED check {describe_failures([c])}" for c in checks if not c["passed"]]
 
 
 def superseded_lines(s: dict) -> list[str]:
@@ -254,10 +269,8 @@ def format_image_forget(s: dict) -> str:
         f"  data  {s['data']['before']} → {s['data']['after']}",
         *("  " + line for line in image_rows_table(s["results"])),
         *superseded_lines(s),
+        *failed_check_lines(s["checks"]),
     ]
-    for check in s["checks"]:
-        if not check["passed"]:
-            lines.append(f"  FAILED check {check['name']}: {check['value']:.4g} (needs {check['threshold']})")
     return "\n".join(lines)
 
 
@@ -328,12 +341,51 @@ def cmd_ui(args, root: Path) -> int:
 
 
 def _config(cls, **values):
-    from unlearning.errors import UnlearnError
+    """cls(**values) from command-line options; a pydantic error becomes one UnlearnError line
+    naming the option (the field name as its --flag), what is wrong and what to give instead."""
+    from pydantic import ValidationError
 
     try:
         return cls(**values)
-    except Exception as exc:
-        raise UnlearnError(f"bad option: {str(exc).splitlines()[-1].strip()}") from None
+    except ValidationError as exc:
+        raise UnlearnError(option_problems(exc, cls)) from None
+
+
+_BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="), "less_than": ("lt", "<"),
+           "less_than_equal": ("le", "<=")}
+
+
+def option_problems(exc, cls=None) -> str:
+    """pydantic's multi-line report (with its "for further information visit" links) as
+    'option --X: problem; use …', one per failed field, on one line."""
+    fields = getattr(cls, "model_fields", {})
+    parts = []
+    for error in exc.errors():
+        name = ".".join(str(p) for p in error["loc"])
+        flag = f"--{name.replace('_', '-')}" if name else "options"
+        ctx, kind, given = error.get("ctx") or {}, error["type"], error.get("input")
+        if kind in _BOUNDS:
+            key, sign = _BOUNDS[kind]
+            annotation = getattr(fields.get(name), "annotation", None)
+            whole = annotation is int or int in getattr(annotation, "__args__", ())
+            number = "a whole number" if whole else "a finite number"
+            problem, use = f"{given!r} is not {sign} {ctx[key]}", f"{number} {sign} {ctx[key]}"
+        elif kind == "literal_error":
+            problem, use = f"{given!r} is not a choice", f"one of {ctx['expected']}"
+        elif kind.startswith("int_"):
+            problem, use = f"{given!r} is not a whole number", "a whole number"
+        elif kind.startswith("float_") or kind == "finite_number":
+            problem, use = f"{given!r} is not a finite number", "a finite number"
+        elif kind == "extra_forbidden":
+            problem, use = "is not an option here", f"one of {', '.join(fields) or 'none'}"
+        else:
+            problem, use = error["msg"].removeprefix("Value error, ").replace("\n", " "), None
+        default = getattr(fields.get(name), "default", None)
+        hint = use or (f"the default {default!r}" if default is not None else None)
+        if use and default is not None and not isinstance(default, bool):
+            hint += f" (default {default!r})"
+        parts.append(f"option {flag}: {problem}" + (f"; use {hint}" if hint else ""))
+    return "; ".join(dict.fromkeys(parts)) or "invalid options"
 
 
 def cmd_comply(args, root: Path) -> int:

@@ -34,6 +34,7 @@ from unlearning import signing
 from unlearning.batching import group_requests, merge_requests
 from unlearning.errors import UnlearnError
 from unlearning.requests import load_request
+from unlearning.verify import describe_failures
 
 LOCK_FILE = ".unlearn/comply.lock"
 CERTIFICATES = ".unlearn/certificates"
@@ -231,8 +232,8 @@ def complete_batch(root: Path, requests: list, summary: dict, members: list[str]
     request of the batch, for the certificates; default the requests given)."""
     ids = members or [r.id for r in requests]
     if not summary.get("verified"):
-        failed = [c["name"] for c in summary.get("checks", []) if not c["passed"]]
-        return [fail(root, r, f"verification failed ({', '.join(failed)}); nothing promoted") for r in requests]
+        failed = describe_failures([c for c in summary.get("checks", []) if not c["passed"]])
+        return [fail(root, r, f"verification failed ({failed}); nothing promoted") for r in requests]
     batch_cert = tracking.load_json(summary["run_id"], "certificate.json") or {}
     plots = tracking.run_plots(summary["run_id"])  # embedded in every member's HTML report
     out = []

@@ -22,7 +22,7 @@ from tasks import image_steps, release as release_steps, steps, text_steps, trac
 from unlearning import certificate as cert_lib
 from unlearning.images.verify import ImageVerifyConfig
 from unlearning.methods import Result
-from unlearning.verify import VerifyConfig
+from unlearning.verify import VerifyConfig, describe_failures
 
 
 @flow(name="forget", log_prints=False, validate_parameters=True)
@@ -80,8 +80,14 @@ def forget_table(lineage: steps.Lineage, plan: steps.Plan, options: dict | None,
         b_after = result.stats.get("b")
     bundle_after = _with_spent_budget(bundle_after, result)
 
-    metrics, checks, retrain_s = steps.verify_update(lineage, plan, after, problem, result,
-                                                      bundle_after, verify_config)
+    metrics, checks, retrain_s, reference = steps.verify_update(lineage, plan, after, problem, result,
+                                                                 bundle_after, verify_config)
+    attempt = None
+    if steps.falls_back_to_retraining(plan.requested, result.method, checks):
+        result, bundle_after, metrics, checks, attempt = steps.fall_back_to_reference(
+            lineage, after, problem, result, reference, bundle_after, checks, verify_config, update_s)
+        bundle_after = _with_spent_budget(bundle_after, result)
+        update_s += retrain_s  # the request cost the failed update and the retraining
     verified = all(c["passed"] for c in checks)
     version, model_run, superseded = release(lineage, plan, bundle_after, after, data_after, result.method,
                                              result.guarantee, verified, b_after,
@@ -94,7 +100,8 @@ def forget_table(lineage: steps.Lineage, plan: steps.Plan, options: dict | None,
     data = {"before": plan.data_version, "after": data_after}
     certificate = cert_lib.certificate(
         req, result, model=model, data=data, metrics=metrics, checks=checks, timings=timings,
-        code_version=tags["git_commit"], config={"method": result.method, "options": options or {},
+        code_version=tags["git_commit"], config={"method": result.method, "requested": plan.requested,
+                                                 "options": options or {}, "fallback": attempt,
                                                  "verify": verify_config.model_dump()},
         request_hash=steps.request_hash(lineage.root, req), superseded=superseded)
     tracking.log_json(lineage.parent_run, certificate, "certificate.json")
@@ -102,10 +109,11 @@ def forget_table(lineage: steps.Lineage, plan: steps.Plan, options: dict | None,
     return {
         "request_id": req.id, "status": "completed" if verified else "verification_failed",
         "verified": verified, "method": result.method, "guarantee": result.guarantee,
+        "requested_method": plan.requested, "fallback": attempt,
         "model": {k: model[k] for k in ("name", "version", "parent_version")},
         "promoted": verified, "data": data, "certificate": cert_lib.summary_block(result),
-        "metrics": metrics, "checks": checks, "timings": timings, "run_id": lineage.parent_run,
-        "superseded": superseded,
+        "metrics": metrics, "checks": checks, "failed_checks": [describe_failures([c]) for c in checks if not c["passed"]],
+        "timings": timings, "run_id": lineage.parent_run, "superseded": superseded,
     }
 
 
@@ -151,7 +159,7 @@ def forget_text(lineage: steps.Lineage, plan: steps.Plan, options: dict | None) 
     metrics, checks, retrain_s, secrets, reference = text_steps.verify_lm(lineage, plan, after, bundle_after, update_s)
     verified = all(c["passed"] for c in checks)
     method, attempt = plan.method, None
-    if not verified and plan.requested == "auto" and plan.method != "retrain":
+    if steps.falls_back_to_retraining(plan.requested, plan.method, checks):
         # The fast update missed a threshold: promote the reference verification already retrained.
         metrics, checks, secrets, attempt = text_steps.fall_back_to_retrained(
             lineage, plan.method, metrics, checks, secrets, update_s)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from prefect import flow
@@ -10,6 +11,7 @@ from prefect.runtime import flow_run
 from tasks import image_steps, steps, tracking
 from unlearning.data.images import ImageDataset
 from unlearning.data.text import TextCorpus
+from unlearning.errors import UnlearnError
 from unlearning.images.bundle import ImageTrainConfig
 from unlearning.lm import TextTrainConfig
 from unlearning.training import TrainConfig
@@ -44,6 +46,7 @@ def train_flow(root: str, dataset: str, model: str | None = None, config: TrainC
             bundle, b, fit_seconds = steps.fit(lineage, table, config)
             metrics = steps.evaluate(lineage, table, bundle)
             guarantee_tags = steps.certification_tags(bundle)
+        refuse_unmeasured(name, metrics)
         version, model_run = steps.register(lineage, name, bundle, b, {
             "parent_version": None, "method": "train", "guarantee": "exact", "lineage_run": parent,
             "data_before": None, "data_after": data_version, **guarantee_tags}, table)
@@ -54,3 +57,12 @@ def train_flow(root: str, dataset: str, model: str | None = None, config: TrainC
                    "timings": {"fit_s": fit_seconds}, "run_id": parent}
         tracking.log_json(parent, summary, "result.json")
     return summary
+
+
+def refuse_unmeasured(name: str, metrics: dict) -> None:
+    """A model whose held-out metrics are NaN (nothing to evaluate on) was never judged: it is
+    neither registered nor promoted."""
+    unmeasured = sorted(k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v))
+    if unmeasured:
+        raise UnlearnError(f"model {name} was not registered: {', '.join(unmeasured)} could not be measured "
+                           f"(NaN); give the dataset held-out rows of every class and train again")

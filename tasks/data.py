@@ -12,8 +12,10 @@ from unlearning.data.images import ImageDataset, is_image_dataset, load_images, 
 from unlearning.data.tables import (
     Table,
     check_name,
+    check_trainable,
     load_table,
     read_table_file,
+    remove_stale_staging,
     save_table,
     table_from_frame,
 )
@@ -37,8 +39,11 @@ def add_dataset(
     dataset is valid. An existing, different data/NAME is only overwritten with `replace`:
     after an erasure, re-adding the source would bring the erased records back.
     """
-    table = _build_table(name, file, target, id_column)
     root = Path(root)
+    remove_stale_staging(root / DATA_DIR)
+    table = _build_table(name, file, target, id_column)
+    if isinstance(table, Table):
+        check_trainable(table)
     if not replace:
         _refuse_overwrite(root, table)
     ensure_repo(root)
@@ -110,6 +115,7 @@ def dataset_dir(root: Path, name: str) -> Path:
 
 def load_dataset(root: Path, name: str) -> Dataset:
     check_name(name)
+    remove_stale_staging(Path(root) / DATA_DIR)  # left by a killed writer; an old table is put back
     directory = dataset_dir(root, name)
     if is_image_dataset(directory):
         return load_images(directory)

@@ -49,7 +49,7 @@ def load_cache(root: Path, run_id: str) -> dict:
 
 
 def save_cache(root: Path, run_id: str, cache: dict) -> None:
-    keep = {k: v for k, v in cache.items() if k in ("H", "L", "X_norm")}
+    keep = {k: v for k, v in cache.items() if k in ("H", "L", "X_norm", "gradient", "gradient_at")}
     if not keep:
         return
     path = _private_file(state_dir(root) / "cache" / f"{run_id}.pt")

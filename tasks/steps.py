@@ -136,7 +136,7 @@ def register(lineage: Lineage, name: str, bundle: ModelBundle, b: torch.Tensor |
         state.save_noise(lineage.root, run_id, b)
         started = time.perf_counter()
         if isinstance(bundle, ModelBundle):
-            state.save_cache(lineage.root, run_id, erasure.model_cache(bundle, table))
+            state.save_cache(lineage.root, run_id, erasure.model_cache(bundle, table, b))
         tracking.log_params(run_id, {"registered_model": name, "version": version})
         tracking.log_metrics(run_id, {"hessian_cache_seconds": time.perf_counter() - started})
     return version, run_id
@@ -330,6 +330,7 @@ def update_model(lineage: Lineage, plan: Plan, after: Table, method: str, option
             if method == "retrain":
                 progress("  retraining on the corrected data ...")
             result = methods.run_method(method, problem, options)
+        bundle_after = erasure.unlearned_bundle(bundle_after, result.theta)
         seconds = result.stats["update_seconds"]
         tracking.log_params(run_id, {"method": method, **(options or {}), "affected_rows": len(problem.z_index),
                                      "replacement_rows": len(problem.X_tilde)})
@@ -342,7 +343,8 @@ def update_model(lineage: Lineage, plan: Plan, after: Table, method: str, option
 @task(name="verify", **STEP)
 def verify_update(lineage: Lineage, plan: Plan, after: Table, problem, result: methods.Result,
                   bundle_after: ModelBundle, cfg: verify.VerifyConfig):
-    """Fidelity against an exactly retrained reference on D'; returns (metrics, checks, seconds)."""
+    """Fidelity against an exactly retrained reference on D'; returns (metrics, checks, seconds,
+    the reference: a `retrain` Result)."""
     with lineage.child("verify") as run_id:
         if result.method == "retrain":
             reference, source = result, "the update"
@@ -352,7 +354,8 @@ def verify_update(lineage: Lineage, plan: Plan, after: Table, problem, result: m
         retrain_seconds = reference.stats["update_seconds"]
         tracking.log_params(run_id, {"reference": source})
         test = erasure.held_out_data(after, bundle_after)
-        metrics = verify.fidelity(result.theta, reference.theta, problem.theta, test.X, test.y)
+        # The bundle about to be registered is what is judged, not only the method's output.
+        metrics = verify.fidelity(bundle_after.theta, reference.theta, problem.theta, test.X, test.y)
         metrics["residual"] = result.residual
         metrics["residual_retrain"] = reference.residual
         checks = verify.checks(metrics, cfg)
@@ -360,7 +363,40 @@ def verify_update(lineage: Lineage, plan: Plan, after: Table, problem, result: m
                                       "passed": float(all(c["passed"] for c in checks))})
         tracking.log_json(run_id, {"checks": checks, "metrics": metrics}, "verification.json")
         log_coefficient_plot(run_id, result.theta, reference.theta, problem.theta, result.method)
-    return metrics, checks, retrain_seconds
+    return metrics, checks, retrain_seconds, reference
+
+
+def falls_back_to_retraining(requested: str | None, method: str, checks: list[dict]) -> bool:
+    """The one rule for every kind of model: a fast update that fails verification is replaced by
+    the retrained reference only when the method was `auto`. An explicitly requested method is
+    not silently replaced: it fails (exit 1) with its failed checks."""
+    return requested == "auto" and method != "retrain" and not all(c["passed"] for c in checks)
+
+
+def fallback_record(method: str, update_s: float, checks: list[dict], **measured) -> dict:
+    """What the certificate and the JSON say about a failed fast update that was replaced."""
+    failed = [c for c in checks if not c["passed"]]
+    return {"method": method, "update_s": update_s, "failed_checks": [c["name"] for c in failed],
+            "reason": "verification failed: " + verify.describe_failures(failed), **measured}
+
+
+@task(name="fall back to retraining", **STEP)
+def fall_back_to_reference(lineage: Lineage, after: Table, problem, failed: methods.Result, reference: methods.Result,
+                           bundle_after: ModelBundle, checks: list[dict], cfg: verify.VerifyConfig, update_s: float):
+    """`auto` and the fast update failed verification: the reference verification already
+    retrained on D' becomes the new model (guarantee `exact`). Returns (result, bundle, metrics,
+    checks, the failed attempt)."""
+    with lineage.child("fall back to retraining") as run_id:
+        attempt = fallback_record(failed.method, update_s, checks, residual=failed.residual)
+        bundle_after = erasure.unlearned_bundle(bundle_after, reference.theta)
+        test = erasure.held_out_data(after, bundle_after)
+        metrics = verify.fidelity(bundle_after.theta, reference.theta, problem.theta, test.X, test.y)
+        metrics["residual"] = metrics["residual_retrain"] = reference.residual
+        checks = verify.checks(metrics, cfg)
+        tracking.log_params(run_id, {"failed_method": failed.method, "failed_checks": ",".join(attempt["failed_checks"])})
+        tracking.log_metrics(run_id, {**metrics, "passed": float(all(c["passed"] for c in checks))})
+        tracking.log_json(run_id, {"attempt": attempt, "checks": checks, "metrics": metrics}, "fallback.json")
+    return reference, bundle_after, metrics, checks, attempt
 
 
 def log_coefficient_plot(run_id: str, theta, theta_ref, theta_before, method: str) -> None:

@@ -54,8 +54,9 @@ def affected_rows(data: TrainingData, bundle: ModelBundle, deleted: set[str], re
 
 def build_problem(bundle: ModelBundle, before: Table, after: Table, b: torch.Tensor | None,
                   cache: dict | None = None) -> tuple[Problem, ModelBundle, TrainingData]:
-    """The Problem turning `before` into `after` for `bundle`, the bundle with the new feature map,
-    and the training data of `before` (row order of Problem.X)."""
+    """The Problem turning `before` into `after` for `bundle`, the bundle with the new feature map
+    (still holding θ*: `unlearned_bundle` puts the update's θ in), and the training data of
+    `before` (row order of Problem.X)."""
     data = training_data(before, bundle)
     newly_revoked = [f for f in after.revoked if f not in bundle.encoder.revoked]
     encoder_after = bundle.encoder.with_revoked(newly_revoked) if newly_revoked else bundle.encoder
@@ -75,6 +76,15 @@ def build_problem(bundle: ModelBundle, before: Table, after: Table, b: torch.Ten
     return problem, bundle.with_theta(bundle.theta, encoder=encoder_after), data
 
 
+def unlearned_bundle(bundle_after: ModelBundle, theta: torch.Tensor) -> ModelBundle:
+    """The new model version: the feature map of D' with the unlearned θ. Registering
+    `build_problem`'s bundle as it is would keep θ* — the model still trained on the erased
+    rows — and the next request would start from a θ that is not the optimum of its data."""
+    if theta.shape != bundle_after.theta.shape:
+        raise ValueError(f"θ of shape {tuple(theta.shape)} for a model of shape {tuple(bundle_after.theta.shape)}")
+    return bundle_after.with_theta(theta)
+
+
 def _relabelled(before: Table, after: Table) -> set[str]:
     common = before.frame.index.intersection(after.frame.index)
     old = before.frame.loc[common, before.target].astype(str)
@@ -87,9 +97,13 @@ def _all_revoked_columns(encoder) -> list[int]:
     return sorted(j for f in encoder.revoked for j in encoder.derived_indices(f))
 
 
-def model_cache(bundle: ModelBundle, table: Table) -> dict:
-    """H(θ; D), its Cholesky factor and ‖X‖₂ for a freshly produced model version, computed once
-    so that the next request on this version only pays for its own rows."""
+def model_cache(bundle: ModelBundle, table: Table, b: torch.Tensor | None) -> dict:
+    """H(θ; D), its Cholesky factor, ‖X‖₂ and ∇L_b(θ; D) for a freshly produced model version,
+    computed once so that the next request on this version only pays for its own rows. `b` is
+    the version's perturbation (None: not certified); the gradient lets the next Newton step
+    start from θ's own residual (influence.newton_gradient)."""
     data = training_data(table, bundle)
-    H = logreg.hessian(bundle.theta, data.X, logreg.Objective(l2=bundle.l2))
-    return {"H": H, "L": torch.linalg.cholesky(H), "X_norm": float(torch.linalg.matrix_norm(data.X, ord=2))}
+    obj = logreg.Objective(l2=bundle.l2, b=b)
+    H = logreg.hessian(bundle.theta, data.X, obj)
+    return {"H": H, "L": torch.linalg.cholesky(H), "X_norm": float(torch.linalg.matrix_norm(data.X, ord=2)),
+            "gradient": logreg.gradient(bundle.theta, data.X, data.y, obj), "gradient_at": bundle.theta.clone()}

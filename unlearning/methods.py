@@ -136,7 +136,7 @@ def second_order(p: Problem, cfg: SecondOrderConfig) -> Result:
 
     def step(sub: Problem) -> torch.Tensor:
         out = influence.second_order_update(sub, cfg.solver, cfg.hessian, cfg.refine_steps,
-                                            cfg.cg_tol, cfg.cg_max_iter)
+                                            cfg.cg_tol, cfg.cg_max_iter, from_start_gradient=True)
         info.update(solver=out.solver, hessian=out.hessian, hvps=info.get("hvps", 0) + out.hvps)
         return out.theta
 

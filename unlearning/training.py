@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from unlearning import certified
 from unlearning.data.encoding import Encoder
-from unlearning.data.tables import Table
+from unlearning.data.tables import Table, check_trainable
 from unlearning.erasure import training_data
 from unlearning.models import logreg
 from unlearning.models.bundle import ModelBundle
@@ -15,14 +15,14 @@ from unlearning.problem import Certification
 
 
 class TrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # --lam inf trained NaN
 
     lam: float = Field(1e-3, gt=0, description="L2 weight per training row; Λ = lam·n is fixed for the lineage")
     certified: bool = Field(False, description="objective perturbation for (ε, δ)-certified removal")
     epsilon: float = Field(1.0, gt=0)
     delta: float = Field(1e-5, gt=0, lt=1)
     budget: float = Field(10.0, gt=0, description="total gradient-residual bound removals may accumulate")
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     tol: float = Field(1e-9, gt=0, description="stop when ‖∇L‖ ≤ tol·n")
 
 
@@ -34,6 +34,7 @@ def draw_noise(shape, sigma: float, seed: int) -> torch.Tensor:
 
 def train_bundle(table: Table, cfg: TrainConfig, progress=None) -> tuple[ModelBundle, torch.Tensor | None, logreg.FitReport]:
     """Fit θ on the table's training rows; returns the bundle, the private noise b and the fit report."""
+    check_trainable(table)
     encoder = Encoder.fit(table)
     n_classes = len(encoder.labels)
     placeholder = ModelBundle(encoder=encoder, theta=logreg.init_theta(encoder.d, n_classes), l2=0.0)

@@ -57,3 +57,13 @@ def checks(metrics: dict, cfg: VerifyConfig) -> list[dict]:
         {"name": "accuracy_gap_pts", "value": metrics["accuracy_gap_pts"], "threshold": f"<= {cfg.max_accuracy_gap}",
          "passed": metrics["accuracy_gap_pts"] <= cfg.max_accuracy_gap},
     ]
+
+
+def describe_failures(failed: list[dict]) -> str:
+    """Failed checks with what was measured and what was needed, e.g. "agreement_with_retrain
+    0.989 (needs >= 0.995)" — one line, for the console, the JSON and the ledger's reason."""
+    return "; ".join(f"{c['name']} {_number(c['value'])} (needs {c['threshold']})" for c in failed)
+
+
+def _number(value) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) else str(value)

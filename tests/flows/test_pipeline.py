@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import mlflow
+import pytest
 import pandas as pd
 import yaml
 from mlflow import MlflowClient
@@ -163,3 +164,79 @@ def test_re_adding_erased_data_needs_replace(workspace, people_csv, capsys):
     assert main(["data", "add", "people", "--file", str(people_csv), "--target", "label", "--id", "person",
                  "--replace"]) == 0
     assert dvc.data_version(workspace) != version
+
+
+def residual_on_data(bundle, workspace: Path) -> float:
+    """‖∇L(θ; D)‖₂ of a model bundle on the table `data/people` as checked out now, encoded with
+    the bundle's feature map (the models here are not certified: no b)."""
+    from tasks.data import load_dataset
+    from unlearning.erasure import training_data
+    from unlearning.models import logreg
+
+    rows = training_data(load_dataset(workspace, "people"), bundle)
+    return float(logreg.gradient(bundle.theta, rows.X, rows.y, logreg.Objective(l2=bundle.l2)).norm())
+
+
+def test_sequential_requests_keep_verifying(workspace, people_csv, capsys):
+    """Regression (issue 11, item 6): after a verified revocation, a two-record deletion failed
+    verification every time — the registered versions kept θ* of the trained model, so each
+    request started from a θ that was not the optimum of its data. Every order a user can send
+    requests in keeps verifying, and each production model is the update, not its parent."""
+    add_and_train(people_csv, capsys)
+    sequence = [{"delete_records": ["P1010", "P1011"]},  # delete → revoke
+                {"revoke_features": ["sex"]},  # revoke → delete
+                {"delete_records": ["P1020", "P1021"]},
+                {"fix_labels": {"P1030": "yes", "P1031": "no"}},  # fix → delete
+                {"delete_records": ["P1040"]},  # small deletions in a row
+                {"delete_records": ["P1041", "P1042"]}]
+    for i, content in enumerate(sequence, start=1):
+        parent = tracking.load_version_bundle("people", tracking.production_alias("people"))  # purged below
+        code, out = run_json(capsys, ["forget", str(request_file(workspace, id=f"SEQ-{i}", **content))])
+        assert code == 0 and out["verified"] and out["method"] == "second_order", (i, out["checks"])
+        promoted = tracking.load_version_bundle("people", tracking.production_alias("people"))
+        assert tracking.production_alias("people") == out["model"]["version"]
+        # What the parent's θ* leaves on the corrected data, against the promoted model's residual.
+        untouched = residual_on_data(parent.with_theta(parent.theta, encoder=promoted.encoder), workspace)
+        residual = residual_on_data(promoted, workspace)
+        assert residual < 0.05 * untouched, (i, untouched, residual)
+        assert residual == pytest.approx(out["certificate"]["residual"], rel=1e-6)
+
+
+def test_auto_falls_back_to_retraining_when_the_update_fails_verification(workspace, people_csv, capsys):
+    """A fast update that fails verification: `auto` promotes the retrained reference and records
+    why; an explicitly requested method is not replaced — it fails, naming each failed check with
+    its measured value and threshold."""
+    from flows.cli import format_forget
+    from flows.forget import forget_flow
+    from unlearning.verify import VerifyConfig
+
+    add_and_train(people_csv, capsys)
+    req = request_file(workspace, id="REQ-A", delete_records=[f"P{1000 + i}" for i in range(0, 300, 2)])
+    crippled = {"solver": "cg", "cg_tol": 1.0}  # CG stops before its first step: θ* unchanged
+    strict = VerifyConfig(min_agreement=1.0, max_accuracy_gap=0.0)
+    data_before = dvc.data_version(workspace)
+
+    explicit = forget_flow(root=str(workspace), request_path=str(req), method="second_order", options=crippled,
+                           verify_config=strict)
+    assert not explicit["verified"] and explicit["method"] == "second_order" and explicit["fallback"] is None
+    assert dvc.data_version(workspace) == data_before and tracking.production_alias("people") == "1"
+    failed = [c for c in explicit["checks"] if not c["passed"]]
+    assert failed and len(explicit["failed_checks"]) == len(failed)
+    for check, line in zip(failed, explicit["failed_checks"]):
+        assert line == f"{check['name']} {check['value']:.4g} (needs {check['threshold']})"
+        assert f"FAILED check {line}" in format_forget(explicit)
+
+    auto = forget_flow(root=str(workspace), request_path=str(req), method="auto", options=crippled,
+                       verify_config=strict)
+    assert auto["verified"] and auto["promoted"] and auto["status"] == "completed"
+    assert (auto["method"], auto["guarantee"], auto["requested_method"]) == ("retrain", "exact", "auto")
+    attempt = auto["fallback"]
+    assert attempt["method"] == "second_order" and attempt["failed_checks"] == [c["name"] for c in failed]
+    assert attempt["reason"].startswith("verification failed: ") and failed[0]["name"] in attempt["reason"]
+    assert "auto: second_order was not promoted (verification failed: " in format_forget(auto)
+    certificate = tracking.load_json(auto["run_id"], "certificate.json")
+    assert certificate["config"]["fallback"] == attempt and certificate["method"] == "retrain"
+    # production is the retrained model: stationary on the corrected data
+    promoted = tracking.load_version_bundle("people", tracking.production_alias("people"))
+    assert tracking.production_alias("people") == auto["model"]["version"]
+    assert residual_on_data(promoted, workspace) <= 1e-6

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import replace
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from tests.synthetic import logistic_data
-from unlearning import influence
+from unlearning import erasure, influence
+from unlearning.data.tables import correct_table, table_from_frame
 from unlearning.methods import run_method
 from unlearning.models import logreg
 from unlearning.models.logreg import DTYPE, Objective
 from unlearning.problem import Certification, make_problem
+from unlearning.training import TrainConfig, train_bundle
 
 RETRAIN = {"tol": 1e-12, "max_iter": 2000}
 
@@ -355,3 +360,97 @@ def test_retrain_with_noise_seed_draws_fresh_perturbation():
     same = run_method("retrain", p, RETRAIN)
     assert same.stats["new_noise"] is False
     assert residual_by_hand(p, same.theta) <= 1e-9 * p.n
+
+
+# --- sequences of requests on a table -----------------------------------------------------------
+# Each request starts from the model version the previous one produced (its encoder with the
+# revoked columns zeroed, its θ, its noise b, its per-version cache), as `unlearn forget` does.
+
+def people_table(n: int, K: int, seed: int = 0):
+    """A small table like a user's: numeric and categorical columns, an id column, K labels."""
+    rng = np.random.default_rng(seed)
+    age, hours = rng.integers(18, 80, n), rng.normal(40, 10, n).round(1)
+    sex, city = rng.choice(["female", "male"], n), rng.choice(["Ames", "Boise", "Cork", "Delft"], n)
+    score = 0.06 * (age - 45) + 0.08 * (hours - 40) + np.where(sex == "male", 0.7, -0.7) + rng.normal(0, 0.8, n)
+    label = np.digitize(score, np.quantile(score, np.linspace(0, 1, K + 1)[1:-1]))
+    frame = pd.DataFrame({"person": [f"P{1000 + i}" for i in range(n)], "age": age, "hours": hours, "sex": sex,
+                          "city": city, "label": [f"c{v}" for v in label]})
+    return table_from_frame("people", frame, "label", "person")
+
+
+def next_request(table, kind: str, step: int) -> dict:
+    """delete two records / revoke `sex` / flip one label, on records no earlier step touched."""
+    ids = table.ids()
+    if kind == "delete":
+        return {"delete_records": ids[10 * step:10 * step + 2]}
+    if kind == "revoke":
+        return {"revoke_features": ["sex"]}
+    record = ids[10 * step + 5]
+    current = table.frame.loc[record, table.target]
+    return {"fix_labels": {record: next(lab for lab in table.labels if lab != current)}}
+
+
+def table_residual(bundle, table, b) -> float:
+    """‖∇L_b(θ; D)‖₂ of a model version on its own training table, encoded afresh from the table."""
+    data = erasure.training_data(table, bundle)
+    return float(grad_by_hand(bundle.theta, data.X, data.y, Objective(bundle.l2, b)).norm())
+
+
+@pytest.mark.parametrize("K", [2, 3])
+@pytest.mark.parametrize("certified", [False, True])
+@pytest.mark.parametrize("sequence", [("revoke", "delete"), ("delete", "revoke"), ("fix", "delete"),
+                                      ("delete", "delete", "delete", "delete")])
+def test_sequential_table_requests_keep_matching_retraining(K, certified, sequence):
+    """Regression (issue 11, item 6): after a revocation, a later two-record deletion left a
+    residual of 2.67 (retraining: 1e-7) because the registered version kept θ* of the version
+    before. Every request of a sequence must keep the seed paper's ordering none > first > second
+    and land next to retraining, and the version it produces must be the update's θ."""
+    table = people_table(400, K)
+    cfg = TrainConfig(tol=1e-12, certified=certified, budget=0.1)
+    bundle, b, _ = train_bundle(table, cfg)
+    for step, kind in enumerate(sequence):
+        request = {"delete_records": [], "revoke_features": [], "fix_labels": {}, **next_request(table, kind, step)}
+        after = correct_table(table, **request)
+        p, bundle_after, _ = erasure.build_problem(bundle, table, after, b, erasure.model_cache(bundle, table, b))
+        X_new, y_new = corrected_data(p)
+        # science.md §7: τ = 1/λmax(H), the step that cannot overshoot (the default 1/mean does).
+        tau = 1.0 / float(torch.linalg.eigvalsh(logreg.hessian(p.theta, X_new, p.obj)).max())
+        none = residual_by_hand(p, p.theta)
+        first = residual_by_hand(p, run_method("first_order", p, {"tau": tau}).theta)
+        out = run_method("second_order", p, {})
+        second = residual_by_hand(p, out.theta)
+        assert none > first > second, (kind, none, first, second)
+        assert second < 0.05 * none, (kind, none, second)  # measured ≤ 0.014
+        assert rel(out.theta, reference(p)) <= 1e-2  # measured ≤ 5e-4
+        bundle, table = erasure.unlearned_bundle(bundle_after, out.theta), after
+        # What gets registered is the update: its residual on the corrected table, encoded afresh
+        # with the new version's feature map, is the update's (the old θ* leaves `none` or more).
+        assert table_residual(bundle, table, b) == pytest.approx(second, rel=1e-6)
+    assert set(bundle.encoder.revoked) == set(table.revoked)
+
+
+@pytest.mark.parametrize("K", [2, 3])
+def test_second_order_removes_the_starting_models_own_residual(K):
+    """θ* of a version is the optimum of its data only to a tolerance (or an earlier update's
+    remainder). With ∇L_b(θ*; D) in the version's cache the Newton step removes that residual
+    too, so it does not add up over a sequence of requests."""
+    table = people_table(400, K)
+    bundle, b, _ = train_bundle(table, TrainConfig(tol=1e-3))  # stops early: a visible residual
+    after = correct_table(table, next_request(table, "delete", 0)["delete_records"], [], {})
+    cache = erasure.model_cache(bundle, table, b)
+    p, _, _ = erasure.build_problem(bundle, table, after, b, cache)
+    start = float(grad_by_hand(p.theta, p.X, p.y, p.obj).norm())
+    without = residual_by_hand(p, run_method("second_order", replace(p, cache={}), {}).theta)
+    with_start = residual_by_hand(p, run_method("second_order", p, {}).theta)
+    assert without > 0.5 * start  # the step on G alone carries θ*'s residual over
+    assert with_start < 0.1 * without, (start, without, with_start)  # measured ≤ 0.043
+
+
+def test_a_cached_gradient_of_another_model_version_is_ignored():
+    table = people_table(400, 2)
+    bundle, b, _ = train_bundle(table, TrainConfig(tol=1e-3))
+    after = correct_table(table, next_request(table, "delete", 0)["delete_records"], [], {})
+    cache = erasure.model_cache(bundle, table, b)
+    other = bundle.with_theta(bundle.theta + 0.1)
+    p, _, _ = erasure.build_problem(other, table, after, b, cache)
+    assert torch.equal(influence.newton_gradient(p), influence.influence_gradient(p))

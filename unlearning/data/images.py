@@ -29,7 +29,6 @@ import io
 import json
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Sequence
@@ -39,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unlearning.data.tables import _swap_in, check_name
+from unlearning.data.tables import _swap_in, check_name, staging_dir
 from unlearning.errors import UnlearnError
 
 IMAGES_FILE = "images.npy"
@@ -235,8 +234,7 @@ def save_images(dataset: ImageDataset, directory: Path) -> None:
     check_name(dataset.name)
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.new-", dir=directory.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the data folder is not
+    staging = staging_dir(directory, "new")
     try:
         npy = _npy_bytes(dataset.images)
         (staging / IMAGES_FILE).write_bytes(npy)

@@ -30,6 +30,12 @@ DEFAULT_ID_NAME = "record_id"
 MISSING_CATEGORY = "?"
 TRAIN_SHARE = 0.8
 SCHEMA_VERSION = 1
+# A table model's parameters: (numeric columns + one-hot columns + bias) × (classes, or 1 when
+# binary). The Hessian every update and its cache need is p × p dense (science.md §1: "small
+# p ≲ 5k"): at 5,000 it is 200 MB and factors in seconds; a 10,000-column table ran > 400 s.
+MAX_PARAMETERS = 5000
+MAX_CATEGORIES = 100  # distinct values of one text column; more is usually an id or free text
+MIN_TRAIN_ROWS = 10  # below this a fit and its held-out accuracy mean nothing
 
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
 # Salting the split hash keeps it unrelated to any other use of sha256 over the same ids.
@@ -225,11 +231,60 @@ def _categorical(values: pd.Series, column: str, max_categories: int) -> pd.Seri
     text = text.mask(text.isna() | (text == ""), MISSING_CATEGORY)
     n_distinct = text.nunique()
     if n_distinct > max_categories:
+        id_like = "every value is distinct, so it looks like an id: " if n_distinct == len(text) else ""
         raise UnlearnError(
             f"column '{column}' has {n_distinct} distinct text values and cannot be encoded "
-            f"(at most {max_categories}); drop it from the file, or use it as the id column"
+            f"(at most {max_categories} per column); {id_like}pass it as the id column with "
+            f"--id {column}, or drop it from the file"
         )
     return text
+
+
+def _check_width(n_feature_columns: int) -> None:
+    """Before any per-column work: every feature column is at least one parameter."""
+    if n_feature_columns + 1 > MAX_PARAMETERS:
+        raise UnlearnError(
+            f"the file has {n_feature_columns} feature columns; a table model takes at most "
+            f"{MAX_PARAMETERS - 1}: drop columns (or aggregate them) before adding it"
+        )
+
+
+def _check_parameters(columns: dict[str, pd.Series], categorical: list[str], n_labels: int) -> None:
+    """(numeric + one-hot columns + bias) × classes ≤ MAX_PARAMETERS, naming the widest columns."""
+    widths = {f: (columns[f].nunique() if f in categorical else 1) for f in columns}
+    d = sum(widths.values()) + 1
+    K = n_labels if n_labels > 2 else 1
+    if d * K <= MAX_PARAMETERS:
+        return
+    widest = sorted((f for f in categorical), key=lambda f: -widths[f])[:3]
+    named = ", ".join(f"'{f}' ({widths[f]} values)" for f in widest)
+    raise UnlearnError(
+        f"the table encodes to {d} columns × {K} class weights = {d * K} parameters (at most "
+        f"{MAX_PARAMETERS})" + (f"; widest text columns: {named} — drop them or pass an id-like one "
+                                f"with --id" if widest else "; drop columns")
+    )
+
+
+def check_trainable(table: Table) -> None:
+    """A model can be trained and evaluated on `table`: at least MIN_TRAIN_ROWS training rows, a
+    non-empty held-out split and every label among the training rows (otherwise the fit is
+    degenerate and the held-out accuracy NaN)."""
+    train = table.train_mask()
+    n_train, n_test = int(train.sum()), int((~train).sum())
+    if n_train < MIN_TRAIN_ROWS or n_test == 0:
+        raise UnlearnError(
+            f"dataset '{table.name}' is too small to train and evaluate a model: {len(train)} rows give "
+            f"{n_train} training and {n_test} held-out rows (each record goes to training with "
+            f"probability {TRAIN_SHARE}); give at least {MIN_TRAIN_ROWS} training rows and 1 held-out row "
+            f"(about {round(MIN_TRAIN_ROWS / TRAIN_SHARE) + 5} records)"
+        )
+    seen = set(table.frame[table.target][train].astype(str))
+    absent = [label for label in table.labels if label not in seen]
+    if absent:
+        raise UnlearnError(
+            f"dataset '{table.name}': label {absent[0]!r} occurs only among the held-out rows "
+            f"({len(absent)} such label(s)); add records of it, or drop those rows"
+        )
 
 
 def table_from_frame(
@@ -238,14 +293,15 @@ def table_from_frame(
     target: str,
     id_column: str | None = None,
     source: str = "",
-    max_categories: int = 100,
+    max_categories: int = MAX_CATEGORIES,
 ) -> Table:
     """Validate a raw frame and turn it into a `Table` (see module doc for the layout)."""
     check_name(name)
     frame = frame.rename(columns=str)
     _check_columns(frame, target, id_column)
-    index = _record_ids(frame, id_column)
     features = tuple(c for c in frame.columns if c not in (target, id_column))
+    _check_width(len(features))
+    index = _record_ids(frame, id_column)
 
     columns: dict[str, pd.Series] = {}
     categorical = []
@@ -257,6 +313,7 @@ def table_from_frame(
         else:
             columns[feature] = numbers
     labels = _labels(frame[target], target)
+    _check_parameters(columns, categorical, labels.nunique())
     columns[target] = labels
 
     out = pd.DataFrame({c: s.to_numpy() for c, s in columns.items()}, index=index)
@@ -323,29 +380,80 @@ def save_table(table: Table, directory: Path) -> None:
 
     Both files are written into a hidden sibling folder first and swapped in with renames, so a
     crash never leaves a half-written file or a mix of old and new (at worst, between the two
-    renames, the old table parked in a hidden `.NAME.old-*` folder).
+    renames, the old table parked in a hidden `.NAME.old-*` folder, which the next command puts
+    back: `remove_stale_staging`). The bytes are built before the folder exists, so a slow or
+    failing encoding leaves nothing behind.
     """
     directory = Path(directory)
+    records = _records_text(table).encode("utf-8")
+    schema = (json.dumps(_schema(table), sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
     directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.new-", dir=directory.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the data folder is not
+    staging = staging_dir(directory, "new")
     try:
-        (staging / RECORDS_FILE).write_bytes(_records_text(table).encode("utf-8"))
-        schema = json.dumps(_schema(table), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
-        (staging / SCHEMA_FILE).write_bytes(schema.encode("utf-8"))
+        (staging / RECORDS_FILE).write_bytes(records)
+        (staging / SCHEMA_FILE).write_bytes(schema)
         _swap_in(staging, directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def staging_dir(directory: Path, kind: str) -> Path:
+    """A hidden sibling `.NAME.<kind>-<pid>-*` of `directory` (kind `new`: being written; `old`:
+    being retired). The pid tells a later command whether its writer is still running."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.{kind}-{os.getpid()}-", dir=directory.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the data folder is not
+    return staging
 
 
 def _swap_in(staging: Path, directory: Path) -> None:
     if not directory.exists():
         os.replace(staging, directory)
         return
-    retired = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=directory.parent))
+    retired = staging_dir(directory, "old")
     os.replace(directory, retired / "table")
     os.replace(staging, directory)
     shutil.rmtree(retired, ignore_errors=True)
+
+
+_STAGING_RE = re.compile(r"\.(?P<name>[a-z0-9][a-z0-9_-]*)\.(?P<kind>new|old)-(?:(?P<pid>\d+)-)?.*")
+_LEGACY_STALE_SECONDS = 3600  # staging folders named without a pid (older versions): age decides
+
+
+def remove_stale_staging(data_dir: Path) -> list[str]:
+    """Remove the staging folders of writers that are gone (killed, crashed, out of disk);
+    a dataset folder missing because its writer died between the two renames of `_swap_in` is
+    put back from its `.old-` folder (the version data.dvc still records). Returns the names
+    removed."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        return []
+    removed = []
+    for entry in sorted(data_dir.iterdir()):
+        match = _STAGING_RE.fullmatch(entry.name)
+        if match is None or not entry.is_dir() or _writer_alive(entry, match["pid"]):
+            continue
+        dataset = data_dir / match["name"]
+        if match["kind"] == "old" and not dataset.exists() and (entry / "table").is_dir():
+            os.replace(entry / "table", dataset)
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry.name)
+    return removed
+
+
+def _writer_alive(entry: Path, pid: str | None) -> bool:
+    if pid is None:
+        import time
+
+        return time.time() - entry.stat().st_mtime < _LEGACY_STALE_SECONDS
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def load_table(directory: Path) -> Table:

@@ -34,7 +34,6 @@ import importlib.util
 import json
 import re
 import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -42,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unlearning.data.tables import _swap_in, check_name
+from unlearning.data.tables import _swap_in, check_name, staging_dir
 from unlearning.errors import UnlearnError
 
 RECORDS_FILE = "records.jsonl"
@@ -683,8 +682,7 @@ def save_corpus(corpus: TextCorpus, directory: Path) -> None:
     check_name(corpus.name)
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.new-", dir=directory.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the data folder is not
+    staging = staging_dir(directory, "new")
     try:
         (staging / RECORDS_FILE).write_bytes(_records_bytes(corpus))
         (staging / SCHEMA_FILE).write_bytes(_json_bytes(_schema(corpus)))
