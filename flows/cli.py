@@ -360,6 +360,7 @@ def cmd_comply(args, root: Path) -> int:
     for r in summary["requests"]:
         where = (f"model {r['model']['name']} v{r['model']['version']}, certificate {r['certificate']}"
                  if r["status"] == "completed" else r["reason"])
+        where += "".join(f"; {record}: {why}" for record, why in sorted(r.get("unchanged", {}).items()))
         lines.append(f"  {r['id']}: {r['status']} — {where}")
     emit(args, summary, "\n".join(lines))
     return EXIT_FAILED if summary["failed"] else EXIT_OK

@@ -6,6 +6,7 @@ MLflow and DVC telemetry off. Values already set by the user win.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -39,6 +40,19 @@ def configure_environment(root: Path) -> None:
     # MLflow's informational logging and advice warnings would drown the pipeline's own output.
     warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow(\..*)?")
     warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def keep_run_failures_off_console() -> None:
+    """Prefect logs a failed task or flow run with its traceback (tens of lines, once per task and
+    flow) on the console; the CLI reports each failure itself, in one line. The run loggers keep
+    their own handler (the Prefect API: the runs' logs stay in the Prefect UI) but no longer pass
+    records to the console handler. Call after prefect is imported: its logging setup leaves
+    `propagate` alone once set."""
+    import prefect.logging.configuration as prefect_logging
+
+    prefect_logging.ensure_logging_setup()
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).propagate = False
 
 
 # The text demo's training budget. Steps, not seconds, so that what the model memorises does not
