@@ -1,6 +1,8 @@
 """`unlearn`: the one entry point. It builds configs, validates input and calls the flows.
 
-Exit codes: 0 done (and verified), 1 verification failed (nothing promoted), 2 invalid input.
+Exit codes: 0 done (and verified), 1 verification failed (nothing promoted) or a request failed, or
+another run holds the project, 2 invalid input — or a project that cannot be written (disk full,
+read-only, no permission): as for bad input, one line says what to fix and nothing is changed.
 Human-readable progress goes to stderr; with --json, stdout carries exactly one JSON object.
 """
 
@@ -108,13 +110,49 @@ def main(argv: list[str] | None = None) -> int:
     root = project_root()
     configure_environment(root)
 
+    if args.command in FLOWS:
+        from flows.settings import keep_run_failures_off_console
+
+        keep_run_failures_off_console()
     try:
+        if args.command in RECOVERING:
+            from tasks.release import recover_interrupted
+
+            recover_interrupted(root, args.command)
         return COMMANDS[args.command](args, root)
     except UnlearnError as err:
         print(f"error: {err}", file=sys.stderr)
+        return getattr(err, "exit_code", EXIT_INVALID)
+    except OSError as err:
+        problem = unwritable(err)
+        if problem is None:
+            raise
+        print(f"error: {problem}", file=sys.stderr)
         return EXIT_INVALID
     except KeyboardInterrupt:
         return 130
+
+
+# Commands that read the data and change the project: what a killed run left is finished first
+# (comply and forget's flows do it too, under the project lock).
+RECOVERING = ("data", "train", "forget")
+FLOWS = ("train", "forget", "comply", "demo", "serve")  # failures reported in one line, not Prefect's traceback
+
+
+def unwritable(err: OSError) -> str | None:
+    """One line for an OSError of the machine rather than of the input; None for any other. The
+    run that met it has rolled its changes back (tasks.release); one that could not is finished by
+    the next command."""
+    import errno
+
+    where = f" while writing {err.filename}" if err.filename else ""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on device{where}; free space and run again"
+    if err.errno == errno.EROFS:
+        return f"the project is on a read-only file system{where}; run it where the project can be written"
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied{where}; run as a user who can write the project"
+    return None
 
 
 def emit(args, payload: dict, human: str) -> None:

@@ -16,12 +16,9 @@ The recipe, under a lock (one comply run at a time):
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import json
-import os
 import time
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -37,36 +34,19 @@ from unlearning.batching import group_requests, merge_requests
 from unlearning.errors import UnlearnError
 from unlearning.requests import load_request
 
-LOCK_FILE = ".unlearn/comply.lock"
 CERTIFICATES = ".unlearn/certificates"
 BATCHES = ".unlearn/batches"
 # OSErrors of the machine, not of a request: a full disk (or quota), a read-only or unwritable project
 ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
-class ComplyBusy(UnlearnError):
-    """Another comply run holds the lock."""
+ComplyBusy = release.ProjectBusy  # another comply (or forget) run holds the project lock
 
 
-@contextmanager
 def comply_lock(root: Path):
-    """An exclusive advisory lock on .unlearn/comply.lock, held for the whole run; a second run
-    does not wait: it stops with a message naming the holder (its requests stay pending)."""
-    path = root / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise ComplyBusy(f"another `unlearn comply` run is in progress (pid {holder}); "
-                             f"its requests are being processed — run again when it has finished") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+    """The project lock (tasks.release.project_lock), held for the whole run; a second run does
+    not wait: it stops with a message naming the holder (its requests stay pending)."""
+    return release.project_lock(root, "comply")
 
 
 def claim_pending(root: Path) -> list:

@@ -29,6 +29,7 @@ keep_run_failures_off_console()
 
 
 @flow(name="forget", log_prints=False, validate_parameters=True)
+@release_steps.under_project_lock("forget")
 def forget_flow(root: str, request_path: str, method: str | None = None,
                 options: dict | None = None, verify_config: VerifyConfig = VerifyConfig(),
                 compare: dict[str, dict] | None = None,
