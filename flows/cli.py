@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from flows import compliance_cli
-from flows.settings import DEMO_TEXT_STEPS, configure_environment, project_root
+from flows.settings import DEMO_TEXT_STEPS, configure_environment, probe_tracking_server, project_root
 from unlearning.errors import UnlearnError
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
 
         keep_run_failures_off_console()
     try:
+        if args.command in TRACKING:
+            probe_tracking_server()
         if args.command in RECOVERING:
             from tasks.release import recover_interrupted
 
@@ -137,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 # (comply and forget's flows do it too, under the project lock).
 RECOVERING = ("data", "train", "forget")
 FLOWS = ("train", "forget", "comply", "demo", "serve")  # failures reported in one line, not Prefect's traceback
+TRACKING = FLOWS  # commands that use MLflow: a tracking server is probed first
 
 
 def unwritable(err: OSError) -> str | None:
@@ -229,8 +232,9 @@ def cmd_forget(args, root: Path) -> int:
     steps.plan_request.fn(root, args.request, args.method)  # all validation before anything is written
     from flows.forget import forget_flow
 
-    summary = forget_flow(root=str(root), request_path=str(args.request), method=args.method,
-                          keep_superseded_days=keep_days)
+    with release.project_lock(root, "forget"):  # taken here: the flow itself nests under comply's
+        summary = forget_flow(root=str(root), request_path=str(args.request), method=args.method,
+                              keep_superseded_days=keep_days)
     emit(args, summary, format_forget(summary))
     return EXIT_OK if summary.get("verified", summary.get("status") == "completed") else EXIT_FAILED
 
