@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     except UnlearnError as err:
         print(f"error: {err}", file=sys.stderr)
         return getattr(err, "exit_code", EXIT_INVALID)
-    except OSError as err:
-        problem = unwritable(err)
+    except Exception as exc:
+        problem = unwritable(exc)
         if problem is None:
             raise
         print(f"error: {problem}", file=sys.stderr)
@@ -142,20 +142,25 @@ FLOWS = ("train", "forget", "comply", "demo", "serve")  # failures reported in o
 TRACKING = FLOWS  # commands that use MLflow: a tracking server is probed first
 
 
-def unwritable(err: OSError) -> str | None:
-    """One line for an OSError of the machine rather than of the input; None for any other. The
-    run that met it has rolled its changes back (tasks.release); one that could not is finished by
-    the next command."""
+def unwritable(exc: Exception) -> str | None:
+    """One line for an OSError of the machine rather than of the input (a full disk, a read-only
+    project, no permission), also when a library wrapped it; None for any other error. The run
+    that met it has rolled its changes back (tasks.release); one that could not is finished by the
+    next command."""
     import errno
 
+    from tasks.release import unwritable_cause
+
+    err = unwritable_cause(exc)
+    if err is None:
+        return None
     where = f" while writing {err.filename}" if err.filename else ""
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"no space left on device{where}; free space and run again"
     if err.errno == errno.EROFS:
         return f"the project is on a read-only file system{where}; run it where the project can be written"
-    if err.errno in (errno.EACCES, errno.EPERM):
-        return f"permission denied{where}; run as a user who can write the project"
-    return None
+    on = f" on {err.filename}" if err.filename else ""
+    return f"permission denied{on}; run as a user who can write the project"
 
 
 def emit(args, payload: dict, human: str) -> None:

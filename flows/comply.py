@@ -15,7 +15,6 @@ The recipe, under a lock (one comply run at a time):
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import time
@@ -36,8 +35,6 @@ from unlearning.requests import load_request
 
 CERTIFICATES = ".unlearn/certificates"
 BATCHES = ".unlearn/batches"
-# OSErrors of the machine, not of a request: a full disk (or quota), a read-only or unwritable project
-ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 ComplyBusy = release.ProjectBusy  # another comply (or forget) run holds the project lock
@@ -256,7 +253,9 @@ def plan_problem(root: Path, request) -> str | None:
     path.write_text(yaml.safe_dump(alone.model_dump(exclude_none=True), sort_keys=False))
     try:
         steps.plan_request.fn(root, path)
-    except UnlearnError as exc:
+    except Exception as exc:  # noqa: BLE001 — whatever stops its plan is the request's reason
+        if environment_error(exc):
+            raise
         return first_line(exc)
     finally:
         path.unlink(missing_ok=True)
@@ -271,7 +270,7 @@ def verification_failure(summary: dict) -> str:
 def environment_error(exc: BaseException) -> bool:
     """A full disk or a project that cannot be written: no request is at fault, every later step
     would fail the same way, so the run stops (see flows.cli)."""
-    return isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS
+    return release.unwritable_cause(exc) is not None
 
 
 def fail_quietly(root: Path, request, reason: str) -> None:

@@ -22,6 +22,7 @@ with one line naming the holder.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import functools
 import inspect
@@ -150,6 +151,21 @@ def recover(root: Path) -> list[dict]:
         tracking.connect(root)
     return [finish(root, j, "interrupted: the run stopped before promoting (recovered by a later run)")
             for j in journals]
+
+
+# OSErrors of the machine, not of a request: a full disk (or quota), a read-only or unwritable project
+UNWRITABLE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def unwritable_cause(exc: BaseException) -> OSError | None:
+    """The OSError of an unwritable project behind `exc` (DVC, MLflow and Prefect wrap it), or None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.errno in UNWRITABLE:
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def open_lock_file(path: Path) -> int:

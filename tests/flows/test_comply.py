@@ -10,7 +10,7 @@ import pandas as pd
 
 from flows.cli import main
 from flows.comply import comply_lock
-from tasks import dvc, ledger
+from tasks import dvc, ledger, steps
 from tests.flows.test_pipeline import add_and_train, request_file, run_json
 
 
@@ -162,3 +162,26 @@ def test_a_relabel_to_the_current_label_alone_completes_as_a_no_op(workspace, pe
     assert result["unchanged"] == {"P1040": "label already as requested: nothing to change"}
     assert dvc.data_version(workspace) == data_before
     assert main(["certificate", "verify", str(workspace / result["certificate"])]) == 0
+
+
+def test_a_batch_failing_verification_is_retried_one_request_at_a_time(workspace, people_csv, capsys, monkeypatch):
+    add_and_train(people_csv, capsys)
+    submit(capsys, workspace, id="ONE-1", delete_records=["P1003"])
+    submit(capsys, workspace, id="ONE-2", delete_records=["P1004"])
+    real = steps.verify_update
+
+    def strict_on_batches(lineage, plan, *args, **kwargs):
+        metrics, checks, seconds = real(lineage, plan, *args, **kwargs)
+        if len(plan.request.delete_records) > 1:  # injected: the merged update fails verification
+            checks = [{**c, "passed": False} for c in checks]
+        return metrics, checks, seconds
+
+    monkeypatch.setattr(steps, "verify_update", strict_on_batches)
+    code, out = run_json(capsys, ["comply"])
+    assert code == 0, out
+    done = {r["id"]: r for r in out["requests"]}
+    assert {r["status"] for r in done.values()} == {"completed"}
+    # one at a time, in the order received, after the merged candidate (v2) was rolled back
+    assert [done["ONE-1"]["model"]["version"], done["ONE-2"]["model"]["version"]] == ["3", "4"]
+    for request_id in done:
+        assert [e.event for e in ledger.show(workspace, request_id).entries] == ["received", "processing", "completed"]

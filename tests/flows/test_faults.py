@@ -256,7 +256,7 @@ def test_a_killed_forget_is_recovered_before_a_train_reads_the_data(workspace, p
 @pytest.mark.parametrize("err, says", [
     (errno.ENOSPC, "no space left on device while writing"),
     (errno.EROFS, "read-only file system while writing"),
-    (errno.EACCES, "permission denied while writing"),
+    (errno.EACCES, "permission denied on"),
 ])
 def test_an_unwritable_project_gives_one_line_exit_2_and_changes_nothing(workspace, people_csv, capsys,
                                                                          monkeypatch, err, says):
