@@ -1,6 +1,8 @@
 """`unlearn`: the one entry point. It builds configs, validates input and calls the flows.
 
-Exit codes: 0 done (and verified), 1 verification failed (nothing promoted), 2 invalid input.
+Exit codes: 0 done (and verified), 1 verification failed (nothing promoted) or a request failed, or
+another run holds the project, 2 invalid input — or a project that cannot be written (disk full,
+read-only, no permission): as for bad input, one line says what to fix and nothing is changed.
 Human-readable progress goes to stderr; with --json, stdout carries exactly one JSON object.
 """
 
@@ -13,7 +15,7 @@ import sys
 from pathlib import Path
 
 from flows import compliance_cli
-from flows.settings import DEMO_TEXT_STEPS, configure_environment, project_root
+from flows.settings import DEMO_TEXT_STEPS, configure_environment, probe_tracking_server, project_root
 from unlearning.errors import UnlearnError
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -110,16 +112,60 @@ def main(argv: list[str] | None = None) -> int:
 
     from pydantic import ValidationError
 
+    if args.command in FLOWS:
+        from flows.settings import keep_run_failures_off_console
+
+        keep_run_failures_off_console()
     try:
+        if args.command in TRACKING:
+            probe_tracking_server()
+        if args.command in RECOVERING:
+            from tasks.release import recover_interrupted
+
+            recover_interrupted(root, args.command)
         return COMMANDS[args.command](args, root)
     except UnlearnError as err:
         print(f"error: {err}", file=sys.stderr)
-        return EXIT_INVALID
+        return getattr(err, "exit_code", EXIT_INVALID)
     except ValidationError as exc:  # any settings object built from user input: one line, no links
         print(f"error: {option_problems(exc)}", file=sys.stderr)
         return EXIT_INVALID
+    except Exception as exc:
+        problem = unwritable(exc)
+        if problem is None:
+            raise
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_INVALID
     except KeyboardInterrupt:
         return 130
+
+
+# Commands that read the data and change the project: what a killed run left is finished first
+# (comply and forget's flows do it too, under the project lock).
+RECOVERING = ("data", "train", "forget")
+FLOWS = ("train", "forget", "comply", "demo", "serve")  # failures reported in one line, not Prefect's traceback
+TRACKING = FLOWS  # commands that use MLflow: a tracking server is probed first
+
+
+def unwritable(exc: Exception) -> str | None:
+    """One line for an OSError of the machine rather than of the input (a full disk, a read-only
+    project, no permission), also when a library wrapped it; None for any other error. The run
+    that met it has rolled its changes back (tasks.release); one that could not is finished by the
+    next command."""
+    import errno
+
+    from tasks.release import unwritable_cause
+
+    err = unwritable_cause(exc)
+    if err is None:
+        return None
+    where = f" while writing {err.filename}" if err.filename else ""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on device{where}; free space and run again"
+    if err.errno == errno.EROFS:
+        return f"the project is on a read-only file system{where}; run it where the project can be written"
+    on = f" on {err.filename}" if err.filename else ""
+    return f"permission denied{on}; run as a user who can write the project"
 
 
 def emit(args, payload: dict, human: str) -> None:
@@ -199,8 +245,9 @@ def cmd_forget(args, root: Path) -> int:
     steps.plan_request.fn(root, args.request, args.method)  # all validation before anything is written
     from flows.forget import forget_flow
 
-    summary = forget_flow(root=str(root), request_path=str(args.request), method=args.method,
-                          keep_superseded_days=keep_days)
+    with release.project_lock(root, "forget"):  # taken here: the flow itself nests under comply's
+        summary = forget_flow(root=str(root), request_path=str(args.request), method=args.method,
+                              keep_superseded_days=keep_days)
     emit(args, summary, format_forget(summary))
     return EXIT_OK if summary.get("verified", summary.get("status") == "completed") else EXIT_FAILED
 
@@ -413,6 +460,7 @@ def cmd_comply(args, root: Path) -> int:
     for r in summary["requests"]:
         where = (f"model {r['model']['name']} v{r['model']['version']}, certificate {r['certificate']}"
                  if r["status"] == "completed" else r["reason"])
+        where += "".join(f"; {record}: {why}" for record, why in sorted(r.get("unchanged", {}).items()))
         lines.append(f"  {r['id']}: {r['status']} — {where}")
     emit(args, summary, "\n".join(lines))
     return EXIT_FAILED if summary["failed"] else EXIT_OK

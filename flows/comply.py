@@ -15,12 +15,9 @@ The recipe, under a lock (one comply run at a time):
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
 import time
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,42 +25,26 @@ import yaml
 from prefect import flow
 
 from flows.forget import forget_flow
-from tasks import ledger, release, steps, tracking
+from tasks import dvc, ledger, release, steps, tracking
 from tasks import references as prefetch
+from unlearning import certificate as cert_lib
 from unlearning import signing
 from unlearning.batching import group_requests, merge_requests
 from unlearning.errors import UnlearnError
 from unlearning.requests import load_request
 from unlearning.verify import describe_failures
 
-LOCK_FILE = ".unlearn/comply.lock"
 CERTIFICATES = ".unlearn/certificates"
 BATCHES = ".unlearn/batches"
 
 
-class ComplyBusy(UnlearnError):
-    """Another comply run holds the lock."""
+ComplyBusy = release.ProjectBusy  # another comply (or forget) run holds the project lock
 
 
-@contextmanager
 def comply_lock(root: Path):
-    """An exclusive advisory lock on .unlearn/comply.lock, held for the whole run; a second run
-    does not wait: it stops with a message naming the holder (its requests stay pending)."""
-    path = root / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise ComplyBusy(f"another `unlearn comply` run is in progress (pid {holder}); "
-                             f"its requests are being processed — run again when it has finished") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+    """The project lock (tasks.release.project_lock), held for the whole run; a second run does
+    not wait: it stops with a message naming the holder (its requests stay pending)."""
+    return release.project_lock(root, "comply")
 
 
 def claim_pending(root: Path) -> list:
@@ -101,7 +82,10 @@ def batch_file(root: Path, requests: list) -> Path:
     """The merged request of a batch, written where `forget` reads request files from, and its
     manifest (batch id → member ids), which lets a later run finish the batch if this process
     dies between the promotion and the ledger's `completed` entries."""
-    digest = hashlib.sha256(",".join(sorted(r.id for r in requests)).encode()).hexdigest()[:10]
+    # over the content, not the ids alone: a batch retried without the parts that change nothing
+    # must not reuse the id of the one first written
+    members = json.dumps(sorted((r.model_dump() for r in requests), key=lambda m: m["id"]), sort_keys=True, default=str)
+    digest = hashlib.sha256(members.encode()).hexdigest()[:10]
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     merged = merge_requests(requests, f"BATCH-{stamp}-{digest}")
     path = root / ".unlearn" / "requests" / f"{merged.id}.yaml"
@@ -208,38 +192,210 @@ def process_batch(root: Path, requests: list, keep_days: int | None = None, path
                   error: str | None = None) -> list[dict]:
     """One forget run for a batch (its merged request file `path`, written now if not given);
     ledger + certificates per request. Never raises for a request's own failure: it is recorded as
-    `failed` with the reason (`error`: the batch already failed before its run)."""
+    `failed` with the reason (`error`: the batch already failed before its run). Parts of a
+    request that change nothing (a label already as asked, a record an earlier request erased)
+    are set aside first; when a batch of several fails, the requests that fail on their own are
+    found and failed alone, and the others are processed without them."""
+    if error is not None:
+        return [fail(root, r, error) for r in requests]
+    notes = no_change_notes(root, requests)
+    todo = [(r, narrowed(r, notes.get(r.id))) for r in requests]
+    results = [complete_unchanged(root, r, notes[r.id]) for r, n in todo if n is None]
+    active = [(r, n) for r, n in todo if n is not None]
+    if not active:
+        return results
+    if path is not None and any(r.id in notes for r, _ in active):
+        manifest_path(root, path.stem).unlink(missing_ok=True)  # written before the notes were known
+        path = None
     try:
-        if error is not None:
-            raise UnlearnError(error)
-        path = path or batch_file(root, requests)
+        path = path or batch_file(root, [n for _, n in active])
         summary = forget_flow(root=str(root), request_path=str(path), keep_superseded_days=keep_days)
+        problem = None if summary.get("verified") else verification_failure(summary)
     except Exception as exc:  # noqa: BLE001 — any step's failure is recorded, the run goes on
-        results = [fail(root, r, first_line(exc)) for r in requests]
-    else:
-        results = complete_batch(root, requests, summary)
+        if environment_error(exc):
+            for request, _ in active:
+                fail_quietly(root, request, first_line(exc))
+            raise
+        problem = first_line(exc)
+    originals = [r for r, _ in active]
+    if problem is None:
+        results += complete_batch(root, originals, summary, notes=notes)
+    elif len(originals) == 1:
+        results.append(fail(root, originals[0], problem))
     if path is not None:
-        manifest_path(root, path.stem).unlink(missing_ok=True)
+        manifest_path(root, path.stem).unlink(missing_ok=True)  # the ledger has every member's outcome
+    if problem is not None and len(originals) > 1:
+        results += find_culprits(root, originals, keep_days)
     return results
+
+
+def find_culprits(root: Path, requests: list, keep_days: int | None) -> list[dict]:
+    """A batch of several failed: the requests the current data refuses on their own fail alone
+    and the rest is processed again as one batch; when each is valid alone (a failed verification,
+    a step's error), they are processed one at a time, in the order received."""
+    refused = {r.id: why for r in requests if (why := plan_problem(root, r)) is not None}
+    results = [fail(root, r, refused[r.id]) for r in requests if r.id in refused]
+    rest = [r for r in requests if r.id not in refused]
+    if refused:
+        return results + (process_batch(root, rest, keep_days) if rest else [])
+    for request in rest:
+        results += process_batch(root, [request], keep_days)
+    return results
+
+
+def plan_problem(root: Path, request) -> str | None:
+    """Why the request alone cannot be planned against the current data and model, or None
+    (nothing is written but a private copy of the request, removed at once)."""
+    alone = narrowed(request, no_change_notes(root, [request]).get(request.id))
+    if alone is None:
+        return None
+    path = root / ".unlearn" / "requests" / f"CHECK-{request.id}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(alone.model_dump(exclude_none=True), sort_keys=False))
+    try:
+        steps.plan_request.fn(root, path)
+    except Exception as exc:  # noqa: BLE001 — whatever stops its plan is the request's reason
+        if environment_error(exc):
+            raise
+        return first_line(exc)
+    finally:
+        path.unlink(missing_ok=True)
+    return None
+
+
+def verification_failure(summary: dict) -> str:
+    failed = describe_failures([c for c in summary.get("checks", []) if not c["passed"]])
+    return f"verification failed ({failed}); nothing promoted"
+
+
+def environment_error(exc: BaseException) -> bool:
+    """A full disk or a project that cannot be written: no request is at fault, every later step
+    would fail the same way, so the run stops (see flows.cli)."""
+    return release.unwritable_cause(exc) is not None
+
+
+def fail_quietly(root: Path, request, reason: str) -> None:
+    """Record the failure if the ledger can still be written; else the next run reclaims it."""
+    try:
+        fail(root, request, reason)
+    except Exception:  # noqa: BLE001 — the run is stopping for a reason already being reported
+        pass
+
+
+# --- parts of a request that change nothing ---------------------------------------------------
+
+UNCHANGED_LABEL = "label already as requested: nothing to change"
+
+
+def no_change_notes(root: Path, requests: list) -> dict[str, dict[str, str]]:
+    """Per request id, the relabelled records the corrected data would not change, with why: the
+    record already carries the label asked for, or an earlier completed request erased it. Label
+    values are not repeated (the certificate names record ids only)."""
+    relabelling = [r for r in requests if r.fix_labels]
+    table = current_table(root, relabelling[0].model) if relabelling else None
+    if table is None:
+        return {}
+    erased: dict[str, str] | None = None
+    notes: dict[str, dict[str, str]] = {}
+    for request in relabelling:
+        for record, label in request.fix_labels.items():
+            if record in table.frame.index:
+                if str(table.frame.at[record, table.target]) == str(label):
+                    notes.setdefault(request.id, {})[record] = UNCHANGED_LABEL
+                continue
+            erased = erased_records(root, request.model) if erased is None else erased
+            if record in erased:
+                notes.setdefault(request.id, {})[record] = (f"record erased by request {erased[record]}: "
+                                                            f"nothing left to relabel")
+    return notes
+
+
+def current_table(root: Path, model: str):
+    """The table the model's production version was trained on, as checked out; None for text and
+    image models, or when it cannot be read (the forget run then reports why)."""
+    from tasks import data as data_store
+    from unlearning.data.tables import Table
+
+    try:
+        tracking.connect(root)
+        production = tracking.require_production(model, root)
+        table = data_store.load_dataset(root, production.tags.get("dataset", model))
+    except UnlearnError:
+        return None
+    return table if isinstance(table, Table) else None
+
+
+def erased_records(root: Path, model: str) -> dict[str, str]:
+    """Record id → the completed ledger request on `model` that deleted it."""
+    erased = {}
+    for record in ledger.list_requests(root, status="completed"):
+        try:
+            request = ledger.load_submitted(root, record.id)
+        except UnlearnError:
+            continue
+        if request.model == model:
+            erased.update({r: record.id for r in request.delete_records})
+    return erased
+
+
+def narrowed(request, notes: dict[str, str] | None):
+    """The request without the relabels that change nothing; None when nothing is left to do."""
+    if not notes:
+        return request
+    fixes = {k: v for k, v in request.fix_labels.items() if k not in notes}
+    rest = request.model_copy(update={"fix_labels": fixes})
+    if not (fixes or rest.delete_records or rest.revoke_features or rest.redact or rest.forget_class):
+        return None
+    return rest
+
+
+def complete_unchanged(root: Path, request, notes: dict[str, str]) -> dict:
+    """A request none of whose parts changes the data: completed without a run, its certificate
+    naming the production version it leaves as it is and, per record, why nothing changed."""
+    tracking.connect(root)
+    production = tracking.require_production(request.model, root)
+    version = dvc.data_version(root)
+    cert = {"format": cert_lib.FORMAT, "issued_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "method": "none", "guarantee": "no change",
+            "model": {"name": request.model, "version": str(production.version), "run_id": production.run_id},
+            "data": {"before": version, "after": version}, "checks": [], "verified": True, "superseded": []}
+    record = ledger.show(root, request.id)
+    cert = {**request_certificate(cert, request, record, request.id, [request.id]),
+            "unchanged": unchanged_entries(notes)}
+    cert_path = write_certificate(root, cert)
+    model = {"name": request.model, "version": str(production.version)}
+    ledger.transition(root, request.id, "completed", certificate=str(cert_path.relative_to(root)),
+                      certificate_sha256=hashlib.sha256(cert_path.read_bytes()).hexdigest(), model=model,
+                      guarantee="no change", method="none", data=cert["data"])
+    return {"id": request.id, "status": "completed", "model": model, "certificate": str(cert_path.relative_to(root)),
+            "batch": None, "unchanged": notes}
+
+
+def unchanged_entries(notes: dict[str, str]) -> list[dict]:
+    return [{"record": record, "reason": why} for record, why in sorted(notes.items())]
 
 
 def first_line(exc: Exception) -> str:
     return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
 
 
-def complete_batch(root: Path, requests: list, summary: dict, members: list[str] | None = None) -> list[dict]:
+def complete_batch(root: Path, requests: list, summary: dict, members: list[str] | None = None,
+                   notes: dict[str, dict[str, str]] | None = None) -> list[dict]:
     """Ledger + signed certificate per request from a batch's forget summary (`members`: every
-    request of the batch, for the certificates; default the requests given)."""
+    request of the batch, for the certificates; default the requests given; `notes`: per request,
+    the records left unchanged and why)."""
     ids = members or [r.id for r in requests]
+    notes = notes or {}
     if not summary.get("verified"):
-        failed = describe_failures([c for c in summary.get("checks", []) if not c["passed"]])
-        return [fail(root, r, f"verification failed ({failed}); nothing promoted") for r in requests]
+        return [fail(root, r, verification_failure(summary)) for r in requests]
     batch_cert = tracking.load_json(summary["run_id"], "certificate.json") or {}
     plots = tracking.run_plots(summary["run_id"])  # embedded in every member's HTML report
     out = []
     for request in requests:
         record = ledger.show(root, request.id)
         cert = request_certificate(batch_cert, request, record, summary["request_id"], ids)
+        if request.id in notes:
+            cert["unchanged"] = unchanged_entries(notes[request.id])
         cert_path = write_certificate(root, cert, plots)
         model = {"name": summary["model"]["name"], "version": summary["model"]["version"]}
         ledger.transition(root, request.id, "completed", certificate=str(cert_path.relative_to(root)),
@@ -247,7 +403,8 @@ def complete_batch(root: Path, requests: list, summary: dict, members: list[str]
                           model=model, guarantee=summary["guarantee"], method=summary["method"],
                           data=summary["data"], run_id=summary["run_id"])
         out.append({"id": request.id, "status": "completed", "model": model,
-                    "certificate": str(cert_path.relative_to(root)), "batch": summary["request_id"]})
+                    "certificate": str(cert_path.relative_to(root)), "batch": summary["request_id"],
+                    **({"unchanged": notes[request.id]} if request.id in notes else {})})
     return out
 
 

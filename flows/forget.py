@@ -18,14 +18,18 @@ from pathlib import Path
 from prefect import flow
 from prefect.runtime import flow_run
 
+from flows.settings import keep_run_failures_off_console
 from tasks import image_steps, release as release_steps, steps, text_steps, tracking
 from unlearning import certificate as cert_lib
 from unlearning.images.verify import ImageVerifyConfig
 from unlearning.methods import Result
 from unlearning.verify import VerifyConfig, describe_failures
 
+keep_run_failures_off_console()
+
 
 @flow(name="forget", log_prints=False, validate_parameters=True)
+@release_steps.under_project_lock("forget")
 def forget_flow(root: str, request_path: str, method: str | None = None,
                 options: dict | None = None, verify_config: VerifyConfig = VerifyConfig(),
                 compare: dict[str, dict] | None = None,

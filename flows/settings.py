@@ -6,6 +6,7 @@ MLflow and DVC telemetry off. Values already set by the user win.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -33,12 +34,66 @@ def configure_environment(root: Path) -> None:
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
+    bound_mlflow_http()
     # Only the value the user started with counts (empty = the project store): MLflow rewrites
     # MLFLOW_TRACKING_URI itself once a store is chosen.
     os.environ.setdefault("UNLEARN_TRACKING_URI", os.environ.get("MLFLOW_TRACKING_URI", ""))
     # MLflow's informational logging and advice warnings would drown the pipeline's own output.
     warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow(\..*)?")
     warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+# MLflow's own HTTP defaults (120 s per request, 7 retries with exponential backoff) keep a command
+# waiting minutes on a tracking server that is down or does not answer. Bounded: a request that
+# has not started answering in 30 s is retried twice, 1 s then 2 s later.
+MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+                        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+PROBE_TIMEOUT_S = 5.0
+
+
+def bound_mlflow_http() -> None:
+    for key, value in MLFLOW_HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def probe_tracking_server() -> None:
+    """A command that will use an MLflow tracking server (MLFLOW_TRACKING_URI=http…) asks it once,
+    at start, whether it is there: one line within seconds instead of MLflow's retries. Any HTTP
+    answer counts as reachable (a server behind authentication answers 401)."""
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    from unlearning.errors import UnlearnError
+
+    uri = os.environ.get("UNLEARN_TRACKING_URI") or ""
+    if not uri.lower().startswith(("http://", "https://")):
+        return
+    parts = urlsplit(uri)
+    shown = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl() \
+        if parts.hostname else uri.split("@")[-1]  # never echo credentials in the URI
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=PROBE_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        return
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise UnlearnError(f"the MLflow tracking server MLFLOW_TRACKING_URI={shown} cannot be reached "
+                           f"({' '.join(str(reason).split()) or type(exc).__name__}); start it, or unset "
+                           f"MLFLOW_TRACKING_URI to use the project's own store") from None
+
+
+def keep_run_failures_off_console() -> None:
+    """Prefect logs a failed task or flow run with its traceback (tens of lines, once per task and
+    flow) on the console; the CLI reports each failure itself, in one line. The run loggers keep
+    their own handler (the Prefect API: the runs' logs stay in the Prefect UI) but no longer pass
+    records to the console handler. Call after prefect is imported: its logging setup leaves
+    `propagate` alone once set."""
+    import prefect.logging.configuration as prefect_logging
+
+    prefect_logging.ensure_logging_setup()
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).propagate = False
 
 
 # The text demo's training budget. Steps, not seconds, so that what the model memorises does not

@@ -10,14 +10,25 @@ with their purge date (`unlearning.purge`), and a purge that fails is retried by
 
 A journal `.unlearn/releases/<run>.json` (the restore point: the text of data.dvc, the model and
 its production version) is written before the first data write and removed when the run has
-finished either way. One left behind by a killed process is finished by the next comply run
-(`recover`, under the comply lock): rolled back if `production` did not move, else committed.
+finished either way. One left behind by a killed process (or by a rollback that itself failed,
+e.g. on a full disk) is finished by whichever command next changes the project — forget, comply,
+train, data add — before it reads anything (`recover_interrupted`, under the project lock):
+rolled back if `production` did not move, else committed.
+
+The project lock (`.unlearn/project.lock`) is held by forget and comply for their whole run, so
+a journal whose run is alive is never taken for an abandoned one; a second such command stops
+with one line naming the holder.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import functools
+import inspect
 import json
 import os
+import sys
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -31,7 +42,15 @@ from unlearning import purge as rule
 from unlearning.errors import UnlearnError
 
 JOURNAL_DIR = Path(".unlearn") / "releases"
+LOCK_FILE = Path(".unlearn") / "project.lock"
 ROLLED_BACK = "rolled_back"
+_HELD: dict[str, int] = {}  # project root → how deep this process holds its lock (comply calls forget)
+
+
+class ProjectBusy(UnlearnError):
+    """Another command holds the project lock. Not bad input: the other run is doing the work."""
+
+    exit_code = 1
 
 
 @dataclass
@@ -126,12 +145,114 @@ def rollback_unless_promoted(lineage: Lineage, plan: Plan, keep_days: int | None
 
 
 def recover(root: Path) -> list[dict]:
-    """Finish the journals of runs that were killed (call only under the comply lock)."""
+    """Finish the journals of runs that were killed (call only under the project lock)."""
     journals = open_journals(root)
     if journals:
         tracking.connect(root)
-    return [finish(root, j, "interrupted: the run stopped before promoting (recovered by a later comply run)")
+    return [finish(root, j, "interrupted: the run stopped before promoting (recovered by a later run)")
             for j in journals]
+
+
+# OSErrors of the machine, not of a request: a full disk (or quota), a read-only or unwritable project
+UNWRITABLE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def unwritable_cause(exc: BaseException) -> OSError | None:
+    """The OSError of an unwritable project behind `exc` (DVC, MLflow and Prefect wrap it), or None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.errno in UNWRITABLE:
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def open_lock_file(path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+
+@contextmanager
+def project_lock(root: Path, command: str, reentrant: bool = False):
+    """An exclusive advisory lock on .unlearn/project.lock for one command's run. A second holder
+    does not wait: ProjectBusy names the first. `reentrant`: a flow another flow of this process
+    may run under its lock (comply runs forget) nests instead."""
+    key = str(Path(root).resolve())
+    if _HELD.get(key):
+        if not reentrant:
+            raise busy(Path(root))
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    fd = open_lock_file(Path(root) / LOCK_FILE)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise busy(Path(root)) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {command}".encode(), 0)
+        _HELD[key] = 1
+        try:
+            yield
+        finally:
+            _HELD.pop(key, None)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def busy(root: Path) -> ProjectBusy:
+    try:
+        pid, _, holder = (root / LOCK_FILE).read_text(errors="replace").strip().partition(" ")
+    except OSError:
+        pid, holder = "", ""
+    return ProjectBusy(f"another `unlearn {holder or 'command'}` run is in progress (pid {pid or 'unknown'}); "
+                       f"its work goes on — run again when it has finished")
+
+
+def under_project_lock(command: str):
+    """A flow decorator: the flow runs under the project lock (nested when its caller holds it)
+    after what a killed run left has been finished, so that it reads the data as production
+    was trained on it."""
+    def wrap(fn):
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            root = Path(signature.bind(*args, **kwargs).arguments["root"])
+            with project_lock(root, command, reentrant=True):
+                for outcome in recover(root):
+                    report_recovery(outcome)
+                return fn(*args, **kwargs)
+        # resolved here: Prefect would resolve the string annotations in this module, not the flow's
+        run.__signature__ = inspect.signature(fn, eval_str=True)
+        return run
+    return wrap
+
+
+def report_recovery(outcome: dict) -> None:
+    what = (f"rolled back (data restored to {outcome['data']['restored']}, production stays "
+            f"v{outcome['production']})" if outcome["outcome"] == "rolled back"
+            else f"committed (production v{outcome['version']})")
+    print(f"recovered an interrupted run of model {outcome['model']}: {what}", file=sys.stderr, flush=True)
+
+
+def recover_interrupted(root: Path, command: str) -> list[dict]:
+    """Finish what a killed run left (its release rolled back or committed) before a command reads
+    the data: without it a rerun of a killed `forget` finds its records already gone from data/
+    while production still holds them. Takes the lock only when there is something to finish, so
+    a command on a fresh project writes nothing."""
+    if not open_journals(root):
+        return []
+    with project_lock(root, command):
+        outcomes = recover(root)
+    for outcome in outcomes:
+        report_recovery(outcome)
+    return outcomes
 
 
 # --- after the promotion --------------------------------------------------------------------------

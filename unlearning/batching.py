@@ -3,8 +3,10 @@
 One update for the union of the requests costs about as much as one of them (one Hessian factor,
 one verification, one retrained reference) and gives the same model as applying them in turn
 would aim at: D' is the same data set either way. Requests that cannot share an update (the same
-label corrected two different ways, two redaction policies, two different classes) are kept apart
-by `group_requests`, which processes them in separate batches.
+label corrected two different ways, a record deleted by one and relabelled by the other, two
+redaction policies, two different classes) are kept apart by `group_requests`, which processes
+them in successive batches in the order received: the later one then meets the data as the
+earlier one left it.
 """
 
 from __future__ import annotations
@@ -17,9 +19,13 @@ from unlearning.requests import AUTO_METHOD, UnlearningRequest
 
 def conflict(a: UnlearningRequest, b: UnlearningRequest) -> str | None:
     """Why two requests on the same model cannot be merged, or None."""
-    for record in set(a.fix_labels) & set(b.fix_labels):
+    for record in sorted(set(a.fix_labels) & set(b.fix_labels)):
         if a.fix_labels[record] != b.fix_labels[record]:
             return f"record {record} is relabelled differently"
+    for deleting, relabelling in ((a, b), (b, a)):
+        both = sorted(set(deleting.delete_records) & set(relabelling.fix_labels))
+        if both:
+            return f"record {both[0]} is deleted by {deleting.id} and relabelled by {relabelling.id}"
     if a.redact is not None and b.redact is not None:
         if a.redact.policy != b.redact.policy:
             return "different redaction policies"
@@ -33,11 +39,14 @@ def conflict(a: UnlearningRequest, b: UnlearningRequest) -> str | None:
 
 
 def group_requests(requests: Iterable[UnlearningRequest]) -> list[list[UnlearningRequest]]:
-    """Per model, greedy batches of mutually mergeable requests, in the order given."""
+    """Per model, greedy batches of mutually mergeable requests, in the order given: a request
+    joins the first batch of its model that comes after every batch holding a request it conflicts
+    with, so conflicting requests are applied in the order they were received."""
     batches: list[list[UnlearningRequest]] = []
     for request in requests:
-        home = next((b for b in batches if b[0].model == request.model
-                     and all(conflict(request, other) is None for other in b)), None)
+        after = max((i for i, b in enumerate(batches) if b[0].model == request.model
+                     and any(conflict(request, other) is not None for other in b)), default=-1)
+        home = next((b for b in batches[after + 1:] if b[0].model == request.model), None)
         if home is None:
             batches.append([request])
         else:

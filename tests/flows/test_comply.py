@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
+
 from flows.cli import main
 from flows.comply import comply_lock
-from tasks import dvc, ledger
+from tasks import dvc, ledger, steps
 from tests.flows.test_pipeline import add_and_train, request_file, run_json
 
 
@@ -82,3 +84,106 @@ def test_a_failing_request_is_recorded_as_failed_with_its_reason(workspace, peop
     record = ledger.show(workspace, "GDPR-F")
     assert record.status == "failed" and "people-b" in record.failure["reason"]
     assert dvc.data_version(workspace) == data_before  # nothing written
+
+
+def submit(capsys, workspace, **content) -> None:
+    code, out = run_json(capsys, ["requests", "submit", str(request_file(workspace, **content))])
+    assert code == 0, out
+
+
+def comply_console(capsys) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(["comply"])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_a_delete_and_a_relabel_of_one_record_are_processed_in_turn_without_tracebacks(workspace, people_csv,
+                                                                                        capsys):
+    add_and_train(people_csv, capsys)
+    submit(capsys, workspace, id="DEL-1", delete_records=["P1005"])
+    submit(capsys, workspace, id="FIX-1", fix_labels={"P1005": "yes"})
+    code, console = comply_console(capsys)
+    # the deletion completes; the relabel then meets data without the record: moot, completed
+    # without a run, its certificate saying why
+    assert code == 0, console
+    assert "Traceback" not in console and "ERROR" not in console
+    assert ledger.show(workspace, "DEL-1").status == "completed"
+    fix = ledger.show(workspace, "FIX-1")
+    assert fix.status == "completed", console
+    line = next(x for x in console.splitlines() if x.strip().startswith("FIX-1:"))
+    assert "P1005: record erased by request DEL-1" in line
+    cert_path = workspace / ".unlearn" / "certificates" / "FIX-1.json"
+    cert = json.loads(cert_path.read_text())
+    assert cert["unchanged"] == [{"record": "P1005", "reason": "record erased by request DEL-1: nothing left to relabel"}]
+    assert main(["certificate", "verify", str(cert_path)]) == 0
+    # nothing left pending: a second run has nothing to do
+    code, out = run_json(capsys, ["comply"])
+    assert code == 0 and out["requests"] == []
+    assert main(["ledger", "verify"]) == 0
+
+
+def test_an_invalid_request_fails_alone_and_the_valid_ones_of_its_batch_complete(workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys)
+    frame = pd.read_csv(people_csv, dtype=str).set_index("person")
+    same = frame.loc["P1040", "label"]
+    submit(capsys, workspace, id="OK-1", delete_records=["P1003"])
+    submit(capsys, workspace, id="BAD-1", delete_records=["P1007"])
+    submit(capsys, workspace, id="OK-2", delete_records=["P1010"], fix_labels={"P1040": same})
+    # P1007 is erased outside the ledger after BAD-1 was accepted: BAD-1 can no longer be applied
+    direct = request_file(workspace, id="DIRECT-1", delete_records=["P1007"])
+    assert main(["forget", str(direct)]) == 0
+
+    code, console = comply_console(capsys)
+    assert code == 1, console  # a request failed: documented exit 1, the others completed
+    assert "Traceback" not in console
+    assert ledger.show(workspace, "BAD-1").status == "failed"
+    reason = ledger.show(workspace, "BAD-1").failure["reason"]
+    assert "P1007" in reason and "not in dataset" in reason
+    (bad_line,) = [x for x in console.splitlines() if "BAD-1" in x]
+    assert "failed" in bad_line and "P1007" in bad_line
+    ok1, ok2 = ledger.show(workspace, "OK-1"), ledger.show(workspace, "OK-2")
+    assert ok1.status == ok2.status == "completed"
+    assert ok1.response["model"] == ok2.response["model"]  # still one batched update
+    cert = json.loads((workspace / ".unlearn" / "certificates" / "OK-2.json").read_text())
+    assert cert["verified"] and cert["unchanged"] == [
+        {"record": "P1040", "reason": "label already as requested: nothing to change"}]
+    table = pd.read_csv(workspace / "data" / "people" / "records.csv", dtype=str).set_index("person")
+    assert not {"P1003", "P1010"} & set(table.index) and table.loc["P1040", "label"] == same
+
+
+def test_a_relabel_to_the_current_label_alone_completes_as_a_no_op(workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys)
+    data_before = dvc.data_version(workspace)
+    same = pd.read_csv(people_csv, dtype=str).set_index("person").loc["P1040", "label"]
+    submit(capsys, workspace, id="NOOP-1", fix_labels={"P1040": same})
+    code, out = run_json(capsys, ["comply"])
+    assert code == 0, out
+    (result,) = out["requests"]
+    assert result["status"] == "completed" and result["model"] == {"name": "people", "version": "1"}
+    assert result["unchanged"] == {"P1040": "label already as requested: nothing to change"}
+    assert dvc.data_version(workspace) == data_before
+    assert main(["certificate", "verify", str(workspace / result["certificate"])]) == 0
+
+
+def test_a_batch_failing_verification_is_retried_one_request_at_a_time(workspace, people_csv, capsys, monkeypatch):
+    add_and_train(people_csv, capsys)
+    submit(capsys, workspace, id="ONE-1", delete_records=["P1003"])
+    submit(capsys, workspace, id="ONE-2", delete_records=["P1004"])
+    real = steps.verify_update
+
+    def strict_on_batches(lineage, plan, *args, **kwargs):
+        metrics, checks, seconds = real(lineage, plan, *args, **kwargs)
+        if len(plan.request.delete_records) > 1:  # injected: the merged update fails verification
+            checks = [{**c, "passed": False} for c in checks]
+        return metrics, checks, seconds
+
+    monkeypatch.setattr(steps, "verify_update", strict_on_batches)
+    code, out = run_json(capsys, ["comply"])
+    assert code == 0, out
+    done = {r["id"]: r for r in out["requests"]}
+    assert {r["status"] for r in done.values()} == {"completed"}
+    # one at a time, in the order received, after the merged candidate (v2) was rolled back
+    assert [done["ONE-1"]["model"]["version"], done["ONE-2"]["model"]["version"]] == ["3", "4"]
+    for request_id in done:
+        assert [e.event for e in ledger.show(workspace, request_id).entries] == ["received", "processing", "completed"]

@@ -4,6 +4,7 @@ were and the request failed with its reason; a rerun succeeds; a killed run is r
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -16,7 +17,8 @@ import pytest
 from dvc.repo import Repo
 from mlflow import MlflowClient
 
-from tasks import dvc, ledger, release, tracking
+from flows.cli import main
+from tasks import dvc, ledger, release, steps, tracking
 from tests.flows.test_pipeline import add_and_train, cache_objects, request_file, run_json
 from unlearning import verify
 
@@ -165,14 +167,14 @@ sys.exit(main(["comply"]))
 """
 
 
-def run_killed(workspace: Path, script: str) -> None:
+def run_killed(workspace: Path, script: str, *args: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "UNLEARN_ROOT": str(workspace),
            "PREFECT_HOME": str(workspace / ".prefect-child")}
     env.pop("PREFECT_API_URL", None)
     log = workspace / "killed-run.log"
     with log.open("w") as out:
         # its own process group: the temporary Prefect server the killed run started outlives it
-        child = subprocess.Popen([sys.executable, "-c", script], cwd=workspace, env=env, stdout=out,
+        child = subprocess.Popen([sys.executable, "-c", script, *args], cwd=workspace, env=env, stdout=out,
                                  stderr=subprocess.STDOUT, start_new_session=True)
         try:
             child.wait(timeout=600)
@@ -206,3 +208,79 @@ def test_a_run_killed_after_its_promotion_is_completed_by_the_next_one(workspace
 @pytest.fixture(autouse=True)
 def no_keep_setting(monkeypatch):
     monkeypatch.delenv("UNLEARN_KEEP_SUPERSEDED_DAYS", raising=False)
+
+
+KILLED_FORGET = """
+import os, sys
+from tasks import tracking
+def killed(*args, **kwargs):
+    os._exit(137)
+tracking.promote = killed  # killed after the corrected data was versioned and the candidate registered
+from flows.cli import main
+sys.exit(main(["forget", sys.argv[1]]))
+"""
+
+
+def test_a_killed_forget_is_rolled_back_by_the_next_command_and_a_rerun_completes(workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys)
+    version = dvc.data_version(workspace)
+    dvc_text, data = (workspace / "data.dvc").read_text(), files(workspace / "data")
+    path = request_file(workspace, id="GDPR-FK", delete_records=REMOVED)
+    run_killed(workspace, KILLED_FORGET, str(path))
+    # what the kill left: the records gone from data/ while production is still trained on them
+    assert dvc.data_version(workspace) != version and production(workspace) == "1"
+
+    capsys.readouterr()
+    code, out = run_json(capsys, ["forget", str(path)])
+    assert code == 0, out
+    assert out["status"] == "completed" and out["data"]["before"] == version  # updated from the restored data
+    assert production(workspace) == out["model"]["version"] == "3"
+    assert MlflowClient().get_model_version("people", "2").tags["rolled_back"].startswith("interrupted")
+    table = pd.read_csv(workspace / "data" / "people" / "records.csv", dtype=str)
+    assert not set(REMOVED) & set(table["person"])
+    assert not list((workspace / release.JOURNAL_DIR).glob("*.json"))
+    assert dvc_text != (workspace / "data.dvc").read_text() and data != files(workspace / "data")
+
+
+def test_a_killed_forget_is_recovered_before_a_train_reads_the_data(workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys)
+    dvc_text, data = (workspace / "data.dvc").read_text(), files(workspace / "data")
+    path = request_file(workspace, id="GDPR-FT", delete_records=REMOVED)
+    run_killed(workspace, KILLED_FORGET, str(path))
+    capsys.readouterr()
+    assert main_ok(["train", "people"])
+    assert "recovered an interrupted run of model people: rolled back" in capsys.readouterr().err
+    assert (workspace / "data.dvc").read_text() == dvc_text and files(workspace / "data") == data
+
+
+@pytest.mark.parametrize("err, says", [
+    (errno.ENOSPC, "no space left on device while writing"),
+    (errno.EROFS, "read-only file system while writing"),
+    (errno.EACCES, "permission denied on"),
+])
+def test_an_unwritable_project_gives_one_line_exit_2_and_changes_nothing(workspace, people_csv, capsys,
+                                                                         monkeypatch, err, says):
+    add_and_train(people_csv, capsys)
+    before = {"dvc_text": (workspace / "data.dvc").read_text(), "data": files(workspace / "data"),
+              "objects": cache_objects(workspace, dvc.data_version(workspace))}
+    path = request_file(workspace, id="GDPR-NS", delete_records=REMOVED)
+    assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+
+    def full(table, folder, *args, **kwargs):
+        raise OSError(err, os.strerror(err), str(Path(folder) / "records.csv"))
+
+    monkeypatch.setattr(steps, "save_table", full)  # the data correction's write
+    for argv in (["forget", str(path)], ["comply"]):
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        captured = capsys.readouterr()
+        console = captured.out + captured.err
+        (line,) = console.strip().splitlines()
+        assert line.startswith("error: ") and says in line and "records.csv" in line, argv
+        assert "Traceback" not in console
+        assert production(workspace) == "1"
+        assert (workspace / "data.dvc").read_text() == before["dvc_text"]
+        assert files(workspace / "data") == before["data"]
+        assert not list((workspace / release.JOURNAL_DIR).glob("*.json"))
+    record = ledger.show(workspace, "GDPR-NS")
+    assert record.status == "failed" and os.strerror(err) in record.failure["reason"]

@@ -32,6 +32,8 @@ def test_redactions_merge_by_fingerprint_and_all_wins():
 
 @pytest.mark.parametrize("a, b, why", [
     (req("A", fix_labels={"7": "yes"}), req("B", fix_labels={"7": "no"}), "relabelled differently"),
+    (req("A", delete_records=["7"]), req("B", fix_labels={"7": "no"}), "deleted by A and relabelled by B"),
+    (req("A", fix_labels={"7": "no"}), req("B", delete_records=["1", "7"]), "deleted by B and relabelled by A"),
     (req("A", model="lm", redact={"policy": "token"}), req("B", model="lm", redact={"policy": "same_format"}),
      "redaction policies"),
     (req("A", delete_records=["1"], method="retrain"), req("B", delete_records=["2"], method="second_order"),
@@ -50,3 +52,11 @@ def test_batches_are_per_model_in_submission_order():
     assert [[r.id for r in g] for g in group_requests(rs)] == [["A", "C"], ["B"], ["D"]]
     with pytest.raises(UnlearnError, match="per model"):
         merge_requests(rs[:2], "X")
+
+
+def test_a_request_conflicting_with_an_earlier_one_is_batched_after_it():
+    # C agrees with A but conflicts with B, received between them: merging C into A's batch
+    # would apply B's label last although C came later
+    rs = [req("A", fix_labels={"5": "yes"}), req("B", fix_labels={"5": "no"}), req("C", fix_labels={"5": "yes"}),
+          req("D", delete_records=["9"]), req("E", model="other", fix_labels={"5": "no"})]
+    assert [[r.id for r in g] for g in group_requests(rs)] == [["A", "D"], ["B"], ["C"], ["E"]]
