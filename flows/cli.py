@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from flows import compliance_cli
-from flows.settings import DEMO_TEXT_STEPS, configure_environment, project_root
+from flows.settings import DEMO_TEXT_STEPS, configure_environment, private_tempdir, project_root
 from unlearning.errors import UnlearnError
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_environment(root)
 
     try:
-        return COMMANDS[args.command](args, root)
+        with private_tempdir(root):
+            return COMMANDS[args.command](args, root)
     except UnlearnError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INVALID
