@@ -14,8 +14,9 @@ keeps θ's dimension, so an unlearned model and the original stay comparable.
 Categories are known by a keyed hash, never by their value: HMAC-SHA256 under a random salt drawn
 at fit time and kept with the encoder, so a saved model (MLflow artifact, cache, reference job)
 holds no raw category — a text-like column may hold e-mails or keys — yet still encodes a new row
-by hashing its value. Columns are named by position (`city=#2`) and ordered by hash, so neither a
-name nor a column's place tells anything about its value. After an erasure the categories that no
+by hashing its value. Columns are named by position (`city=#2`) and ordered by an unkeyed hash of
+the value — the same on every fit, so the same data trains the same model, yet a column's place
+does not say where its value sorts among the others. After an erasure the categories that no
 longer occur in the data are forgotten (`keep_categories_of`): their columns stay, but nothing
 encodes to them any more, and their hashes are gone with the values.
 """
@@ -64,10 +65,10 @@ class Encoder:
         `salt`: the key of the category hashes (default: drawn at random)."""
         salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
         train = table.frame[table.train_mask()]
-        categories = {
-            f: sorted({category_key(salt, str(v)) for v in train[f].dropna().unique()})
-            for f in table.categorical
-        }
+        categories = {}
+        for f in table.categorical:
+            values = sorted({str(v) for v in train[f].dropna().unique()}, key=_column_order)
+            categories[f] = [category_key(salt, v) for v in values]
         columns = _derived_columns(table.features, table.categorical, categories)
         unfitted = cls(
             features=table.features,
@@ -227,6 +228,11 @@ class Encoder:
 def category_key(salt: bytes, value: str) -> str:
     """HMAC-SHA256(salt, value), hex: how the encoder knows a category."""
     return hmac.new(salt, value.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def _column_order(value: str) -> bytes:
+    """Sort key of a category's column (never stored)."""
+    return hashlib.sha256(value.encode("utf-8")).digest()
 
 
 def _derived_columns(
