@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from flows import compliance_cli
-from flows.settings import DEMO_TEXT_STEPS, configure_environment, probe_tracking_server, project_root
+from flows.settings import (DEMO_TEXT_STEPS, configure_environment, private_tempdir, probe_tracking_server,
+                            project_root)
 from unlearning.errors import UnlearnError
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -117,13 +118,14 @@ def main(argv: list[str] | None = None) -> int:
 
         keep_run_failures_off_console()
     try:
-        if args.command in TRACKING:
-            probe_tracking_server()
-        if args.command in RECOVERING:
-            from tasks.release import recover_interrupted
+        with private_tempdir(root):
+            if args.command in TRACKING:
+                probe_tracking_server()
+            if args.command in RECOVERING:
+                from tasks.release import recover_interrupted
 
-            recover_interrupted(root, args.command)
-        return COMMANDS[args.command](args, root)
+                recover_interrupted(root, args.command)
+            return COMMANDS[args.command](args, root)
     except UnlearnError as err:
         print(f"error: {err}", file=sys.stderr)
         return getattr(err, "exit_code", EXIT_INVALID)

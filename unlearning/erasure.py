@@ -73,7 +73,8 @@ def build_problem(bundle: ModelBundle, before: Table, after: Table, b: torch.Ten
         bundle.theta, logreg.Objective(l2=bundle.l2, b=b), data.X, data.y, len(bundle.labels),
         np.concatenate([z_deleted, z_replaced]), X_tilde, y_tilde,
         revoked=_all_revoked_columns(encoder_after), certification=certification, cache=cache)
-    return problem, bundle.with_theta(bundle.theta, encoder=encoder_after), data
+    # values that left the data with the removed records leave the feature map too (D' encodes the same)
+    return problem, bundle.with_theta(bundle.theta, encoder=encoder_after.keep_categories_of(after.frame)), data
 
 
 def unlearned_bundle(bundle_after: ModelBundle, theta: torch.Tensor) -> ModelBundle:

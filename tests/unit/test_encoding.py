@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from unlearning.data.encoding import BIAS_COLUMN, Encoder
+from unlearning.data.encoding import BIAS_COLUMN, Encoder, category_key
 from unlearning.data.tables import correct_table, table_from_frame
 from unlearning.errors import UnlearnError
 
@@ -29,9 +29,8 @@ def make_table(n=300, seed=0):
 def test_columns_and_shape():
     table = make_table()
     encoder = Encoder.fit(table)
-    assert encoder.columns == (
-        "age", "hours", "sex=F", "sex=M", "city=Bergen", "city=Oslo", "city=Tromsø", "const",
-        BIAS_COLUMN,
+    assert encoder.columns == (  # one-hot columns are named by position, never by their value
+        "age", "hours", "sex=#0", "sex=#1", "city=#0", "city=#1", "city=#2", "const", BIAS_COLUMN,
     )
     assert encoder.d == 9 and len(encoder.mean) == len(encoder.std) == 8
     x = encoder.transform(table.frame)
@@ -53,8 +52,8 @@ def test_fit_uses_training_rows_only():
     test_rows = ~table.train_mask()
     frame = table.frame.copy()
     frame.loc[test_rows, "age"] = 1e6  # test rows must not move the standardisation
-    changed = Encoder.fit(type(table)(**{**table.__dict__, "frame": frame}))
-    assert changed.to_dict() == Encoder.fit(table).to_dict()
+    changed = Encoder.fit(type(table)(**{**table.__dict__, "frame": frame}), salt=b"s")
+    assert changed.to_dict() == Encoder.fit(table, salt=b"s").to_dict()
     train = table.frame[table.train_mask()]
     assert changed.mean[0] == pytest.approx(train["age"].mean())
     assert changed.std[0] == pytest.approx(train["age"].std(ddof=0))
@@ -71,7 +70,9 @@ def test_missing_numbers_and_unknown_categories():
     city = encoder.derived_indices("city")
     mean, std = np.array(encoder.mean)[city], np.array(encoder.std)[city]
     np.testing.assert_allclose(x[0, city], -mean / std)  # unseen → all-zero one-hot
-    assert x[1, city].argmax() == encoder.categories["city"].index("Oslo")
+    oslo = table.frame.index[table.train_mask() & (table.frame["city"] == "Oslo")][0]
+    assert x[1, city].argmax() == (encoder.transform(table.frame.loc[[oslo]])[0, city]).argmax()
+    assert np.count_nonzero(x[1, city] != x[0, city]) == 1
 
 
 def test_revoked_features_are_exactly_zero_and_may_be_absent():
@@ -145,3 +146,70 @@ def test_derived_indices_cover_every_column_once():
         encoder.derived_indices("nope")
     with pytest.raises(UnlearnError):
         encoder.with_revoked(["nope"])
+
+
+# -- no category value in what is saved --------------------------------------------------------
+
+def test_a_saved_encoder_holds_no_category_value_and_still_encodes():
+    table = make_table()
+    encoder = Encoder.fit(table)
+    saved = json.dumps(encoder.to_dict(), ensure_ascii=False)
+    values = {v for f in table.categorical for v in table.frame[f].unique()}
+    assert values == {"F", "M", "Oslo", "Bergen", "Tromsø"}
+    assert not [v for v in values if f'"{v}"' in saved or f"={v}" in saved]
+    copy = Encoder.from_dict(json.loads(saved))
+    np.testing.assert_array_equal(copy.transform(table.frame), encoder.transform(table.frame))
+    assert copy == encoder
+
+
+def test_every_fit_has_its_own_salt_and_the_same_design_matrix():
+    """No table of precomputed hashes fits two models (the same category hashes differently), yet
+    the same data gives the same X, column for column: the same model."""
+    table = make_table()
+    first, second = Encoder.fit(table), Encoder.fit(table)
+    assert first.salt != second.salt
+    assert not set(first.categories["city"]) & set(second.categories["city"])
+    np.testing.assert_array_equal(first.transform(table.frame), second.transform(table.frame))
+
+
+def test_categories_absent_from_the_corrected_data_are_forgotten():
+    table = make_table()
+    encoder = Encoder.fit(table)
+    tromso = table.frame.index[table.frame["city"] == "Tromsø"]
+    after = correct_table(table, list(tromso), [], {})
+    forgetting = encoder.keep_categories_of(after.frame)
+    assert forgetting.d == encoder.d and forgetting.columns == encoder.columns  # θ keeps its dimension
+    np.testing.assert_array_equal(forgetting.transform(after.frame), encoder.transform(after.frame))
+    gone = set(encoder.categories["city"]) - set(forgetting.categories["city"])
+    assert len(gone) == 1 and None in forgetting.categories["city"]
+    assert not gone & set(json.dumps(forgetting.to_dict()).split('"'))
+    # an erased value now encodes like any value the model never saw
+    erased = table.frame.loc[tromso[:1]]
+    unseen = erased.assign(city="Paris")
+    np.testing.assert_array_equal(forgetting.transform(erased), forgetting.transform(unseen))
+    assert not np.array_equal(encoder.transform(erased), encoder.transform(unseen))
+    assert forgetting.keep_categories_of(after.frame) == forgetting
+
+
+def test_a_revoked_feature_keeps_no_category():
+    encoder = Encoder.fit(make_table()).with_revoked(["sex"])
+    assert encoder.categories["sex"] == [None, None] and len(encoder.derived_indices("sex")) == 2
+
+
+def test_a_model_saved_with_raw_categories_loads_with_them_hashed():
+    """Bundles written before categories were hashed still load (and encode the same); what is
+    saved again holds hashes only."""
+    table = make_table()
+    encoder = Encoder.fit(table, salt=b"old")
+    old = encoder.to_dict()
+    del old["salt"]
+    for f in table.categorical:
+        raw_of = {category_key(b"old", v): v for v in table.frame[f].unique()}
+        old["categories"][f] = [raw_of[k] for k in encoder.categories[f]]
+    old["columns"] = [c for f in encoder.features
+                      for c in ([f"{f}={v}" for v in old["categories"][f]] if f in table.categorical else [f])]
+    old["columns"].append(BIAS_COLUMN)
+    loaded = Encoder.from_dict(old)
+    np.testing.assert_array_equal(loaded.transform(table.frame), encoder.transform(table.frame))
+    saved = json.dumps(loaded.to_dict(), ensure_ascii=False)
+    assert not [v for f in table.categorical for v in table.frame[f].unique() if f'"{v}"' in saved or f"={v}" in saved]

@@ -10,10 +10,22 @@ common `scale` for every row and leave the bulk of the data with tiny norms (mea
 A revoked feature (science.md §1, "features") keeps its columns, but they are exactly 0 — the
 training mean after standardising — in every row, at fit and at predict time. Keeping the columns
 keeps θ's dimension, so an unlearned model and the original stay comparable.
+
+Categories are known by a keyed hash, never by their value: HMAC-SHA256 under a random salt drawn
+at fit time and kept with the encoder, so a saved model (MLflow artifact, cache, reference job)
+holds no raw category — a text-like column may hold e-mails or keys — yet still encodes a new row
+by hashing its value. Columns are named by position (`city=#2`) and ordered by an unkeyed hash of
+the value — the same on every fit, so the same data trains the same model, yet a column's place
+does not say where its value sorts among the others. After an erasure the categories that no
+longer occur in the data are forgotten (`keep_categories_of`): their columns stay, but nothing
+encodes to them any more, and their hashes are gone with the values.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
@@ -25,18 +37,22 @@ from unlearning.errors import UnlearnError
 
 BIAS_COLUMN = "(bias)"
 CLIP = 3.0  # numeric values beyond ±3 std are clipped (heavy tails would set `scale` otherwise)
+SALT_BYTES = 16
 
 
 @dataclass(frozen=True)
 class Encoder:
     features: tuple[str, ...]
     categorical: tuple[str, ...]
-    categories: dict[str, list[str]]  # per categorical feature, sorted
+    # per categorical feature, the keyed hash of each category in column order; None where a
+    # category was forgotten (its column stays and nothing encodes to it)
+    categories: dict[str, list[str | None]]
     columns: tuple[str, ...]  # derived columns; the last one is the bias
     mean: tuple[float, ...]  # per derived column except the bias
     std: tuple[float, ...]  # idem; 1 where the training std is 0
     scale: float  # max ‖[standardised, 1]‖₂ over the fit rows
     labels: tuple[str, ...]
+    salt: str  # hex; the key of the category hashes
     revoked: tuple[str, ...] = field(default=())
 
     @property
@@ -44,14 +60,16 @@ class Encoder:
         return len(self.columns)
 
     @classmethod
-    def fit(cls, table: Table) -> Encoder:
-        """Fit on the table's training rows only (test rows must not leak into the scaling)."""
+    def fit(cls, table: Table, salt: bytes | None = None) -> Encoder:
+        """Fit on the table's training rows only (test rows must not leak into the scaling).
+        `salt`: the key of the category hashes (default: drawn at random)."""
+        salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
         train = table.frame[table.train_mask()]
-        categories = {
-            f: sorted(str(v) for v in train[f].dropna().unique()) for f in table.categorical
-        }
+        categories = {}
+        for f in table.categorical:
+            values = sorted({str(v) for v in train[f].dropna().unique()}, key=_column_order)
+            categories[f] = [category_key(salt, v) for v in values]
         columns = _derived_columns(table.features, table.categorical, categories)
-        one_hot = {c for c in columns if "=" in c and c.split("=", 1)[0] in table.categorical}
         unfitted = cls(
             features=table.features,
             categorical=table.categorical,
@@ -61,11 +79,13 @@ class Encoder:
             std=(1.0,) * (len(columns) - 1),
             scale=1.0,
             labels=table.labels,
+            salt=salt.hex(),
             revoked=table.revoked,
         )
+        one_hot = {j for f in table.categorical for j in unfitted.derived_indices(f)}
         raw = unfitted._raw(train)  # (n_train, d-1), NaN = missing numeric value
         mean, std = _moments(raw)
-        std = tuple(1.0 if c in one_hot else v for c, v in zip(columns, std))
+        std = tuple(1.0 if j in one_hot else v for j, v in enumerate(std))
         standardised = replace(unfitted, mean=mean, std=std)
         z = standardised._standardise(raw)  # (n_train, d-1)
         return replace(standardised, scale=_max_row_norm(z))
@@ -110,7 +130,19 @@ class Encoder:
         new = [f for f in dict.fromkeys(features) if f not in self.revoked]
         for f in new:
             self.derived_indices(f)  # validates the name
-        return replace(self, revoked=self.revoked + tuple(new))
+        # the columns of a revoked feature are 0 whatever its value: its categories serve no more
+        forgotten = {f: [None] * len(self.categories[f]) for f in new if f in self.categorical}
+        return replace(self, revoked=self.revoked + tuple(new), categories={**self.categories, **forgotten})
+
+    def keep_categories_of(self, frame: pd.DataFrame) -> Encoder:
+        """Same fit, minus the categories no row of `frame` holds (after an erasure: values only
+        removed records had). Their columns stay, so θ keeps its dimension, and encode like an
+        unseen category; the rows of `frame` encode exactly as before."""
+        kept = {}
+        for f, keys in self.categories.items():
+            present = set(self._keys_of(frame[f])) if f in frame.columns else set()
+            kept[f] = [k if k in present else None for k in keys]
+        return replace(self, categories=kept)
 
     def to_dict(self) -> dict:
         return {
@@ -122,20 +154,30 @@ class Encoder:
             "std": list(self.std),
             "scale": self.scale,
             "labels": list(self.labels),
+            "salt": self.salt,
             "revoked": list(self.revoked),
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> Encoder:
+        categories = {f: list(c) for f, c in d["categories"].items()}
+        columns = tuple(d["columns"])
+        salt = d.get("salt")
+        if salt is None:  # saved before categories were hashed: hash them now, in column order
+            key = secrets.token_bytes(SALT_BYTES)
+            categories = {f: [category_key(key, str(v)) for v in c] for f, c in categories.items()}
+            columns = _derived_columns(tuple(d["features"]), tuple(d["categorical"]), categories)
+            salt = key.hex()
         return cls(
             features=tuple(d["features"]),
             categorical=tuple(d["categorical"]),
-            categories={f: list(c) for f, c in d["categories"].items()},
-            columns=tuple(d["columns"]),
+            categories=categories,
+            columns=columns,
             mean=tuple(float(v) for v in d["mean"]),
             std=tuple(float(v) for v in d["std"]),
             scale=float(d["scale"]),
             labels=tuple(d["labels"]),
+            salt=salt,
             revoked=tuple(d.get("revoked", ())),
         )
 
@@ -158,12 +200,20 @@ class Encoder:
             if f in self.revoked:
                 blocks.append(np.full((len(frame), self._width(f)), np.nan))
             elif f in self.categorical:
-                blocks.append(_one_hot(frame[f], self.categories[f]))
+                blocks.append(_one_hot(self._keys_of(frame[f]), self.categories[f]))
             else:
                 blocks.append(_numbers(frame[f], f)[:, None])
         if not blocks:
             return np.zeros((len(frame), 0))
         return np.hstack(blocks).astype(np.float64)
+
+    def _keys_of(self, values: pd.Series) -> pd.Series:
+        """The keyed hash of each value (missing and empty values are the missing category)."""
+        text = values.astype("str").str.strip()
+        text = text.mask(text.isna() | (text == ""), MISSING_CATEGORY)
+        salt = bytes.fromhex(self.salt)
+        keys = {v: category_key(salt, v) for v in pd.unique(text)}  # each distinct value once
+        return text.map(keys)
 
     def _standardise(self, raw: np.ndarray) -> np.ndarray:
         z = (raw - np.asarray(self.mean)) / np.asarray(self.std)  # (n, d-1)
@@ -175,24 +225,34 @@ class Encoder:
         return z
 
 
+def category_key(salt: bytes, value: str) -> str:
+    """HMAC-SHA256(salt, value), hex: how the encoder knows a category."""
+    return hmac.new(salt, value.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def _column_order(value: str) -> bytes:
+    """Sort key of a category's column (never stored)."""
+    return hashlib.sha256(value.encode("utf-8")).digest()
+
+
 def _derived_columns(
-    features: tuple[str, ...], categorical: tuple[str, ...], categories: dict[str, list[str]]
+    features: tuple[str, ...], categorical: tuple[str, ...], categories: dict[str, list]
 ) -> tuple[str, ...]:
+    """Column names; a one-hot column is named by its position, never by its category."""
     columns: list[str] = []
     for f in features:
         if f in categorical:
-            columns.extend(f"{f}={c}" for c in categories[f])
+            columns.extend(f"{f}=#{j}" for j in range(len(categories[f])))
         else:
             columns.append(f)
     return (*columns, BIAS_COLUMN)
 
 
-def _one_hot(values: pd.Series, categories: list[str]) -> np.ndarray:
-    """(n, k) 0/1; an unseen category is all zeros."""
-    text = values.astype("str").str.strip()
-    text = text.mask(text.isna() | (text == ""), MISSING_CATEGORY)
-    codes = pd.Categorical(text, categories=categories).codes  # -1 = unseen
-    out = np.zeros((len(values), len(categories)))
+def _one_hot(keys: pd.Series, categories: list[str | None]) -> np.ndarray:
+    """(n, k) 0/1 from the values' keyed hashes; an unseen or forgotten category is all zeros."""
+    index = {key: j for j, key in enumerate(categories) if key is not None}
+    codes = keys.map(index).fillna(-1).to_numpy(dtype=np.int64)  # -1 = unseen
+    out = np.zeros((len(keys), len(categories)))
     rows = np.flatnonzero(codes >= 0)
     out[rows, codes[rows]] = 1.0
     return out

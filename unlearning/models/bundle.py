@@ -52,7 +52,7 @@ class ModelBundle:
     def to_dict(self) -> dict:
         cert = self.certification
         return {
-            "format": "unlearnflow.logreg/1",
+            "format": "unlearnflow.logreg/2",
             "encoder": self.encoder.to_dict(),
             "l2": self.l2,
             "certification": None if cert is None else {
