@@ -168,15 +168,16 @@ def test_a_relabel_to_the_current_label_alone_completes_as_a_no_op(workspace, pe
 
 def test_a_batch_failing_verification_is_retried_one_request_at_a_time(workspace, people_csv, capsys, monkeypatch):
     add_and_train(people_csv, capsys)
-    submit(capsys, workspace, id="ONE-1", delete_records=["P1003"])
-    submit(capsys, workspace, id="ONE-2", delete_records=["P1004"])
+    # a named method: `auto` would fall back to retraining instead of failing the merged batch
+    submit(capsys, workspace, id="ONE-1", delete_records=["P1003"], method="second_order")
+    submit(capsys, workspace, id="ONE-2", delete_records=["P1004"], method="second_order")
     real = steps.verify_update
 
     def strict_on_batches(lineage, plan, *args, **kwargs):
-        metrics, checks, seconds = real(lineage, plan, *args, **kwargs)
+        metrics, checks, *rest = real(lineage, plan, *args, **kwargs)
         if len(plan.request.delete_records) > 1:  # injected: the merged update fails verification
             checks = [{**c, "passed": False} for c in checks]
-        return metrics, checks, seconds
+        return (metrics, checks, *rest)
 
     monkeypatch.setattr(steps, "verify_update", strict_on_batches)
     code, out = run_json(capsys, ["comply"])
