@@ -25,6 +25,7 @@ import yaml
 from prefect import flow
 
 from flows.forget import forget_flow
+from flows.settings import private_tempdir
 from tasks import dvc, ledger, release, steps, tracking
 from tasks import references as prefetch
 from unlearning import certificate as cert_lib
@@ -426,7 +427,8 @@ def comply_flow(root: str, keep_superseded_days: int | None = None, task_runner:
     keep_days = release.keep_days_setting(keep_superseded_days)
     runner, address = prefetch.runner_setting(task_runner, dask_address)
     workers = prefetch.check_workers(workers)
-    with comply_lock(root_path):
+    # its own temp folder here too: a deployment's run does not start from the CLI (flows.cli.main)
+    with private_tempdir(root_path), comply_lock(root_path):
         recovered = release.recover(root_path) + finish_promoted_batches(root_path) + reclaim_stale(root_path)
         purged = due_purges(root_path)
         claimed = claim_pending(root_path)

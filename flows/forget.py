@@ -18,14 +18,11 @@ from pathlib import Path
 from prefect import flow
 from prefect.runtime import flow_run
 
-from flows.settings import keep_run_failures_off_console
 from tasks import image_steps, release as release_steps, steps, text_steps, tracking
 from unlearning import certificate as cert_lib
 from unlearning.images.verify import ImageVerifyConfig
 from unlearning.methods import Result
 from unlearning.verify import VerifyConfig, describe_failures
-
-keep_run_failures_off_console()
 
 
 @flow(name="forget", log_prints=False, validate_parameters=True)
