@@ -76,7 +76,9 @@ class _NotJson(UnlearnError):
     """Invalid JSON syntax (as opposed to valid JSON that is refused)."""
 
 
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+# The closing quote is optional: an unterminated string then runs to the end (json.loads refuses
+# it anyway) instead of failing and being retried from every quote after it (quadratic).
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"?')
 
 
 def parse_json(text: str, origin: str) -> Any:

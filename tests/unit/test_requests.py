@@ -148,6 +148,26 @@ def test_deep_nesting_is_one_line_not_a_recursion_error(tmp_path, name, text):
     assert "levels deep" in error_of(load_request, write(tmp_path, name, text))
 
 
+def test_a_file_under_the_size_cap_is_read_in_linear_time(tmp_path):
+    """An unterminated string full of escaped quotes made the depth scan start a failing match at
+    every quote (quadratic: 200 KB took minutes, a file just under the cap about an hour); it must
+    cost about what 1 MB of ids does."""
+    import time
+
+    from unlearning.documents import MAX_BYTES
+
+    ids = ", ".join(f'"P{i:07d}"' for i in range(MAX_BYTES // 13))
+    normal = write(tmp_path, "ids.json", f'{{"id": "r", "model": "m", "delete_records": [{ids}]}}')
+    started = time.perf_counter()
+    load_request(normal)
+    budget = 5 * (time.perf_counter() - started) + 0.5
+    hostile = write(tmp_path, "quotes.json", '{"id": "r", "model": "' + '\\"' * 100_000)  # 200 KB
+    assert hostile.stat().st_size <= MAX_BYTES
+    started = time.perf_counter()
+    assert "not valid JSON" in error_of(load_request, hostile)
+    assert time.perf_counter() - started < budget
+
+
 def test_an_oversized_file_is_refused_unread(tmp_path):
     from unlearning.documents import MAX_BYTES
 
