@@ -493,7 +493,6 @@ def seal(root: Path, expect_head: tuple[int, str] | None = None) -> tuple[bool, 
     with _engine(root) as engine:
         if not _exists(engine, ledger_url(root)):
             return _seal_empty(root)
-        key = ledger_key(root)
         with engine.execution_options(ledger_write=True).begin() as conn:
             rows = list(conn.execute(select(entries_table).order_by(entries_table.c.seq)))
             bad = next((r for r in rows if _canonical(r.data) != r.data), None)
@@ -501,6 +500,8 @@ def seal(root: Path, expect_head: tuple[int, str] | None = None) -> tuple[bool, 
                 return False, f"not sealed: entry {bad.seq} holds data that is not its canonical JSON (altered)"
             entries = [_entry(r) for r in rows]
             old_format = lg.is_format_1(entries)
+            # a keyed ledger's key exists somewhere: a new one would only make it read as forged
+            key = ledger_key(root, create=old_format)
             report = lg.verify_entries(entries, key, expect_head, digest=lg.entry_hash if old_format else None)
             if not report.ok:
                 return False, f"not sealed: {report.message}"
@@ -522,7 +523,7 @@ def _seal_empty(root: Path) -> tuple[bool, str]:
     one) is reset to the empty head, which the key holder vouches for."""
     if not head_file(root).exists():
         return True, "ledger empty: nothing to seal"
-    key = ledger_key(root)
+    key = ledger_key(root, create=False)  # the head file was signed with a key that exists
     before = _signed_head_or_none(root, key)
     with _head_lock(root):
         _write_head(root, 0, lg.GENESIS, key)

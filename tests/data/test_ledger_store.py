@@ -382,6 +382,21 @@ def test_a_broken_chain_is_never_sealed(tmp_path):
     assert all_rows(tmp_path) == before and not ledger.head_file(tmp_path).exists()
 
 
+def test_seal_without_the_key_refuses_and_makes_no_key(tmp_path):
+    """Sealing is the key holder's act: without the key (a runner lacking UNLEARN_SIGNING_KEY) it
+    must not draw a new key, after which the intact ledger would read as forged."""
+    from unlearning import signing
+
+    filled(tmp_path)
+    (tmp_path / signing.KEY_FILE).unlink()
+    ledger.head_file(tmp_path).unlink()
+    before = all_rows(tmp_path)
+    with pytest.raises(UnlearnError, match="no signing key"):
+        ledger.seal(tmp_path)
+    assert not (tmp_path / signing.KEY_FILE).exists() and not ledger.head_file(tmp_path).exists()
+    assert all_rows(tmp_path) == before
+
+
 def test_a_lost_head_file_fails_verification_until_the_key_holder_seals(tmp_path):
     filled(tmp_path)
     ledger.head_file(tmp_path).unlink()
