@@ -502,6 +502,10 @@ def seal(root: Path, expect_head: tuple[int, str] | None = None) -> tuple[bool, 
             old_format = lg.is_format_1(entries)
             # a keyed ledger's key exists somewhere: a new one would only make it read as forged
             key = ledger_key(root, create=old_format)
+            if old_format and (signed := _signed_head_or_none(root, key)) is not None and signed[0] > 0:
+                return False, (f"not sealed: the signed head names entry {signed[0]} of a keyed ledger, so this "
+                               "plain SHA-256 chain was written without the key (a rewrite); restore the ledger "
+                               "from a backup")
             report = lg.verify_entries(entries, key, expect_head, digest=lg.entry_hash if old_format else None)
             if not report.ok:
                 return False, f"not sealed: {report.message}"

@@ -372,6 +372,22 @@ def test_a_format_1_ledger_is_reported_refused_for_appends_and_sealed(tmp_path):
         db.execute("DELETE FROM ledger_entries WHERE seq = 7")  # the triggers are back
 
 
+def test_a_keyed_ledger_rewritten_as_format_1_is_never_sealed(tmp_path):
+    """Without the key, someone who can write the database rewrites it as a plain SHA-256 chain
+    (here: the newest entry cut off too). The signed head shows the ledger was keyed already, so
+    sealing it would launder the rewrite: refused."""
+    filled(tmp_path)
+    signed = ledger.head_file(tmp_path).read_bytes()
+    tamper(tmp_path, "DELETE FROM ledger_entries WHERE seq = 6", *ledger.TRIGGERS.values())
+    as_format_1(tmp_path)
+    ledger.head_file(tmp_path).write_bytes(signed)
+    before = all_rows(tmp_path)
+    ok, message = ledger.seal(tmp_path)
+    assert not ok and "not sealed" in message and "signed head" in message
+    assert all_rows(tmp_path) == before and ledger.head_file(tmp_path).read_bytes() == signed
+    assert not ledger.verify_chain(tmp_path)[0]
+
+
 def test_a_broken_chain_is_never_sealed(tmp_path):
     filled(tmp_path)
     as_format_1(tmp_path)
