@@ -182,7 +182,10 @@ def cmd_data(args, root: Path) -> int:
     from unlearning.data.images import ImageDataset
     from unlearning.data.text import TextCorpus
 
-    dataset, version = add_dataset(root, args.name, args.file, args.target, args.id_column, args.replace)
+    from tasks.release import project_lock_once_started
+
+    with project_lock_once_started(root, "data add"):
+        dataset, version = add_dataset(root, args.name, args.file, args.target, args.id_column, args.replace)
     if isinstance(dataset, ImageDataset):
         n_train = int(dataset.train.sum())
         payload = {"name": dataset.name, "kind": "images", "images": len(dataset), "train": n_train,
@@ -228,9 +231,11 @@ def cmd_train(args, root: Path) -> int:
     if isinstance(dataset, ImageDataset):
         default_train_config(dataset, image_config)  # a too-large --subset: one line, nothing recorded
     from flows.train import train_flow
+    from tasks.release import project_lock_once_started
 
-    summary = train_flow(root=str(root), dataset=args.dataset, model=args.model, config=config,
-                         text_config=text_config, image_config=image_config)
+    with project_lock_once_started(root, "train"):  # production must not move under a running release
+        summary = train_flow(root=str(root), dataset=args.dataset, model=args.model, config=config,
+                             text_config=text_config, image_config=image_config)
     m = summary["metrics"]
     quality = (f"held-out perplexity {m['held_out_perplexity']:.2f}" if "held_out_perplexity" in m else
                f"test accuracy {100 * m['test_accuracy']:.2f} %, "

@@ -102,14 +102,14 @@ COMMANDS = {"requests": dispatch, "ledger": dispatch, "certificate": dispatch, "
 
 
 def one_line_errors(command):
-    """UnlearnError → `error: ...` on stderr and exit code 2, as in `unlearn`'s main."""
+    """UnlearnError → `error: ...` on stderr and exit code 2 (1 for a busy project), as in `unlearn`'s main."""
     @functools.wraps(command)
     def run(args, root) -> int:
         try:
             return command(args, Path(root))
         except UnlearnError as err:
             print(f"error: {err}", file=sys.stderr)
-            return EXIT_INVALID
+            return getattr(err, "exit_code", EXIT_INVALID)
     return run
 
 
@@ -267,6 +267,28 @@ def cmd_model_retire(args, root: Path) -> int:
 
     tracking.connect(root)
     production = tracking.require_production(args.name, root)
+    _refuse_with_open_requests(root, args.name)
+    with release.project_lock_once_started(root, "model retire"):
+        return _retire(args, root, production)
+
+
+def _refuse_with_open_requests(root: Path, model: str) -> None:
+    """A request still open for the model would fail on every later `comply` once the model is gone,
+    and its records would never leave the data: process or deny it first."""
+    from tasks import ledger
+
+    open_ids = [r.id for r in ledger.records(root).values()
+                if r.status not in lg.FINAL and r.request.get("model") == model]
+    if open_ids:
+        raise UnlearnError(f"model '{model}' has open erasure requests ({', '.join(open_ids[:5])}"
+                           f"{', ...' if len(open_ids) > 5 else ''}): process them first (`unlearn comply`) "
+                           f"or deny them (`unlearn requests deny ID --basis ...`), then retire it")
+
+
+def _retire(args, root: Path, production) -> int:
+    from tasks import release, tracking
+    from unlearning import purge as rule
+
     now = release.utc_now()
     tracking.set_version_tags(args.name, production.version, {"retired": rule.iso(now),
                                                               rule.PURGE_AFTER: rule.iso(now)})

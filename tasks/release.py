@@ -23,6 +23,7 @@ with one line naming the holder.
 from __future__ import annotations
 
 import errno
+import contextlib
 import fcntl
 import functools
 import inspect
@@ -212,6 +213,17 @@ def busy(root: Path) -> ProjectBusy:
         pid, holder = "", ""
     return ProjectBusy(f"another `unlearn {holder or 'command'}` run is in progress (pid {pid or 'unknown'}); "
                        f"its work goes on — run again when it has finished")
+
+
+def project_lock_once_started(root: Path, command: str):
+    """The project lock for a command that changes data or models (`data add`, `train`, `model
+    retire`), so it cannot move them under a running `forget`/`comply` release. Taken only in a
+    project where `.unlearn/` exists: a forget or comply creates it (its lock lives there) before
+    doing anything, so where it is absent none has run — and a refused input on a new project
+    leaves no lock file behind."""
+    if not (Path(root) / LOCK_FILE).parent.exists():
+        return contextlib.nullcontext()
+    return project_lock(root, command)
 
 
 def under_project_lock(command: str):

@@ -69,3 +69,40 @@ def test_a_forget_while_comply_runs_stops_in_one_line(workspace, people_csv, cap
         captured = capsys.readouterr()
     (line,) = (captured.out + captured.err).strip().splitlines()
     assert "another `unlearn comply` run is in progress" in line
+
+
+def test_data_train_and_retire_wait_for_no_release_they_could_break(workspace, people_csv, capsys):
+    """`data add --replace`, `train` and `model retire` change what a running forget/comply release
+    reads or promotes: while one holds the project lock they stop in one line, changing nothing."""
+    from tests.flows.test_pipeline import add_and_train
+
+    add_and_train(people_csv, capsys)
+    (workspace / ".unlearn").mkdir(exist_ok=True)  # a project where comply has run
+    commands = [["data", "add", "people", "--file", str(people_csv), "--target", "label", "--id", "person",
+                 "--replace"], ["train", "people"], ["model", "retire", "people"]]
+    for argv in commands:
+        before = {p: p.stat().st_mtime_ns for p in (workspace / "data").rglob("*") if p.is_file()}
+        with comply_lock(workspace):
+            capsys.readouterr()
+            assert main(argv) == 1, argv
+            captured = capsys.readouterr()
+        (line,) = (captured.out + captured.err).strip().splitlines()
+        assert "another `unlearn comply` run is in progress" in line, argv
+        assert {p: p.stat().st_mtime_ns for p in (workspace / "data").rglob("*") if p.is_file()} == before
+    capsys.readouterr()
+    assert main(["model", "retire", "people", "--json"]) == 0  # production was left as it was
+
+
+def test_a_model_with_open_requests_is_not_retired(workspace, people_csv, capsys):
+    """Retiring it would leave the request failing on every comply and its records in the data."""
+    from tests.flows.test_pipeline import add_and_train, request_file
+
+    add_and_train(people_csv, capsys)
+    assert main(["requests", "submit", str(request_file(workspace, id="OPEN-1", delete_records=["P1003"]))]) == 0
+    capsys.readouterr()
+    assert main(["model", "retire", "people"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "open erasure requests (OPEN-1)" in line and "unlearn comply" in line
+    assert main(["comply"]) == 0
+    capsys.readouterr()
+    assert main(["model", "retire", "people"]) == 0
