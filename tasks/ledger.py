@@ -64,7 +64,6 @@ URL_ENV = "UNLEARN_LEDGER_URL"
 LEDGER_FILE = "ledger.db"
 REQUESTS_DIR = Path(".unlearn") / "requests" / "ledger"
 HEAD_FILE = Path(".unlearn") / "ledger.head"
-HEAD_LOCK = Path(".unlearn") / "ledger.head.lock"
 APPEND_ATTEMPTS = 20
 SQLITE_BUSY_TIMEOUT_S = 60
 CONNECT_TIMEOUT_S = 5
@@ -582,7 +581,10 @@ def ledger_key(root: Path, create: bool = True) -> bytes:
 
 
 def head_file(root: Path) -> Path:
-    return Path(root) / HEAD_FILE
+    """UNLEARN_LEDGER_HEAD when set — a place that outlives the checkout, e.g. on a CI runner whose
+    workspace is cleaned, beside a shared ledger database — else `.unlearn/ledger.head`."""
+    configured = os.environ.get("UNLEARN_LEDGER_HEAD", "").strip()
+    return Path(configured).expanduser() if configured else Path(root) / HEAD_FILE
 
 
 def _signed_head(root: Path, key: bytes) -> tuple[int, str] | None:
@@ -616,7 +618,7 @@ def _write_head(root: Path, seq: int, mac: str, key: bytes) -> None:
 
 @contextmanager
 def _head_lock(root: Path) -> Iterator[None]:
-    path = Path(root) / HEAD_LOCK
+    path = head_file(root).with_name(head_file(root).name + ".lock")  # beside the head it guards
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:

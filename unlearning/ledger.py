@@ -253,6 +253,14 @@ def read_head(document: Any, key: bytes) -> tuple[int, str]:
     return seq, mac
 
 
+# How far the database may run ahead of its signed head: appends stopped between their commit and
+# their head write, or still running beside this one. Bounded so that a head file put back from
+# long ago (the empty head a ledger starts from is the same for every ledger under one key) cannot
+# vouch for whatever is left after a cut; a cut back to a recent head copy is caught only by a head
+# kept elsewhere (`--expect-head`).
+MAX_UNSIGNED = 8
+
+
 @dataclass(frozen=True)
 class HeadCheck:
     ok: bool
@@ -269,14 +277,19 @@ def check_head(entries: list[Entry], signed: tuple[int, str] | None, where: str)
     verified, so only a key holder wrote them — an append whose process stopped (or is still
     running) between its commit and its head write; the caller moves the head forward."""
     ordered = sorted(entries, key=lambda e: e.seq)
-    last = ordered[-1].seq if ordered else 0
+    last = ordered[-1].seq if ordered else 0  # seqs run 1..last without a gap (verified by the caller)
     if signed is None:
         if not ordered:
             return HeadCheck(True, "", None, 0)
-        return HeadCheck(False, f"no signed head ({where}) for a ledger of {len(ordered)} entries: it was deleted, or "
+        return HeadCheck(False, f"no signed head ({where}) for a ledger of {last} entries: it was deleted, or "
                          "this is not the project checkout that writes the ledger; if you hold the key and the ledger "
                          "is as you expect, `unlearn ledger seal` signs its current head", 1, 0)
     seq, mac = signed
+    if last - seq > MAX_UNSIGNED:
+        return HeadCheck(False, f"the signed head ({where}) names entry {seq} but the ledger holds {last} entries: more "
+                         f"than {MAX_UNSIGNED} appends never moved it (or an old head file was put back); if you "
+                         "hold the key and the ledger is as you expect, `unlearn ledger seal` signs its current "
+                         "head", seq, 0)
     if seq == 0:
         return HeadCheck(True, "", None, last)
     found = next((e for e in ordered if e.seq == seq), None)

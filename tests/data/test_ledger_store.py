@@ -564,3 +564,36 @@ def test_a_truncated_salt_is_refused_rather_than_used(tmp_path):
     (tmp_path / ".unlearn" / "salt").write_bytes(b"short")
     with pytest.raises(UnlearnError, match="truncated"):
         project_salt(tmp_path)
+
+
+# --- an old head file put back ---------------------------------------------------------------------
+
+def test_the_empty_head_put_back_cannot_vouch_for_what_a_cut_left(tmp_path):
+    """The empty head every ledger starts from (the same for every ledger under one key) is kept,
+    the ledger grows, then the head is put back and the newest entries are cut off: only a cut
+    short enough to pass as appends whose heads are still being written would go unseen."""
+    ledger.submit(tmp_path, req("REQ-0"), received=T0, channel="email", now=T0)
+    empty_head = lg.sign_head(ledger.ledger_key(tmp_path), 0, lg.GENESIS)
+    filled(tmp_path, n=lg.MAX_UNSIGNED + 4)
+    newest = len(all_rows(tmp_path))
+    assert ledger.verify_chain(tmp_path)[:2] == (True, None)
+    keep = lg.MAX_UNSIGNED + 2
+    tamper(tmp_path, f"DELETE FROM ledger_entries WHERE seq > {keep}")
+    ledger.head_file(tmp_path).write_text(lg.canonical_json(empty_head) + "\n")
+    ok, first_bad, message = ledger.verify_chain(tmp_path)
+    assert not ok and f"holds {keep} entries" in message and "ledger seal" in message, message
+    with pytest.raises(UnlearnError, match="ledger verify"):
+        ledger.submit(tmp_path, req("REQ-X"), now=T0)
+    assert keep < newest
+
+
+def test_the_signed_head_can_live_outside_the_checkout(tmp_path, monkeypatch):
+    """UNLEARN_LEDGER_HEAD: a CI runner whose workspace is cleaned keeps the head beside it."""
+    project, elsewhere = tmp_path / "checkout", tmp_path / "runner-state" / "ledger.head"
+    project.mkdir()
+    monkeypatch.setenv("UNLEARN_LEDGER_HEAD", str(elsewhere))
+    filled(project)
+    assert elsewhere.is_file() and not (project / ".unlearn" / "ledger.head").exists()
+    assert ledger.verify_chain(project)[:2] == (True, None)
+    tamper(project, "DELETE FROM ledger_entries WHERE seq = (SELECT MAX(seq) FROM ledger_entries)")
+    assert ledger.verify_chain(project)[0] is False  # the cut is still found from there
