@@ -217,11 +217,10 @@ def busy(root: Path) -> ProjectBusy:
 
 def project_lock_once_started(root: Path, command: str):
     """The project lock for a command that changes data or models (`data add`, `train`, `model
-    retire`), so it cannot move them under a running `forget`/`comply` release. Taken only in a
-    project where `.unlearn/` exists: a forget or comply creates it (its lock lives there) before
-    doing anything, so where it is absent none has run — and a refused input on a new project
-    leaves no lock file behind."""
-    if not (Path(root) / LOCK_FILE).parent.exists():
+    retire`), so it cannot move them under a running `forget`/`comply` release. Taken only where
+    the lock file exists: a forget or comply creates it before doing anything else, so where it
+    is absent none has run — and a refused input on a new project leaves no lock file behind."""
+    if not (Path(root) / LOCK_FILE).exists():
         return contextlib.nullcontext()
     return project_lock(root, command)
 

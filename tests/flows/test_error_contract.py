@@ -77,7 +77,8 @@ def test_data_train_and_retire_wait_for_no_release_they_could_break(workspace, p
     from tests.flows.test_pipeline import add_and_train
 
     add_and_train(people_csv, capsys)
-    (workspace / ".unlearn").mkdir(exist_ok=True)  # a project where comply has run
+    capsys.readouterr()
+    assert main(["comply"]) == 0  # a project where comply has run: its lock file exists
     commands = [["data", "add", "people", "--file", str(people_csv), "--target", "label", "--id", "person",
                  "--replace"], ["train", "people"], ["model", "retire", "people"]]
     for argv in commands:
