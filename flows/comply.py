@@ -289,25 +289,27 @@ UNCHANGED_LABEL = "label already as requested: nothing to change"
 
 
 def no_change_notes(root: Path, requests: list) -> dict[str, dict[str, str]]:
-    """Per request id, the relabelled records the corrected data would not change, with why: the
-    record already carries the label asked for, or an earlier completed request erased it. Label
-    values are not repeated (the certificate names record ids only)."""
-    relabelling = [r for r in requests if r.fix_labels]
-    table = current_table(root, relabelling[0].model) if relabelling else None
+    """Per request id, the records the corrected data would not change, with why: a relabelled
+    record already carries the label asked for, or an earlier completed request erased a record
+    this one relabels or deletes (two requests naming one record, the second batched after the
+    first). Label values are not repeated (the certificate names record ids only)."""
+    touching = [r for r in requests if r.fix_labels or r.delete_records]
+    table = current_table(root, touching[0].model) if touching else None
     if table is None:
         return {}
     erased: dict[str, str] | None = None
     notes: dict[str, dict[str, str]] = {}
-    for request in relabelling:
-        for record, label in request.fix_labels.items():
+    for request in touching:
+        for record, label in [*request.fix_labels.items(), *((r, None) for r in request.delete_records)]:
             if record in table.frame.index:
-                if str(table.frame.at[record, table.target]) == str(label):
+                if label is not None and str(table.frame.at[record, table.target]) == str(label):
                     notes.setdefault(request.id, {})[record] = UNCHANGED_LABEL
                 continue
             erased = erased_records(root, request.model) if erased is None else erased
             if record in erased:
+                left = "relabel" if label is not None else "erase"
                 notes.setdefault(request.id, {})[record] = (f"record erased by request {erased[record]}: "
-                                                            f"nothing left to relabel")
+                                                            f"nothing left to {left}")
     return notes
 
 
@@ -340,11 +342,12 @@ def erased_records(root: Path, model: str) -> dict[str, str]:
 
 
 def narrowed(request, notes: dict[str, str] | None):
-    """The request without the relabels that change nothing; None when nothing is left to do."""
+    """The request without the parts that change nothing; None when nothing is left to do."""
     if not notes:
         return request
     fixes = {k: v for k, v in request.fix_labels.items() if k not in notes}
-    rest = request.model_copy(update={"fix_labels": fixes})
+    rest = request.model_copy(update={"fix_labels": fixes,
+                                      "delete_records": [r for r in request.delete_records if r not in notes]})
     if not (fixes or rest.delete_records or rest.revoke_features or rest.redact or rest.forget_class):
         return None
     return rest

@@ -123,6 +123,27 @@ def test_a_delete_and_a_relabel_of_one_record_are_processed_in_turn_without_trac
     assert main(["ledger", "verify"]) == 0
 
 
+def test_a_record_two_requests_name_is_erased_once_and_the_later_request_still_completes(workspace, people_csv,
+                                                                                         capsys):
+    """DEL-A erases P1003 and P1004; DEL-B (batched after it: it relabels P1004) also deletes P1003
+    and P1006. P1003 and P1004 are gone when DEL-B's turn comes: those parts are moot, the rest is
+    done, and DEL-B is not failed (it would fail on every later run)."""
+    add_and_train(people_csv, capsys)
+    submit(capsys, workspace, id="DEL-A", delete_records=["P1003", "P1004"])
+    submit(capsys, workspace, id="DEL-B", delete_records=["P1003", "P1006"], fix_labels={"P1004": "yes"})
+    code, out = run_json(capsys, ["comply"])
+    assert code == 0, out
+    assert {r["id"]: r["status"] for r in out["requests"]} == {"DEL-A": "completed", "DEL-B": "completed"}
+    cert = json.loads((workspace / ".unlearn" / "certificates" / "DEL-B.json").read_text())
+    assert sorted(cert["unchanged"], key=lambda e: e["record"]) == [
+        {"record": "P1003", "reason": "record erased by request DEL-A: nothing left to erase"},
+        {"record": "P1004", "reason": "record erased by request DEL-A: nothing left to relabel"}]
+    records = pd.read_csv(workspace / "data" / "people" / "records.csv", dtype=str)["person"]
+    assert not {"P1003", "P1004", "P1006"} & set(records)
+    code, out = run_json(capsys, ["comply"])
+    assert code == 0 and out["requests"] == []
+
+
 def test_an_invalid_request_fails_alone_and_the_valid_ones_of_its_batch_complete(workspace, people_csv, capsys):
     add_and_train(people_csv, capsys)
     frame = pd.read_csv(people_csv, dtype=str).set_index("person")
