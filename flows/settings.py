@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from unlearning.processes import process_alive
+
 TEMP_DIR = Path(".unlearn") / "tmp"
 LOCK_FILE = ".owner.lock"
 LOCK_GRACE_SECONDS = 60
@@ -166,7 +168,7 @@ def _is_stale(entry: Path) -> bool:
     if _locked(entry):
         return False
     pid = entry.name.split(".", 1)[0]
-    if pid.isdigit() and not _pid_alive(int(pid)):
+    if pid.isdigit() and not process_alive(int(pid)):
         return True
     return time.time() - entry.lstat().st_mtime > LOCK_GRACE_SECONDS
 
@@ -180,16 +182,6 @@ def _locked(entry: Path) -> bool:
         return True
     except OSError:  # no lock file (killed before it was made) or not a folder
         return False
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # The text demo's training budget. Steps, not seconds, so that what the model memorises does not

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from unlearning.errors import UnlearnError
+from unlearning.processes import process_alive
 
 RECORDS_FILE = "records.csv"
 SCHEMA_FILE = "schema.json"
@@ -445,15 +446,7 @@ def _writer_alive(entry: Path, pid: str | None) -> bool:
         import time
 
         return time.time() - entry.stat().st_mtime < _LEGACY_STALE_SECONDS
-    if int(pid) == os.getpid():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
+    return int(pid) == os.getpid() or process_alive(int(pid))
 
 
 def load_table(directory: Path) -> Table:
