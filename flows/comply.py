@@ -348,9 +348,7 @@ def narrowed(request, notes: dict[str, str] | None):
     fixes = {k: v for k, v in request.fix_labels.items() if k not in notes}
     rest = request.model_copy(update={"fix_labels": fixes,
                                       "delete_records": [r for r in request.delete_records if r not in notes]})
-    if not (fixes or rest.delete_records or rest.revoke_features or rest.redact or rest.forget_class):
-        return None
-    return rest
+    return rest if rest.kinds() else None
 
 
 def complete_unchanged(root: Path, request, notes: dict[str, str]) -> dict:
