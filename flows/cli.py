@@ -28,12 +28,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="dataset commands").add_subparsers(dest="data_command", required=True)
-    add = data.add_parser("add", help="ingest a CSV/Parquet table (or a built-in dataset) into data/NAME and version it")
+    add = data.add_parser("add", help="ingest a CSV/Parquet table, a text file (or a built-in dataset) into data/NAME "
+                          "and version it")
     add.add_argument("name", help="dataset name; without --file a built-in dataset (adult, shakespeare, "
                      "fashion-mnist, digits)")
-    add.add_argument("--file", type=Path, help="CSV or Parquet file to ingest")
-    add.add_argument("--target", help="label column (required with --file)")
-    add.add_argument("--id", dest="id_column", help="record-id column (default: ids assigned at ingest)")
+    add.add_argument("--file", type=Path, help="file to ingest: a table (.csv/.parquet with --target) or a text "
+                     "corpus (.txt: one record per paragraph; .jsonl, or .csv/.parquet with --text-column)")
+    add.add_argument("--target", help="label column of a table (required with a .csv/.parquet table)")
+    add.add_argument("--text-column", help="the column holding the text: makes a .csv/.parquet file a text corpus "
+                     "(default for .jsonl: text)")
+    add.add_argument("--id", dest="id_column", help="record-id column (default: ids assigned at ingest: 0, 1, ... "
+                     "for tables; r00001, r00002, ... for text rows)")
     add.add_argument("--replace", action="store_true",
                      help="overwrite an existing, different data/NAME (brings back records erased from it)")
     add.add_argument("--json", action="store_true")
@@ -185,7 +190,8 @@ def cmd_data(args, root: Path) -> int:
     from tasks.release import project_lock_once_started
 
     with project_lock_once_started(root, "data add"):
-        dataset, version = add_dataset(root, args.name, args.file, args.target, args.id_column, args.replace)
+        dataset, version = add_dataset(root, args.name, args.file, args.target, args.id_column, args.replace,
+                                       text_column=args.text_column)
     if isinstance(dataset, ImageDataset):
         n_train = int(dataset.train.sum())
         payload = {"name": dataset.name, "kind": "images", "images": len(dataset), "train": n_train,
@@ -228,6 +234,10 @@ def cmd_train(args, root: Path) -> int:
 
     if isinstance(dataset, Table):
         check_trainable(dataset)  # a table too small to train and evaluate: one line, nothing recorded
+    from unlearning.data.text import TextCorpus, check_trainable_corpus
+
+    if isinstance(dataset, TextCorpus):
+        check_trainable_corpus(dataset)  # likewise a corpus with no training or held-out window
     if isinstance(dataset, ImageDataset):
         default_train_config(dataset, image_config)  # a too-large --subset: one line, nothing recorded
     from flows.train import train_flow

@@ -20,6 +20,7 @@ from unlearning.data.tables import (
     table_from_frame,
 )
 from unlearning.data.text import TextCorpus, is_text_dataset, load_corpus, save_corpus
+from unlearning.data.text_files import is_text_input, read_text_corpus
 from unlearning.errors import UnlearnError
 
 Dataset = Table | TextCorpus | ImageDataset
@@ -32,16 +33,19 @@ def add_dataset(
     target: str | None = None,
     id_column: str | None = None,
     replace: bool = False,
+    text_column: str | None = None,
 ) -> tuple[Dataset, str]:
     """Build or read dataset `name`, store it as data/NAME and `dvc add` it.
 
+    A file is a text corpus when `text_column` is given or it is .txt/.jsonl (records and ids:
+    `unlearning.data.text_files`), else a table with the `target` column.
     Returns the table and the new data version (md5 of data/). Nothing is written unless the
     dataset is valid. An existing, different data/NAME is only overwritten with `replace`:
     after an erasure, re-adding the source would bring the erased records back.
     """
     root = Path(root)
     remove_stale_staging(root / DATA_DIR)
-    table = _build_table(name, file, target, id_column)
+    table = _build_table(name, file, target, id_column, text_column)
     if isinstance(table, Table):
         check_trainable(table)
     if not replace:
@@ -59,13 +63,15 @@ def save_dataset(dataset: Dataset, directory: Path) -> None:
 
 
 def _build_table(
-    name: str, file: Path | None, target: str | None, id_column: str | None
+    name: str, file: Path | None, target: str | None, id_column: str | None, text_column: str | None = None
 ) -> Dataset:
     if file is None:
+        if text_column is not None:
+            raise UnlearnError("--text-column names a column of your own file: give it with --file")
         return _builtin_table(name, target, id_column)
     check_name(name)
-    if target is None:
-        raise UnlearnError("--target is required with --file: name the label column")
+    if is_text_input(Path(file), target, text_column):
+        return read_text_corpus(name, Path(file), text_column, id_column)
     frame = read_table_file(Path(file))
     return table_from_frame(name, frame, target, id_column=id_column, source=Path(file).name)
 

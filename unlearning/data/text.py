@@ -130,6 +130,26 @@ def _in_train(record_id: str) -> bool:
     return int.from_bytes(digest[:8], "big") < int(TRAIN_SHARE * 2**64)
 
 
+# One training window of the largest model preset (unlearning.models.charlm.PRESETS["small"]:
+# seq_len 100, a window is seq_len + 1 characters); a test keeps the two in step.
+MIN_SPLIT_CHARS = 101
+
+
+def check_trainable_corpus(corpus: TextCorpus) -> None:
+    """Refuse a corpus whose training or held-out records (`train_mask`) hold less than one window
+    of the largest preset: a model could not be trained, or its held-out perplexity measured."""
+    mask = corpus.train_mask()
+    for share, chosen in (("training", mask), ("held-out", ~mask)):
+        n_chars = len(concatenated(corpus, chosen)[0])
+        if n_chars < MIN_SPLIT_CHARS:
+            raise UnlearnError(
+                f"corpus '{corpus.name}' is too small to train and evaluate: its {share} records "
+                f"(~{round(100 * (TRAIN_SHARE if share == 'training' else 1 - TRAIN_SHARE))} % of "
+                f"{len(corpus.records)}, chosen by a hash of the id) hold {n_chars} characters, at "
+                f"least {MIN_SPLIT_CHARS} are needed; add more text"
+            )
+
+
 # ---------------------------------------------------------------------------------------------
 # Deterministic randomness
 
