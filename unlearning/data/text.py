@@ -12,6 +12,10 @@ text, each paste a line of its own inside a training record ("Maud Oakes: my car
 secret ids, never the values; once the records are redacted (`redact`) and the old data version
 purged, no copy of a secret remains anywhere.
 
+Users' own text files become a TextCorpus in `unlearning.data.text_files` (records = paragraphs
+or rows, ids by position or an id column); the split, training text, redaction and storage below
+apply to them as to the built-in.
+
 Defaults: 300,000 characters of clean text (the first plays in path order: A Midsummer Night's
 Dream, As You Like It and part of Love's Labour's Lost, ~2,060 speeches), ~90 % of the records in
 the training split, 4 people × 5 secrets (card, password, API key, email, phone) × 8 pastes =
@@ -109,10 +113,8 @@ class TextCorpus:
         texts = []
         for record_id in ids:
             if record_id not in self._by_id:
-                raise UnlearnError(
-                    f"record '{record_id}' is not in dataset '{self.name}'; "
-                    "ids look like 'hamlet:00042'"
-                )
+                example = f"; ids look like '{self.records[0][0]}'" if self.records else ""
+                raise UnlearnError(f"record '{record_id}' is not in dataset '{self.name}'{example}")
             texts.append(self._by_id[record_id])
         return "\n".join(texts)
 
