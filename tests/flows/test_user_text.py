@@ -1,7 +1,8 @@
 """A user's own text corpus end to end (issue 12): a .txt file the test writes (not a built-in)
 with a planted card number and password → `data add --file` → `scan` finds both → `train` (tiny)
-→ `detect` measures their exposure and writes a `redact` request → the ledger and `comply` → verified, certificate signed → the
-superseded corpus purged: neither secret is left in data/, the DVC cache or remote, or MLflow."""
+→ `detect` measures their exposure and writes a `redact` request → the card removed by `forget`,
+the password through the ledger and `comply` → verified, certificate signed → the superseded
+corpus purged: neither secret is left in data/, the DVC cache or remote, or MLflow."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from flows.cli import main
@@ -54,6 +56,13 @@ def notes_corpus(n_paragraphs: int = 320) -> tuple[str, dict[str, str]]:
     return "\n\n".join(paragraphs) + "\n", secrets
 
 
+def request_from(workspace: Path, detected: dict, request_id: str, fingerprint: str) -> Path:
+    path = workspace / f"{request_id}.yaml"
+    redact = {**detected["redact"], "findings": [fingerprint]}
+    path.write_text(yaml.safe_dump({**detected, "id": request_id, "method": "retrain", "redact": redact}))
+    return path
+
+
 def test_a_users_text_file_is_scanned_trained_forgotten_verified_and_purged(workspace, tmp_path_factory, capsys):
     source = tmp_path_factory.mktemp("user-files") / "notes.txt"  # outside the project, as a user's file
     text, secrets = notes_corpus()
@@ -79,14 +88,24 @@ def test_a_users_text_file_is_scanned_trained_forgotten_verified_and_purged(work
     assert detected["findings"] == {"card": 1, "secret": 1}
     assert {r["fingerprint"] for r in detected["secrets"]} == {f["fingerprint"] for f in scanned["findings"]}
     assert all(r["exposure"] > 0 for r in detected["secrets"])
-    request = workspace / "REQ-NOTES-1.yaml"  # detect's request, with retraining: exact and fast here
-    content = yaml.safe_load(Path(detected["request"]).read_text())
-    request.write_text(yaml.safe_dump({**content, "id": "REQ-NOTES-1", "method": "retrain"}))
-    assert run_json(capsys, ["requests", "submit", str(request)])[0] == 0
+    detected_request = yaml.safe_load(Path(detected["request"]).read_text())
+    card = next(f["fingerprint"] for f in scanned["findings"] if f["detector"] == "card")
+    password = next(f["fingerprint"] for f in scanned["findings"] if f["detector"] == "secret")
+
+    # the card through `forget`, the password through the ledger and `comply`; detect's request,
+    # narrowed to one finding each, with retraining: exact and fast on a tiny model
+    forget_request = request_from(workspace, detected_request, "REQ-NOTES-1", card)
+    code, forgot = run_json(capsys, ["forget", str(forget_request)])
+    assert code == 0 and forgot["verified"] and forgot["guarantee"] == "exact", forgot
+    assert files_containing(workspace, {secrets["card"], secrets["card"].replace(" ", "")}) == []
+    assert files_containing(workspace, {secrets["password"]}) != []  # not asked for yet
+
+    comply_request = request_from(workspace, detected_request, "REQ-NOTES-2", password)
+    assert run_json(capsys, ["requests", "submit", str(comply_request)])[0] == 0
     code, complied = run_json(capsys, ["comply"])
     assert code == 0, complied
     [done] = complied["requests"]
-    assert done["status"] == "completed" and done["model"] == {"name": "notes", "version": "2"}
+    assert done["status"] == "completed" and done["model"] == {"name": "notes", "version": "3"}
     certificate = json.loads((workspace / done["certificate"]).read_text())
     assert certificate["verified"] and certificate["guarantee"] == "exact"
     assert main(["certificate", "verify", str(workspace / done["certificate"])]) == 0
@@ -116,10 +135,10 @@ def test_column_files_keep_their_ids_and_re_adding_the_same_file_changes_nothing
     assert code == 0 and again["data_version"] == first["data_version"]
 
     csv = workspace / "notes.csv"  # no id column: ids are the data rows' numbers
-    import pandas as pd
-
     pd.DataFrame(rows).to_csv(csv, index=False)
     code, from_csv = run_json(capsys, ["data", "add", "fromcsv", "--file", str(csv), "--text-column", "body"])
     assert code == 0 and from_csv["records"] == 320
     ids = [json.loads(line)["id"] for line in (workspace / "data" / "fromcsv" / "records.jsonl").read_text().splitlines()]
     assert ids[:2] == ["r00001", "r00002"] and ids[-1] == "r00320"
+    code, csv_again = run_json(capsys, ["data", "add", "fromcsv", "--file", str(csv), "--text-column", "body"])
+    assert code == 0 and csv_again["data_version"] == from_csv["data_version"]  # assigned ids are stable too
