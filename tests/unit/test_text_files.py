@@ -17,10 +17,11 @@ LINES = [f"Line {i}: the tide turned at {i % 12} o'clock and the boats came home
 
 
 def test_paragraphs_are_split_by_blank_lines_and_normalised():
-    text = "First  para\tline one\r\n  line two  \r\n\r\n \t \n\n\nSecond para\n\n\n"
+    text = "First  para\tline one\r\n  line two  \r\n\r\n \t \n\n\nSecond para\n\u00a0\nThird\n\n\n"
     assert paragraph_records(text) == [
         ("p00001", "First para line one\nline two"),
         ("p00002", "Second para"),
+        ("p00003", "Third"),
     ]
 
 

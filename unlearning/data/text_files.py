@@ -42,7 +42,7 @@ COLUMN_SUFFIXES = (".jsonl", ".csv", ".parquet")  # records in rows: a text colu
 DEFAULT_TEXT_COLUMN = "text"  # of a .jsonl file
 MAX_FILE_BYTES = 64 * 2**20
 MAX_CHARS = 16_000_000
-_BLANK_LINES = re.compile(r"\n(?:[ \t\f\v]*\n)+")
+_BLANK_LINES = re.compile(r"\n\s*\n")  # whitespace as str.split sees it, as in `normalised`
 
 
 def is_text_input(path: Path, target: str | None, text_column: str | None) -> bool:
@@ -145,15 +145,18 @@ def _decoded(path: Path) -> str:
 def normalised(text: str) -> str:
     """A record's text as stored: "\\n" line ends, whitespace runs inside a line one space, lines
     stripped, empty lines dropped (the module doc's rule)."""
-    lines = (" ".join(line.split()) for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
+    lines = (" ".join(line.split()) for line in _unix_line_ends(text).split("\n"))
     return "\n".join(line for line in lines if line)
+
+
+def _unix_line_ends(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def paragraph_records(text: str) -> list[tuple[str, str]]:
     """A .txt file's records: its paragraphs (separated by blank lines), normalised, numbered
     p00001, p00002, ... in file order."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    paragraphs = (normalised(block) for block in _BLANK_LINES.split(text))
+    paragraphs = (normalised(block) for block in _BLANK_LINES.split(_unix_line_ends(text)))
     return [(f"p{n:05d}", paragraph) for n, paragraph in enumerate(filter(None, paragraphs), start=1)]
 
 
