@@ -4,6 +4,7 @@ stored corpus too small to train is refused by `train` before any run is recorde
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -34,6 +35,12 @@ def jsonl(rows: list[dict]) -> str:
 
 def csv(rows: list[dict]) -> str:
     return pd.DataFrame(rows).to_csv(index=False)
+
+
+def parquet(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer)
+    return buffer.getvalue()
 
 
 def rows_with(**changes) -> list[dict]:
@@ -68,6 +75,10 @@ CASES = {
                           "holds int values, not text"),
     "a line that is not a JSON object": ("notes.jsonl", jsonl(rows_with()) + "[1, 2]\n", ["--text-column", "body"],
                                          "line 121 of 'notes.jsonl' is not a JSON object"),
+    "a file that is not Parquet": ("notes.parquet", b"PAR1 but not really", ["--text-column", "body"],
+                                   "cannot read 'notes.parquet' as parquet"),
+    "a Parquet column of numbers": ("notes.parquet", parquet(pd.DataFrame({"body": range(300)})),
+                                    ["--text-column", "body"], "holds int values, not text (first in data row 1)"),
     "a .csv with neither option": ("notes.csv", csv(rows_with()), [], "--text-column COLUMN for a text corpus"),
     "both --target and --text-column": ("notes.csv", csv(rows_with()), ["--target", "doc", "--text-column", "body"],
                                         "not both"),
