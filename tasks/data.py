@@ -72,6 +72,8 @@ def _build_table(
     check_name(name)
     if is_text_input(Path(file), target, text_column):
         return read_text_corpus(name, Path(file), text_column, id_column)
+    if target is None:
+        raise UnlearnError("--target is required with --file: name the label column")
     frame = read_table_file(Path(file))
     return table_from_frame(name, frame, target, id_column=id_column, source=Path(file).name)
 

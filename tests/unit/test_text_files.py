@@ -44,6 +44,7 @@ def test_paragraph_ids_are_positions_not_content():
     ("a.parquet", None, "body", True),
     ("a.csv", "label", None, False),
     ("a.parquet", "label", None, False),
+    ("a.npz", None, None, False),  # not text: left to the readers of other kinds
 ])
 def test_which_inputs_are_text(name, target, text_column, is_text):
     assert is_text_input(name, target, text_column) is is_text

@@ -46,8 +46,9 @@ _BLANK_LINES = re.compile(r"\n\s*\n")  # whitespace as str.split sees it, as in 
 
 
 def is_text_input(path: Path, target: str | None, text_column: str | None) -> bool:
-    """Whether `data add --file path` asks for a text corpus (True) or a table (False); refuses
-    option combinations that fit neither, naming what to give instead."""
+    """Whether `data add --file path` asks for a text corpus (True) or not (False: a table, or a
+    file type other readers decide on); refuses option combinations that fit neither text nor a
+    table, naming what to give instead."""
     suffix = Path(path).suffix.lower()
     if target is not None and text_column is not None:
         raise UnlearnError(
@@ -62,7 +63,7 @@ def is_text_input(path: Path, target: str | None, text_column: str | None) -> bo
         return True
     if text_column is not None:
         return True
-    if target is None:
+    if target is None and suffix in COLUMN_SUFFIXES:
         raise UnlearnError(
             "--target is required with --file: name the label column of a table, or give "
             "--text-column COLUMN for a text corpus (a .txt or .jsonl file is text by itself)"
