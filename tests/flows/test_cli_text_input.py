@@ -53,6 +53,8 @@ def rows_with(**changes) -> list[dict]:
 
 CASES = {
     "empty .txt": ("notes.txt", " \n\n\t\n", [], "contains no text"),
+    "a .jsonl file of blank lines": ("notes.jsonl", "\n\n", [], "contains no text"),
+    "a .csv file of a header only": ("notes.csv", "doc,body\n", ["--text-column", "body"], "contains no text"),
     "binary file": ("notes.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)), [], "binary file"),
     "invalid UTF-8": ("notes.txt", "\n\n".join(paragraphs()).encode() + b"\n\ncaf\xe9 au lait\n", [],
                       "not valid UTF-8"),

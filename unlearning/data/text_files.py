@@ -10,16 +10,16 @@ Records:
   `.parquet`: one record per row, its text in the text column (`--text-column`, default `text`
   for `.jsonl`), its id in the `--id` column, else `r00001` for the first data row, `r00002` ...
 
-Ids are positions in the file, never derived from the content, so re-adding the same file gives the
-same ids (and the same train/held-out split, which hashes the id); a file edited by inserting or
+Assigned ids are positions in the file, never derived from the content, so re-adding the same file
+gives the same ids (and the same train/held-out split, which hashes the id); a file edited by inserting or
 removing records renumbers what follows: give an `--id` column for ids that survive edits.
 
 Every record's text is normalised alike: line ends become "\\n", each line's runs of whitespace
 become one space and its ends are stripped, empty lines are dropped. A record whose text is then
 empty is refused (a `.txt` file has none by construction).
 
-Limits, checked before any heavy work: files up to MAX_FILE_BYTES (checked before reading) and
-corpora up to MAX_CHARS characters (a character LSTM trains on CPU, and every window of the corpus
+Limits, checked before any heavy work: files up to MAX_FILE_BYTES (64 MiB, checked before reading)
+and corpora up to MAX_CHARS (16 million) characters (a character LSTM trains on CPU, and every window of the corpus
 is held in memory); a corpus must hold at least one training window of the largest model preset in
 its training records and one in its held-out records (`check_trainable_corpus`).
 """
@@ -75,7 +75,7 @@ def read_text_corpus(
     name: str, path: Path, text_column: str | None = None, id_column: str | None = None
 ) -> TextCorpus:
     """The corpus in a user's .txt/.jsonl/.csv/.parquet file (records and ids: see the module
-    doc), checked to be trainable. Raises UnlearnError naming the problem; reads nothing else."""
+    doc), checked to be trainable. Raises UnlearnError naming the problem; writes nothing."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in TEXT_SUFFIXES + COLUMN_SUFFIXES:
@@ -204,7 +204,9 @@ def _json_lines(text: str, file_name: str) -> list[dict]:
 def row_records(
     frame: pd.DataFrame, file_name: str, text_column: str | None, id_column: str | None
 ) -> list[tuple[str, str]]:
-    """Records from rows: (id, normalised text of the text column)."""
+    """Records from rows: (id, normalised text of the text column); none for a file of no rows."""
+    if len(frame) == 0:
+        return []
     columns = [str(c) for c in frame.columns]
     if text_column is None:
         raise UnlearnError(
@@ -215,7 +217,7 @@ def row_records(
         if column is not None and column not in columns:
             raise UnlearnError(
                 f"{option} column '{column}' not found in '{file_name}'; columns are: "
-                f"{', '.join(columns) or '(none: the file has no rows)'}"
+                f"{', '.join(columns)}"
             )
     if id_column is not None and id_column == text_column:
         raise UnlearnError(f"column '{text_column}' cannot be both the text and the id column")
