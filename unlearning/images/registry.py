@@ -17,7 +17,11 @@ from typing import NamedTuple
 import torch
 
 from unlearning import registry
-from unlearning.images import alignment, baselines, influence
+# Submodules by their full names, not `from unlearning.images import ...`: the package's __init__
+# resolves the registry names lazily from here, so this module must not need the package's names.
+import unlearning.images.alignment as alignment
+import unlearning.images.baselines as baselines
+import unlearning.images.influence as influence
 from unlearning.images.common import ImageMethodConfig, ImageResult
 from unlearning.images.request import ImageData, ImageRequest
 from unlearning.linalg import single_threaded
