@@ -38,7 +38,7 @@ from unlearning.data.images import build_fashion_mnist
 from unlearning.images import ImageData, delete_records, fix_labels, forget_class
 from unlearning.images.registry import IMAGE_METHODS, run_image_method
 from unlearning.images.verify import markdown_table
-from unlearning.methods import single_threaded
+from unlearning.linalg import single_threaded
 from unlearning.metrics import compare_to_retrain, evaluate_model
 from unlearning.models import cnn
 
