@@ -84,3 +84,8 @@ def test_deterministic(kind, name):
     again = registry.run(kind, name, world.context, kinds.PRESETS[kind].get(name, {}))
     for a, b in zip(world.parameters(kinds.run(kind, name)), world.parameters(again), strict=True):
         assert torch.equal(a, b)
+
+
+def test_a_plugin_file_gets_this_suite_by_registering():
+    """tests/contract/plugin_example.py registers `damped_newton` and touches no other file."""
+    assert ("tabular", "damped_newton") in CASES
