@@ -88,3 +88,17 @@ def test_a_plugin_that_cannot_be_loaded_is_one_line(monkeypatch, tmp_path):
     with pytest.raises(UnlearnError) as info:
         registry.names("tabular")
     assert "no_such_plugin_module" in one_line(info.value)
+
+
+@pytest.mark.parametrize("name", ["first_order", "second_order", "finetune"])
+def test_language_model_configs_default_to_the_tuned_defaults(name):
+    """The LM methods' configs replaced `**options`: their defaults must stay those measured and
+    documented in deep_influence (bench/text_probe.py), option for option."""
+    import inspect
+
+    from unlearning import deep_influence
+
+    config = registry.get("text", name).config
+    signature = inspect.signature(getattr(deep_influence, name))
+    tuned = {k: p.default for k, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
+    assert tuned == config().model_dump()
