@@ -35,9 +35,10 @@ import numpy as np
 import torch
 
 from unlearning.data.images import build_fashion_mnist
-from unlearning.images import IMAGE_METHODS, ImageData, delete_records, fix_labels, forget_class, run_image_method
+from unlearning.images import ImageData, delete_records, fix_labels, forget_class
+from unlearning.images.registry import IMAGE_METHODS, run_image_method
 from unlearning.images.verify import markdown_table
-from unlearning.methods import single_threaded
+from unlearning.linalg import single_threaded
 from unlearning.metrics import compare_to_retrain, evaluate_model
 from unlearning.models import cnn
 

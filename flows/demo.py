@@ -25,7 +25,7 @@ from flows.settings import DEMO_TEXT_STEPS
 from flows.train import train_flow
 from tasks.data import add_dataset
 from unlearning.errors import UnlearnError
-from unlearning.images import IMAGE_METHODS
+from unlearning.images.registry import IMAGE_METHODS
 from unlearning.images.bundle import ImageTrainConfig
 from unlearning.data.tables import Table
 from unlearning.lm import AUTO_MAX_WINDOWS, TextTrainConfig

@@ -19,7 +19,8 @@ from tasks.data import save_dataset  # noqa: E402
 from tasks.steps import STEP, Lineage, Plan, progress  # noqa: E402
 from unlearning.data.images import ImageDataset, correct_images  # noqa: E402
 from unlearning import references  # noqa: E402
-from unlearning.images import ImageRequest, get_image_method, run_image_method  # noqa: E402
+from unlearning.images import ImageRequest  # noqa: E402
+from unlearning.images.registry import get_image_method, run_image_method  # noqa: E402
 from unlearning.images.bundle import (  # noqa: E402
     ImageBundle, ImageTrainConfig, image_request, tensors, test_positions, train_image_model, training_data,
     unlearned_ids,

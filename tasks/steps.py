@@ -20,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks import data as data_store
 from tasks import dvc, state, tracking
 from tasks import references as prefetch
-from unlearning import erasure, lm, methods, references, verify
+from unlearning import erasure, lm, methods, references, registry, verify
 from unlearning.data.images import ImageDataset
 from unlearning.data.tables import Table, correct_table, save_table
 from unlearning.data.text import TextCorpus
@@ -172,17 +172,13 @@ class Plan:
 
 
 def resolve_method(requested: str, bundle: ModelBundle) -> str:
-    """`auto` → certified for certifiably trained models, else second_order."""
-    if requested != "auto":
-        return requested
-    return "certified" if getattr(bundle, "certification", None) is not None else "second_order"
+    """The table method to run (`auto`: registry.choose, on whether the model is certifiably trained)."""
+    return registry.choose("tabular", requested, certified=getattr(bundle, "certification", None) is not None)
 
 
 def image_method_name(requested: str) -> str:
-    """`auto` → alignment for a deep image model (unlearning.images.choose_method)."""
-    from unlearning.images import get_image_method
-
-    return get_image_method(requested).name
+    """The image method to run (`auto`: registry.choose)."""
+    return registry.choose("images", requested)
 
 
 def request_hash(root: Path, request: UnlearningRequest) -> str:
@@ -248,9 +244,9 @@ def plan_request(root: Path, request_path: Path, method: str | None = None) -> P
     elif isinstance(table, ImageDataset):
         pass  # validated against the model's training set below (image_steps.plan_images)
     else:
-        validate_request(request, table, ["auto", *methods.METHODS])
-        if method is not None and method not in ("auto", *methods.METHODS):
-            methods.get_method(method)  # raises the one-line error listing the valid names
+        validate_request(request, table, ["auto", *registry.names("tabular")])
+        if method is not None and method != "auto":
+            registry.get("tabular", method)  # raises the one-line error listing the valid names
     digest = dataset_digest(root, table.name)
     if production.tags.get("dataset_digest") not in (None, digest):
         raise UnlearnError(f"model {request.model} v{production.version} was trained on another version of "
@@ -265,9 +261,11 @@ def plan_request(root: Path, request_path: Path, method: str | None = None) -> P
                     parent_version=str(production.version), parent_run=production.run_id, bundle=bundle,
                     method=image_method_name(method or request.method), requested=method or request.method,
                     image=image)
-    resolved = resolve_method(method or request.method, bundle)
-    if findings is not None and resolved == "second_order" and (method or request.method) == "auto":
-        resolved = lm.auto_method(lm.affected_window_count(table, findings, bundle.seq_len))
+    if findings is not None:
+        resolved = registry.choose("text", method or request.method,
+                                   windows=lambda: lm.affected_window_count(table, findings, bundle.seq_len))
+    else:
+        resolved = resolve_method(method or request.method, bundle)
     if resolved == "certified" and getattr(bundle, "certification", None) is None:
         raise UnlearnError(f"method 'certified' needs a certifiably trained model: model {request.model} "
                            f"v{production.version} was not; use second_order or retrain with --certified")
@@ -329,7 +327,7 @@ def update_model(lineage: Lineage, plan: Plan, after: Table, method: str, option
         else:
             if method == "retrain":
                 progress("  retraining on the corrected data ...")
-            result = methods.run_method(method, problem, options)
+            result = registry.run("tabular", method, problem, options)
         bundle_after = erasure.unlearned_bundle(bundle_after, result.theta)
         seconds = result.stats["update_seconds"]
         tracking.log_params(run_id, {"method": method, **(options or {}), "affected_rows": len(problem.z_index),

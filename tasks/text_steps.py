@@ -16,7 +16,7 @@ from tasks import dvc, scan, state, tracking  # noqa: E402
 from tasks import references as prefetch  # noqa: E402
 from tasks.data import save_dataset  # noqa: E402
 from tasks.steps import STEP, Lineage, Plan, progress  # noqa: E402
-from unlearning import lm, references  # noqa: E402
+from unlearning import lm, references, registry  # noqa: E402
 from unlearning.data.text import TextCorpus, redact  # noqa: E402
 from unlearning.errors import UnlearnError  # noqa: E402
 from unlearning.requests import UnlearningRequest  # noqa: E402
@@ -27,9 +27,8 @@ def plan_findings(root, request: UnlearningRequest, corpus: TextCorpus, method: 
     if request.redact is None or request.kinds() != ["redact"]:
         raise UnlearnError(f"dataset '{corpus.name}' is a text corpus: a request on it takes 'redact' "
                            f"only (delete_records, revoke_features and fix_labels apply to tables)")
-    if method not in ("auto", *lm.LM_METHODS):
-        raise UnlearnError(f"method {method!r} does not apply to a language model: choose one of auto, "
-                           f"{', '.join(lm.LM_METHODS)}")
+    if method != "auto":
+        registry.get("text", method)  # one line listing the text methods, e.g. for `certified`
     findings = scan.scan_corpus(corpus, scan.project_salt(root))
     chosen = lm.select_findings(findings, request.redact.findings, request.redact.detectors)
     if not chosen:
@@ -93,7 +92,8 @@ def update_lm(lineage: Lineage, plan: Plan, after: TextCorpus, method: str, opti
             tracking.log_params(run_id, {"reference": source})
         else:
             started = time.perf_counter()
-            bundle, guarantee, stats = lm.run_lm_method(method, plan.bundle, request, train_windows, options)
+            result = registry.run("text", method, lm.TextContext(plan.bundle, request, train_windows), options)
+            bundle, guarantee, stats = result.bundle, result.guarantee, result.stats
             seconds = time.perf_counter() - started
         stats = {**stats, "affected_windows": len(request)}
         tracking.log_params(run_id, {"method": method, **(options or {}), "affected_windows": len(request)})

@@ -14,11 +14,14 @@ is a valid stand-in.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
 from unlearning.models import logreg
-from unlearning.problem import Problem
+
+if TYPE_CHECKING:  # annotations only: problem.py imports this module for the budget formula
+    from unlearning.problem import Problem
 
 GAMMA_LOGISTIC = 0.25  # Lipschitz constant of the logistic loss's second derivative
 

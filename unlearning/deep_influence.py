@@ -44,11 +44,12 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
 from unlearning.errors import UnlearnError
+from unlearning.linalg import conjugate_gradient
 from unlearning.models.charlm import CharLSTM, Vocab, train_lm, window_loss, window_starts
 
 Params = str | Sequence[str]
@@ -225,51 +226,6 @@ class GaussNewtonOperator:
         return _flat(JtHJv).detach() + self.damping * v
 
 
-@dataclass(frozen=True)
-class CGResult:
-    x: torch.Tensor
-    iterations: int
-    relative_residual: float  # ‖g − A·x‖/‖g‖ by the CG recursion
-    negative_curvature: bool  # stopped on dᵀAd ≤ 0 (A not positive definite there)
-
-
-def conjugate_gradient(hvp: Callable[[torch.Tensor], torch.Tensor], g: torch.Tensor,
-                       max_iter: int = 20, tol: float = 1e-3, x0: torch.Tensor | None = None,
-                       diag: torch.Tensor | None = None) -> CGResult:
-    """Truncated, optionally Jacobi-preconditioned CG for A·x = g from x0 (default 0); A given by
-    products only, `diag` ≈ diag(A) > 0 the preconditioner.
-
-    As influence.conjugate_gradient, plus the non-convex guard: if a search direction has
-    dᵀAd ≤ 0, stop and keep the iterate so far (Steihaug), rather than step along it.
-    Starting from x0 costs one extra product (r₀ = g − A·x0), counted in `iterations`.
-    """
-    g_norm = float(g.norm()) or 1.0
-    if x0 is None:
-        x, r, extra = torch.zeros_like(g), g.clone(), 0
-    else:
-        x, r, extra = x0.clone(), g - hvp(x0), 1
-    z = r / diag if diag is not None else r
-    d = z.clone()
-    rz = float(r @ z)
-    it, negative = 0, False
-    while it < max_iter and float(r.norm()) > tol * g_norm:
-        Ad = hvp(d)
-        it += 1
-        dAd = float(d @ Ad)
-        if dAd <= 0:
-            negative = True
-            break
-        alpha = rz / dAd
-        x += alpha * d
-        r -= alpha * Ad
-        z = r / diag if diag is not None else r
-        rz_next = float(r @ z)
-        d = z + (rz_next / rz) * d
-        rz = rz_next
-    return CGResult(x=x, iterations=it + extra, relative_residual=float(r.norm()) / g_norm,
-                    negative_curvature=negative)
-
-
 def fisher_diagonal(model: CharLSTM, names: Sequence[str], windows_: torch.Tensor,
                     weights: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """diag of the Fisher Σ_w weight_w·E_{y~p_θ}[∇ℓ_w ∇ℓ_wᵀ], one sampled label sequence per
@@ -298,6 +254,7 @@ class DeepUpdate:
     model: CharLSTM  # the updated copy (the input model is never modified)
     method: str
     stats: dict = field(default_factory=dict)  # seconds, hvps, cg residual, ...
+    settings: dict = field(default_factory=dict)  # training settings the new model now carries (retrain: steps)
 
 
 def first_order(model: CharLSTM, request: WindowRequest, tau: float = 5e-3, params: Params = "all",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from unlearning.linalg import conjugate_gradient
 from unlearning.models import logreg
 from unlearning.models.logreg import DTYPE
 from unlearning.problem import Problem
@@ -166,41 +167,6 @@ def cholesky_solve(H: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     return factor_solve(torch.linalg.cholesky(H), G[:, None]).squeeze(1)
 
 
-# --- conjugate gradient -----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class CGResult:
-    x: torch.Tensor
-    hvps: int
-    relative_residual: float
-
-
-def conjugate_gradient(hvp, g: torch.Tensor, tol: float = 1e-10, max_iter: int = 500,
-                       diag: torch.Tensor | None = None) -> CGResult:
-    """Solve A·x = g for symmetric positive-definite A given only x ↦ A·x (Jacobi-preconditioned
-    when `diag` ≈ diag(A) is given). Stops when ‖g − A·x‖ ≤ tol·‖g‖."""
-    x = torch.zeros_like(g)
-    r = g.clone()
-    z = r / diag if diag is not None else r
-    direction = z.clone()
-    rz = float(r @ z)
-    g_norm = float(g.norm()) or 1.0
-    hvps = 0
-    for _ in range(max_iter):
-        if float(r.norm()) <= tol * g_norm:
-            break
-        Ad = hvp(direction)
-        hvps += 1
-        alpha = rz / float(direction @ Ad)
-        x = x + alpha * direction
-        r = r - alpha * Ad
-        z = r / diag if diag is not None else r
-        rz_next = float(r @ z)
-        direction = z + (rz_next / rz) * direction
-        rz = rz_next
-    return CGResult(x=x, hvps=hvps, relative_residual=float(r.norm()) / g_norm)
-
-
 def corrected_hvp(p: Problem, S: torch.Tensor, damping: float = 0.0):
     """v_S ↦ (H(θ*; D') + μI)_SS·v_S without forming H: two passes over D' per product
     (X·v and Xᵀ·(…); the curvature weights at θ* are the same for every product, computed once)."""
@@ -270,7 +236,8 @@ def second_order_update(p: Problem, solver: str = "auto", hessian_mode: str = "a
 
         def solve(rhs):
             nonlocal hvps
-            out = conjugate_gradient(hvp, rhs, tol=cg_tol, max_iter=cg_max_iter, diag=diag)
+            out = conjugate_gradient(hvp, rhs, tol=cg_tol, max_iter=cg_max_iter, diag=diag,
+                                     guard_negative_curvature=False)  # H of a convex loss: SPD
             hvps += out.hvps
             return out.x
     elif (hessian_mode == "exact" and logreg.is_binary(p.theta) and not p.revoked

@@ -18,12 +18,11 @@ from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from typing import Callable, Literal
+from typing import Literal, NamedTuple
 
-from unlearning import deep_influence, exposure
+from unlearning import deep_influence, exposure, registry
 from unlearning.data.text import REDACTION_PAD, REDACTION_TOKEN, Occurrence, TextCorpus, concatenated
 from unlearning.detect import scan_text
-from unlearning.errors import UnlearnError
 from unlearning.models import charlm
 from unlearning.models.charlm import CharLSTM, Vocab
 
@@ -166,12 +165,7 @@ def select_findings(findings: list[dict], which: str | list[str], detectors: lis
     return [f for f in chosen if not detectors or f["detector"] in detectors]
 
 
-# `auto` for a language model: the influence update where it has been shown to pass verification
-# (bench.text on the demo model, second_order with its repair steps: 1 secret |Z| = 9, 2 secrets
-# |Z| = 18, 4 secrets |Z| = 37 pass; 8 secrets |Z| = 75 miss by 1–1.3 bits of exposure, the demo's
-# 20 secrets |Z| = 190 by far more), retraining beyond. The flow still falls back to retraining
-# if a fast update fails verification.
-AUTO_MAX_WINDOWS = 40
+AUTO_MAX_WINDOWS = registry.AUTO_MAX_WINDOWS  # `auto` for a language model: registry.choose
 
 
 def affected_window_count(corpus: TextCorpus, findings: list[dict], seq_len: int) -> int:
@@ -182,7 +176,7 @@ def affected_window_count(corpus: TextCorpus, findings: list[dict], seq_len: int
 
 
 def auto_method(n_windows: int) -> str:
-    return "second_order" if n_windows <= AUTO_MAX_WINDOWS else "retrain"
+    return registry.choose(KIND, registry.AUTO, windows=n_windows)
 
 
 def window_request(bundle: LMBundle, before: TextCorpus, after: TextCorpus,
@@ -196,37 +190,113 @@ def window_request(bundle: LMBundle, before: TextCorpus, after: TextCorpus,
     return request, text_windows(bundle.vocab, text, bundle.seq_len)
 
 
-# --- unlearning methods for the LM (same names as the convex registry) ---------------------------
+# --- unlearning methods for the LM, in the one registry (kind `text`) ---------------------------
+# A text method is `fn(context: TextContext, cfg) -> deep_influence.DeepUpdate`; its config's
+# defaults are the tuned defaults of deep_influence (see the docstrings there for the measurements).
 
-def _lm_retrain(bundle: LMBundle, request, train_windows, **options):
-    s = bundle.settings
-    return deep_influence.retrain(bundle.model, request, train_windows, steps=int(s["steps"]), lr=s["lr"],
-                                  batch=int(s["batch"]), seed=int(s["seed"]), init_seed=int(s["seed"]), **options)
+KIND = "text"
 
 
-LM_METHODS: dict[str, tuple[str, Callable]] = {
-    "first_order": ("empirical", lambda b, r, w, **o: deep_influence.first_order(b.model, r, **o)),
-    "second_order": ("empirical", lambda b, r, w, **o: deep_influence.second_order(b.model, r, w, **o)),
-    "finetune": ("empirical", lambda b, r, w, **o: deep_influence.finetune(b.model, r, w, **o)),
-    "retrain": ("exact", _lm_retrain),
-}
+class TextContext(NamedTuple):
+    bundle: LMBundle
+    request: deep_influence.WindowRequest  # Z, Z̃ as training windows
+    train_windows: torch.Tensor  # (m, T+1) the windows the model was trained on
+
+
+@dataclass(frozen=True)
+class TextResult:
+    bundle: LMBundle  # the updated model (the input bundle is never modified)
+    method: str
+    guarantee: str
+    stats: dict = field(default_factory=dict)
+
+
+class TextMethodConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+ParamSubset = str | list[str]  # a group of CharLSTM.parameter_groups() or parameter names
+
+
+class FirstOrderConfig(TextMethodConfig):
+    tau: float = Field(5e-3, gt=0, description="unlearning rate")
+    params: ParamSubset = "all"
+    steps: int = Field(10, ge=1, description="re-linearised fractions of the step")
+
+
+class SecondOrderConfig(TextMethodConfig):
+    damping: float = Field(30.0, ge=0)
+    cg_iters: int = Field(3, ge=1)
+    cg_tol: float = Field(1e-3, gt=0)
+    subsample: int = Field(16, ge=1, description="training windows in the curvature sample")
+    params: ParamSubset = "all"
+    steps: int = Field(4, ge=1)
+    curvature: Literal["gauss_newton", "hessian"] = "gauss_newton"
+    start: Literal["first_order", "zero"] = "first_order"
+    precondition: bool = True
+    seed: int = 0
+    max_step: float | None = Field(3.0, gt=0, description="trust radius per step (None: none)")
+    tilde_subsample: int | None = Field(16, ge=1)
+    repair_steps: int = Field(10, ge=0)
+    repair_lr: float = Field(5e-4, gt=0)
+
+
+class FinetuneConfig(TextMethodConfig):
+    steps: int = Field(100, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    retain_batch: int = Field(32, ge=1)
+    seed: int = 0
+
+
+class RetrainConfig(TextMethodConfig):
+    """No options: the reference replays the original schedule (steps, lr, batch, seeds)."""
+
+
+@registry.register(KIND, "first_order", "empirical", FirstOrderConfig)
+def _first_order(ctx: TextContext, cfg: FirstOrderConfig) -> deep_influence.DeepUpdate:
+    """θ* − τ·G in re-linearised fractions (deep_influence.first_order)."""
+    return deep_influence.first_order(ctx.bundle.model, ctx.request, **cfg.model_dump())
+
+
+@registry.register(KIND, "second_order", "empirical", SecondOrderConfig)
+def _second_order(ctx: TextContext, cfg: SecondOrderConfig) -> deep_influence.DeepUpdate:
+    """θ* − (C + μI)⁻¹·G by truncated CG on a curvature subsample, then repair steps."""
+    return deep_influence.second_order(ctx.bundle.model, ctx.request, ctx.train_windows, **cfg.model_dump())
+
+
+@registry.register(KIND, "finetune", "empirical", FinetuneConfig)
+def _finetune(ctx: TextContext, cfg: FinetuneConfig) -> deep_influence.DeepUpdate:
+    """Baseline: Adam steps on Z̃ plus retained windows."""
+    return deep_influence.finetune(ctx.bundle.model, ctx.request, ctx.train_windows, **cfg.model_dump())
+
+
+@registry.register(KIND, "retrain", "exact", RetrainConfig)
+def _retrain(ctx: TextContext, cfg: RetrainConfig) -> deep_influence.DeepUpdate:
+    """Exact: the same architecture trained from scratch on D' with the original schedule."""
+    s = ctx.bundle.settings
+    update = deep_influence.retrain(ctx.bundle.model, ctx.request, ctx.train_windows, steps=int(s["steps"]),
+                                    lr=s["lr"], batch=int(s["batch"]), seed=int(s["seed"]), init_seed=int(s["seed"]))
+    update.settings["steps"] = update.stats["steps"]
+    return update
+
+
+def _execute(method: registry.Method, ctx: TextContext, cfg: TextMethodConfig) -> TextResult:
+    update = method.run(ctx, cfg)
+    bundle = LMBundle(update.model, ctx.bundle.vocab, ctx.bundle.preset, {**ctx.bundle.settings, **update.settings})
+    return TextResult(bundle, method.name, method.guarantee, update.stats)
+
+
+registry.define_kind(KIND, _execute, lambda ctx: {"windows": len(ctx.request)})
 
 
 def run_lm_method(name: str, bundle: LMBundle, request, train_windows: torch.Tensor,
                   options: dict | None = None) -> tuple[LMBundle, str, dict]:
-    """Apply an LM unlearning method; returns (the new bundle, its guarantee, stats)."""
-    if name not in LM_METHODS:
-        raise UnlearnError(f"method {name!r} does not apply to a language model: choose one of "
-                           f"{', '.join(LM_METHODS)} (certified needs a convex model)")
-    guarantee, run = LM_METHODS[name]
-    try:
-        update = run(bundle, request, train_windows, **(options or {}))
-    except TypeError as exc:
-        raise UnlearnError(f"bad options for method {name!r}: {exc}") from None
-    new_settings = dict(bundle.settings)
-    if name == "retrain":
-        new_settings["steps"] = update.stats["steps"]
-    return LMBundle(update.model, bundle.vocab, bundle.preset, new_settings), guarantee, update.stats
+    """Apply an LM unlearning method (registry.run for text); returns (the new bundle, its guarantee, stats)."""
+    result = registry.run(KIND, name, TextContext(bundle, request, train_windows), options)
+    return result.bundle, result.guarantee, result.stats
+
+
+LM_METHODS: dict[str, registry.Method] = registry.table(KIND)  # live: plugins appear here too
 
 
 # --- verification -------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The registry of unlearning methods: each is a config plus a function, under a stable name.
+"""The table (convex) unlearning methods: each a config plus a function, registered under a stable
+name in the one registry (unlearning/registry.py) for the kind `tabular`.
 
 Every method takes a `Problem` and its validated config and returns a `Result` carrying the new θ,
 its guarantee class (`exact`, `certified` or `empirical`) and the exact gradient residual
@@ -7,21 +8,21 @@ its guarantee class (`exact`, `certified` or `empirical`) and the exact gradient
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Callable, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from unlearning import certified, influence
+from unlearning import certified, influence, registry
 from unlearning.errors import UnlearnError
+from unlearning.linalg import single_threaded
 from unlearning.models import logreg
 from unlearning.problem import Problem, make_problem
+from unlearning.registry import GUARANTEES, Method  # noqa: F401  (re-exported: the table API)
 
-GUARANTEES = ("exact", "certified", "empirical")
+KIND = "tabular"
 
 
 @dataclass(frozen=True)
@@ -40,43 +41,24 @@ class MethodConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-@dataclass(frozen=True)
-class Method:
-    name: str
-    guarantee: str
-    config: type[MethodConfig]
-    run: Callable[[Problem, MethodConfig], Result]
-    summary: str
-
-
-METHODS: dict[str, Method] = {}
+METHODS: dict[str, Method] = registry.table(KIND)  # live: a method registered anywhere appears here
 
 
 def register(name: str, guarantee: str, config: type[MethodConfig]):
-    def wrap(fn):
-        METHODS[name] = Method(name, guarantee, config, fn, (fn.__doc__ or "").strip().splitlines()[0])
-        return fn
-    return wrap
+    """registry.register for a table method: `fn(problem, cfg) -> Result`."""
+    return registry.register(KIND, name, guarantee, config)
 
 
 def get_method(name: str) -> Method:
-    if name not in METHODS:
-        raise UnlearnError(f"unknown method {name!r}: choose one of {', '.join(sorted(METHODS))}")
-    return METHODS[name]
+    return registry.get(KIND, name)
 
 
 def run_method(name: str, problem: Problem, options: dict | None = None) -> Result:
-    """Validate `options` against the method's config and run it."""
-    method = get_method(name)
-    if options is not None and not isinstance(options, Mapping):
-        raise UnlearnError(f"bad options for method {name!r}: expected a mapping of option names "
-                           f"to values, got {type(options).__name__}")
-    try:
-        config = method.config(**(options or {}))
-    except ValidationError as exc:  # pydantic's report is multi-line; the CLI wants one line
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors())
-        raise UnlearnError(f"bad options for method {name!r}: {problems} "
-                           f"(valid options: {', '.join(method.config.model_fields) or 'none'})") from None
+    """Validate `options` against the method's config and run it (registry.run for tables)."""
+    return registry.run(KIND, name, problem, options)
+
+
+def _execute(method: Method, problem: Problem, config: MethodConfig) -> Result:
     started = time.perf_counter()
     with single_threaded():
         result = method.run(problem, config)
@@ -87,18 +69,11 @@ def run_method(name: str, problem: Problem, options: dict | None = None) -> Resu
     return replace(result, residual=residual, stats={**result.stats, "update_seconds": seconds})
 
 
-@contextmanager
-def single_threaded():
-    """Run torch on one thread. The updates are sequences of small dense operations and memory-
-    bound passes over X; with two OpenMP threads on a busy 2-core machine each small operation can
-    stall ~30 ms waiting for a descheduled thread (measured: a 10×92 matmul 31 ms vs 14 µs). All
-    methods, retraining included, are run and timed the same way."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def _facts(problem: Problem) -> dict:
+    return {"certified": problem.certification is not None}
+
+
+registry.define_kind(KIND, _execute, _facts)
 
 
 def _result(p: Problem, name: str, theta: torch.Tensor, **extra) -> Result:

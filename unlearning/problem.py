@@ -12,6 +12,7 @@ from functools import cached_property
 
 import torch
 
+from unlearning.certified import residual_budget
 from unlearning.models.logreg import DTYPE, Objective
 
 
@@ -31,8 +32,6 @@ class Certification:
 
     @property
     def budget(self) -> float:
-        from unlearning.certified import residual_budget  # local: certified imports this module
-
         return residual_budget(self.sigma, self.epsilon, self.delta)
 
 

@@ -22,7 +22,8 @@ import torch
 from unlearning import deep_influence
 from unlearning.errors import UnlearnError
 from unlearning.images import baselines
-from unlearning.methods import run_method, single_threaded
+from unlearning.linalg import single_threaded
+from unlearning.methods import run_method
 from unlearning.models import cnn
 from unlearning.problem import Problem
 

@@ -14,6 +14,7 @@ from torch.func import functional_call
 
 from tests.flat import flat_parameters
 from unlearning import deep_influence as di
+from unlearning import linalg
 from unlearning.errors import UnlearnError
 from unlearning.models import charlm
 from unlearning.models.charlm import CharLSTM, Vocab
@@ -162,7 +163,7 @@ def test_cg_solves_the_damped_system_like_a_dense_solve(setup):
     mu = max(0.0, -float(torch.linalg.eigvalsh(H)[0])) + 1.0  # H + μI positive definite
     g = di.influence_gradient(model, request, names)
     op = di.HessianOperator(model, names, windows_, weights.double(), damping=mu)
-    out = di.conjugate_gradient(op, g, max_iter=10 * len(g), tol=1e-12)
+    out = linalg.conjugate_gradient(op, g, max_iter=10 * len(g), tol=1e-12)
     want = torch.linalg.solve(H + mu * torch.eye(len(g), dtype=torch.float64), g)
     assert not out.negative_curvature and out.relative_residual <= 1e-12
     assert torch.allclose(out.x, want, rtol=1e-6, atol=1e-8 * float(want.abs().max()))
@@ -170,7 +171,7 @@ def test_cg_solves_the_damped_system_like_a_dense_solve(setup):
 
 def test_cg_stops_on_negative_curvature():
     A = torch.diag(torch.tensor([2.0, -1.0], dtype=torch.float64))
-    out = di.conjugate_gradient(lambda v: A @ v, torch.tensor([0.0, 1.0], dtype=torch.float64), max_iter=5)
+    out = linalg.conjugate_gradient(lambda v: A @ v, torch.tensor([0.0, 1.0], dtype=torch.float64), max_iter=5)
     assert out.negative_curvature and out.iterations == 1 and float(out.x.abs().max()) == 0.0
 
 

@@ -16,7 +16,8 @@ from sklearn.model_selection import train_test_split
 
 from unlearning import images
 from unlearning.errors import UnlearnError
-from unlearning.images import IMAGE_METHODS, ImageData, run_image_method
+from unlearning.images import ImageData
+from unlearning.images.registry import IMAGE_METHODS, run_image_method
 from unlearning.metrics import da_score
 from unlearning.models import cnn
 

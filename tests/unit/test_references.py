@@ -13,7 +13,8 @@ from sklearn.datasets import load_digits
 
 from unlearning import deep_influence, images, references
 from unlearning.errors import UnlearnError
-from unlearning.images import ImageData, run_image_method
+from unlearning.images import ImageData
+from unlearning.images.registry import run_image_method
 from unlearning.methods import run_method
 from unlearning.models import cnn
 from unlearning.models.charlm import CharLSTM, Vocab, train_lm, windows as char_windows

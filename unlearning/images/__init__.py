@@ -7,17 +7,28 @@
 Where things live: request.py (requests as indices, ImageData), common.py (shared config, result,
 samplers, distillation), alignment.py (the method of Seo et al.), baselines.py (retrain, finetune,
 gradient_ascent, random_labels, scrub, salun, l1_sparse), influence.py (first/second-order
-updates on the last layers), registry.py (IMAGE_METHODS, run_image_method, choose_method).
+updates on the last layers), registry.py (the image methods in the one registry, IMAGE_METHODS,
+run_image_method: import them from unlearning.images.registry — this package does not import its
+methods, so that they can import it).
 """
 
 from unlearning.images.common import ImageMethodConfig, ImageResult
-from unlearning.images.registry import (
-    AUTO, IMAGE_METHODS, ImageMethod, choose_method, get_image_method, image_config, run_image_method,
-)
 from unlearning.images.request import IMAGE_KINDS, ImageData, ImageRequest, delete_records, fix_labels, forget_class
 
 __all__ = [
-    "AUTO", "IMAGE_KINDS", "IMAGE_METHODS", "ImageData", "ImageMethod", "ImageMethodConfig", "ImageRequest",
-    "ImageResult", "choose_method", "delete_records", "fix_labels", "forget_class", "get_image_method",
-    "image_config", "run_image_method",
+    "IMAGE_KINDS", "ImageData", "ImageMethodConfig", "ImageRequest", "ImageResult", "delete_records",
+    "fix_labels", "forget_class",
 ]
+
+_REGISTRY_NAMES = {"AUTO", "IMAGE_METHODS", "ImageMethod", "ImageContext", "choose_method", "get_image_method",
+                   "image_config", "run_image_method"}
+
+
+def __getattr__(name: str):
+    """`from unlearning.images import run_image_method` (and the other registry names) still works:
+    resolved on first use, not at import, so importing this package never imports its methods."""
+    if name in _REGISTRY_NAMES:
+        from unlearning.images import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module 'unlearning.images' has no attribute {name!r}")

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from unlearning.data.images import ImageDataset
 from unlearning.errors import UnlearnError
-from unlearning.methods import single_threaded
+from unlearning.linalg import single_threaded
 from unlearning.images.request import ImageData, ImageRequest, delete_records, fix_labels, forget_class
 from unlearning.models import cnn
 

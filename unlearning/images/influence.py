@@ -17,7 +17,7 @@ fix_labels, where |Z̃| = |Z|; for a deletion Z̃ = ∅ and G = −Σ_Z∇ℓ �
     first_order : θ_S ← θ*_S − τ·G
     second_order: θ_S ← θ*_S − (C + μI)⁻¹·G,   C = ∇²_S L(θ*; D') or its Gauss-Newton part,
 
-C by products only (double backprop) and truncated CG (deep_influence.conjugate_gradient, which
+C by products only (double backprop) and truncated CG (linalg.conjugate_gradient, which
 stops on non-positive curvature). C is taken on a random subsample of the retain set (weight
 |retain|/|S|) plus Z̃, so it estimates the full sum. Both updates can be applied in `steps`
 re-linearised fractions (the iterative variant): θ ← θ − step(G(θ)/steps).
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from unlearning.deep_influence import conjugate_gradient
+from unlearning.linalg import conjugate_gradient
 from unlearning.images.common import ImageMethodConfig, ImageResult
 from unlearning.images.request import ImageData, ImageRequest
 from unlearning.models.cnn import CNN

@@ -1,0 +1,104 @@
+"""The one method registry: `auto` decided in one place for every kind, registration refuses
+what the contract cannot hold, look-ups and plugin loading fail in one line."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+from unlearning import registry
+from unlearning.errors import UnlearnError
+
+
+def one_line(exc: Exception) -> str:
+    message = str(exc)
+    assert message and "\n" not in message and len(message) < 400, message
+    return message
+
+
+@pytest.mark.parametrize("kind,facts,expected", [
+    ("tabular", {"certified": True}, "certified"),
+    ("tabular", {"certified": False}, "second_order"),
+    ("text", {"windows": registry.AUTO_MAX_WINDOWS}, "second_order"),
+    ("text", {"windows": registry.AUTO_MAX_WINDOWS + 1}, "retrain"),
+    ("text", {"windows": lambda: 1}, "second_order"),
+    ("images", {}, "alignment"),
+])
+def test_auto_is_decided_by_choose(kind, facts, expected):
+    assert registry.choose(kind, "auto", **facts) == expected
+
+
+def test_an_explicit_method_is_checked_and_facts_are_not_computed():
+    def never():
+        raise AssertionError("the window count is only needed for auto")
+
+    assert registry.choose("text", "finetune", windows=never) == "finetune"
+    with pytest.raises(UnlearnError) as info:
+        registry.choose("text", "certified", windows=never)
+    message = one_line(info.value)
+    assert "does not apply to a language model" in message and "second_order" in message
+
+
+def test_unknown_kind_is_one_line():
+    with pytest.raises(UnlearnError) as info:
+        registry.names("audio")
+    assert "tabular, text, images" in one_line(info.value)
+
+
+class Loose(BaseModel):  # no extra="forbid": unknown options would pass silently
+    x: int = 0
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@pytest.mark.parametrize("kind,name,guarantee,config", [
+    ("tabular", "loose", "empirical", Loose),
+    ("tabular", "sure", "proven", Strict),
+    ("tabular", "auto", "empirical", Strict),
+])
+def test_register_refuses_what_the_contract_cannot_hold(kind, name, guarantee, config):
+    with pytest.raises(ValueError):
+        registry.register(kind, name, guarantee, config)
+
+
+def test_a_registered_method_is_listed_and_run_with_its_config():
+    @registry.register("images", "identity_for_test", "empirical", Strict)
+    def identity(model, data, request, cfg):
+        """Returns the model unchanged (a registry test)."""
+
+    try:
+        assert "identity_for_test" in registry.names("images")
+        assert registry.get("images", "identity_for_test").summary == "Returns the model unchanged (a registry test)."
+        with pytest.raises(UnlearnError) as info:
+            registry.config("images", "identity_for_test", {"x": 1})
+        assert "valid options: none" in one_line(info.value)
+    finally:
+        registry.unregister("images", "identity_for_test")
+    assert "identity_for_test" not in registry.names("images")
+
+
+def test_a_plugin_that_cannot_be_loaded_is_one_line(monkeypatch, tmp_path):
+    monkeypatch.setenv(registry.PLUGINS_ENV, f"{tmp_path / 'nowhere.py'}")
+    with pytest.raises(UnlearnError) as info:
+        registry.names("tabular")
+    assert "nowhere.py" in one_line(info.value) and registry.PLUGINS_ENV in str(info.value)
+    monkeypatch.setenv(registry.PLUGINS_ENV, "no_such_plugin_module")
+    with pytest.raises(UnlearnError) as info:
+        registry.names("tabular")
+    assert "no_such_plugin_module" in one_line(info.value)
+
+
+@pytest.mark.parametrize("name", ["first_order", "second_order", "finetune"])
+def test_language_model_configs_default_to_the_tuned_defaults(name):
+    """The LM methods' configs replaced `**options`: their defaults must stay those measured and
+    documented in deep_influence (bench/text_probe.py), option for option."""
+    import inspect
+
+    from unlearning import deep_influence
+
+    config = registry.get("text", name).config
+    signature = inspect.signature(getattr(deep_influence, name))
+    tuned = {k: p.default for k, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
+    assert tuned == config().model_dump()
