@@ -8,6 +8,7 @@ import numpy as np
 
 from tasks.dvc import DATA_DIR, add_data, ensure_repo
 from unlearning.data.builtin import BUILTIN
+from unlearning.data.image_files import read_image_folder, read_image_npz
 from unlearning.data.images import ImageDataset, is_image_dataset, load_images, save_images
 from unlearning.data.tables import (
     Table,
@@ -32,8 +33,12 @@ def add_dataset(
     target: str | None = None,
     id_column: str | None = None,
     replace: bool = False,
+    images: Path | None = None,
+    size: int | None = None,
 ) -> tuple[Dataset, str]:
-    """Build or read dataset `name`, store it as data/NAME and `dvc add` it.
+    """Build or read dataset `name`, store it as data/NAME and `dvc add` it. `images` is a folder
+    of PNG/JPEG files, one sub-folder per class, converted to `size` × `size` grey images
+    (unlearning/data/image_files.py says how); an .npz `file` holds arrays x, y and ids.
 
     Returns the table and the new data version (md5 of data/). Nothing is written unless the
     dataset is valid. An existing, different data/NAME is only overwritten with `replace`:
@@ -41,7 +46,7 @@ def add_dataset(
     """
     root = Path(root)
     remove_stale_staging(root / DATA_DIR)
-    table = _build_table(name, file, target, id_column)
+    table = _build_table(name, file, target, id_column, images, size)
     if isinstance(table, Table):
         check_trainable(table)
     if not replace:
@@ -59,8 +64,11 @@ def save_dataset(dataset: Dataset, directory: Path) -> None:
 
 
 def _build_table(
-    name: str, file: Path | None, target: str | None, id_column: str | None
+    name: str, file: Path | None, target: str | None, id_column: str | None,
+    images: Path | None = None, size: int | None = None,
 ) -> Dataset:
+    if images is not None or size is not None or (file is not None and Path(file).suffix.lower() == ".npz"):
+        return _user_images(name, file, target, id_column, images, size)
     if file is None:
         return _builtin_table(name, target, id_column)
     check_name(name)
@@ -68,6 +76,23 @@ def _build_table(
         raise UnlearnError("--target is required with --file: name the label column")
     frame = read_table_file(Path(file))
     return table_from_frame(name, frame, target, id_column=id_column, source=Path(file).name)
+
+
+def _user_images(
+    name: str, file: Path | None, target: str | None, id_column: str | None, images: Path | None, size: int | None
+) -> ImageDataset:
+    check_name(name)
+    if target is not None or id_column is not None:
+        raise UnlearnError("images carry their own labels and ids (class folders and paths, or the arrays y and "
+                           "ids of an .npz file); drop --target/--id")
+    if images is not None and file is not None:
+        raise UnlearnError("give either --images DIR or --file X.npz, not both")
+    if images is None and size is not None:
+        raise UnlearnError("--size applies to an image folder (--images DIR); the arrays of an .npz file "
+                           "are taken at their own size")
+    if images is not None:
+        return read_image_folder(name, Path(images), size)
+    return read_image_npz(name, Path(file))
 
 
 def _builtin_table(name: str, target: str | None, id_column: str | None) -> Dataset:
