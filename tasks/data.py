@@ -99,7 +99,7 @@ def _builtin_table(name: str, target: str | None, id_column: str | None) -> Data
     if name not in BUILTIN:
         raise UnlearnError(
             f"no built-in dataset '{name}' (built-ins: {', '.join(sorted(BUILTIN))}); "
-            "give your own data with --file PATH --target COLUMN"
+            "give your own data with --file PATH --target COLUMN, or images with --images DIR"
         )
     if target is not None or id_column is not None:
         raise UnlearnError(
