@@ -1,7 +1,7 @@
 """Users' own images end to end (real Prefect, MLflow, DVC): a folder the test writes itself, one
 sub-folder per class of PNG/JPEG files of mixed sizes and modes → `data add --images` → `train`
-(tiny CNN) → a class forgotten and verified → a record, named by its path, deleted through the
-ledger and `comply`; an .npz of arrays; bad folders and arrays → exit 2, one line, nothing written."""
+(tiny CNN) → a class forgotten and verified → records, named by their paths, deleted and relabelled
+through the ledger and `comply`; an .npz of arrays; bad folders and arrays → exit 2, one line, nothing written."""
 
 from __future__ import annotations
 
@@ -185,13 +185,18 @@ def test_an_image_folder_is_added_trained_forgotten_and_verified(shapes_ws, caps
     vstripes = after.labels == CLASSES.index("vstripes")
     assert not (after.train & vstripes).any() and (~after.train & vstripes).any()
 
-    # a record named by its path, deleted through the ledger and `comply`
-    record = next(i for i, t in zip(after.record_ids, after.train) if t and i.startswith("hstripes/"))
-    code, out = run_json(capsys, ["requests", "submit", str(request(shapes_ws, id="IMG-U2", delete_records=[record]))])
-    assert code == 0, out
+    # records named by their paths, one deleted and one relabelled, through the ledger and `comply`
+    record, relabel = [i for i, t in zip(after.record_ids, after.train) if t and i.startswith("hstripes/")][:2]
+    for path in (request(shapes_ws, id="IMG-U2", delete_records=[record]),
+                 request(shapes_ws, id="IMG-U3", fix_labels={relabel: "disc"})):
+        code, out = run_json(capsys, ["requests", "submit", str(path)])
+        assert code == 0, out
     code, out = run_json(capsys, ["comply"])
-    assert code == 0 and [r["status"] for r in out["requests"]] == ["completed"], out
-    assert record not in load_images(shapes_ws / "data" / "shapes").record_ids
+    assert code == 0 and {r["id"]: r["status"] for r in out["requests"]} == {"IMG-U2": "completed",
+                                                                            "IMG-U3": "completed"}, out
+    final = load_images(shapes_ws / "data" / "shapes")
+    assert record not in final.record_ids
+    assert final.classes[final.labels[final.record_ids.index(relabel)]] == "disc"
 
 
 def test_an_npz_of_arrays_is_added_with_its_ids(shapes_ws, capsys, tmp_path):
