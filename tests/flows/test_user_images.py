@@ -106,6 +106,11 @@ def single_class(tmp_path: Path) -> Path:
     return write_image_folder(tmp_path / "mine", per_class=5, classes=("disc",))
 
 
+def npz_file(path: Path) -> Path:
+    np.savez(path, x=np.zeros((2, 8, 8), np.uint8), y=np.arange(2))
+    return path
+
+
 def empty(tmp_path: Path) -> Path:
     (tmp_path / "mine" / "disc" / ".thumbnails").mkdir(parents=True)
     (tmp_path / "mine" / "disc" / ".DS_Store").write_text("x")  # hidden files are skipped
@@ -116,11 +121,12 @@ def empty(tmp_path: Path) -> Path:
     (single_class, [], "has one class ('disc')"),
     (empty, [], "no PNG or JPEG images in mine/"),
     (lambda p: p / "nowhere", [], "not found"),
+    (lambda p: npz_file(p / "x.npz"), [], "is a file, not a folder"),
     (lambda p: write_image_folder(p / "mine", per_class=5), ["--size", "4"], "--size must be a whole number of pixels"),
     (lambda p: write_image_folder(p / "mine", per_class=5), ["--target", "label"], "drop --target/--id"),
     (lambda p: write_image_folder(p / "mine", per_class=5), ["--file", "x.npz"], "not both"),
     (lambda p: write_image_folder(p / "mine", per_class=1), [], "'mine' is too small to train"),
-], ids=["single class", "no images", "missing folder", "size too small", "--target", "--file too", "too few"])
+], ids=["single class", "no images", "missing folder", "a file", "size too small", "--target", "--file too", "too few"])
 def test_data_add_refuses_a_bad_image_folder_as_a_whole(shapes_ws, capsys, tmp_path, make, extra, expect):
     run_bad(shapes_ws, capsys, ["data", "add", "mine", "--images", str(make(tmp_path)), *extra], expect)
 

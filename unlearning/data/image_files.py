@@ -74,7 +74,8 @@ def read_image_folder(name: str, directory: Path, size: int | None = None) -> Im
     directory, size = Path(directory), DEFAULT_SIZE if size is None else size
     check_size(size)
     if not directory.is_dir():
-        raise UnlearnError(f"image folder '{directory}' not found; give a folder with one sub-folder of "
+        what = "is a file, not a folder (an .npz goes with --file)" if directory.exists() else "not found"
+        raise UnlearnError(f"image folder '{directory}' {what}; give a folder with one sub-folder of "
                            f"PNG/JPEG files per class with --images")
     files = image_files(directory)
     check_total(len(files), size)
