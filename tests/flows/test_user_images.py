@@ -173,6 +173,11 @@ def test_data_add_refuses_an_npz_that_is_not_one(shapes_ws, capsys, tmp_path):
             "--size applies to an image folder")
 
 
+def test_scan_of_an_image_dataset_says_it_scans_tables_and_text(shapes_ws, capsys):
+    """It ended in an AttributeError traceback (an ImageDataset has no .frame), built-ins too."""
+    run_bad(shapes_ws, capsys, ["scan", "shapes"], "dataset 'shapes' holds images: scan finds secrets in tables")
+
+
 # --- after the refusals: once a forget has created .unlearn/project.lock, every `data add`, a refused
 # one too, takes the lock and writes its pid there, which the snapshots above would count as a change
 
