@@ -28,12 +28,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="dataset commands").add_subparsers(dest="data_command", required=True)
-    add = data.add_parser("add", help="ingest a CSV/Parquet table, a text file (or a built-in dataset) into data/NAME "
-                          "and version it")
-    add.add_argument("name", help="dataset name; without --file a built-in dataset (adult, shakespeare, "
+    add = data.add_parser("add", help="ingest a CSV/Parquet table, a text file, an image folder or .npz (or a built-in "
+                          "dataset) into data/NAME and version it")
+    add.add_argument("name", help="dataset name; without --file/--images a built-in dataset (adult, shakespeare, "
                      "fashion-mnist, digits)")
-    add.add_argument("--file", type=Path, help="file to ingest: a table (.csv/.parquet with --target) or a text "
-                     "corpus (.txt: one record per paragraph; .jsonl, or .csv/.parquet with --text-column)")
+    add.add_argument("--file", type=Path, help="file to ingest: a table (.csv/.parquet with --target), a text "
+                     "corpus (.txt: one record per paragraph; .jsonl, or .csv/.parquet with --text-column) or an .npz "
+                     "of images (arrays x, y, optional ids)")
+    add.add_argument("--images", type=Path, metavar="DIR", help="a folder of PNG/JPEG images, one sub-folder per "
+                     "class; record ids are paths such as cat/0001.png")
+    add.add_argument("--size", type=int, help="--images: side in pixels the images are centre-cropped and "
+                     "resized to, in grey (default 28; 16 or less trains the tiny CNN)")
     add.add_argument("--target", help="label column of a table (required with a .csv/.parquet table)")
     add.add_argument("--text-column", help="the column holding the text: makes a .csv/.parquet file a text corpus "
                      "(default for .jsonl: text)")
@@ -191,7 +196,7 @@ def cmd_data(args, root: Path) -> int:
 
     with project_lock_once_started(root, "data add"):
         dataset, version = add_dataset(root, args.name, args.file, args.target, args.id_column, args.replace,
-                                       text_column=args.text_column)
+                                       text_column=args.text_column, images=args.images, size=args.size)
     if isinstance(dataset, ImageDataset):
         n_train = int(dataset.train.sum())
         payload = {"name": dataset.name, "kind": "images", "images": len(dataset), "train": n_train,

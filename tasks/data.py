@@ -8,6 +8,7 @@ import numpy as np
 
 from tasks.dvc import DATA_DIR, add_data, ensure_repo
 from unlearning.data.builtin import BUILTIN
+from unlearning.data.image_files import read_image_folder, read_image_npz
 from unlearning.data.images import ImageDataset, is_image_dataset, load_images, save_images
 from unlearning.data.tables import (
     Table,
@@ -34,8 +35,12 @@ def add_dataset(
     id_column: str | None = None,
     replace: bool = False,
     text_column: str | None = None,
+    images: Path | None = None,
+    size: int | None = None,
 ) -> tuple[Dataset, str]:
-    """Build or read dataset `name`, store it as data/NAME and `dvc add` it.
+    """Build or read dataset `name`, store it as data/NAME and `dvc add` it. `images` is a folder
+    of PNG/JPEG files, one sub-folder per class, converted to `size` × `size` grey images
+    (unlearning/data/image_files.py says how); an .npz `file` holds arrays x, y and ids.
 
     A file is a text corpus when `text_column` is given or it is .txt/.jsonl (records and ids:
     `unlearning.data.text_files`), else a table with the `target` column.
@@ -45,7 +50,7 @@ def add_dataset(
     """
     root = Path(root)
     remove_stale_staging(root / DATA_DIR)
-    table = _build_table(name, file, target, id_column, text_column)
+    table = _build_table(name, file, target, id_column, text_column, images, size)
     if isinstance(table, Table):
         check_trainable(table)
     if not replace:
@@ -63,8 +68,13 @@ def save_dataset(dataset: Dataset, directory: Path) -> None:
 
 
 def _build_table(
-    name: str, file: Path | None, target: str | None, id_column: str | None, text_column: str | None = None
+    name: str, file: Path | None, target: str | None, id_column: str | None, text_column: str | None = None,
+    images: Path | None = None, size: int | None = None,
 ) -> Dataset:
+    if images is not None or size is not None or (file is not None and Path(file).suffix.lower() == ".npz"):
+        if text_column is not None:
+            raise UnlearnError("--text-column names the text column of a text file; images have none: drop it")
+        return _user_images(name, file, target, id_column, images, size)
     if file is None:
         if text_column is not None:
             raise UnlearnError("--text-column names a column of your own file: give it with --file")
@@ -78,11 +88,28 @@ def _build_table(
     return table_from_frame(name, frame, target, id_column=id_column, source=Path(file).name)
 
 
+def _user_images(
+    name: str, file: Path | None, target: str | None, id_column: str | None, images: Path | None, size: int | None
+) -> ImageDataset:
+    check_name(name)
+    if target is not None or id_column is not None:
+        raise UnlearnError("images carry their own labels and ids (class folders and paths, or the arrays y and "
+                           "ids of an .npz file); drop --target/--id")
+    if images is not None and file is not None:
+        raise UnlearnError("give either --images DIR or --file X.npz, not both")
+    if images is None and size is not None:
+        raise UnlearnError("--size applies to an image folder (--images DIR); the arrays of an .npz file "
+                           "are taken at their own size")
+    if images is not None:
+        return read_image_folder(name, Path(images), size)
+    return read_image_npz(name, Path(file))
+
+
 def _builtin_table(name: str, target: str | None, id_column: str | None) -> Dataset:
     if name not in BUILTIN:
         raise UnlearnError(
             f"no built-in dataset '{name}' (built-ins: {', '.join(sorted(BUILTIN))}); "
-            "give your own data with --file PATH --target COLUMN"
+            "give your own data with --file PATH --target COLUMN, or images with --images DIR"
         )
     if target is not None or id_column is not None:
         raise UnlearnError(

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from tasks import data as data_store
+from unlearning.data.images import ImageDataset
 from unlearning.data.tables import Table
 from unlearning.data.text import TextCorpus
 from unlearning.detect import Allowlist, line_column, scan_text
@@ -80,13 +81,14 @@ def scan_path(path: Path, salt: bytes, allowlist: Allowlist | None = None) -> li
 
 def scan_target(root: Path, target: str, allowlist: Allowlist | None = None) -> tuple[str, list[dict]]:
     """Scan a dataset name (data/NAME) or a file path; returns (what was scanned, findings)."""
-    salt = project_salt(root)
     if (Path(root) / "data" / target).is_dir():
         dataset = data_store.load_dataset(root, target)
+        if isinstance(dataset, ImageDataset):  # no text to scan (it crashed on a missing .frame); no salt made
+            raise UnlearnError(f"dataset '{target}' holds images: scan finds secrets in tables and text only")
         scan = scan_corpus if isinstance(dataset, TextCorpus) else scan_table
-        return f"dataset {target}", scan(dataset, salt, allowlist)
+        return f"dataset {target}", scan(dataset, project_salt(root), allowlist)
     if Path(target).is_file():
-        return f"file {target}", scan_path(Path(target), salt, allowlist)
+        return f"file {target}", scan_path(Path(target), project_salt(root), allowlist)
     raise UnlearnError(f"{target!r} is neither a dataset under data/ nor a file: give a dataset name "
                        f"(see `unlearn data add`) or a path")
 

@@ -343,3 +343,23 @@ def test_gaps_to_retrain_and_their_average():
 def test_gaps_reject_rows_they_cannot_compare(rows):
     with pytest.raises(UnlearnError):
         compare_to_retrain(rows)
+
+
+def test_one_deleted_record_gets_context_of_other_classes():
+    """A forget set of one image: the probe's context came from any retain images, so one deleted
+    record with context drawn from its own class crashed the verification ("linear probe needs at
+    least 2 classes"; 1 in 3 single-record deletions on a 3-class image dataset). Context is
+    drawn from the other classes, as for class forgetting."""
+    from unlearning.metrics.evaluate import Outputs, evaluate_outputs
+
+    def outputs(labels):
+        y = torch.tensor(labels)
+        feats = torch.nn.functional.one_hot(y, 2).double() + 0.01 * torch.arange(len(y)).double()[:, None]
+        return Outputs(feats, 4.0 * feats, y)
+
+    retain = outputs([0] * 30 + [1] * 2)  # nearly every retain image shares the deleted one's class
+    metrics = evaluate_outputs(outputs([0]), retain, outputs([0, 1] * 5))
+    assert metrics["lp"] == 0.0 and metrics["ua"] == 0.0  # one sample beside one context: unseen class
+    # every class a singleton (e.g. two records of two classes deleted): each held-out sample's
+    # class is absent from its training fold, so wrong by definition (it raised a ValueError)
+    assert linear_probe_accuracy(np.eye(2), np.array([0, 1])) == 0.0

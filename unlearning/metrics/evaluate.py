@@ -85,8 +85,9 @@ def evaluate_outputs(
     - mia_auc: loss-threshold AUC, members = forget, non-members = test.
     - da: DA of forget features in the basis of *all* retain features (`alignment.py`).
     - lp, nmi, f1: on at most `max_feature_samples` forget samples (seeded subsample: the probe's
-      cross-validation is the slow part). When the forget set holds one class (class forgetting)
-      an equal-sized retain subsample is added as context (`representation.py`).
+      cross-validation is the slow part). When the forget set holds one class (class forgetting,
+      or one deleted record) an equal-sized subsample of the retain samples of the other classes
+      is added as context (`representation.py`).
     """
     rng = np.random.default_rng(seed)
     metrics = {
@@ -103,8 +104,11 @@ def evaluate_outputs(
     i_f = _subsample(len(forget.labels), max_feature_samples, rng)
     f_feats, f_labels = forget.features[i_f], forget.labels[i_f]
     context = {}
-    if len(torch.unique(f_labels)) < 2:
-        i_c = _subsample(len(retain.labels), len(i_f), rng)
+    if len(torch.unique(f_labels)) == 1:
+        # Context from the other classes only: a context of the forget set's own class adds no second
+        # class to the probe (one deleted record beside one retained image of its class crashed it).
+        others = (retain.labels != f_labels[0]).nonzero().flatten()
+        i_c = others[_subsample(len(others), len(i_f), rng)]
         context = {"context_feats": retain.features[i_c], "context_labels": retain.labels[i_c]}
     metrics["lp"] = linear_probe_accuracy(f_feats, f_labels, seed, **context)
     metrics.update(cluster_scores(f_feats, f_labels, seed=seed, **context))

@@ -77,6 +77,8 @@ def linear_probe_accuracy(
             "linear probe needs at least 2 classes; for class forgetting pass context features "
             "(e.g. a retain subsample) with their labels"
         )
+    if counts.max() < 2:  # every class a singleton: no fold can train on a held-out sample's class
+        return 0.0
     k = int(np.clip(counts.min(), 2, n_splits))
     predicted = np.empty_like(y)
     folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
