@@ -191,9 +191,30 @@ class UnlearnModel(mlflow.pyfunc.PythonModel):
         return pd.Series(self.bundle.predict(model_input), name="prediction")
 
 
+def model_signature(bundle):
+    """The input/output schema the MLflow UI shows on a model version's page; MLflow also checks
+    inputs against it. Tables: the source columns by name (revoked ones optional), typed `any`:
+    MLflow would refuse an int column for a `double` and the model reads numbers and categories
+    as given; no category value appears (the encoder keeps only their keyed hashes). Text: the
+    prompt column. Images: the predicted class only — the model reads (n, H, W) or (n, C, H, W),
+    uint8 or floats, and a tensor spec would refuse all but one of those forms (metadata has
+    the input)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    if isinstance(bundle, LMBundle):
+        return ModelSignature(inputs=Schema([ColSpec("string", "prompt")]),
+                              outputs=Schema([ColSpec("string", "continuation")]))
+    if isinstance(bundle, ImageBundle):
+        return ModelSignature(inputs=None, outputs=Schema([ColSpec("string", "prediction")]))
+    enc = bundle.encoder
+    inputs = [ColSpec(AnyType(), f, required=f not in enc.revoked) for f in enc.features]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("string", "prediction")]))
+
+
 def input_description(bundle) -> dict:
-    """What the model reads, as metadata. (No MLflow signature: its schema enforcement refuses
-    int columns for a float feature, and an input example would put real rows into MLflow.)"""
+    """What the model reads, as metadata beside its signature (an input example would put real
+    rows into MLflow: none is logged)."""
     if isinstance(bundle, LMBundle):
         return {"input_columns": {"prompt": "text"}, "kind": "charlm", "preset": bundle.preset}
     if isinstance(bundle, ImageBundle):
@@ -202,7 +223,7 @@ def input_description(bundle) -> dict:
                 "n_train": len(bundle.train_ids)}
     enc = bundle.encoder
     return {"input_columns": {f: ("category" if f in enc.categorical else "number") for f in enc.features},
-            "revoked_features": list(enc.revoked), "labels": list(enc.labels)}
+            "revoked_features": list(enc.revoked), "labels": list(enc.labels), "encoded_features": enc.d}
 
 
 def log_model(run_id: str, bundle) -> str:
@@ -214,7 +235,8 @@ def log_model(run_id: str, bundle) -> str:
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name=MODEL_ARTIFACT, python_model=str(Path(__file__).with_name("pyfunc_entry.py")), artifacts={"bundle": str(path)},
-                pip_requirements=PIP_REQUIREMENTS, metadata=input_description(bundle))
+                pip_requirements=PIP_REQUIREMENTS, metadata=input_description(bundle),
+                signature=model_signature(bundle))
     return info.model_uri
 
 

@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 
+import mlflow
 from mlflow import MlflowClient
 
 from flows.cli import main
@@ -77,6 +78,12 @@ def test_a_forget_that_fails_verification_looks_failed_and_a_verified_one_does_n
     # the version it superseded (purged at once: keep 0 days) says so where the UI shows it first
     first = MlflowClient().get_model_version("people", out["model"]["parent_version"])
     assert first.description.startswith("PURGED ") and f"superseded by v{out['model']['version']}" in first.description
+    # a signature the UI shows: the source columns by name, no category value in it
+    signature = mlflow.models.get_model_info(f"models:/people/{out['model']['version']}").signature
+    assert signature.inputs.input_names() == ["age", "hours", "sex", "city"]
+    assert signature.outputs.input_names() == ["prediction"]
+    shown = json.dumps(signature.to_dict())
+    assert not any(value in shown for value in ("female", "male", "Ames", "Boise", "Cork", "Delft"))
 
 
 def test_a_comply_batch_is_named_after_its_requests_and_a_failed_request_fails_the_run(workspace, people_csv, capsys,
