@@ -4,6 +4,8 @@ Exit codes: 0 done (and verified), 1 verification failed (nothing promoted) or a
 another run holds the project, 2 invalid input — or a project that cannot be written (disk full,
 read-only, no permission): as for bad input, one line says what to fix and nothing is changed.
 Human-readable progress goes to stderr; with --json, stdout carries exactly one JSON object.
+Output piped into a reader that stops early (`| head`) ends the command quietly with exit 141,
+as a process killed by SIGPIPE would, instead of a traceback.
 """
 
 from __future__ import annotations
@@ -15,16 +17,36 @@ import sys
 from pathlib import Path
 
 from flows import compliance_cli
+from flows.compliance_cli import JSON_HELP
 from flows.settings import (DEMO_TEXT_STEPS, configure_environment, private_tempdir, probe_tracking_server,
                             project_root)
 from unlearning.errors import UnlearnError
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process killed by SIGPIPE
+MLFLOW_UI_PORT, PREFECT_UI_PORT = 5000, 4200
+
+
+class VersionAction(argparse.Action):
+    """`--version`: the package version and the commit of the code (looked up only when asked)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from tasks.version import code_version
+
+        release, _, commit = code_version().partition("+")
+        print(f"unlearn (unlearnflow) {release}" + (f", commit {commit}" if commit else ", no git commit "
+                                                    "(installed from a package)"))
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unlearn", description="Machine unlearning pipeline: DVC data, "
                                      "certified influence updates, Prefect flows, MLflow lineage.")
+    parser.add_argument("--version", action=VersionAction, help="print the unlearnflow version and the git commit "
+                        "of its code, then exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="dataset commands").add_subparsers(dest="data_command", required=True)
@@ -46,40 +68,42 @@ def build_parser() -> argparse.ArgumentParser:
                      "for tables; r00001, r00002, ... for text rows)")
     add.add_argument("--replace", action="store_true",
                      help="overwrite an existing, different data/NAME (brings back records erased from it)")
-    add.add_argument("--json", action="store_true")
+    add.add_argument("--json", action="store_true", help=JSON_HELP)
 
     train = sub.add_parser("train", help="train a model on a dataset and register it as production")
-    train.add_argument("dataset")
+    train.add_argument("dataset", help="dataset name (data/NAME, see `unlearn data add`)")
     train.add_argument("--model", help="registered model name (default: the dataset name)")
     train.add_argument("--certified", action="store_true", help="objective perturbation for (ε, δ)-certified removal")
     train.add_argument("--lam", type=float, default=1e-3, help="L2 weight per training row (default 1e-3)")
     train.add_argument("--epsilon", type=float, default=1.0, help="certified ε target (default 1)")
     train.add_argument("--delta", type=float, default=1e-5, help="certified δ (default 1e-5)")
     train.add_argument("--budget", type=float, default=10.0, help="total residual bound removals may use (default 10)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="random seed of the initialisation, the "
+                       "certification noise and the batches (default 0)")
     train.add_argument("--preset", choices=["tiny", "small"], default=None,
                        help="text models: size (default small); image CNNs: default tiny for digits, small otherwise")
     train.add_argument("--seconds", type=float, default=120.0, help="text models: training time budget (default 120)")
     train.add_argument("--subset", type=int, help="image CNNs: train on the first N training images "
                        "(default: all for tiny, 10000 for small)")
     train.add_argument("--epochs", type=float, help="image CNNs: epochs (default: the preset's)")
-    train.add_argument("--json", action="store_true")
+    train.add_argument("--json", action="store_true", help=JSON_HELP)
 
     forget = sub.add_parser("forget", help="process an erasure request (YAML or JSON file)")
-    forget.add_argument("request", type=Path)
+    forget.add_argument("request", type=Path, help="the erasure request file (YAML or JSON; see README, "
+                        "\"Erasure requests\")")
     forget.add_argument("--method", help="override the request's method (auto, first_order, second_order, "
                         "certified, retrain, finetune)")
     forget.add_argument("--keep-superseded", metavar="DAYS", help="keep the superseded model versions and data "
                         "\"beyond use\" (no alias, tagged with a purge date) for DAYS days instead of purging them now; "
                         "a later `unlearn comply` purges them when due (default: UNLEARN_KEEP_SUPERSEDED_DAYS, else 0)")
-    forget.add_argument("--json", action="store_true")
+    forget.add_argument("--json", action="store_true", help=JSON_HELP)
 
     scan = sub.add_parser("scan", help="scan a dataset or a text/CSV file for secrets and personal data")
     scan.add_argument("target", help="dataset name (data/NAME) or file path")
     scan.add_argument("--allowlist", type=Path, help="YAML/JSON allowlist (fingerprints, values, patterns)")
     scan.add_argument("--model", help="also measure each finding's exposure in this model's production version "
                       "(text datasets)")
-    scan.add_argument("--json", action="store_true")
+    scan.add_argument("--json", action="store_true", help=JSON_HELP)
 
     demo = sub.add_parser("demo", help="run a scenario end to end on built-in data")
     demo.add_argument("--scenario", choices=["tabular", "text", "images"], default="text",
@@ -88,10 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--train-steps", type=int, default=DEMO_TEXT_STEPS,
                       help=f"text scenario: training steps (default {DEMO_TEXT_STEPS})")
     demo.add_argument("--preset", choices=["tiny", "small"], default=None, help="text scenario: model size (default small)")
-    demo.add_argument("--json", action="store_true")
+    demo.add_argument("--json", action="store_true", help=JSON_HELP)
 
-    ui = sub.add_parser("ui", help="open the MLflow UI on 127.0.0.1 over the local tracking store")
-    ui.add_argument("--port", type=int, default=5000)
+    ui = sub.add_parser("ui", help="open the MLflow UI (or with --prefect the Prefect UI) on 127.0.0.1 over the "
+                        "project's own stores")
+    ui.add_argument("--prefect", action="store_true", help="the Prefect UI over the flow runs recorded in the "
+                    "project (.prefect/): a Prefect server on 127.0.0.1, with no scheduler or other services")
+    ui.add_argument("--port", type=int, help=f"port (default {MLFLOW_UI_PORT}; {PREFECT_UI_PORT} with --prefect)")
     comply = sub.add_parser("comply", help="process every pending request of the ledger now (one batched update "
                             "per model, a signed certificate per request)")
     comply.add_argument("--keep-superseded", metavar="DAYS", help="keep the superseded model versions and data "
@@ -104,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     comply.add_argument("--dask-address", metavar="ADDRESS", help="an existing Dask scheduler, e.g. "
                         "tcp://10.0.0.5:8786 (implies --task-runner dask; default UNLEARN_DASK_ADDRESS)")
     comply.add_argument("--workers", metavar="N", help="worker processes of the local Dask cluster (default: one per CPU core)")
-    comply.add_argument("--json", action="store_true")
+    comply.add_argument("--json", action="store_true", help=JSON_HELP)
     serve = sub.add_parser("serve", help="serve the Prefect deployments (nightly comply, on-demand forget) from "
                            "this process, without a work pool")
     serve.add_argument("--cron", default="0 2 * * *", help="when the nightly comply runs (default 02:00 UTC)")
@@ -117,6 +144,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            return run(argv)
+        finally:
+            sys.stdout.flush()  # a reader that stopped early is met here, not at interpreter exit
+    except BrokenPipeError:
+        silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null: the reader is gone, and Python's final flush of what is still
+    buffered would otherwise print 'Exception ignored ... BrokenPipeError' on the way out."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (captured in tests)
+        pass
+
+
+def run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     root = project_root()
     configure_environment(root)
@@ -142,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:  # any settings object built from user input: one line, no links
         print(f"error: {option_problems(exc)}", file=sys.stderr)
         return EXIT_INVALID
+    except BrokenPipeError:
+        raise  # the reader left (main): not the project's problem
     except Exception as exc:
         problem = unwritable(exc)
         if problem is None:
@@ -344,9 +394,13 @@ def format_image_forget(s: dict) -> str:
 
 
 def cmd_scan(args, root: Path) -> int:
-    from tasks.scan import counts_by_detector, load_allowlist, scan_target
+    from tasks.scan import counts_by_detector, is_project, load_allowlist, scan_target
 
     what, findings = scan_target(root, args.target, load_allowlist(args.allowlist))
+    if not is_project(root):
+        print(f"note: {root} is not an unlearnflow project: the fingerprints use a one-off salt (nothing is "
+              "written here) and match no other scan; run it in the project to match requests and allowlists",
+              file=sys.stderr)
     counts = counts_by_detector(findings)
     if args.model and findings:
         findings = with_exposure(root, args.target, args.model, findings)
@@ -397,16 +451,39 @@ def cmd_demo(args, root: Path) -> int:
 def cmd_ui(args, root: Path) -> int:
     import subprocess
 
+    if args.prefect:
+        port = args.port or PREFECT_UI_PORT
+        cmd, env = prefect_ui_command(port)
+        print(f"Prefect UI on http://127.0.0.1:{port} (flow runs of {env['PREFECT_HOME']}); Ctrl-C to stop",
+              file=sys.stderr)
+        return subprocess.call(cmd, env=env)
     from tasks.tracking import configure, tracking_uri
 
+    port = args.port or MLFLOW_UI_PORT
     configure(root)
     uri = tracking_uri(root)
-    print(f"MLflow UI on http://127.0.0.1:{args.port} (store {uri}); Ctrl-C to stop", file=sys.stderr)
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(args.port),
+    print(f"MLflow UI on http://127.0.0.1:{port} (store {uri}); Ctrl-C to stop", file=sys.stderr)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port),
            "--backend-store-uri", uri, "--workers", "1"]
     # Job execution is off: it is not used here and doubles start-up time and memory.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     return subprocess.call(cmd, env=env)
+
+
+def prefect_ui_command(port: int) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of a Prefect server showing the project's flow runs.
+
+    Every `unlearn` command records its flow runs in the database under PREFECT_HOME (the
+    project's .prefect/, flows.settings), through a temporary server of its own; a server started
+    on that same home shows them all. The UI must be told where its API is (PREFECT_UI_API_URL),
+    else it follows a PREFECT_API_URL of the user's profile. Only the API and the UI run: no
+    scheduler would start the project's deployments behind the user's back."""
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_UI_API_URL": api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)  # this process is the server, not a client of another one
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port),
+           "--no-services", "--analytics-off"]
+    return cmd, env
 
 
 def _config(cls, **values):

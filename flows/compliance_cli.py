@@ -23,6 +23,9 @@ from unlearning.errors import UnlearnError
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
 
+JSON_HELP = "print the result as one JSON object on stdout (progress and errors stay on stderr)"
+
+
 def add_parsers(sub) -> None:
     """Register `requests`, `ledger` and `certificate` on the `unlearn` subparsers."""
     requests = sub.add_parser("requests", help="the erasure request ledger: submit, list, show, extend, deny")
@@ -35,32 +38,34 @@ def add_parsers(sub) -> None:
                         "(default unspecified)")
     submit.add_argument("--deadline-days", help="answer within N days (45 for CCPA) instead of one calendar "
                         "month (GDPR art. 12(3))")
-    submit.add_argument("--json", action="store_true")
+    submit.add_argument("--json", action="store_true", help=JSON_HELP)
     submit.set_defaults(handler=cmd_requests_submit)
 
     listing = rsub.add_parser("list", help="recorded requests with their state and deadline")
     listing.add_argument("--status", help=f"only this state: {', '.join(lg.STATUSES)}")
     listing.add_argument("--overdue", action="store_true", help="only unanswered requests past their deadline "
                          "(exit code 1 when there are any)")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--json", action="store_true", help=JSON_HELP)
     listing.set_defaults(handler=cmd_requests_list)
 
     show = rsub.add_parser("show", help="one request's record and its ledger entries")
-    show.add_argument("id")
-    show.add_argument("--json", action="store_true")
+    show.add_argument("id", help="the request id")
+    show.add_argument("--json", action="store_true", help=JSON_HELP)
     show.set_defaults(handler=cmd_requests_show)
 
     extend = rsub.add_parser("extend", help="extend an open request's deadline, with the reason the person was given")
-    extend.add_argument("id")
-    extend.add_argument("--reason", required=True)
+    extend.add_argument("id", help="the request id")
+    extend.add_argument("--reason", required=True, help="why the deadline is extended, as the person "
+                        "was told (GDPR Art. 12(3)); recorded in the ledger")
     extend.add_argument("--until", help="new deadline YYYY-MM-DD (default: the latest the rule allows)")
-    extend.add_argument("--json", action="store_true")
+    extend.add_argument("--json", action="store_true", help=JSON_HELP)
     extend.set_defaults(handler=cmd_requests_extend)
 
     deny = rsub.add_parser("deny", help="deny an open request, with the basis for the denial")
-    deny.add_argument("id")
-    deny.add_argument("--basis", required=True)
-    deny.add_argument("--json", action="store_true")
+    deny.add_argument("id", help="the request id")
+    deny.add_argument("--basis", required=True, help="the basis for the denial (recorded in the "
+                      "ledger, CCPA §7101)")
+    deny.add_argument("--json", action="store_true", help=JSON_HELP)
     deny.set_defaults(handler=cmd_requests_deny)
 
     ledger = sub.add_parser("ledger", help="the request ledger's integrity")
@@ -69,28 +74,28 @@ def add_parsers(sub) -> None:
                              "exit 1 naming the first bad entry")
     verify.add_argument("--expect-head", metavar="SEQ:HASH", help="also a head recorded elsewhere (an entry number "
                         "and its MAC, as verify prints them)")
-    verify.add_argument("--json", action="store_true")
+    verify.add_argument("--json", action="store_true", help=JSON_HELP)
     verify.set_defaults(handler=cmd_ledger_verify)
     seal = lsub.add_parser("seal", help="as the key holder, vouch for the ledger as it stands: key a format 1 "
                            "ledger with MACs, sign its head (refused when its chain is broken)")
     seal.add_argument("--expect-head", metavar="SEQ:HASH", help="seal only if this entry is still there")
-    seal.add_argument("--json", action="store_true")
+    seal.add_argument("--json", action="store_true", help=JSON_HELP)
     seal.set_defaults(handler=cmd_ledger_seal)
 
     model = sub.add_parser("model", help="registered models")
     msub = model.add_subparsers(dest="model_command", required=True)
     retire = msub.add_parser("retire", help="take a model out of production for good: its `production` alias "
                              "removed, its model files and private state deleted (the registry keeps the record)")
-    retire.add_argument("name")
-    retire.add_argument("--json", action="store_true")
+    retire.add_argument("name", help="the registered model name")
+    retire.add_argument("--json", action="store_true", help=JSON_HELP)
     retire.set_defaults(handler=cmd_model_retire)
 
     certificate = sub.add_parser("certificate", help="signed erasure certificates")
     csub = certificate.add_subparsers(dest="certificate_command", required=True)
     cverify = csub.add_parser("verify", help="check a certificate's HMAC signature, that it is filed under its "
                               "request's id and is the one the ledger recorded; exit 1 otherwise")
-    cverify.add_argument("path", type=Path)
-    cverify.add_argument("--json", action="store_true")
+    cverify.add_argument("path", type=Path, help="the certificate JSON file (.unlearn/certificates/ID.json)")
+    cverify.add_argument("--json", action="store_true", help=JSON_HELP)
     cverify.set_defaults(handler=cmd_certificate_verify)
 
 

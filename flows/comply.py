@@ -22,9 +22,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
-from prefect import flow
 
 from flows.forget import forget_flow
+from flows.runs import failed_run, outcome_flow, rename_current_run, requests_label
 from flows.settings import private_tempdir
 from tasks import dvc, ledger, release, steps, tracking
 from tasks import references as prefetch
@@ -210,7 +210,8 @@ def process_batch(root: Path, requests: list, keep_days: int | None = None, path
         path = None
     try:
         path = path or batch_file(root, [n for _, n in active])
-        summary = forget_flow(root=str(root), request_path=str(path), keep_superseded_days=keep_days)
+        summary = forget_flow(root=str(root), request_path=str(path), keep_superseded_days=keep_days,
+                              members=[n.id for _, n in active])
         problem = None if summary.get("verified") else verification_failure(summary)
     except Exception as exc:  # noqa: BLE001 — any step's failure is recorded, the run goes on
         if environment_error(exc):
@@ -416,14 +417,16 @@ def fail(root: Path, request, reason: str) -> dict:
             "certificate": None}
 
 
-@flow(name="comply", log_prints=False)
+@outcome_flow(name="comply", flow_run_name="comply", log_prints=False)
 def comply_flow(root: str, keep_superseded_days: int | None = None, task_runner: str | None = None,
                 dask_address: str | None = None, workers: int | None = None) -> dict:
     """Process every pending erasure request (see the module doc). Returns {"requests": [...],
     "recovered": [...], "purged": [...], "references": {...}}. `keep_superseded_days`: as `forget`'s.
     `task_runner`: inline (default; UNLEARN_TASK_RUNNER) or dask — train every batch's
     verification reference at once on that Prefect task runner before the batches are released
-    (`dask_address`: an existing Dask scheduler, else a local cluster of `workers` processes)."""
+    (`dask_address`: an existing Dask scheduler, else a local cluster of `workers` processes).
+    The run is renamed after the requests it claimed, and ends Failed when any of them failed
+    (called from Python it still returns the summary: flows.runs)."""
     root_path = Path(root)
     keep_days = release.keep_days_setting(keep_superseded_days)
     runner, address = prefetch.runner_setting(task_runner, dask_address)
@@ -433,6 +436,7 @@ def comply_flow(root: str, keep_superseded_days: int | None = None, task_runner:
         recovered = release.recover(root_path) + finish_promoted_batches(root_path) + reclaim_stale(root_path)
         purged = due_purges(root_path)
         claimed = claim_pending(root_path)
+        rename_current_run(f"comply {requests_label(r.id for r in claimed)}" if claimed else "comply (nothing pending)")
         batches = write_batches(root_path, group_requests(claimed))
         started = time.perf_counter()
         pool = prefetch_references(root_path, [p for _, p, _ in batches if p is not None], runner, address, workers)
@@ -443,5 +447,10 @@ def comply_flow(root: str, keep_superseded_days: int | None = None, task_runner:
                 results += process_batch(root_path, requests, keep_days, path, error)
     references = {"task_runner": runner, "prefetched": prefetched, "used": prefetched - len(pool),
                   "seconds": round(prefetch_s, 1)}
-    return {"requests": results, "processed": len(results), "failed": sum(r["status"] == "failed" for r in results),
-            "recovered": recovered, "purged": purged, "references": references}
+    summary = {"requests": results, "processed": len(results), "failed": sum(r["status"] == "failed" for r in results),
+               "recovered": recovered, "purged": purged, "references": references}
+    failed = [r for r in results if r["status"] == "failed"]
+    if failed:
+        reasons = "; ".join(f"{r['id']}: {r['reason']}" for r in failed)
+        return failed_run(f"{len(failed)} of {len(results)} request(s) failed — {reasons}"[:1000], summary)
+    return summary

@@ -15,9 +15,9 @@ import hashlib
 from dataclasses import replace
 from pathlib import Path
 
-from prefect import flow
 from prefect.runtime import flow_run
 
+from flows.runs import failed_run, outcome_flow, requests_label
 from tasks import image_steps, release as release_steps, steps, text_steps, tracking
 from unlearning import certificate as cert_lib
 from unlearning.images.verify import ImageVerifyConfig
@@ -25,19 +25,39 @@ from unlearning.methods import Result
 from unlearning.verify import VerifyConfig, describe_failures
 
 
-@flow(name="forget", log_prints=False, validate_parameters=True)
+def forget_run_name() -> str:
+    """'forget REQ-1' (a comply batch: 'forget PAT-001, PAT-002'): a user finds the run by the
+    request's id in the Prefect UI. Ids only, never record values."""
+    params = flow_run.parameters
+    return f"forget {requests_label(params.get('members') or [request_id_of(params['request_path'])])}"
+
+
+def request_id_of(request_path: str) -> str:
+    """The request's id, or the file's name when it cannot be read (the flow then says why)."""
+    from unlearning.requests import load_request
+
+    try:
+        return load_request(Path(request_path)).id
+    except Exception:  # noqa: BLE001 — a name must never stop the run: planning reports the problem
+        return Path(request_path).stem
+
+
+@outcome_flow(name="forget", flow_run_name=forget_run_name, log_prints=False, validate_parameters=True)
 @release_steps.under_project_lock("forget")
 def forget_flow(root: str, request_path: str, method: str | None = None,
                 options: dict | None = None, verify_config: VerifyConfig = VerifyConfig(),
                 compare: dict[str, dict] | None = None,
                 image_verify: ImageVerifyConfig = ImageVerifyConfig(),
-                keep_superseded_days: int | None = None) -> dict:
-    """Process one erasure request end to end; returns the result summary (see README).
+                keep_superseded_days: int | None = None, members: list[str] | None = None) -> dict:
+    """Process one erasure request end to end; returns the result summary (see README). A failed
+    verification ends the flow run Failed (its MLflow run too, tagged `verified=false`); called
+    from Python it still returns the summary (flows.runs).
 
     Image models only: `compare` = baselines (method → options) run and evaluated beside the
     update for the comparison table; `image_verify` = the image thresholds.
     `keep_superseded_days`: keep the superseded versions and data "beyond use" that many days
-    instead of purging them now (default: the UNLEARN_KEEP_SUPERSEDED_DAYS setting, else purge now)."""
+    instead of purging them now (default: the UNLEARN_KEEP_SUPERSEDED_DAYS setting, else purge now).
+    `members`: the ids of the requests a comply batch merged into this one (names the runs)."""
     root_path = Path(root)
     plan = steps.plan_request(root_path, Path(request_path), method)
     if plan.earlier is not None:
@@ -47,8 +67,10 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
     experiment = tracking.configure(root_path)
     req = plan.request
     tags = {"data_version": plan.data_version, "dataset": plan.table.name, "request_id": req.id,
-            "git_commit": tracking.git_commit(root_path), "prefect_flow_run": flow_run.id, "model": plan.model_name}
-    with tracking.run(experiment, f"forget {req.id}", {**tags, "flow": "forget"}) as parent:
+            "git_commit": tracking.git_commit(root_path), "code_version": tracking.code_version(),
+            "prefect_flow_run": flow_run.id, "model": plan.model_name}
+    run_tags = {**tags, "flow": "forget", **({"batch_requests": ",".join(members)[:5000]} if members else {})}
+    with tracking.run(experiment, f"forget {requests_label(members or [req.id])}", run_tags) as parent:
         lineage = steps.Lineage(root_path, experiment, parent, tags)
         tracking.log_params(parent, {"request_id": req.id, "method": plan.method, "kinds": ",".join(req.kinds()),
                                      "n_delete": len(req.delete_records), "n_revoke": len(req.revoke_features),
@@ -63,7 +85,17 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
         if outcome.get("outcome") == "rolled back":
             summary["rollback"] = outcome
         tracking.log_json(parent, summary, "result.json")
+        tracking.set_run_tags(parent, {"verified": str(summary["verified"]).lower()})
+    if not summary["verified"]:
+        tracking.end_run(parent, ok=False)  # after tracking.run ended it FINISHED: the work failed, not the code
+        return failed_run(verification_failure(summary), summary)
     return summary
+
+
+def verification_failure(summary: dict) -> str:
+    """Why a forget run failed, in one line: each failed check with its value and threshold."""
+    failed = describe_failures([c for c in summary.get("checks", []) if not c["passed"]])
+    return f"verification failed ({failed}); nothing promoted"
 
 
 def forget_table(lineage: steps.Lineage, plan: steps.Plan, options: dict | None, verify_config: VerifyConfig) -> dict:
@@ -101,7 +133,7 @@ def forget_table(lineage: steps.Lineage, plan: steps.Plan, options: dict | None,
     data = {"before": plan.data_version, "after": data_after}
     certificate = cert_lib.certificate(
         req, result, model=model, data=data, metrics=metrics, checks=checks, timings=timings,
-        code_version=tags["git_commit"], config={"method": result.method, "requested": plan.requested,
+        code_version=tags["code_version"], config={"method": result.method, "requested": plan.requested,
                                                  "options": options or {}, "fallback": attempt,
                                                  "verify": verify_config.model_dump()},
         request_hash=steps.request_hash(lineage.root, req), superseded=superseded)
@@ -176,7 +208,7 @@ def forget_text(lineage: steps.Lineage, plan: steps.Plan, options: dict | None) 
     result = Result(theta=None, method=method, guarantee=guarantee, stats=stats)
     certificate = cert_lib.certificate(
         req, result, model=model, data=data, metrics={**metrics, "secrets": secrets}, checks=checks,
-        timings=timings, code_version=lineage.tags["git_commit"],
+        timings=timings, code_version=lineage.tags["code_version"],
         config={"method": method, "requested": plan.requested, "options": options or {}, "fallback": attempt},
         request_hash=steps.request_hash(lineage.root, req), superseded=superseded)
     tracking.log_json(lineage.parent_run, certificate, "certificate.json")
@@ -221,7 +253,7 @@ def forget_images(lineage: steps.Lineage, plan: steps.Plan, options: dict | None
     result = Result(theta=None, method=method, guarantee=guarantee, stats={"forget_images": len(plan.image.request.forget)})
     certificate = cert_lib.certificate(
         req, result, model=model, data=data, metrics=metrics, checks=checks, timings=timings,
-        code_version=lineage.tags["git_commit"],
+        code_version=lineage.tags["code_version"],
         config={"method": method, "requested": plan.requested, "options": options or {},
                 "compare": compare or {}, "verify": cfg.model_dump()}, request_hash=steps.request_hash(lineage.root, req), superseded=superseded)
     tracking.log_json(lineage.parent_run, certificate, "certificate.json")

@@ -145,11 +145,13 @@ def obtain(job: references.ReferenceJob, announce: str | None = None):
     pool = _PREFETCHED.get()
     if pool is not None and job.key in pool:
         return pool.pop(job.key), "prefetched"
-    if announce:
-        from tasks.steps import progress
+    from tasks.steps import progress
 
+    if announce:
         progress(announce)
-    return references.train(job), "trained"
+    # a language model's or CNN's reference takes minutes: one line per epoch shows it is moving
+    return references.train(job, progress=lambda s: progress(
+        f"    epoch {s.epochs:.1f}, step {s.steps}, {s.seconds:.0f} s, loss {s.loss:.3f}")), "trained"
 
 
 @task(name="retrain reference", cache_policy=NO_CACHE, persist_result=False, retries=0)

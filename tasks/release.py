@@ -120,6 +120,7 @@ def finish(root: Path, journal: Journal, reason: str) -> dict:
                       if v.tags.get("lineage_run") == journal.run]
         for version in candidates:
             tracking.set_version_tags(journal.model, version, {ROLLED_BACK: reason, "verified": "false"})
+            tracking.describe_version(journal.model, version, rolled_back_description(reason, journal.parent_version))
         outcome = {"run": journal.run, "outcome": "rolled back", "model": journal.model, "reason": reason,
                    "production": journal.parent_version, "data": restored,
                    "candidate_versions": [str(v) for v in candidates]}
@@ -284,8 +285,30 @@ def mark_superseded(root: Path, model: str, new_version: str, parent_version: st
             tags[rule.BEYOND_USE] = rule.beyond_use_label(tags[rule.PURGE_AFTER])
         tracking.set_version_tags(model, version, tags)
         tracking.remove_aliases(model, version)
+        if rule.PURGED not in versions[version]:
+            tracking.describe_version(model, version, superseded_description(tags))
         marked.append({"version": version, **versions[version], **tags})
     return marked
+
+
+# What a version's description says in the MLflow UI (its tags say the same, one field each).
+
+def rolled_back_description(reason: str, production: str) -> str:
+    return (f"ROLLED BACK, never promoted: {reason}. Production stayed at v{production}; the data was "
+            "restored to the version the run started from.")
+
+
+def superseded_description(tags: dict) -> str:
+    until = tags[rule.PURGE_AFTER]
+    return (f"SUPERSEDED by v{tags[rule.SUPERSEDED_BY]}: no alias, not to be served. Its model files are "
+            f"purged on or after {until} (beyond use until then).")
+
+
+def purged_description(version, when: str) -> str:
+    superseded_by = version.tags.get(rule.SUPERSEDED_BY)
+    by = f" (superseded by v{superseded_by})" if superseded_by else ""
+    return (f"PURGED {when}{by}: its model files and private state are deleted; this registry entry and its "
+            "lineage tags remain as the record of what existed.")
 
 
 @task(name="supersede", **STEP)
@@ -340,6 +363,7 @@ def purge_model_version(root: Path, name: str, version, now: datetime) -> list[d
         removed_state = state.drop_model_state(root, version.run_id)
         data = purge_data(root, version.tags.get(rule.PURGE_DATA))
         tracking.set_version_tags(name, version.version, {rule.PURGED: rule.iso(now)})
+        tracking.describe_version(name, version.version, purged_description(version, rule.iso(now)))
         tracking.remove_aliases(name, version.version)
     except Exception as exc:  # noqa: BLE001 — reported in the certificate; the next comply run retries
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__

@@ -21,6 +21,18 @@ from unlearning.errors import UnlearnError
 from unlearning.signing import create_private_once
 
 SALT_FILE = "salt"
+# What the commands that make a folder a project leave in it (data add, train, submit, forget).
+PROJECT_MARKERS = ("data.dvc", ".dvc", "mlflow", "ledger.db")
+
+
+def is_project(root: Path) -> bool:
+    """Whether `root` holds a project's state. `.unlearn/` counts only with more than the temp
+    folder every command (this one too) makes in it for its run (flows.settings.private_tempdir)."""
+    root = Path(root)
+    private = root / ".unlearn"
+    if private.is_dir() and any(entry.name != "tmp" for entry in private.iterdir()):
+        return True
+    return any((root / marker).exists() for marker in PROJECT_MARKERS)
 
 
 def project_salt(root: Path) -> bytes:
@@ -80,7 +92,8 @@ def scan_path(path: Path, salt: bytes, allowlist: Allowlist | None = None) -> li
 
 
 def scan_target(root: Path, target: str, allowlist: Allowlist | None = None) -> tuple[str, list[dict]]:
-    """Scan a dataset name (data/NAME) or a file path; returns (what was scanned, findings)."""
+    """Scan a dataset name (data/NAME) or a file path; returns (what was scanned, findings). A file
+    scanned outside a project gets a one-off salt: the folder it is run in is not made a project."""
     if (Path(root) / "data" / target).is_dir():
         dataset = data_store.load_dataset(root, target)
         if isinstance(dataset, ImageDataset):  # no text to scan (it crashed on a missing .frame); no salt made
@@ -88,7 +101,8 @@ def scan_target(root: Path, target: str, allowlist: Allowlist | None = None) -> 
         scan = scan_corpus if isinstance(dataset, TextCorpus) else scan_table
         return f"dataset {target}", scan(dataset, project_salt(root), allowlist)
     if Path(target).is_file():
-        return f"file {target}", scan_path(Path(target), project_salt(root), allowlist)
+        salt = project_salt(root) if is_project(root) else secrets.token_bytes(32)
+        return f"file {target}", scan_path(Path(target), salt, allowlist)
     raise UnlearnError(f"{target!r} is neither a dataset under data/ nor a file: give a dataset name "
                        f"(see `unlearn data add`) or a path")
 

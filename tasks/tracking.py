@@ -9,23 +9,20 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+import mlflow
 import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-
-import mlflow  # noqa: E402
-from mlflow import MlflowClient  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
-
-from unlearning.errors import UnlearnError  # noqa: E402
-from unlearning.images.bundle import ImageBundle, is_image_bundle, load_image_bundle, save_image_bundle  # noqa: E402
-from unlearning.lm import LMBundle, is_lm_bundle, load_lm, save_lm  # noqa: E402
-from unlearning.models.bundle import ModelBundle, load_bundle, save_bundle  # noqa: E402
+from tasks.version import code_version, commit_of
+from unlearning.errors import UnlearnError
+from unlearning.images.bundle import ImageBundle, is_image_bundle, load_image_bundle, save_image_bundle
+from unlearning.lm import LMBundle, is_lm_bundle, load_lm, save_lm
+from unlearning.models.bundle import ModelBundle, load_bundle, save_bundle
 
 EXPERIMENT = "unlearnflow"
 PRODUCTION = "production"
@@ -49,9 +46,24 @@ def tracking_uri(root: Path) -> str:
 
 def quiet() -> None:
     """MLflow sets its own log levels when imported; its INFO lines (database set-up) and advice
-    warnings (no signature, no input example — deliberate here) are not for our users."""
+    warnings (no input example — deliberate here) are not for our users. Telemetry off."""
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    telemetry_off()
+
+
+def telemetry_off() -> None:
+    """MLflow decides on telemetry when it is imported (MLFLOW_DISABLE_TELEMETRY). `unlearn` sets
+    that before any import (flows.settings); a process that imported mlflow first (a Prefect
+    worker's flow run, a notebook) gets the same default here, before its first MLflow call: the
+    client it made at import has sent nothing yet (it starts on the first recorded call). A user
+    who set the variable decides."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.telemetry.client import get_telemetry_client, set_telemetry_client
+    from mlflow.telemetry.utils import is_telemetry_disabled
+
+    if is_telemetry_disabled() and get_telemetry_client() is not None:
+        set_telemetry_client()  # re-reads the setting: no client
 
 
 def connect(root: Path) -> None:
@@ -85,17 +97,16 @@ def configure(root: Path) -> str:
 
 
 def git_commit(root: Path) -> str:
-    try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    """The commit the project folder `root` is checked out at; 'unknown' outside a git repository
+    or in one without commits."""
+    return commit_of(Path(root)) or "unknown"
 
 
 # --- runs -------------------------------------------------------------------------------------
 
 def start_run(experiment_id: str, name: str, tags: dict, parent_id: str | None = None) -> str:
-    tags = {k: str(v) for k, v in tags.items() if v is not None}
+    """A new run; every run records the code version that made it (lineage)."""
+    tags = {"code_version": code_version(), **{k: str(v) for k, v in tags.items() if v is not None}}
     if parent_id:
         tags["mlflow.parentRunId"] = parent_id
     return MlflowClient().create_run(experiment_id, run_name=name, tags=tags).info.run_id
@@ -103,6 +114,12 @@ def start_run(experiment_id: str, name: str, tags: dict, parent_id: str | None =
 
 def end_run(run_id: str, ok: bool = True) -> None:
     MlflowClient().set_terminated(run_id, "FINISHED" if ok else "FAILED")
+
+
+def set_run_tags(run_id: str, tags: dict) -> None:
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_tag(run_id, key, str(value))
 
 
 @contextmanager
@@ -174,9 +191,30 @@ class UnlearnModel(mlflow.pyfunc.PythonModel):
         return pd.Series(self.bundle.predict(model_input), name="prediction")
 
 
+def model_signature(bundle):
+    """The input/output schema the MLflow UI shows on a model version's page; MLflow also checks
+    inputs against it. Tables: the source columns by name (revoked ones optional), typed `any`:
+    MLflow would refuse an int column for a `double` and the model reads numbers and categories
+    as given; no category value appears (the encoder keeps only their keyed hashes). Text: the
+    prompt column. Images: the predicted class only — the model reads (n, H, W) or (n, C, H, W),
+    uint8 or floats, and a tensor spec would refuse all but one of those forms (metadata has
+    the input)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    if isinstance(bundle, LMBundle):
+        return ModelSignature(inputs=Schema([ColSpec("string", "prompt")]),
+                              outputs=Schema([ColSpec("string", "continuation")]))
+    if isinstance(bundle, ImageBundle):
+        return ModelSignature(inputs=None, outputs=Schema([ColSpec("string", "prediction")]))
+    enc = bundle.encoder
+    inputs = [ColSpec(AnyType(), f, required=f not in enc.revoked) for f in enc.features]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("string", "prediction")]))
+
+
 def input_description(bundle) -> dict:
-    """What the model reads, as metadata. (No MLflow signature: its schema enforcement refuses
-    int columns for a float feature, and an input example would put real rows into MLflow.)"""
+    """What the model reads, as metadata beside its signature (an input example would put real
+    rows into MLflow: none is logged)."""
     if isinstance(bundle, LMBundle):
         return {"input_columns": {"prompt": "text"}, "kind": "charlm", "preset": bundle.preset}
     if isinstance(bundle, ImageBundle):
@@ -185,7 +223,7 @@ def input_description(bundle) -> dict:
                 "n_train": len(bundle.train_ids)}
     enc = bundle.encoder
     return {"input_columns": {f: ("category" if f in enc.categorical else "number") for f in enc.features},
-            "revoked_features": list(enc.revoked), "labels": list(enc.labels)}
+            "revoked_features": list(enc.revoked), "labels": list(enc.labels), "encoded_features": enc.d}
 
 
 def log_model(run_id: str, bundle) -> str:
@@ -197,7 +235,8 @@ def log_model(run_id: str, bundle) -> str:
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name=MODEL_ARTIFACT, python_model=str(Path(__file__).with_name("pyfunc_entry.py")), artifacts={"bundle": str(path)},
-                pip_requirements=PIP_REQUIREMENTS, metadata=input_description(bundle))
+                pip_requirements=PIP_REQUIREMENTS, metadata=input_description(bundle),
+                signature=model_signature(bundle))
     return info.model_uri
 
 
@@ -220,6 +259,11 @@ def set_version_tags(name: str, version: str, tags: dict) -> None:
     client = MlflowClient()
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, str(value))
+
+
+def describe_version(name: str, version, text: str) -> None:
+    """The version's description: what the MLflow UI shows on its page (a tag is one row among many)."""
+    MlflowClient().update_model_version(name, str(version), description=text)
 
 
 def promote(name: str, version: str) -> None:

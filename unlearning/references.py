@@ -80,22 +80,24 @@ def image_job(model_config: dict, X: torch.Tensor, y: torch.Tensor, schedule: cn
     return ReferenceJob("images", {"X": X, "y": y}, {"config": config, "schedule": schedule.to_dict()})
 
 
-def train(job: ReferenceJob):
+def train(job: ReferenceJob, progress=None):
     """Run a job: a methods.Result (table), a deep_influence.DeepUpdate (text) or an ImageResult
-    (images), each with its wall-clock `seconds` in stats (`update_seconds` for a table)."""
+    (images), each with its wall-clock `seconds` in stats (`update_seconds` for a table).
+    `progress(stats)`: called once per epoch of a language model's or CNN's training."""
     if job.kind == "table":
         return run_method("retrain", _d_prime_problem(job), {})
     if job.kind == "text":
         s = job.settings
         return deep_influence.retrain_on(s["config"], job.data["windows"], steps=int(s["steps"]), lr=s["lr"],
-                                         batch=int(s["batch"]), seed=int(s["seed"]), init_seed=int(s["seed"]))
+                                         batch=int(s["batch"]), seed=int(s["seed"]), init_seed=int(s["seed"]),
+                                         progress=progress)
     if job.kind == "images":
         config = {**job.settings["config"], "widths": tuple(job.settings["config"]["widths"]),
                   "strides": tuple(job.settings["config"]["strides"])}
         schedule = cnn.TrainSchedule(**job.settings["schedule"])
         started, cpu_started = time.perf_counter(), time.process_time()
         with single_threaded():  # as every image method is run and timed (registry.run_image_method)
-            result = baselines.retrain_on(config, job.data["X"], job.data["y"], schedule)
+            result = baselines.retrain_on(config, job.data["X"], job.data["y"], schedule, progress)
         result.stats.update(seconds=time.perf_counter() - started, cpu_seconds=time.process_time() - cpu_started)
         return result
     raise UnlearnError(f"unknown reference kind {job.kind!r}: one of {', '.join(KINDS)}")

@@ -260,7 +260,7 @@ def _procedural(cert: dict) -> str:
         ("data version before", data.get("before")), ("data version after", data.get("after")),
         ("model", model.get("name")), ("model version before", model.get("parent_version")),
         ("model version after", model.get("version")), ("model run before", model.get("parent_run_id")),
-        ("model run after", model.get("run_id")), ("code version (git commit)", cert.get("code_version")),
+        ("model run after", model.get("run_id")), ("code version (package version+git commit)", cert.get("code_version")),
         ("method", cert.get("method")), ("timings", cert.get("timings")),
     ]
     if cert.get("ledger") is not None:

@@ -59,11 +59,12 @@ def retrain(model: CNN, data: ImageData, request: ImageRequest, cfg: RetrainConf
     return retrain_on(model.config, *request.d_prime(data), schedule)  # Z never enters: only retain rows and Z̃
 
 
-def retrain_on(config: dict, X: torch.Tensor, y: torch.Tensor, schedule: cnn.TrainSchedule) -> ImageResult:
+def retrain_on(config: dict, X: torch.Tensor, y: torch.Tensor, schedule: cnn.TrainSchedule,
+               progress=None) -> ImageResult:
     """A fresh CNN of `config` trained on D' = (X, y) with `schedule` (what `retrain` runs once it
-    has the retained rows and Z̃: a job can carry D' alone)."""
+    has the retained rows and Z̃: a job can carry D' alone). `progress`: as cnn.train's."""
     new = CNN.from_config(config, seed=schedule.init_seed)
-    stats = cnn.train(new, X, y, schedule)
+    stats = cnn.train(new, X, y, schedule, progress)
     return ImageResult(new, "retrain", "exact", {"steps": stats.steps, "epochs": stats.epochs,
                                                  "loss": stats.loss, "samples": len(y),
                                                  "schedule": schedule.to_dict()})

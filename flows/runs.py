@@ -1,0 +1,79 @@
+"""What a user sees of a flow run in the Prefect UI: its name after the requests it processes, and
+a final state that says whether the work it reports succeeded.
+
+A forget run whose verification failed, or a comply run with a failed request, did its job without
+an exception (the rollback is the designed outcome) but must not look "Completed": such a flow
+returns `failed_run(reason, summary)`, a Failed state that carries the summary. Called from Python
+(the CLI, comply, the demos) an `OutcomeFlow` still returns that summary, as a plain flow returns
+its value, so callers read `verified`/`failed` from it as before; served deployments end Failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from prefect import Flow
+from prefect.states import Failed, State
+
+NAME_LIMIT = 120  # request ids shown in a run name before "+N more": a name stays one readable line
+
+
+class OutcomeFlow(Flow):
+    """A Prefect flow whose function may return `failed_run(...)`; calling it returns the summary
+    either way (`return_state=True` gives the state). An exception still propagates as it would."""
+
+    def __call__(self, *args: Any, return_state: bool = False, wait_for=None, **kwargs: Any):
+        state = super().__call__(*args, return_state=True, wait_for=wait_for, **kwargs)
+        if return_state:
+            return state
+        return summary_of(state)
+
+    def with_options(self, **options: Any) -> "OutcomeFlow":
+        changed = super().with_options(**options)  # Prefect builds a plain Flow here
+        changed.__class__ = type(self)
+        return changed
+
+
+def outcome_flow(**options: Any):
+    """`@flow(...)` for an OutcomeFlow."""
+    return lambda fn: OutcomeFlow(fn, **options)
+
+
+def failed_run(reason: str, summary: dict) -> State:
+    """The final state of a run that finished its work but failed it: Failed with `reason` as the
+    message shown in the UI and the summary as its data."""
+    return Failed(message=reason, data=summary)
+
+
+def summary_of(state: State) -> Any:
+    """The summary a run returned, Failed or not; a run that raised raises its exception here."""
+    if state.is_failed():
+        data = state.result(raise_on_failure=False)
+        if isinstance(data, dict):
+            return data
+    return state.result()
+
+
+def requests_label(ids: Iterable[str], limit: int = NAME_LIMIT) -> str:
+    """'A, B, C +2 more': the request ids in order, as many as fit in `limit` characters."""
+    ids = [str(i) for i in ids]
+    shown: list[str] = []
+    for i, request_id in enumerate(ids):
+        rest = len(ids) - i - 1
+        more = f" +{rest} more" if rest else ""
+        if shown and len(", ".join([*shown, request_id]) + more) > limit:
+            break
+        shown.append(request_id[:limit])
+    hidden = len(ids) - len(shown)
+    return ", ".join(shown) + (f" +{hidden} more" if hidden else "")
+
+
+def rename_current_run(name: str) -> None:
+    """Rename the flow run this code runs in (a name known only once the run has started)."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    if flow_run.id:
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_name(flow_run.id, name)
