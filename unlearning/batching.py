@@ -11,6 +11,9 @@ earlier one left it.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from datetime import datetime
 from typing import Iterable
 
 from unlearning.errors import UnlearnError
@@ -84,3 +87,23 @@ def merge_requests(requests: list[UnlearningRequest], batch_id: str) -> Unlearni
         forget_class=next((r.forget_class for r in requests if r.forget_class is not None), None),
         method=methods.pop() if len(methods) == 1 else AUTO_METHOD,
     )
+
+
+def batch_id(requests: list[UnlearningRequest], now: datetime) -> str:
+    """`BATCH-<UTC time>-<digest>`, the digest over the members' content, not their ids alone: a
+    batch retried without the parts that change nothing must not reuse the id of the one first
+    written (its model versions carry the id, and a promoted one would be taken as its result)."""
+    members = json.dumps(sorted((r.model_dump() for r in requests), key=lambda m: m["id"]), sort_keys=True,
+                         default=str)
+    return f"BATCH-{now.strftime('%Y%m%dT%H%M%S')}-{hashlib.sha256(members.encode()).hexdigest()[:10]}"
+
+
+def retry_groups(requests: list[UnlearningRequest], refused: set[str]) -> list[list[UnlearningRequest]]:
+    """After a batch of several failed: the batches to process again, in the order received. With
+    the requests the current data refuses on their own (`refused`, failed alone) taken out, the
+    rest share one batch again; when none is refused (a failed verification, a step's error, which
+    the batch as a whole caused), each request is processed alone."""
+    rest = [r for r in requests if r.id not in refused]
+    if refused:
+        return [rest] if rest else []
+    return [[r] for r in rest]

@@ -9,7 +9,7 @@ import json
 import pandas as pd
 
 from flows.cli import main
-from flows.comply import comply_lock
+from tasks.release import project_lock
 from tasks import dvc, ledger, steps
 from tests.flows.test_pipeline import add_and_train, request_file, run_json
 
@@ -61,7 +61,7 @@ def test_a_second_comply_run_stops_with_a_clear_message_while_one_holds_the_lock
     add_and_train(people_csv, capsys)
     path = request_file(workspace, id="GDPR-L", delete_records=["P1005"])
     assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
-    with comply_lock(workspace):
+    with project_lock(workspace, "comply"):
         assert main(["comply"]) == 1
         err = capsys.readouterr().err
         assert "another `unlearn comply` run is in progress" in err

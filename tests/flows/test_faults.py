@@ -158,10 +158,10 @@ def test_a_killed_comply_run_is_recovered_by_the_next_one(workspace, people_csv,
 
 KILLED_AFTER_PROMOTION = """
 import os, sys
-import flows.comply
+import tasks.outcomes
 def killed(*args, **kwargs):
     os._exit(137)
-flows.comply.complete_batch = killed  # killed after the batch was promoted, before any ledger entry
+tasks.outcomes.complete_batch = killed  # killed after the batch was promoted, before any ledger entry
 from flows.cli import main
 sys.exit(main(["comply"]))
 """
