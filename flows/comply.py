@@ -28,40 +28,45 @@ from flows.forget import forget_flow
 from flows.settings import private_tempdir
 from tasks import batches, outcomes, release, steps, unchanged
 from tasks import references as prefetch
-from unlearning.batching import group_requests, retry_groups
+from unlearning.batching import group_requests, narrowed, retry_groups
 
 
 def process_batch(root: Path, requests: list, keep_days: int | None = None, path: Path | None = None,
                   error: str | None = None) -> list[dict]:
     """One forget run for a batch (its merged request file `path`, written now if not given);
-    ledger + certificates per request (tasks.outcomes). Never raises for a request's own failure: it is recorded as
-    `failed` with the reason (`error`: the batch already failed before its run). The parts of a
-    request that change nothing are set aside first (tasks.unchanged); when a batch of several
-    fails, the requests that fail on their own are found and failed alone, and the others are
-    processed again (`unlearning.batching.retry_groups`)."""
+    ledger + certificates per request (tasks.outcomes). Never raises for a request's own failure:
+    it is recorded as `failed` with the reason (`error`: the batch already failed before its run).
+    The parts of a request that change nothing are set aside first (tasks.unchanged); a batch of
+    several that fails is split (`split_failed_batch`)."""
     if error is not None:
         return [outcomes.fail(root, r, error) for r in requests]
     notes = unchanged.no_change_notes(root, requests)
-    todo = [(r, unchanged.narrowed(r, notes.get(r.id))) for r in requests]
-    results = [outcomes.complete_unchanged(root, r, notes[r.id]) for r, n in todo if n is None]
-    active = [(r, n) for r, n in todo if n is not None]
+    rest = {r.id: left for r in requests if (left := narrowed(r, notes.get(r.id))) is not None}
+    results = [outcomes.complete_unchanged(root, r, notes[r.id]) for r in requests if r.id not in rest]
+    active = [r for r in requests if r.id in rest]
     if not active:
         return results
-    if any(r.id in notes for r, _ in active):
+    if any(r.id in notes for r in active):
         batches.drop_manifest(root, path)  # written before the notes were known: the batch is written anew
         path = None
-    originals = [r for r, _ in active]
-    path, summary, problem = run_forget(root, originals, [n for _, n in active], path, keep_days)
+    path, summary, problem = run_forget(root, active, [rest[r.id] for r in active], path, keep_days)
     if problem is None:
-        results += outcomes.complete_batch(root, originals, summary, notes=notes)
-    elif len(originals) == 1:
-        results.append(outcomes.fail(root, originals[0], problem))
+        results += outcomes.complete_batch(root, active, summary, notes=notes)
+    elif len(active) == 1:
+        results.append(outcomes.fail(root, active[0], problem))
     batches.drop_manifest(root, path)  # the ledger has every member's outcome
-    if problem is not None and len(originals) > 1:
-        refused = batches.refused_alone(root, originals)
-        results += [outcomes.fail(root, r, refused[r.id]) for r in originals if r.id in refused]
-        for group in retry_groups(originals, set(refused)):
-            results += process_batch(root, group, keep_days)
+    if problem is not None and len(active) > 1:
+        results += split_failed_batch(root, active, keep_days)
+    return results
+
+
+def split_failed_batch(root: Path, requests: list, keep_days: int | None) -> list[dict]:
+    """A batch of several failed: the requests the current data refuses on their own fail alone
+    with their reason, the others are processed again (`unlearning.batching.retry_groups`)."""
+    refused = batches.refused_alone(root, requests)
+    results = [outcomes.fail(root, r, refused[r.id]) for r in requests if r.id in refused]
+    for group in retry_groups(requests, set(refused)):
+        results += process_batch(root, group, keep_days)
     return results
 
 

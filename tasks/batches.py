@@ -17,8 +17,8 @@ from pathlib import Path
 import yaml
 
 from tasks import ledger, outcomes, release, steps, tracking
-from tasks.unchanged import narrowed, no_change_notes
-from unlearning.batching import batch_id, merge_requests
+from tasks.unchanged import no_change_notes
+from unlearning.batching import batch_id, merge_requests, narrowed
 from unlearning.errors import UnlearnError
 from unlearning.requests import load_request
 

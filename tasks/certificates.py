@@ -1,13 +1,12 @@
-"""Erasure certificates: a batch's certificate narrowed to one request, signed with the project's
-key (HMAC-SHA256, `unlearning.signing`), filed as `.unlearn/certificates/<request id>.json` with an
-HTML report beside it, and verified: its signature, its file name (the request its signed body
-names) and the ledger's `completed` entry, which records its SHA-256 (tasks.outcomes), so that
-neither can be swapped for another. Needs neither Prefect nor MLflow.
+"""Erasure certificates on disk: each request's certificate (`unlearning.certificate`) signed with
+the project's key (HMAC-SHA256, `unlearning.signing`), filed as `.unlearn/certificates/<request
+id>.json` with an HTML report beside it, and verified: its signature, its file name (the request
+its signed body names) and the ledger's `completed` entry, which records its SHA-256
+(tasks.outcomes), so that neither can be swapped for another. Needs neither Prefect nor MLflow.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 
 from tasks import ledger
@@ -15,27 +14,6 @@ from unlearning import signing
 from unlearning.errors import UnlearnError
 
 CERTIFICATES = ".unlearn/certificates"
-
-
-def request_certificate(batch_cert: dict, request, record, batch_id: str, members: list[str],
-                        completed: datetime | None = None) -> dict:
-    """The batch's certificate narrowed to one request: its own ids, its ledger timestamps."""
-    completed = completed or datetime.now(timezone.utc)
-    own = {"id": request.id, "request_hash": record.request_hash, "kinds": request.kinds(),
-           "delete_records": sorted(request.delete_records), "revoke_features": sorted(request.revoke_features),
-           "fix_labels": sorted(request.fix_labels),
-           "redact": request.redact.model_dump() if request.redact is not None else None,
-           "forget_class": request.forget_class}
-    return {**batch_cert, "request": own,
-            "batch": {"id": batch_id, "requests": members},
-            "timestamps": {"received": record.received.isoformat(), "deadline": record.deadline.isoformat(),
-                           "completed": completed.isoformat(timespec="seconds")},
-            "channel": record.channel}
-
-
-def unchanged_entries(notes: dict[str, str]) -> list[dict]:
-    """The certificate's `unchanged` list: per record left as it was, why (record ids only)."""
-    return [{"record": record, "reason": why} for record, why in sorted(notes.items())]
 
 
 def write_certificate(root: Path, cert: dict, plots: dict | None = None) -> Path:

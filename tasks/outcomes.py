@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tasks import dvc, ledger, tracking
-from tasks.certificates import request_certificate, unchanged_entries, write_certificate
-from unlearning import certificate as cert_lib
+from tasks.certificates import write_certificate
+from unlearning.certificate import no_change_certificate, request_certificate, unchanged_entries
 from unlearning.verify import describe_failures
 
 
@@ -65,16 +65,6 @@ def complete_unchanged(root: Path, request, notes: dict[str, str]) -> dict:
     model = {"name": request.model, "version": str(production.version)}
     done = complete(root, request, cert, None, model, guarantee="no change", method="none", data=body["data"])
     return {**done, "batch": None, "unchanged": notes}
-
-
-def no_change_certificate(model: str, production, data_version: str | None, issued: datetime) -> dict:
-    """The body of a certificate for a request that changes nothing: the production version and
-    the data stay as they are."""
-    return {"format": cert_lib.FORMAT, "issued_at": issued.isoformat(timespec="seconds"),
-            "method": "none", "guarantee": "no change",
-            "model": {"name": model, "version": str(production.version), "run_id": production.run_id},
-            "data": {"before": data_version, "after": data_version}, "checks": [], "verified": True,
-            "superseded": []}
 
 
 def fail(root: Path, request, reason: str) -> dict:

@@ -239,14 +239,14 @@ def project_lock_once_started(root: Path, command: str):
 def release_lock(root: Path, command: str, reentrant: bool = False, report: bool = True):
     """The project lock for a command that releases model versions (forget, comply), taken once
     what a killed run left has been finished (rolled back or committed), so that the command reads
-    the data as production was trained on it. Recovery runs where the lock is taken: nested under
-    a holder of this process (comply runs forget; the CLI's forget holds it while it validates), it
-    does not run again. Yields the recovered outcomes (`report`: also told on stderr)."""
+    the data as production was trained on it. Recovery runs where the lock is taken, once: nested
+    under a holder of this process (comply runs forget; the CLI's forget holds it while it
+    validates), it runs again only for a journal a release of this process could not finish (its
+    rollback failed: comply's next batch must not start from that data). Yields the recovered
+    outcomes (`report`: also told on stderr)."""
     key = _key(root)
     nested = bool(_HELD.get(key))
     with project_lock(root, command, reentrant):
-        # nested, only a journal an earlier release of this process could not finish is left
-        # (comply's next batch must not start from its data)
         outcomes = recover(root) if not nested or key in _UNFINISHED else []
         _UNFINISHED.discard(key)
         for outcome in outcomes if report else []:
