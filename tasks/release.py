@@ -256,14 +256,14 @@ def release_lock(root: Path, command: str, reentrant: bool = False, report: bool
 
 @contextmanager
 def validated_release(root: Path, command: str, validate):
-    """For a CLI command that validates its input (`validate()`, read-only) before a flow releases:
-    the release lock is held from before the validation where a forget or comply has run (its
-    lock file exists), so the validation reads recovered data that nothing moves before the flow
-    starts. Where none has, nothing can be left to recover and a refused input must leave no lock
-    file behind: the lock is taken after the validation, still outside the flow (a busy project
-    then makes no failed flow run)."""
-    started = (Path(root) / LOCK_FILE).exists()
-    with release_lock(root, command) if started else contextlib.nullcontext([]):
+    """For a CLI command that validates its input (`validate()`, read-only) before a flow releases,
+    with recovery run once: where a killed run left a journal, the release lock is taken (and
+    what it left finished) before the validation, which must read the data production was trained
+    on; else the lock is taken after the validation — a refused input writes nothing, not even
+    the lock file — still outside the flow (a busy project then makes no failed flow run), and
+    that is where recovery runs (a run killed meanwhile)."""
+    left = bool(open_journals(root))
+    with release_lock(root, command) if left else contextlib.nullcontext([]):
         validate()
         with release_lock(root, command, reentrant=True):
             yield
