@@ -240,10 +240,10 @@ def release_lock(root: Path, command: str, reentrant: bool = False, report: bool
     """The project lock for a command that releases model versions (forget, comply), taken once
     what a killed run left has been finished (rolled back or committed), so that the command reads
     the data as production was trained on it. Recovery runs where the lock is taken, once: nested
-    under a holder of this process (comply runs forget; the CLI's forget holds it while it
-    validates), it runs again only for a journal a release of this process could not finish (its
-    rollback failed: comply's next batch must not start from that data). Yields the recovered
-    outcomes (`report`: also told on stderr)."""
+    under a holder of this process (comply runs forget; the CLI's forget takes it before the flow,
+    see `validated_release`), it runs again only for a journal a release of this process could not
+    finish (its rollback failed: comply's next batch must not start from that data). Yields the
+    recovered outcomes (`report`: also told on stderr)."""
     key = _key(root)
     nested = bool(_HELD.get(key))
     with project_lock(root, command, reentrant):
@@ -265,7 +265,7 @@ def validated_release(root: Path, command: str, validate):
     left = bool(open_journals(root))
     with release_lock(root, command) if left else contextlib.nullcontext([]):
         validate()
-        with release_lock(root, command, reentrant=True):
+        with release_lock(root, command, reentrant=left):  # nests only under the lock taken just above
             yield
 
 
