@@ -203,8 +203,8 @@ def run(argv: list[str] | None) -> int:
 
 
 # Commands that read the data and change the project: what a killed run left is finished first
-# (comply and forget's flows do it too, under the project lock).
-RECOVERING = ("data", "train", "forget")
+# (forget and comply do it where they take the project lock: tasks.release.release_lock).
+RECOVERING = ("data", "train")
 FLOWS = ("train", "forget", "comply", "demo", "serve")  # failures reported in one line, not Prefect's traceback
 TRACKING = FLOWS  # commands that use MLflow: a tracking server is probed first
 
@@ -311,13 +311,12 @@ def cmd_train(args, root: Path) -> int:
 
 
 def cmd_forget(args, root: Path) -> int:
+    from flows.forget import forget_flow
     from tasks import release, steps
 
     keep_days = release.keep_days_setting(args.keep_superseded)
-    steps.plan_request.fn(root, args.request, args.method)  # all validation before anything is written
-    from flows.forget import forget_flow
-
-    with release.project_lock(root, "forget"):  # taken here: the flow itself nests under comply's
+    # all validation before anything is written; the flow nests under the lock taken here
+    with release.validated_release(root, "forget", lambda: steps.plan_request.fn(root, args.request, args.method)):
         summary = forget_flow(root=str(root), request_path=str(args.request), method=args.method,
                               keep_superseded_days=keep_days)
     emit(args, summary, format_forget(summary))
@@ -535,7 +534,7 @@ def option_problems(exc, cls=None) -> str:
 
 
 def cmd_comply(args, root: Path) -> int:
-    from flows.comply import ComplyBusy, comply_flow
+    from flows.comply import comply_flow
     from tasks import ledger, references as prefetch, release
 
     keep_days = release.keep_days_setting(args.keep_superseded)
@@ -545,7 +544,7 @@ def cmd_comply(args, root: Path) -> int:
     try:
         summary = comply_flow(root=str(root), keep_superseded_days=keep_days, task_runner=runner,
                               dask_address=address, workers=workers)
-    except ComplyBusy as busy:  # not bad input: the other run is doing the work
+    except release.ProjectBusy as busy:  # not bad input: the other run is doing the work
         print(f"comply: {busy}", file=sys.stderr)
         return EXIT_FAILED
     lines = [f"recovered after an interrupted run: {r.get('id') or 'release of model ' + r['model']} — {r['outcome']}"

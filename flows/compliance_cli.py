@@ -131,14 +131,16 @@ def emit(args, payload: dict, human: str) -> None:
 
 @one_line_errors
 def cmd_requests_submit(args, root: Path) -> int:
-    from tasks import ledger
+    from tasks import ledger, steps
     from unlearning.requests import load_request
 
     request = load_request(args.file)  # the schema and the errors of `unlearn forget`
     days = _whole_days(args.deadline_days)
     now = lg.utc_now()
     if request.id not in ledger.records(root):  # a resubmission is answered by the ledger alone
-        check_against_project(root, args.file)
+        # the plan `forget` and `comply` make, read-only, before the ledger records anything: a
+        # request that can never be processed is refused now, not recorded for good
+        steps.plan_for(root, request)
     entry, created = ledger.record_request(root, request, args.received, args.channel, days, now=now)
     record = ledger.show(root, request.id)
     payload = {**record.to_dict(now), "created": created}
@@ -150,16 +152,6 @@ def cmd_requests_submit(args, root: Path) -> int:
                  f"{record.status}, deadline {record.deadline}); nothing changed")
     emit(args, payload, human)
     return EXIT_OK
-
-
-def check_against_project(root: Path, path: Path) -> None:
-    """The plan `forget` and `comply` make (tasks.steps.plan_request: the production model, the
-    dataset's records, features, labels and kind, the method, the other models on the dataset),
-    made read-only before the ledger records anything: a request that can never be processed is
-    refused now, not recorded for good."""
-    from tasks import steps
-
-    steps.plan_request.fn(root, Path(path))
 
 
 def _whole_days(value: str | int | None) -> int | None:
@@ -266,45 +258,16 @@ def cmd_requests_deny(args, root: Path) -> int:
 @one_line_errors
 def cmd_model_retire(args, root: Path) -> int:
     """Out of production (alias removed, tagged `retired`), then its files and private state
-    purged as a superseded version's are; a purge that fails is retried by the next `comply`."""
-    from tasks import release, tracking
-    from unlearning import purge as rule
+    purged as a superseded version's are (tasks.release.retire_model)."""
+    from tasks import release
 
-    tracking.connect(root)
-    production = tracking.require_production(args.name, root)
-    _refuse_with_open_requests(root, args.name)
-    with release.project_lock_once_started(root, "model retire"):
-        return _retire(args, root, production)
-
-
-def _refuse_with_open_requests(root: Path, model: str) -> None:
-    """A request still open for the model would fail on every later `comply` once the model is gone,
-    and its records would never leave the data: process or deny it first."""
-    from tasks import ledger
-
-    open_ids = [r.id for r in ledger.records(root).values()
-                if r.status not in lg.FINAL and r.request.get("model") == model]
-    if open_ids:
-        raise UnlearnError(f"model '{model}' has open erasure requests ({', '.join(open_ids[:5])}"
-                           f"{', ...' if len(open_ids) > 5 else ''}): process them first (`unlearn comply`) "
-                           f"or deny them (`unlearn requests deny ID --basis ...`), then retire it")
-
-
-def _retire(args, root: Path, production) -> int:
-    from tasks import release, tracking
-    from unlearning import purge as rule
-
-    now = release.utc_now()
-    tracking.set_version_tags(args.name, production.version, {"retired": rule.iso(now),
-                                                              rule.PURGE_AFTER: rule.iso(now)})
-    tracking.remove_aliases(args.name, production.version)
-    entries = release.purge_model_version(root, args.name, production, now)
+    retired = release.retire_model(root, args.name)
+    entries = retired["purge"]
     purged = all(not e["action"].startswith("purge failed") for e in entries)
-    payload = {"model": args.name, "version": str(production.version), "retired": rule.iso(now), "purge": entries}
-    human = (f"model {args.name} v{production.version} retired: no longer in production, "
+    human = (f"model {args.name} v{retired['version']} retired: no longer in production, "
              + ("its model files and private state deleted" if purged else
                 f"{entries[0]['action']} (retried by the next `unlearn comply`)"))
-    emit(args, payload, human)
+    emit(args, retired, human)
     return EXIT_OK if purged else EXIT_FAILED
 
 
@@ -350,18 +313,9 @@ def cmd_ledger_seal(args, root: Path) -> int:
 
 @one_line_errors
 def cmd_certificate_verify(args, root: Path) -> int:
-    from tasks import ledger
-    from unlearning import signing
+    from tasks import certificates
 
-    path = Path(args.path)
-    if not path.is_file():
-        raise UnlearnError(f"certificate file '{args.path}' not found; check the path")
-    key = signing.signing_key(root, create=False)
-    ok, message = signing.verify(path, key)
-    if ok:
-        # signing.verify checked that the file is named after the request its signed body names
-        recorded, problem = ledger.certificate_recorded(root, path.stem, path.read_bytes(), key)
-        ok, message = (True, f"{message}; {problem}") if recorded else (False, f"{path.name}: {problem}")
+    ok, message = certificates.verify_certificate(root, Path(args.path))
     emit(args, {"ok": ok, "path": str(args.path), "message": message}, message if ok else f"INVALID: {message}")
     return EXIT_OK if ok else EXIT_FAILED
 

@@ -11,9 +11,10 @@ with their purge date (`unlearning.purge`), and a purge that fails is retried by
 A journal `.unlearn/releases/<run>.json` (the restore point: the text of data.dvc, the model and
 its production version) is written before the first data write and removed when the run has
 finished either way. One left behind by a killed process (or by a rollback that itself failed,
-e.g. on a full disk) is finished by whichever command next changes the project — forget, comply,
-train, data add — before it reads anything (`recover_interrupted`, under the project lock):
-rolled back if `production` did not move, else committed.
+e.g. on a full disk) is finished by whichever command next changes the project before it reads
+anything, under the project lock — forget and comply where they take it (`release_lock`), train
+and data add first thing (`recover_interrupted`): rolled back if `production` did not move, else
+committed.
 
 The project lock (`.unlearn/project.lock`) is held by forget and comply for their whole run, so
 a journal whose run is alive is never taken for an abandoned one; a second such command stops
@@ -46,6 +47,7 @@ JOURNAL_DIR = Path(".unlearn") / "releases"
 LOCK_FILE = Path(".unlearn") / "project.lock"
 ROLLED_BACK = "rolled_back"
 _HELD: dict[str, int] = {}  # project root → how deep this process holds its lock (comply calls forget)
+_UNFINISHED: set[str] = set()  # project roots where a release of this process could not finish its journal
 
 
 class ProjectBusy(UnlearnError):
@@ -135,15 +137,19 @@ def rollback_unless_promoted(lineage: Lineage, plan: Plan, keep_days: int | None
     journal = begin(lineage.root, plan, lineage.parent_run, keep_days)
     outcome: dict = {}
     try:
-        yield outcome
-    except BaseException as exc:
-        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
         try:
-            outcome.update(finish(lineage.root, journal, f"failed: {reason}"))
-        except Exception:  # noqa: BLE001 — the journal stays; the next comply run finishes it
-            pass
-        raise
-    outcome.update(finish(lineage.root, journal, "verification failed: not promoted"))
+            yield outcome
+        except BaseException as exc:
+            reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+            try:
+                outcome.update(finish(lineage.root, journal, f"failed: {reason}"))
+            except Exception:  # noqa: BLE001 — the journal stays; the next release finishes it
+                pass
+            raise
+        outcome.update(finish(lineage.root, journal, "verification failed: not promoted"))
+    finally:
+        if journal.path(lineage.root).exists():
+            _UNFINISHED.add(_key(lineage.root))  # even a release nested in this process's lock recovers it
 
 
 def recover(root: Path) -> list[dict]:
@@ -180,7 +186,7 @@ def project_lock(root: Path, command: str, reentrant: bool = False):
     """An exclusive advisory lock on .unlearn/project.lock for one command's run. A second holder
     does not wait: ProjectBusy names the first. `reentrant`: a flow another flow of this process
     may run under its lock (comply runs forget) nests instead."""
-    key = str(Path(root).resolve())
+    key = _key(root)
     if _HELD.get(key):
         if not reentrant:
             raise busy(Path(root))
@@ -207,6 +213,10 @@ def project_lock(root: Path, command: str, reentrant: bool = False):
         os.close(fd)  # releases the lock
 
 
+def _key(root: Path) -> str:
+    return str(Path(root).resolve())
+
+
 def busy(root: Path) -> ProjectBusy:
     try:
         pid, _, holder = (root / LOCK_FILE).read_text(errors="replace").strip().partition(" ")
@@ -226,19 +236,50 @@ def project_lock_once_started(root: Path, command: str):
     return project_lock(root, command)
 
 
+@contextmanager
+def release_lock(root: Path, command: str, reentrant: bool = False, report: bool = True):
+    """The project lock for a command that releases model versions (forget, comply), taken once
+    what a killed run left has been finished (rolled back or committed), so that the command reads
+    the data as production was trained on it. Recovery runs where the lock is taken, once: nested
+    under a holder of this process (comply runs forget; the CLI's forget takes it before the flow,
+    see `validated_release`), it runs again only for a journal a release of this process could not
+    finish (its rollback failed: comply's next batch must not start from that data). Yields the
+    recovered outcomes (`report`: also told on stderr)."""
+    key = _key(root)
+    nested = bool(_HELD.get(key))
+    with project_lock(root, command, reentrant):
+        outcomes = recover(root) if not nested or key in _UNFINISHED else []
+        _UNFINISHED.discard(key)
+        for outcome in outcomes if report else []:
+            report_recovery(outcome)
+        yield outcomes
+
+
+@contextmanager
+def validated_release(root: Path, command: str, validate):
+    """For a CLI command that validates its input (`validate()`, read-only) before a flow releases,
+    with recovery run once: where a killed run left a journal, the release lock is taken (and
+    what it left finished) before the validation, which must read the data production was trained
+    on; else the lock is taken after the validation — a refused input writes nothing, not even
+    the lock file — still outside the flow (a busy project then makes no failed flow run), and
+    that is where recovery runs (a run killed meanwhile)."""
+    left = bool(open_journals(root))
+    with release_lock(root, command) if left else contextlib.nullcontext([]):
+        validate()
+        with release_lock(root, command, reentrant=left):  # nests only under the lock taken just above
+            yield
+
+
 def under_project_lock(command: str):
-    """A flow decorator: the flow runs under the project lock (nested when its caller holds it)
-    after what a killed run left has been finished, so that it reads the data as production
-    was trained on it."""
+    """A flow decorator: the flow runs under the release lock (nested when its caller holds it,
+    recovered by whoever took it)."""
     def wrap(fn):
         signature = inspect.signature(fn)
 
         @functools.wraps(fn)
         def run(*args, **kwargs):
             root = Path(signature.bind(*args, **kwargs).arguments["root"])
-            with project_lock(root, command, reentrant=True):
-                for outcome in recover(root):
-                    report_recovery(outcome)
+            with release_lock(root, command, reentrant=True):
                 return fn(*args, **kwargs)
         # resolved here: Prefect would resolve the string annotations in this module, not the flow's
         run.__signature__ = inspect.signature(fn, eval_str=True)
@@ -254,10 +295,10 @@ def report_recovery(outcome: dict) -> None:
 
 
 def recover_interrupted(root: Path, command: str) -> list[dict]:
-    """Finish what a killed run left (its release rolled back or committed) before a command reads
-    the data: without it a rerun of a killed `forget` finds its records already gone from data/
-    while production still holds them. Takes the lock only when there is something to finish, so
-    a command on a fresh project writes nothing."""
+    """Finish what a killed run left (its release rolled back or committed) before a command that
+    does not release (`data add`, `train`) reads the data: without it a train after a killed
+    `forget` would fit on data production was not trained on. Takes the lock only when there is
+    something to finish, so a command on a fresh project writes nothing."""
     if not open_journals(root):
         return []
     with project_lock(root, command):
@@ -344,6 +385,15 @@ def purge_due(lineage: Lineage, model: str | None = None) -> list[dict]:
     return entries
 
 
+def due_purges(root: Path) -> list[dict]:
+    """Superseded artifacts kept "beyond use" whose purge date has come, purged now (comply's
+    first step: a project without a tracking store has none)."""
+    if not tracking.store_exists(root):
+        return []
+    tracking.connect(root)
+    return enforce_due_purges(root)
+
+
 def enforce_due_purges(root: Path, model: str | None = None, now: datetime | None = None) -> list[dict]:
     """Purge every due superseded version: model files, private state, its data version's DVC
     objects; tag it `purged`. A failure is reported (and retried next time), never raised."""
@@ -389,3 +439,35 @@ def purge_data(root: Path, data_version: str | None) -> dict | None:
     return {"artifact": label, "kind": "dvc_objects", "action": "purged from cache and remote",
             "objects": report["removed_cache"], "remote_objects": report["removed_remote"],
             "verified": report["verified"]}
+
+
+# --- taking a model out of production -------------------------------------------------------------
+
+def retire_model(root: Path, name: str) -> dict:
+    """Take model `name` out of production for good: tagged `retired`, its `production` alias
+    removed, then its files and private state purged as a superseded version's are (a purge that
+    fails is retried by the next comply run). Refused while it has open requests. Returns
+    {"model", "version", "retired", "purge": what happened to each artifact}."""
+    tracking.connect(root)
+    production = tracking.require_production(name, root)
+    refuse_with_open_requests(root, name)
+    with project_lock_once_started(root, "model retire"):
+        now = utc_now()
+        tracking.set_version_tags(name, production.version, {"retired": rule.iso(now), rule.PURGE_AFTER: rule.iso(now)})
+        tracking.remove_aliases(name, production.version)
+        entries = purge_model_version(root, name, production, now)
+    return {"model": name, "version": str(production.version), "retired": rule.iso(now), "purge": entries}
+
+
+def refuse_with_open_requests(root: Path, model: str) -> None:
+    """A request still open for the model would fail on every later `comply` once the model is gone,
+    and its records would never leave the data: process or deny it first."""
+    from tasks import ledger
+    from unlearning.ledger import FINAL
+
+    open_ids = [r.id for r in ledger.records(root).values()
+                if r.status not in FINAL and r.request.get("model") == model]
+    if open_ids:
+        raise UnlearnError(f"model '{model}' has open erasure requests ({', '.join(open_ids[:5])}"
+                           f"{', ...' if len(open_ids) > 5 else ''}): process them first (`unlearn comply`) "
+                           f"or deny them (`unlearn requests deny ID --basis ...`), then retire it")

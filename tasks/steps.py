@@ -227,7 +227,12 @@ def require_sole_model(model: str, dataset: str) -> None:
 
 @task(name="validate request", **STEP)
 def plan_request(root: Path, request_path: Path, method: str | None = None) -> Plan:
-    request = load_request(Path(request_path))
+    return plan_for(root, load_request(Path(request_path)), method)
+
+
+def plan_for(root: Path, request: UnlearningRequest, method: str | None = None) -> Plan:
+    """`plan_request` for a request already in memory (comply plans parts of a batch's requests
+    with it: no request file is written); read-only."""
     tracking.connect(root)
     production = tracking.require_production(request.model, root)
     earlier = earlier_result(root, request)

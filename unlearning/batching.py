@@ -6,12 +6,17 @@ would aim at: D' is the same data set either way. Requests that cannot share an 
 label corrected two different ways, a record deleted by one and relabelled by the other, two
 redaction policies, two different classes) are kept apart by `group_requests`, which processes
 them in successive batches in the order received: the later one then meets the data as the
-earlier one left it.
+earlier one left it. Parts of a request that would change nothing (a label already as asked, a
+record an earlier request erased) are set aside before a batch runs (`no_change_notes`,
+`narrowed`), and a failing batch is split (`retry_groups`).
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+import hashlib
+import json
+from datetime import datetime
+from typing import Iterable, Mapping
 
 from unlearning.errors import UnlearnError
 from unlearning.requests import AUTO_METHOD, UnlearningRequest
@@ -84,3 +89,61 @@ def merge_requests(requests: list[UnlearningRequest], batch_id: str) -> Unlearni
         forget_class=next((r.forget_class for r in requests if r.forget_class is not None), None),
         method=methods.pop() if len(methods) == 1 else AUTO_METHOD,
     )
+
+
+def batch_id(requests: list[UnlearningRequest], now: datetime) -> str:
+    """`BATCH-<UTC time>-<digest>`, the digest over the members' content, not their ids alone: a
+    batch retried without the parts that change nothing must not reuse the id of the one first
+    written (its model versions carry the id, and a promoted one would be taken as its result)."""
+    members = json.dumps(sorted((r.model_dump() for r in requests), key=lambda m: m["id"]), sort_keys=True,
+                         default=str)
+    return f"BATCH-{now.strftime('%Y%m%dT%H%M%S')}-{hashlib.sha256(members.encode()).hexdigest()[:10]}"
+
+
+def retry_groups(requests: list[UnlearningRequest], refused: set[str]) -> list[list[UnlearningRequest]]:
+    """After a batch of several failed: the batches to process again, in the order received. With
+    the requests the current data refuses on their own (`refused`, failed alone) taken out, the
+    rest share one batch again; when none is refused (a failed verification, a step's error, which
+    the batch as a whole caused), each request is processed alone."""
+    rest = [r for r in requests if r.id not in refused]
+    if refused:
+        return [rest] if rest else []
+    return [[r] for r in rest]
+
+
+# --- the parts of a request that would change nothing -------------------------------------------
+
+UNCHANGED_LABEL = "label already as requested: nothing to change"
+
+
+def no_change_notes(requests: list[UnlearningRequest], labels: Mapping[str, object],
+                    erased: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Per request id, the records whose part would change nothing in the data, with why: a
+    relabel to the label the record carries (`labels`: the current label of each named record the
+    data still holds), or a relabel or deletion of a record a completed request erased (`erased`:
+    record → that request; two requests naming one record, the second batched after the first).
+    Label values are not repeated: the certificate names record ids only."""
+    notes: dict[str, dict[str, str]] = {}
+    for request in requests:
+        for record, label in [*request.fix_labels.items(), *((r, None) for r in request.delete_records)]:
+            if record in labels:
+                why = UNCHANGED_LABEL if label is not None and str(labels[record]) == str(label) else None
+            elif record in erased:
+                why = f"record erased by request {erased[record]}: nothing left to " + (
+                    "relabel" if label is not None else "erase")
+            else:
+                why = None  # an unknown record: the forget run reports it
+            if why is not None:
+                notes.setdefault(request.id, {})[record] = why
+    return notes
+
+
+def narrowed(request: UnlearningRequest, notes: Mapping[str, str] | None) -> UnlearningRequest | None:
+    """The request without the parts that change nothing (`notes`: its records from
+    `no_change_notes`); None when nothing is left to do."""
+    if not notes:
+        return request
+    fixes = {k: v for k, v in request.fix_labels.items() if k not in notes}
+    rest = request.model_copy(update={"fix_labels": fixes,
+                                      "delete_records": [r for r in request.delete_records if r not in notes]})
+    return rest if rest.kinds() else None

@@ -65,3 +65,35 @@ def summary_block(result: Result) -> dict:
         "budget_used": result.stats.get("budget_used") if certified else None,
         "budget_left": result.stats.get("budget_left") if certified else None,
     }
+
+
+def request_certificate(batch_cert: dict, request: UnlearningRequest, record, batch_id: str, members: list[str],
+                        completed: datetime | None = None) -> dict:
+    """The batch's certificate narrowed to one request: its own ids, its ledger timestamps
+    (`record`: its `unlearning.ledger.RequestRecord`), the batch it was processed in."""
+    completed = completed or datetime.now(timezone.utc)
+    own = {"id": request.id, "request_hash": record.request_hash, "kinds": request.kinds(),
+           "delete_records": sorted(request.delete_records), "revoke_features": sorted(request.revoke_features),
+           "fix_labels": sorted(request.fix_labels),
+           "redact": request.redact.model_dump() if request.redact is not None else None,
+           "forget_class": request.forget_class}
+    return {**batch_cert, "request": own,
+            "batch": {"id": batch_id, "requests": members},
+            "timestamps": {"received": record.received.isoformat(), "deadline": record.deadline.isoformat(),
+                           "completed": completed.isoformat(timespec="seconds")},
+            "channel": record.channel}
+
+
+def unchanged_entries(notes: dict[str, str]) -> list[dict]:
+    """The certificate's `unchanged` list: per record left as it was, why (record ids only)."""
+    return [{"record": record, "reason": why} for record, why in sorted(notes.items())]
+
+
+def no_change_certificate(model: str, production, data_version: str | None, issued: datetime) -> dict:
+    """The body of a certificate for a request that changes nothing: the production version and
+    the data stay as they are."""
+    return {"format": FORMAT, "issued_at": issued.isoformat(timespec="seconds"),
+            "method": "none", "guarantee": "no change",
+            "model": {"name": model, "version": str(production.version), "run_id": production.run_id},
+            "data": {"before": data_version, "after": data_version}, "checks": [], "verified": True,
+            "superseded": []}

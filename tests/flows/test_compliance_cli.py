@@ -314,7 +314,7 @@ def test_certificate_verify(root, capsys):
 
 def completed_with_certificate(root: Path, capsys, request_id: str, recorded_sha256: str | None = None) -> Path:
     """A request received, processed and completed with a signed certificate filed as comply files it."""
-    from flows.comply import CERTIFICATES
+    from tasks.certificates import CERTIFICATES
     from tasks import ledger
 
     (root / f"{request_id}.yaml").write_text(REQUEST.replace("REQ-1", request_id))

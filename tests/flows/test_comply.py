@@ -9,9 +9,10 @@ import json
 import pandas as pd
 
 from flows.cli import main
-from flows.comply import comply_lock
-from tasks import dvc, ledger, steps
+from tasks import batches, dvc, ledger, steps
+from tasks.release import project_lock
 from tests.flows.test_pipeline import add_and_train, request_file, run_json
+from unlearning.requests import UnlearningRequest
 
 
 def test_comply_batches_pending_requests_and_signs_a_certificate_each(workspace, people_csv, capsys):
@@ -61,7 +62,7 @@ def test_a_second_comply_run_stops_with_a_clear_message_while_one_holds_the_lock
     add_and_train(people_csv, capsys)
     path = request_file(workspace, id="GDPR-L", delete_records=["P1005"])
     assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
-    with comply_lock(workspace):
+    with project_lock(workspace, "comply"):
         assert main(["comply"]) == 1
         err = capsys.readouterr().err
         assert "another `unlearn comply` run is in progress" in err
@@ -171,6 +172,18 @@ def test_an_invalid_request_fails_alone_and_the_valid_ones_of_its_batch_complete
         {"record": "P1040", "reason": "label already as requested: nothing to change"}]
     table = pd.read_csv(workspace / "data" / "people" / "records.csv", dtype=str).set_index("person")
     assert not {"P1003", "P1010"} & set(table.index) and table.loc["P1040", "label"] == same
+
+
+def test_the_requests_of_a_failed_batch_are_checked_alone_without_writing_anything(workspace, people_csv, capsys):
+    """Each request is planned from memory (a private copy of it was written before): a request
+    folder that cannot be written does not turn a valid request into a refused one."""
+    add_and_train(people_csv, capsys)
+    (workspace / ".unlearn").mkdir(exist_ok=True)
+    (workspace / ".unlearn" / "requests").write_text("")  # not a folder: nothing can be written there
+    valid = UnlearningRequest(id="OK-1", model="people", delete_records=["P1003"])
+    unknown = UnlearningRequest(id="BAD-1", model="people", delete_records=["P1004", "NOPE-7"])
+    refused = batches.refused_alone(workspace, [valid, unknown])
+    assert list(refused) == ["BAD-1"] and "NOPE-7" in refused["BAD-1"], refused
 
 
 def test_a_relabel_to_the_current_label_alone_completes_as_a_no_op(workspace, people_csv, capsys):

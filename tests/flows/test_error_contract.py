@@ -10,7 +10,7 @@ import time
 import pytest
 
 from flows.cli import main
-from flows.comply import comply_lock
+from tasks.release import project_lock
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_an_unreachable_tracking_server_fails_fast_in_one_line(workspace, capsys
 
 
 def test_a_second_comply_run_stops_in_one_line_without_a_traceback(workspace, capsys):
-    with comply_lock(workspace):
+    with project_lock(workspace, "comply"):
         capsys.readouterr()
         assert main(["comply"]) == 1
         captured = capsys.readouterr()
@@ -63,7 +63,7 @@ def test_a_forget_while_comply_runs_stops_in_one_line(workspace, people_csv, cap
 
     add_and_train(people_csv, capsys)
     path = request_file(workspace, id="BUSY-1", delete_records=["P1003"])
-    with comply_lock(workspace):
+    with project_lock(workspace, "comply"):
         capsys.readouterr()
         assert main(["forget", str(path)]) == 1
         captured = capsys.readouterr()
@@ -83,7 +83,7 @@ def test_data_train_and_retire_wait_for_no_release_they_could_break(workspace, p
                  "--replace"], ["train", "people"], ["model", "retire", "people"]]
     for argv in commands:
         before = {p: p.stat().st_mtime_ns for p in (workspace / "data").rglob("*") if p.is_file()}
-        with comply_lock(workspace):
+        with project_lock(workspace, "comply"):
             capsys.readouterr()
             assert main(argv) == 1, argv
             captured = capsys.readouterr()

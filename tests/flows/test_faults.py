@@ -5,6 +5,7 @@ were and the request failed with its reason; a rerun succeeds; a killed run is r
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -105,6 +106,47 @@ def test_a_failure_in_any_step_rolls_back_and_a_rerun_succeeds(workspace, people
     assert main_ok(["ledger", "verify"])
 
 
+def once(real, step: str):
+    """`real`, but its first call fails."""
+    calls = []
+
+    def call(*args, **kwargs):
+        calls.append(step)
+        if len(calls) == 1:
+            raise RuntimeError(f"injected {step} failure")
+        return real(*args, **kwargs)
+    return call
+
+
+def test_a_batch_whose_rollback_failed_is_rolled_back_before_the_next_batch_of_the_run(workspace, people_csv, capsys,
+                                                                                      monkeypatch):
+    """Two batches in one comply run (a deletion and a relabel of one record); the first fails and
+    so does its own rollback: the second batch's forget, nested under comply's lock, first
+    finishes the journal the first left, so it starts from the data production was trained on
+    (where the record still is)."""
+    add_and_train(people_csv, capsys)
+    version = dvc.data_version(workspace)
+    flipped = {"yes": "no", "no": "yes"}[pd.read_csv(people_csv, dtype=str).set_index("person").at["P1005", "label"]]
+    for content in ({"id": "DEL-1", "delete_records": ["P1005"]}, {"id": "FIX-2", "fix_labels": {"P1005": flipped}}):
+        assert run_json(capsys, ["requests", "submit", str(request_file(workspace, **content))])[0] == 0
+    monkeypatch.setattr(verify, "fidelity", once(verify.fidelity, "verification"))
+    monkeypatch.setattr(dvc, "restore_version", once(dvc.restore_version, "restore"))
+    capsys.readouterr()
+    code = main(["comply", "--json"])
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert code == 1, out
+    first, second = out["requests"]
+    assert first["id"] == "DEL-1" and "injected verification failure" in first["reason"]
+    assert second["id"] == "FIX-2" and second["status"] == "completed", second
+    assert "recovered an interrupted run of model people: rolled back" in captured.err
+    cert = json.loads((workspace / second["certificate"]).read_text())
+    assert cert["data"]["before"] == version  # not the data the failed batch left
+    assert not list((workspace / release.JOURNAL_DIR).glob("*.json"))
+    table = pd.read_csv(workspace / "data" / "people" / "records.csv", dtype=str).set_index("person")
+    assert table.at["P1005", "label"] == flipped
+
+
 def main_ok(argv: list[str]) -> bool:
     from flows.cli import main
 
@@ -158,10 +200,10 @@ def test_a_killed_comply_run_is_recovered_by_the_next_one(workspace, people_csv,
 
 KILLED_AFTER_PROMOTION = """
 import os, sys
-import flows.comply
+import tasks.outcomes
 def killed(*args, **kwargs):
     os._exit(137)
-flows.comply.complete_batch = killed  # killed after the batch was promoted, before any ledger entry
+tasks.outcomes.complete_batch = killed  # killed after the batch was promoted, before any ledger entry
 from flows.cli import main
 sys.exit(main(["comply"]))
 """
@@ -221,7 +263,8 @@ sys.exit(main(["forget", sys.argv[1]]))
 """
 
 
-def test_a_killed_forget_is_rolled_back_by_the_next_command_and_a_rerun_completes(workspace, people_csv, capsys):
+def test_a_killed_forget_is_rolled_back_by_the_next_command_and_a_rerun_completes(workspace, people_csv, capsys,
+                                                                                 monkeypatch):
     add_and_train(people_csv, capsys)
     version = dvc.data_version(workspace)
     dvc_text, data = (workspace / "data.dvc").read_text(), files(workspace / "data")
@@ -230,9 +273,21 @@ def test_a_killed_forget_is_rolled_back_by_the_next_command_and_a_rerun_complete
     # what the kill left: the records gone from data/ while production is still trained on them
     assert dvc.data_version(workspace) != version and production(workspace) == "1"
 
+    recoveries, recover = [], release.recover
+
+    def counted(root):
+        recoveries.append(recover(root))
+        return recoveries[-1]
+
+    monkeypatch.setattr(release, "recover", counted)
     capsys.readouterr()
-    code, out = run_json(capsys, ["forget", str(path)])
+    code = main(["forget", str(path), "--json"])
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
     assert code == 0, out
+    # recovered once, where the lock was taken before the request was checked (not again in the flow)
+    assert [[r["outcome"] for r in outcomes] for outcomes in recoveries] == [["rolled back"]]
+    assert captured.err.count("recovered an interrupted run of model people: rolled back") == 1
     assert out["status"] == "completed" and out["data"]["before"] == version  # updated from the restored data
     assert production(workspace) == out["model"]["version"] == "3"
     assert MlflowClient().get_model_version("people", "2").tags["rolled_back"].startswith("interrupted")

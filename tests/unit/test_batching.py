@@ -1,10 +1,14 @@
-"""Group unlearning: which pending requests share one update, and what the merged request asks."""
+"""Group unlearning: which pending requests share one update, what the merged request asks, the
+parts of a request that change nothing, and how a failed batch is split."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import pytest
 
-from unlearning.batching import conflict, group_requests, merge_requests
+from unlearning.batching import (UNCHANGED_LABEL, batch_id, conflict, group_requests, merge_requests, narrowed,
+                                 no_change_notes, retry_groups)
 from unlearning.errors import UnlearnError
 from unlearning.requests import UnlearningRequest
 
@@ -60,3 +64,60 @@ def test_a_request_conflicting_with_an_earlier_one_is_batched_after_it():
     rs = [req("A", fix_labels={"5": "yes"}), req("B", fix_labels={"5": "no"}), req("C", fix_labels={"5": "yes"}),
           req("D", delete_records=["9"]), req("E", model="other", fix_labels={"5": "no"})]
     assert [[r.id for r in g] for g in group_requests(rs)] == [["A", "D"], ["B"], ["C"], ["E"]]
+
+
+T0 = datetime(2026, 3, 1, 12, 30, 5, tzinfo=timezone.utc)
+
+
+def test_a_batch_id_is_its_time_and_a_digest_of_its_members_content():
+    a, b = req("A", delete_records=["1"]), req("B", fix_labels={"5": "no"})
+    assert batch_id([a, b], T0).startswith("BATCH-20260301T123005-")
+    assert batch_id([a, b], T0) == batch_id([b, a], T0)  # the order of the members does not matter
+    # the same ids with a part set aside (a batch written anew) get another id
+    assert batch_id([a, b], T0) != batch_id([a, req("B", fix_labels={"6": "no"})], T0)
+    assert batch_id([a], T0) != batch_id([a, b], T0)
+
+
+def test_a_failed_batch_without_refused_requests_is_retried_one_request_at_a_time():
+    rs = [req("A", delete_records=["1"]), req("B", delete_records=["2"]), req("C", delete_records=["3"])]
+    assert [[r.id for r in g] for g in retry_groups(rs, set())] == [["A"], ["B"], ["C"]]
+
+
+def test_the_requests_refused_alone_leave_the_rest_as_one_batch():
+    rs = [req("A", delete_records=["1"]), req("B", delete_records=["2"]), req("C", delete_records=["3"])]
+    assert [[r.id for r in g] for g in retry_groups(rs, {"B"})] == [["A", "C"]]
+    assert retry_groups(rs, {"A", "B", "C"}) == []
+
+
+def test_a_relabel_to_the_current_label_changes_nothing():
+    r = req("R", fix_labels={"7": "yes", "8": "yes"}, delete_records=["9"])
+    notes = no_change_notes([r], labels={"7": "yes", "8": "no", "9": "no"}, erased={})
+    assert notes == {"R": {"7": UNCHANGED_LABEL}}  # the other relabel and the deletion change the data
+
+
+def test_a_label_is_compared_as_written():
+    # a label read from the data may be a number where the request holds its text
+    assert no_change_notes([req("R", fix_labels={"7": "1"})], labels={"7": 1}, erased={}) == {"R": {"7": UNCHANGED_LABEL}}
+
+
+def test_a_record_an_earlier_request_erased_changes_nothing_and_names_that_request():
+    later = req("LATER", delete_records=["7", "8"], fix_labels={"9": "no"})
+    notes = no_change_notes([later], labels={"8": "yes"}, erased={"7": "DEL-A", "9": "DEL-B"})
+    assert notes == {"LATER": {"7": "record erased by request DEL-A: nothing left to erase",
+                               "9": "record erased by request DEL-B: nothing left to relabel"}}
+
+
+def test_an_unknown_record_is_left_for_the_forget_run_to_report():
+    assert no_change_notes([req("R", delete_records=["404"])], labels={}, erased={}) == {}
+
+
+def test_a_narrowed_request_keeps_only_the_parts_that_change_something():
+    r = req("R", delete_records=["1", "2"], fix_labels={"7": "yes", "8": "no"}, revoke_features=["sex"])
+    rest = narrowed(r, {"2": "erased", "7": UNCHANGED_LABEL})
+    assert (rest.id, rest.delete_records, rest.fix_labels, rest.revoke_features) == ("R", ["1"], {"8": "no"}, ["sex"])
+    assert narrowed(r, None) is r and narrowed(r, {}) is r
+
+
+def test_a_request_with_nothing_left_is_narrowed_to_none():
+    r = req("R", delete_records=["1"], fix_labels={"7": "yes"})
+    assert narrowed(r, {"1": "erased", "7": UNCHANGED_LABEL}) is None

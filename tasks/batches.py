@@ -1,0 +1,145 @@
+"""A comply run's batches on disk and in the ledger: claiming the pending requests, writing each
+batch's merged request and its manifest, and finishing what a killed run left.
+
+A batch is one merged request (`unlearning.batching`) written as `.unlearn/requests/<batch id>.yaml`,
+where `forget` reads request files from, with a manifest `.unlearn/batches/<batch id>.json`
+(batch id → member ids). The manifest lives until every member's outcome is in the ledger: one
+left behind means the run died in between, and if its batch was promoted the next run completes
+the members from the batch's recorded result (their records are gone: rerunning them would fail).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from tasks import ledger, outcomes, release, steps, tracking
+from tasks.unchanged import no_change_notes
+from unlearning.batching import batch_id, merge_requests, narrowed
+from unlearning.errors import UnlearnError
+from unlearning.requests import load_request
+
+BATCHES = ".unlearn/batches"
+
+
+def claim_pending(root: Path) -> list:
+    """Move every pending request to `processing`; those another run claimed first are skipped."""
+    claimed = []
+    for record in ledger.pending(root):
+        try:
+            ledger.transition(root, record.id, "processing")
+        except UnlearnError:
+            continue
+        claimed.append(ledger.load_submitted(root, record.id))
+    return claimed
+
+
+def reclaim_stale(root: Path) -> list[dict]:
+    """Requests left `processing` by a comply run that was killed: the lock proves no run is
+    processing them now, so they are recorded as failed (interrupted) and become pending again."""
+    reclaimed = []
+    for record in ledger.list_requests(root, status="processing"):
+        ledger.transition(root, record.id, "failed", step="recovery",
+                          reason="interrupted: the comply run processing it stopped; reclaimed by a later run")
+        reclaimed.append({"id": record.id, "outcome": "reclaimed", "since": record.entries[-1].at})
+    return reclaimed
+
+
+def batch_file(root: Path, requests: list) -> Path:
+    """The merged request of a batch, written where `forget` reads request files from, and its
+    manifest, which lets a later run finish the batch if this process dies between the promotion
+    and the ledger's `completed` entries."""
+    merged = merge_requests(requests, batch_id(requests, datetime.now(timezone.utc)))
+    path = root / ".unlearn" / "requests" / f"{merged.id}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(merged.model_dump(exclude_none=True), sort_keys=False))
+    manifest = manifest_path(root, merged.id)
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(json.dumps({"batch": merged.id, "request": str(path.relative_to(root)),
+                                    "members": [r.id for r in requests]}))
+    return path
+
+
+def manifest_path(root: Path, batch: str) -> Path:
+    return root / BATCHES / f"{batch}.json"
+
+
+def drop_manifest(root: Path, path: Path | None) -> None:
+    """Forget the manifest of the batch whose merged request is `path`: the ledger has (or is about
+    to be given) every member's outcome, or the batch was written over."""
+    if path is not None:
+        manifest_path(root, path.stem).unlink(missing_ok=True)
+
+
+def write_batches(root: Path, batches: list[list]) -> list[tuple[list, Path | None, str | None]]:
+    """(requests, merged request file, None) per batch; a batch whose file cannot be written gets
+    (requests, None, the reason) and is failed when its turn comes."""
+    out = []
+    for requests in batches:
+        try:
+            out.append((requests, batch_file(root, requests), None))
+        except Exception as exc:  # noqa: BLE001 — recorded per request, the run goes on
+            out.append((requests, None, first_line(exc)))
+    return out
+
+
+def finish_promoted_batches(root: Path) -> list[dict]:
+    """Batches a killed run left behind: members still `processing` whose batch was promoted are
+    completed from the batch's recorded result; the rest is left to `reclaim_stale`."""
+    finished = []
+    for path in sorted((root / BATCHES).glob("*.json")) if (root / BATCHES).exists() else []:
+        manifest = json.loads(path.read_text())
+        stale = [m for m in manifest["members"] if ledger.show(root, m).status == "processing"]
+        summary = promoted_result(root, root / manifest["request"]) if stale else None
+        if summary is not None:
+            requests = [ledger.load_submitted(root, m) for m in stale]
+            finished += [{**r, "outcome": "completed after an interrupted run"}
+                         for r in outcomes.complete_batch(root, requests, summary, manifest["members"])]
+        path.unlink()
+    return finished
+
+
+def promoted_result(root: Path, merged_path: Path) -> dict | None:
+    """The recorded result of a merged batch request whose model version was promoted, or None."""
+    if not merged_path.exists() or not tracking.store_exists(root):
+        return None
+    tracking.connect(root)
+    try:
+        return steps.earlier_result(root, load_request(merged_path))
+    except UnlearnError:
+        return None
+
+
+def refused_alone(root: Path, requests: list) -> dict[str, str]:
+    """Request id → why the current data and model refuse it on its own, for the requests of a
+    failed batch that do not plan alone (see `plan_problem`)."""
+    return {r.id: why for r in requests if (why := plan_problem(root, r)) is not None}
+
+
+def plan_problem(root: Path, request) -> str | None:
+    """Why the request alone, without its parts that change nothing, cannot be planned against the
+    current data and model, or None. Read-only: the plan is made from the request in memory."""
+    alone = narrowed(request, no_change_notes(root, [request]).get(request.id))
+    if alone is None:
+        return None
+    try:
+        steps.plan_for(root, alone)
+    except Exception as exc:  # noqa: BLE001 — whatever stops its plan is the request's reason
+        if environment_error(exc):
+            raise
+        return first_line(exc)
+    return None
+
+
+def environment_error(exc: BaseException) -> bool:
+    """A full disk or a project that cannot be written: no request is at fault, every later step
+    would fail the same way, so the run stops (see flows.cli)."""
+    return release.unwritable_cause(exc) is not None
+
+
+def first_line(exc: Exception) -> str:
+    """A failure as the one line the ledger records as the request's reason."""
+    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__

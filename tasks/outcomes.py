@@ -1,0 +1,81 @@
+"""Each request's answer in the ledger: `completed` with its own signed certificate
+(tasks.certificates), or `failed` with the reason (pending again: a later comply run retries it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tasks import dvc, ledger, tracking
+from tasks.certificates import write_certificate
+from unlearning.certificate import no_change_certificate, request_certificate, unchanged_entries
+from unlearning.verify import describe_failures
+
+
+def verification_failure(summary: dict) -> str:
+    """The reason a batch whose verification failed gives its requests."""
+    failed = describe_failures([c for c in summary.get("checks", []) if not c["passed"]])
+    return f"verification failed ({failed}); nothing promoted"
+
+
+def complete(root: Path, request, cert: dict, plots: dict | None, model: dict, **entry) -> dict:
+    """Sign and write the request's certificate, then record it `completed` in the ledger with the
+    certificate's SHA-256 (`entry`: the other fields of the ledger entry)."""
+    cert_path = write_certificate(root, cert, plots)
+    relative = str(cert_path.relative_to(root))
+    ledger.transition(root, request.id, "completed", certificate=relative,
+                      certificate_sha256=hashlib.sha256(cert_path.read_bytes()).hexdigest(), model=model, **entry)
+    return {"id": request.id, "status": "completed", "model": model, "certificate": relative}
+
+
+def complete_batch(root: Path, requests: list, summary: dict, members: list[str] | None = None,
+                   notes: dict[str, dict[str, str]] | None = None) -> list[dict]:
+    """Ledger + signed certificate per request from a batch's forget summary (`members`: every
+    request of the batch, for the certificates; default the requests given; `notes`: per request,
+    the records left unchanged and why)."""
+    ids = members or [r.id for r in requests]
+    notes = notes or {}
+    if not summary.get("verified"):
+        return [fail(root, r, verification_failure(summary)) for r in requests]
+    batch_cert = tracking.load_json(summary["run_id"], "certificate.json") or {}
+    plots = tracking.run_plots(summary["run_id"])  # embedded in every member's HTML report
+    model = {"name": summary["model"]["name"], "version": summary["model"]["version"]}
+    out = []
+    for request in requests:
+        cert = request_certificate(batch_cert, request, ledger.show(root, request.id), summary["request_id"], ids)
+        if request.id in notes:
+            cert["unchanged"] = unchanged_entries(notes[request.id])
+        done = complete(root, request, cert, plots, model, guarantee=summary["guarantee"], method=summary["method"],
+                        data=summary["data"], run_id=summary["run_id"])
+        out.append({**done, "batch": summary["request_id"],
+                    **({"unchanged": notes[request.id]} if request.id in notes else {})})
+    return out
+
+
+def complete_unchanged(root: Path, request, notes: dict[str, str]) -> dict:
+    """A request none of whose parts changes the data: completed without a run, its certificate
+    naming the production version it leaves as it is and, per record, why nothing changed."""
+    tracking.connect(root)
+    production = tracking.require_production(request.model, root)
+    body = no_change_certificate(request.model, production, dvc.data_version(root), datetime.now(timezone.utc))
+    cert = {**request_certificate(body, request, ledger.show(root, request.id), request.id, [request.id]),
+            "unchanged": unchanged_entries(notes)}
+    model = {"name": request.model, "version": str(production.version)}
+    done = complete(root, request, cert, None, model, guarantee="no change", method="none", data=body["data"])
+    return {**done, "batch": None, "unchanged": notes}
+
+
+def fail(root: Path, request, reason: str) -> dict:
+    ledger.transition(root, request.id, "failed", reason=reason)  # pending again: a later run retries
+    return {"id": request.id, "status": "failed", "reason": reason, "model": {"name": request.model, "version": None},
+            "certificate": None}
+
+
+def fail_quietly(root: Path, request, reason: str) -> None:
+    """Record the failure if the ledger can still be written; else the next run reclaims it."""
+    try:
+        fail(root, request, reason)
+    except Exception:  # noqa: BLE001 — the run is stopping for a reason already being reported
+        pass

@@ -1,0 +1,57 @@
+"""A batch's certificate narrowed to each of its requests, and the certificate of a request that
+changes nothing: what each request's certificate names (record ids only), and what it keeps of
+the batch's."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from types import SimpleNamespace
+
+from unlearning import ledger as lg
+from unlearning.certificate import FORMAT, no_change_certificate, request_certificate, unchanged_entries
+from unlearning.requests import UnlearningRequest
+
+RECEIVED = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+COMPLETED = datetime(2026, 3, 2, 17, 45, 30, 123456, tzinfo=timezone.utc)
+BATCH = {"format": FORMAT, "method": "second_order", "guarantee": "empirical", "verified": True,
+         "model": {"name": "people", "version": "3"}, "data": {"before": "a" * 32, "after": "b" * 32},
+         "request": {"id": "BATCH-X", "delete_records": ["P1", "P2", "P3"]}}
+
+
+def record(request: UnlearningRequest) -> lg.RequestRecord:
+    return lg.RequestRecord(id=request.id, status="processing", received=RECEIVED, channel="email",
+                            policy=lg.DeadlinePolicy.gdpr(), deadline=date(2026, 4, 1), request={},
+                            request_hash="f" * 64)
+
+
+def test_a_request_certificate_names_its_own_records_not_the_batch_s():
+    request = UnlearningRequest(id="DEL-2", model="people", delete_records=["P3", "P2"], fix_labels={"P9": "yes"})
+    cert = request_certificate(BATCH, request, record(request), "BATCH-X", ["DEL-1", "DEL-2"], completed=COMPLETED)
+    assert cert["request"] == {"id": "DEL-2", "request_hash": "f" * 64, "kinds": request.kinds(),
+                               "delete_records": ["P2", "P3"], "revoke_features": [],
+                               "fix_labels": ["P9"],  # the ids only: the corrected label stays in the data
+                               "redact": None, "forget_class": None}
+    assert cert["batch"] == {"id": "BATCH-X", "requests": ["DEL-1", "DEL-2"]}
+    assert cert["timestamps"] == {"received": "2026-03-01T09:00:00+00:00", "deadline": "2026-04-01",
+                                  "completed": "2026-03-02T17:45:30+00:00"}
+    assert cert["channel"] == "email"
+    # what was done is the batch's
+    assert {k: cert[k] for k in ("method", "guarantee", "verified", "model", "data")} == \
+        {k: BATCH[k] for k in ("method", "guarantee", "verified", "model", "data")}
+    assert BATCH["request"]["id"] == "BATCH-X"  # the batch's certificate is left as it was
+
+
+def test_unchanged_records_are_listed_in_order_with_why():
+    notes = {"P9": "label already as requested: nothing to change", "P1": "record erased by request DEL-A"}
+    assert unchanged_entries(notes) == [{"record": "P1", "reason": "record erased by request DEL-A"},
+                                        {"record": "P9", "reason": "label already as requested: nothing to change"}]
+
+
+def test_a_request_that_changes_nothing_leaves_model_and_data_as_they_are():
+    production = SimpleNamespace(version=4, run_id="run-4")
+    cert = no_change_certificate("people", production, "c" * 32, COMPLETED)
+    assert cert["guarantee"] == "no change" and cert["method"] == "none" and cert["verified"] is True
+    assert cert["model"] == {"name": "people", "version": "4", "run_id": "run-4"}
+    assert cert["data"] == {"before": "c" * 32, "after": "c" * 32}
+    assert cert["checks"] == [] and cert["superseded"] == [] and cert["format"] == FORMAT
+    assert cert["issued_at"] == "2026-03-02T17:45:30+00:00"
