@@ -27,6 +27,7 @@ from prefect import flow
 from flows.forget import forget_flow
 from flows.settings import private_tempdir
 from tasks import dvc, ledger, release, steps, tracking
+from flows.references import retrain_references
 from tasks import references as prefetch
 from unlearning import certificate as cert_lib
 from unlearning import signing
@@ -181,7 +182,7 @@ def prefetch_references(root: Path, paths: list[Path], runner: str, address: str
         return {}
     try:
         task_runner, threads = prefetch.make_task_runner(runner, address, workers)
-        return prefetch.retrain_references.with_options(task_runner=task_runner)(
+        return retrain_references.with_options(task_runner=task_runner)(
             root=str(root), request_paths=[str(p) for p in paths], threads=threads)
     except Exception as exc:  # noqa: BLE001 — e.g. the local cluster cannot start: verify inline
         steps.progress(f"  warning: the {runner} task runner failed ({first_line(exc)}); "

@@ -1,63 +1,48 @@
-"""Prefect tasks of the train and forget flows: each one step and one MLflow child run.
-
-Tasks are thin: the math is in `unlearning`, storage in `tasks.dvc` / `tasks.data` /
-`tasks.tracking` / `tasks.state`. They run in the flow's process and hand objects to each other,
-so caching and result persistence are off (Prefect would otherwise hash whole tensors).
-"""
+"""Tables: logistic regression (certifiable), corrected by deleting records, revoking features and
+fixing labels; updated by the convex methods of unlearning.methods; verified against an exactly
+retrained reference (fidelity)."""
 
 from __future__ import annotations
 
 import hashlib
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 
-import torch
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
-from tasks import data as data_store
 from tasks import dvc, state, tracking
 from tasks import references as prefetch
-from unlearning import erasure, lm, methods, references, verify
-from unlearning.data.images import ImageDataset
-from unlearning.data.tables import Table, correct_table, save_table
-from unlearning.data.text import TextCorpus
+from tasks.common import STEP, Lineage, Plan, Trained, Update, Verification, fallback_record, progress, pyplot
+from tasks.kinds.base import Kind
+from unlearning import erasure, methods, references, verify
+from unlearning.data.tables import Table, check_trainable, correct_table, save_table
 from unlearning.errors import UnlearnError
 from unlearning.models.bundle import ModelBundle
-from unlearning.requests import UnlearningRequest, load_request, validate_request
+from unlearning.requests import UnlearningRequest, validate_request
 from unlearning.training import TrainConfig, train_bundle
 
-STEP = dict(cache_policy=NO_CACHE, persist_result=False, retries=0)
+
+# --- methods: the one place this kind looks them up -----------------------------------------------
+
+def check_method_name(request: UnlearningRequest, table: Table, method: str) -> None:
+    validate_request(request, table, ["auto", *methods.METHODS])
+    if method not in ("auto", *methods.METHODS):
+        methods.get_method(method)  # raises the one-line error listing the valid names
 
 
-@dataclass
-class Lineage:
-    """Where a flow run records itself: the parent MLflow run and the tags every run carries."""
-
-    root: Path
-    experiment: str
-    parent_run: str
-    tags: dict = field(default_factory=dict)
-
-    def child(self, step: str, **extra_tags):
-        """A child run of the flow's parent run, carrying the lineage tags."""
-        return tracking.run(self.experiment, step, {**self.tags, "step": step, **extra_tags}, self.parent_run)
+def resolve_method(requested: str, bundle: ModelBundle) -> str:
+    """`auto` → certified for certifiably trained models, else second_order."""
+    if requested != "auto":
+        return requested
+    return "certified" if getattr(bundle, "certification", None) is not None else "second_order"
 
 
-def progress(message: str) -> None:
-    """Console progress for long steps, on stderr so `--json` stdout stays machine-readable."""
-    print(message, file=sys.stderr, flush=True)
+def run_method(method: str, problem, options: dict | None):
+    return methods.run_method(method, problem, options)
 
 
-def dataset_digest(root: Path, name: str) -> str:
-    """sha256 over one dataset's files: its version within the repository-wide data.dvc."""
-    h = hashlib.sha256()
-    for path in sorted((Path(root) / "data" / name).iterdir()):
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()
-
+# --- train --------------------------------------------------------------------------------------
 
 def certification_tags(bundle: ModelBundle) -> dict:
     """Model-version tags describing the certification state (budget carried to the next version)."""
@@ -66,17 +51,6 @@ def certification_tags(bundle: ModelBundle) -> dict:
         return {"certified": "false"}
     return {"certified": "true", "epsilon_target": cert.epsilon, "delta": cert.delta, "sigma": cert.sigma,
             "budget": cert.budget, "budget_used": cert.spent}
-
-
-# --- train ------------------------------------------------------------------------------------
-
-@task(name="load data", **STEP)
-def load_data(root: Path, name: str) -> tuple[Table, str, str]:
-    table = data_store.load_dataset(root, name)
-    version = dvc.data_version(root)
-    if version is None:
-        raise UnlearnError(f"data/ is not versioned yet: run `unlearn data add {name}` first")
-    return table, version, dataset_digest(root, name)
 
 
 @task(name="fit", **STEP)
@@ -93,26 +67,6 @@ def fit(lineage: Lineage, table: Table, cfg: TrainConfig):
     return bundle, b, seconds
 
 
-@task(name="fit language model", **STEP)
-def fit_lm(lineage: Lineage, corpus, cfg):
-    with lineage.child("fit") as run_id:
-        tracking.log_params(run_id, cfg.model_dump())
-        bundle, stats = lm.train_text_model(
-            corpus, cfg.preset, cfg.seconds, cfg.steps, cfg.seed,
-            progress=lambda s: progress(f"  fit: epoch {s.epochs:.1f}, step {s.steps}, {s.seconds:.0f} s, loss {s.loss:.3f}"))
-        tracking.log_metrics(run_id, {"steps": stats.steps, "epochs": stats.epochs, "fit_seconds": stats.seconds,
-                                      "train_loss": stats.loss})
-    return bundle, stats.seconds
-
-
-@task(name="evaluate language model", **STEP)
-def evaluate_lm(lineage: Lineage, corpus, bundle) -> dict:
-    with lineage.child("evaluate") as run_id:
-        metrics = {"held_out_perplexity": lm.held_out_perplexity(bundle, corpus)}
-        tracking.log_metrics(run_id, metrics)
-    return metrics
-
-
 @task(name="evaluate", **STEP)
 def evaluate(lineage: Lineage, table: Table, bundle: ModelBundle) -> dict:
     with lineage.child("evaluate") as run_id:
@@ -125,157 +79,7 @@ def evaluate(lineage: Lineage, table: Table, bundle: ModelBundle) -> dict:
     return metrics
 
 
-@task(name="register", **STEP)
-def register(lineage: Lineage, name: str, bundle: ModelBundle, b: torch.Tensor | None,
-             version_tags: dict, table: Table) -> tuple[str, str]:
-    """Log the model under a child run, register it, and keep its private state by that run id:
-    the noise b and the Hessian cache of the new version on its training data `table`."""
-    with lineage.child("register") as run_id:
-        uri = tracking.log_model(run_id, bundle)
-        version = tracking.register(name, uri, run_id, {**lineage.tags, **version_tags})
-        state.save_noise(lineage.root, run_id, b)
-        started = time.perf_counter()
-        if isinstance(bundle, ModelBundle):
-            state.save_cache(lineage.root, run_id, erasure.model_cache(bundle, table, b))
-        tracking.log_params(run_id, {"registered_model": name, "version": version})
-        tracking.log_metrics(run_id, {"hessian_cache_seconds": time.perf_counter() - started})
-    return version, run_id
-
-
-@task(name="promote", **STEP)
-def promote(lineage: Lineage, name: str, version: str) -> None:
-    with lineage.child("promote") as run_id:
-        tracking.promote(name, version)
-        tracking.log_params(run_id, {"alias": tracking.PRODUCTION, "version": version})
-
-
-# --- forget -----------------------------------------------------------------------------------
-
-@dataclass
-class Plan:
-    """A validated request with everything it refers to, before anything is written."""
-
-    request: UnlearningRequest
-    earlier: dict | None = None  # the earlier result when this request id was processed already
-    table: Table | None = None
-    data_version: str | None = None
-    model_name: str | None = None
-    parent_version: str | None = None
-    parent_run: str | None = None
-    bundle: ModelBundle | None = None
-    b: torch.Tensor | None = None
-    method: str | None = None
-    findings: list[dict] | None = None  # text corpora: the scan findings the request removes
-    requested: str | None = None  # the method as asked (`auto` allows falling back to retraining)
-    image: object | None = None  # image datasets: the validated request (tasks.image_steps.ImagePlan)
-    keep_days: int | None = None  # keep superseded artifacts "beyond use" this long (None: purge at once)
-
-
-def resolve_method(requested: str, bundle: ModelBundle) -> str:
-    """`auto` → certified for certifiably trained models, else second_order."""
-    if requested != "auto":
-        return requested
-    return "certified" if getattr(bundle, "certification", None) is not None else "second_order"
-
-
-def image_method_name(requested: str) -> str:
-    """`auto` → alignment for a deep image model (unlearning.images.choose_method)."""
-    from unlearning.images import get_image_method
-
-    return get_image_method(requested).name
-
-
-def request_hash(root: Path, request: UnlearningRequest) -> str:
-    """The request's salted hash (the ledger's `request_hash`): what MLflow and certificates hold."""
-    from tasks.scan import project_salt
-    from unlearning.ledger import request_fingerprint
-
-    return request_fingerprint(request, project_salt(root))
-
-
-def earlier_result(root: Path, request: UnlearningRequest) -> dict | None:
-    """The recorded result of an already processed request id (a version it promoted, not one
-    rolled back or failing verification); UnlearnError if its content differs."""
-    tried = [v for v in tracking.model_versions(request.model) if v.tags.get("request_id") == request.id]
-    done = [v for v in tried if v.tags.get("verified") == "true" and "rolled_back" not in v.tags]
-    if not tried:
-        return None
-    found = (done or tried)[-1]
-    if found.tags.get("request_hash") != request_hash(root, request):
-        raise UnlearnError(f"request id {request.id!r} was already used for a different request "
-                           f"(model {request.model} v{found.version}): give the new request a new id")
-    return tracking.load_result(found.tags["lineage_run"]) if done else None
-
-
-def other_models_on(dataset: str, model: str) -> list[str]:
-    """Production models other than `model` whose registered lineage (tag `dataset`) is `dataset`."""
-    found = []
-    for name in tracking.registered_model_names():
-        version = None if name == model else tracking.production_version(name)
-        if version is not None and version.tags.get("dataset", name) == dataset:
-            found.append(name)
-    return found
-
-
-def require_sole_model(model: str, dataset: str) -> None:
-    """An erasure must reach every model that saw the data: refuse while another production model
-    was trained on the same dataset (it would keep the removed records and could no longer be
-    unlearned once the data is corrected)."""
-    others = other_models_on(dataset, model)
-    if others:
-        names = ", ".join(others)
-        raise UnlearnError(f"dataset '{dataset}' is also used by production model(s) {names}: an erasure must "
-                           f"reach every model trained on it; retire them first (`unlearn model retire NAME`) "
-                           f"and retrain after the erasure if needed")
-
-
-@task(name="validate request", **STEP)
-def plan_request(root: Path, request_path: Path, method: str | None = None) -> Plan:
-    request = load_request(Path(request_path))
-    tracking.connect(root)
-    production = tracking.require_production(request.model, root)
-    earlier = earlier_result(root, request)
-    if earlier is not None:
-        return Plan(request=request, earlier=earlier)
-    dataset = production.tags.get("dataset", request.model)
-    require_sole_model(request.model, dataset)
-    table = data_store.load_dataset(root, dataset)
-    findings = None
-    if isinstance(table, TextCorpus):
-        from tasks.text_steps import plan_findings
-
-        findings = plan_findings(root, request, table, method or request.method)
-    elif isinstance(table, ImageDataset):
-        pass  # validated against the model's training set below (image_steps.plan_images)
-    else:
-        validate_request(request, table, ["auto", *methods.METHODS])
-        if method is not None and method not in ("auto", *methods.METHODS):
-            methods.get_method(method)  # raises the one-line error listing the valid names
-    digest = dataset_digest(root, table.name)
-    if production.tags.get("dataset_digest") not in (None, digest):
-        raise UnlearnError(f"model {request.model} v{production.version} was trained on another version of "
-                           f"data/{table.name} than the one checked out: restore that data version "
-                           f"(`git checkout` data.dvc + `dvc checkout`) or retrain")
-    bundle = tracking.load_version_bundle(request.model, production.version)
-    if isinstance(table, ImageDataset):
-        from tasks.image_steps import plan_images
-
-        image = plan_images(request, table, bundle, method or request.method)
-        return Plan(request=request, table=table, data_version=dvc.data_version(root), model_name=request.model,
-                    parent_version=str(production.version), parent_run=production.run_id, bundle=bundle,
-                    method=image_method_name(method or request.method), requested=method or request.method,
-                    image=image)
-    resolved = resolve_method(method or request.method, bundle)
-    if findings is not None and resolved == "second_order" and (method or request.method) == "auto":
-        resolved = lm.auto_method(lm.affected_window_count(table, findings, bundle.seq_len))
-    if resolved == "certified" and getattr(bundle, "certification", None) is None:
-        raise UnlearnError(f"method 'certified' needs a certifiably trained model: model {request.model} "
-                           f"v{production.version} was not; use second_order or retrain with --certified")
-    return Plan(request=request, table=table, data_version=dvc.data_version(root),
-                model_name=request.model, parent_version=str(production.version), parent_run=production.run_id,
-                bundle=bundle, b=state.load_noise(root, production.run_id), method=resolved,
-                findings=findings, requested=method or request.method)
-
+# --- forget -------------------------------------------------------------------------------------
 
 @task(name="correct data", **STEP)
 def correct_data(lineage: Lineage, plan: Plan) -> tuple[Table, str]:
@@ -287,7 +91,7 @@ def correct_data(lineage: Lineage, plan: Plan) -> tuple[Table, str]:
         version = dvc.add_data(lineage.root)
         tracking.log_params(run_id, {"data_before": plan.data_version, "data_after": version})
         tracking.log_dataset(run_id, after.name, version, lineage.root / "data" / after.name, after.frame)
-        tracking.log_metrics(run_id, {"rows_before": len(plan.table.frame), "rows_after": len(after.frame),
+        tracking.log_metrics(run_id, {"rows_before": len(plan.dataset.frame), "rows_after": len(after.frame),
                                       "deleted": len(req.delete_records), "relabelled": len(req.fix_labels),
                                       "revoked": len(req.revoke_features)})
     return after, version
@@ -296,25 +100,7 @@ def correct_data(lineage: Lineage, plan: Plan) -> tuple[Table, str]:
 def corrected_table(plan: Plan) -> Table:
     """D' of a table request, in memory."""
     req = plan.request
-    return correct_table(plan.table, list(req.delete_records), list(req.revoke_features), dict(req.fix_labels))
-
-
-def reference_job_for(root: Path, request_path: Path) -> references.ReferenceJob | None:
-    """The verification reference a request file will need, planned from the current data and
-    production version without writing anything (None: already processed)."""
-    plan = plan_request.fn(root, request_path)
-    if plan.earlier is not None:
-        return None
-    if plan.findings is not None:
-        from tasks.text_steps import reference_job, redacted_corpus
-
-        return reference_job(plan, redacted_corpus(plan))
-    if plan.image is not None:
-        from tasks.image_steps import reference_job
-
-        return reference_job(plan)
-    problem, _, _ = erasure.build_problem(plan.bundle, plan.table, corrected_table(plan), plan.b)
-    return references.table_job(problem)
+    return correct_table(plan.dataset, list(req.delete_records), list(req.revoke_features), dict(req.fix_labels))
 
 
 @task(name="update model", **STEP)
@@ -322,14 +108,14 @@ def update_model(lineage: Lineage, plan: Plan, after: Table, method: str, option
     """Run the unlearning method; returns (result, new bundle, problem, seconds)."""
     with lineage.child(f"update model ({method})", method=method) as run_id:
         cache = state.load_cache(lineage.root, plan.parent_run)
-        problem, bundle_after, _ = erasure.build_problem(plan.bundle, plan.table, after, plan.b, cache)
+        problem, bundle_after, _ = erasure.build_problem(plan.bundle, plan.dataset, after, plan.part, cache)
         if method == "retrain" and not options:  # the same job as verification's reference
             result, source = prefetch.obtain(references.table_job(problem), "  retraining on the corrected data ...")
             tracking.log_params(run_id, {"reference": source})
         else:
             if method == "retrain":
                 progress("  retraining on the corrected data ...")
-            result = methods.run_method(method, problem, options)
+            result = run_method(method, problem, options)
         bundle_after = erasure.unlearned_bundle(bundle_after, result.theta)
         seconds = result.stats["update_seconds"]
         tracking.log_params(run_id, {"method": method, **(options or {}), "affected_rows": len(problem.z_index),
@@ -366,20 +152,6 @@ def verify_update(lineage: Lineage, plan: Plan, after: Table, problem, result: m
     return metrics, checks, retrain_seconds, reference
 
 
-def falls_back_to_retraining(requested: str | None, method: str, checks: list[dict]) -> bool:
-    """The one rule for every kind of model: a fast update that fails verification is replaced by
-    the retrained reference only when the method was `auto`. An explicitly requested method is
-    not silently replaced: it fails (exit 1) with its failed checks."""
-    return requested == "auto" and method != "retrain" and not all(c["passed"] for c in checks)
-
-
-def fallback_record(method: str, update_s: float, checks: list[dict], **measured) -> dict:
-    """What the certificate and the JSON say about a failed fast update that was replaced."""
-    failed = [c for c in checks if not c["passed"]]
-    return {"method": method, "update_s": update_s, "failed_checks": [c["name"] for c in failed],
-            "reason": "verification failed: " + verify.describe_failures(failed), **measured}
-
-
 @task(name="fall back to retraining", **STEP)
 def fall_back_to_reference(lineage: Lineage, after: Table, problem, failed: methods.Result, reference: methods.Result,
                            bundle_after: ModelBundle, checks: list[dict], cfg: verify.VerifyConfig, update_s: float):
@@ -402,11 +174,7 @@ def fall_back_to_reference(lineage: Lineage, after: Table, problem, failed: meth
 def log_coefficient_plot(run_id: str, theta, theta_ref, theta_before, method: str) -> None:
     """Every coefficient of the updated and of the original model against the retrained model's:
     on the diagonal = what retraining would have given (the certificate report shows it)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     ref = theta_ref.detach().reshape(-1).double().numpy()
     fig, ax = plt.subplots(figsize=(4.5, 4.2))
     ax.scatter(ref, theta_before.detach().reshape(-1).double().numpy(), s=8, color="tab:red", alpha=0.5,
@@ -422,3 +190,113 @@ def log_coefficient_plot(run_id: str, theta, theta_ref, theta_before, method: st
     plt.close(fig)
 
 
+def with_spent_budget(bundle, result):
+    """Carry the accumulated residual bound to the new version (reset to 0 after a retrain)."""
+    if bundle.certification is None:
+        return bundle
+    spent = result.stats.get("budget_used", 0.0) if result.guarantee == "certified" else 0.0
+    return replace(bundle, certification=replace(bundle.certification, spent=spent))
+
+
+def noise_seed(request_id: str) -> int:
+    return int(hashlib.sha256(request_id.encode()).hexdigest()[:8], 16)
+
+
+class Tabular(Kind):
+    name = "table"
+    dataset_type = Table
+
+    def check_trainable(self, dataset, config) -> None:
+        check_trainable(dataset)  # a table too small to train and evaluate: one line, nothing recorded
+
+    def train_params(self, dataset: str, config) -> dict:
+        return {"dataset": dataset, **config.model_dump()}
+
+    def train(self, lineage: Lineage, dataset, config, data_version: str) -> Trained:
+        tracking.log_dataset(lineage.parent_run, dataset.name, data_version, lineage.root / "data" / dataset.name,
+                             dataset.frame)
+        bundle, b, seconds = fit(lineage, dataset, config)
+        metrics = evaluate(lineage, dataset, bundle)
+        return Trained(bundle, seconds, metrics, certification_tags(bundle), b,
+                       cache=lambda: erasure.model_cache(bundle, dataset, b))
+
+    def check_request(self, root: Path, request, dataset, method: str):
+        check_method_name(request, dataset, method)
+
+    def plan(self, root: Path, request, dataset, bundle, production, method: str, checked):
+        resolved = resolve_method(method, bundle)
+        if resolved == "certified" and getattr(bundle, "certification", None) is None:
+            raise UnlearnError(f"method 'certified' needs a certifiably trained model: model {request.model} "
+                               f"v{production.version} was not; use second_order or retrain with --certified")
+        return resolved, state.load_noise(root, production.run_id)  # b: the noise of a certified model
+
+    def correct_data(self, lineage: Lineage, plan: Plan):
+        return correct_data(lineage, plan)
+
+    def update(self, lineage: Lineage, plan: Plan, after, method: str, options: dict | None) -> Update:
+        result, bundle, problem, seconds = update_model(lineage, plan, after, method, options)
+        return Update(with_spent_budget(bundle, result), result.method, result.guarantee, seconds, result.stats,
+                      b=plan.part, detail=(result, problem))
+
+    def respect_budget(self, lineage: Lineage, plan: Plan, after, update: Update) -> Update:
+        result, _ = update.detail
+        if result.method != "certified" or result.stats["within_budget"]:
+            return update
+        # The certificate cannot be issued: retrain with fresh noise, which resets the budget.
+        retrained = self.update(lineage, plan, after, "retrain", {"noise_seed": noise_seed(plan.request.id)})
+        retrained.b = retrained.stats.get("b")
+        return retrained
+
+    def verify(self, lineage: Lineage, plan: Plan, after, update: Update, config) -> Verification:
+        result, problem = update.detail
+        metrics, checks, retrain_s, reference = verify_update(lineage, plan, after, problem, result, update.bundle,
+                                                              config or verify.VerifyConfig())
+        return Verification(metrics, checks, retrain_s, detail=reference)
+
+    def fall_back(self, lineage: Lineage, plan: Plan, after, update: Update, verification: Verification, config):
+        (failed, problem), reference = update.detail, verification.detail
+        result, bundle, metrics, checks, attempt = fall_back_to_reference(
+            lineage, after, problem, failed, reference, update.bundle, verification.checks,
+            config or verify.VerifyConfig(), update.seconds)
+        # The request cost the failed update and the retraining.
+        replaced = Update(with_spent_budget(bundle, result), result.method, result.guarantee,
+                          update.seconds + verification.retrain_s, result.stats, b=update.b, detail=(result, problem))
+        return replaced, Verification(metrics, checks, verification.retrain_s, detail=reference), attempt
+
+    def reference_job(self, plan: Plan) -> references.ReferenceJob:
+        problem, _, _ = erasure.build_problem(plan.bundle, plan.dataset, corrected_table(plan), plan.part)
+        return references.table_job(problem)
+
+    def version_tags(self, update: Update) -> dict:
+        return certification_tags(update.bundle)
+
+    def private_state(self, update: Update, after):
+        return lambda: erasure.model_cache(update.bundle, after, update.b)
+
+    def certificate_config(self, plan: Plan, update: Update, attempt: dict | None, config) -> dict:
+        return {"fallback": attempt, "verify": (config or verify.VerifyConfig()).model_dump()}
+
+    def certificate_result(self, update: Update):
+        return update.detail[0]
+
+    def summary_fields(self, plan: Plan, update: Update, verification: Verification, attempt: dict | None) -> dict:
+        return {"fallback": attempt,
+                "failed_checks": [verify.describe_failures([c]) for c in verification.checks if not c["passed"]]}
+
+    def format_forget(self, s: dict) -> list[str]:
+        c, m, t = s["certificate"], s["metrics"], s["timings"]
+        lines = [
+            f"  test accuracy {100 * m['test_accuracy']:.2f} % (retrained {100 * m['test_accuracy_retrain']:.2f} %), "
+            f"agreement with retrained {100 * m['agreement']:.2f} %",
+            f"  gradient residual {c['residual']:.3g}" + (
+                f", bound {c['residual_bound']:.3g}, ε = {c['epsilon']:.3g} at δ = {c['delta']:g}, "
+                f"budget left {c['budget_left']:.3g}" if c["epsilon"] is not None else ""),
+            f"  update {t['update_s']:.3f} s vs retraining {t['retrain_s']:.2f} s",
+        ]
+        if s.get("fallback"):
+            lines.append(f"  auto: {s['fallback']['method']} was not promoted ({s['fallback']['reason']}); "
+                         "the retrained reference was")
+        return lines
+
+
+KIND = Tabular()

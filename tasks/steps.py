@@ -1,0 +1,49 @@
+"""Planning a forget request for any kind of model: everything it refers to is loaded and validated
+before anything is written (`plan_request`), and the verification reference it will need can be
+planned ahead (`reference_job_for`). The kind-specific parts are the kind's (tasks.kinds); the
+shared pieces are in tasks.common and are also reachable here for the flows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+
+from tasks import data as data_store
+from tasks import dvc, tracking
+from tasks.common import (  # noqa: F401 — Lineage, progress: also reached through this module
+    STEP, Lineage, Plan, dataset_digest, earlier_result, progress, require_sole_model, require_trained_on_checkout,
+)
+from tasks.kinds import kind_of
+from unlearning import references
+from unlearning.requests import load_request
+
+
+@task(name="validate request", **STEP)
+def plan_request(root: Path, request_path: Path, method: str | None = None) -> Plan:
+    request = load_request(Path(request_path))
+    tracking.connect(root)
+    production = tracking.require_production(request.model, root)
+    earlier = earlier_result(root, request)
+    if earlier is not None:
+        return Plan(request=request, earlier=earlier)
+    name = production.tags.get("dataset", request.model)
+    require_sole_model(request.model, name)
+    dataset = data_store.load_dataset(root, name)
+    kind, requested = kind_of(dataset), method or request.method
+    checked = kind.check_request(root, request, dataset, requested)
+    require_trained_on_checkout(request, production, dataset.name, dataset_digest(root, dataset.name))
+    bundle = tracking.load_version_bundle(request.model, production.version)
+    resolved, part = kind.plan(root, request, dataset, bundle, production, requested, checked)
+    return Plan(request=request, kind=kind, dataset=dataset, data_version=dvc.data_version(root),
+                model_name=request.model, parent_version=str(production.version), parent_run=production.run_id,
+                bundle=bundle, method=resolved, requested=requested, part=part)
+
+
+def reference_job_for(root: Path, request_path: Path) -> references.ReferenceJob | None:
+    """The verification reference a request file will need, planned from the current data and
+    production version without writing anything (None: already processed)."""
+    plan = plan_request.fn(root, request_path)
+    if plan.earlier is not None:
+        return None
+    return plan.kind.reference_job(plan)
