@@ -108,7 +108,7 @@ def update_cnn(lineage: Lineage, plan: Plan, method: str, options: dict | None =
             tracking.log_params(run_id, {"reference": source})
         else:
             result = run_method(method, plan.bundle.model, training_data(plan.dataset, plan.bundle),
-                                      plan.part.request, options)
+                                plan.part.request, options)
         bundle = new_bundle(plan.bundle, result.model, plan.part.request)
         seconds = result.stats["seconds"]
         tracking.log_params(run_id, {"method": result.method, **(options or {}),
