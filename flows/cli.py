@@ -323,7 +323,7 @@ def with_exposure(root: Path, dataset: str, model: str, findings: list[dict]) ->
 
 
 def cmd_demo(args, root: Path) -> int:
-    from flows.demo import demo_json, run_images_demo, run_tabular_demo, run_text_demo
+    from flows.demo import run_images_demo, run_tabular_demo, run_text_demo
 
     if args.scenario == "text":
         summary = run_text_demo(root, args.train_steps, args.preset or "small")
@@ -332,7 +332,7 @@ def cmd_demo(args, root: Path) -> int:
     else:
         summary = run_tabular_demo(root)
     console = summary.pop("console")
-    emit(args, demo_json(summary), console)
+    emit(args, summary, console)
     return EXIT_OK if summary["verified"] else EXIT_FAILED
 
 

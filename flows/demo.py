@@ -192,17 +192,6 @@ def text_console_summary(s: dict) -> str:
     ])
 
 
-def demo_json(summary: dict) -> dict:
-    """The documented `unlearn demo --json` fields first, then everything else."""
-    if "results" in summary:
-        return images_json(summary)
-    if "exposure" not in summary:
-        return summary
-    return {"verified": summary["verified"], "findings": summary["findings"], "exposure": summary["exposure"],
-            "perplexity": {k: summary["perplexity"][k] for k in ("before", "after")},
-            "timings": {k: summary["timings"][k] for k in ("update_s", "retrain_s")}, **summary}
-
-
 @flow(name="demo-images", log_prints=False)
 def images_demo_flow(root: str) -> dict:
     root_path = Path(root)
@@ -237,7 +226,7 @@ def images_demo_flow(root: str) -> dict:
 def run_images_demo(root: Path) -> dict:
     summary = images_demo_flow(root=str(root))
     summary["console"] = images_console_summary(summary)
-    return summary
+    return images_json(summary)
 
 
 def images_console_summary(s: dict) -> str:
@@ -262,6 +251,7 @@ def images_console_summary(s: dict) -> str:
 
 
 def images_json(summary: dict) -> dict:
+    """The `--json` view: the comparison rows with the documented keys first, the full rows beside."""
     rows = [{k: r.get(k) for k in IMAGE_ROW_KEYS} | {"avg_gap": r.get("avg_gap")} for r in summary["results"]]
     return {"forget_class": summary["forget_class"], "results": rows, "verified": summary["verified"],
             "dataset": summary["dataset"], **{k: v for k, v in summary.items() if k not in ("results", "forget_class")},
