@@ -278,35 +278,24 @@ def cmd_train(args, root: Path) -> int:
                      delta=args.delta, budget=args.budget, seed=args.seed)
     from unlearning.lm import TextTrainConfig
 
-    from unlearning.images.bundle import ImageTrainConfig, default_train_config
+    from unlearning.images.bundle import ImageTrainConfig
 
     text_config = _config(TextTrainConfig, preset=args.preset or "small", seconds=args.seconds, seed=args.seed)
     image_config = _config(ImageTrainConfig, preset=args.preset, subset=args.subset, epochs=args.epochs,
                            seed=args.seed)
     dataset = data_store.load_dataset(root, args.dataset)  # fail fast, before any run is recorded
-    from unlearning.data.images import ImageDataset
-    from unlearning.data.tables import Table, check_trainable
+    from tasks.kinds import kind_of
 
-    if isinstance(dataset, Table):
-        check_trainable(dataset)  # a table too small to train and evaluate: one line, nothing recorded
-    from unlearning.data.text import TextCorpus, check_trainable_corpus
-
-    if isinstance(dataset, TextCorpus):
-        check_trainable_corpus(dataset)  # likewise a corpus with no training or held-out window
-    if isinstance(dataset, ImageDataset):
-        default_train_config(dataset, image_config)  # a too-large --subset: one line, nothing recorded
+    kind = kind_of(dataset)
+    kind.check_trainable(dataset, {"table": config, "text": text_config, "images": image_config}[kind.name])
     from flows.train import train_flow
     from tasks.release import project_lock_once_started
 
     with project_lock_once_started(root, "train"):  # production must not move under a running release
         summary = train_flow(root=str(root), dataset=args.dataset, model=args.model, config=config,
                              text_config=text_config, image_config=image_config)
-    m = summary["metrics"]
-    quality = (f"held-out perplexity {m['held_out_perplexity']:.2f}" if "held_out_perplexity" in m else
-               f"test accuracy {100 * m['test_accuracy']:.2f} %, "
-               f"{'certified' if summary['certified'] else 'not certified'}")
     emit(args, summary, f"model {summary['model']['name']} v{summary['model']['version']} → production "
-         f"({quality}, fit {summary['timings']['fit_s']:.1f} s)")
+         f"({kind.train_quality(summary)}, fit {summary['timings']['fit_s']:.1f} s)")
     return EXIT_OK
 
 
@@ -326,38 +315,19 @@ def cmd_forget(args, root: Path) -> int:
 def format_forget(s: dict) -> str:
     if s.get("status") == "already_processed":
         return f"request {s['request_id']} was already processed: model {s['model']['name']} v{s['model']['version']} ({s['guarantee']})"
-    if "results" in s:
-        return format_image_forget(s)
-    c, m, t = s["certificate"], s["metrics"], s["timings"]
+    from tasks.kinds import kind_of_summary
+
+    kind = kind_of_summary(s)
     lines = [
-        f"request {s['request_id']}: {s['status']} — method {s['method']}, guarantee {s['guarantee']}",
+        f"request {s['request_id']}: {s['status']} — method {s['method']}, guarantee {s['guarantee']}"
+        + kind.forget_headline(s),
         f"  model {s['model']['name']} v{s['model']['parent_version']} → v{s['model']['version']}"
         f" ({'promoted to production' if s['promoted'] else 'NOT promoted'})",
         f"  data  {s['data']['before']} → {s['data']['after']}",
+        *kind.format_forget(s),
+        *superseded_lines(s),
+        *failed_check_lines(s["checks"]),
     ]
-    if "exposure" in s:
-        e, p = s["exposure"], s["perplexity"]
-        lines += [
-            f"  findings removed: {s['findings']}",
-            f"  exposure (largest over the removed secrets): before {e['before']:.1f} bits, after {e['after']:.1f}, "
-            f"retrained {e['retrain']:.1f}",
-            f"  held-out perplexity: before {p['before']:.3f}, after {p['after']:.3f}, retrained {p['retrain']:.3f}; "
-            f"secrets regenerated: {m['regenerated']} (before: {m['regenerated_before']})",
-        ]
-    else:
-        lines += [
-            f"  test accuracy {100 * m['test_accuracy']:.2f} % (retrained {100 * m['test_accuracy_retrain']:.2f} %), "
-            f"agreement with retrained {100 * m['agreement']:.2f} %",
-            f"  gradient residual {c['residual']:.3g}" + (
-                f", bound {c['residual_bound']:.3g}, ε = {c['epsilon']:.3g} at δ = {c['delta']:g}, "
-                f"budget left {c['budget_left']:.3g}" if c["epsilon"] is not None else ""),
-        ]
-    lines.append(f"  update {t['update_s']:.3f} s vs retraining {t['retrain_s']:.2f} s")
-    if s.get("fallback") and "exposure" not in s:
-        lines.append(f"  auto: {s['fallback']['method']} was not promoted ({s['fallback']['reason']}); "
-                     "the retrained reference was")
-    lines += superseded_lines(s)
-    lines += failed_check_lines(s["checks"])
     return "\n".join(lines)
 
 
@@ -373,23 +343,6 @@ def superseded_lines(s: dict) -> list[str]:
         r = s["rollback"]
         return [f"  rolled back: data restored to {r['data']['restored']}, production stays v{r['production']}"]
     return [f"  superseded: {x['artifact']} — {x['action']}" for x in s.get("superseded", [])]
-
-
-def format_image_forget(s: dict) -> str:
-    from flows.demo import image_rows_table
-
-    what = (f"class '{s['forget_class']}'" if s.get("forget_class") else f"{s['forget_images']} images") + \
-        f" ({s['kind']})"
-    lines = [
-        f"request {s['request_id']}: {s['status']} — method {s['method']}, guarantee {s['guarantee']}; forgot {what}",
-        f"  model {s['model']['name']} v{s['model']['parent_version']} → v{s['model']['version']}"
-        f" ({'promoted to production' if s['promoted'] else 'NOT promoted'})",
-        f"  data  {s['data']['before']} → {s['data']['after']}",
-        *("  " + line for line in image_rows_table(s["results"])),
-        *superseded_lines(s),
-        *failed_check_lines(s["checks"]),
-    ]
-    return "\n".join(lines)
 
 
 def cmd_scan(args, root: Path) -> int:
@@ -416,7 +369,7 @@ def with_exposure(root: Path, dataset: str, model: str, findings: list[dict]) ->
     """Findings with their exposure in the model's production version, via the detect tasks."""
     from tasks import data as data_store
     from tasks import tracking
-    from tasks.text_steps import measure_exposure
+    from tasks.kinds.text import measure_exposure
     from unlearning.data.text import TextCorpus
 
     corpus = data_store.load_dataset(root, dataset)
@@ -434,7 +387,7 @@ def with_exposure(root: Path, dataset: str, model: str, findings: list[dict]) ->
 
 
 def cmd_demo(args, root: Path) -> int:
-    from flows.demo import demo_json, run_images_demo, run_tabular_demo, run_text_demo
+    from flows.demo import run_images_demo, run_tabular_demo, run_text_demo
 
     if args.scenario == "text":
         summary = run_text_demo(root, args.train_steps, args.preset or "small")
@@ -443,7 +396,7 @@ def cmd_demo(args, root: Path) -> int:
     else:
         summary = run_tabular_demo(root)
     console = summary.pop("console")
-    emit(args, demo_json(summary), console)
+    emit(args, summary, console)
     return EXIT_OK if summary["verified"] else EXIT_FAILED
 
 

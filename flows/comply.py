@@ -25,6 +25,7 @@ from pathlib import Path
 from flows.forget import forget_flow
 from flows.runs import failed_run, outcome_flow, rename_current_run, requests_label
 from flows.settings import private_tempdir
+from flows.references import retrain_references
 from tasks import batches, outcomes, release, steps, unchanged
 from tasks import references as prefetch
 from unlearning.batching import group_requests, narrowed, retry_groups
@@ -102,7 +103,7 @@ def prefetch_references(root: Path, paths: list[Path], runner: str, address: str
         return {}
     try:
         task_runner, threads = prefetch.make_task_runner(runner, address, workers)
-        return prefetch.retrain_references.with_options(task_runner=task_runner)(
+        return retrain_references.with_options(task_runner=task_runner)(
             root=str(root), request_paths=[str(p) for p in paths], threads=threads)
     except Exception as exc:  # noqa: BLE001 — e.g. the local cluster cannot start: verify inline
         steps.progress(f"  warning: the {runner} task runner failed ({batches.first_line(exc)}); "

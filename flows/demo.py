@@ -23,7 +23,9 @@ from flows.detect import detect_flow
 from flows.forget import forget_flow
 from flows.settings import DEMO_TEXT_STEPS
 from flows.train import train_flow
+from tasks.common import console_table as text_table
 from tasks.data import add_dataset
+from tasks.kinds.images import rows_table as image_rows_table
 from unlearning.errors import UnlearnError
 from unlearning.images.registry import IMAGE_METHODS
 from unlearning.images.bundle import ImageTrainConfig
@@ -59,13 +61,6 @@ def demo_request(table: Table, model: str, request_id: str, seed: int = 7) -> di
         "fix_labels": {str(i): other[labels[i]] for i in chosen[DEMO_DELETE:]},
         "method": "auto",
     }
-
-
-def text_table(header: tuple, rows: list[tuple]) -> list[str]:
-    """A plain aligned console table: header, rule, rows."""
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip()  # noqa: E731
-    return [line(header), line(["-" * w for w in widths]), *map(line, rows)]
 
 
 def say(message: str) -> None:
@@ -197,17 +192,6 @@ def text_console_summary(s: dict) -> str:
     ])
 
 
-def demo_json(summary: dict) -> dict:
-    """The documented `unlearn demo --json` fields first, then everything else."""
-    if "results" in summary:
-        return images_json(summary)
-    if "exposure" not in summary:
-        return summary
-    return {"verified": summary["verified"], "findings": summary["findings"], "exposure": summary["exposure"],
-            "perplexity": {k: summary["perplexity"][k] for k in ("before", "after")},
-            "timings": {k: summary["timings"][k] for k in ("update_s", "retrain_s")}, **summary}
-
-
 @flow(name="demo-images", log_prints=False)
 def images_demo_flow(root: str) -> dict:
     root_path = Path(root)
@@ -242,16 +226,7 @@ def images_demo_flow(root: str) -> dict:
 def run_images_demo(root: Path) -> dict:
     summary = images_demo_flow(root=str(root))
     summary["console"] = images_console_summary(summary)
-    return summary
-
-
-def image_rows_table(rows: list[dict]) -> list[str]:
-    header = ("model", "UA %", "RA %", "TA %", "MIA-eff %", "MIA-AUC", "DA", "LP %", "NMI", "F1", "RTE s", "avg gap")
-    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-    return text_table(header, [
-        (r["method"], fmt(r["ua"], ".1f"), fmt(r["ra"], ".1f"), fmt(r["ta"], ".1f"), fmt(r["mia_efficacy"], ".1f"),
-         fmt(r["mia_auc"], ".3f"), fmt(r["da"], ".3f"), fmt(r["lp"], ".1f"), fmt(r["nmi"], ".3f"),
-         fmt(r["f1"], ".3f"), fmt(r["rte_s"], ".1f"), fmt(r.get("avg_gap"), ".2f")) for r in rows])
+    return images_json(summary)
 
 
 def images_console_summary(s: dict) -> str:
@@ -276,6 +251,7 @@ def images_console_summary(s: dict) -> str:
 
 
 def images_json(summary: dict) -> dict:
+    """The `--json` view: the comparison rows with the documented keys first, the full rows beside."""
     rows = [{k: r.get(k) for k in IMAGE_ROW_KEYS} | {"avg_gap": r.get("avg_gap")} for r in summary["results"]]
     return {"forget_class": summary["forget_class"], "results": rows, "verified": summary["verified"],
             "dataset": summary["dataset"], **{k: v for k, v in summary.items() if k not in ("results", "forget_class")},

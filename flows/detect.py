@@ -11,7 +11,8 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.forget import forget_flow
-from tasks import dvc, steps, text_steps, tracking
+from tasks import dvc, steps, tracking
+from tasks.kinds import text as text_kind
 
 
 @flow(name="detect", log_prints=False, validate_parameters=True)
@@ -25,10 +26,10 @@ def detect_flow(root: str, dataset: str, model: str | None = None, policy: str =
             "git_commit": tracking.git_commit(root_path), "prefect_flow_run": flow_run.id}
     with tracking.run(experiment, f"detect {dataset}", {**tags, "flow": "detect"}) as parent:
         lineage = steps.Lineage(root_path, experiment, parent, tags)
-        corpus, findings = text_steps.scan_dataset(lineage, dataset)
-        exposures = text_steps.measure_exposure(lineage, name, corpus, findings) if findings else []
+        corpus, findings = text_kind.scan_dataset(lineage, dataset)
+        exposures = text_kind.measure_exposure(lineage, name, corpus, findings) if findings else []
         request_path = write_redact_request(root_path, name, findings, policy) if findings else None
-        summary = {"dataset": dataset, "model": name, "findings": text_steps.counts(findings),
+        summary = {"dataset": dataset, "model": name, "findings": text_kind.counts(findings),
                    "secrets": exposures, "request": str(request_path) if request_path else None,
                    "run_id": parent}
         tracking.log_json(parent, summary, "detect.json")

@@ -8,9 +8,8 @@ from pathlib import Path
 from prefect import flow
 from prefect.runtime import flow_run
 
-from tasks import image_steps, steps, tracking
-from unlearning.data.images import ImageDataset
-from unlearning.data.text import TextCorpus
+from tasks import common, tracking
+from tasks.kinds import kind_of
 from unlearning.errors import UnlearnError
 from unlearning.images.bundle import ImageTrainConfig
 from unlearning.lm import TextTrainConfig
@@ -26,31 +25,22 @@ def train_flow(root: str, dataset: str, model: str | None = None, config: TrainC
     (`image_config`)."""
     root_path = Path(root)
     name = model or dataset
-    table, data_version, digest = steps.load_data(root_path, dataset)
+    data, data_version, digest = common.load_data(root_path, dataset)
+    kind = kind_of(data)
+    config = {"table": config, "text": text_config, "images": image_config}[kind.name]
     experiment = tracking.configure(root_path)
     tags = {"data_version": data_version, "dataset": dataset, "dataset_digest": digest,
             "git_commit": tracking.git_commit(root_path), "prefect_flow_run": flow_run.id, "model": name}
     with tracking.run(experiment, f"train {name}", {**tags, "flow": "train"}) as parent:
-        lineage = steps.Lineage(root_path, experiment, parent, tags)
-        if isinstance(table, TextCorpus):
-            tracking.log_params(parent, {"dataset": dataset, "kind": "text", **text_config.model_dump()})
-            bundle, fit_seconds = steps.fit_lm(lineage, table, text_config)
-            b, metrics, guarantee_tags = None, steps.evaluate_lm(lineage, table, bundle), {"certified": "false"}
-        elif isinstance(table, ImageDataset):
-            tracking.log_params(parent, {"dataset": dataset, "kind": "images", **image_config.model_dump()})
-            bundle, fit_seconds = image_steps.fit_cnn(lineage, table, image_config)
-            b, metrics, guarantee_tags = None, image_steps.evaluate_cnn(lineage, table, bundle), {"certified": "false"}
-        else:
-            tracking.log_params(parent, {"dataset": dataset, **config.model_dump()})
-            tracking.log_dataset(parent, dataset, data_version, root_path / "data" / dataset, table.frame)
-            bundle, b, fit_seconds = steps.fit(lineage, table, config)
-            metrics = steps.evaluate(lineage, table, bundle)
-            guarantee_tags = steps.certification_tags(bundle)
+        lineage = common.Lineage(root_path, experiment, parent, tags)
+        tracking.log_params(parent, kind.train_params(dataset, config))
+        trained = kind.train(lineage, data, config, data_version)
+        metrics, fit_seconds, guarantee_tags = trained.metrics, trained.fit_seconds, trained.version_tags
         refuse_unmeasured(name, metrics)
-        version, model_run = steps.register(lineage, name, bundle, b, {
+        version, model_run = common.register(lineage, name, trained.bundle, trained.b, {
             "parent_version": None, "method": "train", "guarantee": "exact", "lineage_run": parent,
-            "data_before": None, "data_after": data_version, **guarantee_tags}, table)
-        steps.promote(lineage, name, version)
+            "data_before": None, "data_after": data_version, **guarantee_tags}, trained.cache)
+        common.promote(lineage, name, version)
         tracking.log_metrics(parent, {**metrics, "fit_seconds": fit_seconds})
         summary = {"model": {"name": name, "version": version}, "data_version": data_version,
                    "certified": guarantee_tags["certified"] == "true", "metrics": metrics,

@@ -3,7 +3,7 @@
 Verification is the expensive part of a batch: it retrains the model on D'. `comply` releases its
 batches one at a time (each starts from the data and model version the previous one left), but the
 references do not depend on that order when the batches touch different models: with a task
-runner, the subflow `retrain references` plans every batch, builds its `ReferenceJob` (D' only) and
+runner, the subflow `retrain references` (flows/references.py) plans every batch, builds its `ReferenceJob` (D' only) and
 submits them all at once — to a local Dask cluster or an existing Dask scheduler.
 The batches are then released in order as before; a verification (or an update that *is*
 retraining) whose job key is in the pool takes that reference instead of training it again. A key
@@ -23,11 +23,11 @@ import os
 import warnings
 from contextlib import contextmanager
 from contextvars import ContextVar
-from pathlib import Path
 
-from prefect import flow, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.common import progress
 from unlearning import references
 from unlearning.errors import UnlearnError
 
@@ -145,8 +145,6 @@ def obtain(job: references.ReferenceJob, announce: str | None = None):
     pool = _PREFETCHED.get()
     if pool is not None and job.key in pool:
         return pool.pop(job.key), "prefetched"
-    from tasks.steps import progress
-
     if announce:
         progress(announce)
     # a language model's or CNN's reference takes minutes: one line per epoch shows it is moving
@@ -161,28 +159,3 @@ def retrain_reference(job: references.ReferenceJob, threads: int | None = None):
 
         torch.set_num_threads(threads)
     return references.train(job)
-
-
-@flow(name="retrain references", persist_result=False, log_prints=False)
-def retrain_references(root: str, request_paths: list[str], threads: int | None = None) -> dict:
-    """Plan each batch request, submit its reference job to this flow's task runner, collect them:
-    {job key: reference}. A batch that cannot be planned or whose job fails is left out: its own
-    forget run trains inline and reports the error where it belongs."""
-    from tasks import steps
-
-    jobs = {}
-    for path in request_paths:
-        try:
-            job = steps.reference_job_for(Path(root), Path(path))
-        except Exception:  # noqa: BLE001 — the batch's own run will fail with the reason
-            continue
-        if job is not None:
-            jobs.setdefault(job.key, job)
-    futures = {key: retrain_reference.submit(job, threads) for key, job in jobs.items()}
-    pool = {}
-    for key, future in futures.items():
-        try:
-            pool[key] = future.result()
-        except Exception:  # noqa: BLE001 — trained inline later, where a failure is recorded
-            continue
-    return pool

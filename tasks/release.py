@@ -39,7 +39,7 @@ from pathlib import Path
 from prefect import task
 
 from tasks import dvc, state, tracking
-from tasks.steps import STEP, Lineage, Plan
+from tasks.common import STEP, Lineage, Plan
 from unlearning import purge as rule
 from unlearning.errors import UnlearnError
 

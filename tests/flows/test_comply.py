@@ -11,6 +11,7 @@ import pandas as pd
 from flows.cli import main
 from tasks import batches, dvc, ledger, steps
 from tasks.release import project_lock
+from tasks.kinds import tabular
 from tests.flows.test_pipeline import add_and_train, request_file, run_json
 from unlearning.requests import UnlearningRequest
 
@@ -205,7 +206,7 @@ def test_a_batch_failing_verification_is_retried_one_request_at_a_time(workspace
     # a named method: `auto` would fall back to retraining instead of failing the merged batch
     submit(capsys, workspace, id="ONE-1", delete_records=["P1003"], method="second_order")
     submit(capsys, workspace, id="ONE-2", delete_records=["P1004"], method="second_order")
-    real = steps.verify_update
+    real = tabular.verify_update
 
     def strict_on_batches(lineage, plan, *args, **kwargs):
         metrics, checks, *rest = real(lineage, plan, *args, **kwargs)
@@ -213,7 +214,7 @@ def test_a_batch_failing_verification_is_retried_one_request_at_a_time(workspace
             checks = [{**c, "passed": False} for c in checks]
         return (metrics, checks, *rest)
 
-    monkeypatch.setattr(steps, "verify_update", strict_on_batches)
+    monkeypatch.setattr(tabular, "verify_update", strict_on_batches)
     code, out = run_json(capsys, ["comply"])
     assert code == 0, out
     done = {r["id"]: r for r in out["requests"]}

@@ -19,7 +19,8 @@ from dvc.repo import Repo
 from mlflow import MlflowClient
 
 from flows.cli import main
-from tasks import dvc, ledger, release, steps, tracking
+from tasks import dvc, ledger, release, tracking
+from tasks.kinds import tabular
 from tests.flows.test_pipeline import add_and_train, cache_objects, request_file, run_json
 from unlearning import verify
 
@@ -324,7 +325,7 @@ def test_an_unwritable_project_gives_one_line_exit_2_and_changes_nothing(workspa
     def full(table, folder, *args, **kwargs):
         raise OSError(err, os.strerror(err), str(Path(folder) / "records.csv"))
 
-    monkeypatch.setattr(steps, "save_table", full)  # the data correction's write
+    monkeypatch.setattr(tabular, "save_table", full)  # the data correction's write
     for argv in (["forget", str(path)], ["comply"]):
         capsys.readouterr()
         assert main(argv) == 2, argv

@@ -17,7 +17,8 @@ import mlflow
 from mlflow import MlflowClient
 
 from flows.cli import main
-from tasks import steps, tracking
+from tasks import tracking
+from tasks.kinds import tabular
 from tasks.version import code_version
 from tests.flows.test_pipeline import add_and_train, request_file, run_json
 
@@ -38,19 +39,19 @@ def mlflow_runs_named(name: str) -> list:
 
 def failing_verification(monkeypatch) -> None:
     """Every update fails verification (a named method: `auto` would fall back to retraining)."""
-    real = steps.verify_update
+    real = tabular.verify_update
 
     def failing(*args, **kwargs):
         metrics, checks, *rest = real(*args, **kwargs)
         return (metrics, [{**c, "passed": False} for c in checks], *rest)
 
-    monkeypatch.setattr(steps, "verify_update", failing)
+    monkeypatch.setattr(tabular, "verify_update", failing)
 
 
 def test_a_forget_that_fails_verification_looks_failed_and_a_verified_one_does_not(workspace, people_csv, capsys,
                                                                                  monkeypatch):
     add_and_train(people_csv, capsys)
-    real = steps.verify_update
+    real = tabular.verify_update
     failing_verification(monkeypatch)
     code, out = run_json(capsys, ["forget", str(request_file(workspace, id="PAT-F1", delete_records=["P1003"],
                                                              method="second_order"))])
@@ -65,7 +66,7 @@ def test_a_forget_that_fails_verification_looks_failed_and_a_verified_one_does_n
     candidate = MlflowClient().get_model_version("people", out["model"]["version"])
     assert candidate.description.startswith("ROLLED BACK, never promoted: verification failed")
 
-    monkeypatch.setattr(steps, "verify_update", real)
+    monkeypatch.setattr(tabular, "verify_update", real)
     code, out = run_json(capsys, ["forget", str(request_file(workspace, id="PAT-OK", delete_records=["P1004"]))])
     assert code == 0 and out["verified"]
     (flow_run,) = flow_runs_named("forget PAT-OK")
@@ -92,7 +93,7 @@ def test_a_comply_batch_is_named_after_its_requests_and_a_failed_request_fails_t
     for request_id, record in (("PAT-001", "P1005"), ("PAT-002", "P1006")):
         path = request_file(workspace, id=request_id, delete_records=[record], method="second_order")
         assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
-    real = steps.verify_update
+    real = tabular.verify_update
     failing_verification(monkeypatch)
     code, out = run_json(capsys, ["comply"])
     assert code == 1 and out["failed"] == 2
@@ -104,7 +105,7 @@ def test_a_comply_batch_is_named_after_its_requests_and_a_failed_request_fails_t
     (batch,) = mlflow_runs_named("forget PAT-001, PAT-002")
     assert batch.data.tags["batch_requests"] == "PAT-001,PAT-002" and batch.info.status == "FAILED"
 
-    monkeypatch.setattr(steps, "verify_update", real)
+    monkeypatch.setattr(tabular, "verify_update", real)
     code, out = run_json(capsys, ["comply"])
     assert code == 0 and {r["status"] for r in out["requests"]} == {"completed"}
     states = sorted(r.state.type.value for r in flow_runs_named("comply PAT-001, PAT-002"))

@@ -1,35 +1,46 @@
-"""Prefect tasks of the image side: train a CNN, correct an image dataset, run an image unlearning
-method, verify it against a retrained reference with every metric of unlearning.metrics (and,
-on demand, the baselines beside it). The math is in unlearning.images / unlearning.metrics."""
+"""Images: a CNN over an image dataset, corrected by deleting or relabelling images (or a whole
+class); updated by the image methods of unlearning.images; verified against a retrained reference
+with every metric of unlearning.metrics (and, on demand, the baselines beside it)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-import matplotlib
+import numpy as np
+from prefect import task
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from prefect import task  # noqa: E402
-
-from tasks import dvc, tracking  # noqa: E402
-from tasks import references as prefetch  # noqa: E402
-from tasks.data import save_dataset  # noqa: E402
-from tasks.steps import STEP, Lineage, Plan, progress  # noqa: E402
-from unlearning.data.images import ImageDataset, correct_images  # noqa: E402
-from unlearning import references  # noqa: E402
-from unlearning.images import ImageRequest  # noqa: E402
-from unlearning.images.registry import get_image_method, run_image_method  # noqa: E402
-from unlearning.images.bundle import (  # noqa: E402
-    ImageBundle, ImageTrainConfig, image_request, tensors, test_positions, train_image_model, training_data,
-    unlearned_ids,
+from tasks import dvc, tracking
+from tasks import references as prefetch
+from tasks.common import STEP, Lineage, Plan, Trained, Update, Verification, console_table, progress, pyplot
+from tasks.data import save_dataset
+from tasks.kinds.base import Kind
+from unlearning import references
+from unlearning.data.images import ImageDataset, correct_images
+from unlearning import registry
+from unlearning.images import ImageRequest
+from unlearning.images.registry import ImageContext
+from unlearning.images.bundle import (
+    ImageBundle, ImageTrainConfig, default_train_config, image_request, tensors, test_positions, train_image_model,
+    training_data, unlearned_ids,
 )
-from unlearning.images.verify import ImageVerifyConfig, image_checks, markdown_table  # noqa: E402
-from unlearning.metrics import compare_to_retrain, evaluate_model  # noqa: E402
-from unlearning.methods import single_threaded  # noqa: E402
-from unlearning.models import cnn  # noqa: E402
-from unlearning.requests import UnlearningRequest  # noqa: E402
+from unlearning.images.verify import ImageVerifyConfig, image_checks, markdown_table
+from unlearning.metrics import compare_to_retrain, evaluate_model
+from unlearning.methods import single_threaded
+from unlearning.models import cnn
+from unlearning.requests import UnlearningRequest
+
+
+# --- methods: the one place this kind looks them up -----------------------------------------------
+
+def resolve_method(requested: str) -> str:
+    """The image method to run (`auto`: registry.choose); unknown or convex-only methods: one-line
+    UnlearnError."""
+    return registry.choose("images", requested)
+
+
+def run_method(method: str, model, data, request: ImageRequest, options: dict | None):
+    return registry.run("images", method, ImageContext(model, data, request), options)
 
 
 @dataclass(frozen=True)
@@ -44,7 +55,7 @@ class ImagePlan:
 
 def plan_images(request: UnlearningRequest, dataset: ImageDataset, bundle: ImageBundle, method: str) -> ImagePlan:
     """Validate an image request (one-line UnlearnError on any problem) before anything is written."""
-    get_image_method(method)  # auto → alignment; unknown or convex-only methods: one-line error
+    resolve_method(method)  # unknown or convex-only methods: one-line error before the dataset is read
     image_req, delete, fixes = image_request(request, dataset, bundle)
     name = None if image_req.forget_class is None else dataset.classes[image_req.forget_class]
     return ImagePlan(image_req, delete, fixes, name)
@@ -80,13 +91,13 @@ def evaluate_cnn(lineage: Lineage, dataset: ImageDataset, bundle: ImageBundle) -
 def correct_data(lineage: Lineage, plan: Plan) -> tuple[ImageDataset, str]:
     """D' of the request saved over data/NAME and versioned with DVC (a new data version)."""
     with lineage.child("correct data") as run_id:
-        after = correct_images(plan.table, plan.image.delete_ids, plan.image.fixes)
+        after = correct_images(plan.dataset, plan.part.delete_ids, plan.part.fixes)
         save_dataset(after, lineage.root / "data" / after.name)
         version = dvc.add_data(lineage.root)
         tracking.log_params(run_id, {"data_before": plan.data_version, "data_after": version,
-                                     "forget_class": plan.image.class_name})
-        tracking.log_metrics(run_id, {"images_before": len(plan.table), "images_after": len(after),
-                                      "deleted": len(plan.image.delete_ids), "relabelled": len(plan.image.fixes)})
+                                     "forget_class": plan.part.class_name})
+        tracking.log_metrics(run_id, {"images_before": len(plan.dataset), "images_after": len(after),
+                                      "deleted": len(plan.part.delete_ids), "relabelled": len(plan.part.fixes)})
     return after, version
 
 
@@ -98,12 +109,12 @@ def update_cnn(lineage: Lineage, plan: Plan, method: str, options: dict | None =
             result, source = prefetch.obtain(reference_job(plan), "  retraining the CNN on the corrected data ...")
             tracking.log_params(run_id, {"reference": source})
         else:
-            result = run_image_method(method, plan.bundle.model, training_data(plan.table, plan.bundle),
-                                      plan.image.request, options)
-        bundle = new_bundle(plan.bundle, result.model, plan.image.request)
+            result = run_method(method, plan.bundle.model, training_data(plan.dataset, plan.bundle),
+                                plan.part.request, options)
+        bundle = new_bundle(plan.bundle, result.model, plan.part.request)
         seconds = result.stats["seconds"]
         tracking.log_params(run_id, {"method": result.method, **(options or {}),
-                                     "forget_images": len(plan.image.request.forget), "kind": plan.image.request.kind})
+                                     "forget_images": len(plan.part.request.forget), "kind": plan.part.request.kind})
         tracking.log_metrics(run_id, {"update_seconds": seconds,
                                       **{k: v for k, v in result.stats.items() if isinstance(v, (int, float))}})
     return bundle, result.method, result.guarantee, seconds
@@ -111,8 +122,8 @@ def update_cnn(lineage: Lineage, plan: Plan, method: str, options: dict | None =
 
 def reference_job(plan: Plan) -> references.ReferenceJob:
     """The CNN retrained on D' (the retained images and Z̃ only), replaying the original schedule."""
-    data = training_data(plan.table, plan.bundle)
-    return references.image_job(plan.bundle.model.config, *plan.image.request.d_prime(data), data.schedule)
+    data = training_data(plan.dataset, plan.bundle)
+    return references.image_job(plan.bundle.model.config, *plan.part.request.d_prime(data), data.schedule)
 
 
 def new_bundle(old: ImageBundle, model, request: ImageRequest) -> ImageBundle:
@@ -123,8 +134,8 @@ def eval_sets(plan: Plan, cfg: ImageVerifyConfig):
     """(forget, retain, test) as (X, y): Z with its recorded labels, D \\ Z, and the test split —
     without the forgotten class for class forgetting (TA measures what should be kept; the
     retrained model cannot predict that class, so it would only shift every TA by the same amount)."""
-    data, req = training_data(plan.table, plan.bundle), plan.image.request
-    test = tensors(plan.table, test_positions(plan.table, req.forget_class, cfg.max_test))
+    data, req = training_data(plan.dataset, plan.bundle), plan.part.request
+    test = tensors(plan.dataset, test_positions(plan.dataset, req.forget_class, cfg.max_test))
     return (data.X[req.forget], data.y[req.forget]), (data.X[req.retain], data.y[req.retain]), test
 
 
@@ -142,7 +153,7 @@ def verify_images(lineage: Lineage, plan: Plan, method: str, bundle_after: Image
     Returns (rows with gaps to retrain, checks, retrain seconds)."""
     with lineage.child("verify") as run_id:
         sets = eval_sets(plan, cfg)
-        data, req = training_data(plan.table, plan.bundle), plan.image.request
+        data, req = training_data(plan.dataset, plan.bundle), plan.part.request
         rows = [evaluate_row("original", plan.bundle.model, sets, 0.0)]
         retrain_row = None
         if method == "retrain":
@@ -161,7 +172,7 @@ def verify_images(lineage: Lineage, plan: Plan, method: str, bundle_after: Image
             if name in (method, "retrain"):
                 continue
             progress(f"  compare: {name} ...")
-            result = run_image_method(name, plan.bundle.model, data, req, options)
+            result = run_method(name, plan.bundle.model, data, req, options)
             rows.append(evaluate_row(name, result.model, sets, result.stats["seconds"]))
         by_name = {r["method"]: r for r in rows}
         checks = image_checks(by_name[method], by_name["original"], retrain_row, req.kind, cfg)
@@ -186,6 +197,7 @@ def verify_images(lineage: Lineage, plan: Plan, method: str, bundle_after: Image
 
 def log_plot(run_id: str, rows: list[dict]) -> None:
     """Output metrics (percent) and DA per model, the retrained reference in grey."""
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [3, 1]})
     keys = ("ua", "ra", "ta", "mia_efficacy")
     x = np.arange(len(rows))
@@ -201,3 +213,77 @@ def log_plot(run_id: str, rows: list[dict]) -> None:
     fig.tight_layout()
     tracking.log_figure(run_id, fig, "results.png")
     plt.close(fig)
+
+
+def headline_metrics(rows: list[dict], method: str) -> dict:
+    """Every metric of the update (no suffix), of the original (`_before`) and of the retrained
+    reference (`_retrain`): what MLflow, the certificate and the summary report."""
+    by_name = {r["method"]: r for r in rows}
+    return {f"{k}{suffix}": by_name[name][k] for name, suffix in ((method, ""), ("original", "_before"),
+                                                                ("retrain", "_retrain")) if name in by_name
+            for k in ("ua", "ra", "ta", "mia_efficacy", "mia_auc", "da", "lp", "nmi", "f1")}
+
+
+class Images(Kind):
+    """`config` of the forget steps: {"compare": baselines (method → options), "verify": ImageVerifyConfig}."""
+
+    name = "images"
+    dataset_type = ImageDataset
+
+    def check_trainable(self, dataset, config) -> None:
+        default_train_config(dataset, config)  # a too-large --subset: one line, nothing recorded
+
+    def train_params(self, dataset: str, config) -> dict:
+        return {"dataset": dataset, "kind": "images", **config.model_dump()}
+
+    def train(self, lineage: Lineage, dataset, config, data_version: str) -> Trained:
+        bundle, seconds = fit_cnn(lineage, dataset, config)
+        return Trained(bundle, seconds, evaluate_cnn(lineage, dataset, bundle), {"certified": "false"})
+
+    def plan(self, root: Path, request, dataset, bundle, production, method: str, checked):
+        return resolve_method(method), plan_images(request, dataset, bundle, method)
+
+    def correct_data(self, lineage: Lineage, plan: Plan):
+        return correct_data(lineage, plan)
+
+    def update(self, lineage: Lineage, plan: Plan, after, method: str, options: dict | None) -> Update:
+        bundle, method, guarantee, seconds = update_cnn(lineage, plan, method, options)
+        return Update(bundle, method, guarantee, seconds, {"forget_images": len(plan.part.request.forget)})
+
+    def verify(self, lineage: Lineage, plan: Plan, after, update: Update, config) -> Verification:
+        config = config or {}
+        rows, checks, retrain_s = verify_images(lineage, plan, update.method, update.bundle, update.seconds,
+                                                config.get("compare"), config.get("verify") or ImageVerifyConfig())
+        return Verification(headline_metrics(rows, update.method), checks, retrain_s, detail=rows)
+
+    def reference_job(self, plan: Plan) -> references.ReferenceJob:
+        return reference_job(plan)
+
+    def certificate_config(self, plan: Plan, update: Update, attempt: dict | None, config) -> dict:
+        config = config or {}
+        return {"compare": config.get("compare") or {}, "verify": (config.get("verify") or ImageVerifyConfig()).model_dump()}
+
+    def summary_fields(self, plan: Plan, update: Update, verification: Verification, attempt: dict | None) -> dict:
+        return {"kind": plan.part.request.kind, "forget_class": plan.part.class_name,
+                "forget_images": len(plan.part.request.forget), "results": verification.detail}
+
+    def forget_headline(self, s: dict) -> str:
+        what = (f"class '{s['forget_class']}'" if s.get("forget_class") else f"{s['forget_images']} images") + \
+            f" ({s['kind']})"
+        return f"; forgot {what}"
+
+    def format_forget(self, s: dict) -> list[str]:
+        return ["  " + line for line in rows_table(s["results"])]
+
+
+def rows_table(rows: list[dict]) -> list[str]:
+    """The comparison table of a forget's `results` as console lines."""
+    header = ("model", "UA %", "RA %", "TA %", "MIA-eff %", "MIA-AUC", "DA", "LP %", "NMI", "F1", "RTE s", "avg gap")
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    return console_table(header, [
+        (r["method"], fmt(r["ua"], ".1f"), fmt(r["ra"], ".1f"), fmt(r["ta"], ".1f"), fmt(r["mia_efficacy"], ".1f"),
+         fmt(r["mia_auc"], ".3f"), fmt(r["da"], ".3f"), fmt(r["lp"], ".1f"), fmt(r["nmi"], ".3f"),
+         fmt(r["f1"], ".3f"), fmt(r["rte_s"], ".1f"), fmt(r.get("avg_gap"), ".2f")) for r in rows])
+
+
+KIND = Images()

@@ -1,34 +1,74 @@
-"""Prefect tasks of the text side: redact findings from a corpus, update the language model,
-verify it forgot them. Raw secret values live only in memory inside `verify_lm` (read from the
-superseded corpus before it is purged) and are never logged."""
+"""Text: a language model over a corpus, corrected by redacting findings (secrets the detectors
+found); updated by the methods of unlearning.lm; verified by exposure, perplexity and
+regeneration against a retrained reference. Raw secret values live only in memory inside
+`verify_lm` (read from the superseded corpus before it is purged) and are never logged."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
-import matplotlib
+from prefect import task
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from prefect import task  # noqa: E402
+from tasks import dvc, scan, state, tracking
+from tasks import references as prefetch
+from tasks.common import STEP, Lineage, Plan, Trained, Update, Verification, progress, pyplot
+from tasks.data import load_dataset, save_dataset
+from tasks.kinds.base import Kind
+from unlearning import lm, references, registry
+from unlearning.data.text import TextCorpus, check_trainable_corpus, redact
+from unlearning.errors import UnlearnError
+from unlearning.requests import UnlearningRequest
 
-from tasks import dvc, scan, state, tracking  # noqa: E402
-from tasks import references as prefetch  # noqa: E402
-from tasks.data import save_dataset  # noqa: E402
-from tasks.steps import STEP, Lineage, Plan, progress  # noqa: E402
-from unlearning import lm, references, registry  # noqa: E402
-from unlearning.data.text import TextCorpus, redact  # noqa: E402
-from unlearning.errors import UnlearnError  # noqa: E402
-from unlearning.requests import UnlearningRequest  # noqa: E402
 
+# --- methods: the one place this kind looks them up -----------------------------------------------
+
+def check_method_name(method: str) -> None:
+    if method != "auto":
+        registry.get("text", method)  # one line listing the text methods, e.g. for `certified`
+
+
+def resolve_method(requested: str, corpus: TextCorpus, findings: list[dict], bundle: lm.LMBundle) -> str:
+    """The text method to run (`auto`: registry.choose, on the number of affected windows)."""
+    return registry.choose("text", requested,
+                           windows=lambda: lm.affected_window_count(corpus, findings, bundle.seq_len))
+
+
+def run_method(method: str, bundle: lm.LMBundle, request, train_windows, options: dict | None):
+    result = registry.run("text", method, lm.TextContext(bundle, request, train_windows), options)
+    return result.bundle, result.guarantee, result.stats
+
+
+# --- train --------------------------------------------------------------------------------------
+
+@task(name="fit language model", **STEP)
+def fit_lm(lineage: Lineage, corpus, cfg):
+    with lineage.child("fit") as run_id:
+        tracking.log_params(run_id, cfg.model_dump())
+        bundle, stats = lm.train_text_model(
+            corpus, cfg.preset, cfg.seconds, cfg.steps, cfg.seed,
+            progress=lambda s: progress(f"  fit: epoch {s.epochs:.1f}, step {s.steps}, {s.seconds:.0f} s, loss {s.loss:.3f}"))
+        tracking.log_metrics(run_id, {"steps": stats.steps, "epochs": stats.epochs, "fit_seconds": stats.seconds,
+                                      "train_loss": stats.loss})
+    return bundle, stats.seconds
+
+
+@task(name="evaluate language model", **STEP)
+def evaluate_lm(lineage: Lineage, corpus, bundle) -> dict:
+    with lineage.child("evaluate") as run_id:
+        metrics = {"held_out_perplexity": lm.held_out_perplexity(bundle, corpus)}
+        tracking.log_metrics(run_id, metrics)
+    return metrics
+
+
+# --- forget -------------------------------------------------------------------------------------
 
 def plan_findings(root, request: UnlearningRequest, corpus: TextCorpus, method: str) -> list[dict]:
     """Validate a text request and return the findings it removes (masked, fingerprinted)."""
     if request.redact is None or request.kinds() != ["redact"]:
         raise UnlearnError(f"dataset '{corpus.name}' is a text corpus: a request on it takes 'redact' "
                            f"only (delete_records, revoke_features and fix_labels apply to tables)")
-    if method != "auto":
-        registry.get("text", method)  # one line listing the text methods, e.g. for `certified`
+    check_method_name(method)
     findings = scan.scan_corpus(corpus, scan.project_salt(root))
     chosen = lm.select_findings(findings, request.redact.findings, request.redact.detectors)
     if not chosen:
@@ -47,14 +87,14 @@ def redact_data(lineage: Lineage, plan: Plan) -> tuple[TextCorpus, str]:
         version = dvc.add_data(lineage.root)
         tracking.log_params(run_id, {"data_before": plan.data_version, "data_after": version,
                                      "policy": spec.policy})
-        tracking.log_metrics(run_id, {"occurrences_redacted": len(plan.findings),
-                                      "secrets_redacted": len({f["fingerprint"] for f in plan.findings})})
+        tracking.log_metrics(run_id, {"occurrences_redacted": len(plan.part),
+                                      "secrets_redacted": len({f["fingerprint"] for f in plan.part})})
     return after, version
 
 
 def redacted_corpus(plan: Plan) -> TextCorpus:
     """D' of a redaction, in memory: every selected occurrence overwritten (same length)."""
-    return redact(plan.table, lm.occurrences_of(plan.findings), policy=plan.request.redact.policy)
+    return redact(plan.dataset, lm.occurrences_of(plan.part), policy=plan.request.redact.policy)
 
 
 def reference_job(plan: Plan, after: TextCorpus, windows=None) -> references.ReferenceJob:
@@ -77,7 +117,7 @@ def counts(findings: list[dict]) -> dict[str, int]:
 
 
 def window_request(plan: Plan, after: TextCorpus):
-    return lm.window_request(plan.bundle, plan.table, after, plan.findings)
+    return lm.window_request(plan.bundle, plan.dataset, after, plan.part)
 
 
 @task(name="update language model", **STEP)
@@ -92,8 +132,7 @@ def update_lm(lineage: Lineage, plan: Plan, after: TextCorpus, method: str, opti
             tracking.log_params(run_id, {"reference": source})
         else:
             started = time.perf_counter()
-            result = registry.run("text", method, lm.TextContext(plan.bundle, request, train_windows), options)
-            bundle, guarantee, stats = result.bundle, result.guarantee, result.stats
+            bundle, guarantee, stats = run_method(method, plan.bundle, request, train_windows, options)
             seconds = time.perf_counter() - started
         stats = {**stats, "affected_windows": len(request)}
         tracking.log_params(run_id, {"method": method, **(options or {}), "affected_windows": len(request)})
@@ -110,7 +149,7 @@ def verify_lm(lineage: Lineage, plan: Plan, after: TextCorpus, bundle_after: lm.
     Returns (metrics, checks, retrain seconds, per-secret rows with masked values only, the
     retrained reference bundle)."""
     with lineage.child("verify") as run_id:
-        secrets = lm.secrets_of(plan.table, plan.findings)  # raw values: in memory only
+        secrets = lm.secrets_of(plan.dataset, plan.part)  # raw values: in memory only
         if plan.method == "retrain":  # the update is the reference: the same schedule on D'
             reference, retrain_s, source = bundle_after, update_s, "the update"
         else:
@@ -140,7 +179,7 @@ def verify_lm(lineage: Lineage, plan: Plan, after: TextCorpus, bundle_after: lm.
         distributions = {label: lm.candidate_log_perplexities(model, top, cfg.n_candidates) for label, model in
                          (("before", plan.bundle), ("after", bundle_after), ("retrain", reference))}
         del secrets, top
-        ppl = {"before": lm.held_out_perplexity(plan.bundle, plan.table),
+        ppl = {"before": lm.held_out_perplexity(plan.bundle, plan.dataset),
                "after": lm.held_out_perplexity(bundle_after, after)}
         ppl["retrain"] = ppl["after"] if same else lm.held_out_perplexity(reference, after)
         metrics = text_metrics(rows, ppl)
@@ -214,6 +253,7 @@ def text_checks(rows: list[dict], ppl: dict, cfg: lm.TextVerifyConfig) -> list[d
 
 def log_plots(run_id: str, rows: list[dict], ppl: dict) -> None:
     """Exposure before/after/retrained per removed secret (masked labels) and perplexity."""
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [4, 1]})
     x = range(len(rows))
     for offset, key, color in ((-0.27, "before", "tab:red"), (0.0, "after", "tab:blue"), (0.27, "retrain", "tab:gray")):
@@ -233,6 +273,7 @@ def log_distribution_plot(run_id: str, label: str, distributions: dict[str, tupl
                           exposures: dict[str, float]) -> None:
     """Exposure against the reference distribution, for the secret the original model exposed most:
     per model, the log-perplexities of the same-format candidates and where the secret falls."""
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(distributions), figsize=(4 * len(distributions), 3.2), sharey=True)
     for ax, (name, (secret_lp, refs)), color in zip(axes, distributions.items(), ("tab:red", "tab:blue", "tab:gray")):
         ax.hist(refs, bins=40, color=color, alpha=0.6, label="same-format candidates")
@@ -250,10 +291,8 @@ def log_distribution_plot(run_id: str, label: str, distributions: dict[str, tupl
 @task(name="scan", **STEP)
 def scan_dataset(lineage: Lineage, dataset: str):
     """Findings of the detectors in a text corpus (masked, fingerprinted) as a child run."""
-    from tasks import data as data_store
-
     with lineage.child("scan") as run_id:
-        corpus = data_store.load_dataset(lineage.root, dataset)
+        corpus = load_dataset(lineage.root, dataset)
         if not isinstance(corpus, TextCorpus):
             raise UnlearnError(f"dataset '{dataset}' is a table: the detect flow scans text corpora "
                                f"(use `unlearn scan {dataset}` for a table)")
@@ -280,3 +319,82 @@ def measure_exposure(lineage: Lineage, model: str, corpus: TextCorpus, findings:
                                       "model_version": float(production.version)})
         tracking.log_json(run_id, {"model_version": production.version, "secrets": rows}, "exposure.json")
     return rows
+
+
+class Text(Kind):
+    name = "text"
+    dataset_type = TextCorpus
+
+    def check_trainable(self, dataset, config) -> None:
+        check_trainable_corpus(dataset)  # a corpus with no training or held-out window: one line, nothing recorded
+
+    def train_params(self, dataset: str, config) -> dict:
+        return {"dataset": dataset, "kind": "text", **config.model_dump()}
+
+    def train(self, lineage: Lineage, dataset, config, data_version: str) -> Trained:
+        bundle, seconds = fit_lm(lineage, dataset, config)
+        return Trained(bundle, seconds, evaluate_lm(lineage, dataset, bundle), {"certified": "false"})
+
+    def train_quality(self, summary: dict) -> str:
+        return f"held-out perplexity {summary['metrics']['held_out_perplexity']:.2f}"
+
+    def check_request(self, root: Path, request, dataset, method: str):
+        return plan_findings(root, request, dataset, method)
+
+    def plan(self, root: Path, request, dataset, bundle, production, method: str, checked):
+        return resolve_method(method, dataset, checked, bundle), checked  # the findings the request removes
+
+    def correct_data(self, lineage: Lineage, plan: Plan):
+        return redact_data(lineage, plan)
+
+    def update(self, lineage: Lineage, plan: Plan, after, method: str, options: dict | None) -> Update:
+        bundle, guarantee, stats, seconds = update_lm(lineage, plan, after, method, options)
+        return Update(bundle, method, guarantee, seconds, stats)
+
+    def verify(self, lineage: Lineage, plan: Plan, after, update: Update, config) -> Verification:
+        metrics, checks, retrain_s, secrets, reference = verify_lm(lineage, plan, after, update.bundle, update.seconds,
+                                                                   config or lm.TextVerifyConfig())
+        return Verification(metrics, checks, retrain_s, detail=(secrets, reference))
+
+    def fall_back(self, lineage: Lineage, plan: Plan, after, update: Update, verification: Verification, config):
+        # The fast update missed a threshold: promote the reference verification already retrained.
+        secrets, reference = verification.detail
+        metrics, checks, secrets, attempt = fall_back_to_retrained(
+            lineage, update.method, verification.metrics, verification.checks, secrets, update.seconds,
+            config or lm.TextVerifyConfig())
+        stats = {"fallback_from": attempt["method"], "seconds": verification.retrain_s,
+                 "affected_windows": update.stats["affected_windows"]}
+        return (Update(reference, "retrain", "exact", update.seconds, stats),
+                Verification(metrics, checks, verification.retrain_s, detail=(secrets, reference)), attempt)
+
+    def reference_job(self, plan: Plan) -> references.ReferenceJob:
+        return reference_job(plan, redacted_corpus(plan))
+
+    def certificate_metrics(self, verification: Verification) -> dict:
+        return {**verification.metrics, "secrets": verification.detail[0]}
+
+    def certificate_config(self, plan: Plan, update: Update, attempt: dict | None, config) -> dict:
+        return {"fallback": attempt}
+
+    def summary_fields(self, plan: Plan, update: Update, verification: Verification, attempt: dict | None) -> dict:
+        m = verification.metrics
+        return {"fallback": attempt, "findings": counts(plan.part),
+                "exposure": {"before": m["exposure_before"], "after": m["exposure_after"],
+                             "retrain": m["exposure_retrain"]},
+                "perplexity": {"before": m["perplexity_before"], "after": m["perplexity_after"],
+                               "retrain": m["perplexity_retrain"]},
+                "affected_windows": update.stats["affected_windows"], "secrets": verification.detail[0]}
+
+    def format_forget(self, s: dict) -> list[str]:
+        e, p, m, t = s["exposure"], s["perplexity"], s["metrics"], s["timings"]
+        return [
+            f"  findings removed: {s['findings']}",
+            f"  exposure (largest over the removed secrets): before {e['before']:.1f} bits, after {e['after']:.1f}, "
+            f"retrained {e['retrain']:.1f}",
+            f"  held-out perplexity: before {p['before']:.3f}, after {p['after']:.3f}, retrained {p['retrain']:.3f}; "
+            f"secrets regenerated: {m['regenerated']} (before: {m['regenerated_before']})",
+            f"  update {t['update_s']:.3f} s vs retraining {t['retrain_s']:.2f} s",
+        ]
+
+
+KIND = Text()

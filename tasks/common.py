@@ -1,0 +1,236 @@
+"""What every kind of model shares in the train and forget flows: the lineage a flow run records,
+console progress, the request's salted hash and earlier result, the one-model-per-dataset rule,
+registration and promotion, the plan of a request and the outcome of its update.
+
+This module imports no kind module (tasks.kinds.*): the kinds import it, never the other way round.
+Tasks run in the flow's process and hand objects to each other, so caching and result persistence
+are off (Prefect would otherwise hash whole tensors).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks import data as data_store
+from tasks import dvc, state, tracking
+from unlearning import verify
+from unlearning.errors import UnlearnError
+from unlearning.requests import UnlearningRequest
+
+STEP = dict(cache_policy=NO_CACHE, persist_result=False, retries=0)
+
+
+@dataclass
+class Lineage:
+    """Where a flow run records itself: the parent MLflow run and the tags every run carries."""
+
+    root: Path
+    experiment: str
+    parent_run: str
+    tags: dict = field(default_factory=dict)
+
+    def child(self, step: str, **extra_tags):
+        """A child run of the flow's parent run, carrying the lineage tags."""
+        return tracking.run(self.experiment, step, {**self.tags, "step": step, **extra_tags}, self.parent_run)
+
+
+def progress(message: str) -> None:
+    """Console progress for long steps, on stderr so `--json` stdout stays machine-readable."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def console_table(header: tuple, rows: list[tuple]) -> list[str]:
+    """A plain aligned console table: header, rule, rows."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip()  # noqa: E731
+    return [line(header), line(["-" * w for w in widths]), *map(line, rows)]
+
+
+def pyplot():
+    """matplotlib.pyplot drawing into files only: the backend is chosen where a figure is made,
+    never at import (importing a step module must not change a process-wide setting)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def dataset_digest(root: Path, name: str) -> str:
+    """sha256 over one dataset's files: its version within the repository-wide data.dvc."""
+    h = hashlib.sha256()
+    for path in sorted((Path(root) / "data" / name).iterdir()):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+# --- the plan of a request and the outcome of its update ------------------------------------------
+
+@dataclass
+class Plan:
+    """A validated request with everything it refers to, before anything is written: the part every
+    kind has, and `part`, what the request's kind planned (tasks.kinds.<kind>)."""
+
+    request: UnlearningRequest
+    earlier: dict | None = None  # the earlier result when this request id was processed already
+    kind: Any = None  # the tasks.kinds Kind that carries the request out
+    dataset: Any = None  # D, as checked out
+    data_version: str | None = None
+    model_name: str | None = None
+    parent_version: str | None = None
+    parent_run: str | None = None
+    bundle: Any = None  # the production model
+    method: str | None = None  # resolved (`auto` decided)
+    requested: str | None = None  # the method as asked (`auto` allows falling back to retraining)
+    part: Any = None  # the kind's own plan: the noise b, the findings, the image request
+    keep_days: int | None = None  # keep superseded artifacts "beyond use" this long (None: purge at once)
+
+
+@dataclass
+class Update:
+    """A new model and how it was obtained; `detail` is what the kind's later steps need."""
+
+    bundle: Any
+    method: str
+    guarantee: str
+    seconds: float
+    stats: dict = field(default_factory=dict)
+    b: Any = None  # the private noise to keep with the new version (certified tables)
+    detail: Any = None
+
+
+@dataclass
+class Verification:
+    """The verification of an update: its metrics, its checks, the reference's cost."""
+
+    metrics: dict
+    checks: list[dict]
+    retrain_s: float | None
+    detail: Any = None
+
+    @property
+    def passed(self) -> bool:
+        return all(c["passed"] for c in self.checks)
+
+
+@dataclass
+class Trained:
+    """A freshly trained model with what the train flow records about it."""
+
+    bundle: Any
+    fit_seconds: float
+    metrics: dict
+    version_tags: dict  # `certified` and, for certified models, the budget
+    b: Any = None
+    cache: Callable[[], Any] | None = None  # computes the private state kept beside the version
+
+
+def falls_back_to_retraining(requested: str | None, method: str, checks: list[dict]) -> bool:
+    """The one rule for every kind of model: a fast update that fails verification is replaced by
+    the retrained reference only when the method was `auto`. An explicitly requested method is
+    not silently replaced: it fails (exit 1) with its failed checks."""
+    return requested == "auto" and method != "retrain" and not all(c["passed"] for c in checks)
+
+
+def fallback_record(method: str, update_s: float, checks: list[dict], **measured) -> dict:
+    """What the certificate and the JSON say about a failed fast update that was replaced."""
+    failed = [c for c in checks if not c["passed"]]
+    return {"method": method, "update_s": update_s, "failed_checks": [c["name"] for c in failed],
+            "reason": "verification failed: " + verify.describe_failures(failed), **measured}
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+def request_hash(root: Path, request: UnlearningRequest) -> str:
+    """The request's salted hash (the ledger's `request_hash`): what MLflow and certificates hold."""
+    from tasks.scan import project_salt
+    from unlearning.ledger import request_fingerprint
+
+    return request_fingerprint(request, project_salt(root))
+
+
+def earlier_result(root: Path, request: UnlearningRequest) -> dict | None:
+    """The recorded result of an already processed request id (a version it promoted, not one
+    rolled back or failing verification); UnlearnError if its content differs."""
+    tried = [v for v in tracking.model_versions(request.model) if v.tags.get("request_id") == request.id]
+    done = [v for v in tried if v.tags.get("verified") == "true" and "rolled_back" not in v.tags]
+    if not tried:
+        return None
+    found = (done or tried)[-1]
+    if found.tags.get("request_hash") != request_hash(root, request):
+        raise UnlearnError(f"request id {request.id!r} was already used for a different request "
+                           f"(model {request.model} v{found.version}): give the new request a new id")
+    return tracking.load_result(found.tags["lineage_run"]) if done else None
+
+
+def other_models_on(dataset: str, model: str) -> list[str]:
+    """Production models other than `model` whose registered lineage (tag `dataset`) is `dataset`."""
+    found = []
+    for name in tracking.registered_model_names():
+        version = None if name == model else tracking.production_version(name)
+        if version is not None and version.tags.get("dataset", name) == dataset:
+            found.append(name)
+    return found
+
+
+def require_sole_model(model: str, dataset: str) -> None:
+    """An erasure must reach every model that saw the data: refuse while another production model
+    was trained on the same dataset (it would keep the removed records and could no longer be
+    unlearned once the data is corrected)."""
+    others = other_models_on(dataset, model)
+    if others:
+        names = ", ".join(others)
+        raise UnlearnError(f"dataset '{dataset}' is also used by production model(s) {names}: an erasure must "
+                           f"reach every model trained on it; retire them first (`unlearn model retire NAME`) "
+                           f"and retrain after the erasure if needed")
+
+
+def require_trained_on_checkout(request: UnlearningRequest, production, name: str, digest: str) -> None:
+    if production.tags.get("dataset_digest") not in (None, digest):
+        raise UnlearnError(f"model {request.model} v{production.version} was trained on another version of "
+                           f"data/{name} than the one checked out: restore that data version "
+                           f"(`git checkout` data.dvc + `dvc checkout`) or retrain")
+
+
+# --- train, register, promote -------------------------------------------------------------------
+
+@task(name="load data", **STEP)
+def load_data(root: Path, name: str):
+    dataset = data_store.load_dataset(root, name)
+    version = dvc.data_version(root)
+    if version is None:
+        raise UnlearnError(f"data/ is not versioned yet: run `unlearn data add {name}` first")
+    return dataset, version, dataset_digest(root, name)
+
+
+@task(name="register", **STEP)
+def register(lineage: Lineage, name: str, bundle, b, version_tags: dict,
+             cache: Callable[[], Any] | None = None) -> tuple[str, str]:
+    """Log the model under a child run, register it, and keep its private state by that run id:
+    the noise b and what `cache` computes (the Hessian cache of a table model on its training data)."""
+    with lineage.child("register") as run_id:
+        uri = tracking.log_model(run_id, bundle)
+        version = tracking.register(name, uri, run_id, {**lineage.tags, **version_tags})
+        state.save_noise(lineage.root, run_id, b)
+        started = time.perf_counter()
+        if cache is not None:
+            state.save_cache(lineage.root, run_id, cache())
+        tracking.log_params(run_id, {"registered_model": name, "version": version})
+        tracking.log_metrics(run_id, {"hessian_cache_seconds": time.perf_counter() - started})
+    return version, run_id
+
+
+@task(name="promote", **STEP)
+def promote(lineage: Lineage, name: str, version: str) -> None:
+    with lineage.child("promote") as run_id:
+        tracking.promote(name, version)
+        tracking.log_params(run_id, {"alias": tracking.PRODUCTION, "version": version})

@@ -1,0 +1,111 @@
+"""The steps every kind of model implements (tables, text, images): the train and forget flows
+call these and nothing kind-specific. A new kind is one module in tasks/kinds/ with a subclass
+of `Kind`, listed in tasks/kinds/__init__.py (the one place a dataset is mapped to its kind)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tasks.common import Lineage, Plan, Trained, Update, Verification
+from unlearning.methods import Result
+from unlearning.references import ReferenceJob
+from unlearning.requests import UnlearningRequest
+
+
+class Kind:
+    """One kind of model: its dataset type and its steps. Subclasses override the steps; the
+    defaults are what a kind without budgets, fallback or extra tags does."""
+
+    name: str  # "table", "text", "images": the key of its settings in the flows' parameters
+    dataset_type: type
+
+    def holds(self, dataset) -> bool:
+        return isinstance(dataset, self.dataset_type)
+
+    # --- train ---------------------------------------------------------------------------------
+    def check_trainable(self, dataset, config) -> None:
+        """Refuse (UnlearnError) a dataset/config that cannot be trained, before any run is recorded."""
+
+    def train_params(self, dataset: str, config) -> dict:
+        """The train flow's parent-run params."""
+        raise NotImplementedError
+
+    def train(self, lineage: Lineage, dataset, config, data_version: str) -> Trained:
+        """Fit and evaluate a model on `dataset` (child runs `fit`, `evaluate`)."""
+        raise NotImplementedError
+
+    def train_quality(self, summary: dict) -> str:
+        """How good the trained model is, in the console line of `unlearn train`."""
+        m = summary["metrics"]
+        return (f"test accuracy {100 * m['test_accuracy']:.2f} %, "
+                f"{'certified' if summary['certified'] else 'not certified'}")
+
+    # --- forget: plan ------------------------------------------------------------------------
+    def check_request(self, root: Path, request: UnlearningRequest, dataset, method: str) -> Any:
+        """Validate the request against the dataset before the model is loaded; what it returns is
+        handed to `plan`."""
+
+    def plan(self, root: Path, request: UnlearningRequest, dataset, bundle, production, method: str,
+             checked: Any) -> tuple[str, Any]:
+        """(the method, `auto` decided; the kind's part of the plan) — UnlearnError if the request
+        cannot be carried out on this model."""
+        raise NotImplementedError
+
+    # --- forget: the recipe's steps (flows.forget) -------------------------------------------
+    def correct_data(self, lineage: Lineage, plan: Plan) -> tuple[Any, str]:
+        """D' saved over data/NAME and versioned with DVC: (D', the new data version)."""
+        raise NotImplementedError
+
+    def update(self, lineage: Lineage, plan: Plan, after, method: str, options: dict | None) -> Update:
+        raise NotImplementedError
+
+    def respect_budget(self, lineage: Lineage, plan: Plan, after, update: Update) -> Update:
+        """The update to verify: `update`, or its replacement when it spent a budget it did not have."""
+        return update
+
+    def verify(self, lineage: Lineage, plan: Plan, after, update: Update, config) -> Verification:
+        raise NotImplementedError
+
+    def fall_back(self, lineage: Lineage, plan: Plan, after, update: Update, verification: Verification,
+                  config) -> tuple[Update, Verification, dict] | None:
+        """`auto` and the update failed verification: the retrained reference as (update,
+        verification, the failed attempt), or None where the kind has no fallback."""
+        return None
+
+    def reference_job(self, plan: Plan) -> ReferenceJob:
+        """The verification reference (the model retrained on D'), planned without writing anything."""
+        raise NotImplementedError
+
+    def version_tags(self, update: Update) -> dict:
+        """Extra model-version tags of the new version."""
+        return {}
+
+    def private_state(self, update: Update, after):
+        """A callable computing the private state kept beside the new version, or None."""
+        return None
+
+    # --- forget: what the certificate and the summary say -------------------------------------
+    def certificate_result(self, update: Update) -> Result:
+        """What the certificate's `guarantee` block is built from."""
+        return Result(theta=None, method=update.method, guarantee=update.guarantee, stats=update.stats)
+
+    def certificate_metrics(self, verification: Verification) -> dict:
+        return verification.metrics
+
+    def certificate_config(self, plan: Plan, update: Update, attempt: dict | None, config) -> dict:
+        """The kind's entries of the certificate's `config` (beside method, requested, options)."""
+        return {}
+
+    def summary_fields(self, plan: Plan, update: Update, verification: Verification,
+                       attempt: dict | None) -> dict:
+        """The kind's entries of the forget summary (beside the ones every kind has)."""
+        return {}
+
+    def forget_headline(self, summary: dict) -> str:
+        """What the kind adds to the first line of the console summary of a forget."""
+        return ""
+
+    def format_forget(self, summary: dict) -> list[str]:
+        """The kind's lines of the console summary of a forget (after model and data)."""
+        return []

@@ -1,0 +1,300 @@
+"""Tables: logistic regression (certifiable), corrected by deleting records, revoking features and
+fixing labels; updated by the convex methods of unlearning.methods; verified against an exactly
+retrained reference (fidelity)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from prefect import task
+
+from tasks import dvc, state, tracking
+from tasks import references as prefetch
+from tasks.common import STEP, Lineage, Plan, Trained, Update, Verification, fallback_record, progress, pyplot
+from tasks.kinds.base import Kind
+from unlearning import erasure, methods, references, registry, verify
+from unlearning.data.tables import Table, check_trainable, correct_table, save_table
+from unlearning.errors import UnlearnError
+from unlearning.models.bundle import ModelBundle
+from unlearning.requests import UnlearningRequest, validate_request
+from unlearning.training import TrainConfig, train_bundle
+
+
+# --- methods: the one place this kind looks them up -----------------------------------------------
+
+def check_method_name(request: UnlearningRequest, table: Table, method: str) -> None:
+    validate_request(request, table, ["auto", *registry.names("tabular")])
+    if method != "auto":
+        registry.get("tabular", method)  # raises the one-line error listing the valid names
+
+
+def resolve_method(requested: str, bundle: ModelBundle) -> str:
+    """The table method to run (`auto`: registry.choose, on whether the model is certifiably trained)."""
+    return registry.choose("tabular", requested, certified=getattr(bundle, "certification", None) is not None)
+
+
+def run_method(method: str, problem, options: dict | None):
+    return registry.run("tabular", method, problem, options)
+
+
+# --- train --------------------------------------------------------------------------------------
+
+def certification_tags(bundle: ModelBundle) -> dict:
+    """Model-version tags describing the certification state (budget carried to the next version)."""
+    cert = bundle.certification
+    if cert is None:
+        return {"certified": "false"}
+    return {"certified": "true", "epsilon_target": cert.epsilon, "delta": cert.delta, "sigma": cert.sigma,
+            "budget": cert.budget, "budget_used": cert.spent}
+
+
+@task(name="fit", **STEP)
+def fit(lineage: Lineage, table: Table, cfg: TrainConfig):
+    with lineage.child("fit") as run_id:
+        tracking.log_params(run_id, cfg.model_dump())
+        started = time.perf_counter()
+        bundle, b, report = train_bundle(
+            table, cfg, progress=lambda it, g: progress(f"  fit: L-BFGS iteration {it}, ‖∇L‖ = {g:.2e}"))
+        seconds = time.perf_counter() - started
+        tracking.log_metrics(run_id, {"grad_norm": report.grad_norm, "iterations": report.iterations,
+                                      "fit_seconds": seconds, "n_train": int(table.train_mask().sum()),
+                                      "n_parameters": bundle.theta.numel()})
+    return bundle, b, seconds
+
+
+@task(name="evaluate", **STEP)
+def evaluate(lineage: Lineage, table: Table, bundle: ModelBundle) -> dict:
+    with lineage.child("evaluate") as run_id:
+        train = erasure.training_data(table, bundle)
+        test = erasure.held_out_data(table, bundle)
+        metrics = {"train_accuracy": verify.accuracy(bundle.theta, train.X, train.y),
+                   "test_accuracy": verify.accuracy(bundle.theta, test.X, test.y),
+                   "test_loss": verify.mean_loss(bundle.theta, test.X, test.y)}
+        tracking.log_metrics(run_id, metrics)
+    return metrics
+
+
+# --- forget -------------------------------------------------------------------------------------
+
+@task(name="correct data", **STEP)
+def correct_data(lineage: Lineage, plan: Plan) -> tuple[Table, str]:
+    """D' of the request saved over data/NAME and versioned with DVC (a new data version)."""
+    with lineage.child("correct data") as run_id:
+        req = plan.request
+        after = corrected_table(plan)
+        save_table(after, lineage.root / "data" / after.name)
+        version = dvc.add_data(lineage.root)
+        tracking.log_params(run_id, {"data_before": plan.data_version, "data_after": version})
+        tracking.log_dataset(run_id, after.name, version, lineage.root / "data" / after.name, after.frame)
+        tracking.log_metrics(run_id, {"rows_before": len(plan.dataset.frame), "rows_after": len(after.frame),
+                                      "deleted": len(req.delete_records), "relabelled": len(req.fix_labels),
+                                      "revoked": len(req.revoke_features)})
+    return after, version
+
+
+def corrected_table(plan: Plan) -> Table:
+    """D' of a table request, in memory."""
+    req = plan.request
+    return correct_table(plan.dataset, list(req.delete_records), list(req.revoke_features), dict(req.fix_labels))
+
+
+@task(name="update model", **STEP)
+def update_model(lineage: Lineage, plan: Plan, after: Table, method: str, options: dict | None = None):
+    """Run the unlearning method; returns (result, new bundle, problem, seconds)."""
+    with lineage.child(f"update model ({method})", method=method) as run_id:
+        cache = state.load_cache(lineage.root, plan.parent_run)
+        problem, bundle_after, _ = erasure.build_problem(plan.bundle, plan.dataset, after, plan.part, cache)
+        if method == "retrain" and not options:  # the same job as verification's reference
+            result, source = prefetch.obtain(references.table_job(problem), "  retraining on the corrected data ...")
+            tracking.log_params(run_id, {"reference": source})
+        else:
+            if method == "retrain":
+                progress("  retraining on the corrected data ...")
+            result = run_method(method, problem, options)
+        bundle_after = erasure.unlearned_bundle(bundle_after, result.theta)
+        seconds = result.stats["update_seconds"]
+        tracking.log_params(run_id, {"method": method, **(options or {}), "affected_rows": len(problem.z_index),
+                                     "replacement_rows": len(problem.X_tilde)})
+        tracking.log_metrics(run_id, {"update_seconds": seconds, "residual": result.residual,
+                                      "residual_bound": result.residual_bound, "epsilon": result.epsilon,
+                                      **{k: v for k, v in result.stats.items() if isinstance(v, (int, float))}})
+    return result, bundle_after, problem, seconds
+
+
+@task(name="verify", **STEP)
+def verify_update(lineage: Lineage, plan: Plan, after: Table, problem, result: methods.Result,
+                  bundle_after: ModelBundle, cfg: verify.VerifyConfig):
+    """Fidelity against an exactly retrained reference on D'; returns (metrics, checks, seconds,
+    the reference: a `retrain` Result)."""
+    with lineage.child("verify") as run_id:
+        if result.method == "retrain":
+            reference, source = result, "the update"
+        else:
+            reference, source = prefetch.obtain(references.table_job(problem),
+                                                "  verify: retraining a reference model on the corrected data ...")
+        retrain_seconds = reference.stats["update_seconds"]
+        tracking.log_params(run_id, {"reference": source})
+        test = erasure.held_out_data(after, bundle_after)
+        # The bundle about to be registered is what is judged, not only the method's output.
+        metrics = verify.fidelity(bundle_after.theta, reference.theta, problem.theta, test.X, test.y)
+        metrics["residual"] = result.residual
+        metrics["residual_retrain"] = reference.residual
+        checks = verify.checks(metrics, cfg)
+        tracking.log_metrics(run_id, {**metrics, "retrain_seconds": retrain_seconds,
+                                      "passed": float(all(c["passed"] for c in checks))})
+        tracking.log_json(run_id, {"checks": checks, "metrics": metrics}, "verification.json")
+        log_coefficient_plot(run_id, result.theta, reference.theta, problem.theta, result.method)
+    return metrics, checks, retrain_seconds, reference
+
+
+@task(name="fall back to retraining", **STEP)
+def fall_back_to_reference(lineage: Lineage, after: Table, problem, failed: methods.Result, reference: methods.Result,
+                           bundle_after: ModelBundle, checks: list[dict], cfg: verify.VerifyConfig, update_s: float):
+    """`auto` and the fast update failed verification: the reference verification already
+    retrained on D' becomes the new model (guarantee `exact`). Returns (result, bundle, metrics,
+    checks, the failed attempt)."""
+    with lineage.child("fall back to retraining") as run_id:
+        attempt = fallback_record(failed.method, update_s, checks, residual=failed.residual)
+        bundle_after = erasure.unlearned_bundle(bundle_after, reference.theta)
+        test = erasure.held_out_data(after, bundle_after)
+        metrics = verify.fidelity(bundle_after.theta, reference.theta, problem.theta, test.X, test.y)
+        metrics["residual"] = metrics["residual_retrain"] = reference.residual
+        checks = verify.checks(metrics, cfg)
+        tracking.log_params(run_id, {"failed_method": failed.method, "failed_checks": ",".join(attempt["failed_checks"])})
+        tracking.log_metrics(run_id, {**metrics, "passed": float(all(c["passed"] for c in checks))})
+        tracking.log_json(run_id, {"attempt": attempt, "checks": checks, "metrics": metrics}, "fallback.json")
+    return reference, bundle_after, metrics, checks, attempt
+
+
+def log_coefficient_plot(run_id: str, theta, theta_ref, theta_before, method: str) -> None:
+    """Every coefficient of the updated and of the original model against the retrained model's:
+    on the diagonal = what retraining would have given (the certificate report shows it)."""
+    plt = pyplot()
+    ref = theta_ref.detach().reshape(-1).double().numpy()
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    ax.scatter(ref, theta_before.detach().reshape(-1).double().numpy(), s=8, color="tab:red", alpha=0.5,
+               label="original model")
+    ax.scatter(ref, theta.detach().reshape(-1).double().numpy(), s=8, color="tab:blue", label=f"{method} update")
+    low, high = float(ref.min()), float(ref.max())
+    ax.plot([low, high], [low, high], color="gray", linewidth=0.8)
+    ax.set_xlabel("coefficient in the model retrained on the corrected data")
+    ax.set_ylabel("coefficient")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tracking.log_figure(run_id, fig, "coefficients.png")
+    plt.close(fig)
+
+
+def with_spent_budget(bundle, result):
+    """Carry the accumulated residual bound to the new version (reset to 0 after a retrain)."""
+    if bundle.certification is None:
+        return bundle
+    spent = result.stats.get("budget_used", 0.0) if result.guarantee == "certified" else 0.0
+    return replace(bundle, certification=replace(bundle.certification, spent=spent))
+
+
+def noise_seed(request_id: str) -> int:
+    return int(hashlib.sha256(request_id.encode()).hexdigest()[:8], 16)
+
+
+class Tabular(Kind):
+    name = "table"
+    dataset_type = Table
+
+    def check_trainable(self, dataset, config) -> None:
+        check_trainable(dataset)  # a table too small to train and evaluate: one line, nothing recorded
+
+    def train_params(self, dataset: str, config) -> dict:
+        return {"dataset": dataset, **config.model_dump()}
+
+    def train(self, lineage: Lineage, dataset, config, data_version: str) -> Trained:
+        tracking.log_dataset(lineage.parent_run, dataset.name, data_version, lineage.root / "data" / dataset.name,
+                             dataset.frame)
+        bundle, b, seconds = fit(lineage, dataset, config)
+        metrics = evaluate(lineage, dataset, bundle)
+        return Trained(bundle, seconds, metrics, certification_tags(bundle), b,
+                       cache=lambda: erasure.model_cache(bundle, dataset, b))
+
+    def check_request(self, root: Path, request, dataset, method: str):
+        check_method_name(request, dataset, method)
+
+    def plan(self, root: Path, request, dataset, bundle, production, method: str, checked):
+        resolved = resolve_method(method, bundle)
+        if resolved == "certified" and getattr(bundle, "certification", None) is None:
+            raise UnlearnError(f"method 'certified' needs a certifiably trained model: model {request.model} "
+                               f"v{production.version} was not; use second_order or retrain with --certified")
+        return resolved, state.load_noise(root, production.run_id)  # b: the noise of a certified model
+
+    def correct_data(self, lineage: Lineage, plan: Plan):
+        return correct_data(lineage, plan)
+
+    def update(self, lineage: Lineage, plan: Plan, after, method: str, options: dict | None) -> Update:
+        result, bundle, problem, seconds = update_model(lineage, plan, after, method, options)
+        return Update(with_spent_budget(bundle, result), result.method, result.guarantee, seconds, result.stats,
+                      b=plan.part, detail=(result, problem))
+
+    def respect_budget(self, lineage: Lineage, plan: Plan, after, update: Update) -> Update:
+        result, _ = update.detail
+        if result.method != "certified" or result.stats["within_budget"]:
+            return update
+        # The certificate cannot be issued: retrain with fresh noise, which resets the budget.
+        retrained = self.update(lineage, plan, after, "retrain", {"noise_seed": noise_seed(plan.request.id)})
+        retrained.b = retrained.stats.get("b")
+        return retrained
+
+    def verify(self, lineage: Lineage, plan: Plan, after, update: Update, config) -> Verification:
+        result, problem = update.detail
+        metrics, checks, retrain_s, reference = verify_update(lineage, plan, after, problem, result, update.bundle,
+                                                              config or verify.VerifyConfig())
+        return Verification(metrics, checks, retrain_s, detail=reference)
+
+    def fall_back(self, lineage: Lineage, plan: Plan, after, update: Update, verification: Verification, config):
+        (failed, problem), reference = update.detail, verification.detail
+        result, bundle, metrics, checks, attempt = fall_back_to_reference(
+            lineage, after, problem, failed, reference, update.bundle, verification.checks,
+            config or verify.VerifyConfig(), update.seconds)
+        # The request cost the failed update and the retraining.
+        replaced = Update(with_spent_budget(bundle, result), result.method, result.guarantee,
+                          update.seconds + verification.retrain_s, result.stats, b=update.b, detail=(result, problem))
+        return replaced, Verification(metrics, checks, verification.retrain_s, detail=reference), attempt
+
+    def reference_job(self, plan: Plan) -> references.ReferenceJob:
+        problem, _, _ = erasure.build_problem(plan.bundle, plan.dataset, corrected_table(plan), plan.part)
+        return references.table_job(problem)
+
+    def version_tags(self, update: Update) -> dict:
+        return certification_tags(update.bundle)
+
+    def private_state(self, update: Update, after):
+        return lambda: erasure.model_cache(update.bundle, after, update.b)
+
+    def certificate_config(self, plan: Plan, update: Update, attempt: dict | None, config) -> dict:
+        return {"fallback": attempt, "verify": (config or verify.VerifyConfig()).model_dump()}
+
+    def certificate_result(self, update: Update):
+        return update.detail[0]
+
+    def summary_fields(self, plan: Plan, update: Update, verification: Verification, attempt: dict | None) -> dict:
+        return {"fallback": attempt,
+                "failed_checks": [verify.describe_failures([c]) for c in verification.checks if not c["passed"]]}
+
+    def format_forget(self, s: dict) -> list[str]:
+        c, m, t = s["certificate"], s["metrics"], s["timings"]
+        lines = [
+            f"  test accuracy {100 * m['test_accuracy']:.2f} % (retrained {100 * m['test_accuracy_retrain']:.2f} %), "
+            f"agreement with retrained {100 * m['agreement']:.2f} %",
+            f"  gradient residual {c['residual']:.3g}" + (
+                f", bound {c['residual_bound']:.3g}, ε = {c['epsilon']:.3g} at δ = {c['delta']:g}, "
+                f"budget left {c['budget_left']:.3g}" if c["epsilon"] is not None else ""),
+            f"  update {t['update_s']:.3f} s vs retraining {t['retrain_s']:.2f} s",
+        ]
+        if s.get("fallback"):
+            lines.append(f"  auto: {s['fallback']['method']} was not promoted ({s['fallback']['reason']}); "
+                         "the retrained reference was")
+        return lines
+
+
+KIND = Tabular()
