@@ -17,7 +17,7 @@ from sklearn.model_selection import train_test_split
 from unlearning import images
 from unlearning.errors import UnlearnError
 from unlearning.images import ImageData
-from unlearning.images.registry import IMAGE_METHODS, run_image_method
+from unlearning.images.registry import IMAGE_METHODS, choose_method, get_image_method, run_image_method
 from unlearning.metrics import da_score
 from unlearning.models import cnn
 
@@ -186,8 +186,8 @@ def test_methods_run_on_random_and_label_fix_requests(setup):
 
 def test_auto_means_alignment(setup):
     model, data, request, _ = setup
-    assert images.choose_method(request) == "alignment"
-    assert images.get_image_method("auto").name == "alignment"
+    assert choose_method(request) == "alignment"
+    assert get_image_method("auto").name == "alignment"
     assert run_image_method("auto", model, data, request, {"epochs": 0.1}).method == "alignment"
 
 

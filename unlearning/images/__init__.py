@@ -19,16 +19,3 @@ __all__ = [
     "IMAGE_KINDS", "ImageData", "ImageMethodConfig", "ImageRequest", "ImageResult", "delete_records",
     "fix_labels", "forget_class",
 ]
-
-_REGISTRY_NAMES = {"AUTO", "IMAGE_METHODS", "ImageMethod", "ImageContext", "choose_method", "get_image_method",
-                   "image_config", "run_image_method"}
-
-
-def __getattr__(name: str):
-    """`from unlearning.images import run_image_method` (and the other registry names) still works:
-    resolved on first use, not at import, so importing this package never imports its methods."""
-    if name in _REGISTRY_NAMES:
-        from unlearning.images import registry
-
-        return getattr(registry, name)
-    raise AttributeError(f"module 'unlearning.images' has no attribute {name!r}")
