@@ -11,16 +11,15 @@ from unlearning.data.builtin import BUILTIN
 from unlearning.data.images import ImageDataset, is_image_dataset, load_images, save_images
 from unlearning.data.tables import (
     Table,
-    check_name,
     check_trainable,
     load_table,
     read_table_file,
-    remove_stale_staging,
     save_table,
     table_from_frame,
 )
 from unlearning.data.text import TextCorpus, is_text_dataset, load_corpus, save_corpus
 from unlearning.errors import UnlearnError
+from unlearning.storage import check_name, remove_stale_staging
 
 Dataset = Table | TextCorpus | ImageDataset
 
