@@ -12,17 +12,16 @@ from unlearning.data.image_files import read_image_folder, read_image_npz
 from unlearning.data.images import ImageDataset, is_image_dataset, load_images, save_images
 from unlearning.data.tables import (
     Table,
-    check_name,
     check_trainable,
     load_table,
     read_table_file,
-    remove_stale_staging,
     save_table,
     table_from_frame,
 )
 from unlearning.data.text import TextCorpus, is_text_dataset, load_corpus, save_corpus
 from unlearning.data.text_files import is_text_input, read_text_corpus
 from unlearning.errors import UnlearnError
+from unlearning.storage import check_name, remove_stale_staging
 
 Dataset = Table | TextCorpus | ImageDataset
 

@@ -124,7 +124,7 @@ def test_failed_save_and_dead_writers_leave_no_staging(trained, capsys, tmp_path
         raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as m:
-        m.setattr(tables, "_swap_in", disk_full)
+        m.setattr(tables, "swap_in", disk_full)
         with pytest.raises(OSError):
             tables.save_table(tables.table_from_frame("fresh", synthetic_people(60), "label", "person"),
                               data / "fresh")

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unlearning.data.tables import _swap_in, check_name, staging_dir
+from unlearning.storage import check_name, staging_dir, swap_in
 from unlearning.errors import UnlearnError
 
 IMAGES_FILE = "images.npy"
@@ -242,7 +242,7 @@ def save_images(dataset: ImageDataset, directory: Path) -> None:
         schema = _schema(dataset, hashlib.sha256(npy).hexdigest())
         text = json.dumps(schema, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
         (staging / SCHEMA_FILE).write_bytes(text.encode("utf-8"))
-        _swap_in(staging, directory)
+        swap_in(staging, directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import re
 import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from unlearning.errors import UnlearnError
-from unlearning.processes import process_alive
+from unlearning.storage import check_name, staging_dir, swap_in
 
 RECORDS_FILE = "records.csv"
 SCHEMA_FILE = "schema.json"
@@ -38,7 +35,6 @@ MAX_PARAMETERS = 5000
 MAX_CATEGORIES = 100  # distinct values of one text column; more is usually an id or free text
 MIN_TRAIN_ROWS = 10  # below this a fit and its held-out accuracy mean nothing
 
-_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
 # Salting the split hash keeps it unrelated to any other use of sha256 over the same ids.
 _SPLIT_SALT = b"unlearnflow/train-split/v1:"
 
@@ -118,14 +114,6 @@ def read_table_file(path: Path) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------------
 # Validation and normalisation
-
-
-def check_name(name: str) -> None:
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise UnlearnError(
-            f"dataset name {name!r} is not allowed; use lower-case letters, digits, '_' and '-', "
-            "starting with a letter or digit"
-        )
 
 
 def _as_text(values: pd.Series) -> pd.Series:
@@ -393,60 +381,9 @@ def save_table(table: Table, directory: Path) -> None:
     try:
         (staging / RECORDS_FILE).write_bytes(records)
         (staging / SCHEMA_FILE).write_bytes(schema)
-        _swap_in(staging, directory)
+        swap_in(staging, directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def staging_dir(directory: Path, kind: str) -> Path:
-    """A hidden sibling `.NAME.<kind>-<pid>-*` of `directory` (kind `new`: being written; `old`:
-    being retired). The pid tells a later command whether its writer is still running."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.{kind}-{os.getpid()}-", dir=directory.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the data folder is not
-    return staging
-
-
-def _swap_in(staging: Path, directory: Path) -> None:
-    if not directory.exists():
-        os.replace(staging, directory)
-        return
-    retired = staging_dir(directory, "old")
-    os.replace(directory, retired / "table")
-    os.replace(staging, directory)
-    shutil.rmtree(retired, ignore_errors=True)
-
-
-_STAGING_RE = re.compile(r"\.(?P<name>[a-z0-9][a-z0-9_-]*)\.(?P<kind>new|old)-(?:(?P<pid>\d+)-)?.*")
-_LEGACY_STALE_SECONDS = 3600  # staging folders named without a pid (older versions): age decides
-
-
-def remove_stale_staging(data_dir: Path) -> list[str]:
-    """Remove the staging folders of writers that are gone (killed, crashed, out of disk);
-    a dataset folder missing because its writer died between the two renames of `_swap_in` is
-    put back from its `.old-` folder (the version data.dvc still records). Returns the names
-    removed."""
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        return []
-    removed = []
-    for entry in sorted(data_dir.iterdir()):
-        match = _STAGING_RE.fullmatch(entry.name)
-        if match is None or not entry.is_dir() or _writer_alive(entry, match["pid"]):
-            continue
-        dataset = data_dir / match["name"]
-        if match["kind"] == "old" and not dataset.exists() and (entry / "table").is_dir():
-            os.replace(entry / "table", dataset)
-        shutil.rmtree(entry, ignore_errors=True)
-        removed.append(entry.name)
-    return removed
-
-
-def _writer_alive(entry: Path, pid: str | None) -> bool:
-    if pid is None:
-        import time
-
-        return time.time() - entry.stat().st_mtime < _LEGACY_STALE_SECONDS
-    return int(pid) == os.getpid() or process_alive(int(pid))
 
 
 def load_table(directory: Path) -> Table:

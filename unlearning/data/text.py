@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unlearning.data.tables import _swap_in, check_name, staging_dir
+from unlearning.storage import check_name, staging_dir, swap_in
 from unlearning.errors import UnlearnError
 
 RECORDS_FILE = "records.jsonl"
@@ -710,7 +710,7 @@ def save_corpus(corpus: TextCorpus, directory: Path) -> None:
         (staging / SCHEMA_FILE).write_bytes(_json_bytes(_schema(corpus)))
         injected = {"occurrences": [_occurrence_dict(o) for o in corpus.injected]}
         (staging / INJECTED_FILE).write_bytes(_json_bytes(injected))
-        _swap_in(staging, directory)
+        swap_in(staging, directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -1,0 +1,75 @@
+"""Dataset folders under data/: allowed names, and writes that a killed process cannot leave half
+done (a hidden staging folder swapped in by rename; stale ones cleaned up by the next command).
+Shared by every kind of dataset (tables, text corpora, image sets)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from unlearning.errors import UnlearnError
+from unlearning.processes import process_alive
+
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
+
+
+def check_name(name: str) -> None:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise UnlearnError(
+            f"dataset name {name!r} is not allowed; use lower-case letters, digits, '_' and '-', "
+            "starting with a letter or digit"
+        )
+
+
+def staging_dir(directory: Path, kind: str) -> Path:
+    """A hidden sibling `.NAME.<kind>-<pid>-*` of `directory` (kind `new`: being written; `old`:
+    being retired). The pid tells a later command whether its writer is still running."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.{kind}-{os.getpid()}-", dir=directory.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the data folder is not
+    return staging
+
+
+def swap_in(staging: Path, directory: Path) -> None:
+    if not directory.exists():
+        os.replace(staging, directory)
+        return
+    retired = staging_dir(directory, "old")
+    os.replace(directory, retired / "table")
+    os.replace(staging, directory)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+_STAGING_RE = re.compile(r"\.(?P<name>[a-z0-9][a-z0-9_-]*)\.(?P<kind>new|old)-(?:(?P<pid>\d+)-)?.*")
+_LEGACY_STALE_SECONDS = 3600  # staging folders named without a pid (older versions): age decides
+
+
+def remove_stale_staging(data_dir: Path) -> list[str]:
+    """Remove the staging folders of writers that are gone (killed, crashed, out of disk);
+    a dataset folder missing because its writer died between the two renames of `swap_in` is
+    put back from its `.old-` folder (the version data.dvc still records). Returns the names
+    removed."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        return []
+    removed = []
+    for entry in sorted(data_dir.iterdir()):
+        match = _STAGING_RE.fullmatch(entry.name)
+        if match is None or not entry.is_dir() or _writer_alive(entry, match["pid"]):
+            continue
+        dataset = data_dir / match["name"]
+        if match["kind"] == "old" and not dataset.exists() and (entry / "table").is_dir():
+            os.replace(entry / "table", dataset)
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry.name)
+    return removed
+
+
+def _writer_alive(entry: Path, pid: str | None) -> bool:
+    if pid is None:
+        import time
+
+        return time.time() - entry.stat().st_mtime < _LEGACY_STALE_SECONDS
+    return int(pid) == os.getpid() or process_alive(int(pid))
