@@ -67,7 +67,7 @@ from flows.settings import configure_environment
 root, name, n_train = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 configure_environment(root)
 from tasks import data, dvc
-from unlearning.data.images import build_fashion_mnist
+from unlearning.images.data import build_fashion_mnist
 dvc.ensure_repo(root)
 data.save_dataset(build_fashion_mnist(n_train=n_train, n_test=2000, name=name, allow_download=False),
                   data.dataset_dir(root, name))
@@ -106,7 +106,7 @@ def submit(root: Path, content: dict) -> None:
 
 def adult_csv(folder: Path) -> Path:
     """The built-in Adult table as a CSV with its record ids in an `id` column."""
-    from unlearning.data.builtin import build_adult
+    from unlearning.builtin import build_adult
 
     path = folder / "adult.csv"
     if not path.exists():

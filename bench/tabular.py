@@ -33,13 +33,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unlearning import erasure, methods, verify
-from unlearning.data.builtin import BUILTIN
-from unlearning.data.tables import Table, correct_table
-from unlearning.models import logreg
-from unlearning.models.bundle import ModelBundle
-from unlearning.problem import Problem, make_problem
-from unlearning.training import TrainConfig, train_bundle
+from unlearning.builtin import BUILTIN
+from unlearning.tabular import erasure, methods, verify
+from unlearning.tabular import logreg
+from unlearning.tabular.bundle import ModelBundle
+from unlearning.tabular.data import Table, correct_table
+from unlearning.tabular.problem import Problem, make_problem
+from unlearning.tabular.training import TrainConfig, train_bundle
 
 EXPERIMENT = "unlearnflow-bench"
 DELTA = 1e-5

@@ -33,8 +33,8 @@ from pathlib import Path
 import torch
 
 from flows.settings import DEMO_TEXT_STEPS
-from unlearning import lm
-from unlearning.data.text import build_shakespeare, redact
+from unlearning.text import lm
+from unlearning.text.data import build_shakespeare, redact
 from tasks.scan import scan_corpus
 
 SALT = b"unlearnflow/bench/text"

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unlearning import deep_influence as di
-from unlearning.exposure import FormatSpace, exposure
-from unlearning.models import charlm
+from unlearning.text import deep_influence as di
+from unlearning.text import charlm
+from unlearning.text.exposure import FormatSpace, exposure
 
 PLAYS = ["tragedies/hamlet.md", "tragedies/macbeth.md", "tragedies/othello.md", "tragedies/king-lear.md"]
 HELD_OUT = "comedies/twelfth-night.md"

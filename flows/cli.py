@@ -239,8 +239,8 @@ def emit(args, payload: dict, human: str) -> None:
 
 def cmd_data(args, root: Path) -> int:
     from tasks.data import add_dataset
-    from unlearning.data.images import ImageDataset
-    from unlearning.data.text import TextCorpus
+    from unlearning.images.data import ImageDataset
+    from unlearning.text.data import TextCorpus
 
     from tasks.release import project_lock_once_started
 
@@ -272,11 +272,11 @@ def cmd_data(args, root: Path) -> int:
 
 def cmd_train(args, root: Path) -> int:
     from tasks import data as data_store
-    from unlearning.training import TrainConfig
+    from unlearning.tabular.training import TrainConfig
 
     config = _config(TrainConfig, lam=args.lam, certified=args.certified, epsilon=args.epsilon,
                      delta=args.delta, budget=args.budget, seed=args.seed)
-    from unlearning.lm import TextTrainConfig
+    from unlearning.text.lm import TextTrainConfig
 
     from unlearning.images.bundle import ImageTrainConfig
 
@@ -332,7 +332,7 @@ def format_forget(s: dict) -> str:
 
 
 def failed_check_lines(checks: list[dict]) -> list[str]:
-    from unlearning.verify import describe_failures
+    from unlearning.tabular.verify import describe_failures
 
     return [f"  FAILED check {describe_failures([c])}" for c in checks if not c["passed"]]
 
@@ -370,7 +370,7 @@ def with_exposure(root: Path, dataset: str, model: str, findings: list[dict]) ->
     from tasks import data as data_store
     from tasks import tracking
     from tasks.kinds.text import measure_exposure
-    from unlearning.data.text import TextCorpus
+    from unlearning.text.data import TextCorpus
 
     corpus = data_store.load_dataset(root, dataset)
     if not isinstance(corpus, TextCorpus):

@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from unlearning import ledger as lg
+from unlearning.compliance import ledger as lg
 from unlearning.errors import UnlearnError
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -132,7 +132,7 @@ def emit(args, payload: dict, human: str) -> None:
 @one_line_errors
 def cmd_requests_submit(args, root: Path) -> int:
     from tasks import ledger, steps
-    from unlearning.requests import load_request
+    from unlearning.compliance.requests import load_request
 
     request = load_request(args.file)  # the schema and the errors of `unlearn forget`
     days = _whole_days(args.deadline_days)

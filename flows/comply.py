@@ -7,7 +7,7 @@ The recipe, under the project lock (one comply run at a time):
   other `processing` requests failed as interrupted: pending again) → purge the superseded
   artifacts whose "beyond use" date has come → claim the pending requests (ledger: received|failed
   → processing; a request another run claimed is skipped) → group them per model into mergeable
-  batches (unlearning.batching), each written as a merged request with its manifest → with a Dask
+  batches (unlearning.compliance.batching), each written as a merged request with its manifest → with a Dask
   task runner, every batch's verification reference trained at once (tasks.references) → each
   batch, in order: the parts that change nothing set aside (tasks.unchanged), the rest through
   the `forget` flow (corrected data, update, verification, registration, promotion, purge) → per
@@ -28,7 +28,7 @@ from flows.settings import private_tempdir
 from flows.references import retrain_references
 from tasks import batches, outcomes, release, steps, unchanged
 from tasks import references as prefetch
-from unlearning.batching import group_requests, narrowed, retry_groups
+from unlearning.compliance.batching import group_requests, narrowed, retry_groups
 
 
 def process_batch(root: Path, requests: list, keep_days: int | None = None, path: Path | None = None,
@@ -62,7 +62,7 @@ def process_batch(root: Path, requests: list, keep_days: int | None = None, path
 
 def split_failed_batch(root: Path, requests: list, keep_days: int | None) -> list[dict]:
     """A batch of several failed: the requests the current data refuses on their own fail alone
-    with their reason, the others are processed again (`unlearning.batching.retry_groups`)."""
+    with their reason, the others are processed again (`unlearning.compliance.batching.retry_groups`)."""
     refused = batches.refused_alone(root, requests)
     results = [outcomes.fail(root, r, refused[r.id]) for r in requests if r.id in refused]
     for group in retry_groups(requests, set(refused)):

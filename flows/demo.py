@@ -27,11 +27,11 @@ from tasks.common import console_table as text_table
 from tasks.data import add_dataset
 from tasks.kinds.images import rows_table as image_rows_table
 from unlearning.errors import UnlearnError
-from unlearning.images.registry import IMAGE_METHODS
 from unlearning.images.bundle import ImageTrainConfig
-from unlearning.data.tables import Table
-from unlearning.lm import AUTO_MAX_WINDOWS, TextTrainConfig
-from unlearning.training import TrainConfig
+from unlearning.images.registry import IMAGE_METHODS
+from unlearning.tabular.data import Table
+from unlearning.tabular.training import TrainConfig
+from unlearning.text.lm import AUTO_MAX_WINDOWS, TextTrainConfig
 
 DEMO_DELETE, DEMO_FIX, DEMO_REVOKE = 100, 50, ("sex", "race")
 # Images: 3,000 Fashion-MNIST training images (at 2,000 the 4-epoch CNN is too under-trained for the

@@ -22,9 +22,9 @@ from tasks import release as release_steps, steps, tracking
 from tasks.common import (
     Lineage, Plan, Update, Verification, dataset_digest, falls_back_to_retraining, promote, register, request_hash,
 )
-from unlearning import certificate as cert_lib
+from unlearning.compliance import certificate as cert_lib
 from unlearning.images.verify import ImageVerifyConfig
-from unlearning.verify import VerifyConfig, describe_failures
+from unlearning.tabular.verify import VerifyConfig, describe_failures
 
 
 def forget_run_name() -> str:
@@ -36,7 +36,7 @@ def forget_run_name() -> str:
 
 def request_id_of(request_path: str) -> str:
     """The request's id, or the file's name when it cannot be read (the flow then says why)."""
-    from unlearning.requests import load_request
+    from unlearning.compliance.requests import load_request
 
     try:
         return load_request(Path(request_path)).id

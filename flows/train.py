@@ -12,8 +12,8 @@ from tasks import common, tracking
 from tasks.kinds import kind_of
 from unlearning.errors import UnlearnError
 from unlearning.images.bundle import ImageTrainConfig
-from unlearning.lm import TextTrainConfig
-from unlearning.training import TrainConfig
+from unlearning.tabular.training import TrainConfig
+from unlearning.text.lm import TextTrainConfig
 
 
 @flow(name="train", log_prints=False, validate_parameters=True)

@@ -1,7 +1,7 @@
 """A comply run's batches on disk and in the ledger: claiming the pending requests, writing each
 batch's merged request and its manifest, and finishing what a killed run left.
 
-A batch is one merged request (`unlearning.batching`) written as `.unlearn/requests/<batch id>.yaml`,
+A batch is one merged request (`unlearning.compliance.batching`) written as `.unlearn/requests/<batch id>.yaml`,
 where `forget` reads request files from, with a manifest `.unlearn/batches/<batch id>.json`
 (batch id → member ids). The manifest lives until every member's outcome is in the ledger: one
 left behind means the run died in between, and if its batch was promoted the next run completes
@@ -18,9 +18,9 @@ import yaml
 
 from tasks import ledger, outcomes, release, steps, tracking
 from tasks.unchanged import no_change_notes
-from unlearning.batching import batch_id, merge_requests, narrowed
+from unlearning.compliance.batching import batch_id, merge_requests, narrowed
+from unlearning.compliance.requests import load_request
 from unlearning.errors import UnlearnError
-from unlearning.requests import load_request
 
 BATCHES = ".unlearn/batches"
 

@@ -1,5 +1,5 @@
-"""Erasure certificates on disk: each request's certificate (`unlearning.certificate`) signed with
-the project's key (HMAC-SHA256, `unlearning.signing`), filed as `.unlearn/certificates/<request
+"""Erasure certificates on disk: each request's certificate (`unlearning.compliance.certificate`) signed with
+the project's key (HMAC-SHA256, `unlearning.compliance.signing`), filed as `.unlearn/certificates/<request
 id>.json` with an HTML report beside it, and verified: its signature, its file name (the request
 its signed body names) and the ledger's `completed` entry, which records its SHA-256
 (tasks.outcomes), so that neither can be swapped for another. Needs neither Prefect nor MLflow.
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tasks import ledger
-from unlearning import signing
+from unlearning.compliance import signing
 from unlearning.errors import UnlearnError
 
 CERTIFICATES = ".unlearn/certificates"

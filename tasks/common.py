@@ -21,9 +21,9 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks import data as data_store
 from tasks import dvc, state, tracking
-from unlearning import verify
+from unlearning.compliance.requests import UnlearningRequest
 from unlearning.errors import UnlearnError
-from unlearning.requests import UnlearningRequest
+from unlearning.tabular import verify
 
 STEP = dict(cache_policy=NO_CACHE, persist_result=False, retries=0)
 
@@ -153,7 +153,7 @@ def fallback_record(method: str, update_s: float, checks: list[dict], **measured
 def request_hash(root: Path, request: UnlearningRequest) -> str:
     """The request's salted hash (the ledger's `request_hash`): what MLflow and certificates hold."""
     from tasks.scan import project_salt
-    from unlearning.ledger import request_fingerprint
+    from unlearning.compliance.ledger import request_fingerprint
 
     return request_fingerprint(request, project_salt(root))
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from tasks.dvc import DATA_DIR, add_data, ensure_repo
-from unlearning.data.builtin import BUILTIN
-from unlearning.data.image_files import read_image_folder, read_image_npz
-from unlearning.data.images import ImageDataset, is_image_dataset, load_images, save_images
-from unlearning.data.tables import (
+from unlearning.builtin import BUILTIN
+from unlearning.images.data import ImageDataset, is_image_dataset, load_images, save_images
+from unlearning.images.files import read_image_folder, read_image_npz
+from unlearning.tabular.data import (
     Table,
     check_trainable,
     load_table,
@@ -18,10 +18,10 @@ from unlearning.data.tables import (
     save_table,
     table_from_frame,
 )
-from unlearning.data.text import TextCorpus, is_text_dataset, load_corpus, save_corpus
-from unlearning.data.text_files import is_text_input, read_text_corpus
 from unlearning.errors import UnlearnError
 from unlearning.storage import check_name, remove_stale_staging
+from unlearning.text.data import TextCorpus, is_text_dataset, load_corpus, save_corpus
+from unlearning.text.files import is_text_input, read_text_corpus
 
 Dataset = Table | TextCorpus | ImageDataset
 
@@ -39,10 +39,10 @@ def add_dataset(
 ) -> tuple[Dataset, str]:
     """Build or read dataset `name`, store it as data/NAME and `dvc add` it. `images` is a folder
     of PNG/JPEG files, one sub-folder per class, converted to `size` × `size` grey images
-    (unlearning/data/image_files.py says how); an .npz `file` holds arrays x, y and ids.
+    (unlearning/images/files.py says how); an .npz `file` holds arrays x, y and ids.
 
     A file is a text corpus when `text_column` is given or it is .txt/.jsonl (records and ids:
-    `unlearning.data.text_files`), else a table with the `target` column.
+    `unlearning.text.files`), else a table with the `target` column.
     Returns the table and the new data version (md5 of data/). Nothing is written unless the
     dataset is valid. An existing, different data/NAME is only overwritten with `replace`:
     after an erasure, re-adding the source would bring the erased records back.

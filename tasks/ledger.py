@@ -2,7 +2,7 @@
 and its signed head.
 
 Where: `<root>/ledger.db` (SQLite, git-ignored) by default, any SQLAlchemy URL (PostgreSQL) in
-`UNLEARN_LEDGER_URL`. The logic — states, deadlines, the chain — is `unlearning.ledger`; this
+`UNLEARN_LEDGER_URL`. The logic — states, deadlines, the chain — is `unlearning.compliance.ledger`; this
 module only reads rows, appends rows and never updates or deletes one: a request's state is its
 latest entry. On SQLite, triggers refuse UPDATE and DELETE as well.
 
@@ -14,8 +14,8 @@ rolls back and it retries from the new head — so the check (e.g. "still receiv
 append are atomic and no request is claimed twice.
 
 Keys and the signed head: every entry is MACed with a key derived from the project's signing key
-(`unlearning.signing.signing_key`: UNLEARN_SIGNING_KEY or `.unlearn/signing.key`, see
-`unlearning.ledger`). After every append, (seq, MAC) of the database's newest entry, signed with
+(`unlearning.compliance.signing.signing_key`: UNLEARN_SIGNING_KEY or `.unlearn/signing.key`, see
+`unlearning.compliance.ledger`). After every append, (seq, MAC) of the database's newest entry, signed with
 that key, is written to `<root>/.unlearn/ledger.head` — outside the database, so that someone who
 can write the database but lacks the key cannot cut its newest entries off unnoticed. The head is
 written after the commit, under a file lock, from the database's newest entry re-read at that
@@ -55,10 +55,10 @@ from sqlalchemy import (DDL, Column, Integer, MetaData, String, Table, Text, cre
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, ProgrammingError
 
-from unlearning import ledger as lg
-from unlearning import signing
+from unlearning.compliance import ledger as lg
+from unlearning.compliance import signing
+from unlearning.compliance.requests import UnlearningRequest, load_request
 from unlearning.errors import UnlearnError
-from unlearning.requests import UnlearningRequest, load_request
 
 URL_ENV = "UNLEARN_LEDGER_URL"
 LEDGER_FILE = "ledger.db"

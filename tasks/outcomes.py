@@ -10,8 +10,8 @@ from pathlib import Path
 
 from tasks import dvc, ledger, tracking
 from tasks.certificates import write_certificate
-from unlearning.certificate import no_change_certificate, request_certificate, unchanged_entries
-from unlearning.verify import describe_failures
+from unlearning.compliance.certificate import no_change_certificate, request_certificate, unchanged_entries
+from unlearning.tabular.verify import describe_failures
 
 
 def verification_failure(summary: dict) -> str:

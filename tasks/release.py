@@ -6,7 +6,7 @@ a failed verification, a killed process — is rolled back: data.dvc and data/ a
 version the run started from (its objects are still in the cache: nothing is purged before a
 promotion), the abandoned data version's own objects are deleted, and model versions the run
 registered are tagged `rolled_back`. Once the alias has moved, the superseded versions are tagged
-with their purge date (`unlearning.purge`), and a purge that fails is retried by the next comply run.
+with their purge date (`unlearning.compliance.purge`), and a purge that fails is retried by the next comply run.
 
 A journal `.unlearn/releases/<run>.json` (the restore point: the text of data.dvc, the model and
 its production version) is written before the first data write and removed when the run has
@@ -40,7 +40,7 @@ from prefect import task
 
 from tasks import dvc, state, tracking
 from tasks.common import STEP, Lineage, Plan
-from unlearning import purge as rule
+from unlearning.compliance import purge as rule
 from unlearning.errors import UnlearnError
 
 JOURNAL_DIR = Path(".unlearn") / "releases"
@@ -463,7 +463,7 @@ def refuse_with_open_requests(root: Path, model: str) -> None:
     """A request still open for the model would fail on every later `comply` once the model is gone,
     and its records would never leave the data: process or deny it first."""
     from tasks import ledger
-    from unlearning.ledger import FINAL
+    from unlearning.compliance.ledger import FINAL
 
     open_ids = [r.id for r in ledger.records(root).values()
                 if r.status not in FINAL and r.request.get("model") == model]

@@ -13,12 +13,12 @@ from pathlib import Path
 import pandas as pd
 
 from tasks import data as data_store
-from unlearning.data.images import ImageDataset
-from unlearning.data.tables import Table
-from unlearning.data.text import TextCorpus
+from unlearning.compliance.signing import create_private_once
 from unlearning.detect import Allowlist, line_column, scan_text
 from unlearning.errors import UnlearnError
-from unlearning.signing import create_private_once
+from unlearning.images.data import ImageDataset
+from unlearning.tabular.data import Table
+from unlearning.text.data import TextCorpus
 
 SALT_FILE = "salt"
 # What the commands that make a folder a project leave in it (data add, train, submit, forget).

@@ -16,7 +16,7 @@ from tasks.common import (  # noqa: F401 — Lineage, progress: also reached thr
 )
 from tasks.kinds import kind_of
 from unlearning import references
-from unlearning.requests import UnlearningRequest, load_request
+from unlearning.compliance.requests import UnlearningRequest, load_request
 
 
 @task(name="validate request", **STEP)

@@ -21,8 +21,8 @@ from mlflow.exceptions import MlflowException
 from tasks.version import code_version, commit_of
 from unlearning.errors import UnlearnError
 from unlearning.images.bundle import ImageBundle, is_image_bundle, load_image_bundle, save_image_bundle
-from unlearning.lm import LMBundle, is_lm_bundle, load_lm, save_lm
-from unlearning.models.bundle import ModelBundle, load_bundle, save_bundle
+from unlearning.tabular.bundle import ModelBundle, load_bundle, save_bundle
+from unlearning.text.lm import LMBundle, is_lm_bundle, load_lm, save_lm
 
 EXPERIMENT = "unlearnflow"
 PRODUCTION = "production"
@@ -184,7 +184,7 @@ class UnlearnModel(mlflow.pyfunc.PythonModel):
             images = model_input["image"].to_numpy() if isinstance(model_input, pd.DataFrame) else model_input
             return pd.Series(self.bundle.predict(images), name="prediction")
         if isinstance(self.bundle, LMBundle):
-            from unlearning.models.charlm import generate
+            from unlearning.text.charlm import generate
 
             return pd.Series([generate(self.bundle.model, self.bundle.vocab, str(p), 40) for p in model_input["prompt"]],
                              name="continuation")

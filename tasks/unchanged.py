@@ -1,5 +1,5 @@
 """The parts of a request that would change nothing in the data, found before its batch runs
-(the rule: `unlearning.batching.no_change_notes`).
+(the rule: `unlearning.compliance.batching.no_change_notes`).
 
 Two such parts: a relabel to the label the record already carries, and a relabel or deletion of a
 record an earlier completed request erased (two requests naming one record, the second batched
@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tasks import ledger, tracking
-from unlearning import batching
+from unlearning.compliance import batching
 from unlearning.errors import UnlearnError
 
 
@@ -35,7 +35,7 @@ def current_table(root: Path, model: str):
     """The table the model's production version was trained on, as checked out; None for text and
     image models, or when it cannot be read (the forget run then reports why)."""
     from tasks import data as data_store
-    from unlearning.data.tables import Table
+    from unlearning.tabular.data import Table
 
     try:
         tracking.connect(root)

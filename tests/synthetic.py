@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from unlearning.models.logreg import DTYPE
+from unlearning.tabular.logreg import DTYPE
 
 
 def logistic_data(n: int, d: int, K: int, seed: int, weight_scale: float = 3.0, spread_radius: bool = True):

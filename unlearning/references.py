@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from unlearning import deep_influence
 from unlearning.errors import UnlearnError
 from unlearning.images import baselines
+from unlearning.images import cnn
 from unlearning.linalg import single_threaded
-from unlearning.methods import run_method
-from unlearning.models import cnn
-from unlearning.problem import Problem
+from unlearning.tabular.methods import run_method
+from unlearning.tabular.problem import Problem
+from unlearning.text import deep_influence
 
 KINDS = ("table", "text", "images")
 
@@ -106,8 +106,8 @@ def train(job: ReferenceJob, progress=None):
 def _d_prime_problem(job: ReferenceJob) -> Problem:
     """A Problem whose D is D' and whose request is empty: `retrain` on it fits D' exactly as it
     would from the full problem (it reads only X_new, y_new, the objective and θ's shape)."""
-    from unlearning.models.logreg import Objective
-    from unlearning.problem import Certification
+    from unlearning.tabular.logreg import Objective
+    from unlearning.tabular.problem import Certification
 
     s, X, y = job.settings, job.data["X"], job.data["y"]
     certification = None if s["certification"] is None else Certification(*s["certification"])

@@ -45,7 +45,7 @@ AUTO = "auto"
 PLUGINS_ENV = "UNLEARNFLOW_PLUGINS"
 
 # The modules that register each kind's built-in methods and its `Kind` (imported on first use).
-_BUILTINS = {"tabular": "unlearning.methods", "text": "unlearning.lm", "images": "unlearning.images.registry"}
+_BUILTINS = {"tabular": "unlearning.tabular.methods", "text": "unlearning.text.lm", "images": "unlearning.images.registry"}
 _NOUNS = {"tabular": "a table model", "text": "a language model", "images": "an image model"}
 
 # `auto` for a language model: the influence update where it has been shown to pass verification

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from tasks.common import Lineage, Plan, Trained, Update, Verification
-from unlearning.methods import Result
+from unlearning.compliance.requests import UnlearningRequest
 from unlearning.references import ReferenceJob
-from unlearning.requests import UnlearningRequest
+from unlearning.tabular.methods import Result
 
 
 class Kind:

@@ -16,19 +16,19 @@ from tasks.common import STEP, Lineage, Plan, Trained, Update, Verification, con
 from tasks.data import save_dataset
 from tasks.kinds.base import Kind
 from unlearning import references
-from unlearning.data.images import ImageDataset, correct_images
 from unlearning import registry
 from unlearning.images import ImageRequest
+from unlearning.images.data import ImageDataset, correct_images
 from unlearning.images.registry import ImageContext
 from unlearning.images.bundle import (
     ImageBundle, ImageTrainConfig, default_train_config, image_request, tensors, test_positions, train_image_model,
     training_data, unlearned_ids,
 )
+from unlearning.compliance.requests import UnlearningRequest
+from unlearning.images import cnn
 from unlearning.images.verify import ImageVerifyConfig, image_checks, markdown_table
 from unlearning.metrics import compare_to_retrain, evaluate_model
-from unlearning.methods import single_threaded
-from unlearning.models import cnn
-from unlearning.requests import UnlearningRequest
+from unlearning.tabular.methods import single_threaded
 
 
 # --- methods: the one place this kind looks them up -----------------------------------------------

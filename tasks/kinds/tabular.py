@@ -1,5 +1,5 @@
 """Tables: logistic regression (certifiable), corrected by deleting records, revoking features and
-fixing labels; updated by the convex methods of unlearning.methods; verified against an exactly
+fixing labels; updated by the convex methods of unlearning.tabular.methods; verified against an exactly
 retrained reference (fidelity)."""
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from tasks import dvc, state, tracking
 from tasks import references as prefetch
 from tasks.common import STEP, Lineage, Plan, Trained, Update, Verification, fallback_record, progress, pyplot
 from tasks.kinds.base import Kind
-from unlearning import erasure, methods, references, registry, verify
-from unlearning.data.tables import Table, check_trainable, correct_table, save_table
+from unlearning import references, registry
+from unlearning.compliance.requests import UnlearningRequest, validate_request
 from unlearning.errors import UnlearnError
-from unlearning.models.bundle import ModelBundle
-from unlearning.requests import UnlearningRequest, validate_request
-from unlearning.training import TrainConfig, train_bundle
+from unlearning.tabular import erasure, methods, verify
+from unlearning.tabular.bundle import ModelBundle
+from unlearning.tabular.data import Table, check_trainable, correct_table, save_table
+from unlearning.tabular.training import TrainConfig, train_bundle
 
 
 # --- methods: the one place this kind looks them up -----------------------------------------------

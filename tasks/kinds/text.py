@@ -1,5 +1,5 @@
 """Text: a language model over a corpus, corrected by redacting findings (secrets the detectors
-found); updated by the methods of unlearning.lm; verified by exposure, perplexity and
+found); updated by the methods of unlearning.text.lm; verified by exposure, perplexity and
 regeneration against a retrained reference. Raw secret values live only in memory inside
 `verify_lm` (read from the superseded corpus before it is purged) and are never logged."""
 
@@ -15,10 +15,11 @@ from tasks import references as prefetch
 from tasks.common import STEP, Lineage, Plan, Trained, Update, Verification, progress, pyplot
 from tasks.data import load_dataset, save_dataset
 from tasks.kinds.base import Kind
-from unlearning import lm, references, registry
-from unlearning.data.text import TextCorpus, check_trainable_corpus, redact
+from unlearning import references, registry
+from unlearning.compliance.requests import UnlearningRequest
 from unlearning.errors import UnlearnError
-from unlearning.requests import UnlearningRequest
+from unlearning.text import lm
+from unlearning.text.data import TextCorpus, check_trainable_corpus, redact
 
 
 # --- methods: the one place this kind looks them up -----------------------------------------------

@@ -11,14 +11,17 @@ from typing import Any, Callable
 import torch
 
 from tests.synthetic import logistic_data
-from unlearning import deep_influence, registry
+from unlearning import registry
 from unlearning.images import ImageData, forget_class
+from unlearning.images import cnn
 from unlearning.images.registry import ImageContext
-from unlearning.lm import LMBundle, TextContext
-from unlearning.models import charlm, cnn, logreg
-from unlearning.models.charlm import CharLSTM, Vocab
-from unlearning.models.logreg import DTYPE, Objective
-from unlearning.problem import Certification, make_problem
+from unlearning.tabular import logreg
+from unlearning.tabular.logreg import DTYPE, Objective
+from unlearning.tabular.problem import Certification, make_problem
+from unlearning.text import deep_influence
+from unlearning.text import charlm
+from unlearning.text.charlm import CharLSTM, Vocab
+from unlearning.text.lm import LMBundle, TextContext
 
 # Small budgets for the slow methods so the whole suite stays quick; a method without an entry runs
 # with its defaults (so a newly registered method is covered as it is).

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from unlearning import influence, registry
-from unlearning.methods import Result
-from unlearning.problem import Problem
+from unlearning import registry
+from unlearning.tabular import influence
+from unlearning.tabular.methods import Result
+from unlearning.tabular.problem import Problem
 
 
 class DampedNewtonConfig(BaseModel):

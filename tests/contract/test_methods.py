@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from unlearning.errors import UnlearnError
-from unlearning.methods import GUARANTEES, METHODS, Result, get_method, run_method
-from unlearning.models import logreg
+from unlearning.tabular import logreg
+from unlearning.tabular.methods import GUARANTEES, METHODS, Result, get_method, run_method
 from tests.synthetic import logistic_data
-from unlearning.models.logreg import DTYPE, Objective
-from unlearning.problem import Certification, make_problem
+from unlearning.tabular.logreg import DTYPE, Objective
+from unlearning.tabular.problem import Certification, make_problem
 
 NAMES = sorted(METHODS)
 CERT = Certification(epsilon=1.0, delta=1e-4, sigma=5.0)

@@ -7,8 +7,8 @@ import pytest
 
 from tasks.data import add_dataset
 from tasks.dvc import data_version
-from unlearning.data.builtin import BUILTIN
-from unlearning.data.images import FASHION_FILES, FASHION_PACKAGE_DIR, _cache_dir
+from unlearning.builtin import BUILTIN
+from unlearning.images.data import FASHION_FILES, FASHION_PACKAGE_DIR, _cache_dir
 
 COMMITTED = Path(__file__).parents[2] / "data.dvc"
 
@@ -51,7 +51,7 @@ def test_build_matches_the_committed_version(adult_versions):
 
 
 def test_adult_table_shape(tmp_path):
-    from unlearning.data.builtin import build_adult
+    from unlearning.builtin import build_adult
 
     table = build_adult()
     assert len(table.frame) == 48_842 and table.labels == ("<=50K", ">50K")

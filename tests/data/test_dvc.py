@@ -14,8 +14,8 @@ from tasks.dvc import (
     purge_version,
     version_objects,
 )
-from unlearning.data.tables import correct_table, save_table
 from unlearning.errors import UnlearnError
+from unlearning.tabular.data import correct_table, save_table
 
 
 def object_path(store: Path, oid: str) -> Path:

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from tasks.data import add_dataset, dataset_dir, load_dataset, save_dataset
-from unlearning.data.images import ImageDataset, build_digits, correct_images
 from unlearning.errors import UnlearnError
+from unlearning.images.data import ImageDataset, build_digits, correct_images
 
 
 def test_digits_add_twice_gives_the_same_version_and_loads_back(tmp_path):

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from tasks import ledger
-from unlearning import ledger as lg
+from unlearning.compliance import ledger as lg
+from unlearning.compliance.requests import KINDS, UnlearningRequest
 from unlearning.errors import UnlearnError
-from unlearning.requests import KINDS, UnlearningRequest
 
 T0 = datetime(2026, 1, 10, 9, 0, tzinfo=timezone.utc)
 
@@ -401,7 +401,7 @@ def test_a_broken_chain_is_never_sealed(tmp_path):
 def test_seal_without_the_key_refuses_and_makes_no_key(tmp_path):
     """Sealing is the key holder's act: without the key (a runner lacking UNLEARN_SIGNING_KEY) it
     must not draw a new key, after which the intact ledger would read as forged."""
-    from unlearning import signing
+    from unlearning.compliance import signing
 
     filled(tmp_path)
     (tmp_path / signing.KEY_FILE).unlink()

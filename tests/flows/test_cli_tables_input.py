@@ -14,7 +14,7 @@ import pytest
 from flows.cli import main
 from tests.flows.conftest import synthetic_people
 from tests.flows.test_cli_bad_input import run_bad, snapshot, trained  # noqa: F401 — fixture
-from unlearning.data.tables import MAX_CATEGORIES, MAX_PARAMETERS, MIN_TRAIN_ROWS, _in_train
+from unlearning.tabular.data import MAX_CATEGORIES, MAX_PARAMETERS, MIN_TRAIN_ROWS, _in_train
 
 
 def table_file(tmp_path: Path, frame: pd.DataFrame, name: str = "table.csv") -> Path:
@@ -58,7 +58,7 @@ def test_train_refuses_a_stored_table_too_small_to_train(trained, capsys):
     erasures) is refused before any run is recorded: the 2-row table used to be promoted with NaN
     test accuracy."""
     from tasks.dvc import add_data
-    from unlearning.data.tables import save_table, table_from_frame
+    from unlearning.tabular.data import save_table, table_from_frame
 
     save_table(table_from_frame("tiny", small_people(2), "label", "person"), trained / "data" / "tiny")
     add_data(trained)
@@ -115,7 +115,7 @@ def test_failed_save_and_dead_writers_leave_no_staging(trained, capsys, tmp_path
     """A save that fails mid-way removes its staging folder; one left by a killed writer (a pid that
     is gone) is removed by the next command, and a table parked by a writer killed between its two
     renames is put back."""
-    import unlearning.data.tables as tables
+    import unlearning.tabular.data as tables
 
     data = trained / "data"
     csv = table_file(tmp_path, synthetic_people(60), "fresh.csv")

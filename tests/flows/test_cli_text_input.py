@@ -13,7 +13,7 @@ import pytest
 
 from tests.flows.test_cli_bad_input import run_bad, trained  # noqa: F401 — fixture
 from tests.flows.test_user_text import notes_corpus
-from unlearning.data import text_files
+from unlearning.text import files as text_files
 
 
 def paragraphs(n: int = 120) -> list[str]:
@@ -123,7 +123,7 @@ def test_train_refuses_a_stored_corpus_too_small_to_train(trained, capsys):
     """A corpus that is too small when it reaches `train` (stored by hand or by an older version)
     is refused before any run is recorded: its held-out perplexity could not be measured."""
     from tasks.dvc import add_data
-    from unlearning.data.text import TextCorpus, save_corpus
+    from unlearning.text.data import TextCorpus, save_corpus
 
     records = tuple((f"p{n:05d}", text) for n, text in enumerate(paragraphs(3), start=1))
     save_corpus(TextCorpus("tinytext", records, "test"), trained / "data" / "tinytext")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from flows import compliance_cli as cli
-from unlearning import signing
+from unlearning.compliance import signing
 
 REQUEST = """id: REQ-1
 model: people

@@ -13,7 +13,7 @@ from tasks import batches, dvc, ledger, steps
 from tasks.release import project_lock
 from tasks.kinds import tabular
 from tests.flows.test_pipeline import add_and_train, request_file, run_json
-from unlearning.requests import UnlearningRequest
+from unlearning.compliance.requests import UnlearningRequest
 
 
 def test_comply_batches_pending_requests_and_signs_a_certificate_each(workspace, people_csv, capsys):

@@ -22,7 +22,7 @@ from flows.cli import main
 from tasks import dvc, ledger, release, tracking
 from tasks.kinds import tabular
 from tests.flows.test_pipeline import add_and_train, cache_objects, request_file, run_json
-from unlearning import verify
+from unlearning.tabular import verify
 
 REPO = Path(__file__).resolve().parents[2]
 REMOVED = ["P1003", "P1004"]

@@ -61,7 +61,7 @@ def test_bad_image_requests_exit_2_and_change_nothing(digits_ws, capsys, content
 
 
 def test_record_outside_the_training_subset_is_refused(digits_ws, capsys):
-    from unlearning.data.images import load_images
+    from unlearning.images.data import load_images
 
     dataset = load_images(digits_ws / "data" / "digits")
     test_id = dataset.record_ids[int(np.flatnonzero(~dataset.train)[0])]
@@ -87,7 +87,7 @@ def test_forget_class_promotes_verified_alignment(digits_ws, capsys):
     assert all(c["passed"] for c in out["checks"])
 
     # the data lost every training image of class 3 (test images stay), as a new DVC version
-    from unlearning.data.images import load_images
+    from unlearning.images.data import load_images
 
     after = load_images(digits_ws / "data" / "digits")
     assert not (after.train & (after.labels == 3)).any() and (~after.train & (after.labels == 3)).any()
@@ -109,8 +109,8 @@ def test_forget_class_promotes_verified_alignment(digits_ws, capsys):
 
 
 def test_image_train_config_defaults():
-    from unlearning.data.images import build_digits
     from unlearning.images.bundle import default_train_config
+    from unlearning.images.data import build_digits
 
     digits = build_digits()
     assert default_train_config(digits, ImageTrainConfig()) == ("tiny", int(digits.train.sum()))

@@ -131,7 +131,7 @@ def test_second_order_on_uncertified_model_matches_retraining(workspace, people_
 
 def test_failed_verification_promotes_nothing(workspace, people_csv, capsys):
     from flows.forget import forget_flow
-    from unlearning.verify import VerifyConfig
+    from unlearning.tabular.verify import VerifyConfig
 
     add_and_train(people_csv, capsys)
     req = request_file(workspace, id="REQ-F", delete_records=[f"P{1000 + i}" for i in range(0, 200, 2)])
@@ -170,8 +170,8 @@ def residual_on_data(bundle, workspace: Path) -> float:
     """‖∇L(θ; D)‖₂ of a model bundle on the table `data/people` as checked out now, encoded with
     the bundle's feature map (the models here are not certified: no b)."""
     from tasks.data import load_dataset
-    from unlearning.erasure import training_data
-    from unlearning.models import logreg
+    from unlearning.tabular import logreg
+    from unlearning.tabular.erasure import training_data
 
     rows = training_data(load_dataset(workspace, "people"), bundle)
     return float(logreg.gradient(bundle.theta, rows.X, rows.y, logreg.Objective(l2=bundle.l2)).norm())
@@ -208,7 +208,7 @@ def test_auto_falls_back_to_retraining_when_the_update_fails_verification(worksp
     its measured value and threshold."""
     from flows.cli import format_forget
     from flows.forget import forget_flow
-    from unlearning.verify import VerifyConfig
+    from unlearning.tabular.verify import VerifyConfig
 
     add_and_train(people_csv, capsys)
     req = request_file(workspace, id="REQ-A", delete_records=[f"P{1000 + i}" for i in range(0, 300, 2)])

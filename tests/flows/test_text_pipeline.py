@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from prefect.settings import get_current_settings
 
 from flows.cli import main
-from unlearning.data.builtin import build_shakespeare
+from unlearning.builtin import build_shakespeare
 
 
 def injected_values() -> set[str]:

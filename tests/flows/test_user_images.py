@@ -16,11 +16,11 @@ import pytest
 import yaml
 from PIL import Image
 
-import unlearning.data.image_files as image_files
+import unlearning.images.files as image_files
 from flows.cli import main
 from tests.flows.test_cli_bad_input import run_bad
 from tests.image_folders import CLASSES, write_image_folder
-from unlearning.data.images import _in_train, load_images
+from unlearning.images.data import _in_train, load_images
 
 SIZE = 16  # ≤ 16 pixels: the tiny CNN preset by default
 

@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from tests.flat import flat_parameters
-from unlearning import deep_influence as di
 from unlearning import linalg
 from unlearning.errors import UnlearnError
-from unlearning.models import charlm
-from unlearning.models.charlm import CharLSTM, Vocab
+from unlearning.text import deep_influence as di
+from unlearning.text import charlm
+from unlearning.text.charlm import CharLSTM, Vocab
 
 
 SEQ = 8
@@ -311,7 +311,7 @@ def test_iterated_second_order_moves_less_per_step_and_lowers_the_secret(setup):
     one = di.second_order(model, request, train, damping=5.0, cg_iters=30, subsample=10**6, steps=1)
     three = di.second_order(model, request, train, damping=5.0, cg_iters=30, subsample=10**6, steps=3)
     assert three.stats["steps"] == 3 and three.stats["hvps"] > one.stats["hvps"]
-    from unlearning.exposure import log_perplexity
+    from unlearning.text.exposure import log_perplexity
     lp = [log_perplexity(m, vocab, "pin ", "4711") for m in (model, one.model, three.model)]
     assert lp[1] > lp[0] and lp[2] > lp[0]
 
@@ -328,7 +328,7 @@ def test_repair_steps_win_back_retained_loss_without_relearning_the_secret(setup
     with torch.no_grad():
         loss = [float(di.window_loss(m, retained).mean()) for m in (model, plain.model, repaired.model)]
     assert loss[2] < loss[1]  # the repair lowers the loss on the data that stays
-    from unlearning.exposure import log_perplexity
+    from unlearning.text.exposure import log_perplexity
     lp = [log_perplexity(m, vocab, "pin ", "4711") for m in (model, plain.model, repaired.model)]
     assert lp[2] > lp[0] + 1.0  # and the secret stays far less likely than in the original
     assert repaired.stats["repair_steps"] == 30

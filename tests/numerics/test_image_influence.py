@@ -17,8 +17,8 @@ from torch.func import functional_call
 from tests.flat import flat_parameters
 from unlearning import images
 from unlearning.images import ImageData, influence
+from unlearning.images.cnn import CNN
 from unlearning.images.registry import run_image_method
-from unlearning.models.cnn import CNN
 
 L2 = 1e-2  # strong enough for a well-conditioned convex head problem
 

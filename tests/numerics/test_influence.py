@@ -17,13 +17,13 @@ import pytest
 import torch
 
 from tests.synthetic import logistic_data
-from unlearning import erasure, influence
-from unlearning.data.tables import correct_table, table_from_frame
-from unlearning.methods import run_method
-from unlearning.models import logreg
-from unlearning.models.logreg import DTYPE, Objective
-from unlearning.problem import Certification, make_problem
-from unlearning.training import TrainConfig, train_bundle
+from unlearning.tabular import erasure, influence
+from unlearning.tabular import logreg
+from unlearning.tabular.data import correct_table, table_from_frame
+from unlearning.tabular.logreg import DTYPE, Objective
+from unlearning.tabular.methods import run_method
+from unlearning.tabular.problem import Certification, make_problem
+from unlearning.tabular.training import TrainConfig, train_bundle
 
 RETRAIN = {"tol": 1e-12, "max_iter": 2000}
 

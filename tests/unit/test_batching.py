@@ -7,10 +7,18 @@ from datetime import datetime, timezone
 
 import pytest
 
-from unlearning.batching import (UNCHANGED_LABEL, batch_id, conflict, group_requests, merge_requests, narrowed,
-                                 no_change_notes, retry_groups)
+from unlearning.compliance.batching import (
+    UNCHANGED_LABEL,
+    batch_id,
+    conflict,
+    group_requests,
+    merge_requests,
+    narrowed,
+    no_change_notes,
+    retry_groups,
+)
+from unlearning.compliance.requests import UnlearningRequest
 from unlearning.errors import UnlearnError
-from unlearning.requests import UnlearningRequest
 
 
 def req(id_, model="people", **kw):

@@ -1,4 +1,4 @@
-"""unlearning.certified: the (ε, δ) constants, σ/budget/ε round trips, ‖X‖₂ and the bound formula,
+"""unlearning.tabular.certified: the (ε, δ) constants, σ/budget/ε round trips, ‖X‖₂ and the bound formula,
 against values worked out by hand or with numpy."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from unlearning import certified
-from unlearning.models.logreg import DTYPE, Objective
-from unlearning.problem import Certification, make_problem
+from unlearning.tabular import certified
+from unlearning.tabular.logreg import DTYPE, Objective
+from unlearning.tabular.problem import Certification, make_problem
 
 
 @pytest.mark.parametrize(

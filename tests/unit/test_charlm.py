@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unlearning.exposure import FormatSpace, exposure
-from unlearning.models import charlm
-from unlearning.models.charlm import CharLSTM, Vocab
+from unlearning.text import charlm
+from unlearning.text.charlm import CharLSTM, Vocab
+from unlearning.text.exposure import FormatSpace, exposure
 
 
 TEXT = "the cat sat on the mat. the dog sat on the log.\n" * 6

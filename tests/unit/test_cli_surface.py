@@ -19,7 +19,7 @@ from flows.cli import build_parser, main, prefect_ui_command
 from flows.runs import requests_label
 from tasks import version as code
 from unlearning import references
-from unlearning.models import charlm
+from unlearning.text import charlm
 
 REPO = Path(__file__).resolve().parents[2]
 

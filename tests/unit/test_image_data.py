@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from unlearning.data.images import (
+from unlearning.images.data import (
     FASHION_FILES,
     FASHION_PACKAGE_DIR,
     IMAGES_FILE,
@@ -26,8 +26,8 @@ from unlearning.data.images import (
     parse_idx,
     save_images,
 )
-from unlearning.data.tables import save_table, table_from_frame
 from unlearning.errors import UnlearnError
+from unlearning.tabular.data import save_table, table_from_frame
 
 
 def one_line_error(excinfo) -> str:

@@ -1,4 +1,4 @@
-"""Users' image folders and .npz files (unlearning/data/image_files.py): the conversion rule checked
+"""Users' image folders and .npz files (unlearning/images/files.py): the conversion rule checked
 pixel by pixel on images whose answer is known by construction, ids, classes and the split."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from tests.image_folders import CLASSES, write_image_folder
-from unlearning.data.image_files import DEFAULT_SIZE, decode_square, read_image_folder, read_image_npz
-from unlearning.data.images import _in_train
+from unlearning.images.data import _in_train
+from unlearning.images.files import DEFAULT_SIZE, decode_square, read_image_folder, read_image_npz
 
 
 def decoded(tmp_path: Path, image: Image.Image, size: int, fmt: str = "PNG", **save) -> np.ndarray:

@@ -17,9 +17,9 @@ from sklearn.model_selection import train_test_split
 from unlearning import images
 from unlearning.errors import UnlearnError
 from unlearning.images import ImageData
+from unlearning.images import cnn
 from unlearning.images.registry import IMAGE_METHODS, choose_method, get_image_method, run_image_method
 from unlearning.metrics import da_score
-from unlearning.models import cnn
 
 FORGET_CLASS = 3
 

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from unlearning.data.images import build_digits
+from unlearning.compliance.requests import request_from_dict
 from unlearning.errors import UnlearnError
 from unlearning.images.bundle import ImageBundle, class_index, image_request, unlearned_ids
-from unlearning.models.cnn import CNN
-from unlearning.requests import request_from_dict
+from unlearning.images.cnn import CNN
+from unlearning.images.data import build_digits
 
 
 def test_forget_class_is_text_and_leaves_other_hashes_unchanged():

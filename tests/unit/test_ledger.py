@@ -10,9 +10,9 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from unlearning import ledger as lg
+from unlearning.compliance import ledger as lg
+from unlearning.compliance.requests import UnlearningRequest
 from unlearning.errors import UnlearnError
-from unlearning.requests import UnlearningRequest
 
 SALT = b"s" * 32
 SIGNING_KEY = b"k" * 40

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from tasks.scan import scan_corpus
-from unlearning import lm
-from unlearning.data.builtin import build_shakespeare
-from unlearning.data.text import redact
-from unlearning.models.charlm import PRESETS
+from unlearning.builtin import build_shakespeare
+from unlearning.text import lm
+from unlearning.text.charlm import PRESETS
+from unlearning.text.data import redact
 
 
 @pytest.fixture(scope="module")

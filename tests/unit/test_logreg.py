@@ -1,4 +1,4 @@
-"""unlearning.models.logreg against torch.autograd on a loss written out independently here.
+"""unlearning.tabular.logreg against torch.autograd on a loss written out independently here.
 
 The reference objective is the textbook one, Σ_i [log Σ_a exp(z_ia) − z_i,y_i] + (Λ/2)‖θ‖² + bᵀθ
 (softplus(z) − y·z for a binary model), differentiated by autograd once (gradient), twice
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from tests.synthetic import logistic_data
-from unlearning.models import logreg
-from unlearning.models.logreg import DTYPE, Objective
+from unlearning.tabular import logreg
+from unlearning.tabular.logreg import DTYPE, Objective
 
 
 def make_data(n: int, d: int, K: int, seed: int):

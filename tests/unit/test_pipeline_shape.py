@@ -99,9 +99,9 @@ def test_importing_a_step_module_calls_nothing(relative):
 
 
 def small_datasets():
-    from unlearning.data.images import ImageDataset
-    from unlearning.data.tables import table_from_frame
-    from unlearning.data.text import TextCorpus
+    from unlearning.images.data import ImageDataset
+    from unlearning.tabular.data import table_from_frame
+    from unlearning.text.data import TextCorpus
 
     frame = pd.DataFrame({"id": [f"r{i}" for i in range(8)], "x": np.arange(8.0), "y": ["a", "b"] * 4})
     table = table_from_frame("people", frame, "y", id_column="id")

@@ -1,10 +1,10 @@
-"""The supersede/purge rule (unlearning.purge): which versions, which dates, what is due."""
+"""The supersede/purge rule (unlearning.compliance.purge): which versions, which dates, what is due."""
 
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from unlearning import purge as rule
+from unlearning.compliance import purge as rule
 from unlearning.errors import UnlearnError
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)

@@ -59,5 +59,5 @@ print(json.dumps({{"modules": names,
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
-    assert "unlearning.methods" in report["modules"]  # the walk really reached the submodules
+    assert "unlearning.tabular.methods" in report["modules"]  # the walk really reached the submodules
     assert report["loaded"] == []

@@ -11,15 +11,16 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from unlearning import deep_influence, images, references
+from unlearning import images, references
 from unlearning.errors import UnlearnError
 from unlearning.images import ImageData
+from unlearning.images import cnn
 from unlearning.images.registry import run_image_method
-from unlearning.methods import run_method
-from unlearning.models import cnn
-from unlearning.models.charlm import CharLSTM, Vocab, train_lm, windows as char_windows
-from unlearning.models.logreg import DTYPE, Objective
-from unlearning.problem import Certification, make_problem
+from unlearning.tabular.logreg import DTYPE, Objective
+from unlearning.tabular.methods import run_method
+from unlearning.tabular.problem import Certification, make_problem
+from unlearning.text import deep_influence
+from unlearning.text.charlm import CharLSTM, Vocab, train_lm, windows as char_windows
 
 
 def _table_problem(noise: bool = False, seed: int = 0):

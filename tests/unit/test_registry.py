@@ -96,7 +96,7 @@ def test_language_model_configs_default_to_the_tuned_defaults(name):
     documented in deep_influence (bench/text_probe.py), option for option."""
     import inspect
 
-    from unlearning import deep_influence
+    from unlearning.text import deep_influence
 
     config = registry.get("text", name).config
     signature = inspect.signature(getattr(deep_influence, name))

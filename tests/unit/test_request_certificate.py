@@ -7,9 +7,14 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from types import SimpleNamespace
 
-from unlearning import ledger as lg
-from unlearning.certificate import FORMAT, no_change_certificate, request_certificate, unchanged_entries
-from unlearning.requests import UnlearningRequest
+from unlearning.compliance import ledger as lg
+from unlearning.compliance.certificate import (
+    FORMAT,
+    no_change_certificate,
+    request_certificate,
+    unchanged_entries,
+)
+from unlearning.compliance.requests import UnlearningRequest
 
 RECEIVED = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
 COMPLETED = datetime(2026, 3, 2, 17, 45, 30, 123456, tzinfo=timezone.utc)

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from unlearning.data.tables import correct_table, table_from_frame
+from unlearning.compliance.requests import UnlearningRequest, load_request, validate_request
 from unlearning.errors import UnlearnError
-from unlearning.requests import UnlearningRequest, load_request, validate_request
+from unlearning.tabular.data import correct_table, table_from_frame
 
 METHODS = ["first_order", "second_order", "retrain"]
 
@@ -245,7 +245,7 @@ def test_a_request_may_not_remove_a_whole_class(table):
 
 
 def test_redact_spec_parses_and_is_refused_for_tables():
-    from unlearning.requests import request_from_dict
+    from unlearning.compliance.requests import request_from_dict
 
     req = request_from_dict({"id": "T1", "model": "m", "redact": {"findings": "all", "policy": "token"}})
     assert req.kinds() == ["redact"]

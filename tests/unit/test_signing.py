@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from unlearning import signing
-from unlearning.certificate import certificate
+from unlearning.compliance import signing
+from unlearning.compliance.certificate import certificate
+from unlearning.compliance.ledger import request_fingerprint
+from unlearning.compliance.requests import UnlearningRequest
 from unlearning.errors import UnlearnError
-from unlearning.ledger import request_fingerprint
-from unlearning.methods import Result
-from unlearning.requests import UnlearningRequest
+from unlearning.tabular.methods import Result
 
 KEY = b"k" * 40
 # A 1×1 PNG, built by hand: signature, IHDR, IDAT, IEND.

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from unlearning.data.tables import (
+from unlearning.tabular.data import (
     RECORDS_FILE,
     SCHEMA_FILE,
     correct_table,

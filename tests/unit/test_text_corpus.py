@@ -14,7 +14,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from unlearning.data.text import (
+from unlearning.text.data import (
     INJECTED_FILE,
     RECORDS_FILE,
     SCHEMA_FILE,

@@ -1,4 +1,4 @@
-"""Users' own text files → records (unlearning.data.text_files): the paragraph rule, ids by position,
+"""Users' own text files → records (unlearning.text.files): the paragraph rule, ids by position,
 which inputs are text and which tables, and the trainability minimum."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import json
 import pandas as pd
 import pytest
 
-from unlearning.data.text import MIN_SPLIT_CHARS, TextCorpus, check_trainable_corpus
-from unlearning.data.text_files import is_text_input, normalised, paragraph_records, read_text_corpus
 from unlearning.errors import UnlearnError
-from unlearning.models.charlm import PRESETS
+from unlearning.text.charlm import PRESETS
+from unlearning.text.data import MIN_SPLIT_CHARS, TextCorpus, check_trainable_corpus
+from unlearning.text.files import is_text_input, normalised, paragraph_records, read_text_corpus
 
 LINES = [f"Line {i}: the tide turned at {i % 12} o'clock and the boats came home." for i in range(200)]
 

@@ -1,6 +1,6 @@
 """The one-line description of failed verification checks (console, --json, ledger reason)."""
 
-from unlearning.verify import VerifyConfig, checks, describe_failures
+from unlearning.tabular.verify import VerifyConfig, checks, describe_failures
 
 
 def test_failed_checks_are_described_with_value_and_threshold():

@@ -43,10 +43,10 @@ from unlearning.images.common import (
     ImageMethodConfig, ImageResult, batches, d_prime_pool, distillation_kl, forget_pool, steps_for,
     student_of, teacher_of,
 )
+from unlearning.images import cnn
+from unlearning.images.cnn import CNN, features_of
 from unlearning.images.request import ImageData, ImageRequest
 from unlearning.metrics import dimensional_alignment, retain_basis
-from unlearning.models import cnn
-from unlearning.models.cnn import CNN, features_of
 
 
 class AlignmentConfig(ImageMethodConfig):

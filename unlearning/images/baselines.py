@@ -28,9 +28,9 @@ from unlearning.images.common import (
     ImageMethodConfig, ImageResult, Pool, SGDConfig, batches, d_prime_pool, distillation_kl, forget_pool,
     sgd, steps_for, student_of, teacher_of,
 )
+from unlearning.images import cnn
+from unlearning.images.cnn import CNN
 from unlearning.images.request import ImageData, ImageRequest
-from unlearning.models import cnn
-from unlearning.models.cnn import CNN
 
 
 # --- retrain: the gold standard -----------------------------------------------------------------

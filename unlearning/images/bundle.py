@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from unlearning.data.images import ImageDataset
 from unlearning.errors import UnlearnError
-from unlearning.linalg import single_threaded
+from unlearning.images import cnn
+from unlearning.images.data import ImageDataset
 from unlearning.images.request import ImageData, ImageRequest, delete_records, fix_labels, forget_class
-from unlearning.models import cnn
+from unlearning.linalg import single_threaded
 
 META_FILE = "image_model.json"
 WEIGHTS_FILE = "cnn.pt"
@@ -146,7 +146,7 @@ def class_index(dataset: ImageDataset, value: str, field: str) -> int:
 
 
 def image_request(req, dataset: ImageDataset, bundle: ImageBundle) -> tuple[ImageRequest, list[str], dict[str, str]]:
-    """Validate a pipeline request (unlearning.requests.UnlearningRequest) against an image
+    """Validate a pipeline request (unlearning.compliance.requests.UnlearningRequest) against an image
     dataset and the model trained on it. Returns the ImageRequest (positions in the model's
     training set), the record ids to delete from the data, and the label fixes (id → class name).
 

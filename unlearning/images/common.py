@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
+from unlearning.images.cnn import CNN
 from unlearning.images.request import ImageData, ImageRequest
-from unlearning.models.cnn import CNN
 
 
 class ImageMethodConfig(BaseModel):

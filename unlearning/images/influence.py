@@ -36,10 +36,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from unlearning.linalg import conjugate_gradient
+from unlearning.images.cnn import CNN
 from unlearning.images.common import ImageMethodConfig, ImageResult
 from unlearning.images.request import ImageData, ImageRequest
-from unlearning.models.cnn import CNN
+from unlearning.linalg import conjugate_gradient
 
 Subset = Literal["head", "last"]
 

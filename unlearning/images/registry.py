@@ -22,10 +22,10 @@ from unlearning import registry
 import unlearning.images.alignment as alignment
 import unlearning.images.baselines as baselines
 import unlearning.images.influence as influence
+from unlearning.images.cnn import CNN
 from unlearning.images.common import ImageMethodConfig, ImageResult
 from unlearning.images.request import ImageData, ImageRequest
 from unlearning.linalg import single_threaded
-from unlearning.models.cnn import CNN
 from unlearning.registry import Method as ImageMethod  # noqa: F401  (the name callers know)
 
 KIND = "images"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from unlearning.errors import UnlearnError
-from unlearning.models.cnn import TrainSchedule
+from unlearning.images.cnn import TrainSchedule
 
 IMAGE_KINDS = ("delete_records", "forget_class", "fix_labels")
 

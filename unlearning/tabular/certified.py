@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from unlearning.models import logreg
+from unlearning.tabular import logreg
 
 if TYPE_CHECKING:  # annotations only: problem.py imports this module for the budget formula
-    from unlearning.problem import Problem
+    from unlearning.tabular.problem import Problem
 
 GAMMA_LOGISTIC = 0.25  # Lipschitz constant of the logistic loss's second derivative
 

@@ -15,11 +15,12 @@ from typing import Callable, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from unlearning import certified, influence, registry
+from unlearning import registry
 from unlearning.errors import UnlearnError
 from unlearning.linalg import single_threaded
-from unlearning.models import logreg
-from unlearning.problem import Problem, make_problem
+from unlearning.tabular import certified, influence
+from unlearning.tabular import logreg
+from unlearning.tabular.problem import Problem, make_problem
 from unlearning.registry import GUARANTEES, Method  # noqa: F401  (re-exported: the table API)
 
 KIND = "tabular"

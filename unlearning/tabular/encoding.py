@@ -32,8 +32,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from unlearning.data.tables import MISSING_CATEGORY, Table
 from unlearning.errors import UnlearnError
+from unlearning.tabular.data import MISSING_CATEGORY, Table
 
 BIAS_COLUMN = "(bias)"
 CLIP = 3.0  # numeric values beyond ±3 std are clipped (heavy tails would set `scale` otherwise)

@@ -12,8 +12,8 @@ from functools import cached_property
 
 import torch
 
-from unlearning.certified import residual_budget
-from unlearning.models.logreg import DTYPE, Objective
+from unlearning.tabular.certified import residual_budget
+from unlearning.tabular.logreg import DTYPE, Objective
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ import torch
 
 from unlearning.errors import UnlearnError
 from unlearning.linalg import conjugate_gradient
-from unlearning.models.charlm import CharLSTM, Vocab, train_lm, window_loss, window_starts
+from unlearning.text.charlm import CharLSTM, Vocab, train_lm, window_loss, window_starts
 
 Params = str | Sequence[str]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from unlearning.models import logreg
+from unlearning.tabular import logreg
 
 
 class VerifyConfig(BaseModel):

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from unlearning.data.tables import Table
-from unlearning.models import logreg
-from unlearning.models.bundle import ModelBundle
-from unlearning.problem import Certification, Problem, make_problem
+from unlearning.tabular import logreg
+from unlearning.tabular.bundle import ModelBundle
+from unlearning.tabular.data import Table
+from unlearning.tabular.problem import Certification, Problem, make_problem
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from unlearning import certified
-from unlearning.data.encoding import Encoder
-from unlearning.data.tables import Table, check_trainable
-from unlearning.erasure import training_data
-from unlearning.models import logreg
-from unlearning.models.bundle import ModelBundle
-from unlearning.problem import Certification
+from unlearning.tabular import certified
+from unlearning.tabular import logreg
+from unlearning.tabular.bundle import ModelBundle
+from unlearning.tabular.data import Table, check_trainable
+from unlearning.tabular.encoding import Encoder
+from unlearning.tabular.erasure import training_data
+from unlearning.tabular.problem import Certification
 
 
 class TrainConfig(BaseModel):

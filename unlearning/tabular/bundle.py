@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from unlearning.data.encoding import Encoder
-from unlearning.models import logreg
-from unlearning.problem import Certification
+from unlearning.tabular import logreg
+from unlearning.tabular.encoding import Encoder
+from unlearning.tabular.problem import Certification
 
 BUNDLE_FILE = "bundle.json"
 THETA_FILE = "theta.npy"

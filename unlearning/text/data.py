@@ -12,7 +12,7 @@ text, each paste a line of its own inside a training record ("Maud Oakes: my car
 secret ids, never the values; once the records are redacted (`redact`) and the old data version
 purged, no copy of a secret remains anywhere.
 
-Users' own text files become a TextCorpus in `unlearning.data.text_files` (records = paragraphs
+Users' own text files become a TextCorpus in `unlearning.text.files` (records = paragraphs
 or rows, ids by position or an id column); the split, training text, redaction and storage below
 apply to them as to the built-in.
 
@@ -45,8 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
-from unlearning.storage import check_name, staging_dir, swap_in
 from unlearning.errors import UnlearnError
+from unlearning.storage import check_name, staging_dir, swap_in
 
 RECORDS_FILE = "records.jsonl"
 SCHEMA_FILE = "schema.json"
@@ -132,7 +132,7 @@ def _in_train(record_id: str) -> bool:
     return int.from_bytes(digest[:8], "big") < int(TRAIN_SHARE * 2**64)
 
 
-# One training window of the largest model preset (unlearning.models.charlm.PRESETS["small"]:
+# One training window of the largest model preset (unlearning.text.charlm.PRESETS["small"]:
 # seq_len 100, a window is seq_len + 1 characters); a test keeps the two in step.
 MIN_SPLIT_CHARS = 101
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import torch
 
 from unlearning.linalg import conjugate_gradient
-from unlearning.models import logreg
-from unlearning.models.logreg import DTYPE
-from unlearning.problem import Problem
+from unlearning.tabular import logreg
+from unlearning.tabular.logreg import DTYPE
+from unlearning.tabular.problem import Problem
 
 
 def influence_gradient(p: Problem, theta: torch.Tensor | None = None) -> torch.Tensor:

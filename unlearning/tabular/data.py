@@ -453,7 +453,7 @@ def correct_table(
 ) -> Table:
     """D' = (D \\ Z) ∪ Z̃ (science.md §1): delete rows, blank revoked columns, replace labels.
 
-    Requests are validated beforehand (`unlearning.requests.validate_request`).
+    Requests are validated beforehand (`unlearning.compliance.requests.validate_request`).
     """
     delete_records = [str(r) for r in delete_records]
     revoke_features = [str(f) for f in revoke_features]

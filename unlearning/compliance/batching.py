@@ -18,8 +18,8 @@ import json
 from datetime import datetime
 from typing import Iterable, Mapping
 
+from unlearning.compliance.requests import AUTO_METHOD, UnlearningRequest
 from unlearning.errors import UnlearnError
-from unlearning.requests import AUTO_METHOD, UnlearningRequest
 
 
 def conflict(a: UnlearningRequest, b: UnlearningRequest) -> str | None:

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 from unlearning.errors import UnlearnError
 
 if TYPE_CHECKING:  # only the request's public methods are used: no import cost at run time
-    from unlearning.requests import UnlearningRequest
+    from unlearning.compliance.requests import UnlearningRequest
 
 FORMAT = "unlearnflow.ledger/2"
 FORMAT_1 = "unlearnflow.ledger/1"

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from unlearning.methods import Result
-from unlearning.requests import UnlearningRequest
+from unlearning.compliance.requests import UnlearningRequest
+from unlearning.tabular.methods import Result
 
 FORMAT = "unlearnflow.certificate/1"
 
@@ -70,7 +70,7 @@ def summary_block(result: Result) -> dict:
 def request_certificate(batch_cert: dict, request: UnlearningRequest, record, batch_id: str, members: list[str],
                         completed: datetime | None = None) -> dict:
     """The batch's certificate narrowed to one request: its own ids, its ledger timestamps
-    (`record`: its `unlearning.ledger.RequestRecord`), the batch it was processed in."""
+    (`record`: its `unlearning.compliance.ledger.RequestRecord`), the batch it was processed in."""
     completed = completed or datetime.now(timezone.utc)
     own = {"id": request.id, "request_hash": record.request_hash, "kinds": request.kinds(),
            "delete_records": sorted(request.delete_records), "revoke_features": sorted(request.revoke_features),

@@ -20,11 +20,12 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from typing import Literal, NamedTuple
 
-from unlearning import deep_influence, exposure, registry
-from unlearning.data.text import REDACTION_PAD, REDACTION_TOKEN, Occurrence, TextCorpus, concatenated
+from unlearning import registry
 from unlearning.detect import scan_text
-from unlearning.models import charlm
-from unlearning.models.charlm import CharLSTM, Vocab
+from unlearning.text import deep_influence, exposure
+from unlearning.text import charlm
+from unlearning.text.charlm import CharLSTM, Vocab
+from unlearning.text.data import REDACTION_PAD, REDACTION_TOKEN, Occurrence, TextCorpus, concatenated
 
 MODEL_FILE = "charlm.pt"
 META_FILE = "lm.json"

@@ -5,7 +5,7 @@ Format. The signature sits inside the certificate, so one file travels to an aud
     "signature": {"algorithm": "HMAC-SHA256", "key_id": "<16 hex>", "value": "<64 hex>"}
 
 `value` = HMAC-SHA256(key, canonical_json(certificate with "signature" minus "value")), where
-canonical_json sorts keys, drops whitespace and escapes non-ASCII (`unlearning.ledger`; NaN and
+canonical_json sorts keys, drops whitespace and escapes non-ASCII (`unlearning.compliance.ledger`; NaN and
 Infinity are kept as Python writes them). The MAC covers every field, the algorithm and key id
 included; `key_id` = sha256("unlearnflow.signing.key-id\\0" + key)[:16] names the key without revealing it.
 A signed certificate is written as `dumps_signed` (sorted keys, indent 2, ASCII, final newline);
@@ -14,7 +14,7 @@ change fails verification, formatting included.
 Binding: the MAC covers `request.id`, and `verify(path)` requires the file to be named after
 that request (`<id>.json`, as `comply` files it), so a genuine certificate saved under another
 request's name does not verify; the CLI also checks it against the ledger's `completed` entry.
-The ledger's own MACs use a key derived from this one (`unlearning.ledger.ledger_key`).
+The ledger's own MACs use a key derived from this one (`unlearning.compliance.ledger.ledger_key`).
 
 Key: `UNLEARN_SIGNING_KEY` (at least 32 characters), else the key file `.unlearn/signing.key`
 (64 hex characters), created on first use with mode 0600 from the first byte and refused when
@@ -36,8 +36,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from unlearning.compliance.ledger import canonical_json
 from unlearning.errors import UnlearnError
-from unlearning.ledger import canonical_json
 
 ALGORITHM = "HMAC-SHA256"
 KEY_ENV = "UNLEARN_SIGNING_KEY"

@@ -19,7 +19,7 @@ square, `size` × `size`, default 28 as Fashion-MNIST and the `small` preset):
    large photos cheap to read).
 
 The train/test split is the one of every dataset without an official split: about 80 % train by a
-salted sha256 of the record id (`unlearning.data.images`), so it is reproducible, independent of
+salted sha256 of the record id (`unlearning.images.data`), so it is reproducible, independent of
 the order files are listed in, and deleting an image never moves another one between the two.
 
 Refused, naming the file: a file that is not .png/.jpg/.jpeg (hidden files, names starting with
@@ -48,8 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
-from unlearning.data.images import ImageDataset, image_dataset
 from unlearning.errors import UnlearnError
+from unlearning.images.data import ImageDataset, image_dataset
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 FORMATS = ("JPEG", "PNG")  # a camera's MPO (multi-picture JPEG) opens as JPEG

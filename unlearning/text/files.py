@@ -1,7 +1,7 @@
 """Users' own text files as a `TextCorpus` (`unlearn data add NAME --file PATH`).
 
 Which files are text: a `.txt` or `.jsonl` file, or any supported file given with a text column
-(`--text-column`); a `.csv`/`.parquet` file with `--target` is a table (`unlearning.data.tables`).
+(`--text-column`); a `.csv`/`.parquet` file with `--target` is a table (`unlearning.tabular.data`).
 
 Records:
 - `.txt`: one record per paragraph. Paragraphs are separated by one or more blank lines (lines of
@@ -34,8 +34,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from unlearning.data.text import TextCorpus, check_trainable_corpus
 from unlearning.errors import UnlearnError
+from unlearning.text.data import TextCorpus, check_trainable_corpus
 
 TEXT_SUFFIXES = (".txt", ".jsonl")  # always text
 COLUMN_SUFFIXES = (".jsonl", ".csv", ".parquet")  # records in rows: a text column, optional ids

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unlearning.models.charlm import CharLSTM, Vocab
+from unlearning.text.charlm import CharLSTM, Vocab
 
 LN2 = math.log(2.0)
 
