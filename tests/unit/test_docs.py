@@ -20,16 +20,16 @@ HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 FENCE = re.compile(r"^\s*(```|~~~)")
 
 
-def prose_lines(path: Path) -> list[tuple[int, str]]:
-    """(line number, line) outside fenced code blocks, inline code spans blanked: a link or a `#`
-    inside code is an example, not part of the page's structure."""
+def prose_lines(path: Path, keep_code_spans: bool = False) -> list[tuple[int, str]]:
+    """(line number, line) outside fenced code blocks, inline code spans blanked unless asked: a
+    link or a `#` inside code is an example, not part of the page's structure."""
     out, fenced = [], False
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if FENCE.match(line):
             fenced = not fenced
             continue
         if not fenced:
-            out.append((number, re.sub(r"`[^`]*`", lambda m: " " * len(m.group()), line)))
+            out.append((number, line if keep_code_spans else re.sub(r"`[^`]*`", lambda m: " " * len(m.group()), line)))
     return out
 
 
@@ -93,6 +93,16 @@ def broken_link(page: Path, target: str) -> str | None:
 def test_every_link_resolves_inside_the_repository(page):
     broken = [f"{page.name}:{n}: {t} — {why}" for n, t in links(page) if (why := broken_link(page, t))]
     assert not broken, "\n".join(broken)
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_path_in_the_text_climbs_out_of_the_repository(page):
+    """A path written as text (`../shared/docs/x.md`, not a link) is as dead for a reader of a
+    clone as a broken link."""
+    text = "\n".join(line for _, line in prose_lines(page, keep_code_spans=True))
+    outside = [m for m in re.findall(r"(?<![\w.])\.\./[\w./-]+", text)
+               if not (page.parent / m).resolve().is_relative_to(ROOT)]
+    assert not outside, f"{page.name}: paths outside the repository: {outside}"
 
 
 @pytest.mark.parametrize("page", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
