@@ -6,7 +6,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export DVC_NO_ANALYTICS ?= 1
 
-.PHONY: install demo test test-slow test-scale postgres bench ui clean-store
+.PHONY: install demo test test-scale postgres bench ui clean-store
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,9 +31,6 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
-
-test-slow: install
-	$(PY) -m pytest -q -m slow
 
 # The deployment and scale-out tests: real Prefect/MLflow servers, PostgreSQL, a process worker.
 test-scale: install postgres

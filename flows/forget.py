@@ -51,7 +51,7 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
                 compare: dict[str, dict] | None = None,
                 image_verify: ImageVerifyConfig = ImageVerifyConfig(),
                 keep_superseded_days: int | None = None, members: list[str] | None = None) -> dict:
-    """Process one erasure request end to end; returns the result summary (see README). A failed
+    """Process one erasure request end to end; returns the result summary (see docs/forget.md). A failed
     verification ends the flow run Failed (its MLflow run too, tagged `verified=false`); called
     from Python it still returns the summary (flows.runs).
 

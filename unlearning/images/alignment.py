@@ -77,7 +77,7 @@ class AlignmentConfig(ImageMethodConfig):
     failed verification; on digits (classes 3/8/0) it forgot fully but lost 2.6/9.2/4.2 points of
     retain accuracy (one epoch: ≤ 0.1). So it is
     not the default: the default stays one epoch of the previous settings until a robust budget
-    setting is found (see README, Fashion-MNIST benchmark).
+    setting is found (see docs/benchmarks.md, Fashion-MNIST).
 
     Earlier (digits, tiny preset, one epoch): λ_DA 2/5/10 forgot 36/93/99 % of class 3; the clip
     guards against the 1/‖F‖ growth of the DA gradient when features shrink (a BatchNorm version
