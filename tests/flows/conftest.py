@@ -4,6 +4,7 @@ real DVC, in a temporary workspace with a small synthetic table."""
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,23 @@ def prefect_harness(tmp_path_factory):
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@contextmanager
+def project_root(root: Path, chdir: bool = False):
+    """UNLEARN_ROOT (and with `chdir` the working folder) set to `root` for a module-scoped
+    workspace, where monkeypatch (function scope) cannot be used; the variable is put back after."""
+    old = os.environ.get("UNLEARN_ROOT")
+    os.environ["UNLEARN_ROOT"] = str(root)
+    if chdir:
+        os.chdir(root)
+    try:
+        yield root
+    finally:
+        if old is None:
+            os.environ.pop("UNLEARN_ROOT", None)
+        else:
+            os.environ["UNLEARN_ROOT"] = old
 
 
 @pytest.fixture

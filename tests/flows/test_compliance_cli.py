@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from flows import compliance_cli as cli
+from tests.flows.conftest import project_root
 from unlearning.compliance import signing
 
 REQUEST = """id: REQ-1
@@ -28,18 +29,14 @@ def project(tmp_path_factory, prefect_harness) -> Path:
     """A project with the `people` table and its production model: `requests submit` checks a
     request against them before the ledger records it."""
     from flows.cli import main
-    from tests.flows.conftest import synthetic_people
+    from tests.flows.conftest import project_root, synthetic_people
 
     project = tmp_path_factory.mktemp("project")
     synthetic_people().to_csv(project / "people.csv", index=False)
-    old = os.environ.get("UNLEARN_ROOT")
-    os.environ["UNLEARN_ROOT"] = str(project)
-    try:
+    with project_root(project):
         assert main(["data", "add", "people", "--file", str(project / "people.csv"), "--target", "label",
                      "--id", "person"]) == 0
         assert main(["train", "people"]) == 0
-    finally:
-        os.environ.pop("UNLEARN_ROOT") if old is None else os.environ.update(UNLEARN_ROOT=old)
     return project
 
 

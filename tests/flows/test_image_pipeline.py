@@ -5,7 +5,6 @@ requests → exit 2, one line, nothing written."""
 from __future__ import annotations
 
 import json
-import os
 
 import mlflow
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 import yaml
 
 from flows.cli import main
+from tests.flows.conftest import project_root
 from tests.flows.test_cli_bad_input import snapshot
 from unlearning.images.bundle import ImageTrainConfig
 
@@ -21,16 +21,10 @@ from unlearning.images.bundle import ImageTrainConfig
 def digits_ws(tmp_path_factory, prefect_harness):
     """A workspace with data/digits and a tiny CNN `digits` (v1, production), 6 epochs."""
     root = tmp_path_factory.mktemp("images")
-    old = os.environ.get("UNLEARN_ROOT")
-    os.environ["UNLEARN_ROOT"] = str(root)
-    os.chdir(root)
-    assert main(["data", "add", "digits"]) == 0
-    assert main(["train", "digits", "--epochs", "6"]) == 0
-    yield root
-    if old is None:
-        os.environ.pop("UNLEARN_ROOT", None)
-    else:
-        os.environ["UNLEARN_ROOT"] = old
+    with project_root(root, chdir=True):
+        assert main(["data", "add", "digits"]) == 0
+        assert main(["train", "digits", "--epochs", "6"]) == 0
+        yield root
 
 
 def request_file(root, name: str, content: dict):

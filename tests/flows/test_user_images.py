@@ -6,7 +6,6 @@ through the ledger and `comply`; an .npz of arrays; bad folders and arrays → e
 from __future__ import annotations
 
 import json
-import os
 import struct
 import zlib
 from pathlib import Path
@@ -18,6 +17,7 @@ from PIL import Image
 
 import unlearning.images.files as image_files
 from flows.cli import main
+from tests.flows.conftest import project_root
 from tests.flows.test_cli_bad_input import run_bad
 from tests.image_folders import CLASSES, write_image_folder
 from unlearning.images.data import _in_train, load_images
@@ -29,17 +29,11 @@ SIZE = 16  # ≤ 16 pixels: the tiny CNN preset by default
 def shapes_ws(tmp_path_factory, prefect_harness):
     """A workspace with data/shapes (3 classes × 60 images) and a tiny CNN `shapes` in production."""
     root = tmp_path_factory.mktemp("user-images")
-    old = os.environ.get("UNLEARN_ROOT")
-    os.environ["UNLEARN_ROOT"] = str(root)
-    os.chdir(root)
-    write_image_folder(root / "incoming" / "shapes")
-    assert main(["data", "add", "shapes", "--images", "incoming/shapes", "--size", str(SIZE)]) == 0
-    assert main(["train", "shapes", "--epochs", "15"]) == 0
-    yield root
-    if old is None:
-        os.environ.pop("UNLEARN_ROOT", None)
-    else:
-        os.environ["UNLEARN_ROOT"] = old
+    with project_root(root, chdir=True):
+        write_image_folder(root / "incoming" / "shapes")
+        assert main(["data", "add", "shapes", "--images", "incoming/shapes", "--size", str(SIZE)]) == 0
+        assert main(["train", "shapes", "--epochs", "15"]) == 0
+        yield root
 
 
 def run_json(capsys, argv: list[str]) -> tuple[int, dict]:
