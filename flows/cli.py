@@ -239,33 +239,13 @@ def emit(args, payload: dict, human: str) -> None:
 
 def cmd_data(args, root: Path) -> int:
     from tasks.data import add_dataset
-    from unlearning.images.data import ImageDataset
-    from unlearning.text.data import TextCorpus
-
+    from tasks.formats import format_of
     from tasks.release import project_lock_once_started
 
     with project_lock_once_started(root, "data add"):
         dataset, version = add_dataset(root, args.name, args.file, args.target, args.id_column, args.replace,
                                        text_column=args.text_column, images=args.images, size=args.size)
-    if isinstance(dataset, ImageDataset):
-        n_train = int(dataset.train.sum())
-        payload = {"name": dataset.name, "kind": "images", "images": len(dataset), "train": n_train,
-                   "test": len(dataset) - n_train, "shape": list(dataset.images.shape[1:]),
-                   "classes": list(dataset.classes), "source": dataset.source, "data_version": version}
-        human = (f"data/{dataset.name}: {len(dataset)} images {'x'.join(map(str, dataset.images.shape[2:]))} "
-                 f"({n_train} train, {len(dataset) - n_train} test), {len(dataset.classes)} classes "
-                 f"— data version {version} (data.dvc)")
-    elif isinstance(dataset, TextCorpus):
-        payload = {"name": dataset.name, "kind": "text", "records": len(dataset.records),
-                   "characters": dataset.n_chars, "data_version": version}
-        human = (f"data/{dataset.name}: {len(dataset.records)} text records, {dataset.n_chars} characters "
-                 f"— data version {version} (data.dvc)")
-    else:
-        payload = {"name": dataset.name, "kind": "table", "rows": len(dataset.frame),
-                   "features": list(dataset.features), "target": dataset.target,
-                   "labels": list(dataset.labels), "data_version": version}
-        human = (f"data/{dataset.name}: {len(dataset.frame)} rows, {len(dataset.features)} features, "
-                 f"target {dataset.target!r} — data version {version} (data.dvc)")
+    payload, human = format_of(dataset).dataset_summary(dataset, version)
     emit(args, payload, human)
     return EXIT_OK
 
@@ -369,11 +349,11 @@ def with_exposure(root: Path, dataset: str, model: str, findings: list[dict]) ->
     """Findings with their exposure in the model's production version, via the detect tasks."""
     from tasks import data as data_store
     from tasks import tracking
+    from tasks.formats import TEXT, format_of
     from tasks.kinds.text import measure_exposure
-    from unlearning.text.data import TextCorpus
 
     corpus = data_store.load_dataset(root, dataset)
-    if not isinstance(corpus, TextCorpus):
+    if format_of(corpus) is not TEXT:
         raise UnlearnError(f"--model measures exposure in a language model: '{dataset}' is not a text dataset")
     tracking.connect(root)
     tracking.require_production(model, root)

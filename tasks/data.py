@@ -4,23 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from tasks.dvc import DATA_DIR, add_data, ensure_repo
+from tasks.formats import format_of, format_of_dataset_folder
 from unlearning.builtin import BUILTIN
-from unlearning.images.data import ImageDataset, is_image_dataset, load_images, save_images
+from unlearning.images.data import ImageDataset
 from unlearning.images.files import read_image_folder, read_image_npz
-from unlearning.tabular.data import (
-    Table,
-    check_trainable,
-    load_table,
-    read_table_file,
-    save_table,
-    table_from_frame,
-)
+from unlearning.tabular.data import Table, read_table_file, table_from_frame
 from unlearning.errors import UnlearnError
 from unlearning.storage import check_name, remove_stale_staging
-from unlearning.text.data import TextCorpus, is_text_dataset, load_corpus, save_corpus
+from unlearning.text.data import TextCorpus
 from unlearning.text.files import is_text_input, read_text_corpus
 
 Dataset = Table | TextCorpus | ImageDataset
@@ -50,8 +42,7 @@ def add_dataset(
     root = Path(root)
     remove_stale_staging(root / DATA_DIR)
     table = _build_table(name, file, target, id_column, text_column, images, size)
-    if isinstance(table, Table):
-        check_trainable(table)
+    format_of(table).check_dataset(table)
     if not replace:
         _refuse_overwrite(root, table)
     ensure_repo(root)
@@ -60,10 +51,7 @@ def add_dataset(
 
 
 def save_dataset(dataset: Dataset, directory: Path) -> None:
-    if isinstance(dataset, ImageDataset):
-        save_images(dataset, directory)
-    else:
-        (save_corpus if isinstance(dataset, TextCorpus) else save_table)(dataset, directory)
+    format_of(dataset).save_dataset(dataset, directory)
 
 
 def _build_table(
@@ -123,20 +111,7 @@ def _refuse_overwrite(root: Path, table: Dataset) -> None:
     if not directory.exists():
         return
     stored = load_dataset(root, table.name)
-    if type(stored) is not type(table):
-        same = False
-    elif isinstance(table, TextCorpus):
-        same = stored.records == table.records and stored.redacted == table.redacted
-    elif isinstance(table, ImageDataset):
-        same = (
-            stored.record_ids == table.record_ids
-            and stored.classes == table.classes
-            and np.array_equal(stored.labels, table.labels)
-            and np.array_equal(stored.train, table.train)
-            and np.array_equal(stored.images, table.images)
-        )
-    else:
-        same = stored.revoked == table.revoked and stored.frame.astype(str).equals(table.frame.astype(str))
+    same = type(stored) is type(table) and format_of(table).same_dataset(stored, table)
     if not same:
         raise UnlearnError(
             f"data/{table.name} already exists with different content (an erasure may have removed "
@@ -151,6 +126,4 @@ def load_dataset(root: Path, name: str) -> Dataset:
     check_name(name)
     remove_stale_staging(Path(root) / DATA_DIR)  # left by a killed writer; an old table is put back
     directory = dataset_dir(root, name)
-    if is_image_dataset(directory):
-        return load_images(directory)
-    return load_corpus(directory) if is_text_dataset(directory) else load_table(directory)
+    return format_of_dataset_folder(directory).load_dataset(directory)

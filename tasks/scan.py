@@ -10,13 +10,11 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-import pandas as pd
-
 from tasks import data as data_store
+from tasks.formats import TABLE, TEXT, Cells, format_of
 from unlearning.compliance.signing import create_private_once
 from unlearning.detect import Allowlist, line_column, scan_text
 from unlearning.errors import UnlearnError
-from unlearning.images.data import ImageDataset
 from unlearning.tabular.data import Table
 from unlearning.text.data import TextCorpus
 
@@ -55,27 +53,23 @@ def load_allowlist(path: Path | None) -> Allowlist | None:
     return None if path is None else Allowlist.from_file(Path(path))
 
 
+def scan_cells(cells: Cells, salt: bytes, allowlist: Allowlist | None = None) -> list[dict]:
+    """Findings in the text cells of a dataset, located by the cell's place and the offsets in it."""
+    found = []
+    for text, place in cells:
+        for f in scan_text(text, salt, allowlist=allowlist):
+            found.append({**f.to_dict(), "location": {**place, "start": f.start, "end": f.end}})
+    return found
+
+
 def scan_corpus(corpus: TextCorpus, salt: bytes, allowlist: Allowlist | None = None) -> list[dict]:
     """Findings in every record of a text corpus, located by record id and offsets."""
-    found = []
-    for record, text in corpus.records:
-        for f in scan_text(text, salt, allowlist=allowlist):
-            found.append({**f.to_dict(), "location": {"record": record, "start": f.start, "end": f.end}})
-    return found
+    return scan_cells(TEXT.text_cells(corpus), salt, allowlist)
 
 
 def scan_table(table: Table, salt: bytes, allowlist: Allowlist | None = None) -> list[dict]:
     """Findings in the text cells of a table, located by record id and column."""
-    found = []
-    for column in table.frame.columns:
-        values = table.frame[column]
-        if pd.api.types.is_numeric_dtype(values):
-            continue
-        for record, value in values.dropna().items():
-            for f in scan_text(str(value), salt, allowlist=allowlist):
-                found.append({**f.to_dict(), "location": {"record": str(record), "column": column,
-                                                          "start": f.start, "end": f.end}})
-    return found
+    return scan_cells(TABLE.text_cells(table), salt, allowlist)
 
 
 def scan_path(path: Path, salt: bytes, allowlist: Allowlist | None = None) -> list[dict]:
@@ -96,10 +90,11 @@ def scan_target(root: Path, target: str, allowlist: Allowlist | None = None) -> 
     scanned outside a project gets a one-off salt: the folder it is run in is not made a project."""
     if (Path(root) / "data" / target).is_dir():
         dataset = data_store.load_dataset(root, target)
-        if isinstance(dataset, ImageDataset):  # no text to scan (it crashed on a missing .frame); no salt made
-            raise UnlearnError(f"dataset '{target}' holds images: scan finds secrets in tables and text only")
-        scan = scan_corpus if isinstance(dataset, TextCorpus) else scan_table
-        return f"dataset {target}", scan(dataset, project_salt(root), allowlist)
+        cells = format_of(dataset).text_cells(dataset)
+        if cells is None:  # images: no text to scan (it crashed on a missing .frame); no salt made
+            raise UnlearnError(f"dataset '{target}' holds {format_of(dataset).name}: scan finds secrets in "
+                               "tables and text only")
+        return f"dataset {target}", scan_cells(cells, project_salt(root), allowlist)
     if Path(target).is_file():
         salt = project_salt(root) if is_project(root) else secrets.token_bytes(32)
         return f"file {target}", scan_path(Path(target), salt, allowlist)

@@ -18,11 +18,9 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from tasks.formats import format_of_bundle, format_of_model_folder
 from tasks.version import code_version, commit_of
 from unlearning.errors import UnlearnError
-from unlearning.images.bundle import ImageBundle, is_image_bundle, load_image_bundle, save_image_bundle
-from unlearning.tabular.bundle import ModelBundle, load_bundle, save_bundle
-from unlearning.text.lm import LMBundle, is_lm_bundle, load_lm, save_lm
 
 EXPERIMENT = "unlearnflow"
 PRODUCTION = "production"
@@ -180,58 +178,25 @@ class UnlearnModel(mlflow.pyfunc.PythonModel):
         self.bundle = load_any_bundle(Path(context.artifacts["bundle"]))
 
     def predict(self, context, model_input: pd.DataFrame, params=None):
-        if isinstance(self.bundle, ImageBundle):
-            images = model_input["image"].to_numpy() if isinstance(model_input, pd.DataFrame) else model_input
-            return pd.Series(self.bundle.predict(images), name="prediction")
-        if isinstance(self.bundle, LMBundle):
-            from unlearning.text.charlm import generate
-
-            return pd.Series([generate(self.bundle.model, self.bundle.vocab, str(p), 40) for p in model_input["prompt"]],
-                             name="continuation")
-        return pd.Series(self.bundle.predict(model_input), name="prediction")
+        return format_of_bundle(self.bundle).predict(self.bundle, model_input)
 
 
 def model_signature(bundle):
-    """The input/output schema the MLflow UI shows on a model version's page; MLflow also checks
-    inputs against it. Tables: the source columns by name (revoked ones optional), typed `any`:
-    MLflow would refuse an int column for a `double` and the model reads numbers and categories
-    as given; no category value appears (the encoder keeps only their keyed hashes). Text: the
-    prompt column. Images: the predicted class only — the model reads (n, H, W) or (n, C, H, W),
-    uint8 or floats, and a tensor spec would refuse all but one of those forms (metadata has
-    the input)."""
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import AnyType, ColSpec, Schema
-
-    if isinstance(bundle, LMBundle):
-        return ModelSignature(inputs=Schema([ColSpec("string", "prompt")]),
-                              outputs=Schema([ColSpec("string", "continuation")]))
-    if isinstance(bundle, ImageBundle):
-        return ModelSignature(inputs=None, outputs=Schema([ColSpec("string", "prediction")]))
-    enc = bundle.encoder
-    inputs = [ColSpec(AnyType(), f, required=f not in enc.revoked) for f in enc.features]
-    return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("string", "prediction")]))
+    """The input/output schema the MLflow UI shows on a model version's page (tasks.formats: each
+    kind's)."""
+    return format_of_bundle(bundle).signature(bundle)
 
 
 def input_description(bundle) -> dict:
     """What the model reads, as metadata beside its signature (an input example would put real
     rows into MLflow: none is logged)."""
-    if isinstance(bundle, LMBundle):
-        return {"input_columns": {"prompt": "text"}, "kind": "charlm", "preset": bundle.preset}
-    if isinstance(bundle, ImageBundle):
-        return {"kind": "cnn", "preset": bundle.preset, "classes": list(bundle.classes),
-                "input": "images (n, H, W) or (n, C, H, W): uint8 0-255 or floats in [0, 1]",
-                "n_train": len(bundle.train_ids)}
-    enc = bundle.encoder
-    return {"input_columns": {f: ("category" if f in enc.categorical else "number") for f in enc.features},
-            "revoked_features": list(enc.revoked), "labels": list(enc.labels), "encoded_features": enc.d}
+    return format_of_bundle(bundle).input_description(bundle)
 
 
 def log_model(run_id: str, bundle) -> str:
     """Log a ModelBundle, LMBundle or ImageBundle as a pyfunc model under the run; returns its model URI."""
     with tempfile.TemporaryDirectory() as tmp:
-        save = (save_lm if isinstance(bundle, LMBundle) else
-                save_image_bundle if isinstance(bundle, ImageBundle) else save_bundle)
-        path = save(bundle, Path(tmp) / "bundle")
+        path = format_of_bundle(bundle).save_model(bundle, Path(tmp) / "bundle")
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name=MODEL_ARTIFACT, python_model=str(Path(__file__).with_name("pyfunc_entry.py")), artifacts={"bundle": str(path)},
@@ -300,9 +265,7 @@ def load_version_bundle(name: str, version: str):
 
 
 def load_any_bundle(path: Path):
-    if is_image_bundle(path):
-        return load_image_bundle(path)
-    return load_lm(path) if is_lm_bundle(path) else load_bundle(path)
+    return format_of_model_folder(path).load_model(path)
 
 
 def run_url_hint(run_id: str) -> str:

@@ -1,6 +1,7 @@
 """The steps every kind of model implements (tables, text, images): the train and forget flows
 call these and nothing kind-specific. A new kind is one module in tasks/kinds/ with a subclass
-of `Kind`, listed in tasks/kinds/__init__.py (the one place a dataset is mapped to its kind)."""
+of `Kind`, listed in tasks/kinds/__init__.py (the one place a dataset is mapped to its kind), and
+its `Format` in tasks/formats.py (how its dataset and model are stored, loaded and described)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.common import Lineage, Plan, Trained, Update, Verification
+from tasks.formats import Format
 from unlearning.compliance.requests import UnlearningRequest
 from unlearning.references import ReferenceJob
 from unlearning.tabular.methods import Result
@@ -17,8 +19,16 @@ class Kind:
     """One kind of model: its dataset type and its steps. Subclasses override the steps; the
     defaults are what a kind without budgets, fallback or extra tags does."""
 
-    name: str  # "table", "text", "images": the key of its settings in the flows' parameters
-    dataset_type: type
+    format: Format  # its dataset and model as files (tasks.formats): its name and dataset type too
+
+    @property
+    def name(self) -> str:
+        """The key of its settings in the flows' parameters: "table", "text", "images"."""
+        return self.format.name
+
+    @property
+    def dataset_type(self) -> type:
+        return self.format.dataset_type
 
     def holds(self, dataset) -> bool:
         return isinstance(dataset, self.dataset_type)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from prefect import task
 
-from tasks import dvc, tracking
+from tasks import dvc, formats, tracking
 from tasks import references as prefetch
 from tasks.common import STEP, Lineage, Plan, Trained, Update, Verification, console_table, progress, pyplot
 from tasks.data import save_dataset
@@ -227,8 +227,7 @@ def headline_metrics(rows: list[dict], method: str) -> dict:
 class Images(Kind):
     """`config` of the forget steps: {"compare": baselines (method → options), "verify": ImageVerifyConfig}."""
 
-    name = "images"
-    dataset_type = ImageDataset
+    format = formats.IMAGES
 
     def check_trainable(self, dataset, config) -> None:
         default_train_config(dataset, config)  # a too-large --subset: one line, nothing recorded

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from prefect import task
 
-from tasks import dvc, state, tracking
+from tasks import dvc, formats, state, tracking
 from tasks import references as prefetch
 from tasks.common import STEP, Lineage, Plan, Trained, Update, Verification, fallback_record, progress, pyplot
 from tasks.kinds.base import Kind
@@ -202,8 +202,7 @@ def noise_seed(request_id: str) -> int:
 
 
 class Tabular(Kind):
-    name = "table"
-    dataset_type = Table
+    format = formats.TABLE
 
     def check_trainable(self, dataset, config) -> None:
         check_trainable(dataset)  # a table too small to train and evaluate: one line, nothing recorded

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prefect import task
 
-from tasks import dvc, scan, state, tracking
+from tasks import dvc, formats, scan, state, tracking
 from tasks import references as prefetch
 from tasks.common import STEP, Lineage, Plan, Trained, Update, Verification, progress, pyplot
 from tasks.data import load_dataset, save_dataset
@@ -323,8 +323,7 @@ def measure_exposure(lineage: Lineage, model: str, corpus: TextCorpus, findings:
 
 
 class Text(Kind):
-    name = "text"
-    dataset_type = TextCorpus
+    format = formats.TEXT
 
     def check_trainable(self, dataset, config) -> None:
         check_trainable_corpus(dataset)  # a corpus with no training or held-out window: one line, nothing recorded

@@ -130,3 +130,39 @@ def test_every_kind_implements_the_steps_of_the_recipe(step):
 
     missing = [kind.name for kind in KINDS if getattr(type(kind), step) is getattr(Kind, step)]
     assert not missing, f"kinds without their own {step}: {missing}"
+
+
+KIND_TYPES = ("Table", "TextCorpus", "ImageDataset", "ModelBundle", "LMBundle", "ImageBundle")
+
+
+def isinstance_on_a_kind(path: Path) -> list[str]:
+    """The lines of `path` that call isinstance with a kind's dataset or model type."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "isinstance" and len(node.args) == 2:
+            names = {getattr(n, "id", getattr(n, "attr", "")) for n in ast.walk(node.args[1])}
+            if names & set(KIND_TYPES):
+                found.append(f"line {node.lineno}")
+    return found
+
+
+@pytest.mark.parametrize("relative", ["tasks/tracking.py", "tasks/data.py", "tasks/scan.py", "flows/cli.py"])
+def test_storage_and_cli_leave_the_kinds_to_their_dispatch(relative):
+    """Saving, loading, predicting and describing a dataset or a model goes through tasks.formats
+    (one Format per kind), so a new kind is not one more branch in each of these files."""
+    assert not isinstance_on_a_kind(REPO / relative), \
+        f"{relative} branches on a kind's type: {isinstance_on_a_kind(REPO / relative)}"
+
+
+def test_each_dataset_and_model_folder_maps_to_its_format(tmp_path):
+    from tasks.formats import FORMATS, format_of, format_of_dataset_folder
+
+    datasets = small_datasets()
+    assert {f.name for f in FORMATS} == set(datasets)
+    for name, dataset in datasets.items():
+        assert format_of(dataset).name == name
+        format_of(dataset).save_dataset(dataset, tmp_path / name)
+        assert format_of_dataset_folder(tmp_path / name).name == name
+        assert format_of(dataset).same_dataset(format_of(dataset).load_dataset(tmp_path / name), dataset)
+    with pytest.raises(TypeError):
+        format_of(object())

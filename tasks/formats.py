@@ -1,0 +1,292 @@
+"""How each kind of model stores, reads and describes its dataset and its trained model: the one
+place a dataset, a model bundle or a stored folder is mapped to its kind for storage.
+
+Apart from tasks/kinds/ (the kinds' steps) because this is what loading a model needs: MLflow's
+model-from-code entry (tasks/pyfunc_entry.py → tasks.tracking) imports it, so it imports neither
+prefect nor the step modules (importing any module of tasks/kinds/ runs their package, which
+loads them all). A new kind adds one `Format` here besides its module in tasks/kinds/."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from unlearning.images.bundle import ImageBundle, is_image_bundle, load_image_bundle, save_image_bundle
+from unlearning.images.data import ImageDataset, is_image_dataset, load_images, save_images
+from unlearning.tabular.bundle import ModelBundle, load_bundle, save_bundle
+from unlearning.tabular.data import Table, check_trainable, load_table, save_table
+from unlearning.text.data import TextCorpus, is_text_dataset, load_corpus, save_corpus
+from unlearning.text.lm import LMBundle, is_lm_bundle, load_lm, save_lm
+
+# The text cells of a dataset, each with where it is (record, and column for a table).
+Cells = Iterator[tuple[str, dict]]
+
+
+class Format:
+    """One kind's dataset and model as files, and what `data add` and MLflow say about them."""
+
+    name: str  # "table", "text", "images": the same names as tasks.kinds
+    dataset_type: type
+    bundle_type: type
+
+    # --- the dataset under data/NAME ------------------------------------------------------------
+    def stores_dataset(self, directory: Path) -> bool:
+        """Whether `directory` holds a dataset of this kind (by the marker file its saver writes)."""
+        raise NotImplementedError
+
+    def save_dataset(self, dataset, directory: Path) -> None:
+        raise NotImplementedError
+
+    def load_dataset(self, directory: Path):
+        raise NotImplementedError
+
+    def check_dataset(self, dataset) -> None:
+        """Refuse (UnlearnError) a dataset `data add` must not store."""
+
+    def same_dataset(self, stored, given) -> bool:
+        """Whether re-adding `given` would leave data/NAME (`stored`, of this kind) as it is."""
+        raise NotImplementedError
+
+    def dataset_summary(self, dataset, version: str) -> tuple[dict, str]:
+        """What `data add` prints: (the --json payload, the human line)."""
+        raise NotImplementedError
+
+    def text_cells(self, dataset) -> Cells | None:
+        """The texts `scan` searches for secrets, or None where the dataset holds no text."""
+        return None
+
+    # --- the trained model, as the MLflow artifact `bundle` ------------------------------------
+    def stores_model(self, path: Path) -> bool:
+        raise NotImplementedError
+
+    def save_model(self, bundle, path: Path) -> Path:
+        raise NotImplementedError
+
+    def load_model(self, path: Path):
+        raise NotImplementedError
+
+    def predict(self, bundle, model_input) -> pd.Series:
+        """The pyfunc model's answer to `model_input` (tracking.UnlearnModel says what it reads)."""
+        raise NotImplementedError
+
+    def signature(self, bundle):
+        """The input/output schema the MLflow UI shows on a model version's page (MLflow also
+        checks inputs against it)."""
+        raise NotImplementedError
+
+    def input_description(self, bundle) -> dict:
+        """What the model reads, as metadata beside its signature (an input example would put
+        real rows into MLflow: none is logged)."""
+        raise NotImplementedError
+
+
+def _schema(*columns):
+    from mlflow.types.schema import Schema
+
+    return Schema(list(columns))
+
+
+class TableFormat(Format):
+    name, dataset_type, bundle_type = "table", Table, ModelBundle
+
+    def stores_dataset(self, directory: Path) -> bool:
+        return True  # the unmarked format: looked at after the marked ones
+
+    def save_dataset(self, dataset, directory: Path) -> None:
+        save_table(dataset, directory)
+
+    def load_dataset(self, directory: Path):
+        return load_table(directory)
+
+    def check_dataset(self, dataset) -> None:
+        check_trainable(dataset)
+
+    def same_dataset(self, stored, given) -> bool:
+        return stored.revoked == given.revoked and stored.frame.astype(str).equals(given.frame.astype(str))
+
+    def dataset_summary(self, dataset, version: str) -> tuple[dict, str]:
+        payload = {"name": dataset.name, "kind": "table", "rows": len(dataset.frame),
+                   "features": list(dataset.features), "target": dataset.target,
+                   "labels": list(dataset.labels), "data_version": version}
+        human = (f"data/{dataset.name}: {len(dataset.frame)} rows, {len(dataset.features)} features, "
+                 f"target {dataset.target!r} — data version {version} (data.dvc)")
+        return payload, human
+
+    def text_cells(self, dataset) -> Cells:
+        """The non-numeric cells, by record id and column."""
+        for column in dataset.frame.columns:
+            values = dataset.frame[column]
+            if pd.api.types.is_numeric_dtype(values):
+                continue
+            for record, value in values.dropna().items():
+                yield str(value), {"record": str(record), "column": column}
+
+    def stores_model(self, path: Path) -> bool:
+        return True  # the unmarked format: looked at after the marked ones
+
+    def save_model(self, bundle, path: Path) -> Path:
+        return save_bundle(bundle, path)
+
+    def load_model(self, path: Path):
+        return load_bundle(path)
+
+    def predict(self, bundle, model_input) -> pd.Series:
+        return pd.Series(bundle.predict(model_input), name="prediction")
+
+    def signature(self, bundle):
+        """The source columns by name (revoked ones optional), typed `any`: MLflow would refuse an
+        int column for a `double` and the model reads numbers and categories as given; no category
+        value appears (the encoder keeps only their keyed hashes)."""
+        from mlflow.models import ModelSignature
+        from mlflow.types.schema import AnyType, ColSpec
+
+        enc = bundle.encoder
+        inputs = [ColSpec(AnyType(), f, required=f not in enc.revoked) for f in enc.features]
+        return ModelSignature(inputs=_schema(*inputs), outputs=_schema(ColSpec("string", "prediction")))
+
+    def input_description(self, bundle) -> dict:
+        enc = bundle.encoder
+        return {"input_columns": {f: ("category" if f in enc.categorical else "number") for f in enc.features},
+                "revoked_features": list(enc.revoked), "labels": list(enc.labels), "encoded_features": enc.d}
+
+
+class TextFormat(Format):
+    name, dataset_type, bundle_type = "text", TextCorpus, LMBundle
+
+    def stores_dataset(self, directory: Path) -> bool:
+        return is_text_dataset(directory)
+
+    def save_dataset(self, dataset, directory: Path) -> None:
+        save_corpus(dataset, directory)
+
+    def load_dataset(self, directory: Path):
+        return load_corpus(directory)
+
+    def same_dataset(self, stored, given) -> bool:
+        return stored.records == given.records and stored.redacted == given.redacted
+
+    def dataset_summary(self, dataset, version: str) -> tuple[dict, str]:
+        payload = {"name": dataset.name, "kind": "text", "records": len(dataset.records),
+                   "characters": dataset.n_chars, "data_version": version}
+        human = (f"data/{dataset.name}: {len(dataset.records)} text records, {dataset.n_chars} characters "
+                 f"— data version {version} (data.dvc)")
+        return payload, human
+
+    def text_cells(self, dataset) -> Cells:
+        for record, text in dataset.records:
+            yield text, {"record": record}
+
+    def stores_model(self, path: Path) -> bool:
+        return is_lm_bundle(path)
+
+    def save_model(self, bundle, path: Path) -> Path:
+        return save_lm(bundle, path)
+
+    def load_model(self, path: Path):
+        return load_lm(path)
+
+    def predict(self, bundle, model_input) -> pd.Series:
+        """The model's greedy 40-character continuation of each prompt."""
+        from unlearning.text.charlm import generate
+
+        return pd.Series([generate(bundle.model, bundle.vocab, str(p), 40) for p in model_input["prompt"]],
+                         name="continuation")
+
+    def signature(self, bundle):
+        from mlflow.models import ModelSignature
+        from mlflow.types.schema import ColSpec
+
+        return ModelSignature(inputs=_schema(ColSpec("string", "prompt")),
+                              outputs=_schema(ColSpec("string", "continuation")))
+
+    def input_description(self, bundle) -> dict:
+        return {"input_columns": {"prompt": "text"}, "kind": "charlm", "preset": bundle.preset}
+
+
+class ImageFormat(Format):
+    name, dataset_type, bundle_type = "images", ImageDataset, ImageBundle
+
+    def stores_dataset(self, directory: Path) -> bool:
+        return is_image_dataset(directory)
+
+    def save_dataset(self, dataset, directory: Path) -> None:
+        save_images(dataset, directory)
+
+    def load_dataset(self, directory: Path):
+        return load_images(directory)
+
+    def same_dataset(self, stored, given) -> bool:
+        return (stored.record_ids == given.record_ids
+                and stored.classes == given.classes
+                and np.array_equal(stored.labels, given.labels)
+                and np.array_equal(stored.train, given.train)
+                and np.array_equal(stored.images, given.images))
+
+    def dataset_summary(self, dataset, version: str) -> tuple[dict, str]:
+        n_train = int(dataset.train.sum())
+        payload = {"name": dataset.name, "kind": "images", "images": len(dataset), "train": n_train,
+                   "test": len(dataset) - n_train, "shape": list(dataset.images.shape[1:]),
+                   "classes": list(dataset.classes), "source": dataset.source, "data_version": version}
+        human = (f"data/{dataset.name}: {len(dataset)} images {'x'.join(map(str, dataset.images.shape[2:]))} "
+                 f"({n_train} train, {len(dataset) - n_train} test), {len(dataset.classes)} classes "
+                 f"— data version {version} (data.dvc)")
+        return payload, human
+
+    def stores_model(self, path: Path) -> bool:
+        return is_image_bundle(path)
+
+    def save_model(self, bundle, path: Path) -> Path:
+        return save_image_bundle(bundle, path)
+
+    def load_model(self, path: Path):
+        return load_image_bundle(path)
+
+    def predict(self, bundle, model_input) -> pd.Series:
+        images = model_input["image"].to_numpy() if isinstance(model_input, pd.DataFrame) else model_input
+        return pd.Series(bundle.predict(images), name="prediction")
+
+    def signature(self, bundle):
+        """The predicted class only: the model reads (n, H, W) or (n, C, H, W), uint8 or floats,
+        and a tensor spec would refuse all but one of those forms (metadata has the input)."""
+        from mlflow.models import ModelSignature
+        from mlflow.types.schema import ColSpec
+
+        return ModelSignature(inputs=None, outputs=_schema(ColSpec("string", "prediction")))
+
+    def input_description(self, bundle) -> dict:
+        return {"kind": "cnn", "preset": bundle.preset, "classes": list(bundle.classes),
+                "input": "images (n, H, W) or (n, C, H, W): uint8 0-255 or floats in [0, 1]",
+                "n_train": len(bundle.train_ids)}
+
+
+TABLE, TEXT, IMAGES = TableFormat(), TextFormat(), ImageFormat()
+FORMATS: tuple[Format, ...] = (TABLE, TEXT, IMAGES)
+# Folders are recognised by the marker files of the marked formats first; a table's carry none.
+BY_MARKER: tuple[Format, ...] = (IMAGES, TEXT, TABLE)
+
+
+def format_of(dataset) -> Format:
+    """The format of a dataset (Table, TextCorpus, ImageDataset)."""
+    for found in FORMATS:
+        if isinstance(dataset, found.dataset_type):
+            return found
+    raise TypeError(f"no kind of model holds a {type(dataset).__name__}")
+
+
+def format_of_bundle(bundle) -> Format:
+    """The format of a trained model (ModelBundle, LMBundle, ImageBundle)."""
+    for found in BY_MARKER:
+        if isinstance(bundle, found.bundle_type):
+            return found
+    raise TypeError(f"no kind of model is a {type(bundle).__name__}")
+
+
+def format_of_dataset_folder(directory: Path) -> Format:
+    return next(found for found in BY_MARKER if found.stores_dataset(directory))
+
+
+def format_of_model_folder(path: Path) -> Format:
+    return next(found for found in BY_MARKER if found.stores_model(path))
