@@ -24,6 +24,9 @@ from unlearning.errors import UnlearnError
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process killed by SIGPIPE
+KEEP_HELP = ("keep the superseded model versions and data \"beyond use\" (no alias, tagged with a purge date) "
+             "for DAYS days instead of purging them now; a later `unlearn comply` purges them when due "
+             "(default: UNLEARN_KEEP_SUPERSEDED_DAYS, else 0)")
 MLFLOW_UI_PORT, PREFECT_UI_PORT = 5000, 4200
 
 
@@ -48,7 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=VersionAction, help="print the unlearnflow version and the git commit "
                         "of its code, then exit")
     sub = parser.add_subparsers(dest="command", required=True)
+    add_data_parser(sub)
+    add_train_parser(sub)
+    add_forget_parser(sub)
+    add_scan_parser(sub)
+    add_demo_parser(sub)
+    add_ui_parser(sub)
+    add_comply_parser(sub)
+    compliance_cli.add_parsers(sub)
+    return parser
 
+
+def add_data_parser(sub) -> None:
+    """`unlearn data add`: a table, a text file, images or a built-in."""
     data = sub.add_parser("data", help="dataset commands").add_subparsers(dest="data_command", required=True)
     add = data.add_parser("add", help="ingest a CSV/Parquet table, a text file, an image folder or .npz (or a built-in "
                           "dataset) into data/NAME and version it")
@@ -70,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="overwrite an existing, different data/NAME (brings back records erased from it)")
     add.add_argument("--json", action="store_true", help=JSON_HELP)
 
+
+def add_train_parser(sub) -> None:
+    """`unlearn train`: one set of options for every kind (each option names the kinds it applies to)."""
     train = sub.add_parser("train", help="train a model on a dataset and register it as production")
     train.add_argument("dataset", help="dataset name (data/NAME, see `unlearn data add`)")
     train.add_argument("--model", help="registered model name (default: the dataset name)")
@@ -88,16 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=float, help="image CNNs: epochs (default: the preset's)")
     train.add_argument("--json", action="store_true", help=JSON_HELP)
 
+
+def add_forget_parser(sub) -> None:
+    """`unlearn forget REQUEST`."""
     forget = sub.add_parser("forget", help="process an erasure request (YAML or JSON file)")
-    forget.add_argument("request", type=Path, help="the erasure request file (YAML or JSON; see README, "
-                        "\"Erasure requests\")")
-    forget.add_argument("--method", help="override the request's method (auto, first_order, second_order, "
-                        "certified, retrain, finetune)")
-    forget.add_argument("--keep-superseded", metavar="DAYS", help="keep the superseded model versions and data "
-                        "\"beyond use\" (no alias, tagged with a purge date) for DAYS days instead of purging them now; "
-                        "a later `unlearn comply` purges them when due (default: UNLEARN_KEEP_SUPERSEDED_DAYS, else 0)")
+    forget.add_argument("request", type=Path, help="the erasure request file (YAML or JSON; see docs/forget.md)")
+    forget.add_argument("--method", help="override the request's method: auto, or a method registered for the "
+                        "model's kind, e.g. second_order (tables), finetune (text), alignment (images); an unknown "
+                        "name is refused with the valid ones")
+    forget.add_argument("--keep-superseded", metavar="DAYS", help=KEEP_HELP)
     forget.add_argument("--json", action="store_true", help=JSON_HELP)
 
+
+def add_scan_parser(sub) -> None:
+    """`unlearn scan`."""
     scan = sub.add_parser("scan", help="scan a dataset or a text/CSV file for secrets and personal data")
     scan.add_argument("target", help="dataset name (data/NAME) or file path")
     scan.add_argument("--allowlist", type=Path, help="YAML/JSON allowlist (fingerprints, values, patterns)")
@@ -105,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "(text datasets)")
     scan.add_argument("--json", action="store_true", help=JSON_HELP)
 
+
+def add_demo_parser(sub) -> None:
+    """`unlearn demo`."""
     demo = sub.add_parser("demo", help="run a scenario end to end on built-in data")
     demo.add_argument("--scenario", choices=["tabular", "text", "images"], default="text",
                       help="text (default): secrets leaked into a language model; tabular: Adult, certified unlearning; "
@@ -114,16 +139,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--preset", choices=["tiny", "small"], default=None, help="text scenario: model size (default small)")
     demo.add_argument("--json", action="store_true", help=JSON_HELP)
 
+
+def add_ui_parser(sub) -> None:
+    """`unlearn ui`: MLflow's UI, or Prefect's with --prefect."""
     ui = sub.add_parser("ui", help="open the MLflow UI (or with --prefect the Prefect UI) on 127.0.0.1 over the "
                         "project's own stores")
     ui.add_argument("--prefect", action="store_true", help="the Prefect UI over the flow runs recorded in the "
                     "project (.prefect/): a Prefect server on 127.0.0.1, with no scheduler or other services")
     ui.add_argument("--port", type=int, help=f"port (default {MLFLOW_UI_PORT}; {PREFECT_UI_PORT} with --prefect)")
+
+
+def add_comply_parser(sub) -> None:
+    """`unlearn comply` and `unlearn serve` (the nightly comply as a served deployment)."""
     comply = sub.add_parser("comply", help="process every pending request of the ledger now (one batched update "
                             "per model, a signed certificate per request)")
-    comply.add_argument("--keep-superseded", metavar="DAYS", help="keep the superseded model versions and data "
-                        "\"beyond use\" (no alias, tagged with a purge date) for DAYS days instead of purging them now; "
-                        "a later `unlearn comply` purges them when due (default: UNLEARN_KEEP_SUPERSEDED_DAYS, else 0)")
+    comply.add_argument("--keep-superseded", metavar="DAYS", help=KEEP_HELP)
     comply.add_argument("--task-runner", metavar="RUNNER", default=None,
                         help="train every batch's verification reference at once on this Prefect task runner "
                         "before the batches are released in order: dask (prefect-dask; a local cluster, or "
@@ -139,8 +169,6 @@ def build_parser() -> argparse.ArgumentParser:
                        "references: inline or dask (default: UNLEARN_TASK_RUNNER in the serving process, "
                        "else inline)")
     serve.add_argument("--dask-address", metavar="ADDRESS", help="an existing Dask scheduler for the nightly comply")
-    compliance_cli.add_parsers(sub)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
