@@ -22,9 +22,10 @@ from tasks import release as release_steps, steps, tracking
 from tasks.common import (
     Lineage, Plan, Update, Verification, dataset_digest, falls_back_to_retraining, promote, register, request_hash,
 )
+from tasks.outcomes import verification_failure
 from unlearning.compliance import certificate as cert_lib
 from unlearning.images.verify import ImageVerifyConfig
-from unlearning.tabular.verify import VerifyConfig, describe_failures
+from unlearning.tabular.verify import VerifyConfig
 
 
 def forget_run_name() -> str:
@@ -88,12 +89,6 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
         tracking.end_run(parent, ok=False)  # after tracking.run ended it FINISHED: the work failed, not the code
         return failed_run(verification_failure(summary), summary)
     return summary
-
-
-def verification_failure(summary: dict) -> str:
-    """Why a forget run failed, in one line: each failed check with its value and threshold."""
-    failed = describe_failures([c for c in summary.get("checks", []) if not c["passed"]])
-    return f"verification failed ({failed}); nothing promoted"
 
 
 def forget_request(lineage: Lineage, plan: Plan, options: dict | None, config) -> dict:
