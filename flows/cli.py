@@ -387,7 +387,7 @@ def with_exposure(root: Path, dataset: str, model: str, findings: list[dict]) ->
     tracking.require_production(model, root)
     experiment = tracking.configure(root)
     with tracking.run(experiment, f"scan {dataset}", {"flow": "scan", "model": model, "dataset": dataset}) as run_id:
-        from tasks.steps import Lineage
+        from tasks.common import Lineage
 
         rows = measure_exposure.fn(Lineage(root, experiment, run_id, {"model": model}), model, corpus, findings)
     by_print = {r["fingerprint"]: r["exposure"] for r in rows}

@@ -23,11 +23,12 @@ import time
 from pathlib import Path
 
 from flows.forget import forget_flow
+from flows.references import retrain_references
 from flows.runs import failed_run, outcome_flow, rename_current_run, requests_label
 from flows.settings import private_tempdir
-from flows.references import retrain_references
-from tasks import batches, outcomes, release, steps, unchanged
+from tasks import batches, outcomes, release, unchanged
 from tasks import references as prefetch
+from tasks.common import progress
 from unlearning.compliance.batching import group_requests, narrowed, retry_groups
 
 
@@ -95,10 +96,10 @@ def prefetch_references(root: Path, paths: list[Path], runner: str, address: str
     tasks.references): {job key: reference}. Inline (the default) prefetches nothing."""
     if runner == "inline" or not paths:
         return {}
-    steps.progress(f"  retraining {len(paths)} verification reference(s) on the {runner} task runner ...")
+    progress(f"  retraining {len(paths)} verification reference(s) on the {runner} task runner ...")
     problem = prefetch.unreachable(address) if address else None
     if problem is not None:
-        steps.progress(f"  warning: the Dask scheduler {address} cannot be reached ({problem}); "
+        progress(f"  warning: the Dask scheduler {address} cannot be reached ({problem}); "
                        f"each batch retrains its reference inline")
         return {}
     try:
@@ -106,7 +107,7 @@ def prefetch_references(root: Path, paths: list[Path], runner: str, address: str
         return retrain_references.with_options(task_runner=task_runner)(
             root=str(root), request_paths=[str(p) for p in paths], threads=threads)
     except Exception as exc:  # noqa: BLE001 — e.g. the local cluster cannot start: verify inline
-        steps.progress(f"  warning: the {runner} task runner failed ({batches.first_line(exc)}); "
+        progress(f"  warning: the {runner} task runner failed ({batches.first_line(exc)}); "
                        f"each batch retrains its reference inline")
         return {}
 

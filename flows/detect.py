@@ -11,7 +11,8 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.forget import forget_flow
-from tasks import dvc, steps, tracking
+from tasks import dvc, tracking
+from tasks.common import Lineage
 from tasks.kinds import text as text_kind
 
 
@@ -25,7 +26,7 @@ def detect_flow(root: str, dataset: str, model: str | None = None, policy: str =
     tags = {"data_version": dvc.data_version(root_path), "dataset": dataset, "model": name,
             "git_commit": tracking.git_commit(root_path), "prefect_flow_run": flow_run.id}
     with tracking.run(experiment, f"detect {dataset}", {**tags, "flow": "detect"}) as parent:
-        lineage = steps.Lineage(root_path, experiment, parent, tags)
+        lineage = Lineage(root_path, experiment, parent, tags)
         corpus, findings = text_kind.scan_dataset(lineage, dataset)
         exposures = text_kind.measure_exposure(lineage, name, corpus, findings) if findings else []
         request_path = write_redact_request(root_path, name, findings, policy) if findings else None

@@ -74,7 +74,7 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
             "prefect_flow_run": flow_run.id, "model": plan.model_name}
     run_tags = {**tags, "flow": "forget", **({"batch_requests": ",".join(members)[:5000]} if members else {})}
     with tracking.run(experiment, f"forget {requests_label(members or [req.id])}", run_tags) as parent:
-        lineage = steps.Lineage(root_path, experiment, parent, tags)
+        lineage = Lineage(root_path, experiment, parent, tags)
         tracking.log_params(parent, {"request_id": req.id, "method": plan.method, "kinds": ",".join(req.kinds()),
                                      "n_delete": len(req.delete_records), "n_revoke": len(req.revoke_features),
                                      "n_fix_labels": len(req.fix_labels), "parent_version": plan.parent_version})

@@ -11,11 +11,10 @@ import secrets
 from pathlib import Path
 
 from tasks import data as data_store
-from tasks.formats import TABLE, TEXT, Cells, format_of
+from tasks.formats import TEXT, Cells, format_of
 from unlearning.compliance.signing import create_private_once
 from unlearning.detect import Allowlist, line_column, scan_text
 from unlearning.errors import UnlearnError
-from unlearning.tabular.data import Table
 from unlearning.text.data import TextCorpus
 
 SALT_FILE = "salt"
@@ -65,11 +64,6 @@ def scan_cells(cells: Cells, salt: bytes, allowlist: Allowlist | None = None) ->
 def scan_corpus(corpus: TextCorpus, salt: bytes, allowlist: Allowlist | None = None) -> list[dict]:
     """Findings in every record of a text corpus, located by record id and offsets."""
     return scan_cells(TEXT.text_cells(corpus), salt, allowlist)
-
-
-def scan_table(table: Table, salt: bytes, allowlist: Allowlist | None = None) -> list[dict]:
-    """Findings in the text cells of a table, located by record id and column."""
-    return scan_cells(TABLE.text_cells(table), salt, allowlist)
 
 
 def scan_path(path: Path, salt: bytes, allowlist: Allowlist | None = None) -> list[dict]:

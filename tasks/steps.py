@@ -1,7 +1,7 @@
 """Planning a forget request for any kind of model: everything it refers to is loaded and validated
 before anything is written (`plan_request`), and the verification reference it will need can be
 planned ahead (`reference_job_for`). The kind-specific parts are the kind's (tasks.kinds); the
-shared pieces are in tasks.common and are also reachable here for the flows."""
+shared pieces are in tasks.common."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from prefect import task
 
 from tasks import data as data_store
 from tasks import dvc, tracking
-from tasks.common import (  # noqa: F401 — Lineage, progress: also reached through this module
-    STEP, Lineage, Plan, dataset_digest, earlier_result, progress, require_sole_model, require_trained_on_checkout,
+from tasks.common import (
+    STEP, Plan, dataset_digest, earlier_result, require_sole_model, require_trained_on_checkout,
 )
 from tasks.kinds import kind_of
 from unlearning import references

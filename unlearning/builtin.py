@@ -99,8 +99,8 @@ def build_adult() -> Table:
 
 
 # A text corpus ("shakespeare", unlearning/text/data.py) is a built-in too: 300k characters of
-# plays with a simulated leak of fictional people's secrets. Image datasets (unlearning/data/
-# images.py): "fashion-mnist" (60k + 10k, from the Debian package dataset-fashion-mnist or a
+# plays with a simulated leak of fictional people's secrets. Image datasets (unlearning/images/
+# data.py): "fashion-mnist" (60k + 10k, from the Debian package dataset-fashion-mnist or a
 # download) and "digits" (scikit-learn's 1,797 8×8 images, always available).
 BUILTIN: dict[str, Callable[[], Table | TextCorpus | ImageDataset]] = {
     "adult": build_adult,

@@ -1,4 +1,4 @@
-"""The kinds of model and the one place a dataset, a trained model or a forget summary is mapped to
+"""The kinds of model and the one place a dataset or a forget summary is mapped to
 its kind. Everything else calls the kind's steps (tasks.kinds.base.Kind)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Unlearning for image classifiers (the CNN of models/cnn.py) behind one interface.
+"""Unlearning for image classifiers (the CNN of cnn.py) behind one interface.
 
     request = forget_class(data.y, 3)                     # or delete_records / fix_labels
     result = run_image_method("alignment", model, data, request, {"epochs": 2})

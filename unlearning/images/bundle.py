@@ -4,7 +4,7 @@ An `ImageBundle` is the CNN plus what unlearning it later needs: the training sc
 replays it), the class names (predictions are names) and the record ids of the images it was
 trained on, in training order (a model may be trained on a subset of a dataset's training split;
 after a deletion the new model's ids are the retained ones). Stored as a folder: `cnn.pt`
-(models/cnn.py `save`) and `image_model.json`.
+(cnn.py `save`) and `image_model.json`.
 
     bundle, stats = train_image_model(dataset, ImageTrainConfig(preset="tiny"))
     request, delete_ids, fixes = image_request(req, dataset, bundle)   # validated, one-line errors

@@ -3,7 +3,7 @@ optimiser, the frozen teacher and the distillation loss.
 
 Conventions (all methods):
 - The input model is never modified: a method works on a deep copy (the student).
-- The network is GroupNorm-normalised (models/cnn.py explains why): train and eval mode compute
+- The network is GroupNorm-normalised (cnn.py explains why): train and eval mode compute
   the same per-sample function, so a batch of forget images only affects those images' outputs.
   Copies are kept in eval mode anyway (nothing in the model depends on it today).
 - Optimiser: SGD, momentum 0.9, weight decay 5e-4 unless a config says otherwise (science.md §4).

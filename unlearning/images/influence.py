@@ -1,6 +1,6 @@
 """Influence updates (Warnecke et al., science.md §1) on the last layers of the image CNN.
 
-Objective, as trained (models/cnn.py): mean cross-entropy + (wd/2)‖θ‖², i.e. in the summed form
+Objective, as trained (cnn.py): mean cross-entropy + (wd/2)‖θ‖², i.e. in the summed form
 the influence equations use
 
     L(θ; D) = Σ_{z∈D} ℓ(z, θ) + (|D|·λ/2)·‖θ‖²,   λ = the weight decay (`l2`).

@@ -17,8 +17,8 @@ from typing import NamedTuple
 import torch
 
 from unlearning import registry
-# Submodules by their full names, not `from unlearning.images import ...`: the package's __init__
-# resolves the registry names lazily from here, so this module must not need the package's names.
+# Submodules by their full names: the package's __init__ imports none of its methods, so they can
+# import it, and this module needs none of the package's names.
 import unlearning.images.alignment as alignment
 import unlearning.images.baselines as baselines
 import unlearning.images.influence as influence
@@ -26,7 +26,6 @@ from unlearning.images.cnn import CNN
 from unlearning.images.common import ImageMethodConfig, ImageResult
 from unlearning.images.request import ImageData, ImageRequest
 from unlearning.linalg import single_threaded
-from unlearning.registry import Method as ImageMethod  # noqa: F401  (the name callers know)
 
 KIND = "images"
 AUTO = registry.AUTO
@@ -62,11 +61,6 @@ def choose_method(request: ImageRequest | None = None) -> str:
 
 def get_image_method(name: str, request: ImageRequest | None = None) -> registry.Method:
     return registry.get(KIND, registry.choose(KIND, name))
-
-
-def image_config(name: str, options: Mapping | None = None, request: ImageRequest | None = None) -> ImageMethodConfig:
-    """The method's validated config; any problem is one UnlearnError line."""
-    return registry.config(KIND, registry.choose(KIND, name), options)
 
 
 def _warm_up_optimiser() -> None:
