@@ -8,6 +8,7 @@ loads them all). A new kind adds one `Format` here besides its module in tasks/k
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from unlearning.text.lm import LMBundle, is_lm_bundle, load_lm, save_lm
 Cells = Iterator[tuple[str, dict]]
 
 
-class Format:
+class Format(ABC):
     """One kind's dataset and model as files, and what `data add` and MLflow say about them."""
 
     name: str  # "table", "text", "images": the same names as tasks.kinds
@@ -33,54 +34,59 @@ class Format:
     bundle_type: type
 
     # --- the dataset under data/NAME ------------------------------------------------------------
+    @abstractmethod
     def stores_dataset(self, directory: Path) -> bool:
         """Whether `directory` holds a dataset of this kind (by the marker file its saver writes)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def save_dataset(self, dataset, directory: Path) -> None:
-        raise NotImplementedError
+        """Write `dataset` as the folder `directory` (crash-safe: unlearning.storage)."""
 
+    @abstractmethod
     def load_dataset(self, directory: Path):
-        raise NotImplementedError
+        """The dataset stored in `directory`."""
 
     def check_dataset(self, dataset) -> None:
         """Refuse (UnlearnError) a dataset `data add` must not store."""
 
+    @abstractmethod
     def same_dataset(self, stored, given) -> bool:
         """Whether re-adding `given` would leave data/NAME (`stored`, of this kind) as it is."""
-        raise NotImplementedError
 
+    @abstractmethod
     def dataset_summary(self, dataset, version: str) -> tuple[dict, str]:
         """What `data add` prints: (the --json payload, the human line)."""
-        raise NotImplementedError
 
     def text_cells(self, dataset) -> Cells | None:
         """The texts `scan` searches for secrets, or None where the dataset holds no text."""
         return None
 
     # --- the trained model, as the MLflow artifact `bundle` ------------------------------------
+    @abstractmethod
     def stores_model(self, path: Path) -> bool:
-        raise NotImplementedError
+        """Whether `path` holds a model bundle of this kind."""
 
+    @abstractmethod
     def save_model(self, bundle, path: Path) -> Path:
-        raise NotImplementedError
+        """Write the model bundle under `path`; returns the folder written."""
 
+    @abstractmethod
     def load_model(self, path: Path):
-        raise NotImplementedError
+        """The model bundle stored under `path`."""
 
+    @abstractmethod
     def predict(self, bundle, model_input) -> pd.Series:
         """The pyfunc model's answer to `model_input` (tracking.UnlearnModel says what it reads)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def signature(self, bundle):
         """The input/output schema the MLflow UI shows on a model version's page (MLflow also
         checks inputs against it)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def input_description(self, bundle) -> dict:
         """What the model reads, as metadata beside its signature (an input example would put
         real rows into MLflow: none is logged)."""
-        raise NotImplementedError
 
 
 def _schema(*columns):

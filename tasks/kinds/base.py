@@ -5,6 +5,7 @@ its `Format` in tasks/formats.py (how its dataset and model are stored, loaded a
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from unlearning.references import ReferenceJob
 from unlearning.tabular.methods import Result
 
 
-class Kind:
+class Kind(ABC):
     """One kind of model: its dataset type and its steps. Subclasses override the steps; the
     defaults are what a kind without budgets, fallback or extra tags does."""
 
@@ -37,13 +38,13 @@ class Kind:
     def check_trainable(self, dataset, config) -> None:
         """Refuse (UnlearnError) a dataset/config that cannot be trained, before any run is recorded."""
 
+    @abstractmethod
     def train_params(self, dataset: str, config) -> dict:
         """The train flow's parent-run params."""
-        raise NotImplementedError
 
+    @abstractmethod
     def train(self, lineage: Lineage, dataset, config, data_version: str) -> Trained:
         """Fit and evaluate a model on `dataset` (child runs `fit`, `evaluate`)."""
-        raise NotImplementedError
 
     def train_quality(self, summary: dict) -> str:
         """How good the trained model is, in the console line of `unlearn train`."""
@@ -56,26 +57,28 @@ class Kind:
         """Validate the request against the dataset before the model is loaded; what it returns is
         handed to `plan`."""
 
+    @abstractmethod
     def plan(self, root: Path, request: UnlearningRequest, dataset, bundle, production, method: str,
              checked: Any) -> tuple[str, Any]:
         """(the method, `auto` decided; the kind's part of the plan) — UnlearnError if the request
         cannot be carried out on this model."""
-        raise NotImplementedError
 
     # --- forget: the recipe's steps (flows.forget) -------------------------------------------
+    @abstractmethod
     def correct_data(self, lineage: Lineage, plan: Plan) -> tuple[Any, str]:
         """D' saved over data/NAME and versioned with DVC: (D', the new data version)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def update(self, lineage: Lineage, plan: Plan, after, method: str, options: dict | None) -> Update:
-        raise NotImplementedError
+        """Run the unlearning method on the corrected data (child run `update model`)."""
 
     def respect_budget(self, lineage: Lineage, plan: Plan, after, update: Update) -> Update:
         """The update to verify: `update`, or its replacement when it spent a budget it did not have."""
         return update
 
+    @abstractmethod
     def verify(self, lineage: Lineage, plan: Plan, after, update: Update, config) -> Verification:
-        raise NotImplementedError
+        """Judge the update against the retrained reference (child run `verify`)."""
 
     def fall_back(self, lineage: Lineage, plan: Plan, after, update: Update, verification: Verification,
                   config) -> tuple[Update, Verification, dict] | None:
@@ -83,9 +86,9 @@ class Kind:
         verification, the failed attempt), or None where the kind has no fallback."""
         return None
 
+    @abstractmethod
     def reference_job(self, plan: Plan) -> ReferenceJob:
         """The verification reference (the model retrained on D'), planned without writing anything."""
-        raise NotImplementedError
 
     def version_tags(self, update: Update) -> dict:
         """Extra model-version tags of the new version."""
