@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from unlearning.tabular import certified
+from unlearning.tabular import certified, noise
 from unlearning.tabular.logreg import DTYPE, Objective
 from unlearning.tabular.problem import Certification, make_problem
 
@@ -25,29 +25,29 @@ from unlearning.tabular.problem import Certification, make_problem
     ],
 )
 def test_noise_multiplier_values(delta, c):
-    assert certified.noise_multiplier(delta) == pytest.approx(c, rel=1e-7)
+    assert noise.noise_multiplier(delta) == pytest.approx(c, rel=1e-7)
 
 
 @pytest.mark.parametrize("delta", [1e-2, 1e-5, 1e-9, 0.3])
 def test_noise_multiplier_inverts_delta(delta):
-    c = certified.noise_multiplier(delta)
+    c = noise.noise_multiplier(delta)
     assert 1.5 * math.exp(-c * c / 2) == pytest.approx(delta, rel=1e-12)
 
 
 def test_reference_sigma_of_the_paper():
     """science.md §2: λ = 1, ε = 0.1, δ = 0.01 gives σ ≈ 31.7 × residual."""
-    assert certified.noise_scale(1.0, 0.1, 0.01) == pytest.approx(31.656, abs=1e-3)
-    assert certified.noise_scale(2.5, 0.1, 0.01) == pytest.approx(2.5 * 31.656, abs=1e-2)
+    assert noise.noise_scale(1.0, 0.1, 0.01) == pytest.approx(31.656, abs=1e-3)
+    assert noise.noise_scale(2.5, 0.1, 0.01) == pytest.approx(2.5 * 31.656, abs=1e-2)
 
 
 @pytest.mark.parametrize("budget,epsilon,delta", [(1.0, 0.1, 0.01), (0.03, 1.0, 1e-5), (7.5, 2.0, 1e-3)])
 def test_sigma_budget_epsilon_round_trip(budget, epsilon, delta):
-    sigma = certified.noise_scale(budget, epsilon, delta)
+    sigma = noise.noise_scale(budget, epsilon, delta)
     assert sigma == pytest.approx(math.sqrt(2 * math.log(1.5 / delta)) * budget / epsilon, rel=1e-12)
-    assert certified.residual_budget(sigma, epsilon, delta) == pytest.approx(budget, rel=1e-12)
-    assert certified.epsilon_for(budget, sigma, delta) == pytest.approx(epsilon, rel=1e-12)
+    assert noise.residual_budget(sigma, epsilon, delta) == pytest.approx(budget, rel=1e-12)
+    assert noise.epsilon_for(budget, sigma, delta) == pytest.approx(epsilon, rel=1e-12)
     # half the budget spent → half the ε; ε is linear in the accumulated residual
-    assert certified.epsilon_for(budget / 2, sigma, delta) == pytest.approx(epsilon / 2, rel=1e-12)
+    assert noise.epsilon_for(budget / 2, sigma, delta) == pytest.approx(epsilon / 2, rel=1e-12)
     cert = Certification(epsilon=epsilon, delta=delta, sigma=sigma)
     assert cert.budget == pytest.approx(budget, rel=1e-12)
 

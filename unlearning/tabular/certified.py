@@ -5,7 +5,7 @@
     bound   = γ·‖X‖₂·‖H⁻¹G‖₂·‖X·H⁻¹G‖₂,  γ = 1/4     (data-dependent residual bound)
     ε       = c·ε′/σ              for an accumulated residual bound ε′
 
-X is the matrix of D' and H the Hessian at θ* on D'. ‖X_{D'}‖₂ ≤ ‖X_D‖₂ for every request kind
+The σ/ε/ε′ arithmetic is in noise.py. X is the matrix of D' and H the Hessian at θ* on D'. ‖X_{D'}‖₂ ≤ ‖X_D‖₂ for every request kind
 here (rows are removed, or replaced by projections of themselves with columns zeroed, or keep
 their x), so the spectral norm of the original training matrix, computed once per model version,
 is a valid stand-in.
@@ -13,37 +13,12 @@ is a valid stand-in.
 
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING
-
 import torch
 
 from unlearning.tabular import logreg
-
-if TYPE_CHECKING:  # annotations only: problem.py imports this module for the budget formula
-    from unlearning.tabular.problem import Problem
+from unlearning.tabular.problem import Problem
 
 GAMMA_LOGISTIC = 0.25  # Lipschitz constant of the logistic loss's second derivative
-
-
-def noise_multiplier(delta: float) -> float:
-    """c = √(2 ln(1.5/δ))."""
-    return math.sqrt(2.0 * math.log(1.5 / delta))
-
-
-def noise_scale(budget: float, epsilon: float, delta: float) -> float:
-    """σ = c·ε′/ε: the noise that lets a total residual of `budget` stay (ε, δ)-certified."""
-    return noise_multiplier(delta) * budget / epsilon
-
-
-def residual_budget(sigma: float, epsilon: float, delta: float) -> float:
-    """ε′_max = σ·ε/c: the residual total a model trained with noise σ can absorb."""
-    return sigma * epsilon / noise_multiplier(delta)
-
-
-def epsilon_for(residual: float, sigma: float, delta: float) -> float:
-    """ε = c·ε′/σ for an accumulated residual bound ε′."""
-    return noise_multiplier(delta) * residual / sigma
 
 
 def spectral_norm(p: Problem) -> float:

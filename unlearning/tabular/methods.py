@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from unlearning import registry
 from unlearning.errors import UnlearnError
 from unlearning.linalg import single_threaded
-from unlearning.tabular import certified, influence
+from unlearning.tabular import certified, influence, noise
 from unlearning.tabular import logreg
 from unlearning.tabular.problem import Problem, make_problem
 from unlearning.registry import GUARANTEES, Method  # noqa: F401  (re-exported: the table API)
@@ -142,7 +142,7 @@ def certified_update(p: Problem, cfg: CertifiedConfig) -> Result:
     bound = certified.data_dependent_bound(p, p.theta - out.theta) + carried
     spent = c.spent + bound
     return _result(p, "certified", out.theta, residual_bound=bound,
-                   epsilon=certified.epsilon_for(spent, c.sigma, c.delta), delta=c.delta,
+                   epsilon=noise.epsilon_for(spent, c.sigma, c.delta), delta=c.delta,
                    stats={"solver": out.solver, "hvps": out.hvps, "carried_residual": carried,
                           "budget": c.budget,
                           "budget_used": spent, "budget_left": c.budget - spent,

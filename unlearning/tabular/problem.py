@@ -12,8 +12,8 @@ from functools import cached_property
 
 import torch
 
-from unlearning.tabular.certified import residual_budget
 from unlearning.tabular.logreg import DTYPE, Objective
+from unlearning.tabular.noise import residual_budget
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from unlearning.tabular import certified
-from unlearning.tabular import logreg
+from unlearning.tabular import logreg, noise
 from unlearning.tabular.bundle import ModelBundle
 from unlearning.tabular.data import Table, check_trainable
 from unlearning.tabular.encoding import Encoder
@@ -42,7 +41,7 @@ def train_bundle(table: Table, cfg: TrainConfig, progress=None) -> tuple[ModelBu
     l2 = cfg.lam * len(data.X)
     certification, b = None, None
     if cfg.certified:
-        sigma = certified.noise_scale(cfg.budget, cfg.epsilon, cfg.delta)
+        sigma = noise.noise_scale(cfg.budget, cfg.epsilon, cfg.delta)
         certification = Certification(epsilon=cfg.epsilon, delta=cfg.delta, sigma=sigma)
         b = draw_noise(placeholder.theta.shape, sigma, cfg.seed)
     report = logreg.fit(data.X, data.y, n_classes, logreg.Objective(l2=l2, b=b), tol=cfg.tol, progress=progress)
