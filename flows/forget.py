@@ -51,7 +51,8 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
                 options: dict | None = None, verify_config: VerifyConfig = VerifyConfig(),
                 compare: dict[str, dict] | None = None,
                 image_verify: ImageVerifyConfig = ImageVerifyConfig(),
-                keep_superseded_days: int | None = None, members: list[str] | None = None) -> dict:
+                keep_superseded_days: int | None = None, members: list[str] | None = None,
+                verify: str | None = None) -> dict:
     """Process one erasure request end to end; returns the result summary (see docs/forget.md). A failed
     verification ends the flow run Failed (its MLflow run too, tagged `verified=false`); called
     from Python it still returns the summary (flows.runs).
@@ -60,7 +61,8 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
     update for the comparison table; `image_verify` = the image thresholds.
     `keep_superseded_days`: keep the superseded versions and data "beyond use" that many days
     instead of purging them now (default: the UNLEARN_KEEP_SUPERSEDED_DAYS setting, else purge now).
-    `members`: the ids of the requests a comply batch merged into this one (names the runs)."""
+    `members`: the ids of the requests a comply batch merged into this one (names the runs).
+    `verify`: how the update is verified (tasks.kinds.base.VERIFY_MODES; None: the kind's default)."""
     root_path = Path(root)
     plan = steps.plan_request(root_path, Path(request_path), method)
     if plan.earlier is not None:
@@ -80,7 +82,7 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
                                      "n_fix_labels": len(req.fix_labels), "parent_version": plan.parent_version})
         with release_steps.rollback_unless_promoted(lineage, plan, plan.keep_days) as outcome:
             configs = {"table": verify_config, "images": {"compare": compare, "verify": image_verify}}
-            summary = forget_request(lineage, plan, options, configs.get(plan.kind.name))
+            summary = forget_request(lineage, plan, options, configs.get(plan.kind.name), verify)
         if outcome.get("outcome") == "rolled back":
             summary["rollback"] = outcome
         tracking.log_json(parent, summary, "result.json")
@@ -91,17 +93,18 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
     return summary
 
 
-def forget_request(lineage: Lineage, plan: Plan, options: dict | None, config) -> dict:
+def forget_request(lineage: Lineage, plan: Plan, options: dict | None, config, verify: str | None = None) -> dict:
     """The recipe of every kind: corrected data (a new DVC version) → the update (replaced by
     retraining when it spent a budget it did not have) → verify against a retrained reference →
     with `auto`, fall back to that reference if the update failed → register → promote if verified
     → purge the superseded versions and data → certificate. `config`: the kind's verification
-    settings (None: its defaults)."""
+    settings (None: its defaults); `verify`: the verification mode (None: the kind's default)."""
     kind = plan.kind
     after, data_after = kind.correct_data(lineage, plan)
     lineage.tags["data_version"] = data_after
     update = kind.respect_budget(lineage, plan, after, kind.update(lineage, plan, after, plan.method, options))
-    verification = kind.verify(lineage, plan, after, update, config)
+    verification = kind.verification(lineage, plan, after, update, config,
+                                     verify or kind.default_verify_mode(plan, update))
     attempt = None
     if falls_back_to_retraining(plan.requested, update.method, verification.checks):
         fallback = kind.fall_back(lineage, plan, after, update, verification, config)

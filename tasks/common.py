@@ -110,12 +110,16 @@ class Update:
 
 @dataclass
 class Verification:
-    """The verification of an update: its metrics, its checks, the reference's cost."""
+    """The verification of an update: its metrics, its checks, the reference's cost (None: no
+    model was trained to verify it), how it was verified (`mode`: "certificate", "evidence" or
+    "reference", see tasks.kinds.base.VERIFY_MODES) and how many models it trained (`retrains`)."""
 
     metrics: dict
     checks: list[dict]
     retrain_s: float | None
     detail: Any = None
+    mode: str = "reference"
+    retrains: int = 1
 
     @property
     def passed(self) -> bool:

@@ -12,8 +12,15 @@ from typing import Any
 from tasks.common import Lineage, Plan, Trained, Update, Verification
 from tasks.formats import Format
 from unlearning.compliance.requests import UnlearningRequest
+from unlearning.errors import UnlearnError
 from unlearning.references import ReferenceJob
 from unlearning.tabular.methods import Result
+
+
+# How an update is verified in the request path (issue 13): `certificate` — the certificate is the
+# proof (certified convex models); `evidence` — reference-free tests, no model trained per request;
+# `reference` — against a model retrained on D' (the audit's check, opt-in per request).
+VERIFY_MODES = ("certificate", "evidence", "reference")
 
 
 class Kind(ABC):
@@ -21,6 +28,7 @@ class Kind(ABC):
     defaults are what a kind without budgets, fallback or extra tags does."""
 
     format: Format  # its dataset and model as files (tasks.formats): its name and dataset type too
+    verify_modes: tuple[str, ...] = ("reference",)  # the VERIFY_MODES it implements
 
     @property
     def name(self) -> str:
@@ -76,9 +84,24 @@ class Kind(ABC):
         """The update to verify: `update`, or its replacement when it spent a budget it did not have."""
         return update
 
+    def default_verify_mode(self, plan: Plan, update: Update) -> str:
+        """The mode used when the user names none."""
+        return self.verify_modes[0]
+
+    def verification(self, lineage: Lineage, plan: Plan, after, update: Update, config, mode: str) -> Verification:
+        """Verify the update in `mode` (one of `verify_modes`)."""
+        if mode == "reference":
+            return self.verify(lineage, plan, after, update, config)
+        return self.evidence(lineage, plan, after, update, config, mode)
+
     @abstractmethod
     def verify(self, lineage: Lineage, plan: Plan, after, update: Update, config) -> Verification:
         """Judge the update against the retrained reference (child run `verify`)."""
+
+    def evidence(self, lineage: Lineage, plan: Plan, after, update: Update, config, mode: str) -> Verification:
+        """Judge the update without training a model (`certificate` or `evidence` mode; child run
+        `verify`): Verification(..., retrain_s=None, mode=mode, retrains=0)."""
+        raise UnlearnError(f"--verify {mode} is not available for {self.name} models: use --verify reference")
 
     def fall_back(self, lineage: Lineage, plan: Plan, after, update: Update, verification: Verification,
                   config) -> tuple[Update, Verification, dict] | None:
