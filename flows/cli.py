@@ -115,7 +115,26 @@ def add_forget_parser(sub) -> None:
                         "model's kind, e.g. second_order (tables), finetune (text), alignment (images); an unknown "
                         "name is refused with the valid ones")
     forget.add_argument("--keep-superseded", metavar="DAYS", help=KEEP_HELP)
+    add_verify_option(forget)
     forget.add_argument("--json", action="store_true", help=JSON_HELP)
+
+
+VERIFY_HELP = ("how the update is verified: certificate (a certified table model: the certificate is the proof), "
+               "evidence (tests that train no model) or reference (against a model retrained on the corrected "
+               "data: the slow, old way); default: certificate where the model and method allow it, else evidence")
+
+
+def add_verify_option(parser) -> None:
+    """`--verify MODE` (tasks.kinds.base.VERIFY_MODES), checked by `checked_verify_mode` before
+    anything is written: one line naming the valid modes (argparse's `choices` prints the usage too)."""
+    parser.add_argument("--verify", metavar="certificate|evidence|reference", help=VERIFY_HELP)
+
+
+def checked_verify_mode(args) -> str | None:
+    from tasks.kinds.base import check_verify_mode_name
+
+    check_verify_mode_name(args.verify)
+    return args.verify
 
 
 def add_scan_parser(sub) -> None:
@@ -137,6 +156,7 @@ def add_demo_parser(sub) -> None:
     demo.add_argument("--train-steps", type=int, default=DEMO_TEXT_STEPS,
                       help=f"text scenario: training steps (default {DEMO_TEXT_STEPS})")
     demo.add_argument("--preset", choices=["tiny", "small"], default=None, help="text scenario: model size (default small)")
+    add_verify_option(demo)
     demo.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
@@ -161,6 +181,7 @@ def add_comply_parser(sub) -> None:
     comply.add_argument("--dask-address", metavar="ADDRESS", help="an existing Dask scheduler, e.g. "
                         "tcp://10.0.0.5:8786 (implies --task-runner dask; default UNLEARN_DASK_ADDRESS)")
     comply.add_argument("--workers", metavar="N", help="worker processes of the local Dask cluster (default: one per CPU core)")
+    add_verify_option(comply)
     comply.add_argument("--json", action="store_true", help=JSON_HELP)
     serve = sub.add_parser("serve", help="serve the Prefect deployments (nightly comply, on-demand forget) from "
                            "this process, without a work pool")
@@ -312,10 +333,12 @@ def cmd_forget(args, root: Path) -> int:
     from tasks import release, steps
 
     keep_days = release.keep_days_setting(args.keep_superseded)
+    checked_verify_mode(args)
     # all validation before anything is written; the flow nests under the lock taken here
-    with release.validated_release(root, "forget", lambda: steps.plan_request.fn(root, args.request, args.method)):
+    with release.validated_release(root, "forget",
+                                   lambda: steps.plan_request.fn(root, args.request, args.method, args.verify)):
         summary = forget_flow(root=str(root), request_path=str(args.request), method=args.method,
-                              keep_superseded_days=keep_days)
+                              keep_superseded_days=keep_days, verify=args.verify)
     emit(args, summary, format_forget(summary))
     return EXIT_OK if summary.get("verified", summary.get("status") == "completed") else EXIT_FAILED
 
@@ -333,10 +356,24 @@ def format_forget(s: dict) -> str:
         f" ({'promoted to production' if s['promoted'] else 'NOT promoted'})",
         f"  data  {s['data']['before']} → {s['data']['after']}",
         *kind.format_forget(s),
+        *verification_lines(s),
         *superseded_lines(s),
         *failed_check_lines(s["checks"]),
     ]
     return "\n".join(lines)
+
+
+def verification_lines(s: dict) -> list[str]:
+    """How the update was verified, the checks it passed and how long the data took to leave production."""
+    v, t = s.get("verification"), s["timings"]
+    if not v:
+        return []
+    passed = sum(c["passed"] for c in v["checks"])
+    names = ", ".join(c["name"] for c in v["checks"] if c["passed"]) or "none"
+    removal = (f"; time to removal {t['time_to_removal_s']:.1f} s" if t.get("time_to_removal_s") is not None
+               else "; production unchanged")
+    return [f"  verified by {v['mode']}: {passed}/{len(v['checks'])} checks passed ({names}), "
+            f"{v['retrains']} model(s) retrained, {t['verify_s']:.2f} s" + removal]
 
 
 def failed_check_lines(checks: list[dict]) -> list[str]:
@@ -397,15 +434,27 @@ def with_exposure(root: Path, dataset: str, model: str, findings: list[dict]) ->
 def cmd_demo(args, root: Path) -> int:
     from flows.demo import run_images_demo, run_tabular_demo, run_text_demo
 
+    demo_verify_mode(args)
     if args.scenario == "text":
-        summary = run_text_demo(root, args.train_steps, args.preset or "small")
+        summary = run_text_demo(root, args.train_steps, args.preset or "small", verify=args.verify)
     elif args.scenario == "images":
-        summary = run_images_demo(root)
+        summary = run_images_demo(root, verify=args.verify)
     else:
-        summary = run_tabular_demo(root)
+        summary = run_tabular_demo(root, verify=args.verify)
     console = summary.pop("console")
     emit(args, summary, console)
     return EXIT_OK if summary["verified"] else EXIT_FAILED
+
+
+def demo_verify_mode(args) -> None:
+    """`--verify` of a demo: refused before its data is built when the scenario's kind cannot use it."""
+    from tasks.kinds import IMAGES, TABULAR, TEXT
+
+    if checked_verify_mode(args) is not None:
+        kind = {"tabular": TABULAR, "text": TEXT, "images": IMAGES}[args.scenario]
+        if args.verify not in kind.verify_modes:
+            raise UnlearnError(f"--verify {args.verify} is not available for the {args.scenario} demo: use "
+                               f"{' or '.join('--verify ' + m for m in kind.verify_modes)}")
 
 
 def cmd_ui(args, root: Path) -> int:
@@ -501,10 +550,11 @@ def cmd_comply(args, root: Path) -> int:
     keep_days = release.keep_days_setting(args.keep_superseded)
     runner, address = prefetch.runner_setting(args.task_runner, args.dask_address)
     workers = prefetch.check_workers(args.workers)
+    checked_verify_mode(args)
     ledger.check_intact(root)  # a bad UNLEARN_LEDGER_URL, a forged ledger: one line before any flow starts
     try:
         summary = comply_flow(root=str(root), keep_superseded_days=keep_days, task_runner=runner,
-                              dask_address=address, workers=workers)
+                              dask_address=address, workers=workers, verify=args.verify)
     except release.ProjectBusy as busy:  # not bad input: the other run is doing the work
         print(f"comply: {busy}", file=sys.stderr)
         return EXIT_FAILED
