@@ -78,10 +78,33 @@ def test_margins_and_shifts_are_what_they_say():
     assert verify.guaranteed_agreement(theta, X, 1.0) == pytest.approx(1 / 3)  # only 2 > 1.41
 
 
+def test_the_residual_of_sequential_certified_updates_stays_within_the_accumulated_bound():
+    """Regression: the residual a certified update leaves is carried into the next one, so the
+    second request's residual exceeds its own bound; the certificate rests on the accumulated
+    bound ε′ (budget_used), and the check must too (it failed a valid certificate before)."""
+    from dataclasses import replace
+
+    from tests.numerics.test_influence import corrected_data
+    from unlearning.tabular.problem import Certification, make_problem
+
+    cert = Certification(epsilon=1.0, delta=1e-5, sigma=500.0)  # budget ≈ 100: both requests within it
+    first = problem(400, 6, 2, 3, "label", 30, lam=1e-2, sigma=5.0, certification=cert)
+    one = run_method("certified", first)
+    X, y = corrected_data(first)
+    second = make_problem(one.theta, first.obj, X, y, 2, torch.arange(1), X[:0], y[:0],  # then one deletion
+                          certification=replace(cert, spent=one.stats["budget_used"]))
+    two = run_method("certified", second)
+    metrics = verify.certificate_evidence(two.residual, two.residual_bound, two.epsilon, 1.0,
+                                          two.stats["budget_used"], two.stats["budget"],
+                                          {"test_accuracy": 0.8, "test_accuracy_before": 0.8, "accuracy_drop_pts": 0.0})
+    assert two.residual > two.residual_bound  # the carried residual: the per-request bound alone is not the premise
+    assert all(c["passed"] for c in verify.certificate_checks(metrics, verify.VerifyConfig()))
+
+
 def test_certificate_checks_fail_a_residual_above_its_bound_and_an_exhausted_budget():
     utility = {"test_accuracy": 0.8, "test_accuracy_before": 0.8, "accuracy_drop_pts": 0.0}
     good = verify.certificate_evidence(0.3, 8.0, 0.8, 1.0, 8.0, 10.0, utility)
     assert all(c["passed"] for c in verify.certificate_checks(good, verify.VerifyConfig()))
-    bad = verify.certificate_evidence(9.0, 8.0, 1.2, 1.0, 12.0, 10.0, {**utility, "accuracy_drop_pts": 3.0})
+    bad = verify.certificate_evidence(13.0, 8.0, 1.2, 1.0, 12.0, 10.0, {**utility, "accuracy_drop_pts": 3.0})
     failed = {c["name"] for c in verify.certificate_checks(bad, verify.VerifyConfig()) if not c["passed"]}
     assert failed == {"residual_within_bound", "budget_used", "epsilon", "accuracy_drop_pts"}
