@@ -187,7 +187,7 @@ def text_console_summary(s: dict) -> str:
                f"fell back to the model retrained on the redacted corpus (guarantee exact)."]
     elif s["method"] == "retrain" and s.get("requested_method") == "auto":
         why = [f"Method auto chose retraining: the request touches {s['affected_windows']} training windows; the "
-               f"second-order update is used up to {AUTO_MAX_WINDOWS} (beyond, it fails verification: see "
+               f"fast update (suppress) is used up to {AUTO_MAX_WINDOWS} (beyond, it fails verification: see "
                f"`make bench`)."]
     else:
         why = []

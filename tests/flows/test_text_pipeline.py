@@ -98,7 +98,7 @@ def test_text_request_validation(workspace, capsys):
 
 
 def test_auto_falls_back_to_the_retrained_model_when_the_fast_update_fails(workspace, capsys):
-    """`auto`: a second_order update that misses the thresholds (here: damped to a standstill) is
+    """`auto`: a suppress update that misses the thresholds (here: a learning rate too small to move) is
     not promoted; the reference verification retrained on the redacted corpus is, as `exact`.
     (A request touching more windows than lm.AUTO_MAX_WINDOWS goes to retraining directly: the
     first test's request, with method retrain, covers that path.)"""
@@ -113,14 +113,14 @@ def test_auto_falls_back_to_the_retrained_model_when_the_fast_update_fails(works
     capsys.readouterr()
     assert main(["scan", "shakespeare", "--json"]) == 1
     card = next(f["fingerprint"] for f in json.loads(capsys.readouterr().out)["findings"] if f["detector"] == "card")
-    request = workspace / "redact.yaml"  # one card number: few enough windows for auto to try second_order
+    request = workspace / "redact.yaml"  # one card number: few enough windows for auto to try suppress
     request.write_text(yaml.safe_dump({"id": "REQ-T2", "model": "shakespeare", "method": "auto",
                                        "redact": {"findings": [card], "policy": "token"}}))
     out = forget_flow(root=str(workspace), request_path=str(request),
-                      options={"damping": 1e12, "steps": 1, "repair_steps": 0})
+                      options={"lr": 1e-9, "steps": 1})
     attempt = out["fallback"]
-    assert attempt["method"] == "second_order" and "exposure_vs_retrain_bits" in attempt["failed_checks"]
-    assert abs(attempt["exposure_after"] - out["exposure"]["before"]) < 1e-3  # the damped step barely moved
+    assert attempt["method"] == "suppress" and "exposure_vs_retrain_bits" in attempt["failed_checks"]
+    assert abs(attempt["exposure_after"] - out["exposure"]["before"]) < 1e-3  # the tiny step barely moved
     assert out["verified"] and out["promoted"] and out["method"] == "retrain" and out["guarantee"] == "exact"
     assert out["exposure"]["after"] == out["exposure"]["retrain"] and out["affected_windows"] <= 16
     capsys.readouterr()
