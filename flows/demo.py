@@ -217,7 +217,8 @@ def images_demo_flow(root: str) -> dict:
     compare = {m: DEMO_BASELINE_OPTIONS.get(m, {}) for m in IMAGE_METHODS if m not in ("alignment", "retrain")}
     say(f"[3/4] forget: request {request['id']} — forget class '{setup['forget']}' (method auto → alignment); "
         f"verify against a retrained CNN and run {len(compare)} baselines beside it")
-    forgot = forget_flow(root=root, request_path=str(request_path), compare=compare)
+    # reference, not the image default (evidence): this demo shows every method beside retraining
+    forgot = forget_flow(root=root, request_path=str(request_path), compare=compare, verify="reference")
     say("[4/4] done")
     return {**forgot, "dataset": dataset.name, "trained": trained, "request_file": str(request_path),
             "demo_seconds": time.perf_counter() - started}

@@ -239,11 +239,11 @@ def headline_metrics(rows: list[dict], method: str) -> dict:
 # --- evidence ---------------------------------------------------------------------------------
 
 def evidence_inputs(plan: Plan, cfg: ImageEvidenceConfig) -> EvidenceSets:
-    """Z (recorded labels), the class of each of its images in D', the held-out images of those
-    classes (the test split, seeded subsample) and the classes D' still holds."""
+    """Z (recorded labels), the held-out images of its classes (the test split, seeded subsample)
+    and the classes D' still holds."""
     data, req = training_data(plan.dataset, plan.bundle), plan.part.request
-    source = data.y[req.forget] if req.corrected is None else req.corrected
-    pos = control_positions(plan.dataset.train, plan.dataset.labels, set(source.tolist()), cfg.max_controls)
+    pos = control_positions(plan.dataset.train, plan.dataset.labels, set(data.y[req.forget].tolist()),
+                            cfg.max_controls)
     return evidence_sets(data, req, tensors(plan.dataset, pos))
 
 
@@ -270,7 +270,7 @@ def evidence_images(lineage: Lineage, plan: Plan, method: str, bundle_after: Ima
     verify_images logs them. Returns (rows, checks, metrics)."""
     with lineage.child("verify") as run_id:
         sets, inputs = eval_sets(plan, cfg), evidence_inputs(plan, cfg.evidence)
-        progress(f"  verify: evidence (no retraining): {len(inputs.source)} forget images against "
+        progress(f"  verify: evidence (no retraining): {len(inputs.forget[1])} forget images against "
                  f"{len(inputs.controls[1])} held-out images of their classes ...")
         rows = [evaluate_row("original", plan.bundle.model, sets, 0.0),
                 evaluate_row(method, bundle_after.model, sets, update_s)]

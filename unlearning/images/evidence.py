@@ -3,10 +3,9 @@ science.md §6): the forget set Z is judged against HELD-OUT images of the same 
 in the same updated model — what retraining would make of Z is what the model makes of images it
 never saw.
 
-Each forget sample i is a pair (image x_i, recorded label r_i); its *source class* s_i is the
-class its image belongs to in D' (the corrected label for fix_labels, r_i otherwise). Its controls
-are the held-out (test-split) images of class s_i, scored with the same label r_i. Per stratum
-(s, r), with n_f forget samples and n_h controls, weights w = n_f / |Z|:
+Each forget sample i is a pair (image x_i, recorded label r_i); its controls are the held-out
+(test-split) images of class r_i, scored with r_i. Per recorded label (a stratum), with n_f forget
+samples and n_h controls, weights w = n_f / |Z|:
 
 - classes still in D' (r has training images in D'): a model retrained on D' treats Z like unseen
   images of the same classes, so
@@ -14,8 +13,12 @@ are the held-out (test-split) images of class s_i, scored with the same label r_
   must lie within  margin + z · SE,  SE² = Σ w ã(1−ã)/|Z| + Σ w² ã(1−ã)/n_h, ã the control rate
   smoothed (k+1)/(n+2) so a control at 0 % or 100 % still has a sampling error. Two-sided for
   deletions (a forget set much *worse* than unseen images marks it as well as memorisation does:
-  the Streisand effect); one-sided (upper) for relabelled samples, which D' holds under their
-  corrected label, so retraining predicts their old label *less* often than on unseen images.
+  the Streisand effect); one-sided (upper) for relabelled samples (fix_labels): D' holds them under
+  their corrected label, which only pulls a retrained model away from the old one, and an image
+  whose old label was wrong looks less like that class than its held-out images do. Their controls
+  are of the *recorded* class, not of the corrected one: a correction does not say what the image
+  shows (relabelling a striped image "disc" leaves it striped, and a retrained model still calls it
+  striped — controls of class "disc" raised a false alarm on exactly that).
 - classes absent from D' (class forgetting, or deletions that took a class's last image): a
   model retrained on D' has no training image of r and predicts it (almost) never, on Z or on
   unseen images of the class, whatever its accuracy before. The expectation is ≈ 0, not the
@@ -39,7 +42,6 @@ from unseen images for reasons other than memorisation.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,17 +70,12 @@ class ImageEvidenceConfig(BaseModel):
 
 @dataclass(frozen=True)
 class Stratum:
-    """Forget samples with one (source class, recorded label), and their held-out controls."""
+    """Forget samples with one recorded label, and their held-out controls (images of that class)."""
 
-    source: int
     label: int
     forget: np.ndarray  # (n_f,) positions in Z
-    controls: np.ndarray  # (n_h,) positions in the held-out set (images of class `source`)
+    controls: np.ndarray  # (n_h,) positions in the held-out set
     present: bool  # `label` has training images in D'
-
-    @property
-    def relabelled(self) -> bool:
-        return self.source != self.label
 
 
 def control_positions(train: np.ndarray, labels: np.ndarray, classes, cap: int, seed: int = 0) -> np.ndarray:
@@ -89,18 +86,13 @@ def control_positions(train: np.ndarray, labels: np.ndarray, classes, cap: int, 
     return pos
 
 
-def strata(recorded: np.ndarray, source: np.ndarray, control_labels: np.ndarray,
-           present_classes: set[int]) -> list[Stratum]:
-    """Z grouped by (source class, recorded label), each with the controls of its source class."""
-    recorded, source = np.asarray(recorded), np.asarray(source)
-    if recorded.shape != source.shape or recorded.ndim != 1 or len(recorded) == 0:
-        raise UnlearnError(f"need one recorded and one source class per forget sample, got {recorded.shape} "
-                           f"and {source.shape}")
-    out = []
-    for s, r in sorted(Counter(zip(source.tolist(), recorded.tolist()))):
-        out.append(Stratum(s, r, np.flatnonzero((source == s) & (recorded == r)),
-                           np.flatnonzero(np.asarray(control_labels) == s), r in present_classes))
-    return out
+def strata(recorded: np.ndarray, control_labels: np.ndarray, present_classes: set[int]) -> list[Stratum]:
+    """Z grouped by recorded label, each with the controls of that class."""
+    recorded = np.asarray(recorded)
+    if recorded.ndim != 1 or len(recorded) == 0:
+        raise UnlearnError(f"need a non-empty 1-D array of recorded labels, got shape {recorded.shape}")
+    return [Stratum(r, np.flatnonzero(recorded == r), np.flatnonzero(np.asarray(control_labels) == r),
+                    r in present_classes) for r in sorted(set(recorded.tolist()))]
 
 
 def label_losses(logits: torch.Tensor, labels) -> np.ndarray:
@@ -161,12 +153,12 @@ def class_level(groups: list[Stratum], forget_pred: np.ndarray, control_pred: np
     return {"forget": 100 * hits_f / n_f, "heldout": 100 * hits_c / n_c if n_c else None}
 
 
-def forget_evidence(forget_logits: torch.Tensor, recorded, source, control_logits: torch.Tensor, control_labels,
-                    present_classes: set[int], cfg: ImageEvidenceConfig) -> dict:
+def forget_evidence(forget_logits: torch.Tensor, recorded, control_logits: torch.Tensor, control_labels,
+                    present_classes: set[int], relabelled: bool, cfg: ImageEvidenceConfig) -> dict:
     """Every statistic of the module docstring for one model's outputs: logits (n_f, K) on Z with
-    its recorded labels and source classes, logits (n_h, K) on the held-out controls with their
-    labels, and the classes D' still holds."""
-    groups = strata(recorded, source, control_labels, present_classes)
+    its recorded labels, logits (n_h, K) on the held-out controls with their labels, the classes D'
+    still holds, and whether Z is relabelled (fix_labels: one-sided) rather than deleted."""
+    groups = strata(recorded, control_labels, present_classes)
     f_pred, c_pred = predicted(forget_logits), predicted(control_logits)
     controlled = [g for g in groups if len(g.controls)]
     present = [g for g in controlled if g.present]
@@ -174,7 +166,7 @@ def forget_evidence(forget_logits: torch.Tensor, recorded, source, control_logit
     return {
         "n_forget": len(np.asarray(recorded)), "n_controls": len(np.asarray(control_labels)),
         "uncontrolled": sum(len(g.forget) for g in groups if not len(g.controls)),
-        "one_sided": any(g.relabelled for g in groups),
+        "one_sided": bool(relabelled),
         "accuracy": accuracy_gap(present, f_pred, c_pred, cfg.z, cfg.accuracy_margin) if present else None,
         "absent": class_level(absent, f_pred, c_pred) if absent else None,
         "membership": membership_auc(controlled, forget_logits, control_logits, cfg.z, cfg.auc_margin)
@@ -184,28 +176,27 @@ def forget_evidence(forget_logits: torch.Tensor, recorded, source, control_logit
 
 @dataclass(frozen=True)
 class EvidenceSets:
-    """What the evidence of one request is measured on: Z with its recorded labels, the source
-    class of each image (its class in D'), the held-out controls and the classes D' holds."""
+    """What the evidence of one request is measured on: Z with its recorded labels, the held-out
+    controls, the classes D' holds and whether Z is relabelled (fix_labels) rather than deleted."""
 
     forget: tuple[torch.Tensor, torch.Tensor]  # (n_f, C, H, W), (n_f,) recorded labels
-    source: np.ndarray  # (n_f,)
     controls: tuple[torch.Tensor, torch.Tensor]  # (n_h, C, H, W), (n_h,) their labels
     present: frozenset[int]
+    relabelled: bool
 
 
 def evidence_sets(data: ImageData, request: ImageRequest, controls: tuple[torch.Tensor, torch.Tensor]) -> EvidenceSets:
     """The sets of a request on the model's training set, with held-out `controls` (control_positions)."""
-    recorded = data.y[request.forget]
-    source = recorded if request.corrected is None else request.corrected
     present = frozenset(torch.unique(request.d_prime(data)[1]).tolist())
-    return EvidenceSets((data.X[request.forget], recorded), source.numpy(), controls, present)
+    return EvidenceSets((data.X[request.forget], data.y[request.forget]), controls, present,
+                        request.corrected is not None)
 
 
 def evidence_of(model: torch.nn.Module, sets: EvidenceSets, cfg: ImageEvidenceConfig) -> dict:
     """`forget_evidence` of one model: its outputs on Z and on the controls."""
     forget, controls = (model_outputs(model, x, y) for x, y in (sets.forget, sets.controls))
-    return forget_evidence(forget.logits, forget.labels.numpy(), sets.source, controls.logits,
-                           controls.labels.numpy(), set(sets.present), cfg)
+    return forget_evidence(forget.logits, forget.labels.numpy(), controls.logits, controls.labels.numpy(),
+                           set(sets.present), sets.relabelled, cfg)
 
 
 def check(name: str, value, threshold: str, passed: bool) -> dict:
