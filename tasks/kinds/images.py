@@ -349,7 +349,11 @@ class Images(Kind):
         return f"; forgot {what}"
 
     def format_forget(self, s: dict) -> list[str]:
-        return ["  " + line for line in rows_table(s["results"])]
+        lines = ["  " + line for line in rows_table(s["results"])]
+        if not any(r["method"] == "retrain" for r in s["results"]):  # evidence: the checks are the verdict
+            lines += ["  evidence, no model retrained (forget set against held-out images of its classes):",
+                      *("    " + line for line in checks_table(s["checks"]))]
+        return lines
 
 
 def rows_table(rows: list[dict]) -> list[str]:
@@ -360,6 +364,11 @@ def rows_table(rows: list[dict]) -> list[str]:
         (r["method"], fmt(r["ua"], ".1f"), fmt(r["ra"], ".1f"), fmt(r["ta"], ".1f"), fmt(r["mia_efficacy"], ".1f"),
          fmt(r["mia_auc"], ".3f"), fmt(r["da"], ".3f"), fmt(r["lp"], ".1f"), fmt(r["nmi"], ".3f"),
          fmt(r["f1"], ".3f"), fmt(r["rte_s"], ".1f"), fmt(r.get("avg_gap"), ".2f")) for r in rows])
+
+
+def checks_table(checks: list[dict]) -> list[str]:
+    return console_table(("check", "value", "needs", "passed"), [
+        (c["name"], f"{c['value']:.4g}", c["threshold"], "yes" if c["passed"] else "NO") for c in checks])
 
 
 KIND = Images()

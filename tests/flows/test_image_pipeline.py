@@ -125,6 +125,21 @@ def test_forget_class_promotes_alignment_verified_by_evidence(digits_ws, capsys)
     assert json.loads(capsys.readouterr().out)["status"] == "already_processed"
 
 
+def test_the_console_shows_the_evidence_checks_when_no_model_was_retrained():
+    from tasks.kinds.images import KIND
+
+    row = {"method": "alignment", **dict.fromkeys(("ua", "ra", "ta", "mia_efficacy", "mia_auc", "da", "lp", "nmi",
+                                                   "f1", "rte_s"), 1.0)}
+    checks = [{"name": "forgotten_class_accuracy", "value": 0.0, "threshold": "<= 10.0", "passed": True},
+              {"name": "ta_drop_vs_original", "value": 6.5, "threshold": "<= 5.0", "passed": False}]
+    lines = KIND.format_forget({"results": [{**row, "method": "original"}, row], "checks": checks})
+    assert any("evidence, no model retrained" in line for line in lines)
+    assert any("forgotten_class_accuracy" in line and "<= 10.0" in line and "yes" in line for line in lines)
+    assert any("ta_drop_vs_original" in line and "6.5" in line and "NO" in line for line in lines)
+    with_reference = KIND.format_forget({"results": [row, {**row, "method": "retrain"}], "checks": checks})
+    assert not any("evidence" in line for line in with_reference)
+
+
 def test_forget_class_verified_against_a_retrained_reference(digits_ws):
     """verify="reference" (opt-in): today's comparison with a CNN retrained on D'."""
     from flows.forget import forget_flow
