@@ -10,6 +10,7 @@ import pandas as pd
 
 from flows.cli import main
 from tasks import audit, ledger, tracking
+from tests.flows.test_faults import run_killed
 from tests.flows.test_pipeline import add_and_train, request_file, run_json
 from unlearning.compliance import ledger as lg
 
@@ -147,3 +148,61 @@ def test_ledger_audit_entries_only_follow_a_completed_request():
         assert "only a completed request can be audited" in str(exc)
     else:
         raise AssertionError("an open request was audited")
+
+
+KILLED_BEFORE_PROMOTION = """
+import os, sys
+import tasks.common
+def killed(*args, **kwargs):
+    os._exit(137)
+tasks.common.promote = killed  # killed after the retrained model was registered and the record written
+from flows.cli import main
+sys.exit(main(["audit", "people", "--rebase"]))
+"""
+
+KILLED_AFTER_PROMOTION = """
+import os, sys
+import tasks.audit
+def killed(*args, **kwargs):
+    os._exit(137)
+tasks.audit.record_verdicts = killed  # killed after the promotion, before any ledger entry
+from flows.cli import main
+sys.exit(main(["audit", "people", "--rebase"]))
+"""
+
+
+def test_an_audit_killed_before_its_promotion_is_rolled_back_and_redone_by_the_next_run(
+        workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys)
+    comply_requests(workspace, capsys, {"id": "KILL-1", "delete_records": ["P1003"]})
+    run_killed(workspace, KILLED_BEFORE_PROMOTION)
+    # what the kill left: a registered candidate, a written record, the open marker; production unmoved
+    assert tracking.production_alias("people") == "2" and "3" in versions("people")
+    assert len(list((workspace / audit.AUDIT_DIR).glob("*.json"))) == 1
+    assert ledger.show(workspace, "KILL-1").audits == []
+
+    code, out = run_json(capsys, ["audit", "people", "--rebase"])
+    assert code == 0, out
+    assert out["promoted"] == "4" and tracking.production_alias("people") == "4"
+    assert "rolled_back" in versions("people")["3"]  # the half-done audit's candidate, never promoted
+    records = list((workspace / audit.AUDIT_DIR).glob("*.json"))
+    assert [p.name for p in records] == [f"{out['audit']}.json"]  # the killed run's record was withdrawn
+    assert not list((workspace / audit.AUDIT_DIR).glob("*.open"))
+    assert [a["audit"] for a in ledger.show(workspace, "KILL-1").audits] == [out["audit"]]
+
+
+def test_an_audit_killed_after_its_promotion_is_finished_by_the_next_run(workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys)
+    comply_requests(workspace, capsys, {"id": "KILL-2", "delete_records": ["P1003"]})
+    run_killed(workspace, KILLED_AFTER_PROMOTION)
+    assert tracking.production_alias("people") == "3"
+    assert ledger.show(workspace, "KILL-2").audits == [] and audit.escrow_files(workspace, "people")
+    [record] = list((workspace / audit.AUDIT_DIR).glob("*.json"))
+
+    capsys.readouterr()
+    assert main(["audit"]) == 0
+    assert f"recovered an interrupted audit {record.stem}: completed" in capsys.readouterr().out
+    assert [a["audit"] for a in ledger.show(workspace, "KILL-2").audits] == [record.stem]
+    assert not audit.escrow_files(workspace, "people") and not list((workspace / audit.AUDIT_DIR).glob("*.open"))
+    assert tracking.production_alias("people") == "3" and "purged" in versions("people")["2"]
+    assert main(["certificate", "verify", str(record)]) == 0
