@@ -163,13 +163,16 @@ def add_comply_parser(sub) -> None:
                         "tcp://10.0.0.5:8786 (implies --task-runner dask; default UNLEARN_DASK_ADDRESS)")
     comply.add_argument("--workers", metavar="N", help="worker processes of the local Dask cluster (default: one per CPU core)")
     comply.add_argument("--json", action="store_true", help=JSON_HELP)
-    serve = sub.add_parser("serve", help="serve the Prefect deployments (nightly comply, on-demand forget) from "
+    serve = sub.add_parser("serve", help="serve the Prefect deployments (nightly comply, weekly audit, on-demand "
+                           "forget) from "
                            "this process, without a work pool")
     serve.add_argument("--cron", default="0 2 * * *", help="when the nightly comply runs (default 02:00 UTC)")
     serve.add_argument("--task-runner", metavar="RUNNER", help="the nightly comply's task runner for verification "
                        "references: inline or dask (default: UNLEARN_TASK_RUNNER in the serving process, "
                        "else inline)")
     serve.add_argument("--dask-address", metavar="ADDRESS", help="an existing Dask scheduler for the nightly comply")
+    serve.add_argument("--audit-cron", default="0 3 * * 0", help="when the weekly audit of every model with "
+                       "requests since its last audit runs (default Sundays 03:00 UTC)")
 
 
 def add_audit_parser(sub) -> None:
@@ -587,6 +590,7 @@ def format_audit(a: dict) -> list[str]:
 
 
 def cmd_serve(args, root: Path) -> int:
+    from flows.audit import audit_flow
     from flows.comply import comply_flow
     from flows.forget import forget_flow
 
@@ -598,9 +602,10 @@ def cmd_serve(args, root: Path) -> int:
         comply_params = {**params, "task_runner": runner, **({"dask_address": address} if address else {})}
     else:
         comply_params = params
-    print(f"serving comply/nightly (cron {args.cron!r}, UTC) and forget/on-demand for {root}; Ctrl-C to stop",
-          file=sys.stderr)
+    print(f"serving comply/nightly (cron {args.cron!r}, UTC), audit/weekly (cron {args.audit_cron!r}, UTC) and "
+          f"forget/on-demand for {root}; Ctrl-C to stop", file=sys.stderr)
     serve_until_stopped(comply_flow.to_deployment(name="nightly", cron=args.cron, parameters=comply_params),
+                        audit_flow.to_deployment(name="weekly", cron=args.audit_cron, parameters=comply_params),
                         forget_flow.to_deployment(name="on-demand", parameters=params))
     return EXIT_OK
 
