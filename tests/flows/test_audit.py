@@ -206,3 +206,17 @@ def test_an_audit_killed_after_its_promotion_is_finished_by_the_next_run(workspa
     assert not audit.escrow_files(workspace, "people") and not list((workspace / audit.AUDIT_DIR).glob("*.open"))
     assert tracking.production_alias("people") == "3" and "purged" in versions("people")["2"]
     assert main(["certificate", "verify", str(record)]) == 0
+
+
+def test_the_weekly_audit_deployment_runs_the_audit_flow():
+    import importlib
+    from pathlib import Path
+
+    import yaml
+
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "prefect.yaml").read_text())
+    [weekly] = [d for d in spec["deployments"] if d["name"] == "weekly"]
+    module, _, name = weekly["entrypoint"].partition(":")
+    flow = getattr(importlib.import_module(module), name)
+    assert flow.name == "audit" and weekly["parameters"] == {"root": "{{ $UNLEARN_ROOT }}"}
+    assert [s["cron"] for s in weekly["schedules"]] == ["0 3 * * 0"]
