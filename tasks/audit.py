@@ -64,20 +64,43 @@ def escrow_request(lineage: Lineage, plan: Plan, promoted: bool) -> Path | None:
 
     members = list((flow_run.parameters or {}).get("members") or [plan.request.id])
     content = {"model": plan.model_name, "kind": plan.kind.name, "requests": members,
-               "request": plan.request.id, **escrow_content(plan)}
+               "request": plan.request.id, **escrow_content(lineage.root, plan, members)}
     path = escrow_file(lineage.root, plan.model_name, lineage.parent_run)
     write_private(path, sealing.seal(content, signing.signing_key(lineage.root), escrow_name(path)))
     return path
 
 
-def escrow_content(plan: Plan) -> dict:
-    """What the audit cannot find in the current data: a text request's removed secrets."""
+def escrow_content(root: Path, plan: Plan, members: list[str]) -> dict:
+    """What the audit cannot find in the current data: a text request's removed secrets, each with
+    the requests of the batch that asked for it (so that a shortfall names the right request)."""
     if plan.kind.name != "text":
         return {}
     from unlearning.text import lm
 
+    owners = secret_owners(root, plan, members)
     return {"secrets": [{"fingerprint": s.fingerprint, "detector": s.detector, "masked": s.masked,
-                         "value": s.value, "prefix": s.prefix} for s in lm.secrets_of(plan.dataset, plan.part)]}
+                         "value": s.value, "prefix": s.prefix, "requests": owners.get(s.fingerprint, members)}
+                        for s in lm.secrets_of(plan.dataset, plan.part)]}
+
+
+def secret_owners(root: Path, plan: Plan, members: list[str]) -> dict[str, list[str]]:
+    """fingerprint → the members of a comply batch whose own `redact` selects it (from each
+    member's submitted request); empty when they cannot be read (then the whole batch owns them)."""
+    from unlearning.text import lm
+
+    if members == [plan.request.id]:
+        return {}
+    owners: dict[str, list[str]] = {}
+    try:
+        for member in members:
+            spec = ledger.load_submitted(root, member).redact
+            for finding in lm.select_findings(plan.part, spec.findings, spec.detectors):
+                owners.setdefault(finding["fingerprint"], [])
+                if member not in owners[finding["fingerprint"]]:
+                    owners[finding["fingerprint"]].append(member)
+    except Exception:  # noqa: BLE001 — attribution only: the batch as a whole owns its secrets then
+        return {}
+    return owners
 
 
 def escrow_file(root: Path, model: str, run_id: str) -> Path:
@@ -260,7 +283,7 @@ def audit_text(root: Path, plan: AuditPlan) -> Judgement:
     rows, owners = [], {}
     for escrowed in plan.escrows:
         for s in escrowed["secrets"]:
-            owners.setdefault(s["fingerprint"], []).extend(escrowed["requests"])
+            owners.setdefault(s["fingerprint"], []).extend(s.get("requests", escrowed["requests"]))
             if s["fingerprint"] in {r["fingerprint"] for r in rows}:
                 continue
             secret = lm.Secret(s["fingerprint"], s["detector"], s["masked"], s["value"], s["prefix"], ())

@@ -220,3 +220,26 @@ def test_the_weekly_audit_deployment_runs_the_audit_flow():
     flow = getattr(importlib.import_module(module), name)
     assert flow.name == "audit" and weekly["parameters"] == {"root": "{{ $UNLEARN_ROOT }}"}
     assert [s["cron"] for s in weekly["schedules"]] == ["0 3 * * 0"]
+
+
+def test_with_a_dask_task_runner_every_models_audit_reference_is_retrained_ahead(workspace, capsys):
+    import pytest
+
+    pytest.importorskip("prefect_dask")
+    from tests.flows.conftest import synthetic_people
+
+    for name, seed in (("people", 0), ("staff", 1)):
+        csv = workspace / f"{name}.csv"
+        synthetic_people(seed=seed).to_csv(csv, index=False)
+        assert main(["data", "add", name, "--file", str(csv), "--target", "label", "--id", "person"]) == 0
+        assert main(["train", name]) == 0
+    comply_requests(workspace, capsys, {"id": "DSK-1", "delete_records": ["P1003"]},
+                    {"id": "DSK-2", "model": "staff", "delete_records": ["P1004"]})
+
+    code, out = run_json(capsys, ["audit", "--task-runner", "dask", "--workers", "2"])
+    assert code == 0, out
+    by_model = {a["model"]: a for a in out["audits"]}
+    assert set(by_model) == {"people", "staff"}
+    assert {m: a["metrics"]["reference"] for m, a in by_model.items()} == {"people": "prefetched",
+                                                                            "staff": "prefetched"}
+    assert by_model["people"]["covered_requests"] == ["DSK-1"] and by_model["staff"]["covered_requests"] == ["DSK-2"]
