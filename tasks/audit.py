@@ -8,11 +8,12 @@ version, judges the production model for every request completed since the model
 - Escrow (`unlearning.compliance.escrow`): at request time, after the promotion, what the audit
   will need of the removed data is sealed under `.unlearn/escrow/<model>/<forget run>.bin` — the
   removed secrets of a text request (their values and contexts, never logged), nothing for a
-  table (the audit compares production θ with θ retrained on the current data). The audit that
-  covers the request deletes it.
+  table (the audit compares production θ with θ retrained on the current data), the forgotten
+  images of an image request. The audit that covers the request deletes it.
 - Checks per kind, today's reference checks: tables, agreement and accuracy gap with the retrained
   model (unlearning.tabular.verify); text, each removed secret's exposure ≤ retrained + 2 bits,
-  held-out perplexity ≤ retrained + 3 %, no secret regenerated.
+  held-out perplexity ≤ retrained + 3 %, no secret regenerated; images, the gaps to the retrained
+  CNN (|UA − UA_retrain| ≤ 10 points, TA and RA drops ≤ 5 points).
 - The record: one signed document (`.unlearn/audits/<id>.json`, HMAC as certificates are) naming
   the requests and certificates it covers; each covered ledger request gets an `audited` or
   `audit_failed` entry recording the record's SHA-256.
@@ -22,8 +23,9 @@ version, judges the production model for every request completed since the model
   deletes the record of an audit whose promotion was rolled back, or finishes the ledger entries
   and escrow deletion of one that was promoted or needed no promotion.
 
-Per-kind code is the `audit_<kind>` functions here; images are not audited yet (their forgotten
-images would need an escrow too): an image model's audit refuses with one line.
+Per-kind code is the `audit_<kind>` functions here. Images: the forgotten images (with the labels
+the model was trained on) are escrowed too, and the production CNN is judged by the gaps of
+unlearning.images.verify (UA on the forget set, RA, TA) against the CNN retrained on the current data.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from unlearning.errors import UnlearnError
 
 ESCROW_DIR = Path(".unlearn") / "escrow"
 AUDIT_DIR = Path(".unlearn") / "audits"
-AUDITED_KINDS = ("table", "text")
+AUDITED_KINDS = ("table", "text", "images")
 
 
 # --- the escrow, written at request time ------------------------------------------------------------
@@ -72,7 +74,14 @@ def escrow_request(lineage: Lineage, plan: Plan, promoted: bool) -> Path | None:
 
 def escrow_content(root: Path, plan: Plan, members: list[str]) -> dict:
     """What the audit cannot find in the current data: a text request's removed secrets, each with
-    the requests of the batch that asked for it (so that a shortfall names the right request)."""
+    the requests of the batch that asked for it (so that a shortfall names the right request); an
+    image request's forgotten images with the labels the model was trained on."""
+    if plan.kind.name == "images":
+        from unlearning.images.bundle import training_data
+
+        data, req = training_data(plan.dataset, plan.bundle), plan.part.request
+        return {"X": data.X[req.forget].clone(), "y": data.y[req.forget].clone(), "image_kind": req.kind,
+                "forget_class": req.forget_class}
     if plan.kind.name != "text":
         return {}
     from unlearning.text import lm
@@ -171,8 +180,7 @@ def due_models(root: Path, model: str | None) -> list[str]:
     production = tracking.require_production(model, root)
     kind = kind_name(root, production, model)
     if kind not in AUDITED_KINDS:
-        raise UnlearnError(f"model {model!r} is an {kind} model: audits cover {' and '.join(AUDITED_KINDS)} models "
-                           "for now (an image audit needs the forgotten images, which are not kept)")
+        raise UnlearnError(f"model {model!r} is a {kind} model: audits cover {', '.join(AUDITED_KINDS)} models")
     return [model] if has_work(root, model) else []
 
 
@@ -217,6 +225,11 @@ def plan_audit(root: Path, model: str) -> AuditPlan:
     if kind.name == "table":
         plan.b = state.load_noise(root, production.run_id)
         plan.job = references.table_job(table_problem(plan))
+    elif kind.name == "images":
+        from unlearning.images.bundle import training_data
+
+        data = training_data(dataset, bundle)  # D' as it is now: the images production was trained on, kept
+        plan.job = references.image_job(bundle.model.config, data.X, data.y, bundle.schedule)
     else:
         plan.job = references.text_job(bundle.model.config, bundle.settings, text_windows(plan))
     return plan
@@ -335,7 +348,65 @@ def text_shortfall(checks: list[dict], rows: list[dict], owners: dict, plan: Aud
     return out
 
 
-JUDGES = {"table": audit_table, "text": audit_text}
+def audit_images(root: Path, plan: AuditPlan) -> Judgement:
+    """The gaps of unlearning.images.verify on the production model against the retrained CNN: the
+    forget set (every covered request's escrowed images), the retained training images, the test
+    split (without a forgotten class)."""
+    from dataclasses import replace
+
+    from unlearning.images.bundle import tensors, test_positions, training_data
+    from unlearning.images.verify import ImageVerifyConfig, image_checks
+    from unlearning.linalg import single_threaded
+    from unlearning.metrics import evaluate_model
+
+    progress(f"  audit {plan.model}: retraining the CNN on the current data ...")
+    result, source = prefetch.obtain(plan.job, None)
+    retrained = replace(plan.bundle, model=result.model)
+    cfg = ImageVerifyConfig()
+    escrowed = [e for e in plan.escrows if "X" in e]
+    forgotten = {e["forget_class"] for e in escrowed if e.get("forget_class") is not None}
+    retain = (plan.job.data["X"], plan.job.data["y"])
+    test = tensors(plan.dataset, test_positions(plan.dataset, next(iter(forgotten)) if len(forgotten) == 1 else None,
+                                                cfg.max_test))
+    rows, checks = {}, []
+    if escrowed:
+        forget = (torch.cat([e["X"] for e in escrowed]), torch.cat([e["y"] for e in escrowed]))
+        with single_threaded():
+            rows = {name: evaluate_model(model, forget, retain, test)
+                    for name, model in (("after", plan.bundle.model), ("retrain", retrained.model))}
+        checks = image_checks(rows["after"], None, rows["retrain"], escrowed[0]["image_kind"], cfg)
+    metrics = {**{f"{k}_{name}": v for name, row in rows.items() for k, v in row.items() if k in ("ua", "ra", "ta")},
+               "forget_images": sum(len(e["y"]) for e in escrowed), "reference": source}
+    shortfall = images_shortfall(checks, escrowed, plan, retrained, cfg)
+    del escrowed
+    return Judgement(checks, metrics, retrained, result.stats["seconds"], shortfall)
+
+
+def images_shortfall(checks: list[dict], escrowed: list[dict], plan: AuditPlan, retrained, cfg) -> list[dict]:
+    """Per failed check, the requests that fell short: for the forget-set gap, those whose own
+    images are further from the retrained model than the threshold; retain/test drops go to all."""
+    out = []
+    for c in checks:
+        if c["passed"]:
+            continue
+        requests = plan.request_ids
+        if c["name"] == "ua_gap_to_retrain":
+            gaps = [(e, forget_accuracy(plan.bundle.model, e), forget_accuracy(retrained.model, e)) for e in escrowed]
+            named = sorted({i for e, a, r in gaps if abs(a - r) > cfg.max_ua_gap for i in e["requests"]})
+            requests = named or requests
+        out.append({"check": c["name"], "requests": requests})
+    return out
+
+
+def forget_accuracy(model, escrowed: dict) -> float:
+    """Accuracy (%) of `model` on one request's escrowed forget images."""
+    from unlearning.metrics.evaluate import model_outputs
+
+    out = model_outputs(model, escrowed["X"], escrowed["y"])
+    return 100 * float((out.logits.argmax(1) == escrowed["y"]).double().mean())
+
+
+JUDGES = {"table": audit_table, "text": audit_text, "images": audit_images}
 
 
 def judge(root: Path, plan: AuditPlan) -> Judgement:
