@@ -149,6 +149,14 @@ def drop_escrows(root: Path, names: list[str]) -> list[str]:
     return removed
 
 
+def drop_model_escrow(root: Path, model: str) -> list[dict]:
+    """Delete every escrow of a model that will never be audited (retired): the purge entries."""
+    paths = escrow_files(root, model)
+    for path in paths:
+        path.unlink()
+    return [{"artifact": f"audit escrow {escrow_name(p)}", "kind": "audit_escrow", "action": "purged"} for p in paths]
+
+
 # --- what an audit covers ----------------------------------------------------------------------------
 
 def ledger_requests(root: Path, model: str) -> list[lg.RequestRecord]:

@@ -243,3 +243,14 @@ def test_with_a_dask_task_runner_every_models_audit_reference_is_retrained_ahead
     assert {m: a["metrics"]["reference"] for m, a in by_model.items()} == {"people": "prefetched",
                                                                             "staff": "prefetched"}
     assert by_model["people"]["covered_requests"] == ["DSK-1"] and by_model["staff"]["covered_requests"] == ["DSK-2"]
+
+
+def test_retiring_a_model_deletes_the_escrow_no_audit_will_read(workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id="RET-1", delete_records=["P1003"])
+    assert run_json(capsys, ["forget", str(path)])[0] == 0  # outside the ledger: its escrow marks it for audit
+    assert len(audit.escrow_files(workspace, "people")) == 1
+    code, out = run_json(capsys, ["model", "retire", "people"])
+    assert code == 0, out
+    assert not audit.escrow_files(workspace, "people")
+    assert any(e["kind"] == "audit_escrow" and e["action"] == "purged" for e in out["purge"])
