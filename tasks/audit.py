@@ -383,6 +383,11 @@ def audit_images(root: Path, plan: AuditPlan) -> Judgement:
             rows = {name: evaluate_model(model, forget, retain, test)
                     for name, model in (("after", plan.bundle.model), ("retrain", retrained.model))}
         checks = image_checks(rows["after"], None, rows["retrain"], escrowed[0]["image_kind"], cfg)
+    else:  # no forgotten image kept (requests from before the escrow): the retain and test drops only
+        sets = {"ra": {"X": retain[0], "y": retain[1]}, "ta": {"X": test[0], "y": test[1]}}
+        rows = {name: {k: forget_accuracy(model, data) for k, data in sets.items()}
+                for name, model in (("after", plan.bundle.model), ("retrain", retrained.model))}
+        checks = image_checks({**rows["after"], "ua": 0.0}, None, {**rows["retrain"], "ua": 0.0}, "", cfg)[1:]
     metrics = {**{f"{k}_{name}": v for name, row in rows.items() for k, v in row.items() if k in ("ua", "ra", "ta")},
                "forget_images": sum(len(e["y"]) for e in escrowed), "reference": source}
     shortfall = images_shortfall(checks, escrowed, plan, retrained, cfg)
@@ -407,7 +412,7 @@ def images_shortfall(checks: list[dict], escrowed: list[dict], plan: AuditPlan, 
 
 
 def forget_accuracy(model, escrowed: dict) -> float:
-    """Accuracy (%) of `model` on one request's escrowed forget images."""
+    """Accuracy (%) of `model` on one request's escrowed forget images (or any {"X", "y"})."""
     from unlearning.metrics.evaluate import model_outputs
 
     out = model_outputs(model, escrowed["X"], escrowed["y"])
