@@ -50,7 +50,6 @@ from unlearning.compliance import ledger as lg
 from unlearning.compliance import signing
 from unlearning.errors import UnlearnError
 
-ESCROW_DIR = Path(".unlearn") / "escrow"
 AUDIT_DIR = Path(".unlearn") / "audits"
 AUDITED_KINDS = ("table", "text", "images")
 
@@ -113,7 +112,7 @@ def secret_owners(root: Path, plan: Plan, members: list[str]) -> dict[str, list[
 
 
 def escrow_file(root: Path, model: str, run_id: str) -> Path:
-    return Path(root) / ESCROW_DIR / model / f"{run_id}.bin"
+    return state.escrow_dir(root, model) / f"{run_id}.bin"
 
 
 def escrow_name(path: Path) -> str:
@@ -130,7 +129,7 @@ def write_private(path: Path, content: bytes) -> None:
 
 
 def escrow_files(root: Path, model: str) -> list[Path]:
-    folder = Path(root) / ESCROW_DIR / model
+    folder = state.escrow_dir(root, model)
     return sorted(folder.glob("*.bin")) if folder.is_dir() else []
 
 
@@ -142,19 +141,12 @@ def open_escrows(root: Path, paths: list[Path]) -> list[dict]:
 def drop_escrows(root: Path, names: list[str]) -> list[str]:
     removed = []
     for name in names:
-        path = Path(root) / ESCROW_DIR / name
+        model, _, file = name.partition("/")
+        path = state.escrow_dir(root, model) / file
         if path.exists():
             path.unlink()
             removed.append(name)
     return removed
-
-
-def drop_model_escrow(root: Path, model: str) -> list[dict]:
-    """Delete every escrow of a model that will never be audited (retired): the purge entries."""
-    paths = escrow_files(root, model)
-    for path in paths:
-        path.unlink()
-    return [{"artifact": f"audit escrow {escrow_name(p)}", "kind": "audit_escrow", "action": "purged"} for p in paths]
 
 
 # --- what an audit covers ----------------------------------------------------------------------------

@@ -456,9 +456,7 @@ def retire_model(root: Path, name: str) -> dict:
         tracking.set_version_tags(name, production.version, {"retired": rule.iso(now), rule.PURGE_AFTER: rule.iso(now)})
         tracking.remove_aliases(name, production.version)
         entries = purge_model_version(root, name, production, now)
-        from tasks.audit import drop_model_escrow
-
-        entries += drop_model_escrow(root, name)  # no audit can come for a retired model
+        entries += state.drop_model_escrow(root, name)  # no audit can come for a retired model
     return {"model": name, "version": str(production.version), "retired": rule.iso(now), "purge": entries}
 
 
