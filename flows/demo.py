@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 from prefect import flow
 
+from flows.audit import audit_flow
 from flows.detect import detect_flow
 from flows.forget import forget_flow
 from flows.settings import DEMO_TEXT_STEPS
@@ -149,8 +150,38 @@ def text_demo_flow(root: str, train_steps: int = DEMO_TEXT_STEPS, preset: str = 
         f"{max(s['exposure'] for s in detected['secrets']):.1f} bits")
     say(f"[4/5] forget: redact every finding and update the model ({Path(detected['request']).name})")
     forgot = forget_flow(root=root, request_path=detected["request"], verify=verify)
+    audited = demo_audit(root, forgot)
     say("[5/5] done")
-    return {**forgot, "trained": trained, "detected": detected, "demo_seconds": time.perf_counter() - started}
+    return {**forgot, "trained": trained, "detected": detected, "audit": audited,
+            "demo_seconds": time.perf_counter() - started}
+
+
+def demo_audit(root: str, forgot: dict) -> dict | None:
+    """The weekly audit, run now: one model retrained on the redacted corpus judges the production
+    model (the removed secrets measured from the request's sealed escrow). None when nothing was promoted."""
+    if not forgot.get("promoted"):
+        return None
+    say("      audit: retrain once on the current corpus and check the production model against it "
+        "(what the weekly `unlearn audit` does for every request since the last one)")
+    [done] = audit_flow(root=root, model=forgot["model"]["name"])["audits"]
+    m = done["metrics"]
+    return {"passed": done["passed"], "exposure_after": m["exposure_after"], "exposure_retrain": m["exposure_retrain"],
+            "perplexity_after": m["perplexity_after"], "perplexity_retrain": m["perplexity_retrain"],
+            "retrain_s": done["timings"]["retrain_s"], "checks": done["checks"], "record": done["record"],
+            "promoted": done["promoted"]}
+
+
+def audit_lines(s: dict) -> list[str]:
+    """The audit's verdict and the retraining time beside the update's (text demo)."""
+    a = s.get("audit")
+    if not a:
+        return []
+    verdict = "PASSED" if a["passed"] else f"FAILED — the retrained model v{a['promoted']} was promoted"
+    exposure = ("" if a["exposure_after"] is None else
+                f"max exposure {a['exposure_after']:.1f} bits (retrained {a['exposure_retrain']:.1f}), ")
+    return [f"Audit: {verdict}: {exposure}held-out perplexity {a['perplexity_after']:.3f} "
+            f"(retrained {a['perplexity_retrain']:.3f}); retraining {a['retrain_s']:.0f} s vs the update's "
+            f"{s['timings']['update_s']:.1f} s; signed record {a['record']}"]
 
 
 def run_text_demo(root: Path, train_steps: int = DEMO_TEXT_STEPS, preset: str = "small",
@@ -195,7 +226,7 @@ def text_console_summary(s: dict) -> str:
         f"Request {s['request_id']}: {verdict}", *why,
         f"Findings removed: {s['findings']} ({len(s['secrets'])} distinct secrets); "
         f"regenerated after: {s['metrics']['regenerated']} (before: {s['metrics']['regenerated_before']})",
-        *text_table(header, rows), *failed,
+        *text_table(header, rows), *failed, *audit_lines(s),
         f"Data version {s['data']['before']} → {s['data']['after']}"
         + ("; the superseded corpus (the last copy of the secrets) purged." if s["verified"] else "."),
         f"Look in the MLflow UI (`make ui`): experiment 'unlearnflow', runs 'detect shakespeare' and "

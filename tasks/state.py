@@ -6,7 +6,9 @@
   makes a later request cheap;
 - the exposures a language model version was measured at (salted fingerprint → bits), so that
   verification does not re-measure what `detect` / `scan --model` measured on the same version.
-All are keyed by the MLflow run id that produced the model.
+- the audit escrow (`escrow/<model>/<forget run>.bin`, sealed by tasks.audit): what a request's
+  audit needs of its removed data, deleted by that audit (or when the model is retired).
+The first three are keyed by the MLflow run id that produced the model.
 """
 
 from __future__ import annotations
@@ -85,3 +87,17 @@ def drop_model_state(root: Path, run_id: str) -> list[str]:
             path.unlink()
             removed.append(f"{kind}/{path.name}")
     return removed
+
+
+def escrow_dir(root: Path, model: str) -> Path:
+    """Where the sealed audit escrow of a model's requests waits for its audit (tasks.audit)."""
+    return state_dir(root) / "escrow" / model
+
+
+def drop_model_escrow(root: Path, model: str) -> list[dict]:
+    """Delete every escrow of a model that will never be audited (retired): the purge entries."""
+    folder = escrow_dir(root, model)
+    paths = sorted(folder.glob("*.bin")) if folder.is_dir() else []
+    for path in paths:
+        path.unlink()
+    return [{"artifact": f"audit escrow {model}/{p.name}", "kind": "audit_escrow", "action": "purged"} for p in paths]

@@ -184,8 +184,8 @@ def verify_bytes(raw: bytes, key: bytes, name: str = "certificate", request_id: 
 
 
 def certified_request(document: dict) -> str | None:
-    """The request id the (signed) body certifies."""
-    request = document.get("request")
+    """The request id the (signed) body certifies; for an audit record (flows/audit.py), the audit's id."""
+    request = document.get("request", document.get("audit"))
     return request.get("id") if isinstance(request, dict) else None
 
 
