@@ -9,7 +9,9 @@ one card — the evidence checks of unlearning.text.evidence (no model trained) 
     run on only half of the request's secrets: must fail;
 (d) second_order and finetune with their defaults: reported, beside the reference verdict
     (exposure ≤ retrained + 2 bits for every secret, perplexity ≤ +3 %, nothing regenerated).
-The `secrets over band` column counts the removed secrets more than the margin above their controls.
+The `secrets over band` column counts the removed secrets more than the margin above their controls;
+`secrets left in: caught` counts them among the secrets a model still holds (all in the original,
+the untouched half in the half update): a secret left in but inside its band is a per-secret miss.
 
 The original and retrained models come from `--cache` (bench.text's names: train once, reuse).
 Table to stdout and bench/results/checks_text.md, progress to stderr; only masked secrets appear.
@@ -51,8 +53,10 @@ def half_request_update(setting: Setting) -> lm.LMBundle:
     return lm.run_lm_method("second_order", setting.bundle, request, windows)[0]
 
 
-def models(setting: Setting) -> list[tuple[str, str, object]]:
-    """(label, expected verdict, build) per model to judge: build() → (bundle, update seconds)."""
+def models(setting: Setting) -> list[tuple[str, str, object, set | None]]:
+    """(label, expected verdict, build, the secrets left in it) per model to judge: build() →
+    (bundle, update seconds); the secrets left in (None: unknown) are those a per-secret verdict
+    should flag."""
     def method(name, options=None):
         def build():
             torch.manual_seed(0)
@@ -61,16 +65,19 @@ def models(setting: Setting) -> list[tuple[str, str, object]]:
             return bundle, time.perf_counter() - started
         return build
 
-    out = [("retrained", "pass", lambda: (setting.reference, setting.retrain_stats["seconds"])),
-           ("original", "fail", lambda: (setting.bundle, None)),
-           ("first_order τ = 5e-6 (1000× too small)", "fail", method("first_order", {"tau": 5e-6}))]
+    everything = {s.fingerprint for s in setting.secrets}
+    out = [("retrained", "pass", lambda: (setting.reference, setting.retrain_stats["seconds"]), set()),
+           ("original", "fail", lambda: (setting.bundle, None), everything),
+           ("first_order τ = 5e-6 (1000× too small)", "fail", method("first_order", {"tau": 5e-6}), everything)]
     if len(setting.secrets) >= 2:
         def half():
             started = time.perf_counter()
             return half_request_update(setting), time.perf_counter() - started
-        out.append((f"second_order on {len(setting.secrets) // 2} of {len(setting.secrets)} secrets", "fail", half))
-    out += [("second_order (default)", "report", method("second_order")),
-            ("finetune (default)", "report", method("finetune"))]
+        left = {s.fingerprint for s in setting.secrets[len(setting.secrets) // 2:]}
+        out.append((f"second_order on {len(setting.secrets) // 2} of {len(setting.secrets)} secrets", "fail", half,
+                    left))
+    out += [("second_order (default)", "report", method("second_order"), None),
+            ("finetune (default)", "report", method("finetune"), None)]
     return out
 
 
@@ -89,16 +96,16 @@ def outcome(expected: str, passed: bool) -> str:
 
 
 HEADER = ("| request | model | update s | expected | worst excess over controls (bits) | after relearning (bits) | "
-          "ppl Δ | contexts regenerating | secrets over band | evidence verdict | reference verdict | outcome | "
-          "judge s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "ppl Δ | contexts regenerating | secrets over band | secrets left in: caught | evidence verdict | "
+          "reference verdict | outcome | judge s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def scope_rows(setting: Setting, cfg: evidence.EvidenceConfig) -> tuple[list[str], dict]:
     items = evidence.prepare(setting.secrets, setting.corpus, setting.after, cfg)
     ppl_before = lm.held_out_perplexity(setting.bundle, setting.corpus)
     reference_rows = None
-    lines, tally = [], {"false_alarms": 0, "misses": 0, "judged": 0}
-    for label, expected, build in models(setting):
+    lines, tally = [], {"false_alarms": 0, "misses": 0, "judged": 0, "secrets_left": 0, "secrets_missed": 0}
+    for label, expected, build, left in models(setting):
         say(f"  {setting.scope}: {label} ...")
         bundle, update_s = build()
         started = time.perf_counter()
@@ -112,6 +119,11 @@ def scope_rows(setting: Setting, cfg: evidence.EvidenceConfig) -> tuple[list[str
         reference = (gap <= lm.TextVerifyConfig.exposure_margin_bits and by["perplexity_increase"]["passed"]
                      and by["contexts_regenerating"]["passed"])
         over = sum(r["excess_bits"] > cfg.margin_bits for r in rows)
+        caught = ("—" if left is None else
+                  f"{sum(r['excess_bits'] > cfg.margin_bits for r in rows if r['fingerprint'] in left)}/{len(left)}")
+        tally["secrets_left"] += len(left or ())
+        tally["secrets_missed"] += sum(r["excess_bits"] <= cfg.margin_bits for r in rows
+                                       if r["fingerprint"] in (left or ()))
         contexts = sum(r["occurrences"] for r in rows)
         verdict = outcome(expected, passed)
         tally["judged"] += expected != "report"
@@ -128,7 +140,7 @@ def scope_rows(setting: Setting, cfg: evidence.EvidenceConfig) -> tuple[list[str
             f"{cell('relearned_above_control_band_bits', lambda v: f'{v:+.1f}')} | "
             f"{cell('perplexity_increase', lambda v: f'{100 * v:+.2f} %')} | "
             f"{cell('contexts_regenerating', lambda v: f'{v}/{contexts}')} | "
-            f"{over}/{len(rows)} | {'PASS' if passed else 'FAIL'} | "
+            f"{over}/{len(rows)} | {caught} | {'PASS' if passed else 'FAIL'} | "
             f"{'pass' if reference else 'fail'} ({gap:+.1f} bits) | {verdict} | {judge_s:.0f} |")
         print(lines[-1], flush=True)
     return lines, tally
@@ -146,7 +158,7 @@ def main(argv=None) -> None:
     say(f"bench.checks_text: the `small` model ({args.steps} steps) and its retrained references (cache: {args.cache})")
     print(HEADER, flush=True)
     lines, trained = [HEADER], None
-    totals = {"false_alarms": 0, "misses": 0, "judged": 0}
+    totals = {"false_alarms": 0, "misses": 0, "judged": 0, "secrets_left": 0, "secrets_missed": 0}
     for scope in args.scopes.split(","):
         setting = Setting(args.steps, args.cache, args.candidates, "token", scope, trained)
         trained = (setting.bundle, setting.train_stats)
@@ -154,8 +166,10 @@ def main(argv=None) -> None:
         lines += rows
         totals = {k: totals[k] + tally[k] for k in totals}
     summary = (f"False alarms: {totals['false_alarms']}; misses: {totals['misses']} (of {totals['judged']} models "
-               f"with an expected verdict). Margin {cfg.margin_bits} bits, {cfg.n_controls} controls per secret, "
-               f"{cfg.relearn_steps} relearning steps; ✗ = the check failed. Total {time.perf_counter() - started:.0f} s.")
+               f"with an expected verdict); per secret, {totals['secrets_missed']} of the {totals['secrets_left']} "
+               f"secrets left in a model within the band (a per-secret miss). Margin {cfg.margin_bits} bits, "
+               f"{cfg.n_controls} controls per secret, {cfg.relearn_steps} relearning steps; ✗ = the check failed. "
+               f"Total {time.perf_counter() - started:.0f} s.")
     print("\n" + summary, flush=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

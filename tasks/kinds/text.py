@@ -510,8 +510,8 @@ class Text(Kind):
         if e["retrain"] is None:  # evidence: judged against controls in the same model
             return [
                 f"  findings removed: {s['findings']}",
-                f"  exposure (largest over the removed secrets): before {e['before']:.1f} bits, after {e['after']:.1f}; "
-                f"control band {e['control_band']:.1f} (likeliest control); worst secret "
+                f"  exposure (largest over the removed secrets): before {e['before']:.1f} bits, "
+                f"after {e['after']:.1f}; control band {e['control_band']:.1f} (likeliest control); worst secret "
                 f"{m['excess_bits']:+.1f} bits over its controls, {m['relearned_excess_bits']:+.1f} after relearning",
                 f"  held-out perplexity: before {p['before']:.3f}, after {p['after']:.3f}; contexts regenerating a "
                 f"secret: {m['regenerated']} of {m['contexts']} (before: {m['regenerated_before']})",

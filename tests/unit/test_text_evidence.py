@@ -90,3 +90,17 @@ def test_continuations_are_greedy_then_sampled_per_prefix_and_relearning_leaves_
     copy = ev.relearned_copy(model, windows, steps=3, lr=0.1, batch=2, seed=0)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert any(not torch.equal(before[k], v) for k, v in copy.state_dict().items())
+
+
+def test_a_text_forget_verified_by_evidence_prints_the_control_band_not_a_retrained_model():
+    from tasks.kinds.text import KIND
+
+    summary = {"findings": {"card": 8},
+               "exposure": {"before": 52.1, "after": 3.2, "retrain": None, "control_band": 9.4},
+               "perplexity": {"before": 4.1, "after": 4.15, "retrain": None},
+               "metrics": {"excess_bits": -6.2, "relearned_excess_bits": -5.0, "regenerated": 0, "contexts": 8,
+                           "regenerated_before": 3},
+               "timings": {"update_s": 4.2, "retrain_s": None, "speedup": None}}
+    lines = "\n".join(KIND.format_forget(summary))
+    assert "control band 9.4" in lines and "retrained" not in lines and "no model trained to verify it" in lines
+    assert "evidence" in KIND.verify_modes and KIND.verify_modes[0] == "evidence"  # the default for text
