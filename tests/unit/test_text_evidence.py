@@ -104,3 +104,20 @@ def test_a_text_forget_verified_by_evidence_prints_the_control_band_not_a_retrai
     lines = "\n".join(KIND.format_forget(summary))
     assert "control band 9.4" in lines and "retrained" not in lines and "no model trained to verify it" in lines
     assert "evidence" in KIND.verify_modes and KIND.verify_modes[0] == "evidence"  # the default for text
+
+
+def test_the_text_demo_summary_prints_without_a_retrained_reference():
+    from flows.demo import text_console_summary
+
+    s = {"request_id": "R", "verified": True, "method": "second_order", "requested_method": "auto",
+         "model": {"parent_version": "1", "version": "2"}, "trained": {"timings": {"fit_s": 60.0}},
+         "exposure": {"before": 52.1, "after": 3.2, "retrain": None, "control_band": 9.4},
+         "perplexity": {"before": 4.1, "after": 4.15, "retrain": None},
+         "timings": {"update_s": 4.2, "retrain_s": None, "speedup": None},
+         "findings": {"card": 8}, "secrets": [{}], "metrics": {"regenerated": 0, "regenerated_before": 3},
+         "affected_windows": 9,
+         "checks": [], "data": {"before": "a", "after": "b"}}
+    text = text_console_summary(s)
+    assert "control band (likeliest control)" in text and "retrained reference" not in text
+    assert "retrained (promoted)" in text_console_summary({**s, "method": "retrain", "timings": {
+        "update_s": 80.0, "retrain_s": None, "speedup": None}})
