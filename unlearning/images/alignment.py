@@ -125,8 +125,9 @@ def recover_steps_for(cfg: AlignmentConfig, data: ImageData, n_keep: int) -> int
     Budget cost model, in image passes (forward 1, backward 2): training costs 3·batch per step
     over its planned steps; a recover step costs 3·batch + batch (the teacher's forward), plus
     per `forget_every` recover steps one forget step (3·forget_batch) and 1/refresh of a bank
-    forward (bank). Measured on the 3k-image Fashion-MNIST model, budget 0.08 ran in 7–9 % of the
-    retraining time (Python overhead and the copies are not in the model)."""
+    forward (bank). Measured on the 3k-image Fashion-MNIST model, budget 0.08 ran in 7–10 % of the
+    retraining CPU time, 0.12 (the default) in 14–16 % (Python overhead, the copies and the SVDs
+    are not in the model)."""
     if cfg.steps is not None:
         return cfg.steps
     if cfg.epochs is not None:
