@@ -60,7 +60,7 @@ LR_GRID = {"finetune": (0.05, 0.2), "gradient_ascent": (0.005, 0.02), "random_la
 VARIANTS = {"alignment@1ep": ("alignment", {"epochs": 1.0, "lam_da": 10.0, "clip": 10.0, "refresh": 10,
                                            "sd_without_forgotten_class": False}),
             "alignment@8%": ("alignment", {"epochs": None, "budget": 0.08, "lam_da": 100.0, "clip": 20.0, "refresh": 2,
-                                          "sd_without_forgotten_class": True})}
+                                          "sd_without_forgotten_class": True, "min_steps": 1})}
 OLD_DEFAULT = "alignment@1ep"
 MAX_SHARE = 0.20  # issue 13 §3: the default update costs at most this share of retraining's CPU time
 KEYS = ("ua", "ra", "ta", "mia_efficacy", "mia_auc", "da", "lp", "nmi", "f1", "rte_s", "cpu_s", "speedup",

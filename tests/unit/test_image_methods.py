@@ -252,7 +252,7 @@ def test_retrain_without_a_schedule_says_what_to_give(setup):
 # --- alignment's budget preset --------------------------------------------------------------------
 
 BUDGET_PRESET = {"epochs": None, "budget": 0.08, "lam_da": 100.0, "clip": 20.0, "refresh": 2,
-                 "sd_without_forgotten_class": True}
+                 "sd_without_forgotten_class": True, "min_steps": 1}
 
 
 def test_alignment_budget_counts_steps_from_the_original_training_cost(setup):
@@ -265,6 +265,18 @@ def test_alignment_budget_counts_steps_from_the_original_training_cost(setup):
     expected = int(0.08 * 3 * 64 * planned // per_recover)
     assert recover_steps_for(cfg, data, len(request.retain)) == expected == 4
     assert recover_steps_for(cfg.model_copy(update={"steps": 7}), data, 10) == 7  # steps override the budget
+
+
+def test_alignment_budget_runs_at_least_min_steps_after_a_short_training(setup):
+    # A user's 180-image folder trained 24 steps: 12 % of that is under one recover step, and one
+    # step forgot too little to pass verification (tests/flows/test_user_images.py).
+    from unlearning.images.alignment import AlignmentConfig, recover_steps_for
+
+    _, data, request, _ = setup
+    short = ImageData(data.X, data.y, cnn.TrainSchedule.from_preset("tiny", steps=24))
+    cfg = AlignmentConfig()
+    assert recover_steps_for(cfg, short, len(request.retain)) == cfg.min_steps
+    assert recover_steps_for(cfg, data, len(request.retain)) >= cfg.min_steps
 
 
 def test_alignment_budget_preset_forgets_the_class_on_digits(setup):

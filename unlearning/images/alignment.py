@@ -96,6 +96,9 @@ class AlignmentConfig(ImageMethodConfig):
     budget: float = Field(0.12, gt=0, description=(
         "default length: this share of the original training's cost (ImageData.schedule; one epoch over "
         "D' without one), counted in image forward/backward passes (recover_steps_for)"))
+    min_steps: int = Field(6, ge=1, description=(
+        "budget: at least this many recover steps (a small training run's budget gives one or two, too few "
+        "for the basis to be refreshed and the retained classes recovered)"))
     batch: int = Field(64, ge=1, description="recover batch size (retain ∪ Z̃)")
     forget_batch: int = Field(64, ge=1)
     scheme: Literal["step", "epoch"] = Field(
@@ -136,7 +139,7 @@ def recover_steps_for(cfg: AlignmentConfig, data: ImageData, n_keep: int) -> int
     planned = cnn.planned_steps(len(data), s) if s is not None else None
     train_cost = 3 * s.batch * planned if planned else 3 * n_keep
     per_recover = 4 * cfg.batch + (3 * cfg.forget_batch + cfg.bank / cfg.refresh) / cfg.forget_every
-    return max(1, math.floor(cfg.budget * train_cost / per_recover))
+    return max(cfg.min_steps, math.floor(cfg.budget * train_cost / per_recover))
 
 
 def forget_loss(student: CNN, x_forget: torch.Tensor, V: torch.Tensor, last_only: bool = False) -> torch.Tensor:
