@@ -56,7 +56,9 @@ class AlignmentConfig(ImageMethodConfig):
     for ≤ 20 % of retraining's CPU time at an average gap to retraining (|UA, RA, TA, MIA-eff −
     retrain|) no worse than the previous default's (one pass over D', ≈ 50–70 % of retraining's CPU
     time, gap 1.35 on class forgetting over bench seeds 1–3). Length options: `steps`, else
-    `epochs` (None by default), else `budget`.
+    `epochs` (None by default), else `budget`, never under `min_steps` (6): a short training run
+    (a 180-image folder, 24 steps; the bench's `--quick` model, 26) leaves a 12 % budget under one
+    recover step, which forgot too little to pass verification.
 
     Tuned on the bench's tuning seed 0 only (class Bag, 3,000 images; seeds 1–3 are reported, never
     tuned on), gap to retraining on class forgetting (retrain CPU 5.7 s quiet):
