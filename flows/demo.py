@@ -114,10 +114,7 @@ def console_summary(s: dict) -> str:
     if t["retrain_s"] and "test_accuracy_retrain" in m:
         rows.append(("retrained reference", "-", f"{t['retrain_s']:.2f} s", "1×",
                      f"{100 * m['test_accuracy_retrain']:.2f}", "100.00", "exact"))
-    v = s["verification"]
-    checked = (f"Verified by {v['mode']}: {sum(c['passed'] for c in v['checks'])}/{len(v['checks'])} checks passed, "
-               f"{v['retrains']} model(s) retrained; time to removal "
-               + (f"{t['time_to_removal_s']:.1f} s" if t["time_to_removal_s"] is not None else "- (not promoted)"))
+    checked = verified_line(s)
     header = ("model", "version", "time", "speed-up", "test acc %", "agreement %", "guarantee")
     verdict = "VERIFIED, promoted to production" if s["verified"] else "VERIFICATION FAILED, not promoted"
     return "\n".join([
@@ -191,6 +188,17 @@ def run_text_demo(root: Path, train_steps: int = DEMO_TEXT_STEPS, preset: str = 
     return summary
 
 
+def verified_line(s: dict, values: bool = False) -> str:
+    """How the request was verified, how many models that trained, and when the data left production
+    (`values`: each check's value and threshold too)."""
+    v, t = s["verification"], s["timings"]
+    checks = ("" if not values else " (" + "; ".join(
+        f"{c['name']} {c['value']:.3g} {c['threshold']}{'' if c['passed'] else ' FAILED'}" for c in v["checks"]) + ")")
+    return (f"Verified by {v['mode']}: {sum(c['passed'] for c in v['checks'])}/{len(v['checks'])} checks passed"
+            f"{checks}, {v['retrains']} model(s) retrained; time to removal "
+            + (f"{t['time_to_removal_s']:.1f} s" if t["time_to_removal_s"] is not None else "- (not promoted)"))
+
+
 def text_console_summary(s: dict) -> str:
     e, p, t = s["exposure"], s["perplexity"], s["timings"]
     verdict = "VERIFIED, promoted to production" if s["verified"] else "VERIFICATION FAILED, not promoted"
@@ -229,7 +237,7 @@ def text_console_summary(s: dict) -> str:
         f"Request {s['request_id']}: {verdict}", *why,
         f"Findings removed: {s['findings']} ({len(s['secrets'])} distinct secrets); "
         f"regenerated after: {s['metrics']['regenerated']} (before: {s['metrics']['regenerated_before']})",
-        *text_table(header, rows), *failed, *audit_lines(s),
+        *text_table(header, rows), *failed, verified_line(s, values=True), *audit_lines(s),
         f"Data version {s['data']['before']} → {s['data']['after']}"
         + ("; the superseded corpus (the last copy of the secrets) purged." if s["verified"] else "."),
         f"Look in the MLflow UI (`make ui`): experiment 'unlearnflow', runs 'detect shakespeare' and "

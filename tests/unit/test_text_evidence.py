@@ -113,11 +113,16 @@ def test_the_text_demo_summary_prints_without_a_retrained_reference():
          "model": {"parent_version": "1", "version": "2"}, "trained": {"timings": {"fit_s": 60.0}},
          "exposure": {"before": 52.1, "after": 3.2, "retrain": None, "control_band": 9.4},
          "perplexity": {"before": 4.1, "after": 4.15, "retrain": None},
-         "timings": {"update_s": 4.2, "retrain_s": None, "speedup": None},
+         "timings": {"update_s": 4.2, "retrain_s": None, "speedup": None, "time_to_removal_s": 31.5},
          "findings": {"card": 8}, "secrets": [{}], "metrics": {"regenerated": 0, "regenerated_before": 3},
-         "affected_windows": 9,
-         "checks": [], "data": {"before": "a", "after": "b"}}
+         "affected_windows": 9, "checks": [], "data": {"before": "a", "after": "b"},
+         "verification": {"mode": "evidence", "retrains": 0, "checks": [
+             {"name": "exposure_above_control_band_bits", "value": -6.2, "threshold": "<= 2.0", "passed": True},
+             {"name": "perplexity_increase", "value": 0.012, "threshold": "<= 0.03", "passed": True}]}}
     text = text_console_summary(s)
     assert "control band (likeliest control)" in text and "retrained reference" not in text
+    # the demo prints the evidence checks with their values and the time to removal
+    assert ("Verified by evidence: 2/2 checks passed (exposure_above_control_band_bits -6.2 <= 2.0; "
+            "perplexity_increase 0.012 <= 0.03), 0 model(s) retrained; time to removal 31.5 s") in text
     assert "retrained (promoted)" in text_console_summary({**s, "method": "retrain", "timings": {
-        "update_s": 80.0, "retrain_s": None, "speedup": None}})
+        "update_s": 80.0, "retrain_s": None, "speedup": None, "time_to_removal_s": 95.0}})
