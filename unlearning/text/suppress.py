@@ -21,8 +21,8 @@ what the model predicts everywhere else:
   collapse in the format's contexts (no untouched window holds a phone, so the anchor does not see
   it): on the demo's 20-secret request the one phone of format "+# ### ### ####" ended with every
   digit at ln p ≈ −13 to −38 after its own prefix yet 11–15 nats *above* the random candidates at
-  four positions (their digits at ≈ −35), exposure 6.8–7.2 bits against the retrained 0.0. The
-  candidate's class mean, with its gradient, lifts the candidates back instead (exposure 0.1);
+  four positions (their digits at ≈ −35), exposure 7.2 bits against the retrained 0.0 (6.8 with the
+  candidate's class mean detached). With its gradient, it lifts the candidates back (exposure 0.1);
 - CE(Z̃ ∪ R): next-char cross-entropy on a sample of the redacted windows (the retrained model's own
   targets there) and a fresh sample R of untouched training windows;
 - KL(p_θ* ‖ p_θ) on R: the *anchor* to the model before the update. It is what holds perplexity:
