@@ -250,7 +250,7 @@ class FinetuneConfig(TextMethodConfig):
 
 
 class SuppressConfig(TextMethodConfig):
-    steps: int = Field(25, ge=1, description="Adam steps")
+    steps: int = Field(35, ge=1, description="Adam steps")
     lr: float = Field(3e-3, gt=0)
     alpha: float = Field(1.0, ge=0, description="weight of the secret-character hinge")
     margin: float = Field(1.0, description="nats below the class mean the hinge aims each secret character at")
@@ -259,6 +259,7 @@ class SuppressConfig(TextMethodConfig):
     batch: int | None = Field(32, ge=1, description="affected windows per step for the hinge (None: all)")
     tilde_batch: int = Field(16, ge=0, description="redacted windows Z̃ per step in the CE")
     retain_batch: int = Field(48, ge=1, description="untouched training windows per step (CE and anchor)")
+    contrast: bool = Field(True, description="hinge against the class mean after a same-format random string too")
     seed: int = 0
 
 
