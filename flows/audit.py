@@ -154,18 +154,10 @@ def prefetch_references(root: Path, models: list[str], runner: str, address: str
 @flow(name="retrain audit references", persist_result=False, log_prints=False)
 def retrain_audit_references(root: str, models: list[str], threads: int | None = None) -> dict:
     """Plan each model's audit, submit its reference job to this flow's task runner: {job key: reference}."""
-    jobs = {}
+    jobs = []
     for name in models:
         try:
-            job = steps.plan_audit(Path(root), name).job
+            jobs.append(steps.plan_audit(Path(root), name).job)
         except Exception:  # noqa: BLE001 — the model's own audit reports the error
             continue
-        jobs.setdefault(job.key, job)
-    futures = {key: prefetch.retrain_reference.submit(job, threads) for key, job in jobs.items()}
-    pool = {}
-    for key, future in futures.items():
-        try:
-            pool[key] = future.result()
-        except Exception:  # noqa: BLE001 — retrained inline later, where a failure is recorded
-            continue
-    return pool
+    return prefetch.retrain_ahead(jobs, threads)

@@ -16,19 +16,12 @@ def retrain_references(root: str, request_paths: list[str], threads: int | None 
     """Plan each batch request, submit its reference job to this flow's task runner, collect them:
     {job key: reference}. A batch that cannot be planned or whose job fails is left out: its own
     forget run trains inline and reports the error where it belongs."""
-    jobs = {}
+    jobs = []
     for path in request_paths:
         try:
             job = steps.reference_job_for(Path(root), Path(path))
         except Exception:  # noqa: BLE001 — the batch's own run will fail with the reason
             continue
         if job is not None:
-            jobs.setdefault(job.key, job)
-    futures = {key: prefetch.retrain_reference.submit(job, threads) for key, job in jobs.items()}
-    pool = {}
-    for key, future in futures.items():
-        try:
-            pool[key] = future.result()
-        except Exception:  # noqa: BLE001 — trained inline later, where a failure is recorded
-            continue
-    return pool
+            jobs.append(job)
+    return prefetch.retrain_ahead(jobs, threads)

@@ -159,3 +159,20 @@ def retrain_reference(job: references.ReferenceJob, threads: int | None = None):
 
         torch.set_num_threads(threads)
     return references.train(job)
+
+
+def retrain_ahead(jobs: list[references.ReferenceJob], threads: int | None = None) -> dict:
+    """Submit each distinct job to the running flow's task runner and collect them: {job key:
+    reference}. A job that fails is left out: the step that needs it retrains inline and records
+    the error where it belongs."""
+    distinct = {}
+    for job in jobs:
+        distinct.setdefault(job.key, job)
+    futures = {key: retrain_reference.submit(job, threads) for key, job in distinct.items()}
+    pool = {}
+    for key, future in futures.items():
+        try:
+            pool[key] = future.result()
+        except Exception:  # noqa: BLE001 — retrained inline later, where a failure is recorded
+            continue
+    return pool
