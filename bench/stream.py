@@ -36,7 +36,7 @@ machine's load in the header. Default: 30 table, 10 text and 30 image requests o
 min of CPU on 2 cores (text retrainings ≈ 80 s each dominate); `--quick`: a smoke run of a few minutes.
 
     python -m bench.stream [--quick] [--scenarios tables,text,images] [--seed 0] [--cache DIR]
-                           [--requests tables=30,text=10,images=30] [--days 30]
+                           [--requests tables=30,text=10,images=30] [--days 30] [--jobs 2]
 """
 
 from __future__ import annotations
@@ -453,8 +453,9 @@ class Text:
 
 
 def secret_groups(prints: list[str], n_requests: int, rng: np.random.Generator) -> list[list[str]]:
-    """`prints` cut into n_requests consecutive groups of 1–3 (as even as the count allows, then
-    shuffled sizes); with more requests than secrets allow, the extra requests are dropped."""
+    """`prints` cut into n_requests consecutive groups of 1–3 secrets, as many secrets as that allows
+    (sizes as even as possible, then varied at random); with more requests than secrets, the extra
+    requests are dropped."""
     n = min(n_requests, len(prints))
     sizes = [max(1, min(3, len(prints) // n))] * n
     spare = min(len(prints), 3 * n) - sum(sizes)
@@ -464,6 +465,10 @@ def secret_groups(prints: list[str], n_requests: int, rng: np.random.Generator) 
         grow = min(3 - sizes[i], spare)
         sizes[i] += grow
         spare -= grow
+    for _ in range(n):  # vary the sizes, keeping their sum: move one secret between two requests
+        i, j = (int(x) for x in rng.integers(n, size=2))
+        if sizes[i] > 1 and sizes[j] < 3 and i != j:
+            sizes[i], sizes[j] = sizes[i] - 1, sizes[j] + 1
     out, start = [], 0
     for size in sizes:
         out.append(prints[start:start + size])
@@ -666,6 +671,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--candidates", type=int, default=1000, help="text: same-format candidates per exposure")
     ap.add_argument("--cache", type=Path, default=RESULTS.parent / "text-cache",
                     help="text: keep/reuse the original LM here (only the original: retrainings are measured)")
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                    help="scenarios run side by side in separate processes (default: 2 where there are 2 cores: "
+                    "text in one, tables then images in the other)")
     ap.add_argument("--out", type=Path, default=None, help="default: bench/results/stream.md (quick: stream-quick.md)")
     args = ap.parse_args(argv)
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -676,24 +684,41 @@ def parse_args(argv=None) -> argparse.Namespace:
     counts.update(args.requests)
     args.counts = counts
     args.days = args.days or (7.0 if args.quick else 30.0)
-    if args.days <= 0:
-        ap.error("--days must be positive")
+    if args.days <= 0 or args.jobs < 1:
+        ap.error("--days and --jobs must be positive")
     if args.out is None:
         args.out = RESULTS.with_name("stream-quick.md") if args.quick else RESULTS
     return args
+
+
+def scenario_section(name: str, args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """One scenario from its set-up to its section (what a --jobs worker process runs)."""
+    say(f"bench.stream: {name}, {args.counts[name]} requests over {args.days:g} days")
+    arrivals = arrival_times(args.counts[name], args.days, args.seed)
+    section, lines = run_scenario(build(name, args.counts[name], args), arrivals)
+    print("\n".join(section), flush=True)
+    return section, [f"- {name}: {line[2:]}" for line in lines]
+
+
+def all_sections(args: argparse.Namespace) -> list[tuple[list[str], list[str]]]:
+    """Every scenario's section, in --scenarios order; with --jobs > 1 each in its own process (CPU
+    time is measured per process, so scenarios running side by side do not count each other's)."""
+    if args.jobs <= 1 or len(args.scenarios) == 1:
+        return [scenario_section(name, args) for name in args.scenarios]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(scenario_section, name, args) for name in args.scenarios]
+        return [f.result() for f in futures]
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     started = time.perf_counter()
     sections, goals = [], []
-    for name in args.scenarios:
-        say(f"bench.stream: {name}, {args.counts[name]} requests over {args.days:g} days")
-        arrivals = arrival_times(args.counts[name], args.days, args.seed)
-        section, lines = run_scenario(build(name, args.counts[name], args), arrivals)
-        print("\n".join(section), flush=True)
+    for section, lines in all_sections(args):
         sections += section
-        goals += [f"- {name}: {line[2:]}" for line in lines]
+        goals += lines
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load = os.getloadavg()
     header = (f"# bench.stream — a month of requests — {stamp}, {platform.node()}, nproc {os.cpu_count()}, "

@@ -108,3 +108,25 @@ def test_failed_evidence_falls_back_to_retraining_at_once():
     out = simulate(POLICIES[3], [DAY], Ops(failing_checks={1}))
     assert out.removal_s == [UPDATE + EVIDENCE + RETRAIN] and out.checks == [False] and out.fallbacks == 1
     assert out.cpu_s == UPDATE + EVIDENCE + 2 * RETRAIN + AUDIT  # the Monday audit retrains once more
+
+
+def test_text_requests_take_one_to_three_secrets_each_and_every_secret_once():
+    import numpy as np
+    prints = [f"s{i}" for i in range(20)]
+    for n in (1, 7, 10, 20, 25):
+        groups = stream.secret_groups(prints, n, np.random.default_rng(n))
+        assert all(1 <= len(g) <= 3 for g in groups) and len(groups) == min(n, 20)
+        flat = [p for g in groups for p in g]
+        assert len(flat) == len(set(flat)) and len(flat) == min(20, 3 * min(n, 20))
+
+
+def test_options_default_to_the_documented_month_and_refuse_bad_ones(capsys):
+    args = stream.parse_args([])
+    assert args.counts == {"tables": 30, "text": 10, "images": 30} and args.days == 30
+    assert stream.parse_args(["--quick", "--requests", "text=2"]).counts["text"] == 2
+    for argv in (["--scenarios", "audio"], ["--requests", "text=0"], ["--requests", "video=3"], ["--days", "-1"],
+                 ["--jobs", "0"]):
+        with pytest.raises(SystemExit) as stop:
+            stream.parse_args(argv)
+        assert stop.value.code == 2
+        assert "bench.stream" in capsys.readouterr().err
