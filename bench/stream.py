@@ -33,7 +33,8 @@ the model retrained on the final data.
 
 Output: one table per scenario and the targets, on stdout and in bench/results/stream.md, with the
 machine's load in the header. Default: 30 table, 10 text and 30 image requests over 30 days, ≈ 20–25
-min of CPU on 2 cores (text retrainings ≈ 80 s each dominate); `--quick`: a smoke run of a few minutes.
+min of CPU on 2 cores (text retrainings ≈ 80 s each dominate); `--quick`: a smoke run of a few minutes
+(6/3/6 requests over 7 days, the text model trained 100 steps).
 
     python -m bench.stream [--quick] [--scenarios tables,text,images] [--seed 0] [--cache DIR]
                            [--requests tables=30,text=10,images=30] [--days 30] [--jobs 2]
@@ -66,6 +67,7 @@ POLICIES = ("retrain per request", "retrain nightly", "update + reference", "upd
 SCENARIOS = ("tables", "text", "images")
 DEFAULT_REQUESTS = {"tables": 30, "text": 10, "images": 30}
 QUICK_REQUESTS = {"tables": 6, "text": 3, "images": 6}
+QUICK_STEPS = 100  # --quick: a text model trained (and retrained) a quarter of the demo's steps
 RESULTS = Path(__file__).parent / "results" / "stream.md"
 TARGET_CPU_SHARE, TARGET_REMOVAL_SHARE = 0.10, 0.10
 
@@ -137,9 +139,12 @@ class Outcome:
     fallbacks: int = 0  # requests (or audits) whose fast model was replaced by a retrained one
     model: object = None  # the production model at the end
     operations: dict[str, int] = field(default_factory=dict)  # what ran how often
+    spent: dict[str, float] = field(default_factory=dict)  # CPU seconds per kind of operation
 
-    def count(self, what: str) -> None:
+    def charge(self, what: str, cost: float) -> float:
         self.operations[what] = self.operations.get(what, 0) + 1
+        self.spent[what] = self.spent.get(what, 0.0) + cost
+        return cost
 
 
 def simulate(policy: str, arrivals: list[float], ops) -> Outcome:
@@ -150,23 +155,26 @@ def simulate(policy: str, arrivals: list[float], ops) -> Outcome:
     evidence(model, before, k) → passed; audit(model, ks, retrained) → passed."""
     worker, out, model = Worker(), Outcome(policy), ops.original
     removal: dict[int, float] = {}
+
+    def retrain(j: int):
+        cost, retrained = ops.retrain(j)
+        return out.charge("retrain", cost), retrained
+
     if policy == POLICIES[0]:
         for k, t in enumerate(arrivals, start=1):
-            cost, model = ops.retrain(k)
-            out.count("retrain")
+            cost, model = retrain(k)
             removal[k] = worker.run(t, cost) - t
     elif policy == POLICIES[1]:
         for at, ks in nightly_batches(arrivals):
-            cost, model = ops.retrain(ks[-1])
-            out.count("retrain")
+            cost, model = retrain(ks[-1])
             done = worker.run(at, cost)
             removal.update({k: done - arrivals[k - 1] for k in ks})
     elif policy == POLICIES[2]:
         for k, t in enumerate(arrivals, start=1):
             c_update, updated = ops.update(model, k)
-            c_retrain, retrained = ops.retrain(k)
+            c_retrain, retrained = retrain(k)
             c_check, passed = ops.reference(updated, model, k, retrained)
-            out.count("update"), out.count("retrain"), out.count("reference checks")
+            out.charge("update", c_update), out.charge("reference checks", c_check)
             out.checks.append(passed)
             out.fallbacks += not passed
             model = updated if passed else retrained
@@ -176,9 +184,9 @@ def simulate(policy: str, arrivals: list[float], ops) -> Outcome:
                         + [(at, 1, ks) for at, ks in audit_batches(arrivals)])  # a request at the audit's time goes first
         for at, is_audit, ks in events:
             if is_audit:
-                c_retrain, retrained = ops.retrain(ks[-1])
+                c_retrain, retrained = retrain(ks[-1])
                 c_check, passed = ops.audit(model, ks, retrained)
-                out.count("retrain"), out.count("audit checks")
+                out.charge("audit checks", c_check)
                 out.audits.append(passed)
                 done = worker.run(at, c_retrain + c_check)
                 if not passed:  # the data is out for sure only once the retrained model is promoted
@@ -189,14 +197,12 @@ def simulate(policy: str, arrivals: list[float], ops) -> Outcome:
             k = ks[0]
             c_update, updated = ops.update(model, k)
             c_check, passed = ops.evidence(updated, model, k)
-            out.count("update"), out.count("evidence checks")
+            cost = out.charge("update", c_update) + out.charge("evidence checks", c_check)
             out.checks.append(passed)
-            cost = c_update + c_check
             if passed:
                 model = updated
             else:
-                c_retrain, model = ops.retrain(k)
-                out.count("retrain")
+                c_retrain, model = retrain(k)
                 out.fallbacks += 1
                 cost += c_retrain
             removal[k] = worker.run(at, cost) - at
@@ -298,8 +304,8 @@ class Tables:
 
     def describe(self) -> str:
         deleted = sum(len(r["delete"]) for r in self.requests)
-        return (f"Adult, plain logistic model (λ = 1e-3), {len(self.requests)} requests: {deleted} records deleted "
-                f"in {sum(1 for r in self.requests if r['delete'])} requests, one revocation of `sex`")
+        return (f"Adult, plain logistic model (λ = 1e-3), {len(self.requests)} requests: {deleted} record(s) deleted "
+                f"in {sum(1 for r in self.requests if r['delete'])} request(s), one revocation of `sex`")
 
     def _run(self, method: str, model: TableModel, k_from: int, k_to: int) -> TableModel:
         """The method on the request(s) k_from+1..k_to through the registry, registered as the
@@ -431,8 +437,19 @@ class Text:
         return self._checks(after, ppl_before, self._measure(retrained, secrets, ks[-1], regenerate=False))
 
     def evidence_checks(self, model, before, k: int) -> list[dict]:
-        """WIRED AFTER THE MERGE to unlearning/text/evidence.py (textev)."""
-        raise EvidenceMissing("text")
+        """The evidence mode (unlearning.text.evidence): each removed secret against controls of its
+        format in the same model, regeneration from every occurrence's context, held-out perplexity
+        against the model before, relearning on held-out text; no model trained."""
+        try:
+            from unlearning.text import evidence
+        except ImportError:  # until the merge of the textev branch
+            raise EvidenceMissing("text") from None
+        cfg = evidence.EvidenceConfig()
+        items = evidence.prepare(self.secrets[k - 1], self.data[k - 1], self.data[k], cfg)
+        rows = evidence.judge(model, items, cfg, self.salt, evidence.relearning_windows(model, self.data[k]))
+        ppl = {"before": self.lm.held_out_perplexity(before, self.data[k - 1]),
+               "after": self.lm.held_out_perplexity(model, self.data[k])}
+        return evidence.evidence_checks(rows, ppl, cfg)
 
     def audit_checks(self, model, ks: list[int], retrained) -> list[dict]:
         """The audit: the reference checks for every covered secret, perplexity against the retrained model's."""
@@ -506,7 +523,7 @@ class Images:
         for deleted in self.requests:
             alive[deleted] = False
             self.alive.append(alive.clone())
-        self.subset, self.epochs, self.torch = subset, epochs, torch
+        self.subset, self.epochs, self.fm, self.tensors = subset, epochs, fm, tensors
 
     def describe(self) -> str:
         return (f"Fashion-MNIST, first {self.subset} training images, small CNN {self.epochs:g} epochs; "
@@ -548,8 +565,22 @@ class Images:
                             ImageVerifyConfig())
 
     def evidence_checks(self, model, before, k: int) -> list[dict]:
-        """WIRED AFTER THE MERGE to unlearning/images/evidence.py (imageev)."""
-        raise EvidenceMissing("images")
+        """The evidence mode (unlearning.images.evidence), as tasks/kinds/images.py runs it: the
+        deleted images against held-out images of their classes (accuracy gap, membership AUC) in the
+        updated model, utility (every metric, as the pipeline evaluates it) against the model before."""
+        try:
+            from unlearning.images import evidence
+        except ImportError:  # until the merge of the imageev branch
+            raise EvidenceMissing("images") from None
+        cfg = evidence.ImageEvidenceConfig()
+        context = self._context(before, k - 1, k)
+        classes = set(self.y[self.requests[k - 1]].tolist())
+        controls = evidence.control_positions(self.fm.train, self.fm.labels, classes, cfg.max_controls)
+        sets = evidence.evidence_sets(context.data, context.request,
+                                      self.tensors(self.fm.images[controls], self.fm.labels[controls]))
+        rows = [self._metrics(m, [k]) for m in (before, model)]
+        found = [evidence.evidence_of(m, sets, cfg) for m in (before, model)]
+        return evidence.evidence_checks(found[1], rows[1], rows[0], cfg)
 
     def audit_checks(self, model, ks: list[int], retrained) -> list[dict]:
         return self.reference_checks(model, model, ks, retrained)
@@ -581,14 +612,15 @@ def verdicts(values: list[bool]) -> str:
 
 
 def scenario_rows(outcomes: list[Outcome], fidelity: dict[str, dict], fidelity_text) -> list[str]:
-    lines = ["| policy | CPU s | share of retrain per request | median time to removal | max time to removal | "
-             "checks passed (per request) | audits passed | fall-backs to retraining | fidelity to a retrain on "
-             "the final data |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["| policy | CPU s | share of retrain per request | CPU s by operation | median time to removal | "
+             "max time to removal | checks passed (per request) | audits passed | fall-backs to retraining | "
+             "fidelity to a retrain on the final data |", "|---|---:|---:|---|---:|---:|---:|---:|---:|---|"]
     base = outcomes[0].cpu_s
     for o in outcomes:
-        lines.append(f"| {o.policy} | {o.cpu_s:.1f} | {100 * o.cpu_s / base:.1f} % | {minutes(statistics.median(o.removal_s))} | "
-                     f"{minutes(max(o.removal_s))} | {verdicts(o.checks)} | {verdicts(o.audits)} | {o.fallbacks} | "
-                     f"{fidelity_text(fidelity[o.policy])} |")
+        spent = ", ".join(f"{what} {cpu:.1f}" for what, cpu in o.spent.items())
+        lines.append(f"| {o.policy} | {o.cpu_s:.1f} | {100 * o.cpu_s / base:.1f} % | {spent} | "
+                     f"{minutes(statistics.median(o.removal_s))} | {minutes(max(o.removal_s))} | {verdicts(o.checks)} | "
+                     f"{verdicts(o.audits)} | {o.fallbacks} | {fidelity_text(fidelity[o.policy])} |")
     return lines
 
 
@@ -667,7 +699,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                     + ",".join(f"{k}={v}" for k, v in DEFAULT_REQUESTS.items()) + ")")
     ap.add_argument("--days", type=float, default=None, help="length of the stream (default 30; --quick 7)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=DEMO_TEXT_STEPS, help="text: training steps of the LM")
+    ap.add_argument("--steps", type=int, default=None,
+                    help=f"text: training steps of the LM (default: the demo's {DEMO_TEXT_STEPS}; --quick {QUICK_STEPS})")
     ap.add_argument("--candidates", type=int, default=1000, help="text: same-format candidates per exposure")
     ap.add_argument("--cache", type=Path, default=RESULTS.parent / "text-cache",
                     help="text: keep/reuse the original LM here (only the original: retrainings are measured)")
@@ -684,6 +717,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     counts.update(args.requests)
     args.counts = counts
     args.days = args.days or (7.0 if args.quick else 30.0)
+    args.steps = args.steps or (QUICK_STEPS if args.quick else DEMO_TEXT_STEPS)
     if args.days <= 0 or args.jobs < 1:
         ap.error("--days and --jobs must be positive")
     if args.out is None:
@@ -700,36 +734,49 @@ def scenario_section(name: str, args: argparse.Namespace) -> tuple[list[str], li
     return section, [f"- {name}: {line[2:]}" for line in lines]
 
 
-def all_sections(args: argparse.Namespace) -> list[tuple[list[str], list[str]]]:
-    """Every scenario's section, in --scenarios order; with --jobs > 1 each in its own process (CPU
-    time is measured per process, so scenarios running side by side do not count each other's)."""
+def all_sections(args: argparse.Namespace, done: Callable[[dict], None]) -> None:
+    """Every scenario's (section, targets), handed to `done` as {name: ...} after each finishes; with
+    --jobs > 1 each scenario in its own process (CPU time is measured per process, so scenarios
+    running side by side do not count each other's)."""
+    finished: dict[str, tuple[list[str], list[str]]] = {}
     if args.jobs <= 1 or len(args.scenarios) == 1:
-        return [scenario_section(name, args) for name in args.scenarios]
+        for name in args.scenarios:
+            finished[name] = scenario_section(name, args)
+            done(finished)
+        return
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(scenario_section, name, args) for name in args.scenarios]
-        return [f.result() for f in futures]
+        futures = {pool.submit(scenario_section, name, args): name for name in args.scenarios}
+        for future in as_completed(futures):
+            finished[futures[future]] = future.result()
+            done(finished)
+
+
+def write_results(args: argparse.Namespace, argv, started: float, finished: dict) -> None:
+    """The results file with every scenario finished so far (rewritten as each finishes)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load = os.getloadavg()
+    pending = [name for name in args.scenarios if name not in finished]
+    still = f" (still running: {', '.join(pending)})" if pending else ""
+    header = (f"# bench.stream — a month of requests — {stamp}, {platform.node()}, nproc {os.cpu_count()}, "
+              f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) when written, "
+              f"{time.perf_counter() - started:.0f} s wall{still}"
+              f"\n\nGenerated by `python -m bench.stream {' '.join(sys.argv[1:] if argv is None else argv)}`. "
+              "CPU s: the measured CPU time of every training, update and check the policy ran (one thread). "
+              "Time to removal: arrival → a model without the data in production, on the simulated clock "
+              "(nightly retraining at 02:00, audits Mondays 03:00, one worker per model).\n")
+    ordered = [finished[name] for name in args.scenarios if name in finished]
+    sections = [line for section, _ in ordered for line in section]
+    goals = [line for _, lines in ordered for line in lines]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(header + "\n" + "\n".join(sections) + "\nAll targets:\n\n" + "\n".join(goals) + "\n")
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     started = time.perf_counter()
-    sections, goals = [], []
-    for section, lines in all_sections(args):
-        sections += section
-        goals += lines
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    load = os.getloadavg()
-    header = (f"# bench.stream — a month of requests — {stamp}, {platform.node()}, nproc {os.cpu_count()}, "
-              f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) at the end, "
-              f"{time.perf_counter() - started:.0f} s wall\n\n"
-              f"Generated by `python -m bench.stream {' '.join(sys.argv[1:] if argv is None else argv)}`. "
-              "CPU s: the measured CPU time of every training, update and check the policy ran (one thread). "
-              "Time to removal: arrival → a model without the data in production, on the simulated clock "
-              "(nightly retraining at 02:00, audits Mondays 03:00, one worker per model).\n")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(header + "\n" + "\n".join(sections) + "\nAll targets:\n\n" + "\n".join(goals) + "\n")
+    all_sections(args, lambda finished: write_results(args, argv, started, finished))
     say(f"bench.stream: written {args.out} ({time.perf_counter() - started:.0f} s)")
 
 

@@ -130,3 +130,10 @@ def test_options_default_to_the_documented_month_and_refuse_bad_ones(capsys):
             stream.parse_args(argv)
         assert stop.value.code == 2
         assert "bench.stream" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_cpu_by_operation_adds_up_to_the_total(policy):
+    out = simulate(policy, [DAY, 2 * DAY, 8 * DAY], Ops(failing_checks={2}, failing_audits={1}))
+    assert sum(out.spent.values()) == pytest.approx(out.cpu_s)
+    assert sum(out.operations.values()) >= 3
