@@ -38,6 +38,7 @@ min of CPU on 2 cores (text retrainings ≈ 80 s each dominate); `--quick`: a sm
 
     python -m bench.stream [--quick] [--scenarios tables,text,images] [--seed 0] [--cache DIR]
                            [--requests tables=30,text=10,images=30] [--days 30] [--jobs 2]
+                           [--image-subset 800] [--image-epochs 2]
 """
 
 from __future__ import annotations
@@ -676,7 +677,7 @@ def build(name: str, n: int, args):
         return Tables(n, args.seed)
     if name == "text":
         return Text(n, args.seed, args.steps, args.cache, args.candidates)
-    return Images(n, args.seed)
+    return Images(n, args.seed, args.image_subset, args.image_epochs)
 
 
 def parse_requests(text: str) -> dict[str, int]:
@@ -702,6 +703,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=None,
                     help=f"text: training steps of the LM (default: the demo's {DEMO_TEXT_STEPS}; --quick {QUICK_STEPS})")
     ap.add_argument("--candidates", type=int, default=1000, help="text: same-format candidates per exposure")
+    ap.add_argument("--image-subset", type=int, default=800, help="images: training images (bench.images --quick: 800)")
+    ap.add_argument("--image-epochs", type=float, default=2.0, help="images: epochs of the CNN (bench.images --quick: 2)")
     ap.add_argument("--cache", type=Path, default=RESULTS.parent / "text-cache",
                     help="text: keep/reuse the original LM here (only the original: retrainings are measured)")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
@@ -718,8 +721,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.counts = counts
     args.days = args.days or (7.0 if args.quick else 30.0)
     args.steps = args.steps or (QUICK_STEPS if args.quick else DEMO_TEXT_STEPS)
-    if args.days <= 0 or args.jobs < 1:
-        ap.error("--days and --jobs must be positive")
+    if args.days <= 0 or args.jobs < 1 or args.image_subset < 10 or args.image_epochs <= 0:
+        ap.error("--days, --jobs and --image-epochs must be positive, --image-subset at least 10")
     if args.out is None:
         args.out = RESULTS.with_name("stream-quick.md") if args.quick else RESULTS
     return args

@@ -125,7 +125,7 @@ def test_options_default_to_the_documented_month_and_refuse_bad_ones(capsys):
     assert args.counts == {"tables": 30, "text": 10, "images": 30} and args.days == 30
     assert stream.parse_args(["--quick", "--requests", "text=2"]).counts["text"] == 2
     for argv in (["--scenarios", "audio"], ["--requests", "text=0"], ["--requests", "video=3"], ["--days", "-1"],
-                 ["--jobs", "0"]):
+                 ["--jobs", "0"], ["--image-subset", "5"]):
         with pytest.raises(SystemExit) as stop:
             stream.parse_args(argv)
         assert stop.value.code == 2
