@@ -4,7 +4,7 @@ For each scenario, one fresh workspace per runner mode is prepared with the real
 data add`, `unlearn train`, `unlearn requests submit`): K datasets, one model on each, one pending
 request per model — K batches, each with a verification reference of its own (the models differ
 in their requests or seeds, so no two reference jobs share a content key). Then `unlearn comply
---json --task-runner R` runs in each workspace, and the run is read back from its own stores:
+--json --task-runner R --verify reference` runs in each workspace, and the run is read back from its own stores:
 
 - wall clock and CPU seconds of the comply process (its children included once they exit);
 - from the Prefect database (.prefect/prefect.db): the comply flow's duration, the `retrain
@@ -212,7 +212,9 @@ def certificate_facts(root: Path, summary: dict) -> dict[str, dict]:
 
 
 def run_comply(root: Path, runner: str, workers: int) -> dict:
-    args = ["comply", "--task-runner", runner, "--json"] + (["--workers", str(workers)] if runner != "inline" else [])
+    # the references it measures are trained only in reference mode (the default modes train none)
+    args = (["comply", "--task-runner", runner, "--verify", "reference", "--json"]
+            + (["--workers", str(workers)] if runner != "inline" else []))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     summary = unlearn(root, *args, ok=(0, 1))

@@ -13,7 +13,8 @@ regenerated).
 Tables go to stdout and bench/results/text.md, progress to stderr. Only masked secrets are printed.
 
     python -m bench.text [--steps 400] [--candidates 1000] [--policy token] [--cache DIR]
-                         [--scopes "all,one card,4 secrets"] [--methods first_order,second_order,finetune]
+                         [--scopes "all,8 secrets,one card"] [--methods first_order,second_order,finetune,suppress]
+                         [--results PATH]
 """
 
 from __future__ import annotations
@@ -136,10 +137,10 @@ def run_method(setting: Setting, name: str, options: dict) -> tuple[dict, dict]:
     return setting.measure(bundle, setting.after), stats
 
 
-METHODS = ("first_order", "second_order", "finetune")
+METHODS = ("first_order", "second_order", "finetune", "suppress")
 
 
-SCOPES = ("all", "one card")
+SCOPES = ("all", "8 secrets", "one card")
 
 
 def scope_table(setting: Setting, runs: list[dict], sweep: bool) -> list[str]:
@@ -174,6 +175,7 @@ def main(argv=None) -> None:
     for name in METHODS:
         ap.add_argument(f"--{name.replace('_', '-')}", dest=name, default="{}", help=f"JSON options for {name}")
     ap.add_argument("--sweep", type=Path, default=None, help="JSON lines of {method, options} to run instead")
+    ap.add_argument("--results", type=Path, default=RESULTS, help=f"where the tables go (default {RESULTS})")
     args = ap.parse_args(argv)
 
     say(f"bench.text: building the corpus, training `small` for {args.steps} steps, retraining references")
@@ -189,12 +191,12 @@ def main(argv=None) -> None:
                        f"redaction policy {args.policy}; exposure over {args.candidates} same-format candidates.\n")
         out += scope_table(setting, runs, bool(args.sweep))
     if not args.sweep:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        args.results.parent.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        RESULTS.write_text(f"# bench.text — {stamp}, {platform.node()}, {os.cpu_count()} cores, torch "
+        args.results.write_text(f"# bench.text — {stamp}, {platform.node()}, {os.cpu_count()} cores, torch "
                            f"{torch.__version__}, {torch.get_num_threads()} threads, load "
                            f"{os.getloadavg()[0]:.1f}\n\n" + "\n".join(out) + "\n")
-        say(f"  tables written to {RESULTS}")
+        say(f"  tables written to {args.results}")
 
 
 if __name__ == "__main__":

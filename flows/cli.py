@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_parser(sub)
     add_ui_parser(sub)
     add_comply_parser(sub)
+    add_audit_parser(sub)
     compliance_cli.add_parsers(sub)
     return parser
 
@@ -115,7 +116,26 @@ def add_forget_parser(sub) -> None:
                         "model's kind, e.g. second_order (tables), finetune (text), alignment (images); an unknown "
                         "name is refused with the valid ones")
     forget.add_argument("--keep-superseded", metavar="DAYS", help=KEEP_HELP)
+    add_verify_option(forget)
     forget.add_argument("--json", action="store_true", help=JSON_HELP)
+
+
+VERIFY_HELP = ("how the update is verified: certificate (a certified table model: the certificate is the proof), "
+               "evidence (tests that train no model) or reference (against a model retrained on the corrected "
+               "data: the slow, old way); default: certificate where the model and method allow it, else evidence")
+
+
+def add_verify_option(parser) -> None:
+    """`--verify MODE` (tasks.kinds.base.VERIFY_MODES), checked by `checked_verify_mode` before
+    anything is written: one line naming the valid modes (argparse's `choices` prints the usage too)."""
+    parser.add_argument("--verify", metavar="certificate|evidence|reference", help=VERIFY_HELP)
+
+
+def checked_verify_mode(args) -> str | None:
+    from tasks.kinds.base import check_verify_mode_name
+
+    check_verify_mode_name(args.verify)
+    return args.verify
 
 
 def add_scan_parser(sub) -> None:
@@ -137,6 +157,7 @@ def add_demo_parser(sub) -> None:
     demo.add_argument("--train-steps", type=int, default=DEMO_TEXT_STEPS,
                       help=f"text scenario: training steps (default {DEMO_TEXT_STEPS})")
     demo.add_argument("--preset", choices=["tiny", "small"], default=None, help="text scenario: model size (default small)")
+    add_verify_option(demo)
     demo.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
@@ -161,14 +182,35 @@ def add_comply_parser(sub) -> None:
     comply.add_argument("--dask-address", metavar="ADDRESS", help="an existing Dask scheduler, e.g. "
                         "tcp://10.0.0.5:8786 (implies --task-runner dask; default UNLEARN_DASK_ADDRESS)")
     comply.add_argument("--workers", metavar="N", help="worker processes of the local Dask cluster (default: one per CPU core)")
+    add_verify_option(comply)
     comply.add_argument("--json", action="store_true", help=JSON_HELP)
-    serve = sub.add_parser("serve", help="serve the Prefect deployments (nightly comply, on-demand forget) from "
+    serve = sub.add_parser("serve", help="serve the Prefect deployments (nightly comply, weekly audit, on-demand "
+                           "forget) from "
                            "this process, without a work pool")
     serve.add_argument("--cron", default="0 2 * * *", help="when the nightly comply runs (default 02:00 UTC)")
     serve.add_argument("--task-runner", metavar="RUNNER", help="the nightly comply's task runner for verification "
                        "references: inline or dask (default: UNLEARN_TASK_RUNNER in the serving process, "
                        "else inline)")
     serve.add_argument("--dask-address", metavar="ADDRESS", help="an existing Dask scheduler for the nightly comply")
+    serve.add_argument("--audit-cron", default="0 3 * * 0", help="when the weekly audit of every model with "
+                       "requests since its last audit runs (default Sundays 03:00 UTC)")
+
+
+def add_audit_parser(sub) -> None:
+    """`unlearn audit [MODEL]`: the amortised retraining (flows/audit.py)."""
+    audit = sub.add_parser("audit", help="retrain one reference per model on the current data and check the "
+                           "production model against it, for every request since the model's last audit "
+                           "(a signed audit record, a ledger entry per request)")
+    audit.add_argument("model", nargs="?", help="the registered model to audit (default: every model with a "
+                       "request since its last audit)")
+    audit.add_argument("--rebase", action="store_true", help="promote the retrained model after a passing audit "
+                       "too (guarantee exact, a certified budget reset; a failed audit always promotes it)")
+    audit.add_argument("--keep-superseded", metavar="DAYS", help=KEEP_HELP)
+    audit.add_argument("--task-runner", metavar="RUNNER", default=None, help="retrain every model's reference "
+                       "at once on this task runner: dask or inline (default; UNLEARN_TASK_RUNNER)")
+    audit.add_argument("--dask-address", metavar="ADDRESS", help="an existing Dask scheduler (implies dask)")
+    audit.add_argument("--workers", metavar="N", help="worker processes of the local Dask cluster")
+    audit.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,7 +275,7 @@ def run(argv: list[str] | None) -> int:
 # Commands that read the data and change the project: what a killed run left is finished first
 # (forget and comply do it where they take the project lock: tasks.release.release_lock).
 RECOVERING = ("data", "train")
-FLOWS = ("train", "forget", "comply", "demo", "serve")  # failures reported in one line, not Prefect's traceback
+FLOWS = ("train", "forget", "comply", "demo", "serve", "audit")  # failures reported in one line, not Prefect's traceback
 TRACKING = FLOWS  # commands that use MLflow: a tracking server is probed first
 
 
@@ -312,10 +354,12 @@ def cmd_forget(args, root: Path) -> int:
     from tasks import release, steps
 
     keep_days = release.keep_days_setting(args.keep_superseded)
+    checked_verify_mode(args)
     # all validation before anything is written; the flow nests under the lock taken here
-    with release.validated_release(root, "forget", lambda: steps.plan_request.fn(root, args.request, args.method)):
+    with release.validated_release(root, "forget",
+                                   lambda: steps.plan_request.fn(root, args.request, args.method, args.verify)):
         summary = forget_flow(root=str(root), request_path=str(args.request), method=args.method,
-                              keep_superseded_days=keep_days)
+                              keep_superseded_days=keep_days, verify=args.verify)
     emit(args, summary, format_forget(summary))
     return EXIT_OK if summary.get("verified", summary.get("status") == "completed") else EXIT_FAILED
 
@@ -333,10 +377,24 @@ def format_forget(s: dict) -> str:
         f" ({'promoted to production' if s['promoted'] else 'NOT promoted'})",
         f"  data  {s['data']['before']} → {s['data']['after']}",
         *kind.format_forget(s),
+        *verification_lines(s),
         *superseded_lines(s),
         *failed_check_lines(s["checks"]),
     ]
     return "\n".join(lines)
+
+
+def verification_lines(s: dict) -> list[str]:
+    """How the update was verified, the checks it passed and how long the data took to leave production."""
+    v, t = s.get("verification"), s["timings"]
+    if not v:
+        return []
+    passed = sum(c["passed"] for c in v["checks"])
+    names = ", ".join(c["name"] for c in v["checks"] if c["passed"]) or "none"
+    removal = (f"; time to removal {t['time_to_removal_s']:.1f} s" if t.get("time_to_removal_s") is not None
+               else "; production unchanged")
+    return [f"  verified by {v['mode']}: {passed}/{len(v['checks'])} checks passed ({names}), "
+            f"{v['retrains']} model(s) retrained, {t['verify_s']:.2f} s" + removal]
 
 
 def failed_check_lines(checks: list[dict]) -> list[str]:
@@ -397,15 +455,27 @@ def with_exposure(root: Path, dataset: str, model: str, findings: list[dict]) ->
 def cmd_demo(args, root: Path) -> int:
     from flows.demo import run_images_demo, run_tabular_demo, run_text_demo
 
+    demo_verify_mode(args)
     if args.scenario == "text":
-        summary = run_text_demo(root, args.train_steps, args.preset or "small")
+        summary = run_text_demo(root, args.train_steps, args.preset or "small", verify=args.verify)
     elif args.scenario == "images":
-        summary = run_images_demo(root)
+        summary = run_images_demo(root, verify=args.verify)
     else:
-        summary = run_tabular_demo(root)
+        summary = run_tabular_demo(root, verify=args.verify)
     console = summary.pop("console")
     emit(args, summary, console)
     return EXIT_OK if summary["verified"] else EXIT_FAILED
+
+
+def demo_verify_mode(args) -> None:
+    """`--verify` of a demo: refused before its data is built when the scenario's kind cannot use it."""
+    from tasks.kinds import IMAGES, TABULAR, TEXT
+
+    if checked_verify_mode(args) is not None:
+        kind = {"tabular": TABULAR, "text": TEXT, "images": IMAGES}[args.scenario]
+        if args.verify not in kind.verify_modes:
+            raise UnlearnError(f"--verify {args.verify} is not available for the {args.scenario} demo: use "
+                               f"{' or '.join('--verify ' + m for m in kind.verify_modes)}")
 
 
 def cmd_ui(args, root: Path) -> int:
@@ -501,10 +571,11 @@ def cmd_comply(args, root: Path) -> int:
     keep_days = release.keep_days_setting(args.keep_superseded)
     runner, address = prefetch.runner_setting(args.task_runner, args.dask_address)
     workers = prefetch.check_workers(args.workers)
+    checked_verify_mode(args)
     ledger.check_intact(root)  # a bad UNLEARN_LEDGER_URL, a forged ledger: one line before any flow starts
     try:
         summary = comply_flow(root=str(root), keep_superseded_days=keep_days, task_runner=runner,
-                              dask_address=address, workers=workers)
+                              dask_address=address, workers=workers, verify=args.verify)
     except release.ProjectBusy as busy:  # not bad input: the other run is doing the work
         print(f"comply: {busy}", file=sys.stderr)
         return EXIT_FAILED
@@ -525,7 +596,51 @@ def cmd_comply(args, root: Path) -> int:
     return EXIT_FAILED if summary["failed"] else EXIT_OK
 
 
+def cmd_audit(args, root: Path) -> int:
+    from flows.audit import audit_flow
+    from tasks import audit, ledger, references as prefetch, release
+
+    keep_days = release.keep_days_setting(args.keep_superseded)
+    runner, address = prefetch.runner_setting(args.task_runner, args.dask_address)
+    workers = prefetch.check_workers(args.workers)
+    ledger.check_intact(root)  # a forged ledger: one line before anything is audited
+    due = audit.due_models(root, args.model)  # an unknown or unauditable model: one line, exit 2
+    if not due and not (release.open_journals(root) or audit.open_audits(root)):
+        what = f"model {args.model}" if args.model else "no model"
+        message = (f"{what}: no request since its last audit; nothing to audit" if args.model
+                   else "no model has a request since its last audit; nothing to audit")
+        emit(args, {"model": args.model, "audits": [], "covered_requests": [], "message": message}, message)
+        return EXIT_OK
+    try:
+        summary = audit_flow(root=str(root), model=args.model, rebase=args.rebase, keep_superseded_days=keep_days,
+                             task_runner=runner, dask_address=address, workers=workers)
+    except release.ProjectBusy as busy:
+        print(f"audit: {busy}", file=sys.stderr)
+        return EXIT_FAILED
+    audits = summary["audits"]
+    payload = audits[0] if args.model and len(audits) == 1 else summary
+    emit(args, payload, "\n".join([*(f"recovered an interrupted audit {r['id']}: {r['outcome']}"
+                                     for r in summary["recovered"] if "id" in r),
+                                   *(line for a in audits for line in format_audit(a))])
+         or "nothing to audit")
+    return EXIT_OK if all(a["passed"] for a in audits) else EXIT_FAILED
+
+
+def format_audit(a: dict) -> list[str]:
+    verdict = "PASSED" if a["passed"] else "FAILED"
+    promoted = (f"; retrained model promoted: v{a['production_version']} → v{a['promoted']} (guarantee exact)"
+                if a["promoted"] else "")
+    lines = [f"audit of model {a['model']}: {verdict} — {len(a['covered_requests'])} request(s) covered "
+             f"({', '.join(a['covered_requests'])}){promoted}",
+             f"  retraining {a['timings']['retrain_s']:.2f} s; record {a['record']}"]
+    lines += [f"  {'ok    ' if c['passed'] else 'FAILED'} {c['name']} {c['value']:.4g} (needs {c['threshold']})"
+              for c in a["checks"]]
+    lines += [f"  fell short: {', '.join(s['requests'])} ({s['check']})" for s in a["shortfall"]]
+    return lines
+
+
 def cmd_serve(args, root: Path) -> int:
+    from flows.audit import audit_flow
     from flows.comply import comply_flow
     from flows.forget import forget_flow
 
@@ -537,9 +652,10 @@ def cmd_serve(args, root: Path) -> int:
         comply_params = {**params, "task_runner": runner, **({"dask_address": address} if address else {})}
     else:
         comply_params = params
-    print(f"serving comply/nightly (cron {args.cron!r}, UTC) and forget/on-demand for {root}; Ctrl-C to stop",
-          file=sys.stderr)
+    print(f"serving comply/nightly (cron {args.cron!r}, UTC), audit/weekly (cron {args.audit_cron!r}, UTC) and "
+          f"forget/on-demand for {root}; Ctrl-C to stop", file=sys.stderr)
     serve_until_stopped(comply_flow.to_deployment(name="nightly", cron=args.cron, parameters=comply_params),
+                        audit_flow.to_deployment(name="weekly", cron=args.audit_cron, parameters=comply_params),
                         forget_flow.to_deployment(name="on-demand", parameters=params))
     return EXIT_OK
 
@@ -566,7 +682,7 @@ def serve_until_stopped(*deployments) -> None:
 
 
 COMMANDS = {"data": cmd_data, "train": cmd_train, "forget": cmd_forget, "scan": cmd_scan, "demo": cmd_demo,
-            "ui": cmd_ui, "comply": cmd_comply, "serve": cmd_serve, **compliance_cli.COMMANDS}
+            "ui": cmd_ui, "comply": cmd_comply, "serve": cmd_serve, "audit": cmd_audit, **compliance_cli.COMMANDS}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -92,9 +92,11 @@ def add_parsers(sub) -> None:
 
     certificate = sub.add_parser("certificate", help="signed erasure certificates")
     csub = certificate.add_subparsers(dest="certificate_command", required=True)
-    cverify = csub.add_parser("verify", help="check a certificate's HMAC signature, that it is filed under its "
-                              "request's id and is the one the ledger recorded; exit 1 otherwise")
-    cverify.add_argument("path", type=Path, help="the certificate JSON file (.unlearn/certificates/ID.json)")
+    cverify = csub.add_parser("verify", help="check a certificate's (or an audit record's) HMAC signature, that it "
+                              "is filed under its request's (audit's) id and is the one the ledger recorded; exit 1 "
+                              "otherwise")
+    cverify.add_argument("path", type=Path, help="the certificate JSON file (.unlearn/certificates/ID.json) or audit "
+                         "record (.unlearn/audits/ID.json)")
     cverify.add_argument("--json", action="store_true", help=JSON_HELP)
     cverify.set_defaults(handler=cmd_certificate_verify)
 

@@ -29,16 +29,17 @@ from flows.settings import private_tempdir
 from tasks import batches, outcomes, release, unchanged
 from tasks import references as prefetch
 from tasks.common import progress
+from tasks.kinds.base import check_verify_mode_name
 from unlearning.compliance.batching import group_requests, narrowed, retry_groups
 
 
 def process_batch(root: Path, requests: list, keep_days: int | None = None, path: Path | None = None,
-                  error: str | None = None) -> list[dict]:
+                  error: str | None = None, verify: str | None = None) -> list[dict]:
     """One forget run for a batch (its merged request file `path`, written now if not given);
     ledger + certificates per request (tasks.outcomes). Never raises for a request's own failure:
     it is recorded as `failed` with the reason (`error`: the batch already failed before its run).
     The parts of a request that change nothing are set aside first (tasks.unchanged); a batch of
-    several that fails is split (`split_failed_batch`)."""
+    several that fails is split (`split_failed_batch`). `verify`: forget's verification mode."""
     if error is not None:
         return [outcomes.fail(root, r, error) for r in requests]
     notes = unchanged.no_change_notes(root, requests)
@@ -50,29 +51,29 @@ def process_batch(root: Path, requests: list, keep_days: int | None = None, path
     if any(r.id in notes for r in active):
         batches.drop_manifest(root, path)  # written before the notes were known: the batch is written anew
         path = None
-    path, summary, problem = run_forget(root, active, [rest[r.id] for r in active], path, keep_days)
+    path, summary, problem = run_forget(root, active, [rest[r.id] for r in active], path, keep_days, verify)
     if problem is None:
         results += outcomes.complete_batch(root, active, summary, notes=notes)
     elif len(active) == 1:
         results.append(outcomes.fail(root, active[0], problem))
     batches.drop_manifest(root, path)  # the ledger has every member's outcome
     if problem is not None and len(active) > 1:
-        results += split_failed_batch(root, active, keep_days)
+        results += split_failed_batch(root, active, keep_days, verify)
     return results
 
 
-def split_failed_batch(root: Path, requests: list, keep_days: int | None) -> list[dict]:
+def split_failed_batch(root: Path, requests: list, keep_days: int | None, verify: str | None = None) -> list[dict]:
     """A batch of several failed: the requests the current data refuses on their own fail alone
     with their reason, the others are processed again (`unlearning.compliance.batching.retry_groups`)."""
-    refused = batches.refused_alone(root, requests)
+    refused = batches.refused_alone(root, requests, verify)
     results = [outcomes.fail(root, r, refused[r.id]) for r in requests if r.id in refused]
     for group in retry_groups(requests, set(refused)):
-        results += process_batch(root, group, keep_days)
+        results += process_batch(root, group, keep_days, verify=verify)
     return results
 
 
 def run_forget(root: Path, requests: list, merged: list, path: Path | None,
-               keep_days: int | None) -> tuple[Path | None, dict | None, str | None]:
+               keep_days: int | None, verify: str | None = None) -> tuple[Path | None, dict | None, str | None]:
     """The forget run of the batch of `requests` (as `merged`: without their parts that change
     nothing), its request file `path` written first if not given: (that file, the run's summary,
     None when verified, else why it failed). A full disk or an unwritable project is no request's
@@ -80,7 +81,7 @@ def run_forget(root: Path, requests: list, merged: list, path: Path | None,
     try:
         path = path or batches.batch_file(root, merged)
         summary = forget_flow(root=str(root), request_path=str(path), keep_superseded_days=keep_days,
-                              members=[r.id for r in requests])
+                              members=[r.id for r in requests], verify=verify)
     except Exception as exc:  # noqa: BLE001 — any step's failure is recorded, the run goes on
         if batches.environment_error(exc):
             for request in requests:
@@ -91,10 +92,12 @@ def run_forget(root: Path, requests: list, merged: list, path: Path | None,
 
 
 def prefetch_references(root: Path, paths: list[Path], runner: str, address: str | None,
-                        workers: int | None) -> dict:
+                        workers: int | None, verify: str | None = None) -> dict:
     """Every batch's verification reference trained at once on the chosen task runner (see
-    tasks.references): {job key: reference}. Inline (the default) prefetches nothing."""
-    if runner == "inline" or not paths:
+    tasks.references): {job key: reference}. Inline (the default) prefetches nothing, and neither
+    does any mode but `--verify reference`: the other modes train no model per request (an `auto`
+    update that fails its checks retrains inline, for its batch alone)."""
+    if runner == "inline" or not paths or verify != "reference":
         return {}
     progress(f"  retraining {len(paths)} verification reference(s) on the {runner} task runner ...")
     problem = prefetch.unreachable(address) if address else None
@@ -114,18 +117,21 @@ def prefetch_references(root: Path, paths: list[Path], runner: str, address: str
 
 @outcome_flow(name="comply", flow_run_name="comply", log_prints=False)
 def comply_flow(root: str, keep_superseded_days: int | None = None, task_runner: str | None = None,
-                dask_address: str | None = None, workers: int | None = None) -> dict:
+                dask_address: str | None = None, workers: int | None = None, verify: str | None = None) -> dict:
     """Process every pending erasure request (see the module doc). Returns {"requests": [...],
     "recovered": [...], "purged": [...], "references": {...}}. `keep_superseded_days`: as `forget`'s.
     `task_runner`: inline (default; UNLEARN_TASK_RUNNER) or dask — train every batch's
     verification reference at once on that Prefect task runner before the batches are released
     (`dask_address`: an existing Dask scheduler, else a local cluster of `workers` processes).
     The run is renamed after the requests it claimed, and ends Failed when any of them failed
-    (called from Python it still returns the summary: flows.runs)."""
+    (called from Python it still returns the summary: flows.runs). `verify`: how each batch's update is
+    verified (tasks.kinds.base.VERIFY_MODES; None: each model's default); references are trained,
+    and prefetched on a task runner, only with `reference`."""
     root_path = Path(root)
     keep_days = release.keep_days_setting(keep_superseded_days)
     runner, address = prefetch.runner_setting(task_runner, dask_address)
     workers = prefetch.check_workers(workers)
+    check_verify_mode_name(verify)  # a deployment run with a bad mode fails here, before anything is claimed
     # its own temp folder here too: a deployment's run does not start from the CLI (flows.cli.main)
     with private_tempdir(root_path), release.release_lock(root_path, "comply", report=False) as released:
         recovered = released + batches.finish_promoted_batches(root_path) + batches.reclaim_stale(root_path)
@@ -134,12 +140,13 @@ def comply_flow(root: str, keep_superseded_days: int | None = None, task_runner:
         rename_current_run(f"comply {requests_label(r.id for r in claimed)}" if claimed else "comply (nothing pending)")
         written = batches.write_batches(root_path, group_requests(claimed))
         started = time.perf_counter()
-        pool = prefetch_references(root_path, [p for _, p, _ in written if p is not None], runner, address, workers)
+        pool = prefetch_references(root_path, [p for _, p, _ in written if p is not None], runner, address, workers,
+                                   verify)
         prefetched, prefetch_s = len(pool), time.perf_counter() - started
         results = []
         with prefetch.prefetched(pool):
             for requests, path, error in written:
-                results += process_batch(root_path, requests, keep_days, path, error)
+                results += process_batch(root_path, requests, keep_days, path, error, verify)
     references = {"task_runner": runner, "prefetched": prefetched, "used": prefetched - len(pool),
                   "seconds": round(prefetch_s, 1)}
     summary = {"requests": results, "processed": len(results), "failed": sum(r["status"] == "failed" for r in results),

@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 from prefect import flow
 
+from flows.audit import audit_flow
 from flows.detect import detect_flow
 from flows.forget import forget_flow
 from flows.settings import DEMO_TEXT_STEPS
@@ -68,7 +69,7 @@ def say(message: str) -> None:
 
 
 @flow(name="demo-tabular", log_prints=False)
-def tabular_demo_flow(root: str) -> dict:
+def tabular_demo_flow(root: str, verify: str | None = None) -> dict:
     root_path = Path(root)
     started = time.perf_counter()
     say("[1/4] data: building data/adult from the installed copy of UCI Adult and versioning it with DVC "
@@ -84,14 +85,14 @@ def tabular_demo_flow(root: str) -> dict:
     request_path.write_text(yaml.safe_dump(request, sort_keys=False))
     say(f"[3/4] forget: request {request['id']} — revoke sex and race, delete {DEMO_DELETE} records, "
         f"fix {DEMO_FIX} labels ({request_path.relative_to(root_path)})")
-    forgot = forget_flow(root=root, request_path=str(request_path))
+    forgot = forget_flow(root=root, request_path=str(request_path), verify=verify)
     say("[4/4] done")
     return {**forgot, "trained": trained, "request_file": str(request_path),
             "demo_seconds": time.perf_counter() - started}
 
 
-def run_tabular_demo(root: Path) -> dict:
-    summary = tabular_demo_flow(root=str(root))
+def run_tabular_demo(root: Path, verify: str | None = None) -> dict:
+    summary = tabular_demo_flow(root=str(root), verify=verify)
     summary["console"] = console_summary(summary)
     return summary
 
@@ -99,20 +100,29 @@ def run_tabular_demo(root: Path) -> dict:
 def console_summary(s: dict) -> str:
     m, t, c, tr = s["metrics"], s["timings"], s["certificate"], s["trained"]
     eps = f"ε = {c['epsilon']:.3g}" if c["epsilon"] is not None else s["guarantee"]
+    # agreement with a retrained model: measured in reference mode, else not known (certificate) or
+    # a guaranteed lower bound (evidence: "≥")
+    agreement = (f"{100 * m['agreement']:.2f}" if "agreement" in m else
+                 f"≥ {100 * m['guaranteed_agreement']:.2f}" if "guaranteed_agreement" in m else "-")
     rows = [
         ("original model", f"v{s['model']['parent_version']}", f"{tr['timings']['fit_s']:.2f} s (fit)", "",
-         f"{100 * m['test_accuracy_before']:.2f}", f"{100 * m['agreement_before']:.2f}", "-"),
+         f"{100 * m['test_accuracy_before']:.2f}", f"{100 * m['agreement_before']:.2f}" if "agreement_before" in m
+         else "-", "-"),
         (f"{s['method']} update", f"v{s['model']['version']}", f"{t['update_s']:.3f} s",
-         f"{t['speedup']:.0f}×" if t["speedup"] else "", f"{100 * m['test_accuracy']:.2f}",
-         f"{100 * m['agreement']:.2f}", eps),
-        ("retrained reference", "-", f"{t['retrain_s']:.2f} s", "1×", f"{100 * m['test_accuracy_retrain']:.2f}",
-         "100.00", "exact"),
+         f"{t['speedup']:.0f}×" if t["speedup"] else "", f"{100 * m['test_accuracy']:.2f}", agreement, eps),
     ]
+    if t["retrain_s"] and "test_accuracy_retrain" in m:
+        rows.append(("retrained reference", "-", f"{t['retrain_s']:.2f} s", "1×",
+                     f"{100 * m['test_accuracy_retrain']:.2f}", "100.00", "exact"))
+    v = s["verification"]
+    checked = (f"Verified by {v['mode']}: {sum(c['passed'] for c in v['checks'])}/{len(v['checks'])} checks passed, "
+               f"{v['retrains']} model(s) retrained; time to removal "
+               + (f"{t['time_to_removal_s']:.1f} s" if t["time_to_removal_s"] is not None else "- (not promoted)"))
     header = ("model", "version", "time", "speed-up", "test acc %", "agreement %", "guarantee")
     verdict = "VERIFIED, promoted to production" if s["verified"] else "VERIFICATION FAILED, not promoted"
     return "\n".join([
         f"Request {s['request_id']}: {verdict}",
-        *text_table(header, rows),
+        *text_table(header, rows), checked,
         f"Gradient residual {c['residual']:.3g}" + (
             f" (certified bound {c['residual_bound']:.3g}, budget left {c['budget_left']:.3g})"
             if c["residual_bound"] is not None else ""),
@@ -123,7 +133,8 @@ def console_summary(s: dict) -> str:
 
 
 @flow(name="demo-text", log_prints=False)
-def text_demo_flow(root: str, train_steps: int = DEMO_TEXT_STEPS, preset: str = "small") -> dict:
+def text_demo_flow(root: str, train_steps: int = DEMO_TEXT_STEPS, preset: str = "small",
+                   verify: str | None = None) -> dict:
     root_path = Path(root)
     started = time.perf_counter()
     say("[1/5] data: building data/shakespeare (300k characters of plays with a simulated leak of "
@@ -138,13 +149,44 @@ def text_demo_flow(root: str, train_steps: int = DEMO_TEXT_STEPS, preset: str = 
     say(f"      findings {detected['findings']}; largest exposure "
         f"{max(s['exposure'] for s in detected['secrets']):.1f} bits")
     say(f"[4/5] forget: redact every finding and update the model ({Path(detected['request']).name})")
-    forgot = forget_flow(root=root, request_path=detected["request"])
+    forgot = forget_flow(root=root, request_path=detected["request"], verify=verify)
+    audited = demo_audit(root, forgot)
     say("[5/5] done")
-    return {**forgot, "trained": trained, "detected": detected, "demo_seconds": time.perf_counter() - started}
+    return {**forgot, "trained": trained, "detected": detected, "audit": audited,
+            "demo_seconds": time.perf_counter() - started}
 
 
-def run_text_demo(root: Path, train_steps: int = DEMO_TEXT_STEPS, preset: str = "small") -> dict:
-    summary = text_demo_flow(root=str(root), train_steps=train_steps, preset=preset)
+def demo_audit(root: str, forgot: dict) -> dict | None:
+    """The weekly audit, run now: one model retrained on the redacted corpus judges the production
+    model (the removed secrets measured from the request's sealed escrow). None when nothing was promoted."""
+    if not forgot.get("promoted"):
+        return None
+    say("      audit: retrain once on the current corpus and check the production model against it "
+        "(what the weekly `unlearn audit` does for every request since the last one)")
+    [done] = audit_flow(root=root, model=forgot["model"]["name"])["audits"]
+    m = done["metrics"]
+    return {"passed": done["passed"], "exposure_after": m["exposure_after"], "exposure_retrain": m["exposure_retrain"],
+            "perplexity_after": m["perplexity_after"], "perplexity_retrain": m["perplexity_retrain"],
+            "retrain_s": done["timings"]["retrain_s"], "checks": done["checks"], "record": done["record"],
+            "promoted": done["promoted"]}
+
+
+def audit_lines(s: dict) -> list[str]:
+    """The audit's verdict and the retraining time beside the update's (text demo)."""
+    a = s.get("audit")
+    if not a:
+        return []
+    verdict = "PASSED" if a["passed"] else f"FAILED — the retrained model v{a['promoted']} was promoted"
+    exposure = ("" if a["exposure_after"] is None else
+                f"max exposure {a['exposure_after']:.1f} bits (retrained {a['exposure_retrain']:.1f}), ")
+    return [f"Audit: {verdict}: {exposure}held-out perplexity {a['perplexity_after']:.3f} "
+            f"(retrained {a['perplexity_retrain']:.3f}); retraining {a['retrain_s']:.0f} s vs the update's "
+            f"{s['timings']['update_s']:.1f} s; signed record {a['record']}"]
+
+
+def run_text_demo(root: Path, train_steps: int = DEMO_TEXT_STEPS, preset: str = "small",
+                  verify: str | None = None) -> dict:
+    summary = text_demo_flow(root=str(root), train_steps=train_steps, preset=preset, verify=verify)
     summary["console"] = text_console_summary(summary)
     return summary
 
@@ -160,15 +202,18 @@ def text_console_summary(s: dict) -> str:
         rows.append((f"{attempt['method']} update (failed)", "-", f"{attempt['update_s']:.1f} s", speedup,
                      f"{attempt['exposure_after']:.1f}", f"{attempt['perplexity_after']:.3f}"))
         rows.append(("retrained (promoted)", f"v{s['model']['version']}", f"{t['retrain_s']:.0f} s", "1×",
-                     f"{e['retrain']:.1f}", f"{p['retrain']:.3f}"))
-    elif s["method"] == "retrain":
-        rows.append(("retrained (promoted)", f"v{s['model']['version']}", f"{t['retrain_s']:.0f} s", "1×",
-                     f"{e['retrain']:.1f}", f"{p['retrain']:.3f}"))
+                     f"{e['after']:.1f}", f"{p['after']:.3f}"))
+    elif s["method"] == "retrain":  # the update is the retrained model (evidence mode trains nothing else)
+        rows.append(("retrained (promoted)", f"v{s['model']['version']}", f"{t['retrain_s'] or t['update_s']:.0f} s",
+                     "1×", f"{e['after']:.1f}", f"{p['after']:.3f}"))
     else:
         rows.append((f"{s['method']} update", f"v{s['model']['version']}", f"{t['update_s']:.1f} s", speedup,
                      f"{e['after']:.1f}", f"{p['after']:.3f}"))
-        rows.append(("retrained reference", "-", f"{t['retrain_s']:.0f} s", "1×", f"{e['retrain']:.1f}",
-                     f"{p['retrain']:.3f}"))
+        if e["retrain"] is not None:
+            rows.append(("retrained reference", "-", f"{t['retrain_s']:.0f} s", "1×", f"{e['retrain']:.1f}",
+                         f"{p['retrain']:.3f}"))
+        else:  # evidence mode: no reference, the controls measured in the same model
+            rows.append(("control band (likeliest control)", "-", "-", "-", f"{e['control_band']:.1f}", "-"))
     header = ("model", "version", "time", "speed-up", "max exposure (bits)", "held-out perplexity")
     failed = [f"  FAILED {c['name']}: {c['value']:.4g} (needs {c['threshold']})" for c in s["checks"] if not c["passed"]]
     if attempt:
@@ -176,7 +221,7 @@ def text_console_summary(s: dict) -> str:
                f"fell back to the model retrained on the redacted corpus (guarantee exact)."]
     elif s["method"] == "retrain" and s.get("requested_method") == "auto":
         why = [f"Method auto chose retraining: the request touches {s['affected_windows']} training windows; the "
-               f"second-order update is used up to {AUTO_MAX_WINDOWS} (beyond, it fails verification: see "
+               f"fast update (suppress) is used up to {AUTO_MAX_WINDOWS} (beyond, it fails verification: see "
                f"`make bench`)."]
     else:
         why = []
@@ -184,7 +229,7 @@ def text_console_summary(s: dict) -> str:
         f"Request {s['request_id']}: {verdict}", *why,
         f"Findings removed: {s['findings']} ({len(s['secrets'])} distinct secrets); "
         f"regenerated after: {s['metrics']['regenerated']} (before: {s['metrics']['regenerated_before']})",
-        *text_table(header, rows), *failed,
+        *text_table(header, rows), *failed, *audit_lines(s),
         f"Data version {s['data']['before']} → {s['data']['after']}"
         + ("; the superseded corpus (the last copy of the secrets) purged." if s["verified"] else "."),
         f"Look in the MLflow UI (`make ui`): experiment 'unlearnflow', runs 'detect shakespeare' and "
@@ -193,7 +238,7 @@ def text_console_summary(s: dict) -> str:
 
 
 @flow(name="demo-images", log_prints=False)
-def images_demo_flow(root: str) -> dict:
+def images_demo_flow(root: str, verify: str | None = None) -> dict:
     root_path = Path(root)
     started = time.perf_counter()
     say("[1/4] data: building data/fashion-mnist (70,000 images from the Debian package dataset-fashion-mnist) "
@@ -215,16 +260,19 @@ def images_demo_flow(root: str) -> dict:
     request_path.parent.mkdir(parents=True, exist_ok=True)
     request_path.write_text(yaml.safe_dump(request, sort_keys=False))
     compare = {m: DEMO_BASELINE_OPTIONS.get(m, {}) for m in IMAGE_METHODS if m not in ("alignment", "retrain")}
+    # the image default is evidence; this demo shows every method beside retraining unless told otherwise
+    verify = verify or "reference"
+    judged = "against a retrained CNN" if verify == "reference" else f"by {verify} (no model retrained)"
     say(f"[3/4] forget: request {request['id']} — forget class '{setup['forget']}' (method auto → alignment); "
-        f"verify against a retrained CNN and run {len(compare)} baselines beside it")
-    forgot = forget_flow(root=root, request_path=str(request_path), compare=compare)
+        f"verify {judged} and run {len(compare)} baselines beside it")
+    forgot = forget_flow(root=root, request_path=str(request_path), compare=compare, verify=verify)
     say("[4/4] done")
     return {**forgot, "dataset": dataset.name, "trained": trained, "request_file": str(request_path),
             "demo_seconds": time.perf_counter() - started}
 
 
-def run_images_demo(root: Path) -> dict:
-    summary = images_demo_flow(root=str(root))
+def run_images_demo(root: Path, verify: str | None = None) -> dict:
+    summary = images_demo_flow(root=str(root), verify=verify)
     summary["console"] = images_console_summary(summary)
     return images_json(summary)
 

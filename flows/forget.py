@@ -13,14 +13,16 @@ previous version in production; after it, the superseded versions and data are p
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from prefect.runtime import flow_run
 
 from flows.runs import failed_run, outcome_flow, requests_label
-from tasks import release as release_steps, steps, tracking
+from tasks import audit as audit_steps, release as release_steps, steps, tracking
 from tasks.common import (
-    Lineage, Plan, Update, Verification, dataset_digest, falls_back_to_retraining, promote, register, request_hash,
+    Lineage, Plan, Update, Verification, dataset_digest, falls_back_to_retraining, now_utc, promote, register,
+    request_hash, seconds_between,
 )
 from tasks.outcomes import verification_failure
 from unlearning.compliance import certificate as cert_lib
@@ -64,7 +66,9 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
     `members`: the ids of the requests a comply batch merged into this one (names the runs).
     `verify`: how the update is verified (tasks.kinds.base.VERIFY_MODES; None: the kind's default)."""
     root_path = Path(root)
-    plan = steps.plan_request(root_path, Path(request_path), method)
+    accepted = now_utc()  # a bare forget is accepted when its run starts (comply re-times it per request)
+    plan = steps.plan_request(root_path, Path(request_path), method, verify)
+    plan.accepted_at = accepted
     if plan.earlier is not None:
         return {**plan.earlier, "status": "already_processed"}
     plan.keep_days = release_steps.keep_days_setting(keep_superseded_days)
@@ -79,7 +83,8 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
         lineage = Lineage(root_path, experiment, parent, tags)
         tracking.log_params(parent, {"request_id": req.id, "method": plan.method, "kinds": ",".join(req.kinds()),
                                      "n_delete": len(req.delete_records), "n_revoke": len(req.revoke_features),
-                                     "n_fix_labels": len(req.fix_labels), "parent_version": plan.parent_version})
+                                     "n_fix_labels": len(req.fix_labels), "parent_version": plan.parent_version,
+                                     "verify": verify or "default"})
         with release_steps.rollback_unless_promoted(lineage, plan, plan.keep_days) as outcome:
             configs = {"table": verify_config, "images": {"compare": compare, "verify": image_verify}}
             summary = forget_request(lineage, plan, options, configs.get(plan.kind.name), verify)
@@ -95,22 +100,29 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
 
 def forget_request(lineage: Lineage, plan: Plan, options: dict | None, config, verify: str | None = None) -> dict:
     """The recipe of every kind: corrected data (a new DVC version) → the update (replaced by
-    retraining when it spent a budget it did not have) → verify against a retrained reference →
-    with `auto`, fall back to that reference if the update failed → register → promote if verified
+    retraining when it spent a budget it did not have) → verify it in the mode asked for
+    (`certificate`, `evidence`: no model trained; `reference`: against a retrained reference) →
+    with `auto`, fall back to retraining if the update failed → register → promote if verified
     → purge the superseded versions and data → certificate. `config`: the kind's verification
     settings (None: its defaults); `verify`: the verification mode (None: the kind's default)."""
     kind = plan.kind
     after, data_after = kind.correct_data(lineage, plan)
     lineage.tags["data_version"] = data_after
     update = kind.respect_budget(lineage, plan, after, kind.update(lineage, plan, after, plan.method, options))
+    started = time.perf_counter()
     verification = kind.verification(lineage, plan, after, update, config,
                                      verify or kind.default_verify_mode(plan, update))
+    verification.seconds = time.perf_counter() - started
     attempt = None
     if falls_back_to_retraining(plan.requested, update.method, verification.checks):
         fallback = kind.fall_back(lineage, plan, after, update, verification, config)
         if fallback is not None:
+            # the fallback's retraining counts as the update's time, the first verification as verify_s
+            seconds = verification.seconds
             update, verification, attempt = fallback
+            verification.seconds = seconds
     version, model_run, superseded = release(lineage, plan, update, after, data_after, verification.passed)
+    audit_steps.escrow_request(lineage, plan, verification.passed)  # what a later audit needs, sealed
     model = {"name": plan.model_name, "version": version, "parent_version": plan.parent_version,
              "run_id": model_run, "parent_run_id": plan.parent_run}
     data = {"before": plan.data_version, "after": data_after}
@@ -124,14 +136,18 @@ def certify(lineage: Lineage, plan: Plan, update: Update, verification: Verifica
     kind, verified = plan.kind, verification.passed
     update_s, retrain_s = update.seconds, verification.retrain_s
     timings = {"update_s": update_s, "retrain_s": retrain_s,
-               "speedup": retrain_s / update_s if retrain_s and update_s else None}
+               "speedup": retrain_s / update_s if retrain_s and update_s else None,
+               "verify_s": verification.seconds,
+               "time_to_removal_s": seconds_between(plan.accepted_at, plan.removed_at)}
+    checked = {"mode": verification.mode, "checks": verification.checks, "retrains": verification.retrains}
     result = kind.certificate_result(update)
     certificate = cert_lib.certificate(
         plan.request, result, model=model, data=data, metrics=kind.certificate_metrics(verification),
         checks=verification.checks, timings=timings, code_version=lineage.tags["code_version"],
         config={"method": update.method, "requested": plan.requested, "options": options or {},
                 **kind.certificate_config(plan, update, attempt, config)},
-        request_hash=request_hash(lineage.root, plan.request), superseded=superseded)
+        request_hash=request_hash(lineage.root, plan.request), superseded=superseded, verification=checked,
+        timestamps=removal_timestamps(plan))
     tracking.log_json(lineage.parent_run, certificate, "certificate.json")
     tracking.log_metrics(lineage.parent_run, {**verification.metrics,
                                               **{k: v for k, v in timings.items() if v is not None}})
@@ -141,9 +157,17 @@ def certify(lineage: Lineage, plan: Plan, update: Update, verification: Verifica
         "requested_method": plan.requested, "promoted": verified,
         "model": {k: model[k] for k in ("name", "version", "parent_version")}, "data": data,
         "certificate": cert_lib.summary_block(result), "metrics": verification.metrics,
-        "checks": verification.checks, "timings": timings, "run_id": lineage.parent_run, "superseded": superseded,
+        "checks": verification.checks, "verification": checked, "timings": timings, "run_id": lineage.parent_run,
+        "superseded": superseded,
         **kind.summary_fields(plan, update, verification, attempt),
     }
+
+
+def removal_timestamps(plan: Plan) -> dict:
+    """When the request was accepted and when production moved to a model without the data (None:
+    not promoted), UTC ISO 8601."""
+    return {"accepted": plan.accepted_at.isoformat() if plan.accepted_at else None,
+            "removed": plan.removed_at.isoformat() if plan.removed_at else None}
 
 
 def release(lineage: Lineage, plan: Plan, update: Update, after, data_after: str,
@@ -161,6 +185,7 @@ def release(lineage: Lineage, plan: Plan, update: Update, after, data_after: str
     superseded = []
     if verified:
         promote(lineage, plan.model_name, version)  # the commit point
+        plan.removed_at = now_utc()
         superseded = release_steps.supersede(lineage, plan, version, plan.keep_days)
         superseded += release_steps.purge_due(lineage, plan.model_name)
     return version, model_run, superseded

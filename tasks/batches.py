@@ -113,20 +113,20 @@ def promoted_result(root: Path, merged_path: Path) -> dict | None:
         return None
 
 
-def refused_alone(root: Path, requests: list) -> dict[str, str]:
-    """Request id → why the current data and model refuse it on its own, for the requests of a
-    failed batch that do not plan alone (see `plan_problem`)."""
-    return {r.id: why for r in requests if (why := plan_problem(root, r)) is not None}
+def refused_alone(root: Path, requests: list, verify: str | None = None) -> dict[str, str]:
+    """Request id → why the current data and model refuse it on its own (in verification mode
+    `verify`), for the requests of a failed batch that do not plan alone (see `plan_problem`)."""
+    return {r.id: why for r in requests if (why := plan_problem(root, r, verify)) is not None}
 
 
-def plan_problem(root: Path, request) -> str | None:
+def plan_problem(root: Path, request, verify: str | None = None) -> str | None:
     """Why the request alone, without its parts that change nothing, cannot be planned against the
     current data and model, or None. Read-only: the plan is made from the request in memory."""
     alone = narrowed(request, no_change_notes(root, [request]).get(request.id))
     if alone is None:
         return None
     try:
-        steps.plan_for(root, alone)
+        steps.plan_for(root, alone, verify=verify)
     except Exception as exc:  # noqa: BLE001 — whatever stops its plan is the request's reason
         if environment_error(exc):
             raise

@@ -2,18 +2,26 @@
 the project's key (HMAC-SHA256, `unlearning.compliance.signing`), filed as `.unlearn/certificates/<request
 id>.json` with an HTML report beside it, and verified: its signature, its file name (the request
 its signed body names) and the ledger's `completed` entry, which records its SHA-256
-(tasks.outcomes), so that neither can be swapped for another. Needs neither Prefect nor MLflow.
+(tasks.outcomes), so that neither can be swapped for another. An audit record (tasks.audit) is verified
+the same way: its signature, its file named after the audit, and the ledger's `audited`/`audit_failed`
+entries of the requests it covers, which record its SHA-256. Needs neither Prefect nor MLflow.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 from pathlib import Path
+from typing import Any
 
 from tasks import ledger
+from unlearning.compliance import ledger as lg
 from unlearning.compliance import signing
 from unlearning.errors import UnlearnError
 
 CERTIFICATES = ".unlearn/certificates"
+AUDIT_FORMAT = "unlearnflow.audit/1"  # an audit record (tasks.audit), verified here as certificates are
 
 
 def write_certificate(root: Path, cert: dict, plots: dict | None = None) -> Path:
@@ -35,5 +43,34 @@ def verify_certificate(root: Path, path: Path) -> tuple[bool, str]:
     ok, message = signing.verify(path, key)
     if not ok:
         return False, message
-    recorded, problem = ledger.certificate_recorded(root, path.stem, path.read_bytes(), key)
+    document = json.loads(path.read_text())
+    if is_audit_record(document):  # an audit record: the ledger's audit entries record its SHA-256
+        recorded, problem = audit_recorded(root, document, path.read_bytes(), key)
+    else:
+        recorded, problem = ledger.certificate_recorded(root, path.stem, path.read_bytes(), key)
     return (True, f"{message}; {problem}") if recorded else (False, f"{path.name}: {problem}")
+
+
+def is_audit_record(document: Any) -> bool:
+    return isinstance(document, dict) and document.get("format") == AUDIT_FORMAT
+
+
+def audit_recorded(root: Path, document: dict, raw: bytes, key: bytes) -> tuple[bool, str]:
+    """(ok, what was found): every ledger request the record names has an authentic audit entry
+    from this audit recording the record's SHA-256."""
+    audit = document["audit"]["id"]
+    digest = hashlib.sha256(raw).hexdigest()
+    mac_key = lg.ledger_key(key)
+    entries = {e.request_id: e for e in ledger.read_entries(root)
+               if e.event in lg.AUDIT_EVENTS and e.data.get("audit") == audit}
+    for request in document.get("requests", []):
+        entry = entries.get(request["id"])
+        if entry is None:
+            return False, f"the ledger records no verdict of {audit} for request {request['id']!r}"
+        if not hmac.compare_digest(lg.entry_mac(mac_key, entry.body()), entry.hash):
+            return False, f"the ledger's entry {entry.seq} does not match its MAC: run `unlearn ledger verify`"
+        if entry.data.get("record_sha256") != digest:
+            return False, (f"the ledger's entry {entry.seq} records audit record sha256 "
+                           f"{str(entry.data.get('record_sha256'))[:12]}…, not this file's {digest[:12]}…")
+    n = len(document.get("requests", []))
+    return True, f"recorded for {n} request(s) by the ledger" if n else "no ledger request to check it against"

@@ -13,6 +13,7 @@ import hashlib
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -93,6 +94,10 @@ class Plan:
     requested: str | None = None  # the method as asked (`auto` allows falling back to retraining)
     part: Any = None  # the kind's own plan: the noise b, the findings, the image request
     keep_days: int | None = None  # keep superseded artifacts "beyond use" this long (None: purge at once)
+    # When the request was accepted (the forget run's start; comply: each request's ledger entry
+    # re-times it, tasks.outcomes) and when `production` moved to a model without the data.
+    accepted_at: datetime | None = None
+    removed_at: datetime | None = None
 
 
 @dataclass
@@ -120,6 +125,7 @@ class Verification:
     detail: Any = None
     mode: str = "reference"
     retrains: int = 1
+    seconds: float | None = None  # the time spent verifying (the recipe measures it)
 
     @property
     def passed(self) -> bool:
@@ -136,6 +142,14 @@ class Trained:
     version_tags: dict  # `certified` and, for certified models, the budget
     b: Any = None
     cache: Callable[[], Any] | None = None  # computes the private state kept beside the version
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def seconds_between(start: datetime | None, end: datetime | None) -> float | None:
+    return (end - start).total_seconds() if start is not None and end is not None else None
 
 
 def falls_back_to_retraining(requested: str | None, method: str, checks: list[dict]) -> bool:

@@ -49,7 +49,8 @@ def complete_batch(root: Path, requests: list, summary: dict, members: list[str]
             cert["unchanged"] = unchanged_entries(notes[request.id])
         done = complete(root, request, cert, plots, model, guarantee=summary["guarantee"], method=summary["method"],
                         data=summary["data"], run_id=summary["run_id"])
-        out.append({**done, "batch": summary["request_id"],
+        out.append({**done, "batch": summary["request_id"], "verification": summary.get("verification"),
+                    "time_to_removal_s": (cert.get("timings") or {}).get("time_to_removal_s"),
                     **({"unchanged": notes[request.id]} if request.id in notes else {})})
     return out
 

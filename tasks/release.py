@@ -456,6 +456,7 @@ def retire_model(root: Path, name: str) -> dict:
         tracking.set_version_tags(name, production.version, {"retired": rule.iso(now), rule.PURGE_AFTER: rule.iso(now)})
         tracking.remove_aliases(name, production.version)
         entries = purge_model_version(root, name, production, now)
+        entries += state.drop_model_escrow(root, name)  # no audit can come for a retired model
     return {"model": name, "version": str(production.version), "retired": rule.iso(now), "purge": entries}
 
 

@@ -5,8 +5,12 @@
 - the Hessian cache (H(θ*; D), its Cholesky factor, ‖X‖₂) per model version, which is what
   makes a later request cheap;
 - the exposures a language model version was measured at (salted fingerprint → bits), so that
-  verification does not re-measure what `detect` / `scan --model` measured on the same version.
-All are keyed by the MLflow run id that produced the model.
+  verification does not re-measure what `detect` / `scan --model` measured on the same version;
+- what the evidence checks of a language model version measure once (its held-out perplexity,
+  the "before" of every request on it), so a later request does not measure it again;
+- the audit escrow (`escrow/<model>/<forget run>.bin`, sealed by tasks.audit): what a request's
+  audit needs of its removed data, deleted by that audit (or when the model is retired).
+The first four are keyed by the MLflow run id that produced the model.
 """
 
 from __future__ import annotations
@@ -76,12 +80,40 @@ def exposure_key(fingerprint: str, n_candidates: int) -> str:
     return f"{fingerprint}:{n_candidates}"
 
 
+def load_evidence(root: Path, run_id: str) -> dict:
+    path = state_dir(root) / "evidence" / f"{run_id}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def save_evidence(root: Path, run_id: str, measured: dict) -> None:
+    """Merge `measured` (numbers only, never a secret) into the version's evidence record."""
+    path = _private_file(state_dir(root) / "evidence" / f"{run_id}.json")
+    merged = {**load_evidence(root, run_id), **measured}
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(merged, sort_keys=True))
+    os.replace(tmp, path)
+
+
 def drop_model_state(root: Path, run_id: str) -> list[str]:
-    """Delete the cache, noise and exposure record of a superseded model version; returns what was removed."""
+    """Delete the cache, noise, exposure and evidence records of a superseded model version; returns what was removed."""
     removed = []
-    for kind, suffix in (("cache", ".pt"), ("noise", ".pt"), ("exposures", ".json")):
+    for kind, suffix in (("cache", ".pt"), ("noise", ".pt"), ("exposures", ".json"), ("evidence", ".json")):
         path = state_dir(root) / kind / f"{run_id}{suffix}"
         if path.exists():
             path.unlink()
             removed.append(f"{kind}/{path.name}")
     return removed
+
+
+def escrow_dir(root: Path, model: str) -> Path:
+    """Where the sealed audit escrow of a model's requests waits for its audit (tasks.audit)."""
+    return state_dir(root) / "escrow" / model
+
+
+def drop_model_escrow(root: Path, model: str) -> list[dict]:
+    """Delete every escrow of a model that will never be audited (retired): the purge entries."""
+    folder = escrow_dir(root, model)
+    paths = sorted(folder.glob("*.bin")) if folder.is_dir() else []
+    for path in paths:
+        path.unlink()
+    return [{"artifact": f"audit escrow {model}/{p.name}", "kind": "audit_escrow", "action": "purged"} for p in paths]

@@ -48,12 +48,13 @@ PLUGINS_ENV = "UNLEARNFLOW_PLUGINS"
 _BUILTINS = {"tabular": "unlearning.tabular.methods", "text": "unlearning.text.lm", "images": "unlearning.images.registry"}
 _NOUNS = {"tabular": "a table model", "text": "a language model", "images": "an image model"}
 
-# `auto` for a language model: the influence update where it has been shown to pass verification
-# (bench.text on the demo model, second_order with its repair steps: 1 secret |Z| = 9, 2 secrets
-# |Z| = 18, 4 secrets |Z| = 37 pass; 8 secrets |Z| = 75 miss by 1–1.3 bits of exposure, the demo's
-# 20 secrets |Z| = 190 by far more), retraining beyond. The flow still falls back to retraining
-# if a fast update fails verification.
-AUTO_MAX_WINDOWS = 40
+# `auto` for a language model: `suppress` (unlearning/text/suppress.py) where it has been shown to
+# pass verification (bench.text on the demo model, docs/benchmarks.md: one card |Z| = 9 and
+# 8 secrets |Z| = 75 pass, 11–16× faster than retraining; the demo's 20 secrets |Z| = 190 leave one
+# secret 6.9 bits above its retrained exposure at +3.45 % perplexity), retraining beyond. The flow still
+# falls back to retraining if the fast update fails verification. (second_order + repair, the
+# previous choice, passed up to |Z| = 37 and missed 8 secrets by 1–1.3 bits.)
+AUTO_MAX_WINDOWS = 75
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ def choose(kind: str, requested: str, **facts) -> str:
     """The method to run: `requested` itself (checked to exist for the kind), or what `auto` means.
 
     auto: tables → `certified` for a certifiably trained model (facts: certified=True), else
-    `second_order`; text → `second_order` up to AUTO_MAX_WINDOWS affected training windows
+    `second_order`; text → `suppress` up to AUTO_MAX_WINDOWS affected training windows
     (facts: windows=|Z|, an int or a function computing it, called only for auto), else `retrain`;
     images → `alignment` for every request (the influence updates have no certificate for a
     non-convex network, and retraining is the reference).
@@ -202,7 +203,7 @@ def choose(kind: str, requested: str, **facts) -> str:
     if kind == "text":
         windows = facts["windows"]
         windows = windows() if callable(windows) else windows
-        return "second_order" if windows <= AUTO_MAX_WINDOWS else "retrain"
+        return "suppress" if windows <= AUTO_MAX_WINDOWS else "retrain"
     return "alignment"
 
 

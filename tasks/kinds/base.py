@@ -23,6 +23,12 @@ from unlearning.tabular.methods import Result
 VERIFY_MODES = ("certificate", "evidence", "reference")
 
 
+def check_verify_mode_name(mode: str | None) -> None:
+    """Refuse (UnlearnError) a mode that no kind implements, before anything is written."""
+    if mode is not None and mode not in VERIFY_MODES:
+        raise UnlearnError(f"unknown verification mode {mode!r}: choose one of {', '.join(VERIFY_MODES)} (--verify)")
+
+
 class Kind(ABC):
     """One kind of model: its dataset type and its steps. Subclasses override the steps; the
     defaults are what a kind without budgets, fallback or extra tags does."""
@@ -87,6 +93,14 @@ class Kind(ABC):
     def default_verify_mode(self, plan: Plan, update: Update) -> str:
         """The mode used when the user names none."""
         return self.verify_modes[0]
+
+    def check_verify_mode(self, plan: Plan, mode: str) -> None:
+        """Refuse (UnlearnError, at planning: nothing written yet) a mode this kind cannot use for
+        this plan's model and method."""
+        check_verify_mode_name(mode)
+        if mode not in self.verify_modes:
+            raise UnlearnError(f"--verify {mode} is not available for {self.name} models: use "
+                               f"{' or '.join('--verify ' + m for m in self.verify_modes)}")
 
     def verification(self, lineage: Lineage, plan: Plan, after, update: Update, config, mode: str) -> Verification:
         """Verify the update in `mode` (one of `verify_modes`)."""

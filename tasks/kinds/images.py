@@ -1,6 +1,7 @@
 """Images: a CNN over an image dataset, corrected by deleting or relabelling images (or a whole
-class); updated by the image methods of unlearning.images; verified against a retrained reference
-with every metric of unlearning.metrics (and, on demand, the baselines beside it)."""
+class); updated by the image methods of unlearning.images; verified by evidence without retraining
+(unlearning.images.evidence, the default) or against a retrained reference, with every metric of
+unlearning.metrics (and, on demand, the baselines beside it)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ from unlearning.images.bundle import (
 )
 from unlearning.compliance.requests import UnlearningRequest
 from unlearning.images import cnn
+from unlearning.images.evidence import (
+    EvidenceSets, ImageEvidenceConfig, control_positions, evidence_checks, evidence_of, evidence_sets,
+)
 from unlearning.images.verify import ImageVerifyConfig, image_checks, markdown_table
 from unlearning.metrics import compare_to_retrain, evaluate_model
 from unlearning.tabular.methods import single_threaded
@@ -153,7 +157,7 @@ def verify_images(lineage: Lineage, plan: Plan, method: str, bundle_after: Image
     Returns (rows with gaps to retrain, checks, retrain seconds)."""
     with lineage.child("verify") as run_id:
         sets = eval_sets(plan, cfg)
-        data, req = training_data(plan.dataset, plan.bundle), plan.part.request
+        req = plan.part.request
         rows = [evaluate_row("original", plan.bundle.model, sets, 0.0)]
         retrain_row = None
         if method == "retrain":
@@ -168,12 +172,7 @@ def verify_images(lineage: Lineage, plan: Plan, method: str, bundle_after: Image
             rows.append(retrain_row)
         if method != "retrain":
             rows.append(evaluate_row(method, bundle_after.model, sets, update_s))
-        for name, options in (compare or {}).items():
-            if name in (method, "retrain"):
-                continue
-            progress(f"  compare: {name} ...")
-            result = run_method(name, plan.bundle.model, data, req, options)
-            rows.append(evaluate_row(name, result.model, sets, result.stats["seconds"]))
+        rows += baseline_rows(plan, method, sets, compare)
         by_name = {r["method"]: r for r in rows}
         checks = image_checks(by_name[method], by_name["original"], retrain_row, req.kind, cfg)
         if retrain_row is not None:
@@ -193,6 +192,19 @@ def verify_images(lineage: Lineage, plan: Plan, method: str, bundle_after: Image
         tracking.log_json(run_id, {"rows": rows, "checks": checks, "config": cfg.model_dump()}, "results.json")
         log_plot(run_id, rows)
     return rows, checks, retrain_s
+
+
+def baseline_rows(plan: Plan, method: str, sets, compare: dict[str, dict] | None) -> list[dict]:
+    """Each baseline of `compare` (method → options) run on the model's training set and evaluated
+    on `sets` (never registered); the update's own method and retrain are rows already."""
+    data, rows = training_data(plan.dataset, plan.bundle), []
+    for name, options in (compare or {}).items():
+        if name in (method, "retrain"):
+            continue
+        progress(f"  compare: {name} ...")
+        result = run_method(name, plan.bundle.model, data, plan.part.request, options)
+        rows.append(evaluate_row(name, result.model, sets, result.stats["seconds"]))
+    return rows
 
 
 def log_plot(run_id: str, rows: list[dict]) -> None:
@@ -224,10 +236,68 @@ def headline_metrics(rows: list[dict], method: str) -> dict:
             for k in ("ua", "ra", "ta", "mia_efficacy", "mia_auc", "da", "lp", "nmi", "f1")}
 
 
+# --- evidence ---------------------------------------------------------------------------------
+
+def evidence_inputs(plan: Plan, cfg: ImageEvidenceConfig) -> EvidenceSets:
+    """Z (recorded labels), the held-out images of its classes (the test split, seeded subsample)
+    and the classes D' still holds."""
+    data, req = training_data(plan.dataset, plan.bundle), plan.part.request
+    pos = control_positions(plan.dataset.train, plan.dataset.labels, set(data.y[req.forget].tolist()),
+                            cfg.max_controls)
+    return evidence_sets(data, req, tensors(plan.dataset, pos))
+
+
+def evidence_metrics(evidence: dict, suffix: str = "") -> dict:
+    """The evidence statistics as flat MLflow metrics (counts and rates only, no record)."""
+    acc, absent, mia = evidence["accuracy"], evidence["absent"], evidence["membership"]
+    out = {"evidence_forget_images": evidence["n_forget"], "evidence_controls": evidence["n_controls"],
+           "evidence_uncontrolled": evidence["uncontrolled"]}
+    if acc is not None:
+        out |= {"forget_accuracy": acc["forget"], "heldout_accuracy": acc["heldout"], "forget_accuracy_gap": acc["gap"]}
+    if absent is not None:
+        out |= {"forgotten_class_accuracy": absent["forget"], "forgotten_class_heldout_accuracy": absent["heldout"]}
+    if mia is not None:
+        out["membership_auc"] = mia["auc"]
+    return {f"{k}{suffix}": v for k, v in out.items() if v is not None}
+
+
+@task(name="verify", **STEP)
+def evidence_images(lineage: Lineage, plan: Plan, method: str, bundle_after: ImageBundle, update_s: float,
+                    compare: dict[str, dict] | None = None, cfg: ImageVerifyConfig = ImageVerifyConfig()):
+    """The evidence checks (unlearning.images.evidence; no model trained): Z against held-out images
+    of its classes in the updated model, utility against the original. Rows for the original, the
+    update and each baseline of `compare`, without a retrain row or gaps to it; logged as
+    verify_images logs them. Returns (rows, checks, metrics)."""
+    with lineage.child("verify") as run_id:
+        sets, inputs = eval_sets(plan, cfg), evidence_inputs(plan, cfg.evidence)
+        progress(f"  verify: evidence (no retraining): {len(inputs.forget[1])} forget images against "
+                 f"{len(inputs.controls[1])} held-out images of their classes ...")
+        rows = [evaluate_row("original", plan.bundle.model, sets, 0.0),
+                evaluate_row(method, bundle_after.model, sets, update_s)]
+        rows += baseline_rows(plan, method, sets, compare)
+        with single_threaded():
+            before, after = (evidence_of(m, inputs, cfg.evidence) for m in (plan.bundle.model, bundle_after.model))
+        checks = evidence_checks(after, rows[1], rows[0], cfg.evidence)
+        metrics = {**headline_metrics(rows, method), **evidence_metrics(after), **evidence_metrics(before, "_before")}
+        tracking.log_params(run_id, {"verification_mode": "evidence", "retrains": 0})
+        for row in rows:
+            with lineage.child(f"metrics {row['method']}", method=row["method"]) as child:
+                tracking.log_metrics(child, {k: v for k, v in row.items() if k != "method" and v is not None})
+        tracking.log_metrics(run_id, {**metrics, "passed": float(all(c["passed"] for c in checks))})
+        table = markdown_table(rows)
+        tracking.log_text(run_id, table, "results.md")
+        tracking.log_text(lineage.parent_run, table, "results.md")
+        tracking.log_json(run_id, {"rows": rows, "checks": checks, "evidence": {"after": after, "before": before},
+                                   "config": cfg.model_dump()}, "results.json")
+        log_plot(run_id, rows)
+    return rows, checks, metrics
+
+
 class Images(Kind):
     """`config` of the forget steps: {"compare": baselines (method → options), "verify": ImageVerifyConfig}."""
 
     format = formats.IMAGES
+    verify_modes = ("evidence", "reference")  # evidence: the default (no model trained per request)
 
     def check_trainable(self, dataset, config) -> None:
         default_train_config(dataset, config)  # a too-large --subset: one line, nothing recorded
@@ -258,6 +328,13 @@ class Images(Kind):
     def reference_job(self, plan: Plan) -> references.ReferenceJob:
         return reference_job(plan)
 
+    # --- evidence ---
+    def evidence(self, lineage: Lineage, plan: Plan, after, update: Update, config, mode: str) -> Verification:
+        config = config or {}
+        rows, checks, metrics = evidence_images(lineage, plan, update.method, update.bundle, update.seconds,
+                                                config.get("compare"), config.get("verify") or ImageVerifyConfig())
+        return Verification(metrics, checks, None, detail=rows, mode="evidence", retrains=0)
+
     def certificate_config(self, plan: Plan, update: Update, attempt: dict | None, config) -> dict:
         config = config or {}
         return {"compare": config.get("compare") or {}, "verify": (config.get("verify") or ImageVerifyConfig()).model_dump()}
@@ -272,7 +349,11 @@ class Images(Kind):
         return f"; forgot {what}"
 
     def format_forget(self, s: dict) -> list[str]:
-        return ["  " + line for line in rows_table(s["results"])]
+        lines = ["  " + line for line in rows_table(s["results"])]
+        if not any(r["method"] == "retrain" for r in s["results"]):  # evidence: the checks are the verdict
+            lines += ["  evidence, no model retrained (forget set against held-out images of its classes):",
+                      *("    " + line for line in checks_table(s["checks"]))]
+        return lines
 
 
 def rows_table(rows: list[dict]) -> list[str]:
@@ -283,6 +364,11 @@ def rows_table(rows: list[dict]) -> list[str]:
         (r["method"], fmt(r["ua"], ".1f"), fmt(r["ra"], ".1f"), fmt(r["ta"], ".1f"), fmt(r["mia_efficacy"], ".1f"),
          fmt(r["mia_auc"], ".3f"), fmt(r["da"], ".3f"), fmt(r["lp"], ".1f"), fmt(r["nmi"], ".3f"),
          fmt(r["f1"], ".3f"), fmt(r["rte_s"], ".1f"), fmt(r.get("avg_gap"), ".2f")) for r in rows])
+
+
+def checks_table(checks: list[dict]) -> list[str]:
+    return console_table(("check", "value", "needs", "passed"), [
+        (c["name"], f"{c['value']:.4g}", c["threshold"], "yes" if c["passed"] else "NO") for c in checks])
 
 
 KIND = Images()

@@ -18,7 +18,7 @@ from tasks.kinds.base import Kind
 from unlearning import references, registry
 from unlearning.compliance.requests import UnlearningRequest, validate_request
 from unlearning.errors import UnlearnError
-from unlearning.tabular import erasure, methods, verify
+from unlearning.tabular import erasure, logreg, methods, verify
 from unlearning.tabular.bundle import ModelBundle
 from unlearning.tabular.data import Table, check_trainable, correct_table, save_table
 from unlearning.tabular.training import TrainConfig, train_bundle
@@ -170,6 +170,65 @@ def fall_back_to_reference(lineage: Lineage, after: Table, problem, failed: meth
     return reference, bundle_after, metrics, checks, attempt
 
 
+# --- evidence: certificate and evidence modes, no model trained ------------------------------------
+
+@task(name="verify", **STEP)
+def verify_without_reference(lineage: Lineage, after: Table, problem, result: methods.Result,
+                             bundle_after: ModelBundle, cfg: verify.VerifyConfig, mode: str) -> tuple[dict, list[dict]]:
+    """The update judged without training a model (unlearning.tabular.verify): `certificate` — a
+    certified update's (ε, δ) certificate, its bound checked against the exact residual on D';
+    `evidence` (and `certificate` for an exact retraining, whose proof is that it is a minimiser)
+    — the strong-convexity bound on the distance to the retrained model. Both: utility against
+    the model before. Returns (metrics, checks)."""
+    with lineage.child("verify", mode=mode) as run_id:
+        test = erasure.held_out_data(after, bundle_after)
+        theta, obj = bundle_after.theta, objective_of(problem, result)
+        residual = residual_on(problem, theta, obj)  # one pass over D'
+        if mode == "certificate" and result.guarantee == "certified":
+            stats = result.stats
+            metrics = verify.certificate_evidence(residual, result.residual_bound, result.epsilon,
+                                                  problem.certification.epsilon, stats["budget_used"], stats["budget"],
+                                                  verify.utility(theta, problem.theta, test.X, test.y))
+            checks = verify.certificate_checks(metrics, cfg)
+        else:
+            metrics = verify.convexity_evidence(theta, problem.theta, residual, residual_on(problem, problem.theta, obj),
+                                                obj.l2, problem.n_new, test.X, test.y)
+            checks = verify.convexity_checks(metrics, cfg)
+        tracking.log_params(run_id, {"mode": mode})
+        tracking.log_metrics(run_id, {**metrics, "passed": float(all(c["passed"] for c in checks))})
+        tracking.log_json(run_id, {"mode": mode, "checks": checks, "metrics": metrics}, "verification.json")
+    return metrics, checks
+
+
+def objective_of(problem, result: methods.Result) -> logreg.Objective:
+    """The objective the new model minimises on D': the problem's, or, for a certified model
+    retrained with fresh noise (its budget spent), the one with the new perturbation b."""
+    if result.stats.get("new_noise"):
+        return logreg.Objective(l2=problem.obj.l2, b=result.stats["b"])
+    return problem.obj
+
+
+def residual_on(problem, theta, obj: logreg.Objective) -> float:
+    """‖∇L_b(θ; D')‖₂ under `obj`."""
+    return float(logreg.gradient(theta, problem.X_new, problem.y_new, obj).norm())
+
+
+@task(name="fall back to retraining", **STEP)
+def retrain_after_failed_checks(lineage: Lineage, problem, failed: methods.Result, checks: list[dict],
+                                update_s: float):
+    """`auto`, and the update failed its checks in a mode that trained no model: retrain on D'
+    now. Returns (the retrained Result, the failed attempt)."""
+    with lineage.child("fall back to retraining") as run_id:
+        attempt = fallback_record(failed.method, update_s, checks, residual=failed.residual)
+        reference, source = prefetch.obtain(references.table_job(problem),
+                                            "  auto: the update failed its checks; retraining on the corrected data ...")
+        tracking.log_params(run_id, {"failed_method": failed.method, "reference": source,
+                                     "failed_checks": ",".join(attempt["failed_checks"])})
+        tracking.log_metrics(run_id, {"retrain_seconds": reference.stats["update_seconds"]})
+        tracking.log_json(run_id, {"attempt": attempt}, "fallback.json")
+    return reference, attempt
+
+
 def log_coefficient_plot(run_id: str, theta, theta_ref, theta_before, method: str) -> None:
     """Every coefficient of the updated and of the original model against the retrained model's:
     on the diagonal = what retraining would have given (the certificate report shows it)."""
@@ -203,6 +262,7 @@ def noise_seed(request_id: str) -> int:
 
 class Tabular(Kind):
     format = formats.TABLE
+    verify_modes = ("certificate", "evidence", "reference")
 
     def check_trainable(self, dataset, config) -> None:
         check_trainable(dataset)  # a table too small to train and evaluate: one line, nothing recorded
@@ -252,6 +312,8 @@ class Tabular(Kind):
         return Verification(metrics, checks, retrain_s, detail=reference)
 
     def fall_back(self, lineage: Lineage, plan: Plan, after, update: Update, verification: Verification, config):
+        if verification.mode != "reference":
+            return self.fall_back_without_reference(lineage, plan, after, update, verification, config)
         (failed, problem), reference = update.detail, verification.detail
         result, bundle, metrics, checks, attempt = fall_back_to_reference(
             lineage, after, problem, failed, reference, update.bundle, verification.checks,
@@ -260,6 +322,44 @@ class Tabular(Kind):
         replaced = Update(with_spent_budget(bundle, result), result.method, result.guarantee,
                           update.seconds + verification.retrain_s, result.stats, b=update.b, detail=(result, problem))
         return replaced, Verification(metrics, checks, verification.retrain_s, detail=reference), attempt
+
+    # --- evidence ---------------------------------------------------------------------------------
+    def default_verify_mode(self, plan: Plan, update: Update) -> str:
+        """`certificate` for a certifiably trained model updated by `certified` (or retrained:
+        exact), else `evidence`."""
+        certifiable = getattr(plan.bundle, "certification", None) is not None
+        return "certificate" if certifiable and update.method in ("certified", "retrain") else "evidence"
+
+    def check_verify_mode(self, plan: Plan, mode: str) -> None:
+        super().check_verify_mode(plan, mode)
+        if mode != "certificate":
+            return
+        if getattr(plan.bundle, "certification", None) is None:
+            raise UnlearnError(f"--verify certificate needs a certifiably trained model: model {plan.model_name} "
+                               f"v{plan.parent_version} was not (train with --certified); use --verify evidence")
+        if plan.method not in ("certified", "retrain"):
+            raise UnlearnError(f"--verify certificate needs method certified (or retrain): {plan.method} issues no "
+                               f"certificate; use --verify evidence")
+
+    def evidence(self, lineage: Lineage, plan: Plan, after, update: Update, config, mode: str) -> Verification:
+        result, problem = update.detail
+        metrics, checks = verify_without_reference(lineage, after, problem, result, update.bundle,
+                                                   config or verify.VerifyConfig(), mode)
+        return Verification(metrics, checks, None, mode=mode, retrains=0)
+
+    def fall_back_without_reference(self, lineage: Lineage, plan: Plan, after, update: Update,
+                                    verification: Verification, config):
+        """The `auto` fallback in `certificate`/`evidence` mode: no reference exists yet, so
+        retraining happens now; the retrained model is judged in the same mode."""
+        failed, problem = update.detail
+        result, attempt = retrain_after_failed_checks(lineage, problem, failed, verification.checks, update.seconds)
+        retrain_s = result.stats["update_seconds"]
+        # The request cost the failed update and the retraining.
+        replaced = Update(with_spent_budget(erasure.unlearned_bundle(update.bundle, result.theta), result),
+                          result.method, result.guarantee, update.seconds + retrain_s, result.stats, b=update.b,
+                          detail=(result, problem))
+        checked = self.evidence(lineage, plan, after, replaced, config, verification.mode)
+        return replaced, replace(checked, retrain_s=retrain_s, retrains=1), attempt
 
     def reference_job(self, plan: Plan) -> references.ReferenceJob:
         problem, _, _ = erasure.build_problem(plan.bundle, plan.dataset, corrected_table(plan), plan.part)
@@ -283,13 +383,20 @@ class Tabular(Kind):
 
     def format_forget(self, s: dict) -> list[str]:
         c, m, t = s["certificate"], s["metrics"], s["timings"]
+        if "test_accuracy_retrain" in m:  # reference mode
+            quality = (f"  test accuracy {100 * m['test_accuracy']:.2f} % (retrained "
+                       f"{100 * m['test_accuracy_retrain']:.2f} %), agreement with retrained {100 * m['agreement']:.2f} %")
+        else:
+            quality = f"  test accuracy {100 * m['test_accuracy']:.2f} % (before {100 * m['test_accuracy_before']:.2f} %)"
+            if "guaranteed_agreement" in m:
+                quality += (f", agreement with a retrained model ≥ {100 * m['guaranteed_agreement']:.2f} % "
+                            f"(‖θ − θ_retrain‖ ≤ {m['distance_bound']:.3g})")
         lines = [
-            f"  test accuracy {100 * m['test_accuracy']:.2f} % (retrained {100 * m['test_accuracy_retrain']:.2f} %), "
-            f"agreement with retrained {100 * m['agreement']:.2f} %",
+            quality,
             f"  gradient residual {c['residual']:.3g}" + (
                 f", bound {c['residual_bound']:.3g}, ε = {c['epsilon']:.3g} at δ = {c['delta']:g}, "
                 f"budget left {c['budget_left']:.3g}" if c["epsilon"] is not None else ""),
-            f"  update {t['update_s']:.3f} s vs retraining {t['retrain_s']:.2f} s",
+            f"  update {t['update_s']:.3f} s" + (f" vs retraining {t['retrain_s']:.2f} s" if t["retrain_s"] else ""),
         ]
         if s.get("fallback"):
             lines.append(f"  auto: {s['fallback']['method']} was not promoted ({s['fallback']['reason']}); "

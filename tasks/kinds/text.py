@@ -1,7 +1,9 @@
 """Text: a language model over a corpus, corrected by redacting findings (secrets the detectors
-found); updated by the methods of unlearning.text.lm; verified by exposure, perplexity and
-regeneration against a retrained reference. Raw secret values live only in memory inside
-`verify_lm` (read from the superseded corpus before it is purged) and are never logged."""
+found); updated by the methods of unlearning.text.lm; verified by default with reference-free
+evidence (`verify_evidence`: exposure against controls in the same model, regeneration, held-out
+perplexity, relearning; unlearning.text.evidence), or by exposure, perplexity and regeneration against
+a retrained reference (`verify_lm`, `--verify reference`). Raw secret values live only in memory inside
+the verification steps (read from the superseded corpus before it is purged) and are never logged."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from tasks.kinds.base import Kind
 from unlearning import references, registry
 from unlearning.compliance.requests import UnlearningRequest
 from unlearning.errors import UnlearnError
-from unlearning.text import lm
+from unlearning.text import evidence, lm
 from unlearning.text.data import TextCorpus, check_trainable_corpus, redact
 
 
@@ -252,17 +254,19 @@ def text_checks(rows: list[dict], ppl: dict, cfg: lm.TextVerifyConfig) -> list[d
     ]
 
 
-def log_plots(run_id: str, rows: list[dict], ppl: dict) -> None:
-    """Exposure before/after/retrained per removed secret (masked labels) and perplexity."""
+def log_plots(run_id: str, rows: list[dict], ppl: dict, third: str = "retrain") -> None:
+    """Exposure before/after/retrained (or the control band: `third` = "band") per removed secret
+    (masked labels) and perplexity."""
     plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [4, 1]})
     x = range(len(rows))
-    for offset, key, color in ((-0.27, "before", "tab:red"), (0.0, "after", "tab:blue"), (0.27, "retrain", "tab:gray")):
-        ax1.bar([i + offset for i in x], [r[key] for r in rows], width=0.27, label=key, color=color)
+    for offset, key, color in ((-0.27, "before", "tab:red"), (0.0, "after", "tab:blue"), (0.27, third, "tab:gray")):
+        ax1.bar([i + offset for i in x], [r[key] for r in rows], width=0.27,
+                label="control band" if key == "band" else key, color=color)
     ax1.set_xticks(list(x), [f"{r['detector']} {r['masked']}" for r in rows], rotation=70, fontsize=7)
     ax1.set_ylabel("exposure (bits)")
     ax1.legend()
-    ax2.bar(list(ppl), list(ppl.values()), color=["tab:red", "tab:blue", "tab:gray"])
+    ax2.bar(list(ppl), list(ppl.values()), color=["tab:red", "tab:blue", "tab:gray"][:len(ppl)])
     ax2.set_ylim(min(ppl.values()) * 0.95, max(ppl.values()) * 1.02)
     ax2.set_ylabel("held-out perplexity")
     fig.tight_layout()
@@ -322,8 +326,111 @@ def measure_exposure(lineage: Lineage, model: str, corpus: TextCorpus, findings:
     return rows
 
 
+# --- evidence ---------------------------------------------------------------------------------
+
+def evidence_config(config) -> evidence.EvidenceConfig:
+    """The evidence thresholds: `config` itself, or the ones a reference config shares with them."""
+    if isinstance(config, evidence.EvidenceConfig):
+        return config
+    if isinstance(config, lm.TextVerifyConfig):
+        return evidence.EvidenceConfig(max_perplexity_increase=config.max_perplexity_increase,
+                                       n_candidates=config.n_candidates, samples=config.samples)
+    return evidence.EvidenceConfig()
+
+
+def reference_config(config) -> lm.TextVerifyConfig:
+    if isinstance(config, lm.TextVerifyConfig):
+        return config
+    if isinstance(config, evidence.EvidenceConfig):
+        return lm.TextVerifyConfig(max_perplexity_increase=config.max_perplexity_increase,
+                                   n_candidates=config.n_candidates, samples=config.samples)
+    return lm.TextVerifyConfig()
+
+
+def model_perplexity(root, run_id: str, bundle: lm.LMBundle, corpus: TextCorpus) -> float:
+    """Held-out perplexity of the model version `run_id`, measured once per version (tasks.state)."""
+    known = state.load_evidence(root, run_id).get("held_out_perplexity")
+    if known is None:
+        known = lm.held_out_perplexity(bundle, corpus)
+        state.save_evidence(root, run_id, {"held_out_perplexity": known})
+    return known
+
+
+def judge_evidence(lineage: Lineage, plan: Plan, after: TextCorpus, bundle_after: lm.LMBundle,
+                   cfg: evidence.EvidenceConfig) -> tuple[dict, list[dict], list[dict]]:
+    """(metrics, checks, per-secret rows with masked values only) of the evidence checks on
+    `bundle_after`. The secrets, their controls and contexts stay in this frame."""
+    salt = scan.project_salt(lineage.root)
+    secrets = lm.secrets_of(plan.dataset, plan.part, cfg.prefix_chars)  # raw values: in memory only
+    items = evidence.prepare(secrets, plan.dataset, after, cfg)
+    progress(f"  verify: {len(secrets)} removed secret(s) against their controls, regeneration from "
+             f"{sum(len(i.contexts) for i in items)} context(s), {cfg.relearn_steps} relearning steps ...")
+    before = exposures_of(lineage.root, plan.parent_run, plan.bundle, secrets, cfg.n_candidates)
+    rows = evidence.judge(bundle_after, items, cfg, salt, evidence.relearning_windows(bundle_after, after))
+    regenerated_before = sum(evidence.regenerated_contexts(plan.bundle.model, plan.bundle.vocab, list(i.contexts),
+                                                           i.secret.fingerprint, salt, cfg.samples, cfg.seed)
+                             for i in items)
+    del secrets, items
+    for row in rows:
+        row["before"] = before[row["fingerprint"]]
+    ppl = {"before": model_perplexity(lineage.root, plan.parent_run, plan.bundle, plan.dataset),
+           "after": lm.held_out_perplexity(bundle_after, after)}
+    return evidence_metrics(rows, ppl, regenerated_before), evidence.evidence_checks(rows, ppl, cfg), rows
+
+
+def evidence_metrics(rows: list[dict], ppl: dict, regenerated_before: int) -> dict:
+    worst = max(rows, key=lambda r: r["excess_bits"])
+    return {"exposure_before": max(r["before"] for r in rows), "exposure_after": max(r["after"] for r in rows),
+            "control_band": max(r["band"] for r in rows), "excess_bits": worst["excess_bits"],
+            "relearned_excess_bits": max(r["relearned_excess_bits"] for r in rows),
+            "perplexity_before": ppl["before"], "perplexity_after": ppl["after"], "secrets": len(rows),
+            "contexts": sum(r["occurrences"] for r in rows), "regenerated": sum(r["regenerated"] for r in rows),
+            "regenerated_before": regenerated_before}
+
+
+def log_evidence(run_id: str, metrics: dict, checks: list[dict], rows: list[dict], cfg: evidence.EvidenceConfig,
+                 name: str = "verification.json", retrains: int = 0) -> None:
+    tracking.log_params(run_id, {"verify_mode": "evidence", **{f"evidence_{k}": v for k, v in vars(cfg).items()}})
+    tracking.log_metrics(run_id, {**metrics, "passed": float(all(c["passed"] for c in checks))})
+    tracking.log_json(run_id, {"mode": "evidence", "retrains": retrains, "checks": checks, "metrics": metrics,
+                               "secrets": rows, "config": vars(cfg)}, name)
+    log_plots(run_id, rows, {"before": metrics["perplexity_before"], "after": metrics["perplexity_after"]}, "band")
+
+
+@task(name="verify", **STEP)
+def verify_evidence(lineage: Lineage, plan: Plan, after: TextCorpus, bundle_after: lm.LMBundle,
+                    cfg: evidence.EvidenceConfig = evidence.EvidenceConfig()):
+    """The evidence checks (unlearning.text.evidence), no model trained. Returns (metrics, checks,
+    per-secret rows with masked values only)."""
+    with lineage.child("verify") as run_id:
+        metrics, checks, rows = judge_evidence(lineage, plan, after, bundle_after, cfg)
+        log_evidence(run_id, metrics, checks, rows, cfg)
+    return metrics, checks, rows
+
+
+@task(name="fall back to retraining", **STEP)
+def fall_back_evidence(lineage: Lineage, plan: Plan, after: TextCorpus, update: Update, metrics: dict,
+                       checks: list[dict], cfg: evidence.EvidenceConfig):
+    """`auto` and the fast update failed the evidence checks, which trained no reference: retrain
+    now (or take the prefetched one) and judge the retrained model by the same checks. Returns
+    (the reference bundle, its stats, metrics, checks, rows, the failed attempt's summary)."""
+    with lineage.child("fall back to retraining") as run_id:
+        attempt = {"method": update.method, "update_s": update.seconds, "exposure_after": metrics["exposure_after"],
+                   "perplexity_after": metrics["perplexity_after"],
+                   "failed_checks": [c["name"] for c in checks if not c["passed"]]}
+        reference, stats, source = retrained(plan, after, "  fall back: retraining the language model on the "
+                                                          "redacted corpus (the evidence checks trained none) ...")
+        attempt["reference"] = f"{source} by the fall-back (evidence mode trains no reference)"
+        metrics, checks, rows = judge_evidence(lineage, plan, after, reference, cfg)
+        tracking.log_params(run_id, {"failed_method": update.method, "reference": source,
+                                     "failed_checks": ",".join(attempt["failed_checks"])})
+        log_evidence(run_id, {**metrics, "retrain_seconds": stats["seconds"]}, checks, rows, cfg, "fallback.json", 1)
+    return reference, stats, metrics, checks, rows, attempt
+
+
 class Text(Kind):
     format = formats.TEXT
+    verify_modes = ("evidence", "reference")  # evidence: the default, no model trained per request
 
     def check_trainable(self, dataset, config) -> None:
         check_trainable_corpus(dataset)  # a corpus with no training or held-out window: one line, nothing recorded
@@ -353,18 +460,31 @@ class Text(Kind):
 
     def verify(self, lineage: Lineage, plan: Plan, after, update: Update, config) -> Verification:
         metrics, checks, retrain_s, secrets, reference = verify_lm(lineage, plan, after, update.bundle, update.seconds,
-                                                                   config or lm.TextVerifyConfig())
+                                                                   reference_config(config))
         return Verification(metrics, checks, retrain_s, detail=(secrets, reference))
 
+    # --- evidence ---
+    def evidence(self, lineage: Lineage, plan: Plan, after, update: Update, config, mode: str) -> Verification:
+        if mode != "evidence":
+            return super().evidence(lineage, plan, after, update, config, mode)
+        metrics, checks, rows = verify_evidence(lineage, plan, after, update.bundle, evidence_config(config))
+        return Verification(metrics, checks, None, detail=(rows, None), mode="evidence", retrains=0)
+
     def fall_back(self, lineage: Lineage, plan: Plan, after, update: Update, verification: Verification, config):
-        # The fast update missed a threshold: promote the reference verification already retrained.
         secrets, reference = verification.detail
+        stats = {"fallback_from": update.method, "affected_windows": update.stats["affected_windows"]}
+        if reference is None:  # evidence mode trained no reference: train it now
+            reference, trained, metrics, checks, secrets, attempt = fall_back_evidence(
+                lineage, plan, after, update, verification.metrics, verification.checks, evidence_config(config))
+            return (Update(reference, "retrain", "exact", update.seconds, {**stats, "seconds": trained["seconds"]}),
+                    Verification(metrics, checks, trained["seconds"], detail=(secrets, reference), mode="evidence",
+                                 retrains=1), attempt)
+        # The fast update missed a threshold: promote the reference verification already retrained.
         metrics, checks, secrets, attempt = fall_back_to_retrained(
             lineage, update.method, verification.metrics, verification.checks, secrets, update.seconds,
-            config or lm.TextVerifyConfig())
-        stats = {"fallback_from": attempt["method"], "seconds": verification.retrain_s,
-                 "affected_windows": update.stats["affected_windows"]}
-        return (Update(reference, "retrain", "exact", update.seconds, stats),
+            reference_config(config))
+        attempt["reference"] = "trained by the verification"
+        return (Update(reference, "retrain", "exact", update.seconds, {**stats, "seconds": verification.retrain_s}),
                 Verification(metrics, checks, verification.retrain_s, detail=(secrets, reference)), attempt)
 
     def reference_job(self, plan: Plan) -> references.ReferenceJob:
@@ -377,16 +497,27 @@ class Text(Kind):
         return {"fallback": attempt}
 
     def summary_fields(self, plan: Plan, update: Update, verification: Verification, attempt: dict | None) -> dict:
-        m = verification.metrics
+        m = verification.metrics  # evidence mode: no retrained model (None), the control band instead
         return {"fallback": attempt, "findings": counts(plan.part),
                 "exposure": {"before": m["exposure_before"], "after": m["exposure_after"],
-                             "retrain": m["exposure_retrain"]},
+                             "retrain": m.get("exposure_retrain"), "control_band": m.get("control_band")},
                 "perplexity": {"before": m["perplexity_before"], "after": m["perplexity_after"],
-                               "retrain": m["perplexity_retrain"]},
+                               "retrain": m.get("perplexity_retrain")},
                 "affected_windows": update.stats["affected_windows"], "secrets": verification.detail[0]}
 
     def format_forget(self, s: dict) -> list[str]:
         e, p, m, t = s["exposure"], s["perplexity"], s["metrics"], s["timings"]
+        if e["retrain"] is None:  # evidence: judged against controls in the same model
+            return [
+                f"  findings removed: {s['findings']}",
+                f"  exposure (largest over the removed secrets): before {e['before']:.1f} bits, "
+                f"after {e['after']:.1f}; control band {e['control_band']:.1f} (likeliest control); worst secret "
+                f"{m['excess_bits']:+.1f} bits over its controls, {m['relearned_excess_bits']:+.1f} after relearning",
+                f"  held-out perplexity: before {p['before']:.3f}, after {p['after']:.3f}; contexts regenerating a "
+                f"secret: {m['regenerated']} of {m['contexts']} (before: {m['regenerated_before']})",
+                f"  update {t['update_s']:.3f} s" + (f"; retraining {t['retrain_s']:.2f} s" if t["retrain_s"] else
+                                                     "; no model trained to verify it"),
+            ]
         return [
             f"  findings removed: {s['findings']}",
             f"  exposure (largest over the removed secrets): before {e['before']:.1f} bits, after {e['after']:.1f}, "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 
 from flows.cli import main
 from tasks import batches, dvc, ledger, steps
@@ -36,8 +37,14 @@ def test_comply_batches_pending_requests_and_signs_a_certificate_each(workspace,
         cert_path = workspace / r["certificate"]
         cert = json.loads(cert_path.read_text())
         assert cert["request"]["id"] == r["id"] and cert["verified"] and cert["batch"]["requests"] == ["GDPR-1", "GDPR-2"]
+        # issue 13: verified without training a model, timed from the request's acceptance in the ledger
+        assert cert["verification"]["mode"] == "evidence" and cert["verification"]["retrains"] == 0
+        assert cert["timings"]["retrain_s"] is None and r["verification"] == cert["verification"]
+        accepted = ledger.show(workspace, r["id"]).entries[0].at
+        assert cert["timestamps"]["accepted"] == accepted < cert["timestamps"]["removed"]
+        assert r["time_to_removal_s"] == cert["timings"]["time_to_removal_s"] > cert["timings"]["verify_s"] > 0
         report = cert_path.with_suffix(".html").read_text()
-        assert 'alt="verify/coefficients.png"' in report and "data:image/png;base64," in report  # the plots
+        assert "Verified by <b>evidence</b>" in report
         assert main(["certificate", "verify", str(cert_path)]) == 0
         assert ledger.show(workspace, r["id"]).status == "completed"
     assert main(["ledger", "verify"]) == 0
@@ -57,6 +64,38 @@ def test_comply_batches_pending_requests_and_signs_a_certificate_each(workspace,
     assert (workspace / "ledger.db").read_bytes() == ledger_before
     code, out = run_json(capsys, ["comply"])
     assert code == 0 and out["requests"] == []
+
+
+def test_comply_with_verify_reference_retrains_each_batch_as_before(workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id="REF-1", delete_records=["P1003"])
+    assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+    code, out = run_json(capsys, ["comply", "--verify", "reference"])
+    assert code == 0 and out["requests"][0]["status"] == "completed", out
+    cert_path = workspace / out["requests"][0]["certificate"]
+    cert = json.loads(cert_path.read_text())
+    assert cert["verification"]["mode"] == "reference" and cert["verification"]["retrains"] == 1
+    assert cert["timings"]["retrain_s"] > 0 and cert["fidelity"]["agreement"] >= 0.99
+    report = cert_path.with_suffix(".html").read_text()
+    assert 'alt="verify/coefficients.png"' in report and "data:image/png;base64," in report  # the plots
+
+
+def test_comply_refuses_an_unknown_verification_mode_before_claiming_anything(workspace, people_csv, capsys):
+    from flows.comply import comply_flow
+
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id="BAD-V", delete_records=["P1003"])
+    assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+    ledger_before = (workspace / "ledger.db").read_bytes()
+    capsys.readouterr()
+    assert main(["comply", "--verify", "proof"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: unknown verification mode 'proof': choose one of certificate, evidence, reference (--verify)"
+    # the flow parameter too (a deployment run): refused before any request is claimed
+    with pytest.raises(Exception, match="unknown verification mode 'proof'"):
+        comply_flow(root=str(workspace), verify="proof")
+    assert (workspace / "ledger.db").read_bytes() == ledger_before
+    assert ledger.show(workspace, "BAD-V").status == "received"
 
 
 def test_a_second_comply_run_stops_with_a_clear_message_while_one_holds_the_lock(workspace, people_csv, capsys):
@@ -206,15 +245,15 @@ def test_a_batch_failing_verification_is_retried_one_request_at_a_time(workspace
     # a named method: `auto` would fall back to retraining instead of failing the merged batch
     submit(capsys, workspace, id="ONE-1", delete_records=["P1003"], method="second_order")
     submit(capsys, workspace, id="ONE-2", delete_records=["P1004"], method="second_order")
-    real = tabular.verify_update
+    real = tabular.verify_without_reference
 
-    def strict_on_batches(lineage, plan, *args, **kwargs):
-        metrics, checks, *rest = real(lineage, plan, *args, **kwargs)
-        if len(plan.request.delete_records) > 1:  # injected: the merged update fails verification
+    def strict_on_batches(lineage, after, problem, *args, **kwargs):
+        metrics, checks = real(lineage, after, problem, *args, **kwargs)
+        if len(problem.z_index) > 1:  # injected: the merged update fails verification
             checks = [{**c, "passed": False} for c in checks]
-        return (metrics, checks, *rest)
+        return metrics, checks
 
-    monkeypatch.setattr(tabular, "verify_update", strict_on_batches)
+    monkeypatch.setattr(tabular, "verify_without_reference", strict_on_batches)
     code, out = run_json(capsys, ["comply"])
     assert code == 0, out
     done = {r["id"]: r for r in out["requests"]}

@@ -81,9 +81,10 @@ def test_comply_trains_the_references_on_a_dask_cluster_with_the_same_results_as
         if runner == "dask":  # a standing cluster, as a scale-out deployment would have one
             with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
                               env=prefetch.worker_environment()) as cluster:
-                code, out = run_json(capsys, ["comply", "--dask-address", cluster.scheduler_address])
+                code, out = run_json(capsys, ["comply", "--dask-address", cluster.scheduler_address,
+                                              "--verify", "reference"])
         else:
-            code, out = run_json(capsys, ["comply", "--task-runner", runner])
+            code, out = run_json(capsys, ["comply", "--task-runner", runner, "--verify", "reference"])
         assert code == 0, out
         assert [r["status"] for r in out["requests"]] == ["completed"] * 3
         for r in out["requests"]:
@@ -127,7 +128,7 @@ def test_image_and_text_references_trained_on_dask_are_the_ones_their_batches_us
         assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
 
     capsys.readouterr()
-    code = main(["comply", "--task-runner", "dask", "--workers", "2", "--json"])
+    code = main(["comply", "--task-runner", "dask", "--workers", "2", "--verify", "reference", "--json"])
     console = capsys.readouterr()
     out = json.loads(console.out)
     assert code == 0, out
@@ -144,8 +145,11 @@ def test_image_and_text_references_trained_on_dask_are_the_ones_their_batches_us
     assert not [v for v in secrets if v in console.out + console.err]
     assert [r["status"] for r in out["requests"]] == ["completed", "completed"]
     sources = verification_sources(workspace)
+    # the retrain update takes the prefetched model; the language model's reference-mode
+    # verification reuses it ("the update"), the image's evidence mode needs no reference at all
+    expected = {"IMG-R": ["prefetched"], "TXT-R": ["prefetched", "the update"]}
     for r in out["requests"]:
-        assert sorted(sources[r["batch"]]) == ["prefetched", "the update"], r["id"]
+        assert sorted(sources[r["batch"]]) == expected[r["id"]], r["id"]
         cert = json.loads((workspace / r["certificate"]).read_text())
         assert cert["verified"] and cert["method"] == "retrain" and cert["guarantee"] == "exact"
 
@@ -157,7 +161,7 @@ def test_an_unreachable_dask_scheduler_is_reported_and_the_batches_verify_inline
     path = request_file(workspace, id="DSR-U", delete_records=["P1005"])
     assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
     capsys.readouterr()
-    code = main(["comply", "--dask-address", "tcp://127.0.0.1:1", "--json"])
+    code = main(["comply", "--dask-address", "tcp://127.0.0.1:1", "--verify", "reference", "--json"])
     console = capsys.readouterr()
     out = json.loads(console.out)
     assert code == 0 and [r["status"] for r in out["requests"]] == ["completed"]
@@ -165,3 +169,24 @@ def test_an_unreachable_dask_scheduler_is_reported_and_the_batches_verify_inline
     assert "the Dask scheduler tcp://127.0.0.1:1 cannot be reached" in console.err
     assert "Traceback" not in console.err
     assert verification_sources(workspace)[out["requests"][0]["batch"]] == ["trained"]
+
+
+def test_comply_trains_no_reference_unless_asked_to(workspace, people_csv, capsys):
+    """Issue 13: the default modes (certificate, evidence) train no model per request, so the
+    Dask prefetch of references does not run (the scheduler is not even contacted) and no
+    certificate records a retraining."""
+    from tests.flows.test_pipeline import add_and_train, request_file
+
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id="DSR-N", delete_records=["P1005"])
+    assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+    capsys.readouterr()
+    code = main(["comply", "--dask-address", "tcp://127.0.0.1:1", "--json"])
+    console = capsys.readouterr()
+    out = json.loads(console.out)
+    assert code == 0 and [r["status"] for r in out["requests"]] == ["completed"]
+    assert out["references"]["prefetched"] == 0 and "cannot be reached" not in console.err
+    cert = json.loads((workspace / out["requests"][0]["certificate"]).read_text())
+    assert cert["verification"]["mode"] == "evidence" and cert["verification"]["retrains"] == 0
+    assert cert["timings"]["retrain_s"] is None and "retrain_seconds" not in cert["fidelity"]
+    assert verification_sources(workspace) == {}

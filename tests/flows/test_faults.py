@@ -38,7 +38,7 @@ def injected(step: str):
 # `dvc add`ed, registration after the model was logged, the DVC push after `dvc add` rewrote
 # data.dvc, the promotion after a candidate version was registered.
 FAULTS = {
-    "verification": lambda m: m.setattr(verify, "fidelity", injected("verification")),
+    "verification": lambda m: m.setattr(verify, "convexity_evidence", injected("verification")),
     "registration": lambda m: m.setattr(tracking, "register", injected("registration")),
     "dvc": lambda m: m.setattr(Repo, "push", injected("dvc")),
     "promotion": lambda m: m.setattr(tracking, "promote", injected("promotion")),
@@ -130,7 +130,7 @@ def test_a_batch_whose_rollback_failed_is_rolled_back_before_the_next_batch_of_t
     flipped = {"yes": "no", "no": "yes"}[pd.read_csv(people_csv, dtype=str).set_index("person").at["P1005", "label"]]
     for content in ({"id": "DEL-1", "delete_records": ["P1005"]}, {"id": "FIX-2", "fix_labels": {"P1005": flipped}}):
         assert run_json(capsys, ["requests", "submit", str(request_file(workspace, **content))])[0] == 0
-    monkeypatch.setattr(verify, "fidelity", once(verify.fidelity, "verification"))
+    monkeypatch.setattr(verify, "convexity_evidence", once(verify.convexity_evidence, "verification"))
     monkeypatch.setattr(dvc, "restore_version", once(dvc.restore_version, "restore"))
     capsys.readouterr()
     code = main(["comply", "--json"])

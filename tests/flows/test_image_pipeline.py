@@ -1,6 +1,7 @@
 """The image scenario end to end (real Prefect, MLflow, DVC; digits and the tiny CNN): data add →
-train → forget a class → alignment verified against a retrained CNN and promoted; bad image
-requests → exit 2, one line, nothing written."""
+train → forget a class → alignment verified by evidence (the default: no model trained) and
+promoted; another class verified against a retrained CNN (verify="reference"); bad image requests
+→ exit 2, one line, nothing written."""
 
 from __future__ import annotations
 
@@ -66,19 +67,41 @@ def test_record_outside_the_training_subset_is_refused(digits_ws, capsys):
     path.unlink()
 
 
-def test_forget_class_promotes_verified_alignment(digits_ws, capsys):
+def verify_run(root, request_id: str):
+    """The `verify` child run of a forget request's lineage."""
+    from tasks import tracking
+
+    tracking.connect(root)
+    client = mlflow.MlflowClient()
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              f"tags.request_id = '{request_id}'")
+    return next(r for r in runs if r.info.run_name == "verify")
+
+
+def test_forget_class_promotes_alignment_verified_by_evidence(digits_ws, capsys):
+    """The image default: evidence, no model trained — forget-set accuracy and membership against
+    held-out images of the class, utility against the model before."""
     path = request_file(digits_ws, "forget3.yaml", {"id": "IMG-1", "model": "digits", "forget_class": "3"})
     capsys.readouterr()
     assert main(["forget", str(path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["verified"] and out["promoted"] and out["method"] == "alignment" and out["guarantee"] == "empirical"
     assert out["forget_class"] == "3" and out["model"]["version"] == "2"
+    # no reference: no retrain row, no retraining time, no gap to retraining
     rows = {r["method"]: r for r in out["results"]}
-    assert set(rows) == {"original", "retrain", "alignment"}
-    assert rows["original"]["ua"] < 10 and rows["retrain"]["ua"] == 100.0
-    assert rows["alignment"]["ua"] >= 80 and abs(rows["alignment"]["ta"] - rows["retrain"]["ta"]) <= 5
-    assert rows["retrain"]["da"] > rows["original"]["da"]
-    assert all(c["passed"] for c in out["checks"])
+    assert set(rows) == {"original", "alignment"} and rows["alignment"].get("avg_gap") is None
+    assert out["timings"]["retrain_s"] is None and out["timings"]["speedup"] is None
+    checks = {c["name"]: c for c in out["checks"]}
+    assert set(checks) == {"forgotten_class_accuracy", "forgotten_class_heldout_accuracy", "membership_auc_vs_heldout",
+                           "ta_drop_vs_original", "ra_drop_vs_original"}
+    assert all(c["passed"] for c in checks.values())
+    # what the checks measured: the original still knew the class, on Z and on unseen images of it
+    assert out["metrics"]["forgotten_class_accuracy_before"] > 80
+    assert out["metrics"]["forgotten_class_heldout_accuracy_before"] > 80
+    assert checks["forgotten_class_accuracy"]["value"] == pytest.approx(100 - rows["alignment"]["ua"])
+    run = verify_run(digits_ws, "IMG-1")
+    assert run.data.params["verification_mode"] == "evidence" and run.data.params["retrains"] == "0"
+    assert "reference" not in run.data.params  # no reference obtained, prefetched or trained
 
     # the data lost every training image of class 3 (test images stay), as a new DVC version
     from unlearning.images.data import load_images
@@ -100,6 +123,37 @@ def test_forget_class_promotes_verified_alignment(digits_ws, capsys):
     # the same request again: already processed, nothing new
     assert main(["forget", str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "already_processed"
+
+
+def test_the_console_shows_the_evidence_checks_when_no_model_was_retrained():
+    from tasks.kinds.images import KIND
+
+    row = {"method": "alignment", **dict.fromkeys(("ua", "ra", "ta", "mia_efficacy", "mia_auc", "da", "lp", "nmi",
+                                                   "f1", "rte_s"), 1.0)}
+    checks = [{"name": "forgotten_class_accuracy", "value": 0.0, "threshold": "<= 10.0", "passed": True},
+              {"name": "ta_drop_vs_original", "value": 6.5, "threshold": "<= 5.0", "passed": False}]
+    lines = KIND.format_forget({"results": [{**row, "method": "original"}, row], "checks": checks})
+    assert any("evidence, no model retrained" in line for line in lines)
+    assert any("forgotten_class_accuracy" in line and "<= 10.0" in line and "yes" in line for line in lines)
+    assert any("ta_drop_vs_original" in line and "6.5" in line and "NO" in line for line in lines)
+    with_reference = KIND.format_forget({"results": [row, {**row, "method": "retrain"}], "checks": checks})
+    assert not any("evidence" in line for line in with_reference)
+
+
+def test_forget_class_verified_against_a_retrained_reference(digits_ws):
+    """verify="reference" (opt-in): today's comparison with a CNN retrained on D'."""
+    from flows.forget import forget_flow
+
+    path = request_file(digits_ws, "forget5.yaml", {"id": "IMG-5", "model": "digits", "forget_class": "5"})
+    out = forget_flow(root=str(digits_ws), request_path=str(path), verify="reference")
+    assert out["verified"] and out["method"] == "alignment" and out["timings"]["retrain_s"] > 0
+    rows = {r["method"]: r for r in out["results"]}
+    assert set(rows) == {"original", "retrain", "alignment"}
+    assert rows["original"]["ua"] < 10 and rows["retrain"]["ua"] == 100.0
+    assert rows["alignment"]["ua"] >= 80 and abs(rows["alignment"]["ta"] - rows["retrain"]["ta"]) <= 5
+    assert rows["retrain"]["da"] > rows["original"]["da"]
+    assert {c["name"] for c in out["checks"]} == {"ua_gap_to_retrain", "ta_drop_vs_retrain", "ra_drop_vs_retrain"}
+    assert verify_run(digits_ws, "IMG-5").data.params["reference"] == "trained"
 
 
 def test_image_train_config_defaults():

@@ -122,11 +122,13 @@ def test_budget_exhaustion_retrains_and_resets(workspace, people_csv, capsys):
 def test_second_order_on_uncertified_model_matches_retraining(workspace, people_csv, capsys):
     add_and_train(people_csv, capsys)
     req = request_file(workspace, id="REQ-S", delete_records=["P1007"], fix_labels={"P1008": "yes"})
-    code, out = run_json(capsys, ["forget", str(req)])
+    code, out = run_json(capsys, ["forget", str(req), "--verify", "reference"])
     assert code == 0, out
     assert out["method"] == "second_order" and out["guarantee"] == "empirical"
     assert out["certificate"]["epsilon"] is None
     assert out["metrics"]["agreement"] >= 0.99
+    assert out["verification"]["mode"] == "reference" and out["verification"]["retrains"] == 1
+    assert out["timings"]["retrain_s"] > 0 and out["timings"]["speedup"] > 0
 
 
 def test_failed_verification_promotes_nothing(workspace, people_csv, capsys):
@@ -137,7 +139,8 @@ def test_failed_verification_promotes_nothing(workspace, people_csv, capsys):
     req = request_file(workspace, id="REQ-F", delete_records=[f"P{1000 + i}" for i in range(0, 200, 2)])
     data_before = dvc.data_version(workspace)
     out = forget_flow(root=str(workspace), request_path=str(req), method="first_order",
-                      options={"tau": 50.0}, verify_config=VerifyConfig(min_agreement=1.0, max_accuracy_gap=0.0))
+                      options={"tau": 50.0}, verify_config=VerifyConfig(min_agreement=1.0, max_accuracy_gap=0.0),
+                      verify="reference")
     assert not out["verified"] and out["status"] == "verification_failed"
     tracking.connect(workspace)
     assert str(MlflowClient().get_model_version_by_alias("people", "production").version) == "1"
@@ -217,7 +220,7 @@ def test_auto_falls_back_to_retraining_when_the_update_fails_verification(worksp
     data_before = dvc.data_version(workspace)
 
     explicit = forget_flow(root=str(workspace), request_path=str(req), method="second_order", options=crippled,
-                           verify_config=strict)
+                           verify_config=strict, verify="reference")
     assert not explicit["verified"] and explicit["method"] == "second_order" and explicit["fallback"] is None
     assert dvc.data_version(workspace) == data_before and tracking.production_alias("people") == "1"
     failed = [c for c in explicit["checks"] if not c["passed"]]
@@ -227,7 +230,7 @@ def test_auto_falls_back_to_retraining_when_the_update_fails_verification(worksp
         assert f"FAILED check {line}" in format_forget(explicit)
 
     auto = forget_flow(root=str(workspace), request_path=str(req), method="auto", options=crippled,
-                       verify_config=strict)
+                       verify_config=strict, verify="reference")
     assert auto["verified"] and auto["promoted"] and auto["status"] == "completed"
     assert (auto["method"], auto["guarantee"], auto["requested_method"]) == ("retrain", "exact", "auto")
     attempt = auto["fallback"]
@@ -240,3 +243,90 @@ def test_auto_falls_back_to_retraining_when_the_update_fails_verification(worksp
     promoted = tracking.load_version_bundle("people", tracking.production_alias("people"))
     assert tracking.production_alias("people") == auto["model"]["version"]
     assert residual_on_data(promoted, workspace) <= 1e-6
+
+
+# --- verification modes (issue 13): certificate and evidence train no model per request ----------------
+
+def test_an_uncertified_model_is_verified_by_evidence_without_a_retrain(workspace, people_csv, capsys):
+    """The default for a model that is not certifiably trained: the strong-convexity evidence, no
+    model trained; the summary, the certificate and the console say how it was verified."""
+    from flows.cli import format_forget
+
+    add_and_train(people_csv, capsys)
+    req = request_file(workspace, id="REQ-EV", delete_records=["P1007", "P1012"], fix_labels={"P1008": "yes"})
+    code, out = run_json(capsys, ["forget", str(req)])
+    assert code == 0 and out["verified"] and out["method"] == "second_order", out["checks"]
+    verification = out["verification"]
+    assert verification["mode"] == "evidence" and verification["retrains"] == 0
+    assert [c["name"] for c in verification["checks"]] == ["distance_to_retrain_bound", "guaranteed_agreement",
+                                                           "accuracy_drop_pts"]
+    timings = out["timings"]
+    assert timings["retrain_s"] is None and timings["speedup"] is None
+    assert 0 < timings["verify_s"] < timings["time_to_removal_s"]
+    m = out["metrics"]
+    assert m["distance_bound"] <= 0.1 * m["distance_bound_before"] and m["guaranteed_agreement"] >= 0.99
+    certificate = tracking.load_json(out["run_id"], "certificate.json")
+    assert certificate["verification"] == verification and certificate["timings"] == timings
+    assert certificate["timestamps"]["accepted"] < certificate["timestamps"]["removed"]
+    # the bound holds against a model really retrained on the corrected data
+    from tasks.data import load_dataset
+    from unlearning.tabular import logreg
+    from unlearning.tabular.erasure import training_data
+
+    promoted = tracking.load_version_bundle("people", out["model"]["version"])
+    rows = training_data(load_dataset(workspace, "people"), promoted)
+    retrained = logreg.fit(rows.X, rows.y, len(promoted.labels), logreg.Objective(l2=promoted.l2), tol=1e-12).theta
+    assert float((promoted.theta - retrained).norm()) <= m["distance_bound"] * (1 + 1e-6)
+    console = format_forget(out)
+    assert "verified by evidence: 3/3 checks passed" in console and "0 model(s) retrained" in console
+    assert "time to removal" in console and "agreement with a retrained model ≥" in console
+
+
+def test_a_certified_update_is_verified_by_its_certificate(workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys, "--certified", "--budget", "100")
+    req = request_file(workspace, id="REQ-CE", delete_records=["P1003", "P1010"])
+    code, out = run_json(capsys, ["forget", str(req)])
+    assert code == 0 and out["method"] == "certified", out["checks"]
+    assert out["verification"]["mode"] == "certificate" and out["verification"]["retrains"] == 0
+    checks = {c["name"]: c for c in out["checks"]}
+    assert set(checks) == {"residual_within_bound", "budget_used", "epsilon", "accuracy_drop_pts"}
+    assert checks["residual_within_bound"]["value"] == pytest.approx(out["certificate"]["residual"], rel=1e-9)
+    assert out["metrics"]["epsilon"] == out["certificate"]["epsilon"] <= 1.0
+    assert out["timings"]["retrain_s"] is None and out["timings"]["time_to_removal_s"] > 0
+
+
+def test_auto_falls_back_to_retraining_when_the_evidence_fails(workspace, people_csv, capsys):
+    """In evidence mode no reference exists when the update fails: `auto` retrains then, records
+    the failed attempt, and the verification says one model was trained."""
+    from flows.forget import forget_flow
+
+    add_and_train(people_csv, capsys)
+    req = request_file(workspace, id="REQ-EA", delete_records=[f"P{1000 + i}" for i in range(0, 300, 2)])
+    crippled = {"solver": "cg", "cg_tol": 1.0}  # CG stops before its first step: θ* unchanged
+    auto = forget_flow(root=str(workspace), request_path=str(req), method="auto", options=crippled)
+    assert auto["verified"] and auto["promoted"] and (auto["method"], auto["guarantee"]) == ("retrain", "exact")
+    attempt = auto["fallback"]
+    assert attempt["method"] == "second_order" and "distance_to_retrain_bound" in attempt["failed_checks"]
+    assert auto["verification"]["mode"] == "evidence" and auto["verification"]["retrains"] == 1
+    assert auto["timings"]["retrain_s"] > 0
+    promoted = tracking.load_version_bundle("people", tracking.production_alias("people"))
+    assert residual_on_data(promoted, workspace) <= 1e-6
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--verify", "bogus"], "unknown verification mode 'bogus': choose one of certificate, evidence, reference"),
+    (["--verify", "certificate"], "--verify certificate needs a certifiably trained model"),
+])
+def test_a_verification_mode_that_cannot_be_used_is_refused_before_anything_is_written(
+        workspace, people_csv, capsys, argv, message):
+    add_and_train(people_csv, capsys)
+    req = request_file(workspace, id="REQ-BAD", delete_records=["P1007"])
+    data_before = dvc.data_version(workspace)
+    capsys.readouterr()
+    assert main(["forget", str(req), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    tracking.connect(workspace)
+    assert dvc.data_version(workspace) == data_before and tracking.production_alias("people") == "1"
+    assert not [r for r in MlflowClient().search_runs(
+        [MlflowClient().get_experiment_by_name("unlearnflow").experiment_id]) if r.data.tags.get("request_id") == "REQ-BAD"]

@@ -38,20 +38,21 @@ def mlflow_runs_named(name: str) -> list:
 
 
 def failing_verification(monkeypatch) -> None:
-    """Every update fails verification (a named method: `auto` would fall back to retraining)."""
-    real = tabular.verify_update
+    """Every update fails verification in the default (evidence) mode (a named method: `auto`
+    would fall back to retraining)."""
+    real = tabular.verify_without_reference
 
     def failing(*args, **kwargs):
-        metrics, checks, *rest = real(*args, **kwargs)
-        return (metrics, [{**c, "passed": False} for c in checks], *rest)
+        metrics, checks = real(*args, **kwargs)
+        return metrics, [{**c, "passed": False} for c in checks]
 
-    monkeypatch.setattr(tabular, "verify_update", failing)
+    monkeypatch.setattr(tabular, "verify_without_reference", failing)
 
 
 def test_a_forget_that_fails_verification_looks_failed_and_a_verified_one_does_not(workspace, people_csv, capsys,
                                                                                  monkeypatch):
     add_and_train(people_csv, capsys)
-    real = tabular.verify_update
+    real = tabular.verify_without_reference
     failing_verification(monkeypatch)
     code, out = run_json(capsys, ["forget", str(request_file(workspace, id="PAT-F1", delete_records=["P1003"],
                                                              method="second_order"))])
@@ -66,7 +67,7 @@ def test_a_forget_that_fails_verification_looks_failed_and_a_verified_one_does_n
     candidate = MlflowClient().get_model_version("people", out["model"]["version"])
     assert candidate.description.startswith("ROLLED BACK, never promoted: verification failed")
 
-    monkeypatch.setattr(tabular, "verify_update", real)
+    monkeypatch.setattr(tabular, "verify_without_reference", real)
     code, out = run_json(capsys, ["forget", str(request_file(workspace, id="PAT-OK", delete_records=["P1004"]))])
     assert code == 0 and out["verified"]
     (flow_run,) = flow_runs_named("forget PAT-OK")
@@ -93,7 +94,7 @@ def test_a_comply_batch_is_named_after_its_requests_and_a_failed_request_fails_t
     for request_id, record in (("PAT-001", "P1005"), ("PAT-002", "P1006")):
         path = request_file(workspace, id=request_id, delete_records=[record], method="second_order")
         assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
-    real = tabular.verify_update
+    real = tabular.verify_without_reference
     failing_verification(monkeypatch)
     code, out = run_json(capsys, ["comply"])
     assert code == 1 and out["failed"] == 2
@@ -105,7 +106,7 @@ def test_a_comply_batch_is_named_after_its_requests_and_a_failed_request_fails_t
     (batch,) = mlflow_runs_named("forget PAT-001, PAT-002")
     assert batch.data.tags["batch_requests"] == "PAT-001,PAT-002" and batch.info.status == "FAILED"
 
-    monkeypatch.setattr(tabular, "verify_update", real)
+    monkeypatch.setattr(tabular, "verify_without_reference", real)
     code, out = run_json(capsys, ["comply"])
     assert code == 0 and {r["status"] for r in out["requests"]} == {"completed"}
     states = sorted(r.state.type.value for r in flow_runs_named("comply PAT-001, PAT-002"))

@@ -34,5 +34,5 @@ def test_counted_windows_are_the_windows_the_update_replaces(corpus_and_findings
 
 
 def test_auto_takes_the_influence_update_only_where_it_was_shown_to_pass():
-    assert lm.auto_method(1) == lm.auto_method(lm.AUTO_MAX_WINDOWS) == "second_order"
+    assert lm.auto_method(1) == lm.auto_method(lm.AUTO_MAX_WINDOWS) == "suppress"
     assert lm.auto_method(lm.AUTO_MAX_WINDOWS + 1) == "retrain"

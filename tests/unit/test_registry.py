@@ -19,9 +19,9 @@ def one_line(exc: Exception) -> str:
 @pytest.mark.parametrize("kind,facts,expected", [
     ("tabular", {"certified": True}, "certified"),
     ("tabular", {"certified": False}, "second_order"),
-    ("text", {"windows": registry.AUTO_MAX_WINDOWS}, "second_order"),
+    ("text", {"windows": registry.AUTO_MAX_WINDOWS}, "suppress"),
     ("text", {"windows": registry.AUTO_MAX_WINDOWS + 1}, "retrain"),
-    ("text", {"windows": lambda: 1}, "second_order"),
+    ("text", {"windows": lambda: 1}, "suppress"),
     ("images", {}, "alignment"),
 ])
 def test_auto_is_decided_by_choose(kind, facts, expected):
@@ -102,3 +102,14 @@ def test_language_model_configs_default_to_the_tuned_defaults(name):
     signature = inspect.signature(getattr(deep_influence, name))
     tuned = {k: p.default for k, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
     assert tuned == config().model_dump()
+
+
+def test_suppress_config_defaults_are_the_functions_measured_defaults():
+    """suppress's config and its function share one set of defaults (the ones bench.text measured)."""
+    import inspect
+
+    from unlearning.text import suppress
+
+    signature = inspect.signature(suppress.suppress)
+    tuned = {k: p.default for k, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
+    assert {k: v for k, v in tuned.items() if k != "clip"} == registry.get("text", "suppress").config().model_dump()

@@ -4,6 +4,7 @@ the batch's."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, datetime, timezone
 from types import SimpleNamespace
 
@@ -38,12 +39,29 @@ def test_a_request_certificate_names_its_own_records_not_the_batch_s():
                                "redact": None, "forget_class": None}
     assert cert["batch"] == {"id": "BATCH-X", "requests": ["DEL-1", "DEL-2"]}
     assert cert["timestamps"] == {"received": "2026-03-01T09:00:00+00:00", "deadline": "2026-04-01",
+                                  "accepted": None, "removed": None,  # no ledger entry, nothing promoted
                                   "completed": "2026-03-02T17:45:30+00:00"}
     assert cert["channel"] == "email"
     # what was done is the batch's
     assert {k: cert[k] for k in ("method", "guarantee", "verified", "model", "data")} == \
         {k: BATCH[k] for k in ("method", "guarantee", "verified", "model", "data")}
     assert BATCH["request"]["id"] == "BATCH-X"  # the batch's certificate is left as it was
+
+
+def test_time_to_removal_counts_from_the_ledger_accepting_the_request_to_the_promotion():
+    """A batch's run starts when comply runs (maybe the next night); each request's time to
+    removal starts when the ledger accepted it, and ends when production moved."""
+    request = UnlearningRequest(id="DEL-1", model="people", delete_records=["P1"])
+    accepted = lg.Entry(seq=1, request_id="DEL-1", event="received", status="received",
+                        at="2026-03-01T22:00:00+00:00", data={}, prev_hash="", hash="")
+    batch = {**BATCH, "timings": {"update_s": 0.01, "verify_s": 0.2, "time_to_removal_s": 5.0},
+             "timestamps": {"accepted": "2026-03-02T02:00:00+00:00", "removed": "2026-03-02T02:00:05+00:00"}}
+    cert = request_certificate(batch, request, replace(record(request), entries=[accepted]), "BATCH-X", ["DEL-1"],
+                               completed=COMPLETED)
+    assert cert["timings"] == {"update_s": 0.01, "verify_s": 0.2, "time_to_removal_s": 4 * 3600 + 5.0}
+    assert cert["timestamps"]["accepted"] == "2026-03-01T22:00:00+00:00"
+    assert cert["timestamps"]["removed"] == "2026-03-02T02:00:05+00:00"
+    assert batch["timings"]["time_to_removal_s"] == 5.0  # the batch's certificate is left as it was
 
 
 def test_unchanged_records_are_listed_in_order_with_why():

@@ -15,10 +15,13 @@ FORMAT = "unlearnflow.certificate/1"
 
 def certificate(request: UnlearningRequest, result: Result, *, model: dict, data: dict, metrics: dict,
                 checks: list[dict], timings: dict, code_version: str, config: dict, request_hash: str,
-                superseded: list[dict] | None = None) -> dict:
+                superseded: list[dict] | None = None, verification: dict | None = None,
+                timestamps: dict | None = None) -> dict:
     """Assemble the certificate. `model` = {name, version, parent_version, run_id, parent_run_id},
     `data` = {before, after} DVC versions, `request_hash` = the request's salted hash (the
-    ledger's; a plain hash of the content would let the corrected labels be brute-forced)."""
+    ledger's; a plain hash of the content would let the corrected labels be brute-forced),
+    `verification` = {mode, checks, retrains}: how the update was verified and how many models
+    that trained, `timestamps` = {accepted, removed}: the request accepted, production moved."""
     stats = result.stats
     certified = result.guarantee == "certified"
     return {
@@ -47,7 +50,9 @@ def certificate(request: UnlearningRequest, result: Result, *, model: dict, data
         "fidelity": metrics,
         "checks": checks,
         "verified": all(c["passed"] for c in checks),
+        "verification": verification,
         "timings": timings,
+        "timestamps": timestamps or {},
         "code_version": code_version,
         "config": config,
         "superseded": superseded or [],
@@ -72,14 +77,22 @@ def request_certificate(batch_cert: dict, request: UnlearningRequest, record, ba
     """The batch's certificate narrowed to one request: its own ids, its ledger timestamps
     (`record`: its `unlearning.compliance.ledger.RequestRecord`), the batch it was processed in."""
     completed = completed or datetime.now(timezone.utc)
+    # Time to removal counts from when the ledger accepted this request (its `received` entry
+    # was recorded), not from the batch run's start; `received` (the legal clock) may be earlier.
+    accepted = record.entries[0].at if record.entries else None
+    removed = (batch_cert.get("timestamps") or {}).get("removed")
+    timings = dict(batch_cert.get("timings") or {})
+    if accepted and removed:
+        timings["time_to_removal_s"] = (datetime.fromisoformat(removed) - datetime.fromisoformat(accepted)).total_seconds()
     own = {"id": request.id, "request_hash": record.request_hash, "kinds": request.kinds(),
            "delete_records": sorted(request.delete_records), "revoke_features": sorted(request.revoke_features),
            "fix_labels": sorted(request.fix_labels),
            "redact": request.redact.model_dump() if request.redact is not None else None,
            "forget_class": request.forget_class}
-    return {**batch_cert, "request": own,
+    return {**batch_cert, "request": own, **({"timings": timings} if timings else {}),
             "batch": {"id": batch_id, "requests": members},
             "timestamps": {"received": record.received.isoformat(), "deadline": record.deadline.isoformat(),
+                           "accepted": accepted, "removed": removed,
                            "completed": completed.isoformat(timespec="seconds")},
             "channel": record.channel}
 

@@ -63,7 +63,10 @@ HEAD_FORMAT = "unlearnflow.ledger-head/2"
 GENESIS = "0" * 64
 STATUSES = ("received", "processing", "completed", "failed", "denied")
 FINAL = ("completed", "denied")
-EVENTS = (*STATUSES, "extended")
+# An audit (flows/audit.py) records its verdict on each request it covered; the request stays
+# completed (its answer was given), the entry only adds the audit's verdict to its history.
+AUDIT_EVENTS = ("audited", "audit_failed")
+EVENTS = (*STATUSES, "extended", *AUDIT_EVENTS)
 PENDING = ("received", "failed")  # what a processing run should pick up (failed: a rerun)
 NEXT = {  # state → the states an entry may move it to
     "received": ("processing", "failed", "denied"),
@@ -81,6 +84,8 @@ EVENT_FIELDS = {
     "failed": (("reason",), ("step", "run_id")),
     "denied": (("basis",), ("response",)),
     "extended": (("reason",), ("deadline",)),
+    "audited": (("audit", "record", "record_sha256"), ("model", "run_id")),
+    "audit_failed": (("audit", "record", "record_sha256"), ("model", "run_id", "reason")),
 }
 TEXT_FIELDS = ("reason", "basis", "response")
 MAX_TEXT = 500
@@ -470,6 +475,7 @@ class RequestRecord:
     extensions: list[dict] = field(default_factory=list)
     response: dict | None = None  # completed / denied: date and nature of the response (§7101), + its fields
     failure: dict | None = None  # the latest failure, while the request is failed
+    audits: list[dict] = field(default_factory=list)  # the audits that covered it: id, verdict, record
     entries: list[Entry] = field(default_factory=list)
 
     def overdue(self, now: datetime) -> bool:
@@ -491,7 +497,7 @@ class RequestRecord:
             "request": self.request, "request_hash": self.request_hash, "received": self.received.isoformat(),
             "channel": self.channel, "deadline": self.deadline.isoformat(), "deadline_rule": self.policy.describe(),
             "policy": self.policy.to_dict(), "extensions": self.extensions, "response": self.response,
-            "failure": self.failure, "overdue": self.overdue(now), "days_left": self.days_left(now),
+            "failure": self.failure, "audits": self.audits, "overdue": self.overdue(now), "days_left": self.days_left(now),
             "answered_late": self.answered_late(), "last_entry": {"seq": head.seq, "hash": head.hash, "at": head.at},
         }
         if with_entries:
@@ -513,6 +519,8 @@ def apply_entry(record: RequestRecord, entry: Entry) -> None:
     if entry.event == "extended":
         record.deadline = date.fromisoformat(entry.data["deadline"])
         record.extensions.append({"date": entry.at, "reason": entry.data["reason"], "deadline": entry.data["deadline"]})
+    elif entry.event in AUDIT_EVENTS:
+        record.audits.append({"event": entry.event, "date": entry.at, **entry.data})
     else:
         record.status = entry.event
         if entry.event in FINAL:  # the earlier result a resubmission gets back: certificate, model, ...
@@ -550,6 +558,10 @@ def next_status(record: RequestRecord, event: str) -> str:
     if event == "extended":
         if record.status not in EXTENDABLE:
             raise UnlearnError(f"request {record.id!r} is {record.status}: only an open request can be extended")
+        return record.status
+    if event in AUDIT_EVENTS:
+        if record.status != "completed":
+            raise UnlearnError(f"request {record.id!r} is {record.status}: only a completed request can be audited")
         return record.status
     if event not in NEXT[record.status]:
         allowed = ", ".join(NEXT[record.status]) or "nothing (it is final)"

@@ -184,8 +184,8 @@ def verify_bytes(raw: bytes, key: bytes, name: str = "certificate", request_id: 
 
 
 def certified_request(document: dict) -> str | None:
-    """The request id the (signed) body certifies."""
-    request = document.get("request")
+    """The request id the (signed) body certifies; for an audit record (flows/audit.py), the audit's id."""
+    request = document.get("request", document.get("audit"))
     return request.get("id") if isinstance(request, dict) else None
 
 
@@ -222,6 +222,15 @@ text-align:left;vertical-align:top}th{background:#f4f4f4}.pass{color:#0a6b24;fon
 .fail{color:#b00020;font-weight:bold}pre{background:#f7f7f7;padding:.5rem;overflow:auto}
 code{font-size:.9em}figure{margin:1rem 0}img{max-width:100%}
 """
+
+
+VERIFY_MODES = {
+    "certificate": "the (ε, δ) certificate is the proof: the exact gradient residual on the corrected data is "
+                   "within its bound and the budget; no model was retrained",
+    "evidence": "tests that train no model: for a convex model, the exact gradient residual bounds the distance "
+                "to the model retrained on the corrected data and how far any prediction can move",
+    "reference": "compared with a model retrained on the corrected data",
+}
 
 
 def _text(value: Any) -> str:
@@ -292,8 +301,11 @@ def _verification(cert: dict) -> str:
     table = (f"<table><tr><th>check</th><th>value</th><th>threshold</th><th>result</th></tr>{rows}</table>"
              if checks else "<p>No verification checks were recorded.</p>")
     metrics = cert.get("fidelity") or {}
+    how = cert.get("verification") or {}
+    mode = (f"<p>Verified by <b>{_text(how.get('mode'))}</b> ({html.escape(VERIFY_MODES.get(how.get('mode'), ''))}); "
+            f"models retrained to verify it: {_text(how.get('retrains'))}.</p>" if how else "")
     return (f"<h2>3. Verification</h2><p>Overall: <span class=\"{'pass' if verdict else 'fail'}\">"
-            f"{'VERIFIED' if verdict else 'NOT VERIFIED'}</span></p>{table}"
+            f"{'VERIFIED' if verdict else 'NOT VERIFIED'}</span></p>{mode}{table}"
             + (f"<h3>Measurements</h3>{_rows(sorted(metrics.items()))}" if metrics else ""))
 
 

@@ -1,4 +1,5 @@
 """Verification of an image unlearning update (guarantee `empirical`): pass/fail thresholds.
+The evidence mode (the default, no model retrained) has its own: unlearning.images.evidence.
 
 With a retrained reference (the default) the checks bound the gap to it, in percentage points:
     |UA − UA_retrain| ≤ max_ua_gap        the update forgot about as much as retraining
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from unlearning.images.evidence import ImageEvidenceConfig
+
 
 class ImageVerifyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -24,6 +27,7 @@ class ImageVerifyConfig(BaseModel):
     max_ra_drop: float = Field(5.0, ge=0, description="RA_retrain − RA, points")
     min_class_ua: float = Field(90.0, ge=0, le=100, description="no reference, class forgetting: UA ≥ this")
     max_test: int | None = Field(2000, ge=10, description="test images evaluated (seeded subsample)")
+    evidence: ImageEvidenceConfig = Field(ImageEvidenceConfig(), description="thresholds of the evidence mode")
 
 
 def image_checks(after: dict, before: dict, retrain: dict | None, kind: str, cfg: ImageVerifyConfig) -> list[dict]:

@@ -22,7 +22,7 @@ from typing import Literal, NamedTuple
 
 from unlearning import registry
 from unlearning.detect import scan_text
-from unlearning.text import deep_influence, exposure
+from unlearning.text import deep_influence, exposure, suppress
 from unlearning.text import charlm
 from unlearning.text.charlm import CharLSTM, Vocab
 from unlearning.text.data import REDACTION_PAD, REDACTION_TOKEN, Occurrence, TextCorpus, concatenated
@@ -249,6 +249,19 @@ class FinetuneConfig(TextMethodConfig):
     seed: int = 0
 
 
+class SuppressConfig(TextMethodConfig):
+    steps: int = Field(25, ge=1, description="Adam steps")
+    lr: float = Field(3e-3, gt=0)
+    alpha: float = Field(1.0, ge=0, description="weight of the secret-character hinge")
+    margin: float = Field(1.0, description="nats below the class mean the hinge aims each secret character at")
+    anchor: float = Field(60.0, ge=0, description="weight of KL to the model before, on retained windows")
+    target: Literal["hinge", "within"] = "hinge"
+    batch: int | None = Field(32, ge=1, description="affected windows per step for the hinge (None: all)")
+    tilde_batch: int = Field(16, ge=0, description="redacted windows Z̃ per step in the CE")
+    retain_batch: int = Field(48, ge=1, description="untouched training windows per step (CE and anchor)")
+    seed: int = 0
+
+
 class RetrainConfig(TextMethodConfig):
     """No options: the reference replays the original schedule (steps, lr, batch, seeds)."""
 
@@ -269,6 +282,13 @@ def _second_order(ctx: TextContext, cfg: SecondOrderConfig) -> deep_influence.De
 def _finetune(ctx: TextContext, cfg: FinetuneConfig) -> deep_influence.DeepUpdate:
     """Baseline: Adam steps on Z̃ plus retained windows."""
     return deep_influence.finetune(ctx.bundle.model, ctx.request, ctx.train_windows, **cfg.model_dump())
+
+
+@registry.register(KIND, "suppress", "empirical", SuppressConfig)
+def _suppress(ctx: TextContext, cfg: SuppressConfig) -> deep_influence.DeepUpdate:
+    """Adam steps pushing each secret character to uniform within its class, plus CE on Z̃ and retained windows."""
+    return suppress.suppress(ctx.bundle.model, ctx.request, ctx.train_windows,
+                             suppress.char_classes(ctx.bundle.vocab.chars), **cfg.model_dump())
 
 
 @registry.register(KIND, "retrain", "exact", RetrainConfig)

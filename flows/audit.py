@@ -1,0 +1,171 @@
+"""Flow `audit`: retraining, amortised. Per model, one reference retrained on the current data
+version judges the production model for every request completed since its last audit.
+
+The recipe, under the project lock: finish what a killed release or audit left (tasks.release,
+tasks.audit.recover_audits) → per model due (or the one named): plan (production, current data,
+covered requests, their escrow) → with a Dask task runner, every model's reference retrained at
+once (tasks.references) → per model: the reference checks on the production model → if the audit
+failed, or with `rebase`, the retrained model registered and promoted (guarantee exact, a certified
+budget reset; the superseded versions purged as a forget does) → one signed audit record naming the
+requests and certificates it covers → an `audited` / `audit_failed` ledger entry per covered
+request → their escrow deleted.
+
+A failed audit is not rolled back: it is the event the audit exists for. The retrained model
+replaces production (the data is then out for sure) and the record names the check that failed
+and the request(s) whose update fell short; the run ends Failed so that it stands out.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.runtime import flow_run
+
+from flows.runs import failed_run, outcome_flow
+from flows.settings import private_tempdir
+from tasks import audit as steps
+from tasks import references as prefetch
+from tasks import release, tracking
+from tasks.common import STEP, Lineage, Plan, dataset_digest, progress, promote, register
+
+
+def audit_run_name() -> str:
+    return f"audit {flow_run.parameters.get('model') or 'every model due'}"
+
+
+@outcome_flow(name="audit", flow_run_name=audit_run_name, log_prints=False, validate_parameters=True)
+def audit_flow(root: str, model: str | None = None, rebase: bool = False, keep_superseded_days: int | None = None,
+               task_runner: str | None = None, dask_address: str | None = None, workers: int | None = None) -> dict:
+    """Audit `model` (None: every model with a request since its last audit); see the module doc.
+    Returns {"audits": [per model: model, covered_requests, passed, checks, rebased, record,
+    timings.retrain_s, ...], "recovered": [...]}."""
+    root_path = Path(root)
+    keep_days = release.keep_days_setting(keep_superseded_days)
+    runner, address = prefetch.runner_setting(task_runner, dask_address)
+    workers = prefetch.check_workers(workers)
+    with private_tempdir(root_path), release.release_lock(root_path, "audit", report=False) as released:
+        recovered = released + steps.recover_audits(root_path)
+        names = [model] if model else steps.models_due(root_path)
+        plans = [steps.plan_audit(root_path, name) for name in names if steps.has_work(root_path, name)]
+        pool = prefetch_references(root_path, [p.model for p in plans], runner, address, workers)
+        with prefetch.prefetched(pool):
+            audits = [audit_model(root_path, plan, rebase, keep_days) for plan in plans]
+    summary = {"audits": audits, "recovered": recovered}
+    failed = [a for a in audits if not a["passed"]]
+    if failed:
+        return failed_run("audit failed for " + ", ".join(f"{a['model']} (retrained v{a['promoted']} promoted)"
+                                                           for a in failed), summary)
+    return summary
+
+
+def audit_model(root: Path, plan: steps.AuditPlan, rebase: bool, keep_days: int | None) -> dict:
+    now = steps.utc_now()
+    audit = steps.audit_id(plan.model, now)
+    experiment = tracking.configure(root)
+    tags = {"model": plan.model, "dataset": plan.dataset.name, "data_version": plan.data_version, "audit_id": audit,
+            "git_commit": tracking.git_commit(root), "code_version": tracking.code_version(),
+            "prefect_flow_run": flow_run.id}
+    with tracking.run(experiment, f"audit {plan.model}", {**tags, "flow": "audit"}) as parent:
+        lineage = Lineage(root, experiment, parent, tags)
+        tracking.log_params(parent, {"covered_requests": ",".join(plan.request_ids)[:5000], "rebase": rebase,
+                                     "production_version": plan.production.version})
+        steps.open_marker(root, audit, plan.model)  # from here a killed run is finished or rolled back
+        judgement = run_checks(lineage, plan)
+        passed = all(c["passed"] for c in judgement.checks)
+        record = lambda version: steps.audit_record(audit, plan, judgement, version, rebase,  # noqa: E731
+                                                    tags["code_version"], parent, now)
+        if passed and not rebase:
+            path, superseded = steps.write_record(root, record(None)), []
+        else:
+            path, superseded = promote_retrained(lineage, plan, judgement, keep_days, record)
+        finished = steps.finish_audit(root, path)
+        body = record(None)  # for the MLflow copy's metrics only; the signed file is the record
+        tracking.log_metrics(parent, {"passed": float(passed), "retrain_seconds": judgement.retrain_s,
+                                      **{k: v for k, v in body["metrics"].items() if isinstance(v, (int, float))}})
+        tracking.log_json(parent, json.loads(path.read_text()), "audit_record.json")
+    promoted = steps.promoted_version(path)
+    return {"model": plan.model, "audit": audit, "covered_requests": plan.request_ids, "passed": passed,
+            "checks": judgement.checks, "rebased": promoted is not None and passed, "promoted": promoted,
+            "shortfall": judgement.shortfall, "record": str(path.relative_to(root)),
+            "metrics": {k: v for k, v in judgement.metrics.items() if k != "per_secret"},
+            "timings": {"retrain_s": judgement.retrain_s}, "superseded": superseded,
+            "ledger_entries": finished["ledger_entries"], "escrow_deleted": finished["escrow_deleted"],
+            "production_version": str(plan.production.version)}
+
+
+@task(name="audit checks", **STEP)
+def run_checks(lineage: Lineage, plan: steps.AuditPlan) -> steps.Judgement:
+    """The retrained reference and today's reference checks on the production model (child run `audit`)."""
+    with lineage.child("audit") as run_id:
+        judgement = steps.judge(lineage.root, plan)
+        tracking.log_params(run_id, {"reference": judgement.metrics.get("reference")})
+        tracking.log_metrics(run_id, {"retrain_seconds": judgement.retrain_s,
+                                      "passed": float(all(c["passed"] for c in judgement.checks)),
+                                      **{k: v for k, v in judgement.metrics.items() if isinstance(v, (int, float))}})
+        tracking.log_json(run_id, {"checks": judgement.checks, "shortfall": judgement.shortfall,
+                                   "metrics": judgement.metrics}, "audit.json")
+    return judgement
+
+
+def promote_retrained(lineage: Lineage, plan: steps.AuditPlan, judgement: steps.Judgement, keep_days: int | None,
+                      record) -> tuple[Path, list]:
+    """Register the retrained model, write the record naming it, promote it and purge what it
+    supersedes — through the release journal, so a killed run is rolled back or committed."""
+    root = lineage.root
+    release_plan = Plan(request=None, model_name=plan.model, parent_version=str(plan.production.version),
+                        data_version=plan.data_version, keep_days=keep_days)
+    with release.rollback_unless_promoted(lineage, release_plan, keep_days):
+        version, _ = register(lineage, plan.model, judgement.retrained, plan.b, {
+            "parent_version": str(plan.production.version), "method": "retrain", "guarantee": "exact",
+            "data_before": plan.data_version, "data_after": plan.data_version, "verified": "true",
+            "lineage_run": lineage.parent_run, "dataset_digest": dataset_digest(root, plan.dataset.name),
+            "audit_id": lineage.tags["audit_id"], **judgement.tags}, judgement.private)
+        path = steps.write_record(root, record(version))
+        progress(f"  audit {plan.model}: promoting the retrained model v{version} (guarantee exact)")
+        promote(lineage, plan.model, version)  # the commit point
+        superseded = release.supersede(lineage, release_plan, version, keep_days)
+        superseded += release.purge_due(lineage, plan.model)
+    return path, superseded
+
+
+def prefetch_references(root: Path, models: list[str], runner: str, address: str | None,
+                        workers: int | None) -> dict:
+    """Every audited model's reference trained at once on the Dask task runner (tasks.references);
+    inline (the default) prefetches nothing."""
+    if runner == "inline" or not models:
+        return {}
+    progress(f"  retraining {len(models)} audit reference(s) on the {runner} task runner ...")
+    problem = prefetch.unreachable(address) if address else None
+    if problem is not None:
+        progress(f"  warning: the Dask scheduler {address} cannot be reached ({problem}); each audit retrains inline")
+        return {}
+    try:
+        task_runner, threads = prefetch.make_task_runner(runner, address, workers)
+        return retrain_audit_references.with_options(task_runner=task_runner)(root=str(root), models=models,
+                                                                              threads=threads)
+    except Exception as exc:  # noqa: BLE001 — e.g. the local cluster cannot start: retrain inline
+        progress(f"  warning: the {runner} task runner failed ({str(exc).splitlines()[0] if str(exc) else exc!r}); "
+                 "each audit retrains inline")
+        return {}
+
+
+@flow(name="retrain audit references", persist_result=False, log_prints=False)
+def retrain_audit_references(root: str, models: list[str], threads: int | None = None) -> dict:
+    """Plan each model's audit, submit its reference job to this flow's task runner: {job key: reference}."""
+    jobs = {}
+    for name in models:
+        try:
+            job = steps.plan_audit(Path(root), name).job
+        except Exception:  # noqa: BLE001 — the model's own audit reports the error
+            continue
+        jobs.setdefault(job.key, job)
+    futures = {key: prefetch.retrain_reference.submit(job, threads) for key, job in jobs.items()}
+    pool = {}
+    for key, future in futures.items():
+        try:
+            pool[key] = future.result()
+        except Exception:  # noqa: BLE001 — retrained inline later, where a failure is recorded
+            continue
+    return pool

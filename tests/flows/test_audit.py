@@ -1,0 +1,256 @@
+"""The `audit` flow on tables (real Prefect, MLflow, DVC, SQLite ledger): one retrained reference per
+model covers every request completed since the last audit; one signed record; a ledger entry per
+request; a failed audit (or --rebase) promotes the retrained model; bad input and faults."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from flows.cli import main
+from tasks import audit, ledger, tracking
+from tests.flows.test_faults import run_killed
+from tests.flows.test_pipeline import add_and_train, request_file, run_json
+from unlearning.compliance import ledger as lg
+
+
+def comply_requests(workspace, capsys, *requests: dict) -> dict:
+    for content in requests:
+        path = request_file(workspace, **content)
+        assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+    code, out = run_json(capsys, ["comply"])
+    assert code == 0, out
+    return out
+
+
+def versions(model: str) -> dict[str, dict]:
+    tracking.connect(tracking_root())
+    return {str(v.version): dict(v.tags) for v in tracking.model_versions(model)}
+
+
+def tracking_root():
+    import os
+    from pathlib import Path
+
+    return Path(os.environ["UNLEARN_ROOT"])
+
+
+def test_an_audit_covers_every_request_since_the_last_one_with_one_signed_record(workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys)
+    comply_requests(workspace, capsys, {"id": "AUD-1", "delete_records": ["P1003", "P1004"]},
+                    {"id": "AUD-2", "delete_records": ["P1010"]})
+    comply_requests(workspace, capsys, {"id": "AUD-3", "delete_records": ["P1020"]})
+    escrows = audit.escrow_files(workspace, "people")
+    assert len(escrows) == 2  # one per forget run (a comply batch is one run)
+
+    code, out = run_json(capsys, ["audit", "people"])
+    assert code == 0, out
+    assert out["model"] == "people" and out["passed"] and not out["rebased"] and out["promoted"] is None
+    assert sorted(out["covered_requests"]) == ["AUD-1", "AUD-2", "AUD-3"]
+    assert {c["name"] for c in out["checks"]} == {"agreement_with_retrain", "accuracy_gap_pts"}
+    assert out["timings"]["retrain_s"] > 0
+    record = workspace / out["record"]
+    body = json.loads(record.read_text())
+    assert sorted(r["id"] for r in body["requests"]) == ["AUD-1", "AUD-2", "AUD-3"]
+    assert all(r["certificate"] and r["certificate_sha256"] for r in body["requests"])  # names the certificates
+    assert main(["certificate", "verify", str(record)]) == 0
+    for request_id in ("AUD-1", "AUD-2", "AUD-3"):
+        shown = ledger.show(workspace, request_id)
+        assert shown.status == "completed" and [a["event"] for a in shown.audits] == ["audited"]
+        assert shown.audits[0]["audit"] == body["audit"]["id"]
+    assert main(["ledger", "verify"]) == 0
+    assert not audit.escrow_files(workspace, "people")  # deleted once the audit covering them completed
+    assert tracking.production_alias("people") == "3"  # a passing audit leaves production as it is
+
+    # nothing since the last audit: a clear no-op that writes nothing
+    ledger_before = (workspace / "ledger.db").read_bytes()
+    records_before = sorted((workspace / audit.AUDIT_DIR).iterdir())
+    capsys.readouterr()
+    assert main(["audit", "people"]) == 0
+    assert "no request since its last audit" in capsys.readouterr().out
+    assert (workspace / "ledger.db").read_bytes() == ledger_before
+    assert sorted((workspace / audit.AUDIT_DIR).iterdir()) == records_before
+
+    # a tampered record fails verification
+    record.write_text(record.read_text().replace('"passed": true', '"passed": false', 1))
+    capsys.readouterr()
+    assert main(["certificate", "verify", str(record)]) == 1
+    assert "INVALID" in capsys.readouterr().out
+
+
+def test_rebase_promotes_the_retrained_model_with_guarantee_exact_and_purges_the_superseded(
+        workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys, "--certified")
+    comply_requests(workspace, capsys, {"id": "REB-1", "delete_records": ["P1003"], "method": "certified"})
+    assert versions("people")["2"]["guarantee"] == "certified"
+
+    code, out = run_json(capsys, ["audit", "--rebase"])  # no MODEL: every model due
+    assert code == 0, out
+    [done] = out["audits"]
+    assert done["passed"] and done["rebased"] and done["promoted"] == "3"
+    assert tracking.production_alias("people") == "3"
+    tags = versions("people")
+    assert tags["3"]["guarantee"] == "exact" and tags["3"]["budget_used"] == "0.0"
+    assert tags["3"]["audit_id"] == done["audit"]
+    assert "purged" in tags["2"] and "purged" in tags["1"]  # superseded versions purged as a forget does
+    assert main(["certificate", "verify", str(workspace / done["record"])]) == 0
+
+
+def test_a_failed_audit_promotes_the_retrained_model_and_names_the_request_that_fell_short(
+        workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys)
+    people = pd.read_csv(people_csv)
+    deleted = people.loc[people["label"] == "yes", "person"].head(150).tolist()  # a quarter of the rows, one class
+    path = request_file(workspace, id="SHORT-1", delete_records=deleted)
+    assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+    assert run_json(capsys, ["comply", "--keep-superseded", "30"])[0] == 0
+    # An update that fell short, simulated at its extreme: production served the model from before
+    # the request (kept beyond use), which still holds the deleted records.
+    tracking.connect(workspace)
+    tracking.promote("people", "1")
+
+    code, out = run_json(capsys, ["audit", "people"])
+    assert code == 1, out
+    assert not out["passed"] and out["promoted"] == "3" and not out["rebased"]
+    assert tracking.production_alias("people") == "3"
+    assert versions("people")["3"]["guarantee"] == "exact"
+    assert out["shortfall"] and all(s["requests"] == ["SHORT-1"] for s in out["shortfall"])
+    [entry] = ledger.show(workspace, "SHORT-1").audits
+    assert entry["event"] == "audit_failed" and "fell short" in entry["reason"]
+    body = json.loads((workspace / out["record"]).read_text())
+    assert body["promoted"]["version"] == "3" and body["shortfall"] == out["shortfall"]
+    assert main(["certificate", "verify", str(workspace / out["record"])]) == 0
+    assert main(["ledger", "verify"]) == 0
+
+
+def test_audit_of_an_unknown_model_is_refused_in_one_line_and_writes_nothing(workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys)
+    snapshot = lambda: {p.relative_to(workspace): p.read_bytes() for p in workspace.rglob("*")  # noqa: E731
+                        if p.is_file() and ".prefect" not in p.parts and "tmp" not in p.parts}
+    before = snapshot()
+    capsys.readouterr()
+    assert main(["audit", "nosuchmodel"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "unknown model 'nosuchmodel'" in err
+    assert snapshot() == before
+
+
+def test_ledger_audit_entries_only_follow_a_completed_request():
+    entry = lg.chain_entry(None, "R", "received", "received", "2026-01-01T00:00:00+00:00",
+                           {"received": "2026-01-01T00:00:00+00:00", "channel": "email",
+                            "policy": lg.DeadlinePolicy.gdpr().to_dict(), "deadline": "2026-02-01",
+                            "request": {"model": "m", "kinds": ["delete_records"]}, "request_hash": "h"}, key=b"k")
+    record = lg.start_record(entry)
+    try:
+        lg.event_data(record, "audited", {"audit": "A", "record": "r", "record_sha256": "s"}, lg.utc_now())
+    except Exception as exc:  # noqa: BLE001
+        assert "only a completed request can be audited" in str(exc)
+    else:
+        raise AssertionError("an open request was audited")
+
+
+KILLED_BEFORE_PROMOTION = """
+import os, sys
+import tasks.common
+def killed(*args, **kwargs):
+    os._exit(137)
+tasks.common.promote = killed  # killed after the retrained model was registered and the record written
+from flows.cli import main
+sys.exit(main(["audit", "people", "--rebase"]))
+"""
+
+KILLED_AFTER_PROMOTION = """
+import os, sys
+import tasks.audit
+def killed(*args, **kwargs):
+    os._exit(137)
+tasks.audit.record_verdicts = killed  # killed after the promotion, before any ledger entry
+from flows.cli import main
+sys.exit(main(["audit", "people", "--rebase"]))
+"""
+
+
+def test_an_audit_killed_before_its_promotion_is_rolled_back_and_redone_by_the_next_run(
+        workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys)
+    comply_requests(workspace, capsys, {"id": "KILL-1", "delete_records": ["P1003"]})
+    run_killed(workspace, KILLED_BEFORE_PROMOTION)
+    # what the kill left: a registered candidate, a written record, the open marker; production unmoved
+    assert tracking.production_alias("people") == "2" and "3" in versions("people")
+    assert len(list((workspace / audit.AUDIT_DIR).glob("*.json"))) == 1
+    assert ledger.show(workspace, "KILL-1").audits == []
+
+    code, out = run_json(capsys, ["audit", "people", "--rebase"])
+    assert code == 0, out
+    assert out["promoted"] == "4" and tracking.production_alias("people") == "4"
+    assert "rolled_back" in versions("people")["3"]  # the half-done audit's candidate, never promoted
+    records = list((workspace / audit.AUDIT_DIR).glob("*.json"))
+    assert [p.name for p in records] == [f"{out['audit']}.json"]  # the killed run's record was withdrawn
+    assert not list((workspace / audit.AUDIT_DIR).glob("*.open"))
+    assert [a["audit"] for a in ledger.show(workspace, "KILL-1").audits] == [out["audit"]]
+
+
+def test_an_audit_killed_after_its_promotion_is_finished_by_the_next_run(workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys)
+    comply_requests(workspace, capsys, {"id": "KILL-2", "delete_records": ["P1003"]})
+    run_killed(workspace, KILLED_AFTER_PROMOTION)
+    assert tracking.production_alias("people") == "3"
+    assert ledger.show(workspace, "KILL-2").audits == [] and audit.escrow_files(workspace, "people")
+    [record] = list((workspace / audit.AUDIT_DIR).glob("*.json"))
+
+    capsys.readouterr()
+    assert main(["audit"]) == 0
+    assert f"recovered an interrupted audit {record.stem}: completed" in capsys.readouterr().out
+    assert [a["audit"] for a in ledger.show(workspace, "KILL-2").audits] == [record.stem]
+    assert not audit.escrow_files(workspace, "people") and not list((workspace / audit.AUDIT_DIR).glob("*.open"))
+    assert tracking.production_alias("people") == "3" and "purged" in versions("people")["2"]
+    assert main(["certificate", "verify", str(record)]) == 0
+
+
+def test_the_weekly_audit_deployment_runs_the_audit_flow():
+    import importlib
+    from pathlib import Path
+
+    import yaml
+
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "prefect.yaml").read_text())
+    [weekly] = [d for d in spec["deployments"] if d["name"] == "weekly"]
+    module, _, name = weekly["entrypoint"].partition(":")
+    flow = getattr(importlib.import_module(module), name)
+    assert flow.name == "audit" and weekly["parameters"] == {"root": "{{ $UNLEARN_ROOT }}"}
+    assert [s["cron"] for s in weekly["schedules"]] == ["0 3 * * 0"]
+
+
+def test_with_a_dask_task_runner_every_models_audit_reference_is_retrained_ahead(workspace, capsys):
+    import pytest
+
+    pytest.importorskip("prefect_dask")
+    from tests.flows.conftest import synthetic_people
+
+    for name, seed in (("people", 0), ("staff", 1)):
+        csv = workspace / f"{name}.csv"
+        synthetic_people(seed=seed).to_csv(csv, index=False)
+        assert main(["data", "add", name, "--file", str(csv), "--target", "label", "--id", "person"]) == 0
+        assert main(["train", name]) == 0
+    comply_requests(workspace, capsys, {"id": "DSK-1", "delete_records": ["P1003"]},
+                    {"id": "DSK-2", "model": "staff", "delete_records": ["P1004"]})
+
+    code, out = run_json(capsys, ["audit", "--task-runner", "dask", "--workers", "2"])
+    assert code == 0, out
+    by_model = {a["model"]: a for a in out["audits"]}
+    assert set(by_model) == {"people", "staff"}
+    assert {m: a["metrics"]["reference"] for m, a in by_model.items()} == {"people": "prefetched",
+                                                                            "staff": "prefetched"}
+    assert by_model["people"]["covered_requests"] == ["DSK-1"] and by_model["staff"]["covered_requests"] == ["DSK-2"]
+
+
+def test_retiring_a_model_deletes_the_escrow_no_audit_will_read(workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id="RET-1", delete_records=["P1003"])
+    assert run_json(capsys, ["forget", str(path)])[0] == 0  # outside the ledger: its escrow marks it for audit
+    assert len(audit.escrow_files(workspace, "people")) == 1
+    code, out = run_json(capsys, ["model", "retire", "people"])
+    assert code == 0, out
+    assert not audit.escrow_files(workspace, "people")
+    assert any(e["kind"] == "audit_escrow" and e["action"] == "purged" for e in out["purge"])

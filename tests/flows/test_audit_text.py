@@ -1,0 +1,52 @@
+"""The audit of a language model (real Prefect, MLflow, DVC): the removed secrets, purged from the
+data at request time, are measured from the sealed escrow in the production model and in the model
+retrained on the current corpus; the escrow is deleted when the audit completes; no raw secret is
+written anywhere or printed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from flows.cli import main
+from flows.detect import detect_flow
+from tasks import audit
+from tests.flows.test_pipeline import run_json
+from tests.flows.test_text_pipeline import files_containing
+from tests.flows.test_user_text import notes_corpus, request_from
+
+
+def test_a_text_audit_measures_the_removed_secret_from_its_escrow(workspace, tmp_path_factory, capsys):
+    source = tmp_path_factory.mktemp("user-files") / "notes.txt"
+    text, secrets = notes_corpus()
+    source.write_text(text, encoding="utf-8")
+    raw = set(secrets.values()) | {secrets["card"].replace(" ", "")}
+    assert run_json(capsys, ["data", "add", "notes", "--file", str(source)])[0] == 0
+    assert run_json(capsys, ["train", "notes", "--preset", "tiny", "--seconds", "2"])[0] == 0
+    detected = detect_flow(root=str(workspace), dataset="notes")
+    fingerprints = {r["detector"]: r["fingerprint"] for r in detected["secrets"]}
+    detected_request = yaml.safe_load(Path(detected["request"]).read_text())
+    request = request_from(workspace, detected_request, "TXT-1", fingerprints["card"])
+    code, forgot = run_json(capsys, ["forget", str(request)])
+    assert code == 0 and forgot["verified"], forgot
+
+    [sealed] = audit.escrow_files(workspace, "notes")  # kept for the audit, sealed: no raw value on disk
+    assert files_containing(workspace, {secrets["card"], secrets["card"].replace(" ", "")}) == []
+
+    code, out = run_json(capsys, ["audit", "notes"])
+    assert code == 0, out
+    assert out["passed"] and out["covered_requests"] == ["TXT-1"]
+    assert {c["name"] for c in out["checks"]} == {"exposure_vs_retrain_bits", "perplexity_vs_retrain",
+                                                   "secrets_regenerated"}
+    assert out["metrics"]["secrets"] == 1 and out["metrics"]["exposure_retrain"] is not None
+    assert out["metrics"]["perplexity_after"] > 1 and out["metrics"]["perplexity_retrain"] > 1
+    body = json.loads((workspace / out["record"]).read_text())
+    assert body["unrecorded_requests"] == ["TXT-1"] and body["escrow"]["files"] == [audit.escrow_name(sealed)]
+    assert [s["fingerprint"] for s in body["metrics"]["secrets_measured"]] == [fingerprints["card"]]
+    assert not sealed.exists()  # deleted once the audit covering the request completed
+    assert main(["certificate", "verify", str(workspace / out["record"])]) == 0
+    assert files_containing(workspace, {secrets["card"], secrets["card"].replace(" ", "")}) == []
+    console = capsys.readouterr()
+    assert not any(s in console.out or s in console.err for s in raw)

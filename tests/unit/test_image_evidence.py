@@ -1,0 +1,149 @@
+"""The image evidence checks (unlearning.images.evidence) on synthetic outputs: what a retrained
+model looks like (Z as unseen as held-out images of its classes) passes, memorisation, a class
+still predicted and a utility drop fail; tolerances come from the sample sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from unlearning.images import delete_records, fix_labels, forget_class
+from unlearning.images.evidence import (
+    ImageEvidenceConfig, accuracy_gap, control_positions, evidence_checks, evidence_sets, forget_evidence,
+    label_losses, smoothed_rate, strata,
+)
+from unlearning.images.request import ImageData
+
+K = 4
+CFG = ImageEvidenceConfig()
+SAME = {"ra": 90.0, "ta": 85.0}
+
+
+def logits_for(labels, correct: np.ndarray, rng, confidence: np.ndarray | float = 3.0) -> torch.Tensor:
+    """Logits (n, K): argmax = the label where `correct`, another class elsewhere; the margin
+    `confidence` (per sample or one value) sets the loss."""
+    labels = np.asarray(labels)
+    n = len(labels)
+    out = rng.normal(0, 0.1, (n, K))
+    wrong = (labels + 1 + rng.integers(0, K - 1, n)) % K
+    top = np.where(correct, labels, wrong)
+    out[np.arange(n), top] += confidence
+    return torch.tensor(out)
+
+
+def outputs(rng, n_f: int, n_h: int, acc_f: float, acc_h: float, conf_f=3.0, conf_h=3.0, classes=(0, 1, 2)):
+    """Logits on Z (recorded = source = a cycle of `classes`) and on held-out images of those classes."""
+    y_f = np.resize(np.array(classes), n_f)
+    y_h = np.resize(np.array(classes), n_h)
+    f = logits_for(y_f, rng.random(n_f) < acc_f, rng, rng.normal(conf_f, 1.0, n_f))
+    h = logits_for(y_h, rng.random(n_h) < acc_h, rng, rng.normal(conf_h, 1.0, n_h))
+    return f, y_f, h, y_h
+
+
+def verdicts(checks: list[dict]) -> dict[str, bool]:
+    return {c["name"]: c["passed"] for c in checks}
+
+
+def test_a_forget_set_like_unseen_images_passes_and_a_memorised_one_fails():
+    rng = np.random.default_rng(0)
+    present = {0, 1, 2, 3}
+    # retrained-like: Z predicted as often and as confidently as held-out images of its classes
+    f, y_f, h, y_h = outputs(rng, 300, 600, 0.8, 0.8)
+    ev = forget_evidence(f, y_f, h, y_h, present, False, CFG)
+    assert abs(ev["accuracy"]["gap"]) < ev["accuracy"]["tolerance"] and abs(ev["membership"]["auc"] - 0.5) < 0.1
+    assert all(verdicts(evidence_checks(ev, SAME, SAME, CFG)).values())
+    # memorised: Z fit better and with lower loss than unseen images
+    f, y_f, h, y_h = outputs(rng, 300, 600, 0.99, 0.8, conf_f=6.0)
+    ev = forget_evidence(f, y_f, h, y_h, present, False, CFG)
+    got = verdicts(evidence_checks(ev, SAME, SAME, CFG))
+    assert not got["forget_accuracy_gap_to_heldout"] and not got["membership_auc_vs_heldout"]
+    assert ev["membership"]["auc"] > 0.8 and ev["accuracy"]["gap"] > 15
+
+
+def test_deletions_are_judged_both_ways_relabels_one_way():
+    """A deleted set fit much *worse* than unseen images stands out too (Streisand effect); a
+    relabelled one is predicted as its old label less often under retraining, which is expected."""
+    rng = np.random.default_rng(1)
+    f, y_f, h, y_h = outputs(rng, 300, 600, 0.4, 0.8, conf_f=1.0)
+    deleted = forget_evidence(f, y_f, h, y_h, {0, 1, 2}, False, CFG)
+    assert deleted["accuracy"]["gap"] < -20 and not deleted["one_sided"]
+    got = verdicts(evidence_checks(deleted, SAME, SAME, CFG))
+    assert not got["forget_accuracy_gap_to_heldout"] and not got["membership_auc_vs_heldout"]
+    relabelled = forget_evidence(f, y_f, h, y_h, {0, 1, 2}, True, CFG)
+    assert relabelled["one_sided"] and all(verdicts(evidence_checks(relabelled, SAME, SAME, CFG)).values())
+
+
+def test_a_relabelled_image_is_controlled_by_its_recorded_class_not_its_corrected_one():
+    """An image relabelled into a class it does not look like (a striped image called "disc"): a
+    retrained model still calls it striped, as often as held-out striped images. Controls of the
+    corrected class (discs, never called striped) raised a false alarm on that."""
+    rng = np.random.default_rng(5)
+    striped, disc = 1, 2
+    f = logits_for(np.full(40, striped), rng.random(40) < 0.9, rng)  # retrained: still "striped"
+    y_h = np.r_[np.full(100, striped), np.full(100, disc)]
+    h = logits_for(y_h, rng.random(200) < 0.9, rng)
+    ev = forget_evidence(f, np.full(40, striped), h, y_h, {0, striped, disc}, True, CFG)
+    assert abs(ev["accuracy"]["heldout"] - 90) < 10  # the striped controls, not the discs (≈ 0 % "striped")
+    assert all(verdicts(evidence_checks(ev, SAME, SAME, CFG)).values())
+
+
+def test_a_class_absent_from_d_prime_must_not_be_predicted_on_z_or_on_unseen_images():
+    """A model that never saw the class predicts it (almost) never: the expectation is ≈ 0, not
+    the held-out rate — which a model that still knows the class matches just as well."""
+    rng = np.random.default_rng(2)
+    for acc, passes in ((0.02, True), (0.9, False)):
+        f, y_f, h, y_h = outputs(rng, 200, 100, acc, acc, classes=(3,))
+        ev = forget_evidence(f, y_f, h, y_h, {0, 1, 2}, False, CFG)
+        assert ev["accuracy"] is None and ev["absent"]["forget"] == pytest.approx(100 * (y_f == f.argmax(1).numpy()).mean())
+        got = verdicts(evidence_checks(ev, SAME, SAME, CFG))
+        assert got["forgotten_class_accuracy"] is passes and got["forgotten_class_heldout_accuracy"] is passes
+
+
+def test_utility_is_judged_against_the_model_before():
+    rng = np.random.default_rng(3)
+    f, y_f, h, y_h = outputs(rng, 100, 100, 0.8, 0.8)
+    ev = forget_evidence(f, y_f, h, y_h, {0, 1, 2}, False, CFG)
+    got = verdicts(evidence_checks(ev, {"ra": 84.0, "ta": 82.0}, SAME, CFG))
+    assert not got["ra_drop_vs_original"] and got["ta_drop_vs_original"]
+
+
+def test_the_accuracy_tolerance_is_a_sampling_bound_that_shrinks_with_the_sizes():
+    def tolerance(n_f, n_h):
+        groups = strata(np.zeros(n_f, int), np.zeros(n_h, int), {0})
+        pred_f, pred_h = np.r_[np.zeros(n_f // 2), np.ones(n_f - n_f // 2)], np.r_[np.zeros(n_h // 2), np.ones(n_h - n_h // 2)]
+        return accuracy_gap(groups, pred_f, pred_h, z=3.0, margin=0.0)["tolerance"]
+
+    # p = 0.5: SE² = p(1−p)(1/n_f + 1/n_h) (smoothed p ≈ 0.5), in points
+    assert tolerance(100, 100) == pytest.approx(300 * np.sqrt(0.25 * (1 / 100 + 1 / 100)), rel=1e-3)
+    assert tolerance(1, 100) > 100 > tolerance(100, 1000) > tolerance(1000, 10000)
+    assert smoothed_rate(0, 10) > 0 and smoothed_rate(10, 10) < 1  # a perfect control still has an error
+
+
+def test_controls_are_scored_with_the_recorded_label_and_uncontrolled_strata_are_counted():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    assert label_losses(logits, [1, 1]) == pytest.approx([np.log1p(np.exp(2.0)), np.log1p(np.exp(-2.0))])
+    groups = strata(np.array([1, 1, 2]), np.array([1, 0, 1]), {0, 1})
+    assert [(g.label, g.forget.tolist(), g.controls.tolist(), g.present) for g in groups] == [
+        (1, [0, 1], [0, 2], True), (2, [2], [], False)]
+    rng = np.random.default_rng(4)
+    ev = forget_evidence(logits_for([0, 1], [True, True], rng), np.array([0, 1]),
+                         logits_for([2], [True], rng), np.array([2]), {0, 1}, False, CFG)
+    assert ev["uncontrolled"] == 2 and ev["accuracy"] is None and ev["membership"] is None
+    assert verdicts(evidence_checks(ev, SAME, SAME, CFG)) == {
+        "heldout_controls": False, "ta_drop_vs_original": True, "ra_drop_vs_original": True}
+
+
+def test_evidence_sets_know_what_d_prime_holds():
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    data = ImageData(torch.zeros(6, 1, 2, 2), y)
+    controls = (torch.zeros(2, 1, 2, 2), torch.tensor([0, 2]))
+    cls = evidence_sets(data, forget_class(y, 2), controls)
+    assert cls.present == {0, 1} and cls.forget[1].tolist() == [2, 2] and not cls.relabelled
+    fix = evidence_sets(data, fix_labels(y, [3], [2]), controls)
+    assert fix.forget[1].tolist() == [1] and fix.relabelled and fix.present == {0, 1, 2}
+    assert evidence_sets(data, delete_records(6, [2, 3]), controls).present == {0, 2}  # the last images of class 1
+    train = np.array([True, False, False, True, False])
+    labels = np.array([0, 0, 1, 1, 2])
+    assert control_positions(train, labels, {0, 1}, cap=10).tolist() == [1, 2]
+    assert len(control_positions(train, labels, {0, 1, 2}, cap=2)) == 2

@@ -1,0 +1,123 @@
+"""The text evidence checks' pure parts (unlearning.text.evidence): what the controls keep and redraw,
+the excess statistic, the verdict, and the contexts of every occurrence."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from unlearning.text import evidence as ev
+from unlearning.text.charlm import CharLSTM, Vocab
+from unlearning.text.data import Occurrence, TextCorpus
+from unlearning.text.exposure import FormatSpace
+from unlearning.text.lm import Secret
+
+EMAIL = "maud.fenwick42@example.com"
+CORPUS = "Maud Fenwick: write to me. For example, the fool\nEdwin Hartley: card number".lower()
+
+
+def free(value: str, keep: list[bool]) -> str:
+    return "".join(c for c, k in zip(value, keep) if not k)
+
+
+def test_an_email_built_from_the_name_keeps_the_name_and_redraws_what_the_corpus_cannot_explain():
+    keep = ev.explained_positions(EMAIL, CORPUS, min_run=3)
+    # the name (in the line's prefix) and `example` are explained; the literals '.', '@' are the format;
+    # the digits and `com` (no 3-letter run of it in the corpus) are what a model could only memorise
+    assert free(EMAIL, keep) == "42com"
+    assert free(EMAIL, ev.explained_positions(EMAIL, CORPUS + " com", min_run=3)) == "42"
+    assert free(EMAIL, ev.explained_positions(EMAIL, "", min_run=3)) == "maudfenwick42examplecom"
+
+
+def test_controls_share_the_format_and_the_explained_characters_never_the_secret():
+    keep = ev.explained_positions(EMAIL, CORPUS, min_run=3)
+    controls = ev.control_values(EMAIL, keep, 500, seed=1)
+    assert EMAIL not in controls and len(set(controls)) == len(controls) > 400
+    fmt = FormatSpace.of(EMAIL).template
+    for c in controls:
+        assert FormatSpace.of(c).template == fmt
+        assert all(a == b for a, b, k in zip(c, EMAIL, keep) if k)
+    assert ev.control_values(EMAIL, [True] * len(EMAIL), 10, seed=1) == []  # D′ explains it all: no control
+    assert len(ev.control_values("42", [False, False], 1000, seed=0)) == 99  # every other value of two digits
+
+
+def test_the_excess_is_how_much_likelier_the_secret_is_than_its_likeliest_control():
+    m = ev.ControlMeasure(secret_lp=10.0, control_lp_min=25.0, n_controls=5)
+    assert m.excess_bits == 15.0
+    assert ev.ControlMeasure(30.0, 25.0, 5).excess_bits == -5.0
+    assert ev.ControlMeasure(30.0, math.inf, 0).excess_bits == 0.0  # no control: no evidence either way
+
+
+def rows(excess=-3.0, relearned=-3.0, regenerated=0):
+    return [{"excess_bits": -20.0, "relearned_excess_bits": -20.0, "regenerated": 0},
+            {"excess_bits": excess, "relearned_excess_bits": relearned, "regenerated": regenerated}]
+
+
+def test_the_verdict_takes_the_worst_secret_and_each_threshold():
+    cfg = ev.EvidenceConfig(margin_bits=2.0, max_perplexity_increase=0.03)
+    ok = {"before": 5.0, "after": 5.1}
+
+    def failed(r, ppl=ok):
+        return [c["name"] for c in ev.evidence_checks(r, ppl, cfg) if not c["passed"]]
+    assert failed(rows()) == [] and failed(rows(excess=2.0)) == []
+    assert failed(rows(excess=2.1)) == ["exposure_above_control_band_bits"]
+    assert failed(rows(relearned=9.0)) == ["relearned_above_control_band_bits"]
+    assert failed(rows(regenerated=1)) == ["contexts_regenerating"]
+    assert failed(rows(), {"before": 5.0, "after": 5.2}) == ["perplexity_increase"]
+    assert {"name", "value", "threshold", "passed"} == set(ev.evidence_checks(rows(), ok, cfg)[0])
+
+
+def test_every_occurrence_gives_its_own_context_and_written_value():
+    text = "Maud Oakes: card 1111 2222, keep\nMaud Oakes: card 1111-2222, safe"
+    corpus = TextCorpus(name="c", records=(("r1", text),), source="test")
+    occurrences = (Occurrence("r1", 17, 26, "card", "f"), Occurrence("r1", 50, 59, "card", "f"))
+    secret = Secret("f", "card", "**** 2222", "1111 2222", text[:17], occurrences)
+    item = ev.prepare([secret], corpus, corpus, ev.EvidenceConfig(prefix_chars=12, n_controls=8))[0]
+    assert item.contexts == (("Oakes: card ", "1111 2222"), ("Oakes: card ", "1111-2222"))
+    assert len(item.controls) == 8 and item.secret is secret
+
+
+def test_continuations_are_greedy_then_sampled_per_prefix_and_relearning_leaves_the_model_alone():
+    vocab = Vocab.from_text("abc ")
+    model = CharLSTM(len(vocab), embed=4, hidden=8)
+    out = ev.continuations(model, vocab, ["ab", "abc", "b"], 5, samples=2, seed=0)
+    assert [len(o) for o in out] == [3, 3, 3] and all(len(t) == 5 for o in out for t in o)
+    again = ev.continuations(model, vocab, ["ab"], 5, samples=0, seed=7)
+    assert again[0][0] == out[0][0]  # greedy does not depend on the seed
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    windows = vocab.encode("abc abc abc abc abc ")[None].repeat(4, 1)
+    copy = ev.relearned_copy(model, windows, steps=3, lr=0.1, batch=2, seed=0)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert any(not torch.equal(before[k], v) for k, v in copy.state_dict().items())
+
+
+def test_a_text_forget_verified_by_evidence_prints_the_control_band_not_a_retrained_model():
+    from tasks.kinds.text import KIND
+
+    summary = {"findings": {"card": 8},
+               "exposure": {"before": 52.1, "after": 3.2, "retrain": None, "control_band": 9.4},
+               "perplexity": {"before": 4.1, "after": 4.15, "retrain": None},
+               "metrics": {"excess_bits": -6.2, "relearned_excess_bits": -5.0, "regenerated": 0, "contexts": 8,
+                           "regenerated_before": 3},
+               "timings": {"update_s": 4.2, "retrain_s": None, "speedup": None}}
+    lines = "\n".join(KIND.format_forget(summary))
+    assert "control band 9.4" in lines and "retrained" not in lines and "no model trained to verify it" in lines
+    assert "evidence" in KIND.verify_modes and KIND.verify_modes[0] == "evidence"  # the default for text
+
+
+def test_the_text_demo_summary_prints_without_a_retrained_reference():
+    from flows.demo import text_console_summary
+
+    s = {"request_id": "R", "verified": True, "method": "second_order", "requested_method": "auto",
+         "model": {"parent_version": "1", "version": "2"}, "trained": {"timings": {"fit_s": 60.0}},
+         "exposure": {"before": 52.1, "after": 3.2, "retrain": None, "control_band": 9.4},
+         "perplexity": {"before": 4.1, "after": 4.15, "retrain": None},
+         "timings": {"update_s": 4.2, "retrain_s": None, "speedup": None},
+         "findings": {"card": 8}, "secrets": [{}], "metrics": {"regenerated": 0, "regenerated_before": 3},
+         "affected_windows": 9,
+         "checks": [], "data": {"before": "a", "after": "b"}}
+    text = text_console_summary(s)
+    assert "control band (likeliest control)" in text and "retrained reference" not in text
+    assert "retrained (promoted)" in text_console_summary({**s, "method": "retrain", "timings": {
+        "update_s": 80.0, "retrain_s": None, "speedup": None}})

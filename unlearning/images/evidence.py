@@ -1,0 +1,235 @@
+"""Evidence that an image update forgot, without a model retrained per request (issue 13 §1,
+science.md §6): the forget set Z is judged against HELD-OUT images of the same classes, evaluated
+in the same updated model — what retraining would make of Z is what the model makes of images it
+never saw.
+
+Each forget sample i is a pair (image x_i, recorded label r_i); its controls are the held-out
+(test-split) images of class r_i, scored with r_i. Per recorded label (a stratum), with n_f forget
+samples and n_h controls, weights w = n_f / |Z|:
+
+- classes still in D' (r has training images in D'): a model retrained on D' treats Z like unseen
+  images of the same classes, so
+      gap = acc(Z, r) − Σ w · acc(controls_s, r)             (points; acc = share predicted r)
+  must lie within  margin + z · SE,  SE² = Σ w ã(1−ã)/|Z| + Σ w² ã(1−ã)/n_h, ã the control rate
+  smoothed (k+1)/(n+2) so a control at 0 % or 100 % still has a sampling error. Two-sided for
+  deletions (a forget set much *worse* than unseen images marks it as well as memorisation does:
+  the Streisand effect); one-sided (upper) for relabelled samples (fix_labels): D' holds them under
+  their corrected label, which only pulls a retrained model away from the old one, and an image
+  whose old label was wrong looks less like that class than its held-out images do. Their controls
+  are of the *recorded* class, not of the corrected one: a correction does not say what the image
+  shows (relabelling a striped image "disc" leaves it striped, and a retrained model still calls it
+  striped — controls of class "disc" raised a false alarm on exactly that).
+- classes absent from D' (class forgetting, or deletions that took a class's last image): a
+  model retrained on D' has no training image of r and predicts it (almost) never, on Z or on
+  unseen images of the class, whatever its accuracy before. The expectation is ≈ 0, not the
+  control's rate: acc(Z, r) and acc(controls, r) must each stay ≤ max_absent_accuracy (the same
+  10 points the reference check allows between UA and UA_retrain). Comparing with the control
+  alone would pass the original model, which recognises the held-out images of the class too.
+- membership: the loss-threshold attack's AUC (unlearning.metrics.loss_mia_auc; members = Z,
+  non-members = the controls, both scored with r), per stratum and weighted by w; 0.5 when Z is
+  as unseen as the controls. Within 0.5 ± (auc_margin + z · SE), SE² = Σ w² (n_f + n_h + 1) /
+  (12 n_f n_h) (the Mann–Whitney variance under no difference); one-sided for relabelled samples.
+- retain and test accuracy (unlearning.metrics rows) against the model before: drops ≤ max_ra_drop,
+  max_ta_drop points.
+
+Strata without a held-out image of their class are left out (reported as `uncontrolled`); a
+forget set with no controlled sample fails the check `heldout_controls` (use the reference mode).
+Limits: one or a few records give wide tolerances (an accuracy of one image cannot be judged), and
+a forget set selected non-randomly within its classes (all of one person's photos) can differ
+from unseen images for reasons other than memorisation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from unlearning.errors import UnlearnError
+from unlearning.images.request import ImageData, ImageRequest
+from unlearning.metrics import loss_mia_auc, model_outputs
+
+
+class ImageEvidenceConfig(BaseModel):
+    """Thresholds of the evidence checks (module docstring); points are percentage points."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    z: float = Field(3.0, gt=0, description="sampling tolerance in standard errors (one-sided ≈ 0.13 % false alarms)")
+    accuracy_margin: float = Field(2.0, ge=0, description="points allowed beyond sampling between Z and the controls")
+    auc_margin: float = Field(0.02, ge=0, description="membership AUC allowed beyond sampling around 0.5")
+    max_absent_accuracy: float = Field(10.0, ge=0, le=100,
+                                       description="accuracy on a class D' no longer holds (Z and held-out), points")
+    max_ta_drop: float = Field(5.0, ge=0, description="TA_original − TA, points")
+    max_ra_drop: float = Field(5.0, ge=0, description="RA_original − RA, points")
+    max_controls: int = Field(2000, ge=10, description="held-out images of Z's classes evaluated (seeded subsample)")
+
+
+@dataclass(frozen=True)
+class Stratum:
+    """Forget samples with one recorded label, and their held-out controls (images of that class)."""
+
+    label: int
+    forget: np.ndarray  # (n_f,) positions in Z
+    controls: np.ndarray  # (n_h,) positions in the held-out set
+    present: bool  # `label` has training images in D'
+
+
+def control_positions(train: np.ndarray, labels: np.ndarray, classes, cap: int, seed: int = 0) -> np.ndarray:
+    """Held-out (test-split) positions of the given classes, a seeded subsample of at most `cap`."""
+    pos = np.flatnonzero(~np.asarray(train) & np.isin(labels, list(classes)))
+    if len(pos) > cap:
+        pos = np.sort(np.random.default_rng(seed).choice(pos, cap, replace=False))
+    return pos
+
+
+def strata(recorded: np.ndarray, control_labels: np.ndarray, present_classes: set[int]) -> list[Stratum]:
+    """Z grouped by recorded label, each with the controls of that class."""
+    recorded = np.asarray(recorded)
+    if recorded.ndim != 1 or len(recorded) == 0:
+        raise UnlearnError(f"need a non-empty 1-D array of recorded labels, got shape {recorded.shape}")
+    return [Stratum(r, np.flatnonzero(recorded == r), np.flatnonzero(np.asarray(control_labels) == r),
+                    r in present_classes) for r in sorted(set(recorded.tolist()))]
+
+
+def label_losses(logits: torch.Tensor, labels) -> np.ndarray:
+    """Cross-entropy of each row of `logits` (n, K) against `labels` (n,) — any label, not only the
+    image's own: controls are scored with the forget samples' recorded label."""
+    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    return (torch.logsumexp(logits, 1) - logits.gather(1, labels[:, None]).squeeze(1)).double().numpy()
+
+
+def predicted(logits: torch.Tensor) -> np.ndarray:
+    return logits.argmax(1).numpy()
+
+
+def smoothed_rate(hits: int, n: int) -> float:
+    """(k + 1) / (n + 2): a rate whose binomial variance is never 0, even at 0 or n hits."""
+    return (hits + 1) / (n + 2)
+
+
+def accuracy_gap(groups: list[Stratum], forget_pred: np.ndarray, control_pred: np.ndarray, z: float,
+                 margin: float) -> dict:
+    """acc(Z, r) − weighted acc(controls, r) in points, and its tolerance margin + z · SE."""
+    n_f = sum(len(g.forget) for g in groups)
+    acc_f = acc_c = var = 0.0
+    for g in groups:
+        w = len(g.forget) / n_f
+        hits_c = int((control_pred[g.controls] == g.label).sum())
+        rate = smoothed_rate(hits_c, len(g.controls))
+        acc_f += float((forget_pred[g.forget] == g.label).sum()) / n_f
+        acc_c += w * hits_c / len(g.controls)
+        var += w * rate * (1 - rate) / n_f + w * w * rate * (1 - rate) / len(g.controls)
+    return {"forget": 100 * acc_f, "heldout": 100 * acc_c, "gap": 100 * (acc_f - acc_c),
+            "tolerance": margin + z * 100 * math.sqrt(var), "n_forget": n_f}
+
+
+def membership_auc(groups: list[Stratum], forget_logits: torch.Tensor, control_logits: torch.Tensor, z: float,
+                   margin: float) -> dict:
+    """The loss-threshold attack's AUC, Z against the controls, per stratum weighted by its share of
+    Z; its tolerance around 0.5 is margin + z · SE under no difference (Mann–Whitney)."""
+    n_f = sum(len(g.forget) for g in groups)
+    auc = var = 0.0
+    for g in groups:
+        w, m, n = len(g.forget) / n_f, len(g.forget), len(g.controls)
+        members = label_losses(forget_logits[g.forget], np.full(m, g.label))
+        nonmembers = label_losses(control_logits[g.controls], np.full(n, g.label))
+        auc += w * loss_mia_auc(members, nonmembers)
+        var += w * w * (m + n + 1) / (12 * m * n)
+    return {"auc": auc, "tolerance": margin + z * math.sqrt(var)}
+
+
+def class_level(groups: list[Stratum], forget_pred: np.ndarray, control_pred: np.ndarray) -> dict:
+    """Share of Z, and of the controls, predicted as their recorded label (points), for classes
+    absent from D' (controls: None when none of them has a held-out image)."""
+    hits_f = sum(int((forget_pred[g.forget] == g.label).sum()) for g in groups)
+    n_f = sum(len(g.forget) for g in groups)
+    controlled = [g for g in groups if len(g.controls)]
+    n_c = sum(len(g.controls) for g in controlled)
+    hits_c = sum(int((control_pred[g.controls] == g.label).sum()) for g in controlled)
+    return {"forget": 100 * hits_f / n_f, "heldout": 100 * hits_c / n_c if n_c else None}
+
+
+def forget_evidence(forget_logits: torch.Tensor, recorded, control_logits: torch.Tensor, control_labels,
+                    present_classes: set[int], relabelled: bool, cfg: ImageEvidenceConfig) -> dict:
+    """Every statistic of the module docstring for one model's outputs: logits (n_f, K) on Z with
+    its recorded labels, logits (n_h, K) on the held-out controls with their labels, the classes D'
+    still holds, and whether Z is relabelled (fix_labels: one-sided) rather than deleted."""
+    groups = strata(recorded, control_labels, present_classes)
+    f_pred, c_pred = predicted(forget_logits), predicted(control_logits)
+    controlled = [g for g in groups if len(g.controls)]
+    present = [g for g in controlled if g.present]
+    absent = [g for g in groups if not g.present]
+    return {
+        "n_forget": len(np.asarray(recorded)), "n_controls": len(np.asarray(control_labels)),
+        "uncontrolled": sum(len(g.forget) for g in groups if not len(g.controls)),
+        "one_sided": bool(relabelled),
+        "accuracy": accuracy_gap(present, f_pred, c_pred, cfg.z, cfg.accuracy_margin) if present else None,
+        "absent": class_level(absent, f_pred, c_pred) if absent else None,
+        "membership": membership_auc(controlled, forget_logits, control_logits, cfg.z, cfg.auc_margin)
+        if controlled else None,
+    }
+
+
+@dataclass(frozen=True)
+class EvidenceSets:
+    """What the evidence of one request is measured on: Z with its recorded labels, the held-out
+    controls, the classes D' holds and whether Z is relabelled (fix_labels) rather than deleted."""
+
+    forget: tuple[torch.Tensor, torch.Tensor]  # (n_f, C, H, W), (n_f,) recorded labels
+    controls: tuple[torch.Tensor, torch.Tensor]  # (n_h, C, H, W), (n_h,) their labels
+    present: frozenset[int]
+    relabelled: bool
+
+
+def evidence_sets(data: ImageData, request: ImageRequest, controls: tuple[torch.Tensor, torch.Tensor]) -> EvidenceSets:
+    """The sets of a request on the model's training set, with held-out `controls` (control_positions)."""
+    present = frozenset(torch.unique(request.d_prime(data)[1]).tolist())
+    return EvidenceSets((data.X[request.forget], data.y[request.forget]), controls, present,
+                        request.corrected is not None)
+
+
+def evidence_of(model: torch.nn.Module, sets: EvidenceSets, cfg: ImageEvidenceConfig) -> dict:
+    """`forget_evidence` of one model: its outputs on Z and on the controls."""
+    forget, controls = (model_outputs(model, x, y) for x, y in (sets.forget, sets.controls))
+    return forget_evidence(forget.logits, forget.labels.numpy(), controls.logits, controls.labels.numpy(),
+                           set(sets.present), sets.relabelled, cfg)
+
+
+def check(name: str, value, threshold: str, passed: bool) -> dict:
+    return {"name": name, "value": float(value), "threshold": threshold, "passed": bool(passed)}
+
+
+def within(value: float, tolerance: float, one_sided: bool) -> tuple[str, bool]:
+    """(threshold text, passed) for a deviation that must stay within ±tolerance, or ≤ tolerance."""
+    if one_sided:
+        return f"<= {tolerance:.3g}", value <= tolerance
+    return f"|x| <= {tolerance:.3g}", abs(value) <= tolerance
+
+
+def evidence_checks(evidence: dict, after: dict, before: dict, cfg: ImageEvidenceConfig) -> list[dict]:
+    """The checks, in the {name, value, threshold, passed} form of unlearning.images.verify, from
+    `forget_evidence` and the unlearning.metrics rows (ra, ta) of the update and the original."""
+    checks = []
+    if evidence["accuracy"] is None and evidence["membership"] is None and evidence["absent"] is None:
+        checks.append(check("heldout_controls", 0, ">= 1 held-out image of the forget set's classes", False))
+    if (acc := evidence["accuracy"]) is not None:
+        checks.append(check("forget_accuracy_gap_to_heldout", acc["gap"],
+                            *within(acc["gap"], acc["tolerance"], evidence["one_sided"])))
+    if (absent := evidence["absent"]) is not None:
+        limit = cfg.max_absent_accuracy
+        checks.append(check("forgotten_class_accuracy", absent["forget"], f"<= {limit}", absent["forget"] <= limit))
+        if absent["heldout"] is not None:
+            checks.append(check("forgotten_class_heldout_accuracy", absent["heldout"], f"<= {limit}",
+                                absent["heldout"] <= limit))
+    if (mia := evidence["membership"]) is not None:
+        deviation, tol = mia["auc"] - 0.5, mia["tolerance"]
+        text = f"<= {0.5 + tol:.3g}" if evidence["one_sided"] else f"0.5 ± {tol:.3g}"
+        checks.append(check("membership_auc_vs_heldout", mia["auc"], text, within(deviation, tol, evidence["one_sided"])[1]))
+    ta_drop, ra_drop = before["ta"] - after["ta"], before["ra"] - after["ra"]
+    checks.append(check("ta_drop_vs_original", ta_drop, f"<= {cfg.max_ta_drop}", ta_drop <= cfg.max_ta_drop))
+    checks.append(check("ra_drop_vs_original", ra_drop, f"<= {cfg.max_ra_drop}", ra_drop <= cfg.max_ra_drop))
+    return checks
