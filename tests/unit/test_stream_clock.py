@@ -43,9 +43,11 @@ def test_daily_and_weekly_runs_are_the_next_ones_strictly_after_arrival():
     assert stream.next_daily(1 * HOUR, 2) == 2 * HOUR
     assert stream.next_daily(2 * HOUR, 2) == DAY + 2 * HOUR  # at 02:00 sharp the batch has started
     assert stream.next_daily(DAY + 23 * HOUR, 2) == 2 * DAY + 2 * HOUR
-    assert stream.next_weekly(0.0, 0, 3) == 3 * HOUR  # day 0 is a Monday
+    assert stream.next_weekly(0.0, 0, 3) == 3 * HOUR
     assert stream.next_weekly(4 * HOUR, 0, 3) == 7 * DAY + 3 * HOUR
-    assert stream.next_weekly(13 * DAY, 0, 3) == 14 * DAY + 3 * HOUR
+    assert stream.next_weekly(0.0, 6, 3) == 6 * DAY + 3 * HOUR  # day 0 is a Monday: Sunday is day 6
+    assert stream.next_weekly(6 * DAY + 3 * HOUR, 6, 3) == 13 * DAY + 3 * HOUR
+    assert stream.next_weekly(13 * DAY, 6, 3) == 13 * DAY + 3 * HOUR
 
 
 def test_arrivals_are_sorted_seeded_and_within_the_month():
@@ -81,12 +83,15 @@ def test_update_with_reference_pays_a_retraining_per_request_and_falls_back_on_f
     assert out.model == "retrained@2+u3"  # request 2's failed update was replaced by its reference
 
 
+SUNDAY_AUDIT = 6 * DAY + 3 * HOUR  # the first weekly audit of the month (prefect.yaml: Sundays 03:00)
+
+
 def test_weekly_audit_covers_the_week_and_delays_nothing_when_it_passes():
     ops = Ops()
-    arrivals = [DAY, 2 * DAY, 7 * DAY + 3 * HOUR + 1.0, 8 * DAY]
+    arrivals = [DAY, 2 * DAY, SUNDAY_AUDIT + 1.0, 8 * DAY]
     out = simulate(POLICIES[3], arrivals, ops)
     assert ops.audited == [[1, 2], [3, 4]] and ops.retrained == [2, 4]
-    # request 3 arrives a second after the Monday audit started: it waits for the audit to finish
+    # request 3 arrives a second after the Sunday audit started: it waits for the audit to finish
     assert out.removal_s == [UPDATE + EVIDENCE, UPDATE + EVIDENCE, RETRAIN + AUDIT - 1.0 + UPDATE + EVIDENCE,
                              UPDATE + EVIDENCE]
     assert out.audits == [True, True] and out.fallbacks == 0
@@ -97,7 +102,7 @@ def test_weekly_audit_covers_the_week_and_delays_nothing_when_it_passes():
 def test_failed_audit_promotes_the_retrained_model_and_removal_waits_for_it():
     arrivals = [DAY, 2 * DAY, 8 * DAY]
     out = simulate(POLICIES[3], arrivals, Ops(failing_audits={1}))
-    audit_done = 7 * DAY + 3 * HOUR + RETRAIN + AUDIT
+    audit_done = SUNDAY_AUDIT + RETRAIN + AUDIT
     assert out.removal_s[:2] == [audit_done - DAY, audit_done - 2 * DAY]
     assert out.removal_s[2] == UPDATE + EVIDENCE
     assert out.audits == [False, True] and out.fallbacks == 1
@@ -106,8 +111,9 @@ def test_failed_audit_promotes_the_retrained_model_and_removal_waits_for_it():
 
 def test_failed_evidence_falls_back_to_retraining_at_once():
     out = simulate(POLICIES[3], [DAY], Ops(failing_checks={1}))
-    assert out.removal_s == [UPDATE + EVIDENCE + RETRAIN] and out.checks == [False] and out.fallbacks == 1
-    assert out.cpu_s == UPDATE + EVIDENCE + 2 * RETRAIN + AUDIT  # the Monday audit retrains once more
+    # the retrained model is judged by the same checks before it is promoted
+    assert out.removal_s == [UPDATE + EVIDENCE + RETRAIN + EVIDENCE] and out.checks == [False] and out.fallbacks == 1
+    assert out.cpu_s == UPDATE + 2 * EVIDENCE + 2 * RETRAIN + AUDIT  # the Sunday audit retrains once more
 
 
 def test_text_requests_take_one_to_three_secrets_each_and_every_secret_once():
