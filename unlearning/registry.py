@@ -192,7 +192,9 @@ def choose(kind: str, requested: str, **facts) -> str:
     auto: tables → `certified` for a certifiably trained model (facts: certified=True), else
     `second_order`; text → `suppress` up to AUTO_MAX_WINDOWS affected training windows
     (facts: windows=|Z|, an int or a function computing it, called only for auto), else `retrain`;
-    images → `alignment` for every request (the influence updates have no certificate for a
+    images → `alignment` for every request, its default setting ≈ 12 % of the training's cost
+    (AlignmentConfig): the cheapest image method that passed the reference-free image checks on
+    every bench run (docs/benchmarks.md; the influence updates have no certificate for a
     non-convex network, and retraining is the reference).
     """
     if requested != AUTO:

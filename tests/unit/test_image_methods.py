@@ -116,13 +116,44 @@ def test_alignment_forgets_the_class_and_keeps_the_rest(setup, results):
     model, data, request, test = setup
     before = _accuracies(model, data, request, test)
     after = _accuracies(results["alignment"][0].model, data, request, test)
-    # Measured with the defaults (classes 3 and 8): forget accuracy 100 → 1.4/7.2 %, retain accuracy
-    # 100 → 99.9–100 %, test accuracy on the other classes within 0.4 points. The thresholds leave
+    # Measured with the defaults (6 recover + 6 forget steps; classes 3 and 8): forget accuracy
+    # 100 → 1.4/0.0 %, retain accuracy 100 → 99.7–99.9 %, test accuracy on the other classes within
+    # 1 point (class 0 forgets less: 37 % left; the previous one-epoch default 3.5 %). The thresholds leave
     # room for platform-level float differences but would catch a method that does not forget (the
     # opposite DA sign left forget accuracy at 100 %) or that damages the rest.
     assert before["forget"] > 0.95 and after["forget"] < 0.2
     assert after["retain"] >= before["retain"] - 0.02
     assert after["test"] >= before["test"] - 0.03
+
+
+def _gap(metrics, reference):
+    """Mean absolute gap over forget/retain/test accuracy (the bench's avg gap without MIA)."""
+    return sum(abs(metrics[k] - reference[k]) for k in ("forget", "retain", "test")) / 3
+
+
+def test_default_alignment_costs_a_fifth_of_retraining_and_lands_near_it(setup, results):
+    # Issue 13 §3: the default update must pay, ≤ 20 % of retraining's cost, and still be judged
+    # like retraining. Cost counted in images through the network (forward 1, backward 2), the
+    # unit of both methods' stats, not in seconds: on a shared machine timings are noise.
+    from unlearning.images.verify import ImageVerifyConfig, image_checks
+    from unlearning.metrics import evaluate_model
+
+    # Measured (class 3): 11 % of retraining's passes (the previous one-epoch default: 31 %), gap to
+    # retraining 0.006 against the original's 0.34.
+    model, data, request, test = setup
+    aligned, retrained = results["alignment"][0], results["retrain"][0]
+    assert aligned.stats["image_passes"] <= 0.20 * retrained.stats["image_passes"]
+    original = _accuracies(model, data, request, test)
+    reference = _accuracies(retrained.model, data, request, test)
+    after = _accuracies(aligned.model, data, request, test)
+    assert _gap(after, reference) < _gap(original, reference) / 5
+    keep = test[1] != FORGET_CLASS
+    sets = ((data.X[request.forget], data.y[request.forget]), (data.X[request.retain], data.y[request.retain]),
+            (test[0][keep], test[1][keep]))
+    metrics = {name: evaluate_model(m, *sets) for name, m in
+               (("before", model), ("after", aligned.model), ("retrain", retrained.model))}
+    checks = image_checks(metrics["after"], metrics["before"], metrics["retrain"], "forget_class", ImageVerifyConfig())
+    assert all(c["passed"] for c in checks), checks
 
 
 def test_alignment_raises_dimensional_alignment_towards_the_retrained_model(setup, results):
@@ -134,7 +165,7 @@ def test_alignment_raises_dimensional_alignment_towards_the_retrained_model(setu
 
     original, retrained, aligned = da(model), da(results["retrain"][0].model), da(results["alignment"][0].model)
     assert retrained > original + 0.2  # measured 0.94 vs 0.67
-    assert aligned > original + 0.2 and abs(aligned - retrained) < 0.1  # measured 0.98
+    assert aligned > original + 0.2 and abs(aligned - retrained) < 0.1  # measured 0.93
 
 
 def test_retrain_never_sees_the_forget_samples(setup):
@@ -221,7 +252,7 @@ def test_retrain_without_a_schedule_says_what_to_give(setup):
 # --- alignment's budget preset --------------------------------------------------------------------
 
 BUDGET_PRESET = {"epochs": None, "budget": 0.08, "lam_da": 100.0, "clip": 20.0, "refresh": 2,
-                 "sd_without_forgotten_class": True}
+                 "sd_without_forgotten_class": True, "min_steps": 1}
 
 
 def test_alignment_budget_counts_steps_from_the_original_training_cost(setup):
@@ -234,6 +265,18 @@ def test_alignment_budget_counts_steps_from_the_original_training_cost(setup):
     expected = int(0.08 * 3 * 64 * planned // per_recover)
     assert recover_steps_for(cfg, data, len(request.retain)) == expected == 4
     assert recover_steps_for(cfg.model_copy(update={"steps": 7}), data, 10) == 7  # steps override the budget
+
+
+def test_alignment_budget_runs_at_least_min_steps_after_a_short_training(setup):
+    # A user's 180-image folder trained 24 steps: 12 % of that is under one recover step, and one
+    # step forgot too little to pass verification (tests/flows/test_user_images.py).
+    from unlearning.images.alignment import AlignmentConfig, recover_steps_for
+
+    _, data, request, _ = setup
+    short = ImageData(data.X, data.y, cnn.TrainSchedule.from_preset("tiny", steps=24))
+    cfg = AlignmentConfig()
+    assert recover_steps_for(cfg, short, len(request.retain)) == cfg.min_steps
+    assert recover_steps_for(cfg, data, len(request.retain)) >= cfg.min_steps
 
 
 def test_alignment_budget_preset_forgets_the_class_on_digits(setup):

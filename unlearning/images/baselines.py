@@ -67,6 +67,7 @@ def retrain_on(config: dict, X: torch.Tensor, y: torch.Tensor, schedule: cnn.Tra
     stats = cnn.train(new, X, y, schedule, progress)
     return ImageResult(new, "retrain", "exact", {"steps": stats.steps, "epochs": stats.epochs,
                                                  "loss": stats.loss, "samples": len(y),
+                                                 "image_passes": 3 * stats.samples,  # forward 1 + backward 2
                                                  "schedule": schedule.to_dict()})
 
 

@@ -195,6 +195,7 @@ class TrainStats:
     seconds: float
     loss: float  # mean cross-entropy over the last epoch's batches
     planned_steps: int | None  # the cosine schedule's length (None: constant lr, time budget only)
+    samples: int = 0  # images passed forward and back (a step's batch, summed): the work done
 
 
 def planned_steps(n: int, schedule: TrainSchedule) -> int | None:
@@ -225,6 +226,7 @@ def train(model: CNN, X: torch.Tensor, y: torch.Tensor, schedule: TrainSchedule,
                           weight_decay=schedule.weight_decay)
     model.train()
     started, step, last_loss, done = time.perf_counter(), 0, float("nan"), max_steps == 0
+    samples = 0
     while not done:
         order = torch.randperm(n, generator=gen)
         epoch_loss, seen = 0.0, 0
@@ -238,6 +240,7 @@ def train(model: CNN, X: torch.Tensor, y: torch.Tensor, schedule: TrainSchedule,
             loss.backward()
             opt.step()
             step += 1
+            samples += len(idx)
             epoch_loss += float(loss.detach()) * len(idx)
             seen += len(idx)
             if step >= max_steps or (schedule.seconds is not None
@@ -246,9 +249,9 @@ def train(model: CNN, X: torch.Tensor, y: torch.Tensor, schedule: TrainSchedule,
                 break
         last_loss = epoch_loss / max(seen, 1)
         if progress is not None:
-            progress(TrainStats(step, step / per_epoch, time.perf_counter() - started, last_loss, planned))
+            progress(TrainStats(step, step / per_epoch, time.perf_counter() - started, last_loss, planned, samples))
     model.eval()
-    return TrainStats(step, step / per_epoch, time.perf_counter() - started, last_loss, planned)
+    return TrainStats(step, step / per_epoch, time.perf_counter() - started, last_loss, planned, samples)
 
 
 # --- persistence --------------------------------------------------------------------------------
