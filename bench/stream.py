@@ -32,8 +32,9 @@ runs it; the table's notes say how many were reused. Fidelity: the final product
 the model retrained on the final data.
 
 Output: one table per scenario and the targets, on stdout and in bench/results/stream.md, with the
-machine's load in the header. Default: 30 table, 10 text and 30 image requests over 30 days, ≈ 20–25
-min of CPU on 2 cores (text retrainings ≈ 80 s each dominate); `--quick`: a smoke run of a few minutes
+machine's load in the header. Default: 30 table, 10 text and 30 image requests over 30 days in 2
+processes: text ≈ 17 min of CPU (its 10 retrainings, 72–74 s each, dominate), tables + images ≈ 6 min
+in the other (measured: 33 min wall at load 5–7); `--quick`: a smoke run of a few minutes
 (6/3/6 requests over 7 days, the text model trained 100 steps).
 
     python -m bench.stream [--quick] [--scenarios tables,text,images] [--seed 0] [--cache DIR]
