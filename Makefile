@@ -54,6 +54,7 @@ bench: install
 	$(PY) -m bench.text
 	$(PY) -m bench.images
 	$(PY) -m bench.comply
+	$(PY) -m bench.stream
 
 ui: install
 	$(VENV)/bin/unlearn ui

@@ -1,0 +1,777 @@
+"""`python -m bench.stream`: a month of erasure requests under four policies (issue 13 §4).
+
+Requests arrive over `--days` days (uniform arrival times from a seeded RNG; the month starts on a
+Monday at 00:00) on three scenarios, and each policy processes them on one worker per model
+(operations on a model run one at a time, as the pipeline's model lock makes them):
+
+- tables: UCI Adult as bench.tabular builds it, the plain logistic model; record deletions of 1–5
+  training rows and one revocation of the attribute `sex`.
+- text: the demo corpus and the `small` char-LSTM of bench.text (the demo's 400 steps; `--cache`
+  keeps the original model, which is trained once and is not part of any policy's cost); every
+  request redacts every occurrence of 1–3 of the 20 secrets.
+- images: Fashion-MNIST, the first 800 training images, the small CNN trained 2 epochs (bench.images
+  --quick); every request deletes 1–5 images.
+
+Policies:
+1. `retrain per request`: the model retrained on the corrected data for every request.
+2. `retrain nightly`: the requests that arrived before 02:00 retrained at once, at 02:00.
+3. `update + reference`: the fast update (`auto`) and a reference retrained per request to verify it
+   (the old default); a failed verification promotes the reference.
+4. `update + evidence + weekly audit`: the fast update and the reference-free evidence checks per
+   request (a failed check falls back to retraining, whose model the same checks judge); every
+   Sunday at 03:00 an audit retrains one model on the current data and checks the production model
+   against it for every request since the last audit (a failed audit promotes the retrained model).
+   Audits continue past the month until every request of the month is covered.
+
+Every training, update and check is really run, through the library and the one registry, on one
+thread; its CPU time (time.process_time) is what it costs and is also how long it keeps the worker
+busy on the simulated clock. Time to removal = arrival → the moment a model without the request's
+data would be in production. A retraining on a data version already retrained (the same D', the same
+schedule and seeds: the same model) is run once and its measured CPU time charged to every policy that
+runs it; the table's notes say how many were reused. Fidelity: the final production model against
+the model retrained on the final data.
+
+Output: one table per scenario and the targets, on stdout and in bench/results/stream.md, with the
+machine's load in the header. Default: 30 table, 10 text and 30 image requests over 30 days in 2
+processes: text ≈ 17 min of CPU (its 10 retrainings, 72–74 s each, dominate), tables + images ≈ 6 min
+in the other (measured: 33 min wall at load 5–7); `--quick`: a smoke run of a few minutes
+(6/3/6 requests over 7 days, the text model trained 100 steps).
+
+    python -m bench.stream [--quick] [--scenarios tables,text,images] [--seed 0] [--cache DIR]
+                           [--requests tables=30,text=10,images=30] [--days 30] [--jobs 2]
+                           [--image-subset 800] [--image-epochs 2]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see environment notes: spin-waits on 2 shared cores
+
+import argparse
+import math
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+DAY = 86_400.0
+HOUR = 3_600.0
+# prefect.yaml's schedules: the nightly deployment at 02:00 ("0 2 * * *"), the weekly audit on
+# Sundays at 03:00 ("0 3 * * 0"); day 0 of the month is a Monday.
+NIGHTLY_HOUR = 2.0
+AUDIT_WEEKDAY, AUDIT_HOUR = 6, 3.0
+POLICIES = ("retrain per request", "retrain nightly", "update + reference", "update + evidence + weekly audit")
+SCENARIOS = ("tables", "text", "images")
+DEFAULT_REQUESTS = {"tables": 30, "text": 10, "images": 30}
+QUICK_REQUESTS = {"tables": 6, "text": 3, "images": 6}
+QUICK_STEPS = 100  # --quick: a text model trained (and retrained) a quarter of the demo's steps
+RESULTS = Path(__file__).parent / "results" / "stream.md"
+TARGET_CPU_SHARE, TARGET_REMOVAL_SHARE = 0.10, 0.10
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# === the simulated clock and the policies (pure: tests/unit/test_stream_clock.py) ===============
+
+def arrival_times(n: int, days: float, seed: int) -> list[float]:
+    """n sorted arrival times in seconds since the month's start, uniform over `days` days."""
+    rng = np.random.default_rng([seed, n])
+    return sorted(float(t) for t in rng.uniform(0.0, days * DAY, size=n))
+
+
+def next_daily(t: float, hour: float) -> float:
+    """The first `hour`:00 strictly after t (a request arriving at 02:00 sharp waits for tomorrow's)."""
+    at = math.floor(t / DAY) * DAY + hour * HOUR
+    return at if at > t else at + DAY
+
+
+def next_weekly(t: float, weekday: int, hour: float) -> float:
+    """The first weekday `weekday` (0 = the month's first day) at `hour`:00 strictly after t."""
+    at = math.floor((t - weekday * DAY) / (7 * DAY)) * 7 * DAY + weekday * DAY + hour * HOUR
+    return at if at > t else at + 7 * DAY
+
+
+def batches_at(arrivals: list[float], when: Callable[[float], float]) -> list[tuple[float, list[int]]]:
+    """(run time, the 1-based request indices it covers) for each scheduled run that covers a request:
+    a request is covered by the first run after its arrival."""
+    out: dict[float, list[int]] = {}
+    for k, t in enumerate(arrivals, start=1):
+        out.setdefault(when(t), []).append(k)
+    return sorted(out.items())
+
+
+def nightly_batches(arrivals: list[float], hour: float = NIGHTLY_HOUR) -> list[tuple[float, list[int]]]:
+    return batches_at(arrivals, lambda t: next_daily(t, hour))
+
+
+def audit_batches(arrivals: list[float], weekday: int = AUDIT_WEEKDAY,
+                  hour: float = AUDIT_HOUR) -> list[tuple[float, list[int]]]:
+    return batches_at(arrivals, lambda t: next_weekly(t, weekday, hour))
+
+
+class Worker:
+    """One model's pipeline: an operation starts when it is due and the previous one has finished,
+    and keeps the worker busy for its measured CPU seconds."""
+
+    def __init__(self):
+        self.free_at = 0.0
+        self.cpu_s = 0.0
+
+    def run(self, due: float, cost: float) -> float:
+        """The simulated time the operation finishes."""
+        self.free_at = max(due, self.free_at) + cost
+        self.cpu_s += cost
+        return self.free_at
+
+
+@dataclass
+class Outcome:
+    policy: str
+    cpu_s: float = 0.0
+    removal_s: list[float] = field(default_factory=list)  # per request, in request order
+    checks: list[bool] = field(default_factory=list)  # per-request verification verdicts (policies 3, 4)
+    audits: list[bool] = field(default_factory=list)
+    fallbacks: int = 0  # requests (or audits) whose fast model was replaced by a retrained one
+    model: object = None  # the production model at the end
+    operations: dict[str, int] = field(default_factory=dict)  # what ran how often
+    spent: dict[str, float] = field(default_factory=dict)  # CPU seconds per kind of operation
+
+    def charge(self, what: str, cost: float) -> float:
+        self.operations[what] = self.operations.get(what, 0) + 1
+        self.spent[what] = self.spent.get(what, 0.0) + cost
+        return cost
+
+
+def simulate(policy: str, arrivals: list[float], ops) -> Outcome:
+    """Run one policy over the requests (1-based k, arriving at arrivals[k-1]) with `ops`:
+    `original` (the model in production at the start) and five operations each returning
+    (cost in seconds, value): retrain(j) → the model retrained on the data after requests 1..j;
+    update(model, k) → the fast update of request k; reference(model, before, k, retrained) → passed;
+    evidence(model, before, k) → passed; audit(model, ks, retrained) → passed."""
+    worker, out, model = Worker(), Outcome(policy), ops.original
+    removal: dict[int, float] = {}
+
+    def retrain(j: int):
+        cost, retrained = ops.retrain(j)
+        return out.charge("retrain", cost), retrained
+
+    if policy == POLICIES[0]:
+        for k, t in enumerate(arrivals, start=1):
+            cost, model = retrain(k)
+            removal[k] = worker.run(t, cost) - t
+    elif policy == POLICIES[1]:
+        for at, ks in nightly_batches(arrivals):
+            cost, model = retrain(ks[-1])
+            done = worker.run(at, cost)
+            removal.update({k: done - arrivals[k - 1] for k in ks})
+    elif policy == POLICIES[2]:
+        for k, t in enumerate(arrivals, start=1):
+            c_update, updated = ops.update(model, k)
+            c_retrain, retrained = retrain(k)
+            c_check, passed = ops.reference(updated, model, k, retrained)
+            out.charge("update", c_update), out.charge("reference checks", c_check)
+            out.checks.append(passed)
+            out.fallbacks += not passed
+            model = updated if passed else retrained
+            removal[k] = worker.run(t, c_update + c_retrain + c_check) - t
+    elif policy == POLICIES[3]:
+        events = sorted([(t, 0, [k]) for k, t in enumerate(arrivals, start=1)]
+                        + [(at, 1, ks) for at, ks in audit_batches(arrivals)])  # a request at the audit's time goes first
+        for at, is_audit, ks in events:
+            if is_audit:
+                c_retrain, retrained = retrain(ks[-1])
+                c_check, passed = ops.audit(model, ks, retrained)
+                out.charge("audit checks", c_check)
+                out.audits.append(passed)
+                done = worker.run(at, c_retrain + c_check)
+                if not passed:  # the data is out for sure only once the retrained model is promoted
+                    out.fallbacks += 1
+                    model = retrained
+                    removal.update({k: done - arrivals[k - 1] for k in ks})
+                continue
+            k = ks[0]
+            c_update, updated = ops.update(model, k)
+            c_check, passed = ops.evidence(updated, model, k)
+            cost = out.charge("update", c_update) + out.charge("evidence checks", c_check)
+            out.checks.append(passed)
+            if passed:
+                model = updated
+            else:  # the fall-back retrains and judges the retrained model by the same checks
+                c_retrain, retrained = retrain(k)
+                cost += c_retrain + out.charge("evidence checks", ops.evidence(retrained, model, k)[0])
+                out.fallbacks += 1
+                model = retrained
+            removal[k] = worker.run(at, cost) - at
+    else:
+        raise ValueError(f"unknown policy {policy!r}: one of {', '.join(POLICIES)}")
+    out.cpu_s, out.model = worker.cpu_s, model
+    out.removal_s = [removal[k] for k in range(1, len(arrivals) + 1)]
+    return out
+
+
+# === measuring the real operations ===============================================================
+
+def cpu_of(fn: Callable[[], object]) -> tuple[float, object]:
+    """(CPU seconds of this process while fn ran, its value); everything runs on one torch thread."""
+    from unlearning.linalg import single_threaded
+    with single_threaded():
+        started = time.process_time()
+        value = fn()
+        return time.process_time() - started, value
+
+
+class Measured:
+    """The `ops` of `simulate` over a scenario: every operation really run and its CPU time
+    measured; retrainings memoised per data version (the same D', schedule and seeds)."""
+
+    def __init__(self, scenario):
+        self.scenario = scenario
+        self.original = scenario.original
+        self.retrained: dict[int, tuple[float, object]] = {}
+        self.retrain_calls = 0
+
+    def retrain(self, j: int):
+        self.retrain_calls += 1
+        if j not in self.retrained:
+            say(f"    [{self.scenario.name}] retraining on the data after request {j} ...")
+            self.retrained[j] = cpu_of(lambda: self.scenario.retrain(j))
+        return self.retrained[j]
+
+    def update(self, model, k: int):
+        return cpu_of(lambda: self.scenario.update(model, k))
+
+    def reference(self, model, before, k: int, retrained):
+        return cpu_of(lambda: passed(self.scenario.reference_checks(model, before, [k], retrained)))
+
+    def evidence(self, model, before, k: int):
+        return cpu_of(lambda: passed(self.scenario.evidence_checks(model, before, k)))
+
+    def audit(self, model, ks: list[int], retrained):
+        return cpu_of(lambda: passed(self.scenario.audit_checks(model, ks, retrained)))
+
+
+def passed(checks: list[dict]) -> bool:
+    return all(c["passed"] for c in checks)
+
+
+def check(name: str, value: float, threshold: str, ok: bool) -> dict:
+    return {"name": name, "value": float(value), "threshold": threshold, "passed": bool(ok)}
+
+
+# === tables =======================================================================================
+# Adult (bench.tabular's table), the plain model (λ = 1e-3 per row). A model version carries the
+# Hessian cache the pipeline computes for every registered version (charged to the operation that
+# produced it), and the problem it came from (its θ before and D', for the evidence).
+
+@dataclass(frozen=True, eq=False)
+class TableModel:
+    bundle: object  # unlearning.tabular.bundle.ModelBundle
+    cache: dict
+    problem: object = None  # the Problem the version was computed on (None: the original)
+    residual: float | None = None  # ‖∇L(θ; D')‖, exact (methods.run_method computes it)
+
+
+class Tables:
+    name = "tables"
+    REVOKED = ("sex",)
+
+    def __init__(self, n_requests: int, seed: int):
+        from unlearning.builtin import BUILTIN
+        from unlearning.tabular import erasure
+        from unlearning.tabular.data import correct_table
+        from unlearning.tabular.training import TrainConfig, train_bundle
+
+        self.erasure = erasure
+        table = BUILTIN["adult"]()
+        say("  [tables] training the plain Adult model and its Hessian cache (not charged) ...")
+        bundle, b, _ = train_bundle(table, TrainConfig(lam=1e-3))
+        self.original = TableModel(bundle, erasure.model_cache(bundle, table, b))
+        rng = np.random.default_rng([seed, 1])
+        ids = list(rng.permutation(np.asarray(table.frame.index[table.train_mask()]).astype(str)))
+        revoke_at = int(rng.integers(1, n_requests + 1))
+        self.data, self.requests = [table], []
+        for k in range(1, n_requests + 1):
+            if k == revoke_at:
+                self.requests.append({"revoke": self.REVOKED, "delete": []})
+            else:
+                self.requests.append({"revoke": (), "delete": [ids.pop() for _ in range(int(rng.integers(1, 6)))]})
+            r = self.requests[-1]
+            self.data.append(correct_table(self.data[-1], r["delete"], list(r["revoke"]), {}))
+
+    def describe(self) -> str:
+        deleted = sum(len(r["delete"]) for r in self.requests)
+        return (f"Adult, plain logistic model (λ = 1e-3), {len(self.requests)} requests: {deleted} record(s) deleted "
+                f"in {sum(1 for r in self.requests if r['delete'])} request(s), one revocation of `sex`")
+
+    def _run(self, method: str, model: TableModel, k_from: int, k_to: int) -> TableModel:
+        """The method on the request(s) k_from+1..k_to through the registry, registered as the
+        pipeline registers a version (new feature map, θ, Hessian cache)."""
+        from unlearning import registry
+        problem, bundle_after, _ = self.erasure.build_problem(model.bundle, self.data[k_from], self.data[k_to],
+                                                              None, dict(model.cache))
+        result = registry.run("tabular", method, problem)
+        bundle = self.erasure.unlearned_bundle(bundle_after, result.theta)
+        return TableModel(bundle, self.erasure.model_cache(bundle, self.data[k_to], None), problem, result.residual)
+
+    def retrain(self, j: int) -> TableModel:
+        return self._run("retrain", self.original, 0, j)
+
+    def update(self, model: TableModel, k: int) -> TableModel:
+        return self._run("auto", model, k - 1, k)
+
+    def _test(self, bundle, k: int):
+        return self.erasure.held_out_data(self.data[k], bundle)
+
+    def reference_checks(self, model: TableModel, before: TableModel, ks: list[int], retrained: TableModel) -> list[dict]:
+        """Today's reference verification (unlearning.tabular.verify) on the held-out rows."""
+        from unlearning.tabular import verify
+        test = self._test(model.bundle, ks[-1])
+        metrics = verify.fidelity(model.bundle.theta, retrained.bundle.theta, before.bundle.theta, test.X, test.y)
+        return verify.checks(metrics, verify.VerifyConfig())
+
+    def evidence_checks(self, model: TableModel, before: TableModel, k: int) -> list[dict]:
+        """The evidence mode of unlearning.tabular.verify: strong convexity turns the exact residual
+        on D' into ‖θ − θ_retrain‖ ≤ ‖∇L(θ; D')‖ / Λ and a guaranteed agreement; no model trained."""
+        from unlearning.tabular import influence, verify
+        problem = model.problem
+        test = self._test(model.bundle, k)
+        metrics = verify.convexity_evidence(model.bundle.theta, before.bundle.theta, model.residual,
+                                            influence.gradient_residual(problem, problem.theta), model.bundle.l2,
+                                            problem.n_new, test.X, test.y)
+        return verify.convexity_checks(metrics, verify.VerifyConfig())
+
+    def audit_checks(self, model: TableModel, ks: list[int], retrained: TableModel) -> list[dict]:
+        return self.reference_checks(model, model, ks, retrained)
+
+    def fidelity(self, model: TableModel, final: TableModel) -> dict:
+        from unlearning.tabular import verify
+        test = self._test(model.bundle, len(self.requests))
+        return {"agreement %": 100 * verify.agreement(model.bundle.theta, final.bundle.theta, test.X),
+                "‖θ − θ_r‖": float((model.bundle.theta - final.bundle.theta).norm())}
+
+    @staticmethod
+    def fidelity_text(f: dict) -> str:
+        return f"agreement {f['agreement %']:.2f} %, ‖θ − θ_r‖ {f['‖θ − θ_r‖']:.2e}"
+
+
+# === text =========================================================================================
+# bench.text's setting: the demo corpus, the `small` char-LSTM, every occurrence of a secret
+# redacted with the token policy. A model is an lm.LMBundle; D_k is the corpus after requests 1..k.
+
+class Text:
+    name = "text"
+
+    def __init__(self, n_requests: int, seed: int, steps: int, cache: Path | None, candidates: int):
+        from bench import text as bench_text
+        from tasks.scan import scan_corpus
+        from unlearning.text import lm
+        from unlearning.text.data import build_shakespeare, redact
+
+        self.lm, self.candidates, self.salt = lm, candidates, bench_text.SALT
+        corpus = build_shakespeare()
+        findings = scan_corpus(corpus, bench_text.SALT)
+
+        def train():
+            say(f"  [text] training the original `small` model ({steps} steps; not charged) ...")
+            bundle, st = lm.train_text_model(corpus, "small", steps=steps)
+            return bundle, {"seconds": st.seconds, "steps": st.steps, "epochs": st.epochs}
+
+        self.original, _ = bench_text.cached_model(cache, f"small-{steps}steps", train)
+        prints = list(dict.fromkeys(f["fingerprint"] for f in findings))
+        rng = np.random.default_rng([seed, 2])
+        groups = secret_groups([prints[i] for i in rng.permutation(len(prints))], n_requests, rng)
+        self.requests = [[f for f in findings if f["fingerprint"] in set(g)] for g in groups]
+        self.data = [corpus]
+        for part in self.requests:
+            self.data.append(redact(self.data[-1], lm.occurrences_of(part), policy="token"))
+        self.secrets = [lm.secrets_of(corpus, part) for part in self.requests]  # raw values: in memory only
+
+    def describe(self) -> str:
+        sizes = [len(s) for s in self.secrets]
+        return (f"demo corpus, `small` char-LSTM ({self.original.settings['steps']} steps), {len(sizes)} requests of "
+                f"{min(sizes)}–{max(sizes)} secrets ({sum(sizes)} secrets, "
+                f"{sum(len(r) for r in self.requests)} occurrences), exposure over {self.candidates} candidates")
+
+    def _context(self, model, k_from: int, k_to: int):
+        lm = self.lm
+        part = [f for r in self.requests[k_from:k_to] for f in r]
+        request, windows = lm.window_request(model, self.data[k_from], self.data[k_to], part)
+        return lm.TextContext(model, request, windows)
+
+    def retrain(self, j: int):
+        from unlearning import registry
+        return registry.run("text", "retrain", self._context(self.original, 0, j)).bundle
+
+    def update(self, model, k: int):
+        from unlearning import registry
+        return registry.run("text", "auto", self._context(model, k - 1, k)).bundle
+
+    def _measure(self, model, secrets, k: int, regenerate: bool = True) -> dict:
+        lm = self.lm
+        return {"exposures": [lm.secret_exposure(model, s, self.candidates) for s in secrets],
+                "regenerated": sum(lm.regenerates(model, s, self.salt, lm.TextVerifyConfig().samples)
+                                   for s in secrets) if regenerate else 0,
+                "perplexity": lm.held_out_perplexity(model, self.data[k])}
+
+    def _checks(self, after: dict, ppl_base: float, ref: dict) -> list[dict]:
+        """Today's reference checks (tasks/kinds/text.py): every secret's exposure ≤ retrained + 2
+        bits, held-out perplexity ≤ +3 % over `ppl_base`, nothing regenerated."""
+        cfg = self.lm.TextVerifyConfig()
+        gap = max(a - r for a, r in zip(after["exposures"], ref["exposures"]))
+        increase = after["perplexity"] / ppl_base - 1
+        return [check("exposure_vs_retrain_bits", gap, f"<= {cfg.exposure_margin_bits}", gap <= cfg.exposure_margin_bits),
+                check("perplexity_increase", increase, f"<= {cfg.max_perplexity_increase}",
+                      increase <= cfg.max_perplexity_increase),
+                check("secrets_regenerated", after["regenerated"], "== 0", after["regenerated"] == 0)]
+
+    def reference_checks(self, model, before, ks: list[int], retrained) -> list[dict]:
+        secrets = [s for k in ks for s in self.secrets[k - 1]]
+        after = self._measure(model, secrets, ks[-1])
+        ppl_before = self.lm.held_out_perplexity(before, self.data[ks[0] - 1])
+        return self._checks(after, ppl_before, self._measure(retrained, secrets, ks[-1], regenerate=False))
+
+    def evidence_checks(self, model, before, k: int) -> list[dict]:
+        """The evidence mode (unlearning.text.evidence): each removed secret against controls of its
+        format in the same model, regeneration from every occurrence's context, held-out perplexity
+        against the model before, relearning on held-out text; no model trained."""
+        from unlearning.text import evidence
+        cfg = evidence.EvidenceConfig()
+        items = evidence.prepare(self.secrets[k - 1], self.data[k - 1], self.data[k], cfg)
+        rows = evidence.judge(model, items, cfg, self.salt, evidence.relearning_windows(model, self.data[k]))
+        ppl = {"before": self.lm.held_out_perplexity(before, self.data[k - 1]),
+               "after": self.lm.held_out_perplexity(model, self.data[k])}
+        return evidence.evidence_checks(rows, ppl, cfg)
+
+    def audit_checks(self, model, ks: list[int], retrained) -> list[dict]:
+        """The audit: the reference checks for every covered secret, perplexity against the retrained model's."""
+        secrets = [s for k in ks for s in self.secrets[k - 1]]
+        ref = self._measure(retrained, secrets, ks[-1], regenerate=False)
+        return self._checks(self._measure(model, secrets, ks[-1]), ref["perplexity"], ref)
+
+    def fidelity(self, model, final) -> dict:
+        secrets = [s for group in self.secrets for s in group]
+        k = len(self.requests)
+        m, r = self._measure(model, secrets, k, regenerate=False), self._measure(final, secrets, k, regenerate=False)
+        return {"worst exposure gap (bits)": max(a - b for a, b in zip(m["exposures"], r["exposures"])),
+                "perplexity ratio": m["perplexity"] / r["perplexity"]}
+
+    @staticmethod
+    def fidelity_text(f: dict) -> str:
+        return f"worst exposure gap {f['worst exposure gap (bits)']:+.1f} bits, perplexity ×{f['perplexity ratio']:.3f}"
+
+
+def secret_groups(prints: list[str], n_requests: int, rng: np.random.Generator) -> list[list[str]]:
+    """`prints` cut into n_requests consecutive groups of 1–3 secrets, as many secrets as that allows
+    (sizes as even as possible, then varied at random); with more requests than secrets, the extra
+    requests are dropped."""
+    n = min(n_requests, len(prints))
+    sizes = [max(1, min(3, len(prints) // n))] * n
+    spare = min(len(prints), 3 * n) - sum(sizes)
+    for i in rng.permutation(n):
+        if spare <= 0:
+            break
+        grow = min(3 - sizes[i], spare)
+        sizes[i] += grow
+        spare -= grow
+    for _ in range(n):  # vary the sizes, keeping their sum: move one secret between two requests
+        i, j = (int(x) for x in rng.integers(n, size=2))
+        if sizes[i] > 1 and sizes[j] < 3 and i != j:
+            sizes[i], sizes[j] = sizes[i] - 1, sizes[j] + 1
+    out, start = [], 0
+    for size in sizes:
+        out.append(prints[start:start + size])
+        start += size
+    return out
+
+
+# === images =======================================================================================
+# bench.images --quick's setting: Fashion-MNIST, the first 800 training images, the small CNN
+# trained 2 epochs. A model is a CNN; D_k = the images left after requests 1..k, in their order.
+
+class Images:
+    name = "images"
+
+    def __init__(self, n_requests: int, seed: int, subset: int = 800, epochs: float = 2.0):
+        import torch
+        from bench.images import tensors, train_original
+        from unlearning.images.data import build_fashion_mnist
+
+        fm = build_fashion_mnist(n_train=subset, n_test=2000, allow_download=False)
+        X, y = tensors(fm.images[fm.train], fm.labels[fm.train])
+        say(f"  [images] training the original CNN ({subset} images, {epochs:g} epochs; not charged) ...")
+        self.original, data = train_original(X, y, epochs, seed)
+        self.X, self.y, self.schedule = X, y, data.schedule
+        self.test = tensors(fm.images[~fm.train], fm.labels[~fm.train])
+        rng = np.random.default_rng([seed, 3])
+        order = list(rng.permutation(len(y)))
+        self.requests = [sorted(int(order.pop()) for _ in range(int(rng.integers(1, 6)))) for _ in range(n_requests)]
+        alive = torch.ones(len(y), dtype=torch.bool)
+        self.alive = [alive.clone()]
+        for deleted in self.requests:
+            alive[deleted] = False
+            self.alive.append(alive.clone())
+        self.subset, self.epochs, self.fm, self.tensors = subset, epochs, fm, tensors
+
+    def describe(self) -> str:
+        return (f"Fashion-MNIST, first {self.subset} training images, small CNN {self.epochs:g} epochs; "
+                f"{len(self.requests)} requests deleting {sum(map(len, self.requests))} images (1–5 each)")
+
+    def _data(self, k: int):
+        from unlearning.images import ImageData
+        keep = self.alive[k]
+        return ImageData(self.X[keep], self.y[keep], self.schedule)
+
+    def _context(self, model, k_from: int, k_to: int):
+        from unlearning.images import delete_records
+        from unlearning.images.registry import ImageContext
+        before, after = self.alive[k_from], self.alive[k_to]
+        positions = (before & ~after)[before].nonzero().squeeze(1)  # the deleted images among D_{k_from}
+        return ImageContext(model, self._data(k_from), delete_records(int(before.sum()), positions))
+
+    def retrain(self, j: int):
+        from unlearning import registry
+        return registry.run("images", "retrain", self._context(self.original, 0, j)).model
+
+    def update(self, model, k: int):
+        from unlearning import registry
+        return registry.run("images", "auto", self._context(model, k - 1, k)).model
+
+    def _forget(self, ks: list[int]):
+        idx = [i for k in ks for i in self.requests[k - 1]]
+        return self.X[idx], self.y[idx]
+
+    def _metrics(self, model, ks: list[int]) -> dict:
+        from unlearning.metrics import evaluate_model
+        keep = self.alive[ks[-1]]
+        return evaluate_model(model, self._forget(ks), (self.X[keep], self.y[keep]), self.test)
+
+    def reference_checks(self, model, before, ks: list[int], retrained) -> list[dict]:
+        """Today's reference verification (unlearning.images.verify) against the retrained CNN."""
+        from unlearning.images.verify import ImageVerifyConfig, image_checks
+        return image_checks(self._metrics(model, ks), {}, self._metrics(retrained, ks), "delete_records",
+                            ImageVerifyConfig())
+
+    def evidence_checks(self, model, before, k: int) -> list[dict]:
+        """The evidence mode (unlearning.images.evidence), as tasks/kinds/images.py runs it: the
+        deleted images against held-out images of their classes (accuracy gap, membership AUC) in the
+        updated model, utility (every metric, as the pipeline evaluates it) against the model before."""
+        from unlearning.images import evidence
+        cfg = evidence.ImageEvidenceConfig()
+        context = self._context(before, k - 1, k)
+        classes = set(self.y[self.requests[k - 1]].tolist())
+        controls = evidence.control_positions(self.fm.train, self.fm.labels, classes, cfg.max_controls)
+        sets = evidence.evidence_sets(context.data, context.request,
+                                      self.tensors(self.fm.images[controls], self.fm.labels[controls]))
+        rows = [self._metrics(m, [k]) for m in (before, model)]
+        found = [evidence.evidence_of(m, sets, cfg) for m in (before, model)]
+        return evidence.evidence_checks(found[1], rows[1], rows[0], cfg)
+
+    def audit_checks(self, model, ks: list[int], retrained) -> list[dict]:
+        return self.reference_checks(model, model, ks, retrained)
+
+    def fidelity(self, model, final) -> dict:
+        from unlearning.metrics import compare_to_retrain
+        ks = list(range(1, len(self.requests) + 1))
+        rows = compare_to_retrain([{"method": "retrain", **self._metrics(final, ks)},
+                                   {"method": "final", **self._metrics(model, ks)}])
+        return {"avg gap": rows[1]["avg_gap"]}
+
+    @staticmethod
+    def fidelity_text(f: dict) -> str:
+        return f"average gap {f['avg gap']:.2f} points (UA/RA/TA/MIA)"
+
+
+# === the table ====================================================================================
+
+def minutes(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * HOUR:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / HOUR:.1f} h"
+
+
+def verdicts(values: list[bool]) -> str:
+    return f"{sum(values)}/{len(values)}" if values else "—"
+
+
+def scenario_rows(outcomes: list[Outcome], fidelity: dict[str, dict], fidelity_text) -> list[str]:
+    lines = ["| policy | CPU s | share of retrain per request | CPU s by operation | median time to removal | "
+             "max time to removal | checks passed (per request) | audits passed | fall-backs to retraining | "
+             "fidelity to a retrain on the final data |", "|---|---:|---:|---|---:|---:|---:|---:|---:|---|"]
+    base = outcomes[0].cpu_s
+    for o in outcomes:
+        spent = ", ".join(f"{what} {cpu:.1f}" for what, cpu in o.spent.items())
+        lines.append(f"| {o.policy} | {o.cpu_s:.1f} | {100 * o.cpu_s / base:.1f} % | {spent} | "
+                     f"{minutes(statistics.median(o.removal_s))} | {minutes(max(o.removal_s))} | {verdicts(o.checks)} | "
+                     f"{verdicts(o.audits)} | {o.fallbacks} | {fidelity_text(fidelity[o.policy])} |")
+    return lines
+
+
+def targets(name: str, outcomes: list[Outcome]) -> list[str]:
+    by = {o.policy: o for o in outcomes}
+    new, per_request, nightly = by[POLICIES[3]], by[POLICIES[0]], by[POLICIES[1]]
+    share = new.cpu_s / per_request.cpu_s
+    ratio = statistics.median(new.removal_s) / statistics.median(nightly.removal_s)
+    lines = []
+    if name != "tables":
+        lines.append(f"- CPU of the new default ≤ {TARGET_CPU_SHARE:.0%} of retrain per request: {100 * share:.1f} % — "
+                     f"{'met' if share <= TARGET_CPU_SHARE else 'MISSED'}")
+    lines.append(f"- median time to removal ≤ a tenth of the nightly policy's: {minutes(statistics.median(new.removal_s))} "
+                 f"vs {minutes(statistics.median(nightly.removal_s))} ({ratio:.3g}×) — "
+                 f"{'met' if ratio <= TARGET_REMOVAL_SHARE else 'MISSED'}")
+    lines.append(f"- every audit passes: {verdicts(new.audits)} — "
+                 f"{'met' if new.audits and all(new.audits) else 'MISSED'}")
+    return lines
+
+
+def run_scenario(scenario, arrivals: list[float], policies=POLICIES) -> tuple[list[str], list[str]]:
+    """(the scenario's markdown section, its target lines)."""
+    ops = Measured(scenario)
+    outcomes = []
+    # The new default first: its update, evidence and audit fail early if they are to fail at all
+    # (retrainings are memoised, so the order changes no policy's cost); shown in POLICIES order.
+    for policy in sorted(policies, key=lambda p: (p != POLICIES[3], POLICIES.index(p))):
+        say(f"  [{scenario.name}] {policy} ...")
+        started = time.perf_counter()
+        outcomes.append(simulate(policy, arrivals, ops))
+        say(f"  [{scenario.name}] {policy}: {outcomes[-1].cpu_s:.1f} CPU s charged, "
+            f"{time.perf_counter() - started:.0f} s wall")
+    outcomes.sort(key=lambda o: POLICIES.index(o.policy))
+    final = ops.retrain(len(arrivals))[1]
+    fidelity = {o.policy: scenario.fidelity(o.model, final) for o in outcomes}
+    reused = ops.retrain_calls - len(ops.retrained)
+    section = [f"## {scenario.name}: {scenario.describe()}", "",
+               *scenario_rows(outcomes, fidelity, scenario.fidelity_text), "",
+               f"Notes: {len(arrivals)} requests over {(arrivals[-1] - arrivals[0]) / DAY:.1f} days; "
+               f"{len(ops.retrained)} distinct retrainings run (measured CPU "
+               f"{', '.join(f'{c:.1f}' for c, _ in ops.retrained.values())} s), "
+               f"{reused} more charged at the measured cost of the same data version's. "
+               f"Operations: " + "; ".join(f"{o.policy}: " + ", ".join(f"{n}× {w}" for w, n in o.operations.items())
+                                           for o in outcomes) + ".", ""]
+    goals = targets(scenario.name, outcomes)
+    return section + ["Targets:", "", *goals, ""], goals
+
+
+def build(name: str, n: int, args):
+    if name == "tables":
+        return Tables(n, args.seed)
+    if name == "text":
+        return Text(n, args.seed, args.steps, args.cache, args.candidates)
+    return Images(n, args.seed, args.image_subset, args.image_epochs)
+
+
+def parse_requests(text: str) -> dict[str, int]:
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, count = part.partition("=")
+        if name not in SCENARIOS or not count.isdigit() or int(count) < 1:
+            raise argparse.ArgumentTypeError(f"bad --requests entry {part!r}: SCENARIO=N with N ≥ 1, "
+                                             f"SCENARIO one of {', '.join(SCENARIOS)}")
+        out[name] = int(count)
+    return out
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from flows.settings import DEMO_TEXT_STEPS
+    ap = argparse.ArgumentParser(prog="bench.stream", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_REQUESTS} requests over 7 days")
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated: tables,text,images")
+    ap.add_argument("--requests", type=parse_requests, default={}, help="e.g. text=10,images=30 (default "
+                    + ",".join(f"{k}={v}" for k, v in DEFAULT_REQUESTS.items()) + ")")
+    ap.add_argument("--days", type=float, default=None, help="length of the stream (default 30; --quick 7)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=None,
+                    help=f"text: training steps of the LM (default: the demo's {DEMO_TEXT_STEPS}; --quick {QUICK_STEPS})")
+    ap.add_argument("--candidates", type=int, default=1000, help="text: same-format candidates per exposure")
+    ap.add_argument("--image-subset", type=int, default=800, help="images: training images (bench.images --quick: 800)")
+    ap.add_argument("--image-epochs", type=float, default=2.0, help="images: epochs of the CNN (bench.images --quick: 2)")
+    ap.add_argument("--cache", type=Path, default=RESULTS.parent / "text-cache",
+                    help="text: keep/reuse the original LM here (only the original: retrainings are measured)")
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                    help="scenarios run side by side in separate processes (default: 2 where there are 2 cores: "
+                    "text in one, tables then images in the other)")
+    ap.add_argument("--out", type=Path, default=None, help="default: bench/results/stream.md (quick: stream-quick.md)")
+    args = ap.parse_args(argv)
+    args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = [s for s in args.scenarios if s not in SCENARIOS]
+    if unknown or not args.scenarios:
+        ap.error(f"unknown scenario(s) {unknown}: choose from {', '.join(SCENARIOS)}")
+    counts = dict(QUICK_REQUESTS if args.quick else DEFAULT_REQUESTS)
+    counts.update(args.requests)
+    args.counts = counts
+    args.days = args.days or (7.0 if args.quick else 30.0)
+    args.steps = args.steps or (QUICK_STEPS if args.quick else DEMO_TEXT_STEPS)
+    if args.days <= 0 or args.jobs < 1 or args.image_subset < 10 or args.image_epochs <= 0:
+        ap.error("--days, --jobs and --image-epochs must be positive, --image-subset at least 10")
+    if args.out is None:
+        args.out = RESULTS.with_name("stream-quick.md") if args.quick else RESULTS
+    return args
+
+
+def scenario_section(name: str, args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """One scenario from its set-up to its section (what a --jobs worker process runs)."""
+    say(f"bench.stream: {name}, {args.counts[name]} requests over {args.days:g} days")
+    arrivals = arrival_times(args.counts[name], args.days, args.seed)
+    section, lines = run_scenario(build(name, args.counts[name], args), arrivals)
+    print("\n".join(section), flush=True)
+    return section, [f"- {name}: {line[2:]}" for line in lines]
+
+
+def all_sections(args: argparse.Namespace, done: Callable[[dict], None]) -> None:
+    """Every scenario's (section, targets), handed to `done` as {name: ...} after each finishes; with
+    --jobs > 1 each scenario in its own process (CPU time is measured per process, so scenarios
+    running side by side do not count each other's)."""
+    finished: dict[str, tuple[list[str], list[str]]] = {}
+    if args.jobs <= 1 or len(args.scenarios) == 1:
+        for name in args.scenarios:
+            finished[name] = scenario_section(name, args)
+            done(finished)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(scenario_section, name, args): name for name in args.scenarios}
+        for future in as_completed(futures):
+            finished[futures[future]] = future.result()
+            done(finished)
+
+
+def write_results(args: argparse.Namespace, argv, started: float, finished: dict) -> None:
+    """The results file with every scenario finished so far (rewritten as each finishes)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load = os.getloadavg()
+    pending = [name for name in args.scenarios if name not in finished]
+    still = f" (still running: {', '.join(pending)})" if pending else ""
+    header = (f"# bench.stream — a month of requests — {stamp}, {platform.node()}, nproc {os.cpu_count()}, "
+              f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) when written, "
+              f"{time.perf_counter() - started:.0f} s wall{still}"
+              f"\n\nGenerated by `python -m bench.stream {' '.join(sys.argv[1:] if argv is None else argv)}`. "
+              "CPU s: the measured CPU time of every training, update and check the policy ran (one thread). "
+              "Time to removal: arrival → a model without the data in production, on the simulated clock "
+              "(nightly retraining at 02:00, audits Sundays 03:00, as prefect.yaml schedules them; one worker per model).\n")
+    ordered = [finished[name] for name in args.scenarios if name in finished]
+    sections = [line for section, _ in ordered for line in section]
+    goals = [line for _, lines in ordered for line in lines]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(header + "\n" + "\n".join(sections) + "\nAll targets:\n\n" + "\n".join(goals) + "\n")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    all_sections(args, lambda finished: write_results(args, argv, started, finished))
+    say(f"bench.stream: written {args.out} ({time.perf_counter() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

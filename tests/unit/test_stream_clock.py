@@ -1,0 +1,145 @@
+"""bench.stream's simulated clock and policy arithmetic, with operations of known cost (no model):
+when each policy's model without a request's data reaches production, what it is charged, and
+which model ends in production."""
+
+import pytest
+
+from bench import stream
+from bench.stream import DAY, HOUR, POLICIES, simulate
+
+RETRAIN, UPDATE, CHECK, EVIDENCE, AUDIT = 100.0, 2.0, 5.0, 1.0, 7.0
+
+
+class Ops:
+    """Costs fixed by the test; models are labels; checks fail for the requests/audits named."""
+
+    original = "original"
+
+    def __init__(self, failing_checks=(), failing_audits=()):
+        self.failing_checks, self.failing_audits = set(failing_checks), set(failing_audits)
+        self.audited: list[list[int]] = []
+        self.retrained: list[int] = []
+
+    def retrain(self, j):
+        self.retrained.append(j)
+        return RETRAIN, f"retrained@{j}"
+
+    def update(self, model, k):
+        return UPDATE, f"{model}+u{k}"
+
+    def reference(self, model, before, k, retrained):
+        assert retrained == f"retrained@{k}" and model == f"{before}+u{k}"
+        return CHECK, k not in self.failing_checks
+
+    def evidence(self, model, before, k):
+        return EVIDENCE, k not in self.failing_checks
+
+    def audit(self, model, ks, retrained):
+        self.audited.append(ks)
+        return AUDIT, len(self.audited) not in self.failing_audits
+
+
+def test_daily_and_weekly_runs_are_the_next_ones_strictly_after_arrival():
+    assert stream.next_daily(1 * HOUR, 2) == 2 * HOUR
+    assert stream.next_daily(2 * HOUR, 2) == DAY + 2 * HOUR  # at 02:00 sharp the batch has started
+    assert stream.next_daily(DAY + 23 * HOUR, 2) == 2 * DAY + 2 * HOUR
+    assert stream.next_weekly(0.0, 0, 3) == 3 * HOUR
+    assert stream.next_weekly(4 * HOUR, 0, 3) == 7 * DAY + 3 * HOUR
+    assert stream.next_weekly(0.0, 6, 3) == 6 * DAY + 3 * HOUR  # day 0 is a Monday: Sunday is day 6
+    assert stream.next_weekly(6 * DAY + 3 * HOUR, 6, 3) == 13 * DAY + 3 * HOUR
+    assert stream.next_weekly(13 * DAY, 6, 3) == 13 * DAY + 3 * HOUR
+
+
+def test_arrivals_are_sorted_seeded_and_within_the_month():
+    times = stream.arrival_times(30, 30, seed=0)
+    assert times == sorted(times) and len(times) == 30 and 0 <= times[0] and times[-1] < 30 * DAY
+    assert times == stream.arrival_times(30, 30, seed=0) != stream.arrival_times(30, 30, seed=1)
+
+
+def test_nightly_batches_group_every_request_before_two_oclock():
+    arrivals = [1 * HOUR, 1.5 * HOUR, 3 * HOUR, DAY + 1 * HOUR]
+    assert stream.nightly_batches(arrivals) == [(2 * HOUR, [1, 2]), (DAY + 2 * HOUR, [3, 4])]
+
+
+def test_retrain_per_request_queues_on_one_worker():
+    out = simulate(POLICIES[0], [10.0, 11.0, DAY], Ops())
+    assert out.removal_s == [RETRAIN, 2 * RETRAIN - 1, RETRAIN]  # the second waits for the first
+    assert out.cpu_s == 3 * RETRAIN and out.model == "retrained@3"
+
+
+def test_nightly_retrains_once_per_night_and_removal_waits_for_it():
+    ops = Ops()
+    out = simulate(POLICIES[1], [1 * HOUR, 1.5 * HOUR, 3 * HOUR], ops)
+    assert ops.retrained == [2, 3]  # one retraining per night, on the data after its last request
+    assert out.removal_s == [HOUR + RETRAIN, 0.5 * HOUR + RETRAIN, 23 * HOUR + RETRAIN]
+    assert out.cpu_s == 2 * RETRAIN and out.model == "retrained@3"
+
+
+def test_update_with_reference_pays_a_retraining_per_request_and_falls_back_on_failure():
+    out = simulate(POLICIES[2], [10.0, DAY, 2 * DAY], Ops(failing_checks={2}))
+    cost = UPDATE + RETRAIN + CHECK
+    assert out.removal_s == [cost] * 3 and out.cpu_s == 3 * cost
+    assert out.checks == [True, False, True] and out.fallbacks == 1
+    assert out.model == "retrained@2+u3"  # request 2's failed update was replaced by its reference
+
+
+SUNDAY_AUDIT = 6 * DAY + 3 * HOUR  # the first weekly audit of the month (prefect.yaml: Sundays 03:00)
+
+
+def test_weekly_audit_covers_the_week_and_delays_nothing_when_it_passes():
+    ops = Ops()
+    arrivals = [DAY, 2 * DAY, SUNDAY_AUDIT + 1.0, 8 * DAY]
+    out = simulate(POLICIES[3], arrivals, ops)
+    assert ops.audited == [[1, 2], [3, 4]] and ops.retrained == [2, 4]
+    # request 3 arrives a second after the Sunday audit started: it waits for the audit to finish
+    assert out.removal_s == [UPDATE + EVIDENCE, UPDATE + EVIDENCE, RETRAIN + AUDIT - 1.0 + UPDATE + EVIDENCE,
+                             UPDATE + EVIDENCE]
+    assert out.audits == [True, True] and out.fallbacks == 0
+    assert out.cpu_s == pytest.approx(4 * (UPDATE + EVIDENCE) + 2 * (RETRAIN + AUDIT))
+    assert out.model == "original+u1+u2+u3+u4"
+
+
+def test_failed_audit_promotes_the_retrained_model_and_removal_waits_for_it():
+    arrivals = [DAY, 2 * DAY, 8 * DAY]
+    out = simulate(POLICIES[3], arrivals, Ops(failing_audits={1}))
+    audit_done = SUNDAY_AUDIT + RETRAIN + AUDIT
+    assert out.removal_s[:2] == [audit_done - DAY, audit_done - 2 * DAY]
+    assert out.removal_s[2] == UPDATE + EVIDENCE
+    assert out.audits == [False, True] and out.fallbacks == 1
+    assert out.model == "retrained@2+u3"
+
+
+def test_failed_evidence_falls_back_to_retraining_at_once():
+    out = simulate(POLICIES[3], [DAY], Ops(failing_checks={1}))
+    # the retrained model is judged by the same checks before it is promoted
+    assert out.removal_s == [UPDATE + EVIDENCE + RETRAIN + EVIDENCE] and out.checks == [False] and out.fallbacks == 1
+    assert out.cpu_s == UPDATE + 2 * EVIDENCE + 2 * RETRAIN + AUDIT  # the Sunday audit retrains once more
+
+
+def test_text_requests_take_one_to_three_secrets_each_and_every_secret_once():
+    import numpy as np
+    prints = [f"s{i}" for i in range(20)]
+    for n in (1, 7, 10, 20, 25):
+        groups = stream.secret_groups(prints, n, np.random.default_rng(n))
+        assert all(1 <= len(g) <= 3 for g in groups) and len(groups) == min(n, 20)
+        flat = [p for g in groups for p in g]
+        assert len(flat) == len(set(flat)) and len(flat) == min(20, 3 * min(n, 20))
+
+
+def test_options_default_to_the_documented_month_and_refuse_bad_ones(capsys):
+    args = stream.parse_args([])
+    assert args.counts == {"tables": 30, "text": 10, "images": 30} and args.days == 30
+    assert stream.parse_args(["--quick", "--requests", "text=2"]).counts["text"] == 2
+    for argv in (["--scenarios", "audio"], ["--requests", "text=0"], ["--requests", "video=3"], ["--days", "-1"],
+                 ["--jobs", "0"], ["--image-subset", "5"]):
+        with pytest.raises(SystemExit) as stop:
+            stream.parse_args(argv)
+        assert stop.value.code == 2
+        assert "bench.stream" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_cpu_by_operation_adds_up_to_the_total(policy):
+    out = simulate(policy, [DAY, 2 * DAY, 8 * DAY], Ops(failing_checks={2}, failing_audits={1}))
+    assert sum(out.spent.values()) == pytest.approx(out.cpu_s)
+    assert sum(out.operations.values()) >= 3
