@@ -34,7 +34,7 @@ class Kind(ABC):
     defaults are what a kind without budgets, fallback or extra tags does."""
 
     format: Format  # its dataset and model as files (tasks.formats): its name and dataset type too
-    verify_modes: tuple[str, ...] = ("reference",)  # the VERIFY_MODES it implements
+    verify_modes: tuple[str, ...] = ("evidence", "reference")  # the VERIFY_MODES it implements, the default first
 
     @property
     def name(self) -> str:
@@ -112,10 +112,10 @@ class Kind(ABC):
     def verify(self, lineage: Lineage, plan: Plan, after, update: Update, config) -> Verification:
         """Judge the update against the retrained reference (child run `verify`)."""
 
+    @abstractmethod
     def evidence(self, lineage: Lineage, plan: Plan, after, update: Update, config, mode: str) -> Verification:
-        """Judge the update without training a model (`certificate` or `evidence` mode; child run
-        `verify`): Verification(..., retrain_s=None, mode=mode, retrains=0)."""
-        raise UnlearnError(f"--verify {mode} is not available for {self.name} models: use --verify reference")
+        """Judge the update without training a model (a mode of `verify_modes` other than
+        `reference`; child run `verify`): Verification(..., retrain_s=None, mode=mode, retrains=0)."""
 
     def fall_back(self, lineage: Lineage, plan: Plan, after, update: Update, verification: Verification,
                   config) -> tuple[Update, Verification, dict] | None:
