@@ -328,23 +328,17 @@ def measure_exposure(lineage: Lineage, model: str, corpus: TextCorpus, findings:
 
 # --- evidence ---------------------------------------------------------------------------------
 
-def evidence_config(config) -> evidence.EvidenceConfig:
-    """The evidence thresholds: `config` itself, or the ones a reference config shares with them."""
-    if isinstance(config, evidence.EvidenceConfig):
-        return config
-    if isinstance(config, lm.TextVerifyConfig):
-        return evidence.EvidenceConfig(max_perplexity_increase=config.max_perplexity_increase,
-                                       n_candidates=config.n_candidates, samples=config.samples)
-    return evidence.EvidenceConfig()
+SHARED_THRESHOLDS = ("max_perplexity_increase", "n_candidates", "samples")
 
 
-def reference_config(config) -> lm.TextVerifyConfig:
-    if isinstance(config, lm.TextVerifyConfig):
+def config_as(config, wanted: type):
+    """`config` as a `wanted` (evidence.EvidenceConfig or lm.TextVerifyConfig): itself, the
+    thresholds the two configs share carried over from the other, or the defaults."""
+    if isinstance(config, wanted):
         return config
-    if isinstance(config, evidence.EvidenceConfig):
-        return lm.TextVerifyConfig(max_perplexity_increase=config.max_perplexity_increase,
-                                   n_candidates=config.n_candidates, samples=config.samples)
-    return lm.TextVerifyConfig()
+    if isinstance(config, (evidence.EvidenceConfig, lm.TextVerifyConfig)):
+        return wanted(**{name: getattr(config, name) for name in SHARED_THRESHOLDS})
+    return wanted()
 
 
 def model_perplexity(root, run_id: str, bundle: lm.LMBundle, corpus: TextCorpus) -> float:
@@ -460,14 +454,15 @@ class Text(Kind):
 
     def verify(self, lineage: Lineage, plan: Plan, after, update: Update, config) -> Verification:
         metrics, checks, retrain_s, secrets, reference = verify_lm(lineage, plan, after, update.bundle, update.seconds,
-                                                                   reference_config(config))
+                                                                   config_as(config, lm.TextVerifyConfig))
         return Verification(metrics, checks, retrain_s, detail=(secrets, reference))
 
     # --- evidence ---
     def evidence(self, lineage: Lineage, plan: Plan, after, update: Update, config, mode: str) -> Verification:
-        if mode != "evidence":
-            return super().evidence(lineage, plan, after, update, config, mode)
-        metrics, checks, rows = verify_evidence(lineage, plan, after, update.bundle, evidence_config(config))
+        if mode != "evidence":  # planning refuses it first (Kind.check_verify_mode); never judge by nothing
+            raise UnlearnError(f"--verify {mode} is not available for text models: use --verify evidence or reference")
+        cfg = config_as(config, evidence.EvidenceConfig)
+        metrics, checks, rows = verify_evidence(lineage, plan, after, update.bundle, cfg)
         return Verification(metrics, checks, None, detail=(rows, None), mode="evidence", retrains=0)
 
     def fall_back(self, lineage: Lineage, plan: Plan, after, update: Update, verification: Verification, config):
@@ -475,14 +470,15 @@ class Text(Kind):
         stats = {"fallback_from": update.method, "affected_windows": update.stats["affected_windows"]}
         if reference is None:  # evidence mode trained no reference: train it now
             reference, trained, metrics, checks, secrets, attempt = fall_back_evidence(
-                lineage, plan, after, update, verification.metrics, verification.checks, evidence_config(config))
+                lineage, plan, after, update, verification.metrics, verification.checks,
+                config_as(config, evidence.EvidenceConfig))
             return (Update(reference, "retrain", "exact", update.seconds, {**stats, "seconds": trained["seconds"]}),
                     Verification(metrics, checks, trained["seconds"], detail=(secrets, reference), mode="evidence",
                                  retrains=1), attempt)
         # The fast update missed a threshold: promote the reference verification already retrained.
         metrics, checks, secrets, attempt = fall_back_to_retrained(
             lineage, update.method, verification.metrics, verification.checks, secrets, update.seconds,
-            reference_config(config))
+            config_as(config, lm.TextVerifyConfig))
         attempt["reference"] = "trained by the verification"
         return (Update(reference, "retrain", "exact", update.seconds, {**stats, "seconds": verification.retrain_s}),
                 Verification(metrics, checks, verification.retrain_s, detail=(secrets, reference)), attempt)
