@@ -52,8 +52,14 @@ def load_cache(root: Path, run_id: str) -> dict:
     return dict(torch.load(path)) if path.exists() else {}
 
 
+# What a table model version keeps for the requests on it (unlearning.tabular.erasure.model_cache):
+# H(θ*; D), its Cholesky factor, ‖X‖₂, ∇L_b(θ*; D) and the θ it was taken at, and H's spectrum
+# summaries (largest eigenvalue: the first-order step; diagonal: CG's preconditioner).
+CACHE_KEYS = ("H", "L", "X_norm", "gradient", "gradient_at", "lambda_max", "hess_diag")
+
+
 def save_cache(root: Path, run_id: str, cache: dict) -> None:
-    keep = {k: v for k, v in cache.items() if k in ("H", "L", "X_norm", "gradient", "gradient_at")}
+    keep = {k: v for k, v in cache.items() if k in CACHE_KEYS}
     if not keep:
         return
     path = _private_file(state_dir(root) / "cache" / f"{run_id}.pt")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from unlearning.tabular import logreg
+from unlearning.tabular import influence, logreg
 from unlearning.tabular.bundle import ModelBundle
 from unlearning.tabular.data import Table
 from unlearning.tabular.problem import Certification, Problem, make_problem
@@ -107,4 +107,5 @@ def model_cache(bundle: ModelBundle, table: Table, b: torch.Tensor | None) -> di
     obj = logreg.Objective(l2=bundle.l2, b=b)
     H = logreg.hessian(bundle.theta, data.X, obj)
     return {"H": H, "L": torch.linalg.cholesky(H), "X_norm": float(torch.linalg.matrix_norm(data.X, ord=2)),
-            "gradient": logreg.gradient(bundle.theta, data.X, data.y, obj), "gradient_at": bundle.theta.clone()}
+            "gradient": logreg.gradient(bundle.theta, data.X, data.y, obj), "gradient_at": bundle.theta.clone(),
+            **influence.spectral_cache(H)}

@@ -105,6 +105,12 @@ def first_order_update(p: Problem, tau: float) -> torch.Tensor:
 
 # --- Hessians ---------------------------------------------------------------------------------
 
+def spectral_cache(H: torch.Tensor) -> dict:
+    """What a model version keeps of H(θ*; D)'s spectrum for later requests: its largest
+    eigenvalue and its diagonal (O(p³) and O(p) once per version, never per request)."""
+    return {"lambda_max": float(torch.linalg.eigvalsh(H)[-1]), "hess_diag": H.diagonal().clone()}
+
+
 def original_hessian(p: Problem) -> torch.Tensor:
     """H(θ*; D), cached per model version in p.cache — every later request reuses it."""
     if "H" not in p.cache:
