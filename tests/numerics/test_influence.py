@@ -454,3 +454,24 @@ def test_a_cached_gradient_of_another_model_version_is_ignored():
     other = bundle.with_theta(bundle.theta + 0.1)
     p, _, _ = erasure.build_problem(other, table, after, b, cache)
     assert torch.equal(influence.newton_gradient(p), influence.influence_gradient(p))
+
+
+# --- D' read in place -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("K", [2, 3])
+@pytest.mark.parametrize("kind,m", [("delete", 5), ("label", 30), ("mixed", 10), ("revoke", 2)])
+def test_D_prime_gradient_and_curvature_without_copying_X(K, kind, m):
+    """∇L_b(θ; D'), H(θ*; D')·v and diag H(θ*; D') read D with the kept mask plus Z̃ instead of the
+    copied X_new (issue 14); they must equal the definitions on D' rebuilt by hand, the diagonal
+    also when it starts from the version's cached diagonal of H(θ*; D)."""
+    p = problem(300, 8, K, 5, kind, m, req_seed=3, sigma=0.4)
+    X_new, y_new = corrected_data(p)
+    theta = p.theta + 0.05
+    assert rel(influence.corrected_gradient(p, theta), grad_by_hand(theta, X_new, y_new, p.obj)) <= 1e-12
+    H_new = logreg.hessian(p.theta, X_new, p.obj)
+    S = torch.arange(p.theta.numel())
+    v = torch.linspace(-1, 1, p.theta.numel(), dtype=DTYPE)
+    assert rel(influence.corrected_hvp(p, S)(v), H_new @ v) <= 1e-12
+    assert rel(influence.corrected_hessian_diagonal(p), H_new.diagonal()) <= 1e-12
+    p.cache.update(influence.spectral_cache(logreg.hessian(p.theta, p.X, p.obj)))
+    assert rel(influence.corrected_hessian_diagonal(p), H_new.diagonal()) <= 1e-10

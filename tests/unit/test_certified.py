@@ -102,3 +102,28 @@ def test_starting_residual_is_the_gradient_norm_on_D():
     s = 1 / (1 + np.exp(-(X @ theta)))
     expected = np.linalg.norm(X.T @ (s - y) + 1.0 * theta)
     assert certified.starting_residual(p) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("revocation", [False, True])
+def test_residual_bound_is_the_exact_residual_on_D_prime_plus_rounding(revocation):
+    """The certificate's ε′ for one request: ‖∇L_b(θ; D')‖₂ evaluated with numpy on D' rebuilt by
+    hand, plus a float64 allowance that is non-negative and tiny next to it."""
+    p = _problem(seed=6)
+    X, y = p.X.numpy(), p.y.numpy()
+    b = torch.full((5,), 0.3, dtype=DTYPE)
+    if revocation:  # every row replaced by itself with column 1 zeroed
+        X_tilde = p.X.clone()
+        X_tilde[:, 1] = 0.0
+        p = make_problem(p.theta, Objective(l2=1.0, b=b), p.X, p.y, 2, range(len(X)), X_tilde, p.y, revoked=(1,))
+        X_new, y_new = X_tilde.numpy(), y
+    else:
+        p = make_problem(p.theta, Objective(l2=1.0, b=b), p.X, p.y, 2, [3, 10, 20], p.X[[20]], 1 - p.y[[20]])
+        keep = np.ones(len(X), bool)
+        keep[[3, 10, 20]] = False
+        X_new, y_new = np.concatenate([X[keep], X[[20]]]), np.concatenate([y[keep], 1 - y[[20]]])
+    theta = p.theta.numpy() + 0.1
+    s = 1 / (1 + np.exp(-(X_new @ theta)))
+    expected = np.linalg.norm(X_new.T @ (s - y_new) + 1.0 * theta + 0.3)
+    residual, bound = certified.residual_bound(p, torch.from_numpy(theta))
+    assert residual == pytest.approx(expected, rel=1e-12)
+    assert residual <= bound <= residual + 1e-10

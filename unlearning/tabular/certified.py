@@ -5,6 +5,11 @@
     bound   = γ·‖X‖₂·‖H⁻¹G‖₂·‖X·H⁻¹G‖₂,  γ = 1/4     (data-dependent residual bound)
     ε       = c·ε′/σ              for an accumulated residual bound ε′
 
+Theorem 3 asks for ‖∇L_b(θ_new; D')‖₂ ≤ ε′: the `certified` method computes that residual exactly
+(one pass over D', `residual_bound`) and spends it, plus a float64 rounding allowance; the
+data-dependent bound below, its a-priori upper bound, cost as much (a pass for ‖X_{D'}Δ‖) and was
+10–25× larger on Adult (deleting 100: 0.022 against 9e-4; revoking `sex`: 7.7 against 0.31).
+
 The σ/ε/ε′ arithmetic is in noise.py. X is the matrix of D' and H the Hessian at θ* on D'. ‖X_{D'}‖₂ ≤ ‖X_D‖₂ for every request kind
 here (rows are removed, or replaced by projections of themselves with columns zeroed, or keep
 their x), so the spectral norm of the original training matrix, computed once per model version,
@@ -45,6 +50,32 @@ def data_dependent_bound(p: Problem, step: torch.Tensor) -> float:
     earlier, never larger, and ignores coordinates that are zero in D' (revoked features, whose
     change is exact). The result is still checked against the true residual in the tests.
     """
-    X_step = p.X_new @ step  # (n',)
+    X_step = torch.cat([X @ step if weight is None else (X @ step)[weight > 0]
+                        for X, _, weight in p.new_blocks()])  # (n',), D' read in place
     return GAMMA_LOGISTIC * spectral_norm(p) * float(X_step.abs().max()) * float(X_step.norm())
+
+
+UNIT_ROUNDOFF = 2.0 ** -53  # float64
+
+
+def residual_bound(p: Problem, theta: torch.Tensor) -> tuple[float, float]:
+    """(‖∇L_b(θ; D')‖₂ as computed, a bound on the exact value): one pass over D' (binary θ).
+
+    The computed norm is exact up to float64 rounding of the sums Xᵀr over n' rows (and x·θ over
+    d): |fl(Xᵀr) − Xᵀr| ≤ γ·|X|ᵀ|r| with γ ≈ (n'+d)·u, and ‖|X|ᵀ|r|‖₂ ≤ ‖X‖_F·‖r‖₂ ≤ √d·‖X_D‖₂·‖r‖₂.
+    The bound adds that allowance (≈ 1e-7 on Adult), so the certificate never rests on rounding."""
+    g = p.obj.l2 * theta + (p.obj.b if p.obj.b is not None else 0.0)
+    r_norm2 = 0.0
+    for X, y, weight in p.new_blocks():
+        r = logreg.residual_of_link(theta, X, y)  # (n,)
+        if weight is not None:
+            r = r * weight
+        g = g + X.T @ r
+        r_norm2 += float(r @ r)
+    residual = float(g.norm())
+    d = p.X.shape[1]
+    gamma = (p.n_new + d + 2) * UNIT_ROUNDOFF
+    extra = float((p.obj.l2 * theta).norm()) + (float(p.obj.b.norm()) if p.obj.b is not None else 0.0)
+    allowance = gamma * (d ** 0.5 * spectral_norm(p) * r_norm2 ** 0.5 + extra)
+    return residual, residual + allowance
 

@@ -84,7 +84,7 @@ def _result(p: Problem, name: str, theta: torch.Tensor, **extra) -> Result:
 # --- methods ----------------------------------------------------------------------------------
 
 class FirstOrderConfig(MethodConfig):
-    tau: float | None = Field(None, gt=0, description="unlearning rate; None = 1/mean eigenvalue of H")
+    tau: float | None = Field(None, gt=0, description="unlearning rate; None = 1/λmax(H), the step that cannot overshoot")
     chunks: int = Field(1, ge=1, description="iterative variant: apply the update in this many chunks of Z")
 
 
@@ -126,24 +126,22 @@ class CertifiedConfig(MethodConfig):
 
 @register("certified", "certified", CertifiedConfig)
 def certified_update(p: Problem, cfg: CertifiedConfig) -> Result:
-    """Second-order update on the exact Hessian of D', with the data-dependent (ε, δ) bound."""
+    """Second-order update with an (ε, δ) certificate from its exact gradient residual on D'."""
     if p.certification is None:
         raise UnlearnError("method 'certified' needs a model trained with certification: "
                            "retrain with `unlearn train NAME --certified` or use second_order")
     if not logreg.is_binary(p.theta):
         raise UnlearnError("method 'certified' supports binary models only (the bound uses the "
                            "logistic loss): use second_order for a multi-class model")
-    out = influence.second_order_update(p, cfg.solver, "exact", refine_steps=0)
+    # The same Newton step as second_order (Woodbury on the cached factor for a deletion, the cached
+    # H with one refinement for a revocation), from θ*'s own residual so that it is removed too.
+    out = influence.second_order_update(p, cfg.solver, "auto", from_start_gradient=True)
     c = p.certification
-    # θ* minimises L_b(·; D) only to the training tolerance, and its residual there passes into
-    # θ_new unchanged: ∇L_b(θ_new; D') = ∇L_b(θ*; D) + Taylor remainder. The part of it that
-    # `spent` does not already cover (all of it on a freshly trained model) joins the bound.
-    carried = max(0.0, certified.starting_residual(p) - c.spent)
-    bound = certified.data_dependent_bound(p, p.theta - out.theta) + carried
+    residual, bound = certified.residual_bound(p, out.theta)
     spent = c.spent + bound
-    return _result(p, "certified", out.theta, residual_bound=bound,
+    return _result(p, "certified", out.theta, residual=residual, residual_bound=bound,
                    epsilon=noise.epsilon_for(spent, c.sigma, c.delta), delta=c.delta,
-                   stats={"solver": out.solver, "hvps": out.hvps, "carried_residual": carried,
+                   stats={"solver": out.solver, "hvps": out.hvps, "hessian": out.hessian,
                           "budget": c.budget,
                           "budget_used": spent, "budget_left": c.budget - spent,
                           "within_budget": spent <= c.budget})

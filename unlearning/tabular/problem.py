@@ -75,8 +75,29 @@ class Problem:
         return mask
 
     @cached_property
+    def keeps_rows(self) -> bool:
+        """Whether any row of D is untouched (a revocation touches them all)."""
+        return len(self.z_index) < self.n
+
+    @cached_property
+    def keep_weight(self) -> torch.Tensor:
+        """1.0 on untouched rows of D, 0.0 on Z (n,): sums over D' read X in place with these
+        weights instead of copying the untouched rows out (see `new_blocks`)."""
+        return self.keep_mask.to(DTYPE)
+
+    def new_blocks(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """D' as (X_block, y_block, row weights or None) without copying X: all of D weighted by
+        `keep_weight` (left out when every row is touched), then Z̃. A sum over D' is the weighted
+        sum over the blocks; X_new is the same rows materialised (an n×p copy: 4–15 ms on Adult)."""
+        blocks = [(self.X, self.y, self.keep_weight)] if self.keeps_rows else []
+        if len(self.X_tilde):
+            blocks.append((self.X_tilde, self.y_tilde, None))
+        return blocks
+
+    @cached_property
     def X_new(self) -> torch.Tensor:
-        """D' inputs (n', d): untouched rows then Z̃."""
+        """D' inputs (n', d): untouched rows then Z̃. A copy of X: the updates use `new_blocks`;
+        this is for retraining and for callers that need D' as one matrix."""
         return torch.cat([self.X[self.keep_mask], self.X_tilde])
 
     @cached_property
