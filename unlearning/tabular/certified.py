@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from unlearning.tabular import logreg
+from unlearning.tabular import influence, logreg
 from unlearning.tabular.problem import Problem
 
 GAMMA_LOGISTIC = 0.25  # Lipschitz constant of the logistic loss's second derivative
@@ -66,10 +66,7 @@ def residual_bound(p: Problem, theta: torch.Tensor) -> tuple[float, float]:
     The bound adds that allowance (≈ 1e-7 on Adult), so the certificate never rests on rounding."""
     g = p.obj.l2 * theta + (p.obj.b if p.obj.b is not None else 0.0)
     r_norm2 = 0.0
-    for X, y, weight in p.new_blocks():
-        r = logreg.residual_of_link(theta, X, y)  # (n,)
-        if weight is not None:
-            r = r * weight
+    for X, r in influence.link_residuals(p, theta):  # (b, d), (b,)
         g = g + X.T @ r
         r_norm2 += float(r @ r)
     residual = float(g.norm())
