@@ -192,7 +192,10 @@ def choose(kind: str, requested: str, **facts) -> str:
     """The method to run: `requested` itself (checked to exist for the kind), or what `auto` means.
 
     auto: tables → `certified` for a certifiably trained model (facts: certified=True), else
-    `second_order`; text → `suppress` up to AUTO_MAX_WINDOWS affected training windows
+    `second_order`, both on the Cholesky path whenever the model version holds H's factor or
+    p ≤ 5,000 (`influence.auto_solver`): CG, 16–47 products over all of D′, was slower than the
+    cached factor and than retraining on every Adult request, so it is taken only where a dense
+    Hessian cannot be formed at all; text → `suppress` up to AUTO_MAX_WINDOWS affected training windows
     (facts: windows=|Z|, an int or a function computing it, called only for auto), else `retrain`;
     images → `alignment` for every request, its default setting ≈ 12 % of the training's cost
     (AlignmentConfig): the cheapest image method that passed the reference-free image checks on

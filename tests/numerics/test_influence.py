@@ -475,3 +475,13 @@ def test_D_prime_gradient_and_curvature_without_copying_X(K, kind, m):
     assert rel(influence.corrected_hessian_diagonal(p), H_new.diagonal()) <= 1e-12
     p.cache.update(influence.spectral_cache(logreg.hessian(p.theta, p.X, p.obj)))
     assert rel(influence.corrected_hessian_diagonal(p), H_new.diagonal()) <= 1e-10
+
+
+def test_auto_solver_takes_the_cached_factor_before_cg():
+    """CG (two passes over D' per product) is chosen only where no dense factor exists or can be
+    formed: a model version holding H(θ*; D)'s factor uses it whatever p (issue 14)."""
+    p = problem(300, 8, 2, 6, "delete", 3, req_seed=1)
+    assert influence.auto_solver(p, max_dense=4) == "cg"
+    influence.original_factor(p)  # what registration caches per model version
+    out = influence.second_order_update(p, max_dense=4)
+    assert (out.solver, out.hvps) == ("cholesky", 0)
