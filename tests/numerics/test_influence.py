@@ -485,3 +485,14 @@ def test_auto_solver_takes_the_cached_factor_before_cg():
     influence.original_factor(p)  # what registration caches per model version
     out = influence.second_order_update(p, max_dense=4)
     assert (out.solver, out.hvps) == ("cholesky", 0)
+
+
+@pytest.mark.parametrize("K", [2, 3])
+def test_largest_eigenvalue_by_power_iteration_matches_the_dense_spectrum(K):
+    """Above the dense limit (no H cached) λmax comes from Hessian-vector products; it must agree
+    with eigvalsh of the dense H well within the factor 2 that τ = 1/λmax leaves."""
+    p = problem(300, 8, K, 2, "delete", 5)
+    dense = float(torch.linalg.eigvalsh(logreg.hessian(p.theta, p.X, p.obj))[-1])
+    estimate = influence.largest_eigenvalue(p, dense_max=0)
+    assert "H" not in p.cache
+    assert 0.9 * dense <= estimate <= dense * (1 + 1e-9)

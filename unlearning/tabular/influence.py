@@ -126,11 +126,27 @@ def default_tau(p: Problem) -> float:
     return 1.0 / largest_eigenvalue(p)
 
 
-def largest_eigenvalue(p: Problem) -> float:
-    """λmax(H(θ*; D)), cached per model version (spectral_cache); computed here when absent."""
+def largest_eigenvalue(p: Problem, dense_max: int = 5000, iterations: int = 30) -> float:
+    """λmax(H(θ*; D)), cached per model version (spectral_cache). When absent: from the dense H up
+    to `dense_max` parameters, else by power iteration on Hessian-vector products (2 passes over D
+    each; it approaches λmax from below, which the factor 2 of `default_tau` absorbs)."""
     if "lambda_max" not in p.cache:
-        p.cache.update(spectral_cache(original_hessian(p)))
+        if "H" in p.cache or p.theta.numel() <= dense_max:
+            p.cache.update(spectral_cache(original_hessian(p)))
+        else:
+            p.cache["lambda_max"] = power_iteration(lambda v: logreg.hvp(p.theta, p.X, p.obj, v), p.theta, iterations)
     return float(p.cache["lambda_max"])
+
+
+def power_iteration(hvp, like: torch.Tensor, iterations: int) -> float:
+    """The largest eigenvalue of a symmetric positive semi-definite operator given by products."""
+    v = torch.ones_like(like) / like.numel() ** 0.5
+    value = 0.0
+    for _ in range(iterations):
+        w = hvp(v)
+        value = float((v * w).sum())
+        v = w / w.norm()
+    return value
 
 
 def first_order_update(p: Problem, tau: float) -> torch.Tensor:
