@@ -167,7 +167,8 @@ def verify_update(lineage: Lineage, plan: Plan, test: erasure.TrainingData, prob
 
 
 @task(name="fall back to retraining", **STEP)
-def fall_back_to_reference(lineage: Lineage, test: erasure.TrainingData, problem, failed: methods.Result, reference: methods.Result,
+def fall_back_to_reference(lineage: Lineage, test: erasure.TrainingData, problem, failed: methods.Result,
+                           reference: methods.Result,
                            bundle_after: ModelBundle, checks: list[dict], cfg: verify.VerifyConfig, update_s: float):
     """`auto` and the fast update failed verification: the reference verification already
     retrained on D' becomes the new model (guarantee `exact`). Returns (result, bundle, metrics,
@@ -321,8 +322,8 @@ class Tabular(Kind):
 
     def verify(self, lineage: Lineage, plan: Plan, after, update: Update, config) -> Verification:
         result, problem, encoded = update.detail
-        metrics, checks, retrain_s, reference = verify_update(lineage, plan, encoded.test, problem, result, update.bundle,
-                                                              config or verify.VerifyConfig())
+        metrics, checks, retrain_s, reference = verify_update(lineage, plan, encoded.test, problem, result,
+                                                              update.bundle, config or verify.VerifyConfig())
         return Verification(metrics, checks, retrain_s, detail=reference)
 
     def fall_back(self, lineage: Lineage, plan: Plan, after, update: Update, verification: Verification, config):

@@ -32,6 +32,10 @@ def rarest_category_holder(table, exclude: set[str]) -> tuple[str, str]:
     raise AssertionError("no category held by one training record")
 
 
+def flipped(table, record: str) -> str:
+    return next(label for label in table.labels if label != table.frame.loc[record, table.target])
+
+
 def pandas_reference(bundle, before, after):
     """What build_problem computed before the cache: every matrix encoded from the tables."""
     newly = [f for f in after.revoked if f not in bundle.encoder.revoked]
@@ -64,8 +68,8 @@ def test_requests_from_the_cache_equal_requests_encoded_from_the_tables(certifie
     steps = [
         ([ids[3]], [], {}),  # one record, as `delete_records: [6001]`
         ([], ["sex"], {}),
-        ([ids[7], held_out[2], rare], [], {ids[9]: ">50K" if table.frame.loc[ids[9], table.target] != ">50K" else "<=50K"}),
-        ([ids[11]], ["race"], {held_out[4]: ">50K" if table.frame.loc[held_out[4], table.target] != ">50K" else "<=50K"}),
+        ([ids[7], held_out[2], rare], [], {ids[9]: flipped(table, ids[9])}),
+        ([ids[11]], ["race"], {held_out[4]: flipped(table, held_out[4])}),  # a later request after a revocation
     ]
     encoded = erasure.encode_version(table, bundle, "v0")
     for step, (delete, revoke, fix) in enumerate(steps):
@@ -101,3 +105,24 @@ def test_without_a_cache_the_request_encodes_the_tables():
     assert torch.equal(cached[0].X_tilde, fresh[0].X_tilde)
     assert cached[1].encoder == fresh[1].encoder
     assert_same_rows(cached[2].train, fresh[2].train)
+
+
+def test_the_encoded_cache_is_read_only_for_its_data_version_and_goes_with_the_version(tmp_path):
+    from tasks import state
+
+    table = adult_rows()
+    bundle, b, _ = train_bundle(table, TrainConfig(tol=1e-6))
+    unkeyed = erasure.model_cache(bundle, table, b)  # `table` is no stored data version
+    state.save_cache(tmp_path, "run-a", unkeyed)
+    assert (tmp_path / ".unlearn" / "cache" / "run-a.pt").exists()
+    assert not (tmp_path / ".unlearn" / "encoded" / "run-a.pt").exists()  # never kept without its key
+
+    state.save_cache(tmp_path, "run-b", erasure.model_cache(bundle, table, b, erasure.encode_version(table, bundle, "v1")))
+    assert state.load_encoded(tmp_path, "run-b", "v2") is None
+    assert state.load_encoded(tmp_path, "run-b", None) is None
+    kept = erasure.Encoded.from_state(state.load_encoded(tmp_path, "run-b", "v1"))
+    assert_same_rows(kept.train, erasure.training_data(table, bundle))
+    assert_same_rows(kept.test, erasure.held_out_data(table, bundle))
+    assert oct((tmp_path / ".unlearn" / "encoded" / "run-b.pt").stat().st_mode & 0o777) == oct(0o600)
+    assert "encoded/run-b.pt" in state.drop_model_state(tmp_path, "run-b")
+    assert not any((tmp_path / ".unlearn").rglob("run-b*"))

@@ -2,7 +2,9 @@
 
 Z = training rows that are deleted, relabelled, or informative on a revoked feature (science.md §1:
 after standardisation every row is informative, so revoking a feature touches all of them);
-Z̃ = the rows that stay, encoded from the corrected table with the revoked features neutralised.
+Z̃ = the rows that stay, as the corrected table encodes them: revoked features neutralised, labels
+fixed — taken from the model version's own encoding of its data (`Encoded`, kept with the version),
+so that a request costs O(|Z|·p) of encoding, not a pandas pass over the table.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 from unlearning.tabular import influence, logreg
 from unlearning.tabular.bundle import ModelBundle
 from unlearning.tabular.data import Table
-from unlearning.tabular.problem import Certification, Problem, make_problem
+from unlearning.tabular.problem import Problem, make_problem
 
 
 @dataclass(frozen=True)
