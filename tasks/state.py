@@ -132,10 +132,14 @@ def drop_model_state(root: Path, run_id: str) -> list[str]:
     removed = []
     for kind, suffix in (("cache", ".pt"), ("encoded", ".pt"), ("noise", ".pt"), ("exposures", ".json"),
                          ("evidence", ".json")):
-        path = state_dir(root) / kind / f"{run_id}{suffix}"
-        if path.exists():
-            path.unlink()
-            removed.append(f"{kind}/{path.name}")
+        folder = state_dir(root) / kind
+        # a write that was killed leaves its temp file (`<run>.tmp`, `<run>.<pid>.tmp`): it holds
+        # what the version's file holds (the encoded rows of its data), so it goes with it
+        leftovers = [*folder.glob(f"{run_id}.tmp"), *folder.glob(f"{run_id}.*.tmp")] if folder.is_dir() else []
+        for path in [folder / f"{run_id}{suffix}", *leftovers]:
+            if path.exists():
+                path.unlink()
+                removed.append(f"{kind}/{path.name}")
     return removed
 
 
