@@ -53,7 +53,7 @@ def pandas_reference(bundle, before, after):
 
 
 def assert_same_rows(a: erasure.TrainingData, b: erasure.TrainingData):
-    assert a.ids == b.ids
+    assert a.ids.tolist() == b.ids.tolist()
     assert torch.equal(a.X, b.X)
     assert torch.equal(a.y, b.y)
 
@@ -128,3 +128,16 @@ def test_the_encoded_cache_is_read_only_for_its_data_version_and_goes_with_the_v
     killed.write_bytes((tmp_path / ".unlearn" / "encoded" / "run-b.pt").read_bytes())
     assert {"encoded/run-b.pt", "encoded/run-b.4242.tmp"} <= set(state.drop_model_state(tmp_path, "run-b"))
     assert not any((tmp_path / ".unlearn").rglob("run-b*"))
+
+
+def test_prefect_does_not_walk_the_rows_of_an_encoded_table_passed_to_a_task():
+    """Prefect visits every element of a list or dict passed to a task: with the record ids as a
+    list, handing Adult's encoding to `evaluate` cost 0.6 s and each verification 0.1 s."""
+    from prefect.utilities.collections import visit_collection
+
+    table = adult_rows()
+    bundle, _, _ = train_bundle(table, TrainConfig(tol=1e-6))
+    encoded = erasure.encode_version(table, bundle, "v1")
+    visited = []
+    visit_collection(encoded, lambda x: visited.append(x) or x, return_data=False)
+    assert len(visited) < 20 < len(table.frame)

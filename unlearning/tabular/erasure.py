@@ -25,7 +25,9 @@ from unlearning.tabular.problem import Problem, make_problem
 class TrainingData:
     X: torch.Tensor  # (n, d)
     y: torch.Tensor  # (n,)
-    ids: list[str]  # record id of each row
+    # record id of each row, (n,) str objects: an array, not a list, because Prefect visits every
+    # element of a list passed to a task (0.6 s for Adult's ids) and never looks into an array
+    ids: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -44,14 +46,15 @@ class Encoded:
     def to_state(self) -> dict:
         """Tensors and strings (what torch.load reads back with weights_only); the ids as one JSON
         text, which loads 40× faster than a list of 40k strings."""
-        return {"X": self.train.X, "y": self.train.y, "ids": json.dumps(self.train.ids), "X_test": self.test.X,
-                "y_test": self.test.y, "test_ids": json.dumps(self.test.ids), "category_counts": self.category_counts,
+        return {"X": self.train.X, "y": self.train.y, "ids": json.dumps(self.train.ids.tolist()), "X_test": self.test.X,
+                "y_test": self.test.y, "test_ids": json.dumps(self.test.ids.tolist()),
+                "category_counts": self.category_counts,
                 "data_version": self.data_version}
 
     @classmethod
     def from_state(cls, d: dict) -> "Encoded":
-        return cls(TrainingData(d["X"], d["y"], json.loads(d["ids"])),
-                   TrainingData(d["X_test"], d["y_test"], json.loads(d["test_ids"])),
+        return cls(TrainingData(d["X"], d["y"], _id_array(json.loads(d["ids"]))),
+                   TrainingData(d["X_test"], d["y_test"], _id_array(json.loads(d["test_ids"]))),
                    d["category_counts"], d["data_version"])
 
 
@@ -77,7 +80,20 @@ def _encoded_rows(table: Table, bundle: ModelBundle, mask: np.ndarray) -> Traini
     frame = table.frame[mask]
     X = torch.as_tensor(bundle.encoder.transform(frame), dtype=logreg.DTYPE)
     y = torch.as_tensor(bundle.encoder.encode_labels(frame[table.target]), dtype=torch.long)
-    return TrainingData(X=X, y=y, ids=[str(i) for i in frame.index])
+    return TrainingData(X=X, y=y, ids=_id_array(str(i) for i in frame.index))
+
+
+def _id_array(ids) -> np.ndarray:
+    ids = list(ids)
+    out = np.empty(len(ids), dtype=object)
+    out[:] = ids
+    return out
+
+
+def _holds(ids: np.ndarray, wanted) -> np.ndarray:
+    """(n,) bool: which ids are in the set `wanted`."""
+    return np.fromiter((i in wanted for i in ids), dtype=bool, count=len(ids)) if wanted else \
+        np.zeros(len(ids), dtype=bool)
 
 
 def encode_version(table: Table, bundle: ModelBundle, data_version: str | None = None) -> Encoded:
@@ -110,9 +126,8 @@ def requested_changes(before: Table, delete_records, fix_labels: dict) -> Change
 def affected_rows(data: TrainingData, bundle: ModelBundle, deleted: set[str], relabelled: set[str],
                   revoked_columns: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """Row positions of Z in `data`: (deleted rows, replaced rows)."""
-    ids = np.asarray(data.ids)
-    is_deleted = np.isin(ids, list(deleted))
-    is_replaced = np.isin(ids, list(relabelled))
+    is_deleted = _holds(data.ids, deleted)
+    is_replaced = _holds(data.ids, relabelled)
     if revoked_columns:
         is_replaced |= (data.X[:, revoked_columns] != 0).any(dim=1).numpy()
     is_replaced &= ~is_deleted
@@ -158,11 +173,11 @@ def corrected_rows(data: TrainingData, rows: np.ndarray, revoked_columns: list[i
                    labels: dict[str, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows `rows` of `data` as D' has them: revoked columns 0, fixed labels."""
     index = torch.as_tensor(rows, dtype=torch.long)
-    return _corrected(data.X[index], data.y[index], [data.ids[i] for i in rows] if labels else [],
+    return _corrected(data.X[index], data.y[index], data.ids[rows] if labels else [],
                       revoked_columns, labels)
 
 
-def _corrected(X: torch.Tensor, y: torch.Tensor, ids: list[str], revoked_columns: list[int],
+def _corrected(X: torch.Tensor, y: torch.Tensor, ids, revoked_columns: list[int],
                labels: dict[str, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """X, y (copies of rows with record ids `ids`) corrected in place."""
     if revoked_columns:
@@ -183,12 +198,12 @@ def corrected_encoding(encoded: Encoded, encoder_before, encoder_after, changes:
     counts = encoded.category_counts.clone()
     splits = []
     for split in (encoded.train, encoded.test):
-        gone = np.fromiter((i in changes.deleted for i in split.ids), dtype=bool, count=len(split.ids))
+        gone = _holds(split.ids, changes.deleted)
         if gone.any():
             held = encoder_before.one_hot_indicators(split.X[torch.as_tensor(gone)].numpy())
             counts -= torch.as_tensor(held.sum(axis=0), dtype=torch.long)
         keep = torch.as_tensor(~gone)
-        ids = [i for i, g in zip(split.ids, gone) if not g] if gone.any() else list(split.ids)
+        ids = split.ids[~gone]
         X, y = _corrected(split.X[keep], split.y[keep], ids if labels else [], revoked_columns, labels)
         splits.append(TrainingData(X, y, ids))
     counts[revoked_columns] = 0
