@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -280,7 +280,8 @@ def audit_table(root: Path, plan: AuditPlan) -> Judgement:
     approximate = [r.id for r in plan.records if (r.response or {}).get("guarantee") in ("certified", "empirical")]
     shortfall = [{"check": c["name"], "requests": approximate or plan.request_ids} for c in checks if not c["passed"]]
     return Judgement(checks, {**metrics, "reference": source}, retrained, reference.stats["update_seconds"], shortfall,
-                     private=lambda: erasure.model_cache(retrained, plan.dataset, plan.b),
+                     private=lambda: erasure.model_cache(retrained, replace(plan.dataset, version=plan.data_version),
+                                                         plan.b),
                      tags=certification_tags(retrained))
 
 

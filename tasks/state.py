@@ -2,8 +2,9 @@
 
 - the objective-perturbation noise b of a certified lineage: certified removal assumes the
   adversary does not know b, so publishing it with the model would void the certificate;
-- the Hessian cache (H(θ*; D), its Cholesky factor, ‖X‖₂) per model version, which is what
-  makes a later request cheap;
+- the Hessian cache (H(θ*; D), its Cholesky factor, ‖X‖₂) per model version, and the version's
+  table encoded with its feature map (`encoded/`, keyed by data version), which is what makes a
+  later request cheap;
 - the exposures a language model version was measured at (salted fingerprint → bits), so that
   verification does not re-measure what `detect` / `scan --model` measured on the same version;
 - what the evidence checks of a language model version measure once (its held-out perplexity,
@@ -58,14 +59,39 @@ def load_cache(root: Path, run_id: str) -> dict:
 CACHE_KEYS = ("H", "L", "X_norm", "gradient", "gradient_at", "lambda_max", "hess_diag")
 
 
+# The version's data encoded with its feature map (unlearning.tabular.erasure.Encoded), under
+# `encoded` in the cache: the training and held-out rows, their ids and labels, the per-column
+# category counts, and the data version they were encoded from. A file of its own: it holds the
+# records themselves (its rows are what an erasure removes), so it is never written without the
+# data version it belongs to and goes with the version's other state (`drop_model_state`).
+ENCODED_KEYS = ("X", "y", "ids", "X_test", "y_test", "test_ids", "category_counts", "data_version")
+
+
 def save_cache(root: Path, run_id: str, cache: dict) -> None:
     keep = {k: v for k, v in cache.items() if k in CACHE_KEYS}
-    if not keep:
-        return
-    path = _private_file(state_dir(root) / "cache" / f"{run_id}.pt")
-    tmp = path.with_suffix(".tmp")
-    torch.save(keep, tmp)
+    if keep:
+        _save_private(state_dir(root) / "cache" / f"{run_id}.pt", keep)
+    encoded = {k: v for k, v in (cache.get("encoded") or {}).items() if k in ENCODED_KEYS}
+    if encoded.get("data_version"):
+        _save_private(state_dir(root) / "encoded" / f"{run_id}.pt", encoded)
+
+
+def _save_private(path: Path, content: dict) -> None:
+    path = _private_file(path)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(content, tmp)
+    os.chmod(tmp, 0o600)
     os.replace(tmp, path)
+
+
+def load_encoded(root: Path, run_id: str, data_version: str | None) -> dict | None:
+    """The encoded data kept with a model version, if it was encoded from `data_version` (None:
+    absent — a version saved before it was kept — or of other data)."""
+    path = state_dir(root) / "encoded" / f"{run_id}.pt"
+    if data_version is None or not path.exists():
+        return None
+    encoded = torch.load(path)
+    return encoded if encoded.get("data_version") == data_version else None
 
 
 def load_exposures(root: Path, run_id: str) -> dict[str, float]:
@@ -101,13 +127,19 @@ def save_evidence(root: Path, run_id: str, measured: dict) -> None:
 
 
 def drop_model_state(root: Path, run_id: str) -> list[str]:
-    """Delete the cache, noise, exposure and evidence records of a superseded model version; returns what was removed."""
+    """Delete the cache, encoded data, noise, exposure and evidence records of a superseded model
+    version; returns what was removed."""
     removed = []
-    for kind, suffix in (("cache", ".pt"), ("noise", ".pt"), ("exposures", ".json"), ("evidence", ".json")):
-        path = state_dir(root) / kind / f"{run_id}{suffix}"
-        if path.exists():
-            path.unlink()
-            removed.append(f"{kind}/{path.name}")
+    for kind, suffix in (("cache", ".pt"), ("encoded", ".pt"), ("noise", ".pt"), ("exposures", ".json"),
+                         ("evidence", ".json")):
+        folder = state_dir(root) / kind
+        # a write that was killed leaves its temp file (`<run>.tmp`, `<run>.<pid>.tmp`): it holds
+        # what the version's file holds (the encoded rows of its data), so it goes with it
+        leftovers = [*folder.glob(f"{run_id}.tmp"), *folder.glob(f"{run_id}.*.tmp")] if folder.is_dir() else []
+        for path in [folder / f"{run_id}{suffix}", *leftovers]:
+            if path.exists():
+                path.unlink()
+                removed.append(f"{kind}/{path.name}")
     return removed
 
 

@@ -67,10 +67,9 @@ def fit(lineage: Lineage, table: Table, cfg: TrainConfig):
 
 
 @task(name="evaluate", **STEP)
-def evaluate(lineage: Lineage, table: Table, bundle: ModelBundle) -> dict:
+def evaluate(lineage: Lineage, encoded: erasure.Encoded, bundle: ModelBundle) -> dict:
     with lineage.child("evaluate") as run_id:
-        train = erasure.training_data(table, bundle)
-        test = erasure.held_out_data(table, bundle)
+        train, test = encoded.train, encoded.test
         metrics = {"train_accuracy": verify.accuracy(bundle.theta, train.X, train.y),
                    "test_accuracy": verify.accuracy(bundle.theta, test.X, test.y),
                    "test_loss": verify.mean_loss(bundle.theta, test.X, test.y)}
@@ -88,6 +87,7 @@ def correct_data(lineage: Lineage, plan: Plan) -> tuple[Table, str]:
         after = corrected_table(plan)
         save_table(after, lineage.root / "data" / after.name)
         version = dvc.add_data(lineage.root)
+        after = replace(after, version=version)  # the key of the new version's encoded cache
         tracking.log_params(run_id, {"data_before": plan.data_version, "data_after": version})
         tracking.log_dataset(run_id, after.name, version, lineage.root / "data" / after.name, after.frame)
         tracking.log_metrics(run_id, {"rows_before": len(plan.dataset.frame), "rows_after": len(after.frame),
@@ -104,10 +104,19 @@ def corrected_table(plan: Plan) -> Table:
 
 @task(name="update model", **STEP)
 def update_model(lineage: Lineage, plan: Plan, after: Table, method: str, options: dict | None = None):
-    """Run the unlearning method; returns (result, new bundle, problem, seconds)."""
+    """Run the unlearning method; returns (result, new bundle, problem, seconds, D' encoded with
+    the new bundle's feature map)."""
     with lineage.child(f"update model ({method})", method=method) as run_id:
+        started = time.perf_counter()
         cache = state.load_cache(lineage.root, plan.parent_run)
-        problem, bundle_after, _ = erasure.build_problem(plan.bundle, plan.dataset, after, plan.part, cache)
+        encoded = parent_encoding(lineage.root, plan)
+        loaded = time.perf_counter()
+        req = plan.request
+        changes = erasure.requested_changes(plan.dataset, req.delete_records, dict(req.fix_labels))
+        problem, bundle_after, encoded_after = erasure.build_problem(plan.bundle, plan.dataset, after, plan.part,
+                                                                     cache, encoded, changes)
+        phases = {"cache_load_seconds": loaded - started, "problem_seconds": time.perf_counter() - loaded,
+                  "encoded_cache_hit": float(encoded is not None)}
         if method == "retrain" and not options:  # the same job as verification's reference
             result, source = prefetch.obtain(references.table_job(problem), "  retraining on the corrected data ...")
             tracking.log_params(run_id, {"reference": source})
@@ -119,14 +128,21 @@ def update_model(lineage: Lineage, plan: Plan, after: Table, method: str, option
         seconds = result.stats["update_seconds"]
         tracking.log_params(run_id, {"method": method, **(options or {}), "affected_rows": len(problem.z_index),
                                      "replacement_rows": len(problem.X_tilde)})
-        tracking.log_metrics(run_id, {"update_seconds": seconds, "residual": result.residual,
+        tracking.log_metrics(run_id, {"update_seconds": seconds, "residual": result.residual, **phases,
                                       "residual_bound": result.residual_bound, "epsilon": result.epsilon,
                                       **{k: v for k, v in result.stats.items() if isinstance(v, (int, float))}})
-    return result, bundle_after, problem, seconds
+    return result, bundle_after, problem, seconds, encoded_after
+
+
+def parent_encoding(root: Path, plan: Plan) -> erasure.Encoded | None:
+    """D encoded with the production model's feature map, as kept with that version (None: not
+    kept — a version produced before it was — or kept for another data version: encode anew)."""
+    kept = state.load_encoded(root, plan.parent_run, plan.data_version)
+    return erasure.Encoded.from_state(kept) if kept is not None else None
 
 
 @task(name="verify", **STEP)
-def verify_update(lineage: Lineage, plan: Plan, after: Table, problem, result: methods.Result,
+def verify_update(lineage: Lineage, plan: Plan, test: erasure.TrainingData, problem, result: methods.Result,
                   bundle_after: ModelBundle, cfg: verify.VerifyConfig):
     """Fidelity against an exactly retrained reference on D'; returns (metrics, checks, seconds,
     the reference: a `retrain` Result)."""
@@ -138,7 +154,6 @@ def verify_update(lineage: Lineage, plan: Plan, after: Table, problem, result: m
                                                 "  verify: retraining a reference model on the corrected data ...")
         retrain_seconds = reference.stats["update_seconds"]
         tracking.log_params(run_id, {"reference": source})
-        test = erasure.held_out_data(after, bundle_after)
         # The bundle about to be registered is what is judged, not only the method's output.
         metrics = verify.fidelity(bundle_after.theta, reference.theta, problem.theta, test.X, test.y)
         metrics["residual"] = result.residual
@@ -152,7 +167,8 @@ def verify_update(lineage: Lineage, plan: Plan, after: Table, problem, result: m
 
 
 @task(name="fall back to retraining", **STEP)
-def fall_back_to_reference(lineage: Lineage, after: Table, problem, failed: methods.Result, reference: methods.Result,
+def fall_back_to_reference(lineage: Lineage, test: erasure.TrainingData, problem, failed: methods.Result,
+                           reference: methods.Result,
                            bundle_after: ModelBundle, checks: list[dict], cfg: verify.VerifyConfig, update_s: float):
     """`auto` and the fast update failed verification: the reference verification already
     retrained on D' becomes the new model (guarantee `exact`). Returns (result, bundle, metrics,
@@ -160,7 +176,6 @@ def fall_back_to_reference(lineage: Lineage, after: Table, problem, failed: meth
     with lineage.child("fall back to retraining") as run_id:
         attempt = fallback_record(failed.method, update_s, checks, residual=failed.residual)
         bundle_after = erasure.unlearned_bundle(bundle_after, reference.theta)
-        test = erasure.held_out_data(after, bundle_after)
         metrics = verify.fidelity(bundle_after.theta, reference.theta, problem.theta, test.X, test.y)
         metrics["residual"] = metrics["residual_retrain"] = reference.residual
         checks = verify.checks(metrics, cfg)
@@ -173,7 +188,7 @@ def fall_back_to_reference(lineage: Lineage, after: Table, problem, failed: meth
 # --- evidence: certificate and evidence modes, no model trained ------------------------------------
 
 @task(name="verify", **STEP)
-def verify_without_reference(lineage: Lineage, after: Table, problem, result: methods.Result,
+def verify_without_reference(lineage: Lineage, test: erasure.TrainingData, problem, result: methods.Result,
                              bundle_after: ModelBundle, cfg: verify.VerifyConfig, mode: str) -> tuple[dict, list[dict]]:
     """The update judged without training a model (unlearning.tabular.verify): `certificate` — a
     certified update's (ε, δ) certificate, its bound checked against the exact residual on D';
@@ -181,7 +196,6 @@ def verify_without_reference(lineage: Lineage, after: Table, problem, result: me
     — the strong-convexity bound on the distance to the retrained model. Both: utility against
     the model before. Returns (metrics, checks)."""
     with lineage.child("verify", mode=mode) as run_id:
-        test = erasure.held_out_data(after, bundle_after)
         theta, obj = bundle_after.theta, objective_of(problem, result)
         residual = residual_on(problem, theta, obj)  # one pass over D'
         if mode == "certificate" and result.guarantee == "certified":
@@ -274,9 +288,10 @@ class Tabular(Kind):
         tracking.log_dataset(lineage.parent_run, dataset.name, data_version, lineage.root / "data" / dataset.name,
                              dataset.frame)
         bundle, b, seconds = fit(lineage, dataset, config)
-        metrics = evaluate(lineage, dataset, bundle)
+        encoded = erasure.encode_version(dataset, bundle, data_version)
+        metrics = evaluate(lineage, encoded, bundle)
         return Trained(bundle, seconds, metrics, certification_tags(bundle), b,
-                       cache=lambda: erasure.model_cache(bundle, dataset, b))
+                       cache=lambda: erasure.model_cache(bundle, dataset, b, encoded))
 
     def check_request(self, root: Path, request, dataset, method: str):
         check_method_name(request, dataset, method)
@@ -292,12 +307,12 @@ class Tabular(Kind):
         return correct_data(lineage, plan)
 
     def update(self, lineage: Lineage, plan: Plan, after, method: str, options: dict | None) -> Update:
-        result, bundle, problem, seconds = update_model(lineage, plan, after, method, options)
+        result, bundle, problem, seconds, encoded = update_model(lineage, plan, after, method, options)
         return Update(with_spent_budget(bundle, result), result.method, result.guarantee, seconds, result.stats,
-                      b=plan.part, detail=(result, problem))
+                      b=plan.part, detail=(result, problem, encoded))
 
     def respect_budget(self, lineage: Lineage, plan: Plan, after, update: Update) -> Update:
-        result, _ = update.detail
+        result = update.detail[0]
         if result.method != "certified" or result.stats["within_budget"]:
             return update
         # The certificate cannot be issued: retrain with fresh noise, which resets the budget.
@@ -306,21 +321,22 @@ class Tabular(Kind):
         return retrained
 
     def verify(self, lineage: Lineage, plan: Plan, after, update: Update, config) -> Verification:
-        result, problem = update.detail
-        metrics, checks, retrain_s, reference = verify_update(lineage, plan, after, problem, result, update.bundle,
-                                                              config or verify.VerifyConfig())
+        result, problem, encoded = update.detail
+        metrics, checks, retrain_s, reference = verify_update(lineage, plan, encoded.test, problem, result,
+                                                              update.bundle, config or verify.VerifyConfig())
         return Verification(metrics, checks, retrain_s, detail=reference)
 
     def fall_back(self, lineage: Lineage, plan: Plan, after, update: Update, verification: Verification, config):
         if verification.mode != "reference":
             return self.fall_back_without_reference(lineage, plan, after, update, verification, config)
-        (failed, problem), reference = update.detail, verification.detail
+        (failed, problem, encoded), reference = update.detail, verification.detail
         result, bundle, metrics, checks, attempt = fall_back_to_reference(
-            lineage, after, problem, failed, reference, update.bundle, verification.checks,
+            lineage, encoded.test, problem, failed, reference, update.bundle, verification.checks,
             config or verify.VerifyConfig(), update.seconds)
         # The request cost the failed update and the retraining.
         replaced = Update(with_spent_budget(bundle, result), result.method, result.guarantee,
-                          update.seconds + verification.retrain_s, result.stats, b=update.b, detail=(result, problem))
+                          update.seconds + verification.retrain_s, result.stats, b=update.b,
+                          detail=(result, problem, encoded))
         return replaced, Verification(metrics, checks, verification.retrain_s, detail=reference), attempt
 
     # --- evidence ---------------------------------------------------------------------------------
@@ -342,8 +358,8 @@ class Tabular(Kind):
                                f"certificate; use --verify evidence")
 
     def evidence(self, lineage: Lineage, plan: Plan, after, update: Update, config, mode: str) -> Verification:
-        result, problem = update.detail
-        metrics, checks = verify_without_reference(lineage, after, problem, result, update.bundle,
+        result, problem, encoded = update.detail
+        metrics, checks = verify_without_reference(lineage, encoded.test, problem, result, update.bundle,
                                                    config or verify.VerifyConfig(), mode)
         return Verification(metrics, checks, None, mode=mode, retrains=0)
 
@@ -351,13 +367,13 @@ class Tabular(Kind):
                                     verification: Verification, config):
         """The `auto` fallback in `certificate`/`evidence` mode: no reference exists yet, so
         retraining happens now; the retrained model is judged in the same mode."""
-        failed, problem = update.detail
+        failed, problem, encoded = update.detail
         result, attempt = retrain_after_failed_checks(lineage, problem, failed, verification.checks, update.seconds)
         retrain_s = result.stats["update_seconds"]
         # The request cost the failed update and the retraining.
         replaced = Update(with_spent_budget(erasure.unlearned_bundle(update.bundle, result.theta), result),
                           result.method, result.guarantee, update.seconds + retrain_s, result.stats, b=update.b,
-                          detail=(result, problem))
+                          detail=(result, problem, encoded))
         checked = self.evidence(lineage, plan, after, replaced, config, verification.mode)
         return replaced, replace(checked, retrain_s=retrain_s, retrains=1), attempt
 
@@ -369,7 +385,8 @@ class Tabular(Kind):
         return certification_tags(update.bundle)
 
     def private_state(self, update: Update, after):
-        return lambda: erasure.model_cache(update.bundle, after, update.b)
+        encoded = update.detail[2]  # D' as the update encoded it: not encoded again
+        return lambda: erasure.model_cache(update.bundle, after, update.b, encoded)
 
     def certificate_config(self, plan: Plan, update: Update, attempt: dict | None, config) -> dict:
         return {"fallback": attempt, "verify": (config or verify.VerifyConfig()).model_dump()}

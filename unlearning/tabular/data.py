@@ -55,6 +55,9 @@ class Table:
     labels: tuple[str, ...]
     revoked: tuple[str, ...] = ()
     source: str = ""
+    # the data version (DVC) these rows are, where known: what a model version's encoded cache is
+    # keyed by (tasks.state), so that a cache of other data is never read
+    version: str | None = None
 
     def train_mask(self) -> np.ndarray:
         """(n,) bool, True = training row.
@@ -470,4 +473,4 @@ def correct_table(
         frame.loc[list(fixes), table.target] = list(fixes.values())
     new = tuple(f for f in dict.fromkeys(revoke_features) if f not in table.revoked)
     revoked = table.revoked + new
-    return replace(table, frame=frame, revoked=revoked)
+    return replace(table, frame=frame, revoked=revoked, version=None)

@@ -144,6 +144,39 @@ class Encoder:
             kept[f] = [k if k in present else None for k in keys]
         return replace(self, categories=kept)
 
+    def category_counts(self, frame: pd.DataFrame) -> np.ndarray:
+        """(d,) int64: per one-hot column, how many rows of `frame` hold its category (0 for numeric,
+        bias, revoked and forgotten columns). What `keep_categories_of(frame)` decides from, kept
+        with a model version so that a request can update it by its own rows only."""
+        counts = np.zeros(self.d, dtype=np.int64)
+        for f in self.categorical:
+            if f in self.revoked or f not in frame.columns:
+                continue
+            held = self._keys_of(frame[f]).value_counts()
+            for j, key in zip(self.derived_indices(f), self.categories[f]):
+                if key is not None:
+                    counts[j] = int(held.get(key, 0))
+        return counts
+
+    def one_hot_indicators(self, X: np.ndarray) -> np.ndarray:
+        """(n, d) bool from encoded rows: which one-hot columns' categories each row holds (the
+        inverse of `transform` on those columns; False for every other column)."""
+        out = np.zeros(X.shape, dtype=bool)
+        for f in self.categorical:
+            if f in self.revoked:
+                continue
+            cols = self.derived_indices(f)
+            raw = X[:, cols] * self.scale * np.asarray(self.std)[cols] + np.asarray(self.mean)[cols]
+            out[:, cols] = raw > 0.5
+        return out
+
+    def forget_absent(self, counts: np.ndarray) -> Encoder:
+        """`keep_categories_of` from per-column counts (`category_counts` of the data): the
+        categories no row holds any more are forgotten."""
+        kept = {f: [k if k is not None and counts[j] > 0 else None for k, j in zip(keys, self.derived_indices(f))]
+                for f, keys in self.categories.items()}
+        return replace(self, categories=kept)
+
     def to_dict(self) -> dict:
         return {
             "features": list(self.features),

@@ -2,11 +2,14 @@
 
 Z = training rows that are deleted, relabelled, or informative on a revoked feature (science.md §1:
 after standardisation every row is informative, so revoking a feature touches all of them);
-Z̃ = the rows that stay, encoded from the corrected table with the revoked features neutralised.
+Z̃ = the rows that stay, as the corrected table encodes them: revoked features neutralised, labels
+fixed — taken from the model version's own encoding of its data (`Encoded`, kept with the version),
+so that a request costs O(|Z|·p) of encoding, not a pandas pass over the table.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,37 +18,116 @@ import torch
 from unlearning.tabular import influence, logreg
 from unlearning.tabular.bundle import ModelBundle
 from unlearning.tabular.data import Table
-from unlearning.tabular.problem import Certification, Problem, make_problem
+from unlearning.tabular.problem import Problem, make_problem
 
 
 @dataclass(frozen=True)
 class TrainingData:
     X: torch.Tensor  # (n, d)
     y: torch.Tensor  # (n,)
-    ids: list[str]  # record id of each row
+    # record id of each row, (n,) str objects: an array, not a list, because Prefect visits every
+    # element of a list passed to a task (0.6 s for Adult's ids) and never looks into an array
+    ids: np.ndarray
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A model version's table encoded with its feature map, kept with the version (tasks.state)
+    so that a request on it reads these instead of re-encoding the table through pandas: the
+    training rows (the row order of Problem.X), the held-out rows, and per one-hot column how many
+    rows of both splits hold its category (what forgetting the categories that left needs).
+    `data_version`: the data version they were encoded from (None: unknown, never kept)."""
+
+    train: TrainingData
+    test: TrainingData
+    category_counts: torch.Tensor  # (d,) int64
+    data_version: str | None = None
+
+    def to_state(self) -> dict:
+        """Tensors and strings (what torch.load reads back with weights_only); the ids as one JSON
+        text, which loads 40× faster than a list of 40k strings."""
+        return {"X": self.train.X, "y": self.train.y, "ids": json.dumps(self.train.ids.tolist()), "X_test": self.test.X,
+                "y_test": self.test.y, "test_ids": json.dumps(self.test.ids.tolist()),
+                "category_counts": self.category_counts,
+                "data_version": self.data_version}
+
+    @classmethod
+    def from_state(cls, d: dict) -> "Encoded":
+        return cls(TrainingData(d["X"], d["y"], _id_array(json.loads(d["ids"]))),
+                   TrainingData(d["X_test"], d["y_test"], _id_array(json.loads(d["test_ids"]))),
+                   d["category_counts"], d["data_version"])
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a request changes in the rows of D: the records deleted, and the records that stay
+    with a new label (record id → label)."""
+
+    deleted: frozenset[str]
+    relabelled: dict[str, str]
 
 
 def training_data(table: Table, bundle: ModelBundle) -> TrainingData:
     """The model's training rows of `table`, encoded with the model's feature map."""
-    frame = table.frame[table.train_mask()]
-    X = torch.as_tensor(bundle.encoder.transform(frame), dtype=logreg.DTYPE)
-    y = torch.as_tensor(bundle.encoder.encode_labels(frame[table.target]), dtype=torch.long)
-    return TrainingData(X=X, y=y, ids=[str(i) for i in frame.index])
+    return _encoded_rows(table, bundle, table.train_mask())
 
 
 def held_out_data(table: Table, bundle: ModelBundle) -> TrainingData:
-    frame = table.frame[~table.train_mask()]
+    return _encoded_rows(table, bundle, ~table.train_mask())
+
+
+def _encoded_rows(table: Table, bundle: ModelBundle, mask: np.ndarray) -> TrainingData:
+    frame = table.frame[mask]
     X = torch.as_tensor(bundle.encoder.transform(frame), dtype=logreg.DTYPE)
     y = torch.as_tensor(bundle.encoder.encode_labels(frame[table.target]), dtype=torch.long)
-    return TrainingData(X=X, y=y, ids=[str(i) for i in frame.index])
+    return TrainingData(X=X, y=y, ids=_id_array(str(i) for i in frame.index))
+
+
+def _id_array(ids) -> np.ndarray:
+    ids = list(ids)
+    out = np.empty(len(ids), dtype=object)
+    out[:] = ids
+    return out
+
+
+def _holds(ids: np.ndarray, wanted) -> np.ndarray:
+    """(n,) bool: which ids are in the set `wanted`."""
+    return np.fromiter((i in wanted for i in ids), dtype=bool, count=len(ids)) if wanted else \
+        np.zeros(len(ids), dtype=bool)
+
+
+def encode_version(table: Table, bundle: ModelBundle, data_version: str | None = None) -> Encoded:
+    """Every row of `table` encoded with `bundle`'s feature map (the O(n·p) pandas pass a
+    model version's cache saves its requests)."""
+    mask = table.train_mask()
+    counts = torch.as_tensor(bundle.encoder.category_counts(table.frame), dtype=torch.long)
+    return Encoded(_encoded_rows(table, bundle, mask), _encoded_rows(table, bundle, ~mask), counts, data_version)
+
+
+def changes_between(before: Table, after: Table) -> Changes:
+    """The changes turning `before` into `after`, found by comparing the tables (O(n))."""
+    deleted = frozenset(before.frame.index.astype(str)) - frozenset(after.frame.index.astype(str))
+    common = before.frame.index.intersection(after.frame.index)
+    old = before.frame.loc[common, before.target].astype(str)
+    new = after.frame.loc[common, after.target].astype(str)
+    changed = (old != new).to_numpy()
+    return Changes(deleted, dict(zip(common[changed].astype(str), new[changed])))
+
+
+def requested_changes(before: Table, delete_records, fix_labels: dict) -> Changes:
+    """The changes of a request as `correct_table` makes them, read off the request (O(|Z|)):
+    a label fix of a deleted record, or to the label a record already has, changes nothing."""
+    deleted = frozenset(str(r) for r in delete_records)
+    fixes = {str(k): str(v) for k, v in fix_labels.items() if str(k) not in deleted}
+    current = before.frame.loc[list(fixes), before.target].astype(str) if fixes else {}
+    return Changes(deleted, {k: v for k, v in fixes.items() if current[k] != v})
 
 
 def affected_rows(data: TrainingData, bundle: ModelBundle, deleted: set[str], relabelled: set[str],
                   revoked_columns: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """Row positions of Z in `data`: (deleted rows, replaced rows)."""
-    ids = np.asarray(data.ids)
-    is_deleted = np.isin(ids, list(deleted))
-    is_replaced = np.isin(ids, list(relabelled))
+    is_deleted = _holds(data.ids, deleted)
+    is_replaced = _holds(data.ids, relabelled)
     if revoked_columns:
         is_replaced |= (data.X[:, revoked_columns] != 0).any(dim=1).numpy()
     is_replaced &= ~is_deleted
@@ -53,28 +135,79 @@ def affected_rows(data: TrainingData, bundle: ModelBundle, deleted: set[str], re
 
 
 def build_problem(bundle: ModelBundle, before: Table, after: Table, b: torch.Tensor | None,
-                  cache: dict | None = None) -> tuple[Problem, ModelBundle, TrainingData]:
+                  cache: dict | None = None, encoded: Encoded | None = None,
+                  changes: Changes | None = None) -> tuple[Problem, ModelBundle, Encoded]:
     """The Problem turning `before` into `after` for `bundle`, the bundle with the new feature map
-    (still holding θ*: `unlearned_bundle` puts the update's θ in), and the training data of
-    `before` (row order of Problem.X)."""
-    data = training_data(before, bundle)
+    (still holding θ*: `unlearned_bundle` puts the update's θ in), and D' encoded with it.
+
+    `encoded`: `before` encoded with `bundle` (the version's cache; None: encoded now) — Z, Z̃
+    and D' are then taken from it, so the request costs O(|Z|·p) of encoding: a replaced row is
+    the cached row with the revoked columns zeroed and its new label, exactly what encoding the
+    corrected row gives. `changes`: the request's changes (None: found by comparing the tables)."""
+    encoded = encoded if encoded is not None else encode_version(before, bundle)
+    changes = changes if changes is not None else changes_between(before, after)
     newly_revoked = [f for f in after.revoked if f not in bundle.encoder.revoked]
     encoder_after = bundle.encoder.with_revoked(newly_revoked) if newly_revoked else bundle.encoder
     revoked_columns = sorted(j for f in newly_revoked for j in bundle.encoder.derived_indices(f))
-    deleted = set(before.frame.index.astype(str)) - set(after.frame.index.astype(str))
-    relabelled = _relabelled(before, after)
-    z_deleted, z_replaced = affected_rows(data, bundle, deleted, relabelled, revoked_columns)
-    replaced_ids = [data.ids[i] for i in z_replaced]
-    frame_after = after.frame.loc[replaced_ids]
-    X_tilde = encoder_after.transform(frame_after)
-    y_tilde = encoder_after.encode_labels(frame_after[after.target])
-    certification = bundle.certification
+    data = encoded.train
+    z_deleted, z_replaced = affected_rows(data, bundle, changes.deleted, set(changes.relabelled), revoked_columns)
+    X_tilde, y_tilde = corrected_rows(data, z_replaced, revoked_columns, new_labels(encoder_after, changes))
     problem = make_problem(
         bundle.theta, logreg.Objective(l2=bundle.l2, b=b), data.X, data.y, len(bundle.labels),
         np.concatenate([z_deleted, z_replaced]), X_tilde, y_tilde,
-        revoked=_all_revoked_columns(encoder_after), certification=certification, cache=cache)
+        revoked=_all_revoked_columns(encoder_after), certification=bundle.certification, cache=cache)
+    encoded_after = corrected_encoding(encoded, bundle.encoder, encoder_after, changes, revoked_columns,
+                                       after.version)
     # values that left the data with the removed records leave the feature map too (D' encodes the same)
-    return problem, bundle.with_theta(bundle.theta, encoder=encoder_after.keep_categories_of(after.frame)), data
+    encoder_after = encoder_after.forget_absent(encoded_after.category_counts.numpy())
+    return problem, bundle.with_theta(bundle.theta, encoder=encoder_after), encoded_after
+
+
+def new_labels(encoder, changes: Changes) -> dict[str, int]:
+    """Record id → index of its new label."""
+    ids = list(changes.relabelled)
+    return dict(zip(ids, (int(v) for v in encoder.encode_labels([changes.relabelled[i] for i in ids]))))
+
+
+def corrected_rows(data: TrainingData, rows: np.ndarray, revoked_columns: list[int],
+                   labels: dict[str, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows `rows` of `data` as D' has them: revoked columns 0, fixed labels."""
+    index = torch.as_tensor(rows, dtype=torch.long)
+    return _corrected(data.X[index], data.y[index], data.ids[rows] if labels else [],
+                      revoked_columns, labels)
+
+
+def _corrected(X: torch.Tensor, y: torch.Tensor, ids, revoked_columns: list[int],
+               labels: dict[str, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """X, y (copies of rows with record ids `ids`) corrected in place."""
+    if revoked_columns:
+        X[:, revoked_columns] = 0.0
+    for k, record in enumerate(ids):
+        label = labels.get(record)
+        if label is not None:
+            y[k] = label
+    return X, y
+
+
+def corrected_encoding(encoded: Encoded, encoder_before, encoder_after, changes: Changes,
+                       revoked_columns: list[int], data_version: str | None) -> Encoded:
+    """D' encoded with the new feature map, from D's encoding: the deleted rows dropped, the
+    revoked columns zeroed, the fixed labels set (rows keep their order, as encoding D' gives
+    them), and the category counts less the deleted rows' categories."""
+    labels = new_labels(encoder_after, changes)
+    counts = encoded.category_counts.clone()
+    splits = []
+    for split in (encoded.train, encoded.test):
+        gone = _holds(split.ids, changes.deleted)
+        if gone.any():
+            held = encoder_before.one_hot_indicators(split.X[torch.as_tensor(gone)].numpy())
+            counts -= torch.as_tensor(held.sum(axis=0), dtype=torch.long)
+        keep = torch.as_tensor(~gone)
+        ids = split.ids[~gone]
+        X, y = _corrected(split.X[keep], split.y[keep], ids if labels else [], revoked_columns, labels)
+        splits.append(TrainingData(X, y, ids))
+    counts[revoked_columns] = 0
+    return Encoded(splits[0], splits[1], counts, data_version)
 
 
 def unlearned_bundle(bundle_after: ModelBundle, theta: torch.Tensor) -> ModelBundle:
@@ -86,26 +219,21 @@ def unlearned_bundle(bundle_after: ModelBundle, theta: torch.Tensor) -> ModelBun
     return bundle_after.with_theta(theta)
 
 
-def _relabelled(before: Table, after: Table) -> set[str]:
-    common = before.frame.index.intersection(after.frame.index)
-    old = before.frame.loc[common, before.target].astype(str)
-    new = after.frame.loc[common, after.target].astype(str)
-    return set(common[(old != new).to_numpy()].astype(str))
-
-
 def _all_revoked_columns(encoder) -> list[int]:
     """Every column zero in D' (earlier revocations included): their coordinates are fixed."""
     return sorted(j for f in encoder.revoked for j in encoder.derived_indices(f))
 
 
-def model_cache(bundle: ModelBundle, table: Table, b: torch.Tensor | None) -> dict:
+def model_cache(bundle: ModelBundle, table: Table, b: torch.Tensor | None, encoded: Encoded | None = None) -> dict:
     """H(θ; D), its Cholesky factor, ‖X‖₂ and ∇L_b(θ; D) for a freshly produced model version,
     computed once so that the next request on this version only pays for its own rows. `b` is
     the version's perturbation (None: not certified); the gradient lets the next Newton step
-    start from θ's own residual (influence.newton_gradient)."""
-    data = training_data(table, bundle)
+    start from θ's own residual (influence.newton_gradient). Under "encoded": D encoded with the
+    version's feature map (`encoded`, else encoded now, keyed by `table.version`)."""
+    encoded = encoded if encoded is not None else encode_version(table, bundle, table.version)
+    X = encoded.train.X
     obj = logreg.Objective(l2=bundle.l2, b=b)
-    H = logreg.hessian(bundle.theta, data.X, obj)
-    return {"H": H, "L": torch.linalg.cholesky(H), "X_norm": float(torch.linalg.matrix_norm(data.X, ord=2)),
-            "gradient": logreg.gradient(bundle.theta, data.X, data.y, obj), "gradient_at": bundle.theta.clone(),
-            **influence.spectral_cache(H)}
+    H = logreg.hessian(bundle.theta, X, obj)
+    return {"H": H, "L": torch.linalg.cholesky(H), "X_norm": float(torch.linalg.matrix_norm(X, ord=2)),
+            "gradient": logreg.gradient(bundle.theta, X, encoded.train.y, obj), "gradient_at": bundle.theta.clone(),
+            **influence.spectral_cache(H), "encoded": encoded.to_state()}

@@ -1,0 +1,130 @@
+"""A table model version keeps its data encoded (`.unlearn/encoded/<run>.pt`, tasks.state), keyed by
+the data version: a request on it encodes none of the table, a cache of other data is never read,
+and the erased records' rows leave every cache file exactly when the superseded version's model
+files go (at once, or after --keep-superseded), and with `model retire`."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from tasks import dvc, state, tracking
+from tests.flows.test_pipeline import add_and_train, request_file, run_json
+from unlearning.tabular.encoding import Encoder
+
+ERASED = "P1005"
+
+
+@pytest.fixture(autouse=True)
+def no_keep_setting(monkeypatch):
+    monkeypatch.delenv("UNLEARN_KEEP_SUPERSEDED_DAYS", raising=False)
+
+
+@pytest.fixture
+def encoded_rows(monkeypatch) -> list[int]:
+    """How many rows each `Encoder.transform` call encodes during the test."""
+    calls: list[int] = []
+    original = Encoder.transform
+
+    def counting(self, frame):
+        calls.append(len(frame))
+        return original(self, frame)
+
+    monkeypatch.setattr(Encoder, "transform", counting)
+    return calls
+
+
+def run_of(version: str) -> str:
+    tracking.connect(Path.cwd())
+    return MlflowClient().get_model_version("people", version).run_id
+
+
+def encoded_file(root: Path, version: str) -> Path:
+    return state.state_dir(root) / "encoded" / f"{run_of(version)}.pt"
+
+
+def rows_in_state(root: Path) -> tuple[set[str], list[torch.Tensor]]:
+    """Every record id and every encoded matrix in any private state file of the project."""
+    ids, matrices = set(), []
+    for path in state.state_dir(root).rglob("*.pt"):
+        content = torch.load(path)
+        if not isinstance(content, dict):
+            continue
+        for key in ("ids", "test_ids"):
+            ids |= set(json.loads(content[key])) if key in content else set()
+        matrices += [content[k] for k in ("X", "X_test") if k in content]
+    return ids, matrices
+
+
+def erased_row(root: Path, version: str) -> torch.Tensor:
+    kept = torch.load(encoded_file(root, version))
+    for X, key in (("X", "ids"), ("X_test", "test_ids")):
+        ids = json.loads(kept[key])
+        if ERASED in ids:
+            return kept[X][ids.index(ERASED)]
+    raise AssertionError(f"{ERASED} is in no split of v{version}'s cache")
+
+
+def assert_row_nowhere(root: Path, row: torch.Tensor) -> None:
+    ids, matrices = rows_in_state(root)
+    assert ERASED not in ids
+    assert not any((X == row).all(dim=1).any() for X in matrices)
+
+
+def test_a_request_reads_the_versions_encoding_and_the_erased_row_leaves_with_the_superseded_version(
+        workspace, people_csv, capsys, encoded_rows):
+    add_and_train(people_csv, capsys)
+    kept = torch.load(encoded_file(workspace, "1"))
+    assert kept["data_version"] == dvc.data_version(workspace)
+    row = erased_row(workspace, "1")
+
+    encoded_rows.clear()
+    path = request_file(workspace, id="REQ-E", delete_records=[ERASED])
+    code, out = run_json(capsys, ["forget", str(path), "--keep-superseded", "30"])
+    assert code == 0 and out["verified"], out
+    assert encoded_rows == []  # nothing of the table was encoded again: D, Z, Z̃, D' came from the cache
+    new = torch.load(encoded_file(workspace, "2"))
+    assert new["data_version"] == dvc.data_version(workspace) != kept["data_version"]
+    assert ERASED not in json.loads(new["ids"]) + json.loads(new["test_ids"])
+    assert encoded_file(workspace, "1").exists()  # kept beyond use with v1's model files
+
+    client = MlflowClient()
+    past = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat(timespec="seconds")
+    client.set_model_version_tag("people", "1", "purge_after", past)
+    code, out = run_json(capsys, ["comply"])
+    assert code == 0 and "model people v1" in {p["artifact"] for p in out["purged"]}, out
+    purged = next(p for p in out["purged"] if p["artifact"] == "model people v1")
+    assert f"encoded/{run_of('1')}.pt" in purged["private_state"]
+    assert_row_nowhere(workspace, row)
+
+    code, out = run_json(capsys, ["model", "retire", "people"])
+    assert code == 0, out
+    assert not encoded_file(workspace, "2").exists()
+    assert rows_in_state(workspace) == (set(), [])
+
+
+def test_a_version_without_a_cache_of_its_data_is_encoded_afresh(workspace, people_csv, capsys, encoded_rows):
+    """A version produced before the cache existed, or one whose cache is of another data version,
+    is served by encoding the table (and its successor gets a cache)."""
+    add_and_train(people_csv, capsys)
+    path = encoded_file(workspace, "1")
+    other = {**torch.load(path), "data_version": "another data version"}
+    other["X"] = torch.zeros_like(other["X"])  # used by mistake, it would wreck the update
+    torch.save(other, path)
+    encoded_rows.clear()
+    code, out = run_json(capsys, ["forget", str(request_file(workspace, id="REQ-A", delete_records=[ERASED]))])
+    assert code == 0 and out["verified"], out
+    assert sum(encoded_rows) >= 600 - 1  # the whole table, encoded anew
+    assert torch.load(encoded_file(workspace, "2"))["data_version"] == dvc.data_version(workspace)
+
+    encoded_file(workspace, "2").unlink()  # as a version trained before this cache existed
+    encoded_rows.clear()
+    code, out = run_json(capsys, ["forget", str(request_file(workspace, id="REQ-B", delete_records=["P1006"]))])
+    assert code == 0 and out["verified"], out
+    assert sum(encoded_rows) >= 600 - 2
+    assert encoded_file(workspace, "3").exists()
