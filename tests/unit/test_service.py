@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from flows import service
+from unlearning.errors import UnlearnError
 
 ARGV = ["forget", "request.yaml", "--json"]
 
@@ -266,5 +267,6 @@ def test_where_the_cli_looks_for_the_service(root, monkeypatch):
 
 def test_a_second_service_on_a_live_socket_is_refused(root, served):
     served(Recorder())
-    with pytest.raises(RuntimeError, match="already listens"):
+    with pytest.raises(UnlearnError, match="another `unlearn serve` already serves this project") as refused:
         service.Service(root, root / service.SOCKET, Recorder()).start()
+    assert refused.value.exit_code == 1
