@@ -203,7 +203,7 @@ def relay(conn: socket.socket, argv: list[str], out, err) -> int:
                       "finishes or rolls back what the stopped run left", file=err)
                 return 1
             if "exit" in message:
-                return int(message["exit"])
+                return message["exit"] if isinstance(message["exit"], int) else 1
             for key, stream in (("out", out), ("err", err)):
                 if key in message:
                     stream.write(str(message[key]))

@@ -90,6 +90,13 @@ def test_the_cli_hands_forget_to_a_running_serve_with_the_answers_of_a_local_run
         assert local.stderr.count("\n") == 1 and local.stderr.startswith("error: ")
         assert "SRV-BAD" not in {r.id for r in ledger.list_requests(workspace)}
 
+        # comply and audit are handed over too
+        comply = run([unlearn, "comply", "--json"], env, cwd=workspace)
+        assert comply.returncode == 0 and json.loads(comply.stdout)["processed"] == 0, comply.stderr
+        audit = run([unlearn, "audit", "nobody"], env, cwd=workspace)
+        assert audit.returncode == 2 and audit.stderr.count("\n") == 1 and "nobody" in audit.stderr
+        assert [line.split("`")[1] for line in served_commands(log)[2:]] == ["unlearn comply", "unlearn audit"]
+
         # the service dies during a release: one line and exit 1 for the client
         (workspace / "die-at-promotion").touch()
         request_file(workspace, id="SRV-2", delete_records=["P1004"])
