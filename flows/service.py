@@ -173,6 +173,8 @@ def hand_over(argv: list[str], root: Path) -> int | None:
                 return None  # the service ended before it ran anything
         except (OSError, ProtocolError):
             return None
+        except KeyboardInterrupt:  # before "started": the service runs nothing
+            return 130
         return relay(conn, argv, out, err)
 
 

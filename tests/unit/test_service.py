@@ -270,3 +270,45 @@ def test_a_second_service_on_a_live_socket_is_refused(root, served):
     with pytest.raises(UnlearnError, match="another `unlearn serve` already serves this project") as refused:
         service.Service(root, root / service.SOCKET, Recorder()).start()
     assert refused.value.exit_code == 1
+
+
+CLIENT = """
+import sys
+from pathlib import Path
+from flows import service
+sys.exit(service.hand_over(["forget", "request.yaml"], Path(sys.argv[1])))
+"""
+
+
+def test_ctrl_c_in_the_cli_leaves_the_command_to_run_to_its_end_in_the_service(root, served):
+    import signal
+    import subprocess
+    import sys
+
+    from tests.services import child_env
+
+    started, release, finished = threading.Event(), threading.Event(), []
+
+    def long_command():
+        started.set()
+        release.wait(30)
+        print("written after the client left")  # dropped: nobody reads it
+        finished.append(True)
+
+    served(Recorder(body=long_command))
+    client = subprocess.Popen([sys.executable, "-c", CLIENT, str(root)], env=child_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert started.wait(30)
+        client.send_signal(signal.SIGINT)
+        out, err = client.communicate(timeout=30)
+    finally:
+        release.set()
+    assert client.returncode == 130
+    progress, interrupted = err.splitlines()
+    assert progress == "progress line"
+    assert interrupted.startswith("interrupted: the service goes on with `unlearn forget` to its end")
+    deadline = time.monotonic() + 10
+    while not finished and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert finished == [True]
