@@ -167,13 +167,9 @@ def hand_over(argv: list[str], root: Path) -> int | None:
                 if answer and answer.get("note"):
                     print(f"note: {answer.get('declined')}; running the command here", file=err)
                 return None
-            send(conn, {"go": True})
-            conn.settimeout(None)  # committed: the command may take as long as it takes
-            if (receive(conn) or {}).get("started") is not True:
-                return None  # the service ended before it ran anything
         except (OSError, ProtocolError):
             return None
-        except KeyboardInterrupt:  # before "started": the service runs nothing
+        except KeyboardInterrupt:  # before "go": the service runs nothing
             return 130
         return relay(conn, argv, out, err)
 
@@ -191,10 +187,18 @@ def _connect(path: Path) -> socket.socket | None:
     return conn
 
 
-def relay(conn: socket.socket, argv: list[str], out, err) -> int:
-    """Write the service's output here as it comes; its exit code."""
+def relay(conn: socket.socket, argv: list[str], out, err) -> int | None:
+    """Say "go", then write the service's output here as it comes; its exit code (None: the
+    service ended before it started the command, which is the CLI's to run then)."""
     command = f"unlearn {argv[0]}" if argv else "unlearn"
     try:
+        try:
+            send(conn, {"go": True})
+            conn.settimeout(None)  # committed: the command may take as long as it takes
+            if (receive(conn) or {}).get("started") is not True:
+                return None
+        except (OSError, ProtocolError):
+            return None
         while True:
             try:
                 message = receive(conn)
