@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import socket
+import stat
 import struct
 import sys
 import threading
@@ -291,8 +292,14 @@ class Service:
         return self
 
     def _remove_stale(self) -> None:
-        """A socket file nobody listens on (a killed service) is replaced; a live one is not."""
-        if not self.path.exists() and not self.path.is_symlink():
+        """A socket file nobody listens on (a killed service) is replaced; a live one is not, nor
+        anything that is not a socket (a mistyped UNLEARN_SERVICE must not delete a file)."""
+        from unlearning.errors import UnlearnError
+
+        try:
+            if not stat.S_ISSOCK(os.lstat(self.path).st_mode):
+                raise UnlearnError(f"{self.path} exists and is not a socket; point {SERVICE_ENV} at a free path")
+        except FileNotFoundError:
             return
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         probe.settimeout(CONNECT_TIMEOUT_S)
@@ -304,8 +311,6 @@ class Service:
             return
         finally:
             probe.close()
-        from unlearning.errors import UnlearnError
-
         busy = UnlearnError(f"another `unlearn serve` already serves this project on {self.path}; stop it first, "
                             f"or give this one another socket with {SERVICE_ENV}=PATH")
         busy.exit_code = 1  # not bad input: the other service does the work
@@ -394,8 +399,6 @@ class Service:
                 code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
                 if done.code is not None and not isinstance(done.code, int):
                     print(done.code, file=err)
-            except (BrokenPipeError, ConnectionError):
-                code = None  # the client left: nobody to answer
             except Exception:  # what a local run would print as a traceback, exit 1
                 import traceback
 
@@ -403,7 +406,7 @@ class Service:
                 code = 1
         out.close_request()
         err.close_request()
-        gone = code is None or out.client_gone or err.client_gone
+        gone = out.client_gone or err.client_gone
         print(f"serve: `unlearn {request['argv'][0]}` → exit {code}{' (the client had left)' if gone else ''} in "
               f"{time.monotonic() - started:.2f} s", file=self.log)
         if not gone:

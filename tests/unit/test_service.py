@@ -312,3 +312,12 @@ def test_ctrl_c_in_the_cli_leaves_the_command_to_run_to_its_end_in_the_service(r
     while not finished and time.monotonic() < deadline:
         time.sleep(0.02)
     assert finished == [True]
+
+
+def test_a_path_that_is_not_a_socket_is_never_replaced(root, monkeypatch):
+    precious = root / "records.csv"
+    precious.write_text("id,name\n")
+    monkeypatch.setenv(service.SERVICE_ENV, str(precious))  # a mistyped setting
+    with pytest.raises(UnlearnError, match="is not a socket"):
+        service.Service(root, service.socket_path(root), Recorder()).start()
+    assert precious.read_text() == "id,name\n"
