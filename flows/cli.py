@@ -676,6 +676,10 @@ def cmd_serve(args, root: Path) -> int:
     from flows import service
 
     executor = service.serve_commands(root)  # the CLI's forget/comply/audit, run warm in this process
+    if not os.environ.get("PREFECT_API_URL"):  # measured: a temporary server runs no scheduler
+        print("serve: note: no PREFECT_API_URL — the deployments are registered in a temporary Prefect server, "
+              "which starts no scheduled run: the nightly comply and weekly audit need a Prefect server",
+              file=sys.stderr)
     print(f"serving comply/nightly (cron {args.cron!r}, UTC), audit/weekly (cron {args.audit_cron!r}, UTC) and "
           f"forget/on-demand for {root}; Ctrl-C to stop", file=sys.stderr)
     try:

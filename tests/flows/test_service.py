@@ -45,6 +45,13 @@ def stop_group(pgid: int) -> None:
         pass
 
 
+def wait_for(condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
 def served_commands(log: Path) -> list[str]:
     return [line for line in log.read_text().splitlines() if line.startswith("serve: `unlearn")]
 
@@ -67,6 +74,7 @@ def test_the_cli_hands_forget_to_a_running_serve_with_the_answers_of_a_local_run
     with service("unlearn serve", [str(BIN / "python"), "-c", SERVE], log, ready, env=env, cwd=workspace,
                  timeout=180) as served:
         assert oct((workspace / ".unlearn" / "service.sock").stat().st_mode & 0o777) == "0o600"
+        wait_for(lambda: "serve: note: no PREFECT_API_URL" in log.read_text())  # no cron would fire
         request_file(workspace, id="SRV-1", delete_records=["P1003"])
         started = time.monotonic()
         done = run([unlearn, "forget", "SRV-1.yaml", "--json"], env, cwd=workspace)  # a relative path
