@@ -194,8 +194,8 @@ def add_comply_parser(sub) -> None:
     comply.add_argument("--json", action="store_true", help=JSON_HELP)
     add_local_option(comply)
     serve = sub.add_parser("serve", help="serve the Prefect deployments (nightly comply, weekly audit, on-demand "
-                           "forget) from "
-                           "this process, without a work pool")
+                           "forget) from this process, without a work pool, and run the CLI's forget, comply and "
+                           "audit for this project in this warm process (.unlearn/service.sock)")
     serve.add_argument("--cron", default="0 2 * * *", help="when the nightly comply runs (default 02:00 UTC)")
     serve.add_argument("--task-runner", metavar="RUNNER", help="the nightly comply's task runner for verification "
                        "references: inline or dask (default: UNLEARN_TASK_RUNNER in the serving process, "
