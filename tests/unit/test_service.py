@@ -24,6 +24,7 @@ from flows import service
 from unlearning.errors import UnlearnError
 
 ARGV = ["forget", "request.yaml", "--json"]
+THREAD_STATE = threading.local()
 
 
 @pytest.fixture
@@ -85,8 +86,12 @@ def test_nothing_a_command_changes_in_the_service_outlives_it(root, served, caps
     before = {"env": dict(os.environ), "cwd": os.getcwd(), "tempdir": tempfile.tempdir,
               "handlers": list(logger.handlers), "root_handlers": list(logging.getLogger().handlers)}
     leaked: list[logging.Handler] = []
+    seen_active_run = []
 
     def changes_everything():
+        # thread-local state (MLflow's active run stack is one) starts empty for every command
+        seen_active_run.append(getattr(THREAD_STATE, "active_run", None))
+        THREAD_STATE.active_run = "left open by the command before"
         os.environ["TMPDIR"] = str(elsewhere)  # as flows.settings.private_tempdir does
         os.environ["MLFLOW_TRACKING_URI"] = "sqlite:///elsewhere.db"
         os.chdir(elsewhere)
@@ -101,6 +106,7 @@ def test_nothing_a_command_changes_in_the_service_outlives_it(root, served, caps
         client_env.delenv("UNLEARN_TASK_RUNNER")
         assert service.hand_over(ARGV, root) == 0
         assert service.hand_over(ARGV, root) == 0
+    assert seen_active_run == [None, None]
     assert "UNLEARN_TASK_RUNNER" not in command.calls[0][2]  # the client's settings, not the service's
     assert command.calls[1][2].get("TMPDIR") == before["env"].get("TMPDIR")  # the second saw none of the first
     assert dict(os.environ) == before["env"] and os.getcwd() == before["cwd"]
@@ -172,7 +178,7 @@ def test_a_service_that_dies_during_the_command_gives_one_line_and_exit_1(root, 
         service.send(conn, {"started": True})
         service.send(conn, {"err": "half a line"})
 
-    fake_service(root / service.SOCKET, dies_after_starting).join(timeout=0)
+    fake_service(root / service.SOCKET, dies_after_starting)
     assert service.hand_over(ARGV, root) == 1
     err = capsys.readouterr().err.removeprefix("half a line")
     assert err.count("\n") == 1 and err.startswith("error: the unlearn service stopped during `unlearn forget`")
