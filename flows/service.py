@@ -359,12 +359,17 @@ class Service:
                     return
                 send(conn, {"started": True})
                 conn.settimeout(None)
-                self._run(conn, request)
+                code, gone = self._run(conn, request)
             except (OSError, ProtocolError):
                 return
             finally:
                 self.running = None
                 self.busy.release()
+            if not gone:  # free before the client hears the end: its next command is served too
+                try:
+                    send(conn, {"exit": code})
+                except OSError:
+                    pass
 
     def _refuse(self, conn: socket.socket, why: str) -> None:
         print(f"serve: refused a connection: {why}", file=self.log)
@@ -388,7 +393,8 @@ class Service:
             return "busy"
         return None
 
-    def _run(self, conn: socket.socket, request: dict) -> None:
+    def _run(self, conn: socket.socket, request: dict) -> tuple[int, bool]:
+        """The command's exit code, and whether its client has left."""
         out = RequestStream(conn, "out", sys.__stdout__)
         err = RequestStream(conn, "err", sys.__stderr__)
         started, code = time.monotonic(), 1
@@ -409,8 +415,7 @@ class Service:
         gone = out.client_gone or err.client_gone
         print(f"serve: `unlearn {request['argv'][0]}` → exit {code}{' (the client had left)' if gone else ''} in "
               f"{time.monotonic() - started:.2f} s", file=self.log)
-        if not gone:
-            send(conn, {"exit": code})
+        return code, gone
 
 
 def malformed(request: dict) -> str | None:

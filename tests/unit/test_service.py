@@ -327,3 +327,12 @@ def test_a_path_that_is_not_a_socket_is_never_replaced(root, monkeypatch):
     with pytest.raises(UnlearnError, match="is not a socket"):
         service.Service(root, service.socket_path(root), Recorder()).start()
     assert precious.read_text() == "id,name\n"
+
+
+def test_commands_run_back_to_back_are_all_served(root, served, capsys):
+    """The service is free again before a client hears its command's end: a script's next
+    command is not sent off to run locally as if the service were busy."""
+    command = Recorder()
+    served(command)
+    assert [service.hand_over(ARGV, root) for _ in range(200)] == [0] * 200
+    assert len(command.calls) == 200
