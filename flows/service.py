@@ -52,7 +52,7 @@ DELEGATED = ("forget", "comply", "audit")
 REQUEST_ENV = ("UNLEARN_KEEP_SUPERSEDED_DAYS", "UNLEARN_TASK_RUNNER", "UNLEARN_DASK_ADDRESS")
 # Settings that choose the project's stores and keys: a client whose values differ from the
 # service's runs its command itself. Compared by digest, so no value (a signing key) crosses.
-PROJECT_ENV = ("UNLEARN_TRACKING_URI", "UNLEARN_LEDGER_URL", "UNLEARN_LEDGER_HEAD", "UNLEARN_SIGNING_KEY",
+PROJECT_ENV = ("MLFLOW_TRACKING_URI", "UNLEARN_LEDGER_URL", "UNLEARN_LEDGER_HEAD", "UNLEARN_SIGNING_KEY",
                "UNLEARNFLOW_PLUGINS")
 MAX_REQUEST_BYTES = 64 * 1024  # an argv and a few settings; anything longer is not from the CLI
 MAX_ARG_CHARS = 4096
@@ -81,8 +81,9 @@ def project_settings() -> dict[str, str]:
     """A digest per PROJECT_ENV setting as the user gave it: read before `configure_environment`
     (MLflow rewrites MLFLOW_TRACKING_URI once a store is chosen), and the code's location."""
     values = {key: os.environ.get(key) for key in PROJECT_ENV}
-    if "UNLEARN_TRACKING_URI" not in os.environ:  # what configure_environment will record
-        values["UNLEARN_TRACKING_URI"] = os.environ.get("MLFLOW_TRACKING_URI", "")
+    # the user's MLflow store as tasks.tracking.tracking_uri reads it (UNLEARN_TRACKING_URI: what
+    # configure_environment recorded before MLflow rewrote MLFLOW_TRACKING_URI)
+    values["MLFLOW_TRACKING_URI"] = os.environ.get("UNLEARN_TRACKING_URI", os.environ.get("MLFLOW_TRACKING_URI", ""))
     values["code"] = str(Path(__file__).resolve().parent)
     return {key: hashlib.sha256(f"{key}={value}".encode()).hexdigest()[:32] for key, value in values.items()}
 

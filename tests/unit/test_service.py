@@ -30,7 +30,7 @@ THREAD_STATE = threading.local()
 @pytest.fixture
 def root(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv(service.SERVICE_ENV, raising=False)
-    for key in (*service.REQUEST_ENV, *service.PROJECT_ENV):
+    for key in (*service.REQUEST_ENV, *service.PROJECT_ENV, "UNLEARN_TRACKING_URI"):
         monkeypatch.delenv(key, raising=False)
     return tmp_path
 
@@ -336,3 +336,13 @@ def test_commands_run_back_to_back_are_all_served(root, served, capsys):
     served(command)
     assert [service.hand_over(ARGV, root) for _ in range(200)] == [0] * 200
     assert len(command.calls) == 200
+
+
+def test_the_mlflow_store_is_compared_as_the_commands_will_read_it(root, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking:5000")
+    client = service.project_settings()  # a shell: the user's value only
+    monkeypatch.setenv("UNLEARN_TRACKING_URI", "http://tracking:5000")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///rewritten-by-mlflow.db")
+    assert service.project_settings() == client  # the service, after MLflow rewrote the variable
+    monkeypatch.setenv("UNLEARN_TRACKING_URI", "")
+    assert service.project_settings()["MLFLOW_TRACKING_URI"] != client["MLFLOW_TRACKING_URI"]
