@@ -346,3 +346,30 @@ def test_the_mlflow_store_is_compared_as_the_commands_will_read_it(root, monkeyp
     assert service.project_settings() == client  # the service, after MLflow rewrote the variable
     monkeypatch.setenv("UNLEARN_TRACKING_URI", "")
     assert service.project_settings()["MLFLOW_TRACKING_URI"] != client["MLFLOW_TRACKING_URI"]
+
+
+CLI = """
+import sys
+from flows.cli import main
+code = main(["forget", "request.yaml", "--json"])
+print(sorted(m for m in ("torch", "prefect", "mlflow", "pandas", "numpy", "dvc", "sqlalchemy", "pydantic")
+             if m in sys.modules), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def test_the_cli_hands_a_command_over_without_importing_the_stack(root, served):
+    """`unlearn forget` with a service running: argparse, a socket and JSON — none of torch,
+    Prefect, MLflow, pandas (seconds of imports) on the client's side."""
+    import subprocess
+    import sys
+
+    from tests.services import child_env
+
+    command = Recorder(code=0)
+    served(command)
+    done = subprocess.run([sys.executable, "-c", CLI], env=child_env(UNLEARN_ROOT=str(root)), cwd=root,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"argv": ARGV} and command.calls[0][1] == str(root)
+    assert done.stderr.splitlines() == ["progress line", "[]"]
