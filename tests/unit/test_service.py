@@ -373,3 +373,16 @@ def test_the_cli_hands_a_command_over_without_importing_the_stack(root, served):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"argv": ARGV} and command.calls[0][1] == str(root)
     assert done.stderr.splitlines() == ["progress line", "[]"]
+
+
+def test_a_project_deeper_than_a_socket_address_holds_is_served(root, capsys):
+    """AF_UNIX addresses hold ~108 bytes; a project path may be longer."""
+    deep = root / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    assert len(str(deep / service.SOCKET)) > 108
+    running = service.Service(deep, deep / service.SOCKET, Recorder(code=5), log=open(os.devnull, "w")).start()
+    try:
+        assert service.hand_over(ARGV, deep) == 5
+    finally:
+        running.stop()
+    assert os.getcwd() != str(deep / ".unlearn")
