@@ -118,6 +118,14 @@ def add_forget_parser(sub) -> None:
     forget.add_argument("--keep-superseded", metavar="DAYS", help=KEEP_HELP)
     add_verify_option(forget)
     forget.add_argument("--json", action="store_true", help=JSON_HELP)
+    add_local_option(forget)
+
+
+def add_local_option(parser) -> None:
+    """`--local`: run here even where `unlearn serve` runs (flows/service.py)."""
+    parser.add_argument("--local", action="store_true", help="run the command in this process even when "
+                        "`unlearn serve` runs for the project (by default the CLI hands it to the service's warm "
+                        "process over .unlearn/service.sock; UNLEARN_SERVICE=off does the same as --local)")
 
 
 VERIFY_HELP = ("how the update is verified: certificate (a certified table model: the certificate is the proof), "
@@ -184,9 +192,10 @@ def add_comply_parser(sub) -> None:
     comply.add_argument("--workers", metavar="N", help="worker processes of the local Dask cluster (default: one per CPU core)")
     add_verify_option(comply)
     comply.add_argument("--json", action="store_true", help=JSON_HELP)
+    add_local_option(comply)
     serve = sub.add_parser("serve", help="serve the Prefect deployments (nightly comply, weekly audit, on-demand "
-                           "forget) from "
-                           "this process, without a work pool")
+                           "forget) from this process, without a work pool, and run the CLI's forget, comply and "
+                           "audit for this project in this warm process (.unlearn/service.sock)")
     serve.add_argument("--cron", default="0 2 * * *", help="when the nightly comply runs (default 02:00 UTC)")
     serve.add_argument("--task-runner", metavar="RUNNER", help="the nightly comply's task runner for verification "
                        "references: inline or dask (default: UNLEARN_TASK_RUNNER in the serving process, "
@@ -211,6 +220,7 @@ def add_audit_parser(sub) -> None:
     audit.add_argument("--dask-address", metavar="ADDRESS", help="an existing Dask scheduler (implies dask)")
     audit.add_argument("--workers", metavar="N", help="worker processes of the local Dask cluster")
     audit.add_argument("--json", action="store_true", help=JSON_HELP)
+    add_local_option(audit)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,6 +247,17 @@ def silence_stdout() -> None:
 def run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     root = project_root()
+    from flows import service  # stdlib only: the client side of `unlearn serve`
+
+    if args.command in service.DELEGATED and not args.local:
+        code = service.hand_over(sys.argv[1:] if argv is None else list(argv), root)
+        if code is not None:
+            return code
+    return execute(args, root)
+
+
+def execute(args, root: Path) -> int:
+    """One parsed command, in this process (a CLI call, or a command `unlearn serve` runs)."""
     configure_environment(root)
 
     from pydantic import ValidationError
@@ -652,11 +673,22 @@ def cmd_serve(args, root: Path) -> int:
         comply_params = {**params, "task_runner": runner, **({"dask_address": address} if address else {})}
     else:
         comply_params = params
+    from flows import service
+
+    executor = service.serve_commands(root)  # the CLI's forget/comply/audit, run warm in this process
+    if not os.environ.get("PREFECT_API_URL"):  # measured: a temporary server runs no scheduler
+        print("serve: note: no PREFECT_API_URL — the deployments are registered in a temporary Prefect server, "
+              "which starts no scheduled run: the nightly comply and weekly audit need a Prefect server",
+              file=sys.stderr)
     print(f"serving comply/nightly (cron {args.cron!r}, UTC), audit/weekly (cron {args.audit_cron!r}, UTC) and "
           f"forget/on-demand for {root}; Ctrl-C to stop", file=sys.stderr)
-    serve_until_stopped(comply_flow.to_deployment(name="nightly", cron=args.cron, parameters=comply_params),
-                        audit_flow.to_deployment(name="weekly", cron=args.audit_cron, parameters=comply_params),
-                        forget_flow.to_deployment(name="on-demand", parameters=params))
+    try:
+        serve_until_stopped(comply_flow.to_deployment(name="nightly", cron=args.cron, parameters=comply_params),
+                            audit_flow.to_deployment(name="weekly", cron=args.audit_cron, parameters=comply_params),
+                            forget_flow.to_deployment(name="on-demand", parameters=params))
+    finally:
+        if executor is not None:
+            executor.stop()
     return EXIT_OK
 
 

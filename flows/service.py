@@ -1,0 +1,546 @@
+"""The warm path: `unlearn serve` runs `forget`, `comply` and `audit` for the CLI in its own,
+already warm process (torch, Prefect, MLflow imported; the Prefect and MLflow clients set up), so
+a command costs its compute instead of ~5 s of imports and a temporary Prefect server.
+
+The service listens on a Unix domain socket, `.unlearn/service.sock` in the project (0600, and
+a connection from another user is refused: the kernel names the peer), so it serves one project,
+to its own user. The CLI asks it first (stdlib only, nothing heavy imported) and runs the command
+itself when nothing answers (no service, or a socket left by a killed one), when the service is
+busy with another command (the local run then meets the project lock exactly as two local runs
+would), or when the service runs with other project-wide settings or other code. `--local` or
+UNLEARN_SERVICE=off skips the service; UNLEARN_SERVICE=PATH names another socket.
+
+One connection carries one command; frames are a 4-byte big-endian length and a JSON object:
+
+    client  → {"argv", "cwd", "root", "env", "settings"}     (at most MAX_REQUEST_BYTES)
+    service → {"accepted": true} or {"declined": why, "note": bool}
+    client  → {"go": true}          the client is committed: no local run after this point
+    service → {"started": true}, then {"out": text} / {"err": text} …, then {"exit": code}
+
+A client that times out before "accepted" closes without "go" and runs locally; the service runs
+nothing without "go". A connection that ends after "go" but before "started" ran nothing (the
+client runs locally); one that ends after "started" without "exit" means the service died during
+the command: the client says so in one line and exits 1, and the next command's recovery
+(tasks.release) finishes or rolls back the release the command left.
+
+The service runs one command at a time, each in a fresh thread (thread-local state such as
+MLflow's active run starts empty), with sys.stdout/stderr sent to the client, the client's
+per-command settings (REQUEST_ENV) applied, and the process's environment, working folder, temp
+folder and logging handlers put back afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import stat
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+SOCKET = Path(".unlearn") / "service.sock"
+SERVICE_ENV = "UNLEARN_SERVICE"
+OFF = ("off", "0", "no", "false", "local")
+DELEGATED = ("forget", "comply", "audit")
+# Settings a command reads per run: the client's values apply to its command.
+REQUEST_ENV = ("UNLEARN_KEEP_SUPERSEDED_DAYS", "UNLEARN_TASK_RUNNER", "UNLEARN_DASK_ADDRESS")
+# Settings that choose the project's stores and keys: a client whose values differ from the
+# service's runs its command itself. Compared by digest, so no value (a signing key) crosses.
+PROJECT_ENV = ("MLFLOW_TRACKING_URI", "UNLEARN_LEDGER_URL", "UNLEARN_LEDGER_HEAD", "UNLEARN_SIGNING_KEY",
+               "UNLEARNFLOW_PLUGINS")
+MAX_REQUEST_BYTES = 64 * 1024  # an argv and a few settings; anything longer is not from the CLI
+MAX_ARG_CHARS = 4096
+CONNECT_TIMEOUT_S = 2.0
+ANSWER_TIMEOUT_S = 10.0  # the client's wait for "accepted"; past it the command runs locally
+HANDSHAKE_TIMEOUT_S = 5.0  # the service's wait for a request and for "go"
+HEADER = struct.Struct(">I")
+SUN_PATH_MAX = 100  # AF_UNIX paths are limited to 108 bytes: longer ones are reached from their folder
+
+
+class ProtocolError(Exception):
+    """A frame that is too long, not JSON, or not an object."""
+
+
+def socket_path(root: Path) -> Path | None:
+    """Where the CLI looks for the service, and where `unlearn serve` listens; None when off."""
+    setting = os.environ.get(SERVICE_ENV, "").strip()
+    if setting.lower() in OFF:
+        return None
+    if setting and setting.lower() not in ("on", "auto"):
+        return Path(setting).expanduser().absolute()
+    return Path(root) / SOCKET
+
+
+def project_settings() -> dict[str, str]:
+    """A digest per PROJECT_ENV setting as the user gave it: read before `configure_environment`
+    (MLflow rewrites MLFLOW_TRACKING_URI once a store is chosen), and the code's location."""
+    values = {key: os.environ.get(key) for key in PROJECT_ENV}
+    # the user's MLflow store as tasks.tracking.tracking_uri reads it (UNLEARN_TRACKING_URI: what
+    # configure_environment recorded before MLflow rewrote MLFLOW_TRACKING_URI)
+    values["MLFLOW_TRACKING_URI"] = os.environ.get("UNLEARN_TRACKING_URI", os.environ.get("MLFLOW_TRACKING_URI", ""))
+    values["code"] = str(Path(__file__).resolve().parent)
+    return {key: hashlib.sha256(f"{key}={value}".encode()).hexdigest()[:32] for key, value in values.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# frames
+
+
+def send(conn: socket.socket, message: dict) -> None:
+    data = json.dumps(message).encode()
+    conn.sendall(HEADER.pack(len(data)) + data)
+
+
+def receive(conn: socket.socket, limit: int | None = None) -> dict | None:
+    """The next frame; None at a clean end of the connection."""
+    header = _exactly(conn, HEADER.size)
+    if header is None:
+        return None
+    (size,) = HEADER.unpack(header)
+    if limit is not None and size > limit:
+        raise ProtocolError(f"message of {size} bytes: the limit is {limit}")
+    data = _exactly(conn, size)
+    if data is None:
+        raise ProtocolError("connection ended inside a message")
+    try:
+        message = json.loads(data.decode())
+    except (UnicodeDecodeError, ValueError):
+        raise ProtocolError("message is not JSON") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("message is not a JSON object")
+    return message
+
+
+def _exactly(conn: socket.socket, size: int) -> bytes | None:
+    chunks, left = [], size
+    while left:
+        chunk = conn.recv(min(left, 1 << 16))
+        if not chunk:
+            if left == size:
+                return None
+            raise ProtocolError("connection ended inside a message")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+@contextmanager
+def _reachable(path: Path):
+    """The address to bind or connect `path` by: the path itself, or for a path longer than an
+    AF_UNIX address holds, its name with the working folder moved to its folder meanwhile."""
+    if len(os.fsencode(path)) <= SUN_PATH_MAX:
+        yield str(path)
+        return
+    before = os.getcwd()
+    os.chdir(path.parent)
+    try:
+        yield path.name
+    finally:
+        os.chdir(before)
+
+
+# ---------------------------------------------------------------------------------------------
+# the client (the CLI): stdlib only
+
+
+def hand_over(argv: list[str], root: Path) -> int | None:
+    """Run `unlearn ARGV` in the project's service: its exit code, with its output written here;
+    None when the command is to run in this process (no service answered, or it declined)."""
+    path = socket_path(root)
+    if path is None or not path.exists():
+        return None
+    out, err = sys.stdout, sys.stderr  # where the service's output goes, whatever redirects later
+    conn = _connect(path)
+    if conn is None:
+        return None
+    with conn:
+        try:
+            send(conn, {"argv": list(argv), "cwd": os.getcwd(), "root": str(root),
+                        "env": {k: os.environ[k] for k in REQUEST_ENV if k in os.environ},
+                        "settings": project_settings()})
+            answer = receive(conn, MAX_REQUEST_BYTES)
+            if answer is None or not answer.get("accepted"):
+                if answer and answer.get("note"):
+                    print(f"note: {answer.get('declined')}; running the command here", file=err)
+                return None
+        except (OSError, ProtocolError):
+            return None
+        except KeyboardInterrupt:  # before "go": the service runs nothing
+            return 130
+        return relay(conn, argv, out, err)
+
+
+def _connect(path: Path) -> socket.socket | None:
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(CONNECT_TIMEOUT_S)
+    try:
+        with _reachable(path) as address:
+            conn.connect(address)
+    except OSError:  # no listener (a socket file a killed service left), no permission, a timeout
+        conn.close()
+        return None
+    conn.settimeout(ANSWER_TIMEOUT_S)
+    return conn
+
+
+def relay(conn: socket.socket, argv: list[str], out, err) -> int | None:
+    """Say "go", then write the service's output here as it comes; its exit code (None: the
+    service ended before it started the command, which is the CLI's to run then)."""
+    command = f"unlearn {argv[0]}" if argv else "unlearn"
+    try:
+        try:
+            send(conn, {"go": True})
+            conn.settimeout(None)  # committed: the command may take as long as it takes
+            if (receive(conn) or {}).get("started") is not True:
+                return None
+        except (OSError, ProtocolError):
+            return None
+        while True:
+            try:
+                message = receive(conn)
+            except (OSError, ProtocolError):
+                message = None
+            if message is None:
+                print(f"error: the unlearn service stopped during `{command}`; run the command again: it first "
+                      "finishes or rolls back what the stopped run left", file=err)
+                return 1
+            if "exit" in message:
+                return message["exit"] if isinstance(message["exit"], int) else 1
+            for key, stream in (("out", out), ("err", err)):
+                if key in message:
+                    stream.write(str(message[key]))
+                    stream.flush()
+    except KeyboardInterrupt:
+        print(f"interrupted: the service goes on with `{command}` to its end (its outcome: `unlearn requests "
+              "list`, the ledger and MLflow)", file=err)
+        return 130
+
+
+# ---------------------------------------------------------------------------------------------
+# the service
+
+
+class RequestStream:
+    """A text stream whose writes go to the client as frames while the command runs, and to the
+    service's own stream after it (a handler or warning that kept a reference writes there)."""
+
+    encoding, errors = "utf-8", "replace"
+
+    def __init__(self, conn: socket.socket, key: str, after):
+        self.conn, self.key, self.after = conn, key, after
+        self.lock = threading.Lock()
+        self.open, self.client_gone = True, False
+
+    def write(self, text: str) -> int:
+        with self.lock:
+            if not self.open:
+                return self.after.write(text)
+            if text and not self.client_gone:
+                try:
+                    send(self.conn, {self.key: text})
+                except OSError:  # the client left (Ctrl-C, `| head`): the command goes on to its end
+                    self.client_gone = True
+            return len(text)
+
+    def flush(self) -> None:
+        if not self.open:
+            self.after.flush()
+
+    def close_request(self) -> None:
+        with self.lock:
+            self.open = False
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        import io
+
+        raise io.UnsupportedOperation("the output goes to a client of the service")
+
+    def writable(self) -> bool:
+        return True
+
+
+class Service:
+    """The socket executor of `unlearn serve`: `execute(argv, cwd)` runs one command (parse,
+    relative paths resolved against `cwd`, the command) and returns its exit code."""
+
+    def __init__(self, root: Path, path: Path, execute: Callable[[list[str], str], int], log=None):
+        self.root, self.path, self.execute = Path(root).resolve(), path, execute
+        self.log = log or sys.stderr
+        self.settings = project_settings()
+        self.busy = threading.Lock()
+        self.listener: socket.socket | None = None
+        self.running: threading.Thread | None = None
+
+    def start(self) -> "Service":
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._remove_stale()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with _reachable(self.path) as address:
+            listener.bind(address)
+        os.chmod(self.path, 0o600)
+        listener.listen(8)
+        self.listener = listener
+        threading.Thread(target=self._accept, name="unlearn-service", daemon=True).start()
+        return self
+
+    def _remove_stale(self) -> None:
+        """A socket file nobody listens on (a killed service) is replaced; a live one is not, nor
+        anything that is not a socket (a mistyped UNLEARN_SERVICE must not delete a file)."""
+        from unlearning.errors import UnlearnError
+
+        try:
+            if not stat.S_ISSOCK(os.lstat(self.path).st_mode):
+                raise UnlearnError(f"{self.path} exists and is not a socket; point {SERVICE_ENV} at a free path")
+        except FileNotFoundError:
+            return
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(CONNECT_TIMEOUT_S)
+        try:
+            with _reachable(self.path) as address:
+                probe.connect(address)
+        except OSError:
+            self.path.unlink()
+            return
+        finally:
+            probe.close()
+        busy = UnlearnError(f"another `unlearn serve` already serves this project on {self.path}; stop it first, "
+                            f"or give this one another socket with {SERVICE_ENV}=PATH")
+        busy.exit_code = 1  # not bad input: the other service does the work
+        raise busy
+
+    def stop(self) -> None:
+        """No new command; the one in progress finishes first (Ctrl-C again stops waiting)."""
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+            self.path.unlink(missing_ok=True)
+        running = self.running
+        if running is not None and running.is_alive():
+            print("serve: waiting for the command in progress to finish", file=self.log)
+            running.join()
+
+    def _accept(self) -> None:
+        while self.listener is not None:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return  # closed by stop()
+            threading.Thread(target=self._serve, args=(conn,), name="unlearn-command", daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            if _peer_uid(conn) not in (None, os.getuid()):
+                self._refuse(conn, "the service runs commands for its own user only")
+                return
+            try:
+                conn.settimeout(HANDSHAKE_TIMEOUT_S)
+                request = receive(conn, MAX_REQUEST_BYTES)
+                if request is None:
+                    return
+                problem = self.refusal(request)
+                if problem:
+                    send(conn, {"declined": problem, "note": not problem.startswith("busy")})
+                    return
+            except (OSError, ProtocolError) as exc:
+                self._refuse(conn, str(exc))
+                return
+            try:  # holding `busy` from here on
+                self.running = threading.current_thread()
+                send(conn, {"accepted": True})
+                if (receive(conn, MAX_REQUEST_BYTES) or {}).get("go") is not True:
+                    return
+                send(conn, {"started": True})
+                conn.settimeout(None)
+                code, gone = self._run(conn, request)
+            except (OSError, ProtocolError):
+                return
+            finally:
+                self.running = None
+                self.busy.release()
+            if not gone:  # free before the client hears the end: its next command is served too
+                try:
+                    send(conn, {"exit": code})
+                except OSError:
+                    pass
+
+    def _refuse(self, conn: socket.socket, why: str) -> None:
+        print(f"serve: refused a connection: {why}", file=self.log)
+        try:
+            send(conn, {"declined": f"refused: {why}", "note": True})
+        except OSError:
+            pass
+
+    def refusal(self, request: dict) -> str | None:
+        """Why this request is not run here (None: it is, and `busy` is now held)."""
+        problem = malformed(request)
+        if problem:
+            return f"refused: {problem}"
+        if Path(request["root"]).resolve() != self.root:
+            return f"the unlearn service at {self.path} serves the project {self.root}, not {request['root']}"
+        differ = sorted(k for k, v in self.settings.items() if request["settings"].get(k) != v)
+        if differ:
+            return (f"the unlearn service at {self.path} runs with other {', '.join(differ)} than this shell "
+                    "(restart `unlearn serve` with the same settings to use it)")
+        if not self.busy.acquire(blocking=False):
+            return "busy"
+        return None
+
+    def _run(self, conn: socket.socket, request: dict) -> tuple[int, bool]:
+        """The command's exit code, and whether its client has left."""
+        out = RequestStream(conn, "out", sys.__stdout__)
+        err = RequestStream(conn, "err", sys.__stderr__)
+        started, code = time.monotonic(), 1
+        with isolated(request["env"], out, err):
+            try:
+                code = self.execute(request["argv"], request["cwd"])
+            except SystemExit as done:  # argparse: --help, a usage error
+                code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+                if done.code is not None and not isinstance(done.code, int):
+                    print(done.code, file=err)
+            except Exception:  # what a local run would print as a traceback, exit 1
+                import traceback
+
+                traceback.print_exc(file=err)
+                code = 1
+        out.close_request()
+        err.close_request()
+        gone = out.client_gone or err.client_gone
+        print(f"serve: `unlearn {request['argv'][0]}` → exit {code}{' (the client had left)' if gone else ''} in "
+              f"{time.monotonic() - started:.2f} s", file=self.log)
+        return code, gone
+
+
+def malformed(request: dict) -> str | None:
+    """What makes a request not one the CLI sends (None: well formed)."""
+    if set(request) != {"argv", "cwd", "root", "env", "settings"}:
+        return "unexpected fields"
+    argv, env, settings = request["argv"], request["env"], request["settings"]
+    if not (isinstance(argv, list) and argv and all(isinstance(a, str) and len(a) <= MAX_ARG_CHARS
+                                                   and "\0" not in a for a in argv)):
+        return "argv is not a list of strings"
+    if argv[0] not in DELEGATED:
+        return f"the service runs only {', '.join(DELEGATED)}"
+    if not all(isinstance(request[k], str) and os.path.isabs(request[k]) for k in ("cwd", "root")):
+        return "cwd and root must be absolute paths"
+    if not (isinstance(env, dict) and set(env) <= set(REQUEST_ENV) and all(isinstance(v, str) for v in env.values())):
+        return f"env may carry only {', '.join(REQUEST_ENV)}"
+    if not (isinstance(settings, dict) and all(isinstance(v, str) for v in settings.values())):
+        return "settings are not digests"
+    return None
+
+
+def _peer_uid(conn: socket.socket) -> int | None:
+    """The connecting process's user id, from the kernel (Linux); None where it cannot say."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return None
+    creds = conn.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+@contextmanager
+def isolated(env: dict[str, str], out, err):
+    """One command's process-wide state: the client's REQUEST_ENV values and output streams in,
+    and afterwards the environment, working folder, temp folder, streams and the handlers of
+    every logger as they were before (a command must leave nothing to the next one)."""
+    import logging
+    import tempfile
+
+    environ, cwd, tempdir = dict(os.environ), os.getcwd(), tempfile.tempdir
+    streams = sys.stdout, sys.stderr
+    loggers = [logging.getLogger(), *(x for x in list(logging.Logger.manager.loggerDict.values())
+                                      if isinstance(x, logging.Logger))]
+    handlers = {id(x): list(x.handlers) for x in loggers}
+    for key in REQUEST_ENV:
+        os.environ.pop(key, None)
+    os.environ.update(env)
+    sys.stdout, sys.stderr = out, err
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = streams
+        for key in set(os.environ) - set(environ):
+            del os.environ[key]
+        os.environ.update({k: v for k, v in environ.items() if os.environ.get(k) != v})
+        if os.getcwd() != cwd:
+            os.chdir(cwd)
+        tempfile.tempdir = tempdir
+        for x in loggers:
+            x.handlers[:] = handlers[id(x)]
+        for name in [m for m in sys.modules if m.startswith("code_model_")]:
+            # MLflow imports a logged model's code under a new module name each time (models from
+            # code): one per command, kept for the service's lifetime unless dropped
+            del sys.modules[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# `unlearn serve`
+
+# Imported (and their clients set up) before the service says it is ready: what a command would
+# otherwise import on its first call. The kinds' heavy stacks load here once, not per command.
+WARM_MODULES = ("flows.forget", "flows.comply", "flows.audit", "tasks.steps", "tasks.release", "tasks.ledger",
+                "tasks.tracking", "tasks.dvc", "tasks.kinds.tabular", "tasks.kinds.text", "tasks.kinds.images",
+                # what a first command still imported (measured): ~1.5 s of its first call
+                "dvc.repo", "scmrepo.git", "git", "prefect.flow_engine", "prefect.task_engine", "mlflow.pyfunc",
+                "mlflow.models", "pandas.io.parsers", "pyarrow.pandas_compat")
+
+
+def serve_commands(root: Path) -> Service | None:
+    """Warm up, listen on the project's socket and say so on one line (`serve: ready …`, which
+    scripts wait for); None where UNLEARN_SERVICE=off."""
+    path = socket_path(root)
+    if path is None:
+        print(f"serve: {SERVICE_ENV}=off: the CLI runs its commands itself", file=sys.stderr)
+        return None
+    started = time.monotonic()
+    warm_up(Path(root))
+    service = Service(root, path, run_forwarded).start()
+    print(f"serve: ready in {time.monotonic() - started:.1f} s — `unlearn forget`, `comply` and `audit` in this "
+          f"project run here ({path})", file=sys.stderr)
+    return service
+
+
+def warm_up(root: Path) -> None:
+    """Import what the commands use and open the Prefect and MLflow clients once."""
+    import importlib
+
+    for name in WARM_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # a module a command may never need (a kind's optional stack)
+            pass
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:  # starts the temporary server if no PREFECT_API_URL
+        client.api_healthcheck()
+    from tasks import tracking
+
+    if tracking.store_exists(root):
+        from mlflow import MlflowClient
+
+        tracking.connect(root)
+        MlflowClient().search_experiments(max_results=1)
+
+
+def run_forwarded(argv: list[str], cwd: str) -> int:
+    """`unlearn ARGV` as the client would run it in `cwd`: parsed by the CLI's own parser, its
+    relative paths resolved against the client's folder (the service never changes its own)."""
+    from flows import cli
+
+    args = cli.build_parser().parse_args(argv)
+    if args.command not in DELEGATED:  # `malformed` refused it already: a second line of defence
+        print(f"error: the service runs only {', '.join(DELEGATED)}", file=sys.stderr)
+        return cli.EXIT_INVALID
+    for name, value in vars(args).items():
+        if isinstance(value, Path) and not value.is_absolute():
+            setattr(args, name, Path(cwd) / value)
+    return cli.execute(args, cli.project_root())
