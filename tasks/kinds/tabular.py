@@ -18,7 +18,7 @@ from tasks.kinds.base import Kind
 from unlearning import references, registry
 from unlearning.compliance.requests import UnlearningRequest, validate_request
 from unlearning.errors import UnlearnError
-from unlearning.tabular import erasure, logreg, methods, verify
+from unlearning.tabular import erasure, influence, logreg, methods, verify
 from unlearning.tabular.bundle import ModelBundle
 from unlearning.tabular.data import Table, check_trainable, correct_table, save_table
 from unlearning.tabular.training import TrainConfig, train_bundle
@@ -223,8 +223,9 @@ def objective_of(problem, result: methods.Result) -> logreg.Objective:
 
 
 def residual_on(problem, theta, obj: logreg.Objective) -> float:
-    """‖∇L_b(θ; D')‖₂ under `obj`."""
-    return float(logreg.gradient(theta, problem.X_new, problem.y_new, obj).norm())
+    """‖∇L_b(θ; D')‖₂ under `obj`, reading D' in place (no n×p copy)."""
+    g = influence.new_data_gradient(problem, theta) + obj.l2 * theta
+    return float((g + obj.b if obj.b is not None else g).norm())
 
 
 @task(name="fall back to retraining", **STEP)

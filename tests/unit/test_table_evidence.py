@@ -110,3 +110,19 @@ def test_certificate_checks_fail_a_residual_above_its_bound_and_an_exhausted_bud
     bad = verify.certificate_evidence(13.0, 8.0, 1.2, 1.0, 12.0, 10.0, {**utility, "accuracy_drop_pts": 3.0})
     failed = {c["name"] for c in verify.certificate_checks(bad, verify.VerifyConfig()) if not c["passed"]}
     assert failed == {"residual_within_bound", "budget_used", "epsilon", "accuracy_drop_pts"}
+
+
+@pytest.mark.parametrize("kind,m", REQUESTS)
+def test_the_evidence_residual_reads_D_prime_in_place_and_equals_the_copied_one(kind, m):
+    """tasks.kinds.tabular.residual_on (the evidence and certificate checks' one pass) must give
+    ‖∇L_b(θ; D')‖ without materialising D' (an n×p copy per request), noise term included."""
+    from tasks.kinds.tabular import residual_on
+    from unlearning.tabular import logreg
+
+    p = problem(300, 5, 2, 0, kind, m, lam=1e-2)
+    obj = logreg.Objective(l2=p.obj.l2, b=torch.randn(p.theta.shape, dtype=p.theta.dtype, generator=torch.Generator().manual_seed(1)))
+    theta = run_method("second_order", p).theta
+    in_place = residual_on(p, theta, obj)
+    assert "X_new" not in vars(p)
+    copied = float(logreg.gradient(theta, p.X_new, p.y_new, obj).norm())
+    assert in_place == pytest.approx(copied, rel=1e-10, abs=1e-12)
