@@ -238,6 +238,10 @@ def run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     root = project_root()
     configure_environment(root)
+    if args.command in EARLY_PREFECT:
+        from flows.settings import start_prefect_server_early
+
+        start_prefect_server_early(root)
 
     from pydantic import ValidationError
 
@@ -277,6 +281,9 @@ def run(argv: list[str] | None) -> int:
 RECOVERING = ("data", "train")
 FLOWS = ("train", "forget", "comply", "demo", "serve", "audit")  # failures reported in one line, not Prefect's traceback
 TRACKING = FLOWS  # commands that use MLflow: a tracking server is probed first
+# One-shot commands whose flows (flows.runs.OutcomeFlow) wait for the temporary Prefect server
+# started as the command's first step (flows.settings.PrefectServer).
+EARLY_PREFECT = ("forget", "comply", "audit")
 
 
 def unwritable(exc: Exception) -> str | None:

@@ -24,6 +24,9 @@ class OutcomeFlow(Flow):
     either way (`return_state=True` gives the state). An exception still propagates as it would."""
 
     def __call__(self, *args: Any, return_state: bool = False, wait_for=None, **kwargs: Any):
+        from flows.settings import prefect_api_ready
+
+        prefect_api_ready()  # the command's temporary server, started as its first step, is up
         state = super().__call__(*args, return_state=True, wait_for=wait_for, **kwargs)
         if return_state:
             return state

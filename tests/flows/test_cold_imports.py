@@ -86,3 +86,47 @@ def test_the_marker_files_named_in_tasks_formats_are_the_libraries():
     assert formats.SCHEMA_FILE == text_data.SCHEMA_FILE == image_data.SCHEMA_FILE
     assert formats.TEXT.model_marker == lm.META_FILE
     assert formats.IMAGES.model_marker == bundle.META_FILE
+
+
+def servers_on(home: Path) -> list[int]:
+    """Processes (temporary Prefect servers) started with PREFECT_HOME=`home`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if proc.name.isdigit() and f"PREFECT_HOME={home}".encode() in environ:
+            found.append(int(proc.name))
+    return found
+
+
+def flow_runs(home: Path) -> list[tuple[str, str]]:
+    import sqlite3
+
+    if not (home / "prefect.db").exists():
+        return []
+    with sqlite3.connect(home / "prefect.db") as db:
+        return db.execute("select name, state_name from flow_run order by created").fetchall()
+
+
+def test_a_cold_forget_starts_its_own_server_early_records_its_run_and_stops_it(trained):
+    """Without PREFECT_API_URL the command starts the project's temporary server itself, first
+    (flows.settings.PrefectServer): the run is in the project's Prefect database as before, bad
+    input still records no run (exit 2), and no server outlives the command."""
+    home = trained / ".prefect"
+    home.mkdir(exist_ok=True)  # a project that has recorded flow runs before
+    env = {**os.environ, "UNLEARN_ROOT": str(trained), "PREFECT_HOME": str(home)}
+    env.pop("PREFECT_API_URL", None)
+    bad = write_request(trained, "bad.yaml", "id: COLD-BAD\nmodel: people\ndelete_records: [NOPE]\n")
+    good = write_request(trained, "good.yaml", "id: COLD-2\nmodel: people\ndelete_records: [P1004]\n")
+    cli = [sys.executable, "-m", "flows.cli", "forget"]
+    refused = subprocess.run([*cli, str(bad)], cwd=trained, env=env, capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2, refused.stderr
+    assert flow_runs(home) == []
+    done = subprocess.run([*cli, str(good), "--json"], cwd=trained, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["request_id"] == "COLD-2"  # stdout: exactly the one JSON object
+    assert flow_runs(home) == [("forget COLD-2", "Completed")]
+    assert servers_on(home) == []
