@@ -55,6 +55,7 @@ bench: install
 	$(PY) -m bench.images
 	$(PY) -m bench.comply
 	$(PY) -m bench.stream
+	$(PY) -m bench.overhead
 
 ui: install
 	$(VENV)/bin/unlearn ui

@@ -19,7 +19,7 @@ from pathlib import Path
 from prefect.runtime import flow_run
 
 from flows.runs import failed_run, outcome_flow, requests_label
-from tasks import audit as audit_steps, release as release_steps, steps, tracking
+from tasks import release as release_steps, steps, tracking
 from tasks.common import (
     Lineage, Plan, Update, Verification, dataset_digest, falls_back_to_retraining, now_utc, promote, register,
     request_hash, seconds_between,
@@ -122,6 +122,8 @@ def forget_request(lineage: Lineage, plan: Plan, options: dict | None, config, v
             update, verification, attempt = fallback
             verification.seconds = seconds
     version, model_run, superseded = release(lineage, plan, update, after, data_after, verification.passed)
+    from tasks import audit as audit_steps  # the audit's own stack (its text and image parts) only once here
+
     audit_steps.escrow_request(lineage, plan, verification.passed)  # what a later audit needs, sealed
     model = {"name": plan.model_name, "version": version, "parent_version": plan.parent_version,
              "run_id": model_run, "parent_run_id": plan.parent_run}

@@ -24,7 +24,10 @@ class OutcomeFlow(Flow):
     either way (`return_state=True` gives the state). An exception still propagates as it would."""
 
     def __call__(self, *args: Any, return_state: bool = False, wait_for=None, **kwargs: Any):
-        state = super().__call__(*args, return_state=True, wait_for=wait_for, **kwargs)
+        from flows.settings import flow_run_settings
+
+        with flow_run_settings():  # the command's own temporary server is up (flows.settings.PrefectServer)
+            state = super().__call__(*args, return_state=True, wait_for=wait_for, **kwargs)
         if return_state:
             return state
         return summary_of(state)

@@ -6,10 +6,14 @@ MLflow and DVC telemetry off. Values already set by the user win.
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import logging
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -106,6 +110,115 @@ def keep_run_failures_off_console() -> None:
     prefect_logging.ensure_logging_setup()
     for name in ("prefect.flow_runs", "prefect.task_runs"):
         logging.getLogger(name).propagate = False
+
+class PrefectServer:
+    """The temporary Prefect API server a command records its flow runs in, started by the command
+    itself as its first step, so that the server's start-up (~3 s, a process of its own) overlaps
+    the command's imports and planning instead of following them.
+
+    Without it Prefect starts the same server (uvicorn over prefect.server.api.server:create_app,
+    the UI off, the database under PREFECT_HOME) when the first flow run asks for a client, after
+    importing that module in the command's own process (~2 s) and polling it every 0.1 s. The flow
+    runs land in the same database, so `unlearn ui --prefect` shows them as before.
+
+    Started only where it replaces Prefect's: PREFECT_API_URL unset (a configured server is used
+    as it is), and only in a project that has recorded flow runs before (.prefect/ exists): a
+    command run in a folder that is not a project still leaves nothing there."""
+
+    def __init__(self, home: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/api"
+        import importlib.util
+
+        # prefect's location, not prefect itself: importing it would read its settings before
+        # PREFECT_API_URL names this server
+        app_dir = Path(importlib.util.find_spec("prefect").submodule_search_locations[0]).parent
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory",
+             "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+             "--log-level", "error", "--lifespan", "on"],
+            env={**os.environ, "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "0",
+                 "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"},
+            stdout=subprocess.DEVNULL)
+        self.ready = False
+        atexit.register(self.stop)
+
+    def wait_ready(self) -> None:
+        """Block until the server answers its health check (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)."""
+        if self.ready:
+            return
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", 90))
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the temporary Prefect server exited with code {self.process.returncode} "
+                                   f"before answering; set PREFECT_API_URL to a running Prefect server")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        self.ready = True
+                        return
+            except (OSError, urllib.error.URLError):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("timed out waiting for the temporary Prefect server; set PREFECT_API_URL to a running "
+                           "Prefect server or raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+_EARLY_SERVER: PrefectServer | None = None
+
+
+def start_prefect_server_early(root: Path) -> PrefectServer | None:
+    """Start the command's temporary Prefect server now and point the process (and its children:
+    Dask workers) at it with PREFECT_API_URL; None where it does not apply (PrefectServer). Call
+    before prefect reads its settings, i.e. before anything imports prefect's client side."""
+    global _EARLY_SERVER
+    home = Path(os.environ.get("PREFECT_HOME") or root / ".prefect")
+    if _EARLY_SERVER is not None or os.environ.get("PREFECT_API_URL") or not home.is_dir():
+        return None
+    if "prefect.context" in sys.modules:  # settings already read: Prefect would not see the URL
+        return None
+    try:
+        _EARLY_SERVER = PrefectServer(home)
+    except OSError:
+        return None  # Prefect starts its own when the first flow runs, as without this
+    os.environ["PREFECT_API_URL"] = _EARLY_SERVER.url
+    return _EARLY_SERVER
+
+
+@contextmanager
+def flow_run_settings() -> Iterator[None]:
+    """Around a flow run of the command: wait for the temporary server this process started (if it
+    did), and send that server no heartbeats. A heartbeat lets a Prefect server mark a run whose
+    process died as crashed; the temporary server runs no such service and ends with the command,
+    while the heartbeat thread costs each run ~0.5-1 s (joined at the run's end). Against a
+    configured server (PREFECT_API_URL) runs keep their heartbeats."""
+    if _EARLY_SERVER is None:
+        yield
+        return
+    _EARLY_SERVER.wait_ready()
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
 
 @contextmanager
 def private_tempdir(root: Path) -> Iterator[Path | None]:

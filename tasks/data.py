@@ -1,21 +1,26 @@
-"""Dataset tasks: validate a dataset, write it under data/NAME and version it with DVC."""
+"""Dataset tasks: validate a dataset, write it under data/NAME and version it with DVC.
+
+The readers of text, image and built-in data are imported where they are used: loading a table
+must not load the text or image stacks (tasks.formats)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from tasks.dvc import DATA_DIR, add_data, ensure_repo
 from tasks.formats import format_of, format_of_dataset_folder
-from unlearning.builtin import BUILTIN
-from unlearning.images.data import ImageDataset
-from unlearning.images.files import read_image_folder, read_image_npz
-from unlearning.tabular.data import Table, read_table_file, table_from_frame
+from unlearning.tabular.data import read_table_file, table_from_frame
 from unlearning.errors import UnlearnError
 from unlearning.storage import check_name, remove_stale_staging
-from unlearning.text.data import TextCorpus
-from unlearning.text.files import is_text_input, read_text_corpus
 
-Dataset = Table | TextCorpus | ImageDataset
+if TYPE_CHECKING:
+    from unlearning.images.data import ImageDataset
+    from unlearning.tabular.data import Table
+    from unlearning.text.data import TextCorpus
+
+    Dataset = Table | TextCorpus | ImageDataset
 
 
 def add_dataset(
@@ -67,6 +72,8 @@ def _build_table(
             raise UnlearnError("--text-column names a column of your own file: give it with --file")
         return _builtin_table(name, target, id_column)
     check_name(name)
+    from unlearning.text.files import is_text_input, read_text_corpus
+
     if is_text_input(Path(file), target, text_column):
         return read_text_corpus(name, Path(file), text_column, id_column)
     if target is None:
@@ -87,12 +94,16 @@ def _user_images(
     if images is None and size is not None:
         raise UnlearnError("--size applies to an image folder (--images DIR); the arrays of an .npz file "
                            "are taken at their own size")
+    from unlearning.images.files import read_image_folder, read_image_npz
+
     if images is not None:
         return read_image_folder(name, Path(images), size)
     return read_image_npz(name, Path(file))
 
 
 def _builtin_table(name: str, target: str | None, id_column: str | None) -> Dataset:
+    from unlearning.builtin import BUILTIN
+
     if name not in BUILTIN:
         raise UnlearnError(
             f"no built-in dataset '{name}' (built-ins: {', '.join(sorted(BUILTIN))}); "

@@ -4,10 +4,18 @@ place a dataset, a model bundle or a stored folder is mapped to its kind for sto
 Apart from tasks/kinds/ (the kinds' steps) because this is what loading a model needs: MLflow's
 model-from-code entry (tasks/pyfunc_entry.py → tasks.tracking) imports it, so it imports neither
 prefect nor the step modules (importing any module of tasks/kinds/ runs their package, which
-loads them all). A new kind adds one `Format` here besides its module in tasks/kinds/."""
+loads them all). A new kind adds one `Format` here besides its module in tasks/kinds/.
+
+A format imports its kind's library only when it is used: a table request loads nothing of the
+text or image stacks (torch models, scikit-learn, the metrics). An object can only be an instance
+of a class whose module is loaded, and a stored folder is recognised by its marker file, so
+mapping a table to its format needs neither."""
 
 from __future__ import annotations
 
+import importlib
+import json
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,12 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from unlearning.images.bundle import ImageBundle, is_image_bundle, load_image_bundle, save_image_bundle
-from unlearning.images.data import ImageDataset, is_image_dataset, load_images, save_images
 from unlearning.tabular.bundle import ModelBundle, load_bundle, save_bundle
 from unlearning.tabular.data import Table, check_trainable, load_table, save_table
-from unlearning.text.data import TextCorpus, is_text_dataset, load_corpus, save_corpus
-from unlearning.text.lm import LMBundle, is_lm_bundle, load_lm, save_lm
 
 # The text cells of a dataset, each with where it is (record, and column for a table).
 Cells = Iterator[tuple[str, dict]]
@@ -32,6 +36,12 @@ class Format(ABC):
     name: str  # "table", "text", "images": the same names as tasks.kinds
     dataset_type: type
     bundle_type: type
+
+    def holds_dataset(self, dataset) -> bool:
+        return isinstance(dataset, self.dataset_type)
+
+    def holds_bundle(self, bundle) -> bool:
+        return isinstance(bundle, self.bundle_type)
 
     # --- the dataset under data/NAME ------------------------------------------------------------
     @abstractmethod
@@ -159,17 +169,75 @@ class TableFormat(Format):
                 "revoked_features": list(enc.revoked), "labels": list(enc.labels), "encoded_features": enc.d}
 
 
-class TextFormat(Format):
-    name, dataset_type, bundle_type = "text", TextCorpus, LMBundle
+# The files that mark a stored folder of a lazily loaded format: the libraries' SCHEMA_FILE and
+# META_FILE, named here so that recognising a table's folder imports neither library
+# (tests/unit/test_cold_imports.py keeps them equal).
+SCHEMA_FILE = "schema.json"
+
+
+def stored_kind(directory: Path) -> str | None:
+    """The "kind" a stored dataset's schema.json names (text, images), or None."""
+    try:
+        schema = json.loads((Path(directory) / SCHEMA_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return schema.get("kind") if isinstance(schema, dict) else None
+
+
+def loaded_class(path: str) -> type | None:
+    """The class at "module:Name" if its module is already imported, else None: no object can be
+    an instance of a class that was never defined, so there is nothing to import to ask."""
+    module, _, name = path.partition(":")
+    found = sys.modules.get(module)
+    return getattr(found, name, None) if found is not None else None
+
+
+def library(module: str):
+    """A kind's library module, imported on first use."""
+    return importlib.import_module(module)
+
+
+class LazyFormat(Format):
+    """A format whose library is imported on first use; its types are named "module:Class"."""
+
+    dataset_class: str
+    bundle_class: str
+    model_marker: str  # the file a stored model bundle of this kind holds
+
+    @property
+    def dataset_type(self) -> type:
+        module, _, name = self.dataset_class.partition(":")
+        return getattr(library(module), name)
+
+    @property
+    def bundle_type(self) -> type:
+        module, _, name = self.bundle_class.partition(":")
+        return getattr(library(module), name)
+
+    def holds_dataset(self, dataset) -> bool:
+        cls = loaded_class(self.dataset_class)
+        return cls is not None and isinstance(dataset, cls)
+
+    def holds_bundle(self, bundle) -> bool:
+        cls = loaded_class(self.bundle_class)
+        return cls is not None and isinstance(bundle, cls)
 
     def stores_dataset(self, directory: Path) -> bool:
-        return is_text_dataset(directory)
+        return stored_kind(directory) == self.name
+
+    def stores_model(self, path: Path) -> bool:
+        return (Path(path) / self.model_marker).exists()
+
+
+class TextFormat(LazyFormat):
+    name, dataset_class, bundle_class, model_marker = "text", "unlearning.text.data:TextCorpus", \
+        "unlearning.text.lm:LMBundle", "lm.json"
 
     def save_dataset(self, dataset, directory: Path) -> None:
-        save_corpus(dataset, directory)
+        library("unlearning.text.data").save_corpus(dataset, directory)
 
     def load_dataset(self, directory: Path):
-        return load_corpus(directory)
+        return library("unlearning.text.data").load_corpus(directory)
 
     def same_dataset(self, stored, given) -> bool:
         return stored.records == given.records and stored.redacted == given.redacted
@@ -185,14 +253,11 @@ class TextFormat(Format):
         for record, text in dataset.records:
             yield text, {"record": record}
 
-    def stores_model(self, path: Path) -> bool:
-        return is_lm_bundle(path)
-
     def save_model(self, bundle, path: Path) -> Path:
-        return save_lm(bundle, path)
+        return library("unlearning.text.lm").save_lm(bundle, path)
 
     def load_model(self, path: Path):
-        return load_lm(path)
+        return library("unlearning.text.lm").load_lm(path)
 
     def predict(self, bundle, model_input) -> pd.Series:
         """The model's greedy 40-character continuation of each prompt."""
@@ -212,17 +277,15 @@ class TextFormat(Format):
         return {"input_columns": {"prompt": "text"}, "kind": "charlm", "preset": bundle.preset}
 
 
-class ImageFormat(Format):
-    name, dataset_type, bundle_type = "images", ImageDataset, ImageBundle
-
-    def stores_dataset(self, directory: Path) -> bool:
-        return is_image_dataset(directory)
+class ImageFormat(LazyFormat):
+    name, dataset_class, bundle_class, model_marker = "images", "unlearning.images.data:ImageDataset", \
+        "unlearning.images.bundle:ImageBundle", "image_model.json"
 
     def save_dataset(self, dataset, directory: Path) -> None:
-        save_images(dataset, directory)
+        library("unlearning.images.data").save_images(dataset, directory)
 
     def load_dataset(self, directory: Path):
-        return load_images(directory)
+        return library("unlearning.images.data").load_images(directory)
 
     def same_dataset(self, stored, given) -> bool:
         return (stored.record_ids == given.record_ids
@@ -241,14 +304,11 @@ class ImageFormat(Format):
                  f"— data version {version} (data.dvc)")
         return payload, human
 
-    def stores_model(self, path: Path) -> bool:
-        return is_image_bundle(path)
-
     def save_model(self, bundle, path: Path) -> Path:
-        return save_image_bundle(bundle, path)
+        return library("unlearning.images.bundle").save_image_bundle(bundle, path)
 
     def load_model(self, path: Path):
-        return load_image_bundle(path)
+        return library("unlearning.images.bundle").load_image_bundle(path)
 
     def predict(self, bundle, model_input) -> pd.Series:
         images = model_input["image"].to_numpy() if isinstance(model_input, pd.DataFrame) else model_input
@@ -277,7 +337,7 @@ BY_MARKER: tuple[Format, ...] = (IMAGES, TEXT, TABLE)
 def format_of(dataset) -> Format:
     """The format of a dataset (Table, TextCorpus, ImageDataset)."""
     for found in FORMATS:
-        if isinstance(dataset, found.dataset_type):
+        if found.holds_dataset(dataset):
             return found
     raise TypeError(f"no kind of model holds a {type(dataset).__name__}")
 
@@ -285,7 +345,7 @@ def format_of(dataset) -> Format:
 def format_of_bundle(bundle) -> Format:
     """The format of a trained model (ModelBundle, LMBundle, ImageBundle)."""
     for found in BY_MARKER:
-        if isinstance(bundle, found.bundle_type):
+        if found.holds_bundle(bundle):
             return found
     raise TypeError(f"no kind of model is a {type(bundle).__name__}")
 

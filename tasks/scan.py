@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tasks import data as data_store
 from tasks.formats import TEXT, Cells, format_of
 from unlearning.compliance.signing import create_private_once
 from unlearning.detect import Allowlist, line_column, scan_text
 from unlearning.errors import UnlearnError
-from unlearning.text.data import TextCorpus
+
+if TYPE_CHECKING:  # a type only: hashing a table request with the project's salt loads no text stack
+    from unlearning.text.data import TextCorpus
 
 SALT_FILE = "salt"
 # What the commands that make a folder a project leave in it (data add, train, submit, forget).

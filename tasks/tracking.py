@@ -10,12 +10,14 @@ import json
 import logging
 import os
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from tasks.formats import format_of_bundle, format_of_model_folder
@@ -26,6 +28,20 @@ EXPERIMENT = "unlearnflow"
 PRODUCTION = "production"
 MODEL_ARTIFACT = "model"
 PIP_REQUIREMENTS = ["unlearnflow", "torch==2.13.0", "pandas", "numpy"]
+BATCH = 100  # params or tags per log_batch call: MLflow's limit per request
+
+
+def client() -> MlflowClient:
+    """The one client of the store MLflow points at now (connect/configure choose it): made once
+    per store, not once per call."""
+    key = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+    found = _CLIENTS.get(key)
+    if found is None:
+        found = _CLIENTS[key] = MlflowClient(*key)
+    return found
+
+
+_CLIENTS: dict[tuple[str, str], MlflowClient] = {}
 
 
 def tracking_uri(root: Path) -> str:
@@ -86,12 +102,12 @@ def configure(root: Path) -> str:
         (root / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    client = MlflowClient()
-    found = client.get_experiment_by_name(EXPERIMENT)
+    store = client()
+    found = store.get_experiment_by_name(EXPERIMENT)
     if found is not None:
         return found.experiment_id
     location = (root / "mlflow" / "artifacts").as_uri() if uri.startswith("sqlite:///") else None
-    return client.create_experiment(EXPERIMENT, artifact_location=location)
+    return store.create_experiment(EXPERIMENT, artifact_location=location)
 
 
 def git_commit(root: Path) -> str:
@@ -107,17 +123,17 @@ def start_run(experiment_id: str, name: str, tags: dict, parent_id: str | None =
     tags = {"code_version": code_version(), **{k: str(v) for k, v in tags.items() if v is not None}}
     if parent_id:
         tags["mlflow.parentRunId"] = parent_id
-    return MlflowClient().create_run(experiment_id, run_name=name, tags=tags).info.run_id
+    return client().create_run(experiment_id, run_name=name, tags=tags).info.run_id
 
 
 def end_run(run_id: str, ok: bool = True) -> None:
-    MlflowClient().set_terminated(run_id, "FINISHED" if ok else "FAILED")
+    client().set_terminated(run_id, "FINISHED" if ok else "FAILED")
 
 
 def set_run_tags(run_id: str, tags: dict) -> None:
-    client = MlflowClient()
-    for key, value in tags.items():
-        client.set_tag(run_id, key, str(value))
+    tags = [RunTag(key, str(value)) for key, value in tags.items()]
+    for start in range(0, len(tags), BATCH):
+        client().log_batch(run_id, tags=tags[start:start + BATCH])
 
 
 @contextmanager
@@ -133,34 +149,36 @@ def run(experiment_id: str, name: str, tags: dict, parent_id: str | None = None)
 
 
 def log_params(run_id: str, params: dict) -> None:
-    client = MlflowClient()
-    for key, value in params.items():
-        if value is not None:
-            client.log_param(run_id, key, str(value)[:6000])
+    """One request per hundred params (was one per param)."""
+    params = [Param(key, str(value)[:6000]) for key, value in params.items() if value is not None]
+    for start in range(0, len(params), BATCH):
+        client().log_batch(run_id, params=params[start:start + BATCH])
 
 
 def log_metrics(run_id: str, metrics: dict) -> None:
-    client = MlflowClient()
-    for key, value in metrics.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
-            client.log_metric(run_id, key, float(value))
+    """The finite numbers of `metrics`, in one request (step 0, now: what log_metric records)."""
+    now = int(time.time() * 1000)
+    found = [Metric(key, float(value), now, 0) for key, value in metrics.items()
+             if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value]
+    if found:
+        client().log_batch(run_id, metrics=found)
 
 
 def log_json(run_id: str, payload: dict, filename: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / filename
         path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-        MlflowClient().log_artifact(run_id, str(path))
+        client().log_artifact(run_id, str(path))
 
 
 def log_text(run_id: str, text: str, filename: str) -> None:
-    MlflowClient().log_text(run_id, text, filename)
+    client().log_text(run_id, text, filename)
 
 
 def log_dataset(run_id: str, name: str, version: str, source: Path, frame_schema: pd.DataFrame) -> None:
     """Record the dataset as a run input by its DVC hash: schema and digest only, no rows."""
     dataset = mlflow.data.from_pandas(frame_schema.head(0), source=str(source), name=name, digest=version[:36])
-    MlflowClient().log_inputs(run_id, datasets=[mlflow.entities.DatasetInput(dataset._to_mlflow_entity())])
+    client().log_inputs(run_id, datasets=[mlflow.entities.DatasetInput(dataset._to_mlflow_entity())])
 
 
 # --- models -----------------------------------------------------------------------------------
@@ -193,9 +211,28 @@ def input_description(bundle) -> dict:
     return format_of_bundle(bundle).input_description(bundle)
 
 
+@contextmanager
+def no_requirement_mismatch_scan():
+    """MLflow checks a logged model's pip requirements against the installed packages only to log a
+    warning (that mlflow's logger, at ERROR here, drops), and maps every installed distribution to
+    its modules for it first: ~1 s per process, measured (bench/overhead.py). The requirements
+    written with the model are the same without the check."""
+    from mlflow.utils import environment
+
+    check = getattr(environment, "warn_dependency_requirement_mismatches", None)
+    if check is None or logging.getLogger("mlflow").getEffectiveLevel() <= logging.WARNING:
+        yield  # a newer MLflow, or a caller who wants the warning: as MLflow does it
+        return
+    environment.warn_dependency_requirement_mismatches = lambda requirements: None
+    try:
+        yield
+    finally:
+        environment.warn_dependency_requirement_mismatches = check
+
+
 def log_model(run_id: str, bundle) -> str:
     """Log a ModelBundle, LMBundle or ImageBundle as a pyfunc model under the run; returns its model URI."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, no_requirement_mismatch_scan():
         path = format_of_bundle(bundle).save_model(bundle, Path(tmp) / "bundle")
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
@@ -206,47 +243,47 @@ def log_model(run_id: str, bundle) -> str:
 
 
 def register(name: str, model_uri: str, run_id: str, tags: dict) -> str:
-    client = MlflowClient()
+    store = client()
     try:
-        client.get_registered_model(name)
+        store.get_registered_model(name)
     except MlflowException:
-        client.create_registered_model(name, description="unlearnflow model; every version carries its lineage tags")
+        store.create_registered_model(name, description="unlearnflow model; every version carries its lineage tags")
     # A logged model's URI (models:/<model id>, MLflow 3): a tracking server refuses it as the
     # source unless the model id comes with it (a local store does not check).
     logged = model_uri.removeprefix("models:/") if model_uri.startswith("models:/") else ""
-    version = client.create_model_version(name, model_uri, run_id=run_id,
+    version = store.create_model_version(name, model_uri, run_id=run_id,
                                           tags={k: str(v) for k, v in tags.items() if v is not None},
                                           model_id=logged if logged and "/" not in logged else None)
     return str(version.version)
 
 
 def set_version_tags(name: str, version: str, tags: dict) -> None:
-    client = MlflowClient()
+    store = client()
     for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, str(value))
+        store.set_model_version_tag(name, version, key, str(value))
 
 
 def describe_version(name: str, version, text: str) -> None:
     """The version's description: what the MLflow UI shows on its page (a tag is one row among many)."""
-    MlflowClient().update_model_version(name, str(version), description=text)
+    client().update_model_version(name, str(version), description=text)
 
 
 def promote(name: str, version: str) -> None:
-    MlflowClient().set_registered_model_alias(name, PRODUCTION, version)
+    client().set_registered_model_alias(name, PRODUCTION, version)
 
 
 def production_version(name: str):
     """The ModelVersion behind the `production` alias, or None."""
-    client = MlflowClient()
+    store = client()
     try:
-        return client.get_model_version_by_alias(name, PRODUCTION)
+        return store.get_model_version_by_alias(name, PRODUCTION)
     except MlflowException:
         return None
 
 
 def production_alias(name: str) -> str:
     """The version number `production` points at; raises MlflowException when it cannot be read."""
-    return str(MlflowClient().get_model_version_by_alias(name, PRODUCTION).version)
+    return str(client().get_model_version_by_alias(name, PRODUCTION).version)
 
 
 def require_production(name: str, root: Path | None = None):
@@ -289,30 +326,30 @@ def load_result(run_id: str) -> dict | None:
 
 def run_plots(run_id: str) -> dict[str, bytes]:
     """The PNG artifacts of a flow's parent run and its child runs, as {"step/file.png": bytes}."""
-    client = MlflowClient()
-    parent = client.get_run(run_id)
-    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
+    store = client()
+    parent = store.get_run(run_id)
+    children = store.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
     plots = {}
     for run in [parent, *children]:
         step = run.data.tags.get("step", "run")
-        for artifact in client.list_artifacts(run.info.run_id):
+        for artifact in store.list_artifacts(run.info.run_id):
             if artifact.path.endswith(".png"):
                 with tempfile.TemporaryDirectory() as tmp:
-                    path = client.download_artifacts(run.info.run_id, artifact.path, tmp)
+                    path = store.download_artifacts(run.info.run_id, artifact.path, tmp)
                     plots[f"{step}/{artifact.path}"] = Path(path).read_bytes()
     return plots
 
 
 def log_figure(run_id: str, figure, filename: str) -> None:
-    MlflowClient().log_figure(run_id, figure, filename)
+    client().log_figure(run_id, figure, filename)
 
 
 # --- superseded versions ----------------------------------------------------------------------
 
 def registered_model_names() -> list[str]:
-    client = MlflowClient()
+    store = client()
     try:
-        return sorted(m.name for m in client.search_registered_models(max_results=1000))
+        return sorted(m.name for m in store.search_registered_models(max_results=1000))
     except MlflowException:
         return []
 
@@ -320,7 +357,7 @@ def registered_model_names() -> list[str]:
 def model_versions(name: str) -> list:
     """Every registered version of a model (ModelVersion objects), oldest first."""
     try:
-        found = MlflowClient().search_model_versions(f"name = '{name}'", max_results=10000)
+        found = client().search_model_versions(f"name = '{name}'", max_results=10000)
     except MlflowException:
         return []
     return sorted(found, key=lambda v: int(v.version))
@@ -328,10 +365,10 @@ def model_versions(name: str) -> list:
 
 def remove_aliases(name: str, version) -> list[str]:
     """Take every alias off a version (a superseded version must not be served by an alias)."""
-    client = MlflowClient()
-    aliases = list(client.get_model_version(name, str(version)).aliases)
+    store = client()
+    aliases = list(store.get_model_version(name, str(version)).aliases)
     for alias in aliases:
-        client.delete_registered_model_alias(name, alias)
+        store.delete_registered_model_alias(name, alias)
     return aliases
 
 

@@ -17,15 +17,17 @@ import json
 import time
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from unlearning.errors import UnlearnError
-from unlearning.images import baselines
-from unlearning.images import cnn
 from unlearning.linalg import single_threaded
 from unlearning.tabular.methods import run_method
 from unlearning.tabular.problem import Problem
-from unlearning.text import deep_influence
+
+if TYPE_CHECKING:  # the text and image stacks are imported by their own jobs only: a table's loads neither
+    from unlearning.images import cnn
 
 KINDS = ("table", "text", "images")
 
@@ -87,11 +89,15 @@ def train(job: ReferenceJob, progress=None):
     if job.kind == "table":
         return run_method("retrain", _d_prime_problem(job), {})
     if job.kind == "text":
+        from unlearning.text import deep_influence
+
         s = job.settings
         return deep_influence.retrain_on(s["config"], job.data["windows"], steps=int(s["steps"]), lr=s["lr"],
                                          batch=int(s["batch"]), seed=int(s["seed"]), init_seed=int(s["seed"]),
                                          progress=progress)
     if job.kind == "images":
+        from unlearning.images import baselines, cnn
+
         config = {**job.settings["config"], "widths": tuple(job.settings["config"]["widths"]),
                   "strides": tuple(job.settings["config"]["strides"])}
         schedule = cnn.TrainSchedule(**job.settings["schedule"])

@@ -10,12 +10,23 @@ gradient_ascent, random_labels, scrub, salun, l1_sparse), influence.py (first/se
 updates on the last layers), registry.py (the image methods in the one registry, IMAGE_METHODS,
 run_image_method: import them from unlearning.images.registry — this package does not import its
 methods, so that they can import it).
+
+The names below are loaded on first use: importing the package (e.g. for unlearning.images.verify,
+whose thresholds the forget flow's parameters name) loads no torch model code.
 """
 
-from unlearning.images.common import ImageMethodConfig, ImageResult
-from unlearning.images.request import IMAGE_KINDS, ImageData, ImageRequest, delete_records, fix_labels, forget_class
+import importlib
+
+_FROM = {"ImageMethodConfig": "common", "ImageResult": "common", **dict.fromkeys(
+    ("IMAGE_KINDS", "ImageData", "ImageRequest", "delete_records", "fix_labels", "forget_class"), "request")}
 
 __all__ = [
     "IMAGE_KINDS", "ImageData", "ImageMethodConfig", "ImageRequest", "ImageResult", "delete_records",
     "fix_labels", "forget_class",
 ]
+
+
+def __getattr__(name: str):
+    if name in _FROM:
+        return getattr(importlib.import_module(f"{__name__}.{_FROM[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

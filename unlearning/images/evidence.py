@@ -46,26 +46,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
-
 from unlearning.errors import UnlearnError
 from unlearning.images.request import ImageData, ImageRequest
+# The thresholds live beside the reference checks' (no torch, no metrics): the forget flow names
+# them in its parameters, and a table request must not load this module to build that signature.
+from unlearning.images.verify import ImageEvidenceConfig  # noqa: F401 (re-exported)
 from unlearning.metrics import loss_mia_auc, model_outputs
-
-
-class ImageEvidenceConfig(BaseModel):
-    """Thresholds of the evidence checks (module docstring); points are percentage points."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    z: float = Field(3.0, gt=0, description="sampling tolerance in standard errors (one-sided ≈ 0.13 % false alarms)")
-    accuracy_margin: float = Field(2.0, ge=0, description="points allowed beyond sampling between Z and the controls")
-    auc_margin: float = Field(0.02, ge=0, description="membership AUC allowed beyond sampling around 0.5")
-    max_absent_accuracy: float = Field(10.0, ge=0, le=100,
-                                       description="accuracy on a class D' no longer holds (Z and held-out), points")
-    max_ta_drop: float = Field(5.0, ge=0, description="TA_original − TA, points")
-    max_ra_drop: float = Field(5.0, ge=0, description="RA_original − RA, points")
-    max_controls: int = Field(2000, ge=10, description="held-out images of Z's classes evaluated (seeded subsample)")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,22 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from unlearning.images.evidence import ImageEvidenceConfig
+
+class ImageEvidenceConfig(BaseModel):
+    """Thresholds of the evidence checks (unlearning.images.evidence's module docstring); points are
+    percentage points. Here, not there: the forget flow's parameters name it, and this module
+    imports neither torch nor the metrics."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    z: float = Field(3.0, gt=0, description="sampling tolerance in standard errors (one-sided ≈ 0.13 % false alarms)")
+    accuracy_margin: float = Field(2.0, ge=0, description="points allowed beyond sampling between Z and the controls")
+    auc_margin: float = Field(0.02, ge=0, description="membership AUC allowed beyond sampling around 0.5")
+    max_absent_accuracy: float = Field(10.0, ge=0, le=100,
+                                       description="accuracy on a class D' no longer holds (Z and held-out), points")
+    max_ta_drop: float = Field(5.0, ge=0, description="TA_original − TA, points")
+    max_ra_drop: float = Field(5.0, ge=0, description="RA_original − RA, points")
+    max_controls: int = Field(2000, ge=10, description="held-out images of Z's classes evaluated (seeded subsample)")
 
 
 class ImageVerifyConfig(BaseModel):
