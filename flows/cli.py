@@ -707,7 +707,7 @@ def cmd_serve(args, root: Path) -> int:
         comply_params = params
     from flows import service
 
-    executor = service.serve_commands(root)  # the CLI's forget/comply/audit, run warm in this process
+    executor = service.serve_commands(root, run_forwarded)  # the CLI's forget/comply/audit, run warm in this process
     if not os.environ.get("PREFECT_API_URL"):  # measured: a temporary server runs no scheduler
         print("serve: note: no PREFECT_API_URL — the deployments are registered in a temporary Prefect server, "
               "which starts no scheduled run: the nightly comply and weekly audit need a Prefect server",
@@ -743,6 +743,22 @@ def serve_until_stopped(*deployments) -> None:
         asyncio.run(runner.start())
     except KeyboardInterrupt:
         print("serve: stopped", file=sys.stderr)
+
+
+def run_forwarded(argv: list[str], cwd: str) -> int:
+    """`unlearn ARGV` for a client of `unlearn serve`, as it would run in `cwd`: parsed by the CLI's
+    own parser, its relative paths resolved against the client's folder (the service never changes
+    its own)."""
+    from flows import service
+
+    args = build_parser().parse_args(argv)
+    if args.command not in service.DELEGATED:  # `malformed` refused it already: a second line of defence
+        print(f"error: the service runs only {', '.join(service.DELEGATED)}", file=sys.stderr)
+        return EXIT_INVALID
+    for name, value in vars(args).items():
+        if isinstance(value, Path) and not value.is_absolute():
+            setattr(args, name, Path(cwd) / value)
+    return execute(args, project_root())
 
 
 COMMANDS = {"data": cmd_data, "train": cmd_train, "forget": cmd_forget, "scan": cmd_scan, "demo": cmd_demo,

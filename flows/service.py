@@ -494,16 +494,17 @@ WARM_MODULES = ("flows.forget", "flows.comply", "flows.audit", "tasks.steps", "t
                 "mlflow.models", "pandas.io.parsers", "pyarrow.pandas_compat")
 
 
-def serve_commands(root: Path) -> Service | None:
+def serve_commands(root: Path, run: Callable[[list[str], str], int]) -> Service | None:
     """Warm up, listen on the project's socket and say so on one line (`serve: ready …`, which
-    scripts wait for); None where UNLEARN_SERVICE=off."""
+    scripts wait for); None where UNLEARN_SERVICE=off. `run(argv, cwd)` runs one command as the
+    CLI would (flows.cli.run_forwarded: the CLI hands itself in, so this module never imports it)."""
     path = socket_path(root)
     if path is None:
         print(f"serve: {SERVICE_ENV}=off: the CLI runs its commands itself", file=sys.stderr)
         return None
     started = time.monotonic()
     warm_up(Path(root))
-    service = Service(root, path, run_forwarded).start()
+    service = Service(root, path, run).start()
     print(f"serve: ready in {time.monotonic() - started:.1f} s — `unlearn forget`, `comply` and `audit` in this "
           f"project run here ({path})", file=sys.stderr)
     return service
@@ -529,18 +530,3 @@ def warm_up(root: Path) -> None:
 
         tracking.connect(root)
         MlflowClient().search_experiments(max_results=1)
-
-
-def run_forwarded(argv: list[str], cwd: str) -> int:
-    """`unlearn ARGV` as the client would run it in `cwd`: parsed by the CLI's own parser, its
-    relative paths resolved against the client's folder (the service never changes its own)."""
-    from flows import cli
-
-    args = cli.build_parser().parse_args(argv)
-    if args.command not in DELEGATED:  # `malformed` refused it already: a second line of defence
-        print(f"error: the service runs only {', '.join(DELEGATED)}", file=sys.stderr)
-        return cli.EXIT_INVALID
-    for name, value in vars(args).items():
-        if isinstance(value, Path) and not value.is_absolute():
-            setattr(args, name, Path(cwd) / value)
-    return cli.execute(args, cli.project_root())
