@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from unlearning.tabular import influence, logreg
+from unlearning.tabular import certified, influence, logreg
 from unlearning.tabular.bundle import ModelBundle
 from unlearning.tabular.data import Table
 from unlearning.tabular.problem import Problem, make_problem
@@ -236,4 +236,4 @@ def model_cache(bundle: ModelBundle, table: Table, b: torch.Tensor | None, encod
     H = logreg.hessian(bundle.theta, X, obj)
     return {"H": H, "L": torch.linalg.cholesky(H), "X_norm": float(torch.linalg.matrix_norm(X, ord=2)),
             "gradient": logreg.gradient(bundle.theta, X, encoded.train.y, obj), "gradient_at": bundle.theta.clone(),
-            **influence.spectral_cache(H), "encoded": encoded.to_state()}
+            **influence.spectral_cache(H), **certified.data_cache(X, bundle.theta), "encoded": encoded.to_state()}
