@@ -508,3 +508,41 @@ def test_updates_never_copy_the_training_matrix(method, opts, kind, m):
     out = run_method(method, p, opts)
     assert "X_new" not in vars(p) and "y_new" not in vars(p)
     assert out.residual == pytest.approx(residual_by_hand(p, out.theta), rel=1e-9)
+
+
+# --- the version's logits -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("K", [2, 3])
+@pytest.mark.parametrize("certified", [False, True])
+@pytest.mark.parametrize("features", [("sex",), ("sex", "city")])
+def test_a_revocations_first_gradient_from_the_versions_logits(K, certified, features):
+    """A revocation touches every row, so its first gradient ∇L_b(θ*; D') is a pass over Z̃; with
+    the version's logits X·θ* (issue 14) it reads Z̃ once (Xᵀr) plus the revoked columns of X.
+    It must equal the gradient on D' written out by hand, and the update must not change."""
+    table = people_table(400, K)
+    bundle, b, _ = train_bundle(table, TrainConfig(tol=1e-6, certified=certified))
+    after = correct_table(table, [], list(features), {})
+    cache = erasure.model_cache(bundle, table, b)
+    p, _, _ = erasure.build_problem(bundle, table, after, b, cache)
+    assert not p.keeps_rows and p.revoked
+    assert torch.allclose(cache["logits"], p.X @ p.theta, rtol=1e-12, atol=1e-12)
+    X_new, y_new = corrected_data(p)
+    by_hand = grad_by_hand(p.theta, X_new, y_new, p.obj)
+    assert influence.cached_logits(p) is not None
+    assert rel(influence.newton_gradient(p), by_hand) <= 1e-10
+    without = run_method("second_order", replace(p, cache={k: v for k, v in cache.items() if k != "logits"}), {})
+    assert rel(run_method("second_order", p, {}).theta, without.theta) <= 1e-10
+
+
+def test_logits_of_another_row_order_or_theta_are_not_used():
+    """The logits depend on D's row order (the cached sums do not): logits of a permuted encoding,
+    or of another θ, are recognised and the gradient is computed over D' instead."""
+    table = people_table(300, 2)
+    bundle, b, _ = train_bundle(table, TrainConfig(tol=1e-6))
+    after = correct_table(table, [], ["sex"], {})
+    cache = erasure.model_cache(bundle, table, b)
+    p, _, _ = erasure.build_problem(bundle, table, after, b, cache)
+    shuffled = replace(p, cache={**cache, "logits": cache["logits"].flip(0)})
+    assert influence.cached_logits(shuffled) is None
+    assert rel(influence.newton_gradient(shuffled), influence.corrected_gradient(p, p.theta)) <= 1e-12
+    assert influence.cached_logits(replace(p, cache={**cache, "gradient_at": p.theta + 1.0})) is None
