@@ -153,3 +153,14 @@ def test_a_small_certified_deletion_reads_no_pass_over_D_prime(monkeypatch):
     out = methods.certified_update(p, methods.CertifiedConfig())
     assert not swept
     assert out.residual_bound >= residual_by_hand(p, out.theta)
+
+
+def test_a_cache_not_tied_to_this_D_certifies_by_the_exact_pass():
+    """The pipeline drops XᵀX, the row norm and the logits when the request's D was not read
+    from the version's kept encoding (tasks.kinds.tabular.update_model): `certified` then pays
+    the pass instead of trusting sums of another table."""
+    p = cached_problem(400, 4, "delete", 1, req_seed=2, sigma=1.0)
+    cache = certified.without_data_keys(p.cache)
+    assert set(p.cache) - set(cache) == set(certified.DATA_KEYS)
+    out = run_method("certified", replace(p, cache=cache), {})
+    assert out.stats["exact_pass"] == 1
