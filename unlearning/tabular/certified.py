@@ -81,7 +81,6 @@ def residual_bound(p: Problem, theta: torch.Tensor) -> tuple[float, float]:
     return residual, residual + allowance
 
 
-
 # --- the O(p²) bound: no pass over D' ------------------------------------------------------------
 
 # The fast bound is spent when it is at most this share of the budget left: each such request
@@ -89,7 +88,6 @@ def residual_bound(p: Problem, theta: torch.Tensor) -> tuple[float, float]:
 # gone), and a request whose bound is larger pays the exact pass and spends its residual, 50–100×
 # smaller on Adult (deleting 100 records: 0.065 against 9e-4; deleting 1: 3e-5 against 5e-7).
 FAST_BOUND_SHARE = 1e-3
-
 
 DATA_KEYS = ("gram", "row_norm_max", "logits")  # entries that describe D itself, row by row or in sum
 

@@ -153,7 +153,7 @@ def certified_update(p: Problem, cfg: CertifiedConfig) -> Result:
 def certified_bound_without_pass(p: Problem, theta: torch.Tensor) -> float | None:
     """The O(|Z|·p + p²) bound (certified.fast_bound) when the version's cache allows it and it is
     at most FAST_BOUND_SHARE of the budget left; None: pay the exact pass over D' and spend the
-    residual itself (10–25× smaller on Adult), which keeps big requests from draining the budget."""
+    residual itself (50–100× smaller on Adult), which keeps big requests from draining the budget."""
     if not certified.fast_bound_applies(p):
         return None
     c = p.certification
