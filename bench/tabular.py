@@ -658,7 +658,7 @@ def adult_section(models: list[TrainedModel], rows_by_kind: dict[str, list[dict]
     for model in models:
         rows = rows_by_kind[model.kind]
         parts += [f"### {adult_model_title(model)}",
-                  f"Training {model.fit_seconds:.2f} s; Hessian cache at registration (H, Cholesky, ‖X‖₂, XᵀX, X·θ*) "
+                  f"Training {model.fit_seconds:.2f} s; Hessian cache at registration (H, Cholesky, ‖X‖₂, XᵀX) "
                   f"{model.cache_seconds:.2f} s, not charged to requests; test accuracy "
                   f"{100 * model.test_accuracy:.2f} %.",
                   adult_table(rows), target_verdict(rows)]

@@ -111,7 +111,7 @@ def update_model(lineage: Lineage, plan: Plan, after: Table, method: str, option
         cache = state.load_cache(lineage.root, plan.parent_run)
         encoded = parent_encoding(lineage.root, plan)
         if encoded is None:
-            # The version's XᵀX and logits were computed with its kept encoding: without it (or
+            # The version's XᵀX and row norm were computed with its kept encoding: without it (or
             # for another data version) nothing ties them to the D encoded now, and the certified
             # bound must not rest on them (it takes the exact pass instead).
             cache = certified.without_data_keys(cache)

@@ -28,7 +28,7 @@ def version_cache(p) -> dict:
     H = binary_hessian_by_hand(p.theta, p.X, p.obj.l2)
     return {"H": H, "X_norm": float(torch.linalg.matrix_norm(p.X, ord=2)),
             "gradient": grad_by_hand(p.theta, p.X, p.y, p.obj), "gradient_at": p.theta.clone(),
-            **certified.data_cache(p.X, p.theta)}
+            **certified.data_cache(p.X)}
 
 
 def cached_problem(n, seed, kind, m, req_seed, sigma=None, tol=1e-12, certification=CERT):
@@ -156,7 +156,7 @@ def test_a_small_certified_deletion_reads_no_pass_over_D_prime(monkeypatch):
 
 
 def test_a_cache_not_tied_to_this_D_certifies_by_the_exact_pass():
-    """The pipeline drops XᵀX, the row norm and the logits when the request's D was not read
+    """The pipeline drops XᵀX and the row norm when the request's D was not read
     from the version's kept encoding (tasks.kinds.tabular.update_model): `certified` then pays
     the pass instead of trusting sums of another table."""
     p = cached_problem(400, 4, "delete", 1, req_seed=2, sigma=1.0)

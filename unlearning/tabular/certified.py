@@ -89,7 +89,7 @@ def residual_bound(p: Problem, theta: torch.Tensor) -> tuple[float, float]:
 # smaller on Adult (deleting 100 records: 0.065 against 9e-4; deleting 1: 3e-5 against 5e-7).
 FAST_BOUND_SHARE = 1e-3
 
-DATA_KEYS = ("gram", "row_norm_max", "logits")  # entries that describe D itself, row by row or in sum
+DATA_KEYS = ("gram", "row_norm_max")  # entries that describe D itself
 
 
 def without_data_keys(cache: dict) -> dict:
@@ -98,12 +98,10 @@ def without_data_keys(cache: dict) -> dict:
     return {k: v for k, v in cache.items() if k not in DATA_KEYS}
 
 
-def data_cache(X: torch.Tensor, theta: torch.Tensor) -> dict:
-    """What a model version keeps of its training matrix for the O(p²) bound and the next
-    request's first gradient: XᵀX (p×p), max_i ‖x_i‖₂ and the logits X·θ (n or n×K).
-    O(n·p²) once per version, at registration, like H."""
-    return {"gram": X.T @ X, "row_norm_max": float(X.norm(dim=1).max()) if len(X) else 0.0,
-            "logits": X @ theta}
+def data_cache(X: torch.Tensor) -> dict:
+    """What a model version keeps of its training matrix for the O(p²) bound: XᵀX (p×p) and
+    max_i ‖x_i‖₂. O(n·p²) once per version, at registration, like H."""
+    return {"gram": X.T @ X, "row_norm_max": float(X.norm(dim=1).max()) if len(X) else 0.0}
 
 
 @dataclass(frozen=True)

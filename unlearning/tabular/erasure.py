@@ -225,9 +225,9 @@ def _all_revoked_columns(encoder) -> list[int]:
 
 
 def model_cache(bundle: ModelBundle, table: Table, b: torch.Tensor | None, encoded: Encoded | None = None) -> dict:
-    """H(θ; D), its Cholesky factor, ‖X‖₂, ∇L_b(θ; D), XᵀX and the logits X·θ for a freshly
-    produced model version, computed once so that the next request on this version only pays for
-    its own rows (the logits: a revocation's first gradient reads Z̃ once). `b` is
+    """H(θ; D), its Cholesky factor, ‖X‖₂, ∇L_b(θ; D) and XᵀX for a freshly produced model
+    version, computed once so that the next request on this version only pays for its own rows
+    (XᵀX: the certified bound without a pass over D'). `b` is
     the version's perturbation (None: not certified); the gradient lets the next Newton step
     start from θ's own residual (influence.newton_gradient). Under "encoded": D encoded with the
     version's feature map (`encoded`, else encoded now, keyed by `table.version`)."""
@@ -235,8 +235,6 @@ def model_cache(bundle: ModelBundle, table: Table, b: torch.Tensor | None, encod
     X = encoded.train.X
     obj = logreg.Objective(l2=bundle.l2, b=b)
     H = logreg.hessian(bundle.theta, X, obj)
-    data = certified.data_cache(X, bundle.theta)  # XᵀX, max row norm, the logits X·θ
-    gradient = X.T @ influence.link_residual_from_logits(data["logits"], encoded.train.y) + obj.l2 * bundle.theta
     return {"H": H, "L": torch.linalg.cholesky(H), "X_norm": float(torch.linalg.matrix_norm(X, ord=2)),
-            "gradient": gradient + b if b is not None else gradient, "gradient_at": bundle.theta.clone(),
-            **influence.spectral_cache(H), **data, "encoded": encoded.to_state()}
+            "gradient": logreg.gradient(bundle.theta, X, encoded.train.y, obj), "gradient_at": bundle.theta.clone(),
+            **influence.spectral_cache(H), **certified.data_cache(X), "encoded": encoded.to_state()}

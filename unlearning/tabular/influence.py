@@ -40,54 +40,12 @@ def newton_gradient(p: Problem) -> torch.Tensor:
     in θ_new, and a sequence of requests adds them up (measured: 8.7e-5 → 1.6e-3 → 8.6e-3 over
     revoke → delete → fix on 400 rows); the one cached vector lets each step remove it."""
     if not p.keeps_rows:
-        return start_gradient_from_logits(p) if cached_logits(p) is not None else corrected_gradient(p, p.theta)
+        return corrected_gradient(p, p.theta)
     G = influence_gradient(p)
-    if not cache_is_of(p):  # another version's: unusable
+    start, at = p.cache.get("gradient"), p.cache.get("gradient_at")
+    if start is None or at is None or not torch.equal(at, p.theta):  # another version's: unusable
         return G
-    return G + p.cache["gradient"].reshape(G.shape)
-
-
-def cache_is_of(p: Problem) -> bool:
-    """Whether the θ-dependent entries of p.cache (gradient, logits) were taken at this θ*."""
-    at = p.cache.get("gradient_at")
-    return at is not None and torch.equal(at, p.theta)
-
-
-def cached_logits(p: Problem) -> torch.Tensor | None:
-    """X·θ* over D, kept by the model version (n,) or (n, K); None when absent or another θ's."""
-    logits = p.cache.get("logits")
-    if logits is None or len(logits) != p.n or not cache_is_of(p):
-        return None
-    # Unlike the cached sums, the logits depend on the row order of D: a few rows recomputed
-    # (O(p)) catch logits of another encoding of the data instead of trusting them silently.
-    probe = torch.linspace(0, p.n - 1, 5).long()
-    if not torch.allclose(logits[probe], p.X[probe] @ p.theta, rtol=1e-9, atol=1e-9):
-        return None
-    return logits
-
-
-def start_gradient_from_logits(p: Problem) -> torch.Tensor:
-    """∇L_b(θ*; D') from the version's logits X·θ* and one read of Z̃ (Xᵀr), instead of two.
-
-    Z̃ rows are the rows of D they replace with the revoked columns zeroed (a revocation; a label
-    fix keeps x): x̃ᵀθ* = x_iᵀθ* − Σ_{j∈R} x_ij θ*_j, which reads only the revoked columns of X."""
-    logits = cached_logits(p)
-    n_deleted = len(p.z_index) - len(p.X_tilde)
-    rows = p.z_index[n_deleted:]  # the row of D each row of Z̃ replaces
-    z = logits[rows]
-    if p.revoked:
-        R = torch.tensor(p.revoked, dtype=torch.long)
-        z = z - p.X.index_select(1, R)[rows] @ p.theta[R]
-    r = link_residual_from_logits(z, p.y_tilde)
-    g = p.X_tilde.T @ r + p.obj.l2 * p.theta
-    return g + p.obj.b if p.obj.b is not None else g
-
-
-def link_residual_from_logits(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """∂ℓ/∂logits from the logits themselves: σ(z) − y or softmax(z) − onehot(y)."""
-    if z.dim() == 1:
-        return torch.sigmoid(z) - y.to(DTYPE)
-    return torch.softmax(z, dim=1) - torch.nn.functional.one_hot(y, z.shape[1]).to(DTYPE)
+    return G + start.reshape(G.shape)
 
 
 ROW_CHUNK = 2048  # rows per block of a pass over D' (1.5 MB at d = 92: stays in a 2 MB L2 cache)
