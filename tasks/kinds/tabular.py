@@ -18,7 +18,7 @@ from tasks.kinds.base import Kind
 from unlearning import references, registry
 from unlearning.compliance.requests import UnlearningRequest, validate_request
 from unlearning.errors import UnlearnError
-from unlearning.tabular import erasure, influence, logreg, methods, verify
+from unlearning.tabular import certified, erasure, influence, logreg, methods, verify
 from unlearning.tabular.bundle import ModelBundle
 from unlearning.tabular.data import Table, check_trainable, correct_table, save_table
 from unlearning.tabular.training import TrainConfig, train_bundle
@@ -110,6 +110,11 @@ def update_model(lineage: Lineage, plan: Plan, after: Table, method: str, option
         started = time.perf_counter()
         cache = state.load_cache(lineage.root, plan.parent_run)
         encoded = parent_encoding(lineage.root, plan)
+        if encoded is None:
+            # The version's XᵀX and row norm were computed with its kept encoding: without it (or
+            # for another data version) nothing ties them to the D encoded now, and the certified
+            # bound must not rest on them (it takes the exact pass instead).
+            cache = certified.without_data_keys(cache)
         loaded = time.perf_counter()
         req = plan.request
         changes = erasure.requested_changes(plan.dataset, req.delete_records, dict(req.fix_labels))

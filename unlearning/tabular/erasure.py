@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from unlearning.tabular import influence, logreg
+from unlearning.tabular import certified, influence, logreg
 from unlearning.tabular.bundle import ModelBundle
 from unlearning.tabular.data import Table
 from unlearning.tabular.problem import Problem, make_problem
@@ -225,8 +225,9 @@ def _all_revoked_columns(encoder) -> list[int]:
 
 
 def model_cache(bundle: ModelBundle, table: Table, b: torch.Tensor | None, encoded: Encoded | None = None) -> dict:
-    """H(θ; D), its Cholesky factor, ‖X‖₂ and ∇L_b(θ; D) for a freshly produced model version,
-    computed once so that the next request on this version only pays for its own rows. `b` is
+    """H(θ; D), its Cholesky factor, ‖X‖₂, ∇L_b(θ; D) and XᵀX for a freshly produced model
+    version, computed once so that the next request on this version only pays for its own rows
+    (XᵀX: the certified bound without a pass over D'). `b` is
     the version's perturbation (None: not certified); the gradient lets the next Newton step
     start from θ's own residual (influence.newton_gradient). Under "encoded": D encoded with the
     version's feature map (`encoded`, else encoded now, keyed by `table.version`)."""
@@ -236,4 +237,4 @@ def model_cache(bundle: ModelBundle, table: Table, b: torch.Tensor | None, encod
     H = logreg.hessian(bundle.theta, X, obj)
     return {"H": H, "L": torch.linalg.cholesky(H), "X_norm": float(torch.linalg.matrix_norm(X, ord=2)),
             "gradient": logreg.gradient(bundle.theta, X, encoded.train.y, obj), "gradient_at": bundle.theta.clone(),
-            **influence.spectral_cache(H), "encoded": encoded.to_state()}
+            **influence.spectral_cache(H), **certified.data_cache(X), "encoded": encoded.to_state()}
