@@ -538,6 +538,12 @@ def warm_up(root: Path) -> None:
         client.api_healthcheck()
         # the version check every process's first flow run makes (one per API URL, ~0.4 s)
         client.raise_for_api_version_mismatch_once()
+    warm_linear_algebra()
+    if (root / ".dvc").is_dir():
+        from tasks import dvc
+
+        with dvc._open(root) as repo:  # its config, site cache and stage index, as `dvc add` reads them
+            repo.index
     from tasks import tracking
 
     if tracking.store_exists(root):
@@ -546,6 +552,18 @@ def warm_up(root: Path) -> None:
         tracking.connect(root)
         MlflowClient().search_experiments(max_results=1)
         tracking.registered_model_names()  # the registry's store, opened on first use
+
+
+def warm_linear_algebra() -> None:
+    """torch loads its LAPACK routines on first use (measured: ~0.3 s of the first forget's model
+    cache, in eigvalsh and the matrix norm): use each once on a tiny matrix."""
+    import torch
+
+    for dtype in (torch.float32, torch.float64):
+        a = torch.eye(4, dtype=dtype) * 2
+        torch.linalg.eigvalsh(a), torch.linalg.matrix_norm(a, ord=2), torch.linalg.cholesky(a)
+        torch.linalg.solve(a, a), torch.linalg.solve_triangular(a, a, upper=False)
+        torch.cholesky_solve(a, torch.linalg.cholesky(a))
 
 
 def run_forwarded(argv: list[str], cwd: str) -> int:
