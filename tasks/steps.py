@@ -63,12 +63,12 @@ def plan_key(root: Path, request_path: Path, method: str | None, verify: str | N
 
 def planned_from(root: Path, model: str) -> tuple:
     """What planning a request for `model` reads that a release can change: the production
-    version (with it its private state and budget), the versions registered (an earlier result of
-    the same request id), the data's DVC version and the production dataset's files."""
+    version (with it its private state and budget), the version registered last (a run that
+    registered one since may have processed the same request id: an earlier result), the data's
+    DVC version and the production dataset's files."""
     tracking.connect(root)
     production = tracking.production_version(model)
-    versions = tuple((str(v.version), v.tags.get("request_id"), v.tags.get("verified"), "rolled_back" in v.tags)
-                     for v in tracking.model_versions(model))
+    versions = tracking.newest_version(model)
     name = production.tags.get("dataset", model) if production is not None else model
     folder = Path(root) / "data" / name
     data = dataset_digest(root, name) if folder.is_dir() else None
