@@ -217,10 +217,27 @@ def flow_run_settings() -> Iterator[None]:
     elif not prefect_server_is_temporary():
         yield
         return
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    with settings_without_heartbeats():
         yield
+
+
+_WITHOUT_HEARTBEATS: dict = {}  # "settings" → (the settings they were made from, the same without heartbeats)
+
+
+def settings_without_heartbeats():
+    """A Prefect settings context like the current one with heartbeats off (as `temporary_settings`
+    makes one), the settings object made once per base settings: re-validating every setting
+    costs ~0.1 s per flow run, which `unlearn serve` would pay per command."""
+    import prefect.context
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+
+    context = prefect.context.get_settings_context()
+    kept = _WITHOUT_HEARTBEATS.get("settings")
+    if kept is None or kept[0] is not context.settings:
+        kept = (context.settings,
+                context.settings.copy_with_update(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
+        _WITHOUT_HEARTBEATS["settings"] = kept
+    return prefect.context.SettingsContext(profile=context.profile, settings=kept[1])
 
 
 def prefect_server_is_temporary() -> bool:

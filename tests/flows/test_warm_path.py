@@ -74,5 +74,8 @@ def test_a_temporary_prefect_server_gets_no_heartbeats():
     with temporary_settings(updates={PREFECT_API_URL: None}):  # as in `unlearn serve` without a server
         with flow_run_settings():
             assert get_current_settings().flows.heartbeat_frequency is None
+            first = get_current_settings()
+        with flow_run_settings():  # the next command's run: the settings made once, not re-validated
+            assert get_current_settings() is first
     with flow_run_settings():  # a configured server (the test harness's) keeps them
         assert get_current_settings().flows.heartbeat_frequency == configured
