@@ -28,8 +28,8 @@ def plan_request(root: Path, request_path: Path, method: str | None = None, veri
     """The request file's plan. The CLI plans a request to validate it before it takes the project
     lock, and the forget flow plans it again under the lock: the flow takes the CLI's plan instead
     (~0.4 s of a table request: reading and checking the table, loading the model) when what it
-    was planned from is unchanged — same request file, production version, registered versions
-    and data (`planned_from`, read before the CLI's planning and again under the lock). Else
+    was planned from is unchanged — same request file, production version, newest registered
+    version and data (`planned_from`, read before the CLI's planning and again under the lock). Else
     (another run released in between) it plans again."""
     key = plan_key(root, request_path, method, verify)
     kept = take_validated_plan(key)
