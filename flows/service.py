@@ -476,6 +476,9 @@ def isolated(env: dict[str, str], out, err):
         tempfile.tempdir = tempdir
         for x in loggers:
             x.handlers[:] = handlers[id(x)]
+        steps = sys.modules.get("tasks.steps")
+        if steps is not None:  # a plan validated but not taken (the command stopped before its flow)
+            steps.forget_validated_plans()
         for name in [m for m in sys.modules if m.startswith("code_model_")]:
             # MLflow imports a logged model's code under a new module name each time (models from
             # code): one per command, kept for the service's lifetime unless dropped
@@ -491,7 +494,18 @@ WARM_MODULES = ("flows.forget", "flows.comply", "flows.audit", "tasks.steps", "t
                 "tasks.tracking", "tasks.dvc", "tasks.kinds.tabular", "tasks.kinds.text", "tasks.kinds.images",
                 # what a first command still imported (measured): ~1.5 s of its first call
                 "dvc.repo", "scmrepo.git", "git", "prefect.flow_engine", "prefect.task_engine", "mlflow.pyfunc",
-                "mlflow.models", "pandas.io.parsers", "pyarrow.pandas_compat")
+                "mlflow.models", "pandas.io.parsers", "pyarrow.pandas_compat",
+                # and then what `dvc add`, the registry and the CSV writer import on first use (449
+                # modules, measured: ~0.5 s of the first forget beyond the second's)
+                "dvc.repo.add", "dvc.repo.index", "dvc.repo.graph", "dvc.repo.stage", "dvc.repo.worktree",
+                "dvc.repo.brancher", "dvc.repo.plots", "dvc.repo.metrics", "dvc.repo.params", "dvc.repo.artifacts",
+                "dvc.repo.datasets", "dvc.repo.trie", "dvc.lock", "dvc.rwlock", "dvc.cachemgr", "dvc.data_cloud",
+                "dvc.dirs", "dvc.scm", "dvc.utils.strictyaml", "dvc_data.index.checkout", "dvc_data.index.collect",
+                "dvc_data.index.fetch", "dvc_data.index.push", "dvc_data.hashfile.db.local",
+                "dvc_data.hashfile.db.index", "dvc_data.hashfile.status", "dulwich.index", "dulwich.worktree",
+                "scmrepo.noscm", "networkx", "pandas.io.formats.csvs", "mlflow.store.model_registry.sqlalchemy_store",
+                "mlflow.models.display_utils", "prefect.utilities.visualization", "torch.utils.serialization",
+                "anyio.streams.memory", "rich.status")
 
 
 def serve_commands(root: Path, run: Callable[[list[str], str], int]) -> Service | None:
@@ -523,6 +537,14 @@ def warm_up(root: Path) -> None:
 
     with get_client(sync_client=True) as client:  # starts the temporary server if no PREFECT_API_URL
         client.api_healthcheck()
+        # the version check every process's first flow run makes (one per API URL, ~0.4 s)
+        client.raise_for_api_version_mismatch_once()
+    warm_linear_algebra()
+    if (root / ".dvc").is_dir():
+        from tasks import dvc
+
+        with dvc._open(root) as repo:  # its config, site cache and stage index, as `dvc add` reads them
+            repo.index
     from tasks import tracking
 
     if tracking.store_exists(root):
@@ -530,3 +552,16 @@ def warm_up(root: Path) -> None:
 
         tracking.connect(root)
         MlflowClient().search_experiments(max_results=1)
+        tracking.registered_model_names()  # the registry's store, opened on first use
+
+
+def warm_linear_algebra() -> None:
+    """torch loads its LAPACK routines on first use (measured: ~0.3 s of the first forget's model
+    cache, in eigvalsh and the matrix norm): use each once on a tiny matrix."""
+    import torch
+
+    for dtype in (torch.float32, torch.float64):
+        a = torch.eye(4, dtype=dtype) * 2
+        torch.linalg.eigvalsh(a), torch.linalg.matrix_norm(a, ord=2), torch.linalg.cholesky(a)
+        torch.linalg.solve(a, a), torch.linalg.solve_triangular(a, a, upper=False)
+        torch.cholesky_solve(a, torch.linalg.cholesky(a))

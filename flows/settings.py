@@ -206,18 +206,48 @@ def start_prefect_server_early(root: Path) -> PrefectServer | None:
 @contextmanager
 def flow_run_settings() -> Iterator[None]:
     """Around a flow run of the command: wait for the temporary server this process started (if it
-    did), and send that server no heartbeats. A heartbeat lets a Prefect server mark a run whose
-    process died as crashed; the temporary server runs no such service and ends with the command,
-    while the heartbeat thread costs each run ~0.5-1 s (joined at the run's end). Against a
-    configured server (PREFECT_API_URL) runs keep their heartbeats."""
-    if _EARLY_SERVER is None:
+    did), and send a temporary server no heartbeats. A heartbeat lets a Prefect server mark a run
+    whose process died as crashed; a temporary server (this command's, or the one Prefect starts
+    itself where no PREFECT_API_URL is set, as in `unlearn serve`) runs no such service and ends
+    with the process, while the heartbeat thread costs each run up to 1 s (joined at the run's
+    end: measured 0.1-0.8 s per served forget). Against a configured server (PREFECT_API_URL)
+    runs keep their heartbeats."""
+    if _EARLY_SERVER is not None:
+        _EARLY_SERVER.wait_ready()
+    elif not prefect_server_is_temporary():
         yield
         return
-    _EARLY_SERVER.wait_ready()
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    with settings_without_heartbeats():
         yield
+
+
+_WITHOUT_HEARTBEATS: dict = {}  # "settings" → (the settings they were made from, the same without heartbeats)
+
+
+def settings_without_heartbeats():
+    """A Prefect settings context like the current one with heartbeats off (as `temporary_settings`
+    makes one), the settings object made once per base settings: re-validating every setting
+    costs ~0.1 s per flow run, which `unlearn serve` would pay per command."""
+    import prefect.context
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+
+    context = prefect.context.get_settings_context()
+    kept = _WITHOUT_HEARTBEATS.get("settings")
+    if kept is None or kept[0] is not context.settings:
+        kept = (context.settings,
+                context.settings.copy_with_update(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
+        _WITHOUT_HEARTBEATS["settings"] = kept
+    return prefect.context.SettingsContext(profile=context.profile, settings=kept[1])
+
+
+def prefect_server_is_temporary() -> bool:
+    """Whether this process's flow runs go to a temporary Prefect server: the command's own, or
+    the one Prefect starts in a subprocess when no API URL is configured."""
+    if _EARLY_SERVER is not None:
+        return True
+    from prefect.settings import get_current_settings
+
+    return not get_current_settings().api.url
 
 
 @contextmanager

@@ -363,6 +363,15 @@ def model_versions(name: str) -> list:
     return sorted(found, key=lambda v: int(v.version))
 
 
+def newest_version(name: str) -> str | None:
+    """The number of the version registered last (None: none), in one row whatever the history."""
+    try:
+        found = client().search_model_versions(f"name = '{name}'", max_results=1, order_by=["version_number DESC"])
+    except MlflowException:
+        return None
+    return str(found[0].version) if found else None
+
+
 def remove_aliases(name: str, version) -> list[str]:
     """Take every alias off a version (a superseded version must not be served by an alias)."""
     store = client()
