@@ -55,6 +55,20 @@ def project_root(root: Path, chdir: bool = False):
             os.environ["UNLEARN_ROOT"] = old
 
 
+@contextmanager
+def trained_people_project(tmp_path_factory, name: str):
+    """A module-scoped project with the `people` dataset and a trained model `people` (v1, production)."""
+    from flows.cli import main
+
+    root = tmp_path_factory.mktemp(name)
+    with project_root(root):
+        csv = root / "people.csv"
+        synthetic_people().to_csv(csv, index=False)
+        assert main(["data", "add", "people", "--file", str(csv), "--target", "label", "--id", "person"]) == 0
+        assert main(["train", "people"]) == 0
+        yield root
+
+
 @pytest.fixture
 def workspace(tmp_path, monkeypatch) -> Path:
     """An empty project workspace; the CLI and flows resolve the root from UNLEARN_ROOT."""

@@ -10,18 +10,13 @@ import pandas as pd
 import pytest
 
 from flows.cli import main
-from tests.flows.conftest import project_root, synthetic_people
+from tests.flows.conftest import synthetic_people, trained_people_project
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, prefect_harness):
     """A workspace with the `people` dataset and a trained model `people` (v1, production)."""
-    root = tmp_path_factory.mktemp("ws")
-    with project_root(root):
-        csv = root / "people.csv"
-        synthetic_people().to_csv(csv, index=False)
-        assert main(["data", "add", "people", "--file", str(csv), "--target", "label", "--id", "person"]) == 0
-        assert main(["train", "people"]) == 0
+    with trained_people_project(tmp_path_factory, "ws") as root:
         yield root
 
 

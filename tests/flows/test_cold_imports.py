@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import main
-from tests.flows.conftest import project_root, synthetic_people, write_request
+from tests.flows.conftest import trained_people_project, write_request
 
 # Of unlearning.images only the package (its names load lazily) and the thresholds the forget
 # flow's parameters name (unlearning.images.verify: pydantic settings, no torch) may be loaded.
@@ -33,12 +32,7 @@ sys.exit(code)
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, prefect_harness):
-    root = tmp_path_factory.mktemp("cold")
-    with project_root(root):
-        csv = root / "people.csv"
-        synthetic_people().to_csv(csv, index=False)
-        assert main(["data", "add", "people", "--file", str(csv), "--target", "label", "--id", "person"]) == 0
-        assert main(["train", "people"]) == 0
+    with trained_people_project(tmp_path_factory, "cold") as root:
         yield root
 
 
