@@ -15,7 +15,7 @@ from prefect.context import TaskRunContext
 from tasks import data as data_store
 from tasks import dvc, tracking
 from tasks.common import (
-    STEP, Plan, dataset_digest, earlier_result, require_sole_model, require_trained_on_checkout,
+    STEP, Plan, dataset_digest, earlier_result, other_models_on, require_sole_model, require_trained_on_checkout,
 )
 from tasks.kinds import kind_of
 from tasks.kinds.base import check_verify_mode_name
@@ -65,7 +65,8 @@ def planned_from(root: Path, model: str) -> tuple:
     """What planning a request for `model` reads that a release can change: the production
     version (with it its private state and budget), the version registered last (a run that
     registered one since may have processed the same request id: an earlier result), the data's
-    DVC version and the production dataset's files."""
+    DVC version, the production dataset's files, and the other production models on that dataset
+    (one trained since the validation must stop the erasure: `require_sole_model`)."""
     tracking.connect(root)
     production = tracking.production_version(model)
     versions = tracking.newest_version(model)
@@ -73,7 +74,7 @@ def planned_from(root: Path, model: str) -> tuple:
     folder = Path(root) / "data" / name
     data = dataset_digest(root, name) if folder.is_dir() else None
     return (production.version if production else None, production.run_id if production else None, versions,
-            dvc.dvc_file_text(root), data)
+            dvc.dvc_file_text(root), data, tuple(other_models_on(name, model)))
 
 
 def take_validated_plan(key: tuple) -> Plan | None:

@@ -79,3 +79,21 @@ def test_a_temporary_prefect_server_gets_no_heartbeats():
             assert get_current_settings() is first
     with flow_run_settings():  # a configured server (the test harness's) keeps them
         assert get_current_settings().flows.heartbeat_frequency == configured
+
+
+def test_a_model_trained_on_the_dataset_since_validation_stops_the_kept_plan(workspace, people_csv, capsys):
+    """An erasure must reach every model that saw the data: a second production model trained on the
+    dataset between the CLI's validation and the flow must stop the request, as planning it anew would."""
+    import pytest
+
+    from unlearning.errors import UnlearnError
+
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id="sole-1", delete_records=["P1008"])
+    steps.plan_request.fn(workspace, path)  # validated while `people` is the dataset's only model
+    assert main(["train", "people", "--model", "people-copy"]) == 0
+    capsys.readouterr()
+    with pytest.raises(UnlearnError, match="people-copy"):
+        forget_flow(root=str(workspace), request_path=str(path))
+    table = "".join(p.read_text() for p in (workspace / "data" / "people").glob("*.csv"))
+    assert "P1008" in table  # nothing erased
