@@ -239,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+EXIT_JOIN_S = 10.0  # what the CLI waits, in all, for its other threads before exiting
+
+
 def exit_without_teardown(code: int) -> None:
     """End the process without the interpreter's teardown of the ~5000 modules a flow command has
     loaded (torch, MLflow, Prefect: 1–2 s on 2 cores, measured by bench/overhead.py). What exit
@@ -246,10 +249,14 @@ def exit_without_teardown(code: int) -> None:
     handlers run (Prefect's temporary server is stopped, logging flushed), the streams are flushed."""
     import atexit
     import threading
+    import time
 
+    # Bounded: an idle concurrent.futures worker (Dask's offload executor, MLflow's async logging)
+    # only exits on the interpreter's own shutdown hook, so an unbounded join would hang here.
+    deadline = time.monotonic() + EXIT_JOIN_S
     for thread in threading.enumerate():
         if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+            thread.join(max(0.0, deadline - time.monotonic()))
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
