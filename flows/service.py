@@ -185,6 +185,10 @@ def _connect(path: Path) -> socket.socket | None:
     except OSError:  # no listener (a socket file a killed service left), no permission, a timeout
         conn.close()
         return None
+    if _peer_uid(conn) not in (None, os.getuid()):
+        # a socket another user listens on (a shared UNLEARN_SERVICE path): never trust its answers
+        conn.close()
+        return None
     conn.settimeout(ANSWER_TIMEOUT_S)
     return conn
 

@@ -386,3 +386,13 @@ def test_a_project_deeper_than_a_socket_address_holds_is_served(root, capsys):
     finally:
         running.stop()
     assert os.getcwd() != str(deep / ".unlearn")
+
+
+def test_a_socket_another_user_listens_on_is_never_trusted(root, served, capsys, monkeypatch):
+    """The CLI checks the listener too: a socket held by another user (a shared UNLEARN_SERVICE
+    path) gets neither the command nor the settings digests, and the CLI runs the command itself."""
+    command = Recorder(code=0)
+    served(command)
+    monkeypatch.setattr(service, "_peer_uid", lambda conn: os.getuid() + 1)
+    assert service.hand_over(ARGV, root) is None
+    assert command.calls == [] and capsys.readouterr() == ("", "")
