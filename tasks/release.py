@@ -316,7 +316,9 @@ def mark_superseded(root: Path, model: str, new_version: str, parent_version: st
     Idempotent (a rerun after a crash changes nothing already set). Returns per version the
     tags it carries now."""
     now = now or utc_now()
-    versions = {str(v.version): dict(v.tags) for v in tracking.model_versions(model)}
+    stored = tracking.model_versions(model)
+    versions = {str(v.version): dict(v.tags) for v in stored}
+    runs = {str(v.version): v.run_id for v in stored}
     when = rule.purge_time(now, keep_days)
     marked = []
     for version in rule.superseded(new_version, versions):
@@ -328,7 +330,7 @@ def mark_superseded(root: Path, model: str, new_version: str, parent_version: st
         tracking.remove_aliases(model, version)
         if rule.PURGED not in versions[version]:
             tracking.describe_version(model, version, superseded_description(tags))
-        marked.append({"version": version, **versions[version], **tags})
+        marked.append({"version": version, "run_id": runs[version], **versions[version], **tags})
     return marked
 
 
@@ -361,14 +363,21 @@ def supersede(lineage: Lineage, plan: Plan, new_version: str, keep_days: int | N
                                  plan.data_version, keep_days, now)
         tracking.log_params(run_id, {"superseded_versions": ",".join(m["version"] for m in marked),
                                      "keep_superseded_days": keep_days or 0})
-    return [entry for m in marked if not rule.is_due(m, now) for entry in beyond_use_entries(plan.model_name, m)]
+    return [entry for m in marked if not rule.is_due(m, now)
+            for entry in beyond_use_entries(plan.model_name, m, state.model_state_files(lineage.root, m["run_id"]))]
 
 
-def beyond_use_entries(model: str, tags: dict) -> list[dict]:
+def beyond_use_entries(model: str, tags: dict, private_state: list[str] = ()) -> list[dict]:
+    """The certificate's entries for a superseded version kept beyond use: the version, its private
+    state (caches that hold the old data's encoded rows, listed by file), its data version."""
     until = tags[rule.PURGE_AFTER]
     entries = [{"artifact": f"model {model} v{tags['version']}", "kind": "model_version",
                 "action": f"beyond use {rule.beyond_use_label(until)}", "purge_after": until,
                 "aliases": "removed"}]
+    if private_state:
+        entries.append({"artifact": f"private state of model {model} v{tags['version']}: {', '.join(private_state)}",
+                        "kind": "private_state", "action": f"beyond use {rule.beyond_use_label(until)}",
+                        "purge_after": until})
     if tags.get(rule.PURGE_DATA):
         entries.append({"artifact": f"dvc data version {tags[rule.PURGE_DATA]}", "kind": "dvc_objects",
                         "action": f"beyond use {rule.beyond_use_label(until)}", "purge_after": until})

@@ -127,21 +127,31 @@ def save_evidence(root: Path, run_id: str, measured: dict) -> None:
     os.replace(tmp, path)
 
 
+# Each kind of private state kept per model version: its folder and file suffix.
+MODEL_STATE = (("cache", ".pt"), ("encoded", ".pt"), ("noise", ".pt"), ("exposures", ".json"), ("evidence", ".json"))
+
+
 def drop_model_state(root: Path, run_id: str) -> list[str]:
     """Delete the cache, encoded data, noise, exposure and evidence records of a superseded model
     version; returns what was removed."""
     removed = []
-    for kind, suffix in (("cache", ".pt"), ("encoded", ".pt"), ("noise", ".pt"), ("exposures", ".json"),
-                         ("evidence", ".json")):
+    for name in model_state_files(root, run_id):
+        (state_dir(root) / name).unlink()
+        removed.append(name)
+    return removed
+
+
+def model_state_files(root: Path, run_id: str) -> list[str]:
+    """The private state a model version keeps ("cache/<run>.pt", ...), as paths under the state
+    folder: what its purge deletes and what a certificate lists while it is kept beyond use."""
+    found = []
+    for kind, suffix in MODEL_STATE:
         folder = state_dir(root) / kind
         # a write that was killed leaves its temp file (`<run>.tmp`, `<run>.<pid>.tmp`): it holds
         # what the version's file holds (the encoded rows of its data), so it goes with it
         leftovers = [*folder.glob(f"{run_id}.tmp"), *folder.glob(f"{run_id}.*.tmp")] if folder.is_dir() else []
-        for path in [folder / f"{run_id}{suffix}", *leftovers]:
-            if path.exists():
-                path.unlink()
-                removed.append(f"{kind}/{path.name}")
-    return removed
+        found += [f"{kind}/{path.name}" for path in [folder / f"{run_id}{suffix}", *leftovers] if path.exists()]
+    return found
 
 
 def escrow_dir(root: Path, model: str) -> Path:

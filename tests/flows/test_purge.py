@@ -15,7 +15,7 @@ import pytest
 from mlflow import MlflowClient
 
 from flows.cli import main
-from tasks import dvc, ledger, tracking
+from tasks import dvc, ledger, state, tracking
 from tests.flows.test_faults import remote_objects
 from tests.flows.test_pipeline import add_and_train, cache_objects, request_file, run_json
 
@@ -88,11 +88,14 @@ def test_keep_superseded_keeps_them_beyond_use_until_a_later_comply_run_purges_t
     code, out = run_json(capsys, ["forget", str(path), "--keep-superseded", "30"])
     assert code == 0, out
     until = (datetime.now(timezone.utc) + timedelta(days=30)).date().isoformat()
-    assert {s["artifact"]: s["action"] for s in out["superseded"]} == {
-        "model people v1": f"beyond use until {until}", f"dvc data version {old_data}": f"beyond use until {until}"}
     tracking.connect(workspace)
     client = MlflowClient()
     v1 = client.get_model_version("people", "1")
+    kept_state = state.model_state_files(workspace, v1.run_id)
+    assert f"encoded/{v1.run_id}.pt" in kept_state  # the old data's encoded rows: a copy kept beyond use too
+    assert {s["artifact"]: s["action"] for s in out["superseded"]} == {
+        "model people v1": f"beyond use until {until}", f"dvc data version {old_data}": f"beyond use until {until}",
+        f"private state of model people v1: {', '.join(kept_state)}": f"beyond use until {until}"}
     assert v1.aliases == [] and v1.tags["beyond_use"] == f"until {until}" and "purged" not in v1.tags
     assert v1.tags["superseded_by"] == "2" and v1.tags["purge_data"] == old_data
     assert artifact_dir("1").is_dir() and all(p.exists() for p in old_objects)  # kept, but beyond use
