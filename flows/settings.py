@@ -134,7 +134,7 @@ class PrefectServer:
         # PREFECT_API_URL names this server
         app_dir = Path(importlib.util.find_spec("prefect").submodule_search_locations[0]).parent
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory",
+            [sys.executable, "-c", SERVER_TIED_TO_PARENT, str(os.getpid()), "--app-dir", str(app_dir), "--factory",
              "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
              "--log-level", "error", "--lifespan", "on"],
             env={**os.environ, "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "0",
@@ -174,6 +174,24 @@ class PrefectServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+# uvicorn, in a process that ends with the command's: Linux sends it SIGTERM when its parent dies
+# (PR_SET_PDEATHSIG), so a command killed by SIGKILL (OOM killer, `kill -9`, a CI timeout), which
+# runs no atexit handler, leaves no server behind. The parent pid is checked after the prctl, for
+# a parent that died before it. Elsewhere (no prctl) the atexit handler is the only stop.
+SERVER_TIED_TO_PARENT = """
+import ctypes, os, runpy, signal, sys
+parent = int(sys.argv[1])
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass
+if os.getppid() != parent:
+    sys.exit(0)
+sys.argv = ["uvicorn", *sys.argv[2:]]
+runpy.run_module("uvicorn", run_name="__main__", alter_sys=True)
+"""
 
 
 def free_port() -> int:
