@@ -124,7 +124,8 @@ def forget_request(lineage: Lineage, plan: Plan, options: dict | None, config, v
     version, model_run, superseded = release(lineage, plan, update, after, data_after, verification.passed)
     from tasks import audit as audit_steps  # the audit's own stack (its text and image parts) only once here
 
-    audit_steps.escrow_request(lineage, plan, verification.passed)  # what a later audit needs, sealed
+    escrow = audit_steps.escrow_request(lineage, plan, verification.passed)  # what a later audit needs, sealed
+    superseded = [*superseded, *audit_steps.escrow_entries(plan, escrow)]
     model = {"name": plan.model_name, "version": version, "parent_version": plan.parent_version,
              "run_id": model_run, "parent_run_id": plan.parent_run}
     data = {"before": plan.data_version, "after": data_after}

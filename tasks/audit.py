@@ -71,6 +71,17 @@ def escrow_request(lineage: Lineage, plan: Plan, promoted: bool) -> Path | None:
     return path
 
 
+def escrow_entries(plan: Plan, path: Path | None) -> list[dict]:
+    """The certificate's entry for a request's escrow that holds removed data (a text request's
+    secrets, an image request's images; a table's holds request ids only): a sealed copy kept
+    beyond use until the model's next audit deletes it."""
+    if path is None or plan.kind.name not in ("text", "images"):
+        return []
+    return [{"artifact": f"audit escrow {escrow_name(path)}", "kind": "audit_escrow",
+             "action": "beyond use until the model's next audit (sealed: AES-GCM, key under .unlearn/), "
+                       "then deleted"}]
+
+
 def escrow_content(root: Path, plan: Plan, members: list[str]) -> dict:
     """What the audit cannot find in the current data: a text request's removed secrets, each with
     the requests of the batch that asked for it (so that a shortfall names the right request); an

@@ -33,6 +33,9 @@ def test_a_text_audit_measures_the_removed_secret_from_its_escrow(workspace, tmp
     assert code == 0 and forgot["verified"], forgot
 
     [sealed] = audit.escrow_files(workspace, "notes")  # kept for the audit, sealed: no raw value on disk
+    # the certificate names the copy of the removed secret kept for the audit
+    assert {"artifact": f"audit escrow {audit.escrow_name(sealed)}", "kind": "audit_escrow"}.items() <= \
+        next(e for e in forgot["superseded"] if e["kind"] == "audit_escrow").items()
     assert files_containing(workspace, {secrets["card"], secrets["card"].replace(" ", "")}) == []
 
     code, out = run_json(capsys, ["audit", "notes"])
