@@ -140,6 +140,7 @@ class Outcome:
     removal_s: list[float] = field(default_factory=list)  # per request, in request order
     checks: list[bool] = field(default_factory=list)  # per-request verification verdicts (policies 3, 4)
     audits: list[bool] = field(default_factory=list)
+    failed_checks: list[str] = field(default_factory=list)  # "audit 2: exposure_vs_retrain_bits", ...
     fallbacks: int = 0  # requests (or audits) whose fast model was replaced by a retrained one
     model: object = None  # the production model at the end
     operations: dict[str, int] = field(default_factory=dict)  # what ran how often
@@ -156,7 +157,8 @@ def simulate(policy: str, arrivals: list[float], ops) -> Outcome:
     `original` (the model in production at the start) and five operations each returning
     (cost in seconds, value): retrain(j) → the model retrained on the data after requests 1..j;
     update(model, k) → the fast update of request k; reference(model, before, k, retrained) → passed;
-    evidence(model, before, k) → passed; audit(model, ks, retrained) → passed."""
+    evidence(model, before, k) → the names of the failed checks; audit(model, ks, retrained) →
+    the names of the failed checks."""
     worker, out, model = Worker(), Outcome(policy), ops.original
     removal: dict[int, float] = {}
 
@@ -189,9 +191,11 @@ def simulate(policy: str, arrivals: list[float], ops) -> Outcome:
         for at, is_audit, ks in events:
             if is_audit:
                 c_retrain, retrained = retrain(ks[-1])
-                c_check, passed = ops.audit(model, ks, retrained)
+                c_check, failed = ops.audit(model, ks, retrained)
+                passed = not failed
                 out.charge("audit checks", c_check)
                 out.audits.append(passed)
+                out.failed_checks += [f"audit {len(out.audits)} (requests {ks[0]}–{ks[-1]}): {name}" for name in failed]
                 done = worker.run(at, c_retrain + c_check)
                 if not passed:  # the data is out for sure only once the retrained model is promoted
                     out.fallbacks += 1
@@ -200,9 +204,11 @@ def simulate(policy: str, arrivals: list[float], ops) -> Outcome:
                 continue
             k = ks[0]
             c_update, updated = ops.update(model, k)
-            c_check, passed = ops.evidence(updated, model, k)
+            c_check, failed = ops.evidence(updated, model, k)
+            passed = not failed
             cost = out.charge("update", c_update) + out.charge("evidence checks", c_check)
             out.checks.append(passed)
+            out.failed_checks += [f"request {k}: {name}" for name in failed]
             if passed:
                 model = updated
             else:  # the fall-back retrains and judges the retrained model by the same checks
@@ -253,14 +259,19 @@ class Measured:
         return cpu_of(lambda: passed(self.scenario.reference_checks(model, before, [k], retrained)))
 
     def evidence(self, model, before, k: int):
-        return cpu_of(lambda: passed(self.scenario.evidence_checks(model, before, k)))
+        return cpu_of(lambda: failed_names(self.scenario.evidence_checks(model, before, k)))
 
     def audit(self, model, ks: list[int], retrained):
-        return cpu_of(lambda: passed(self.scenario.audit_checks(model, ks, retrained)))
+        return cpu_of(lambda: failed_names(self.scenario.audit_checks(model, ks, retrained)))
 
 
 def passed(checks: list[dict]) -> bool:
     return all(c["passed"] for c in checks)
+
+
+def failed_names(checks: list[dict]) -> list[str]:
+    """The failed checks, each as "name (value vs threshold)": what a failed audit is reported by."""
+    return [f"{c['name']} ({c['value']:.3g} vs {c['threshold']})" for c in checks if not c["passed"]]
 
 
 def check(name: str, value: float, threshold: str, ok: bool) -> dict:
@@ -631,6 +642,7 @@ def targets(name: str, outcomes: list[Outcome]) -> list[str]:
                  f"{'met' if ratio <= TARGET_REMOVAL_SHARE else 'MISSED'}")
     lines.append(f"- every audit passes: {verdicts(new.audits)} — "
                  f"{'met' if new.audits and all(new.audits) else 'MISSED'}")
+    lines += [f"  - failed: {what}" for what in new.failed_checks if what.startswith("audit")]
     return lines
 
 

@@ -32,11 +32,11 @@ class Ops:
         return CHECK, k not in self.failing_checks
 
     def evidence(self, model, before, k):
-        return EVIDENCE, k not in self.failing_checks
+        return EVIDENCE, ["evidence_check (2 vs ≤ 1)"] if k in self.failing_checks else []
 
     def audit(self, model, ks, retrained):
         self.audited.append(ks)
-        return AUDIT, len(self.audited) not in self.failing_audits
+        return AUDIT, ["exposure_vs_retrain_bits (5 vs ≤ 2)"] if len(self.audited) in self.failing_audits else []
 
 
 def test_daily_and_weekly_runs_are_the_next_ones_strictly_after_arrival():
@@ -107,12 +107,16 @@ def test_failed_audit_promotes_the_retrained_model_and_removal_waits_for_it():
     assert out.removal_s[2] == UPDATE + EVIDENCE
     assert out.audits == [False, True] and out.fallbacks == 1
     assert out.model == "retrained@2+u3"
+    assert out.failed_checks == ["audit 1 (requests 1–2): exposure_vs_retrain_bits (5 vs ≤ 2)"]
+    assert "  - failed: audit 1 (requests 1–2): exposure_vs_retrain_bits (5 vs ≤ 2)" in stream.targets("text", [
+        simulate(policy, arrivals, Ops(failing_audits={1})) for policy in POLICIES])
 
 
 def test_failed_evidence_falls_back_to_retraining_at_once():
     out = simulate(POLICIES[3], [DAY], Ops(failing_checks={1}))
     # the retrained model is judged by the same checks before it is promoted
     assert out.removal_s == [UPDATE + EVIDENCE + RETRAIN + EVIDENCE] and out.checks == [False] and out.fallbacks == 1
+    assert out.failed_checks == ["request 1: evidence_check (2 vs ≤ 1)"]
     assert out.cpu_s == UPDATE + 2 * EVIDENCE + 2 * RETRAIN + AUDIT  # the Sunday audit retrains once more
 
 
