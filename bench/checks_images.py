@@ -87,7 +87,8 @@ def judge(models: dict, sets: dict, cfg: ImageEvidenceConfig) -> dict[str, tuple
         out = {}
         for name, m in models.items():
             checks = evidence_checks(evidence_of(m, sets["evidence"], cfg), acc[name], acc["original"], cfg)
-            reference = image_checks(acc[name], acc["original"], acc["retrain"], sets["kind"], ImageVerifyConfig())
+            reference = image_checks(acc[name], acc["original"], acc["retrain"], sets["kind"], ImageVerifyConfig(),
+                                     n_forget=len(sets["forget"][1]))
             out[name] = checks, all(c["passed"] for c in reference)
         return out
 

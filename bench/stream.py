@@ -569,7 +569,7 @@ class Images:
         """Today's reference verification (unlearning.images.verify) against the retrained CNN."""
         from unlearning.images.verify import ImageVerifyConfig, image_checks
         return image_checks(self._metrics(model, ks), {}, self._metrics(retrained, ks), "delete_records",
-                            ImageVerifyConfig())
+                            ImageVerifyConfig(), n_forget=len(self._forget(ks)[1]))
 
     def evidence_checks(self, model, before, k: int) -> list[dict]:
         """The evidence mode (unlearning.images.evidence), as tasks/kinds/images.py runs it: the

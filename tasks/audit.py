@@ -13,7 +13,8 @@ version, judges the production model for every request completed since the model
 - Checks per kind, today's reference checks: tables, agreement and accuracy gap with the retrained
   model (unlearning.tabular.verify); text, each removed secret's exposure ≤ retrained + 2 bits,
   held-out perplexity ≤ retrained + 3 %, no secret regenerated; images, the gaps to the retrained
-  CNN (|UA − UA_retrain| ≤ 10 points, TA and RA drops ≤ 5 points).
+  CNN (|UA − UA_retrain| ≤ 10 points + 3 standard errors on the forgotten images, TA and RA drops ≤ 5
+  points).
 - The record: one signed document (`.unlearn/audits/<id>.json`, HMAC as certificates are) naming
   the requests and certificates it covers; each covered ledger request gets an `audited` or
   `audit_failed` entry recording the record's SHA-256.
@@ -386,7 +387,8 @@ def audit_images(root: Path, plan: AuditPlan) -> Judgement:
         with single_threaded():
             rows = {name: evaluate_model(model, forget, retain, test)
                     for name, model in (("after", plan.bundle.model), ("retrain", retrained.model))}
-        checks = image_checks(rows["after"], None, rows["retrain"], escrowed[0]["image_kind"], cfg)
+        checks = image_checks(rows["after"], None, rows["retrain"], escrowed[0]["image_kind"], cfg,
+                              n_forget=len(forget[1]))
     else:  # no forgotten image kept (requests from before the escrow): the retain and test drops only
         sets = {"ra": {"X": retain[0], "y": retain[1]}, "ta": {"X": test[0], "y": test[1]}}
         rows = {name: {k: forget_accuracy(model, data) for k, data in sets.items()}
@@ -402,6 +404,8 @@ def audit_images(root: Path, plan: AuditPlan) -> Judgement:
 def images_shortfall(checks: list[dict], escrowed: list[dict], plan: AuditPlan, retrained, cfg) -> list[dict]:
     """Per failed check, the requests that fell short: for the forget-set gap, those whose own
     images are further from the retrained model than the threshold; retain/test drops go to all."""
+    from unlearning.images.verify import ua_gap_tolerance
+
     out = []
     for c in checks:
         if c["passed"]:
@@ -409,7 +413,8 @@ def images_shortfall(checks: list[dict], escrowed: list[dict], plan: AuditPlan, 
         requests = plan.request_ids
         if c["name"] == "ua_gap_to_retrain":
             gaps = [(e, forget_accuracy(plan.bundle.model, e), forget_accuracy(retrained.model, e)) for e in escrowed]
-            named = sorted({i for e, a, r in gaps if abs(a - r) > cfg.max_ua_gap for i in e["requests"]})
+            named = sorted({i for e, a, r in gaps if abs(a - r) > ua_gap_tolerance(cfg, len(e["y"]), a, r)
+                            for i in e["requests"]})
             requests = named or requests
         out.append({"check": c["name"], "requests": requests})
     return out

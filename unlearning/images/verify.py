@@ -2,7 +2,8 @@
 The evidence mode (the default, no model retrained) has its own: unlearning.images.evidence.
 
 With a retrained reference (the default) the checks bound the gap to it, in percentage points:
-    |UA − UA_retrain| ≤ max_ua_gap        the update forgot about as much as retraining
+    |UA − UA_retrain| ≤ max_ua_gap (+ z·SE on n forget images, `ua_gap_tolerance`)
+                                          the update forgot about as much as retraining
     TA_retrain − TA ≤ max_ta_drop         and kept about as much test accuracy
     RA_retrain − RA ≤ max_ra_drop         and retain accuracy
 Without one (`reference: false`): UA ≥ min_class_ua for class forgetting, and
@@ -12,6 +13,8 @@ against retraining, not in absolute terms.
 """
 
 from __future__ import annotations
+
+import math
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,6 +41,8 @@ class ImageVerifyConfig(BaseModel):
 
     reference: bool = Field(True, description="retrain a reference on D' and bound the gaps to it")
     max_ua_gap: float = Field(10.0, ge=0, description="|UA − UA_retrain|, points")
+    ua_gap_z: float = Field(3.0, ge=0, description="standard errors of the two UAs on the forget set added to "
+                                                   "max_ua_gap (one image moves UA by 100 points)")
     max_ta_drop: float = Field(5.0, ge=0, description="TA_reference − TA, points")
     max_ra_drop: float = Field(5.0, ge=0, description="RA_retrain − RA, points")
     min_class_ua: float = Field(90.0, ge=0, le=100, description="no reference, class forgetting: UA ≥ this")
@@ -45,15 +50,31 @@ class ImageVerifyConfig(BaseModel):
     evidence: ImageEvidenceConfig = Field(ImageEvidenceConfig(), description="thresholds of the evidence mode")
 
 
-def image_checks(after: dict, before: dict, retrain: dict | None, kind: str, cfg: ImageVerifyConfig) -> list[dict]:
-    """The checks of the module docstring on metric dicts (unlearning.metrics.evaluate_model keys)."""
+def ua_gap_tolerance(cfg: ImageVerifyConfig, n_forget: int | None, ua: float, ua_retrain: float) -> float:
+    """The bound on |UA − UA_retrain| for a forget set of `n_forget` images: max_ua_gap plus z
+    standard errors of the two accuracies (SE² = Σ p(1−p)/n, p smoothed to (k+1)/(n+2) so that 0 %
+    and 100 % keep a variance, as the evidence checks do). Deleting one to five images moves UA by
+    20–100 points between two models that forgot equally well: a fixed 10 points failed most such
+    updates and audits while saying nothing. On a class (hundreds of images) it stays ≈ max_ua_gap.
+    `n_forget` None: the fixed bound."""
+    if not n_forget:
+        return cfg.max_ua_gap
+    rates = [(round(a / 100 * n_forget) + 1) / (n_forget + 2) for a in (ua, ua_retrain)]
+    return cfg.max_ua_gap + cfg.ua_gap_z * 100 * math.sqrt(sum(p * (1 - p) / n_forget for p in rates))
+
+
+def image_checks(after: dict, before: dict, retrain: dict | None, kind: str, cfg: ImageVerifyConfig,
+                 n_forget: int | None = None) -> list[dict]:
+    """The checks of the module docstring on metric dicts (unlearning.metrics.evaluate_model keys);
+    `n_forget`: the forget set's size, which widens the UA bound (`ua_gap_tolerance`)."""
     def check(name, value, threshold, passed):
         return {"name": name, "value": float(value), "threshold": threshold, "passed": bool(passed)}
 
     if retrain is not None:
         ua_gap = abs(after["ua"] - retrain["ua"])
+        ua_bound = ua_gap_tolerance(cfg, n_forget, after["ua"], retrain["ua"])
         ta_drop, ra_drop = retrain["ta"] - after["ta"], retrain["ra"] - after["ra"]
-        return [check("ua_gap_to_retrain", ua_gap, f"<= {cfg.max_ua_gap}", ua_gap <= cfg.max_ua_gap),
+        return [check("ua_gap_to_retrain", ua_gap, f"<= {ua_bound:.1f}", ua_gap <= ua_bound),
                 check("ta_drop_vs_retrain", ta_drop, f"<= {cfg.max_ta_drop}", ta_drop <= cfg.max_ta_drop),
                 check("ra_drop_vs_retrain", ra_drop, f"<= {cfg.max_ra_drop}", ra_drop <= cfg.max_ra_drop)]
     ta_drop = before["ta"] - after["ta"]
