@@ -219,6 +219,10 @@ def add_audit_parser(sub) -> None:
                        "at once on this task runner: dask or inline (default; UNLEARN_TASK_RUNNER)")
     audit.add_argument("--dask-address", metavar="ADDRESS", help="an existing Dask scheduler (implies dask)")
     audit.add_argument("--workers", metavar="N", help="worker processes of the local Dask cluster")
+    audit.add_argument("--min-requests", metavar="N", default="1", help="audit a model only once N requests "
+                       "are waiting for its audit (default 1; one retraining then covers N requests)")
+    audit.add_argument("--max-age", metavar="DAYS", help="with --min-requests: audit a model all the same once "
+                       "its oldest request waiting for an audit is DAYS old")
     audit.add_argument("--json", action="store_true", help=JSON_HELP)
     add_local_option(audit)
 
@@ -663,17 +667,17 @@ def cmd_audit(args, root: Path) -> int:
     keep_days = release.keep_days_setting(args.keep_superseded)
     runner, address = prefetch.runner_setting(args.task_runner, args.dask_address)
     workers = prefetch.check_workers(args.workers)
+    cadence = audit.cadence_setting(args.min_requests, args.max_age)
     ledger.check_intact(root)  # a forged ledger: one line before anything is audited
-    due = audit.due_models(root, args.model)  # an unknown or unauditable model: one line, exit 2
+    due = audit.due_models(root, args.model, cadence)  # an unknown or unauditable model: one line, exit 2
     if not due and not (release.open_journals(root) or audit.open_audits(root)):
-        what = f"model {args.model}" if args.model else "no model"
-        message = (f"{what}: no request since its last audit; nothing to audit" if args.model
-                   else "no model has a request since its last audit; nothing to audit")
+        message = nothing_due_message(root, args.model, cadence)
         emit(args, {"model": args.model, "audits": [], "covered_requests": [], "message": message}, message)
         return EXIT_OK
     try:
         summary = audit_flow(root=str(root), model=args.model, rebase=args.rebase, keep_superseded_days=keep_days,
-                             task_runner=runner, dask_address=address, workers=workers)
+                             task_runner=runner, dask_address=address, workers=workers,
+                             min_requests=cadence.min_requests, max_age_days=cadence.max_age_days)
     except release.ProjectBusy as busy:
         print(f"audit: {busy}", file=sys.stderr)
         return EXIT_FAILED
@@ -684,6 +688,21 @@ def cmd_audit(args, root: Path) -> int:
                                    *(line for a in audits for line in format_audit(a))])
          or "nothing to audit")
     return EXIT_OK if all(a["passed"] for a in audits) else EXIT_FAILED
+
+
+def nothing_due_message(root: Path, model: str | None, cadence) -> str:
+    """Why `unlearn audit` has nothing to do: no request since the last audit, or fewer than the cadence asks."""
+    from tasks import audit
+
+    waiting = f"fewer than {cadence.min_requests} requests waiting" + (
+        f", none older than {cadence.max_age_days:g} days" if cadence.max_age_days is not None else "")
+    if model is None:
+        return ("no model has a request since its last audit; nothing to audit" if cadence.min_requests == 1
+                else f"no model is due: {waiting}; nothing to audit")
+    count, _ = audit.pending_requests(root, model)
+    if count == 0:
+        return f"model {model}: no request since its last audit; nothing to audit"
+    return f"model {model}: {count} request(s) since its last audit, {waiting}; nothing to audit"
 
 
 def format_audit(a: dict) -> list[str]:

@@ -173,27 +173,78 @@ def has_work(root: Path, model: str) -> bool:
     return bool(escrow_files(root, model) or ledger_requests(root, model))
 
 
-def models_due(root: Path) -> list[str]:
-    """Every registered production model of a kind audits cover with a request since its last audit."""
+@dataclass(frozen=True)
+class Cadence:
+    """When a model with requests since its last audit is due for one: at `min_requests` such
+    requests, or once the oldest of them is `max_age_days` old (None: no age rule). The default
+    audits every model with one request. Each audit retrains once: on a quiet model a weekly audit
+    of one or two requests costs a retraining per request (bench.stream), while a cadence of 50
+    requests, at most a month apart, shares one among them."""
+
+    min_requests: int = 1
+    max_age_days: float | None = None
+
+
+def cadence_setting(min_requests: object = 1, max_age_days: object = None) -> Cadence:
+    """The cadence of `--min-requests N` / `--max-age DAYS` (flow parameters alike); UnlearnError
+    (one line) for anything but a whole number ≥ 1 and a positive number of days."""
+    try:
+        n = int(min_requests)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1 or str(min_requests).strip() != str(n):
+        raise UnlearnError(f"--min-requests must be a whole number ≥ 1, got {min_requests!r}")
+    if max_age_days is None:
+        return Cadence(n, None)
+    try:
+        days = float(str(max_age_days).strip())
+    except ValueError:
+        days = float("nan")
+    if not days > 0 or days == float("inf"):
+        raise UnlearnError(f"--max-age must be a positive number of days, got {max_age_days!r}")
+    return Cadence(n, days)
+
+
+def pending_requests(root: Path, model: str) -> tuple[int, datetime | None]:
+    """(how many requests on the model no audit has covered, when the oldest of them came): each
+    processed request leaves an escrow (a comply batch one for all its members), each one through
+    the ledger a record."""
+    escrows, records = escrow_files(root, model), ledger_requests(root, model)
+    times = [datetime.fromtimestamp(p.stat().st_mtime, timezone.utc) for p in escrows] + [r.received for r in records]
+    return max(len(escrows), len(records)), min(times) if times else None
+
+
+def is_due(root: Path, model: str, cadence: Cadence, now: datetime | None = None) -> bool:
+    count, oldest = pending_requests(root, model)
+    if count == 0:
+        return False
+    if count >= cadence.min_requests:
+        return True
+    age = (now or utc_now()) - oldest
+    return cadence.max_age_days is not None and age.total_seconds() >= cadence.max_age_days * 86400
+
+
+def models_due(root: Path, cadence: Cadence = Cadence()) -> list[str]:
+    """Every registered production model of a kind audits cover that its cadence makes due."""
     if not tracking.store_exists(root):
         return []
     tracking.connect(root)
     return [name for name in tracking.registered_model_names()
             if (production := tracking.production_version(name)) is not None
-            and kind_name(root, production, name) in AUDITED_KINDS and has_work(root, name)]
+            and kind_name(root, production, name) in AUDITED_KINDS and is_due(root, name, cadence)]
 
 
-def due_models(root: Path, model: str | None) -> list[str]:
+def due_models(root: Path, model: str | None, cadence: Cadence = Cadence()) -> list[str]:
     """The models an `audit` run would audit now; UnlearnError (one line) for an unknown model or
     one of a kind audits do not cover yet. Reads only."""
     if model is None:
-        return models_due(root)
+        return models_due(root, cadence)
     tracking.connect(root)
     production = tracking.require_production(model, root)
     kind = kind_name(root, production, model)
     if kind not in AUDITED_KINDS:
         raise UnlearnError(f"model {model!r} is a {kind} model: audits cover {', '.join(AUDITED_KINDS)} models")
-    return [model] if has_work(root, model) else []
+    return [model] if is_due(root, model, cadence) else []
 
 
 def kind_name(root: Path, production, model: str) -> str:

@@ -254,3 +254,43 @@ def test_retiring_a_model_deletes_the_escrow_no_audit_will_read(workspace, peopl
     assert code == 0, out
     assert not audit.escrow_files(workspace, "people")
     assert any(e["kind"] == "audit_escrow" and e["action"] == "purged" for e in out["purge"])
+
+
+def test_a_cadence_audits_a_model_once_enough_requests_wait_or_the_oldest_is_old_enough(
+        workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys)
+    comply_requests(workspace, capsys, {"id": "CAD-1", "delete_records": ["P1003"]})
+    ledger_before = (workspace / "ledger.db").read_bytes()
+
+    capsys.readouterr()
+    assert main(["audit", "people", "--min-requests", "2"]) == 0  # one request waits: not due yet
+    assert ("model people: 1 request(s) since its last audit, fewer than 2 requests waiting; nothing to audit"
+            in capsys.readouterr().out)
+    assert main(["audit", "--min-requests", "2", "--max-age", "30"]) == 0  # every model: none due
+    assert "no model is due: fewer than 2 requests waiting, none older than 30 days" in capsys.readouterr().out
+    assert (workspace / "ledger.db").read_bytes() == ledger_before and audit.escrow_files(workspace, "people")
+    assert not (workspace / audit.AUDIT_DIR).exists() or not list((workspace / audit.AUDIT_DIR).glob("*.json"))
+
+    # the oldest waiting request is older than --max-age (a second here): due although fewer wait
+    code, out = run_json(capsys, ["audit", "--min-requests", "50", "--max-age", "0.00001"])
+    assert code == 0 and [a["covered_requests"] for a in out["audits"]] == [["CAD-1"]], out
+
+    comply_requests(workspace, capsys, {"id": "CAD-2", "delete_records": ["P1004"]},)
+    comply_requests(workspace, capsys, {"id": "CAD-3", "delete_records": ["P1005"]})
+    code, out = run_json(capsys, ["audit", "people", "--min-requests", "2"])  # two wait: due
+    assert code == 0 and sorted(out["covered_requests"]) == ["CAD-2", "CAD-3"], out
+
+
+def test_a_bad_cadence_is_refused_in_one_line_and_writes_nothing(workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys)
+    comply_requests(workspace, capsys, {"id": "CAD-B", "delete_records": ["P1003"]})
+    ledger_before = (workspace / "ledger.db").read_bytes()
+    for args, wrong in ((["--min-requests", "0"], "--min-requests must be a whole number ≥ 1, got '0'"),
+                        (["--min-requests", "2.5"], "--min-requests must be a whole number ≥ 1, got '2.5'"),
+                        (["--max-age", "-1"], "--max-age must be a positive number of days, got '-1'"),
+                        (["--max-age", "nan"], "--max-age must be a positive number of days, got 'nan'")):
+        capsys.readouterr()
+        assert main(["audit", "people", *args]) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and wrong in err, err
+    assert (workspace / "ledger.db").read_bytes() == ledger_before and audit.escrow_files(workspace, "people")
