@@ -319,6 +319,7 @@ def mark_superseded(root: Path, model: str, new_version: str, parent_version: st
     stored = tracking.model_versions(model)
     versions = {str(v.version): dict(v.tags) for v in stored}
     runs = {str(v.version): v.run_id for v in stored}
+    aliased = tracking.aliased_versions(model)
     when = rule.purge_time(now, keep_days)
     marked = []
     for version in rule.superseded(new_version, versions):
@@ -326,10 +327,14 @@ def mark_superseded(root: Path, model: str, new_version: str, parent_version: st
                                    data_before if version == str(parent_version) else None)
         if datetime.fromisoformat(tags[rule.PURGE_AFTER]) > now:
             tags[rule.BEYOND_USE] = rule.beyond_use_label(tags[rule.PURGE_AFTER])
-        tracking.set_version_tags(model, version, tags)
-        tracking.remove_aliases(model, version)
-        if rule.PURGED not in versions[version]:
-            tracking.describe_version(model, version, superseded_description(tags))
+        # A version marked by an earlier request (kept beyond use) already carries these tags and its
+        # description: each request re-marking every such version made its cost grow with the history.
+        # (The description first: a run killed between the two sets the tags again, and with them it.)
+        if any(versions[version].get(key) != str(value) for key, value in tags.items()):
+            if rule.PURGED not in versions[version]:
+                tracking.describe_version(model, version, superseded_description(tags))
+            tracking.set_version_tags(model, version, tags)
+        tracking.remove_version_aliases(model, aliased.get(version, []))
         marked.append({"version": version, "run_id": runs[version], **versions[version], **tags})
     return marked
 

@@ -401,3 +401,18 @@ def delete_version_artifacts(name: str, version) -> dict:
     except (MlflowException, OSError):
         left = []
     return {"location": uri, "verified": not left}
+
+
+def aliased_versions(name: str) -> dict[str, list[str]]:
+    """version → its aliases, for every version of a model that has one (one call, where a version's
+    own record would cost one call per version)."""
+    found: dict[str, list[str]] = {}
+    for alias, version in client().get_registered_model(name).aliases.items():
+        found.setdefault(str(version), []).append(alias)
+    return found
+
+
+def remove_version_aliases(name: str, aliases: list[str]) -> None:
+    store = client()
+    for alias in aliases:
+        store.delete_registered_model_alias(name, alias)

@@ -134,3 +134,28 @@ def test_a_bad_retention_is_refused_before_anything_is_written(workspace, capsys
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "whole number of days" in err
     assert sorted(p.name for p in workspace.iterdir()) == before
+
+
+def test_a_request_does_not_mark_again_the_versions_an_earlier_one_kept_beyond_use(
+        workspace, people_csv, capsys, monkeypatch):
+    """The cost of a request must not grow with the model's history: versions marked superseded by
+    an earlier request keep their tags, and only the newly superseded one is tagged."""
+    add_and_train(people_csv, capsys)
+    for i, record in enumerate(("P1003", "P1004")):
+        path = request_file(workspace, id=f"REQ-M{i}", delete_records=[record])
+        assert run_json(capsys, ["forget", str(path), "--keep-superseded", "30"])[0] == 0
+    tagged = []
+    real = tracking.set_version_tags
+    monkeypatch.setattr(tracking, "set_version_tags",
+                        lambda name, version, tags: (tagged.append(version), real(name, version, tags)))
+    path = request_file(workspace, id="REQ-M2", delete_records=["P1005"])
+    code, out = run_json(capsys, ["forget", str(path), "--keep-superseded", "30"])
+    assert code == 0, out
+    assert tagged == ["3"]  # v1 and v2 were marked by the requests that superseded them
+    tracking.connect(workspace)
+    client = MlflowClient()
+    for version, by in (("1", "2"), ("2", "3"), ("3", "4")):
+        v = client.get_model_version("people", version)
+        assert v.aliases == [] and v.tags["superseded_by"] == by and "beyond_use" in v.tags
+    # and every one of them is still listed beyond use by this request's certificate
+    assert {"model people v1", "model people v2", "model people v3"} <= {s["artifact"] for s in out["superseded"]}
