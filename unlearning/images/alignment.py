@@ -194,7 +194,7 @@ def alignment(model: CNN, data: ImageData, request: ImageRequest, cfg: Alignment
     passes = 0  # images through the network (forward 1, backward 2), retrain's unit of work
     kept = None
     if cfg.sd_without_forgotten_class and request.forget_class is not None:
-        kept = torch.tensor([c for c in range(model.head.out_features) if c != request.forget_class])
+        kept = torch.tensor([c for c in range(model.config["n_classes"]) if c != request.forget_class])
 
     def step(loss: torch.Tensor, clip: float | None, optimiser: torch.optim.SGD) -> None:
         student.zero_grad(set_to_none=True)
