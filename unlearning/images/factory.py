@@ -34,6 +34,7 @@ import copy
 import hashlib
 import importlib
 import inspect
+import sys
 from collections.abc import Collection
 from pathlib import Path
 
@@ -61,9 +62,18 @@ def split_spec(spec: str) -> tuple[str, str]:
 
 
 def import_module(spec: str):
+    """The factory's module, from sys.path or else the current folder (as `python -m` finds it:
+    the `unlearn` script's own folder is on sys.path, the project's is not)."""
     module, _ = split_spec(spec)
     try:
-        return importlib.import_module(module)
+        try:
+            return importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            here = str(Path.cwd())
+            if error.name != module.split(".")[0] or here in sys.path:
+                raise
+            sys.path.append(here)  # last: the user's folder never shadows an installed package
+            return importlib.import_module(module)
     except ModuleNotFoundError as error:
         raise UnlearnError(f"model factory {spec!r}: cannot import module '{module}' ({error}); install it or "
                            f"run from the folder that holds it (or add that folder to PYTHONPATH)") from None
