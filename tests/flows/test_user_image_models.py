@@ -1,6 +1,6 @@
 """Users' own PyTorch image models end to end (real Prefect, MLflow, DVC): `train --model-factory
 tests.custom_models:build` → lineage (factory + source hash) and a pyfunc that predicts with it →
-a class forgotten and verified against a reference retrained through the same factory → audit.
+a class forgotten and verified by evidence → audited against a model retrained through the same factory.
 A stored model is rebuilt only through a factory the user passed; bad factories → exit 2, one
 line, nothing written."""
 
@@ -55,17 +55,16 @@ def test_the_trained_model_records_its_factory_and_predicts_as_a_pyfunc(factory_
     assert (predicted == np.asarray(data.classes)[data.labels[test]]).mean() > 0.8
 
 
-def test_forget_verify_against_a_reference_built_by_the_factory_then_audit(factory_ws, capsys):
-    code, out = run_json(capsys, ["forget", str(request(factory_ws, id="F1", forget_class="vstripes")),
-                                  "--verify", "reference"])
+def test_forget_verified_by_evidence_then_audited_against_a_model_rebuilt_by_the_factory(factory_ws, capsys):
+    code, out = run_json(capsys, ["forget", str(request(factory_ws, id="F1", forget_class="vstripes"))])
     assert code == 0 and out["promoted"], out
-    assert out["metrics"]["ua_retrain"] == 100.0  # the reference, rebuilt by the factory, never saw the class
-    assert out["metrics"]["ua"] > 50, out["metrics"]
+    assert out["metrics"]["ua"] > 50 and out["metrics"]["forgotten_class_accuracy"] < 0.5, out["metrics"]
     new = mlflow.MlflowClient().get_model_version("shapes", out["model"]["version"])
     assert new.tags["model_factory"] == SPEC
 
     code, audited = run_json(capsys, ["audit", "shapes"])
     assert code == (0 if audited["passed"] else 1), audited
+    # the retrained model, built by the same factory, never saw the class: it gets none of it right
     assert audited["covered_requests"] == ["F1"] and audited["metrics"]["ua_retrain"] == 100.0
 
 
@@ -93,6 +92,12 @@ def test_a_factory_that_cannot_be_imported_any_more_is_refused(factory_ws, capsy
     monkeypatch.setitem(sys.modules, "tests.custom_models", None)  # as if the module were gone
     run_bad(factory_ws, capsys, ["forget", str(request(factory_ws, id="F3", forget_class="disc"))],
             "cannot import module 'tests.custom_models'")
+
+
+def test_a_factory_for_a_dataset_that_is_not_images_is_refused(factory_ws, capsys):
+    (factory_ws / "notes.txt").write_text("".join(f"note {i}: the weather was fine again today\n\n" for i in range(80)))
+    assert main(["data", "add", "notes", "--file", "notes.txt"]) == 0
+    run_bad(factory_ws, capsys, ["train", "notes", "--model-factory", SPEC], "--model-factory builds image models")
 
 
 @pytest.mark.parametrize("spec, expect", [
