@@ -1,6 +1,7 @@
 """Users' own PyTorch image models end to end (real Prefect, MLflow, DVC): `train --model-factory
 tests.custom_models:build` → lineage (factory + source hash) and a pyfunc that predicts with it →
-a class forgotten and verified by evidence → audited against a model retrained through the same factory.
+a class forgotten (verified by evidence) → audited against a model retrained through the same
+factory → a record deleted through the ledger and `comply`.
 A stored model is rebuilt only through a factory the user passed; bad factories → exit 2, one
 line, nothing written."""
 
@@ -55,7 +56,7 @@ def test_the_trained_model_records_its_factory_and_predicts_as_a_pyfunc(factory_
     assert (predicted == np.asarray(data.classes)[data.labels[test]]).mean() > 0.8
 
 
-def test_forget_verified_by_evidence_then_audited_against_a_model_rebuilt_by_the_factory(factory_ws, capsys):
+def test_forget_audit_against_a_model_rebuilt_by_the_factory_then_comply(factory_ws, capsys):
     code, out = run_json(capsys, ["forget", str(request(factory_ws, id="F1", forget_class="vstripes"))])
     assert code == 0 and out["promoted"], out
     assert out["metrics"]["ua"] > 50 and out["metrics"]["forgotten_class_accuracy"] < 0.5, out["metrics"]
@@ -66,6 +67,15 @@ def test_forget_verified_by_evidence_then_audited_against_a_model_rebuilt_by_the
     assert code == (0 if audited["passed"] else 1), audited
     # the retrained model, built by the same factory, never saw the class: it gets none of it right
     assert audited["covered_requests"] == ["F1"] and audited["metrics"]["ua_retrain"] == 100.0
+
+    # a record deleted through the ledger and `comply`
+    data = load_images(factory_ws / "data" / "shapes")
+    record = next(i for i, t in zip(data.record_ids, data.train) if t and i.startswith("hstripes/"))
+    code, out = run_json(capsys, ["requests", "submit", str(request(factory_ws, id="C1", delete_records=[record]))])
+    assert code == 0, out
+    code, out = run_json(capsys, ["comply"])
+    assert code == 0 and {r["id"]: r["status"] for r in out["requests"]} == {"C1": "completed"}, out
+    assert record not in load_images(factory_ws / "data" / "shapes").record_ids
 
 
 def test_outside_the_project_the_environment_allows_the_factory(factory_ws, monkeypatch):
