@@ -90,6 +90,12 @@ def test_alignment_forgets_the_class_on_a_users_model(setup):
     assert cnn.accuracy(result.model, *forget) < 0.5 * cnn.accuracy(model, *forget)
 
 
+def test_alignment_of_the_last_block_is_refused_on_a_model_without_known_blocks(setup):
+    model, data, _ = setup
+    with pytest.raises(UnlearnError, match="use forget_params: all"):
+        run_image_method("alignment", model, data, forget_class(data.y, FORGET_CLASS), {"forget_params": "last"})
+
+
 def test_every_metric_is_measured_on_a_users_model(setup):
     model, data, test = setup
     request = forget_class(data.y, FORGET_CLASS)

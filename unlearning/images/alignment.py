@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from unlearning.errors import UnlearnError
 from unlearning.images.common import (
     ImageMethodConfig, ImageResult, batches, d_prime_pool, distillation_kl, forget_pool, steps_for,
     student_of, teacher_of,
@@ -172,6 +173,10 @@ def recover_loss(student: CNN, teacher: CNN, x: torch.Tensor, y: torch.Tensor, i
 
 def alignment(model: CNN, data: ImageData, request: ImageRequest, cfg: AlignmentConfig) -> ImageResult:
     """Alternate λ_DA·(1 − DA) on Z (towards the retain subspace) with CE + self-distillation on D'."""
+    if cfg.forget_params == "last" and "factory" in model.config:
+        # a user's `last` group is the classifier layer, which the features do not depend on
+        raise UnlearnError("alignment's forget_params: last moves the built-in CNN's last residual block; "
+                           "a model built by --model-factory has no known blocks: use forget_params: all")
     student, teacher = student_of(model), teacher_of(model)
     keep, forget = d_prime_pool(data, request), forget_pool(data, request)
     gen = torch.Generator().manual_seed(cfg.seed)
