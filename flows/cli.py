@@ -104,10 +104,10 @@ def add_train_parser(sub) -> None:
     train.add_argument("--seconds", type=float, default=120.0, help="text models: training time budget (default 120)")
     train.add_argument("--subset", type=int, help="image CNNs: train on the first N training images "
                        "(default: all for tiny, 10000 for small)")
-    train.add_argument("--epochs", type=float, help="image CNNs: epochs (default: the preset's)")
     train.add_argument("--model-factory", metavar="MODULE:FUNCTION", help="images: train your own nn.Module, built "
                        "by package.module:function(n_classes, in_channels) (docs/images.md); the preset then sets "
                        "only the schedule")
+    train.add_argument("--epochs", type=float, help="image CNNs: epochs (default: the preset's)")
     train.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
