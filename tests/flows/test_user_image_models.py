@@ -51,6 +51,7 @@ def test_the_trained_model_records_its_factory_and_predicts_as_a_pyfunc(factory_
     data = load_images(factory_ws / "data" / "shapes")
     model = mlflow.pyfunc.load_model("models:/shapes@production")
     assert isinstance(model.unwrap_python_model().bundle.model, UserModel)
+    assert model.metadata.metadata["model_factory"] == SPEC and model.metadata.metadata["kind"] == "factory"
     test = ~data.train
     predicted = np.asarray(model.predict(data.images[test]))
     assert (predicted == np.asarray(data.classes)[data.labels[test]]).mean() > 0.8
