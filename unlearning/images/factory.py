@@ -30,7 +30,6 @@ stored model only if its factory is in `allow`, which the caller fills from what
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import importlib
 import inspect
@@ -298,7 +297,3 @@ def load(blob: dict, allow: Collection[str]) -> tuple[UserModel, cnn.TrainSchedu
     model.eval()
     schedule = None if blob["schedule"] is None else cnn.TrainSchedule(**blob["schedule"])
     return model, schedule
-
-
-def clone(model: nn.Module) -> nn.Module:
-    return copy.deepcopy(model)
