@@ -59,6 +59,21 @@ def test_a_features_method_and_a_head_layer_are_the_other_way():
     assert model.config["head"] == "head"
 
 
+def test_methods_and_metrics_read_a_features_method(setup):
+    _, data, test = setup
+    model = factory.build("tests.custom_models:build_with_features", 10, 1, (8, 8))
+    with single_threaded():
+        cnn.train(model, data.X, data.y, data.schedule)
+    request = forget_class(data.y, FORGET_CLASS)
+    for name in ("alignment", "second_order"):
+        result = run_image_method(name, model, data, request, QUICK[name])
+        assert result.model.features(data.X[:4]).shape == (4, 24)
+    keep = test[1] != FORGET_CLASS
+    metrics = evaluate_model(model, (data.X[request.forget], data.y[request.forget]),
+                             (data.X[request.retain], data.y[request.retain]), (test[0][keep], test[1][keep]))
+    assert all(math.isfinite(v) for v in metrics.values())
+
+
 def test_the_same_seed_builds_the_same_weights_and_the_rng_is_untouched():
     torch.manual_seed(7)
     expected = torch.rand(1)
