@@ -104,6 +104,9 @@ def add_train_parser(sub) -> None:
     train.add_argument("--seconds", type=float, default=120.0, help="text models: training time budget (default 120)")
     train.add_argument("--subset", type=int, help="image CNNs: train on the first N training images "
                        "(default: all for tiny, 10000 for small)")
+    train.add_argument("--model-factory", metavar="MODULE:FUNCTION", help="images: train your own nn.Module, built "
+                       "by package.module:function(n_classes, in_channels) (docs/images.md); the preset then sets "
+                       "only the schedule")
     train.add_argument("--epochs", type=float, help="image CNNs: epochs (default: the preset's)")
     train.add_argument("--json", action="store_true", help=JSON_HELP)
 
@@ -396,11 +399,14 @@ def cmd_train(args, root: Path) -> int:
 
     text_config = _config(TextTrainConfig, preset=args.preset or "small", seconds=args.seconds, seed=args.seed)
     image_config = _config(ImageTrainConfig, preset=args.preset, subset=args.subset, epochs=args.epochs,
-                           seed=args.seed)
+                           seed=args.seed, factory=args.model_factory)
     dataset = data_store.load_dataset(root, args.dataset)  # fail fast, before any run is recorded
     from tasks.kinds import kind_of
 
     kind = kind_of(dataset)
+    if args.model_factory is not None and kind.name != "images":
+        raise UnlearnError(f"--model-factory builds image models; dataset '{args.dataset}' is a {kind.name} dataset: "
+                           f"drop the option or train on an image dataset")
     kind.check_trainable(dataset, {"table": config, "text": text_config, "images": image_config}[kind.name])
     from flows.train import train_flow
     from tasks.release import project_lock_once_started

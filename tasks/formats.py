@@ -308,7 +308,10 @@ class ImageFormat(LazyFormat):
         return library("unlearning.images.bundle").save_image_bundle(bundle, path)
 
     def load_model(self, path: Path):
-        return library("unlearning.images.bundle").load_image_bundle(path)
+        from tasks import factories
+
+        # a user's model is rebuilt only through a factory the user passed (tasks/factories.py)
+        return library("unlearning.images.bundle").load_image_bundle(path, allow=factories.allowed())
 
     def predict(self, bundle, model_input) -> pd.Series:
         images = model_input["image"].to_numpy() if isinstance(model_input, pd.DataFrame) else model_input
@@ -323,7 +326,11 @@ class ImageFormat(LazyFormat):
         return ModelSignature(inputs=None, outputs=_schema(ColSpec("string", "prediction")))
 
     def input_description(self, bundle) -> dict:
-        return {"kind": "cnn", "preset": bundle.preset, "classes": list(bundle.classes),
+        factory = bundle.model.config.get("factory")
+        return {"kind": "cnn" if factory is None else "factory", "preset": bundle.preset,
+                **({} if factory is None else {"model_factory": factory,
+                                               "model_factory_sha256": bundle.model.config.get("factory_sha256")}),
+                "classes": list(bundle.classes),
                 "input": "images (n, H, W) or (n, C, H, W): uint8 0-255 or floats in [0, 1]",
                 "n_train": len(bundle.train_ids)}
 

@@ -20,6 +20,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
+from tasks import factories
 from tasks.formats import format_of_bundle, format_of_model_folder
 from tasks.version import code_version, commit_of
 from unlearning.errors import UnlearnError
@@ -83,6 +84,7 @@ def telemetry_off() -> None:
 def connect(root: Path) -> None:
     """Point MLflow at the project's store without creating anything (for read-only checks)."""
     quiet()
+    factories.use_project(root)  # the model factories the user passed here (tasks/factories.py)
     uri = tracking_uri(root)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -97,6 +99,7 @@ def configure(root: Path) -> str:
     """Point MLflow at the project's store and make sure the experiment exists; returns its id."""
     quiet()
     root = Path(root).resolve()
+    factories.use_project(root)  # the model factories the user passed here (tasks/factories.py)
     uri = tracking_uri(root)
     if uri.startswith("sqlite:///"):
         (root / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)

@@ -75,10 +75,11 @@ def text_job(model_config: dict, settings: dict, windows: torch.Tensor) -> Refer
 
 
 def image_job(model_config: dict, X: torch.Tensor, y: torch.Tensor, schedule: cnn.TrainSchedule | None) -> ReferenceJob:
-    """A CNN retrained on D' = (X, y) replaying the original schedule."""
+    """A CNN (or a user's factory model: its config names the factory) retrained on D' = (X, y)
+    replaying the original schedule."""
     if schedule is None:
         raise UnlearnError("retrain needs the original training schedule: the model version records none")
-    config = {**model_config, "widths": list(model_config["widths"]), "strides": list(model_config["strides"])}
+    config = _image_config(model_config, list)
     return ReferenceJob("images", {"X": X, "y": y}, {"config": config, "schedule": schedule.to_dict()})
 
 
@@ -98,8 +99,7 @@ def train(job: ReferenceJob, progress=None):
     if job.kind == "images":
         from unlearning.images import baselines, cnn
 
-        config = {**job.settings["config"], "widths": tuple(job.settings["config"]["widths"]),
-                  "strides": tuple(job.settings["config"]["strides"])}
+        config = _image_config(job.settings["config"], tuple)
         schedule = cnn.TrainSchedule(**job.settings["schedule"])
         started, cpu_started = time.perf_counter(), time.process_time()
         with single_threaded():  # as every image method is run and timed (registry.run_image_method)
@@ -107,6 +107,14 @@ def train(job: ReferenceJob, progress=None):
         result.stats.update(seconds=time.perf_counter() - started, cpu_seconds=time.process_time() - cpu_started)
         return result
     raise UnlearnError(f"unknown reference kind {job.kind!r}: one of {', '.join(KINDS)}")
+
+
+def _image_config(config: dict, sequence) -> dict:
+    """A CNN's widths and strides as `sequence` (JSON lists in a job, tuples in the model); a
+    factory's config as it is."""
+    if "widths" not in config:
+        return dict(config)
+    return {**config, "widths": sequence(config["widths"]), "strides": sequence(config["strides"])}
 
 
 def _d_prime_problem(job: ReferenceJob) -> Problem:

@@ -1,4 +1,4 @@
-"""Images: a CNN over an image dataset, corrected by deleting or relabelling images (or a whole
+"""Images: a CNN (or the user's own model, built by `--model-factory`) over an image dataset, corrected by deleting or relabelling images (or a whole
 class); updated by the image methods of unlearning.images; verified by evidence without retraining
 (unlearning.images.evidence, the default) or against a retrained reference, with every metric of
 unlearning.metrics (and, on demand, the baselines beside it)."""
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from prefect import task
 
-from tasks import dvc, formats, tracking
+from tasks import dvc, factories, formats, tracking
 from tasks import references as prefetch
 from tasks.common import STEP, Lineage, Plan, Trained, Update, Verification, console_table, progress, pyplot
 from tasks.data import save_dataset
@@ -26,7 +26,7 @@ from unlearning.images.bundle import (
     training_data, unlearned_ids,
 )
 from unlearning.compliance.requests import UnlearningRequest
-from unlearning.images import cnn
+from unlearning.images import cnn, factory
 from unlearning.images.evidence import (
     EvidenceSets, ImageEvidenceConfig, control_positions, evidence_checks, evidence_of, evidence_sets,
 )
@@ -67,13 +67,22 @@ def plan_images(request: UnlearningRequest, dataset: ImageDataset, bundle: Image
 
 # --- train ------------------------------------------------------------------------------------
 
+def factory_tags(bundle: ImageBundle) -> dict:
+    """Lineage of a user's model: the factory that builds it and its module's source hash."""
+    config = bundle.model.config
+    if "factory" not in config:
+        return {}
+    return {"model_factory": config["factory"], "model_factory_sha256": config.get("factory_sha256") or "none"}
+
+
 @task(name="fit CNN", **STEP)
 def fit_cnn(lineage: Lineage, dataset: ImageDataset, cfg: ImageTrainConfig):
     with lineage.child("fit") as run_id:
         bundle, stats = train_image_model(dataset, cfg, progress=lambda s: progress(
             f"  fit: epoch {s.epochs:.1f}, {s.seconds:.0f} s, loss {s.loss:.3f}"))
         tracking.log_params(run_id, {**cfg.model_dump(), "preset": bundle.preset, "n_train": len(bundle.train_ids),
-                                     **{f"schedule_{k}": v for k, v in bundle.schedule.to_dict().items()}})
+                                     **{f"schedule_{k}": v for k, v in bundle.schedule.to_dict().items()},
+                                     **factory_tags(bundle)})
         tracking.log_metrics(run_id, {"fit_seconds": stats.seconds, "steps": stats.steps, "train_loss": stats.loss})
     return bundle, stats.seconds
 
@@ -301,13 +310,22 @@ class Images(Kind):
 
     def check_trainable(self, dataset, config) -> None:
         default_train_config(dataset, config)  # a too-large --subset: one line, nothing recorded
+        if config.factory is not None:  # a factory that does not build a usable model: the same
+            factory.build(config.factory, len(dataset.classes), int(dataset.images.shape[1]),
+                          tuple(int(s) for s in dataset.images.shape[2:]), seed=config.seed)
 
     def train_params(self, dataset: str, config) -> dict:
         return {"dataset": dataset, "kind": "images", **config.model_dump()}
 
     def train(self, lineage: Lineage, dataset, config, data_version: str) -> Trained:
+        if config.factory is not None:  # the user passed it: later requests may rebuild the model with it
+            factories.remember(lineage.root, config.factory)
         bundle, seconds = fit_cnn(lineage, dataset, config)
-        return Trained(bundle, seconds, evaluate_cnn(lineage, dataset, bundle), {"certified": "false"})
+        return Trained(bundle, seconds, evaluate_cnn(lineage, dataset, bundle),
+                       {"certified": "false", **factory_tags(bundle)})
+
+    def version_tags(self, update: Update) -> dict:
+        return factory_tags(update.bundle)
 
     def plan(self, root: Path, request, dataset, bundle, production, method: str, checked):
         return resolve_method(method), plan_images(request, dataset, bundle, method)

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from unlearning.errors import UnlearnError
 from unlearning.images.common import (
     ImageMethodConfig, ImageResult, batches, d_prime_pool, distillation_kl, forget_pool, steps_for,
     student_of, teacher_of,
@@ -172,6 +173,10 @@ def recover_loss(student: CNN, teacher: CNN, x: torch.Tensor, y: torch.Tensor, i
 
 def alignment(model: CNN, data: ImageData, request: ImageRequest, cfg: AlignmentConfig) -> ImageResult:
     """Alternate λ_DA·(1 − DA) on Z (towards the retain subspace) with CE + self-distillation on D'."""
+    if cfg.forget_params == "last" and "factory" in model.config:
+        # a user's `last` group is the classifier layer, which the features do not depend on
+        raise UnlearnError("alignment's forget_params: last moves the built-in CNN's last residual block; "
+                           "a model built by --model-factory has no known blocks: use forget_params: all")
     student, teacher = student_of(model), teacher_of(model)
     keep, forget = d_prime_pool(data, request), forget_pool(data, request)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -194,7 +199,7 @@ def alignment(model: CNN, data: ImageData, request: ImageRequest, cfg: Alignment
     passes = 0  # images through the network (forward 1, backward 2), retrain's unit of work
     kept = None
     if cfg.sd_without_forgotten_class and request.forget_class is not None:
-        kept = torch.tensor([c for c in range(model.head.out_features) if c != request.forget_class])
+        kept = torch.tensor([c for c in range(model.config["n_classes"]) if c != request.forget_class])
 
     def step(loss: torch.Tensor, clip: float | None, optimiser: torch.optim.SGD) -> None:
         student.zero_grad(set_to_none=True)

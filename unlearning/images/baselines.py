@@ -30,6 +30,7 @@ from unlearning.images.common import (
 )
 from unlearning.images import cnn
 from unlearning.images.cnn import CNN
+from unlearning.images.factory import model_from_config
 from unlearning.images.request import ImageData, ImageRequest
 
 
@@ -61,9 +62,9 @@ def retrain(model: CNN, data: ImageData, request: ImageRequest, cfg: RetrainConf
 
 def retrain_on(config: dict, X: torch.Tensor, y: torch.Tensor, schedule: cnn.TrainSchedule,
                progress=None) -> ImageResult:
-    """A fresh CNN of `config` trained on D' = (X, y) with `schedule` (what `retrain` runs once it
+    """A fresh network of `config` trained on D' = (X, y) with `schedule` (what `retrain` runs once it
     has the retained rows and Z̃: a job can carry D' alone). `progress`: as cnn.train's."""
-    new = CNN.from_config(config, seed=schedule.init_seed)
+    new = model_from_config(config, seed=schedule.init_seed)  # the built-in CNN or the user's factory
     stats = cnn.train(new, X, y, schedule, progress)
     return ImageResult(new, "retrain", "exact", {"steps": stats.steps, "epochs": stats.epochs,
                                                  "loss": stats.loss, "samples": len(y),
@@ -198,7 +199,7 @@ def _random_label_loss(pool: Pool, request: ImageRequest, n_classes: int, seed: 
 def random_labels(model: CNN, data: ImageData, request: ImageRequest, cfg: RandomLabelsConfig) -> ImageResult:
     """Train on retain ∪ Z with a fresh random wrong label for every forget sample at every step."""
     student, pool = student_of(model), _relabelled_pool(data, request)
-    loss_of = _random_label_loss(pool, request, model.head.out_features, cfg.seed)
+    loss_of = _random_label_loss(pool, request, model.config["n_classes"], cfg.seed)
     steps = _sgd_loop(student, pool, cfg, loss_of)
     return ImageResult(student, "random_labels", "empirical", {"steps": steps, "lr": cfg.lr, "epochs": cfg.epochs})
 
@@ -235,7 +236,7 @@ def salun(model: CNN, data: ImageData, request: ImageRequest, cfg: SalUnConfig) 
                 if p.grad is not None:
                     p.grad.add_(p, alpha=cfg.weight_decay).mul_(mask[name])
 
-    loss_of = _random_label_loss(pool, request, model.head.out_features, cfg.seed)
+    loss_of = _random_label_loss(pool, request, model.config["n_classes"], cfg.seed)
     steps = _sgd_loop(student, pool, cfg, loss_of, optimiser=opt, before_step=masked_gradients)
     kept = float(sum(m.sum() for m in mask.values()) / sum(m.numel() for m in mask.values()))
     return ImageResult(student, "salun", "empirical", {"steps": steps, "lr": cfg.lr, "epochs": cfg.epochs,

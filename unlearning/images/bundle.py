@@ -4,7 +4,9 @@ An `ImageBundle` is the CNN plus what unlearning it later needs: the training sc
 replays it), the class names (predictions are names) and the record ids of the images it was
 trained on, in training order (a model may be trained on a subset of a dataset's training split;
 after a deletion the new model's ids are the retained ones). Stored as a folder: `cnn.pt`
-(cnn.py `save`) and `image_model.json`.
+(cnn.py `save`, or factory.py `save` for a user's model) and `image_model.json`. A user's model
+(`factory`: package.module:function, factory.py) is loaded back only when its factory is in the
+`allow` the caller passes.
 
     bundle, stats = train_image_model(dataset, ImageTrainConfig(preset="tiny"))
     request, delete_ids, fixes = image_request(req, dataset, bundle)   # validated, one-line errors
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Collection
 from typing import Literal
 
 import numpy as np
@@ -23,7 +26,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from unlearning.errors import UnlearnError
-from unlearning.images import cnn
+from unlearning.images import cnn, factory
 from unlearning.images.data import ImageDataset
 from unlearning.images.request import ImageData, ImageRequest, delete_records, fix_labels, forget_class
 from unlearning.linalg import single_threaded
@@ -44,11 +47,14 @@ class ImageTrainConfig(BaseModel):
     subset: int | None = Field(None, ge=10, description="train on the first N training images")
     epochs: float | None = Field(None, gt=0)
     seed: int = 0
+    factory: str | None = Field(None, description=(
+        "package.module:function building the user's own nn.Module (unlearning.images.factory); the preset "
+        "then sets only the training schedule"))
 
 
 @dataclass(frozen=True)
 class ImageBundle:
-    model: cnn.CNN
+    model: cnn.CNN | factory.UserModel
     schedule: cnn.TrainSchedule | None
     preset: str | None
     classes: tuple[str, ...]
@@ -73,18 +79,29 @@ def is_image_bundle(path: Path) -> bool:
 def save_image_bundle(bundle: ImageBundle, path: Path) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    cnn.save(path / WEIGHTS_FILE, bundle.model, bundle.preset, bundle.schedule)
-    (path / META_FILE).write_text(json.dumps({"kind": "cnn", "classes": list(bundle.classes),
+    if isinstance(bundle.model, factory.UserModel):
+        factory.save(path / WEIGHTS_FILE, bundle.model, bundle.schedule)
+    else:
+        cnn.save(path / WEIGHTS_FILE, bundle.model, bundle.preset, bundle.schedule)
+    (path / META_FILE).write_text(json.dumps({"kind": kind_of_model(bundle.model), "classes": list(bundle.classes),
                                               "train_ids": list(bundle.train_ids)}))
     return path
 
 
-def load_image_bundle(path: Path) -> ImageBundle:
+def kind_of_model(model) -> str:
+    return "factory" if isinstance(model, factory.UserModel) else "cnn"
+
+
+def load_image_bundle(path: Path, allow: Collection[str] = ()) -> ImageBundle:
+    """A stored bundle; a user's model is rebuilt through its factory only if it is in `allow`."""
     path = Path(path)
     meta = json.loads((path / META_FILE).read_text())
-    model, schedule = cnn.load(path / WEIGHTS_FILE)
-    preset = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)["preset"]
-    return ImageBundle(model, schedule, preset, tuple(meta["classes"]), tuple(meta["train_ids"]))
+    blob = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    if blob["format"] == factory.FORMAT:
+        model, schedule = factory.load(blob, allow)
+    else:
+        model, schedule = cnn.load(path / WEIGHTS_FILE)
+    return ImageBundle(model, schedule, blob["preset"], tuple(meta["classes"]), tuple(meta["train_ids"]))
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -118,18 +135,28 @@ def default_train_config(dataset: ImageDataset, cfg: ImageTrainConfig) -> tuple[
     return preset, subset
 
 
+def new_model(dataset: ImageDataset, cfg: ImageTrainConfig, preset: str):
+    """The untrained network: the user's factory's (checked on a probe batch) or the preset CNN."""
+    if cfg.factory is not None:
+        return factory.build(cfg.factory, len(dataset.classes), int(dataset.images.shape[1]),
+                             tuple(int(s) for s in dataset.images.shape[2:]), seed=cfg.seed)
+    return cnn.CNN.from_preset(preset, n_classes=len(dataset.classes), seed=cfg.seed)
+
+
 def train_image_model(dataset: ImageDataset, cfg: ImageTrainConfig, progress=None) -> tuple[ImageBundle, cnn.TrainStats]:
-    """A CNN (preset) trained on the first `subset` training images with the preset's schedule."""
+    """A CNN (preset) or the user's factory's model trained on the first `subset` training images
+    with the preset's schedule."""
     preset, subset = default_train_config(dataset, cfg)
     train_pos = np.flatnonzero(dataset.train)[:subset]
     X, y = tensors(dataset, train_pos)
     changes = {"seed": cfg.seed, "init_seed": cfg.seed} | ({"epochs": cfg.epochs} if cfg.epochs else {})
     schedule = cnn.TrainSchedule.from_preset(preset, **changes)
-    model = cnn.CNN.from_preset(preset, n_classes=len(dataset.classes), seed=cfg.seed)
+    model = new_model(dataset, cfg, preset)
     with single_threaded():
         stats = cnn.train(model, X, y, schedule, progress)
     ids = tuple(dataset.record_ids[i] for i in train_pos)
-    return ImageBundle(model, schedule, preset, tuple(dataset.classes), ids), stats
+    # a user's model has no preset: the preset named only its schedule, which the bundle keeps
+    return ImageBundle(model, schedule, None if cfg.factory else preset, tuple(dataset.classes), ids), stats
 
 
 # --- requests ---------------------------------------------------------------------------------

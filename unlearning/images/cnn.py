@@ -146,7 +146,7 @@ class CNN(nn.Module):
 @torch.no_grad()
 def logits_of(model: CNN, X: torch.Tensor, batch: int = 512) -> torch.Tensor:
     return torch.cat([model(X[i:i + batch]) for i in range(0, len(X), batch)]) if len(X) else \
-        torch.zeros(0, model.head.out_features)  # (n, C)
+        torch.zeros(0, model.config["n_classes"])  # (n, C)
 
 
 @torch.no_grad()
