@@ -20,8 +20,9 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from unlearning.devices import DeviceSettings
 from unlearning.errors import UnlearnError
 from unlearning.images import cnn
 from unlearning.images.data import ImageDataset
@@ -33,7 +34,7 @@ WEIGHTS_FILE = "cnn.pt"
 TINY_MAX_SIDE = 16  # images up to 16×16 (digits) get the tiny preset by default
 
 
-class ImageTrainConfig(BaseModel):
+class ImageTrainConfig(DeviceSettings):
     """How `unlearn train` trains a CNN on an image dataset. None = the default for the data:
     preset tiny for ≤ 16-pixel images (digits), small otherwise (Fashion-MNIST); subset = every
     training image for tiny, the first 10,000 for small (~1 min on one core); epochs = the preset's."""
@@ -125,9 +126,9 @@ def train_image_model(dataset: ImageDataset, cfg: ImageTrainConfig, progress=Non
     X, y = tensors(dataset, train_pos)
     changes = {"seed": cfg.seed, "init_seed": cfg.seed} | ({"epochs": cfg.epochs} if cfg.epochs else {})
     schedule = cnn.TrainSchedule.from_preset(preset, **changes)
-    model = cnn.CNN.from_preset(preset, n_classes=len(dataset.classes), seed=cfg.seed)
+    model = cnn.CNN.from_preset(preset, n_classes=len(dataset.classes), seed=cfg.seed).to(cfg.device)
     with single_threaded():
-        stats = cnn.train(model, X, y, schedule, progress)
+        stats = cnn.train(model, X, y, schedule, progress, precision=cfg.precision)
     ids = tuple(dataset.record_ids[i] for i in train_pos)
     return ImageBundle(model, schedule, preset, tuple(dataset.classes), ids), stats
 
