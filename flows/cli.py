@@ -105,7 +105,29 @@ def add_train_parser(sub) -> None:
     train.add_argument("--subset", type=int, help="image CNNs: train on the first N training images "
                        "(default: all for tiny, 10000 for small)")
     train.add_argument("--epochs", type=float, help="image CNNs: epochs (default: the preset's)")
+    add_device_options(train, precision=True)
     train.add_argument("--json", action="store_true", help=JSON_HELP)
+
+
+DEVICE_HELP = ("where a deep model (language model, CNN) computes: auto (a CUDA GPU when torch sees one, else the "
+               "CPU), cpu, cuda, cuda:N or mps; a table model always runs on the CPU in float64 (default auto)")
+PRECISION_HELP = ("deep models' training precision: fp32 (default; CPU results reproducible bit for bit), bf16 or "
+                  "fp16 (mixed precision, fp16 on a GPU only); retraining replays the model's own precision")
+
+
+def add_device_options(parser, precision: bool = False) -> None:
+    """`--device` (and `--precision`), checked by `checked_device` before anything is written."""
+    parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]|mps", help=DEVICE_HELP)
+    if precision:
+        parser.add_argument("--precision", default="fp32", metavar="fp32|bf16|fp16", help=PRECISION_HELP)
+
+
+def checked_device(args) -> str:
+    """The resolved device of `--device`/`--precision` ("cpu", "cuda:0"); one line, exit 2 for a
+    device this machine lacks or a precision it cannot use."""
+    from unlearning.devices import Compute
+
+    return Compute.of(args.device, getattr(args, "precision", "fp32")).device
 
 
 def add_forget_parser(sub) -> None:
@@ -117,6 +139,7 @@ def add_forget_parser(sub) -> None:
                         "name is refused with the valid ones")
     forget.add_argument("--keep-superseded", metavar="DAYS", help=KEEP_HELP)
     add_verify_option(forget)
+    add_device_options(forget)
     forget.add_argument("--json", action="store_true", help=JSON_HELP)
     add_local_option(forget)
 
@@ -166,6 +189,7 @@ def add_demo_parser(sub) -> None:
                       help=f"text scenario: training steps (default {DEMO_TEXT_STEPS})")
     demo.add_argument("--preset", choices=["tiny", "small"], default=None, help="text scenario: model size (default small)")
     add_verify_option(demo)
+    add_device_options(demo, precision=True)
     demo.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
@@ -191,6 +215,7 @@ def add_comply_parser(sub) -> None:
                         "tcp://10.0.0.5:8786 (implies --task-runner dask; default UNLEARN_DASK_ADDRESS)")
     comply.add_argument("--workers", metavar="N", help="worker processes of the local Dask cluster (default: one per CPU core)")
     add_verify_option(comply)
+    add_device_options(comply)
     comply.add_argument("--json", action="store_true", help=JSON_HELP)
     add_local_option(comply)
     serve = sub.add_parser("serve", help="serve the Prefect deployments (nightly comply, weekly audit, on-demand "
@@ -219,6 +244,7 @@ def add_audit_parser(sub) -> None:
                        "at once on this task runner: dask or inline (default; UNLEARN_TASK_RUNNER)")
     audit.add_argument("--dask-address", metavar="ADDRESS", help="an existing Dask scheduler (implies dask)")
     audit.add_argument("--workers", metavar="N", help="worker processes of the local Dask cluster")
+    add_device_options(audit)
     audit.add_argument("--json", action="store_true", help=JSON_HELP)
     add_local_option(audit)
 
@@ -390,13 +416,17 @@ def cmd_train(args, root: Path) -> int:
 
     from unlearning.images.bundle import ImageTrainConfig
 
-    text_config = _config(TextTrainConfig, preset=args.preset or "small", seconds=args.seconds, seed=args.seed)
+    device = checked_device(args)
+    text_config = _config(TextTrainConfig, preset=args.preset or "small", seconds=args.seconds, seed=args.seed,
+                          device=device, precision=args.precision)
     image_config = _config(ImageTrainConfig, preset=args.preset, subset=args.subset, epochs=args.epochs,
-                           seed=args.seed)
+                           seed=args.seed, device=device, precision=args.precision)
     dataset = data_store.load_dataset(root, args.dataset)  # fail fast, before any run is recorded
     from tasks.kinds import kind_of
 
     kind = kind_of(dataset)
+    if kind.name == "table":
+        check_table_precision(args)
     kind.check_trainable(dataset, {"table": config, "text": text_config, "images": image_config}[kind.name])
     from flows.train import train_flow
     from tasks.release import project_lock_once_started
@@ -415,11 +445,12 @@ def cmd_forget(args, root: Path) -> int:
 
     keep_days = release.keep_days_setting(args.keep_superseded)
     checked_verify_mode(args)
+    device = checked_device(args)
     # all validation before anything is written; the flow nests under the lock taken here
     with release.validated_release(root, "forget",
                                    lambda: steps.plan_request.fn(root, args.request, args.method, args.verify)):
         summary = forget_flow(root=str(root), request_path=str(args.request), method=args.method,
-                              keep_superseded_days=keep_days, verify=args.verify)
+                              keep_superseded_days=keep_days, verify=args.verify, device=device)
     emit(args, summary, format_forget(summary))
     return EXIT_OK if summary.get("verified", summary.get("status") == "completed") else EXIT_FAILED
 
@@ -516,15 +547,25 @@ def cmd_demo(args, root: Path) -> int:
     from flows.demo import run_images_demo, run_tabular_demo, run_text_demo
 
     demo_verify_mode(args)
+    device = checked_device(args)
     if args.scenario == "text":
-        summary = run_text_demo(root, args.train_steps, args.preset or "small", verify=args.verify)
+        summary = run_text_demo(root, args.train_steps, args.preset or "small", verify=args.verify,
+                                device=device, precision=args.precision)
     elif args.scenario == "images":
-        summary = run_images_demo(root, verify=args.verify)
+        summary = run_images_demo(root, verify=args.verify, device=device, precision=args.precision)
     else:
+        check_table_precision(args)
         summary = run_tabular_demo(root, verify=args.verify)
     console = summary.pop("console")
     emit(args, summary, console)
     return EXIT_OK if summary["verified"] else EXIT_FAILED
+
+
+def check_table_precision(args) -> None:
+    """A table model is fit and unlearnt in float64 (its certificate depends on those numbers)."""
+    if args.precision != "fp32":
+        raise UnlearnError(f"--precision {args.precision} applies to deep models: a table model is fit in float64 "
+                           f"on the CPU (its certified removal depends on it); leave --precision out")
 
 
 def demo_verify_mode(args) -> None:
@@ -632,10 +673,11 @@ def cmd_comply(args, root: Path) -> int:
     runner, address = prefetch.runner_setting(args.task_runner, args.dask_address)
     workers = prefetch.check_workers(args.workers)
     checked_verify_mode(args)
+    device = checked_device(args)
     ledger.check_intact(root)  # a bad UNLEARN_LEDGER_URL, a forged ledger: one line before any flow starts
     try:
         summary = comply_flow(root=str(root), keep_superseded_days=keep_days, task_runner=runner,
-                              dask_address=address, workers=workers, verify=args.verify)
+                              dask_address=address, workers=workers, verify=args.verify, device=device)
     except release.ProjectBusy as busy:  # not bad input: the other run is doing the work
         print(f"comply: {busy}", file=sys.stderr)
         return EXIT_FAILED
@@ -663,6 +705,7 @@ def cmd_audit(args, root: Path) -> int:
     keep_days = release.keep_days_setting(args.keep_superseded)
     runner, address = prefetch.runner_setting(args.task_runner, args.dask_address)
     workers = prefetch.check_workers(args.workers)
+    device = checked_device(args)
     ledger.check_intact(root)  # a forged ledger: one line before anything is audited
     due = audit.due_models(root, args.model)  # an unknown or unauditable model: one line, exit 2
     if not due and not (release.open_journals(root) or audit.open_audits(root)):
@@ -673,7 +716,7 @@ def cmd_audit(args, root: Path) -> int:
         return EXIT_OK
     try:
         summary = audit_flow(root=str(root), model=args.model, rebase=args.rebase, keep_superseded_days=keep_days,
-                             task_runner=runner, dask_address=address, workers=workers)
+                             task_runner=runner, dask_address=address, workers=workers, device=device)
     except release.ProjectBusy as busy:
         print(f"audit: {busy}", file=sys.stderr)
         return EXIT_FAILED

@@ -60,12 +60,11 @@ def retrain(model: CNN, data: ImageData, request: ImageRequest, cfg: RetrainConf
 
 
 def retrain_on(config: dict, X: torch.Tensor, y: torch.Tensor, schedule: cnn.TrainSchedule,
-               progress=None, device: str | torch.device = "cpu", precision: str = "fp32") -> ImageResult:
+               progress=None, device: str | torch.device = "cpu") -> ImageResult:
     """A fresh CNN of `config` trained on D' = (X, y) with `schedule` (what `retrain` runs once it
-    has the retained rows and Z̃: a job can carry D' alone), on `device` in `precision`.
-    `progress`: as cnn.train's."""
+    has the retained rows and Z̃: a job can carry D' alone), on `device`. `progress`: as cnn.train's."""
     new = CNN.from_config(config, seed=schedule.init_seed).to(device)
-    stats = cnn.train(new, X, y, schedule, progress, precision=precision)
+    stats = cnn.train(new, X, y, schedule, progress)
     return ImageResult(new, "retrain", "exact", {"steps": stats.steps, "epochs": stats.epochs,
                                                  "loss": stats.loss, "samples": len(y),
                                                  "image_passes": 3 * stats.samples,  # forward 1 + backward 2

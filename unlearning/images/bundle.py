@@ -124,11 +124,13 @@ def train_image_model(dataset: ImageDataset, cfg: ImageTrainConfig, progress=Non
     preset, subset = default_train_config(dataset, cfg)
     train_pos = np.flatnonzero(dataset.train)[:subset]
     X, y = tensors(dataset, train_pos)
-    changes = {"seed": cfg.seed, "init_seed": cfg.seed} | ({"epochs": cfg.epochs} if cfg.epochs else {})
+    changes = {"seed": cfg.seed, "init_seed": cfg.seed, "precision": cfg.precision} | \
+        ({"epochs": cfg.epochs} if cfg.epochs else {})
     schedule = cnn.TrainSchedule.from_preset(preset, **changes)
     model = cnn.CNN.from_preset(preset, n_classes=len(dataset.classes), seed=cfg.seed).to(cfg.device)
     with single_threaded():
-        stats = cnn.train(model, X, y, schedule, progress, precision=cfg.precision)
+        stats = cnn.train(model, X, y, schedule, progress)
+    model.cpu()  # trained on cfg.device; the image metrics and methods run on the CPU (tasks.devices)
     ids = tuple(dataset.record_ids[i] for i in train_pos)
     return ImageBundle(model, schedule, preset, tuple(dataset.classes), ids), stats
 

@@ -184,6 +184,7 @@ class TrainSchedule:
     weight_decay: float = 5e-4
     seed: int = 0  # batch order
     init_seed: int = 0  # initial weights (used by from_config when retraining)
+    precision: str = "fp32"  # fp32, or bf16/fp16 mixed precision (unlearning.devices): retraining replays it
 
     @classmethod
     def from_preset(cls, preset: str, **changes) -> "TrainSchedule":
@@ -211,10 +212,9 @@ def planned_steps(n: int, schedule: TrainSchedule) -> int | None:
     return min(budgets) if budgets else None
 
 
-def train(model: CNN, X: torch.Tensor, y: torch.Tensor, schedule: TrainSchedule, progress=None,
-          precision: str = "fp32") -> TrainStats:
+def train(model: CNN, X: torch.Tensor, y: torch.Tensor, schedule: TrainSchedule, progress=None) -> TrainStats:
     """SGD (momentum, weight decay) on the mean cross-entropy, in place, until a budget runs out, on
-    the model's device (batches are moved there) in `precision` (unlearning.devices).
+    the model's device (batches are moved there) in the schedule's precision (unlearning.devices).
 
     Deterministic given the schedule's seed and a step or epoch budget (batches from a seeded
     generator; run single-threaded for bit-equality). The lr follows a cosine from `lr` to 0 over
@@ -233,6 +233,7 @@ def train(model: CNN, X: torch.Tensor, y: torch.Tensor, schedule: TrainSchedule,
     opt = torch.optim.SGD(model.parameters(), lr=schedule.lr, momentum=schedule.momentum,
                           weight_decay=schedule.weight_decay)
     device = device_of(model)
+    precision = schedule.precision
     scaler = loss_scaler(device, precision)  # fp32: a pass-through
     model.train()
     started, step, last_loss, done = time.perf_counter(), 0, float("nan"), max_steps == 0

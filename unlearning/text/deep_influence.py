@@ -406,11 +406,12 @@ def finetune(model: CharLSTM, request: WindowRequest, train_windows: torch.Tenso
 
 
 def retrain(model: CharLSTM, request: WindowRequest, train_windows: torch.Tensor, *, steps: int,
-            lr: float, batch: int, seed: int = 0, init_seed: int = 0, progress=None) -> DeepUpdate:
+            lr: float, batch: int, seed: int = 0, init_seed: int = 0, progress=None,
+            precision: str = "fp32") -> DeepUpdate:
     """Reference: the same architecture trained from scratch on D' = (D \\ Z) ∪ Z̃ with the same
     schedule (pass the original run's TrainStats.steps, lr, batch and seeds)."""
     return retrain_on(model.config, request.apply(train_windows), steps=steps, lr=lr, batch=batch, seed=seed,
-                      init_seed=init_seed, progress=progress, device=device_of(model))
+                      init_seed=init_seed, progress=progress, device=device_of(model), precision=precision)
 
 
 def retrain_on(config: dict, windows: torch.Tensor, *, steps: int, lr: float, batch: int, seed: int = 0,

@@ -113,7 +113,8 @@ def train_text_model(corpus: TextCorpus, preset: str = "small", seconds: float |
                             seconds=None if steps is not None else seconds, lr=cfg["lr"], batch=cfg["batch"],
                             seed=seed, progress=progress, precision=precision)
     settings = {"seq_len": cfg["seq_len"], "lr": cfg["lr"], "batch": cfg["batch"], "seed": seed,
-                "steps": stats.steps, "seconds": stats.seconds}
+                "steps": stats.steps, "seconds": stats.seconds,
+                **({"precision": precision} if precision != "fp32" else {})}  # retraining replays it
     return LMBundle(model, vocab, preset, settings), stats
 
 
@@ -300,7 +301,8 @@ def _retrain(ctx: TextContext, cfg: RetrainConfig) -> deep_influence.DeepUpdate:
     """Exact: the same architecture trained from scratch on D' with the original schedule."""
     s = ctx.bundle.settings
     update = deep_influence.retrain(ctx.bundle.model, ctx.request, ctx.train_windows, steps=int(s["steps"]),
-                                    lr=s["lr"], batch=int(s["batch"]), seed=int(s["seed"]), init_seed=int(s["seed"]))
+                                    lr=s["lr"], batch=int(s["batch"]), seed=int(s["seed"]), init_seed=int(s["seed"]),
+                                    precision=s.get("precision", "fp32"))
     update.settings["steps"] = update.stats["steps"]
     return update
 
