@@ -158,23 +158,29 @@ def image_data(which: str, subset: int):
 def image_row(device: torch.device, precision: str, which: str, subset: int, forget: int = 3) -> list:
     from unlearning.images import ImageData, baselines, cnn, forget_class
     from unlearning.images.registry import run_image_method
+    from unlearning.linalg import single_threaded
 
     X, y, X_test, y_test, preset = image_data(which, subset)
     schedule = cnn.TrainSchedule.from_preset(preset, precision=precision)
     model = cnn.CNN.from_preset(preset, n_classes=10, seed=0).to(device)
     say(f"images: training the {preset} CNN on {len(X)} images on {device} ...")
-    _, train_s = timed(device, cnn.train, model, X, y, schedule)
+    # one CPU thread, as the pipeline trains and retrains a CNN (bundle.train_image_model, references.train)
+    threads = single_threaded if device.type == "cpu" else contextlib.nullcontext
+    with threads():
+        _, train_s = timed(device, cnn.train, model, X, y, schedule)
+        where = devices.describe(device)
     model.cpu()  # the image update methods run on the CPU (tasks.devices)
     data, request = ImageData(X, y, schedule), forget_class(y, forget)
     say("images: update (auto) on the CPU and retraining on the device ...")
     updated = run_image_method("auto", model, data, request)
-    retrained, retrain_s = timed(device, baselines.retrain_on, model.config, *request.d_prime(data), schedule,
-                                 None, device)
+    with threads():
+        retrained, retrain_s = timed(device, baselines.retrain_on, model.config, *request.d_prime(data), schedule,
+                                     None, device)
     gone, kept = y_test == forget, y_test != forget
     models = (updated.model, retrained.model.cpu())
     forgotten = [cnn.accuracy(m, X_test[gone], y_test[gone]) for m in models]
     others = [cnn.accuracy(m, X_test[kept], y_test[kept]) for m in models]
-    return [f"images ({which}, {preset} CNN, {len(X)} images)", devices.describe(device), precision, train_s,
+    return [f"images ({which}, {preset} CNN, {len(X)} images)", where, precision, train_s,
             f"{updated.method} (cpu)", updated.stats["seconds"], retrain_s,
             f"class {forget}: {forgotten[0]:.3f} · {forgotten[1]:.3f} acc", f"others {others[0]:.3f} · {others[1]:.3f} acc"]
 
