@@ -8,7 +8,7 @@ only: the influence maths (gradients, Hessian-vector products, CG) and every met
 the certified tabular maths stays in float64 on the CPU whatever device is asked for.
 
 The library never picks a device by itself: a function computes where its model is
-(`device_of`), and the caller moves the model there (`place`). Nothing here is process-wide.
+(`device_of`), and the caller moves the model there. Nothing here is process-wide.
 """
 
 from __future__ import annotations
@@ -93,16 +93,6 @@ class Compute:
     def torch_device(self) -> torch.device:
         return torch.device(self.device)
 
-    @property
-    def is_default(self) -> bool:
-        """CPU in fp32: what every run was before devices existed (and stays bit for bit)."""
-        return self.device == "cpu" and self.precision == "fp32"
-
-    def params(self) -> dict:
-        return {"device": self.device, "precision": self.precision}
-
-
-CPU = Compute()
 
 
 class DeviceSettings(BaseModel):
@@ -132,11 +122,6 @@ def device_of(module: torch.nn.Module) -> torch.device:
     """Where a model's parameters are (the CPU for a model without any)."""
     first = next(module.parameters(), None)
     return first.device if first is not None else torch.device("cpu")
-
-
-def place(module: torch.nn.Module, compute: Compute | None) -> torch.nn.Module:
-    """The model moved (in place) to the compute's device; None leaves it where it is."""
-    return module if compute is None else module.to(compute.torch_device)
 
 
 def autocast(device: torch.device, precision: str = "fp32") -> contextlib.AbstractContextManager:

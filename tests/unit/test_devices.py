@@ -129,3 +129,32 @@ def test_a_reference_job_is_the_same_job_on_every_device():
                               {"steps": 2, "lr": 0.01, "batch": 2, "seed": 0}, torch.zeros(3, 5, dtype=torch.long))
     assert job.device == "cpu"
     assert replace(job, device="cuda:0").key == job.key
+
+
+@pytest.mark.parametrize("curvature", ["hessian", "gauss_newton"])
+def test_every_curvature_forward_runs_where_cudnn_can_be_switched_off(monkeypatch, curvature):
+    """The forward pass a Hessian-vector product differentiates twice is inside
+    double_backward_safe (on CUDA: cuDNN off; its LSTM has no double backward)."""
+    import contextlib
+
+    from unlearning.text import deep_influence
+    from unlearning.text.charlm import CharLSTM
+
+    inside, forwards = [], []
+
+    @contextlib.contextmanager
+    def recording(device):
+        inside.append(device)
+        try:
+            yield
+        finally:
+            inside.pop()
+
+    monkeypatch.setattr(deep_influence, "double_backward_safe", recording)
+    model = CharLSTM(vocab_size=7, embed=4, hidden=5)
+    model.register_forward_hook(lambda *_: forwards.append(bool(inside)))
+    windows = torch.randint(7, (3, 6))
+    operator = deep_influence.CURVATURES[curvature](model, deep_influence.select_params(model), windows,
+                                                    torch.ones(3), damping=1.0)
+    product = operator(torch.ones(sum(p.numel() for p in model.parameters())))
+    assert forwards == [True] and torch.isfinite(product).all()
