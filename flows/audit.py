@@ -27,8 +27,9 @@ from flows.runs import failed_run, outcome_flow
 from flows.settings import private_tempdir
 from tasks import audit as steps
 from tasks import references as prefetch
-from tasks import release, tracking
+from tasks import devices, release, tracking
 from tasks.common import STEP, Lineage, Plan, dataset_digest, progress, promote, register
+from unlearning.devices import resolve_device
 
 
 def audit_run_name() -> str:
@@ -38,20 +39,23 @@ def audit_run_name() -> str:
 @outcome_flow(name="audit", flow_run_name=audit_run_name, log_prints=False, validate_parameters=True)
 def audit_flow(root: str, model: str | None = None, rebase: bool = False, keep_superseded_days: int | None = None,
                task_runner: str | None = None, dask_address: str | None = None, workers: int | None = None,
-               min_requests: int = 1, max_age_days: float | None = None) -> dict:
+               min_requests: int = 1, max_age_days: float | None = None, device: str = "auto") -> dict:
     """Audit `model` (None: every model with a request since its last audit) once its cadence makes
     it due (`min_requests` requests since its last audit, or the oldest `max_age_days` old: see
-    tasks.audit.Cadence); see the module doc. Returns {"audits": [per model: model, covered_requests, passed, checks, rebased, record,
-    timings.retrain_s, ...], "recovered": [...]}."""
+    tasks.audit.Cadence); see the module doc. Returns {"audits": [per model: model, covered_requests,
+    passed, checks, rebased, record, timings.retrain_s, ...], "recovered": [...]}. `device`: where a
+    deep model's reference and checks compute (unlearning.devices; a table model stays on the CPU)."""
     root_path = Path(root)
     keep_days = release.keep_days_setting(keep_superseded_days)
     runner, address = prefetch.runner_setting(task_runner, dask_address)
     workers = prefetch.check_workers(workers)
     cadence = steps.cadence_setting(min_requests, max_age_days)
+    resolve_device(device)  # a device this machine lacks: one line before anything is audited
     with private_tempdir(root_path), release.release_lock(root_path, "audit", report=False) as released:
         recovered = released + steps.recover_audits(root_path)
         names = [model] if model else steps.models_due(root_path, cadence)
-        plans = [steps.plan_audit(root_path, name) for name in names if steps.is_due(root_path, name, cadence)]
+        plans = [devices.place(steps.plan_audit(root_path, name), device) for name in names
+                 if steps.is_due(root_path, name, cadence)]
         pool = prefetch_references(root_path, [p.model for p in plans], runner, address, workers)
         with prefetch.prefetched(pool):
             audits = [audit_model(root_path, plan, rebase, keep_days) for plan in plans]

@@ -108,7 +108,29 @@ def add_train_parser(sub) -> None:
                        "by package.module:function(n_classes, in_channels) (docs/images.md); the preset then sets "
                        "only the schedule")
     train.add_argument("--epochs", type=float, help="image CNNs: epochs (default: the preset's)")
+    add_device_options(train, precision=True)
     train.add_argument("--json", action="store_true", help=JSON_HELP)
+
+
+DEVICE_HELP = ("where a deep model (language model, CNN) computes: auto (a CUDA GPU when torch sees one, else the "
+               "CPU), cpu, cuda, cuda:N or mps; a table model always runs on the CPU in float64 (default auto)")
+PRECISION_HELP = ("deep models' training precision: fp32 (default; CPU results reproducible bit for bit), bf16 or "
+                  "fp16 (mixed precision, fp16 on a GPU only); retraining replays the model's own precision")
+
+
+def add_device_options(parser, precision: bool = False) -> None:
+    """`--device` (and `--precision`), checked by `checked_device` before anything is written."""
+    parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]|mps", help=DEVICE_HELP)
+    if precision:
+        parser.add_argument("--precision", default="fp32", metavar="fp32|bf16|fp16", help=PRECISION_HELP)
+
+
+def checked_device(args) -> str:
+    """The resolved device of `--device`/`--precision` ("cpu", "cuda:0"); one line, exit 2 for a
+    device this machine lacks or a precision it cannot use."""
+    from unlearning.devices import Compute
+
+    return Compute.of(args.device, getattr(args, "precision", "fp32")).device
 
 
 def add_forget_parser(sub) -> None:
@@ -120,6 +142,7 @@ def add_forget_parser(sub) -> None:
                         "name is refused with the valid ones")
     forget.add_argument("--keep-superseded", metavar="DAYS", help=KEEP_HELP)
     add_verify_option(forget)
+    add_device_options(forget)
     forget.add_argument("--json", action="store_true", help=JSON_HELP)
     add_local_option(forget)
 
@@ -169,6 +192,7 @@ def add_demo_parser(sub) -> None:
                       help=f"text scenario: training steps (default {DEMO_TEXT_STEPS})")
     demo.add_argument("--preset", choices=["tiny", "small"], default=None, help="text scenario: model size (default small)")
     add_verify_option(demo)
+    add_device_options(demo, precision=True)
     demo.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
@@ -194,6 +218,7 @@ def add_comply_parser(sub) -> None:
                         "tcp://10.0.0.5:8786 (implies --task-runner dask; default UNLEARN_DASK_ADDRESS)")
     comply.add_argument("--workers", metavar="N", help="worker processes of the local Dask cluster (default: one per CPU core)")
     add_verify_option(comply)
+    add_device_options(comply)
     comply.add_argument("--json", action="store_true", help=JSON_HELP)
     add_local_option(comply)
     serve = sub.add_parser("serve", help="serve the Prefect deployments (nightly comply, weekly audit, on-demand "
@@ -226,6 +251,7 @@ def add_audit_parser(sub) -> None:
                        "are waiting for its audit (default 1; one retraining then covers N requests)")
     audit.add_argument("--max-age", metavar="DAYS", help="with --min-requests: audit a model all the same once "
                        "its oldest request waiting for an audit is DAYS old")
+    add_device_options(audit)
     audit.add_argument("--json", action="store_true", help=JSON_HELP)
     add_local_option(audit)
 
@@ -397,9 +423,11 @@ def cmd_train(args, root: Path) -> int:
 
     from unlearning.images.bundle import ImageTrainConfig
 
-    text_config = _config(TextTrainConfig, preset=args.preset or "small", seconds=args.seconds, seed=args.seed)
+    device = checked_device(args)
+    text_config = _config(TextTrainConfig, preset=args.preset or "small", seconds=args.seconds, seed=args.seed,
+                          device=device, precision=args.precision)
     image_config = _config(ImageTrainConfig, preset=args.preset, subset=args.subset, epochs=args.epochs,
-                           seed=args.seed, factory=args.model_factory)
+                           seed=args.seed, factory=args.model_factory, device=device, precision=args.precision)
     dataset = data_store.load_dataset(root, args.dataset)  # fail fast, before any run is recorded
     from tasks.kinds import kind_of
 
@@ -407,6 +435,8 @@ def cmd_train(args, root: Path) -> int:
     if args.model_factory is not None and kind.name != "images":
         raise UnlearnError(f"--model-factory builds image models; dataset '{args.dataset}' is a {kind.name} dataset: "
                            f"drop the option or train on an image dataset")
+    if kind.name == "table":
+        check_table_precision(args)
     kind.check_trainable(dataset, {"table": config, "text": text_config, "images": image_config}[kind.name])
     from flows.train import train_flow
     from tasks.release import project_lock_once_started
@@ -425,11 +455,12 @@ def cmd_forget(args, root: Path) -> int:
 
     keep_days = release.keep_days_setting(args.keep_superseded)
     checked_verify_mode(args)
+    device = checked_device(args)
     # all validation before anything is written; the flow nests under the lock taken here
     with release.validated_release(root, "forget",
                                    lambda: steps.plan_request.fn(root, args.request, args.method, args.verify)):
         summary = forget_flow(root=str(root), request_path=str(args.request), method=args.method,
-                              keep_superseded_days=keep_days, verify=args.verify)
+                              keep_superseded_days=keep_days, verify=args.verify, device=device)
     emit(args, summary, format_forget(summary))
     return EXIT_OK if summary.get("verified", summary.get("status") == "completed") else EXIT_FAILED
 
@@ -526,15 +557,25 @@ def cmd_demo(args, root: Path) -> int:
     from flows.demo import run_images_demo, run_tabular_demo, run_text_demo
 
     demo_verify_mode(args)
+    device = checked_device(args)
     if args.scenario == "text":
-        summary = run_text_demo(root, args.train_steps, args.preset or "small", verify=args.verify)
+        summary = run_text_demo(root, args.train_steps, args.preset or "small", verify=args.verify,
+                                device=device, precision=args.precision)
     elif args.scenario == "images":
-        summary = run_images_demo(root, verify=args.verify)
+        summary = run_images_demo(root, verify=args.verify, device=device, precision=args.precision)
     else:
+        check_table_precision(args)
         summary = run_tabular_demo(root, verify=args.verify)
     console = summary.pop("console")
     emit(args, summary, console)
     return EXIT_OK if summary["verified"] else EXIT_FAILED
+
+
+def check_table_precision(args) -> None:
+    """A table model is fit and unlearnt in float64 (its certificate depends on those numbers)."""
+    if args.precision != "fp32":
+        raise UnlearnError(f"--precision {args.precision} applies to deep models: a table model is fit in float64 "
+                           f"on the CPU (its certified removal depends on it); leave --precision out")
 
 
 def demo_verify_mode(args) -> None:
@@ -642,10 +683,11 @@ def cmd_comply(args, root: Path) -> int:
     runner, address = prefetch.runner_setting(args.task_runner, args.dask_address)
     workers = prefetch.check_workers(args.workers)
     checked_verify_mode(args)
+    device = checked_device(args)
     ledger.check_intact(root)  # a bad UNLEARN_LEDGER_URL, a forged ledger: one line before any flow starts
     try:
         summary = comply_flow(root=str(root), keep_superseded_days=keep_days, task_runner=runner,
-                              dask_address=address, workers=workers, verify=args.verify)
+                              dask_address=address, workers=workers, verify=args.verify, device=device)
     except release.ProjectBusy as busy:  # not bad input: the other run is doing the work
         print(f"comply: {busy}", file=sys.stderr)
         return EXIT_FAILED
@@ -674,6 +716,7 @@ def cmd_audit(args, root: Path) -> int:
     runner, address = prefetch.runner_setting(args.task_runner, args.dask_address)
     workers = prefetch.check_workers(args.workers)
     cadence = audit.cadence_setting(args.min_requests, args.max_age)
+    device = checked_device(args)
     ledger.check_intact(root)  # a forged ledger: one line before anything is audited
     due = audit.due_models(root, args.model, cadence)  # an unknown or unauditable model: one line, exit 2
     if not due and not (release.open_journals(root) or audit.open_audits(root)):
@@ -683,7 +726,7 @@ def cmd_audit(args, root: Path) -> int:
     try:
         summary = audit_flow(root=str(root), model=args.model, rebase=args.rebase, keep_superseded_days=keep_days,
                              task_runner=runner, dask_address=address, workers=workers,
-                             min_requests=cadence.min_requests, max_age_days=cadence.max_age_days)
+                             min_requests=cadence.min_requests, max_age_days=cadence.max_age_days, device=device)
     except release.ProjectBusy as busy:
         print(f"audit: {busy}", file=sys.stderr)
         return EXIT_FAILED

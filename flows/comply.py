@@ -31,10 +31,11 @@ from tasks import references as prefetch
 from tasks.common import progress
 from tasks.kinds.base import check_verify_mode_name
 from unlearning.compliance.batching import group_requests, narrowed, retry_groups
+from unlearning.devices import resolve_device
 
 
 def process_batch(root: Path, requests: list, keep_days: int | None = None, path: Path | None = None,
-                  error: str | None = None, verify: str | None = None) -> list[dict]:
+                  error: str | None = None, verify: str | None = None, device: str = "auto") -> list[dict]:
     """One forget run for a batch (its merged request file `path`, written now if not given);
     ledger + certificates per request (tasks.outcomes). Never raises for a request's own failure:
     it is recorded as `failed` with the reason (`error`: the batch already failed before its run).
@@ -51,29 +52,30 @@ def process_batch(root: Path, requests: list, keep_days: int | None = None, path
     if any(r.id in notes for r in active):
         batches.drop_manifest(root, path)  # written before the notes were known: the batch is written anew
         path = None
-    path, summary, problem = run_forget(root, active, [rest[r.id] for r in active], path, keep_days, verify)
+    path, summary, problem = run_forget(root, active, [rest[r.id] for r in active], path, keep_days, verify, device)
     if problem is None:
         results += outcomes.complete_batch(root, active, summary, notes=notes)
     elif len(active) == 1:
         results.append(outcomes.fail(root, active[0], problem))
     batches.drop_manifest(root, path)  # the ledger has every member's outcome
     if problem is not None and len(active) > 1:
-        results += split_failed_batch(root, active, keep_days, verify)
+        results += split_failed_batch(root, active, keep_days, verify, device)
     return results
 
 
-def split_failed_batch(root: Path, requests: list, keep_days: int | None, verify: str | None = None) -> list[dict]:
+def split_failed_batch(root: Path, requests: list, keep_days: int | None, verify: str | None = None,
+                       device: str = "auto") -> list[dict]:
     """A batch of several failed: the requests the current data refuses on their own fail alone
     with their reason, the others are processed again (`unlearning.compliance.batching.retry_groups`)."""
     refused = batches.refused_alone(root, requests, verify)
     results = [outcomes.fail(root, r, refused[r.id]) for r in requests if r.id in refused]
     for group in retry_groups(requests, set(refused)):
-        results += process_batch(root, group, keep_days, verify=verify)
+        results += process_batch(root, group, keep_days, verify=verify, device=device)
     return results
 
 
-def run_forget(root: Path, requests: list, merged: list, path: Path | None,
-               keep_days: int | None, verify: str | None = None) -> tuple[Path | None, dict | None, str | None]:
+def run_forget(root: Path, requests: list, merged: list, path: Path | None, keep_days: int | None,
+               verify: str | None = None, device: str = "auto") -> tuple[Path | None, dict | None, str | None]:
     """The forget run of the batch of `requests` (as `merged`: without their parts that change
     nothing), its request file `path` written first if not given: (that file, the run's summary,
     None when verified, else why it failed). A full disk or an unwritable project is no request's
@@ -81,7 +83,7 @@ def run_forget(root: Path, requests: list, merged: list, path: Path | None,
     try:
         path = path or batches.batch_file(root, merged)
         summary = forget_flow(root=str(root), request_path=str(path), keep_superseded_days=keep_days,
-                              members=[r.id for r in requests], verify=verify)
+                              members=[r.id for r in requests], verify=verify, device=device)
     except Exception as exc:  # noqa: BLE001 — any step's failure is recorded, the run goes on
         if batches.environment_error(exc):
             for request in requests:
@@ -117,7 +119,8 @@ def prefetch_references(root: Path, paths: list[Path], runner: str, address: str
 
 @outcome_flow(name="comply", flow_run_name="comply", log_prints=False)
 def comply_flow(root: str, keep_superseded_days: int | None = None, task_runner: str | None = None,
-                dask_address: str | None = None, workers: int | None = None, verify: str | None = None) -> dict:
+                dask_address: str | None = None, workers: int | None = None, verify: str | None = None,
+                device: str = "auto") -> dict:
     """Process every pending erasure request (see the module doc). Returns {"requests": [...],
     "recovered": [...], "purged": [...], "references": {...}}. `keep_superseded_days`: as `forget`'s.
     `task_runner`: inline (default; UNLEARN_TASK_RUNNER) or dask — train every batch's
@@ -126,12 +129,14 @@ def comply_flow(root: str, keep_superseded_days: int | None = None, task_runner:
     The run is renamed after the requests it claimed, and ends Failed when any of them failed
     (called from Python it still returns the summary: flows.runs). `verify`: how each batch's update is
     verified (tasks.kinds.base.VERIFY_MODES; None: each model's default); references are trained,
-    and prefetched on a task runner, only with `reference`."""
+    and prefetched on a task runner, only with `reference`. `device`: as `forget`'s (references
+    prefetched on a task runner train on its workers' CPUs)."""
     root_path = Path(root)
     keep_days = release.keep_days_setting(keep_superseded_days)
     runner, address = prefetch.runner_setting(task_runner, dask_address)
     workers = prefetch.check_workers(workers)
     check_verify_mode_name(verify)  # a deployment run with a bad mode fails here, before anything is claimed
+    resolve_device(device)  # and one with a device this machine lacks
     # its own temp folder here too: a deployment's run does not start from the CLI (flows.cli.main)
     with private_tempdir(root_path), release.release_lock(root_path, "comply", report=False) as released:
         recovered = released + batches.finish_promoted_batches(root_path) + batches.reclaim_stale(root_path)
@@ -146,7 +151,7 @@ def comply_flow(root: str, keep_superseded_days: int | None = None, task_runner:
         results = []
         with prefetch.prefetched(pool):
             for requests, path, error in written:
-                results += process_batch(root_path, requests, keep_days, path, error, verify)
+                results += process_batch(root_path, requests, keep_days, path, error, verify, device)
     references = {"task_runner": runner, "prefetched": prefetched, "used": prefetched - len(pool),
                   "seconds": round(prefetch_s, 1)}
     summary = {"requests": results, "processed": len(results), "failed": sum(r["status"] == "failed" for r in results),

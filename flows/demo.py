@@ -131,36 +131,36 @@ def console_summary(s: dict) -> str:
 
 @flow(name="demo-text", log_prints=False)
 def text_demo_flow(root: str, train_steps: int = DEMO_TEXT_STEPS, preset: str = "small",
-                   verify: str | None = None) -> dict:
+                   verify: str | None = None, device: str = "auto", precision: str = "fp32") -> dict:
     root_path = Path(root)
     started = time.perf_counter()
     say("[1/5] data: building data/shakespeare (300k characters of plays with a simulated leak of "
         "fictional people's card numbers, passwords, keys, e-mails and phone numbers) and versioning it")
     corpus, data_version = add_dataset(root_path, "shakespeare", replace=True)
     say(f"      {len(corpus.records)} records, {corpus.n_chars} characters, data version {data_version}")
-    say(f"[2/5] train: character LSTM ({preset}), {train_steps} steps")
-    trained = train_flow(root=root, dataset="shakespeare",
-                         text_config=TextTrainConfig(preset=preset, steps=train_steps))
+    config = TextTrainConfig(preset=preset, steps=train_steps, device=device, precision=precision)
+    say(f"[2/5] train: character LSTM ({preset}), {train_steps} steps on {config.device}")
+    trained = train_flow(root=root, dataset="shakespeare", text_config=config)
     say("[3/5] detect: scan the corpus and measure what the model memorised")
     detected = detect_flow(root=root, dataset="shakespeare")
     say(f"      findings {detected['findings']}; largest exposure "
         f"{max(s['exposure'] for s in detected['secrets']):.1f} bits")
     say(f"[4/5] forget: redact every finding and update the model ({Path(detected['request']).name})")
-    forgot = forget_flow(root=root, request_path=detected["request"], verify=verify)
-    audited = demo_audit(root, forgot)
+    forgot = forget_flow(root=root, request_path=detected["request"], verify=verify, device=config.device)
+    audited = demo_audit(root, forgot, config.device)
     say("[5/5] done")
     return {**forgot, "trained": trained, "detected": detected, "audit": audited,
             "demo_seconds": time.perf_counter() - started}
 
 
-def demo_audit(root: str, forgot: dict) -> dict | None:
+def demo_audit(root: str, forgot: dict, device: str = "auto") -> dict | None:
     """The weekly audit, run now: one model retrained on the redacted corpus judges the production
     model (the removed secrets measured from the request's sealed escrow). None when nothing was promoted."""
     if not forgot.get("promoted"):
         return None
     say("      audit: retrain once on the current corpus and check the production model against it "
         "(what the weekly `unlearn audit` does for every request since the last one)")
-    [done] = audit_flow(root=root, model=forgot["model"]["name"])["audits"]
+    [done] = audit_flow(root=root, model=forgot["model"]["name"], device=device)["audits"]
     m = done["metrics"]
     return {"passed": done["passed"], "exposure_after": m["exposure_after"], "exposure_retrain": m["exposure_retrain"],
             "perplexity_after": m["perplexity_after"], "perplexity_retrain": m["perplexity_retrain"],
@@ -182,8 +182,9 @@ def audit_lines(s: dict) -> list[str]:
 
 
 def run_text_demo(root: Path, train_steps: int = DEMO_TEXT_STEPS, preset: str = "small",
-                  verify: str | None = None) -> dict:
-    summary = text_demo_flow(root=str(root), train_steps=train_steps, preset=preset, verify=verify)
+                  verify: str | None = None, device: str = "auto", precision: str = "fp32") -> dict:
+    summary = text_demo_flow(root=str(root), train_steps=train_steps, preset=preset, verify=verify,
+                             device=device, precision=precision)
     summary["console"] = text_console_summary(summary)
     return summary
 
@@ -246,7 +247,7 @@ def text_console_summary(s: dict) -> str:
 
 
 @flow(name="demo-images", log_prints=False)
-def images_demo_flow(root: str, verify: str | None = None) -> dict:
+def images_demo_flow(root: str, verify: str | None = None, device: str = "auto", precision: str = "fp32") -> dict:
     root_path = Path(root)
     started = time.perf_counter()
     say("[1/4] data: building data/fashion-mnist (70,000 images from the Debian package dataset-fashion-mnist) "
@@ -259,8 +260,8 @@ def images_demo_flow(root: str, verify: str | None = None) -> dict:
         dataset, data_version = add_dataset(root_path, "digits", replace=True)
     setup = DEMO_IMAGES[dataset.name]
     say(f"      {len(dataset)} images, data version {data_version}")
-    cfg: ImageTrainConfig = setup["train"]
-    say(f"[2/4] train: CNN ({cfg.preset}) on {cfg.subset or 'all'} training images")
+    cfg = ImageTrainConfig(**{**setup["train"].model_dump(), "device": device, "precision": precision})
+    say(f"[2/4] train: CNN ({cfg.preset}) on {cfg.subset or 'all'} training images, on {cfg.device}")
     trained = train_flow(root=root, dataset=dataset.name, image_config=cfg)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
     request = {"id": f"DEMO-IMG-{stamp}", "model": dataset.name, "forget_class": setup["forget"], "method": "auto"}
@@ -273,14 +274,14 @@ def images_demo_flow(root: str, verify: str | None = None) -> dict:
     judged = "against a retrained CNN" if verify == "reference" else f"by {verify} (no model retrained)"
     say(f"[3/4] forget: request {request['id']} — forget class '{setup['forget']}' (method auto → alignment); "
         f"verify {judged} and run {len(compare)} baselines beside it")
-    forgot = forget_flow(root=root, request_path=str(request_path), compare=compare, verify=verify)
+    forgot = forget_flow(root=root, request_path=str(request_path), compare=compare, verify=verify, device=cfg.device)
     say("[4/4] done")
     return {**forgot, "dataset": dataset.name, "trained": trained, "request_file": str(request_path),
             "demo_seconds": time.perf_counter() - started}
 
 
-def run_images_demo(root: Path, verify: str | None = None) -> dict:
-    summary = images_demo_flow(root=str(root), verify=verify)
+def run_images_demo(root: Path, verify: str | None = None, device: str = "auto", precision: str = "fp32") -> dict:
+    summary = images_demo_flow(root=str(root), verify=verify, device=device, precision=precision)
     summary["console"] = images_console_summary(summary)
     return images_json(summary)
 

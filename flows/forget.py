@@ -19,7 +19,7 @@ from pathlib import Path
 from prefect.runtime import flow_run
 
 from flows.runs import failed_run, outcome_flow, requests_label
-from tasks import release as release_steps, steps, tracking
+from tasks import devices, release as release_steps, steps, tracking
 from tasks.common import (
     Lineage, Plan, Update, Verification, dataset_digest, falls_back_to_retraining, now_utc, promote, register,
     request_hash, seconds_between,
@@ -54,7 +54,7 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
                 compare: dict[str, dict] | None = None,
                 image_verify: ImageVerifyConfig = ImageVerifyConfig(),
                 keep_superseded_days: int | None = None, members: list[str] | None = None,
-                verify: str | None = None) -> dict:
+                verify: str | None = None, device: str = "auto") -> dict:
     """Process one erasure request end to end; returns the result summary (see docs/forget.md). A failed
     verification ends the flow run Failed (its MLflow run too, tagged `verified=false`); called
     from Python it still returns the summary (flows.runs).
@@ -64,10 +64,11 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
     `keep_superseded_days`: keep the superseded versions and data "beyond use" that many days
     instead of purging them now (default: the UNLEARN_KEEP_SUPERSEDED_DAYS setting, else purge now).
     `members`: the ids of the requests a comply batch merged into this one (names the runs).
-    `verify`: how the update is verified (tasks.kinds.base.VERIFY_MODES; None: the kind's default)."""
+    `verify`: how the update is verified (tasks.kinds.base.VERIFY_MODES; None: the kind's default).
+    `device`: where a deep model's update, verification and reference compute (unlearning.devices)."""
     root_path = Path(root)
     accepted = now_utc()  # a bare forget is accepted when its run starts (comply re-times it per request)
-    plan = steps.plan_request(root_path, Path(request_path), method, verify)
+    plan = devices.place(steps.plan_request(root_path, Path(request_path), method, verify), device)
     plan.accepted_at = accepted
     if plan.earlier is not None:
         return {**plan.earlier, "status": "already_processed"}
@@ -84,7 +85,7 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
         tracking.log_params(parent, {"request_id": req.id, "method": plan.method, "kinds": ",".join(req.kinds()),
                                      "n_delete": len(req.delete_records), "n_revoke": len(req.revoke_features),
                                      "n_fix_labels": len(req.fix_labels), "parent_version": plan.parent_version,
-                                     "verify": verify or "default"})
+                                     "verify": verify or "default", **device_param(plan)})
         with release_steps.rollback_unless_promoted(lineage, plan, plan.keep_days) as outcome:
             configs = {"table": verify_config, "images": {"compare": compare, "verify": image_verify}}
             summary = forget_request(lineage, plan, options, configs.get(plan.kind.name), verify)
@@ -96,6 +97,12 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
         tracking.end_run(parent, ok=False)  # after tracking.run ended it FINISHED: the work failed, not the code
         return failed_run(verification_failure(summary), summary)
     return summary
+
+
+def device_param(plan) -> dict:
+    """The resolved device a deep model's work ran on ("cpu", "cuda:0"), as an MLflow param (none
+    for a table model: always the CPU, float64)."""
+    return {} if plan.kind is None or plan.kind.name == "table" else {"device": plan.device}
 
 
 def forget_request(lineage: Lineage, plan: Plan, options: dict | None, config, verify: str | None = None) -> dict:

@@ -268,6 +268,7 @@ class AuditPlan:
     escrows: list[dict]  # opened escrow contents (raw values in memory only)
     job: references.ReferenceJob = None
     b: Any = None  # a certified table model's noise
+    device: str = "cpu"  # where the deep-model work computes (tasks.devices.place)
 
     @property
     def request_ids(self) -> list[str]:

@@ -93,6 +93,7 @@ class Plan:
     method: str | None = None  # resolved (`auto` decided)
     requested: str | None = None  # the method as asked (`auto` allows falling back to retraining)
     part: Any = None  # the kind's own plan: the noise b, the findings, the image request
+    device: str = "cpu"  # where the deep-model work computes (tasks.devices.place)
     keep_days: int | None = None  # keep superseded artifacts "beyond use" this long (None: purge at once)
     # When the request was accepted (the forget run's start; comply: each request's ledger entry
     # re-times it, tasks.outcomes) and when `production` moved to a model without the data.

@@ -39,6 +39,7 @@ class ReferenceJob:
     kind: str
     data: dict[str, torch.Tensor]
     settings: dict = field(default_factory=dict)
+    device: str = "cpu"  # where it is trained (not part of the key: the same job on any device)
 
     @property
     def key(self) -> str:
@@ -68,19 +69,21 @@ def table_job(problem: Problem) -> ReferenceJob:
     return ReferenceJob("table", data, settings)
 
 
-def text_job(model_config: dict, settings: dict, windows: torch.Tensor) -> ReferenceJob:
-    """A character LM retrained on the windows of D' with the original run's steps, lr, batch, seed."""
-    keep = {k: settings[k] for k in ("steps", "lr", "batch", "seed")}
-    return ReferenceJob("text", {"windows": windows}, {"config": model_config, **keep})
+def text_job(model_config: dict, settings: dict, windows: torch.Tensor, device: str = "cpu") -> ReferenceJob:
+    """A character LM retrained on the windows of D' with the original run's steps, lr, batch, seed
+    (and precision, when it was not fp32), on `device`."""
+    keep = {k: settings[k] for k in ("steps", "lr", "batch", "seed", "precision") if k in settings}
+    return ReferenceJob("text", {"windows": windows}, {"config": model_config, **keep}, str(device))
 
 
-def image_job(model_config: dict, X: torch.Tensor, y: torch.Tensor, schedule: cnn.TrainSchedule | None) -> ReferenceJob:
+def image_job(model_config: dict, X: torch.Tensor, y: torch.Tensor, schedule: cnn.TrainSchedule | None,
+              device: str = "cpu") -> ReferenceJob:
     """A CNN (or a user's factory model: its config names the factory) retrained on D' = (X, y)
-    replaying the original schedule."""
+    replaying the original schedule (its precision too), on `device`."""
     if schedule is None:
         raise UnlearnError("retrain needs the original training schedule: the model version records none")
     config = _image_config(model_config, list)
-    return ReferenceJob("images", {"X": X, "y": y}, {"config": config, "schedule": schedule.to_dict()})
+    return ReferenceJob("images", {"X": X, "y": y}, {"config": config, "schedule": schedule.to_dict()}, str(device))
 
 
 def train(job: ReferenceJob, progress=None):
@@ -95,7 +98,8 @@ def train(job: ReferenceJob, progress=None):
         s = job.settings
         return deep_influence.retrain_on(s["config"], job.data["windows"], steps=int(s["steps"]), lr=s["lr"],
                                          batch=int(s["batch"]), seed=int(s["seed"]), init_seed=int(s["seed"]),
-                                         progress=progress)
+                                         progress=progress, device=job.device,
+                                         precision=s.get("precision", "fp32"))
     if job.kind == "images":
         from unlearning.images import baselines, cnn
 
@@ -103,7 +107,8 @@ def train(job: ReferenceJob, progress=None):
         schedule = cnn.TrainSchedule(**job.settings["schedule"])
         started, cpu_started = time.perf_counter(), time.process_time()
         with single_threaded():  # as every image method is run and timed (registry.run_image_method)
-            result = baselines.retrain_on(config, job.data["X"], job.data["y"], schedule, progress)
+            result = baselines.retrain_on(config, job.data["X"], job.data["y"], schedule, progress, job.device)
+        result.model.cpu()  # the image metrics and methods run on the CPU (tasks.devices)
         result.stats.update(seconds=time.perf_counter() - started, cpu_seconds=time.process_time() - cpu_started)
         return result
     raise UnlearnError(f"unknown reference kind {job.kind!r}: one of {', '.join(KINDS)}")

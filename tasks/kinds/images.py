@@ -136,7 +136,8 @@ def update_cnn(lineage: Lineage, plan: Plan, method: str, options: dict | None =
 def reference_job(plan: Plan) -> references.ReferenceJob:
     """The CNN retrained on D' (the retained images and Z̃ only), replaying the original schedule."""
     data = training_data(plan.dataset, plan.bundle)
-    return references.image_job(plan.bundle.model.config, *plan.part.request.d_prime(data), data.schedule)
+    return references.image_job(plan.bundle.model.config, *plan.part.request.d_prime(data), data.schedule,
+                                plan.device)
 
 
 def new_bundle(old: ImageBundle, model, request: ImageRequest) -> ImageBundle:

@@ -49,7 +49,7 @@ def fit_lm(lineage: Lineage, corpus, cfg):
     with lineage.child("fit") as run_id:
         tracking.log_params(run_id, cfg.model_dump())
         bundle, stats = lm.train_text_model(
-            corpus, cfg.preset, cfg.seconds, cfg.steps, cfg.seed,
+            corpus, cfg.preset, cfg.seconds, cfg.steps, cfg.seed, device=cfg.device, precision=cfg.precision,
             progress=lambda s: progress(f"  fit: epoch {s.epochs:.1f}, step {s.steps}, {s.seconds:.0f} s, loss {s.loss:.3f}"))
         tracking.log_metrics(run_id, {"steps": stats.steps, "epochs": stats.epochs, "fit_seconds": stats.seconds,
                                       "train_loss": stats.loss})
@@ -104,7 +104,8 @@ def reference_job(plan: Plan, after: TextCorpus, windows=None) -> references.Ref
     """The language model retrained on D' (its windows only) with the original schedule
     (`windows`: window_request(plan, after) when the caller has it already)."""
     request, train_windows = windows or window_request(plan, after)
-    return references.text_job(plan.bundle.model.config, plan.bundle.settings, request.apply(train_windows))
+    return references.text_job(plan.bundle.model.config, plan.bundle.settings, request.apply(train_windows),
+                               plan.device)
 
 
 def retrained(plan: Plan, after: TextCorpus, announce: str, windows=None) -> tuple[lm.LMBundle, dict, str]:

@@ -61,10 +61,10 @@ def retrain(model: CNN, data: ImageData, request: ImageRequest, cfg: RetrainConf
 
 
 def retrain_on(config: dict, X: torch.Tensor, y: torch.Tensor, schedule: cnn.TrainSchedule,
-               progress=None) -> ImageResult:
+               progress=None, device: str | torch.device = "cpu") -> ImageResult:
     """A fresh network of `config` trained on D' = (X, y) with `schedule` (what `retrain` runs once it
-    has the retained rows and Z̃: a job can carry D' alone). `progress`: as cnn.train's."""
-    new = model_from_config(config, seed=schedule.init_seed)  # the built-in CNN or the user's factory
+    has the retained rows and Z̃: a job can carry D' alone), on `device`. `progress`: as cnn.train's."""
+    new = model_from_config(config, seed=schedule.init_seed).to(device)  # the built-in CNN or the user's factory
     stats = cnn.train(new, X, y, schedule, progress)
     return ImageResult(new, "retrain", "exact", {"steps": stats.steps, "epochs": stats.epochs,
                                                  "loss": stats.loss, "samples": len(y),

@@ -23,8 +23,9 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from unlearning.devices import DeviceSettings
 from unlearning.errors import UnlearnError
 from unlearning.images import cnn, factory
 from unlearning.images.data import ImageDataset
@@ -36,7 +37,7 @@ WEIGHTS_FILE = "cnn.pt"
 TINY_MAX_SIDE = 16  # images up to 16×16 (digits) get the tiny preset by default
 
 
-class ImageTrainConfig(BaseModel):
+class ImageTrainConfig(DeviceSettings):
     """How `unlearn train` trains a CNN on an image dataset. None = the default for the data:
     preset tiny for ≤ 16-pixel images (digits), small otherwise (Fashion-MNIST); subset = every
     training image for tiny, the first 10,000 for small (~1 min on one core); epochs = the preset's."""
@@ -149,11 +150,13 @@ def train_image_model(dataset: ImageDataset, cfg: ImageTrainConfig, progress=Non
     preset, subset = default_train_config(dataset, cfg)
     train_pos = np.flatnonzero(dataset.train)[:subset]
     X, y = tensors(dataset, train_pos)
-    changes = {"seed": cfg.seed, "init_seed": cfg.seed} | ({"epochs": cfg.epochs} if cfg.epochs else {})
+    changes = {"seed": cfg.seed, "init_seed": cfg.seed, "precision": cfg.precision} | \
+        ({"epochs": cfg.epochs} if cfg.epochs else {})
     schedule = cnn.TrainSchedule.from_preset(preset, **changes)
-    model = new_model(dataset, cfg, preset)
+    model = new_model(dataset, cfg, preset).to(cfg.device)
     with single_threaded():
         stats = cnn.train(model, X, y, schedule, progress)
+    model.cpu()  # trained on cfg.device; the image metrics and methods run on the CPU (tasks.devices)
     ids = tuple(dataset.record_ids[i] for i in train_pos)
     # a user's model has no preset: the preset named only its schedule, which the bundle keeps
     return ImageBundle(model, schedule, None if cfg.factory else preset, tuple(dataset.classes), ids), stats

@@ -44,6 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unlearning.devices import autocast, device_of, loss_scaler
+
 # tiny: sklearn load_digits 8×8 (tests): 8 epochs on 1437 images, 2–2.5 s on one thread, test
 # accuracy 97.8 %. small: Fashion-MNIST 28×28 (demo, benchmark): 4 epochs on a 10k-image subset,
 # 54 s on one thread of the shared 2-core machine (load ≈ 2.5), test accuracy 80.9 % on the full
@@ -143,16 +145,20 @@ class CNN(nn.Module):
 
 # --- evaluation helpers -------------------------------------------------------------------------
 
+# Batches go to the model's device and the results come back to X's: callers keep their data where it is.
+
 @torch.no_grad()
 def logits_of(model: CNN, X: torch.Tensor, batch: int = 512) -> torch.Tensor:
-    return torch.cat([model(X[i:i + batch]) for i in range(0, len(X), batch)]) if len(X) else \
-        torch.zeros(0, model.config["n_classes"])  # (n, C)
+    on = device_of(model)
+    return torch.cat([model(X[i:i + batch].to(on)).to(X.device) for i in range(0, len(X), batch)]) if len(X) \
+        else torch.zeros(0, model.config["n_classes"])  # (n, C)
 
 
 @torch.no_grad()
 def features_of(model: CNN, X: torch.Tensor, batch: int = 512) -> torch.Tensor:
-    return torch.cat([model.features(X[i:i + batch]) for i in range(0, len(X), batch)]) if len(X) else \
-        torch.zeros(0, model.feature_dim)  # (n, d)
+    on = device_of(model)
+    return torch.cat([model.features(X[i:i + batch].to(on)).to(X.device) for i in range(0, len(X), batch)]) \
+        if len(X) else torch.zeros(0, model.feature_dim)  # (n, d)
 
 
 def accuracy(model: CNN, X: torch.Tensor, y: torch.Tensor, batch: int = 512) -> float:
@@ -178,6 +184,7 @@ class TrainSchedule:
     weight_decay: float = 5e-4
     seed: int = 0  # batch order
     init_seed: int = 0  # initial weights (used by from_config when retraining)
+    precision: str = "fp32"  # fp32, or bf16/fp16 mixed precision (unlearning.devices): retraining replays it
 
     @classmethod
     def from_preset(cls, preset: str, **changes) -> "TrainSchedule":
@@ -206,7 +213,8 @@ def planned_steps(n: int, schedule: TrainSchedule) -> int | None:
 
 
 def train(model: CNN, X: torch.Tensor, y: torch.Tensor, schedule: TrainSchedule, progress=None) -> TrainStats:
-    """SGD (momentum, weight decay) on the mean cross-entropy, in place, until a budget runs out.
+    """SGD (momentum, weight decay) on the mean cross-entropy, in place, until a budget runs out, on
+    the model's device (batches are moved there) in the schedule's precision (unlearning.devices).
 
     Deterministic given the schedule's seed and a step or epoch budget (batches from a seeded
     generator; run single-threaded for bit-equality). The lr follows a cosine from `lr` to 0 over
@@ -224,6 +232,9 @@ def train(model: CNN, X: torch.Tensor, y: torch.Tensor, schedule: TrainSchedule,
     gen = torch.Generator().manual_seed(schedule.seed)
     opt = torch.optim.SGD(model.parameters(), lr=schedule.lr, momentum=schedule.momentum,
                           weight_decay=schedule.weight_decay)
+    device = device_of(model)
+    precision = schedule.precision
+    scaler = loss_scaler(device, precision)  # fp32: a pass-through
     model.train()
     started, step, last_loss, done = time.perf_counter(), 0, float("nan"), max_steps == 0
     samples = 0
@@ -235,10 +246,12 @@ def train(model: CNN, X: torch.Tensor, y: torch.Tensor, schedule: TrainSchedule,
             if planned is not None:  # cosine decay: lr_t = lr·(1 + cos(π t / T))/2
                 for group in opt.param_groups:
                     group["lr"] = schedule.lr * 0.5 * (1 + math.cos(math.pi * step / planned))
-            loss = F.cross_entropy(model(X[idx]), y[idx])
+            with autocast(device, precision):
+                loss = F.cross_entropy(model(X[idx].to(device)), y[idx].to(device))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             step += 1
             samples += len(idx)
             epoch_loss += float(loss.detach()) * len(idx)
@@ -260,7 +273,8 @@ def save(path: str | Path, model: CNN, preset: str | None = None, schedule: Trai
     """One file: architecture, weights and (optionally) the training schedule (weights_only-loadable)."""
     config = {**model.config, "widths": list(model.config["widths"]), "strides": list(model.config["strides"])}
     torch.save({"format": "cnn/1", "preset": preset, "config": config,
-                "schedule": None if schedule is None else schedule.to_dict(), "state": model.state_dict()},
+                "schedule": None if schedule is None else schedule.to_dict(),
+                "state": {k: v.cpu() for k, v in model.state_dict().items()}},  # loads on any machine
                Path(path))
 
 

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unlearning.devices import autocast, device_of, loss_scaler
+
 UNK = "\ufffd"  # index 0: any character the training text did not contain
 
 # tiny: trains in seconds, for tests. small: the demo model (science.md §3 calibration: 1×256 LSTM,
@@ -128,7 +130,8 @@ def windows(text_ids: torch.Tensor, seq_len: int, stride: int | None = None) -> 
 
 
 def window_loss(model: CharLSTM, batch: torch.Tensor) -> torch.Tensor:
-    """ℓ(w, θ) for each window: summed next-char cross-entropy in nats, (m,)."""
+    """ℓ(w, θ) for each window: summed next-char cross-entropy in nats, (m,), on the model's device."""
+    batch = batch.to(device_of(model))
     logits, _ = model(batch[:, :-1])  # (m, T, V)
     ce = F.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")  # (m, T)
     return ce.sum(dim=1)
@@ -157,8 +160,10 @@ class TrainStats:
 
 def train_lm(model: CharLSTM, windows_: torch.Tensor, *, epochs: float | None = None,
              steps: int | None = None, seconds: float | None = None, lr: float = 3e-3,
-             batch: int = 64, seed: int = 0, clip: float = 5.0, progress=None) -> TrainStats:
-    """Adam on the mean per-char CE, in place, until the first of `epochs`, `steps`, `seconds`.
+             batch: int = 64, seed: int = 0, clip: float = 5.0, progress=None,
+             precision: str = "fp32") -> TrainStats:
+    """Adam on the mean per-char CE, in place, until the first of `epochs`, `steps`, `seconds`,
+    on the model's device (batches are moved there), in `precision` (unlearning.devices).
 
     Deterministic given `seed` and a step budget (batches are shuffled by a seeded generator). A
     `seconds` budget makes the step count machine-dependent: the returned `steps` lets a retrained
@@ -175,6 +180,8 @@ def train_lm(model: CharLSTM, windows_: torch.Tensor, *, epochs: float | None = 
                                  None if seconds is None else 10**12) if s is not None)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    device = device_of(model)
+    scaler = loss_scaler(device, precision)  # fp32: a pass-through, the CPU run stays bit for bit
     model.train()
     started, step, last_loss = time.perf_counter(), 0, float("nan")
     done = False
@@ -183,11 +190,14 @@ def train_lm(model: CharLSTM, windows_: torch.Tensor, *, epochs: float | None = 
         epoch_loss, epoch_windows = 0.0, 0
         for i in range(0, m, batch):
             w = windows_[order[i:i + batch]]  # (B, T+1)
-            loss = window_loss(model, w).sum() / (w.shape[0] * (w.shape[1] - 1))
+            with autocast(device, precision):
+                loss = window_loss(model, w).sum() / (w.shape[0] * (w.shape[1] - 1))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)  # clip the true gradients
             nn.utils.clip_grad_norm_(model.parameters(), clip)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             step += 1
             epoch_loss += float(loss.detach()) * w.shape[0]
             epoch_windows += w.shape[0]
@@ -207,18 +217,19 @@ def train_lm(model: CharLSTM, windows_: torch.Tensor, *, epochs: float | None = 
 def generate(model: CharLSTM, vocab: Vocab, prefix: str, n: int, greedy: bool = True,
              temperature: float = 1.0, seed: int = 0) -> str:
     """The n characters the model continues `prefix` with (greedy argmax, or sampled at `temperature`)."""
-    gen = torch.Generator().manual_seed(seed)
-    ids = vocab.encode(prefix)[None]  # (1, P)
-    logits, state = model(ids) if ids.shape[1] else model(torch.zeros(1, 1, dtype=torch.long))
+    gen = torch.Generator().manual_seed(seed)  # CPU: the same samples on every device
+    device = device_of(model)
+    ids = vocab.encode(prefix)[None].to(device)  # (1, P)
+    logits, state = model(ids) if ids.shape[1] else model(torch.zeros(1, 1, dtype=torch.long, device=device))
     out = []
     for _ in range(n):
         last = logits[0, -1]  # (V,)
         if greedy:
             nxt = int(last.argmax())
         else:
-            nxt = int(torch.multinomial(torch.softmax(last / temperature, dim=0), 1, generator=gen))
+            nxt = int(torch.multinomial(torch.softmax(last / temperature, dim=0).cpu(), 1, generator=gen))
         out.append(nxt)
-        logits, state = model(torch.tensor([[nxt]]), state)
+        logits, state = model(torch.tensor([[nxt]], device=device), state)
     return vocab.decode(out)
 
 
@@ -227,7 +238,12 @@ def generate(model: CharLSTM, vocab: Vocab, prefix: str, n: int, greedy: bool = 
 def save(path: str | Path, model: CharLSTM, vocab: Vocab, preset: str | None = None) -> None:
     """One file: architecture, vocabulary and weights (loadable with weights_only=True)."""
     torch.save({"format": "charlm/1", "preset": preset, "config": dict(model.config),
-                "vocab": vocab.to_dict(), "state": model.state_dict()}, Path(path))
+                "vocab": vocab.to_dict(), "state": cpu_state(model)}, Path(path))
+
+
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights as CPU tensors, so a stored model loads on any machine (a GPU-trained one too)."""
+    return {k: v.cpu() for k, v in model.state_dict().items()}
 
 
 def load(path: str | Path) -> tuple[CharLSTM, Vocab]:

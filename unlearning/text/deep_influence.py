@@ -48,6 +48,7 @@ from typing import Sequence
 
 import torch
 
+from unlearning.devices import device_of, double_backward_safe
 from unlearning.errors import UnlearnError
 from unlearning.linalg import conjugate_gradient
 from unlearning.text.charlm import CharLSTM, Vocab, train_lm, window_loss, window_starts
@@ -141,11 +142,11 @@ def summed_gradient(model: CharLSTM, names: Sequence[str], batch: torch.Tensor,
                     weights: torch.Tensor | None = None, chunk: int = 256) -> torch.Tensor:
     """Σ_w weight_w·∇_θS ℓ(w, θ), flat (p_S,)."""
     params = _tensors(model, names)
-    total = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype)
+    total = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype, device=params[0].device)
     for lo in range(0, len(batch), chunk):
         losses = window_loss(model, batch[lo:lo + chunk])  # (c,)
         if weights is not None:
-            losses = losses * weights[lo:lo + chunk]
+            losses = losses * weights[lo:lo + chunk].to(losses.device)
         total += _flat(torch.autograd.grad(losses.sum(), params))
     return total
 
@@ -187,7 +188,9 @@ class HessianOperator:
                  weights: torch.Tensor, damping: float = 0.0):
         self.params = _tensors(model, names)
         self.damping = damping
-        loss = (weights * window_loss(model, windows_)).sum()
+        device = device_of(model)
+        with double_backward_safe(device):  # cuDNN's LSTM has no double backward
+            loss = (weights.to(device) * window_loss(model, windows_)).sum()
         self.grads = torch.autograd.grad(loss, self.params, create_graph=True)
         self.hvps = 0
 
@@ -211,9 +214,11 @@ class GaussNewtonOperator:
                  weights: torch.Tensor, damping: float = 0.0):
         self.params = _tensors(model, names)
         self.damping = damping
-        self.logits, _ = model(windows_[:, :-1])  # (m, T, V)
+        device = device_of(model)
+        with double_backward_safe(device):  # cuDNN's LSTM has no double backward
+            self.logits, _ = model(windows_[:, :-1].to(device))  # (m, T, V)
         self.p = torch.softmax(self.logits.detach(), dim=-1)  # (m, T, V)
-        self.w = weights.to(self.p.dtype)[:, None, None]  # (m, 1, 1)
+        self.w = weights.to(device, self.p.dtype)[:, None, None]  # (m, 1, 1)
         self.u = torch.zeros_like(self.logits, requires_grad=True)  # (m, T, V) dummy cotangent
         self.Jt_u = torch.autograd.grad(self.logits, self.params, grad_outputs=self.u, create_graph=True)
         self.hvps = 0
@@ -233,12 +238,13 @@ def fisher_diagonal(model: CharLSTM, names: Sequence[str], windows_: torch.Tenso
     In expectation it matches the Gauss-Newton diagonal up to within-window cross terms: a cheap
     scale for each parameter, used as the Jacobi preconditioner and the first-order start."""
     params = _tensors(model, names)
-    gen = torch.Generator().manual_seed(seed)
-    diag = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype)
+    gen = torch.Generator().manual_seed(seed)  # CPU: the same labels are drawn on every device
+    device = params[0].device
+    diag = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype, device=device)
     for w, weight in zip(windows_, weights):
-        logits, _ = model(w[None, :-1])  # (1, T, V)
+        logits, _ = model(w[None, :-1].to(device))  # (1, T, V)
         with torch.no_grad():
-            y = torch.multinomial(torch.softmax(logits[0], dim=-1), 1, generator=gen).squeeze(1)  # (T,)
+            y = torch.multinomial(torch.softmax(logits[0], dim=-1).cpu(), 1, generator=gen).squeeze(1).to(device)  # (T,)
         loss = torch.nn.functional.cross_entropy(logits[0], y, reduction="sum")
         diag += float(weight) * _flat(torch.autograd.grad(loss, params)) ** 2
     return diag
@@ -400,19 +406,22 @@ def finetune(model: CharLSTM, request: WindowRequest, train_windows: torch.Tenso
 
 
 def retrain(model: CharLSTM, request: WindowRequest, train_windows: torch.Tensor, *, steps: int,
-            lr: float, batch: int, seed: int = 0, init_seed: int = 0, progress=None) -> DeepUpdate:
+            lr: float, batch: int, seed: int = 0, init_seed: int = 0, progress=None,
+            precision: str = "fp32") -> DeepUpdate:
     """Reference: the same architecture trained from scratch on D' = (D \\ Z) ∪ Z̃ with the same
     schedule (pass the original run's TrainStats.steps, lr, batch and seeds)."""
     return retrain_on(model.config, request.apply(train_windows), steps=steps, lr=lr, batch=batch, seed=seed,
-                      init_seed=init_seed, progress=progress)
+                      init_seed=init_seed, progress=progress, device=device_of(model), precision=precision)
 
 
 def retrain_on(config: dict, windows: torch.Tensor, *, steps: int, lr: float, batch: int, seed: int = 0,
-               init_seed: int = 0, progress=None) -> DeepUpdate:
+               init_seed: int = 0, progress=None, device: str | torch.device = "cpu",
+               precision: str = "fp32") -> DeepUpdate:
     """A fresh CharLSTM of `config` trained on the windows of D' alone (what `retrain` runs once it
-    has applied the request: the removed windows are not needed, so a job can carry D' only)."""
+    has applied the request: the removed windows are not needed, so a job can carry D' only), on
+    `device` in `precision`."""
     started = time.perf_counter()
-    new = CharLSTM.from_config(config, seed=init_seed)
-    stats = train_lm(new, windows, steps=steps, lr=lr, batch=batch, seed=seed, progress=progress)
+    new = CharLSTM.from_config(config, seed=init_seed).to(device)
+    stats = train_lm(new, windows, steps=steps, lr=lr, batch=batch, seed=seed, progress=progress, precision=precision)
     return DeepUpdate(new, "retrain", {"seconds": time.perf_counter() - started, "hvps": 0,
                                       "steps": stats.steps, "loss": stats.loss})

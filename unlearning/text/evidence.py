@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from unlearning.detect import scan_text
+from unlearning.devices import device_of
 from unlearning.text import charlm, exposure
 from unlearning.text.charlm import CharLSTM, Vocab
 from unlearning.text.data import TextCorpus
@@ -159,15 +160,16 @@ def continuations(model: CharLSTM, vocab: Vocab, prefixes: list[str], n: int, sa
     by_length: dict[int, list[int]] = {}
     for i, p in enumerate(prefixes):
         by_length.setdefault(len(p or "\n"), []).append(i)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # CPU: the same samples on every device
+    device = device_of(model)
     for rows in by_length.values():
-        ids = torch.stack([vocab.encode(prefixes[i] or "\n") for i in rows]).repeat_interleave(draws, 0)  # (b·D, P)
-        greedy = torch.arange(len(ids)) % draws == 0  # row r: prefix r // D, draw r % D
+        ids = torch.stack([vocab.encode(prefixes[i] or "\n") for i in rows]).repeat_interleave(draws, 0).to(device)  # (b·D, P)
+        greedy = torch.arange(len(ids), device=device) % draws == 0  # row r: prefix r // D, draw r % D
         logits, state = model(ids)
         chosen = []
         for _ in range(n):
             last = logits[:, -1]  # (b·D, V)
-            sampled = torch.multinomial(torch.softmax(last, dim=-1), 1, generator=gen).squeeze(1)
+            sampled = torch.multinomial(torch.softmax(last, dim=-1).cpu(), 1, generator=gen).squeeze(1).to(device)
             nxt = torch.where(greedy, last.argmax(dim=-1), sampled)  # (b·D,)
             chosen.append(nxt)
             logits, state = model(nxt[:, None], state)

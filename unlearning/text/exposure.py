@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from unlearning.devices import device_of
 from unlearning.text.charlm import CharLSTM, Vocab
 
 LN2 = math.log(2.0)
@@ -49,7 +50,8 @@ def log_perplexities(model: CharLSTM, vocab: Vocab, prefix: str, candidates: Seq
     if not len(candidates):
         return out
     model.eval()
-    logits, (h, c) = model(vocab.encode(prefix)[None])  # (1, P, V); h, c: (layers, 1, H)
+    device = device_of(model)
+    logits, (h, c) = model(vocab.encode(prefix)[None].to(device))  # (1, P, V); h, c: (layers, 1, H)
     first = F.log_softmax(logits[0, -1], dim=-1)  # (V,) distribution of the first secret char
     by_length: dict[int, list[int]] = {}
     for i, cand in enumerate(candidates):
@@ -59,7 +61,7 @@ def log_perplexities(model: CharLSTM, vocab: Vocab, prefix: str, candidates: Seq
             continue
         for lo in range(0, len(rows), batch):
             part = rows[lo:lo + batch]
-            ids = torch.stack([vocab.encode(candidates[i]) for i in part])  # (b, L)
+            ids = torch.stack([vocab.encode(candidates[i]) for i in part]).to(device)  # (b, L)
             nats = -first[ids[:, 0]].double()  # (b,)
             if length > 1:
                 b = len(part)
@@ -67,7 +69,7 @@ def log_perplexities(model: CharLSTM, vocab: Vocab, prefix: str, candidates: Seq
                 step_logits, _ = model(ids[:, :-1], state)  # (b, L−1, V)
                 logp = F.log_softmax(step_logits, dim=-1)
                 nats = nats - logp.gather(2, ids[:, 1:, None]).squeeze(2).double().sum(dim=1)
-            out[part] = nats / LN2
+            out[part] = (nats / LN2).cpu()
     return out
 
 

@@ -22,6 +22,7 @@ from typing import Literal, NamedTuple
 
 from unlearning import registry
 from unlearning.detect import scan_text
+from unlearning.devices import DeviceSettings, resolve_device
 from unlearning.text import deep_influence, exposure, suppress
 from unlearning.text import charlm
 from unlearning.text.charlm import CharLSTM, Vocab
@@ -31,7 +32,7 @@ MODEL_FILE = "charlm.pt"
 META_FILE = "lm.json"
 
 
-class TextTrainConfig(BaseModel):
+class TextTrainConfig(DeviceSettings):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     preset: Literal["tiny", "small"] = Field("small", description="model size: tiny (tests) or small (demo)")
@@ -100,17 +101,20 @@ def text_windows(vocab: Vocab, text: str, seq_len: int) -> torch.Tensor:
 
 def train_text_model(corpus: TextCorpus, preset: str = "small", seconds: float | None = 120.0,
                      steps: int | None = None, seed: int = 0, progress=None,
-                     vocab: Vocab | None = None) -> tuple[LMBundle, charlm.TrainStats]:
-    """Train a preset char-LSTM on the corpus's training records (a time or a step budget)."""
+                     vocab: Vocab | None = None, device: str | None = None,
+                     precision: str = "fp32") -> tuple[LMBundle, charlm.TrainStats]:
+    """Train a preset char-LSTM on the corpus's training records (a time or a step budget), on
+    `device` (None: the CPU) in `precision`; the bundle's model stays on that device."""
     cfg = charlm.PRESETS[preset]
     text, _ = training_text(corpus)
     vocab = vocab or corpus_vocab(text)
-    model = CharLSTM.from_preset(preset, len(vocab), seed=seed)
+    model = CharLSTM.from_preset(preset, len(vocab), seed=seed).to(resolve_device(device or "cpu"))
     stats = charlm.train_lm(model, text_windows(vocab, text, cfg["seq_len"]), steps=steps,
                             seconds=None if steps is not None else seconds, lr=cfg["lr"], batch=cfg["batch"],
-                            seed=seed, progress=progress)
+                            seed=seed, progress=progress, precision=precision)
     settings = {"seq_len": cfg["seq_len"], "lr": cfg["lr"], "batch": cfg["batch"], "seed": seed,
-                "steps": stats.steps, "seconds": stats.seconds}
+                "steps": stats.steps, "seconds": stats.seconds,
+                **({"precision": precision} if precision != "fp32" else {})}  # retraining replays it
     return LMBundle(model, vocab, preset, settings), stats
 
 
@@ -297,7 +301,8 @@ def _retrain(ctx: TextContext, cfg: RetrainConfig) -> deep_influence.DeepUpdate:
     """Exact: the same architecture trained from scratch on D' with the original schedule."""
     s = ctx.bundle.settings
     update = deep_influence.retrain(ctx.bundle.model, ctx.request, ctx.train_windows, steps=int(s["steps"]),
-                                    lr=s["lr"], batch=int(s["batch"]), seed=int(s["seed"]), init_seed=int(s["seed"]))
+                                    lr=s["lr"], batch=int(s["batch"]), seed=int(s["seed"]), init_seed=int(s["seed"]),
+                                    precision=s.get("precision", "fp32"))
     update.settings["steps"] = update.stats["steps"]
     return update
 

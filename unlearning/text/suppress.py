@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unlearning.devices import device_of
 from unlearning.errors import UnlearnError
 from unlearning.text.charlm import CharLSTM
 from unlearning.text.deep_influence import DeepUpdate, WindowRequest
@@ -188,6 +189,9 @@ def suppress(model: CharLSTM, request: WindowRequest, train_windows: torch.Tenso
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(new.parameters(), lr=lr)
     new.train()
+    # Sampling stays on the CPU (the same draws on every device); what the model sees goes to its device.
+    device = device_of(new)
+    on = lambda t: t.to(device)  # noqa: E731
     first = last = float("nan")
     picks = _cycle(len(request), batch, gen)
     for step in range(steps):
@@ -196,9 +200,9 @@ def suppress(model: CharLSTM, request: WindowRequest, train_windows: torch.Tenso
         retained = pool[torch.randint(len(pool), (retain_batch,), generator=gen)]
         extra = {}
         if contrast and target == "hinge":
-            extra["candidates"] = format_candidates(request.Z[pick], mask[pick], classes, gen)
-        secret = TARGETS[target](new, request.Z[pick], mask[pick], classes, margin, **extra)
-        loss = kept_loss(new, model, tilde, retained, anchor) + alpha * secret
+            extra["candidates"] = on(format_candidates(request.Z[pick], mask[pick], classes, gen))
+        secret = TARGETS[target](new, on(request.Z[pick]), on(mask[pick]), on(classes), margin, **extra)
+        loss = kept_loss(new, model, on(tilde), on(retained), anchor) + alpha * secret
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(new.parameters(), clip)
