@@ -22,7 +22,7 @@ from typing import Literal, NamedTuple
 
 from unlearning import registry
 from unlearning.detect import scan_text
-from unlearning.text import deep_influence, exposure, suppress
+from unlearning.text import ascent, deep_influence, exposure, suppress
 from unlearning.text import charlm, hf  # hf imports transformers inside its functions only
 from unlearning.text.bundle import LMBundle
 from unlearning.text.charlm import CharLSTM, Vocab
@@ -251,7 +251,8 @@ class SecondOrderConfig(TextMethodConfig):
 
 class FinetuneConfig(TextMethodConfig):
     steps: int = Field(100, ge=1)
-    lr: float = Field(3e-3, gt=0)
+    lr: float | None = Field(None, gt=0, description="Adam rate (None: 3e-3 for the char LM, the model's "
+                                                         "fine-tuning rate for a Hugging Face model)")
     retain_batch: int = Field(32, ge=1)
     seed: int = 0
 
@@ -267,6 +268,31 @@ class SuppressConfig(TextMethodConfig):
     tilde_batch: int = Field(16, ge=0, description="redacted windows Z̃ per step in the CE")
     retain_batch: int = Field(48, ge=1, description="untouched training windows per step (CE and anchor)")
     contrast: bool = Field(True, description="hinge against the class mean after a same-format random string too")
+    seed: int = 0
+
+
+class GradDiffConfig(TextMethodConfig):
+    steps: int = Field(30, ge=1, description="Adam steps")
+    lr: float | None = Field(None, gt=0, description="Adam rate (None: the model's own training rate)")
+    alpha: float = Field(1.0, ge=0, description="weight of the ascent on the secrets' tokens")
+    ceiling: float | None = Field(None, gt=0, description="nats of NLL beyond which a token is pushed no "
+                                                          "further (None: ln V, a uniform guess)")
+    forget_batch: int = Field(16, ge=1, description="affected windows per step")
+    retain_batch: int = Field(32, ge=1, description="untouched training windows per step")
+    tilde_batch: int = Field(16, ge=0, description="redacted windows Z̃ per step")
+    params: ParamSubset = "all"
+    seed: int = 0
+
+
+class NPOConfig(TextMethodConfig):
+    steps: int = Field(30, ge=1, description="Adam steps")
+    lr: float | None = Field(None, gt=0, description="Adam rate (None: the model's own training rate)")
+    beta: float = Field(0.1, gt=0, description="NPO temperature: larger stops the ascent sooner")
+    alpha: float = Field(1.0, ge=0, description="weight of the NPO term")
+    forget_batch: int = Field(16, ge=1)
+    retain_batch: int = Field(32, ge=1)
+    tilde_batch: int = Field(16, ge=0)
+    params: ParamSubset = "all"
     seed: int = 0
 
 
@@ -289,14 +315,32 @@ def _second_order(ctx: TextContext, cfg: SecondOrderConfig) -> deep_influence.De
 @registry.register(KIND, "finetune", "empirical", FinetuneConfig)
 def _finetune(ctx: TextContext, cfg: FinetuneConfig) -> deep_influence.DeepUpdate:
     """Baseline: Adam steps on Z̃ plus retained windows."""
-    return deep_influence.finetune(ctx.bundle.model, ctx.request, ctx.train_windows, **cfg.model_dump())
+    options = cfg.model_dump()
+    options["lr"] = cfg.lr or (float(ctx.bundle.settings["lr"]) if is_hf(ctx.bundle) else 3e-3)
+    return deep_influence.finetune(ctx.bundle.model, ctx.request, ctx.train_windows, **options)
+
+
+@registry.register(KIND, "grad_diff", "empirical", GradDiffConfig)
+def _grad_diff(ctx: TextContext, cfg: GradDiffConfig) -> deep_influence.DeepUpdate:
+    """Adam steps ascending the secrets' tokens (NLL capped at a uniform guess) while descending on retained windows."""
+    options = {**cfg.model_dump(), "lr": cfg.lr or float(ctx.bundle.settings["lr"])}
+    return ascent.grad_diff(ctx.bundle.model, ctx.request, ctx.train_windows, **options)
+
+
+@registry.register(KIND, "npo", "empirical", NPOConfig)
+def _npo(ctx: TextContext, cfg: NPOConfig) -> deep_influence.DeepUpdate:
+    """NPO: the secrets' tokens made less likely than under the model before, fading out, plus CE on retained windows."""
+    options = {**cfg.model_dump(), "lr": cfg.lr or float(ctx.bundle.settings["lr"])}
+    return ascent.npo(ctx.bundle.model, ctx.request, ctx.train_windows, **options)
 
 
 @registry.register(KIND, "suppress", "empirical", SuppressConfig)
 def _suppress(ctx: TextContext, cfg: SuppressConfig) -> deep_influence.DeepUpdate:
     """Adam steps pushing each secret character to uniform within its class, plus CE on Z̃ and retained windows."""
-    return suppress.suppress(ctx.bundle.model, ctx.request, ctx.train_windows,
-                             suppress.char_classes(ctx.bundle.vocab.chars), **cfg.model_dump())
+    classes = suppress.char_classes(ctx.bundle.vocab.chars)
+    size = int(ctx.bundle.model.config["vocab_size"])  # a model may have more outputs than its tokenizer ids
+    classes = torch.cat([classes, torch.full((size - len(classes),), -1, dtype=classes.dtype)])
+    return suppress.suppress(ctx.bundle.model, ctx.request, ctx.train_windows, classes, **cfg.model_dump())
 
 
 @registry.register(KIND, "retrain", "exact", RetrainConfig)
