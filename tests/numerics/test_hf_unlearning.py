@@ -82,10 +82,10 @@ def test_fine_tuned_model_memorised_the_secret_and_the_re_fine_tuned_one_did_not
     assert exposures["before"] >= exposures["retrained"] + 25.0
 
 
-# second_order on the last block with the damping measured for this model class (bench/text.py):
-# the char LM's default μ = 30 over all parameters overshoots a transformer's held-out perplexity.
+# Every method with its defaults but finetune's step count; second_order's for a Hugging Face model
+# are deep_influence.HF_SECOND_ORDER (the last block, μ = 300), not the char LM's.
 METHODS = {
-    "second_order": ({"params": "last", "damping": 300.0}, 2.0),
+    "second_order": ({}, 2.0),
     "npo": ({}, 2.0),
     "grad_diff": ({}, 2.0),
     "finetune": ({"steps": 100}, None),  # the slow baseline (as on the char LM): it only has to move the right way

@@ -105,8 +105,8 @@ def ascend(model: nn.Module, request: WindowRequest, train_windows: torch.Tensor
 
 
 def grad_diff(model: nn.Module, request: WindowRequest, train_windows: torch.Tensor, *, steps: int = 30,
-              lr: float = 1e-3, alpha: float = 1.0, ceiling: float | None = None, forget_batch: int = 16,
-              retain_batch: int = 32, tilde_batch: int = 16, params: Params = "all", clip: float = 1.0,
+              lr: float = 1e-3, alpha: float = 1.0, ceiling: float | None = None, forget_batch: int = 8,
+              retain_batch: int = 16, tilde_batch: int = 8, params: Params = "all", clip: float = 1.0,
               seed: int = 0) -> DeepUpdate:
     """Gradient difference: Adam on retain CE − α·mean over secret labels of min(NLL, ceiling)."""
     def forget_loss(new, windows_, mask, _rows):
@@ -122,8 +122,8 @@ def grad_diff(model: nn.Module, request: WindowRequest, train_windows: torch.Ten
 
 
 def npo(model: nn.Module, request: WindowRequest, train_windows: torch.Tensor, *, steps: int = 30,
-        lr: float = 1e-3, beta: float = 0.1, alpha: float = 1.0, forget_batch: int = 16, retain_batch: int = 32,
-        tilde_batch: int = 16, params: Params = "all", clip: float = 1.0, seed: int = 0) -> DeepUpdate:
+        lr: float = 1e-3, beta: float = 0.1, alpha: float = 1.0, forget_batch: int = 8, retain_batch: int = 16,
+        tilde_batch: int = 8, params: Params = "all", clip: float = 1.0, seed: int = 0) -> DeepUpdate:
     """NPO: Adam on retain CE + α·mean over forget windows of −(2/β)·log σ(−β·(log π_θ − log π_ref))
     of the window's secret labels; π_ref = `model` (unchanged)."""
     mask_all = forget_positions(request)

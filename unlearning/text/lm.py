@@ -180,8 +180,8 @@ def affected_window_count(corpus: TextCorpus, findings: list[dict], seq_len: int
     return int(deep_influence.overlapping_windows(len(text), spans, seq_len).sum())
 
 
-def auto_method(n_windows: int) -> str:
-    return registry.choose(KIND, registry.AUTO, windows=n_windows)
+def auto_method(n_windows: int, hf_model: bool = False) -> str:
+    return registry.choose(KIND, registry.AUTO, windows=n_windows, hf=hf_model)
 
 
 def window_request(bundle: LMBundle, before: TextCorpus, after: TextCorpus,
@@ -233,11 +233,13 @@ class FirstOrderConfig(TextMethodConfig):
 
 
 class SecondOrderConfig(TextMethodConfig):
-    damping: float = Field(30.0, ge=0)
+    damping: float | None = Field(None, ge=0, description="μ (None: 30 for the char LM, 300 for a Hugging Face "
+                                                          "model: deep_influence.HF_SECOND_ORDER)")
     cg_iters: int = Field(3, ge=1)
     cg_tol: float = Field(1e-3, gt=0)
     subsample: int = Field(16, ge=1, description="training windows in the curvature sample")
-    params: ParamSubset = "all"
+    params: ParamSubset | None = Field(None, description="parameters moved (None: all for the char LM, the last "
+                                                         "block + head for a Hugging Face model)")
     steps: int = Field(4, ge=1)
     curvature: Literal["gauss_newton", "hessian"] = "gauss_newton"
     start: Literal["first_order", "zero"] = "first_order"
@@ -277,9 +279,9 @@ class GradDiffConfig(TextMethodConfig):
     alpha: float = Field(1.0, ge=0, description="weight of the ascent on the secrets' tokens")
     ceiling: float | None = Field(None, gt=0, description="nats of NLL beyond which a token is pushed no "
                                                           "further (None: ln V, a uniform guess)")
-    forget_batch: int = Field(16, ge=1, description="affected windows per step")
-    retain_batch: int = Field(32, ge=1, description="untouched training windows per step")
-    tilde_batch: int = Field(16, ge=0, description="redacted windows Z̃ per step")
+    forget_batch: int = Field(8, ge=1, description="affected windows per step")
+    retain_batch: int = Field(16, ge=1, description="untouched training windows per step")
+    tilde_batch: int = Field(8, ge=0, description="redacted windows Z̃ per step")
     params: ParamSubset = "all"
     seed: int = 0
 
@@ -289,9 +291,9 @@ class NPOConfig(TextMethodConfig):
     lr: float | None = Field(None, gt=0, description="Adam rate (None: the model's own training rate)")
     beta: float = Field(0.1, gt=0, description="NPO temperature: larger stops the ascent sooner")
     alpha: float = Field(1.0, ge=0, description="weight of the NPO term")
-    forget_batch: int = Field(16, ge=1)
-    retain_batch: int = Field(32, ge=1)
-    tilde_batch: int = Field(16, ge=0)
+    forget_batch: int = Field(8, ge=1, description="affected windows per step")
+    retain_batch: int = Field(16, ge=1, description="untouched training windows per step")
+    tilde_batch: int = Field(8, ge=0, description="redacted windows Z̃ per step")
     params: ParamSubset = "all"
     seed: int = 0
 
@@ -309,7 +311,10 @@ def _first_order(ctx: TextContext, cfg: FirstOrderConfig) -> deep_influence.Deep
 @registry.register(KIND, "second_order", "empirical", SecondOrderConfig)
 def _second_order(ctx: TextContext, cfg: SecondOrderConfig) -> deep_influence.DeepUpdate:
     """θ* − (C + μI)⁻¹·G by truncated CG on a curvature subsample, then repair steps."""
-    return deep_influence.second_order(ctx.bundle.model, ctx.request, ctx.train_windows, **cfg.model_dump())
+    options = cfg.model_dump()
+    if is_hf(ctx.bundle):  # unset options take the values measured on a GPT-style model
+        options.update({k: v for k, v in deep_influence.HF_SECOND_ORDER.items() if options[k] is None})
+    return deep_influence.second_order(ctx.bundle.model, ctx.request, ctx.train_windows, **options)
 
 
 @registry.register(KIND, "finetune", "empirical", FinetuneConfig)
@@ -362,7 +367,7 @@ def _execute(method: registry.Method, ctx: TextContext, cfg: TextMethodConfig) -
     return TextResult(bundle, method.name, method.guarantee, update.stats)
 
 
-registry.define_kind(KIND, _execute, lambda ctx: {"windows": len(ctx.request)})
+registry.define_kind(KIND, _execute, lambda ctx: {"windows": len(ctx.request), "hf": is_hf(ctx.bundle)})
 
 
 def run_lm_method(name: str, bundle: LMBundle, request, train_windows: torch.Tensor,
