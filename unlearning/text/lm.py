@@ -116,6 +116,9 @@ def train_text_model(corpus: TextCorpus, preset: str = "small", seconds: float |
 
 
 def held_out_perplexity(bundle: LMBundle, corpus: TextCorpus) -> float:
+    """exp(mean next-symbol NLL) over the held-out records' windows: per character for the char LM,
+    per token for a Hugging Face model (comparable between models of one tokenizer only, as before,
+    after and a re-fine-tuned reference always are)."""
     return charlm.perplexity(bundle.model, text_windows(bundle.vocab, held_out_text(corpus), bundle.seq_len))
 
 
