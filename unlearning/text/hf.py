@@ -358,6 +358,9 @@ def refine_tune(settings: dict, windows: torch.Tensor, progress=None):
 
     from unlearning.text.deep_influence import DeepUpdate
 
+    if not int(settings.get("steps") or 0) or not settings.get("base"):
+        raise UnlearnError("this model records no fine-tuning of a base checkpoint (it was imported as is): "
+                           "there is no exact reference to re-fine-tune; verify by evidence instead")
     base = check_base(settings["base"])
     started = time.perf_counter()
     fresh = load_pretrained(base, seq_len=int(settings["seq_len"]), lora=bool(settings.get("lora")),
