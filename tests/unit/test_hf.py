@@ -192,3 +192,9 @@ def test_generation_continues_the_prefix_with_the_cache(bundle):
         logits, _ = bundle.model(ids)
         ids = torch.cat([ids, logits[:, -1, :len(bundle.vocab)].argmax(-1, keepdim=True)], dim=1)
     assert greedy == bundle.vocab.decode(ids[0, len(bundle.vocab.encode("my card")):])
+
+
+def test_auto_for_a_hugging_face_model_is_npo_up_to_the_window_limit():
+    assert lm.auto_method(1, hf_model=True) == lm.auto_method(lm.AUTO_MAX_WINDOWS, hf_model=True) == "npo"
+    assert lm.auto_method(lm.AUTO_MAX_WINDOWS + 1, hf_model=True) == "retrain"
+    assert lm.auto_method(1) == "suppress"  # the char LM's choice is unchanged
