@@ -546,10 +546,11 @@ def continuations(model: HFCausalLM, vocab: TokenizerVocab, prefixes: list[str],
     out: list[list[str]] = [[] for _ in prefixes]
     groups: dict[int, list[int]] = {}
     encoded = []
+    n = min(n, model.config["n_positions"] - 1)  # prefix + continuation within the model's positions
     for i, p in enumerate(prefixes):
         ids = vocab.encode(p or "\n")
         ids = ids if len(ids) else vocab.encode("\n")
-        encoded.append(ids[-(model.config["n_positions"] - n):] if n < model.config["n_positions"] else ids[-1:])
+        encoded.append(ids[-(model.config["n_positions"] - n):])
         groups.setdefault(len(encoded[-1]), []).append(i)
     gen = torch.Generator().manual_seed(seed)
     for rows in groups.values():
