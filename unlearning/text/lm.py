@@ -23,13 +23,16 @@ from typing import Literal, NamedTuple
 from unlearning import registry
 from unlearning.detect import scan_text
 from unlearning.devices import DeviceSettings, resolve_device
-from unlearning.text import deep_influence, exposure, suppress
-from unlearning.text import charlm
+from unlearning.text import ascent, deep_influence, exposure, suppress
+from unlearning.text import charlm, hf  # hf imports transformers inside its functions only
+from unlearning.text.bundle import LMBundle
 from unlearning.text.charlm import CharLSTM, Vocab
 from unlearning.text.data import REDACTION_PAD, REDACTION_TOKEN, Occurrence, TextCorpus, concatenated
 
 MODEL_FILE = "charlm.pt"
 META_FILE = "lm.json"
+HF_FORMAT = hf.FORMAT
+HF_PRESET = hf.PRESET
 
 
 class TextTrainConfig(DeviceSettings):
@@ -41,36 +44,34 @@ class TextTrainConfig(DeviceSettings):
     seed: int = 0
 
 
-@dataclass
-class LMBundle:
-    """A trained character LM with what is needed to retrain it the same way."""
-
-    model: CharLSTM
-    vocab: Vocab
-    preset: str
-    settings: dict = field(default_factory=dict)  # seq_len, lr, batch, seed, steps, seconds
-
-    @property
-    def seq_len(self) -> int:
-        return int(self.settings["seq_len"])
-
-
 def save_lm(bundle: LMBundle, directory: Path) -> Path:
+    """A character LM: charlm.pt + lm.json; a Hugging Face model (preset "hf"): its save_pretrained
+    files + lm.json with format unlearnflow.hf/1 (hf.save). Written to a temporary sibling, then renamed."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".lm-"))
-    charlm.save(tmp / MODEL_FILE, bundle.model, bundle.vocab, bundle.preset)
-    (tmp / META_FILE).write_text(json.dumps({"format": "unlearnflow.charlm/1", "preset": bundle.preset,
-                                             "settings": bundle.settings}, indent=1, sort_keys=True))
+    if is_hf(bundle):
+        hf.save(bundle, tmp)
+    else:
+        charlm.save(tmp / MODEL_FILE, bundle.model, bundle.vocab, bundle.preset)
+        (tmp / META_FILE).write_text(json.dumps({"format": "unlearnflow.charlm/1", "preset": bundle.preset,
+                                                 "settings": bundle.settings}, indent=1, sort_keys=True))
     os.replace(tmp, directory)
     return directory
 
 
 def load_lm(directory: Path) -> LMBundle:
     directory = Path(directory)
-    model, vocab = charlm.load(directory / MODEL_FILE)
     meta = json.loads((directory / META_FILE).read_text())
+    if meta.get("format") == HF_FORMAT:
+        return hf.load(directory, meta)
+    model, vocab = charlm.load(directory / MODEL_FILE)
     return LMBundle(model=model, vocab=vocab, preset=meta["preset"], settings=meta["settings"])
+
+
+def is_hf(bundle: LMBundle) -> bool:
+    """A Hugging Face causal LM (unlearning.text.hf), not the character LSTM."""
+    return bundle.preset == HF_PRESET
 
 
 def is_lm_bundle(directory: Path) -> bool:
@@ -119,6 +120,9 @@ def train_text_model(corpus: TextCorpus, preset: str = "small", seconds: float |
 
 
 def held_out_perplexity(bundle: LMBundle, corpus: TextCorpus) -> float:
+    """exp(mean next-symbol NLL) over the held-out records' windows: per character for the char LM,
+    per token for a Hugging Face model (comparable between models of one tokenizer only, as before,
+    after and a re-fine-tuned reference always are)."""
     return charlm.perplexity(bundle.model, text_windows(bundle.vocab, held_out_text(corpus), bundle.seq_len))
 
 
@@ -173,15 +177,18 @@ def select_findings(findings: list[dict], which: str | list[str], detectors: lis
 AUTO_MAX_WINDOWS = registry.AUTO_MAX_WINDOWS  # `auto` for a language model: registry.choose
 
 
-def affected_window_count(corpus: TextCorpus, findings: list[dict], seq_len: int) -> int:
-    """|Z| of a redaction before doing it: training windows overlapping a finding's span."""
+def affected_window_count(corpus: TextCorpus, findings: list[dict], seq_len: int, vocab=None) -> int:
+    """|Z| of a redaction before doing it: training windows overlapping a finding's span (pass the
+    bundle's `vocab` for a tokenized model: its windows are token windows)."""
     text, offsets = training_text(corpus)
     spans = corpus_spans(occurrences_of(findings), offsets)
+    if hf.is_token_vocab(vocab):
+        return hf.touched_window_count(vocab, text, spans, seq_len)
     return int(deep_influence.overlapping_windows(len(text), spans, seq_len).sum())
 
 
-def auto_method(n_windows: int) -> str:
-    return registry.choose(KIND, registry.AUTO, windows=n_windows)
+def auto_method(n_windows: int, hf_model: bool = False) -> str:
+    return registry.choose(KIND, registry.AUTO, windows=n_windows, hf=hf_model)
 
 
 def window_request(bundle: LMBundle, before: TextCorpus, after: TextCorpus,
@@ -191,7 +198,10 @@ def window_request(bundle: LMBundle, before: TextCorpus, after: TextCorpus,
     text, offsets = training_text(before)
     text_tilde, _ = training_text(after)
     spans = corpus_spans(occurrences_of(findings), offsets)
-    request = deep_influence.affected_windows(bundle.vocab, text, text_tilde, spans, bundle.seq_len)
+    if hf.is_token_vocab(bundle.vocab):
+        request = hf.affected_token_windows(bundle.vocab, text, text_tilde, spans, bundle.seq_len)
+    else:
+        request = deep_influence.affected_windows(bundle.vocab, text, text_tilde, spans, bundle.seq_len)
     return request, text_windows(bundle.vocab, text, bundle.seq_len)
 
 
@@ -230,11 +240,13 @@ class FirstOrderConfig(TextMethodConfig):
 
 
 class SecondOrderConfig(TextMethodConfig):
-    damping: float = Field(30.0, ge=0)
+    damping: float | None = Field(None, ge=0, description="μ (None: 30 for the char LM, 300 for a Hugging Face "
+                                                          "model: deep_influence.HF_SECOND_ORDER)")
     cg_iters: int = Field(3, ge=1)
     cg_tol: float = Field(1e-3, gt=0)
     subsample: int = Field(16, ge=1, description="training windows in the curvature sample")
-    params: ParamSubset = "all"
+    params: ParamSubset | None = Field(None, description="parameters moved (None: all for the char LM, the last "
+                                                         "block + head for a Hugging Face model)")
     steps: int = Field(4, ge=1)
     curvature: Literal["gauss_newton", "hessian"] = "gauss_newton"
     start: Literal["first_order", "zero"] = "first_order"
@@ -248,7 +260,8 @@ class SecondOrderConfig(TextMethodConfig):
 
 class FinetuneConfig(TextMethodConfig):
     steps: int = Field(100, ge=1)
-    lr: float = Field(3e-3, gt=0)
+    lr: float | None = Field(None, gt=0, description="Adam rate (None: 3e-3 for the char LM, the model's "
+                                                         "fine-tuning rate for a Hugging Face model)")
     retain_batch: int = Field(32, ge=1)
     seed: int = 0
 
@@ -267,6 +280,31 @@ class SuppressConfig(TextMethodConfig):
     seed: int = 0
 
 
+class GradDiffConfig(TextMethodConfig):
+    steps: int = Field(30, ge=1, description="Adam steps")
+    lr: float | None = Field(None, gt=0, description="Adam rate (None: the model's own training rate)")
+    alpha: float = Field(1.0, ge=0, description="weight of the ascent on the secrets' tokens")
+    ceiling: float | None = Field(None, gt=0, description="nats of NLL beyond which a token is pushed no "
+                                                          "further (None: ln V, a uniform guess)")
+    forget_batch: int = Field(8, ge=1, description="affected windows per step")
+    retain_batch: int = Field(16, ge=1, description="untouched training windows per step")
+    tilde_batch: int = Field(8, ge=0, description="redacted windows Z̃ per step")
+    params: ParamSubset = "all"
+    seed: int = 0
+
+
+class NPOConfig(TextMethodConfig):
+    steps: int = Field(30, ge=1, description="Adam steps")
+    lr: float | None = Field(None, gt=0, description="Adam rate (None: the model's own training rate)")
+    beta: float = Field(0.01, gt=0, description="NPO temperature: larger stops the ascent sooner (ascent.npo)")
+    alpha: float = Field(1.0, ge=0, description="weight of the NPO term")
+    forget_batch: int = Field(8, ge=1, description="affected windows per step")
+    retain_batch: int = Field(16, ge=1, description="untouched training windows per step")
+    tilde_batch: int = Field(8, ge=0, description="redacted windows Z̃ per step")
+    params: ParamSubset = "all"
+    seed: int = 0
+
+
 class RetrainConfig(TextMethodConfig):
     """No options: the reference replays the original schedule (steps, lr, batch, seeds)."""
 
@@ -280,26 +318,50 @@ def _first_order(ctx: TextContext, cfg: FirstOrderConfig) -> deep_influence.Deep
 @registry.register(KIND, "second_order", "empirical", SecondOrderConfig)
 def _second_order(ctx: TextContext, cfg: SecondOrderConfig) -> deep_influence.DeepUpdate:
     """θ* − (C + μI)⁻¹·G by truncated CG on a curvature subsample, then repair steps."""
-    return deep_influence.second_order(ctx.bundle.model, ctx.request, ctx.train_windows, **cfg.model_dump())
+    options = cfg.model_dump()
+    if is_hf(ctx.bundle):  # unset options take the values measured on a GPT-style model
+        options.update({k: v for k, v in deep_influence.HF_SECOND_ORDER.items() if options[k] is None})
+    return deep_influence.second_order(ctx.bundle.model, ctx.request, ctx.train_windows, **options)
 
 
 @registry.register(KIND, "finetune", "empirical", FinetuneConfig)
 def _finetune(ctx: TextContext, cfg: FinetuneConfig) -> deep_influence.DeepUpdate:
     """Baseline: Adam steps on Z̃ plus retained windows."""
-    return deep_influence.finetune(ctx.bundle.model, ctx.request, ctx.train_windows, **cfg.model_dump())
+    options = cfg.model_dump()
+    options["lr"] = cfg.lr or (float(ctx.bundle.settings["lr"]) if is_hf(ctx.bundle) else 3e-3)
+    return deep_influence.finetune(ctx.bundle.model, ctx.request, ctx.train_windows, **options)
+
+
+@registry.register(KIND, "grad_diff", "empirical", GradDiffConfig)
+def _grad_diff(ctx: TextContext, cfg: GradDiffConfig) -> deep_influence.DeepUpdate:
+    """Adam steps ascending the secrets' tokens (NLL capped at a uniform guess) while descending on retained windows."""
+    options = {**cfg.model_dump(), "lr": cfg.lr or float(ctx.bundle.settings["lr"])}
+    return ascent.grad_diff(ctx.bundle.model, ctx.request, ctx.train_windows, **options)
+
+
+@registry.register(KIND, "npo", "empirical", NPOConfig)
+def _npo(ctx: TextContext, cfg: NPOConfig) -> deep_influence.DeepUpdate:
+    """NPO: the secrets' tokens made less likely than under the model before, fading out, plus CE on retained windows."""
+    options = {**cfg.model_dump(), "lr": cfg.lr or float(ctx.bundle.settings["lr"])}
+    return ascent.npo(ctx.bundle.model, ctx.request, ctx.train_windows, **options)
 
 
 @registry.register(KIND, "suppress", "empirical", SuppressConfig)
 def _suppress(ctx: TextContext, cfg: SuppressConfig) -> deep_influence.DeepUpdate:
     """Adam steps pushing each secret character to uniform within its class, plus CE on Z̃ and retained windows."""
-    return suppress.suppress(ctx.bundle.model, ctx.request, ctx.train_windows,
-                             suppress.char_classes(ctx.bundle.vocab.chars), **cfg.model_dump())
+    classes = suppress.char_classes(ctx.bundle.vocab.chars)
+    size = int(ctx.bundle.model.config["vocab_size"])  # a model may have more outputs than its tokenizer ids
+    classes = torch.cat([classes, torch.full((size - len(classes),), -1, dtype=classes.dtype)])
+    return suppress.suppress(ctx.bundle.model, ctx.request, ctx.train_windows, classes, **cfg.model_dump())
 
 
 @registry.register(KIND, "retrain", "exact", RetrainConfig)
 def _retrain(ctx: TextContext, cfg: RetrainConfig) -> deep_influence.DeepUpdate:
-    """Exact: the same architecture trained from scratch on D' with the original schedule."""
+    """Exact: the same architecture trained from scratch on D' with the original schedule (a Hugging
+    Face model: its base checkpoint fine-tuned again on D', hf.refine_tune)."""
     s = ctx.bundle.settings
+    if is_hf(ctx.bundle):
+        return hf.refine_tune(s, ctx.request.apply(ctx.train_windows))
     update = deep_influence.retrain(ctx.bundle.model, ctx.request, ctx.train_windows, steps=int(s["steps"]),
                                     lr=s["lr"], batch=int(s["batch"]), seed=int(s["seed"]), init_seed=int(s["seed"]),
                                     precision=s.get("precision", "fp32"))
@@ -313,7 +375,7 @@ def _execute(method: registry.Method, ctx: TextContext, cfg: TextMethodConfig) -
     return TextResult(bundle, method.name, method.guarantee, update.stats)
 
 
-registry.define_kind(KIND, _execute, lambda ctx: {"windows": len(ctx.request)})
+registry.define_kind(KIND, _execute, lambda ctx: {"windows": len(ctx.request), "hf": is_hf(ctx.bundle)})
 
 
 def run_lm_method(name: str, bundle: LMBundle, request, train_windows: torch.Tensor,
@@ -360,8 +422,9 @@ def regenerates(bundle: LMBundle, secret: Secret, salt: bytes, samples: int) -> 
     """Does a greedy or sampled continuation of the secret's prefix contain the secret? The
     continuations are scanned by the detectors and compared by fingerprint (and as text)."""
     n = len(secret.value) + 16
-    outs = [charlm.generate(bundle.model, bundle.vocab, secret.prefix, n, greedy=True)]
-    outs += [charlm.generate(bundle.model, bundle.vocab, secret.prefix, n, greedy=False, temperature=1.0, seed=s)
+    generate = hf.generate if is_hf(bundle) else charlm.generate  # n tokens ≥ n characters for hf
+    outs = [generate(bundle.model, bundle.vocab, secret.prefix, n, greedy=True)]
+    outs += [generate(bundle.model, bundle.vocab, secret.prefix, n, greedy=False, temperature=1.0, seed=s)
              for s in range(samples)]
     for text in outs:
         if secret.value in text:
