@@ -168,7 +168,14 @@ def models_due(root: Path) -> list[str]:
     tracking.connect(root)
     return [name for name in tracking.registered_model_names()
             if (production := tracking.production_version(name)) is not None
-            and kind_name(root, production, name) in AUDITED_KINDS and has_work(root, name)]
+            and kind_name(root, production, name) in AUDITED_KINDS and retrainable(production)
+            and has_work(root, name)]
+
+
+def retrainable(production) -> bool:
+    """False for a Hugging Face model imported without the checkpoint it was fine-tuned from (its
+    lineage tags, tasks.kinds.text.lineage_params): an audit has nothing to retrain it from."""
+    return "imported_checkpoint" not in production.tags or "base_checkpoint" in production.tags
 
 
 def due_models(root: Path, model: str | None) -> list[str]:
@@ -181,6 +188,10 @@ def due_models(root: Path, model: str | None) -> list[str]:
     kind = kind_name(root, production, model)
     if kind not in AUDITED_KINDS:
         raise UnlearnError(f"model {model!r} is a {kind} model: audits cover {', '.join(AUDITED_KINDS)} models")
+    if not retrainable(production):
+        raise UnlearnError(f"model {model!r} was imported without the checkpoint it was fine-tuned from: an audit "
+                           f"retrains from it; import it again with `unlearn model import {model} --from-pretrained "
+                           f"DIR --dataset D --base BASE_DIR`")
     return [model] if has_work(root, model) else []
 
 

@@ -44,16 +44,103 @@ def run_method(method: str, bundle: lm.LMBundle, request, train_windows, options
 
 # --- train --------------------------------------------------------------------------------------
 
+HF_DEFAULT_STEPS = 200  # fine-tuning steps of `train --from-pretrained` without --steps
+
+
+def fit_progress(s) -> None:
+    progress(f"  fit: epoch {s.epochs:.1f}, step {s.steps}, {s.seconds:.0f} s, loss {s.loss:.3f}")
+
+
 @task(name="fit language model", **STEP)
 def fit_lm(lineage: Lineage, corpus, cfg):
     with lineage.child("fit") as run_id:
         tracking.log_params(run_id, cfg.model_dump())
-        bundle, stats = lm.train_text_model(
-            corpus, cfg.preset, cfg.seconds, cfg.steps, cfg.seed,
-            progress=lambda s: progress(f"  fit: epoch {s.epochs:.1f}, step {s.steps}, {s.seconds:.0f} s, loss {s.loss:.3f}"))
+        if cfg.from_pretrained:
+            bundle, stats = fine_tune_pretrained(corpus, cfg)
+            tracking.log_params(run_id, lineage_params(bundle))
+        else:
+            bundle, stats = lm.train_text_model(corpus, cfg.preset, cfg.seconds, cfg.steps, cfg.seed,
+                                                progress=fit_progress)
         tracking.log_metrics(run_id, {"steps": stats.steps, "epochs": stats.epochs, "fit_seconds": stats.seconds,
                                       "train_loss": stats.loss})
     return bundle, stats.seconds
+
+
+# --- Hugging Face causal LMs (unlearning.text.hf; transformers is imported only here) -----------
+
+def check_pretrained(checkpoint: str, lora: bool = False) -> None:
+    """A checkpoint `train --from-pretrained` or `model import` can load, before anything is
+    written: one line naming what is missing and how to fix it (unlearning.text.hf)."""
+    from unlearning.text import hf
+
+    if lora:  # the missing extra first, as load_pretrained does
+        hf._peft()
+    hf.check_checkpoint(checkpoint)
+
+
+def fine_tune_pretrained(corpus: TextCorpus, cfg):
+    from unlearning.text import hf
+
+    progress(f"  fit: fine-tuning {cfg.from_pretrained}" + (" (LoRA adapters)" if cfg.lora else ""))
+    bundle = hf.load_pretrained(cfg.from_pretrained, lora=cfg.lora, seed=cfg.seed)
+    return hf.fine_tune(bundle, corpus, steps=cfg.steps or HF_DEFAULT_STEPS, seed=cfg.seed, progress=fit_progress)
+
+
+def import_pretrained(lineage: Lineage, corpus: TextCorpus, checkpoint: str, base: str | None, steps: int | None,
+                      seed: int = 0) -> Trained:
+    """A Hugging Face model fine-tuned elsewhere, as is, evaluated on the corpus's held-out records."""
+    bundle, seconds = import_lm(lineage, checkpoint, base, steps, seed)
+    return Trained(bundle, seconds, evaluate_lm(lineage, corpus, bundle),
+                   {"certified": "false", **lineage_params(bundle)})
+
+
+@task(name="import language model", **STEP)
+def import_lm(lineage: Lineage, checkpoint: str, base: str | None, steps: int | None, seed: int = 0):
+    """(the bundle, seconds to load it). Its settings name the checkpoint it is (`imported`) and
+    the one it was fine-tuned from (`base`, None when not declared: nothing can retrain it then)
+    with the steps retraining replays."""
+    from unlearning.text import hf
+
+    with lineage.child("import") as run_id:
+        started = time.perf_counter()
+        bundle = hf.load_pretrained(checkpoint, seed=seed)
+        bundle.settings.update(imported=hf.checkpoint_identity(checkpoint),
+                               base=hf.checkpoint_identity(base) if base else None,
+                               steps=steps or HF_DEFAULT_STEPS, seconds=0.0)
+        seconds = time.perf_counter() - started
+        tracking.log_params(run_id, lineage_params(bundle))
+    return bundle, seconds
+
+
+def retrainable(bundle) -> bool:
+    """Whether the model can be retrained on corrected data: a char LM always; a Hugging Face model
+    when the checkpoint it was fine-tuned from is known (an import may not declare it)."""
+    return not is_pretrained(bundle) or bool(bundle.settings.get("base"))
+
+
+def require_retrainable(bundle, model: str, what: str) -> None:
+    if not retrainable(bundle):
+        raise UnlearnError(f"model {model} was imported without the checkpoint it was fine-tuned from, so {what} "
+                           f"cannot retrain it: import it again with `unlearn model import {model} --from-pretrained "
+                           f"DIR --dataset D --base BASE_DIR`, or use a method that does not retrain")
+
+
+def is_pretrained(bundle) -> bool:
+    return bundle.preset == "hf"
+
+
+def lineage_params(bundle) -> dict:
+    """The base checkpoint a Hugging Face model was fine-tuned from (path and content hash), as the
+    params and version tags of its lineage; nothing for the char LM."""
+    if not is_pretrained(bundle):
+        return {}
+    base = bundle.settings.get("base") or {}
+    found = {"base_checkpoint": base.get("path"), "base_checkpoint_sha256": base.get("sha256"),
+             "lora": str(bool(bundle.settings.get("lora"))).lower()}
+    imported = bundle.settings.get("imported")
+    if imported:
+        found.update(imported_checkpoint=imported["path"], imported_checkpoint_sha256=imported["sha256"])
+    return {k: v for k, v in found.items() if v is not None}
 
 
 @task(name="evaluate language model", **STEP)
@@ -428,13 +515,16 @@ class Text(Kind):
 
     def check_trainable(self, dataset, config) -> None:
         check_trainable_corpus(dataset)  # a corpus with no training or held-out window: one line, nothing recorded
+        if getattr(config, "from_pretrained", None):
+            check_pretrained(config.from_pretrained, config.lora)
 
     def train_params(self, dataset: str, config) -> dict:
         return {"dataset": dataset, "kind": "text", **config.model_dump()}
 
     def train(self, lineage: Lineage, dataset, config, data_version: str) -> Trained:
         bundle, seconds = fit_lm(lineage, dataset, config)
-        return Trained(bundle, seconds, evaluate_lm(lineage, dataset, bundle), {"certified": "false"})
+        return Trained(bundle, seconds, evaluate_lm(lineage, dataset, bundle),
+                       {"certified": "false", **lineage_params(bundle)})
 
     def train_quality(self, summary: dict) -> str:
         return f"held-out perplexity {summary['metrics']['held_out_perplexity']:.2f}"
@@ -443,7 +533,15 @@ class Text(Kind):
         return plan_findings(root, request, dataset, method)
 
     def plan(self, root: Path, request, dataset, bundle, production, method: str, checked):
-        return resolve_method(method, dataset, checked, bundle), checked  # the findings the request removes
+        resolved = resolve_method(method, dataset, checked, bundle)
+        if resolved == "retrain":
+            require_retrainable(bundle, request.model, "the retrain method")
+        return resolved, checked  # the findings the request removes
+
+    def check_verify_mode(self, plan: Plan, mode: str) -> None:
+        super().check_verify_mode(plan, mode)
+        if mode == "reference":
+            require_retrainable(plan.bundle, plan.model_name, "--verify reference")
 
     def correct_data(self, lineage: Lineage, plan: Plan):
         return redact_data(lineage, plan)
@@ -466,6 +564,8 @@ class Text(Kind):
         return Verification(metrics, checks, None, detail=(rows, None), mode="evidence", retrains=0)
 
     def fall_back(self, lineage: Lineage, plan: Plan, after, update: Update, verification: Verification, config):
+        if not retrainable(plan.bundle):  # an import without its base: the failed update is refused, not replaced
+            return None
         secrets, reference = verification.detail
         stats = {"fallback_from": update.method, "affected_windows": update.stats["affected_windows"]}
         if reference is None:  # evidence mode trained no reference: train it now
@@ -484,6 +584,7 @@ class Text(Kind):
                 Verification(metrics, checks, verification.retrain_s, detail=(secrets, reference)), attempt)
 
     def reference_job(self, plan: Plan) -> references.ReferenceJob:
+        require_retrainable(plan.bundle, plan.model_name, "the verification reference")
         return reference_job(plan, redacted_corpus(plan))
 
     def certificate_metrics(self, verification: Verification) -> dict:
