@@ -69,8 +69,11 @@ def table_job(problem: Problem) -> ReferenceJob:
 
 
 def text_job(model_config: dict, settings: dict, windows: torch.Tensor) -> ReferenceJob:
-    """A character LM retrained on the windows of D' with the original run's steps, lr, batch, seed."""
-    keep = {k: settings[k] for k in ("steps", "lr", "batch", "seed")}
+    """A character LM retrained on the windows of D' with the original run's steps, lr, batch, seed;
+    a Hugging Face model (config["hf"]): its base checkpoint (settings["base"]: path + sha256, checked
+    when the job runs) fine-tuned again on the windows of D' with the same schedule."""
+    names = ("steps", "lr", "batch", "seed") + (("seq_len", "base", "lora") if model_config.get("hf") else ())
+    keep = {k: settings[k] for k in names}
     return ReferenceJob("text", {"windows": windows}, {"config": model_config, **keep})
 
 
@@ -92,6 +95,10 @@ def train(job: ReferenceJob, progress=None):
         from unlearning.text import deep_influence
 
         s = job.settings
+        if s["config"].get("hf"):
+            from unlearning.text import hf
+
+            return hf.refine_tune(s, job.data["windows"], progress=progress)
         return deep_influence.retrain_on(s["config"], job.data["windows"], steps=int(s["steps"]), lr=s["lr"],
                                          batch=int(s["batch"]), seed=int(s["seed"]), init_seed=int(s["seed"]),
                                          progress=progress)

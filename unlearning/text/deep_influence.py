@@ -61,13 +61,17 @@ Params = str | Sequence[str]
 class WindowRequest:
     index: torch.Tensor  # (k,) positions of the affected windows among the training windows
     Z: torch.Tensor  # (k, T+1) the windows as trained on
-    Z_tilde: torch.Tensor  # (k, T+1) the same windows cut from the redacted text
+    Z_tilde: torch.Tensor  # (k, T+1) the same windows cut from the redacted text (k' ≠ k for a tokenized model)
+    d_prime: torch.Tensor | None = None  # the windows of D' when Z̃ does not pair up with Z (hf.affected_token_windows)
 
     def __len__(self) -> int:
         return len(self.index)
 
     def apply(self, train_windows: torch.Tensor) -> torch.Tensor:
-        """D' = (D \\ Z) ∪ Z̃ as a window tensor: Z replaced by Z̃ in place of order."""
+        """D' = (D \\ Z) ∪ Z̃ as a window tensor: Z replaced by Z̃ in place of order (a tokenized
+        model's request: the windows of the tokenized D', which it carries)."""
+        if self.d_prime is not None:
+            return self.d_prime
         out = train_windows.clone()
         out[self.index] = self.Z_tilde
         return out
@@ -169,10 +173,11 @@ def curvature_windows(train_windows: torch.Tensor, request: WindowRequest, subsa
     gen = torch.Generator().manual_seed(seed)
     s = min(subsample, len(pool))
     chosen = pool[torch.randperm(len(pool), generator=gen)[:s]]
-    k = len(request) if tilde_subsample is None else min(tilde_subsample, len(request))
-    tilde = torch.randperm(len(request), generator=gen)[:k] if k < len(request) else torch.arange(len(request))
+    n_tilde = len(request.Z_tilde)
+    k = n_tilde if tilde_subsample is None else min(tilde_subsample, n_tilde)
+    tilde = torch.randperm(n_tilde, generator=gen)[:k] if k < n_tilde else torch.arange(n_tilde)
     windows_ = torch.cat([train_windows[chosen], request.Z_tilde[tilde]])
-    weights = torch.cat([torch.full((s,), len(pool) / max(s, 1)), torch.full((k,), len(request) / max(k, 1))])
+    weights = torch.cat([torch.full((s,), len(pool) / max(s, 1)), torch.full((k,), n_tilde / max(k, 1))])
     return windows_, weights
 
 
@@ -333,7 +338,7 @@ def second_order(model: CharLSTM, request: WindowRequest, train_windows: torch.T
     new = copy.deepcopy(model)
     names = select_params(new, params)
     windows_, weights = curvature_windows(train_windows, request, subsample, seed, tilde_subsample)
-    n_tilde = len(request) if tilde_subsample is None else min(tilde_subsample, len(request))
+    n_tilde = len(request.Z_tilde) if tilde_subsample is None else min(tilde_subsample, len(request.Z_tilde))
     hvps, residuals, negative, g_norm, step_norm, clipped = 0, [], False, 0.0, 0.0, 0
     for _ in range(steps):
         G = influence_gradient(new, request, names) / steps

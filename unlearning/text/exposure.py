@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from unlearning.text import hf
 from unlearning.text.charlm import CharLSTM, Vocab
 
 LN2 = math.log(2.0)
@@ -43,6 +44,8 @@ def log_perplexities(model: CharLSTM, vocab: Vocab, prefix: str, candidates: Seq
     The prefix is run once; its LSTM state is broadcast over a batch of candidates, which are then
     teacher-forced together (candidates of different lengths are grouped by length).
     """
+    if hf.is_token_vocab(vocab):  # a tokenized model has no state to broadcast: prefix+candidate scored whole
+        return hf.log_perplexities(model, vocab, prefix, candidates)
     if not prefix:
         raise ValueError("log-perplexity needs a non-empty prefix (the first character's context)")
     out = torch.zeros(len(candidates), dtype=torch.float64)

@@ -23,12 +23,15 @@ from typing import Literal, NamedTuple
 from unlearning import registry
 from unlearning.detect import scan_text
 from unlearning.text import deep_influence, exposure, suppress
-from unlearning.text import charlm
+from unlearning.text import charlm, hf  # hf imports transformers inside its functions only
+from unlearning.text.bundle import LMBundle
 from unlearning.text.charlm import CharLSTM, Vocab
 from unlearning.text.data import REDACTION_PAD, REDACTION_TOKEN, Occurrence, TextCorpus, concatenated
 
 MODEL_FILE = "charlm.pt"
 META_FILE = "lm.json"
+HF_FORMAT = hf.FORMAT
+HF_PRESET = hf.PRESET
 
 
 class TextTrainConfig(BaseModel):
@@ -45,36 +48,34 @@ class TextTrainConfig(BaseModel):
     lora: bool = Field(False, description="with from_pretrained: fine-tune LoRA adapters only (needs peft)")
 
 
-@dataclass
-class LMBundle:
-    """A trained character LM with what is needed to retrain it the same way."""
-
-    model: CharLSTM
-    vocab: Vocab
-    preset: str
-    settings: dict = field(default_factory=dict)  # seq_len, lr, batch, seed, steps, seconds
-
-    @property
-    def seq_len(self) -> int:
-        return int(self.settings["seq_len"])
-
-
 def save_lm(bundle: LMBundle, directory: Path) -> Path:
+    """A character LM: charlm.pt + lm.json; a Hugging Face model (preset "hf"): its save_pretrained
+    files + lm.json with format unlearnflow.hf/1 (hf.save). Written to a temporary sibling, then renamed."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".lm-"))
-    charlm.save(tmp / MODEL_FILE, bundle.model, bundle.vocab, bundle.preset)
-    (tmp / META_FILE).write_text(json.dumps({"format": "unlearnflow.charlm/1", "preset": bundle.preset,
-                                             "settings": bundle.settings}, indent=1, sort_keys=True))
+    if is_hf(bundle):
+        hf.save(bundle, tmp)
+    else:
+        charlm.save(tmp / MODEL_FILE, bundle.model, bundle.vocab, bundle.preset)
+        (tmp / META_FILE).write_text(json.dumps({"format": "unlearnflow.charlm/1", "preset": bundle.preset,
+                                                 "settings": bundle.settings}, indent=1, sort_keys=True))
     os.replace(tmp, directory)
     return directory
 
 
 def load_lm(directory: Path) -> LMBundle:
     directory = Path(directory)
-    model, vocab = charlm.load(directory / MODEL_FILE)
     meta = json.loads((directory / META_FILE).read_text())
+    if meta.get("format") == HF_FORMAT:
+        return hf.load(directory, meta)
+    model, vocab = charlm.load(directory / MODEL_FILE)
     return LMBundle(model=model, vocab=vocab, preset=meta["preset"], settings=meta["settings"])
+
+
+def is_hf(bundle: LMBundle) -> bool:
+    """A Hugging Face causal LM (unlearning.text.hf), not the character LSTM."""
+    return bundle.preset == HF_PRESET
 
 
 def is_lm_bundle(directory: Path) -> bool:
@@ -174,10 +175,13 @@ def select_findings(findings: list[dict], which: str | list[str], detectors: lis
 AUTO_MAX_WINDOWS = registry.AUTO_MAX_WINDOWS  # `auto` for a language model: registry.choose
 
 
-def affected_window_count(corpus: TextCorpus, findings: list[dict], seq_len: int) -> int:
-    """|Z| of a redaction before doing it: training windows overlapping a finding's span."""
+def affected_window_count(corpus: TextCorpus, findings: list[dict], seq_len: int, vocab=None) -> int:
+    """|Z| of a redaction before doing it: training windows overlapping a finding's span (pass the
+    bundle's `vocab` for a tokenized model: its windows are token windows)."""
     text, offsets = training_text(corpus)
     spans = corpus_spans(occurrences_of(findings), offsets)
+    if hf.is_token_vocab(vocab):
+        return hf.touched_window_count(vocab, text, spans, seq_len)
     return int(deep_influence.overlapping_windows(len(text), spans, seq_len).sum())
 
 
@@ -192,7 +196,10 @@ def window_request(bundle: LMBundle, before: TextCorpus, after: TextCorpus,
     text, offsets = training_text(before)
     text_tilde, _ = training_text(after)
     spans = corpus_spans(occurrences_of(findings), offsets)
-    request = deep_influence.affected_windows(bundle.vocab, text, text_tilde, spans, bundle.seq_len)
+    if hf.is_token_vocab(bundle.vocab):
+        request = hf.affected_token_windows(bundle.vocab, text, text_tilde, spans, bundle.seq_len)
+    else:
+        request = deep_influence.affected_windows(bundle.vocab, text, text_tilde, spans, bundle.seq_len)
     return request, text_windows(bundle.vocab, text, bundle.seq_len)
 
 
@@ -299,8 +306,11 @@ def _suppress(ctx: TextContext, cfg: SuppressConfig) -> deep_influence.DeepUpdat
 
 @registry.register(KIND, "retrain", "exact", RetrainConfig)
 def _retrain(ctx: TextContext, cfg: RetrainConfig) -> deep_influence.DeepUpdate:
-    """Exact: the same architecture trained from scratch on D' with the original schedule."""
+    """Exact: the same architecture trained from scratch on D' with the original schedule (a Hugging
+    Face model: its base checkpoint fine-tuned again on D', hf.refine_tune)."""
     s = ctx.bundle.settings
+    if is_hf(ctx.bundle):
+        return hf.refine_tune(s, ctx.request.apply(ctx.train_windows))
     update = deep_influence.retrain(ctx.bundle.model, ctx.request, ctx.train_windows, steps=int(s["steps"]),
                                     lr=s["lr"], batch=int(s["batch"]), seed=int(s["seed"]), init_seed=int(s["seed"]))
     update.settings["steps"] = update.stats["steps"]
@@ -360,8 +370,9 @@ def regenerates(bundle: LMBundle, secret: Secret, salt: bytes, samples: int) -> 
     """Does a greedy or sampled continuation of the secret's prefix contain the secret? The
     continuations are scanned by the detectors and compared by fingerprint (and as text)."""
     n = len(secret.value) + 16
-    outs = [charlm.generate(bundle.model, bundle.vocab, secret.prefix, n, greedy=True)]
-    outs += [charlm.generate(bundle.model, bundle.vocab, secret.prefix, n, greedy=False, temperature=1.0, seed=s)
+    generate = hf.generate if is_hf(bundle) else charlm.generate  # n tokens ≥ n characters for hf
+    outs = [generate(bundle.model, bundle.vocab, secret.prefix, n, greedy=True)]
+    outs += [generate(bundle.model, bundle.vocab, secret.prefix, n, greedy=False, temperature=1.0, seed=s)
              for s in range(samples)]
     for text in outs:
         if secret.value in text:
