@@ -43,7 +43,7 @@ from tasks import data as data_store
 from tasks import dvc, ledger, state, tracking
 from tasks import references as prefetch
 from tasks.certificates import AUDIT_FORMAT
-from tasks.common import Lineage, Plan, progress
+from tasks.common import NOT_RETRAINABLE, Lineage, Plan, progress
 from unlearning import references
 from unlearning.compliance import escrow as sealing
 from unlearning.compliance import ledger as lg
@@ -174,8 +174,8 @@ def models_due(root: Path) -> list[str]:
 
 def retrainable(production) -> bool:
     """False for a Hugging Face model imported without the checkpoint it was fine-tuned from (its
-    lineage tags, tasks.kinds.text.lineage_params): an audit has nothing to retrain it from."""
-    return "imported_checkpoint" not in production.tags or "base_checkpoint" in production.tags
+    version tags, tasks.kinds.text.pretrained_tags): an audit has nothing to retrain it from."""
+    return production.tags.get(NOT_RETRAINABLE[0]) != NOT_RETRAINABLE[1]
 
 
 def due_models(root: Path, model: str | None) -> list[str]:
@@ -324,7 +324,10 @@ def audit_text(root: Path, plan: AuditPlan) -> Judgement:
                "exposure_retrain": max((r["retrain"] for r in rows), default=None),
                "perplexity_after": ppl["after"], "perplexity_retrain": ppl["retrain"], "secrets": len(rows),
                "regenerated": sum(r["regenerated"] for r in rows), "reference": source, "per_secret": rows}
-    return Judgement(checks, metrics, retrained, update.stats["seconds"], text_shortfall(checks, rows, owners, plan, cfg))
+    from tasks.kinds.text import pretrained_tags
+
+    return Judgement(checks, metrics, retrained, update.stats["seconds"], text_shortfall(checks, rows, owners, plan, cfg),
+                     tags=pretrained_tags(retrained))
 
 
 def text_checks(rows: list[dict], ppl: dict, cfg) -> list[dict]:

@@ -14,7 +14,7 @@ from prefect import task
 
 from tasks import dvc, formats, scan, state, tracking
 from tasks import references as prefetch
-from tasks.common import STEP, Lineage, Plan, Trained, Update, Verification, progress, pyplot
+from tasks.common import NOT_RETRAINABLE, STEP, Lineage, Plan, Trained, Update, Verification, progress, pyplot
 from tasks.data import load_dataset, save_dataset
 from tasks.kinds.base import Kind
 from unlearning import references, registry
@@ -91,7 +91,7 @@ def import_pretrained(lineage: Lineage, corpus: TextCorpus, checkpoint: str, bas
     """A Hugging Face model fine-tuned elsewhere, as is, evaluated on the corpus's held-out records."""
     bundle, seconds = import_lm(lineage, checkpoint, base, steps, seed)
     return Trained(bundle, seconds, evaluate_lm(lineage, corpus, bundle),
-                   {"certified": "false", **lineage_params(bundle)})
+                   {"certified": "false", **pretrained_tags(bundle)})
 
 
 @task(name="import language model", **STEP)
@@ -125,6 +125,16 @@ def require_retrainable(bundle, model: str, what: str) -> None:
                            f"DIR --dataset D --base BASE_DIR`, or use a method that does not retrain")
 
 
+def pretrained_tags(bundle) -> dict:
+    """The model version's tags of a Hugging Face model: its lineage and whether it is LoRA-tuned."""
+    if not is_pretrained(bundle):
+        return {}
+    tags = {**lineage_params(bundle), "lora": str(bool(bundle.settings.get("lora"))).lower()}
+    if not retrainable(bundle):
+        tags[NOT_RETRAINABLE[0]] = NOT_RETRAINABLE[1]  # what the audit reads (tasks.audit.retrainable)
+    return tags
+
+
 def is_pretrained(bundle) -> bool:
     return bundle.preset == "hf"
 
@@ -135,8 +145,7 @@ def lineage_params(bundle) -> dict:
     if not is_pretrained(bundle):
         return {}
     base = bundle.settings.get("base") or {}
-    found = {"base_checkpoint": base.get("path"), "base_checkpoint_sha256": base.get("sha256"),
-             "lora": str(bool(bundle.settings.get("lora"))).lower()}
+    found = {"base_checkpoint": base.get("path"), "base_checkpoint_sha256": base.get("sha256")}
     imported = bundle.settings.get("imported")
     if imported:
         found.update(imported_checkpoint=imported["path"], imported_checkpoint_sha256=imported["sha256"])
@@ -524,7 +533,7 @@ class Text(Kind):
     def train(self, lineage: Lineage, dataset, config, data_version: str) -> Trained:
         bundle, seconds = fit_lm(lineage, dataset, config)
         return Trained(bundle, seconds, evaluate_lm(lineage, dataset, bundle),
-                       {"certified": "false", **lineage_params(bundle)})
+                       {"certified": "false", **pretrained_tags(bundle)})
 
     def train_quality(self, summary: dict) -> str:
         return f"held-out perplexity {summary['metrics']['held_out_perplexity']:.2f}"
@@ -582,6 +591,9 @@ class Text(Kind):
         attempt["reference"] = "trained by the verification"
         return (Update(reference, "retrain", "exact", update.seconds, {**stats, "seconds": verification.retrain_s}),
                 Verification(metrics, checks, verification.retrain_s, detail=(secrets, reference)), attempt)
+
+    def version_tags(self, update: Update) -> dict:
+        return pretrained_tags(update.bundle)
 
     def reference_job(self, plan: Plan) -> references.ReferenceJob:
         require_retrainable(plan.bundle, plan.model_name, "the verification reference")
