@@ -296,14 +296,16 @@ class TextFormat(LazyFormat):
     def input_description(self, bundle) -> dict:
         if bundle.preset != HF_PRESET:
             return {"input_columns": {"prompt": "text"}, "kind": "charlm", "preset": bundle.preset}
-        # The bundle folder is a Hugging Face checkpoint too: transformers loads it as is.
-        base = bundle.settings.get("base") or {}
+        # The bundle folder is a Hugging Face checkpoint too (unlearning.text.hf.save): transformers
+        # loads it as is; a LoRA bundle holds the base weights there and the adapters in adapter/.
+        base, lora = bundle.settings.get("base") or {}, bool(bundle.settings.get("lora"))
+        model = ("peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(<artifacts/bundle>), "
+                 "<artifacts/bundle>/adapter)" if lora else "AutoModelForCausalLM.from_pretrained(<artifacts/bundle>)")
         return {"input_columns": {"prompt": "text"}, "kind": "hf-causal-lm", "preset": bundle.preset,
-                "base_checkpoint": base.get("path"), "base_checkpoint_sha256": base.get("sha256"),
-                "lora": bool(bundle.settings.get("lora")),
-                "load_with": "mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({'prompt': [...]})); or "
-                             "transformers.AutoModelForCausalLM.from_pretrained(<artifacts/bundle>) with "
-                             "AutoTokenizer from the same folder"}
+                "base_checkpoint": base.get("path"), "base_checkpoint_sha256": base.get("sha256"), "lora": lora,
+                "load_with": "mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({'prompt': [...]})) for greedy "
+                             f"40-token continuations; or with transformers: {model} and "
+                             "AutoTokenizer.from_pretrained(<artifacts/bundle>)"}
 
     def requirements(self, bundle) -> list[str]:
         if bundle.preset != HF_PRESET:

@@ -154,8 +154,53 @@ def test_model_import_registers_a_fine_tuned_model_with_its_declared_data(worksp
                                     "notes", "--base", str(base_checkpoint), "--steps", STEPS])
     assert code == 0 and again["model"]["version"] == "2"
     assert version_tags("notes", "2")["base_checkpoint_sha256"] == hf.checkpoint_identity(base_checkpoint)["sha256"]
-    console = capsys.readouterr()
-    assert not any(s in console.out or s in console.err for s in secret_forms(card))
-    # the corpus still holds the card (nothing was erased): the registry and private state do not
+    # the registry and private state hold no card (the corpus still does: nothing is erased yet)
     assert files_containing(workspace / "mlflow", secret_forms(card)) == []
     assert files_containing(workspace / ".unlearn", secret_forms(card)) == []
+
+    # through the ledger: `comply` retrains from the declared base on the redacted corpus
+    assert run_json(capsys, ["requests", "submit", str(request)])[0] == 0
+    code, complied = run_json(capsys, ["comply"])
+    assert code == 0, complied
+    [done] = complied["requests"]
+    assert done["status"] == "completed" and done["model"] == {"name": "notes", "version": "3"}
+    assert main(["certificate", "verify", str(workspace / done["certificate"])]) == 0
+    assert version_tags("notes", "3")["base_checkpoint_sha256"] == hf.checkpoint_identity(base_checkpoint)["sha256"]
+    assert files_containing(workspace, secret_forms(card)) == []  # the superseded corpus purged
+    console = capsys.readouterr()
+    assert not any(s in console.out or s in console.err for s in secret_forms(card))
+
+
+def test_lora_fine_tune_is_registered_with_its_adapters_and_loads_back(workspace, base_checkpoint, tmp_path_factory,
+                                                                        capsys):
+    """`--lora`: the base weights stay as they were, the adapters are logged beside them, peft is a
+    requirement of the logged model, and the model loads back through pyfunc and through peft."""
+    import peft
+    from transformers import AutoModelForCausalLM
+
+    add_notes(workspace, tmp_path_factory)
+    code, trained = run_json(capsys, ["train", "notes", "--from-pretrained", str(base_checkpoint), "--steps", "10",
+                                      "--lora"])
+    assert code == 0, trained
+    assert version_tags("notes", "1")["lora"] == "true"
+    model = mlflow.pyfunc.load_model("models:/notes@production")
+    assert model.metadata.metadata["lora"] is True and "PeftModel" in model.metadata.metadata["load_with"]
+    assert len(model.predict(pd.DataFrame({"prompt": ["Our lab"]}))[0]) > 0
+    folder = Path(mlflow.artifacts.download_artifacts("models:/notes/1", dst_path=str(tmp_path_factory.mktemp("dl"))))
+    assert any(line.startswith("peft==") for line in (folder / "requirements.txt").read_text().splitlines())
+    bundle_dir = folder / "artifacts" / "bundle"
+    from unlearning.text import hf
+
+    assert hf.checkpoint_identity(bundle_dir / "adapter")["sha256"]  # the adapters are there
+    plain = AutoModelForCausalLM.from_pretrained(bundle_dir, local_files_only=True)
+    base = AutoModelForCausalLM.from_pretrained(base_checkpoint, local_files_only=True)
+    assert all((a == b).all() for a, b in zip(plain.state_dict().values(), base.state_dict().values()))
+    tuned = peft.PeftModel.from_pretrained(plain, bundle_dir / "adapter")
+    ids = torch_ids(bundle_dir, "The north depot")
+    assert not (tuned(ids).logits == base(ids).logits).all()  # the adapters change the base's predictions
+
+
+def torch_ids(folder: Path, text: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder, local_files_only=True)(text, return_tensors="pt").input_ids
