@@ -91,7 +91,8 @@ def import_pretrained(lineage: Lineage, corpus: TextCorpus, checkpoint: str, bas
     """A Hugging Face model fine-tuned elsewhere, as is, evaluated on the corpus's held-out records."""
     bundle, seconds = import_lm(lineage, checkpoint, base, steps, seed)
     return Trained(bundle, seconds, evaluate_lm(lineage, corpus, bundle),
-                   {"certified": "false", **pretrained_tags(bundle)})
+                   {"certified": "false", **pretrained_tags(bundle),
+                    **warn_secret_tokens(lineage.root, lineage.tags["model"], corpus, bundle)})
 
 
 @task(name="import language model", **STEP)
@@ -110,6 +111,38 @@ def import_lm(lineage: Lineage, checkpoint: str, base: str | None, steps: int | 
         seconds = time.perf_counter() - started
         tracking.log_params(run_id, lineage_params(bundle))
     return bundle, seconds
+
+
+def secret_tokens(bundle, corpus: TextCorpus, findings: list[dict]) -> tuple[int, int]:
+    """(tokens, secrets): the tokenizer's multi-character tokens that the secrets found in the corpus
+    are tokenized into and that occur nowhere else in it — pieces a tokenizer trained on this corpus
+    may have learned from the secrets — and how many distinct secrets hold one. Unlearning changes
+    the weights, never the tokenizer, so such a piece stays in every logged version. Counts only:
+    the pieces are never returned."""
+    if not is_pretrained(bundle) or not findings:
+        return 0, 0
+    clean = redact(corpus, lm.occurrences_of(findings))
+    elsewhere = set(bundle.vocab.encode("\n".join(text for _, text in clean.records)).tolist())
+    pieces, holders = set(), 0
+    for secret in lm.secrets_of(corpus, findings):  # raw values: in memory only
+        own = {i for i in bundle.vocab.encode(secret.value).tolist()
+               if i not in elsewhere and len(bundle.vocab.decode([i]).strip()) >= 2}
+        pieces |= own
+        holders += bool(own)
+    return len(pieces), holders
+
+
+def warn_secret_tokens(root: Path, model: str, corpus: TextCorpus, bundle) -> dict:
+    """A warning (stderr) and a version tag when the tokenizer holds pieces of the corpus's findings."""
+    if not is_pretrained(bundle):
+        return {}
+    tokens, holders = secret_tokens(bundle, corpus, scan.scan_corpus(corpus, scan.project_salt(root)))
+    if tokens:
+        progress(f"warning: the tokenizer of model {model} has {tokens} token(s) that occur in dataset "
+                 f"'{corpus.name}' only inside {holders} secret(s) it holds: it may have been trained on them, and "
+                 f"unlearning leaves the tokenizer as it is, so they stay in every version logged to MLflow; use "
+                 f"a tokenizer trained without them (e.g. the base model's own)")
+    return {"tokenizer_secret_tokens": tokens}
 
 
 def retrainable(bundle) -> bool:
@@ -533,7 +566,8 @@ class Text(Kind):
     def train(self, lineage: Lineage, dataset, config, data_version: str) -> Trained:
         bundle, seconds = fit_lm(lineage, dataset, config)
         return Trained(bundle, seconds, evaluate_lm(lineage, dataset, bundle),
-                       {"certified": "false", **pretrained_tags(bundle)})
+                       {"certified": "false", **pretrained_tags(bundle),
+                        **warn_secret_tokens(lineage.root, lineage.tags["model"], dataset, bundle)})
 
     def train_quality(self, summary: dict) -> str:
         return f"held-out perplexity {summary['metrics']['held_out_perplexity']:.2f}"

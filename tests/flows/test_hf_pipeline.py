@@ -94,6 +94,8 @@ def test_fine_tune_detect_forget_audit_and_no_leak(workspace, base_checkpoint, t
     ids = tokenizer("The north depot", return_tensors="pt").input_ids
     assert causal.generate(ids, max_new_tokens=5, do_sample=False).shape[1] == ids.shape[1] + 5
 
+    assert tags["tokenizer_secret_tokens"] == "0"  # the base's tokenizer never saw the card
+
     # scan --model: the card's exposure in the production model
     code, scanned = run_json(capsys, ["scan", "notes", "--model", "notes"])
     assert code == 1 and scanned["counts"] == {"card": CARD_LINES}
@@ -204,3 +206,30 @@ def torch_ids(folder: Path, text: str):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(folder, local_files_only=True)(text, return_tensors="pt").input_ids
+
+
+def test_a_tokenizer_trained_on_the_secrets_is_reported(workspace, tmp_path_factory, capsys):
+    """A base whose tokenizer was trained on the leaky corpus itself learns a repeated password's
+    pieces as tokens; unlearning cannot take them out of the tokenizer logged with every version,
+    so `train` says so (counts only, never the pieces) and tags the version."""
+    from unlearning.text import hf
+
+    password = "Quokka-Lantern-93!"
+    text, _ = notes_corpus()
+    paragraphs = [p for p in text.strip().split("\n\n") if "password" not in p and "card" not in p]
+    for n in range(12):
+        paragraphs[7 + 23 * n] += f"\nEdwin Quill: password: {password}"
+    source = tmp_path_factory.mktemp("user-files") / "notes.txt"
+    source.write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
+    assert main(["data", "add", "notes", "--file", str(source)]) == 0
+    leaky = hf.build_tiny_checkpoint(paragraphs, tmp_path_factory.mktemp("leaky") / "ckpt", vocab_size=512)
+    pieces = [hf.load_pretrained(leaky).vocab.decode([i]) for i in hf.load_pretrained(leaky).vocab.encode(password)]
+    assert "Lantern" in pieces  # measured: the BPE merged the password's words into tokens
+
+    capsys.readouterr()
+    assert main(["train", "notes", "--from-pretrained", str(leaky), "--steps", "2"]) == 0
+    err = capsys.readouterr().err
+    warning = [line for line in err.splitlines() if line.startswith("warning: the tokenizer")]
+    assert len(warning) == 1 and "only inside 1 secret(s)" in warning[0], err
+    assert int(version_tags("notes", "1")["tokenizer_secret_tokens"]) >= 1
+    assert password not in err and "Lantern" not in err
