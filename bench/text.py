@@ -15,6 +15,16 @@ Tables go to stdout and bench/results/text.md, progress to stderr. Only masked s
     python -m bench.text [--steps 400] [--candidates 1000] [--policy token] [--cache DIR]
                          [--scopes "all,8 secrets,one card"] [--methods first_order,second_order,finetune,suppress]
                          [--results PATH]
+
+`--transformer`: the same requests on a GPT-style model (issue 15) instead — a 2-layer GPT-2
+(n_embd 128, 4 heads, a 512-token byte-level BPE with single digits, built by
+`hf.build_tiny_checkpoint`, randomly initialised: the "base checkpoint"), fine-tuned `--steps`
+(default 600) on a 60k-character `shakespeare` corpus with the same leak (4 people × 5 secrets × 8
+pastes); the reference re-fine-tunes the base on D′ with the same schedule. Requests remove 1, 8 and
+20 secrets; methods second_order (last block), npo, grad_diff, finetune, suppress. Perplexity is per
+token. Tables go to bench/results/text_transformer.md.
+
+    python -m bench.text --transformer [--steps 600] [--candidates 300] [--cache DIR]
 """
 
 from __future__ import annotations
@@ -164,8 +174,90 @@ def scope_table(setting: Setting, runs: list[dict], sweep: bool) -> list[str]:
             f"|Z| = {len(setting.request)} windows)", "", *lines, ""]
 
 
+# --- the transformer section (issue 15) ------------------------------------------------------------
+
+TRANSFORMER_RESULTS = Path(__file__).parent / "results" / "text_transformer.md"
+TRANSFORMER = dict(max_chars=60_000, vocab_size=512, n_layer=2, n_embd=128, n_head=4, n_positions=128,
+                   seq_len=64, lr=2e-3, steps=600)
+TRANSFORMER_SCOPES = ("one card", "8 secrets", "all")
+TRANSFORMER_METHODS = (("second_order", {}), ("npo", {}), ("grad_diff", {}),
+                       ("finetune", {"steps": 30}), ("suppress", {}))
+
+
+class TransformerSetting(Setting):
+    """Setting's attributes for a GPT-style model: the base checkpoint built (once, in the cache)
+    from the *redacted* corpus's text — its tokenizer never saw a secret, as a real base model's —
+    fine-tuned on the leaking corpus; the reference is the base fine-tuned again on D′."""
+
+    def __init__(self, steps: int, cache: Path, candidates: int, scope: str, trained=None):
+        from unlearning.text import hf
+
+        cfg = TRANSFORMER
+        self.corpus = build_shakespeare(max_chars=cfg["max_chars"])
+        every = scan_corpus(self.corpus, SALT)
+        self.scope, self.findings = scope, findings_in_scope(every, scope)
+        self.secrets = lm.secrets_of(self.corpus, self.findings)
+        self.after = redact(self.corpus, lm.occurrences_of(self.findings))
+        self.candidates = candidates
+        base = cache / "gpt-base"
+        if not (base / "config.json").exists():
+            clean = redact(self.corpus, lm.occurrences_of(every))
+            hf.build_tiny_checkpoint([t for _, t in clean.records], base, vocab_size=cfg["vocab_size"],
+                                     n_layer=cfg["n_layer"], n_embd=cfg["n_embd"], n_head=cfg["n_head"],
+                                     n_positions=cfg["n_positions"])
+        key = f"gpt-{steps}steps"
+
+        def fine_tune():
+            bundle = hf.load_pretrained(base, seq_len=cfg["seq_len"], lr=cfg["lr"])
+            bundle, st = hf.fine_tune(bundle, self.corpus, steps=steps)
+            return bundle, {"seconds": st.seconds, "steps": st.steps, "epochs": st.epochs}
+
+        self.bundle, self.train_stats = trained or cached_model(cache, key, fine_tune)
+        self.request, self.windows = lm.window_request(self.bundle, self.corpus, self.after, self.findings)
+
+        def retrain():
+            bundle, _, st = lm.run_lm_method("retrain", self.bundle, self.request, self.windows)
+            return bundle, {"seconds": st["seconds"], "steps": st["steps"]}
+
+        self.reference, self.retrain_stats = cached_model(cache, f"{key}-retrain-{scope.replace(' ', '-')}", retrain)
+
+
+def transformer_main(args) -> None:
+    import tempfile
+
+    steps = args.steps if args.steps != DEMO_TEXT_STEPS else TRANSFORMER["steps"]
+    candidates = args.candidates if args.candidates != VERIFY.n_candidates else 300
+    cache = args.cache or Path(tempfile.mkdtemp(prefix="bench-text-gpt-"))
+    say(f"bench.text --transformer: a GPT-2 of {TRANSFORMER['n_layer']} layers × {TRANSFORMER['n_embd']}, "
+        f"fine-tuned {steps} steps, re-fine-tuned per request (cache {cache})")
+    runs = [{"method": m, "options": o} for m, o in TRANSFORMER_METHODS]
+    out, trained = [], None
+    for scope in args.scopes.split(",") if args.scopes != ",".join(SCOPES) else TRANSFORMER_SCOPES:
+        setting = TransformerSetting(steps, cache, candidates, scope, trained)
+        trained = (setting.bundle, setting.train_stats)
+        if not out:
+            n_params = sum(p.numel() for p in setting.bundle.model.parameters())
+            out.append(f"Model: GPT-2 ({TRANSFORMER['n_layer']} layers, n_embd {TRANSFORMER['n_embd']}, "
+                       f"{n_params / 1e6:.2f}M parameters, {TRANSFORMER['vocab_size']}-token BPE), fine-tuned "
+                       f"{setting.train_stats['steps']} steps ({setting.train_stats['epochs']:.1f} epochs, "
+                       f"{len(setting.windows)} windows of {TRANSFORMER['seq_len']} tokens) in "
+                       f"{setting.train_stats['seconds']:.0f} s on a {TRANSFORMER['max_chars'] // 1000}k-character "
+                       f"corpus; token redaction; exposure over {candidates} same-format candidates; "
+                       f"perplexity per token; {torch.get_num_threads()} threads.\n")
+        out += scope_table(setting, runs, sweep=True)
+    results = args.results if args.results != RESULTS else TRANSFORMER_RESULTS
+    results.parent.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    results.write_text(f"# bench.text --transformer — {stamp}, {platform.node()}, {os.cpu_count()} cores, torch "
+                       f"{torch.__version__}, {torch.get_num_threads()} threads, load "
+                       f"{os.getloadavg()[0]:.1f}\n\n" + "\n".join(out) + "\n")
+    say(f"  tables written to {results}")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--transformer", action="store_true", help="the GPT-style model's section (issue 15) instead")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--steps", type=int, default=DEMO_TEXT_STEPS, help=f"training steps (demo: {DEMO_TEXT_STEPS})")
     ap.add_argument("--candidates", type=int, default=VERIFY.n_candidates, help="same-format references per exposure")
     ap.add_argument("--cache", type=Path, default=None, help="keep/reuse the trained and retrained models here")
@@ -177,6 +269,10 @@ def main(argv=None) -> None:
     ap.add_argument("--sweep", type=Path, default=None, help="JSON lines of {method, options} to run instead")
     ap.add_argument("--results", type=Path, default=RESULTS, help=f"where the tables go (default {RESULTS})")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.transformer:
+        return transformer_main(args)
 
     say(f"bench.text: building the corpus, training `small` for {args.steps} steps, retraining references")
     runs = ([json.loads(line) for line in args.sweep.read_text().splitlines() if line.strip()] if args.sweep else

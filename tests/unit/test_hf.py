@@ -137,6 +137,13 @@ def test_changed_or_missing_base_is_refused(checkpoint, tmp_path):
         hf.check_base(identity)
 
 
+def test_a_model_without_a_fine_tuning_schedule_has_no_reference(bundle):
+    """An imported model (settings["steps"] = 0) re-fine-tuned 0 steps would be its own base, not D′'s model."""
+    windows = charlm.windows(bundle.vocab.encode(" ".join(TEXTS)), bundle.seq_len)
+    with pytest.raises(UnlearnError, match="no exact reference"):
+        hf.refine_tune(bundle.settings, windows)
+
+
 def test_char_lm_import_does_not_import_transformers():
     code = ("import sys, unlearning.text.lm, unlearning.text.evidence, unlearning.references; "
             "print('transformers' in sys.modules, 'peft' in sys.modules)")

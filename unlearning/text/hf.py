@@ -160,9 +160,11 @@ class TokenizerVocab:
 
     @property
     def chars(self) -> tuple[str, ...]:
-        """Each token's text (what suppress classifies as digit / letter tokens)."""
+        """Each token's text; a token of several characters, or of none, reads as "" (suppress
+        treats a single digit / letter token as a character of its class, any other as no class)."""
         if not hasattr(self, "_chars"):
-            self._chars = tuple(self.decode([i]) for i in range(len(self)))
+            texts = (self.decode([i]) for i in range(len(self)))
+            self._chars = tuple(t if len(t) == 1 else "" for t in texts)
         return self._chars
 
 
@@ -356,6 +358,9 @@ def refine_tune(settings: dict, windows: torch.Tensor, progress=None):
 
     from unlearning.text.deep_influence import DeepUpdate
 
+    if not int(settings.get("steps") or 0) or not settings.get("base"):
+        raise UnlearnError("this model records no fine-tuning of a base checkpoint (it was imported as is): "
+                           "there is no exact reference to re-fine-tune; verify by evidence instead")
     base = check_base(settings["base"])
     started = time.perf_counter()
     fresh = load_pretrained(base, seq_len=int(settings["seq_len"]), lora=bool(settings.get("lora")),
@@ -476,11 +481,13 @@ def affected_token_windows(vocab: TokenizerVocab, text: str, text_tilde: str, sp
             raise UnlearnError(f"span ({start}, {end}) is outside the text of {len(text)} characters")
     ids, offsets = vocab.encode_with_offsets(text)
     ids_t, offsets_t = vocab.encode_with_offsets(text_tilde)
-    index = windows_over_tokens(len(ids), token_spans(offsets, spans), seq_len).nonzero().squeeze(1)
+    hit = token_spans(offsets, spans)  # (n,)
+    index = windows_over_tokens(len(ids), hit, seq_len).nonzero().squeeze(1)
     windows_t = charlm.windows(ids_t, seq_len)
     tilde = windows_over_tokens(len(ids_t), token_spans(offsets_t, spans), seq_len).nonzero().squeeze(1)
+    positions = charlm.window_starts(len(ids), seq_len)[index, None] + torch.arange(1, seq_len + 1)  # (k, T)
     return WindowRequest(index=index, Z=charlm.windows(ids, seq_len)[index], Z_tilde=windows_t[tilde],
-                         d_prime=windows_t)
+                         d_prime=windows_t, secret_mask=hit[positions])
 
 
 def touched_window_count(vocab: TokenizerVocab, text: str, spans: Sequence[tuple[int, int]], seq_len: int) -> int:

@@ -22,7 +22,7 @@ from typing import Literal, NamedTuple
 
 from unlearning import registry
 from unlearning.detect import scan_text
-from unlearning.text import deep_influence, exposure, suppress
+from unlearning.text import ascent, deep_influence, exposure, suppress
 from unlearning.text import charlm, hf  # hf imports transformers inside its functions only
 from unlearning.text.bundle import LMBundle
 from unlearning.text.charlm import CharLSTM, Vocab
@@ -121,6 +121,9 @@ def train_text_model(corpus: TextCorpus, preset: str = "small", seconds: float |
 
 
 def held_out_perplexity(bundle: LMBundle, corpus: TextCorpus) -> float:
+    """exp(mean next-symbol NLL) over the held-out records' windows: per character for the char LM,
+    per token for a Hugging Face model (comparable between models of one tokenizer only, as before,
+    after and a re-fine-tuned reference always are)."""
     return charlm.perplexity(bundle.model, text_windows(bundle.vocab, held_out_text(corpus), bundle.seq_len))
 
 
@@ -185,8 +188,8 @@ def affected_window_count(corpus: TextCorpus, findings: list[dict], seq_len: int
     return int(deep_influence.overlapping_windows(len(text), spans, seq_len).sum())
 
 
-def auto_method(n_windows: int) -> str:
-    return registry.choose(KIND, registry.AUTO, windows=n_windows)
+def auto_method(n_windows: int, hf_model: bool = False) -> str:
+    return registry.choose(KIND, registry.AUTO, windows=n_windows, hf=hf_model)
 
 
 def window_request(bundle: LMBundle, before: TextCorpus, after: TextCorpus,
@@ -238,11 +241,13 @@ class FirstOrderConfig(TextMethodConfig):
 
 
 class SecondOrderConfig(TextMethodConfig):
-    damping: float = Field(30.0, ge=0)
+    damping: float | None = Field(None, ge=0, description="μ (None: 30 for the char LM, 300 for a Hugging Face "
+                                                          "model: deep_influence.HF_SECOND_ORDER)")
     cg_iters: int = Field(3, ge=1)
     cg_tol: float = Field(1e-3, gt=0)
     subsample: int = Field(16, ge=1, description="training windows in the curvature sample")
-    params: ParamSubset = "all"
+    params: ParamSubset | None = Field(None, description="parameters moved (None: all for the char LM, the last "
+                                                         "block + head for a Hugging Face model)")
     steps: int = Field(4, ge=1)
     curvature: Literal["gauss_newton", "hessian"] = "gauss_newton"
     start: Literal["first_order", "zero"] = "first_order"
@@ -256,7 +261,8 @@ class SecondOrderConfig(TextMethodConfig):
 
 class FinetuneConfig(TextMethodConfig):
     steps: int = Field(100, ge=1)
-    lr: float = Field(3e-3, gt=0)
+    lr: float | None = Field(None, gt=0, description="Adam rate (None: 3e-3 for the char LM, the model's "
+                                                         "fine-tuning rate for a Hugging Face model)")
     retain_batch: int = Field(32, ge=1)
     seed: int = 0
 
@@ -275,6 +281,31 @@ class SuppressConfig(TextMethodConfig):
     seed: int = 0
 
 
+class GradDiffConfig(TextMethodConfig):
+    steps: int = Field(30, ge=1, description="Adam steps")
+    lr: float | None = Field(None, gt=0, description="Adam rate (None: the model's own training rate)")
+    alpha: float = Field(1.0, ge=0, description="weight of the ascent on the secrets' tokens")
+    ceiling: float | None = Field(None, gt=0, description="nats of NLL beyond which a token is pushed no "
+                                                          "further (None: ln V, a uniform guess)")
+    forget_batch: int = Field(8, ge=1, description="affected windows per step")
+    retain_batch: int = Field(16, ge=1, description="untouched training windows per step")
+    tilde_batch: int = Field(8, ge=0, description="redacted windows Z̃ per step")
+    params: ParamSubset = "all"
+    seed: int = 0
+
+
+class NPOConfig(TextMethodConfig):
+    steps: int = Field(30, ge=1, description="Adam steps")
+    lr: float | None = Field(None, gt=0, description="Adam rate (None: the model's own training rate)")
+    beta: float = Field(0.1, gt=0, description="NPO temperature: larger stops the ascent sooner")
+    alpha: float = Field(1.0, ge=0, description="weight of the NPO term")
+    forget_batch: int = Field(8, ge=1, description="affected windows per step")
+    retain_batch: int = Field(16, ge=1, description="untouched training windows per step")
+    tilde_batch: int = Field(8, ge=0, description="redacted windows Z̃ per step")
+    params: ParamSubset = "all"
+    seed: int = 0
+
+
 class RetrainConfig(TextMethodConfig):
     """No options: the reference replays the original schedule (steps, lr, batch, seeds)."""
 
@@ -288,20 +319,41 @@ def _first_order(ctx: TextContext, cfg: FirstOrderConfig) -> deep_influence.Deep
 @registry.register(KIND, "second_order", "empirical", SecondOrderConfig)
 def _second_order(ctx: TextContext, cfg: SecondOrderConfig) -> deep_influence.DeepUpdate:
     """θ* − (C + μI)⁻¹·G by truncated CG on a curvature subsample, then repair steps."""
-    return deep_influence.second_order(ctx.bundle.model, ctx.request, ctx.train_windows, **cfg.model_dump())
+    options = cfg.model_dump()
+    if is_hf(ctx.bundle):  # unset options take the values measured on a GPT-style model
+        options.update({k: v for k, v in deep_influence.HF_SECOND_ORDER.items() if options[k] is None})
+    return deep_influence.second_order(ctx.bundle.model, ctx.request, ctx.train_windows, **options)
 
 
 @registry.register(KIND, "finetune", "empirical", FinetuneConfig)
 def _finetune(ctx: TextContext, cfg: FinetuneConfig) -> deep_influence.DeepUpdate:
     """Baseline: Adam steps on Z̃ plus retained windows."""
-    return deep_influence.finetune(ctx.bundle.model, ctx.request, ctx.train_windows, **cfg.model_dump())
+    options = cfg.model_dump()
+    options["lr"] = cfg.lr or (float(ctx.bundle.settings["lr"]) if is_hf(ctx.bundle) else 3e-3)
+    return deep_influence.finetune(ctx.bundle.model, ctx.request, ctx.train_windows, **options)
+
+
+@registry.register(KIND, "grad_diff", "empirical", GradDiffConfig)
+def _grad_diff(ctx: TextContext, cfg: GradDiffConfig) -> deep_influence.DeepUpdate:
+    """Adam steps ascending the secrets' tokens (NLL capped at a uniform guess) while descending on retained windows."""
+    options = {**cfg.model_dump(), "lr": cfg.lr or float(ctx.bundle.settings["lr"])}
+    return ascent.grad_diff(ctx.bundle.model, ctx.request, ctx.train_windows, **options)
+
+
+@registry.register(KIND, "npo", "empirical", NPOConfig)
+def _npo(ctx: TextContext, cfg: NPOConfig) -> deep_influence.DeepUpdate:
+    """NPO: the secrets' tokens made less likely than under the model before, fading out, plus CE on retained windows."""
+    options = {**cfg.model_dump(), "lr": cfg.lr or float(ctx.bundle.settings["lr"])}
+    return ascent.npo(ctx.bundle.model, ctx.request, ctx.train_windows, **options)
 
 
 @registry.register(KIND, "suppress", "empirical", SuppressConfig)
 def _suppress(ctx: TextContext, cfg: SuppressConfig) -> deep_influence.DeepUpdate:
     """Adam steps pushing each secret character to uniform within its class, plus CE on Z̃ and retained windows."""
-    return suppress.suppress(ctx.bundle.model, ctx.request, ctx.train_windows,
-                             suppress.char_classes(ctx.bundle.vocab.chars), **cfg.model_dump())
+    classes = suppress.char_classes(ctx.bundle.vocab.chars)
+    size = int(ctx.bundle.model.config["vocab_size"])  # a model may have more outputs than its tokenizer ids
+    classes = torch.cat([classes, torch.full((size - len(classes),), -1, dtype=classes.dtype)])
+    return suppress.suppress(ctx.bundle.model, ctx.request, ctx.train_windows, classes, **cfg.model_dump())
 
 
 @registry.register(KIND, "retrain", "exact", RetrainConfig)
@@ -323,7 +375,7 @@ def _execute(method: registry.Method, ctx: TextContext, cfg: TextMethodConfig) -
     return TextResult(bundle, method.name, method.guarantee, update.stats)
 
 
-registry.define_kind(KIND, _execute, lambda ctx: {"windows": len(ctx.request)})
+registry.define_kind(KIND, _execute, lambda ctx: {"windows": len(ctx.request), "hf": is_hf(ctx.bundle)})
 
 
 def run_lm_method(name: str, bundle: LMBundle, request, train_windows: torch.Tensor,

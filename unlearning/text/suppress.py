@@ -60,13 +60,15 @@ CLASSES = ("0123456789", "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWX
 
 def char_classes(chars: Sequence[str]) -> torch.Tensor:
     """(V,) the class of each vocabulary character (an index into CLASSES), −1 for any other."""
-    return torch.tensor([next((k for k, members in enumerate(CLASSES) if ch in members), -1) for ch in chars])
+    return torch.tensor([next((k for k, members in enumerate(CLASSES) if ch and ch in members), -1) for ch in chars])
 
 
 def secret_positions(request: WindowRequest, classes: torch.Tensor) -> torch.Tensor:
-    """(k, T) bool: label positions of Z the redaction changed whose character has a class."""
+    """(k, T) bool: label positions of Z the redaction changed (a tokenized model's request: that
+    hold a secret's token) whose character has a class."""
     labels = request.Z[:, 1:]
-    return (labels != request.Z_tilde[:, 1:]) & (classes[labels] >= 0)
+    changed = request.secret_mask if request.secret_mask is not None else labels != request.Z_tilde[:, 1:]
+    return changed & (classes[labels] >= 0)
 
 
 def _masked(model: CharLSTM, windows_: torch.Tensor, mask: torch.Tensor, classes: torch.Tensor):
@@ -192,7 +194,7 @@ def suppress(model: CharLSTM, request: WindowRequest, train_windows: torch.Tenso
     picks = _cycle(len(request), batch, gen)
     for step in range(steps):
         pick = next(picks)
-        tilde = request.Z_tilde[_sample(len(request), tilde_batch, gen)]
+        tilde = request.Z_tilde[_sample(len(request.Z_tilde), tilde_batch, gen)]
         retained = pool[torch.randint(len(pool), (retain_batch,), generator=gen)]
         extra = {}
         if contrast and target == "hinge":

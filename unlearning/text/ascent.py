@@ -1,0 +1,147 @@
+"""Forgetting by pushing the removed tokens down: gradient difference and NPO (issue 15), for the
+character LM and for Hugging Face causal LMs alike.
+
+The forget set is the affected windows Z, and within them the label positions that belong to a
+removed secret (`forget_positions`): for the character LM the labels the redaction changed (Z and
+Z̃ line up), for a tokenized model the tokens overlapping a secret's span (WindowRequest.secret_mask,
+hf.affected_token_windows). Ascending on whole windows would unlearn the ordinary text around the
+secret too, which D′ keeps. The retain term is the mean next-token cross-entropy on Z̃ plus a
+fresh sample of D \\ Z per step (what deep_influence.train_on_retained trains on).
+
+- Gradient difference (Liu et al. 2022; the OpenUnlearning baseline): minimise
+      retain CE − α · mean_{secret positions} min(NLL, ceiling)
+  The ceiling (default ln V, the NLL of a uniform guess) bounds the otherwise unbounded ascent: a
+  token already as unlikely as chance is pushed no further.
+- NPO (Zhang et al. 2024, "Negative Preference Optimization"): per forget window w with secret
+  tokens y, r_w = log π_θ(y | x) − log π_ref(y | x) (summed over its secret positions, π_ref the
+  model before the update), and minimise
+      retain CE + α · mean_w −(2/β)·log σ(−β·r_w)
+  which behaves like gradient ascent while r_w ≈ 0 and fades once the secret is far less likely
+  than it was (the weight σ(β·r_w) goes to 0): the ascent stops by itself.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unlearning.text.deep_influence import DeepUpdate, WindowRequest, select_params
+
+Params = str | Sequence[str]
+
+
+def forget_positions(request: WindowRequest) -> torch.Tensor:
+    """(k, T) bool: the label positions of Z that hold a removed secret."""
+    if request.secret_mask is not None:
+        return request.secret_mask
+    return request.Z[:, 1:] != request.Z_tilde[:, 1:]
+
+
+def label_logprobs(model: nn.Module, windows_: torch.Tensor) -> torch.Tensor:
+    """(b, T) ln p(label_t | window_<t) for every label of the windows."""
+    logits, _ = model(windows_[:, :-1])  # (b, T, V)
+    return torch.log_softmax(logits.float(), dim=-1).gather(2, windows_[:, 1:, None]).squeeze(2)
+
+
+def retain_batch_loss(model: nn.Module, tilde: torch.Tensor, retained: torch.Tensor) -> torch.Tensor:
+    kept = torch.cat([tilde, retained])
+    return -label_logprobs(model, kept).mean()
+
+
+def _retain_pool(request: WindowRequest, train_windows: torch.Tensor) -> torch.Tensor:
+    keep = torch.ones(len(train_windows), dtype=torch.bool)
+    keep[request.index] = False
+    return train_windows[keep]
+
+
+def _batches(n: int, k: int, gen: torch.Generator) -> torch.Tensor:
+    return torch.randperm(n, generator=gen)[:k] if k < n else torch.arange(n)
+
+
+def ascend(model: nn.Module, request: WindowRequest, train_windows: torch.Tensor, forget_loss, *, steps: int,
+           lr: float, forget_batch: int, retain_batch: int, tilde_batch: int, params: Params, clip: float,
+           seed: int, name: str) -> DeepUpdate:
+    """Adam steps on retain CE + forget_loss(new, windows, mask) on a copy of `model` (only the
+    parameters `params` move). The shared loop of grad_diff and npo."""
+    started = time.perf_counter()
+    new = copy.deepcopy(model)
+    names = set(select_params(new, params))
+    moving = [p for n, p in new.named_parameters() if n in names]
+    mask = forget_positions(request)
+    rows = mask.any(dim=1).nonzero().squeeze(1)  # windows holding a secret label
+    pool = _retain_pool(request, train_windows)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(moving, lr=lr)
+    new.train()
+    first = last = float("nan")
+    for step in range(steps):
+        pick = rows[_batches(len(rows), forget_batch, gen)]
+        loss = torch.zeros(())
+        if len(pick):
+            forget = forget_loss(new, request.Z[pick], mask[pick], pick)
+            loss = loss + forget
+            last = float(forget.detach())
+            first = last if step == 0 else first
+        tilde = request.Z_tilde[_batches(len(request.Z_tilde), tilde_batch, gen)]
+        retained = pool[torch.randint(len(pool), (retain_batch,), generator=gen)] if len(pool) else pool
+        if len(tilde) + len(retained):
+            loss = loss + retain_batch_loss(new, tilde, retained)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(moving, clip)
+        opt.step()
+    new.eval()
+    return DeepUpdate(new, name, {"seconds": time.perf_counter() - started, "hvps": 0, "steps": steps, "lr": lr,
+                                  "windows": len(request), "forget_windows": len(rows),
+                                  "secret_labels": int(mask.sum()), "forget_loss_first": first,
+                                  "forget_loss_last": last,
+                                  "params": params if isinstance(params, str) else list(params)})
+
+
+def grad_diff(model: nn.Module, request: WindowRequest, train_windows: torch.Tensor, *, steps: int = 30,
+              lr: float = 1e-3, alpha: float = 1.0, ceiling: float | None = None, forget_batch: int = 8,
+              retain_batch: int = 16, tilde_batch: int = 8, params: Params = "all", clip: float = 1.0,
+              seed: int = 0) -> DeepUpdate:
+    """Gradient difference: Adam on retain CE − α·mean over secret labels of min(NLL, ceiling)."""
+    def forget_loss(new, windows_, mask, _rows):
+        nll = -label_logprobs(new, windows_)[mask]  # (n,)
+        cap = math.log(new_vocab_size(new)) if ceiling is None else ceiling
+        return -alpha * torch.clamp(nll, max=cap).mean()
+
+    update = ascend(model, request, train_windows, forget_loss, steps=steps, lr=lr, forget_batch=forget_batch,
+                    retain_batch=retain_batch, tilde_batch=tilde_batch, params=params, clip=clip, seed=seed,
+                    name="grad_diff")
+    update.stats.update(alpha=alpha, ceiling=ceiling)
+    return update
+
+
+def npo(model: nn.Module, request: WindowRequest, train_windows: torch.Tensor, *, steps: int = 30,
+        lr: float = 1e-3, beta: float = 0.1, alpha: float = 1.0, forget_batch: int = 8, retain_batch: int = 16,
+        tilde_batch: int = 8, params: Params = "all", clip: float = 1.0, seed: int = 0) -> DeepUpdate:
+    """NPO: Adam on retain CE + α·mean over forget windows of −(2/β)·log σ(−β·(log π_θ − log π_ref))
+    of the window's secret labels; π_ref = `model` (unchanged)."""
+    mask_all = forget_positions(request)
+    with torch.no_grad():
+        model.eval()
+        ref = torch.cat([(label_logprobs(model, request.Z[lo:lo + 64]) * mask_all[lo:lo + 64]).sum(dim=1)
+                         for lo in range(0, len(request.Z), 64)]) if len(request.Z) else torch.zeros(0)  # (k,)
+
+    def forget_loss(new, windows_, mask, rows):
+        log_pi = (label_logprobs(new, windows_) * mask).sum(dim=1)  # (b,)
+        return alpha * (-2.0 / beta) * F.logsigmoid(-beta * (log_pi - ref[rows])).mean()
+
+    update = ascend(model, request, train_windows, forget_loss, steps=steps, lr=lr, forget_batch=forget_batch,
+                    retain_batch=retain_batch, tilde_batch=tilde_batch, params=params, clip=clip, seed=seed,
+                    name="npo")
+    update.stats.update(alpha=alpha, beta=beta)
+    return update
+
+
+def new_vocab_size(model: nn.Module) -> int:
+    return int(model.config["vocab_size"])
