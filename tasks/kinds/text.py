@@ -33,8 +33,8 @@ def check_method_name(method: str) -> None:
 
 def resolve_method(requested: str, corpus: TextCorpus, findings: list[dict], bundle: lm.LMBundle) -> str:
     """The text method to run (`auto`: registry.choose, on the number of affected windows)."""
-    return registry.choose("text", requested,
-                           windows=lambda: lm.affected_window_count(corpus, findings, bundle.seq_len))
+    return registry.choose("text", requested, hf=is_pretrained(bundle),
+                           windows=lambda: lm.affected_window_count(corpus, findings, bundle.seq_len, bundle.vocab))
 
 
 def run_method(method: str, bundle: lm.LMBundle, request, train_windows, options: dict | None):
