@@ -75,7 +75,7 @@ def test_fine_tune_detect_forget_audit_and_no_leak(workspace, base_checkpoint, t
     assert code == 0, trained
     assert trained["model"] == {"name": "notes", "version": "1"} and trained["metrics"]["held_out_perplexity"] > 1
 
-    # lineage: the base checkpoint by path and content hash, on the version and on the fit run
+    # lineage: the base checkpoint by path and content hash, as tags of the model version
     identity = hf.checkpoint_identity(base_checkpoint)
     tags = version_tags("notes", "1")
     assert tags["base_checkpoint"] == identity["path"] == str(base_checkpoint.resolve())
