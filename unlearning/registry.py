@@ -57,10 +57,11 @@ _NOUNS = {"tabular": "a table model", "text": "a language model", "images": "an 
 # measured). The flow still falls back to retraining if the fast update fails verification. (second_order + repair, the
 # previous choice, passed up to |Z| = 37 and missed 8 secrets by 1–1.3 bits.)
 AUTO_MAX_WINDOWS = 190
-# `auto` for a Hugging Face causal LM (facts: hf=True): `second_order` with its GPT defaults (the last
-# block, μ = 300; deep_influence.HF_SECOND_ORDER), the one method that passed bench.text --transformer's
-# checks at ≥ 10× the speed of re-fine-tuning (docs/benchmarks.md); suppress passed too at 3.6×.
-AUTO_HF = "second_order"
+# `auto` for a Hugging Face causal LM (facts: hf=True): `npo` (ascent.npo, β = 0.01), which passed
+# bench.text --transformer's checks on 8 and 20 secrets at 16–28× the speed of re-fine-tuning and took
+# one card to 0 bits at +6.4 % per-token perplexity (docs/benchmarks.md); second_order with its GPT
+# defaults passed one card only. A failed verification falls back to re-fine-tuning, as for the char LM.
+AUTO_HF = "npo"
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,7 @@ def choose(kind: str, requested: str, **facts) -> str:
     cached factor and than retraining on every Adult request, so it is taken only where a dense
     Hessian cannot be formed at all; text → `suppress` up to AUTO_MAX_WINDOWS affected training windows
     (facts: windows=|Z|, an int or a function computing it, called only for auto; hf=True: a Hugging
-    Face model, `second_order` (AUTO_HF) instead of `suppress`), else `retrain`;
+    Face model, `npo` (AUTO_HF) instead of `suppress`), else `retrain`;
     images → `alignment` for every request, its default setting ≈ 12 % of the training's cost
     (AlignmentConfig): the cheapest image method that passed the reference-free image checks on
     every bench run (docs/benchmarks.md; the influence updates have no certificate for a

@@ -178,3 +178,29 @@ def test_curvature_products_on_a_subset_match_autograd(world, curvature):
     op = di.CURVATURES[curvature](model, names, windows_, weights, damping=0.3)
     v = torch.randn(len(flat), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     torch.testing.assert_close(op(v), C @ v + 0.3 * v, atol=1e-8, rtol=1e-7)
+
+
+def test_hessian_products_on_lora_adapters_match_autograd(world):
+    pytest.importorskip("peft")
+    model = hf.load_pretrained(world["base"], seq_len=8, lora=True).model.double()
+    groups = model.parameter_groups()
+    names = [n for n in groups["last"] if "attn.c_proj.lora_B" in n]  # (32, 8): 256 parameters
+    assert names and set(names) <= set(groups["lora"])
+    with torch.no_grad():  # LoRA's B starts at zero, where the adapters' curvature is degenerate
+        for n, p in model.named_parameters():
+            if "lora_" in n:
+                p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(2), dtype=p.dtype))
+    windows_ = torch.randint(0, 250, (2, 9), generator=torch.Generator().manual_seed(0))
+    weights = torch.tensor([1.0, 0.5], dtype=torch.float64)
+    with_flat = flat_parameters(model, names)
+    flat = torch.cat([dict(model.named_parameters())[n].detach().reshape(-1) for n in names])
+
+    def loss(theta):
+        logits = functional_call(model, with_flat(theta), (windows_[:, :-1],))[0]
+        ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), windows_[:, 1:], reduction="none")
+        return (weights * ce.sum(dim=1)).sum()
+
+    H = dense(loss, flat)
+    op = di.HessianOperator(model, names, windows_, weights, damping=0.1)
+    v = torch.randn(len(flat), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    torch.testing.assert_close(op(v), H @ v + 0.1 * v, atol=1e-8, rtol=1e-7)

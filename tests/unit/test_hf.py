@@ -192,3 +192,15 @@ def test_generation_continues_the_prefix_with_the_cache(bundle):
         logits, _ = bundle.model(ids)
         ids = torch.cat([ids, logits[:, -1, :len(bundle.vocab)].argmax(-1, keepdim=True)], dim=1)
     assert greedy == bundle.vocab.decode(ids[0, len(bundle.vocab.encode("my card")):])
+
+
+def test_auto_for_a_hugging_face_model_is_npo_up_to_the_window_limit():
+    assert lm.auto_method(1, hf_model=True) == lm.auto_method(lm.AUTO_MAX_WINDOWS, hf_model=True) == "npo"
+    assert lm.auto_method(lm.AUTO_MAX_WINDOWS + 1, hf_model=True) == "retrain"
+    assert lm.auto_method(1) == "suppress"  # the char LM's choice is unchanged
+
+
+def test_generation_longer_than_the_context_stays_within_the_positions(bundle):
+    """64 positions: a long prefix is cut from the left and the continuation capped, never an index error."""
+    out = hf.continuations(bundle.model, bundle.vocab, [" ".join(TEXTS)], 200, samples=1, seed=0)
+    assert len(out[0]) == 2 and all(isinstance(t, str) and t for t in out[0])

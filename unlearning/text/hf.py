@@ -35,8 +35,6 @@ import copy
 import hashlib
 import json
 import math
-import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -240,10 +238,8 @@ def _peft():
     """The peft module, or the one-line install hint (peft is the `lora` extra)."""
     try:
         import peft
-    except ImportError:
-        peft = None
-    if peft is None or sys.modules.get("peft", peft) is None:
-        raise UnlearnError(f"--lora needs the peft package, which is not installed: {LORA_HINT}")
+    except ImportError:  # also when sys.modules["peft"] is None (how the tests simulate its absence)
+        raise UnlearnError(f"--lora needs the peft package, which is not installed: {LORA_HINT}") from None
     return peft
 
 
@@ -550,10 +546,11 @@ def continuations(model: HFCausalLM, vocab: TokenizerVocab, prefixes: list[str],
     out: list[list[str]] = [[] for _ in prefixes]
     groups: dict[int, list[int]] = {}
     encoded = []
+    n = min(n, model.config["n_positions"] - 1)  # prefix + continuation within the model's positions
     for i, p in enumerate(prefixes):
         ids = vocab.encode(p or "\n")
         ids = ids if len(ids) else vocab.encode("\n")
-        encoded.append(ids[-(model.config["n_positions"] - n):] if n < model.config["n_positions"] else ids[-1:])
+        encoded.append(ids[-(model.config["n_positions"] - n):])
         groups.setdefault(len(encoded[-1]), []).append(i)
     gen = torch.Generator().manual_seed(seed)
     for rows in groups.values():

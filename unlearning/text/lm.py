@@ -297,7 +297,7 @@ class GradDiffConfig(TextMethodConfig):
 class NPOConfig(TextMethodConfig):
     steps: int = Field(30, ge=1, description="Adam steps")
     lr: float | None = Field(None, gt=0, description="Adam rate (None: the model's own training rate)")
-    beta: float = Field(0.1, gt=0, description="NPO temperature: larger stops the ascent sooner")
+    beta: float = Field(0.01, gt=0, description="NPO temperature: larger stops the ascent sooner (ascent.npo)")
     alpha: float = Field(1.0, ge=0, description="weight of the NPO term")
     forget_batch: int = Field(8, ge=1, description="affected windows per step")
     retain_batch: int = Field(16, ge=1, description="untouched training windows per step")
