@@ -150,6 +150,11 @@ def test_model_import_registers_a_fine_tuned_model_with_its_declared_data(worksp
     capsys.readouterr()
     assert main(["forget", str(request)]) == 2
     assert "--base" in capsys.readouterr().err
+    assert main(["forget", str(request), "--method", "finetune", "--verify", "reference"]) == 2
+    assert "--verify reference cannot retrain it" in capsys.readouterr().err
+    assert main(["audit", "notes"]) == 2
+    assert "imported without the checkpoint it was fine-tuned from" in capsys.readouterr().err
+    assert version_tags("notes", "1")["retrainable"] == "false"
 
     # declared with its base: retrainable
     code, again = run_json(capsys, ["model", "import", "notes", "--from-pretrained", str(elsewhere), "--dataset",
