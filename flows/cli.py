@@ -101,7 +101,15 @@ def add_train_parser(sub) -> None:
                        "certification noise and the batches (default 0)")
     train.add_argument("--preset", choices=["tiny", "small"], default=None,
                        help="text models: size (default small); image CNNs: default tiny for digits, small otherwise")
-    train.add_argument("--seconds", type=float, default=120.0, help="text models: training time budget (default 120)")
+    train.add_argument("--seconds", type=float, default=None, help="the character LM: training time budget (default "
+                       "120)")
+    train.add_argument("--steps", type=int, default=None, help="text models: a fixed number of training steps instead "
+                       "of a time budget (default with --from-pretrained: 200 fine-tuning steps)")
+    train.add_argument("--from-pretrained", type=Path, metavar="DIR", help="text datasets: fine-tune this local "
+                       "Hugging Face causal-LM checkpoint (config.json, weights, tokenizer; nothing is downloaded) "
+                       "instead of training the character LM; its path and content hash go into the lineage")
+    train.add_argument("--lora", action="store_true", help="with --from-pretrained: fine-tune LoRA adapters only "
+                       "(needs peft: pip install 'unlearnflow[lora]')")
     train.add_argument("--subset", type=int, help="image CNNs: train on the first N training images "
                        "(default: all for tiny, 10000 for small)")
     train.add_argument("--model-factory", metavar="MODULE:FUNCTION", help="images: train your own nn.Module, built "
@@ -424,8 +432,8 @@ def cmd_train(args, root: Path) -> int:
     from unlearning.images.bundle import ImageTrainConfig
 
     device = checked_device(args)
-    text_config = _config(TextTrainConfig, preset=args.preset or "small", seconds=args.seconds, seed=args.seed,
-                          device=device, precision=args.precision)
+    text_config = _config(TextTrainConfig, preset=args.preset or "small", seed=args.seed, device=device,
+                          precision=args.precision, **pretrained_options(args))
     image_config = _config(ImageTrainConfig, preset=args.preset, subset=args.subset, epochs=args.epochs,
                            seed=args.seed, factory=args.model_factory, device=device, precision=args.precision)
     dataset = data_store.load_dataset(root, args.dataset)  # fail fast, before any run is recorded
@@ -437,6 +445,10 @@ def cmd_train(args, root: Path) -> int:
                            f"drop the option or train on an image dataset")
     if kind.name == "table":
         check_table_precision(args)
+    if kind.name != "text" and text_config.from_pretrained:
+        raise UnlearnError(f"--from-pretrained fine-tunes a language model on a text corpus: dataset "
+                           f"'{args.dataset}' is {'a table' if kind.name == 'table' else 'images'}; give a text "
+                           f"dataset (`unlearn data add NAME --file notes.txt`)")
     kind.check_trainable(dataset, {"table": config, "text": text_config, "images": image_config}[kind.name])
     from flows.train import train_flow
     from tasks.release import project_lock_once_started
@@ -447,6 +459,65 @@ def cmd_train(args, root: Path) -> int:
     emit(args, summary, f"model {summary['model']['name']} v{summary['model']['version']} → production "
          f"({kind.train_quality(summary)}, fit {summary['timings']['fit_s']:.1f} s)")
     return EXIT_OK
+
+
+def cmd_model_import(args, root: Path) -> int:
+    """`unlearn model import NAME --from-pretrained DIR --dataset D`: everything checked before the
+    flow records anything."""
+    from flows.settings import keep_run_failures_off_console
+    from tasks import data as data_store
+    from tasks import tracking
+    from tasks.kinds import kind_of
+    from tasks.kinds.text import check_pretrained
+    from tasks.release import project_lock_once_started, recover_interrupted
+
+    keep_run_failures_off_console()
+    probe_tracking_server()
+    recover_interrupted(root, "model import")
+    checkpoint = str(args.from_pretrained.expanduser().resolve())
+    base = str(args.base.expanduser().resolve()) if args.base else None
+    if args.steps is not None and args.steps < 1:
+        raise UnlearnError(f"option --steps: {args.steps} is not >= 1; use a whole number >= 1 (default 200)")
+    dataset = data_store.load_dataset(root, args.dataset)
+    kind = kind_of(dataset)
+    if kind.name != "text":
+        raise UnlearnError(f"--from-pretrained registers a language model of a text corpus: dataset "
+                           f"'{args.dataset}' is {'a table' if kind.name == 'table' else 'images'}")
+    kind.check_trainable(dataset, None)
+    check_pretrained(checkpoint)
+    if base:
+        check_pretrained(base)
+    if tracking.store_exists(root):
+        tracking.connect(root)
+        other = tracking.production_version(args.name)
+        if other is not None and other.tags.get("dataset", args.name) != args.dataset:
+            raise UnlearnError(f"model {args.name} is the production model of dataset "
+                               f"'{other.tags.get('dataset', args.name)}': choose another name for a model of "
+                               f"'{args.dataset}' (or `unlearn model retire {args.name}` first)")
+    from flows.train import import_flow
+
+    with project_lock_once_started(root, "model import"):
+        summary = import_flow(root=str(root), model=args.name, dataset=args.dataset, checkpoint=checkpoint,
+                              base=base, steps=args.steps, seed=args.seed)
+    emit(args, summary, f"model {args.name} v{summary['model']['version']} → production (imported from "
+         f"{checkpoint}, declared trained on data version {summary['data_version']}; held-out perplexity "
+         f"{summary['metrics']['held_out_perplexity']:.2f})")
+    return EXIT_OK
+
+
+def pretrained_options(args) -> dict:
+    """TextTrainConfig's budget and checkpoint options: `--seconds` is the character LM's (a
+    Hugging Face fine-tune is given in steps), `--lora` adapts a `--from-pretrained` checkpoint."""
+    if args.from_pretrained is None:
+        if args.lora:
+            raise UnlearnError("--lora fine-tunes adapters of a Hugging Face checkpoint: give it with "
+                               "--from-pretrained DIR, or leave --lora out")
+        return {"seconds": 120.0 if args.seconds is None else args.seconds, "steps": args.steps}
+    if args.seconds is not None:
+        raise UnlearnError("--seconds is the character LM's time budget: a --from-pretrained fine-tune is "
+                           "given in steps (--steps N)")
+    return {"steps": args.steps, "from_pretrained": str(args.from_pretrained.expanduser().resolve()),
+            "lora": args.lora}
 
 
 def cmd_forget(args, root: Path) -> int:

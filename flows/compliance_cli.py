@@ -1,5 +1,5 @@
-"""`unlearn requests | ledger | certificate | model retire`: the request ledger, signed certificates
-and taking a model out of production on the CLI.
+"""`unlearn requests | ledger | certificate | model retire | model import`: the request ledger, signed
+certificates, taking a model out of production and bringing one in on the CLI.
 
 flows/cli.py wires these in with `add_parsers(sub)` and `COMMANDS`. Every command returns an exit
 code — 0 done, 1 a check failed or a problem was found (a broken chain, an altered certificate,
@@ -89,6 +89,20 @@ def add_parsers(sub) -> None:
     retire.add_argument("name", help="the registered model name")
     retire.add_argument("--json", action="store_true", help=JSON_HELP)
     retire.set_defaults(handler=cmd_model_retire)
+    imported = msub.add_parser("import", help="register a Hugging Face causal LM fine-tuned elsewhere (a local "
+                               "checkpoint) as the production model of a text dataset it was trained on")
+    imported.add_argument("name", help="the registered model name")
+    imported.add_argument("--from-pretrained", type=Path, required=True, metavar="DIR", help="the fine-tuned "
+                          "checkpoint directory (config.json, weights, tokenizer; nothing is downloaded)")
+    imported.add_argument("--dataset", required=True, help="the text dataset (data/NAME) it was trained on, as "
+                          "checked out now: recorded as declared by you")
+    imported.add_argument("--base", type=Path, metavar="DIR", help="the checkpoint it was fine-tuned from: "
+                          "retraining (--verify reference, the audit, the fall-back of `auto`) fine-tunes it "
+                          "again on the corrected data; without it, requests are verified by evidence only")
+    imported.add_argument("--steps", type=int, help="the fine-tuning steps retraining replays (default 200)")
+    imported.add_argument("--seed", type=int, default=0, help="seed of retraining's batches (default 0)")
+    imported.add_argument("--json", action="store_true", help=JSON_HELP)
+    imported.set_defaults(handler=cmd_model_import)
 
     certificate = sub.add_parser("certificate", help="signed erasure certificates")
     csub = certificate.add_subparsers(dest="certificate_command", required=True)
@@ -271,6 +285,13 @@ def cmd_model_retire(args, root: Path) -> int:
                 f"{entries[0]['action']} (retried by the next `unlearn comply`)"))
     emit(args, retired, human)
     return EXIT_OK if purged else EXIT_FAILED
+
+
+def cmd_model_import(args, root: Path) -> int:
+    """A flow command (flows/train.py:import_flow), run by the CLI's own handler."""
+    from flows.cli import cmd_model_import as run
+
+    return run(args, root)
 
 
 # ---------------------------------------------------------------------------------------------

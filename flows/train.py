@@ -1,4 +1,6 @@
-"""Flow `train`: data version → fit → evaluate → register → promote."""
+"""Flow `train`: data version → fit → evaluate → register → promote; and flow `import`: a model
+fine-tuned elsewhere (a Hugging Face checkpoint) → evaluate → register → promote, with the data
+version the user declares it was trained on."""
 
 from __future__ import annotations
 
@@ -45,6 +47,37 @@ def train_flow(root: str, dataset: str, model: str | None = None, config: TrainC
         summary = {"model": {"name": name, "version": version}, "data_version": data_version,
                    "certified": guarantee_tags["certified"] == "true", "metrics": metrics,
                    "timings": {"fit_s": fit_seconds}, "run_id": parent}
+        tracking.log_json(parent, summary, "result.json")
+    return summary
+
+
+@flow(name="import", log_prints=False, validate_parameters=True)
+def import_flow(root: str, model: str, dataset: str, checkpoint: str, base: str | None = None,
+                steps: int | None = None, seed: int = 0) -> dict:
+    """Register the Hugging Face causal LM in `checkpoint`, fine-tuned elsewhere on `dataset` as it
+    is checked out (the user's declaration, recorded as such), and make it `production`. `base`:
+    the checkpoint it was fine-tuned from, which retraining (`--verify reference`, the audit)
+    fine-tunes again on the corrected data for `steps` steps."""
+    from tasks.kinds import text as text_kind
+
+    root_path = Path(root)
+    data, data_version, digest = common.load_data(root_path, dataset)
+    experiment = tracking.configure(root_path)
+    tags = {"data_version": data_version, "dataset": dataset, "dataset_digest": digest,
+            "git_commit": tracking.git_commit(root_path), "prefect_flow_run": flow_run.id, "model": model}
+    with tracking.run(experiment, f"import {model}", {**tags, "flow": "import"}) as parent:
+        lineage = common.Lineage(root_path, experiment, parent, tags)
+        tracking.log_params(parent, {"dataset": dataset, "kind": "text", "checkpoint": checkpoint, "base": base,
+                                     "steps": steps, "seed": seed, "data_declared": "true"})
+        trained = text_kind.import_pretrained(lineage, data, checkpoint, base, steps, seed)
+        refuse_unmeasured(model, trained.metrics)
+        version, _ = common.register(lineage, model, trained.bundle, None, {
+            "parent_version": None, "method": "import", "guarantee": "declared", "lineage_run": parent,
+            "data_before": None, "data_after": data_version, "data_declared": "true", **trained.version_tags})
+        common.promote(lineage, model, version)
+        tracking.log_metrics(parent, trained.metrics)
+        summary = {"model": {"name": model, "version": version}, "data_version": data_version, "certified": False,
+                   "metrics": trained.metrics, "lineage": trained.version_tags, "run_id": parent}
         tracking.log_json(parent, summary, "result.json")
     return summary
 

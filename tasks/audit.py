@@ -44,7 +44,7 @@ from tasks import data as data_store
 from tasks import dvc, ledger, state, tracking
 from tasks import references as prefetch
 from tasks.certificates import AUDIT_FORMAT
-from tasks.common import Lineage, Plan, progress
+from tasks.common import NOT_RETRAINABLE, Lineage, Plan, progress
 from unlearning import references
 from unlearning.compliance import escrow as sealing
 from unlearning.compliance import ledger as lg
@@ -231,7 +231,14 @@ def models_due(root: Path, cadence: Cadence = Cadence()) -> list[str]:
     tracking.connect(root)
     return [name for name in tracking.registered_model_names()
             if (production := tracking.production_version(name)) is not None
-            and kind_name(root, production, name) in AUDITED_KINDS and is_due(root, name, cadence)]
+            and kind_name(root, production, name) in AUDITED_KINDS and retrainable(production)
+            and is_due(root, name, cadence)]
+
+
+def retrainable(production) -> bool:
+    """False for a Hugging Face model imported without the checkpoint it was fine-tuned from (its
+    version tags, tasks.kinds.text.pretrained_tags): an audit has nothing to retrain it from."""
+    return production.tags.get(NOT_RETRAINABLE[0]) != NOT_RETRAINABLE[1]
 
 
 def due_models(root: Path, model: str | None, cadence: Cadence = Cadence()) -> list[str]:
@@ -244,6 +251,10 @@ def due_models(root: Path, model: str | None, cadence: Cadence = Cadence()) -> l
     kind = kind_name(root, production, model)
     if kind not in AUDITED_KINDS:
         raise UnlearnError(f"model {model!r} is a {kind} model: audits cover {', '.join(AUDITED_KINDS)} models")
+    if not retrainable(production):
+        raise UnlearnError(f"model {model!r} was imported without the checkpoint it was fine-tuned from: an audit "
+                           f"retrains from it; import it again with `unlearn model import {model} --from-pretrained "
+                           f"DIR --dataset D --base BASE_DIR`")
     return [model] if is_due(root, model, cadence) else []
 
 
@@ -377,7 +388,10 @@ def audit_text(root: Path, plan: AuditPlan) -> Judgement:
                "exposure_retrain": max((r["retrain"] for r in rows), default=None),
                "perplexity_after": ppl["after"], "perplexity_retrain": ppl["retrain"], "secrets": len(rows),
                "regenerated": sum(r["regenerated"] for r in rows), "reference": source, "per_secret": rows}
-    return Judgement(checks, metrics, retrained, update.stats["seconds"], text_shortfall(checks, rows, owners, plan, cfg))
+    from tasks.kinds.text import pretrained_tags
+
+    return Judgement(checks, metrics, retrained, update.stats["seconds"], text_shortfall(checks, rows, owners, plan, cfg),
+                     tags=pretrained_tags(retrained))
 
 
 def text_checks(rows: list[dict], ppl: dict, cfg) -> list[dict]:

@@ -27,6 +27,9 @@ from unlearning.errors import UnlearnError
 from unlearning.tabular import verify
 
 STEP = dict(cache_policy=NO_CACHE, persist_result=False, retries=0)
+# The version tag of a model nothing can retrain (a Hugging Face model imported without the
+# checkpoint it was fine-tuned from): the audit skips it, retraining is refused.
+NOT_RETRAINABLE = ("retrainable", "false")
 
 
 @dataclass

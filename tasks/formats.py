@@ -98,6 +98,10 @@ class Format(ABC):
         """What the model reads, as metadata beside its signature (an input example would put
         real rows into MLflow: none is logged)."""
 
+    def requirements(self, bundle) -> list[str]:
+        """Packages the logged model needs beyond the ones every model needs (tracking.PIP_REQUIREMENTS)."""
+        return []
+
 
 def _schema(*columns):
     from mlflow.types.schema import Schema
@@ -229,6 +233,19 @@ class LazyFormat(Format):
         return (Path(path) / self.model_marker).exists()
 
 
+HF_PRESET = "hf"  # LMBundle.preset of a Hugging Face causal LM (unlearning.text.hf)
+
+
+def pinned(package: str) -> str:
+    """`package==<installed version>`, so the logged model names what it was saved with."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{package}=={version(package)}"
+    except PackageNotFoundError:
+        return package
+
+
 class TextFormat(LazyFormat):
     name, dataset_class, bundle_class, model_marker = "text", "unlearning.text.data:TextCorpus", \
         "unlearning.text.lm:LMBundle", "lm.json"
@@ -260,9 +277,12 @@ class TextFormat(LazyFormat):
         return library("unlearning.text.lm").load_lm(path)
 
     def predict(self, bundle, model_input) -> pd.Series:
-        """The model's greedy 40-character continuation of each prompt."""
-        from unlearning.text.charlm import generate
-
+        """The model's greedy continuation of each prompt: 40 characters of the char LM, 40 tokens of a
+        Hugging Face model."""
+        if bundle.preset == HF_PRESET:
+            from unlearning.text.hf import generate
+        else:
+            from unlearning.text.charlm import generate
         return pd.Series([generate(bundle.model, bundle.vocab, str(p), 40) for p in model_input["prompt"]],
                          name="continuation")
 
@@ -274,7 +294,23 @@ class TextFormat(LazyFormat):
                               outputs=_schema(ColSpec("string", "continuation")))
 
     def input_description(self, bundle) -> dict:
-        return {"input_columns": {"prompt": "text"}, "kind": "charlm", "preset": bundle.preset}
+        if bundle.preset != HF_PRESET:
+            return {"input_columns": {"prompt": "text"}, "kind": "charlm", "preset": bundle.preset}
+        # The bundle folder is a Hugging Face checkpoint too (unlearning.text.hf.save): transformers
+        # loads it as is; a LoRA bundle holds the base weights there and the adapters in adapter/.
+        base, lora = bundle.settings.get("base") or {}, bool(bundle.settings.get("lora"))
+        model = ("peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(<artifacts/bundle>), "
+                 "<artifacts/bundle>/adapter)" if lora else "AutoModelForCausalLM.from_pretrained(<artifacts/bundle>)")
+        return {"input_columns": {"prompt": "text"}, "kind": "hf-causal-lm", "preset": bundle.preset,
+                "base_checkpoint": base.get("path"), "base_checkpoint_sha256": base.get("sha256"), "lora": lora,
+                "load_with": "mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({'prompt': [...]})) for greedy "
+                             f"40-token continuations; or with transformers: {model} and "
+                             "AutoTokenizer.from_pretrained(<artifacts/bundle>)"}
+
+    def requirements(self, bundle) -> list[str]:
+        if bundle.preset != HF_PRESET:
+            return []
+        return [pinned("transformers"), pinned("tokenizers"), *([pinned("peft")] if bundle.settings.get("lora") else [])]
 
 
 class ImageFormat(LazyFormat):

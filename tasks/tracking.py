@@ -236,11 +236,12 @@ def no_requirement_mismatch_scan():
 def log_model(run_id: str, bundle) -> str:
     """Log a ModelBundle, LMBundle or ImageBundle as a pyfunc model under the run; returns its model URI."""
     with tempfile.TemporaryDirectory() as tmp, no_requirement_mismatch_scan():
-        path = format_of_bundle(bundle).save_model(bundle, Path(tmp) / "bundle")
+        found = format_of_bundle(bundle)
+        path = found.save_model(bundle, Path(tmp) / "bundle")
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name=MODEL_ARTIFACT, python_model=str(Path(__file__).with_name("pyfunc_entry.py")), artifacts={"bundle": str(path)},
-                pip_requirements=PIP_REQUIREMENTS, metadata=input_description(bundle),
+                pip_requirements=PIP_REQUIREMENTS + found.requirements(bundle), metadata=input_description(bundle),
                 signature=model_signature(bundle))
     return info.model_uri
 

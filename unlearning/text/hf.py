@@ -335,15 +335,16 @@ def train_windows(bundle: LMBundle, windows: torch.Tensor, *, steps: int, seed: 
 
 
 def fine_tune(bundle: LMBundle, corpus: "TextCorpus", *, steps: int, seed: int = 0,
-              progress=None) -> tuple[LMBundle, "charlm.TrainStats"]:
+              progress=None, precision: str = "fp32") -> tuple[LMBundle, "charlm.TrainStats"]:
     """Fine-tune the bundle's model (in place) `steps` Adam steps on the corpus's training windows;
     returns the bundle with the schedule recorded (steps, seed, seconds) and the training stats."""
     windows = corpus_windows(bundle.vocab, corpus, bundle.seq_len)
     if not len(windows):
         raise UnlearnError(f"the training text is shorter than one window of {bundle.seq_len + 1} tokens: "
                            f"add records or lower seq_len")
-    stats = train_windows(bundle, windows, steps=steps, seed=seed, progress=progress)
-    settings = {**bundle.settings, "steps": stats.steps, "seed": int(seed), "seconds": stats.seconds}
+    stats = train_windows(bundle, windows, steps=steps, seed=seed, progress=progress, precision=precision)
+    settings = {**bundle.settings, "steps": stats.steps, "seed": int(seed), "seconds": stats.seconds,
+                **({"precision": precision} if precision != "fp32" else {})}  # the reference replays it
     return LMBundle(bundle.model, bundle.vocab, bundle.preset, settings), stats
 
 

@@ -42,6 +42,11 @@ class TextTrainConfig(DeviceSettings):
     seconds: float = Field(120.0, gt=0, description="training time budget (the step count is recorded)")
     steps: int | None = Field(None, ge=1, description="a fixed step budget instead of a time budget")
     seed: int = 0
+    # A Hugging Face causal LM fine-tuned instead of the char LSTM (unlearning.text.hf): a local
+    # checkpoint directory, fine-tuned `steps` steps (HF_DEFAULT_STEPS when None), all weights or
+    # LoRA adapters.
+    from_pretrained: str | None = Field(None, description="a local Hugging Face causal-LM checkpoint directory")
+    lora: bool = Field(False, description="with from_pretrained: fine-tune LoRA adapters only (needs peft)")
 
 
 def save_lm(bundle: LMBundle, directory: Path) -> Path:

@@ -1,0 +1,120 @@
+"""Bad input for Hugging Face causal LMs (issue 15): `train --from-pretrained` and `model import`
+given a directory that is not a checkpoint, a checkpoint without its tokenizer, `--lora` without
+peft installed, or options that do not fit together: one line on stderr naming the problem and the
+fix, exit 2, nothing written (no data/ change, no MLflow run or model version, no file)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.flows.conftest import trained_people_project
+from tests.flows.test_cli_bad_input import run_bad
+from tests.flows.test_user_text import notes_corpus
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, prefect_harness):
+    """A project with a table model `people` (production) and the text dataset `notes`."""
+    from flows.cli import main
+
+    with trained_people_project(tmp_path_factory, "hf-bad") as root:
+        notes = root / "notes.txt"
+        notes.write_text(notes_corpus()[0], encoding="utf-8")
+        assert main(["data", "add", "notes", "--file", str(notes)]) == 0
+        notes.unlink()
+        yield root
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A real (tiny, randomly initialised) checkpoint directory, outside the project."""
+    from unlearning.text import hf
+
+    text, _ = notes_corpus()
+    return hf.build_tiny_checkpoint(text.split("\n\n"), tmp_path_factory.mktemp("ckpt") / "tiny-gpt2", vocab_size=300)
+
+
+@pytest.fixture
+def without_tokenizer(checkpoint, tmp_path) -> Path:
+    """The checkpoint's weights and config with every tokenizer file left out."""
+    copy = tmp_path / "no-tokenizer"
+    shutil.copytree(checkpoint, copy)
+    for path in copy.iterdir():
+        if path.name.startswith(("tokenizer", "vocab", "merges", "special_tokens")):
+            path.unlink()
+    return copy
+
+
+def test_train_refuses_a_missing_directory(project, capsys, tmp_path):
+    run_bad(project, capsys, ["train", "notes", "--from-pretrained", str(tmp_path / "absent")], "absent")
+
+
+def test_train_refuses_a_file(project, capsys, tmp_path):
+    file = tmp_path / "model.bin"
+    file.write_bytes(b"\0" * 64)
+    run_bad(project, capsys, ["train", "notes", "--from-pretrained", str(file)], "not a directory")
+
+
+def test_train_refuses_a_directory_that_is_not_a_checkpoint(project, capsys, tmp_path):
+    (tmp_path / "README.md").write_text("my model\n")
+    run_bad(project, capsys, ["train", "notes", "--from-pretrained", str(tmp_path)], "config.json")
+
+
+def test_train_refuses_a_checkpoint_without_its_tokenizer(project, capsys, without_tokenizer):
+    run_bad(project, capsys, ["train", "notes", "--from-pretrained", str(without_tokenizer)], "tokenizer")
+
+
+def test_train_refuses_lora_without_peft(project, capsys, checkpoint, monkeypatch):
+    monkeypatch.setitem(sys.modules, "peft", None)  # `import peft` raises ImportError, as when not installed
+    run_bad(project, capsys, ["train", "notes", "--from-pretrained", str(checkpoint), "--lora"], "pip install")
+
+
+def test_train_refuses_lora_without_a_checkpoint(project, capsys):
+    run_bad(project, capsys, ["train", "notes", "--lora"], "--from-pretrained")
+
+
+def test_train_refuses_a_time_budget_for_a_fine_tune(project, capsys, checkpoint):
+    run_bad(project, capsys, ["train", "notes", "--from-pretrained", str(checkpoint), "--seconds", "5"], "--steps")
+
+
+def test_train_refuses_zero_steps(project, capsys, checkpoint):
+    run_bad(project, capsys, ["train", "notes", "--from-pretrained", str(checkpoint), "--steps", "0"], "--steps")
+
+
+def test_train_refuses_a_checkpoint_for_a_table(project, capsys, checkpoint):
+    run_bad(project, capsys, ["train", "people", "--from-pretrained", str(checkpoint)], "is a table")
+
+
+def test_import_refuses_a_directory_that_is_not_a_checkpoint(project, capsys, tmp_path):
+    run_bad(project, capsys, ["model", "import", "notes-gpt", "--from-pretrained", str(tmp_path), "--dataset", "notes"],
+            "config.json")
+
+
+def test_import_refuses_a_checkpoint_without_its_tokenizer(project, capsys, without_tokenizer):
+    run_bad(project, capsys, ["model", "import", "notes-gpt", "--from-pretrained", str(without_tokenizer),
+                              "--dataset", "notes"], "tokenizer")
+
+
+def test_import_refuses_a_base_that_is_not_a_checkpoint(project, capsys, checkpoint, tmp_path):
+    run_bad(project, capsys, ["model", "import", "notes-gpt", "--from-pretrained", str(checkpoint), "--dataset",
+                              "notes", "--base", str(tmp_path / "absent")], "absent")
+
+
+def test_import_refuses_an_unknown_dataset(project, capsys, checkpoint):
+    run_bad(project, capsys, ["model", "import", "notes-gpt", "--from-pretrained", str(checkpoint),
+                              "--dataset", "nosuch"], "nosuch")
+
+
+def test_import_refuses_a_table_dataset(project, capsys, checkpoint):
+    run_bad(project, capsys, ["model", "import", "people-gpt", "--from-pretrained", str(checkpoint),
+                              "--dataset", "people"], "is a table")
+
+
+def test_import_refuses_the_name_of_a_model_of_another_dataset(project, capsys, checkpoint):
+    """A version of `people` (a table model) must not become a language model on `notes`."""
+    run_bad(project, capsys, ["model", "import", "people", "--from-pretrained", str(checkpoint),
+                              "--dataset", "notes"], "people")
