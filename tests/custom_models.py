@@ -49,6 +49,18 @@ def build_with_features(n_classes: int, in_channels: int, image_size: tuple[int,
     return WithFeatures(n_classes, in_channels, image_size)
 
 
+class WithDropout(WithFeatures):
+    """Dropout in the body: each training step draws from torch's global RNG."""
+
+    def __init__(self, n_classes: int, in_channels: int, image_size: tuple[int, int]):
+        super().__init__(n_classes, in_channels, image_size)
+        self.body.append(nn.Dropout(0.5))
+
+
+def build_with_dropout(n_classes: int, in_channels: int, image_size: tuple[int, int]) -> nn.Module:
+    return WithDropout(n_classes, in_channels, image_size)
+
+
 # --- broken factories (bad input) ------------------------------------------------------------------
 
 NOT_A_FUNCTION = 3

@@ -137,6 +137,18 @@ def loss_scaler(device: torch.device, precision: str = "fp32") -> torch.amp.Grad
 
 
 @contextlib.contextmanager
+def seeded_rng(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Around a training loop: the global RNG (what dropout and any other stochastic layer draw
+    from) seeded with `seed`, and the caller's state restored after. A real checkpoint's dropout or
+    a user's model with dropout then gives the same model for the same seed, so a retrained
+    reference is the replay it claims to be; models that draw nothing are unchanged."""
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
 def double_backward_safe(device: torch.device) -> Iterator[None]:
     """Around the forward pass of a graph that will be differentiated twice (Hessian-vector
     products): cuDNN's RNN kernels implement no double backward ("double backward is not

@@ -133,6 +133,26 @@ def test_the_reference_is_rebuilt_through_the_same_factory(setup):
     assert all(torch.equal(p, q) for p, q in zip(result.model.parameters(), direct.model.parameters()))
 
 
+def test_a_model_with_dropout_is_retrained_to_the_same_weights_whatever_the_global_rng(setup):
+    """The exact reference replays the training: dropout draws must follow the schedule's seed,
+    not whatever the process drew before."""
+    _, data, _ = setup
+    schedule = cnn.TrainSchedule(epochs=1, lr=0.1, batch=64)
+    weights = []
+    for noise in (1, 2):
+        torch.manual_seed(noise)  # what the process drew before differs
+        model = factory.build("tests.custom_models:build_with_dropout", 10, 1, (8, 8), seed=0)
+        with single_threaded():
+            cnn.train(model, data.X, data.y, schedule)
+        weights.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.equal(p, q) for p, q in zip(*weights))
+    state = torch.random.get_rng_state()
+    with single_threaded():
+        cnn.train(factory.build("tests.custom_models:build_with_dropout", 10, 1, (8, 8), seed=0), data.X, data.y,
+                  schedule)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's RNG is left as it was
+
+
 def test_a_retrain_whose_factory_cannot_be_imported_any_more_is_refused(setup, monkeypatch):
     model, data, _ = setup
     request = forget_class(data.y, FORGET_CLASS)

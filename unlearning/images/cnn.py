@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearning.devices import autocast, device_of, loss_scaler
+from unlearning.devices import autocast, device_of, loss_scaler, seeded_rng
 
 # tiny: sklearn load_digits 8×8 (tests): 8 epochs on 1437 images, 2–2.5 s on one thread, test
 # accuracy 97.8 %. small: Fashion-MNIST 28×28 (demo, benchmark): 4 epochs on a 10k-image subset,
@@ -213,6 +213,14 @@ def planned_steps(n: int, schedule: TrainSchedule) -> int | None:
 
 
 def train(model: CNN, X: torch.Tensor, y: torch.Tensor, schedule: TrainSchedule, progress=None) -> TrainStats:
+    """`train_seeded` with the global RNG seeded by the schedule (and restored after): a user's model
+    with dropout (or any layer that draws) is then retrained to the same weights, as the exact
+    reference and the audit assume; the built-in CNN draws nothing and is unchanged."""
+    with seeded_rng(schedule.seed, device_of(model)):
+        return train_seeded(model, X, y, schedule, progress)
+
+
+def train_seeded(model: CNN, X: torch.Tensor, y: torch.Tensor, schedule: TrainSchedule, progress=None) -> TrainStats:
     """SGD (momentum, weight decay) on the mean cross-entropy, in place, until a budget runs out, on
     the model's device (batches are moved there) in the schedule's precision (unlearning.devices).
 

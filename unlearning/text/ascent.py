@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unlearning.devices import device_of, seeded_rng
 from unlearning.text.deep_influence import DeepUpdate, WindowRequest, select_params
 
 Params = str | Sequence[str]
@@ -53,7 +54,8 @@ def forget_positions(request: WindowRequest) -> torch.Tensor:
 
 
 def label_logprobs(model: nn.Module, windows_: torch.Tensor) -> torch.Tensor:
-    """(b, T) ln p(label_t | window_<t) for every label of the windows."""
+    """(b, T) ln p(label_t | window_<t) for every label of the windows (on the model's device)."""
+    windows_ = windows_.to(device_of(model))
     logits, _ = model(windows_[:, :-1])  # (b, T, V)
     return torch.log_softmax(logits.float(), dim=-1).gather(2, windows_[:, 1:, None]).squeeze(2)
 
@@ -89,22 +91,24 @@ def ascend(model: nn.Module, request: WindowRequest, train_windows: torch.Tensor
     opt = torch.optim.Adam(moving, lr=lr)
     new.train()
     first = last = float("nan")
-    for step in range(steps):
-        pick = rows[_batches(len(rows), forget_batch, gen)]
-        loss = torch.zeros(())
-        if len(pick):
-            forget = forget_loss(new, request.Z[pick], mask[pick], pick)
-            loss = loss + forget
-            last = float(forget.detach())
-            first = last if step == 0 else first
-        tilde = request.Z_tilde[_batches(len(request.Z_tilde), tilde_batch, gen)]
-        retained = pool[torch.randint(len(pool), (retain_batch,), generator=gen)] if len(pool) else pool
-        if len(tilde) + len(retained):
-            loss = loss + retain_batch_loss(new, tilde, retained)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(moving, clip)
-        opt.step()
+    device = device_of(new)  # sampling stays on the CPU generator; masks go where the model computes
+    with seeded_rng(seed, device):  # dropout of a real checkpoint: the same seed, the same model
+        for step in range(steps):
+            pick = rows[_batches(len(rows), forget_batch, gen)]
+            loss = torch.zeros((), device=device)
+            if len(pick):
+                forget = forget_loss(new, request.Z[pick], mask[pick].to(device), pick)
+                loss = loss + forget
+                last = float(forget.detach())
+                first = last if step == 0 else first
+            tilde = request.Z_tilde[_batches(len(request.Z_tilde), tilde_batch, gen)]
+            retained = pool[torch.randint(len(pool), (retain_batch,), generator=gen)] if len(pool) else pool
+            if len(tilde) + len(retained):
+                loss = loss + retain_batch_loss(new, tilde, retained)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(moving, clip)
+            opt.step()
     new.eval()
     return DeepUpdate(new, name, {"seconds": time.perf_counter() - started, "hvps": 0, "steps": steps, "lr": lr,
                                   "windows": len(request), "forget_windows": len(rows),
@@ -138,7 +142,8 @@ def npo(model: nn.Module, request: WindowRequest, train_windows: torch.Tensor, *
     mask_all = forget_positions(request)
     with torch.no_grad():
         model.eval()
-        ref = torch.cat([(label_logprobs(model, request.Z[lo:lo + 64]) * mask_all[lo:lo + 64]).sum(dim=1)
+        on = device_of(model)
+        ref = torch.cat([(label_logprobs(model, request.Z[lo:lo + 64]) * mask_all[lo:lo + 64].to(on)).sum(dim=1)
                          for lo in range(0, len(request.Z), 64)]) if len(request.Z) else torch.zeros(0)  # (k,)
 
     def forget_loss(new, windows_, mask, rows):

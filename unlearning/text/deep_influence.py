@@ -48,7 +48,7 @@ from typing import Sequence
 
 import torch
 
-from unlearning.devices import device_of, double_backward_safe
+from unlearning.devices import device_of, double_backward_safe, seeded_rng
 from unlearning.errors import UnlearnError
 from unlearning.linalg import conjugate_gradient
 from unlearning.text.charlm import CharLSTM, Vocab, train_lm, window_loss, window_starts
@@ -397,13 +397,14 @@ def train_on_retained(model: CharLSTM, request: WindowRequest, train_windows: to
     gen = torch.Generator().manual_seed(seed)
     params = dict(model.named_parameters())
     opt = torch.optim.Adam([params[n] for n in (names or params)], lr=lr)
-    model.train()
-    for _ in range(steps):
-        batch = torch.cat([request.Z_tilde, pool[torch.randint(len(pool), (retain_batch,), generator=gen)]])
-        loss = window_loss(model, batch).sum() / (batch.shape[0] * (batch.shape[1] - 1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    with seeded_rng(seed, device_of(model)):  # dropout: the same seed, the same model
+        model.train()
+        for _ in range(steps):
+            batch = torch.cat([request.Z_tilde, pool[torch.randint(len(pool), (retain_batch,), generator=gen)]])
+            loss = window_loss(model, batch).sum() / (batch.shape[0] * (batch.shape[1] - 1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
 
 
 def finetune(model: CharLSTM, request: WindowRequest, train_windows: torch.Tensor, *, steps: int = 100,

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearning.devices import device_of
+from unlearning.devices import device_of, seeded_rng
 from unlearning.errors import UnlearnError
 from unlearning.text.charlm import CharLSTM
 from unlearning.text.deep_influence import DeepUpdate, WindowRequest
@@ -196,21 +196,22 @@ def suppress(model: CharLSTM, request: WindowRequest, train_windows: torch.Tenso
     on = lambda t: t.to(device)  # noqa: E731
     first = last = float("nan")
     picks = _cycle(len(request), batch, gen)
-    for step in range(steps):
-        pick = next(picks)
-        tilde = request.Z_tilde[_sample(len(request.Z_tilde), tilde_batch, gen)]
-        retained = pool[torch.randint(len(pool), (retain_batch,), generator=gen)]
-        extra = {}
-        if contrast and target == "hinge":
-            extra["candidates"] = on(format_candidates(request.Z[pick], mask[pick], classes, gen))
-        secret = TARGETS[target](new, on(request.Z[pick]), on(mask[pick]), on(classes), margin, **extra)
-        loss = kept_loss(new, model, on(tilde), on(retained), anchor) + alpha * secret
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(new.parameters(), clip)
-        opt.step()
-        last = float(secret.detach())
-        first = last if step == 0 else first
+    with seeded_rng(seed, device):  # dropout of a real checkpoint: the same seed, the same model
+        for step in range(steps):
+            pick = next(picks)
+            tilde = request.Z_tilde[_sample(len(request.Z_tilde), tilde_batch, gen)]
+            retained = pool[torch.randint(len(pool), (retain_batch,), generator=gen)]
+            extra = {}
+            if contrast and target == "hinge":
+                extra["candidates"] = on(format_candidates(request.Z[pick], mask[pick], classes, gen))
+            secret = TARGETS[target](new, on(request.Z[pick]), on(mask[pick]), on(classes), margin, **extra)
+            loss = kept_loss(new, model, on(tilde), on(retained), anchor) + alpha * secret
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(new.parameters(), clip)
+            opt.step()
+            last = float(secret.detach())
+            first = last if step == 0 else first
     new.eval()
     return DeepUpdate(new, "suppress", {
         "seconds": time.perf_counter() - started, "hvps": 0, "steps": steps, "lr": lr, "alpha": alpha,
