@@ -117,22 +117,30 @@ def import_lm(lineage: Lineage, checkpoint: str, base: str | None, steps: int | 
 
 
 def secret_tokens(bundle, corpus: TextCorpus, findings: list[dict]) -> tuple[int, int]:
-    """(tokens, secrets): the tokenizer's multi-character tokens that the secrets found in the corpus
-    are tokenized into and that occur nowhere else in it — pieces a tokenizer trained on this corpus
-    may have learned from the secrets — and how many distinct secrets hold one. Unlearning changes
-    the weights, never the tokenizer, so such a piece stays in every logged version. Counts only:
-    the pieces are never returned."""
+    """(tokens, secrets): the tokenizer's multi-character tokens that hold a character of a secret
+    found in the corpus — as the corpus tokenizes (a secret after a space can be one learnt token
+    " value", which the value tokenized alone never shows) or as the value alone tokenizes — and
+    that occur nowhere in the corpus with the secrets redacted: pieces a tokenizer trained on this
+    corpus may have learned from the secrets. Unlearning changes the weights, never the tokenizer,
+    so such a piece stays in every logged version. Counts only: the pieces are never returned."""
     if not is_pretrained(bundle) or not findings:
         return 0, 0
-    clean = redact(corpus, lm.occurrences_of(findings))
+    from unlearning.text import hf
+
+    occurrences = lm.occurrences_of(findings)
+    clean = redact(corpus, occurrences)
     elsewhere = set(bundle.vocab.encode("\n".join(text for _, text in clean.records)).tolist())
-    pieces, holders = set(), 0
+    texts = dict(corpus.records)
+    touched: dict[str, set[int]] = {}  # secret fingerprint → token ids holding one of its characters
+    for record in sorted({o.record for o in occurrences}):
+        ids, offsets = bundle.vocab.encode_with_offsets(texts[record])
+        for o in (o for o in occurrences if o.record == record):
+            touched.setdefault(o.secret_id, set()).update(ids[hf.token_spans(offsets, [(o.start, o.end)])].tolist())
     for secret in lm.secrets_of(corpus, findings):  # raw values: in memory only
-        own = {i for i in bundle.vocab.encode(secret.value).tolist()
-               if i not in elsewhere and len(bundle.vocab.decode([i]).strip()) >= 2}
-        pieces |= own
-        holders += bool(own)
-    return len(pieces), holders
+        touched.setdefault(secret.fingerprint, set()).update(bundle.vocab.encode(secret.value).tolist())
+    owned = {fingerprint: {i for i in ids if i not in elsewhere and len(bundle.vocab.decode([i]).strip()) >= 2}
+             for fingerprint, ids in touched.items()}
+    return len(set().union(*owned.values())), sum(bool(ids) for ids in owned.values())
 
 
 def warn_secret_tokens(root: Path, model: str, corpus: TextCorpus, bundle) -> dict:
