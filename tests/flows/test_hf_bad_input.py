@@ -68,6 +68,19 @@ def test_train_refuses_a_checkpoint_without_its_tokenizer(project, capsys, witho
     run_bad(project, capsys, ["train", "notes", "--from-pretrained", str(without_tokenizer)], "tokenizer")
 
 
+@pytest.mark.parametrize("command", ["train", "import"])
+def test_a_checkpoint_whose_weights_were_cut_short_is_refused(project, capsys, checkpoint, tmp_path, command):
+    """A copy that stopped halfway: refused before any run is recorded (the loader's own error was a
+    traceback after the train run had been written)."""
+    cut = tmp_path / "truncated"
+    shutil.copytree(checkpoint, cut)
+    weights = cut / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    args = (["train", "notes", "--from-pretrained", str(cut), "--steps", "2"] if command == "train"
+            else ["model", "import", "cut", "--from-pretrained", str(cut), "--dataset", "notes"])
+    run_bad(project, capsys, args, "truncated")
+
+
 def test_train_refuses_lora_without_peft(project, capsys, checkpoint, monkeypatch):
     monkeypatch.setitem(sys.modules, "peft", None)  # `import peft` raises ImportError, as when not installed
     run_bad(project, capsys, ["train", "notes", "--from-pretrained", str(checkpoint), "--lora"], "pip install")

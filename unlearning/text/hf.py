@@ -85,9 +85,29 @@ def check_checkpoint(path) -> None:
                            f"*ForCausalLM / *LMHeadModel (e.g. GPT-2, Llama, Qwen)")
     if not any((p / f).is_file() for f in WEIGHT_FILES):
         raise UnlearnError(f"{p} has no model weights (model.safetensors or pytorch_model.bin): {fix}")
+    check_weights_readable(p, fix)
     if not any((p / f).is_file() for f in TOKENIZER_FILES):
         raise UnlearnError(f"{p} has no tokenizer (tokenizer.json): save the tokenizer into the checkpoint "
                            f"too (tokenizer.save_pretrained(DIR))")
+
+
+def check_weights_readable(p: Path, fix: str) -> None:
+    """A safetensors file whose header or tensors end early (a copy cut short) is refused here, before
+    anything is written, not by a traceback after the run was recorded: its header names every
+    tensor's byte range, which must lie within the file."""
+    path = p / "model.safetensors"
+    if not path.is_file():
+        return
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as f:
+            length = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(length)) if 8 + length <= size else None
+        ends = [int(t["data_offsets"][1]) for k, t in (header or {}).items() if k != "__metadata__"]
+    except (OSError, ValueError, TypeError, KeyError, IndexError):
+        header, ends = None, []
+    if header is None or 8 + length + max(ends, default=0) > size:
+        raise UnlearnError(f"{path} is truncated or not a safetensors file ({size} bytes): {fix}")
 
 
 def _is_causal_lm(config: dict) -> bool:
@@ -251,7 +271,7 @@ def _load_model(path: Path):
     try:
         return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, attn_implementation="eager",
                                                     dtype=torch.float32)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except Exception as exc:  # noqa: BLE001 — any loader failure (safetensors' own errors included) is the user's file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise UnlearnError(f"cannot load the model in {path} ({first[:200]}): pass a complete "
                            f"save_pretrained checkpoint") from None
