@@ -258,7 +258,7 @@ def add_audit_parser(sub) -> None:
     audit.add_argument("--min-requests", metavar="N", default="1", help="audit a model only once N requests "
                        "are waiting for its audit (default 1; one retraining then covers N requests)")
     audit.add_argument("--max-age", metavar="DAYS", help="with --min-requests: audit a model all the same once "
-                       "its oldest request waiting for an audit is DAYS old")
+                       "its oldest request waiting for an audit is DAYS old (default 30)")
     add_device_options(audit)
     audit.add_argument("--json", action="store_true", help=JSON_HELP)
     add_local_option(audit)

@@ -173,6 +173,9 @@ def has_work(root: Path, model: str) -> bool:
     return bool(escrow_files(root, model) or ledger_requests(root, model))
 
 
+DEFAULT_MAX_AGE_DAYS = 30.0  # --min-requests N without --max-age
+
+
 @dataclass(frozen=True)
 class Cadence:
     """When a model with requests since its last audit is due for one: at `min_requests` such
@@ -195,7 +198,9 @@ def cadence_setting(min_requests: object = 1, max_age_days: object = None) -> Ca
     if n < 1 or str(min_requests).strip() != str(n):
         raise UnlearnError(f"--min-requests must be a whole number ≥ 1, got {min_requests!r}")
     if max_age_days is None:
-        return Cadence(n, None)
+        # a model that never gathers N requests is still audited: its escrow (the removed secrets
+        # or images, sealed) is deleted by the audit and must not wait for ever
+        return Cadence(n, None if n == 1 else DEFAULT_MAX_AGE_DAYS)
     try:
         days = float(str(max_age_days).strip())
     except ValueError:

@@ -264,8 +264,8 @@ def test_a_cadence_audits_a_model_once_enough_requests_wait_or_the_oldest_is_old
 
     capsys.readouterr()
     assert main(["audit", "people", "--min-requests", "2"]) == 0  # one request waits: not due yet
-    assert ("model people: 1 request(s) since its last audit, fewer than 2 requests waiting; nothing to audit"
-            in capsys.readouterr().out)
+    assert ("model people: 1 request(s) since its last audit, fewer than 2 requests waiting, none older than 30 days"
+            "; nothing to audit" in capsys.readouterr().out)  # --max-age defaults to 30 days with --min-requests
     assert main(["audit", "--min-requests", "2", "--max-age", "30"]) == 0  # every model: none due
     assert "no model is due: fewer than 2 requests waiting, none older than 30 days" in capsys.readouterr().out
     assert (workspace / "ledger.db").read_bytes() == ledger_before and audit.escrow_files(workspace, "people")

@@ -71,8 +71,14 @@ def import_module(spec: str):
             here = str(Path.cwd())
             if error.name != module.split(".")[0] or here in sys.path:
                 raise
-            sys.path.append(here)  # last: the user's folder never shadows an installed package
-            return importlib.import_module(module)
+            # last, and only for this import: the user's folder never shadows an installed package,
+            # and a later import of an absent optional package (peft, prefect_dask) never finds a
+            # same-named file there
+            sys.path.append(here)
+            try:
+                return importlib.import_module(module)
+            finally:
+                sys.path.remove(here)
     except ModuleNotFoundError as error:
         raise UnlearnError(f"model factory {spec!r}: cannot import module '{module}' ({error}); install it or "
                            f"run from the folder that holds it (or add that folder to PYTHONPATH)") from None

@@ -55,8 +55,12 @@ def ua_gap_tolerance(cfg: ImageVerifyConfig, n_forget: int | None, ua: float, ua
     standard errors of the two accuracies (SE² = Σ p(1−p)/n, p smoothed to (k+1)/(n+2) so that 0 %
     and 100 % keep a variance, as the evidence checks do). Deleting one to five images moves UA by
     20–100 points between two models that forgot equally well: a fixed 10 points failed most such
-    updates and audits while saying nothing. On a class (hundreds of images) it stays ≈ max_ua_gap.
-    `n_forget` None: the fixed bound."""
+    updates and audits while saying nothing; with one to three images the check cannot fail (it
+    cannot judge them). On a class of hundreds of images it stays within a point of max_ua_gap when
+    both UAs are near 0 or 100 % (as forgetting a class makes them) and widens to ≈ max_ua_gap + 9
+    at 50 %. The two UAs are measured on the same images, so treating them as independent
+    binomials over-states the noise (conservative: fewer false alarms, more misses); a paired test
+    on the images where the models disagree would be tighter. `n_forget` None: the fixed bound."""
     if not n_forget:
         return cfg.max_ua_gap
     rates = [(round(a / 100 * n_forget) + 1) / (n_forget + 2) for a in (ua, ua_retrain)]

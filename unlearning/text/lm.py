@@ -22,7 +22,7 @@ from typing import Literal, NamedTuple
 
 from unlearning import registry
 from unlearning.detect import scan_text
-from unlearning.devices import DeviceSettings, resolve_device
+from unlearning.devices import DeviceSettings, device_of, resolve_device
 from unlearning.text import ascent, deep_influence, exposure, suppress
 from unlearning.text import charlm, hf  # hf imports transformers inside its functions only
 from unlearning.text.bundle import LMBundle
@@ -366,7 +366,7 @@ def _retrain(ctx: TextContext, cfg: RetrainConfig) -> deep_influence.DeepUpdate:
     Face model: its base checkpoint fine-tuned again on D', hf.refine_tune)."""
     s = ctx.bundle.settings
     if is_hf(ctx.bundle):
-        return hf.refine_tune(s, ctx.request.apply(ctx.train_windows))
+        return hf.refine_tune(s, ctx.request.apply(ctx.train_windows), device=str(device_of(ctx.bundle.model)))
     update = deep_influence.retrain(ctx.bundle.model, ctx.request, ctx.train_windows, steps=int(s["steps"]),
                                     lr=s["lr"], batch=int(s["batch"]), seed=int(s["seed"]), init_seed=int(s["seed"]),
                                     precision=s.get("precision", "fp32"))
