@@ -89,6 +89,18 @@ def image_job(model_config: dict, X: torch.Tensor, y: torch.Tensor, schedule: cn
     return ReferenceJob("images", {"X": X, "y": y}, {"config": config, "schedule": schedule.to_dict()}, str(device))
 
 
+def replayable(precision: str, device: str) -> None:
+    """A reference replays the model's precision: one trained in fp16 on a GPU cannot be replayed on
+    a CPU (UnlearnError naming the fix) — not the CLI's check, since the device is the audit's."""
+    from unlearning.devices import check_precision, resolve_device
+
+    try:
+        check_precision(precision, resolve_device(device))
+    except UnlearnError:
+        raise UnlearnError(f"this model was trained in {precision}, which {device} cannot replay: retrain its "
+                           f"reference on a GPU (--device cuda)") from None
+
+
 def train(job: ReferenceJob, progress=None):
     """Run a job: a methods.Result (table), a deep_influence.DeepUpdate (text) or an ImageResult
     (images), each with its wall-clock `seconds` in stats (`update_seconds` for a table).
@@ -99,6 +111,7 @@ def train(job: ReferenceJob, progress=None):
         from unlearning.text import deep_influence
 
         s = job.settings
+        replayable(s.get("precision", "fp32"), job.device)
         if s["config"].get("hf"):
             from unlearning.text import hf
 
@@ -112,6 +125,7 @@ def train(job: ReferenceJob, progress=None):
 
         config = _image_config(job.settings["config"], tuple)
         schedule = cnn.TrainSchedule(**job.settings["schedule"])
+        replayable(schedule.precision, job.device)
         started, cpu_started = time.perf_counter(), time.process_time()
         with single_threaded():  # as every image method is run and timed (registry.run_image_method)
             result = baselines.retrain_on(config, job.data["X"], job.data["y"], schedule, progress, job.device)

@@ -158,3 +158,20 @@ def test_every_curvature_forward_runs_where_cudnn_can_be_switched_off(monkeypatc
                                                     torch.ones(3), damping=1.0)
     product = operator(torch.ones(sum(p.numel() for p in model.parameters())))
     assert forwards == [True] and torch.isfinite(product).all()
+
+
+def test_a_reference_trained_in_fp16_is_not_replayed_on_the_cpu():
+    """A model trained with --precision fp16 on a GPU, audited where there is none: one line, not an
+    fp16 autocast on the CPU (which the CLI refuses for training)."""
+    import pytest
+    import torch
+
+    from unlearning import references
+    from unlearning.errors import UnlearnError
+    from unlearning.text.charlm import CharLSTM
+
+    model = CharLSTM(vocab_size=8, embed=4, hidden=8)
+    job = references.text_job(model.config, {"steps": 1, "lr": 1e-3, "batch": 2, "seed": 0, "precision": "fp16"},
+                              torch.zeros(4, 5, dtype=torch.long), device="cpu")
+    with pytest.raises(UnlearnError, match="trained in fp16, which cpu cannot replay"):
+        references.train(job)
