@@ -110,7 +110,7 @@ def import_lm(lineage: Lineage, checkpoint: str, base: str | None, steps: int | 
         bundle = hf.load_pretrained(checkpoint, seed=seed)
         bundle.settings.update(imported=hf.checkpoint_identity(checkpoint),
                                base=hf.checkpoint_identity(base) if base else None,
-                               steps=steps or HF_DEFAULT_STEPS, seconds=0.0)
+                               steps=steps or HF_DEFAULT_STEPS, seconds=0.0, schedule_declared=bool(steps))
         seconds = time.perf_counter() - started
         tracking.log_params(run_id, lineage_params(bundle))
     return bundle, seconds
@@ -176,6 +176,13 @@ def pretrained_tags(bundle) -> dict:
     tags = {**lineage_params(bundle), "lora": str(bool(bundle.settings.get("lora"))).lower()}
     if not retrainable(bundle):
         tags[NOT_RETRAINABLE[0]] = NOT_RETRAINABLE[1]  # what the audit reads (tasks.audit.retrainable)
+    elif bundle.settings.get("imported"):
+        # An import's retraining replays a schedule the user declared only in part: its steps (when
+        # given) — the rate, batch and window length are this pipeline's defaults, which may not be
+        # how the model was fine-tuned. The reference is then the base fine-tuned *this* way.
+        s = bundle.settings
+        tags["reference_schedule"] = (f"{'declared' if s.get('schedule_declared') else 'default'} steps {s['steps']}; "
+                                      f"assumed lr {s['lr']:g}, batch {s['batch']}, seq_len {s['seq_len']}")
     return tags
 
 

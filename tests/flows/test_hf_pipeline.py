@@ -161,6 +161,8 @@ def test_model_import_registers_a_fine_tuned_model_with_its_declared_data(worksp
                                     "notes", "--base", str(base_checkpoint), "--steps", STEPS])
     assert code == 0 and again["model"]["version"] == "2"
     assert version_tags("notes", "2")["base_checkpoint_sha256"] == hf.checkpoint_identity(base_checkpoint)["sha256"]
+    # what its retraining assumes beyond what was declared is on the version
+    assert version_tags("notes", "2")["reference_schedule"].startswith(f"declared steps {STEPS}; assumed lr ")
     # the registry and private state hold no card (the corpus still does: nothing is erased yet)
     assert files_containing(workspace / "mlflow", secret_forms(card)) == []
     assert files_containing(workspace / ".unlearn", secret_forms(card)) == []
