@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ui_parser(sub)
     add_comply_parser(sub)
     add_audit_parser(sub)
-    compliance_cli.add_parsers(sub)
+    compliance_cli.add_parsers(sub, model_import=cmd_model_import)
     return parser
 
 

@@ -1,7 +1,7 @@
 """`unlearn requests | ledger | certificate | model retire | model import`: the request ledger, signed
 certificates, taking a model out of production and bringing one in on the CLI.
 
-flows/cli.py wires these in with `add_parsers(sub)` and `COMMANDS`. Every command returns an exit
+flows/cli.py wires these in with `add_parsers(sub, model_import)` (the flow command's handler is its own) and `COMMANDS`. Every command returns an exit
 code — 0 done, 1 a check failed or a problem was found (a broken chain, an altered certificate,
 overdue requests under `--overdue`), 2 invalid input: one line on stderr, nothing written.
 With --json, stdout carries exactly one JSON object. `requests submit` plans the request as
@@ -26,7 +26,7 @@ EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 JSON_HELP = "print the result as one JSON object on stdout (progress and errors stay on stderr)"
 
 
-def add_parsers(sub) -> None:
+def add_parsers(sub, model_import=None) -> None:
     """Register `requests`, `ledger` and `certificate` on the `unlearn` subparsers."""
     requests = sub.add_parser("requests", help="the erasure request ledger: submit, list, show, extend, deny")
     rsub = requests.add_subparsers(dest="requests_command", required=True)
@@ -102,7 +102,9 @@ def add_parsers(sub) -> None:
     imported.add_argument("--steps", type=int, help="the fine-tuning steps retraining replays (default 200)")
     imported.add_argument("--seed", type=int, default=0, help="seed of retraining's batches (default 0)")
     imported.add_argument("--json", action="store_true", help=JSON_HELP)
-    imported.set_defaults(handler=cmd_model_import)
+    # a flow command: its handler is the CLI's (flows.cli.cmd_model_import), handed in so that this
+    # module never imports flows.cli
+    imported.set_defaults(handler=model_import or not_here)
 
     certificate = sub.add_parser("certificate", help="signed erasure certificates")
     csub = certificate.add_subparsers(dest="certificate_command", required=True)
@@ -287,11 +289,8 @@ def cmd_model_retire(args, root: Path) -> int:
     return EXIT_OK if purged else EXIT_FAILED
 
 
-def cmd_model_import(args, root: Path) -> int:
-    """A flow command (flows/train.py:import_flow), run by the CLI's own handler."""
-    from flows.cli import cmd_model_import as run
-
-    return run(args, root)
+def not_here(args, root: Path) -> int:
+    raise UnlearnError("`model import` runs a flow: use the `unlearn` command")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -285,29 +285,27 @@ class SuppressConfig(TextMethodConfig):
     seed: int = 0
 
 
-class GradDiffConfig(TextMethodConfig):
+class AscentConfig(TextMethodConfig):
+    """What grad_diff and npo share (unlearning.text.ascent.ascend): the loop and its batches."""
+
     steps: int = Field(30, ge=1, description="Adam steps")
     lr: float | None = Field(None, gt=0, description="Adam rate (None: the model's own training rate)")
+    forget_batch: int = Field(8, ge=1, description="affected windows per step")
+    retain_batch: int = Field(16, ge=1, description="untouched training windows per step")
+    tilde_batch: int = Field(8, ge=0, description="redacted windows Z̃ per step")
+    params: ParamSubset = "all"
+    seed: int = 0
+
+
+class GradDiffConfig(AscentConfig):
     alpha: float = Field(1.0, ge=0, description="weight of the ascent on the secrets' tokens")
     ceiling: float | None = Field(None, gt=0, description="nats of NLL beyond which a token is pushed no "
                                                           "further (None: ln V, a uniform guess)")
-    forget_batch: int = Field(8, ge=1, description="affected windows per step")
-    retain_batch: int = Field(16, ge=1, description="untouched training windows per step")
-    tilde_batch: int = Field(8, ge=0, description="redacted windows Z̃ per step")
-    params: ParamSubset = "all"
-    seed: int = 0
 
 
-class NPOConfig(TextMethodConfig):
-    steps: int = Field(30, ge=1, description="Adam steps")
-    lr: float | None = Field(None, gt=0, description="Adam rate (None: the model's own training rate)")
+class NPOConfig(AscentConfig):
     beta: float = Field(0.01, gt=0, description="NPO temperature: larger stops the ascent sooner (ascent.npo)")
     alpha: float = Field(1.0, ge=0, description="weight of the NPO term")
-    forget_batch: int = Field(8, ge=1, description="affected windows per step")
-    retain_batch: int = Field(16, ge=1, description="untouched training windows per step")
-    tilde_batch: int = Field(8, ge=0, description="redacted windows Z̃ per step")
-    params: ParamSubset = "all"
-    seed: int = 0
 
 
 class RetrainConfig(TextMethodConfig):
