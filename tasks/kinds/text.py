@@ -75,7 +75,7 @@ def check_pretrained(checkpoint: str, lora: bool = False) -> None:
     from unlearning.text import hf
 
     if lora:  # the missing extra first, as load_pretrained does
-        hf._peft()
+        hf.require_peft()
     hf.check_checkpoint(checkpoint)
 
 

@@ -254,7 +254,7 @@ def is_token_vocab(vocab) -> bool:
 
 # --- loading ------------------------------------------------------------------------------------
 
-def _peft():
+def require_peft():
     """The peft module, or the one-line install hint (peft is the `lora` extra)."""
     try:
         import peft
@@ -293,7 +293,7 @@ def _load_tokenizer(path: Path) -> TokenizerVocab:
 
 
 def _with_lora(model, seed: int, peft=None):
-    peft = peft or _peft()
+    peft = peft or require_peft()
     with torch.random.fork_rng(devices=[]):  # the adapters' initialisation is part of the schedule
         torch.manual_seed(seed)
         return peft.get_peft_model(model, peft.LoraConfig(target_modules="all-linear", **LORA_DEFAULTS))
@@ -308,7 +308,7 @@ def default_lr(n_params: int, lora: bool) -> float:
 def load_pretrained(path, *, seq_len: int = 64, lora: bool = False, seed: int = 0, lr: float | None = None,
                     batch: int = 16) -> LMBundle:
     """A base checkpoint as an LMBundle ready to fine-tune (settings["steps"] = 0 until it is)."""
-    peft = _peft() if lora else None  # before any slow load: the missing extra is the user's first problem
+    peft = require_peft() if lora else None  # before any slow load: the missing extra is the user's first problem
     check_checkpoint(path)
     path = Path(path)
     identity = checkpoint_identity(path)
@@ -413,7 +413,7 @@ def load(directory: Path, meta: dict) -> LMBundle:
     model = _load_model(directory)
     lora = bool(meta["settings"].get("lora"))
     if lora:
-        peft = _peft()
+        peft = require_peft()
         model = peft.PeftModel.from_pretrained(model, directory / ADAPTER_DIR, is_trainable=True)
     module = HFCausalLM(model, lora=lora)
     module.eval()
