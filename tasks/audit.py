@@ -212,11 +212,13 @@ def cadence_setting(min_requests: object = 1, max_age_days: object = None) -> Ca
 
 def pending_requests(root: Path, model: str) -> tuple[int, datetime | None]:
     """(how many requests on the model no audit has covered, when the oldest of them came): each
-    processed request leaves an escrow (a comply batch one for all its members), each one through
-    the ledger a record."""
+    one through the ledger is a record; each processed outside it (`unlearn forget`) an escrow of
+    its own (named by its forget run, which no ledger record's response names)."""
     escrows, records = escrow_files(root, model), ledger_requests(root, model)
+    ledger_runs = {(r.response or {}).get("run_id") for r in records}
+    outside = [p for p in escrows if p.stem not in ledger_runs]
     times = [datetime.fromtimestamp(p.stat().st_mtime, timezone.utc) for p in escrows] + [r.received for r in records]
-    return max(len(escrows), len(records)), min(times) if times else None
+    return len(records) + len(outside), min(times) if times else None
 
 
 def is_due(root: Path, model: str, cadence: Cadence, now: datetime | None = None) -> bool:

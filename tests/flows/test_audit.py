@@ -275,10 +275,15 @@ def test_a_cadence_audits_a_model_once_enough_requests_wait_or_the_oldest_is_old
     code, out = run_json(capsys, ["audit", "--min-requests", "50", "--max-age", "0.00001"])
     assert code == 0 and [a["covered_requests"] for a in out["audits"]] == [["CAD-1"]], out
 
-    comply_requests(workspace, capsys, {"id": "CAD-2", "delete_records": ["P1004"]},)
-    comply_requests(workspace, capsys, {"id": "CAD-3", "delete_records": ["P1005"]})
-    code, out = run_json(capsys, ["audit", "people", "--min-requests", "2"])  # two wait: due
-    assert code == 0 and sorted(out["covered_requests"]) == ["CAD-2", "CAD-3"], out
+    # one comply batch of two (one escrow) and one forget outside the ledger: three requests wait
+    comply_requests(workspace, capsys, {"id": "CAD-2", "delete_records": ["P1004"]},
+                    {"id": "CAD-3", "delete_records": ["P1005"]})
+    path = request_file(workspace, id="CAD-4", delete_records=["P1006"])
+    assert run_json(capsys, ["forget", str(path)])[0] == 0
+    assert audit.pending_requests(workspace, "people")[0] == 3
+    assert main(["audit", "people", "--min-requests", "4"]) == 0  # not yet
+    code, out = run_json(capsys, ["audit", "people", "--min-requests", "3"])  # three wait: due
+    assert code == 0 and sorted(out["covered_requests"]) == ["CAD-2", "CAD-3", "CAD-4"], out
 
 
 def test_a_bad_cadence_is_refused_in_one_line_and_writes_nothing(workspace, people_csv, capsys):
