@@ -82,7 +82,7 @@ def text_row(name: str, device: torch.device, precision: str, card: CardRequest,
              trained: lm.LMBundle, train_s: float, retrain) -> list:
     """Update (auto) and retrain `trained`; exposure and perplexity of both. `retrain()` → a bundle."""
     request, windows = lm.window_request(trained, card.corpus, card.after, card.findings)
-    method = lm.auto_method(len(request))
+    method = lm.auto_method(len(request), hf_model=lm.is_hf(trained))  # as the pipeline's `auto` decides
     (updated, _, _), update_s = timed(device, lm.run_lm_method, method, trained, request, windows)
     reference, retrain_s = timed(device, retrain)
     exposure = [lm.secret_exposure(b, card.secret, candidates) for b in (updated, reference)]
