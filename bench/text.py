@@ -91,12 +91,14 @@ class Setting:
         self.bundle, self.train_stats = trained or cached_model(cache, key, train)
         self.request, self.windows = lm.window_request(self.bundle, self.corpus, self.after, self.findings)
 
-        def retrain():
-            bundle, _, st = lm.run_lm_method("retrain", self.bundle, self.request, self.windows)
-            return bundle, {"seconds": st["seconds"], "steps": st["steps"]}
-
         suffix = "" if scope == "all" else "-" + scope.replace(" ", "-")
-        self.reference, self.retrain_stats = cached_model(cache, f"{key}-retrain-{policy}{suffix}", retrain)
+        self.reference, self.retrain_stats = cached_model(cache, f"{key}-retrain-{policy}{suffix}", self.retrain)
+
+    def retrain(self) -> tuple[lm.LMBundle, dict]:
+        """The exact reference (the model's own `retrain`: trained from scratch on D', or a Hugging
+        Face model's base fine-tuned again on it) and its time and steps."""
+        bundle, _, st = lm.run_lm_method("retrain", self.bundle, self.request, self.windows)
+        return bundle, {"seconds": st["seconds"], "steps": st["steps"]}
 
     def measure(self, bundle: lm.LMBundle, corpus) -> dict:
         started = time.perf_counter()
@@ -215,11 +217,7 @@ class TransformerSetting(Setting):
         self.bundle, self.train_stats = trained or cached_model(cache, key, fine_tune)
         self.request, self.windows = lm.window_request(self.bundle, self.corpus, self.after, self.findings)
 
-        def retrain():
-            bundle, _, st = lm.run_lm_method("retrain", self.bundle, self.request, self.windows)
-            return bundle, {"seconds": st["seconds"], "steps": st["steps"]}
-
-        self.reference, self.retrain_stats = cached_model(cache, f"{key}-retrain-{scope.replace(' ', '-')}", retrain)
+        self.reference, self.retrain_stats = cached_model(cache, f"{key}-retrain-{scope.replace(' ', '-')}", self.retrain)
 
 
 def transformer_main(args) -> None:

@@ -44,7 +44,7 @@ from tasks import data as data_store
 from tasks import dvc, ledger, state, tracking
 from tasks import references as prefetch
 from tasks.certificates import AUDIT_FORMAT
-from tasks.common import NOT_RETRAINABLE, Lineage, Plan, progress
+from tasks.common import NOT_RETRAINABLE, Lineage, Plan, progress, whole_number_option
 from unlearning import references
 from unlearning.compliance import escrow as sealing
 from unlearning.compliance import ledger as lg
@@ -191,12 +191,7 @@ class Cadence:
 def cadence_setting(min_requests: object = 1, max_age_days: object = None) -> Cadence:
     """The cadence of `--min-requests N` / `--max-age DAYS` (flow parameters alike); UnlearnError
     (one line) for anything but a whole number ≥ 1 and a positive number of days."""
-    try:
-        n = int(min_requests)
-    except (TypeError, ValueError):
-        n = 0
-    if n < 1 or str(min_requests).strip() != str(n):
-        raise UnlearnError(f"--min-requests must be a whole number ≥ 1, got {min_requests!r}")
+    n = whole_number_option(min_requests, "--min-requests")
     if max_age_days is None:
         # a model that never gathers N requests is still audited: its escrow (the removed secrets
         # or images, sealed) is deleted by the audit and must not wait for ever

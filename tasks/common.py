@@ -26,6 +26,19 @@ from unlearning.compliance.requests import UnlearningRequest
 from unlearning.errors import UnlearnError
 from unlearning.tabular import verify
 
+
+def whole_number_option(value: object, option: str) -> int:
+    """A count given on the command line or as a flow parameter, exactly as written ("3", 3):
+    UnlearnError (one line) for anything but a whole number ≥ 1 ("2.5", "0", True...)."""
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1 or str(value).strip() != str(n):
+        raise UnlearnError(f"{option} must be a whole number ≥ 1, got {value!r}")
+    return n
+
+
 STEP = dict(cache_policy=NO_CACHE, persist_result=False, retries=0)
 # The version tag of a model nothing can retrain (a Hugging Face model imported without the
 # checkpoint it was fine-tuned from): the audit skips it, retraining is refused.

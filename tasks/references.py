@@ -27,7 +27,7 @@ from contextvars import ContextVar
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.common import progress
+from tasks.common import progress, whole_number_option
 from unlearning import references
 from unlearning.errors import UnlearnError
 
@@ -55,15 +55,7 @@ def runner_setting(name: str | None, address: str | None = None) -> tuple[str, s
 
 
 def check_workers(workers: object) -> int | None:
-    if workers is None:
-        return None
-    try:
-        n = int(workers)
-    except (TypeError, ValueError):
-        n = 0
-    if n < 1 or str(workers).strip() != str(n):
-        raise UnlearnError(f"--workers must be a whole number ≥ 1, got {workers!r}")
-    return n
+    return None if workers is None else whole_number_option(workers, "--workers")
 
 
 def make_task_runner(name: str, address: str | None, workers: int | None):
