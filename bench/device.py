@@ -113,8 +113,6 @@ def gpt_row(device: torch.device, precision: str, card: CardRequest, steps: int,
 
     hf = importlib.import_module("unlearning.text.hf")  # ImportError: the caller prints "hf: not available"
 
-    # fine_tune takes no precision: bf16 autocast around it (fp16 would need a loss scaler inside)
-    mixed = devices.autocast(device, precision) if precision == "bf16" else contextlib.nullcontext()
     texts = [text for _, text in card.corpus.records]
     with tempfile.TemporaryDirectory(prefix="bench-device-") as folder:
         say("GPT-style: building a tiny GPT-2-style checkpoint (BPE tokenizer trained on the corpus) ...")
@@ -123,15 +121,14 @@ def gpt_row(device: torch.device, precision: str, card: CardRequest, steps: int,
         def fine_tuned(corpus: TextCorpus) -> lm.LMBundle:
             base = hf.load_pretrained(checkpoint, seq_len=64, seed=0)
             base.model.to(device)
-            with mixed:
-                return hf.fine_tune(base, corpus, steps=steps, seed=0)[0]
+            return hf.fine_tune(base, corpus, steps=steps, seed=0, precision=precision)[0]
 
         say(f"GPT-style: fine-tuning {steps} steps on {device} ...")
         trained, train_s = timed(device, fine_tuned, card.corpus)
         say("GPT-style: update and re-fine-tuning ...")
         n_params = sum(p.numel() for p in trained.model.parameters())
         return text_row(f"GPT-style ({n_params / 1e6:.1f}M params, {steps} steps)", device,
-                        precision if precision == "bf16" else "fp32", card, candidates, trained, train_s,
+                        precision, card, candidates, trained, train_s,
                         lambda: fine_tuned(card.after))
 
 
