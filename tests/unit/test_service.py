@@ -396,3 +396,49 @@ def test_a_socket_another_user_listens_on_is_never_trusted(root, served, capsys,
     monkeypatch.setattr(service, "_peer_uid", lambda conn: os.getuid() + 1)
     assert service.hand_over(ARGV, root) is None
     assert command.calls == [] and capsys.readouterr() == ("", "")
+
+
+def test_a_service_started_before_the_code_changed_leaves_the_command_to_the_cli(root, served, capsys, monkeypatch):
+    """A `git pull` (or a reinstall) into the same path after `unlearn serve` started: the client
+    has the new code, the service still runs the old, so the command runs here."""
+    code = root / "install"
+    for package in service.CODE_PACKAGES:
+        (code / package).mkdir(parents=True)
+        (code / package / "__init__.py").write_text("")
+    module = code / "unlearning" / "methods.py"
+    module.write_text("STEP = 1\n")
+    monkeypatch.setattr(service, "code_digest", lambda base=code, real=service.code_digest: real(base))
+    command = Recorder()
+    served(command)
+    assert service.hand_over(ARGV, root) == 0  # the same code: served
+    capsys.readouterr()
+    module.write_text("STEP = 22\n")  # pulled: another size (and time)
+    assert service.hand_over(ARGV, root) is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "other code" in err and "restart `unlearn serve`" in err
+    assert len(command.calls) == 1
+
+
+def test_the_code_digest_follows_every_module_file(tmp_path):
+    for package in service.CODE_PACKAGES:
+        (tmp_path / package).mkdir()
+    module = tmp_path / "tasks" / "kinds.py"
+    module.write_text("A = 1\n")
+    first = service.code_digest(tmp_path)
+    assert service.code_digest(tmp_path) == first
+    os.utime(module, ns=(module.stat().st_atime_ns, module.stat().st_mtime_ns + 1_000_000))
+    touched = service.code_digest(tmp_path)
+    assert touched != first
+    (tmp_path / "flows" / "new.py").write_text("")
+    assert service.code_digest(tmp_path) not in (first, touched)
+
+
+def test_a_client_with_another_prefect_server_runs_its_command_itself(root, served, capsys, monkeypatch):
+    """Its flow runs belong in the Prefect server it is configured for, not the service's."""
+    command = Recorder()
+    served(command)
+    monkeypatch.setenv("PREFECT_API_URL", "http://prefect.internal:4200/api")
+    assert service.hand_over(ARGV, root) is None
+    err = capsys.readouterr().err
+    assert "other PREFECT_API_URL" in err and "prefect.internal" not in err
+    assert command.calls == []
