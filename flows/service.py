@@ -63,6 +63,10 @@ MAX_ARG_CHARS = 4096
 CONNECT_TIMEOUT_S = 2.0
 ANSWER_TIMEOUT_S = 10.0  # the client's wait for "accepted"; past it the command runs locally
 HANDSHAKE_TIMEOUT_S = 5.0  # the service's wait for a request and for "go"
+# The longest one frame of output may wait for a client that stopped reading (a full socket
+# buffer: a terminal paused, a pipe nobody drains): past it the client counts as gone and the
+# command goes on to its end without it, instead of holding the project lock for ever.
+SEND_TIMEOUT_S = 60.0
 HEADER = struct.Struct(">I")
 SUN_PATH_MAX = 100  # AF_UNIX paths are limited to 108 bytes: longer ones are reached from their folder
 
@@ -269,8 +273,8 @@ class RequestStream:
             if text and not self.client_gone:
                 try:
                     send(self.conn, {self.key: text})
-                except OSError:  # the client left (Ctrl-C, `| head`): the command goes on to its end
-                    self.client_gone = True
+                except OSError:  # the client left (Ctrl-C, `| head`) or stopped reading (SEND_TIMEOUT_S):
+                    self.client_gone = True  # the command goes on to its end
             return len(text)
 
     def flush(self) -> None:
@@ -384,7 +388,7 @@ class Service:
                 if (receive(conn, MAX_REQUEST_BYTES) or {}).get("go") is not True:
                     return
                 send(conn, {"started": True})
-                conn.settimeout(None)
+                conn.settimeout(SEND_TIMEOUT_S)
                 code, gone = self._run(conn, request)
             except (OSError, ProtocolError):
                 return

@@ -442,3 +442,31 @@ def test_a_client_with_another_prefect_server_runs_its_command_itself(root, serv
     err = capsys.readouterr().err
     assert "other PREFECT_API_URL" in err and "prefect.internal" not in err
     assert command.calls == []
+
+
+def test_a_client_that_stops_reading_does_not_hold_the_service(root, served, monkeypatch):
+    """A client that says "go" and then never reads: once its socket buffer is full the output
+    waits SEND_TIMEOUT_S at most, the command runs to its end, and the next command is served."""
+    monkeypatch.setattr(service, "SEND_TIMEOUT_S", 0.5)
+    done = threading.Event()
+
+    def flood():
+        for _ in range(2000):
+            print("x" * 4096)
+        done.set()
+
+    served(Recorder(body=flood))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stalled:
+        stalled.settimeout(10)
+        stalled.connect(str(root / service.SOCKET))
+        stalled.sendall(framed(request(root)))
+        assert service.receive(stalled) == {"accepted": True}
+        stalled.sendall(framed({"go": True}))
+        assert done.wait(30), "the command waited for a client that does not read"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            answer = raw_exchange(root / service.SOCKET, framed(request(root)))
+            if answer != {"declined": "busy", "note": False}:
+                break
+            time.sleep(0.05)
+        assert answer == {"accepted": True}
