@@ -187,10 +187,33 @@ def cmd_requests_list(args, root: Path) -> int:
 
     now = lg.utc_now()
     found = ledger.list_requests(root, status=args.status, overdue=args.overdue, now=now)
+    trust = ledger_trust(root)
     payload = {"requests": [r.to_dict(now) for r in found], "count": len(found), "now": lg.utc_iso(now),
-               "status": args.status, "overdue_only": bool(args.overdue)}
+               "status": args.status, "overdue_only": bool(args.overdue), "ledger": trust}
     emit(args, payload, format_list(found, now))
-    return EXIT_FAILED if args.overdue and found else EXIT_OK
+    warn_unless_verified(trust)
+    return EXIT_FAILED if (args.overdue and found) or trust["verified"] is False else EXIT_OK
+
+
+def ledger_trust(root: Path) -> dict:
+    """{"verified": True/False, or None without the signing key, "message"}: whether what a listing
+    shows is what the ledger's MACs and signed head vouch for. An entry rewritten in the database
+    (a `denied` forged over a `received`, a deadline moved) reads like any other until checked."""
+    from tasks import ledger
+
+    try:
+        ok, _, message = ledger.verify_chain(root)
+    except UnlearnError as exc:  # no signing key here: the entries cannot be authenticated
+        return {"verified": None, "message": f"not verified: {exc}"}
+    return {"verified": ok, "message": message}
+
+
+def warn_unless_verified(trust: dict) -> None:
+    if trust["verified"] is False:
+        print(f"warning: the ledger does not verify — {trust['message']}; what is shown may have been altered "
+              "(see `unlearn ledger verify`)", file=sys.stderr)
+    elif trust["verified"] is None:
+        print(f"note: {trust['message']}", file=sys.stderr)
 
 
 def format_list(found: list[lg.RequestRecord], now) -> str:
@@ -218,8 +241,10 @@ def cmd_requests_show(args, root: Path) -> int:
 
     now = lg.utc_now()
     record = ledger.show(root, args.id)
-    emit(args, record.to_dict(now, with_entries=True), format_record(record, now))
-    return EXIT_OK
+    trust = ledger_trust(root)
+    emit(args, {**record.to_dict(now, with_entries=True), "ledger": trust}, format_record(record, now))
+    warn_unless_verified(trust)
+    return EXIT_FAILED if trust["verified"] is False else EXIT_OK
 
 
 def format_record(r: lg.RequestRecord, now) -> str:

@@ -114,7 +114,8 @@ def test_list_and_overdue(root, capsys):
     run(root, capsys, "requests", "submit", str(root / "new.yaml"))
     code, listing = run_json(root, capsys, "requests", "list")
     assert code == 0 and listing["count"] == 2 and [r["id"] for r in listing["requests"]] == ["REQ-1", "REQ-2"]
-    assert set(listing) == {"requests", "count", "now", "status", "overdue_only"}
+    assert set(listing) == {"requests", "count", "now", "status", "overdue_only", "ledger"}
+    assert listing["ledger"]["verified"] is True
     code, overdue = run_json(root, capsys, "requests", "list", "--overdue")
     assert code == 1 and [r["id"] for r in overdue["requests"]] == ["REQ-1"]  # a problem was found
     assert overdue["requests"][0]["deadline"] == "2024-02-29"
@@ -228,6 +229,30 @@ def test_ledger_verify_finds_a_forged_append_and_cut_off_entries_without_expect_
         db.execute("DELETE FROM ledger_entries WHERE seq >= 3")  # the forgery and a genuine entry
     code, report = run_json(root, capsys, "ledger", "verify")
     assert code == 1 and report["first_bad"] == 3 and "newest entries were removed" in report["message"]
+
+
+def test_list_and_show_say_when_the_ledger_does_not_verify(root, capsys):
+    """A row rewritten in the database (a request's receipt moved back years: overdue) is shown as
+    stored, but never as if the ledger vouched for it: a warning line and exit 1."""
+    submitted(root, capsys, 2)
+    with sqlite3.connect(root / "ledger.db") as db:
+        db.execute("DROP TRIGGER ledger_no_update")
+        db.execute("UPDATE ledger_entries SET at = '2020-01-01T00:00:00+00:00' WHERE seq = 2")
+    code, out, err = run(root, capsys, "requests", "list")
+    assert code == 1 and "REQ-1" in out
+    assert err.count("\n") == 1 and err.startswith("warning: the ledger does not verify — entry 2 ")
+    code, listing = run_json(root, capsys, "requests", "list")
+    assert code == 1 and listing["ledger"]["verified"] is False and "entry 2" in listing["ledger"]["message"]
+    code, shown = run_json(root, capsys, "requests", "show", "REQ-1")
+    assert code == 1 and shown["ledger"]["verified"] is False
+
+
+def test_list_without_the_signing_key_says_it_is_unverified(root, capsys):
+    submitted(root, capsys, 1)
+    (root / ".unlearn" / "signing.key").rename(root / "elsewhere.key")
+    code, out, err = run(root, capsys, "requests", "list")
+    assert code == 0 and "REQ-0" in out
+    assert err.startswith("note: not verified:") and "no signing key" in err and err.count("\n") == 1
 
 
 def test_ledger_seal_signs_the_head_again_after_the_head_file_was_lost(root, capsys):
