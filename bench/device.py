@@ -44,7 +44,8 @@ from tasks.scan import scan_corpus
 from unlearning import devices
 from unlearning.errors import UnlearnError
 from unlearning.text import lm
-from unlearning.text.data import TextCorpus, build_shakespeare, redact
+from unlearning.text.data import TextCorpus, redact
+from unlearning.text.shakespeare import build_shakespeare
 
 SALT = b"unlearnflow/bench/device"
 COLUMNS = ("scenario", "device", "precision", "train s", "update", "update s", "retrain s",

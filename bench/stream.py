@@ -385,7 +385,8 @@ class Text:
         from bench import text as bench_text
         from tasks.scan import scan_corpus
         from unlearning.text import lm
-        from unlearning.text.data import build_shakespeare, redact
+        from unlearning.text.data import redact
+        from unlearning.text.shakespeare import build_shakespeare
 
         self.lm, self.candidates, self.salt = lm, candidates, bench_text.SALT
         corpus = build_shakespeare()

@@ -45,7 +45,8 @@ import torch
 
 from flows.settings import DEMO_TEXT_STEPS
 from unlearning.text import lm
-from unlearning.text.data import build_shakespeare, redact
+from unlearning.text.data import redact
+from unlearning.text.shakespeare import build_shakespeare
 from tasks.scan import scan_corpus
 
 SALT = b"unlearnflow/bench/text"

