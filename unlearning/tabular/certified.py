@@ -182,28 +182,33 @@ def fast_bound_applies(p: Problem) -> bool:
     return torch.equal(p.cache["gradient_at"], p.theta)
 
 
-def fast_bound(p: Problem, theta: torch.Tensor) -> FastBound:
+def fast_bound(p: Problem, theta: torch.Tensor, start_gradient: torch.Tensor | None = None) -> FastBound:
     """The O(|Z|·p + p²) bound on ‖∇L_b(θ; D')‖₂ for θ = θ* − Δ (see FastBound); needs
-    `fast_bound_applies(p)`."""
+    `fast_bound_applies(p)`. `start_gradient`: ∇L_b(θ*; D') = ∇L_b(θ*; D) + G if the caller holds
+    it (influence.NewtonResult.start_gradient), else computed here the same way."""
     step = p.theta - theta  # Δ, over every coordinate (revoked ones included)
-    X_z, X_t = p.X_z, p.X_tilde
-    w_z, w_t = _curvature(p.theta, X_z), _curvature(p.theta, X_t)
-    zs, ts = X_z @ step, X_t @ step  # (|Z|,), (|Z̃|,)
-    g = p.cache["gradient"].reshape(-1) + influence.influence_gradient(p)
-    H_step = p.cache["H"] @ step - X_z.T @ (w_z * zs) + X_t.T @ (w_t * ts)
+    z, t = _row_terms(p.theta, p.X_z, step), _row_terms(p.theta, p.X_tilde, step)
+    g = (start_gradient if start_gradient is not None
+         else p.cache["gradient"] + influence.influence_gradient(p)).reshape(-1)
+    gram, weighted = p.cache["gram"], p.cache.get("gram_by_row_norm")
+    H_step = p.cache["H"] @ step - z.curvature_step + t.curvature_step
     linear = float((g - H_step).norm())
 
-    gram = p.cache["gram"]
-    tilde_sq = X_t.pow(2).sum(dim=1)  # ‖x̃‖²
-    frob2 = float(gram.diagonal().sum() + tilde_sq.sum())  # ≥ ‖X′‖_F²
+    frob2 = float(gram.diagonal().sum()) + t.norm_sq  # ≥ ‖X′‖_F²
     step_norm = float(step.norm())
     rounding = (p.n + step.numel() + p.touched + 2) * UNIT_ROUNDOFF
-    x_step_sq = float(step @ (gram @ step)) - float(zs @ zs) + float(ts @ ts)
+    x_step_sq = float(step @ (gram @ step)) - z.step_sq + t.step_sq
     x_step_norm = (max(x_step_sq, 0.0) + 2 * rounding * frob2 * step_norm ** 2) ** 0.5
-    x_norm = (float(p.cache["X_norm"]) ** 2 + float(tilde_sq.sum())) ** 0.5 * (1 + rounding)
+    x_norm = (float(p.cache["X_norm"]) ** 2 + t.norm_sq) ** 0.5 * (1 + rounding)
     row_norm_d = float(p.cache["row_norm_max"]) * (1 + rounding)
-    row_norm = max(row_norm_d, float(tilde_sq.max()) ** 0.5 * (1 + rounding) if len(X_t) else 0.0)
-    quartic = _quartic_bound(p, step, step_norm, zs, ts, row_norm_d, frob2, rounding)
+    row_norm = max(row_norm_d, t.norm_sq_max ** 0.5 * (1 + rounding))
+
+    # (Σ_{D'} v_i⁴)^½: ‖Δ‖²·Δᵀ(Σ_D ‖x_i‖²x_i x_iᵀ)Δ less Z's share, plus Z̃'s exactly. The cached
+    # matrix (or ρ_D²·XᵀX, which dominates it) sums n rows: its rounding in the quadratic form is
+    # at most rounding·ρ_D²·‖X‖_F²·‖Δ‖².
+    weighted_sq = float(step @ (weighted @ step)) if weighted is not None else row_norm_d ** 2 * float(step @ (gram @ step))
+    kept = max(weighted_sq - z.weighted_step_sq, 0.0) + 2 * rounding * row_norm_d ** 2 * frob2 * step_norm ** 2
+    quartic = ((step_norm ** 2 * kept + t.step_quartic) * (1 + rounding)) ** 0.5
     remainder = 0.5 * CURVATURE_LIPSCHITZ * x_norm * quartic
 
     # Rounding of the cached gradient (n rows, |r_i| ≤ 1) and of H'Δ (H's entries sum n rows, w ≤ 1/4).
@@ -215,18 +220,25 @@ def fast_bound(p: Problem, theta: torch.Tensor) -> FastBound:
     return FastBound(bound, remainder, linear, allowance, x_norm, row_norm, step_norm, x_step_norm, quartic)
 
 
-def _quartic_bound(p: Problem, step: torch.Tensor, step_norm: float, zs: torch.Tensor, ts: torch.Tensor,
-                   row_norm_d: float, frob2: float, rounding: float) -> float:
-    """(Σ_{D'} (x_iᵀΔ)⁴)^½ from above: ‖Δ‖²·(Δᵀ(Σ_D ‖x_i‖² x_i x_iᵀ)Δ − Σ_Z ‖x_z‖²(x_zᵀΔ)²) for the
-    rows kept from D plus Σ_Z̃ (x̃ᵀΔ)⁴ exactly. The cached weighted Gram matrix (or ρ_D²·XᵀX, which
-    dominates it) sums n rows: its rounding is at most rounding·ρ_D²·‖X‖_F²·‖Δ‖² in the quadratic form."""
-    weighted = p.cache.get("gram_by_row_norm")
-    if weighted is None:
-        weighted = row_norm_d ** 2 * p.cache["gram"]
-    z_sq = p.X_z.pow(2).sum(dim=1)
-    kept = float(step @ (weighted @ step)) - float((z_sq * zs.pow(2)).sum())
-    kept = max(kept, 0.0) + 2 * rounding * row_norm_d ** 2 * frob2 * step_norm ** 2
-    return ((step_norm ** 2 * kept + float(ts.pow(4).sum())) * (1 + rounding)) ** 0.5
+@dataclass(frozen=True)
+class RowTerms:
+    """What the touched rows X (Z or Z̃) contribute to the bound, for the step Δ (v = XΔ)."""
+
+    curvature_step: torch.Tensor | float  # Σ w(x·θ*)·x·v, part of H'Δ
+    step_sq: float  # Σ v²
+    weighted_step_sq: float  # Σ ‖x‖²·v²
+    step_quartic: float  # Σ v⁴
+    norm_sq: float  # Σ ‖x‖²
+    norm_sq_max: float  # max ‖x‖²
+
+
+def _row_terms(theta: torch.Tensor, X: torch.Tensor, step: torch.Tensor) -> RowTerms:
+    if not len(X):
+        return RowTerms(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    v, norm_sq = X @ step, X.pow(2).sum(dim=1)
+    v_sq = v * v
+    return RowTerms(X.T @ (_curvature(theta, X) * v), float(v_sq.sum()), float(norm_sq @ v_sq),
+                    float(v_sq @ v_sq), float(norm_sq.sum()), float(norm_sq.max()))
 
 
 def _curvature(theta: torch.Tensor, X: torch.Tensor) -> torch.Tensor:

@@ -319,6 +319,9 @@ class NewtonResult:
     # a caller holding ∇L_b(θ; D') from a pass of its own refines θ without a new factorisation.
     solve: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, compare=False, repr=False)
     surviving: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    # ∇L_b(θ*; D') as `newton_gradient` gave it, shaped like θ (None when the first step used
+    # another gradient): the certified bound without a pass starts from it too.
+    start_gradient: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
 
 def second_order_update(p: Problem, solver: str = "auto", hessian_mode: str = "auto",
@@ -383,10 +386,13 @@ def second_order_update(p: Problem, solver: str = "auto", hessian_mode: str = "a
         theta = apply_step(p, theta, solve(predicted), S)
         refine_steps -= 1
         G = corrected_gradient(p, theta).reshape(-1)[S]
+        start_gradient = None
     else:
-        G = (newton_gradient(p) if from_start_gradient else influence_gradient(p)).reshape(-1)[S]
+        start_gradient = newton_gradient(p) if from_start_gradient else None
+        G = (start_gradient if from_start_gradient else influence_gradient(p)).reshape(-1)[S]
     theta = apply_step(p, theta, solve(G), S)
     for _ in range(refine_steps):
         g = corrected_gradient(p, theta).reshape(-1)[S]
         theta = apply_step(p, theta, solve(g), S)
-    return NewtonResult(theta=theta, hvps=hvps, solver=solver, hessian=hessian_mode, solve=solve, surviving=S)
+    return NewtonResult(theta=theta, hvps=hvps, solver=solver, hessian=hessian_mode, solve=solve, surviving=S,
+                        start_gradient=start_gradient)

@@ -140,7 +140,8 @@ def certified_update(p: Problem, cfg: CertifiedConfig) -> Result:
     # certificate's exact pass is the second read of D', not a third.
     out = influence.second_order_update(p, cfg.solver, "auto", from_start_gradient=True, predicted_start=True)
     c = p.certification
-    theta, residual, bound, passes, refined = out.theta, None, certified_bound_without_pass(p, out.theta), 0, 0
+    bound = certified_bound_without_pass(p, out.theta, out.start_gradient)
+    theta, residual, passes, refined = out.theta, None, 0, 0
     if bound is None:
         exact, passes = certified.exact_residual(p, theta), 1
         if exact.bound > certified.REFINE_SHARE * (c.budget - c.spent):
@@ -162,14 +163,15 @@ def certified_update(p: Problem, cfg: CertifiedConfig) -> Result:
                           "within_budget": spent <= c.budget})
 
 
-def certified_bound_without_pass(p: Problem, theta: torch.Tensor) -> float | None:
+def certified_bound_without_pass(p: Problem, theta: torch.Tensor,
+                                 start_gradient: torch.Tensor | None = None) -> float | None:
     """The O(|Z|·p + p²) bound (certified.fast_bound) when the version's cache allows it and it is
     at most FAST_BOUND_SHARE of the budget left; None: pay the exact pass over D' and spend the
     residual itself (7–10× smaller on Adult), which keeps big requests from draining the budget."""
     if not certified.fast_bound_applies(p):
         return None
     c = p.certification
-    bound = certified.fast_bound(p, theta).bound
+    bound = certified.fast_bound(p, theta, start_gradient).bound
     return bound if bound <= certified.FAST_BOUND_SHARE * (c.budget - c.spent) else None
 
 
