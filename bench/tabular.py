@@ -595,7 +595,25 @@ def certified_note(rows: list[dict]) -> str:
                      f"{cert['seconds'] / chol['seconds']:.2g}× second_order (fastest runs "
                      f"{cert['min_seconds'] / chol['min_seconds']:.2g}×), {speedup_text(cert['speedup'])} vs retrain; "
                      f"ε {cert['epsilon_text']}")
-    return "\n".join(f"- {n}" for n in notes)
+    return "\n".join([f"- {n}" for n in notes] + [certified_targets(rows)])
+
+
+def certified_targets(rows: list[dict]) -> str:
+    """Issue 14's two certified targets, on median times: deletions of ≤ 100 records within 2× of
+    second_order; revocations ≥ 20× the project's retrain with agreement ≥ 99.5 % and within budget."""
+    by = {(r["request"], r["method"]): r for r in rows}
+    parts = []
+    for request in dict.fromkeys(r["request"] for r in rows if r["method"] == CERTIFIED.label):
+        cert = by[(request, CERTIFIED.label)]
+        if cert["kind"] == "delete" and int(request.split()[-1]) <= TARGET_MAX_DELETED:
+            ratio = cert["seconds"] / by[(request, CHOLESKY.label)]["seconds"]
+            parts.append(f"{request}: {ratio:.2g}× second_order {'✓' if ratio <= 2 else '✗'}")
+        elif cert["kind"] == "revoke":
+            ok = (cert["speedup"] >= 20 and cert["agreement_pct"] >= TARGET_AGREEMENT
+                  and cert.get("within_budget") is not False)
+            parts.append(f"{request}: {speedup_text(cert['speedup'])} vs retrain, {cert['agreement_pct']:.2f} % "
+                         f"{'✓' if ok else '✗'}")
+    return "**Certified targets** (issue 14): " + ("; ".join(parts) if parts else "not measured in this run")
 
 
 def scaling_table(rows: list[dict]) -> str:
