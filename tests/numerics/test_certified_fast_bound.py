@@ -348,3 +348,11 @@ def test_the_predicted_revocation_gradient_needs_this_versions_cache_and_a_pure_
     assert influence.revocation_gradient_from_cache(relabelled, S) is None
     deletion = cached_problem(400, 0, "delete", 3, req_seed=0)
     assert influence.revocation_gradient_from_cache(deletion, influence.surviving_coordinates(deletion)) is None
+
+
+def test_a_row_listed_twice_in_Z_sends_the_request_to_the_exact_pass():
+    """The pass-free bound subtracts Z's rows from D's cached sums: a duplicated row would be taken
+    out twice, so such a request is certified by the exact pass instead."""
+    p = cached_problem(300, 1, "delete", 3, req_seed=1)
+    twice = replace(p, z_index=torch.cat([p.z_index, p.z_index[:1]]))
+    assert certified.fast_bound_applies(p) and not certified.fast_bound_applies(twice)

@@ -179,7 +179,8 @@ def fast_bound_applies(p: Problem) -> bool:
         return False
     if any(p.cache.get(k) is None for k in ("gram", "row_norm_max", "X_norm", "H", "gradient", "gradient_at")):
         return False
-    return torch.equal(p.cache["gradient_at"], p.theta)
+    # Z's sums are subtracted from D's: a row listed twice would be subtracted twice.
+    return torch.equal(p.cache["gradient_at"], p.theta) and len(torch.unique(p.z_index)) == len(p.z_index)
 
 
 def fast_bound(p: Problem, theta: torch.Tensor, start_gradient: torch.Tensor | None = None) -> FastBound:
