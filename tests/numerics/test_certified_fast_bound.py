@@ -356,3 +356,15 @@ def test_a_row_listed_twice_in_Z_sends_the_request_to_the_exact_pass():
     p = cached_problem(300, 1, "delete", 3, req_seed=1)
     twice = replace(p, z_index=torch.cat([p.z_index, p.z_index[:1]]))
     assert certified.fast_bound_applies(p) and not certified.fast_bound_applies(twice)
+
+
+def test_a_certified_revocation_with_cg_takes_no_predicted_step():
+    """CG multiplies by the exact H(θ*; D'): the predicted first step, meant for the cached factor,
+    would cost a CG solve of its own, so CG keeps its former path; the certificate still holds."""
+    from unlearning.tabular import influence
+
+    p = revocation_problem(1)
+    cg = run_method("certified", p, {"solver": "cg"})
+    plain = influence.second_order_update(p, "cg", "auto", from_start_gradient=True)
+    assert torch.equal(cg.theta, plain.theta)
+    assert cg.residual_bound >= residual_by_hand(p, cg.theta)

@@ -111,8 +111,9 @@ REFINE_SHARE = 1e-2
 
 # The fast bound is spent when it is at most this share of the budget left: each such request
 # then uses at most 0.1 % of what remains (at least 690 of them fit before half of any budget is
-# gone), and a request whose bound is larger pays the exact pass and spends its residual, 50–100×
-# smaller on Adult (deleting 100 records: 0.065 against 9e-4; deleting 1: 3e-5 against 5e-7).
+# gone), and a request whose bound is larger pays the exact pass and spends its residual, 7–10×
+# smaller on Adult (deleting 1000 records: 0.27 against 0.038; deleting 100: 0.0068 against 8.9e-4,
+# under the share, so spent without a pass; deleting 1: 4e-6 against 5e-7).
 FAST_BOUND_SHARE = 1e-3
 
 DATA_KEYS = ("gram", "row_norm_max", "gram_by_row_norm")  # entries that describe D itself

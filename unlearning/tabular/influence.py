@@ -283,8 +283,8 @@ def corrected_hessian_diagonal(p: Problem) -> torch.Tensor:
 def revocation_gradient_from_cache(p: Problem, S: torch.Tensor) -> torch.Tensor | None:
     """∇L_b(θ₀; D') on the surviving coordinates S, to first order, from the version's cache alone:
     for a pure revocation (each touched row replaced by itself with the revoked columns R zeroed,
-    labels unchanged; no deletion) at θ₀ = θ* with θ_R at its optimum. D' holds D's rows with X_R = 0, so L_b(·; D') on S
-    is L_b(·; D) with θ_R = 0, and linearising ∇L_b(θ; D) about θ* gives
+    labels unchanged; no deletion) at θ₀ = θ* with θ_R at its optimum. D' holds D's rows with
+    X_R = 0, so L_b(·; D') on S is L_b(·; D) with θ_R = 0, and linearising ∇L_b(θ; D) about θ* gives
         ∇_S L_b(θ₀; D') ≈ ∇_S L_b(θ*; D) + H(θ*; D)_{SR}·(0 − θ*_R)
     (O(p²): no pass). A Newton step on it lands where one step on the exact gradient would, up to
     the second-order term of the logit shift x_Rᵀθ*_R (Adult, revoking `sex`: 1.5 against 53 for
@@ -354,7 +354,6 @@ def second_order_update(p: Problem, solver: str = "auto", hessian_mode: str = "a
         hessian_mode = "exact" if p.touched * 4 <= p.n else "cached"
         refine_steps = refine_steps if hessian_mode == "exact" else max(refine_steps, 1)
     theta = revoked_optimum(p)
-    predicted = revocation_gradient_from_cache(p, S) if predicted_start and hessian_mode == "cached" else None
 
     hvps = 0
     if solver == "cg":
@@ -382,6 +381,8 @@ def second_order_update(p: Problem, solver: str = "auto", hessian_mode: str = "a
         def solve(rhs):
             return factor_solve(L, rhs[:, None]).squeeze(1)
 
+    # (CG has turned `cached` into `exact` above: there the prediction would cost a solve of HVPs)
+    predicted = revocation_gradient_from_cache(p, S) if predicted_start and hessian_mode == "cached" else None
     if predicted is not None and refine_steps > 0:
         theta = apply_step(p, theta, solve(predicted), S)
         refine_steps -= 1
