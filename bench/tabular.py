@@ -595,6 +595,8 @@ def certified_note(rows: list[dict]) -> str:
                      f"{cert['seconds'] / chol['seconds']:.2g}× second_order (fastest runs "
                      f"{cert['min_seconds'] / chol['min_seconds']:.2g}×), {speedup_text(cert['speedup'])} vs retrain; "
                      f"ε {cert['epsilon_text']}")
+    if not notes:  # a model without the certified method (the plain one)
+        return ""
     return "\n".join([f"- {n}" for n in notes] + [certified_targets(rows)])
 
 
