@@ -56,8 +56,9 @@ def load_cache(root: Path, run_id: str) -> dict:
 # What a table model version keeps for the requests on it (unlearning.tabular.erasure.model_cache):
 # H(θ*; D), its Cholesky factor, ‖X‖₂, ∇L_b(θ*; D) and the θ it was taken at, and H's spectrum
 # summaries (largest eigenvalue: the first-order step; diagonal: CG's preconditioner); XᵀX and the
-# largest row norm (the certified bound without a pass over D').
-CACHE_KEYS = ("H", "L", "X_norm", "gradient", "gradient_at", "lambda_max", "hess_diag", "gram", "row_norm_max")
+# largest row norm and Σ‖x_i‖²x_i x_iᵀ (the certified bound without a pass over D').
+CACHE_KEYS = ("H", "L", "X_norm", "gradient", "gradient_at", "lambda_max", "hess_diag", "gram", "row_norm_max",
+              "gram_by_row_norm")
 
 
 # The version's data encoded with its feature map (unlearning.tabular.erasure.Encoded), under

@@ -330,7 +330,8 @@ def test_budget_exhaustion_is_signalled():
     assert ok.stats["within_budget"] is True
     assert ok.epsilon == pytest.approx(math.sqrt(2 * math.log(1.5e4)) * ok.residual_bound / 50.0, rel=1e-9)
 
-    nearly_spent = Certification(epsilon=1.0, delta=1e-4, sigma=50.0, spent=budget - 0.5 * ok.residual_bound)
+    # Nothing left: with a little left, the update would refine its step to fit (REFINE_SHARE).
+    nearly_spent = Certification(epsilon=1.0, delta=1e-4, sigma=50.0, spent=budget)
     p = make_problem(theta, obj, X, y, 2, z, X_tilde, y_tilde, certification=nearly_spent)
     out = run_method("certified", p, {})
     assert out.stats["within_budget"] is False

@@ -11,7 +11,8 @@ there, so H is block-diagonal between revoked and surviving coordinates and the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -279,6 +280,27 @@ def corrected_hessian_diagonal(p: Problem) -> torch.Tensor:
 
 # --- second order -----------------------------------------------------------------------------
 
+def revocation_gradient_from_cache(p: Problem, S: torch.Tensor) -> torch.Tensor | None:
+    """∇L_b(θ₀; D') on the surviving coordinates S, to first order, from the version's cache alone:
+    for a pure revocation (each touched row replaced by itself with the revoked columns R zeroed,
+    labels unchanged; no deletion) at θ₀ = θ* with θ_R at its optimum. D' holds D's rows with
+    X_R = 0, so L_b(·; D') on S is L_b(·; D) with θ_R = 0, and linearising ∇L_b(θ; D) about θ* gives
+        ∇_S L_b(θ₀; D') ≈ ∇_S L_b(θ*; D) + H(θ*; D)_{SR}·(0 − θ*_R)
+    (O(p²): no pass). A Newton step on it lands where one step on the exact gradient would, up to
+    the second-order term of the logit shift x_Rᵀθ*_R (Adult, revoking `sex`: 1.5 against 53 for
+    the exact gradient at θ₀; one exact step from there: 0.015). None when the cache is another
+    θ*'s or absent, or the request is not a pure revocation."""
+    if not p.revoked or len(p.X_tilde) != len(p.z_index) or not torch.equal(p.y_tilde, p.y_z):
+        return None
+    start, at, H = p.cache.get("gradient"), p.cache.get("gradient_at"), p.cache.get("H")
+    if start is None or at is None or H is None or not torch.equal(at, p.theta):
+        return None
+    revoked = torch.ones(p.theta.numel(), dtype=torch.bool)
+    revoked[S] = False
+    R = revoked.nonzero().squeeze(1)
+    return start.reshape(-1)[S] - H[S][:, R] @ p.theta.reshape(-1)[R]
+
+
 def auto_solver(p: Problem, max_dense: int) -> str:
     """`cholesky` whenever the model version holds H(θ*; D)'s factor (a request then costs
     O(m·p² + m³) through Woodbury, or one O(p³) factor: 16–47 CG products over all of D' were
@@ -293,11 +315,19 @@ class NewtonResult:
     hvps: int
     solver: str
     hessian: str
+    # rhs on the surviving coordinates ↦ the step the update took for it (same matrix, same factor):
+    # a caller holding ∇L_b(θ; D') from a pass of its own refines θ without a new factorisation.
+    solve: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, compare=False, repr=False)
+    surviving: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    # ∇L_b(θ*; D') as `newton_gradient` gave it, shaped like θ (None when the first step used
+    # another gradient): the certified bound without a pass starts from it too.
+    start_gradient: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
 
 def second_order_update(p: Problem, solver: str = "auto", hessian_mode: str = "auto",
                         refine_steps: int = 0, cg_tol: float = 1e-10, cg_max_iter: int = 500,
-                        max_dense: int = 5000, from_start_gradient: bool = False) -> NewtonResult:
+                        max_dense: int = 5000, from_start_gradient: bool = False,
+                        predicted_start: bool = False) -> NewtonResult:
     """θ* − H⁻¹G on the surviving coordinates (revoked ones at their exact optimum).
 
     solver: `cholesky` (dense H, factor of H(θ*; D) cached per model version and reused through
@@ -313,6 +343,9 @@ def second_order_update(p: Problem, solver: str = "auto", hessian_mode: str = "a
     refine_steps: extra steps θ ← θ − H⁻¹∇L_b(θ; D') with the same H and the exact gradient.
     from_start_gradient: step on `newton_gradient` (G plus θ*'s own residual on D, when cached)
     instead of G alone.
+    predicted_start: for a revocation on the cached H, take the first step on the gradient predicted
+    from the version's cache (`revocation_gradient_from_cache`, no pass over D') and count it as
+    the first of the steps on exact gradients: one pass over D' fewer for about the same residual.
     """
     S = surviving_coordinates(p)
     n_params = p.theta.numel()
@@ -321,7 +354,6 @@ def second_order_update(p: Problem, solver: str = "auto", hessian_mode: str = "a
         hessian_mode = "exact" if p.touched * 4 <= p.n else "cached"
         refine_steps = refine_steps if hessian_mode == "exact" else max(refine_steps, 1)
     theta = revoked_optimum(p)
-    G = (newton_gradient(p) if from_start_gradient else influence_gradient(p)).reshape(-1)[S]
 
     hvps = 0
     if solver == "cg":
@@ -349,8 +381,19 @@ def second_order_update(p: Problem, solver: str = "auto", hessian_mode: str = "a
         def solve(rhs):
             return factor_solve(L, rhs[:, None]).squeeze(1)
 
+    # (CG has turned `cached` into `exact` above: there the prediction would cost a solve of HVPs)
+    predicted = revocation_gradient_from_cache(p, S) if predicted_start and hessian_mode == "cached" else None
+    if predicted is not None and refine_steps > 0:
+        theta = apply_step(p, theta, solve(predicted), S)
+        refine_steps -= 1
+        G = corrected_gradient(p, theta).reshape(-1)[S]
+        start_gradient = None
+    else:
+        start_gradient = newton_gradient(p) if from_start_gradient else None
+        G = (start_gradient if from_start_gradient else influence_gradient(p)).reshape(-1)[S]
     theta = apply_step(p, theta, solve(G), S)
     for _ in range(refine_steps):
         g = corrected_gradient(p, theta).reshape(-1)[S]
         theta = apply_step(p, theta, solve(g), S)
-    return NewtonResult(theta=theta, hvps=hvps, solver=solver, hessian=hessian_mode)
+    return NewtonResult(theta=theta, hvps=hvps, solver=solver, hessian=hessian_mode, solve=solve, surviving=S,
+                        start_gradient=start_gradient)
