@@ -586,6 +586,15 @@ class Images:
             alive[deleted] = False
             self.alive.append(alive.clone())
         self.subset, self.epochs, self.fm, self.tensors = subset, epochs, fm, tensors
+        # record ids: positions in the Fashion-MNIST arrays (training images first, as X holds them)
+        self.train_ids = [f"fm{p}" for p in np.flatnonzero(fm.train)]
+        self.test_ids = [f"fm{p}" for p in np.flatnonzero(~fm.train)]
+        # what each model version's evidence knows of its outputs (tasks/state.py `outputs/`): the
+        # original's computed when it was trained, as the train flow does (not charged, as training is not)
+        from unlearning.images.evidence import KnownOutputs
+        from unlearning.metrics import model_outputs
+        self.known = {self.original: KnownOutputs.of(self.train_ids, model_outputs(self.original, X, y)).merged(
+            KnownOutputs.of(self.test_ids, model_outputs(self.original, *self.test)))}
 
     def describe(self) -> str:
         return (f"Fashion-MNIST, first {self.subset} training images, small CNN {self.epochs:g} epochs; "
@@ -627,19 +636,27 @@ class Images:
                             ImageVerifyConfig(), n_forget=len(self._forget(ks)[1]))
 
     def evidence_checks(self, model, before, k: int) -> list[dict]:
-        """The evidence mode (unlearning.images.evidence), as tasks/kinds/images.py runs it: the
-        deleted images against held-out images of their classes (accuracy gap, membership AUC) in the
-        updated model, utility (every metric, as the pipeline evaluates it) against the model before."""
+        """The evidence mode (unlearning.images.evidence.judge_request), as tasks/kinds/images.py runs
+        it: the deleted images against held-out images of their classes (accuracy gap, membership
+        AUC) in the updated model, utility (every metric, as the pipeline evaluates it) against the
+        model before, whose outputs its version knows (computed when it was trained or by the
+        request that made it); the update's outputs are kept for the next request."""
         from unlearning.images import evidence
         cfg = evidence.ImageEvidenceConfig()
-        context = self._context(before, k - 1, k)
-        classes = set(self.y[self.requests[k - 1]].tolist())
+        forget, keep = self.requests[k - 1], self.alive[k].nonzero().squeeze(1).tolist()
+        classes = set(self.y[forget].tolist())
         controls = evidence.control_positions(self.fm.train, self.fm.labels, classes, cfg.max_controls)
-        sets = evidence.evidence_sets(context.data, context.request,
-                                      self.tensors(self.fm.images[controls], self.fm.labels[controls]))
-        rows = [self._metrics(m, [k]) for m in (before, model)]
-        found = [evidence.evidence_of(m, sets, cfg) for m in (before, model)]
-        return evidence.evidence_checks(found[1], rows[1], rows[0], cfg)
+        images = evidence.RequestImages(
+            (self.X[forget], self.y[forget], [self.train_ids[i] for i in forget]),
+            (self.X[keep], self.y[keep], [self.train_ids[i] for i in keep]),
+            (*self.test, self.test_ids),
+            (*self.tensors(self.fm.images[controls], self.fm.labels[controls]), [f"fm{p}" for p in controls]),
+            frozenset(self.y[keep].unique().tolist()), relabelled=False)
+        judged = evidence.judge_request(before, model, images, cfg, self.known.get(before))
+        self.known[model] = judged.known_after
+        if judged.known_before is not None:
+            self.known[before] = judged.known_before
+        return judged.checks
 
     def audit_checks(self, model, ks: list[int], retrained) -> list[dict]:
         return self.reference_checks(model, model, ks, retrained)
