@@ -156,6 +156,43 @@ def test_weekly_policy_is_the_cadence_of_one_request_and_a_cadence_that_never_au
         simulate(POLICIES[4], arrivals, Ops(), Cadence(5, None))
 
 
+def test_without_retrain_per_request_the_shares_are_of_an_estimate_and_say_so():
+    from tasks.audit import Cadence
+
+    class Scenario:
+        name, original = "text", "original"
+
+        def retrain(self, j):
+            return f"retrained@{j}"
+
+        def update(self, model, k):
+            return f"{model}+u{k}"
+
+        def evidence_checks(self, model, before, k):
+            return []
+
+        def audit_checks(self, model, ks, retrained):
+            return []
+
+        def describe(self):
+            return "three requests"
+
+        def fidelity(self, model, final):
+            return {}
+
+        @staticmethod
+        def fidelity_text(f):
+            return "-"
+
+    assert stream.parse_args(["--policies", "5,4"]).policies == (POLICIES[4], POLICIES[3])
+    with pytest.raises(SystemExit):
+        stream.parse_args(["--policies", "6"])
+    section, goals = stream.run_scenario(Scenario(), [DAY, 2 * DAY, 3 * DAY], (POLICIES[4],), Cadence(1))
+    assert any(line.startswith("**Estimate**: retrain per request not run: its CPU is estimated as 3 ×")
+               for line in section)
+    assert any("(estimated)" in line for line in goals) and any("nightly policy was not run" in line for line in goals)
+
+
 def test_text_requests_take_one_to_three_secrets_each_and_every_secret_once():
     import numpy as np
     prints = [f"s{i}" for i in range(20)]
