@@ -346,12 +346,15 @@ class RequestImages:
 
 @dataclass(frozen=True)
 class Judgement:
+    """One request's evidence (judge_request): both models' metrics and forget-set statistics, the
+    checks, and the outputs each version keeps."""
+
     before: dict  # every metric of unlearning.metrics, model before
     after: dict  # the same, the update
     evidence_before: dict
     evidence_after: dict
     checks: list[dict]
-    known_after: KnownOutputs  # the update's outputs on every image evaluated
+    known_after: KnownOutputs  # the update's outputs on D' and the held-out images (not on a deleted Z)
     known_before: KnownOutputs | None  # `known` with the rows evaluated now added (None: nothing new)
     evaluated_before: int  # images the model before was evaluated on (0: all known)
 
