@@ -187,6 +187,15 @@ class Cadence:
     min_requests: int = 1
     max_age_days: float | None = None
 
+    def due(self, count: int, oldest_age_s: float) -> bool:
+        """Whether `count` waiting requests, the oldest `oldest_age_s` seconds old, call for an audit
+        (bench.stream simulates the same rule)."""
+        if count == 0:
+            return False
+        if count >= self.min_requests:
+            return True
+        return self.max_age_days is not None and oldest_age_s >= self.max_age_days * 86400
+
 
 def cadence_setting(min_requests: object = 1, max_age_days: object = None) -> Cadence:
     """The cadence of `--min-requests N` / `--max-age DAYS` (flow parameters alike); UnlearnError
@@ -218,12 +227,7 @@ def pending_requests(root: Path, model: str) -> tuple[int, datetime | None]:
 
 def is_due(root: Path, model: str, cadence: Cadence, now: datetime | None = None) -> bool:
     count, oldest = pending_requests(root, model)
-    if count == 0:
-        return False
-    if count >= cadence.min_requests:
-        return True
-    age = (now or utc_now()) - oldest
-    return cadence.max_age_days is not None and age.total_seconds() >= cadence.max_age_days * 86400
+    return count > 0 and cadence.due(count, ((now or utc_now()) - oldest).total_seconds())
 
 
 def models_due(root: Path, cadence: Cadence = Cadence()) -> list[str]:

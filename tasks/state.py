@@ -9,9 +9,12 @@
   verification does not re-measure what `detect` / `scan --model` measured on the same version;
 - what the evidence checks of a language model version measure once (its held-out perplexity,
   the "before" of every request on it), so a later request does not measure it again;
+- an image model version's outputs (features and logits) on its training and held-out images
+  (`outputs/`, unlearning.images.evidence.KnownOutputs): the "before" of every request on it,
+  computed once per version; derived from the images, so it goes with the version like `encoded/`;
 - the audit escrow (`escrow/<model>/<forget run>.bin`, sealed by tasks.audit): what a request's
   audit needs of its removed data, deleted by that audit (or when the model is retired).
-The first four are keyed by the MLflow run id that produced the model.
+The first five are keyed by the MLflow run id that produced the model.
 """
 
 from __future__ import annotations
@@ -69,10 +72,16 @@ CACHE_KEYS = ("H", "L", "X_norm", "gradient", "gradient_at", "lambda_max", "hess
 ENCODED_KEYS = ("X", "y", "ids", "X_test", "y_test", "test_ids", "category_counts", "data_version")
 
 
+# An image model version's outputs, under `outputs` in the cache (KnownOutputs.as_state).
+OUTPUT_KEYS = ("ids", "features", "logits")
+
+
 def save_cache(root: Path, run_id: str, cache: dict) -> None:
     keep = {k: v for k, v in cache.items() if k in CACHE_KEYS}
     if keep:
         _save_private(state_dir(root) / "cache" / f"{run_id}.pt", keep)
+    if outputs := {k: v for k, v in (cache.get("outputs") or {}).items() if k in OUTPUT_KEYS}:
+        save_outputs(root, run_id, outputs)
     encoded = {k: v for k, v in (cache.get("encoded") or {}).items() if k in ENCODED_KEYS}
     if encoded.get("data_version"):
         _save_private(state_dir(root) / "encoded" / f"{run_id}.pt", encoded)
@@ -94,6 +103,15 @@ def load_encoded(root: Path, run_id: str, data_version: str | None) -> dict | No
         return None
     encoded = torch.load(path)
     return encoded if encoded.get("data_version") == data_version else None
+
+
+def save_outputs(root: Path, run_id: str, outputs: dict) -> None:
+    _save_private(state_dir(root) / "outputs" / f"{run_id}.pt", outputs)
+
+
+def load_outputs(root: Path, run_id: str) -> dict | None:
+    path = state_dir(root) / "outputs" / f"{run_id}.pt"
+    return torch.load(path) if path.exists() else None
 
 
 def load_exposures(root: Path, run_id: str) -> dict[str, float]:
@@ -129,11 +147,12 @@ def save_evidence(root: Path, run_id: str, measured: dict) -> None:
 
 
 # Each kind of private state kept per model version: its folder and file suffix.
-MODEL_STATE = (("cache", ".pt"), ("encoded", ".pt"), ("noise", ".pt"), ("exposures", ".json"), ("evidence", ".json"))
+MODEL_STATE = (("cache", ".pt"), ("encoded", ".pt"), ("outputs", ".pt"), ("noise", ".pt"), ("exposures", ".json"),
+               ("evidence", ".json"))
 
 
 def drop_model_state(root: Path, run_id: str) -> list[str]:
-    """Delete the cache, encoded data, noise, exposure and evidence records of a superseded model
+    """Delete the cache, encoded data, image outputs, noise, exposure and evidence records of a superseded model
     version; returns what was removed."""
     removed = []
     for name in model_state_files(root, run_id):

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from prefect import task
 
-from tasks import dvc, factories, formats, tracking
+from tasks import dvc, factories, formats, state, tracking
 from tasks import references as prefetch
 from tasks.common import STEP, Lineage, Plan, Trained, Update, Verification, console_table, progress, pyplot
 from tasks.data import save_dataset
@@ -27,9 +28,8 @@ from unlearning.images.bundle import (
 )
 from unlearning.compliance.requests import UnlearningRequest
 from unlearning.images import cnn, factory
-from unlearning.images.evidence import (
-    EvidenceSets, ImageEvidenceConfig, control_positions, evidence_checks, evidence_of, evidence_sets,
-)
+from unlearning.images.evidence import KnownOutputs, RequestImages, control_positions, judge_request
+from unlearning.metrics import model_outputs
 from unlearning.images.verify import ImageVerifyConfig, image_checks, markdown_table
 from unlearning.metrics import compare_to_retrain, evaluate_model
 from unlearning.tabular.methods import single_threaded
@@ -249,13 +249,31 @@ def headline_metrics(rows: list[dict], method: str) -> dict:
 
 # --- evidence ---------------------------------------------------------------------------------
 
-def evidence_inputs(plan: Plan, cfg: ImageEvidenceConfig) -> EvidenceSets:
-    """Z (recorded labels), the held-out images of its classes (the test split, seeded subsample)
-    and the classes D' still holds."""
-    data, req = training_data(plan.dataset, plan.bundle), plan.part.request
-    pos = control_positions(plan.dataset.train, plan.dataset.labels, set(data.y[req.forget].tolist()),
-                            cfg.max_controls)
-    return evidence_sets(data, req, tensors(plan.dataset, pos))
+def request_images(plan: Plan, cfg: ImageVerifyConfig) -> RequestImages:
+    """What the evidence evaluates, with record ids: Z (recorded labels), D \\ Z and the test
+    images (eval_sets), the held-out images of Z's classes (the test split, seeded subsample) and
+    the classes D' still holds."""
+    data, req, ids, records = training_data(plan.dataset, plan.bundle), plan.part.request, plan.bundle.train_ids, \
+        plan.dataset.record_ids
+    test = test_positions(plan.dataset, req.forget_class, cfg.max_test)
+    controls = control_positions(plan.dataset.train, plan.dataset.labels, set(data.y[req.forget].tolist()),
+                                 cfg.evidence.max_controls)
+    return RequestImages(
+        (data.X[req.forget], data.y[req.forget], [ids[i] for i in req.forget.tolist()]),
+        (data.X[req.retain], data.y[req.retain], [ids[i] for i in req.retain.tolist()]),
+        (*tensors(plan.dataset, test), [records[p] for p in test]),
+        (*tensors(plan.dataset, controls), [records[p] for p in controls]),
+        frozenset(torch.unique(req.d_prime(data)[1]).tolist()), req.corrected is not None)
+
+
+def known_outputs(dataset: ImageDataset, bundle: ImageBundle) -> dict:
+    """A freshly trained version's outputs on its training images and the test split (the private
+    state `outputs/`): the model before of its first request, evaluated once."""
+    data, test = training_data(dataset, bundle), test_positions(dataset)
+    with single_threaded():
+        known = KnownOutputs.of(bundle.train_ids, model_outputs(bundle.model, data.X, data.y)).merged(
+            KnownOutputs.of([dataset.record_ids[p] for p in test], model_outputs(bundle.model, *tensors(dataset, test))))
+    return {"outputs": known.as_state()}
 
 
 def evidence_metrics(evidence: dict, suffix: str = "") -> dict:
@@ -280,17 +298,22 @@ def evidence_images(lineage: Lineage, plan: Plan, method: str, bundle_after: Ima
     update and each baseline of `compare`, without a retrain row or gaps to it; logged as
     verify_images logs them. Returns (rows, checks, metrics)."""
     with lineage.child("verify") as run_id:
-        sets, inputs = eval_sets(plan, cfg), evidence_inputs(plan, cfg.evidence)
-        progress(f"  verify: evidence (no retraining): {len(inputs.forget[1])} forget images against "
-                 f"{len(inputs.controls[1])} held-out images of their classes ...")
-        rows = [evaluate_row("original", plan.bundle.model, sets, 0.0),
-                evaluate_row(method, bundle_after.model, sets, update_s)]
-        rows += baseline_rows(plan, method, sets, compare)
+        images = request_images(plan, cfg)
+        progress(f"  verify: evidence (no retraining): {len(images.forget[1])} forget images against "
+                 f"{len(images.controls[1])} held-out images of their classes ...")
+        known = KnownOutputs.from_state(state.load_outputs(lineage.root, plan.parent_run))
         with single_threaded():
-            before, after = (evidence_of(m, inputs, cfg.evidence) for m in (plan.bundle.model, bundle_after.model))
-        checks = evidence_checks(after, rows[1], rows[0], cfg.evidence)
+            judged = judge_request(plan.bundle.model, bundle_after.model, images, cfg.evidence, known)
+        if judged.known_before is not None:  # a version kept from before the outputs were: once
+            state.save_outputs(lineage.root, plan.parent_run, judged.known_before.as_state())
+        rows = [{"method": "original", **judged.before, "rte_s": 0.0},
+                {"method": method, **judged.after, "rte_s": update_s}]
+        if compare:
+            rows += baseline_rows(plan, method, eval_sets(plan, cfg), compare)
+        checks, before, after = judged.checks, judged.evidence_before, judged.evidence_after
         metrics = {**headline_metrics(rows, method), **evidence_metrics(after), **evidence_metrics(before, "_before")}
         tracking.log_params(run_id, {"verification_mode": "evidence", "retrains": 0})
+        metrics["evidence_images_evaluated_before"] = judged.evaluated_before  # 0: all known to the version
         for row in rows:
             with lineage.child(f"metrics {row['method']}", method=row["method"]) as child:
                 tracking.log_metrics(child, {k: v for k, v in row.items() if k != "method" and v is not None})
@@ -301,7 +324,7 @@ def evidence_images(lineage: Lineage, plan: Plan, method: str, bundle_after: Ima
         tracking.log_json(run_id, {"rows": rows, "checks": checks, "evidence": {"after": after, "before": before},
                                    "config": cfg.model_dump()}, "results.json")
         log_plot(run_id, rows)
-    return rows, checks, metrics
+    return rows, checks, metrics, judged.known_after
 
 
 class Images(Kind):
@@ -324,7 +347,7 @@ class Images(Kind):
             factories.remember(lineage.root, config.factory)
         bundle, seconds = fit_cnn(lineage, dataset, config)
         return Trained(bundle, seconds, evaluate_cnn(lineage, dataset, bundle),
-                       {"certified": "false", **factory_tags(bundle)})
+                       {"certified": "false", **factory_tags(bundle)}, cache=lambda: known_outputs(dataset, bundle))
 
     def version_tags(self, update: Update) -> dict:
         return factory_tags(update.bundle)
@@ -351,9 +374,15 @@ class Images(Kind):
     # --- evidence ---
     def evidence(self, lineage: Lineage, plan: Plan, after, update: Update, config, mode: str) -> Verification:
         config = config or {}
-        rows, checks, metrics = evidence_images(lineage, plan, update.method, update.bundle, update.seconds,
-                                                config.get("compare"), config.get("verify") or ImageVerifyConfig())
+        rows, checks, metrics, known = evidence_images(lineage, plan, update.method, update.bundle, update.seconds,
+                                                       config.get("compare"), config.get("verify") or ImageVerifyConfig())
+        update.detail = known  # the new version's outputs: the model before of the next request
         return Verification(metrics, checks, None, detail=rows, mode="evidence", retrains=0)
+
+    def private_state(self, update: Update, after):
+        if isinstance(update.detail, KnownOutputs):
+            return lambda: {"outputs": update.detail.as_state()}
+        return None
 
     def certificate_config(self, plan: Plan, update: Update, attempt: dict | None, config) -> dict:
         config = config or {}

@@ -125,6 +125,35 @@ def test_forget_class_promotes_alignment_verified_by_evidence(digits_ws, capsys)
     assert json.loads(capsys.readouterr().out)["status"] == "already_processed"
 
 
+def test_the_model_before_is_evaluated_once_per_version_and_its_outputs_go_with_it(digits_ws, capsys):
+    """The evidence reads the model before from its version's outputs (tasks/state.py `outputs/`):
+    written when v1 was trained and by the request that made each later version, never holding a
+    deleted image's outputs, and purged with the version."""
+    from tasks import state, tracking
+    from unlearning.images.data import load_images
+
+    tracking.connect(digits_ws)
+    client = mlflow.MlflowClient()
+    outputs = state.state_dir(digits_ws) / "outputs"
+    v1, v2 = (client.get_model_version("digits", v) for v in ("1", "2"))
+    assert verify_run(digits_ws, "IMG-1").data.metrics["evidence_images_evaluated_before"] == 0  # v1's, from training
+    assert not (outputs / f"{v1.run_id}.pt").exists()  # purged with v1 when IMG-1 superseded it
+    dataset = load_images(digits_ws / "data" / "digits")
+    gone = [dataset.record_ids[p] for p in np.flatnonzero(dataset.train & (dataset.labels == 0))[:2]]
+    path = request_file(digits_ws, "delete2.yaml", {"id": "IMG-2", "model": "digits", "delete_records": gone})
+    capsys.readouterr()
+    assert main(["forget", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["verified"] and out["metrics"]["evidence_images_evaluated_before"] == 0  # v2's, kept by IMG-1
+    v3 = client.get_model_version("digits", out["model"]["version"])
+    kept = state.load_outputs(digits_ws, v3.run_id)["ids"]
+    after = load_images(digits_ws / "data" / "digits")
+    assert not set(gone) & set(kept)  # derived from the deleted images: not kept with v3
+    assert {after.record_ids[p] for p in np.flatnonzero(after.train)} <= set(kept)
+    assert f"outputs/{v3.run_id}.pt" in state.model_state_files(digits_ws, v3.run_id)  # listed, purged with v3
+    assert not (outputs / f"{v2.run_id}.pt").exists()
+
+
 def test_the_console_shows_the_evidence_checks_when_no_model_was_retrained():
     from tasks.kinds.images import KIND
 

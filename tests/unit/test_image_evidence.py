@@ -147,3 +147,74 @@ def test_evidence_sets_know_what_d_prime_holds():
     labels = np.array([0, 0, 1, 1, 2])
     assert control_positions(train, labels, {0, 1}, cap=10).tolist() == [1, 2]
     assert len(control_positions(train, labels, {0, 1, 2}, cap=2)) == 2
+
+
+# --- the model before's outputs, once per version (judge_request, KnownOutputs) ----------------------
+
+def request_images(relabelled: bool = False, seed: int = 0):
+    """A request on 8×8 images of 4 classes: Z (6), D \\ Z (40), test (30), controls (12 of the test
+    images, so ids overlap as the pipeline's do), each with record ids."""
+    g = torch.Generator().manual_seed(seed)
+    X, y = torch.rand(76, 1, 8, 8, generator=g), torch.arange(76) % K
+    ids = [f"r{i}" for i in range(76)]
+    part = lambda lo, hi: (X[lo:hi], y[lo:hi], ids[lo:hi])  # noqa: E731
+    from unlearning.images.evidence import RequestImages
+    return RequestImages(part(0, 6), part(6, 46), part(46, 76), part(58, 70), frozenset(range(K)), relabelled)
+
+
+def small_cnn(seed: int):
+    from unlearning.images.cnn import CNN
+    torch.manual_seed(seed)
+    return CNN(n_classes=K, in_channels=1, stem=8).eval()
+
+
+def judged_in_full(before, after, images, cfg):
+    """What the pipeline computed before the cache: every metric and the evidence of both models."""
+    from unlearning.images.evidence import EvidenceSets, evidence_of
+    from unlearning.metrics import evaluate_model
+    sets = [(x, y) for x, y, _ in (images.forget, images.retain, images.test)]
+    rows = [evaluate_model(m, *sets) for m in (before, after)]
+    ev = EvidenceSets(images.forget[:2], images.controls[:2], images.present, images.relabelled)
+    return rows, [evidence_of(m, ev, cfg) for m in (before, after)]
+
+
+def test_checks_with_the_model_before_read_from_its_version_equal_those_computed_in_full():
+    from unlearning.images.evidence import judge_request
+    before, after, images = small_cnn(0), small_cnn(1), request_images()
+    cfg = ImageEvidenceConfig(max_ra_drop=2.0)  # two random models: some checks pass, some fail
+    rows, found = judged_in_full(before, after, images, cfg)
+    full = evidence_checks(found[1], rows[1], rows[0], cfg)
+    first = judge_request(before, after, images, cfg)  # nothing known yet: evaluated, and kept
+    assert first.evaluated_before == 76  # 88 rows, 76 images: a control among the test images evaluated once
+    again = judge_request(before, after, images, cfg, first.known_before)
+    assert again.evaluated_before == 0 and again.known_before is None
+    for judged in (first, again):
+        assert [(c["name"], c["passed"]) for c in judged.checks] == [(c["name"], c["passed"]) for c in full]
+        assert [c["value"] for c in judged.checks] == pytest.approx([c["value"] for c in full], abs=1e-9)
+        assert judged.before == pytest.approx(rows[0], abs=1e-9) and judged.after == pytest.approx(rows[1], abs=1e-9)
+        assert judged.evidence_before["membership"] == pytest.approx(found[0]["membership"], abs=1e-9)
+    assert {c["passed"] for c in full} == {True, False}  # both verdicts occur, so equality means something
+
+
+def test_a_version_keeps_outputs_of_its_own_images_never_of_the_deleted_ones():
+    from unlearning.images.evidence import judge_request
+    images = request_images()
+    judged = judge_request(small_cnn(0), small_cnn(1), images, CFG)
+    kept = set(judged.known_after.ids)
+    assert not kept & set(images.forget[2])  # derived from erased images: not kept with the update
+    assert kept == set(images.retain[2]) | set(images.test[2])
+    assert judged.known_after.logits.dtype == torch.float32  # a float32 model's outputs, stored exactly
+    relabelled = judge_request(small_cnn(0), small_cnn(1), request_images(relabelled=True), CFG)
+    assert set(images.forget[2]) <= set(relabelled.known_after.ids)  # Z̃ stays in D' under its new labels
+
+
+def test_only_the_images_a_version_does_not_know_are_evaluated():
+    from unlearning.images.evidence import judge_request, outputs_of
+    from unlearning.metrics import model_outputs
+    before, images = small_cnn(0), request_images()
+    x, y, ids = images.retain
+    known = judge_request(before, small_cnn(1), images, CFG).known_before.restricted(ids[:25])
+    out, evaluated = outputs_of(before, x, y, ids, known)
+    assert evaluated == 15
+    full = model_outputs(before, x, y)
+    assert torch.allclose(out.logits, full.logits, atol=1e-6) and torch.equal(out.labels, full.labels)

@@ -108,7 +108,7 @@ def test_failed_audit_promotes_the_retrained_model_and_removal_waits_for_it():
     assert out.audits == [False, True] and out.fallbacks == 1
     assert out.model == "retrained@2+u3"
     assert out.failed_checks == ["audit 1 (requests 1–2): exposure_vs_retrain_bits (5 vs ≤ 2)"]
-    assert "  - failed: audit 1 (requests 1–2): exposure_vs_retrain_bits (5 vs ≤ 2)" in stream.targets("text", [
+    assert "    - failed: audit 1 (requests 1–2): exposure_vs_retrain_bits (5 vs ≤ 2)" in stream.targets("text", [
         simulate(policy, arrivals, Ops(failing_audits={1})) for policy in POLICIES])
 
 
@@ -118,6 +118,79 @@ def test_failed_evidence_falls_back_to_retraining_at_once():
     assert out.removal_s == [UPDATE + EVIDENCE + RETRAIN + EVIDENCE] and out.checks == [False] and out.fallbacks == 1
     assert out.failed_checks == ["request 1: evidence_check (2 vs ≤ 1)"]
     assert out.cpu_s == UPDATE + 2 * EVIDENCE + 2 * RETRAIN + AUDIT  # the Sunday audit retrains once more
+
+
+def test_cadence_audits_once_enough_requests_wait_at_the_weekly_run():
+    from tasks.audit import Cadence
+    ops = Ops()
+    arrivals = [DAY, 2 * DAY, 3 * DAY, 8 * DAY, 9 * DAY]
+    out = simulate(POLICIES[4], arrivals, ops, Cadence(3, 30.0))
+    # Sunday 1 finds 3 waiting: due; Sunday 2 finds 2 of at most 6 days: not due; they wait until
+    # the oldest is 30 days old (day 8 + 30 = day 38 → the Sunday of day 41)
+    assert ops.audited == [[1, 2, 3], [4, 5]] and ops.retrained == [3, 5]
+    assert out.audit_runs == [(SUNDAY_AUDIT, 3), (41 * DAY + 3 * HOUR, 2)]
+    assert out.removal_s == [UPDATE + EVIDENCE] * 5 and out.audits == [True, True]
+    assert out.cpu_s == pytest.approx(5 * (UPDATE + EVIDENCE) + 2 * (RETRAIN + AUDIT))
+
+
+def test_cadence_policy_counts_the_covering_audit_after_the_month_apart():
+    from tasks.audit import Cadence
+    arrivals = [DAY, 2 * DAY, 3 * DAY]
+    out = simulate(POLICIES[4], arrivals, Ops(), Cadence(30, 30.0), month_end=30 * DAY)
+    assert out.audit_runs == [(34 * DAY + 3 * HOUR, 3)]  # day 1 + 30 days → the Sunday after day 31
+    assert out.cpu_month_s == pytest.approx(3 * (UPDATE + EVIDENCE))
+    assert out.cpu_s == pytest.approx(out.cpu_month_s + RETRAIN + AUDIT)
+    lines = stream.targets("images", [simulate(p, arrivals, Ops(), Cadence(30, 30.0), 30 * DAY) for p in POLICIES])
+    assert any("update + evidence + audit by cadence" in line for line in lines)
+    assert any("(within the month" in line for line in lines)
+
+
+def test_weekly_policy_is_the_cadence_of_one_request_and_a_cadence_that_never_audits_is_refused():
+    from tasks.audit import Cadence
+    arrivals = [DAY, 2 * DAY, SUNDAY_AUDIT + 1.0, 8 * DAY]
+    weekly, one = Ops(), Ops()
+    simulate(POLICIES[3], arrivals, weekly)
+    simulate(POLICIES[4], arrivals, one, Cadence(1))
+    assert weekly.audited == one.audited == [[1, 2], [3, 4]]
+    with pytest.raises(ValueError, match="never audit"):
+        simulate(POLICIES[4], arrivals, Ops(), Cadence(5, None))
+
+
+def test_without_retrain_per_request_the_shares_are_of_an_estimate_and_say_so():
+    from tasks.audit import Cadence
+
+    class Scenario:
+        name, original = "text", "original"
+
+        def retrain(self, j):
+            return f"retrained@{j}"
+
+        def update(self, model, k):
+            return f"{model}+u{k}"
+
+        def evidence_checks(self, model, before, k):
+            return []
+
+        def audit_checks(self, model, ks, retrained):
+            return []
+
+        def describe(self):
+            return "three requests"
+
+        def fidelity(self, model, final):
+            return {}
+
+        @staticmethod
+        def fidelity_text(f):
+            return "-"
+
+    assert stream.parse_args(["--policies", "5,4"]).policies == (POLICIES[4], POLICIES[3])
+    with pytest.raises(SystemExit):
+        stream.parse_args(["--policies", "6"])
+    section, goals = stream.run_scenario(Scenario(), [DAY, 2 * DAY, 3 * DAY], (POLICIES[4],), Cadence(1))
+    assert any(line.startswith("**Estimate**: retrain per request not run: its CPU is estimated as 3 ×")
+               for line in section)
+    assert any("(estimated)" in line for line in goals) and any("nightly policy was not run" in line for line in goals)
 
 
 def test_text_requests_take_one_to_three_secrets_each_and_every_secret_once():
@@ -133,9 +206,10 @@ def test_text_requests_take_one_to_three_secrets_each_and_every_secret_once():
 def test_options_default_to_the_documented_month_and_refuse_bad_ones(capsys):
     args = stream.parse_args([])
     assert args.counts == {"tables": 30, "text": 10, "images": 30} and args.days == 30
+    assert (args.cadence.min_requests, args.cadence.max_age_days) == stream.DEFAULT_CADENCE
     assert stream.parse_args(["--quick", "--requests", "text=2"]).counts["text"] == 2
     for argv in (["--scenarios", "audio"], ["--requests", "text=0"], ["--requests", "video=3"], ["--days", "-1"],
-                 ["--jobs", "0"], ["--image-subset", "5"]):
+                 ["--jobs", "0"], ["--image-subset", "5"], ["--min-requests", "0"], ["--max-age", "-2"]):
         with pytest.raises(SystemExit) as stop:
             stream.parse_args(argv)
         assert stop.value.code == 2

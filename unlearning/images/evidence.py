@@ -32,6 +32,14 @@ samples and n_h controls, weights w = n_f / |Z|:
 - retain and test accuracy (unlearning.metrics rows) against the model before: drops ≤ max_ra_drop,
   max_ta_drop points.
 
+What a request evaluates (`judge_request`): the model before and the update, each on Z, D \\ Z,
+the test images and the controls (every metric of unlearning.metrics for both, as the pipeline
+reports them). The model before's outputs are those of the version the request starts from: they
+are computed once per version (`KnownOutputs`, kept in the version's private state: when the
+request that made it evaluated it on its own D' and the test images, or when it was trained), so a
+request evaluates only the update, and reads the model before's rows from there (those missing are
+evaluated and added).
+
 Strata without a held-out image of their class are left out (reported as `uncontrolled`); a
 forget set with no controlled sample fails the check `heldout_controls` (use the reference mode).
 Limits: one or a few records give wide tolerances (an accuracy of one image cannot be judged), and
@@ -51,7 +59,8 @@ from unlearning.images.request import ImageData, ImageRequest
 # The thresholds live beside the reference checks' (no torch, no metrics): the forget flow names
 # them in its parameters, and a table request must not load this module to build that signature.
 from unlearning.images.verify import ImageEvidenceConfig  # noqa: F401 (re-exported)
-from unlearning.metrics import loss_mia_auc, model_outputs
+from unlearning.metrics import evaluate_outputs, loss_mia_auc, model_outputs
+from unlearning.metrics.evaluate import Outputs
 
 
 @dataclass(frozen=True)
@@ -219,3 +228,158 @@ def evidence_checks(evidence: dict, after: dict, before: dict, cfg: ImageEvidenc
     checks.append(check("ta_drop_vs_original", ta_drop, f"<= {cfg.max_ta_drop}", ta_drop <= cfg.max_ta_drop))
     checks.append(check("ra_drop_vs_original", ra_drop, f"<= {cfg.max_ra_drop}", ra_drop <= cfg.max_ra_drop))
     return checks
+
+
+# --- the model before's outputs, once per version --------------------------------------------------
+
+def compact(t: torch.Tensor) -> torch.Tensor:
+    """`t` (float64, as model_outputs returns it) as float32 where that loses nothing: a float32
+    model's outputs are float32 numbers widened, so they are kept at half the size, exactly."""
+    f = t.float()
+    return f if torch.equal(f.double(), t) else t
+
+
+@dataclass(frozen=True, eq=False)
+class KnownOutputs:
+    """A model version's outputs (features and logits, as unlearning.metrics.model_outputs gives
+    them) on images named by record id: what every request on the version needs of the model
+    before. Derived from the images (training images included): it is kept as the version's
+    private state and purged with it, never published."""
+
+    ids: tuple[str, ...]
+    features: torch.Tensor  # (n, d)
+    logits: torch.Tensor  # (n, K)
+
+    @classmethod
+    def of(cls, ids, outputs: Outputs) -> KnownOutputs:
+        ids = tuple(str(i) for i in ids)
+        if len(ids) != len(outputs.labels) or len(set(ids)) != len(ids):
+            raise ValueError(f"need one distinct id per row: {len(ids)} ids ({len(set(ids))} distinct) "
+                             f"for {len(outputs.labels)} rows")
+        return cls(ids, compact(outputs.features), compact(outputs.logits))
+
+    def rows(self) -> dict[str, int]:
+        return {i: r for r, i in enumerate(self.ids)}
+
+    def restricted(self, keep) -> KnownOutputs:
+        """Only the rows of the ids in `keep` (what a new version may keep: its own training
+        images and the held-out ones, never an erased image's outputs)."""
+        keep = set(keep)
+        rows = [r for r, i in enumerate(self.ids) if i in keep]
+        return KnownOutputs(tuple(self.ids[r] for r in rows), self.features[rows], self.logits[rows])
+
+    def merged(self, other: KnownOutputs | None) -> KnownOutputs:
+        """These rows and those of `other` (ours first where both hold an id)."""
+        if other is None:
+            return self
+        mine = set(self.ids)
+        extra = [r for r, i in enumerate(other.ids) if i not in mine]
+        return KnownOutputs(self.ids + tuple(other.ids[r] for r in extra),
+                            compact(torch.cat([self.features.double(), other.features[extra].double()])),
+                            compact(torch.cat([self.logits.double(), other.logits[extra].double()])))
+
+    def as_state(self) -> dict:
+        return {"ids": list(self.ids), "features": self.features, "logits": self.logits}
+
+    @classmethod
+    def from_state(cls, content: dict | None) -> KnownOutputs | None:
+        if not content:
+            return None
+        return cls(tuple(content["ids"]), content["features"], content["logits"])
+
+
+def outputs_of(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ids, known: KnownOutputs | None,
+               batch_size: int = 512) -> tuple[Outputs, int]:
+    """(model_outputs(model, x, y), how many rows were evaluated): the rows `known` holds (the same
+    model's outputs on those ids) are read from it, the others evaluated."""
+    ids = [str(i) for i in ids]
+    index = known.rows() if known is not None else {}
+    rows = [index.get(i, -1) for i in ids]
+    missing = [p for p, r in enumerate(rows) if r < 0]
+    if len(missing) == len(ids):
+        return model_outputs(model, x, y, batch_size), len(ids)
+    y = torch.as_tensor(y).long().cpu()
+    hit = [p for p, r in enumerate(rows) if r >= 0]
+    hit_rows = [rows[p] for p in hit]
+    features = torch.empty(len(ids), known.features.shape[1], dtype=torch.float64)
+    logits = torch.empty(len(ids), known.logits.shape[1], dtype=torch.float64)
+    features[hit], logits[hit] = known.features[hit_rows].double(), known.logits[hit_rows].double()
+    if missing:
+        fresh = model_outputs(model, x[missing], y[missing], batch_size)
+        features[missing], logits[missing] = fresh.features, fresh.logits
+    return Outputs(features, logits, y), len(missing)
+
+
+def evaluate_sets(model: torch.nn.Module, sets, known: KnownOutputs | None):
+    """(outputs per set, images evaluated, `known` with them added): an image in two sets (a
+    control among the test images) is evaluated once."""
+    outs, evaluated, running = [], 0, known
+    for x, y, ids in sets:
+        out, n = outputs_of(model, x, y, ids, running)
+        outs.append(out)
+        evaluated += n
+        running = KnownOutputs.of(ids, out).merged(running) if n else running
+    return outs, evaluated, running
+
+
+def known_of(parts: list[tuple[list, Outputs]]) -> KnownOutputs:
+    """One KnownOutputs of several (ids, outputs) of the same model (an id in two sets: the first)."""
+    known = None
+    for ids, out in parts:
+        part = KnownOutputs.of(ids, out)
+        known = part if known is None else known.merged(part)
+    return known
+
+
+@dataclass(frozen=True)
+class RequestImages:
+    """Everything a request's evidence evaluates, each set as (X, y, record ids): Z with its
+    recorded labels, D \\ Z, the test images (unlearning.metrics' sets) and the held-out controls."""
+
+    forget: tuple
+    retain: tuple
+    test: tuple
+    controls: tuple
+    present: frozenset[int]
+    relabelled: bool
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """One request's evidence (judge_request): both models' metrics and forget-set statistics, the
+    checks, and the outputs each version keeps."""
+
+    before: dict  # every metric of unlearning.metrics, model before
+    after: dict  # the same, the update
+    evidence_before: dict
+    evidence_after: dict
+    checks: list[dict]
+    known_after: KnownOutputs  # the update's outputs on D' and the held-out images (not on a deleted Z)
+    known_before: KnownOutputs | None  # `known` with the rows evaluated now added (None: nothing new)
+    evaluated_before: int  # images the model before was evaluated on (0: all known)
+
+
+def judge_request(before: torch.nn.Module, after: torch.nn.Module, images: RequestImages, cfg: ImageEvidenceConfig,
+                  known: KnownOutputs | None = None) -> Judgement:
+    """The evidence checks of one request: every metric and the forget-set evidence of the model
+    before (its outputs read from `known` where it holds them) and of the update (evaluated), and
+    the checks on them. Z is evaluated once per model for both the metrics and the evidence."""
+    sets = (images.forget, images.retain, images.test, images.controls)
+    outs_before, evaluated, running = evaluate_sets(before, sets, known)
+    outs_after, _, _ = evaluate_sets(after, sets, None)
+
+    def judged(outs: list[Outputs]) -> tuple[dict, dict]:
+        forget, retain, test, controls = outs
+        found = forget_evidence(forget.logits, forget.labels.numpy(), controls.logits, controls.labels.numpy(),
+                                set(images.present), images.relabelled, cfg)
+        return evaluate_outputs(forget, retain, test), found
+
+    row_before, ev_before = judged(outs_before)
+    row_after, ev_after = judged(outs_after)
+    # the update's version keeps its outputs on its own training images and the held-out ones; a
+    # deleted image's outputs are derived from erased data and are not kept with it
+    first = 0 if images.relabelled else 1  # sets[0] is Z
+    known_after = known_of([(ids, out) for (_, _, ids), out in zip(sets[first:], outs_after[first:])])
+    known_before = running if evaluated else None
+    return Judgement(row_before, row_after, ev_before, ev_after, evidence_checks(ev_after, row_after, row_before, cfg),
+                     known_after, known_before, evaluated)
