@@ -468,7 +468,7 @@ def cmd_model_import(args, root: Path) -> int:
     from tasks import data as data_store
     from tasks import tracking
     from tasks.kinds import kind_of
-    from tasks.kinds.text import check_pretrained
+    from tasks.kinds.hf import check_pretrained
     from tasks.release import project_lock_once_started, recover_interrupted
 
     keep_run_failures_off_console()

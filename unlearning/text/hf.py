@@ -244,10 +244,6 @@ def max_positions(config) -> int:
     return 1 << 30
 
 
-def is_hf(bundle: LMBundle) -> bool:
-    return bundle.preset == PRESET
-
-
 def is_token_vocab(vocab) -> bool:
     return isinstance(vocab, TokenizerVocab)
 
