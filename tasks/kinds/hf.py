@@ -6,13 +6,14 @@ the library side is unlearning.text.hf, which imports transformers inside functi
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
 from prefect import task
 
 from tasks import scan, tracking
-from tasks.common import NOT_RETRAINABLE, STEP, Lineage, progress
+from tasks.common import NOT_RETRAINABLE, STEP, Lineage, progress, whole_number_option
 from unlearning.devices import resolve_device
 from unlearning.errors import UnlearnError
 from unlearning.text import hf, lm
@@ -21,12 +22,44 @@ from unlearning.text.data import TextCorpus, redact
 HF_DEFAULT_STEPS = 200  # fine-tuning steps of `train --from-pretrained` without --steps
 
 
-def check_pretrained(checkpoint: str, lora: bool = False) -> None:
-    """A checkpoint `train --from-pretrained` or `model import` can load, before anything is
-    written: one line naming what is missing and how to fix it (unlearning.text.hf)."""
+def check_pretrained(checkpoint: str, lora: bool = False, corpus: TextCorpus | None = None,
+                     seq_len: int | None = None) -> None:
+    """A checkpoint `train --from-pretrained` or `model import` can load, and `corpus` long enough in
+    its tokens, before anything is written: one line naming what is missing and how to fix it
+    (unlearning.text.hf)."""
     if lora:  # the missing extra first, as load_pretrained does
         hf.require_peft()
     hf.check_checkpoint(checkpoint)
+    if corpus is not None:
+        hf.check_windows_fit(checkpoint, corpus, seq_len or hf.DEFAULT_SEQ_LEN)
+
+
+# The fine-tuning schedule of an imported model: what its retraining replays (hf.refine_tune).
+SCHEDULE = {"steps": "--steps N", "lr": "--lr RATE", "batch": "--batch N", "seq_len": "--seq-len N"}
+
+
+def declared_schedule(base: str | None, steps=None, lr=None, batch=None, seq_len=None) -> dict:
+    """The schedule `model import` records, as the user declares it. With a base checkpoint all of
+    it is required: retraining fine-tunes the base again with it, and only the same fine-tune on D′
+    is the exact reference of the model; without a base nothing retrains the model and only the
+    window length (what every check reads) may be given. UnlearnError (one line) otherwise."""
+    given = {"steps": steps, "lr": lr, "batch": batch, "seq_len": seq_len}
+    if base is None:
+        stray = [SCHEDULE[k].split()[0] for k in ("steps", "lr", "batch") if given[k] is not None]
+        if stray:
+            raise UnlearnError(f"{', '.join(stray)} describe how the model was fine-tuned from its base: give "
+                               f"that checkpoint with --base DIR too, or leave {'it' if len(stray) == 1 else 'them'} out")
+    else:
+        missing = [flag for k, flag in SCHEDULE.items() if given[k] is None]
+        if missing:
+            raise UnlearnError(f"--base needs the schedule the model was fine-tuned with, which retraining replays "
+                               f"to make its exact reference: add {' '.join(missing)}")
+    for name in ("steps", "batch", "seq_len"):
+        if given[name] is not None:
+            whole_number_option(given[name], SCHEDULE[name].split()[0])
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise UnlearnError(f"--lr must be a positive Adam rate (e.g. 5e-05), got {lr!r}")
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def fine_tune_pretrained(corpus: TextCorpus, cfg, on_step=None):
@@ -38,16 +71,17 @@ def fine_tune_pretrained(corpus: TextCorpus, cfg, on_step=None):
 
 
 @task(name="import language model", **STEP)
-def import_lm(lineage: Lineage, checkpoint: str, base: str | None, steps: int | None, seed: int = 0):
+def import_lm(lineage: Lineage, checkpoint: str, base: str | None, schedule: dict, seed: int = 0):
     """(the bundle, seconds to load it). Its settings name the checkpoint it is (`imported`) and
     the one it was fine-tuned from (`base`, None when not declared: nothing can retrain it then)
-    with the steps retraining replays."""
+    with the schedule retraining replays (declared_schedule)."""
     with lineage.child("import") as run_id:
         started = time.perf_counter()
-        bundle = hf.load_pretrained(checkpoint, seed=seed)
+        bundle = hf.load_pretrained(checkpoint, seed=seed, **{k: v for k, v in schedule.items() if k != "steps"})
         bundle.settings.update(imported=hf.checkpoint_identity(checkpoint),
                                base=hf.checkpoint_identity(base) if base else None,
-                               steps=steps or HF_DEFAULT_STEPS, seconds=0.0, schedule_declared=bool(steps))
+                               steps=schedule.get("steps", HF_DEFAULT_STEPS), seconds=0.0,
+                               schedule="declared" if base else "none")
         seconds = time.perf_counter() - started
         tracking.log_params(run_id, lineage_params(bundle))
     return bundle, seconds
@@ -112,12 +146,12 @@ def pretrained_tags(bundle) -> dict:
     if not retrainable(bundle):
         tags[NOT_RETRAINABLE[0]] = NOT_RETRAINABLE[1]  # what the audit reads (tasks.audit.retrainable)
     elif bundle.settings.get("imported"):
-        # An import's retraining replays a schedule the user declared only in part: its steps (when
-        # given) — the rate, batch and window length are this pipeline's defaults, which may not be
-        # how the model was fine-tuned. The reference is then the base fine-tuned *this* way.
+        # The schedule an import's retraining replays, as declared (declared_schedule). A version
+        # imported before the schedule was required declared its steps at most: its rate, batch and
+        # window length were this pipeline's defaults, and the tag says so.
         s = bundle.settings
-        tags["reference_schedule"] = (f"{'declared' if s.get('schedule_declared') else 'default'} steps {s['steps']}; "
-                                      f"assumed lr {s['lr']:g}, batch {s['batch']}, seq_len {s['seq_len']}")
+        schedule = f"steps {s['steps']}, lr {s['lr']:g}, batch {s['batch']}, seq_len {s['seq_len']}"
+        tags["reference_schedule"] = f"{'declared' if s.get('schedule') == 'declared' else 'assumed'} {schedule}"
     return tags
 
 

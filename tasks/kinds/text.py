@@ -73,10 +73,11 @@ def evaluate_lm(lineage: Lineage, corpus, bundle) -> dict:
     return metrics
 
 
-def import_pretrained(lineage: Lineage, corpus: TextCorpus, checkpoint: str, base: str | None, steps: int | None,
+def import_pretrained(lineage: Lineage, corpus: TextCorpus, checkpoint: str, base: str | None, schedule: dict,
                       seed: int = 0) -> Trained:
-    """A Hugging Face model fine-tuned elsewhere, as is, evaluated on the corpus's held-out records."""
-    bundle, seconds = import_lm(lineage, checkpoint, base, steps, seed)
+    """A Hugging Face model fine-tuned elsewhere, as is, evaluated on the corpus's held-out records
+    (`schedule`: tasks.kinds.hf.declared_schedule)."""
+    bundle, seconds = import_lm(lineage, checkpoint, base, schedule, seed)
     return trained_lm(lineage, corpus, bundle, seconds)
 
 
@@ -453,7 +454,7 @@ class Text(Kind):
     def check_trainable(self, dataset, config) -> None:
         check_trainable_corpus(dataset)  # a corpus with no training or held-out window: one line, nothing recorded
         if getattr(config, "from_pretrained", None):
-            check_pretrained(config.from_pretrained, config.lora)
+            check_pretrained(config.from_pretrained, config.lora, dataset)
 
     def train_params(self, dataset: str, config) -> dict:
         return {"dataset": dataset, "kind": "text", **config.model_dump()}
