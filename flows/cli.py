@@ -468,7 +468,7 @@ def cmd_model_import(args, root: Path) -> int:
     from tasks import data as data_store
     from tasks import tracking
     from tasks.kinds import kind_of
-    from tasks.kinds.text import check_pretrained
+    from tasks.kinds.hf import check_pretrained, declared_schedule
     from tasks.release import project_lock_once_started, recover_interrupted
 
     keep_run_failures_off_console()
@@ -476,17 +476,16 @@ def cmd_model_import(args, root: Path) -> int:
     recover_interrupted(root, "model import")
     checkpoint = str(args.from_pretrained.expanduser().resolve())
     base = str(args.base.expanduser().resolve()) if args.base else None
-    if args.steps is not None and args.steps < 1:
-        raise UnlearnError(f"option --steps: {args.steps} is not >= 1; use a whole number >= 1 (default 200)")
+    schedule = declared_schedule(base, args.steps, args.lr, args.batch, args.seq_len)
     dataset = data_store.load_dataset(root, args.dataset)
     kind = kind_of(dataset)
     if kind.name != "text":
         raise UnlearnError(f"--from-pretrained registers a language model of a text corpus: dataset "
                            f"'{args.dataset}' is {'a table' if kind.name == 'table' else 'images'}")
     kind.check_trainable(dataset, None)
-    check_pretrained(checkpoint)
+    check_pretrained(checkpoint, corpus=dataset, seq_len=schedule.get("seq_len"))
     if base:
-        check_pretrained(base)
+        check_pretrained(base, corpus=dataset, seq_len=schedule.get("seq_len"))
     if tracking.store_exists(root):
         tracking.connect(root)
         other = tracking.production_version(args.name)
@@ -498,7 +497,7 @@ def cmd_model_import(args, root: Path) -> int:
 
     with project_lock_once_started(root, "model import"):
         summary = import_flow(root=str(root), model=args.name, dataset=args.dataset, checkpoint=checkpoint,
-                              base=base, steps=args.steps, seed=args.seed)
+                              base=base, seed=args.seed, **schedule)
     emit(args, summary, f"model {args.name} v{summary['model']['version']} → production (imported from "
          f"{checkpoint}, declared trained on data version {summary['data_version']}; held-out perplexity "
          f"{summary['metrics']['held_out_perplexity']:.2f})")

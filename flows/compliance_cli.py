@@ -99,7 +99,13 @@ def add_parsers(sub, model_import=None) -> None:
     imported.add_argument("--base", type=Path, metavar="DIR", help="the checkpoint it was fine-tuned from: "
                           "retraining (--verify reference, the audit, the fall-back of `auto`) fine-tunes it "
                           "again on the corrected data; without it, requests are verified by evidence only")
-    imported.add_argument("--steps", type=int, help="the fine-tuning steps retraining replays (default 200)")
+    # The schedule it was fine-tuned with: what retraining replays, so that the retrained reference is
+    # the model it would be without the removed data (`exact`); with --base all four are required.
+    imported.add_argument("--steps", type=int, help="with --base: the Adam steps it was fine-tuned for")
+    imported.add_argument("--lr", type=float, help="with --base: the Adam rate it was fine-tuned with")
+    imported.add_argument("--batch", type=int, help="with --base: the windows per step it was fine-tuned with")
+    imported.add_argument("--seq-len", type=int, help="the tokens per window it was fine-tuned on (default 64; "
+                          "required with --base): the windows every check reads")
     imported.add_argument("--seed", type=int, default=0, help="seed of retraining's batches (default 0)")
     imported.add_argument("--json", action="store_true", help=JSON_HELP)
     # a flow command: its handler is the CLI's (flows.cli.cmd_model_import), handed in so that this

@@ -53,12 +53,17 @@ def train_flow(root: str, dataset: str, model: str | None = None, config: TrainC
 
 @flow(name="import", log_prints=False, validate_parameters=True)
 def import_flow(root: str, model: str, dataset: str, checkpoint: str, base: str | None = None,
-                steps: int | None = None, seed: int = 0) -> dict:
+                steps: int | None = None, seed: int = 0, lr: float | None = None, batch: int | None = None,
+                seq_len: int | None = None) -> dict:
     """Register the Hugging Face causal LM in `checkpoint`, fine-tuned elsewhere on `dataset` as it
     is checked out (the user's declaration, recorded as such), and make it `production`. `base`:
     the checkpoint it was fine-tuned from, which retraining (`--verify reference`, the audit)
-    fine-tunes again on the corrected data for `steps` steps."""
+    fine-tunes again on the corrected data with the declared schedule (`steps`, `lr`, `batch`,
+    `seq_len`: all required with `base`, tasks.kinds.hf.declared_schedule)."""
     from tasks.kinds import text as text_kind
+    from tasks.kinds.hf import declared_schedule
+
+    schedule = declared_schedule(base, steps, lr, batch, seq_len)
 
     root_path = Path(root)
     data, data_version, digest = common.load_data(root_path, dataset)
@@ -68,8 +73,8 @@ def import_flow(root: str, model: str, dataset: str, checkpoint: str, base: str 
     with tracking.run(experiment, f"import {model}", {**tags, "flow": "import"}) as parent:
         lineage = common.Lineage(root_path, experiment, parent, tags)
         tracking.log_params(parent, {"dataset": dataset, "kind": "text", "checkpoint": checkpoint, "base": base,
-                                     "steps": steps, "seed": seed, "data_declared": "true"})
-        trained = text_kind.import_pretrained(lineage, data, checkpoint, base, steps, seed)
+                                     **schedule, "seed": seed, "data_declared": "true"})
+        trained = text_kind.import_pretrained(lineage, data, checkpoint, base, schedule, seed)
         refuse_unmeasured(model, trained.metrics)
         version, _ = common.register(lineage, model, trained.bundle, None, {
             "parent_version": None, "method": "import", "guarantee": "declared", "lineage_run": parent,

@@ -243,7 +243,7 @@ def models_due(root: Path, cadence: Cadence = Cadence()) -> list[str]:
 
 def retrainable(production) -> bool:
     """False for a Hugging Face model imported without the checkpoint it was fine-tuned from (its
-    version tags, tasks.kinds.text.pretrained_tags): an audit has nothing to retrain it from."""
+    version tags, tasks.kinds.hf.pretrained_tags): an audit has nothing to retrain it from."""
     return production.tags.get(NOT_RETRAINABLE[0]) != NOT_RETRAINABLE[1]
 
 
@@ -394,7 +394,7 @@ def audit_text(root: Path, plan: AuditPlan) -> Judgement:
                "exposure_retrain": max((r["retrain"] for r in rows), default=None),
                "perplexity_after": ppl["after"], "perplexity_retrain": ppl["retrain"], "secrets": len(rows),
                "regenerated": sum(r["regenerated"] for r in rows), "reference": source, "per_secret": rows}
-    from tasks.kinds.text import pretrained_tags
+    from tasks.kinds.hf import pretrained_tags
 
     return Judgement(checks, metrics, retrained, update.stats["seconds"], text_shortfall(checks, rows, owners, plan, cfg),
                      tags=pretrained_tags(retrained))

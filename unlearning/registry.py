@@ -57,10 +57,11 @@ _NOUNS = {"tabular": "a table model", "text": "a language model", "images": "an 
 # measured). The flow still falls back to retraining if the fast update fails verification. (second_order + repair, the
 # previous choice, passed up to |Z| = 37 and missed 8 secrets by 1–1.3 bits.)
 AUTO_MAX_WINDOWS = 190
-# `auto` for a Hugging Face causal LM (facts: hf=True): `npo` (ascent.npo, β = 0.01), which passed
-# bench.text --transformer's checks on 8 and 20 secrets at 16–28× the speed of re-fine-tuning and took
-# one card to 0 bits at +6.4 % per-token perplexity (docs/benchmarks.md); second_order with its GPT
-# defaults passed one card only. A failed verification falls back to re-fine-tuning, as for the char LM.
+# `auto` for a Hugging Face causal LM (facts: hf=True): `npo` (ascent.npo: β = 0.01, 20 steps, KL
+# anchor κ = 3), which passed bench.text --transformer's checks on one card, 8 and 20 secrets in one run
+# at 12–23× the speed of re-fine-tuning (docs/benchmarks.md; without the KL anchor one card failed at
+# +6.4 % per-token perplexity); second_order with its GPT defaults passed one card only. A failed
+# verification falls back to re-fine-tuning, as for the char LM.
 AUTO_HF = "npo"
 
 

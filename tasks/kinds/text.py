@@ -14,13 +14,14 @@ from prefect import task
 
 from tasks import dvc, formats, scan, state, tracking
 from tasks import references as prefetch
-from tasks.common import NOT_RETRAINABLE, STEP, Lineage, Plan, Trained, Update, Verification, progress, pyplot
+from tasks.common import STEP, Lineage, Plan, Trained, Update, Verification, progress, pyplot
 from tasks.data import load_dataset, save_dataset
 from tasks.kinds.base import Kind
+from tasks.kinds.hf import (check_pretrained, fine_tune_pretrained, import_lm, lineage_params, pretrained_tags,
+                             require_retrainable, retrainable, warn_secret_tokens)
 from unlearning import references, registry
 from unlearning.compliance.requests import UnlearningRequest
 from unlearning.errors import UnlearnError
-from unlearning.devices import resolve_device
 from unlearning.text import evidence, lm
 from unlearning.text.data import TextCorpus, check_trainable_corpus, redact
 
@@ -34,7 +35,7 @@ def check_method_name(method: str) -> None:
 
 def resolve_method(requested: str, corpus: TextCorpus, findings: list[dict], bundle: lm.LMBundle) -> str:
     """The text method to run (`auto`: registry.choose, on the number of affected windows)."""
-    return registry.choose("text", requested, hf=is_pretrained(bundle),
+    return registry.choose("text", requested, hf=lm.is_hf(bundle),
                            windows=lambda: lm.affected_window_count(corpus, findings, bundle.seq_len, bundle.vocab))
 
 
@@ -45,9 +46,6 @@ def run_method(method: str, bundle: lm.LMBundle, request, train_windows, options
 
 # --- train --------------------------------------------------------------------------------------
 
-HF_DEFAULT_STEPS = 200  # fine-tuning steps of `train --from-pretrained` without --steps
-
-
 def fit_progress(s) -> None:
     progress(f"  fit: epoch {s.epochs:.1f}, step {s.steps}, {s.seconds:.0f} s, loss {s.loss:.3f}")
 
@@ -57,7 +55,7 @@ def fit_lm(lineage: Lineage, corpus, cfg):
     with lineage.child("fit") as run_id:
         tracking.log_params(run_id, cfg.model_dump())
         if cfg.from_pretrained:
-            bundle, stats = fine_tune_pretrained(corpus, cfg)
+            bundle, stats = fine_tune_pretrained(corpus, cfg, fit_progress)
             tracking.log_params(run_id, lineage_params(bundle))
         else:
             bundle, stats = lm.train_text_model(corpus, cfg.preset, cfg.seconds, cfg.steps, cfg.seed,
@@ -67,148 +65,27 @@ def fit_lm(lineage: Lineage, corpus, cfg):
     return bundle, stats.seconds
 
 
-# --- Hugging Face causal LMs (unlearning.text.hf; transformers is imported only here) -----------
-
-def check_pretrained(checkpoint: str, lora: bool = False) -> None:
-    """A checkpoint `train --from-pretrained` or `model import` can load, before anything is
-    written: one line naming what is missing and how to fix it (unlearning.text.hf)."""
-    from unlearning.text import hf
-
-    if lora:  # the missing extra first, as load_pretrained does
-        hf.require_peft()
-    hf.check_checkpoint(checkpoint)
-
-
-def fine_tune_pretrained(corpus: TextCorpus, cfg):
-    from unlearning.text import hf
-
-    progress(f"  fit: fine-tuning {cfg.from_pretrained}" + (" (LoRA adapters)" if cfg.lora else ""))
-    bundle = hf.load_pretrained(cfg.from_pretrained, lora=cfg.lora, seed=cfg.seed)
-    bundle.model.to(resolve_device(cfg.device))
-    return hf.fine_tune(bundle, corpus, steps=cfg.steps or HF_DEFAULT_STEPS, seed=cfg.seed, progress=fit_progress,
-                        precision=cfg.precision)
-
-
-def import_pretrained(lineage: Lineage, corpus: TextCorpus, checkpoint: str, base: str | None, steps: int | None,
-                      seed: int = 0) -> Trained:
-    """A Hugging Face model fine-tuned elsewhere, as is, evaluated on the corpus's held-out records."""
-    bundle, seconds = import_lm(lineage, checkpoint, base, steps, seed)
-    return Trained(bundle, seconds, evaluate_lm(lineage, corpus, bundle),
-                   {"certified": "false", **pretrained_tags(bundle),
-                    **warn_secret_tokens(lineage.root, lineage.tags["model"], corpus, bundle)})
-
-
-@task(name="import language model", **STEP)
-def import_lm(lineage: Lineage, checkpoint: str, base: str | None, steps: int | None, seed: int = 0):
-    """(the bundle, seconds to load it). Its settings name the checkpoint it is (`imported`) and
-    the one it was fine-tuned from (`base`, None when not declared: nothing can retrain it then)
-    with the steps retraining replays."""
-    from unlearning.text import hf
-
-    with lineage.child("import") as run_id:
-        started = time.perf_counter()
-        bundle = hf.load_pretrained(checkpoint, seed=seed)
-        bundle.settings.update(imported=hf.checkpoint_identity(checkpoint),
-                               base=hf.checkpoint_identity(base) if base else None,
-                               steps=steps or HF_DEFAULT_STEPS, seconds=0.0, schedule_declared=bool(steps))
-        seconds = time.perf_counter() - started
-        tracking.log_params(run_id, lineage_params(bundle))
-    return bundle, seconds
-
-
-def secret_tokens(bundle, corpus: TextCorpus, findings: list[dict]) -> tuple[int, int]:
-    """(tokens, secrets): the tokenizer's multi-character tokens that hold a character of a secret
-    found in the corpus — as the corpus tokenizes (a secret after a space can be one learnt token
-    " value", which the value tokenized alone never shows) or as the value alone tokenizes — and
-    that occur nowhere in the corpus with the secrets redacted: pieces a tokenizer trained on this
-    corpus may have learned from the secrets. Unlearning changes the weights, never the tokenizer,
-    so such a piece stays in every logged version. Counts only: the pieces are never returned."""
-    if not is_pretrained(bundle) or not findings:
-        return 0, 0
-    from unlearning.text import hf
-
-    occurrences = lm.occurrences_of(findings)
-    clean = redact(corpus, occurrences)
-    elsewhere = set(bundle.vocab.encode("\n".join(text for _, text in clean.records)).tolist())
-    texts = dict(corpus.records)
-    touched: dict[str, set[int]] = {}  # secret fingerprint → token ids holding one of its characters
-    for record in sorted({o.record for o in occurrences}):
-        ids, offsets = bundle.vocab.encode_with_offsets(texts[record])
-        for o in (o for o in occurrences if o.record == record):
-            touched.setdefault(o.secret_id, set()).update(ids[hf.token_spans(offsets, [(o.start, o.end)])].tolist())
-    for secret in lm.secrets_of(corpus, findings):  # raw values: in memory only
-        touched.setdefault(secret.fingerprint, set()).update(bundle.vocab.encode(secret.value).tolist())
-    owned = {fingerprint: {i for i in ids if i not in elsewhere and len(bundle.vocab.decode([i]).strip()) >= 2}
-             for fingerprint, ids in touched.items()}
-    return len(set().union(*owned.values())), sum(bool(ids) for ids in owned.values())
-
-
-def warn_secret_tokens(root: Path, model: str, corpus: TextCorpus, bundle) -> dict:
-    """A warning (stderr) and a version tag when the tokenizer holds pieces of the corpus's findings."""
-    if not is_pretrained(bundle):
-        return {}
-    tokens, holders = secret_tokens(bundle, corpus, scan.scan_corpus(corpus, scan.project_salt(root)))
-    if tokens:
-        progress(f"warning: the tokenizer of model {model} has {tokens} token(s) that occur in dataset "
-                 f"'{corpus.name}' only inside {holders} secret(s) it holds: it may have been trained on them, and "
-                 f"unlearning leaves the tokenizer as it is, so they stay in every version logged to MLflow; use "
-                 f"a tokenizer trained without them (e.g. the base model's own)")
-    return {"tokenizer_secret_tokens": tokens}
-
-
-def retrainable(bundle) -> bool:
-    """Whether the model can be retrained on corrected data: a char LM always; a Hugging Face model
-    when the checkpoint it was fine-tuned from is known (an import may not declare it)."""
-    return not is_pretrained(bundle) or bool(bundle.settings.get("base"))
-
-
-def require_retrainable(bundle, model: str, what: str) -> None:
-    if not retrainable(bundle):
-        raise UnlearnError(f"model {model} was imported without the checkpoint it was fine-tuned from, so {what} "
-                           f"cannot retrain it: import it again with `unlearn model import {model} --from-pretrained "
-                           f"DIR --dataset D --base BASE_DIR`, or use a method that does not retrain")
-
-
-def pretrained_tags(bundle) -> dict:
-    """The model version's tags of a Hugging Face model: its lineage and whether it is LoRA-tuned."""
-    if not is_pretrained(bundle):
-        return {}
-    tags = {**lineage_params(bundle), "lora": str(bool(bundle.settings.get("lora"))).lower()}
-    if not retrainable(bundle):
-        tags[NOT_RETRAINABLE[0]] = NOT_RETRAINABLE[1]  # what the audit reads (tasks.audit.retrainable)
-    elif bundle.settings.get("imported"):
-        # An import's retraining replays a schedule the user declared only in part: its steps (when
-        # given) — the rate, batch and window length are this pipeline's defaults, which may not be
-        # how the model was fine-tuned. The reference is then the base fine-tuned *this* way.
-        s = bundle.settings
-        tags["reference_schedule"] = (f"{'declared' if s.get('schedule_declared') else 'default'} steps {s['steps']}; "
-                                      f"assumed lr {s['lr']:g}, batch {s['batch']}, seq_len {s['seq_len']}")
-    return tags
-
-
-def is_pretrained(bundle) -> bool:
-    return bundle.preset == "hf"
-
-
-def lineage_params(bundle) -> dict:
-    """The base checkpoint a Hugging Face model was fine-tuned from (path and content hash), as the
-    params and version tags of its lineage; nothing for the char LM."""
-    if not is_pretrained(bundle):
-        return {}
-    base = bundle.settings.get("base") or {}
-    found = {"base_checkpoint": base.get("path"), "base_checkpoint_sha256": base.get("sha256")}
-    imported = bundle.settings.get("imported")
-    if imported:
-        found.update(imported_checkpoint=imported["path"], imported_checkpoint_sha256=imported["sha256"])
-    return {k: v for k, v in found.items() if v is not None}
-
-
 @task(name="evaluate language model", **STEP)
 def evaluate_lm(lineage: Lineage, corpus, bundle) -> dict:
     with lineage.child("evaluate") as run_id:
         metrics = {"held_out_perplexity": lm.held_out_perplexity(bundle, corpus)}
         tracking.log_metrics(run_id, metrics)
     return metrics
+
+
+def import_pretrained(lineage: Lineage, corpus: TextCorpus, checkpoint: str, base: str | None, schedule: dict,
+                      seed: int = 0) -> Trained:
+    """A Hugging Face model fine-tuned elsewhere, as is, evaluated on the corpus's held-out records
+    (`schedule`: tasks.kinds.hf.declared_schedule)."""
+    bundle, seconds = import_lm(lineage, checkpoint, base, schedule, seed)
+    return trained_lm(lineage, corpus, bundle, seconds)
+
+
+def trained_lm(lineage: Lineage, corpus: TextCorpus, bundle, seconds: float) -> Trained:
+    """A trained or imported model with its held-out metrics and version tags."""
+    return Trained(bundle, seconds, evaluate_lm(lineage, corpus, bundle),
+                   {"certified": "false", **pretrained_tags(bundle),
+                    **warn_secret_tokens(lineage.root, lineage.tags["model"], corpus, bundle)})
 
 
 # --- forget -------------------------------------------------------------------------------------
@@ -577,16 +454,14 @@ class Text(Kind):
     def check_trainable(self, dataset, config) -> None:
         check_trainable_corpus(dataset)  # a corpus with no training or held-out window: one line, nothing recorded
         if getattr(config, "from_pretrained", None):
-            check_pretrained(config.from_pretrained, config.lora)
+            check_pretrained(config.from_pretrained, config.lora, dataset)
 
     def train_params(self, dataset: str, config) -> dict:
         return {"dataset": dataset, "kind": "text", **config.model_dump()}
 
     def train(self, lineage: Lineage, dataset, config, data_version: str) -> Trained:
         bundle, seconds = fit_lm(lineage, dataset, config)
-        return Trained(bundle, seconds, evaluate_lm(lineage, dataset, bundle),
-                       {"certified": "false", **pretrained_tags(bundle),
-                        **warn_secret_tokens(lineage.root, lineage.tags["model"], dataset, bundle)})
+        return trained_lm(lineage, dataset, bundle, seconds)
 
     def train_quality(self, summary: dict) -> str:
         return f"held-out perplexity {summary['metrics']['held_out_perplexity']:.2f}"

@@ -114,7 +114,7 @@ def test_import_refuses_a_checkpoint_without_its_tokenizer(project, capsys, with
 
 def test_import_refuses_a_base_that_is_not_a_checkpoint(project, capsys, checkpoint, tmp_path):
     run_bad(project, capsys, ["model", "import", "notes-gpt", "--from-pretrained", str(checkpoint), "--dataset",
-                              "notes", "--base", str(tmp_path / "absent")], "absent")
+                              "notes", "--base", str(tmp_path / "absent"), *SCHEDULE], "absent")
 
 
 def test_import_refuses_an_unknown_dataset(project, capsys, checkpoint):
@@ -131,3 +131,67 @@ def test_import_refuses_the_name_of_a_model_of_another_dataset(project, capsys, 
     """A version of `people` (a table model) must not become a language model on `notes`."""
     run_bad(project, capsys, ["model", "import", "people", "--from-pretrained", str(checkpoint),
                               "--dataset", "notes"], "people")
+
+
+# --- the schedule an import declares (its retraining replays it) ----------------------------------
+
+IMPORT = ["model", "import", "notes-gpt", "--dataset", "notes"]
+SCHEDULE = ["--steps", "200", "--lr", "0.001", "--batch", "16", "--seq-len", "64"]
+
+
+def test_import_refuses_a_base_without_the_schedule_it_was_fine_tuned_with(project, capsys, checkpoint):
+    """--base with --steps only was accepted, and its retraining was called exact while its rate,
+    batch and window length were this pipeline's defaults: each missing option is named."""
+    run_bad(project, capsys, [*IMPORT, "--from-pretrained", str(checkpoint), "--base", str(checkpoint),
+                              "--steps", "200"], "add --lr RATE --batch N --seq-len N")
+
+
+def test_import_refuses_a_schedule_without_its_base(project, capsys, checkpoint):
+    run_bad(project, capsys, [*IMPORT, "--from-pretrained", str(checkpoint), "--steps", "200", "--lr", "0.001"],
+            "--base DIR")
+
+
+@pytest.mark.parametrize("option,value,expect", [("--steps", "0", "--steps"), ("--batch", "0", "--batch"),
+                                                 ("--seq-len", "0", "--seq-len"), ("--lr", "0", "--lr"),
+                                                 ("--lr", "nan", "--lr"), ("--seq-len", "128", "128 positions")])
+def test_import_refuses_a_schedule_it_cannot_replay(project, capsys, checkpoint, option, value, expect):
+    schedule = list(SCHEDULE)
+    schedule[schedule.index(option) + 1] = value
+    run_bad(project, capsys, [*IMPORT, "--from-pretrained", str(checkpoint), "--base", str(checkpoint), *schedule],
+            expect)
+
+
+# --- a corpus long enough in characters, too short in tokens ----------------------------------------
+
+LONG_WORDS = ("Pneumonoultramicroscopicsilicovolcanoconiosis floccinaucinihilipilification "
+              "Antidisestablishmentarianism supercalifragilisticexpialidocious")
+
+
+@pytest.fixture(scope="module")
+def short_corpora(project, tmp_path_factory):
+    """Datasets of the same paragraph repeated (each record's split is a hash of its id): 10 give the
+    training records 1119 characters (the char LM's minimum is 101) and the held-out 279, but a
+    tokenizer trained on that text makes each long word one token: 39 and 9 tokens, less than one
+    65-token window; 16 give the training records 69 tokens and leave the held-out short. Returns the
+    checkpoint whose tokenizer that is."""
+    from flows.cli import main
+    from unlearning.text import hf
+
+    for name, n in (("short", 10), ("shortheld", 16)):
+        source = project / f"{name}.txt"
+        source.write_text("\n\n".join([LONG_WORDS] * n) + "\n", encoding="utf-8")
+        assert main(["data", "add", name, "--file", str(source)]) == 0
+        source.unlink()
+    return hf.build_tiny_checkpoint([LONG_WORDS] * 10, tmp_path_factory.mktemp("words") / "tiny-gpt2")
+
+
+@pytest.mark.parametrize("dataset,share", [("short", "training"), ("shortheld", "held-out")])
+def test_train_refuses_a_corpus_shorter_than_one_token_window(project, capsys, short_corpora, dataset, share):
+    """Refused inside the flow before (a FAILED run recorded); now before anything is written."""
+    run_bad(project, capsys, ["train", dataset, "--from-pretrained", str(short_corpora), "--steps", "2"],
+            f"its {share} records tokenize to")
+
+
+def test_import_refuses_a_corpus_shorter_than_one_token_window(project, capsys, short_corpora):
+    run_bad(project, capsys, ["model", "import", "short", "--from-pretrained", str(short_corpora),
+                              "--dataset", "short"], "less than one window of 65")

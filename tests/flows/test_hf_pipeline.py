@@ -16,6 +16,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from flows.cli import main
@@ -128,7 +129,8 @@ def test_model_import_registers_a_fine_tuned_model_with_its_declared_data(worksp
     card = add_notes(workspace, tmp_path_factory)
     # fine-tuned "elsewhere": with the library, saved as a checkpoint folder outside the project
     corpus = load_corpus(workspace / "data" / "notes")
-    tuned, _ = hf.fine_tune(hf.load_pretrained(base_checkpoint), corpus, steps=int(STEPS))
+    # with a schedule of its own (not the pipeline's defaults: batch 16, lr 1e-3 for this size)
+    tuned, _ = hf.fine_tune(hf.load_pretrained(base_checkpoint, lr=2e-3, batch=8), corpus, steps=int(STEPS))
     elsewhere = lm.save_lm(tuned, tmp_path_factory.mktemp("elsewhere") / "notes-gpt")
 
     code, imported = run_json(capsys, ["model", "import", "notes", "--from-pretrained", str(elsewhere),
@@ -156,13 +158,21 @@ def test_model_import_registers_a_fine_tuned_model_with_its_declared_data(worksp
     assert "imported without the checkpoint it was fine-tuned from" in capsys.readouterr().err
     assert version_tags("notes", "1")["retrainable"] == "false"
 
-    # declared with its base: retrainable
+    # declared with its base and the schedule it was fine-tuned with: retrainable
     code, again = run_json(capsys, ["model", "import", "notes", "--from-pretrained", str(elsewhere), "--dataset",
-                                    "notes", "--base", str(base_checkpoint), "--steps", STEPS])
+                                    "notes", "--base", str(base_checkpoint), "--steps", STEPS, "--lr", "0.002",
+                                    "--batch", "8", "--seq-len", "64"])
     assert code == 0 and again["model"]["version"] == "2"
     assert version_tags("notes", "2")["base_checkpoint_sha256"] == hf.checkpoint_identity(base_checkpoint)["sha256"]
-    # what its retraining assumes beyond what was declared is on the version
-    assert version_tags("notes", "2")["reference_schedule"].startswith(f"declared steps {STEPS}; assumed lr ")
+    assert version_tags("notes", "2")["reference_schedule"] == f"declared steps {STEPS}, lr 0.002, batch 8, seq_len 64"
+    # retraining replays that schedule: on the data it was fine-tuned on, it gives the model back bit for bit
+    # (with the pipeline's default rate and batch it did not)
+    from tasks import tracking
+
+    imported_bundle = tracking.load_version_bundle("notes", "2")
+    replay = hf.refine_tune(imported_bundle.settings, hf.corpus_windows(imported_bundle.vocab, corpus, 64))
+    assert all(torch.equal(a, b) for a, b in zip(replay.model.state_dict().values(),
+                                                 tuned.model.state_dict().values()))
     # the registry and private state hold no card (the corpus still does: nothing is erased yet)
     assert files_containing(workspace / "mlflow", secret_forms(card)) == []
     assert files_containing(workspace / ".unlearn", secret_forms(card)) == []

@@ -106,6 +106,23 @@ def test_update_brings_exposure_towards_the_re_fine_tuned_model(world, exposures
     assert new.model is not world["bundle"].model and new.settings["base"] == world["bundle"].settings["base"]
 
 
+def test_npo_kl_term_keeps_the_held_out_predictions_closer_to_the_model_before(world, single_thread):
+    """npo's KL anchor on the retained windows (the default weight) against none: pushing the secret
+    down moves the model's predictions on text it never trained on less (mean KL(before ‖ after)
+    per held-out label)."""
+    held_out = lm.text_windows(world["bundle"].vocab, lm.held_out_text(world["corpus"]), world["bundle"].seq_len)
+
+    def log_probs(model):
+        with torch.no_grad():
+            return torch.log_softmax(model(held_out[:, :-1])[0].float(), dim=-1)  # (m, T, V)
+
+    before, drift = log_probs(world["bundle"].model), {}
+    for kl in (0.0, lm.NPOConfig().kl):
+        new, _, _ = lm.run_lm_method("npo", world["bundle"], world["request"], world["train_windows"], {"kl": kl})
+        drift[kl] = float((before.exp() * (before - log_probs(new.model))).sum(-1).mean())
+    assert lm.NPOConfig().kl > 0 and drift[lm.NPOConfig().kl] < drift[0.0]
+
+
 def test_second_order_on_a_subset_moves_nothing_else(world, single_thread):
     new, _, _ = lm.run_lm_method("second_order", world["bundle"], world["request"], world["train_windows"],
                                  {"params": "last", "damping": 300.0, "repair_steps": 0, "steps": 1})

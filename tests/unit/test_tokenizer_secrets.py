@@ -1,5 +1,5 @@
 """The check that a Hugging Face tokenizer holds pieces of a corpus's secrets
-(tasks.kinds.text.secret_tokens): a secret a byte-level BPE learnt as one token *with its leading
+(tasks.kinds.hf.secret_tokens): a secret a byte-level BPE learnt as one token *with its leading
 space* (" value") is only seen by tokenizing the corpus; the value tokenized alone splits into
 common words and hid it."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 
-from tasks.kinds.text import secret_tokens
+from tasks.kinds.hf import secret_tokens
 from unlearning.text import hf
 from unlearning.text.data import TextCorpus
 

@@ -58,6 +58,7 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "spiece.mo
 CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 LORA_HINT = "pip install peft (or `pip install unlearnflow[lora]`)"
 LORA_DEFAULTS = dict(r=8, lora_alpha=16, lora_dropout=0.0)
+DEFAULT_SEQ_LEN = 64  # tokens per training window unless a schedule says otherwise
 SMALL_MODEL = 20_000_000  # parameters: below it (tiny test/bench checkpoints) the default rate is higher
 
 
@@ -149,6 +150,30 @@ def check_base(base: dict) -> Path:
         raise UnlearnError(f"the base checkpoint {path} changed since this model was fine-tuned from it "
                            f"(sha256 {now[:12]}… ≠ {base['sha256'][:12]}…): restore the original files")
     return path
+
+
+def check_windows_fit(path, corpus: "TextCorpus", seq_len: int = DEFAULT_SEQ_LEN) -> None:
+    """Refuse, before anything is written, windows of `seq_len` + 1 tokens that the checkpoint's
+    positions cannot hold, and a corpus whose training or held-out records tokenize (with the
+    checkpoint's tokenizer) to less than one such window: a fine-tune would have nothing to train on,
+    held-out perplexity nothing to measure. The character count of data.check_trainable_corpus
+    cannot tell: a tokenizer trained on the text packs several characters into a token."""
+    from types import SimpleNamespace
+
+    from unlearning.text.data import concatenated
+
+    path = Path(path)
+    positions = max_positions(SimpleNamespace(**json.loads((path / "config.json").read_text())))
+    if seq_len + 1 > positions:
+        raise UnlearnError(f"windows of {seq_len + 1} tokens do not fit the {positions} positions of the model in "
+                           f"{path}: use a --seq-len below {positions}")
+    vocab = _load_tokenizer(path)
+    mask = corpus.train_mask()
+    for share, chosen in (("training", mask), ("held-out", ~mask)):
+        n_tokens = len(vocab.encode(concatenated(corpus, chosen)[0]))
+        if n_tokens < seq_len + 1:
+            raise UnlearnError(f"corpus '{corpus.name}' is too short for this model: its {share} records tokenize "
+                               f"to {n_tokens} tokens, less than one window of {seq_len + 1}; add more text")
 
 
 # --- the adapters -------------------------------------------------------------------------------
@@ -244,10 +269,6 @@ def max_positions(config) -> int:
     return 1 << 30
 
 
-def is_hf(bundle: LMBundle) -> bool:
-    return bundle.preset == PRESET
-
-
 def is_token_vocab(vocab) -> bool:
     return isinstance(vocab, TokenizerVocab)
 
@@ -305,7 +326,7 @@ def default_lr(n_params: int, lora: bool) -> float:
     return 1e-3 if lora or n_params < SMALL_MODEL else 5e-5
 
 
-def load_pretrained(path, *, seq_len: int = 64, lora: bool = False, seed: int = 0, lr: float | None = None,
+def load_pretrained(path, *, seq_len: int = DEFAULT_SEQ_LEN, lora: bool = False, seed: int = 0, lr: float | None = None,
                     batch: int = 16) -> LMBundle:
     """A base checkpoint as an LMBundle ready to fine-tune (settings["steps"] = 0 until it is)."""
     peft = require_peft() if lora else None  # before any slow load: the missing extra is the user's first problem

@@ -304,8 +304,11 @@ class GradDiffConfig(AscentConfig):
 
 
 class NPOConfig(AscentConfig):
+    steps: int = Field(20, ge=1, description="Adam steps")
     beta: float = Field(0.01, gt=0, description="NPO temperature: larger stops the ascent sooner (ascent.npo)")
     alpha: float = Field(1.0, ge=0, description="weight of the NPO term")
+    kl: float = Field(3.0, ge=0, description="weight of KL(model before ‖ update) on the retained windows "
+                                             "(ascent.retained_kl): keeps what the model predicts elsewhere")
 
 
 class RetrainConfig(TextMethodConfig):
