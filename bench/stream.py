@@ -445,6 +445,8 @@ class Text:
         from unlearning.text.shakespeare import build_shakespeare
 
         self.lm, self.candidates, self.salt = lm, candidates, bench_text.SALT
+        self._anchor: dict[int, tuple] = {}  # id(fast-updated model) → (it, the exact model it descends from)
+        self._ppl: dict[int, tuple] = {}  # id(model) → (it, its held-out perplexity)
         corpus = build_shakespeare()
         findings = scan_corpus(corpus, bench_text.SALT)
 
@@ -481,7 +483,22 @@ class Text:
 
     def update(self, model, k: int):
         from unlearning import registry
-        return registry.run("text", "auto", self._context(model, k - 1, k)).bundle
+        result = registry.run("text", "auto", self._context(model, k - 1, k))
+        if result.guarantee != "exact":  # a fast update: held to the model its chain started from
+            self._anchor[id(result.bundle)] = (result.bundle, self.anchor_of(model))
+        return result.bundle
+
+    def anchor_of(self, model):
+        """The last model trained exactly that `model` descends from by fast updates (itself if it
+        was trained or retrained), as the pipeline keeps it with each version (tasks/kinds/text.py)."""
+        return self._anchor[id(model)][1] if id(model) in self._anchor else model
+
+    def perplexity(self, model, k: int) -> float:
+        """Held-out perplexity, measured once per model, as the pipeline keeps it with each version
+        (the next request's "before" is the number the update's evidence measured)."""
+        if id(model) not in self._ppl:
+            self._ppl[id(model)] = (model, self.lm.held_out_perplexity(model, self.data[k]))
+        return self._ppl[id(model)][1]
 
     def _measure(self, model, secrets, k: int, regenerate: bool = True) -> dict:
         lm = self.lm
@@ -510,13 +527,14 @@ class Text:
     def evidence_checks(self, model, before, k: int) -> list[dict]:
         """The evidence mode (unlearning.text.evidence): each removed secret against controls of its
         format in the same model, regeneration from every occurrence's context, held-out perplexity
-        against the model before, relearning on held-out text; no model trained."""
+        against the model before and against the last model trained exactly, relearning on held-out
+        text; no model trained."""
         from unlearning.text import evidence
         cfg = evidence.EvidenceConfig()
         items = evidence.prepare(self.secrets[k - 1], self.data[k - 1], self.data[k], cfg)
         rows = evidence.judge(model, items, cfg, self.salt, evidence.relearning_windows(model, self.data[k]))
-        ppl = {"before": self.lm.held_out_perplexity(before, self.data[k - 1]),
-               "after": self.lm.held_out_perplexity(model, self.data[k])}
+        ppl = {"before": self.perplexity(before, k - 1), "after": self.perplexity(model, k),
+               "anchor": self.perplexity(self.anchor_of(before), k - 1)}
         return evidence.evidence_checks(rows, ppl, cfg)
 
     def audit_checks(self, model, ks: list[int], retrained) -> list[dict]:

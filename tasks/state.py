@@ -75,6 +75,10 @@ ENCODED_KEYS = ("X", "y", "ids", "X_test", "y_test", "test_ids", "category_count
 # An image model version's outputs, under `outputs` in the cache (KnownOutputs.as_state).
 OUTPUT_KEYS = ("ids", "features", "logits")
 
+# A text model version's measured numbers, under `evidence` in the cache (tasks.kinds.text.evidence_state):
+# its held-out perplexity and that of the last model trained exactly it descends from.
+EVIDENCE_KEYS = ("held_out_perplexity", "anchor_perplexity")
+
 
 def save_cache(root: Path, run_id: str, cache: dict) -> None:
     keep = {k: v for k, v in cache.items() if k in CACHE_KEYS}
@@ -85,6 +89,8 @@ def save_cache(root: Path, run_id: str, cache: dict) -> None:
     encoded = {k: v for k, v in (cache.get("encoded") or {}).items() if k in ENCODED_KEYS}
     if encoded.get("data_version"):
         _save_private(state_dir(root) / "encoded" / f"{run_id}.pt", encoded)
+    if measured := {k: float(v) for k, v in (cache.get("evidence") or {}).items() if k in EVIDENCE_KEYS}:
+        save_evidence(root, run_id, measured)
 
 
 def _save_private(path: Path, content: dict) -> None:

@@ -394,7 +394,25 @@ def judge_evidence(lineage: Lineage, plan: Plan, after: TextCorpus, bundle_after
         row["before"] = before[row["fingerprint"]]
     ppl = {"before": model_perplexity(lineage.root, plan.parent_run, plan.bundle, plan.dataset),
            "after": lm.held_out_perplexity(bundle_after, after)}
+    ppl["anchor"] = exact_model_perplexity(lineage.root, plan.parent_run, ppl["before"])
     return evidence_metrics(rows, ppl, regenerated_before), evidence.evidence_checks(rows, ppl, cfg), rows
+
+
+def exact_model_perplexity(root, run_id: str, own: float) -> float:
+    """Held-out perplexity of the last model trained exactly that version `run_id` descends from by
+    fast updates (kept with each fast-updated version: `evidence_state`); a version without it is
+    such a model itself (trained, retrained, promoted by an audit), so its own perplexity `own`."""
+    return state.load_evidence(root, run_id).get("anchor_perplexity", own)
+
+
+def evidence_state(update: Update, metrics: dict) -> dict:
+    """What the new version keeps of its evidence (tasks.state, numbers only): its held-out perplexity
+    (the next request's "before", measured now rather than again then) and, for a fast update, the
+    anchor it inherits; retraining makes a new anchor, itself."""
+    kept = {"held_out_perplexity": metrics["perplexity_after"]}
+    if update.guarantee != "exact":
+        kept["anchor_perplexity"] = metrics["perplexity_anchor"]
+    return kept
 
 
 def evidence_metrics(rows: list[dict], ppl: dict, regenerated_before: int) -> dict:
@@ -402,7 +420,8 @@ def evidence_metrics(rows: list[dict], ppl: dict, regenerated_before: int) -> di
     return {"exposure_before": max(r["before"] for r in rows), "exposure_after": max(r["after"] for r in rows),
             "control_band": max(r["band"] for r in rows), "excess_bits": worst["excess_bits"],
             "relearned_excess_bits": max(r["relearned_excess_bits"] for r in rows),
-            "perplexity_before": ppl["before"], "perplexity_after": ppl["after"], "secrets": len(rows),
+            "perplexity_before": ppl["before"], "perplexity_after": ppl["after"],
+            "perplexity_anchor": ppl.get("anchor", ppl["before"]), "secrets": len(rows),
             "contexts": sum(r["occurrences"] for r in rows), "regenerated": sum(r["regenerated"] for r in rows),
             "regenerated_before": regenerated_before}
 
@@ -498,6 +517,7 @@ class Text(Kind):
             raise UnlearnError(f"--verify {mode} is not available for text models: use --verify evidence or reference")
         cfg = config_as(config, evidence.EvidenceConfig)
         metrics, checks, rows = verify_evidence(lineage, plan, after, update.bundle, cfg)
+        update.detail = evidence_state(update, metrics)
         return Verification(metrics, checks, None, detail=(rows, None), mode="evidence", retrains=0)
 
     def fall_back(self, lineage: Lineage, plan: Plan, after, update: Update, verification: Verification, config):
@@ -509,7 +529,10 @@ class Text(Kind):
             reference, trained, metrics, checks, secrets, attempt = fall_back_evidence(
                 lineage, plan, after, update, verification.metrics, verification.checks,
                 config_as(config, evidence.EvidenceConfig))
-            return (Update(reference, "retrain", "exact", update.seconds, {**stats, "seconds": trained["seconds"]}),
+            retrained_update = Update(reference, "retrain", "exact", update.seconds,
+                                      {**stats, "seconds": trained["seconds"]})
+            retrained_update.detail = evidence_state(retrained_update, metrics)
+            return (retrained_update,
                     Verification(metrics, checks, trained["seconds"], detail=(secrets, reference), mode="evidence",
                                  retrains=1), attempt)
         # The fast update missed a threshold: promote the reference verification already retrained.
@@ -522,6 +545,11 @@ class Text(Kind):
 
     def version_tags(self, update: Update) -> dict:
         return pretrained_tags(update.bundle)
+
+    def private_state(self, update: Update, after):
+        if isinstance(update.detail, dict):  # judged by evidence: its perplexities (evidence_state)
+            return lambda: {"evidence": update.detail}
+        return None
 
     def reference_job(self, plan: Plan) -> references.ReferenceJob:
         require_retrainable(plan.bundle, plan.model_name, "the verification reference")

@@ -84,7 +84,10 @@ def test_text_pipeline_removes_secrets_and_leaks_none(workspace, system_tmp, cap
     assert all({"before", "after", "band", "excess_bits", "masked", "fingerprint"} <= set(r) for r in out["secrets"])
     assert all(r["before"] == measured[r["fingerprint"]] for r in out["secrets"])  # the scan's, not re-measured
     assert not records[0].exists()  # dropped with the superseded version's other private state
-    assert not list((workspace / ".unlearn" / "evidence").glob("*.json"))  # the parent's perplexity record too
+    # the parent's perplexity record went with it; the new version keeps its own (retrained: its own anchor)
+    [kept] = (workspace / ".unlearn" / "evidence").glob("*.json")
+    assert kept.stem != records[0].stem and json.loads(kept.read_text()) == {
+        "held_out_perplexity": out["perplexity"]["after"]}
     verify_run = mlflow.search_runs(search_all_experiments=True, output_format="list",
                                     filter_string=f"tags.step = 'verify' and tags.request_id = 'REQ-T1'")[0]
     plots = {a.path for a in MlflowClient().list_artifacts(verify_run.info.run_id)}

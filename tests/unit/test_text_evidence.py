@@ -68,6 +68,44 @@ def test_the_verdict_takes_the_worst_secret_and_each_threshold():
     assert {"name", "value", "threshold", "passed"} == set(ev.evidence_checks(rows(), ok, cfg)[0])
 
 
+def test_fast_updates_in_a_row_are_held_to_the_last_exact_models_perplexity():
+    """Each fast update may cost up to the allowed increase against the model before; a chain of
+    them is also held to the model it started from (the last one trained exactly)."""
+    cfg = ev.EvidenceConfig(max_perplexity_increase=0.03)
+    names = [c["name"] for c in ev.evidence_checks(rows(), {"before": 5.0, "after": 5.1, "anchor": 5.0}, cfg)]
+    assert "perplexity_increase_since_exact_model" not in names  # the model before is the exact one
+    drifted = {"before": 5.1, "after": 5.2, "anchor": 5.0}  # +2.0 % on the last step, +4.0 % in all
+    checks = {c["name"]: c for c in ev.evidence_checks(rows(), drifted, cfg)}
+    assert checks["perplexity_increase"]["passed"]
+    assert not checks["perplexity_increase_since_exact_model"]["passed"]
+    assert math.isclose(checks["perplexity_increase_since_exact_model"]["value"], 0.04)
+
+
+def test_a_fast_updated_version_keeps_the_anchor_it_descends_from_and_a_retrained_one_starts_anew(tmp_path):
+    from tasks import state
+    from tasks.common import Update
+    from tasks.kinds.text import KIND, evidence_state, exact_model_perplexity
+
+    trained, updated, again, retrained = "run-trained", "run-updated", "run-again", "run-retrained"
+    state.save_evidence(tmp_path, trained, {"held_out_perplexity": 5.0})
+    assert exact_model_perplexity(tmp_path, trained, 5.0) == 5.0  # trained: its own anchor
+
+    def register(run_id, update, metrics):
+        update.detail = evidence_state(update, metrics)
+        state.save_cache(tmp_path, run_id, KIND.private_state(update, None)())
+
+    metrics = {"perplexity_after": 5.1, "perplexity_anchor": exact_model_perplexity(tmp_path, trained, 5.0)}
+    register(updated, Update(None, "suppress", "empirical", 1.0), metrics)
+    assert state.load_evidence(tmp_path, updated) == {"held_out_perplexity": 5.1, "anchor_perplexity": 5.0}
+    metrics = {"perplexity_after": 5.2, "perplexity_anchor": exact_model_perplexity(tmp_path, updated, 5.1)}
+    register(again, Update(None, "suppress", "empirical", 1.0), metrics)
+    assert exact_model_perplexity(tmp_path, again, 5.2) == 5.0  # still the trained model's
+    register(retrained, Update(None, "retrain", "exact", 9.0), {"perplexity_after": 5.05, "perplexity_anchor": 5.0})
+    assert state.load_evidence(tmp_path, retrained) == {"held_out_perplexity": 5.05}
+    assert exact_model_perplexity(tmp_path, retrained, 5.05) == 5.05  # a new anchor: itself
+    assert KIND.private_state(Update(None, "suppress", "empirical", 1.0), None) is None  # judged by reference
+
+
 def test_every_occurrence_gives_its_own_context_and_written_value():
     text = "Maud Oakes: card 1111 2222, keep\nMaud Oakes: card 1111-2222, safe"
     corpus = TextCorpus(name="c", records=(("r1", text),), source="test")

@@ -267,12 +267,19 @@ def judge(bundle: LMBundle, items: list[Evidence], cfg: EvidenceConfig, salt: by
 
 def evidence_checks(rows: list[dict], ppl: dict, cfg: EvidenceConfig) -> list[dict]:
     """Issue 13's evidence thresholds, in the {name, value, threshold, passed} form of the reference
-    checks. `rows`: per secret `excess_bits`, `relearned_excess_bits`, `regenerated`; `ppl`: before/after."""
+    checks. `rows`: per secret `excess_bits`, `relearned_excess_bits`, `regenerated`; `ppl`: before/after,
+    and `anchor`, the perplexity of the last model trained exactly (trained, retrained) that the
+    model before descends from by fast updates only.
+
+    The anchor check is what stops fast updates from drifting: each one may cost up to the allowed
+    increase against the model before, and measured on a month of 10 requests the stacked updates
+    ended +4.3 % from the retrained model although each passed (bench.stream). It is only added
+    where the model before is itself a fast update (anchor ≠ before)."""
     excess = max(r["excess_bits"] for r in rows)
     relearned = max(r["relearned_excess_bits"] for r in rows)
     increase = ppl["after"] / ppl["before"] - 1
     regenerated = sum(r["regenerated"] for r in rows)
-    return [
+    checks = [
         {"name": "exposure_above_control_band_bits", "value": excess, "threshold": f"<= {cfg.margin_bits}",
          "passed": excess <= cfg.margin_bits},
         {"name": "perplexity_increase", "value": increase, "threshold": f"<= {cfg.max_perplexity_increase}",
@@ -281,4 +288,11 @@ def evidence_checks(rows: list[dict], ppl: dict, cfg: EvidenceConfig) -> list[di
         {"name": "relearned_above_control_band_bits", "value": relearned, "threshold": f"<= {cfg.margin_bits}",
          "passed": relearned <= cfg.margin_bits},
     ]
+    anchor = ppl.get("anchor", ppl["before"])
+    if anchor != ppl["before"]:
+        drift = ppl["after"] / anchor - 1
+        checks.insert(2, {"name": "perplexity_increase_since_exact_model", "value": drift,
+                          "threshold": f"<= {cfg.max_perplexity_increase}",
+                          "passed": drift <= cfg.max_perplexity_increase})
+    return checks
 
