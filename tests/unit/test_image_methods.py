@@ -293,6 +293,20 @@ def test_alignment_forgets_only_during_the_first_forget_until_share_of_the_run(s
     assert result.stats["image_passes"] < every.stats["image_passes"]
 
 
+def test_a_run_held_at_the_min_steps_floor_forgets_at_every_step(setup):
+    # A short training (a user's 180-image folder) gets the 6-step floor; forgetting on half of
+    # those steps left a user's factory model 98 % accurate on the class (tests/flows/test_user_image_models.py).
+    from unlearning.images.alignment import AlignmentConfig, forget_share
+
+    model, data, request, _ = setup
+    short = ImageData(data.X, data.y, cnn.TrainSchedule.from_preset("tiny", steps=24))
+    cfg = AlignmentConfig()
+    assert forget_share(cfg, short, len(request.retain)) == 1.0
+    assert forget_share(cfg, data, len(request.retain)) == cfg.forget_until == 0.5
+    result = run_image_method("alignment", model, short, request)
+    assert result.stats["recover_steps"] == result.stats["forget_steps"] == cfg.min_steps
+
+
 def test_a_cosine_lr_schedule_changes_the_run_and_stays_deterministic(setup):
     model, data, request, _ = setup
     options = {"steps": 4, "lr_schedule": "cosine"}
@@ -360,13 +374,28 @@ def test_a_few_deleted_records_are_unrolled_at_the_cost_of_one_pass_over_them(se
     training_passes = 3 * data.schedule.batch * cnn.planned_steps(len(data), data.schedule)
     assert takes_unroll(AlignmentConfig(), data, request)
     assert result.method == "alignment" and result.stats["path"] == "unroll"
-    assert result.stats["image_passes"] == 3 * 5 <= 0.05 * training_passes
-    assert result.stats["tau"] == unroll_rate(data.schedule, 0.01) == 8 * 0.1 / (2 * 64)
+    guard = 64 * (result.stats["halvings"] + 2)  # the guard's loss before, and after each try
+    assert result.stats["image_passes"] == 3 * 5 + guard <= 0.05 * training_passes
+    rate = unroll_rate(data.schedule, 0.01)
+    assert rate == 8 * 0.1 / (2 * 64) and result.stats["tau"] == rate / 2 ** result.stats["halvings"]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the input is left alone
     Xf, yf = data.X[request.forget], data.y[request.forget]
     assert _mean_loss(result.model, Xf, yf) > _mean_loss(model, Xf, yf)  # the deleted images are less fitted
     keep = request.retain
     assert cnn.accuracy(result.model, data.X[keep], data.y[keep]) >= cnn.accuracy(model, data.X[keep], data.y[keep]) - 0.01
+
+
+def test_the_unrolling_step_halves_while_it_raises_the_retain_loss_beyond_the_tolerance(setup):
+    # A first-order rate overshoots where the loss is sharp: on an 800-image model that fits its
+    # images, an unguarded step on 5 images lost 6 points of retain accuracy.
+    model, data, _, _ = setup
+    request = images.delete_records(len(data), [4, 40, 400, 900, 1400])
+    strict = run_image_method("alignment", model, data, request, {"unroll_tolerance": 0.0, "unroll_halvings": 3})
+    loose = run_image_method("alignment", model, data, request, {"unroll_tolerance": 1e6})
+    assert loose.stats["halvings"] == 0
+    assert strict.stats["halvings"] == 3 and strict.stats["tau"] == loose.stats["tau"] / 8
+    Xf, yf = data.X[request.forget], data.y[request.forget]
+    assert _mean_loss(model, Xf, yf) < _mean_loss(strict.model, Xf, yf) < _mean_loss(loose.model, Xf, yf)
 
 
 def test_unrolling_is_kept_to_small_deletions_and_default_lengths(setup):

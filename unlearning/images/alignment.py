@@ -143,6 +143,10 @@ class AlignmentConfig(ImageMethodConfig):
     unroll_below: float = Field(0.01, ge=0, le=1, description=(
         "budget, record deletions of fewer than this share of the training set: one unrolling step "
         "instead (`unroll`; 0: never)"))
+    unroll_guard: int = Field(64, ge=1, description="unroll: retain samples whose mean loss guards the step")
+    unroll_tolerance: float = Field(0.1, ge=0, description=(
+        "unroll: the guard's mean loss may rise by this share; beyond it τ halves (at most unroll_halvings times)"))
+    unroll_halvings: int = Field(4, ge=0)
     seed: int = 0
 
 
@@ -159,11 +163,24 @@ def recover_steps_for(cfg: AlignmentConfig, data: ImageData, n_keep: int) -> int
         return cfg.steps
     if cfg.epochs is not None:
         return steps_for(cfg.epochs, n_keep, cfg.batch)
+    return max(cfg.min_steps, budget_steps(cfg, data, n_keep))
+
+
+def budget_steps(cfg: AlignmentConfig, data: ImageData, n_keep: int) -> int:
+    """The recover steps `budget` pays for (recover_steps_for's cost model), before the floor."""
     s = data.schedule
     planned = cnn.planned_steps(len(data), s) if s is not None else None
     train_cost = 3 * s.batch * planned if planned else 3 * n_keep
     per_recover = 4 * cfg.batch + cfg.forget_until * (3 * cfg.forget_batch + cfg.bank / cfg.refresh) / cfg.forget_every
-    return max(cfg.min_steps, math.floor(cfg.budget * train_cost / per_recover))
+    return math.floor(cfg.budget * train_cost / per_recover)
+
+
+def forget_share(cfg: AlignmentConfig, data: ImageData, n_keep: int) -> float:
+    """`forget_until`, except on a run held at the `min_steps` floor (a short training): there every
+    recover step keeps its forget step, since the floor exists to forget enough (a user's 180-image,
+    3-class model kept 98 % of a class with forget steps on 3 of its 6 steps)."""
+    at_floor = cfg.steps is None and cfg.epochs is None and budget_steps(cfg, data, n_keep) < cfg.min_steps
+    return 1.0 if at_floor else cfg.forget_until
 
 
 def forget_loss(student: CNN, x_forget: torch.Tensor, V: torch.Tensor, last_only: bool = False) -> torch.Tensor:
@@ -214,7 +231,10 @@ def unroll(model: CNN, data: ImageData, request: ImageRequest, cfg: AlignmentCon
         θ ← θ + τ · Σ_{z∈Z} ∇ℓ(z; θ),      τ = unroll_rate(schedule)
 
     i.e. the SGD steps the deleted samples contributed to training, taken back at the rate training
-    took them. Its cost is one forward/backward pass over Z, so it scales with the request (a 1–5
+    took them. That first-order rate overshoots where the loss is sharp (a model that fits its
+    images: one 5-image deletion lost 6 points of retain accuracy), so the step is guarded: while
+    the mean loss of `unroll_guard` retain samples rises by more than `unroll_tolerance`, τ halves
+    (at most `unroll_halvings` times; the last, smallest step is kept). Its cost is one forward/backward pass over Z, so it scales with the request (a 1–5
     image deletion: ≈ 1 % of a retraining of 800 images, against 82–88 % for alignment's 6-step
     floor), and it moves the forgotten images' loss up by what their own gradient steps had taken
     off. Alignment's steps are no cheaper model of that: Z's features already lie in the retain
@@ -224,16 +244,27 @@ def unroll(model: CNN, data: ImageData, request: ImageRequest, cfg: AlignmentCon
     student = student_of(model)
     tau = unroll_rate(data.schedule, cfg.lr)
     forget = forget_pool(data, request)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    guard = request.retain[torch.randperm(len(request.retain), generator=gen)[:cfg.unroll_guard]]
+    X_guard, y_guard = data.X[guard], data.y[guard]
     student.zero_grad(set_to_none=True)
     F.cross_entropy(student(forget.X), forget.y, reduction="sum").backward()
-    with torch.no_grad():
-        for p in student.parameters():
-            if p.grad is not None:
-                p.add_(p.grad, alpha=tau)
+    params = [p for p in student.parameters() if p.grad is not None]
+    start = [p.detach().clone() for p in params]
+    grads = [p.grad.detach().clone() for p in params]
     student.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        limit = (1 + cfg.unroll_tolerance) * float(F.cross_entropy(student(X_guard), y_guard))
+        for halvings in range(cfg.unroll_halvings + 1):
+            for p, p0, g in zip(params, start, grads):
+                p.copy_(p0).add_(g, alpha=tau)
+            if float(F.cross_entropy(student(X_guard), y_guard)) <= limit:
+                break
+            if halvings < cfg.unroll_halvings:
+                tau /= 2
     return ImageResult(student, "alignment", "empirical", {
-        "path": "unroll", "steps": 1, "recover_steps": 0, "forget_steps": 1, "tau": tau,
-        "image_passes": 3 * len(forget)})
+        "path": "unroll", "steps": 1, "recover_steps": 0, "forget_steps": 1, "tau": tau, "halvings": halvings,
+        "image_passes": 3 * len(forget) + len(guard) * (halvings + 2)})
 
 
 def alignment(model: CNN, data: ImageData, request: ImageRequest, cfg: AlignmentConfig) -> ImageResult:
@@ -296,7 +327,7 @@ def alignment(model: CNN, data: ImageData, request: ImageRequest, cfg: Alignment
                 for g in o.param_groups:
                     g["lr"] = factor * (cfg.forget_lr or cfg.lr if o is forget_opt else cfg.lr)
 
-    forget_until = math.ceil(cfg.forget_until * recover_steps)
+    forget_until = math.ceil(forget_share(cfg, data, len(keep)) * recover_steps)
     for t in range(recover_steps):
         set_lr(t)
         if cfg.scheme == "step" and t % cfg.forget_every == 0 and t < forget_until:
