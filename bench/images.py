@@ -220,7 +220,8 @@ def record_checks(model, before, retrained, data: ImageData, request, fm, test) 
                                                                     ("retrain", retrained))}
     found = evidence.evidence_of(model, sets, cfg.evidence)
     return (evidence.evidence_checks(found, rows["after"], rows["before"], cfg.evidence),
-            image_checks(rows["after"], rows["before"], rows["retrain"], request.kind, cfg, n_forget=len(request.forget)))
+            image_checks(rows["after"], rows["before"], rows["retrain"], request.kind, cfg,
+                         n_forget=len(request.forget)))
 
 
 def records_scenario(args, fm) -> list[str]:
@@ -238,15 +239,18 @@ def records_scenario(args, fm) -> list[str]:
             request = delete_records(len(y), idx)
             reference = run_image_method("retrain", model, data, request)
             result = run_image_method("alignment", model, data, request)
-            evidence_checks, reference_checks = record_checks(result.model, model, reference.model, data, request, fm, test)
+            evidence_checks, reference_checks = record_checks(result.model, model, reference.model, data, request,
+                                                              fm, test)
             Xf, yf = data.X[request.forget], data.y[request.forget]
 
             def verdict(checks):
                 failed = [c["name"] for c in checks if not c["passed"]]
-                return f"{len(checks) - len(failed)}/{len(checks)}" + (f" (failed: {', '.join(failed)})" if failed else "")
+                passed = f"{len(checks) - len(failed)}/{len(checks)}"
+                return passed + (f" (failed: {', '.join(failed)})" if failed else "")
 
             cpu, retrain_cpu = result.stats["cpu_seconds"], reference.stats["cpu_seconds"]
-            lines.append(f"| {epochs:g} | {k} | {len(idx)} | {retrain_cpu:.2f} | {cpu:.3f} ({100 * cpu / retrain_cpu:.1f} %) "
+            lines.append(f"| {epochs:g} | {k} | {len(idx)} | {retrain_cpu:.2f} "
+                         f"| {cpu:.3f} ({100 * cpu / retrain_cpu:.1f} %) "
                          f"| {result.stats.get('path', '-')} | {mean_loss(model, Xf, yf):.3f} → "
                          f"{mean_loss(result.model, Xf, yf):.3f} | {mean_loss(reference.model, Xf, yf):.3f} "
                          f"| {verdict(evidence_checks)} | {verdict(reference_checks)} |")
