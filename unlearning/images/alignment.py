@@ -53,7 +53,7 @@ from unlearning.metrics import dimensional_alignment, retain_basis
 class AlignmentConfig(ImageMethodConfig):
     """Defaults: 12 % of the original training's cost (`budget`, counted in image passes by
     recover_steps_for; on the 3k-image Fashion-MNIST model 9 recover steps, with a forget step before
-    each of the first half, 5), λ_DA 10, basis refresh every 3 forget steps, distillation without the
+    each of the first half, at least `min_steps`: 6), λ_DA 10, basis refresh every 3 forget steps, distillation without the
     forgotten class. A deletion of under 1 % of the training images (`unroll_below`) is unrolled
     instead (`unroll`: one pass over Z). Issue 13 §3 asked
     for ≤ 20 % of retraining's CPU time at an average gap to retraining (|UA, RA, TA, MIA-eff −
