@@ -234,7 +234,7 @@ def unroll(model: CNN, data: ImageData, request: ImageRequest, cfg: AlignmentCon
     i.e. the SGD steps the deleted samples contributed to training, taken back at the rate training took
     them (Z's own contribution; what retraining's different trajectory changes besides is out of its
     reach). That first-order rate overshoots where the loss is sharp (a model that fits its images: one
-    5-image deletion lost 6 points of retain accuracy), so the step is guarded: while the mean loss of
+    5-image deletion lost more than 5 points of retain accuracy), so the step is guarded: while the mean loss of
     `unroll_guard` retain samples rises by more than `unroll_tolerance`, τ halves (at most
     `unroll_halvings` times; the last, smallest step is kept). Its cost is one forward/backward pass
     over Z plus the guard's forward passes, so it scales with the request (a 1–5 image deletion: 3–5 %
