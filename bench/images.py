@@ -70,7 +70,7 @@ VARIANTS = {"alignment@1ep": ("alignment", {"epochs": 1.0, "lam_da": 10.0, "clip
                                            "sd_without_forgotten_class": False, "forget_until": 1.0}),
             "alignment@8%": ("alignment", {"epochs": None, "budget": 0.08, "lam_da": 100.0, "clip": 20.0, "refresh": 2,
                                           "sd_without_forgotten_class": True, "min_steps": 1, "forget_until": 1.0}),
-            "alignment@12%": ("alignment", {"budget": 0.12, "forget_until": 1.0, "lr_schedule": "constant"})}
+            "alignment@12%": ("alignment", {"budget": 0.12, "forget_until": 1.0})}
 OLD_DEFAULT = "alignment@1ep"
 MAX_SHARE = 0.20  # issue 13 §3: the default update costs at most this share of retraining's CPU time
 KEYS = ("ua", "ra", "ta", "mia_efficacy", "mia_auc", "da", "lp", "nmi", "f1", "rte_s", "cpu_s", "speedup",
