@@ -205,9 +205,10 @@ def choose(kind: str, requested: str, **facts) -> str:
     (facts: windows=|Z|, an int or a function computing it, called only for auto; hf=True: a Hugging
     Face model, `npo` (AUTO_HF) instead of `suppress`), else `retrain`;
     images → `alignment` for every request, its default setting ≈ 12 % of the training's cost
-    (AlignmentConfig): the cheapest image method that passed the reference-free image checks on
-    every bench run (docs/benchmarks.md; the influence updates have no certificate for a
-    non-convex network, and retraining is the reference).
+    (AlignmentConfig), and for a deletion of under 1 % of the images one unrolling step (a pass over
+    the deleted images): the cheapest image setting that passed the image checks on every bench run
+    (docs/benchmarks.md; the influence updates have no certificate for a non-convex network, and
+    retraining is the reference).
     """
     if requested != AUTO:
         return get(kind, requested).name

@@ -45,21 +45,24 @@ from unlearning.images.common import (
     student_of, teacher_of,
 )
 from unlearning.images import cnn
-from unlearning.images.cnn import CNN, features_of
+from unlearning.images.cnn import CNN, TrainSchedule, features_of
 from unlearning.images.request import ImageData, ImageRequest
 from unlearning.metrics import dimensional_alignment, retain_basis
 
 
 class AlignmentConfig(ImageMethodConfig):
     """Defaults: 12 % of the original training's cost (`budget`, counted in image passes by
-    recover_steps_for; on the 3k-image Fashion-MNIST model 7 recover + 7 forget steps), λ_DA 10,
-    basis refresh every 3 forget steps, distillation without the forgotten class. Issue 13 §3 asked
+    recover_steps_for; on the 3k-image Fashion-MNIST model 9 recover steps, with a forget step before
+    each of the first half, at least `min_steps`: 6), λ_DA 10, basis refresh every 3 forget steps, distillation without the
+    forgotten class. A deletion of under 1 % of the training images (`unroll_below`) is unrolled
+    instead (`unroll`: one pass over Z). Issue 13 §3 asked
     for ≤ 20 % of retraining's CPU time at an average gap to retraining (|UA, RA, TA, MIA-eff −
     retrain|) no worse than the previous default's (one pass over D', ≈ 50–70 % of retraining's CPU
     time, gap 1.35 on class forgetting over bench seeds 1–3). Length options: `steps`, else
     `epochs` (None by default), else `budget`, never under `min_steps` (6): a short training run
     (a 180-image folder, 24 steps; the bench's `--quick` model, 26) leaves a 12 % budget under one
-    recover step, which forgot too little to pass verification.
+    recover step, which forgot too little to pass verification; `min_steps` is also the least
+    number of forget steps (`forget_steps_for`).
 
     Tuned on the bench's tuning seed 0 only (class Bag, 3,000 images; seeds 1–3 are reported, never
     tuned on), gap to retraining on class forgetting (retrain CPU 5.7 s quiet):
@@ -77,11 +80,27 @@ class AlignmentConfig(ImageMethodConfig):
     distillation over every class fought the forgetting (hence `sd_without_forgotten_class`);
     recover lr 0.02–0.1 collapsed RA; momentum 0.5/0.7, separate momentum buffers,
     `forget_params: last`, batch 32, T 2 or 8, λ_SD 0.5 or 3 were worse or unstable.
-    On the reported bench seeds 1–3 (docs/benchmarks.md): 14–16 % of retraining's CPU time; class
-    forgetting gap 0.33/1.26/4.56 (previous default in the same run 2.07/1.29/2.08: the target of
-    no worse than the previous default is missed on seed 3, whose under-trained original needs more
-    recover steps than 7 to reach retraining's retain accuracy); 10 % random forgetting
-    2.47/2.16/17.23 (previous default 2.71/2.23/15.25, the original itself 2.64/2.40/16.95).
+    That first 12 % default (a forget step before each of 7 recover steps), on the reported bench
+    seeds 1–3: 14–16 % of retraining's CPU time; class forgetting gap 0.33/1.26/4.56 (the one-epoch
+    default in the same run 2.07/1.29/2.08); 10 % random forgetting 2.47/2.16/17.23 (one epoch
+    2.71/2.23/15.25, the original itself 2.64/2.40/16.95).
+
+    Second round (issue 13, session 10; tuning seeds 0, 6, 7, 8 — classes Bag, Coat, Sneaker, Bag —
+    with seeds 1–5 reported, never tuned on; gap on class forgetting, share of retraining's CPU
+    time at load 8–14): the first 12 % default above 0.82 ± 0.48 (0.55/0.56/0.63/1.54) at 16–20 %;
+    a cosine lr over the run (tried, not kept as an option) 0.81 ± 0.70; recover lr 0.02 collapsed RA on seed 0 (gap 44) and
+    seed 6 (33); `forget_every: 2` 0.48/1.49/0.92 on seeds 0/6/7, with a 256-image bank worse;
+    λ_SD 0.5 0.89/0.67; forgetting during the first half only (`forget_until: 0.5`) at 7 recover
+    steps 0.76 ± 0.70 at 12–13 %, at 9 (the same budget, 0.12, once the forget steps it skips are
+    counted) **0.69 ± 0.34 at 14–16 %: chosen**, at 11 (0.14) 0.62 ± 0.38 at 17–18 % (too near
+    the 20 % under load). The last recover steps without forget steps let the retained classes
+    settle: on the reported seed 5 the first default's gap went 0.42 → 2.59 → 4.06 → 1.20 for 5,
+    7, 9 and 14 recover steps, each with its forget step. The forget steps were then floored at
+    `min_steps` (6 of the 9 here; 3 of 6 forgot too little on small models), not re-tuned.
+    Reported seeds 1–5 (docs/benchmarks.md): 14–15 % of retraining's CPU time, gap
+    0.41/1.18/3.92/0.14/2.41, mean 1.83 over seeds 1–3 (the issue's 1.35 missed: seed 3's
+    under-trained original needs about an epoch), 1.61 over 1–5; seed 5 fails the evidence
+    utility checks (RA −6.9 points against the model before), seed 3 the reference RA/TA checks.
 
     Earlier (digits, tiny preset, one epoch): λ_DA 2/5/10 forgot 36/93/99 % of class 3; the clip
     guards against the 1/‖F‖ growth of the DA gradient when features shrink (a BatchNorm version
@@ -122,6 +141,11 @@ class AlignmentConfig(ImageMethodConfig):
     basis: Literal["student", "teacher"] = Field("student", description="whose retain features span V_k")
     energy: float = Field(0.95, gt=0, le=1, description="τ, spectral energy kept in V_k")
     bank: int = Field(512, ge=2, description="retain samples whose features define V_k")
+    forget_until: float = Field(0.5, gt=0, le=1, description=(
+        "scheme step: forget steps only during this share of the recover steps (the rest only recover)"))
+    unroll_below: float = Field(0.01, ge=0, le=1, description=(
+        "budget, record deletions of fewer than this share of the training set: one unrolling step "
+        "instead (`unroll`; 0: never)"))
     seed: int = 0
 
 
@@ -131,9 +155,10 @@ def recover_steps_for(cfg: AlignmentConfig, data: ImageData, n_keep: int) -> int
     Budget cost model, in image passes (forward 1, backward 2): training costs 3·batch per step
     over its planned steps; a recover step costs 3·batch + batch (the teacher's forward), plus
     per `forget_every` recover steps one forget step (3·forget_batch) and 1/refresh of a bank
-    forward (bank). Measured on the 3k-image Fashion-MNIST model, budget 0.08 ran in 7–10 % of the
-    retraining CPU time, 0.12 (the default) in 14–16 % (Python overhead, the copies and the SVDs
-    are not in the model)."""
+    forward (bank), the two only during the `forget_until` share of the run (forget_steps_for may
+    add up to `min_steps` − that share: a step or so over the budget on short runs). Measured on the
+    3k-image Fashion-MNIST model, budget 0.08 ran in 7–10 % of the retraining CPU time, 0.12 (the
+    default) in 13–15 % (Python overhead, the copies and the SVDs are not in the model)."""
     if cfg.steps is not None:
         return cfg.steps
     if cfg.epochs is not None:
@@ -141,8 +166,16 @@ def recover_steps_for(cfg: AlignmentConfig, data: ImageData, n_keep: int) -> int
     s = data.schedule
     planned = cnn.planned_steps(len(data), s) if s is not None else None
     train_cost = 3 * s.batch * planned if planned else 3 * n_keep
-    per_recover = 4 * cfg.batch + (3 * cfg.forget_batch + cfg.bank / cfg.refresh) / cfg.forget_every
+    per_recover = 4 * cfg.batch + cfg.forget_until * (3 * cfg.forget_batch + cfg.bank / cfg.refresh) / cfg.forget_every
     return max(cfg.min_steps, math.floor(cfg.budget * train_cost / per_recover))
+
+
+def forget_steps_for(cfg: AlignmentConfig, recover_steps: int) -> int:
+    """Recover steps that get a forget step before them (scheme step): the first `forget_until`
+    share, but never fewer than `min_steps` (or all of a shorter run). The floor exists so that a
+    run forgets enough: with forget steps on half of 6 steps a user's 180-image, 3-class model kept
+    98 % of a class, and the test digits model failed its reference check."""
+    return min(recover_steps, max(math.ceil(cfg.forget_until * recover_steps), cfg.min_steps))
 
 
 def forget_loss(student: CNN, x_forget: torch.Tensor, V: torch.Tensor, last_only: bool = False) -> torch.Tensor:
@@ -171,8 +204,77 @@ def recover_loss(student: CNN, teacher: CNN, x: torch.Tensor, y: torch.Tensor, i
     return loss
 
 
+def takes_unroll(cfg: AlignmentConfig, data: ImageData, request: ImageRequest) -> bool:
+    """Whether the default length gives way to `unroll`: a deletion of a few records (no class, no
+    relabelling) under `unroll_below` of the training set, with no length asked for."""
+    return (cfg.steps is None and cfg.epochs is None and request.kind == "delete_records"
+            and len(request.forget) < cfg.unroll_below * len(data))
+
+
+def unroll_rate(schedule: TrainSchedule | None, lr: float) -> float:
+    """τ, the total step size SGD training gave one sample's gradient: it met the sample once per
+    epoch, in a mean over `batch` samples, at the cosine's mean lr (lr/2). Without a schedule, one
+    epoch at `lr` (constant)."""
+    if schedule is None or schedule.epochs is None:
+        return lr / 64
+    return schedule.epochs * schedule.lr / (2 * schedule.batch)
+
+
+# The unrolling step's guard (module constants, not options: AlignmentConfig's option list is
+# quoted whole in a one-line error): retain samples, allowed relative rise of their mean loss, halvings.
+UNROLL_GUARD, UNROLL_TOLERANCE, UNROLL_HALVINGS = 64, 0.1, 4
+
+
+def unroll(model: CNN, data: ImageData, request: ImageRequest, cfg: AlignmentConfig,
+           tolerance: float = UNROLL_TOLERANCE, halvings_at_most: int = UNROLL_HALVINGS) -> ImageResult:
+    """A record deletion's first-order unrolling (Thudi et al., "Unrolling SGD", 2022):
+
+        θ ← θ + τ · Σ_{z∈Z} ∇ℓ(z; θ),      τ = unroll_rate(schedule)
+
+    i.e. the SGD steps the deleted samples contributed to training, taken back at the rate training took
+    them (Z's own contribution; what retraining's different trajectory changes besides is out of its
+    reach). That first-order rate overshoots where the loss is sharp (a model that fits its images: one
+    5-image deletion lost more than 5 points of retain accuracy), so the step is guarded: while the mean loss of
+    UNROLL_GUARD retain samples rises by more than `tolerance`, τ halves (at most `halvings_at_most`
+    times; the last, smallest step is kept). Its cost is one forward/backward pass
+    over Z plus the guard's forward passes, so it scales with the request (a 1–5 image deletion: 3–5 %
+    of a retraining of 800 images in 2 epochs, 0.1 % in 40, against 49–88 % and 10 % for alignment's
+    6-step floor), and it moves the forgotten images' loss up by what their own gradient steps had taken
+    off. Alignment's steps are no cheaper model of that: Z's features already lie in the retain subspace
+    when Z is a few random records, so L_DA has nothing to remove, and one λ_DA step or one recover step
+    at lr 0.01 moved the 800-image model's test accuracy by up to 10 points, more than retraining
+    without the records does (docs/benchmarks.md)."""
+    student = student_of(model)
+    tau = unroll_rate(data.schedule, cfg.lr)
+    forget = forget_pool(data, request)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    guard = request.retain[torch.randperm(len(request.retain), generator=gen)[:UNROLL_GUARD]]
+    X_guard, y_guard = data.X[guard], data.y[guard]
+    student.zero_grad(set_to_none=True)
+    F.cross_entropy(student(forget.X), forget.y, reduction="sum").backward()
+    params = [p for p in student.parameters() if p.grad is not None]
+    start = [p.detach().clone() for p in params]
+    grads = [p.grad.detach().clone() for p in params]
+    student.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        limit = (1 + tolerance) * float(F.cross_entropy(student(X_guard), y_guard))
+        for halvings in range(halvings_at_most + 1):
+            for p, p0, g in zip(params, start, grads):
+                p.copy_(p0).add_(g, alpha=tau)
+            if float(F.cross_entropy(student(X_guard), y_guard)) <= limit:
+                break
+            if halvings < halvings_at_most:
+                tau /= 2
+    return ImageResult(student, "alignment", "empirical", {
+        "path": "unroll", "steps": 1, "recover_steps": 0, "forget_steps": 1, "tau": tau, "halvings": halvings,
+        "image_passes": 3 * len(forget) + len(guard) * (halvings + 2)})
+
+
 def alignment(model: CNN, data: ImageData, request: ImageRequest, cfg: AlignmentConfig) -> ImageResult:
-    """Alternate λ_DA·(1 − DA) on Z (towards the retain subspace) with CE + self-distillation on D'."""
+    """Alternate λ_DA·(1 − DA) on Z (towards the retain subspace) with CE + self-distillation on D';
+    a deletion of a few records (`takes_unroll`) is unrolled instead."""
+    if takes_unroll(cfg, data, request):
+        return unroll(model, data, request, cfg)
     if cfg.forget_params == "last" and "factory" in model.config:
         # a user's `last` group is the classifier layer, which the features do not depend on
         raise UnlearnError("alignment's forget_params: last moves the built-in CNN's last residual block; "
@@ -221,8 +323,9 @@ def alignment(model: CNN, data: ImageData, request: ImageRequest, cfg: Alignment
         step(cfg.lam_da * loss, cfg.clip, forget_opt or opt)
         forget_steps += 1
 
+    forget_until = forget_steps_for(cfg, recover_steps)
     for t in range(recover_steps):
-        if cfg.scheme == "step" and t % cfg.forget_every == 0:
+        if cfg.scheme == "step" and t % cfg.forget_every == 0 and t < forget_until:
             forget_step()
         elif cfg.scheme == "epoch" and t % per_epoch == 0:
             for _ in range(forget_per_epoch):
@@ -232,6 +335,7 @@ def alignment(model: CNN, data: ImageData, request: ImageRequest, cfg: Alignment
              cfg.recover_clip, opt)
         passes += 3 * len(idx) + (int(keep.is_retain[idx].sum()) if cfg.lam_sd > 0 else 0)  # + the teacher's forward
     return ImageResult(student, "alignment", "empirical", {
-        "steps": recover_steps + forget_steps, "recover_steps": recover_steps, "forget_steps": forget_steps,
+        "path": "alignment", "steps": recover_steps + forget_steps, "recover_steps": recover_steps,
+        "forget_steps": forget_steps,
         "batch_da_first": da_first, "batch_da_last": da_last, "basis_dim": None if V is None else V.shape[1],
         "lr": cfg.lr, "epochs": recover_steps * cfg.batch / len(keep), "image_passes": passes})
