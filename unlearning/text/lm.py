@@ -279,9 +279,9 @@ class SuppressConfig(TextMethodConfig):
     anchor: float = Field(60.0, ge=0, description="weight of KL to the model before, on retained windows")
     target: Literal["hinge", "within"] = "hinge"
     batch: int | None = Field(32, ge=1, description="affected windows per step for the hinge (None: all)")
-    tilde_batch: int = Field(16, ge=0, description="redacted windows Z̃ per step in the CE")
-    retain_batch: int = Field(48, ge=1, description="untouched training windows per step (CE and anchor)")
-    retain_pool: int | None = Field(None, ge=1, description="draw them from one pool of this many, the model "
+    tilde_batch: int = Field(8, ge=0, description="redacted windows Z̃ per step in the CE")
+    retain_batch: int = Field(16, ge=1, description="untouched training windows per step (CE and anchor)")
+    retain_pool: int | None = Field(96, ge=1, description="draw them from one pool of this many, the model "
                                     "before's log-probs computed once (None: a fresh sample and forward per step)")
     chunks: int | None = Field(4, ge=1, description="hinge windows run in this many length groups, cut after "
                                "their last secret character (None: whole windows)")

@@ -36,9 +36,15 @@ other members of its class only, the class's total mass untouched) — gentler, 
 
 Adam (the optimiser the model was trained with) on seeded samples: deterministic on CPU. The hinge
 walks Z in a seeded cycle (every affected window once per ⌈|Z|/batch⌉ steps; a random sample per
-step left ~1 % of the windows unseen in 25 steps). The cost is `steps` steps on 2·`batch` (the
-windows and their candidates) + `tilde_batch` + `retain_batch` windows, plus a forward pass of the
-model before the update on the `retain_batch` windows.
+step left ~1 % of the windows unseen in 25 steps). The cost is at most `steps` steps on 2·`batch`
+(the windows and their candidates) + `tilde_batch` + `retain_batch` windows, made cheaper three ways
+that keep the result: the hinge's windows are cut after their last secret character (in `chunks`
+length groups; a candidate continues from its window's state at the first secret character), the
+retained windows come from one pool of `retain_pool` whose log-probabilities under the model before
+are computed once, and the loop stops once a full cycle left every hinge at zero. On the demo's
+20-secret request a step reads about 3,800 characters for the hinge and 2,400 for Z̃ and R: 35 steps
+≈ 0.22 M characters forward and backward, against retraining's 400 × 64 × 100 = 2.56 M (the settings
+and their measured frontier: docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -215,10 +221,19 @@ def teacher_log_probs(before: CharLSTM, windows_: torch.Tensor) -> torch.Tensor:
     return F.log_softmax(before(windows_[:, :-1])[0], dim=-1)
 
 
+# The largest pool of the model before's log-probabilities kept (a large vocabulary's pool falls back
+# to a forward pass per step): the demo's char LM needs 96 × 100 × 80 floats, 3 MB.
+TEACHER_BYTES = 512 * 2**20
+
+
+def vocab_size(model: CharLSTM) -> int:
+    return int(model.config["vocab_size"])
+
+
 def suppress(model: CharLSTM, request: WindowRequest, train_windows: torch.Tensor, classes: torch.Tensor, *,
              steps: int = 35, lr: float = 3e-3, alpha: float = 1.0, margin: float = 1.0, anchor: float = 60.0,
-             target: str = "hinge", batch: int | None = 32, tilde_batch: int = 16, retain_batch: int = 48,
-             retain_pool: int | None = None, chunks: int | None = 4, early_stop: bool = True,
+             target: str = "hinge", batch: int | None = 32, tilde_batch: int = 8, retain_batch: int = 16,
+             retain_pool: int | None = 96, chunks: int | None = 4, early_stop: bool = True,
              contrast: bool = True, clip: float = 5.0, seed: int = 0) -> DeepUpdate:
     """At most `steps` Adam steps at `lr` on the module doc's loss, each on the next `batch` affected
     windows of a seeded cycle through Z for the secret term (all when None; `contrast`: the hinge's
@@ -230,7 +245,8 @@ def suppress(model: CharLSTM, request: WindowRequest, train_windows: torch.Tenso
     - `chunks`: the hinge's windows run in that many length groups, cut after their last secret
       character (_masked: the same values);
     - `retain_pool`: the retained windows are drawn from one seeded pool of that many, whose
-      log-probabilities under the model before are computed once, instead of a fresh sample and a
+      log-probabilities under the model before are computed once (if they fit in TEACHER_BYTES),
+      instead of a fresh sample and a
       forward pass of the model before at every step;
     - `early_stop`: stop once every step of one full cycle through Z left the hinge at zero (every
       secret character of every window at or below its target): the steps left would only move the
@@ -252,7 +268,7 @@ def suppress(model: CharLSTM, request: WindowRequest, train_windows: torch.Tenso
     first = last = float("nan")
     cost = {"trained_chars": 0, "teacher_chars": 0}
     fixed = teacher = None
-    if retain_pool and anchor:
+    if retain_pool and anchor and retain_pool * (pool.shape[1] - 1) * vocab_size(new) * 4 <= TEACHER_BYTES:
         fixed = pool[torch.randint(len(pool), (retain_pool,), generator=gen)]
         teacher = teacher_log_probs(model, on(fixed))  # (P, T, V)
         cost["teacher_chars"] += fixed[:, 1:].numel()
@@ -291,7 +307,7 @@ def suppress(model: CharLSTM, request: WindowRequest, train_windows: torch.Tenso
     return DeepUpdate(new, "suppress", {
         "seconds": time.perf_counter() - started, "hvps": 0, "steps": taken, "max_steps": steps, "lr": lr,
         "alpha": alpha, "margin": margin, "anchor": anchor, "target": target, "contrast": contrast,
-        "retain_pool": retain_pool, "chunks": chunks, "early_stop": early_stop, "windows": len(request),
+        "retain_pool": retain_pool, "teacher_cached": fixed is not None, "chunks": chunks, "early_stop": early_stop, "windows": len(request),
         "secret_chars": int(mask.sum()), "secret_loss_first": first, "secret_loss_last": last, **cost})
 
 
