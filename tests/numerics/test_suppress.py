@@ -157,18 +157,21 @@ def test_every_affected_window_is_in_the_hinge_within_one_pass():
 
 # --- what makes it cheap: each gives the plain path's result where it should ---------------------
 
-def test_length_groups_give_the_whole_windows_hinge_and_gradient(world):
+@pytest.mark.parametrize("target", ["hinge", "within"])
+def test_length_groups_give_the_whole_windows_hinge_and_gradient(world, target):
     # The windows cut after their last secret character: a causal model's logits at the secret do
-    # not depend on what follows, so the hinge and its gradient are those of the whole windows.
+    # not depend on what follows (and a candidate's prefix is its window's), so the loss and its
+    # gradient are those of the whole windows.
     model, vocab, _, request, _, _ = world
     classes = su.char_classes(vocab.chars)
     mask = su.secret_positions(request, classes)
-    assert 0 < float(su.hinge_chars(mask, 4)) < mask.numel()  # it does skip characters
-    candidates = su.format_candidates(request.Z, mask, classes, torch.Generator().manual_seed(0))
+    assert 0 < su.hinge_chars(mask, 4, candidates=True) < 2 * mask.numel()  # it does skip characters
+    extra = {"candidates": su.format_candidates(request.Z, mask, classes, torch.Generator().manual_seed(0))}
     losses, grads = [], []
     for chunks in (None, 4):
         model.zero_grad()
-        loss = su.class_hinge(model, request.Z, mask, classes, margin=1.0, candidates=candidates, chunks=chunks)
+        loss = su.TARGETS[target](model, request.Z, mask, classes, 1.0, chunks=chunks,
+                                  **(extra if target == "hinge" else {}))
         loss.backward()
         losses.append(float(loss.detach()))
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
