@@ -180,15 +180,6 @@ def test_length_groups_give_the_whole_windows_hinge_and_gradient(world, target):
     assert torch.allclose(grads[1], grads[0], rtol=1e-4, atol=1e-6)
 
 
-def test_a_cached_teacher_gives_the_anchor_of_one_computed_per_step(world):
-    model, _, train, request, _, _ = world
-    student = CharLSTM.from_config(model.config, seed=1)
-    retained = train[:6]
-    fresh = su.kept_loss(student, model, request.Z_tilde[:2], retained, 30.0)
-    cached = su.kept_loss(student, model, request.Z_tilde[:2], retained, 30.0, su.teacher_log_probs(model, retained))
-    assert float(cached) == pytest.approx(float(fresh), rel=1e-6)
-
-
 def test_early_stop_stops_after_a_quiet_cycle_with_the_model_the_same_steps_would_give(world):
     model, vocab, train, request, _, _ = world
     classes = su.char_classes(vocab.chars)

@@ -281,8 +281,6 @@ class SuppressConfig(TextMethodConfig):
     batch: int | None = Field(32, ge=1, description="affected windows per step for the hinge (None: all)")
     tilde_batch: int = Field(8, ge=0, description="redacted windows Z̃ per step in the CE")
     retain_batch: int = Field(16, ge=1, description="untouched training windows per step (CE and anchor)")
-    retain_pool: int | None = Field(96, ge=1, description="draw them from one pool of this many, the model "
-                                    "before's log-probs computed once (None: a fresh sample and forward per step)")
     chunks: int | None = Field(4, ge=1, description="hinge windows run in this many length groups, cut after "
                                "their last secret character (None: whole windows)")
     early_stop: bool = Field(True, description="stop once a full cycle through Z left every hinge at zero")
