@@ -2,19 +2,22 @@
 
 The demo's own setting: the built-in `shakespeare` corpus (300k characters, 4 fictional people ×
 5 secrets × 8 pastes), every finding of the built-in detectors redacted with the token policy, the
-`small` char-LSTM trained for the demo's budget. Two requests: every finding (the demo's) and the
-eight occurrences of one card number. Each method (first_order, second_order, finetune)
-is compared with retraining on the redacted corpus — the same schedule, measured in the same run:
-update time, speed-up, the largest exposure over the removed secrets and the largest per-secret gap
-to the retrained model, held-out perplexity, secrets regenerated, Hessian-vector products, and the
-verification verdict of the pipeline (exposure ≤ retrained + 2 bits, perplexity ≤ +3 %, nothing
-regenerated).
+`small` char-LSTM trained for the demo's budget. Three requests: every finding (the demo's), the first
+8 secrets, and the eight occurrences of one card number. Each method (first_order, second_order,
+finetune, suppress) is compared with retraining on the redacted corpus — the same schedule, measured in the same run:
+update time and speed-up (wall clock, and process CPU time where retraining ran in the same process),
+the largest exposure over the removed secrets and the largest per-secret gap to the retrained model,
+held-out perplexity, secrets regenerated, Hessian-vector products, the verification verdict of the
+pipeline (exposure ≤ retrained + 2 bits, perplexity ≤ +3 %, nothing regenerated) and, with
+`--evidence`, the request-time evidence checks (unlearning.text.evidence, no model trained).
 
 Tables go to stdout and bench/results/text.md, progress to stderr. Only masked secrets are printed.
+`--cache DIR` reuses the models found there: a DIR holding only the trained model (`small-400steps`)
+retrains every request in the run, so that times compare within one process.
 
     python -m bench.text [--steps 400] [--candidates 1000] [--policy token] [--cache DIR]
                          [--scopes "all,8 secrets,one card"] [--methods first_order,second_order,finetune,suppress]
-                         [--results PATH]
+                         [--results PATH] [--evidence]
 
 `--transformer`: the same requests on a GPT-style model (issue 15) instead — a 2-layer GPT-2
 (n_embd 128, 4 heads, a 512-token byte-level BPE with single digits, built by
@@ -44,7 +47,7 @@ from pathlib import Path
 import torch
 
 from flows.settings import DEMO_TEXT_STEPS
-from unlearning.text import lm
+from unlearning.text import evidence, lm
 from unlearning.text.data import redact
 from unlearning.text.shakespeare import build_shakespeare
 from tasks.scan import scan_corpus
@@ -98,8 +101,9 @@ class Setting:
     def retrain(self) -> tuple[lm.LMBundle, dict]:
         """The exact reference (the model's own `retrain`: trained from scratch on D', or a Hugging
         Face model's base fine-tuned again on it) and its time and steps."""
+        started = time.process_time()
         bundle, _, st = lm.run_lm_method("retrain", self.bundle, self.request, self.windows)
-        return bundle, {"seconds": st["seconds"], "steps": st["steps"]}
+        return bundle, {"seconds": st["seconds"], "steps": st["steps"], "cpu_s": time.process_time() - started}
 
     def measure(self, bundle: lm.LMBundle, corpus) -> dict:
         started = time.perf_counter()
@@ -123,6 +127,18 @@ def findings_in_scope(findings: list[dict], scope: str) -> list[dict]:
     return [f for f in findings if f["fingerprint"] in chosen]
 
 
+def evidence_verdict(setting: Setting, bundle: lm.LMBundle, ppl_before: float) -> str:
+    """The request-time evidence checks (unlearning.text.evidence, as tasks/kinds/text.py runs them,
+    no model trained) on `bundle`: each check's pass/fail, e.g. "4/4" or "3/4 (no: perplexity_increase)"."""
+    cfg = evidence.EvidenceConfig(n_candidates=setting.candidates)
+    items = evidence.prepare(setting.secrets, setting.corpus, setting.after, cfg)
+    rows = evidence.judge(bundle, items, cfg, SALT, evidence.relearning_windows(bundle, setting.after))
+    checks = evidence.evidence_checks(rows, {"before": ppl_before, "after": lm.held_out_perplexity(bundle, setting.after)},
+                                      cfg)
+    failed = [c["name"] for c in checks if not c["passed"]]
+    return f"{len(checks) - len(failed)}/{len(checks)}" + (f" (no: {', '.join(failed)})" if failed else "")
+
+
 def verdict(m: dict, before: dict, ref: dict) -> tuple[float, float, bool]:
     gap = max(a - r for a, r in zip(m["exposures"], ref["exposures"]))
     increase = m["perplexity"] / before["perplexity"] - 1
@@ -131,23 +147,30 @@ def verdict(m: dict, before: dict, ref: dict) -> tuple[float, float, bool]:
     return gap, increase, passed
 
 
-HEADER = ("| method | time s | speed-up | max exposure (bits) | worst gap to retrain (bits) | held-out ppl | ppl Δ | "
-          "regenerated | HVPs | verified |\n|---|---|---|---|---|---|---|---|---|---|")
+HEADER = ("| method | time s | speed-up | CPU s | CPU speed-up | max exposure (bits) | worst gap to retrain (bits) | "
+          "held-out ppl | ppl Δ | regenerated | HVPs | verified | evidence checks |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
-def row(name: str, seconds: float | None, retrain_s: float, m: dict, before: dict, ref: dict, hvps="") -> str:
+def row(name: str, seconds: float | None, retrain_s: float, m: dict, before: dict, ref: dict, hvps="",
+        cpu: tuple[float | None, float | None] = (None, None), evidence_: str = "") -> str:
+    """One table row; `cpu`: (the method's process CPU seconds, retraining's), when measured in this process."""
     gap, increase, passed = verdict(m, before, ref)
     time_s = f"{seconds:.1f}" if seconds is not None else "—"
     speedup = f"{retrain_s / seconds:.1f}×" if seconds else "—"
-    return (f"| {name} | {time_s} | {speedup} | {m['max_exposure']:.1f} | {gap:+.1f} | {m['perplexity']:.4g} | "
-            f"{100 * increase:+.3g} % | {m['regenerated']}/{len(m['exposures'])} | {hvps} | "
-            f"{'yes' if passed else 'no'} |")
+    cpu_s = f"{cpu[0]:.1f}" if cpu[0] is not None else "—"
+    cpu_speedup = f"{cpu[1] / cpu[0]:.1f}×" if cpu[0] and cpu[1] else "—"
+    return (f"| {name} | {time_s} | {speedup} | {cpu_s} | {cpu_speedup} | {m['max_exposure']:.1f} | {gap:+.1f} | "
+            f"{m['perplexity']:.4g} | {100 * increase:+.3g} % | {m['regenerated']}/{len(m['exposures'])} | {hvps} | "
+            f"{'yes' if passed else 'no'} | {evidence_} |")
 
 
-def run_method(setting: Setting, name: str, options: dict) -> tuple[dict, dict]:
+def run_method(setting: Setting, name: str, options: dict) -> tuple[dict, dict, lm.LMBundle]:
     torch.manual_seed(0)
+    started = time.process_time()
     bundle, _, stats = lm.run_lm_method(name, setting.bundle, setting.request, setting.windows, options)
-    return setting.measure(bundle, setting.after), stats
+    stats = {**stats, "cpu_s": time.process_time() - started}
+    return setting.measure(bundle, setting.after), stats, bundle
 
 
 METHODS = ("first_order", "second_order", "finetune", "suppress")
@@ -156,8 +179,8 @@ METHODS = ("first_order", "second_order", "finetune", "suppress")
 SCOPES = ("all", "8 secrets", "one card")
 
 
-def scope_table(setting: Setting, runs: list[dict], sweep: bool) -> list[str]:
-    retrain_s = setting.retrain_stats["seconds"]
+def scope_table(setting: Setting, runs: list[dict], sweep: bool, with_evidence: bool = False) -> list[str]:
+    retrain_s, retrain_cpu = setting.retrain_stats["seconds"], setting.retrain_stats.get("cpu_s")
     say(f"  request '{setting.scope}': {len(setting.findings)} findings of {len(setting.secrets)} secrets, "
         f"|Z| = {len(setting.request)} of {len(setting.windows)} windows; retrained in {retrain_s:.0f} s")
     before = setting.measure(setting.bundle, setting.corpus)
@@ -167,11 +190,13 @@ def scope_table(setting: Setting, runs: list[dict], sweep: bool) -> list[str]:
           f"|Z| = {len(setting.request)} windows)\n", flush=True)
     print("\n".join(lines), flush=True)
     for run in runs:
-        m, stats = run_method(setting, run["method"], run["options"])
+        m, stats, bundle = run_method(setting, run["method"], run["options"])
         label = run["method"] + (f" {json.dumps(run['options'])}" if sweep and run["options"] else "")
-        lines.append(row(label, stats["seconds"], retrain_s, m, before, ref, stats.get("hvps", "")))
+        checks = evidence_verdict(setting, bundle, before["perplexity"]) if with_evidence else ""
+        lines.append(row(label, stats["seconds"], retrain_s, m, before, ref, stats.get("hvps", ""),
+                         (stats["cpu_s"], retrain_cpu), checks))
         print(lines[-1], flush=True)
-    lines.append(row("retrain (reference)", retrain_s, retrain_s, ref, before, ref, 0))
+    lines.append(row("retrain (reference)", retrain_s, retrain_s, ref, before, ref, 0, (retrain_cpu, retrain_cpu)))
     print(lines[-1], flush=True)
     return [f"### request: {setting.scope} ({len(setting.secrets)} secrets, {len(setting.findings)} occurrences, "
             f"|Z| = {len(setting.request)} windows)", "", *lines, ""]
@@ -268,6 +293,8 @@ def main(argv=None) -> None:
         ap.add_argument(f"--{name.replace('_', '-')}", dest=name, default="{}", help=f"JSON options for {name}")
     ap.add_argument("--sweep", type=Path, default=None, help="JSON lines of {method, options} to run instead")
     ap.add_argument("--results", type=Path, default=RESULTS, help=f"where the tables go (default {RESULTS})")
+    ap.add_argument("--evidence", action="store_true", help="also run the request-time evidence checks on each update "
+                    "(bench.checks_text judges the retrained models)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -285,7 +312,7 @@ def main(argv=None) -> None:
             out.append(f"Model: `small` char-LSTM trained {setting.train_stats['steps']} steps "
                        f"({setting.train_stats['epochs']:.1f} epochs) in {setting.train_stats['seconds']:.0f} s; "
                        f"redaction policy {args.policy}; exposure over {args.candidates} same-format candidates.\n")
-        out += scope_table(setting, runs, bool(args.sweep))
+        out += scope_table(setting, runs, bool(args.sweep), args.evidence)
     if not args.sweep:
         args.results.parent.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

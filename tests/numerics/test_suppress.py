@@ -153,3 +153,42 @@ def test_every_affected_window_is_in_the_hinge_within_one_pass():
     picks = su._cycle(190, 32, gen)
     seen = torch.cat([next(picks) for _ in range(6)])  # ⌈190 / 32⌉ batches
     assert set(seen.tolist()) == set(range(190))
+
+
+# --- what makes it cheap: each gives the plain path's result where it should ---------------------
+
+@pytest.mark.parametrize("target", ["hinge", "within"])
+def test_length_groups_give_the_whole_windows_hinge_and_gradient(world, target):
+    # The windows cut after their last secret character: a causal model's logits at the secret do
+    # not depend on what follows (and a candidate's prefix is its window's), so the loss and its
+    # gradient are those of the whole windows.
+    model, vocab, _, request, _, _ = world
+    classes = su.char_classes(vocab.chars)
+    mask = su.secret_positions(request, classes)
+    assert 0 < su.hinge_chars(mask, 4, candidates=True) < 2 * mask.numel()  # it does skip characters
+    extra = {"candidates": su.format_candidates(request.Z, mask, classes, torch.Generator().manual_seed(0))}
+    losses, grads = [], []
+    for chunks in (None, 4):
+        model.zero_grad()
+        loss = su.TARGETS[target](model, request.Z, mask, classes, 1.0, chunks=chunks,
+                                  **(extra if target == "hinge" else {}))
+        loss.backward()
+        losses.append(float(loss.detach()))
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    model.zero_grad()
+    assert losses[0] > 0 and losses[1] == pytest.approx(losses[0], rel=1e-5)
+    assert torch.allclose(grads[1], grads[0], rtol=1e-4, atol=1e-6)
+
+
+def test_early_stop_stops_after_a_quiet_cycle_with_the_model_the_same_steps_would_give(world):
+    model, vocab, train, request, _, _ = world
+    classes = su.char_classes(vocab.chars)
+    options = dict(lr=3e-2, margin=0.0, anchor=1.0, batch=4, tilde_batch=4, retain_batch=8, contrast=False)
+    stopped = su.suppress(model, request, train, classes, steps=60, **options)
+    per_cycle = -(-len(request) // 4)
+    assert per_cycle < stopped.stats["steps"] < 60  # it did stop, and only after a full cycle
+    assert stopped.stats["secret_loss_last"] == 0.0
+    plain = su.suppress(model, request, train, classes, steps=stopped.stats["steps"], early_stop=False, **options)
+    assert all(torch.equal(p, q) for p, q in zip(stopped.model.parameters(), plain.model.parameters()))
+    longer = su.suppress(model, request, train, classes, steps=60, early_stop=False, **options)
+    assert longer.stats["steps"] == 60

@@ -279,8 +279,11 @@ class SuppressConfig(TextMethodConfig):
     anchor: float = Field(60.0, ge=0, description="weight of KL to the model before, on retained windows")
     target: Literal["hinge", "within"] = "hinge"
     batch: int | None = Field(32, ge=1, description="affected windows per step for the hinge (None: all)")
-    tilde_batch: int = Field(16, ge=0, description="redacted windows Z̃ per step in the CE")
-    retain_batch: int = Field(48, ge=1, description="untouched training windows per step (CE and anchor)")
+    tilde_batch: int = Field(8, ge=0, description="redacted windows Z̃ per step in the CE")
+    retain_batch: int = Field(16, ge=1, description="untouched training windows per step (CE and anchor)")
+    chunks: int | None = Field(4, ge=1, description="hinge windows run in this many length groups, cut after "
+                               "their last secret character (None: whole windows)")
+    early_stop: bool = Field(True, description="stop once a full cycle through Z left every hinge at zero")
     contrast: bool = Field(True, description="hinge against the class mean after a same-format random string too")
     seed: int = 0
 

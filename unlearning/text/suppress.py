@@ -36,14 +36,21 @@ other members of its class only, the class's total mass untouched) — gentler, 
 
 Adam (the optimiser the model was trained with) on seeded samples: deterministic on CPU. The hinge
 walks Z in a seeded cycle (every affected window once per ⌈|Z|/batch⌉ steps; a random sample per
-step left ~1 % of the windows unseen in 25 steps). The cost is `steps` steps on 2·`batch` (the
-windows and their candidates) + `tilde_batch` + `retain_batch` windows, plus a forward pass of the
-model before the update on the `retain_batch` windows.
+step left ~1 % of the windows unseen in 25 steps). The cost is at most `steps` steps on 2·`batch`
+(the windows and their candidates) + `tilde_batch` + `retain_batch` windows and a forward pass of
+the model before on the `retain_batch` ones, made cheaper two ways that keep the result: the
+hinge's windows are cut after their last secret character (in `chunks` length groups; a candidate
+continues from its window's state at the first secret character), and the loop stops once a full
+cycle left every hinge at zero. On the demo's 20-secret request a step reads about 3,800
+characters for the hinge and 2,400 for Z̃ and R (plus 1,600 forward only): 35 steps ≈ 0.23 M
+characters forward and backward, against retraining's 400 × 64 × 100 = 2.56 M (the settings tried
+and their measured frontier: docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from typing import Sequence
 
@@ -72,11 +79,49 @@ def secret_positions(request: WindowRequest, classes: torch.Tensor) -> torch.Ten
     return changed & (classes[labels] >= 0)
 
 
-def _masked(model: CharLSTM, windows_: torch.Tensor, mask: torch.Tensor, classes: torch.Tensor):
-    logits, _ = model(windows_[:, :-1])  # (b, T, V)
-    labels = windows_[:, 1:][mask]  # (n,)
+def _masked(model: CharLSTM, windows_: torch.Tensor, mask: torch.Tensor, classes: torch.Tensor,
+            chunks: int | None = None, candidates: torch.Tensor | None = None):
+    """(n, V) logits at the masked label positions, (n,) their labels, (n, V) their class members,
+    and with `candidates` (the same windows, masked labels redrawn) the (n, V) logits there too.
+
+    `chunks`: the windows run in that many groups of similar length, each cut after its group's last
+    masked label — a causal model's logits there do not depend on what follows, so the values are
+    those of the whole windows (up to float rounding) at about the mean length's cost (packed
+    sequences cost twice the whole windows on the CPU, measured). A candidate equals its window up to
+    the first masked label, so for the char LSTM the candidates continue from the windows' state
+    there (the group's earliest) instead of reading that prefix again. The rows then come grouped,
+    not in window order: the hinges average them, and a window's rows and its candidate's align."""
+    if chunks is None:
+        logits, labels = model(windows_[:, :-1])[0][mask], windows_[:, 1:][mask]  # (n, V), (n,)
+        other = None if candidates is None else model(candidates[:, :-1])[0][mask]
+    else:
+        parts, parts_labels, parts_other = [], [], []
+        for part, start, cut in length_groups(mask, chunks, shared_prefix=isinstance(model, CharLSTM)):
+            held = mask[part, start:cut]
+            state = model(windows_[part, :start])[1] if start else None
+            parts.append(model(windows_[part, start:cut], state)[0][held])
+            parts_labels.append(windows_[part, start + 1:cut + 1][held])
+            if candidates is not None:
+                parts_other.append(model(candidates[part, start:cut], state)[0][held])
+        logits, labels = torch.cat(parts), torch.cat(parts_labels)
+        other = torch.cat(parts_other) if candidates is not None else None
     members = classes[None, :] == classes[labels][:, None]  # (n, V)
-    return logits[mask], labels, members  # (n, V), (n,), (n, V)
+    return logits, labels, members, other
+
+
+def length_groups(mask: torch.Tensor, chunks: int, shared_prefix: bool = False) -> list[tuple[torch.Tensor, int, int]]:
+    """The windows holding a masked label, sorted by where their last one is and split into at most
+    `chunks` groups: (indices, start, one past the group's last masked label position) per group;
+    start: the group's first masked label position with `shared_prefix`, else 0."""
+    positions = torch.arange(1, mask.shape[1] + 1, device=mask.device)
+    ends = (mask * positions).amax(dim=1)  # (b,) 0: nothing masked
+    firsts = (mask * positions.flip(0)).amax(dim=1)  # (b,) T − the first masked position
+    order = torch.argsort(ends.cpu(), stable=True).to(ends.device)
+    order = order[ends[order] > 0]
+    if not len(order):
+        return []
+    return [(part, mask.shape[1] - int(firsts[part].max()) if shared_prefix else 0, int(ends[part].max()))
+            for part in order.chunk(min(chunks, len(order)))]
 
 
 def _class_mean(logp: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
@@ -86,7 +131,7 @@ def _class_mean(logp: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
 
 
 def class_hinge(model: CharLSTM, windows_: torch.Tensor, mask: torch.Tensor, classes: torch.Tensor,
-                margin: float = 0.0, candidates: torch.Tensor | None = None) -> torch.Tensor:
+                margin: float = 0.0, candidates: torch.Tensor | None = None, chunks: int | None = None) -> torch.Tensor:
     """Mean over the masked label positions of relu(ln p(label) − mean ln p(its class) + margin).
     With `candidates` (format_candidates of the same windows) the class mean is the lower of the
     one after the secret's own prefix and the one after the candidate's: exposure ranks the secret
@@ -94,23 +139,22 @@ def class_hinge(model: CharLSTM, windows_: torch.Tensor, mask: torch.Tensor, cla
     secret's prefix but not after a random one (the class mass, to which the first mean is blind)."""
     if not bool(mask.any()):
         return torch.zeros(())
-    logits, labels, members = _masked(model, windows_, mask, classes)
+    logits, labels, members, other = _masked(model, windows_, mask, classes, chunks, candidates)
     logp = F.log_softmax(logits, dim=-1)
     class_mean = _class_mean(logp, members).detach()  # (n,)
     if candidates is not None:
-        other = F.log_softmax(model(candidates[:, :-1])[0][mask], dim=-1)  # (n, V)
-        class_mean = torch.minimum(class_mean, _class_mean(other, members))
+        class_mean = torch.minimum(class_mean, _class_mean(F.log_softmax(other, dim=-1), members))
     return torch.relu(logp.gather(1, labels[:, None]).squeeze(1) - class_mean + margin).mean()
 
 
 def class_within(model: CharLSTM, windows_: torch.Tensor, mask: torch.Tensor, classes: torch.Tensor,
-                 margin: float = 0.0) -> torch.Tensor:
+                 margin: float = 0.0, chunks: int | None = None) -> torch.Tensor:
     """Mean over the masked label positions of relu(ln p(label | its class) + ln |class| + margin):
     the label pushed to uniform *within* its class; the class's total mass is not a direction this
     loss can move."""
     if not bool(mask.any()):
         return torch.zeros(())
-    logits, labels, members = _masked(model, windows_, mask, classes)
+    logits, labels, members, _ = _masked(model, windows_, mask, classes, chunks)
     within = logits.gather(1, labels[:, None]).squeeze(1) - torch.logsumexp(
         logits.masked_fill(~members, float("-inf")), dim=1)  # (n,) ln p(label | class)
     return torch.relu(within + torch.log(members.sum(dim=1).to(logits.dtype)) + margin).mean()
@@ -160,26 +204,41 @@ def format_candidates(windows_: torch.Tensor, mask: torch.Tensor, classes: torch
 def kept_loss(model: CharLSTM, before: CharLSTM, tilde: torch.Tensor, retained: torch.Tensor,
               anchor: float) -> torch.Tensor:
     """Mean per-char CE over Z̃ ∪ R plus anchor·mean per-char KL(p_before ‖ p_model) over R (one
-    forward pass of the model for both)."""
+    forward pass of the model for both). R is a fresh sample at every step: a fixed pool of R with
+    the model before's log-probabilities computed once (cheaper) passed the audit thresholds but
+    failed the evidence checks' relearning test (docs/benchmarks.md)."""
     kept = torch.cat([tilde, retained])  # (t + r, T+1)
     logp = F.log_softmax(model(kept[:, :-1])[0], dim=-1)  # (t + r, T, V)
     loss = -logp.gather(2, kept[:, 1:, None]).mean()
     if anchor:
-        with torch.no_grad():
-            ref = F.log_softmax(before(retained[:, :-1])[0], dim=-1)  # (r, T, V)
+        ref = teacher_log_probs(before, retained)  # (r, T, V)
         loss = loss + anchor * (ref.exp() * (ref - logp[len(tilde):])).sum(dim=-1).mean()
     return loss
 
 
+@torch.no_grad()
+def teacher_log_probs(before: CharLSTM, windows_: torch.Tensor) -> torch.Tensor:
+    """(r, T, V) the model before's next-char log-probabilities on the windows."""
+    return F.log_softmax(before(windows_[:, :-1])[0], dim=-1)
+
+
 def suppress(model: CharLSTM, request: WindowRequest, train_windows: torch.Tensor, classes: torch.Tensor, *,
              steps: int = 35, lr: float = 3e-3, alpha: float = 1.0, margin: float = 1.0, anchor: float = 60.0,
-             target: str = "hinge", batch: int | None = 32, tilde_batch: int = 16, retain_batch: int = 48,
+             target: str = "hinge", batch: int | None = 32, tilde_batch: int = 8, retain_batch: int = 16,
+             chunks: int | None = 4, early_stop: bool = True,
              contrast: bool = True, clip: float = 5.0, seed: int = 0) -> DeepUpdate:
-    """`steps` Adam steps at `lr` on the module doc's loss, each on the next `batch` affected windows
-    of a seeded cycle through Z for the secret term (all when None; `contrast`: the hinge's class
-    mean also taken after the same windows with their secrets redrawn, format_candidates),
+    """At most `steps` Adam steps at `lr` on the module doc's loss, each on the next `batch` affected
+    windows of a seeded cycle through Z for the secret term (all when None; `contrast`: the hinge's
+    class mean also taken after the same windows with their secrets redrawn, format_candidates),
     `tilde_batch` of Z̃ and `retain_batch` untouched windows. `classes`: char_classes of the model's
-    vocabulary."""
+    vocabulary.
+
+    What makes it cheaper, each checked against the plain path (None / False):
+    - `chunks`: the hinge's windows run in that many length groups, cut after their last secret
+      character (_masked: the same values);
+    - `early_stop`: stop once every step of one full cycle through Z left the hinge at zero (every
+      secret character of every window at or below its target): the steps left would only move the
+      model by the cross-entropy and the anchor."""
     if target not in TARGETS:
         raise UnlearnError(f"unknown suppress target {target!r}: choose one of {', '.join(TARGETS)}")
     started = time.perf_counter()
@@ -195,25 +254,45 @@ def suppress(model: CharLSTM, request: WindowRequest, train_windows: torch.Tenso
     device = device_of(new)
     on = lambda t: t.to(device)  # noqa: E731
     first = last = float("nan")
+    cost = {"trained_chars": 0, "teacher_chars": 0}
+    per_cycle = 1 if batch is None or batch >= len(request) else math.ceil(len(request) / batch)
     picks = _cycle(len(request), batch, gen)
+    quiet, taken = 0, 0
     with seeded_rng(seed, device):  # dropout of a real checkpoint: the same seed, the same model
         for step in range(steps):
             pick = next(picks)
             tilde = request.Z_tilde[_sample(len(request.Z_tilde), tilde_batch, gen)]
             retained = pool[torch.randint(len(pool), (retain_batch,), generator=gen)]
+            cost["teacher_chars"] += retained[:, 1:].numel() if anchor else 0
             extra = {}
             if contrast and target == "hinge":
                 extra["candidates"] = on(format_candidates(request.Z[pick], mask[pick], classes, gen))
-            secret = TARGETS[target](new, on(request.Z[pick]), on(mask[pick]), on(classes), margin, **extra)
+            secret = TARGETS[target](new, on(request.Z[pick]), on(mask[pick]), on(classes), margin,
+                                     chunks=chunks, **extra)
             loss = kept_loss(new, model, on(tilde), on(retained), anchor) + alpha * secret
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(new.parameters(), clip)
             opt.step()
+            taken += 1
+            cost["trained_chars"] += (hinge_chars(mask[pick], chunks, bool(extra), isinstance(new, CharLSTM))
+                                      + tilde[:, 1:].numel() + retained[:, 1:].numel())
             last = float(secret.detach())
             first = last if step == 0 else first
+            quiet = quiet + 1 if last == 0.0 else 0
+            if early_stop and quiet >= per_cycle:
+                break
     new.eval()
     return DeepUpdate(new, "suppress", {
-        "seconds": time.perf_counter() - started, "hvps": 0, "steps": steps, "lr": lr, "alpha": alpha,
-        "margin": margin, "anchor": anchor, "target": target, "contrast": contrast, "windows": len(request),
-        "secret_chars": int(mask.sum()), "secret_loss_first": first, "secret_loss_last": last})
+        "seconds": time.perf_counter() - started, "hvps": 0, "steps": taken, "max_steps": steps, "lr": lr,
+        "alpha": alpha, "margin": margin, "anchor": anchor, "target": target, "contrast": contrast,
+        "chunks": chunks, "early_stop": early_stop, "windows": len(request),
+        "secret_chars": int(mask.sum()), "secret_loss_first": first, "secret_loss_last": last, **cost})
+
+
+def hinge_chars(mask: torch.Tensor, chunks: int | None, candidates: bool = False, shared_prefix: bool = True) -> int:
+    """Characters one hinge pass runs the model on (the windows', and their candidates')."""
+    if chunks is None:
+        return mask.shape[0] * mask.shape[1] * (1 + candidates)
+    return sum(len(part) * (cut + candidates * (cut - start))
+               for part, start, cut in length_groups(mask, chunks, shared_prefix))
