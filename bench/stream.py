@@ -588,7 +588,7 @@ class Images:
 
     def __init__(self, n_requests: int, seed: int, subset: int = 800, epochs: float = 2.0):
         import torch
-        from bench.images import tensors, train_original
+        from bench.images import record_requests, tensors, train_original
         from unlearning.images.data import build_fashion_mnist
 
         fm = build_fashion_mnist(n_train=subset, n_test=2000, allow_download=False)
@@ -597,9 +597,7 @@ class Images:
         self.original, data = train_original(X, y, epochs, seed)
         self.X, self.y, self.schedule = X, y, data.schedule
         self.test = tensors(fm.images[~fm.train], fm.labels[~fm.train])
-        rng = np.random.default_rng([seed, 3])
-        order = list(rng.permutation(len(y)))
-        self.requests = [sorted(int(order.pop()) for _ in range(int(rng.integers(1, 6)))) for _ in range(n_requests)]
+        self.requests = record_requests(len(y), n_requests, seed)
         alive = torch.ones(len(y), dtype=torch.bool)
         self.alive = [alive.clone()]
         for deleted in self.requests:
