@@ -314,6 +314,7 @@ def evidence_images(lineage: Lineage, plan: Plan, method: str, bundle_after: Ima
         metrics = {**headline_metrics(rows, method), **evidence_metrics(after), **evidence_metrics(before, "_before")}
         tracking.log_params(run_id, {"verification_mode": "evidence", "retrains": 0})
         metrics["evidence_images_evaluated_before"] = judged.evaluated_before  # 0: all known to the version
+        metrics |= {f"evidence_{name}_images": judged.judged_images[name] for name in ("retain", "test")}  # the samples
         for row in rows:
             with lineage.child(f"metrics {row['method']}", method=row["method"]) as child:
                 tracking.log_metrics(child, {k: v for k, v in row.items() if k != "method" and v is not None})
