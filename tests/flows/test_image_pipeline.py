@@ -153,7 +153,9 @@ def test_the_model_before_is_evaluated_once_per_version_and_its_outputs_go_with_
     kept = state.load_outputs(digits_ws, v3.run_id)["ids"]
     after = load_images(digits_ws / "data" / "digits")
     assert not set(gone) & set(kept)  # derived from the deleted images: not kept with v3
-    assert {after.record_ids[p] for p in np.flatnonzero(after.train)} <= set(kept)
+    train_ids = {after.record_ids[p] for p in np.flatnonzero(after.train)}
+    assert set(kept) <= train_ids | {after.record_ids[p] for p in np.flatnonzero(~after.train)}
+    assert len(set(kept) & train_ids) == out["metrics"]["evidence_retain_images"]  # what IMG-2 judged of D'
     assert f"outputs/{v3.run_id}.pt" in state.model_state_files(digits_ws, v3.run_id)  # listed, purged with v3
     assert not (outputs / f"{v2.run_id}.pt").exists()
 
