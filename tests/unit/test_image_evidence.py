@@ -323,3 +323,26 @@ def test_a_request_evaluates_samples_and_the_next_one_finds_them_known():
                            frozenset(range(K)), False)
     again = judge_request(after, small_cnn(2), second, CFG, judged.known_after)
     assert again.evaluated_before <= 2 + 2
+
+
+def test_a_chain_of_updates_is_judged_against_the_exact_model_it_started_from():
+    from unlearning.images.evidence import KnownOutputs, judge_request
+    images = request_images()
+    model = small_cnn(1)  # an update that changed nothing since the model before, but drifted since the anchor
+    exact = {}
+    for _, y, ids in (images.retain, images.test):
+        exact.update({i: int(label) for i, label in zip(ids, y.tolist())})
+    ids = list(exact)
+    logits = torch.nn.functional.one_hot(torch.tensor([exact[i] for i in ids]), K).float() * 10
+    anchor = KnownOutputs(tuple(ids), torch.zeros(len(ids), 2), logits)  # the exact model: every image right
+    alone = verdicts(judge_request(model, model, images, CFG).checks)
+    assert alone["ta_drop_vs_original"] and "ta_drop_vs_exact_model" not in alone
+    judged = judge_request(model, model, images, CFG, anchor=anchor)
+    got = verdicts(judged.checks)
+    assert got["ta_drop_vs_original"] and got["ra_drop_vs_original"]  # each step small ...
+    assert not got["ta_drop_vs_exact_model"] and not got["ra_drop_vs_exact_model"]  # ... the chain not
+    assert set(judged.anchor_after.ids) == set(ids)  # kept for the next request, on the samples
+    first = judge_request(small_cnn(0), model, images, CFG)  # the model before is exact: it is the anchor
+    rows = first.known_before.rows()
+    assert set(first.anchor_after.ids) == set(ids) and torch.equal(
+        first.anchor_after.logits, first.known_before.logits[[rows[i] for i in first.anchor_after.ids]])

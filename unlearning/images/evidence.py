@@ -466,20 +466,59 @@ class Judgement:
     evaluated_before: int  # images the model before was evaluated on (0: all known)
     drops: dict = field(default_factory=dict)  # utility_drops: TA/RA drops on the sample, paired
     judged_images: dict = field(default_factory=dict)  # images per set the checks were measured on
+    drops_since_exact: dict | None = None  # utility_drops from the anchor (judge_request), when given
+    anchor_after: KnownOutputs | None = None  # the last exact model's outputs on the samples, for the next request
+
+
+def known_part(known: KnownOutputs, part: tuple) -> tuple[Outputs, np.ndarray]:
+    """(`known`'s outputs on the images of `part` (X, y, ids) it holds, with their labels in
+    `part`; their positions in `part`)."""
+    rows = known.rows()
+    pos = np.array([p for p, i in enumerate(part[2]) if str(i) in rows], dtype=np.int64)
+    r = [rows[str(part[2][p])] for p in pos.tolist()]
+    labels = torch.as_tensor(part[1]).long()[torch.as_tensor(pos)]
+    return Outputs(known.features[r].double(), known.logits[r].double(), labels), pos
+
+
+def drops_since_exact(anchor: KnownOutputs, sampled: RequestImages, after: dict, populations: dict,
+                      cfg: ImageEvidenceConfig) -> dict:
+    """utility_drops from the last model trained exactly (`anchor`: its outputs on the samples) to
+    the update, on the sampled images the anchor knows (a stand-in for an erased sampled image
+    drawn since is not among them)."""
+    mine, theirs = {}, {}
+    for name, part in (("retain", sampled.retain), ("test", sampled.test)):
+        theirs[name], pos = known_part(anchor, part)
+        out = after[name]
+        index = torch.as_tensor(pos)
+        mine[name] = Outputs(out.features[index], out.logits[index], out.labels[index])
+    return utility_drops(theirs, mine, populations, cfg)
 
 
 def judge_request(before: torch.nn.Module, after: torch.nn.Module, images: RequestImages, cfg: ImageEvidenceConfig,
-                  known: KnownOutputs | None = None) -> Judgement:
+                  known: KnownOutputs | None = None, anchor: KnownOutputs | None = None) -> Judgement:
     """The evidence checks of one request: every metric and the forget-set evidence of the model
     before (its outputs read from `known` where it holds them) and of the update (evaluated), and
-    the checks on them. Z is evaluated once per model for both the metrics and the evidence."""
+    the checks on them. Z is evaluated once per model for both the metrics and the evidence.
+
+    `anchor`: when the model before is itself a fast update, the outputs on the samples of the
+    last model trained exactly (trained or retrained) that the chain of updates started from; the
+    TA/RA drops are then also judged against it (`ta_drop_vs_exact_model`, `ra_drop_vs_exact_model`):
+    updates that each stay within a few points of the model before can add up to tens
+    (bench.stream: 25 points of TA below the retrained model after 30 stacked deletions, every
+    request passing). The Judgement's `anchor_after` is what the new version keeps of it (None
+    with no anchor given: the model before is exact, and it is the anchor — `known_before`'s rows)."""
     sampled = request_sample(images, cfg)
     sets = (sampled.forget, sampled.retain, sampled.test, sampled.controls)
     outs_before, evaluated, running = evaluate_sets(before, sets, known)
     outs_after, _, _ = evaluate_sets(after, sets, None)
     populations = {"retain": len(images.retain[1]), "test": len(images.test[1])}
-    drops = utility_drops({"retain": outs_before[1], "test": outs_before[2]},
-                          {"retain": outs_after[1], "test": outs_after[2]}, populations, cfg)
+    after_sets = {"retain": outs_after[1], "test": outs_after[2]}
+    drops = utility_drops({"retain": outs_before[1], "test": outs_before[2]}, after_sets, populations, cfg)
+    since = drops_since_exact(anchor, sampled, after_sets, populations, cfg) if anchor is not None else None
+    sample_ids = list(sampled.retain[2]) + list(sampled.test[2])
+    anchor_after = (anchor if anchor is not None else known_of([(sampled.retain[2], outs_before[1]),
+                                                                (sampled.test[2], outs_before[2])])
+                    ).restricted(sample_ids)
 
     def judged(outs: list[Outputs]) -> tuple[dict, dict]:
         forget, retain, test, controls = outs
@@ -494,7 +533,11 @@ def judge_request(before: torch.nn.Module, after: torch.nn.Module, images: Reque
     first = 0 if images.relabelled else 1  # sets[0] is Z
     known_after = known_of([(ids, out) for (_, _, ids), out in zip(sets[first:], outs_after[first:])])
     known_before = running if evaluated else None
-    return Judgement(row_before, row_after, ev_before, ev_after,
-                     evidence_checks(ev_after, row_after, row_before, cfg, drops), known_after, known_before,
+    checks = evidence_checks(ev_after, row_after, row_before, cfg, drops)
+    if since is not None:
+        checks += [{**c, "name": c["name"].replace("_vs_original", "_vs_exact_model")}
+                   for c in evidence_checks(ev_after, row_after, row_before, cfg, since)[-2:]]
+    return Judgement(row_before, row_after, ev_before, ev_after, checks, known_after, known_before,
                      evaluated, drops, {name: len(part[1]) for name, part in
-                                        zip(("forget", "retain", "test", "controls"), sets)})
+                                        zip(("forget", "retain", "test", "controls"), sets)},
+                     since, anchor_after)
