@@ -470,11 +470,11 @@ class Judgement:
     anchor_after: KnownOutputs | None = None  # the last exact model's outputs on the samples, for the next request
 
 
-def known_part(known: KnownOutputs, part: tuple) -> tuple[Outputs, np.ndarray]:
-    """(`known`'s outputs on the images of `part` (X, y, ids) it holds, with their labels in
-    `part`; their positions in `part`)."""
-    rows = known.rows()
-    pos = np.array([p for p, i in enumerate(part[2]) if str(i) in rows], dtype=np.int64)
+def known_part(known: KnownOutputs, part: tuple, classes) -> tuple[Outputs, np.ndarray]:
+    """(`known`'s outputs on the images of `part` (X, y, ids) it holds whose label is in `classes`,
+    with their labels in `part`; their positions in `part`)."""
+    rows, labels = known.rows(), torch.as_tensor(part[1]).tolist()
+    pos = np.array([p for p, i in enumerate(part[2]) if str(i) in rows and labels[p] in classes], dtype=np.int64)
     r = [rows[str(part[2][p])] for p in pos.tolist()]
     labels = torch.as_tensor(part[1]).long()[torch.as_tensor(pos)]
     return Outputs(known.features[r].double(), known.logits[r].double(), labels), pos
@@ -484,10 +484,11 @@ def drops_since_exact(anchor: KnownOutputs, sampled: RequestImages, after: dict,
                       cfg: ImageEvidenceConfig) -> dict:
     """utility_drops from the last model trained exactly (`anchor`: its outputs on the samples) to
     the update, on the sampled images the anchor knows (a stand-in for an erased sampled image
-    drawn since is not among them)."""
+    drawn since is not among them) of the classes D' holds (a class forgotten since is lost on
+    purpose)."""
     mine, theirs = {}, {}
     for name, part in (("retain", sampled.retain), ("test", sampled.test)):
-        theirs[name], pos = known_part(anchor, part)
+        theirs[name], pos = known_part(anchor, part, sampled.present)
         out = after[name]
         index = torch.as_tensor(pos)
         mine[name] = Outputs(out.features[index], out.logits[index], out.labels[index])
