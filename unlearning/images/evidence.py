@@ -29,16 +29,24 @@ samples and n_h controls, weights w = n_f / |Z|:
   non-members = the controls, both scored with r), per stratum and weighted by w; 0.5 when Z is
   as unseen as the controls. Within 0.5 ± (auc_margin + z · SE), SE² = Σ w² (n_f + n_h + 1) /
   (12 n_f n_h) (the Mann–Whitney variance under no difference); one-sided for relabelled samples.
-- retain and test accuracy (unlearning.metrics rows) against the model before: drops ≤ max_ra_drop,
-  max_ta_drop points.
+- retain and test accuracy against the model before: drops ≤ max_ra_drop, max_ta_drop points plus
+  z standard errors, measured on fixed samples of D' and of the test images (by a hash of the
+  record id, `utility_images` each, at least `utility_per_forget` per forget image) and judged
+  paired: the model before's outputs on the same images are known, so only the images the two
+  models disagree on carry sampling noise (`paired_drop` derives the tolerance). When the model
+  before is itself a fast update, the same drops against the last model trained exactly that the
+  chain of updates started from (its outputs on the samples kept with each version): steps that
+  each pass can add up (`judge_request`).
+- the held-out controls judged: per forget class, the first max(min_controls, controls_per_forget ·
+  n_r) by the same hash (`control_sample`), so the test sample's images of the class are among them.
 
-What a request evaluates (`judge_request`): the model before and the update, each on Z, D \\ Z,
-the test images and the controls (every metric of unlearning.metrics for both, as the pipeline
-reports them). The model before's outputs are those of the version the request starts from: they
-are computed once per version (`KnownOutputs`, kept in the version's private state: when the
-request that made it evaluated it on its own D' and the test images, or when it was trained), so a
-request evaluates only the update, and reads the model before's rows from there (those missing are
-evaluated and added).
+What a request evaluates (`judge_request`): the model before and the update, each on Z and the
+samples of D \\ Z, of the test images and of the controls (every metric of unlearning.metrics for
+both on those sets, as the pipeline reports them). The model before's outputs are those of the
+version the request starts from: they are computed once per version (`KnownOutputs`, kept in the
+version's private state: when the request that made it evaluated it on its samples, or when it was
+trained), so a request evaluates only the update, and reads the model before's rows from there
+(those missing are evaluated and added).
 
 Strata without a held-out image of their class are left out (reported as `uncontrolled`); a
 forget set with no controlled sample fails the check `heldout_controls` (use the reference mode).
