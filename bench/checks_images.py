@@ -9,7 +9,9 @@ Scenarios and models are bench.images's (class: forget one class; random: 10 % o
 poison: 10 % of the Pullover↔Coat labels flipped, then repaired), on the pipeline's regime (3,000
 images, the small preset's 4 epochs: under-fitted, train ≈ test accuracy) and, as `KIND:fit`, on
 an original that fits its 800 images (40 epochs). The held-out controls are the test images of the
-forget set's classes, as in the pipeline. Beside the evidence verdict, whether today's reference
+forget set's classes, sampled as the pipeline samples them
+(control_sample), and the TA/RA drops are measured on its fixed samples of D' and of the test images,
+paired with the original (utility_drops). Beside the evidence verdict, whether today's reference
 checks (against the retrained model) pass the same model.
 
     python -m bench.checks_images            # 2 seeds × class, random, random:fit (~10 min on 2 shared cores)
