@@ -9,7 +9,9 @@ Scenarios and models are bench.images's (class: forget one class; random: 10 % o
 poison: 10 % of the Pullover↔Coat labels flipped, then repaired), on the pipeline's regime (3,000
 images, the small preset's 4 epochs: under-fitted, train ≈ test accuracy) and, as `KIND:fit`, on
 an original that fits its 800 images (40 epochs). The held-out controls are the test images of the
-forget set's classes, as in the pipeline. Beside the evidence verdict, whether today's reference
+forget set's classes, sampled as the pipeline samples them
+(control_sample), and the TA/RA drops are measured on its fixed samples of D' and of the test images,
+paired with the original (utility_drops). Beside the evidence verdict, whether today's reference
 checks (against the retrained model) pass the same model.
 
     python -m bench.checks_images            # 2 seeds × class, random, random:fit (~10 min on 2 shared cores)
@@ -23,12 +25,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bench.images import LRS, scenario_request, tensors, train_original
 from unlearning.images.data import build_fashion_mnist
 from unlearning.images.evidence import (
-    ImageEvidenceConfig, control_positions, evidence_checks, evidence_of, evidence_sets,
+    ImageEvidenceConfig, control_positions, control_sample, evidence_checks, evidence_of, evidence_sets, first_by_key,
+    utility_drops, utility_sample_size,
 )
 from unlearning.images.registry import run_image_method
 from unlearning.images.verify import ImageVerifyConfig, image_checks
@@ -60,18 +64,24 @@ def regime(scenario: str, args) -> tuple[str, int, float]:
     return (kind, *FIT) if fit else (kind, args.subset, args.epochs)
 
 
-def models_of(scenario: str, seed: int, fm, args) -> tuple[dict, dict]:
-    """{name: model} for the four models of the module docstring, and the sets they are judged on."""
+def models_of(scenario: str, seed: int, fm, args, cfg: ImageEvidenceConfig) -> tuple[dict, dict]:
+    """{name: model} for the four models of the module docstring, and the sets they are judged on
+    (the controls as the pipeline samples them, control_sample; D' and the test images whole, with
+    the record ids their evidence samples are drawn by)."""
     kind, subset, epochs = regime(scenario, args)
     X, y_true = tensors(fm.images[fm.train][:subset], fm.labels[fm.train][:subset])
     request, y, excluded = scenario_request(kind, y_true, seed)
     original, data = train_original(X, y, epochs, seed)
     test_mask = (~fm.train) & (fm.labels != (-1 if excluded is None else excluded))
     controls = control_positions(fm.train, fm.labels, set(y[request.forget].tolist()), args.max_controls, seed)
+    controls = controls[control_sample([f"fm{p}" for p in controls], fm.labels[controls], y[request.forget].numpy(), cfg)]
+    train_ids = [f"fm{p}" for p in np.flatnonzero(fm.train)[:subset]]
     sets = {"evidence": evidence_sets(data, request, tensors(fm.images[controls], fm.labels[controls])),
             "forget": (data.X[request.forget], data.y[request.forget]), "kind": request.kind,
             "retain": (data.X[request.retain], data.y[request.retain]),
-            "test": tensors(fm.images[test_mask], fm.labels[test_mask])}
+            "retain_ids": [train_ids[i] for i in request.retain.tolist()],
+            "test": tensors(fm.images[test_mask], fm.labels[test_mask]),
+            "test_ids": [f"fm{p}" for p in np.flatnonzero(test_mask)]}
     with single_threaded():
         models = {"retrain": run_image_method("retrain", original, data, request).model, "original": original,
                   "under": run_image_method(UNDER[0], original, data, request, UNDER[1]).model,
@@ -82,11 +92,17 @@ def models_of(scenario: str, seed: int, fm, args) -> tuple[dict, dict]:
 def judge(models: dict, sets: dict, cfg: ImageEvidenceConfig) -> dict[str, tuple[list[dict], bool]]:
     """Every model's evidence checks (the original's RA/TA is the "before" of each), and whether the
     reference checks (against the retrained model, ImageVerifyConfig) pass it, for comparison."""
+    size = utility_sample_size(cfg, len(sets["forget"][1]))
+    sample = {name: tuple(t[torch.as_tensor(first_by_key(sets[f"{name}_ids"], size))] for t in sets[name])
+              for name in ("retain", "test")}
+    populations = {name: len(sets[name][1]) for name in ("retain", "test")}
     with single_threaded():
         acc = {name: accuracies(m, sets["forget"], sets["retain"], sets["test"]) for name, m in models.items()}
+        outs = {name: {s: model_outputs(m, *sample[s]) for s in sample} for name, m in models.items()}
         out = {}
         for name, m in models.items():
-            checks = evidence_checks(evidence_of(m, sets["evidence"], cfg), acc[name], acc["original"], cfg)
+            drops = utility_drops(outs["original"], outs[name], populations, cfg)
+            checks = evidence_checks(evidence_of(m, sets["evidence"], cfg), acc[name], acc["original"], cfg, drops)
             reference = image_checks(acc[name], acc["original"], acc["retrain"], sets["kind"], ImageVerifyConfig(),
                                      n_forget=len(sets["forget"][1]))
             out[name] = checks, all(c["passed"] for c in reference)
@@ -151,7 +167,7 @@ def main() -> None:
     results = []
     for kind in kinds:
         for seed in range(1, args.seeds + 1):
-            models, sets = models_of(kind, seed, fm, args)
+            models, sets = models_of(kind, seed, fm, args, cfg)
             for name, (checks, reference) in judge(models, sets, cfg).items():
                 results.append((kind, seed, name, checks, reference))
             print(f"  {kind} seed {seed}: done ({time.perf_counter() - started:.0f} s)", flush=True)
@@ -163,7 +179,11 @@ def main() -> None:
            f"check, original and under ({UNDER[0]} {UNDER[1]}) must fail one; alignment is the default update. "
            f"`KIND:fit`: the original trained {FIT[1]:g} epochs on {FIT[0]} images (it fits them). Last column: "
            "whether the reference checks (|UA − UA_retrain| ≤ 10, TA/RA within 5 of the retrained model) pass "
-           "the same model.", "",
+           "the same model. The evidence measures the TA/RA drops on a fixed sample of the test images and of D' "
+           f"(at least {cfg.utility_images} each, {cfg.utility_per_forget} per forget image), paired with the "
+           "original, and judges each forget class against its first "
+           f"max({cfg.min_controls}, {cfg.controls_per_forget} per forget image) held-out images, as the pipeline "
+           "does.", "",
            *table(results), "",
            f"False alarms (retrained model failed): {verdicts.count('FALSE ALARM')} of "
            f"{sum(m == 'retrain' for _, _, m, _, _ in results)}; misses (original or under-unlearned passed): "

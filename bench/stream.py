@@ -588,7 +588,7 @@ class Images:
 
     def __init__(self, n_requests: int, seed: int, subset: int = 800, epochs: float = 2.0):
         import torch
-        from bench.images import tensors, train_original
+        from bench.images import record_requests, tensors, train_original
         from unlearning.images.data import build_fashion_mnist
 
         fm = build_fashion_mnist(n_train=subset, n_test=2000, allow_download=False)
@@ -597,9 +597,7 @@ class Images:
         self.original, data = train_original(X, y, epochs, seed)
         self.X, self.y, self.schedule = X, y, data.schedule
         self.test = tensors(fm.images[~fm.train], fm.labels[~fm.train])
-        rng = np.random.default_rng([seed, 3])
-        order = list(rng.permutation(len(y)))
-        self.requests = [sorted(int(order.pop()) for _ in range(int(rng.integers(1, 6)))) for _ in range(n_requests)]
+        self.requests = record_requests(len(y), n_requests, seed)
         alive = torch.ones(len(y), dtype=torch.bool)
         self.alive = [alive.clone()]
         for deleted in self.requests:
@@ -615,6 +613,8 @@ class Images:
         from unlearning.metrics import model_outputs
         self.known = {self.original: KnownOutputs.of(self.train_ids, model_outputs(self.original, X, y)).merged(
             KnownOutputs.of(self.test_ids, model_outputs(self.original, *self.test)))}
+        # the fast updates, and what each keeps of the exact model its chain of updates started from
+        self.fast, self.anchors = set(), {}
 
     def describe(self) -> str:
         return (f"Fashion-MNIST, first {self.subset} training images, small CNN {self.epochs:g} epochs; "
@@ -638,7 +638,9 @@ class Images:
 
     def update(self, model, k: int):
         from unlearning import registry
-        return registry.run("images", "auto", self._context(model, k - 1, k)).model
+        updated = registry.run("images", "auto", self._context(model, k - 1, k)).model
+        self.fast.add(updated)  # not trained exactly: its evidence also judges it against its chain's anchor
+        return updated
 
     def _forget(self, ks: list[int]):
         idx = [i for k in ks for i in self.requests[k - 1]]
@@ -658,9 +660,10 @@ class Images:
     def evidence_checks(self, model, before, k: int) -> list[dict]:
         """The evidence mode (unlearning.images.evidence.judge_request), as tasks/kinds/images.py runs
         it: the deleted images against held-out images of their classes (accuracy gap, membership
-        AUC) in the updated model, utility (every metric, as the pipeline evaluates it) against the
-        model before, whose outputs its version knows (computed when it was trained or by the
-        request that made it); the update's outputs are kept for the next request."""
+        AUC) in the updated model, utility (every metric, as the pipeline evaluates it, on fixed
+        samples) against the model before, whose outputs its version knows (computed when it was
+        trained or by the request that made it), and, when the model before is a fast update,
+        against the last exact model of its chain; the update's outputs are kept for the next request."""
         from unlearning.images import evidence
         cfg = evidence.ImageEvidenceConfig()
         forget, keep = self.requests[k - 1], self.alive[k].nonzero().squeeze(1).tolist()
@@ -672,8 +675,11 @@ class Images:
             (*self.test, self.test_ids),
             (*self.tensors(self.fm.images[controls], self.fm.labels[controls]), [f"fm{p}" for p in controls]),
             frozenset(self.y[keep].unique().tolist()), relabelled=False)
-        judged = evidence.judge_request(before, model, images, cfg, self.known.get(before))
+        anchor = self.anchors.get(before) if before in self.fast else None  # None: `before` is exact
+        judged = evidence.judge_request(before, model, images, cfg, self.known.get(before), anchor)
         self.known[model] = judged.known_after
+        if model in self.fast:  # as the pipeline keeps it with a fast update's version
+            self.anchors[model] = judged.anchor_after
         if judged.known_before is not None:
             self.known[before] = judged.known_before
         return judged.checks

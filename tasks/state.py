@@ -72,8 +72,9 @@ CACHE_KEYS = ("H", "L", "X_norm", "gradient", "gradient_at", "lambda_max", "hess
 ENCODED_KEYS = ("X", "y", "ids", "X_test", "y_test", "test_ids", "category_counts", "data_version")
 
 
-# An image model version's outputs, under `outputs` in the cache (KnownOutputs.as_state).
-OUTPUT_KEYS = ("ids", "features", "logits")
+# An image model version's outputs, under `outputs` in the cache (KnownOutputs.as_state), and for a
+# version made by a fast update `anchor`: the last exact model's outputs on the evidence's samples.
+OUTPUT_KEYS = ("ids", "features", "logits", "anchor")
 
 # A text model version's measured numbers, under `evidence` in the cache (tasks.kinds.text.evidence_state):
 # its held-out perplexity and that of the last model trained exactly it descends from.

@@ -301,11 +301,15 @@ def evidence_images(lineage: Lineage, plan: Plan, method: str, bundle_after: Ima
         images = request_images(plan, cfg)
         progress(f"  verify: evidence (no retraining): {len(images.forget[1])} forget images against "
                  f"{len(images.controls[1])} held-out images of their classes ...")
-        known = KnownOutputs.from_state(state.load_outputs(lineage.root, plan.parent_run))
+        content = state.load_outputs(lineage.root, plan.parent_run) or {}
+        # a version made by a fast update keeps the outputs of the exact model its chain started
+        # from (`anchor`); a trained or retrained one has none: it is the anchor
+        known, anchor = KnownOutputs.from_state(content), KnownOutputs.from_state(content.get("anchor"))
         with single_threaded():
-            judged = judge_request(plan.bundle.model, bundle_after.model, images, cfg.evidence, known)
+            judged = judge_request(plan.bundle.model, bundle_after.model, images, cfg.evidence, known, anchor)
         if judged.known_before is not None:  # a version kept from before the outputs were: once
-            state.save_outputs(lineage.root, plan.parent_run, judged.known_before.as_state())
+            state.save_outputs(lineage.root, plan.parent_run, {**judged.known_before.as_state(),
+                                                               "anchor": content.get("anchor")})
         rows = [{"method": "original", **judged.before, "rte_s": 0.0},
                 {"method": method, **judged.after, "rte_s": update_s}]
         if compare:
@@ -314,6 +318,7 @@ def evidence_images(lineage: Lineage, plan: Plan, method: str, bundle_after: Ima
         metrics = {**headline_metrics(rows, method), **evidence_metrics(after), **evidence_metrics(before, "_before")}
         tracking.log_params(run_id, {"verification_mode": "evidence", "retrains": 0})
         metrics["evidence_images_evaluated_before"] = judged.evaluated_before  # 0: all known to the version
+        metrics |= {f"evidence_{name}_images": judged.judged_images[name] for name in ("retain", "test")}  # the samples
         for row in rows:
             with lineage.child(f"metrics {row['method']}", method=row["method"]) as child:
                 tracking.log_metrics(child, {k: v for k, v in row.items() if k != "method" and v is not None})
@@ -324,7 +329,7 @@ def evidence_images(lineage: Lineage, plan: Plan, method: str, bundle_after: Ima
         tracking.log_json(run_id, {"rows": rows, "checks": checks, "evidence": {"after": after, "before": before},
                                    "config": cfg.model_dump()}, "results.json")
         log_plot(run_id, rows)
-    return rows, checks, metrics, judged.known_after
+    return rows, checks, metrics, judged.known_after, judged.anchor_after
 
 
 class Images(Kind):
@@ -374,14 +379,18 @@ class Images(Kind):
     # --- evidence ---
     def evidence(self, lineage: Lineage, plan: Plan, after, update: Update, config, mode: str) -> Verification:
         config = config or {}
-        rows, checks, metrics, known = evidence_images(lineage, plan, update.method, update.bundle, update.seconds,
-                                                       config.get("compare"), config.get("verify") or ImageVerifyConfig())
-        update.detail = known  # the new version's outputs: the model before of the next request
+        rows, checks, metrics, known, anchor = evidence_images(lineage, plan, update.method, update.bundle,
+                                                               update.seconds, config.get("compare"),
+                                                               config.get("verify") or ImageVerifyConfig())
+        # the new version's outputs (the model before of the next request) and, for a fast update,
+        # the last exact model's on the samples (a retrained version is exact: it is the next anchor)
+        update.detail = (known, None if update.method == "retrain" else anchor)
         return Verification(metrics, checks, None, detail=rows, mode="evidence", retrains=0)
 
     def private_state(self, update: Update, after):
-        if isinstance(update.detail, KnownOutputs):
-            return lambda: {"outputs": update.detail.as_state()}
+        if isinstance(update.detail, tuple) and isinstance(update.detail[0], KnownOutputs):
+            known, anchor = update.detail
+            return lambda: {"outputs": {**known.as_state(), "anchor": anchor.as_state() if anchor else None}}
         return None
 
     def certificate_config(self, plan: Plan, update: Update, attempt: dict | None, config) -> dict:

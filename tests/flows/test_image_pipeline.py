@@ -144,12 +144,21 @@ def test_the_model_before_is_evaluated_once_per_version_and_its_outputs_go_with_
     capsys.readouterr()
     assert main(["forget", str(path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["verified"] and out["metrics"]["evidence_images_evaluated_before"] == 0  # v2's, kept by IMG-1
+    assert out["verified"]
+    # v2's, kept by IMG-1: its samples of D' and of the test images are fixed by record id, so only
+    # controls of a class IMG-1 did not judge and the stand-ins for sampled images now erased are new
+    assert out["metrics"]["evidence_images_evaluated_before"] <= out["metrics"]["evidence_controls"] + len(gone)
+    assert out["metrics"]["evidence_test_images"] >= 10 and out["metrics"]["evidence_retain_images"] >= 10
+    # v2 is a fast update of v1 (trained): IMG-2 also judges the drops against v1, whose outputs v2 kept
+    assert {"ta_drop_vs_exact_model", "ra_drop_vs_exact_model"} <= {c["name"] for c in out["checks"]}
     v3 = client.get_model_version("digits", out["model"]["version"])
     kept = state.load_outputs(digits_ws, v3.run_id)["ids"]
     after = load_images(digits_ws / "data" / "digits")
     assert not set(gone) & set(kept)  # derived from the deleted images: not kept with v3
-    assert {after.record_ids[p] for p in np.flatnonzero(after.train)} <= set(kept)
+    assert set(state.load_outputs(digits_ws, v3.run_id)["anchor"]["ids"]) <= set(kept)  # v1's, on the samples
+    train_ids = {after.record_ids[p] for p in np.flatnonzero(after.train)}
+    assert set(kept) <= train_ids | {after.record_ids[p] for p in np.flatnonzero(~after.train)}
+    assert len(set(kept) & train_ids) == out["metrics"]["evidence_retain_images"]  # what IMG-2 judged of D'
     assert f"outputs/{v3.run_id}.pt" in state.model_state_files(digits_ws, v3.run_id)  # listed, purged with v3
     assert not (outputs / f"{v2.run_id}.pt").exists()
 

@@ -218,3 +218,131 @@ def test_only_the_images_a_version_does_not_know_are_evaluated():
     assert evaluated == 15
     full = model_outputs(before, x, y)
     assert torch.allclose(out.logits, full.logits, atol=1e-6) and torch.equal(out.labels, full.labels)
+
+
+# --- utility on a fixed sample, paired with the model before (paired_drop, request_sample) ---------
+
+def population(rng, n: int, acc: float, lost: float, gained: float):
+    """Correctness of the model before and of an update on n images: the update loses a share
+    `lost` of the images the model before got right and gains `gained` of the others."""
+    before = rng.random(n) < acc
+    after = np.where(before, rng.random(n) >= lost, rng.random(n) < gained)
+    return before, after
+
+
+def sampled_drop(before, after, ids, m: int, max_drop: float = 5.0) -> dict:
+    from unlearning.images.evidence import first_by_key, paired_drop
+    pos = first_by_key(ids, m)
+    return paired_drop(before[pos], after[pos], len(ids), max_drop, CFG.z)
+
+
+def test_the_paired_sample_estimate_agrees_with_the_full_drop_within_its_tolerance():
+    from unlearning.images.evidence import paired_drop
+    rng = np.random.default_rng(0)
+    n, m, misses, draws = 2000, 100, 0, 300
+    for draw in range(draws):
+        before, after = population(rng, n, 0.8, rng.uniform(0, 0.15), rng.uniform(0, 0.3))
+        full = paired_drop(before, after, n, 5.0, CFG.z)
+        assert full["se"] == 0 and full["drop"] == pytest.approx(100 * (before.mean() - after.mean()))
+        est = sampled_drop(before, after, [f"d{draw}-{i}" for i in range(n)], m)
+        assert est["n"] == m
+        misses += abs(est["drop"] - full["drop"]) > CFG.z * est["se"]
+    assert misses <= 0.02 * draws  # z = 3: ≈ 0.3 % two-sided for a normal mean; smoothing keeps it wide
+
+
+def test_clear_drops_get_the_full_checks_verdict_from_a_sample_both_ways():
+    from unlearning.images.evidence import paired_drop
+    rng = np.random.default_rng(1)
+    n = 2000
+    for lost, gained, passes in ((0.02, 0.08, True), (0.0, 0.0, True), (0.6, 0.05, False), (0.8, 0.0, False)):
+        for draw in range(20):
+            before, after = population(rng, n, 0.8, lost, gained)
+            full = paired_drop(before, after, n, 5.0, CFG.z)
+            est = sampled_drop(before, after, [f"c{draw}-{i}" for i in range(n)], 100)
+            assert (full["drop"] <= full["tolerance"]) == passes == (est["drop"] <= est["tolerance"]), (lost, gained)
+
+
+def test_a_sample_of_the_whole_set_is_the_full_check():
+    from unlearning.images.evidence import utility_drops
+    from unlearning.metrics.evaluate import Outputs
+    rng = np.random.default_rng(2)
+    labels = torch.as_tensor(rng.integers(0, K, 50))
+    out = lambda correct: Outputs(torch.zeros(50, 2), logits_for(labels, correct, rng).double(), labels)  # noqa: E731
+    before, after = population(rng, 50, 0.8, 0.2, 0.1)
+    drops = utility_drops({"test": out(before), "retain": out(before)}, {"test": out(after), "retain": out(after)},
+                          {"test": 50, "retain": 50}, CFG)
+    for d in drops.values():
+        assert d["se"] == 0 and d["tolerance"] == CFG.max_ta_drop
+        assert d["drop"] == pytest.approx(100 * (before.mean() - after.mean()))
+    checks = verdicts(evidence_checks({"accuracy": None, "absent": None, "membership": {"auc": 0.5, "tolerance": 0.1},
+                                       "one_sided": False}, {}, {}, CFG, drops))
+    assert checks["ta_drop_vs_original"] == (drops["ta"]["drop"] <= 5.0)
+
+
+def test_the_sample_is_fixed_by_record_id_so_an_erasure_changes_only_its_own_images():
+    from unlearning.images.evidence import first_by_key
+    ids = [f"fm{i}" for i in range(800)]
+    sample = {ids[p] for p in first_by_key(ids, 100)}
+    erased = set(list(sample)[:3]) | {"fm5", "fm6"}
+    after = [i for i in ids if i not in erased]
+    sample_after = {after[p] for p in first_by_key(after, 100)}
+    assert len(sample_after) == 100 and sample - erased <= sample_after
+    assert len(sample_after - sample) == len(sample & erased)  # as many new images as erased sampled ones
+    assert len(first_by_key(ids, None)) == len(first_by_key(ids, 5000)) == 800
+
+
+def test_controls_are_per_class_a_prefix_shared_with_the_test_sample():
+    from unlearning.images.evidence import control_sample, first_by_key
+    ids = [f"t{i}" for i in range(1000)]
+    labels = np.arange(1000) % 10
+    recorded = np.array([3, 3, 3, 7])  # three forget images of class 3, one of class 7
+    cfg = ImageEvidenceConfig(min_controls=20, controls_per_forget=8)
+    chosen = control_sample(ids, labels, recorded, cfg)
+    assert {3: 24, 7: 20} == {c: int((labels[chosen] == c).sum()) for c in (3, 7)} and len(chosen) == 44
+    test_sample = first_by_key(ids, 100)
+    of_classes = {p for p in test_sample.tolist() if labels[p] in (3, 7)}
+    assert of_classes <= set(chosen.tolist())  # the update evaluates those images once
+
+
+def test_a_request_evaluates_samples_and_the_next_one_finds_them_known():
+    from unlearning.images.evidence import RequestImages, judge_request
+    g = torch.Generator().manual_seed(3)
+    X, y = torch.rand(700, 1, 8, 8, generator=g), torch.arange(700) % K
+    ids = [f"r{i}" for i in range(700)]
+    part = lambda sel: (X[sel], y[sel], [ids[i] for i in sel])  # noqa: E731
+    first = RequestImages(part([0, 1]), part(list(range(2, 400))), part(list(range(400, 700))),
+                          part(list(range(400, 700))), frozenset(range(K)), False)
+    before, after = small_cnn(0), small_cnn(1)
+    judged = judge_request(before, after, first, CFG)
+    assert judged.judged_images == {"forget": 2, "retain": 100, "test": 100, "controls": 40}
+    assert {d["n"] for d in judged.drops.values()} == {100} and all(d["se"] > 0 for d in judged.drops.values())
+    # the next request deletes two images of the update's D': its model before (the update) knows
+    # its outputs on every sampled image but the replacements of erased ones and new controls
+    retain = [i for i in range(4, 400)]
+    second = RequestImages(part([2, 3]), part(retain), part(list(range(400, 700))), part(list(range(400, 700))),
+                           frozenset(range(K)), False)
+    again = judge_request(after, small_cnn(2), second, CFG, judged.known_after)
+    assert again.evaluated_before <= 2 + 2
+
+
+def test_a_chain_of_updates_is_judged_against_the_exact_model_it_started_from():
+    from unlearning.images.evidence import KnownOutputs, judge_request
+    images = request_images()
+    model = small_cnn(1)  # an update that changed nothing since the model before, but drifted since the anchor
+    exact = {}
+    for _, y, ids in (images.retain, images.test):
+        exact.update({i: int(label) for i, label in zip(ids, y.tolist())})
+    ids = list(exact)
+    logits = torch.nn.functional.one_hot(torch.tensor([exact[i] for i in ids]), K).float() * 10
+    anchor = KnownOutputs(tuple(ids), torch.zeros(len(ids), 2), logits)  # the exact model: every image right
+    alone = verdicts(judge_request(model, model, images, CFG).checks)
+    assert alone["ta_drop_vs_original"] and "ta_drop_vs_exact_model" not in alone
+    judged = judge_request(model, model, images, CFG, anchor=anchor)
+    got = verdicts(judged.checks)
+    assert got["ta_drop_vs_original"] and got["ra_drop_vs_original"]  # each step small ...
+    assert not got["ta_drop_vs_exact_model"] and not got["ra_drop_vs_exact_model"]  # ... the chain not
+    assert set(judged.anchor_after.ids) == set(ids)  # kept for the next request, on the samples
+    first = judge_request(small_cnn(0), model, images, CFG)  # the model before is exact: it is the anchor
+    rows = first.known_before.rows()
+    assert set(first.anchor_after.ids) == set(ids) and torch.equal(
+        first.anchor_after.logits, first.known_before.logits[[rows[i] for i in first.anchor_after.ids]])

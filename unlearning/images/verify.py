@@ -33,7 +33,15 @@ class ImageEvidenceConfig(BaseModel):
                                        description="accuracy on a class D' no longer holds (Z and held-out), points")
     max_ta_drop: float = Field(5.0, ge=0, description="TA_original − TA, points")
     max_ra_drop: float = Field(5.0, ge=0, description="RA_original − RA, points")
-    max_controls: int = Field(2000, ge=10, description="held-out images of Z's classes evaluated (seeded subsample)")
+    max_controls: int = Field(2000, ge=10, description="held-out images of Z's classes drawn from (seeded subsample)")
+    controls_per_forget: int = Field(8, ge=1, description="held-out images judged per forget image of a class "
+                                                           "(a fixed sample by record id; at least min_controls)")
+    min_controls: int = Field(20, ge=1, description="held-out images judged per class of Z, at least")
+    utility_images: int | None = Field(100, ge=10, description="test and D' images (each) the TA/RA drops are "
+                                                               "measured on, paired with the model before (a fixed "
+                                                               "sample by record id; None: all)")
+    utility_per_forget: int = Field(8, ge=0, description="the TA/RA samples hold at least this many images per "
+                                                         "forget image")
 
 
 class ImageVerifyConfig(BaseModel):

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 from sklearn.svm import SVC
 
 from unlearning.errors import UnlearnError
@@ -98,5 +97,10 @@ def loss_mia_auc(member_losses, nonmember_losses) -> float:
     n = _np(nonmember_losses).astype(np.float64).ravel()
     if len(m) == 0 or len(n) == 0:
         raise UnlearnError(f"need member and non-member losses, got {len(m)} and {len(n)}")
-    is_member = np.concatenate([np.ones(len(m)), np.zeros(len(n))])
-    return float(roc_auc_score(is_member, -np.concatenate([m, n])))
+    # The Mann–Whitney form of the ROC AUC (ties count one half), as roc_auc_score computes it:
+    # exact, and without its input validation, which cost ~10 ms a call (the image evidence makes
+    # one per class of the forget set per model)
+    n = np.sort(n)
+    higher = len(n) - np.searchsorted(n, m, side="right")
+    ties = np.searchsorted(n, m, side="right") - np.searchsorted(n, m, side="left")
+    return float((higher.sum() + 0.5 * ties.sum()) / (len(m) * len(n)))
