@@ -50,9 +50,6 @@ OFF = ("off", "0", "no", "false", "local")
 DELEGATED = ("forget", "comply", "audit")
 # Settings a command reads per run: the client's values apply to its command.
 REQUEST_ENV = ("UNLEARN_KEEP_SUPERSEDED_DAYS", "UNLEARN_TASK_RUNNER", "UNLEARN_DASK_ADDRESS")
-# What a served command changes in the process environment while it runs (its client's settings,
-# its private temp folder): a scheduled flow run spawned meanwhile must start from the service's.
-COMMAND_ENV = (*REQUEST_ENV, "TMPDIR")
 # Settings that choose the project's stores and keys: a client whose values differ from the
 # service's runs its command itself. Compared by digest, so no value (a signing key) crosses.
 # PREFECT_API_URL: where the command's flow runs are recorded (a service without one records them
@@ -538,31 +535,6 @@ WARM_MODULES = ("flows.forget", "flows.comply", "flows.audit", "tasks.steps", "t
                 "scmrepo.noscm", "networkx", "pandas.io.formats.csvs", "mlflow.store.model_registry.sqlalchemy_store",
                 "mlflow.models.display_utils", "prefect.utilities.visualization", "torch.utils.serialization",
                 "anyio.streams.memory", "rich.status")
-
-
-@contextmanager
-def scheduled_runs_with_service_env(baseline: dict[str, str | None]):
-    """Prefect's runner starts each scheduled flow run (the nightly comply, the weekly audit) in a
-    new process that inherits os.environ as it is at that moment, which, while a served command
-    runs, holds that command's client settings and its temp folder (removed when it ends). Hand
-    those runs the service's own values instead (None: unset), whatever command is running."""
-    from prefect.runner import runner
-
-    spawn = runner.run_flow_in_subprocess
-
-    def spawn_with_baseline(*args, env: dict[str, str | None] | None = None, **kwargs):
-        return spawn(*args, env={**baseline, **(env or {})}, **kwargs)
-
-    runner.run_flow_in_subprocess = spawn_with_baseline
-    try:
-        yield
-    finally:
-        runner.run_flow_in_subprocess = spawn
-
-
-def service_env() -> dict[str, str | None]:
-    """COMMAND_ENV as the service itself has it (read while no command runs: at its start)."""
-    return {key: os.environ.get(key) for key in COMMAND_ENV}
 
 
 def serve_commands(root: Path, run: Callable[[list[str], str], int]) -> Service | None:

@@ -470,32 +470,3 @@ def test_a_client_that_stops_reading_does_not_hold_the_service(root, served, mon
                 break
             time.sleep(0.05)
         assert answer == {"accepted": True}
-
-
-def test_a_scheduled_run_started_during_a_served_command_gets_the_services_settings(root, monkeypatch):
-    """The runner spawns scheduled flow runs with os.environ as it is at that moment; during a
-    served command that holds the client's UNLEARN_KEEP_SUPERSEDED_DAYS and a temp folder that is
-    removed when the command ends. The spawn is handed the service's own values (None: unset)."""
-    from prefect.runner import runner
-
-    import inspect
-
-    # the runner starts a deployment's flow run through this module-level name (Prefect 3.8)
-    assert "run_flow_in_subprocess(" in inspect.getsource(runner.Runner._run_process)
-    spawned = []
-
-    def recorder(flow, flow_run=None, env=None):
-        spawned.append(env)
-
-    monkeypatch.setattr(runner, "run_flow_in_subprocess", recorder)
-    monkeypatch.setenv("TMPDIR", str(root / "service-tmp"))
-    monkeypatch.delenv("UNLEARN_KEEP_SUPERSEDED_DAYS", raising=False)
-    baseline = service.service_env()
-    with service.scheduled_runs_with_service_env(baseline):
-        with service.isolated({"UNLEARN_KEEP_SUPERSEDED_DAYS": "30"}, None, None):
-            os.environ["TMPDIR"] = str(root / "command-tmp")  # as the command's private_tempdir does
-            runner.run_flow_in_subprocess("flow", flow_run="run", env={"PREFECT__DEPLOYMENT_NAME": "nightly"})
-    assert spawned == [{"UNLEARN_KEEP_SUPERSEDED_DAYS": None, "UNLEARN_TASK_RUNNER": None,
-                        "UNLEARN_DASK_ADDRESS": None, "TMPDIR": str(root / "service-tmp"),
-                        "PREFECT__DEPLOYMENT_NAME": "nightly"}]
-    assert runner.run_flow_in_subprocess is recorder  # put back once serving ends
