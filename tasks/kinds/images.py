@@ -305,6 +305,8 @@ def evidence_images(lineage: Lineage, plan: Plan, method: str, bundle_after: Ima
         # a version made by a fast update keeps the outputs of the exact model its chain started
         # from (`anchor`); a trained or retrained one has none: it is the anchor
         known, anchor = KnownOutputs.from_state(content), KnownOutputs.from_state(content.get("anchor"))
+        if method == "retrain":  # exact itself: held to no earlier exact model (its data changed since)
+            anchor = None
         with single_threaded():
             judged = judge_request(plan.bundle.model, bundle_after.model, images, cfg.evidence, known, anchor)
         if judged.known_before is not None:  # a version kept from before the outputs were: once

@@ -376,9 +376,10 @@ def model_perplexity(root, run_id: str, bundle: lm.LMBundle, corpus: TextCorpus)
 
 
 def judge_evidence(lineage: Lineage, plan: Plan, after: TextCorpus, bundle_after: lm.LMBundle,
-                   cfg: evidence.EvidenceConfig) -> tuple[dict, list[dict], list[dict]]:
+                   cfg: evidence.EvidenceConfig, exact: bool = False) -> tuple[dict, list[dict], list[dict]]:
     """(metrics, checks, per-secret rows with masked values only) of the evidence checks on
-    `bundle_after`. The secrets, their controls and contexts stay in this frame."""
+    `bundle_after`. The secrets, their controls and contexts stay in this frame. `exact`: the model
+    was retrained, so it is held to no earlier exact model (whose corpus has changed since)."""
     salt = scan.project_salt(lineage.root)
     secrets = lm.secrets_of(plan.dataset, plan.part, cfg.prefix_chars)  # raw values: in memory only
     items = evidence.prepare(secrets, plan.dataset, after, cfg)
@@ -394,7 +395,8 @@ def judge_evidence(lineage: Lineage, plan: Plan, after: TextCorpus, bundle_after
         row["before"] = before[row["fingerprint"]]
     ppl = {"before": model_perplexity(lineage.root, plan.parent_run, plan.bundle, plan.dataset),
            "after": lm.held_out_perplexity(bundle_after, after)}
-    ppl["anchor"] = exact_model_perplexity(lineage.root, plan.parent_run, ppl["before"])
+    if not exact:
+        ppl["anchor"] = exact_model_perplexity(lineage.root, plan.parent_run, ppl["before"])
     return evidence_metrics(rows, ppl, regenerated_before), evidence.evidence_checks(rows, ppl, cfg), rows
 
 
@@ -437,11 +439,11 @@ def log_evidence(run_id: str, metrics: dict, checks: list[dict], rows: list[dict
 
 @task(name="verify", **STEP)
 def verify_evidence(lineage: Lineage, plan: Plan, after: TextCorpus, bundle_after: lm.LMBundle,
-                    cfg: evidence.EvidenceConfig = evidence.EvidenceConfig()):
+                    cfg: evidence.EvidenceConfig = evidence.EvidenceConfig(), exact: bool = False):
     """The evidence checks (unlearning.text.evidence), no model trained. Returns (metrics, checks,
     per-secret rows with masked values only)."""
     with lineage.child("verify") as run_id:
-        metrics, checks, rows = judge_evidence(lineage, plan, after, bundle_after, cfg)
+        metrics, checks, rows = judge_evidence(lineage, plan, after, bundle_after, cfg, exact)
         log_evidence(run_id, metrics, checks, rows, cfg)
     return metrics, checks, rows
 
@@ -459,7 +461,7 @@ def fall_back_evidence(lineage: Lineage, plan: Plan, after: TextCorpus, update: 
         reference, stats, source = retrained(plan, after, "  fall back: retraining the language model on the "
                                                           "redacted corpus (the evidence checks trained none) ...")
         attempt["reference"] = f"{source} by the fall-back (evidence mode trains no reference)"
-        metrics, checks, rows = judge_evidence(lineage, plan, after, reference, cfg)
+        metrics, checks, rows = judge_evidence(lineage, plan, after, reference, cfg, exact=True)
         tracking.log_params(run_id, {"failed_method": update.method, "reference": source,
                                      "failed_checks": ",".join(attempt["failed_checks"])})
         log_evidence(run_id, {**metrics, "retrain_seconds": stats["seconds"]}, checks, rows, cfg, "fallback.json", 1)
@@ -516,7 +518,7 @@ class Text(Kind):
         if mode != "evidence":  # planning refuses it first (Kind.check_verify_mode); never judge by nothing
             raise UnlearnError(f"--verify {mode} is not available for text models: use --verify evidence or reference")
         cfg = config_as(config, evidence.EvidenceConfig)
-        metrics, checks, rows = verify_evidence(lineage, plan, after, update.bundle, cfg)
+        metrics, checks, rows = verify_evidence(lineage, plan, after, update.bundle, cfg, update.guarantee == "exact")
         update.detail = evidence_state(update, metrics)
         return Verification(metrics, checks, None, detail=(rows, None), mode="evidence", retrains=0)
 

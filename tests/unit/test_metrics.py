@@ -363,3 +363,13 @@ def test_one_deleted_record_gets_context_of_other_classes():
     # every class a singleton (e.g. two records of two classes deleted): each held-out sample's
     # class is absent from its training fold, so wrong by definition (it raised a ValueError)
     assert linear_probe_accuracy(np.eye(2), np.array([0, 1])) == 0.0
+
+
+def test_loss_auc_of_a_diverged_model_is_not_a_number_so_its_checks_fail():
+    """A NaN loss has no rank: the AUC is NaN (roc_auc_score refused it; the pair count would have
+    given a number), and a check comparing it with a tolerance fails."""
+    from unlearning.images.evidence import within
+
+    auc = loss_mia_auc([float("nan"), 1.0], [0.5, 2.0])
+    assert math.isnan(auc)
+    assert within(auc - 0.5, 0.1, one_sided=False)[1] is False

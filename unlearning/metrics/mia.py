@@ -97,6 +97,8 @@ def loss_mia_auc(member_losses, nonmember_losses) -> float:
     n = _np(nonmember_losses).astype(np.float64).ravel()
     if len(m) == 0 or len(n) == 0:
         raise UnlearnError(f"need member and non-member losses, got {len(m)} and {len(n)}")
+    if not (np.isfinite(m).all() and np.isfinite(n).all()):
+        return float("nan")  # a diverged model: no AUC, so every check on it fails (nan compares false)
     # The Mann–Whitney form of the ROC AUC (ties count one half), as roc_auc_score computes it:
     # exact, and without its input validation, which cost ~10 ms a call (the image evidence makes
     # one per class of the forget set per model)
