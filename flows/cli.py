@@ -852,6 +852,7 @@ def cmd_serve(args, root: Path) -> int:
         comply_params = params
     from flows import service
 
+    baseline = service.service_env()  # before any served command changes it
     executor = service.serve_commands(root, run_forwarded)  # the CLI's forget/comply/audit, run warm in this process
     if not os.environ.get("PREFECT_API_URL"):  # measured: a temporary server runs no scheduler
         print("serve: note: no PREFECT_API_URL — the deployments are registered in a temporary Prefect server, "
@@ -860,9 +861,11 @@ def cmd_serve(args, root: Path) -> int:
     print(f"serving comply/nightly (cron {args.cron!r}, UTC), audit/weekly (cron {args.audit_cron!r}, UTC) and "
           f"forget/on-demand for {root}; Ctrl-C to stop", file=sys.stderr)
     try:
-        serve_until_stopped(comply_flow.to_deployment(name="nightly", cron=args.cron, parameters=comply_params),
-                            audit_flow.to_deployment(name="weekly", cron=args.audit_cron, parameters=comply_params),
-                            forget_flow.to_deployment(name="on-demand", parameters=params))
+        with service.scheduled_runs_with_service_env(baseline):
+            serve_until_stopped(comply_flow.to_deployment(name="nightly", cron=args.cron, parameters=comply_params),
+                                audit_flow.to_deployment(name="weekly", cron=args.audit_cron,
+                                                         parameters=comply_params),
+                                forget_flow.to_deployment(name="on-demand", parameters=params))
     finally:
         if executor is not None:
             executor.stop()

@@ -50,6 +50,9 @@ OFF = ("off", "0", "no", "false", "local")
 DELEGATED = ("forget", "comply", "audit")
 # Settings a command reads per run: the client's values apply to its command.
 REQUEST_ENV = ("UNLEARN_KEEP_SUPERSEDED_DAYS", "UNLEARN_TASK_RUNNER", "UNLEARN_DASK_ADDRESS")
+# What a served command changes in the process environment while it runs (its client's settings,
+# its private temp folder): a scheduled flow run started meanwhile must start from the service's.
+COMMAND_ENV = (*REQUEST_ENV, "TMPDIR")
 # Settings that choose the project's stores and keys: a client whose values differ from the
 # service's runs its command itself. Compared by digest, so no value (a signing key) crosses.
 # PREFECT_API_URL: where the command's flow runs are recorded (a service without one records them
@@ -535,6 +538,33 @@ WARM_MODULES = ("flows.forget", "flows.comply", "flows.audit", "tasks.steps", "t
                 "scmrepo.noscm", "networkx", "pandas.io.formats.csvs", "mlflow.store.model_registry.sqlalchemy_store",
                 "mlflow.models.display_utils", "prefect.utilities.visualization", "torch.utils.serialization",
                 "anyio.streams.memory", "rich.status")
+
+
+@contextmanager
+def scheduled_runs_with_service_env(baseline: dict[str, str | None]):
+    """Prefect 3.8's runner starts each scheduled flow run of a served deployment (the nightly
+    comply, the weekly audit) as `python -m prefect.engine` through EngineCommandStarter, whose
+    child environment is os.environ as it is at that moment — during a served command, that
+    command's client settings and its temp folder (removed when it ends). Give the starters the
+    runner makes the service's own values (None: unset), whatever command is running."""
+    from prefect.runner import runner
+
+    starter = runner.EngineCommandStarter
+
+    class StarterWithServiceEnv(starter):
+        def __init__(self, *args, env: dict[str, str | None] | None = None, **kwargs):
+            super().__init__(*args, env={**baseline, **(env or {})}, **kwargs)
+
+    runner.EngineCommandStarter = StarterWithServiceEnv
+    try:
+        yield
+    finally:
+        runner.EngineCommandStarter = starter
+
+
+def service_env() -> dict[str, str | None]:
+    """COMMAND_ENV as the service itself has it (read while no command runs: at its start)."""
+    return {key: os.environ.get(key) for key in COMMAND_ENV}
 
 
 def serve_commands(root: Path, run: Callable[[list[str], str], int]) -> Service | None:

@@ -470,3 +470,41 @@ def test_a_client_that_stops_reading_does_not_hold_the_service(root, served, mon
                 break
             time.sleep(0.05)
         assert answer == {"accepted": True}
+
+
+def test_a_scheduled_run_started_during_a_served_command_gets_the_services_settings(root, monkeypatch):
+    """The runner starts a served deployment's scheduled run through EngineCommandStarter, whose
+    child environment is os.environ at that moment; during a served command that holds the client's
+    UNLEARN_KEEP_SUPERSEDED_DAYS and a temp folder removed when the command ends. A real starter,
+    made as the runner makes it, is driven up to the process launch, which is recorded."""
+    import inspect
+    import uuid
+    from types import SimpleNamespace
+
+    import anyio
+    from prefect.runner import _starter_engine, runner
+
+    assert "return EngineCommandStarter(" in inspect.getsource(runner.Runner)  # how Prefect 3.8 starts them
+    launched = []
+
+    async def record_launch(command, env=None, task_status=None, **kwargs):
+        launched.append(env)
+
+    monkeypatch.setattr(_starter_engine, "run_process", record_launch)
+    monkeypatch.setenv("TMPDIR", str(root / "service-tmp"))
+    monkeypatch.delenv("UNLEARN_KEEP_SUPERSEDED_DAYS", raising=False)
+    baseline = service.service_env()
+    original = runner.EngineCommandStarter
+    with service.scheduled_runs_with_service_env(baseline):
+        with service.isolated({"UNLEARN_KEEP_SUPERSEDED_DAYS": "30"}, None, None):
+            os.environ["TMPDIR"] = str(root / "command-tmp")  # as the command's private_tempdir does
+            starter = runner.EngineCommandStarter(deployment_name="comply/nightly")
+            anyio.run(starter.start, SimpleNamespace(id=uuid.uuid4()))
+    [env] = launched
+    assert env["TMPDIR"] == str(root / "service-tmp") and "UNLEARN_KEEP_SUPERSEDED_DAYS" not in env
+    assert env["PREFECT__DEPLOYMENT_NAME"] == "comply/nightly"
+    assert runner.EngineCommandStarter is original  # put back once serving ends
+    launched.clear()
+    with service.isolated({"UNLEARN_KEEP_SUPERSEDED_DAYS": "30"}, None, None):  # without the wrapper: the leak
+        anyio.run(original(deployment_name="comply/nightly").start, SimpleNamespace(id=uuid.uuid4()))
+    assert launched[0]["UNLEARN_KEEP_SUPERSEDED_DAYS"] == "30"
