@@ -124,11 +124,6 @@ def nightly_batches(arrivals: list[float], hour: float = NIGHTLY_HOUR) -> list[t
     return batches_at(arrivals, lambda t: next_daily(t, hour))
 
 
-def audit_batches(arrivals: list[float], weekday: int = AUDIT_WEEKDAY,
-                  hour: float = AUDIT_HOUR) -> list[tuple[float, list[int]]]:
-    return batches_at(arrivals, lambda t: next_weekly(t, weekday, hour))
-
-
 def weekly_runs(start: float, weekday: int = AUDIT_WEEKDAY, hour: float = AUDIT_HOUR):
     """The weekly deployment's run times strictly after `start`, for ever."""
     at = next_weekly(start, weekday, hour)
