@@ -70,6 +70,10 @@ HANDSHAKE_TIMEOUT_S = 5.0  # the service's wait for a request and for "go"
 # buffer: a terminal paused, a pipe nobody drains): past it the client counts as gone and the
 # command goes on to its end without it, instead of holding the project lock for ever.
 SEND_TIMEOUT_S = 60.0
+# How long the end of a command (the rest of a frame cut short, a note, the exit code) waits for
+# such a client to read again: a terminal resumed after a pause then still hears how it ended.
+# The wait holds only the connection's own thread, never the project lock.
+FINISH_TIMEOUT_S = 600.0
 HEADER = struct.Struct(">I")
 SUN_PATH_MAX = 100  # AF_UNIX paths are limited to 108 bytes: longer ones are reached from their folder
 
@@ -120,9 +124,25 @@ def code_digest(base: Path | None = None) -> str:
 # frames
 
 
-def send(conn: socket.socket, message: dict) -> None:
+def frame(message: dict) -> bytes:
     data = json.dumps(message).encode()
-    conn.sendall(HEADER.pack(len(data)) + data)
+    return HEADER.pack(len(data)) + data
+
+
+def send(conn: socket.socket, message: dict) -> None:
+    conn.sendall(frame(message))
+
+
+def unsent_after_timeout(conn: socket.socket, data: bytes) -> bytes:
+    """Send `data`; what is left of it once the socket's timeout passes with nothing taken (b"": all
+    sent). sendall cannot say how much a timeout left, and the rest is what keeps the stream whole."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[conn.send(view):]
+        except TimeoutError:
+            return bytes(view)
+    return b""
 
 
 def receive(conn: socket.socket, limit: int | None = None) -> dict | None:
@@ -258,34 +278,72 @@ def relay(conn: socket.socket, argv: list[str], out, err) -> int | None:
 # the service
 
 
+class Channel:
+    """The client's end of one served command. Once the client stops reading for SEND_TIMEOUT_S,
+    the unsent rest of the frame is kept and later output dropped, so that the command goes on to
+    its end; a client that reads again still gets whole frames, a note and the exit code."""
+
+    def __init__(self, conn: socket.socket):
+        self.conn = conn
+        self.lock = threading.Lock()
+        self.gone = False  # the connection failed: nothing more can reach the client
+        self.pending = b""  # the rest of the frame a stalled client has not taken
+        self.dropped = 0  # characters of output not sent since
+
+    @property
+    def stalled(self) -> bool:
+        return bool(self.pending)
+
+    def write(self, key: str, text: str) -> None:
+        with self.lock:
+            if self.gone or self.pending:
+                self.dropped += len(text)
+                return
+            try:
+                self.pending = unsent_after_timeout(self.conn, frame({key: text}))
+            except OSError:  # the client left (Ctrl-C, `| head`): the command goes on to its end
+                self.gone = True
+
+    def finish(self, code: int) -> None:
+        """The end of the command, to a client still connected (it may have stopped reading)."""
+        with self.lock:
+            if self.gone:
+                return
+            note = b""
+            if self.pending or self.dropped:
+                note = frame({"err": f"note: this terminal did not read the service's output for "
+                                     f"{SEND_TIMEOUT_S:g} s, so {self.dropped} characters of it were dropped; "
+                                     "the command ran to its end\n"})
+            self.conn.settimeout(FINISH_TIMEOUT_S if self.pending else SEND_TIMEOUT_S)
+            try:
+                self.conn.sendall(self.pending + note + frame({"exit": code}))
+            except OSError:
+                self.gone = True
+
+
 class RequestStream:
     """A text stream whose writes go to the client as frames while the command runs, and to the
     service's own stream after it (a handler or warning that kept a reference writes there)."""
 
     encoding, errors = "utf-8", "replace"
 
-    def __init__(self, conn: socket.socket, key: str, after):
-        self.conn, self.key, self.after = conn, key, after
-        self.lock = threading.Lock()
-        self.open, self.client_gone = True, False
+    def __init__(self, channel: Channel, key: str, after):
+        self.channel, self.key, self.after = channel, key, after
+        self.open = True
 
     def write(self, text: str) -> int:
-        with self.lock:
-            if not self.open:
-                return self.after.write(text)
-            if text and not self.client_gone:
-                try:
-                    send(self.conn, {self.key: text})
-                except OSError:  # the client left (Ctrl-C, `| head`) or stopped reading (SEND_TIMEOUT_S):
-                    self.client_gone = True  # the command goes on to its end
-            return len(text)
+        if not self.open:
+            return self.after.write(text)
+        if text:
+            self.channel.write(self.key, text)
+        return len(text)
 
     def flush(self) -> None:
         if not self.open:
             self.after.flush()
 
     def close_request(self) -> None:
-        with self.lock:
+        with self.channel.lock:
             self.open = False
 
     def isatty(self) -> bool:
@@ -392,17 +450,13 @@ class Service:
                     return
                 send(conn, {"started": True})
                 conn.settimeout(SEND_TIMEOUT_S)
-                code, gone = self._run(conn, request)
+                code, channel = self._run(conn, request)
             except (OSError, ProtocolError):
                 return
             finally:
                 self.running = None
                 self.busy.release()
-            if not gone:  # free before the client hears the end: its next command is served too
-                try:
-                    send(conn, {"exit": code})
-                except OSError:
-                    pass
+            channel.finish(code)  # free before the client hears the end: its next command is served too
 
     def _refuse(self, conn: socket.socket, why: str) -> None:
         print(f"serve: refused a connection: {why}", file=self.log)
@@ -426,10 +480,11 @@ class Service:
             return "busy"
         return None
 
-    def _run(self, conn: socket.socket, request: dict) -> tuple[int, bool]:
-        """The command's exit code, and whether its client has left."""
-        out = RequestStream(conn, "out", sys.__stdout__)
-        err = RequestStream(conn, "err", sys.__stderr__)
+    def _run(self, conn: socket.socket, request: dict) -> tuple[int, Channel]:
+        """The command's exit code, and the channel its output went through."""
+        channel = Channel(conn)
+        out = RequestStream(channel, "out", sys.__stdout__)
+        err = RequestStream(channel, "err", sys.__stderr__)
         started, code = time.monotonic(), 1
         with isolated(request["env"], out, err):
             try:
@@ -445,10 +500,10 @@ class Service:
                 code = 1
         out.close_request()
         err.close_request()
-        gone = out.client_gone or err.client_gone
-        print(f"serve: `unlearn {request['argv'][0]}` → exit {code}{' (the client had left)' if gone else ''} in "
+        client = " (the client had left)" if channel.gone else " (the client stopped reading)" if channel.stalled else ""
+        print(f"serve: `unlearn {request['argv'][0]}` → exit {code}{client} in "
               f"{time.monotonic() - started:.2f} s", file=self.log)
-        return code, gone
+        return code, channel
 
 
 def malformed(request: dict) -> str | None:

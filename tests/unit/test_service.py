@@ -472,6 +472,39 @@ def test_a_client_that_stops_reading_does_not_hold_the_service(root, served, mon
         assert answer == {"accepted": True}
 
 
+def test_a_client_that_reads_again_after_a_pause_hears_how_the_command_ended(root, served, monkeypatch):
+    """A terminal paused (Ctrl-S, a suspended pager) past SEND_TIMEOUT_S and then resumed: the frame
+    cut short is completed, the dropped output is said in a note, and the exit code arrives, instead
+    of a broken frame the client would read as "the service stopped, run the command again"."""
+    monkeypatch.setattr(service, "SEND_TIMEOUT_S", 0.5)
+    done = threading.Event()
+
+    def flood():
+        for _ in range(2000):
+            print("x" * 4096)
+        done.set()
+
+    served(Recorder(body=flood))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as paused:
+        paused.settimeout(30)
+        paused.connect(str(root / service.SOCKET))
+        paused.sendall(framed(request(root)))
+        assert service.receive(paused) == {"accepted": True}
+        paused.sendall(framed({"go": True}))
+        assert done.wait(30), "the command waited for a client that does not read"
+        time.sleep(0.2)  # the command's end is now waiting on this client
+        frames = []
+        while (message := service.receive(paused)) is not None:  # a broken frame raises ProtocolError
+            frames.append(message)
+    assert frames[0] == {"started": True} and frames[-1] == {"exit": 0}
+    delivered = "".join(f.get("out", "") for f in frames)
+    notes = [f["err"] for f in frames if f.get("err", "").startswith("note:")]
+    assert len(notes) == 1 and "characters of it were dropped" in notes[0] and "ran to its end" in notes[0]
+    dropped = int(notes[0].split(" characters")[0].rsplit(" ", 1)[1])
+    written = len(delivered.split("\n", 1)[0]) + 1 + 2000 * 4097  # the Recorder's own line, then the flood
+    assert 0 < len(delivered) < written and len(delivered) + dropped == written
+
+
 def test_a_scheduled_run_started_during_a_served_command_gets_the_services_settings(root, monkeypatch):
     """The runner starts a served deployment's scheduled run through EngineCommandStarter, whose
     child environment is os.environ at that moment; during a served command that holds the client's
