@@ -518,6 +518,10 @@ def test_a_scheduled_run_started_during_a_served_command_gets_the_services_setti
     from prefect.runner import _starter_engine, runner
 
     assert "return EngineCommandStarter(" in inspect.getsource(runner.Runner)  # how Prefect 3.8 starts them
+    # DirectSubprocessStarter (no env of its own) runs only flows registered by add_flow; `unlearn
+    # serve` adds deployments, which never register one, so every scheduled run takes the path above.
+    assert "register_flow" in inspect.getsource(runner.Runner.aadd_flow)
+    assert "register_flow" not in inspect.getsource(runner.Runner.aadd_deployment)
     launched = []
 
     async def record_launch(command, env=None, task_status=None, **kwargs):
