@@ -368,3 +368,17 @@ def test_a_certified_revocation_with_cg_takes_no_predicted_step():
     plain = influence.second_order_update(p, "cg", "auto", from_start_gradient=True)
     assert torch.equal(cg.theta, plain.theta)
     assert cg.residual_bound >= residual_by_hand(p, cg.theta)
+
+
+def test_the_refinements_hessian_vector_products_are_counted_with_cg():
+    """With solver "cg" the refinement's solve runs CG too: its HVPs belong in the request's stats
+    (they were read before it ran, so a refined request reported the first solve's alone)."""
+    p = cached_problem(400, 0, "label", 40, req_seed=0, sigma=1.0)
+    roomy = run_method("certified", p, {"solver": "cg"})
+    assert roomy.stats["refined"] == 0 and roomy.stats["hvps"] > 0
+    tight = Certification(CERT.epsilon, CERT.delta, CERT.sigma,
+                          spent=CERT.budget - 0.5 * roomy.residual_bound / certified.REFINE_SHARE)
+    out = run_method("certified", replace(p, certification=tight), {"solver": "cg"})
+    assert out.stats["exact_pass"] == 2
+    # one CG solve per Newton step: the refinement's shows only when it is counted after it ran
+    assert out.stats["hvps"] > roomy.stats["hvps"]

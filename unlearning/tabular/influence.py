@@ -312,7 +312,6 @@ def auto_solver(p: Problem, max_dense: int) -> str:
 @dataclass(frozen=True)
 class NewtonResult:
     theta: torch.Tensor
-    hvps: int
     solver: str
     hessian: str
     # rhs on the surviving coordinates ↦ the step the update took for it (same matrix, same factor):
@@ -322,6 +321,12 @@ class NewtonResult:
     # ∇L_b(θ*; D') as `newton_gradient` gave it, shaped like θ (None when the first step used
     # another gradient): the certified bound without a pass starts from it too.
     start_gradient: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    # Hessian-vector products so far, `solve`'s later calls (a caller's refinement) included.
+    hvp_count: Callable[[], int] = field(default=lambda: 0, compare=False, repr=False)
+
+    @property
+    def hvps(self) -> int:
+        return self.hvp_count()
 
 
 def second_order_update(p: Problem, solver: str = "auto", hessian_mode: str = "auto",
@@ -395,5 +400,5 @@ def second_order_update(p: Problem, solver: str = "auto", hessian_mode: str = "a
     for _ in range(refine_steps):
         g = corrected_gradient(p, theta).reshape(-1)[S]
         theta = apply_step(p, theta, solve(g), S)
-    return NewtonResult(theta=theta, hvps=hvps, solver=solver, hessian=hessian_mode, solve=solve, surviving=S,
+    return NewtonResult(theta=theta, hvp_count=lambda: hvps, solver=solver, hessian=hessian_mode, solve=solve, surviving=S,
                         start_gradient=start_gradient)

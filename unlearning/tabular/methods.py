@@ -157,7 +157,7 @@ def certified_update(p: Problem, cfg: CertifiedConfig) -> Result:
     spent = c.spent + bound
     return _result(p, "certified", theta, residual=residual, residual_bound=bound,
                    epsilon=noise.epsilon_for(spent, c.sigma, c.delta), delta=c.delta,
-                   stats={"solver": out.solver, "hvps": out.hvps, "hessian": out.hessian,
+                   stats={"solver": out.solver, "hvps": out.hvps, "hessian": out.hessian,  # refinement's included
                           "exact_pass": passes, "refined": refined, "budget": c.budget,
                           "budget_used": spent, "budget_left": c.budget - spent,
                           "within_budget": spent <= c.budget})
