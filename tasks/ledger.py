@@ -28,8 +28,8 @@ before its insert, so that even a first append stopped after its commit recovers
 the head file lives with the project checkout (`.unlearn/`), which every worker shares already;
 `ledger verify --expect-head` checks against a head kept anywhere else.
 
-Connection: a bad UNLEARN_LEDGER_URL (not a URL, no driver, a missing directory, a server that
-cannot be reached within CONNECT_TIMEOUT_S) is an UnlearnError naming the setting.
+The database itself — its URL, engine and table, and the one-line errors of a bad
+UNLEARN_LEDGER_URL — is `tasks.ledger_db`.
 
 The submitted request itself (with its corrected labels, which the ledger does not hold) is kept
 as private state in `.unlearn/requests/ledger/<id>.json` for the run that processes it.
@@ -37,161 +37,31 @@ as private state in `.unlearn/requests/ledger/<id>.json` for the run that proces
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import hmac
 import json
 import os
 import random
-import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import (DDL, Column, Integer, MetaData, String, Table, Text, create_engine, event, insert,
-                        inspect, select, update)
-from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, ProgrammingError
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
+from tasks.ledger_db import (SQLITE_BUSY_TIMEOUT_S, TRIGGERS, URL_ENV, _engine, _ensure_schema, _exists,  # noqa: F401
+                             _first_line, check_reachable, entries_table, ledger_url)
+from tasks.ledger_head import (_head_lock, _signed_head, _signed_head_or_none, _write_head, head_file,  # noqa: F401
+                               ledger_key)
 from unlearning.compliance import ledger as lg
 from unlearning.compliance import signing
 from unlearning.compliance.requests import UnlearningRequest, load_request
 from unlearning.errors import UnlearnError
 
-URL_ENV = "UNLEARN_LEDGER_URL"
-LEDGER_FILE = "ledger.db"
 REQUESTS_DIR = Path(".unlearn") / "requests" / "ledger"
-HEAD_FILE = Path(".unlearn") / "ledger.head"
 APPEND_ATTEMPTS = 20
-SQLITE_BUSY_TIMEOUT_S = 60
-CONNECT_TIMEOUT_S = 5
-
-metadata = MetaData()
-entries_table = Table(
-    "ledger_entries", metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=False),  # unique: the append lock on any backend
-    Column("request_id", Text, nullable=False, index=True),
-    Column("event", String(16), nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("at", String(40), nullable=False),
-    Column("data", Text, nullable=False),  # canonical JSON of Entry.data
-    Column("prev_hash", String(64), nullable=False),
-    Column("hash", String(64), nullable=False, unique=True),
-)
-TRIGGERS = {f"ledger_no_{verb.lower()}": f"CREATE TRIGGER ledger_no_{verb.lower()} BEFORE {verb} ON ledger_entries "
-            "BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END" for verb in ("UPDATE", "DELETE")}
-for _create in TRIGGERS.values():
-    event.listen(entries_table, "after_create", DDL(_create).execute_if(dialect="sqlite"))
-
-
-# ---------------------------------------------------------------------------------------------
-# Connection
-
-
-def ledger_url(root: Path) -> str:
-    return os.environ.get(URL_ENV) or f"sqlite:///{Path(root).resolve() / LEDGER_FILE}"
-
-
-def _sqlite_file(url: str) -> Path | None:
-    prefix = "sqlite:///"
-    return Path(url[len(prefix):].split("?")[0]) if url.startswith(prefix) and len(url) > len(prefix) else None
-
-
-def shown_url(url: str) -> str:
-    """The URL as it may be printed: never its password."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return re.sub(r":[^:@/]*@", ":***@", url)
-
-
-def _url_problem(url: str, problem: str) -> UnlearnError:
-    where = f"{URL_ENV}={shown_url(url)}" if os.environ.get(URL_ENV) else f"the ledger {shown_url(url)}"
-    return UnlearnError(f"{where}: {problem}; fix {URL_ENV} (e.g. postgresql://USER:PASSWORD@HOST:5432/ledger) or "
-                        "unset it to use ledger.db in the project")
-
-
-def _make_engine(url: str) -> Engine:
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise _url_problem(url, "not a database URL") from None
-    if parsed.get_backend_name() == "sqlite":
-        path = _sqlite_file(url)
-        if path is not None and not path.parent.is_dir():
-            raise _url_problem(url, f"the directory {path.parent} of the SQLite ledger does not exist")
-        return _sqlite_engine(url)
-    connect_args = {"timeout": CONNECT_TIMEOUT_S} if parsed.get_driver_name() == "pg8000" else \
-        {"connect_timeout": CONNECT_TIMEOUT_S} if parsed.get_backend_name() == "postgresql" else {}
-    try:
-        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
-    except (ImportError, NoSuchModuleError, ArgumentError) as exc:
-        raise _url_problem(url, f"cannot be used ({_first_line(exc)}): install its driver (PostgreSQL: "
-                           "pip install -e '.[scale]')") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-
-
-def _sqlite_engine(url: str) -> Engine:
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
-
-    # pysqlite opens transactions lazily and only before writes, so a read-then-insert would not
-    # hold the lock it needs: take over BEGIN (SQLAlchemy's documented recipe) and make writers
-    # take the write lock up front.
-    @event.listens_for(engine, "connect")
-    def _no_driver_transactions(dbapi_connection, _record):
-        dbapi_connection.isolation_level = None
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Connection):
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("ledger_write") else "BEGIN")
-
-    return engine
-
-
-@contextmanager
-def _engine(root: Path) -> Iterator[Engine]:
-    url = ledger_url(root)
-    engine = _make_engine(url)
-    path = _sqlite_file(url)
-    try:
-        if path is None or path.exists():  # never create a database file just to look at it
-            try:
-                with engine.connect():
-                    pass
-            except Exception as exc:  # noqa: BLE001 — any failure to connect: the drivers' own types vary
-                hint = "" if path is not None else "; check the host, port, user, password and that the server runs"
-                raise _url_problem(url, f"cannot be opened ({_first_line(exc)}){hint}") from None
-        yield engine
-    finally:
-        engine.dispose()
-
-
-def check_reachable(root: Path) -> None:
-    """UnlearnError (one line, naming the setting) unless the ledger's database can be opened."""
-    with _engine(Path(root)):
-        pass
-
-
-def _ensure_schema(conn: Connection) -> None:
-    """Create the table (and, on SQLite, its triggers) unless it exists. Called inside the write
-    transaction: on SQLite the check and the CREATE run under the write lock, so two first
-    writers cannot both create it; elsewhere the loser's CREATE fails and its append retries."""
-    metadata.create_all(conn)
-
-
-def _exists(engine: Engine, url: str) -> bool:
-    """Whether the ledger table exists — without creating a database file to find out."""
-    path = _sqlite_file(url)
-    if path is not None and not path.exists():
-        return False
-    with engine.connect() as conn:
-        return inspect(conn).has_table(entries_table.name)
-
 
 # ---------------------------------------------------------------------------------------------
 # Rows
@@ -568,64 +438,7 @@ def certificate_recorded(root: Path, request_id: str, certificate: bytes, signin
 
 
 # ---------------------------------------------------------------------------------------------
-# The key and the signed head
-
-
-def ledger_key(root: Path, create: bool = True) -> bytes:
-    """The ledger's MAC key, derived from the project's signing key (created on first use when
-    `create`; checking never creates one)."""
-    try:
-        return lg.ledger_key(signing.signing_key(Path(root), create=create))
-    except UnlearnError as exc:
-        raise UnlearnError(f"the ledger's entries are MACed with the project's signing key — {exc}") from None
-
-
-def head_file(root: Path) -> Path:
-    """UNLEARN_LEDGER_HEAD when set — a place that outlives the checkout, e.g. on a CI runner whose
-    workspace is cleaned, beside a shared ledger database — else `.unlearn/ledger.head`."""
-    configured = os.environ.get("UNLEARN_LEDGER_HEAD", "").strip()
-    return Path(configured).expanduser() if configured else Path(root) / HEAD_FILE
-
-
-def _signed_head(root: Path, key: bytes) -> tuple[int, str] | None:
-    """(seq, MAC) from the head file, None when there is none; ValueError when it is not valid."""
-    try:
-        raw = head_file(root).read_bytes()
-    except FileNotFoundError:
-        return None
-    return lg.read_head(json.loads(raw), key)
-
-
-def _signed_head_or_none(root: Path, key: bytes) -> tuple[int, str] | None:
-    try:
-        return _signed_head(root, key)
-    except ValueError:
-        return None
-
-
-def _write_head(root: Path, seq: int, mac: str, key: bytes) -> None:
-    """The signed head, written atomically (a reader sees the old or the new one, never half)."""
-    path = head_file(root)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(lg.canonical_json(lg.sign_head(key, seq, mac)) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-@contextmanager
-def _head_lock(root: Path) -> Iterator[None]:
-    path = head_file(root).with_name(head_file(root).name + ".lock")  # beside the head it guards
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+# The signed head moves forward
 
 
 def _advance_head(root: Path, engine: Engine, key: bytes) -> None:
