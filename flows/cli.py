@@ -11,13 +11,12 @@ as a process killed by SIGPIPE would, instead of a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
 from flows import compliance_cli
-from flows.compliance_cli import JSON_HELP
+from flows.compliance_cli import JSON_HELP, emit
 from flows.settings import (DEMO_TEXT_STEPS, configure_environment, private_tempdir, probe_tracking_server,
                             project_root)
 from unlearning.errors import UnlearnError
@@ -399,13 +398,6 @@ def unwritable(exc: Exception) -> str | None:
         return f"the project is on a read-only file system{where}; run it where the project can be written"
     on = f" on {err.filename}" if err.filename else ""
     return f"permission denied{on}; run as a user who can write the project"
-
-
-def emit(args, payload: dict, human: str) -> None:
-    if getattr(args, "json", False):
-        print(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    else:
-        print(human)
 
 
 def cmd_data(args, root: Path) -> int:

@@ -143,6 +143,7 @@ def one_line_errors(command):
 
 
 def emit(args, payload: dict, human: str) -> None:
+    """A command's result: one JSON object on stdout with --json, else its human lines."""
     if getattr(args, "json", False):
         print(json.dumps(payload, indent=2, sort_keys=True, default=str))
     else:
