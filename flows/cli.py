@@ -238,6 +238,13 @@ def add_comply_parser(sub) -> None:
     serve.add_argument("--dask-address", metavar="ADDRESS", help="an existing Dask scheduler for the nightly comply")
     serve.add_argument("--audit-cron", default="0 3 * * 0", help="when the weekly audit of every model with "
                        "requests since its last audit runs (default Sundays 03:00 UTC)")
+    add_verify_option(serve)  # the nightly comply's and the on-demand forget's, as `unlearn comply --verify`
+    serve.add_argument("--audit-rebase", action="store_true", help="the weekly audit promotes its retrained "
+                       "model after a passing audit too (`unlearn audit --rebase`)")
+    serve.add_argument("--audit-min-requests", metavar="N", default="1", help="the weekly audit audits a model "
+                       "only once N requests wait for it (`unlearn audit --min-requests`; default 1)")
+    serve.add_argument("--audit-max-age", metavar="DAYS", help="with --audit-min-requests: audit a model all the "
+                       "same once its oldest waiting request is DAYS old (default 30)")
 
 
 def add_audit_parser(sub) -> None:
@@ -834,14 +841,7 @@ def cmd_serve(args, root: Path) -> int:
     from flows.comply import comply_flow
     from flows.forget import forget_flow
 
-    from tasks import references as prefetch
-
-    params = {"root": str(root)}
-    if args.task_runner or args.dask_address:
-        runner, address = prefetch.runner_setting(args.task_runner, args.dask_address)
-        comply_params = {**params, "task_runner": runner, **({"dask_address": address} if address else {})}
-    else:
-        comply_params = params
+    nightly, weekly, on_demand = served_parameters(args, root)  # bad settings: one line, nothing served
     from flows import service
 
     baseline = service.service_env()  # before any served command changes it
@@ -854,14 +854,35 @@ def cmd_serve(args, root: Path) -> int:
           f"forget/on-demand for {root}; Ctrl-C to stop", file=sys.stderr)
     try:
         with service.scheduled_runs_with_service_env(baseline):
-            serve_until_stopped(comply_flow.to_deployment(name="nightly", cron=args.cron, parameters=comply_params),
-                                audit_flow.to_deployment(name="weekly", cron=args.audit_cron,
-                                                         parameters=comply_params),
-                                forget_flow.to_deployment(name="on-demand", parameters=params))
+            serve_until_stopped(comply_flow.to_deployment(name="nightly", cron=args.cron, parameters=nightly),
+                                audit_flow.to_deployment(name="weekly", cron=args.audit_cron, parameters=weekly),
+                                forget_flow.to_deployment(name="on-demand", parameters=on_demand))
     finally:
         if executor is not None:
             executor.stop()
     return EXIT_OK
+
+
+def served_parameters(args, root: Path) -> tuple[dict, dict, dict]:
+    """The parameters of the nightly comply, the weekly audit and the on-demand forget that
+    `unlearn serve` registers, from its options (checked as their own commands check them)."""
+    from tasks import audit, references as prefetch
+
+    params = {"root": str(root)}
+    runner = {}
+    if args.task_runner or args.dask_address:
+        name, address = prefetch.runner_setting(args.task_runner, args.dask_address)
+        runner = {"task_runner": name, **({"dask_address": address} if address else {})}
+    verify = {"verify": args.verify} if checked_verify_mode(args) else {}
+    try:
+        cadence = audit.cadence_setting(args.audit_min_requests, args.audit_max_age)
+    except UnlearnError as exc:  # named as `unlearn audit` names them: say which option of serve it was
+        raise UnlearnError(str(exc).replace("--min-requests", "--audit-min-requests")
+                           .replace("--max-age", "--audit-max-age")) from None
+    weekly = {**params, **runner, **({"rebase": True} if args.audit_rebase else {}),
+              **({} if cadence == audit.Cadence(1, None) else
+                 {"min_requests": cadence.min_requests, "max_age_days": cadence.max_age_days})}
+    return {**params, **runner, **verify}, weekly, {**params, **verify}
 
 
 def serve_until_stopped(*deployments) -> None:

@@ -124,8 +124,12 @@ def test_train_unknown_dataset(trained, capsys):
     (["comply", "--task-runner", "dask", "--workers", "0"], {}, "--workers must be a whole number"),
     (["comply", "--task-runner", "dask", "--workers", "two"], {}, "--workers must be a whole number"),
     (["serve", "--task-runner", "gpu"], {}, "unknown task runner 'gpu'"),
+    (["serve", "--verify", "sometimes"], {}, "sometimes"),
+    (["serve", "--audit-min-requests", "0"], {}, "--audit-min-requests must be a whole number"),
+    (["serve", "--audit-min-requests", "30", "--audit-max-age", "-1"], {}, "--audit-max-age must be a positive"),
 ], ids=["unknown runner", "unknown runner in the environment", "address without dask", "no thread pool", "zero workers",
-        "workers not a number", "serve: unknown runner"])
+        "workers not a number", "serve: unknown runner", "serve: unknown verify mode", "serve: zero requests",
+        "serve: negative age"])
 def test_comply_bad_task_runner(trained, capsys, monkeypatch, argv, env, expect):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
