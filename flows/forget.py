@@ -128,10 +128,10 @@ def forget_request(lineage: Lineage, plan: Plan, options: dict | None, config, v
             seconds = verification.seconds
             update, verification, attempt = fallback
             verification.seconds = seconds
-    version, model_run, superseded = release(lineage, plan, update, after, data_after, verification.passed)
     from tasks import audit as audit_steps  # the audit's own stack (its text and image parts) only once here
 
     escrow = audit_steps.escrow_request(lineage, plan, verification.passed)  # what a later audit needs, sealed
+    version, model_run, superseded = release(lineage, plan, update, after, data_after, verification.passed)
     superseded = [*superseded, *audit_steps.escrow_entries(plan, escrow)]
     model = {"name": plan.model_name, "version": version, "parent_version": plan.parent_version,
              "run_id": model_run, "parent_run_id": plan.parent_run}

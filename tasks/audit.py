@@ -57,10 +57,12 @@ AUDITED_KINDS = ("table", "text", "images")
 
 # --- the escrow, written at request time ------------------------------------------------------------
 
-def escrow_request(lineage: Lineage, plan: Plan, promoted: bool) -> Path | None:
-    """Seal what an audit will need of this request's removed data (called by the forget recipe
-    once `production` moved). Also the mark that the request awaits an audit."""
-    if not promoted or plan.kind.name not in AUDITED_KINDS:
+def escrow_request(lineage: Lineage, plan: Plan, verified: bool) -> Path | None:
+    """Seal what an audit will need of this request's removed data, before the release (a full
+    disk then fails the request, not a promoted model's escrow): sealed under its final name,
+    which the release's end gives it if `production` moved (state.pending_escrow). Also the mark
+    that the request awaits an audit. Returns the final path."""
+    if not verified or plan.kind.name not in AUDITED_KINDS:
         return None
     from prefect.runtime import flow_run
 
@@ -68,7 +70,7 @@ def escrow_request(lineage: Lineage, plan: Plan, promoted: bool) -> Path | None:
     content = {"model": plan.model_name, "kind": plan.kind.name, "requests": members,
                "request": plan.request.id, **escrow_content(lineage.root, plan, members)}
     path = escrow_file(lineage.root, plan.model_name, lineage.parent_run)
-    write_private(path, sealing.seal(content, signing.signing_key(lineage.root), escrow_name(path)))
+    write_private(state.pending_escrow(path), sealing.seal(content, signing.signing_key(lineage.root), escrow_name(path)))
     return path
 
 
@@ -123,8 +125,7 @@ def secret_owners(root: Path, plan: Plan, members: list[str]) -> dict[str, list[
     return owners
 
 
-def escrow_file(root: Path, model: str, run_id: str) -> Path:
-    return state.escrow_dir(root, model) / f"{run_id}.bin"
+escrow_file = state.escrow_file
 
 
 def escrow_name(path: Path) -> str:

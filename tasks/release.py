@@ -113,6 +113,7 @@ def finish(root: Path, journal: Journal, reason: str) -> dict:
     """Commit (production moved: make sure the superseded versions are scheduled for purging) or
     roll back (restore the data, tag the run's candidate versions); then drop the journal."""
     new = promoted(journal)
+    state.settle_escrow(root, journal.model, journal.run, promoted=new is not None)
     if new is not None:
         mark_superseded(root, journal.model, new, journal.parent_version, journal.data_before, journal.keep_days)
         outcome = {"run": journal.run, "outcome": "committed", "model": journal.model, "version": new}

@@ -186,10 +186,31 @@ def escrow_dir(root: Path, model: str) -> Path:
     return state_dir(root) / "escrow" / model
 
 
+def escrow_file(root: Path, model: str, run_id: str) -> Path:
+    """The escrow of the forget run `run_id` once its model version is in production."""
+    return escrow_dir(root, model) / f"{run_id}.bin"
+
+
+def pending_escrow(path: Path) -> Path:
+    """Where an escrow is sealed before its run's promotion. Only the release's end (tasks.release.
+    finish: committed or rolled back, at once or by a later run's recovery) gives it its name, so a
+    promoted version never lacks its escrow and a run rolled back leaves none an audit would read."""
+    return path.with_name(path.name + ".pending")
+
+
+def settle_escrow(root: Path, model: str, run_id: str, promoted: bool) -> None:
+    pending = pending_escrow(escrow_file(root, model, run_id))
+    if pending.exists():
+        if promoted:
+            os.replace(pending, escrow_file(root, model, run_id))  # a rename: it needs no free space
+        else:
+            pending.unlink()
+
+
 def drop_model_escrow(root: Path, model: str) -> list[dict]:
     """Delete every escrow of a model that will never be audited (retired): the purge entries."""
     folder = escrow_dir(root, model)
-    paths = sorted(folder.glob("*.bin")) if folder.is_dir() else []
+    paths = sorted([*folder.glob("*.bin"), *folder.glob("*.bin.pending")]) if folder.is_dir() else []
     for path in paths:
         path.unlink()
     return [{"artifact": f"audit escrow {model}/{p.name}", "kind": "audit_escrow", "action": "purged"} for p in paths]

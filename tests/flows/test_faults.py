@@ -340,3 +340,57 @@ def test_an_unwritable_project_gives_one_line_exit_2_and_changes_nothing(workspa
         assert not list((workspace / release.JOURNAL_DIR).glob("*.json"))
     record = ledger.show(workspace, "GDPR-NS")
     assert record.status == "failed" and os.strerror(err) in record.failure["reason"]
+
+
+KILLED_JUST_AFTER_PROMOTION = """
+import os, sys
+from tasks import tracking
+promote = tracking.promote
+def promote_then_die(*args, **kwargs):
+    promote(*args, **kwargs)
+    os._exit(137)
+tracking.promote = promote_then_die  # killed between the commit point and anything after it
+from flows.cli import main
+sys.exit(main(["forget", sys.argv[1]]))
+"""
+
+
+def test_a_forget_killed_just_after_its_promotion_leaves_its_escrow_to_the_audit(workspace, people_csv, capsys):
+    """The escrow is sealed before the promotion and named by the release's end, so a run killed
+    right after `production` moved still leaves the audit what it needs (it used to be written
+    after the promotion: such a kill left a promoted model no audit would ever check)."""
+    from tasks import state
+
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id="GDPR-KE", delete_records=REMOVED)
+    run_killed(workspace, KILLED_JUST_AFTER_PROMOTION, str(path))
+    assert production(workspace) == "2"
+    folder = state.escrow_dir(workspace, "people")
+    assert [p.name.endswith(".bin.pending") for p in folder.iterdir()] == [True]  # sealed, not yet named
+
+    code, out = run_json(capsys, ["audit", "people"])  # recovers the killed run first: committed
+    assert code == 0, out
+    assert out["passed"] and len(out["covered_requests"]) == 1
+    assert list(folder.iterdir()) == []  # the audit deleted the escrow it covered
+
+
+def test_no_room_for_the_escrow_fails_the_request_before_its_promotion(workspace, people_csv, capsys, monkeypatch):
+    from tasks import audit, state
+
+    add_and_train(people_csv, capsys)
+    before = (workspace / "data.dvc").read_text()
+    path = request_file(workspace, id="GDPR-NE", delete_records=REMOVED)
+
+    def full(target, content):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+
+    monkeypatch.setattr(audit, "write_private", full)
+    capsys.readouterr()
+    assert main(["forget", str(path)]) == 2
+    captured = capsys.readouterr()
+    (line,) = (captured.out + captured.err).strip().splitlines()
+    assert line.startswith("error: ") and "no space left on device" in line
+    assert production(workspace) == "1" and (workspace / "data.dvc").read_text() == before
+    folder = state.escrow_dir(workspace, "people")
+    assert not folder.exists() or list(folder.iterdir()) == []
+    assert not list((workspace / release.JOURNAL_DIR).glob("*.json"))
