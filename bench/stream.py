@@ -27,6 +27,14 @@ Policies:
    30: `unlearn audit --min-requests 30 --max-age 30` in the weekly deployment; the decision is
    tasks.audit.Cadence's own). On a month of requests its one audit often falls after the month:
    the table gives CPU both with that covering audit and within the month.
+6. and 7. (run only when named: `--policies 6,7`): 4 and 5 with `unlearn audit --rebase`: an
+   audit that passes promotes its retrained model too, so the next updates start from an exact
+   model (their drift checks are against it) at no extra cost.
+
+Per scenario, a second table cuts each audited policy's share into what it spent it on:
+retrainings (audits and the evidence's fall-backs), updates, evidence and audit checks, and the
+floor its counts set — (audits + fall-backs)/requests + mean(update + evidence)/retraining —
+whatever the checks cost: weekly audits of 30 requests alone are ≥ 5/30 = 17 %.
 
 Every training, update and check is really run, through the library and the one registry, on one
 thread; its CPU time (time.process_time) is what it costs and is also how long it keeps the worker
@@ -40,12 +48,16 @@ Output: one table per scenario and the targets, on stdout and in bench/results/s
 machine's load in the header. Default: 30 table, 10 text and 30 image requests over 30 days in 2
 processes: text ≈ 17 min of CPU (its 10 retrainings, 72–74 s each, dominate), tables + images ≈ 6 min
 in the other (measured: 33 min wall at load 5–7); `--quick`: a smoke run of a few minutes
-(6/3/6 requests over 7 days, the text model trained 100 steps).
+(6/3/6 requests over 7 days, the text model trained 100 steps). `--requests images=90` runs a
+busier month (three a day); `--image-evidence KEY=VALUE,...` and `--image-verify KEY=VALUE,...`
+set the image evidence's and audit's thresholds (unlearning.images.verify), `--compare-audits`
+also judges every image audit on whole sets (not charged) and reports any verdict that differs.
 
     python -m bench.stream [--quick] [--scenarios tables,text,images] [--seed 0] [--cache DIR]
                            [--requests tables=30,text=10,images=30] [--days 30] [--jobs 2]
                            [--image-subset 800] [--image-epochs 2] [--min-requests 30] [--max-age 30]
-                           [--policies 1,2,3,4,5]
+                           [--policies 1,2,3,4,5] [--image-evidence K=V,...] [--image-verify K=V,...]
+                           [--compare-audits]
 """
 
 from __future__ import annotations

@@ -42,10 +42,10 @@ class ImageEvidenceConfig(BaseModel):
                                                                "sample by record id; None: all)")
     utility_per_forget: int = Field(8, ge=0, description="the TA/RA samples hold at least this many images per "
                                                          "forget image")
-    drift_z: float | None = Field(None, ge=0, description="the TA/RA drops since the chain's exact model "
-                                                        "(`*_vs_exact_model`): standard errors of tolerance "
-                                                        "(None: z; 0: the bare max_ta_drop/max_ra_drop on the "
-                                                        "sample's estimate, as the audit judges it)")
+    drift_z: float | None = Field(0.0, ge=0, description="the TA/RA drops since the chain's exact model "
+                                                       "(`*_vs_exact_model`): standard errors of tolerance (0: "
+                                                       "the bare max_ta_drop/max_ra_drop on the sample's "
+                                                       "estimate, as the audit judges the chain's end; None: z)")
     max_drift: float | None = Field(None, ge=0, description="... and their points (None: max_ta_drop, max_ra_drop)")
 
 
