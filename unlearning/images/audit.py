@@ -96,8 +96,8 @@ def audit_checks(after: torch.nn.Module, retrained: torch.nn.Module, forget: tup
     """(checks, metrics) of the audit: unlearning.images.verify.image_checks against the retrained
     model, the UA gap on the whole forget set `forget` (X, y; None: no forgotten image kept, the
     check is left out), the TA/RA drops by `staged_drop` on `retain` and `test` (X, y, ids).
-    metrics: ua/ra/ta of both models (ra/ta on the images each drop was decided on) and, per drop,
-    the images it was decided on and its SE."""
+    metrics: ua/ra/ta of both models (ra/ta on the images each drop was decided on: their
+    difference is the drop) and, per drop, how many images that was."""
     drops = {key: staged_drop(after, retrained, part, limit, cfg.audit_images, cfg.audit_z)
              for key, part, limit in (("ra", retain, cfg.max_ra_drop), ("ta", test, cfg.max_ta_drop))}
     rows = {name: {key: getattr(d, f"accuracy_{name}") for key, d in drops.items()} for name in ("after", "retrain")}
@@ -106,9 +106,7 @@ def audit_checks(after: torch.nn.Module, retrained: torch.nn.Module, forget: tup
             rows[name]["ua"] = 100 - 100 * float(correct(model, *forget).mean()) if len(forget[1]) else 0.0
     else:
         rows = {name: {**row, "ua": 0.0} for name, row in rows.items()}
-    # image_checks reads accuracies; the drops are the paired ones (identical on a whole set)
-    after_row = {**rows["after"], **{k: rows["retrain"][k] - d.drop for k, d in drops.items()}}
-    checks = image_checks(after_row, None, rows["retrain"], kind, cfg,
+    checks = image_checks(rows["after"], None, rows["retrain"], kind, cfg,
                           n_forget=len(forget[1]) if forget is not None else None)
     for c in checks:
         d = drops.get(c["name"].split("_", 1)[0])

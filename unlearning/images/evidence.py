@@ -538,7 +538,8 @@ def judge_request(before: torch.nn.Module, after: torch.nn.Module, images: Reque
     populations = {"retain": len(images.retain[1]), "test": len(images.test[1])}
     after_sets = {"retain": outs_after[1], "test": outs_after[2]}
     drops = utility_drops({"retain": outs_before[1], "test": outs_before[2]}, after_sets, populations, cfg)
-    since = drops_since_exact(anchor, sampled, after_sets, populations, drift_config(cfg)) if anchor is not None else None
+    since = (drops_since_exact(anchor, sampled, after_sets, populations, drift_config(cfg))
+             if anchor is not None else None)
     sample_ids = list(sampled.retain[2]) + list(sampled.test[2])
     anchor_after = (anchor if anchor is not None else known_of([(sampled.retain[2], outs_before[1]),
                                                                 (sampled.test[2], outs_before[2])])
