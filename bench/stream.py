@@ -868,6 +868,16 @@ def share_rows(outcomes: list[Outcome], base: Base, n: int, mean_retrain: float)
     return lines
 
 
+def failed_check_counts(o: Outcome) -> dict[str, int]:
+    """How often each evidence check failed a request (what the fall-backs were for)."""
+    counts: dict[str, int] = {}
+    for what in o.failed_checks:
+        if what.startswith("request"):
+            name = what.split(": ", 1)[1].split(" ")[0]
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
 def audit_schedule(o: Outcome, month_end: float) -> str:
     runs = ", ".join(f"day {at / DAY:.1f}{' (after the month)' if at >= month_end else ''}: {n} requests"
                      for at, n in o.audit_runs)
@@ -933,6 +943,10 @@ def run_scenario(scenario, arrivals: list[float], policies=POLICIES, cadence=Non
     mean_retrain = statistics.mean(c for c, _ in ops.retrained.values())
     section += [f"What the ≤ {TARGET_CPU_SHARE:.0%} target is made of (shares of retrain per request; mean "
                 f"retraining {mean_retrain:.2f} s):", "", *share_rows(outcomes, base, len(arrivals), mean_retrain), ""]
+    if fell := [o for o in audited if any(f.startswith("request") for f in o.failed_checks)]:
+        section += ["Requests' failed evidence checks: " + "; ".join(
+            f"{o.policy}: " + ", ".join(f"{name} ×{n}" for name, n in failed_check_counts(o).items()) for o in fell)
+            + ".", ""]
     if rebased := [o for o in outcomes if o.policy in REBASED]:
         section += ["Rebased: " + "; ".join(f"{o.policy}: {o.rebases} passing audit(s) promoted their retrained model"
                                              for o in rebased) + ".", ""]

@@ -257,3 +257,8 @@ def test_image_settings_are_validated_on_the_command_line(capsys):
         with pytest.raises(SystemExit) as stop:
             stream.parse_args(argv)
         assert stop.value.code == 2 and "settings" in capsys.readouterr().err
+
+
+def test_failed_evidence_checks_are_counted_by_name():
+    out = simulate(POLICIES[3], [DAY, 2 * DAY, 3 * DAY], Ops(failing_checks={1, 3}))
+    assert stream.failed_check_counts(out) == {"evidence_check": 2}
