@@ -27,6 +27,14 @@ Policies:
    30: `unlearn audit --min-requests 30 --max-age 30` in the weekly deployment; the decision is
    tasks.audit.Cadence's own). On a month of requests its one audit often falls after the month:
    the table gives CPU both with that covering audit and within the month.
+6. and 7. (run only when named: `--policies 6,7`): 4 and 5 with `unlearn audit --rebase`: an
+   audit that passes promotes its retrained model too, so the next updates start from an exact
+   model (their drift checks are against it) at no extra cost.
+
+Per scenario, a second table cuts each audited policy's share into what it spent it on:
+retrainings (audits and the evidence's fall-backs), updates, evidence and audit checks, and the
+floor its counts set — (audits + fall-backs)/requests + mean(update + evidence)/retraining —
+whatever the checks cost: weekly audits of 30 requests alone are ≥ 5/30 = 17 %.
 
 Every training, update and check is really run, through the library and the one registry, on one
 thread; its CPU time (time.process_time) is what it costs and is also how long it keeps the worker
@@ -40,12 +48,16 @@ Output: one table per scenario and the targets, on stdout and in bench/results/s
 machine's load in the header. Default: 30 table, 10 text and 30 image requests over 30 days in 2
 processes: text ≈ 17 min of CPU (its 10 retrainings, 72–74 s each, dominate), tables + images ≈ 6 min
 in the other (measured: 33 min wall at load 5–7); `--quick`: a smoke run of a few minutes
-(6/3/6 requests over 7 days, the text model trained 100 steps).
+(6/3/6 requests over 7 days, the text model trained 100 steps). `--requests images=90` runs a
+busier month (three a day); `--image-evidence KEY=VALUE,...` and `--image-verify KEY=VALUE,...`
+set the image evidence's and audit's thresholds (unlearning.images.verify), `--compare-audits`
+also judges every image audit on whole sets (not charged) and reports any verdict that differs.
 
     python -m bench.stream [--quick] [--scenarios tables,text,images] [--seed 0] [--cache DIR]
                            [--requests tables=30,text=10,images=30] [--days 30] [--jobs 2]
                            [--image-subset 800] [--image-epochs 2] [--min-requests 30] [--max-age 30]
-                           [--policies 1,2,3,4,5]
+                           [--policies 1,2,3,4,5] [--image-evidence K=V,...] [--image-verify K=V,...]
+                           [--compare-audits]
 """
 
 from __future__ import annotations
@@ -74,7 +86,13 @@ HOUR = 3_600.0
 NIGHTLY_HOUR = 2.0
 AUDIT_WEEKDAY, AUDIT_HOUR = 6, 3.0
 POLICIES = ("retrain per request", "retrain nightly", "update + reference", "update + evidence + weekly audit",
-            "update + evidence + audit by cadence")
+            "update + evidence + audit by cadence", "update + evidence + weekly audit, rebased",
+            "update + evidence + audit by cadence, rebased")
+DEFAULT_POLICIES = POLICIES[:5]
+# Policies 6 and 7 are 4 and 5 with `unlearn audit --rebase`: an audit that passes promotes its
+# retrained model too, so the next updates start from an exact model (chains of at most one audit
+# period) at no further cost — the audit has paid for the retraining.
+REBASED = POLICIES[5:]
 # The cadence of the fifth policy: `unlearn audit --min-requests 30 --max-age 30` run by the weekly
 # deployment (prefect.yaml's commented min_requests/max_age_days): a model is audited on a Sunday at
 # 03:00 once 30 requests wait or its oldest waiting request is 30 days old.
@@ -162,6 +180,7 @@ class Outcome:
     audit_runs: list[tuple[float, int]] = field(default_factory=list)  # (when, requests covered) per audit
     failed_checks: list[str] = field(default_factory=list)  # "audit 2: exposure_vs_retrain_bits", ...
     fallbacks: int = 0  # requests (or audits) whose fast model was replaced by a retrained one
+    rebases: int = 0  # passing audits whose retrained model was promoted (the rebased policies)
     model: object = None  # the production model at the end
     operations: dict[str, int] = field(default_factory=dict)  # what ran how often
     spent: dict[str, float] = field(default_factory=dict)  # CPU seconds per kind of operation
@@ -210,11 +229,11 @@ def simulate(policy: str, arrivals: list[float], ops, cadence=None, month_end: f
             model = updated if passed else retrained
             removal[k] = worker.run(t, c_update + c_retrain + c_check) - t
     elif policy in POLICIES[3:]:
-        if policy == POLICIES[3]:
+        if policy in (POLICIES[3], POLICIES[5]):
             cadence = Cadence(1)  # every Sunday, whatever waits
         elif cadence is None:
             cadence = Cadence(*DEFAULT_CADENCE)
-        model = evidence_and_audits(arrivals, ops, cadence, worker, out, removal, retrain)
+        model = evidence_and_audits(arrivals, ops, cadence, worker, out, removal, retrain, policy in REBASED)
     else:
         raise ValueError(f"unknown policy {policy!r}: one of {', '.join(POLICIES)}")
     out.cpu_s, out.cpu_month_s, out.model = worker.cpu_s, worker.cpu_month_s, model
@@ -223,10 +242,11 @@ def simulate(policy: str, arrivals: list[float], ops, cadence=None, month_end: f
 
 
 def evidence_and_audits(arrivals: list[float], ops, cadence, worker: Worker, out: Outcome, removal: dict,
-                        retrain) -> object:
+                        retrain, rebase: bool = False) -> object:
     """The fast update and the evidence per request (a failed check falls back to retraining, whose
     model the same checks judge), and the weekly deployment's audit of the waiting requests when
-    `cadence.due` says so — on until every request is covered. Returns the production model."""
+    `cadence.due` says so — on until every request is covered. `rebase`: a passing audit promotes
+    its retrained model too. Returns the production model."""
     if cadence.max_age_days is None and cadence.min_requests > 1:
         raise ValueError(f"{cadence} would never audit the month's last requests: give it a maximum age")
     model, waiting = ops.original, []
@@ -236,7 +256,7 @@ def evidence_and_audits(arrivals: list[float], ops, cadence, worker: Worker, out
         t = arrivals[k - 1] if k <= len(arrivals) else math.inf
         while at < t and (waiting or t < math.inf):  # a request at the run's time goes first
             if cadence.due(len(waiting), at - arrivals[waiting[0] - 1] if waiting else 0.0):
-                model = audit(waiting, at, arrivals, ops, model, worker, out, removal, retrain)
+                model = audit(waiting, at, arrivals, ops, model, worker, out, removal, retrain, rebase)
                 waiting = []
             at = next(runs)
         if t == math.inf:
@@ -258,9 +278,11 @@ def evidence_and_audits(arrivals: list[float], ops, cadence, worker: Worker, out
     return model
 
 
-def audit(ks: list[int], at: float, arrivals: list[float], ops, model, worker: Worker, out: Outcome, removal: dict, retrain):
+def audit(ks: list[int], at: float, arrivals: list[float], ops, model, worker: Worker, out: Outcome, removal: dict,
+          retrain, rebase: bool = False):
     """One audit of requests `ks` at `at`: a retraining on the current data and the checks of the
-    production model against it; a failed audit promotes the retrained model. Returns the production model."""
+    production model against it; a failed audit promotes the retrained model, and so does a passing
+    one with `rebase` (not a fall-back: the data was out already). Returns the production model."""
     c_retrain, retrained = retrain(ks[-1])
     c_check, failed = ops.audit(model, ks, retrained)
     out.charge("audit checks", c_check)
@@ -269,7 +291,8 @@ def audit(ks: list[int], at: float, arrivals: list[float], ops, model, worker: W
     out.failed_checks += [f"audit {len(out.audits)} (requests {ks[0]}–{ks[-1]}): {name}" for name in failed]
     done = worker.run(at, c_retrain + c_check)
     if not failed:
-        return model
+        out.rebases += rebase
+        return retrained if rebase else model
     out.fallbacks += 1  # the data is out for sure only once the retrained model is promoted
     removal.update({k: done - arrivals[k - 1] for k in ks})
     return retrained
@@ -581,8 +604,11 @@ def secret_groups(prints: list[str], n_requests: int, rng: np.random.Generator) 
 class Images:
     name = "images"
 
-    def __init__(self, n_requests: int, seed: int, subset: int = 800, epochs: float = 2.0):
+    def __init__(self, n_requests: int, seed: int, subset: int = 800, epochs: float = 2.0, verify=None,
+                 evidence_cfg=None, compare_audits: bool = False):
         import torch
+        from unlearning.images.verify import ImageEvidenceConfig, ImageVerifyConfig
+        verify, evidence_cfg = verify or ImageVerifyConfig(), evidence_cfg or ImageEvidenceConfig()
         from bench.images import record_requests, tensors, train_original
         from unlearning.images.data import build_fashion_mnist
 
@@ -610,6 +636,8 @@ class Images:
             KnownOutputs.of(self.test_ids, model_outputs(self.original, *self.test)))}
         # the fast updates, and what each keeps of the exact model its chain of updates started from
         self.fast, self.anchors = set(), {}
+        self.verify, self.evidence_cfg = verify, evidence_cfg
+        self.compare_audits, self.audit_verdicts, self.audit_images_judged = compare_audits, [], []
 
     def describe(self) -> str:
         return (f"Fashion-MNIST, first {self.subset} training images, small CNN {self.epochs:g} epochs; "
@@ -660,7 +688,7 @@ class Images:
         trained or by the request that made it), and, when the model before is a fast update,
         against the last exact model of its chain; the update's outputs are kept for the next request."""
         from unlearning.images import evidence
-        cfg = evidence.ImageEvidenceConfig()
+        cfg = self.evidence_cfg
         forget, keep = self.requests[k - 1], self.alive[k].nonzero().squeeze(1).tolist()
         classes = set(self.y[forget].tolist())
         controls = evidence.control_positions(self.fm.train, self.fm.labels, classes, cfg.max_controls)
@@ -680,7 +708,34 @@ class Images:
         return judged.checks
 
     def audit_checks(self, model, ks: list[int], retrained) -> list[dict]:
-        return self.reference_checks(model, model, ks, retrained)
+        """The audit as tasks.audit runs it (unlearning.images.audit): the UA gap on every covered
+        request's images, the TA/RA drops against the retrained model on fixed samples, the whole
+        sets where a sample is not clear of the threshold. With `compare_audits`, the whole-set
+        verdicts too, computed by notes() outside the measured CPU."""
+        from unlearning.images.audit import audit_checks
+        from unlearning.images.verify import ImageVerifyConfig
+        keep = self.alive[ks[-1]].nonzero().squeeze(1).tolist()
+        sets = (self._forget(ks), (self.X[keep], self.y[keep], [self.train_ids[i] for i in keep]),
+                (*self.test, self.test_ids))
+        checks, metrics = audit_checks(model, retrained, *sets, "delete_records", self.verify)
+        self.audit_images_judged.append((metrics["ra_images_judged"], metrics["ta_images_judged"]))
+        if self.compare_audits:  # judged on whole sets in notes(), outside the measured CPU
+            self.audit_verdicts.append((model, retrained, ks, checks))
+        return checks
+
+    def whole_set_verdicts(self) -> list[tuple[list[bool], list[bool], list[float], list[float]]]:
+        """Per audit: (sampled verdicts, whole-set verdicts, sampled values, whole-set values)."""
+        from unlearning.images.audit import audit_checks
+        out = []
+        for model, retrained, ks, checks in self.audit_verdicts:
+            keep = self.alive[ks[-1]].nonzero().squeeze(1).tolist()
+            whole, _ = audit_checks(model, retrained, self._forget(ks),
+                                    (self.X[keep], self.y[keep], [self.train_ids[i] for i in keep]),
+                                    (*self.test, self.test_ids), "delete_records",
+                                    self.verify.model_copy(update={"audit_images": None}))
+            out.append(([c["passed"] for c in checks], [c["passed"] for c in whole],
+                        [round(c["value"], 2) for c in checks], [round(c["value"], 2) for c in whole]))
+        return out
 
     def fidelity(self, model, final) -> dict:
         from unlearning.metrics import compare_to_retrain
@@ -692,6 +747,23 @@ class Images:
     @staticmethod
     def fidelity_text(f: dict) -> str:
         return f"average gap {f['avg gap']:.2f} points (UA/RA/TA/MIA)"
+
+    def notes(self) -> list[str]:
+        """How the audits' drops were decided and, with compare_audits, whole sets against samples."""
+        if not self.audit_images_judged:
+            return []
+        judged = ", ".join(f"{ra}/{ta}" for ra, ta in self.audit_images_judged)
+        lines = [f"Image audits (D′ {int(self.alive[-1].sum())} images, test {len(self.test[1])}; sample "
+                 f"{self.verify.audit_images}, z {self.verify.audit_z:g}): images judged per audit, D′/test: {judged}.",
+                 f"Evidence settings: {self.evidence_cfg.model_dump(exclude_defaults=True) or 'defaults'}.", ""]
+        if self.compare_audits:
+            compared = self.whole_set_verdicts()
+            differ = [i for i, (a, b, _, _) in enumerate(compared, start=1) if a != b]
+            lines += [f"Sampled audit checks against whole sets (same models, same process): {len(compared)} "
+                      f"audits, {len(differ)} with a different verdict{' (audits ' + str(differ) + ')' if differ else ''}; "
+                      "values (UA gap, TA drop, RA drop) sampled → whole: "
+                      + "; ".join(f"{s} → {w}" for _, _, s, w in compared) + ".", ""]
+        return lines
 
 
 # === the table ====================================================================================
@@ -747,6 +819,63 @@ def scenario_rows(outcomes: list[Outcome], fidelity: dict[str, dict], fidelity_t
 def per_request_costs(o: Outcome) -> str:
     """Mean CPU seconds of each operation of a policy: what each target needs cut."""
     return ", ".join(f"{what} {o.spent[what] / n:.2f} s × {n}" for what, n in o.operations.items())
+
+
+@dataclass(frozen=True)
+class ShareTerms:
+    """A policy's share of retrain per request's CPU, cut into what it spent it on (each a share of
+    the same base, so they add up to `share`), and the bound its counts alone set: r retrainings (its
+    audits and its evidence fall-backs) of n requests cost r/n of retrain per request at the mean
+    retraining, whatever the checks cost; the update and evidence of every request add theirs."""
+
+    share: float
+    parts: dict  # operation → share of the base (retrain, update, evidence checks, audit checks, ...)
+    requests: int
+    audits: int
+    fallbacks: int  # retrainings at request time (the evidence's fall-backs); a failed audit is an audit
+    floor: float  # (audits + fall-backs)/requests + mean(update + evidence)/mean retraining
+
+    @property
+    def audit_floor(self) -> float:
+        """What the audits alone cost at the mean retraining: a cadence's lower bound on the share."""
+        return self.audits / self.requests if self.requests else 0.0
+
+
+def share_terms(o: Outcome, base_cpu: float, n: int, mean_retrain: float) -> ShareTerms:
+    """The decomposition of o.cpu_s / base_cpu (ShareTerms), with `mean_retrain` the mean CPU of the
+    retrainings measured in the run."""
+    parts = {what: cpu / base_cpu for what, cpu in o.spent.items()}
+    retrainings = o.operations.get("retrain", 0)
+    fallbacks = retrainings - len(o.audits)
+    per_request = sum(o.spent.get(w, 0.0) for w in ("update", "evidence checks")) / n if n else 0.0
+    floor = (retrainings / n if n else 0.0) + per_request / mean_retrain
+    return ShareTerms(o.cpu_s / base_cpu, parts, n, len(o.audits), fallbacks, floor)
+
+
+def share_rows(outcomes: list[Outcome], base: Base, n: int, mean_retrain: float) -> list[str]:
+    """The target's arithmetic per audited policy: what of its share each operation takes."""
+    lines = ["| policy | share | = retrainings | + updates | + evidence | + audit checks | audits + fall-backs "
+             "of requests | ≥ floor: (audits + fall-backs)/requests + mean(update + evidence)/retraining |",
+             "|---|---:|---:|---:|---:|---:|---|---:|"]
+    for o in outcomes:
+        if o.policy not in POLICIES[3:]:
+            continue
+        t = share_terms(o, base.cpu_s, n, mean_retrain)
+        part = {w: f"{100 * t.parts.get(w, 0.0):.1f} %" for w in ("retrain", "update", "evidence checks", "audit checks")}
+        lines.append(f"| {o.policy} | {100 * t.share:.1f} % | {part['retrain']} | {part['update']} | "
+                     f"{part['evidence checks']} | {part['audit checks']} | {t.audits} + {t.fallbacks} of {n} "
+                     f"(audits alone ≥ {100 * t.audit_floor:.1f} %) | {100 * t.floor:.1f} % |")
+    return lines
+
+
+def failed_check_counts(o: Outcome) -> dict[str, int]:
+    """How often each evidence check failed a request (what the fall-backs were for)."""
+    counts: dict[str, int] = {}
+    for what in o.failed_checks:
+        if what.startswith("request"):
+            name = what.split(": ", 1)[1].split(" ")[0]
+            counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def audit_schedule(o: Outcome, month_end: float) -> str:
@@ -811,6 +940,17 @@ def run_scenario(scenario, arrivals: list[float], policies=POLICIES, cadence=Non
                                            for o in outcomes) + ".", "",
                "Mean CPU per operation: " + "; ".join(f"{o.policy}: {per_request_costs(o)}" for o in audited) + ".", "",
                "Audits: " + "; ".join(audit_schedule(o, month_end) for o in audited) + ".", ""]
+    mean_retrain = statistics.mean(c for c, _ in ops.retrained.values())
+    section += [f"What the ≤ {TARGET_CPU_SHARE:.0%} target is made of (shares of retrain per request; mean "
+                f"retraining {mean_retrain:.2f} s):", "", *share_rows(outcomes, base, len(arrivals), mean_retrain), ""]
+    if fell := [o for o in audited if any(f.startswith("request") for f in o.failed_checks)]:
+        section += ["Requests' failed evidence checks: " + "; ".join(
+            f"{o.policy}: " + ", ".join(f"{name} ×{n}" for name, n in failed_check_counts(o).items()) for o in fell)
+            + ".", ""]
+    if rebased := [o for o in outcomes if o.policy in REBASED]:
+        section += ["Rebased: " + "; ".join(f"{o.policy}: {o.rebases} passing audit(s) promoted their retrained model"
+                                             for o in rebased) + ".", ""]
+    section += scenario.notes() if hasattr(scenario, "notes") else []
     goals = targets(scenario.name, outcomes, base)
     return section + ["Targets:", "", *goals, ""], goals
 
@@ -820,7 +960,8 @@ def build(name: str, n: int, args):
         return Tables(n, args.seed)
     if name == "text":
         return Text(n, args.seed, args.steps, args.cache, args.candidates)
-    return Images(n, args.seed, args.image_subset, args.image_epochs)
+    return Images(n, args.seed, args.image_subset, args.image_epochs, args.image_verify, args.image_evidence,
+                  args.compare_audits)
 
 
 def parse_requests(text: str) -> dict[str, int]:
@@ -832,6 +973,22 @@ def parse_requests(text: str) -> dict[str, int]:
                                              f"SCENARIO one of {', '.join(SCENARIOS)}")
         out[name] = int(count)
     return out
+
+
+def settings_of(name: str) -> Callable[[str], object]:
+    """An argparse type: "k=v,k=v" → unlearning.images.verify.<name>(k=v, ...), validated."""
+    def parse(text: str):
+        from pydantic import ValidationError
+
+        from unlearning.images import verify
+        pairs = [p.partition("=") for p in filter(None, (p.strip() for p in text.split(",")))]
+        try:
+            return getattr(verify, name)(**{k.strip(): None if v.strip().lower() == "none" else v.strip()
+                                            for k, _, v in pairs})
+        except ValidationError as e:
+            raise argparse.ArgumentTypeError(f"bad {name} settings {text!r}: {e.errors()[0]['loc']} "
+                                             f"{e.errors()[0]['msg']}") from None
+    return parse
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -846,7 +1003,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=None,
                     help=f"text: training steps of the LM (default: the demo's {DEMO_TEXT_STEPS}; --quick {QUICK_STEPS})")
     ap.add_argument("--policies", default=None,
-                    help="comma-separated numbers of the policies to run (1–5, the list above; default all); "
+                    help="comma-separated numbers of the policies to run (1–7, the list above; default 1–5); "
                     "without 1 the shares are of an estimate (n × the mean retraining measured)")
     ap.add_argument("--min-requests", default=str(DEFAULT_CADENCE[0]),
                     help=f"the cadence policy: audit once N requests wait (default {DEFAULT_CADENCE[0]}), "
@@ -856,6 +1013,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--candidates", type=int, default=1000, help="text: same-format candidates per exposure")
     ap.add_argument("--image-subset", type=int, default=800, help="images: training images (bench.images --quick: 800)")
     ap.add_argument("--image-epochs", type=float, default=2.0, help="images: epochs of the CNN (bench.images --quick: 2)")
+    ap.add_argument("--image-verify", type=settings_of("ImageVerifyConfig"), default=None,
+                    help="images: reference/audit settings, KEY=VALUE,... of unlearning.images.verify.ImageVerifyConfig "
+                    "(e.g. audit_images=200,audit_z=3; none for None)")
+    ap.add_argument("--image-evidence", type=settings_of("ImageEvidenceConfig"), default=None,
+                    help="images: evidence settings, KEY=VALUE,... of ImageEvidenceConfig (e.g. drift_z=1)")
+    ap.add_argument("--compare-audits", action="store_true",
+                    help="images: judge every audit on whole sets too (not charged) and report differing verdicts")
     ap.add_argument("--cache", type=Path, default=RESULTS.parent / "text-cache",
                     help="text: keep/reuse the original LM here (only the original: retrainings are measured)")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
@@ -876,7 +1040,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     chosen = [p.strip() for p in (args.policies or "").split(",") if p.strip()]
     if any(not p.isdigit() or not 1 <= int(p) <= len(POLICIES) for p in chosen):
         ap.error(f"--policies takes numbers 1–{len(POLICIES)}, got {args.policies!r}")
-    args.policies = tuple(POLICIES[int(p) - 1] for p in chosen) or POLICIES
+    args.policies = tuple(POLICIES[int(p) - 1] for p in chosen) or DEFAULT_POLICIES
     counts = dict(QUICK_REQUESTS if args.quick else DEFAULT_REQUESTS)
     counts.update(args.requests)
     args.counts = counts

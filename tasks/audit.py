@@ -437,13 +437,14 @@ def text_shortfall(checks: list[dict], rows: list[dict], owners: dict, plan: Aud
 def audit_images(root: Path, plan: AuditPlan) -> Judgement:
     """The gaps of unlearning.images.verify on the production model against the retrained CNN: the
     forget set (every covered request's escrowed images), the retained training images, the test
-    split (without a forgotten class)."""
+    split (without a forgotten class). Accuracies only, the TA/RA drops first on fixed samples
+    (unlearning.images.audit: the whole sets where a sample is not clear of the threshold)."""
     from dataclasses import replace
 
-    from unlearning.images.bundle import tensors, test_positions, training_data
-    from unlearning.images.verify import ImageVerifyConfig, image_checks
+    from unlearning.images.audit import audit_checks
+    from unlearning.images.bundle import tensors, test_positions
+    from unlearning.images.verify import ImageVerifyConfig
     from unlearning.linalg import single_threaded
-    from unlearning.metrics import evaluate_model
 
     progress(f"  audit {plan.model}: retraining the CNN on the current data ...")
     result, source = prefetch.obtain(plan.job, None)
@@ -451,26 +452,17 @@ def audit_images(root: Path, plan: AuditPlan) -> Judgement:
     cfg = ImageVerifyConfig()
     escrowed = [e for e in plan.escrows if "X" in e]
     forgotten = {e["forget_class"] for e in escrowed if e.get("forget_class") is not None}
-    retain = (plan.job.data["X"], plan.job.data["y"])
-    test = tensors(plan.dataset, test_positions(plan.dataset, next(iter(forgotten)) if len(forgotten) == 1 else None,
-                                                cfg.max_test))
-    rows, checks = {}, []
-    if escrowed:
-        forget = (torch.cat([e["X"] for e in escrowed]), torch.cat([e["y"] for e in escrowed]))
-        with single_threaded():
-            rows = {name: evaluate_model(model, forget, retain, test)
-                    for name, model in (("after", plan.bundle.model), ("retrain", retrained.model))}
-        checks = image_checks(rows["after"], None, rows["retrain"], escrowed[0]["image_kind"], cfg,
-                              n_forget=len(forget[1]))
-    else:  # no forgotten image kept (requests from before the escrow): the retain and test drops only
-        sets = {"ra": {"X": retain[0], "y": retain[1]}, "ta": {"X": test[0], "y": test[1]}}
-        rows = {name: {k: forget_accuracy(model, data) for k, data in sets.items()}
-                for name, model in (("after", plan.bundle.model), ("retrain", retrained.model))}
-        checks = image_checks({**rows["after"], "ua": 0.0}, None, {**rows["retrain"], "ua": 0.0}, "", cfg)[1:]
-    metrics = {**{f"{k}_{name}": v for name, row in rows.items() for k, v in row.items() if k in ("ua", "ra", "ta")},
-               "forget_images": sum(len(e["y"]) for e in escrowed), "reference": source}
+    retain = (plan.job.data["X"], plan.job.data["y"], list(plan.bundle.train_ids))
+    positions = test_positions(plan.dataset, next(iter(forgotten)) if len(forgotten) == 1 else None, cfg.max_test)
+    test = (*tensors(plan.dataset, positions), [plan.dataset.record_ids[p] for p in positions])
+    # no forgotten image kept (requests from before the escrow): the retain and test drops only
+    forget = (torch.cat([e["X"] for e in escrowed]), torch.cat([e["y"] for e in escrowed])) if escrowed else None
+    with single_threaded():
+        checks, rows = audit_checks(plan.bundle.model, retrained.model, forget, retain, test,
+                                    escrowed[0]["image_kind"] if escrowed else "", cfg)
+    metrics = {**rows, "forget_images": sum(len(e["y"]) for e in escrowed), "reference": source}
     shortfall = images_shortfall(checks, escrowed, plan, retrained, cfg)
-    del escrowed
+    del escrowed, forget
     return Judgement(checks, metrics, retrained, result.stats["seconds"], shortfall)
 
 

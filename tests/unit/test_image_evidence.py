@@ -346,3 +346,29 @@ def test_a_chain_of_updates_is_judged_against_the_exact_model_it_started_from():
     rows = first.known_before.rows()
     assert set(first.anchor_after.ids) == set(ids) and torch.equal(
         first.anchor_after.logits, first.known_before.logits[[rows[i] for i in first.anchor_after.ids]])
+
+
+def test_the_drift_since_the_exact_model_can_be_held_to_the_audits_bare_threshold():
+    """drift_z = 0 (the default): the chain's TA drop on the sample judged against max_ta_drop
+    itself, as the audit judges it; drift_z None adds 3 paired SE (≈ 5 + 6.6 points here) and
+    passed a chain the audit then failed (bench.stream)."""
+    from unlearning.images.evidence import KnownOutputs, RequestImages, judge_request, request_sample
+    from unlearning.metrics import model_outputs
+    g = torch.Generator().manual_seed(4)
+    X, y = torch.rand(700, 1, 8, 8, generator=g), torch.arange(700) % K
+    ids = [f"r{i}" for i in range(700)]
+    part = lambda sel: (X[sel], y[sel], [ids[i] for i in sel])  # noqa: E731
+    images = RequestImages(part([0, 1]), part(list(range(2, 400))), part(list(range(400, 700))),
+                           part(list(range(400, 700))), frozenset(range(K)), False)
+    model = small_cnn(1)
+    test = request_sample(images, CFG).test
+    out = model_outputs(model, test[0], test[1])
+    wrong = (out.predictions != out.labels).nonzero().flatten()[:7]  # the exact model got these right
+    logits = out.logits.clone()
+    logits[wrong] = torch.nn.functional.one_hot(out.labels[wrong], K).double() * 100
+    anchor = KnownOutputs(tuple(test[2]), out.features, logits)
+    wide = verdicts(judge_request(model, model, images, CFG.model_copy(update={"drift_z": None}), anchor=anchor).checks)
+    bare = judge_request(model, model, images, CFG, anchor=anchor)
+    assert bare.drops_since_exact["ta"]["drop"] == 7.0 and bare.drops_since_exact["ta"]["se"] > 1
+    assert wide["ta_drop_vs_exact_model"] and not verdicts(bare.checks)["ta_drop_vs_exact_model"]
+    assert verdicts(bare.checks)["ta_drop_vs_original"]  # the step itself changed nothing

@@ -186,7 +186,7 @@ def test_without_retrain_per_request_the_shares_are_of_an_estimate_and_say_so():
 
     assert stream.parse_args(["--policies", "5,4"]).policies == (POLICIES[4], POLICIES[3])
     with pytest.raises(SystemExit):
-        stream.parse_args(["--policies", "6"])
+        stream.parse_args(["--policies", "8"])
     section, goals = stream.run_scenario(Scenario(), [DAY, 2 * DAY, 3 * DAY], (POLICIES[4],), Cadence(1))
     assert any(line.startswith("**Estimate**: retrain per request not run: its CPU is estimated as 3 ×")
                for line in section)
@@ -221,3 +221,44 @@ def test_cpu_by_operation_adds_up_to_the_total(policy):
     out = simulate(policy, [DAY, 2 * DAY, 8 * DAY], Ops(failing_checks={2}, failing_audits={1}))
     assert sum(out.spent.values()) == pytest.approx(out.cpu_s)
     assert sum(out.operations.values()) >= 3
+
+
+def test_a_rebased_audit_promotes_its_retrained_model_when_it_passes_and_costs_nothing_more():
+    arrivals = [DAY, 2 * DAY, 8 * DAY]
+    plain, rebased = (simulate(p, arrivals, Ops()) for p in (POLICIES[3], stream.REBASED[0]))
+    assert rebased.model == "retrained@3" and plain.model == "original+u1+u2+u3"  # the last audit covers u3
+    assert rebased.cpu_s == plain.cpu_s and rebased.removal_s == plain.removal_s
+    assert rebased.rebases == 2 and rebased.fallbacks == 0 and rebased.audits == [True, True]
+    failing = simulate(stream.REBASED[0], arrivals, Ops(failing_audits={1}))
+    assert failing.fallbacks == 1 and failing.rebases == 1  # a failed audit promotes too, as a fall-back
+    assert stream.parse_args([]).policies == stream.DEFAULT_POLICIES == POLICIES[:5]
+
+
+def test_the_share_is_cut_into_retrainings_updates_and_checks_above_the_floor_the_counts_set():
+    n, arrivals = 4, [DAY, 2 * DAY, 3 * DAY, 8 * DAY]
+    out = simulate(POLICIES[3], arrivals, Ops(failing_checks={2}))  # 2 audits, 1 fall-back at request 2
+    base = n * RETRAIN
+    t = stream.share_terms(out, base, n, RETRAIN)
+    assert (t.audits, t.fallbacks, t.requests) == (2, 1, n)
+    assert sum(t.parts.values()) == pytest.approx(t.share) == pytest.approx(out.cpu_s / base)
+    assert t.parts["retrain"] == pytest.approx(3 / n)  # every retraining costs RETRAIN here
+    # 5 evidence runs: the fall-back's retrained model is judged too
+    assert t.floor == pytest.approx(3 / n + (n * UPDATE + 5 * EVIDENCE) / n / RETRAIN)
+    assert t.audit_floor == pytest.approx(2 / n) and t.share >= t.floor
+    rows = stream.share_rows([simulate(p, arrivals, Ops()) for p in POLICIES], stream.Base(base, base), n, RETRAIN)
+    assert len(rows) == 2 + len(POLICIES[3:]) and "2 + 0 of 4 (audits alone ≥ 50.0 %)" in rows[2]
+
+
+def test_image_settings_are_validated_on_the_command_line(capsys):
+    args = stream.parse_args(["--image-evidence", "drift_z=0,utility_images=none", "--image-verify", "audit_images=50"])
+    assert args.image_evidence.drift_z == 0 and args.image_evidence.utility_images is None
+    assert args.image_verify.audit_images == 50
+    for argv in (["--image-evidence", "nonsense=1"], ["--image-verify", "audit_z=-1"]):
+        with pytest.raises(SystemExit) as stop:
+            stream.parse_args(argv)
+        assert stop.value.code == 2 and "settings" in capsys.readouterr().err
+
+
+def test_failed_evidence_checks_are_counted_by_name():
+    out = simulate(POLICIES[3], [DAY, 2 * DAY, 3 * DAY], Ops(failing_checks={1, 3}))
+    assert stream.failed_check_counts(out) == {"evidence_check": 2}

@@ -42,6 +42,11 @@ class ImageEvidenceConfig(BaseModel):
                                                                "sample by record id; None: all)")
     utility_per_forget: int = Field(8, ge=0, description="the TA/RA samples hold at least this many images per "
                                                          "forget image")
+    drift_z: float | None = Field(0.0, ge=0, description="the TA/RA drops since the chain's exact model "
+                                                       "(`*_vs_exact_model`): standard errors of tolerance (0: "
+                                                       "the bare max_ta_drop/max_ra_drop on the sample's "
+                                                       "estimate, as the audit judges the chain's end; None: z)")
+    max_drift: float | None = Field(None, ge=0, description="... and their points (None: max_ta_drop, max_ra_drop)")
 
 
 class ImageVerifyConfig(BaseModel):
@@ -55,6 +60,12 @@ class ImageVerifyConfig(BaseModel):
     max_ra_drop: float = Field(5.0, ge=0, description="RA_retrain − RA, points")
     min_class_ua: float = Field(90.0, ge=0, le=100, description="no reference, class forgetting: UA ≥ this")
     max_test: int | None = Field(2000, ge=10, description="test images evaluated (seeded subsample)")
+    audit_images: int | None = Field(100, ge=10, description="the audit: test and D' images (each, a fixed sample by "
+                                                             "record id) its TA/RA drops are first judged on; the "
+                                                             "whole sets when that sample is not clear of the "
+                                                             "threshold (unlearning.images.audit; None: whole sets)")
+    audit_z: float = Field(3.0, gt=0, description="the audit's sample is clear of a threshold at this many paired "
+                                                  "standard errors")
     evidence: ImageEvidenceConfig = Field(ImageEvidenceConfig(), description="thresholds of the evidence mode")
 
 
