@@ -372,3 +372,17 @@ def test_the_drift_since_the_exact_model_can_be_held_to_the_audits_bare_threshol
     assert bare.drops_since_exact["ta"]["drop"] == 7.0 and bare.drops_since_exact["ta"]["se"] > 1
     assert wide["ta_drop_vs_exact_model"] and not verdicts(bare.checks)["ta_drop_vs_exact_model"]
     assert verdicts(bare.checks)["ta_drop_vs_original"]  # the step itself changed nothing
+
+
+def test_sampling_keeps_no_record_id_once_it_returns():
+    """`unlearn serve` runs request after request in one process: a cache of the ids it hashed would
+    keep erased images' record ids in its memory (a reference held is a refcount that stays up)."""
+    import sys
+    import uuid
+
+    from unlearning.images.evidence import first_by_key
+
+    erased = "erased/" + uuid.uuid4().hex  # a fresh string: only this test refers to it
+    before = sys.getrefcount(erased)
+    first_by_key([erased, *(f"kept/{i}" for i in range(50))], 10)
+    assert sys.getrefcount(erased) == before
