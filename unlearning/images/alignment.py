@@ -101,6 +101,11 @@ class AlignmentConfig(ImageMethodConfig):
     0.41/1.18/3.92/0.14/2.41, mean 1.83 over seeds 1–3 (the issue's 1.35 missed: seed 3's
     under-trained original needs about an epoch), 1.61 over 1–5; seed 5 fails the evidence
     utility checks (RA −6.9 points against the model before), seed 3 the reference RA/TA checks.
+    `settle` (off; session 17): recover-only steps while the accuracy of 128 bank images is below
+    the original's, up to 8 % more of the training cost. Tuning seeds 0, 6, 7, 8: gap 0.80 → 0.63;
+    reported seeds 1–5: seed 5 passes the evidence (2.41 → 0.40) but seeds 1 and 4 get worse (0.41
+    → 0.95, 0.14 → 0.30) and runs reach 22.6 % of retraining, so `auto` keeps the plain default
+    and falls back to retraining where the evidence fails (docs/benchmarks.md).
 
     Earlier (digits, tiny preset, one epoch): λ_DA 2/5/10 forgot 36/93/99 % of class 3; the clip
     guards against the 1/‖F‖ growth of the DA gradient when features shrink (a BatchNorm version
