@@ -71,7 +71,7 @@ VARIANTS = {"alignment@1ep": ("alignment", {"epochs": 1.0, "lam_da": 10.0, "clip
             "alignment@8%": ("alignment", {"epochs": None, "budget": 0.08, "lam_da": 100.0, "clip": 20.0, "refresh": 2,
                                           "sd_without_forgotten_class": True, "min_steps": 1, "forget_until": 1.0}),
             "alignment@12%": ("alignment", {"budget": 0.12, "forget_until": 1.0}),
-            "alignment@settle": ("alignment", {"settle": 0.08, "settle_every": 1})}
+            "alignment@settle": ("alignment", {"settle": 0.08})}
 # `auto` as the pipeline runs it (evidence mode, retraining as the fall-back) over each fast update:
 # the default, and alignment with the settle rung (issue 13 §3's candidate)
 AUTOS = {"auto": "alignment", "auto@settle": "alignment@settle"}

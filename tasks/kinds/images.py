@@ -432,9 +432,11 @@ class Images(Kind):
         """The CNN retrained on D' in place of the failed update: the verification's reference in
         `reference` mode (judged from the rows already measured), else retrained now and judged by
         the same checks. A retrained version is exact: the next request's drift checks start from it."""
+        rows, reference = verification.detail
+        if reference is None and plan.bundle.schedule is None:  # nothing to replay: the failure stands
+            return None
         config = config or {}
         cfg = config.get("verify") or ImageVerifyConfig()
-        rows, reference = verification.detail
         known = None if reference is None else (reference, verification.retrain_s)
         model, retrain_s, attempt = retrain_after_failed_checks(lineage, plan, update, verification.checks, known)
         # the request cost the failed update and the retraining

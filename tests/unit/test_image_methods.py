@@ -407,7 +407,7 @@ def test_unrolling_is_kept_to_small_deletions_and_default_lengths(setup):
 # --- the settle rung: recover-only steps while the retained classes are below the original ---------
 
 def test_settle_recovers_only_while_the_retain_probe_is_below_the_original(setup):
-    from unlearning.images.alignment import AlignmentConfig, settle_steps_for
+    from unlearning.images.alignment import SETTLE_PROBE, AlignmentConfig, settle_steps_for
 
     model, data, request, _ = setup
     retain_accuracy = lambda m: cnn.accuracy(m, data.X[request.retain], data.y[request.retain])  # noqa: E731
@@ -415,8 +415,8 @@ def test_settle_recovers_only_while_the_retain_probe_is_below_the_original(setup
     damaged = run_image_method("alignment", model, data, request, harsh)
     assert damaged.stats["settle_steps"] == 0  # off by default
     assert retain_accuracy(damaged.model) < retain_accuracy(model)
-    settled = run_image_method("alignment", model, data, request, {**harsh, "settle": 1.0, "settle_every": 1})
-    cap = settle_steps_for(AlignmentConfig(**harsh, settle=1.0, settle_every=1), data, len(request.retain), 128)
+    settled = run_image_method("alignment", model, data, request, {**harsh, "settle": 1.0})
+    cap = settle_steps_for(AlignmentConfig(**harsh, settle=1.0), data, len(request.retain), SETTLE_PROBE)
     # it stopped on reaching the original's accuracy on its probe, well before its budget
     assert 0 < settled.stats["settle_steps"] < cap
     assert retain_accuracy(settled.model) > retain_accuracy(damaged.model)
