@@ -479,7 +479,8 @@ class Images(Kind):
         lines = ["  " + line for line in rows_table(s["results"])]
         mode = (s.get("verification") or {}).get("mode")
         if mode == "evidence" or (mode is None and not any(r["method"] == "retrain" for r in s["results"])):
-            lines += ["  evidence, no model retrained (forget set against held-out images of its classes):",
+            judged = "the retrained model" if s.get("fallback") else "no model retrained"
+            lines += [f"  evidence, {judged} (forget set against held-out images of its classes):",
                       *("    " + line for line in checks_table(s["checks"]))]
         if s.get("fallback"):
             f = s["fallback"]

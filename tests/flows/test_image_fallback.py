@@ -98,7 +98,7 @@ def test_auto_falls_back_to_retraining_when_the_evidence_fails(digits_ws, capsys
 
     text = format_forget(out)
     assert "auto fell back to retraining: alignment failed forgotten_class_accuracy" in text.splitlines()[0]
-    assert "auto: alignment was not promoted" in text
+    assert "auto: alignment was not promoted" in text and "evidence, the retrained model" in text
 
 
 def test_a_retrained_version_starts_a_new_exact_chain(digits_ws):
