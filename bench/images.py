@@ -70,7 +70,11 @@ VARIANTS = {"alignment@1ep": ("alignment", {"epochs": 1.0, "lam_da": 10.0, "clip
                                            "sd_without_forgotten_class": False, "forget_until": 1.0}),
             "alignment@8%": ("alignment", {"epochs": None, "budget": 0.08, "lam_da": 100.0, "clip": 20.0, "refresh": 2,
                                           "sd_without_forgotten_class": True, "min_steps": 1, "forget_until": 1.0}),
-            "alignment@12%": ("alignment", {"budget": 0.12, "forget_until": 1.0})}
+            "alignment@12%": ("alignment", {"budget": 0.12, "forget_until": 1.0}),
+            "alignment@settle": ("alignment", {"settle": 0.08})}
+# `auto` as the pipeline runs it (evidence mode, retraining as the fall-back) over each fast update:
+# the default, and alignment with the settle rung (issue 13 §3's candidate)
+AUTOS = {"auto": "alignment", "auto@settle": "alignment@settle"}
 OLD_DEFAULT = "alignment@1ep"
 MAX_SHARE = 0.20  # issue 13 §3: the default update costs at most this share of retraining's CPU time
 KEYS = ("ua", "ra", "ta", "mia_efficacy", "mia_auc", "da", "lp", "nmi", "f1", "rte_s", "cpu_s", "speedup",
@@ -124,6 +128,7 @@ def run_once(kind: str, seed: int, fm, args, lrs: dict[str, float], search: bool
                  "rte_s": reference.stats["seconds"], "cpu_s": reference.stats["cpu_seconds"]})
     plan = [(m, m, {}) for m in IMAGE_METHODS if m != "retrain"] + [(n, m, o) for n, (m, o) in VARIANTS.items()]
     plan = [p for p in plan if args.methods is None or p[0] in args.methods]
+    models = []  # (name, model) of the rows run without an lr search: `auto` needs alignment's
     for name, method, options in plan:
         if method in LR_GRID and method == name:
             candidates = LR_GRID[method] if search else (lrs[method],)
@@ -138,9 +143,13 @@ def run_once(kind: str, seed: int, fm, args, lrs: dict[str, float], search: bool
             rows.append({k: v for k, v in best.items() if not k.startswith("gap_") and k != "avg_gap"})
         else:
             result = run_image_method(method, model, data, request, options)
+            models.append((name, result.model))
             rows.append({"method": name, **evaluate(result.model, data, request, test),
                          "rte_s": result.stats["seconds"], "cpu_s": result.stats["cpu_seconds"]})
         print(f"    {kind} seed {seed}: {name} done", flush=True)
+    for name, fast in AUTOS.items():
+        if fast in dict(models) and request.corrected is None:  # label fixes: not yet
+            rows.append(auto_row(name, fast, model, dict(models)[fast], reference, data, request, fm, test, rows))
     rows = compare_to_retrain(rows)
     # Speed-up in CPU time (every method runs single-threaded): wall-clock ratios on the shared
     # machine swung with the other jobs (retraining 17 s quiet, 221 s under load 9).
@@ -148,6 +157,86 @@ def run_once(kind: str, seed: int, fm, args, lrs: dict[str, float], search: bool
     for row in rows:
         row["speedup"] = retrain_cpu / row["cpu_s"] if row["cpu_s"] > 0 else None
     return rows, lrs
+
+
+def request_images(data: ImageData, request, fm, excluded: int | None):
+    """The evidence's sets as the pipeline builds them (tasks.kinds.images.request_images), with
+    the dataset's record ids: Z, D \\ Z, the test split (without a forgotten class, at most
+    max_test) and the held-out images of Z's classes."""
+    from unlearning.images.evidence import RequestImages, control_positions
+    from unlearning.images.verify import ImageVerifyConfig
+
+    cfg = ImageVerifyConfig()
+    train_ids = [fm.record_ids[p] for p in np.flatnonzero(fm.train)]
+    test = np.flatnonzero(~fm.train & (fm.labels != (-1 if excluded is None else excluded)))
+    if len(test) > cfg.max_test:
+        test = np.sort(np.random.default_rng(0).choice(test, cfg.max_test, replace=False))
+    controls = control_positions(fm.train, fm.labels, set(data.y[request.forget].tolist()), cfg.evidence.max_controls)
+
+    def part(positions):
+        return (*tensors(fm.images[positions], fm.labels[positions]), [fm.record_ids[p] for p in positions])
+
+    kept = torch.ones(len(data.y), dtype=torch.bool)
+    kept[request.forget] = False
+    return RequestImages((data.X[request.forget], data.y[request.forget], [train_ids[i] for i in request.forget.tolist()]),
+                         (data.X[request.retain], data.y[request.retain], [train_ids[i] for i in request.retain.tolist()]),
+                         part(test), part(controls), frozenset(torch.unique(data.y[kept]).tolist()), False)
+
+
+def evidence_verdict(before, after, images) -> tuple[list[dict], float]:
+    """(the evidence checks of `after` against the trained original, as a request on it runs them
+    — no earlier exact model to drift from —, their CPU seconds)."""
+    from unlearning.images.evidence import judge_request
+    from unlearning.images.verify import ImageVerifyConfig
+
+    started = time.process_time()
+    with single_threaded():
+        judged = judge_request(before, after, images, ImageVerifyConfig().evidence)
+    return judged.checks, time.process_time() - started
+
+
+def auto_row(name: str, fast: str, model, fast_model, reference, data: ImageData, request, fm, test,
+             rows: list[dict]) -> dict:
+    """What `auto` does in the pipeline (evidence mode): the fast update (row `fast`), judged by the
+    evidence checks; where they fail, the CNN retrained on D' (the same job as the reference: the
+    same model) is promoted instead. CPU = the update's + the retraining's when it fell back (the
+    evidence's own CPU, paid by every request, is `evidence_cpu_s`, not in it)."""
+    excluded = request.forget_class
+    checks, evidence_cpu = evidence_verdict(model, fast_model, request_images(data, request, fm, excluded))
+    failed = [c["name"] for c in checks if not c["passed"]]
+    by = {r["method"]: r for r in rows}
+    fast_cpu = by[fast]["cpu_s"]
+    chosen, cpu = (reference.model, fast_cpu + by["retrain"]["cpu_s"]) if failed else (fast_model, fast_cpu)
+    return {"method": name, "fast": fast, **evaluate(chosen, data, request, test), "rte_s": by[fast]["rte_s"] + (
+        by["retrain"]["rte_s"] if failed else 0.0), "cpu_s": cpu, "fell_back": bool(failed),
+            "evidence": f"{len(checks) - len(failed)}/{len(checks)}" + (f" (failed: {', '.join(failed)})" if failed else ""),
+            "evidence_cpu_s": evidence_cpu}
+
+
+def auto_table(kind: str, runs: list[list[dict]], first_seed: int, name: str = "auto") -> list[str]:
+    """Per seed: what `auto` (`name`) did, its CPU share of the retraining (the fall-back's included), its
+    gap, the fast update's own share and gap and the evidence verdict on it; then the means."""
+    if any(name not in {r["method"] for r in run} for run in runs):
+        return []
+    fast = next(r["fast"] for r in runs[0] if r["method"] == name)
+    lines = [f"`{name}` ({kind}): {fast} judged by the evidence checks (as a request runs them), retrained on "
+             "D' where they fail. Shares are of the same run's retraining CPU time; the evidence's CPU is "
+             "beside, not in them.", "",
+             f"| seed | retrain CPU s | {fast} share | {fast} gap | evidence on {fast} | {name} | {name} share "
+             f"| {name} gap | evidence CPU s |", "|---|---:|---:|---:|---|---|---:|---:|---:|"]
+    shares, gaps, alone_shares, alone_gaps = [], [], [], []
+    for seed, run in enumerate(runs, first_seed):
+        by = {r["method"]: r for r in run}
+        r, a, au = by["retrain"], by[fast], by[name]
+        share, alone = au["cpu_s"] / r["cpu_s"], a["cpu_s"] / r["cpu_s"]
+        shares.append(share), gaps.append(au["avg_gap"]), alone_shares.append(alone), alone_gaps.append(a["avg_gap"])
+        lines.append(f"| {seed} | {r['cpu_s']:.2f} | {100 * alone:.1f} % | {a['avg_gap']:.2f} | {au['evidence']} "
+                     f"| {'fell back (retrained)' if au['fell_back'] else fast} | {100 * share:.1f} % "
+                     f"| {au['avg_gap']:.2f} | {au['evidence_cpu_s']:.2f} |")
+    mean, passed = statistics.fmean, sum(not r["fell_back"] for run in runs for r in run if r["method"] == name)
+    lines.append(f"| **mean** | | {100 * mean(alone_shares):.1f} % | {mean(alone_gaps):.2f} | {passed}/{len(runs)} passed "
+                 f"| | {100 * mean(shares):.1f} % | {mean(gaps):.2f} | |")
+    return lines + [""]
 
 
 def aggregate(runs: list[list[dict]]) -> list[dict]:
@@ -175,7 +264,7 @@ def aggregate(runs: list[list[dict]]) -> list[dict]:
 def targets(rows: list[dict]) -> list[str]:
     by = {r["method"].split(" (")[0]: r for r in rows}
     a, r = by["alignment"], by["retrain"]
-    baselines = [m for m in by if m not in ("original", "retrain", "alignment", *VARIANTS)]
+    baselines = [m for m in by if m not in ("original", "retrain", "alignment", *AUTOS, *VARIANTS)]
     lines = [f"- DA within 0.05 of retrain's: {a['da_mean']:.3f} vs {r['da_mean']:.3f} — "
              f"{'met' if abs(a['da_mean'] - r['da_mean']) <= 0.05 else 'MISSED'}"]
     if baselines:  # --methods may leave them out
@@ -329,6 +418,8 @@ def main() -> None:
         doc += [f"## {kind}", "", f"lrs of the SGD baselines: {lrs}", "", text]
         if kind == "class":
             doc += ["Targets (class forgetting):", "", *targets(table), ""]
+        for name in AUTOS:
+            doc += auto_table(kind, runs, args.first_seed, name)
         print(text, flush=True)
     doc.append(f"Total benchmark time {time.perf_counter() - started:.0f} s.")
     args.out.parent.mkdir(parents=True, exist_ok=True)

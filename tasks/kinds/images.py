@@ -14,7 +14,9 @@ from prefect import task
 
 from tasks import dvc, factories, formats, state, tracking
 from tasks import references as prefetch
-from tasks.common import STEP, Lineage, Plan, Trained, Update, Verification, console_table, progress, pyplot
+from tasks.common import (
+    STEP, Lineage, Plan, Trained, Update, Verification, console_table, fallback_record, progress, pyplot,
+)
 from tasks.data import save_dataset
 from tasks.kinds.base import Kind
 from unlearning import references
@@ -164,12 +166,13 @@ def verify_images(lineage: Lineage, plan: Plan, method: str, bundle_after: Image
     """Every metric for the original, the update, the retrained reference and each baseline in
     `compare` (method → options; run and evaluated, never registered). Logs a child run per
     method, the comparison table (results.md / results.json) and a plot (results.png).
-    Returns (rows with gaps to retrain, checks, retrain seconds)."""
+    Returns (rows with gaps to retrain, checks, retrain seconds, the reference model retrained here
+    or prefetched: None for a retraining, which is its own reference, or with `reference: false`)."""
     with lineage.child("verify") as run_id:
         sets = eval_sets(plan, cfg)
         req = plan.part.request
         rows = [evaluate_row("original", plan.bundle.model, sets, 0.0)]
-        retrain_row = None
+        retrain_row, reference = None, None
         if method == "retrain":
             retrain_row = evaluate_row("retrain", bundle_after.model, sets, update_s)
             tracking.log_params(run_id, {"reference": "the update"})
@@ -202,7 +205,7 @@ def verify_images(lineage: Lineage, plan: Plan, method: str, bundle_after: Image
         tracking.log_text(lineage.parent_run, table, "results.md")
         tracking.log_json(run_id, {"rows": rows, "checks": checks, "config": cfg.model_dump()}, "results.json")
         log_plot(run_id, rows)
-    return rows, checks, retrain_s
+    return rows, checks, retrain_s, None if reference is None else reference.model
 
 
 def baseline_rows(plan: Plan, method: str, sets, compare: dict[str, dict] | None) -> list[dict]:
@@ -334,6 +337,41 @@ def evidence_images(lineage: Lineage, plan: Plan, method: str, bundle_after: Ima
     return rows, checks, metrics, judged.known_after, judged.anchor_after
 
 
+# --- auto's fall-back ------------------------------------------------------------------------
+
+@task(name="fall back to retraining", **STEP)
+def retrain_after_failed_checks(lineage: Lineage, plan: Plan, update: Update, checks: list[dict],
+                                reference: tuple | None):
+    """`auto`, and the fast update failed its checks: the CNN retrained on D' replaces it — the
+    reference the verification retrained (`reference`: (model, seconds)), else one retrained now
+    (evidence mode trains none; a prefetched one is taken). Returns (the retrained model, its
+    training seconds, the failed attempt)."""
+    with lineage.child("fall back to retraining") as run_id:
+        attempt = fallback_record(update.method, update.seconds, checks)
+        if reference is None:
+            result, source = prefetch.obtain(reference_job(plan), "  auto: the update failed its checks; retraining "
+                                                                   "the CNN on the corrected data ...")
+            model, seconds = result.model, result.stats["seconds"]
+        else:
+            (model, seconds), source = reference, "the verification's reference"
+        attempt["reference"] = source
+        tracking.log_params(run_id, {"failed_method": update.method, "reference": source,
+                                     "failed_checks": ",".join(attempt["failed_checks"])})
+        tracking.log_metrics(run_id, {"retrain_seconds": seconds})
+        tracking.log_json(run_id, {"attempt": attempt}, "fallback.json")
+    return model, seconds, attempt
+
+
+def reference_verdict(plan: Plan, rows: list[dict], cfg: ImageVerifyConfig) -> tuple[dict, list[dict]]:
+    """The retrained reference judged by the reference checks, from the rows the verification
+    measured (it is its own reference: no gap; its drops are zero by construction, its UA is the
+    one every update is held to). Returns (metrics, checks)."""
+    by_name = {r["method"]: r for r in rows}
+    checks = image_checks(by_name["retrain"], by_name["original"], by_name["retrain"], plan.part.request.kind, cfg,
+                          n_forget=len(plan.part.request.forget))
+    return headline_metrics(rows, "retrain"), checks
+
+
 class Images(Kind):
     """`config` of the forget steps: {"compare": baselines (method → options), "verify": ImageVerifyConfig}."""
 
@@ -371,9 +409,10 @@ class Images(Kind):
 
     def verify(self, lineage: Lineage, plan: Plan, after, update: Update, config) -> Verification:
         config = config or {}
-        rows, checks, retrain_s = verify_images(lineage, plan, update.method, update.bundle, update.seconds,
-                                                config.get("compare"), config.get("verify") or ImageVerifyConfig())
-        return Verification(headline_metrics(rows, update.method), checks, retrain_s, detail=rows)
+        rows, checks, retrain_s, reference = verify_images(lineage, plan, update.method, update.bundle, update.seconds,
+                                                           config.get("compare"),
+                                                           config.get("verify") or ImageVerifyConfig())
+        return Verification(headline_metrics(rows, update.method), checks, retrain_s, detail=(rows, reference))
 
     def reference_job(self, plan: Plan) -> references.ReferenceJob:
         return reference_job(plan)
@@ -387,7 +426,32 @@ class Images(Kind):
         # the new version's outputs (the model before of the next request) and, for a fast update,
         # the last exact model's on the samples (a retrained version is exact: it is the next anchor)
         update.detail = (known, None if update.method == "retrain" else anchor)
-        return Verification(metrics, checks, None, detail=rows, mode="evidence", retrains=0)
+        return Verification(metrics, checks, None, detail=(rows, None), mode="evidence", retrains=0)
+
+    def fall_back(self, lineage: Lineage, plan: Plan, after, update: Update, verification: Verification, config):
+        """The CNN retrained on D' in place of the failed update: the verification's reference in
+        `reference` mode (judged from the rows already measured), else retrained now and judged by
+        the same checks. A retrained version is exact: the next request's drift checks start from it."""
+        rows, reference = verification.detail
+        if reference is None and plan.bundle.schedule is None:  # nothing to replay: the failure stands
+            return None
+        config = config or {}
+        cfg = config.get("verify") or ImageVerifyConfig()
+        known = None if reference is None else (reference, verification.retrain_s)
+        model, retrain_s, attempt = retrain_after_failed_checks(lineage, plan, update, verification.checks, known)
+        # the request cost the failed update and the retraining
+        replaced = Update(new_bundle(plan.bundle, model, plan.part.request), "retrain", "exact",
+                          update.seconds + retrain_s, {**update.stats, "fallback_from": update.method})
+        if reference is not None:
+            metrics, checks = reference_verdict(plan, rows, cfg)
+            return replaced, Verification(metrics, checks, retrain_s, detail=(rows, reference)), attempt
+        rows_after, checks, metrics, known_after, _ = evidence_images(lineage, plan, "retrain", replaced.bundle,
+                                                                      retrain_s, None, cfg)
+        replaced.detail = (known_after, None)  # exact: no anchor, it is the next one
+        failed_row = [r for r in rows if r["method"] == update.method]  # shown beside, not promoted
+        return (replaced, Verification(metrics, checks, retrain_s, detail=(rows_after[:1] + failed_row + rows_after[1:],
+                                                                           None), mode="evidence", retrains=1),
+                attempt)
 
     def private_state(self, update: Update, after):
         if isinstance(update.detail, tuple) and isinstance(update.detail[0], KnownOutputs):
@@ -397,22 +461,31 @@ class Images(Kind):
 
     def certificate_config(self, plan: Plan, update: Update, attempt: dict | None, config) -> dict:
         config = config or {}
-        return {"compare": config.get("compare") or {}, "verify": (config.get("verify") or ImageVerifyConfig()).model_dump()}
+        return {"compare": config.get("compare") or {}, "verify": (config.get("verify") or ImageVerifyConfig()).model_dump(),
+                "fallback": attempt}
 
     def summary_fields(self, plan: Plan, update: Update, verification: Verification, attempt: dict | None) -> dict:
         return {"kind": plan.part.request.kind, "forget_class": plan.part.class_name,
-                "forget_images": len(plan.part.request.forget), "results": verification.detail}
+                "forget_images": len(plan.part.request.forget), "results": verification.detail[0], "fallback": attempt}
 
     def forget_headline(self, s: dict) -> str:
         what = (f"class '{s['forget_class']}'" if s.get("forget_class") else f"{s['forget_images']} images") + \
             f" ({s['kind']})"
-        return f"; forgot {what}"
+        fell_back = s.get("fallback")
+        return f"; forgot {what}" + (f"; auto fell back to retraining: {fell_back['method']} failed "
+                                     f"{', '.join(fell_back['failed_checks'])}" if fell_back else "")
 
     def format_forget(self, s: dict) -> list[str]:
         lines = ["  " + line for line in rows_table(s["results"])]
-        if not any(r["method"] == "retrain" for r in s["results"]):  # evidence: the checks are the verdict
-            lines += ["  evidence, no model retrained (forget set against held-out images of its classes):",
+        mode = (s.get("verification") or {}).get("mode")
+        if mode == "evidence" or (mode is None and not any(r["method"] == "retrain" for r in s["results"])):
+            judged = "the retrained model" if s.get("fallback") else "no model retrained"
+            lines += [f"  evidence, {judged} (forget set against held-out images of its classes):",
                       *("    " + line for line in checks_table(s["checks"]))]
+        if s.get("fallback"):
+            f = s["fallback"]
+            lines.append(f"  auto: {f['method']} was not promoted ({f['reason']}); the CNN retrained on the corrected "
+                         f"data was (guarantee exact; {f['reference']})")
         return lines
 
 

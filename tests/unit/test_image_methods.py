@@ -402,3 +402,25 @@ def test_unrolling_is_kept_to_small_deletions_and_default_lengths(setup):
     assert not takes_unroll(cfg.model_copy(update={"steps": 3}), data, few)  # a length asked for
     assert not takes_unroll(cfg.model_copy(update={"unroll_below": 0.0}), data, few)
     assert not takes_unroll(cfg, data, images.fix_labels(data.y, [1, 2], [0, 0]))  # relabelling: not a deletion
+
+
+# --- the settle rung: recover-only steps while the retained classes are below the original ---------
+
+def test_settle_recovers_only_while_the_retain_probe_is_below_the_original(setup):
+    from unlearning.images.alignment import SETTLE_PROBE, AlignmentConfig, settle_steps_for
+
+    model, data, request, _ = setup
+    retain_accuracy = lambda m: cnn.accuracy(m, data.X[request.retain], data.y[request.retain])  # noqa: E731
+    harsh = {"steps": 4, "lam_da": 100, "forget_until": 1.0, "min_steps": 1}  # forget steps that cost RA
+    damaged = run_image_method("alignment", model, data, request, harsh)
+    assert damaged.stats["settle_steps"] == 0  # off by default
+    assert retain_accuracy(damaged.model) < retain_accuracy(model)
+    settled = run_image_method("alignment", model, data, request, {**harsh, "settle": 1.0})
+    cap = settle_steps_for(AlignmentConfig(**harsh, settle=1.0), data, len(request.retain), SETTLE_PROBE)
+    # it stopped on reaching the original's accuracy on its probe, well before its budget
+    assert 0 < settled.stats["settle_steps"] < cap
+    assert retain_accuracy(settled.model) > retain_accuracy(damaged.model)
+    assert settled.stats["recover_steps"] == 4 + settled.stats["settle_steps"]
+    # an update that kept the retained classes (no forget term) takes none
+    gentle = run_image_method("alignment", model, data, request, {"steps": 4, "lam_da": 0, "min_steps": 1, "settle": 1.0})
+    assert gentle.stats["settle_steps"] == 0

@@ -101,6 +101,11 @@ class AlignmentConfig(ImageMethodConfig):
     0.41/1.18/3.92/0.14/2.41, mean 1.83 over seeds 1–3 (the issue's 1.35 missed: seed 3's
     under-trained original needs about an epoch), 1.61 over 1–5; seed 5 fails the evidence
     utility checks (RA −6.9 points against the model before), seed 3 the reference RA/TA checks.
+    `settle` (off; session 17): recover-only steps while the accuracy of 128 bank images is below
+    the original's, up to 8 % more of the training cost. Tuning seeds 0, 6, 7, 8: gap 0.80 → 0.63;
+    reported seeds 1–5: seed 5 passes the evidence (2.41 → 0.40) but seeds 1 and 4 get worse (0.41
+    → 0.95, 0.14 → 0.30) and runs reach 22.6 % of retraining, so `auto` keeps the plain default
+    and falls back to retraining where the evidence fails (docs/benchmarks.md).
 
     Earlier (digits, tiny preset, one epoch): λ_DA 2/5/10 forgot 36/93/99 % of class 3; the clip
     guards against the 1/‖F‖ growth of the DA gradient when features shrink (a BatchNorm version
@@ -146,6 +151,10 @@ class AlignmentConfig(ImageMethodConfig):
     unroll_below: float = Field(0.01, ge=0, le=1, description=(
         "budget, record deletions of fewer than this share of the training set: one unrolling step "
         "instead (`unroll`; 0: never)"))
+    settle: float = Field(0.0, ge=0, description=(
+        "budget: up to this further share of the original training's cost in recover-only steps, taken "
+        "while the student's accuracy on a retain probe (SETTLE_PROBE images of the bank) is below the "
+        "original's (0: none)"))
     seed: int = 0
 
 
@@ -168,6 +177,25 @@ def recover_steps_for(cfg: AlignmentConfig, data: ImageData, n_keep: int) -> int
     train_cost = 3 * s.batch * planned if planned else 3 * n_keep
     per_recover = 4 * cfg.batch + cfg.forget_until * (3 * cfg.forget_batch + cfg.bank / cfg.refresh) / cfg.forget_every
     return max(cfg.min_steps, math.floor(cfg.budget * train_cost / per_recover))
+
+
+# The settle rung's probe (module constants, not options: AlignmentConfig's option list is quoted
+# whole in a one-line error): retain images of the bank looked at, after every this many steps.
+# Chosen on tuning seeds 0, 6, 7, 8 (the whole 512-image bank, or a look every 2 steps, cost more
+# for no better gap).
+SETTLE_PROBE, SETTLE_EVERY = 128, 1
+
+
+def settle_steps_for(cfg: AlignmentConfig, data: ImageData, n_keep: int, probe: int) -> int:
+    """The most recover-only steps `settle` may add: cfg.settle of the training cost (as
+    recover_steps_for counts it), each step costing a recover step plus 1/SETTLE_EVERY of a
+    forward pass over the probe (the look at its accuracy)."""
+    if cfg.settle <= 0:
+        return 0
+    s = data.schedule
+    planned = cnn.planned_steps(len(data), s) if s is not None else None
+    train_cost = 3 * s.batch * planned if planned else 3 * n_keep
+    return math.floor(cfg.settle * train_cost / (4 * cfg.batch + probe / SETTLE_EVERY))
 
 
 def forget_steps_for(cfg: AlignmentConfig, recover_steps: int) -> int:
@@ -334,8 +362,27 @@ def alignment(model: CNN, data: ImageData, request: ImageRequest, cfg: Alignment
         step(recover_loss(student, teacher, keep.X[idx], keep.y[idx], keep.is_retain[idx], cfg.lam_sd, cfg.T, kept),
              cfg.recover_clip, opt)
         passes += 3 * len(idx) + (int(keep.is_retain[idx].sum()) if cfg.lam_sd > 0 else 0)  # + the teacher's forward
+    # settle: the forget steps can leave the retained classes below where the original had them
+    # (bench seed 5: RA 6.9 points under it, failing the evidence); recover only until they are back
+    X_probe, y_probe = X_bank[:SETTLE_PROBE], data.y[bank[:SETTLE_PROBE]]
+    settle_steps, settle_cap = 0, settle_steps_for(cfg, data, len(keep), len(X_probe))
+    if settle_cap:
+        target = cnn.accuracy(teacher, X_probe, y_probe)
+        passes += len(X_probe)
+        while settle_steps < settle_cap:
+            passes += len(X_probe)
+            if cnn.accuracy(student, X_probe, y_probe) >= target:
+                break
+            for _ in range(min(SETTLE_EVERY, settle_cap - settle_steps)):
+                idx = next(keep_it)
+                step(recover_loss(student, teacher, keep.X[idx], keep.y[idx], keep.is_retain[idx], cfg.lam_sd, cfg.T,
+                                  kept), cfg.recover_clip, opt)
+                passes += 3 * len(idx) + (int(keep.is_retain[idx].sum()) if cfg.lam_sd > 0 else 0)
+                settle_steps += 1
+    recover_steps += settle_steps
     return ImageResult(student, "alignment", "empirical", {
         "path": "alignment", "steps": recover_steps + forget_steps, "recover_steps": recover_steps,
+        "settle_steps": settle_steps,
         "forget_steps": forget_steps,
         "batch_da_first": da_first, "batch_da_last": da_last, "basis_dim": None if V is None else V.shape[1],
         "lr": cfg.lr, "epochs": recover_steps * cfg.batch / len(keep), "image_passes": passes})
