@@ -242,7 +242,7 @@ def takes_unroll(cfg: AlignmentConfig, data: ImageData, request: ImageRequest) -
 def unroll_rate(schedule: TrainSchedule | None, lr: float) -> float:
     """τ, the total step size SGD training gave one sample's gradient: it met the sample once per
     epoch, in a mean over `batch` samples, at the cosine's mean lr (lr/2). Without a schedule, one
-    epoch at `lr` (constant)."""
+    step at `lr` in a mean over 64 samples (a common batch; the guard only ever shrinks it)."""
     if schedule is None or schedule.epochs is None:
         return lr / 64
     return schedule.epochs * schedule.lr / (2 * schedule.batch)
