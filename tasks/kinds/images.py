@@ -30,7 +30,8 @@ from unlearning.images.bundle import (
 )
 from unlearning.compliance.requests import UnlearningRequest
 from unlearning.images import cnn, factory
-from unlearning.images.evidence import KnownOutputs, RequestImages, control_positions, judge_request
+from unlearning.images.evidence import (KnownOutputs, RequestImages, control_positions, judge_request, known_of,
+                                        request_sample)
 from unlearning.metrics import model_outputs
 from unlearning.images.verify import ImageVerifyConfig, image_checks, markdown_table
 from unlearning.metrics import compare_to_retrain, evaluate_model
@@ -279,6 +280,15 @@ def known_outputs(dataset: ImageDataset, bundle: ImageBundle) -> dict:
     return {"outputs": known.as_state()}
 
 
+def outputs_on_samples(plan: Plan, models: list[torch.nn.Module], cfg: ImageVerifyConfig) -> list[KnownOutputs]:
+    """Each model's outputs on the request's fixed samples of D' and of the test images (what the
+    evidence keeps with a version): for a version verified by reference, which ran no evidence."""
+    sampled = request_sample(request_images(plan, cfg), cfg.evidence)
+    with single_threaded():
+        return [known_of([(ids, model_outputs(model, x, y)) for x, y, ids in (sampled.retain, sampled.test)])
+                for model in models]
+
+
 def evidence_metrics(evidence: dict, suffix: str = "") -> dict:
     """The evidence statistics as flat MLflow metrics (counts and rates only, no record)."""
     acc, absent, mia = evidence["accuracy"], evidence["absent"], evidence["membership"]
@@ -409,9 +419,13 @@ class Images(Kind):
 
     def verify(self, lineage: Lineage, plan: Plan, after, update: Update, config) -> Verification:
         config = config or {}
+        cfg = config.get("verify") or ImageVerifyConfig()
         rows, checks, retrain_s, reference = verify_images(lineage, plan, update.method, update.bundle, update.seconds,
-                                                           config.get("compare"),
-                                                           config.get("verify") or ImageVerifyConfig())
+                                                           config.get("compare"), cfg)
+        if reference is not None and update.method != "retrain":
+            # what evidence mode keeps: the version's outputs for the next request's model before and,
+            # as the exact model its chain is judged against, the reference (trained on this very data)
+            update.detail = tuple(outputs_on_samples(plan, [update.bundle.model, reference], cfg))
         return Verification(headline_metrics(rows, update.method), checks, retrain_s, detail=(rows, reference))
 
     def reference_job(self, plan: Plan) -> references.ReferenceJob:
@@ -444,6 +458,7 @@ class Images(Kind):
                           update.seconds + retrain_s, {**update.stats, "fallback_from": update.method})
         if reference is not None:
             metrics, checks = reference_verdict(plan, rows, cfg)
+            replaced.detail = (outputs_on_samples(plan, [reference], cfg)[0], None)  # exact: the next anchor itself
             return replaced, Verification(metrics, checks, retrain_s, detail=(rows, reference)), attempt
         rows_after, checks, metrics, known_after, _ = evidence_images(lineage, plan, "retrain", replaced.bundle,
                                                                       retrain_s, None, cfg)

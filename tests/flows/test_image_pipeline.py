@@ -194,6 +194,27 @@ def test_forget_class_verified_against_a_retrained_reference(digits_ws):
     assert verify_run(digits_ws, "IMG-5").data.params["reference"] == "trained"
 
 
+def test_a_fast_update_verified_by_reference_keeps_the_reference_as_its_chains_exact_model(digits_ws):
+    """The version IMG-5 made (alignment, verified against a retrained CNN) keeps its outputs on the
+    samples and, as its anchor, the reference's: the next request, verified by evidence, judges its
+    drift against that exact model instead of taking the fast update for an exact one."""
+    from flows.forget import forget_flow
+    from tasks import state, tracking
+    from unlearning.images.data import load_images
+
+    tracking.connect(digits_ws)
+    production = mlflow.MlflowClient().get_model_version_by_alias("digits", "production")
+    assert production.tags["method"] == "alignment" and production.tags["request_id"] == "IMG-5"
+    kept = state.load_outputs(digits_ws, production.run_id)
+    assert kept["anchor"] is not None and set(kept["anchor"]["ids"]) == set(kept["ids"])
+    dataset = load_images(digits_ws / "data" / "digits")
+    gone = [dataset.record_ids[p] for p in np.flatnonzero(dataset.train & (dataset.labels == 1))[:2]]
+    path = request_file(digits_ws, "delete6.yaml", {"id": "IMG-6", "model": "digits", "delete_records": gone})
+    out = forget_flow(root=str(digits_ws), request_path=str(path))
+    assert out["verification"]["mode"] == "evidence"
+    assert {"ta_drop_vs_exact_model", "ra_drop_vs_exact_model"} <= {c["name"] for c in out["checks"]}
+
+
 def test_image_train_config_defaults():
     from unlearning.images.bundle import default_train_config
     from unlearning.images.data import build_digits
