@@ -65,7 +65,10 @@ class EvidenceConfig:
     samples: int = 3  # sampled continuations per occurrence context (plus one greedy)
     prefix_chars: int = 40  # context of an occurrence, as lm.secrets_of
     relearn_steps: int = 20  # fine-tuning steps on held-out text before the relearning check
-    relearn_batch: int | None = 8  # held-out windows per relearning step (None: the model's training batch)
+    # held-out windows per relearning step for the char LM (None: its training batch, 64 on the demo). 8 is a
+    # seventh of the cost and measured the stronger attack (docs/benchmarks.md, bench.checks_text); a
+    # Hugging Face model keeps its training batch (not measured there)
+    relearn_batch: int | None = 8
     relearn_lr: float | None = None  # None: the model's own training rate
     seed: int = 0
 
@@ -258,8 +261,9 @@ def judge(bundle: LMBundle, items: list[Evidence], cfg: EvidenceConfig, salt: by
     relearned = None
     if relearn_windows is not None and len(relearn_windows):
         s = bundle.settings
-        relearned = relearned_copy(model, relearn_windows, cfg.relearn_steps, cfg.relearn_lr or float(s["lr"]),
-                                   cfg.relearn_batch or int(s["batch"]), cfg.seed)
+        batch = int(s["batch"]) if cfg.relearn_batch is None or hf.is_token_vocab(vocab) else cfg.relearn_batch
+        relearned = relearned_copy(model, relearn_windows, cfg.relearn_steps, cfg.relearn_lr or float(s["lr"]), batch,
+                                   cfg.seed)
     for row, item in zip(rows, items):
         row["relearned_excess_bits"] = math.nan if relearned is None else against_controls(
             relearned, vocab, item.secret.prefix, item.secret.value, list(item.controls)).excess_bits
