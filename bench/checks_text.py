@@ -5,10 +5,16 @@ for the demo's steps, token redaction) and three requests — every secret (the 
 one card — the evidence checks of unlearning.text.evidence (no model trained) judge:
 (a) the model retrained on the redacted corpus: must pass (a failure is a FALSE ALARM);
 (b) the original model: must fail (a pass is a MISS);
-(c) deliberately under-unlearned models: first_order with a step 1000× too small, and second_order
-    run on only half of the request's secrets: must fail;
-(d) second_order and finetune with their defaults: reported, beside the reference verdict
-    (exposure ≤ retrained + 2 bits for every secret, perplexity ≤ +3 %, nothing regenerated).
+(c) deliberately under-unlearned models: first_order with a step 1000× too small, second_order
+    run on only half of the request's secrets, and (on the 20-secret request) suppress drawing its
+    retained windows from a fixed pool of 96: must fail. The last is the one only the relearning
+    check catches — it passes the audit's thresholds, and 20 fine-tuning steps on held-out text bring
+    a secret back 30–58 bits above its controls (docs/benchmarks.md, "A cheaper suppress"), so it is
+    what a cheaper relearning check must still fail;
+(d) suppress (auto's method), second_order and finetune with their defaults, and the fixed-pool
+    suppress on the smaller requests (where it was never shown to fall short): reported, beside the
+    reference verdict (exposure ≤ retrained + 2 bits for every secret, perplexity ≤ +3 %, nothing
+    regenerated).
 The `secrets over band` column counts the removed secrets more than the margin above their controls;
 `secrets left in: caught` counts them among the secrets a model still holds (all in the original,
 the untouched half in the half update): a secret left in but inside its band is a per-secret miss.
@@ -31,6 +37,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import dataclasses
+
 import torch
 
 from bench.text import SALT, Setting, say
@@ -51,6 +59,20 @@ def half_request_update(setting: Setting) -> lm.LMBundle:
     after = redact(setting.corpus, lm.occurrences_of(findings), policy="token")
     request, windows = lm.window_request(setting.bundle, setting.corpus, after, findings)
     return lm.run_lm_method("second_order", setting.bundle, request, windows)[0]
+
+
+def fixed_pool_suppress(setting: Setting, pool: int = 96) -> lm.LMBundle:
+    """suppress whose retained windows (cross-entropy and anchor) come from a fixed, seeded pool of
+    `pool` untouched training windows instead of all of them: the cheaper setting dropped because it
+    fails only the relearning check (docs/benchmarks.md, "A cheaper suppress")."""
+    request, windows = setting.request, setting.windows
+    untouched = torch.ones(len(windows), dtype=torch.bool)
+    untouched[request.index] = False
+    others = torch.nonzero(untouched).squeeze(1)
+    chosen = others[torch.randperm(len(others), generator=torch.Generator().manual_seed(1))[:pool]]
+    subset = torch.cat([windows[request.index], windows[chosen]])  # Z's windows first, then the pool
+    return lm.run_lm_method("suppress", setting.bundle, dataclasses.replace(request, index=torch.arange(len(request))),
+                            subset)[0]
 
 
 def models(setting: Setting) -> list[tuple[str, str, object, set | None]]:
@@ -76,7 +98,13 @@ def models(setting: Setting) -> list[tuple[str, str, object, set | None]]:
         left = {s.fingerprint for s in setting.secrets[len(setting.secrets) // 2:]}
         out.append((f"second_order on {len(setting.secrets) // 2} of {len(setting.secrets)} secrets", "fail", half,
                     left))
-    out += [("second_order (default)", "report", method("second_order"), None),
+    def pool():
+        started = time.perf_counter()
+        return fixed_pool_suppress(setting), time.perf_counter() - started
+    out += [("suppress, retained windows from a fixed pool of 96", "fail" if setting.scope == "all" else "report",
+             pool, None),
+            ("suppress (default)", "report", method("suppress"), None),
+            ("second_order (default)", "report", method("second_order"), None),
             ("finetune (default)", "report", method("finetune"), None)]
     return out
 
@@ -168,7 +196,8 @@ def main(argv=None) -> None:
     summary = (f"False alarms: {totals['false_alarms']}; misses: {totals['misses']} (of {totals['judged']} models "
                f"with an expected verdict); per secret, {totals['secrets_missed']} of the {totals['secrets_left']} "
                f"secrets left in a model within the band (a per-secret miss). Margin {cfg.margin_bits} bits, "
-               f"{cfg.n_controls} controls per secret, {cfg.relearn_steps} relearning steps; ✗ = the check failed. "
+               f"{cfg.n_controls} controls per secret, {cfg.relearn_steps} relearning steps of "
+               f"{getattr(cfg, 'relearn_batch', None) or 'the training batch of'} windows; ✗ = the check failed. "
                f"Total {time.perf_counter() - started:.0f} s.")
     print("\n" + summary, flush=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

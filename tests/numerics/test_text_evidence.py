@@ -14,7 +14,9 @@ from unlearning.text.data import redact
 from unlearning.text.shakespeare import build_shakespeare
 
 SALT = b"unlearnflow/test-evidence-salt"
-CFG = ev.EvidenceConfig(n_candidates=200, n_controls=64, relearn_steps=5)
+# the default relearning, 20 steps of 8 windows: 5 steps of 8 raised a false alarm on this retrained model (the
+# e-mail, 2.6 bits inside its band, came back at +2.3 with seed 0; at 20 steps it stays inside for seeds 0-2)
+CFG = ev.EvidenceConfig(n_candidates=200, n_controls=64)
 
 
 @pytest.fixture(scope="module")

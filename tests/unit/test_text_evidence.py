@@ -164,3 +164,47 @@ def test_the_text_demo_summary_prints_without_a_retrained_reference():
             "perplexity_increase 0.012 <= 0.03), 0 model(s) retrained; time to removal 31.5 s") in text
     assert "retrained (promoted)" in text_console_summary({**s, "method": "retrain", "timings": {
         "update_s": 80.0, "retrain_s": None, "speedup": None, "time_to_removal_s": 95.0}})
+
+
+def tiny_digit_model():
+    vocab = Vocab.from_text("0123456789 :-abc")
+    torch.manual_seed(3)
+    return CharLSTM(len(vocab), embed=4, hidden=8), vocab
+
+
+def test_the_controls_scored_in_the_candidates_pass_give_the_separate_calls_numbers():
+    from unlearning.text import exposure
+
+    model, vocab = tiny_digit_model()
+    for value, n in (("4711-0815", 300), ("0815", 300)):  # extrapolated (10⁸ candidates) and exact (10⁴)
+        controls = ev.control_values(value, [False] * len(value), 40, seed=2)
+        joint = ev.with_exposure(model, vocab, "card: ", value, controls, n, seed=5)
+        report = exposure.exposure(model, vocab, "card: ", value, n_candidates=n, seed=5)
+        alone = ev.against_controls(model, vocab, "card: ", value, controls)
+        band = (exposure.rank_exposure if report.method == "exact" else exposure.extrapolated_exposure)(
+            alone.control_lp_min, report.reference_lps, report.space_bits)
+        assert joint.n_controls == alone.n_controls == len(controls)
+        assert math.isclose(joint.secret_lp, alone.secret_lp, rel_tol=1e-9)
+        assert math.isclose(joint.control_lp_min, alone.control_lp_min, rel_tol=1e-9)
+        assert math.isclose(joint.exposure, report.exposure, rel_tol=1e-9, abs_tol=1e-9)
+        assert math.isclose(joint.band, band, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def test_the_relearning_check_fine_tunes_on_its_own_batch_not_the_models():
+    from unlearning.text.lm import LMBundle
+
+    model, vocab = tiny_digit_model()
+    secret = Secret("f", "card", "****", "4711", "card: ", ())
+    item = ev.Evidence(secret, tuple(ev.control_values("4711", [False] * 4, 30, seed=1)), 4, (("card: ", "4711"),))
+    windows = vocab.encode("card: 0815 abc 4242 card: 1234 " * 8)[:201].unfold(0, 21, 20)  # (10, 21)
+    bundle = LMBundle(model, vocab, "tiny", {"lr": 0.05, "batch": 64, "seq_len": 20})
+    cfg = ev.EvidenceConfig(n_candidates=50, samples=0, relearn_steps=3, relearn_batch=2)
+
+    def relearned(batch):
+        copy = ev.relearned_copy(model, windows, steps=3, lr=0.05, batch=batch, seed=cfg.seed)
+        return ev.against_controls(copy, vocab, "card: ", "4711", list(item.controls)).excess_bits
+
+    row = ev.judge(bundle, [item], cfg, b"salt", windows)[0]
+    assert row["relearned_excess_bits"] == relearned(2) != relearned(64)
+    row = ev.judge(bundle, [item], ev.EvidenceConfig(**{**vars(cfg), "relearn_batch": None}), b"salt", windows)[0]
+    assert row["relearned_excess_bits"] == relearned(64)  # None: the model's training batch, as before

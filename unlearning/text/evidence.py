@@ -65,6 +65,10 @@ class EvidenceConfig:
     samples: int = 3  # sampled continuations per occurrence context (plus one greedy)
     prefix_chars: int = 40  # context of an occurrence, as lm.secrets_of
     relearn_steps: int = 20  # fine-tuning steps on held-out text before the relearning check
+    # held-out windows per relearning step for the char LM (None: its training batch, 64 on the demo). 8 is a
+    # seventh of the cost and measured the stronger attack (docs/benchmarks.md, bench.checks_text); a
+    # Hugging Face model keeps its training batch (not measured there)
+    relearn_batch: int | None = 8
     relearn_lr: float | None = None  # None: the model's own training rate
     seed: int = 0
 
@@ -135,16 +139,18 @@ def against_controls(model: CharLSTM, vocab: Vocab, prefix: str, value: str, con
 def with_exposure(model: CharLSTM, vocab: Vocab, prefix: str, value: str, controls: list[str],
                   n_candidates: int, seed: int) -> ControlMeasure:
     """`against_controls` plus the secret's exposure and the control band (the likeliest control's
-    exposure) against the same draw of same-format candidates (lm.secret_exposure's draw)."""
-    report = exposure.exposure(model, vocab, prefix, value, n_candidates=n_candidates, seed=seed)
-    measure = against_controls(model, vocab, prefix, value, controls)
+    exposure) against the same draw of same-format candidates (lm.secret_exposure's draw). The
+    controls are scored in the candidates' pass (one prefix, one batch) and the band reuses the
+    exposure's skew-normal fit: the same numbers as separate calls, up to float rounding."""
+    report = exposure.exposure(model, vocab, prefix, value, n_candidates=n_candidates, seed=seed, extra=controls)
+    control_lp_min = min(report.extra_lps) if controls else math.inf
     if not controls:
         band = 0.0
     elif report.method == "exact":
-        band = exposure.rank_exposure(measure.control_lp_min, report.reference_lps, report.space_bits)
+        band = exposure.rank_exposure(control_lp_min, report.reference_lps, report.space_bits)
     else:
-        band = exposure.extrapolated_exposure(measure.control_lp_min, report.reference_lps, report.space_bits)
-    return ControlMeasure(measure.secret_lp, measure.control_lp_min, len(controls), report.exposure, band)
+        band = exposure.extrapolated_exposure(control_lp_min, report.reference_lps, report.space_bits, report.fit)
+    return ControlMeasure(report.secret_lp, control_lp_min, len(controls), report.exposure, band)
 
 
 # --- regeneration from every occurrence's context -----------------------------------------------
@@ -255,8 +261,9 @@ def judge(bundle: LMBundle, items: list[Evidence], cfg: EvidenceConfig, salt: by
     relearned = None
     if relearn_windows is not None and len(relearn_windows):
         s = bundle.settings
-        relearned = relearned_copy(model, relearn_windows, cfg.relearn_steps, cfg.relearn_lr or float(s["lr"]),
-                                   int(s["batch"]), cfg.seed)
+        batch = int(s["batch"]) if cfg.relearn_batch is None or hf.is_token_vocab(vocab) else cfg.relearn_batch
+        relearned = relearned_copy(model, relearn_windows, cfg.relearn_steps, cfg.relearn_lr or float(s["lr"]), batch,
+                                   cfg.seed)
     for row, item in zip(rows, items):
         row["relearned_excess_bits"] = math.nan if relearned is None else against_controls(
             relearned, vocab, item.secret.prefix, item.secret.value, list(item.controls)).excess_bits

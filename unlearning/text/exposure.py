@@ -187,16 +187,19 @@ class ExposureReport:
     interpolated: float  # rank-interpolation estimate from the same references (≤ ~log₂ n resolution)
     n_references: int
     reference_lps: tuple[float, ...] = field(default=(), repr=False)  # P(r) of every reference, bits
+    fit: SkewNormalFit | None = field(default=None, repr=False)  # the extrapolation's fit (None: exact)
+    extra_lps: tuple[float, ...] = field(default=(), repr=False)  # P(x) of `extra`, in its order, bits
 
 
 def exposure(model: CharLSTM, vocab: Vocab, prefix: str, secret: str,
              candidates_sampler: Callable[[int, np.random.Generator], list[str]] | None = None,
              n_candidates: int = 2_000, space_bits: float | None = None, seed: int = 0,
-             exact_up_to: int = 20_000, batch: int = 2048) -> ExposureReport:
+             exact_up_to: int = 20_000, batch: int = 2048, extra: Sequence[str] = ()) -> ExposureReport:
     """Exposure of `secret` after `prefix`: exact rank when |R| ≤ max(n_candidates, exact_up_to)
     (needs a sampler with an `enumerate()` method, e.g. FormatSpace), else skew-normal
     extrapolation from `n_candidates` uniform samples of R. The sampler defaults to the secret's
-    own FormatSpace.
+    own FormatSpace. `extra`: more strings after the same prefix scored in the same pass (their
+    log-perplexities in `extra_lps`; they take no part in the rank), e.g. the evidence's controls.
 
     Cost on the demo model (`small`, 19-char card, 2 cores): 0.65 s for 2,000 candidates and
     2.6 s for 10,000 on an idle machine, 2–3× that under load (teacher-forcing dominates; the
@@ -215,14 +218,16 @@ def exposure(model: CharLSTM, vocab: Vocab, prefix: str, secret: str,
         refs = [r for r in enumerate_all() if r != secret]
     else:
         refs = [r for r in sampler(n_candidates, np.random.default_rng(seed)) if r != secret]
-    lps = log_perplexities(model, vocab, prefix, [secret] + refs, batch=batch).numpy()
-    secret_lp, ref = float(lps[0]), lps[1:]
+    lps = log_perplexities(model, vocab, prefix, [secret] + refs + list(extra), batch=batch).numpy()
+    secret_lp, ref, extra_lps = float(lps[0]), lps[1:1 + len(refs)], lps[1 + len(refs):]
     if exact and len(ref) + 1 != round(2.0 ** bits):
         raise ValueError(f"enumerated {len(ref) + 1} candidates (with the secret) but space_bits "
                          f"says {2.0 ** bits:.0f}: is the secret of the sampler's format?")
     interpolated = rank_exposure(secret_lp, ref, bits)
-    value = interpolated if exact else extrapolated_exposure(secret_lp, ref, bits)
+    fit = None if exact else fit_skewnormal(ref)
+    value = interpolated if exact else extrapolated_exposure(secret_lp, ref, bits, fit)
     return ExposureReport(exposure=value, method="exact" if exact else "extrapolation", space_bits=bits,
                           secret_lp=secret_lp, reference_mean=float(ref.mean()),
                           reference_std=float(ref.std()), interpolated=interpolated,
-                          n_references=len(ref), reference_lps=tuple(float(x) for x in ref))
+                          n_references=len(ref), reference_lps=tuple(float(x) for x in ref), fit=fit,
+                          extra_lps=tuple(float(x) for x in extra_lps))
