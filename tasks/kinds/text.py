@@ -211,7 +211,7 @@ def chain_secrets(root, plan: Plan) -> Chain | None:
     escrowed, gone = audit_steps.escrowed_secrets(root, plan.model_name, runs)
     current = {f["fingerprint"] for f in plan.part}
     texts = dict(plan.dataset.records)
-    secrets, findings, owners, unplaced = [], [], {}, 0
+    secrets, findings, owners, unplaced, placed = [], [], {}, 0, []
     for s in escrowed:
         fingerprint = s["fingerprint"]
         if fingerprint in owners:  # one secret removed again by a later request of a batch
@@ -223,9 +223,8 @@ def chain_secrets(root, plan: Plan) -> Chain | None:
         if not places:
             unplaced += 1
             continue
+        placed += places
         for o in places:
-            text = texts[o["record"]]
-            texts[o["record"]] = text[:o["start"]] + o["written"] + text[o["end"]:]
             findings.append({"fingerprint": fingerprint, "detector": s["detector"], "masked": s["masked"],
                              "location": {"record": o["record"], "start": o["start"], "end": o["end"]}})
         occurrences = tuple(Occurrence(o["record"], o["start"], o["end"], s["detector"], fingerprint) for o in places)
@@ -233,8 +232,18 @@ def chain_secrets(root, plan: Plan) -> Chain | None:
         owners[fingerprint] = list(s["requests"])
     if not secrets and not gone and not unplaced:
         return None
-    restored = replace(plan.dataset, records=tuple((rid, texts[rid]) for rid, _ in plan.dataset.records))
-    return Chain(tuple(secrets), findings, restored, owners, len(gone), unplaced)
+    return Chain(tuple(secrets), findings, restored(plan.dataset, placed), owners, len(gone), unplaced)
+
+
+def restored(corpus: TextCorpus, places: list[dict]) -> TextCorpus:
+    """`corpus` with each place's written value back ({"record", "start", "end", "written"}, places
+    that fit): the text the model was trained on there (redaction keeps every length)."""
+    texts = dict(corpus.records)
+    for o in places:
+        if fits(texts, o):
+            text = texts[o["record"]]
+            texts[o["record"]] = text[:o["start"]] + o["written"] + text[o["end"]:]
+    return replace(corpus, records=tuple((rid, texts[rid]) for rid, _ in corpus.records))
 
 
 def fits(texts: dict[str, str], place: dict) -> bool:
@@ -634,6 +643,8 @@ class Text(Kind):
     def verify(self, lineage: Lineage, plan: Plan, after, update: Update, config) -> Verification:
         metrics, checks, retrain_s, secrets, reference = verify_lm(lineage, plan, after, update.bundle, update.seconds,
                                                                    config_as(config, lm.TextVerifyConfig))
+        if update.guarantee != "exact":  # the chain goes on: the next fast update keeps its secrets down too
+            update.detail = {state.CHAIN_KEY: chain_after(lineage.root, plan, lineage.parent_run)}
         return Verification(metrics, checks, retrain_s, detail=(secrets, reference))
 
     # --- evidence ---
@@ -672,7 +683,7 @@ class Text(Kind):
         return pretrained_tags(update.bundle)
 
     def private_state(self, update: Update, after):
-        if isinstance(update.detail, dict):  # judged by evidence: its perplexities (evidence_state)
+        if isinstance(update.detail, dict):  # evidence: its perplexities (evidence_state); both modes: its chain
             return lambda: {"evidence": update.detail}
         return None
 
