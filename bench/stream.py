@@ -444,9 +444,8 @@ class Text:
         # id(fast-updated model) → (it, the requests of its chain since that exact model whose escrow
         # no audit has deleted): as tasks/kinds/text.py keeps and reads them (chain_secrets)
         self._chain: dict[int, tuple] = {}
-        self.original_corpus = corpus
         self._ppl: dict[int, tuple] = {}  # id(model) → (it, its held-out perplexity)
-        corpus = build_shakespeare()
+        corpus = self.original_corpus = build_shakespeare()
         findings = scan_corpus(corpus, bench_text.SALT)
 
         def train():
