@@ -7,7 +7,9 @@ version, judges the production model for every request completed since the model
   forget` outside the ledger).
 - Escrow (`unlearning.compliance.escrow`): at request time, after the promotion, what the audit
   will need of the removed data is sealed under `.unlearn/escrow/<model>/<forget run>.bin` — the
-  removed secrets of a text request (their values and contexts, never logged), nothing for a
+  removed secrets of a text request (their values, contexts and each occurrence's place and written
+  form, never logged; a later fast update on the same chain reads them too, to keep them down and
+  measure them: tasks.kinds.text.chain_secrets), nothing for a
   table (the audit compares production θ with θ retrained on the current data), the forgotten
   images of an image request. The audit that covers the request deletes it.
 - Checks per kind, today's reference checks: tables, agreement and accuracy gap with the retrained

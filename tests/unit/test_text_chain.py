@@ -107,3 +107,16 @@ def test_the_chain_is_inherited_by_fast_updates_and_restarted_by_retraining(chai
     assert kind.chain_runs(root, "model-old") is None
     plan.parent_run = "model-old"
     assert kind.known_chain(root, plan) == ["forget-run-1"]
+
+
+def test_a_forget_on_a_chain_says_how_many_earlier_secrets_it_measured_again():
+    metrics = {"excess_bits": -6.2, "relearned_excess_bits": -5.0, "regenerated": 0, "contexts": 8,
+               "regenerated_before": 3}
+    summary = {"findings": {"card": 8}, "exposure": {"before": 52.1, "after": 3.2, "retrain": None, "control_band": 9.4},
+               "perplexity": {"before": 4.1, "after": 4.15, "retrain": None},
+               "metrics": {**metrics, "earlier_secrets": 3, "earlier_excess_bits": -4.5, "chain_requests_audited": 1},
+               "timings": {"update_s": 4.2, "retrain_s": None, "speedup": None}}
+    line = kind.KIND.format_forget(summary)[-1]
+    assert "3 measured again (worst -4.5 bits over its controls)" in line and "1 request(s) judged by an audit" in line
+    first = {**summary, "metrics": {**metrics, "earlier_secrets": 0, "chain_requests_audited": 0}}
+    assert not any("earlier" in line for line in kind.KIND.format_forget(first))
