@@ -8,7 +8,9 @@ Monday at 00:00) on three scenarios, and each policy processes them on one worke
   training rows and one revocation of the attribute `sex`.
 - text: the demo corpus and the `small` char-LSTM of bench.text (the demo's 400 steps; `--cache`
   keeps the original model, which is trained once and is not part of any policy's cost); every
-  request redacts every occurrence of 1–3 of the 20 secrets.
+  request redacts every occurrence of 1–3 of the 20 secrets. As the pipeline does, a `suppress` update
+  on a fast-updated model also keeps the earlier secrets of its chain (since the last exact model,
+  while no audit has deleted their escrow) down, and the evidence measures them again.
 - images: Fashion-MNIST, the first 800 training images, the small CNN trained 2 epochs (bench.images
   --quick); every request deletes 1–5 images.
 
