@@ -863,8 +863,8 @@ def cmd_serve(args, root: Path) -> int:
     try:
         with service.scheduled_runs_with_service_env(baseline):
             serve_until_stopped(comply_flow.to_deployment(name="nightly", cron=args.cron, parameters=comply_params),
-                                audit_flow.to_deployment(name="weekly", cron=args.audit_cron,
-                                                         parameters=comply_params),
+                                audit_flow.to_deployment(name="weekly", cron=args.audit_cron,  # as prefect.yaml's
+                                                         parameters={**comply_params, "rebase": True}),
                                 forget_flow.to_deployment(name="on-demand", parameters=params))
     finally:
         if executor is not None:
