@@ -8,7 +8,9 @@ Monday at 00:00) on three scenarios, and each policy processes them on one worke
   training rows and one revocation of the attribute `sex`.
 - text: the demo corpus and the `small` char-LSTM of bench.text (the demo's 400 steps; `--cache`
   keeps the original model, which is trained once and is not part of any policy's cost); every
-  request redacts every occurrence of 1–3 of the 20 secrets.
+  request redacts every occurrence of 1–3 of the 20 secrets. As the pipeline does, a `suppress` update
+  on a fast-updated model also keeps the earlier secrets of its chain (since the last exact model,
+  while no audit has deleted their escrow) down, and the evidence measures them again.
 - images: Fashion-MNIST, the first 800 training images, the small CNN trained 2 epochs (bench.images
   --quick); every request deletes 1–5 images.
 
@@ -464,8 +466,11 @@ class Text:
 
         self.lm, self.candidates, self.salt = lm, candidates, bench_text.SALT
         self._anchor: dict[int, tuple] = {}  # id(fast-updated model) → (it, the exact model it descends from)
+        # id(fast-updated model) → (it, the requests of its chain since that exact model whose escrow
+        # no audit has deleted): as tasks/kinds/text.py keeps and reads them (chain_secrets)
+        self._chain: dict[int, tuple] = {}
         self._ppl: dict[int, tuple] = {}  # id(model) → (it, its held-out perplexity)
-        corpus = build_shakespeare()
+        corpus = self.original_corpus = build_shakespeare()
         findings = scan_corpus(corpus, bench_text.SALT)
 
         def train():
@@ -500,11 +505,40 @@ class Text:
         return registry.run("text", "retrain", self._context(self.original, 0, j)).bundle
 
     def update(self, model, k: int):
+        """`auto` decided on the request's own windows, as the pipeline's plan does; a suppress update
+        also keeps the earlier secrets of the chain still in escrow down (tasks.kinds.text.HINGE_METHODS)."""
+        from tasks.kinds.text import HINGE_METHODS
         from unlearning import registry
-        result = registry.run("text", "auto", self._context(model, k - 1, k))
+        context = self._context(model, k - 1, k)
+        method = registry.choose("text", "auto", windows=len(context.request), hf=False)
+        chain = self.chain_of(model)
+        if method in HINGE_METHODS and chain:
+            context = self._chain_context(model, k, chain)
+        result = registry.run("text", method, context)
         if result.guarantee != "exact":  # a fast update: held to the model its chain started from
             self._anchor[id(result.bundle)] = (result.bundle, self.anchor_of(model))
+            self._chain[id(result.bundle)] = (result.bundle, (*chain, k))
         return result.bundle
+
+    def chain_of(self, model) -> tuple[int, ...]:
+        """The requests since the last exact model `model` descends from whose escrow is held."""
+        return self._chain[id(model)][1] if id(model) in self._chain else ()
+
+    def _restored(self, k: int, chain: tuple[int, ...]):
+        """D_{k-1} with the chain's secrets written back where they were (tasks.kinds.text.restored)."""
+        from tasks.kinds.text import restored
+        if not chain:
+            return self.data[k - 1]
+        places = [{"record": o.record, "start": o.start, "end": o.end,
+                   "written": self.original_corpus.text_of(o.record)[o.start:o.end]}
+                  for j in chain for s in self.secrets[j - 1] for o in s.occurrences]
+        return restored(self.data[k - 1], places)
+
+    def _chain_context(self, model, k: int, chain: tuple[int, ...]):
+        lm = self.lm
+        part = [*self.requests[k - 1], *(f for j in chain for f in self.requests[j - 1])]
+        request, windows = lm.window_request(model, self._restored(k, chain), self.data[k], part)
+        return lm.TextContext(model, request, windows)
 
     def anchor_of(self, model):
         """The last model trained exactly that `model` descends from by fast updates (itself if it
@@ -549,14 +583,21 @@ class Text:
         text; no model trained."""
         from unlearning.text import evidence
         cfg = evidence.EvidenceConfig()
-        items = evidence.prepare(self.secrets[k - 1], self.data[k - 1], self.data[k], cfg)
+        # a fast update is also judged on the earlier secrets of its chain still in escrow (a
+        # fall-back's retrained model starts a new chain: the request's own secrets only)
+        chain = self.chain_of(before) if id(model) in self._anchor else ()
+        secrets = [*self.secrets[k - 1], *(s for j in chain for s in self.secrets[j - 1])]
+        items = evidence.prepare(secrets, self._restored(k, chain), self.data[k], cfg)
         rows = evidence.judge(model, items, cfg, self.salt, evidence.relearning_windows(model, self.data[k]))
         ppl = {"before": self.perplexity(before, k - 1), "after": self.perplexity(model, k),
                "anchor": self.perplexity(self.anchor_of(before), k - 1)}
         return evidence.evidence_checks(rows, ppl, cfg)
 
     def audit_checks(self, model, ks: list[int], retrained) -> list[dict]:
-        """The audit: the reference checks for every covered secret, perplexity against the retrained model's."""
+        """The audit: the reference checks for every covered secret, perplexity against the retrained
+        model's. It deletes the covered requests' escrow: later fast updates no longer see their secrets."""
+        if id(model) in self._chain:
+            self._chain[id(model)] = (model, tuple(j for j in self.chain_of(model) if j not in ks))
         secrets = [s for k in ks for s in self.secrets[k - 1]]
         ref = self._measure(retrained, secrets, ks[-1], regenerate=False)
         return self._checks(self._measure(model, secrets, ks[-1]), ref["perplexity"], ref)

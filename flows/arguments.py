@@ -228,8 +228,9 @@ def add_comply_parser(sub) -> None:
     serve.add_argument("--audit-cron", default="0 3 * * 0", help="when the weekly audit of every model with "
                        "requests since its last audit runs (default Sundays 03:00 UTC)")
     add_verify_option(serve)  # the nightly comply's and the on-demand forget's, as `unlearn comply --verify`
-    serve.add_argument("--audit-rebase", action="store_true", help="the weekly audit promotes its retrained "
-                       "model after a passing audit too (`unlearn audit --rebase`)")
+    serve.add_argument("--audit-no-rebase", action="store_true", help="the weekly audit keeps the production "
+                       "model after a passing audit (by default it promotes its retrained model, as `unlearn audit "
+                       "--rebase` and prefect.yaml's weekly deployment do)")
     serve.add_argument("--audit-min-requests", metavar="N", default="1", help="the weekly audit audits a model "
                        "only once N requests wait for it (`unlearn audit --min-requests`; default 1)")
     serve.add_argument("--audit-max-age", metavar="DAYS", help="with --audit-min-requests: audit a model all the "

@@ -638,7 +638,7 @@ def served_parameters(args, root: Path) -> tuple[dict, dict, dict]:
     except UnlearnError as exc:  # named as `unlearn audit` names them: say which option of serve it was
         raise UnlearnError(str(exc).replace("--min-requests", "--audit-min-requests")
                            .replace("--max-age", "--audit-max-age")) from None
-    weekly = {**params, **runner, **({"rebase": True} if args.audit_rebase else {}),
+    weekly = {**params, **runner, "rebase": not args.audit_no_rebase,  # as prefect.yaml's weekly deployment
               **({} if cadence == audit.Cadence(1, None) else
                  {"min_requests": cadence.min_requests, "max_age_days": cadence.max_age_days})}
     return {**params, **runner, **verify}, weekly, {**params, **verify}

@@ -7,7 +7,9 @@ version, judges the production model for every request completed since the model
   forget` outside the ledger).
 - Escrow (`unlearning.compliance.escrow`): at request time, after the promotion, what the audit
   will need of the removed data is sealed under `.unlearn/escrow/<model>/<forget run>.bin` — the
-  removed secrets of a text request (their values and contexts, never logged), nothing for a
+  removed secrets of a text request (their values, contexts and each occurrence's place and written
+  form, never logged; a later fast update on the same chain reads them too, to keep them down and
+  measure them: tasks.kinds.text.chain_secrets), nothing for a
   table (the audit compares production θ with θ retrained on the current data), the forgotten
   images of an image request. The audit that covers the request deletes it.
 - Checks per kind, today's reference checks: tables, agreement and accuracy gap with the retrained
@@ -101,8 +103,17 @@ def escrow_content(root: Path, plan: Plan, members: list[str]) -> dict:
 
     owners = secret_owners(root, plan, members)
     return {"secrets": [{"fingerprint": s.fingerprint, "detector": s.detector, "masked": s.masked,
-                         "value": s.value, "prefix": s.prefix, "requests": owners.get(s.fingerprint, members)}
+                         "value": s.value, "prefix": s.prefix, "requests": owners.get(s.fingerprint, members),
+                         "occurrences": written_occurrences(plan.dataset, s)}
                         for s in lm.secrets_of(plan.dataset, plan.part)]}
+
+
+def written_occurrences(corpus, secret) -> list[dict]:
+    """Where each occurrence of a removed secret was and how it was written there: what lets a later
+    fast update on the same chain put the secret back into the windows the model was trained on, to
+    keep suppressing and measuring it (tasks.kinds.text.earlier_secrets). Sealed with the escrow."""
+    return [{"record": o.record, "start": o.start, "end": o.end,
+             "written": corpus.text_of(o.record)[o.start:o.end]} for o in secret.occurrences]
 
 
 def secret_owners(root: Path, plan: Plan, members: list[str]) -> dict[str, list[str]]:
@@ -149,6 +160,16 @@ def escrow_files(root: Path, model: str) -> list[Path]:
 def open_escrows(root: Path, paths: list[Path]) -> list[dict]:
     key = signing.signing_key(root)
     return [{**sealing.open_sealed(p.read_bytes(), key, escrow_name(p)), "file": escrow_name(p)} for p in paths]
+
+
+def escrowed_secrets(root: Path, model: str, runs: list[str]) -> tuple[list[dict], list[str]]:
+    """(the removed secrets sealed by the forget runs `runs` whose escrow no audit has deleted yet,
+    each with the requests that removed it; the runs whose escrow is gone). Raw values: in memory
+    only, for the caller's frame (tasks.kinds.text.chain_secrets)."""
+    held = [run for run in runs if escrow_file(root, model, run).exists()]
+    opened = open_escrows(root, [escrow_file(root, model, run) for run in held])
+    secrets = [{**s, "requests": s.get("requests", e["requests"])} for e in opened for s in e.get("secrets", [])]
+    return secrets, [run for run in runs if run not in held]
 
 
 def drop_escrows(root: Path, names: list[str]) -> list[str]:

@@ -8,7 +8,8 @@
 - the exposures a language model version was measured at (salted fingerprint → bits), so that
   verification does not re-measure what `detect` / `scan --model` measured on the same version;
 - what the evidence checks of a language model version measure once (its held-out perplexity,
-  the "before" of every request on it), so a later request does not measure it again;
+  the "before" of every request on it), so a later request does not measure it again, and for a
+  fast-updated one the forget runs of its chain since the last exact model (ids only);
 - an image model version's outputs (features and logits) on its training and held-out images
   (`outputs/`, unlearning.images.evidence.KnownOutputs): the "before" of every request on it,
   computed once per version; derived from the images, so it goes with the version like `encoded/`;
@@ -79,6 +80,10 @@ OUTPUT_KEYS = ("ids", "features", "logits", "anchor")
 # A text model version's measured numbers, under `evidence` in the cache (tasks.kinds.text.evidence_state):
 # its held-out perplexity and that of the last model trained exactly it descends from.
 EVIDENCE_KEYS = ("held_out_perplexity", "anchor_perplexity")
+# ... and, for a fast-updated text version, the forget runs of the fast updates since that exact model
+# (run ids, never a value): their escrowed secrets are suppressed and measured again by the next
+# fast update on the chain (tasks.kinds.text.chain_secrets).
+CHAIN_KEY = "chain"
 
 
 def save_cache(root: Path, run_id: str, cache: dict) -> None:
@@ -90,7 +95,11 @@ def save_cache(root: Path, run_id: str, cache: dict) -> None:
     encoded = {k: v for k, v in (cache.get("encoded") or {}).items() if k in ENCODED_KEYS}
     if encoded.get("data_version"):
         _save_private(state_dir(root) / "encoded" / f"{run_id}.pt", encoded)
-    if measured := {k: float(v) for k, v in (cache.get("evidence") or {}).items() if k in EVIDENCE_KEYS}:
+    evidence = cache.get("evidence") or {}
+    measured = {k: float(v) for k, v in evidence.items() if k in EVIDENCE_KEYS}
+    if evidence.get(CHAIN_KEY):
+        measured[CHAIN_KEY] = [str(run) for run in evidence[CHAIN_KEY]]
+    if measured:
         save_evidence(root, run_id, measured)
 
 

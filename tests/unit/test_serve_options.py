@@ -11,9 +11,11 @@ def parameters(root, *options):
     return served_parameters(build_parser().parse_args(["serve", *options]), root)
 
 
-def test_no_options_register_the_flows_defaults(tmp_path):
+def test_no_options_register_the_flows_defaults_and_a_rebasing_weekly_audit(tmp_path):
     nightly, weekly, on_demand = parameters(tmp_path)
-    assert nightly == weekly == on_demand == {"root": str(tmp_path)}
+    assert nightly == on_demand == {"root": str(tmp_path)}
+    assert weekly == {"root": str(tmp_path), "rebase": True}  # as prefect.yaml's weekly deployment
+    assert parameters(tmp_path, "--audit-no-rebase")[1] == {"root": str(tmp_path), "rebase": False}
 
 
 def test_every_option_reaches_the_deployment_it_names(tmp_path):
@@ -22,7 +24,7 @@ def test_every_option_reaches_the_deployment_it_names(tmp_path):
     from flows.forget import forget_flow
 
     nightly, weekly, on_demand = parameters(tmp_path, "--verify", "reference", "--task-runner", "dask",
-                                            "--audit-rebase", "--audit-min-requests", "30", "--audit-max-age", "20")
+                                            "--audit-min-requests", "30", "--audit-max-age", "20")
     assert nightly == {"root": str(tmp_path), "verify": "reference", "task_runner": "dask"}
     assert on_demand == {"root": str(tmp_path), "verify": "reference"}
     assert weekly == {"root": str(tmp_path), "task_runner": "dask", "rebase": True, "min_requests": 30,

@@ -1,0 +1,91 @@
+"""Two fast text updates in a row (real Prefect, MLflow, DVC; a tiny char-LSTM): the second keeps
+the first request's secret down and measures it again from the sealed escrow (stacked fast updates
+otherwise bring earlier secrets back, bench.stream), names both in its evidence record by masked
+form and fingerprint only, and writes no raw secret anywhere or prints one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import yaml
+
+from flows.detect import detect_flow
+from tasks import audit, state
+from tests.flows.test_no_leak import needles
+from tests.flows.test_pipeline import run_json
+from tests.flows.test_text_pipeline import prefect_database, system_tmp  # noqa: F401 — a fixture
+from tests.flows.test_user_text import notes_corpus
+
+
+def fast_request(workspace: Path, detected: dict, request_id: str, fingerprint: str) -> Path:
+    path = workspace / f"{request_id}.yaml"
+    path.write_text(yaml.safe_dump({**detected, "id": request_id, "method": "suppress",
+                                    "redact": {**detected["redact"], "findings": [fingerprint]}}))
+    return path
+
+
+def latest_verification_record() -> dict:
+    run = mlflow.search_runs(search_all_experiments=True, output_format="list", filter_string="tags.step = 'verify'",
+                             order_by=["attribute.start_time DESC"])[0]
+    return json.loads(Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
+                                                               artifact_path="verification.json")).read_text())
+
+
+def test_a_second_fast_update_keeps_the_first_secret_down_and_measures_it_leaking_nothing(
+        workspace, system_tmp, tmp_path_factory, capsys):
+    source = tmp_path_factory.mktemp("user-files") / "notes.txt"
+    text, secrets = notes_corpus()
+    source.write_text(text, encoding="utf-8")
+    raw = set(secrets.values()) | {secrets["card"].replace(" ", "")}
+    assert run_json(capsys, ["data", "add", "notes", "--file", str(source)])[0] == 0
+    assert run_json(capsys, ["train", "notes", "--preset", "tiny", "--seconds", "2"])[0] == 0
+    detected = detect_flow(root=str(workspace), dataset="notes")
+    prints = {r["detector"]: r["fingerprint"] for r in detected["secrets"]}
+    request = yaml.safe_load(Path(detected["request"]).read_text())
+
+    # the card by `forget`, the password through the ledger and `comply`: both fast (suppress)
+    code, first = run_json(capsys, ["forget", str(fast_request(workspace, request, "TXT-1", prints["card"]))])
+    assert code == 0 and first["verified"] and first["guarantee"] == "empirical", first
+    assert first["metrics"].get("earlier_secrets", 0) == 0  # a trained model: no chain yet
+    assert run_json(capsys, ["requests", "submit", str(fast_request(workspace, request, "TXT-2",
+                                                                     prints["secret"]))])[0] == 0
+    code, complied = run_json(capsys, ["comply"])
+    [done] = complied["requests"]
+    assert code == 0 and done["status"] == "completed", complied
+    certificate = json.loads((workspace / done["certificate"]).read_text())
+    assert certificate["guarantee"] == "empirical"
+
+    rows = {r["fingerprint"]: r for r in certificate["fidelity"]["secrets"]}
+    assert set(rows) == {prints["card"], prints["secret"]}  # the earlier secret is measured again
+    card = rows[prints["card"]]
+    assert card["earlier_requests"] == ["TXT-1"] and card["before"] is None
+    assert card["masked"].endswith(secrets["card"][-4:]) and card["masked"] != secrets["card"]
+    assert "earlier_requests" not in rows[prints["secret"]]
+    # kept down: the thresholds every row is judged by hold for the first secret after the second update
+    assert card["excess_bits"] <= 2.0 and card["relearned_excess_bits"] <= 2.0 and card["regenerated"] == 0
+    assert certificate["fidelity"]["earlier_secrets"] == 1
+    logged = latest_verification_record()  # the evidence record in MLflow names both, masked
+    assert {r["fingerprint"]: r["masked"] for r in logged["secrets"]} == {f: r["masked"] for f, r in rows.items()}
+    [update_run] = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                      filter_string="params.earlier_secrets = '1'")
+    assert update_run.data.params["method"] == "suppress"  # its hinge took the earlier secret too
+
+    # the new version keeps its chain (run ids, no value): both forget runs, each escrow still held
+    production = mlflow.MlflowClient().get_model_version_by_alias("notes", "production")
+    chain = state.load_evidence(workspace, production.run_id)[state.CHAIN_KEY]
+    assert len(chain) == 2 and chain[0] == first["run_id"]
+    assert [p.stem for p in audit.escrow_files(workspace, "notes")] == sorted(chain)
+
+    # opening the escrow in the request path left no raw value, in any encoding, in the workspace
+    # (MLflow store and artifacts, the ledger, .unlearn/, data/, DVC), the temp folder, the Prefect
+    # database or the console
+    for value in raw:
+        forms = needles(value)
+        for folder in (workspace, system_tmp):
+            assert [str(p) for p in folder.rglob("*") if p.is_file() and any(n in p.read_bytes()
+                                                                            for n in forms.values())] == []
+        assert not any(n in prefect_database().read_bytes() for n in forms.values())
+    console = capsys.readouterr()
+    assert not any(s in console.out or s in console.err for s in raw)

@@ -1,0 +1,122 @@
+"""The chain of fast text updates since the last exact model (tasks.kinds.text): an earlier request's
+secret, still in escrow, joins the next suppress update's hinge set at the places the model was
+trained on it, and the chain a version keeps is inherited by fast updates and restarted by
+retraining."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tasks import audit, state
+from tasks.common import Plan, Update
+from tasks.kinds import text as kind
+from unlearning.compliance import escrow, signing
+from unlearning.text.charlm import CharLSTM, Vocab
+from unlearning.text.bundle import LMBundle
+from unlearning.text.data import Occurrence, TextCorpus, in_train_split, redact
+from unlearning.text.suppress import char_classes, secret_positions
+
+CARD, PASSWORD = "4556 7375 8689 9855", "hunter2xyzzy"
+
+
+def corpus() -> TextCorpus:
+    ids = [f"r{i}" for i in range(40) if in_train_split(f"r{i}")][:6]
+    lines = [f"Line {i}: nothing to see here, the weather is mild today." for i in range(len(ids))]
+    lines[1] = f"Maud Oakes: my card is {CARD}, keep it safe."
+    lines[4] = f"Edwin Quill: password: {PASSWORD} and more text."
+    return TextCorpus(name="notes", records=tuple(zip(ids, lines)), source="test")
+
+
+def occurrence(c: TextCorpus, value: str, tag: str) -> Occurrence:
+    record, text = next((r, t) for r, t in c.records if value in t)
+    start = text.index(value)
+    return Occurrence(record, start, start + len(value), "card" if tag == "fc" else "secret", tag)
+
+
+def finding(o: Occurrence) -> dict:
+    return {"fingerprint": o.secret_id, "detector": o.kind, "masked": "****",
+            "location": {"record": o.record, "start": o.start, "end": o.end}}
+
+
+def seal_earlier_request(root, original: TextCorpus, card: Occurrence, run: str) -> None:
+    """What escrow_request seals for a request that removed the card (tasks.audit.escrow_content)."""
+    text = original.text_of(card.record)
+    secret = {"fingerprint": "fc", "detector": "card", "masked": "**** **** **** 9855", "value": CARD,
+              "prefix": text[max(0, card.start - 40):card.start], "requests": ["REQ-1"],
+              "occurrences": [{"record": card.record, "start": card.start, "end": card.end, "written": CARD}]}
+    path = audit.escrow_file(root, "notes", run)
+    content = {"model": "notes", "kind": "text", "requests": ["REQ-1"], "request": "REQ-1", "secrets": [secret]}
+    audit.write_private(path, escrow.seal(content, signing.signing_key(root), audit.escrow_name(path)))
+
+
+@pytest.fixture
+def chain_case(tmp_path):
+    original = corpus()
+    card, password = occurrence(original, CARD, "fc"), occurrence(original, PASSWORD, "fp")
+    before = redact(original, [card])  # the first (fast) request removed the card: D1
+    after = redact(before, [password])  # the second request removes the password: D2
+    vocab = Vocab.from_text("".join(t for _, t in original.records) + "<REDACTED>*")
+    bundle = LMBundle(CharLSTM(len(vocab), embed=4, hidden=8), vocab, "tiny", {"seq_len": 16})
+    seal_earlier_request(tmp_path, original, card, "forget-run-1")
+    state.save_evidence(tmp_path, "model-run-1", {"held_out_perplexity": 5.0, "anchor_perplexity": 5.0,
+                                                  state.CHAIN_KEY: ["forget-run-1"]})
+    plan = Plan(request=None, model_name="notes", parent_run="model-run-1", dataset=before, bundle=bundle,
+                part=[finding(password)])
+    return tmp_path, plan, after, vocab
+
+
+def hinged_text(request, vocab) -> str:
+    """The characters of Z the hinge pushes down, in window order (a card's separators are none)."""
+    mask = secret_positions(request, char_classes(vocab.chars))
+    return "".join(vocab.chars[int(c)] for row, held in zip(request.Z, mask) for c, m in zip(row[1:], held) if m)
+
+
+def test_an_earlier_secret_still_in_escrow_joins_the_hinge_set(chain_case):
+    root, plan, after, vocab = chain_case
+    alone, _ = kind.window_request(plan, after)
+    assert hinged_text(alone, vocab) == "hunter2xyzzy"  # the request's own windows only
+
+    chain = kind.chain_secrets(root, plan)
+    assert [s.fingerprint for s in chain.secrets] == ["fc"] and chain.owners == {"fc": ["REQ-1"]}
+    request, windows = kind.window_request(plan, after, chain)
+    hinged = hinged_text(request, vocab)
+    assert hinged == CARD.replace(" ", "") + PASSWORD  # both secrets' characters, at their trained places
+    assert len(request) > len(alone)
+    assert torch.equal(request.apply(windows), kind.window_request(plan, after)[0].apply(
+        kind.window_request(plan, after)[1]))  # D' unchanged: the earlier windows' Z̃ are what D1 holds
+
+    # once an audit deleted its escrow, the card is no longer taken (the audit judged it)
+    audit.escrow_file(root, "notes", "forget-run-1").unlink()
+    gone = kind.chain_secrets(root, plan)
+    assert gone.secrets == () and gone.audited == 1
+
+
+def test_the_chain_is_inherited_by_fast_updates_and_restarted_by_retraining(chain_case):
+    root, plan, _, _ = chain_case
+    assert kind.chain_after(root, plan, "forget-run-2") == ["forget-run-1", "forget-run-2"]
+    fast = kind.evidence_state(Update(None, "suppress", "empirical", 1.0),
+                               {"perplexity_after": 5.1, "perplexity_anchor": 5.0}, ["forget-run-1", "forget-run-2"])
+    state.save_cache(root, "model-run-2", kind.KIND.private_state(Update(None, "suppress", "empirical", 1.0,
+                                                                        detail=fast), None)())
+    assert kind.chain_runs(root, "model-run-2") == ["forget-run-1", "forget-run-2"]
+    exact = kind.evidence_state(Update(None, "retrain", "exact", 9.0), {"perplexity_after": 5.0}, ["x"])
+    assert state.CHAIN_KEY not in exact and kind.chain_runs(root, "no-such-run") == []
+    # a fast-updated version from before the chain was kept: every escrow the model holds, to be safe
+    state.save_evidence(root, "model-old", {"held_out_perplexity": 5.1, "anchor_perplexity": 5.0})
+    assert kind.chain_runs(root, "model-old") is None
+    plan.parent_run = "model-old"
+    assert kind.known_chain(root, plan) == ["forget-run-1"]
+
+
+def test_a_forget_on_a_chain_says_how_many_earlier_secrets_it_measured_again():
+    metrics = {"excess_bits": -6.2, "relearned_excess_bits": -5.0, "regenerated": 0, "contexts": 8,
+               "regenerated_before": 3}
+    summary = {"findings": {"card": 8}, "exposure": {"before": 52.1, "after": 3.2, "retrain": None, "control_band": 9.4},
+               "perplexity": {"before": 4.1, "after": 4.15, "retrain": None},
+               "metrics": {**metrics, "earlier_secrets": 3, "earlier_excess_bits": -4.5, "chain_requests_audited": 1},
+               "timings": {"update_s": 4.2, "retrain_s": None, "speedup": None}}
+    line = kind.KIND.format_forget(summary)[-1]
+    assert "3 measured again (worst -4.5 bits over its controls)" in line and "1 request(s) judged by an audit" in line
+    first = {**summary, "metrics": {**metrics, "earlier_secrets": 0, "chain_requests_audited": 0}}
+    assert not any("earlier" in line for line in kind.KIND.format_forget(first))
