@@ -5,8 +5,9 @@ version, judges the production model for every request completed since the model
 - Coverage: the ledger's `completed` requests of the model without an audit entry yet, and the
   requests that left an escrow (every processed request leaves one, also one run by `unlearn
   forget` outside the ledger).
-- Escrow (`unlearning.compliance.escrow`): at request time, after the promotion, what the audit
-  will need of the removed data is sealed under `.unlearn/escrow/<model>/<forget run>.bin` — the
+- Escrow (`unlearning.compliance.escrow`): at request time, before the promotion, what the audit
+  will need of the removed data is sealed as `.unlearn/escrow/<model>/<forget run>.bin.pending`,
+  named `<forget run>.bin` by the release's end once production moved (deleted otherwise) — the
   removed secrets of a text request (their values, contexts and each occurrence's place and written
   form, never logged; a later fast update on the same chain reads them too, to keep them down and
   measure them: tasks.kinds.text.chain_secrets), nothing for a
@@ -146,10 +147,18 @@ def escrow_name(path: Path) -> str:
 
 def write_private(path: Path, content: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(content)
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    tmp = private_tmp(path)
+    try:
+        tmp.write_bytes(content)
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    except BaseException:  # a full disk mid-write: no partial copy of removed data stays behind
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def private_tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
 
 
 def escrow_files(root: Path, model: str) -> list[Path]:

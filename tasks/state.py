@@ -14,7 +14,8 @@
   (`outputs/`, unlearning.images.evidence.KnownOutputs): the "before" of every request on it,
   computed once per version; derived from the images, so it goes with the version like `encoded/`;
 - the audit escrow (`escrow/<model>/<forget run>.bin`, sealed by tasks.audit): what a request's
-  audit needs of its removed data, deleted by that audit (or when the model is retired).
+  audit needs of its removed data, deleted by that audit (or when the model is retired); sealed as
+  `<forget run>.bin.pending` before the release, which names it (pending_escrow, settle_escrow).
 The first five are keyed by the MLflow run id that produced the model.
 """
 
@@ -209,6 +210,8 @@ def pending_escrow(path: Path) -> Path:
 
 def settle_escrow(root: Path, model: str, run_id: str, promoted: bool) -> None:
     pending = pending_escrow(escrow_file(root, model, run_id))
+    # a write a kill cut short (tasks.audit.write_private's temp file): a partial copy of removed data
+    pending.with_name(f".{pending.name}.tmp").unlink(missing_ok=True)
     if pending.exists():
         if promoted:
             os.replace(pending, escrow_file(root, model, run_id))  # a rename: it needs no free space
@@ -219,7 +222,7 @@ def settle_escrow(root: Path, model: str, run_id: str, promoted: bool) -> None:
 def drop_model_escrow(root: Path, model: str) -> list[dict]:
     """Delete every escrow of a model that will never be audited (retired): the purge entries."""
     folder = escrow_dir(root, model)
-    paths = sorted([*folder.glob("*.bin"), *folder.glob("*.bin.pending")]) if folder.is_dir() else []
+    paths = sorted([*folder.glob("*.bin"), *folder.glob("*.bin.pending"), *folder.glob(".*.tmp")]) if folder.is_dir() else []
     for path in paths:
         path.unlink()
     return [{"artifact": f"audit escrow {model}/{p.name}", "kind": "audit_escrow", "action": "purged"} for p in paths]

@@ -9,7 +9,7 @@ import json
 import pandas as pd
 
 from flows.cli import main
-from tasks import audit, ledger, tracking
+from tasks import audit, ledger, state, tracking
 from tests.flows.test_faults import run_killed
 from tests.flows.test_pipeline import add_and_train, request_file, run_json
 from unlearning.compliance import ledger as lg
@@ -254,6 +254,8 @@ def test_retiring_a_model_deletes_the_escrow_no_audit_will_read(workspace, peopl
     code, out = run_json(capsys, ["model", "retire", "people"])
     assert code == 0, out
     assert not audit.escrow_files(workspace, "people")
+    folder = state.escrow_dir(workspace, "people")
+    assert not folder.exists() or list(folder.iterdir()) == []  # hidden and pending files included
     assert any(e["kind"] == "audit_escrow" and e["action"] == "purged" for e in out["purge"])
 
 

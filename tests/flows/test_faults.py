@@ -296,6 +296,12 @@ def test_a_killed_forget_is_rolled_back_by_the_next_command_and_a_rerun_complete
     assert not set(REMOVED) & set(table["person"])
     assert not list((workspace / release.JOURNAL_DIR).glob("*.json"))
     assert dvc_text != (workspace / "data.dvc").read_text() and data != files(workspace / "data")
+    # the killed run had sealed its escrow (pending) before it died: rolled back, it is deleted;
+    # the rerun's, promoted, is named
+    from tasks import state
+
+    escrows = sorted(p.name for p in state.escrow_dir(workspace, "people").iterdir())
+    assert escrows == [f"{out['run_id']}.bin"]
 
 
 def test_a_killed_forget_is_recovered_before_a_train_reads_the_data(workspace, people_csv, capsys):
@@ -375,16 +381,21 @@ def test_a_forget_killed_just_after_its_promotion_leaves_its_escrow_to_the_audit
 
 
 def test_no_room_for_the_escrow_fails_the_request_before_its_promotion(workspace, people_csv, capsys, monkeypatch):
-    from tasks import audit, state
+    from tasks import state
 
     add_and_train(people_csv, capsys)
     before = (workspace / "data.dvc").read_text()
     path = request_file(workspace, id="GDPR-NE", delete_records=REMOVED)
 
-    def full(target, content):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+    write_bytes = Path.write_bytes
 
-    monkeypatch.setattr(audit, "write_private", full)
+    def full_half_way(self, data):  # the escrow's file gets half its bytes, then the disk is full
+        if not self.name.endswith(".bin.pending.tmp"):
+            return write_bytes(self, data)
+        write_bytes(self, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+
+    monkeypatch.setattr(Path, "write_bytes", full_half_way)
     capsys.readouterr()
     assert main(["forget", str(path)]) == 2
     captured = capsys.readouterr()
@@ -392,5 +403,5 @@ def test_no_room_for_the_escrow_fails_the_request_before_its_promotion(workspace
     assert line.startswith("error: ") and "no space left on device" in line
     assert production(workspace) == "1" and (workspace / "data.dvc").read_text() == before
     folder = state.escrow_dir(workspace, "people")
-    assert not folder.exists() or list(folder.iterdir()) == []
+    assert not folder.exists() or list(folder.iterdir()) == []  # no partial copy left, hidden or not
     assert not list((workspace / release.JOURNAL_DIR).glob("*.json"))
