@@ -133,11 +133,16 @@ def send(conn: socket.socket, message: dict) -> None:
     conn.sendall(frame(message))
 
 
-def unsent_after_timeout(conn: socket.socket, data: bytes) -> bytes:
-    """Send `data`; what is left of it once the socket's timeout passes with nothing taken (b"": all
-    sent). sendall cannot say how much a timeout left, and the rest is what keeps the stream whole."""
-    view = memoryview(data)
+def unsent_after_timeout(conn: socket.socket, data: bytes, timeout: float) -> bytes:
+    """Send `data` within `timeout` seconds in all; what is left of it then (b"": all sent).
+    sendall cannot say how much a timeout left, and the rest is what keeps the stream whole. One
+    deadline for the whole frame: a client taking a few bytes a minute must not hold the command."""
+    view, deadline = memoryview(data), time.monotonic() + timeout
     while view:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return bytes(view)
+        conn.settimeout(left)
         try:
             view = view[conn.send(view):]
         except TimeoutError:
@@ -289,24 +294,31 @@ class Channel:
         self.gone = False  # the connection failed: nothing more can reach the client
         self.pending = b""  # the rest of the frame a stalled client has not taken
         self.dropped = 0  # characters of output not sent since
+        self.finished = False  # the exit code is sent: later writes go to the service's own streams
 
     @property
     def stalled(self) -> bool:
         return bool(self.pending)
 
-    def write(self, key: str, text: str) -> None:
+    def write(self, key: str, text: str, closed_to=None) -> None:
+        """Send `text` as a frame; after finish() (the command ended) to `closed_to` instead."""
         with self.lock:
+            if self.finished:
+                if closed_to is not None:
+                    closed_to.write(text)
+                return
             if self.gone or self.pending:
                 self.dropped += len(text)
                 return
             try:
-                self.pending = unsent_after_timeout(self.conn, frame({key: text}))
+                self.pending = unsent_after_timeout(self.conn, frame({key: text}), SEND_TIMEOUT_S)
             except OSError:  # the client left (Ctrl-C, `| head`): the command goes on to its end
                 self.gone = True
 
     def finish(self, code: int) -> None:
         """The end of the command, to a client still connected (it may have stopped reading)."""
         with self.lock:
+            self.finished = True
             if self.gone:
                 return
             note = b""
@@ -314,7 +326,7 @@ class Channel:
                 note = frame({"err": f"note: this terminal did not read the service's output for "
                                      f"{SEND_TIMEOUT_S:g} s, so {self.dropped} characters of it were dropped; "
                                      "the command ran to its end\n"})
-            self.conn.settimeout(FINISH_TIMEOUT_S if self.pending else SEND_TIMEOUT_S)
+            self.conn.settimeout(FINISH_TIMEOUT_S)  # holds only this connection's thread
             try:
                 self.conn.sendall(self.pending + note + frame({"exit": code}))
             except OSError:
@@ -334,8 +346,8 @@ class RequestStream:
     def write(self, text: str) -> int:
         if not self.open:
             return self.after.write(text)
-        if text:
-            self.channel.write(self.key, text)
+        if text:  # closed meanwhile (a race with the command's end): the channel hands it to `after`
+            self.channel.write(self.key, text, closed_to=self.after)
         return len(text)
 
     def flush(self) -> None:

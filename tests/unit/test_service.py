@@ -505,6 +505,29 @@ def test_a_client_that_reads_again_after_a_pause_hears_how_the_command_ended(roo
     assert 0 < len(delivered) < written and len(delivered) + dropped == written
 
 
+def test_a_frame_gets_one_deadline_however_slowly_the_client_reads():
+    """A client taking a few bytes at a time never lets a send time out on its own; the frame as a
+    whole still gives up at its deadline, so the command (and the project lock) is never held by it."""
+    ours, theirs = socket.socketpair()
+    stop = threading.Event()
+
+    def trickle():
+        while not stop.is_set():
+            theirs.recv(4096)
+            time.sleep(0.05)
+
+    reader = threading.Thread(target=trickle, daemon=True)
+    reader.start()
+    started = time.monotonic()
+    try:
+        rest = service.unsent_after_timeout(ours, b"x" * (8 << 20), 0.5)  # ~100 s at this pace
+    finally:
+        stop.set()
+    assert rest and time.monotonic() - started < 5
+    ours.close()
+    theirs.close()
+
+
 def test_a_scheduled_run_started_during_a_served_command_gets_the_services_settings(root, monkeypatch):
     """The runner starts a served deployment's scheduled run through EngineCommandStarter, whose
     child environment is os.environ at that moment; during a served command that holds the client's
