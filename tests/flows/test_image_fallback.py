@@ -128,3 +128,17 @@ def test_auto_promotes_the_verification_reference_when_the_reference_checks_fail
     assert {c["name"] for c in out["checks"]} == {"ua_gap_to_retrain", "ta_drop_vs_retrain", "ra_drop_vs_retrain"}
     assert all(c["value"] == 0 for c in out["checks"])  # the reference against itself
     assert production(digits_ws) == out["model"]["version"]
+    # what was promoted is the model retrained on D': it never saw class 4 and cannot predict it,
+    # and the version keeps its outputs as an exact model (the next chain's anchor, no older one)
+    from tasks import state, tracking
+    from unlearning.images.data import load_images
+
+    rows = {r["method"]: r for r in out["results"]}
+    assert rows["retrain"]["ua"] == 100.0 and rows["alignment"]["ua"] < 100.0
+    version = mlflow.MlflowClient().get_model_version("digits", out["model"]["version"])
+    assert version.tags["method"] == "retrain"
+    after = load_images(digits_ws / "data" / "digits")
+    assert not (after.train & (after.labels == 4)).any()
+    tracking.connect(digits_ws)
+    kept = state.load_outputs(digits_ws, version.run_id)
+    assert kept["ids"] and kept["anchor"] is None

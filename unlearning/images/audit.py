@@ -13,8 +13,13 @@ paired — both models on the same images, only those they disagree on carry noi
 (evidence.paired_drop) — and the verdict is taken there when the sample is clear of the threshold
 by z standard errors either way; otherwise the rest of the set is evaluated and the whole-set
 drop decides, exactly as before. A sampled verdict differs from the whole set's only when the
-true drop lies on the other side of the threshold and the sample strayed z SE from it: at most
-Φ(−z) (0.13 % at z = 3) per check, and far less for drops away from the threshold.
+true drop lies on the other side of the threshold and the sample strayed z SE from it: at a true
+drop on the threshold about Φ(−z) (0.13 % at z = 3) per look and k·Φ(−z) over k looks
+(Bonferroni), where the sample holds enough disagreeing images for the normal approximation; with
+almost none the smoothed SE is too small (a true drop of exactly 5 points, all losses, shows no
+disagreement among the first 100 of 2,000 images with probability 0.95¹⁰⁰ ≈ 0.6 %, and then
+passes there). Far less for drops away from the threshold. Not re-validated beyond bench.stream's
+`--compare-audits` (0 of 18 audits changed).
 """
 
 from __future__ import annotations
