@@ -136,8 +136,9 @@ def execute(args, root: Path) -> int:
 
 
 # Commands that read the data and change the project: what a killed run left is finished first
-# (forget and comply do it where they take the project lock: tasks.release.release_lock).
-RECOVERING = ("data", "train")
+# (forget and comply do it where they take the project lock: tasks.release.release_lock). `model`:
+# retire removes the production alias a killed release's recovery reads to decide its outcome.
+RECOVERING = ("data", "train", "model")
 FLOWS = ("train", "forget", "comply", "demo", "serve", "audit")  # failures reported in one line, not Prefect's traceback
 TRACKING = FLOWS  # commands that use MLflow: a tracking server is probed first
 # One-shot commands whose flows (flows.runs.OutcomeFlow) wait for the temporary Prefect server

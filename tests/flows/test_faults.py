@@ -405,3 +405,17 @@ def test_no_room_for_the_escrow_fails_the_request_before_its_promotion(workspace
     folder = state.escrow_dir(workspace, "people")
     assert not folder.exists() or list(folder.iterdir()) == []  # no partial copy left, hidden or not
     assert not list((workspace / release.JOURNAL_DIR).glob("*.json"))
+
+
+def test_retiring_a_model_first_finishes_a_release_a_kill_left(workspace, people_csv, capsys):
+    """`model retire` removes the production alias that the recovery of a killed release reads to
+    decide whether it was promoted: retired first, the journal could never be finished and every
+    later release would stop on it."""
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id="GDPR-KR", delete_records=REMOVED)
+    run_killed(workspace, KILLED_JUST_AFTER_PROMOTION, str(path))
+    assert release.open_journals(workspace)
+    capsys.readouterr()
+    assert main(["model", "retire", "people"]) == 0
+    assert "recovered an interrupted run of model people: committed" in capsys.readouterr().err
+    assert release.open_journals(workspace) == []
