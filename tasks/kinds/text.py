@@ -160,8 +160,9 @@ def window_request(plan: Plan, after: TextCorpus, chain: Chain | None = None):
 # updates ended with (bench.stream) does not show it: it is confounded (measured on secrets neither
 # the final model nor the retrain trained on, docs/text.md), so this is a guard. A fast update on a
 # fast-updated model takes the earlier secrets of its chain again, while their escrow (the sealed
-# copy an audit reads) is held: into the hinge, and into the evidence. Once an audit has deleted a request's escrow, that audit judged its secrets against a
-# model retrained on the data; with `unlearn audit --rebase` the chain then restarts from that model.
+# copy an audit reads) is held: into the hinge, and into the evidence. Once an audit has deleted a
+# request's escrow, that audit judged its secrets against a model retrained on the data; with
+# `unlearn audit --rebase` the chain then restarts from that model.
 
 HINGE_METHODS = ("suppress",)  # its hinge is zero on a secret at or below its target: idempotent to take again
 
