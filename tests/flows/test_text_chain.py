@@ -45,22 +45,18 @@ def test_a_second_fast_update_keeps_the_first_secret_down_and_measures_it_leakin
     prints = {r["detector"]: r["fingerprint"] for r in detected["secrets"]}
     request = yaml.safe_load(Path(detected["request"]).read_text())
 
-    # the card by `forget` verified by a reference, the password through the ledger and `comply`
-    # (evidence): both fast (suppress)
-    code, first = run_json(capsys, ["forget", str(fast_request(workspace, request, "TXT-1", prints["card"])),
-                                    "--verify", "reference"])
+    # the card by `forget`, the password through the ledger and `comply`: both fast (suppress)
+    code, first = run_json(capsys, ["forget", str(fast_request(workspace, request, "TXT-1", prints["card"]))])
     assert code == 0 and first["verified"] and first["guarantee"] == "empirical", first
     assert first["metrics"].get("earlier_secrets", 0) == 0  # a trained model: no chain yet
     assert run_json(capsys, ["requests", "submit", str(fast_request(workspace, request, "TXT-2",
                                                                      prints["secret"]))])[0] == 0
     code, complied = run_json(capsys, ["comply"])
     [done] = complied["requests"]
-    assert code == 0 and done["status"] == "completed", done
+    assert code == 0 and done["status"] == "completed", complied
     certificate = json.loads((workspace / done["certificate"]).read_text())
     assert certificate["guarantee"] == "empirical"
 
-    # the reference-verified version kept the reference's perplexity as its exact model's: the drift is checked
-    assert "perplexity_increase_since_exact_model" in {c["name"] for c in done["verification"]["checks"]}, done
     rows = {r["fingerprint"]: r for r in certificate["fidelity"]["secrets"]}
     assert set(rows) == {prints["card"], prints["secret"]}  # the earlier secret is measured again
     card = rows[prints["card"]]
