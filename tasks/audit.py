@@ -112,7 +112,7 @@ def escrow_content(root: Path, plan: Plan, members: list[str]) -> dict:
 def written_occurrences(corpus, secret) -> list[dict]:
     """Where each occurrence of a removed secret was and how it was written there: what lets a later
     fast update on the same chain put the secret back into the windows the model was trained on, to
-    keep suppressing and measuring it (tasks.kinds.text.earlier_secrets). Sealed with the escrow."""
+    keep suppressing and measuring it (tasks.kinds.text.chain_secrets). Sealed with the escrow."""
     return [{"record": o.record, "start": o.start, "end": o.end,
              "written": corpus.text_of(o.record)[o.start:o.end]} for o in secret.occurrences]
 

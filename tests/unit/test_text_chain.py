@@ -120,3 +120,79 @@ def test_a_forget_on_a_chain_says_how_many_earlier_secrets_it_measured_again():
     assert "3 measured again (worst -4.5 bits over its controls)" in line and "1 request(s) judged by an audit" in line
     first = {**summary, "metrics": {**metrics, "earlier_secrets": 0, "chain_requests_audited": 0}}
     assert not any("earlier" in line for line in kind.KIND.format_forget(first))
+
+
+def seal(root, run: str, request: str, secret: dict) -> None:
+    """An escrow sealed by forget run `run` for `request` holding `secret` (tasks.audit.escrow_content)."""
+    path = audit.escrow_file(root, "notes", run)
+    content = {"model": "notes", "kind": "text", "requests": [request], "request": request,
+               "secrets": [{**secret, "requests": [request]}]}
+    audit.write_private(path, escrow.seal(content, signing.signing_key(root), audit.escrow_name(path)))
+
+
+def test_a_secret_removed_again_is_taken_at_the_places_of_every_escrow_and_lost_places_are_told_apart(chain_case):
+    root, plan, _, _ = chain_case
+    # new data brought the card back in another record; request REQ-2 redacted it there again
+    again_record = plan.dataset.records[2][0]
+    again = {"record": again_record, "start": 0, "end": len(CARD), "written": CARD}
+    card = {"fingerprint": "fc", "detector": "card", "masked": "**** **** **** 9855", "value": CARD,
+            "prefix": "", "occurrences": [again]}
+    seal(root, "forget-run-2", "REQ-2", card)
+    # a secret sealed with its places, whose record was deleted since; one sealed by older code without places
+    seal(root, "forget-run-3", "REQ-3", {**card, "fingerprint": "fd", "value": "4556 0000 0000 1111",
+                                         "occurrences": [{**again, "record": "deleted-record"}]})
+    seal(root, "forget-run-4", "REQ-4", {**card, "fingerprint": "fe", "occurrences": []})
+    state.save_evidence(root, "model-run-1", {state.CHAIN_KEY: [f"forget-run-{i}" for i in range(1, 5)]})
+
+    chain = kind.chain_secrets(root, plan)
+    [secret] = chain.secrets
+    assert secret.fingerprint == "fc" and chain.owners == {"fc": ["REQ-1", "REQ-2"]}
+    card_record = next(r for r, t in plan.dataset.records if "Maud" in t)
+    assert sorted(o.record for o in secret.occurrences) == sorted([card_record, again_record])
+    assert chain.restored.text_of(again_record).startswith(CARD)  # REQ-2's place is back in the windows too
+    assert (chain.unplaced, chain.moved) == (1, 1)  # no places sealed vs places no longer in the data
+
+
+def test_a_fast_version_without_evidence_state_is_an_unknown_chain_and_a_reference_verified_one_keeps_an_anchor(
+        chain_case):
+    root, _, _, _ = chain_case
+    # older code saved nothing for a fast update verified by --verify reference: its guarantee says fast
+    assert kind.chain_runs(root, "model-ref-old", "empirical") is None
+    assert kind.chain_runs(root, "model-ref-old", "exact") == [] and kind.chain_runs(root, "model-ref-old") == []
+    # now such a version keeps its chain and, as anchor, the reference's perplexity (an exact model of D′)
+    kept = kind.reference_state({"perplexity_after": 5.2, "perplexity_retrain": 5.05}, ["forget-run-1"])
+    state.save_cache(root, "model-ref", kind.KIND.private_state(Update(None, "suppress", "empirical", 1.0,
+                                                                      detail=kept), None)())
+    assert kind.chain_runs(root, "model-ref") == ["forget-run-1"]
+    assert kind.exact_model_perplexity(root, "model-ref", 5.2) == 5.05  # the next request checks the drift
+
+
+def evidence_row(fingerprint: str, after: float, excess: float, relearned: float, earlier=None) -> dict:
+    row = {"fingerprint": fingerprint, "masked": f"****{fingerprint}", "before": None if earlier else 60.0,
+           "after": after, "band": after - excess, "excess_bits": excess, "relearned_excess_bits": relearned,
+           "occurrences": 2, "regenerated": 0}
+    return {**row, "earlier_requests": earlier} if earlier else row
+
+
+def test_the_headline_is_the_requests_own_secrets_and_an_earlier_one_that_came_back_fails_by_name():
+    from unlearning.text.evidence import EvidenceConfig
+
+    own = evidence_row("fa", after=4.0, excess=-3.0, relearned=-2.5)
+    back = evidence_row("fb", after=40.0, excess=9.0, relearned=11.0, earlier=["REQ-1"])
+    ppl = {"before": 5.0, "after": 5.05}
+    m = kind.evidence_metrics([own, back], ppl, 0)
+    headline = ("exposure_after", "excess_bits", "relearned_excess_bits", "control_band")
+    assert [m[k] for k in headline] == [own["after"], own["excess_bits"], own["relearned_excess_bits"], own["band"]]
+    earlier = [m[f"earlier_{k}"] for k in headline[:3]]
+    assert earlier == [back["after"], back["excess_bits"], back["relearned_excess_bits"]]
+    assert m["secrets"] == 1 and m["earlier_secrets"] == 1
+
+    checks = {c["name"]: c for c in kind.chain_checks([own, back], ppl, EvidenceConfig(margin_bits=2.0))}
+    for name in ("exposure_above_control_band_bits", "relearned_above_control_band_bits"):
+        assert not checks[name]["passed"] and checks[name]["earlier_secrets"] == [{"masked": "****fb",
+                                                                                   "requests": ["REQ-1"]}]
+    assert checks["contexts_regenerating"]["passed"] and "earlier_secrets" not in checks["contexts_regenerating"]
+    # the request's own secret failing: no earlier secret named
+    own_fails = {c["name"]: c for c in kind.chain_checks([{**own, "excess_bits": 5.0}], ppl, EvidenceConfig())}
+    assert not own_fails["exposure_above_control_band_bits"]["passed"]
+    assert "earlier_secrets" not in own_fails["exposure_above_control_band_bits"]
