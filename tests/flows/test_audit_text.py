@@ -18,7 +18,10 @@ from tests.flows.test_text_pipeline import files_containing
 from tests.flows.test_user_text import notes_corpus, request_from
 
 
-def test_a_text_audit_measures_the_removed_secret_from_its_escrow(workspace, tmp_path_factory, capsys):
+def notes_trained_and_scanned(workspace, tmp_path_factory, capsys):
+    """The user-text notes added, a tiny model trained on them and the corpus scanned: (the raw
+    values it holds, in every written form; the secrets by detector; fingerprint by detector; the
+    request detect wrote)."""
     source = tmp_path_factory.mktemp("user-files") / "notes.txt"
     text, secrets = notes_corpus()
     source.write_text(text, encoding="utf-8")
@@ -27,7 +30,11 @@ def test_a_text_audit_measures_the_removed_secret_from_its_escrow(workspace, tmp
     assert run_json(capsys, ["train", "notes", "--preset", "tiny", "--seconds", "2"])[0] == 0
     detected = detect_flow(root=str(workspace), dataset="notes")
     fingerprints = {r["detector"]: r["fingerprint"] for r in detected["secrets"]}
-    detected_request = yaml.safe_load(Path(detected["request"]).read_text())
+    return raw, secrets, fingerprints, yaml.safe_load(Path(detected["request"]).read_text())
+
+
+def test_a_text_audit_measures_the_removed_secret_from_its_escrow(workspace, tmp_path_factory, capsys):
+    raw, secrets, fingerprints, detected_request = notes_trained_and_scanned(workspace, tmp_path_factory, capsys)
     request = request_from(workspace, detected_request, "TXT-1", fingerprints["card"])
     code, forgot = run_json(capsys, ["forget", str(request)])
     assert code == 0 and forgot["verified"], forgot

@@ -11,12 +11,11 @@ from pathlib import Path
 import mlflow
 import yaml
 
-from flows.detect import detect_flow
 from tasks import audit, state
 from tests.flows.test_no_leak import needles
+from tests.flows.test_audit_text import notes_trained_and_scanned
 from tests.flows.test_pipeline import run_json
 from tests.flows.test_text_pipeline import prefect_database, system_tmp  # noqa: F401 — a fixture
-from tests.flows.test_user_text import notes_corpus
 
 
 def fast_request(workspace: Path, detected: dict, request_id: str, fingerprint: str) -> Path:
@@ -35,15 +34,7 @@ def latest_verification_record() -> dict:
 
 def test_a_second_fast_update_keeps_the_first_secret_down_and_measures_it_leaking_nothing(
         workspace, system_tmp, tmp_path_factory, capsys):
-    source = tmp_path_factory.mktemp("user-files") / "notes.txt"
-    text, secrets = notes_corpus()
-    source.write_text(text, encoding="utf-8")
-    raw = set(secrets.values()) | {secrets["card"].replace(" ", "")}
-    assert run_json(capsys, ["data", "add", "notes", "--file", str(source)])[0] == 0
-    assert run_json(capsys, ["train", "notes", "--preset", "tiny", "--seconds", "2"])[0] == 0
-    detected = detect_flow(root=str(workspace), dataset="notes")
-    prints = {r["detector"]: r["fingerprint"] for r in detected["secrets"]}
-    request = yaml.safe_load(Path(detected["request"]).read_text())
+    raw, secrets, prints, request = notes_trained_and_scanned(workspace, tmp_path_factory, capsys)
 
     # the card by `forget`, the password through the ledger and `comply`: both fast (suppress)
     code, first = run_json(capsys, ["forget", str(fast_request(workspace, request, "TXT-1", prints["card"]))])

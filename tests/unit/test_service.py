@@ -444,10 +444,9 @@ def test_a_client_with_another_prefect_server_runs_its_command_itself(root, serv
     assert command.calls == []
 
 
-def test_a_client_that_stops_reading_does_not_hold_the_service(root, served, monkeypatch):
-    """A client that says "go" and then never reads: once its socket buffer is full the output
-    waits SEND_TIMEOUT_S at most, the command runs to its end, and the next command is served."""
-    monkeypatch.setattr(service, "SEND_TIMEOUT_S", 0.5)
+def flooding_command_started(root, served, sock: socket.socket) -> threading.Event:
+    """Serve a command printing 2000 lines of 4 kB (far more than a socket buffer holds), start it
+    for `sock`, which then reads nothing; the event is set once the command has printed it all."""
     done = threading.Event()
 
     def flood():
@@ -456,12 +455,20 @@ def test_a_client_that_stops_reading_does_not_hold_the_service(root, served, mon
         done.set()
 
     served(Recorder(body=flood))
+    sock.settimeout(30)
+    sock.connect(str(root / service.SOCKET))
+    sock.sendall(framed(request(root)))
+    assert service.receive(sock) == {"accepted": True}
+    sock.sendall(framed({"go": True}))
+    return done
+
+
+def test_a_client_that_stops_reading_does_not_hold_the_service(root, served, monkeypatch):
+    """A client that says "go" and then never reads: once its socket buffer is full the output
+    waits SEND_TIMEOUT_S at most, the command runs to its end, and the next command is served."""
+    monkeypatch.setattr(service, "SEND_TIMEOUT_S", 0.5)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stalled:
-        stalled.settimeout(10)
-        stalled.connect(str(root / service.SOCKET))
-        stalled.sendall(framed(request(root)))
-        assert service.receive(stalled) == {"accepted": True}
-        stalled.sendall(framed({"go": True}))
+        done = flooding_command_started(root, served, stalled)
         assert done.wait(30), "the command waited for a client that does not read"
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -477,20 +484,8 @@ def test_a_client_that_reads_again_after_a_pause_hears_how_the_command_ended(roo
     cut short is completed, the dropped output is said in a note, and the exit code arrives, instead
     of a broken frame the client would read as "the service stopped, run the command again"."""
     monkeypatch.setattr(service, "SEND_TIMEOUT_S", 0.5)
-    done = threading.Event()
-
-    def flood():
-        for _ in range(2000):
-            print("x" * 4096)
-        done.set()
-
-    served(Recorder(body=flood))
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as paused:
-        paused.settimeout(30)
-        paused.connect(str(root / service.SOCKET))
-        paused.sendall(framed(request(root)))
-        assert service.receive(paused) == {"accepted": True}
-        paused.sendall(framed({"go": True}))
+        done = flooding_command_started(root, served, paused)
         assert done.wait(30), "the command waited for a client that does not read"
         time.sleep(0.2)  # the command's end is now waiting on this client
         frames = []
