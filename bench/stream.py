@@ -467,7 +467,7 @@ class Text:
         self.lm, self.candidates, self.salt = lm, candidates, bench_text.SALT
         self._anchor: dict[int, tuple] = {}  # id(fast-updated model) → (it, the exact model it descends from)
         # id(fast-updated model) → (it, the requests of its chain since that exact model whose escrow
-        # no audit has deleted): as tasks/kinds/text.py keeps and reads them (chain_secrets)
+        # no audit has deleted): as tasks/kinds/text_chain.py keeps and reads them (chain_secrets)
         self._chain: dict[int, tuple] = {}
         self._ppl: dict[int, tuple] = {}  # id(model) → (it, its held-out perplexity)
         corpus = self.original_corpus = build_shakespeare()
@@ -506,8 +506,8 @@ class Text:
 
     def update(self, model, k: int):
         """`auto` decided on the request's own windows, as the pipeline's plan does; a suppress update
-        also keeps the earlier secrets of the chain still in escrow down (tasks.kinds.text.HINGE_METHODS)."""
-        from tasks.kinds.text import HINGE_METHODS
+        also keeps the earlier secrets of the chain still in escrow down (tasks.kinds.text_chain.HINGE_METHODS)."""
+        from tasks.kinds.text_chain import HINGE_METHODS
         from unlearning import registry
         context = self._context(model, k - 1, k)
         method = registry.choose("text", "auto", windows=len(context.request), hf=False)
@@ -525,8 +525,8 @@ class Text:
         return self._chain[id(model)][1] if id(model) in self._chain else ()
 
     def _restored(self, k: int, chain: tuple[int, ...]):
-        """D_{k-1} with the chain's secrets written back where they were (tasks.kinds.text.restored)."""
-        from tasks.kinds.text import restored
+        """D_{k-1} with the chain's secrets written back where they were (tasks.kinds.text_chain.restored)."""
+        from tasks.kinds.text_chain import restored
         if not chain:
             return self.data[k - 1]
         places = [{"record": o.record, "start": o.start, "end": o.end,

@@ -10,7 +10,7 @@ version, judges the production model for every request completed since the model
   named `<forget run>.bin` by the release's end once production moved (deleted otherwise) — the
   removed secrets of a text request (their values, contexts and each occurrence's place and written
   form, never logged; a later fast update on the same chain reads them too, to keep them down and
-  measure them: tasks.kinds.text.chain_secrets), nothing for a
+  measure them: tasks.kinds.text_chain.chain_secrets), nothing for a
   table (the audit compares production θ with θ retrained on the current data), the forgotten
   images of an image request. The audit that covers the request deletes it.
 - Checks per kind, today's reference checks: tables, agreement and accuracy gap with the retrained
@@ -112,7 +112,7 @@ def escrow_content(root: Path, plan: Plan, members: list[str]) -> dict:
 def written_occurrences(corpus, secret) -> list[dict]:
     """Where each occurrence of a removed secret was and how it was written there: what lets a later
     fast update on the same chain put the secret back into the windows the model was trained on, to
-    keep suppressing and measuring it (tasks.kinds.text.chain_secrets). Sealed with the escrow."""
+    keep suppressing and measuring it (tasks.kinds.text_chain.chain_secrets). Sealed with the escrow."""
     return [{"record": o.record, "start": o.start, "end": o.end,
              "written": corpus.text_of(o.record)[o.start:o.end]} for o in secret.occurrences]
 
@@ -174,7 +174,7 @@ def open_escrows(root: Path, paths: list[Path]) -> list[dict]:
 def escrowed_secrets(root: Path, model: str, runs: list[str]) -> tuple[list[dict], list[str]]:
     """(the removed secrets sealed by the forget runs `runs` whose escrow no audit has deleted yet,
     each with the requests that removed it; the runs whose escrow is gone). Raw values: in memory
-    only, for the caller's frame (tasks.kinds.text.chain_secrets)."""
+    only, for the caller's frame (tasks.kinds.text_chain.chain_secrets)."""
     held = [run for run in runs if escrow_file(root, model, run).exists()]
     opened = open_escrows(root, [escrow_file(root, model, run) for run in held])
     secrets = [{**s, "requests": s.get("requests", e["requests"])} for e in opened for s in e.get("secrets", [])]

@@ -83,7 +83,7 @@ OUTPUT_KEYS = ("ids", "features", "logits", "anchor")
 EVIDENCE_KEYS = ("held_out_perplexity", "anchor_perplexity")
 # ... and, for a fast-updated text version, the forget runs of the fast updates since that exact model
 # (run ids, never a value): their escrowed secrets are suppressed and measured again by the next
-# fast update on the chain (tasks.kinds.text.chain_secrets).
+# fast update on the chain (tasks.kinds.text_chain.chain_secrets).
 CHAIN_KEY = "chain"
 
 

@@ -11,6 +11,7 @@ import torch
 from tasks import audit, state
 from tasks.common import Plan, Update
 from tasks.kinds import text as kind
+from tasks.kinds import text_chain as chains
 from unlearning.compliance import escrow, signing
 from unlearning.text.charlm import CharLSTM, Vocab
 from unlearning.text.bundle import LMBundle
@@ -77,7 +78,7 @@ def test_an_earlier_secret_still_in_escrow_joins_the_hinge_set(chain_case):
     alone, _ = kind.window_request(plan, after)
     assert hinged_text(alone, vocab) == "hunter2xyzzy"  # the request's own windows only
 
-    chain = kind.chain_secrets(root, plan)
+    chain = chains.chain_secrets(root, plan)
     assert [s.fingerprint for s in chain.secrets] == ["fc"] and chain.owners == {"fc": ["REQ-1"]}
     request, windows = kind.window_request(plan, after, chain)
     hinged = hinged_text(request, vocab)
@@ -88,25 +89,25 @@ def test_an_earlier_secret_still_in_escrow_joins_the_hinge_set(chain_case):
 
     # once an audit deleted its escrow, the card is no longer taken (the audit judged it)
     audit.escrow_file(root, "notes", "forget-run-1").unlink()
-    gone = kind.chain_secrets(root, plan)
+    gone = chains.chain_secrets(root, plan)
     assert gone.secrets == () and gone.audited == 1
 
 
 def test_the_chain_is_inherited_by_fast_updates_and_restarted_by_retraining(chain_case):
     root, plan, _, _ = chain_case
-    assert kind.chain_after(root, plan, "forget-run-2") == ["forget-run-1", "forget-run-2"]
+    assert chains.chain_after(root, plan, "forget-run-2") == ["forget-run-1", "forget-run-2"]
     fast = kind.evidence_state(Update(None, "suppress", "empirical", 1.0),
                                {"perplexity_after": 5.1, "perplexity_anchor": 5.0}, ["forget-run-1", "forget-run-2"])
     state.save_cache(root, "model-run-2", kind.KIND.private_state(Update(None, "suppress", "empirical", 1.0,
                                                                         detail=fast), None)())
-    assert kind.chain_runs(root, "model-run-2") == ["forget-run-1", "forget-run-2"]
+    assert chains.chain_runs(root, "model-run-2") == ["forget-run-1", "forget-run-2"]
     exact = kind.evidence_state(Update(None, "retrain", "exact", 9.0), {"perplexity_after": 5.0}, ["x"])
-    assert state.CHAIN_KEY not in exact and kind.chain_runs(root, "no-such-run") == []
+    assert state.CHAIN_KEY not in exact and chains.chain_runs(root, "no-such-run") == []
     # a fast-updated version from before the chain was kept: every escrow the model holds, to be safe
     state.save_evidence(root, "model-old", {"held_out_perplexity": 5.1, "anchor_perplexity": 5.0})
-    assert kind.chain_runs(root, "model-old") is None
+    assert chains.chain_runs(root, "model-old") is None
     plan.parent_run = "model-old"
-    assert kind.known_chain(root, plan) == ["forget-run-1"]
+    assert chains.known_chain(root, plan) == ["forget-run-1"]
 
 
 def test_a_forget_on_a_chain_says_how_many_earlier_secrets_it_measured_again():
@@ -144,7 +145,7 @@ def test_a_secret_removed_again_is_taken_at_the_places_of_every_escrow_and_lost_
     seal(root, "forget-run-4", "REQ-4", {**card, "fingerprint": "fe", "occurrences": []})
     state.save_evidence(root, "model-run-1", {state.CHAIN_KEY: [f"forget-run-{i}" for i in range(1, 5)]})
 
-    chain = kind.chain_secrets(root, plan)
+    chain = chains.chain_secrets(root, plan)
     [secret] = chain.secrets
     assert secret.fingerprint == "fc" and chain.owners == {"fc": ["REQ-1", "REQ-2"]}
     card_record = next(r for r, t in plan.dataset.records if "Maud" in t)
@@ -157,13 +158,13 @@ def test_a_fast_version_without_evidence_state_is_an_unknown_chain_and_a_referen
         chain_case):
     root, _, _, _ = chain_case
     # older code saved nothing for a fast update verified by --verify reference: its guarantee says fast
-    assert kind.chain_runs(root, "model-ref-old", "empirical") is None
-    assert kind.chain_runs(root, "model-ref-old", "exact") == [] and kind.chain_runs(root, "model-ref-old") == []
+    assert chains.chain_runs(root, "model-ref-old", "empirical") is None
+    assert chains.chain_runs(root, "model-ref-old", "exact") == [] and chains.chain_runs(root, "model-ref-old") == []
     # now such a version keeps its chain and, as anchor, the reference's perplexity (an exact model of D′)
     kept = kind.reference_state({"perplexity_after": 5.2, "perplexity_retrain": 5.05}, ["forget-run-1"])
     state.save_cache(root, "model-ref", kind.KIND.private_state(Update(None, "suppress", "empirical", 1.0,
                                                                       detail=kept), None)())
-    assert kind.chain_runs(root, "model-ref") == ["forget-run-1"]
+    assert chains.chain_runs(root, "model-ref") == ["forget-run-1"]
     assert kind.exact_model_perplexity(root, "model-ref", 5.2) == 5.05  # the next request checks the drift
 
 

@@ -1,0 +1,144 @@
+"""The chain since a text model's last exactly trained version: the forget runs of the fast updates
+made since, and the earlier secrets of those requests still held in their sealed audit escrow,
+which the next fast update takes again (tasks.kinds.text: into `suppress`'s hinge and into the
+evidence). Raw values are opened in memory only, in the frame of the step that needs them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from tasks import state, tracking
+from tasks.common import Plan
+from unlearning.text import lm
+from unlearning.text.data import Occurrence, TextCorpus
+
+# Stacked fast updates could bring earlier secrets back while each request's check and each audit
+# measures only the secrets of the requests it covers. The 4.8-bit gap a month of 10 suppress
+# updates ended with (bench.stream) does not show it: it is confounded (measured on secrets neither
+# the final model nor the retrain trained on, docs/text.md), so this is a guard. A fast update on a
+# fast-updated model takes the earlier secrets of its chain again, while their escrow (the sealed
+# copy an audit reads) is held: into the hinge, and into the evidence. Once an audit has deleted a
+# request's escrow, that audit judged its secrets against a model retrained on the data; with
+# `unlearn audit --rebase` the chain then restarts from that model.
+
+HINGE_METHODS = ("suppress",)  # its hinge is zero on a secret at or below its target: idempotent to take again
+
+
+@dataclass(frozen=True)
+class Chain:
+    """The earlier secrets of a fast-updated chain whose escrow is still held. Raw values: in memory
+    only, in the frame of the step that opened them."""
+
+    secrets: tuple  # lm.Secret each, with its occurrences in the corpus
+    findings: list  # their occurrences as findings (record locations, fingerprints; no value)
+    restored: TextCorpus  # the corpus before the request with their written values back in place
+    owners: dict  # fingerprint → the earlier requests that removed it
+    audited: int  # requests of the chain whose escrow an audit deleted (judged by it against a retrained model)
+    unplaced: int  # escrowed secrets without their occurrences (sealed by older code): not measured
+    moved: int = 0  # escrowed secrets none of whose places fits D any more (record deleted or changed): not measured
+
+
+FAST_GUARANTEES = ("certified", "empirical")  # a version so tagged was made by a fast update
+
+
+def chain_runs(root, run_id: str, guarantee: str | None = None) -> list[str] | None:
+    """The forget runs of the fast updates version `run_id` descends from since the last exact model
+    ([] for an exact one; None for a fast-updated version made before the chain was kept). A version
+    with no evidence state is judged by its `guarantee` tag: older code saved none for a fast update
+    verified by `--verify reference`, so a fast guarantee there is an unknown chain, not an empty one."""
+    kept = state.load_evidence(root, run_id)
+    if state.CHAIN_KEY in kept:
+        return list(kept[state.CHAIN_KEY])
+    if "anchor_perplexity" in kept:
+        return None
+    return None if guarantee in FAST_GUARANTEES else []
+
+
+def version_guarantee(plan: Plan) -> str | None:
+    """The `guarantee` tag of the model version the request starts from (None: no registered version)."""
+    if plan.model_name is None or plan.parent_version is None:
+        return None
+    return tracking.client().get_model_version(plan.model_name, plan.parent_version).tags.get("guarantee")
+
+
+def known_chain(root, plan: Plan) -> list[str]:
+    """chain_runs, where unknown every forget run whose escrow the model still holds (the safe side)."""
+    from tasks import audit as audit_steps
+
+    kept = state.load_evidence(root, plan.parent_run)
+    runs = chain_runs(root, plan.parent_run, None if kept else version_guarantee(plan))
+    return [p.stem for p in audit_steps.escrow_files(root, plan.model_name)] if runs is None else runs
+
+
+def chain_after(root, plan: Plan, run_id: str) -> list[str]:
+    """The chain of the version a fast update by forget run `run_id` makes."""
+    return [*known_chain(root, plan), run_id]
+
+
+def chain_secrets(root, plan: Plan) -> Chain | None:
+    """The earlier secrets of the model's chain still in escrow (None: none), opened from the escrow.
+    A secret removed by several requests (again after new data brought it back, or twice in a batch)
+    is taken once, at the places of every escrow that holds it."""
+    from tasks import audit as audit_steps
+
+    runs = known_chain(root, plan)
+    if not runs:
+        return None
+    escrowed, gone = audit_steps.escrowed_secrets(root, plan.model_name, runs)
+    current = {f["fingerprint"] for f in plan.part}
+    texts = dict(plan.dataset.records)
+    secrets, findings, owners, unplaced, moved, placed = [], [], {}, 0, 0, []
+    for fingerprint, sealed in sealed_by_fingerprint(escrowed).items():
+        if fingerprint in current:
+            continue
+        written = merged_places(sealed)
+        places = [o for o in written if fits(texts, o)]
+        if not places:  # no occurrence sealed (older code), or none left where it was (record deleted or changed)
+            unplaced, moved = (unplaced + 1, moved) if not written else (unplaced, moved + 1)
+            continue
+        s = sealed[0]
+        placed += places
+        for o in places:
+            findings.append({"fingerprint": fingerprint, "detector": s["detector"], "masked": s["masked"],
+                             "location": {"record": o["record"], "start": o["start"], "end": o["end"]}})
+        occurrences = tuple(Occurrence(o["record"], o["start"], o["end"], s["detector"], fingerprint) for o in places)
+        secrets.append(lm.Secret(fingerprint, s["detector"], s["masked"], s["value"], s["prefix"], occurrences))
+        owners[fingerprint] = list(dict.fromkeys(r for e in sealed for r in e["requests"]))
+    if not secrets and not gone and not unplaced and not moved:
+        return None
+    return Chain(tuple(secrets), findings, restored(plan.dataset, placed), owners, len(gone), unplaced, moved)
+
+
+def sealed_by_fingerprint(escrowed: list[dict]) -> dict[str, list[dict]]:
+    """The escrowed secrets grouped by fingerprint, oldest escrow first."""
+    grouped: dict[str, list[dict]] = {}
+    for s in escrowed:
+        grouped.setdefault(s["fingerprint"], []).append(s)
+    return grouped
+
+
+def merged_places(sealed: list[dict]) -> list[dict]:
+    """Every sealed occurrence of one secret over all its escrows, each place once."""
+    places = {}
+    for s in sealed:
+        for o in s.get("occurrences") or ():
+            places.setdefault((o.get("record"), o.get("start"), o.get("end")), o)
+    return list(places.values())
+
+
+def restored(corpus: TextCorpus, places: list[dict]) -> TextCorpus:
+    """`corpus` with each place's written value back ({"record", "start", "end", "written"}, places
+    that fit): the text the model was trained on there (redaction keeps every length)."""
+    texts = dict(corpus.records)
+    for o in places:
+        if fits(texts, o):
+            text = texts[o["record"]]
+            texts[o["record"]] = text[:o["start"]] + o["written"] + text[o["end"]:]
+    return replace(corpus, records=tuple((rid, texts[rid]) for rid, _ in corpus.records))
+
+
+def fits(texts: dict[str, str], place: dict) -> bool:
+    """Does an escrowed occurrence still fit its record (redaction keeps every length)?"""
+    text = texts.get(place.get("record"))
+    return (text is not None and 0 <= place["start"] < place["end"] <= len(text)
+            and len(place["written"]) == place["end"] - place["start"])
