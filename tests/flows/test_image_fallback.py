@@ -9,21 +9,9 @@ from __future__ import annotations
 import mlflow
 import pytest
 
-from flows.cli import main
-from tests.flows.conftest import project_root
-from tests.flows.test_image_pipeline import request_file
+from tests.flows.test_image_pipeline import digits_ws, request_file  # noqa: F401 — digits_ws: a fixture (this module's own workspace)
 
 TOO_SHORT = {"steps": 1}  # one forget and one recover step: the class is still recognised
-
-
-@pytest.fixture(scope="module")
-def digits_ws(tmp_path_factory, prefect_harness):
-    """A workspace with data/digits and a tiny CNN `digits` (v1, production), 6 epochs."""
-    root = tmp_path_factory.mktemp("image-fallback")
-    with project_root(root, chdir=True):
-        assert main(["data", "add", "digits"]) == 0
-        assert main(["train", "digits", "--epochs", "6"]) == 0
-        yield root
 
 
 def child_runs(root, request_id: str) -> dict:

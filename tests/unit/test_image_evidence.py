@@ -304,14 +304,25 @@ def test_controls_are_per_class_a_prefix_shared_with_the_test_sample():
     assert of_classes <= set(chosen.tolist())  # the update evaluates those images once
 
 
-def test_a_request_evaluates_samples_and_the_next_one_finds_them_known():
-    from unlearning.images.evidence import RequestImages, judge_request
-    g = torch.Generator().manual_seed(3)
+def random_request_images(seed: int):
+    """700 random 8×8 images of K classes, ids r0..r699: Z = r0, r1; D′ = r2..r399; the test images
+    and the controls r400..r699. Returns (the RequestImages, positions → an (X, y, ids) part)."""
+    from unlearning.images.evidence import RequestImages
+
+    g = torch.Generator().manual_seed(seed)
     X, y = torch.rand(700, 1, 8, 8, generator=g), torch.arange(700) % K
     ids = [f"r{i}" for i in range(700)]
-    part = lambda sel: (X[sel], y[sel], [ids[i] for i in sel])  # noqa: E731
-    first = RequestImages(part([0, 1]), part(list(range(2, 400))), part(list(range(400, 700))),
-                          part(list(range(400, 700))), frozenset(range(K)), False)
+
+    def part(sel):
+        return X[sel], y[sel], [ids[i] for i in sel]
+
+    return RequestImages(part([0, 1]), part(list(range(2, 400))), part(list(range(400, 700))),
+                         part(list(range(400, 700))), frozenset(range(K)), False), part
+
+
+def test_a_request_evaluates_samples_and_the_next_one_finds_them_known():
+    from unlearning.images.evidence import RequestImages, judge_request
+    first, part = random_request_images(3)
     before, after = small_cnn(0), small_cnn(1)
     judged = judge_request(before, after, first, CFG)
     assert judged.judged_images == {"forget": 2, "retain": 100, "test": 100, "controls": 40}
@@ -352,14 +363,9 @@ def test_the_drift_since_the_exact_model_can_be_held_to_the_audits_bare_threshol
     """drift_z = 0 (the default): the chain's TA drop on the sample judged against max_ta_drop
     itself, as the audit judges it; drift_z None adds 3 paired SE (≈ 5 + 6.6 points here) and
     passed a chain the audit then failed (bench.stream)."""
-    from unlearning.images.evidence import KnownOutputs, RequestImages, judge_request, request_sample
+    from unlearning.images.evidence import KnownOutputs, judge_request, request_sample
     from unlearning.metrics import model_outputs
-    g = torch.Generator().manual_seed(4)
-    X, y = torch.rand(700, 1, 8, 8, generator=g), torch.arange(700) % K
-    ids = [f"r{i}" for i in range(700)]
-    part = lambda sel: (X[sel], y[sel], [ids[i] for i in sel])  # noqa: E731
-    images = RequestImages(part([0, 1]), part(list(range(2, 400))), part(list(range(400, 700))),
-                           part(list(range(400, 700))), frozenset(range(K)), False)
+    images, _ = random_request_images(4)
     model = small_cnn(1)
     test = request_sample(images, CFG).test
     out = model_outputs(model, test[0], test[1])
