@@ -147,7 +147,7 @@ def escrow_name(path: Path) -> str:
 
 def write_private(path: Path, content: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = private_tmp(path)
+    tmp = state.private_tmp(path)
     try:
         tmp.write_bytes(content)
         tmp.chmod(0o600)
@@ -155,10 +155,6 @@ def write_private(path: Path, content: bytes) -> None:
     except BaseException:  # a full disk mid-write: no partial copy of removed data stays behind
         tmp.unlink(missing_ok=True)
         raise
-
-
-def private_tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp")
 
 
 def escrow_files(root: Path, model: str) -> list[Path]:

@@ -208,10 +208,14 @@ def pending_escrow(path: Path) -> Path:
     return path.with_name(path.name + ".pending")
 
 
+def private_tmp(path: Path) -> Path:
+    """Where a sealed file is written before it is renamed to `path` (tasks.audit.write_private)."""
+    return path.with_name(f".{path.name}.tmp")
+
+
 def settle_escrow(root: Path, model: str, run_id: str, promoted: bool) -> None:
     pending = pending_escrow(escrow_file(root, model, run_id))
-    # a write a kill cut short (tasks.audit.write_private's temp file): a partial copy of removed data
-    pending.with_name(f".{pending.name}.tmp").unlink(missing_ok=True)
+    private_tmp(pending).unlink(missing_ok=True)  # a write a kill cut short: a partial copy of removed data
     if pending.exists():
         if promoted:
             os.replace(pending, escrow_file(root, model, run_id))  # a rename: it needs no free space
