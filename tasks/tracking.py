@@ -267,6 +267,10 @@ def set_version_tags(name: str, version: str, tags: dict) -> None:
         store.set_model_version_tag(name, version, key, str(value))
 
 
+def version_tags(name: str, version) -> dict:
+    return dict(client().get_model_version(name, str(version)).tags)
+
+
 def describe_version(name: str, version, text: str) -> None:
     """The version's description: what the MLflow UI shows on its page (a tag is one row among many)."""
     client().update_model_version(name, str(version), description=text)

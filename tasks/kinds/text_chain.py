@@ -58,7 +58,7 @@ def version_guarantee(plan: Plan) -> str | None:
     """The `guarantee` tag of the model version the request starts from (None: no registered version)."""
     if plan.model_name is None or plan.parent_version is None:
         return None
-    return tracking.client().get_model_version(plan.model_name, plan.parent_version).tags.get("guarantee")
+    return tracking.version_tags(plan.model_name, plan.parent_version).get("guarantee")
 
 
 def known_chain(root, plan: Plan) -> list[str]:
