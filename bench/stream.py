@@ -470,6 +470,7 @@ class Text:
         # no audit has deleted): as tasks/kinds/text_chain.py keeps and reads them (chain_secrets)
         self._chain: dict[int, tuple] = {}
         self._ppl: dict[int, tuple] = {}  # id(model) → (it, its held-out perplexity)
+        self.retrained: dict[int, object] = {}  # j → the model retrained on D_j
         corpus = self.original_corpus = build_shakespeare()
         findings = scan_corpus(corpus, bench_text.SALT)
 
@@ -502,7 +503,26 @@ class Text:
 
     def retrain(self, j: int):
         from unlearning import registry
-        return registry.run("text", "retrain", self._context(self.original, 0, j)).bundle
+        self.retrained[j] = registry.run("text", "retrain", self._context(self.original, 0, j)).bundle
+        return self.retrained[j]
+
+    def notes(self) -> list[str]:
+        """How far a retraining's held-out perplexity lies from the original model's: what the
+        evidence's `max_drift` must leave below the audit's threshold (measured outside the CPU)."""
+        if not self.retrained:
+            return []
+        base = self.perplexity(self.original, 0)
+        rel = {j: self.perplexity(m, j) / base - 1 for j, m in sorted(self.retrained.items())}
+        return [f"Held-out perplexity of the retrained models against the original's ({base:.4f}), per data "
+                f"version: " + ", ".join(f"D{j} {r:+.2%}" for j, r in rel.items()) + f" (range {min(rel.values()):+.2%} "
+                f"to {max(rel.values()):+.2%}). A fast update's drift since its exact model is held to "
+                f"≤ {self.evidence_cfg().max_drift:.0%}, the audit to ≤ "
+                f"{self.lm.TextVerifyConfig().max_perplexity_increase:.0%} over the retrained model.", ""]
+
+    @staticmethod
+    def evidence_cfg():
+        from unlearning.text import evidence
+        return evidence.EvidenceConfig()
 
     def update(self, model, k: int):
         """`auto` decided on the request's own windows, as the pipeline's plan does; a suppress update
@@ -589,8 +609,9 @@ class Text:
         secrets = [*self.secrets[k - 1], *(s for j in chain for s in self.secrets[j - 1])]
         items = evidence.prepare(secrets, self._restored(k, chain), self.data[k], cfg)
         rows = evidence.judge(model, items, cfg, self.salt, evidence.relearning_windows(model, self.data[k]))
-        ppl = {"before": self.perplexity(before, k - 1), "after": self.perplexity(model, k),
-               "anchor": self.perplexity(self.anchor_of(before), k - 1)}
+        ppl = {"before": self.perplexity(before, k - 1), "after": self.perplexity(model, k)}
+        if id(model) in self._anchor:  # a fast update; a fall-back's retrained model is held to no earlier one
+            ppl["anchor"] = self.perplexity(self.anchor_of(before), k - 1)
         return evidence.evidence_checks(rows, ppl, cfg)
 
     def audit_checks(self, model, ks: list[int], retrained) -> list[dict]:
@@ -909,14 +930,14 @@ def share_rows(outcomes: list[Outcome], base: Base, n: int, mean_retrain: float)
     return lines
 
 
-def failed_check_counts(o: Outcome) -> dict[str, int]:
-    """How often each evidence check failed a request (what the fall-backs were for)."""
-    counts: dict[str, int] = {}
+def failed_check_values(o: Outcome) -> dict[str, list[str]]:
+    """Per evidence check, the values it failed requests with (what the fall-backs were for)."""
+    values: dict[str, list[str]] = {}
     for what in o.failed_checks:
         if what.startswith("request"):
-            name = what.split(": ", 1)[1].split(" ")[0]
-            counts[name] = counts.get(name, 0) + 1
-    return counts
+            name, _, rest = what.split(": ", 1)[1].partition(" (")
+            values.setdefault(name, []).append(rest.split(" vs ")[0])
+    return values
 
 
 def audit_schedule(o: Outcome, month_end: float) -> str:
@@ -986,7 +1007,8 @@ def run_scenario(scenario, arrivals: list[float], policies=POLICIES, cadence=Non
                 f"retraining {mean_retrain:.2f} s):", "", *share_rows(outcomes, base, len(arrivals), mean_retrain), ""]
     if fell := [o for o in audited if any(f.startswith("request") for f in o.failed_checks)]:
         section += ["Requests' failed evidence checks: " + "; ".join(
-            f"{o.policy}: " + ", ".join(f"{name} ×{n}" for name, n in failed_check_counts(o).items()) for o in fell)
+            f"{o.policy}: " + ", ".join(f"{name} ×{len(v)} ({', '.join(v)})" for name, v in failed_check_values(o).items())
+            for o in fell)
             + ".", ""]
     if rebased := [o for o in outcomes if o.policy in REBASED]:
         section += ["Rebased: " + "; ".join(f"{o.policy}: {o.rebases} passing audit(s) promoted their retrained model"

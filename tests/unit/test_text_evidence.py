@@ -71,14 +71,27 @@ def test_the_verdict_takes_the_worst_secret_and_each_threshold():
 def test_fast_updates_in_a_row_are_held_to_the_last_exact_models_perplexity():
     """Each fast update may cost up to the allowed increase against the model before; a chain of
     them is also held to the model it started from (the last one trained exactly)."""
-    cfg = ev.EvidenceConfig(max_perplexity_increase=0.03)
-    names = [c["name"] for c in ev.evidence_checks(rows(), {"before": 5.0, "after": 5.1, "anchor": 5.0}, cfg)]
-    assert "perplexity_increase_since_exact_model" not in names  # the model before is the exact one
+    cfg = ev.EvidenceConfig(max_perplexity_increase=0.03, max_drift=0.03)
     drifted = {"before": 5.1, "after": 5.2, "anchor": 5.0}  # +2.0 % on the last step, +4.0 % in all
     checks = {c["name"]: c for c in ev.evidence_checks(rows(), drifted, cfg)}
     assert checks["perplexity_increase"]["passed"]
     assert not checks["perplexity_increase_since_exact_model"]["passed"]
     assert math.isclose(checks["perplexity_increase_since_exact_model"]["value"], 0.04)
+
+
+def test_a_fast_update_keeps_below_the_audits_threshold_what_the_audit_will_judge():
+    """The drift since the exact model is held to max_drift, below the per-request 3 %, from the
+    first fast update on (the model before is then the exact one): a retraining, which the audit
+    compares with, lands a little below the original (bench.stream's notes), so an update at
+    +2.9 % would pass its request and fail its audit. A retrained model (no anchor) is held to none."""
+    cfg = ev.EvidenceConfig(max_perplexity_increase=0.03, max_drift=0.02)
+    first = {c["name"]: c for c in ev.evidence_checks(rows(), {"before": 5.0, "after": 5.125, "anchor": 5.0}, cfg)}
+    assert first["perplexity_increase"]["passed"]  # +2.5 %: within the request's own 3 %
+    assert not first["perplexity_increase_since_exact_model"]["passed"]
+    assert first["perplexity_increase_since_exact_model"]["threshold"] == "<= 0.02"
+    retrained = [c["name"] for c in ev.evidence_checks(rows(), {"before": 5.0, "after": 5.125}, cfg)]
+    assert "perplexity_increase_since_exact_model" not in retrained
+    assert ev.EvidenceConfig().max_drift < ev.EvidenceConfig().max_perplexity_increase
 
 
 def test_a_fast_updated_version_keeps_the_anchor_it_descends_from_and_a_retrained_one_starts_anew(tmp_path):

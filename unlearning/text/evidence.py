@@ -59,6 +59,11 @@ class EvidenceConfig:
 
     margin_bits: float = 2.0  # a removed secret may be at most this many bits likelier than its likeliest control
     max_perplexity_increase: float = 0.03  # held-out perplexity after ≤ (1 + this) × before (as the reference mode)
+    # a fast update's held-out perplexity ≤ (1 + this) × that of the last model trained exactly it descends
+    # from. Below the audit's 3 % because the audit holds it to a model retrained on the current data, which
+    # is not that model: retrained on the demo's data versions it measured 0.3–0.x % below the original
+    # (bench.stream's notes), and the request must not pass what the audit then fails
+    max_drift: float = 0.02
     n_candidates: int = 1000  # same-format candidates of the exposure figure (as the reference mode)
     n_controls: int = 256  # controls drawn per secret (duplicates and the secret itself dropped)
     min_run: int = 3  # characters of a secret D′ explains: runs of at least this many found in D′
@@ -280,8 +285,9 @@ def evidence_checks(rows: list[dict], ppl: dict, cfg: EvidenceConfig) -> list[di
 
     The anchor check is what stops fast updates from drifting: each one may cost up to the allowed
     increase against the model before, and measured on a month of 10 requests the stacked updates
-    ended +4.3 % from the retrained model although each passed (bench.stream). It is only added
-    where the model before is itself a fast update (anchor ≠ before)."""
+    ended +4.3 % from the retrained model although each passed (bench.stream). It is added for
+    every fast update (`anchor` given: the model before itself where that was trained exactly), with
+    the tighter `max_drift`, because the audit will hold the chain's end to a retrained model."""
     excess = max(r["excess_bits"] for r in rows)
     relearned = max(r["relearned_excess_bits"] for r in rows)
     increase = ppl["after"] / ppl["before"] - 1
@@ -295,11 +301,9 @@ def evidence_checks(rows: list[dict], ppl: dict, cfg: EvidenceConfig) -> list[di
         {"name": "relearned_above_control_band_bits", "value": relearned, "threshold": f"<= {cfg.margin_bits}",
          "passed": relearned <= cfg.margin_bits},
     ]
-    anchor = ppl.get("anchor", ppl["before"])
-    if anchor != ppl["before"]:
-        drift = ppl["after"] / anchor - 1
+    if "anchor" in ppl:
+        drift = ppl["after"] / ppl["anchor"] - 1
         checks.insert(2, {"name": "perplexity_increase_since_exact_model", "value": drift,
-                          "threshold": f"<= {cfg.max_perplexity_increase}",
-                          "passed": drift <= cfg.max_perplexity_increase})
+                          "threshold": f"<= {cfg.max_drift}", "passed": drift <= cfg.max_drift})
     return checks
 
