@@ -61,7 +61,7 @@ class EvidenceConfig:
     max_perplexity_increase: float = 0.03  # held-out perplexity after ≤ (1 + this) × before (as the reference mode)
     # a fast update's held-out perplexity ≤ (1 + this) × that of the last model trained exactly it descends
     # from. Below the audit's 3 % because the audit holds it to a model retrained on the current data, which
-    # is not that model: retrained on the demo's data versions it measured 0.3–0.x % below the original
+    # is not that model: retrained on the demo's data versions it measured −0.4 to +0.5 % from the original
     # (bench.stream's notes), and the request must not pass what the audit then fails
     max_drift: float = 0.02
     n_candidates: int = 1000  # same-format candidates of the exposure figure (as the reference mode)
