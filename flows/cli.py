@@ -539,7 +539,7 @@ def cmd_comply(args, root: Path) -> int:
 
 def cmd_audit(args, root: Path) -> int:
     from flows.audit import audit_flow
-    from tasks import audit, ledger, references as prefetch, release
+    from tasks import audit, audit_record, ledger, references as prefetch, release
 
     keep_days = release.keep_days_setting(args.keep_superseded)
     runner, address = prefetch.runner_setting(args.task_runner, args.dask_address)
@@ -548,7 +548,7 @@ def cmd_audit(args, root: Path) -> int:
     device = checked_device(args)
     ledger.check_intact(root)  # a forged ledger: one line before anything is audited
     due = audit.due_models(root, args.model, cadence)  # an unknown or unauditable model: one line, exit 2
-    if not due and not (release.open_journals(root) or audit.open_audits(root)):
+    if not due and not (release.open_journals(root) or audit_record.open_audits(root)):
         message = nothing_due_message(root, args.model, cadence)
         emit(args, {"model": args.model, "audits": [], "covered_requests": [], "message": message}, message)
         return EXIT_OK
