@@ -86,8 +86,9 @@ def run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     root = project_root()
     from flows import service  # stdlib only: the client side of `unlearn serve`
+    from flows.service_protocol import DELEGATED
 
-    if args.command in service.DELEGATED and not args.local:
+    if args.command in DELEGATED and not args.local:
         code = service.hand_over(sys.argv[1:] if argv is None else list(argv), root)
         if code is not None:
             return code
@@ -602,10 +603,10 @@ def cmd_serve(args, root: Path) -> int:
     from flows.forget import forget_flow
 
     nightly, weekly, on_demand = served_parameters(args, root)  # bad settings: one line, nothing served
-    from flows import service
+    from flows import service_warm
 
-    baseline = service.service_env()  # before any served command changes it
-    executor = service.serve_commands(root, run_forwarded)  # the CLI's forget/comply/audit, run warm in this process
+    baseline = service_warm.service_env()  # before any served command changes it
+    executor = service_warm.serve_commands(root, run_forwarded)  # the CLI's forget/comply/audit, run warm in this process
     if not os.environ.get("PREFECT_API_URL"):  # measured: a temporary server runs no scheduler
         print("serve: note: no PREFECT_API_URL — the deployments are registered in a temporary Prefect server, "
               "which starts no scheduled run: the nightly comply and weekly audit need a Prefect server",
@@ -613,7 +614,7 @@ def cmd_serve(args, root: Path) -> int:
     print(f"serving comply/nightly (cron {args.cron!r}, UTC), audit/weekly (cron {args.audit_cron!r}, UTC) and "
           f"forget/on-demand for {root}; Ctrl-C to stop", file=sys.stderr)
     try:
-        with service.scheduled_runs_with_service_env(baseline):
+        with service_warm.scheduled_runs_with_service_env(baseline):
             serve_until_stopped(comply_flow.to_deployment(name="nightly", cron=args.cron, parameters=nightly),
                                 audit_flow.to_deployment(name="weekly", cron=args.audit_cron, parameters=weekly),
                                 forget_flow.to_deployment(name="on-demand", parameters=on_demand))
@@ -670,11 +671,11 @@ def run_forwarded(argv: list[str], cwd: str) -> int:
     """`unlearn ARGV` for a client of `unlearn serve`, as it would run in `cwd`: parsed by the CLI's
     own parser, its relative paths resolved against the client's folder (the service never changes
     its own)."""
-    from flows import service
+    from flows.service_protocol import DELEGATED
 
     args = build_parser().parse_args(argv)
-    if args.command not in service.DELEGATED:  # `malformed` refused it already: a second line of defence
-        print(f"error: the service runs only {', '.join(service.DELEGATED)}", file=sys.stderr)
+    if args.command not in DELEGATED:  # `malformed` refused it already: a second line of defence
+        print(f"error: the service runs only {', '.join(DELEGATED)}", file=sys.stderr)
         return EXIT_INVALID
     for name, value in vars(args).items():
         if isinstance(value, Path) and not value.is_absolute():
