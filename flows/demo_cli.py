@@ -30,6 +30,7 @@ def cmd_demo(args, root: Path) -> int:
     emit(args, summary, console)
     return EXIT_OK if summary["verified"] else EXIT_FAILED
 
+
 def demo_verify_mode(args) -> None:
     """`--verify` of a demo: refused before its data is built when the scenario's kind cannot use it."""
     from tasks.kinds import IMAGES, TABULAR, TEXT

@@ -325,4 +325,3 @@ def isolated(env: dict[str, str], out, err):
             # MLflow imports a logged model's code under a new module name each time (models from
             # code): one per command, kept for the service's lifetime unless dropped
             del sys.modules[name]
-

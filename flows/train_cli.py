@@ -30,16 +30,17 @@ def cmd_train(args, root: Path) -> int:
     from unlearning.tabular.training import TrainConfig
 
     config = checked_config(TrainConfig, lam=args.lam, certified=args.certified, epsilon=args.epsilon,
-                     delta=args.delta, budget=args.budget, seed=args.seed)
+                            delta=args.delta, budget=args.budget, seed=args.seed)
     from unlearning.text.lm import TextTrainConfig
 
     from unlearning.images.bundle import ImageTrainConfig
 
     device = checked_device(args)
-    text_config = checked_config(TextTrainConfig, preset=args.preset or "small", seed=args.seed, device=device,
-                          precision=args.precision, **pretrained_options(args))
+    text_config = checked_config(TextTrainConfig, preset=args.preset or "small", seed=args.seed,
+                                 device=device, precision=args.precision, **pretrained_options(args))
     image_config = checked_config(ImageTrainConfig, preset=args.preset, subset=args.subset, epochs=args.epochs,
-                           seed=args.seed, factory=args.model_factory, device=device, precision=args.precision)
+                                  seed=args.seed, factory=args.model_factory, device=device,
+                                  precision=args.precision)
     dataset = data_store.load_dataset(root, args.dataset)  # fail fast, before any run is recorded
     from tasks.kinds import kind_of
 
@@ -128,4 +129,3 @@ def check_table_precision(args) -> None:
     if args.precision != "fp32":
         raise UnlearnError(f"--precision {args.precision} applies to deep models: a table model is fit in float64 "
                            f"on the CPU (its certified removal depends on it); leave --precision out")
-

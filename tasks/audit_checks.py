@@ -189,4 +189,3 @@ JUDGES = {"table": audit_table, "text": audit_text, "images": audit_images}
 
 def judge(root: Path, plan: AuditPlan) -> Judgement:
     return JUDGES[plan.kind.name](root, plan)
-

@@ -159,4 +159,3 @@ def promoted_version(path: Path) -> str | None:
 def open_audits(root: Path) -> bool:
     folder = Path(root) / AUDIT_DIR
     return folder.is_dir() and any(folder.glob("*.open"))
-
