@@ -1,6 +1,7 @@
 """The `unlearn` command line's parser: every command, its options and their help, and the checks
-of options that argparse cannot make (a device, a verification mode). The commands themselves are
-flows/cli.py's (and flows/compliance_cli.py's)."""
+of options that argparse cannot make (a device, a verification mode, a settings object built from
+options: pydantic's errors as one line naming each option). The commands themselves are flows/cli.py's
+and its command modules' (train_cli.py, erasure_cli.py, demo_cli.py, compliance_cli.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from flows import compliance_cli
 from flows.compliance_cli import JSON_HELP
 from flows.settings import DEMO_TEXT_STEPS
+from unlearning.errors import UnlearnError
 
 MLFLOW_UI_PORT, PREFECT_UI_PORT = 5000, 4200
 KEEP_HELP = ("keep the superseded model versions and data \"beyond use\" (no alias, tagged with a purge date) "
@@ -127,6 +129,54 @@ def checked_device(args) -> str:
     from unlearning.devices import Compute
 
     return Compute.of(args.device, getattr(args, "precision", "fp32")).device
+
+
+def checked_config(cls, **values):
+    """cls(**values) from command-line options; a pydantic error becomes one UnlearnError line
+    naming the option (the field name as its --flag), what is wrong and what to give instead."""
+    from pydantic import ValidationError
+
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        raise UnlearnError(option_problems(exc, cls)) from None
+
+
+_BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="), "less_than": ("lt", "<"),
+           "less_than_equal": ("le", "<=")}
+
+
+def option_problems(exc, cls=None) -> str:
+    """pydantic's multi-line report (with its "for further information visit" links) as
+    'option --X: problem; use …', one per failed field, on one line."""
+    fields = getattr(cls, "model_fields", {})
+    parts = []
+    for error in exc.errors():
+        name = ".".join(str(p) for p in error["loc"])
+        flag = f"--{name.replace('_', '-')}" if name else "options"
+        ctx, kind, given = error.get("ctx") or {}, error["type"], error.get("input")
+        if kind in _BOUNDS:
+            key, sign = _BOUNDS[kind]
+            annotation = getattr(fields.get(name), "annotation", None)
+            whole = annotation is int or int in getattr(annotation, "__args__", ())
+            number = "a whole number" if whole else "a finite number"
+            problem, use = f"{given!r} is not {sign} {ctx[key]}", f"{number} {sign} {ctx[key]}"
+        elif kind == "literal_error":
+            problem, use = f"{given!r} is not a choice", f"one of {ctx['expected']}"
+        elif kind.startswith("int_"):
+            problem, use = f"{given!r} is not a whole number", "a whole number"
+        elif kind.startswith("float_") or kind == "finite_number":
+            problem, use = f"{given!r} is not a finite number", "a finite number"
+        elif kind == "extra_forbidden":
+            problem, use = "is not an option here", f"one of {', '.join(fields) or 'none'}"
+        else:
+            problem, use = error["msg"].removeprefix("Value error, ").replace("\n", " "), None
+        default = getattr(fields.get(name), "default", None)
+        hint = use or (f"the default {default!r}" if default is not None else None)
+        if use and default is not None and not isinstance(default, bool):
+            hint += f" (default {default!r})"
+        parts.append(f"option {flag}: {problem}" + (f"; use {hint}" if hint else ""))
+    return "; ".join(dict.fromkeys(parts)) or "invalid options"
 
 
 def add_forget_parser(sub) -> None:

@@ -2,7 +2,7 @@
 version judges the production model for every request completed since its last audit.
 
 The recipe, under the project lock: finish what a killed release or audit left (tasks.release,
-tasks.audit.recover_audits) → per model due (or the one named): plan (production, current data,
+tasks.audit_record.recover_audits) → per model due (or the one named): plan (production, current data,
 covered requests, their escrow) → with a Dask task runner, every model's reference retrained at
 once (tasks.references) → per model: the reference checks on the production model → if the audit
 failed, or with `rebase`, the retrained model registered and promoted (guarantee exact, a certified
@@ -26,8 +26,10 @@ from prefect.runtime import flow_run
 from flows.runs import failed_run, outcome_flow
 from flows.settings import private_tempdir
 from tasks import audit as steps
+from tasks import audit_record as records
 from tasks import references as prefetch
 from tasks import devices, release, tracking
+from tasks.audit_checks import Judgement, judge
 from tasks.common import STEP, Lineage, Plan, dataset_digest, progress, promote, register
 from unlearning.devices import resolve_device
 
@@ -52,7 +54,7 @@ def audit_flow(root: str, model: str | None = None, rebase: bool = False, keep_s
     cadence = steps.cadence_setting(min_requests, max_age_days)
     resolve_device(device)  # a device this machine lacks: one line before anything is audited
     with private_tempdir(root_path), release.release_lock(root_path, "audit", report=False) as released:
-        recovered = released + steps.recover_audits(root_path)
+        recovered = released + records.recover_audits(root_path)
         names = [model] if model else steps.models_due(root_path, cadence)
         plans = [devices.place(steps.plan_audit(root_path, name), device) for name in names
                  if steps.is_due(root_path, name, cadence)]
@@ -69,7 +71,7 @@ def audit_flow(root: str, model: str | None = None, rebase: bool = False, keep_s
 
 def audit_model(root: Path, plan: steps.AuditPlan, rebase: bool, keep_days: int | None) -> dict:
     now = steps.utc_now()
-    audit = steps.audit_id(plan.model, now)
+    audit = records.audit_id(plan.model, now)
     experiment = tracking.configure(root)
     tags = {"model": plan.model, "dataset": plan.dataset.name, "data_version": plan.data_version, "audit_id": audit,
             "git_commit": tracking.git_commit(root), "code_version": tracking.code_version(),
@@ -78,21 +80,21 @@ def audit_model(root: Path, plan: steps.AuditPlan, rebase: bool, keep_days: int 
         lineage = Lineage(root, experiment, parent, tags)
         tracking.log_params(parent, {"covered_requests": ",".join(plan.request_ids)[:5000], "rebase": rebase,
                                      "production_version": plan.production.version})
-        steps.open_marker(root, audit, plan.model)  # from here a killed run is finished or rolled back
+        records.open_marker(root, audit, plan.model)  # from here a killed run is finished or rolled back
         judgement = run_checks(lineage, plan)
         passed = all(c["passed"] for c in judgement.checks)
-        record = lambda version: steps.audit_record(audit, plan, judgement, version, rebase,  # noqa: E731
+        record = lambda version: records.audit_record(audit, plan, judgement, version, rebase,  # noqa: E731
                                                     tags["code_version"], parent, now)
         if passed and not rebase:
-            path, superseded = steps.write_record(root, record(None)), []
+            path, superseded = records.write_record(root, record(None)), []
         else:
             path, superseded = promote_retrained(lineage, plan, judgement, keep_days, record)
-        finished = steps.finish_audit(root, path)
+        finished = records.finish_audit(root, path)
         body = record(None)  # for the MLflow copy's metrics only; the signed file is the record
         tracking.log_metrics(parent, {"passed": float(passed), "retrain_seconds": judgement.retrain_s,
                                       **{k: v for k, v in body["metrics"].items() if isinstance(v, (int, float))}})
         tracking.log_json(parent, json.loads(path.read_text()), "audit_record.json")
-    promoted = steps.promoted_version(path)
+    promoted = records.promoted_version(path)
     return {"model": plan.model, "audit": audit, "covered_requests": plan.request_ids, "passed": passed,
             "checks": judgement.checks, "rebased": promoted is not None and passed, "promoted": promoted,
             "shortfall": judgement.shortfall, "record": str(path.relative_to(root)),
@@ -103,10 +105,10 @@ def audit_model(root: Path, plan: steps.AuditPlan, rebase: bool, keep_days: int 
 
 
 @task(name="audit checks", **STEP)
-def run_checks(lineage: Lineage, plan: steps.AuditPlan) -> steps.Judgement:
+def run_checks(lineage: Lineage, plan: steps.AuditPlan) -> Judgement:
     """The retrained reference and today's reference checks on the production model (child run `audit`)."""
     with lineage.child("audit") as run_id:
-        judgement = steps.judge(lineage.root, plan)
+        judgement = judge(lineage.root, plan)
         tracking.log_params(run_id, {"reference": judgement.metrics.get("reference")})
         tracking.log_metrics(run_id, {"retrain_seconds": judgement.retrain_s,
                                       "passed": float(all(c["passed"] for c in judgement.checks)),
@@ -116,7 +118,7 @@ def run_checks(lineage: Lineage, plan: steps.AuditPlan) -> steps.Judgement:
     return judgement
 
 
-def promote_retrained(lineage: Lineage, plan: steps.AuditPlan, judgement: steps.Judgement, keep_days: int | None,
+def promote_retrained(lineage: Lineage, plan: steps.AuditPlan, judgement: Judgement, keep_days: int | None,
                       record) -> tuple[Path, list]:
     """Register the retrained model, write the record naming it, promote it and purge what it
     supersedes — through the release journal, so a killed run is rolled back or committed."""
@@ -129,7 +131,7 @@ def promote_retrained(lineage: Lineage, plan: steps.AuditPlan, judgement: steps.
             "data_before": plan.data_version, "data_after": plan.data_version, "verified": "true",
             "lineage_run": lineage.parent_run, "dataset_digest": dataset_digest(root, plan.dataset.name),
             "audit_id": lineage.tags["audit_id"], **judgement.tags}, judgement.private)
-        path = steps.write_record(root, record(version))
+        path = records.write_record(root, record(version))
         progress(f"  audit {plan.model}: promoting the retrained model v{version} (guarantee exact)")
         promote(lineage, plan.model, version)  # the commit point
         superseded = release.supersede(lineage, release_plan, version, keep_days)

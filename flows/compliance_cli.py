@@ -108,8 +108,8 @@ def add_parsers(sub, model_import=None) -> None:
                           "required with --base): the windows every check reads")
     imported.add_argument("--seed", type=int, default=0, help="seed of retraining's batches (default 0)")
     imported.add_argument("--json", action="store_true", help=JSON_HELP)
-    # a flow command: its handler is the CLI's (flows.cli.cmd_model_import), handed in so that this
-    # module never imports flows.cli
+    # a flow command: its handler is the CLI's (flows.train_cli.cmd_model_import), handed in so that
+    # this module never imports the flow commands
     imported.set_defaults(handler=model_import or not_here)
 
     certificate = sub.add_parser("certificate", help="signed erasure certificates")

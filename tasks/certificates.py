@@ -2,7 +2,7 @@
 the project's key (HMAC-SHA256, `unlearning.compliance.signing`), filed as `.unlearn/certificates/<request
 id>.json` with an HTML report beside it, and verified: its signature, its file name (the request
 its signed body names) and the ledger's `completed` entry, which records its SHA-256
-(tasks.outcomes), so that neither can be swapped for another. An audit record (tasks.audit) is verified
+(tasks.outcomes), so that neither can be swapped for another. An audit record (tasks.audit_record) is verified
 the same way: its signature, its file named after the audit, and the ledger's `audited`/`audit_failed`
 entries of the requests it covers, which record its SHA-256. Needs neither Prefect nor MLflow.
 """
@@ -21,7 +21,7 @@ from unlearning.compliance import signing
 from unlearning.errors import UnlearnError
 
 CERTIFICATES = ".unlearn/certificates"
-AUDIT_FORMAT = "unlearnflow.audit/1"  # an audit record (tasks.audit), verified here as certificates are
+AUDIT_FORMAT = "unlearnflow.audit/1"  # an audit record (tasks.audit_record), verified here as certificates are
 
 
 def write_certificate(root: Path, cert: dict, plots: dict | None = None) -> Path:

@@ -9,7 +9,7 @@ import json
 import pandas as pd
 
 from flows.cli import main
-from tasks import audit, ledger, state, tracking
+from tasks import audit, audit_record, ledger, state, tracking
 from tests.flows.test_faults import run_killed
 from tests.flows.test_pipeline import add_and_train, request_file, run_json
 from unlearning.compliance import ledger as lg
@@ -65,12 +65,12 @@ def test_an_audit_covers_every_request_since_the_last_one_with_one_signed_record
 
     # nothing since the last audit: a clear no-op that writes nothing
     ledger_before = (workspace / "ledger.db").read_bytes()
-    records_before = sorted((workspace / audit.AUDIT_DIR).iterdir())
+    records_before = sorted((workspace / audit_record.AUDIT_DIR).iterdir())
     capsys.readouterr()
     assert main(["audit", "people"]) == 0
     assert "no request since its last audit" in capsys.readouterr().out
     assert (workspace / "ledger.db").read_bytes() == ledger_before
-    assert sorted((workspace / audit.AUDIT_DIR).iterdir()) == records_before
+    assert sorted((workspace / audit_record.AUDIT_DIR).iterdir()) == records_before
 
     # a tampered record fails verification
     record.write_text(record.read_text().replace('"passed": true', '"passed": false', 1))
@@ -162,10 +162,10 @@ sys.exit(main(["audit", "people", "--rebase"]))
 
 KILLED_AFTER_PROMOTION = """
 import os, sys
-import tasks.audit
+import tasks.audit_record
 def killed(*args, **kwargs):
     os._exit(137)
-tasks.audit.record_verdicts = killed  # killed after the promotion, before any ledger entry
+tasks.audit_record.record_verdicts = killed  # killed after the promotion, before any ledger entry
 from flows.cli import main
 sys.exit(main(["audit", "people", "--rebase"]))
 """
@@ -178,16 +178,16 @@ def test_an_audit_killed_before_its_promotion_is_rolled_back_and_redone_by_the_n
     run_killed(workspace, KILLED_BEFORE_PROMOTION)
     # what the kill left: a registered candidate, a written record, the open marker; production unmoved
     assert tracking.production_alias("people") == "2" and "3" in versions("people")
-    assert len(list((workspace / audit.AUDIT_DIR).glob("*.json"))) == 1
+    assert len(list((workspace / audit_record.AUDIT_DIR).glob("*.json"))) == 1
     assert ledger.show(workspace, "KILL-1").audits == []
 
     code, out = run_json(capsys, ["audit", "people", "--rebase"])
     assert code == 0, out
     assert out["promoted"] == "4" and tracking.production_alias("people") == "4"
     assert "rolled_back" in versions("people")["3"]  # the half-done audit's candidate, never promoted
-    records = list((workspace / audit.AUDIT_DIR).glob("*.json"))
+    records = list((workspace / audit_record.AUDIT_DIR).glob("*.json"))
     assert [p.name for p in records] == [f"{out['audit']}.json"]  # the killed run's record was withdrawn
-    assert not list((workspace / audit.AUDIT_DIR).glob("*.open"))
+    assert not list((workspace / audit_record.AUDIT_DIR).glob("*.open"))
     assert [a["audit"] for a in ledger.show(workspace, "KILL-1").audits] == [out["audit"]]
 
 
@@ -197,13 +197,13 @@ def test_an_audit_killed_after_its_promotion_is_finished_by_the_next_run(workspa
     run_killed(workspace, KILLED_AFTER_PROMOTION)
     assert tracking.production_alias("people") == "3"
     assert ledger.show(workspace, "KILL-2").audits == [] and audit.escrow_files(workspace, "people")
-    [record] = list((workspace / audit.AUDIT_DIR).glob("*.json"))
+    [record] = list((workspace / audit_record.AUDIT_DIR).glob("*.json"))
 
     capsys.readouterr()
     assert main(["audit"]) == 0
     assert f"recovered an interrupted audit {record.stem}: completed" in capsys.readouterr().out
     assert [a["audit"] for a in ledger.show(workspace, "KILL-2").audits] == [record.stem]
-    assert not audit.escrow_files(workspace, "people") and not list((workspace / audit.AUDIT_DIR).glob("*.open"))
+    assert not audit.escrow_files(workspace, "people") and not list((workspace / audit_record.AUDIT_DIR).glob("*.open"))
     assert tracking.production_alias("people") == "3" and "purged" in versions("people")["2"]
     assert main(["certificate", "verify", str(record)]) == 0
 
@@ -272,7 +272,7 @@ def test_a_cadence_audits_a_model_once_enough_requests_wait_or_the_oldest_is_old
     assert main(["audit", "--min-requests", "2", "--max-age", "30"]) == 0  # every model: none due
     assert "no model is due: fewer than 2 requests waiting, none older than 30 days" in capsys.readouterr().out
     assert (workspace / "ledger.db").read_bytes() == ledger_before and audit.escrow_files(workspace, "people")
-    assert not (workspace / audit.AUDIT_DIR).exists() or not list((workspace / audit.AUDIT_DIR).glob("*.json"))
+    assert not (workspace / audit_record.AUDIT_DIR).exists() or not list((workspace / audit_record.AUDIT_DIR).glob("*.json"))
 
     # the oldest waiting request is older than --max-age (a second here): due although fewer wait
     code, out = run_json(capsys, ["audit", "--min-requests", "50", "--max-age", "0.00001"])

@@ -82,7 +82,7 @@ def test_auto_falls_back_to_retraining_when_the_evidence_fails(digits_ws, capsys
     after = load_images(digits_ws / "data" / "digits")
     assert not (after.train & (after.labels == 2)).any()
     # the console line says auto fell back, and why
-    from flows.cli import format_forget
+    from flows.erasure_cli import format_forget
 
     text = format_forget(out)
     assert "auto fell back to retraining: alignment failed forgotten_class_accuracy" in text.splitlines()[0]

@@ -209,7 +209,7 @@ def test_auto_falls_back_to_retraining_when_the_update_fails_verification(worksp
     """A fast update that fails verification: `auto` promotes the retrained reference and records
     why; an explicitly requested method is not replaced — it fails, naming each failed check with
     its measured value and threshold."""
-    from flows.cli import format_forget
+    from flows.erasure_cli import format_forget
     from flows.forget import forget_flow
     from unlearning.tabular.verify import VerifyConfig
 
@@ -250,7 +250,7 @@ def test_auto_falls_back_to_retraining_when_the_update_fails_verification(worksp
 def test_an_uncertified_model_is_verified_by_evidence_without_a_retrain(workspace, people_csv, capsys):
     """The default for a model that is not certifiably trained: the strong-convexity evidence, no
     model trained; the summary, the certificate and the console say how it was verified."""
-    from flows.cli import format_forget
+    from flows.erasure_cli import format_forget
 
     add_and_train(people_csv, capsys)
     req = request_file(workspace, id="REQ-EV", delete_records=["P1007", "P1012"], fix_labels={"P1008": "yes"})

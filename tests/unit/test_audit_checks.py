@@ -1,4 +1,4 @@
-"""The text audit's checks and their attribution (tasks.audit): a removed secret whose exposure in
+"""The text audit's checks and their attribution (tasks.audit_checks): a removed secret whose exposure in
 production exceeds the retrained model's by more than the margin fails the audit, and the shortfall
 names the request that asked for that secret, not the others the audit covers."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from tasks import audit
+from tasks import audit_checks
 from unlearning.text.lm import TextVerifyConfig
 
 CFG = TextVerifyConfig()
@@ -22,20 +22,20 @@ def test_the_secret_over_the_margin_fails_the_audit_and_names_its_request():
     measured = rows(0.5, CFG.exposure_margin_bits + 1.5)
     plan = SimpleNamespace(request_ids=["R-1", "R-2", "R-3"])
     owners = {"fp0": ["R-1"], "fp1": ["R-2"]}
-    checks = audit.text_checks(measured, {"after": 5.0, "retrain": 5.0}, CFG)
+    checks = audit_checks.text_checks(measured, {"after": 5.0, "retrain": 5.0}, CFG)
     failed = [c["name"] for c in checks if not c["passed"]]
     assert failed == ["exposure_vs_retrain_bits"]
-    [short] = audit.text_shortfall(checks, measured, owners, plan, CFG)
+    [short] = audit_checks.text_shortfall(checks, measured, owners, plan, CFG)
     assert short == {"check": "exposure_vs_retrain_bits", "requests": ["R-2"], "secrets": ["card **** 1"]}
 
 
 def test_perplexity_is_judged_against_the_retrained_model_and_goes_to_every_covered_request():
     plan = SimpleNamespace(request_ids=["R-1", "R-2"])
-    within = audit.text_checks([], {"after": 5.0 * (1 + CFG.max_perplexity_increase * 0.5), "retrain": 5.0}, CFG)
+    within = audit_checks.text_checks([], {"after": 5.0 * (1 + CFG.max_perplexity_increase * 0.5), "retrain": 5.0}, CFG)
     assert [c["passed"] for c in within] == [True]  # no secret escrowed: perplexity alone
-    over = audit.text_checks(rows(0.0, regenerated=(True,)), {"after": 5.0 * 1.1, "retrain": 5.0}, CFG)
+    over = audit_checks.text_checks(rows(0.0, regenerated=(True,)), {"after": 5.0 * 1.1, "retrain": 5.0}, CFG)
     assert {c["name"]: c["passed"] for c in over} == {"exposure_vs_retrain_bits": True, "perplexity_vs_retrain": False,
                                                       "secrets_regenerated": False}
-    shortfall = {s["check"]: s["requests"] for s in audit.text_shortfall(over, rows(0.0, regenerated=(True,)),
+    shortfall = {s["check"]: s["requests"] for s in audit_checks.text_shortfall(over, rows(0.0, regenerated=(True,)),
                                                                           {"fp0": ["R-2"]}, plan, CFG)}
     assert shortfall == {"perplexity_vs_retrain": ["R-1", "R-2"], "secrets_regenerated": ["R-2"]}

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from flows.cli import build_parser, main, prefect_ui_command
+from flows.cli import build_parser, main
+from flows.demo_cli import prefect_ui_command
 from flows.runs import requests_label
 from tasks import version as code
 from unlearning import references

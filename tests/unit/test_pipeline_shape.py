@@ -146,7 +146,8 @@ def isinstance_on_a_kind(path: Path) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("relative", ["tasks/tracking.py", "tasks/data.py", "tasks/scan.py", "flows/cli.py"])
+@pytest.mark.parametrize("relative", ["tasks/tracking.py", "tasks/data.py", "tasks/scan.py", "flows/cli.py",
+                                      "flows/train_cli.py", "flows/erasure_cli.py", "flows/demo_cli.py"])
 def test_storage_and_cli_leave_the_kinds_to_their_dispatch(relative):
     """Saving, loading, predicting and describing a dataset or a model goes through tasks.formats
     (one Format per kind), so a new kind is not one more branch in each of these files."""

@@ -1,4 +1,4 @@
-"""The socket between the CLI and `unlearn serve` (flows/service.py): a command's output and exit
+"""The socket between the CLI and `unlearn serve` (flows/service*.py): a command's output and exit
 code come back as they were written; nothing a command changes in the service's process outlives
 it; a socket nobody answers on, a silent one, a busy or a different service leave the command to
 the CLI; a service that dies during a command is reported in one line; hostile or oversized
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from flows import service
+from flows import service, service_protocol as protocol, service_server as server, service_warm as warm
 from unlearning.errors import UnlearnError
 
 ARGV = ["forget", "request.yaml", "--json"]
@@ -29,8 +29,8 @@ THREAD_STATE = threading.local()
 
 @pytest.fixture
 def root(tmp_path, monkeypatch) -> Path:
-    monkeypatch.delenv(service.SERVICE_ENV, raising=False)
-    for key in (*service.REQUEST_ENV, *service.PROJECT_ENV, "UNLEARN_TRACKING_URI"):
+    monkeypatch.delenv(protocol.SERVICE_ENV, raising=False)
+    for key in (*protocol.REQUEST_ENV, *protocol.PROJECT_ENV, "UNLEARN_TRACKING_URI"):
         monkeypatch.delenv(key, raising=False)
     return tmp_path
 
@@ -56,8 +56,8 @@ class Recorder:
 def served(root):
     running = []
 
-    def start(command) -> service.Service:
-        running.append(service.Service(root, root / service.SOCKET, command, log=open(os.devnull, "w")).start())
+    def start(command) -> server.Service:
+        running.append(server.Service(root, root / protocol.SOCKET, command, log=open(os.devnull, "w")).start())
         return running[-1]
 
     yield start
@@ -74,7 +74,7 @@ def test_a_command_comes_back_with_its_output_and_exit_code(root, served, capsys
     assert json.loads(out) == {"argv": ARGV} and err == "progress line\n"
     ((argv, cwd, env),) = command.calls
     assert argv == ARGV and cwd == os.getcwd() and env["UNLEARN_KEEP_SUPERSEDED_DAYS"] == "7"
-    mode = (root / service.SOCKET).stat().st_mode & 0o777
+    mode = (root / protocol.SOCKET).stat().st_mode & 0o777
     assert mode == 0o600
 
 
@@ -120,7 +120,7 @@ def test_nothing_a_command_changes_in_the_service_outlives_it(root, served, caps
 
 
 def test_a_socket_left_by_a_killed_service_leaves_the_command_to_the_cli_at_once(root, capsys):
-    path = root / service.SOCKET
+    path = root / protocol.SOCKET
     path.parent.mkdir()
     dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     dead.bind(str(path))
@@ -129,7 +129,7 @@ def test_a_socket_left_by_a_killed_service_leaves_the_command_to_the_cli_at_once
     assert service.hand_over(ARGV, root) is None
     assert time.monotonic() - started < 1.0
     assert capsys.readouterr() == ("", "")
-    restarted = service.Service(root, path, Recorder(), log=open(os.devnull, "w")).start()  # replaces it
+    restarted = server.Service(root, path, Recorder(), log=open(os.devnull, "w")).start()  # replaces it
     try:
         assert service.hand_over(ARGV, root) == 0
     finally:
@@ -139,7 +139,7 @@ def test_a_socket_left_by_a_killed_service_leaves_the_command_to_the_cli_at_once
 
 def test_a_service_that_never_answers_is_given_up_within_the_timeout(root, capsys, monkeypatch):
     monkeypatch.setattr(service, "ANSWER_TIMEOUT_S", 0.5)
-    path = root / service.SOCKET
+    path = root / protocol.SOCKET
     path.parent.mkdir()
     stuck = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stuck.bind(str(path))
@@ -163,7 +163,7 @@ def fake_service(path: Path, script) -> threading.Thread:
     def one():
         conn, _ = listener.accept()
         with conn, listener:
-            service.receive(conn)
+            protocol.receive(conn)
             script(conn)
 
     thread = threading.Thread(target=one, daemon=True)
@@ -173,12 +173,12 @@ def fake_service(path: Path, script) -> threading.Thread:
 
 def test_a_service_that_dies_during_the_command_gives_one_line_and_exit_1(root, capsys):
     def dies_after_starting(conn):
-        service.send(conn, {"accepted": True})
-        service.receive(conn)
-        service.send(conn, {"started": True})
-        service.send(conn, {"err": "half a line"})
+        protocol.send(conn, {"accepted": True})
+        protocol.receive(conn)
+        protocol.send(conn, {"started": True})
+        protocol.send(conn, {"err": "half a line"})
 
-    fake_service(root / service.SOCKET, dies_after_starting)
+    fake_service(root / protocol.SOCKET, dies_after_starting)
     assert service.hand_over(ARGV, root) == 1
     err = capsys.readouterr().err.removeprefix("half a line")
     assert err.count("\n") == 1 and err.startswith("error: the unlearn service stopped during `unlearn forget`")
@@ -186,10 +186,10 @@ def test_a_service_that_dies_during_the_command_gives_one_line_and_exit_1(root, 
 
 def test_a_service_that_dies_before_starting_the_command_leaves_it_to_the_cli(root, capsys):
     def dies_before_starting(conn):
-        service.send(conn, {"accepted": True})
-        service.receive(conn)  # the client's "go", then gone without running anything
+        protocol.send(conn, {"accepted": True})
+        protocol.receive(conn)  # the client's "go", then gone without running anything
 
-    fake_service(root / service.SOCKET, dies_before_starting)
+    fake_service(root / protocol.SOCKET, dies_before_starting)
     assert service.hand_over(ARGV, root) is None
     assert capsys.readouterr() == ("", "")
 
@@ -199,22 +199,22 @@ def raw_exchange(path: Path, payload: bytes) -> dict | None:
         conn.settimeout(10)
         conn.connect(str(path))
         conn.sendall(payload)
-        return service.receive(conn)
+        return protocol.receive(conn)
 
 
 def framed(message) -> bytes:
     data = json.dumps(message).encode()
-    return service.HEADER.pack(len(data)) + data
+    return protocol.HEADER.pack(len(data)) + data
 
 
 def request(root: Path, **changes) -> dict:
-    return {"argv": ARGV, "cwd": str(root), "root": str(root), "env": {}, "settings": service.project_settings(),
+    return {"argv": ARGV, "cwd": str(root), "root": str(root), "env": {}, "settings": protocol.project_settings(),
             **changes}
 
 
 @pytest.mark.parametrize("payload, says", [
-    (service.HEADER.pack(service.MAX_REQUEST_BYTES + 1) + b"{}", "limit"),
-    (service.HEADER.pack(9) + b"not json!", "not JSON"),
+    (protocol.HEADER.pack(protocol.MAX_REQUEST_BYTES + 1) + b"{}", "limit"),
+    (protocol.HEADER.pack(9) + b"not json!", "not JSON"),
     (framed(["forget", "x.yaml"]), "not a JSON object"),
     (lambda root: framed({**request(root), "extra": 1}), "unexpected fields"),
     (lambda root: framed(request(root, argv=["data", "add", "adult"])), "runs only forget, comply, audit"),
@@ -225,7 +225,7 @@ def request(root: Path, **changes) -> dict:
 def test_hostile_or_oversized_messages_are_refused_and_run_nothing(root, served, payload, says):
     command = Recorder()
     served(command)
-    answer = raw_exchange(root / service.SOCKET, payload(root) if callable(payload) else payload)
+    answer = raw_exchange(root / protocol.SOCKET, payload(root) if callable(payload) else payload)
     assert "accepted" not in answer and says in answer["declined"]
     assert command.calls == []
 
@@ -235,7 +235,7 @@ def test_a_request_for_another_project_or_other_settings_runs_here_with_a_note(r
     served(command)
     other = root / "other"
     other.mkdir()
-    monkeypatch.setenv(service.SERVICE_ENV, str(root / service.SOCKET))  # pointed at this project's service
+    monkeypatch.setenv(protocol.SERVICE_ENV, str(root / protocol.SOCKET))  # pointed at this project's service
     assert service.hand_over(ARGV, other) is None
     assert f"serves the project {root}" in capsys.readouterr().err
     monkeypatch.setenv("UNLEARN_LEDGER_URL", "sqlite:///elsewhere.db")
@@ -255,7 +255,7 @@ def test_a_busy_service_leaves_the_command_to_the_cli_which_meets_the_project_lo
         deadline = time.monotonic() + 10
         while not command.calls and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert raw_exchange(root / service.SOCKET, framed(request(root))) == {"declined": "busy", "note": False}
+        assert raw_exchange(root / protocol.SOCKET, framed(request(root))) == {"declined": "busy", "note": False}
         assert service.hand_over(ARGV, root) is None  # silently: the local run says what the lock says
     finally:
         release.set()
@@ -264,17 +264,17 @@ def test_a_busy_service_leaves_the_command_to_the_cli_which_meets_the_project_lo
 
 
 def test_where_the_cli_looks_for_the_service(root, monkeypatch):
-    assert service.socket_path(root) == root / ".unlearn" / "service.sock"
-    monkeypatch.setenv(service.SERVICE_ENV, "off")
-    assert service.socket_path(root) is None and service.hand_over(ARGV, root) is None
-    monkeypatch.setenv(service.SERVICE_ENV, "/run/unlearn/project.sock")
-    assert service.socket_path(root) == Path("/run/unlearn/project.sock")
+    assert protocol.socket_path(root) == root / ".unlearn" / "service.sock"
+    monkeypatch.setenv(protocol.SERVICE_ENV, "off")
+    assert protocol.socket_path(root) is None and service.hand_over(ARGV, root) is None
+    monkeypatch.setenv(protocol.SERVICE_ENV, "/run/unlearn/project.sock")
+    assert protocol.socket_path(root) == Path("/run/unlearn/project.sock")
 
 
 def test_a_second_service_on_a_live_socket_is_refused(root, served):
     served(Recorder())
     with pytest.raises(UnlearnError, match="another `unlearn serve` already serves this project") as refused:
-        service.Service(root, root / service.SOCKET, Recorder()).start()
+        server.Service(root, root / protocol.SOCKET, Recorder()).start()
     assert refused.value.exit_code == 1
 
 
@@ -323,9 +323,9 @@ def test_ctrl_c_in_the_cli_leaves_the_command_to_run_to_its_end_in_the_service(r
 def test_a_path_that_is_not_a_socket_is_never_replaced(root, monkeypatch):
     precious = root / "records.csv"
     precious.write_text("id,name\n")
-    monkeypatch.setenv(service.SERVICE_ENV, str(precious))  # a mistyped setting
+    monkeypatch.setenv(protocol.SERVICE_ENV, str(precious))  # a mistyped setting
     with pytest.raises(UnlearnError, match="is not a socket"):
-        service.Service(root, service.socket_path(root), Recorder()).start()
+        server.Service(root, protocol.socket_path(root), Recorder()).start()
     assert precious.read_text() == "id,name\n"
 
 
@@ -340,12 +340,12 @@ def test_commands_run_back_to_back_are_all_served(root, served, capsys):
 
 def test_the_mlflow_store_is_compared_as_the_commands_will_read_it(root, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking:5000")
-    client = service.project_settings()  # a shell: the user's value only
+    client = protocol.project_settings()  # a shell: the user's value only
     monkeypatch.setenv("UNLEARN_TRACKING_URI", "http://tracking:5000")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///rewritten-by-mlflow.db")
-    assert service.project_settings() == client  # the service, after MLflow rewrote the variable
+    assert protocol.project_settings() == client  # the service, after MLflow rewrote the variable
     monkeypatch.setenv("UNLEARN_TRACKING_URI", "")
-    assert service.project_settings()["MLFLOW_TRACKING_URI"] != client["MLFLOW_TRACKING_URI"]
+    assert protocol.project_settings()["MLFLOW_TRACKING_URI"] != client["MLFLOW_TRACKING_URI"]
 
 
 CLI = """
@@ -379,8 +379,8 @@ def test_a_project_deeper_than_a_socket_address_holds_is_served(root, capsys):
     """AF_UNIX addresses hold ~108 bytes; a project path may be longer."""
     deep = root / ("d" * 60) / ("e" * 60)
     deep.mkdir(parents=True)
-    assert len(str(deep / service.SOCKET)) > 108
-    running = service.Service(deep, deep / service.SOCKET, Recorder(code=5), log=open(os.devnull, "w")).start()
+    assert len(str(deep / protocol.SOCKET)) > 108
+    running = server.Service(deep, deep / protocol.SOCKET, Recorder(code=5), log=open(os.devnull, "w")).start()
     try:
         assert service.hand_over(ARGV, deep) == 5
     finally:
@@ -393,7 +393,8 @@ def test_a_socket_another_user_listens_on_is_never_trusted(root, served, capsys,
     path) gets neither the command nor the settings digests, and the CLI runs the command itself."""
     command = Recorder(code=0)
     served(command)
-    monkeypatch.setattr(service, "_peer_uid", lambda conn: os.getuid() + 1)
+    for side in (service, server):  # the CLI's check of the listener, and the service's of its caller
+        monkeypatch.setattr(side, "peer_uid", lambda conn: os.getuid() + 1)
     assert service.hand_over(ARGV, root) is None
     assert command.calls == [] and capsys.readouterr() == ("", "")
 
@@ -402,12 +403,12 @@ def test_a_service_started_before_the_code_changed_leaves_the_command_to_the_cli
     """A `git pull` (or a reinstall) into the same path after `unlearn serve` started: the client
     has the new code, the service still runs the old, so the command runs here."""
     code = root / "install"
-    for package in service.CODE_PACKAGES:
+    for package in protocol.CODE_PACKAGES:
         (code / package).mkdir(parents=True)
         (code / package / "__init__.py").write_text("")
     module = code / "unlearning" / "methods.py"
     module.write_text("STEP = 1\n")
-    monkeypatch.setattr(service, "code_digest", lambda base=code, real=service.code_digest: real(base))
+    monkeypatch.setattr(protocol, "code_digest", lambda base=code, real=protocol.code_digest: real(base))
     command = Recorder()
     served(command)
     assert service.hand_over(ARGV, root) == 0  # the same code: served
@@ -420,17 +421,17 @@ def test_a_service_started_before_the_code_changed_leaves_the_command_to_the_cli
 
 
 def test_the_code_digest_follows_every_module_file(tmp_path):
-    for package in service.CODE_PACKAGES:
+    for package in protocol.CODE_PACKAGES:
         (tmp_path / package).mkdir()
     module = tmp_path / "tasks" / "kinds.py"
     module.write_text("A = 1\n")
-    first = service.code_digest(tmp_path)
-    assert service.code_digest(tmp_path) == first
+    first = protocol.code_digest(tmp_path)
+    assert protocol.code_digest(tmp_path) == first
     os.utime(module, ns=(module.stat().st_atime_ns, module.stat().st_mtime_ns + 1_000_000))
-    touched = service.code_digest(tmp_path)
+    touched = protocol.code_digest(tmp_path)
     assert touched != first
     (tmp_path / "flows" / "new.py").write_text("")
-    assert service.code_digest(tmp_path) not in (first, touched)
+    assert protocol.code_digest(tmp_path) not in (first, touched)
 
 
 def test_a_client_with_another_prefect_server_runs_its_command_itself(root, served, capsys, monkeypatch):
@@ -456,9 +457,9 @@ def flooding_command_started(root, served, sock: socket.socket) -> threading.Eve
 
     served(Recorder(body=flood))
     sock.settimeout(30)
-    sock.connect(str(root / service.SOCKET))
+    sock.connect(str(root / protocol.SOCKET))
     sock.sendall(framed(request(root)))
-    assert service.receive(sock) == {"accepted": True}
+    assert protocol.receive(sock) == {"accepted": True}
     sock.sendall(framed({"go": True}))
     return done
 
@@ -466,13 +467,13 @@ def flooding_command_started(root, served, sock: socket.socket) -> threading.Eve
 def test_a_client_that_stops_reading_does_not_hold_the_service(root, served, monkeypatch):
     """A client that says "go" and then never reads: once its socket buffer is full the output
     waits SEND_TIMEOUT_S at most, the command runs to its end, and the next command is served."""
-    monkeypatch.setattr(service, "SEND_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(server, "SEND_TIMEOUT_S", 0.5)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stalled:
         done = flooding_command_started(root, served, stalled)
         assert done.wait(30), "the command waited for a client that does not read"
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            answer = raw_exchange(root / service.SOCKET, framed(request(root)))
+            answer = raw_exchange(root / protocol.SOCKET, framed(request(root)))
             if answer != {"declined": "busy", "note": False}:
                 break
             time.sleep(0.05)
@@ -483,13 +484,13 @@ def test_a_client_that_reads_again_after_a_pause_hears_how_the_command_ended(roo
     """A terminal paused (Ctrl-S, a suspended pager) past SEND_TIMEOUT_S and then resumed: the frame
     cut short is completed, the dropped output is said in a note, and the exit code arrives, instead
     of a broken frame the client would read as "the service stopped, run the command again"."""
-    monkeypatch.setattr(service, "SEND_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(server, "SEND_TIMEOUT_S", 0.5)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as paused:
         done = flooding_command_started(root, served, paused)
         assert done.wait(30), "the command waited for a client that does not read"
         time.sleep(0.2)  # the command's end is now waiting on this client
         frames = []
-        while (message := service.receive(paused)) is not None:  # a broken frame raises ProtocolError
+        while (message := protocol.receive(paused)) is not None:  # a broken frame raises ProtocolError
             frames.append(message)
     assert frames[0] == {"started": True} and frames[-1] == {"exit": 0}
     delivered = "".join(f.get("out", "") for f in frames)
@@ -515,7 +516,7 @@ def test_a_frame_gets_one_deadline_however_slowly_the_client_reads():
     reader.start()
     started = time.monotonic()
     try:
-        rest = service.unsent_after_timeout(ours, b"x" * (8 << 20), 0.5)  # ~100 s at this pace
+        rest = protocol.unsent_after_timeout(ours, b"x" * (8 << 20), 0.5)  # ~100 s at this pace
     finally:
         stop.set()
     assert rest and time.monotonic() - started < 5
@@ -548,10 +549,10 @@ def test_a_scheduled_run_started_during_a_served_command_gets_the_services_setti
     monkeypatch.setattr(_starter_engine, "run_process", record_launch)
     monkeypatch.setenv("TMPDIR", str(root / "service-tmp"))
     monkeypatch.delenv("UNLEARN_KEEP_SUPERSEDED_DAYS", raising=False)
-    baseline = service.service_env()
+    baseline = warm.service_env()
     original = runner.EngineCommandStarter
-    with service.scheduled_runs_with_service_env(baseline):
-        with service.isolated({"UNLEARN_KEEP_SUPERSEDED_DAYS": "30"}, None, None):
+    with warm.scheduled_runs_with_service_env(baseline):
+        with server.isolated({"UNLEARN_KEEP_SUPERSEDED_DAYS": "30"}, None, None):
             os.environ["TMPDIR"] = str(root / "command-tmp")  # as the command's private_tempdir does
             starter = runner.EngineCommandStarter(deployment_name="comply/nightly")
             anyio.run(starter.start, SimpleNamespace(id=uuid.uuid4()))
@@ -560,6 +561,6 @@ def test_a_scheduled_run_started_during_a_served_command_gets_the_services_setti
     assert env["PREFECT__DEPLOYMENT_NAME"] == "comply/nightly"
     assert runner.EngineCommandStarter is original  # put back once serving ends
     launched.clear()
-    with service.isolated({"UNLEARN_KEEP_SUPERSEDED_DAYS": "30"}, None, None):  # without the wrapper: the leak
+    with server.isolated({"UNLEARN_KEEP_SUPERSEDED_DAYS": "30"}, None, None):  # without the wrapper: the leak
         anyio.run(original(deployment_name="comply/nightly").start, SimpleNamespace(id=uuid.uuid4()))
     assert launched[0]["UNLEARN_KEEP_SUPERSEDED_DAYS"] == "30"

@@ -1,0 +1,80 @@
+"""`unlearn demo` and `unlearn ui`: the worked scenarios end to end, and the MLflow or Prefect UI
+on the project's runs (flows/cli.py runs the commands; their parser is flows/arguments.py)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from flows.arguments import MLFLOW_UI_PORT, PREFECT_UI_PORT, checked_device, checked_verify_mode
+from flows.compliance_cli import EXIT_FAILED, EXIT_OK, emit
+from flows.train_cli import check_table_precision
+from unlearning.errors import UnlearnError
+
+
+def cmd_demo(args, root: Path) -> int:
+    from flows.demo import run_images_demo, run_tabular_demo, run_text_demo
+
+    demo_verify_mode(args)
+    device = checked_device(args)
+    if args.scenario == "text":
+        summary = run_text_demo(root, args.train_steps, args.preset or "small", verify=args.verify,
+                                device=device, precision=args.precision)
+    elif args.scenario == "images":
+        summary = run_images_demo(root, verify=args.verify, device=device, precision=args.precision)
+    else:
+        check_table_precision(args)
+        summary = run_tabular_demo(root, verify=args.verify)
+    console = summary.pop("console")
+    emit(args, summary, console)
+    return EXIT_OK if summary["verified"] else EXIT_FAILED
+
+
+def demo_verify_mode(args) -> None:
+    """`--verify` of a demo: refused before its data is built when the scenario's kind cannot use it."""
+    from tasks.kinds import IMAGES, TABULAR, TEXT
+
+    if checked_verify_mode(args) is not None:
+        kind = {"tabular": TABULAR, "text": TEXT, "images": IMAGES}[args.scenario]
+        if args.verify not in kind.verify_modes:
+            raise UnlearnError(f"--verify {args.verify} is not available for the {args.scenario} demo: use "
+                               f"{' or '.join('--verify ' + m for m in kind.verify_modes)}")
+
+
+def cmd_ui(args, root: Path) -> int:
+    import subprocess
+
+    if args.prefect:
+        port = args.port or PREFECT_UI_PORT
+        cmd, env = prefect_ui_command(port)
+        print(f"Prefect UI on http://127.0.0.1:{port} (flow runs of {env['PREFECT_HOME']}); Ctrl-C to stop",
+              file=sys.stderr)
+        return subprocess.call(cmd, env=env)
+    from tasks.tracking import configure, tracking_uri
+
+    port = args.port or MLFLOW_UI_PORT
+    configure(root)
+    uri = tracking_uri(root)
+    print(f"MLflow UI on http://127.0.0.1:{port} (store {uri}); Ctrl-C to stop", file=sys.stderr)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port),
+           "--backend-store-uri", uri, "--workers", "1"]
+    # Job execution is off: it is not used here and doubles start-up time and memory.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    return subprocess.call(cmd, env=env)
+
+
+def prefect_ui_command(port: int) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of a Prefect server showing the project's flow runs.
+
+    Every `unlearn` command records its flow runs in the database under PREFECT_HOME (the
+    project's .prefect/, flows.settings), through a temporary server of its own; a server started
+    on that same home shows them all. The UI must be told where its API is (PREFECT_UI_API_URL),
+    else it follows a PREFECT_API_URL of the user's profile. Only the API and the UI run: no
+    scheduler would start the project's deployments behind the user's back."""
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_UI_API_URL": api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)  # this process is the server, not a client of another one
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port),
+           "--no-services", "--analytics-off"]
+    return cmd, env

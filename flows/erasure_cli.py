@@ -1,0 +1,208 @@
+"""`unlearn forget`, `scan`, `comply` and `audit`: finding personal data and erasing it, one request,
+the ledger's queue, and the audit that judges the updates (flows/cli.py runs the commands; their
+parser is flows/arguments.py). Each prints its console lines, or with --json one object."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from flows.arguments import checked_device, checked_verify_mode
+from flows.compliance_cli import EXIT_FAILED, EXIT_OK, emit
+from unlearning.errors import UnlearnError
+
+
+def cmd_forget(args, root: Path) -> int:
+    from flows.forget import forget_flow
+    from tasks import release, steps
+
+    keep_days = release.keep_days_setting(args.keep_superseded)
+    checked_verify_mode(args)
+    device = checked_device(args)
+    # all validation before anything is written; the flow nests under the lock taken here
+    with release.validated_release(root, "forget",
+                                   lambda: steps.plan_request.fn(root, args.request, args.method, args.verify)):
+        summary = forget_flow(root=str(root), request_path=str(args.request), method=args.method,
+                              keep_superseded_days=keep_days, verify=args.verify, device=device)
+    emit(args, summary, format_forget(summary))
+    return EXIT_OK if summary.get("verified", summary.get("status") == "completed") else EXIT_FAILED
+
+
+def format_forget(s: dict) -> str:
+    if s.get("status") == "already_processed":
+        return f"request {s['request_id']} was already processed: model {s['model']['name']} v{s['model']['version']} ({s['guarantee']})"
+    from tasks.kinds import kind_of_summary
+
+    kind = kind_of_summary(s)
+    lines = [
+        f"request {s['request_id']}: {s['status']} — method {s['method']}, guarantee {s['guarantee']}"
+        + kind.forget_headline(s),
+        f"  model {s['model']['name']} v{s['model']['parent_version']} → v{s['model']['version']}"
+        f" ({'promoted to production' if s['promoted'] else 'NOT promoted'})",
+        f"  data  {s['data']['before']} → {s['data']['after']}",
+        *kind.format_forget(s),
+        *verification_lines(s),
+        *superseded_lines(s),
+        *failed_check_lines(s["checks"]),
+    ]
+    return "\n".join(lines)
+
+
+def verification_lines(s: dict) -> list[str]:
+    """How the update was verified, the checks it passed and how long the data took to leave production."""
+    v, t = s.get("verification"), s["timings"]
+    if not v:
+        return []
+    passed = sum(c["passed"] for c in v["checks"])
+    names = ", ".join(c["name"] for c in v["checks"] if c["passed"]) or "none"
+    removal = (f"; time to removal {t['time_to_removal_s']:.1f} s" if t.get("time_to_removal_s") is not None
+               else "; production unchanged")
+    return [f"  verified by {v['mode']}: {passed}/{len(v['checks'])} checks passed ({names}), "
+            f"{v['retrains']} model(s) retrained, {t['verify_s']:.2f} s" + removal]
+
+
+def failed_check_lines(checks: list[dict]) -> list[str]:
+    from unlearning.tabular.verify import describe_failures
+
+    return [f"  FAILED check {describe_failures([c])}" for c in checks if not c["passed"]]
+
+
+def superseded_lines(s: dict) -> list[str]:
+    """What happened to the superseded artifacts, or that the run was rolled back."""
+    if s.get("rollback"):
+        r = s["rollback"]
+        return [f"  rolled back: data restored to {r['data']['restored']}, production stays v{r['production']}"]
+    return [f"  superseded: {x['artifact']} — {x['action']}" for x in s.get("superseded", [])]
+
+
+def cmd_scan(args, root: Path) -> int:
+    from tasks.scan import counts_by_detector, is_project, load_allowlist, scan_target
+
+    what, findings = scan_target(root, args.target, load_allowlist(args.allowlist))
+    if not is_project(root):
+        print(f"note: {root} is not an unlearnflow project: the fingerprints use a one-off salt (nothing is "
+              "written here) and match no other scan; run it in the project to match requests and allowlists",
+              file=sys.stderr)
+    counts = counts_by_detector(findings)
+    if args.model and findings:
+        findings = with_exposure(root, args.target, args.model, findings)
+    lines = [f"{what}: {len(findings)} finding(s)" + (f" — {counts}" if counts else "")]
+    for f in findings:
+        where = ", ".join(f"{k} {v}" for k, v in f["location"].items())
+        exposure = f"  exposure {f['exposure']:.1f} bits" if "exposure" in f else ""
+        lines.append(f"  {f['detector']:<7} {f['masked']:<28} {f['fingerprint']}{exposure}  ({where})")
+    emit(args, {"target": args.target, "findings": findings, "counts": counts}, "\n".join(lines))
+    return EXIT_FAILED if findings else EXIT_OK
+
+
+def with_exposure(root: Path, dataset: str, model: str, findings: list[dict]) -> list[dict]:
+    """Findings with their exposure in the model's production version, via the detect tasks."""
+    from tasks import data as data_store
+    from tasks import tracking
+    from tasks.formats import TEXT, format_of
+    from tasks.kinds.text import measure_exposure
+
+    corpus = data_store.load_dataset(root, dataset)
+    if format_of(corpus) is not TEXT:
+        raise UnlearnError(f"--model measures exposure in a language model: '{dataset}' is not a text dataset")
+    tracking.connect(root)
+    tracking.require_production(model, root)
+    experiment = tracking.configure(root)
+    with tracking.run(experiment, f"scan {dataset}", {"flow": "scan", "model": model, "dataset": dataset}) as run_id:
+        from tasks.common import Lineage
+
+        rows = measure_exposure.fn(Lineage(root, experiment, run_id, {"model": model}), model, corpus, findings)
+    by_print = {r["fingerprint"]: r["exposure"] for r in rows}
+    return [{**f, "exposure": by_print[f["fingerprint"]]} for f in findings]
+
+
+def cmd_comply(args, root: Path) -> int:
+    from flows.comply import comply_flow
+    from tasks import ledger, references as prefetch, release
+
+    keep_days = release.keep_days_setting(args.keep_superseded)
+    runner, address = prefetch.runner_setting(args.task_runner, args.dask_address)
+    workers = prefetch.check_workers(args.workers)
+    checked_verify_mode(args)
+    device = checked_device(args)
+    ledger.check_intact(root)  # a bad UNLEARN_LEDGER_URL, a forged ledger: one line before any flow starts
+    try:
+        summary = comply_flow(root=str(root), keep_superseded_days=keep_days, task_runner=runner,
+                              dask_address=address, workers=workers, verify=args.verify, device=device)
+    except release.ProjectBusy as busy:  # not bad input: the other run is doing the work
+        print(f"comply: {busy}", file=sys.stderr)
+        return EXIT_FAILED
+    lines = [f"recovered after an interrupted run: {r.get('id') or 'release of model ' + r['model']} — {r['outcome']}"
+             for r in summary.get("recovered", [])]
+    lines += [f"due purge: {x['artifact']} — {x['action']}" for x in summary.get("purged", [])]
+    refs = summary.get("references", {})
+    if refs.get("task_runner", "inline") != "inline":
+        lines.append(f"verification references trained ahead on the {refs['task_runner']} task runner: "
+                     f"{refs['prefetched']} in {refs['seconds']:.0f} s, used {refs['used']}")
+    lines.append(f"{summary['processed']} request(s) processed, {summary['failed']} failed")
+    for r in summary["requests"]:
+        where = (f"model {r['model']['name']} v{r['model']['version']}, certificate {r['certificate']}"
+                 if r["status"] == "completed" else r["reason"])
+        where += "".join(f"; {record}: {why}" for record, why in sorted(r.get("unchanged", {}).items()))
+        lines.append(f"  {r['id']}: {r['status']} — {where}")
+    emit(args, summary, "\n".join(lines))
+    return EXIT_FAILED if summary["failed"] else EXIT_OK
+
+
+def cmd_audit(args, root: Path) -> int:
+    from flows.audit import audit_flow
+    from tasks import audit, audit_record, ledger, references as prefetch, release
+
+    keep_days = release.keep_days_setting(args.keep_superseded)
+    runner, address = prefetch.runner_setting(args.task_runner, args.dask_address)
+    workers = prefetch.check_workers(args.workers)
+    cadence = audit.cadence_setting(args.min_requests, args.max_age)
+    device = checked_device(args)
+    ledger.check_intact(root)  # a forged ledger: one line before anything is audited
+    due = audit.due_models(root, args.model, cadence)  # an unknown or unauditable model: one line, exit 2
+    if not due and not (release.open_journals(root) or audit_record.open_audits(root)):
+        message = nothing_due_message(root, args.model, cadence)
+        emit(args, {"model": args.model, "audits": [], "covered_requests": [], "message": message}, message)
+        return EXIT_OK
+    try:
+        summary = audit_flow(root=str(root), model=args.model, rebase=args.rebase, keep_superseded_days=keep_days,
+                             task_runner=runner, dask_address=address, workers=workers,
+                             min_requests=cadence.min_requests, max_age_days=cadence.max_age_days, device=device)
+    except release.ProjectBusy as busy:
+        print(f"audit: {busy}", file=sys.stderr)
+        return EXIT_FAILED
+    audits = summary["audits"]
+    payload = audits[0] if args.model and len(audits) == 1 else summary
+    emit(args, payload, "\n".join([*(f"recovered an interrupted audit {r['id']}: {r['outcome']}"
+                                     for r in summary["recovered"] if "id" in r),
+                                   *(line for a in audits for line in format_audit(a))])
+         or "nothing to audit")
+    return EXIT_OK if all(a["passed"] for a in audits) else EXIT_FAILED
+
+
+def nothing_due_message(root: Path, model: str | None, cadence) -> str:
+    """Why `unlearn audit` has nothing to do: no request since the last audit, or fewer than the cadence asks."""
+    from tasks import audit
+
+    waiting = f"fewer than {cadence.min_requests} requests waiting" + (
+        f", none older than {cadence.max_age_days:g} days" if cadence.max_age_days is not None else "")
+    if model is None:
+        return ("no model has a request since its last audit; nothing to audit" if cadence.min_requests == 1
+                else f"no model is due: {waiting}; nothing to audit")
+    count, _ = audit.pending_requests(root, model)
+    if count == 0:
+        return f"model {model}: no request since its last audit; nothing to audit"
+    return f"model {model}: {count} request(s) since its last audit, {waiting}; nothing to audit"
+
+
+def format_audit(a: dict) -> list[str]:
+    verdict = "PASSED" if a["passed"] else "FAILED"
+    promoted = (f"; retrained model promoted: v{a['production_version']} → v{a['promoted']} (guarantee exact)"
+                if a["promoted"] else "")
+    lines = [f"audit of model {a['model']}: {verdict} — {len(a['covered_requests'])} request(s) covered "
+             f"({', '.join(a['covered_requests'])}){promoted}",
+             f"  retraining {a['timings']['retrain_s']:.2f} s; record {a['record']}"]
+    lines += [f"  {'ok    ' if c['passed'] else 'FAILED'} {c['name']} {c['value']:.4g} (needs {c['threshold']})"
+              for c in a["checks"]]
+    lines += [f"  fell short: {', '.join(s['requests'])} ({s['check']})" for s in a["shortfall"]]
+    return lines

@@ -1,0 +1,191 @@
+"""The audit's checks, per kind (tasks.audit plans the audit; docs/compliance.md, "Audits"): the
+production model judged against the model retrained on the current data.
+
+- tables: agreement and accuracy gap with the retrained model (unlearning.tabular.verify);
+- text: each removed secret's exposure ≤ retrained + 2 bits, held-out perplexity ≤ retrained + 3 %,
+  no secret regenerated;
+- images: the gaps to the retrained CNN (|UA − UA_retrain| ≤ 10 points + 3 standard errors on the
+  forgotten images, TA and RA drops ≤ 5 points), judged by unlearning.images.verify's gaps on the
+  escrowed forgotten images, the retained training images and the test split.
+
+Each kind's `audit_<kind>` returns a Judgement; a failed check names the requests that fell short.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tasks import references as prefetch
+from tasks.audit import AuditPlan
+from tasks.common import progress
+
+
+@dataclass
+class Judgement:
+    """The audit's measurements: checks, metrics, the retrained model (promotable), who fell short."""
+
+    checks: list[dict]
+    metrics: dict
+    retrained: Any  # the bundle to promote
+    retrain_s: float
+    shortfall: list[dict] = field(default_factory=list)  # per failed check: the requests it is attributed to
+    private: Any = None  # a callable computing the retrained version's private state (tables)
+    tags: dict = field(default_factory=dict)
+
+
+def audit_table(root: Path, plan: AuditPlan) -> Judgement:
+    from tasks.kinds.tabular import certification_tags, with_spent_budget
+    from unlearning.tabular import erasure, verify
+
+    progress(f"  audit {plan.model}: retraining the table model on the current data ...")
+    reference, source = prefetch.obtain(plan.job)
+    problem, bundle_after, _ = erasure.build_problem(plan.bundle, plan.dataset, plan.dataset, plan.b)
+    retrained = with_spent_budget(erasure.unlearned_bundle(bundle_after, reference.theta), reference)
+    test = erasure.held_out_data(plan.dataset, plan.bundle)
+    metrics = verify.fidelity(plan.bundle.theta, reference.theta, plan.bundle.theta, test.X, test.y)
+    checks = verify.checks(metrics, verify.VerifyConfig())
+    # Fidelity is a property of the model, not of one request: a shortfall is attributed to the
+    # covered requests whose update was approximate (a retrained or unchanged one cannot drift).
+    approximate = [r.id for r in plan.records if (r.response or {}).get("guarantee") in ("certified", "empirical")]
+    shortfall = [{"check": c["name"], "requests": approximate or plan.request_ids} for c in checks if not c["passed"]]
+    return Judgement(checks, {**metrics, "reference": source}, retrained, reference.stats["update_seconds"], shortfall,
+                     private=lambda: erasure.model_cache(retrained, replace(plan.dataset, version=plan.data_version),
+                                                         plan.b),
+                     tags=certification_tags(retrained))
+
+
+def audit_text(root: Path, plan: AuditPlan) -> Judgement:
+    from tasks import scan
+    from unlearning.text import lm
+
+    progress(f"  audit {plan.model}: retraining the language model on the current corpus ...")
+    update, source = prefetch.obtain(plan.job, None)
+    retrained = lm.LMBundle(update.model, plan.bundle.vocab, plan.bundle.preset,
+                            {**plan.bundle.settings, "steps": update.stats["steps"]})
+    cfg, salt = lm.TextVerifyConfig(), scan.project_salt(root)
+    rows, owners = [], {}
+    for escrowed in plan.escrows:
+        for s in escrowed["secrets"]:
+            owners.setdefault(s["fingerprint"], []).extend(s.get("requests", escrowed["requests"]))
+            if s["fingerprint"] in {r["fingerprint"] for r in rows}:
+                continue
+            secret = lm.Secret(s["fingerprint"], s["detector"], s["masked"], s["value"], s["prefix"], ())
+            rows.append({"fingerprint": secret.fingerprint, "detector": secret.detector, "masked": secret.masked,
+                         "after": lm.secret_exposure(plan.bundle, secret, cfg.n_candidates),
+                         "retrain": lm.secret_exposure(retrained, secret, cfg.n_candidates),
+                         "regenerated": lm.regenerates(plan.bundle, secret, salt, cfg.samples)})
+            del secret
+    ppl = {"after": lm.held_out_perplexity(plan.bundle, plan.dataset),
+           "retrain": lm.held_out_perplexity(retrained, plan.dataset)}
+    checks = text_checks(rows, ppl, cfg)
+    metrics = {"exposure_after": max((r["after"] for r in rows), default=None),
+               "exposure_retrain": max((r["retrain"] for r in rows), default=None),
+               "perplexity_after": ppl["after"], "perplexity_retrain": ppl["retrain"], "secrets": len(rows),
+               "regenerated": sum(r["regenerated"] for r in rows), "reference": source, "per_secret": rows}
+    from tasks.kinds.hf import pretrained_tags
+
+    return Judgement(checks, metrics, retrained, update.stats["seconds"], text_shortfall(checks, rows, owners, plan, cfg),
+                     tags=pretrained_tags(retrained))
+
+
+def text_checks(rows: list[dict], ppl: dict, cfg) -> list[dict]:
+    """Today's reference checks on the production model: per removed secret exposure ≤ retrained +
+    margin, held-out perplexity ≤ retrained × (1 + 3 %), no removed secret regenerated."""
+    increase = ppl["after"] / ppl["retrain"] - 1
+    checks = [{"name": "perplexity_vs_retrain", "value": increase, "threshold": f"<= {cfg.max_perplexity_increase}",
+               "passed": increase <= cfg.max_perplexity_increase}]
+    if rows:
+        worst = max(r["after"] - r["retrain"] for r in rows)
+        regenerated = sum(r["regenerated"] for r in rows)
+        checks = [{"name": "exposure_vs_retrain_bits", "value": worst, "threshold": f"<= {cfg.exposure_margin_bits}",
+                   "passed": worst <= cfg.exposure_margin_bits},
+                  *checks,
+                  {"name": "secrets_regenerated", "value": regenerated, "threshold": "== 0", "passed": regenerated == 0}]
+    return checks
+
+
+def text_shortfall(checks: list[dict], rows: list[dict], owners: dict, plan: AuditPlan, cfg) -> list[dict]:
+    """Per failed check, the requests that fell short: those whose removed secrets fail it (by
+    fingerprint and masked form only); perplexity, a property of the model, goes to them all."""
+    failing = {"exposure_vs_retrain_bits": [r for r in rows if r["after"] - r["retrain"] > cfg.exposure_margin_bits],
+               "secrets_regenerated": [r for r in rows if r["regenerated"]]}
+    out = []
+    for c in checks:
+        if c["passed"]:
+            continue
+        bad = failing.get(c["name"])
+        requests = (sorted({i for r in bad for i in owners[r["fingerprint"]]}) if bad is not None
+                    else plan.request_ids)
+        out.append({"check": c["name"], "requests": requests,
+                    **({"secrets": [f"{r['detector']} {r['masked']}" for r in bad]} if bad else {})})
+    return out
+
+
+def audit_images(root: Path, plan: AuditPlan) -> Judgement:
+    """The gaps of unlearning.images.verify on the production model against the retrained CNN: the
+    forget set (every covered request's escrowed images), the retained training images, the test
+    split (without a forgotten class). Accuracies only, the TA/RA drops first on fixed samples
+    (unlearning.images.audit: the whole sets where a sample is not clear of the threshold)."""
+    from dataclasses import replace
+
+    from unlearning.images.audit import audit_checks
+    from unlearning.images.bundle import tensors, test_positions
+    from unlearning.images.verify import ImageVerifyConfig
+    from unlearning.linalg import single_threaded
+
+    progress(f"  audit {plan.model}: retraining the CNN on the current data ...")
+    result, source = prefetch.obtain(plan.job, None)
+    retrained = replace(plan.bundle, model=result.model)
+    cfg = ImageVerifyConfig()
+    escrowed = [e for e in plan.escrows if "X" in e]
+    forgotten = {e["forget_class"] for e in escrowed if e.get("forget_class") is not None}
+    retain = (plan.job.data["X"], plan.job.data["y"], list(plan.bundle.train_ids))
+    positions = test_positions(plan.dataset, next(iter(forgotten)) if len(forgotten) == 1 else None, cfg.max_test)
+    test = (*tensors(plan.dataset, positions), [plan.dataset.record_ids[p] for p in positions])
+    # no forgotten image kept (requests from before the escrow): the retain and test drops only
+    forget = (torch.cat([e["X"] for e in escrowed]), torch.cat([e["y"] for e in escrowed])) if escrowed else None
+    with single_threaded():
+        checks, rows = audit_checks(plan.bundle.model, retrained.model, forget, retain, test,
+                                    escrowed[0]["image_kind"] if escrowed else "", cfg)
+    metrics = {**rows, "forget_images": sum(len(e["y"]) for e in escrowed), "reference": source}
+    shortfall = images_shortfall(checks, escrowed, plan, retrained, cfg)
+    del escrowed, forget
+    return Judgement(checks, metrics, retrained, result.stats["seconds"], shortfall)
+
+
+def images_shortfall(checks: list[dict], escrowed: list[dict], plan: AuditPlan, retrained, cfg) -> list[dict]:
+    """Per failed check, the requests that fell short: for the forget-set gap, those whose own
+    images are further from the retrained model than the threshold; retain/test drops go to all."""
+    from unlearning.images.verify import ua_gap_tolerance
+
+    out = []
+    for c in checks:
+        if c["passed"]:
+            continue
+        requests = plan.request_ids
+        if c["name"] == "ua_gap_to_retrain":
+            gaps = [(e, forget_accuracy(plan.bundle.model, e), forget_accuracy(retrained.model, e)) for e in escrowed]
+            named = sorted({i for e, a, r in gaps if abs(a - r) > ua_gap_tolerance(cfg, len(e["y"]), a, r)
+                            for i in e["requests"]})
+            requests = named or requests
+        out.append({"check": c["name"], "requests": requests})
+    return out
+
+
+def forget_accuracy(model, escrowed: dict) -> float:
+    """Accuracy (%) of `model` on one request's escrowed forget images (or any {"X", "y"})."""
+    from unlearning.metrics.evaluate import model_outputs
+
+    out = model_outputs(model, escrowed["X"], escrowed["y"])
+    return 100 * float((out.logits.argmax(1) == escrowed["y"]).double().mean())
+
+
+JUDGES = {"table": audit_table, "text": audit_text, "images": audit_images}
+
+
+def judge(root: Path, plan: AuditPlan) -> Judgement:
+    return JUDGES[plan.kind.name](root, plan)

@@ -1,0 +1,161 @@
+"""The audit's signed record, the ledger's verdicts and crash recovery (tasks.audit plans the
+audit, tasks.audit_checks judges it; docs/compliance.md, "Audits").
+
+- The record: one signed document (`.unlearn/audits/<id>.json`, HMAC as certificates are) naming
+  the requests and certificates it covers; each covered ledger request gets an `audited` or
+  `audit_failed` entry recording the record's SHA-256; then the covered escrow is deleted.
+- Crash safety: a marker `.unlearn/audits/<id>.open` lives from before the first write to after the
+  last; `recover_audits` deletes the record of an audit whose promotion was rolled back, or
+  finishes the ledger entries and escrow deletion of one that was promoted or needed no promotion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from pathlib import Path
+
+from tasks import ledger, tracking
+from tasks.audit import AuditPlan, drop_escrows
+from tasks.audit_checks import Judgement
+from tasks.certificates import AUDIT_FORMAT
+from unlearning.compliance import ledger as lg
+from unlearning.compliance import signing
+
+AUDIT_DIR = Path(".unlearn") / "audits"
+
+
+def audit_id(model: str, now: datetime) -> str:
+    return f"AUDIT-{model}-{now.strftime('%Y%m%dT%H%M%S%f')}"
+
+
+def record_path(root: Path, audit: str) -> Path:
+    return Path(root) / AUDIT_DIR / f"{audit}.json"
+
+
+def marker_path(root: Path, audit: str) -> Path:
+    return Path(root) / AUDIT_DIR / f"{audit}.open"
+
+
+def open_marker(root: Path, audit: str, model: str) -> None:
+    path = marker_path(root, audit)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"audit": audit, "model": model}))
+
+
+def certificate_of(record: lg.RequestRecord) -> dict:
+    response = record.response or {}
+    return {"id": record.id, "certificate": response.get("certificate"),
+            "certificate_sha256": response.get("certificate_sha256"),
+            "model_version": (response.get("model") or {}).get("version"), "guarantee": response.get("guarantee"),
+            "method": response.get("method")}
+
+
+def audit_record(audit: str, plan: AuditPlan, judgement: Judgement, promoted: str | None, rebase: bool,
+                 code_version: str, run_id: str, now: datetime) -> dict:
+    """The record's body (signed by `write_record`): no raw value, fingerprints and masked forms only."""
+    passed = all(c["passed"] for c in judgement.checks)
+    metrics = {k: v for k, v in judgement.metrics.items() if k != "per_secret"}
+    if "per_secret" in judgement.metrics:
+        metrics["secrets_measured"] = judgement.metrics["per_secret"]
+    ledger_ids = [r.id for r in plan.records]
+    return {
+        "format": AUDIT_FORMAT,
+        "audit": {"id": audit, "model": plan.model, "kind": plan.kind.name, "at": now.isoformat(), "passed": passed,
+                  "rebased": bool(promoted) and passed, "run_id": run_id, "code_version": code_version},
+        "production": {"version": str(plan.production.version), "run_id": plan.production.run_id},
+        "data_version": plan.data_version,
+        "requests": [certificate_of(r) for r in plan.records],
+        "unrecorded_requests": [i for i in plan.request_ids if i not in ledger_ids],
+        "checks": judgement.checks, "metrics": metrics,
+        "shortfall": judgement.shortfall,
+        "promoted": None if promoted is None else {
+            "version": promoted, "guarantee": "exact",
+            "why": "the audit failed: the retrained model replaces the production model" if not passed
+            else "--rebase: the retrained model replaces the production model"},
+        "escrow": {"files": [e["file"] for e in plan.escrows], "action": "deleted when this audit completed"},
+        "timings": {"retrain_s": judgement.retrain_s},
+    }
+
+
+def write_record(root: Path, body: dict) -> Path:
+    path = record_path(root, body["audit"]["id"])
+    signing.write_signed(path, signing.sign(body, signing.signing_key(root)))
+    path.with_suffix(".html").write_text(signing.certificate_html(json.loads(path.read_text())), encoding="utf-8")
+    return path
+
+
+def record_verdicts(root: Path, record: dict, path: Path) -> list[str]:
+    """An `audited` / `audit_failed` entry for each covered ledger request that has none from this
+    audit yet (a rerun after a crash appends only what is missing)."""
+    audit, passed = record["audit"]["id"], record["audit"]["passed"]
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    relative = str(path.relative_to(root))
+    short = {i for s in record["shortfall"] for i in s["requests"]}
+    written = []
+    for request in record["requests"]:
+        if any(a.get("audit") == audit for a in ledger.show(root, request["id"]).audits):
+            continue
+        failed = not passed
+        reason = None
+        if failed:
+            reason = ("this request's update fell short: " if request["id"] in short else "the audit failed: ") + \
+                ", ".join(s["check"] for s in record["shortfall"])
+        ledger.transition(root, request["id"], "audit_failed" if failed else "audited", audit=audit, record=relative,
+                          record_sha256=digest, model={"name": record["audit"]["model"],
+                                                       "version": record["production"]["version"]},
+                          run_id=record["audit"]["run_id"], **({"reason": reason} if reason else {}))
+        written.append(request["id"])
+    return written
+
+
+def finish_audit(root: Path, path: Path) -> dict:
+    """The steps after the record: the ledger's verdicts, the escrow deleted, the marker removed."""
+    record = json.loads(path.read_text())
+    written = record_verdicts(root, record, path)
+    dropped = drop_escrows(root, record["escrow"]["files"])
+    marker_path(root, record["audit"]["id"]).unlink(missing_ok=True)
+    return {"ledger_entries": written, "escrow_deleted": dropped}
+
+
+def recover_audits(root: Path) -> list[dict]:
+    """Finish or roll back the audits a killed run left (call under the project lock, after
+    tasks.release.recover has settled any release journal)."""
+    folder = Path(root) / AUDIT_DIR
+    outcomes = []
+    for marker in sorted(folder.glob("*.open")) if folder.is_dir() else []:
+        info = json.loads(marker.read_text())
+        path = record_path(root, info["audit"])
+        if not path.exists():  # stopped before its record: any candidate version was rolled back
+            marker.unlink()
+            outcomes.append({"id": info["audit"], "model": info["model"], "outcome": "rolled back"})
+            continue
+        record = json.loads(path.read_text())
+        promoted = record.get("promoted")
+        if promoted and rolled_back(info["model"], promoted["version"]):
+            path.unlink()
+            path.with_suffix(".html").unlink(missing_ok=True)
+            marker.unlink()
+            outcomes.append({"id": info["audit"], "model": info["model"], "outcome": "rolled back"})
+            continue
+        finish_audit(root, path)
+        outcomes.append({"id": info["audit"], "model": info["model"], "outcome": "completed"})
+    return outcomes
+
+
+def rolled_back(model: str, version: str) -> bool:
+    from tasks.release import ROLLED_BACK
+
+    found = [v for v in tracking.model_versions(model) if str(v.version) == str(version)]
+    return not found or ROLLED_BACK in found[0].tags
+
+
+def promoted_version(path: Path) -> str | None:
+    promoted = json.loads(Path(path).read_text()).get("promoted")
+    return None if promoted is None else promoted["version"]
+
+
+def open_audits(root: Path) -> bool:
+    folder = Path(root) / AUDIT_DIR
+    return folder.is_dir() and any(folder.glob("*.open"))
