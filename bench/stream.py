@@ -770,7 +770,7 @@ class Images:
         return judged.checks
 
     def audit_checks(self, model, ks: list[int], retrained) -> list[dict]:
-        """The audit as tasks.audit runs it (unlearning.images.audit): the UA gap on every covered
+        """The audit as tasks.audit_checks runs it (unlearning.images.audit): the UA gap on every covered
         request's images, the TA/RA drops against the retrained model on fixed samples, the whole
         sets where a sample is not clear of the threshold. With `compare_audits`, the whole-set
         verdicts too, computed by notes() outside the measured CPU."""
