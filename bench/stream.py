@@ -471,6 +471,8 @@ class Text:
         self._chain: dict[int, tuple] = {}
         self._ppl: dict[int, tuple] = {}  # id(model) → (it, its held-out perplexity)
         self.retrained: dict[int, object] = {}  # j → the model retrained on D_j
+        self._judged: dict[int, tuple] = {}  # id(model) → (it, fingerprint → (request, its evidence row))
+        self.exposure_misses: list[str] = []  # audits failed on exposure: the secret and what its evidence saw
         corpus = self.original_corpus = build_shakespeare()
         findings = scan_corpus(corpus, bench_text.SALT)
 
@@ -509,15 +511,17 @@ class Text:
     def notes(self) -> list[str]:
         """How far a retraining's held-out perplexity lies from the original model's: what the
         evidence's `max_drift` must leave below the audit's threshold (measured outside the CPU)."""
+        misses = ([f"Audits failed on exposure (the worst secret): {'; '.join(self.exposure_misses)}.", ""]
+                  if self.exposure_misses else [])
         if not self.retrained:
-            return []
+            return misses
         base = self.perplexity(self.original, 0)
         rel = {j: self.perplexity(m, j) / base - 1 for j, m in sorted(self.retrained.items())}
         return [f"Held-out perplexity of the retrained models against the original's ({base:.4f}), per data "
                 f"version: " + ", ".join(f"D{j} {r:+.2%}" for j, r in rel.items()) + f" (range {min(rel.values()):+.2%} "
                 f"to {max(rel.values()):+.2%}). A fast update's drift since its exact model is held to "
-                f"≤ {self.evidence_cfg().max_drift:.0%}, the audit to ≤ "
-                f"{self.lm.TextVerifyConfig().max_perplexity_increase:.0%} over the retrained model.", ""]
+                f"≤ {self.evidence_cfg().max_drift:.1%}, the audit to ≤ "
+                f"{self.lm.TextVerifyConfig().max_perplexity_increase:.0%} over the retrained model.", "", *misses]
 
     @staticmethod
     def evidence_cfg():
@@ -609,6 +613,7 @@ class Text:
         secrets = [*self.secrets[k - 1], *(s for j in chain for s in self.secrets[j - 1])]
         items = evidence.prepare(secrets, self._restored(k, chain), self.data[k], cfg)
         rows = evidence.judge(model, items, cfg, self.salt, evidence.relearning_windows(model, self.data[k]))
+        self._judged[id(model)] = (model, {r["fingerprint"]: (k, r) for r in rows})
         ppl = {"before": self.perplexity(before, k - 1), "after": self.perplexity(model, k)}
         if id(model) in self._anchor:  # a fast update; a fall-back's retrained model is held to no earlier one
             ppl["anchor"] = self.perplexity(self.anchor_of(before), k - 1)
@@ -621,7 +626,25 @@ class Text:
             self._chain[id(model)] = (model, tuple(j for j in self.chain_of(model) if j not in ks))
         secrets = [s for k in ks for s in self.secrets[k - 1]]
         ref = self._measure(retrained, secrets, ks[-1], regenerate=False)
-        return self._checks(self._measure(model, secrets, ks[-1]), ref["perplexity"], ref)
+        after = self._measure(model, secrets, ks[-1])
+        checks = self._checks(after, ref["perplexity"], ref)
+        if not checks[0]["passed"]:
+            self.exposure_misses.append(self._miss(model, ks, secrets, after["exposures"], ref["exposures"]))
+        return checks
+
+    def _miss(self, model, ks: list[int], secrets, after: list[float], retrained: list[float]) -> str:
+        """The secret an audit's exposure check failed on: its numbers, and those the evidence of the
+        request that last judged it saw (masked form only)."""
+        i = max(range(len(secrets)), key=lambda n: after[n] - retrained[n])
+        s = secrets[i]
+        judged = self._judged.get(id(model), (None, {}))[1].get(s.fingerprint)
+        seen = ("not judged by the evidence of the model's last update" if judged is None else
+                f"its evidence at request {judged[0]}: exposure {judged[1]['after']:.2f}, control band "
+                f"{judged[1]['band']:.2f} ({judged[1]['controls']} controls), excess {judged[1]['excess_bits']:+.2f} "
+                f"bits, after relearning {judged[1]['relearned_excess_bits']:+.2f}, free characters "
+                f"{judged[1].get('free_chars', '?')}")
+        return (f"audit of requests {ks[0]}–{ks[-1]}: {s.masked} exposure {after[i]:.2f} bits, retrained "
+                f"{retrained[i]:.2f}; {seen}")
 
     def fidelity(self, model, final) -> dict:
         secrets = [s for group in self.secrets for s in group]
