@@ -40,6 +40,13 @@ def planted_card() -> str:
 
 PASSWORD = "Quokka-Lantern-93!"
 
+# The notes models are trained for a fixed number of steps, not `--seconds`: the steps a time budget
+# buys follow the machine's load (2 s gave 286 to 838 steps on the shared 2-core machine), and what
+# the model learns follows the steps. Measured on test_text_chain's second suppress update, the one
+# that failed about 1 run in 8 with `--seconds 2`: its relearned_above_control_band_bits (needs
+# <= 2) reads -75 at 200 steps, -46 at 400, -6 at 700 and 9.9 at 800, where the request fails.
+NOTES_STEPS = "400"
+
 
 def notes_corpus(n_paragraphs: int = 320) -> tuple[str, dict[str, str]]:
     """A work log of short paragraphs (one or two lines each), two of which carry a secret.
@@ -81,7 +88,7 @@ def test_a_users_text_file_is_scanned_trained_forgotten_verified_and_purged(work
     by_record = {f["location"]["record"]: f for f in scanned["findings"]}
     assert set(by_record) == {"p00042", "p00208"}  # paragraphs 42 and 208 of the file
 
-    code, trained = run_json(capsys, ["train", "notes", "--preset", "tiny", "--seconds", "2"])
+    code, trained = run_json(capsys, ["train", "notes", "--preset", "tiny", "--steps", NOTES_STEPS])
     assert code == 0 and trained["metrics"]["held_out_perplexity"] > 1
 
     detected = detect_flow(root=str(workspace), dataset="notes")  # exposure in the model → a request
