@@ -42,6 +42,13 @@ def prefect_database() -> Path:
     return Path(url.split("///", 1)[1])
 
 
+# The built-in corpus's tiny model is trained for a fixed number of steps, not `--seconds 4`: the
+# steps a time budget buys follow the machine's load (4 s gave 260 to 954 steps on the shared 2-core
+# machine), and what the model learns follows the steps. Measured on the first test's retrained
+# model, whose evidence checks must all pass: exposure_above_control_band_bits (needs <= 2) reads
+# -3.4 at 250 steps, -3.2 at 400, -8.8 at 700 and -6.2 at 1000.
+SHAKESPEARE_STEPS = "700"
+
 EVIDENCE_CHECKS = ["exposure_above_control_band_bits", "perplexity_increase", "contexts_regenerating",
                    "relearned_above_control_band_bits"]
 
@@ -59,7 +66,7 @@ def test_text_pipeline_removes_secrets_and_leaks_none(workspace, system_tmp, cap
     secrets = injected_values()
     assert len(secrets) >= 20
     assert main(["data", "add", "shakespeare"]) == 0
-    assert main(["train", "shakespeare", "--preset", "tiny", "--seconds", "4"]) == 0
+    assert main(["train", "shakespeare", "--preset", "tiny", "--steps", SHAKESPEARE_STEPS]) == 0
 
     capsys.readouterr()
     assert main(["scan", "shakespeare", "--model", "shakespeare", "--json"]) == 1  # findings → exit 1
@@ -107,7 +114,7 @@ def test_text_pipeline_removes_secrets_and_leaks_none(workspace, system_tmp, cap
 
 def test_text_request_validation(workspace, capsys):
     assert main(["data", "add", "shakespeare"]) == 0
-    assert main(["train", "shakespeare", "--preset", "tiny", "--seconds", "1"]) == 0
+    assert main(["train", "shakespeare", "--preset", "tiny", "--steps", "100"]) == 0  # any trained model
     bad = {
         "table kinds on text": {"delete_records": ["x"]},
         "no such fingerprint": {"redact": {"findings": ["0123456789abcdef01234567"]}},
