@@ -14,6 +14,7 @@ import yaml
 
 from flows.cli import main
 from tasks import ledger
+from tests.flows.conftest import pin_project_salt
 from tests.flows.test_text_pipeline import SHAKESPEARE_STEPS, files_containing, injected_values, prefect_database
 from tests.services import BIN, child_env, deployment_exists, log_tail, prefect_server, run, service
 
@@ -26,6 +27,7 @@ def test_a_triggered_comply_deployment_processes_a_request_and_leaks_nothing(wor
     logs = server_home / "logs"
     with prefect_server(server_home / "home", logs, wait=False) as (api, server):
         # the workspace is set up (in this process, on the test harness) while the server starts
+        pin_project_salt(workspace)
         assert main(["data", "add", "shakespeare"]) == 0
         assert main(["train", "shakespeare", "--preset", "tiny", "--steps", SHAKESPEARE_STEPS]) == 0
         request = workspace / "redact.yaml"

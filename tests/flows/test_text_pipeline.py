@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 from prefect.settings import get_current_settings
 
 from flows.cli import main
+from tests.flows.conftest import pin_project_salt
 from unlearning.builtin import build_shakespeare
 
 
@@ -65,6 +66,7 @@ def system_tmp(tmp_path_factory, monkeypatch) -> Path:
 def test_text_pipeline_removes_secrets_and_leaks_none(workspace, system_tmp, capsys):
     secrets = injected_values()
     assert len(secrets) >= 20
+    pin_project_salt(workspace)
     assert main(["data", "add", "shakespeare"]) == 0
     assert main(["train", "shakespeare", "--preset", "tiny", "--steps", SHAKESPEARE_STEPS]) == 0
 
@@ -138,6 +140,7 @@ def test_auto_falls_back_to_the_retrained_model_when_the_fast_update_fails(works
     from flows.train import train_flow
     from unlearning.text.lm import TextTrainConfig
 
+    pin_project_salt(workspace)
     assert main(["data", "add", "shakespeare"]) == 0
     # a step budget, not a time budget: on a loaded machine 4 s gave a model too weak to have
     # memorised the card more than the reference, and the stalled update then passed (no fallback)

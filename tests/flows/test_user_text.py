@@ -15,6 +15,7 @@ import yaml
 
 from flows.cli import main
 from flows.detect import detect_flow
+from tests.flows.conftest import pin_project_salt
 from tests.flows.test_pipeline import run_json
 from tests.flows.test_text_pipeline import files_containing
 from unlearning.text.shakespeare import luhn_check_digit
@@ -74,6 +75,7 @@ def test_a_users_text_file_is_scanned_trained_forgotten_verified_and_purged(work
     source = tmp_path_factory.mktemp("user-files") / "notes.txt"  # outside the project, as a user's file
     text, secrets = notes_corpus()
     source.write_text(text, encoding="utf-8")
+    pin_project_salt(workspace)
 
     code, added = run_json(capsys, ["data", "add", "notes", "--file", str(source)])
     assert code == 0 and added["kind"] == "text" and added["records"] == 320
