@@ -13,9 +13,10 @@ import yaml
 from flows.cli import main
 from flows.detect import detect_flow
 from tasks import audit
+from tests.flows.conftest import pin_project_salt
 from tests.flows.test_pipeline import run_json
 from tests.flows.test_text_pipeline import files_containing
-from tests.flows.test_user_text import notes_corpus, request_from
+from tests.flows.test_user_text import NOTES_STEPS, notes_corpus, request_from
 
 
 def notes_trained_and_scanned(workspace, tmp_path_factory, capsys):
@@ -26,8 +27,9 @@ def notes_trained_and_scanned(workspace, tmp_path_factory, capsys):
     text, secrets = notes_corpus()
     source.write_text(text, encoding="utf-8")
     raw = set(secrets.values()) | {secrets["card"].replace(" ", "")}
+    pin_project_salt(workspace)
     assert run_json(capsys, ["data", "add", "notes", "--file", str(source)])[0] == 0
-    assert run_json(capsys, ["train", "notes", "--preset", "tiny", "--seconds", "2"])[0] == 0
+    assert run_json(capsys, ["train", "notes", "--preset", "tiny", "--steps", NOTES_STEPS])[0] == 0
     detected = detect_flow(root=str(workspace), dataset="notes")
     fingerprints = {r["detector"]: r["fingerprint"] for r in detected["secrets"]}
     return raw, secrets, fingerprints, yaml.safe_load(Path(detected["request"]).read_text())

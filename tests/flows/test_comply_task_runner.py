@@ -18,7 +18,7 @@ from tasks import ledger, tracking
 from tasks import references as prefetch
 from tests.flows.conftest import synthetic_people
 from tests.flows.test_pipeline import run_json
-from tests.flows.test_text_pipeline import files_containing, injected_values, prefect_database
+from tests.flows.test_text_pipeline import SHAKESPEARE_STEPS, files_containing, injected_values, prefect_database
 
 pytest.importorskip("prefect_dask")
 from distributed import LocalCluster  # noqa: E402
@@ -119,7 +119,7 @@ def test_image_and_text_references_trained_on_dask_are_the_ones_their_batches_us
     assert main(["data", "add", "digits"]) == 0
     assert main(["train", "digits", "--epochs", "2"]) == 0
     assert main(["data", "add", "shakespeare"]) == 0
-    assert main(["train", "shakespeare", "--preset", "tiny", "--seconds", "4"]) == 0
+    assert main(["train", "shakespeare", "--preset", "tiny", "--steps", SHAKESPEARE_STEPS]) == 0
     for content in ({"id": "IMG-R", "model": "digits", "forget_class": "3", "method": "retrain"},
                     {"id": "TXT-R", "model": "shakespeare", "method": "retrain",
                      "redact": {"findings": "all", "policy": "token"}}):

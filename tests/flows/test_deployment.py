@@ -14,7 +14,8 @@ import yaml
 
 from flows.cli import main
 from tasks import ledger
-from tests.flows.test_text_pipeline import files_containing, injected_values, prefect_database
+from tests.flows.conftest import pin_project_salt
+from tests.flows.test_text_pipeline import SHAKESPEARE_STEPS, files_containing, injected_values, prefect_database
 from tests.services import BIN, child_env, deployment_exists, log_tail, prefect_server, run, service
 
 pytestmark = pytest.mark.server
@@ -26,8 +27,9 @@ def test_a_triggered_comply_deployment_processes_a_request_and_leaks_nothing(wor
     logs = server_home / "logs"
     with prefect_server(server_home / "home", logs, wait=False) as (api, server):
         # the workspace is set up (in this process, on the test harness) while the server starts
+        pin_project_salt(workspace)
         assert main(["data", "add", "shakespeare"]) == 0
-        assert main(["train", "shakespeare", "--preset", "tiny", "--seconds", "4"]) == 0
+        assert main(["train", "shakespeare", "--preset", "tiny", "--steps", SHAKESPEARE_STEPS]) == 0
         request = workspace / "redact.yaml"
         request.write_text(yaml.safe_dump({"id": "REQ-D1", "model": "shakespeare", "method": "retrain",
                                            "redact": {"findings": "all", "policy": "token"}}))

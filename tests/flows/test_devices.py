@@ -15,7 +15,7 @@ import yaml
 from flows.cli import main
 from tests.flows.conftest import project_root
 from tests.flows.test_cli_bad_input import run_bad, trained  # noqa: F401 — the people project fixture
-from tests.flows.test_user_text import notes_corpus
+from tests.flows.test_user_text import NOTES_STEPS, notes_corpus
 
 CUDA = torch.cuda.is_available()
 MPS = torch.backends.mps.is_available()
@@ -30,7 +30,7 @@ def notes(tmp_path_factory):
         text, _ = notes_corpus(240)
         (root / "notes.txt").write_text(text)
         assert main(["data", "add", "notes", "--file", str(root / "notes.txt")]) == 0
-        assert main(["train", "notes", "--preset", "tiny", "--seconds", "2", "--device", "auto"]) == 0
+        assert main(["train", "notes", "--preset", "tiny", "--steps", NOTES_STEPS, "--device", "auto"]) == 0
         yield root
 
 

@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 from prefect.settings import get_current_settings
 
 from flows.cli import main
+from tests.flows.conftest import pin_project_salt
 from unlearning.builtin import build_shakespeare
 
 
@@ -42,6 +43,13 @@ def prefect_database() -> Path:
     return Path(url.split("///", 1)[1])
 
 
+# The built-in corpus's tiny model is trained for a fixed number of steps, not `--seconds 4`: the
+# steps a time budget buys follow the machine's load (4 s gave 260 to 954 steps on the shared 2-core
+# machine), and what the model learns follows the steps. Measured on the first test's retrained
+# model, whose evidence checks must all pass: exposure_above_control_band_bits (needs <= 2) reads
+# -3.4 at 250 steps, -3.2 at 400, -8.8 at 700 and -6.2 at 1000.
+SHAKESPEARE_STEPS = "700"
+
 EVIDENCE_CHECKS = ["exposure_above_control_band_bits", "perplexity_increase", "contexts_regenerating",
                    "relearned_above_control_band_bits"]
 
@@ -58,8 +66,9 @@ def system_tmp(tmp_path_factory, monkeypatch) -> Path:
 def test_text_pipeline_removes_secrets_and_leaks_none(workspace, system_tmp, capsys):
     secrets = injected_values()
     assert len(secrets) >= 20
+    pin_project_salt(workspace)
     assert main(["data", "add", "shakespeare"]) == 0
-    assert main(["train", "shakespeare", "--preset", "tiny", "--seconds", "4"]) == 0
+    assert main(["train", "shakespeare", "--preset", "tiny", "--steps", SHAKESPEARE_STEPS]) == 0
 
     capsys.readouterr()
     assert main(["scan", "shakespeare", "--model", "shakespeare", "--json"]) == 1  # findings → exit 1
@@ -107,7 +116,7 @@ def test_text_pipeline_removes_secrets_and_leaks_none(workspace, system_tmp, cap
 
 def test_text_request_validation(workspace, capsys):
     assert main(["data", "add", "shakespeare"]) == 0
-    assert main(["train", "shakespeare", "--preset", "tiny", "--seconds", "1"]) == 0
+    assert main(["train", "shakespeare", "--preset", "tiny", "--steps", "100"]) == 0  # any trained model
     bad = {
         "table kinds on text": {"delete_records": ["x"]},
         "no such fingerprint": {"redact": {"findings": ["0123456789abcdef01234567"]}},
@@ -131,6 +140,7 @@ def test_auto_falls_back_to_the_retrained_model_when_the_fast_update_fails(works
     from flows.train import train_flow
     from unlearning.text.lm import TextTrainConfig
 
+    pin_project_salt(workspace)
     assert main(["data", "add", "shakespeare"]) == 0
     # a step budget, not a time budget: on a loaded machine 4 s gave a model too weak to have
     # memorised the card more than the reference, and the stalled update then passed (no fallback)

@@ -15,6 +15,7 @@ import yaml
 
 from flows.cli import main
 from flows.detect import detect_flow
+from tests.flows.conftest import pin_project_salt
 from tests.flows.test_pipeline import run_json
 from tests.flows.test_text_pipeline import files_containing
 from unlearning.text.shakespeare import luhn_check_digit
@@ -39,6 +40,13 @@ def planted_card() -> str:
 
 
 PASSWORD = "Quokka-Lantern-93!"
+
+# The notes models are trained for a fixed number of steps, not `--seconds`: the steps a time budget
+# buys follow the machine's load (2 s gave 286 to 838 steps on the shared 2-core machine), and what
+# the model learns follows the steps. Measured on test_text_chain's second suppress update, the one
+# that failed about 1 run in 8 with `--seconds 2`: its relearned_above_control_band_bits (needs
+# <= 2) reads -75 at 200 steps, -46 at 400, -6 at 700 and 9.9 at 800, where the request fails.
+NOTES_STEPS = "400"
 
 
 def notes_corpus(n_paragraphs: int = 320) -> tuple[str, dict[str, str]]:
@@ -67,6 +75,7 @@ def test_a_users_text_file_is_scanned_trained_forgotten_verified_and_purged(work
     source = tmp_path_factory.mktemp("user-files") / "notes.txt"  # outside the project, as a user's file
     text, secrets = notes_corpus()
     source.write_text(text, encoding="utf-8")
+    pin_project_salt(workspace)
 
     code, added = run_json(capsys, ["data", "add", "notes", "--file", str(source)])
     assert code == 0 and added["kind"] == "text" and added["records"] == 320
@@ -81,7 +90,7 @@ def test_a_users_text_file_is_scanned_trained_forgotten_verified_and_purged(work
     by_record = {f["location"]["record"]: f for f in scanned["findings"]}
     assert set(by_record) == {"p00042", "p00208"}  # paragraphs 42 and 208 of the file
 
-    code, trained = run_json(capsys, ["train", "notes", "--preset", "tiny", "--seconds", "2"])
+    code, trained = run_json(capsys, ["train", "notes", "--preset", "tiny", "--steps", NOTES_STEPS])
     assert code == 0 and trained["metrics"]["held_out_perplexity"] > 1
 
     detected = detect_flow(root=str(workspace), dataset="notes")  # exposure in the model → a request
