@@ -23,7 +23,7 @@ from yaml.constructor import BaseConstructor
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, ScalarNode
 from yaml.parser import Parser
-from yaml.reader import Reader
+from yaml.reader import Reader, ReaderError
 from yaml.resolver import BaseResolver
 from yaml.scanner import Scanner
 
@@ -190,7 +190,11 @@ class _TextLoader(Reader, Scanner, Parser, _Composer, _Constructor, _TextResolve
 
 def parse_yaml(text: str, origin: str) -> Any:
     """YAML with every scalar as its text (see the module doc); one-line errors."""
-    loader = _TextLoader(text)
+    try:
+        loader = _TextLoader(text)  # the reader refuses control characters here, before any parsing
+    except ReaderError as exc:
+        raise UnlearnError(f"{origin} holds the control character U+{exc.character:04X} (character "
+                           f"{exc.position + 1}); remove it, or write it as an escape in a quoted string") from None
     try:
         return loader.get_single_data()
     except _Refused as exc:

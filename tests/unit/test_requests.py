@@ -141,6 +141,16 @@ def test_documents_that_could_mean_two_things_or_cost_without_bound(tmp_path, na
     assert expected in error_of(load_request, write(tmp_path, name, text))
 
 
+@pytest.mark.parametrize("name, text", [("nul.yaml", "id: r\nmodel: m\ndelete_records: [P1]\x00\n"),
+                                        ("bell.yml", "id: r\nmodel: m\x07\ndelete_records: [P1]\n"),
+                                        ("nul.req", "id: r\x00\nmodel: m\n")])
+def test_a_control_character_is_one_line_naming_it(tmp_path, name, text):
+    """YAML refuses control characters while reading the stream, before parsing: that error came
+    out as a traceback (exit 1) instead of the one line."""
+    message = error_of(load_request, write(tmp_path, name, text))
+    assert name in message and "control character" in message
+
+
 @pytest.mark.parametrize("name, text", [("deep.yaml", "id: r\nmodel: m\ndelete_records: " + "[" * 100_000),
                                         ("deep.json", '{"id": "r", "delete_records": ' + "[" * 100_000),
                                         ("deep.yaml", "a:\n" + "".join(" " * i + "- \n" for i in range(1000)))])
