@@ -70,6 +70,17 @@ def load_document(path: Path, what: str) -> Any:
     return parse_yaml(text, f"{what} '{path.name}'")
 
 
+def refuse_repeated_columns(header: list, file_name: str) -> None:
+    """A CSV header as written must name each column once: pandas reads a repeated name as `a` and
+    `a.1`, so a request naming `a` would reach only the first copy of the column."""
+    names = ["" if name is None or name != name else str(name) for name in header]  # NaN: a column with no name
+    repeated = list(dict.fromkeys(name for n, name in enumerate(names) if name in names[:n]))
+    if repeated:
+        shown = ", ".join(_quoted(name) for name in repeated[:5])
+        raise UnlearnError(f"'{file_name}' names the column{'s' if len(repeated) > 1 else ''} {shown} more than "
+                           f"once; give every column its own name")
+
+
 # --- JSON ---------------------------------------------------------------------------------------
 
 class _NotJson(UnlearnError):
