@@ -41,8 +41,11 @@ class _Refused(Exception):
 def read_text(path: Path, what: str, max_bytes: int = MAX_BYTES) -> str:
     """The UTF-8 text of a user file, refused (unread past the cap) when it is larger than `max_bytes`."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UnlearnError(f"{what} '{path}' not found; check the path")
+    if not path.is_file():  # a pipe would block the read, a device never end it
+        raise UnlearnError(f"{what} '{path}' is not a regular file (a folder, a device or a pipe); give the path "
+                           f"of the file itself")
     try:
         with path.open("rb") as handle:
             raw = handle.read(max_bytes + 1)

@@ -1,6 +1,7 @@
 """Unlearning requests: parsing (YAML/JSON), one-line errors, checks against a dataset."""
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -189,6 +190,15 @@ def test_an_oversized_file_is_refused_unread(tmp_path):
 
 def test_missing_file(tmp_path):
     assert "not found" in error_of(load_request, tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("make", [lambda p: p.mkdir(), lambda p: p.symlink_to("/dev/zero"), lambda p: os.mkfifo(p)],
+                         ids=["folder", "device", "pipe"])
+def test_a_path_that_is_not_a_file_is_named_so_not_reported_missing(tmp_path, make):
+    """It was 'not found; check the path' for a path that exists: the user is sent looking for a typo."""
+    make(tmp_path / "r.yaml")
+    message = error_of(load_request, tmp_path / "r.yaml")
+    assert "not a regular file" in message and "not found" not in message
 
 
 def test_content_hash():
