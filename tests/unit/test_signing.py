@@ -245,3 +245,10 @@ def test_a_file_larger_than_any_certificate_is_refused_unread(tmp_path, monkeypa
     monkeypatch.setattr(Path, "read_bytes", lambda self: read.append(self) or b"")
     ok, message = signing.verify(path, KEY)
     assert not ok and "larger than" in message and read == []
+
+
+def test_an_audit_record_is_named_an_audit_not_a_request(tmp_path):
+    record = {"format": "unlearnflow.audit/1", "audit": {"id": "AUDIT-adult-20261205T120000000000"}, "requests": []}
+    path = signing.write_signed(tmp_path / "AUDIT-adult-20261205T120000000000.json", signing.sign(record, KEY))
+    ok, message = signing.verify(path, KEY)
+    assert ok and message.endswith("audit AUDIT-adult-20261205T120000000000"), message

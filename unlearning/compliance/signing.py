@@ -208,7 +208,8 @@ def _verify_document(document: Any, key: bytes) -> tuple[bool, str]:
     if not isinstance(value, str) or not hmac.compare_digest(value, _mac(document, key)):
         return False, "signature does not match: the certificate was altered after signing"
     request = certified_request(document)
-    return True, f"signature valid ({ALGORITHM}, key id {sig['key_id']})" + (f", request {request}" if request else "")
+    named = "audit" if isinstance(document.get("audit"), dict) and "request" not in document else "request"
+    return True, f"signature valid ({ALGORITHM}, key id {sig['key_id']})" + (f", {named} {request}" if request else "")
 
 
 # ---------------------------------------------------------------------------------------------
