@@ -167,6 +167,7 @@ class PrefectServer:
                            "Prefect server or raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")
 
     def stop(self) -> None:
+        send_pending_run_logs()
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -174,6 +175,23 @@ class PrefectServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+RUN_LOGS_DRAIN_S = 5.0
+
+
+def send_pending_run_logs() -> None:
+    """Let Prefect send the run logs it still queues (a failed run's record, batched every 2 s)
+    before the server that receives them stops: sent after it, each batch prints '--- Error
+    logging to API ---' under the command's own one-line error. Prefect drains them only in the
+    interpreter's threading shutdown, which the CLI's exit skips (flows.cli.exit_without_teardown)."""
+    handlers = sys.modules.get("prefect.logging.handlers")
+    if handlers is None:
+        return
+    try:
+        handlers.APILogWorker.drain_all(timeout=RUN_LOGS_DRAIN_S)
+    except Exception:  # noqa: BLE001 — at exit, best effort: the logs only feed the Prefect UI
+        pass
 
 
 # uvicorn, in a process that ends with the command's: Linux sends it SIGTERM when its parent dies

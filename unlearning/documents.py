@@ -23,7 +23,7 @@ from yaml.constructor import BaseConstructor
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, ScalarNode
 from yaml.parser import Parser
-from yaml.reader import Reader
+from yaml.reader import Reader, ReaderError
 from yaml.resolver import BaseResolver
 from yaml.scanner import Scanner
 
@@ -41,8 +41,11 @@ class _Refused(Exception):
 def read_text(path: Path, what: str, max_bytes: int = MAX_BYTES) -> str:
     """The UTF-8 text of a user file, refused (unread past the cap) when it is larger than `max_bytes`."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UnlearnError(f"{what} '{path}' not found; check the path")
+    if not path.is_file():  # a pipe would block the read, a device never end it
+        raise UnlearnError(f"{what} '{path}' is not a regular file (a folder, a device or a pipe); give the path "
+                           f"of the file itself")
     try:
         with path.open("rb") as handle:
             raw = handle.read(max_bytes + 1)
@@ -68,6 +71,17 @@ def load_document(path: Path, what: str) -> Any:
         except _NotJson:
             pass
     return parse_yaml(text, f"{what} '{path.name}'")
+
+
+def refuse_repeated_columns(header: list, file_name: str) -> None:
+    """A CSV header as written must name each column once: pandas reads a repeated name as `a` and
+    `a.1`, so a request naming `a` would reach only the first copy of the column."""
+    names = ["" if name is None or name != name else str(name) for name in header]  # NaN: a column with no name
+    repeated = list(dict.fromkeys(name for n, name in enumerate(names) if name in names[:n]))
+    if repeated:
+        shown = ", ".join(_quoted(name) for name in repeated[:5])
+        raise UnlearnError(f"'{file_name}' names the column{'s' if len(repeated) > 1 else ''} {shown} more than "
+                           f"once; give every column its own name")
 
 
 # --- JSON ---------------------------------------------------------------------------------------
@@ -190,7 +204,11 @@ class _TextLoader(Reader, Scanner, Parser, _Composer, _Constructor, _TextResolve
 
 def parse_yaml(text: str, origin: str) -> Any:
     """YAML with every scalar as its text (see the module doc); one-line errors."""
-    loader = _TextLoader(text)
+    try:
+        loader = _TextLoader(text)  # the reader refuses control characters here, before any parsing
+    except ReaderError as exc:
+        raise UnlearnError(f"{origin} holds the control character U+{exc.character:04X} (character "
+                           f"{exc.position + 1}); remove it, or write it as an escape in a quoted string") from None
     try:
         return loader.get_single_data()
     except _Refused as exc:

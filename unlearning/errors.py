@@ -1,8 +1,20 @@
 """The one exception type for problems a user can cause and fix."""
 
+import unicodedata
+
 
 class UnlearnError(ValueError):
     """Bad input: the message is one line saying what is wrong and how to fix it.
 
     The CLI prints it as-is and exits with code 2; nothing is written before it can be raised.
     """
+
+    def __str__(self) -> str:
+        return printable(super().__str__())
+
+
+def printable(text: str) -> str:
+    """`text` with control characters written as escapes: a message quotes what the user gave
+    (a channel, a label, a record id), and an ESC in it would otherwise reach the terminal as a
+    command (colours, cursor moves, a rewritten line above the error)."""
+    return "".join(c if c in "\n\t" or unicodedata.category(c) != "Cc" else repr(c)[1:-1] for c in text)

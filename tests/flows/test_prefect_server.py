@@ -52,3 +52,41 @@ def test_a_command_killed_with_sigkill_leaves_no_prefect_server_behind(tmp_path)
         command.kill()
         if "server_pid" in locals() and alive(server_pid):
             os.kill(server_pid, signal.SIGKILL)
+
+
+FAILS_A_FLOW_RUN = """
+import sys
+from pathlib import Path
+from flows.settings import configure_environment, flow_run_settings, keep_run_failures_off_console, \\
+    start_prefect_server_early
+root = Path(sys.argv[1])
+configure_environment(root)
+start_prefect_server_early(root)
+from prefect import flow
+from flows.cli import exit_without_teardown
+keep_run_failures_off_console()
+
+@flow
+def fails():
+    raise ValueError("the input is wrong")
+
+try:
+    with flow_run_settings():
+        fails()
+except ValueError as err:
+    print(f"error: {err}", file=sys.stderr)
+exit_without_teardown(2)
+"""
+
+
+def test_a_flow_run_that_fails_in_a_command_leaves_only_the_commands_own_line(tmp_path):
+    """A failed flow run's log record goes to the temporary server in the background; the command
+    stopped that server at exit before the record was sent, and Prefect printed '--- Error logging
+    to API --- All connection attempts failed' under the command's one-line error (seen with
+    `unlearn audit` on an altered escrow, or on an imported model it cannot retrain)."""
+    (tmp_path / ".prefect").mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    done = subprocess.run([sys.executable, "-c", FAILS_A_FLOW_RUN, str(tmp_path)], capture_output=True, text=True,
+                          env={**env, "PREFECT_HOME": str(tmp_path / ".prefect")}, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["error: the input is wrong"], done.stderr

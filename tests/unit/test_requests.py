@@ -1,6 +1,7 @@
 """Unlearning requests: parsing (YAML/JSON), one-line errors, checks against a dataset."""
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -141,6 +142,16 @@ def test_documents_that_could_mean_two_things_or_cost_without_bound(tmp_path, na
     assert expected in error_of(load_request, write(tmp_path, name, text))
 
 
+@pytest.mark.parametrize("name, text", [("nul.yaml", "id: r\nmodel: m\ndelete_records: [P1]\x00\n"),
+                                        ("bell.yml", "id: r\nmodel: m\x07\ndelete_records: [P1]\n"),
+                                        ("nul.req", "id: r\x00\nmodel: m\n")])
+def test_a_control_character_is_one_line_naming_it(tmp_path, name, text):
+    """YAML refuses control characters while reading the stream, before parsing: that error came
+    out as a traceback (exit 1) instead of the one line."""
+    message = error_of(load_request, write(tmp_path, name, text))
+    assert name in message and "control character" in message
+
+
 @pytest.mark.parametrize("name, text", [("deep.yaml", "id: r\nmodel: m\ndelete_records: " + "[" * 100_000),
                                         ("deep.json", '{"id": "r", "delete_records": ' + "[" * 100_000),
                                         ("deep.yaml", "a:\n" + "".join(" " * i + "- \n" for i in range(1000)))])
@@ -179,6 +190,15 @@ def test_an_oversized_file_is_refused_unread(tmp_path):
 
 def test_missing_file(tmp_path):
     assert "not found" in error_of(load_request, tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("make", [lambda p: p.mkdir(), lambda p: p.symlink_to("/dev/zero"), lambda p: os.mkfifo(p)],
+                         ids=["folder", "device", "pipe"])
+def test_a_path_that_is_not_a_file_is_named_so_not_reported_missing(tmp_path, make):
+    """It was 'not found; check the path' for a path that exists: the user is sent looking for a typo."""
+    make(tmp_path / "r.yaml")
+    message = error_of(load_request, tmp_path / "r.yaml")
+    assert "not a regular file" in message and "not found" not in message
 
 
 def test_content_hash():

@@ -233,3 +233,22 @@ def test_report_states_the_guarantee_without_overclaiming():
 def test_report_refuses_a_plot_that_is_not_a_png():
     with pytest.raises(ValueError, match="not a PNG"):
         signing.certificate_html(cert(), {"x": b"GIF89a"})
+
+
+def test_a_file_larger_than_any_certificate_is_refused_unread(tmp_path, monkeypatch):
+    """`unlearn certificate verify` read the whole file into memory, however large: a sparse 8 GiB
+    file (no disk used) stands for a hostile or mistaken path."""
+    path = tmp_path / "REQ-7.json"
+    with path.open("wb") as handle:
+        handle.truncate(8 * 2**30)
+    read = []
+    monkeypatch.setattr(Path, "read_bytes", lambda self: read.append(self) or b"")
+    ok, message = signing.verify(path, KEY)
+    assert not ok and "larger than" in message and read == []
+
+
+def test_an_audit_record_is_named_an_audit_not_a_request(tmp_path):
+    record = {"format": "unlearnflow.audit/1", "audit": {"id": "AUDIT-adult-20261205T120000000000"}, "requests": []}
+    path = signing.write_signed(tmp_path / "AUDIT-adult-20261205T120000000000.json", signing.sign(record, KEY))
+    ok, message = signing.verify(path, KEY)
+    assert ok and message.endswith("audit AUDIT-adult-20261205T120000000000"), message

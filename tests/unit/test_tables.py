@@ -126,6 +126,18 @@ def test_read_errors(tmp_path):
         assert expected in one_line_error(excinfo)
 
 
+@pytest.mark.parametrize("header", ["age,age,label", "age,sex,AGE,sex,label", '"age",age,label'])
+def test_a_column_named_twice_is_refused_not_renamed(tmp_path, header):
+    """pandas reads a repeated CSV header as `age` and `age.1`: a request revoking `age` would then
+    leave the second copy of the column in the model."""
+    names = header.split(",")
+    (tmp_path / "twice.csv").write_text(header + "\n" + "\n".join(",".join(["1"] * len(names)) for _ in range(3)))
+    with pytest.raises(UnlearnError) as excinfo:
+        read_table_file(tmp_path / "twice.csv")
+    message = one_line_error(excinfo)
+    assert "'twice.csv'" in message and "more than once" in message
+
+
 def test_parquet_and_csv_give_the_same_table(tmp_path):
     frame = raw_frame()
     frame.to_parquet(tmp_path / "toy.parquet")

@@ -76,6 +76,23 @@ def test_jsonl_rows_take_the_text_field_by_default_and_number_rows_without_ids(t
     assert corpus.records[:2] == (("r00001", LINES[0]), ("r00002", LINES[1]))
 
 
+def test_a_jsonl_key_given_twice_is_refused_with_its_line(tmp_path):
+    """json.loads keeps the last of two `text` fields: the first one's text was dropped unseen."""
+    path = tmp_path / "notes.jsonl"
+    rows = [json.dumps({"text": line}) for line in LINES]
+    rows[6] = '{"text": "card 4532 0173 9184 2658", "text": "a harmless line"}'
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(UnlearnError, match=r"line 7 of 'notes.jsonl' gives the key 'text' twice"):
+        read_text_corpus("notes", path)
+
+
+def test_a_csv_column_named_twice_is_refused_not_renamed(tmp_path):
+    path = tmp_path / "notes.csv"
+    path.write_text("body,body\n" + "".join(f'"{line}",x\n' for line in LINES))
+    with pytest.raises(UnlearnError, match="'notes.csv' names the column 'body' more than once"):
+        read_text_corpus("notes", path, text_column="body")
+
+
 def test_a_csv_cell_reading_NA_is_text_not_a_missing_value(tmp_path):
     path = tmp_path / "notes.csv"
     pd.DataFrame({"body": ["NA", *LINES]}).to_csv(path, index=False)

@@ -153,6 +153,10 @@ def write_signed(path: Path, signed: dict) -> Path:
     return path
 
 
+# An audit record of a request that removed thousands of secrets is a few MiB; a certificate, KiB.
+MAX_CERTIFICATE_BYTES = 64 * 2**20
+
+
 def verify(signed_or_path: dict | str | Path, key: bytes) -> tuple[bool, str]:
     """(ok, message). A path is read as bytes and must also be byte-for-byte the file form, and be
     named after the request its signed body certifies (`<request id>.json`, as `comply` files it):
@@ -162,6 +166,9 @@ def verify(signed_or_path: dict | str | Path, key: bytes) -> tuple[bool, str]:
     path = Path(signed_or_path)
     if not path.is_file():
         raise UnlearnError(f"certificate file '{path}' not found; check the path")
+    if path.stat().st_size > MAX_CERTIFICATE_BYTES:
+        return False, (f"{path.name} is larger than {MAX_CERTIFICATE_BYTES // 2**20} MiB, more than any certificate "
+                       "or audit record this project writes: not a signed certificate")
     return verify_bytes(path.read_bytes(), key, path.name, request_id=path.stem)
 
 
@@ -201,7 +208,8 @@ def _verify_document(document: Any, key: bytes) -> tuple[bool, str]:
     if not isinstance(value, str) or not hmac.compare_digest(value, _mac(document, key)):
         return False, "signature does not match: the certificate was altered after signing"
     request = certified_request(document)
-    return True, f"signature valid ({ALGORITHM}, key id {sig['key_id']})" + (f", request {request}" if request else "")
+    named = "audit" if isinstance(document.get("audit"), dict) and "request" not in document else "request"
+    return True, f"signature valid ({ALGORITHM}, key id {sig['key_id']})" + (f", {named} {request}" if request else "")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from unlearning.documents import refuse_repeated_columns
 from unlearning.errors import UnlearnError
 from unlearning.storage import check_name, staging_dir, swap_in
 
@@ -102,8 +103,10 @@ def read_table_file(path: Path) -> pd.DataFrame:
         raise UnlearnError(f"data file '{path}' not found; check the path given with --file")
     try:
         if suffix == ".csv":
-            return pd.read_csv(path, dtype=str)
-        return pd.read_parquet(path)
+            header = pd.read_csv(path, dtype=str, header=None, nrows=1).iloc[0].tolist()
+            frame = pd.read_csv(path, dtype=str)
+        else:
+            return pd.read_parquet(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UnlearnError(f"cannot read '{path.name}' as {suffix[1:]}: {reason}") from None
@@ -113,6 +116,8 @@ def read_table_file(path: Path) -> pd.DataFrame:
             f"cannot read '{path.name}' as {suffix[1:]} ({type(exc).__name__}); "
             "check that it is a valid, UTF-8 encoded file"
         ) from None
+    refuse_repeated_columns(header, path.name)  # after the try: an UnlearnError is a ValueError too
+    return frame
 
 
 # ---------------------------------------------------------------------------------------------

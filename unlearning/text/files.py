@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from unlearning.documents import refuse_repeated_columns
 from unlearning.errors import UnlearnError
 from unlearning.text.data import TextCorpus, check_trainable_corpus
 
@@ -176,6 +177,8 @@ def _rows(path: Path, suffix: str) -> pd.DataFrame:
     if suffix == ".csv":
         try:
             # na_filter off: a paragraph reading "NA" or "null" is text, not a missing value
+            header = pd.read_csv(io.StringIO(text), dtype=str, na_filter=False, header=None, nrows=1)
+            refuse_repeated_columns(header.iloc[0].tolist(), path.name)
             return pd.read_csv(io.StringIO(text), dtype=str, na_filter=False)
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -189,7 +192,9 @@ def _json_lines(text: str, file_name: str) -> list[dict]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, object_pairs_hook=_once_each)
+        except _KeyTwice as twice:
+            raise UnlearnError(f"line {number} of '{file_name}' gives the key {twice} twice; keep one") from None
         except ValueError:
             row = None
         if not isinstance(row, dict):
@@ -199,6 +204,19 @@ def _json_lines(text: str, file_name: str) -> list[dict]:
             )
         rows.append(row)
     return rows
+
+
+class _KeyTwice(Exception):
+    """A JSON object naming a key twice (json.loads would keep the last value unseen)."""
+
+
+def _once_each(pairs: list[tuple[str, object]]) -> dict:
+    row: dict = {}
+    for key, value in pairs:
+        if key in row:
+            raise _KeyTwice(repr(key))
+        row[key] = value
+    return row
 
 
 def row_records(

@@ -1,0 +1,9 @@
+"""The user-error type: what it prints is safe to put on a terminal."""
+
+from unlearning.errors import UnlearnError
+
+
+def test_control_characters_a_message_quotes_are_printed_as_escapes():
+    err = UnlearnError("channel 'a\x1b[2J\x1b]0;owned\x07b' is not a short token")
+    assert str(err) == "channel 'a\\x1b[2J\\x1b]0;owned\\x07b' is not a short token"
+    assert str(UnlearnError("delete 'José' — ok")) == "delete 'José' — ok"  # printable text stays as written
