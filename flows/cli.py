@@ -219,10 +219,23 @@ def served_parameters(args, root: Path) -> tuple[dict, dict, dict]:
     except UnlearnError as exc:  # named as `unlearn audit` names them: say which option of serve it was
         raise UnlearnError(str(exc).replace("--min-requests", "--audit-min-requests")
                            .replace("--max-age", "--audit-max-age")) from None
+    for option, expression in (("--cron", args.cron), ("--audit-cron", args.audit_cron)):
+        checked_cron(option, expression)
     weekly = {**params, **runner, "rebase": not args.audit_no_rebase,  # as prefect.yaml's weekly deployment
               **({} if cadence == audit.Cadence(1, None) else
                  {"min_requests": cadence.min_requests, "max_age_days": cadence.max_age_days})}
     return {**params, **runner, **verify}, weekly, {**params, **verify}
+
+
+def checked_cron(option: str, expression: str) -> None:
+    """Refused before anything is served: Prefect checks a schedule only when the deployment is
+    registered, after the warm service has started and said it serves."""
+    from prefect.client.schemas.schedules import CronSchedule
+    try:
+        CronSchedule(cron=expression)
+    except ValueError:
+        raise UnlearnError(f"{option} {expression!r} is not a cron expression Prefect accepts; write five fields, "
+                           f"minute hour day month weekday (UTC), e.g. '0 2 * * *'") from None
 
 
 def serve_until_stopped(*deployments) -> None:

@@ -136,9 +136,6 @@ def test_comply_bad_task_runner(trained, capsys, monkeypatch, argv, env, expect)
     run_bad(trained, capsys, argv, expect)
 
 
-@pytest.mark.xfail(strict=True, reason="serve checks its cron expressions only when it registers the deployments, "
-                   "after the warm service started and 'serving ...' was printed; the error then names --cron "
-                   "for --audit-cron (fix: served_parameters in flows/cli.py)")
 @pytest.mark.parametrize("argv, expect", [(["serve", "--cron", "nightly"], "--cron"),
                                           (["serve", "--audit-cron", "61 * * * *"], "--audit-cron")],
                          ids=["not a cron", "minute 61"])
