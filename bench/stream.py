@@ -583,13 +583,16 @@ class Text:
                                    for s in secrets) if regenerate else 0,
                 "perplexity": lm.held_out_perplexity(model, self.data[k])}
 
-    def _checks(self, after: dict, ppl_base: float, ref: dict) -> list[dict]:
+    def _checks(self, after: dict, ppl_base: float, ref: dict, judged: list[bool] | None = None) -> list[dict]:
         """Today's reference checks (tasks/kinds/text.py): every secret's exposure ≤ retrained + 2
-        bits, held-out perplexity ≤ +3 % over `ppl_base`, nothing regenerated."""
+        bits, held-out perplexity ≤ +3 % over `ppl_base`, nothing regenerated. `judged`: which
+        secrets the exposure check takes (the audit's: those of the model's chain, tasks.audit_checks)."""
         cfg = self.lm.TextVerifyConfig()
-        gap = max(a - r for a, r in zip(after["exposures"], ref["exposures"]))
+        gaps = [a - r for a, r, j in zip(after["exposures"], ref["exposures"], judged or [True] * len(ref["exposures"]))
+                if j]
         increase = after["perplexity"] / ppl_base - 1
-        return [check("exposure_vs_retrain_bits", gap, f"<= {cfg.exposure_margin_bits}", gap <= cfg.exposure_margin_bits),
+        return [*([check("exposure_vs_retrain_bits", max(gaps), f"<= {cfg.exposure_margin_bits}",
+                         max(gaps) <= cfg.exposure_margin_bits)] if gaps else []),
                 check("perplexity_increase", increase, f"<= {cfg.max_perplexity_increase}",
                       increase <= cfg.max_perplexity_increase),
                 check("secrets_regenerated", after["regenerated"], "== 0", after["regenerated"] == 0)]
@@ -620,22 +623,25 @@ class Text:
         return evidence.evidence_checks(rows, ppl, cfg)
 
     def audit_checks(self, model, ks: list[int], retrained) -> list[dict]:
-        """The audit: the reference checks for every covered secret, perplexity against the retrained
-        model's. It deletes the covered requests' escrow: later fast updates no longer see their secrets."""
+        """The audit: the reference checks for every covered secret (exposure: those of the model's
+        chain, as tasks.audit_checks judges them), perplexity against the retrained model's. It
+        deletes the covered requests' escrow: later fast updates no longer see their secrets."""
+        chain = self.chain_of(model)
         if id(model) in self._chain:
-            self._chain[id(model)] = (model, tuple(j for j in self.chain_of(model) if j not in ks))
+            self._chain[id(model)] = (model, tuple(j for j in chain if j not in ks))
         secrets = [s for k in ks for s in self.secrets[k - 1]]
+        judged = [k in chain for k in ks for _ in self.secrets[k - 1]]
         ref = self._measure(retrained, secrets, ks[-1], regenerate=False)
         after = self._measure(model, secrets, ks[-1])
-        checks = self._checks(after, ref["perplexity"], ref)
-        if not checks[0]["passed"]:
-            self.exposure_misses.append(self._miss(model, ks, secrets, after["exposures"], ref["exposures"]))
+        checks = self._checks(after, ref["perplexity"], ref, judged)
+        if any(c["name"] == "exposure_vs_retrain_bits" and not c["passed"] for c in checks):
+            self.exposure_misses.append(self._miss(model, ks, secrets, after["exposures"], ref["exposures"], judged))
         return checks
 
-    def _miss(self, model, ks: list[int], secrets, after: list[float], retrained: list[float]) -> str:
+    def _miss(self, model, ks: list[int], secrets, after: list[float], retrained: list[float], judged: list[bool]) -> str:
         """The secret an audit's exposure check failed on: its numbers, and those the evidence of the
         request that last judged it saw (masked form only)."""
-        i = max(range(len(secrets)), key=lambda n: after[n] - retrained[n])
+        i = max((n for n in range(len(secrets)) if judged[n]), key=lambda n: after[n] - retrained[n])
         s = secrets[i]
         judged = self._judged.get(id(model), (None, {}))[1].get(s.fingerprint)
         seen = ("not judged by the evidence of the model's last update" if judged is None else

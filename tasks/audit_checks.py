@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from tasks import references as prefetch
-from tasks.audit import AuditPlan
+from tasks.audit import AuditPlan, escrow_file
 from tasks.common import progress
 
 
@@ -67,17 +67,20 @@ def audit_text(root: Path, plan: AuditPlan) -> Judgement:
     retrained = lm.LMBundle(update.model, plan.bundle.vocab, plan.bundle.preset,
                             {**plan.bundle.settings, "steps": update.stats["steps"]})
     cfg, salt = lm.TextVerifyConfig(), scan.project_salt(root)
+    chain = production_chain(root, plan)
     rows, owners = [], {}
     for escrowed in plan.escrows:
+        exact = removed_exactly(escrowed, chain)
         for s in escrowed["secrets"]:
             owners.setdefault(s["fingerprint"], []).extend(s.get("requests", escrowed["requests"]))
-            if s["fingerprint"] in {r["fingerprint"] for r in rows}:
+            if seen := [r for r in rows if r["fingerprint"] == s["fingerprint"]]:
+                seen[0]["exact"] = seen[0]["exact"] and exact  # judged if any request of the chain removed it
                 continue
             secret = lm.Secret(s["fingerprint"], s["detector"], s["masked"], s["value"], s["prefix"], ())
             rows.append({"fingerprint": secret.fingerprint, "detector": secret.detector, "masked": secret.masked,
                          "after": lm.secret_exposure(plan.bundle, secret, cfg.n_candidates),
                          "retrain": lm.secret_exposure(retrained, secret, cfg.n_candidates),
-                         "regenerated": lm.regenerates(plan.bundle, secret, salt, cfg.samples)})
+                         "regenerated": lm.regenerates(plan.bundle, secret, salt, cfg.samples), "exact": exact})
             del secret
     ppl = {"after": lm.held_out_perplexity(plan.bundle, plan.dataset),
            "retrain": lm.held_out_perplexity(retrained, plan.dataset)}
@@ -85,6 +88,7 @@ def audit_text(root: Path, plan: AuditPlan) -> Judgement:
     metrics = {"exposure_after": max((r["after"] for r in rows), default=None),
                "exposure_retrain": max((r["retrain"] for r in rows), default=None),
                "perplexity_after": ppl["after"], "perplexity_retrain": ppl["retrain"], "secrets": len(rows),
+               "secrets_removed_exactly": sum(r["exact"] for r in rows),
                "regenerated": sum(r["regenerated"] for r in rows), "reference": source, "per_secret": rows}
     from tasks.kinds.hf import pretrained_tags
 
@@ -92,26 +96,50 @@ def audit_text(root: Path, plan: AuditPlan) -> Judgement:
                      tags=pretrained_tags(retrained))
 
 
+def production_chain(root: Path, plan: AuditPlan) -> list[str] | None:
+    """The forget runs of the fast updates production descends from since its last exact model
+    (None: not known, a version made before the chain was kept)."""
+    from tasks.kinds.text_chain import chain_runs
+    return chain_runs(root, plan.production.run_id, plan.production.tags.get("guarantee"))
+
+
+def removed_exactly(escrowed: dict, chain: list[str] | None) -> bool:
+    """Whether the request of this escrow was removed by a retraining in production's own lineage:
+    its forget run is not among the fast updates since production's last exact model, so that model
+    was trained without the secrets and every update since trained on data without them."""
+    run = escrowed["file"].rsplit("/", 1)[-1].removesuffix(".bin")
+    return chain is not None and run not in chain
+
+
 def text_checks(rows: list[dict], ppl: dict, cfg) -> list[dict]:
     """Today's reference checks on the production model: per removed secret exposure ≤ retrained +
-    margin, held-out perplexity ≤ retrained × (1 + 3 %), no removed secret regenerated."""
+    margin, held-out perplexity ≤ retrained × (1 + 3 %), no removed secret regenerated.
+
+    Exposure is judged on the secrets removed by the fast updates of production's chain only: one
+    removed exactly (`exact`: a retraining in its lineage left it out) was never seen by production,
+    and its exposure there against the audit's retraining is two models trained without it, whose
+    difference is training noise, not memorisation — measured, one e-mail address built from its
+    owner's name scored 43.7, 39.9 and 36.5 bits in three models retrained without it on the demo
+    corpus (docs/benchmarks.md), and the 2-bit margin failed an audit on it. Regeneration is still judged on all."""
     increase = ppl["after"] / ppl["retrain"] - 1
     checks = [{"name": "perplexity_vs_retrain", "value": increase, "threshold": f"<= {cfg.max_perplexity_increase}",
                "passed": increase <= cfg.max_perplexity_increase}]
+    if judged := [r for r in rows if not r.get("exact")]:
+        worst = max(r["after"] - r["retrain"] for r in judged)
+        checks.insert(0, {"name": "exposure_vs_retrain_bits", "value": worst,
+                          "threshold": f"<= {cfg.exposure_margin_bits}", "passed": worst <= cfg.exposure_margin_bits})
     if rows:
-        worst = max(r["after"] - r["retrain"] for r in rows)
         regenerated = sum(r["regenerated"] for r in rows)
-        checks = [{"name": "exposure_vs_retrain_bits", "value": worst, "threshold": f"<= {cfg.exposure_margin_bits}",
-                   "passed": worst <= cfg.exposure_margin_bits},
-                  *checks,
-                  {"name": "secrets_regenerated", "value": regenerated, "threshold": "== 0", "passed": regenerated == 0}]
+        checks.append({"name": "secrets_regenerated", "value": regenerated, "threshold": "== 0",
+                       "passed": regenerated == 0})
     return checks
 
 
 def text_shortfall(checks: list[dict], rows: list[dict], owners: dict, plan: AuditPlan, cfg) -> list[dict]:
     """Per failed check, the requests that fell short: those whose removed secrets fail it (by
     fingerprint and masked form only); perplexity, a property of the model, goes to them all."""
-    failing = {"exposure_vs_retrain_bits": [r for r in rows if r["after"] - r["retrain"] > cfg.exposure_margin_bits],
+    failing = {"exposure_vs_retrain_bits": [r for r in rows if not r.get("exact")
+                                            and r["after"] - r["retrain"] > cfg.exposure_margin_bits],
                "secrets_regenerated": [r for r in rows if r["regenerated"]]}
     out = []
     for c in checks:
@@ -187,5 +215,20 @@ def forget_accuracy(model, escrowed: dict) -> float:
 JUDGES = {"table": audit_table, "text": audit_text, "images": audit_images}
 
 
+ESCROWED_DATA = ("text", "images")  # kinds whose escrow holds removed data the audit judges (a table's marks)
+
+
 def judge(root: Path, plan: AuditPlan) -> Judgement:
-    return JUDGES[plan.kind.name](root, plan)
+    judgement = JUDGES[plan.kind.name](root, plan)
+    if plan.kind.name in ESCROWED_DATA and (gone := requests_without_escrow(root, plan)):
+        # their removed data can no longer be judged (a deleted or moved escrow): not a pass that never
+        # looked at it; failing promotes the retrained model, so the data is out for sure
+        judgement.checks.append({"name": "escrow_present", "value": len(gone), "threshold": "== 0", "passed": False})
+        judgement.shortfall.append({"check": "escrow_present", "requests": gone})
+    return judgement
+
+
+def requests_without_escrow(root: Path, plan: AuditPlan) -> list[str]:
+    """The covered ledger requests whose forget run's escrow is not there."""
+    return [r.id for r in plan.records
+            if (run := (r.response or {}).get("run_id")) and not escrow_file(root, plan.model, run).exists()]

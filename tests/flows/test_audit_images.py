@@ -37,9 +37,6 @@ def test_an_image_audit_judges_the_forgotten_class_from_its_escrow(workspace, ca
     assert main(["certificate", "verify", str(workspace / out["record"])]) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="the audit covers a ledger request whose escrow is gone with the checks it "
-                   "can still make (TA, RA), drops the UA check on its forgotten images and records `audited`; "
-                   "fix in tasks/audit.py (a missing escrow fails the request's audit)")
 def test_a_ledger_request_whose_escrow_was_deleted_does_not_pass_its_audit(workspace, capsys):
     """Deleting `.unlearn/escrow/<model>/<run>.bin` (a tampered store, or a cleanup script) must
     not turn the audit of the request it belonged to into a pass that never judged its images."""

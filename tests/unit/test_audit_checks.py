@@ -39,3 +39,30 @@ def test_perplexity_is_judged_against_the_retrained_model_and_goes_to_every_cove
     shortfall = {s["check"]: s["requests"] for s in audit_checks.text_shortfall(over, rows(0.0, regenerated=(True,)),
                                                                           {"fp0": ["R-2"]}, plan, CFG)}
     assert shortfall == {"perplexity_vs_retrain": ["R-1", "R-2"], "secrets_regenerated": ["R-2"]}
+
+
+def test_a_secret_removed_by_a_retraining_in_productions_lineage_is_not_judged_on_exposure():
+    """Production never saw a secret a retraining of its own lineage left out: its exposure against the
+    audit's retraining compares two models trained without it (training noise), so only the secrets of
+    the fast updates since production's exact model are judged on it; regeneration is judged on all."""
+    exact, fast = rows(CFG.exposure_margin_bits + 4.0, 0.5)
+    exact["exact"], fast["exact"] = True, False
+    checks = {c["name"]: c for c in audit_checks.text_checks([exact, fast], {"after": 5.0, "retrain": 5.0}, CFG)}
+    assert checks["exposure_vs_retrain_bits"]["passed"] and checks["exposure_vs_retrain_bits"]["value"] == 0.5
+    only_exact = [c["name"] for c in audit_checks.text_checks([exact], {"after": 5.0, "retrain": 5.0}, CFG)]
+    assert only_exact == ["perplexity_vs_retrain", "secrets_regenerated"]
+    again = {**exact, "regenerated": True}
+    assert not {c["name"]: c for c in audit_checks.text_checks([again], {"after": 5.0, "retrain": 5.0},
+                                                               CFG)}["secrets_regenerated"]["passed"]
+    plan = SimpleNamespace(request_ids=["R-1", "R-2"])
+    failing = {**fast, "after": fast["retrain"] + CFG.exposure_margin_bits + 1}
+    checks = audit_checks.text_checks([exact, failing], {"after": 5.0, "retrain": 5.0}, CFG)
+    [short] = audit_checks.text_shortfall(checks, [exact, failing], {"fp0": ["R-1"], "fp1": ["R-2"]}, plan, CFG)
+    assert short["requests"] == ["R-2"]  # the exactly removed secret is not named
+
+
+def test_an_escrow_is_removed_exactly_when_its_forget_run_is_not_in_productions_chain():
+    escrowed = {"file": "notes/run-a.bin"}
+    assert audit_checks.removed_exactly(escrowed, ["run-b"])  # a retraining since removed it: the chain restarted
+    assert not audit_checks.removed_exactly(escrowed, ["run-a", "run-b"])
+    assert not audit_checks.removed_exactly(escrowed, None)  # chain unknown (older versions): judged
