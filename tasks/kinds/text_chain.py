@@ -38,7 +38,9 @@ class Chain:
     moved: int = 0  # escrowed secrets none of whose places fits D any more (record deleted or changed): not measured
 
 
-FAST_GUARANTEES = ("certified", "empirical")  # a version so tagged was made by a fast update
+# a version so tagged was trained exactly on its data (trained, retrained, an audit's promotion); any
+# other (an imported checkpoint's "declared", none) may have seen anything: its chain is unknown
+EXACT_GUARANTEES = ("exact",)
 
 
 def chain_runs(root, run_id: str, guarantee: str | None = None) -> list[str] | None:
@@ -51,7 +53,7 @@ def chain_runs(root, run_id: str, guarantee: str | None = None) -> list[str] | N
         return list(kept[state.CHAIN_KEY])
     if "anchor_perplexity" in kept:
         return None
-    return None if guarantee in FAST_GUARANTEES else []
+    return [] if guarantee in EXACT_GUARANTEES else None
 
 
 def version_guarantee(plan: Plan) -> str | None:
@@ -65,8 +67,9 @@ def known_chain(root, plan: Plan) -> list[str]:
     """chain_runs, where unknown every forget run whose escrow the model still holds (the safe side)."""
     from tasks import audit as audit_steps
 
-    kept = state.load_evidence(root, plan.parent_run)
-    runs = chain_runs(root, plan.parent_run, None if kept else version_guarantee(plan))
+    # the guarantee always: the version's evidence state may hold only its perplexity, written by this
+    # very request's verification (a fast update verified by reference by older code kept no chain)
+    runs = chain_runs(root, plan.parent_run, version_guarantee(plan))
     return [p.stem for p in audit_steps.escrow_files(root, plan.model_name)] if runs is None else runs
 
 

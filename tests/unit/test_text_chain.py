@@ -102,7 +102,8 @@ def test_the_chain_is_inherited_by_fast_updates_and_restarted_by_retraining(chai
                                                                         detail=fast), None)())
     assert chains.chain_runs(root, "model-run-2") == ["forget-run-1", "forget-run-2"]
     exact = kind.evidence_state(Update(None, "retrain", "exact", 9.0), {"perplexity_after": 5.0}, ["x"])
-    assert state.CHAIN_KEY not in exact and chains.chain_runs(root, "no-such-run") == []
+    assert state.CHAIN_KEY not in exact and chains.chain_runs(root, "no-such-run", "exact") == []
+    assert chains.chain_runs(root, "no-such-run") is None  # no state, no guarantee: unknown, not empty
     # a fast-updated version from before the chain was kept: every escrow the model holds, to be safe
     state.save_evidence(root, "model-old", {"held_out_perplexity": 5.1, "anchor_perplexity": 5.0})
     assert chains.chain_runs(root, "model-old") is None
@@ -159,7 +160,9 @@ def test_a_fast_version_without_evidence_state_is_an_unknown_chain_and_a_referen
     root, _, _, _ = chain_case
     # older code saved nothing for a fast update verified by --verify reference: its guarantee says fast
     assert chains.chain_runs(root, "model-ref-old", "empirical") is None
-    assert chains.chain_runs(root, "model-ref-old", "exact") == [] and chains.chain_runs(root, "model-ref-old") == []
+    assert chains.chain_runs(root, "model-ref-old", "exact") == []
+    # an imported checkpoint ("declared") may have been fine-tuned on anything: unknown, as no tag
+    assert chains.chain_runs(root, "model-ref-old", "declared") is None and chains.chain_runs(root, "model-ref-old") is None
     # now such a version keeps its chain and, as anchor, the reference's perplexity (an exact model of D′)
     kept = kind.reference_state({"perplexity_after": 5.2, "perplexity_retrain": 5.05}, ["forget-run-1"])
     state.save_cache(root, "model-ref", kind.KIND.private_state(Update(None, "suppress", "empirical", 1.0,
@@ -197,3 +200,15 @@ def test_the_headline_is_the_requests_own_secrets_and_an_earlier_one_that_came_b
     own_fails = {c["name"]: c for c in kind.chain_checks([{**own, "excess_bits": 5.0}], ppl, EvidenceConfig())}
     assert not own_fails["exposure_above_control_band_bits"]["passed"]
     assert "earlier_secrets" not in own_fails["exposure_above_control_band_bits"]
+
+
+def test_a_fast_version_whose_state_holds_only_its_perplexity_is_still_an_unknown_chain(chain_case, monkeypatch):
+    """A request's own verification writes the perplexity of the version it starts from into that
+    version's state before the chain is read: the version's guarantee must still decide (it was read
+    only for an empty state, and a fast version from older code then read as a fresh exact chain)."""
+    root, plan, _, _ = chain_case
+    state.save_evidence(root, "model-ref-old", {"held_out_perplexity": 5.2})
+    plan.parent_run = "model-ref-old"
+    monkeypatch.setattr(chains, "version_guarantee", lambda plan: "empirical")  # its MLflow tag
+    assert chains.known_chain(root, plan) == ["forget-run-1"]  # every escrow the model holds: the safe side
+    assert chains.chain_after(root, plan, "forget-run-2") == ["forget-run-1", "forget-run-2"]
