@@ -85,8 +85,9 @@ def audit_text(root: Path, plan: AuditPlan) -> Judgement:
     ppl = {"after": lm.held_out_perplexity(plan.bundle, plan.dataset),
            "retrain": lm.held_out_perplexity(retrained, plan.dataset)}
     checks = text_checks(rows, ppl, cfg)
-    metrics = {"exposure_after": max((r["after"] for r in rows), default=None),
-               "exposure_retrain": max((r["retrain"] for r in rows), default=None),
+    judged = [r for r in rows if not r["exact"]]  # the headline is over the secrets the check judged
+    metrics = {"exposure_after": max((r["after"] for r in judged), default=None),
+               "exposure_retrain": max((r["retrain"] for r in judged), default=None),
                "perplexity_after": ppl["after"], "perplexity_retrain": ppl["retrain"], "secrets": len(rows),
                "secrets_removed_exactly": sum(r["exact"] for r in rows),
                "regenerated": sum(r["regenerated"] for r in rows), "reference": source, "per_secret": rows}
@@ -220,7 +221,7 @@ ESCROWED_DATA = ("text", "images")  # kinds whose escrow holds removed data the 
 
 def judge(root: Path, plan: AuditPlan) -> Judgement:
     judgement = JUDGES[plan.kind.name](root, plan)
-    if plan.kind.name in ESCROWED_DATA and (gone := requests_without_escrow(root, plan)):
+    if plan.kind.name in ESCROWED_DATA and (gone := requests_without_escrow(root, plan, production_chain(root, plan))):
         # their removed data can no longer be judged (a deleted or moved escrow): not a pass that never
         # looked at it; failing promotes the retrained model, so the data is out for sure
         judgement.checks.append({"name": "escrow_present", "value": len(gone), "threshold": "== 0", "passed": False})
@@ -228,7 +229,10 @@ def judge(root: Path, plan: AuditPlan) -> Judgement:
     return judgement
 
 
-def requests_without_escrow(root: Path, plan: AuditPlan) -> list[str]:
-    """The covered ledger requests whose forget run's escrow is not there."""
+def requests_without_escrow(root: Path, plan: AuditPlan, chain: list[str] | None) -> list[str]:
+    """The covered ledger requests whose forget run's escrow is not there, of those production may
+    have seen the data of: a request removed exactly in its lineage (removed_exactly; e.g. the model
+    was retired, which drops its escrows, and trained again) needs none."""
     return [r.id for r in plan.records
-            if (run := (r.response or {}).get("run_id")) and not escrow_file(root, plan.model, run).exists()]
+            if (run := (r.response or {}).get("run_id")) and not escrow_file(root, plan.model, run).exists()
+            and not removed_exactly({"file": f"{plan.model}/{run}.bin"}, chain)]

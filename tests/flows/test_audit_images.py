@@ -54,4 +54,7 @@ def test_a_ledger_request_whose_escrow_was_deleted_does_not_pass_its_audit(works
     code, out = run_json(capsys, ["audit", "shapes"])
     assert out["covered_requests"] == ["IMG-E1"]
     assert code == 1 and not out["passed"], out  # its forgotten images were never judged
+    assert {"name": "escrow_present", "value": 1, "threshold": "== 0", "passed": False} in out["checks"]
+    body = json.loads((workspace / out["record"]).read_text())
+    assert {"check": "escrow_present", "requests": ["IMG-E1"]} in body["shortfall"]
     assert out["promoted"] == tracking.production_alias("shapes")  # as any failed audit: the retrained model

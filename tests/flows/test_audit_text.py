@@ -38,8 +38,9 @@ def notes_trained_and_scanned(workspace, tmp_path_factory, capsys):
 def test_a_text_audit_measures_the_removed_secret_from_its_escrow(workspace, tmp_path_factory, capsys):
     raw, secrets, fingerprints, detected_request = notes_trained_and_scanned(workspace, tmp_path_factory, capsys)
     request = request_from(workspace, detected_request, "TXT-1", fingerprints["card"])
+    request.write_text(request.read_text().replace("method: retrain", "method: suppress"))  # a fast update
     code, forgot = run_json(capsys, ["forget", str(request)])
-    assert code == 0 and forgot["verified"], forgot
+    assert code == 0 and forgot["verified"] and forgot["guarantee"] == "empirical", forgot
 
     [sealed] = audit.escrow_files(workspace, "notes")  # kept for the audit, sealed: no raw value on disk
     # the certificate names the copy of the removed secret kept for the audit
@@ -53,6 +54,7 @@ def test_a_text_audit_measures_the_removed_secret_from_its_escrow(workspace, tmp
     assert {c["name"] for c in out["checks"]} == {"exposure_vs_retrain_bits", "perplexity_vs_retrain",
                                                    "secrets_regenerated"}
     assert out["metrics"]["secrets"] == 1 and out["metrics"]["exposure_retrain"] is not None
+    assert out["metrics"]["secrets_removed_exactly"] == 0  # production saw the card: its exposure is judged
     assert out["metrics"]["perplexity_after"] > 1 and out["metrics"]["perplexity_retrain"] > 1
     body = json.loads((workspace / out["record"]).read_text())
     assert body["unrecorded_requests"] == ["TXT-1"] and body["escrow"]["files"] == [audit.escrow_name(sealed)]
@@ -62,3 +64,20 @@ def test_a_text_audit_measures_the_removed_secret_from_its_escrow(workspace, tmp
     assert files_containing(workspace, {secrets["card"], secrets["card"].replace(" ", "")}) == []
     console = capsys.readouterr()
     assert not any(s in console.out or s in console.err for s in raw)
+
+
+def test_a_secret_a_retraining_removed_is_not_judged_on_exposure_by_the_audit(workspace, tmp_path_factory, capsys):
+    """Production never saw a secret its own retraining left out: the audit records it (masked, `exact`)
+    and judges regeneration and perplexity, not its exposure against another retraining (noise)."""
+    _, _, fingerprints, detected_request = notes_trained_and_scanned(workspace, tmp_path_factory, capsys)
+    code, forgot = run_json(capsys, ["forget", str(request_from(workspace, detected_request, "TXT-R",
+                                                                 fingerprints["card"]))])
+    assert code == 0 and forgot["guarantee"] == "exact", forgot
+
+    code, out = run_json(capsys, ["audit", "notes"])
+    assert code == 0 and out["passed"] and out["covered_requests"] == ["TXT-R"], out
+    assert {c["name"] for c in out["checks"]} == {"perplexity_vs_retrain", "secrets_regenerated"}
+    assert out["metrics"]["secrets"] == 1 and out["metrics"]["secrets_removed_exactly"] == 1
+    body = json.loads((workspace / out["record"]).read_text())
+    [row] = body["metrics"]["secrets_measured"]
+    assert row["fingerprint"] == fingerprints["card"] and row["exact"] is True
