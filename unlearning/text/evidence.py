@@ -62,9 +62,10 @@ class EvidenceConfig:
     # a fast update's held-out perplexity ≤ (1 + this) × that of the last model trained exactly it descends
     # from. Below the audit's 3 % because the audit holds it to a model retrained on the current data, which
     # is not that model: retrained on the demo's data versions it measured −0.4 to +0.5 % from the original
-    # (bench.stream's notes), and the request must not pass what the audit then fails. 3 % less that 0.5 %:
-    # at 2 %, two of a month's requests fell back at +2.4 % where their audits would have passed
-    max_drift: float = 0.025
+    # (bench.stream's notes), and the request must not pass what the audit then fails. The exact model is
+    # itself often a retraining (a fall-back, an audit's promotion), so two retrainings may differ by 0.9 %:
+    # 3 % less that, rounded down (2.5 % saved a month two fall-backs at +2.4 % but could fail an audit)
+    max_drift: float = 0.02
     n_candidates: int = 1000  # same-format candidates of the exposure figure (as the reference mode)
     n_controls: int = 256  # controls drawn per secret (duplicates and the secret itself dropped)
     min_run: int = 3  # characters of a secret D′ explains: runs of at least this many found in D′
