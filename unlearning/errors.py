@@ -16,5 +16,13 @@ class UnlearnError(ValueError):
 def printable(text: str) -> str:
     """`text` with control characters written as escapes: a message quotes what the user gave
     (a channel, a label, a record id), and an ESC in it would otherwise reach the terminal as a
-    command (colours, cursor moves, a rewritten line above the error)."""
-    return "".join(c if c in "\n\t" or unicodedata.category(c) != "Cc" else repr(c)[1:-1] for c in text)
+    command (colours, cursor moves, a rewritten line above the error). Format characters too (Cf:
+    a right-to-left override U+202E shows the rest of the line reversed)."""
+    return "".join(escaped(c) for c in text)
+
+
+def escaped(c: str) -> str:
+    category = unicodedata.category(c)
+    if c in "\n\t" or category not in ("Cc", "Cf"):
+        return c
+    return repr(c)[1:-1] if category == "Cc" else f"\\u{ord(c):04x}"

@@ -87,7 +87,9 @@ def pin_project_salt(root: Path) -> None:
     from tasks.scan import SALT_FILE
     from unlearning.compliance.signing import create_private_once
 
-    create_private_once(root / ".unlearn" / SALT_FILE, hashlib.sha256(b"unlearnflow tests").digest())
+    pinned = hashlib.sha256(b"unlearnflow tests").digest()
+    create_private_once(root / ".unlearn" / SALT_FILE, pinned)
+    assert (root / ".unlearn" / SALT_FILE).read_bytes() == pinned, "the project drew its salt before it was pinned"
 
 
 @pytest.fixture

@@ -7,3 +7,7 @@ def test_control_characters_a_message_quotes_are_printed_as_escapes():
     err = UnlearnError("channel 'a\x1b[2J\x1b]0;owned\x07b' is not a short token")
     assert str(err) == "channel 'a\\x1b[2J\\x1b]0;owned\\x07b' is not a short token"
     assert str(UnlearnError("delete 'José' — ok")) == "delete 'José' — ok"  # printable text stays as written
+
+
+def test_format_characters_that_reorder_or_hide_text_are_printed_as_escapes():
+    assert str(UnlearnError("id 'a\u202eb\u200bc' unknown")) == "id 'a\\u202eb\\u200bc' unknown"

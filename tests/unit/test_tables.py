@@ -138,6 +138,12 @@ def test_a_column_named_twice_is_refused_not_renamed(tmp_path, header):
     assert "'twice.csv'" in message and "more than once" in message
 
 
+def test_a_column_named_na_is_a_name_not_a_repeat_of_an_empty_one(tmp_path):
+    (tmp_path / "na.csv").write_text("id,NA,,label\n" + "\n".join(f"{i},1,2,{i % 2}" for i in range(6)))
+    frame = read_table_file(tmp_path / "na.csv")
+    assert "NA" in frame.columns
+
+
 def test_parquet_and_csv_give_the_same_table(tmp_path):
     frame = raw_frame()
     frame.to_parquet(tmp_path / "toy.parquet")

@@ -82,8 +82,18 @@ def test_a_jsonl_key_given_twice_is_refused_with_its_line(tmp_path):
     rows = [json.dumps({"text": line}) for line in LINES]
     rows[6] = '{"text": "card 4532 0173 9184 2658", "text": "a harmless line"}'
     path.write_text("\n".join(rows) + "\n")
-    with pytest.raises(UnlearnError, match=r"line 7 of 'notes.jsonl' gives the key 'text' twice"):
+    with pytest.raises(UnlearnError, match=r"line 7 of 'notes.jsonl' gives a key twice"):
         read_text_corpus("notes", path)
+
+
+def test_a_key_given_twice_is_not_printed_it_may_be_a_personal_value(tmp_path):
+    path = tmp_path / "notes.jsonl"
+    rows = [json.dumps({"text": line}) for line in LINES]
+    rows[2] = '{"text": "x", "meta": {"alice.smith@example.com": 1, "alice.smith@example.com": 2}}'
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(UnlearnError) as excinfo:
+        read_text_corpus("notes", path)
+    assert "line 3" in str(excinfo.value) and "alice" not in str(excinfo.value)
 
 
 def test_a_csv_column_named_twice_is_refused_not_renamed(tmp_path):

@@ -103,7 +103,8 @@ def read_table_file(path: Path) -> pd.DataFrame:
         raise UnlearnError(f"data file '{path}' not found; check the path given with --file")
     try:
         if suffix == ".csv":
-            header = pd.read_csv(path, dtype=str, header=None, nrows=1).iloc[0].tolist()
+            # as written: a column named NA or null is a name, not a missing one (pandas' default reads it as NaN)
+            header = pd.read_csv(path, dtype=str, header=None, nrows=1, keep_default_na=False).iloc[0].tolist()
             frame = pd.read_csv(path, dtype=str)
         else:
             return pd.read_parquet(path)

@@ -193,8 +193,9 @@ def _json_lines(text: str, file_name: str) -> list[dict]:
             continue
         try:
             row = json.loads(line, object_pairs_hook=_once_each)
-        except _KeyTwice as twice:
-            raise UnlearnError(f"line {number} of '{file_name}' gives the key {twice} twice; keep one") from None
+        except _KeyTwice:  # the key itself is not printed: a key may be a personal value (an e-mail, a name)
+            raise UnlearnError(f"line {number} of '{file_name}' gives a key twice in one object (JSON would keep "
+                               f"only the last value); keep one") from None
         except ValueError:
             row = None
         if not isinstance(row, dict):
@@ -214,7 +215,7 @@ def _once_each(pairs: list[tuple[str, object]]) -> dict:
     row: dict = {}
     for key, value in pairs:
         if key in row:
-            raise _KeyTwice(repr(key))
+            raise _KeyTwice
         row[key] = value
     return row
 
