@@ -35,12 +35,14 @@ from unlearning.images.evidence import (
     utility_drops, utility_sample_size,
 )
 from unlearning.images.registry import run_image_method
-from unlearning.images.verify import ImageVerifyConfig, image_checks
+from unlearning.checks import outcome, undecided_removal
+from unlearning.images.verify import REMOVAL_CHECKS, ImageVerifyConfig, image_checks
 from unlearning.linalg import single_threaded
 from unlearning.metrics import accuracy, model_outputs
 
 UNDER = ("finetune", {"epochs": 0.02, "lr": 0.05})  # ≈ 1 step of 64 images: far too little to forget
 EXPECT = {"retrain": "pass", "original": "fail", "under": "fail", "alignment": None}
+MARK = {"ok": "✓", "FAILED": "✗", "undecided": "?"}  # ?: a check no value could have failed
 FIT = (800, 40.0)  # `KIND:fit`: training images and epochs of an original that fits its training set
 SHORT = {"forget_accuracy_gap_to_heldout": "acc gap Z − held-out", "forgotten_class_accuracy": "class acc Z",
          "forgotten_class_heldout_accuracy": "class acc held-out", "membership_auc_vs_heldout": "membership AUC",
@@ -115,19 +117,20 @@ def verdict(name: str, checks: list[dict]) -> str:
     if expect == "pass" and not passed:
         return "FALSE ALARM"
     if expect == "fail" and passed:
-        return "MISS"
+        # no check of the forget set could have failed (too few images): no power, not a miss of one
+        return "MISS" if undecided_removal(checks, REMOVAL_CHECKS) is None else "undecided (too few images)"
     return ("pass" if passed else "fail") + ("" if expect is None else " (as it must)")
 
 
 def table(results: list[tuple]) -> list[str]:
-    """One markdown row per (scenario, seed, model): each check's value (✓ passed, ✗ failed), the
+    """One markdown row per (scenario, seed, model): each check's value (✓ passed, ✗ failed, ? undecided), the
     evidence verdict, and whether the reference checks (a retrained model per request) pass it."""
     names = list(dict.fromkeys(c["name"] for _, _, _, checks, _ in results for c in checks))
     lines = ["| scenario | seed | model | " + " | ".join(SHORT.get(n, n) for n in names) + " | evidence verdict | "
              "reference checks |", "|---|---:|---|" + "---:|" * len(names) + "---|---|"]
     for kind, seed, model, checks, reference in results:
         by = {c["name"]: c for c in checks}
-        cells = [f"{by[n]['value']:.3g} {'✓' if by[n]['passed'] else '✗'}" if n in by else "-" for n in names]
+        cells = [f"{by[n]['value']:.3g} {MARK[outcome(by[n])]}" if n in by else "-" for n in names]
         lines.append(f"| {kind} | {seed} | {model} | " + " | ".join(cells) + f" | {verdict(model, checks)} | "
                      f"{'pass' if reference else 'fail'} |")
     return lines

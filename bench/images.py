@@ -334,8 +334,10 @@ def records_scenario(args, fm) -> list[str]:
 
             def verdict(checks):
                 failed = [c["name"] for c in checks if not c["passed"]]
-                passed = f"{len(checks) - len(failed)}/{len(checks)}"
-                return passed + (f" (failed: {', '.join(failed)})" if failed else "")
+                unsure = [c["name"] for c in checks if c.get("decided") is False]  # could not have failed
+                passed = f"{len(checks) - len(failed) - len(unsure)}/{len(checks)}"
+                return passed + (f" (failed: {', '.join(failed)})" if failed else "") + (
+                    f" (undecided: {', '.join(unsure)})" if unsure else "")
 
             cpu, retrain_cpu = result.stats["cpu_seconds"], reference.stats["cpu_seconds"]
             lines.append(f"| {epochs:g} | {k} | {len(idx)} | {retrain_cpu:.2f} "

@@ -287,6 +287,8 @@ def run_images_demo(root: Path, verify: str | None = None, device: str = "auto",
 
 
 def images_console_summary(s: dict) -> str:
+    from tasks.kinds.images import verdict_cell
+
     verdict = "VERIFIED, promoted to production" if s["verified"] else "VERIFICATION FAILED, not promoted"
     t = s["timings"]
     failed = [f"  FAILED {c['name']}: {c['value']:.4g} (needs {c['threshold']})" for c in s["checks"] if not c["passed"]]
@@ -294,7 +296,7 @@ def images_console_summary(s: dict) -> str:
         f"Request {s['request_id']}: forget class '{s['forget_class']}' of {s['dataset']} "
         f"({s['forget_images']} training images) — {s['method']} {verdict}",
         *text_table(("check", "value", "threshold", "passed"),
-                    [(c["name"], f"{c['value']:.2f}", c["threshold"], "yes" if c["passed"] else "NO") for c in s["checks"]]),
+                    [(c["name"], f"{c['value']:.2f}", c["threshold"], verdict_cell(c)) for c in s["checks"]]),
         "Every model on the same sets (forget = the class's training images; TA on test images of the other "
         "classes; avg gap = mean |UA, RA, TA, MIA-eff − retrain|):",
         *image_rows_table(s["results"]), *failed,

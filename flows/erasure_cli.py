@@ -53,12 +53,18 @@ def verification_lines(s: dict) -> list[str]:
     v, t = s.get("verification"), s["timings"]
     if not v:
         return []
-    passed = sum(c["passed"] for c in v["checks"])
-    names = ", ".join(c["name"] for c in v["checks"] if c["passed"]) or "none"
+    from unlearning.checks import outcome
+
+    passed = [c["name"] for c in v["checks"] if outcome(c) == "ok"]
+    undecided = [c for c in v["checks"] if outcome(c) == "undecided"]
     removal = (f"; time to removal {t['time_to_removal_s']:.1f} s" if t.get("time_to_removal_s") is not None
                else "; production unchanged")
-    return [f"  verified by {v['mode']}: {passed}/{len(v['checks'])} checks passed ({names}), "
-            f"{v['retrains']} model(s) retrained, {t['verify_s']:.2f} s" + removal]
+    names = ", ".join(passed) or "none"
+    return [f"  verified by {v['mode']}: {len(passed)}/{len(v['checks'])} checks passed ({names}), "
+            f"{v['retrains']} model(s) retrained, {t['verify_s']:.2f} s" + removal,
+            *(f"  undecided check {c['name']} ({c['reason']})" for c in undecided),
+            *([f"  removal undecided: no check with power judged the forget set ({v['reason']})"]
+              if v.get("decided") is False else [])]
 
 
 def failed_check_lines(checks: list[dict]) -> list[str]:
@@ -196,13 +202,15 @@ def nothing_due_message(root: Path, model: str | None, cadence) -> str:
 
 
 def format_audit(a: dict) -> list[str]:
+    from unlearning.checks import outcome
+
     verdict = "PASSED" if a["passed"] else "FAILED"
     promoted = (f"; retrained model promoted: v{a['production_version']} → v{a['promoted']} (guarantee exact)"
                 if a["promoted"] else "")
     lines = [f"audit of model {a['model']}: {verdict} — {len(a['covered_requests'])} request(s) covered "
              f"({', '.join(a['covered_requests'])}){promoted}",
              f"  retraining {a['timings']['retrain_s']:.2f} s; record {a['record']}"]
-    lines += [f"  {'ok    ' if c['passed'] else 'FAILED'} {c['name']} {c['value']:.4g} (needs {c['threshold']})"
-              for c in a["checks"]]
+    lines += [f"  {outcome(c):6} {c['name']} {c['value']:.4g} (needs {c['threshold']})"
+              + (f" — {c['reason']}" if outcome(c) == "undecided" else "") for c in a["checks"]]
     lines += [f"  fell short: {', '.join(s['requests'])} ({s['check']})" for s in a["shortfall"]]
     return lines

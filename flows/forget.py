@@ -149,7 +149,7 @@ def certify(lineage: Lineage, plan: Plan, update: Update, verification: Verifica
                "speedup": retrain_s / update_s if retrain_s and update_s else None,
                "verify_s": verification.seconds,
                "time_to_removal_s": seconds_between(plan.accepted_at, plan.removed_at)}
-    checked = {"mode": verification.mode, "checks": verification.checks, "retrains": verification.retrains}
+    checked = verification.record()
     result = kind.certificate_result(update)
     certificate = cert_lib.certificate(
         plan.request, result, model=model, data=data, metrics=kind.certificate_metrics(verification),

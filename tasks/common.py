@@ -143,10 +143,19 @@ class Verification:
     mode: str = "reference"
     retrains: int = 1
     seconds: float | None = None  # the time spent verifying (the recipe measures it)
+    # why no check with power judged the removal (every check of the forget set undecided:
+    # unlearning.checks); None when one did. The verdict stays `passed`: undecided fails nothing.
+    undecided: str | None = None
 
     @property
     def passed(self) -> bool:
         return all(c["passed"] for c in self.checks)
+
+    def record(self) -> dict:
+        """What the certificate and the JSON say of it: mode, checks, models retrained and whether
+        a check with power judged the removal (`decided`, with the `reason` when none did)."""
+        return {"mode": self.mode, "checks": self.checks, "retrains": self.retrains, "decided": self.undecided is None,
+                **({"reason": self.undecided} if self.undecided else {})}
 
 
 @dataclass

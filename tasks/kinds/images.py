@@ -33,7 +33,8 @@ from unlearning.images import cnn, factory
 from unlearning.images.evidence import (KnownOutputs, RequestImages, control_positions, judge_request, known_of,
                                         request_sample)
 from unlearning.metrics import model_outputs
-from unlearning.images.verify import ImageVerifyConfig, image_checks, markdown_table
+from unlearning.checks import outcome, undecided_removal
+from unlearning.images.verify import REMOVAL_CHECKS, ImageVerifyConfig, image_checks, markdown_table
 from unlearning.metrics import compare_to_retrain, evaluate_model
 from unlearning.tabular.methods import single_threaded
 
@@ -426,7 +427,7 @@ class Images(Kind):
             # what evidence mode keeps: the version's outputs for the next request's model before and,
             # as the exact model its chain is judged against, the reference (trained on this very data)
             update.detail = tuple(outputs_on_samples(plan, [update.bundle.model, reference], cfg))
-        return Verification(headline_metrics(rows, update.method), checks, retrain_s, detail=(rows, reference))
+        return judged(Verification(headline_metrics(rows, update.method), checks, retrain_s, detail=(rows, reference)))
 
     def reference_job(self, plan: Plan) -> references.ReferenceJob:
         return reference_job(plan)
@@ -440,7 +441,7 @@ class Images(Kind):
         # the new version's outputs (the model before of the next request) and, for a fast update,
         # the last exact model's on the samples (a retrained version is exact: it is the next anchor)
         update.detail = (known, None if update.method == "retrain" else anchor)
-        return Verification(metrics, checks, None, detail=(rows, None), mode="evidence", retrains=0)
+        return judged(Verification(metrics, checks, None, detail=(rows, None), mode="evidence", retrains=0))
 
     def fall_back(self, lineage: Lineage, plan: Plan, after, update: Update, verification: Verification, config):
         """The CNN retrained on D' in place of the failed update: the verification's reference in
@@ -459,14 +460,14 @@ class Images(Kind):
         if reference is not None:
             metrics, checks = reference_verdict(plan, rows, cfg)
             replaced.detail = (outputs_on_samples(plan, [reference], cfg)[0], None)  # exact: the next anchor itself
-            return replaced, Verification(metrics, checks, retrain_s, detail=(rows, reference)), attempt
+            return replaced, judged(Verification(metrics, checks, retrain_s, detail=(rows, reference))), attempt
         rows_after, checks, metrics, known_after, _ = evidence_images(lineage, plan, "retrain", replaced.bundle,
                                                                       retrain_s, None, cfg)
         replaced.detail = (known_after, None)  # exact: no anchor, it is the next one
         failed_row = [r for r in rows if r["method"] == update.method]  # shown beside, not promoted
-        return (replaced, Verification(metrics, checks, retrain_s, detail=(rows_after[:1] + failed_row + rows_after[1:],
-                                                                           None), mode="evidence", retrains=1),
-                attempt)
+        shown = rows_after[:1] + failed_row + rows_after[1:]
+        return (replaced, judged(Verification(metrics, checks, retrain_s, detail=(shown, None), mode="evidence",
+                                              retrains=1)), attempt)
 
     def private_state(self, update: Update, after):
         if isinstance(update.detail, tuple) and isinstance(update.detail[0], KnownOutputs):
@@ -514,9 +515,20 @@ def rows_table(rows: list[dict]) -> list[str]:
          fmt(r["f1"], ".3f"), fmt(r["rte_s"], ".1f"), fmt(r.get("avg_gap"), ".2f")) for r in rows])
 
 
+def judged(verification: Verification) -> Verification:
+    """`verification` saying whether a check with power judged the removal (REMOVAL_CHECKS)."""
+    verification.undecided = undecided_removal(verification.checks, REMOVAL_CHECKS)
+    return verification
+
+
 def checks_table(checks: list[dict]) -> list[str]:
+    """One row per check; an undecided one says so where the others say yes or NO."""
     return console_table(("check", "value", "needs", "passed"), [
-        (c["name"], f"{c['value']:.4g}", c["threshold"], "yes" if c["passed"] else "NO") for c in checks])
+        (c["name"], f"{c['value']:.4g}", c["threshold"], verdict_cell(c)) for c in checks])
+
+
+def verdict_cell(c: dict) -> str:
+    return {"ok": "yes", "FAILED": "NO"}.get(outcome(c), f"undecided ({c.get('reason')})")
 
 
 KIND = Images()

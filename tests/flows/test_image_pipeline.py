@@ -222,3 +222,31 @@ def test_image_train_config_defaults():
     digits = build_digits()
     assert default_train_config(digits, ImageTrainConfig()) == ("tiny", int(digits.train.sum()))
     assert default_train_config(digits, ImageTrainConfig(subset=600)) == ("tiny", 600)
+
+
+def test_one_relabelled_image_gets_undecided_checks_not_passed_ones(digits_ws, capsys):
+    """One image relabelled: the membership AUC's band (0.5 ± ≥ 0.9) and the one-sided accuracy
+    gap's (above +5 points no outcome of one image can reach at controls ≈ 95 %) cover every value,
+    so no check of the forget set has power. The request completes (undecided fails nothing) and
+    --json, the certificate and the console say undecided, never ok."""
+    from flows.erasure_cli import format_forget
+    from tasks import tracking
+    from unlearning.images.data import load_images
+
+    dataset = load_images(digits_ws / "data" / "digits")
+    one = dataset.record_ids[int(np.flatnonzero(dataset.train & (dataset.labels == 4))[0])]
+    path = request_file(digits_ws, "relabel1.yaml", {"id": "IMG-U1", "model": "digits", "fix_labels": {one: "9"}})
+    capsys.readouterr()
+    assert main(["forget", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["verified"] and out["promoted"]
+    checks = {c["name"]: c for c in out["verification"]["checks"]}
+    for name in ("membership_auc_vs_heldout", "forget_accuracy_gap_to_heldout"):
+        assert checks[name]["decided"] is False and checks[name]["reason"].startswith("1 forget image: too few")
+    assert checks["ta_drop_vs_original"].get("decided", True)
+    assert out["verification"]["decided"] is False and out["verification"]["reason"].startswith("1 forget image")
+    certificate = tracking.load_json(out["run_id"], "certificate.json")
+    assert certificate["verification"] == out["verification"]
+    text = format_forget(out)
+    assert "removal undecided: no check with power judged the forget set" in text
+    assert any("membership_auc_vs_heldout" in line and "undecided (1 forget image" in line for line in text.splitlines())

@@ -103,3 +103,20 @@ def test_audit_checks_judge_the_forget_set_whole_and_say_where_a_drop_was_sample
     no_forget, _ = audit_checks(remembers, retrained, None, retain, test, "", ImageVerifyConfig(audit_images=None))
     assert [c["name"] for c in no_forget] == ["ta_drop_vs_retrain", "ra_drop_vs_retrain"]
     assert "sample" not in no_forget[0]["threshold"]
+
+
+@pytest.mark.parametrize("n_forget", [1, 3])
+def test_an_audit_of_a_few_forget_images_leaves_the_ua_gap_undecided(n_forget):
+    """The original model (Z still right) against one that forgot Z: a UA gap of 100 points is
+    within the bound of one or three images (210, 108), as any gap would be — undecided, not ok.
+    The TA/RA drops keep their verdicts; on 30 images the same gap fails."""
+    retain, test = labelled(2000, 7), labelled(2000, 8)
+    for n, undecided in ((n_forget, True), (30, False)):
+        forget = (retain[0][:n], retain[1][:n])
+        retrained = Lookup(torch.where(torch.arange(2000) < n, (retain[1] + 1) % K, retain[1]))
+        checks, _ = audit_checks(Lookup(retain[1]), retrained, forget, retain, test, "delete_records",
+                                 ImageVerifyConfig())
+        ua = checks[0]
+        assert ua["name"] == "ua_gap_to_retrain" and ua["value"] == 100.0
+        assert (ua.get("decided", True) is False) is undecided and ua["passed"] is undecided
+        assert all(c["passed"] and c.get("decided", True) for c in checks[1:])

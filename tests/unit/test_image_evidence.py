@@ -392,3 +392,48 @@ def test_sampling_keeps_no_record_id_once_it_returns():
     before = sys.getrefcount(erased)
     first_by_key([erased, *(f"kept/{i}" for i in range(50))], 10)
     assert sys.getrefcount(erased) == before
+
+
+def decided(checks: list[dict]) -> dict[str, bool]:
+    return {c["name"]: c.get("decided", True) for c in checks}
+
+
+@pytest.mark.parametrize("n_f", [1, 3])
+def test_a_check_no_forget_set_of_a_few_images_could_fail_is_undecided_not_passed(n_f):
+    """One or three images against controls at ≈ 50 %: the AUC's band 0.5 ± ≥ 0.56 holds every AUC
+    and the gap's tolerance every accuracy Z could have — even a model that memorised them (Z all
+    right, lower loss) passes. Such a check is no evidence: it says undecided, with the reason."""
+    rng = np.random.default_rng(11)
+    f, y_f, h, y_h = outputs(rng, n_f, 8 * max(n_f, 3), 1.0, 0.5, conf_f=8.0, classes=(0,))
+    ev = forget_evidence(f, y_f, h, y_h, {0, 1, 2}, False, CFG)
+    assert ev["membership"]["tolerance"] >= 0.5
+    assert ev["accuracy"]["tolerance"] >= max(ev["accuracy"]["heldout"], 100 - ev["accuracy"]["heldout"])
+    checks = evidence_checks(ev, SAME, SAME, CFG)
+    assert all(verdicts(checks).values())  # the verdict: nothing failed, nothing could
+    got = decided(checks)
+    assert not got["membership_auc_vs_heldout"] and not got["forget_accuracy_gap_to_heldout"]
+    assert got["ta_drop_vs_original"] and got["ra_drop_vs_original"]
+    reasons = {c["reason"] for c in checks if not c.get("decided", True)}
+    assert reasons == {f"{n_f} forget image{'' if n_f == 1 else 's'}: too few to decide, the band covers every "
+                       "possible value"}
+    # forty such images get a real verdict, both ways
+    for acc_f, conf_f, passes in ((0.5, 3.0, True), (1.0, 8.0, False)):
+        f, y_f, h, y_h = outputs(rng, 40, 320, acc_f, 0.5, conf_f=conf_f, classes=(0,))
+        checks = evidence_checks(forget_evidence(f, y_f, h, y_h, {0, 1, 2}, False, CFG), SAME, SAME, CFG)
+        assert all(decided(checks).values())
+        got = verdicts(checks)
+        assert got["membership_auc_vs_heldout"] is passes and got["forget_accuracy_gap_to_heldout"] is passes
+
+
+def test_a_few_images_still_decide_where_some_outcome_would_fail():
+    """One image against controls all right: a wrong prediction (gap −100) is beyond the gap's
+    tolerance, so that check has power and stays decided; the AUC's band (0.5 ± 0.93) does not."""
+    rng = np.random.default_rng(12)
+    f, y_f, h, y_h = outputs(rng, 1, 40, 1.0, 1.0, classes=(0,))
+    ev = forget_evidence(f, y_f, h, y_h, {0, 1}, False, CFG)
+    got = decided(evidence_checks(ev, SAME, SAME, CFG))
+    assert got["forget_accuracy_gap_to_heldout"] and not got["membership_auc_vs_heldout"]
+    # relabelled (one-sided): only a gap above +tolerance fails, and Z cannot beat controls all right
+    one_sided = decided(evidence_checks(forget_evidence(f, y_f, h, y_h, {0, 1}, True, CFG), SAME, SAME, CFG))
+    assert not one_sided["forget_accuracy_gap_to_heldout"]
+

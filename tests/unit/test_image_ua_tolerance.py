@@ -42,3 +42,23 @@ def test_memorisation_on_a_measurable_forget_set_still_fails():
     # and the bound shrinks as the forget set grows
     bounds = [ua_gap_tolerance(CFG, n, 90.0, 70.0) for n in (5, 50, 500)]
     assert bounds[0] > bounds[1] > bounds[2] > CFG.max_ua_gap
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_ua_gap_no_outcome_could_fail_is_undecided_not_passed(n):
+    """One image: a 210-point bound; three: 108. Every UA the model could have (100·k/n) is within
+    it, whatever the retrained model's: the check cannot fail, so it says undecided, not passed."""
+    for ua_retrain in (100.0 * k / n for k in range(n + 1)):
+        for ua in (100.0 * k / n for k in range(n + 1)):
+            check = ua_check(ua, ua_retrain, n)
+            assert check["passed"] and check["decided"] is False
+            assert check["reason"].startswith(f"{n} forget image")
+
+
+def test_a_ua_gap_on_enough_images_is_decided_both_ways():
+    # five images, the retrained model forgot all: a model that still knows them fails
+    assert ua_check(0.0, 100.0, 5).get("decided", True) and not ua_check(0.0, 100.0, 5)["passed"]
+    assert ua_check(100.0, 100.0, 5).get("decided", True) and ua_check(100.0, 100.0, 5)["passed"]
+    # four images at a retrained UA of 50 %: no UA is more than 50 points off, within the 103-point bound
+    assert ua_check(100.0, 50.0, 4)["decided"] is False
+    assert "decided" not in ua_check(15.0, 0.0, 600) and "decided" not in ua_check(100.0, 80.0, None)

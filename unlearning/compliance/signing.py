@@ -36,6 +36,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from unlearning.checks import is_decided
 from unlearning.compliance.ledger import canonical_json
 from unlearning.errors import UnlearnError
 
@@ -227,7 +228,7 @@ _STYLE = """
 body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
 table{border-collapse:collapse;margin:.5rem 0 1rem}td,th{border:1px solid #ccc;padding:.25rem .5rem;
 text-align:left;vertical-align:top}th{background:#f4f4f4}.pass{color:#0a6b24;font-weight:bold}
-.fail{color:#b00020;font-weight:bold}pre{background:#f7f7f7;padding:.5rem;overflow:auto}
+.fail{color:#b00020;font-weight:bold}.undecided{color:#8a6d00;font-weight:bold}pre{background:#f7f7f7;padding:.5rem;overflow:auto}
 code{font-size:.9em}figure{margin:1rem 0}img{max-width:100%}
 """
 
@@ -303,7 +304,7 @@ def _verification(cert: dict) -> str:
     checks = cert.get("checks") or []
     rows = "".join(
         f"<tr><td>{_text(c.get('name'))}</td><td>{_text(c.get('value'))}</td><td>{_text(c.get('threshold'))}</td>"
-        f"<td class=\"{'pass' if c.get('passed') else 'fail'}\">{'PASS' if c.get('passed') else 'FAIL'}</td></tr>"
+        f"<td class=\"{_check_class(c)}\">{_check_result(c)}</td></tr>"
         for c in checks)
     verdict = cert.get("verified", bool(checks) and all(c.get("passed") for c in checks))
     table = (f"<table><tr><th>check</th><th>value</th><th>threshold</th><th>result</th></tr>{rows}</table>"
@@ -312,9 +313,22 @@ def _verification(cert: dict) -> str:
     how = cert.get("verification") or {}
     mode = (f"<p>Verified by <b>{_text(how.get('mode'))}</b> ({html.escape(VERIFY_MODES.get(how.get('mode'), ''))}); "
             f"models retrained to verify it: {_text(how.get('retrains'))}.</p>" if how else "")
+    if how.get("decided") is False:  # no check with power judged the forget set: not evidence of removal
+        mode += f"<p>Removal <b>undecided</b>: no check with power judged the forget set ({_text(how.get('reason'))}).</p>"
     return (f"<h2>3. Verification</h2><p>Overall: <span class=\"{'pass' if verdict else 'fail'}\">"
             f"{'VERIFIED' if verdict else 'NOT VERIFIED'}</span></p>{mode}{table}"
             + (f"<h3>Measurements</h3>{_rows(sorted(metrics.items()))}" if metrics else ""))
+
+
+def _check_class(c: dict) -> str:
+    return "undecided" if not is_decided(c) else "pass" if c.get("passed") else "fail"
+
+
+def _check_result(c: dict) -> str:
+    """PASS, FAIL, or UNDECIDED with its reason: a check that could not have failed is no evidence."""
+    if not is_decided(c):
+        return f"UNDECIDED ({_text(c.get('reason'))})"
+    return "PASS" if c.get("passed") else "FAIL"
 
 
 def _superseded(cert: dict) -> str:

@@ -49,6 +49,10 @@ version's private state: when the request that made it evaluated it on its sampl
 trained), so a request evaluates only the update, and reads the model before's rows from there
 (those missing are evaluated and added).
 
+A check whose tolerance covers every value the forget set could give it (one to three images: the
+AUC's band 0.5 ± 0.56 or more, a gap's wider than the accuracies allow; `gap_can_fail`,
+`auc_can_fail`) cannot fail: it is marked undecided (unlearning.checks), not shown as passed.
+
 Strata without a held-out image of their class are left out (reported as `uncontrolled`); a
 forget set with no controlled sample fails the check `heldout_controls` (use the reference mode).
 Limits: one or a few records give wide tolerances (an accuracy of one image cannot be judged), and
@@ -64,6 +68,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from unlearning.checks import too_few_images, undecided
 from unlearning.errors import UnlearnError
 from unlearning.images.request import ImageData, ImageRequest
 # The thresholds live beside the reference checks' (no torch, no metrics): the forget flow names
@@ -290,11 +295,32 @@ def check(name: str, value, threshold: str, passed: bool) -> dict:
     return {"name": name, "value": float(value), "threshold": threshold, "passed": bool(passed)}
 
 
+def gap_can_fail(acc: dict, one_sided: bool) -> bool:
+    """Whether some accuracy Z could have (k of its n images right, k = 0..n: a gap from
+    −heldout to 100 − heldout) lies outside the gap's tolerance, the controls being what they
+    are. One image at a control rate of 90 % has a tolerance of ≈ 94 points: every gap it allows
+    (−90 or +10) is within, the check cannot fail."""
+    low, high = -acc["heldout"], 100 - acc["heldout"]
+    return high > acc["tolerance"] or (not one_sided and -low > acc["tolerance"])
+
+
+def auc_can_fail(mia: dict) -> bool:
+    """Whether an AUC in [0, 1] (both ends reachable: every forget loss below, or above, every
+    control's) can leave 0.5 ± tolerance (one-sided: exceed 0.5 + tolerance). Three images
+    against 24 controls have a tolerance of 0.56: no AUC can."""
+    return mia["tolerance"] < 0.5
+
+
 def within(value: float, tolerance: float, one_sided: bool) -> tuple[str, bool]:
     """(threshold text, passed) for a deviation that must stay within ±tolerance, or ≤ tolerance."""
     if one_sided:
         return f"<= {tolerance:.3g}", value <= tolerance
     return f"|x| <= {tolerance:.3g}", abs(value) <= tolerance
+
+
+def n_controlled(evidence: dict) -> int:
+    """Forget images with held-out controls: those the membership AUC is measured on."""
+    return evidence["n_forget"] - evidence["uncontrolled"]
 
 
 def evidence_checks(evidence: dict, after: dict, before: dict, cfg: ImageEvidenceConfig,
@@ -306,8 +332,11 @@ def evidence_checks(evidence: dict, after: dict, before: dict, cfg: ImageEvidenc
     if evidence["accuracy"] is None and evidence["membership"] is None and evidence["absent"] is None:
         checks.append(check("heldout_controls", 0, ">= 1 held-out image of the forget set's classes", False))
     if (acc := evidence["accuracy"]) is not None:
-        checks.append(check("forget_accuracy_gap_to_heldout", acc["gap"],
-                            *within(acc["gap"], acc["tolerance"], evidence["one_sided"])))
+        gap = check("forget_accuracy_gap_to_heldout", acc["gap"], *within(acc["gap"], acc["tolerance"],
+                                                                         evidence["one_sided"]))
+        if not gap_can_fail(acc, evidence["one_sided"]):
+            gap = undecided(gap, too_few_images(acc["n_forget"]))
+        checks.append(gap)
     if (absent := evidence["absent"]) is not None:
         limit = cfg.max_absent_accuracy
         checks.append(check("forgotten_class_accuracy", absent["forget"], f"<= {limit}", absent["forget"] <= limit))
@@ -317,7 +346,8 @@ def evidence_checks(evidence: dict, after: dict, before: dict, cfg: ImageEvidenc
     if (mia := evidence["membership"]) is not None:
         deviation, tol = mia["auc"] - 0.5, mia["tolerance"]
         text = f"<= {0.5 + tol:.3g}" if evidence["one_sided"] else f"0.5 ± {tol:.3g}"
-        checks.append(check("membership_auc_vs_heldout", mia["auc"], text, within(deviation, tol, evidence["one_sided"])[1]))
+        auc = check("membership_auc_vs_heldout", mia["auc"], text, within(deviation, tol, evidence["one_sided"])[1])
+        checks.append(auc if auc_can_fail(mia) else undecided(auc, too_few_images(n_controlled(evidence))))
     if drops is None:
         drops = {"ta": {"drop": before["ta"] - after["ta"], "se": 0.0, "tolerance": cfg.max_ta_drop},
                  "ra": {"drop": before["ra"] - after["ra"], "se": 0.0, "tolerance": cfg.max_ra_drop}}

@@ -4,6 +4,8 @@ The evidence mode (the default, no model retrained) has its own: unlearning.imag
 With a retrained reference (the default) the checks bound the gap to it, in percentage points:
     |UA − UA_retrain| ≤ max_ua_gap (+ z·SE on n forget images, `ua_gap_tolerance`)
                                           the update forgot about as much as retraining
+                                          (undecided where that bound covers every UA
+                                          n images allow: unlearning.checks)
     TA_retrain − TA ≤ max_ta_drop         and kept about as much test accuracy
     RA_retrain − RA ≤ max_ra_drop         and retain accuracy
 Without one (`reference: false`): UA ≥ min_class_ua for class forgetting, and
@@ -17,6 +19,7 @@ from __future__ import annotations
 import math
 
 from pydantic import BaseModel, ConfigDict, Field
+from unlearning.checks import too_few_images, undecided
 
 
 class ImageEvidenceConfig(BaseModel):
@@ -75,15 +78,37 @@ def ua_gap_tolerance(cfg: ImageVerifyConfig, n_forget: int | None, ua: float, ua
     and 100 % keep a variance, as the evidence checks do). Deleting one to five images moves UA by
     20–100 points between two models that forgot equally well: a fixed 10 points failed most such
     updates and audits while saying nothing; with one to three images the check cannot fail (it
-    cannot judge them). On a class of hundreds of images it stays within a point of max_ua_gap when
-    both UAs are near 0 or 100 % (as forgetting a class makes them) and widens to ≈ max_ua_gap + 9
-    at 50 %. The two UAs are measured on the same images, so treating them as independent
-    binomials over-states the noise (conservative: fewer false alarms, more misses); a paired test
-    on the images where the models disagree would be tighter. `n_forget` None: the fixed bound."""
+    cannot judge them: `ua_gap_can_fail`, reported undecided). On a class of hundreds of images
+    it stays within a point of max_ua_gap when both UAs are near 0 or 100 % (as forgetting a class
+    makes them) and widens to ≈ max_ua_gap + 9 at 50 %. The two UAs are measured on the same
+    images, so treating them as independent binomials over-states the noise (conservative: fewer
+    false alarms, more misses); a paired test on the images where the models disagree would be
+    tighter. `n_forget` None: the fixed bound."""
     if not n_forget:
         return cfg.max_ua_gap
     rates = [(round(a / 100 * n_forget) + 1) / (n_forget + 2) for a in (ua, ua_retrain)]
     return cfg.max_ua_gap + cfg.ua_gap_z * 100 * math.sqrt(sum(p * (1 - p) / n_forget for p in rates))
+
+
+def ua_gap_can_fail(cfg: ImageVerifyConfig, n_forget: int | None, ua_retrain: float) -> bool:
+    """Whether some UA the judged model could have on `n_forget` images (100·k/n, k = 0..n) is
+    further from the retrained model's than its `ua_gap_tolerance`. With one to three images
+    (and four around 50 %) none is: the bound (108 points at three images, 210 at one) covers
+    every UA, and the check is undecided rather than passed. Past ≈ 30 images the extreme UA's
+    gap (≥ 50 points) is beyond the widest bound, so only small sets are enumerated."""
+    if not n_forget:
+        return True
+    if cfg.max_ua_gap + cfg.ua_gap_z * 100 * math.sqrt(0.5 / n_forget) < 50:
+        return True
+    return any(abs(100 * k / n_forget - ua_retrain) > ua_gap_tolerance(cfg, n_forget, 100 * k / n_forget, ua_retrain)
+               for k in range(n_forget + 1))
+
+
+# The checks that judge the forget set (the others judge utility): where every one of a request's
+# is undecided, no check with power says the images are forgotten (unlearning.checks.undecided_removal).
+REMOVAL_CHECKS = frozenset({"ua", "ua_gap_to_retrain", "heldout_controls", "forget_accuracy_gap_to_heldout",
+                            "forgotten_class_accuracy", "forgotten_class_heldout_accuracy",
+                            "membership_auc_vs_heldout"})
 
 
 def image_checks(after: dict, before: dict, retrain: dict | None, kind: str, cfg: ImageVerifyConfig,
@@ -97,7 +122,10 @@ def image_checks(after: dict, before: dict, retrain: dict | None, kind: str, cfg
         ua_gap = abs(after["ua"] - retrain["ua"])
         ua_bound = ua_gap_tolerance(cfg, n_forget, after["ua"], retrain["ua"])
         ta_drop, ra_drop = retrain["ta"] - after["ta"], retrain["ra"] - after["ra"]
-        return [check("ua_gap_to_retrain", ua_gap, f"<= {ua_bound:.1f}", ua_gap <= ua_bound),
+        ua = check("ua_gap_to_retrain", ua_gap, f"<= {ua_bound:.1f}", ua_gap <= ua_bound)
+        if not ua_gap_can_fail(cfg, n_forget, retrain["ua"]):
+            ua = undecided(ua, too_few_images(n_forget))
+        return [ua,
                 check("ta_drop_vs_retrain", ta_drop, f"<= {cfg.max_ta_drop}", ta_drop <= cfg.max_ta_drop),
                 check("ra_drop_vs_retrain", ra_drop, f"<= {cfg.max_ra_drop}", ra_drop <= cfg.max_ra_drop)]
     ta_drop = before["ta"] - after["ta"]
