@@ -204,5 +204,12 @@ def format_audit(a: dict) -> list[str]:
              f"  retraining {a['timings']['retrain_s']:.2f} s; record {a['record']}"]
     lines += [f"  {'ok    ' if c['passed'] else 'FAILED'} {c['name']} {c['value']:.4g} (needs {c['threshold']})"
               for c in a["checks"]]
-    lines += [f"  fell short: {', '.join(s['requests'])} ({s['check']})" for s in a["shortfall"]]
+    lines += [f"  fell short: {', '.join(fell_short(s))} ({s['check']})" for s in a["shortfall"]]
     return lines
+
+
+def fell_short(shortfall: dict) -> list[str]:
+    """The requests a failed check is attributed to; one whose id was sealed in an escrow that does
+    not open is named by its forget run."""
+    return [*shortfall["requests"],
+            *(f"the request of forget run {run} (its escrow does not open)" for run in shortfall.get("runs", []))]
