@@ -106,6 +106,15 @@ def audit_model(root: Path, plan: steps.AuditPlan, rebase: bool, keep_days: int 
             "escrow_unreadable": plan.unreadable, "production_version": str(plan.production.version)}
 
 
+def idle_audit(model: str) -> dict:
+    """The keys `audit_model` returns, for a model not audited by this run (`unlearn audit MODEL
+    --json` keeps one shape: flows.erasure_cli.audit_payload)."""
+    return {"model": model, "audit": None, "covered_requests": [], "passed": None, "checks": [], "rebased": False,
+            "promoted": None, "shortfall": [], "record": None, "metrics": {}, "timings": {"retrain_s": None},
+            "superseded": [], "ledger_entries": [], "escrow_deleted": [], "escrow_unreadable": [],
+            "production_version": None}
+
+
 def unreadable_warning(plan: steps.AuditPlan, name: str) -> str:
     """The one line naming an escrow file that does not open, and what the audit does about it."""
     effect = ("its request fails this audit (its removed data cannot be judged)" if plan.kind.name != "table"
