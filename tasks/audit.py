@@ -177,7 +177,11 @@ def escrowed_secrets(root: Path, model: str, runs: list[str]) -> tuple[list[dict
     each with the requests that removed it; the runs whose escrow is gone). Raw values: in memory
     only, for the caller's frame (tasks.kinds.text_chain.chain_secrets)."""
     held = [run for run in runs if escrow_file(root, model, run).exists()]
-    opened = open_escrows(root, [escrow_file(root, model, run) for run in held])
+    try:
+        opened = open_escrows(root, [escrow_file(root, model, run) for run in held])
+    except UnlearnError as exc:  # the chain's earlier secrets cannot be measured: say what clears it
+        raise UnlearnError(f"{exc}; `unlearn audit {model}` fails the request(s) it held (their data is then out "
+                           "by retraining) and deletes it") from None
     secrets = [{**s, "requests": s.get("requests", e["requests"])} for e in opened for s in e.get("secrets", [])]
     return secrets, [run for run in runs if run not in held]
 
