@@ -70,6 +70,8 @@ def audit_flow(root: str, model: str | None = None, rebase: bool = False, keep_s
 
 
 def audit_model(root: Path, plan: steps.AuditPlan, rebase: bool, keep_days: int | None) -> dict:
+    for name in plan.unreadable:
+        progress(unreadable_warning(plan, name))
     now = steps.utc_now()
     audit = records.audit_id(plan.model, now)
     experiment = tracking.configure(root)
@@ -101,7 +103,24 @@ def audit_model(root: Path, plan: steps.AuditPlan, rebase: bool, keep_days: int 
             "metrics": {k: v for k, v in judgement.metrics.items() if k != "per_secret"},
             "timings": {"retrain_s": judgement.retrain_s}, "superseded": superseded,
             "ledger_entries": finished["ledger_entries"], "escrow_deleted": finished["escrow_deleted"],
-            "production_version": str(plan.production.version)}
+            "escrow_unreadable": plan.unreadable, "production_version": str(plan.production.version)}
+
+
+def idle_audit(model: str) -> dict:
+    """The keys `audit_model` returns, for a model not audited by this run (`unlearn audit MODEL
+    --json` keeps one shape: flows.erasure_cli.audit_payload)."""
+    return {"model": model, "audit": None, "covered_requests": [], "passed": None, "checks": [], "rebased": False,
+            "promoted": None, "shortfall": [], "record": None, "metrics": {}, "timings": {"retrain_s": None},
+            "superseded": [], "ledger_entries": [], "escrow_deleted": [], "escrow_unreadable": [],
+            "production_version": None}
+
+
+def unreadable_warning(plan: steps.AuditPlan, name: str) -> str:
+    """The one line naming an escrow file that does not open, and what the audit does about it."""
+    effect = ("its request fails this audit (its removed data cannot be judged)" if plan.kind.name != "table"
+              else "a table audit does not need it")
+    return (f"warning: audit escrow .unlearn/escrow/{name} does not open with this project's key (altered, renamed "
+            f"or sealed under another signing key): {effect}; it is deleted when the audit completes")
 
 
 @task(name="audit checks", **STEP)

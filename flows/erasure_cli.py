@@ -168,7 +168,7 @@ def cmd_audit(args, root: Path) -> int:
     due = audit.due_models(root, args.model, cadence)  # an unknown or unauditable model: one line, exit 2
     if not due and not (release.open_journals(root) or audit_record.open_audits(root)):
         message = nothing_due_message(root, args.model, cadence)
-        emit(args, {"model": args.model, "audits": [], "covered_requests": [], "message": message}, message)
+        emit(args, audit_payload(args.model, [], [], message), message)
         return EXIT_OK
     try:
         summary = audit_flow(root=str(root), model=args.model, rebase=args.rebase, keep_superseded_days=keep_days,
@@ -177,13 +177,30 @@ def cmd_audit(args, root: Path) -> int:
     except release.ProjectBusy as busy:
         print(f"audit: {busy}", file=sys.stderr)
         return EXIT_FAILED
-    audits = summary["audits"]
-    payload = audits[0] if args.model and len(audits) == 1 else summary
-    emit(args, payload, "\n".join([*(f"recovered an interrupted audit {r['id']}: {r['outcome']}"
-                                     for r in summary["recovered"] if "id" in r),
-                                   *(line for a in audits for line in format_audit(a))])
-         or "nothing to audit")
+    audits, recovered = summary["audits"], summary["recovered"]
+    message = audited_message(audits) if audits else nothing_due_message(root, args.model, cadence)
+    lines = [f"recovered an interrupted audit {r['id']}: {r['outcome']}" if "id" in r
+             else f"recovered an interrupted run of model {r['model']}: {r['outcome']}" for r in recovered]
+    emit(args, audit_payload(args.model, audits, recovered, message),
+         "\n".join([*lines, *(line for a in audits for line in format_audit(a))] if audits else [*lines, message]))
     return EXIT_OK if all(a["passed"] for a in audits) else EXIT_FAILED
+
+
+def audit_payload(model: str | None, audits: list[dict], recovered: list[dict], message: str) -> dict:
+    """`unlearn audit --json`, one shape whatever happened: with MODEL one object, the keys of a
+    model's audit (empty where nothing was audited), `recovered` (what an interrupted run left,
+    finished or rolled back first) and `message`; without, `audits` (one per model), `recovered`
+    and `message`."""
+    from flows.audit import idle_audit
+
+    if model is None:
+        return {"audits": audits, "recovered": recovered, "message": message}
+    return {**idle_audit(model), **(audits[0] if audits else {}), "recovered": recovered, "message": message}
+
+
+def audited_message(audits: list[dict]) -> str:
+    return "; ".join(f"model {a['model']}: audit passed" if a["passed"]
+                     else f"model {a['model']}: audit FAILED, retrained v{a['promoted']} promoted" for a in audits)
 
 
 def nothing_due_message(root: Path, model: str | None, cadence) -> str:
@@ -212,5 +229,12 @@ def format_audit(a: dict) -> list[str]:
              f"  retraining {a['timings']['retrain_s']:.2f} s; record {a['record']}"]
     lines += [f"  {outcome(c):6} {c['name']} {c['value']:.4g} (needs {c['threshold']})"
               + (f" — {c['reason']}" if outcome(c) == "undecided" else "") for c in a["checks"]]
-    lines += [f"  fell short: {', '.join(s['requests'])} ({s['check']})" for s in a["shortfall"]]
+    lines += [f"  fell short: {', '.join(fell_short(s))} ({s['check']})" for s in a["shortfall"]]
     return lines
+
+
+def fell_short(shortfall: dict) -> list[str]:
+    """The requests a failed check is attributed to; one whose id was sealed in an escrow that does
+    not open is named by its forget run."""
+    return [*shortfall["requests"],
+            *(f"the request of forget run {run} (its escrow does not open)" for run in shortfall.get("runs", []))]

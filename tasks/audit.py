@@ -24,7 +24,7 @@ Images: the forgotten images (with the labels the model was trained on) are escr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -152,12 +152,36 @@ def open_escrows(root: Path, paths: list[Path]) -> list[dict]:
     return [{**sealing.open_sealed(p.read_bytes(), key, escrow_name(p)), "file": escrow_name(p)} for p in paths]
 
 
+def open_held_escrows(root: Path, paths: list[Path]) -> tuple[list[dict], list[str]]:
+    """(the escrows that open, the names of those that do not: altered, renamed or sealed under
+    another key). The audit goes on without the latter, whose text or image requests then fail it
+    (tasks.audit_checks.judge), and deletes them with the rest: one altered byte must not stop every
+    later audit of the model."""
+    key = signing.signing_key(root)
+    opened, unreadable = [], []
+    for path in paths:
+        try:
+            opened.append({**sealing.open_sealed(path.read_bytes(), key, escrow_name(path)), "file": escrow_name(path)})
+        except UnlearnError:
+            unreadable.append(escrow_name(path))
+    return opened, unreadable
+
+
+def escrow_run(name: str) -> str:
+    """The forget run an escrow file (`<model>/<run>.bin`) was sealed by."""
+    return name.rsplit("/", 1)[-1].removesuffix(".bin")
+
+
 def escrowed_secrets(root: Path, model: str, runs: list[str]) -> tuple[list[dict], list[str]]:
     """(the removed secrets sealed by the forget runs `runs` whose escrow no audit has deleted yet,
     each with the requests that removed it; the runs whose escrow is gone). Raw values: in memory
     only, for the caller's frame (tasks.kinds.text_chain.chain_secrets)."""
     held = [run for run in runs if escrow_file(root, model, run).exists()]
-    opened = open_escrows(root, [escrow_file(root, model, run) for run in held])
+    try:
+        opened = open_escrows(root, [escrow_file(root, model, run) for run in held])
+    except UnlearnError as exc:  # the chain's earlier secrets cannot be measured: say what clears it
+        raise UnlearnError(f"{exc}; `unlearn audit {model}` fails the request(s) it held (their data is then out "
+                           "by retraining) and deletes it") from None
     secrets = [{**s, "requests": s.get("requests", e["requests"])} for e in opened for s in e.get("secrets", [])]
     return secrets, [run for run in runs if run not in held]
 
@@ -295,6 +319,7 @@ class AuditPlan:
     data_version: str
     records: list  # the ledger requests covered
     escrows: list[dict]  # opened escrow contents (raw values in memory only)
+    unreadable: list[str] = field(default_factory=list)  # escrow files that do not open (open_held_escrows)
     job: references.ReferenceJob = None
     b: Any = None  # a certified table model's noise
     device: str = "cpu"  # where the deep-model work computes (tasks.devices.place)
@@ -303,6 +328,13 @@ class AuditPlan:
     def request_ids(self) -> list[str]:
         ids = [r.id for r in self.records]
         return ids + [i for e in self.escrows for i in e["requests"] if i not in ids]
+
+    def unreadable_requests(self) -> tuple[list[str], list[str]]:
+        """(the covered ledger requests whose escrow does not open, the forget runs of unreadable
+        escrows no ledger request names: a request outside the ledger, whose id was sealed in it)."""
+        runs = [escrow_run(name) for name in self.unreadable]
+        by_run = {(r.response or {}).get("run_id"): r.id for r in self.records}
+        return [by_run[run] for run in runs if run in by_run], [run for run in runs if run not in by_run]
 
 
 def plan_audit(root: Path, model: str) -> AuditPlan:
@@ -313,8 +345,9 @@ def plan_audit(root: Path, model: str) -> AuditPlan:
     dataset = data_store.load_dataset(root, production.tags.get("dataset", model))
     kind = kind_of(dataset)
     bundle = tracking.load_version_bundle(model, production.version)
+    opened, unreadable = open_held_escrows(root, escrow_files(root, model))
     plan = AuditPlan(model, kind, production, bundle, dataset, dvc.data_version(root), ledger_requests(root, model),
-                     open_escrows(root, escrow_files(root, model)))
+                     opened, unreadable)
     if kind.name == "table":
         plan.b = state.load_noise(root, production.run_id)
         plan.job = references.table_job(table_problem(plan))

@@ -226,6 +226,11 @@ def judge(root: Path, plan: AuditPlan) -> Judgement:
         # looked at it; failing promotes the retrained model, so the data is out for sure
         judgement.checks.append({"name": "escrow_present", "value": len(gone), "threshold": "== 0", "passed": False})
         judgement.shortfall.append({"check": "escrow_present", "requests": gone})
+    if plan.kind.name in ESCROWED_DATA and plan.unreadable:  # altered: as unjudged as a deleted one
+        requests, runs = plan.unreadable_requests()
+        judgement.checks.append({"name": "escrow_intact", "value": len(plan.unreadable), "threshold": "== 0",
+                                 "passed": False})
+        judgement.shortfall.append({"check": "escrow_intact", "requests": requests, "runs": runs})
     return judgement
 
 

@@ -74,7 +74,8 @@ def audit_record(audit: str, plan: AuditPlan, judgement: Judgement, promoted: st
             "version": promoted, "guarantee": "exact",
             "why": "the audit failed: the retrained model replaces the production model" if not passed
             else "--rebase: the retrained model replaces the production model"},
-        "escrow": {"files": [e["file"] for e in plan.escrows], "action": "deleted when this audit completed"},
+        "escrow": {"files": [e["file"] for e in plan.escrows] + plan.unreadable, "unreadable": plan.unreadable,
+                   "action": "deleted when this audit completed"},
         "timings": {"retrain_s": judgement.retrain_s},
     }
 

@@ -88,6 +88,7 @@ def test_rebase_promotes_the_retrained_model_with_guarantee_exact_and_purges_the
     code, out = run_json(capsys, ["audit", "--rebase"])  # no MODEL: every model due
     assert code == 0, out
     [done] = out["audits"]
+    assert set(out) == {"audits", "recovered", "message"} and out["recovered"] == []
     assert done["passed"] and done["rebased"] and done["promoted"] == "3"
     assert tracking.production_alias("people") == "3"
     tags = versions("people")
@@ -171,6 +172,12 @@ sys.exit(main(["audit", "people", "--rebase"]))
 """
 
 
+# `unlearn audit MODEL --json`: one object, these keys, whether it audited, recovered a killed run or did nothing
+MODEL_JSON_KEYS = {"model", "audit", "covered_requests", "passed", "checks", "rebased", "promoted", "shortfall",
+                   "record", "metrics", "timings", "superseded", "ledger_entries", "escrow_deleted",
+                   "escrow_unreadable", "production_version", "recovered", "message"}
+
+
 def test_an_audit_killed_before_its_promotion_is_rolled_back_and_redone_by_the_next_run(
         workspace, people_csv, capsys):
     add_and_train(people_csv, capsys)
@@ -178,17 +185,25 @@ def test_an_audit_killed_before_its_promotion_is_rolled_back_and_redone_by_the_n
     run_killed(workspace, KILLED_BEFORE_PROMOTION)
     # what the kill left: a registered candidate, a written record, the open marker; production unmoved
     assert tracking.production_alias("people") == "2" and "3" in versions("people")
-    assert len(list((workspace / audit_record.AUDIT_DIR).glob("*.json"))) == 1
+    [killed_record] = list((workspace / audit_record.AUDIT_DIR).glob("*.json"))
     assert ledger.show(workspace, "KILL-1").audits == []
 
     code, out = run_json(capsys, ["audit", "people", "--rebase"])
     assert code == 0, out
+    assert set(out) == MODEL_JSON_KEYS  # was the bare audit, without `recovered`
+    assert {"id": killed_record.stem, "model": "people", "outcome": "rolled back"} in out["recovered"]
+    assert out["message"] == "model people: audit passed"
     assert out["promoted"] == "4" and tracking.production_alias("people") == "4"
     assert "rolled_back" in versions("people")["3"]  # the half-done audit's candidate, never promoted
     records = list((workspace / audit_record.AUDIT_DIR).glob("*.json"))
     assert [p.name for p in records] == [f"{out['audit']}.json"]  # the killed run's record was withdrawn
     assert not list((workspace / audit_record.AUDIT_DIR).glob("*.open"))
     assert [a["audit"] for a in ledger.show(workspace, "KILL-1").audits] == [out["audit"]]
+
+    code, idle = run_json(capsys, ["audit", "people"])  # nothing to do, nothing to recover: the same keys
+    assert code == 0 and set(idle) == MODEL_JSON_KEYS, idle
+    assert idle["recovered"] == [] and idle["audit"] is None and idle["covered_requests"] == []
+    assert idle["message"] == "model people: no request since its last audit; nothing to audit"
 
 
 def test_an_audit_killed_after_its_promotion_is_finished_by_the_next_run(workspace, people_csv, capsys):
@@ -199,13 +214,17 @@ def test_an_audit_killed_after_its_promotion_is_finished_by_the_next_run(workspa
     assert ledger.show(workspace, "KILL-2").audits == [] and audit.escrow_files(workspace, "people")
     [record] = list((workspace / audit_record.AUDIT_DIR).glob("*.json"))
 
-    capsys.readouterr()
-    assert main(["audit"]) == 0
-    assert f"recovered an interrupted audit {record.stem}: completed" in capsys.readouterr().out
+    code, out = run_json(capsys, ["audit", "people"])  # the recovery finishes the audit: nothing left to audit
+    assert code == 0 and set(out) == MODEL_JSON_KEYS, out  # was {"audits": [], "recovered": [...]}
+    assert out["recovered"] == [{"id": record.stem, "model": "people", "outcome": "completed"}]
+    assert out["audit"] is None and out["message"] == "model people: no request since its last audit; nothing to audit"
     assert [a["audit"] for a in ledger.show(workspace, "KILL-2").audits] == [record.stem]
     assert not audit.escrow_files(workspace, "people") and not list((workspace / audit_record.AUDIT_DIR).glob("*.open"))
     assert tracking.production_alias("people") == "3" and "purged" in versions("people")["2"]
     assert main(["certificate", "verify", str(record)]) == 0
+    code, every = run_json(capsys, ["audit"])  # without MODEL: `audits`, `recovered`, `message`, always
+    assert code == 0 and every == {"audits": [], "recovered": [],
+                                   "message": "no model has a request since its last audit; nothing to audit"}
 
 
 def test_the_weekly_audit_deployment_runs_the_audit_flow():

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 
 from flows.cli import main
-from tasks import audit, tracking
+from tasks import audit, ledger, tracking
 from tests.flows.test_pipeline import run_json
 from tests.image_folders import write_image_folder
+from unlearning.images.data import load_images
 
 
 def test_an_image_audit_judges_the_forgotten_class_from_its_escrow(workspace, capsys):
@@ -58,3 +60,55 @@ def test_a_ledger_request_whose_escrow_was_deleted_does_not_pass_its_audit(works
     body = json.loads((workspace / out["record"]).read_text())
     assert {"check": "escrow_present", "requests": ["IMG-E1"]} in body["shortfall"]
     assert out["promoted"] == tracking.production_alias("shapes")  # as any failed audit: the retrained model
+
+
+def test_an_altered_escrow_fails_its_requests_audit_and_no_longer_blocks_the_models_audits(workspace, capsys):
+    """One changed byte of a sealed escrow made every later `unlearn audit` of the model stop (exit 2,
+    "does not open with this project's key"). It is now judged as a missing escrow is: its requests
+    fail the audit (the retrained model is promoted), the record names the file, the audit deletes it."""
+    write_image_folder(workspace / "incoming" / "shapes")
+    assert main(["data", "add", "shapes", "--images", "incoming/shapes", "--size", "16"]) == 0
+    assert main(["train", "shapes", "--epochs", "15"]) == 0
+    path = workspace / "IMG-T1.yaml"
+    path.write_text(yaml.safe_dump({"id": "IMG-T1", "model": "shapes", "forget_class": "vstripes"}))
+    assert main(["requests", "submit", str(path)]) == 0
+    assert run_json(capsys, ["comply"])[0] == 0
+    outside = workspace / "IMG-T2.yaml"  # outside the ledger: its request id is sealed in its escrow only
+    dataset = load_images(workspace / "data" / "shapes")
+    gone = [dataset.record_ids[p] for p in np.flatnonzero(dataset.train & (dataset.labels == 0))[:2]]
+    outside.write_text(yaml.safe_dump({"id": "IMG-T2", "model": "shapes", "delete_records": gone}))
+    code, forgot = run_json(capsys, ["forget", str(outside)])
+    assert code == 0 and forgot["promoted"], forgot
+    sealed = audit.escrow_files(workspace, "shapes")
+    assert len(sealed) == 2
+    for file in sealed:
+        altered = bytearray(file.read_bytes())
+        altered[-1] ^= 1
+        file.write_bytes(bytes(altered))
+    run = forgot["run_id"]
+
+    capsys.readouterr()
+    code = main(["audit", "shapes", "--json"])
+    captured = capsys.readouterr()
+    assert code == 1, captured.err  # was 2: "audit escrow … does not open with this project's key"
+    out = json.loads(captured.out)
+    assert not out["passed"], out
+    assert out["promoted"] == tracking.production_alias("shapes")  # the data is out for sure
+    [intact] = [c for c in out["checks"] if c["name"] == "escrow_intact"]
+    assert intact["value"] == 2 and not intact["passed"]
+    assert {"check": "escrow_intact", "requests": ["IMG-T1"], "runs": [run]} in out["shortfall"]
+    warned = [line for line in captured.err.splitlines() if "does not open" in line]
+    assert sorted(warned) == sorted(f"warning: audit escrow .unlearn/escrow/{audit.escrow_name(f)} does not open with "
+                                    "this project's key (altered, renamed or sealed under another signing key): its "
+                                    "request fails this audit (its removed data cannot be judged); it is deleted when "
+                                    "the audit completes" for f in sealed)
+    body = json.loads((workspace / out["record"]).read_text())
+    assert sorted(body["escrow"]["unreadable"]) == sorted(audit.escrow_name(f) for f in sealed)
+    assert not audit.escrow_files(workspace, "shapes")  # deleted as a judged escrow is
+    assert sorted(out["escrow_deleted"]) == sorted(audit.escrow_name(f) for f in sealed)
+    [entry] = ledger.show(workspace, "IMG-T1").audits
+    assert entry["audit"] == out["audit"] and "escrow_intact" in entry["reason"]
+    assert main(["certificate", "verify", str(workspace / out["record"])]) == 0
+    capsys.readouterr()
+    assert main(["audit", "shapes"]) == 0  # nothing left to audit, nothing blocked
+    assert "no request since its last audit" in capsys.readouterr().out

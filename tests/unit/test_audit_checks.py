@@ -66,3 +66,23 @@ def test_an_escrow_is_removed_exactly_when_its_forget_run_is_not_in_productions_
     assert audit_checks.removed_exactly(escrowed, ["run-b"])  # a retraining since removed it: the chain restarted
     assert not audit_checks.removed_exactly(escrowed, ["run-a", "run-b"])
     assert not audit_checks.removed_exactly(escrowed, None)  # chain unknown (older versions): judged
+
+
+def test_an_altered_escrow_on_a_fast_updated_chain_says_which_command_clears_it(tmp_path, monkeypatch):
+    """A later fast update on a text chain opens its earlier escrows (tasks.kinds.text_chain); an
+    altered one stops it, and the one line must say what to do: the audit judges it and deletes it."""
+    import pytest
+
+    from tasks import audit, state
+    from unlearning.compliance import escrow, signing
+    from unlearning.errors import UnlearnError
+
+    monkeypatch.delenv(signing.KEY_ENV, raising=False)
+    path = state.escrow_file(tmp_path, "notes", "run1")
+    audit.write_private(path, escrow.seal({"requests": ["R-1"], "secrets": []}, signing.signing_key(tmp_path),
+                                          audit.escrow_name(path)))
+    assert audit.escrowed_secrets(tmp_path, "notes", ["run1", "run0"]) == ([], ["run0"])
+    sealed = path.read_bytes()
+    path.write_bytes(sealed[:-1] + bytes([sealed[-1] ^ 1]))
+    with pytest.raises(UnlearnError, match=r"notes/run1\.bin does not open .*; `unlearn audit notes` fails the"):
+        audit.escrowed_secrets(tmp_path, "notes", ["run1"])
