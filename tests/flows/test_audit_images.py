@@ -39,15 +39,20 @@ def test_an_image_audit_judges_the_forgotten_class_from_its_escrow(workspace, ca
     assert main(["certificate", "verify", str(workspace / out["record"])]) == 0
 
 
-def test_a_ledger_request_whose_escrow_was_deleted_does_not_pass_its_audit(workspace, capsys):
-    """Deleting `.unlearn/escrow/<model>/<run>.bin` (a tampered store, or a cleanup script) must
-    not turn the audit of the request it belonged to into a pass that never judged its images."""
+def shapes_trained_with_a_class_request(workspace, request_id: str) -> None:
+    """The shapes images added, a CNN trained on them, and a request to forget one class submitted."""
     write_image_folder(workspace / "incoming" / "shapes")
     assert main(["data", "add", "shapes", "--images", "incoming/shapes", "--size", "16"]) == 0
     assert main(["train", "shapes", "--epochs", "15"]) == 0
-    path = workspace / "IMG-E1.yaml"
-    path.write_text(yaml.safe_dump({"id": "IMG-E1", "model": "shapes", "forget_class": "vstripes"}))
+    path = workspace / f"{request_id}.yaml"
+    path.write_text(yaml.safe_dump({"id": request_id, "model": "shapes", "forget_class": "vstripes"}))
     assert main(["requests", "submit", str(path)]) == 0
+
+
+def test_a_ledger_request_whose_escrow_was_deleted_does_not_pass_its_audit(workspace, capsys):
+    """Deleting `.unlearn/escrow/<model>/<run>.bin` (a tampered store, or a cleanup script) must
+    not turn the audit of the request it belonged to into a pass that never judged its images."""
+    shapes_trained_with_a_class_request(workspace, "IMG-E1")
     code, complied = run_json(capsys, ["comply"])
     assert code == 0 and complied["requests"][0]["status"] == "completed", complied
     [sealed] = audit.escrow_files(workspace, "shapes")
@@ -66,12 +71,7 @@ def test_an_altered_escrow_fails_its_requests_audit_and_no_longer_blocks_the_mod
     """One changed byte of a sealed escrow made every later `unlearn audit` of the model stop (exit 2,
     "does not open with this project's key"). It is now judged as a missing escrow is: its requests
     fail the audit (the retrained model is promoted), the record names the file, the audit deletes it."""
-    write_image_folder(workspace / "incoming" / "shapes")
-    assert main(["data", "add", "shapes", "--images", "incoming/shapes", "--size", "16"]) == 0
-    assert main(["train", "shapes", "--epochs", "15"]) == 0
-    path = workspace / "IMG-T1.yaml"
-    path.write_text(yaml.safe_dump({"id": "IMG-T1", "model": "shapes", "forget_class": "vstripes"}))
-    assert main(["requests", "submit", str(path)]) == 0
+    shapes_trained_with_a_class_request(workspace, "IMG-T1")
     assert run_json(capsys, ["comply"])[0] == 0
     outside = workspace / "IMG-T2.yaml"  # outside the ledger: its request id is sealed in its escrow only
     dataset = load_images(workspace / "data" / "shapes")
