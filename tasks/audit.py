@@ -24,6 +24,7 @@ Images: the forgotten images (with the labels the model was trained on) are escr
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -164,7 +165,28 @@ def open_held_escrows(root: Path, paths: list[Path]) -> tuple[list[dict], list[s
             opened.append({**sealing.open_sealed(path.read_bytes(), key, escrow_name(path)), "file": escrow_name(path)})
         except UnlearnError:
             unreadable.append(escrow_name(path))
+    if unreadable and not opened and not key_signed_a_certificate(root, key):
+        # AES-GCM cannot tell an altered file from another key: none opening and no certificate of
+        # this project under this key is a wrong key (another project's UNLEARN_SIGNING_KEY, a key
+        # file from the wrong backup), and treating it as tampering would fail and delete them all
+        raise UnlearnError(f"none of the {len(unreadable)} audit escrow(s) opens and no certificate of this project "
+                           f"was signed with this signing key: set the project's key (UNLEARN_SIGNING_KEY or "
+                           f".unlearn/signing.key) and run again; nothing was changed")
     return opened, unreadable
+
+
+def key_signed_a_certificate(root: Path, key: bytes) -> bool:
+    """Whether a request certificate of this project names `key` (by its id) as its signer."""
+    from tasks.certificates import CERTIFICATES
+
+    wanted = signing.key_id(key)
+    for path in sorted((root / CERTIFICATES).glob("*.json")):
+        try:
+            if json.loads(path.read_text())["signature"]["key_id"] == wanted:
+                return True
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return False
 
 
 def escrow_run(name: str) -> str:
@@ -329,10 +351,11 @@ class AuditPlan:
         ids = [r.id for r in self.records]
         return ids + [i for e in self.escrows for i in e["requests"] if i not in ids]
 
-    def unreadable_requests(self) -> tuple[list[str], list[str]]:
-        """(the covered ledger requests whose escrow does not open, the forget runs of unreadable
-        escrows no ledger request names: a request outside the ledger, whose id was sealed in it)."""
-        runs = [escrow_run(name) for name in self.unreadable]
+    def unreadable_requests(self, names: list[str] | None = None) -> tuple[list[str], list[str]]:
+        """(the covered ledger requests whose escrow (of `names`, default all unreadable ones) does not
+        open, the forget runs of those no ledger request names: a request outside the ledger, whose id
+        was sealed in it)."""
+        runs = [escrow_run(name) for name in (self.unreadable if names is None else names)]
         by_run = {(r.response or {}).get("run_id"): r.id for r in self.records}
         return [by_run[run] for run in runs if run in by_run], [run for run in runs if run not in by_run]
 

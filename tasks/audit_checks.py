@@ -221,15 +221,18 @@ ESCROWED_DATA = ("text", "images")  # kinds whose escrow holds removed data the 
 
 def judge(root: Path, plan: AuditPlan) -> Judgement:
     judgement = JUDGES[plan.kind.name](root, plan)
-    if plan.kind.name in ESCROWED_DATA and (gone := requests_without_escrow(root, plan, production_chain(root, plan))):
+    if plan.kind.name not in ESCROWED_DATA:
+        return judgement
+    chain = production_chain(root, plan)
+    if gone := requests_without_escrow(root, plan, chain):
         # their removed data can no longer be judged (a deleted or moved escrow): not a pass that never
         # looked at it; failing promotes the retrained model, so the data is out for sure
         judgement.checks.append({"name": "escrow_present", "value": len(gone), "threshold": "== 0", "passed": False})
         judgement.shortfall.append({"check": "escrow_present", "requests": gone})
-    if plan.kind.name in ESCROWED_DATA and plan.unreadable:  # altered: as unjudged as a deleted one
-        requests, runs = plan.unreadable_requests()
-        judgement.checks.append({"name": "escrow_intact", "value": len(plan.unreadable), "threshold": "== 0",
-                                 "passed": False})
+    # altered: as unjudged as a deleted one, with the same exemption (removed exactly in production's lineage)
+    if altered := [name for name in plan.unreadable if not removed_exactly({"file": name}, chain)]:
+        requests, runs = plan.unreadable_requests(altered)
+        judgement.checks.append({"name": "escrow_intact", "value": len(altered), "threshold": "== 0", "passed": False})
         judgement.shortfall.append({"check": "escrow_intact", "requests": requests, "runs": runs})
     return judgement
 

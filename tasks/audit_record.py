@@ -93,7 +93,6 @@ def record_verdicts(root: Path, record: dict, path: Path) -> list[str]:
     audit, passed = record["audit"]["id"], record["audit"]["passed"]
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     relative = str(path.relative_to(root))
-    short = {i for s in record["shortfall"] for i in s["requests"]}
     written = []
     for request in record["requests"]:
         if any(a.get("audit") == audit for a in ledger.show(root, request["id"]).audits):
@@ -101,8 +100,7 @@ def record_verdicts(root: Path, record: dict, path: Path) -> list[str]:
         failed = not passed
         reason = None
         if failed:
-            reason = ("this request's update fell short: " if request["id"] in short else "the audit failed: ") + \
-                ", ".join(s["check"] for s in record["shortfall"])
+            reason = shortfall_reason(record["shortfall"], request["id"])
         ledger.transition(root, request["id"], "audit_failed" if failed else "audited", audit=audit, record=relative,
                           record_sha256=digest, model={"name": record["audit"]["model"],
                                                        "version": record["production"]["version"]},
@@ -160,3 +158,17 @@ def promoted_version(path: Path) -> str | None:
 def open_audits(root: Path) -> bool:
     folder = Path(root) / AUDIT_DIR
     return folder.is_dir() and any(folder.glob("*.open"))
+
+
+ESCROW_CHECKS = {"escrow_present": "its audit escrow is gone", "escrow_intact": "its audit escrow did not open"}
+
+
+def shortfall_reason(shortfall: list[dict], request_id: str) -> str:
+    """The ledger's reason for a failed audit: what this request's own shortfall was (an escrow that
+    could not be read is not an update that fell short), else what failed the audit."""
+    own = [s["check"] for s in shortfall if request_id in s["requests"]]
+    if not own:
+        return "the audit failed: " + ", ".join(s["check"] for s in shortfall)
+    escrow = [ESCROW_CHECKS[c] for c in own if c in ESCROW_CHECKS]
+    updates = [c for c in own if c not in ESCROW_CHECKS]
+    return "; ".join([*escrow, *(["this request's update fell short: " + ", ".join(updates)] if updates else [])])

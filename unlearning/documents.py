@@ -78,10 +78,11 @@ def refuse_repeated_columns(header: list, file_name: str) -> None:
     `a.1`, so a request naming `a` would reach only the first copy of the column."""
     names = ["" if name is None or name != name else str(name) for name in header]  # NaN: a column with no name
     repeated = list(dict.fromkeys(name for n, name in enumerate(names) if name in names[:n]))
-    if repeated:
-        shown = ", ".join(_quoted(name) for name in repeated[:5])
-        raise UnlearnError(f"'{file_name}' names the column{'s' if len(repeated) > 1 else ''} {shown} more than "
-                           f"once; give every column its own name")
+    if repeated:  # by position, not name: a file without a header row has a record there, maybe a person's
+        shown = "; ".join("columns " + ", ".join(str(n + 1) for n, name in enumerate(names) if name == twice)
+                          for twice in repeated[:5])
+        raise UnlearnError(f"'{file_name}' gives one column name more than once ({shown}); give every column its "
+                           f"own name, in a header row")
 
 
 # --- JSON ---------------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ def printable(text: str) -> str:
 
 def escaped(c: str) -> str:
     category = unicodedata.category(c)
-    if c in "\n\t" or category not in ("Cc", "Cf"):
+    if c in "\n\t" or category not in ("Cc", "Cf", "Cs", "Zl", "Zp"):  # Cs: a lone surrogate of an undecodable name
         return c
-    return repr(c)[1:-1] if category == "Cc" else f"\\u{ord(c):04x}"
+    if category == "Cc":
+        return repr(c)[1:-1]
+    return f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}"

@@ -86,3 +86,12 @@ def test_an_altered_escrow_on_a_fast_updated_chain_says_which_command_clears_it(
     path.write_bytes(sealed[:-1] + bytes([sealed[-1] ^ 1]))
     with pytest.raises(UnlearnError, match=r"notes/run1\.bin does not open .*; `unlearn audit notes` fails the"):
         audit.escrowed_secrets(tmp_path, "notes", ["run1"])
+
+
+def test_the_ledger_reason_says_an_unreadable_escrow_not_a_short_update():
+    from tasks.audit_record import shortfall_reason
+    shortfall = [{"check": "escrow_intact", "requests": ["R-1"], "runs": []},
+                 {"check": "exposure_vs_retrain_bits", "requests": ["R-2"]}]
+    assert shortfall_reason(shortfall, "R-1") == "its audit escrow did not open"
+    assert shortfall_reason(shortfall, "R-2") == "this request's update fell short: exposure_vs_retrain_bits"
+    assert shortfall_reason(shortfall, "R-3") == "the audit failed: escrow_intact, exposure_vs_retrain_bits"

@@ -11,3 +11,9 @@ def test_control_characters_a_message_quotes_are_printed_as_escapes():
 
 def test_format_characters_that_reorder_or_hide_text_are_printed_as_escapes():
     assert str(UnlearnError("id 'a\u202eb\u200bc' unknown")) == "id 'a\\u202eb\\u200bc' unknown"
+
+
+def test_separators_surrogates_and_tags_beyond_the_basic_plane_are_escaped_unambiguously():
+    text = str(UnlearnError("id 'a\u2028b\udcffc\U000e0001' unknown"))
+    assert text == "id 'a\\u2028b\\udcffc\\U000e0001' unknown"
+    text.encode("utf-8")  # a lone surrogate printed raw could not be written to the terminal

@@ -99,8 +99,17 @@ def test_a_key_given_twice_is_not_printed_it_may_be_a_personal_value(tmp_path):
 def test_a_csv_column_named_twice_is_refused_not_renamed(tmp_path):
     path = tmp_path / "notes.csv"
     path.write_text("body,body\n" + "".join(f'"{line}",x\n' for line in LINES))
-    with pytest.raises(UnlearnError, match="'notes.csv' names the column 'body' more than once"):
+    with pytest.raises(UnlearnError, match=r"'notes.csv' gives one column name more than once \(columns 1, 2\)"):
         read_text_corpus("notes", path, text_column="body")
+
+
+def test_a_repeated_name_in_a_file_without_a_header_is_not_printed(tmp_path):
+    """Without a header row the first record stands where the names are: shown by position only."""
+    path = tmp_path / "notes.csv"
+    path.write_text("alice@example.com,alice@example.com\n" + "".join(f'"{line}",x\n' for line in LINES))
+    with pytest.raises(UnlearnError) as excinfo:
+        read_text_corpus("notes", path, text_column="body")
+    assert "alice" not in str(excinfo.value) and "columns 1, 2" in str(excinfo.value)
 
 
 def test_a_csv_cell_reading_NA_is_text_not_a_missing_value(tmp_path):

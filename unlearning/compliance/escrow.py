@@ -51,7 +51,7 @@ def open_sealed(sealed: bytes, signing_key: bytes, name: str) -> dict:
     nonce, body = sealed[len(MAGIC):len(MAGIC) + NONCE_BYTES], sealed[len(MAGIC) + NONCE_BYTES:]
     try:
         plain = AESGCM(escrow_key(signing_key)).decrypt(nonce, body, name.encode())
-    except InvalidTag:
+    except (InvalidTag, ValueError):  # ValueError: cut short (the nonce or the tag is incomplete)
         raise UnlearnError(f"audit escrow {name} does not open with this project's key: altered, renamed "
                            "or sealed under another signing key") from None
     return torch.load(io.BytesIO(plain), weights_only=True)

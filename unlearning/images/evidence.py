@@ -304,6 +304,15 @@ def gap_can_fail(acc: dict, one_sided: bool) -> bool:
     return high > acc["tolerance"] or (not one_sided and -low > acc["tolerance"])
 
 
+def gap_band_reason(acc: dict) -> str:
+    """Why a gap check cannot fail: the band against controls this accurate covers every accuracy
+    the forget images allow (few images, or, one-sided, controls so accurate that no forget accuracy
+    can exceed them by the tolerance, at any number of images)."""
+    n = acc["n_forget"]
+    return (f"{n} forget image{'' if n == 1 else 's'} against controls {acc['heldout']:.3g} % right: the band "
+            f"({acc['tolerance']:.3g} points) covers every accuracy they allow")
+
+
 def auc_can_fail(mia: dict) -> bool:
     """Whether an AUC in [0, 1] (both ends reachable: every forget loss below, or above, every
     control's) can leave 0.5 ± tolerance (one-sided: exceed 0.5 + tolerance). Three images
@@ -335,7 +344,7 @@ def evidence_checks(evidence: dict, after: dict, before: dict, cfg: ImageEvidenc
         gap = check("forget_accuracy_gap_to_heldout", acc["gap"], *within(acc["gap"], acc["tolerance"],
                                                                          evidence["one_sided"]))
         if not gap_can_fail(acc, evidence["one_sided"]):
-            gap = undecided(gap, too_few_images(acc["n_forget"]))
+            gap = undecided(gap, gap_band_reason(acc))
         checks.append(gap)
     if (absent := evidence["absent"]) is not None:
         limit = cfg.max_absent_accuracy
