@@ -440,12 +440,12 @@ def evidence_state(update: Update, metrics: dict, chain: list[str] | None = None
     return kept
 
 
-def reference_state(metrics: dict, chain: list[str]) -> dict:
+def reference_state(metrics: dict, chain: list[str] | None) -> dict:
     """What a fast-updated version verified by `--verify reference` keeps (evidence_state's keys): its
     held-out perplexity, its chain and, as its anchor, the reference's perplexity (a model trained
     exactly on this very data), so the next evidence request checks the drift since it."""
     return {"held_out_perplexity": metrics["perplexity_after"], "anchor_perplexity": metrics["perplexity_retrain"],
-            state.CHAIN_KEY: chain}
+            **({} if chain is None else {state.CHAIN_KEY: chain})}
 
 
 def evidence_metrics(rows: list[dict], ppl: dict, regenerated_before: int, kept_out: dict | None = None) -> dict:

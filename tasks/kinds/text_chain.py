@@ -73,9 +73,13 @@ def known_chain(root, plan: Plan) -> list[str]:
     return [p.stem for p in audit_steps.escrow_files(root, plan.model_name)] if runs is None else runs
 
 
-def chain_after(root, plan: Plan, run_id: str) -> list[str]:
-    """The chain of the version a fast update by forget run `run_id` makes."""
-    return [*known_chain(root, plan), run_id]
+def chain_after(root, plan: Plan, run_id: str) -> list[str] | None:
+    """The chain of the version a fast update by forget run `run_id` makes; None where the chain it
+    starts from is unknown: it stays unknown down the lineage until an exact model (a chain rebuilt
+    from the escrows still held would forget a request whose escrow is gone, and the audit would
+    then take that request for one removed exactly)."""
+    runs = chain_runs(root, plan.parent_run, version_guarantee(plan))
+    return None if runs is None else [*runs, run_id]
 
 
 def chain_secrets(root, plan: Plan) -> Chain | None:

@@ -95,3 +95,15 @@ def test_the_ledger_reason_says_an_unreadable_escrow_not_a_short_update():
     assert shortfall_reason(shortfall, "R-1") == "its audit escrow did not open"
     assert shortfall_reason(shortfall, "R-2") == "this request's update fell short: exposure_vs_retrain_bits"
     assert shortfall_reason(shortfall, "R-3") == "the audit failed: escrow_intact, exposure_vs_retrain_bits"
+
+
+def test_a_missing_escrow_fails_unless_its_request_was_removed_exactly_in_productions_lineage(tmp_path):
+    from tasks import audit
+    records = [SimpleNamespace(id=f"R-{i}", response={"run_id": f"run-{i}"}) for i in (1, 2, 3)]
+    plan = SimpleNamespace(model="m", records=records)
+    audit.write_private(audit.escrow_file(tmp_path, "m", "run-3"), b"held")
+    # run-1's escrow is gone and production descends from it by fast updates: its data was never judged
+    assert audit_checks.requests_without_escrow(tmp_path, plan, ["run-1", "run-3"]) == ["R-1"]
+    # run-2 is not in the chain: a retraining since left its data out (e.g. retire, then train)
+    assert audit_checks.requests_without_escrow(tmp_path, plan, ["run-3"]) == []
+    assert audit_checks.requests_without_escrow(tmp_path, plan, None) == ["R-1", "R-2"]  # chain unknown: judged

@@ -211,4 +211,10 @@ def test_a_fast_version_whose_state_holds_only_its_perplexity_is_still_an_unknow
     plan.parent_run = "model-ref-old"
     monkeypatch.setattr(chains, "version_guarantee", lambda plan: "empirical")  # its MLflow tag
     assert chains.known_chain(root, plan) == ["forget-run-1"]  # every escrow the model holds: the safe side
-    assert chains.chain_after(root, plan, "forget-run-2") == ["forget-run-1", "forget-run-2"]
+    # and the next version's chain stays unknown (rebuilt from the escrows held, a request whose escrow
+    # is gone would drop out of it, and the audit would take it for one removed exactly)
+    assert chains.chain_after(root, plan, "forget-run-2") is None
+    kept = kind.evidence_state(Update(None, "suppress", "empirical", 1.0),
+                               {"perplexity_after": 5.3, "perplexity_anchor": 5.0}, None)
+    state.save_evidence(root, "model-next", kept)
+    assert chains.chain_runs(root, "model-next", "empirical") is None
