@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from tasks import references as prefetch
-from tasks.audit import AuditPlan, escrow_file
+from tasks.audit import AuditPlan, escrow_file, escrow_run
 from tasks.common import progress
 
 
@@ -108,8 +108,7 @@ def removed_exactly(escrowed: dict, chain: list[str] | None) -> bool:
     """Whether the request of this escrow was removed by a retraining in production's own lineage:
     its forget run is not among the fast updates since production's last exact model, so that model
     was trained without the secrets and every update since trained on data without them."""
-    run = escrowed["file"].rsplit("/", 1)[-1].removesuffix(".bin")
-    return chain is not None and run not in chain
+    return chain is not None and escrow_run(escrowed["file"]) not in chain
 
 
 def text_checks(rows: list[dict], ppl: dict, cfg) -> list[dict]:
