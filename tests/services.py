@@ -42,6 +42,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def ctrl_c_as_in_a_terminal() -> None:
+    """A Popen `preexec_fn`: SIGINT's default disposition, as a command typed in a terminal has. A
+    suite started as a background job (`make test &`, nohup in a script) runs with SIGINT ignored,
+    every child inherits that, and a Python child that starts with it ignored never raises
+    KeyboardInterrupt: a test of Ctrl-C then waits out its timeout."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def child_env(**overrides: str | None) -> dict[str, str]:
     """This process's environment, quiet, with the repository importable (a checkout without
     `pip install -e .` too) and `overrides` applied (None removes a variable)."""

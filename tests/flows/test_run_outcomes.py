@@ -21,6 +21,7 @@ from tasks import tracking
 from tasks.kinds import tabular
 from tasks.version import code_version
 from tests.flows.test_pipeline import add_and_train, request_file, run_json
+from tests.services import ctrl_c_as_in_a_terminal
 
 
 def flow_runs_named(name: str) -> list:
@@ -128,7 +129,7 @@ def test_unlearn_ui_prefect_serves_the_projects_flow_runs(workspace):
     env.pop("PREFECT_API_URL", None)
     server = subprocess.Popen([sys.executable, "-m", "flows.cli", "ui", "--prefect", "--port", str(port)],
                               env=env, cwd=workspace, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              start_new_session=True)
+                              start_new_session=True, preexec_fn=ctrl_c_as_in_a_terminal)
     api = f"http://127.0.0.1:{port}/api"
     try:
         deadline = time.monotonic() + 120

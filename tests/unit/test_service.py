@@ -291,7 +291,7 @@ def test_ctrl_c_in_the_cli_leaves_the_command_to_run_to_its_end_in_the_service(r
     import subprocess
     import sys
 
-    from tests.services import child_env
+    from tests.services import child_env, ctrl_c_as_in_a_terminal
 
     started, release, finished = threading.Event(), threading.Event(), []
 
@@ -303,7 +303,8 @@ def test_ctrl_c_in_the_cli_leaves_the_command_to_run_to_its_end_in_the_service(r
 
     served(Recorder(body=long_command))
     client = subprocess.Popen([sys.executable, "-c", CLIENT, str(root)], env=child_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=ctrl_c_as_in_a_terminal)
     try:
         assert started.wait(30)
         assert client.stderr.readline() == "progress line\n"  # relayed: the command is under way
