@@ -24,7 +24,6 @@ Images: the forgotten images (with the labels the model was trained on) are escr
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,8 +31,8 @@ from typing import Any
 
 import torch
 
+from tasks import certificates, dvc, ledger, state, tracking
 from tasks import data as data_store
-from tasks import dvc, ledger, state, tracking
 from tasks.common import NOT_RETRAINABLE, Lineage, Plan, whole_number_option
 from unlearning import references
 from unlearning.compliance import escrow as sealing
@@ -165,7 +164,7 @@ def open_held_escrows(root: Path, paths: list[Path]) -> tuple[list[dict], list[s
             opened.append({**sealing.open_sealed(path.read_bytes(), key, escrow_name(path)), "file": escrow_name(path)})
         except UnlearnError:
             unreadable.append(escrow_name(path))
-    if unreadable and not opened and not key_signed_a_certificate(root, key):
+    if unreadable and not opened and not certificates.signed_with(root, key):
         # AES-GCM cannot tell an altered file from another key: none opening and no certificate of
         # this project under this key is a wrong key (another project's UNLEARN_SIGNING_KEY, a key
         # file from the wrong backup), and treating it as tampering would fail and delete them all
@@ -174,19 +173,6 @@ def open_held_escrows(root: Path, paths: list[Path]) -> tuple[list[dict], list[s
                            f".unlearn/signing.key) and run again; nothing was changed")
     return opened, unreadable
 
-
-def key_signed_a_certificate(root: Path, key: bytes) -> bool:
-    """Whether a request certificate of this project names `key` (by its id) as its signer."""
-    from tasks.certificates import CERTIFICATES
-
-    wanted = signing.key_id(key)
-    for path in sorted((root / CERTIFICATES).glob("*.json")):
-        try:
-            if json.loads(path.read_text())["signature"]["key_id"] == wanted:
-                return True
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return False
 
 
 def escrow_run(name: str) -> str:

@@ -74,3 +74,15 @@ def audit_recorded(root: Path, document: dict, raw: bytes, key: bytes) -> tuple[
                            f"{str(entry.data.get('record_sha256'))[:12]}…, not this file's {digest[:12]}…")
     n = len(document.get("requests", []))
     return True, f"recorded for {n} request(s) by the ledger" if n else "no ledger request to check it against"
+
+
+def signed_with(root: Path, key: bytes) -> bool:
+    """Whether a request certificate of this project names `key` (by its id) as its signer."""
+    wanted = signing.key_id(key)
+    for path in sorted((root / CERTIFICATES).glob("*.json")):
+        try:
+            if json.loads(path.read_text())["signature"]["key_id"] == wanted:
+                return True
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return False
