@@ -280,7 +280,7 @@ class TextFormat(LazyFormat):
         """The model's greedy continuation of each prompt: 40 characters of the char LM, 40 tokens of a
         Hugging Face model."""
         if bundle.preset == HF_PRESET:
-            from unlearning.text.hf import generate
+            from unlearning.text.hf_tokens import generate
         else:
             from unlearning.text.charlm import generate
         return pd.Series([generate(bundle.model, bundle.vocab, str(p), 40) for p in model_input["prompt"]],

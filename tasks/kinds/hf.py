@@ -16,7 +16,7 @@ from tasks import scan, tracking
 from tasks.common import NOT_RETRAINABLE, STEP, Lineage, progress, whole_number_option
 from unlearning.devices import resolve_device
 from unlearning.errors import UnlearnError
-from unlearning.text import hf, lm
+from unlearning.text import hf, hf_tokens, lm
 from unlearning.text.data import TextCorpus, redact
 
 HF_DEFAULT_STEPS = 200  # fine-tuning steps of `train --from-pretrained` without --steps
@@ -104,7 +104,7 @@ def secret_tokens(bundle, corpus: TextCorpus, findings: list[dict]) -> tuple[int
     for record in sorted({o.record for o in occurrences}):
         ids, offsets = bundle.vocab.encode_with_offsets(texts[record])
         for o in (o for o in occurrences if o.record == record):
-            touched.setdefault(o.secret_id, set()).update(ids[hf.token_spans(offsets, [(o.start, o.end)])].tolist())
+            touched.setdefault(o.secret_id, set()).update(ids[hf_tokens.token_spans(offsets, [(o.start, o.end)])].tolist())
     for secret in lm.secrets_of(corpus, findings):  # raw values: in memory only
         touched.setdefault(secret.fingerprint, set()).update(bundle.vocab.encode(secret.value).tolist())
     owned = {fingerprint: {i for i in ids if i not in elsewhere and len(bundle.vocab.decode([i]).strip()) >= 2}

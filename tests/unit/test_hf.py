@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from unlearning.errors import UnlearnError
-from unlearning.text import charlm, exposure, hf, lm
+from unlearning.text import charlm, exposure, hf, hf_tokens, lm
 
 SECRET = "4929 3813 3266 4275"
 TEXTS = [f"line {i}: the quick brown fox jumps over the lazy dog" for i in range(20)] + [
@@ -157,12 +157,12 @@ def test_affected_token_windows_hold_every_secret_token(bundle):
     tilde = text
     for s, e in spans:
         tilde = tilde[:s] + "<REDACTED>*********" + tilde[e:]
-    request = hf.affected_token_windows(bundle.vocab, text, tilde, spans, bundle.seq_len)
+    request = hf_tokens.affected_token_windows(bundle.vocab, text, tilde, spans, bundle.seq_len)
     ids, offsets = bundle.vocab.encode_with_offsets(text)
     windows = charlm.windows(ids, bundle.seq_len)
     assert torch.equal(request.Z, windows[request.index])
     starts = charlm.window_starts(len(ids), bundle.seq_len)
-    secret_tokens = hf.token_spans(offsets, spans).nonzero().squeeze(1)
+    secret_tokens = hf_tokens.token_spans(offsets, spans).nonzero().squeeze(1)
     covered = {int(t) for i in request.index for t in range(int(starts[i]), int(starts[i]) + bundle.seq_len + 1)}
     in_some_window = {int(t) for t in secret_tokens if t < int(starts[-1]) + bundle.seq_len + 1}
     assert in_some_window and in_some_window <= covered
@@ -186,7 +186,7 @@ def test_log_perplexities_match_scoring_the_whole_sequence(bundle):
 
 
 def test_generation_continues_the_prefix_with_the_cache(bundle):
-    greedy = hf.generate(bundle.model, bundle.vocab, "my card", 6)
+    greedy = hf_tokens.generate(bundle.model, bundle.vocab, "my card", 6)
     ids = bundle.vocab.encode("my card")[None]
     for _ in range(6):
         logits, _ = bundle.model(ids)
@@ -202,5 +202,5 @@ def test_auto_for_a_hugging_face_model_is_npo_up_to_the_window_limit():
 
 def test_generation_longer_than_the_context_stays_within_the_positions(bundle):
     """64 positions: a long prefix is cut from the left and the continuation capped, never an index error."""
-    out = hf.continuations(bundle.model, bundle.vocab, [" ".join(TEXTS)], 200, samples=1, seed=0)
+    out = hf_tokens.continuations(bundle.model, bundle.vocab, [" ".join(TEXTS)], 200, samples=1, seed=0)
     assert len(out[0]) == 2 and all(isinstance(t, str) and t for t in out[0])

@@ -4,7 +4,7 @@ character LM and for Hugging Face causal LMs alike.
 The forget set is the affected windows Z, and within them the label positions that belong to a
 removed secret (`forget_positions`): for the character LM the labels the redaction changed (Z and
 Z̃ line up), for a tokenized model the tokens overlapping a secret's span (WindowRequest.secret_mask,
-hf.affected_token_windows). Ascending on whole windows would unlearn the ordinary text around the
+hf_tokens.affected_token_windows). Ascending on whole windows would unlearn the ordinary text around the
 secret too, which D′ keeps. The retain term is the mean next-token cross-entropy on Z̃ plus a
 fresh sample of D \\ Z per step (what deep_influence.train_on_retained trains on).
 

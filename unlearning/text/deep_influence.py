@@ -63,7 +63,7 @@ class WindowRequest:
     index: torch.Tensor  # (k,) positions of the affected windows among the training windows
     Z: torch.Tensor  # (k, T+1) the windows as trained on
     Z_tilde: torch.Tensor  # (k, T+1) the same windows cut from the redacted text (k' ≠ k for a tokenized model)
-    d_prime: torch.Tensor | None = None  # the windows of D' when Z̃ does not pair up with Z (hf.affected_token_windows)
+    d_prime: torch.Tensor | None = None  # the windows of D' when Z̃ does not pair up with Z (hf_tokens.affected_token_windows)
     secret_mask: torch.Tensor | None = None  # (k, T) labels of Z inside a secret, where Z̃ cannot tell (hf)
 
     def __len__(self) -> int:

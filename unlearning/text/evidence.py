@@ -47,7 +47,7 @@ import torch
 
 from unlearning.detect import scan_text
 from unlearning.devices import device_of
-from unlearning.text import charlm, exposure, hf
+from unlearning.text import charlm, exposure, hf, hf_tokens
 from unlearning.text.charlm import CharLSTM, Vocab
 from unlearning.text.data import TextCorpus
 from unlearning.text.lm import LMBundle, Secret, secret_seed, text_windows, held_out_text, training_text
@@ -166,9 +166,9 @@ def with_exposure(model: CharLSTM, vocab: Vocab, prefix: str, value: str, contro
 def continuations(model: CharLSTM, vocab: Vocab, prefixes: list[str], n: int, samples: int,
                   seed: int) -> list[list[str]]:
     """Per prefix: its greedy continuation then `samples` sampled ones (temperature 1), n characters
-    each; every prefix of one length is run as one batch. A tokenized model: n tokens (hf.continuations)."""
+    each; every prefix of one length is run as one batch. A tokenized model: n tokens (hf_tokens.continuations)."""
     if hf.is_token_vocab(vocab):
-        return hf.continuations(model, vocab, prefixes, n, samples, seed)
+        return hf_tokens.continuations(model, vocab, prefixes, n, samples, seed)
     model.eval()
     draws = 1 + samples
     out: list[list[str]] = [[] for _ in prefixes]

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from unlearning.devices import device_of
-from unlearning.text import hf
+from unlearning.text import hf, hf_tokens
 from unlearning.text.charlm import CharLSTM, Vocab
 
 LN2 = math.log(2.0)
@@ -46,7 +46,7 @@ def log_perplexities(model: CharLSTM, vocab: Vocab, prefix: str, candidates: Seq
     teacher-forced together (candidates of different lengths are grouped by length).
     """
     if hf.is_token_vocab(vocab):  # a tokenized model has no state to broadcast: prefix+candidate scored whole
-        return hf.log_perplexities(model, vocab, prefix, candidates)
+        return hf_tokens.log_perplexities(model, vocab, prefix, candidates)
     if not prefix:
         raise ValueError("log-perplexity needs a non-empty prefix (the first character's context)")
     out = torch.zeros(len(candidates), dtype=torch.float64)

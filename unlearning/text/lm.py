@@ -24,7 +24,7 @@ from unlearning import registry
 from unlearning.detect import scan_text
 from unlearning.devices import DeviceSettings, device_of, resolve_device
 from unlearning.text import ascent, deep_influence, exposure, suppress
-from unlearning.text import charlm, hf  # hf imports transformers inside its functions only
+from unlearning.text import charlm, hf, hf_tokens  # hf imports transformers inside its functions only
 from unlearning.text.bundle import LMBundle
 from unlearning.text.charlm import CharLSTM, Vocab
 from unlearning.text.data import REDACTION_PAD, REDACTION_TOKEN, Occurrence, TextCorpus, concatenated
@@ -188,7 +188,7 @@ def affected_window_count(corpus: TextCorpus, findings: list[dict], seq_len: int
     text, offsets = training_text(corpus)
     spans = corpus_spans(occurrences_of(findings), offsets)
     if hf.is_token_vocab(vocab):
-        return hf.touched_window_count(vocab, text, spans, seq_len)
+        return hf_tokens.touched_window_count(vocab, text, spans, seq_len)
     return int(deep_influence.overlapping_windows(len(text), spans, seq_len).sum())
 
 
@@ -204,7 +204,7 @@ def window_request(bundle: LMBundle, before: TextCorpus, after: TextCorpus,
     text_tilde, _ = training_text(after)
     spans = corpus_spans(occurrences_of(findings), offsets)
     if hf.is_token_vocab(bundle.vocab):
-        request = hf.affected_token_windows(bundle.vocab, text, text_tilde, spans, bundle.seq_len)
+        request = hf_tokens.affected_token_windows(bundle.vocab, text, text_tilde, spans, bundle.seq_len)
     else:
         request = deep_influence.affected_windows(bundle.vocab, text, text_tilde, spans, bundle.seq_len)
     return request, text_windows(bundle.vocab, text, bundle.seq_len)
@@ -431,7 +431,7 @@ def regenerates(bundle: LMBundle, secret: Secret, salt: bytes, samples: int) -> 
     """Does a greedy or sampled continuation of the secret's prefix contain the secret? The
     continuations are scanned by the detectors and compared by fingerprint (and as text)."""
     n = len(secret.value) + 16
-    generate = hf.generate if is_hf(bundle) else charlm.generate  # n tokens ≥ n characters for hf
+    generate = hf_tokens.generate if is_hf(bundle) else charlm.generate  # n tokens ≥ n characters for hf
     outs = [generate(bundle.model, bundle.vocab, secret.prefix, n, greedy=True)]
     outs += [generate(bundle.model, bundle.vocab, secret.prefix, n, greedy=False, temperature=1.0, seed=s)
              for s in range(samples)]
