@@ -18,13 +18,14 @@ from tasks import references as prefetch
 from tasks.common import STEP, Lineage, Plan, Trained, Update, Verification, progress, pyplot
 from tasks.data import load_dataset, save_dataset
 from tasks.kinds.base import Kind
-from tasks.kinds.text_chain import HINGE_METHODS, Chain, chain_after, chain_secrets
+from tasks.kinds.text_chain import Chain, chain_after, chain_secrets
 from tasks.kinds.hf import (check_pretrained, fine_tune_pretrained, import_lm, lineage_params, pretrained_tags,
                              require_retrainable, retrainable, warn_secret_tokens)
 from unlearning import references, registry
 from unlearning.compliance.requests import UnlearningRequest
 from unlearning.errors import UnlearnError
 from unlearning.text import evidence, lm
+from unlearning.text.chain import drift_anchor, held_to_its_chain, takes_the_chain, trained_exactly
 from unlearning.text.data import TextCorpus, check_trainable_corpus, redact
 
 
@@ -158,7 +159,7 @@ def window_request(plan: Plan, after: TextCorpus, chain: Chain | None = None):
 def update_lm(lineage: Lineage, plan: Plan, after: TextCorpus, method: str, options: dict | None = None):
     """Returns (new bundle, guarantee, stats, seconds)."""
     with lineage.child(f"update model ({method})", method=method) as run_id:
-        chain = chain_secrets(lineage.root, plan) if method in HINGE_METHODS else None
+        chain = chain_secrets(lineage.root, plan) if takes_the_chain(method) else None
         earlier = len(chain.secrets) if chain else 0
         if earlier:
             progress(f"  update: {earlier} earlier secret(s) of the chain since the last exact model kept down too")
@@ -391,10 +392,12 @@ def judge_evidence(lineage: Lineage, plan: Plan, after: TextCorpus, bundle_after
                    cfg: evidence.EvidenceConfig, exact: bool = False) -> tuple[dict, list[dict], list[dict]]:
     """(metrics, checks, per-secret rows with masked values only) of the evidence checks on
     `bundle_after`. The secrets, their controls and contexts stay in this frame. `exact`: the model
-    was retrained, so it is held to no earlier exact model (whose corpus has changed since)."""
+    was retrained, so it is held to no earlier exact model (whose corpus has changed since) and starts
+    a new chain (unlearning.text.chain.held_to_its_chain)."""
     salt = scan.project_salt(lineage.root)
     secrets = lm.secrets_of(plan.dataset, plan.part, cfg.prefix_chars)  # raw values: in memory only
-    chain = None if exact else chain_secrets(lineage.root, plan)  # a retrained model starts a new chain
+    held = held_to_its_chain(exact)
+    chain = chain_secrets(lineage.root, plan) if held else None
     earlier = list(chain.secrets) if chain else []
     items = evidence.prepare(secrets + earlier, chain.restored if chain else plan.dataset, after, cfg)
     progress(f"  verify: {len(secrets)} removed secret(s)" + (f" and {len(earlier)} earlier one(s) of the chain"
@@ -415,7 +418,7 @@ def judge_evidence(lineage: Lineage, plan: Plan, after: TextCorpus, bundle_after
             row["earlier_requests"] = owners[row["fingerprint"]]
     ppl = {"before": model_perplexity(lineage.root, plan.parent_run, plan.bundle, plan.dataset),
            "after": lm.held_out_perplexity(bundle_after, after)}
-    if not exact:
+    if held:
         ppl["anchor"] = exact_model_perplexity(lineage.root, plan.parent_run, ppl["before"])
     return evidence_metrics(rows, ppl, regenerated_before, kept_out), chain_checks(rows, ppl, cfg), rows
 
@@ -424,7 +427,7 @@ def exact_model_perplexity(root, run_id: str, own: float) -> float:
     """Held-out perplexity of the last model trained exactly that version `run_id` descends from by
     fast updates (kept with each fast-updated version: `evidence_state`); a version without it is
     such a model itself (trained, retrained, promoted by an audit), so its own perplexity `own`."""
-    return state.load_evidence(root, run_id).get("anchor_perplexity", own)
+    return drift_anchor(own, state.load_evidence(root, run_id).get("anchor_perplexity"))
 
 
 def evidence_state(update: Update, metrics: dict, chain: list[str] | None = None) -> dict:
@@ -433,7 +436,7 @@ def evidence_state(update: Update, metrics: dict, chain: list[str] | None = None
     fast update, the anchor it inherits and `chain` (chain_after: the forget runs since the exact
     model); retraining makes a new anchor, itself, and a new, empty chain."""
     kept = {"held_out_perplexity": metrics["perplexity_after"]}
-    if update.guarantee != "exact":
+    if not trained_exactly(update.guarantee):
         kept["anchor_perplexity"] = metrics["perplexity_anchor"]
         if chain is not None:
             kept[state.CHAIN_KEY] = chain
@@ -578,7 +581,7 @@ class Text(Kind):
     def verify(self, lineage: Lineage, plan: Plan, after, update: Update, config) -> Verification:
         metrics, checks, retrain_s, secrets, reference = verify_lm(lineage, plan, after, update.bundle, update.seconds,
                                                                    config_as(config, lm.TextVerifyConfig))
-        if update.guarantee != "exact":  # the chain goes on: the next fast update keeps its secrets down too
+        if not trained_exactly(update.guarantee):  # the chain goes on: the next fast update keeps its secrets down too
             update.detail = reference_state(metrics, chain_after(lineage.root, plan, lineage.parent_run))
         return Verification(metrics, checks, retrain_s, detail=(secrets, reference))
 
@@ -587,7 +590,8 @@ class Text(Kind):
         if mode != "evidence":  # planning refuses it first (Kind.check_verify_mode); never judge by nothing
             raise UnlearnError(f"--verify {mode} is not available for text models: use --verify evidence or reference")
         cfg = config_as(config, evidence.EvidenceConfig)
-        metrics, checks, rows = verify_evidence(lineage, plan, after, update.bundle, cfg, update.guarantee == "exact")
+        metrics, checks, rows = verify_evidence(lineage, plan, after, update.bundle, cfg,
+                                               trained_exactly(update.guarantee))
         update.detail = evidence_state(update, metrics, chain_after(lineage.root, plan, lineage.parent_run))
         return Verification(metrics, checks, None, detail=(rows, None), mode="evidence", retrains=0)
 

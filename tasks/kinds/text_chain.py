@@ -1,15 +1,18 @@
-"""The chain since a text model's last exactly trained version: the forget runs of the fast updates
-made since, and the earlier secrets of those requests still held in their sealed audit escrow,
-which the next fast update takes again (tasks.kinds.text: into `suppress`'s hinge and into the
-evidence). Raw values are opened in memory only, in the frame of the step that needs them."""
+"""The chain since a text model's last exactly trained version, as the pipeline keeps and reads it
+(the rules: unlearning.text.chain): the forget runs of the fast updates made since, and the earlier
+secrets of those requests still held in their sealed audit escrow, which the next fast update takes
+again (tasks.kinds.text: into `suppress`'s hinge and into the evidence). Raw values are opened in
+memory only, in the frame of the step that needs them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from tasks import state, tracking
 from tasks.common import Plan
+from unlearning.text import chain as rules
 from unlearning.text import lm
+from unlearning.text.chain import fits, restored
 from unlearning.text.data import Occurrence, TextCorpus
 
 # Stacked fast updates could bring earlier secrets back while each request's check and each audit
@@ -20,8 +23,6 @@ from unlearning.text.data import Occurrence, TextCorpus
 # copy an audit reads) is held: into the hinge, and into the evidence. Once an audit has deleted a
 # request's escrow, that audit judged its secrets against a model retrained on the data; with
 # `unlearn audit --rebase` the chain then restarts from that model.
-
-HINGE_METHODS = ("suppress",)  # its hinge is zero on a secret at or below its target: idempotent to take again
 
 
 @dataclass(frozen=True)
@@ -38,22 +39,13 @@ class Chain:
     moved: int = 0  # escrowed secrets none of whose places fits D any more (record deleted or changed): not measured
 
 
-# a version so tagged was trained exactly on its data (trained, retrained, an audit's promotion); any
-# other (an imported checkpoint's "declared", none) may have seen anything: its chain is unknown
-EXACT_GUARANTEES = ("exact",)
-
-
 def chain_runs(root, run_id: str, guarantee: str | None = None) -> list[str] | None:
     """The forget runs of the fast updates version `run_id` descends from since the last exact model
     ([] for an exact one; None for a fast-updated version made before the chain was kept). A version
     with no evidence state is judged by its `guarantee` tag: older code saved none for a fast update
     verified by `--verify reference`, so a fast guarantee there is an unknown chain, not an empty one."""
     kept = state.load_evidence(root, run_id)
-    if state.CHAIN_KEY in kept:
-        return list(kept[state.CHAIN_KEY])
-    if "anchor_perplexity" in kept:
-        return None
-    return [] if guarantee in EXACT_GUARANTEES else None
+    return rules.kept_chain(kept.get(state.CHAIN_KEY), "anchor_perplexity" in kept, rules.trained_exactly(guarantee))
 
 
 def version_guarantee(plan: Plan) -> str | None:
@@ -78,8 +70,7 @@ def chain_after(root, plan: Plan, run_id: str) -> list[str] | None:
     starts from is unknown: it stays unknown down the lineage until an exact model (a chain rebuilt
     from the escrows still held would forget a request whose escrow is gone, and the audit would
     then take that request for one removed exactly)."""
-    runs = chain_runs(root, plan.parent_run, version_guarantee(plan))
-    return None if runs is None else [*runs, run_id]
+    return rules.chain_after(chain_runs(root, plan.parent_run, version_guarantee(plan)), run_id)
 
 
 def chain_secrets(root, plan: Plan) -> Chain | None:
@@ -131,21 +122,3 @@ def merged_places(sealed: list[dict]) -> list[dict]:
         for o in s.get("occurrences") or ():
             places.setdefault((o.get("record"), o.get("start"), o.get("end")), o)
     return list(places.values())
-
-
-def restored(corpus: TextCorpus, places: list[dict]) -> TextCorpus:
-    """`corpus` with each place's written value back ({"record", "start", "end", "written"}, places
-    that fit): the text the model was trained on there (redaction keeps every length)."""
-    texts = dict(corpus.records)
-    for o in places:
-        if fits(texts, o):
-            text = texts[o["record"]]
-            texts[o["record"]] = text[:o["start"]] + o["written"] + text[o["end"]:]
-    return replace(corpus, records=tuple((rid, texts[rid]) for rid, _ in corpus.records))
-
-
-def fits(texts: dict[str, str], place: dict) -> bool:
-    """Does an escrowed occurrence still fit its record (redaction keeps every length)?"""
-    text = texts.get(place.get("record"))
-    return (text is not None and 0 <= place["start"] < place["end"] <= len(text)
-            and len(place["written"]) == place["end"] - place["start"])
