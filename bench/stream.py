@@ -593,7 +593,7 @@ class Text:
                 "perplexity": lm.held_out_perplexity(model, self.data[k])}
 
     def _checks(self, after: dict, ppl_base: float, ref: dict, judged: list[bool] | None = None) -> list[dict]:
-        """Today's reference checks (tasks/kinds/text.py): every secret's exposure ≤ retrained + 2
+        """Today's reference checks (tasks/kinds/text_verify.py): every secret's exposure ≤ retrained + 2
         bits, held-out perplexity ≤ +3 % over `ppl_base`, nothing regenerated. `judged`: which
         secrets the exposure check takes (the audit's: those of the model's chain, tasks.audit_checks)."""
         cfg = self.lm.TextVerifyConfig()

@@ -1,17 +1,18 @@
 """The chain since a text model's last exactly trained version, as the pipeline keeps and reads it
-(the rules: unlearning.text.chain): the forget runs of the fast updates made since, and the earlier
+(the rules: unlearning.text.chain): the forget runs of the fast updates made since, each version's
+evidence state (its held-out perplexity, its drift anchor, its chain: tasks.state), and the earlier
 secrets of those requests still held in their sealed audit escrow, which the next fast update takes
-again (tasks.kinds.text: into `suppress`'s hinge and into the evidence). Raw values are opened in
-memory only, in the frame of the step that needs them."""
+again (tasks.kinds.text: into `suppress`'s hinge; tasks.kinds.text_verify: into the evidence). Raw
+values are opened in memory only, in the frame of the step that needs them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from tasks import state, tracking
-from tasks.common import Plan
+from tasks.common import Plan, Update
 from unlearning.text import chain as rules
-from unlearning.text import lm
+from unlearning.text import evidence, lm
 from unlearning.text.chain import fits, restored
 from unlearning.text.data import Occurrence, TextCorpus
 
@@ -122,3 +123,88 @@ def merged_places(sealed: list[dict]) -> list[dict]:
         for o in s.get("occurrences") or ():
             places.setdefault((o.get("record"), o.get("start"), o.get("end")), o)
     return list(places.values())
+
+
+def window_request(plan: Plan, after: TextCorpus, chain: Chain | None = None):
+    """Z, Z̃ of the request and the training windows; with `chain`, Z also holds the windows of the
+    earlier secrets of the chain as the model was trained on them (their Z̃: the same windows of D′)."""
+    if chain is None:
+        return lm.window_request(plan.bundle, plan.dataset, after, plan.part)
+    return lm.window_request(plan.bundle, chain.restored, after, [*plan.part, *chain.findings])
+
+
+# --- what a version keeps: its evidence state (tasks.state) -----------------------------------
+
+def model_perplexity(root, run_id: str, bundle: lm.LMBundle, corpus: TextCorpus) -> float:
+    """Held-out perplexity of the model version `run_id`, measured once per version (tasks.state)."""
+    known = state.load_evidence(root, run_id).get("held_out_perplexity")
+    if known is None:
+        known = lm.held_out_perplexity(bundle, corpus)
+        state.save_evidence(root, run_id, {"held_out_perplexity": known})
+    return known
+
+
+def exact_model_perplexity(root, run_id: str, own: float) -> float:
+    """Held-out perplexity of the last model trained exactly that version `run_id` descends from by
+    fast updates (kept with each fast-updated version: `evidence_state`); a version without it is
+    such a model itself (trained, retrained, promoted by an audit), so its own perplexity `own`."""
+    return rules.drift_anchor(own, state.load_evidence(root, run_id).get("anchor_perplexity"))
+
+
+def evidence_state(update: Update, metrics: dict, chain: list[str] | None = None) -> dict:
+    """What the new version keeps of its evidence (tasks.state, numbers and run ids only): its
+    held-out perplexity (the next request's "before", measured now rather than again then) and, for a
+    fast update, the anchor it inherits and `chain` (chain_after: the forget runs since the exact
+    model); retraining makes a new anchor, itself, and a new, empty chain."""
+    kept = {"held_out_perplexity": metrics["perplexity_after"]}
+    if not rules.trained_exactly(update.guarantee):
+        kept["anchor_perplexity"] = metrics["perplexity_anchor"]
+        if chain is not None:
+            kept[state.CHAIN_KEY] = chain
+    return kept
+
+
+def reference_state(metrics: dict, chain: list[str] | None) -> dict:
+    """What a fast-updated version verified by `--verify reference` keeps (evidence_state's keys): its
+    held-out perplexity, its chain and, as its anchor, the reference's perplexity (a model trained
+    exactly on this very data), so the next evidence request checks the drift since it."""
+    return {"held_out_perplexity": metrics["perplexity_after"], "anchor_perplexity": metrics["perplexity_retrain"],
+            **({} if chain is None else {state.CHAIN_KEY: chain})}
+
+
+# --- the chain in the evidence and the summary -------------------------------------------------
+
+def earlier_maxima(earlier: list[dict]) -> dict:
+    return {"earlier_exposure_after": max(r["after"] for r in earlier),
+            "earlier_excess_bits": max(r["excess_bits"] for r in earlier),
+            "earlier_relearned_excess_bits": max(r["relearned_excess_bits"] for r in earlier)}
+
+
+def chain_checks(rows: list[dict], ppl: dict, cfg: evidence.EvidenceConfig) -> list[dict]:
+    """The evidence checks over every row, the earlier secrets of the chain included (one that came
+    back fails the request), each failing per-secret check naming the earlier secrets that failed it
+    (masked, with the requests that removed them): the failure may be another request's secret."""
+    failing = {"exposure_above_control_band_bits": lambda r: r["excess_bits"] > cfg.margin_bits,
+               "relearned_above_control_band_bits": lambda r: r["relearned_excess_bits"] > cfg.margin_bits,
+               "contexts_regenerating": lambda r: r["regenerated"] > 0}
+    checks = evidence.evidence_checks(rows, ppl, cfg)
+    for check in checks:
+        if check["passed"] or check["name"] not in failing:
+            continue
+        earlier = [{"masked": r["masked"], "requests": list(r["earlier_requests"])}
+                   for r in rows if "earlier_requests" in r and failing[check["name"]](r)]
+        if earlier:
+            check["earlier_secrets"] = earlier
+    return checks
+
+
+def earlier_line(m: dict) -> list[str]:
+    """The earlier secrets of the chain the evidence measured again (none: no line)."""
+    if not m.get("earlier_secrets") and not m.get("chain_requests_audited"):
+        return []
+    line = f"  earlier secrets of the chain since the last exact model: {m.get('earlier_secrets', 0)} measured again"
+    if m.get("earlier_secrets"):
+        line += f" (worst {m['earlier_excess_bits']:+.1f} bits over its controls)"
+    if m.get("chain_requests_audited"):
+        line += f"; {m['chain_requests_audited']} request(s) judged by an audit, no longer in escrow"
+    return [line]
