@@ -1,5 +1,5 @@
 """The rules of a text model's lineage since its last exactly trained version, in one copy: the
-pipeline (tasks.kinds.text, tasks.kinds.text_chain, tasks.audit_checks) and bench.stream's text
+pipeline (tasks.kinds.text, text_chain and text_verify; tasks.audit_checks) and bench.stream's text
 scenario follow them. Plain data in, plain data out: a model, a forget run or a request is whatever
 its caller names it by (run ids and perplexities in the pipeline, models and request numbers in the
 bench); where they are kept (tasks.state, MLflow tags, the audit's escrow) is the caller's business.
@@ -13,7 +13,7 @@ bench); where they are kept (tasks.state, MLflow tags, the audit's escrow) is th
   exact model. The earlier secrets of the chain whose escrow is still held are kept down again by
   the next `suppress` update and measured again by its evidence.
 - The audit's judged secrets: only the secrets of the requests on production's chain are judged on
-  exposure; a request removed off that chain was removed by a retraining in production's lineage
+  exposure; a request not on that chain was removed by a retraining in production's lineage
   (exactly), and two models trained without a secret differ by training noise, not memorisation.
 """
 
