@@ -460,15 +460,16 @@ class Text:
     def __init__(self, n_requests: int, seed: int, steps: int, cache: Path | None, candidates: int):
         from bench import text as bench_text
         from tasks.scan import scan_corpus
+        from unlearning.text import chain as rules
         from unlearning.text import lm
         from unlearning.text.data import redact
         from unlearning.text.shakespeare import build_shakespeare
 
-        self.lm, self.candidates, self.salt = lm, candidates, bench_text.SALT
-        self._anchor: dict[int, tuple] = {}  # id(fast-updated model) → (it, the exact model it descends from)
-        # id(fast-updated model) → (it, the requests of its chain since that exact model whose escrow
-        # no audit has deleted): as tasks/kinds/text_chain.py keeps and reads them (chain_secrets)
-        self._chain: dict[int, tuple] = {}
+        self.lm, self.rules, self.candidates, self.salt = lm, rules, candidates, bench_text.SALT
+        # id(updated model) → (it, the exact model it is held to — None: trained exactly, it is one —,
+        # the requests of its chain since that model whose escrow no audit has deleted), by the rules
+        # of unlearning.text.chain, as tasks/kinds/text_chain.py keeps and reads them (chain_secrets)
+        self._since: dict[int, tuple] = {}
         self._ppl: dict[int, tuple] = {}  # id(model) → (it, its held-out perplexity)
         self.retrained: dict[int, object] = {}  # j → the model retrained on D_j
         self._judged: dict[int, tuple] = {}  # id(model) → (it, fingerprint → (request, its evidence row))
@@ -530,35 +531,43 @@ class Text:
 
     def update(self, model, k: int):
         """`auto` decided on the request's own windows, as the pipeline's plan does; a suppress update
-        also keeps the earlier secrets of the chain still in escrow down (tasks.kinds.text_chain.HINGE_METHODS)."""
-        from tasks.kinds.text_chain import HINGE_METHODS
+        also keeps the earlier secrets of the chain still in escrow down (unlearning.text.chain.takes_the_chain)."""
         from unlearning import registry
+        rules = self.rules
         context = self._context(model, k - 1, k)
         method = registry.choose("text", "auto", windows=len(context.request), hf=False)
         chain = self.chain_of(model)
-        if method in HINGE_METHODS and chain:
+        if rules.takes_the_chain(method) and chain:
             context = self._chain_context(model, k, chain)
         result = registry.run("text", method, context)
-        if result.guarantee != "exact":  # a fast update: held to the model its chain started from
-            self._anchor[id(result.bundle)] = (result.bundle, self.anchor_of(model))
-            self._chain[id(result.bundle)] = (result.bundle, (*chain, k))
+        exact = rules.trained_exactly(result.guarantee)
+        anchor = self.anchor_of(model) if rules.held_to_its_chain(exact) else None
+        self._since[id(result.bundle)] = (result.bundle, anchor, rules.chain_after(chain, k, exact))
         return result.bundle
 
-    def chain_of(self, model) -> tuple[int, ...]:
-        """The requests since the last exact model `model` descends from whose escrow is held."""
-        return self._chain[id(model)][1] if id(model) in self._chain else ()
+    def _kept(self, model) -> tuple:
+        """(the exact model `model` is held to, its chain): none and an empty chain for a model
+        trained or retrained."""
+        return self._since[id(model)][1:] if id(model) in self._since else (None, [])
 
-    def _restored(self, k: int, chain: tuple[int, ...]):
-        """D_{k-1} with the chain's secrets written back where they were (tasks.kinds.text_chain.restored)."""
-        from tasks.kinds.text_chain import restored
+    def trained_exactly(self, model) -> bool:
+        """Trained, retrained or updated exactly: it is held to no earlier model (it kept no anchor)."""
+        return self._kept(model)[0] is None
+
+    def chain_of(self, model) -> list[int]:
+        """The requests since the last exact model `model` descends from whose escrow is held."""
+        return self._kept(model)[1]
+
+    def _restored(self, k: int, chain: list[int]):
+        """D_{k-1} with the chain's secrets written back where they were (unlearning.text.chain.restored)."""
         if not chain:
             return self.data[k - 1]
         places = [{"record": o.record, "start": o.start, "end": o.end,
                    "written": self.original_corpus.text_of(o.record)[o.start:o.end]}
                   for j in chain for s in self.secrets[j - 1] for o in s.occurrences]
-        return restored(self.data[k - 1], places)
+        return self.rules.restored(self.data[k - 1], places)
 
-    def _chain_context(self, model, k: int, chain: tuple[int, ...]):
+    def _chain_context(self, model, k: int, chain: list[int]):
         lm = self.lm
         part = [*self.requests[k - 1], *(f for j in chain for f in self.requests[j - 1])]
         request, windows = lm.window_request(model, self._restored(k, chain), self.data[k], part)
@@ -566,8 +575,8 @@ class Text:
 
     def anchor_of(self, model):
         """The last model trained exactly that `model` descends from by fast updates (itself if it
-        was trained or retrained), as the pipeline keeps it with each version (tasks/kinds/text.py)."""
-        return self._anchor[id(model)][1] if id(model) in self._anchor else model
+        was trained or retrained), as the pipeline keeps it with each version (tasks/kinds/text_chain.py)."""
+        return self.rules.drift_anchor(model, self._kept(model)[0])
 
     def perplexity(self, model, k: int) -> float:
         """Held-out perplexity, measured once per model, as the pipeline keeps it with each version
@@ -584,7 +593,7 @@ class Text:
                 "perplexity": lm.held_out_perplexity(model, self.data[k])}
 
     def _checks(self, after: dict, ppl_base: float, ref: dict, judged: list[bool] | None = None) -> list[dict]:
-        """Today's reference checks (tasks/kinds/text.py): every secret's exposure ≤ retrained + 2
+        """Today's reference checks (tasks/kinds/text_verify.py): every secret's exposure ≤ retrained + 2
         bits, held-out perplexity ≤ +3 % over `ppl_base`, nothing regenerated. `judged`: which
         secrets the exposure check takes (the audit's: those of the model's chain, tasks.audit_checks)."""
         cfg = self.lm.TextVerifyConfig()
@@ -612,13 +621,14 @@ class Text:
         cfg = evidence.EvidenceConfig()
         # a fast update is also judged on the earlier secrets of its chain still in escrow (a
         # fall-back's retrained model starts a new chain: the request's own secrets only)
-        chain = self.chain_of(before) if id(model) in self._anchor else ()
+        held = self.rules.held_to_its_chain(self.trained_exactly(model))
+        chain = self.chain_of(before) if held else []
         secrets = [*self.secrets[k - 1], *(s for j in chain for s in self.secrets[j - 1])]
         items = evidence.prepare(secrets, self._restored(k, chain), self.data[k], cfg)
         rows = evidence.judge(model, items, cfg, self.salt, evidence.relearning_windows(model, self.data[k]))
         self._judged[id(model)] = (model, {r["fingerprint"]: (k, r) for r in rows})
         ppl = {"before": self.perplexity(before, k - 1), "after": self.perplexity(model, k)}
-        if id(model) in self._anchor:  # a fast update; a fall-back's retrained model is held to no earlier one
+        if held:  # a fast update; a fall-back's retrained model is held to no earlier one
             ppl["anchor"] = self.perplexity(self.anchor_of(before), k - 1)
         return evidence.evidence_checks(rows, ppl, cfg)
 
@@ -627,10 +637,10 @@ class Text:
         chain, as tasks.audit_checks judges them), perplexity against the retrained model's. It
         deletes the covered requests' escrow: later fast updates no longer see their secrets."""
         chain = self.chain_of(model)
-        if id(model) in self._chain:
-            self._chain[id(model)] = (model, tuple(j for j in chain if j not in ks))
+        if id(model) in self._since:
+            self._since[id(model)] = (model, self._kept(model)[0], [j for j in chain if j not in ks])
         secrets = [s for k in ks for s in self.secrets[k - 1]]
-        judged = [k in chain for k in ks for _ in self.secrets[k - 1]]
+        judged = [not self.rules.removed_exactly(k, chain) for k in ks for _ in self.secrets[k - 1]]
         ref = self._measure(retrained, secrets, ks[-1], regenerate=False)
         after = self._measure(model, secrets, ks[-1])
         checks = self._checks(after, ref["perplexity"], ref, judged)

@@ -128,7 +128,7 @@ def findings_in_scope(findings: list[dict], scope: str) -> list[dict]:
 
 
 def evidence_verdict(setting: Setting, bundle: lm.LMBundle, ppl_before: float) -> str:
-    """The request-time evidence checks (unlearning.text.evidence, as tasks/kinds/text.py runs them,
+    """The request-time evidence checks (unlearning.text.evidence, as tasks/kinds/text_verify.py runs them,
     no model trained) on `bundle`: each check's pass/fail, e.g. "4/4" or "3/4 (no: perplexity_increase)"."""
     cfg = evidence.EvidenceConfig(n_candidates=setting.candidates)
     items = evidence.prepare(setting.secrets, setting.corpus, setting.after, cfg)

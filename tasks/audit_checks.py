@@ -108,7 +108,8 @@ def removed_exactly(escrowed: dict, chain: list[str] | None) -> bool:
     """Whether the request of this escrow was removed by a retraining in production's own lineage:
     its forget run is not among the fast updates since production's last exact model, so that model
     was trained without the secrets and every update since trained on data without them."""
-    return chain is not None and escrow_run(escrowed["file"]) not in chain
+    from unlearning.text import chain as rules
+    return rules.removed_exactly(escrow_run(escrowed["file"]), chain)
 
 
 def text_checks(rows: list[dict], ppl: dict, cfg) -> list[dict]:

@@ -78,7 +78,7 @@ ENCODED_KEYS = ("X", "y", "ids", "X_test", "y_test", "test_ids", "category_count
 # version made by a fast update `anchor`: the last exact model's outputs on the evidence's samples.
 OUTPUT_KEYS = ("ids", "features", "logits", "anchor")
 
-# A text model version's measured numbers, under `evidence` in the cache (tasks.kinds.text.evidence_state):
+# A text model version's measured numbers, under `evidence` in the cache (tasks.kinds.text_chain.evidence_state):
 # its held-out perplexity and that of the last model trained exactly it descends from.
 EVIDENCE_KEYS = ("held_out_perplexity", "anchor_perplexity")
 # ... and, for a fast-updated text version, the forget runs of the fast updates since that exact model

@@ -1,15 +1,19 @@
-"""The chain since a text model's last exactly trained version: the forget runs of the fast updates
-made since, and the earlier secrets of those requests still held in their sealed audit escrow,
-which the next fast update takes again (tasks.kinds.text: into `suppress`'s hinge and into the
-evidence). Raw values are opened in memory only, in the frame of the step that needs them."""
+"""The chain since a text model's last exactly trained version, as the pipeline keeps and reads it
+(the rules: unlearning.text.chain): the forget runs of the fast updates made since, each version's
+evidence state (its held-out perplexity, its drift anchor, its chain: tasks.state), and the earlier
+secrets of those requests still held in their sealed audit escrow, which the next fast update takes
+again (tasks.kinds.text: into `suppress`'s hinge; tasks.kinds.text_verify: into the evidence). Raw
+values are opened in memory only, in the frame of the step that needs them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from tasks import state, tracking
-from tasks.common import Plan
-from unlearning.text import lm
+from tasks.common import Plan, Update
+from unlearning.text import chain as rules
+from unlearning.text import evidence, lm
+from unlearning.text.chain import fits, restored
 from unlearning.text.data import Occurrence, TextCorpus
 
 # Stacked fast updates could bring earlier secrets back while each request's check and each audit
@@ -20,8 +24,6 @@ from unlearning.text.data import Occurrence, TextCorpus
 # copy an audit reads) is held: into the hinge, and into the evidence. Once an audit has deleted a
 # request's escrow, that audit judged its secrets against a model retrained on the data; with
 # `unlearn audit --rebase` the chain then restarts from that model.
-
-HINGE_METHODS = ("suppress",)  # its hinge is zero on a secret at or below its target: idempotent to take again
 
 
 @dataclass(frozen=True)
@@ -38,22 +40,13 @@ class Chain:
     moved: int = 0  # escrowed secrets none of whose places fits D any more (record deleted or changed): not measured
 
 
-# a version so tagged was trained exactly on its data (trained, retrained, an audit's promotion); any
-# other (an imported checkpoint's "declared", none) may have seen anything: its chain is unknown
-EXACT_GUARANTEES = ("exact",)
-
-
 def chain_runs(root, run_id: str, guarantee: str | None = None) -> list[str] | None:
     """The forget runs of the fast updates version `run_id` descends from since the last exact model
     ([] for an exact one; None for a fast-updated version made before the chain was kept). A version
     with no evidence state is judged by its `guarantee` tag: older code saved none for a fast update
     verified by `--verify reference`, so a fast guarantee there is an unknown chain, not an empty one."""
     kept = state.load_evidence(root, run_id)
-    if state.CHAIN_KEY in kept:
-        return list(kept[state.CHAIN_KEY])
-    if "anchor_perplexity" in kept:
-        return None
-    return [] if guarantee in EXACT_GUARANTEES else None
+    return rules.kept_chain(kept.get(state.CHAIN_KEY), "anchor_perplexity" in kept, rules.trained_exactly(guarantee))
 
 
 def version_guarantee(plan: Plan) -> str | None:
@@ -78,8 +71,7 @@ def chain_after(root, plan: Plan, run_id: str) -> list[str] | None:
     starts from is unknown: it stays unknown down the lineage until an exact model (a chain rebuilt
     from the escrows still held would forget a request whose escrow is gone, and the audit would
     then take that request for one removed exactly)."""
-    runs = chain_runs(root, plan.parent_run, version_guarantee(plan))
-    return None if runs is None else [*runs, run_id]
+    return rules.chain_after(chain_runs(root, plan.parent_run, version_guarantee(plan)), run_id)
 
 
 def chain_secrets(root, plan: Plan) -> Chain | None:
@@ -133,19 +125,86 @@ def merged_places(sealed: list[dict]) -> list[dict]:
     return list(places.values())
 
 
-def restored(corpus: TextCorpus, places: list[dict]) -> TextCorpus:
-    """`corpus` with each place's written value back ({"record", "start", "end", "written"}, places
-    that fit): the text the model was trained on there (redaction keeps every length)."""
-    texts = dict(corpus.records)
-    for o in places:
-        if fits(texts, o):
-            text = texts[o["record"]]
-            texts[o["record"]] = text[:o["start"]] + o["written"] + text[o["end"]:]
-    return replace(corpus, records=tuple((rid, texts[rid]) for rid, _ in corpus.records))
+def window_request(plan: Plan, after: TextCorpus, chain: Chain | None = None):
+    """Z, Z̃ of the request and the training windows; with `chain`, Z also holds the windows of the
+    earlier secrets of the chain as the model was trained on them (their Z̃: the same windows of D′)."""
+    if chain is None:
+        return lm.window_request(plan.bundle, plan.dataset, after, plan.part)
+    return lm.window_request(plan.bundle, chain.restored, after, [*plan.part, *chain.findings])
 
 
-def fits(texts: dict[str, str], place: dict) -> bool:
-    """Does an escrowed occurrence still fit its record (redaction keeps every length)?"""
-    text = texts.get(place.get("record"))
-    return (text is not None and 0 <= place["start"] < place["end"] <= len(text)
-            and len(place["written"]) == place["end"] - place["start"])
+# --- what a version keeps: its evidence state (tasks.state) -----------------------------------
+
+def model_perplexity(root, run_id: str, bundle: lm.LMBundle, corpus: TextCorpus) -> float:
+    """Held-out perplexity of the model version `run_id`, measured once per version (tasks.state)."""
+    known = state.load_evidence(root, run_id).get("held_out_perplexity")
+    if known is None:
+        known = lm.held_out_perplexity(bundle, corpus)
+        state.save_evidence(root, run_id, {"held_out_perplexity": known})
+    return known
+
+
+def exact_model_perplexity(root, run_id: str, own: float) -> float:
+    """Held-out perplexity of the last model trained exactly that version `run_id` descends from by
+    fast updates (kept with each fast-updated version: `evidence_state`); a version without it is
+    such a model itself (trained, retrained, promoted by an audit), so its own perplexity `own`."""
+    return rules.drift_anchor(own, state.load_evidence(root, run_id).get("anchor_perplexity"))
+
+
+def evidence_state(update: Update, metrics: dict, chain: list[str] | None = None) -> dict:
+    """What the new version keeps of its evidence (tasks.state, numbers and run ids only): its
+    held-out perplexity (the next request's "before", measured now rather than again then) and, for a
+    fast update, the anchor it inherits and `chain` (chain_after: the forget runs since the exact
+    model); retraining makes a new anchor, itself, and a new, empty chain."""
+    kept = {"held_out_perplexity": metrics["perplexity_after"]}
+    if not rules.trained_exactly(update.guarantee):
+        kept["anchor_perplexity"] = metrics["perplexity_anchor"]
+        if chain is not None:
+            kept[state.CHAIN_KEY] = chain
+    return kept
+
+
+def reference_state(metrics: dict, chain: list[str] | None) -> dict:
+    """What a fast-updated version verified by `--verify reference` keeps (evidence_state's keys): its
+    held-out perplexity, its chain and, as its anchor, the reference's perplexity (a model trained
+    exactly on this very data), so the next evidence request checks the drift since it."""
+    return {"held_out_perplexity": metrics["perplexity_after"], "anchor_perplexity": metrics["perplexity_retrain"],
+            **({} if chain is None else {state.CHAIN_KEY: chain})}
+
+
+# --- the chain in the evidence and the summary -------------------------------------------------
+
+def earlier_maxima(earlier: list[dict]) -> dict:
+    return {"earlier_exposure_after": max(r["after"] for r in earlier),
+            "earlier_excess_bits": max(r["excess_bits"] for r in earlier),
+            "earlier_relearned_excess_bits": max(r["relearned_excess_bits"] for r in earlier)}
+
+
+def chain_checks(rows: list[dict], ppl: dict, cfg: evidence.EvidenceConfig) -> list[dict]:
+    """The evidence checks over every row, the earlier secrets of the chain included (one that came
+    back fails the request), each failing per-secret check naming the earlier secrets that failed it
+    (masked, with the requests that removed them): the failure may be another request's secret."""
+    failing = {"exposure_above_control_band_bits": lambda r: r["excess_bits"] > cfg.margin_bits,
+               "relearned_above_control_band_bits": lambda r: r["relearned_excess_bits"] > cfg.margin_bits,
+               "contexts_regenerating": lambda r: r["regenerated"] > 0}
+    checks = evidence.evidence_checks(rows, ppl, cfg)
+    for check in checks:
+        if check["passed"] or check["name"] not in failing:
+            continue
+        earlier = [{"masked": r["masked"], "requests": list(r["earlier_requests"])}
+                   for r in rows if "earlier_requests" in r and failing[check["name"]](r)]
+        if earlier:
+            check["earlier_secrets"] = earlier
+    return checks
+
+
+def earlier_line(m: dict) -> list[str]:
+    """The earlier secrets of the chain the evidence measured again (none: no line)."""
+    if not m.get("earlier_secrets") and not m.get("chain_requests_audited"):
+        return []
+    line = f"  earlier secrets of the chain since the last exact model: {m.get('earlier_secrets', 0)} measured again"
+    if m.get("earlier_secrets"):
+        line += f" (worst {m['earlier_excess_bits']:+.1f} bits over its controls)"
+    if m.get("chain_requests_audited"):
+        line += f"; {m['chain_requests_audited']} request(s) judged by an audit, no longer in escrow"
+    return [line]

@@ -1,7 +1,7 @@
-"""The chain of fast text updates since the last exact model (tasks.kinds.text): an earlier request's
-secret, still in escrow, joins the next suppress update's hinge set at the places the model was
-trained on it, and the chain a version keeps is inherited by fast updates and restarted by
-retraining."""
+"""The chain of fast text updates since the last exact model (tasks.kinds.text_chain, by the rules of
+unlearning.text.chain): an earlier request's secret, still in escrow, joins the next suppress
+update's hinge set at the places the model was trained on it, and the chain a version keeps is
+inherited by fast updates and restarted by retraining."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from tasks import audit, state
 from tasks.common import Plan, Update
 from tasks.kinds import text as kind
 from tasks.kinds import text_chain as chains
+from tasks.kinds import text_verify as verify
 from unlearning.compliance import escrow, signing
 from unlearning.text.charlm import CharLSTM, Vocab
 from unlearning.text.bundle import LMBundle
@@ -75,17 +76,17 @@ def hinged_text(request, vocab) -> str:
 
 def test_an_earlier_secret_still_in_escrow_joins_the_hinge_set(chain_case):
     root, plan, after, vocab = chain_case
-    alone, _ = kind.window_request(plan, after)
+    alone, _ = chains.window_request(plan, after)
     assert hinged_text(alone, vocab) == "hunter2xyzzy"  # the request's own windows only
 
     chain = chains.chain_secrets(root, plan)
     assert [s.fingerprint for s in chain.secrets] == ["fc"] and chain.owners == {"fc": ["REQ-1"]}
-    request, windows = kind.window_request(plan, after, chain)
+    request, windows = chains.window_request(plan, after, chain)
     hinged = hinged_text(request, vocab)
     assert hinged == CARD.replace(" ", "") + PASSWORD  # both secrets' characters, at their trained places
     assert len(request) > len(alone)
-    assert torch.equal(request.apply(windows), kind.window_request(plan, after)[0].apply(
-        kind.window_request(plan, after)[1]))  # D' unchanged: the earlier windows' Z̃ are what D1 holds
+    assert torch.equal(request.apply(windows), chains.window_request(plan, after)[0].apply(
+        chains.window_request(plan, after)[1]))  # D' unchanged: the earlier windows' Z̃ are what D1 holds
 
     # once an audit deleted its escrow, the card is no longer taken (the audit judged it)
     audit.escrow_file(root, "notes", "forget-run-1").unlink()
@@ -96,12 +97,12 @@ def test_an_earlier_secret_still_in_escrow_joins_the_hinge_set(chain_case):
 def test_the_chain_is_inherited_by_fast_updates_and_restarted_by_retraining(chain_case):
     root, plan, _, _ = chain_case
     assert chains.chain_after(root, plan, "forget-run-2") == ["forget-run-1", "forget-run-2"]
-    fast = kind.evidence_state(Update(None, "suppress", "empirical", 1.0),
-                               {"perplexity_after": 5.1, "perplexity_anchor": 5.0}, ["forget-run-1", "forget-run-2"])
+    fast = chains.evidence_state(Update(None, "suppress", "empirical", 1.0),
+                                 {"perplexity_after": 5.1, "perplexity_anchor": 5.0}, ["forget-run-1", "forget-run-2"])
     state.save_cache(root, "model-run-2", kind.KIND.private_state(Update(None, "suppress", "empirical", 1.0,
                                                                         detail=fast), None)())
     assert chains.chain_runs(root, "model-run-2") == ["forget-run-1", "forget-run-2"]
-    exact = kind.evidence_state(Update(None, "retrain", "exact", 9.0), {"perplexity_after": 5.0}, ["x"])
+    exact = chains.evidence_state(Update(None, "retrain", "exact", 9.0), {"perplexity_after": 5.0}, ["x"])
     assert state.CHAIN_KEY not in exact and chains.chain_runs(root, "no-such-run", "exact") == []
     assert chains.chain_runs(root, "no-such-run") is None  # no state, no guarantee: unknown, not empty
     # a fast-updated version from before the chain was kept: every escrow the model holds, to be safe
@@ -164,11 +165,11 @@ def test_a_fast_version_without_evidence_state_is_an_unknown_chain_and_a_referen
     # an imported checkpoint ("declared") may have been fine-tuned on anything: unknown, as no tag
     assert chains.chain_runs(root, "model-ref-old", "declared") is None and chains.chain_runs(root, "model-ref-old") is None
     # now such a version keeps its chain and, as anchor, the reference's perplexity (an exact model of D′)
-    kept = kind.reference_state({"perplexity_after": 5.2, "perplexity_retrain": 5.05}, ["forget-run-1"])
+    kept = chains.reference_state({"perplexity_after": 5.2, "perplexity_retrain": 5.05}, ["forget-run-1"])
     state.save_cache(root, "model-ref", kind.KIND.private_state(Update(None, "suppress", "empirical", 1.0,
                                                                       detail=kept), None)())
     assert chains.chain_runs(root, "model-ref") == ["forget-run-1"]
-    assert kind.exact_model_perplexity(root, "model-ref", 5.2) == 5.05  # the next request checks the drift
+    assert chains.exact_model_perplexity(root, "model-ref", 5.2) == 5.05  # the next request checks the drift
 
 
 def evidence_row(fingerprint: str, after: float, excess: float, relearned: float, earlier=None) -> dict:
@@ -184,20 +185,20 @@ def test_the_headline_is_the_requests_own_secrets_and_an_earlier_one_that_came_b
     own = evidence_row("fa", after=4.0, excess=-3.0, relearned=-2.5)
     back = evidence_row("fb", after=40.0, excess=9.0, relearned=11.0, earlier=["REQ-1"])
     ppl = {"before": 5.0, "after": 5.05}
-    m = kind.evidence_metrics([own, back], ppl, 0)
+    m = verify.evidence_metrics([own, back], ppl, 0)
     headline = ("exposure_after", "excess_bits", "relearned_excess_bits", "control_band")
     assert [m[k] for k in headline] == [own["after"], own["excess_bits"], own["relearned_excess_bits"], own["band"]]
     earlier = [m[f"earlier_{k}"] for k in headline[:3]]
     assert earlier == [back["after"], back["excess_bits"], back["relearned_excess_bits"]]
     assert m["secrets"] == 1 and m["earlier_secrets"] == 1
 
-    checks = {c["name"]: c for c in kind.chain_checks([own, back], ppl, EvidenceConfig(margin_bits=2.0))}
+    checks = {c["name"]: c for c in chains.chain_checks([own, back], ppl, EvidenceConfig(margin_bits=2.0))}
     for name in ("exposure_above_control_band_bits", "relearned_above_control_band_bits"):
         assert not checks[name]["passed"] and checks[name]["earlier_secrets"] == [{"masked": "****fb",
                                                                                    "requests": ["REQ-1"]}]
     assert checks["contexts_regenerating"]["passed"] and "earlier_secrets" not in checks["contexts_regenerating"]
     # the request's own secret failing: no earlier secret named
-    own_fails = {c["name"]: c for c in kind.chain_checks([{**own, "excess_bits": 5.0}], ppl, EvidenceConfig())}
+    own_fails = {c["name"]: c for c in chains.chain_checks([{**own, "excess_bits": 5.0}], ppl, EvidenceConfig())}
     assert not own_fails["exposure_above_control_band_bits"]["passed"]
     assert "earlier_secrets" not in own_fails["exposure_above_control_band_bits"]
 
@@ -214,7 +215,7 @@ def test_a_fast_version_whose_state_holds_only_its_perplexity_is_still_an_unknow
     # and the next version's chain stays unknown (rebuilt from the escrows held, a request whose escrow
     # is gone would drop out of it, and the audit would take it for one removed exactly)
     assert chains.chain_after(root, plan, "forget-run-2") is None
-    kept = kind.evidence_state(Update(None, "suppress", "empirical", 1.0),
-                               {"perplexity_after": 5.3, "perplexity_anchor": 5.0}, None)
+    kept = chains.evidence_state(Update(None, "suppress", "empirical", 1.0),
+                                 {"perplexity_after": 5.3, "perplexity_anchor": 5.0}, None)
     state.save_evidence(root, "model-next", kept)
     assert chains.chain_runs(root, "model-next", "empirical") is None

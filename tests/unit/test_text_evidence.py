@@ -97,7 +97,8 @@ def test_a_fast_update_keeps_below_the_audits_threshold_what_the_audit_will_judg
 def test_a_fast_updated_version_keeps_the_anchor_it_descends_from_and_a_retrained_one_starts_anew(tmp_path):
     from tasks import state
     from tasks.common import Update
-    from tasks.kinds.text import KIND, evidence_state, exact_model_perplexity
+    from tasks.kinds.text import KIND
+    from tasks.kinds.text_chain import evidence_state, exact_model_perplexity
 
     trained, updated, again, retrained = "run-trained", "run-updated", "run-again", "run-retrained"
     state.save_evidence(tmp_path, trained, {"held_out_perplexity": 5.0})
