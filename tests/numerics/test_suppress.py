@@ -213,8 +213,8 @@ def test_early_stop_with_a_tolerance_stops_at_the_first_step_within_it_for_a_req
     model, vocab, train, request, _, _ = world
     classes = su.char_classes(vocab.chars)
     options = dict(lr=3e-3, margin=1.0, anchor=30.0, batch=None, tilde_batch=4, retain_batch=8, contrast=False)
-    hinges = [su.suppress(model, request, train, classes, steps=k, early_stop=False, **options).stats["secret_loss_last"]
-              for k in range(1, 9)]
+    runs = [su.suppress(model, request, train, classes, steps=k, early_stop=False, **options) for k in range(1, 9)]
+    hinges = [run.stats["secret_loss_last"] for run in runs]
     assert hinges[0] > 0.0 and min(hinges) > 0.0  # exact zero never comes: the old early stop would not fire
     first_within = hinges.index(min(hinges))  # the first step at the lowest hinge of the 8: none before is within
     stopped = su.suppress(model, request, train, classes, steps=60, tolerance=hinges[first_within], **options)

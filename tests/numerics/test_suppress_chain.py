@@ -4,10 +4,11 @@ Prefect or MLflow on a `tiny` model trained longer than the flow tests' NOTES_ST
 the request-time evidence checks as tasks/kinds/text.py runs them (both secrets, the perplexity
 bounds against the model before and the last exactly trained one, 20 relearning steps).
 
-At a fixed 3e-3 (a third of `tiny`'s training rate) the second update left the password 0.8–1.9
-nats above its hinge target after its 35 steps, and the relearning check brought it back above its
-control band: +6.2 bits at 800 steps, +28.5 at 1,600 (docs/benchmarks.md, "suppress on
-better-trained models"), so the request fell back to retraining."""
+At a fixed 3e-3 (a third of `tiny`'s training rate) the second update left the secret characters
+on average 1.5 nats above their hinge target after its 35 steps (800 steps; 1.9 at 1,200), and the
+relearning check brought the password back above its control band — here +6.4 bits at 800 steps and
++10.4 at 1,600 — so the request fell back to retraining (docs/benchmarks.md, "suppress on
+better-trained models")."""
 
 from __future__ import annotations
 

@@ -293,7 +293,8 @@ def suppress(model: CharLSTM, request: WindowRequest, train_windows: torch.Tenso
     return DeepUpdate(new, "suppress", {
         "seconds": time.perf_counter() - started, "hvps": 0, "steps": taken, "max_steps": steps, "lr": lr,
         "alpha": alpha, "margin": margin, "anchor": anchor, "target": target, "contrast": contrast,
-        "chunks": chunks, "early_stop": early_stop, "tolerance": tolerance, "windows": len(request), "quiet_windows": len(quiet_seen),
+        "chunks": chunks, "early_stop": early_stop, "tolerance": tolerance, "windows": len(request),
+        "quiet_windows": len(quiet_seen),
         "secret_chars": int(mask.sum()), "secret_loss_first": first, "secret_loss_last": last, **cost})
 
 
