@@ -284,7 +284,7 @@ class SuppressConfig(TextMethodConfig):
     retain_batch: int = Field(16, ge=1, description="untouched training windows per step (CE and anchor)")
     chunks: int | None = Field(4, ge=1, description="hinge windows run in this many length groups, cut after "
                                "their last secret character (None: whole windows)")
-    early_stop: bool = Field(True, description="stop once a full cycle through Z left every hinge at zero")
+    early_stop: bool = Field(True, description="stop once a full cycle through Z left the hinge within `tolerance`")
     tolerance: float = Field(0.05, ge=0, description="early_stop: a step whose mean hinge (nats) is at most this "
                                                      "counts as quiet (0: only a hinge of exactly zero)")
     contrast: bool = Field(True, description="hinge against the class mean after a same-format random string too")

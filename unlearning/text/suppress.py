@@ -38,10 +38,11 @@ Adam (the optimiser the model was trained with) on seeded samples: deterministic
 walks Z in a seeded cycle (every affected window once per ⌈|Z|/batch⌉ steps; a random sample per
 step left ~1 % of the windows unseen in 25 steps). The cost is at most `steps` steps on 2·`batch`
 (the windows and their candidates) + `tilde_batch` + `retain_batch` windows and a forward pass of
-the model before on the `retain_batch` ones, made cheaper two ways that keep the result: the
-hinge's windows are cut after their last secret character (in `chunks` length groups; a candidate
-continues from its window's state at the first secret character), and the loop stops once a full
-cycle left every hinge at zero. On the demo's 20-secret request a step reads about 3,800
+the model before on the `retain_batch` ones, made cheaper two ways: the hinge's windows are cut
+after their last secret character (in `chunks` length groups; a candidate continues from its
+window's state at the first secret character: the same result), and the loop stops once a full
+cycle left the hinge within `tolerance` (0.05 nats; a one-secret request stops earlier than at the
+exact zero it used to wait for). On the demo's 20-secret request a step reads about 3,800
 characters for the hinge and 2,400 for Z̃ and R (plus 1,600 forward only): 35 steps ≈ 0.23 M
 characters forward and backward, against retraining's 400 × 64 × 100 = 2.56 M (the settings tried
 and their measured frontier: docs/benchmarks.md).
