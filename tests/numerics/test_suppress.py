@@ -183,7 +183,8 @@ def test_length_groups_give_the_whole_windows_hinge_and_gradient(world, target):
 def test_early_stop_stops_after_a_quiet_cycle_with_the_model_the_same_steps_would_give(world):
     model, vocab, train, request, _, _ = world
     classes = su.char_classes(vocab.chars)
-    options = dict(lr=3e-2, margin=0.0, anchor=1.0, batch=4, tilde_batch=4, retain_batch=8, contrast=False)
+    options = dict(lr=3e-2, margin=0.0, anchor=1.0, batch=4, tilde_batch=4, retain_batch=8, contrast=False,
+                   tolerance=0.0)
     stopped = su.suppress(model, request, train, classes, steps=60, **options)
     per_cycle = -(-len(request) // 4)
     assert per_cycle < stopped.stats["steps"] < 60  # it did stop, and only after a full cycle
@@ -203,3 +204,21 @@ def test_a_cycles_worth_of_batches_need_not_meet_every_window():
     batches = su._cycle(40, 32, gen)
     met = [set(next(batches).tolist()) for _ in range(40)]
     assert any(len(met[i] | met[i + 1]) < 40 for i in range(len(met) - 1))
+
+
+def test_early_stop_with_a_tolerance_stops_at_the_first_step_within_it_for_a_request_in_one_batch(world):
+    """A request whose windows fit one hinge batch: each step is a full cycle, so the update stops
+    at the first step whose mean hinge is at most the tolerance, with the model the plain run of
+    as many steps gives. The tolerance is set from a plain run's own hinge, not a number."""
+    model, vocab, train, request, _, _ = world
+    classes = su.char_classes(vocab.chars)
+    options = dict(lr=3e-3, margin=1.0, anchor=30.0, batch=None, tilde_batch=4, retain_batch=8, contrast=False)
+    runs = [su.suppress(model, request, train, classes, steps=k, early_stop=False, **options) for k in range(1, 9)]
+    hinges = [run.stats["secret_loss_last"] for run in runs]
+    assert hinges[0] > 0.0 and min(hinges) > 0.0  # exact zero never comes: the old early stop would not fire
+    first_within = hinges.index(min(hinges))  # the first step at the lowest hinge of the 8: none before is within
+    stopped = su.suppress(model, request, train, classes, steps=60, tolerance=hinges[first_within], **options)
+    assert stopped.stats["steps"] == first_within + 1 < 60
+    plain = su.suppress(model, request, train, classes, steps=first_within + 1, early_stop=False, **options)
+    assert all(torch.equal(p, q) for p, q in zip(stopped.model.parameters(), plain.model.parameters()))
+    assert su.suppress(model, request, train, classes, steps=12, tolerance=0.0, **options).stats["steps"] == 12
