@@ -22,6 +22,8 @@ import torch
 from tasks import references as prefetch
 from tasks.audit import AuditPlan, escrow_file, escrow_run
 from tasks.common import progress
+from unlearning.checks import undecided_removal
+from unlearning.images.verify import REMOVAL_CHECKS
 
 
 @dataclass
@@ -35,6 +37,9 @@ class Judgement:
     shortfall: list[dict] = field(default_factory=list)  # per failed check: the requests it is attributed to
     private: Any = None  # a callable computing the retrained version's private state (tables)
     tags: dict = field(default_factory=dict)
+    # why no check with power judged the removed data (every forget-set check undecided:
+    # unlearning.checks.undecided_removal); None when one did, and for kinds whose checks always decide
+    undecided: str | None = None
 
 
 def audit_table(root: Path, plan: AuditPlan) -> Judgement:
@@ -182,7 +187,8 @@ def audit_images(root: Path, plan: AuditPlan) -> Judgement:
     metrics = {**rows, "forget_images": sum(len(e["y"]) for e in escrowed), "reference": source}
     shortfall = images_shortfall(checks, escrowed, plan, retrained, cfg)
     del escrowed, forget
-    return Judgement(checks, metrics, retrained, result.stats["seconds"], shortfall)
+    return Judgement(checks, metrics, retrained, result.stats["seconds"], shortfall,
+                     undecided=undecided_removal(checks, REMOVAL_CHECKS))
 
 
 def images_shortfall(checks: list[dict], escrowed: list[dict], plan: AuditPlan, retrained, cfg) -> list[dict]:

@@ -173,7 +173,8 @@ sys.exit(main(["audit", "people", "--rebase"]))
 
 
 # `unlearn audit MODEL --json`: one object, these keys, whether it audited, recovered a killed run or did nothing
-MODEL_JSON_KEYS = {"model", "audit", "covered_requests", "passed", "checks", "rebased", "promoted", "shortfall",
+MODEL_JSON_KEYS = {"model", "audit", "covered_requests", "passed", "decided", "undecided_reason", "checks", "rebased",
+                   "promoted", "why_promoted", "shortfall",
                    "record", "metrics", "timings", "superseded", "ledger_entries", "escrow_deleted",
                    "escrow_unreadable", "production_version", "recovered", "message"}
 

@@ -84,7 +84,7 @@ EVENT_FIELDS = {
     "failed": (("reason",), ("step", "run_id")),
     "denied": (("basis",), ("response",)),
     "extended": (("reason",), ("deadline",)),
-    "audited": (("audit", "record", "record_sha256"), ("model", "run_id")),
+    "audited": (("audit", "record", "record_sha256"), ("model", "run_id", "reason")),  # reason: an undecided audit
     "audit_failed": (("audit", "record", "record_sha256"), ("model", "run_id", "reason")),
 }
 TEXT_FIELDS = ("reason", "basis", "response")
