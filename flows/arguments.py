@@ -58,8 +58,8 @@ def add_data_parser(sub) -> None:
     data = sub.add_parser("data", help="dataset commands").add_subparsers(dest="data_command", required=True)
     add = data.add_parser("add", help="ingest a CSV/Parquet table, a text file, an image folder or .npz (or a built-in "
                           "dataset) into data/NAME and version it")
-    add.add_argument("name", help="dataset name; without --file/--images a built-in dataset (adult, shakespeare, "
-                     "fashion-mnist, digits)")
+    add.add_argument("name", help="dataset name (lower-case letters, digits, '_', '-'; at most 64 characters); "
+                     "without --file/--images a built-in dataset (adult, shakespeare, fashion-mnist, digits)")
     add.add_argument("--file", type=Path, help="file to ingest: a table (.csv/.parquet with --target), a text "
                      "corpus (.txt: one record per paragraph; .jsonl, or .csv/.parquet with --text-column) or an .npz "
                      "of images (arrays x, y, optional ids)")

@@ -304,3 +304,13 @@ def test_values_with_line_breaks_stay_on_one_line_in_errors(tmp_path, table):
     error_of(load_request, write(tmp_path, "k.yaml", 'id: r\nmodel: m\ndelete_records: [1]\n"a\\nb": 1\n"a\\nb": 2\n'))
     error_of(load_request, write(tmp_path, "u.yaml", 'id: r\nmodel: m\ndelete_records: [1]\n"x\\ny": 1\n'))
     error_of(validate_request, request(delete_records=["a\nb"]), table, METHODS)
+
+
+def test_a_request_id_longer_than_its_limit_is_refused_by_its_length(tmp_path):
+    """Any length of id was accepted (up to the 1 MiB file): it names ledger entries, certificates
+    and run names, so it has a limit, stated in the one-line error."""
+    from unlearning.compliance.requests import MAX_ID
+
+    assert load_request(write(tmp_path, "ok.yaml", f"id: {'R' * MAX_ID}\nmodel: m\ndelete_records: [1]\n")).id
+    message = error_of(load_request, write(tmp_path, "long.yaml", f"id: {'R' * (MAX_ID + 1)}\nmodel: m\n"))
+    assert f"id: {MAX_ID + 1} characters; use at most {MAX_ID}" in message and "long.yaml" in message

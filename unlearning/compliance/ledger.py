@@ -429,6 +429,18 @@ def check_channel(channel: str | None) -> str:
     return value
 
 
+def stated_text(text: Any, option: str) -> str:
+    """A reason or basis a person gives (`requests extend --reason`, `requests deny --basis`): one
+    line of at most MAX_TEXT characters, refused when longer rather than cut as `one_line` cuts an
+    exception's message: it is what the person was told, and the ledger must hold all of it."""
+    value = " ".join(str(text).split()) if text is not None else ""
+    if not value:
+        raise UnlearnError(f"{option} must not be empty")
+    if len(value) > MAX_TEXT:
+        raise UnlearnError(f"{option} is {len(value)} characters; the ledger records at most {MAX_TEXT}: shorten it")
+    return value
+
+
 def one_line(text: Any, what: str) -> str:
     """A reason or basis as one line of at most MAX_TEXT characters (exception messages can be long)."""
     value = " ".join(str(text).split()) if text is not None else ""
