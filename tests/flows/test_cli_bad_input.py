@@ -119,6 +119,17 @@ def test_a_dataset_name_too_long_for_its_folder_is_one_line(trained, capsys, tmp
             f"a dataset name of {MAX_NAME + 1} characters is too long; use at most {MAX_NAME}")
 
 
+def test_a_table_file_over_the_limit_is_one_line(trained, capsys, tmp_path):
+    from unlearning.tabular.data import MAX_FILE_BYTES
+
+    path = tmp_path / "huge.csv"
+    with path.open("wb") as handle:  # sparse: the size without the disk
+        handle.write(synthetic_people().to_csv(index=False).encode())
+        handle.truncate(MAX_FILE_BYTES + 1)
+    run_bad(trained, capsys, ["data", "add", "more", "--file", str(path), "--target", "label", "--id", "person"],
+            f"'huge.csv' is {MAX_FILE_BYTES + 1:,} bytes, more than the {MAX_FILE_BYTES:,}")
+
+
 def test_unknown_builtin(trained, capsys):
     run_bad(trained, capsys, ["data", "add", "nosuchset"], "nosuchset")
 
