@@ -42,10 +42,10 @@ def audit_run_name() -> str:
 @outcome_flow(name="audit", flow_run_name=audit_run_name, log_prints=False, validate_parameters=True)
 def audit_flow(root: str, model: str | None = None, rebase: bool = False, keep_superseded_days: int | None = None,
                task_runner: str | None = None, dask_address: str | None = None, workers: int | None = None,
-               min_requests: int = 1, max_age_days: float | None = None, device: str = "auto") -> dict:
+               min_requests: int | None = None, max_age_days: float | None = None, device: str = "auto") -> dict:
     """Audit `model` (None: every model with a request since its last audit) once its cadence makes
-    it due (`min_requests` requests since its last audit, or the oldest `max_age_days` old: see
-    tasks.audit.Cadence); see the module doc. Returns {"audits": [per model: model, covered_requests,
+    it due (`min_requests` requests since its last audit, or the oldest `max_age_days` old; either
+    alone, or neither: every model with a request; see tasks.audit.cadence_setting); see the module doc. Returns {"audits": [per model: model, covered_requests,
     passed, decided, checks, rebased, promoted, why_promoted, record, timings.retrain_s, ...],
     "recovered": [...]}. `device`: where a
     deep model's reference and checks compute (unlearning.devices; a table model stays on the CPU)."""

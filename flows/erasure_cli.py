@@ -216,8 +216,8 @@ def nothing_due_message(root: Path, model: str | None, cadence) -> str:
     """Why `unlearn audit` has nothing to do: no request since the last audit, or fewer than the cadence asks."""
     from tasks import audit
 
-    waiting = f"fewer than {cadence.min_requests} requests waiting" + (
-        f", none older than {cadence.max_age_days:g} days" if cadence.max_age_days is not None else "")
+    waiting = ", ".join([*([f"fewer than {cadence.min_requests} requests waiting"] if cadence.min_requests else []),
+                         *([f"none older than {cadence.max_age_days:g} days"] if cadence.max_age_days else [])])
     if model is None:
         return ("no model has a request since its last audit; nothing to audit" if cadence.min_requests == 1
                 else f"no model is due: {waiting}; nothing to audit")
