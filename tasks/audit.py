@@ -41,6 +41,7 @@ from unlearning.compliance import signing
 from unlearning.errors import UnlearnError
 
 AUDITED_KINDS = ("table", "text", "images")
+ESCROWED_DATA = ("text", "images")  # kinds whose escrow holds removed data the audit judges (a table's marks)
 
 
 # --- the escrow, written at request time ------------------------------------------------------------
@@ -338,6 +339,9 @@ class AuditPlan:
     job: references.ReferenceJob = None
     b: Any = None  # a certified table model's noise
     device: str = "cpu"  # where the deep-model work computes (tasks.devices.place)
+    # production's chain (tasks.audit_checks.production_chain), read once by judge for the checks
+    # that use it (the text exposure rows, the escrow checks); None: unknown, and for a table
+    chain: list[str] | None = None
 
     @property
     def request_ids(self) -> list[str]:
