@@ -58,8 +58,8 @@ def add_data_parser(sub) -> None:
     data = sub.add_parser("data", help="dataset commands").add_subparsers(dest="data_command", required=True)
     add = data.add_parser("add", help="ingest a CSV/Parquet table, a text file, an image folder or .npz (or a built-in "
                           "dataset) into data/NAME and version it")
-    add.add_argument("name", help="dataset name; without --file/--images a built-in dataset (adult, shakespeare, "
-                     "fashion-mnist, digits)")
+    add.add_argument("name", help="dataset name (lower-case letters, digits, '_', '-'; at most 64 characters); "
+                     "without --file/--images a built-in dataset (adult, shakespeare, fashion-mnist, digits)")
     add.add_argument("--file", type=Path, help="file to ingest: a table (.csv/.parquet with --target), a text "
                      "corpus (.txt: one record per paragraph; .jsonl, or .csv/.parquet with --text-column) or an .npz "
                      "of images (arrays x, y, optional ids)")
@@ -281,10 +281,11 @@ def add_comply_parser(sub) -> None:
     serve.add_argument("--audit-no-rebase", action="store_true", help="the weekly audit keeps the production "
                        "model after a passing audit (by default it promotes its retrained model, as `unlearn audit "
                        "--rebase` and prefect.yaml's weekly deployment do)")
-    serve.add_argument("--audit-min-requests", metavar="N", default="1", help="the weekly audit audits a model "
-                       "only once N requests wait for it (`unlearn audit --min-requests`; default 1)")
-    serve.add_argument("--audit-max-age", metavar="DAYS", help="with --audit-min-requests: audit a model all the "
-                       "same once its oldest waiting request is DAYS old (default 30)")
+    serve.add_argument("--audit-min-requests", metavar="N", help="the weekly audit audits a model only once N "
+                       "requests wait for it (`unlearn audit --min-requests`; default 1)")
+    serve.add_argument("--audit-max-age", metavar="DAYS", help="... or once its oldest waiting request is DAYS "
+                       "old (`unlearn audit --max-age`: alone, however many wait; default 30 with "
+                       "--audit-min-requests N ≥ 2)")
 
 
 def add_audit_parser(sub) -> None:
@@ -301,10 +302,11 @@ def add_audit_parser(sub) -> None:
                        "at once on this task runner: dask or inline (default; UNLEARN_TASK_RUNNER)")
     audit.add_argument("--dask-address", metavar="ADDRESS", help="an existing Dask scheduler (implies dask)")
     audit.add_argument("--workers", metavar="N", help="worker processes of the local Dask cluster")
-    audit.add_argument("--min-requests", metavar="N", default="1", help="audit a model only once N requests "
-                       "are waiting for its audit (default 1; one retraining then covers N requests)")
-    audit.add_argument("--max-age", metavar="DAYS", help="with --min-requests: audit a model all the same once "
-                       "its oldest request waiting for an audit is DAYS old (default 30)")
+    audit.add_argument("--min-requests", metavar="N", help="audit a model only once N requests are waiting for "
+                       "its audit (default 1; one retraining then covers N requests)")
+    audit.add_argument("--max-age", metavar="DAYS", help="... or once its oldest request waiting for an audit is "
+                       "DAYS old: with --min-requests N ≥ 2 whichever comes first (default 30 there), alone "
+                       "however many wait; refused beside --min-requests 1, where no age matters")
     add_device_options(audit)
     audit.add_argument("--json", action="store_true", help=JSON_HELP)
     add_local_option(audit)

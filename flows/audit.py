@@ -5,7 +5,8 @@ The recipe, under the project lock: finish what a killed release or audit left (
 tasks.audit_record.recover_audits) → per model due (or the one named): plan (production, current data,
 covered requests, their escrow) → with a Dask task runner, every model's reference retrained at
 once (tasks.references) → per model: the reference checks on the production model → if the audit
-failed, or with `rebase`, the retrained model registered and promoted (guarantee exact, a certified
+failed, was undecided (no check with power judged the forget set: unlearning.checks) or with
+`rebase`, the retrained model registered and promoted (guarantee exact, a certified
 budget reset; the superseded versions purged as a forget does) → one signed audit record naming the
 requests and certificates it covers → an `audited` / `audit_failed` ledger entry per covered
 request → their escrow deleted.
@@ -41,11 +42,12 @@ def audit_run_name() -> str:
 @outcome_flow(name="audit", flow_run_name=audit_run_name, log_prints=False, validate_parameters=True)
 def audit_flow(root: str, model: str | None = None, rebase: bool = False, keep_superseded_days: int | None = None,
                task_runner: str | None = None, dask_address: str | None = None, workers: int | None = None,
-               min_requests: int = 1, max_age_days: float | None = None, device: str = "auto") -> dict:
+               min_requests: int | None = None, max_age_days: float | None = None, device: str = "auto") -> dict:
     """Audit `model` (None: every model with a request since its last audit) once its cadence makes
-    it due (`min_requests` requests since its last audit, or the oldest `max_age_days` old: see
-    tasks.audit.Cadence); see the module doc. Returns {"audits": [per model: model, covered_requests,
-    passed, checks, rebased, record, timings.retrain_s, ...], "recovered": [...]}. `device`: where a
+    it due (`min_requests` requests since its last audit, or the oldest `max_age_days` old; either
+    alone, or neither: every model with a request; see tasks.audit.cadence_setting); see the module doc. Returns {"audits": [per model: model, covered_requests,
+    passed, decided, checks, rebased, promoted, why_promoted, record, timings.retrain_s, ...],
+    "recovered": [...]}. `device`: where a
     deep model's reference and checks compute (unlearning.devices; a table model stays on the CPU)."""
     root_path = Path(root)
     keep_days = release.keep_days_setting(keep_superseded_days)
@@ -84,21 +86,27 @@ def audit_model(root: Path, plan: steps.AuditPlan, rebase: bool, keep_days: int 
                                      "production_version": plan.production.version})
         records.open_marker(root, audit, plan.model)  # from here a killed run is finished or rolled back
         judgement = run_checks(lineage, plan)
-        passed = all(c["passed"] for c in judgement.checks)
+        passed, decided = all(c["passed"] for c in judgement.checks), judgement.undecided is None
         record = lambda version: records.audit_record(audit, plan, judgement, version, rebase,  # noqa: E731
                                                     tags["code_version"], parent, now)
-        if passed and not rebase:
+        # an undecided audit promotes the reference it already trained, as --rebase does: no check could
+        # say the data is out of production, the retrained model has it out for sure
+        if passed and decided and not rebase:
             path, superseded = records.write_record(root, record(None)), []
         else:
             path, superseded = promote_retrained(lineage, plan, judgement, keep_days, record)
         finished = records.finish_audit(root, path)
         body = record(None)  # for the MLflow copy's metrics only; the signed file is the record
-        tracking.log_metrics(parent, {"passed": float(passed), "retrain_seconds": judgement.retrain_s,
+        tracking.log_metrics(parent, {"passed": float(passed), "decided": float(decided),
+                                      "retrain_seconds": judgement.retrain_s,
                                       **{k: v for k, v in body["metrics"].items() if isinstance(v, (int, float))}})
         tracking.log_json(parent, json.loads(path.read_text()), "audit_record.json")
+    signed = json.loads(path.read_text())
     promoted = records.promoted_version(path)
     return {"model": plan.model, "audit": audit, "covered_requests": plan.request_ids, "passed": passed,
-            "checks": judgement.checks, "rebased": promoted is not None and passed, "promoted": promoted,
+            "decided": decided, "undecided_reason": judgement.undecided, "checks": judgement.checks,
+            "rebased": signed["audit"]["rebased"], "promoted": promoted,
+            "why_promoted": signed["promoted"]["why"] if promoted is not None else None,
             "shortfall": judgement.shortfall, "record": str(path.relative_to(root)),
             "metrics": {k: v for k, v in judgement.metrics.items() if k != "per_secret"},
             "timings": {"retrain_s": judgement.retrain_s}, "superseded": superseded,
@@ -109,8 +117,9 @@ def audit_model(root: Path, plan: steps.AuditPlan, rebase: bool, keep_days: int 
 def idle_audit(model: str) -> dict:
     """The keys `audit_model` returns, for a model not audited by this run (`unlearn audit MODEL
     --json` keeps one shape: flows.erasure_cli.audit_payload)."""
-    return {"model": model, "audit": None, "covered_requests": [], "passed": None, "checks": [], "rebased": False,
-            "promoted": None, "shortfall": [], "record": None, "metrics": {}, "timings": {"retrain_s": None},
+    return {"model": model, "audit": None, "covered_requests": [], "passed": None, "decided": None,
+            "undecided_reason": None, "checks": [], "rebased": False, "promoted": None, "why_promoted": None,
+            "shortfall": [], "record": None, "metrics": {}, "timings": {"retrain_s": None},
             "superseded": [], "ledger_entries": [], "escrow_deleted": [], "escrow_unreadable": [],
             "production_version": None}
 

@@ -56,7 +56,7 @@ def add_parsers(sub, model_import=None) -> None:
     extend = rsub.add_parser("extend", help="extend an open request's deadline, with the reason the person was given")
     extend.add_argument("id", help="the request id")
     extend.add_argument("--reason", required=True, help="why the deadline is extended, as the person "
-                        "was told (GDPR Art. 12(3)); recorded in the ledger")
+                        "was told (GDPR Art. 12(3)); recorded in the ledger (at most 500 characters)")
     extend.add_argument("--until", help="new deadline YYYY-MM-DD (default: the latest the rule allows)")
     extend.add_argument("--json", action="store_true", help=JSON_HELP)
     extend.set_defaults(handler=cmd_requests_extend)
@@ -64,7 +64,7 @@ def add_parsers(sub, model_import=None) -> None:
     deny = rsub.add_parser("deny", help="deny an open request, with the basis for the denial")
     deny.add_argument("id", help="the request id")
     deny.add_argument("--basis", required=True, help="the basis for the denial (recorded in the "
-                      "ledger, CCPA §7101)")
+                      "ledger, CCPA §7101; at most 500 characters)")
     deny.add_argument("--json", action="store_true", help=JSON_HELP)
     deny.set_defaults(handler=cmd_requests_deny)
 
@@ -282,7 +282,7 @@ def cmd_requests_extend(args, root: Path) -> int:
     from tasks import ledger
 
     now = lg.utc_now()
-    entry = ledger.extend(root, args.id, args.reason, args.until, now=now)
+    entry = ledger.extend(root, args.id, lg.stated_text(args.reason, "--reason"), args.until, now=now)
     record = ledger.show(root, args.id)
     emit(args, record.to_dict(now), f"request {record.id}: deadline extended to {record.deadline} "
          f"(ledger entry {entry.seq})")
@@ -294,7 +294,7 @@ def cmd_requests_deny(args, root: Path) -> int:
     from tasks import ledger
 
     now = lg.utc_now()
-    entry = ledger.transition(root, args.id, "denied", now=now, basis=args.basis)
+    entry = ledger.transition(root, args.id, "denied", now=now, basis=lg.stated_text(args.basis, "--basis"))
     record = ledger.show(root, args.id)
     emit(args, record.to_dict(now), f"request {record.id}: denied — {record.response['basis']} "
          f"(ledger entry {entry.seq})")

@@ -199,16 +199,25 @@ def audit_payload(model: str | None, audits: list[dict], recovered: list[dict], 
 
 
 def audited_message(audits: list[dict]) -> str:
-    return "; ".join(f"model {a['model']}: audit passed" if a["passed"]
-                     else f"model {a['model']}: audit FAILED, retrained v{a['promoted']} promoted" for a in audits)
+    return "; ".join(f"model {a['model']}: {audit_verdict(a)}" for a in audits)
+
+
+def audit_verdict(a: dict) -> str:
+    """An audit's verdict in a few words: an undecided one (no check with power judged the forget
+    set) promoted its retrained model and says so, as a failed one does."""
+    if not a["passed"]:
+        return f"audit FAILED, retrained v{a['promoted']} promoted"
+    if a.get("decided") is False:
+        return f"audit undecided, retrained v{a['promoted']} promoted"
+    return "audit passed"
 
 
 def nothing_due_message(root: Path, model: str | None, cadence) -> str:
     """Why `unlearn audit` has nothing to do: no request since the last audit, or fewer than the cadence asks."""
     from tasks import audit
 
-    waiting = f"fewer than {cadence.min_requests} requests waiting" + (
-        f", none older than {cadence.max_age_days:g} days" if cadence.max_age_days is not None else "")
+    waiting = ", ".join([*([f"fewer than {cadence.min_requests} requests waiting"] if cadence.min_requests else []),
+                         *([f"none older than {cadence.max_age_days:g} days"] if cadence.max_age_days else [])])
     if model is None:
         return ("no model has a request since its last audit; nothing to audit" if cadence.min_requests == 1
                 else f"no model is due: {waiting}; nothing to audit")
@@ -221,7 +230,7 @@ def nothing_due_message(root: Path, model: str | None, cadence) -> str:
 def format_audit(a: dict) -> list[str]:
     from unlearning.checks import outcome
 
-    verdict = "PASSED" if a["passed"] else "FAILED"
+    verdict = "FAILED" if not a["passed"] else "UNDECIDED" if a.get("decided") is False else "PASSED"
     promoted = (f"; retrained model promoted: v{a['production_version']} → v{a['promoted']} (guarantee exact)"
                 if a["promoted"] else "")
     lines = [f"audit of model {a['model']}: {verdict} — {len(a['covered_requests'])} request(s) covered "
@@ -230,6 +239,9 @@ def format_audit(a: dict) -> list[str]:
     lines += [f"  {outcome(c):6} {c['name']} {c['value']:.4g} (needs {c['threshold']})"
               + (f" — {c['reason']}" if outcome(c) == "undecided" else "") for c in a["checks"]]
     lines += [f"  fell short: {', '.join(fell_short(s))} ({s['check']})" for s in a["shortfall"]]
+    if a.get("decided") is False:
+        lines.append(f"  removal undecided: no check with power judged the forgotten data ({a['undecided_reason']})"
+                     + ("; the retrained model was promoted, so the data is out for sure" if a["promoted"] else ""))
     return lines
 
 

@@ -41,6 +41,7 @@ from unlearning.compliance import signing
 from unlearning.errors import UnlearnError
 
 AUDITED_KINDS = ("table", "text", "images")
+ESCROWED_DATA = ("text", "images")  # kinds whose escrow holds removed data the audit judges (a table's marks)
 
 
 # --- the escrow, written at request time ------------------------------------------------------------
@@ -223,12 +224,12 @@ DEFAULT_MAX_AGE_DAYS = 30.0  # --min-requests N without --max-age
 @dataclass(frozen=True)
 class Cadence:
     """When a model with requests since its last audit is due for one: at `min_requests` such
-    requests, or once the oldest of them is `max_age_days` old (None: no age rule). The default
-    audits every model with one request. Each audit retrains once: on a quiet model a weekly audit
-    of one or two requests costs a retraining per request (bench.stream), while a cadence of 50
-    requests, at most a month apart, shares one among them."""
+    requests (None: no count rule), or once the oldest of them is `max_age_days` old (None: no age
+    rule). The default audits every model with one request. Each audit retrains once: on a quiet
+    model a weekly audit of one or two requests costs a retraining per request (bench.stream), while
+    a cadence of 50 requests, at most a month apart, shares one among them."""
 
-    min_requests: int = 1
+    min_requests: int | None = 1
     max_age_days: float | None = None
 
     def due(self, count: int, oldest_age_s: float) -> bool:
@@ -236,25 +237,32 @@ class Cadence:
         (bench.stream simulates the same rule)."""
         if count == 0:
             return False
-        if count >= self.min_requests:
+        if self.min_requests is not None and count >= self.min_requests:
             return True
         return self.max_age_days is not None and oldest_age_s >= self.max_age_days * 86400
 
 
-def cadence_setting(min_requests: object = 1, max_age_days: object = None) -> Cadence:
-    """The cadence of `--min-requests N` / `--max-age DAYS` (flow parameters alike); UnlearnError
-    (one line) for anything but a whole number ≥ 1 and a positive number of days."""
-    n = whole_number_option(min_requests, "--min-requests")
+def cadence_setting(min_requests: object = None, max_age_days: object = None) -> Cadence:
+    """The cadence of `--min-requests N` / `--max-age DAYS` (flow parameters alike; None: not
+    given): N alone, N requests or 30 days; DAYS alone, the oldest request DAYS old however many
+    wait; both, whichever comes first; neither, every model with a request. UnlearnError (one line)
+    for anything but a whole number ≥ 1 and a positive number of days, and for `--max-age` beside
+    `--min-requests 1`, where no age could matter (every model with a request is due)."""
+    n = None if min_requests is None else whole_number_option(min_requests, "--min-requests")
     if max_age_days is None:
         # a model that never gathers N requests is still audited: its escrow (the removed secrets
         # or images, sealed) is deleted by the audit and must not wait for ever
-        return Cadence(n, None if n == 1 else DEFAULT_MAX_AGE_DAYS)
+        return Cadence(1, None) if n is None or n == 1 else Cadence(n, DEFAULT_MAX_AGE_DAYS)
     try:
         days = float(str(max_age_days).strip())
     except ValueError:
         days = float("nan")
     if not days > 0 or days == float("inf"):
         raise UnlearnError(f"--max-age must be a positive number of days, got {max_age_days!r}")
+    if n == 1:
+        raise UnlearnError("--max-age has no effect with --min-requests 1 (every model with a request is due): "
+                           "give --max-age alone to audit a model once its oldest request is DAYS old, or "
+                           "--min-requests N ≥ 2")
     return Cadence(n, days)
 
 
@@ -331,6 +339,9 @@ class AuditPlan:
     job: references.ReferenceJob = None
     b: Any = None  # a certified table model's noise
     device: str = "cpu"  # where the deep-model work computes (tasks.devices.place)
+    # production's chain (tasks.audit_checks.production_chain), read once by judge for the checks
+    # that use it (the text exposure rows, the escrow checks); None: unknown, and for a table
+    chain: list[str] | None = None
 
     @property
     def request_ids(self) -> list[str]:

@@ -20,8 +20,10 @@ from typing import Any
 import torch
 
 from tasks import references as prefetch
-from tasks.audit import AuditPlan, escrow_file, escrow_run
+from tasks.audit import ESCROWED_DATA, AuditPlan, escrow_file, escrow_run
 from tasks.common import progress
+from unlearning.checks import undecided_removal
+from unlearning.images.verify import REMOVAL_CHECKS
 
 
 @dataclass
@@ -35,6 +37,9 @@ class Judgement:
     shortfall: list[dict] = field(default_factory=list)  # per failed check: the requests it is attributed to
     private: Any = None  # a callable computing the retrained version's private state (tables)
     tags: dict = field(default_factory=dict)
+    # why no check with power judged the removed data (every forget-set check undecided:
+    # unlearning.checks.undecided_removal); None when one did, and for kinds whose checks always decide
+    undecided: str | None = None
 
 
 def audit_table(root: Path, plan: AuditPlan) -> Judgement:
@@ -67,7 +72,7 @@ def audit_text(root: Path, plan: AuditPlan) -> Judgement:
     retrained = lm.LMBundle(update.model, plan.bundle.vocab, plan.bundle.preset,
                             {**plan.bundle.settings, "steps": update.stats["steps"]})
     cfg, salt = lm.TextVerifyConfig(), scan.project_salt(root)
-    chain = production_chain(root, plan)
+    chain = plan.chain
     rows, owners = [], {}
     for escrowed in plan.escrows:
         exact = removed_exactly(escrowed, chain)
@@ -183,7 +188,8 @@ def audit_images(root: Path, plan: AuditPlan) -> Judgement:
     metrics = {**rows, "forget_images": sum(len(e["y"]) for e in escrowed), "reference": source}
     shortfall = images_shortfall(checks, escrowed, plan, retrained, cfg)
     del escrowed, forget
-    return Judgement(checks, metrics, retrained, result.stats["seconds"], shortfall)
+    return Judgement(checks, metrics, retrained, result.stats["seconds"], shortfall,
+                     undecided=undecided_removal(checks, REMOVAL_CHECKS))
 
 
 def images_shortfall(checks: list[dict], escrowed: list[dict], plan: AuditPlan, retrained, cfg) -> list[dict]:
@@ -216,14 +222,13 @@ def forget_accuracy(model, escrowed: dict) -> float:
 JUDGES = {"table": audit_table, "text": audit_text, "images": audit_images}
 
 
-ESCROWED_DATA = ("text", "images")  # kinds whose escrow holds removed data the audit judges (a table's marks)
-
-
 def judge(root: Path, plan: AuditPlan) -> Judgement:
+    if plan.kind.name in ESCROWED_DATA:  # read once, for the kind's checks and the escrow checks below
+        plan.chain = production_chain(root, plan)
     judgement = JUDGES[plan.kind.name](root, plan)
     if plan.kind.name not in ESCROWED_DATA:
         return judgement
-    chain = production_chain(root, plan)
+    chain = plan.chain
     if gone := requests_without_escrow(root, plan, chain):
         # their removed data can no longer be judged (a deleted or moved escrow): not a pass that never
         # looked at it; failing promotes the retrained model, so the data is out for sure

@@ -3,7 +3,8 @@ audit, tasks.audit_checks judges it; docs/compliance.md, "Audits").
 
 - The record: one signed document (`.unlearn/audits/<id>.json`, HMAC as certificates are) naming
   the requests and certificates it covers; each covered ledger request gets an `audited` or
-  `audit_failed` entry recording the record's SHA-256; then the covered escrow is deleted.
+  `audit_failed` entry recording the record's SHA-256 (an undecided audit's `audited` entries say
+  why its retrained model was promoted); then the covered escrow is deleted.
 - Crash safety: a marker `.unlearn/audits/<id>.open` lives from before the first write to after the
   last; `recover_audits` deletes the record of an audit whose promotion was rolled back, or
   finishes the ledger entries and escrow deletion of one that was promoted or needed no promotion.
@@ -56,6 +57,7 @@ def audit_record(audit: str, plan: AuditPlan, judgement: Judgement, promoted: st
                  code_version: str, run_id: str, now: datetime) -> dict:
     """The record's body (signed by `write_record`): no raw value, fingerprints and masked forms only."""
     passed = all(c["passed"] for c in judgement.checks)
+    decided = judgement.undecided is None
     metrics = {k: v for k, v in judgement.metrics.items() if k != "per_secret"}
     if "per_secret" in judgement.metrics:
         metrics["secrets_measured"] = judgement.metrics["per_secret"]
@@ -63,7 +65,8 @@ def audit_record(audit: str, plan: AuditPlan, judgement: Judgement, promoted: st
     return {
         "format": AUDIT_FORMAT,
         "audit": {"id": audit, "model": plan.model, "kind": plan.kind.name, "at": now.isoformat(), "passed": passed,
-                  "rebased": bool(promoted) and passed, "run_id": run_id, "code_version": code_version},
+                  "decided": decided, "undecided_reason": judgement.undecided,
+                  "rebased": bool(promoted) and passed and rebase, "run_id": run_id, "code_version": code_version},
         "production": {"version": str(plan.production.version), "run_id": plan.production.run_id},
         "data_version": plan.data_version,
         "requests": [certificate_of(r) for r in plan.records],
@@ -71,13 +74,21 @@ def audit_record(audit: str, plan: AuditPlan, judgement: Judgement, promoted: st
         "checks": judgement.checks, "metrics": metrics,
         "shortfall": judgement.shortfall,
         "promoted": None if promoted is None else {
-            "version": promoted, "guarantee": "exact",
-            "why": "the audit failed: the retrained model replaces the production model" if not passed
-            else "--rebase: the retrained model replaces the production model"},
+            "version": promoted, "guarantee": "exact", "why": why_promoted(passed, judgement.undecided)},
         "escrow": {"files": [e["file"] for e in plan.escrows] + plan.unreadable, "unreadable": plan.unreadable,
                    "action": "deleted when this audit completed"},
         "timings": {"retrain_s": judgement.retrain_s},
     }
+
+
+def why_promoted(passed: bool, undecided: str | None) -> str:
+    """Why an audit promoted its retrained model: it failed, it could not decide, or --rebase."""
+    if not passed:
+        return "the audit failed: the retrained model replaces the production model"
+    if undecided is not None:
+        return (f"the audit was undecided ({undecided}): no check with power judged the removed data, so the "
+                f"retrained model replaces the production model and the data is out for sure")
+    return "--rebase: the retrained model replaces the production model"
 
 
 def write_record(root: Path, body: dict) -> Path:
@@ -101,6 +112,8 @@ def record_verdicts(root: Path, record: dict, path: Path) -> list[str]:
         reason = None
         if failed:
             reason = shortfall_reason(record["shortfall"], request["id"])
+        elif record["audit"].get("decided") is False:  # older records have no `decided`: they decided
+            reason = undecided_reason(record)
         ledger.transition(root, request["id"], "audit_failed" if failed else "audited", audit=audit, record=relative,
                           record_sha256=digest, model={"name": record["audit"]["model"],
                                                        "version": record["production"]["version"]},
@@ -158,6 +171,13 @@ def promoted_version(path: Path) -> str | None:
 def open_audits(root: Path) -> bool:
     folder = Path(root) / AUDIT_DIR
     return folder.is_dir() and any(folder.glob("*.open"))
+
+
+def undecided_reason(record: dict) -> str:
+    """The ledger's reason on the `audited` entry of an undecided audit: not a failure, and why its
+    retrained model is production now."""
+    return (f"the audit was undecided ({record['audit']['undecided_reason']}); the retrained model "
+            f"v{record['promoted']['version']} was promoted, so the data is out for sure")
 
 
 ESCROW_CHECKS = {"escrow_present": "its audit escrow is gone", "escrow_intact": "its audit escrow did not open"}

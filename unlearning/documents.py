@@ -4,7 +4,8 @@ YAML 1.1, as `yaml.safe_load` reads it, turns `010` into 8, `0x10` into 16, `12:
 `yes` into True: a record id or a label must never change on the way in, so every YAML scalar is
 read as the text written (only a plain `~`/`null`/empty value is null, for the fields that may be
 null) and the schema decides what a field may hold. JSON numbers keep their written text too.
-Both formats refuse what would make one file mean two things (a key given twice) or cost without
+Both formats refuse what would make one file mean two things (a key given twice: named by its line,
+never printed, as a key may be a personal value such as a record id) or cost without
 bound (aliases — "billion laughs" —, nesting deeper than `MAX_DEPTH`, files over `MAX_BYTES`).
 Every refusal is one `UnlearnError` line naming the file.
 """
@@ -104,6 +105,10 @@ def parse_json(text: str, origin: str) -> Any:
     try:
         return json.loads(text, parse_int=str, parse_float=str, parse_constant=_no_constant,
                           object_pairs_hook=_unique_json_keys)
+    except _RepeatedKey:
+        place = repeated_key_place(text)
+        raise UnlearnError(f"{origin} gives a key twice in one object{f' ({place})' if place else ''}; "
+                           f"keep one") from None
     except _Refused as exc:
         raise UnlearnError(f"{origin} {exc}") from None
     except json.JSONDecodeError as exc:
@@ -117,22 +122,47 @@ def json_depth(text: str) -> int:
     return max(accumulate(1 if b in "[{" else -1 for b in brackets), default=0)
 
 
-def _quoted(key: str) -> str:
-    """A key as an error message shows it: quoted, on one line, not too long."""
-    return repr(key if len(key) <= 60 else key[:57] + "...")
-
-
 def _no_constant(name: str) -> Any:
     raise _Refused(f"holds {name}, which is not a JSON value; write a string or a number")
+
+
+class _RepeatedKey(_Refused):
+    """A JSON object naming a key twice; the message names its place, never the key: a key can be
+    a personal value (a record id in `fix_labels`)."""
 
 
 def _unique_json_keys(pairs: list[tuple[str, Any]]) -> dict:
     out: dict = {}
     for key, value in pairs:
         if key in out:
-            raise _Refused(f"gives the key {_quoted(key)} twice; keep one")
+            raise _RepeatedKey()
         out[key] = value
     return out
+
+
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}:]')
+
+
+def repeated_key_place(text: str) -> str:
+    """"line L, column C" of the first key repeated in its object (json.loads's hook is not told
+    where a pair was), found in one pass over the strings and brackets; "" if none is found."""
+    objects: list[set | None] = []  # per open bracket: the keys of an object so far, None for a list
+    previous = None
+    for token in _JSON_TOKEN.finditer(text):
+        mark = token.group()
+        if mark in ("{", "["):
+            objects.append(set() if mark == "{" else None)
+        elif mark in ("}", "]"):
+            if objects:
+                objects.pop()
+        elif mark == ":" and previous is not None and objects and objects[-1] is not None:
+            key = json.loads(previous.group())  # as json.loads compares them: "\u0061" is "a"
+            if key in objects[-1]:
+                start = previous.start()
+                return f"line {text.count(chr(10), 0, start) + 1}, column {start - text.rfind(chr(10), 0, start)}"
+            objects[-1].add(key)
+        previous = token if mark.startswith('"') else None
+    return ""
 
 
 # --- YAML ---------------------------------------------------------------------------------------
@@ -183,7 +213,8 @@ class _Constructor(BaseConstructor):
                 raise _Refused(f"has a key that is not text (line {key_node.start_mark.line + 1})")
             key = self.construct_object(key_node)
             if key in out:
-                raise _Refused(f"gives the key {_quoted(key)} twice (line {key_node.start_mark.line + 1}); keep one")
+                # by line, not name: a key can be a personal value (a record id in `fix_labels`)
+                raise _Refused(f"gives a key twice in one mapping (line {key_node.start_mark.line + 1}); keep one")
             out[key] = self.construct_object(value_node)
         return out
 

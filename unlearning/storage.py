@@ -16,7 +16,12 @@ from unlearning.processes import process_alive
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 
+MAX_NAME = 64  # a dataset's folder and its staging siblings (.NAME.new-<pid>-…) stay far below a file name's 255 bytes
+
+
 def check_name(name: str) -> None:
+    if isinstance(name, str) and len(name) > MAX_NAME:
+        raise UnlearnError(f"a dataset name of {len(name)} characters is too long; use at most {MAX_NAME}")
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise UnlearnError(
             f"dataset name {name!r} is not allowed; use lower-case letters, digits, '_' and '-', "

@@ -173,7 +173,8 @@ sys.exit(main(["audit", "people", "--rebase"]))
 
 
 # `unlearn audit MODEL --json`: one object, these keys, whether it audited, recovered a killed run or did nothing
-MODEL_JSON_KEYS = {"model", "audit", "covered_requests", "passed", "checks", "rebased", "promoted", "shortfall",
+MODEL_JSON_KEYS = {"model", "audit", "covered_requests", "passed", "decided", "undecided_reason", "checks", "rebased",
+                   "promoted", "why_promoted", "shortfall",
                    "record", "metrics", "timings", "superseded", "ledger_entries", "escrow_deleted",
                    "escrow_unreadable", "production_version", "recovered", "message"}
 
@@ -306,6 +307,29 @@ def test_a_cadence_audits_a_model_once_enough_requests_wait_or_the_oldest_is_old
     assert main(["audit", "people", "--min-requests", "4"]) == 0  # not yet
     code, out = run_json(capsys, ["audit", "people", "--min-requests", "3"])  # three wait: due
     assert code == 0 and sorted(out["covered_requests"]) == ["CAD-2", "CAD-3", "CAD-4"], out
+
+
+def test_max_age_alone_audits_a_model_once_its_oldest_request_is_that_old(workspace, people_csv, capsys):
+    """`--max-age DAYS` alone was accepted and did nothing: beside the default --min-requests 1 every
+    model with a request was due at once. Alone it is now an age-only cadence; beside an explicit
+    --min-requests 1, where no age could matter, it is refused."""
+    add_and_train(people_csv, capsys)
+    comply_requests(workspace, capsys, {"id": "AGE-1", "delete_records": ["P1003"]})
+    ledger_before = (workspace / "ledger.db").read_bytes()
+
+    code, out = run_json(capsys, ["audit", "people", "--max-age", "30"])  # one request, seconds old: not due
+    assert code == 0 and out["audit"] is None, out  # was: audited at once
+    assert out["message"] == ("model people: 1 request(s) since its last audit, none older than 30 days; "
+                              "nothing to audit")
+    assert (workspace / "ledger.db").read_bytes() == ledger_before
+    capsys.readouterr()
+    assert main(["audit", "people", "--min-requests", "1", "--max-age", "30"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--max-age has no effect with --min-requests 1" in err, err
+    assert (workspace / "ledger.db").read_bytes() == ledger_before
+
+    code, out = run_json(capsys, ["audit", "people", "--max-age", "0.00001"])  # older than that: due
+    assert code == 0 and out["covered_requests"] == ["AGE-1"], out
 
 
 def test_a_bad_cadence_is_refused_in_one_line_and_writes_nothing(workspace, people_csv, capsys):

@@ -112,3 +112,36 @@ def test_an_altered_escrow_fails_its_requests_audit_and_no_longer_blocks_the_mod
     capsys.readouterr()
     assert main(["audit", "shapes"]) == 0  # nothing left to audit, nothing blocked
     assert "no request since its last audit" in capsys.readouterr().out
+
+
+def test_an_audit_that_no_forget_set_check_could_decide_says_so_and_promotes_its_retrained_model(workspace, capsys):
+    """One deleted image: the UA gap's band covers every UA one image allows, so the audit's only
+    forget-set check is undecided. It recorded `passed` and kept production, as if the image were
+    judged forgotten; now it says `decided: false` and promotes the reference it already trained."""
+    from unlearning.checks import too_few_images
+
+    write_image_folder(workspace / "incoming" / "shapes")
+    assert main(["data", "add", "shapes", "--images", "incoming/shapes", "--size", "16"]) == 0
+    assert main(["train", "shapes", "--epochs", "15"]) == 0
+    dataset = load_images(workspace / "data" / "shapes")
+    [gone] = [dataset.record_ids[p] for p in np.flatnonzero(dataset.train)[:1]]
+    path = workspace / "IMG-U1.yaml"
+    path.write_text(yaml.safe_dump({"id": "IMG-U1", "model": "shapes", "delete_records": [gone]}))
+    assert main(["requests", "submit", str(path)]) == 0
+    code, complied = run_json(capsys, ["comply"])
+    assert code == 0 and complied["requests"][0]["status"] == "completed", complied
+    before = tracking.production_alias("shapes")
+
+    code, out = run_json(capsys, ["audit", "shapes"])
+    assert code == 0 and out["passed"], out  # an undecided check fails nothing
+    assert out["decided"] is False and out["undecided_reason"] == too_few_images(1)
+    assert out["promoted"] == tracking.production_alias("shapes") != before  # the data is out for sure
+    assert not out["rebased"] and "undecided" in out["why_promoted"] and too_few_images(1) in out["why_promoted"]
+    assert out["message"] == f"model shapes: audit undecided, retrained v{out['promoted']} promoted"
+    body = json.loads((workspace / out["record"]).read_text())
+    assert body["audit"]["decided"] is False and body["audit"]["undecided_reason"] == too_few_images(1)
+    assert body["promoted"]["why"] == out["why_promoted"] and not body["audit"]["rebased"]
+    [entry] = ledger.show(workspace, "IMG-U1").audits
+    assert entry["audit"] == out["audit"] and entry["event"] == "audited", entry
+    assert too_few_images(1) in entry["reason"] and f"v{out['promoted']} was promoted" in entry["reason"]
+    assert main(["certificate", "verify", str(workspace / out["record"])]) == 0

@@ -35,7 +35,7 @@ def notes_trained_and_scanned(workspace, tmp_path_factory, capsys):
     return raw, secrets, fingerprints, yaml.safe_load(Path(detected["request"]).read_text())
 
 
-def test_a_text_audit_measures_the_removed_secret_from_its_escrow(workspace, tmp_path_factory, capsys):
+def test_a_text_audit_measures_the_removed_secret_from_its_escrow(workspace, tmp_path_factory, capsys, monkeypatch):
     raw, secrets, fingerprints, detected_request = notes_trained_and_scanned(workspace, tmp_path_factory, capsys)
     request = request_from(workspace, detected_request, "TXT-1", fingerprints["card"])
     request.write_text(request.read_text().replace("method: retrain", "method: suppress"))  # a fast update
@@ -48,8 +48,14 @@ def test_a_text_audit_measures_the_removed_secret_from_its_escrow(workspace, tmp
         next(e for e in forgot["superseded"] if e["kind"] == "audit_escrow").items()
     assert files_containing(workspace, {secrets["card"], secrets["card"].replace(" ", "")}) == []
 
+    from tasks.kinds import text_chain
+
+    reads = []  # production's chain, read once per audit (it was read by the exposure rows and again by judge)
+    monkeypatch.setattr(text_chain, "chain_runs", lambda *a, chain_runs=text_chain.chain_runs: reads.append(a)
+                        or chain_runs(*a))
     code, out = run_json(capsys, ["audit", "notes"])
     assert code == 0, out
+    assert len(reads) == 1, reads
     assert out["passed"] and out["covered_requests"] == ["TXT-1"]
     assert {c["name"] for c in out["checks"]} == {"exposure_vs_retrain_bits", "perplexity_vs_retrain",
                                                    "secrets_regenerated"}

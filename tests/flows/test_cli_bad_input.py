@@ -108,6 +108,28 @@ def test_data_feature_that_cannot_be_encoded(trained, capsys, tmp_path):
             "note")
 
 
+def test_a_dataset_name_too_long_for_its_folder_is_one_line(trained, capsys, tmp_path):
+    """A name over MAX_NAME characters: refused by its length before anything is written (any
+    length was accepted, up to what the file system's 255-byte file names refuse)."""
+    from unlearning.storage import MAX_NAME
+
+    path = _table_file(tmp_path, synthetic_people())
+    name = "p" * (MAX_NAME + 1)
+    run_bad(trained, capsys, ["data", "add", name, "--file", str(path), "--target", "label", "--id", "person"],
+            f"a dataset name of {MAX_NAME + 1} characters is too long; use at most {MAX_NAME}")
+
+
+def test_a_table_file_over_the_limit_is_one_line(trained, capsys, tmp_path):
+    from unlearning.tabular.data import MAX_FILE_BYTES
+
+    path = tmp_path / "huge.csv"
+    with path.open("wb") as handle:  # sparse: the size without the disk
+        handle.write(synthetic_people().to_csv(index=False).encode())
+        handle.truncate(MAX_FILE_BYTES + 1)
+    run_bad(trained, capsys, ["data", "add", "more", "--file", str(path), "--target", "label", "--id", "person"],
+            f"'huge.csv' is {MAX_FILE_BYTES + 1:,} bytes, more than the {MAX_FILE_BYTES:,}")
+
+
 def test_unknown_builtin(trained, capsys):
     run_bad(trained, capsys, ["data", "add", "nosuchset"], "nosuchset")
 

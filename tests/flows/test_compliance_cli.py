@@ -144,6 +144,21 @@ def test_deny_records_the_basis(root, capsys):
     assert denied["response"]["basis"] == "art. 17(3)(b) legal obligation"
 
 
+def test_a_reason_or_basis_longer_than_the_ledger_holds_is_refused_not_cut(root, capsys):
+    """What the person was told is recorded whole or not at all: over MAX_TEXT characters it was
+    cut to its first 499 and '…' without a word; now one line, exit 2, nothing written."""
+    from unlearning.compliance.ledger import MAX_TEXT
+
+    run(root, capsys, "requests", "submit", str(root / "req.yaml"))
+    told = "complex request, as the person was told: " + "x" * MAX_TEXT
+    assert_bad_input(root, capsys, ["requests", "extend", "REQ-1", "--reason", told],
+                     f"--reason is {len(told)} characters; the ledger records at most {MAX_TEXT}")
+    assert_bad_input(root, capsys, ["requests", "deny", "REQ-1", "--basis", told], "--basis is")
+    whole = told[:MAX_TEXT]
+    code, extended = run_json(root, capsys, "requests", "extend", "REQ-1", "--reason", whole)
+    assert code == 0 and extended["extensions"][0]["reason"] == whole
+
+
 # --- bad input: one line, exit 2, nothing written ----------------------------------------------------
 
 @pytest.mark.parametrize("argv, expect", [

@@ -107,9 +107,9 @@ def test_submit_refuses_a_request_that_can_never_be_processed(project, capsys, c
 
 HOSTILE_FILES = {
     "duplicate_id.json": ('{"id": "H-1", "model": "people", "delete_records": ["P1010"], "id": "H-2"}',
-                          "gives the key 'id' twice"),
+                          "gives a key twice in one object (line 1, column"),  # not the key
     "duplicate_fix.yaml": ("id: H-3\nmodel: people\nfix_labels:\n  P1010: 'yes'\n  P1010: 'no'\n",
-                           "gives the key 'P1010' twice (line 5)"),
+                           "gives a key twice in one mapping (line 5)"),  # not the key: a record id
     "deep.json": ('{"id": "H-4", "model": "people", "delete_records": ' + "[" * 100_000, "levels deep"),
     "deep.yaml": ("id: H-5\nmodel: people\ndelete_records: " + "[" * 100_000, "levels deep"),
     "alias.yaml": ("id: H-6\nmodel: people\ndelete_records: &a [P1010]\nfix_labels: {x: *a}\n", "alias"),

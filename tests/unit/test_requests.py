@@ -113,18 +113,41 @@ def test_ids_and_nulls_where_a_field_may_be_null(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name, text, key, line",
+    "name, text, key, again",
     [
         ("top.yaml", "id: A\nmodel: m\ndelete_records: [1]\nid: B\n", "id", "line 4"),
         ("nested.yaml", "id: A\nmodel: m\nfix_labels:\n  P1: yes\n  P1: no\n", "P1", "line 5"),
         ("flow.yaml", "{id: A, model: m, fix_labels: {P1: yes, P1: no}}\n", "P1", "line 1"),
-        ("top.json", '{"id": "A", "model": "m", "delete_records": ["1"], "id": "B"}', "id", ""),
-        ("nested.json", '{"id": "A", "model": "m", "fix_labels": {"P1": "yes", "P1": "no"}}', "P1", ""),
+        ("top.json", '{"id": "A", "model": "m", "delete_records": ["1"], "id": "B"}', "id", '"id"'),
+        ("nested.json", '{"id": "A", "model": "m", "fix_labels": {"P1": "yes", "P1": "no"}}', "P1", '"P1"'),
+        # the same key written another way is the same key to json.loads
+        ("lines.json", '{"id": "A",\n "model": "m",\n "fix_labels": {\n  "P1": "yes",\n  "P\\u0031": "no"}}', "P1",
+         '"P\\u0031"'),
+        # the same key in other objects is no repeat
+        ("apart.json", '{"fix_labels": {"P1": "yes"},\n "delete_records": [{"P1": 1}],\n "id": "A", "id": "B"}', "id",
+         '"id"'),
     ],
 )
-def test_a_key_given_twice_is_refused(tmp_path, name, text, key, line):
+def test_a_key_given_twice_is_refused_by_its_place_never_printed(tmp_path, name, text, key, again):
+    """A key can be a personal value (a record id in `fix_labels`): the message names the line
+    (for JSON, line and column of the key given again, `again`'s last place in the text), as the
+    CSV/JSONL readers do, never the key."""
     message = error_of(load_request, write(tmp_path, name, text))
-    assert f"gives the key '{key}' twice" in message and line in message and name in message
+    place = again if again.startswith("line") else text_place(text, text.rindex(again))
+    assert "gives a key twice in one" in message and f"({place})" in message and name in message
+    assert repr(key) not in message and f" {key} " not in message  # was: gives the key 'P1' twice
+
+
+def text_place(text: str, at: int) -> str:
+    """'line L, column C' (from 1) of offset `at`, counted independently of the reader."""
+    lines = text[:at].split("\n")
+    return f"line {len(lines)}, column {len(lines[-1]) + 1}"
+
+
+def test_no_place_is_made_up_for_json_without_a_repeated_key():
+    from unlearning.documents import repeated_key_place
+
+    assert repeated_key_place('{"a": "x:y", "b": ["a", {"a": 1}], "\\"a": 2, "c": {"b": {"b": 0}}}') == ""
 
 
 @pytest.mark.parametrize(
@@ -281,3 +304,13 @@ def test_values_with_line_breaks_stay_on_one_line_in_errors(tmp_path, table):
     error_of(load_request, write(tmp_path, "k.yaml", 'id: r\nmodel: m\ndelete_records: [1]\n"a\\nb": 1\n"a\\nb": 2\n'))
     error_of(load_request, write(tmp_path, "u.yaml", 'id: r\nmodel: m\ndelete_records: [1]\n"x\\ny": 1\n'))
     error_of(validate_request, request(delete_records=["a\nb"]), table, METHODS)
+
+
+def test_a_request_id_longer_than_its_limit_is_refused_by_its_length(tmp_path):
+    """Any length of id was accepted (up to the 1 MiB file): it names ledger entries, certificates
+    and run names, so it has a limit, stated in the one-line error."""
+    from unlearning.compliance.requests import MAX_ID
+
+    assert load_request(write(tmp_path, "ok.yaml", f"id: {'R' * MAX_ID}\nmodel: m\ndelete_records: [1]\n")).id
+    message = error_of(load_request, write(tmp_path, "long.yaml", f"id: {'R' * (MAX_ID + 1)}\nmodel: m\n"))
+    assert f"id: {MAX_ID + 1} characters; use at most {MAX_ID}" in message and "long.yaml" in message

@@ -4,7 +4,10 @@ cadence it is given, and every parameter is one its flow takes."""
 
 import inspect
 
+import pytest
+
 from flows.cli import build_parser, served_parameters
+from unlearning.errors import UnlearnError
 
 
 def parameters(root, *options):
@@ -38,3 +41,17 @@ def test_a_cadence_without_an_age_gets_the_audits_default_age(tmp_path):
 
     _, weekly, _ = parameters(tmp_path, "--audit-min-requests", "30")
     assert (weekly["min_requests"], weekly["max_age_days"]) == (30, DEFAULT_MAX_AGE_DAYS)
+
+
+def test_an_age_alone_is_an_age_only_cadence_and_beside_one_request_is_refused(tmp_path):
+    """--audit-max-age alone reached the weekly deployment beside min_requests 1, where it does
+    nothing; it is now the cadence (no count rule), and refused beside an explicit count of 1."""
+    from tasks.audit import Cadence, cadence_setting
+
+    _, weekly, _ = parameters(tmp_path, "--audit-max-age", "7")
+    assert (weekly["min_requests"], weekly["max_age_days"]) == (None, 7.0)
+    age_only = cadence_setting(None, "7")
+    assert not age_only.due(100, 6.9 * 86400) and age_only.due(1, 7 * 86400)
+    assert cadence_setting(None, None) == Cadence(1, None) and cadence_setting("1", None) == Cadence(1, None)
+    with pytest.raises(UnlearnError, match="--audit-max-age has no effect with --audit-min-requests 1"):
+        parameters(tmp_path, "--audit-min-requests", "1", "--audit-max-age", "7")

@@ -126,6 +126,25 @@ def test_read_errors(tmp_path):
         assert expected in one_line_error(excinfo)
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_table_file_over_the_limit_is_refused_unread(tmp_path, suffix, monkeypatch):
+    """A table file was read whole whatever its size (a text or image file has a limit); one byte
+    over MAX_FILE_BYTES is now refused naming the file and the limit, before pandas reads it."""
+    from unlearning.tabular import data
+
+    path = tmp_path / f"big{suffix}"
+    with path.open("wb") as handle:  # sparse: the size without the disk
+        handle.write(b"a,label\n")
+        handle.truncate(data.MAX_FILE_BYTES + 1)
+    monkeypatch.setattr(pd, "read_csv", lambda *a, **k: pytest.fail("read past the limit"))
+    monkeypatch.setattr(pd, "read_parquet", lambda *a, **k: pytest.fail("read past the limit"))
+    with pytest.raises(UnlearnError) as excinfo:
+        read_table_file(path)
+    assert one_line_error(excinfo) == (f"'big{suffix}' is {data.MAX_FILE_BYTES + 1:,} bytes, more than the "
+                                       f"{data.MAX_FILE_BYTES:,} ({data.MAX_FILE_BYTES // 2**20} MiB) a table file "
+                                       f"may have; split it or add a part of it")
+
+
 @pytest.mark.parametrize("header", ["age,age,label", "age,sex,AGE,sex,label", '"age",age,label'])
 def test_a_column_named_twice_is_refused_not_renamed(tmp_path, header):
     """pandas reads a repeated CSV header as `age` and `age.1`: a request revoking `age` would then

@@ -62,3 +62,19 @@ def test_the_certificate_shows_an_undecided_check_and_an_undecided_removal():
     html = certificate_html({"checks": v.checks, "verified": v.passed, "verification": v.record()})
     assert f"UNDECIDED ({too_few_images(3)})" in html and html.count(">PASS<") == 2
     assert "Removal <b>undecided</b>" in html
+
+
+def test_an_undecided_audit_says_so_on_the_console_and_names_the_retrained_model_it_promoted():
+    from flows.erasure_cli import audited_message, format_audit
+
+    audit = {"passed": True, "decided": False, "undecided_reason": too_few_images(1), "promoted": "4",
+             "production_version": "3", "model": "m", "covered_requests": ["R1"], "shortfall": [],
+             "timings": {"retrain_s": 1.0}, "record": "r.json", "checks": verification(1).checks}
+    printed = format_audit(audit)
+    assert printed[0].startswith("audit of model m: UNDECIDED — 1 request(s) covered (R1); retrained model "
+                                 "promoted: v3 → v4")  # was PASSED
+    assert printed[-1] == (f"  removal undecided: no check with power judged the forgotten data ({too_few_images(1)}); "
+                           "the retrained model was promoted, so the data is out for sure")
+    assert audited_message([audit]) == "model m: audit undecided, retrained v4 promoted"
+    decided = {**audit, "decided": True, "undecided_reason": None, "promoted": None}
+    assert audited_message([decided]) == "model m: audit passed" and "UNDECIDED" not in format_audit(decided)[0]

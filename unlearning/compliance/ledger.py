@@ -84,7 +84,7 @@ EVENT_FIELDS = {
     "failed": (("reason",), ("step", "run_id")),
     "denied": (("basis",), ("response",)),
     "extended": (("reason",), ("deadline",)),
-    "audited": (("audit", "record", "record_sha256"), ("model", "run_id")),
+    "audited": (("audit", "record", "record_sha256"), ("model", "run_id", "reason")),  # reason: an undecided audit
     "audit_failed": (("audit", "record", "record_sha256"), ("model", "run_id", "reason")),
 }
 TEXT_FIELDS = ("reason", "basis", "response")
@@ -426,6 +426,18 @@ def check_channel(channel: str | None) -> str:
         raise UnlearnError(f"channel '{channel}' is not a short token; name how the request was made, e.g. "
                            "email, web-form, phone, mail, in-person, ci (lower-case letters, digits, '.', '_', '-', "
                            "at most 40) — never the person's address")
+    return value
+
+
+def stated_text(text: Any, option: str) -> str:
+    """A reason or basis a person gives (`requests extend --reason`, `requests deny --basis`): one
+    line of at most MAX_TEXT characters, refused when longer rather than cut as `one_line` cuts an
+    exception's message: it is what the person was told, and the ledger must hold all of it."""
+    value = " ".join(str(text).split()) if text is not None else ""
+    if not value:
+        raise UnlearnError(f"{option} must not be empty")
+    if len(value) > MAX_TEXT:
+        raise UnlearnError(f"{option} is {len(value)} characters; the ledger records at most {MAX_TEXT}: shorten it")
     return value
 
 

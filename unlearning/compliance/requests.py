@@ -26,6 +26,7 @@ TABLE_KINDS = ("delete_records", "revoke_features", "fix_labels")
 REDACT_POLICIES = ("token", "same_format")
 AUTO_METHOD = "auto"
 _ID_RE = re.compile(r"[A-Za-z0-9._-]+")
+MAX_ID = 128  # a request id names ledger entries, certificates, escrow and run names: a name, not a text
 _SHOWN = 5  # how many offending ids an error message names
 
 
@@ -91,6 +92,8 @@ class UnlearningRequest(pydantic.BaseModel):
     @pydantic.field_validator("id")
     @classmethod
     def _safe_id(cls, value: str) -> str:
+        if len(value) > MAX_ID:
+            raise ValueError(f"{len(value)} characters; use at most {MAX_ID}")
         if not _ID_RE.fullmatch(value):
             raise ValueError("use only letters, digits, '.', '_' and '-' (not empty)")
         return value

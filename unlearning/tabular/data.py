@@ -34,6 +34,9 @@ SCHEMA_VERSION = 1
 # p ≲ 5k"): at 5,000 it is 200 MB and factors in seconds; a 10,000-column table ran > 400 s.
 MAX_PARAMETERS = 5000
 MAX_CATEGORIES = 100  # distinct values of one text column; more is usually an id or free text
+# A table file is read whole into memory, its cells as text: like a text or an image file
+# (unlearning.text.files, unlearning.images.files), one over 64 MiB is refused before it is read.
+MAX_FILE_BYTES = 64 * 2**20
 MIN_TRAIN_ROWS = 10  # below this a fit and its held-out accuracy mean nothing
 
 # Salting the split hash keeps it unrelated to any other use of sha256 over the same ids.
@@ -90,8 +93,9 @@ def _in_train(record_id: str) -> bool:
 
 
 def read_table_file(path: Path) -> pd.DataFrame:
-    """Read a .csv or .parquet file as given. CSV cells are read as text (so ids like "007" keep
-    their leading zeros); `table_from_frame` decides which columns are numeric."""
+    """Read a .csv or .parquet file as given (at most MAX_FILE_BYTES, checked before reading). CSV
+    cells are read as text (so ids like "007" keep their leading zeros); `table_from_frame` decides
+    which columns are numeric."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".parquet"):
@@ -101,6 +105,9 @@ def read_table_file(path: Path) -> pd.DataFrame:
         )
     if not path.is_file():
         raise UnlearnError(f"data file '{path}' not found; check the path given with --file")
+    if (size := path.stat().st_size) > MAX_FILE_BYTES:
+        raise UnlearnError(f"'{path.name}' is {size:,} bytes, more than the {MAX_FILE_BYTES:,} "
+                           f"({MAX_FILE_BYTES // 2**20} MiB) a table file may have; split it or add a part of it")
     try:
         if suffix == ".csv":
             # as written: a column named NA or null is a name, not a missing one (pandas' default reads it as NaN)
