@@ -183,6 +183,7 @@ class Outcome:
     failed_checks: list[str] = field(default_factory=list)  # "audit 2: exposure_vs_retrain_bits", ...
     fallbacks: int = 0  # requests (or audits) whose fast model was replaced by a retrained one
     rebases: int = 0  # passing audits whose retrained model was promoted (the rebased policies)
+    exact_audits: int = 0  # audits of a production model retrained on the current data: nothing retrained
     model: object = None  # the production model at the end
     operations: dict[str, int] = field(default_factory=dict)  # what ran how often
     spent: dict[str, float] = field(default_factory=dict)  # CPU seconds per kind of operation
@@ -284,7 +285,15 @@ def audit(ks: list[int], at: float, arrivals: list[float], ops, model, worker: W
           retrain, rebase: bool = False):
     """One audit of requests `ks` at `at`: a retraining on the current data and the checks of the
     production model against it; a failed audit promotes the retrained model, and so does a passing
-    one with `rebase` (not a fall-back: the data was out already). Returns the production model."""
+    one with `rebase` (not a fall-back: the data was out already). A production model that is itself
+    the retraining on the current data (a fall-back of the last request, nothing since) is judged
+    exact without retraining, as tasks.audit.exact_on_current_data has the pipeline do. Returns the
+    production model."""
+    if ops.exact_on(model, ks[-1]):
+        out.audits.append(True)
+        out.audit_runs.append((at, len(ks)))
+        out.exact_audits += 1
+        return model
     c_retrain, retrained = retrain(ks[-1])
     c_check, failed = ops.audit(model, ks, retrained)
     out.charge("audit checks", c_check)
@@ -339,6 +348,10 @@ class Measured:
 
     def audit(self, model, ks: list[int], retrained):
         return cpu_of(lambda: failed_names(self.scenario.audit_checks(model, ks, retrained)))
+
+    def exact_on(self, model, j: int) -> bool:
+        """Is `model` the retraining on the data after request j (the same object: retrainings are memoised)?"""
+        return j in self.retrained and self.retrained[j][1] is model
 
 
 def passed(checks: list[dict]) -> bool:
@@ -947,10 +960,11 @@ def share_terms(o: Outcome, base_cpu: float, n: int, mean_retrain: float) -> Sha
     retrainings measured in the run."""
     parts = {what: cpu / base_cpu for what, cpu in o.spent.items()}
     retrainings = o.operations.get("retrain", 0)
-    fallbacks = retrainings - len(o.audits)
+    audits = len(o.audits) - o.exact_audits  # those that retrained
+    fallbacks = retrainings - audits
     per_request = sum(o.spent.get(w, 0.0) for w in ("update", "evidence checks")) / n if n else 0.0
     floor = (retrainings / n if n else 0.0) + per_request / mean_retrain
-    return ShareTerms(o.cpu_s / base_cpu, parts, n, len(o.audits), fallbacks, floor)
+    return ShareTerms(o.cpu_s / base_cpu, parts, n, audits, fallbacks, floor)
 
 
 def share_rows(outcomes: list[Outcome], base: Base, n: int, mean_retrain: float) -> list[str]:
@@ -982,7 +996,9 @@ def failed_check_values(o: Outcome) -> dict[str, list[str]]:
 def audit_schedule(o: Outcome, month_end: float) -> str:
     runs = ", ".join(f"day {at / DAY:.1f}{' (after the month)' if at >= month_end else ''}: {n} requests"
                      for at, n in o.audit_runs)
-    return f"{o.policy}: audits {runs or 'none'}"
+    exact = (f" ({o.exact_audits} of them of a production model retrained on the current data: nothing retrained)"
+             if o.exact_audits else "")
+    return f"{o.policy}: audits {runs or 'none'}{exact}"
 
 
 def targets(name: str, outcomes: list[Outcome], base: Base | None = None) -> list[str]:

@@ -91,7 +91,7 @@ def audit_model(root: Path, plan: steps.AuditPlan, rebase: bool, keep_days: int 
                                                     tags["code_version"], parent, now)
         # an undecided audit promotes the reference it already trained, as --rebase does: no check could
         # say the data is out of production, the retrained model has it out for sure
-        if passed and decided and not rebase:
+        if judgement.retrained is None or (passed and decided and not rebase):  # None: production is exact
             path, superseded = records.write_record(root, record(None)), []
         else:
             path, superseded = promote_retrained(lineage, plan, judgement, keep_days, record)
@@ -197,4 +197,4 @@ def retrain_audit_references(root: str, models: list[str], threads: int | None =
             jobs.append(steps.plan_audit(Path(root), name).job)
         except Exception:  # noqa: BLE001 — the model's own audit reports the error
             continue
-    return prefetch.retrain_ahead(jobs, threads)
+    return prefetch.retrain_ahead([job for job in jobs if job is not None], threads)  # None: nothing to retrain

@@ -162,8 +162,10 @@ def demo_audit(root: str, forgot: dict, device: str = "auto") -> dict | None:
         "(what the weekly `unlearn audit` does for every request since the last one)")
     [done] = audit_flow(root=root, model=forgot["model"]["name"], device=device)["audits"]
     m = done["metrics"]
-    return {"passed": done["passed"], "exposure_after": m["exposure_after"], "exposure_retrain": m["exposure_retrain"],
-            "perplexity_after": m["perplexity_after"], "perplexity_retrain": m["perplexity_retrain"],
+    # none of them when production was itself retrained on the current corpus (the request fell back to
+    # retraining): the audit then retrains nothing (tasks.audit.exact_on_current_data)
+    return {"passed": done["passed"], "exposure_after": m.get("exposure_after"), "exposure_retrain": m.get("exposure_retrain"),
+            "perplexity_after": m.get("perplexity_after"), "perplexity_retrain": m.get("perplexity_retrain"),
             "retrain_s": done["timings"]["retrain_s"], "checks": done["checks"], "record": done["record"],
             "promoted": done["promoted"]}
 
@@ -174,6 +176,9 @@ def audit_lines(s: dict) -> list[str]:
     if not a:
         return []
     verdict = "PASSED" if a["passed"] else f"FAILED — the retrained model v{a['promoted']} was promoted"
+    if a["perplexity_after"] is None:
+        return [f"Audit: {verdict}: the production model was itself retrained on the current corpus, so there was "
+                f"nothing to retrain or compare; signed record {a['record']}"]
     exposure = ("" if a["exposure_after"] is None else
                 f"max exposure {a['exposure_after']:.1f} bits (retrained {a['exposure_retrain']:.1f}), ")
     return [f"Audit: {verdict}: {exposure}held-out perplexity {a['perplexity_after']:.3f} "

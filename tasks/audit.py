@@ -357,6 +357,16 @@ class AuditPlan:
         return [by_run[run] for run in runs if run in by_run], [run for run in runs if run not in by_run]
 
 
+def exact_on_current_data(production, data_version: str | None) -> bool:
+    """Is the production model itself a model trained exactly on the current data (a fall-back's or an
+    audit's retraining, or a training, on this data version)? Then no fast update stands between it
+    and the data the covered requests left, and the audit's retraining would only train it again:
+    the audit judges it exact without retraining (tasks.audit_checks.already_exact)."""
+    tags = production.tags
+    return (data_version is not None and tags.get("guarantee") == "exact"
+            and tags.get("data_after") == data_version)
+
+
 def plan_audit(root: Path, model: str) -> AuditPlan:
     from tasks.kinds import kind_of
 
@@ -368,6 +378,8 @@ def plan_audit(root: Path, model: str) -> AuditPlan:
     opened, unreadable = open_held_escrows(root, escrow_files(root, model))
     plan = AuditPlan(model, kind, production, bundle, dataset, dvc.data_version(root), ledger_requests(root, model),
                      opened, unreadable)
+    if exact_on_current_data(production, plan.data_version):
+        return plan  # nothing to retrain: plan.job stays None
     if kind.name == "table":
         plan.b = state.load_noise(root, production.run_id)
         plan.job = references.table_job(table_problem(plan))

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from tasks import references as prefetch
-from tasks.audit import ESCROWED_DATA, AuditPlan, escrow_file, escrow_run
+from tasks.audit import ESCROWED_DATA, AuditPlan, escrow_file, escrow_run, exact_on_current_data
 from tasks.common import progress
 from unlearning.checks import undecided_removal
 from unlearning.images.verify import REMOVAL_CHECKS
@@ -222,7 +222,22 @@ def forget_accuracy(model, escrowed: dict) -> float:
 JUDGES = {"table": audit_table, "text": audit_text, "images": audit_images}
 
 
+def already_exact(plan: AuditPlan) -> Judgement:
+    """The judgement of a production model trained exactly on the current data: every covered
+    request's data left the data it was trained on, and no fast update has touched it since. The
+    model the audit would retrain is this one (the same data, schedule and seeds), so nothing is
+    retrained and nothing is promoted; its one check says why."""
+    progress(f"  audit {plan.model}: production v{plan.production.version} was trained exactly on the current data "
+             f"({plan.production.tags.get('method')}): nothing to retrain")
+    check = {"name": "fast_updates_since_exact_model", "value": 0,
+             "threshold": f"== 0 (production v{plan.production.version} was trained exactly on data version "
+                          f"{str(plan.data_version)[:12]})", "passed": True}
+    return Judgement([check], {"reference": "production (exact on the current data)"}, None, 0.0)
+
+
 def judge(root: Path, plan: AuditPlan) -> Judgement:
+    if exact_on_current_data(plan.production, plan.data_version):
+        return already_exact(plan)
     if plan.kind.name in ESCROWED_DATA:  # read once, for the kind's checks and the escrow checks below
         plan.chain = production_chain(root, plan)
     judgement = JUDGES[plan.kind.name](root, plan)

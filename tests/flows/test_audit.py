@@ -98,6 +98,32 @@ def test_rebase_promotes_the_retrained_model_with_guarantee_exact_and_purges_the
     assert main(["certificate", "verify", str(workspace / done["record"])]) == 0
 
 
+def test_an_audit_of_a_model_retrained_on_the_current_data_retrains_nothing(workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys)
+    comply_requests(workspace, capsys, {"id": "EXA-1", "delete_records": ["P1003"]})  # a fast update
+    comply_requests(workspace, capsys, {"id": "EXA-2", "delete_records": ["P1010"], "method": "retrain"})
+    assert versions("people")["3"]["guarantee"] == "exact"
+
+    code, out = run_json(capsys, ["audit", "people", "--rebase"])
+    assert code == 0, out
+    assert sorted(out["covered_requests"]) == ["EXA-1", "EXA-2"]
+    assert out["passed"] and out["decided"] and out["promoted"] is None and not out["rebased"]
+    assert [c["name"] for c in out["checks"]] == ["fast_updates_since_exact_model"]
+    assert out["timings"]["retrain_s"] == 0  # the old code retrained the same model again
+    assert tracking.production_alias("people") == "3" and len(versions("people")) == 3  # nothing registered
+    for request_id in ("EXA-1", "EXA-2"):
+        assert [a["event"] for a in ledger.show(workspace, request_id).audits] == ["audited"]
+    assert main(["certificate", "verify", str(workspace / out["record"])]) == 0
+    assert not audit.escrow_files(workspace, "people")
+
+    # a fast update since: the production model is no longer exact, and the next audit retrains
+    comply_requests(workspace, capsys, {"id": "EXA-3", "delete_records": ["P1020"]})
+    code, out = run_json(capsys, ["audit", "people"])
+    assert code == 0, out
+    assert out["covered_requests"] == ["EXA-3"] and out["timings"]["retrain_s"] > 0
+    assert {c["name"] for c in out["checks"]} == {"agreement_with_retrain", "accuracy_gap_pts"}
+
+
 def test_a_failed_audit_promotes_the_retrained_model_and_names_the_request_that_fell_short(
         workspace, people_csv, capsys):
     add_and_train(people_csv, capsys)

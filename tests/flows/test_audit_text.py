@@ -74,16 +74,25 @@ def test_a_text_audit_measures_the_removed_secret_from_its_escrow(workspace, tmp
 
 def test_a_secret_a_retraining_removed_is_not_judged_on_exposure_by_the_audit(workspace, tmp_path_factory, capsys):
     """Production never saw a secret its own retraining left out: the audit records it (masked, `exact`)
-    and judges regeneration and perplexity, not its exposure against another retraining (noise)."""
+    and judges regeneration and perplexity, not its exposure against another retraining (noise); the
+    secret of the fast update since is judged on exposure as usual."""
     _, _, fingerprints, detected_request = notes_trained_and_scanned(workspace, tmp_path_factory, capsys)
     code, forgot = run_json(capsys, ["forget", str(request_from(workspace, detected_request, "TXT-R",
                                                                  fingerprints["card"]))])
     assert code == 0 and forgot["guarantee"] == "exact", forgot
+    # a fast update since, so that production is not the retraining itself (an audit of that retrains nothing)
+    request = request_from(workspace, detected_request, "TXT-S", fingerprints["secret"])
+    request.write_text(request.read_text().replace("method: retrain", "method: suppress"))
+    code, forgot = run_json(capsys, ["forget", str(request)])
+    assert code == 0 and forgot["guarantee"] == "empirical", forgot
 
     code, out = run_json(capsys, ["audit", "notes"])
-    assert code == 0 and out["passed"] and out["covered_requests"] == ["TXT-R"], out
-    assert {c["name"] for c in out["checks"]} == {"perplexity_vs_retrain", "secrets_regenerated"}
-    assert out["metrics"]["secrets"] == 1 and out["metrics"]["secrets_removed_exactly"] == 1
+    assert code == 0 and out["passed"] and sorted(out["covered_requests"]) == ["TXT-R", "TXT-S"], out
+    assert {c["name"] for c in out["checks"]} == {"exposure_vs_retrain_bits", "perplexity_vs_retrain",
+                                                   "secrets_regenerated"}
+    assert out["metrics"]["secrets"] == 2 and out["metrics"]["secrets_removed_exactly"] == 1
     body = json.loads((workspace / out["record"]).read_text())
-    [row] = body["metrics"]["secrets_measured"]
+    rows = {row["fingerprint"]: row for row in body["metrics"]["secrets_measured"]}
+    row = rows[fingerprints["card"]]
     assert row["fingerprint"] == fingerprints["card"] and row["exact"] is True
+    assert rows[fingerprints["secret"]]["exact"] is False

@@ -107,3 +107,26 @@ def test_a_missing_escrow_fails_unless_its_request_was_removed_exactly_in_produc
     # run-2 is not in the chain: a retraining since left its data out (e.g. retire, then train)
     assert audit_checks.requests_without_escrow(tmp_path, plan, ["run-3"]) == []
     assert audit_checks.requests_without_escrow(tmp_path, plan, None) == ["R-1", "R-2"]  # chain unknown: judged
+
+
+def test_only_a_production_model_trained_exactly_on_the_current_data_spares_the_audit_its_retraining():
+    from tasks.audit import exact_on_current_data
+
+    def production(**tags):
+        return SimpleNamespace(tags=tags)
+
+    assert exact_on_current_data(production(guarantee="exact", data_after="d2"), "d2")  # a fall-back, an audit's promotion
+    assert not exact_on_current_data(production(guarantee="exact", data_after="d1"), "d2")  # the data moved since
+    for guarantee in ("empirical", "certified", "declared", None):  # a fast update, an import, an older version
+        assert not exact_on_current_data(production(guarantee=guarantee, data_after="d2"), "d2")
+    assert not exact_on_current_data(production(guarantee="exact"), None)  # no data version known: never spared
+    assert not exact_on_current_data(production(guarantee="exact", data_after=None), None)
+
+
+def test_the_text_demo_says_when_its_audit_had_nothing_to_retrain():
+    from flows.demo import audit_lines
+
+    skipped = {"passed": True, "exposure_after": None, "exposure_retrain": None, "perplexity_after": None,
+               "perplexity_retrain": None, "retrain_s": 0.0, "record": ".unlearn/audits/A.json"}
+    [line] = audit_lines({"audit": skipped, "timings": {"update_s": 70.0}})
+    assert line.startswith("Audit: PASSED: the production model was itself retrained") and "A.json" in line

@@ -38,6 +38,9 @@ class Ops:
         self.audited.append(ks)
         return AUDIT, ["exposure_vs_retrain_bits (5 vs ≤ 2)"] if len(self.audited) in self.failing_audits else []
 
+    def exact_on(self, model, j):
+        return model == f"retrained@{j}"
+
 
 def test_daily_and_weekly_runs_are_the_next_ones_strictly_after_arrival():
     assert stream.next_daily(1 * HOUR, 2) == 2 * HOUR
@@ -117,7 +120,19 @@ def test_failed_evidence_falls_back_to_retraining_at_once():
     # the retrained model is judged by the same checks before it is promoted
     assert out.removal_s == [UPDATE + EVIDENCE + RETRAIN + EVIDENCE] and out.checks == [False] and out.fallbacks == 1
     assert out.failed_checks == ["request 1: evidence_check (2 vs ≤ 1)"]
-    assert out.cpu_s == UPDATE + 2 * EVIDENCE + 2 * RETRAIN + AUDIT  # the Sunday audit retrains once more
+    # the Sunday audit finds production retrained on the current data: nothing retrained, nothing checked
+    assert out.cpu_s == UPDATE + 2 * EVIDENCE + RETRAIN and out.audits == [True] and out.exact_audits == 1
+
+
+def test_an_audit_of_a_model_retrained_on_the_current_data_retrains_nothing_but_one_updated_since_does():
+    arrivals = [DAY, 2 * DAY, 8 * DAY, 9 * DAY]
+    ops = Ops(failing_checks={2, 3})  # request 2 falls back before the first Sunday; 3 before the second, then 4 updates
+    out = simulate(POLICIES[3], arrivals, ops)
+    assert ops.audited == [[3, 4]] and ops.retrained == [2, 3, 4]  # the first audit (requests 1–2) retrained nothing
+    assert out.audits == [True, True] and out.exact_audits == 1 and out.model == "retrained@3+u4"
+    t = stream.share_terms(out, 4 * RETRAIN, 4, RETRAIN)
+    assert (t.audits, t.fallbacks) == (1, 2)
+    assert "(1 of them of a production model retrained on the current data" in stream.audit_schedule(out, 30 * DAY)
 
 
 def test_cadence_audits_once_enough_requests_wait_at_the_weekly_run():
