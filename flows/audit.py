@@ -31,7 +31,7 @@ from tasks import audit_record as records
 from tasks import references as prefetch
 from tasks import devices, release, tracking
 from tasks.audit_checks import Judgement, judge
-from tasks.common import STEP, Lineage, Plan, dataset_digest, progress, promote, register
+from tasks.common import RETRAINED_AS_TRAINED, STEP, Lineage, Plan, dataset_digest, progress, promote, register
 from unlearning.devices import resolve_device
 
 
@@ -60,7 +60,8 @@ def audit_flow(root: str, model: str | None = None, rebase: bool = False, keep_s
         names = [model] if model else steps.models_due(root_path, cadence)
         plans = [devices.place(steps.plan_audit(root_path, name), device) for name in names
                  if steps.is_due(root_path, name, cadence)]
-        pool = prefetch_references(root_path, [p.model for p in plans], runner, address, workers)
+        # a model the audit judges exact without retraining has no reference job to prefetch
+        pool = prefetch_references(root_path, [p.model for p in plans if p.job is not None], runner, address, workers)
         with prefetch.prefetched(pool):
             audits = [audit_model(root_path, plan, rebase, keep_days) for plan in plans]
     summary = {"audits": audits, "recovered": recovered}
@@ -158,7 +159,7 @@ def promote_retrained(lineage: Lineage, plan: steps.AuditPlan, judgement: Judgem
             "parent_version": str(plan.production.version), "method": "retrain", "guarantee": "exact",
             "data_before": plan.data_version, "data_after": plan.data_version, "verified": "true",
             "lineage_run": lineage.parent_run, "dataset_digest": dataset_digest(root, plan.dataset.name),
-            "audit_id": lineage.tags["audit_id"], **judgement.tags}, judgement.private)
+            "audit_id": lineage.tags["audit_id"], RETRAINED_AS_TRAINED: "true", **judgement.tags}, judgement.private)
         path = records.write_record(root, record(version))
         progress(f"  audit {plan.model}: promoting the retrained model v{version} (guarantee exact)")
         promote(lineage, plan.model, version)  # the commit point

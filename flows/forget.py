@@ -21,8 +21,8 @@ from prefect.runtime import flow_run
 from flows.runs import failed_run, outcome_flow, requests_label
 from tasks import devices, release as release_steps, steps, tracking
 from tasks.common import (
-    Lineage, Plan, Update, Verification, dataset_digest, falls_back_to_retraining, now_utc, promote, register,
-    request_hash, seconds_between,
+    RETRAINED_AS_TRAINED, Lineage, Plan, Update, Verification, dataset_digest, falls_back_to_retraining, now_utc,
+    promote, register, request_hash, seconds_between,
 )
 from tasks.outcomes import verification_failure
 from unlearning.compliance import certificate as cert_lib
@@ -131,7 +131,11 @@ def forget_request(lineage: Lineage, plan: Plan, options: dict | None, config, v
     from tasks import audit as audit_steps  # the audit's own stack (its text and image parts) only once here
 
     escrow = audit_steps.escrow_request(lineage, plan, verification.passed)  # what a later audit needs, sealed
-    version, model_run, superseded = release(lineage, plan, update, after, data_after, verification.passed)
+    # a retraining on the model's own schedule: the model an audit would train (a fall-back's retraining takes
+    # no options; one asked for with options overriding the schedule is not)
+    as_trained = update.method == "retrain" and (attempt is not None or not options)
+    version, model_run, superseded = release(lineage, plan, update, after, data_after, verification.passed,
+                                             as_trained)
     superseded = [*superseded, *audit_steps.escrow_entries(plan, escrow)]
     model = {"name": plan.model_name, "version": version, "parent_version": plan.parent_version,
              "run_id": model_run, "parent_run_id": plan.parent_run}
@@ -181,7 +185,7 @@ def removal_timestamps(plan: Plan) -> dict:
 
 
 def release(lineage: Lineage, plan: Plan, update: Update, after, data_after: str,
-            verified: bool) -> tuple[str, str, list]:
+            verified: bool, as_trained: bool = False) -> tuple[str, str, list]:
     """Register the new model version with its lineage tags; only if verified, promote it, mark the
     versions it supersedes and purge those due now. Returns (version, model run id, what happened
     to each superseded artifact)."""
@@ -190,7 +194,8 @@ def release(lineage: Lineage, plan: Plan, update: Update, after, data_after: str
         "parent_version": plan.parent_version, "request_id": req.id, "request_hash": request_hash(lineage.root, req),
         "method": update.method, "guarantee": update.guarantee, "data_before": plan.data_version,
         "data_after": data_after, "verified": str(verified).lower(), "lineage_run": lineage.parent_run,
-        "dataset_digest": dataset_digest(lineage.root, after.name), **plan.kind.version_tags(update)},
+        "dataset_digest": dataset_digest(lineage.root, after.name), **plan.kind.version_tags(update),
+        **({RETRAINED_AS_TRAINED: "true"} if as_trained else {})},
         plan.kind.private_state(update, after))
     superseded = []
     if verified:

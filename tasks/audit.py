@@ -1,6 +1,7 @@
 """The audit's steps: retraining, amortised. One reference per model, retrained on the current data
 version, judges the production model for every request completed since the model's last audit
-(flows/audit.py is the recipe; docs/compliance.md, "Audits").
+(flows/audit.py is the recipe; docs/compliance.md, "Audits"). A production model that is itself that
+retraining (`exact_on_current_data`) is judged exact without retraining.
 
 - Coverage: the ledger's `completed` requests of the model without an audit entry yet, and the
   requests that left an escrow (every processed request leaves one, also one run by `unlearn
@@ -33,7 +34,7 @@ import torch
 
 from tasks import certificates, dvc, ledger, state, tracking
 from tasks import data as data_store
-from tasks.common import NOT_RETRAINABLE, Lineage, Plan, whole_number_option
+from tasks.common import NOT_RETRAINABLE, RETRAINED_AS_TRAINED, Lineage, Plan, dataset_digest, whole_number_option
 from unlearning import references
 from unlearning.compliance import escrow as sealing
 from unlearning.compliance import ledger as lg
@@ -225,7 +226,7 @@ DEFAULT_MAX_AGE_DAYS = 30.0  # --min-requests N without --max-age
 class Cadence:
     """When a model with requests since its last audit is due for one: at `min_requests` such
     requests (None: no count rule), or once the oldest of them is `max_age_days` old (None: no age
-    rule). The default audits every model with one request. Each audit retrains once: on a quiet
+    rule). The default audits every model with one request. Each audit retrains at most once: on a quiet
     model a weekly audit of one or two requests costs a retraining per request (bench.stream), while
     a cadence of 50 requests, at most a month apart, shares one among them."""
 
@@ -339,6 +340,7 @@ class AuditPlan:
     job: references.ReferenceJob = None
     b: Any = None  # a certified table model's noise
     device: str = "cpu"  # where the deep-model work computes (tasks.devices.place)
+    exact: bool = False  # production is the retraining the audit would run (exact_on_current_data)
     # production's chain (tasks.audit_checks.production_chain), read once by judge for the checks
     # that use it (the text exposure rows, the escrow checks); None: unknown, and for a table
     chain: list[str] | None = None
@@ -357,14 +359,17 @@ class AuditPlan:
         return [by_run[run] for run in runs if run in by_run], [run for run in runs if run not in by_run]
 
 
-def exact_on_current_data(production, data_version: str | None) -> bool:
-    """Is the production model itself a model trained exactly on the current data (a fall-back's or an
-    audit's retraining, or a training, on this data version)? Then no fast update stands between it
-    and the data the covered requests left, and the audit's retraining would only train it again:
-    the audit judges it exact without retraining (tasks.audit_checks.already_exact)."""
-    tags = production.tags
-    return (data_version is not None and tags.get("guarantee") == "exact"
-            and tags.get("data_after") == data_version)
+def exact_on_current_data(tags: dict, data_version: str | None, digest: str | None) -> bool:
+    """Is the production model (its version `tags`) the retraining an audit would run now? It must be
+    a retraining on the model's own schedule (RETRAINED_AS_TRAINED: a request's retraining or
+    fall-back without options, an audit's promotion — not a training, an import or a retraining
+    with options), on the current data version, of the dataset's files as they are (`digest`, so
+    data changed without `dvc add` does not pass). Then no fast update stands between it and the
+    data the covered requests left, and retraining would only train it again: the audit judges it
+    exact without retraining (tasks.audit_checks.already_exact)."""
+    return (data_version is not None and digest is not None and tags.get("guarantee") == "exact"
+            and tags.get(RETRAINED_AS_TRAINED) == "true" and tags.get("data_after") == data_version
+            and tags.get("dataset_digest") == digest)
 
 
 def plan_audit(root: Path, model: str) -> AuditPlan:
@@ -378,7 +383,9 @@ def plan_audit(root: Path, model: str) -> AuditPlan:
     opened, unreadable = open_held_escrows(root, escrow_files(root, model))
     plan = AuditPlan(model, kind, production, bundle, dataset, dvc.data_version(root), ledger_requests(root, model),
                      opened, unreadable)
-    if exact_on_current_data(production, plan.data_version):
+    plan.exact = exact_on_current_data(production.tags, plan.data_version,
+                                       dataset_digest(root, production.tags.get("dataset", model)))
+    if plan.exact:
         return plan  # nothing to retrain: plan.job stays None
     if kind.name == "table":
         plan.b = state.load_noise(root, production.run_id)

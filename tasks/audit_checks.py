@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from tasks import references as prefetch
-from tasks.audit import ESCROWED_DATA, AuditPlan, escrow_file, escrow_run, exact_on_current_data
+from tasks.audit import ESCROWED_DATA, AuditPlan, escrow_file, escrow_run
 from tasks.common import progress
 from unlearning.checks import undecided_removal
 from unlearning.images.verify import REMOVAL_CHECKS
@@ -223,20 +223,20 @@ JUDGES = {"table": audit_table, "text": audit_text, "images": audit_images}
 
 
 def already_exact(plan: AuditPlan) -> Judgement:
-    """The judgement of a production model trained exactly on the current data: every covered
-    request's data left the data it was trained on, and no fast update has touched it since. The
-    model the audit would retrain is this one (the same data, schedule and seeds), so nothing is
-    retrained and nothing is promoted; its one check says why."""
-    progress(f"  audit {plan.model}: production v{plan.production.version} was trained exactly on the current data "
-             f"({plan.production.tags.get('method')}): nothing to retrain")
+    """The judgement of a production model that is the retraining the audit would run
+    (tasks.audit.exact_on_current_data: retrained on its own schedule, on the current data version
+    and files): every covered request's data left the data it was trained on, and no fast update has
+    touched it since. Nothing is retrained and nothing is promoted; its one check says why."""
+    version = plan.production.version
+    progress(f"  audit {plan.model}: production v{version} was retrained on the current data: nothing to retrain")
     check = {"name": "fast_updates_since_exact_model", "value": 0,
-             "threshold": f"== 0 (production v{plan.production.version} was trained exactly on data version "
+             "threshold": f"== 0 (production v{version} was retrained on its own schedule on data version "
                           f"{str(plan.data_version)[:12]})", "passed": True}
     return Judgement([check], {"reference": "production (exact on the current data)"}, None, 0.0)
 
 
 def judge(root: Path, plan: AuditPlan) -> Judgement:
-    if exact_on_current_data(plan.production, plan.data_version):
+    if plan.exact:
         return already_exact(plan)
     if plan.kind.name in ESCROWED_DATA:  # read once, for the kind's checks and the escrow checks below
         plan.chain = production_chain(root, plan)

@@ -82,6 +82,11 @@ def pyplot():
     return plt
 
 
+# version tag of a model retrained on its own schedule (a request's retraining or fall-back without options,
+# an audit's promotion): with its data version current, the model an audit would train again
+RETRAINED_AS_TRAINED = "retrained_as_trained"
+
+
 def dataset_digest(root: Path, name: str) -> str:
     """sha256 over one dataset's files: its version within the repository-wide data.dvc."""
     h = hashlib.sha256()

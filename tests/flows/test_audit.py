@@ -123,6 +123,14 @@ def test_an_audit_of_a_model_retrained_on_the_current_data_retrains_nothing(work
     assert out["covered_requests"] == ["EXA-3"] and out["timings"]["retrain_s"] > 0
     assert {c["name"] for c in out["checks"]} == {"agreement_with_retrain", "accuracy_gap_pts"}
 
+    # a training on the current data is exact too, but not a retraining the pipeline made from the
+    # request's corrected data (it may have been fed the removed data again): the audit retrains
+    comply_requests(workspace, capsys, {"id": "EXA-4", "delete_records": ["P1030"]})
+    assert run_json(capsys, ["train", "people"])[0] == 0
+    code, out = run_json(capsys, ["audit", "people"])
+    assert code == 0, out
+    assert out["covered_requests"] == ["EXA-4"] and out["timings"]["retrain_s"] > 0
+
 
 def test_a_failed_audit_promotes_the_retrained_model_and_names_the_request_that_fell_short(
         workspace, people_csv, capsys):

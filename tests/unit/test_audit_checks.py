@@ -109,18 +109,20 @@ def test_a_missing_escrow_fails_unless_its_request_was_removed_exactly_in_produc
     assert audit_checks.requests_without_escrow(tmp_path, plan, None) == ["R-1", "R-2"]  # chain unknown: judged
 
 
-def test_only_a_production_model_trained_exactly_on_the_current_data_spares_the_audit_its_retraining():
+def test_only_a_production_model_retrained_on_the_current_data_spares_the_audit_its_retraining():
     from tasks.audit import exact_on_current_data
+    from tasks.common import RETRAINED_AS_TRAINED
 
-    def production(**tags):
-        return SimpleNamespace(tags=tags)
-
-    assert exact_on_current_data(production(guarantee="exact", data_after="d2"), "d2")  # a fall-back, an audit's promotion
-    assert not exact_on_current_data(production(guarantee="exact", data_after="d1"), "d2")  # the data moved since
-    for guarantee in ("empirical", "certified", "declared", None):  # a fast update, an import, an older version
-        assert not exact_on_current_data(production(guarantee=guarantee, data_after="d2"), "d2")
-    assert not exact_on_current_data(production(guarantee="exact"), None)  # no data version known: never spared
-    assert not exact_on_current_data(production(guarantee="exact", data_after=None), None)
+    retrained = {"guarantee": "exact", RETRAINED_AS_TRAINED: "true", "data_after": "d2", "dataset_digest": "f2"}
+    assert exact_on_current_data(retrained, "d2", "f2")  # a fall-back, an audit's promotion
+    assert not exact_on_current_data(retrained, "d3", "f2")  # the data version moved since
+    assert not exact_on_current_data(retrained, "d2", "f3")  # the files changed without `dvc add`
+    assert not exact_on_current_data(retrained, None, "f2") and not exact_on_current_data(retrained, "d2", None)
+    # a training (it may have been fed the data again), a retraining with options overriding the schedule,
+    # a version from before the tag: the audit retrains
+    assert not exact_on_current_data({**retrained, RETRAINED_AS_TRAINED: None}, "d2", "f2")
+    for guarantee in ("empirical", "certified", "declared", None):  # a fast update, an import
+        assert not exact_on_current_data({**retrained, "guarantee": guarantee}, "d2", "f2")
 
 
 def test_the_text_demo_says_when_its_audit_had_nothing_to_retrain():
