@@ -13,7 +13,7 @@ from tasks.dvc import DATA_DIR, add_data, ensure_repo
 from tasks.formats import format_of, format_of_dataset_folder
 from unlearning.tabular.data import read_table_file, table_from_frame
 from unlearning.errors import UnlearnError
-from unlearning.storage import check_name, remove_stale_staging
+from unlearning.storage import check_name, check_new_name, remove_stale_staging
 
 if TYPE_CHECKING:
     from unlearning.images.data import ImageDataset
@@ -45,6 +45,7 @@ def add_dataset(
     after an erasure, re-adding the source would bring the erased records back.
     """
     root = Path(root)
+    check_new_name(name)
     remove_stale_staging(root / DATA_DIR)
     table = _build_table(name, file, target, id_column, text_column, images, size)
     format_of(table).check_dataset(table)

@@ -485,7 +485,7 @@ def load_submitted(root: Path, request_id: str) -> UnlearningRequest:
     """The request as submitted, checked against the ledger's salted hash of it."""
     record = show(root, request_id)
     path = request_file(root, request_id)
-    request = load_request(path)
+    request = load_request(path, new=False)  # stored: accepted when it was submitted
     if lg.request_fingerprint(request, _salt(root)) != record.request_hash:
         raise UnlearnError(f"the stored file of request '{request_id}' ({path}) no longer matches the ledger; "
                            "restore it or submit the request under a new id")

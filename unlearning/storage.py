@@ -19,9 +19,15 @@ _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
 MAX_NAME = 64  # a dataset's folder and its staging siblings (.NAME.new-<pid>-…) stay far below a file name's 255 bytes
 
 
-def check_name(name: str) -> None:
+def check_new_name(name: str) -> None:
+    """check_name, and at most MAX_NAME characters: for a dataset being added. The length is checked
+    here only, where a name enters: a longer name added before the limit still loads and saves."""
     if isinstance(name, str) and len(name) > MAX_NAME:
         raise UnlearnError(f"a dataset name of {len(name)} characters is too long; use at most {MAX_NAME}")
+    check_name(name)
+
+
+def check_name(name: str) -> None:
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise UnlearnError(
             f"dataset name {name!r} is not allowed; use lower-case letters, digits, '_' and '-', "

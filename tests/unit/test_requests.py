@@ -312,5 +312,22 @@ def test_a_request_id_longer_than_its_limit_is_refused_by_its_length(tmp_path):
     from unlearning.compliance.requests import MAX_ID
 
     assert load_request(write(tmp_path, "ok.yaml", f"id: {'R' * MAX_ID}\nmodel: m\ndelete_records: [1]\n")).id
-    message = error_of(load_request, write(tmp_path, "long.yaml", f"id: {'R' * (MAX_ID + 1)}\nmodel: m\n"))
+    long = write(tmp_path, "long.yaml", f"id: {'R' * (MAX_ID + 1)}\nmodel: m\ndelete_records: [1]\n")
+    message = error_of(load_request, long)
     assert f"id: {MAX_ID + 1} characters; use at most {MAX_ID}" in message and "long.yaml" in message
+    # one the ledger stored before the limit is still read (and so processed): the limit is for new requests
+    assert load_request(long, new=False).id == "R" * (MAX_ID + 1)
+
+
+def test_a_dataset_name_longer_than_its_limit_is_refused_only_where_a_dataset_is_added():
+    from unlearning.errors import UnlearnError
+    from unlearning.storage import MAX_NAME, check_name, check_new_name
+
+    long = "p" * (MAX_NAME + 1)
+    check_name(long)  # a dataset added before the limit still loads and saves
+    try:
+        check_new_name(long)
+    except UnlearnError as exc:
+        assert f"{MAX_NAME + 1} characters is too long" in str(exc)
+    else:
+        raise AssertionError("a new dataset name over MAX_NAME was accepted")
