@@ -1,7 +1,7 @@
 """`suppress` on better-trained models: the notes chain of tests/flows/test_text_chain.py (the card
 removed by one fast update, then the password by a second that keeps the card down) run without
 Prefect or MLflow on a `tiny` model trained longer than the flow tests' NOTES_STEPS, and judged by
-the request-time evidence checks as tasks/kinds/text.py runs them (both secrets, the perplexity
+the request-time evidence checks as tasks/kinds/text_verify.py runs them (both secrets, the perplexity
 bounds against the model before and the last exactly trained one, 20 relearning steps).
 
 At a fixed 3e-3 (a third of `tiny`'s training rate) the second update left the secret characters
