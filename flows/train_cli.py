@@ -9,6 +9,7 @@ from pathlib import Path
 from flows.arguments import checked_config, checked_device
 from flows.compliance_cli import EXIT_OK, emit
 from flows.settings import probe_tracking_server
+from unlearning.storage import check_new_model_name
 from unlearning.errors import UnlearnError
 
 
@@ -41,6 +42,8 @@ def cmd_train(args, root: Path) -> int:
     image_config = checked_config(ImageTrainConfig, preset=args.preset, subset=args.subset, epochs=args.epochs,
                                   seed=args.seed, factory=args.model_factory, device=device,
                                   precision=args.precision)
+    if args.model is not None:
+        check_new_model_name(args.model)
     dataset = data_store.load_dataset(root, args.dataset)  # fail fast, before any run is recorded
     from tasks.kinds import kind_of
 
@@ -76,6 +79,7 @@ def cmd_model_import(args, root: Path) -> int:
     from tasks.kinds.hf import check_pretrained, declared_schedule
     from tasks.release import project_lock_once_started, recover_interrupted
 
+    check_new_model_name(args.name)
     keep_run_failures_off_console()
     probe_tracking_server()
     recover_interrupted(root, "model import")

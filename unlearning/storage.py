@@ -19,6 +19,20 @@ _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
 MAX_NAME = 64  # a dataset's folder and its staging siblings (.NAME.new-<pid>-…) stay far below a file name's 255 bytes
 
 
+_MODEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_new_model_name(name: str) -> None:
+    """A registered model's name where one enters (`train --model`, `model import NAME`): it names
+    MLflow's registered model and the model's folders under .unlearn/ (escrow, state), so letters,
+    digits, '.', '_', '-', at most MAX_NAME characters (MLflow refused '/' and '..' only when the
+    model was registered, with a traceback after the run was recorded; any length was accepted)."""
+    if not isinstance(name, str) or len(name) > MAX_NAME or not _MODEL_RE.fullmatch(name):
+        shown = name if isinstance(name, str) and len(name) <= MAX_NAME else f"of {len(str(name))} characters"
+        raise UnlearnError(f"model name {shown!r} is not allowed; use letters, digits, '.', '_' and '-', starting "
+                           f"with a letter or digit, at most {MAX_NAME} characters")
+
+
 def check_new_name(name: str) -> None:
     """check_name, and at most MAX_NAME characters: for a dataset being added. The length is checked
     here only, where a name enters: a longer name added before the limit still loads and saves."""

@@ -119,6 +119,18 @@ def test_a_dataset_name_too_long_for_its_folder_is_one_line(trained, capsys, tmp
             f"a dataset name of {MAX_NAME + 1} characters is too long; use at most {MAX_NAME}")
 
 
+def test_a_model_name_mlflow_or_the_file_system_would_refuse_is_one_line(trained, capsys, tmp_path):
+    """`train --model ../evil` got MLflow's traceback (exit 1) after the run was recorded, `..` the
+    same, and any length was accepted (the name is a folder under .unlearn/): one line, exit 2,
+    nothing written; `model import NAME` alike."""
+    from unlearning.storage import MAX_NAME
+
+    for name in ("../evil", "..", "a:b", "m" * (MAX_NAME + 1), "_under"):
+        run_bad(trained, capsys, ["train", "people", "--model", name], "is not allowed; use letters, digits")
+    run_bad(trained, capsys, ["model", "import", "../evil", "--from-pretrained", str(tmp_path), "--dataset", "people"],
+            "model name '../evil' is not allowed")
+
+
 def test_a_table_file_over_the_limit_is_one_line(trained, capsys, tmp_path):
     from unlearning.tabular.data import MAX_FILE_BYTES
 
