@@ -45,9 +45,9 @@ def audit_flow(root: str, model: str | None = None, rebase: bool = False, keep_s
                min_requests: int | None = None, max_age_days: float | None = None, device: str = "auto") -> dict:
     """Audit `model` (None: every model with a request since its last audit) once its cadence makes
     it due (`min_requests` requests since its last audit, or the oldest `max_age_days` old; either
-    alone, or neither: every model with a request; see tasks.audit.cadence_setting); see the module doc. Returns {"audits": [per model: model, covered_requests,
-    passed, decided, checks, rebased, promoted, why_promoted, record, timings.retrain_s, ...],
-    "recovered": [...]}. `device`: where a
+    alone, or neither: every model with a request; see tasks.audit.cadence_setting); see the module
+    doc. Returns {"audits": [per model: model, covered_requests, passed, decided, checks, rebased,
+    promoted, why_promoted, record, timings.retrain_s, ...], "recovered": [...]}. `device`: where a
     deep model's reference and checks compute (unlearning.devices; a table model stays on the CPU)."""
     root_path = Path(root)
     keep_days = release.keep_days_setting(keep_superseded_days)

@@ -164,8 +164,9 @@ def demo_audit(root: str, forgot: dict, device: str = "auto") -> dict | None:
     m = done["metrics"]
     # none of them when production was itself retrained on the current corpus (the request fell back to
     # retraining): the audit then retrains nothing (tasks.audit.exact_on_current_data)
-    return {"passed": done["passed"], "exposure_after": m.get("exposure_after"), "exposure_retrain": m.get("exposure_retrain"),
-            "perplexity_after": m.get("perplexity_after"), "perplexity_retrain": m.get("perplexity_retrain"),
+    return {"passed": done["passed"], "exposure_after": m.get("exposure_after"),
+            "exposure_retrain": m.get("exposure_retrain"), "perplexity_after": m.get("perplexity_after"),
+            "perplexity_retrain": m.get("perplexity_retrain"),
             "retrain_s": done["timings"]["retrain_s"], "checks": done["checks"], "record": done["record"],
             "promoted": done["promoted"]}
 
