@@ -11,7 +11,7 @@
   the "before" of every request on it), so a later request does not measure it again, and for a
   fast-updated one the forget runs of its chain since the last exact model (ids only);
 - an image model version's outputs (features and logits) on its training and held-out images
-  (`outputs/`, unlearning.images.evidence.KnownOutputs): the "before" of every request on it,
+  (`outputs/`, unlearning.images.outputs.KnownOutputs): the "before" of every request on it,
   computed once per version; derived from the images, so it goes with the version like `encoded/`;
 - the audit escrow (`escrow/<model>/<forget run>.bin`, sealed by tasks.audit): what a request's
   audit needs of its removed data, deleted by that audit (or when the model is retired); sealed as

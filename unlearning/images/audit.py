@@ -8,9 +8,9 @@ epochs over 800: 1.3 s against 0.8 s), and every other metric of unlearning.metr
 beside them and dropped.
 
 So each drop is decided in two stages (`staged_drop`): first on a fixed sample of the set (by a
-hash of the record id, as the evidence samples are: unlearning.images.evidence.first_by_key),
+hash of the record id, as the evidence samples are: unlearning.images.samples.first_by_key),
 paired — both models on the same images, only those they disagree on carry noise
-(evidence.paired_drop) — and the verdict is taken there when the sample is clear of the threshold
+(samples.paired_drop) — and the verdict is taken there when the sample is clear of the threshold
 by z standard errors either way; otherwise the rest of the set is evaluated and the whole-set
 drop decides, exactly as before. A sampled verdict differs from the whole set's only when the
 true drop lies on the other side of the threshold and the sample strayed z SE from it: at a true
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from unlearning.images.evidence import paired_drop, sample_key
+from unlearning.images.samples import paired_drop, sample_key
 from unlearning.images.verify import ImageVerifyConfig, image_checks
 from unlearning.metrics import model_outputs
 
@@ -58,7 +58,7 @@ class StagedDrop:
 
 
 def by_key(ids) -> np.ndarray:
-    """Positions of `ids` in sample_key order: its first m are evidence.first_by_key(ids, m)."""
+    """Positions of `ids` in sample_key order: its first m are samples.first_by_key(ids, m)."""
     return np.argsort(np.array([sample_key(str(i)) for i in ids], dtype=np.uint64), kind="stable")
 
 
@@ -77,7 +77,7 @@ def staged_drop(after: torch.nn.Module, retrained: torch.nn.Module, part: tuple,
     """accuracy(retrained) − accuracy(after) on `part` (X, y, record ids), in points: looked at on
     the first `sample`, 2·`sample`, ... images by sample_key (each look evaluates only the images
     added) and decided at the first look where drop ± z·SE lies wholly on one side of `max_drop`
-    (the paired SE of evidence.paired_drop, finite-population corrected), on every image at the
+    (the paired SE of samples.paired_drop, finite-population corrected), on every image at the
     latest. k looks before the whole set err with probability ≤ k·Φ(−z) at a true drop on the
     threshold (Bonferroni), less away from it."""
     x, y, ids = part

@@ -62,7 +62,6 @@ from unseen images for reasons other than memorisation.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 
@@ -76,6 +75,9 @@ from unlearning.images.request import ImageData, ImageRequest
 from unlearning.images.verify import ImageEvidenceConfig  # noqa: F401 (re-exported)
 from unlearning.metrics import evaluate_outputs, loss_mia_auc, model_outputs
 from unlearning.metrics.evaluate import Outputs
+from unlearning.images.outputs import (  # noqa: F401 — evidence's names for its callers
+    KnownOutputs, compact, evaluate_sets, known_of, outputs_of)
+from unlearning.images.samples import first_by_key, paired_drop  # noqa: F401 — also for callers
 
 
 @dataclass(frozen=True)
@@ -211,22 +213,6 @@ def evidence_of(model: torch.nn.Module, sets: EvidenceSets, cfg: ImageEvidenceCo
 
 # Not cached: a cache would keep record ids, erased ones included, in a long-running service's
 # memory (`unlearn serve`). Hashing 60,000 ids takes about 0.06 s.
-def sample_key(record_id: str) -> int:
-    """A record's place in every sample of this module: a hash of its id, so that the sample of a
-    set is a fixed function of the set (the same test images every request, D′'s sample losing
-    only the erased ones) and the next request's model before already knows its outputs on it."""
-    return int.from_bytes(hashlib.blake2b(str(record_id).encode(), digest_size=8).digest(), "big")
-
-
-def first_by_key(ids, m: int | None) -> np.ndarray:
-    """Positions (ascending) of the `m` ids with the smallest sample_key; all when m is None or ≥ len."""
-    ids = list(ids)
-    if m is None or m >= len(ids):
-        return np.arange(len(ids))
-    keys = np.array([sample_key(str(i)) for i in ids], dtype=np.uint64)
-    return np.sort(np.argsort(keys, kind="stable")[:m])
-
-
 def control_sample(ids, labels, recorded, cfg: ImageEvidenceConfig) -> np.ndarray:
     """Positions of the held-out controls judged: per recorded class r with n_r forget images, the
     max(min_controls, controls_per_forget · n_r) of class r first by sample_key. A stratum's gap
@@ -249,36 +235,6 @@ def utility_sample_size(cfg: ImageEvidenceConfig, n_forget: int) -> int | None:
     if cfg.utility_images is None:
         return None
     return max(cfg.utility_images, cfg.utility_per_forget * n_forget)
-
-
-def paired_drop(correct_before, correct_after, population: int, max_drop: float, z: float) -> dict:
-    """The accuracy drop (points) from the model before to the update on a sample of n of a set's
-    `population` images, judged paired, and its tolerance max_drop + z · SE.
-
-    Per image d = 1 if the model before got it right and the update wrong, −1 the other way, 0 when
-    both agree: the drop over the whole set is exactly mean(d) (TA_before − TA_after), and the
-    sample's mean is its unbiased estimate (the sample is by a hash of the record id: unrelated to
-    either model). Var = (N − n)/(N − 1) · S²/n (a sample without replacement from N), S² = E[d²] −
-    E[d]², with E[d²] the share of discordant pairs (b lost + c gained) smoothed to (b + c + 1)/(n + 2)
-    and S² ≥ 1/(n + 2), so a sample without discordance keeps a width. Only the discordant images
-    carry noise: an update that flips 2 % of the predictions is measured on 100 images to ±1.4
-    points (SE), where an unpaired TA of 100 images has ±4. Passing when drop ≤ max_drop + z · SE
-    keeps a false alarm on an update whose true drop is ≤ max_drop under Φ(−z) (0.13 % at z = 3,
-    one-sided); a true drop of max_drop + 2z · SE is caught as often. The price is width: an update
-    flipping 20 % of 100 sampled predictions is judged to ≈ max_drop + 12 points, so the sample
-    catches a damaged model (tens of points), not a drop of a few points beyond max_drop (the full
-    set, utility_images None, does). A sample of the whole set has SE 0: the full check."""
-    before, after = np.asarray(correct_before, bool), np.asarray(correct_after, bool)
-    n = len(before)
-    if n == 0:
-        return {"drop": 0.0, "se": 0.0, "tolerance": max_drop, "n": 0, "population": population,
-                "lost": 0, "gained": 0}
-    lost, gained = int((before & ~after).sum()), int((~before & after).sum())
-    fpc = (population - n) / (population - 1) if population > 1 else 0.0
-    spread = max((lost + gained + 1) / (n + 2) - ((lost - gained) / n) ** 2, 1 / (n + 2))
-    se = 100 * math.sqrt(max(fpc, 0.0) * spread / n)
-    return {"drop": 100 * (lost - gained) / n, "se": se, "tolerance": max_drop + z * se, "n": n,
-            "population": population, "lost": lost, "gained": gained}
 
 
 def utility_drops(before: dict, after: dict, populations: dict, cfg: ImageEvidenceConfig) -> dict:
@@ -365,107 +321,6 @@ def evidence_checks(evidence: dict, after: dict, before: dict, cfg: ImageEvidenc
         text = f"<= {d['tolerance']:.3g}" if not d["se"] else f"<= {d['tolerance']:.3g} (sample of {d['n']})"
         checks.append(check(f"{key}_drop_vs_original", d["drop"], text, d["drop"] <= d["tolerance"]))
     return checks
-
-
-# --- the model before's outputs, once per version --------------------------------------------------
-
-def compact(t: torch.Tensor) -> torch.Tensor:
-    """`t` (float64, as model_outputs returns it) as float32 where that loses nothing: a float32
-    model's outputs are float32 numbers widened, so they are kept at half the size, exactly."""
-    f = t.float()
-    return f if torch.equal(f.double(), t) else t
-
-
-@dataclass(frozen=True, eq=False)
-class KnownOutputs:
-    """A model version's outputs (features and logits, as unlearning.metrics.model_outputs gives
-    them) on images named by record id: what every request on the version needs of the model
-    before. Derived from the images (training images included): it is kept as the version's
-    private state and purged with it, never published."""
-
-    ids: tuple[str, ...]
-    features: torch.Tensor  # (n, d)
-    logits: torch.Tensor  # (n, K)
-
-    @classmethod
-    def of(cls, ids, outputs: Outputs) -> KnownOutputs:
-        ids = tuple(str(i) for i in ids)
-        if len(ids) != len(outputs.labels) or len(set(ids)) != len(ids):
-            raise ValueError(f"need one distinct id per row: {len(ids)} ids ({len(set(ids))} distinct) "
-                             f"for {len(outputs.labels)} rows")
-        return cls(ids, compact(outputs.features), compact(outputs.logits))
-
-    def rows(self) -> dict[str, int]:
-        return {i: r for r, i in enumerate(self.ids)}
-
-    def restricted(self, keep) -> KnownOutputs:
-        """Only the rows of the ids in `keep` (what a new version may keep: its own training
-        images and the held-out ones, never an erased image's outputs)."""
-        keep = set(keep)
-        rows = [r for r, i in enumerate(self.ids) if i in keep]
-        return KnownOutputs(tuple(self.ids[r] for r in rows), self.features[rows], self.logits[rows])
-
-    def merged(self, other: KnownOutputs | None) -> KnownOutputs:
-        """These rows and those of `other` (ours first where both hold an id)."""
-        if other is None:
-            return self
-        mine = set(self.ids)
-        extra = [r for r, i in enumerate(other.ids) if i not in mine]
-        return KnownOutputs(self.ids + tuple(other.ids[r] for r in extra),
-                            compact(torch.cat([self.features.double(), other.features[extra].double()])),
-                            compact(torch.cat([self.logits.double(), other.logits[extra].double()])))
-
-    def as_state(self) -> dict:
-        return {"ids": list(self.ids), "features": self.features, "logits": self.logits}
-
-    @classmethod
-    def from_state(cls, content: dict | None) -> KnownOutputs | None:
-        if not content:
-            return None
-        return cls(tuple(content["ids"]), content["features"], content["logits"])
-
-
-def outputs_of(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ids, known: KnownOutputs | None,
-               batch_size: int = 512) -> tuple[Outputs, int]:
-    """(model_outputs(model, x, y), how many rows were evaluated): the rows `known` holds (the same
-    model's outputs on those ids) are read from it, the others evaluated."""
-    ids = [str(i) for i in ids]
-    index = known.rows() if known is not None else {}
-    rows = [index.get(i, -1) for i in ids]
-    missing = [p for p, r in enumerate(rows) if r < 0]
-    if len(missing) == len(ids):
-        return model_outputs(model, x, y, batch_size), len(ids)
-    y = torch.as_tensor(y).long().cpu()
-    hit = [p for p, r in enumerate(rows) if r >= 0]
-    hit_rows = [rows[p] for p in hit]
-    features = torch.empty(len(ids), known.features.shape[1], dtype=torch.float64)
-    logits = torch.empty(len(ids), known.logits.shape[1], dtype=torch.float64)
-    features[hit], logits[hit] = known.features[hit_rows].double(), known.logits[hit_rows].double()
-    if missing:
-        fresh = model_outputs(model, x[missing], y[missing], batch_size)
-        features[missing], logits[missing] = fresh.features, fresh.logits
-    return Outputs(features, logits, y), len(missing)
-
-
-def evaluate_sets(model: torch.nn.Module, sets, known: KnownOutputs | None):
-    """(outputs per set, images evaluated, `known` with them added): an image in two sets (a
-    control among the test images) is evaluated once."""
-    outs, evaluated, running = [], 0, known
-    for x, y, ids in sets:
-        out, n = outputs_of(model, x, y, ids, running)
-        outs.append(out)
-        evaluated += n
-        running = KnownOutputs.of(ids, out).merged(running) if n else running
-    return outs, evaluated, running
-
-
-def known_of(parts: list[tuple[list, Outputs]]) -> KnownOutputs:
-    """One KnownOutputs of several (ids, outputs) of the same model (an id in two sets: the first)."""
-    known = None
-    for ids, out in parts:
-        part = KnownOutputs.of(ids, out)
-        known = part if known is None else known.merged(part)
-    return known
 
 
 @dataclass(frozen=True)
