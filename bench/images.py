@@ -160,7 +160,7 @@ def run_once(kind: str, seed: int, fm, args, lrs: dict[str, float], search: bool
 
 
 def request_images(data: ImageData, request, fm, excluded: int | None):
-    """The evidence's sets as the pipeline builds them (tasks.kinds.images.request_images), with
+    """The evidence's sets as the pipeline builds them (tasks.kinds.images_verify.request_images), with
     the dataset's record ids: Z, D \\ Z, the test split (without a forgotten class, at most
     max_test) and the held-out images of Z's classes."""
     from unlearning.images.evidence import RequestImages, control_positions

@@ -795,7 +795,7 @@ class Images:
                             ImageVerifyConfig(), n_forget=len(self._forget(ks)[1]))
 
     def evidence_checks(self, model, before, k: int) -> list[dict]:
-        """The evidence mode (unlearning.images.evidence.judge_request), as tasks/kinds/images.py runs
+        """The evidence mode (unlearning.images.evidence.judge_request), as tasks/kinds/images_verify.py runs
         it: the deleted images against held-out images of their classes (accuracy gap, membership
         AUC) in the updated model, utility (every metric, as the pipeline evaluates it, on fixed
         samples) against the model before, whose outputs its version knows (computed when it was
