@@ -104,8 +104,8 @@ def parse_json(text: str, origin: str) -> Any:
         raise UnlearnError(f"{origin} nests {depth} levels deep (at most {MAX_DEPTH}); flatten it")
     try:
         return json.loads(text, parse_int=str, parse_float=str, parse_constant=_no_constant,
-                          object_pairs_hook=_unique_json_keys)
-    except _RepeatedKey:
+                          object_pairs_hook=unique_json_keys)
+    except RepeatedKey:
         place = repeated_key_place(text)
         raise UnlearnError(f"{origin} gives a key twice in one object{f' ({place})' if place else ''}; "
                            f"keep one") from None
@@ -126,16 +126,18 @@ def _no_constant(name: str) -> Any:
     raise _Refused(f"holds {name}, which is not a JSON value; write a string or a number")
 
 
-class _RepeatedKey(_Refused):
+class RepeatedKey(_Refused):
     """A JSON object naming a key twice; the message names its place, never the key: a key can be
     a personal value (a record id in `fix_labels`)."""
 
 
-def _unique_json_keys(pairs: list[tuple[str, Any]]) -> dict:
+def unique_json_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """json.loads's object_pairs_hook refusing a key given twice (RepeatedKey, which names no key):
+    json.loads would keep only the last value unseen (request files here, JSONL text records too)."""
     out: dict = {}
     for key, value in pairs:
         if key in out:
-            raise _RepeatedKey()
+            raise RepeatedKey()
         out[key] = value
     return out
 

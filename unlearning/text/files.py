@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from unlearning.documents import refuse_repeated_columns
+from unlearning.documents import RepeatedKey, refuse_repeated_columns, unique_json_keys
 from unlearning.errors import UnlearnError
 from unlearning.text.data import TextCorpus, check_trainable_corpus
 
@@ -192,8 +192,8 @@ def _json_lines(text: str, file_name: str) -> list[dict]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line, object_pairs_hook=_once_each)
-        except _KeyTwice:  # the key itself is not printed: a key may be a personal value (an e-mail, a name)
+            row = json.loads(line, object_pairs_hook=unique_json_keys)
+        except RepeatedKey:  # the key itself is not printed: a key may be a personal value (an e-mail, a name)
             raise UnlearnError(f"line {number} of '{file_name}' gives a key twice in one object (JSON would keep "
                                f"only the last value); keep one") from None
         except ValueError:
@@ -205,19 +205,6 @@ def _json_lines(text: str, file_name: str) -> list[dict]:
             )
         rows.append(row)
     return rows
-
-
-class _KeyTwice(Exception):
-    """A JSON object naming a key twice (json.loads would keep the last value unseen)."""
-
-
-def _once_each(pairs: list[tuple[str, object]]) -> dict:
-    row: dict = {}
-    for key, value in pairs:
-        if key in row:
-            raise _KeyTwice
-        row[key] = value
-    return row
 
 
 def row_records(
