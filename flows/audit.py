@@ -92,7 +92,7 @@ def audit_model(root: Path, plan: steps.AuditPlan, rebase: bool, keep_days: int 
                                                     tags["code_version"], parent, now)
         # an undecided audit promotes the reference it already trained, as --rebase does: no check could
         # say the data is out of production, the retrained model has it out for sure
-        if judgement.retrained is None or (passed and decided and not rebase):  # None: production is exact
+        if plan.exact or (passed and decided and not rebase):  # exact: production is the retraining itself
             path, superseded = records.write_record(root, record(None)), []
         else:
             path, superseded = promote_retrained(lineage, plan, judgement, keep_days, record)

@@ -122,7 +122,7 @@ def stated_text(text: Any, option: str) -> str:
     """A reason or basis a person gives (`requests extend --reason`, `requests deny --basis`): one
     line of at most MAX_TEXT characters, refused when longer rather than cut as `one_line` cuts an
     exception's message: it is what the person was told, and the ledger must hold all of it."""
-    value = " ".join(str(text).split()) if text is not None else ""
+    value = collapsed(text)
     if not value:
         raise UnlearnError(f"{option} must not be empty")
     if len(value) > MAX_TEXT:
@@ -130,9 +130,14 @@ def stated_text(text: Any, option: str) -> str:
     return value
 
 
+def collapsed(text: Any) -> str:
+    """`text` on one line, runs of white space as one space ("" for None)."""
+    return " ".join(str(text).split()) if text is not None else ""
+
+
 def one_line(text: Any, what: str) -> str:
     """A reason or basis as one line of at most MAX_TEXT characters (exception messages can be long)."""
-    value = " ".join(str(text).split()) if text is not None else ""
+    value = collapsed(text)
     if not value:
         raise UnlearnError(f"a {what} is required and must not be empty")
     return value if len(value) <= MAX_TEXT else value[: MAX_TEXT - 1] + "…"
