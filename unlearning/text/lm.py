@@ -221,6 +221,9 @@ class TextContext(NamedTuple):
     bundle: LMBundle
     request: deep_influence.WindowRequest  # Z, Z̃ as training windows
     train_windows: torch.Tensor  # (m, T+1) the windows the model was trained on
+    # suppress's anchor on a chain of fast updates: the last model trained exactly the bundle descends
+    # from (unlearning.text.chain.drift_anchor); None: the bundle itself (unlearning.text.suppress)
+    teacher: LMBundle | None = None
 
 
 @dataclass(frozen=True)
@@ -365,7 +368,8 @@ def _suppress(ctx: TextContext, cfg: SuppressConfig) -> deep_influence.DeepUpdat
     size = int(ctx.bundle.model.config["vocab_size"])  # a model may have more outputs than its tokenizer ids
     classes = torch.cat([classes, torch.full((size - len(classes),), -1, dtype=classes.dtype)])
     options = {**cfg.model_dump(), "lr": cfg.lr or suppress_lr(ctx.bundle)}
-    return suppress.suppress(ctx.bundle.model, ctx.request, ctx.train_windows, classes, **options)
+    teacher = None if ctx.teacher is None else ctx.teacher.model
+    return suppress.suppress(ctx.bundle.model, ctx.request, ctx.train_windows, classes, teacher=teacher, **options)
 
 
 SUPPRESS_HF_LR = 3e-3  # a Hugging Face model's suppress rate: the char LM's measured one, not tuned there

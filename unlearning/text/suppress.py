@@ -25,11 +25,16 @@ what the model predicts everywhere else:
   candidate's class mean detached). With its gradient, it lifts the candidates back (exposure 0.1);
 - CE(Z̃ ∪ R): next-char cross-entropy on a sample of the redacted windows (the retrained model's own
   targets there) and a fresh sample R of untouched training windows;
-- KL(p_θ* ‖ p_θ) on R: the *anchor* to the model before the update. It is what holds perplexity:
-  without it the hinge lowers a whole class at once (every digit, every letter: the class mean
-  moves with the label from one step to the next), measured +490 % held-out perplexity on the demo
-  request; the cross-entropy alone does not resist that drift (its gradient at the trained
-  optimum is only noise).
+- KL(p_θ* ‖ p_θ) on R: the *anchor* to a teacher θ*, by default the model before the update. It is
+  what holds perplexity: without it the hinge lowers a whole class at once (every digit, every
+  letter: the class mean moves with the label from one step to the next), measured +490 % held-out
+  perplexity on the demo request; the cross-entropy alone does not resist that drift (its gradient
+  at the trained optimum is only noise). On a chain of fast updates the teacher should be the last
+  model trained exactly (`teacher`, the chain's drift anchor, unlearning.text.chain): anchored to
+  its parent, each update keeps the drift of the ones before and adds its own (the month's 10
+  updates of bench.stream's text scenario: +0.5 % held-out perplexity per update, +10.7 % after
+  the tenth); anchored to the exact model the chain started from, it stays within +0.5 to +1.3 %
+  (docs/benchmarks.md, "the chain's teacher").
 
 `target="within"` replaces the hinge by one on ln p(s_i | class) + ln|class| (the label against the
 other members of its class only, the class's total mass untouched) — gentler, measured weaker.
@@ -226,12 +231,12 @@ def suppress(model: CharLSTM, request: WindowRequest, train_windows: torch.Tenso
              steps: int = 35, lr: float = 3e-3, alpha: float = 1.0, margin: float = 1.0, anchor: float = 60.0,
              target: str = "hinge", batch: int | None = 32, tilde_batch: int = 8, retain_batch: int = 16,
              chunks: int | None = 4, early_stop: bool = True, tolerance: float = 0.05,
-             contrast: bool = True, clip: float = 5.0, seed: int = 0) -> DeepUpdate:
+             contrast: bool = True, clip: float = 5.0, seed: int = 0, teacher: nn.Module | None = None) -> DeepUpdate:
     """At most `steps` Adam steps at `lr` on the module doc's loss, each on the next `batch` affected
     windows of a seeded cycle through Z for the secret term (all when None; `contrast`: the hinge's
     class mean also taken after the same windows with their secrets redrawn, format_candidates),
     `tilde_batch` of Z̃ and `retain_batch` untouched windows. `classes`: char_classes of the model's
-    vocabulary.
+    vocabulary. `teacher`: the model the anchor holds the predictions on R to (None: `model`).
 
     What makes it cheaper, each checked against the plain path (None / False):
     - `chunks`: the hinge's windows run in that many length groups, cut after their last secret
@@ -275,7 +280,7 @@ def suppress(model: CharLSTM, request: WindowRequest, train_windows: torch.Tenso
                 extra["candidates"] = on(format_candidates(request.Z[pick], mask[pick], classes, gen))
             secret = TARGETS[target](new, on(request.Z[pick]), on(mask[pick]), on(classes), margin,
                                      chunks=chunks, **extra)
-            loss = kept_loss(new, model, on(tilde), on(retained), anchor) + alpha * secret
+            loss = kept_loss(new, model if teacher is None else teacher, on(tilde), on(retained), anchor) + alpha * secret
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(new.parameters(), clip)
@@ -294,7 +299,8 @@ def suppress(model: CharLSTM, request: WindowRequest, train_windows: torch.Tenso
     return DeepUpdate(new, "suppress", {
         "seconds": time.perf_counter() - started, "hvps": 0, "steps": taken, "max_steps": steps, "lr": lr,
         "alpha": alpha, "margin": margin, "anchor": anchor, "target": target, "contrast": contrast,
-        "chunks": chunks, "early_stop": early_stop, "tolerance": tolerance, "windows": len(request),
+        "chunks": chunks, "teacher": "the model before" if teacher is None else "given", "early_stop": early_stop,
+        "tolerance": tolerance, "windows": len(request),
         "quiet_windows": len(quiet_seen),
         "secret_chars": int(mask.sum()), "secret_loss_first": first, "secret_loss_last": last, **cost})
 
