@@ -484,6 +484,9 @@ class Text:
         # of unlearning.text.chain, as tasks/kinds/text_chain.py keeps and reads them (chain_secrets)
         self._since: dict[int, tuple] = {}
         self._ppl: dict[int, tuple] = {}  # id(model) → (it, its held-out perplexity)
+        # id(fast-updated model) → (it, the model its fast updates are anchored to: unlearning.text.chain.teacher_of;
+        # None: itself, once an audit passed it), as tasks/kinds/text_teacher.py keeps it
+        self._teachers: dict[int, tuple] = {}
         self.retrained: dict[int, object] = {}  # j → the model retrained on D_j
         self._judged: dict[int, tuple] = {}  # id(model) → (it, fingerprint → (request, its evidence row))
         self.exposure_misses: list[str] = []  # audits failed on exposure: the secret and what its evidence saw
@@ -552,10 +555,13 @@ class Text:
         chain = self.chain_of(model)
         if rules.takes_the_chain(method) and chain:
             context = self._chain_context(model, k, chain)
-        result = registry.run("text", method, context)
+        teacher = rules.teacher_of(model, self._teachers.get(id(model), (None, None))[1])
+        result = registry.run("text", method, context._replace(teacher=teacher))
         exact = rules.trained_exactly(result.guarantee)
         anchor = self.anchor_of(model) if rules.held_to_its_chain(exact) else None
         self._since[id(result.bundle)] = (result.bundle, anchor, rules.chain_after(chain, k, exact))
+        if not exact:
+            self._teachers[id(result.bundle)] = (result.bundle, teacher)
         return result.bundle
 
     def _kept(self, model) -> tuple:
@@ -659,6 +665,8 @@ class Text:
         checks = self._checks(after, ref["perplexity"], ref, judged)
         if any(c["name"] == "exposure_vs_retrain_bits" and not c["passed"] for c in checks):
             self.exposure_misses.append(self._miss(model, ks, secrets, after["exposures"], ref["exposures"], judged))
+        if id(model) in self._teachers and passed(checks):  # if it stays (no --rebase), it teaches its chain
+            self._teachers[id(model)] = (model, self.rules.teacher_after_audit(self._teachers[id(model)][1]))
         return checks
 
     def _miss(self, model, ks: list[int], secrets, after: list[float], retrained: list[float], judged: list[bool]) -> str:

@@ -7,6 +7,14 @@ bench); where they are kept (tasks.state, MLflow tags, the audit's escrow) is th
 - The drift anchor: a fast update's held-out perplexity is held to that of the last model trained
   exactly it descends from (unlearning.text.evidence's `max_drift`), not only to its parent's, so
   that stacked updates cannot each drift a little. A model trained exactly is held to no earlier one.
+- The teacher: the model `suppress`'s KL anchor holds a fast update's predictions to (lm.TextContext's
+  `teacher`): that same exact model, not the parent — anchored to its parent, each update of a chain
+  keeps the drift of the ones before and adds its own (docs/benchmarks.md, "the chain's teacher") —
+  until an audit passes a fast-updated production model and leaves it in place: from then on the
+  teacher is that audited model (`teacher_of`, `teacher_after_audit`). It memorised no request the
+  audit covered (their escrow goes with the audit, and so does the old teacher, which memorised
+  them all), and its weights are the chain's own: anchored instead to the audit's retrained model,
+  a network trained apart, the next updates drifted 3 % from it. The drift anchor stays the exact model.
 - The chain: the fast updates made since that model. A fast update extends its parent's; a model
   trained exactly (trained, retrained, a fall-back, an audit's promotion) starts an empty one; an
   unknown chain (a version made before chains were kept) stays unknown down the lineage until an
@@ -56,6 +64,18 @@ def drift_anchor(parent: M, parent_anchor: M | None = None) -> M:
     the parent was held to, or the parent itself where it was trained exactly (it kept no anchor:
     `parent_anchor` None)."""
     return parent if parent_anchor is None else parent_anchor
+
+
+def teacher_of(parent: M, parent_teacher: M | None = None) -> M:
+    """The model a fast update of `parent` is anchored to (`suppress`'s teacher): the teacher the
+    parent kept, or the parent itself where it kept none (trained exactly, or audited)."""
+    return parent if parent_teacher is None else parent_teacher
+
+
+def teacher_after_audit(teacher: M | None) -> None:
+    """The teacher a fast-updated model keeps once an audit has passed it and left it in production:
+    none, it is its own (`teacher_of`)."""
+    return None
 
 
 def chain_after(parent_chain: list[R] | None, update: R, exact: bool = False) -> list[R] | None:
