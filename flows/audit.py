@@ -92,7 +92,9 @@ def audit_model(root: Path, plan: steps.AuditPlan, rebase: bool, keep_days: int 
                                                     tags["code_version"], parent, now)
         # an undecided audit promotes the reference it already trained, as --rebase does: no check could
         # say the data is out of production, the retrained model has it out for sure
-        if plan.exact or (passed and decided and not rebase):  # exact: production is the retraining itself
+        stays = plan.exact or (passed and decided and not rebase)  # exact: production is the retraining itself
+        steps.hand_over_teacher(root, plan, stays)
+        if stays:
             path, superseded = records.write_record(root, record(None)), []
         else:
             path, superseded = promote_retrained(lineage, plan, judgement, keep_days, record)

@@ -131,12 +131,14 @@ def forget_request(lineage: Lineage, plan: Plan, options: dict | None, config, v
     from tasks import audit as audit_steps  # the audit's own stack (its text and image parts) only once here
 
     escrow = audit_steps.escrow_request(lineage, plan, verification.passed)  # what a later audit needs, sealed
+    # what the next fast update needs of the model this one supersedes (a text chain's teacher), sealed
+    kept = kind.keep_for_next_update(lineage.root, plan, update) if verification.passed else []
     # a retraining on the model's own schedule: the model an audit would train (a fall-back's retraining takes
     # no options; one asked for with options overriding the schedule is not)
     as_trained = update.method == "retrain" and (attempt is not None or not options)
     version, model_run, superseded = release(lineage, plan, update, after, data_after, verification.passed,
                                              as_trained)
-    superseded = [*superseded, *audit_steps.escrow_entries(plan, escrow)]
+    superseded = [*superseded, *audit_steps.escrow_entries(plan, escrow), *kept]
     model = {"name": plan.model_name, "version": version, "parent_version": plan.parent_version,
              "run_id": model_run, "parent_run_id": plan.parent_run}
     data = {"before": plan.data_version, "after": data_after}

@@ -127,21 +127,8 @@ def secret_owners(root: Path, plan: Plan, members: list[str]) -> dict[str, list[
 escrow_file = state.escrow_file
 
 
-def escrow_name(path: Path) -> str:
-    """The name a sealed file is bound to: its model folder and file name."""
-    return f"{path.parent.name}/{path.name}"
-
-
-def write_private(path: Path, content: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = state.private_tmp(path)
-    try:
-        tmp.write_bytes(content)
-        tmp.chmod(0o600)
-        tmp.replace(path)
-    except BaseException:  # a full disk mid-write: no partial copy of removed data stays behind
-        tmp.unlink(missing_ok=True)
-        raise
+escrow_name = state.sealed_name
+write_private = state.write_sealed
 
 
 def escrow_files(root: Path, model: str) -> list[Path]:
@@ -205,6 +192,22 @@ def drop_escrows(root: Path, names: list[str]) -> list[str]:
             path.unlink()
             removed.append(name)
     return removed
+
+
+def hand_over_teacher(root: Path, plan: "AuditPlan", stays: bool) -> None:
+    """The text chain's teacher after an audit (tasks.kinds.text_teacher): it memorised the requests
+    the audit covers, so it goes; a fast-updated production the audit passed and leaves in place
+    teaches the updates after it. Before the record: a killed audit leaves production its own
+    teacher, which is a model no covered request's update failed on yet."""
+    if plan.kind.name != "text":
+        return
+    from tasks.kinds import text_teacher
+    from unlearning.text.chain import trained_exactly
+
+    if stays and not plan.exact and not trained_exactly(plan.production.tags.get("guarantee")):
+        text_teacher.audited(root, plan.model, plan.production.run_id)
+    else:
+        text_teacher.drop_teacher(root, plan.model)
 
 
 # --- what an audit covers ----------------------------------------------------------------------------

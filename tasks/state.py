@@ -85,6 +85,10 @@ EVIDENCE_KEYS = ("held_out_perplexity", "anchor_perplexity")
 # (run ids, never a value): their escrowed secrets are suppressed and measured again by the next
 # fast update on the chain (tasks.kinds.text_chain.chain_secrets).
 CHAIN_KEY = "chain"
+# ... and the run id of the model its fast updates are anchored to (that exact model, or the version
+# itself once an audit passed it), which the next fast update finds sealed as the chain's teacher
+# (teacher_file; tasks.kinds.text_teacher)
+TEACHER_RUN_KEY = "teacher_run"
 
 
 def save_cache(root: Path, run_id: str, cache: dict) -> None:
@@ -100,6 +104,8 @@ def save_cache(root: Path, run_id: str, cache: dict) -> None:
     measured = {k: float(v) for k, v in evidence.items() if k in EVIDENCE_KEYS}
     if evidence.get(CHAIN_KEY):
         measured[CHAIN_KEY] = [str(run) for run in evidence[CHAIN_KEY]]
+    if evidence.get(TEACHER_RUN_KEY):
+        measured[TEACHER_RUN_KEY] = str(evidence[TEACHER_RUN_KEY])
     if measured:
         save_evidence(root, run_id, measured)
 
@@ -201,6 +207,14 @@ def escrow_file(root: Path, model: str, run_id: str) -> Path:
     return escrow_dir(root, model) / f"{run_id}.bin"
 
 
+def teacher_file(root: Path, model: str) -> Path:
+    """The sealed teacher of a text model's chain of fast updates: the model `suppress` anchors each
+    update of the chain to (tasks.kinds.text_teacher). Not a request's escrow (no `.bin`: the audit's
+    coverage does not count it); it lives beside them, beyond use in the same way, and the next
+    audit deletes it."""
+    return escrow_dir(root, model) / "teacher.sealed"
+
+
 def pending_escrow(path: Path) -> Path:
     """Where an escrow is sealed before its run's promotion. Only the release's end (tasks.release.
     finish: committed or rolled back, at once or by a later run's recovery) gives it its name, so a
@@ -213,20 +227,42 @@ def private_tmp(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
+def sealed_name(path: Path) -> str:
+    """The name a sealed file (an escrow, a teacher) is bound to: its model folder and file name."""
+    return f"{path.parent.name}/{path.name}"
+
+
+def write_sealed(path: Path, content: bytes) -> None:
+    """A sealed file written whole or not at all (a temporary sibling renamed), private to the user."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = private_tmp(path)
+    try:
+        tmp.write_bytes(content)
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    except BaseException:  # a full disk mid-write: no partial copy of removed data stays behind
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def settle_escrow(root: Path, model: str, run_id: str, promoted: bool) -> None:
-    pending = pending_escrow(escrow_file(root, model, run_id))
-    private_tmp(pending).unlink(missing_ok=True)  # a write a kill cut short: a partial copy of removed data
-    if pending.exists():
-        if promoted:
-            os.replace(pending, escrow_file(root, model, run_id))  # a rename: it needs no free space
-        else:
-            pending.unlink()
+    """The release's end: the run's sealed escrow, and the chain's teacher it sealed, named if
+    `production` moved, deleted otherwise."""
+    for path in (escrow_file(root, model, run_id), teacher_file(root, model)):
+        pending = pending_escrow(path)
+        private_tmp(pending).unlink(missing_ok=True)  # a write a kill cut short: a partial copy of removed data
+        if pending.exists():
+            if promoted:
+                os.replace(pending, path)  # a rename: it needs no free space
+            else:
+                pending.unlink()
 
 
 def drop_model_escrow(root: Path, model: str) -> list[dict]:
     """Delete every escrow of a model that will never be audited (retired): the purge entries."""
     folder = escrow_dir(root, model)
-    paths = sorted([*folder.glob("*.bin"), *folder.glob("*.bin.pending"), *folder.glob(".*.tmp")]) if folder.is_dir() else []
+    paths = sorted([*folder.glob("*.bin"), *folder.glob("*.bin.pending"), *folder.glob("*.sealed"),
+                    *folder.glob("*.sealed.pending"), *folder.glob(".*.tmp")]) if folder.is_dir() else []
     for path in paths:
         path.unlink()
     return [{"artifact": f"audit escrow {model}/{p.name}", "kind": "audit_escrow", "action": "purged"} for p in paths]

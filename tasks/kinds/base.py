@@ -135,6 +135,12 @@ class Kind(ABC):
         """A callable computing the private state kept beside the new version, or None."""
         return None
 
+    def keep_for_next_update(self, root: Path, plan: Plan, update: Update) -> list[dict]:
+        """Seal what the next fast update needs of the model the promotion will supersede, pending
+        until the release names it as it does an escrow (a text chain's teacher:
+        tasks.kinds.text_teacher); the certificate's entries for it. Most kinds keep nothing."""
+        return []
+
     # --- forget: what the certificate and the summary say -------------------------------------
     def certificate_result(self, update: Update) -> Result:
         """What the certificate's `guarantee` block is built from."""

@@ -20,6 +20,7 @@ from tasks.data import load_dataset, save_dataset
 from tasks.kinds.base import Kind
 from tasks.kinds.text_chain import (chain_after, chain_secrets, earlier_line, evidence_state, reference_state,
                                     window_request)
+from tasks.kinds.text_teacher import chain_teacher, keep_teacher, teacher_run
 from tasks.kinds.text_verify import (config_as, exposures_of, fall_back_evidence, fall_back_to_retrained,
                                      reference_job, retrained, verify_evidence, verify_lm)
 from tasks.kinds.hf import (check_pretrained, fine_tune_pretrained, import_lm, lineage_params, pretrained_tags,
@@ -45,8 +46,9 @@ def resolve_method(requested: str, corpus: TextCorpus, findings: list[dict], bun
                            windows=lambda: lm.affected_window_count(corpus, findings, bundle.seq_len, bundle.vocab))
 
 
-def run_method(method: str, bundle: lm.LMBundle, request, train_windows, options: dict | None):
-    result = registry.run("text", method, lm.TextContext(bundle, request, train_windows), options)
+def run_method(method: str, bundle: lm.LMBundle, request, train_windows, options: dict | None,
+               teacher: lm.LMBundle | None = None):
+    result = registry.run("text", method, lm.TextContext(bundle, request, train_windows, teacher), options)
     return result.bundle, result.guarantee, result.stats
 
 
@@ -139,9 +141,12 @@ def update_lm(lineage: Lineage, plan: Plan, after: TextCorpus, method: str, opti
     """Returns (new bundle, guarantee, stats, seconds)."""
     with lineage.child(f"update model ({method})", method=method) as run_id:
         chain = chain_secrets(lineage.root, plan) if takes_the_chain(method) else None
+        teacher = chain_teacher(lineage.root, plan) if takes_the_chain(method) else None
         earlier = len(chain.secrets) if chain else 0
         if earlier:
             progress(f"  update: {earlier} earlier secret(s) of the chain since the last exact model kept down too")
+        if teacher is not None:
+            progress("  update: anchored to the chain's sealed teacher (its exact or last audited model), not to the model before it")
         request, train_windows = window_request(plan, after, chain)
         del chain
         if method == "retrain" and not options:  # the same job as verification's reference
@@ -151,14 +156,20 @@ def update_lm(lineage: Lineage, plan: Plan, after: TextCorpus, method: str, opti
             tracking.log_params(run_id, {"reference": source})
         else:
             started = time.perf_counter()
-            bundle, guarantee, stats = run_method(method, plan.bundle, request, train_windows, options)
+            bundle, guarantee, stats = run_method(method, plan.bundle, request, train_windows, options, teacher)
             seconds = time.perf_counter() - started
+        del teacher
         stats = {**stats, "affected_windows": len(request), "earlier_secrets": earlier}
         tracking.log_params(run_id, {"method": method, **(options or {}), "affected_windows": len(request),
-                                     "earlier_secrets": earlier})
+                                     "earlier_secrets": earlier, **teacher_param(stats)})
         tracking.log_metrics(run_id, {"update_seconds": seconds,
                                       **{k: v for k, v in stats.items() if isinstance(v, (int, float))}})
     return bundle, guarantee, stats, seconds
+
+
+def teacher_param(stats: dict) -> dict:
+    """What `suppress` anchored the update to (its stats' `teacher`), as an MLflow param."""
+    return {"teacher": stats["teacher"]} if "teacher" in stats else {}
 
 
 @task(name="scan", **STEP)
@@ -248,7 +259,8 @@ class Text(Kind):
         cfg = config_as(config, evidence.EvidenceConfig)
         metrics, checks, rows = verify_evidence(lineage, plan, after, update.bundle, cfg,
                                                trained_exactly(update.guarantee))
-        update.detail = evidence_state(update, metrics, chain_after(lineage.root, plan, lineage.parent_run))
+        update.detail = evidence_state(update, metrics, chain_after(lineage.root, plan, lineage.parent_run),
+                                       teacher_run(lineage.root, plan.parent_run))
         return Verification(metrics, checks, None, detail=(rows, None), mode="evidence", retrains=0)
 
     def fall_back(self, lineage: Lineage, plan: Plan, after, update: Update, verification: Verification, config):
@@ -276,6 +288,9 @@ class Text(Kind):
 
     def version_tags(self, update: Update) -> dict:
         return pretrained_tags(update.bundle)
+
+    def keep_for_next_update(self, root: Path, plan: Plan, update: Update) -> list[dict]:
+        return keep_teacher(root, plan, update.guarantee)
 
     def private_state(self, update: Update, after):
         if isinstance(update.detail, dict):  # evidence: its perplexities (evidence_state); both modes: its chain

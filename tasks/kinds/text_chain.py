@@ -151,16 +151,19 @@ def exact_model_perplexity(root, run_id: str, own: float) -> float:
     return rules.drift_anchor(own, state.load_evidence(root, run_id).get("anchor_perplexity"))
 
 
-def evidence_state(update: Update, metrics: dict, chain: list[str] | None = None) -> dict:
+def evidence_state(update: Update, metrics: dict, chain: list[str] | None = None, teacher: str | None = None) -> dict:
     """What the new version keeps of its evidence (tasks.state, numbers and run ids only): its
     held-out perplexity (the next request's "before", measured now rather than again then) and, for a
-    fast update, the anchor it inherits and `chain` (chain_after: the forget runs since the exact
-    model); retraining makes a new anchor, itself, and a new, empty chain."""
+    fast update, the anchor it inherits, `chain` (chain_after: the forget runs since the exact model)
+    and `teacher`, the run id of the model its update was anchored to (tasks.kinds.text_teacher);
+    retraining makes a new anchor, itself, and a new, empty chain."""
     kept = {"held_out_perplexity": metrics["perplexity_after"]}
     if not rules.trained_exactly(update.guarantee):
         kept["anchor_perplexity"] = metrics["perplexity_anchor"]
         if chain is not None:
             kept[state.CHAIN_KEY] = chain
+        if teacher is not None:
+            kept[state.TEACHER_RUN_KEY] = teacher
     return kept
 
 

@@ -12,7 +12,12 @@ import yaml
 
 from flows.cli import main
 from flows.detect import detect_flow
-from tasks import audit
+import mlflow
+
+from tasks import audit, state
+from tasks.kinds import text_teacher
+from unlearning.compliance import escrow as sealing
+from unlearning.compliance import signing
 from tests.flows.conftest import pin_project_salt
 from tests.flows.test_pipeline import run_json
 from tests.flows.test_text_pipeline import files_containing
@@ -35,6 +40,12 @@ def notes_trained_and_scanned(workspace, tmp_path_factory, capsys):
     return raw, secrets, fingerprints, yaml.safe_load(Path(detected["request"]).read_text())
 
 
+def sealed_teacher(workspace: Path, model: str = "notes") -> dict:
+    """The chain's sealed teacher, opened: {"anchor": the exact model's id, "state": its weights}."""
+    path = state.teacher_file(workspace, model)
+    return sealing.open_sealed(path.read_bytes(), signing.signing_key(workspace), text_teacher.sealed_name(path))
+
+
 def test_a_text_audit_measures_the_removed_secret_from_its_escrow(workspace, tmp_path_factory, capsys, monkeypatch):
     raw, secrets, fingerprints, detected_request = notes_trained_and_scanned(workspace, tmp_path_factory, capsys)
     request = request_from(workspace, detected_request, "TXT-1", fingerprints["card"])
@@ -53,6 +64,9 @@ def test_a_text_audit_measures_the_removed_secret_from_its_escrow(workspace, tmp
     reads = []  # production's chain, read once per audit (it was read by the exposure rows and again by judge)
     monkeypatch.setattr(text_chain, "chain_runs", lambda *a, chain_runs=text_chain.chain_runs: reads.append(a)
                         or chain_runs(*a))
+    production = mlflow.MlflowClient().get_model_version_by_alias("notes", "production")
+    anchor = state.load_evidence(workspace, production.run_id)["anchor_perplexity"]
+    assert sealed_teacher(workspace)["anchor"] != production.run_id  # the trained model, which saw the card
     code, out = run_json(capsys, ["audit", "notes"])
     assert code == 0, out
     assert len(reads) == 1, reads
@@ -66,6 +80,11 @@ def test_a_text_audit_measures_the_removed_secret_from_its_escrow(workspace, tmp
     assert body["unrecorded_requests"] == ["TXT-1"] and body["escrow"]["files"] == [audit.escrow_name(sealed)]
     assert [s["fingerprint"] for s in body["metrics"]["secrets_measured"]] == [fingerprints["card"]]
     assert not sealed.exists()  # deleted once the audit covering the request completed
+    # the chain's teacher, the trained model, which saw the card, is deleted with the escrow; production,
+    # passed and left in place, teaches the updates after it; the drift is still held to the trained model
+    assert not state.teacher_file(workspace, "notes").exists()
+    kept = state.load_evidence(workspace, production.run_id)
+    assert kept[state.TEACHER_RUN_KEY] == production.run_id and kept["anchor_perplexity"] == anchor
     assert main(["certificate", "verify", str(workspace / out["record"])]) == 0
     assert files_containing(workspace, {secrets["card"], secrets["card"].replace(" ", "")}) == []
     console = capsys.readouterr()
@@ -86,8 +105,10 @@ def test_a_secret_a_retraining_removed_is_not_judged_on_exposure_by_the_audit(wo
     code, forgot = run_json(capsys, ["forget", str(request)])
     assert code == 0 and forgot["guarantee"] == "empirical", forgot
 
-    code, out = run_json(capsys, ["audit", "notes"])
+    assert state.teacher_file(workspace, "notes").exists()  # the retrained v2, the chain's teacher
+    code, out = run_json(capsys, ["audit", "notes", "--rebase"])
     assert code == 0 and out["passed"] and sorted(out["covered_requests"]) == ["TXT-R", "TXT-S"], out
+    assert out["rebased"] and not state.teacher_file(workspace, "notes").exists()  # production is exact: none
     assert {c["name"] for c in out["checks"]} == {"exposure_vs_retrain_bits", "perplexity_vs_retrain",
                                                    "secrets_regenerated"}
     assert out["metrics"]["secrets"] == 2 and out["metrics"]["secrets_removed_exactly"] == 1

@@ -11,9 +11,11 @@ from pathlib import Path
 import mlflow
 import yaml
 
-from tasks import audit, state
+import torch
+
+from tasks import audit, state, tracking
 from tests.flows.test_no_leak import needles
-from tests.flows.test_audit_text import notes_trained_and_scanned
+from tests.flows.test_audit_text import notes_trained_and_scanned, sealed_teacher
 from tests.flows.test_pipeline import run_json
 from tests.flows.test_text_pipeline import prefect_database, system_tmp  # noqa: F401 — a fixture
 
@@ -32,14 +34,29 @@ def latest_verification_record() -> dict:
                                                                artifact_path="verification.json")).read_text())
 
 
+def production_version():
+    return mlflow.MlflowClient().get_model_version_by_alias("notes", "production")
+
+
 def test_a_second_fast_update_keeps_the_first_secret_down_and_measures_it_leaking_nothing(
         workspace, system_tmp, tmp_path_factory, capsys):
     raw, secrets, prints, request = notes_trained_and_scanned(workspace, tmp_path_factory, capsys)
+    trained = production_version()
+    trained_weights = tracking.load_version_bundle("notes", trained.version).model.state_dict()
 
     # the card by `forget`, the password through the ledger and `comply`: both fast (suppress)
     code, first = run_json(capsys, ["forget", str(fast_request(workspace, request, "TXT-1", prints["card"]))])
     assert code == 0 and first["verified"] and first["guarantee"] == "empirical", first
     assert first["metrics"].get("earlier_secrets", 0) == 0  # a trained model: no chain yet
+    # the trained model, superseded and purged, is kept sealed as the chain's teacher: the model the
+    # next suppress update is anchored to (its parent would carry this update's drift on)
+    assert state.load_evidence(workspace, production_version().run_id)[state.TEACHER_RUN_KEY] == trained.run_id
+    teacher = sealed_teacher(workspace)
+    assert teacher["anchor"] == trained.run_id and teacher["state"].keys() == trained_weights.keys()
+    assert all(torch.equal(teacher["state"][k], trained_weights[k].cpu()) for k in trained_weights)
+    assert not state.pending_escrow(state.teacher_file(workspace, "notes")).exists()
+    [kept] = [e for e in first["superseded"] if e["kind"] == "chain_teacher"]  # the certificate says so
+    assert kept["artifact"].startswith(f"model notes v{trained.version} as the chain's teacher notes/teacher.sealed")
     assert run_json(capsys, ["requests", "submit", str(fast_request(workspace, request, "TXT-2",
                                                                      prints["secret"]))])[0] == 0
     code, complied = run_json(capsys, ["comply"])
@@ -47,6 +64,7 @@ def test_a_second_fast_update_keeps_the_first_secret_down_and_measures_it_leakin
     assert code == 0 and done["status"] == "completed", complied
     certificate = json.loads((workspace / done["certificate"]).read_text())
     assert certificate["guarantee"] == "empirical"
+    assert not [e for e in certificate["superseded"] if e["kind"] == "chain_teacher"]  # the chain keeps its teacher
 
     rows = {r["fingerprint"]: r for r in certificate["fidelity"]["secrets"]}
     assert set(rows) == {prints["card"], prints["secret"]}  # the earlier secret is measured again
@@ -62,9 +80,12 @@ def test_a_second_fast_update_keeps_the_first_secret_down_and_measures_it_leakin
     [update_run] = mlflow.search_runs(search_all_experiments=True, output_format="list",
                                       filter_string="params.earlier_secrets = '1'")
     assert update_run.data.params["method"] == "suppress"  # its hinge took the earlier secret too
+    assert update_run.data.params["teacher"] == "given"  # anchored to the sealed trained model
+    assert sealed_teacher(workspace)["anchor"] == trained.run_id  # the chain's teacher is still that one
 
     # the new version keeps its chain (run ids, no value): both forget runs, each escrow still held
-    production = mlflow.MlflowClient().get_model_version_by_alias("notes", "production")
+    production = production_version()
+    assert state.load_evidence(workspace, production.run_id)[state.TEACHER_RUN_KEY] == trained.run_id
     chain = state.load_evidence(workspace, production.run_id)[state.CHAIN_KEY]
     assert len(chain) == 2 and chain[0] == first["run_id"]
     assert [p.stem for p in audit.escrow_files(workspace, "notes")] == sorted(chain)

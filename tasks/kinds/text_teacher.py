@@ -1,0 +1,111 @@
+"""The teacher of a text model's chain of fast updates, as the pipeline keeps it (the rule:
+unlearning.text.chain.teacher_of): the model `suppress` anchors each update of the chain to instead
+of the model before it — the last model trained exactly that production descends from, or the last
+fast-updated production an audit passed and left in place (measured: docs/benchmarks.md, "the
+chain's teacher").
+
+The first fast update on such a model supersedes it, and its version is purged; and it memorised
+the data of every request of the chain. So it is kept as the audit escrow is: sealed (AES-GCM,
+tasks.state.teacher_file), beyond use, read by nothing but the chain's next fast updates, one per
+model. That first fast update seals it, pending until the release names it (tasks.state.
+settle_escrow); a fast update on a fast-updated model opens it. The audit that covers the chain's
+requests deletes their escrow and the teacher with it (it memorised them); a fast-updated
+production that the audit leaves in place becomes the teacher of the updates after it (`audited`:
+it keeps itself as its teacher, and the next fast update seals it as for an exact model).
+
+Identity: a fast-updated version keeps the MLflow run id of its teacher (tasks.state.TEACHER_RUN_KEY);
+the sealed teacher names its own, and one that does not match (a version from before teachers were
+kept, another chain, a file that does not open) is not used: the update is then anchored to the
+model before it, as it was before."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from tasks import state
+from tasks.common import Plan, progress
+from unlearning.compliance import escrow as sealing
+from unlearning.compliance import signing
+from unlearning.errors import UnlearnError
+from unlearning.text import lm
+from unlearning.text.chain import trained_exactly
+
+sealed_name = state.sealed_name  # the name a sealed teacher is bound to, as an escrow's
+
+def teacher_run(root: Path, run_id: str) -> str | None:
+    """The run id of the model a fast update of version `run_id` is anchored to: the version itself
+    where it keeps no anchor (trained exactly) or keeps itself (audited), the teacher it kept where
+    it is fast-updated, None where it kept none (a fast update from before teachers were kept, or
+    one verified by `--verify reference`: its successors are anchored to their parent, as before)."""
+    kept = state.load_evidence(root, run_id)
+    if "anchor_perplexity" not in kept:
+        return run_id
+    return kept.get(state.TEACHER_RUN_KEY)
+
+
+def has_teacher(bundle: lm.LMBundle) -> bool:
+    """Is a chain of this model anchored to a sealed teacher? The character LM's; a Hugging Face
+    model's chain keeps today's anchor (its parent), not measured with a teacher."""
+    return not lm.is_hf(bundle)
+
+
+def chain_teacher(root: Path, plan: Plan) -> lm.LMBundle | None:
+    """The model a fast update of production is anchored to: the sealed teacher when production keeps
+    one and the sealed file names it; None (production itself) otherwise."""
+    anchor = teacher_run(root, plan.parent_run)
+    if anchor is None or anchor == plan.parent_run or not has_teacher(plan.bundle):
+        return None
+    path = state.teacher_file(root, plan.model_name)
+    if not path.exists():
+        return None
+    try:
+        sealed = sealing.open_sealed(path.read_bytes(), signing.signing_key(root), sealed_name(path))
+        if sealed.get("anchor") != anchor:
+            return None
+        teacher = copy.deepcopy(plan.bundle)
+        teacher.model.load_state_dict(sealed["state"])
+    except (UnlearnError, RuntimeError, KeyError) as exc:  # altered, or another architecture: the model before
+        progress(f"  warning: the chain's sealed teacher was not used ({str(exc).splitlines()[0][:120]}); "
+                 "the update is anchored to the model before it")
+        return None
+    teacher.model.eval()
+    return teacher
+
+
+def keep_teacher(root: Path, plan: Plan, guarantee: str) -> list[dict]:
+    """A fast update on a model that is its own teacher (trained exactly, or audited) seals that model
+    as the teacher of the updates after it, pending until the release names it (deleted if
+    production does not move). Returns the certificate's entry for it (none when nothing was sealed)."""
+    if trained_exactly(guarantee) or not has_teacher(plan.bundle) or teacher_run(root, plan.parent_run) != plan.parent_run:
+        return []
+    seal(root, plan.model_name, plan.parent_run, plan.bundle, pending=True)
+    return [{"artifact": f"model {plan.model_name} v{plan.parent_version} as the chain's teacher "
+                         f"{sealed_name(state.teacher_file(root, plan.model_name))}",
+             "kind": "chain_teacher",
+             "action": "beyond use until the model's next audit (sealed: AES-GCM, key under .unlearn/), read only by "
+                       "the next fast updates of its chain, then deleted"}]
+
+
+def audited(root: Path, model: str, production_run: str) -> None:
+    """After an audit that passed a fast-updated production and leaves it in place: the old teacher
+    goes (it memorised the requests the audit covered) and production is its own teacher (the next
+    fast update seals it). Its drift anchor stays the exact model it descends from."""
+    drop_teacher(root, model)
+    state.save_evidence(root, production_run, {state.TEACHER_RUN_KEY: production_run})
+
+
+def seal(root: Path, model: str, anchor: str, bundle: lm.LMBundle, pending: bool = False) -> None:
+    path = state.teacher_file(root, model)
+    content = {"anchor": anchor, "state": {k: v.detach().cpu() for k, v in bundle.model.state_dict().items()}}
+    sealed = sealing.seal(content, signing.signing_key(root), sealed_name(path))
+    state.write_sealed(state.pending_escrow(path) if pending else path, sealed)
+
+
+def drop_teacher(root: Path, model: str) -> bool:
+    """Delete the model's sealed teacher (an audit that promoted a retrained model, or found production exact)."""
+    path = state.teacher_file(root, model)
+    existed = path.exists()
+    path.unlink(missing_ok=True)
+    return existed
+

@@ -1,0 +1,104 @@
+"""The sealed teacher of a text chain (tasks.kinds.text_teacher, tasks.state.teacher_file): sealed by
+the first fast update on an exact model, pending until the release names it; opened by the chain's
+next fast updates only when it is the model their version is anchored to; deleted by an audit, after
+which a production it passed and left in place is its own teacher; deleted with the model's escrow
+when the model is retired; the rules (unlearning.text.chain.teacher_of, teacher_after_audit)."""
+
+from __future__ import annotations
+
+import torch
+
+from tasks import state
+from tasks.common import Plan
+from tasks.kinds import text_teacher as teachers
+from unlearning.text import chain as rules
+from unlearning.text.bundle import LMBundle
+from unlearning.text.charlm import CharLSTM, Vocab
+
+
+def bundle(seed: int) -> LMBundle:
+    vocab = Vocab.from_text("abc 0123456789")
+    return LMBundle(CharLSTM.from_preset("tiny", len(vocab), seed=seed), vocab, "tiny", {"seq_len": 8, "lr": 1e-2})
+
+
+def plan(production: LMBundle, run: str) -> Plan:
+    return Plan(request=None, model_name="notes", parent_run=run, bundle=production)
+
+
+def same_weights(a: LMBundle, b: LMBundle) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+
+
+def test_the_first_fast_update_on_an_exact_model_seals_it_pending_until_the_release_names_it(tmp_path):
+    exact = bundle(0)
+    path = state.teacher_file(tmp_path, "notes")
+    teachers.keep_teacher(tmp_path, plan(exact, "run-exact"), "exact")  # a retraining starts no chain
+    assert not path.exists() and not state.pending_escrow(path).exists()
+    teachers.keep_teacher(tmp_path, plan(exact, "run-exact"), "empirical")
+    assert state.pending_escrow(path).exists() and not path.exists()
+    state.settle_escrow(tmp_path, "notes", "forget-run", promoted=False)  # rolled back: gone
+    assert not state.pending_escrow(path).exists() and not path.exists()
+    teachers.keep_teacher(tmp_path, plan(exact, "run-exact"), "empirical")
+    state.settle_escrow(tmp_path, "notes", "forget-run", promoted=True)
+    assert path.exists() and not state.pending_escrow(path).exists()
+    assert b"weight" not in path.read_bytes()  # sealed: not the state dict's pickle in clear
+
+    # the next fast update, on the fast-updated version anchored to it, is anchored to it too
+    fast = bundle(1)
+    state.save_evidence(tmp_path, "run-fast", {"anchor_perplexity": 9.0, state.TEACHER_RUN_KEY: "run-exact"})
+    teacher = teachers.chain_teacher(tmp_path, plan(fast, "run-fast"))
+    assert teacher is not None and same_weights(teacher, exact) and not same_weights(teacher, fast)
+    assert not teacher.model.training
+    # a fast update of a fast-updated version seals nothing: the chain keeps its teacher
+    teachers.keep_teacher(tmp_path, plan(fast, "run-fast"), "empirical")
+    assert not state.pending_escrow(path).exists()
+
+
+def test_a_teacher_is_used_only_for_the_version_anchored_to_it(tmp_path, capsys):
+    exact, fast = bundle(0), bundle(1)
+    teachers.seal(tmp_path, "notes", "run-exact", exact)
+    # production trained exactly: anchored to itself, nothing opened
+    assert teachers.teacher_run(tmp_path, "run-trained") == "run-trained"
+    assert teachers.chain_teacher(tmp_path, plan(fast, "run-trained")) is None
+    # another chain's anchor, and a fast version from before teachers were kept (no anchor id)
+    state.save_evidence(tmp_path, "run-other", {"anchor_perplexity": 9.0, state.TEACHER_RUN_KEY: "run-elsewhere"})
+    state.save_evidence(tmp_path, "run-old", {"anchor_perplexity": 9.0})
+    assert teachers.chain_teacher(tmp_path, plan(fast, "run-other")) is None
+    assert teachers.teacher_run(tmp_path, "run-old") is None
+    assert teachers.chain_teacher(tmp_path, plan(fast, "run-old")) is None
+    # an altered file: not used, one warning line, the update anchored to the model before it
+    state.save_evidence(tmp_path, "run-fast", {"anchor_perplexity": 9.0, state.TEACHER_RUN_KEY: "run-exact"})
+    path = state.teacher_file(tmp_path, "notes")
+    body = bytearray(path.read_bytes())
+    body[-1] ^= 1
+    path.write_bytes(bytes(body))
+    assert teachers.chain_teacher(tmp_path, plan(fast, "run-fast")) is None
+    assert "sealed teacher was not used" in capsys.readouterr().err
+
+
+def test_an_audit_that_passes_production_and_leaves_it_makes_it_the_teacher_of_the_updates_after_it(tmp_path):
+    exact, audited = bundle(0), bundle(1)
+    teachers.seal(tmp_path, "notes", "run-exact", exact)
+    state.save_evidence(tmp_path, "run-fast", {"held_out_perplexity": 10.0, "anchor_perplexity": 9.0,
+                                               state.TEACHER_RUN_KEY: "run-exact"})
+    teachers.audited(tmp_path, "notes", "run-fast")
+    assert not state.teacher_file(tmp_path, "notes").exists()  # it memorised the covered requests
+    kept = state.load_evidence(tmp_path, "run-fast")
+    assert kept == {"held_out_perplexity": 10.0, "anchor_perplexity": 9.0, state.TEACHER_RUN_KEY: "run-fast"}
+    assert teachers.chain_teacher(tmp_path, plan(audited, "run-fast")) is None  # the next update: itself
+    teachers.keep_teacher(tmp_path, plan(audited, "run-fast"), "empirical")  # ... which it seals
+    state.settle_escrow(tmp_path, "notes", "forget-run", promoted=True)
+    state.save_evidence(tmp_path, "run-next", {"anchor_perplexity": 9.0, state.TEACHER_RUN_KEY: "run-fast"})
+    assert same_weights(teachers.chain_teacher(tmp_path, plan(bundle(2), "run-next")), audited)
+    # the rules bench.stream mirrors
+    assert rules.teacher_of("parent") == "parent" and rules.teacher_of("parent", "exact") == "exact"
+    assert rules.teacher_after_audit("exact") is None
+
+
+def test_retiring_a_model_deletes_its_teacher_with_its_escrow(tmp_path):
+    teachers.seal(tmp_path, "notes", "run-exact", bundle(0))
+    teachers.keep_teacher(tmp_path, plan(bundle(0), "run-exact"), "empirical")  # one pending too
+    entries = state.drop_model_escrow(tmp_path, "notes")
+    assert {e["artifact"] for e in entries} == {"audit escrow notes/teacher.sealed",
+                                                "audit escrow notes/teacher.sealed.pending"}
+    assert list(state.escrow_dir(tmp_path, "notes").iterdir()) == []
