@@ -88,12 +88,12 @@ def audit_model(root: Path, plan: steps.AuditPlan, rebase: bool, keep_days: int 
         records.open_marker(root, audit, plan.model)  # from here a killed run is finished or rolled back
         judgement = run_checks(lineage, plan)
         passed, decided = all(c["passed"] for c in judgement.checks), judgement.undecided is None
-        record = lambda version: records.audit_record(audit, plan, judgement, version, rebase,  # noqa: E731
-                                                    tags["code_version"], parent, now)
         # an undecided audit promotes the reference it already trained, as --rebase does: no check could
         # say the data is out of production, the retrained model has it out for sure
         stays = plan.exact or (passed and decided and not rebase)  # exact: production is the retraining itself
-        steps.hand_over_teacher(root, plan, stays)
+        teacher = steps.hand_over_teacher(root, plan, stays)
+        record = lambda version: records.audit_record(audit, plan, judgement, version, rebase,  # noqa: E731
+                                                    tags["code_version"], parent, now, teacher)
         if stays:
             path, superseded = records.write_record(root, record(None)), []
         else:
@@ -114,7 +114,8 @@ def audit_model(root: Path, plan: steps.AuditPlan, rebase: bool, keep_days: int 
             "metrics": {k: v for k, v in judgement.metrics.items() if k != "per_secret"},
             "timings": {"retrain_s": judgement.retrain_s}, "superseded": superseded,
             "ledger_entries": finished["ledger_entries"], "escrow_deleted": finished["escrow_deleted"],
-            "escrow_unreadable": plan.unreadable, "production_version": str(plan.production.version)}
+            "escrow_unreadable": plan.unreadable, "production_version": str(plan.production.version),
+            "teacher": teacher}
 
 
 def idle_audit(model: str) -> dict:
@@ -124,7 +125,7 @@ def idle_audit(model: str) -> dict:
             "undecided_reason": None, "checks": [], "rebased": False, "promoted": None, "why_promoted": None,
             "shortfall": [], "record": None, "metrics": {}, "timings": {"retrain_s": None},
             "superseded": [], "ledger_entries": [], "escrow_deleted": [], "escrow_unreadable": [],
-            "production_version": None}
+            "production_version": None, "teacher": None}
 
 
 def unreadable_warning(plan: steps.AuditPlan, name: str) -> str:

@@ -54,8 +54,9 @@ def certificate_of(record: lg.RequestRecord) -> dict:
 
 
 def audit_record(audit: str, plan: AuditPlan, judgement: Judgement, promoted: str | None, rebase: bool,
-                 code_version: str, run_id: str, now: datetime) -> dict:
-    """The record's body (signed by `write_record`): no raw value, fingerprints and masked forms only."""
+                 code_version: str, run_id: str, now: datetime, teacher: dict | None = None) -> dict:
+    """The record's body (signed by `write_record`): no raw value, fingerprints and masked forms only.
+    `teacher`: what became of a text chain's sealed teacher (tasks.audit.hand_over_teacher)."""
     passed = all(c["passed"] for c in judgement.checks)
     decided = judgement.undecided is None
     metrics = {k: v for k, v in judgement.metrics.items() if k != "per_secret"}
@@ -78,6 +79,7 @@ def audit_record(audit: str, plan: AuditPlan, judgement: Judgement, promoted: st
         "escrow": {"files": [e["file"] for e in plan.escrows] + plan.unreadable, "unreadable": plan.unreadable,
                    "action": "deleted when this audit completed"},
         "timings": {"retrain_s": judgement.retrain_s},
+        **({} if teacher is None else {"teacher": teacher}),
     }
 
 

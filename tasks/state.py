@@ -265,4 +265,5 @@ def drop_model_escrow(root: Path, model: str) -> list[dict]:
                     *folder.glob("*.sealed.pending"), *folder.glob(".*.tmp")]) if folder.is_dir() else []
     for path in paths:
         path.unlink()
-    return [{"artifact": f"audit escrow {model}/{p.name}", "kind": "audit_escrow", "action": "purged"} for p in paths]
+    return [{"artifact": f"{'chain teacher' if '.sealed' in p.name else 'audit escrow'} {model}/{p.name}",
+             "kind": "chain_teacher" if ".sealed" in p.name else "audit_escrow", "action": "purged"} for p in paths]

@@ -20,7 +20,7 @@ from tasks.data import load_dataset, save_dataset
 from tasks.kinds.base import Kind
 from tasks.kinds.text_chain import (chain_after, chain_secrets, earlier_line, evidence_state, reference_state,
                                     window_request)
-from tasks.kinds.text_teacher import chain_teacher, keep_teacher, teacher_run
+from tasks.kinds.text_teacher import chain_teacher, keep_teacher, parent_teacher_run
 from tasks.kinds.text_verify import (config_as, exposures_of, fall_back_evidence, fall_back_to_retrained,
                                      reference_job, retrained, verify_evidence, verify_lm)
 from tasks.kinds.hf import (check_pretrained, fine_tune_pretrained, import_lm, lineage_params, pretrained_tags,
@@ -142,6 +142,7 @@ def update_lm(lineage: Lineage, plan: Plan, after: TextCorpus, method: str, opti
     with lineage.child(f"update model ({method})", method=method) as run_id:
         chain = chain_secrets(lineage.root, plan) if takes_the_chain(method) else None
         teacher = chain_teacher(lineage.root, plan) if takes_the_chain(method) else None
+        taught_by = parent_teacher_run(lineage.root, plan) if teacher is not None else None
         earlier = len(chain.secrets) if chain else 0
         if earlier:
             progress(f"  update: {earlier} earlier secret(s) of the chain since the last exact model kept down too")
@@ -161,15 +162,18 @@ def update_lm(lineage: Lineage, plan: Plan, after: TextCorpus, method: str, opti
         del teacher
         stats = {**stats, "affected_windows": len(request), "earlier_secrets": earlier}
         tracking.log_params(run_id, {"method": method, **(options or {}), "affected_windows": len(request),
-                                     "earlier_secrets": earlier, **teacher_param(stats)})
+                                     "earlier_secrets": earlier, **teacher_param(stats, taught_by)})
         tracking.log_metrics(run_id, {"update_seconds": seconds,
                                       **{k: v for k, v in stats.items() if isinstance(v, (int, float))}})
     return bundle, guarantee, stats, seconds
 
 
-def teacher_param(stats: dict) -> dict:
-    """What `suppress` anchored the update to (its stats' `teacher`), as an MLflow param."""
-    return {"teacher": stats["teacher"]} if "teacher" in stats else {}
+def teacher_param(stats: dict, taught_by: str | None) -> dict:
+    """What `suppress` anchored the update to, as an MLflow param: the run id of the chain's sealed
+    teacher, or "the model before" (none for a method without a teacher)."""
+    if "teacher" not in stats:
+        return {}
+    return {"teacher": taught_by if stats["teacher"] == "given" and taught_by else stats["teacher"]}
 
 
 @task(name="scan", **STEP)
@@ -249,7 +253,8 @@ class Text(Kind):
         metrics, checks, retrain_s, secrets, reference = verify_lm(lineage, plan, after, update.bundle, update.seconds,
                                                                    config_as(config, lm.TextVerifyConfig))
         if not trained_exactly(update.guarantee):  # the chain goes on: the next fast update keeps its secrets down too
-            update.detail = reference_state(metrics, chain_after(lineage.root, plan, lineage.parent_run))
+            update.detail = reference_state(metrics, chain_after(lineage.root, plan, lineage.parent_run),
+                                            parent_teacher_run(lineage.root, plan))
         return Verification(metrics, checks, retrain_s, detail=(secrets, reference))
 
     # --- evidence ---
@@ -260,7 +265,7 @@ class Text(Kind):
         metrics, checks, rows = verify_evidence(lineage, plan, after, update.bundle, cfg,
                                                trained_exactly(update.guarantee))
         update.detail = evidence_state(update, metrics, chain_after(lineage.root, plan, lineage.parent_run),
-                                       teacher_run(lineage.root, plan.parent_run))
+                                       parent_teacher_run(lineage.root, plan))
         return Verification(metrics, checks, None, detail=(rows, None), mode="evidence", retrains=0)
 
     def fall_back(self, lineage: Lineage, plan: Plan, after, update: Update, verification: Verification, config):

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tasks import state, tracking
+from tasks import state
 from tasks.common import Plan, Update
+from tasks.kinds.text_teacher import version_guarantee
 from unlearning.text import chain as rules
 from unlearning.text import evidence, lm
 from unlearning.text.chain import fits, restored
@@ -47,13 +48,6 @@ def chain_runs(root, run_id: str, guarantee: str | None = None) -> list[str] | N
     verified by `--verify reference`, so a fast guarantee there is an unknown chain, not an empty one."""
     kept = state.load_evidence(root, run_id)
     return rules.kept_chain(kept.get(state.CHAIN_KEY), "anchor_perplexity" in kept, rules.trained_exactly(guarantee))
-
-
-def version_guarantee(plan: Plan) -> str | None:
-    """The `guarantee` tag of the model version the request starts from (None: no registered version)."""
-    if plan.model_name is None or plan.parent_version is None:
-        return None
-    return tracking.version_tags(plan.model_name, plan.parent_version).get("guarantee")
 
 
 def known_chain(root, plan: Plan) -> list[str]:
@@ -167,12 +161,14 @@ def evidence_state(update: Update, metrics: dict, chain: list[str] | None = None
     return kept
 
 
-def reference_state(metrics: dict, chain: list[str] | None) -> dict:
+def reference_state(metrics: dict, chain: list[str] | None, teacher: str | None = None) -> dict:
     """What a fast-updated version verified by `--verify reference` keeps (evidence_state's keys): its
-    held-out perplexity, its chain and, as its anchor, the reference's perplexity (a model trained
-    exactly on this very data), so the next evidence request checks the drift since it."""
+    held-out perplexity, its chain, its `teacher` (as evidence_state) and, as its anchor, the
+    reference's perplexity (a model trained exactly on this very data), so the next evidence request
+    checks the drift since it."""
     return {"held_out_perplexity": metrics["perplexity_after"], "anchor_perplexity": metrics["perplexity_retrain"],
-            **({} if chain is None else {state.CHAIN_KEY: chain})}
+            **({} if chain is None else {state.CHAIN_KEY: chain}),
+            **({} if teacher is None else {state.TEACHER_RUN_KEY: teacher})}
 
 
 # --- the chain in the evidence and the summary -------------------------------------------------

@@ -4,8 +4,9 @@ of the model before it — the last model trained exactly that production descen
 fast-updated production an audit passed and left in place (measured: docs/benchmarks.md, "the
 chain's teacher").
 
-The first fast update on such a model supersedes it, and its version is purged; and it memorised
-the data of every request of the chain. So it is kept as the audit escrow is: sealed (AES-GCM,
+The first fast update on such a model supersedes it (its version is purged, or kept beyond use until
+its purge date), and it memorised the data of every request of the chain. So it is kept as the
+audit escrow is: sealed (AES-GCM,
 tasks.state.teacher_file), beyond use, read by nothing but the chain's next fast updates, one per
 model. That first fast update seals it, pending until the release names it (tasks.state.
 settle_escrow); a fast update on a fast-updated model opens it. The audit that covers the chain's
@@ -23,7 +24,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from tasks import state
+from tasks import state, tracking
 from tasks.common import Plan, progress
 from unlearning.compliance import escrow as sealing
 from unlearning.compliance import signing
@@ -33,15 +34,28 @@ from unlearning.text.chain import trained_exactly
 
 sealed_name = state.sealed_name  # the name a sealed teacher is bound to, as an escrow's
 
-def teacher_run(root: Path, run_id: str) -> str | None:
-    """The run id of the model a fast update of version `run_id` is anchored to: the version itself
-    where it keeps no anchor (trained exactly) or keeps itself (audited), the teacher it kept where
-    it is fast-updated, None where it kept none (a fast update from before teachers were kept, or
-    one verified by `--verify reference`: its successors are anchored to their parent, as before)."""
+def teacher_run(root: Path, run_id: str, guarantee: str | None) -> str | None:
+    """The run id of the model a fast update of version `run_id` (its `guarantee` tag) is anchored
+    to: the version itself where it is trained exactly (no anchor kept) or keeps itself (audited),
+    the teacher it kept where it is fast-updated, None where it kept none (a fast update from before
+    teachers were kept, or one whose state is lost: its successors are anchored to their parent, as
+    before)."""
     kept = state.load_evidence(root, run_id)
-    if "anchor_perplexity" not in kept:
-        return run_id
-    return kept.get(state.TEACHER_RUN_KEY)
+    if "anchor_perplexity" in kept:
+        return kept.get(state.TEACHER_RUN_KEY)
+    return run_id if trained_exactly(guarantee) else None
+
+
+def version_guarantee(plan: Plan) -> str | None:
+    """The `guarantee` tag of the model version the request starts from (None: no registered version)."""
+    if plan.model_name is None or plan.parent_version is None:
+        return None
+    return tracking.version_tags(plan.model_name, plan.parent_version).get("guarantee")
+
+
+def parent_teacher_run(root: Path, plan: Plan) -> str | None:
+    """teacher_run of the version a request starts from (its guarantee read from its tags)."""
+    return teacher_run(root, plan.parent_run, version_guarantee(plan))
 
 
 def has_teacher(bundle: lm.LMBundle) -> bool:
@@ -53,15 +67,17 @@ def has_teacher(bundle: lm.LMBundle) -> bool:
 def chain_teacher(root: Path, plan: Plan) -> lm.LMBundle | None:
     """The model a fast update of production is anchored to: the sealed teacher when production keeps
     one and the sealed file names it; None (production itself) otherwise."""
-    anchor = teacher_run(root, plan.parent_run)
+    anchor = parent_teacher_run(root, plan)
     if anchor is None or anchor == plan.parent_run or not has_teacher(plan.bundle):
         return None
     path = state.teacher_file(root, plan.model_name)
-    if not path.exists():
+    if not path.exists():  # e.g. an audit killed between deleting it and handing the chain to production
+        progress("  warning: the chain's sealed teacher is gone; the update is anchored to the model before it")
         return None
     try:
         sealed = sealing.open_sealed(path.read_bytes(), signing.signing_key(root), sealed_name(path))
         if sealed.get("anchor") != anchor:
+            progress("  warning: the sealed teacher is another chain's; the update is anchored to the model before it")
             return None
         teacher = copy.deepcopy(plan.bundle)
         teacher.model.load_state_dict(sealed["state"])
@@ -77,7 +93,7 @@ def keep_teacher(root: Path, plan: Plan, guarantee: str) -> list[dict]:
     """A fast update on a model that is its own teacher (trained exactly, or audited) seals that model
     as the teacher of the updates after it, pending until the release names it (deleted if
     production does not move). Returns the certificate's entry for it (none when nothing was sealed)."""
-    if trained_exactly(guarantee) or not has_teacher(plan.bundle) or teacher_run(root, plan.parent_run) != plan.parent_run:
+    if trained_exactly(guarantee) or not has_teacher(plan.bundle) or parent_teacher_run(root, plan) != plan.parent_run:
         return []
     seal(root, plan.model_name, plan.parent_run, plan.bundle, pending=True)
     return [{"artifact": f"model {plan.model_name} v{plan.parent_version} as the chain's teacher "
@@ -87,12 +103,13 @@ def keep_teacher(root: Path, plan: Plan, guarantee: str) -> list[dict]:
                        "the next fast updates of its chain, then deleted"}]
 
 
-def audited(root: Path, model: str, production_run: str) -> None:
+def audited(root: Path, model: str, production_run: str) -> bool:
     """After an audit that passed a fast-updated production and leaves it in place: the old teacher
     goes (it memorised the requests the audit covered) and production is its own teacher (the next
-    fast update seals it). Its drift anchor stays the exact model it descends from."""
-    drop_teacher(root, model)
-    state.save_evidence(root, production_run, {state.TEACHER_RUN_KEY: production_run})
+    fast update seals it). Its drift anchor stays the exact model it descends from. Whether a sealed
+    teacher was deleted."""
+    state.save_evidence(root, production_run, {state.TEACHER_RUN_KEY: production_run})  # first: a kill between
+    return drop_teacher(root, model)  # the two leaves production its own teacher and an unused file the next audit deletes
 
 
 def seal(root: Path, model: str, anchor: str, bundle: lm.LMBundle, pending: bool = False) -> None:
@@ -103,9 +120,12 @@ def seal(root: Path, model: str, anchor: str, bundle: lm.LMBundle, pending: bool
 
 
 def drop_teacher(root: Path, model: str) -> bool:
-    """Delete the model's sealed teacher (an audit that promoted a retrained model, or found production exact)."""
+    """Delete the model's sealed teacher, pending or cut short too (every audit: it memorised the
+    requests the audit covers). Whether a sealed teacher was there."""
     path = state.teacher_file(root, model)
     existed = path.exists()
-    path.unlink(missing_ok=True)
+    for leftover in (path, state.pending_escrow(path), state.private_tmp(path),
+                     state.private_tmp(state.pending_escrow(path))):
+        leftover.unlink(missing_ok=True)
     return existed
 

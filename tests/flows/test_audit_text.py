@@ -48,6 +48,7 @@ def sealed_teacher(workspace: Path, model: str = "notes") -> dict:
 
 def test_a_text_audit_measures_the_removed_secret_from_its_escrow(workspace, tmp_path_factory, capsys, monkeypatch):
     raw, secrets, fingerprints, detected_request = notes_trained_and_scanned(workspace, tmp_path_factory, capsys)
+    trained_run = mlflow.MlflowClient().get_model_version_by_alias("notes", "production").run_id
     request = request_from(workspace, detected_request, "TXT-1", fingerprints["card"])
     request.write_text(request.read_text().replace("method: retrain", "method: suppress"))  # a fast update
     code, forgot = run_json(capsys, ["forget", str(request)])
@@ -66,7 +67,7 @@ def test_a_text_audit_measures_the_removed_secret_from_its_escrow(workspace, tmp
                         or chain_runs(*a))
     production = mlflow.MlflowClient().get_model_version_by_alias("notes", "production")
     anchor = state.load_evidence(workspace, production.run_id)["anchor_perplexity"]
-    assert sealed_teacher(workspace)["anchor"] != production.run_id  # the trained model, which saw the card
+    assert sealed_teacher(workspace)["anchor"] == trained_run  # the trained model, which saw the card
     code, out = run_json(capsys, ["audit", "notes"])
     assert code == 0, out
     assert len(reads) == 1, reads
@@ -85,6 +86,7 @@ def test_a_text_audit_measures_the_removed_secret_from_its_escrow(workspace, tmp
     assert not state.teacher_file(workspace, "notes").exists()
     kept = state.load_evidence(workspace, production.run_id)
     assert kept[state.TEACHER_RUN_KEY] == production.run_id and kept["anchor_perplexity"] == anchor
+    assert out["teacher"] == body["teacher"] == {"deleted": True, "production_teaches": True}  # signed
     assert main(["certificate", "verify", str(workspace / out["record"])]) == 0
     assert files_containing(workspace, {secrets["card"], secrets["card"].replace(" ", "")}) == []
     console = capsys.readouterr()
@@ -108,7 +110,9 @@ def test_a_secret_a_retraining_removed_is_not_judged_on_exposure_by_the_audit(wo
     assert state.teacher_file(workspace, "notes").exists()  # the retrained v2, the chain's teacher
     code, out = run_json(capsys, ["audit", "notes", "--rebase"])
     assert code == 0 and out["passed"] and sorted(out["covered_requests"]) == ["TXT-R", "TXT-S"], out
-    assert out["rebased"] and not state.teacher_file(workspace, "notes").exists()  # production is exact: none
+    # rebased: production is the retrained model now, its own teacher; the sealed one (v2) is deleted
+    assert out["rebased"] and not state.teacher_file(workspace, "notes").exists()
+    assert out["teacher"] == {"deleted": True, "production_teaches": False}
     assert {c["name"] for c in out["checks"]} == {"exposure_vs_retrain_bits", "perplexity_vs_retrain",
                                                    "secrets_regenerated"}
     assert out["metrics"]["secrets"] == 2 and out["metrics"]["secrets_removed_exactly"] == 1

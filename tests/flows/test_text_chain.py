@@ -80,7 +80,7 @@ def test_a_second_fast_update_keeps_the_first_secret_down_and_measures_it_leakin
     [update_run] = mlflow.search_runs(search_all_experiments=True, output_format="list",
                                       filter_string="params.earlier_secrets = '1'")
     assert update_run.data.params["method"] == "suppress"  # its hinge took the earlier secret too
-    assert update_run.data.params["teacher"] == "given"  # anchored to the sealed trained model
+    assert update_run.data.params["teacher"] == trained.run_id  # anchored to the sealed trained model
     assert sealed_teacher(workspace)["anchor"] == trained.run_id  # the chain's teacher is still that one
 
     # the new version keeps its chain (run ids, no value): both forget runs, each escrow still held

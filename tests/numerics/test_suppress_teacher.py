@@ -65,3 +65,8 @@ def test_the_model_itself_as_teacher_is_the_default_bit_for_bit(chain_world):
     assert default.stats["teacher"] == "the model before" and itself.stats["teacher"] == "given"
     for (name, a), (_, b) in zip(default.bundle.model.state_dict().items(), itself.bundle.model.state_dict().items()):
         assert torch.equal(a, b), name
+    # and a teacher is not ignored: another model as the teacher gives another update
+    other, _ = lm.train_text_model(corpus, "tiny", steps=50)
+    taught = registry.run("text", "suppress", lm.TextContext(original, request, windows, other))
+    assert not all(torch.equal(a, b) for a, b in zip(default.bundle.model.state_dict().values(),
+                                                      taught.bundle.model.state_dict().values()))

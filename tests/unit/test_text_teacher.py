@@ -6,14 +6,25 @@ when the model is retired; the rules (unlearning.text.chain.teacher_of, teacher_
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import pytest
 import torch
 
-from tasks import state
+from tasks import audit, state
 from tasks.common import Plan
 from tasks.kinds import text_teacher as teachers
+from tasks.kinds.text_chain import reference_state
 from unlearning.text import chain as rules
 from unlearning.text.bundle import LMBundle
 from unlearning.text.charlm import CharLSTM, Vocab
+
+
+@pytest.fixture(autouse=True)
+def guarantees(monkeypatch):
+    """The versions' `guarantee` tags (MLflow in the pipeline): run-exact and run-trained were trained exactly."""
+    monkeypatch.setattr(teachers, "version_guarantee",
+                        lambda plan: "exact" if plan.parent_run in ("run-exact", "run-trained") else "empirical")
 
 
 def bundle(seed: int) -> LMBundle:
@@ -58,13 +69,13 @@ def test_a_teacher_is_used_only_for_the_version_anchored_to_it(tmp_path, capsys)
     exact, fast = bundle(0), bundle(1)
     teachers.seal(tmp_path, "notes", "run-exact", exact)
     # production trained exactly: anchored to itself, nothing opened
-    assert teachers.teacher_run(tmp_path, "run-trained") == "run-trained"
+    assert teachers.teacher_run(tmp_path, "run-trained", "exact") == "run-trained"
     assert teachers.chain_teacher(tmp_path, plan(fast, "run-trained")) is None
     # another chain's anchor, and a fast version from before teachers were kept (no anchor id)
     state.save_evidence(tmp_path, "run-other", {"anchor_perplexity": 9.0, state.TEACHER_RUN_KEY: "run-elsewhere"})
     state.save_evidence(tmp_path, "run-old", {"anchor_perplexity": 9.0})
     assert teachers.chain_teacher(tmp_path, plan(fast, "run-other")) is None
-    assert teachers.teacher_run(tmp_path, "run-old") is None
+    assert teachers.teacher_run(tmp_path, "run-old", "empirical") is None
     assert teachers.chain_teacher(tmp_path, plan(fast, "run-old")) is None
     # an altered file: not used, one warning line, the update anchored to the model before it
     state.save_evidence(tmp_path, "run-fast", {"anchor_perplexity": 9.0, state.TEACHER_RUN_KEY: "run-exact"})
@@ -99,6 +110,42 @@ def test_retiring_a_model_deletes_its_teacher_with_its_escrow(tmp_path):
     teachers.seal(tmp_path, "notes", "run-exact", bundle(0))
     teachers.keep_teacher(tmp_path, plan(bundle(0), "run-exact"), "empirical")  # one pending too
     entries = state.drop_model_escrow(tmp_path, "notes")
-    assert {e["artifact"] for e in entries} == {"audit escrow notes/teacher.sealed",
-                                                "audit escrow notes/teacher.sealed.pending"}
+    assert {(e["artifact"], e["kind"]) for e in entries} == {("chain teacher notes/teacher.sealed", "chain_teacher"),
+                                                             ("chain teacher notes/teacher.sealed.pending", "chain_teacher")}
     assert list(state.escrow_dir(tmp_path, "notes").iterdir()) == []
+
+
+def audit_plan(kind: str = "text", guarantee: str = "empirical", exact: bool = False):
+    return SimpleNamespace(kind=SimpleNamespace(name=kind), model="notes", exact=exact,
+                           production=SimpleNamespace(tags={"guarantee": guarantee}, run_id="run-fast"))
+
+
+@pytest.mark.parametrize("verdict", ["failed or undecided", "passed, --rebase"])
+def test_every_audit_that_replaces_production_deletes_the_teacher(tmp_path, verdict):
+    teachers.seal(tmp_path, "notes", "run-exact", bundle(0))
+    state.save_evidence(tmp_path, "run-fast", {"anchor_perplexity": 9.0, state.TEACHER_RUN_KEY: "run-exact"})
+    assert audit.hand_over_teacher(tmp_path, audit_plan(), stays=False) == {"deleted": True, "production_teaches": False}
+    assert not state.teacher_file(tmp_path, "notes").exists()
+    assert state.load_evidence(tmp_path, "run-fast")[state.TEACHER_RUN_KEY] == "run-exact"  # replaced, never read again
+
+
+def test_an_audit_of_an_exact_production_deletes_a_stale_teacher_and_other_kinds_have_none(tmp_path):
+    teachers.seal(tmp_path, "notes", "run-exact", bundle(0))  # a chain's, before a fall-back retrained production
+    assert audit.hand_over_teacher(tmp_path, audit_plan(guarantee="exact"), stays=True) == \
+        {"deleted": True, "production_teaches": False}
+    assert audit.hand_over_teacher(tmp_path, audit_plan(exact=True), stays=True) == \
+        {"deleted": False, "production_teaches": False}
+    assert audit.hand_over_teacher(tmp_path, audit_plan(kind="images"), stays=True) is None
+
+
+def test_a_passing_audit_that_keeps_a_fast_production_hands_it_the_chain(tmp_path):
+    teachers.seal(tmp_path, "notes", "run-exact", bundle(0))
+    state.save_evidence(tmp_path, "run-fast", {"anchor_perplexity": 9.0, state.TEACHER_RUN_KEY: "run-exact"})
+    assert audit.hand_over_teacher(tmp_path, audit_plan(), stays=True) == {"deleted": True, "production_teaches": True}
+    assert state.load_evidence(tmp_path, "run-fast")[state.TEACHER_RUN_KEY] == "run-fast"
+
+
+def test_a_fast_update_verified_by_reference_keeps_its_teacher_too():
+    kept = reference_state({"perplexity_after": 10.0, "perplexity_retrain": 9.5}, ["forget-1"], "run-exact")
+    assert kept[state.TEACHER_RUN_KEY] == "run-exact" and kept["anchor_perplexity"] == 9.5
+    assert state.TEACHER_RUN_KEY not in reference_state({"perplexity_after": 10.0, "perplexity_retrain": 9.5}, None)

@@ -221,8 +221,8 @@ class TextContext(NamedTuple):
     bundle: LMBundle
     request: deep_influence.WindowRequest  # Z, Z̃ as training windows
     train_windows: torch.Tensor  # (m, T+1) the windows the model was trained on
-    # suppress's anchor on a chain of fast updates: the last model trained exactly the bundle descends
-    # from (unlearning.text.chain.drift_anchor); None: the bundle itself (unlearning.text.suppress)
+    # suppress's anchor on a chain of fast updates: the chain's teacher (unlearning.text.chain.teacher_of:
+    # its exact model, or its last audited one); None: the bundle itself (unlearning.text.suppress)
     teacher: LMBundle | None = None
 
 

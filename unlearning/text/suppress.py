@@ -29,8 +29,8 @@ what the model predicts everywhere else:
   what holds perplexity: without it the hinge lowers a whole class at once (every digit, every
   letter: the class mean moves with the label from one step to the next), measured +490 % held-out
   perplexity on the demo request; the cross-entropy alone does not resist that drift (its gradient
-  at the trained optimum is only noise). On a chain of fast updates the teacher should be the last
-  model trained exactly (`teacher`, the chain's drift anchor, unlearning.text.chain): anchored to
+  at the trained optimum is only noise). On a chain of fast updates the teacher is the chain's
+  (`teacher`: its exact model, or its last audited one, unlearning.text.chain.teacher_of): anchored to
   its parent, each update keeps the drift of the ones before and adds its own (the month's 10
   updates of bench.stream's text scenario: +0.5 % held-out perplexity per update, +10.7 % after
   the tenth); anchored to the exact model the chain started from, it stays within +0.5 to +1.3 %
