@@ -101,3 +101,24 @@ def test_a_second_fast_update_keeps_the_first_secret_down_and_measures_it_leakin
         assert not any(n in prefect_database().read_bytes() for n in forms.values())
     console = capsys.readouterr()
     assert not any(s in console.out or s in console.err for s in raw)
+
+
+def test_a_forget_killed_before_its_promotion_leaves_no_sealed_teacher_and_its_rerun_seals_one(
+        workspace, system_tmp, tmp_path_factory, capsys):
+    """The first fast update seals the trained model as the chain's teacher before the release, pending:
+    killed at the promotion, the next command rolls the run back and deletes it (a copy of a model
+    that memorised the data, for a chain that never started); the rerun, promoted, names its own."""
+    from tests.flows.test_faults import KILLED_FORGET, run_killed
+
+    _, _, prints, request = notes_trained_and_scanned(workspace, tmp_path_factory, capsys)
+    trained = production_version()
+    path = fast_request(workspace, request, "TXT-K", prints["card"])
+    run_killed(workspace, KILLED_FORGET, str(path))
+    teacher = state.teacher_file(workspace, "notes")
+    assert state.pending_escrow(teacher).exists() and not teacher.exists()  # sealed, not yet named
+
+    code, out = run_json(capsys, ["forget", str(path)])
+    assert code == 0 and out["verified"] and out["guarantee"] == "empirical", out
+    assert sorted(p.name for p in state.escrow_dir(workspace, "notes").iterdir()) == sorted(
+        [f"{out['run_id']}.bin", "teacher.sealed"])  # the killed run's pending files are gone
+    assert sealed_teacher(workspace)["anchor"] == trained.run_id
