@@ -86,6 +86,19 @@ def test_bad_request_files(tmp_path, name, text, expected):
     assert expected in error_of(load_request, write(tmp_path, name, text))
 
 
+@pytest.mark.parametrize("key", ["4556 7375 8689 9855", "jo.bloggs@example.com", "+44 20 7946 0958"])
+def test_a_value_written_as_a_key_is_counted_never_echoed(tmp_path, key):
+    """A mistyped field is named (it helps to fix it); a key that is no plain name — a card number,
+    an e-mail or a phone pasted where a field name goes — is not printed, at the top or nested."""
+    top = error_of(load_request, write(tmp_path, "top.yaml", f'id: r\nmodel: m\ncolour: red\n"{key}": 1\n'))
+    assert "unknown fields: colour, 1 more not shown" in top and key not in top
+    alone = error_of(load_request, write(tmp_path, "alone.yaml", f'id: r\nmodel: m\n"{key}": 1\n'))
+    assert "unknown fields: 1 not shown" in alone and key not in alone
+    nested = error_of(load_request, write(tmp_path, "nested.yaml",
+                                          f'id: r\nmodel: m\nredact:\n  detectors: [card]\n  "{key}": 1\n'))
+    assert "redact.(a key not shown): Extra inputs are not permitted" in nested and key not in nested
+
+
 # -- read exactly as written ---------------------------------------------------------------------
 # YAML 1.1 (yaml.safe_load) read 010 as 8, 0x10 as 16, 12:30 as 750, yes as True, 1.0 as 1 and
 # 1e3 as 1000: the wrong record would be erased.

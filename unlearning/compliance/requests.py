@@ -171,12 +171,10 @@ def request_from_dict(data: Any, origin: str = "request") -> UnlearningRequest:
             f"{origin} must be a mapping with the keys {', '.join(fields)}; "
             f"found {type(data).__name__ if data is not None else 'an empty document'}"
         )
-    unknown = [" ".join(str(k).split())[:60] for k in data if k not in fields]  # one line
+    unknown = [k for k in data if k not in fields]
     if unknown:
-        raise UnlearnError(
-            f"{origin} has unknown fields: {', '.join(unknown)}; "
-            f"allowed fields: {', '.join(fields)}"
-        )
+        raise UnlearnError(f"{origin} has unknown fields: {unknown_fields_named(unknown)}; "
+                           f"allowed fields: {', '.join(fields)}")
     missing = [k for k in ("id", "model") if k not in data]
     if missing:
         raise UnlearnError(f"{origin} is missing the required field(s): {', '.join(missing)}")
@@ -186,11 +184,26 @@ def request_from_dict(data: Any, origin: str = "request") -> UnlearningRequest:
         raise UnlearnError(f"{origin} is invalid: {_one_line(exc)}") from None
 
 
+PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,39}")
+
+
+def unknown_fields_named(keys: list) -> str:
+    """The unknown keys a user mistyped, each named when it is a plain name (`colour`, `detector`);
+    one that is not — a card number, an e-mail, a phone pasted as a key — is counted, never printed:
+    an error message must not echo the very value a request is about."""
+    named = [str(k) for k in keys if isinstance(k, str) and PLAIN_NAME.fullmatch(k)]
+    hidden = len(keys) - len(named)
+    more = "more " if named else ""
+    return ", ".join([*named, *([f"{hidden} {more}not shown (not a plain name: a value written as a key?)"]
+                                 if hidden else [])])
+
+
 def _one_line(exc: pydantic.ValidationError) -> str:
     """pydantic's multi-line report as 'field: problem; field: problem'."""
     parts = []
     for error in exc.errors():
-        location = ".".join(str(p) for p in error["loc"])
+        location = ".".join(str(p) if not isinstance(p, str) or PLAIN_NAME.fullmatch(p) else "(a key not shown)"
+                            for p in error["loc"])  # an unknown key may be a value written as a key
         message = error["msg"].removeprefix("Value error, ").replace("\n", " ")
         parts.append(f"{location}: {message}" if location else message)
     return "; ".join(dict.fromkeys(parts))
