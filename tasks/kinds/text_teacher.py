@@ -6,10 +6,9 @@ chain's teacher").
 
 The first fast update on such a model supersedes it (its version is purged, or kept beyond use until
 its purge date), and it memorised the data of every request of the chain. So it is kept as the
-audit escrow is: sealed (AES-GCM,
-tasks.state.teacher_file), beyond use, read by nothing but the chain's next fast updates, one per
-model. That first fast update seals it, pending until the release names it (tasks.state.
-settle_escrow); a fast update on a fast-updated model opens it. The audit that covers the chain's
+audit escrow is: sealed (AES-GCM, tasks.state.teacher_file), beyond use, read by nothing but the
+chain's next fast updates, one per model. That first fast update seals it, pending until the
+release names it (tasks.state.settle_escrow); a fast update on a fast-updated model opens it. The audit that covers the chain's
 requests deletes their escrow and the teacher with it (it memorised them); a fast-updated
 production that the audit leaves in place becomes the teacher of the updates after it (`audited`:
 it keeps itself as its teacher, and the next fast update seals it as for an exact model).
@@ -33,6 +32,7 @@ from unlearning.text import lm
 from unlearning.text.chain import trained_exactly
 
 sealed_name = state.sealed_name  # the name a sealed teacher is bound to, as an escrow's
+
 
 def teacher_run(root: Path, run_id: str, guarantee: str | None) -> str | None:
     """The run id of the model a fast update of version `run_id` (its `guarantee` tag) is anchored
@@ -108,8 +108,10 @@ def audited(root: Path, model: str, production_run: str) -> bool:
     goes (it memorised the requests the audit covered) and production is its own teacher (the next
     fast update seals it). Its drift anchor stays the exact model it descends from. Whether a sealed
     teacher was deleted."""
-    state.save_evidence(root, production_run, {state.TEACHER_RUN_KEY: production_run})  # first: a kill between
-    return drop_teacher(root, model)  # the two leaves production its own teacher and an unused file the next audit deletes
+    # first: a kill between the two leaves production its own teacher and a stale file that is never
+    # opened (it names another model) and goes with the next update's seal or the next audit
+    state.save_evidence(root, production_run, {state.TEACHER_RUN_KEY: production_run})
+    return drop_teacher(root, model)
 
 
 def seal(root: Path, model: str, anchor: str, bundle: lm.LMBundle, pending: bool = False) -> None:
