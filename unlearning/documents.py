@@ -74,6 +74,20 @@ def load_document(path: Path, what: str) -> Any:
     return parse_yaml(text, f"{what} '{path.name}'")
 
 
+PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,39}")
+
+
+def unknown_fields_named(keys: list) -> str:
+    """The unknown keys a user mistyped, each named when it is a plain name (`colour`, `detector`);
+    one that is not — a card number, an e-mail, a phone pasted as a key — is counted, never printed:
+    an error message must not echo the very value a request (or an allowlist) is about."""
+    named = [str(k) for k in keys if isinstance(k, str) and PLAIN_NAME.fullmatch(k)]
+    hidden = len(keys) - len(named)
+    more = "more " if named else ""
+    return ", ".join([*named, *([f"{hidden} {more}not shown (not a plain name: a value written as a key?)"]
+                                 if hidden else [])])
+
+
 def refuse_repeated_columns(header: list, file_name: str) -> None:
     """A CSV header as written must name each column once: pandas reads a repeated name as `a` and
     `a.1`, so a request naming `a` would reach only the first copy of the column."""

@@ -434,6 +434,14 @@ def test_bad_allowlist_files_say_what_to_fix(tmp_path, content, message):
         Allowlist.from_file(path)
 
 
+def test_an_allowlist_key_that_is_a_value_is_counted_never_echoed(tmp_path):
+    path = tmp_path / "allow.yaml"
+    path.write_text('colour: [red]\n"4556 7375 8689 9855": [x]\n')
+    with pytest.raises(UnlearnError) as caught:
+        Allowlist.from_file(path)
+    assert "unknown key(s) colour, 1 more not shown" in str(caught.value) and "4556" not in str(caught.value)
+
+
 def test_missing_allowlist_file(tmp_path):
     with pytest.raises(UnlearnError, match="does not exist"):
         Allowlist.from_file(tmp_path / "nope.yaml")

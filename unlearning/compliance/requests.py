@@ -17,7 +17,7 @@ from typing import Any
 
 import pydantic
 
-from unlearning.documents import load_document
+from unlearning.documents import PLAIN_NAME, load_document, unknown_fields_named
 from unlearning.errors import UnlearnError
 from unlearning.tabular.data import Table, format_number
 
@@ -182,20 +182,6 @@ def request_from_dict(data: Any, origin: str = "request") -> UnlearningRequest:
         return UnlearningRequest(**data)
     except pydantic.ValidationError as exc:
         raise UnlearnError(f"{origin} is invalid: {_one_line(exc)}") from None
-
-
-PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,39}")
-
-
-def unknown_fields_named(keys: list) -> str:
-    """The unknown keys a user mistyped, each named when it is a plain name (`colour`, `detector`);
-    one that is not — a card number, an e-mail, a phone pasted as a key — is counted, never printed:
-    an error message must not echo the very value a request is about."""
-    named = [str(k) for k in keys if isinstance(k, str) and PLAIN_NAME.fullmatch(k)]
-    hidden = len(keys) - len(named)
-    more = "more " if named else ""
-    return ", ".join([*named, *([f"{hidden} {more}not shown (not a plain name: a value written as a key?)"]
-                                 if hidden else [])])
 
 
 def _one_line(exc: pydantic.ValidationError) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from unlearning.detect.masking import FINGERPRINT_HEX, normalise
-from unlearning.documents import load_document
+from unlearning.documents import load_document, unknown_fields_named
 from unlearning.errors import UnlearnError
 
 KEYS = ("fingerprints", "values", "patterns")
@@ -55,9 +55,9 @@ class Allowlist:
         data = data or {}
         if not isinstance(data, Mapping):
             raise UnlearnError(f"an allowlist is a mapping with keys {', '.join(KEYS)}; got {type(data).__name__}")
-        unknown = sorted(set(data) - set(KEYS))
+        unknown = sorted((k for k in data if k not in KEYS), key=str)
         if unknown:
-            raise UnlearnError(f"allowlist: unknown key(s) {', '.join(map(str, unknown))}; use {', '.join(KEYS)}")
+            raise UnlearnError(f"allowlist: unknown key(s) {unknown_fields_named(unknown)}; use {', '.join(KEYS)}")
         lists = {key: data.get(key) or [] for key in KEYS}
         for key, items in lists.items():
             if not isinstance(items, list):
