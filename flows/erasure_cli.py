@@ -218,9 +218,9 @@ def nothing_due_message(root: Path, model: str | None, cadence) -> str:
 
     waiting = ", ".join([*([f"fewer than {cadence.min_requests} requests waiting"] if cadence.min_requests else []),
                          *([f"none older than {cadence.max_age_days:g} days"] if cadence.max_age_days else [])])
-    if model is None:
-        return ("no model has a request since its last audit; nothing to audit" if cadence.min_requests == 1
-                else f"no model is due: {waiting}; nothing to audit")
+    if model is None:  # any request waiting at all (the default cadence: one is enough)?
+        return (f"no model is due: {waiting}; nothing to audit" if audit.models_due(root)
+                else "no model has a request since its last audit; nothing to audit")
     count, _ = audit.pending_requests(root, model)
     if count == 0:
         return f"model {model}: no request since its last audit; nothing to audit"

@@ -331,6 +331,9 @@ def test_a_cadence_audits_a_model_once_enough_requests_wait_or_the_oldest_is_old
     # the oldest waiting request is older than --max-age (a second here): due although fewer wait
     code, out = run_json(capsys, ["audit", "--min-requests", "50", "--max-age", "0.00001"])
     assert code == 0 and [a["covered_requests"] for a in out["audits"]] == [["CAD-1"]], out
+    capsys.readouterr()
+    assert main(["audit", "--min-requests", "2", "--max-age", "30"]) == 0  # nothing waits at all: says so
+    assert "no model has a request since its last audit; nothing to audit" in capsys.readouterr().out
 
     # one comply batch of two (one escrow) and one forget outside the ledger: three requests wait
     comply_requests(workspace, capsys, {"id": "CAD-2", "delete_records": ["P1004"]},
