@@ -96,7 +96,7 @@ def why_promoted(passed: bool, undecided: str | None) -> str:
 def write_record(root: Path, body: dict) -> Path:
     path = record_path(root, body["audit"]["id"])
     signing.write_signed(path, signing.sign(body, signing.signing_key(root)))
-    path.with_suffix(".html").write_text(signing.certificate_html(json.loads(path.read_text())), encoding="utf-8")
+    path.with_suffix(".html").write_text(signing.audit_record_html(json.loads(path.read_text())), encoding="utf-8")
     return path
 
 

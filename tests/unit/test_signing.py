@@ -230,6 +230,44 @@ def test_report_states_the_guarantee_without_overclaiming():
     assert "retrained from scratch" in exact and "ε" not in exact.split("2. Guarantee class")[1].split("<h2>")[0]
 
 
+def audit_record(**audit) -> dict:
+    """A signed audit record's body as tasks.audit_record writes it (values made up)."""
+    return {"format": "unlearnflow.audit/1",
+            "audit": {"id": "AUDIT-notes-1", "model": "notes", "kind": "text", "at": "2026-12-06T01:00:00+00:00",
+                      "passed": True, "decided": True, "undecided_reason": None, "rebased": False, "run_id": "r9",
+                      "code_version": "0.1.0+abc", **audit},
+            "production": {"version": "4", "run_id": "run-prod"}, "data_version": "ddd.dir",
+            "requests": [{"id": "REQ-1", "certificate": ".unlearn/certificates/REQ-1.json",
+                          "certificate_sha256": "f" * 64, "model_version": "4", "guarantee": "empirical",
+                          "method": "suppress"}],
+            "unrecorded_requests": [], "shortfall": [], "promoted": None,
+            "checks": [{"name": "exposure_vs_retrain_bits", "value": 1.2, "threshold": "<= 2.0", "passed": True}],
+            "metrics": {"exposure_after": 2.5, "secrets_measured": [{"masked": "**** 9855", "after": 2.5}]},
+            "escrow": {"files": ["notes/run-1.bin"], "unreadable": [], "action": "deleted when this audit completed"},
+            "teacher": {"deleted": True, "production_teaches": True}, "timings": {"retrain_s": 36.6}}
+
+
+def test_an_audit_record_renders_as_an_audit_not_an_empty_certificate():
+    """Until now the record rendered through certificate_html: "Erasure certificate — request None" and dashes."""
+    page = signing.audit_record_html(signing.sign(audit_record(), KEY))
+    assert "Audit record — AUDIT-notes-1" in page and "Erasure certificate" not in page and "request None" not in page
+    for text in ("PASSED", "v4 (run-prod)", "REQ-1", "exposure_vs_retrain_bits", "notes/run-1.bin",
+                 "production_teaches", "**** 9855", "nothing: production stays", "HMAC-SHA256", "36.6"):
+        assert text in page, text
+    failed = signing.audit_record_html(audit_record(passed=False, rebased=False) | {
+        "promoted": {"version": "5", "guarantee": "exact", "why": "the audit failed"}})
+    assert "FAILED" in failed and "v5 (guarantee exact): the audit failed" in failed
+    undecided = signing.audit_record_html(audit_record(decided=False, undecided_reason="forget set too small"))
+    assert "UNDECIDED (forget set too small)" in undecided
+
+
+def test_an_audit_record_report_escapes_every_text():
+    evil = "<script>alert(1)</script>"
+    record = audit_record(model=evil, undecided_reason=evil, decided=False) | {"metrics": {evil: evil}}
+    page = signing.audit_record_html(record)
+    assert "<script" not in page and page.count("&lt;script&gt;") >= 4
+
+
 def test_report_refuses_a_plot_that_is_not_a_png():
     with pytest.raises(ValueError, match="not a PNG"):
         signing.certificate_html(cert(), {"x": b"GIF89a"})

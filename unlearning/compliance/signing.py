@@ -300,15 +300,19 @@ def _guarantee(cert: dict) -> str:
     return f"<h2>2. Guarantee class</h2><p>{html.escape(explanation)}</p>{_rows(pairs)}"
 
 
-def _verification(cert: dict) -> str:
-    checks = cert.get("checks") or []
+def _checks_table(checks: list[dict]) -> str:
     rows = "".join(
         f"<tr><td>{_text(c.get('name'))}</td><td>{_text(c.get('value'))}</td><td>{_text(c.get('threshold'))}</td>"
         f"<td class=\"{_check_class(c)}\">{_check_result(c)}</td></tr>"
         for c in checks)
+    return (f"<table><tr><th>check</th><th>value</th><th>threshold</th><th>result</th></tr>{rows}</table>"
+            if checks else "<p>No verification checks were recorded.</p>")
+
+
+def _verification(cert: dict) -> str:
+    checks = cert.get("checks") or []
     verdict = cert.get("verified", bool(checks) and all(c.get("passed") for c in checks))
-    table = (f"<table><tr><th>check</th><th>value</th><th>threshold</th><th>result</th></tr>{rows}</table>"
-             if checks else "<p>No verification checks were recorded.</p>")
+    table = _checks_table(checks)
     metrics = cert.get("fidelity") or {}
     how = cert.get("verification") or {}
     mode = (f"<p>Verified by <b>{_text(how.get('mode'))}</b> ({html.escape(VERIFY_MODES.get(how.get('mode'), ''))}); "
@@ -363,6 +367,51 @@ def _signature(cert: dict) -> str:
     return (f"<p>Signed: {_text(sig.get('algorithm'))}, key id <code>{_text(sig.get('key_id'))}</code>. This page is a "
             "rendering; the signed record is the certificate's JSON file — check it with "
             "<code>unlearn certificate verify PATH</code>.</p>")
+
+
+def _page(title: str, *sections: str) -> str:
+    return "".join(["<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+                    f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
+                    f"<h1>{html.escape(title)}</h1>", *sections, "</body></html>\n"])
+
+
+def audit_verdict(audit: dict) -> tuple[str, str]:
+    """(the verdict's words, its CSS class) of an audit record's `audit` block."""
+    if audit.get("decided") is False:
+        return f"UNDECIDED ({audit.get('undecided_reason')})", "undecided"
+    return ("PASSED", "pass") if audit.get("passed") else ("FAILED", "fail")
+
+
+def audit_record_html(record: dict) -> str:
+    """A self-contained HTML report of a signed audit record (tasks.audit_record; every text escaped):
+    the verdict, what was promoted and why, the requests covered, the checks, what became of the
+    escrow and of a text chain's teacher, the measurements."""
+    audit, production = record.get("audit") or {}, record.get("production") or {}
+    words, css = audit_verdict(audit)
+    promoted = record.get("promoted") or {}
+    about = [("model", audit.get("model")), ("kind", audit.get("kind")), ("audited at", audit.get("at")),
+             ("production version (run)", f"v{production.get('version')} ({production.get('run_id')})"),
+             ("data version", record.get("data_version")), ("code version", audit.get("code_version")),
+             ("rebased", audit.get("rebased")),
+             ("promoted", f"v{promoted['version']} (guarantee {promoted.get('guarantee')}): {promoted.get('why')}"
+              if promoted else "nothing: production stays"),
+             ("retraining (s)", (record.get("timings") or {}).get("retrain_s"))]
+    covered = [(r.get("id"), {k: v for k, v in r.items() if k != "id"}) for r in record.get("requests") or []]
+    escrow = record.get("escrow") or {}
+    kept = [("escrow files", escrow.get("files")), ("escrow files that did not open", escrow.get("unreadable")),
+            ("escrow", escrow.get("action")), *([("chain teacher", record["teacher"])] if "teacher" in record else [])]
+    metrics = record.get("metrics") or {}
+    return _page(
+        f"Audit record — {audit.get('id')}",
+        f"<p>Format {_text(record.get('format'))}. Verdict: <span class=\"{css}\">{html.escape(words)}</span>.</p>",
+        _signature(record), "<h2>1. The audit</h2>", _rows(about),
+        "<h2>2. Requests covered</h2>", _rows(covered) if covered else "<p>None in the ledger.</p>",
+        *([f"<p>Requests outside the ledger: {_text(record.get('unrecorded_requests'))}</p>"]
+          if record.get("unrecorded_requests") else []),
+        "<h2>3. Checks against the retrained model</h2>", _checks_table(record.get("checks") or []),
+        *([f"<h3>Shortfall</h3>{_text(record.get('shortfall'))}"] if record.get("shortfall") else []),
+        "<h2>4. Escrow and teacher</h2>", _rows(kept),
+        *([f"<h2>5. Measurements</h2>{_rows(sorted(metrics.items()))}"] if metrics else []))
 
 
 def certificate_html(cert: dict, plots: dict[str, bytes] | None = None) -> str:
