@@ -417,12 +417,7 @@ def audit_record_html(record: dict) -> str:
 def certificate_html(cert: dict, plots: dict[str, bytes] | None = None) -> str:
     """A self-contained HTML report of a certificate (plots embedded as data URIs; every text escaped)."""
     req_id = (cert.get("request") or {}).get("id")
-    title = f"Erasure certificate — request {req_id}"
-    return "".join([
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        f"<p>Format {_text(cert.get('format'))}, issued {_text(cert.get('issued_at'))}.</p>",
-        _signature(cert), _procedural(cert), _guarantee(cert), _verification(cert), _superseded(cert),
-        _plots(plots), "</body></html>\n",
-    ])
+    return _page(f"Erasure certificate — request {req_id}",
+                 f"<p>Format {_text(cert.get('format'))}, issued {_text(cert.get('issued_at'))}.</p>",
+                 _signature(cert), _procedural(cert), _guarantee(cert), _verification(cert), _superseded(cert),
+                 _plots(plots))
