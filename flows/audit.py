@@ -91,7 +91,7 @@ def audit_model(root: Path, plan: steps.AuditPlan, rebase: bool, keep_days: int 
         # an undecided audit promotes the reference it already trained, as --rebase does: no check could
         # say the data is out of production, the retrained model has it out for sure
         stays = plan.exact or (passed and decided and not rebase)  # exact: production is the retraining itself
-        teacher = steps.hand_over_teacher(root, plan, stays)
+        teacher = plan.kind.after_audit(root, plan, stays)  # e.g. a text chain's sealed teacher
         record = lambda version: records.audit_record(audit, plan, judgement, version, rebase,  # noqa: E731
                                                     tags["code_version"], parent, now, teacher)
         if stays:

@@ -194,25 +194,6 @@ def drop_escrows(root: Path, names: list[str]) -> list[str]:
     return removed
 
 
-def hand_over_teacher(root: Path, plan: "AuditPlan", stays: bool) -> dict | None:
-    """The text chain's teacher after an audit (tasks.kinds.text_teacher): it memorised the requests
-    the audit covers, so it goes, whatever the verdict; a fast-updated production the audit passed
-    and leaves in place teaches the updates after it. Run before the record, which states it
-    ({"deleted": a sealed teacher was deleted, "production_teaches": ...}; None for other kinds). A
-    killed audit leaves production its own teacher only after its checks passed; a promotion rolled
-    back leaves a chain without its teacher (its next updates are anchored to their parent, with a
-    warning), never one anchored to a teacher that outlived the audit."""
-    if plan.kind.name != "text":
-        return None
-    from tasks.kinds import text_teacher
-    from unlearning.text.chain import trained_exactly
-
-    teaches = stays and not plan.exact and not trained_exactly(plan.production.tags.get("guarantee"))
-    if teaches:
-        return {"deleted": text_teacher.audited(root, plan.model, plan.production.run_id), "production_teaches": True}
-    return {"deleted": text_teacher.drop_teacher(root, plan.model), "production_teaches": False}
-
-
 # --- what an audit covers ----------------------------------------------------------------------------
 
 def ledger_requests(root: Path, model: str) -> list[lg.RequestRecord]:

@@ -135,6 +135,12 @@ class Kind(ABC):
         """A callable computing the private state kept beside the new version, or None."""
         return None
 
+    def after_audit(self, root: Path, plan, stays: bool) -> dict | None:
+        """What an audit of `plan` (tasks.audit.AuditPlan) does to what keep_for_next_update sealed,
+        before its record, which states the returned dict (`stays`: production stays in place).
+        Most kinds keep nothing: None."""
+        return None
+
     def keep_for_next_update(self, root: Path, plan: Plan, update: Update) -> list[dict]:
         """Seal what the next fast update needs of the model the promotion will supersede, pending
         until the release names it as it does an escrow (a text chain's teacher:

@@ -20,7 +20,7 @@ from tasks.data import load_dataset, save_dataset
 from tasks.kinds.base import Kind
 from tasks.kinds.text_chain import (chain_after, chain_secrets, earlier_line, evidence_state, reference_state,
                                     window_request)
-from tasks.kinds.text_teacher import chain_teacher, keep_teacher, parent_teacher_run
+from tasks.kinds.text_teacher import chain_teacher, hand_over_teacher, keep_teacher, parent_teacher_run
 from tasks.kinds.text_verify import (config_as, exposures_of, fall_back_evidence, fall_back_to_retrained,
                                      reference_job, retrained, verify_evidence, verify_lm)
 from tasks.kinds.hf import (check_pretrained, fine_tune_pretrained, import_lm, lineage_params, pretrained_tags,
@@ -141,13 +141,13 @@ def update_lm(lineage: Lineage, plan: Plan, after: TextCorpus, method: str, opti
     """Returns (new bundle, guarantee, stats, seconds)."""
     with lineage.child(f"update model ({method})", method=method) as run_id:
         chain = chain_secrets(lineage.root, plan) if takes_the_chain(method) else None
-        teacher = chain_teacher(lineage.root, plan) if takes_the_chain(method) else None
-        taught_by = parent_teacher_run(lineage.root, plan) if teacher is not None else None
+        teacher, taught_by = chain_teacher(lineage.root, plan) if takes_the_chain(method) else (None, None)
         earlier = len(chain.secrets) if chain else 0
         if earlier:
             progress(f"  update: {earlier} earlier secret(s) of the chain since the last exact model kept down too")
         if teacher is not None:
-            progress("  update: anchored to the chain's sealed teacher (its exact or last audited model), not to the model before it")
+            progress("  update: anchored to the chain's sealed teacher (its exact or last audited model), "
+                     "not to the model before it")
         request, train_windows = window_request(plan, after, chain)
         del chain
         if method == "retrain" and not options:  # the same job as verification's reference
@@ -296,6 +296,9 @@ class Text(Kind):
 
     def keep_for_next_update(self, root: Path, plan: Plan, update: Update) -> list[dict]:
         return keep_teacher(root, plan, update.guarantee)
+
+    def after_audit(self, root: Path, plan, stays: bool) -> dict | None:
+        return hand_over_teacher(root, plan, stays)
 
     def private_state(self, update: Update, after):
         if isinstance(update.detail, dict):  # evidence: its perplexities (evidence_state); both modes: its chain

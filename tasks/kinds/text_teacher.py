@@ -8,10 +8,11 @@ The first fast update on such a model supersedes it (its version is purged, or k
 its purge date), and it memorised the data of every request of the chain. So it is kept as the
 audit escrow is: sealed (AES-GCM, tasks.state.teacher_file), beyond use, read by nothing but the
 chain's next fast updates, one per model. That first fast update seals it, pending until the
-release names it (tasks.state.settle_escrow); a fast update on a fast-updated model opens it. The audit that covers the chain's
-requests deletes their escrow and the teacher with it (it memorised them); a fast-updated
-production that the audit leaves in place becomes the teacher of the updates after it (`audited`:
-it keeps itself as its teacher, and the next fast update seals it as for an exact model).
+release names it (tasks.state.settle_escrow); a fast update on a fast-updated model opens it.
+The audit that covers the chain's requests deletes their escrow and the teacher with it (it
+memorised them; the text kind's after_audit hook, `hand_over_teacher`); a fast-updated production
+that the audit leaves in place becomes the teacher of the updates after it (`audited`: it keeps
+itself as its teacher, and the next fast update seals it as for an exact model).
 
 Identity: a fast-updated version keeps the MLflow run id of its teacher (tasks.state.TEACHER_RUN_KEY);
 the sealed teacher names its own, and one that does not match (a version from before teachers were
@@ -30,9 +31,6 @@ from unlearning.compliance import signing
 from unlearning.errors import UnlearnError
 from unlearning.text import lm
 from unlearning.text.chain import trained_exactly
-
-sealed_name = state.sealed_name  # the name a sealed teacher is bound to, as an escrow's
-
 
 def teacher_run(root: Path, run_id: str, guarantee: str | None) -> str | None:
     """The run id of the model a fast update of version `run_id` (its `guarantee` tag) is anchored
@@ -64,29 +62,29 @@ def has_teacher(bundle: lm.LMBundle) -> bool:
     return not lm.is_hf(bundle)
 
 
-def chain_teacher(root: Path, plan: Plan) -> lm.LMBundle | None:
-    """The model a fast update of production is anchored to: the sealed teacher when production keeps
-    one and the sealed file names it; None (production itself) otherwise."""
+def chain_teacher(root: Path, plan: Plan) -> tuple[lm.LMBundle | None, str | None]:
+    """(the model a fast update of production is anchored to, its run id): the sealed teacher when
+    production keeps one and the sealed file names it; (None, None) — production itself — otherwise."""
     anchor = parent_teacher_run(root, plan)
     if anchor is None or anchor == plan.parent_run or not has_teacher(plan.bundle):
-        return None
+        return None, None
     path = state.teacher_file(root, plan.model_name)
     if not path.exists():  # e.g. an audit killed between deleting it and handing the chain to production
         progress("  warning: the chain's sealed teacher is gone; the update is anchored to the model before it")
-        return None
+        return None, None
     try:
-        sealed = sealing.open_sealed(path.read_bytes(), signing.signing_key(root), sealed_name(path))
+        sealed = sealing.open_sealed(path.read_bytes(), signing.signing_key(root), state.sealed_name(path))
         if sealed.get("anchor") != anchor:
             progress("  warning: the sealed teacher is another chain's; the update is anchored to the model before it")
-            return None
+            return None, None
         teacher = copy.deepcopy(plan.bundle)
         teacher.model.load_state_dict(sealed["state"])
     except (UnlearnError, RuntimeError, KeyError) as exc:  # altered, or another architecture: the model before
         progress(f"  warning: the chain's sealed teacher was not used ({str(exc).splitlines()[0][:120]}); "
                  "the update is anchored to the model before it")
-        return None
+        return None, None
     teacher.model.eval()
-    return teacher
+    return teacher, anchor
 
 
 def keep_teacher(root: Path, plan: Plan, guarantee: str) -> list[dict]:
@@ -97,7 +95,7 @@ def keep_teacher(root: Path, plan: Plan, guarantee: str) -> list[dict]:
         return []
     seal(root, plan.model_name, plan.parent_run, plan.bundle, pending=True)
     return [{"artifact": f"model {plan.model_name} v{plan.parent_version} as the chain's teacher "
-                         f"{sealed_name(state.teacher_file(root, plan.model_name))}",
+                         f"{state.sealed_name(state.teacher_file(root, plan.model_name))}",
              "kind": "chain_teacher",
              "action": "beyond use until the model's next audit (sealed: AES-GCM, key under .unlearn/), read only by "
                        "the next fast updates of its chain, then deleted"}]
@@ -114,10 +112,23 @@ def audited(root: Path, model: str, production_run: str) -> bool:
     return drop_teacher(root, model)
 
 
+def hand_over_teacher(root: Path, plan, stays: bool) -> dict:
+    """The chain's teacher after an audit of `plan` (tasks.audit.AuditPlan; Text.after_audit): it
+    memorised the requests the audit covers, so it goes, whatever the verdict; a fast-updated
+    production the audit passed and leaves in place (`stays`) teaches the updates after it. Run
+    before the record, which states it. A killed audit leaves production its own teacher only after
+    its checks passed; a promotion rolled back leaves a chain without its teacher (its next updates
+    are anchored to their parent, with a warning), never one anchored to a teacher that outlived the
+    audit."""
+    if stays and not plan.exact and not trained_exactly(plan.production.tags.get("guarantee")):
+        return {"deleted": audited(root, plan.model, plan.production.run_id), "production_teaches": True}
+    return {"deleted": drop_teacher(root, plan.model), "production_teaches": False}
+
+
 def seal(root: Path, model: str, anchor: str, bundle: lm.LMBundle, pending: bool = False) -> None:
     path = state.teacher_file(root, model)
     content = {"anchor": anchor, "state": {k: v.detach().cpu() for k, v in bundle.model.state_dict().items()}}
-    sealed = sealing.seal(content, signing.signing_key(root), sealed_name(path))
+    sealed = sealing.seal(content, signing.signing_key(root), state.sealed_name(path))
     state.write_sealed(state.pending_escrow(path) if pending else path, sealed)
 
 

@@ -15,7 +15,6 @@ from flows.detect import detect_flow
 import mlflow
 
 from tasks import audit, state
-from tasks.kinds import text_teacher
 from unlearning.compliance import escrow as sealing
 from unlearning.compliance import signing
 from tests.flows.conftest import pin_project_salt
@@ -43,7 +42,7 @@ def notes_trained_and_scanned(workspace, tmp_path_factory, capsys):
 def sealed_teacher(workspace: Path, model: str = "notes") -> dict:
     """The chain's sealed teacher, opened: {"anchor": the exact model's id, "state": its weights}."""
     path = state.teacher_file(workspace, model)
-    return sealing.open_sealed(path.read_bytes(), signing.signing_key(workspace), text_teacher.sealed_name(path))
+    return sealing.open_sealed(path.read_bytes(), signing.signing_key(workspace), state.sealed_name(path))
 
 
 def test_a_text_audit_measures_the_removed_secret_from_its_escrow(workspace, tmp_path_factory, capsys, monkeypatch):

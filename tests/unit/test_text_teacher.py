@@ -11,7 +11,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tasks import audit, state
+from tasks import state
+from tasks.kinds.images import KIND as IMAGES
+from tasks.kinds.text import KIND as TEXT
 from tasks.common import Plan
 from tasks.kinds import text_teacher as teachers
 from tasks.kinds.text_chain import reference_state
@@ -57,8 +59,8 @@ def test_the_first_fast_update_on_an_exact_model_seals_it_pending_until_the_rele
     # the next fast update, on the fast-updated version anchored to it, is anchored to it too
     fast = bundle(1)
     state.save_evidence(tmp_path, "run-fast", {"anchor_perplexity": 9.0, state.TEACHER_RUN_KEY: "run-exact"})
-    teacher = teachers.chain_teacher(tmp_path, plan(fast, "run-fast"))
-    assert teacher is not None and same_weights(teacher, exact) and not same_weights(teacher, fast)
+    teacher, taught_by = teachers.chain_teacher(tmp_path, plan(fast, "run-fast"))
+    assert taught_by == "run-exact" and teacher is not None and same_weights(teacher, exact) and not same_weights(teacher, fast)
     assert not teacher.model.training
     # a fast update of a fast-updated version seals nothing: the chain keeps its teacher
     teachers.keep_teacher(tmp_path, plan(fast, "run-fast"), "empirical")
@@ -70,20 +72,20 @@ def test_a_teacher_is_used_only_for_the_version_anchored_to_it(tmp_path, capsys)
     teachers.seal(tmp_path, "notes", "run-exact", exact)
     # production trained exactly: anchored to itself, nothing opened
     assert teachers.teacher_run(tmp_path, "run-trained", "exact") == "run-trained"
-    assert teachers.chain_teacher(tmp_path, plan(fast, "run-trained")) is None
+    assert teachers.chain_teacher(tmp_path, plan(fast, "run-trained")) == (None, None)
     # another chain's anchor, and a fast version from before teachers were kept (no anchor id)
     state.save_evidence(tmp_path, "run-other", {"anchor_perplexity": 9.0, state.TEACHER_RUN_KEY: "run-elsewhere"})
     state.save_evidence(tmp_path, "run-old", {"anchor_perplexity": 9.0})
-    assert teachers.chain_teacher(tmp_path, plan(fast, "run-other")) is None
+    assert teachers.chain_teacher(tmp_path, plan(fast, "run-other")) == (None, None)
     assert teachers.teacher_run(tmp_path, "run-old", "empirical") is None
-    assert teachers.chain_teacher(tmp_path, plan(fast, "run-old")) is None
+    assert teachers.chain_teacher(tmp_path, plan(fast, "run-old")) == (None, None)
     # an altered file: not used, one warning line, the update anchored to the model before it
     state.save_evidence(tmp_path, "run-fast", {"anchor_perplexity": 9.0, state.TEACHER_RUN_KEY: "run-exact"})
     path = state.teacher_file(tmp_path, "notes")
     body = bytearray(path.read_bytes())
     body[-1] ^= 1
     path.write_bytes(bytes(body))
-    assert teachers.chain_teacher(tmp_path, plan(fast, "run-fast")) is None
+    assert teachers.chain_teacher(tmp_path, plan(fast, "run-fast")) == (None, None)
     assert "sealed teacher was not used" in capsys.readouterr().err
 
 
@@ -96,11 +98,11 @@ def test_an_audit_that_passes_production_and_leaves_it_makes_it_the_teacher_of_t
     assert not state.teacher_file(tmp_path, "notes").exists()  # it memorised the covered requests
     kept = state.load_evidence(tmp_path, "run-fast")
     assert kept == {"held_out_perplexity": 10.0, "anchor_perplexity": 9.0, state.TEACHER_RUN_KEY: "run-fast"}
-    assert teachers.chain_teacher(tmp_path, plan(audited, "run-fast")) is None  # the next update: itself
+    assert teachers.chain_teacher(tmp_path, plan(audited, "run-fast")) == (None, None)  # the next update: itself
     teachers.keep_teacher(tmp_path, plan(audited, "run-fast"), "empirical")  # ... which it seals
     state.settle_escrow(tmp_path, "notes", "forget-run", promoted=True)
     state.save_evidence(tmp_path, "run-next", {"anchor_perplexity": 9.0, state.TEACHER_RUN_KEY: "run-fast"})
-    assert same_weights(teachers.chain_teacher(tmp_path, plan(bundle(2), "run-next")), audited)
+    assert same_weights(teachers.chain_teacher(tmp_path, plan(bundle(2), "run-next"))[0], audited)
     # the rules bench.stream mirrors
     assert rules.teacher_of("parent") == "parent" and rules.teacher_of("parent", "exact") == "exact"
     assert rules.teacher_after_audit("exact") is None
@@ -124,24 +126,24 @@ def audit_plan(kind: str = "text", guarantee: str = "empirical", exact: bool = F
 def test_every_audit_that_replaces_production_deletes_the_teacher(tmp_path, verdict):
     teachers.seal(tmp_path, "notes", "run-exact", bundle(0))
     state.save_evidence(tmp_path, "run-fast", {"anchor_perplexity": 9.0, state.TEACHER_RUN_KEY: "run-exact"})
-    assert audit.hand_over_teacher(tmp_path, audit_plan(), stays=False) == {"deleted": True, "production_teaches": False}
+    assert TEXT.after_audit(tmp_path, audit_plan(), stays=False) == {"deleted": True, "production_teaches": False}
     assert not state.teacher_file(tmp_path, "notes").exists()
     assert state.load_evidence(tmp_path, "run-fast")[state.TEACHER_RUN_KEY] == "run-exact"  # replaced, never read again
 
 
 def test_an_audit_of_an_exact_production_deletes_a_stale_teacher_and_other_kinds_have_none(tmp_path):
     teachers.seal(tmp_path, "notes", "run-exact", bundle(0))  # a chain's, before a fall-back retrained production
-    assert audit.hand_over_teacher(tmp_path, audit_plan(guarantee="exact"), stays=True) == \
+    assert TEXT.after_audit(tmp_path, audit_plan(guarantee="exact"), stays=True) == \
         {"deleted": True, "production_teaches": False}
-    assert audit.hand_over_teacher(tmp_path, audit_plan(exact=True), stays=True) == \
+    assert TEXT.after_audit(tmp_path, audit_plan(exact=True), stays=True) == \
         {"deleted": False, "production_teaches": False}
-    assert audit.hand_over_teacher(tmp_path, audit_plan(kind="images"), stays=True) is None
+    assert IMAGES.after_audit(tmp_path, audit_plan(kind="images"), stays=True) is None
 
 
 def test_a_passing_audit_that_keeps_a_fast_production_hands_it_the_chain(tmp_path):
     teachers.seal(tmp_path, "notes", "run-exact", bundle(0))
     state.save_evidence(tmp_path, "run-fast", {"anchor_perplexity": 9.0, state.TEACHER_RUN_KEY: "run-exact"})
-    assert audit.hand_over_teacher(tmp_path, audit_plan(), stays=True) == {"deleted": True, "production_teaches": True}
+    assert TEXT.after_audit(tmp_path, audit_plan(), stays=True) == {"deleted": True, "production_teaches": True}
     assert state.load_evidence(tmp_path, "run-fast")[state.TEACHER_RUN_KEY] == "run-fast"
 
 
