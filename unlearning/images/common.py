@@ -40,12 +40,24 @@ class SGDConfig(ImageMethodConfig):
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class ImageChain:
+    """Where a chain of record deletions is unrolled from (alignment.unroll): `model`, the model the
+    chain starts from (trained exactly, or the last one an audit passed), and `grad`, the summed
+    gradient Σ ∇ℓ(z; θ_model) of every image the chain's requests deleted, at that model (parameter
+    name → tensor). Raw gradients of removed images: kept sealed, as their escrow is."""
+
+    model: CNN
+    grad: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
 @dataclass
 class ImageResult:
     model: CNN  # the unlearned copy
     method: str
     guarantee: str  # exact (retrain) or empirical
     stats: dict = field(default_factory=dict)  # seconds (run_image_method), steps, ...
+    chain: ImageChain | None = None  # an unrolled deletion: the chain the next deletion continues
 
 
 def _copy(model: CNN, trainable: bool) -> CNN:

@@ -23,7 +23,7 @@ import unlearning.images.alignment as alignment
 import unlearning.images.baselines as baselines
 import unlearning.images.influence as influence
 from unlearning.images.cnn import CNN
-from unlearning.images.common import ImageMethodConfig, ImageResult
+from unlearning.images.common import ImageChain, ImageMethodConfig, ImageResult
 from unlearning.images.request import ImageData, ImageRequest
 from unlearning.linalg import single_threaded
 
@@ -35,6 +35,11 @@ class ImageContext(NamedTuple):
     model: CNN
     data: ImageData
     request: ImageRequest
+    chain: ImageChain | None = None  # the chain a deletion continues (alignment's unroll; CHAINED)
+
+
+# The methods that continue a chain of deletions (`chain=`); the others start from the model before.
+CHAINED = ("alignment",)
 
 
 IMAGE_METHODS: dict[str, registry.Method] = registry.table(KIND)  # live: plugins appear here too
@@ -70,17 +75,19 @@ def _warm_up_optimiser() -> None:
 
 
 def run_image_method(name: str, model: CNN, data: ImageData, request: ImageRequest,
-                     options: Mapping | None = None) -> ImageResult:
-    """Validate, run and time an image unlearning method (`auto` → registry.choose)."""
-    return registry.run(KIND, name, ImageContext(model, data, request), options)
+                     options: Mapping | None = None, chain: ImageChain | None = None) -> ImageResult:
+    """Validate, run and time an image unlearning method (`auto` → registry.choose); `chain`: the
+    chain of deletions the model before continues (used by the CHAINED methods)."""
+    return registry.run(KIND, name, ImageContext(model, data, request, chain), options)
 
 
 def _execute(method: registry.Method, ctx: ImageContext, config: ImageMethodConfig) -> ImageResult:
     ctx.request.check(ctx.data)
     _warm_up_optimiser()
     started, cpu_started = time.perf_counter(), time.process_time()
+    chained = {"chain": ctx.chain} if ctx.chain is not None and method.name in CHAINED else {}
     with single_threaded():
-        result = method.run(ctx.model, ctx.data, ctx.request, config)
+        result = method.run(ctx.model, ctx.data, ctx.request, config, **chained)
     result.stats["seconds"] = time.perf_counter() - started
     # CPU time of this (single-threaded) process: on the shared machine wall-clock ratios swing
     # with the other jobs' load, CPU-time ratios do not.
