@@ -133,6 +133,7 @@ class Update:
     stats: dict = field(default_factory=dict)
     b: Any = None  # the private noise to keep with the new version (certified tables)
     detail: Any = None
+    carry: Any = None  # what keep_for_next_update seals for the next fast update (an image chain)
 
 
 @dataclass

@@ -87,8 +87,10 @@ EVIDENCE_KEYS = ("held_out_perplexity", "anchor_perplexity")
 CHAIN_KEY = "chain"
 # ... and the run id of the model its fast updates are anchored to (that exact model, or the version
 # itself once an audit passed it), which the next fast update finds sealed as the chain's teacher
-# (teacher_file; tasks.kinds.text_teacher)
+# (teacher_file; tasks.kinds.text_teacher). An image version made by a chained deletion keeps the run id
+# of its chain's first model there, and the id of the seal its chain was written with (tasks.kinds.images_chain).
 TEACHER_RUN_KEY = "teacher_run"
+CHAIN_SEAL_KEY = "chain_seal"
 
 
 def save_cache(root: Path, run_id: str, cache: dict) -> None:
@@ -104,8 +106,9 @@ def save_cache(root: Path, run_id: str, cache: dict) -> None:
     measured = {k: float(v) for k, v in evidence.items() if k in EVIDENCE_KEYS}
     if evidence.get(CHAIN_KEY):
         measured[CHAIN_KEY] = [str(run) for run in evidence[CHAIN_KEY]]
-    if evidence.get(TEACHER_RUN_KEY):
-        measured[TEACHER_RUN_KEY] = str(evidence[TEACHER_RUN_KEY])
+    for key in (TEACHER_RUN_KEY, CHAIN_SEAL_KEY):
+        if evidence.get(key):
+            measured[key] = str(evidence[key])
     if measured:
         save_evidence(root, run_id, measured)
 
@@ -208,11 +211,22 @@ def escrow_file(root: Path, model: str, run_id: str) -> Path:
 
 
 def teacher_file(root: Path, model: str) -> Path:
-    """The sealed teacher of a text model's chain of fast updates: the model `suppress` anchors each
-    update of the chain to (tasks.kinds.text_teacher). Not a request's escrow (no `.bin`: the audit's
-    coverage does not count it); it lives beside them, beyond use in the same way, and the next
-    audit deletes it."""
+    """The sealed teacher of a model's chain of fast updates: the model `suppress` anchors each update
+    of a text chain to (tasks.kinds.text_teacher), the first model of an image chain and the gradient
+    of the images it deleted (tasks.kinds.images_chain). Not a request's escrow (no `.bin`: the
+    audit's coverage does not count it); it lives beside them, beyond use in the same way, and the
+    next audit deletes it."""
     return escrow_dir(root, model) / "teacher.sealed"
+
+
+def drop_teacher(root: Path, model: str) -> bool:
+    """Delete the model's sealed teacher, pending or cut short too (every audit: it memorised the
+    requests the audit covers). Whether a sealed teacher was there."""
+    path = teacher_file(root, model)
+    existed = path.exists()
+    for leftover in (path, pending_escrow(path), private_tmp(path), private_tmp(pending_escrow(path))):
+        leftover.unlink(missing_ok=True)
+    return existed
 
 
 def pending_escrow(path: Path) -> Path:

@@ -14,6 +14,7 @@ from tasks import dvc, factories, formats, tracking
 from tasks import references as prefetch
 from tasks.common import STEP, Lineage, Plan, Trained, Update, Verification, progress
 from tasks.data import save_dataset
+from tasks.kinds import images_chain
 from tasks.kinds.base import Kind
 from tasks.kinds.images_verify import (  # noqa: F401 — judged, checks_table, verdict_cell: for their callers
     checks_table, evidence_images, headline_metrics, judged, known_outputs, outputs_on_samples, reference_job,
@@ -30,6 +31,7 @@ from unlearning.images.bundle import (
 from unlearning.compliance.requests import UnlearningRequest
 from unlearning.images import cnn, factory
 from unlearning.images.evidence import KnownOutputs
+from unlearning.images.registry import CHAINED
 from unlearning.images.verify import ImageVerifyConfig
 from unlearning.tabular.methods import single_threaded
 
@@ -117,15 +119,28 @@ def update_cnn(lineage: Lineage, plan: Plan, method: str, options: dict | None =
             result, source = prefetch.obtain(reference_job(plan), "  retraining the CNN on the corrected data ...")
             tracking.log_params(run_id, {"reference": source})
         else:
+            chain, start_run, start_version = (images_chain.chain_of(lineage.root, plan) if method in CHAINED
+                                               else (None, None, None))
             result = run_method(method, plan.bundle.model, training_data(plan.dataset, plan.bundle),
-                                plan.part.request, options)
+                                plan.part.request, options, chain)
+            del chain  # the chain's first model and gradient: in memory only, sealed again by keep_for_next_update
         bundle = new_bundle(plan.bundle, result.model, plan.part.request)
         seconds = result.stats["seconds"]
+        carry = images_chain.carried(result.chain, start_run, start_version) if method in CHAINED else None
         tracking.log_params(run_id, {"method": result.method, **(options or {}),
-                                     "forget_images": len(plan.part.request.forget), "kind": plan.part.request.kind})
+                                     "forget_images": len(plan.part.request.forget), "kind": plan.part.request.kind,
+                                     **unrolled_from(result.stats, carry, plan.parent_run)})
         tracking.log_metrics(run_id, {"update_seconds": seconds,
                                       **{k: v for k, v in result.stats.items() if isinstance(v, (int, float))}})
-    return bundle, result.method, result.guarantee, seconds
+    return bundle, result.method, result.guarantee, seconds, carry
+
+
+def unrolled_from(stats: dict, carry, parent_run: str) -> dict:
+    """The MLflow param naming where an unrolled deletion was taken from: the run id of its chain's
+    first model, or "the model before" (none for another path)."""
+    if carry is None or "unrolled_from" not in stats:
+        return {}
+    return {"unrolled_from": "the model before" if carry.start_run == parent_run else carry.start_run}
 
 
 def new_bundle(old: ImageBundle, model, request: ImageRequest) -> ImageBundle:
@@ -170,8 +185,9 @@ class Images(Kind):
         return correct_data(lineage, plan)
 
     def update(self, lineage: Lineage, plan: Plan, after, method: str, options: dict | None) -> Update:
-        bundle, method, guarantee, seconds = update_cnn(lineage, plan, method, options)
-        return Update(bundle, method, guarantee, seconds, {"forget_images": len(plan.part.request.forget)})
+        bundle, method, guarantee, seconds, carry = update_cnn(lineage, plan, method, options)
+        return Update(bundle, method, guarantee, seconds, {"forget_images": len(plan.part.request.forget)},
+                      carry=carry)
 
     def verify(self, lineage: Lineage, plan: Plan, after, update: Update, config) -> Verification:
         config = config or {}
@@ -225,10 +241,18 @@ class Images(Kind):
                                               retrains=1)), attempt)
 
     def private_state(self, update: Update, after):
+        ids = images_chain.evidence_ids(update)  # the chain the version continues (tasks.kinds.images_chain)
         if isinstance(update.detail, tuple) and isinstance(update.detail[0], KnownOutputs):
             known, anchor = update.detail
-            return lambda: {"outputs": {**known.as_state(), "anchor": anchor.as_state() if anchor else None}}
-        return None
+            return lambda: {"outputs": {**known.as_state(), "anchor": anchor.as_state() if anchor else None},
+                            "evidence": ids}
+        return (lambda: {"evidence": ids}) if ids else None
+
+    def keep_for_next_update(self, root: Path, plan: Plan, update: Update) -> list[dict]:
+        return images_chain.keep_chain(root, plan, update)
+
+    def after_audit(self, root: Path, plan, stays: bool) -> dict | None:
+        return images_chain.hand_over_chain(root, plan, stays)
 
     def certificate_config(self, plan: Plan, update: Update, attempt: dict | None, config) -> dict:
         config = config or {}

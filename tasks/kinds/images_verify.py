@@ -34,8 +34,8 @@ from unlearning.tabular.methods import single_threaded
 
 
 
-def run_method(method: str, model, data, request: ImageRequest, options: dict | None):
-    return registry.run("images", method, ImageContext(model, data, request), options)
+def run_method(method: str, model, data, request: ImageRequest, options: dict | None, chain=None):
+    return registry.run("images", method, ImageContext(model, data, request, chain), options)
 
 
 def reference_job(plan: Plan) -> references.ReferenceJob:

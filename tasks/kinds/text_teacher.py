@@ -109,7 +109,7 @@ def audited(root: Path, model: str, production_run: str) -> bool:
     # first: a kill between the two leaves production its own teacher and a stale file that is never
     # opened (it names another model) and goes with the next update's seal or the next audit
     state.save_evidence(root, production_run, {state.TEACHER_RUN_KEY: production_run})
-    return drop_teacher(root, model)
+    return state.drop_teacher(root, model)
 
 
 def hand_over_teacher(root: Path, plan, stays: bool) -> dict:
@@ -122,7 +122,7 @@ def hand_over_teacher(root: Path, plan, stays: bool) -> dict:
     audit."""
     if stays and not plan.exact and not trained_exactly(plan.production.tags.get("guarantee")):
         return {"deleted": audited(root, plan.model, plan.production.run_id), "production_teaches": True}
-    return {"deleted": drop_teacher(root, plan.model), "production_teaches": False}
+    return {"deleted": state.drop_teacher(root, plan.model), "production_teaches": False}
 
 
 def seal(root: Path, model: str, anchor: str, bundle: lm.LMBundle, pending: bool = False) -> None:
@@ -130,15 +130,4 @@ def seal(root: Path, model: str, anchor: str, bundle: lm.LMBundle, pending: bool
     content = {"anchor": anchor, "state": {k: v.detach().cpu() for k, v in bundle.model.state_dict().items()}}
     sealed = sealing.seal(content, signing.signing_key(root), state.sealed_name(path))
     state.write_sealed(state.pending_escrow(path) if pending else path, sealed)
-
-
-def drop_teacher(root: Path, model: str) -> bool:
-    """Delete the model's sealed teacher, pending or cut short too (every audit: it memorised the
-    requests the audit covers). Whether a sealed teacher was there."""
-    path = state.teacher_file(root, model)
-    existed = path.exists()
-    for leftover in (path, state.pending_escrow(path), state.private_tmp(path),
-                     state.private_tmp(state.pending_escrow(path))):
-        leftover.unlink(missing_ok=True)
-    return existed
 

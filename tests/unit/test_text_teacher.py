@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tasks import state
-from tasks.kinds.images import KIND as IMAGES
+from tasks.kinds.tabular import KIND as TABLE
 from tasks.kinds.text import KIND as TEXT
 from tasks.common import Plan
 from tasks.kinds import text_teacher as teachers
@@ -131,13 +131,13 @@ def test_every_audit_that_replaces_production_deletes_the_teacher(tmp_path, verd
     assert state.load_evidence(tmp_path, "run-fast")[state.TEACHER_RUN_KEY] == "run-exact"  # replaced, never read again
 
 
-def test_an_audit_of_an_exact_production_deletes_a_stale_teacher_and_other_kinds_have_none(tmp_path):
+def test_an_audit_of_an_exact_production_deletes_a_stale_teacher_and_tables_have_none(tmp_path):
     teachers.seal(tmp_path, "notes", "run-exact", bundle(0))  # a chain's, before a fall-back retrained production
     assert TEXT.after_audit(tmp_path, audit_plan(guarantee="exact"), stays=True) == \
         {"deleted": True, "production_teaches": False}
     assert TEXT.after_audit(tmp_path, audit_plan(exact=True), stays=True) == \
         {"deleted": False, "production_teaches": False}
-    assert IMAGES.after_audit(tmp_path, audit_plan(kind="images"), stays=True) is None
+    assert TABLE.after_audit(tmp_path, audit_plan(kind="table"), stays=True) is None  # images: test_images_chain
 
 
 def test_a_passing_audit_that_keeps_a_fast_production_hands_it_the_chain(tmp_path):

@@ -1,0 +1,81 @@
+"""A chain of image deletions through the pipeline (real Prefect, MLflow, DVC; digits, the tiny CNN):
+each deletion of a few images is unrolled from the chain's first model over every image the chain
+deleted (tasks.kinds.images_chain), whose weights and gradient stay sealed beside the audit escrow
+until the audit that covers the chain deletes them."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import torch
+import yaml
+
+from flows.cli import main
+from tasks import state, tracking
+from tests.flows.test_audit_text import sealed_teacher
+from tests.flows.test_pipeline import run_json
+from unlearning.images import ImageData, delete_records
+from unlearning.images.alignment import AlignmentConfig, unroll
+from unlearning.images.bundle import training_data
+from unlearning.images.data import load_images
+
+
+def production():
+    return mlflow.MlflowClient().get_model_version_by_alias("digits", "production")
+
+
+def deletion(workspace, request_id: str, ids: list[str]):
+    path = workspace / f"{request_id}.yaml"
+    path.write_text(yaml.safe_dump({"id": request_id, "model": "digits", "delete_records": ids}))
+    return path
+
+
+def test_a_chain_of_deletions_is_unrolled_from_its_first_model_and_its_audit_deletes_it(workspace, capsys):
+    assert main(["data", "add", "digits"]) == 0
+    assert main(["train", "digits", "--epochs", "6"]) == 0
+    trained = production()
+    bundle = tracking.load_version_bundle("digits", trained.version)
+    dataset = load_images(workspace / "data" / "digits")
+    first_data = training_data(dataset, bundle)
+    picked = np.flatnonzero(dataset.train)[[5, 300, 800, 1200]]
+    ids = [dataset.record_ids[p] for p in picked]
+
+    code, first = run_json(capsys, ["forget", str(deletion(workspace, "IMG-C1", ids[:2]))])
+    assert code == 0 and first["promoted"] and first["method"] == "alignment", first
+    assert [e["kind"] for e in first["superseded"] if e["kind"] == "chain_teacher"] == ["chain_teacher"]
+    sealed = sealed_teacher(workspace, "digits")
+    assert sealed["anchor"] == trained.run_id and sealed["version"] == str(trained.version)
+    assert all(torch.equal(sealed["state"][k], v) for k, v in bundle.model.state_dict().items())
+    v2 = production()
+    first_ids = state.load_evidence(workspace, v2.run_id)
+    assert first_ids[state.TEACHER_RUN_KEY] == trained.run_id and first_ids[state.CHAIN_SEAL_KEY] == sealed["seal"]
+
+    code, second = run_json(capsys, ["forget", str(deletion(workspace, "IMG-C2", ids[2:]))])
+    assert code == 0 and second["promoted"], second
+    v3 = production()
+    kept = state.load_evidence(workspace, v3.run_id)
+    assert kept[state.TEACHER_RUN_KEY] == trained.run_id and kept[state.CHAIN_SEAL_KEY] != first_ids[state.CHAIN_SEAL_KEY]
+    [update_run] = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                      filter_string=f"params.unrolled_from = '{trained.run_id}'")
+    assert update_run.data.params["method"] == "alignment"
+    # the second deletion is the one unrolling of all four images from the trained model (library)
+    positions = sorted(bundle.train_ids.index(i) for i in ids)
+    at_once = unroll(bundle.model, ImageData(first_data.X, first_data.y, first_data.schedule),
+                     delete_records(len(first_data), positions), AlignmentConfig())
+    promoted = tracking.load_version_bundle("digits", v3.version).model.state_dict()
+    for k, v in at_once.model.state_dict().items():
+        torch.testing.assert_close(promoted[k], v, rtol=1e-5, atol=1e-6)
+    sealed = sealed_teacher(workspace, "digits")
+    assert sealed["seal"] == kept[state.CHAIN_SEAL_KEY] and set(sealed["grad"]) <= set(promoted)
+
+    code, audited = run_json(capsys, ["audit", "digits"])
+    assert sorted(audited["covered_requests"]) == ["IMG-C1", "IMG-C2"], audited
+    stays = audited["promoted"] is None  # passed and decided: production stays; else the retrained model is promoted
+    assert audited["teacher"] == {"deleted": True, "production_teaches": stays}
+    assert not state.teacher_file(workspace, "digits").exists()
+    record = json.loads((workspace / audited["record"]).read_text())
+    assert record["teacher"] == audited["teacher"]
+    if stays:  # the next deletion starts a new chain from the audited production
+        assert state.load_evidence(workspace, v3.run_id)[state.TEACHER_RUN_KEY] is None
