@@ -758,6 +758,7 @@ class Images:
             KnownOutputs.of(self.test_ids, model_outputs(self.original, *self.test)))}
         # the fast updates, and what each keeps of the exact model its chain of updates started from
         self.fast, self.anchors = set(), {}
+        self._chains = {}  # id(fast update) → (it, the chain its next deletion continues)
         self.verify, self.evidence_cfg = verify, evidence_cfg
         self.compare_audits, self.audit_verdicts, self.audit_images_judged = compare_audits, [], []
 
@@ -782,8 +783,16 @@ class Images:
         return registry.run("images", "retrain", self._context(self.original, 0, j)).model
 
     def update(self, model, k: int):
+        """`auto` as the pipeline runs it: an unrolled deletion continues the chain the model before
+        keeps (tasks.kinds.images_chain: from the chain's first model over every image it deleted);
+        a model trained, retrained, updated otherwise or audited and kept starts one."""
         from unlearning import registry
-        updated = registry.run("images", "auto", self._context(model, k - 1, k)).model
+        from unlearning.images.common import ImageChain
+        chain = self._chains.get(id(model), (model, ImageChain(model)))[1]
+        result = registry.run("images", "auto", self._context(model, k - 1, k)._replace(chain=chain))
+        updated = result.model
+        if result.chain is not None:
+            self._chains[id(updated)] = (updated, result.chain)  # the model too: its id stays its own
         self.fast.add(updated)  # not trained exactly: its evidence also judges it against its chain's anchor
         return updated
 
@@ -840,6 +849,7 @@ class Images:
         sets = (self._forget(ks), (self.X[keep], self.y[keep], [self.train_ids[i] for i in keep]),
                 (*self.test, self.test_ids))
         checks, metrics = audit_checks(model, retrained, *sets, "delete_records", self.verify)
+        self._chains.pop(id(model), None)  # the audit deletes the sealed chain: production, if it stays, starts the next
         self.audit_images_judged.append((metrics["ra_images_judged"], metrics["ta_images_judged"]))
         if self.compare_audits:  # judged on whole sets in notes(), outside the measured CPU
             self.audit_verdicts.append((model, retrained, ks, checks))
