@@ -56,8 +56,9 @@ def certificate_of(record: lg.RequestRecord) -> dict:
 def audit_record(audit: str, plan: AuditPlan, judgement: Judgement, promoted: str | None, rebase: bool,
                  code_version: str, run_id: str, now: datetime, teacher: dict | None = None) -> dict:
     """The record's body (signed by `write_record`): no raw value, fingerprints and masked forms only.
-    `teacher`: what became of a text chain's sealed teacher (the kind's after_audit hook:
-    tasks.kinds.text_teacher.hand_over_teacher)."""
+    `teacher`: what became of a text chain's sealed teacher or an image chain's sealed first model
+    (the kind's after_audit hook: tasks.kinds.text_teacher.hand_over_teacher,
+    tasks.kinds.images_chain.hand_over_chain)."""
     passed = all(c["passed"] for c in judgement.checks)
     decided = judgement.undecided is None
     metrics = {k: v for k, v in judgement.metrics.items() if k != "per_secret"}

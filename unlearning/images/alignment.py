@@ -293,7 +293,7 @@ def unroll(model: CNN, data: ImageData, request: ImageRequest, cfg: AlignmentCon
     F.cross_entropy(student(forget.X), forget.y, reduction="sum").backward()
     earlier = {} if chain is None else chain.grad
     named = [(n, p) for n, p in student.named_parameters() if p.grad is not None]
-    grads = {n: p.grad.detach().clone() + earlier[n] if n in earlier else p.grad.detach().clone() for n, p in named}
+    grads = {n: p.grad.detach().clone() + (earlier[n].to(p.grad.device) if n in earlier else 0) for n, p in named}
     params = [p for _, p in named]
     start_values = [p.detach().clone() for p in params]
     student.zero_grad(set_to_none=True)
