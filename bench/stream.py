@@ -51,7 +51,8 @@ machine's load in the header. Default: 30 table, 10 text and 30 image requests o
 processes: text ≈ 17 min of CPU (its 10 retrainings, 72–74 s each, dominate), tables + images ≈ 6 min
 in the other (measured: 33 min wall at load 5–7); `--quick`: a smoke run of a few minutes
 (6/3/6 requests over 7 days, the text model trained 100 steps). `--requests images=90` runs a
-busier month (three a day); `--image-evidence KEY=VALUE,...` and `--image-verify KEY=VALUE,...`
+busier month (three a day), `--text-people 12 --requests text=30` a busier text month (60
+secrets, 2 a request on average: the demo corpus holds 20); `--image-evidence KEY=VALUE,...` and `--image-verify KEY=VALUE,...`
 set the image evidence's and audit's thresholds (unlearning.images.verify), `--compare-audits`
 also judges every image audit on whole sets (not charged) and reports any verdict that differs.
 
@@ -59,7 +60,7 @@ also judges every image audit on whole sets (not charged) and reports any verdic
                            [--requests tables=30,text=10,images=30] [--days 30] [--jobs 2]
                            [--image-subset 800] [--image-epochs 2] [--min-requests 30] [--max-age 30]
                            [--policies 1,2,3,4,5] [--image-evidence K=V,...] [--image-verify K=V,...]
-                           [--compare-audits]
+                           [--compare-audits] [--text-people 4]
 """
 
 from __future__ import annotations
@@ -470,7 +471,8 @@ class Tables:
 class Text:
     name = "text"
 
-    def __init__(self, n_requests: int, seed: int, steps: int, cache: Path | None, candidates: int):
+    def __init__(self, n_requests: int, seed: int, steps: int, cache: Path | None, candidates: int,
+                 people: int = 4):
         from bench import text as bench_text
         from tasks.scan import scan_corpus
         from unlearning.text import chain as rules
@@ -478,7 +480,7 @@ class Text:
         from unlearning.text.data import redact
         from unlearning.text.shakespeare import build_shakespeare
 
-        self.lm, self.rules, self.candidates, self.salt = lm, rules, candidates, bench_text.SALT
+        self.lm, self.rules, self.candidates, self.salt, self.people = lm, rules, candidates, bench_text.SALT, people
         # id(updated model) → (it, the exact model it is held to — None: trained exactly, it is one —,
         # the requests of its chain since that model whose escrow no audit has deleted), by the rules
         # of unlearning.text.chain, as tasks/kinds/text_chain.py keeps and reads them (chain_secrets)
@@ -490,7 +492,7 @@ class Text:
         self.retrained: dict[int, object] = {}  # j → the model retrained on D_j
         self._judged: dict[int, tuple] = {}  # id(model) → (it, fingerprint → (request, its evidence row))
         self.exposure_misses: list[str] = []  # audits failed on exposure: the secret and what its evidence saw
-        corpus = self.original_corpus = build_shakespeare()
+        corpus = self.original_corpus = build_shakespeare(n_people=people)  # 5 secrets a person
         findings = scan_corpus(corpus, bench_text.SALT)
 
         def train():
@@ -498,7 +500,8 @@ class Text:
             bundle, st = lm.train_text_model(corpus, "small", steps=steps)
             return bundle, {"seconds": st.seconds, "steps": st.steps, "epochs": st.epochs}
 
-        self.original, _ = bench_text.cached_model(cache, f"small-{steps}steps", train)
+        key = f"small-{steps}steps" + ("" if people == 4 else f"-{people}people")  # 4: the demo corpus
+        self.original, _ = bench_text.cached_model(cache, key, train)
         prints = list(dict.fromkeys(f["fingerprint"] for f in findings))
         rng = np.random.default_rng([seed, 2])
         groups = secret_groups([prints[i] for i in rng.permutation(len(prints))], n_requests, rng)
@@ -510,7 +513,8 @@ class Text:
 
     def describe(self) -> str:
         sizes = [len(s) for s in self.secrets]
-        return (f"demo corpus, `small` char-LSTM ({self.original.settings['steps']} steps), {len(sizes)} requests of "
+        corpus = "demo corpus" if self.people == 4 else f"demo corpus with {self.people} people ({5 * self.people} secrets)"
+        return (f"{corpus}, `small` char-LSTM ({self.original.settings['steps']} steps), {len(sizes)} requests of "
                 f"{min(sizes)}–{max(sizes)} secrets ({sum(sizes)} secrets, "
                 f"{sum(len(r) for r in self.requests)} occurrences), exposure over {self.candidates} candidates")
 
@@ -1095,7 +1099,7 @@ def build(name: str, n: int, args):
     if name == "tables":
         return Tables(n, args.seed)
     if name == "text":
-        return Text(n, args.seed, args.steps, args.cache, args.candidates)
+        return Text(n, args.seed, args.steps, args.cache, args.candidates, args.text_people)
     return Images(n, args.seed, args.image_subset, args.image_epochs, args.image_verify, args.image_evidence,
                   args.compare_audits)
 
@@ -1147,6 +1151,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--max-age", default=str(DEFAULT_CADENCE[1]),
                     help=f"... or once the oldest is DAYS old (default {DEFAULT_CADENCE[1]:g})")
     ap.add_argument("--candidates", type=int, default=1000, help="text: same-format candidates per exposure")
+    ap.add_argument("--text-people", type=int, default=4,
+                    help="text: people pasting 5 secrets each into the corpus (default 4: the demo's 20 secrets; at most "
+                    "16); a busier month, e.g. --text-people 12 --requests text=30")
     ap.add_argument("--image-subset", type=int, default=800, help="images: training images (bench.images --quick: 800)")
     ap.add_argument("--image-epochs", type=float, default=2.0, help="images: epochs of the CNN (bench.images --quick: 2)")
     ap.add_argument("--image-verify", type=settings_of("ImageVerifyConfig"), default=None,
@@ -1184,6 +1191,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.steps = args.steps or (QUICK_STEPS if args.quick else DEMO_TEXT_STEPS)
     if args.days <= 0 or args.jobs < 1 or args.image_subset < 10 or args.image_epochs <= 0:
         ap.error("--days, --jobs and --image-epochs must be positive, --image-subset at least 10")
+    from unlearning.text.shakespeare import MAX_PEOPLE
+    if not 1 <= args.text_people <= MAX_PEOPLE:
+        ap.error(f"--text-people must be from 1 to {MAX_PEOPLE}")
     if args.out is None:
         args.out = RESULTS.with_name("stream-quick.md") if args.quick else RESULTS
     return args
