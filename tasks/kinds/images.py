@@ -31,6 +31,7 @@ from unlearning.images.bundle import (
 from unlearning.compliance.requests import UnlearningRequest
 from unlearning.images import cnn, factory
 from unlearning.images.evidence import KnownOutputs
+from unlearning.images.alignment import unrolls
 from unlearning.images.registry import CHAINED
 from unlearning.images.verify import ImageVerifyConfig
 from unlearning.tabular.methods import single_threaded
@@ -115,18 +116,22 @@ def correct_data(lineage: Lineage, plan: Plan) -> tuple[ImageDataset, str]:
 def update_cnn(lineage: Lineage, plan: Plan, method: str, options: dict | None = None):
     """Run the image method on the model's training set; returns (new bundle, stats, seconds)."""
     with lineage.child(f"update model ({method})", method=method) as run_id:
+        start_run = start_version = None  # the run and version of the chain's first model, where it continues one
         if method == "retrain" and not options:  # the same job as verification's reference
             result, source = prefetch.obtain(reference_job(plan), "  retraining the CNN on the corrected data ...")
             tracking.log_params(run_id, {"reference": source})
         else:
-            chain, start_run, start_version = (images_chain.chain_of(lineage.root, plan) if method in CHAINED
+            data = training_data(plan.dataset, plan.bundle)
+            chained = method in CHAINED and unrolls(options, data, plan.part.request)  # else nothing is opened
+            chain, start_run, start_version = (images_chain.chain_of(lineage.root, plan) if chained
                                                else (None, None, None))
-            result = run_method(method, plan.bundle.model, training_data(plan.dataset, plan.bundle),
-                                plan.part.request, options, chain)
+            result = run_method(method, plan.bundle.model, data, plan.part.request, options, chain)
             del chain  # the chain's first model and gradient: in memory only, sealed again by keep_for_next_update
+            if chained and result.stats.get("unrolled_from") == "the model before":  # the chain ended: a new one
+                start_run, start_version = plan.parent_run, plan.parent_version
         bundle = new_bundle(plan.bundle, result.model, plan.part.request)
         seconds = result.stats["seconds"]
-        carry = images_chain.carried(result.chain, start_run, start_version) if method in CHAINED else None
+        carry = images_chain.carried(result.chain, start_run, start_version) if start_run else None
         tracking.log_params(run_id, {"method": result.method, **(options or {}),
                                      "forget_images": len(plan.part.request.forget), "kind": plan.part.request.kind,
                                      **unrolled_from(result.stats, carry, plan.parent_run)})

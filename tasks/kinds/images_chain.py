@@ -72,7 +72,7 @@ def chain_of(root: Path, plan: Plan) -> tuple[ImageChain, str, str | None]:
         grad = {n: g for n, g in sealed["grad"].items()}
         if not all(n in names and g.shape == names[n].shape for n, g in grad.items()):
             raise KeyError("the gradient does not fit the model")
-    except (UnlearnError, RuntimeError, KeyError, TypeError, AttributeError) as exc:  # altered, another architecture
+    except (UnlearnError, OSError, RuntimeError, KeyError, TypeError, AttributeError) as exc:  # altered, unreadable, another architecture
         progress(f"  warning: the chain's sealed start was not used ({str(exc).splitlines()[0][:120]}); "
                  "the deletion is unrolled from the model before it")
         return own

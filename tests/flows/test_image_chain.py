@@ -1,7 +1,7 @@
 """A chain of image deletions through the pipeline (real Prefect, MLflow, DVC; digits, the tiny CNN):
 each deletion of a few images is unrolled from the chain's first model over every image the chain
 deleted (tasks.kinds.images_chain), whose weights and gradient stay sealed beside the audit escrow
-until the audit that covers the chain deletes them."""
+until the audit that covers the chain deletes them; a class forgotten mid-chain ends the chain."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import yaml
 
 from flows.cli import main
 from tasks import state, tracking
+from tasks.kinds import images_chain as chains
 from tests.flows.test_audit_text import sealed_teacher
 from tests.flows.test_pipeline import run_json
 from unlearning.images import ImageData, delete_records
@@ -70,12 +71,30 @@ def test_a_chain_of_deletions_is_unrolled_from_its_first_model_and_its_audit_del
     sealed = sealed_teacher(workspace, "digits")
     assert sealed["seal"] == kept[state.CHAIN_SEAL_KEY] and set(sealed["grad"]) <= set(promoted)
 
+    # a class forgotten mid-chain (alignment's steps, from the model before) ends the chain: its version
+    # names none, and the next deletion starts a new one from it
+    path = workspace / "IMG-C3.yaml"
+    path.write_text(yaml.safe_dump({"id": "IMG-C3", "model": "digits", "forget_class": "9"}))
+    code, forgot = run_json(capsys, ["forget", str(path)])
+    assert code == 0 and forgot["promoted"], forgot
+    v4 = production()
+    assert chains.kept_ids(workspace, v4.run_id) == (None, None)
+    assert not [e for e in forgot["superseded"] if e["kind"] == "chain_teacher"]
+    fifth = [i for i in (dataset.record_ids[p] for p in np.flatnonzero(dataset.train)[[40, 41]])
+             if dataset.labels[dataset.record_ids.index(i)] != 9]
+    code, after_class = run_json(capsys, ["forget", str(deletion(workspace, "IMG-C4", fifth))])
+    assert code == 0 and after_class["promoted"], after_class
+    assert chains.kept_ids(workspace, production().run_id)[0] == v4.run_id
+    assert sealed_teacher(workspace, "digits")["anchor"] == v4.run_id
+    assert mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string="params.unrolled_from = 'the model before'")
+
     code, audited = run_json(capsys, ["audit", "digits"])
-    assert sorted(audited["covered_requests"]) == ["IMG-C1", "IMG-C2"], audited
+    assert sorted(audited["covered_requests"]) == ["IMG-C1", "IMG-C2", "IMG-C3", "IMG-C4"], audited
     stays = audited["promoted"] is None  # passed and decided: production stays; else the retrained model is promoted
     assert audited["teacher"] == {"deleted": True, "production_teaches": stays}
     assert not state.teacher_file(workspace, "digits").exists()
     record = json.loads((workspace / audited["record"]).read_text())
     assert record["teacher"] == audited["teacher"]
     if stays:  # the next deletion starts a new chain from the audited production
-        assert state.load_evidence(workspace, v3.run_id)[state.TEACHER_RUN_KEY] is None
+        assert chains.kept_ids(workspace, production().run_id) == (None, None)

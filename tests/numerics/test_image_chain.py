@@ -111,3 +111,27 @@ def test_chained_deletions_stay_near_retraining_where_stacked_ones_drift():
     drop = lambda model: accuracy(original, X[alive], y[alive]) - accuracy(model, X[alive], y[alive])  # noqa: E731
     assert drop(stacked) > 10 > 3 > drop(chained)  # stacked steps ran the model down; the chain did not
     assert gap(stacked) > gap(original) > gap(chained)
+
+
+def test_a_chain_whose_guard_no_halved_step_meets_ends_and_the_deletion_starts_a_new_one(digits):
+    model, data = digits
+    first = run_image_method("auto", model, data, delete_records(len(data), [3, 70]))
+    after = without(data, [3, 70])
+    request = delete_records(len(after), [10, 900])
+    # a chain whose earlier gradient is far too large for any halved step to keep the retain loss
+    huge = type(first.chain)(model, {n: 1e4 * g for n, g in first.chain.grad.items()}, first.chain.images)
+    ended = run_image_method("auto", first.model, after, request, chain=huge)
+    fresh = run_image_method("auto", first.model, after, request)  # no chain: the model before
+    assert ended.stats["unrolled_from"] == "the model before" and ended.stats["chain_images"] == 2
+    assert all(torch.equal(a, b) for a, b in zip(ended.model.state_dict().values(), fresh.model.state_dict().values()))
+    # the new chain starts at a frozen copy of the model before: changing it later changes nothing
+    start = ended.chain.model
+    assert start is not first.model and all(
+        torch.equal(a, b) for a, b in zip(start.state_dict().values(), first.model.state_dict().values()))
+    # a chain the guard allows keeps going and counts its images
+    kept = run_image_method("auto", first.model, after, request, chain=first.chain)
+    assert kept.stats["unrolled_from"] == "the chain's first model" and kept.stats["guard_met"]
+    assert kept.stats["chain_images"] == 4 and kept.chain.images == 4
+    with torch.no_grad():
+        next(first.model.parameters()).add_(1.0)
+    assert not torch.equal(next(start.parameters()), next(first.model.parameters()))

@@ -239,6 +239,16 @@ def takes_unroll(cfg: AlignmentConfig, data: ImageData, request: ImageRequest) -
             and len(request.forget) < cfg.unroll_below * len(data))
 
 
+def unrolls(options, data: ImageData, request: ImageRequest) -> bool:
+    """Whether alignment run with `options` takes the unrolling path for this request (options it
+    does not accept: False; running it reports them)."""
+    try:
+        cfg = AlignmentConfig(**(options or {}))
+    except (ValueError, TypeError):  # pydantic's ValidationError is a ValueError
+        return False
+    return takes_unroll(cfg, data, request)
+
+
 def unroll_rate(schedule: TrainSchedule | None, lr: float) -> float:
     """τ, the total step size SGD training gave one sample's gradient: it met the sample once per
     epoch, in a mean over `batch` samples, at the cosine's mean lr (lr/2). Without a schedule, one
@@ -280,8 +290,11 @@ def unroll(model: CNN, data: ImageData, request: ImageRequest, cfg: AlignmentCon
     loss. Stacked on the model before instead, each step's overshoot adds to the last and its guard
     allows another `tolerance`: on a 3,000-image CNN (4 epochs) 10 chained 1–5 image deletions lost
     16 points of retain accuracy and 30 ran it down from 77 % to 23 %, where the chain from θ₀ stayed
-    within 3 points (docs/benchmarks.md, "image chains"). `model` (the model before) is then not used.
-    The result's `chain` is the chain the next deletion continues."""
+    within 3 points (docs/benchmarks.md, "image chains"). A halving shrinks the step of every image
+    of the chain, the earlier requests' too (the audit judges them all again). Where no halved step
+    meets the guard, the chain ends: the deletion is unrolled from the model before, which starts a
+    new chain (`guard_met` says whether the step kept met it). The result's `chain` is the chain the
+    next deletion continues; `model` (the model before) is otherwise not used."""
     start = model if chain is None else chain.model
     student = student_of(start)
     tau = unroll_rate(data.schedule, cfg.lr)
@@ -291,26 +304,34 @@ def unroll(model: CNN, data: ImageData, request: ImageRequest, cfg: AlignmentCon
     X_guard, y_guard = data.X[guard], data.y[guard]
     student.zero_grad(set_to_none=True)
     F.cross_entropy(student(forget.X), forget.y, reduction="sum").backward()
-    earlier = {} if chain is None else chain.grad
     named = [(n, p) for n, p in student.named_parameters() if p.grad is not None]
-    grads = {n: p.grad.detach().clone() + (earlier[n].to(p.grad.device) if n in earlier else 0) for n, p in named}
-    params = [p for _, p in named]
-    start_values = [p.detach().clone() for p in params]
+    grads = {n: g.to(student.state_dict()[n].device) for n, g in (chain.grad if chain else {}).items()}
+    for n, p in named:
+        grads[n] = p.grad.detach().clone() + grads[n] if n in grads else p.grad.detach().clone()
+    moved = [(n, p) for n, p in student.named_parameters() if n in grads]
+    start_values = [p.detach().clone() for _, p in moved]
     student.zero_grad(set_to_none=True)
     with torch.no_grad():
         limit = (1 + tolerance) * float(F.cross_entropy(student(X_guard), y_guard))
         for halvings in range(halvings_at_most + 1):
-            for (n, p), p0 in zip(named, start_values):
+            for (n, p), p0 in zip(moved, start_values):
                 p.copy_(p0).add_(grads[n], alpha=tau)
-            if float(F.cross_entropy(student(X_guard), y_guard)) <= limit:
+            met = float(F.cross_entropy(student(X_guard), y_guard)) <= limit
+            if met:
                 break
             if halvings < halvings_at_most:
                 tau /= 2
+    if chain is not None and not met:
+        # no halved step of the whole chain keeps its first model's retain loss within the guard: the
+        # chain ends, and this deletion starts a new one from the model before (as before chains)
+        return unroll(model, data, request, cfg, tolerance, halvings_at_most)
+    images = len(forget) + (chain.images if chain else 0)
     return ImageResult(student, "alignment", "empirical", {
         "path": "unroll", "steps": 1, "recover_steps": 0, "forget_steps": 1, "tau": tau, "halvings": halvings,
-        "image_passes": 3 * len(forget) + len(guard) * (halvings + 2),
+        "image_passes": 3 * len(forget) + len(guard) * (halvings + 2), "guard_met": met, "chain_images": images,
         "unrolled_from": "the model before" if chain is None else "the chain's first model"},
-        chain=ImageChain(start, grads))
+        # the chain keeps a frozen copy of its first model: the caller may go on changing its own
+        chain=ImageChain(teacher_of(start) if chain is None else chain.model, grads, images))
 
 
 def alignment(model: CNN, data: ImageData, request: ImageRequest, cfg: AlignmentConfig,

@@ -49,6 +49,7 @@ class ImageChain:
 
     model: CNN
     grad: dict[str, torch.Tensor] = field(default_factory=dict)
+    images: int = 0  # how many images the chain deleted
 
 
 @dataclass
