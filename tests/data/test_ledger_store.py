@@ -12,8 +12,10 @@ import re
 import secrets
 import sqlite3
 import time
+import traceback
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -451,10 +453,29 @@ def test_appending_to_an_altered_head_is_refused(tmp_path):
 
 # --- concurrency --------------------------------------------------------------------------------------
 
-def processes():
+FORK = multiprocessing.get_context("fork")
+
+
+class ForkedChild(FORK.Process):
+    """A forked child that leaves by os._exit once its work is done. It inherits the parent's
+    thread-exit hooks: a Prefect service started earlier in the process (by a flow or CLI test)
+    registers one that fails in a child without the service's thread (an AssertionError in its
+    drain), which made the child exit 1 after its work had succeeded, with no traceback — these
+    tests failed whenever tests/flows/test_cli_bad_input.py ran before them in the same process."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except BaseException:
+            traceback.print_exc()
+            os._exit(1)
+        os._exit(0)
+
+
+def processes() -> SimpleNamespace:
     """Forked OS processes, each opening its own SQLite connections (the parent holds none open
     between calls). Fork, not spawn: a spawned child would spend seconds re-importing the stack."""
-    return multiprocessing.get_context("fork")
+    return SimpleNamespace(Process=ForkedChild, Barrier=FORK.Barrier)
 
 
 def append_worker(root: str, name: str, n: int, barrier) -> None:
