@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from unlearning.compliance import escrow, signing
+
 
 def state_dir(root: Path) -> Path:
     return Path(root) / ".unlearn"
@@ -217,6 +219,21 @@ def teacher_file(root: Path, model: str) -> Path:
     audit's coverage does not count it); it lives beside them, beyond use in the same way, and the
     next audit deletes it."""
     return escrow_dir(root, model) / "teacher.sealed"
+
+
+def seal_teacher(root: Path, model: str, content: dict, pending: bool) -> None:
+    """Seal a chain's teacher file (AES-GCM under the project key, bound to its name), pending until
+    the release names it (settle_escrow) when `pending`."""
+    path = teacher_file(root, model)
+    write_sealed(pending_escrow(path) if pending else path,
+                 escrow.seal(content, signing.signing_key(root), sealed_name(path)))
+
+
+def open_teacher(root: Path, model: str) -> dict:
+    """The chain's teacher file, opened (UnlearnError: altered or sealed under another name or key;
+    OSError: unreadable)."""
+    path = teacher_file(root, model)
+    return escrow.open_sealed(path.read_bytes(), signing.signing_key(root), sealed_name(path))
 
 
 def drop_teacher(root: Path, model: str) -> bool:

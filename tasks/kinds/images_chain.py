@@ -28,8 +28,6 @@ from pathlib import Path
 
 from tasks import state
 from tasks.common import Plan, Update, progress
-from unlearning.compliance import escrow as sealing
-from unlearning.compliance import signing
 from unlearning.errors import UnlearnError
 from unlearning.images.common import ImageChain
 
@@ -62,7 +60,7 @@ def chain_of(root: Path, plan: Plan) -> tuple[ImageChain, str, str | None]:
         progress("  warning: the chain's sealed start is gone; the deletion is unrolled from the model before it")
         return own
     try:
-        sealed = sealing.open_sealed(path.read_bytes(), signing.signing_key(root), state.sealed_name(path))
+        sealed = state.open_teacher(root, plan.model_name)
         if sealed.get("anchor") != start or sealed.get("seal") != seal:
             progress("  warning: the sealed chain is another version's; the deletion is unrolled from the model before it")
             return own
@@ -104,8 +102,7 @@ def keep_chain(root: Path, plan: Plan, update: Update) -> list[dict]:
     content = {"anchor": kept.start_run, "seal": kept.seal, "version": kept.start_version,
                "state": {k: v.detach().cpu() for k, v in kept.chain.model.state_dict().items()},
                "grad": {n: g.detach().cpu() for n, g in kept.chain.grad.items()}}
-    sealed = sealing.seal(content, signing.signing_key(root), state.sealed_name(path))
-    state.write_sealed(state.pending_escrow(path), sealed)
+    state.seal_teacher(root, plan.model_name, content, pending=True)
     return [{"artifact": f"model {plan.model_name} v{kept.start_version} as its chain's first model, with the gradient "
                          f"of the images the chain deleted {state.sealed_name(path)}",
              "kind": "chain_teacher",

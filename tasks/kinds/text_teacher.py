@@ -26,8 +26,6 @@ from pathlib import Path
 
 from tasks import state, tracking
 from tasks.common import Plan, progress
-from unlearning.compliance import escrow as sealing
-from unlearning.compliance import signing
 from unlearning.errors import UnlearnError
 from unlearning.text import lm
 from unlearning.text.chain import trained_exactly
@@ -73,7 +71,7 @@ def chain_teacher(root: Path, plan: Plan) -> tuple[lm.LMBundle | None, str | Non
         progress("  warning: the chain's sealed teacher is gone; the update is anchored to the model before it")
         return None, None
     try:
-        sealed = sealing.open_sealed(path.read_bytes(), signing.signing_key(root), state.sealed_name(path))
+        sealed = state.open_teacher(root, plan.model_name)
         if sealed.get("anchor") != anchor:
             progress("  warning: the sealed teacher is another chain's; the update is anchored to the model before it")
             return None, None
@@ -126,8 +124,6 @@ def hand_over_teacher(root: Path, plan, stays: bool) -> dict:
 
 
 def seal(root: Path, model: str, anchor: str, bundle: lm.LMBundle, pending: bool = False) -> None:
-    path = state.teacher_file(root, model)
     content = {"anchor": anchor, "state": {k: v.detach().cpu() for k, v in bundle.model.state_dict().items()}}
-    sealed = sealing.seal(content, signing.signing_key(root), state.sealed_name(path))
-    state.write_sealed(state.pending_escrow(path) if pending else path, sealed)
+    state.seal_teacher(root, model, content, pending)
 

@@ -13,10 +13,11 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from tests.unit.test_image_data import needs_fashion
 from unlearning.images import ImageData, cnn, delete_records
 from unlearning.images.alignment import AlignmentConfig, unroll
 from unlearning.images.common import ImageChain
-from unlearning.images.data import FASHION_FILES, FASHION_PACKAGE_DIR, build_fashion_mnist
+from unlearning.images.data import build_fashion_mnist
 from unlearning.images.registry import run_image_method
 from unlearning.linalg import single_threaded
 
@@ -62,12 +63,6 @@ def test_a_chained_deletion_is_one_unrolling_of_the_chains_images_from_its_first
     other = run_image_method("alignment", cnn.CNN.from_preset("tiny", seed=5), after1,
                              delete_records(len(after1), moved), chain=step1.chain)
     assert all(torch.equal(a, b) for a, b in zip(other.model.state_dict().values(), step2.model.state_dict().values()))
-
-
-needs_fashion = pytest.mark.skipif(
-    not all((FASHION_PACKAGE_DIR / f).is_file() for f, _, _ in FASHION_FILES.values()),
-    reason="Fashion-MNIST files absent: `apt-get install dataset-fashion-mnist`",
-)
 
 
 def accuracy(model, X, y) -> float:

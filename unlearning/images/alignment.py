@@ -304,11 +304,12 @@ def unroll(model: CNN, data: ImageData, request: ImageRequest, cfg: AlignmentCon
     X_guard, y_guard = data.X[guard], data.y[guard]
     student.zero_grad(set_to_none=True)
     F.cross_entropy(student(forget.X), forget.y, reduction="sum").backward()
-    named = [(n, p) for n, p in student.named_parameters() if p.grad is not None]
-    grads = {n: g.to(student.state_dict()[n].device) for n, g in (chain.grad if chain else {}).items()}
-    for n, p in named:
-        grads[n] = p.grad.detach().clone() + grads[n] if n in grads else p.grad.detach().clone()
-    moved = [(n, p) for n, p in student.named_parameters() if n in grads]
+    params = dict(student.named_parameters())
+    grads = {n: g.to(params[n].device) for n, g in (chain.grad if chain else {}).items()}
+    for n, p in params.items():
+        if p.grad is not None:
+            grads[n] = p.grad.detach().clone() + grads[n] if n in grads else p.grad.detach().clone()
+    moved = [(n, params[n]) for n in grads]
     start_values = [p.detach().clone() for _, p in moved]
     student.zero_grad(set_to_none=True)
     with torch.no_grad():
