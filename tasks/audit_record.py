@@ -17,7 +17,7 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-from tasks import ledger, tracking
+from tasks import ledger, state, tracking
 from tasks.audit import AuditPlan, drop_escrows
 from tasks.audit_checks import Judgement
 from tasks.certificates import AUDIT_FORMAT
@@ -127,10 +127,13 @@ def record_verdicts(root: Path, record: dict, path: Path) -> list[str]:
 
 
 def finish_audit(root: Path, path: Path) -> dict:
-    """The steps after the record: the ledger's verdicts, the escrow deleted, the marker removed."""
+    """The steps after the record: the ledger's verdicts, the escrow and the chain's sealed teacher
+    deleted, the marker removed."""
     record = json.loads(path.read_text())
     written = record_verdicts(root, record, path)
     dropped = drop_escrows(root, record["escrow"]["files"])
+    if (record.get("teacher") or {}).get("deleted"):  # older records: deleted before they were written
+        state.drop_teacher(root, record["audit"]["model"], record["teacher"].get("file_sha256"))
     marker_path(root, record["audit"]["id"]).unlink(missing_ok=True)
     return {"ledger_entries": written, "escrow_deleted": dropped}
 

@@ -21,6 +21,7 @@ The first five are keyed by the MLflow run id that produced the model.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -236,14 +237,35 @@ def open_teacher(root: Path, model: str) -> dict:
     return escrow.open_sealed(path.read_bytes(), signing.signing_key(root), sealed_name(path))
 
 
-def drop_teacher(root: Path, model: str) -> bool:
-    """Delete the model's sealed teacher, pending or cut short too (every audit: it memorised the
-    requests the audit covers). Whether a sealed teacher was there."""
+def teacher_to_drop(root: Path, model: str) -> dict:
+    """What an audit will delete of the model's sealed teacher (it memorised the requests the audit
+    covers): {"deleted": whether one is sealed, "file_sha256": its file's digest or None}. The audit's
+    record states it and its completion deletes that file (drop_teacher), so a run killed before its
+    record deletes nothing and one killed after it is completed by the next audit's recovery: the
+    deletion is never done without a signed record that says so."""
+    digest = teacher_digest(root, model)
+    return {"deleted": digest is not None, "file_sha256": digest}
+
+
+def teacher_digest(root: Path, model: str) -> str | None:
+    try:
+        return hashlib.sha256(teacher_file(root, model).read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def drop_teacher(root: Path, model: str, digest: str | None) -> bool:
+    """Delete the sealed teacher an audit's record named by its digest, and any teacher cut short
+    (pending, partly written). A teacher sealed since (a forget run between a killed audit and its
+    recovery) is the next chain's and stays: the one the record named was replaced by it. Whether
+    the named file was deleted."""
     path = teacher_file(root, model)
-    existed = path.exists()
-    for leftover in (path, pending_escrow(path), private_tmp(path), private_tmp(pending_escrow(path))):
+    named = digest is not None and teacher_digest(root, model) == digest
+    if named:
+        path.unlink()
+    for leftover in (pending_escrow(path), private_tmp(path), private_tmp(pending_escrow(path))):
         leftover.unlink(missing_ok=True)
-    return existed
+    return named
 
 
 def pending_escrow(path: Path) -> Path:

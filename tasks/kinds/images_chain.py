@@ -56,7 +56,7 @@ def chain_of(root: Path, plan: Plan) -> tuple[ImageChain, str, str | None]:
     if start is None or seal is None:
         return own
     path = state.teacher_file(root, plan.model_name)
-    if not path.exists():  # e.g. an audit killed between deleting it and restarting the chain
+    if not path.exists():  # e.g. deleted by hand: the chain cannot go on
         progress("  warning: the chain's sealed start is gone; the deletion is unrolled from the model before it")
         return own
     try:
@@ -113,9 +113,10 @@ def keep_chain(root: Path, plan: Plan, update: Update) -> list[dict]:
 def hand_over_chain(root: Path, plan, stays: bool) -> dict:
     """The sealed chain after an audit of `plan` (tasks.audit.AuditPlan; Images.after_audit): the
     gradient is of the requests the audit covers and the first model learnt them, so it goes,
-    whatever the verdict; a fast-updated production the audit passed and leaves in place (`stays`)
-    starts the next chain. Run before the record, which states it."""
+    whatever the verdict, when the audit completes (tasks.state.teacher_to_drop); a fast-updated
+    production the audit passed and leaves in place (`stays`) starts the next chain. Run before the
+    record, which states it."""
     restarts = stays and not plan.exact and plan.production.tags.get("guarantee") != "exact"
-    if restarts:  # first: a kill between the two leaves production starting a chain, never a stale one
+    if restarts:  # first: a kill before the record leaves production starting a chain, never a stale one
         state.save_evidence(root, plan.production.run_id, {state.TEACHER_RUN_KEY: None, state.CHAIN_SEAL_KEY: None})
-    return {"deleted": state.drop_teacher(root, plan.model), "production_teaches": restarts}
+    return {**state.teacher_to_drop(root, plan.model), "production_teaches": restarts}

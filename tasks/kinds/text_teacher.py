@@ -10,9 +10,10 @@ audit escrow is: sealed (AES-GCM, tasks.state.teacher_file), beyond use, read by
 chain's next fast updates, one per model. That first fast update seals it, pending until the
 release names it (tasks.state.settle_escrow); a fast update on a fast-updated model opens it.
 The audit that covers the chain's requests deletes their escrow and the teacher with it (it
-memorised them; the text kind's after_audit hook, `hand_over_teacher`); a fast-updated production
-that the audit leaves in place becomes the teacher of the updates after it (`audited`: it keeps
-itself as its teacher, and the next fast update seals it as for an exact model).
+memorised them; the text kind's after_audit hook, `hand_over_teacher`, names it for the audit's
+record, and the audit's completion deletes it); a fast-updated production that the audit leaves in
+place becomes the teacher of the updates after it (it keeps itself as its teacher, and the next
+fast update seals it as for an exact model).
 
 Identity: a fast-updated version keeps the MLflow run id of its teacher (tasks.state.TEACHER_RUN_KEY);
 the sealed teacher names its own, and one that does not match (a version from before teachers were
@@ -67,7 +68,7 @@ def chain_teacher(root: Path, plan: Plan) -> tuple[lm.LMBundle | None, str | Non
     if anchor is None or anchor == plan.parent_run or not has_teacher(plan.bundle):
         return None, None
     path = state.teacher_file(root, plan.model_name)
-    if not path.exists():  # e.g. an audit killed between deleting it and handing the chain to production
+    if not path.exists():  # e.g. deleted by hand: the chain cannot keep its anchor
         progress("  warning: the chain's sealed teacher is gone; the update is anchored to the model before it")
         return None, None
     try:
@@ -99,28 +100,19 @@ def keep_teacher(root: Path, plan: Plan, guarantee: str) -> list[dict]:
                        "the next fast updates of its chain, then deleted"}]
 
 
-def audited(root: Path, model: str, production_run: str) -> bool:
-    """After an audit that passed a fast-updated production and leaves it in place: the old teacher
-    goes (it memorised the requests the audit covered) and production is its own teacher (the next
-    fast update seals it). Its drift anchor stays the exact model it descends from. Whether a sealed
-    teacher was deleted."""
-    # first: a kill between the two leaves production its own teacher and a stale file that is never
-    # opened (it names another model) and goes with the next update's seal or the next audit
-    state.save_evidence(root, production_run, {state.TEACHER_RUN_KEY: production_run})
-    return state.drop_teacher(root, model)
-
-
 def hand_over_teacher(root: Path, plan, stays: bool) -> dict:
     """The chain's teacher after an audit of `plan` (tasks.audit.AuditPlan; Text.after_audit): it
-    memorised the requests the audit covers, so it goes, whatever the verdict; a fast-updated
-    production the audit passed and leaves in place (`stays`) teaches the updates after it. Run
-    before the record, which states it. A killed audit leaves production its own teacher only after
-    its checks passed; a promotion rolled back leaves a chain without its teacher (its next updates
-    are anchored to their parent, with a warning), never one anchored to a teacher that outlived the
-    audit."""
-    if stays and not plan.exact and not trained_exactly(plan.production.tags.get("guarantee")):
-        return {"deleted": audited(root, plan.model, plan.production.run_id), "production_teaches": True}
-    return {"deleted": state.drop_teacher(root, plan.model), "production_teaches": False}
+    memorised the requests the audit covers, so it goes, whatever the verdict, when the audit
+    completes (tasks.state.teacher_to_drop: its record names the file, its completion deletes it); a
+    fast-updated production the audit passed and leaves in place (`stays`) teaches the updates after
+    it. Run before the record, which states it. Production is made its own teacher here, first: a
+    kill before the record leaves the old file, which names another model, never opened again and
+    deleted by the next audit (or replaced by the next update's seal); its drift anchor stays the
+    exact model it descends from. A promotion rolled back leaves the chain its teacher."""
+    teaches = stays and not plan.exact and not trained_exactly(plan.production.tags.get("guarantee"))
+    if teaches:
+        state.save_evidence(root, plan.production.run_id, {state.TEACHER_RUN_KEY: plan.production.run_id})
+    return {**state.teacher_to_drop(root, plan.model), "production_teaches": teaches}
 
 
 def seal(root: Path, model: str, anchor: str, bundle: lm.LMBundle, pending: bool = False) -> None:

@@ -5,6 +5,7 @@ written anywhere or printed."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -67,6 +68,7 @@ def test_a_text_audit_measures_the_removed_secret_from_its_escrow(workspace, tmp
     production = mlflow.MlflowClient().get_model_version_by_alias("notes", "production")
     anchor = state.load_evidence(workspace, production.run_id)["anchor_perplexity"]
     assert sealed_teacher(workspace)["anchor"] == trained_run  # the trained model, which saw the card
+    digest = hashlib.sha256(state.teacher_file(workspace, "notes").read_bytes()).hexdigest()
     code, out = run_json(capsys, ["audit", "notes"])
     assert code == 0, out
     assert len(reads) == 1, reads
@@ -85,7 +87,8 @@ def test_a_text_audit_measures_the_removed_secret_from_its_escrow(workspace, tmp
     assert not state.teacher_file(workspace, "notes").exists()
     kept = state.load_evidence(workspace, production.run_id)
     assert kept[state.TEACHER_RUN_KEY] == production.run_id and kept["anchor_perplexity"] == anchor
-    assert out["teacher"] == body["teacher"] == {"deleted": True, "production_teaches": True}  # signed
+    assert out["teacher"] == body["teacher"] == {"deleted": True, "file_sha256": digest,  # signed
+                                                 "production_teaches": True}
     assert main(["certificate", "verify", str(workspace / out["record"])]) == 0
     assert files_containing(workspace, {secrets["card"], secrets["card"].replace(" ", "")}) == []
     console = capsys.readouterr()
@@ -107,11 +110,12 @@ def test_a_secret_a_retraining_removed_is_not_judged_on_exposure_by_the_audit(wo
     assert code == 0 and forgot["guarantee"] == "empirical", forgot
 
     assert state.teacher_file(workspace, "notes").exists()  # the retrained v2, the chain's teacher
+    digest = hashlib.sha256(state.teacher_file(workspace, "notes").read_bytes()).hexdigest()
     code, out = run_json(capsys, ["audit", "notes", "--rebase"])
     assert code == 0 and out["passed"] and sorted(out["covered_requests"]) == ["TXT-R", "TXT-S"], out
     # rebased: production is the retrained model now, its own teacher; the sealed one (v2) is deleted
     assert out["rebased"] and not state.teacher_file(workspace, "notes").exists()
-    assert out["teacher"] == {"deleted": True, "production_teaches": False}
+    assert out["teacher"] == {"deleted": True, "file_sha256": digest, "production_teaches": False}
     assert {c["name"] for c in out["checks"]} == {"exposure_vs_retrain_bits", "perplexity_vs_retrain",
                                                    "secrets_regenerated"}
     assert out["metrics"]["secrets"] == 2 and out["metrics"]["secrets_removed_exactly"] == 1

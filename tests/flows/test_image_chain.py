@@ -5,6 +5,7 @@ until the audit that covers the chain deletes them; a class forgotten mid-chain 
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import mlflow
@@ -16,6 +17,7 @@ from flows.cli import main
 from tasks import state, tracking
 from tasks.kinds import images_chain as chains
 from tests.flows.test_audit_text import sealed_teacher
+from tests.flows.test_faults import run_killed
 from tests.flows.test_pipeline import run_json
 from unlearning.images import ImageData, delete_records
 from unlearning.images.alignment import AlignmentConfig, unroll
@@ -92,9 +94,52 @@ def test_a_chain_of_deletions_is_unrolled_from_its_first_model_and_its_audit_del
     code, audited = run_json(capsys, ["audit", "digits"])
     assert sorted(audited["covered_requests"]) == ["IMG-C1", "IMG-C2", "IMG-C3", "IMG-C4"], audited
     stays = audited["promoted"] is None  # passed and decided: production stays; else the retrained model is promoted
-    assert audited["teacher"] == {"deleted": True, "production_teaches": stays}
+    assert audited["teacher"] == {"deleted": True, "file_sha256": audited["teacher"]["file_sha256"],
+                                  "production_teaches": stays}
     assert not state.teacher_file(workspace, "digits").exists()
     record = json.loads((workspace / audited["record"]).read_text())
     assert record["teacher"] == audited["teacher"]
     if stays:  # the next deletion starts a new chain from the audited production
         assert chains.kept_ids(workspace, production().run_id) == (None, None)
+
+
+KILLED_BEFORE_RECORD = """
+import os, sys
+import tasks.audit_record
+def killed(*args, **kwargs):
+    os._exit(137)
+tasks.audit_record.write_record = killed  # killed after the checks and the chain's hand-over, before the record
+from flows.cli import main
+sys.exit(main(["audit", "digits"]))
+"""
+
+KILLED_AFTER_RECORD = KILLED_BEFORE_RECORD.replace("write_record = killed", "record_verdicts = killed")
+
+
+def test_the_chain_is_deleted_only_by_an_audit_whose_signed_record_says_so(workspace, capsys):
+    """An audit killed before its record deletes nothing (the next one covers the requests again and
+    its record names the file); one killed after its record is completed by the next run's recovery,
+    which deletes the file the record names. Before, the file went before the record: a kill in
+    between left a deletion that no record attests, and the next record said `deleted: false`."""
+    assert main(["data", "add", "digits"]) == 0
+    assert main(["train", "digits", "--epochs", "6"]) == 0
+    dataset = load_images(workspace / "data" / "digits")
+    ids = [dataset.record_ids[p] for p in np.flatnonzero(dataset.train)[[5, 300]]]
+    code, forgot = run_json(capsys, ["forget", str(deletion(workspace, "IMG-K1", ids))])
+    assert code == 0 and forgot["method"] == "alignment", forgot
+    path = state.teacher_file(workspace, "digits")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    run_killed(workspace, KILLED_BEFORE_RECORD)
+    assert path.exists() and not list((workspace / ".unlearn" / "audits").glob("*.json"))
+
+    run_killed(workspace, KILLED_AFTER_RECORD)  # recovers the first (rolled back), killed after its own record
+    [record_path] = list((workspace / ".unlearn" / "audits").glob("*.json"))
+    record = json.loads(record_path.read_text())
+    assert record["teacher"]["deleted"] and record["teacher"]["file_sha256"] == digest
+    assert path.exists()  # stated, not yet done
+
+    code, out = run_json(capsys, ["audit", "digits"])
+    assert code == 0 and {"id": record_path.stem, "model": "digits", "outcome": "completed"} in out["recovered"], out
+    assert not path.exists()  # the recovery completed what the signed record says
+    assert main(["certificate", "verify", str(record_path)]) == 0

@@ -7,6 +7,8 @@ next chain; deleted with the model's escrow when the model is retired."""
 
 from __future__ import annotations
 
+import hashlib
+
 from types import SimpleNamespace
 
 import pytest
@@ -122,7 +124,10 @@ def sealed_chain(root) -> dict:
 
 def test_a_passing_audit_that_keeps_a_fast_production_deletes_the_chain_and_production_starts_the_next(tmp_path):
     sealed_chain(tmp_path)
-    assert IMAGES.after_audit(tmp_path, audit_plan(), stays=True) == {"deleted": True, "production_teaches": True}
+    digest = hashlib.sha256(state.teacher_file(tmp_path, "shop").read_bytes()).hexdigest()
+    assert IMAGES.after_audit(tmp_path, audit_plan(), stays=True) == \
+        {"deleted": True, "file_sha256": digest, "production_teaches": True}
+    assert state.drop_teacher(tmp_path, "shop", digest)  # the audit's completion, after its record
     assert not state.teacher_file(tmp_path, "shop").exists()
     assert chains.kept_ids(tmp_path, "run-fast") == (None, None)
     chain, start, _ = chains.chain_of(tmp_path, plan(model(1), "run-fast"))
@@ -133,8 +138,10 @@ def test_a_passing_audit_that_keeps_a_fast_production_deletes_the_chain_and_prod
                                                      (True, "empirical", True)])
 def test_every_other_audit_deletes_the_chain(tmp_path, stays, guarantee, exact):
     ids = sealed_chain(tmp_path)
-    assert IMAGES.after_audit(tmp_path, audit_plan(guarantee, exact), stays=stays) == \
-        {"deleted": True, "production_teaches": False}
+    handed = IMAGES.after_audit(tmp_path, audit_plan(guarantee, exact), stays=stays)
+    assert handed["deleted"] and not handed["production_teaches"]
+    assert state.teacher_file(tmp_path, "shop").exists()  # until the audit's record is written
+    assert state.drop_teacher(tmp_path, "shop", handed["file_sha256"])
     assert not state.teacher_file(tmp_path, "shop").exists()
     assert state.load_evidence(tmp_path, "run-fast")[state.CHAIN_SEAL_KEY] == ids[state.CHAIN_SEAL_KEY]  # never read again
 

@@ -6,6 +6,8 @@ when the model is retired; the rules (unlearning.text.chain.teacher_of, teacher_
 
 from __future__ import annotations
 
+import hashlib
+
 from types import SimpleNamespace
 
 import pytest
@@ -94,7 +96,9 @@ def test_an_audit_that_passes_production_and_leaves_it_makes_it_the_teacher_of_t
     teachers.seal(tmp_path, "notes", "run-exact", exact)
     state.save_evidence(tmp_path, "run-fast", {"held_out_perplexity": 10.0, "anchor_perplexity": 9.0,
                                                state.TEACHER_RUN_KEY: "run-exact"})
-    teachers.audited(tmp_path, "notes", "run-fast")
+    handed = TEXT.after_audit(tmp_path, audit_plan(), stays=True)
+    assert state.teacher_file(tmp_path, "notes").exists()  # until the audit's record is written
+    assert state.drop_teacher(tmp_path, "notes", handed["file_sha256"])  # the audit's completion
     assert not state.teacher_file(tmp_path, "notes").exists()  # it memorised the covered requests
     kept = state.load_evidence(tmp_path, "run-fast")
     assert kept == {"held_out_perplexity": 10.0, "anchor_perplexity": 9.0, state.TEACHER_RUN_KEY: "run-fast"}
@@ -126,25 +130,49 @@ def audit_plan(kind: str = "text", guarantee: str = "empirical", exact: bool = F
 def test_every_audit_that_replaces_production_deletes_the_teacher(tmp_path, verdict):
     teachers.seal(tmp_path, "notes", "run-exact", bundle(0))
     state.save_evidence(tmp_path, "run-fast", {"anchor_perplexity": 9.0, state.TEACHER_RUN_KEY: "run-exact"})
-    assert TEXT.after_audit(tmp_path, audit_plan(), stays=False) == {"deleted": True, "production_teaches": False}
+    handed = TEXT.after_audit(tmp_path, audit_plan(), stays=False)
+    assert handed == {"deleted": True, "file_sha256": sealed_digest(tmp_path), "production_teaches": False}
+    assert state.drop_teacher(tmp_path, "notes", handed["file_sha256"])
     assert not state.teacher_file(tmp_path, "notes").exists()
     assert state.load_evidence(tmp_path, "run-fast")[state.TEACHER_RUN_KEY] == "run-exact"  # replaced, never read again
 
 
 def test_an_audit_of_an_exact_production_deletes_a_stale_teacher_and_tables_have_none(tmp_path):
     teachers.seal(tmp_path, "notes", "run-exact", bundle(0))  # a chain's, before a fall-back retrained production
+    digest = sealed_digest(tmp_path)
     assert TEXT.after_audit(tmp_path, audit_plan(guarantee="exact"), stays=True) == \
-        {"deleted": True, "production_teaches": False}
+        {"deleted": True, "file_sha256": digest, "production_teaches": False}
+    state.drop_teacher(tmp_path, "notes", digest)
     assert TEXT.after_audit(tmp_path, audit_plan(exact=True), stays=True) == \
-        {"deleted": False, "production_teaches": False}
+        {"deleted": False, "file_sha256": None, "production_teaches": False}
     assert TABLE.after_audit(tmp_path, audit_plan(kind="table"), stays=True) is None  # images: test_images_chain
 
 
 def test_a_passing_audit_that_keeps_a_fast_production_hands_it_the_chain(tmp_path):
     teachers.seal(tmp_path, "notes", "run-exact", bundle(0))
     state.save_evidence(tmp_path, "run-fast", {"anchor_perplexity": 9.0, state.TEACHER_RUN_KEY: "run-exact"})
-    assert TEXT.after_audit(tmp_path, audit_plan(), stays=True) == {"deleted": True, "production_teaches": True}
+    assert TEXT.after_audit(tmp_path, audit_plan(), stays=True) == \
+        {"deleted": True, "file_sha256": sealed_digest(tmp_path), "production_teaches": True}
     assert state.load_evidence(tmp_path, "run-fast")[state.TEACHER_RUN_KEY] == "run-fast"
+
+
+def test_an_audit_deletes_only_the_teacher_its_record_names(tmp_path):
+    """The deletion follows the signed record (tasks.audit_record.finish_audit, also a killed audit's
+    recovery): a teacher sealed by a forget run in between is the next chain's, and stays."""
+    teachers.seal(tmp_path, "notes", "run-exact", bundle(0))
+    named = TEXT.after_audit(tmp_path, audit_plan(), stays=False)["file_sha256"]
+    teachers.seal(tmp_path, "notes", "run-next", bundle(1))  # a forget run before the recovery
+    pending = state.pending_escrow(state.teacher_file(tmp_path, "notes"))
+    pending.write_bytes(b"cut short")
+    assert not state.drop_teacher(tmp_path, "notes", named)
+    assert state.teacher_file(tmp_path, "notes").exists() and not pending.exists()
+    assert not state.drop_teacher(tmp_path, "notes", None)  # a record from before digests: nothing more
+    assert state.drop_teacher(tmp_path, "notes", sealed_digest(tmp_path))
+    assert not state.teacher_file(tmp_path, "notes").exists()
+
+
+def sealed_digest(root) -> str:
+    return hashlib.sha256(state.teacher_file(root, "notes").read_bytes()).hexdigest()
 
 
 def test_a_fast_update_verified_by_reference_keeps_its_teacher_too():
