@@ -29,7 +29,7 @@ from flows.settings import private_tempdir
 from tasks import audit as steps
 from tasks import audit_record as records
 from tasks import references as prefetch
-from tasks import devices, release, tracking
+from tasks import devices, release, state, tracking
 from tasks.audit_checks import Judgement, judge
 from tasks.common import RETRAINED_AS_TRAINED, STEP, Lineage, Plan, dataset_digest, progress, promote, register
 from unlearning.devices import resolve_device
@@ -92,8 +92,8 @@ def audit_model(root: Path, plan: steps.AuditPlan, rebase: bool, keep_days: int 
         # say the data is out of production, the retrained model has it out for sure
         stays = plan.exact or (passed and decided and not rebase)  # exact: production is the retraining itself
         teacher = plan.kind.after_audit(root, plan, stays)  # e.g. a text chain's sealed teacher
-        record = lambda version: records.audit_record(audit, plan, judgement, version, rebase,  # noqa: E731
-                                                    tags["code_version"], parent, now, teacher)
+        record = lambda version, run=None: records.audit_record(  # noqa: E731
+            audit, plan, judgement, version, rebase, tags["code_version"], parent, now, teacher, run)
         if stays:
             path, superseded = records.write_record(root, record(None)), []
         else:
@@ -157,13 +157,15 @@ def promote_retrained(lineage: Lineage, plan: steps.AuditPlan, judgement: Judgem
     root = lineage.root
     release_plan = Plan(request=None, model_name=plan.model, parent_version=str(plan.production.version),
                         data_version=plan.data_version, keep_days=keep_days)
+    digest = dataset_digest(root, plan.dataset.name)
     with release.rollback_unless_promoted(lineage, release_plan, keep_days):
-        version, _ = register(lineage, plan.model, judgement.retrained, plan.b, {
+        version, run = register(lineage, plan.model, judgement.retrained, plan.b, {
             "parent_version": str(plan.production.version), "method": "retrain", "guarantee": "exact",
             "data_before": plan.data_version, "data_after": plan.data_version, "verified": "true",
-            "lineage_run": lineage.parent_run, "dataset_digest": dataset_digest(root, plan.dataset.name),
+            "lineage_run": lineage.parent_run, "dataset_digest": digest,
             "audit_id": lineage.tags["audit_id"], RETRAINED_AS_TRAINED: "true", **judgement.tags}, judgement.private)
-        path = records.write_record(root, record(version))
+        state.attest_exact(root, state.exact_facts(plan.model, version, run, plan.data_version, digest))
+        path = records.write_record(root, record(version, run))
         progress(f"  audit {plan.model}: promoting the retrained model v{version} (guarantee exact)")
         promote(lineage, plan.model, version)  # the commit point
         superseded = release.supersede(lineage, release_plan, version, keep_days)

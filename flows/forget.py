@@ -19,7 +19,7 @@ from pathlib import Path
 from prefect.runtime import flow_run
 
 from flows.runs import failed_run, outcome_flow, requests_label
-from tasks import devices, release as release_steps, steps, tracking
+from tasks import devices, release as release_steps, state, steps, tracking
 from tasks.common import (
     RETRAINED_AS_TRAINED, Lineage, Plan, Update, Verification, dataset_digest, falls_back_to_retraining, now_utc,
     promote, register, request_hash, seconds_between,
@@ -142,13 +142,16 @@ def forget_request(lineage: Lineage, plan: Plan, options: dict | None, config, v
     model = {"name": plan.model_name, "version": version, "parent_version": plan.parent_version,
              "run_id": model_run, "parent_run_id": plan.parent_run}
     data = {"before": plan.data_version, "after": data_after}
-    return certify(lineage, plan, update, verification, attempt, model, data, superseded, options, config)
+    return certify(lineage, plan, update, verification, attempt, model, data, superseded, options, config, as_trained)
 
 
 def certify(lineage: Lineage, plan: Plan, update: Update, verification: Verification, attempt: dict | None,
-            model: dict, data: dict, superseded: list, options: dict | None, config) -> dict:
+            model: dict, data: dict, superseded: list, options: dict | None, config, as_trained: bool = False) -> dict:
     """The certificate (logged to the parent run) and the summary of a processed request: the
-    entries every kind has, and the kind's own."""
+    entries every kind has, and the kind's own. `as_trained`: the new version is a retraining on the
+    model's own schedule, which the signed certificate says (`config.retrained_as_trained`): an
+    audit takes such a version as exact without retraining only on that word, not on its MLflow tags
+    (tasks.certificates.exact_witness)."""
     kind, verified = plan.kind, verification.passed
     update_s, retrain_s = update.seconds, verification.retrain_s
     timings = {"update_s": update_s, "retrain_s": retrain_s,
@@ -161,6 +164,7 @@ def certify(lineage: Lineage, plan: Plan, update: Update, verification: Verifica
         plan.request, result, model=model, data=data, metrics=kind.certificate_metrics(verification),
         checks=verification.checks, timings=timings, code_version=lineage.tags["code_version"],
         config={"method": update.method, "requested": plan.requested, "options": options or {},
+                "retrained_as_trained": as_trained,
                 **kind.certificate_config(plan, update, attempt, config)},
         request_hash=request_hash(lineage.root, plan.request), superseded=superseded, verification=checked,
         timestamps=removal_timestamps(plan))
@@ -192,13 +196,16 @@ def release(lineage: Lineage, plan: Plan, update: Update, after, data_after: str
     versions it supersedes and purge those due now. Returns (version, model run id, what happened
     to each superseded artifact)."""
     req = plan.request
+    digest = dataset_digest(lineage.root, after.name)
     version, model_run = register(lineage, plan.model_name, update.bundle, update.b, {
         "parent_version": plan.parent_version, "request_id": req.id, "request_hash": request_hash(lineage.root, req),
         "method": update.method, "guarantee": update.guarantee, "data_before": plan.data_version,
         "data_after": data_after, "verified": str(verified).lower(), "lineage_run": lineage.parent_run,
-        "dataset_digest": dataset_digest(lineage.root, after.name), **plan.kind.version_tags(update),
+        "dataset_digest": digest, **plan.kind.version_tags(update),
         **({RETRAINED_AS_TRAINED: "true"} if as_trained else {})},
         plan.kind.private_state(update, after))
+    if as_trained:  # what lets an audit take it as exact: signed here, not only tagged in MLflow
+        state.attest_exact(lineage.root, state.exact_facts(plan.model_name, version, model_run, data_after, digest))
     superseded = []
     if verified:
         promote(lineage, plan.model_name, version)  # the commit point

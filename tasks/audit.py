@@ -34,7 +34,8 @@ import torch
 
 from tasks import certificates, dvc, ledger, state, tracking
 from tasks import data as data_store
-from tasks.common import NOT_RETRAINABLE, RETRAINED_AS_TRAINED, Lineage, Plan, dataset_digest, whole_number_option
+from tasks.common import (NOT_RETRAINABLE, RETRAINED_AS_TRAINED, Lineage, Plan, dataset_digest, progress,
+                          whole_number_option)
 from unlearning import references
 from unlearning.compliance import escrow as sealing
 from unlearning.compliance import ledger as lg
@@ -359,6 +360,17 @@ def exact_on_current_data(tags: dict, data_version: str | None, digest: str | No
             and tags.get("dataset_digest") == digest)
 
 
+def attested(root: Path, facts: dict) -> bool:
+    """Whether the project signed that production is the retraining its tags say it is
+    (tasks.state.attest_exact); a one-line warning where the tags say so without that word (set by
+    hand on the tracking server, or a version from before the word was kept): the audit retrains."""
+    if state.attested_exact(root, facts):
+        return True
+    progress(f"  warning: production v{facts['version']}'s MLflow tags say it was retrained on the current data, but "
+             "this project signed no such word for it (.unlearn/exact/): the audit retrains to judge it")
+    return False
+
+
 def plan_audit(root: Path, model: str) -> AuditPlan:
     from tasks.kinds import kind_of
 
@@ -370,8 +382,9 @@ def plan_audit(root: Path, model: str) -> AuditPlan:
     opened, unreadable = open_held_escrows(root, escrow_files(root, model))
     plan = AuditPlan(model, kind, production, bundle, dataset, dvc.data_version(root), ledger_requests(root, model),
                      opened, unreadable)
-    plan.exact = exact_on_current_data(production.tags, plan.data_version,
-                                       dataset_digest(root, production.tags.get("dataset", model)))
+    digest = dataset_digest(root, production.tags.get("dataset", model))
+    plan.exact = exact_on_current_data(production.tags, plan.data_version, digest) and attested(
+        root, state.exact_facts(model, production.version, production.run_id, plan.data_version, digest))
     if plan.exact:
         return plan  # nothing to retrain: plan.job stays None
     if kind.name == "table":

@@ -54,7 +54,8 @@ def certificate_of(record: lg.RequestRecord) -> dict:
 
 
 def audit_record(audit: str, plan: AuditPlan, judgement: Judgement, promoted: str | None, rebase: bool,
-                 code_version: str, run_id: str, now: datetime, teacher: dict | None = None) -> dict:
+                 code_version: str, run_id: str, now: datetime, teacher: dict | None = None,
+                 promoted_run: str | None = None) -> dict:
     """The record's body (signed by `write_record`): no raw value, fingerprints and masked forms only.
     `teacher`: what became of a text chain's sealed teacher or an image chain's sealed first model
     (the kind's after_audit hook: tasks.kinds.text_teacher.hand_over_teacher,
@@ -77,7 +78,8 @@ def audit_record(audit: str, plan: AuditPlan, judgement: Judgement, promoted: st
         "checks": judgement.checks, "metrics": metrics,
         "shortfall": judgement.shortfall,
         "promoted": None if promoted is None else {
-            "version": promoted, "guarantee": "exact", "why": why_promoted(passed, judgement.undecided)},
+            "version": promoted, "run_id": promoted_run, "guarantee": "exact",
+            "why": why_promoted(passed, judgement.undecided)},
         "escrow": {"files": [e["file"] for e in plan.escrows] + plan.unreadable, "unreadable": plan.unreadable,
                    "action": "deleted when this audit completed"},
         "timings": {"retrain_s": judgement.retrain_s},

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from unlearning.compliance import escrow, signing
+from unlearning.errors import UnlearnError
 
 
 def state_dir(root: Path) -> Path:
@@ -161,6 +162,35 @@ def exposure_key(fingerprint: str, n_candidates: int) -> str:
     return f"{fingerprint}:{n_candidates}"
 
 
+EXACT_FORMAT = "unlearnflow.exact/1"
+
+
+def exact_facts(model: str, version: str, run_id: str, data_version: str | None, digest: str | None) -> dict:
+    return {"format": EXACT_FORMAT, "model": model, "version": str(version), "run_id": run_id,
+            "data_version": data_version, "dataset_digest": digest}
+
+
+def attest_exact(root: Path, facts: dict) -> None:
+    """Sign, in the version's private state, that it is a retraining on its model's own schedule on
+    `facts`' data version and dataset files (exact_facts): written where the pipeline registers such
+    a version (a request's retraining or fall-back, an audit's promotion). An audit takes a
+    production model as exact without retraining only on this word (attested_exact), not on its
+    MLflow tags alone, which anyone who can write to the tracking server can set."""
+    path = _private_file(state_dir(root) / "exact" / f"{facts['run_id']}.json")
+    signing.write_signed(path, signing.sign(facts, signing.signing_key(root)))
+
+
+def attested_exact(root: Path, facts: dict) -> bool:
+    """Whether the version's private state holds this project's signed word for exactly `facts`."""
+    path = state_dir(root) / "exact" / f"{facts['run_id']}.json"
+    try:
+        document = json.loads(path.read_text())
+        ok, _ = signing.verify(document, signing.signing_key(root, create=False))
+    except (OSError, ValueError, UnlearnError):
+        return False
+    return ok and {k: v for k, v in document.items() if k != "signature"} == facts
+
+
 def load_evidence(root: Path, run_id: str) -> dict:
     path = state_dir(root) / "evidence" / f"{run_id}.json"
     return json.loads(path.read_text()) if path.exists() else {}
@@ -177,12 +207,12 @@ def save_evidence(root: Path, run_id: str, measured: dict) -> None:
 
 # Each kind of private state kept per model version: its folder and file suffix.
 MODEL_STATE = (("cache", ".pt"), ("encoded", ".pt"), ("outputs", ".pt"), ("noise", ".pt"), ("exposures", ".json"),
-               ("evidence", ".json"))
+               ("evidence", ".json"), ("exact", ".json"))
 
 
 def drop_model_state(root: Path, run_id: str) -> list[str]:
-    """Delete the cache, encoded data, image outputs, noise, exposure and evidence records of a superseded model
-    version; returns what was removed."""
+    """Delete the cache, encoded data, image outputs, noise, exposure and evidence records and the
+    signed word that it is exact (attest_exact) of a superseded model version; returns what was removed."""
     removed = []
     for name in model_state_files(root, run_id):
         (state_dir(root) / name).unlink()

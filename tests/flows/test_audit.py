@@ -96,6 +96,12 @@ def test_rebase_promotes_the_retrained_model_with_guarantee_exact_and_purges_the
     assert tags["3"]["audit_id"] == done["audit"]
     assert "purged" in tags["2"] and "purged" in tags["1"]  # superseded versions purged as a forget does
     assert main(["certificate", "verify", str(workspace / done["record"])]) == 0
+    # the record names the promoted version's run, and the project signed that it is exact (an audit of it
+    # retrains nothing: test_an_audit_of_a_model_retrained_on_the_current_data_retrains_nothing)
+    [promoted] = [v for v in tracking.model_versions("people") if str(v.version) == "3"]
+    assert json.loads((workspace / done["record"]).read_text())["promoted"]["run_id"] == promoted.run_id
+    assert state.attested_exact(workspace, state.exact_facts("people", "3", promoted.run_id, tags["3"]["data_after"],
+                                                             tags["3"]["dataset_digest"]))
 
 
 def test_an_audit_of_a_model_retrained_on_the_current_data_retrains_nothing(workspace, people_csv, capsys):
@@ -103,6 +109,9 @@ def test_an_audit_of_a_model_retrained_on_the_current_data_retrains_nothing(work
     comply_requests(workspace, capsys, {"id": "EXA-1", "delete_records": ["P1003"]})  # a fast update
     comply_requests(workspace, capsys, {"id": "EXA-2", "delete_records": ["P1010"], "method": "retrain"})
     assert versions("people")["3"]["guarantee"] == "exact"
+    certificates = {i: json.loads((workspace / ".unlearn" / "certificates" / f"{i}.json").read_text())
+                    for i in ("EXA-1", "EXA-2")}  # what the signed certificates say of the two versions
+    assert [certificates[i]["config"]["retrained_as_trained"] for i in ("EXA-1", "EXA-2")] == [False, True]
 
     code, out = run_json(capsys, ["audit", "people", "--rebase"])
     assert code == 0, out
@@ -130,6 +139,34 @@ def test_an_audit_of_a_model_retrained_on_the_current_data_retrains_nothing(work
     code, out = run_json(capsys, ["audit", "people"])
     assert code == 0, out
     assert out["covered_requests"] == ["EXA-4"] and out["timings"]["retrain_s"] > 0
+
+
+def test_tags_set_on_the_tracking_server_do_not_make_a_fast_update_exact_for_the_audit(workspace, people_csv, capsys):
+    """Whoever can write to MLflow can tag a fast-updated production as a retraining on the current
+    data; the audit then took it as exact, retrained nothing and signed a passing record. It now
+    needs the project's signed word, kept beside the signing key (tasks.state.attest_exact)."""
+    import mlflow
+
+    from tasks.common import RETRAINED_AS_TRAINED, dataset_digest
+    from tasks.dvc import data_version
+
+    add_and_train(people_csv, capsys)
+    comply_requests(workspace, capsys, {"id": "TAG-1", "delete_records": ["P1003"]})  # a fast update
+    production = tracking.production_alias("people")
+    assert versions("people")[production]["guarantee"] != "exact"
+    client = mlflow.MlflowClient()
+    for key, value in {"guarantee": "exact", RETRAINED_AS_TRAINED: "true", "data_after": data_version(workspace),
+                       "dataset_digest": dataset_digest(workspace, "people")}.items():
+        client.set_model_version_tag("people", production, key, value)
+
+    capsys.readouterr()
+    code = main(["audit", "people", "--json"])
+    console = capsys.readouterr()
+    out = json.loads(console.out)
+    assert code == 0 and out["covered_requests"] == ["TAG-1"], out
+    assert out["timings"]["retrain_s"] > 0  # the old code: 0, its one check `fast_updates_since_exact_model`
+    assert {c["name"] for c in out["checks"]} == {"agreement_with_retrain", "accuracy_gap_pts"}
+    assert "MLflow tags say it was retrained on the current data, but this project signed no such word" in console.err
 
 
 def test_a_failed_audit_promotes_the_retrained_model_and_names_the_request_that_fell_short(
