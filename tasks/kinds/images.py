@@ -34,7 +34,7 @@ from unlearning.images.evidence import KnownOutputs
 from unlearning.images.alignment import unrolls
 from unlearning.images.registry import CHAINED
 from unlearning.images.verify import ImageVerifyConfig
-from unlearning.tabular.methods import single_threaded
+from unlearning.linalg import single_threaded
 
 
 # --- methods: the one place this kind looks them up -----------------------------------------------

@@ -29,7 +29,7 @@ from unlearning.metrics import model_outputs
 from unlearning.checks import outcome, undecided_removal
 from unlearning.images.verify import REMOVAL_CHECKS, ImageVerifyConfig, image_checks, markdown_table
 from unlearning.metrics import compare_to_retrain, evaluate_model
-from unlearning.tabular.methods import single_threaded
+from unlearning.linalg import single_threaded
 
 
 
