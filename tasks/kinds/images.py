@@ -30,7 +30,7 @@ from unlearning.images.bundle import (
 )
 from unlearning.compliance.requests import UnlearningRequest
 from unlearning.images import cnn, factory
-from unlearning.images.evidence import KnownOutputs
+from unlearning.images.outputs import KnownOutputs
 from unlearning.images.alignment import unrolls
 from unlearning.images.registry import CHAINED
 from unlearning.images.verify import ImageVerifyConfig
