@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from unlearning.checks import is_decided
-from unlearning.compliance.ledger import canonical_json
+from unlearning.compliance.mac_chain import canonical_json
 from unlearning.errors import UnlearnError
 
 ALGORITHM = "HMAC-SHA256"
