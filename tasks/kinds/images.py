@@ -16,9 +16,9 @@ from tasks.common import STEP, Lineage, Plan, Trained, Update, Verification, pro
 from tasks.data import save_dataset
 from tasks.kinds import images_chain
 from tasks.kinds.base import Kind
-from tasks.kinds.images_verify import (  # noqa: F401 — judged, checks_table, verdict_cell: for their callers
+from tasks.kinds.images_verify import (
     checks_table, evidence_images, headline_metrics, judged, known_outputs, outputs_on_samples, reference_job,
-    reference_verdict, retrain_after_failed_checks, rows_table, run_method, verdict_cell, verify_images,
+    reference_verdict, retrain_after_failed_checks, rows_table, run_method, verify_images,
 )
 from unlearning import references
 from unlearning import registry
