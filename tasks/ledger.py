@@ -51,13 +51,11 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-from tasks.ledger_db import (SQLITE_BUSY_TIMEOUT_S, TRIGGERS, URL_ENV, _engine, _ensure_schema, _exists,  # noqa: F401
-                             _first_line, check_reachable, entries_table, ledger_url)
-from tasks.ledger_head import (_head_lock, _signed_head, _signed_head_or_none, _write_head, head_file,  # noqa: F401
-                               ledger_key)
+from tasks.ledger_db import (SQLITE_BUSY_TIMEOUT_S, TRIGGERS, _engine, _ensure_schema, _exists, _first_line,
+                             check_reachable, entries_table, ledger_url)
+from tasks.ledger_head import _head_lock, _signed_head, _signed_head_or_none, _write_head, head_file, ledger_key
 from unlearning.compliance import deadlines, mac_chain
 from unlearning.compliance import ledger as lg
-from unlearning.compliance import signing
 from unlearning.compliance.requests import UnlearningRequest, load_request
 from unlearning.errors import UnlearnError
 
