@@ -2,9 +2,9 @@
 and its signed head.
 
 Where: `<root>/ledger.db` (SQLite, git-ignored) by default, any SQLAlchemy URL (PostgreSQL) in
-`UNLEARN_LEDGER_URL`. The logic — states, deadlines, the chain — is `unlearning.compliance.ledger`; this
-module only reads rows, appends rows and never updates or deletes one: a request's state is its
-latest entry. On SQLite, triggers refuse UPDATE and DELETE as well.
+`UNLEARN_LEDGER_URL`. The logic is `unlearning.compliance`'s — states in `ledger`, deadlines in
+`deadlines`, the chain in `mac_chain`; this module only reads rows, appends rows and never updates or
+deletes one: a request's state is its latest entry. On SQLite, triggers refuse UPDATE and DELETE as well.
 
 Concurrency: an append reads the head, checks the request's history and inserts `seq = head + 1`
 in one transaction. On SQLite the transaction starts with BEGIN IMMEDIATE, so appenders queue
@@ -15,7 +15,7 @@ append are atomic and no request is claimed twice.
 
 Keys and the signed head: every entry is MACed with a key derived from the project's signing key
 (`unlearning.compliance.signing.signing_key`: UNLEARN_SIGNING_KEY or `.unlearn/signing.key`, see
-`unlearning.compliance.ledger`). After every append, (seq, MAC) of the database's newest entry, signed with
+`unlearning.compliance.mac_chain`). After every append, (seq, MAC) of the database's newest entry, signed with
 that key, is written to `<root>/.unlearn/ledger.head` — outside the database, so that someone who
 can write the database but lacks the key cannot cut its newest entries off unnoticed. The head is
 written after the commit, under a file lock, from the database's newest entry re-read at that
