@@ -31,12 +31,13 @@ import torch
 from bench.images import LRS, scenario_request, tensors, train_original
 from unlearning.images.data import build_fashion_mnist
 from unlearning.images.evidence import (
-    ImageEvidenceConfig, control_positions, control_sample, evidence_checks, evidence_of, evidence_sets, first_by_key,
-    utility_drops, utility_sample_size,
+    control_positions, control_sample, evidence_checks, evidence_of, evidence_sets, utility_drops,
+    utility_sample_size,
 )
+from unlearning.images.samples import first_by_key
 from unlearning.images.registry import run_image_method
 from unlearning.checks import outcome, undecided_removal
-from unlearning.images.verify import REMOVAL_CHECKS, ImageVerifyConfig, image_checks
+from unlearning.images.verify import REMOVAL_CHECKS, ImageEvidenceConfig, ImageVerifyConfig, image_checks
 from unlearning.linalg import single_threaded
 from unlearning.metrics import accuracy, model_outputs
 

@@ -756,7 +756,7 @@ class Images:
         self.test_ids = [f"fm{p}" for p in np.flatnonzero(~fm.train)]
         # what each model version's evidence knows of its outputs (tasks/state.py `outputs/`): the
         # original's computed when it was trained, as the train flow does (not charged, as training is not)
-        from unlearning.images.evidence import KnownOutputs
+        from unlearning.images.outputs import KnownOutputs
         from unlearning.metrics import model_outputs
         self.known = {self.original: KnownOutputs.of(self.train_ids, model_outputs(self.original, X, y)).merged(
             KnownOutputs.of(self.test_ids, model_outputs(self.original, *self.test)))}

@@ -32,6 +32,7 @@ from tasks import references as prefetch
 from tasks import devices, release, state, tracking
 from tasks.audit_checks import Judgement, judge
 from tasks.common import RETRAINED_AS_TRAINED, STEP, Lineage, Plan, dataset_digest, progress, promote, register
+from tasks.version import code_version
 from unlearning.devices import resolve_device
 
 
@@ -79,7 +80,7 @@ def audit_model(root: Path, plan: steps.AuditPlan, rebase: bool, keep_days: int 
     audit = records.audit_id(plan.model, now)
     experiment = tracking.configure(root)
     tags = {"model": plan.model, "dataset": plan.dataset.name, "data_version": plan.data_version, "audit_id": audit,
-            "git_commit": tracking.git_commit(root), "code_version": tracking.code_version(),
+            "git_commit": tracking.git_commit(root), "code_version": code_version(),
             "prefect_flow_run": flow_run.id}
     with tracking.run(experiment, f"audit {plan.model}", {**tags, "flow": "audit"}) as parent:
         lineage = Lineage(root, experiment, parent, tags)

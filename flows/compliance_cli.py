@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from unlearning.compliance import deadlines
 from unlearning.compliance import ledger as lg
 from unlearning.errors import UnlearnError
 
@@ -161,7 +162,7 @@ def cmd_requests_submit(args, root: Path) -> int:
 
     request = load_request(args.file)  # the schema and the errors of `unlearn forget`
     days = _whole_days(args.deadline_days)
-    now = lg.utc_now()
+    now = deadlines.utc_now()
     if request.id not in ledger.records(root):  # a resubmission is answered by the ledger alone
         # the plan `forget` and `comply` make, read-only, before the ledger records anything: a
         # request that can never be processed is refused now, not recorded for good
@@ -192,10 +193,10 @@ def _whole_days(value: str | int | None) -> int | None:
 def cmd_requests_list(args, root: Path) -> int:
     from tasks import ledger
 
-    now = lg.utc_now()
+    now = deadlines.utc_now()
     found = ledger.list_requests(root, status=args.status, overdue=args.overdue, now=now)
     trust = ledger_trust(root)
-    payload = {"requests": [r.to_dict(now) for r in found], "count": len(found), "now": lg.utc_iso(now),
+    payload = {"requests": [r.to_dict(now) for r in found], "count": len(found), "now": deadlines.utc_iso(now),
                "status": args.status, "overdue_only": bool(args.overdue), "ledger": trust}
     emit(args, payload, format_list(found, now))
     warn_unless_verified(trust)
@@ -246,7 +247,7 @@ def _due(record: lg.RequestRecord, now) -> str:
 def cmd_requests_show(args, root: Path) -> int:
     from tasks import ledger
 
-    now = lg.utc_now()
+    now = deadlines.utc_now()
     record = ledger.show(root, args.id)
     trust = ledger_trust(root)
     emit(args, {**record.to_dict(now, with_entries=True), "ledger": trust}, format_record(record, now))
@@ -281,7 +282,7 @@ def format_record(r: lg.RequestRecord, now) -> str:
 def cmd_requests_extend(args, root: Path) -> int:
     from tasks import ledger
 
-    now = lg.utc_now()
+    now = deadlines.utc_now()
     entry = ledger.extend(root, args.id, lg.stated_text(args.reason, "--reason"), args.until, now=now)
     record = ledger.show(root, args.id)
     emit(args, record.to_dict(now), f"request {record.id}: deadline extended to {record.deadline} "
@@ -293,7 +294,7 @@ def cmd_requests_extend(args, root: Path) -> int:
 def cmd_requests_deny(args, root: Path) -> int:
     from tasks import ledger
 
-    now = lg.utc_now()
+    now = deadlines.utc_now()
     entry = ledger.transition(root, args.id, "denied", now=now, basis=lg.stated_text(args.basis, "--basis"))
     record = ledger.show(root, args.id)
     emit(args, record.to_dict(now), f"request {record.id}: denied — {record.response['basis']} "

@@ -26,7 +26,7 @@ from flows.settings import DEMO_TEXT_STEPS
 from flows.train import train_flow
 from tasks.common import console_table as text_table
 from tasks.data import add_dataset
-from tasks.kinds.images import rows_table as image_rows_table
+from tasks.kinds.images_verify import rows_table as image_rows_table
 from unlearning.errors import UnlearnError
 from unlearning.images.bundle import ImageTrainConfig
 from unlearning.images.registry import IMAGE_METHODS
@@ -293,7 +293,7 @@ def run_images_demo(root: Path, verify: str | None = None, device: str = "auto",
 
 
 def images_console_summary(s: dict) -> str:
-    from tasks.kinds.images import verdict_cell
+    from tasks.kinds.images_verify import verdict_cell
 
     verdict = "VERIFIED, promoted to production" if s["verified"] else "VERIFICATION FAILED, not promoted"
     t = s["timings"]

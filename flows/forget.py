@@ -25,6 +25,7 @@ from tasks.common import (
     promote, register, request_hash, seconds_between,
 )
 from tasks.outcomes import verification_failure
+from tasks.version import code_version
 from unlearning.compliance import certificate as cert_lib
 from unlearning.images.verify import ImageVerifyConfig
 from unlearning.tabular.verify import VerifyConfig
@@ -77,7 +78,7 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
     experiment = tracking.configure(root_path)
     req = plan.request
     tags = {"data_version": plan.data_version, "dataset": plan.dataset.name, "request_id": req.id,
-            "git_commit": tracking.git_commit(root_path), "code_version": tracking.code_version(),
+            "git_commit": tracking.git_commit(root_path), "code_version": code_version(),
             "prefect_flow_run": flow_run.id, "model": plan.model_name}
     run_tags = {**tags, "flow": "forget", **({"batch_requests": ",".join(members)[:5000]} if members else {})}
     with tracking.run(experiment, f"forget {requests_label(members or [req.id])}", run_tags) as parent:

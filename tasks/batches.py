@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from tasks import ledger, outcomes, release, steps, tracking
+from tasks.common import earlier_result
 from tasks.unchanged import no_change_notes
 from unlearning.compliance.batching import batch_id, merge_requests, narrowed
 from unlearning.compliance.requests import load_request
@@ -108,7 +109,7 @@ def promoted_result(root: Path, merged_path: Path) -> dict | None:
         return None
     tracking.connect(root)
     try:
-        return steps.earlier_result(root, load_request(merged_path))
+        return earlier_result(root, load_request(merged_path))
     except UnlearnError:
         return None
 

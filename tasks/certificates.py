@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks import ledger
+from unlearning.compliance import mac_chain
 from unlearning.compliance import ledger as lg
 from unlearning.compliance import signing
 from unlearning.errors import UnlearnError
@@ -60,14 +61,14 @@ def audit_recorded(root: Path, document: dict, raw: bytes, key: bytes) -> tuple[
     from this audit recording the record's SHA-256."""
     audit = document["audit"]["id"]
     digest = hashlib.sha256(raw).hexdigest()
-    mac_key = lg.ledger_key(key)
+    mac_key = mac_chain.ledger_key(key)
     entries = {e.request_id: e for e in ledger.read_entries(root)
                if e.event in lg.AUDIT_EVENTS and e.data.get("audit") == audit}
     for request in document.get("requests", []):
         entry = entries.get(request["id"])
         if entry is None:
             return False, f"the ledger records no verdict of {audit} for request {request['id']!r}"
-        if not hmac.compare_digest(lg.entry_mac(mac_key, entry.body()), entry.hash):
+        if not hmac.compare_digest(mac_chain.entry_mac(mac_key, entry.body()), entry.hash):
             return False, f"the ledger's entry {entry.seq} does not match its MAC: run `unlearn ledger verify`"
         if entry.data.get("record_sha256") != digest:
             return False, (f"the ledger's entry {entry.seq} records audit record sha256 "

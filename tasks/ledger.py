@@ -2,9 +2,9 @@
 and its signed head.
 
 Where: `<root>/ledger.db` (SQLite, git-ignored) by default, any SQLAlchemy URL (PostgreSQL) in
-`UNLEARN_LEDGER_URL`. The logic — states, deadlines, the chain — is `unlearning.compliance.ledger`; this
-module only reads rows, appends rows and never updates or deletes one: a request's state is its
-latest entry. On SQLite, triggers refuse UPDATE and DELETE as well.
+`UNLEARN_LEDGER_URL`. The logic is `unlearning.compliance`'s — states in `ledger`, deadlines in
+`deadlines`, the chain in `mac_chain`; this module only reads rows, appends rows and never updates or
+deletes one: a request's state is its latest entry. On SQLite, triggers refuse UPDATE and DELETE as well.
 
 Concurrency: an append reads the head, checks the request's history and inserts `seq = head + 1`
 in one transaction. On SQLite the transaction starts with BEGIN IMMEDIATE, so appenders queue
@@ -15,7 +15,7 @@ append are atomic and no request is claimed twice.
 
 Keys and the signed head: every entry is MACed with a key derived from the project's signing key
 (`unlearning.compliance.signing.signing_key`: UNLEARN_SIGNING_KEY or `.unlearn/signing.key`, see
-`unlearning.compliance.ledger`). After every append, (seq, MAC) of the database's newest entry, signed with
+`unlearning.compliance.mac_chain`). After every append, (seq, MAC) of the database's newest entry, signed with
 that key, is written to `<root>/.unlearn/ledger.head` — outside the database, so that someone who
 can write the database but lacks the key cannot cut its newest entries off unnoticed. The head is
 written after the commit, under a file lock, from the database's newest entry re-read at that
@@ -51,12 +51,11 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-from tasks.ledger_db import (SQLITE_BUSY_TIMEOUT_S, TRIGGERS, URL_ENV, _engine, _ensure_schema, _exists,  # noqa: F401
-                             _first_line, check_reachable, entries_table, ledger_url)
-from tasks.ledger_head import (_head_lock, _signed_head, _signed_head_or_none, _write_head, head_file,  # noqa: F401
-                               ledger_key)
+from tasks.ledger_db import (SQLITE_BUSY_TIMEOUT_S, TRIGGERS, _engine, _ensure_schema, _exists, _first_line,
+                             check_reachable, entries_table, ledger_url)
+from tasks.ledger_head import _head_lock, _signed_head, _signed_head_or_none, _write_head, head_file, ledger_key
+from unlearning.compliance import deadlines, mac_chain
 from unlearning.compliance import ledger as lg
-from unlearning.compliance import signing
 from unlearning.compliance.requests import UnlearningRequest, load_request
 from unlearning.errors import UnlearnError
 
@@ -67,26 +66,26 @@ APPEND_ATTEMPTS = 20
 # Rows
 
 
-def _entry(row) -> lg.Entry:
-    return lg.Entry(seq=row.seq, request_id=row.request_id, event=row.event, status=row.status, at=row.at,
-                    data=json.loads(row.data), prev_hash=row.prev_hash, hash=row.hash)
+def _entry(row) -> mac_chain.Entry:
+    return mac_chain.Entry(seq=row.seq, request_id=row.request_id, event=row.event, status=row.status, at=row.at,
+                           data=json.loads(row.data), prev_hash=row.prev_hash, hash=row.hash)
 
 
-def _head(conn: Connection) -> lg.Entry | None:
+def _head(conn: Connection) -> mac_chain.Entry | None:
     return _newest(conn)
 
 
-def _newest(conn: Connection) -> lg.Entry | None:
+def _newest(conn: Connection) -> mac_chain.Entry | None:
     row = conn.execute(select(entries_table).order_by(entries_table.c.seq.desc()).limit(1)).first()
     return None if row is None else _entry(row)
 
 
-def _at(conn: Connection, seq: int) -> lg.Entry | None:
+def _at(conn: Connection, seq: int) -> mac_chain.Entry | None:
     row = conn.execute(select(entries_table).where(entries_table.c.seq == seq)).first()
     return None if row is None else _entry(row)
 
 
-def _history(conn: Connection, request_id: str) -> list[lg.Entry]:
+def _history(conn: Connection, request_id: str) -> list[mac_chain.Entry]:
     rows = conn.execute(select(entries_table).where(entries_table.c.request_id == request_id)
                         .order_by(entries_table.c.seq))
     return [_entry(r) for r in rows]
@@ -101,12 +100,12 @@ def _rows_in_order(root: Path) -> list:
             return list(conn.execute(select(entries_table).order_by(entries_table.c.seq)))
 
 
-def read_entries(root: Path) -> list[lg.Entry]:
+def read_entries(root: Path) -> list[mac_chain.Entry]:
     return [_entry(r) for r in _rows_in_order(root)]
 
 
-def _append(root: Path, build: Callable[[Connection, lg.Entry | None], lg.Entry | None],
-            key: bytes) -> lg.Entry | None:
+def _append(root: Path, build: Callable[[Connection, mac_chain.Entry | None], mac_chain.Entry | None],
+            key: bytes) -> mac_chain.Entry | None:
     """Insert what `build(conn, head)` returns, in one write transaction; retry when another writer
     took the same seq. `build` raises UnlearnError to refuse (nothing is written) or returns None
     for a no-op. Refused too, before `build`, when the newest entry or the signed head is not
@@ -123,7 +122,7 @@ def _append(root: Path, build: Callable[[Connection, lg.Entry | None], lg.Entry 
                     if entry is not None:
                         conn.execute(insert(entries_table).values(
                             seq=entry.seq, request_id=entry.request_id, event=entry.event, status=entry.status,
-                            at=entry.at, data=lg.canonical_json(entry.data), prev_hash=entry.prev_hash,
+                            at=entry.at, data=mac_chain.canonical_json(entry.data), prev_hash=entry.prev_hash,
                             hash=entry.hash))
                 break
             except IntegrityError:  # another writer took this seq: back off, then re-read the head
@@ -147,11 +146,11 @@ def _append(root: Path, build: Callable[[Connection, lg.Entry | None], lg.Entry 
         return entry
 
 
-def _check_before_append(root: Path, conn: Connection, head: lg.Entry | None, key: bytes) -> None:
+def _check_before_append(root: Path, conn: Connection, head: mac_chain.Entry | None, key: bytes) -> None:
     """UnlearnError unless the newest entry is authentic and the database still holds the signed
     head's entry; on a ledger's first append, the signed empty head is written (see the module doc)."""
-    if head is not None and not hmac.compare_digest(lg.entry_mac(key, head.body()), head.hash):
-        if lg.is_format_1([_at(conn, 1) or head]):
+    if head is not None and not hmac.compare_digest(mac_chain.entry_mac(key, head.body()), head.hash):
+        if mac_chain.is_format_1([_at(conn, 1) or head]):
             raise UnlearnError("the ledger is in format 1 (unkeyed SHA-256 chain): run `unlearn ledger verify`, then "
                                "`unlearn ledger seal` to key it, before adding to it")
         raise UnlearnError(f"the ledger's last entry ({head.seq}) does not match its MAC; "
@@ -162,15 +161,15 @@ def _check_before_append(root: Path, conn: Connection, head: lg.Entry | None, ke
         raise UnlearnError(f"the signed ledger head {head_file(root)} is not valid ({exc}); "
                            "run `unlearn ledger verify` before adding to the ledger") from None
     if signed is None and head is None:
-        _write_head(root, 0, lg.GENESIS, key)
+        _write_head(root, 0, mac_chain.GENESIS, key)
         return
     found = _at(conn, signed[0]) if signed is not None and signed[0] > 0 else None
-    check = lg.check_head([e for e in (found, head) if e is not None], signed, str(head_file(root)))
+    check = mac_chain.check_head([e for e in (found, head) if e is not None], signed, str(head_file(root)))
     if not check.ok:
         raise UnlearnError(f"{check.message}; nothing was added — run `unlearn ledger verify`")
 
 
-def _record(history: list[lg.Entry], request_id: str) -> lg.RequestRecord:
+def _record(history: list[mac_chain.Entry], request_id: str) -> lg.RequestRecord:
     if not history:
         raise UnlearnError(f"no request '{request_id}' in the ledger; `unlearn requests list` shows the recorded ids")
     return lg.fold(history)[request_id]
@@ -182,23 +181,24 @@ def _record(history: list[lg.Entry], request_id: str) -> lg.RequestRecord:
 
 def submit(root: Path, request: UnlearningRequest, received: str | datetime | None = None,
            channel: str | None = None, deadline_days: int | None = None,
-           now: datetime | None = None) -> lg.Entry:
+           now: datetime | None = None) -> mac_chain.Entry:
     """Record a validated request as `received`; see `record_request`."""
     return record_request(root, request, received, channel, deadline_days, now)[0]
 
 
 def record_request(root: Path, request: UnlearningRequest, received: str | datetime | None = None,
                    channel: str | None = None, deadline_days: int | None = None,
-                   now: datetime | None = None) -> tuple[lg.Entry, bool]:
+                   now: datetime | None = None) -> tuple[mac_chain.Entry, bool]:
     """(the request's `received` entry, whether it was created now).
 
     Deadline: one calendar month after receipt, or `deadline_days` days. Re-submitting an id with
     the same content is a no-op that returns the earlier entry (its receipt time and deadline
     stand); the same id with different content is refused."""
     root = Path(root)
-    now = now or lg.utc_now()
-    received_at = lg.parse_timestamp(received, "received time") if received is not None else now.replace(microsecond=0)
-    policy = lg.DeadlinePolicy.gdpr() if deadline_days is None else lg.DeadlinePolicy.days(deadline_days)
+    now = now or deadlines.utc_now()
+    received_at = (deadlines.parse_timestamp(received, "received time") if received is not None
+                   else now.replace(microsecond=0))
+    policy = deadlines.DeadlinePolicy.gdpr() if deadline_days is None else deadlines.DeadlinePolicy.days(deadline_days)
     lg.check_channel(channel)
     lg.check_receipt(received_at, now)
     check_reachable(root)  # every check before the salt and key files may be created
@@ -206,7 +206,7 @@ def record_request(root: Path, request: UnlearningRequest, received: str | datet
     key = ledger_key(root)
     created = False
 
-    def build(conn: Connection, head: lg.Entry | None) -> lg.Entry | None:
+    def build(conn: Connection, head: mac_chain.Entry | None) -> mac_chain.Entry | None:
         nonlocal created
         history = _history(conn, request.id)
         if history:
@@ -217,7 +217,7 @@ def record_request(root: Path, request: UnlearningRequest, received: str | datet
             return None
         _save_request(root, request)  # before the commit: a recorded request always has its file
         created = True
-        return lg.chain_entry(head, request.id, "received", "received", lg.utc_iso(now), data, key=key)
+        return mac_chain.chain_entry(head, request.id, "received", "received", deadlines.utc_iso(now), data, key=key)
 
     entry = _append(root, build, key)
     if entry is None:
@@ -226,27 +226,27 @@ def record_request(root: Path, request: UnlearningRequest, received: str | datet
     return entry, created
 
 
-def transition(root: Path, request_id: str, status: str, now: datetime | None = None, **fields) -> lg.Entry:
+def transition(root: Path, request_id: str, status: str, now: datetime | None = None, **fields) -> mac_chain.Entry:
     """Append the next entry of a request: processing, completed, failed (reason=...), denied
     (basis=...) or extended (reason=..., deadline=YYYY-MM-DD or the latest allowed).
 
     Checked against the request's latest state inside the write transaction, so of two runs that
     try to move a `received` request to `processing`, exactly one succeeds (the other gets an
     UnlearnError)."""
-    now = now or lg.utc_now()
+    now = now or deadlines.utc_now()
     show(root, request_id)  # an unknown id is refused before a ledger file would be created
     key = ledger_key(root)
 
-    def build(conn: Connection, head: lg.Entry | None) -> lg.Entry:
+    def build(conn: Connection, head: mac_chain.Entry | None) -> mac_chain.Entry:
         record = _record(_history(conn, request_id), request_id)
         new_status, data = lg.event_data(record, status, fields, now)
-        return lg.chain_entry(head, request_id, status, new_status, lg.utc_iso(now), data, key=key)
+        return mac_chain.chain_entry(head, request_id, status, new_status, deadlines.utc_iso(now), data, key=key)
 
     return _append(Path(root), build, key)
 
 
 def extend(root: Path, request_id: str, reason: str, until: str | None = None,
-           now: datetime | None = None) -> lg.Entry:
+           now: datetime | None = None) -> mac_chain.Entry:
     """Move a request's deadline (to `until`, or the latest the rule allows), with the reason told to the person."""
     return transition(root, request_id, "extended", now=now, reason=reason, deadline=until)
 
@@ -260,7 +260,7 @@ def list_requests(root: Path, status: str | None = None, overdue: bool = False,
     """Requests in order of submission, optionally only one state and/or only the overdue ones."""
     if status is not None and status not in lg.STATUSES:
         raise UnlearnError(f"unknown status '{status}'; use one of {', '.join(lg.STATUSES)}")
-    now = now or lg.utc_now()
+    now = now or deadlines.utc_now()
     return [r for r in records(root).values()
             if (status is None or r.status == status) and (not overdue or r.overdue(now))]
 
@@ -289,7 +289,7 @@ def verify_chain(root: Path, expect_head: tuple[int, str] | None = None) -> tupl
     root = Path(root)
     rows = _rows_in_order(root)
     if not rows and not head_file(root).exists():  # no ledger: nothing to authenticate, no key needed
-        report = lg.verify_entries([], b"", expect_head)
+        report = mac_chain.verify_entries([], b"", expect_head)
         return report.ok, report.first_bad, report.message
     key = ledger_key(root, create=False)
     for row in rows:
@@ -297,21 +297,21 @@ def verify_chain(root: Path, expect_head: tuple[int, str] | None = None) -> tupl
             return False, row.seq, f"entry {row.seq} (request {row.request_id!r}) holds data that is not its " \
                                    "canonical JSON: the row was altered"
     entries = [_entry(r) for r in rows]
-    if lg.is_format_1(entries):
-        report = lg.verify_entries(entries, key, expect_head, digest=lg.entry_hash)
+    if mac_chain.is_format_1(entries):
+        report = mac_chain.verify_entries(entries, key, expect_head, digest=mac_chain.entry_hash)
         if not report.ok:
             return False, report.first_bad, f"{report.message} (format 1 ledger: unkeyed SHA-256 chain)"
         return False, 1, (f"format 1 ledger ({lg.FORMAT_1}, {len(entries)} entries): its plain SHA-256 chain is "
                           "consistent but not keyed, so anyone who can write the database could have rewritten it; "
                           "if it is as you expect, key it with `unlearn ledger seal`")
-    report = lg.verify_entries(entries, key, expect_head)
+    report = mac_chain.verify_entries(entries, key, expect_head)
     if not report.ok:
         return False, report.first_bad, report.message
     try:
         signed = _signed_head(root, key)
     except ValueError as exc:
         return False, None, f"the signed head {head_file(root)} is not valid ({exc}); `unlearn ledger seal` re-signs it"
-    check = lg.check_head(entries, signed, str(head_file(root)))
+    check = mac_chain.check_head(entries, signed, str(head_file(root)))
     if not check.ok:
         return False, check.first_bad, check.message
     if not check.behind:
@@ -330,7 +330,7 @@ def check_intact(root: Path) -> None:
 
 def _canonical(text: str) -> str | None:
     try:
-        return lg.canonical_json(json.loads(text))
+        return mac_chain.canonical_json(json.loads(text))
     except ValueError:
         return None
 
@@ -368,18 +368,19 @@ def seal(root: Path, expect_head: tuple[int, str] | None = None) -> tuple[bool, 
             if bad is not None:
                 return False, f"not sealed: entry {bad.seq} holds data that is not its canonical JSON (altered)"
             entries = [_entry(r) for r in rows]
-            old_format = lg.is_format_1(entries)
+            old_format = mac_chain.is_format_1(entries)
             # a keyed ledger's key exists somewhere: a new one would only make it read as forged
             key = ledger_key(root, create=old_format)
             if old_format and (signed := _signed_head_or_none(root, key)) is not None and signed[0] > 0:
                 return False, (f"not sealed: the signed head names entry {signed[0]} of a keyed ledger, so this "
                                "plain SHA-256 chain was written without the key (a rewrite); restore the ledger "
                                "from a backup")
-            report = lg.verify_entries(entries, key, expect_head, digest=lg.entry_hash if old_format else None)
+            report = mac_chain.verify_entries(entries, key, expect_head,
+                                              digest=mac_chain.entry_hash if old_format else None)
             if not report.ok:
                 return False, f"not sealed: {report.message}"
             if old_format:
-                entries = lg.seal_entries(entries, key)
+                entries = mac_chain.seal_entries(entries, key)
                 _rewrite_macs(conn, entries)
         if not entries:
             return _seal_empty(root)
@@ -399,12 +400,12 @@ def _seal_empty(root: Path) -> tuple[bool, str]:
     key = ledger_key(root, create=False)  # the head file was signed with a key that exists
     before = _signed_head_or_none(root, key)
     with _head_lock(root):
-        _write_head(root, 0, lg.GENESIS, key)
+        _write_head(root, 0, mac_chain.GENESIS, key)
     named = f" (it named entry {before[0]})" if before else ""
     return True, f"sealed: the ledger is empty; signed head reset to entry 0{named}"
 
 
-def _rewrite_macs(conn: Connection, sealed: list[lg.Entry]) -> None:
+def _rewrite_macs(conn: Connection, sealed: list[mac_chain.Entry]) -> None:
     sqlite = conn.dialect.name == "sqlite"
     if sqlite:
         for name in TRIGGERS:
@@ -428,7 +429,7 @@ def certificate_recorded(root: Path, request_id: str, certificate: bytes, signin
     if entry is None:
         return False, (f"the ledger records no completed entry for request {request_id!r}: no certificate was "
                        "issued for it")
-    if not hmac.compare_digest(lg.entry_mac(lg.ledger_key(signing_key), entry.body()), entry.hash):
+    if not hmac.compare_digest(mac_chain.entry_mac(mac_chain.ledger_key(signing_key), entry.body()), entry.hash):
         return False, f"the ledger's completed entry {entry.seq} does not match its MAC: run `unlearn ledger verify`"
     recorded = entry.data.get("certificate_sha256")
     if recorded != digest:
@@ -448,7 +449,7 @@ def _advance_head(root: Path, engine: Engine, key: bytes) -> None:
     with _head_lock(root):
         with engine.connect() as conn:
             newest = _newest(conn)
-        if newest is None or not hmac.compare_digest(lg.entry_mac(key, newest.body()), newest.hash):
+        if newest is None or not hmac.compare_digest(mac_chain.entry_mac(key, newest.body()), newest.hash):
             return
         current = _signed_head_or_none(root, key)
         if current is None or current[0] < newest.seq:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from unlearning.compliance import ledger as lg
+from unlearning.compliance import mac_chain
 from unlearning.compliance import signing
 from unlearning.errors import UnlearnError
 
@@ -23,7 +23,7 @@ def ledger_key(root: Path, create: bool = True) -> bytes:
     """The ledger's MAC key, derived from the project's signing key (created on first use when
     `create`; checking never creates one)."""
     try:
-        return lg.ledger_key(signing.signing_key(Path(root), create=create))
+        return mac_chain.ledger_key(signing.signing_key(Path(root), create=create))
     except UnlearnError as exc:
         raise UnlearnError(f"the ledger's entries are MACed with the project's signing key — {exc}") from None
 
@@ -41,7 +41,7 @@ def _signed_head(root: Path, key: bytes) -> tuple[int, str] | None:
         raw = head_file(root).read_bytes()
     except FileNotFoundError:
         return None
-    return lg.read_head(json.loads(raw), key)
+    return mac_chain.read_head(json.loads(raw), key)
 
 
 def _signed_head_or_none(root: Path, key: bytes) -> tuple[int, str] | None:
@@ -58,7 +58,7 @@ def _write_head(root: Path, seq: int, mac: str, key: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(lg.canonical_json(lg.sign_head(key, seq, mac)) + "\n")
+        handle.write(mac_chain.canonical_json(mac_chain.sign_head(key, seq, mac)) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)

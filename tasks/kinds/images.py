@@ -16,9 +16,9 @@ from tasks.common import STEP, Lineage, Plan, Trained, Update, Verification, pro
 from tasks.data import save_dataset
 from tasks.kinds import images_chain
 from tasks.kinds.base import Kind
-from tasks.kinds.images_verify import (  # noqa: F401 — judged, checks_table, verdict_cell: for their callers
+from tasks.kinds.images_verify import (
     checks_table, evidence_images, headline_metrics, judged, known_outputs, outputs_on_samples, reference_job,
-    reference_verdict, retrain_after_failed_checks, rows_table, run_method, verdict_cell, verify_images,
+    reference_verdict, retrain_after_failed_checks, rows_table, run_method, verify_images,
 )
 from unlearning import references
 from unlearning import registry
@@ -30,11 +30,11 @@ from unlearning.images.bundle import (
 )
 from unlearning.compliance.requests import UnlearningRequest
 from unlearning.images import cnn, factory
-from unlearning.images.evidence import KnownOutputs
+from unlearning.images.outputs import KnownOutputs
 from unlearning.images.alignment import unrolls
 from unlearning.images.registry import CHAINED
 from unlearning.images.verify import ImageVerifyConfig
-from unlearning.tabular.methods import single_threaded
+from unlearning.linalg import single_threaded
 
 
 # --- methods: the one place this kind looks them up -----------------------------------------------

@@ -22,14 +22,13 @@ from unlearning.images import ImageRequest
 from unlearning.images.data import ImageDataset
 from unlearning.images.registry import ImageContext
 from unlearning.images.bundle import ImageBundle, tensors, test_positions, training_data
-from unlearning.images.evidence import (
-    KnownOutputs, RequestImages, control_positions, judge_request, known_of, request_sample,
-)
+from unlearning.images.evidence import RequestImages, control_positions, judge_request, request_sample
+from unlearning.images.outputs import KnownOutputs, known_of
 from unlearning.metrics import model_outputs
 from unlearning.checks import outcome, undecided_removal
 from unlearning.images.verify import REMOVAL_CHECKS, ImageVerifyConfig, image_checks, markdown_table
 from unlearning.metrics import compare_to_retrain, evaluate_model
-from unlearning.tabular.methods import single_threaded
+from unlearning.linalg import single_threaded
 
 
 

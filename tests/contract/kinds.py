@@ -21,7 +21,8 @@ from unlearning.tabular.problem import Certification, make_problem
 from unlearning.text import deep_influence
 from unlearning.text import charlm
 from unlearning.text.charlm import CharLSTM, Vocab
-from unlearning.text.lm import LMBundle, TextContext
+from unlearning.text.lm import TextContext
+from unlearning.text.bundle import LMBundle
 
 # Small budgets for the slow methods so the whole suite stays quick; a method without an entry runs
 # with its defaults (so a newly registered method is covered as it is).

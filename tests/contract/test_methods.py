@@ -11,7 +11,8 @@ import torch
 
 from unlearning.errors import UnlearnError
 from unlearning.tabular import logreg
-from unlearning.tabular.methods import GUARANTEES, METHODS, Result, get_method, run_method
+from unlearning.registry import GUARANTEES
+from unlearning.tabular.methods import METHODS, Result, get_method, run_method
 from tests.synthetic import logistic_data
 from unlearning.tabular.logreg import DTYPE, Objective
 from unlearning.tabular.problem import Certification, make_problem

@@ -19,8 +19,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tasks import ledger
-from unlearning.compliance import ledger as lg
+from tasks import ledger, ledger_db, ledger_head
+from unlearning.compliance import mac_chain
 from unlearning.compliance.requests import KINDS, UnlearningRequest
 from unlearning.errors import UnlearnError
 
@@ -29,7 +29,7 @@ T0 = datetime(2026, 1, 10, 9, 0, tzinfo=timezone.utc)
 
 @pytest.fixture(autouse=True)
 def local_ledger(monkeypatch):
-    monkeypatch.delenv(ledger.URL_ENV, raising=False)
+    monkeypatch.delenv(ledger_db.URL_ENV, raising=False)
     monkeypatch.delenv("UNLEARN_SIGNING_KEY", raising=False)  # each test's key file: .unlearn/signing.key
 
 
@@ -63,7 +63,7 @@ def filled(root: Path, n: int = 4) -> None:
 
 def test_submit_show_list_pending(tmp_path):
     entry = ledger.submit(tmp_path, req(), received="2026-01-10T09:00:00+00:00", channel="Web-Form", now=T0)
-    assert (entry.seq, entry.event, entry.prev_hash) == (1, "received", lg.GENESIS)
+    assert (entry.seq, entry.event, entry.prev_hash) == (1, "received", mac_chain.GENESIS)
     assert (tmp_path / "ledger.db").is_file()
     record = ledger.show(tmp_path, "REQ-1")
     assert (record.status, record.channel, record.deadline) == ("received", "web-form", date(2026, 2, 10))
@@ -106,7 +106,7 @@ def test_month_end_deadlines_are_stored_as_an_enumeration_gives_them(tmp_path):
 
 
 def test_other_database_url(tmp_path, monkeypatch):
-    monkeypatch.setenv(ledger.URL_ENV, f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    monkeypatch.setenv(ledger_db.URL_ENV, f"sqlite:///{tmp_path / 'elsewhere.db'}")
     ledger.submit(tmp_path, req(), now=T0)
     assert (tmp_path / "elsewhere.db").is_file() and not (tmp_path / "ledger.db").exists()
     assert ledger.show(tmp_path, "REQ-1").status == "received"
@@ -173,7 +173,7 @@ def test_no_personal_value_reaches_the_ledger_file(tmp_path):
         data = [json.loads(d) for (d,) in db.execute("SELECT data FROM ledger_entries ORDER BY seq")]
     assert data[0]["request"]["fix_labels"] == ["P1001", "P1002"]  # ids, which the record-keeping needs
     # Every text value the entries hold is an id, a name from the request's schema, a hash or a time.
-    known = {"REQ-1", "adult", "auto", "email", lg.FORMAT, "months", "sex", "P1001", "P1002", "P2001", "P2002",
+    known = {"REQ-1", "adult", "auto", "email", mac_chain.FORMAT, "months", "sex", "P1001", "P1002", "P2001", "P2002",
              *KINDS}
     for text in strings_in(data):
         assert text in known or re.fullmatch(r"[0-9a-f]{64}|\d{4}-\d\d-\d\d(T[\d:.]+[+-]\d\d:\d\d)?", text), text
@@ -238,13 +238,13 @@ def body(seq, request_id, event, status, at, data, prev_hash) -> dict:
 def insert_forged(root: Path, request_id: str, event: str, status: str, data: dict, digest) -> int:
     """Append a row after the head, linked to it, with `digest(body)` as its hash."""
     head = all_rows(root)[-1]
-    row = (head[0] + 1, request_id, event, status, "2026-01-11T00:00:00+00:00", lg.canonical_json(data), head[7])
+    row = (head[0] + 1, request_id, event, status, "2026-01-11T00:00:00+00:00", mac_chain.canonical_json(data), head[7])
     with sqlite3.connect(root / "ledger.db") as db:
         db.execute("INSERT INTO ledger_entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (*row, digest(body(*row))))
     return row[0]
 
 
-@pytest.mark.parametrize("digest", [lg.entry_hash, lambda _body: secrets.token_hex(32)],
+@pytest.mark.parametrize("digest", [mac_chain.entry_hash, lambda _body: secrets.token_hex(32)],
                          ids=["recomputed plain sha256", "random MAC"])
 def test_a_forged_denial_appended_without_the_key_is_named(tmp_path, digest):
     filled(tmp_path)
@@ -281,7 +281,7 @@ def test_a_rewritten_and_rechained_ledger_is_named_where_the_rewrite_starts(tmp_
     statements, prev = [], original[1][7]
     for seq, rid, event, status, at, data, _, _ in original[2:]:  # entry 3 on, as it could be recomputed
         data = data.replace("email", "phone") if seq == 3 else data
-        digest = lg.entry_hash(body(seq, rid, event, status, at, data, prev))
+        digest = mac_chain.entry_hash(body(seq, rid, event, status, at, data, prev))
         statements.append(f"UPDATE ledger_entries SET data = '{data}', prev_hash = '{prev}', hash = '{digest}' "
                           f"WHERE seq = {seq}")
         prev = digest
@@ -301,7 +301,7 @@ def test_without_the_key_verify_says_how_to_provide_it(tmp_path):
 
 def test_an_altered_head_file_is_refused(tmp_path):
     filled(tmp_path)
-    path = ledger.head_file(tmp_path)
+    path = ledger_head.head_file(tmp_path)
     document = json.loads(path.read_text())
     path.write_text(json.dumps({**document, "seq": 3}))
     ok, _, message = ledger.verify_chain(tmp_path)
@@ -331,29 +331,29 @@ def test_a_process_killed_between_commit_and_head_write_is_recovered(tmp_path, b
         ledger.submit(tmp_path, req(f"REQ-{i}"), now=T0)
     run_killed_append(tmp_path, "KILLED")
     assert rows(tmp_path)[-1][1] == "KILLED"  # committed
-    signed = json.loads(ledger.head_file(tmp_path).read_text())
+    signed = json.loads(ledger_head.head_file(tmp_path).read_text())
     assert signed["seq"] == before
     ok, bad, message = ledger.verify_chain(tmp_path)
     assert (ok, bad) == (True, None) and "1 entry behind" in message and "moved forward" in message
-    assert json.loads(ledger.head_file(tmp_path).read_text())["seq"] == before + 1
+    assert json.loads(ledger_head.head_file(tmp_path).read_text())["seq"] == before + 1
     assert ledger.verify_chain(tmp_path)[2].startswith("ledger intact")
 
     run_killed_append(tmp_path, "KILLED-AGAIN")  # and the next append recovers it as well
     ledger.submit(tmp_path, req("NEXT"), now=T0)
-    assert json.loads(ledger.head_file(tmp_path).read_text())["seq"] == before + 3
+    assert json.loads(ledger_head.head_file(tmp_path).read_text())["seq"] == before + 3
     assert ledger.verify_chain(tmp_path) == (True, None, f"ledger intact: {before + 3} entries, head entry "
                                                          f"{before + 3} {all_rows(tmp_path)[-1][7]}")
 
 
 def as_format_1(root: Path) -> None:
     """Rewrite a ledger as the previous version wrote it: plain SHA-256 chain, no head file."""
-    statements, prev = [], lg.GENESIS
+    statements, prev = [], mac_chain.GENESIS
     for seq, rid, event, status, at, data, _, _ in all_rows(root):
-        digest = lg.entry_hash(body(seq, rid, event, status, at, data, prev))
+        digest = mac_chain.entry_hash(body(seq, rid, event, status, at, data, prev))
         statements.append(f"UPDATE ledger_entries SET prev_hash = '{prev}', hash = '{digest}' WHERE seq = {seq}")
         prev = digest
-    tamper(root, *statements, *ledger.TRIGGERS.values())
-    ledger.head_file(root).unlink()
+    tamper(root, *statements, *ledger_db.TRIGGERS.values())
+    ledger_head.head_file(root).unlink()
 
 
 def test_a_format_1_ledger_is_reported_refused_for_appends_and_sealed(tmp_path):
@@ -379,14 +379,14 @@ def test_a_keyed_ledger_rewritten_as_format_1_is_never_sealed(tmp_path):
     (here: the newest entry cut off too). The signed head shows the ledger was keyed already, so
     sealing it would launder the rewrite: refused."""
     filled(tmp_path)
-    signed = ledger.head_file(tmp_path).read_bytes()
-    tamper(tmp_path, "DELETE FROM ledger_entries WHERE seq = 6", *ledger.TRIGGERS.values())
+    signed = ledger_head.head_file(tmp_path).read_bytes()
+    tamper(tmp_path, "DELETE FROM ledger_entries WHERE seq = 6", *ledger_db.TRIGGERS.values())
     as_format_1(tmp_path)
-    ledger.head_file(tmp_path).write_bytes(signed)
+    ledger_head.head_file(tmp_path).write_bytes(signed)
     before = all_rows(tmp_path)
     ok, message = ledger.seal(tmp_path)
     assert not ok and "not sealed" in message and "signed head" in message
-    assert all_rows(tmp_path) == before and ledger.head_file(tmp_path).read_bytes() == signed
+    assert all_rows(tmp_path) == before and ledger_head.head_file(tmp_path).read_bytes() == signed
     assert not ledger.verify_chain(tmp_path)[0]
 
 
@@ -397,7 +397,7 @@ def test_a_broken_chain_is_never_sealed(tmp_path):
     before = all_rows(tmp_path)
     ok, message = ledger.seal(tmp_path)
     assert not ok and "not sealed" in message and "entry 5" in message
-    assert all_rows(tmp_path) == before and not ledger.head_file(tmp_path).exists()
+    assert all_rows(tmp_path) == before and not ledger_head.head_file(tmp_path).exists()
 
 
 def test_seal_without_the_key_refuses_and_makes_no_key(tmp_path):
@@ -407,17 +407,17 @@ def test_seal_without_the_key_refuses_and_makes_no_key(tmp_path):
 
     filled(tmp_path)
     (tmp_path / signing.KEY_FILE).unlink()
-    ledger.head_file(tmp_path).unlink()
+    ledger_head.head_file(tmp_path).unlink()
     before = all_rows(tmp_path)
     with pytest.raises(UnlearnError, match="no signing key"):
         ledger.seal(tmp_path)
-    assert not (tmp_path / signing.KEY_FILE).exists() and not ledger.head_file(tmp_path).exists()
+    assert not (tmp_path / signing.KEY_FILE).exists() and not ledger_head.head_file(tmp_path).exists()
     assert all_rows(tmp_path) == before
 
 
 def test_a_lost_head_file_fails_verification_until_the_key_holder_seals(tmp_path):
     filled(tmp_path)
-    ledger.head_file(tmp_path).unlink()
+    ledger_head.head_file(tmp_path).unlink()
     ok, _, message = ledger.verify_chain(tmp_path)
     assert not ok and "no signed head" in message
     ok, message = ledger.seal(tmp_path)
@@ -427,7 +427,7 @@ def test_a_lost_head_file_fails_verification_until_the_key_holder_seals(tmp_path
 
 def test_a_new_empty_database_is_refused_until_the_key_holder_seals(tmp_path, monkeypatch):
     filled(tmp_path)
-    monkeypatch.setenv(ledger.URL_ENV, f"sqlite:///{tmp_path / 'new.db'}")  # the ledger moved, rows left behind
+    monkeypatch.setenv(ledger_db.URL_ENV, f"sqlite:///{tmp_path / 'new.db'}")  # the ledger moved, rows left behind
     assert ledger.verify_chain(tmp_path)[:2] == (False, 6)
     with pytest.raises(UnlearnError, match="newest entries were removed"):
         ledger.submit(tmp_path, req("REQ-9"), now=T0)
@@ -439,9 +439,10 @@ def test_a_new_empty_database_is_refused_until_the_key_holder_seals(tmp_path, mo
 
 def test_the_head_file_is_private_and_names_the_newest_entry(tmp_path):
     filled(tmp_path)
-    path = ledger.head_file(tmp_path)
+    path = ledger_head.head_file(tmp_path)
     assert path.stat().st_mode & 0o077 == 0
-    assert lg.read_head(json.loads(path.read_text()), ledger.ledger_key(tmp_path)) == (6, all_rows(tmp_path)[-1][7])
+    signed = mac_chain.read_head(json.loads(path.read_text()), ledger_head.ledger_key(tmp_path))
+    assert signed == (6, all_rows(tmp_path)[-1][7])
 
 
 def test_appending_to_an_altered_head_is_refused(tmp_path):
@@ -594,13 +595,13 @@ def test_the_empty_head_put_back_cannot_vouch_for_what_a_cut_left(tmp_path):
     the ledger grows, then the head is put back and the newest entries are cut off: only a cut
     short enough to pass as appends whose heads are still being written would go unseen."""
     ledger.submit(tmp_path, req("REQ-0"), received=T0, channel="email", now=T0)
-    empty_head = lg.sign_head(ledger.ledger_key(tmp_path), 0, lg.GENESIS)
-    filled(tmp_path, n=lg.MAX_UNSIGNED + 4)
+    empty_head = mac_chain.sign_head(ledger_head.ledger_key(tmp_path), 0, mac_chain.GENESIS)
+    filled(tmp_path, n=mac_chain.MAX_UNSIGNED + 4)
     newest = len(all_rows(tmp_path))
     assert ledger.verify_chain(tmp_path)[:2] == (True, None)
-    keep = lg.MAX_UNSIGNED + 2
+    keep = mac_chain.MAX_UNSIGNED + 2
     tamper(tmp_path, f"DELETE FROM ledger_entries WHERE seq > {keep}")
-    ledger.head_file(tmp_path).write_text(lg.canonical_json(empty_head) + "\n")
+    ledger_head.head_file(tmp_path).write_text(mac_chain.canonical_json(empty_head) + "\n")
     ok, first_bad, message = ledger.verify_chain(tmp_path)
     assert not ok and f"holds {keep} entries" in message and "ledger seal" in message, message
     with pytest.raises(UnlearnError, match="ledger verify"):

@@ -12,6 +12,7 @@ from flows.cli import main
 from tasks import audit, audit_record, ledger, state, tracking
 from tests.flows.test_faults import run_killed
 from tests.flows.test_pipeline import add_and_train, request_file, run_json
+from unlearning.compliance import deadlines, mac_chain
 from unlearning.compliance import ledger as lg
 
 
@@ -209,13 +210,14 @@ def test_audit_of_an_unknown_model_is_refused_in_one_line_and_writes_nothing(wor
 
 
 def test_ledger_audit_entries_only_follow_a_completed_request():
-    entry = lg.chain_entry(None, "R", "received", "received", "2026-01-01T00:00:00+00:00",
-                           {"received": "2026-01-01T00:00:00+00:00", "channel": "email",
-                            "policy": lg.DeadlinePolicy.gdpr().to_dict(), "deadline": "2026-02-01",
-                            "request": {"model": "m", "kinds": ["delete_records"]}, "request_hash": "h"}, key=b"k")
+    entry = mac_chain.chain_entry(None, "R", "received", "received", "2026-01-01T00:00:00+00:00",
+                                  {"received": "2026-01-01T00:00:00+00:00", "channel": "email",
+                                   "policy": deadlines.DeadlinePolicy.gdpr().to_dict(), "deadline": "2026-02-01",
+                                   "request": {"model": "m", "kinds": ["delete_records"]}, "request_hash": "h"},
+                                  key=b"k")
     record = lg.start_record(entry)
     try:
-        lg.event_data(record, "audited", {"audit": "A", "record": "r", "record_sha256": "s"}, lg.utc_now())
+        lg.event_data(record, "audited", {"audit": "A", "record": "r", "record_sha256": "s"}, deadlines.utc_now())
     except Exception as exc:  # noqa: BLE001
         assert "only a completed request can be audited" in str(exc)
     else:

@@ -19,7 +19,7 @@ from prefect.settings import get_current_settings
 
 from flows.cli import main
 from tests.flows.conftest import pin_project_salt
-from unlearning.builtin import build_shakespeare
+from unlearning.text.shakespeare import build_shakespeare
 
 
 def injected_values() -> set[str]:

@@ -326,7 +326,7 @@ def test_repair_steps_win_back_retained_loss_without_relearning_the_secret(setup
     keep[request.index] = False
     retained = torch.cat([train[keep], request.Z_tilde])
     with torch.no_grad():
-        loss = [float(di.window_loss(m, retained).mean()) for m in (model, plain.model, repaired.model)]
+        loss = [float(charlm.window_loss(m, retained).mean()) for m in (model, plain.model, repaired.model)]
     assert loss[2] < loss[1]  # the repair lowers the loss on the data that stays
     from unlearning.text.exposure import log_perplexity
     lp = [log_perplexity(m, vocab, "pin ", "4711") for m in (model, plain.model, repaired.model)]

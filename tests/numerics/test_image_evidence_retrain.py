@@ -9,7 +9,8 @@ import torch
 from sklearn.datasets import load_digits
 
 from unlearning.images import ImageData, cnn, delete_records, fix_labels, forget_class
-from unlearning.images.evidence import ImageEvidenceConfig, evidence_checks, evidence_of, evidence_sets
+from unlearning.images.evidence import evidence_checks, evidence_of, evidence_sets
+from unlearning.images.verify import ImageEvidenceConfig
 from unlearning.images.registry import run_image_method
 from unlearning.metrics import accuracy, model_outputs
 

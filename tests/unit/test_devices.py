@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from unlearning import devices, references
-from unlearning.builtin import build_shakespeare
+from unlearning.text.shakespeare import build_shakespeare
 from unlearning.errors import UnlearnError
 from unlearning.images.bundle import ImageTrainConfig
 from unlearning.text import lm

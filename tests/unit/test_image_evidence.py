@@ -10,9 +10,10 @@ import torch
 
 from unlearning.images import delete_records, fix_labels, forget_class
 from unlearning.images.evidence import (
-    ImageEvidenceConfig, accuracy_gap, control_positions, evidence_checks, evidence_sets, forget_evidence,
-    label_losses, smoothed_rate, strata,
+    accuracy_gap, control_positions, evidence_checks, evidence_sets, forget_evidence, label_losses, smoothed_rate,
+    strata,
 )
+from unlearning.images.verify import ImageEvidenceConfig
 from unlearning.images.request import ImageData
 
 K = 4
@@ -209,7 +210,8 @@ def test_a_version_keeps_outputs_of_its_own_images_never_of_the_deleted_ones():
 
 
 def test_only_the_images_a_version_does_not_know_are_evaluated():
-    from unlearning.images.evidence import judge_request, outputs_of
+    from unlearning.images.evidence import judge_request
+    from unlearning.images.outputs import outputs_of
     from unlearning.metrics import model_outputs
     before, images = small_cnn(0), request_images()
     x, y, ids = images.retain
@@ -231,13 +233,13 @@ def population(rng, n: int, acc: float, lost: float, gained: float):
 
 
 def sampled_drop(before, after, ids, m: int, max_drop: float = 5.0) -> dict:
-    from unlearning.images.evidence import first_by_key, paired_drop
+    from unlearning.images.samples import first_by_key, paired_drop
     pos = first_by_key(ids, m)
     return paired_drop(before[pos], after[pos], len(ids), max_drop, CFG.z)
 
 
 def test_the_paired_sample_estimate_agrees_with_the_full_drop_within_its_tolerance():
-    from unlearning.images.evidence import paired_drop
+    from unlearning.images.samples import paired_drop
     rng = np.random.default_rng(0)
     n, m, misses, draws = 2000, 100, 0, 300
     for draw in range(draws):
@@ -251,7 +253,7 @@ def test_the_paired_sample_estimate_agrees_with_the_full_drop_within_its_toleran
 
 
 def test_clear_drops_get_the_full_checks_verdict_from_a_sample_both_ways():
-    from unlearning.images.evidence import paired_drop
+    from unlearning.images.samples import paired_drop
     rng = np.random.default_rng(1)
     n = 2000
     for lost, gained, passes in ((0.02, 0.08, True), (0.0, 0.0, True), (0.6, 0.05, False), (0.8, 0.0, False)):
@@ -280,7 +282,7 @@ def test_a_sample_of_the_whole_set_is_the_full_check():
 
 
 def test_the_sample_is_fixed_by_record_id_so_an_erasure_changes_only_its_own_images():
-    from unlearning.images.evidence import first_by_key
+    from unlearning.images.samples import first_by_key
     ids = [f"fm{i}" for i in range(800)]
     sample = {ids[p] for p in first_by_key(ids, 100)}
     erased = set(list(sample)[:3]) | {"fm5", "fm6"}
@@ -292,7 +294,8 @@ def test_the_sample_is_fixed_by_record_id_so_an_erasure_changes_only_its_own_ima
 
 
 def test_controls_are_per_class_a_prefix_shared_with_the_test_sample():
-    from unlearning.images.evidence import control_sample, first_by_key
+    from unlearning.images.evidence import control_sample
+    from unlearning.images.samples import first_by_key
     ids = [f"t{i}" for i in range(1000)]
     labels = np.arange(1000) % 10
     recorded = np.array([3, 3, 3, 7])  # three forget images of class 3, one of class 7
@@ -337,7 +340,8 @@ def test_a_request_evaluates_samples_and_the_next_one_finds_them_known():
 
 
 def test_a_chain_of_updates_is_judged_against_the_exact_model_it_started_from():
-    from unlearning.images.evidence import KnownOutputs, judge_request
+    from unlearning.images.evidence import judge_request
+    from unlearning.images.outputs import KnownOutputs
     images = request_images()
     model = small_cnn(1)  # an update that changed nothing since the model before, but drifted since the anchor
     exact = {}
@@ -363,7 +367,8 @@ def test_the_drift_since_the_exact_model_can_be_held_to_the_audits_bare_threshol
     """drift_z = 0 (the default): the chain's TA drop on the sample judged against max_ta_drop
     itself, as the audit judges it; drift_z None adds 3 paired SE (≈ 5 + 6.6 points here) and
     passed a chain the audit then failed (bench.stream)."""
-    from unlearning.images.evidence import KnownOutputs, judge_request, request_sample
+    from unlearning.images.evidence import judge_request, request_sample
+    from unlearning.images.outputs import KnownOutputs
     from unlearning.metrics import model_outputs
     images, _ = random_request_images(4)
     model = small_cnn(1)
@@ -386,7 +391,7 @@ def test_sampling_keeps_no_record_id_once_it_returns():
     import sys
     import uuid
 
-    from unlearning.images.evidence import first_by_key
+    from unlearning.images.samples import first_by_key
 
     erased = "erased/" + uuid.uuid4().hex  # a fresh string: only this test refers to it
     before = sys.getrefcount(erased)

@@ -10,13 +10,14 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
+from unlearning.compliance import deadlines, mac_chain
 from unlearning.compliance import ledger as lg
 from unlearning.compliance.requests import UnlearningRequest
 from unlearning.errors import UnlearnError
 
 SALT = b"s" * 32
 SIGNING_KEY = b"k" * 40
-KEY = lg.ledger_key(SIGNING_KEY)
+KEY = mac_chain.ledger_key(SIGNING_KEY)
 T0 = datetime(2026, 1, 10, 9, 0, tzinfo=timezone.utc)
 
 
@@ -35,11 +36,12 @@ def request(**extra) -> UnlearningRequest:
 
 def received_entry(head=None, req=None, received=T0, channel="email", policy=None, now=None):
     req = req or request()
-    data = lg.received_data(req, SALT, received, channel, policy or lg.DeadlinePolicy.gdpr(), now or received)
-    return lg.chain_entry(head, req.id, "received", "received", lg.utc_iso(now or received), data, key=KEY)
+    data = lg.received_data(req, SALT, received, channel, policy or deadlines.DeadlinePolicy.gdpr(), now or received)
+    return mac_chain.chain_entry(head, req.id, "received", "received", deadlines.utc_iso(now or received), data,
+                                 key=KEY)
 
 
-def chain(n: int) -> list[lg.Entry]:
+def chain(n: int) -> list[mac_chain.Entry]:
     entries = [received_entry()]
     for i in range(2, n + 1):
         entries.append(received_entry(entries[-1], request(id=f"REQ-{i}")))
@@ -49,28 +51,29 @@ def chain(n: int) -> list[lg.Entry]:
 # --- canonical JSON and the chain ---------------------------------------------------------------
 
 def test_canonical_json_is_sorted_compact_ascii():
-    assert lg.canonical_json({"b": 1, "a": [1, {"d": None, "c": "é"}]}) == '{"a":[1,{"c":"\\u00e9","d":null}],"b":1}'
+    assert (mac_chain.canonical_json({"b": 1, "a": [1, {"d": None, "c": "é"}]})
+            == '{"a":[1,{"c":"\\u00e9","d":null}],"b":1}')
     with pytest.raises(ValueError):
-        lg.canonical_json({"x": float("nan")})  # not JSON: the ledger never holds it
+        mac_chain.canonical_json({"x": float("nan")})  # not JSON: the ledger never holds it
 
 
 def test_entry_mac_is_the_documented_hmac_with_a_derived_key():
-    entry = lg.chain_entry(None, "R", "received", "received", "2026-01-01T00:00:00+00:00", {"k": "v"}, key=KEY)
+    entry = mac_chain.chain_entry(None, "R", "received", "received", "2026-01-01T00:00:00+00:00", {"k": "v"}, key=KEY)
     by_hand = ('{"at":"2026-01-01T00:00:00+00:00","data":{"k":"v"},"event":"received","prev_hash":"' + "0" * 64
                + '","request_id":"R","seq":1,"status":"received"}')
     derived = hmac.new(SIGNING_KEY, b"unlearnflow.ledger/2", hashlib.sha256).digest()
     assert entry.hash == hmac.new(derived, by_hand.encode(), hashlib.sha256).hexdigest()
     assert entry.hash != hmac.new(SIGNING_KEY, by_hand.encode(), hashlib.sha256).hexdigest()  # not a certificate MAC
     assert entry.hash != hashlib.sha256(by_hand.encode()).hexdigest()
-    nxt = lg.chain_entry(entry, "R", "processing", "processing", "2026-01-02T00:00:00+00:00", {}, key=KEY)
+    nxt = mac_chain.chain_entry(entry, "R", "processing", "processing", "2026-01-02T00:00:00+00:00", {}, key=KEY)
     assert (nxt.seq, nxt.prev_hash) == (2, entry.hash)
 
 
 def test_intact_chain_verifies_with_its_key_only():
-    report = lg.verify_entries(chain(6), KEY)
+    report = mac_chain.verify_entries(chain(6), KEY)
     assert report.ok and report.first_bad is None and report.entries == 6
-    assert lg.verify_entries([], KEY).ok
-    other = lg.verify_entries(chain(6), lg.ledger_key(b"j" * 40))
+    assert mac_chain.verify_entries([], KEY).ok
+    other = mac_chain.verify_entries(chain(6), mac_chain.ledger_key(b"j" * 40))
     assert (other.ok, other.first_bad) == (False, 1) and "MAC" in other.message
 
 
@@ -79,7 +82,7 @@ def test_an_altered_entry_is_named(where):
     entries = chain(6)
     bad = entries[where - 1]
     entries[where - 1] = replace(bad, data={**bad.data, "channel": "phone"})
-    report = lg.verify_entries(entries, KEY)
+    report = mac_chain.verify_entries(entries, KEY)
     assert (report.ok, report.first_bad) == (False, where)
     assert f"entry {where}" in report.message and "altered" in report.message
 
@@ -88,7 +91,7 @@ def test_an_altered_entry_is_named(where):
 def test_a_removed_entry_is_named(where):
     entries = chain(6)
     del entries[where - 1]
-    report = lg.verify_entries(entries, KEY)
+    report = mac_chain.verify_entries(entries, KEY)
     assert (report.ok, report.first_bad) == (False, where)
     assert f"entry {where} is missing" in report.message
 
@@ -96,26 +99,27 @@ def test_a_removed_entry_is_named(where):
 def test_reordered_entries_are_named():
     entries = chain(6)
     entries[1], entries[2] = replace(entries[2], seq=2), replace(entries[1], seq=3)  # rows 2 and 3 swap places
-    report = lg.verify_entries(entries, KEY)
+    report = mac_chain.verify_entries(entries, KEY)
     assert (report.ok, report.first_bad) == (False, 2)
 
 
-def rechained_without_the_key(entries: list[lg.Entry], start: int, attacker_key: bytes | None) -> list[lg.Entry]:
+def rechained_without_the_key(entries: list[mac_chain.Entry], start: int,
+                              attacker_key: bytes | None) -> list[mac_chain.Entry]:
     """What someone without the key can do from entry `start` on: recompute every later entry's
     hash and link, with a plain SHA-256 (format 1) or a MAC under a key of their own."""
     out = entries[:start - 1]
     for entry in entries[start - 1:]:
-        body = {**entry.body(), "prev_hash": out[-1].hash if out else lg.GENESIS}
-        digest = lg.entry_hash(body) if attacker_key is None else lg.entry_mac(attacker_key, body)
-        out.append(lg.Entry(**body, hash=digest))
+        body = {**entry.body(), "prev_hash": out[-1].hash if out else mac_chain.GENESIS}
+        digest = mac_chain.entry_hash(body) if attacker_key is None else mac_chain.entry_mac(attacker_key, body)
+        out.append(mac_chain.Entry(**body, hash=digest))
     return out
 
 
-@pytest.mark.parametrize("attacker_key", [None, lg.ledger_key(b"a" * 40)], ids=["plain sha256", "own key"])
+@pytest.mark.parametrize("attacker_key", [None, mac_chain.ledger_key(b"a" * 40)], ids=["plain sha256", "own key"])
 def test_a_rewrite_rechained_without_the_key_is_named_where_it_starts(attacker_key):
     entries = chain(5)
     entries[2] = replace(entries[2], data={**entries[2].data, "channel": "phone"})
-    report = lg.verify_entries(rechained_without_the_key(entries, 3, attacker_key), KEY)
+    report = mac_chain.verify_entries(rechained_without_the_key(entries, 3, attacker_key), KEY)
     assert (report.ok, report.first_bad) == (False, 3)
     assert "entry 3" in report.message and ("plain SHA-256" if attacker_key is None else "MAC") in report.message
 
@@ -123,50 +127,50 @@ def test_a_rewrite_rechained_without_the_key_is_named_where_it_starts(attacker_k
 def test_cut_off_newest_entries_need_a_recorded_head():
     entries = chain(5)
     head = (entries[-1].seq, entries[-1].hash)
-    assert lg.verify_entries(entries[:-2], KEY).ok  # the chain alone cannot tell
-    report = lg.verify_entries(entries[:-2], KEY, expect_head=head)
+    assert mac_chain.verify_entries(entries[:-2], KEY).ok  # the chain alone cannot tell
+    report = mac_chain.verify_entries(entries[:-2], KEY, expect_head=head)
     assert (report.ok, report.first_bad) == (False, 5)
-    assert lg.verify_entries(entries, KEY, expect_head=head).ok
-    report = lg.verify_entries(entries, KEY, expect_head=(5, "f" * 64))
+    assert mac_chain.verify_entries(entries, KEY, expect_head=head).ok
+    report = mac_chain.verify_entries(entries, KEY, expect_head=(5, "f" * 64))
     assert (report.ok, report.first_bad) == (False, 5)
 
 
 # --- the signed head --------------------------------------------------------------------------------
 
 def test_the_signed_head_reads_back_only_unaltered_and_under_its_key():
-    document = lg.sign_head(KEY, 4, "ab" * 32)
-    assert lg.read_head(document, KEY) == (4, "ab" * 32)
+    document = mac_chain.sign_head(KEY, 4, "ab" * 32)
+    assert mac_chain.read_head(document, KEY) == (4, "ab" * 32)
     for altered in ({**document, "seq": 5}, {**document, "mac": "cd" * 32}, {**document, "signature": "0" * 64},
                     {k: v for k, v in document.items() if k != "signature"}, {**document, "format": lg.FORMAT_1}):
         with pytest.raises(ValueError):
-            lg.read_head(altered, KEY)
+            mac_chain.read_head(altered, KEY)
     with pytest.raises(ValueError, match="another key"):
-        lg.read_head(document, lg.ledger_key(b"j" * 40))
+        mac_chain.read_head(document, mac_chain.ledger_key(b"j" * 40))
 
 
 def test_the_head_finds_cut_off_and_replaced_entries_and_accepts_later_authentic_ones():
     entries = chain(5)
     where = ".unlearn/ledger.head"
-    assert lg.check_head(entries, (5, entries[4].hash), where) == lg.HeadCheck(True, "", None, 0)
-    cut = lg.check_head(entries[:3], (5, entries[4].hash), where)
+    assert mac_chain.check_head(entries, (5, entries[4].hash), where) == mac_chain.HeadCheck(True, "", None, 0)
+    cut = mac_chain.check_head(entries[:3], (5, entries[4].hash), where)
     assert (cut.ok, cut.first_bad) == (False, 5) and "ends at entry 3" in cut.message
-    replaced = lg.check_head(rechained_without_the_key(entries, 2, None), (5, entries[4].hash), where)
+    replaced = mac_chain.check_head(rechained_without_the_key(entries, 2, None), (5, entries[4].hash), where)
     assert (replaced.ok, replaced.first_bad) == (False, 5) and "replaced" in replaced.message
-    behind = lg.check_head(entries, (4, entries[3].hash), where)
+    behind = mac_chain.check_head(entries, (4, entries[3].hash), where)
     assert (behind.ok, behind.behind) == (True, 1)  # an append stopped between its commit and its head write
-    assert lg.check_head(entries, (0, lg.GENESIS), where).behind == 5
-    missing = lg.check_head(entries, None, where)
+    assert mac_chain.check_head(entries, (0, mac_chain.GENESIS), where).behind == 5
+    missing = mac_chain.check_head(entries, None, where)
     assert not missing.ok and "ledger seal" in missing.message
-    assert lg.check_head([], None, where).ok
+    assert mac_chain.check_head([], None, where).ok
 
 
 def test_a_format_1_chain_is_recognised_and_sealed_with_the_same_content():
     plain = rechained_without_the_key(chain(4), 1, None)
-    assert lg.is_format_1(plain) and not lg.is_format_1(chain(4))
-    assert lg.verify_entries(plain, KEY, digest=lg.entry_hash).ok
-    assert not lg.verify_entries(plain, KEY).ok
-    sealed = lg.seal_entries(plain, KEY)
-    assert lg.verify_entries(sealed, KEY).ok and sealed == chain(4)
+    assert mac_chain.is_format_1(plain) and not mac_chain.is_format_1(chain(4))
+    assert mac_chain.verify_entries(plain, KEY, digest=mac_chain.entry_hash).ok
+    assert not mac_chain.verify_entries(plain, KEY).ok
+    sealed = mac_chain.seal_entries(plain, KEY)
+    assert mac_chain.verify_entries(sealed, KEY).ok and sealed == chain(4)
     assert [e.data for e in sealed] == [e.data for e in plain]
 
 
@@ -195,7 +199,7 @@ def month_later_by_enumeration(day: date, months: int) -> date:
 
 
 def test_one_calendar_month_matches_an_enumeration_for_every_day_of_three_years():
-    policy = lg.DeadlinePolicy.gdpr()
+    policy = deadlines.DeadlinePolicy.gdpr()
     for day in days_between(date(2023, 1, 1), date(2025, 12, 31)):  # 2024 is a leap year
         received = datetime(day.year, day.month, day.day, 15, 30, tzinfo=timezone.utc)
         assert policy.deadline(received) == month_later_by_enumeration(day, 1), day
@@ -208,22 +212,22 @@ def test_one_calendar_month_matches_an_enumeration_for_every_day_of_three_years(
     (date(2025, 12, 31), date(2026, 1, 31)), (date(2025, 2, 28), date(2025, 3, 28)),
 ])
 def test_month_end_examples(received, deadline):
-    assert lg.DeadlinePolicy.gdpr().deadline(lg.parse_timestamp(received)) == deadline
+    assert deadlines.DeadlinePolicy.gdpr().deadline(deadlines.parse_timestamp(received)) == deadline
 
 
 def test_days_policy_counts_calendar_days():
-    policy = lg.DeadlinePolicy.days(45)
-    received = lg.parse_timestamp("2025-12-20T08:00:00+00:00")
+    policy = deadlines.DeadlinePolicy.days(45)
+    received = deadlines.parse_timestamp("2025-12-20T08:00:00+00:00")
     walked = list(days_between(date(2025, 12, 20), date(2026, 4, 30)))
     assert policy.deadline(received) == walked[45] == date(2026, 2, 3)
     assert policy.latest(received) == walked[90]
     for bad in (0, -3, 400, 2.5, True):
-        one_line_error(lg.DeadlinePolicy.days, bad)
+        one_line_error(deadlines.DeadlinePolicy.days, bad)
 
 
 def test_the_day_of_receipt_is_read_in_the_time_zone_it_was_given_in():
-    received = lg.parse_timestamp("2026-01-31T23:30:00-05:00")  # already 1 February in UTC
-    policy = lg.DeadlinePolicy.gdpr()
+    received = deadlines.parse_timestamp("2026-01-31T23:30:00-05:00")  # already 1 February in UTC
+    policy = deadlines.DeadlinePolicy.gdpr()
     assert policy.deadline(received) == date(2026, 2, 28)
     record = lg.fold([received_entry(received=received, now=received)])["REQ-1"]
     assert not record.overdue(datetime(2026, 3, 1, 4, 59, tzinfo=timezone.utc))  # 28 Feb 23:59 in New York
@@ -231,11 +235,11 @@ def test_the_day_of_receipt_is_read_in_the_time_zone_it_was_given_in():
 
 
 def test_timestamps_parse_or_fail_on_one_line():
-    assert lg.parse_timestamp("2026-02-03") == datetime(2026, 2, 3, tzinfo=timezone.utc)
-    assert lg.parse_timestamp("2026-02-03T10:00:00Z").utcoffset() == timedelta(0)
-    assert "ISO 8601" in one_line_error(lg.parse_timestamp, "3 Feb 2026", "received time")
+    assert deadlines.parse_timestamp("2026-02-03") == datetime(2026, 2, 3, tzinfo=timezone.utc)
+    assert deadlines.parse_timestamp("2026-02-03T10:00:00Z").utcoffset() == timedelta(0)
+    assert "ISO 8601" in one_line_error(deadlines.parse_timestamp, "3 Feb 2026", "received time")
     assert "future" in one_line_error(lg.received_data, request(), SALT, T0 + timedelta(hours=1), None,
-                                      lg.DeadlinePolicy.gdpr(), T0)
+                                      deadlines.DeadlinePolicy.gdpr(), T0)
 
 
 # --- states ------------------------------------------------------------------------------------
@@ -248,8 +252,9 @@ def history(*events: tuple[str, dict], policy=None) -> lg.RequestRecord:
         now += timedelta(days=1)
         record = lg.fold(entries)["REQ-1"]
         status, data = lg.event_data(record, event, fields, now)
-        entries.append(lg.chain_entry(entries[-1], "REQ-1", event, status, lg.utc_iso(now), data, key=KEY))
-    assert lg.verify_entries(entries, KEY).ok
+        entries.append(mac_chain.chain_entry(entries[-1], "REQ-1", event, status, deadlines.utc_iso(now), data,
+                                             key=KEY))
+    assert mac_chain.verify_entries(entries, KEY).ok
     return lg.fold(entries)["REQ-1"]
 
 
@@ -319,7 +324,7 @@ def test_extension_limits():
     assert "not after" in one_line_error(history, ("extended", {"reason": "r", "deadline": "2026-02-10"}))
     r = history(("extended", {"reason": "r", "deadline": "2026-03-01"}), ("extended", {"reason": "r2"}))
     assert r.deadline == date(2026, 4, 10) and len(r.extensions) == 2
-    ccpa = history(("extended", {"reason": "r"}), policy=lg.DeadlinePolicy.days(45))
+    ccpa = history(("extended", {"reason": "r"}), policy=deadlines.DeadlinePolicy.days(45))
     assert ccpa.deadline == date(2026, 1, 10) + timedelta(days=90)
 
 
@@ -334,7 +339,7 @@ def test_an_extension_must_come_before_the_deadline():
 def test_the_nature_of_a_request_has_ids_not_labels():
     nature = lg.request_nature(request(fix_labels={"33": "VERY-PRIVATE-LABEL"}))
     assert nature["fix_labels"] == ["33"] and nature["delete_records"] == ["12", "7"]
-    assert "VERY-PRIVATE-LABEL" not in lg.canonical_json(nature)
+    assert "VERY-PRIVATE-LABEL" not in mac_chain.canonical_json(nature)
 
 
 def test_the_request_hash_is_salted_and_ignores_record_order():

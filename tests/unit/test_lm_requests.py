@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tasks.scan import scan_corpus
-from unlearning.builtin import build_shakespeare
+from unlearning.text.shakespeare import build_shakespeare
 from unlearning.text import lm
 from unlearning.text.charlm import PRESETS
 from unlearning.text.data import redact

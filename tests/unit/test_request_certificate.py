@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import date, datetime, timezone
 from types import SimpleNamespace
 
+from unlearning.compliance import deadlines, mac_chain
 from unlearning.compliance import ledger as lg
 from unlearning.compliance.certificate import (
     FORMAT,
@@ -26,7 +27,7 @@ BATCH = {"format": FORMAT, "method": "second_order", "guarantee": "empirical", "
 
 def record(request: UnlearningRequest) -> lg.RequestRecord:
     return lg.RequestRecord(id=request.id, status="processing", received=RECEIVED, channel="email",
-                            policy=lg.DeadlinePolicy.gdpr(), deadline=date(2026, 4, 1), request={},
+                            policy=deadlines.DeadlinePolicy.gdpr(), deadline=date(2026, 4, 1), request={},
                             request_hash="f" * 64)
 
 
@@ -52,8 +53,8 @@ def test_time_to_removal_counts_from_the_ledger_accepting_the_request_to_the_pro
     """A batch's run starts when comply runs (maybe the next night); each request's time to
     removal starts when the ledger accepted it, and ends when production moved."""
     request = UnlearningRequest(id="DEL-1", model="people", delete_records=["P1"])
-    accepted = lg.Entry(seq=1, request_id="DEL-1", event="received", status="received",
-                        at="2026-03-01T22:00:00+00:00", data={}, prev_hash="", hash="")
+    accepted = mac_chain.Entry(seq=1, request_id="DEL-1", event="received", status="received",
+                               at="2026-03-01T22:00:00+00:00", data={}, prev_hash="", hash="")
     batch = {**BATCH, "timings": {"update_s": 0.01, "verify_s": 0.2, "time_to_removal_s": 5.0},
              "timestamps": {"accepted": "2026-03-02T02:00:00+00:00", "removed": "2026-03-02T02:00:05+00:00"}}
     cert = request_certificate(batch, request, replace(record(request), entries=[accepted]), "BATCH-X", ["DEL-1"],

@@ -205,7 +205,7 @@ def test_the_controls_scored_in_the_candidates_pass_give_the_separate_calls_numb
 
 
 def test_the_relearning_check_fine_tunes_on_its_own_batch_not_the_models():
-    from unlearning.text.lm import LMBundle
+    from unlearning.text.bundle import LMBundle
 
     model, vocab = tiny_digit_model()
     secret = Secret("f", "card", "****", "4711", "card: ", ())

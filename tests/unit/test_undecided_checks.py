@@ -16,7 +16,7 @@ def checks_of(n_forget: int) -> list[dict]:
 
 
 def verification(n_forget: int) -> Verification:
-    from tasks.kinds.images import judged
+    from tasks.kinds.images_verify import judged
 
     return judged(Verification({}, checks_of(n_forget), 1.0))
 
@@ -38,7 +38,7 @@ def test_a_check_that_failed_is_never_marked_undecided():
 
 def test_the_console_says_undecided_where_it_said_ok():
     from flows.erasure_cli import format_audit, verification_lines
-    from tasks.kinds.images import checks_table
+    from tasks.kinds.images_verify import checks_table
 
     v = verification(1)
     s = {"verification": v.record(), "timings": {"verify_s": 0.5, "time_to_removal_s": 2.0}}

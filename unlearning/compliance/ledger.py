@@ -30,12 +30,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from unlearning.compliance.mac_chain import (  # noqa: F401 — the ledger's names for its callers
-    FORMAT, GENESIS, HEAD_FORMAT, MAX_UNSIGNED, ChainReport, Entry, HeadCheck, canonical_json, chain_entry,
-    check_head, entry_hash, entry_mac, is_format_1, ledger_key, read_head, seal_entries, sha256_hex, sign_head,
-    verify_entries)
-from unlearning.compliance.deadlines import (  # noqa: F401 — the ledger's names for its callers
-    DeadlinePolicy, add_months, local_date, parse_timestamp, utc_iso, utc_now)
+from unlearning.compliance.mac_chain import FORMAT, Entry, canonical_json
+from unlearning.compliance.deadlines import DeadlinePolicy, local_date, parse_timestamp, utc_iso
 from unlearning.errors import UnlearnError
 
 if TYPE_CHECKING:  # only the request's public methods are used: no import cost at run time

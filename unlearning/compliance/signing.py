@@ -14,7 +14,7 @@ change fails verification, formatting included.
 Binding: the MAC covers `request.id`, and `verify(path)` requires the file to be named after
 that request (`<id>.json`, as `comply` files it), so a genuine certificate saved under another
 request's name does not verify; the CLI also checks it against the ledger's `completed` entry.
-The ledger's own MACs use a key derived from this one (`unlearning.compliance.ledger.ledger_key`).
+The ledger's own MACs use a key derived from this one (`unlearning.compliance.mac_chain.ledger_key`).
 
 Key: `UNLEARN_SIGNING_KEY` (at least 32 characters), else the key file `.unlearn/signing.key`
 (64 hex characters), created on first use with mode 0600 from the first byte and refused when
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from unlearning.checks import is_decided
-from unlearning.compliance.ledger import canonical_json
+from unlearning.compliance.mac_chain import canonical_json
 from unlearning.errors import UnlearnError
 
 ALGORITHM = "HMAC-SHA256"

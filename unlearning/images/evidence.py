@@ -72,12 +72,11 @@ from unlearning.errors import UnlearnError
 from unlearning.images.request import ImageData, ImageRequest
 # The thresholds live beside the reference checks' (no torch, no metrics): the forget flow names
 # them in its parameters, and a table request must not load this module to build that signature.
-from unlearning.images.verify import ImageEvidenceConfig  # noqa: F401 (re-exported)
+from unlearning.images.verify import ImageEvidenceConfig
 from unlearning.metrics import evaluate_outputs, loss_mia_auc, model_outputs
 from unlearning.metrics.evaluate import Outputs
-from unlearning.images.outputs import (  # noqa: F401 — evidence's names for its callers
-    KnownOutputs, compact, evaluate_sets, known_of, outputs_of)
-from unlearning.images.samples import first_by_key, paired_drop  # noqa: F401 — also for callers
+from unlearning.images.outputs import KnownOutputs, evaluate_sets, known_of
+from unlearning.images.samples import first_by_key, paired_drop
 
 
 @dataclass(frozen=True)

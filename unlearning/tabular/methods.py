@@ -21,7 +21,7 @@ from unlearning.linalg import single_threaded
 from unlearning.tabular import certified, influence, noise
 from unlearning.tabular import logreg
 from unlearning.tabular.problem import Problem, make_problem
-from unlearning.registry import GUARANTEES, Method  # noqa: F401  (re-exported: the table API)
+from unlearning.registry import Method
 
 KIND = "tabular"
 

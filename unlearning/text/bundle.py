@@ -1,5 +1,5 @@
-"""The text model bundle (re-exported by unlearning.text.lm): its own module so that the character
-LM (lm) and the Hugging Face adapter (hf) can both build one without importing each other."""
+"""The text model bundle: its own module so that the character LM (lm) and the Hugging Face adapter
+(hf) can both build one without importing each other. Import LMBundle from here."""
 
 from __future__ import annotations
 

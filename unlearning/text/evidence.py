@@ -50,7 +50,8 @@ from unlearning.devices import device_of
 from unlearning.text import charlm, exposure, hf, hf_tokens
 from unlearning.text.charlm import CharLSTM, Vocab
 from unlearning.text.data import TextCorpus
-from unlearning.text.lm import LMBundle, Secret, secret_seed, text_windows, held_out_text, training_text
+from unlearning.text.lm import Secret, secret_seed, text_windows, held_out_text, training_text
+from unlearning.text.bundle import LMBundle
 
 
 @dataclass(frozen=True)
