@@ -126,9 +126,11 @@ def update_cnn(lineage: Lineage, plan: Plan, method: str, options: dict | None =
             chain, start_run, start_version = (images_chain.chain_of(lineage.root, plan) if chained
                                                else (None, None, None))
             result = run_method(method, plan.bundle.model, data, plan.part.request, options, chain)
-            del chain  # the chain's first model and gradient: in memory only, sealed again by keep_for_next_update
-            if chained and result.stats.get("unrolled_from") == "the model before":  # the chain ended: a new one
+            # the chain ended (no halved step met its guard) where the result continues another first model:
+            # the deletion was unrolled from the model before, which starts a new chain
+            if chain is not None and (result.chain is None or result.chain.model is not chain.model):
                 start_run, start_version = plan.parent_run, plan.parent_version
+            del chain  # the chain's first model and gradient: in memory only, sealed again by keep_for_next_update
         bundle = new_bundle(plan.bundle, result.model, plan.part.request)
         seconds = result.stats["seconds"]
         carry = images_chain.carried(result.chain, start_run, start_version) if start_run else None
