@@ -150,9 +150,8 @@ def certify(lineage: Lineage, plan: Plan, update: Update, verification: Verifica
             model: dict, data: dict, superseded: list, options: dict | None, config, as_trained: bool = False) -> dict:
     """The certificate (logged to the parent run) and the summary of a processed request: the
     entries every kind has, and the kind's own. `as_trained`: the new version is a retraining on the
-    model's own schedule, which the signed certificate says (`config.retrained_as_trained`): an
-    audit takes such a version as exact without retraining only on that word, not on its MLflow tags
-    (tasks.certificates.exact_witness)."""
+    model's own schedule, which the certificate states (`config.retrained_as_trained`) for its reader;
+    what an audit relies on is the project's signed word beside the key (tasks.state.attest_exact)."""
     kind, verified = plan.kind, verification.passed
     update_s, retrain_s = update.seconds, verification.retrain_s
     timings = {"update_s": update_s, "retrain_s": retrain_s,
@@ -205,8 +204,9 @@ def release(lineage: Lineage, plan: Plan, update: Update, after, data_after: str
         "dataset_digest": digest, **plan.kind.version_tags(update),
         **({RETRAINED_AS_TRAINED: "true"} if as_trained else {})},
         plan.kind.private_state(update, after))
-    if as_trained:  # what lets an audit take it as exact: signed here, not only tagged in MLflow
-        state.attest_exact(lineage.root, state.exact_facts(plan.model_name, version, model_run, data_after, digest))
+    if as_trained and verified:  # what lets an audit take it as exact: signed here, not only tagged in MLflow
+        state.attest_exact(lineage.root, state.exact_facts(plan.model_name, version, model_run, data_after, digest,
+                                                           state.model_digest(lineage.root, model_run)))
     superseded = []
     if verified:
         promote(lineage, plan.model_name, version)  # the commit point

@@ -367,7 +367,8 @@ def attested(root: Path, facts: dict) -> bool:
     if state.attested_exact(root, facts):
         return True
     progress(f"  warning: production v{facts['version']}'s MLflow tags say it was retrained on the current data, but "
-             "this project signed no such word for it (.unlearn/exact/): the audit retrains to judge it")
+             "no word signed with this project's key vouches for it and its files as logged (.unlearn/exact/): the "
+             "audit retrains to judge it")
     return False
 
 
@@ -378,13 +379,13 @@ def plan_audit(root: Path, model: str) -> AuditPlan:
     production = tracking.require_production(model, root)
     dataset = data_store.load_dataset(root, production.tags.get("dataset", model))
     kind = kind_of(dataset)
-    bundle = tracking.load_version_bundle(model, production.version)
+    bundle, files = tracking.load_version(model, production.version)
     opened, unreadable = open_held_escrows(root, escrow_files(root, model))
     plan = AuditPlan(model, kind, production, bundle, dataset, dvc.data_version(root), ledger_requests(root, model),
                      opened, unreadable)
     digest = dataset_digest(root, production.tags.get("dataset", model))
     plan.exact = exact_on_current_data(production.tags, plan.data_version, digest) and attested(
-        root, state.exact_facts(model, production.version, production.run_id, plan.data_version, digest))
+        root, state.exact_facts(model, production.version, production.run_id, plan.data_version, digest, files))
     if plan.exact:
         return plan  # nothing to retrain: plan.job stays None
     if kind.name == "table":

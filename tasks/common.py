@@ -266,11 +266,13 @@ def load_data(root: Path, name: str):
 def register(lineage: Lineage, name: str, bundle, b, version_tags: dict,
              cache: Callable[[], Any] | None = None) -> tuple[str, str]:
     """Log the model under a child run, register it, and keep its private state by that run id:
-    the noise b and what `cache` computes (the Hessian cache of a table model on its training data)."""
+    the noise b, the digest of its files as logged (what an attestation that it is exact binds:
+    state.attest_exact) and what `cache` computes (the Hessian cache of a table model on its training data)."""
     with lineage.child("register") as run_id:
-        uri = tracking.log_model(run_id, bundle)
+        uri, digest = tracking.log_model(run_id, bundle)
         version = tracking.register(name, uri, run_id, {**lineage.tags, **version_tags})
         state.save_noise(lineage.root, run_id, b)
+        state.save_evidence(lineage.root, run_id, {state.MODEL_DIGEST_KEY: digest})
         started = time.perf_counter()
         if cache is not None:
             state.save_cache(lineage.root, run_id, cache())

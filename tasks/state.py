@@ -165,9 +165,22 @@ def exposure_key(fingerprint: str, n_candidates: int) -> str:
 EXACT_FORMAT = "unlearnflow.exact/1"
 
 
-def exact_facts(model: str, version: str, run_id: str, data_version: str | None, digest: str | None) -> dict:
+# ... and the SHA-256 of the version's files as the pipeline logged them (tasks.tracking.bundle_digest)
+MODEL_DIGEST_KEY = "model_sha256"
+
+
+def exact_facts(model: str, version: str, run_id: str, data_version: str | None, digest: str | None,
+                model_sha256: str | None) -> dict:
+    """What attest_exact signs of a version: which it is, the data it was retrained on, and its files
+    (their digest as logged), so that neither its tags nor its files on the tracking server can be
+    changed under the word."""
     return {"format": EXACT_FORMAT, "model": model, "version": str(version), "run_id": run_id,
-            "data_version": data_version, "dataset_digest": digest}
+            "data_version": data_version, "dataset_digest": digest, "model_sha256": model_sha256}
+
+
+def model_digest(root: Path, run_id: str) -> str | None:
+    """The digest of a version's files as the pipeline logged them (tasks.common.register)."""
+    return load_evidence(root, run_id).get(MODEL_DIGEST_KEY)
 
 
 def attest_exact(root: Path, facts: dict) -> None:
@@ -185,7 +198,7 @@ def attested_exact(root: Path, facts: dict) -> bool:
     path = state_dir(root) / "exact" / f"{facts['run_id']}.json"
     try:
         document = json.loads(path.read_text())
-        ok, _ = signing.verify(document, signing.signing_key(root, create=False))
+        ok = isinstance(document, dict) and signing.verify(document, signing.signing_key(root, create=False))[0]
     except (OSError, ValueError, UnlearnError):
         return False
     return ok and {k: v for k, v in document.items() if k != "signature"} == facts

@@ -6,6 +6,7 @@ which a Prefect task started in another thread would not see.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -233,17 +234,33 @@ def no_requirement_mismatch_scan():
         environment.warn_dependency_requirement_mismatches = check
 
 
-def log_model(run_id: str, bundle) -> str:
-    """Log a ModelBundle, LMBundle or ImageBundle as a pyfunc model under the run; returns its model URI."""
+def log_model(run_id: str, bundle) -> tuple[str, str]:
+    """Log a ModelBundle, LMBundle or ImageBundle as a pyfunc model under the run; returns its model
+    URI and the SHA-256 of the bundle's files as logged (bundle_digest)."""
     with tempfile.TemporaryDirectory() as tmp, no_requirement_mismatch_scan():
         found = format_of_bundle(bundle)
         path = found.save_model(bundle, Path(tmp) / "bundle")
+        digest = bundle_digest(path)
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name=MODEL_ARTIFACT, python_model=str(Path(__file__).with_name("pyfunc_entry.py")), artifacts={"bundle": str(path)},
                 pip_requirements=PIP_REQUIREMENTS + found.requirements(bundle), metadata=input_description(bundle),
                 signature=model_signature(bundle))
-    return info.model_uri
+    return info.model_uri, digest
+
+
+def bundle_digest(folder: Path) -> str:
+    """SHA-256 over a saved bundle's files (relative path and bytes, in path order): what the pipeline
+    loads of a version (its weights, vocabulary, settings), so that a version's files swapped on the
+    tracking server no longer match what was logged."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0")
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 def register(name: str, model_uri: str, run_id: str, tags: dict) -> str:
@@ -304,9 +321,15 @@ def require_production(name: str, root: Path | None = None):
 
 def load_version_bundle(name: str, version: str):
     """The library bundle (ModelBundle or LMBundle) of a registered version."""
+    return load_version(name, version)[0]
+
+
+def load_version(name: str, version: str) -> tuple:
+    """(the library bundle of a registered version, the SHA-256 of its files as downloaded: bundle_digest)."""
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp)
-        return load_any_bundle(Path(local) / "artifacts" / "bundle")
+        folder = Path(local) / "artifacts" / "bundle"
+        return load_any_bundle(folder), bundle_digest(folder)
 
 
 def load_any_bundle(path: Path):

@@ -102,7 +102,8 @@ def test_rebase_promotes_the_retrained_model_with_guarantee_exact_and_purges_the
     [promoted] = [v for v in tracking.model_versions("people") if str(v.version) == "3"]
     assert json.loads((workspace / done["record"]).read_text())["promoted"]["run_id"] == promoted.run_id
     assert state.attested_exact(workspace, state.exact_facts("people", "3", promoted.run_id, tags["3"]["data_after"],
-                                                             tags["3"]["dataset_digest"]))
+                                                             tags["3"]["dataset_digest"],
+                                                             tracking.load_version("people", "3")[1]))
 
 
 def test_an_audit_of_a_model_retrained_on_the_current_data_retrains_nothing(workspace, people_csv, capsys):
@@ -167,7 +168,45 @@ def test_tags_set_on_the_tracking_server_do_not_make_a_fast_update_exact_for_the
     assert code == 0 and out["covered_requests"] == ["TAG-1"], out
     assert out["timings"]["retrain_s"] > 0  # the old code: 0, its one check `fast_updates_since_exact_model`
     assert {c["name"] for c in out["checks"]} == {"agreement_with_retrain", "accuracy_gap_pts"}
-    assert "MLflow tags say it was retrained on the current data, but this project signed no such word" in console.err
+    assert "MLflow tags say it was retrained on the current data, but no word signed with this project's key" \
+        in console.err
+
+
+def bundle_folder(model: str, version: str):
+    """Where the local tracking store keeps a version's bundle files (artifacts/bundle of its logged model)."""
+    import mlflow
+    from urllib.parse import urlparse
+    from pathlib import Path
+
+    client = mlflow.MlflowClient()
+    logged = client.get_logged_model(client.get_model_version(model, version).source.removeprefix("models:/"))
+    return Path(urlparse(logged.artifact_location).path) / "artifacts" / "bundle"  # its MLmodel beside it
+
+
+def test_files_swapped_on_the_tracking_server_do_not_pass_as_the_exact_retraining(workspace, people_csv, capsys,
+                                                                                    tmp_path_factory):
+    """The signed word that a version is exact binds its files as logged: the trained model's weights
+    copied over the exact retraining's (what a writer of the tracking server could do) make the audit
+    retrain and judge them, where a word on ids and data alone let it sign a pass unchecked."""
+    import shutil
+
+    add_and_train(people_csv, capsys)
+    trained = tmp_path_factory.mktemp("kept") / "bundle"
+    shutil.copytree(bundle_folder("people", "1"), trained)  # the trained model, which saw P1003 (purged below)
+    comply_requests(workspace, capsys, {"id": "SWAP-1", "delete_records": ["P1003"], "method": "retrain"})
+    assert tracking.production_alias("people") == "2" and versions("people")["2"]["guarantee"] == "exact"
+    swapped = bundle_folder("people", "2")
+    shutil.rmtree(swapped)
+    shutil.copytree(trained, swapped)
+
+    capsys.readouterr()
+    code = main(["audit", "people", "--json"])
+    console = capsys.readouterr()
+    out = json.loads(console.out)
+    assert code == 0 and out["covered_requests"] == ["SWAP-1"], out
+    assert out["timings"]["retrain_s"] > 0  # with the word on ids and data alone: 0, and a pass unchecked
+    assert {c["name"] for c in out["checks"]} == {"agreement_with_retrain", "accuracy_gap_pts"}
+    assert "no word signed with this project's key vouches for it and its files as logged" in console.err
 
 
 def test_a_failed_audit_promotes_the_retrained_model_and_names_the_request_that_fell_short(

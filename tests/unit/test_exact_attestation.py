@@ -10,13 +10,14 @@ from tasks import state
 
 
 def facts(**changed) -> dict:
-    return {**state.exact_facts("people", "3", "run-3", "data-v2", "digest-2"), **changed}
+    return {**state.exact_facts("people", "3", "run-3", "data-v2", "digest-2", "files-2"), **changed}
 
 
 def test_the_word_holds_only_for_the_facts_it_was_signed_for(tmp_path):
     state.attest_exact(tmp_path, facts())
     assert state.attested_exact(tmp_path, facts())
-    for other in ({"version": "4"}, {"data_version": "data-v3"}, {"dataset_digest": "digest-3"}, {"model": "other"}):
+    for other in ({"version": "4"}, {"data_version": "data-v3"}, {"dataset_digest": "digest-3"}, {"model": "other"},
+                  {"model_sha256": "files-swapped"}):
         assert not state.attested_exact(tmp_path, facts(**other)), other
     assert not state.attested_exact(tmp_path, facts(run_id="run-4"))  # another version: no word at all
 
@@ -29,6 +30,9 @@ def test_an_altered_or_foreign_word_does_not_hold(tmp_path, monkeypatch):
     assert not state.attested_exact(tmp_path, facts(data_version="data-v9"))
     path.write_text("{not json")
     assert not state.attested_exact(tmp_path, facts())
+    for not_an_object in ("[]", "null", "1"):  # valid JSON, not a signed document: no word, no crash
+        path.write_text(not_an_object)
+        assert not state.attested_exact(tmp_path, facts())
     state.attest_exact(tmp_path, facts())
     monkeypatch.setenv("UNLEARN_SIGNING_KEY", "ab" * 32)  # another project's key
     assert not state.attested_exact(tmp_path, facts())
