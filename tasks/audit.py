@@ -361,9 +361,10 @@ def exact_on_current_data(tags: dict, data_version: str | None, digest: str | No
 
 
 def attested(root: Path, facts: dict) -> bool:
-    """Whether the project signed that production is the retraining its tags say it is
-    (tasks.state.attest_exact); a one-line warning where the tags say so without that word (set by
-    hand on the tracking server, or a version from before the word was kept): the audit retrains."""
+    """Whether the project signed that production is the retraining its tags say it is, with the files
+    the audit downloaded (tasks.state.attest_exact); a one-line warning where the tags say so without
+    that word (tags set or files swapped on the tracking server, a version from before the word was
+    kept, a signing key changed since): the audit retrains."""
     if state.attested_exact(root, facts):
         return True
     progress(f"  warning: production v{facts['version']}'s MLflow tags say it was retrained on the current data, but "

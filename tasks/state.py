@@ -15,8 +15,11 @@
   computed once per version; derived from the images, so it goes with the version like `encoded/`;
 - the audit escrow (`escrow/<model>/<forget run>.bin`, sealed by tasks.audit): what a request's
   audit needs of its removed data, deleted by that audit (or when the model is retired); sealed as
-  `<forget run>.bin.pending` before the release, which names it (pending_escrow, settle_escrow).
-The first five are keyed by the MLflow run id that produced the model.
+  `<forget run>.bin.pending` before the release, which names it (pending_escrow, settle_escrow);
+- the project's signed word that a version is a retraining on its model's own schedule, with the
+  digest of its files as logged (`exact/<run>.json`, attest_exact): what lets an audit skip
+  retraining it, where its MLflow tags alone could be set by anyone who can write to the server.
+The per-version ones are keyed by the MLflow run id that produced the model.
 """
 
 from __future__ import annotations
@@ -185,10 +188,11 @@ def model_digest(root: Path, run_id: str) -> str | None:
 
 def attest_exact(root: Path, facts: dict) -> None:
     """Sign, in the version's private state, that it is a retraining on its model's own schedule on
-    `facts`' data version and dataset files (exact_facts): written where the pipeline registers such
-    a version (a request's retraining or fall-back, an audit's promotion). An audit takes a
+    `facts`' data version and dataset files (exact_facts): written where the pipeline promotes such
+    a version (a request's retraining or fall-back, an audit's promotion), before its commit point. An audit takes a
     production model as exact without retraining only on this word (attested_exact), not on its
-    MLflow tags alone, which anyone who can write to the tracking server can set."""
+    MLflow tags alone, which anyone who can write to the tracking server can set; and only for the
+    files it was logged with (`model_sha256`), which the audit hashes again as it downloads them."""
     path = _private_file(state_dir(root) / "exact" / f"{facts['run_id']}.json")
     signing.write_signed(path, signing.sign(facts, signing.signing_key(root)))
 
