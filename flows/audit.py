@@ -202,7 +202,7 @@ def retrain_audit_references(root: str, models: list[str], threads: int | None =
     jobs = []
     for name in models:
         try:
-            jobs.append(steps.plan_audit(Path(root), name).job)
+            jobs.append(steps.plan_audit(Path(root), name, warn=False).job)  # the audit itself warns
         except Exception:  # noqa: BLE001 — the model's own audit reports the error
             continue
     return prefetch.retrain_ahead([job for job in jobs if job is not None], threads)  # None: nothing to retrain

@@ -360,20 +360,22 @@ def exact_on_current_data(tags: dict, data_version: str | None, digest: str | No
             and tags.get("dataset_digest") == digest)
 
 
-def attested(root: Path, facts: dict) -> bool:
+def attested(root: Path, facts: dict, warn: bool = True) -> bool:
     """Whether the project signed that production is the retraining its tags say it is, with the files
     the audit downloaded (tasks.state.attest_exact); a one-line warning where the tags say so without
     that word (tags set or files swapped on the tracking server, a version from before the word was
     kept, a signing key changed since): the audit retrains."""
     if state.attested_exact(root, facts):
         return True
-    progress(f"  warning: production v{facts['version']}'s MLflow tags say it was retrained on the current data, but "
-             "no word signed with this project's key vouches for it and its files as logged (.unlearn/exact/): the "
-             "audit retrains to judge it")
+    if warn:
+        progress(f"  warning: production v{facts['version']}'s MLflow tags say it was retrained on the current data, "
+                 "but no word signed with this project's key vouches for it and its files as logged (.unlearn/exact/): "
+                 "the audit retrains to judge it")
     return False
 
 
-def plan_audit(root: Path, model: str) -> AuditPlan:
+def plan_audit(root: Path, model: str, warn: bool = True) -> AuditPlan:
+    """`warn`: print the plan's warnings (False where the plan is made a second time: the Dask prefetch)."""
     from tasks.kinds import kind_of
 
     tracking.connect(root)
@@ -386,7 +388,7 @@ def plan_audit(root: Path, model: str) -> AuditPlan:
                      opened, unreadable)
     digest = dataset_digest(root, production.tags.get("dataset", model))
     plan.exact = exact_on_current_data(production.tags, plan.data_version, digest) and attested(
-        root, state.exact_facts(model, production.version, production.run_id, plan.data_version, digest, files))
+        root, state.exact_facts(model, production.version, production.run_id, plan.data_version, digest, files), warn)
     if plan.exact:
         return plan  # nothing to retrain: plan.job stays None
     if kind.name == "table":

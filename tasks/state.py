@@ -245,7 +245,9 @@ def model_state_files(root: Path, run_id: str) -> list[str]:
         folder = state_dir(root) / kind
         # a write that was killed leaves its temp file (`<run>.tmp`, `<run>.<pid>.tmp`): it holds
         # what the version's file holds (the encoded rows of its data), so it goes with it
-        leftovers = [*folder.glob(f"{run_id}.tmp"), *folder.glob(f"{run_id}.*.tmp")] if folder.is_dir() else []
+        # (`.<run><suffix>.<pid>.tmp`: a signed file's, signing.write_signed)
+        leftovers = ([*folder.glob(f"{run_id}.tmp"), *folder.glob(f"{run_id}.*.tmp"),
+                      *folder.glob(f".{run_id}{suffix}.*.tmp")] if folder.is_dir() else [])
         found += [f"{kind}/{path.name}" for path in [folder / f"{run_id}{suffix}", *leftovers] if path.exists()]
     return found
 

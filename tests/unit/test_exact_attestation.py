@@ -36,3 +36,11 @@ def test_an_altered_or_foreign_word_does_not_hold(tmp_path, monkeypatch):
     state.attest_exact(tmp_path, facts())
     monkeypatch.setenv("UNLEARN_SIGNING_KEY", "ab" * 32)  # another project's key
     assert not state.attested_exact(tmp_path, facts())
+
+
+def test_the_word_and_a_write_of_it_cut_short_go_with_the_versions_private_state(tmp_path):
+    state.attest_exact(tmp_path, facts())
+    folder = tmp_path / ".unlearn" / "exact"
+    (folder / ".run-3.json.4242.tmp").write_text("{")  # a write killed before its rename (signing.write_signed)
+    assert set(state.drop_model_state(tmp_path, "run-3")) == {"exact/run-3.json", "exact/.run-3.json.4242.tmp"}
+    assert list(folder.iterdir()) == []
