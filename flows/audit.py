@@ -165,8 +165,7 @@ def promote_retrained(lineage: Lineage, plan: steps.AuditPlan, judgement: Judgem
             "data_before": plan.data_version, "data_after": plan.data_version, "verified": "true",
             "lineage_run": lineage.parent_run, "dataset_digest": digest,
             "audit_id": lineage.tags["audit_id"], RETRAINED_AS_TRAINED: "true", **judgement.tags}, judgement.private)
-        state.attest_exact(root, state.exact_facts(plan.model, version, run, plan.data_version, digest,
-                                                   state.model_digest(root, run)))
+        state.attest_retraining(root, plan.model, version, run, plan.data_version, digest)
         path = records.write_record(root, record(version, run))
         progress(f"  audit {plan.model}: promoting the retrained model v{version} (guarantee exact)")
         promote(lineage, plan.model, version)  # the commit point

@@ -205,8 +205,7 @@ def release(lineage: Lineage, plan: Plan, update: Update, after, data_after: str
         **({RETRAINED_AS_TRAINED: "true"} if as_trained else {})},
         plan.kind.private_state(update, after))
     if as_trained and verified:  # what lets an audit take it as exact: signed here, not only tagged in MLflow
-        state.attest_exact(lineage.root, state.exact_facts(plan.model_name, version, model_run, data_after, digest,
-                                                           state.model_digest(lineage.root, model_run)))
+        state.attest_retraining(lineage.root, plan.model_name, version, model_run, data_after, digest)
     superseded = []
     if verified:
         promote(lineage, plan.model_name, version)  # the commit point

@@ -197,6 +197,12 @@ def attest_exact(root: Path, facts: dict) -> None:
     signing.write_signed(path, signing.sign(facts, signing.signing_key(root)))
 
 
+def attest_retraining(root: Path, model: str, version: str, run_id: str, data_version: str | None,
+                      dataset_digest: str | None) -> None:
+    """attest_exact for a version just registered (tasks.common.register kept its files' digest)."""
+    attest_exact(root, exact_facts(model, version, run_id, data_version, dataset_digest, model_digest(root, run_id)))
+
+
 def attested_exact(root: Path, facts: dict) -> bool:
     """Whether the version's private state holds this project's signed word for exactly `facts`."""
     path = state_dir(root) / "exact" / f"{facts['run_id']}.json"
