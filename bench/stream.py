@@ -648,7 +648,8 @@ class Text:
         chain = self.chain_of(before) if held else []
         secrets = [*self.secrets[k - 1], *(s for j in chain for s in self.secrets[j - 1])]
         items = evidence.prepare(secrets, self._restored(k, chain), self.data[k], cfg)
-        rows = evidence.judge(model, items, cfg, self.salt, evidence.relearning_windows(model, self.data[k]))
+        rows = evidence.judge(model, items, cfg, self.salt, evidence.relearning_windows(model, self.data[k]),
+                              figures=len(self.secrets[k - 1]))  # the chain's earlier secrets: no exposure figure
         self._judged[id(model)] = (model, {r["fingerprint"]: (k, r) for r in rows})
         ppl = {"before": self.perplexity(before, k - 1), "after": self.perplexity(model, k)}
         if held:  # a fast update; a fall-back's retrained model is held to no earlier one
@@ -680,8 +681,8 @@ class Text:
         s = secrets[i]
         judged = self._judged.get(id(model), (None, {}))[1].get(s.fingerprint)
         seen = ("not judged by the evidence of the model's last update" if judged is None else
-                f"its evidence at request {judged[0]}: exposure {judged[1]['after']:.2f}, control band "
-                f"{judged[1]['band']:.2f} ({judged[1]['controls']} controls), excess {judged[1]['excess_bits']:+.2f} "
+                f"its evidence at request {judged[0]}: {figure(judged[1])}({judged[1]['controls']} controls), "
+                f"excess {judged[1]['excess_bits']:+.2f} "
                 f"bits, after relearning {judged[1]['relearned_excess_bits']:+.2f}, free characters "
                 f"{judged[1].get('free_chars', '?')}")
         return (f"audit of requests {ks[0]}–{ks[-1]}: {s.masked} exposure {after[i]:.2f} bits, retrained "
@@ -697,6 +698,12 @@ class Text:
     @staticmethod
     def fidelity_text(f: dict) -> str:
         return f"worst exposure gap {f['worst exposure gap (bits)']:+.1f} bits, perplexity ×{f['perplexity ratio']:.3f}"
+
+
+def figure(row: dict) -> str:
+    """A judged secret's exposure and control band, when its evidence measured them (not for an
+    earlier secret of a chain: unlearning.text.evidence.judge's `figures`)."""
+    return "" if row["after"] is None else f"exposure {row['after']:.2f}, control band {row['band']:.2f} "
 
 
 def secret_groups(prints: list[str], n_requests: int, rng: np.random.Generator) -> list[list[str]]:

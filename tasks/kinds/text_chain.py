@@ -174,8 +174,7 @@ def reference_state(metrics: dict, chain: list[str] | None, teacher: str | None 
 # --- the chain in the evidence and the summary -------------------------------------------------
 
 def earlier_maxima(earlier: list[dict]) -> dict:
-    return {"earlier_exposure_after": max(r["after"] for r in earlier),
-            "earlier_excess_bits": max(r["excess_bits"] for r in earlier),
+    return {"earlier_excess_bits": max(r["excess_bits"] for r in earlier),
             "earlier_relearned_excess_bits": max(r["relearned_excess_bits"] for r in earlier)}
 
 

@@ -224,7 +224,9 @@ def judge_evidence(lineage: Lineage, plan: Plan, after: TextCorpus, bundle_after
              f" against their controls, regeneration from {sum(len(i.contexts) for i in items)} context(s), "
              f"{cfg.relearn_steps} relearning steps ...")
     before = exposures_of(lineage.root, plan.parent_run, plan.bundle, secrets, cfg.n_candidates)
-    rows = evidence.judge(bundle_after, items, cfg, salt, evidence.relearning_windows(bundle_after, after))
+    # the earlier secrets' verdict is their excess over their controls: no exposure figure (evidence.judge)
+    rows = evidence.judge(bundle_after, items, cfg, salt, evidence.relearning_windows(bundle_after, after),
+                          figures=len(secrets))
     regenerated_before = sum(evidence.regenerated_contexts(plan.bundle.model, plan.bundle.vocab, list(i.contexts),
                                                            i.secret.fingerprint, salt, cfg.samples, cfg.seed)
                              for i in items[:len(secrets)])
@@ -270,7 +272,8 @@ def log_evidence(run_id: str, metrics: dict, checks: list[dict], rows: list[dict
     tracking.log_metrics(run_id, {**metrics, "passed": float(all(c["passed"] for c in checks))})
     tracking.log_json(run_id, {"mode": "evidence", "retrains": retrains, "checks": checks, "metrics": metrics,
                                "secrets": rows, "config": vars(cfg)}, name)
-    plotted = [{**r, "before": math.nan if r["before"] is None else r["before"]} for r in rows]  # earlier: no bar
+    # an earlier secret of the chain: no "before" (its request measured that), no exposure figure
+    plotted = [{**r, **{k: math.nan for k in ("before", "after", "band") if r.get(k) is None}} for r in rows]
     log_plots(run_id, plotted, {"before": metrics["perplexity_before"], "after": metrics["perplexity_after"]}, "band")
 
 

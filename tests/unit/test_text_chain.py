@@ -173,9 +173,10 @@ def test_a_fast_version_without_evidence_state_is_an_unknown_chain_and_a_referen
 
 
 def evidence_row(fingerprint: str, after: float, excess: float, relearned: float, earlier=None) -> dict:
+    # an earlier secret of the chain: no "before" and no exposure figure (evidence.judge's `figures`)
     row = {"fingerprint": fingerprint, "masked": f"****{fingerprint}", "before": None if earlier else 60.0,
-           "after": after, "band": after - excess, "excess_bits": excess, "relearned_excess_bits": relearned,
-           "occurrences": 2, "regenerated": 0}
+           "after": None if earlier else after, "band": None if earlier else after - excess, "excess_bits": excess,
+           "relearned_excess_bits": relearned, "occurrences": 2, "regenerated": 0}
     return {**row, "earlier_requests": earlier} if earlier else row
 
 
@@ -188,8 +189,8 @@ def test_the_headline_is_the_requests_own_secrets_and_an_earlier_one_that_came_b
     m = verify.evidence_metrics([own, back], ppl, 0)
     headline = ("exposure_after", "excess_bits", "relearned_excess_bits", "control_band")
     assert [m[k] for k in headline] == [own["after"], own["excess_bits"], own["relearned_excess_bits"], own["band"]]
-    earlier = [m[f"earlier_{k}"] for k in headline[:3]]
-    assert earlier == [back["after"], back["excess_bits"], back["relearned_excess_bits"]]
+    earlier = [m[f"earlier_{k}"] for k in headline[1:3]]
+    assert earlier == [back["excess_bits"], back["relearned_excess_bits"]]
     assert m["secrets"] == 1 and m["earlier_secrets"] == 1
 
     checks = {c["name"]: c for c in chains.chain_checks([own, back], ppl, EvidenceConfig(margin_bits=2.0))}

@@ -222,3 +222,27 @@ def test_the_relearning_check_fine_tunes_on_its_own_batch_not_the_models():
     assert row["relearned_excess_bits"] == relearned(2) != relearned(64)
     row = ev.judge(bundle, [item], ev.EvidenceConfig(**{**vars(cfg), "relearn_batch": None}), b"salt", windows)[0]
     assert row["relearned_excess_bits"] == relearned(64)  # None: the model's training batch, as before
+
+
+def test_secrets_judged_without_the_exposure_figure_keep_every_number_the_verdict_reads():
+    """judge's `figures`: the chain's earlier secrets skip the candidates' pass; their excess over the
+    controls, regeneration and relearned excess equal those of the full measurement."""
+    from unlearning.text.bundle import LMBundle
+
+    model, vocab = tiny_digit_model()
+    items = [ev.Evidence(Secret(f"f{i}", "card", "****", value, "card: ", ()),
+                         tuple(ev.control_values(value, [False] * 4, 30, seed=i)), 4, (("card: ", value),))
+             for i, value in enumerate(("4711", "0815", "4242"))]
+    windows = vocab.encode("card: 0815 abc 4242 card: 1234 " * 8)[:201].unfold(0, 21, 20)
+    bundle = LMBundle(model, vocab, "tiny", {"lr": 0.05, "batch": 64, "seq_len": 20})
+    cfg = ev.EvidenceConfig(n_candidates=50, samples=1, relearn_steps=2, relearn_batch=2)
+    full = ev.judge(bundle, items, cfg, b"salt", windows)
+    own_only = ev.judge(bundle, items, cfg, b"salt", windows, figures=1)
+    assert own_only[0] == full[0]  # the request's own secret: measured as before
+    for a, b in zip(own_only[1:], full[1:]):
+        assert a["after"] is None and a["band"] is None and b["after"] is not None
+        for key in ("excess_bits", "relearned_excess_bits"):
+            assert math.isclose(a[key], b[key], rel_tol=1e-9, abs_tol=1e-9)
+        assert a["regenerated"] == b["regenerated"] and a["controls"] == b["controls"]
+    assert ev.evidence_checks(own_only, {"before": 5.0, "after": 5.1}, cfg) == \
+        ev.evidence_checks(full, {"before": 5.0, "after": 5.1}, cfg)

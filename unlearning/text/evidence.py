@@ -252,15 +252,25 @@ def relearning_windows(bundle: LMBundle, after: TextCorpus) -> torch.Tensor:
 
 
 def judge(bundle: LMBundle, items: list[Evidence], cfg: EvidenceConfig, salt: bytes,
-          relearn_windows: torch.Tensor | None) -> list[dict]:
+          relearn_windows: torch.Tensor | None, figures: int | None = None) -> list[dict]:
     """Per removed secret (no raw value): exposure and control band, excess over the controls,
     occurrence contexts that regenerate it, and the excess again in a relearned copy of the model
-    (`relearn_windows` None: the relearning check is skipped and reads as NaN)."""
+    (`relearn_windows` None: the relearning check is skipped and reads as NaN).
+
+    `figures`: only the first `figures` items (the request's own secrets) get the exposure figure and
+    its control band; the others (earlier secrets of a chain, measured again) get `after` and `band`
+    None. The verdict reads the excess over the controls, in log-perplexity, which needs the controls
+    only; the figure scores `n_candidates` more strings, 10× the cost of the controls (0.155 against
+    0.016 s a secret on the demo model), and a chain's earlier secrets outnumber the request's own.
+    None: every item gets it."""
     model, vocab = bundle.model, bundle.vocab
     rows = []
-    for item in items:
+    for i, item in enumerate(items):
         s = item.secret
-        m = with_exposure(model, vocab, s.prefix, s.value, list(item.controls), cfg.n_candidates, secret_seed(s))
+        if figures is None or i < figures:
+            m = with_exposure(model, vocab, s.prefix, s.value, list(item.controls), cfg.n_candidates, secret_seed(s))
+        else:
+            m = against_controls(model, vocab, s.prefix, s.value, list(item.controls))
         rows.append({"detector": s.detector, "masked": s.masked, "fingerprint": s.fingerprint,
                      "occurrences": len(s.occurrences), "free_chars": item.free_chars,
                      "controls": m.n_controls, "after": m.exposure, "band": m.band, "excess_bits": m.excess_bits,
