@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks import state
-from tasks.common import Plan, Update, progress
-from unlearning.errors import UnlearnError
+from tasks.common import Plan, Update
+from tasks.kinds.sealed_chain import open_chain_file
 from unlearning.images.common import ImageChain
 
 
@@ -55,27 +55,22 @@ def chain_of(root: Path, plan: Plan) -> tuple[ImageChain, str, str | None]:
     start, seal = kept_ids(root, plan.parent_run)
     if start is None or seal is None:
         return own
-    path = state.teacher_file(root, plan.model_name)
-    if not path.exists():  # e.g. deleted by hand: the chain cannot go on
-        progress("  warning: the chain's sealed start is gone; the deletion is unrolled from the model before it")
-        return own
-    try:
-        sealed = state.open_teacher(root, plan.model_name)
-        if sealed.get("anchor") != start or sealed.get("seal") != seal:
-            progress("  warning: the sealed chain is another version's; the deletion is unrolled from the model before it")
-            return own
+
+    def build(sealed: dict) -> tuple[ImageChain, str, str | None]:
         first = copy.deepcopy(plan.bundle.model)
         first.load_state_dict(sealed["state"])
         names = dict(first.named_parameters())
         grad = {n: g for n, g in sealed["grad"].items()}
         if not all(n in names and g.shape == names[n].shape for n, g in grad.items()):
             raise KeyError("the gradient does not fit the model")
-    except (UnlearnError, OSError, RuntimeError, KeyError, TypeError, AttributeError) as exc:  # altered, unreadable, another architecture
-        progress(f"  warning: the chain's sealed start was not used ({str(exc).splitlines()[0][:120]}); "
-                 "the deletion is unrolled from the model before it")
-        return own
-    first.eval()
-    return ImageChain(first, grad), start, sealed.get("version")
+        first.eval()
+        return ImageChain(first, grad), start, sealed.get("version")
+
+    found = open_chain_file(root, plan.model_name, "start",
+                            lambda sealed: sealed.get("anchor") == start and sealed.get("seal") == seal,
+                            "the sealed chain is another version's", build,
+                            "the deletion is unrolled from the model before it")
+    return own if found is None else found
 
 
 def carried(chain: ImageChain | None, start_run: str, start_version: str | None) -> Carried | None:

@@ -26,8 +26,8 @@ import copy
 from pathlib import Path
 
 from tasks import state, tracking
-from tasks.common import Plan, progress
-from unlearning.errors import UnlearnError
+from tasks.common import Plan
+from tasks.kinds.sealed_chain import open_chain_file
 from unlearning.text import lm
 from unlearning.text.chain import trained_exactly
 
@@ -67,23 +67,17 @@ def chain_teacher(root: Path, plan: Plan) -> tuple[lm.LMBundle | None, str | Non
     anchor = parent_teacher_run(root, plan)
     if anchor is None or anchor == plan.parent_run or not has_teacher(plan.bundle):
         return None, None
-    path = state.teacher_file(root, plan.model_name)
-    if not path.exists():  # e.g. deleted by hand: the chain cannot keep its anchor
-        progress("  warning: the chain's sealed teacher is gone; the update is anchored to the model before it")
-        return None, None
-    try:
-        sealed = state.open_teacher(root, plan.model_name)
-        if sealed.get("anchor") != anchor:
-            progress("  warning: the sealed teacher is another chain's; the update is anchored to the model before it")
-            return None, None
+
+    def build(sealed: dict) -> tuple[lm.LMBundle, str]:
         teacher = copy.deepcopy(plan.bundle)
         teacher.model.load_state_dict(sealed["state"])
-    except (UnlearnError, RuntimeError, KeyError) as exc:  # altered, or another architecture: the model before
-        progress(f"  warning: the chain's sealed teacher was not used ({str(exc).splitlines()[0][:120]}); "
-                 "the update is anchored to the model before it")
-        return None, None
-    teacher.model.eval()
-    return teacher, anchor
+        teacher.model.eval()
+        return teacher, anchor
+
+    found = open_chain_file(root, plan.model_name, "teacher", lambda sealed: sealed.get("anchor") == anchor,
+                            "the sealed teacher is another chain's", build,
+                            "the update is anchored to the model before it")
+    return (None, None) if found is None else found
 
 
 def keep_teacher(root: Path, plan: Plan, guarantee: str) -> list[dict]:

@@ -89,6 +89,11 @@ def test_a_teacher_is_used_only_for_the_version_anchored_to_it(tmp_path, capsys)
     path.write_bytes(bytes(body))
     assert teachers.chain_teacher(tmp_path, plan(fast, "run-fast")) == (None, None)
     assert "sealed teacher was not used" in capsys.readouterr().err
+    # unreadable (here a folder in its place): the same, not a traceback (the image chain's rule too)
+    path.unlink()
+    path.mkdir()
+    assert teachers.chain_teacher(tmp_path, plan(fast, "run-fast")) == (None, None)
+    assert "sealed teacher was not used" in capsys.readouterr().err
 
 
 def test_an_audit_that_passes_production_and_leaves_it_makes_it_the_teacher_of_the_updates_after_it(tmp_path):
