@@ -40,9 +40,17 @@ def marker_path(root: Path, audit: str) -> Path:
 
 
 def open_marker(root: Path, audit: str, model: str) -> None:
+    """Written whole or not at all: a full disk used to leave an empty marker, on which every later
+    audit's recovery crashed."""
     path = marker_path(root, audit)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"audit": audit, "model": model}))
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps({"audit": audit, "model": model}))
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def certificate_of(record: lg.RequestRecord) -> dict:
@@ -146,7 +154,7 @@ def recover_audits(root: Path) -> list[dict]:
     folder = Path(root) / AUDIT_DIR
     outcomes = []
     for marker in sorted(folder.glob("*.open")) if folder.is_dir() else []:
-        info = json.loads(marker.read_text())
+        info = marker_info(marker)
         path = record_path(root, info["audit"])
         if not path.exists():  # stopped before its record: any candidate version was rolled back
             marker.unlink()
@@ -163,6 +171,20 @@ def recover_audits(root: Path) -> list[dict]:
         finish_audit(root, path)
         outcomes.append({"id": info["audit"], "model": info["model"], "outcome": "completed"})
     return outcomes
+
+
+def marker_info(marker: Path) -> dict:
+    """{"audit", "model"} of an open marker. The audit is the one its file is named after (a marker cut
+    short, as an earlier version wrote on a full disk, still names it); the model from its content,
+    else from the audit's id (`AUDIT-<model>-<time>`)."""
+    audit = marker.name.removesuffix(".open")
+    try:
+        model = json.loads(marker.read_text()).get("model")
+    except (OSError, ValueError, AttributeError):
+        model = None
+    if not isinstance(model, str):
+        model = audit.removeprefix("AUDIT-").rpartition("-")[0]
+    return {"audit": audit, "model": model}
 
 
 def rolled_back(model: str, version: str) -> bool:
