@@ -23,6 +23,7 @@ from tasks.audit_checks import Judgement
 from tasks.certificates import AUDIT_FORMAT
 from unlearning.compliance import ledger as lg
 from unlearning.compliance import signing
+from unlearning.errors import UnlearnError
 
 AUDIT_DIR = Path(".unlearn") / "audits"
 
@@ -160,7 +161,7 @@ def recover_audits(root: Path) -> list[dict]:
             marker.unlink()
             outcomes.append({"id": info["audit"], "model": info["model"], "outcome": "rolled back"})
             continue
-        record = json.loads(path.read_text())
+        record = verified_record(root, path)
         promoted = record.get("promoted")
         if promoted and rolled_back(info["model"], promoted["version"]):
             path.unlink()
@@ -171,6 +172,21 @@ def recover_audits(root: Path) -> list[dict]:
         finish_audit(root, path)
         outcomes.append({"id": info["audit"], "model": info["model"], "outcome": "completed"})
     return outcomes
+
+
+def verified_record(root: Path, path: Path) -> dict:
+    """The record an interrupted audit left, once its signature verifies under the project's key and it
+    is filed under its audit's id: the recovery writes MACed ledger verdicts and deletes escrow files
+    from what it says, so an altered record (a verdict flipped, a request or file added) must not
+    be finished — nor withdrawn, which would destroy the evidence. UnlearnError (one line) otherwise;
+    nothing is changed."""
+    ok, why = signing.verify(path, signing.signing_key(root, create=False))
+    if not ok:
+        raise UnlearnError(f"the record {path.name} of an interrupted audit does not verify ({why}): it was altered "
+                           f"or signed with another key, so the audit cannot be finished from it and is left as it is "
+                           f"— restore it (or set the project's key), or delete its marker "
+                           f"{AUDIT_DIR / marker_path(root, path.stem).name} to have its requests audited again")
+    return json.loads(path.read_text())
 
 
 def marker_info(marker: Path) -> dict:

@@ -4,10 +4,23 @@ while its audit was open. The kills at each step are tests/flows/test_audit.py's
 
 from __future__ import annotations
 
+import json
+
 from flows.cli import main
-from tasks import audit_record
+from tasks import audit, audit_record, ledger, tracking
 from tests.flows.test_audit import comply_requests
+from tests.flows.test_faults import run_killed
 from tests.flows.test_pipeline import add_and_train, run_json
+
+KILLED_BEFORE_VERDICTS = """
+import os, sys
+import tasks.audit_record
+def killed(*args, **kwargs):
+    os._exit(137)
+tasks.audit_record.record_verdicts = killed  # killed after the signed record, before any ledger entry
+from flows.cli import main
+sys.exit(main(["audit", "people"]))
+"""
 
 
 def test_a_marker_cut_short_by_a_full_disk_does_not_stop_every_later_audit(workspace, people_csv, capsys):
@@ -25,3 +38,30 @@ def test_a_marker_cut_short_by_a_full_disk_does_not_stop_every_later_audit(works
     assert out["recovered"] == [{"id": cut.stem, "model": "people", "outcome": "rolled back"}]
     assert out["passed"] and out["covered_requests"] == ["CUT-1"] and not cut.exists()
     assert main(["certificate", "verify", str(workspace / out["record"])]) == 0
+
+
+def test_an_altered_record_of_an_interrupted_audit_is_not_finished_by_the_recovery(workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys)
+    comply_requests(workspace, capsys, {"id": "ALT-1", "delete_records": ["P1003"]})
+    comply_requests(workspace, capsys, {"id": "ALT-2", "delete_records": ["P1004"]})
+    run_killed(workspace, KILLED_BEFORE_VERDICTS)
+    [record] = list((workspace / audit_record.AUDIT_DIR).glob("*.json"))
+    body = json.loads(record.read_text())
+    assert body["audit"]["passed"] and sorted(r["id"] for r in body["requests"]) == ["ALT-1", "ALT-2"]
+    # altered while the audit was open: the verdict flipped and one covered request dropped, so that the
+    # recovery would MAC a verdict the signed audit never gave and leave ALT-2 to a later audit's verdict
+    body["audit"]["passed"] = False
+    body["requests"] = [r for r in body["requests"] if r["id"] == "ALT-1"]
+    record.write_text(json.dumps(body))
+    ledger_before = (workspace / "ledger.db").read_bytes()
+    escrows = audit.escrow_files(workspace, "people")
+
+    capsys.readouterr()
+    assert main(["audit", "people"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and record.name in err and "does not verify" in err, err
+    assert (workspace / "ledger.db").read_bytes() == ledger_before  # no verdict MACed from the altered record
+    assert ledger.show(workspace, "ALT-1").audits == [] and ledger.show(workspace, "ALT-2").audits == []
+    assert audit.escrow_files(workspace, "people") == escrows and record.exists()  # nothing deleted
+    assert list((workspace / audit_record.AUDIT_DIR).glob("*.open"))
+    assert tracking.production_alias("people") == "3"
