@@ -20,12 +20,10 @@ from pathlib import Path
 from tasks import ledger, state, tracking
 from tasks.audit import AuditPlan, drop_escrows
 from tasks.audit_checks import Judgement
-from tasks.certificates import AUDIT_FORMAT
+from tasks.certificates import AUDIT_DIR, AUDIT_FORMAT
 from unlearning.compliance import ledger as lg
 from unlearning.compliance import signing
 from unlearning.errors import UnlearnError
-
-AUDIT_DIR = Path(".unlearn") / "audits"
 
 
 def audit_id(model: str, now: datetime) -> str:

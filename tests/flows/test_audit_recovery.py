@@ -10,7 +10,7 @@ from flows.cli import main
 from tasks import audit, audit_record, ledger, tracking
 from tests.flows.test_audit import comply_requests
 from tests.flows.test_faults import run_killed
-from tests.flows.test_pipeline import add_and_train, run_json
+from tests.flows.test_pipeline import add_and_train, request_file, run_json
 
 KILLED_BEFORE_VERDICTS = """
 import os, sys
@@ -65,3 +65,35 @@ def test_an_altered_record_of_an_interrupted_audit_is_not_finished_by_the_recove
     assert audit.escrow_files(workspace, "people") == escrows and record.exists()  # nothing deleted
     assert list((workspace / audit_record.AUDIT_DIR).glob("*.open"))
     assert tracking.production_alias("people") == "3"
+
+
+KILLED_BEFORE_PROMOTION = """
+import os, sys
+import tasks.common
+def killed(*args, **kwargs):
+    os._exit(137)
+tasks.common.promote = killed  # killed after the retrained model was registered and the record written
+from flows.cli import main
+sys.exit(main(["audit", "people", "--rebase"]))
+"""
+
+
+def test_the_record_of_an_audit_not_finished_does_not_verify(workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys)
+    # a request outside the ledger (`unlearn forget`): no ledger verdict can say the audit did not finish
+    path = request_file(workspace, id="OUT-1", delete_records=["P1003"])
+    assert main(["forget", str(path)]) == 0
+    run_killed(workspace, KILLED_BEFORE_PROMOTION)
+    [record] = list((workspace / audit_record.AUDIT_DIR).glob("*.json"))
+    body = json.loads(record.read_text())
+    assert body["promoted"]["version"] == "3" and body["requests"] == [] and body["unrecorded_requests"]
+    assert tracking.production_alias("people") == "2"  # the promotion it names never happened
+
+    capsys.readouterr()
+    assert main(["certificate", "verify", str(record)]) == 1  # was 0: "no ledger request to check it against"
+    out = capsys.readouterr().out
+    assert "INVALID" in out and "interrupted" in out, out
+
+    code, out = run_json(capsys, ["audit", "people"])  # the recovery withdraws it and audits the request again
+    assert code == 0 and {"id": record.stem, "model": "people", "outcome": "rolled back"} in out["recovered"]
+    assert not record.exists() and main(["certificate", "verify", str(workspace / out["record"])]) == 0
