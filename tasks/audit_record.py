@@ -226,6 +226,8 @@ def undecided_reason(record: dict) -> str:
 
 
 ESCROW_CHECKS = {"escrow_present": "its audit escrow is gone", "escrow_intact": "its audit escrow did not open"}
+# the failed checks that are not this request's update falling short
+NOT_THE_UPDATE = {**ESCROW_CHECKS, "production_not_superseded": "production was a model an erasure had superseded"}
 
 
 def shortfall_reason(shortfall: list[dict], request_id: str) -> str:
@@ -234,6 +236,6 @@ def shortfall_reason(shortfall: list[dict], request_id: str) -> str:
     own = [s["check"] for s in shortfall if request_id in s["requests"]]
     if not own:
         return "the audit failed: " + ", ".join(s["check"] for s in shortfall)
-    escrow = [ESCROW_CHECKS[c] for c in own if c in ESCROW_CHECKS]
-    updates = [c for c in own if c not in ESCROW_CHECKS]
+    escrow = [NOT_THE_UPDATE[c] for c in own if c in NOT_THE_UPDATE]
+    updates = [c for c in own if c not in NOT_THE_UPDATE]
     return "; ".join([*escrow, *(["this request's update fell short: " + ", ".join(updates)] if updates else [])])

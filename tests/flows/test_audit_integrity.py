@@ -1,6 +1,8 @@
-"""What an interrupted audit leaves, met by the next run's recovery (tasks.audit_record.recover_audits)
-when the leftovers are not what the audit wrote: a marker cut short by a full disk, a record altered
-while its audit was open. The kills at each step are tests/flows/test_audit.py's."""
+"""What the audit meets that it did not leave itself. The next run's recovery
+(tasks.audit_record.recover_audits) and `certificate verify` against leftovers that are not what an
+interrupted audit wrote: a marker cut short by a full disk, a record altered while its audit was
+open, the record of an audit not finished yet. The audit against a production model put back by
+hand. The kills at each step are tests/flows/test_audit.py's."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import json
 
 from flows.cli import main
 from tasks import audit, audit_record, ledger, tracking
-from tests.flows.test_audit import comply_requests
+from tests.flows.test_audit import comply_requests, versions
 from tests.flows.test_faults import run_killed
 from tests.flows.test_pipeline import add_and_train, request_file, run_json
 
@@ -97,3 +99,24 @@ def test_the_record_of_an_audit_not_finished_does_not_verify(workspace, people_c
     code, out = run_json(capsys, ["audit", "people"])  # the recovery withdraws it and audits the request again
     assert code == 0 and {"id": record.stem, "model": "people", "outcome": "rolled back"} in out["recovered"]
     assert not record.exists() and main(["certificate", "verify", str(workspace / out["record"])]) == 0
+
+
+def test_a_production_model_an_erasure_superseded_and_promoted_again_fails_the_audit(workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id="BACK-1", delete_records=["P1003", "P1004"])
+    assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+    assert run_json(capsys, ["comply", "--keep-superseded", "30"])[0] == 0
+    # production put back by hand (a rollback) to the model
+    # from before the request, kept beyond use: it was trained on BACK-1's two records
+    tracking.promote("people", "1")
+    assert versions("people")["1"]["superseded_by"] == "2"
+
+    code, out = run_json(capsys, ["audit", "people"])
+    assert code == 1, out  # the old code: passed, agreement 100 % (two records move no prediction)
+    checks = {c["name"]: c for c in out["checks"]}
+    assert not checks["production_not_superseded"]["passed"] and not out["passed"]
+    assert out["promoted"] == "3" and tracking.production_alias("people") == "3"  # the data is out for sure
+    assert versions("people")["3"]["guarantee"] == "exact"
+    [entry] = ledger.show(workspace, "BACK-1").audits
+    assert entry["event"] == "audit_failed" and "an erasure had superseded" in entry["reason"]
+    assert main(["certificate", "verify", str(workspace / out["record"])]) == 0
