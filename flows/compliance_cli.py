@@ -336,7 +336,10 @@ def cmd_ledger_verify(args, root: Path) -> int:
 
     expect = _head_argument(args.expect_head)
     ok, first_bad, message = ledger.verify_chain(root, expect)
-    head = ledger.head(root)
+    try:
+        head = ledger.head(root)
+    except ledger.UnreadableLedger:  # the message says so: LEDGER BROKEN
+        head = None
     payload = {"ok": ok, "first_bad": first_bad, "message": message,
                "head": None if head is None else {"seq": head[0], "hash": head[1]}}
     emit(args, payload, message if ok else f"LEDGER BROKEN: {message}")

@@ -120,3 +120,21 @@ def test_a_production_model_an_erasure_superseded_and_promoted_again_fails_the_a
     [entry] = ledger.show(workspace, "BACK-1").audits
     assert entry["event"] == "audit_failed" and "an erasure had superseded" in entry["reason"]
     assert main(["certificate", "verify", str(workspace / out["record"])]) == 0
+
+
+def test_a_ledger_database_cut_short_stops_the_audit_in_one_line(workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys)
+    comply_requests(workspace, capsys, {"id": "CUTL-1", "delete_records": ["P1003"]})
+    database = workspace / "ledger.db"
+    with database.open("r+b") as f:  # a copy cut short (a full disk, a bad backup): half a SQLite file
+        f.truncate(database.stat().st_size // 2)
+    escrows = audit.escrow_files(workspace, "people")
+
+    capsys.readouterr()
+    assert main(["audit", "people"]) == 2  # the old code: a SQLAlchemy traceback (the CLI exited 1)
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "the ledger's database cannot be read" in err, err
+    assert audit.escrow_files(workspace, "people") == escrows
+    assert not (workspace / audit_record.AUDIT_DIR).exists()
+    code, out = run_json(capsys, ["ledger", "verify"])  # LEDGER BROKEN, exit 1, as for any broken ledger
+    assert code == 1 and not out["ok"] and "cannot be read" in out["message"], out
