@@ -116,8 +116,8 @@ def add_parsers(sub, model_import=None) -> None:
     certificate = sub.add_parser("certificate", help="signed erasure certificates")
     csub = certificate.add_subparsers(dest="certificate_command", required=True)
     cverify = csub.add_parser("verify", help="check a certificate's (or an audit record's) HMAC signature, that it "
-                              "is filed under its request's (audit's) id and is the one the ledger recorded; exit 1 "
-                              "otherwise")
+                              "is filed under its request's (audit's) id and is the one the ledger recorded (an audit "
+                              "record: of an audit that finished); exit 1 otherwise")
     cverify.add_argument("path", type=Path, help="the certificate JSON file (.unlearn/certificates/ID.json) or audit "
                          "record (.unlearn/audits/ID.json)")
     cverify.add_argument("--json", action="store_true", help=JSON_HELP)
@@ -336,7 +336,10 @@ def cmd_ledger_verify(args, root: Path) -> int:
 
     expect = _head_argument(args.expect_head)
     ok, first_bad, message = ledger.verify_chain(root, expect)
-    head = ledger.head(root)
+    try:
+        head = ledger.head(root)
+    except ledger.UnreadableLedger:  # the message says so: LEDGER BROKEN
+        head = None
     payload = {"ok": ok, "first_bad": first_bad, "message": message,
                "head": None if head is None else {"seq": head[0], "hash": head[1]}}
     emit(args, payload, message if ok else f"LEDGER BROKEN: {message}")

@@ -23,6 +23,7 @@ from tasks import references as prefetch
 from tasks.audit import ESCROWED_DATA, AuditPlan, escrow_file, escrow_run
 from tasks.common import progress
 from unlearning.checks import undecided_removal
+from unlearning.compliance.purge import SUPERSEDED_BY
 from unlearning.images.verify import REMOVAL_CHECKS
 
 
@@ -241,6 +242,9 @@ def judge(root: Path, plan: AuditPlan) -> Judgement:
     if plan.kind.name in ESCROWED_DATA:  # read once, for the kind's checks and the escrow checks below
         plan.chain = production_chain(root, plan)
     judgement = JUDGES[plan.kind.name](root, plan)
+    if (check := superseded_production(plan)) is not None:
+        judgement.checks.append(check)
+        judgement.shortfall.append({"check": check["name"], "requests": plan.request_ids})
     if plan.kind.name not in ESCROWED_DATA:
         return judgement
     chain = plan.chain
@@ -255,6 +259,24 @@ def judge(root: Path, plan: AuditPlan) -> Judgement:
         judgement.checks.append({"name": "escrow_intact", "value": len(altered), "threshold": "== 0", "passed": False})
         judgement.shortfall.append({"check": "escrow_intact", "requests": requests, "runs": runs})
     return judgement
+
+
+SUPERSEDED_CHECK = "production_not_superseded"
+
+
+def superseded_production(plan: AuditPlan) -> dict | None:
+    """The failed check of a production version an erasure had superseded (its `superseded_by` tag,
+    set when it was kept beyond use) and that was promoted again since by hand; None otherwise. It
+    was trained on (or updated from) data that still held the removed records, whatever its
+    agreement with the retrained model: a few removed records move few predictions, and the audit
+    used to pass it. No release promotes such a version. (A writer of the tracking server can remove
+    the tag as well: this catches a careless rollback, not that writer.)"""
+    by = plan.production.tags.get(SUPERSEDED_BY)
+    if by is None:
+        return None
+    return {"name": SUPERSEDED_CHECK, "value": 1, "passed": False,
+            "threshold": f"== 0 (production v{plan.production.version} was superseded by the erasure that "
+                         f"promoted v{by}, and promoted again since)"}
 
 
 def requests_without_escrow(root: Path, plan: AuditPlan, chain: list[str] | None) -> list[str]:

@@ -20,11 +20,10 @@ from pathlib import Path
 from tasks import ledger, state, tracking
 from tasks.audit import AuditPlan, drop_escrows
 from tasks.audit_checks import Judgement
-from tasks.certificates import AUDIT_FORMAT
+from tasks.certificates import AUDIT_DIR, AUDIT_FORMAT
 from unlearning.compliance import ledger as lg
 from unlearning.compliance import signing
-
-AUDIT_DIR = Path(".unlearn") / "audits"
+from unlearning.errors import UnlearnError
 
 
 def audit_id(model: str, now: datetime) -> str:
@@ -40,9 +39,17 @@ def marker_path(root: Path, audit: str) -> Path:
 
 
 def open_marker(root: Path, audit: str, model: str) -> None:
+    """Written whole or not at all: a full disk used to leave an empty marker, on which every later
+    audit's recovery crashed."""
     path = marker_path(root, audit)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"audit": audit, "model": model}))
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps({"audit": audit, "model": model}))
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def certificate_of(record: lg.RequestRecord) -> dict:
@@ -146,13 +153,13 @@ def recover_audits(root: Path) -> list[dict]:
     folder = Path(root) / AUDIT_DIR
     outcomes = []
     for marker in sorted(folder.glob("*.open")) if folder.is_dir() else []:
-        info = json.loads(marker.read_text())
+        info = marker_info(marker)
         path = record_path(root, info["audit"])
         if not path.exists():  # stopped before its record: any candidate version was rolled back
             marker.unlink()
             outcomes.append({"id": info["audit"], "model": info["model"], "outcome": "rolled back"})
             continue
-        record = json.loads(path.read_text())
+        record = verified_record(root, path)
         promoted = record.get("promoted")
         if promoted and rolled_back(info["model"], promoted["version"]):
             path.unlink()
@@ -163,6 +170,35 @@ def recover_audits(root: Path) -> list[dict]:
         finish_audit(root, path)
         outcomes.append({"id": info["audit"], "model": info["model"], "outcome": "completed"})
     return outcomes
+
+
+def verified_record(root: Path, path: Path) -> dict:
+    """The record an interrupted audit left, once its signature verifies under the project's key and it
+    is filed under its audit's id: the recovery writes MACed ledger verdicts and deletes escrow files
+    from what it says, so an altered record (a verdict flipped, a request or file added) must not
+    be finished — nor withdrawn, which would destroy the evidence. UnlearnError (one line) otherwise;
+    nothing is changed."""
+    ok, why = signing.verify(path, signing.signing_key(root, create=False))
+    if not ok:
+        raise UnlearnError(f"the record {path.name} of an interrupted audit does not verify ({why}): it was altered "
+                           f"or signed with another key, so the audit cannot be finished from it and is left as it is "
+                           f"— restore it (or set the project's key), or delete its marker "
+                           f"{AUDIT_DIR / marker_path(root, path.stem).name} to have its requests audited again")
+    return json.loads(path.read_text())
+
+
+def marker_info(marker: Path) -> dict:
+    """{"audit", "model"} of an open marker. The audit is the one its file is named after (a marker cut
+    short, as an earlier version wrote on a full disk, still names it); the model from its content,
+    else from the audit's id (`AUDIT-<model>-<time>`)."""
+    audit = marker.name.removesuffix(".open")
+    try:
+        model = json.loads(marker.read_text()).get("model")
+    except (OSError, ValueError, AttributeError):
+        model = None
+    if not isinstance(model, str):
+        model = audit.removeprefix("AUDIT-").rpartition("-")[0]
+    return {"audit": audit, "model": model}
 
 
 def rolled_back(model: str, version: str) -> bool:
@@ -190,6 +226,8 @@ def undecided_reason(record: dict) -> str:
 
 
 ESCROW_CHECKS = {"escrow_present": "its audit escrow is gone", "escrow_intact": "its audit escrow did not open"}
+# the failed checks that are not this request's update falling short
+NOT_THE_UPDATE = {**ESCROW_CHECKS, "production_not_superseded": "production was a model an erasure had superseded"}
 
 
 def shortfall_reason(shortfall: list[dict], request_id: str) -> str:
@@ -198,6 +236,6 @@ def shortfall_reason(shortfall: list[dict], request_id: str) -> str:
     own = [s["check"] for s in shortfall if request_id in s["requests"]]
     if not own:
         return "the audit failed: " + ", ".join(s["check"] for s in shortfall)
-    escrow = [ESCROW_CHECKS[c] for c in own if c in ESCROW_CHECKS]
-    updates = [c for c in own if c not in ESCROW_CHECKS]
+    escrow = [NOT_THE_UPDATE[c] for c in own if c in NOT_THE_UPDATE]
+    updates = [c for c in own if c not in NOT_THE_UPDATE]
     return "; ".join([*escrow, *(["this request's update fell short: " + ", ".join(updates)] if updates else [])])

@@ -23,6 +23,7 @@ from unlearning.errors import UnlearnError
 
 CERTIFICATES = ".unlearn/certificates"
 AUDIT_FORMAT = "unlearnflow.audit/1"  # an audit record (tasks.audit_record), verified here as certificates are
+AUDIT_DIR = Path(".unlearn") / "audits"  # the records, and the marker `<id>.open` of an audit not finished yet
 
 
 def write_certificate(root: Path, cert: dict, plots: dict | None = None) -> Path:
@@ -46,6 +47,8 @@ def verify_certificate(root: Path, path: Path) -> tuple[bool, str]:
         return False, message
     document = json.loads(path.read_text())
     if is_audit_record(document):  # an audit record: the ledger's audit entries record its SHA-256
+        if (unfinished := audit_unfinished(root, document)) is not None:
+            return False, f"{path.name}: {unfinished}"
         recorded, problem = audit_recorded(root, document, path.read_bytes(), key)
     else:
         recorded, problem = ledger.certificate_recorded(root, path.stem, path.read_bytes(), key)
@@ -54,6 +57,18 @@ def verify_certificate(root: Path, path: Path) -> tuple[bool, str]:
 
 def is_audit_record(document: Any) -> bool:
     return isinstance(document, dict) and document.get("format") == AUDIT_FORMAT
+
+
+def audit_unfinished(root: Path, document: dict) -> str | None:
+    """Why a record is not yet the audit's word, or None: its audit's marker is still open (killed
+    before its last write). Its promotion may yet be rolled back, and the next `unlearn audit` then
+    withdraws it; a record covering only requests outside the ledger has no ledger verdict that would
+    otherwise say so, and verified as valid while it named a promotion that never happened."""
+    audit = document["audit"]["id"]
+    if (Path(root) / AUDIT_DIR / f"{audit}.open").exists():
+        return (f"audit {audit} was interrupted and is not finished: the next `unlearn audit` completes it or, "
+                "if its promotion was rolled back, withdraws this record")
+    return None
 
 
 def audit_recorded(root: Path, document: dict, raw: bytes, key: bytes) -> tuple[bool, str]:

@@ -49,10 +49,10 @@ from pathlib import Path
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError, ProgrammingError
 
 from tasks.ledger_db import (SQLITE_BUSY_TIMEOUT_S, TRIGGERS, _engine, _ensure_schema, _exists, _first_line,
-                             check_reachable, entries_table, ledger_url)
+                             _sqlite_file, check_reachable, entries_table, ledger_url)
 from tasks.ledger_head import _head_lock, _signed_head, _signed_head_or_none, _write_head, head_file, ledger_key
 from unlearning.compliance import deadlines, mac_chain
 from unlearning.compliance import ledger as lg
@@ -91,13 +91,26 @@ def _history(conn: Connection, request_id: str) -> list[mac_chain.Entry]:
     return [_entry(r) for r in rows]
 
 
+class UnreadableLedger(UnlearnError):
+    """The ledger's database opens but does not read: to `verify`, a broken ledger (not a bad setting)."""
+
+
 def _rows_in_order(root: Path) -> list:
-    """The raw rows by seq (none when there is no ledger yet); reads only."""
+    """The raw rows by seq (none when there is no ledger yet); reads only. UnreadableLedger (one line)
+    for a SQLite file that opens but does not read (cut short, overwritten), which used to end
+    `unlearn audit`, `comply` and even `ledger verify` in a driver traceback."""
     with _engine(root) as engine:
-        if not _exists(engine, ledger_url(root)):
-            return []
-        with engine.connect() as conn:
-            return list(conn.execute(select(entries_table).order_by(entries_table.c.seq)))
+        try:
+            if not _exists(engine, ledger_url(root)):
+                return []
+            with engine.connect() as conn:
+                return list(conn.execute(select(entries_table).order_by(entries_table.c.seq)))
+        except DatabaseError as exc:
+            if _sqlite_file(ledger_url(root)) is None:  # a server's error (a dropped connection) says what it is
+                raise
+            raise UnreadableLedger(f"the ledger's database cannot be read ({_first_line(exc)}): it was cut short or "
+                                   "altered; restore it from a backup (`unlearn ledger verify --expect-head` checks "
+                                   "the copy against a head kept elsewhere)") from None
 
 
 def read_entries(root: Path) -> list[mac_chain.Entry]:
@@ -287,7 +300,10 @@ def verify_chain(root: Path, expect_head: tuple[int, str] | None = None) -> tupl
     key (UnlearnError, one line, without it) unless there is no ledger at all. A head left behind
     by an append that stopped after its commit is moved forward (said in the message)."""
     root = Path(root)
-    rows = _rows_in_order(root)
+    try:
+        rows = _rows_in_order(root)
+    except UnreadableLedger as exc:  # the ledger is broken, which is what verifying it reports
+        return False, None, str(exc)
     if not rows and not head_file(root).exists():  # no ledger: nothing to authenticate, no key needed
         report = mac_chain.verify_entries([], b"", expect_head)
         return report.ok, report.first_bad, report.message
