@@ -348,7 +348,8 @@ def _head_argument(value: str | None) -> tuple[int, str] | None:
         return None
     seq, _, digest = value.partition(":")
     digest = digest.strip().lower()
-    if not seq.strip().isdigit() or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+    seq = seq.strip()  # ASCII digits only: '²'.isdigit() holds and int('²') raises
+    if not (seq.isascii() and seq.isdigit()) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         raise UnlearnError(f"--expect-head '{value}' is not SEQ:HASH (an entry number and its 64-hex MAC, as "
                            "`unlearn ledger verify` prints them)")
     return int(seq), digest

@@ -176,6 +176,7 @@ def test_a_reason_or_basis_longer_than_the_ledger_holds_is_refused_not_cut(root,
     (["requests", "extend", "REQ-9", "--reason", "r"], "no request"),
     (["requests", "deny", "REQ-9", "--basis", "b"], "no request"),
     (["ledger", "verify", "--expect-head", "7"], "seq:hash"),
+    (["ledger", "verify", "--expect-head", "²:" + "0" * 64], "seq:hash"),  # isdigit(), yet int() raises
     (["certificate", "verify", "nope.json"], "not found"),
 ])
 def test_bad_input_on_an_empty_workspace(root, capsys, argv, expect):
