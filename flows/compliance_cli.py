@@ -183,8 +183,11 @@ def cmd_requests_submit(args, root: Path) -> int:
 def _whole_days(value: str | int | None) -> int | None:
     if value is None:
         return None
-    try:
-        return int(str(value).strip())
+    text = str(value).strip()
+    try:  # as written: int() also reads '4_5' as 45 and '٣' (Arabic-Indic) as 3
+        if not (text.isascii() and text.lstrip("+-").isdigit()):
+            raise ValueError(text)
+        return int(text)
     except ValueError:
         raise UnlearnError(f"--deadline-days must be a whole number of days, not '{value}'") from None
 

@@ -170,6 +170,8 @@ def test_a_reason_or_basis_longer_than_the_ledger_holds_is_refused_not_cut(root,
     (["requests", "submit", "{req}", "--received", "2999-01-01"], "future"),
     (["requests", "submit", "{req}", "--channel", "jane@example.com"], "token"),
     (["requests", "submit", "{req}", "--deadline-days", "forty"], "whole number"),
+    (["requests", "submit", "{req}", "--deadline-days", "4_5"], "whole number"),  # int(): 45, not as written
+    (["requests", "submit", "{req}", "--deadline-days", "٣"], "whole number"),  # int(): 3
     (["requests", "submit", "{req}", "--deadline-days", "0"], "from 1 to 366"),
     (["requests", "show", "REQ-9"], "no request 'REQ-9'"),
     (["requests", "list", "--status", "done"], "unknown status"),
