@@ -74,7 +74,9 @@ def load_document(path: Path, what: str) -> Any:
     return parse_yaml(text, f"{what} '{path.name}'")
 
 
-PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,39}")
+# No digits: no field name has one, and an API key (AKIA..., ghp_...), a password or a record id
+# written as a key has, and would be echoed by the error meant to help fix a typo.
+PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z_-]{0,39}")
 
 
 def unknown_fields_named(keys: list) -> str:
