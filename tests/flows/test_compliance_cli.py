@@ -180,11 +180,13 @@ def test_a_reason_or_basis_longer_than_the_ledger_holds_is_refused_not_cut(root,
     (["ledger", "verify", "--expect-head", "7"], "seq:hash"),
     (["ledger", "verify", "--expect-head", "²:" + "0" * 64], "seq:hash"),  # isdigit(), yet int() raises
     (["certificate", "verify", "nope.json"], "not found"),
+    (["certificate", "verify", "folder.json"], "not a regular file"),  # was "not found; check the path"
 ])
 def test_bad_input_on_an_empty_workspace(root, capsys, argv, expect):
     files = {"bad": "id: [unclosed\n", "unknown": REQUEST + "colour: red\n", "empty": "id: R\nmodel: m\n"}
     for name, text in files.items():
         (root / f"{name}.yaml").write_text(text)
+    (root / "folder.json").mkdir(exist_ok=True)
     argv = [str(root / f"{a[1:-1]}.yaml") if a.startswith("{") else
             (str(root / a) if a.endswith((".yaml", ".json")) else a) for a in argv]
     assert_bad_input(root, capsys, argv, expect)
