@@ -322,6 +322,19 @@ def test_values_with_line_breaks_stay_on_one_line_in_errors(tmp_path, table):
     error_of(validate_request, request(revoke_features=["a\nb"]), table, METHODS)  # was two lines
 
 
+@pytest.mark.parametrize("model, expected", [("../..", "model name '../..' is not allowed"),
+                                             ("a/b", "model name 'a/b' is not allowed"),
+                                             (".hidden", "is not allowed"),
+                                             ("A" * 300, "model name 'of 300 characters' is not allowed")])
+def test_a_model_name_that_could_not_be_registered_is_refused(tmp_path, model, expected):
+    """`model` names folders (data/<model>, .unlearn/escrow/<model>): '../..' made `forget` hash a
+    folder outside the project (a traceback on its sub-folders), 300 characters ended in
+    ENAMETOOLONG; only names `train --model` accepts are read."""
+    message = error_of(load_request, write(tmp_path, "m.yaml", f'id: r\nmodel: "{model}"\ndelete_records: [1]\n'))
+    assert message.startswith("request file 'm.yaml': ") and expected in message, message
+    assert load_request(write(tmp_path, "ok.yaml", "id: r\nmodel: people-v2.1_b\ndelete_records: [1]\n")).model
+
+
 def test_a_request_id_longer_than_its_limit_is_refused_by_its_length(tmp_path):
     """Any length of id was accepted (up to the 1 MiB file): it names ledger entries, certificates
     and run names, so it has a limit, stated in the one-line error."""
