@@ -335,6 +335,15 @@ def test_a_model_name_that_could_not_be_registered_is_refused(tmp_path, model, e
     assert load_request(write(tmp_path, "ok.yaml", "id: r\nmodel: people-v2.1_b\ndelete_records: [1]\n")).model
 
 
+@pytest.mark.parametrize("name", ["r.json", "r.txt", "r.yaml"])
+def test_a_byte_order_mark_is_not_content(tmp_path, name):
+    """A JSON request saved as "UTF-8 with BOM" was refused as 'not valid JSON (... decode using
+    utf-8-sig); fix the syntax', whose syntax is fine; YAML skipped the mark."""
+    path = tmp_path / name
+    path.write_bytes("\ufeff".encode() + b'{"id": "r", "model": "m", "delete_records": ["010"]}')
+    assert load_request(path).delete_records == ["010"]
+
+
 def test_a_request_id_longer_than_its_limit_is_refused_by_its_length(tmp_path):
     """Any length of id was accepted (up to the 1 MiB file): it names ledger entries, certificates
     and run names, so it has a limit, stated in the one-line error."""
