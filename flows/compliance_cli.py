@@ -57,7 +57,7 @@ def add_parsers(sub, model_import=None) -> None:
     extend = rsub.add_parser("extend", help="extend an open request's deadline, with the reason the person was given")
     extend.add_argument("id", help="the request id")
     extend.add_argument("--reason", required=True, help="why the deadline is extended, as the person "
-                        "was told (GDPR Art. 12(3)); recorded in the ledger (at most 500 characters)")
+                        "was told (GDPR Art. 12(3)); recorded in the ledger (at most 500 characters, no personal value)")
     extend.add_argument("--until", help="new deadline YYYY-MM-DD (default: the latest the rule allows)")
     extend.add_argument("--json", action="store_true", help=JSON_HELP)
     extend.set_defaults(handler=cmd_requests_extend)
@@ -65,7 +65,7 @@ def add_parsers(sub, model_import=None) -> None:
     deny = rsub.add_parser("deny", help="deny an open request, with the basis for the denial")
     deny.add_argument("id", help="the request id")
     deny.add_argument("--basis", required=True, help="the basis for the denial (recorded in the "
-                      "ledger, CCPA §7101; at most 500 characters)")
+                      "ledger, CCPA §7101; at most 500 characters, no personal value)")
     deny.add_argument("--json", action="store_true", help=JSON_HELP)
     deny.set_defaults(handler=cmd_requests_deny)
 
