@@ -316,9 +316,12 @@ def restored_environment():
 @pytest.mark.parametrize("url, expect", [
     ("notaurl", "not a database url"),
     ("postgresql://unlearn:s3cret-pw@127.0.0.1:1/ledger", "postgresql://unlearn:***@127.0.0.1:1/ledger"),
+    # libpq takes the password as a query parameter too: it was echoed
+    ("postgresql://127.0.0.1:1/ledger?sslmode=disable&password=s3cret-pw",
+     "postgresql://127.0.0.1:1/ledger?password=***&sslmode=***"),
     ("sqlite:////nonexistent/dir/x.db", "directory /nonexistent/dir of the sqlite ledger does not exist"),
     ("sqlite:////", "cannot be opened"),
-], ids=["not a url", "unreachable postgresql", "missing directory", "a directory"])
+], ids=["not a url", "unreachable postgresql", "password in the query", "missing directory", "a directory"])
 @pytest.mark.parametrize("argv", [["requests", "submit", "req.yaml"], ["requests", "list"], ["requests", "show", "R"],
                                   ["ledger", "verify"], ["ledger", "seal"], ["comply"]],
                          ids=lambda a: " ".join(a[:2]))
