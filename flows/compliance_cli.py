@@ -57,7 +57,7 @@ def add_parsers(sub, model_import=None) -> None:
     extend = rsub.add_parser("extend", help="extend an open request's deadline, with the reason the person was given")
     extend.add_argument("id", help="the request id")
     extend.add_argument("--reason", required=True, help="why the deadline is extended, as the person "
-                        "was told (GDPR Art. 12(3)); recorded in the ledger (at most 500 characters)")
+                        "was told (GDPR Art. 12(3)); recorded in the ledger (at most 500 characters, no personal value)")
     extend.add_argument("--until", help="new deadline YYYY-MM-DD (default: the latest the rule allows)")
     extend.add_argument("--json", action="store_true", help=JSON_HELP)
     extend.set_defaults(handler=cmd_requests_extend)
@@ -65,7 +65,7 @@ def add_parsers(sub, model_import=None) -> None:
     deny = rsub.add_parser("deny", help="deny an open request, with the basis for the denial")
     deny.add_argument("id", help="the request id")
     deny.add_argument("--basis", required=True, help="the basis for the denial (recorded in the "
-                      "ledger, CCPA §7101; at most 500 characters)")
+                      "ledger, CCPA §7101; at most 500 characters, no personal value)")
     deny.add_argument("--json", action="store_true", help=JSON_HELP)
     deny.set_defaults(handler=cmd_requests_deny)
 
@@ -183,8 +183,11 @@ def cmd_requests_submit(args, root: Path) -> int:
 def _whole_days(value: str | int | None) -> int | None:
     if value is None:
         return None
-    try:
-        return int(str(value).strip())
+    text = str(value).strip()
+    try:  # as written: int() also reads '4_5' as 45 and '٣' (Arabic-Indic) as 3
+        if not (text.isascii() and text.lstrip("+-").isdigit()):
+            raise ValueError(text)
+        return int(text)
     except ValueError:
         raise UnlearnError(f"--deadline-days must be a whole number of days, not '{value}'") from None
 
@@ -351,7 +354,8 @@ def _head_argument(value: str | None) -> tuple[int, str] | None:
         return None
     seq, _, digest = value.partition(":")
     digest = digest.strip().lower()
-    if not seq.strip().isdigit() or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+    seq = seq.strip()  # ASCII digits only: '²'.isdigit() holds and int('²') raises
+    if not (seq.isascii() and seq.isdigit()) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         raise UnlearnError(f"--expect-head '{value}' is not SEQ:HASH (an entry number and its 64-hex MAC, as "
                            "`unlearn ledger verify` prints them)")
     return int(seq), digest

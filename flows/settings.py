@@ -78,7 +78,7 @@ def probe_tracking_server() -> None:
     answer counts as reachable (a server behind authentication answers 401)."""
     import urllib.error
     import urllib.request
-    from urllib.parse import urlsplit
+    from urllib.parse import parse_qsl, urlsplit
 
     from unlearning.errors import UnlearnError
 
@@ -86,8 +86,10 @@ def probe_tracking_server() -> None:
     if not uri.lower().startswith(("http://", "https://")):
         return
     parts = urlsplit(uri)
-    shown = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl() \
-        if parts.hostname else uri.split("@")[-1]  # never echo credentials in the URI
+    # never echo credentials in the URI: user info, nor a token in its query (values hidden, keys kept)
+    query = "&".join(f"{key}=***" for key, _ in parse_qsl(parts.query, keep_blank_values=True))
+    shown = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""), query=query,
+                           fragment="").geturl() if parts.hostname else uri.split("@")[-1].split("?")[0]
     try:
         urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=PROBE_TIMEOUT_S).close()
     except urllib.error.HTTPError:

@@ -242,8 +242,9 @@ def cadence_setting(min_requests: object = None, max_age_days: object = None) ->
         # a model that never gathers N requests is still audited: its escrow (the removed secrets
         # or images, sealed) is deleted by the audit and must not wait for ever
         return Cadence(1, None) if n is None or n == 1 else Cadence(n, DEFAULT_MAX_AGE_DAYS)
-    try:
-        days = float(str(max_age_days).strip())
+    text = str(max_age_days).strip()
+    try:  # as written: float() also reads '1_000' as 1000 and '５' (full-width) as 5
+        days = float(text) if text.isascii() and "_" not in text else float("nan")
     except ValueError:
         days = float("nan")
     if not days > 0 or days == float("inf"):

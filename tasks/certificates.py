@@ -40,6 +40,9 @@ def verify_certificate(root: Path, path: Path) -> tuple[bool, str]:
     """(valid, why): the certificate's signature under the project's key, its file named after the
     request its signed body names, and the ledger's `completed` entry recording its SHA-256."""
     if not path.is_file():
+        if path.exists():  # a folder, a pipe or a device: not "not found", which sends the user looking elsewhere
+            raise UnlearnError(f"certificate file '{path}' is not a regular file (a folder, a device or a pipe); "
+                               f"give the path of the signed .json file itself")
         raise UnlearnError(f"certificate file '{path}' not found; check the path")
     key = signing.signing_key(root, create=False)
     ok, message = signing.verify(path, key)

@@ -52,11 +52,14 @@ def _sqlite_file(url: str) -> Path | None:
 
 
 def shown_url(url: str) -> str:
-    """The URL as it may be printed: never its password."""
+    """The URL as it may be printed: never its password, also not one given as a query parameter
+    (libpq reads `?password=...`): every query value is hidden, its key kept."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
+        query = "&".join(f"{key}=***" for key in sorted(parsed.query))  # rendered, *** would be %2A%2A%2A
+        return parsed.set(query={}).render_as_string(hide_password=True) + (f"?{query}" if query else "")
     except (ArgumentError, ValueError):
-        return re.sub(r":[^:@/]*@", ":***@", url)
+        return re.sub(r"\?.*", "?***", re.sub(r":[^:@/]*@", ":***@", url))
 
 
 def _url_problem(url: str, problem: str) -> UnlearnError:

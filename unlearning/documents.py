@@ -62,7 +62,9 @@ def load_document(path: Path, what: str) -> Any:
     """A user file parsed by its suffix (.json, .yaml/.yml; anything else: JSON when it opens
     like JSON and parses, else YAML)."""
     path = Path(path)
-    text = read_text(path, what)
+    # a byte-order mark (Windows editors save "UTF-8" with one) is no content: YAML skipped it, JSON
+    # refused the file as "not valid JSON ... (decode using utf-8-sig)"; text corpora drop it too
+    text = read_text(path, what).removeprefix("\ufeff")
     suffix = path.suffix.lower()
     if suffix == ".json":
         return parse_json(text, f"{what} '{path.name}'")
@@ -74,7 +76,9 @@ def load_document(path: Path, what: str) -> Any:
     return parse_yaml(text, f"{what} '{path.name}'")
 
 
-PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,39}")
+# No digits: no field name has one, and an API key (AKIA..., ghp_...), a password or a record id
+# written as a key has, and would be echoed by the error meant to help fix a typo.
+PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z_-]{0,39}")
 
 
 def unknown_fields_named(keys: list) -> str:

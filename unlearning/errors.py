@@ -17,13 +17,14 @@ def printable(text: str) -> str:
     """`text` with control characters written as escapes: a message quotes what the user gave
     (a channel, a label, a record id), and an ESC in it would otherwise reach the terminal as a
     command (colours, cursor moves, a rewritten line above the error). Format characters too (Cf:
-    a right-to-left override U+202E shows the rest of the line reversed)."""
+    a right-to-left override U+202E shows the rest of the line reversed). A line break too: the
+    message is one line, also when it quotes a feature or model name written with "\\n" in a request."""
     return "".join(escaped(c) for c in text)
 
 
 def escaped(c: str) -> str:
     category = unicodedata.category(c)
-    if c in "\n\t" or category not in ("Cc", "Cf", "Cs", "Zl", "Zp"):  # Cs: a lone surrogate of an undecodable name
+    if c == "\t" or category not in ("Cc", "Cf", "Cs", "Zl", "Zp"):  # Cs: a lone surrogate of an undecodable name
         return c
     if category == "Cc":
         return repr(c)[1:-1]

@@ -104,6 +104,10 @@ def plan_findings(root, request: UnlearningRequest, corpus: TextCorpus, method: 
         raise UnlearnError(f"dataset '{corpus.name}' is a text corpus: a request on it takes 'redact' "
                            f"only (delete_records, revoke_features and fix_labels apply to tables)")
     check_method_name(method)
+    if request.redact.detectors:  # a mistyped detector selected nothing: "selects no finding" hid why
+        from unlearning.detect.scan import selected_detectors
+
+        selected_detectors(request.redact.detectors)
     findings = scan.scan_corpus(corpus, scan.project_salt(root))
     chosen = lm.select_findings(findings, request.redact.findings, request.redact.detectors)
     if not chosen:

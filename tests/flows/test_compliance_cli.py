@@ -170,18 +170,23 @@ def test_a_reason_or_basis_longer_than_the_ledger_holds_is_refused_not_cut(root,
     (["requests", "submit", "{req}", "--received", "2999-01-01"], "future"),
     (["requests", "submit", "{req}", "--channel", "jane@example.com"], "token"),
     (["requests", "submit", "{req}", "--deadline-days", "forty"], "whole number"),
+    (["requests", "submit", "{req}", "--deadline-days", "4_5"], "whole number"),  # int(): 45, not as written
+    (["requests", "submit", "{req}", "--deadline-days", "٣"], "whole number"),  # int(): 3
     (["requests", "submit", "{req}", "--deadline-days", "0"], "from 1 to 366"),
     (["requests", "show", "REQ-9"], "no request 'REQ-9'"),
     (["requests", "list", "--status", "done"], "unknown status"),
     (["requests", "extend", "REQ-9", "--reason", "r"], "no request"),
     (["requests", "deny", "REQ-9", "--basis", "b"], "no request"),
     (["ledger", "verify", "--expect-head", "7"], "seq:hash"),
+    (["ledger", "verify", "--expect-head", "²:" + "0" * 64], "seq:hash"),  # isdigit(), yet int() raises
     (["certificate", "verify", "nope.json"], "not found"),
+    (["certificate", "verify", "folder.json"], "not a regular file"),  # was "not found; check the path"
 ])
 def test_bad_input_on_an_empty_workspace(root, capsys, argv, expect):
     files = {"bad": "id: [unclosed\n", "unknown": REQUEST + "colour: red\n", "empty": "id: R\nmodel: m\n"}
     for name, text in files.items():
         (root / f"{name}.yaml").write_text(text)
+    (root / "folder.json").mkdir(exist_ok=True)
     argv = [str(root / f"{a[1:-1]}.yaml") if a.startswith("{") else
             (str(root / a) if a.endswith((".yaml", ".json")) else a) for a in argv]
     assert_bad_input(root, capsys, argv, expect)
@@ -311,9 +316,12 @@ def restored_environment():
 @pytest.mark.parametrize("url, expect", [
     ("notaurl", "not a database url"),
     ("postgresql://unlearn:s3cret-pw@127.0.0.1:1/ledger", "postgresql://unlearn:***@127.0.0.1:1/ledger"),
+    # libpq takes the password as a query parameter too: it was echoed
+    ("postgresql://127.0.0.1:1/ledger?sslmode=disable&password=s3cret-pw",
+     "postgresql://127.0.0.1:1/ledger?password=***&sslmode=***"),
     ("sqlite:////nonexistent/dir/x.db", "directory /nonexistent/dir of the sqlite ledger does not exist"),
     ("sqlite:////", "cannot be opened"),
-], ids=["not a url", "unreachable postgresql", "missing directory", "a directory"])
+], ids=["not a url", "unreachable postgresql", "password in the query", "missing directory", "a directory"])
 @pytest.mark.parametrize("argv", [["requests", "submit", "req.yaml"], ["requests", "list"], ["requests", "show", "R"],
                                   ["ledger", "verify"], ["ledger", "seal"], ["comply"]],
                          ids=lambda a: " ".join(a[:2]))

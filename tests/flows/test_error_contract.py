@@ -32,7 +32,13 @@ def closed_port():
     return f"http://user:secret-pw@127.0.0.1:{port}"
 
 
-@pytest.mark.parametrize("server", ["closed_port", "silent_listener"])
+@pytest.fixture
+def closed_port_token(closed_port):
+    """A token in the URI's query (a proxy's credentials): it was echoed whole."""
+    return closed_port.replace("user:secret-pw@", "") + "/?token=secret-pw"
+
+
+@pytest.mark.parametrize("server", ["closed_port", "closed_port_token", "silent_listener"])
 def test_an_unreachable_tracking_server_fails_fast_in_one_line(workspace, capsys, monkeypatch, request, server):
     uri = request.getfixturevalue(server)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

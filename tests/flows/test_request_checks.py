@@ -114,6 +114,8 @@ HOSTILE_FILES = {
     "deep.yaml": ("id: H-5\nmodel: people\ndelete_records: " + "[" * 100_000, "levels deep"),
     "alias.yaml": ("id: H-6\nmodel: people\ndelete_records: &a [P1010]\nfix_labels: {x: *a}\n", "alias"),
     "huge.yaml": ("id: H-7\nmodel: people\ndelete_records: [" + "P1010, " * 200_000 + "]\n", "larger than"),
+    # data/../.. (a folder outside the project) was hashed while planning: a traceback
+    "outside.yaml": ('id: H-8\nmodel: "../.."\ndelete_records: [P1010]\n', "model name '../..' is not allowed"),
 }
 
 

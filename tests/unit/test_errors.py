@@ -9,6 +9,14 @@ def test_control_characters_a_message_quotes_are_printed_as_escapes():
     assert str(UnlearnError("delete 'José' — ok")) == "delete 'José' — ok"  # printable text stays as written
 
 
+def test_a_line_break_a_message_quotes_is_printed_as_an_escape():
+    """A request's `model: "a\\nb"` or `revoke_features: ["a\\nb"]` is quoted by the error unescaped
+    (`unlearn train a<newline>b`): the one-line message became two lines."""
+    err = UnlearnError("unknown model 'a\\nb' — train one with `unlearn train a\nb`")
+    assert str(err) == "unknown model 'a\\nb' — train one with `unlearn train a\\nb`" and "\n" not in str(err)
+    assert str(UnlearnError("a\tb")) == "a\tb"  # a tab does not break the line
+
+
 def test_format_characters_that_reorder_or_hide_text_are_printed_as_escapes():
     assert str(UnlearnError("id 'a\u202eb\u200bc' unknown")) == "id 'a\\u202eb\\u200bc' unknown"
 

@@ -42,3 +42,13 @@ def test_image_request_maps_ids_to_training_positions():
     assert set(y[image_req.forget].tolist()) == {4} and len(delete) == int((digits.train & (digits.labels == 4)).sum())
     with pytest.raises(UnlearnError, match="unknown class 'x' in forget_class"):
         class_index(digits, "x", "forget_class")
+
+
+@pytest.mark.parametrize("written", ["²", "٣", "３"])
+def test_a_class_index_is_ascii_digits_as_written(written):
+    """'²' passes str.isdigit() but int() raises on it (a traceback from `forget` and `requests
+    submit`); '٣' and '３' are digits to int() and were read as class 3: a class is named as written."""
+    digits = build_digits()
+    assert class_index(digits, "3", "forget_class") == 3
+    with pytest.raises(UnlearnError, match=f"unknown class '{written}' in forget_class"):
+        class_index(digits, written, "forget_class")

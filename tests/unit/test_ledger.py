@@ -358,4 +358,15 @@ def test_channel_is_a_short_token(channel, ok):
     if ok:
         assert lg.check_channel(channel) in ("email", "web-form", "ci", "unspecified")
     else:
-        assert "token" in one_line_error(lg.check_channel, channel)
+        message = one_line_error(lg.check_channel, channel)
+        assert "token" in message and (not channel or channel not in message)  # the address was echoed
+
+
+@pytest.mark.parametrize("value", ["4556 7375 8689 9855", "jo.bloggs@example.com", "AKIAQ3EGRZ7T5XK2LW9M",
+                                   "+44 20 7946 0958", "DE89 3704 0044 0532 0130 00"])
+def test_a_stated_reason_holding_a_personal_value_is_refused_unprinted(value):
+    """`requests extend --reason` / `deny --basis` wrote these into the append-only ledger, for good."""
+    message = one_line_error(lg.stated_text, f"the person gave {value} by phone", "--reason")
+    assert "--reason holds what looks like personal data" in message and value not in message
+    for reason in ("complex request", "Art. 12(3): 3 related requests, reference 2026-0012", "legal hold, case 12345678"):
+        assert lg.stated_text(reason, "--reason") == reason

@@ -36,3 +36,18 @@ def test_counted_windows_are_the_windows_the_update_replaces(corpus_and_findings
 def test_auto_takes_the_influence_update_only_where_it_was_shown_to_pass():
     assert lm.auto_method(1) == lm.auto_method(lm.AUTO_MAX_WINDOWS) == "suppress"
     assert lm.auto_method(lm.AUTO_MAX_WINDOWS + 1) == "retrain"
+
+
+def test_an_unknown_detector_in_a_redaction_is_named(corpus_and_findings, tmp_path):
+    """`redact: {detectors: [cards]}` was refused as 'the request selects no finding', which hid the typo."""
+    from tasks.kinds.text import plan_findings
+    from unlearning.compliance.requests import request_from_dict
+    from unlearning.errors import UnlearnError
+
+    corpus, _ = corpus_and_findings
+    request = request_from_dict({"id": "R", "model": "m", "redact": {"findings": "all", "detectors": ["cards"]}})
+    with pytest.raises(UnlearnError, match="unknown detector\\(s\\) cards; choose from card"):
+        plan_findings(tmp_path, request, corpus, "auto")
+    found = plan_findings(tmp_path, request_from_dict({"id": "R", "model": "m", "redact": {"detectors": ["card"]}}),
+                          corpus, "auto")
+    assert found and {f["detector"] for f in found} == {"card"}

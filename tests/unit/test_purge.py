@@ -43,7 +43,8 @@ def test_keep_days(value, days):
     assert rule.check_keep_days(value) == days
 
 
-@pytest.mark.parametrize("value", ["-3", "a week", "1.5", "3651", True, "+5"])
+# "²" passes str.isdigit() and int() raises on it (a traceback, exit 1); "٣" (Arabic-Indic 3) is not "3"
+@pytest.mark.parametrize("value", ["-3", "a week", "1.5", "3651", True, "+5", "²", "٣", "1_0"])
 def test_keep_days_refuses_what_is_not_a_whole_number_of_days(value):
     with pytest.raises(UnlearnError, match="whole number of days from 0 to 3650"):
         rule.check_keep_days(value)

@@ -86,7 +86,9 @@ def test_bad_request_files(tmp_path, name, text, expected):
     assert expected in error_of(load_request, write(tmp_path, name, text))
 
 
-@pytest.mark.parametrize("key", ["4556 7375 8689 9855", "jo.bloggs@example.com", "+44 20 7946 0958"])
+# the last three were echoed: they looked like field names (letters, digits, "_")
+@pytest.mark.parametrize("key", ["4556 7375 8689 9855", "jo.bloggs@example.com", "+44 20 7946 0958",
+                                 "AKIAQ3EGRZ7T5XK2LW9M", "ghp_aB3dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5", "Tr0ub4dor3hunter2"])
 def test_a_value_written_as_a_key_is_counted_never_echoed(tmp_path, key):
     """A mistyped field is named (it helps to fix it); a key that is no plain name — a card number,
     an e-mail or a phone pasted where a field name goes — is not printed, at the top or nested."""
@@ -317,6 +319,29 @@ def test_values_with_line_breaks_stay_on_one_line_in_errors(tmp_path, table):
     error_of(load_request, write(tmp_path, "k.yaml", 'id: r\nmodel: m\ndelete_records: [1]\n"a\\nb": 1\n"a\\nb": 2\n'))
     error_of(load_request, write(tmp_path, "u.yaml", 'id: r\nmodel: m\ndelete_records: [1]\n"x\\ny": 1\n'))
     error_of(validate_request, request(delete_records=["a\nb"]), table, METHODS)
+    error_of(validate_request, request(revoke_features=["a\nb"]), table, METHODS)  # was two lines
+
+
+@pytest.mark.parametrize("model, expected", [("../..", "model name '../..' is not allowed"),
+                                             ("a/b", "model name 'a/b' is not allowed"),
+                                             (".hidden", "is not allowed"),
+                                             ("A" * 300, "model name 'of 300 characters' is not allowed")])
+def test_a_model_name_that_could_not_be_registered_is_refused(tmp_path, model, expected):
+    """`model` names folders (data/<model>, .unlearn/escrow/<model>): '../..' made `forget` hash a
+    folder outside the project (a traceback on its sub-folders), 300 characters ended in
+    ENAMETOOLONG; only names `train --model` accepts are read."""
+    message = error_of(load_request, write(tmp_path, "m.yaml", f'id: r\nmodel: "{model}"\ndelete_records: [1]\n'))
+    assert message.startswith("request file 'm.yaml': ") and expected in message, message
+    assert load_request(write(tmp_path, "ok.yaml", "id: r\nmodel: people-v2.1_b\ndelete_records: [1]\n")).model
+
+
+@pytest.mark.parametrize("name", ["r.json", "r.txt", "r.yaml"])
+def test_a_byte_order_mark_is_not_content(tmp_path, name):
+    """A JSON request saved as "UTF-8 with BOM" was refused as 'not valid JSON (... decode using
+    utf-8-sig); fix the syntax', whose syntax is fine; YAML skipped the mark."""
+    path = tmp_path / name
+    path.write_bytes("\ufeff".encode() + b'{"id": "r", "model": "m", "delete_records": ["010"]}')
+    assert load_request(path).delete_records == ["010"]
 
 
 def test_a_request_id_longer_than_its_limit_is_refused_by_its_length(tmp_path):

@@ -55,3 +55,14 @@ def test_an_age_alone_is_an_age_only_cadence_and_beside_one_request_is_refused(t
     assert cadence_setting(None, None) == Cadence(1, None) and cadence_setting("1", None) == Cadence(1, None)
     with pytest.raises(UnlearnError, match="--audit-max-age has no effect with --audit-min-requests 1"):
         parameters(tmp_path, "--audit-min-requests", "1", "--audit-max-age", "7")
+
+
+@pytest.mark.parametrize("written", ["1_000", "５", "٣"])
+def test_an_age_is_read_as_written(written):
+    """float() reads '1_000' as 1000 and full-width or Arabic-Indic digits as digits: --max-age took
+    them while --min-requests refuses '1_000'; a number of days is ASCII as written, or refused."""
+    from tasks.audit import cadence_setting
+
+    assert cadence_setting(None, "1000").max_age_days == 1000 and cadence_setting(None, 1e-05).max_age_days == 1e-05
+    with pytest.raises(UnlearnError, match=f"--max-age must be a positive number of days, got '{written}'"):
+        cadence_setting(None, written)

@@ -276,3 +276,15 @@ def test_correct_table_applies_the_three_kinds_and_is_pure(tmp_path):
     loaded = load_table(tmp_path / "toy")
     pd.testing.assert_frame_equal(loaded.frame, fixed.frame)
     assert loaded.revoked == ("sex", "age")
+
+
+@pytest.mark.parametrize("make", [lambda p: p.mkdir(), lambda p: __import__("os").mkfifo(p)])
+def test_a_data_file_that_is_a_folder_or_a_pipe_is_named_so(tmp_path, make):
+    """A folder or a FIFO given with --file exists: "not found; check the path" sent the user
+    looking for a file that is there."""
+    from unlearning.images.files import read_image_npz
+
+    for name, read in (("people.csv", read_table_file), ("images.npz", lambda p: read_image_npz("x", p))):
+        make(tmp_path / name)
+        with pytest.raises(UnlearnError, match="is not a regular file \\(a folder, a device or a pipe\\)"):
+            read(tmp_path / name)

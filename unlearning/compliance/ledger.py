@@ -108,7 +108,8 @@ def check_channel(channel: str | None) -> str:
         return DEFAULT_CHANNEL
     value = str(channel).strip().lower()
     if not _CHANNEL_RE.fullmatch(value):
-        raise UnlearnError(f"channel '{channel}' is not a short token; name how the request was made, e.g. "
+        # not quoted: what is refused here is typically the person's address or name
+        raise UnlearnError(f"channel ({len(str(channel))} characters) is not a short token; name how the request was made, e.g. "
                            "email, web-form, phone, mail, in-person, ci (lower-case letters, digits, '.', '_', '-', "
                            "at most 40) — never the person's address")
     return value
@@ -123,7 +124,22 @@ def stated_text(text: Any, option: str) -> str:
         raise UnlearnError(f"{option} must not be empty")
     if len(value) > MAX_TEXT:
         raise UnlearnError(f"{option} is {len(value)} characters; the ledger records at most {MAX_TEXT}: shorten it")
+    refuse_personal_values(value, option)
     return value
+
+
+def refuse_personal_values(text: str, option: str) -> None:
+    """Refuse a stated text in which the scan's detectors find a card number, a secret, an e-mail
+    address, a phone number or an IBAN: the ledger is append-only and MAC-chained, so a value
+    written there could never be erased. Named by kind and place, never printed."""
+    from unlearning.detect.scan import find_matches
+
+    found = find_matches(text)
+    if found:
+        kinds = ", ".join(dict.fromkeys(m.detector for m in found))
+        places = ", ".join(f"{m.start + 1}-{m.end}" for m in found[:3])
+        raise UnlearnError(f"{option} holds what looks like personal data or a secret ({kinds}; characters "
+                           f"{places}); the ledger keeps it for good: state it without the value")
 
 
 def collapsed(text: Any) -> str:

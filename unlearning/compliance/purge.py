@@ -42,7 +42,8 @@ def check_keep_days(value: object, origin: str = "--keep-superseded") -> int | N
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     text = str(value).strip()
-    if isinstance(value, bool) or not text.isdigit() or int(text) > MAX_KEEP_DAYS:
+    # ASCII digits only: str.isdigit() holds for '²' (int() then raises) and '٣' (read as 3)
+    if isinstance(value, bool) or not (text.isascii() and text.isdigit()) or int(text) > MAX_KEEP_DAYS:
         raise UnlearnError(f"{origin} must be a whole number of days from 0 to {MAX_KEEP_DAYS} (0 = purge now), "
                            f"not {value!r}")
     return int(text)

@@ -168,7 +168,8 @@ def class_index(dataset: ImageDataset, value: str, field: str) -> int:
     """A class given by name or by index → its index; one-line error otherwise."""
     if value in dataset.classes:
         return dataset.classes.index(value)
-    if value.isdigit() and int(value) < len(dataset.classes):
+    # ASCII digits only: str.isdigit() holds for '²' (int() then raises) and '٣' (read as 3)
+    if value.isascii() and value.isdigit() and int(value) < len(dataset.classes):
         return int(value)
     shown = ", ".join(f"'{c}'" for c in dataset.classes)
     raise UnlearnError(f"unknown class '{value}' in {field}; classes of '{dataset.name}': {shown} "

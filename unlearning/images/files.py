@@ -225,6 +225,9 @@ def read_image_npz(name: str, path: Path) -> ImageDataset:
     """Arrays x, y (and ids) of an .npz file, checked as the module docstring says."""
     path = Path(path)
     if not path.is_file():
+        if path.exists():  # a folder or a pipe (whose read would block): not "not found"
+            raise UnlearnError(f"data file '{path}' is not a regular file (a folder, a device or a pipe); give "
+                               f"the file itself with --file")
         raise UnlearnError(f"data file '{path}' not found; check the path given with --file")
     arrays = npz_arrays(path)
     x = grey_array(arrays["x"], path.name)

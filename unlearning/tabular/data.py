@@ -104,6 +104,9 @@ def read_table_file(path: Path) -> pd.DataFrame:
             "give a .csv or .parquet file"
         )
     if not path.is_file():
+        if path.exists():  # a folder or a pipe (whose read would block): not "not found"
+            raise UnlearnError(f"data file '{path}' is not a regular file (a folder, a device or a pipe); give "
+                               f"the file itself with --file")
         raise UnlearnError(f"data file '{path}' not found; check the path given with --file")
     if (size := path.stat().st_size) > MAX_FILE_BYTES:
         raise UnlearnError(f"'{path.name}' is {size:,} bytes, more than the {MAX_FILE_BYTES:,} "
