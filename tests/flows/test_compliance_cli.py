@@ -168,6 +168,7 @@ def test_a_reason_or_basis_longer_than_the_ledger_holds_is_refused_not_cut(root,
     (["requests", "submit", "{empty}"], "asks for nothing"),
     (["requests", "submit", "{req}", "--received", "yesterday"], "iso 8601"),
     (["requests", "submit", "{req}", "--received", "2999-01-01"], "future"),
+    (["requests", "submit", "{req}", "--received", "0001-01-01"], "ten years ago"),
     (["requests", "submit", "{req}", "--channel", "jane@example.com"], "token"),
     (["requests", "submit", "{req}", "--deadline-days", "forty"], "whole number"),
     (["requests", "submit", "{req}", "--deadline-days", "4_5"], "whole number"),  # int(): 45, not as written

@@ -240,6 +240,10 @@ def test_timestamps_parse_or_fail_on_one_line():
     assert "ISO 8601" in one_line_error(deadlines.parse_timestamp, "3 Feb 2026", "received time")
     assert "future" in one_line_error(lg.received_data, request(), SALT, T0 + timedelta(hours=1), None,
                                       deadlines.DeadlinePolicy.gdpr(), T0)
+    # a mistyped year: refused before the append-only ledger keeps it; an old request still goes in
+    assert "ten years ago" in one_line_error(lg.received_data, request(), SALT, datetime(1, 1, 1, tzinfo=timezone.utc),
+                                             None, deadlines.DeadlinePolicy.gdpr(), T0)
+    assert lg.received_data(request(), SALT, T0 - timedelta(days=3 * 365), None, deadlines.DeadlinePolicy.gdpr(), T0)
 
 
 # --- states ------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from unlearning.compliance.mac_chain import FORMAT, Entry, canonical_json
@@ -155,10 +155,19 @@ def one_line(text: Any, what: str) -> str:
     return value if len(value) <= MAX_TEXT else value[: MAX_TEXT - 1] + "…"
 
 
+# A receipt older than this is taken for a mistyped year (0001-01-01, 1926 for 2026): the ledger keeps
+# it for good, and a request's deadline and overdue days are counted from it. Ten years leaves room
+# to enter an old request kept elsewhere.
+MAX_RECEIPT_AGE = timedelta(days=3653)
+
+
 def check_receipt(received: datetime, now: datetime) -> None:
     if received > now:
         raise UnlearnError(f"received time {received.isoformat()} is in the future (now {utc_iso(now)}); "
                            "give the time the request arrived")
+    if now - received > MAX_RECEIPT_AGE:
+        raise UnlearnError(f"received time {received.isoformat()} is more than ten years ago (now {utc_iso(now)}); "
+                           "check the year: the ledger keeps the receipt for good")
 
 
 def received_data(request: UnlearningRequest, salt: bytes, received: datetime, channel: str | None,
