@@ -315,7 +315,8 @@ def require_production(name: str, root: Path | None = None):
     version = None if (root is not None and not store_exists(root)) else production_version(name)
     if version is None:
         raise UnlearnError(f"unknown model {name!r}: no registered version with alias 'production' "
-                           f"— train one with `unlearn train {name}`")
+                           f"— train one with `unlearn train DATASET --model {name}` (`unlearn train {name}` "
+                           f"when its dataset is data/{name})")
     return version
 
 
