@@ -73,7 +73,8 @@ def add_data_parser(sub) -> None:
     add.add_argument("--id", dest="id_column", help="record-id column (default: ids assigned at ingest: 0, 1, ... "
                      "for tables; r00001, r00002, ... for text rows)")
     add.add_argument("--replace", action="store_true",
-                     help="overwrite an existing, different data/NAME (brings back records erased from it)")
+                     help="overwrite an existing, different data/NAME (a table holding records that completed "
+                          "ledger requests erased is refused: drop those rows)")
     add.add_argument("--json", action="store_true", help=JSON_HELP)
 
 

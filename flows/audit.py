@@ -13,7 +13,9 @@ request → their escrow deleted.
 
 A failed audit is not rolled back: it is the event the audit exists for. The retrained model
 replaces production (the data is then out for sure) and the record names the check that failed
-and the request(s) whose update fell short; the run ends Failed so that it stands out.
+and the request(s) whose update fell short; the run ends Failed so that it stands out. One
+exception: when records a covered request deleted are back in the current data
+(tasks.audit_checks.erased_records_back), the retrained model holds them too and is not promoted.
 """
 
 from __future__ import annotations
@@ -68,8 +70,8 @@ def audit_flow(root: str, model: str | None = None, rebase: bool = False, keep_s
     summary = {"audits": audits, "recovered": recovered}
     failed = [a for a in audits if not a["passed"]]
     if failed:
-        return failed_run("audit failed for " + ", ".join(f"{a['model']} (retrained v{a['promoted']} promoted)"
-                                                           for a in failed), summary)
+        return failed_run("audit failed for " + ", ".join(f"{a['model']} ({promotion_words(a)})" for a in failed),
+                          summary)
     return summary
 
 
@@ -91,7 +93,8 @@ def audit_model(root: Path, plan: steps.AuditPlan, rebase: bool, keep_days: int 
         passed, decided = all(c["passed"] for c in judgement.checks), judgement.undecided is None
         # an undecided audit promotes the reference it already trained, as --rebase does: no check could
         # say the data is out of production, the retrained model has it out for sure
-        stays = plan.exact or (passed and decided and not rebase)  # exact: production is the retraining itself
+        # exact: production is the retraining itself; unpromotable: the retraining holds erased records too
+        stays = plan.exact or judgement.unpromotable is not None or (passed and decided and not rebase)
         teacher = plan.kind.after_audit(root, plan, stays)  # e.g. a text chain's sealed teacher
         record = lambda version, run=None: records.audit_record(  # noqa: E731
             audit, plan, judgement, version, rebase, tags["code_version"], parent, now, teacher, run)
@@ -116,7 +119,12 @@ def audit_model(root: Path, plan: steps.AuditPlan, rebase: bool, keep_days: int 
             "timings": {"retrain_s": judgement.retrain_s}, "superseded": superseded,
             "ledger_entries": finished["ledger_entries"], "escrow_deleted": finished["escrow_deleted"],
             "escrow_unreadable": plan.unreadable, "production_version": str(plan.production.version),
-            "teacher": teacher}
+            "teacher": teacher, "not_promoted": judgement.unpromotable}
+
+
+def promotion_words(a: dict) -> str:
+    """What a failed audit did about production, in a few words."""
+    return f"retrained v{a['promoted']} promoted" if a["promoted"] else "nothing promoted: " + a["not_promoted"]
 
 
 def idle_audit(model: str) -> dict:
@@ -126,7 +134,7 @@ def idle_audit(model: str) -> dict:
             "undecided_reason": None, "checks": [], "rebased": False, "promoted": None, "why_promoted": None,
             "shortfall": [], "record": None, "metrics": {}, "timings": {"retrain_s": None},
             "superseded": [], "ledger_entries": [], "escrow_deleted": [], "escrow_unreadable": [],
-            "production_version": None, "teacher": None}
+            "production_version": None, "teacher": None, "not_promoted": None}
 
 
 def unreadable_warning(plan: steps.AuditPlan, name: str) -> str:

@@ -206,7 +206,8 @@ def audit_verdict(a: dict) -> str:
     """An audit's verdict in a few words: an undecided one (no check with power judged the forget
     set) promoted its retrained model and says so, as a failed one does."""
     if not a["passed"]:
-        return f"audit FAILED, retrained v{a['promoted']} promoted"
+        return (f"audit FAILED, retrained v{a['promoted']} promoted" if a["promoted"]
+                else "audit FAILED, nothing promoted")
     if a.get("decided") is False:
         return f"audit undecided, retrained v{a['promoted']} promoted"
     return "audit passed"
@@ -239,6 +240,8 @@ def format_audit(a: dict) -> list[str]:
     lines += [f"  {outcome(c):6} {c['name']} {c['value']:.4g} (needs {c['threshold']})"
               + (f" — {c['reason']}" if outcome(c) == "undecided" else "") for c in a["checks"]]
     lines += [f"  fell short: {', '.join(fell_short(s))} ({s['check']})" for s in a["shortfall"]]
+    if a.get("not_promoted"):
+        lines.append(f"  nothing promoted: {a['not_promoted']}")
     if a.get("decided") is False:
         lines.append(f"  removal undecided: no check with power judged the forgotten data ({a['undecided_reason']})"
                      + ("; the retrained model was promoted, so the data is out for sure" if a["promoted"] else ""))

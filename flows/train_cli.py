@@ -15,12 +15,15 @@ from unlearning.errors import UnlearnError
 
 def cmd_data(args, root: Path) -> int:
     from tasks.data import add_dataset
+    from tasks.erased import refuse_erased
     from tasks.formats import format_of
     from tasks.release import project_lock_once_started
 
     with project_lock_once_started(root, "data add"):
+        # records completed ledger requests erased are not ingested again (one line, exit 2, nothing written)
         dataset, version = add_dataset(root, args.name, args.file, args.target, args.id_column, args.replace,
-                                       text_column=args.text_column, images=args.images, size=args.size)
+                                       text_column=args.text_column, images=args.images, size=args.size,
+                                       admit=refuse_erased)
     payload, human = format_of(dataset).dataset_summary(dataset, version)
     emit(args, payload, human)
     return EXIT_OK

@@ -11,8 +11,9 @@ retraining (`exact_on_current_data`) is judged exact without retraining.
   named `<forget run>.bin` by the release's end once production moved (deleted otherwise) — the
   removed secrets of a text request (their values, contexts and each occurrence's place and written
   form, never logged; a later fast update on the same chain reads them too, to keep them down and
-  measure them: tasks.kinds.text_chain.chain_secrets), nothing for a
-  table (the audit compares production θ with θ retrained on the current data), the forgotten
+  measure them: tasks.kinds.text_chain.chain_secrets), a table request's deleted record ids (no
+  data: the audit compares production θ with θ retrained on the current data, and checks that no
+  deleted record is back in it), the forgotten
   images of an image request. The audit that covers the request deletes it.
 - The checks per kind are tasks.audit_checks; the signed record, the ledger's verdicts and the
   recovery of a killed audit (a marker `.unlearn/audits/<id>.open` from before the first write to
@@ -43,7 +44,7 @@ from unlearning.compliance import signing
 from unlearning.errors import UnlearnError
 
 AUDITED_KINDS = ("table", "text", "images")
-ESCROWED_DATA = ("text", "images")  # kinds whose escrow holds removed data the audit judges (a table's marks)
+ESCROWED_DATA = ("text", "images")  # kinds whose escrow holds removed data the audit judges (a table's: ids)
 
 
 # --- the escrow, written at request time ------------------------------------------------------------
@@ -67,7 +68,7 @@ def escrow_request(lineage: Lineage, plan: Plan, verified: bool) -> Path | None:
 
 def escrow_entries(plan: Plan, path: Path | None) -> list[dict]:
     """The certificate's entry for a request's escrow that holds removed data (a text request's
-    secrets, an image request's images; a table's holds request ids only): a sealed copy kept
+    secrets, an image request's images; a table's holds ids only): a sealed copy kept
     beyond use until the model's next audit deletes it."""
     if path is None or plan.kind.name not in ("text", "images"):
         return []
@@ -79,13 +80,18 @@ def escrow_entries(plan: Plan, path: Path | None) -> list[dict]:
 def escrow_content(root: Path, plan: Plan, members: list[str]) -> dict:
     """What the audit cannot find in the current data: a text request's removed secrets, each with
     the requests of the batch that asked for it (so that a shortfall names the right request); an
-    image request's forgotten images with the labels the model was trained on."""
+    image request's forgotten images with the labels the model was trained on; a table request's
+    deleted record ids (no data: the audit checks that none is back in the table)."""
     if plan.kind.name == "images":
         from unlearning.images.bundle import training_data
 
         data, req = training_data(plan.dataset, plan.bundle), plan.part.request
         return {"X": data.X[req.forget].clone(), "y": data.y[req.forget].clone(), "image_kind": req.kind,
                 "forget_class": req.forget_class}
+    if plan.kind.name == "table":
+        # the ids only (a ledger request's are in its recorded nature, a certificate names them too): what
+        # lets the audit see a deleted record brought back into the data (tasks.audit_checks.erased_records_back)
+        return {"delete_records": sorted(plan.request.delete_records)}
     if plan.kind.name != "text":
         return {}
     from unlearning.text import lm

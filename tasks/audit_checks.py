@@ -41,6 +41,9 @@ class Judgement:
     # why no check with power judged the removed data (every forget-set check undecided:
     # unlearning.checks.undecided_removal); None when one did, and for kinds whose checks always decide
     undecided: str | None = None
+    # why the retrained model must not be promoted, whatever the verdict (it holds erased records
+    # too: erased_records_back); None: a failed, undecided or --rebase audit promotes it
+    unpromotable: str | None = None
 
 
 def audit_table(root: Path, plan: AuditPlan) -> Judgement:
@@ -237,8 +240,20 @@ def already_exact(plan: AuditPlan) -> Judgement:
 
 
 def judge(root: Path, plan: AuditPlan) -> Judgement:
-    if plan.exact:
-        return already_exact(plan)
+    judgement = already_exact(plan) if plan.exact else judge_by_kind(root, plan)
+    if (back := erased_records_back(plan)) is not None:
+        check, requests = back
+        judgement.checks.append(check)
+        judgement.shortfall.append({"check": check["name"], "requests": requests})
+        name = plan.dataset.name
+        judgement.unpromotable = (f"{check['value']} record(s) erased by {', '.join(requests)} are back in "
+                                  f"data/{name}, and a retraining on it holds them too: remove them (`unlearn data "
+                                  f"add {name} --file SOURCE --replace` from a source without them) and train "
+                                  f"again, or submit the request(s) again")
+    return judgement
+
+
+def judge_by_kind(root: Path, plan: AuditPlan) -> Judgement:
     if plan.kind.name in ESCROWED_DATA:  # read once, for the kind's checks and the escrow checks below
         plan.chain = production_chain(root, plan)
     judgement = JUDGES[plan.kind.name](root, plan)
@@ -259,6 +274,42 @@ def judge(root: Path, plan: AuditPlan) -> Judgement:
         judgement.checks.append({"name": "escrow_intact", "value": len(altered), "threshold": "== 0", "passed": False})
         judgement.shortfall.append({"check": "escrow_intact", "requests": requests, "runs": runs})
     return judgement
+
+
+ERASED_CHECK = "erased_records_absent"
+
+
+def erased_records_back(plan: AuditPlan) -> tuple[dict, list[str]] | None:
+    """(the failed check, the requests whose deleted records are back) when a record a covered request
+    deleted is in the current table the audit retrains on (re-ingested by `unlearn data add --replace`,
+    say); None otherwise, and for text and image models. The audit's comparison cannot see it:
+    production and the retraining were then both trained on the record, and they agree. Counts and
+    request ids only: the record ids are personal data."""
+    if plan.kind.name != "table":
+        return None
+    deleted = deleted_records(plan)
+    present = set(plan.dataset.frame.index)
+    back = {request: ids & present for request, ids in deleted.items() if ids & present}
+    if not back:
+        return None
+    count, requests = len(set().union(*back.values())), sorted(back)
+    check = {"name": ERASED_CHECK, "value": count, "passed": False,
+             "threshold": f"== 0 ({count} record(s) deleted by {', '.join(requests)} are in the current data "
+                          f"version {str(plan.data_version)[:12]}, which the audit retrained on)"}
+    return check, requests
+
+
+def deleted_records(plan: AuditPlan) -> dict[str, set[str]]:
+    """Covered request id → the record ids it deleted: a ledger request's from its recorded nature, one
+    made with `unlearn forget` outside the ledger from its sealed escrow (tasks.audit.escrow_content;
+    escrows sealed before it kept them hold none, and cannot be checked)."""
+    deleted = {r.id: set((r.request or {}).get("delete_records") or ()) for r in plan.records}
+    for escrowed in plan.escrows:
+        if set(escrowed["requests"]) & deleted.keys():  # a ledger batch's: its members' own records are above
+            continue
+        for request in escrowed["requests"]:
+            deleted.setdefault(request, set()).update(escrowed.get("delete_records") or ())
+    return deleted
 
 
 SUPERSEDED_CHECK = "production_not_superseded"

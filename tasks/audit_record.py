@@ -91,6 +91,7 @@ def audit_record(audit: str, plan: AuditPlan, judgement: Judgement, promoted: st
                    "action": "deleted when this audit completed"},
         "timings": {"retrain_s": judgement.retrain_s},
         **({} if teacher is None else {"teacher": teacher}),
+        **({} if judgement.unpromotable is None else {"not_promoted": judgement.unpromotable}),
     }
 
 
@@ -227,7 +228,11 @@ def undecided_reason(record: dict) -> str:
 
 ESCROW_CHECKS = {"escrow_present": "its audit escrow is gone", "escrow_intact": "its audit escrow did not open"}
 # the failed checks that are not this request's update falling short
-NOT_THE_UPDATE = {**ESCROW_CHECKS, "production_not_superseded": "production was a model an erasure had superseded"}
+NOT_THE_UPDATE = {**ESCROW_CHECKS, "production_not_superseded": "production was a model an erasure had superseded",
+                  "erased_records_absent": "records this request deleted are back in the data production was trained "
+                                           "on (nothing was promoted: a retraining on that data holds them too); "
+                                           "remove them from the data (`unlearn data add NAME --file SOURCE --replace` "
+                                           "from a source without them) and train again, or submit the request again"}
 
 
 def shortfall_reason(shortfall: list[dict], request_id: str) -> str:

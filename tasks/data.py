@@ -5,6 +5,7 @@ must not load the text or image stacks (tasks.formats)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -33,6 +34,7 @@ def add_dataset(
     text_column: str | None = None,
     images: Path | None = None,
     size: int | None = None,
+    admit: Callable[[Path, Dataset], None] | None = None,
 ) -> tuple[Dataset, str]:
     """Build or read dataset `name`, store it as data/NAME and `dvc add` it. `images` is a folder
     of PNG/JPEG files, one sub-folder per class, converted to `size` × `size` grey images
@@ -42,7 +44,10 @@ def add_dataset(
     `unlearning.text.files`), else a table with the `target` column.
     Returns the table and the new data version (md5 of data/). Nothing is written unless the
     dataset is valid. An existing, different data/NAME is only overwritten with `replace`:
-    after an erasure, re-adding the source would bring the erased records back.
+    after an erasure, re-adding the source would bring the erased records back. `admit(root,
+    dataset)` raises UnlearnError for a dataset that must not be written, before anything is: `unlearn
+    data add` passes tasks.erased.refuse_erased, which reads the ledger (that module cannot be
+    imported here: the ledger imports this one's readers).
     """
     root = Path(root)
     check_new_name(name)
@@ -51,6 +56,8 @@ def add_dataset(
     format_of(table).check_dataset(table)
     if not replace:
         _refuse_overwrite(root, table)
+    if admit is not None:
+        admit(root, table)
     ensure_repo(root)
     save_dataset(table, dataset_dir(root, name))
     return table, add_data(root)

@@ -293,7 +293,7 @@ sys.exit(main(["audit", "people", "--rebase"]))
 MODEL_JSON_KEYS = {"model", "audit", "covered_requests", "passed", "decided", "undecided_reason", "checks", "rebased",
                    "promoted", "why_promoted", "shortfall",
                    "record", "metrics", "timings", "superseded", "ledger_entries", "escrow_deleted",
-                   "escrow_unreadable", "production_version", "teacher", "recovered", "message"}
+                   "escrow_unreadable", "production_version", "teacher", "not_promoted", "recovered", "message"}
 
 
 def test_an_audit_killed_before_its_promotion_is_rolled_back_and_redone_by_the_next_run(

@@ -394,7 +394,8 @@ def audit_record_html(record: dict) -> str:
              ("data version", record.get("data_version")), ("code version", audit.get("code_version")),
              ("rebased", audit.get("rebased")),
              ("promoted", f"v{promoted['version']} (guarantee {promoted.get('guarantee')}): {promoted.get('why')}"
-              if promoted else "nothing: production stays"),
+              if promoted else f"nothing: production stays ({record['not_promoted']})" if record.get("not_promoted")
+              else "nothing: production stays"),
              ("retraining (s)", (record.get("timings") or {}).get("retrain_s"))]
     covered = [(r.get("id"), {k: v for k, v in r.items() if k != "id"}) for r in record.get("requests") or []]
     escrow = record.get("escrow") or {}
