@@ -10,6 +10,7 @@ from pathlib import Path
 
 from flows import compliance_cli
 from flows.compliance_cli import JSON_HELP
+from flows.numbers import real_number, whole_number
 from flows.settings import DEMO_TEXT_STEPS
 from unlearning.errors import UnlearnError
 
@@ -65,7 +66,7 @@ def add_data_parser(sub) -> None:
                      "of images (arrays x, y, optional ids)")
     add.add_argument("--images", type=Path, metavar="DIR", help="a folder of PNG/JPEG images, one sub-folder per "
                      "class; record ids are paths such as cat/0001.png")
-    add.add_argument("--size", type=int, help="--images: side in pixels the images are centre-cropped and "
+    add.add_argument("--size", type=whole_number, help="--images: side in pixels the images are centre-cropped and "
                      "resized to, in grey (default 28; 16 or less trains the tiny CNN)")
     add.add_argument("--target", help="label column of a table (required with a .csv/.parquet table)")
     add.add_argument("--text-column", help="the column holding the text: makes a .csv/.parquet file a text corpus "
@@ -84,29 +85,29 @@ def add_train_parser(sub) -> None:
     train.add_argument("dataset", help="dataset name (data/NAME, see `unlearn data add`)")
     train.add_argument("--model", help="registered model name (default: the dataset name)")
     train.add_argument("--certified", action="store_true", help="objective perturbation for (ε, δ)-certified removal")
-    train.add_argument("--lam", type=float, default=1e-3, help="L2 weight per training row (default 1e-3)")
-    train.add_argument("--epsilon", type=float, default=1.0, help="certified ε target (default 1)")
-    train.add_argument("--delta", type=float, default=1e-5, help="certified δ (default 1e-5)")
-    train.add_argument("--budget", type=float, default=10.0, help="total residual bound removals may use (default 10)")
-    train.add_argument("--seed", type=int, default=0, help="random seed of the initialisation, the "
+    train.add_argument("--lam", type=real_number, default=1e-3, help="L2 weight per training row (default 1e-3)")
+    train.add_argument("--epsilon", type=real_number, default=1.0, help="certified ε target (default 1)")
+    train.add_argument("--delta", type=real_number, default=1e-5, help="certified δ (default 1e-5)")
+    train.add_argument("--budget", type=real_number, default=10.0, help="total residual bound removals may use (default 10)")
+    train.add_argument("--seed", type=whole_number, default=0, help="random seed of the initialisation, the "
                        "certification noise and the batches (default 0)")
     train.add_argument("--preset", choices=["tiny", "small"], default=None,
                        help="text models: size (default small); image CNNs: default tiny for digits, small otherwise")
-    train.add_argument("--seconds", type=float, default=None, help="the character LM: training time budget (default "
+    train.add_argument("--seconds", type=real_number, default=None, help="the character LM: training time budget (default "
                        "120)")
-    train.add_argument("--steps", type=int, default=None, help="text models: a fixed number of training steps instead "
+    train.add_argument("--steps", type=whole_number, default=None, help="text models: a fixed number of training steps instead "
                        "of a time budget (default with --from-pretrained: 200 fine-tuning steps)")
     train.add_argument("--from-pretrained", type=Path, metavar="DIR", help="text datasets: fine-tune this local "
                        "Hugging Face causal-LM checkpoint (config.json, weights, tokenizer; nothing is downloaded) "
                        "instead of training the character LM; its path and content hash go into the lineage")
     train.add_argument("--lora", action="store_true", help="with --from-pretrained: fine-tune LoRA adapters only "
                        "(needs peft: pip install 'unlearnflow[lora]')")
-    train.add_argument("--subset", type=int, help="image CNNs: train on the first N training images "
+    train.add_argument("--subset", type=whole_number, help="image CNNs: train on the first N training images "
                        "(default: all for tiny, 10000 for small)")
     train.add_argument("--model-factory", metavar="MODULE:FUNCTION", help="images: train your own nn.Module, built "
                        "by package.module:function(n_classes, in_channels) (docs/images.md); the preset then sets "
                        "only the schedule")
-    train.add_argument("--epochs", type=float, help="image CNNs: epochs (default: the preset's)")
+    train.add_argument("--epochs", type=real_number, help="image CNNs: epochs (default: the preset's)")
     add_device_options(train, precision=True)
     train.add_argument("--json", action="store_true", help=JSON_HELP)
 
@@ -235,7 +236,7 @@ def add_demo_parser(sub) -> None:
     demo.add_argument("--scenario", choices=["tabular", "text", "images"], default="text",
                       help="text (default): secrets leaked into a language model; tabular: Adult, certified unlearning; "
                       "images: class forgetting on Fashion-MNIST (alignment beside retraining and every baseline)")
-    demo.add_argument("--train-steps", type=int, default=DEMO_TEXT_STEPS,
+    demo.add_argument("--train-steps", type=whole_number, default=DEMO_TEXT_STEPS,
                       help=f"text scenario: training steps (default {DEMO_TEXT_STEPS})")
     demo.add_argument("--preset", choices=["tiny", "small"], default=None, help="text scenario: model size (default small)")
     add_verify_option(demo)
@@ -249,7 +250,7 @@ def add_ui_parser(sub) -> None:
                         "project's own stores")
     ui.add_argument("--prefect", action="store_true", help="the Prefect UI over the flow runs recorded in the "
                     "project (.prefect/): a Prefect server on 127.0.0.1, with no scheduler or other services")
-    ui.add_argument("--port", type=int, help=f"port (default {MLFLOW_UI_PORT}; {PREFECT_UI_PORT} with --prefect)")
+    ui.add_argument("--port", type=whole_number, help=f"port (default {MLFLOW_UI_PORT}; {PREFECT_UI_PORT} with --prefect)")
 
 
 def add_comply_parser(sub) -> None:

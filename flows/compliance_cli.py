@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from flows.numbers import real_number, whole_number
 from unlearning.compliance import deadlines
 from unlearning.compliance import ledger as lg
 from unlearning.errors import UnlearnError
@@ -102,12 +103,12 @@ def add_parsers(sub, model_import=None) -> None:
                           "again on the corrected data; without it, requests are verified by evidence only")
     # The schedule it was fine-tuned with: what retraining replays, so that the retrained reference is
     # the model it would be without the removed data (`exact`); with --base all four are required.
-    imported.add_argument("--steps", type=int, help="with --base: the Adam steps it was fine-tuned for")
-    imported.add_argument("--lr", type=float, help="with --base: the Adam rate it was fine-tuned with")
-    imported.add_argument("--batch", type=int, help="with --base: the windows per step it was fine-tuned with")
-    imported.add_argument("--seq-len", type=int, help="the tokens per window it was fine-tuned on (default 64; "
+    imported.add_argument("--steps", type=whole_number, help="with --base: the Adam steps it was fine-tuned for")
+    imported.add_argument("--lr", type=real_number, help="with --base: the Adam rate it was fine-tuned with")
+    imported.add_argument("--batch", type=whole_number, help="with --base: the windows per step it was fine-tuned with")
+    imported.add_argument("--seq-len", type=whole_number, help="the tokens per window it was fine-tuned on (default 64; "
                           "required with --base): the windows every check reads")
-    imported.add_argument("--seed", type=int, default=0, help="seed of retraining's batches (default 0)")
+    imported.add_argument("--seed", type=whole_number, default=0, help="seed of retraining's batches (default 0)")
     imported.add_argument("--json", action="store_true", help=JSON_HELP)
     # a flow command: its handler is the CLI's (flows.train_cli.cmd_model_import), handed in so that
     # this module never imports the flow commands

@@ -43,6 +43,30 @@ def test_every_option_of_every_subcommand_has_help():
     assert options_without_help(build_parser()) == []
 
 
+def numeric_options(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str]]:
+    """(subcommand path, option) of every option that takes a number."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += numeric_options(sub, (*path, name))
+        elif action.option_strings and getattr(action.type, "__name__", "") in ("int", "float", "whole_number",
+                                                                                  "real_number"):
+            found.append((path, action.option_strings[-1]))
+    return found
+
+
+@pytest.mark.parametrize("written", ["\u0663", "\uff13", "1_000"])  # Arabic-Indic 3, full-width 3, an underscore
+def test_every_numeric_option_reads_numbers_as_written(written, capsys):
+    options = numeric_options(build_parser())
+    assert len(options) >= 15  # train's, data add's, demo's, ui's, model import's
+    for path, option in options:
+        with pytest.raises(SystemExit) as exit_:
+            build_parser().parse_args([*path, *(["x"] * 2), option, written])
+        assert exit_.value.code == 2, (path, option)
+        assert "ASCII digits" in capsys.readouterr().err, (path, option)
+
+
 def test_version_names_the_package_version_and_the_commit_of_the_code(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])
