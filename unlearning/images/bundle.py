@@ -168,8 +168,9 @@ def class_index(dataset: ImageDataset, value: str, field: str) -> int:
     """A class given by name or by index → its index; one-line error otherwise."""
     if value in dataset.classes:
         return dataset.classes.index(value)
-    # ASCII digits only: str.isdigit() holds for '²' (int() then raises) and '٣' (read as 3)
-    if value.isascii() and value.isdigit() and int(value) < len(dataset.classes):
+    # ASCII digits only: str.isdigit() holds for '²' (int() then raises) and '٣' (read as 3); and as an
+    # index is written: '03' or '+3' is no class's name, and forgetting a whole class on a guess is not undone
+    if value.isascii() and value.isdigit() and value == str(int(value)) and int(value) < len(dataset.classes):
         return int(value)
     shown = ", ".join(f"'{c}'" for c in dataset.classes)
     raise UnlearnError(f"unknown class '{value}' in {field}; classes of '{dataset.name}': {shown} "
