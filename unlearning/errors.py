@@ -10,7 +10,20 @@ class UnlearnError(ValueError):
     """
 
     def __str__(self) -> str:
-        return printable(super().__str__())
+        return shortened(printable(super().__str__()))
+
+
+# A message quotes what the user gave (a feature, a class, a model name): a request file may hold a
+# name of up to its 1 MiB cap, which used to be printed whole on one line. The middle goes; the start
+# (what is wrong) and the end (how to fix it) stay.
+MAX_MESSAGE = 2000
+
+
+def shortened(text: str, limit: int = MAX_MESSAGE) -> str:
+    if len(text) <= limit:
+        return text
+    keep = (limit - 40) // 2
+    return f"{text[:keep]} … [{len(text) - 2 * keep} characters cut] … {text[-keep:]}"
 
 
 def printable(text: str) -> str:

@@ -25,3 +25,15 @@ def test_separators_surrogates_and_tags_beyond_the_basic_plane_are_escaped_unamb
     text = str(UnlearnError("id 'a\u2028b\udcffc\U000e0001' unknown"))
     assert text == "id 'a\\u2028b\\udcffc\\U000e0001' unknown"
     text.encode("utf-8")  # a lone surrogate printed raw could not be written to the terminal
+
+
+def test_a_long_quoted_name_is_cut_in_the_middle_keeping_what_is_wrong_and_how_to_fix_it():
+    """A request file may name a feature of up to its 1 MiB cap: the error printed it whole on one line."""
+    from unlearning.errors import MAX_MESSAGE
+
+    text = str(UnlearnError(f"unknown feature '{'x' * 900_000}' in revoke_features; choose from: age, sex"))
+    assert len(text) <= MAX_MESSAGE + 40
+    assert text.startswith("unknown feature 'xxx") and text.endswith("; choose from: age, sex")
+    assert "characters cut" in text
+    short = "unknown feature 'sexx' in revoke_features; choose from: age, sex"
+    assert str(UnlearnError(short)) == short
