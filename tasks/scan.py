@@ -70,11 +70,21 @@ def scan_corpus(corpus: TextCorpus, salt: bytes, allowlist: Allowlist | None = N
 
 
 def scan_path(path: Path, salt: bytes, allowlist: Allowlist | None = None) -> list[dict]:
-    """Findings in any text or CSV file, located by 1-based line and column."""
+    """Findings in any text or CSV file, located by 1-based line and column. A file that is not UTF-8
+    text is refused: read with replacement characters, a binary file (a Parquet table, a model, a
+    zip) reported "0 finding(s)" of secrets it may hold compressed or in another encoding."""
     try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise UnlearnError(f"cannot read '{path}' ({exc.strerror}); check the path") from None
+    try:
+        if b"\0" in raw:
+            raise UnicodeDecodeError("utf-8", raw, raw.index(b"\0"), raw.index(b"\0") + 1, "a NUL byte")
+        text = raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise UnlearnError(f"'{Path(path).name}' is not UTF-8 text (byte {exc.start}: {exc.reason}), so scan could not "
+                           f"read what it holds: save it as UTF-8 text or CSV, or add a table with `unlearn data "
+                           f"add` and scan the dataset") from None
     found = []
     for f in scan_text(text, salt, allowlist=allowlist):
         line, column = line_column(text, f.start)
