@@ -84,6 +84,9 @@ def test_numeric_text_columns_become_numbers_and_text_ids_keep_zeros(tmp_path):
         (lambda f: f.assign(age=np.inf), {"target": "label", "id_column": "pid"}, "infinite"),
         (lambda f: f[["pid", "label"]], {"target": "label", "id_column": "pid"}, "no feature columns"),
         (lambda f: f, {"target": "label", "id_column": "label"}, "both the target and the id"),
+        # ids are kept whole in certificates and the ledger: a person's e-mail address must not be one
+        (lambda f: f.assign(pid=[f"p{i}" for i in range(39)] + ["jo.bloggs@example.com"]),
+         {"target": "label", "id_column": "pid"}, "id column 'pid' holds personal data (email in data row 40)"),
     ],
 )
 def test_bad_frames_are_refused_in_one_line(change, kwargs, expected):

@@ -216,6 +216,9 @@ def _record_ids(frame: pd.DataFrame, id_column: str | None) -> pd.Index:
             f"id column '{id_column}' has {duplicated.nunique()} duplicated ids "
             f"(first: '{duplicated.iloc[0]}'); ids must be unique"
         )
+    from unlearning.detect.scan import refuse_personal_ids  # here: reading a table needs no detector otherwise
+
+    refuse_personal_ids(ids, id_column)
     return pd.Index(ids.to_numpy(), dtype="str", name=id_column)
 
 

@@ -272,4 +272,7 @@ def _ids(values: list, column: str) -> list[str]:
             f"id column '{column}' has {len(set(duplicated))} duplicated id(s) (first: "
             f"'{duplicated[0]}'); ids must be unique"
         )
+    from unlearning.detect.scan import refuse_personal_ids
+
+    refuse_personal_ids(ids, column)
     return ids
