@@ -14,17 +14,17 @@ def as_written(text: str) -> str:
     return value
 
 
-def whole_number(text: str) -> int:
+def read_as(kind: type, what: str, text: str):
     value = as_written(text)
     try:
-        return int(value)
+        return kind(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+
+
+def whole_number(text: str) -> int:
+    return read_as(int, "a whole number", text)
 
 
 def real_number(text: str) -> float:
-    value = as_written(text)
-    try:
-        return float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    return read_as(float, "a number", text)
