@@ -87,6 +87,9 @@ def test_numeric_text_columns_become_numbers_and_text_ids_keep_zeros(tmp_path):
         # ids are kept whole in certificates and the ledger: a person's e-mail address must not be one
         (lambda f: f.assign(pid=[f"p{i}" for i in range(39)] + ["jo.bloggs@example.com"]),
          {"target": "label", "id_column": "pid"}, "id column 'pid' holds personal data (email in data row 40)"),
+        # ... also when duplicated: the duplicates' message quotes an id
+        (lambda f: f.assign(pid=["jo.bloggs@example.com"] * 2 + [f"p{i}" for i in range(38)]),
+         {"target": "label", "id_column": "pid"}, "holds personal data (email in data row 1)"),
     ],
 )
 def test_bad_frames_are_refused_in_one_line(change, kwargs, expected):

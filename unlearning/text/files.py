@@ -265,6 +265,9 @@ def _ids(values: list, column: str) -> list[str]:
                 "record a text or whole-number id"
             )
         ids.append(value.strip())
+    from unlearning.detect.scan import refuse_personal_ids
+
+    refuse_personal_ids(ids, column)  # before the duplicates' message, which quotes an id
     seen: set[str] = set()
     duplicated = [i for i in ids if i in seen or seen.add(i)]
     if duplicated:
@@ -272,7 +275,4 @@ def _ids(values: list, column: str) -> list[str]:
             f"id column '{column}' has {len(set(duplicated))} duplicated id(s) (first: "
             f"'{duplicated[0]}'); ids must be unique"
         )
-    from unlearning.detect.scan import refuse_personal_ids
-
-    refuse_personal_ids(ids, column)
     return ids
