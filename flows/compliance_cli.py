@@ -21,6 +21,7 @@ from flows.numbers import real_number, whole_number
 from unlearning.compliance import deadlines
 from unlearning.compliance import ledger as lg
 from unlearning.errors import UnlearnError
+from unlearning.numbers import as_written
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -184,9 +185,9 @@ def cmd_requests_submit(args, root: Path) -> int:
 def _whole_days(value: str | int | None) -> int | None:
     if value is None:
         return None
-    text = str(value).strip()
-    try:  # as written: int() also reads '4_5' as 45 and '٣' (Arabic-Indic) as 3
-        if not (text.isascii() and text.lstrip("+-").isdigit()):
+    try:
+        text = as_written(value)
+        if not text.lstrip("+-").isdigit():  # a whole number: not '4.0' or '1e3'
             raise ValueError(text)
         return int(text)
     except ValueError:

@@ -1,21 +1,18 @@
-"""argparse types for numbers read as written: Python's int() and float() also read '1_000' as
-1000 and other scripts' digits ('٣', '３') as 3, so `--seed ٣` or `--steps 1_000` ran with a number
-the user never typed. These take ASCII only, without '_'."""
+"""argparse types for numbers read as written (unlearning.numbers): `--seed ٣` or `--steps 1_000`
+ran with a number the user never typed."""
 
 from __future__ import annotations
 
 import argparse
 
-
-def as_written(text: str) -> str:
-    value = text.strip()
-    if not value.isascii() or "_" in value:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number written in ASCII digits (no '_')")
-    return value
+from unlearning.numbers import as_written
 
 
 def read_as(kind: type, what: str, text: str):
-    value = as_written(text)
+    try:
+        value = as_written(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     try:
         return kind(value)
     except ValueError:

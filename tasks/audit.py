@@ -42,6 +42,7 @@ from unlearning.compliance import escrow as sealing
 from unlearning.compliance import ledger as lg
 from unlearning.compliance import signing
 from unlearning.errors import UnlearnError
+from unlearning.numbers import as_written
 
 AUDITED_KINDS = ("table", "text", "images")
 ESCROWED_DATA = ("text", "images")  # kinds whose escrow holds removed data the audit judges (a table's: ids)
@@ -248,9 +249,8 @@ def cadence_setting(min_requests: object = None, max_age_days: object = None) ->
         # a model that never gathers N requests is still audited: its escrow (the removed secrets
         # or images, sealed) is deleted by the audit and must not wait for ever
         return Cadence(1, None) if n is None or n == 1 else Cadence(n, DEFAULT_MAX_AGE_DAYS)
-    text = str(max_age_days).strip()
-    try:  # as written: float() also reads '1_000' as 1000 and '５' (full-width) as 5
-        days = float(text) if text.isascii() and "_" not in text else float("nan")
+    try:
+        days = float(as_written(max_age_days))
     except ValueError:
         days = float("nan")
     if not days > 0 or days == float("inf"):
