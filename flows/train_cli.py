@@ -61,6 +61,9 @@ def cmd_train(args, root: Path) -> int:
                            f"'{args.dataset}' is {'a table' if kind.name == 'table' else 'images'}; give a text "
                            f"dataset (`unlearn data add NAME --file notes.txt`)")
     kind.check_trainable(dataset, {"table": config, "text": text_config, "images": image_config}[kind.name])
+    from tasks.erased import refuse_erased_training
+
+    refuse_erased_training(root, dataset)  # records completed requests erased are not learned again
     from flows.train import train_flow
     from tasks.release import project_lock_once_started
 

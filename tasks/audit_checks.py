@@ -22,6 +22,8 @@ import torch
 from tasks import references as prefetch
 from tasks.audit import ESCROWED_DATA, AuditPlan, escrow_file, escrow_run
 from tasks.common import progress
+from tasks.erased import erased_from_dataset, records_back
+from tasks.formats import format_of
 from unlearning.checks import undecided_removal
 from unlearning.compliance.purge import SUPERSEDED_BY
 from unlearning.images.verify import REMOVAL_CHECKS
@@ -241,7 +243,7 @@ def already_exact(plan: AuditPlan) -> Judgement:
 
 def judge(root: Path, plan: AuditPlan) -> Judgement:
     judgement = already_exact(plan) if plan.exact else judge_by_kind(root, plan)
-    if (back := erased_records_back(plan)) is not None:
+    if (back := erased_records_back(root, plan)) is not None:
         check, requests = back
         judgement.checks.append(check)
         judgement.shortfall.append({"check": check["name"], "requests": requests})
@@ -279,20 +281,20 @@ def judge_by_kind(root: Path, plan: AuditPlan) -> Judgement:
 ERASED_CHECK = "erased_records_absent"
 
 
-def erased_records_back(plan: AuditPlan) -> tuple[dict, list[str]] | None:
-    """(the failed check, the requests whose deleted records are back) when a record a covered request
-    deleted is in the current table the audit retrains on (re-ingested by `unlearn data add --replace`,
-    say); None otherwise, and for text and image models. The audit's comparison cannot see it:
-    production and the retraining were then both trained on the record, and they agree. Counts and
-    request ids only: the record ids are personal data."""
-    if plan.kind.name != "table":
+def erased_records_back(root: Path, plan: AuditPlan) -> tuple[dict, list[str]] | None:
+    """(the failed check, the requests whose deleted records are back) when a record an erasure
+    deleted is in the current data the audit retrains on (re-ingested, a backup restored); None
+    otherwise, and for text models. The erasures: the covered requests, and every completed ledger
+    request on the dataset, also those an earlier audit covered (a backup restored after it). The
+    audit's comparison cannot see it: production and the retraining were then both trained on the
+    record, and they agree. Counts and request ids only: the record ids are personal data."""
+    present = format_of(plan.dataset).record_ids(plan.dataset)
+    if present is None:
         return None
-    deleted = deleted_records(plan)
-    present = set(plan.dataset.frame.index)
-    back = {request: ids & present for request, ids in deleted.items() if ids & present}
-    if not back:
+    back = records_back({**erased_from_dataset(root, plan.dataset.name), **deleted_records(plan)}, present)
+    if back is None:
         return None
-    count, requests = len(set().union(*back.values())), sorted(back)
+    count, requests = back
     check = {"name": ERASED_CHECK, "value": count, "passed": False,
              "threshold": f"== 0 ({count} record(s) deleted by {', '.join(requests)} are in the current data "
                           f"version {str(plan.data_version)[:12]}, which the audit retrained on)"}

@@ -71,6 +71,11 @@ class Format(ABC):
         """The texts `scan` searches for secrets, or None where the dataset holds no text."""
         return None
 
+    def record_ids(self, dataset) -> set[str] | None:
+        """The ids of the records an erasure request deletes by id (`delete_records`), or None where
+        requests name no records (a text corpus's redact secrets): what tasks.erased keeps out."""
+        return None
+
     # --- the trained model, as the MLflow artifact `bundle` ------------------------------------
     @abstractmethod
     def stores_model(self, path: Path) -> bool:
@@ -123,6 +128,9 @@ class TableFormat(Format):
 
     def check_dataset(self, dataset) -> None:
         check_trainable(dataset)
+
+    def record_ids(self, dataset) -> set[str]:
+        return set(dataset.frame.index)
 
     def same_dataset(self, stored, given) -> bool:
         return stored.revoked == given.revoked and stored.frame.astype(str).equals(given.frame.astype(str))
@@ -322,6 +330,9 @@ class ImageFormat(LazyFormat):
 
     def load_dataset(self, directory: Path):
         return library("unlearning.images.data").load_images(directory)
+
+    def record_ids(self, dataset) -> set[str]:
+        return set(dataset.record_ids)
 
     def same_dataset(self, stored, given) -> bool:
         return (stored.record_ids == given.record_ids

@@ -1,5 +1,6 @@
 """Records an erasure deleted, brought back into the data: the audit's safety net
-(tasks.audit_checks.erased_records_back) and the refusal at ingestion (tasks.data.refuse_erased).
+(tasks.audit_checks.erased_records_back), the refusal at ingestion (tasks.erased.refuse_erased) and
+the refusal to train on them (tasks.erased.refuse_erased_training).
 
 The defect (main, real CLI): after RES-1 deleted P1003–P1005, `unlearn data add people --file <the
 original csv> --replace` and `unlearn train people` put them back into production; the audit compared
@@ -30,8 +31,7 @@ def restore_from_backup(workspace, people_csv) -> None:
 def test_records_erased_by_a_ledger_request_and_brought_back_fail_the_audit(workspace, people_csv, capsys):
     add_and_train(people_csv, capsys)
     comply_requests(workspace, capsys, {"id": "RES-1", "delete_records": ERASED})
-    restore_from_backup(workspace, people_csv)
-    assert run_json(capsys, ["train", "people"])[0] == 0
+    restore_from_backup(workspace, people_csv)  # `train` now refuses this data (tested below): audited as it is
     production = tracking.production_alias("people")
     registered = set(versions("people"))
 
@@ -60,7 +60,6 @@ def test_the_console_says_the_audit_failed_and_that_nothing_was_promoted(workspa
     add_and_train(people_csv, capsys)
     comply_requests(workspace, capsys, {"id": "RES-2", "delete_records": ERASED[:1]})
     restore_from_backup(workspace, people_csv)
-    assert run_json(capsys, ["train", "people"])[0] == 0
     capsys.readouterr()
     assert main(["audit", "people"]) == 1
     out = capsys.readouterr().out
@@ -126,3 +125,76 @@ def test_data_add_refuses_nothing_in_a_project_without_a_ledger(workspace, peopl
     argv = ["data", "add", "people", "--file", str(people_csv), "--target", "label", "--id", "person", "--replace"]
     assert main(argv) == 0
     assert not (workspace / "ledger.db").exists()
+
+
+def test_train_refuses_data_holding_records_a_completed_request_erased(workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys)
+    comply_requests(workspace, capsys, {"id": "RES-6", "delete_records": ERASED})
+    restore_from_backup(workspace, people_csv)  # a backup put back by hand: `data add` never saw it
+    production, registered = tracking.production_alias("people"), set(versions("people"))
+
+    for argv in (["train", "people"], ["train", "people", "--model", "people-2"]):
+        capsys.readouterr()
+        assert main(argv) == 2  # the old code: 0, a production model that learned the erased records again
+        captured = capsys.readouterr()
+        err = captured.err.strip()
+        assert len(err.splitlines()) == 1 and not captured.out, captured
+        assert "3 record(s) in data/people" in err and "RES-6" in err and "--replace" in err, err
+        assert not any(r in err for r in ERASED)
+    assert tracking.production_alias("people") == production and set(versions("people")) == registered
+    assert tracking.model_versions("people-2") == []
+
+    # the data cleaned again: training is taken
+    import pandas as pd
+
+    frame = pd.read_csv(people_csv)
+    cleaned = workspace / "cleaned.csv"
+    frame[~frame["person"].isin(ERASED)].to_csv(cleaned, index=False)
+    assert main(["data", "add", "people", "--file", str(cleaned), "--target", "label", "--id", "person",
+                 "--replace"]) == 0
+    assert run_json(capsys, ["train", "people"])[0] == 0
+
+
+def test_the_audit_names_records_back_of_requests_an_earlier_audit_covered(workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys)
+    comply_requests(workspace, capsys, {"id": "RES-7", "delete_records": ERASED})
+    code, out = run_json(capsys, ["audit", "people"])
+    assert code == 0 and out["passed"], out
+    comply_requests(workspace, capsys, {"id": "RES-8", "delete_records": ["P1010"]})
+    restore_from_backup(workspace, people_csv)  # every record back, RES-7's too, which the first audit covered
+
+    code, out = run_json(capsys, ["audit", "people"])
+    assert out["covered_requests"] == ["RES-8"] and code == 1, out
+    back = {c["name"]: c for c in out["checks"]}["erased_records_absent"]
+    # the old code: 1 record, RES-8's only; RES-7's three went unsaid in the signed record
+    assert back["value"] == len(ERASED) + 1 and "RES-7, RES-8" in back["threshold"], back
+    assert {"check": "erased_records_absent", "requests": ["RES-7", "RES-8"]} in out["shortfall"]
+    assert out["promoted"] is None
+
+
+def test_image_records_a_completed_request_erased_are_not_added_nor_trained_on_again(workspace, capsys):
+    from tasks import data as data_store
+    from tests.image_folders import write_image_folder
+    from unlearning.images.data import load_images
+
+    source = workspace / "incoming" / "shapes"
+    write_image_folder(source)
+    add = ["data", "add", "shapes", "--images", str(source), "--size", "16"]
+    assert main(add) == 0 and main(["train", "shapes", "--epochs", "15"]) == 0
+    data = load_images(workspace / "data" / "shapes")
+    erased = [i for i, train in zip(data.record_ids, data.train) if train][:2]
+    comply_requests(workspace, capsys, {"id": "IMG-E1", "model": "shapes", "delete_records": erased})
+
+    capsys.readouterr()
+    assert main([*add, "--replace"]) == 2  # the old code: 0, the two images back in data/shapes
+    err = capsys.readouterr().err.strip()
+    assert "2 record(s)" in err and "IMG-E1" in err and not any(i in err for i in erased), err
+
+    # put back by hand: `train` refuses it
+    restored = data_store._build_table("shapes", None, None, None, images=source, size=16)
+    data_store.save_dataset(restored, data_store.dataset_dir(workspace, "shapes"))
+    dvc.add_data(workspace)
+    capsys.readouterr()
+    assert main(["train", "shapes", "--epochs", "15"]) == 2  # the old code: 0
+    err = capsys.readouterr().err.strip()
+    assert "2 record(s) in data/shapes" in err and "IMG-E1" in err and not any(i in err for i in erased), err
