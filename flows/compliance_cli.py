@@ -21,7 +21,7 @@ from flows.numbers import real_number, whole_number
 from unlearning.compliance import deadlines
 from unlearning.compliance import ledger as lg
 from unlearning.errors import UnlearnError
-from unlearning.numbers import as_written
+from unlearning.numbers import as_written, whole_number_as_written
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -354,13 +354,13 @@ def cmd_ledger_verify(args, root: Path) -> int:
 def _head_argument(value: str | None) -> tuple[int, str] | None:
     if value is None:
         return None
-    seq, _, digest = value.partition(":")
+    seq_text, _, digest = value.partition(":")
     digest = digest.strip().lower()
-    seq = seq.strip()  # ASCII digits only: '²'.isdigit() holds and int('²') raises
-    if not (seq.isascii() and seq.isdigit()) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+    seq = whole_number_as_written(seq_text)
+    if seq is None or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         raise UnlearnError(f"--expect-head '{value}' is not SEQ:HASH (an entry number and its 64-hex MAC, as "
                            "`unlearn ledger verify` prints them)")
-    return int(seq), digest
+    return seq, digest
 
 
 @one_line_errors

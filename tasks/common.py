@@ -24,17 +24,16 @@ from tasks import data as data_store
 from tasks import dvc, state, tracking
 from unlearning.compliance.requests import UnlearningRequest
 from unlearning.errors import UnlearnError
+from unlearning.numbers import whole_number_as_written
 from unlearning.tabular import verify
 
 
 def whole_number_option(value: object, option: str) -> int:
     """A count given on the command line or as a flow parameter, exactly as written ("3", 3):
     UnlearnError (one line) for anything but a whole number ≥ 1 ("2.5", "0", True...)."""
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        n = 0
-    if n < 1 or str(value).strip() != str(n):
+    n = whole_number_as_written(value)
+    # exactly as written, too: '03' or '+3' is not how a count is written
+    if n is None or n < 1 or str(value).strip() != str(n):
         raise UnlearnError(f"{option} must be a whole number ≥ 1, got {value!r}")
     return n
 
