@@ -109,6 +109,9 @@ class Plan:
     model_name: str | None = None
     parent_version: str | None = None
     parent_run: str | None = None
+    # the `guarantee` tag of that version, read with it when planning: the text chain's steps ask
+    # for it several times per request, and each ask was an MLflow read
+    parent_guarantee: str | None = None
     bundle: Any = None  # the production model
     method: str | None = None  # resolved (`auto` decided)
     requested: str | None = None  # the method as asked (`auto` allows falling back to retraining)
