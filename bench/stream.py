@@ -769,7 +769,7 @@ class Images:
             KnownOutputs.of(self.test_ids, model_outputs(self.original, *self.test)))}
         # the fast updates, and what each keeps of the exact model its chain of updates started from
         self.fast, self.anchors = set(), {}
-        self._chains = {}  # id(fast update) → (it, the chain its next deletion continues)
+        self._chains = {}  # id(fast update) → (it, (the chain its next deletion continues, its first model))
         self.verify, self.evidence_cfg = verify, evidence_cfg
         self.compare_audits, self.audit_verdicts, self.audit_images_judged = compare_audits, [], []
 
@@ -794,16 +794,20 @@ class Images:
         return registry.run("images", "retrain", self._context(self.original, 0, j)).model
 
     def update(self, model, k: int):
-        """`auto` as the pipeline runs it: an unrolled deletion continues the chain the model before
-        keeps (tasks.kinds.images_chain: from the chain's first model over every image it deleted);
-        a model trained, retrained, updated otherwise or audited and kept starts one."""
+        """`auto` as the pipeline runs it, by the rules of unlearning.images.chain (tasks/kinds/images.py
+        follows them too): an unrolled deletion continues the chain the model before keeps (from the
+        chain's first model over every image it deleted); a model trained, retrained, updated otherwise
+        or audited and kept starts one. A chain is named by its first model itself here."""
         from unlearning import registry
-        from unlearning.images.common import ImageChain
-        chain = self._chains.get(id(model), (model, ImageChain(model)))[1]
-        result = registry.run("images", "auto", self._context(model, k - 1, k)._replace(chain=chain))
+        from unlearning.images import chain as rules
+        context = self._context(model, k - 1, k)
+        method = registry.choose("images", "auto")
+        taken = (rules.continued(self._chains.get(id(model), (None, None))[1], model, model)
+                 if rules.takes_the_chain(method, None, context.data, context.request) else None)
+        result = registry.run("images", method, context._replace(chain=None if taken is None else taken[0]))
         updated = result.model
-        if result.chain is not None:
-            self._chains[id(updated)] = (updated, result.chain)  # the model too: its id stays its own
+        if taken is not None and (first := rules.first_model(taken, result.chain, model)) is not None:
+            self._chains[id(updated)] = (updated, (result.chain, first))  # the model too: its id stays its own
         self.fast.add(updated)  # not trained exactly: its evidence also judges it against its chain's anchor
         return updated
 

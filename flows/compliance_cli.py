@@ -21,7 +21,7 @@ from flows.numbers import real_number, whole_number
 from unlearning.compliance import deadlines
 from unlearning.compliance import ledger as lg
 from unlearning.errors import UnlearnError
-from unlearning.numbers import as_written
+from unlearning.numbers import as_written, whole_number_as_written
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -212,10 +212,10 @@ def ledger_trust(root: Path) -> dict:
     """{"verified": True/False, or None without the signing key, "message"}: whether what a listing
     shows is what the ledger's MACs and signed head vouch for. An entry rewritten in the database
     (a `denied` forged over a `received`, a deadline moved) reads like any other until checked."""
-    from tasks import ledger
+    from tasks import ledger_verify
 
     try:
-        ok, _, message = ledger.verify_chain(root)
+        ok, _, message = ledger_verify.verify_chain(root)
     except UnlearnError as exc:  # no signing key here: the entries cannot be authenticated
         return {"verified": None, "message": f"not verified: {exc}"}
     return {"verified": ok, "message": message}
@@ -337,13 +337,13 @@ def not_here(args, root: Path) -> int:
 
 @one_line_errors
 def cmd_ledger_verify(args, root: Path) -> int:
-    from tasks import ledger
+    from tasks import ledger_db, ledger_verify
 
     expect = _head_argument(args.expect_head)
-    ok, first_bad, message = ledger.verify_chain(root, expect)
+    ok, first_bad, message = ledger_verify.verify_chain(root, expect)
     try:
-        head = ledger.head(root)
-    except ledger.UnreadableLedger:  # the message says so: LEDGER BROKEN
+        head = ledger_verify.head(root)
+    except ledger_db.UnreadableLedger:  # the message says so: LEDGER BROKEN
         head = None
     payload = {"ok": ok, "first_bad": first_bad, "message": message,
                "head": None if head is None else {"seq": head[0], "hash": head[1]}}
@@ -354,22 +354,22 @@ def cmd_ledger_verify(args, root: Path) -> int:
 def _head_argument(value: str | None) -> tuple[int, str] | None:
     if value is None:
         return None
-    seq, _, digest = value.partition(":")
+    seq_text, _, digest = value.partition(":")
     digest = digest.strip().lower()
-    seq = seq.strip()  # ASCII digits only: '²'.isdigit() holds and int('²') raises
-    if not (seq.isascii() and seq.isdigit()) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+    seq = whole_number_as_written(seq_text)
+    if seq is None or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         raise UnlearnError(f"--expect-head '{value}' is not SEQ:HASH (an entry number and its 64-hex MAC, as "
                            "`unlearn ledger verify` prints them)")
-    return int(seq), digest
+    return seq, digest
 
 
 @one_line_errors
 def cmd_ledger_seal(args, root: Path) -> int:
-    from tasks import ledger
+    from tasks import ledger_verify
 
     expect = _head_argument(args.expect_head)
-    ok, message = ledger.seal(root, expect)
-    head = ledger.head(root) if ok else None
+    ok, message = ledger_verify.seal(root, expect)
+    head = ledger_verify.head(root) if ok else None
     payload = {"ok": ok, "message": message, "head": None if head is None else {"seq": head[0], "hash": head[1]}}
     emit(args, payload, message)
     return EXIT_OK if ok else EXIT_FAILED

@@ -124,14 +124,14 @@ def with_exposure(root: Path, dataset: str, model: str, findings: list[dict]) ->
 
 def cmd_comply(args, root: Path) -> int:
     from flows.comply import comply_flow
-    from tasks import ledger, references as prefetch, release
+    from tasks import ledger_verify, references as prefetch, release
 
     keep_days = release.keep_days_setting(args.keep_superseded)
     runner, address = prefetch.runner_setting(args.task_runner, args.dask_address)
     workers = prefetch.check_workers(args.workers)
     checked_verify_mode(args)
     device = checked_device(args)
-    ledger.check_intact(root)  # a bad UNLEARN_LEDGER_URL, a forged ledger: one line before any flow starts
+    ledger_verify.check_intact(root)  # a bad UNLEARN_LEDGER_URL, a forged ledger: one line before any flow starts
     try:
         summary = comply_flow(root=str(root), keep_superseded_days=keep_days, task_runner=runner,
                               dask_address=address, workers=workers, verify=args.verify, device=device)
@@ -157,14 +157,14 @@ def cmd_comply(args, root: Path) -> int:
 
 def cmd_audit(args, root: Path) -> int:
     from flows.audit import audit_flow
-    from tasks import audit, audit_record, ledger, references as prefetch, release
+    from tasks import audit, audit_record, ledger_verify, references as prefetch, release
 
     keep_days = release.keep_days_setting(args.keep_superseded)
     runner, address = prefetch.runner_setting(args.task_runner, args.dask_address)
     workers = prefetch.check_workers(args.workers)
     cadence = audit.cadence_setting(args.min_requests, args.max_age)
     device = checked_device(args)
-    ledger.check_intact(root)  # a forged ledger: one line before anything is audited
+    ledger_verify.check_intact(root)  # a forged ledger: one line before anything is audited
     due = audit.due_models(root, args.model, cadence)  # an unknown or unauditable model: one line, exit 2
     if not due and not (release.open_journals(root) or audit_record.open_audits(root)):
         message = nothing_due_message(root, args.model, cadence)

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tasks import ledger
+from tasks import ledger_db, ledger_verify
 from unlearning.compliance import mac_chain
 from unlearning.compliance import ledger as lg
 from unlearning.compliance import signing
@@ -54,7 +54,7 @@ def verify_certificate(root: Path, path: Path) -> tuple[bool, str]:
             return False, f"{path.name}: {unfinished}"
         recorded, problem = audit_recorded(root, document, path.read_bytes(), key)
     else:
-        recorded, problem = ledger.certificate_recorded(root, path.stem, path.read_bytes(), key)
+        recorded, problem = ledger_verify.certificate_recorded(root, path.stem, path.read_bytes(), key)
     return (True, f"{message}; {problem}") if recorded else (False, f"{path.name}: {problem}")
 
 
@@ -80,7 +80,7 @@ def audit_recorded(root: Path, document: dict, raw: bytes, key: bytes) -> tuple[
     audit = document["audit"]["id"]
     digest = hashlib.sha256(raw).hexdigest()
     mac_key = mac_chain.ledger_key(key)
-    entries = {e.request_id: e for e in ledger.read_entries(root)
+    entries = {e.request_id: e for e in ledger_db.read_entries(root)
                if e.event in lg.AUDIT_EVENTS and e.data.get("audit") == audit}
     for request in document.get("requests", []):
         entry = entries.get(request["id"])

@@ -24,17 +24,16 @@ from tasks import data as data_store
 from tasks import dvc, state, tracking
 from unlearning.compliance.requests import UnlearningRequest
 from unlearning.errors import UnlearnError
+from unlearning.numbers import whole_number_as_written
 from unlearning.tabular import verify
 
 
 def whole_number_option(value: object, option: str) -> int:
     """A count given on the command line or as a flow parameter, exactly as written ("3", 3):
     UnlearnError (one line) for anything but a whole number ≥ 1 ("2.5", "0", True...)."""
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        n = 0
-    if n < 1 or str(value).strip() != str(n):
+    n = whole_number_as_written(value)
+    # exactly as written, too: '03' or '+3' is not how a count is written
+    if n is None or n < 1 or str(value).strip() != str(n):
         raise UnlearnError(f"{option} must be a whole number ≥ 1, got {value!r}")
     return n
 
@@ -110,6 +109,9 @@ class Plan:
     model_name: str | None = None
     parent_version: str | None = None
     parent_run: str | None = None
+    # the `guarantee` tag of that version, read with it when planning: the text chain's steps ask
+    # for it several times per request, and each ask was an MLflow read
+    parent_guarantee: str | None = None
     bundle: Any = None  # the production model
     method: str | None = None  # resolved (`auto` decided)
     requested: str | None = None  # the method as asked (`auto` allows falling back to retraining)

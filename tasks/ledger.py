@@ -28,8 +28,10 @@ before its insert, so that even a first append stopped after its commit recovers
 the head file lives with the project checkout (`.unlearn/`), which every worker shares already;
 `ledger verify --expect-head` checks against a head kept anywhere else.
 
-The database itself — its URL, engine and table, and the one-line errors of a bad
-UNLEARN_LEDGER_URL — is `tasks.ledger_db`.
+The database itself — its URL, engine and table, the readers of its rows, and the one-line errors
+of a bad UNLEARN_LEDGER_URL — is `tasks.ledger_db`; the key and the signed head (and moving it
+forward) are `tasks.ledger_head`; verifying and sealing the ledger, and checking a certificate
+against it, are `tasks.ledger_verify`.
 
 The submitted request itself (with its corrected labels, which the ledger does not hold) is kept
 as private state in `.unlearn/requests/ledger/<id>.json` for the run that processes it.
@@ -37,7 +39,6 @@ as private state in `.unlearn/requests/ledger/<id>.json` for the run that proces
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import os
@@ -47,13 +48,14 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy import insert
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-from tasks.ledger_db import (SQLITE_BUSY_TIMEOUT_S, TRIGGERS, _engine, _ensure_schema, _exists, _first_line,
-                             _sqlite_file, check_reachable, entries_table, ledger_url)
-from tasks.ledger_head import _head_lock, _signed_head, _signed_head_or_none, _write_head, head_file, ledger_key
+from tasks.ledger_db import (SQLITE_BUSY_TIMEOUT_S, _at, _engine, _ensure_schema, _exists, _history, _newest,
+                             check_reachable, entries_table, ledger_url, read_entries)
+from tasks.ledger_head import _advance_head, _signed_head, _write_head, head_file, ledger_key
+from tasks.ledger_verify import check_intact
 from unlearning.compliance import deadlines, mac_chain
 from unlearning.compliance import ledger as lg
 from unlearning.compliance.requests import UnlearningRequest, load_request
@@ -63,58 +65,11 @@ REQUESTS_DIR = Path(".unlearn") / "requests" / "ledger"
 APPEND_ATTEMPTS = 20
 
 # ---------------------------------------------------------------------------------------------
-# Rows
-
-
-def _entry(row) -> mac_chain.Entry:
-    return mac_chain.Entry(seq=row.seq, request_id=row.request_id, event=row.event, status=row.status, at=row.at,
-                           data=json.loads(row.data), prev_hash=row.prev_hash, hash=row.hash)
+# Appending
 
 
 def _head(conn: Connection) -> mac_chain.Entry | None:
     return _newest(conn)
-
-
-def _newest(conn: Connection) -> mac_chain.Entry | None:
-    row = conn.execute(select(entries_table).order_by(entries_table.c.seq.desc()).limit(1)).first()
-    return None if row is None else _entry(row)
-
-
-def _at(conn: Connection, seq: int) -> mac_chain.Entry | None:
-    row = conn.execute(select(entries_table).where(entries_table.c.seq == seq)).first()
-    return None if row is None else _entry(row)
-
-
-def _history(conn: Connection, request_id: str) -> list[mac_chain.Entry]:
-    rows = conn.execute(select(entries_table).where(entries_table.c.request_id == request_id)
-                        .order_by(entries_table.c.seq))
-    return [_entry(r) for r in rows]
-
-
-class UnreadableLedger(UnlearnError):
-    """The ledger's database opens but does not read: to `verify`, a broken ledger (not a bad setting)."""
-
-
-def _rows_in_order(root: Path) -> list:
-    """The raw rows by seq (none when there is no ledger yet); reads only. UnreadableLedger (one line)
-    for a SQLite file that opens but does not read (cut short, overwritten), which used to end
-    `unlearn audit`, `comply` and even `ledger verify` in a driver traceback."""
-    with _engine(root) as engine:
-        try:
-            if not _exists(engine, ledger_url(root)):
-                return []
-            with engine.connect() as conn:
-                return list(conn.execute(select(entries_table).order_by(entries_table.c.seq)))
-        except DatabaseError as exc:
-            if _sqlite_file(ledger_url(root)) is None:  # a server's error (a dropped connection) says what it is
-                raise
-            raise UnreadableLedger(f"the ledger's database cannot be read ({_first_line(exc)}): it was cut short or "
-                                   "altered; restore it from a backup (`unlearn ledger verify --expect-head` checks "
-                                   "the copy against a head kept elsewhere)") from None
-
-
-def read_entries(root: Path) -> list[mac_chain.Entry]:
-    return [_entry(r) for r in _rows_in_order(root)]
 
 
 def _append(root: Path, build: Callable[[Connection, mac_chain.Entry | None], mac_chain.Entry | None],
@@ -291,186 +246,6 @@ def pending(root: Path) -> list[lg.RequestRecord]:
     Only from a ledger that verifies (UnlearnError otherwise): a scheduled run acts on it too."""
     check_intact(root)
     return [r for r in records(root).values() if r.status in lg.PENDING]
-
-
-def verify_chain(root: Path, expect_head: tuple[int, str] | None = None) -> tuple[bool, int | None, str]:
-    """(ok, seq of the first bad entry or None, message): every entry's MAC and link, then the
-    database's end against the signed head (and `expect_head`, a head kept elsewhere). Reads the
-    raw rows: an entry whose stored JSON is not in canonical form counts as altered too. Needs the
-    key (UnlearnError, one line, without it) unless there is no ledger at all. A head left behind
-    by an append that stopped after its commit is moved forward (said in the message)."""
-    root = Path(root)
-    try:
-        rows = _rows_in_order(root)
-    except UnreadableLedger as exc:  # the ledger is broken, which is what verifying it reports
-        return False, None, str(exc)
-    if not rows and not head_file(root).exists():  # no ledger: nothing to authenticate, no key needed
-        report = mac_chain.verify_entries([], b"", expect_head)
-        return report.ok, report.first_bad, report.message
-    key = ledger_key(root, create=False)
-    for row in rows:
-        if _canonical(row.data) != row.data:
-            return False, row.seq, f"entry {row.seq} (request {row.request_id!r}) holds data that is not its " \
-                                   "canonical JSON: the row was altered"
-    entries = [_entry(r) for r in rows]
-    if mac_chain.is_format_1(entries):
-        report = mac_chain.verify_entries(entries, key, expect_head, digest=mac_chain.entry_hash)
-        if not report.ok:
-            return False, report.first_bad, f"{report.message} (format 1 ledger: unkeyed SHA-256 chain)"
-        return False, 1, (f"format 1 ledger ({lg.FORMAT_1}, {len(entries)} entries): its plain SHA-256 chain is "
-                          "consistent but not keyed, so anyone who can write the database could have rewritten it; "
-                          "if it is as you expect, key it with `unlearn ledger seal`")
-    report = mac_chain.verify_entries(entries, key, expect_head)
-    if not report.ok:
-        return False, report.first_bad, report.message
-    try:
-        signed = _signed_head(root, key)
-    except ValueError as exc:
-        return False, None, f"the signed head {head_file(root)} is not valid ({exc}); `unlearn ledger seal` re-signs it"
-    check = mac_chain.check_head(entries, signed, str(head_file(root)))
-    if not check.ok:
-        return False, check.first_bad, check.message
-    if not check.behind:
-        return True, None, report.message
-    return True, None, f"{report.message}; {_recover_head(root, key, check.behind)}"
-
-
-def check_intact(root: Path) -> None:
-    """UnlearnError (one line) unless the ledger can be opened and verifies: a processing run must
-    not act on a forged or cut-off ledger (a forged `denied` would silently skip a request)."""
-    ok, _, message = verify_chain(root)
-    if not ok:
-        raise UnlearnError(f"the ledger does not verify — {message}; nothing was processed (see `unlearn ledger "
-                           "verify`)")
-
-
-def _canonical(text: str) -> str | None:
-    try:
-        return mac_chain.canonical_json(json.loads(text))
-    except ValueError:
-        return None
-
-
-def _recover_head(root: Path, key: bytes, behind: int) -> str:
-    what = (f"the signed head was {behind} entr{'y' if behind == 1 else 'ies'} behind (an append stopped between "
-            "its commit and its head write)")
-    try:
-        with _engine(root) as engine:
-            _advance_head(root, engine, key)
-    except OSError as exc:
-        return f"{what}; it could not be moved forward here ({_first_line(exc)})"
-    return f"{what}: moved forward"
-
-
-def head(root: Path) -> tuple[int, str] | None:
-    """(seq, MAC) of the newest entry: record it elsewhere to detect a truncated ledger later."""
-    entries = read_entries(root)
-    return (entries[-1].seq, entries[-1].hash) if entries else None
-
-
-def seal(root: Path, expect_head: tuple[int, str] | None = None) -> tuple[bool, str]:
-    """(ok, message). The key holder's statement that the ledger as it stands is the ledger: a
-    format 1 ledger whose plain chain is intact is re-chained with MACs (in one transaction; on
-    SQLite the append-only triggers are lifted for it and put back), and the head is signed from
-    the database's newest entry — also for a format 2 ledger whose MACs verify (a lost or stale
-    head file, a ledger moved to another database). A broken chain is never sealed."""
-    root = Path(root)
-    with _engine(root) as engine:
-        if not _exists(engine, ledger_url(root)):
-            return _seal_empty(root)
-        with engine.execution_options(ledger_write=True).begin() as conn:
-            rows = list(conn.execute(select(entries_table).order_by(entries_table.c.seq)))
-            bad = next((r for r in rows if _canonical(r.data) != r.data), None)
-            if bad is not None:
-                return False, f"not sealed: entry {bad.seq} holds data that is not its canonical JSON (altered)"
-            entries = [_entry(r) for r in rows]
-            old_format = mac_chain.is_format_1(entries)
-            # a keyed ledger's key exists somewhere: a new one would only make it read as forged
-            key = ledger_key(root, create=old_format)
-            if old_format and (signed := _signed_head_or_none(root, key)) is not None and signed[0] > 0:
-                return False, (f"not sealed: the signed head names entry {signed[0]} of a keyed ledger, so this "
-                               "plain SHA-256 chain was written without the key (a rewrite); restore the ledger "
-                               "from a backup")
-            report = mac_chain.verify_entries(entries, key, expect_head,
-                                              digest=mac_chain.entry_hash if old_format else None)
-            if not report.ok:
-                return False, f"not sealed: {report.message}"
-            if old_format:
-                entries = mac_chain.seal_entries(entries, key)
-                _rewrite_macs(conn, entries)
-        if not entries:
-            return _seal_empty(root)
-        before = _signed_head_or_none(root, key)
-        with _head_lock(root):
-            _write_head(root, entries[-1].seq, entries[-1].hash, key)
-    done = f"{len(entries)} format 1 entries keyed with the project's key; " if old_format else ""
-    moved = "" if before is None or before[0] == entries[-1].seq else f" (it named entry {before[0]})"
-    return True, f"sealed: {done}signed head entry {entries[-1].seq} {entries[-1].hash}{moved}"
-
-
-def _seal_empty(root: Path) -> tuple[bool, str]:
-    """An empty ledger: a head file left from another database (UNLEARN_LEDGER_URL now names a new
-    one) is reset to the empty head, which the key holder vouches for."""
-    if not head_file(root).exists():
-        return True, "ledger empty: nothing to seal"
-    key = ledger_key(root, create=False)  # the head file was signed with a key that exists
-    before = _signed_head_or_none(root, key)
-    with _head_lock(root):
-        _write_head(root, 0, mac_chain.GENESIS, key)
-    named = f" (it named entry {before[0]})" if before else ""
-    return True, f"sealed: the ledger is empty; signed head reset to entry 0{named}"
-
-
-def _rewrite_macs(conn: Connection, sealed: list[mac_chain.Entry]) -> None:
-    sqlite = conn.dialect.name == "sqlite"
-    if sqlite:
-        for name in TRIGGERS:
-            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}")
-    for entry in sealed:
-        conn.execute(update(entries_table).where(entries_table.c.seq == entry.seq)
-                     .values(prev_hash=entry.prev_hash, hash=entry.hash))
-    if sqlite:
-        for create in TRIGGERS.values():
-            conn.exec_driver_sql(create)
-
-
-def certificate_recorded(root: Path, request_id: str, certificate: bytes, signing_key: bytes) -> tuple[bool, str]:
-    """(ok, what was found): whether the ledger's authentic `completed` entry of `request_id`
-    records this certificate's SHA-256. A project without a ledger has nothing to check against."""
-    rows = _rows_in_order(Path(root))
-    if not rows:
-        return True, "no ledger to check it against"
-    digest = hashlib.sha256(certificate).hexdigest()
-    entry = next((_entry(r) for r in rows if r.request_id == request_id and r.event == "completed"), None)
-    if entry is None:
-        return False, (f"the ledger records no completed entry for request {request_id!r}: no certificate was "
-                       "issued for it")
-    if not hmac.compare_digest(mac_chain.entry_mac(mac_chain.ledger_key(signing_key), entry.body()), entry.hash):
-        return False, f"the ledger's completed entry {entry.seq} does not match its MAC: run `unlearn ledger verify`"
-    recorded = entry.data.get("certificate_sha256")
-    if recorded != digest:
-        return False, (f"the ledger's completed entry {entry.seq} of request {request_id!r} records certificate "
-                       f"sha256 {str(recorded)[:12]}…, not this file's {digest[:12]}…: not the certificate issued")
-    return True, f"recorded by ledger entry {entry.seq}"
-
-
-# ---------------------------------------------------------------------------------------------
-# The signed head moves forward
-
-
-def _advance_head(root: Path, engine: Engine, key: bytes) -> None:
-    """Sign the database's newest entry as the head, re-read under the head lock, so that of two
-    appenders the later write never moves the head back. A failed write (disk full, read-only)
-    raises OSError and leaves the head behind, which the next append or `ledger verify` repairs."""
-    with _head_lock(root):
-        with engine.connect() as conn:
-            newest = _newest(conn)
-        if newest is None or not hmac.compare_digest(mac_chain.entry_mac(key, newest.body()), newest.hash):
-            return
-        current = _signed_head_or_none(root, key)
-        if current is None or current[0] < newest.seq:
-            _write_head(root, newest.seq, newest.hash, key)
-
 
 # ---------------------------------------------------------------------------------------------
 # Private files: the salt and the submitted requests

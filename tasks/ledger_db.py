@@ -1,5 +1,6 @@
 """The request ledger's database: its URL (UNLEARN_LEDGER_URL, else `<root>/ledger.db`), an engine
-for it, and its one append-only table. What is written there and how is `tasks.ledger`.
+for it, its one append-only table and the readers of its rows. What is written there and how is
+`tasks.ledger`.
 
 A bad UNLEARN_LEDGER_URL (not a URL, no driver, a missing directory, a server that cannot be
 reached within CONNECT_TIMEOUT_S) is an UnlearnError naming the setting.
@@ -7,16 +8,18 @@ reached within CONNECT_TIMEOUT_S) is an UnlearnError naming the setting.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import DDL, Column, Integer, MetaData, String, Table, Text, create_engine, event, inspect
+from sqlalchemy import DDL, Column, Integer, MetaData, String, Table, Text, create_engine, event, inspect, select
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
 
+from unlearning.compliance import mac_chain
 from unlearning.errors import UnlearnError
 
 URL_ENV = "UNLEARN_LEDGER_URL"
@@ -146,3 +149,55 @@ def _exists(engine: Engine, url: str) -> bool:
         return False
     with engine.connect() as conn:
         return inspect(conn).has_table(entries_table.name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading rows
+
+
+def _entry(row) -> mac_chain.Entry:
+    return mac_chain.Entry(seq=row.seq, request_id=row.request_id, event=row.event, status=row.status, at=row.at,
+                           data=json.loads(row.data), prev_hash=row.prev_hash, hash=row.hash)
+
+
+
+def _newest(conn: Connection) -> mac_chain.Entry | None:
+    row = conn.execute(select(entries_table).order_by(entries_table.c.seq.desc()).limit(1)).first()
+    return None if row is None else _entry(row)
+
+
+def _at(conn: Connection, seq: int) -> mac_chain.Entry | None:
+    row = conn.execute(select(entries_table).where(entries_table.c.seq == seq)).first()
+    return None if row is None else _entry(row)
+
+
+def _history(conn: Connection, request_id: str) -> list[mac_chain.Entry]:
+    rows = conn.execute(select(entries_table).where(entries_table.c.request_id == request_id)
+                        .order_by(entries_table.c.seq))
+    return [_entry(r) for r in rows]
+
+
+class UnreadableLedger(UnlearnError):
+    """The ledger's database opens but does not read: to `verify`, a broken ledger (not a bad setting)."""
+
+
+def _rows_in_order(root: Path) -> list:
+    """The raw rows by seq (none when there is no ledger yet); reads only. UnreadableLedger (one line)
+    for a SQLite file that opens but does not read (cut short, overwritten), which used to end
+    `unlearn audit`, `comply` and even `ledger verify` in a driver traceback."""
+    with _engine(root) as engine:
+        try:
+            if not _exists(engine, ledger_url(root)):
+                return []
+            with engine.connect() as conn:
+                return list(conn.execute(select(entries_table).order_by(entries_table.c.seq)))
+        except DatabaseError as exc:
+            if _sqlite_file(ledger_url(root)) is None:  # a server's error (a dropped connection) says what it is
+                raise
+            raise UnreadableLedger(f"the ledger's database cannot be read ({_first_line(exc)}): it was cut short or "
+                                   "altered; restore it from a backup (`unlearn ledger verify --expect-head` checks "
+                                   "the copy against a head kept elsewhere)") from None
+
+
+def read_entries(root: Path) -> list[mac_chain.Entry]:
+    return [_entry(r) for r in _rows_in_order(root)]

@@ -1,17 +1,22 @@
 """The request ledger's key and its signed head: (seq, MAC) of the database's newest entry, signed
 with the ledger's key and kept outside the database (`.unlearn/ledger.head`, or
 UNLEARN_LEDGER_HEAD), so that someone who can write the database but lacks the key cannot cut its
-newest entries off unnoticed. How the head moves is `tasks.ledger`'s."""
+newest entries off unnoticed. It moves forward after each append (`tasks.ledger`) and when
+`ledger verify` finds it behind (`tasks.ledger_verify`)."""
 
 from __future__ import annotations
 
 import fcntl
+import hmac
 import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from sqlalchemy.engine import Engine
+
+from tasks.ledger_db import _newest
 from unlearning.compliance import mac_chain
 from unlearning.compliance import signing
 from unlearning.errors import UnlearnError
@@ -74,3 +79,17 @@ def _head_lock(root: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _advance_head(root: Path, engine: Engine, key: bytes) -> None:
+    """Sign the database's newest entry as the head, re-read under the head lock, so that of two
+    appenders the later write never moves the head back. A failed write (disk full, read-only)
+    raises OSError and leaves the head behind, which the next append or `ledger verify` repairs."""
+    with _head_lock(root):
+        with engine.connect() as conn:
+            newest = _newest(conn)
+        if newest is None or not hmac.compare_digest(mac_chain.entry_mac(key, newest.body()), newest.hash):
+            return
+        current = _signed_head_or_none(root, key)
+        if current is None or current[0] < newest.seq:
+            _write_head(root, newest.seq, newest.hash, key)

@@ -114,7 +114,7 @@ def plan_for(root: Path, request: UnlearningRequest, method: str | None = None, 
     resolved, part = kind.plan(root, request, dataset, bundle, production, requested, checked)
     plan = Plan(request=request, kind=kind, dataset=dataset, data_version=dvc.data_version(root),
                 model_name=request.model, parent_version=str(production.version), parent_run=production.run_id,
-                bundle=bundle, method=resolved, requested=requested, part=part)
+                parent_guarantee=production.tags.get("guarantee"), bundle=bundle, method=resolved, requested=requested, part=part)
     if verify is not None:
         kind.check_verify_mode(plan, verify)
     return plan

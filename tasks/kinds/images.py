@@ -31,8 +31,7 @@ from unlearning.images.bundle import (
 from unlearning.compliance.requests import UnlearningRequest
 from unlearning.images import cnn, factory
 from unlearning.images.outputs import KnownOutputs
-from unlearning.images.alignment import unrolls
-from unlearning.images.registry import CHAINED
+from unlearning.images import chain as chain_rules
 from unlearning.images.verify import ImageVerifyConfig
 from unlearning.linalg import single_threaded
 
@@ -122,15 +121,15 @@ def update_cnn(lineage: Lineage, plan: Plan, method: str, options: dict | None =
             tracking.log_params(run_id, {"reference": source})
         else:
             data = training_data(plan.dataset, plan.bundle)
-            chained = method in CHAINED and unrolls(options, data, plan.part.request)  # else nothing is opened
-            chain, start_run, start_version = (images_chain.chain_of(lineage.root, plan) if chained
-                                               else (None, None, None))
-            result = run_method(method, plan.bundle.model, data, plan.part.request, options, chain)
-            # the chain ended (no halved step met its guard) where the result continues another first model:
-            # the deletion was unrolled from the model before, which starts a new chain
-            if chain is not None and (result.chain is None or result.chain.model is not chain.model):
-                start_run, start_version = plan.parent_run, plan.parent_version
-            del chain  # the chain's first model and gradient: in memory only, sealed again by keep_for_next_update
+            # the chain (unlearning.images.chain) is opened only for a deletion that continues it
+            taken = (images_chain.chain_of(lineage.root, plan)
+                     if chain_rules.takes_the_chain(method, options, data, plan.part.request) else None)
+            result = run_method(method, plan.bundle.model, data, plan.part.request, options,
+                                None if taken is None else taken[0])
+            if taken is not None:  # the first model the new version's chain starts from, if it keeps one
+                first = chain_rules.first_model(taken, result.chain, (plan.parent_run, plan.parent_version))
+                start_run, start_version = first or (None, None)
+            del taken  # the chain's first model and gradient: in memory only, sealed again by keep_for_next_update
         bundle = new_bundle(plan.bundle, result.model, plan.part.request)
         seconds = result.stats["seconds"]
         carry = images_chain.carried(result.chain, start_run, start_version) if start_run else None

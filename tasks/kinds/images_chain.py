@@ -1,5 +1,5 @@
-"""The chain an image model's unrolled record deletions form, as the pipeline keeps it (the rule:
-unlearning.images.alignment.unroll's `chain`): each deletion is unrolled from the chain's first model
+"""The chain an image model's unrolled record deletions form, as the pipeline keeps it (the rules:
+unlearning.images.chain; the step: unlearning.images.alignment.unroll's `chain`): each deletion is unrolled from the chain's first model
 over every image the chain deleted, as one deletion of them all would be, instead of from the model
 before it, where each step's overshoot stacked on the last (measured: docs/benchmarks.md, "image
 chains").
@@ -29,6 +29,7 @@ from pathlib import Path
 from tasks import state
 from tasks.common import Plan, Update
 from tasks.kinds.sealed_chain import open_chain_file
+from unlearning.images import chain as rules
 from unlearning.images.common import ImageChain
 
 
@@ -48,15 +49,20 @@ def kept_ids(root: Path, run_id: str) -> tuple[str | None, str | None]:
     return kept.get(state.TEACHER_RUN_KEY), kept.get(state.CHAIN_SEAL_KEY)
 
 
-def chain_of(root: Path, plan: Plan) -> tuple[ImageChain, str, str | None]:
-    """(the chain a deletion from production continues, its first model's run id and version): the
+def chain_of(root: Path, plan: Plan) -> tuple[ImageChain, tuple[str, str | None]]:
+    """(the chain a deletion from production continues, (its first model's run id, version)): the
     sealed chain where production keeps one that the file names, else a new chain from production."""
-    own = ImageChain(plan.bundle.model), plan.parent_run, plan.parent_version
+    return rules.continued(kept_chain(root, plan), plan.bundle.model, (plan.parent_run, plan.parent_version))
+
+
+def kept_chain(root: Path, plan: Plan) -> tuple[ImageChain, tuple[str, str | None]] | None:
+    """(the sealed chain production keeps, (its first model's run id, version)); None where production
+    keeps none, or the sealed file is not the one it names (one warning then)."""
     start, seal = kept_ids(root, plan.parent_run)
     if start is None or seal is None:
-        return own
+        return None
 
-    def build(sealed: dict) -> tuple[ImageChain, str, str | None]:
+    def build(sealed: dict) -> tuple[ImageChain, tuple[str, str | None]]:
         first = copy.deepcopy(plan.bundle.model)
         first.load_state_dict(sealed["state"])
         names = dict(first.named_parameters())
@@ -64,13 +70,12 @@ def chain_of(root: Path, plan: Plan) -> tuple[ImageChain, str, str | None]:
         if not all(n in names and g.shape == names[n].shape for n, g in grad.items()):
             raise KeyError("the gradient does not fit the model")
         first.eval()
-        return ImageChain(first, grad), start, sealed.get("version")
+        return ImageChain(first, grad), (start, sealed.get("version"))
 
-    found = open_chain_file(root, plan.model_name, "start",
-                            lambda sealed: sealed.get("anchor") == start and sealed.get("seal") == seal,
-                            "the sealed chain is another version's", build,
-                            "the deletion is unrolled from the model before it")
-    return own if found is None else found
+    return open_chain_file(root, plan.model_name, "start",
+                           lambda sealed: sealed.get("anchor") == start and sealed.get("seal") == seal,
+                           "the sealed chain is another version's", build,
+                           "the deletion is unrolled from the model before it")
 
 
 def carried(chain: ImageChain | None, start_run: str, start_version: str | None) -> Carried | None:

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from tasks import state
 from tasks.common import Plan, Update
-from tasks.kinds.text_teacher import version_guarantee
 from unlearning.text import chain as rules
 from unlearning.text import evidence, lm
 from unlearning.text.chain import fits, restored
@@ -56,7 +55,7 @@ def known_chain(root, plan: Plan) -> list[str]:
 
     # the guarantee always: the version's evidence state may hold only its perplexity, written by this
     # very request's verification (a fast update verified by reference by older code kept no chain)
-    runs = chain_runs(root, plan.parent_run, version_guarantee(plan))
+    runs = chain_runs(root, plan.parent_run, plan.parent_guarantee)
     return [p.stem for p in audit_steps.escrow_files(root, plan.model_name)] if runs is None else runs
 
 
@@ -65,7 +64,7 @@ def chain_after(root, plan: Plan, run_id: str) -> list[str] | None:
     starts from is unknown: it stays unknown down the lineage until an exact model (a chain rebuilt
     from the escrows still held would forget a request whose escrow is gone, and the audit would
     then take that request for one removed exactly)."""
-    return rules.chain_after(chain_runs(root, plan.parent_run, version_guarantee(plan)), run_id)
+    return rules.chain_after(chain_runs(root, plan.parent_run, plan.parent_guarantee), run_id)
 
 
 def chain_secrets(root, plan: Plan) -> Chain | None:

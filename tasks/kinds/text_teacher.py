@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from tasks import state, tracking
+from tasks import state
 from tasks.common import Plan
 from tasks.kinds.sealed_chain import open_chain_file
 from unlearning.text import lm
@@ -43,16 +43,9 @@ def teacher_run(root: Path, run_id: str, guarantee: str | None) -> str | None:
     return run_id if trained_exactly(guarantee) else None
 
 
-def version_guarantee(plan: Plan) -> str | None:
-    """The `guarantee` tag of the model version the request starts from (None: no registered version)."""
-    if plan.model_name is None or plan.parent_version is None:
-        return None
-    return tracking.version_tags(plan.model_name, plan.parent_version).get("guarantee")
-
-
 def parent_teacher_run(root: Path, plan: Plan) -> str | None:
-    """teacher_run of the version a request starts from (its guarantee read from its tags)."""
-    return teacher_run(root, plan.parent_run, version_guarantee(plan))
+    """teacher_run of the version a request starts from (its guarantee as the plan read it)."""
+    return teacher_run(root, plan.parent_run, plan.parent_guarantee)
 
 
 def has_teacher(bundle: lm.LMBundle) -> bool:

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tasks import ledger, ledger_db, ledger_head
+from tasks import ledger, ledger_db, ledger_head, ledger_verify
 from unlearning.compliance import mac_chain
 from unlearning.compliance.requests import KINDS, UnlearningRequest
 from unlearning.errors import UnlearnError
@@ -74,7 +74,7 @@ def test_submit_show_list_pending(tmp_path):
     ledger.transition(tmp_path, "REQ-3", "failed", now=T0, reason="registry unreachable")
     assert [r.id for r in ledger.pending(tmp_path)] == ["REQ-1", "REQ-3"]
     assert [r.id for r in ledger.list_requests(tmp_path, status="processing")] == ["REQ-2"]
-    assert ledger.verify_chain(tmp_path)[0]
+    assert ledger_verify.verify_chain(tmp_path)[0]
 
 
 def test_overdue_listing(tmp_path):
@@ -145,7 +145,7 @@ def test_bad_input_creates_no_file(tmp_path):
         ledger.transition(tmp_path, "REQ-1", "processing")
     with pytest.raises(UnlearnError, match="no request"):
         ledger.show(tmp_path, "REQ-1")
-    assert ledger.list_requests(tmp_path) == [] and ledger.verify_chain(tmp_path)[0]
+    assert ledger.list_requests(tmp_path) == [] and ledger_verify.verify_chain(tmp_path)[0]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -210,9 +210,9 @@ def test_update_and_delete_are_refused_by_the_database(tmp_path):
 ])
 def test_raw_sql_tampering_is_named(tmp_path, statement, first_bad, words):
     filled(tmp_path)
-    assert ledger.verify_chain(tmp_path)[:2] == (True, None)
+    assert ledger_verify.verify_chain(tmp_path)[:2] == (True, None)
     tamper(tmp_path, statement)
-    ok, bad, message = ledger.verify_chain(tmp_path)
+    ok, bad, message = ledger_verify.verify_chain(tmp_path)
     assert (ok, bad) == (False, first_bad), message
     assert words in message and f"entry {first_bad}" in message
 
@@ -221,7 +221,7 @@ def test_reordered_rows_are_named(tmp_path):
     filled(tmp_path)
     tamper(tmp_path, "UPDATE ledger_entries SET seq = 100 WHERE seq = 3",
            "UPDATE ledger_entries SET seq = 3 WHERE seq = 4", "UPDATE ledger_entries SET seq = 4 WHERE seq = 100")
-    assert ledger.verify_chain(tmp_path)[:2] == (False, 3)
+    assert ledger_verify.verify_chain(tmp_path)[:2] == (False, 3)
 
 
 def all_rows(root: Path) -> list[tuple]:
@@ -250,9 +250,9 @@ def test_a_forged_denial_appended_without_the_key_is_named(tmp_path, digest):
     filled(tmp_path)
     tamper(tmp_path)  # the triggers go first, as an attacker with the file would do
     seq = insert_forged(tmp_path, "REQ-2", "denied", "denied", {"basis": "forged"}, digest)
-    ok, bad, message = ledger.verify_chain(tmp_path)
+    ok, bad, message = ledger_verify.verify_chain(tmp_path)
     assert (ok, bad) == (False, seq) and f"entry {seq} (request 'REQ-2', denied)" in message
-    ok, bad, _ = ledger.verify_chain(tmp_path, expect_head=(seq, all_rows(tmp_path)[-1][7]))  # even so
+    ok, bad, _ = ledger_verify.verify_chain(tmp_path, expect_head=(seq, all_rows(tmp_path)[-1][7]))  # even so
     assert (ok, bad) == (False, seq)
     before = all_rows(tmp_path)
     with pytest.raises(UnlearnError, match="does not match its MAC"):
@@ -265,10 +265,10 @@ def test_a_forged_denial_appended_without_the_key_is_named(tmp_path, digest):
 @pytest.mark.parametrize("removed", [1, 3, 6])
 def test_cut_off_newest_entries_are_found_by_the_signed_head(tmp_path, removed):
     filled(tmp_path)  # 6 entries
-    assert ledger.verify_chain(tmp_path) == (True, None, f"ledger intact: 6 entries, head entry 6 "
+    assert ledger_verify.verify_chain(tmp_path) == (True, None, f"ledger intact: 6 entries, head entry 6 "
                                                          f"{all_rows(tmp_path)[-1][7]}")
     tamper(tmp_path, f"DELETE FROM ledger_entries WHERE seq > {6 - removed}")
-    ok, bad, message = ledger.verify_chain(tmp_path)
+    ok, bad, message = ledger_verify.verify_chain(tmp_path)
     assert (ok, bad) == (False, 6) and "newest entries were removed" in message, message
     with pytest.raises(UnlearnError, match="nothing was added"):
         ledger.submit(tmp_path, req("REQ-9"), now=T0)
@@ -286,7 +286,7 @@ def test_a_rewritten_and_rechained_ledger_is_named_where_the_rewrite_starts(tmp_
                           f"WHERE seq = {seq}")
         prev = digest
     tamper(tmp_path, *statements)
-    ok, bad, message = ledger.verify_chain(tmp_path)
+    ok, bad, message = ledger_verify.verify_chain(tmp_path)
     assert (ok, bad) == (False, 3) and "entry 3" in message and "plain SHA-256" in message
 
 
@@ -294,7 +294,7 @@ def test_without_the_key_verify_says_how_to_provide_it(tmp_path):
     filled(tmp_path)
     (tmp_path / ".unlearn" / "signing.key").rename(tmp_path / "elsewhere.key")
     with pytest.raises(UnlearnError, match="UNLEARN_SIGNING_KEY") as excinfo:
-        ledger.verify_chain(tmp_path)
+        ledger_verify.verify_chain(tmp_path)
     assert "\n" not in str(excinfo.value)
     assert not (tmp_path / ".unlearn" / "signing.key").exists()  # checking never creates a key
 
@@ -304,7 +304,7 @@ def test_an_altered_head_file_is_refused(tmp_path):
     path = ledger_head.head_file(tmp_path)
     document = json.loads(path.read_text())
     path.write_text(json.dumps({**document, "seq": 3}))
-    ok, _, message = ledger.verify_chain(tmp_path)
+    ok, _, message = ledger_verify.verify_chain(tmp_path)
     assert not ok and "not valid" in message
     with pytest.raises(UnlearnError, match="not valid"):
         ledger.submit(tmp_path, req("REQ-9"), now=T0)
@@ -333,15 +333,15 @@ def test_a_process_killed_between_commit_and_head_write_is_recovered(tmp_path, b
     assert rows(tmp_path)[-1][1] == "KILLED"  # committed
     signed = json.loads(ledger_head.head_file(tmp_path).read_text())
     assert signed["seq"] == before
-    ok, bad, message = ledger.verify_chain(tmp_path)
+    ok, bad, message = ledger_verify.verify_chain(tmp_path)
     assert (ok, bad) == (True, None) and "1 entry behind" in message and "moved forward" in message
     assert json.loads(ledger_head.head_file(tmp_path).read_text())["seq"] == before + 1
-    assert ledger.verify_chain(tmp_path)[2].startswith("ledger intact")
+    assert ledger_verify.verify_chain(tmp_path)[2].startswith("ledger intact")
 
     run_killed_append(tmp_path, "KILLED-AGAIN")  # and the next append recovers it as well
     ledger.submit(tmp_path, req("NEXT"), now=T0)
     assert json.loads(ledger_head.head_file(tmp_path).read_text())["seq"] == before + 3
-    assert ledger.verify_chain(tmp_path) == (True, None, f"ledger intact: {before + 3} entries, head entry "
+    assert ledger_verify.verify_chain(tmp_path) == (True, None, f"ledger intact: {before + 3} entries, head entry "
                                                          f"{before + 3} {all_rows(tmp_path)[-1][7]}")
 
 
@@ -360,16 +360,16 @@ def test_a_format_1_ledger_is_reported_refused_for_appends_and_sealed(tmp_path):
     filled(tmp_path)
     as_format_1(tmp_path)
     content = [r[:6] for r in all_rows(tmp_path)]
-    ok, bad, message = ledger.verify_chain(tmp_path)
+    ok, bad, message = ledger_verify.verify_chain(tmp_path)
     assert (ok, bad) == (False, 1) and "format 1" in message and "ledger seal" in message
     with pytest.raises(UnlearnError, match="format 1"):
         ledger.submit(tmp_path, req("REQ-9"), now=T0)
-    ok, message = ledger.seal(tmp_path)
+    ok, message = ledger_verify.seal(tmp_path)
     assert ok and "6 format 1 entries keyed" in message
     assert [r[:6] for r in all_rows(tmp_path)] == content  # the same entries, now MACed
-    assert ledger.verify_chain(tmp_path)[:2] == (True, None)
+    assert ledger_verify.verify_chain(tmp_path)[:2] == (True, None)
     ledger.submit(tmp_path, req("REQ-9"), now=T0)
-    assert ledger.verify_chain(tmp_path)[:2] == (True, None)
+    assert ledger_verify.verify_chain(tmp_path)[:2] == (True, None)
     with sqlite3.connect(tmp_path / "ledger.db") as db, pytest.raises(sqlite3.DatabaseError, match="append-only"):
         db.execute("DELETE FROM ledger_entries WHERE seq = 7")  # the triggers are back
 
@@ -384,10 +384,10 @@ def test_a_keyed_ledger_rewritten_as_format_1_is_never_sealed(tmp_path):
     as_format_1(tmp_path)
     ledger_head.head_file(tmp_path).write_bytes(signed)
     before = all_rows(tmp_path)
-    ok, message = ledger.seal(tmp_path)
+    ok, message = ledger_verify.seal(tmp_path)
     assert not ok and "not sealed" in message and "signed head" in message
     assert all_rows(tmp_path) == before and ledger_head.head_file(tmp_path).read_bytes() == signed
-    assert not ledger.verify_chain(tmp_path)[0]
+    assert not ledger_verify.verify_chain(tmp_path)[0]
 
 
 def test_a_broken_chain_is_never_sealed(tmp_path):
@@ -395,7 +395,7 @@ def test_a_broken_chain_is_never_sealed(tmp_path):
     as_format_1(tmp_path)
     tamper(tmp_path, "UPDATE ledger_entries SET status = 'denied' WHERE seq = 5")
     before = all_rows(tmp_path)
-    ok, message = ledger.seal(tmp_path)
+    ok, message = ledger_verify.seal(tmp_path)
     assert not ok and "not sealed" in message and "entry 5" in message
     assert all_rows(tmp_path) == before and not ledger_head.head_file(tmp_path).exists()
 
@@ -410,7 +410,7 @@ def test_seal_without_the_key_refuses_and_makes_no_key(tmp_path):
     ledger_head.head_file(tmp_path).unlink()
     before = all_rows(tmp_path)
     with pytest.raises(UnlearnError, match="no signing key"):
-        ledger.seal(tmp_path)
+        ledger_verify.seal(tmp_path)
     assert not (tmp_path / signing.KEY_FILE).exists() and not ledger_head.head_file(tmp_path).exists()
     assert all_rows(tmp_path) == before
 
@@ -418,23 +418,23 @@ def test_seal_without_the_key_refuses_and_makes_no_key(tmp_path):
 def test_a_lost_head_file_fails_verification_until_the_key_holder_seals(tmp_path):
     filled(tmp_path)
     ledger_head.head_file(tmp_path).unlink()
-    ok, _, message = ledger.verify_chain(tmp_path)
+    ok, _, message = ledger_verify.verify_chain(tmp_path)
     assert not ok and "no signed head" in message
-    ok, message = ledger.seal(tmp_path)
+    ok, message = ledger_verify.seal(tmp_path)
     assert ok and "signed head entry 6" in message
-    assert ledger.verify_chain(tmp_path)[:2] == (True, None)
+    assert ledger_verify.verify_chain(tmp_path)[:2] == (True, None)
 
 
 def test_a_new_empty_database_is_refused_until_the_key_holder_seals(tmp_path, monkeypatch):
     filled(tmp_path)
     monkeypatch.setenv(ledger_db.URL_ENV, f"sqlite:///{tmp_path / 'new.db'}")  # the ledger moved, rows left behind
-    assert ledger.verify_chain(tmp_path)[:2] == (False, 6)
+    assert ledger_verify.verify_chain(tmp_path)[:2] == (False, 6)
     with pytest.raises(UnlearnError, match="newest entries were removed"):
         ledger.submit(tmp_path, req("REQ-9"), now=T0)
-    ok, message = ledger.seal(tmp_path)
+    ok, message = ledger_verify.seal(tmp_path)
     assert ok and "reset to entry 0 (it named entry 6)" in message
     ledger.submit(tmp_path, req("REQ-9"), now=T0)
-    assert ledger.verify_chain(tmp_path)[:2] == (True, None)
+    assert ledger_verify.verify_chain(tmp_path)[:2] == (True, None)
 
 
 def test_the_head_file_is_private_and_names_the_newest_entry(tmp_path):
@@ -513,7 +513,7 @@ def test_two_processes_appending_at_once_keep_one_valid_chain(tmp_path):
     assert sorted(e[1] for e in entries) == sorted(f"{name}-{i}" for name in "AB" for i in range(n))
     switches = sum(a[1][0] != b[1][0] for a, b in zip(entries, entries[1:]))
     assert switches >= 1  # the two writers really interleaved
-    assert ledger.verify_chain(tmp_path)[0]
+    assert ledger_verify.verify_chain(tmp_path)[0]
 
 
 def test_two_processes_claiming_the_same_requests_claim_each_once(tmp_path):
@@ -533,14 +533,14 @@ def test_two_processes_claiming_the_same_requests_claim_each_once(tmp_path):
     won = [json.loads(out.read_text()) for out in outs]
     assert sorted(won[0] + won[1]) == sorted(ids)  # every request claimed, none twice
     assert [r[1] for r in rows(tmp_path) if r[2] == "processing"].count("REQ-0") == 1
-    assert ledger.verify_chain(tmp_path)[0]
+    assert ledger_verify.verify_chain(tmp_path)[0]
 
 
 def test_a_writer_that_read_a_stale_head_retries(tmp_path, monkeypatch):
     """The path a PostgreSQL ledger takes (no BEGIN IMMEDIATE there): two writers read the same
     head, the unique seq lets one insert, the other rolls back and appends after it."""
     ledger.submit(tmp_path, req("REQ-1"), now=T0)
-    stale = ledger.read_entries(tmp_path)[0]
+    stale = ledger_db.read_entries(tmp_path)[0]
     ledger.submit(tmp_path, req("REQ-2"), now=T0)  # the head moved on
     real_head, calls = ledger._head, []
 
@@ -551,7 +551,7 @@ def test_a_writer_that_read_a_stale_head_retries(tmp_path, monkeypatch):
     monkeypatch.setattr(ledger, "_head", head_once_stale)
     entry = ledger.submit(tmp_path, req("REQ-3"), now=T0)
     assert len(calls) == 2 and entry.seq == 3
-    assert ledger.verify_chain(tmp_path)[0]
+    assert ledger_verify.verify_chain(tmp_path)[0]
 
 
 def salt_worker(root: str, barrier, out: str) -> None:
@@ -598,11 +598,11 @@ def test_the_empty_head_put_back_cannot_vouch_for_what_a_cut_left(tmp_path):
     empty_head = mac_chain.sign_head(ledger_head.ledger_key(tmp_path), 0, mac_chain.GENESIS)
     filled(tmp_path, n=mac_chain.MAX_UNSIGNED + 4)
     newest = len(all_rows(tmp_path))
-    assert ledger.verify_chain(tmp_path)[:2] == (True, None)
+    assert ledger_verify.verify_chain(tmp_path)[:2] == (True, None)
     keep = mac_chain.MAX_UNSIGNED + 2
     tamper(tmp_path, f"DELETE FROM ledger_entries WHERE seq > {keep}")
     ledger_head.head_file(tmp_path).write_text(mac_chain.canonical_json(empty_head) + "\n")
-    ok, first_bad, message = ledger.verify_chain(tmp_path)
+    ok, first_bad, message = ledger_verify.verify_chain(tmp_path)
     assert not ok and f"holds {keep} entries" in message and "ledger seal" in message, message
     with pytest.raises(UnlearnError, match="ledger verify"):
         ledger.submit(tmp_path, req("REQ-X"), now=T0)
@@ -616,6 +616,6 @@ def test_the_signed_head_can_live_outside_the_checkout(tmp_path, monkeypatch):
     monkeypatch.setenv("UNLEARN_LEDGER_HEAD", str(elsewhere))
     filled(project)
     assert elsewhere.is_file() and not (project / ".unlearn" / "ledger.head").exists()
-    assert ledger.verify_chain(project)[:2] == (True, None)
+    assert ledger_verify.verify_chain(project)[:2] == (True, None)
     tamper(project, "DELETE FROM ledger_entries WHERE seq = (SELECT MAX(seq) FROM ledger_entries)")
-    assert ledger.verify_chain(project)[0] is False  # the cut is still found from there
+    assert ledger_verify.verify_chain(project)[0] is False  # the cut is still found from there

@@ -180,6 +180,8 @@ def test_a_reason_or_basis_longer_than_the_ledger_holds_is_refused_not_cut(root,
     (["requests", "deny", "REQ-9", "--basis", "b"], "no request"),
     (["ledger", "verify", "--expect-head", "7"], "seq:hash"),
     (["ledger", "verify", "--expect-head", "²:" + "0" * 64], "seq:hash"),  # isdigit(), yet int() raises
+    (["ledger", "verify", "--expect-head", "٣:" + "0" * 64], "seq:hash"),  # int(): 3, not as written
+    (["ledger", "verify", "--expect-head", "1_0:" + "0" * 64], "seq:hash"),  # int(): 10
     (["certificate", "verify", "nope.json"], "not found"),
     (["certificate", "verify", "folder.json"], "not a regular file"),  # was "not found; check the path"
 ])

@@ -10,7 +10,8 @@ import json
 
 from flows.cli import main
 from flows.forget import forget_flow
-from tasks import steps
+from unlearning.compliance.requests import load_request
+from tasks import steps, tracking
 from tests.flows.test_pipeline import add_and_train, request_file
 
 
@@ -34,6 +35,11 @@ def test_forget_plans_its_request_once(workspace, people_csv, capsys, monkeypatc
     summary = json.loads(capsys.readouterr().out)
     assert code == 0 and summary["verified"] and summary["model"]["parent_version"] == "1"
     assert planned == ["once-1"]  # the validation's plan; the flow took it
+    # the plan holds the guarantee of the version it starts from, as MLflow tags it: the kinds' steps
+    # read it there rather than asking MLflow each time (the text chain asked up to five times)
+    nxt = steps.plan_for(workspace, load_request(request_file(workspace, id="once-2", delete_records=["P1004"])))
+    assert nxt.parent_version == summary["model"]["version"]
+    assert nxt.parent_guarantee == tracking.version_tags("people", nxt.parent_version)["guarantee"]
 
 
 def test_a_release_between_validation_and_flow_is_planned_again(workspace, people_csv, capsys, monkeypatch):

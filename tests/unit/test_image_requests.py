@@ -46,7 +46,7 @@ def test_image_request_maps_ids_to_training_positions():
         class_index(digits, "x", "forget_class")
 
 
-@pytest.mark.parametrize("written", ["²", "٣", "３", "03", "+3"])
+@pytest.mark.parametrize("written", ["²", "٣", "３", "03", "+3", " 3", "3 ", "1_0"])
 def test_a_class_index_is_ascii_digits_as_written(written):
     """'²' passes str.isdigit() but int() raises on it (a traceback from `forget` and `requests
     submit`); '٣' and '３' are digits to int() and were read as class 3: a class is named as written."""

@@ -66,7 +66,7 @@ def test_a_chained_deletion_seals_its_chain_for_the_next_which_opens_it(tmp_path
     ids = chains.evidence_ids(update)
     assert ids == {state.TEACHER_RUN_KEY: "run-trained", state.CHAIN_SEAL_KEY: update.carry.seal}
     state.save_cache(tmp_path, "run-fast", {"evidence": ids})
-    chain, start, version = chains.chain_of(tmp_path, plan(fast, "run-fast"))
+    chain, (start, version) = chains.chain_of(tmp_path, plan(fast, "run-fast"))
     assert (start, version) == ("run-trained", "1") and same(chain.model, first) and not same(chain.model, fast)
     assert not chain.model.training
     assert all(torch.equal(g, torch.full_like(g, 0.5)) for g in chain.grad.values())
@@ -78,7 +78,7 @@ def test_a_version_that_names_no_chain_starts_one_from_itself(tmp_path, capsys):
     chains.keep_chain(tmp_path, plan(trained, "run-trained"), chained_update(model(2), "run-other", 1.0))
     settle(tmp_path)
     # trained, retrained, updated by another path, or from before chains were kept: no ids
-    chain, start, version = chains.chain_of(tmp_path, plan(trained, "run-trained", "3"))
+    chain, (start, version) = chains.chain_of(tmp_path, plan(trained, "run-trained", "3"))
     assert chain.model is trained and chain.grad == {} and (start, version) == ("run-trained", "3")
     assert capsys.readouterr().err == ""  # nothing was expected: no warning
     assert chains.keep_chain(tmp_path, plan(trained, "run-trained"), Update(None, "alignment", "empirical", 0.0)) == []
@@ -103,7 +103,7 @@ def test_a_chain_the_version_does_not_name_is_not_used(tmp_path, capsys, case):
         content[-5] ^= 1
         path.write_bytes(bytes(content))
     state.save_evidence(tmp_path, "run-fast", ids)
-    chain, start, _ = chains.chain_of(tmp_path, plan(fast, "run-fast"))
+    chain, (start, _) = chains.chain_of(tmp_path, plan(fast, "run-fast"))
     assert chain.model is fast and chain.grad == {} and start == "run-fast"  # a new chain, as before chains were kept
     assert "warning" in capsys.readouterr().err
 
@@ -130,7 +130,7 @@ def test_a_passing_audit_that_keeps_a_fast_production_deletes_the_chain_and_prod
     assert state.drop_teacher(tmp_path, "shop", digest)  # the audit's completion, after its record
     assert not state.teacher_file(tmp_path, "shop").exists()
     assert chains.kept_ids(tmp_path, "run-fast") == (None, None)
-    chain, start, _ = chains.chain_of(tmp_path, plan(model(1), "run-fast"))
+    chain, (start, _) = chains.chain_of(tmp_path, plan(model(1), "run-fast"))
     assert start == "run-fast" and chain.grad == {}
 
 

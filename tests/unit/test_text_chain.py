@@ -204,14 +204,14 @@ def test_the_headline_is_the_requests_own_secrets_and_an_earlier_one_that_came_b
     assert "earlier_secrets" not in own_fails["exposure_above_control_band_bits"]
 
 
-def test_a_fast_version_whose_state_holds_only_its_perplexity_is_still_an_unknown_chain(chain_case, monkeypatch):
+def test_a_fast_version_whose_state_holds_only_its_perplexity_is_still_an_unknown_chain(chain_case):
     """A request's own verification writes the perplexity of the version it starts from into that
     version's state before the chain is read: the version's guarantee must still decide (it was read
     only for an empty state, and a fast version from older code then read as a fresh exact chain)."""
     root, plan, _, _ = chain_case
     state.save_evidence(root, "model-ref-old", {"held_out_perplexity": 5.2})
     plan.parent_run = "model-ref-old"
-    monkeypatch.setattr(chains, "version_guarantee", lambda plan: "empirical")  # its MLflow tag
+    plan.parent_guarantee = "empirical"  # its MLflow tag, as planning read it
     assert chains.known_chain(root, plan) == ["forget-run-1"]  # every escrow the model holds: the safe side
     # and the next version's chain stays unknown (rebuilt from the escrows held, a request whose escrow
     # is gone would drop out of it, and the audit would take it for one removed exactly)

@@ -13,22 +13,16 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tasks import state
+from tasks import state, tracking
 from tasks.kinds.tabular import KIND as TABLE
 from tasks.kinds.text import KIND as TEXT
 from tasks.common import Plan
+from tasks.kinds import text_chain as chains
 from tasks.kinds import text_teacher as teachers
 from tasks.kinds.text_chain import reference_state
 from unlearning.text import chain as rules
 from unlearning.text.bundle import LMBundle
 from unlearning.text.charlm import CharLSTM, Vocab
-
-
-@pytest.fixture(autouse=True)
-def guarantees(monkeypatch):
-    """The versions' `guarantee` tags (MLflow in the pipeline): run-exact and run-trained were trained exactly."""
-    monkeypatch.setattr(teachers, "version_guarantee",
-                        lambda plan: "exact" if plan.parent_run in ("run-exact", "run-trained") else "empirical")
 
 
 def bundle(seed: int) -> LMBundle:
@@ -37,7 +31,9 @@ def bundle(seed: int) -> LMBundle:
 
 
 def plan(production: LMBundle, run: str) -> Plan:
-    return Plan(request=None, model_name="notes", parent_run=run, bundle=production)
+    """The versions' `guarantee` tags (MLflow, read when planning): run-exact and run-trained were trained exactly."""
+    guarantee = "exact" if run in ("run-exact", "run-trained") else "empirical"
+    return Plan(request=None, model_name="notes", parent_run=run, parent_guarantee=guarantee, bundle=production)
 
 
 def same_weights(a: LMBundle, b: LMBundle) -> bool:
@@ -184,3 +180,19 @@ def test_a_fast_update_verified_by_reference_keeps_its_teacher_too():
     kept = reference_state({"perplexity_after": 10.0, "perplexity_retrain": 9.5}, ["forget-1"], "run-exact")
     assert kept[state.TEACHER_RUN_KEY] == "run-exact" and kept["anchor_perplexity"] == 9.5
     assert state.TEACHER_RUN_KEY not in reference_state({"perplexity_after": 10.0, "perplexity_retrain": 9.5}, None)
+
+
+def test_a_request_reads_its_versions_guarantee_from_the_plan_not_from_mlflow(tmp_path, monkeypatch):
+    """The teacher's and the chain's steps of one text request (update, verify, keep for the next)
+    asked MLflow for the guarantee tag of the version it starts from up to five times; the plan
+    read it once, with the version (tasks.steps.plan_for)."""
+    reads = []
+    monkeypatch.setattr(tracking, "version_tags", lambda *version: reads.append(version) or {"guarantee": "exact"})
+    exact = Plan(request=None, model_name="notes", parent_version="1", parent_run="run-exact",
+                 parent_guarantee="exact", bundle=bundle(0))
+    assert teachers.parent_teacher_run(tmp_path, exact) == "run-exact"  # an exact model teaches its chain
+    assert teachers.chain_teacher(tmp_path, exact) == (None, None)  # ... as itself, no sealed file
+    assert chains.known_chain(tmp_path, exact) == [] and chains.chain_after(tmp_path, exact, "forget-1") == ["forget-1"]
+    teachers.keep_teacher(tmp_path, exact, "empirical")
+    assert state.pending_escrow(state.teacher_file(tmp_path, "notes")).exists()
+    assert reads == []

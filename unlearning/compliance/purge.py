@@ -27,6 +27,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from unlearning.errors import UnlearnError
+from unlearning.numbers import whole_number_as_written
 
 SUPERSEDED_BY = "superseded_by"
 PURGE_AFTER = "purge_after"
@@ -41,12 +42,11 @@ def check_keep_days(value: object, origin: str = "--keep-superseded") -> int | N
     """A retention in whole days (0 = purge now), or None when not given."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    text = str(value).strip()
-    # ASCII digits only: str.isdigit() holds for '²' (int() then raises) and '٣' (read as 3)
-    if isinstance(value, bool) or not (text.isascii() and text.isdigit()) or int(text) > MAX_KEEP_DAYS:
+    days = None if isinstance(value, bool) else whole_number_as_written(value)
+    if days is None or days > MAX_KEEP_DAYS:
         raise UnlearnError(f"{origin} must be a whole number of days from 0 to {MAX_KEEP_DAYS} (0 = purge now), "
                            f"not {value!r}")
-    return int(text)
+    return days
 
 
 def purge_time(now: datetime, keep_days: int | None) -> datetime:

@@ -27,6 +27,7 @@ from pydantic import ConfigDict, Field
 
 from unlearning.devices import DeviceSettings
 from unlearning.errors import UnlearnError
+from unlearning.numbers import whole_number_as_written
 from unlearning.images import cnn, factory
 from unlearning.images.data import ImageDataset
 from unlearning.images.request import ImageData, ImageRequest, delete_records, fix_labels, forget_class
@@ -168,10 +169,11 @@ def class_index(dataset: ImageDataset, value: str, field: str) -> int:
     """A class given by name or by index → its index; one-line error otherwise."""
     if value in dataset.classes:
         return dataset.classes.index(value)
-    # ASCII digits only: str.isdigit() holds for '²' (int() then raises) and '٣' (read as 3); and as an
-    # index is written: '03' or '+3' is no class's name, and forgetting a whole class on a guess is not undone
-    if value.isascii() and value.isdigit() and value == str(int(value)) and int(value) < len(dataset.classes):
-        return int(value)
+    index = whole_number_as_written(value)
+    # only as an index is written: '03', '+3' or ' 3' is no class's name, and forgetting a whole class
+    # on a guess is not undone
+    if index is not None and value == str(index) and index < len(dataset.classes):
+        return index
     shown = ", ".join(f"'{c}'" for c in dataset.classes)
     raise UnlearnError(f"unknown class '{value}' in {field}; classes of '{dataset.name}': {shown} "
                        f"(or an index 0..{len(dataset.classes) - 1})")
