@@ -91,8 +91,9 @@ def escrow_content(root: Path, plan: Plan, members: list[str]) -> dict:
                 "forget_class": req.forget_class, "delete_records": sorted(plan.request.delete_records)}
     if plan.kind.name == "table":
         # the ids only (a ledger request's are in its recorded nature, a certificate names them too): what
-        # lets the audit see a deleted record brought back into the data (tasks.audit_checks.erased_records_back)
-        return {"delete_records": sorted(plan.request.delete_records)}
+        # lets the audit see a deleted record brought back into the data (tasks.audit_checks.erased_data_back)
+        return {"delete_records": sorted(plan.request.delete_records),
+                "revoke_features": sorted(plan.request.revoke_features)}
     if plan.kind.name != "text":
         return {}
     from unlearning.text import lm

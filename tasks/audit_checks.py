@@ -22,8 +22,7 @@ import torch
 from tasks import references as prefetch
 from tasks.audit import ESCROWED_DATA, AuditPlan, escrow_file, escrow_run
 from tasks.common import progress
-from tasks.erased import erased_from_dataset, records_back
-from tasks.formats import format_of
+from tasks.erased import Back, back_in, erasures_on_dataset
 from unlearning.checks import undecided_removal
 from unlearning.compliance.purge import SUPERSEDED_BY
 from unlearning.images.verify import REMOVAL_CHECKS
@@ -44,7 +43,7 @@ class Judgement:
     # unlearning.checks.undecided_removal); None when one did, and for kinds whose checks always decide
     undecided: str | None = None
     # why the retrained model must not be promoted, whatever the verdict (it holds erased records
-    # too: erased_records_back); None: a failed, undecided or --rebase audit promotes it
+    # too: erased_data_back); None: a failed, undecided or --rebase audit promotes it
     unpromotable: str | None = None
 
 
@@ -243,15 +242,15 @@ def already_exact(plan: AuditPlan) -> Judgement:
 
 def judge(root: Path, plan: AuditPlan) -> Judgement:
     judgement = already_exact(plan) if plan.exact else judge_by_kind(root, plan)
-    if (back := erased_records_back(root, plan)) is not None:
-        check, requests = back
+    if (found := erased_data_back(root, plan)) is not None:
+        check, back = found
         judgement.checks.append(check)
-        judgement.shortfall.append({"check": check["name"], "requests": requests})
+        judgement.shortfall.append({"check": check["name"], "requests": sorted(back.requests)})
         name = plan.dataset.name
-        judgement.unpromotable = (f"{check['value']} record(s) erased by {', '.join(requests)} are back in "
-                                  f"data/{name}, and a retraining on it holds them too: remove them (`unlearn data "
-                                  f"add {name} --file SOURCE --replace` from a source without them) and train "
-                                  f"again, or submit the request(s) again")
+        judgement.unpromotable = (f"{back.described()} erased by {back.named} are back in data/{name}, and a "
+                                  f"retraining on it holds them too: remove them (`unlearn data add {name} --file "
+                                  f"SOURCE --replace` from a source without them) and train again, or submit the "
+                                  f"request(s) again")
     return judgement
 
 
@@ -281,37 +280,39 @@ def judge_by_kind(root: Path, plan: AuditPlan) -> Judgement:
 ERASED_CHECK = "erased_records_absent"
 
 
-def erased_records_back(root: Path, plan: AuditPlan) -> tuple[dict, list[str]] | None:
-    """(the failed check, the requests whose deleted records are back) when a record an erasure
-    deleted is in the current data the audit retrains on (re-ingested, a backup restored); None
-    otherwise, and for text models. The erasures: the covered requests, and every completed ledger
-    request on the dataset, also those an earlier audit covered (a backup restored after it). The
+def erased_data_back(root: Path, plan: AuditPlan) -> tuple[dict, Back] | None:
+    """(the failed check, what is back and which requests erased it) when what an erasure removed is in
+    the current data the audit retrains on (re-ingested, a backup restored): a deleted record, a
+    revoked feature with values, training images of a forgotten class; None otherwise, and for text
+    models. The erasures: every completed ledger request on the dataset, also those an earlier audit
+    covered (a backup restored after it), and the covered requests made outside the ledger. The
     audit's comparison cannot see it: production and the retraining were then both trained on the
-    record, and they agree. Counts and request ids only: the record ids are personal data."""
-    present = format_of(plan.dataset).record_ids(plan.dataset)
-    if present is None:
+    data, and they agree. Counts, request ids and feature and class names only: record ids are
+    personal data."""
+    back = back_in(plan.dataset, {**erasures_on_dataset(root, plan.dataset.name), **covered_erasures(plan)})
+    if not back:
         return None
-    back = records_back({**erased_from_dataset(root, plan.dataset.name), **deleted_records(plan)}, present)
-    if back is None:
-        return None
-    count, requests = back
-    check = {"name": ERASED_CHECK, "value": count, "passed": False,
-             "threshold": f"== 0 ({count} record(s) deleted by {', '.join(requests)} are in the current data "
+    check = {"name": ERASED_CHECK, "value": back.count, "passed": False,
+             "threshold": f"== 0 ({back.described()} erased by {back.named} are in the current data "
                           f"version {str(plan.data_version)[:12]}, which the audit retrained on)"}
-    return check, requests
+    return check, back
 
 
-def deleted_records(plan: AuditPlan) -> dict[str, set[str]]:
-    """Covered request id → the record ids it deleted: a ledger request's from its recorded nature, one
-    made with `unlearn forget` outside the ledger from its sealed escrow (tasks.audit.escrow_content;
-    escrows sealed before it kept them hold none, and cannot be checked)."""
-    deleted = {r.id: set((r.request or {}).get("delete_records") or ()) for r in plan.records}
+def covered_erasures(plan: AuditPlan) -> dict[str, dict]:
+    """Covered request id → what it erased: a ledger request's recorded nature, one made with `unlearn
+    forget` outside the ledger from its sealed escrow (tasks.audit.escrow_content; escrows sealed
+    before it kept them hold none, and cannot be checked)."""
+    erased = {r.id: dict(r.request or {}) for r in plan.records}
     for escrowed in plan.escrows:
-        if set(escrowed["requests"]) & deleted.keys():  # a ledger batch's: its members' own records are above
+        if set(escrowed["requests"]) & erased.keys():  # a ledger batch's: its members' own natures are above
             continue
+        forgotten = escrowed.get("forget_class")
+        nature = {"delete_records": escrowed.get("delete_records") or [],
+                  "revoke_features": escrowed.get("revoke_features") or [],
+                  "forget_class": None if forgotten is None else str(forgotten)}
         for request in escrowed["requests"]:
-            deleted.setdefault(request, set()).update(escrowed.get("delete_records") or ())
-    return deleted
+            erased.setdefault(request, nature)
+    return erased
 
 
 SUPERSEDED_CHECK = "production_not_superseded"

@@ -1,6 +1,7 @@
-"""Records that completed erasure requests deleted, kept out of a dataset's data for good.
+"""What completed erasure requests removed from a dataset, kept out of its data for good: the records
+they deleted, the features they revoked (a table's), the class they forgot (an image dataset's).
 
-Three gates read the same list (`erased_from_dataset`: every completed ledger request on a model
+Three gates read the same erasures (`erasures_on_dataset`: every completed ledger request on a model
 trained on the dataset, audited or not):
 - `unlearn data add NAME --replace` with the original source used to bring them back
   (`refuse_erased`, passed to tasks.data.add_dataset, which cannot import this module: the ledger
@@ -9,72 +10,134 @@ trained on the dataset, audited or not):
   `dvc checkout` of an old version) learned them again while their certificates still said erased
   (`refuse_erased_training`);
 - the audit fails, and promotes nothing, when it finds them in the data it retrained on
-  (tasks.audit_checks.erased_records_back), also for requests an earlier audit covered.
+  (tasks.audit_checks.erased_data_back), also for requests an earlier audit covered.
 
-Tables and image datasets (their requests delete records by id); a text corpus's requests redact
-secrets, which these ids do not name. Counts and request ids only in what is said: the record ids are
-personal data."""
+A text corpus's requests redact secrets, which none of these names. Counts, request ids, and the
+names of features and classes (the schema, which certificates name too) in what is said: never a
+record id, which is personal data."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tasks.ledger_db import _sqlite_file, ledger_url
 from unlearning.errors import UnlearnError
 
+# what of a request's nature (unlearning.compliance.ledger.request_nature) stays out of the data
+ERASING = ("delete_records", "revoke_features", "forget_class")
+
+
+@dataclass
+class Back:
+    """What a dataset holds again of the erasures it was given: the records, the revoked features
+    with values, the forgotten classes with training images; and the requests that erased them."""
+
+    records: set[str] = field(default_factory=set)
+    features: set[str] = field(default_factory=set)
+    classes: set[str] = field(default_factory=set)
+    requests: set[str] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.requests)
+
+    @property
+    def count(self) -> int:
+        return len(self.records) + len(self.features) + len(self.classes)
+
+    def described(self) -> str:
+        """'3 record(s), revoked feature(s) 'sex' and forgotten class(es) 'coat'' — never a record id."""
+        parts = [f"{len(self.records)} record(s)"] if self.records else []
+        if self.features:
+            parts.append(f"revoked feature(s) {', '.join(repr(f) for f in sorted(self.features))}")
+        if self.classes:
+            parts.append(f"the training images of forgotten class(es) {', '.join(repr(c) for c in sorted(self.classes))}")
+        return " and ".join(parts)
+
+    @property
+    def named(self) -> str:
+        return ", ".join(sorted(self.requests))
+
 
 def refuse_erased(root: Path, dataset) -> None:
-    """UnlearnError (one line, nothing written yet) for a source holding records that completed
-    ledger requests deleted on a model trained on it: how many, which requests, and the fix."""
-    if (back := erased_back(root, dataset)) is None:
+    """UnlearnError (one line, nothing written yet) for a source holding what completed ledger
+    requests erased on a model trained on it: what, which requests, and the fix."""
+    if not (back := erased_back(root, dataset)):
         return
-    count, requests = back
-    raise UnlearnError(f"{count} record(s) in this source were erased from data/{dataset.name} by completed request(s) "
-                       f"{', '.join(requests)}: adding them would bring them back into the data; drop those rows "
-                       f"from the source (the requests' delete_records) and add it again; nothing was written")
+    raise UnlearnError(f"{back.described()} erased from data/{dataset.name} by completed request(s) {back.named} "
+                       f"are in this source: adding it would bring them back into the data; drop them from the "
+                       f"source (the requests' delete_records rows, revoke_features columns, forget_class images) "
+                       f"and add it again; nothing was written")
 
 
 def refuse_erased_training(root: Path, dataset) -> None:
     """UnlearnError (one line, before any run is recorded) for training on data/NAME while it holds
-    records that completed ledger requests deleted: the new production model would hold them."""
-    if (back := erased_back(root, dataset)) is None:
+    what completed ledger requests erased: the new production model would learn it again."""
+    if not (back := erased_back(root, dataset)):
         return
-    count, requests = back
-    raise UnlearnError(f"{count} record(s) in data/{dataset.name} were erased by completed request(s) "
-                       f"{', '.join(requests)} and are back in the data: training on it would learn them again; "
-                       f"remove them (`unlearn data add {dataset.name} --file SOURCE --replace` from a source "
-                       f"without them) and train again")
+    raise UnlearnError(f"{back.described()} erased by completed request(s) {back.named} are back in "
+                       f"data/{dataset.name}: training on it would learn them again; remove them (`unlearn data "
+                       f"add {dataset.name} --file SOURCE --replace` from a source without them) and train again")
 
 
-def erased_back(root: Path, dataset) -> tuple[int, list[str]] | None:
-    """(how many erased records `dataset` holds, the requests that erased them), or None."""
+def erased_back(root: Path, dataset) -> Back:
+    """What `dataset` holds of the completed ledger requests' erasures on it (empty: nothing)."""
+    if not ledger_exists(root):
+        return Back()
+    return back_in(dataset, erasures_on_dataset(root, dataset.name))
+
+
+def back_in(dataset, erasures: dict[str, dict]) -> Back:
+    """What `dataset` holds of `erasures` (request id → its nature: delete_records, revoke_features,
+    forget_class)."""
     from tasks.formats import format_of
 
-    present = format_of(dataset).record_ids(dataset)
-    if present is None or not ledger_exists(root):
-        return None
-    return records_back(erased_from_dataset(root, dataset.name), present)
+    present = format_of(dataset).record_ids(dataset) or set()
+    back = Back()
+    for request, nature in erasures.items():
+        records = set(nature.get("delete_records") or ()) & present
+        features = {f for f in nature.get("revoke_features") or () if feature_holds_values(dataset, f)}
+        classes = {c for c in [nature.get("forget_class")] if c is not None and class_trained_on(dataset, str(c))}
+        if records or features or classes:
+            back.records |= records
+            back.features |= features
+            back.classes |= classes
+            back.requests.add(request)
+    return back
 
 
-def records_back(erased: dict[str, set[str]], present: set[str]) -> tuple[int, list[str]] | None:
-    """(how many distinct erased records are `present`, the requests that erased them, sorted), or None."""
-    back = {request: ids & present for request, ids in erased.items() if ids & present}
-    if not back:
-        return None
-    return len(set().union(*back.values())), sorted(back)
+def feature_holds_values(dataset, feature: str) -> bool:
+    """Whether a table's column `feature` holds any value (a revoked one is blanked in place)."""
+    frame = getattr(dataset, "frame", None)
+    return frame is not None and feature in getattr(dataset, "features", ()) and bool(frame[feature].notna().any())
 
 
-def erased_from_dataset(root: Path, dataset: str) -> dict[str, set[str]]:
-    """Completed ledger request id → the record ids it deleted (from its recorded nature), of the
-    requests on models trained on `dataset`. An audit leaves a request `completed`: audited ones count."""
+def class_trained_on(dataset, value: str) -> bool:
+    """Whether an image dataset has training images of the class `value` (a name or an index, as
+    the request wrote it); a class it no longer has holds none."""
+    if not hasattr(dataset, "classes") or not hasattr(dataset, "train"):
+        return False
+    from unlearning.images.bundle import class_index
+
+    try:
+        index = class_index(dataset, value, "forget_class")
+    except UnlearnError:
+        return False
+    return bool((dataset.train & (dataset.labels == index)).any())
+
+
+def erasures_on_dataset(root: Path, dataset: str) -> dict[str, dict]:
+    """Completed ledger request id → its recorded nature, of the requests that erased something
+    (records, features, a class) on models trained on `dataset`. An audit leaves a request
+    `completed`: audited ones count."""
     if not ledger_exists(root):
         return {}
     from tasks import ledger  # here: a project without a ledger never loads it (nor MLflow)
 
-    by_request = {r.id: (r.request.get("model"), set(r.request.get("delete_records") or ()))
-                  for r in ledger.list_requests(root, status="completed") if r.request.get("delete_records")}
-    on_dataset = {model for model in {m for m, _ in by_request.values()} if trained_on(root, model, dataset)}
-    return {request: records for request, (model, records) in by_request.items() if model in on_dataset}
+    erasing = {r.id: r.request for r in ledger.list_requests(root, status="completed")
+               if any(r.request.get(kind) for kind in ERASING)}
+    on_dataset = {model for model in {n.get("model") for n in erasing.values()} if trained_on(root, model, dataset)}
+    return {request: nature for request, nature in erasing.items() if nature.get("model") in on_dataset}
 
 
 def trained_on(root: Path, model: str, dataset: str) -> bool:

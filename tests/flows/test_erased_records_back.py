@@ -105,7 +105,7 @@ def test_data_add_replace_refuses_a_source_with_records_a_completed_request_eras
     assert main(argv) == 2  # the old code: 0, the four records back in data/people
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
-    assert "4 record(s)" in err and "RES-4, RES-5" in err and "drop those rows" in err, err
+    assert "4 record(s)" in err and "RES-4, RES-5" in err and "drop them from the source" in err, err
     assert not any(r in err for r in [*ERASED, "P1010"])
     after = {p: p.read_bytes() for p in [workspace / "data.dvc", *sorted((workspace / "data").rglob("*"))]
              if p.is_file()}
@@ -139,7 +139,8 @@ def test_train_refuses_data_holding_records_a_completed_request_erased(workspace
         captured = capsys.readouterr()
         err = captured.err.strip()
         assert len(err.splitlines()) == 1 and not captured.out, captured
-        assert "3 record(s) in data/people" in err and "RES-6" in err and "--replace" in err, err
+        assert "3 record(s) erased by completed request(s) RES-6 are back in data/people" in err, err
+        assert "--replace" in err, err
         assert not any(r in err for r in ERASED)
     assert tracking.production_alias("people") == production and set(versions("people")) == registered
     assert tracking.model_versions("people-2") == []
@@ -184,6 +185,7 @@ def test_image_records_a_completed_request_erased_are_not_added_nor_trained_on_a
     data = load_images(workspace / "data" / "shapes")
     erased = [i for i, train in zip(data.record_ids, data.train) if train][:2]
     comply_requests(workspace, capsys, {"id": "IMG-E1", "model": "shapes", "delete_records": erased})
+    cleaned = load_images(workspace / "data" / "shapes")
 
     capsys.readouterr()
     assert main([*add, "--replace"]) == 2  # the old code: 0, the two images back in data/shapes
@@ -197,4 +199,49 @@ def test_image_records_a_completed_request_erased_are_not_added_nor_trained_on_a
     capsys.readouterr()
     assert main(["train", "shapes", "--epochs", "15"]) == 2  # the old code: 0
     err = capsys.readouterr().err.strip()
-    assert "2 record(s) in data/shapes" in err and "IMG-E1" in err and not any(i in err for i in erased), err
+    assert "2 record(s)" in err and "back in data/shapes" in err and "IMG-E1" in err, err
+    assert not any(i in err for i in erased), err
+
+    # a forgotten class's training images back: refused too, the class named
+    data_store.save_dataset(cleaned, data_store.dataset_dir(workspace, "shapes"))  # without IMG-E1's two again
+    dvc.add_data(workspace)
+    assert main(["train", "shapes", "--epochs", "15"]) == 0
+    comply_requests(workspace, capsys, {"id": "IMG-E2", "model": "shapes", "forget_class": "vstripes",
+                                        "method": "retrain"})
+    data_store.save_dataset(cleaned, data_store.dataset_dir(workspace, "shapes"))
+    dvc.add_data(workspace)
+    capsys.readouterr()
+    assert main(["train", "shapes", "--epochs", "15"]) == 2  # the old code: 0
+    err = capsys.readouterr().err.strip()
+    assert "forgotten class(es) 'vstripes'" in err and "IMG-E2" in err and "IMG-E1" not in err, err
+
+
+def test_a_revoked_feature_with_values_again_is_not_added_trained_on_nor_audited_as_revoked(
+        workspace, people_csv, capsys):
+    add_and_train(people_csv, capsys)
+    comply_requests(workspace, capsys, {"id": "REV-1", "revoke_features": ["sex"]})
+    argv = ["data", "add", "people", "--file", str(people_csv), "--target", "label", "--id", "person", "--replace"]
+    capsys.readouterr()
+    assert main(argv) == 2  # the old code: 0, the revoked column's values back in data/people
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "revoked feature(s) 'sex'" in err and "REV-1" in err, err
+
+    restore_from_backup(workspace, people_csv)
+    capsys.readouterr()
+    assert main(["train", "people"]) == 2  # the old code: 0, a production model using `sex` again
+    err = capsys.readouterr().err.strip()
+    assert "revoked feature(s) 'sex'" in err and "back in data/people" in err, err
+
+    production = tracking.production_alias("people")
+    code, out = run_json(capsys, ["audit", "people"])
+    assert code == 1, out  # the old code: promoted a retraining that uses `sex`
+    back = {c["name"]: c for c in out["checks"]}["erased_records_absent"]
+    assert back["value"] == 1 and "'sex'" in back["threshold"] and "REV-1" in back["threshold"], back
+    assert out["promoted"] is None and tracking.production_alias("people") == production
+
+    # a source without the column is taken
+    import pandas as pd
+
+    cleaned = workspace / "no-sex.csv"
+    pd.read_csv(people_csv).drop(columns=["sex"]).to_csv(cleaned, index=False)
+    assert main([*argv[:3], "--file", str(cleaned), *argv[5:]]) == 0
