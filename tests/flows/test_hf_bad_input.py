@@ -81,6 +81,19 @@ def test_a_checkpoint_whose_weights_were_cut_short_is_refused(project, capsys, c
     run_bad(project, capsys, args, "truncated")
 
 
+@pytest.mark.parametrize("command", ["train", "import"])
+def test_a_checkpoint_that_carries_its_own_code_is_refused(project, capsys, checkpoint, tmp_path, command):
+    """Its Python files are the checkpoint's author's, not the user's: never imported (transformers
+    asked on a terminal and wrote its question to stdout)."""
+    from tests.unit.test_hf import with_custom_code
+
+    custom = with_custom_code(checkpoint, tmp_path / "custom", tmp_path / "ran")
+    args = (["train", "notes", "--from-pretrained", str(custom), "--steps", "2"] if command == "train"
+            else ["model", "import", "custom", "--from-pretrained", str(custom), "--dataset", "notes"])
+    run_bad(project, capsys, args, "never runs a checkpoint's code")
+    assert not (tmp_path / "ran").exists()
+
+
 def test_train_refuses_lora_without_peft(project, capsys, checkpoint, monkeypatch):
     monkeypatch.setitem(sys.modules, "peft", None)  # `import peft` raises ImportError, as when not installed
     run_bad(project, capsys, ["train", "notes", "--from-pretrained", str(checkpoint), "--lora"], "pip install")

@@ -120,6 +120,37 @@ def test_bad_checkpoints_are_one_line_errors(checkpoint, tmp_path, damage, words
     assert words in str(err.value) and "\n" not in str(err.value)
 
 
+def with_custom_code(checkpoint, target, marker):
+    """A copy of `checkpoint` whose architecture is defined by a Python file it carries (config.json's
+    auto_map, as a checkpoint with `trust_remote_code` models is saved); importing it writes `marker`."""
+    shutil.copytree(checkpoint, target)
+    (target / "custom.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\n"
+        "from transformers import GPT2Config, GPT2LMHeadModel\n"
+        "class CustomConfig(GPT2Config):\n    model_type = 'customgpt'\n"
+        "class CustomForCausalLM(GPT2LMHeadModel):\n    config_class = CustomConfig\n")
+    config = json.loads((target / "config.json").read_text())
+    config.update(model_type="customgpt", architectures=["CustomForCausalLM"],
+                  auto_map={"AutoConfig": "custom.CustomConfig", "AutoModelForCausalLM": "custom.CustomForCausalLM"})
+    (target / "config.json").write_text(json.dumps(config))
+    return target
+
+
+def test_a_checkpoints_own_code_is_never_run_even_when_the_user_answers_yes(checkpoint, tmp_path, monkeypatch):
+    """transformers asked on a terminal whether to run a checkpoint's Python files and ran them on a
+    "y" (the prompt also went to stdout): a checkpoint is data. Refused in one line before loading,
+    and the loader itself never runs them either."""
+    marker = tmp_path / "ran"
+    custom = with_custom_code(checkpoint, tmp_path / "custom", marker)
+    monkeypatch.setattr("builtins.input", lambda prompt="": "y")  # a user who says yes to any question
+    with pytest.raises(UnlearnError, match="never runs a checkpoint's code") as err:
+        hf.load_pretrained(custom, seq_len=16)
+    assert "\n" not in str(err.value)
+    with pytest.raises(UnlearnError, match="cannot load the model"):
+        hf._load_model(custom)
+    assert not marker.exists()
+
+
 def test_lora_without_peft_names_the_install(checkpoint, monkeypatch):
     monkeypatch.setitem(sys.modules, "peft", None)
     with pytest.raises(UnlearnError, match=r"pip install peft \(or `pip install unlearnflow\[lora\]`\)"):
