@@ -164,6 +164,15 @@ def test_import_refuses_a_schedule_without_its_base(project, capsys, checkpoint)
             "--base DIR")
 
 
+@pytest.mark.parametrize("base", ["same folder", "a copy"])
+def test_import_refuses_a_base_that_is_the_model_itself(project, capsys, checkpoint, tmp_path, base):
+    """A careless `--base` naming the fine-tuned checkpoint (or a copy): the declared fine-tune never
+    happened, and its "exact reference" would be the base fine-tuned again. It was imported."""
+    other = checkpoint if base == "same folder" else shutil.copytree(checkpoint, tmp_path / "copy")
+    run_bad(project, capsys, [*IMPORT, "--from-pretrained", str(checkpoint), "--base", str(other), *SCHEDULE],
+            "holds the same files as the model")
+
+
 @pytest.mark.parametrize("option,value,expect", [("--steps", "0", "--steps"), ("--batch", "0", "--batch"),
                                                  ("--seq-len", "0", "--seq-len"), ("--lr", "0", "--lr"),
                                                  ("--lr", "nan", "--lr"), ("--seq-len", "128", "128 positions")])
