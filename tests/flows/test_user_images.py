@@ -154,6 +154,8 @@ NPZ = {
     "an extra array": (arrays(split=np.ones(40, bool)), "(unexpected: split)"),
     "a flat x": (arrays(x=np.zeros((40, 144), np.uint8)), "x in bad.npz has shape (40, 144)"),
     "huge images": (arrays(n=2, x=np.zeros((2, 8, 300), np.uint8), y=np.arange(2)), "are 300x8; give sides"),
+    "a line break in a class": (arrays(y=np.array(["cat", "dog\r\nfood"])[np.arange(40) % 2]),
+                                "y in bad.npz has a class name with a line break"),
     "e-mail ids": (arrays(ids=np.array([f"r{i}" for i in range(39)] + [ADDRESS])),
                    "id 40 of the array ids in bad.npz holds personal data (email)"),
     "duplicated e-mail ids": (arrays(ids=np.array([ADDRESS] * 40)), "holds personal data (email)"),

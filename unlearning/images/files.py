@@ -317,6 +317,11 @@ def npz_labels(y: np.ndarray, n: int, file: str) -> tuple[np.ndarray, list[str]]
         raise UnlearnError(f"y in {file} has one class ({classes[0]!r}); a classifier needs at least two")
     if any(not c or c != c.strip() for c in classes):
         raise UnlearnError(f"y in {file} has an empty class name or one with edge spaces; name every class")
+    if any(unicodedata.category(ch) == "Cc" for c in classes for ch in c):
+        # records.csv is read back as text with universal newlines: a "\r" came back as "\n", and the
+        # stored dataset was unreadable for every later command (as a folder's class names, via ids)
+        raise UnlearnError(f"y in {file} has a class name with a line break, tab or another control character; "
+                           f"name every class in plain text")
     return labels.astype(np.int64), classes
 
 
