@@ -108,6 +108,20 @@ def test_a_jsonl_line_nested_deeper_than_the_parser_recurses_is_one_line(tmp_pat
         read_text_corpus("notes", path)
 
 
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85"])
+def test_ids_with_a_unicode_line_separator_are_stored_and_read_back(tmp_path, separator):
+    """An id holding U+2028 (pasted from a web page), U+2029 or NEL was stored by `data add`, and the
+    stored corpus was then unreadable for every command: its reader split records.jsonl at them."""
+    from unlearning.text.data import load_corpus, save_corpus
+
+    path = tmp_path / "notes.jsonl"
+    path.write_text("\n".join(json.dumps({"id": f"case{separator}{i}", "text": line})
+                              for i, line in enumerate(LINES)) + "\n")
+    corpus = read_text_corpus("notes", path, id_column="id")
+    save_corpus(corpus, tmp_path / "data" / "notes")
+    assert load_corpus(tmp_path / "data" / "notes") == corpus
+
+
 def test_a_csv_column_named_twice_is_refused_not_renamed(tmp_path):
     path = tmp_path / "notes.csv"
     path.write_text("body,body\n" + "".join(f'"{line}",x\n' for line in LINES))
