@@ -419,8 +419,10 @@ def load_table(directory: Path) -> Table:
     try:
         schema = json.loads((directory / SCHEMA_FILE).read_text(encoding="utf-8"))
         # Only empty cells are missing: a category spelled "NA" must stay a category.
+        # "\n" ends a row (_records_text), and nothing else: a lone "\r" inside a value is written
+        # unquoted, and read_csv's default also ended a row there (the dataset was unreadable)
         raw = pd.read_csv(
-            directory / RECORDS_FILE, dtype=str, keep_default_na=False, na_values=[""]
+            directory / RECORDS_FILE, dtype=str, keep_default_na=False, na_values=[""], lineterminator="\n"
         )
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise UnlearnError(
