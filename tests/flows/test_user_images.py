@@ -87,6 +87,8 @@ FOLDERS = {
     "outside a class": (lambda f: (f / "loose.png").write_bytes(b""), "'loose.png' lies directly in"),
     "comma in a name": (lambda f: (f / "disc" / "0000.png").rename(f / "disc" / "a,b.png"), "cannot be a record id"),
     "held-out class": (held_out_only_class, "class 'ring' of 'mine' has only held-out images"),
+    "a class linked in": (lambda f: (f / "disc").symlink_to((f / "disc").rename(f.parent / "discs")),
+                          "'disc' in mine/ is a link to a folder"),
     "e-mail in a name": (lambda f: (f / "disc" / "0000.png").rename(f / "disc" / f"{ADDRESS}.png"),
                          "path of image 5 of mine/ (in sorted order) holds personal data (email)"),  # after 0001..0004
     "e-mail as a class": (lambda f: (f / "disc").rename(f / ADDRESS), "holds personal data (email)"),

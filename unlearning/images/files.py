@@ -101,9 +101,14 @@ def image_files(directory: Path) -> dict[str, Path]:
     files: dict[str, Path] = {}
     for path in directory.rglob("*"):  # counted as listed: a huge tree is refused before sorting
         relative = path.relative_to(directory)
-        if any(part.startswith(".") for part in relative.parts) or path.is_dir():
+        if any(part.startswith(".") for part in relative.parts):
             continue
         record_id = relative.as_posix()
+        if path.is_dir():
+            if path.is_symlink():  # rglob does not enter it: its images (a whole class) were left out unsaid
+                raise UnlearnError(f"'{record_id}' in {directory.name}/ is a link to a folder, whose images are not "
+                                   f"read; put the folder itself there (links to image files are read)")
+            continue
         if len(relative.parts) == 1:
             raise UnlearnError(f"'{record_id}' lies directly in {directory.name}/, outside any class folder; "
                                f"move it into the folder of its class or remove it")
