@@ -168,7 +168,7 @@ def load_plugins() -> None:
         except UnlearnError as exc:  # e.g. a method name already taken: tried again next time, not skipped
             _plugins_loaded.discard(entry)
             raise UnlearnError(f"method plugin {entry!r} named in {PLUGINS_ENV}: {exc}") from None
-        except (ImportError, OSError) as exc:
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 — the user's file: a SyntaxError, what it raised
             _plugins_loaded.discard(entry)
             raise UnlearnError(f"cannot load method plugin {entry!r} named in {PLUGINS_ENV}: "
                                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None

@@ -90,6 +90,21 @@ def test_a_plugin_that_cannot_be_loaded_is_one_line(monkeypatch, tmp_path):
     assert "no_such_plugin_module" in one_line(info.value)
 
 
+@pytest.mark.parametrize("source, says", [("def broken(:\n", "SyntaxError: invalid syntax"),
+                                           ("raise RuntimeError('no config')\n", "RuntimeError: no config"),
+                                           ("import sys\nsys.exit(3)\n", "SystemExit: 3")])
+def test_a_plugin_file_that_fails_to_run_is_one_line(monkeypatch, tmp_path, source, says):
+    """Only a missing file or module was one line: a plugin with a syntax error, or one that raised or
+    exited while imported, ended the command in a traceback."""
+    plugin = tmp_path / "my_broken_methods.py"
+    plugin.write_text(source)
+    monkeypatch.setenv(registry.PLUGINS_ENV, str(plugin))
+    with pytest.raises(UnlearnError) as info:
+        registry.names("tabular")
+    message = one_line(info.value)
+    assert "my_broken_methods.py" in message and says in message
+
+
 PLUGIN_TAKING_RETRAIN = """
 from pydantic import BaseModel, ConfigDict
 from unlearning import registry
