@@ -213,6 +213,18 @@ def test_a_carriage_return_inside_a_value_is_read_back(tmp_path, column):
     assert loaded.labels == table.labels
 
 
+@pytest.mark.parametrize("column", ["pid", "sex", "label"])
+def test_a_binary_parquet_column_is_one_line(tmp_path, column):
+    """Bytes that are not UTF-8 (a Parquet binary column: hashes, file contents) ended `data add` in a
+    UnicodeDecodeError traceback, whether an id, a feature or the target."""
+    frame = raw_frame()
+    frame[column] = [bytes([0x80 + i % 64, i]) for i in range(len(frame))]
+    frame.to_parquet(tmp_path / "toy.parquet")
+    with pytest.raises(UnlearnError) as excinfo:
+        table_from_frame("toy", read_table_file(tmp_path / "toy.parquet"), target="label", id_column="pid")
+    assert f"column '{column}' holds bytes that are not UTF-8 text" in one_line_error(excinfo)
+
+
 def test_numbers_are_written_exactly(tmp_path):
     values = [1.0, 0.1, 1e-300, -0.0, 2.5e20, np.nan]
     frame = pd.DataFrame({"x": values, "y": ["a", "b"] * 3})

@@ -141,7 +141,11 @@ def _as_text(values: pd.Series) -> pd.Series:
         return values.map(lambda v: v if pd.isna(v) else str(bool(v))).astype("str")
     if pd.api.types.is_numeric_dtype(values):
         return values.map(lambda v: v if pd.isna(v) else format_number(v)).astype("str")
-    return values.astype("str").str.strip()
+    try:
+        return values.astype("str").str.strip()
+    except UnicodeDecodeError:  # a Parquet binary column (hashes, file contents): a traceback, exit 1
+        raise UnlearnError(f"column '{values.name}' holds bytes that are not UTF-8 text (a binary column); "
+                           f"give text or numbers, or drop the column") from None
 
 
 def format_number(value: float) -> str:
@@ -159,7 +163,7 @@ def _numeric_or_none(values: pd.Series, column: str) -> pd.Series | None:
     if pd.api.types.is_numeric_dtype(values):
         numbers = values.astype("float64")
     else:
-        text = values.astype("str").str.strip()
+        text = _as_text(values)  # non-numeric, non-bool: stripped strings, or the binary column's one line
         text = text.mask(text == "")
         try:  # raising stops at the first non-number: fast for text columns
             numbers = pd.to_numeric(text).astype("float64")
