@@ -151,6 +151,19 @@ def test_a_checkpoints_own_code_is_never_run_even_when_the_user_answers_yes(chec
     assert not marker.exists()
 
 
+def test_a_checkpoint_missing_weights_its_config_declares_is_refused(checkpoint, tmp_path):
+    """config.json declaring a layer more than the weights hold: transformers initialised it at random
+    (unseeded: the base loaded again for the exact reference was another model) and the fine-tune ran
+    on it, exit 0. One line now, naming a missing parameter."""
+    target = shutil.copytree(checkpoint, tmp_path / "ck")
+    config = json.loads((target / "config.json").read_text())
+    (target / "config.json").write_text(json.dumps({**config, "n_layer": config["n_layer"] + 1}))
+    with pytest.raises(UnlearnError, match=rf"has no weights for \d+ parameter\(s\).*transformer\.h\.{config['n_layer']}\.") \
+            as err:
+        hf.load_pretrained(target, seq_len=16)
+    assert "\n" not in str(err.value)
+
+
 def test_lora_without_peft_names_the_install(checkpoint, monkeypatch):
     monkeypatch.setitem(sys.modules, "peft", None)
     with pytest.raises(UnlearnError, match=r"pip install peft \(or `pip install unlearnflow\[lora\]`\)"):

@@ -307,13 +307,26 @@ def _load_model(path: Path):
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its multi-line load report: what matters in it is said below, in one line
     try:
-        return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, trust_remote_code=False,
-                                                    attn_implementation="eager", dtype=torch.float32)
+        model, info = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, trust_remote_code=False,
+                                                           attn_implementation="eager", dtype=torch.float32,
+                                                           output_loading_info=True)
     except Exception as exc:  # noqa: BLE001 — any loader failure (safetensors' own errors included) is the user's file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise UnlearnError(f"cannot load the model in {path} ({first[:200]}): pass a complete "
                            f"save_pretrained checkpoint") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        # transformers initialises them at random, from the unseeded global RNG: the model would be
+        # partly untrained, and its base loaded again (the exact reference) another model
+        raise UnlearnError(f"the checkpoint in {path} has no weights for {len(missing)} parameter(s) its config.json "
+                           f"declares (first: {missing[0]}): pass the complete checkpoint, or the config.json "
+                           f"saved with these weights")
+    return model
 
 
 def _load_tokenizer(path: Path) -> TokenizerVocab:
