@@ -98,6 +98,8 @@ def test_lora_bundle_round_trips_and_updates_only_adapters(checkpoint, tmp_path)
     ("not_causal", "is not a causal language model"),
     ("no_tokenizer", "has no tokenizer"),
     ("no_weights", "has no model weights"),
+    ("deep_config", "config.json is not valid JSON (RecursionError)"),  # both were RecursionError tracebacks
+    ("deep_tokenizer", "cannot load the tokenizer"),
 ])
 def test_bad_checkpoints_are_one_line_errors(checkpoint, tmp_path, damage, words):
     target = tmp_path / "ck"
@@ -115,8 +117,12 @@ def test_bad_checkpoints_are_one_line_errors(checkpoint, tmp_path, damage, words
                 (target / f).unlink()
         elif damage == "no_weights":
             (target / "model.safetensors").unlink()
+        elif damage.startswith("deep_"):  # a field of arrays nested deeper than json.loads recurses
+            name = "config.json" if damage == "deep_config" else "tokenizer.json"
+            content, depth = json.loads((target / name).read_text()), 10 * sys.getrecursionlimit()
+            (target / name).write_text(json.dumps(content)[:-1] + ', "x": ' + "[" * depth + "]" * depth + "}")
     with pytest.raises(UnlearnError) as err:
-        hf.load_pretrained(target)
+        hf.load_pretrained(target, seq_len=16)
     assert words in str(err.value) and "\n" not in str(err.value)
 
 

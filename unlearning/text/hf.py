@@ -76,7 +76,7 @@ def check_checkpoint(path) -> None:
         raise UnlearnError(f"{p} is not a Hugging Face checkpoint (no config.json): {fix}")
     try:
         config = json.loads((p / "config.json").read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: arrays nested in arrays
         raise UnlearnError(f"{p}/config.json is not valid JSON ({exc.__class__.__name__}): {fix}") from None
     if not isinstance(config, dict):
         raise UnlearnError(f"{p}/config.json is not a model configuration: {fix}")
@@ -334,7 +334,7 @@ def _load_tokenizer(path: Path) -> TokenizerVocab:
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise UnlearnError(f"cannot load the tokenizer in {path} ({first[:200]}): save it with "
                            f"tokenizer.save_pretrained(DIR)") from None
