@@ -39,9 +39,11 @@ def check_base_is_not_the_model(checkpoint: str, base: str) -> None:
     --steps > 0 steps at a positive rate from a base differs from it, so the declared fine-tune never
     happened, and the model's "exact reference" (the base fine-tuned again on D′) would be a model it
     never was. Files are hashed only when their names and sizes all agree."""
-    def files(root: str) -> set[tuple[str, int]]:
+    def files(root: str) -> set[tuple[str, int]]:  # what hf.checkpoint_identity hashes (no hidden files, lm.json)
         top = Path(root)
-        return {(q.relative_to(top).as_posix(), q.stat().st_size) for q in top.rglob("*") if q.is_file()}
+        named = ((q.relative_to(top).as_posix(), q) for q in top.rglob("*") if q.is_file())
+        return {(rel, q.stat().st_size) for rel, q in named
+                if not (rel.startswith(".") or "/." in rel or rel == "lm.json")}
 
     if Path(checkpoint).resolve() == Path(base).resolve() or (
             files(checkpoint) == files(base)
