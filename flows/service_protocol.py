@@ -69,11 +69,23 @@ def project_settings() -> dict[str, str]:
     """A digest per PROJECT_ENV setting as the user gave it: read before `configure_environment`
     (MLflow rewrites MLFLOW_TRACKING_URI once a store is chosen), and the code (code_digest)."""
     values = {key: os.environ.get(key) for key in PROJECT_ENV}
+    values["UNLEARNFLOW_PLUGINS"] = plugin_files(values["UNLEARNFLOW_PLUGINS"])
     # the user's MLflow store as tasks.tracking.tracking_uri reads it (UNLEARN_TRACKING_URI: what
     # configure_environment recorded before MLflow rewrote MLFLOW_TRACKING_URI)
     values["MLFLOW_TRACKING_URI"] = os.environ.get("UNLEARN_TRACKING_URI", os.environ.get("MLFLOW_TRACKING_URI", ""))
     values["code"] = code_digest()
     return {key: hashlib.sha256(f"{key}={value}".encode()).hexdigest()[:32] for key, value in values.items()}
+
+
+def plugin_files(setting: str | None) -> str | None:
+    """UNLEARNFLOW_PLUGINS as the files it names: a relative `.py` path is a file of the folder the
+    process runs in (unlearning.registry.load_plugins resolves it there; the service never changes
+    folder), so `plugins/m.py` in a client's folder and in the service's are two plugins, which
+    compared as one string they were: the client's command ran the service's file."""
+    if not setting:
+        return setting
+    entries = (e.strip() for e in setting.split(","))
+    return ",".join(str(Path(e).expanduser().resolve()) if e.endswith(".py") else e for e in entries if e)
 
 
 def code_digest(base: Path | None = None) -> str:

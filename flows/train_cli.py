@@ -82,7 +82,7 @@ def cmd_model_import(args, root: Path) -> int:
     from tasks import data as data_store
     from tasks import tracking
     from tasks.kinds import kind_of
-    from tasks.kinds.hf import check_pretrained, declared_schedule
+    from tasks.kinds.hf import check_base_is_not_the_model, check_pretrained, declared_schedule
     from tasks.release import project_lock_once_started, recover_interrupted
 
     check_new_model_name(args.name)
@@ -101,6 +101,7 @@ def cmd_model_import(args, root: Path) -> int:
     check_pretrained(checkpoint, corpus=dataset, seq_len=schedule.get("seq_len"))
     if base:
         check_pretrained(base, corpus=dataset, seq_len=schedule.get("seq_len"))
+        check_base_is_not_the_model(checkpoint, base)
     if tracking.store_exists(root):
         tracking.connect(root)
         other = tracking.production_version(args.name)

@@ -109,9 +109,22 @@ def register(kind: str, name: str, guarantee: str, config: type[BaseModel]):
         raise ValueError(f"config of {kind} method {name!r} must forbid extra options (extra='forbid')")
 
     def wrap(fn):
+        taken = _METHODS[kind].get(name)
+        if taken is not None and _origin(taken.run) != _origin(fn):
+            # a plugin's `retrain` silently became the exact reference that `--verify reference` and the
+            # audit run, and certificates name the method: a name is one method's for the process
+            raise UnlearnError(f"{kind} method {name!r} is registered twice, by {_origin(taken.run)} and by "
+                               f"{_origin(fn)}: give the new method a name of its own")
         _METHODS[kind][name] = Method(kind, name, guarantee, config, fn)
         return fn
     return wrap
+
+
+def _origin(fn: Callable) -> str:
+    """Where a method function is defined: its file and name, the same when a plugin file is
+    imported again (under a module name of its own)."""
+    code = getattr(fn, "__code__", None)
+    return f"{Path(code.co_filename).name}:{fn.__qualname__}" if code else repr(fn)
 
 
 def unregister(kind: str, name: str) -> None:
@@ -152,7 +165,10 @@ def load_plugins() -> None:
                 spec.loader.exec_module(module)
             else:
                 importlib.import_module(entry)
-        except (ImportError, OSError) as exc:
+        except UnlearnError as exc:  # e.g. a method name already taken: tried again next time, not skipped
+            _plugins_loaded.discard(entry)
+            raise UnlearnError(f"method plugin {entry!r} named in {PLUGINS_ENV}: {exc}") from None
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 — the user's file: a SyntaxError, what it raised
             _plugins_loaded.discard(entry)
             raise UnlearnError(f"cannot load method plugin {entry!r} named in {PLUGINS_ENV}: "
                                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None

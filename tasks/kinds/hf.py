@@ -34,6 +34,25 @@ def check_pretrained(checkpoint: str, lora: bool = False, corpus: TextCorpus | N
         hf.check_windows_fit(checkpoint, corpus, seq_len or hf.DEFAULT_SEQ_LEN)
 
 
+def check_base_is_not_the_model(checkpoint: str, base: str) -> None:
+    """`model import --base` naming the checkpoint itself (or a copy of it): a model fine-tuned
+    --steps > 0 steps at a positive rate from a base differs from it, so the declared fine-tune never
+    happened, and the model's "exact reference" (the base fine-tuned again on D′) would be a model it
+    never was. Files are hashed only when their names and sizes all agree."""
+    def files(root: str) -> set[tuple[str, int]]:  # what hf.checkpoint_identity hashes (no hidden files, lm.json)
+        top = Path(root)
+        named = ((q.relative_to(top).as_posix(), q) for q in top.rglob("*") if q.is_file())
+        return {(rel, q.stat().st_size) for rel, q in named
+                if not (rel.startswith(".") or "/." in rel or rel == "lm.json")}
+
+    if Path(checkpoint).resolve() == Path(base).resolve() or (
+            files(checkpoint) == files(base)
+            and hf.checkpoint_identity(checkpoint)["sha256"] == hf.checkpoint_identity(base)["sha256"]):
+        raise UnlearnError(f"--base {base} holds the same files as the model imported from {checkpoint}: a model "
+                           f"fine-tuned from its base differs from it; give the base checkpoint it was fine-tuned "
+                           f"from, or leave out --base and the schedule (the model is then verified by evidence)")
+
+
 # The fine-tuning schedule of an imported model: what its retraining replays (hf.refine_tune).
 SCHEDULE = {"steps": "--steps N", "lr": "--lr RATE", "batch": "--batch N", "seq_len": "--seq-len N"}
 

@@ -81,6 +81,19 @@ def test_a_checkpoint_whose_weights_were_cut_short_is_refused(project, capsys, c
     run_bad(project, capsys, args, "truncated")
 
 
+@pytest.mark.parametrize("command", ["train", "import"])
+def test_a_checkpoint_that_carries_its_own_code_is_refused(project, capsys, checkpoint, tmp_path, command):
+    """Its Python files are the checkpoint's author's, not the user's: never imported (transformers
+    asked on a terminal and wrote its question to stdout)."""
+    from tests.unit.test_hf import with_custom_code
+
+    custom = with_custom_code(checkpoint, tmp_path / "custom", tmp_path / "ran")
+    args = (["train", "notes", "--from-pretrained", str(custom), "--steps", "2"] if command == "train"
+            else ["model", "import", "custom", "--from-pretrained", str(custom), "--dataset", "notes"])
+    run_bad(project, capsys, args, "never runs a checkpoint's code")
+    assert not (tmp_path / "ran").exists()
+
+
 def test_train_refuses_lora_without_peft(project, capsys, checkpoint, monkeypatch):
     monkeypatch.setitem(sys.modules, "peft", None)  # `import peft` raises ImportError, as when not installed
     run_bad(project, capsys, ["train", "notes", "--from-pretrained", str(checkpoint), "--lora"], "pip install")
@@ -149,6 +162,17 @@ def test_import_refuses_a_base_without_the_schedule_it_was_fine_tuned_with(proje
 def test_import_refuses_a_schedule_without_its_base(project, capsys, checkpoint):
     run_bad(project, capsys, [*IMPORT, "--from-pretrained", str(checkpoint), "--steps", "200", "--lr", "0.001"],
             "--base DIR")
+
+
+@pytest.mark.parametrize("base", ["same folder", "a copy"])
+def test_import_refuses_a_base_that_is_the_model_itself(project, capsys, checkpoint, tmp_path, base):
+    """A careless `--base` naming the fine-tuned checkpoint (or a copy): the declared fine-tune never
+    happened, and its "exact reference" would be the base fine-tuned again. It was imported."""
+    other = checkpoint if base == "same folder" else shutil.copytree(checkpoint, tmp_path / "copy")
+    if base == "a copy":
+        (other / ".DS_Store").write_bytes(b"\0")  # left out of the checkpoint's identity, as by checkpoint_identity
+    run_bad(project, capsys, [*IMPORT, "--from-pretrained", str(checkpoint), "--base", str(other), *SCHEDULE],
+            "holds the same files as the model")
 
 
 @pytest.mark.parametrize("option,value,expect", [("--steps", "0", "--steps"), ("--batch", "0", "--batch"),

@@ -72,6 +72,8 @@ def held_out_only_class(folder: Path) -> None:
         Image.new("L", (20, 20), 200).save(folder / "ring" / name)
 
 
+ADDRESS = "maud.oakes@example.org"  # a file or an id named after a person: kept whole wherever ids are
+
 FOLDERS = {
     "truncated": (truncated_png, "'disc/0000.png' is not a readable PNG or JPEG image"),
     "not an image": (lambda f: (f / "hstripes" / "notes.txt").write_text("hello"),
@@ -85,6 +87,11 @@ FOLDERS = {
     "outside a class": (lambda f: (f / "loose.png").write_bytes(b""), "'loose.png' lies directly in"),
     "comma in a name": (lambda f: (f / "disc" / "0000.png").rename(f / "disc" / "a,b.png"), "cannot be a record id"),
     "held-out class": (held_out_only_class, "class 'ring' of 'mine' has only held-out images"),
+    "a class linked in": (lambda f: (f / "disc").symlink_to((f / "disc").rename(f.parent / "discs")),
+                          "'disc' in mine/ is a link to a folder"),
+    "e-mail in a name": (lambda f: (f / "disc" / "0000.png").rename(f / "disc" / f"{ADDRESS}.png"),
+                         "path of image 5 of mine/ (in sorted order) holds personal data (email)"),  # after 0001..0004
+    "e-mail as a class": (lambda f: (f / "disc").rename(f / ADDRESS), "holds personal data (email)"),
 }
 
 
@@ -149,6 +156,11 @@ NPZ = {
     "an extra array": (arrays(split=np.ones(40, bool)), "(unexpected: split)"),
     "a flat x": (arrays(x=np.zeros((40, 144), np.uint8)), "x in bad.npz has shape (40, 144)"),
     "huge images": (arrays(n=2, x=np.zeros((2, 8, 300), np.uint8), y=np.arange(2)), "are 300x8; give sides"),
+    "a line break in a class": (arrays(y=np.array(["cat", "dog\r\nfood"])[np.arange(40) % 2]),
+                                "y in bad.npz has a class name with a line break"),
+    "e-mail ids": (arrays(ids=np.array([f"r{i}" for i in range(39)] + [ADDRESS])),
+                   "id 40 of the array ids in bad.npz holds personal data (email)"),
+    "duplicated e-mail ids": (arrays(ids=np.array([ADDRESS] * 40)), "holds personal data (email)"),
 }
 
 
@@ -157,6 +169,23 @@ def test_data_add_refuses_bad_arrays(shapes_ws, capsys, tmp_path, case):
     content, expect = NPZ[case]
     np.savez(tmp_path / "bad.npz", **content)
     run_bad(shapes_ws, capsys, ["data", "add", "bad", "--file", str(tmp_path / "bad.npz")], expect)
+
+
+@pytest.mark.parametrize("case", ["duplicated e-mail ids", "e-mail in a name"])
+def test_an_image_id_holding_an_e_mail_address_is_never_printed(shapes_ws, capsys, tmp_path, case):
+    """Image ids (paths, or the npz's ids) go whole into certificates and the append-only ledger, as
+    tables' and text's --id columns, which refuse personal values: images took them (and the
+    duplicate-id message quoted one)."""
+    if case in NPZ:
+        np.savez(tmp_path / "bad.npz", **NPZ[case][0])
+        argv = ["data", "add", "bad", "--file", str(tmp_path / "bad.npz")]
+    else:
+        FOLDERS[case][0](write_image_folder(tmp_path / "mine", per_class=5))
+        argv = ["data", "add", "mine", "--images", str(tmp_path / "mine")]
+    capsys.readouterr()
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert "personal data (email)" in err and ADDRESS not in out + err
 
 
 def test_data_add_refuses_an_npz_that_is_not_one(shapes_ws, capsys, tmp_path):

@@ -98,6 +98,8 @@ def test_lora_bundle_round_trips_and_updates_only_adapters(checkpoint, tmp_path)
     ("not_causal", "is not a causal language model"),
     ("no_tokenizer", "has no tokenizer"),
     ("no_weights", "has no model weights"),
+    ("deep_config", "config.json is not valid JSON (RecursionError)"),  # both were RecursionError tracebacks
+    ("deep_tokenizer", "cannot load the tokenizer"),
 ])
 def test_bad_checkpoints_are_one_line_errors(checkpoint, tmp_path, damage, words):
     target = tmp_path / "ck"
@@ -115,9 +117,57 @@ def test_bad_checkpoints_are_one_line_errors(checkpoint, tmp_path, damage, words
                 (target / f).unlink()
         elif damage == "no_weights":
             (target / "model.safetensors").unlink()
+        elif damage.startswith("deep_"):  # a field of arrays nested deeper than json.loads recurses
+            name = "config.json" if damage == "deep_config" else "tokenizer.json"
+            content, depth = json.loads((target / name).read_text()), 10 * sys.getrecursionlimit()
+            (target / name).write_text(json.dumps(content)[:-1] + ', "x": ' + "[" * depth + "]" * depth + "}")
     with pytest.raises(UnlearnError) as err:
-        hf.load_pretrained(target)
+        hf.load_pretrained(target, seq_len=16)
     assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def with_custom_code(checkpoint, target, marker):
+    """A copy of `checkpoint` whose architecture is defined by a Python file it carries (config.json's
+    auto_map, as a checkpoint with `trust_remote_code` models is saved); importing it writes `marker`."""
+    shutil.copytree(checkpoint, target)
+    (target / "custom.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\n"
+        "from transformers import GPT2Config, GPT2LMHeadModel\n"
+        "class CustomConfig(GPT2Config):\n    model_type = 'customgpt'\n"
+        "class CustomForCausalLM(GPT2LMHeadModel):\n    config_class = CustomConfig\n")
+    config = json.loads((target / "config.json").read_text())
+    config.update(model_type="customgpt", architectures=["CustomForCausalLM"],
+                  auto_map={"AutoConfig": "custom.CustomConfig", "AutoModelForCausalLM": "custom.CustomForCausalLM"})
+    (target / "config.json").write_text(json.dumps(config))
+    return target
+
+
+def test_a_checkpoints_own_code_is_never_run_even_when_the_user_answers_yes(checkpoint, tmp_path, monkeypatch):
+    """transformers asked on a terminal whether to run a checkpoint's Python files and ran them on a
+    "y" (the prompt also went to stdout): a checkpoint is data. Refused in one line before loading,
+    and the loader itself never runs them either."""
+    marker = tmp_path / "ran"
+    custom = with_custom_code(checkpoint, tmp_path / "custom", marker)
+    monkeypatch.setattr("builtins.input", lambda prompt="": "y")  # a user who says yes to any question
+    with pytest.raises(UnlearnError, match="never runs a checkpoint's code") as err:
+        hf.load_pretrained(custom, seq_len=16)
+    assert "\n" not in str(err.value)
+    with pytest.raises(UnlearnError, match="cannot load the model"):
+        hf._load_model(custom)
+    assert not marker.exists()
+
+
+def test_a_checkpoint_missing_weights_its_config_declares_is_refused(checkpoint, tmp_path):
+    """config.json declaring a layer more than the weights hold: transformers initialised it at random
+    (unseeded: the base loaded again for the exact reference was another model) and the fine-tune ran
+    on it, exit 0. One line now, naming a missing parameter."""
+    target = shutil.copytree(checkpoint, tmp_path / "ck")
+    config = json.loads((target / "config.json").read_text())
+    (target / "config.json").write_text(json.dumps({**config, "n_layer": config["n_layer"] + 1}))
+    with pytest.raises(UnlearnError, match=rf"has no weights for \d+ parameter\(s\).*transformer\.h\.{config['n_layer']}\.") \
+            as err:
+        hf.load_pretrained(target, seq_len=16)
+    assert "\n" not in str(err.value)
 
 
 def test_lora_without_peft_names_the_install(checkpoint, monkeypatch):

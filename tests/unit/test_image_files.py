@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from tests.image_folders import CLASSES, write_image_folder
+from unlearning.errors import UnlearnError
 from unlearning.images.data import _in_train
 from unlearning.images.files import DEFAULT_SIZE, decode_square, read_image_folder, read_image_npz
 
@@ -76,6 +77,20 @@ def test_ids_classes_and_split_of_a_folder(tmp_path):
     assert dataset.labels[dataset.record_ids.index("disc/2024/late.PNG")] == CLASSES.index("disc")
     assert dataset.train.tolist() == [_in_train(i) for i in dataset.record_ids]
     assert read_image_folder("shapes", folder, 12).images.tobytes() == dataset.images.tobytes()
+
+
+def test_a_class_folder_that_is_a_link_is_refused_not_left_out(tmp_path):
+    """A dataset assembled with links to class folders lost those classes unsaid (rglob does not enter
+    a linked folder): two of three classes were trained on. Links to files are read."""
+    folder = write_image_folder(tmp_path / "shapes", per_class=20)
+    (folder / CLASSES[2]).symlink_to((folder / CLASSES[2]).rename(tmp_path / "kept-elsewhere"))
+    with pytest.raises(UnlearnError, match=f"'{CLASSES[2]}' in shapes/ is a link to a folder"):
+        read_image_folder("shapes", folder, 12)
+    (folder / CLASSES[2]).unlink()
+    (folder / CLASSES[2]).mkdir()
+    for image in sorted((tmp_path / "kept-elsewhere").iterdir()):
+        (folder / CLASSES[2] / image.name).symlink_to(image)
+    assert read_image_folder("shapes", folder, 12).classes == CLASSES
 
 
 def test_npz_layouts_labels_and_ids(tmp_path):

@@ -211,3 +211,44 @@ def test_bad_factories_raise_one_line_errors(spec, message):
     with pytest.raises(UnlearnError, match=message) as caught:
         factory.build(spec, 10, 1, (8, 8))
     assert "\n" not in str(caught.value)
+
+
+TRAINING_SCRIPT = """
+import argparse
+import sys
+
+print("loading my training script", file=sys.stderr)
+parser = argparse.ArgumentParser()
+parser.add_argument("--epochs", type=int, default=3)
+args = parser.parse_args()
+
+
+def build(n_classes):
+    raise AssertionError("never reached: the import ends first")
+"""
+
+
+def test_a_training_script_named_as_the_factory_is_one_line_not_its_usage(tmp_path, monkeypatch, capsys):
+    """A script that parses the command line when imported ended `unlearn train` with argparse's usage
+    and `error: unrecognized arguments: train …` (unlearn's own arguments, as if unlearn refused them)."""
+    (tmp_path / "my_training_script.py").write_text(TRAINING_SCRIPT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "argv", ["unlearn", "train", "shapes", "--model-factory", "my_training_script:build"])
+    capsys.readouterr()
+    with pytest.raises(UnlearnError, match=r"importing module 'my_training_script' ended the program \(SystemExit 2\)") \
+            as caught:
+        factory.build("my_training_script:build", 10, 1, (8, 8))
+    assert "\n" not in str(caught.value)
+    assert "unrecognized arguments" not in capsys.readouterr().err
+    sys.modules.pop("my_training_script", None)
+
+
+def test_a_factory_module_that_imports_keeps_what_it_writes_to_stderr(tmp_path, monkeypatch, capsys):
+    (tmp_path / "my_chatty_models.py").write_text(
+        "import sys\nprint('my models: loaded', file=sys.stderr)\n"
+        "from tests.custom_models import build\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    capsys.readouterr()
+    assert isinstance(factory.build("my_chatty_models:build", 10, 1, (8, 8)), UserModel)
+    assert capsys.readouterr().err == "my models: loaded\n"
+    sys.modules.pop("my_chatty_models", None)

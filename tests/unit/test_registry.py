@@ -90,6 +90,65 @@ def test_a_plugin_that_cannot_be_loaded_is_one_line(monkeypatch, tmp_path):
     assert "no_such_plugin_module" in one_line(info.value)
 
 
+@pytest.mark.parametrize("source, says", [("def broken(:\n", "SyntaxError: invalid syntax"),
+                                           ("raise RuntimeError('no config')\n", "RuntimeError: no config"),
+                                           ("import sys\nsys.exit(3)\n", "SystemExit: 3")])
+def test_a_plugin_file_that_fails_to_run_is_one_line(monkeypatch, tmp_path, source, says):
+    """Only a missing file or module was one line: a plugin with a syntax error, or one that raised or
+    exited while imported, ended the command in a traceback."""
+    plugin = tmp_path / "my_broken_methods.py"
+    plugin.write_text(source)
+    monkeypatch.setenv(registry.PLUGINS_ENV, str(plugin))
+    with pytest.raises(UnlearnError) as info:
+        registry.names("tabular")
+    message = one_line(info.value)
+    assert "my_broken_methods.py" in message and says in message
+
+
+PLUGIN_TAKING_RETRAIN = """
+from pydantic import BaseModel, ConfigDict
+from unlearning import registry
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+@registry.register("tabular", "retrain", "exact", Config)
+def retrain(problem, cfg):
+    \"\"\"A user's own method that happens to be called retrain.\"\"\"
+"""
+
+
+def test_a_plugin_cannot_take_the_name_of_a_registered_method(monkeypatch, tmp_path):
+    """A plugin's `retrain` replaced the built-in one unseen: the exact reference that `--verify
+    reference` and the audit retrain (references.train runs "retrain"), under the name certificates record."""
+    builtin = registry.get("tabular", "retrain").run
+    plugin = tmp_path / "my_methods.py"
+    plugin.write_text(PLUGIN_TAKING_RETRAIN)
+    monkeypatch.setenv(registry.PLUGINS_ENV, str(plugin))
+    for _ in range(2):  # refused again on the next look-up (a warm service's next command), not skipped
+        with pytest.raises(UnlearnError) as info:
+            registry.names("tabular")
+        message = one_line(info.value)
+        assert "'retrain' is registered twice" in message and "my_methods.py" in message
+    monkeypatch.delenv(registry.PLUGINS_ENV)
+    assert registry.get("tabular", "retrain").run is builtin
+
+
+def test_a_plugin_file_imported_again_registers_its_methods_again(tmp_path):
+    """The same file under two module names (the contract suite imports it, UNLEARNFLOW_PLUGINS loads it)."""
+    import importlib.util
+
+    plugin = tmp_path / "again.py"
+    plugin.write_text(PLUGIN_TAKING_RETRAIN.replace('"retrain"', '"again_for_test"'))
+    try:
+        for module in ("again_1", "again_2"):
+            spec = importlib.util.spec_from_file_location(module, plugin)
+            spec.loader.exec_module(importlib.util.module_from_spec(spec))
+        assert "again_for_test" in registry.names("tabular")
+    finally:
+        registry.unregister("tabular", "again_for_test")
+
+
 @pytest.mark.parametrize("name", ["first_order", "second_order", "finetune"])
 def test_language_model_configs_default_to_the_tuned_defaults(name):
     """The LM methods' configs replaced `**options`: their defaults must stay those measured and

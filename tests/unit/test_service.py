@@ -245,6 +245,25 @@ def test_a_request_for_another_project_or_other_settings_runs_here_with_a_note(r
     assert command.calls == []
 
 
+def test_a_plugin_named_by_a_relative_path_is_the_file_of_the_folder_it_is_named_in(root, served, capsys,
+                                                                                    monkeypatch):
+    """`UNLEARNFLOW_PLUGINS=plugins/m.py` names the service's file in its folder and the client's in
+    another: compared as a string, the client's command ran in the service with the service's file."""
+    for folder in (root, root / "elsewhere"):
+        (folder / "plugins").mkdir(parents=True)
+        (folder / "plugins" / "m.py").write_text(f"# the methods of {folder.name}\n")
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("UNLEARNFLOW_PLUGINS", "plugins/m.py")
+    command = Recorder()
+    served(command)  # reads its settings here, in the project's folder
+    monkeypatch.setenv(protocol.SERVICE_ENV, str(root / protocol.SOCKET))
+    monkeypatch.chdir(root / "elsewhere")
+    assert service.hand_over(ARGV, root) is None
+    assert "other UNLEARNFLOW_PLUGINS" in capsys.readouterr().err and command.calls == []
+    monkeypatch.setenv("UNLEARNFLOW_PLUGINS", str(root / "plugins" / "m.py"))  # the same file, named absolutely
+    assert service.hand_over(ARGV, root) == 0 and len(command.calls) == 1
+
+
 def test_a_busy_service_leaves_the_command_to_the_cli_which_meets_the_project_lock(root, served, capsys):
     release = threading.Event()
     command = Recorder(body=lambda: release.wait(30))

@@ -200,6 +200,31 @@ def test_save_load_round_trip_and_bytes_are_deterministic(tmp_path):
     assert schema["id_column"] == "pid" and schema["target"] == "label"
 
 
+@pytest.mark.parametrize("column", ["pid", "sex", "label"])
+def test_a_carriage_return_inside_a_value_is_read_back(tmp_path, column):
+    """A lone "\r" in an id, a category or a label (an old Mac line end in a quoted cell, a Parquet
+    string) was stored by `data add` unquoted and then read back as a row end: unreadable for good."""
+    frame = raw_frame()
+    frame[column] = frame[column] + "\rx"
+    table = table_from_frame("toy", frame, target="label", id_column="pid")
+    save_table(table, tmp_path / "toy")
+    loaded = load_table(tmp_path / "toy")
+    pd.testing.assert_frame_equal(loaded.frame, table.frame)
+    assert loaded.labels == table.labels
+
+
+@pytest.mark.parametrize("column", ["pid", "sex", "label"])
+def test_a_binary_parquet_column_is_one_line(tmp_path, column):
+    """Bytes that are not UTF-8 (a Parquet binary column: hashes, file contents) ended `data add` in a
+    UnicodeDecodeError traceback, whether an id, a feature or the target."""
+    frame = raw_frame()
+    frame[column] = [bytes([0x80 + i % 64, i]) for i in range(len(frame))]
+    frame.to_parquet(tmp_path / "toy.parquet")
+    with pytest.raises(UnlearnError) as excinfo:
+        table_from_frame("toy", read_table_file(tmp_path / "toy.parquet"), target="label", id_column="pid")
+    assert f"column '{column}' holds bytes that are not UTF-8 text" in one_line_error(excinfo)
+
+
 def test_numbers_are_written_exactly(tmp_path):
     values = [1.0, 0.1, 1e-300, -0.0, 2.5e20, np.nan]
     frame = pd.DataFrame({"x": values, "y": ["a", "b"] * 3})

@@ -4,6 +4,7 @@ which inputs are text and which tables, and the trainability minimum."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pandas as pd
 import pytest
@@ -94,6 +95,31 @@ def test_a_key_given_twice_is_not_printed_it_may_be_a_personal_value(tmp_path):
     with pytest.raises(UnlearnError) as excinfo:
         read_text_corpus("notes", path)
     assert "line 3" in str(excinfo.value) and "alice" not in str(excinfo.value)
+
+
+def test_a_jsonl_line_nested_deeper_than_the_parser_recurses_is_one_line(tmp_path):
+    """json.loads raised RecursionError (a traceback, exit 1) on a line of 10 KB: arrays in arrays."""
+    depth = 10 * sys.getrecursionlimit()
+    path = tmp_path / "notes.jsonl"
+    rows = [json.dumps({"text": line}) for line in LINES]
+    rows[4] = '{"text": "x", "meta": ' + "[" * depth + "]" * depth + "}"
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(UnlearnError, match=rf"line 5 of 'notes.jsonl' nests {depth + 1} levels deep"):
+        read_text_corpus("notes", path)
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85"])
+def test_ids_with_a_unicode_line_separator_are_stored_and_read_back(tmp_path, separator):
+    """An id holding U+2028 (pasted from a web page), U+2029 or NEL was stored by `data add`, and the
+    stored corpus was then unreadable for every command: its reader split records.jsonl at them."""
+    from unlearning.text.data import load_corpus, save_corpus
+
+    path = tmp_path / "notes.jsonl"
+    path.write_text("\n".join(json.dumps({"id": f"case{separator}{i}", "text": line})
+                              for i, line in enumerate(LINES)) + "\n")
+    corpus = read_text_corpus("notes", path, id_column="id")
+    save_corpus(corpus, tmp_path / "data" / "notes")
+    assert load_corpus(tmp_path / "data" / "notes") == corpus
 
 
 def test_a_csv_column_named_twice_is_refused_not_renamed(tmp_path):

@@ -66,7 +66,7 @@ def import_module(spec: str):
     module, _ = split_spec(spec)
     try:
         try:
-            return importlib.import_module(module)
+            return _import_held(module)
         except ModuleNotFoundError as error:
             here = str(Path.cwd())
             if error.name != module.split(".")[0] or here in sys.path:
@@ -76,15 +76,49 @@ def import_module(spec: str):
             # same-named file there
             sys.path.append(here)
             try:
-                return importlib.import_module(module)
+                return _import_held(module)
             finally:
                 sys.path.remove(here)
     except ModuleNotFoundError as error:
         raise UnlearnError(f"model factory {spec!r}: cannot import module '{module}' ({error}); install it or "
                            f"run from the folder that holds it (or add that folder to PYTHONPATH)") from None
+    except ScriptExit as error:
+        raise UnlearnError(f"model factory {spec!r}: importing module '{module}' ended the program (SystemExit "
+                           f"{error.code!r}): it runs as a script when imported, e.g. parses the command line; "
+                           f"put the factory in a module that only defines it, or its script part under "
+                           f"`if __name__ == \"__main__\":`") from None
     except Exception as error:  # noqa: BLE001 — the user's module failed while importing: say where
         raise UnlearnError(f"model factory {spec!r}: importing module '{module}' raised "
                            f"{type(error).__name__}: {_one_line(error)}; fix the module") from None
+
+
+class ScriptExit(Exception):
+    """A factory's module called sys.exit while imported (SystemExit carries `code`)."""
+
+    def __init__(self, code):
+        super().__init__(code)
+        self.code = code
+
+
+def _import_held(module: str):
+    """importlib.import_module, with what the module writes to stderr held until it has imported.
+    A training script named as the factory's module parses the command line when imported: argparse
+    printed its usage and `error: unrecognized arguments: train …` — unlearn's own arguments, as if
+    unlearn had refused them — and ended the process. That text is dropped; anything else is passed on."""
+    import contextlib
+    import io
+
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(held):
+            imported = importlib.import_module(module)
+    except SystemExit as exit_:
+        raise ScriptExit(exit_.code) from None
+    except BaseException:
+        sys.stderr.write(held.getvalue())
+        raise
+    sys.stderr.write(held.getvalue())
+    return imported
 
 
 def resolve(spec: str):
@@ -129,7 +163,7 @@ def call_factory(spec: str, n_classes: int, in_channels: int, image_size: tuple[
         torch.manual_seed(seed)
         try:
             net = fn(**kwargs)
-        except Exception as error:  # noqa: BLE001 — the user's code: one line naming it
+        except (Exception, SystemExit) as error:  # noqa: BLE001 — the user's code: one line naming it
             raise UnlearnError(f"model factory {spec!r} raised {type(error).__name__}: {_one_line(error)}; it is "
                                f"called with the keyword arguments it declares among {', '.join(ARGUMENTS)}") from None
     if not isinstance(net, nn.Module):

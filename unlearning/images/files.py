@@ -101,9 +101,14 @@ def image_files(directory: Path) -> dict[str, Path]:
     files: dict[str, Path] = {}
     for path in directory.rglob("*"):  # counted as listed: a huge tree is refused before sorting
         relative = path.relative_to(directory)
-        if any(part.startswith(".") for part in relative.parts) or path.is_dir():
+        if any(part.startswith(".") for part in relative.parts):
             continue
         record_id = relative.as_posix()
+        if path.is_dir():
+            if path.is_symlink():  # rglob does not enter it: its images (a whole class) were left out unsaid
+                raise UnlearnError(f"'{record_id}' in {directory.name}/ is a link to a folder, whose images are not "
+                                   f"read; put the folder itself there (links to image files are read)")
+            continue
         if len(relative.parts) == 1:
             raise UnlearnError(f"'{record_id}' lies directly in {directory.name}/, outside any class folder; "
                                f"move it into the folder of its class or remove it")
@@ -118,7 +123,26 @@ def image_files(directory: Path) -> dict[str, Path]:
     if not files:
         raise UnlearnError(f"no PNG or JPEG images in {directory.name}/; put each class's images in a "
                            f"sub-folder named after the class (e.g. {directory.name}/cat/0001.png)")
-    return dict(sorted(files.items()))
+    files = dict(sorted(files.items()))
+    # without the suffix, which the e-mail detector reads as a top-level domain it does not take (x@y.png)
+    refuse_personal_ids((record_id.rsplit(".", 1)[0] for record_id in files),
+                        f"the path of image {{row}} of {directory.name}/ (in sorted order)",
+                        "rename the file or its folders (e.g. to numbers)")
+    return files
+
+
+def refuse_personal_ids(ids, where: str, fix: str) -> None:
+    """UnlearnError (one line, the value never printed) when a record id holds an e-mail address, an
+    IBAN or a secret — the detectors tables' and text's `--id` columns are checked with
+    (detect.scan.PERSONAL_ID_DETECTORS): an image's id, its path or the npz's `ids`, is kept whole in
+    certificates and the append-only ledger. `where` names the id, with {row} its 1-based position."""
+    from unlearning.detect.scan import PERSONAL_ID_DETECTORS, find_matches
+
+    for row, record_id in enumerate(ids, start=1):
+        found = find_matches(str(record_id), PERSONAL_ID_DETECTORS)
+        if found:
+            raise UnlearnError(f"{where.format(row=row)} holds personal data ({found[0].detector}): record ids are "
+                               f"kept whole in certificates and the append-only ledger; {fix}")
 
 
 def check_record_id(record_id: str) -> None:
@@ -298,6 +322,11 @@ def npz_labels(y: np.ndarray, n: int, file: str) -> tuple[np.ndarray, list[str]]
         raise UnlearnError(f"y in {file} has one class ({classes[0]!r}); a classifier needs at least two")
     if any(not c or c != c.strip() for c in classes):
         raise UnlearnError(f"y in {file} has an empty class name or one with edge spaces; name every class")
+    if any(unicodedata.category(ch) == "Cc" for c in classes for ch in c):
+        # records.csv is read back as text with universal newlines: a "\r" came back as "\n", and the
+        # stored dataset was unreadable for every later command (as a folder's class names, via ids)
+        raise UnlearnError(f"y in {file} has a class name with a line break, tab or another control character; "
+                           f"name every class in plain text")
     return labels.astype(np.int64), classes
 
 
@@ -308,6 +337,8 @@ def npz_ids(ids: np.ndarray | None, n: int, file: str) -> list[str]:
         raise UnlearnError(f"ids in {file} must be {n} strings or integers (one per image), got {ids.dtype} "
                            f"{ids.shape}")
     ids = [str(i) for i in ids.tolist()]
+    refuse_personal_ids(ids, f"id {{row}} of the array ids in {file}",  # before the messages that quote an id
+                        "give surrogate ids (e.g. numbers), or leave out the array ids to have ids 0..n-1")
     repeated = [i for i, count in Counter(ids).items() if count > 1]
     if repeated:
         duplicate = repeated[0]

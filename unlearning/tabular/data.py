@@ -141,7 +141,11 @@ def _as_text(values: pd.Series) -> pd.Series:
         return values.map(lambda v: v if pd.isna(v) else str(bool(v))).astype("str")
     if pd.api.types.is_numeric_dtype(values):
         return values.map(lambda v: v if pd.isna(v) else format_number(v)).astype("str")
-    return values.astype("str").str.strip()
+    try:
+        return values.astype("str").str.strip()
+    except UnicodeDecodeError:  # a Parquet binary column (hashes, file contents): a traceback, exit 1
+        raise UnlearnError(f"column '{values.name}' holds bytes that are not UTF-8 text (a binary column); "
+                           f"give text or numbers, or drop the column") from None
 
 
 def format_number(value: float) -> str:
@@ -159,7 +163,7 @@ def _numeric_or_none(values: pd.Series, column: str) -> pd.Series | None:
     if pd.api.types.is_numeric_dtype(values):
         numbers = values.astype("float64")
     else:
-        text = values.astype("str").str.strip()
+        text = _as_text(values)  # non-numeric, non-bool: stripped strings, or the binary column's one line
         text = text.mask(text == "")
         try:  # raising stops at the first non-number: fast for text columns
             numbers = pd.to_numeric(text).astype("float64")
@@ -419,8 +423,10 @@ def load_table(directory: Path) -> Table:
     try:
         schema = json.loads((directory / SCHEMA_FILE).read_text(encoding="utf-8"))
         # Only empty cells are missing: a category spelled "NA" must stay a category.
+        # "\n" ends a row (_records_text), and nothing else: a lone "\r" inside a value is written
+        # unquoted, and read_csv's default also ended a row there (the dataset was unreadable)
         raw = pd.read_csv(
-            directory / RECORDS_FILE, dtype=str, keep_default_na=False, na_values=[""]
+            directory / RECORDS_FILE, dtype=str, keep_default_na=False, na_values=[""], lineterminator="\n"
         )
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise UnlearnError(

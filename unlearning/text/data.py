@@ -386,7 +386,9 @@ def load_corpus(directory: Path) -> TextCorpus:
     )
     try:
         schema = json.loads((directory / SCHEMA_FILE).read_text(encoding="utf-8"))
-        lines = (directory / RECORDS_FILE).read_text(encoding="utf-8").splitlines()
+        # "\n" ends a record (_records_bytes), and nothing else: json.dumps leaves U+2028, U+2029 and
+        # U+0085 in an id raw, and str.splitlines cut the record there (the dataset was unreadable)
+        lines = [line for line in (directory / RECORDS_FILE).read_text(encoding="utf-8").split("\n") if line]
         records = tuple((row["id"], row["text"]) for row in map(json.loads, lines))
         injected_raw = json.loads((directory / INJECTED_FILE).read_text(encoding="utf-8"))
         injected = tuple(Occurrence(**row) for row in injected_raw["occurrences"])

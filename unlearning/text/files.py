@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from unlearning.documents import RepeatedKey, refuse_repeated_columns, unique_json_keys
+from unlearning.documents import RepeatedKey, json_depth, refuse_repeated_columns, unique_json_keys
 from unlearning.errors import UnlearnError
 from unlearning.text.data import TextCorpus, check_trainable_corpus
 
@@ -196,6 +196,9 @@ def _json_lines(text: str, file_name: str) -> list[dict]:
         except RepeatedKey:  # the key itself is not printed: a key may be a personal value (an e-mail, a name)
             raise UnlearnError(f"line {number} of '{file_name}' gives a key twice in one object (JSON would keep "
                                f"only the last value); keep one") from None
+        except RecursionError:  # a line of arrays inside arrays: a traceback, not the user's one line
+            raise UnlearnError(f"line {number} of '{file_name}' nests {json_depth(line)} levels deep, too deep to "
+                               f"read; flatten it") from None
         except ValueError:
             row = None
         if not isinstance(row, dict):

@@ -26,7 +26,8 @@ Attention runs in the "eager" implementation: PyTorch's fused CPU attention kern
 backward, which every Hessian-vector product needs. `transformers` is imported inside functions
 only (~4 s): importing this module costs nothing, and a char LM or a table never pays for it.
 
-No network, ever: every load passes `local_files_only=True`.
+No network, ever: every load passes `local_files_only=True`; and no code of the checkpoint's:
+every load passes `trust_remote_code=False`.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def check_checkpoint(path) -> None:
         raise UnlearnError(f"{p} is not a Hugging Face checkpoint (no config.json): {fix}")
     try:
         config = json.loads((p / "config.json").read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: arrays nested in arrays
         raise UnlearnError(f"{p}/config.json is not valid JSON ({exc.__class__.__name__}): {fix}") from None
     if not isinstance(config, dict):
         raise UnlearnError(f"{p}/config.json is not a model configuration: {fix}")
@@ -83,12 +84,30 @@ def check_checkpoint(path) -> None:
         kind = ", ".join(config.get("architectures") or []) or config.get("model_type") or "unknown"
         raise UnlearnError(f"{p} is not a causal language model ({kind}): pass a checkpoint of a "
                            f"*ForCausalLM / *LMHeadModel (e.g. GPT-2, Llama, Qwen)")
+    check_no_custom_code(p, config)
     if not any((p / f).is_file() for f in WEIGHT_FILES):
         raise UnlearnError(f"{p} has no model weights (model.safetensors or pytorch_model.bin): {fix}")
     check_weights_readable(p, fix)
     if not any((p / f).is_file() for f in TOKENIZER_FILES):
         raise UnlearnError(f"{p} has no tokenizer (tokenizer.json): save the tokenizer into the checkpoint "
                            f"too (tokenizer.save_pretrained(DIR))")
+
+
+def check_no_custom_code(p: Path, config: dict) -> None:
+    """A checkpoint of an architecture transformers does not ship loads only by importing the Python
+    files it carries (config.json's auto_map): a checkpoint is data, and its code is never run, so it
+    is refused here in one line. transformers would otherwise ask on a terminal whether to run it
+    (and run it on a "y"). An auto_map beside a model type transformers knows is harmless: the
+    shipped class is used (every load passes trust_remote_code=False)."""
+    if not config.get("auto_map"):
+        return
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    model_type = str(config.get("model_type") or "none")
+    if model_type not in CONFIG_MAPPING_NAMES:
+        raise UnlearnError(f"{p} loads only by running the Python code it carries (auto_map in config.json, "
+                           f"model type {model_type[:40]!r}): unlearnflow never runs a checkpoint's code; save the "
+                           f"model as an architecture transformers ships (e.g. GPT-2, Llama, Qwen)")
 
 
 def check_weights_readable(p: Path, fix: str) -> None:
@@ -288,21 +307,34 @@ def _load_model(path: Path):
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its multi-line load report: what matters in it is said below, in one line
     try:
-        return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, attn_implementation="eager",
-                                                    dtype=torch.float32)
+        model, info = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, trust_remote_code=False,
+                                                           attn_implementation="eager", dtype=torch.float32,
+                                                           output_loading_info=True)
     except Exception as exc:  # noqa: BLE001 — any loader failure (safetensors' own errors included) is the user's file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise UnlearnError(f"cannot load the model in {path} ({first[:200]}): pass a complete "
                            f"save_pretrained checkpoint") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        # transformers initialises them at random, from the unseeded global RNG: the model would be
+        # partly untrained, and its base loaded again (the exact reference) another model
+        raise UnlearnError(f"the checkpoint in {path} has no weights for {len(missing)} parameter(s) its config.json "
+                           f"declares (first: {missing[0]}): pass the complete checkpoint, or the config.json "
+                           f"saved with these weights")
+    return model
 
 
 def _load_tokenizer(path: Path) -> TokenizerVocab:
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise UnlearnError(f"cannot load the tokenizer in {path} ({first[:200]}): save it with "
                            f"tokenizer.save_pretrained(DIR)") from None
