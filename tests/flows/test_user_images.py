@@ -161,6 +161,10 @@ NPZ = {
     "e-mail ids": (arrays(ids=np.array([f"r{i}" for i in range(39)] + [ADDRESS])),
                    "id 40 of the array ids in bad.npz holds personal data (email)"),
     "duplicated e-mail ids": (arrays(ids=np.array([ADDRESS] * 40)), "holds personal data (email)"),
+    # class names go into every model version and MLflow; the one-class message quoted it
+    "an e-mail as a class": (arrays(y=np.array(["cat", ADDRESS])[np.arange(40) % 2]),
+                             "class 2 of y in bad.npz (in sorted order) holds personal data (email): class names"),
+    "one class, an e-mail": (arrays(y=np.array([ADDRESS] * 40)), "class 1 of y in bad.npz"),
 }
 
 

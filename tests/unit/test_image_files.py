@@ -117,3 +117,13 @@ def test_size_out_of_range_is_refused(tmp_path, size):
 
     with pytest.raises(UnlearnError, match="--size must be a whole number"):
         read_image_folder("x", tmp_path, size)
+
+
+def test_a_personal_path_in_a_folder_named_with_braces_is_refused_in_one_line(tmp_path):
+    """The message named the folder inside a format string: a folder `sh{ap}es` raised KeyError."""
+    folder = tmp_path / "sh{ap}es"
+    write_image_folder(folder)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / CLASSES[0] / "maud.oakes@example.org.png")
+    with pytest.raises(UnlearnError, match=r"of sh\{ap\}es/ \(in sorted order\) holds personal data \(email\)") as e:
+        read_image_folder("shapes", folder, 8)
+    assert "maud" not in str(e.value)

@@ -9,7 +9,7 @@ secret detector's password.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from unlearning.detect.allowlist import Allowlist
 from unlearning.detect.base import Detector, Finding, Match, resolve_overlaps
@@ -91,13 +91,20 @@ def _threshold(min_confidence: float | Mapping[str, float], detector: str) -> fl
 PERSONAL_ID_DETECTORS = ("email", "iban", "secret")
 
 
-def refuse_personal_ids(ids: Iterable[str], column: str) -> None:
+def refuse_personal_ids(ids: Iterable[str], where: Callable[[int, str], str], fix: str,
+                        kept: str = "record ids are kept whole in certificates and the append-only ledger") -> None:
     """UnlearnError (one line, no value printed) when a record id holds an e-mail address, an IBAN or
-    a secret: `--id email` made the people's addresses the ids every erasure records for good."""
+    a secret: `--id email` made the people's addresses the ids every erasure records for good; an image's
+    path or an npz's ids likewise. `where(row, detector)` says which id (`row`: its 1-based position)
+    holds what, `fix` what to give instead; `kept` why it may not (names that are not ids: class names)."""
     for row, value in enumerate(ids, start=1):
         found = find_matches(str(value), PERSONAL_ID_DETECTORS)
         if found:
-            raise UnlearnError(
-                f"id column '{column}' holds personal data ({found[0].detector} in data row {row}): record ids are "
-                "kept whole in certificates and the append-only ledger; give a surrogate id column (e.g. a "
-                "customer number), or leave out --id to have ids assigned")
+            raise UnlearnError(f"{where(row, found[0].detector)}: {kept}; {fix}")
+
+
+def refuse_personal_id_column(ids: Iterable[str], column: str) -> None:
+    """refuse_personal_ids for a table's or text file's `--id` column."""
+    refuse_personal_ids(ids, lambda row, detector: f"id column '{column}' holds personal data ({detector} in data "
+                                                   f"row {row})",
+                        "give a surrogate id column (e.g. a customer number), or leave out --id to have ids assigned")

@@ -125,24 +125,13 @@ def image_files(directory: Path) -> dict[str, Path]:
                            f"sub-folder named after the class (e.g. {directory.name}/cat/0001.png)")
     files = dict(sorted(files.items()))
     # without the suffix, which the e-mail detector reads as a top-level domain it does not take (x@y.png)
+    from unlearning.detect.scan import refuse_personal_ids
+
     refuse_personal_ids((record_id.rsplit(".", 1)[0] for record_id in files),
-                        f"the path of image {{row}} of {directory.name}/ (in sorted order)",
+                        lambda row, detector: f"the path of image {row} of {directory.name}/ (in sorted order) "
+                                              f"holds personal data ({detector})",
                         "rename the file or its folders (e.g. to numbers)")
     return files
-
-
-def refuse_personal_ids(ids, where: str, fix: str) -> None:
-    """UnlearnError (one line, the value never printed) when a record id holds an e-mail address, an
-    IBAN or a secret — the detectors tables' and text's `--id` columns are checked with
-    (detect.scan.PERSONAL_ID_DETECTORS): an image's id, its path or the npz's `ids`, is kept whole in
-    certificates and the append-only ledger. `where` names the id, with {row} its 1-based position."""
-    from unlearning.detect.scan import PERSONAL_ID_DETECTORS, find_matches
-
-    for row, record_id in enumerate(ids, start=1):
-        found = find_matches(str(record_id), PERSONAL_ID_DETECTORS)
-        if found:
-            raise UnlearnError(f"{where.format(row=row)} holds personal data ({found[0].detector}): record ids are "
-                               f"kept whole in certificates and the append-only ledger; {fix}")
 
 
 def check_record_id(record_id: str) -> None:
@@ -318,6 +307,12 @@ def npz_labels(y: np.ndarray, n: int, file: str) -> tuple[np.ndarray, list[str]]
         raise UnlearnError(f"y in {file} is {y.dtype}; give integer labels or class names as strings")
     values, labels = np.unique(y, return_inverse=True)
     classes = [str(v) for v in values.tolist()]
+    from unlearning.detect.scan import refuse_personal_ids
+
+    refuse_personal_ids(classes, lambda row, detector: f"class {row} of y in {file} (in sorted order) holds personal "
+                                                       f"data ({detector})",  # before the message that quotes one
+                        "name the classes by something that is not personal data (e.g. numbers)",
+                        kept="class names are kept in every model version and in MLflow")
     if len(classes) < 2:
         raise UnlearnError(f"y in {file} has one class ({classes[0]!r}); a classifier needs at least two")
     if any(not c or c != c.strip() for c in classes):
@@ -337,7 +332,10 @@ def npz_ids(ids: np.ndarray | None, n: int, file: str) -> list[str]:
         raise UnlearnError(f"ids in {file} must be {n} strings or integers (one per image), got {ids.dtype} "
                            f"{ids.shape}")
     ids = [str(i) for i in ids.tolist()]
-    refuse_personal_ids(ids, f"id {{row}} of the array ids in {file}",  # before the messages that quote an id
+    from unlearning.detect.scan import refuse_personal_ids
+
+    refuse_personal_ids(ids, lambda row, detector: f"id {row} of the array ids in {file} holds personal data "
+                                                   f"({detector})",  # before the messages that quote an id
                         "give surrogate ids (e.g. numbers), or leave out the array ids to have ids 0..n-1")
     repeated = [i for i, count in Counter(ids).items() if count > 1]
     if repeated:

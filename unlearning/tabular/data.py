@@ -214,9 +214,9 @@ def _record_ids(frame: pd.DataFrame, id_column: str | None) -> pd.Index:
             f"id column '{id_column}' has {int(empty.sum())} empty values (first in data row "
             f"{int(np.argmax(empty.to_numpy())) + 1}); give every record an id"
         )
-    from unlearning.detect.scan import refuse_personal_ids  # here: reading a table needs no detector otherwise
+    from unlearning.detect.scan import refuse_personal_id_column  # here: reading a table needs no detector otherwise
 
-    refuse_personal_ids(ids, id_column)  # before the duplicates' message, which quotes an id
+    refuse_personal_id_column(ids, id_column)  # before the duplicates' message, which quotes an id
     duplicated = ids[ids.duplicated(keep=False)]
     if len(duplicated):
         raise UnlearnError(

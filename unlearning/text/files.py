@@ -268,9 +268,9 @@ def _ids(values: list, column: str) -> list[str]:
                 "record a text or whole-number id"
             )
         ids.append(value.strip())
-    from unlearning.detect.scan import refuse_personal_ids
+    from unlearning.detect.scan import refuse_personal_id_column
 
-    refuse_personal_ids(ids, column)  # before the duplicates' message, which quotes an id
+    refuse_personal_id_column(ids, column)  # before the duplicates' message, which quotes an id
     seen: set[str] = set()
     duplicated = [i for i in ids if i in seen or seen.add(i)]
     if duplicated:
