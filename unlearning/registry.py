@@ -121,10 +121,11 @@ def register(kind: str, name: str, guarantee: str, config: type[BaseModel]):
 
 
 def _origin(fn: Callable) -> str:
-    """Where a method function is defined: its file and name, the same when a plugin file is
-    imported again (under a module name of its own)."""
+    """Where a method function is defined: its file's full path and its name, the same when a plugin
+    file is imported again (under a module name of its own). Not the file's name alone: a plugin
+    `methods.py` defining `retrain` was then the built-in's origin, and replaced the exact reference."""
     code = getattr(fn, "__code__", None)
-    return f"{Path(code.co_filename).name}:{fn.__qualname__}" if code else repr(fn)
+    return f"{Path(code.co_filename).resolve()}:{fn.__qualname__}" if code else repr(fn)
 
 
 def unregister(kind: str, name: str) -> None:

@@ -134,6 +134,19 @@ def test_a_plugin_cannot_take_the_name_of_a_registered_method(monkeypatch, tmp_p
     assert registry.get("tabular", "retrain").run is builtin
 
 
+def test_a_plugin_file_named_as_the_built_in_methods_file_cannot_take_retrain(monkeypatch, tmp_path):
+    """The origin compared file names alone: a plugin `methods.py` defining `retrain` had the built-in's
+    origin (unlearning/tabular/methods.py:retrain) and replaced the exact reference unseen."""
+    builtin = registry.get("tabular", "retrain").run
+    plugin = tmp_path / "methods.py"
+    plugin.write_text(PLUGIN_TAKING_RETRAIN)
+    monkeypatch.setenv(registry.PLUGINS_ENV, str(plugin))
+    with pytest.raises(UnlearnError, match="'retrain' is registered twice"):
+        registry.names("tabular")
+    monkeypatch.delenv(registry.PLUGINS_ENV)
+    assert registry.get("tabular", "retrain").run is builtin
+
+
 def test_a_plugin_file_imported_again_registers_its_methods_again(tmp_path):
     """The same file under two module names (the contract suite imports it, UNLEARNFLOW_PLUGINS loads it)."""
     import importlib.util
