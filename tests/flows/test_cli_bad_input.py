@@ -217,6 +217,8 @@ def test_a_secret_named_in_a_request_is_not_printed(trained, capsys, tmp_path, k
 
 
 OPTION_SITES = {  # the command line, the option's value left to fill in, what the message must still name
+    "train --model": (["train", "people", "--model", "{v}"], "model name"),
+    "data add NAME": (["data", "add", "{v}", "--file", "{table}", "--target", "label", "--id", "person"], "dataset name"),
     "forget --method": (["forget", "{request}", "--method", "{v}"], "method"),
     "data add --target": (["data", "add", "more", "--file", "{table}", "--target", "{v}"], "target column"),
     "data add --id": (["data", "add", "more", "--file", "{table}", "--target", "label", "--id", "{v}"], "id column"),
