@@ -13,13 +13,19 @@ class UnlearnError(ValueError):
     """
 
     def __str__(self) -> str:
-        return shown(super().__str__())
+        # Kept: a flow's failure is shown by Prefect's state, its log and the CLI, and masking a
+        # message that quotes a name of a request file's 1 MiB cap takes about a second.
+        cached = self.__dict__.get("_shown")
+        if cached is None or cached[0] is not self.args:
+            cached = self._shown = (self.args, shown(super().__str__()))
+        return cached[1]
 
     def __repr__(self) -> str:  # a traceback, a log line or a Prefect state may show the repr
         return f"{type(self).__name__}({str(self)!r})"
 
     def __reduce__(self):  # pickled (a Dask worker's error, a persisted state): the shown message only
-        return type(self), (str(self),), self.__dict__ or None
+        state = {k: v for k, v in self.__dict__.items() if k != "_shown"}
+        return type(self), (str(self),), state or None
 
 
 def shown(message: str) -> str:
