@@ -23,15 +23,21 @@ _MODEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def check_new_model_name(name: str) -> None:
-    """A registered model's name where one enters (`train --model`, `model import NAME`): it names
-    MLflow's registered model and the model's folders under .unlearn/ (escrow, state), so letters,
-    digits, '.', '_', '-', at most MAX_NAME characters (MLflow refused '/' and '..' only when the
-    model was registered, with a traceback after the run was recorded; any length was accepted)."""
+    """A registered model's name where one is made (`train --model`, `model import NAME`): the rule of
+    check_model_name, and not a name the detectors flag (refuse_personal_name)."""
+    check_model_name(name)
+    refuse_personal_name(name, "model", "MLflow's registry")
+
+
+def check_model_name(name: str) -> None:
+    """A model's name where one enters (also a request's `model:`): it names MLflow's registered model
+    and the model's folders under .unlearn/ (escrow, state), so letters, digits, '.', '_', '-', at
+    most MAX_NAME characters (MLflow refused '/' and '..' only when the model was registered, with a
+    traceback after the run was recorded; any length was accepted)."""
     if not isinstance(name, str) or len(name) > MAX_NAME or not _MODEL_RE.fullmatch(name):
         shown = name if isinstance(name, str) and len(name) <= MAX_NAME else f"of {len(str(name))} characters"
         raise UnlearnError(f"model name {shown!r} is not allowed; use letters, digits, '.', '_' and '-', starting "
                            f"with a letter or digit, at most {MAX_NAME} characters")
-    refuse_personal_name(name, "model", "MLflow's registry")
 
 
 def check_new_name(name: str) -> None:

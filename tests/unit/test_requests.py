@@ -398,3 +398,12 @@ def test_a_new_dataset_name_that_is_a_card_number_is_refused_and_ordinary_names_
     for name in ("adult", "people-v2", "shakespeare_2026-12-06", "customers-0612345678", "f5fd83eeef3158492ebf"):
         check_new_name(name)
         check_new_model_name(name.upper())
+
+
+def test_a_request_for_a_model_named_so_before_names_were_checked_still_loads(tmp_path):
+    """Only a name being made is refused: a model registered under such a name earlier stays erasable."""
+    from unlearning.compliance.requests import load_request
+
+    path = tmp_path / "r.yaml"
+    path.write_text("id: R1\nmodel: AKIAQ3EGRZ7T5XK2LW9M\ndelete_records: [P1001]\n")
+    assert load_request(path).model == "AKIAQ3EGRZ7T5XK2LW9M"
