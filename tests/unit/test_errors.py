@@ -59,8 +59,10 @@ SECRETS = {
 SITES = {
     "feature": ("unknown feature '{v}' in revoke_features; valid features: age, sex", "revoke_features",
                 "valid features: age, sex"),
+    # the name again where no detector sees it: a card number after '/' is not one to the card detector
     "model": ("unknown model '{v}': no registered version with alias 'production' — train one with "
-              "`unlearn train DATASET --model NAME`", "unknown model", "train one with"),
+              "`unlearn train DATASET --model {v}` (`unlearn train {v}` when its dataset is data/{v})",
+              "unknown model", "train one with"),
     "column": ("target column '{v}' not found; columns are: person, age, label", "target column",
                "columns are: person, age, label"),
     # "id" names another kind of number: in context the card and phone detectors let the value go

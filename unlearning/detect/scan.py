@@ -67,7 +67,9 @@ def find_in_message(text: str) -> list[Match]:
 
     Alone, because the message's own words are context that hides a value from the context-aware
     detectors: "id column '4111 1111 1111 1111'" or "order '+44 20 7946 0958'" name another kind of
-    number, and the card and phone detectors let such numbers go. Overlaps resolved, sorted by start.
+    number, and the card and phone detectors let such numbers go. And every other occurrence of a
+    value found: a message may repeat it where no detector sees it ("data/4111111111111111": a card
+    number is not one after a '/'). Overlaps resolved, sorted by start.
     """
     matches = find_matches(text, MESSAGE_DETECTORS)
     for quoted in _QUOTED.finditer(text):
@@ -75,7 +77,18 @@ def find_in_message(text: str) -> list[Match]:
         offset = quoted.start(group)
         matches += [replace(m, start=m.start + offset, end=m.end + offset)
                     for m in find_matches(quoted.group(group), MESSAGE_DETECTORS)]
-    return resolve_overlaps(matches, priorities())
+    return resolve_overlaps(matches + _repeats(text, matches), priorities())
+
+
+def _repeats(text: str, matches: list[Match]) -> list[Match]:
+    """Every occurrence in `text` of the values `matches` cover, as a match of the same detector."""
+    out = []
+    for value, m in {text[m.start:m.end]: m for m in matches}.items():
+        at = text.find(value)
+        while at >= 0:
+            out.append(replace(m, start=at, end=at + len(value)))
+            at = text.find(value, at + len(value))
+    return out
 
 
 def masked_message(text: str) -> str:
