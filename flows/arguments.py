@@ -11,6 +11,7 @@ from pathlib import Path
 from flows import compliance_cli
 from flows.compliance_cli import JSON_HELP
 from flows.numbers import real_number, whole_number
+from flows.parser import Parser
 from flows.settings import DEMO_TEXT_STEPS
 from unlearning.errors import UnlearnError
 
@@ -37,8 +38,8 @@ class VersionAction(argparse.Action):
 
 def build_parser(model_import) -> argparse.ArgumentParser:
     """The whole command line; `model_import`: the command `unlearn model import` runs."""
-    parser = argparse.ArgumentParser(prog="unlearn", description="Machine unlearning pipeline: DVC data, "
-                                     "certified influence updates, Prefect flows, MLflow lineage.")
+    parser = Parser(prog="unlearn", description="Machine unlearning pipeline: DVC data, "
+                    "certified influence updates, Prefect flows, MLflow lineage.")
     parser.add_argument("--version", action=VersionAction, help="print the unlearnflow version and the git commit "
                         "of its code, then exit")
     sub = parser.add_subparsers(dest="command", required=True)

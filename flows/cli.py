@@ -27,7 +27,7 @@ from flows.demo_cli import cmd_demo, cmd_ui
 from flows.erasure_cli import cmd_audit, cmd_comply, cmd_forget, cmd_scan
 from flows.settings import configure_environment, private_tempdir, probe_tracking_server, project_root
 from flows.train_cli import cmd_data, cmd_model_import, cmd_train
-from unlearning.errors import UnlearnError
+from unlearning.errors import UnlearnError, shown
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process killed by SIGPIPE
@@ -130,7 +130,7 @@ def execute(args, root: Path) -> int:
         print(f"error: {err}", file=sys.stderr)
         return getattr(err, "exit_code", EXIT_INVALID)
     except ValidationError as exc:  # any settings object built from user input: one line, no links
-        print(f"error: {option_problems(exc)}", file=sys.stderr)
+        print(f"error: {shown(option_problems(exc))}", file=sys.stderr)  # it quotes the values given
         return EXIT_INVALID
     except BrokenPipeError:
         raise  # the reader left (main): not the project's problem
@@ -138,7 +138,7 @@ def execute(args, root: Path) -> int:
         problem = unwritable(exc)
         if problem is None:
             raise
-        print(f"error: {problem}", file=sys.stderr)
+        print(f"error: {shown(problem)}", file=sys.stderr)  # it names a path, which a user may have chosen
         return EXIT_INVALID
     except KeyboardInterrupt:
         return 130

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from flows.numbers import real_number, whole_number
+from flows.parser import Parser
 from unlearning.compliance import deadlines
 from unlearning.compliance import ledger as lg
 from unlearning.errors import UnlearnError
@@ -386,7 +387,7 @@ def cmd_certificate_verify(args, root: Path) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """These commands alone (for tests and `python -m flows.compliance_cli`)."""
-    parser = argparse.ArgumentParser(prog="unlearn")
+    parser = Parser(prog="unlearn")
     add_parsers(parser.add_subparsers(dest="command", required=True))
     return parser
 

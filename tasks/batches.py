@@ -21,7 +21,7 @@ from tasks.common import earlier_result
 from tasks.unchanged import no_change_notes
 from unlearning.compliance.batching import batch_id, merge_requests, narrowed
 from unlearning.compliance.requests import load_request
-from unlearning.errors import UnlearnError
+from unlearning.errors import UnlearnError, masked
 
 BATCHES = ".unlearn/batches"
 
@@ -142,5 +142,7 @@ def environment_error(exc: BaseException) -> bool:
 
 
 def first_line(exc: Exception) -> str:
-    """A failure as the one line the ledger records as the request's reason."""
-    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    """A failure as the one line the ledger records as the request's reason, for good: masked as an
+    UnlearnError's message is, also when another error quotes a value (a KeyError of a column name)."""
+    text = masked(str(exc))
+    return text.splitlines()[0][:300] if text else type(exc).__name__

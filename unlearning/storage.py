@@ -23,10 +23,17 @@ _MODEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def check_new_model_name(name: str) -> None:
-    """A registered model's name where one enters (`train --model`, `model import NAME`): it names
-    MLflow's registered model and the model's folders under .unlearn/ (escrow, state), so letters,
-    digits, '.', '_', '-', at most MAX_NAME characters (MLflow refused '/' and '..' only when the
-    model was registered, with a traceback after the run was recorded; any length was accepted)."""
+    """A registered model's name where one is made (`train --model`, `model import NAME`): the rule of
+    check_model_name, and not a name the detectors flag (refuse_personal_name)."""
+    check_model_name(name)
+    refuse_personal_name(name, "model", "MLflow's registry")
+
+
+def check_model_name(name: str) -> None:
+    """A model's name where one enters (also a request's `model:`): it names MLflow's registered model
+    and the model's folders under .unlearn/ (escrow, state), so letters, digits, '.', '_', '-', at
+    most MAX_NAME characters (MLflow refused '/' and '..' only when the model was registered, with a
+    traceback after the run was recorded; any length was accepted)."""
     if not isinstance(name, str) or len(name) > MAX_NAME or not _MODEL_RE.fullmatch(name):
         shown = name if isinstance(name, str) and len(name) <= MAX_NAME else f"of {len(str(name))} characters"
         raise UnlearnError(f"model name {shown!r} is not allowed; use letters, digits, '.', '_' and '-', starting "
@@ -39,6 +46,19 @@ def check_new_name(name: str) -> None:
     if isinstance(name, str) and len(name) > MAX_NAME:
         raise UnlearnError(f"a dataset name of {len(name)} characters is too long; use at most {MAX_NAME}")
     check_name(name)
+    refuse_personal_name(name, "dataset", "data/, MLflow")
+
+
+def refuse_personal_name(name: str, what: str, where: str) -> None:
+    """A new name the detectors take for personal data or a secret (`train --model AKIA…`, `data add
+    4111111111111111`) is refused: names are kept whole in `where`, certificates and the append-only
+    ledger, for good. The message quotes it masked, as every UnlearnError does."""
+    from unlearning.detect.scan import find_matches  # here: only a name being added needs the detectors
+
+    found = find_matches(name)
+    if found:
+        raise UnlearnError(f"{what} name {name!r} holds personal data or a secret ({found[0].detector}): a {what}'s "
+                           f"name is kept whole in {where}, certificates and the ledger; choose another name")
 
 
 def check_name(name: str) -> None:

@@ -3,6 +3,7 @@ nothing written — no data version, no model version, no run, no file."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def snapshot(root: Path) -> dict:
     return {"files": files, "versions": versions, "runs": runs}
 
 
-def run_bad(trained: Path, capsys, argv: list[str], expect: str) -> None:
+def run_bad(trained: Path, capsys, argv: list[str], expect: str) -> str:
     os.chdir(trained)
     before = snapshot(trained)
     capsys.readouterr()
@@ -48,6 +49,7 @@ def run_bad(trained: Path, capsys, argv: list[str], expect: str) -> None:
     assert message.startswith("error: ")
     assert expect.lower() in message.lower(), message
     assert snapshot(trained) == before
+    return message
 
 
 REQUESTS = {
@@ -175,3 +177,77 @@ def test_comply_bad_task_runner(trained, capsys, monkeypatch, argv, env, expect)
                          ids=["not a cron", "minute 61"])
 def test_serve_bad_cron(trained, capsys, argv, expect):
     run_bad(trained, capsys, argv, expect)
+
+
+# --- an unknown name that holds a secret is refused without printing it ----------------------------
+SECRETS = {  # (value, the detector whose masked form the message shows instead)
+    "card": ("4111 1111 1111 1111", "card"),
+    "card, digits only": ("4539148803436467", "card"),
+    "e-mail": ("alice@example.com", "email"),
+    "IBAN": ("DE89 3704 0044 0532 0130 00", "iban"),
+    "AWS key": ("AKIAQ3EGRZ7T5XK2LW9M", "secret"),
+    "GitHub token": ("ghp_" + "aB3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6", "secret"),
+    "phone": ("+44 20 7946 0958", "phone"),
+}
+REQUEST_SITES = {  # request field → what the message must still name
+    "revoke_features": ("id: R1\nmodel: people\nrevoke_features: [{v}]\n", "revoke_features"),
+    "model": ("id: R1\nmodel: {v}\ndelete_records: [P1001]\n", "model"),
+    "delete_records": ("id: R1\nmodel: people\ndelete_records: [{v}]\n", "id column 'person'"),
+    "method": ("id: R1\nmodel: people\ndelete_records: [P1001]\nmethod: {v}\n", "method"),
+}
+
+
+def run_bad_secret(trained: Path, capsys, argv: list[str], value: str, detector: str, expect: str) -> None:
+    """Refused as any bad input (exit 2, one line naming `expect`, nothing written), the value shown masked."""
+    from unlearning.detect import mask
+
+    message = run_bad(trained, capsys, argv, expect)
+    assert value not in message and mask(value, detector) in message, message
+
+
+@pytest.mark.parametrize("site", sorted(REQUEST_SITES))
+@pytest.mark.parametrize("kind", sorted(SECRETS))
+def test_a_secret_named_in_a_request_is_not_printed(trained, capsys, tmp_path, kind, site):
+    """`unlearn forget` with `revoke_features: ["4111 1111 1111 1111"]` printed the card number whole."""
+    value, detector = SECRETS[kind]
+    template, expect = REQUEST_SITES[site]
+    path = tmp_path / "req.yaml"
+    path.write_text(template.format(v=json.dumps(value)))
+    run_bad_secret(trained, capsys, ["forget", str(path)], value, detector, expect)
+
+
+OPTION_SITES = {  # the command line, the option's value left to fill in, what the message must still name
+    "train --model": (["train", "people", "--model", "{v}"], "model name"),
+    "data add NAME": (["data", "add", "{v}", "--file", "{table}", "--target", "label", "--id", "person"], "dataset name"),
+    "forget --method": (["forget", "{request}", "--method", "{v}"], "method"),
+    "data add --target": (["data", "add", "more", "--file", "{table}", "--target", "{v}"], "target column"),
+    "data add --id": (["data", "add", "more", "--file", "{table}", "--target", "label", "--id", "{v}"], "id column"),
+}
+
+
+@pytest.mark.parametrize("site", sorted(OPTION_SITES))
+@pytest.mark.parametrize("kind", sorted(SECRETS))
+def test_a_secret_given_as_a_name_on_the_command_line_is_not_printed(trained, capsys, tmp_path, kind, site):
+    value, detector = SECRETS[kind]
+    argv, expect = OPTION_SITES[site]
+    request = tmp_path / "req.yaml"
+    request.write_text("id: R1\nmodel: people\ndelete_records: [P1001]\n")
+    table = _table_file(tmp_path, synthetic_people())
+    argv = [a.format(v=value, request=request, table=table) for a in argv]
+    run_bad_secret(trained, capsys, argv, value, detector, expect)
+
+
+@pytest.mark.parametrize("kind", sorted(SECRETS))
+def test_argparse_does_not_print_a_secret_given_as_a_choice(trained, capsys, kind):
+    """`unlearn demo --scenario 4111…`: argparse's `invalid choice: '…'` quoted it whole."""
+    from unlearning.detect import mask
+
+    value, detector = SECRETS[kind]
+    os.chdir(trained)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as ended:
+        main(["demo", "--scenario", value])
+    out, err = capsys.readouterr()
+    assert ended.value.code == 2 and out == ""
+    assert "argument --scenario: invalid choice" in err and "choose from" in err, err
+    assert value not in err and mask(value, detector) in err, err

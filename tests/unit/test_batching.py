@@ -129,3 +129,18 @@ def test_a_narrowed_request_keeps_only_the_parts_that_change_something():
 def test_a_request_with_nothing_left_is_narrowed_to_none():
     r = req("R", delete_records=["1"], fix_labels={"7": "yes"})
     assert narrowed(r, {"1": "erased", "7": UNCHANGED_LABEL}) is None
+
+
+def test_the_reason_the_ledger_keeps_for_a_failed_request_never_holds_a_secret_the_error_quoted():
+    """comply records `first_line(exc)` as the request's reason in the append-only ledger, for good:
+    a KeyError of a column named with a card number put the number there whole."""
+    from tasks.batches import first_line
+    from unlearning.detect import mask
+
+    card, email = "4111 1111 1111 1111", "alice@example.com"
+    for exc in (KeyError(card), UnlearnError(f"unknown feature '{card}' in revoke_features; valid features: age"),
+                RuntimeError(f"model {email!r} failed\nsecond line")):
+        reason = first_line(exc)
+        assert card not in reason and email not in reason and "\n" not in reason
+        assert mask(card, "card") in reason or mask(email, "email") in reason
+    assert first_line(RuntimeError("")) == "RuntimeError"

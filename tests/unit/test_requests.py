@@ -369,3 +369,41 @@ def test_a_dataset_name_longer_than_its_limit_is_refused_only_where_a_dataset_is
         assert f"{MAX_NAME + 1} characters is too long" in str(exc)
     else:
         raise AssertionError("a new dataset name over MAX_NAME was accepted")
+
+
+@pytest.mark.parametrize("name, detector", [("AKIAQ3EGRZ7T5XK2LW9M", "secret"),
+                                            ("ghp_" + "aB3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6", "secret"),
+                                            ("4111111111111111", "card")])
+def test_a_new_model_name_that_is_a_secret_is_refused_without_printing_it(name, detector):
+    """`train --model AKIA…` registered a model named with an AWS key, kept whole in MLflow, certificates
+    and the ledger; the names pass the character rule."""
+    from unlearning.detect import mask
+    from unlearning.storage import check_new_model_name
+
+    with pytest.raises(UnlearnError) as refused:
+        check_new_model_name(name)
+    assert name not in str(refused.value) and mask(name, detector) in str(refused.value)
+    assert f"holds personal data or a secret ({detector})" in str(refused.value)
+
+
+def test_a_new_dataset_name_that_is_a_card_number_is_refused_and_ordinary_names_are_not():
+    import re
+
+    from unlearning.detect import mask
+    from unlearning.storage import check_new_model_name, check_new_name
+
+    card = "4111111111111111"
+    with pytest.raises(UnlearnError, match=re.escape(f"dataset name '{mask(card, 'card')}' holds personal data")):
+        check_new_name(card)
+    for name in ("adult", "people-v2", "shakespeare_2026-12-06", "customers-0612345678", "f5fd83eeef3158492ebf"):
+        check_new_name(name)
+        check_new_model_name(name.upper())
+
+
+def test_a_request_for_a_model_named_so_before_names_were_checked_still_loads(tmp_path):
+    """Only a name being made is refused: a model registered under such a name earlier stays erasable."""
+    from unlearning.compliance.requests import load_request
+
+    path = tmp_path / "r.yaml"
+    path.write_text("id: R1\nmodel: AKIAQ3EGRZ7T5XK2LW9M\ndelete_records: [P1001]\n")
+    assert load_request(path).model == "AKIAQ3EGRZ7T5XK2LW9M"

@@ -1,0 +1,248 @@
+"""Can an error message be masked by the detectors in one place without hiding what users need?
+
+    python -m bench.error_masking                               # 10,000 generated values of each kind
+    python -m bench.error_masking --messages cap/*.jsonl        # plus messages the test suite produced
+
+A message quotes what the user gave (a feature, a model, a column, a method, a record id), and an
+unknown name that holds a card number or an e-mail address was printed whole. Masking every message
+with the detectors `unlearn scan` uses (unlearning.detect.DETECTORS) fixes that in one place — if
+they leave alone what legitimate messages quote: run ids (32 hex), digests, data versions, git
+commits, fingerprints, UUIDs, paths, ISO timestamps, request ids, version numbers, record ids and
+the numbers a message states. This counts, per detector, the generated legitimate values it flags
+(each inside a message template of the kind the CLI prints), the secrets it finds when a message
+quotes one (card, e-mail, IBAN, AWS key, GitHub token, phone), and what a message costs to mask.
+
+`--messages` reads JSON lines `{"kind", "msg", "test"}` — every UnlearnError message, argparse error
+and option line one run of the tests raised (recorded by a pytest plugin that wraps
+UnlearnError.__init__, argparse.ArgumentParser.error and flows.arguments.option_problems) — and
+prints each one a detector flags, with its test, to be judged by hand: a test may quote a secret on
+purpose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import string
+import sys
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from unlearning.detect import DETECTORS
+from unlearning.detect.scan import MESSAGE_DETECTORS, find_in_message, find_matches
+
+HEX = "0123456789abcdef"
+
+
+def hexes(rng: random.Random, n: int) -> str:
+    return "".join(rng.choice(HEX) for _ in range(n))
+
+
+def timestamp(rng: random.Random) -> datetime:
+    return datetime(2000, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.uniform(0, 40 * 365.25 * 86400))
+
+
+def iso_timestamp(rng: random.Random) -> str:
+    t = timestamp(rng)
+    return rng.choice([t.isoformat(), t.isoformat(timespec="seconds"), t.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                       t.strftime("%Y-%m-%d %H:%M:%S UTC"), t.date().isoformat(),
+                       t.astimezone(timezone_of(rng)).isoformat(timespec="milliseconds")])
+
+
+def timezone_of(rng: random.Random):
+    from datetime import timezone
+
+    return timezone(timedelta(minutes=rng.choice([-480, -300, 0, 60, 120, 330, 540, 600])))
+
+
+def request_id(rng: random.Random) -> str:
+    t = timestamp(rng)
+    return rng.choice([f"{rng.choice(['DEMO', 'DETECT', 'COMPLY', 'BATCH'])}-{t:%Y%m%dT%H%M%S%f}",
+                       f"REQ-{rng.randrange(10 ** 6):06d}", f"GDPR-{t:%Y}-{rng.randrange(10 ** 5):05d}",
+                       f"R{rng.randrange(1, 10 ** 4)}", f"ticket-{rng.randrange(10 ** 8)}",
+                       f"dsar_{t:%Y%m%d}_{rng.randrange(1000):03d}"])
+
+
+def path(rng: random.Random) -> str:
+    words = ["data", "adult", "shakespeare", "mlflow", "artifacts", ".unlearn", "requests", "escrow", "tmp",
+             "home", "alice", "work", "project", "pytest-of-root", f"pytest-{rng.randrange(200)}", "ws0",
+             hexes(rng, 32), f"v{rng.randrange(1, 40)}", "models", "cat", "images"]
+    parts = [rng.choice(words) for _ in range(rng.randrange(2, 8))]
+    name = rng.choice([f"{request_id(rng)}.yaml", "records.csv", "schema.json", "certificate.json", "ledger.db",
+                       f"{rng.randrange(10 ** 4):04d}.png", "model.pt", f"{hexes(rng, 30)}", "corpus.txt"])
+    return rng.choice(["/", "", "./", "~/"]) + "/".join(parts + [name])
+
+
+def version(rng: random.Random) -> str:
+    a, b, c = rng.randrange(10), rng.randrange(40), rng.randrange(200)
+    return rng.choice([f"{a}.{b}.{c}", f"v{rng.randrange(1, 500)}", f"{a}.{b}.{c}+g{hexes(rng, 7)}",
+                       f"{a}.{b}.{c}.dev{rng.randrange(50)}", f"version {rng.randrange(1, 500)}"])
+
+
+def record_id(rng: random.Random) -> str:
+    return rng.choice([str(rng.randrange(48842)), f"P{rng.randrange(1000, 100000)}", f"r{rng.randrange(10 ** 5):05d}",
+                       f"cat/{rng.randrange(10 ** 4):04d}.png", f"cust-{rng.randrange(10 ** 7)}",
+                       str(uuid.UUID(int=rng.getrandbits(128))),
+                       "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(20))])
+
+
+def long_number(rng: random.Random) -> str:
+    """Numeric ids of 11–13 digits (customer numbers): the cards and phones detectors' weak spot."""
+    return str(rng.randrange(10 ** 10, 10 ** 13))
+
+
+def stated_number(rng: random.Random) -> str:
+    return rng.choice([f"{rng.randrange(10 ** 7)} records", f"{rng.uniform(0, 100):.2f} %", f"ε = {rng.uniform(0, 10):.6f}",
+                       f"{rng.randrange(10 ** 10)} bytes", f"{rng.uniform(0, 1e4):.1f} s", f"seed {rng.randrange(2 ** 32)}",
+                       f"127.0.0.1:{rng.randrange(1024, 65536)}", f"{rng.randrange(1, 13)}/{rng.randrange(1, 29)}",
+                       f"{int(timestamp(rng).timestamp())}", f"{int(timestamp(rng).timestamp() * 1000)}"])
+
+
+# Each legitimate kind: its generator and messages of the shape the CLI prints around it.
+KINDS = {
+    "run id (32 hex)": (lambda rng: uuid.UUID(int=rng.getrandbits(128)).hex,
+                        ["run {v} of model 'adult' has no certificate", "runs:/{v}/model is not in the registry",
+                         "the audit run {v} found 2 requests' secrets"]),
+    "sha256 digest": (lambda rng: hexes(rng, 64),
+                      ["artifact hash sha256:{v} does not match the file", "certificate digest {v} differs",
+                       "signed with another key (key id '{v}'; this key's id is {v})"]),
+    "data version (md5.dir)": (lambda rng: hexes(rng, 32) + ".dir",
+                               ["data version {v} is not in the DVC cache", "dataset 'adult' at {v}: 3 records missing"]),
+    "git commit (40 hex)": (lambda rng: hexes(rng, 40),
+                            ["model trained at commit {v}, code is at {v}", "unlearn (unlearnflow) 0.4.0, commit {v}"]),
+    "fingerprint (24 hex)": (lambda rng: hexes(rng, 24),
+                             ["allowlist entry '{v}' is not a fingerprint of this project's salt",
+                              "secret with fingerprint {v} is not in the escrow"]),
+    "UUID": (lambda rng: str(uuid.UUID(int=rng.getrandbits(128))),
+             ["flow run {v} failed", "token file for run {v} is missing"]),
+    "path": (path, ["file '{v}' not found: give an existing file", "cannot write {v}: permission denied",
+                    "{v}: not a table (.csv/.parquet)"]),
+    "ISO timestamp": (iso_timestamp, ["request 'R1': its deadline {v} has passed; an extension must be asked before it",
+                                      "certificate signed at {v} by key 'k1'", "received {v}, completed {v}"]),
+    "request id": (request_id, ["request '{v}' is completed: only an open request can be extended",
+                                "request id '{v}' was already used for a different request",
+                                "ledger entry 12 receives request '{v}' a second time"]),
+    "version number": (version, ["this project was written by unlearnflow {v}; upgrade to read it",
+                                 "model 'adult' {v} is not the production version"]),
+    "record id": (record_id, ["1 record ids are not in dataset 'adult' ('{v}'); use values of its id column 'record_id'",
+                              "id '{v}' in images.npz is empty or has a comma"]),
+    "numeric id (11-13 digits)": (long_number, ["1 record ids are not in dataset 'people' ('{v}'); use values of its "
+                                                "id column 'customer'", "record {v} was erased by request 'R7'"]),
+    "stated number": (stated_number, ["the table holds {v}, more than the 1000000 a request may name",
+                                      "--max-age must be a positive number of days, got '{v}'"]),
+}
+
+# What a message should never print: one of each kind the detectors know, inside the same kind of message.
+SECRETS = {
+    "card": ["4111 1111 1111 1111", "4539148803436467", "5500-0000-0000-0004", "378282246310005"],
+    "email": ["alice@example.com", "dana.whitfield@example.org", "bob+x@mail.co.uk"],
+    "iban": ["DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432", "FR1420041010050500013M02606"],
+    "aws key": ["AKIAQ3EGRZ7T5XK2LW9M", "AKIAIOSFODNN7EXAMPLE"],
+    "github token": ["ghp_" + "aB3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6", "github_pat_" + "11ABCDEFG0" * 6],
+    "phone": ["+44 20 7946 0958", "+1 (415) 555-2671", "(415) 555-2671", "+49 89 1234567"],
+}
+SITES = ["unknown feature '{v}' in revoke_features; valid features: age, sex, race",
+         "unknown model '{v}': no registered version with alias 'production' — train one with `unlearn train {v}`",
+         "target column '{v}' not found; columns are: record_id, age, income",
+         "unknown method '{v}'; valid methods: auto, first_order, second_order",
+         "dataset '{v}' not found in /tmp/p/data; run `unlearn data add {v}` first",
+         "argument --scenario: invalid choice: '{v}' (choose from 'tabular', 'text', 'images')",
+         "id column '{v}' not found; columns are: person, age, label",  # "id" names another kind of number
+         "ledger entry 3: order '{v}' is not a request of this project"]
+
+
+def flagged_by(text: str, quoted: bool = True) -> Counter:
+    """Detector → matches in `text`: as errors are masked (quoted values also alone), or the whole text only."""
+    found = find_in_message(text) if quoted else find_matches(text, MESSAGE_DETECTORS)
+    return Counter(m.detector for m in found)
+
+
+def legitimate_table(n: int, seed: int, quoted: bool) -> dict[str, Counter]:
+    rng = random.Random(seed)
+    counts = {}
+    for kind, (make, templates) in KINDS.items():
+        found = Counter()
+        for _ in range(n):
+            value = make(rng)
+            found.update(flagged_by(rng.choice(templates).format(v=value), quoted))
+        counts[kind] = found
+    return counts
+
+
+def secret_table(quoted: bool) -> dict[str, tuple[int, int]]:
+    """Per secret kind: (messages whose secret the detectors cover entirely, messages)."""
+    finder = find_in_message if quoted else (lambda text: find_matches(text, MESSAGE_DETECTORS))
+    out = {}
+    for kind, values in SECRETS.items():
+        covered = total = 0
+        for value in values:
+            for site in SITES:
+                text = site.format(v=value)
+                spans = [(m.start, m.end) for m in finder(text)]
+                starts = [i for i in range(len(text)) if text.startswith(value, i)]
+                covered += all(any(s <= i and i + len(value) <= e for s, e in spans) for i in starts)
+                total += 1
+        out[kind] = (covered, total)
+    return out
+
+
+def captured_messages(paths: list[Path]) -> list[dict]:
+    rows = []
+    for p in paths:
+        rows += [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    return rows
+
+
+def seconds_per_message(messages: list[str]) -> float:
+    start = time.perf_counter()
+    for text in messages:
+        find_in_message(text)
+    return (time.perf_counter() - start) / max(1, len(messages))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=10_000, help="generated values of each kind")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--messages", type=Path, nargs="*", default=[], help="JSON lines of captured messages")
+    args = parser.parse_args(argv)
+    detectors = list(DETECTORS)
+
+    for quoted in (False, True):
+        how = "quoted values also alone (find_in_message)" if quoted else "whole message only (find_matches)"
+        print(f"## Legitimate values in messages, {how}: flagged per detector ({args.n} of each kind, seed {args.seed})\n")
+        print("| kind | " + " | ".join(detectors) + " | messages flagged |")
+        print("|---|" + "---|" * (len(detectors) + 1))
+        for kind, found in legitimate_table(args.n, args.seed, quoted).items():
+            print(f"| {kind} | " + " | ".join(str(found[d]) for d in detectors) + f" | {sum(found.values())} |")
+        print(f"\n## Secrets quoted in messages, {how}: covered whole by a detector's span\n")
+        print("| secret kind | covered / messages |")
+        print("|---|---|")
+        for kind, (covered, total) in secret_table(quoted).items():
+            print(f"| {kind} | {covered} / {total} |")
+        print()
+
+    rows = captured_messages(args.messages)
+    if rows:
+        unique = {r["msg"]: r for r in rows}
+        hits = [(r, flagged_by(r["msg"])) for r in unique.values()]
+        hits = [(r, f) for r, f in hits if f]
+        print(f"## Messages the tests produced: {len(rows)} ({len(unique)} distinct), flagged: {len(hits)}\n")
+        per = Counter()
+        for _, f in hits:
+            per.update(f)
+        print("per detector: " + ", ".join(f"{d} {per[d]}" for d in detectors))
+        for r, f in hits:
+            print(f"- {dict(f)} [{r['kind']}] {r['test'].split(' ')[0]}: {r['msg'][:300]!r}")
+        texts = list(unique)
+        print(f"\nmasking cost: {seconds_per_message(texts) * 1e6:.0f} µs per message (mean over {len(texts)}, "
+              f"mean length {sum(map(len, texts)) / len(texts):.0f} characters)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
