@@ -30,13 +30,14 @@ def train_flow(root: str, dataset: str, model: str | None = None, config: TrainC
     data, data_version, digest = common.load_data(root_path, dataset)
     kind = kind_of(data)
     config = {"table": config, "text": text_config, "images": image_config}[kind.name]
+    prepared = kind.prepare(data, config)  # a checkpoint that does not load: one line, nothing recorded
     experiment = tracking.configure(root_path)
     tags = {"data_version": data_version, "dataset": dataset, "dataset_digest": digest,
             "git_commit": tracking.git_commit(root_path), "prefect_flow_run": flow_run.id, "model": name}
     with tracking.run(experiment, f"train {name}", {**tags, "flow": "train"}) as parent:
         lineage = common.Lineage(root_path, experiment, parent, tags)
         tracking.log_params(parent, kind.train_params(dataset, config))
-        trained = kind.train(lineage, data, config, data_version)
+        trained = kind.train(lineage, data, config, data_version, prepared)
         metrics, fit_seconds, guarantee_tags = trained.metrics, trained.fit_seconds, trained.version_tags
         refuse_unmeasured(name, metrics)
         version, model_run = common.register(lineage, name, trained.bundle, trained.b, {
@@ -61,12 +62,13 @@ def import_flow(root: str, model: str, dataset: str, checkpoint: str, base: str 
     fine-tunes again on the corrected data with the declared schedule (`steps`, `lr`, `batch`,
     `seq_len`: all required with `base`, tasks.kinds.hf.declared_schedule)."""
     from tasks.kinds import text as text_kind
-    from tasks.kinds.hf import declared_schedule
+    from tasks.kinds.hf import declared_schedule, load_import
 
     schedule = declared_schedule(base, steps, lr, batch, seq_len)
 
     root_path = Path(root)
     data, data_version, digest = common.load_data(root_path, dataset)
+    loaded = load_import(checkpoint, base, schedule, seed)  # one that does not load: nothing recorded
     experiment = tracking.configure(root_path)
     tags = {"data_version": data_version, "dataset": dataset, "dataset_digest": digest,
             "git_commit": tracking.git_commit(root_path), "prefect_flow_run": flow_run.id, "model": model}
@@ -74,7 +76,7 @@ def import_flow(root: str, model: str, dataset: str, checkpoint: str, base: str 
         lineage = common.Lineage(root_path, experiment, parent, tags)
         tracking.log_params(parent, {"dataset": dataset, "kind": "text", "checkpoint": checkpoint, "base": base,
                                      **schedule, "seed": seed, "data_declared": "true"})
-        trained = text_kind.import_pretrained(lineage, data, checkpoint, base, schedule, seed)
+        trained = text_kind.import_pretrained(lineage, data, loaded)
         refuse_unmeasured(model, trained.metrics)
         version, _ = common.register(lineage, model, trained.bundle, None, {
             "parent_version": None, "method": "import", "guarantee": "declared", "lineage_run": parent,

@@ -56,9 +56,14 @@ class Kind(ABC):
     def train_params(self, dataset: str, config) -> dict:
         """The train flow's parent-run params."""
 
+    def prepare(self, dataset, config) -> Any:
+        """What training loads from outside the project before any run is recorded (a checkpoint
+        that does not load is then one line with nothing in MLflow), handed to `train`; None here."""
+        return None
+
     @abstractmethod
-    def train(self, lineage: Lineage, dataset, config, data_version: str) -> Trained:
-        """Fit and evaluate a model on `dataset` (child runs `fit`, `evaluate`)."""
+    def train(self, lineage: Lineage, dataset, config, data_version: str, prepared: Any = None) -> Trained:
+        """Fit and evaluate a model on `dataset` (child runs `fit`, `evaluate`), from `prepared`."""
 
     def train_quality(self, summary: dict) -> str:
         """How good the trained model is, in the console line of `unlearn train`."""

@@ -81,29 +81,39 @@ def declared_schedule(base: str | None, steps=None, lr=None, batch=None, seq_len
     return {k: v for k, v in given.items() if v is not None}
 
 
-def fine_tune_pretrained(corpus: TextCorpus, cfg, on_step=None):
+def load_base(cfg):
+    """The checkpoint `--from-pretrained` names, as a bundle to fine-tune (with LoRA adapters if asked)."""
+    return hf.load_pretrained(cfg.from_pretrained, lora=cfg.lora, seed=cfg.seed)
+
+
+def fine_tune_pretrained(corpus: TextCorpus, cfg, on_step=None, base=None):
+    """Fine-tune `base` (load_base(cfg), loaded now when not given) on the corpus."""
     progress(f"  fit: fine-tuning {cfg.from_pretrained}" + (" (LoRA adapters)" if cfg.lora else ""))
-    bundle = hf.load_pretrained(cfg.from_pretrained, lora=cfg.lora, seed=cfg.seed)
+    bundle = base if base is not None else load_base(cfg)
     bundle.model.to(resolve_device(cfg.device))
     return hf.fine_tune(bundle, corpus, steps=cfg.steps or HF_DEFAULT_STEPS, seed=cfg.seed, progress=on_step,
                         precision=cfg.precision)
 
 
 @task(name="import language model", **STEP)
-def import_lm(lineage: Lineage, checkpoint: str, base: str | None, schedule: dict, seed: int = 0):
-    """(the bundle, seconds to load it). Its settings name the checkpoint it is (`imported`) and
-    the one it was fine-tuned from (`base`, None when not declared: nothing can retrain it then)
-    with the schedule retraining replays (declared_schedule)."""
+def import_lm(lineage: Lineage, loaded: tuple):
+    """`loaded` (load_import's), its lineage logged as the child run `import`."""
     with lineage.child("import") as run_id:
-        started = time.perf_counter()
-        bundle = hf.load_pretrained(checkpoint, seed=seed, **{k: v for k, v in schedule.items() if k != "steps"})
-        bundle.settings.update(imported=hf.checkpoint_identity(checkpoint),
-                               base=hf.checkpoint_identity(base) if base else None,
-                               steps=schedule.get("steps", HF_DEFAULT_STEPS), seconds=0.0,
-                               schedule="declared" if base else "none")
-        seconds = time.perf_counter() - started
-        tracking.log_params(run_id, lineage_params(bundle))
-    return bundle, seconds
+        tracking.log_params(run_id, lineage_params(loaded[0]))
+    return loaded
+
+
+def load_import(checkpoint: str, base: str | None, schedule: dict, seed: int = 0):
+    """(the bundle, seconds to load it), loaded before any run is recorded. Its settings name the
+    checkpoint it is (`imported`) and the one it was fine-tuned from (`base`, None when not declared:
+    nothing can retrain it then) with the schedule retraining replays (declared_schedule)."""
+    started = time.perf_counter()
+    bundle = hf.load_pretrained(checkpoint, seed=seed, **{k: v for k, v in schedule.items() if k != "steps"})
+    bundle.settings.update(imported=hf.checkpoint_identity(checkpoint),
+                           base=hf.checkpoint_identity(base) if base else None,
+                           steps=schedule.get("steps", HF_DEFAULT_STEPS), seconds=0.0,
+                           schedule="declared" if base else "none")
+    return bundle, time.perf_counter() - started
 
 
 def secret_tokens(bundle, corpus: TextCorpus, findings: list[dict]) -> tuple[int, int]:

@@ -174,7 +174,7 @@ class Images(Kind):
     def train_params(self, dataset: str, config) -> dict:
         return {"dataset": dataset, "kind": "images", **config.model_dump()}
 
-    def train(self, lineage: Lineage, dataset, config, data_version: str) -> Trained:
+    def train(self, lineage: Lineage, dataset, config, data_version: str, prepared=None) -> Trained:
         if config.factory is not None:  # the user passed it: later requests may rebuild the model with it
             factories.remember(lineage.root, config.factory)
         bundle, seconds = fit_cnn(lineage, dataset, config)

@@ -290,7 +290,7 @@ class Tabular(Kind):
     def train_params(self, dataset: str, config) -> dict:
         return {"dataset": dataset, **config.model_dump()}
 
-    def train(self, lineage: Lineage, dataset, config, data_version: str) -> Trained:
+    def train(self, lineage: Lineage, dataset, config, data_version: str, prepared=None) -> Trained:
         tracking.log_dataset(lineage.parent_run, dataset.name, data_version, lineage.root / "data" / dataset.name,
                              dataset.frame)
         bundle, b, seconds = fit(lineage, dataset, config)

@@ -23,8 +23,8 @@ from tasks.kinds.text_chain import (chain_after, chain_secrets, earlier_line, ev
 from tasks.kinds.text_teacher import chain_teacher, hand_over_teacher, keep_teacher, parent_teacher_run
 from tasks.kinds.text_verify import (config_as, exposures_of, fall_back_evidence, fall_back_to_retrained,
                                      reference_job, retrained, verify_evidence, verify_lm)
-from tasks.kinds.hf import (check_pretrained, fine_tune_pretrained, import_lm, lineage_params, pretrained_tags,
-                             require_retrainable, retrainable, warn_secret_tokens)
+from tasks.kinds.hf import (check_pretrained, fine_tune_pretrained, import_lm, lineage_params, load_base,
+                             pretrained_tags, require_retrainable, retrainable, warn_secret_tokens)
 from unlearning import references, registry
 from unlearning.compliance.requests import UnlearningRequest
 from unlearning.errors import UnlearnError
@@ -59,11 +59,12 @@ def fit_progress(s) -> None:
 
 
 @task(name="fit language model", **STEP)
-def fit_lm(lineage: Lineage, corpus, cfg):
+def fit_lm(lineage: Lineage, corpus, cfg, base=None):
+    """`base`: the checkpoint `--from-pretrained` names, loaded (Text.prepare)."""
     with lineage.child("fit") as run_id:
         tracking.log_params(run_id, cfg.model_dump())
         if cfg.from_pretrained:
-            bundle, stats = fine_tune_pretrained(corpus, cfg, fit_progress)
+            bundle, stats = fine_tune_pretrained(corpus, cfg, fit_progress, base)
             tracking.log_params(run_id, lineage_params(bundle))
         else:
             bundle, stats = lm.train_text_model(corpus, cfg.preset, cfg.seconds, cfg.steps, cfg.seed,
@@ -81,11 +82,10 @@ def evaluate_lm(lineage: Lineage, corpus, bundle) -> dict:
     return metrics
 
 
-def import_pretrained(lineage: Lineage, corpus: TextCorpus, checkpoint: str, base: str | None, schedule: dict,
-                      seed: int = 0) -> Trained:
-    """A Hugging Face model fine-tuned elsewhere, as is, evaluated on the corpus's held-out records
-    (`schedule`: tasks.kinds.hf.declared_schedule)."""
-    bundle, seconds = import_lm(lineage, checkpoint, base, schedule, seed)
+def import_pretrained(lineage: Lineage, corpus: TextCorpus, loaded: tuple) -> Trained:
+    """A Hugging Face model fine-tuned elsewhere, as is (`loaded`: tasks.kinds.hf.load_import's),
+    evaluated on the corpus's held-out records."""
+    bundle, seconds = import_lm(lineage, loaded)
     return trained_lm(lineage, corpus, bundle, seconds)
 
 
@@ -225,8 +225,13 @@ class Text(Kind):
     def train_params(self, dataset: str, config) -> dict:
         return {"dataset": dataset, "kind": "text", **config.model_dump()}
 
-    def train(self, lineage: Lineage, dataset, config, data_version: str) -> Trained:
-        bundle, seconds = fit_lm(lineage, dataset, config)
+    def prepare(self, dataset, config):
+        """A Hugging Face checkpoint, loaded: one that passes check_pretrained's look at its files
+        may still not load (weights its config declares missing, a quantization package absent)."""
+        return load_base(config) if config.from_pretrained else None
+
+    def train(self, lineage: Lineage, dataset, config, data_version: str, prepared=None) -> Trained:
+        bundle, seconds = fit_lm(lineage, dataset, config, prepared)
         return trained_lm(lineage, dataset, bundle, seconds)
 
     def train_quality(self, summary: dict) -> str:

@@ -94,6 +94,21 @@ def test_a_checkpoint_that_carries_its_own_code_is_refused(project, capsys, chec
     assert not (tmp_path / "ran").exists()
 
 
+@pytest.mark.parametrize("command", ["train", "import"])
+def test_a_checkpoint_that_does_not_load_is_refused_before_any_run(project, capsys, checkpoint, tmp_path, command):
+    """Its files look whole, but config.json declares a layer the weights do not hold: the loader
+    refuses it, and it is now loaded before the train or import run starts (the old code recorded
+    FAILED `train notes`/`fit` or `import` runs in MLflow: run_bad's snapshot differed)."""
+    import json
+
+    declared = shutil.copytree(checkpoint, tmp_path / "one-layer-more")
+    config = json.loads((declared / "config.json").read_text())
+    (declared / "config.json").write_text(json.dumps({**config, "n_layer": config["n_layer"] + 1}))
+    args = (["train", "notes", "--from-pretrained", str(declared), "--steps", "2"] if command == "train"
+            else ["model", "import", "layers", "--from-pretrained", str(declared), "--dataset", "notes"])
+    run_bad(project, capsys, args, "has no weights for")
+
+
 def test_train_refuses_lora_without_peft(project, capsys, checkpoint, monkeypatch):
     monkeypatch.setitem(sys.modules, "peft", None)  # `import peft` raises ImportError, as when not installed
     run_bad(project, capsys, ["train", "notes", "--from-pretrained", str(checkpoint), "--lora"], "pip install")
