@@ -4,8 +4,12 @@ which model ends in production."""
 
 import pytest
 
-from bench import stream
-from bench.stream import DAY, HOUR, POLICIES, simulate
+from bench.stream.clock import DAY, HOUR, arrival_times, next_daily, next_weekly, nightly_batches
+from bench.stream.options import parse_args
+from bench.stream.policies import DEFAULT_CADENCE, DEFAULT_POLICIES, POLICIES, REBASED, simulate
+from bench.stream.report import Base, audit_schedule, failed_check_values, share_rows, share_terms, targets
+from bench.stream.run import run_scenario
+from bench.stream.text import secret_groups
 
 RETRAIN, UPDATE, CHECK, EVIDENCE, AUDIT = 100.0, 2.0, 5.0, 1.0, 7.0
 
@@ -43,25 +47,25 @@ class Ops:
 
 
 def test_daily_and_weekly_runs_are_the_next_ones_strictly_after_arrival():
-    assert stream.next_daily(1 * HOUR, 2) == 2 * HOUR
-    assert stream.next_daily(2 * HOUR, 2) == DAY + 2 * HOUR  # at 02:00 sharp the batch has started
-    assert stream.next_daily(DAY + 23 * HOUR, 2) == 2 * DAY + 2 * HOUR
-    assert stream.next_weekly(0.0, 0, 3) == 3 * HOUR
-    assert stream.next_weekly(4 * HOUR, 0, 3) == 7 * DAY + 3 * HOUR
-    assert stream.next_weekly(0.0, 6, 3) == 6 * DAY + 3 * HOUR  # day 0 is a Monday: Sunday is day 6
-    assert stream.next_weekly(6 * DAY + 3 * HOUR, 6, 3) == 13 * DAY + 3 * HOUR
-    assert stream.next_weekly(13 * DAY, 6, 3) == 13 * DAY + 3 * HOUR
+    assert next_daily(1 * HOUR, 2) == 2 * HOUR
+    assert next_daily(2 * HOUR, 2) == DAY + 2 * HOUR  # at 02:00 sharp the batch has started
+    assert next_daily(DAY + 23 * HOUR, 2) == 2 * DAY + 2 * HOUR
+    assert next_weekly(0.0, 0, 3) == 3 * HOUR
+    assert next_weekly(4 * HOUR, 0, 3) == 7 * DAY + 3 * HOUR
+    assert next_weekly(0.0, 6, 3) == 6 * DAY + 3 * HOUR  # day 0 is a Monday: Sunday is day 6
+    assert next_weekly(6 * DAY + 3 * HOUR, 6, 3) == 13 * DAY + 3 * HOUR
+    assert next_weekly(13 * DAY, 6, 3) == 13 * DAY + 3 * HOUR
 
 
 def test_arrivals_are_sorted_seeded_and_within_the_month():
-    times = stream.arrival_times(30, 30, seed=0)
+    times = arrival_times(30, 30, seed=0)
     assert times == sorted(times) and len(times) == 30 and 0 <= times[0] and times[-1] < 30 * DAY
-    assert times == stream.arrival_times(30, 30, seed=0) != stream.arrival_times(30, 30, seed=1)
+    assert times == arrival_times(30, 30, seed=0) != arrival_times(30, 30, seed=1)
 
 
 def test_nightly_batches_group_every_request_before_two_oclock():
     arrivals = [1 * HOUR, 1.5 * HOUR, 3 * HOUR, DAY + 1 * HOUR]
-    assert stream.nightly_batches(arrivals) == [(2 * HOUR, [1, 2]), (DAY + 2 * HOUR, [3, 4])]
+    assert nightly_batches(arrivals) == [(2 * HOUR, [1, 2]), (DAY + 2 * HOUR, [3, 4])]
 
 
 def test_retrain_per_request_queues_on_one_worker():
@@ -111,7 +115,7 @@ def test_failed_audit_promotes_the_retrained_model_and_removal_waits_for_it():
     assert out.audits == [False, True] and out.fallbacks == 1
     assert out.model == "retrained@2+u3"
     assert out.failed_checks == ["audit 1 (requests 1–2): exposure_vs_retrain_bits (5 vs ≤ 2)"]
-    assert "    - failed: audit 1 (requests 1–2): exposure_vs_retrain_bits (5 vs ≤ 2)" in stream.targets("text", [
+    assert "    - failed: audit 1 (requests 1–2): exposure_vs_retrain_bits (5 vs ≤ 2)" in targets("text", [
         simulate(policy, arrivals, Ops(failing_audits={1})) for policy in POLICIES])
 
 
@@ -130,9 +134,9 @@ def test_an_audit_of_a_model_retrained_on_the_current_data_retrains_nothing_but_
     out = simulate(POLICIES[3], arrivals, ops)
     assert ops.audited == [[3, 4]] and ops.retrained == [2, 3, 4]  # the first audit (requests 1–2) retrained nothing
     assert out.audits == [True, True] and out.exact_audits == 1 and out.model == "retrained@3+u4"
-    t = stream.share_terms(out, 4 * RETRAIN, 4, RETRAIN)
+    t = share_terms(out, 4 * RETRAIN, 4, RETRAIN)
     assert (t.audits, t.fallbacks) == (1, 2)
-    assert "(1 of them of a production model retrained on the current data" in stream.audit_schedule(out, 30 * DAY)
+    assert "(1 of them of a production model retrained on the current data" in audit_schedule(out, 30 * DAY)
 
 
 def test_cadence_audits_once_enough_requests_wait_at_the_weekly_run():
@@ -155,7 +159,7 @@ def test_cadence_policy_counts_the_covering_audit_after_the_month_apart():
     assert out.audit_runs == [(34 * DAY + 3 * HOUR, 3)]  # day 1 + 30 days → the Sunday after day 31
     assert out.cpu_month_s == pytest.approx(3 * (UPDATE + EVIDENCE))
     assert out.cpu_s == pytest.approx(out.cpu_month_s + RETRAIN + AUDIT)
-    lines = stream.targets("images", [simulate(p, arrivals, Ops(), Cadence(30, 30.0), 30 * DAY) for p in POLICIES])
+    lines = targets("images", [simulate(p, arrivals, Ops(), Cadence(30, 30.0), 30 * DAY) for p in POLICIES])
     assert any("update + evidence + audit by cadence" in line for line in lines)
     assert any("(within the month" in line for line in lines)
 
@@ -199,10 +203,10 @@ def test_without_retrain_per_request_the_shares_are_of_an_estimate_and_say_so():
         def fidelity_text(f):
             return "-"
 
-    assert stream.parse_args(["--policies", "5,4"]).policies == (POLICIES[4], POLICIES[3])
+    assert parse_args(["--policies", "5,4"]).policies == (POLICIES[4], POLICIES[3])
     with pytest.raises(SystemExit):
-        stream.parse_args(["--policies", "8"])
-    section, goals = stream.run_scenario(Scenario(), [DAY, 2 * DAY, 3 * DAY], (POLICIES[4],), Cadence(1))
+        parse_args(["--policies", "8"])
+    section, goals = run_scenario(Scenario(), [DAY, 2 * DAY, 3 * DAY], (POLICIES[4],), Cadence(1))
     assert any(line.startswith("**Estimate**: retrain per request not run: its CPU is estimated as 3 ×")
                for line in section)
     assert any("(estimated)" in line for line in goals) and any("nightly policy was not run" in line for line in goals)
@@ -212,21 +216,21 @@ def test_text_requests_take_one_to_three_secrets_each_and_every_secret_once():
     import numpy as np
     prints = [f"s{i}" for i in range(20)]
     for n in (1, 7, 10, 20, 25):
-        groups = stream.secret_groups(prints, n, np.random.default_rng(n))
+        groups = secret_groups(prints, n, np.random.default_rng(n))
         assert all(1 <= len(g) <= 3 for g in groups) and len(groups) == min(n, 20)
         flat = [p for g in groups for p in g]
         assert len(flat) == len(set(flat)) and len(flat) == min(20, 3 * min(n, 20))
 
 
 def test_options_default_to_the_documented_month_and_refuse_bad_ones(capsys):
-    args = stream.parse_args([])
+    args = parse_args([])
     assert args.counts == {"tables": 30, "text": 10, "images": 30} and args.days == 30
-    assert (args.cadence.min_requests, args.cadence.max_age_days) == stream.DEFAULT_CADENCE
-    assert stream.parse_args(["--quick", "--requests", "text=2"]).counts["text"] == 2
+    assert (args.cadence.min_requests, args.cadence.max_age_days) == DEFAULT_CADENCE
+    assert parse_args(["--quick", "--requests", "text=2"]).counts["text"] == 2
     for argv in (["--scenarios", "audio"], ["--requests", "text=0"], ["--requests", "video=3"], ["--days", "-1"],
                  ["--jobs", "0"], ["--image-subset", "5"], ["--min-requests", "0"], ["--max-age", "-2"]):
         with pytest.raises(SystemExit) as stop:
-            stream.parse_args(argv)
+            parse_args(argv)
         assert stop.value.code == 2
         assert "bench.stream" in capsys.readouterr().err
 
@@ -240,40 +244,40 @@ def test_cpu_by_operation_adds_up_to_the_total(policy):
 
 def test_a_rebased_audit_promotes_its_retrained_model_when_it_passes_and_costs_nothing_more():
     arrivals = [DAY, 2 * DAY, 8 * DAY]
-    plain, rebased = (simulate(p, arrivals, Ops()) for p in (POLICIES[3], stream.REBASED[0]))
+    plain, rebased = (simulate(p, arrivals, Ops()) for p in (POLICIES[3], REBASED[0]))
     assert rebased.model == "retrained@3" and plain.model == "original+u1+u2+u3"  # the last audit covers u3
     assert rebased.cpu_s == plain.cpu_s and rebased.removal_s == plain.removal_s
     assert rebased.rebases == 2 and rebased.fallbacks == 0 and rebased.audits == [True, True]
-    failing = simulate(stream.REBASED[0], arrivals, Ops(failing_audits={1}))
+    failing = simulate(REBASED[0], arrivals, Ops(failing_audits={1}))
     assert failing.fallbacks == 1 and failing.rebases == 1  # a failed audit promotes too, as a fall-back
-    assert stream.parse_args([]).policies == stream.DEFAULT_POLICIES == POLICIES[:5]
+    assert parse_args([]).policies == DEFAULT_POLICIES == POLICIES[:5]
 
 
 def test_the_share_is_cut_into_retrainings_updates_and_checks_above_the_floor_the_counts_set():
     n, arrivals = 4, [DAY, 2 * DAY, 3 * DAY, 8 * DAY]
     out = simulate(POLICIES[3], arrivals, Ops(failing_checks={2}))  # 2 audits, 1 fall-back at request 2
     base = n * RETRAIN
-    t = stream.share_terms(out, base, n, RETRAIN)
+    t = share_terms(out, base, n, RETRAIN)
     assert (t.audits, t.fallbacks, t.requests) == (2, 1, n)
     assert sum(t.parts.values()) == pytest.approx(t.share) == pytest.approx(out.cpu_s / base)
     assert t.parts["retrain"] == pytest.approx(3 / n)  # every retraining costs RETRAIN here
     # 5 evidence runs: the fall-back's retrained model is judged too
     assert t.floor == pytest.approx(3 / n + (n * UPDATE + 5 * EVIDENCE) / n / RETRAIN)
     assert t.audit_floor == pytest.approx(2 / n) and t.share >= t.floor
-    rows = stream.share_rows([simulate(p, arrivals, Ops()) for p in POLICIES], stream.Base(base, base), n, RETRAIN)
+    rows = share_rows([simulate(p, arrivals, Ops()) for p in POLICIES], Base(base, base), n, RETRAIN)
     assert len(rows) == 2 + len(POLICIES[3:]) and "2 + 0 of 4 (audits alone ≥ 50.0 %)" in rows[2]
 
 
 def test_image_settings_are_validated_on_the_command_line(capsys):
-    args = stream.parse_args(["--image-evidence", "drift_z=0,utility_images=none", "--image-verify", "audit_images=50"])
+    args = parse_args(["--image-evidence", "drift_z=0,utility_images=none", "--image-verify", "audit_images=50"])
     assert args.image_evidence.drift_z == 0 and args.image_evidence.utility_images is None
     assert args.image_verify.audit_images == 50
     for argv in (["--image-evidence", "nonsense=1"], ["--image-verify", "audit_z=-1"]):
         with pytest.raises(SystemExit) as stop:
-            stream.parse_args(argv)
+            parse_args(argv)
         assert stop.value.code == 2 and "settings" in capsys.readouterr().err
 
 
 def test_failed_evidence_checks_are_listed_by_name_with_their_values():
     out = simulate(POLICIES[3], [DAY, 2 * DAY, 3 * DAY], Ops(failing_checks={1, 3}))
-    assert stream.failed_check_values(out) == {"evidence_check": ["2", "2"]}
+    assert failed_check_values(out) == {"evidence_check": ["2", "2"]}
