@@ -46,7 +46,7 @@ def cmd_train(args, root: Path) -> int:
                                   seed=args.seed, factory=args.model_factory, device=device,
                                   precision=args.precision)
     if args.model is not None:
-        check_new_model_name(args.model)
+        check_new_model_name(args.model, exists=model_exists(root, args.model))
     dataset = data_store.load_dataset(root, args.dataset)  # fail fast, before any run is recorded
     from tasks.kinds import kind_of
 
@@ -63,7 +63,10 @@ def cmd_train(args, root: Path) -> int:
     kind.check_trainable(dataset, {"table": config, "text": text_config, "images": image_config}[kind.name])
     from tasks.erased import refuse_erased_training
 
-    refuse_erased_training(root, dataset)  # records completed requests erased are not learned again
+    # a model's erasures were made on its dataset: trained on a copy of the data under another name, it
+    # learned them again, and its certificates still said erased
+    refuse_model_of_another_dataset(root, args.model or args.dataset, args.dataset)
+    refuse_erased_training(root, dataset)  # what completed requests erased is not learned again
     from flows.train import train_flow
     from tasks.release import project_lock_once_started
 
@@ -80,7 +83,6 @@ def cmd_model_import(args, root: Path) -> int:
     flow records anything."""
     from flows.settings import keep_run_failures_off_console
     from tasks import data as data_store
-    from tasks import tracking
     from tasks.kinds import kind_of
     from tasks.kinds.hf import check_base_is_not_the_model, check_pretrained, declared_schedule
     from tasks.release import project_lock_once_started, recover_interrupted
@@ -102,13 +104,7 @@ def cmd_model_import(args, root: Path) -> int:
     if base:
         check_pretrained(base, corpus=dataset, seq_len=schedule.get("seq_len"))
         check_base_is_not_the_model(checkpoint, base)
-    if tracking.store_exists(root):
-        tracking.connect(root)
-        other = tracking.production_version(args.name)
-        if other is not None and other.tags.get("dataset", args.name) != args.dataset:
-            raise UnlearnError(f"model {args.name} is the production model of dataset "
-                               f"'{other.tags.get('dataset', args.name)}': choose another name for a model of "
-                               f"'{args.dataset}' (or `unlearn model retire {args.name}` first)")
+    refuse_model_of_another_dataset(root, args.name, args.dataset)
     from flows.train import import_flow
 
     with project_lock_once_started(root, "model import"):
@@ -118,6 +114,35 @@ def cmd_model_import(args, root: Path) -> int:
          f"{checkpoint}, declared trained on data version {summary['data_version']}; held-out perplexity "
          f"{summary['metrics']['held_out_perplexity']:.2f})")
     return EXIT_OK
+
+
+def model_exists(root: Path, model: str) -> bool:
+    """Whether `model` has a version in the project's tracking store (a name safe to look up)."""
+    from tasks import tracking
+    from unlearning.storage import check_model_name
+
+    try:
+        check_model_name(model)
+    except UnlearnError:
+        return False
+    if not tracking.store_exists(root):
+        return False
+    tracking.connect(root)
+    return bool(tracking.model_versions(model))
+
+
+def refuse_model_of_another_dataset(root: Path, model: str, dataset: str) -> None:
+    """UnlearnError when `model` is the production model of another dataset than `dataset`: a model is
+    of one dataset, whose erasures its certificates and audits speak of."""
+    from tasks import tracking
+
+    if not tracking.store_exists(root):
+        return
+    tracking.connect(root)
+    other = tracking.production_version(model)
+    if other is not None and other.tags.get("dataset", model) != dataset:
+        raise UnlearnError(f"model {model} is the production model of dataset '{other.tags.get('dataset', model)}': "
+                           f"choose another name for a model of '{dataset}' (or `unlearn model retire {model}` first)")
 
 
 def pretrained_options(args) -> dict:

@@ -88,7 +88,8 @@ def escrow_content(root: Path, plan: Plan, members: list[str]) -> dict:
 
         data, req = training_data(plan.dataset, plan.bundle), plan.part.request
         return {"X": data.X[req.forget].clone(), "y": data.y[req.forget].clone(), "image_kind": req.kind,
-                "forget_class": req.forget_class, "delete_records": sorted(plan.request.delete_records)}
+                "forget_class": req.forget_class, "forget_class_name": plan.part.class_name,
+                "delete_records": sorted(plan.request.delete_records)}
     if plan.kind.name == "table":
         # the ids only (a ledger request's are in its recorded nature, a certificate names them too): what
         # lets the audit see a deleted record brought back into the data (tasks.audit_checks.erased_data_back)

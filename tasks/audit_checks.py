@@ -289,7 +289,8 @@ def erased_data_back(root: Path, plan: AuditPlan) -> tuple[dict, Back] | None:
     audit's comparison cannot see it: production and the retraining were then both trained on the
     data, and they agree. Counts, request ids and feature and class names only: record ids are
     personal data."""
-    back = back_in(plan.dataset, {**erasures_on_dataset(root, plan.dataset.name), **covered_erasures(plan)})
+    classes = list(plan.bundle.classes) if hasattr(plan.bundle, "classes") else None  # the model's: an index's
+    back = back_in(plan.dataset, {**erasures_on_dataset(root, plan.dataset.name), **covered_erasures(plan)}, classes)
     if not back:
         return None
     check = {"name": ERASED_CHECK, "value": back.count, "passed": False,
@@ -306,10 +307,11 @@ def covered_erasures(plan: AuditPlan) -> dict[str, dict]:
     for escrowed in plan.escrows:
         if set(escrowed["requests"]) & erased.keys():  # a ledger batch's: its members' own natures are above
             continue
-        forgotten = escrowed.get("forget_class")
+        # the class by the name it resolved to (its index is the model's, not the current data's);
+        # escrows sealed before kept the index alone: not looked for
         nature = {"delete_records": escrowed.get("delete_records") or [],
                   "revoke_features": escrowed.get("revoke_features") or [],
-                  "forget_class": None if forgotten is None else str(forgotten)}
+                  "forget_class": escrowed.get("forget_class_name")}
         for request in escrowed["requests"]:
             erased.setdefault(request, nature)
     return erased

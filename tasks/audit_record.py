@@ -241,7 +241,10 @@ def shortfall_reason(shortfall: list[dict], request_id: str) -> str:
     could not be read is not an update that fell short), else what failed the audit."""
     own = [s["check"] for s in shortfall if request_id in s["requests"]]
     if not own:
-        return "the audit failed: " + ", ".join(s["check"] for s in shortfall)
+        # e.g. records an earlier audit's request erased, back in the data: not this request's doing
+        return ("the audit failed on what other requests are charged with: "
+                + ", ".join(f"{s['check']} ({', '.join(s['requests'])})" if s["requests"] else s["check"]
+                            for s in shortfall) + "; this request's own checks passed")
     escrow = [NOT_THE_UPDATE[c] for c in own if c in NOT_THE_UPDATE]
     updates = [c for c in own if c not in NOT_THE_UPDATE]
     return "; ".join([*escrow, *(["this request's update fell short: " + ", ".join(updates)] if updates else [])])

@@ -50,7 +50,7 @@ def add_dataset(
     imported here: the ledger imports this one's readers).
     """
     root = Path(root)
-    check_new_name(name)
+    check_new_name(name, exists=stored(root, name))
     remove_stale_staging(root / DATA_DIR)
     table = _build_table(name, file, target, id_column, text_column, images, size)
     format_of(table).check_dataset(table)
@@ -135,6 +135,15 @@ def _refuse_overwrite(root: Path, table: Dataset) -> None:
         raise UnlearnError(
             f"data/{table.name} already exists with different content (an erasure may have removed "
             f"records from it); pass --replace to overwrite it, which re-ingests everything in the source")
+
+
+def stored(root: Path, name) -> bool:
+    """Whether data/NAME is there, for a name safe to look up (check_name's rule; any other: no)."""
+    try:
+        check_name(name)
+    except UnlearnError:
+        return False
+    return dataset_dir(root, name).is_dir()
 
 
 def dataset_dir(root: Path, name: str) -> Path:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tasks.ledger_db import _sqlite_file, ledger_url
 from unlearning.errors import UnlearnError
+from unlearning.numbers import whole_number_as_written
 
 # what of a request's nature (unlearning.compliance.ledger.request_nature) stays out of the data
 ERASING = ("delete_records", "revoke_features", "forget_class")
@@ -67,7 +68,7 @@ def refuse_erased(root: Path, dataset) -> None:
     raise UnlearnError(f"{back.described()} erased from data/{dataset.name} by completed request(s) {back.named} "
                        f"are in this source: adding it would bring them back into the data; drop them from the "
                        f"source (the requests' delete_records rows, revoke_features columns, forget_class images) "
-                       f"and add it again; nothing was written")
+                       f"and add it again{renumbered(dataset, back)}; nothing was written")
 
 
 def refuse_erased_training(root: Path, dataset) -> None:
@@ -80,6 +81,19 @@ def refuse_erased_training(root: Path, dataset) -> None:
                        f"add {dataset.name} --file SOURCE --replace` from a source without them) and train again")
 
 
+def renumbered(dataset, back: Back) -> str:
+    """What to add to a refusal of records whose ids were assigned by position (no --id column, no ids
+    array): a source without the erased rows is numbered again from 0, onto the erased ids, and no id
+    tells the two apart."""
+    from tasks.formats import format_of
+
+    ids = format_of(dataset).record_ids(dataset) or set()
+    if not back.records or ids != {str(i) for i in range(len(ids))}:
+        return ""
+    return (" (its ids are its rows' positions, so a source without those rows takes their ids again: give "
+            "every record an id of its own, an id column with --id or an .npz's ids array)")
+
+
 def erased_back(root: Path, dataset) -> Back:
     """What `dataset` holds of the completed ledger requests' erasures on it (empty: nothing)."""
     if not ledger_exists(root):
@@ -87,9 +101,10 @@ def erased_back(root: Path, dataset) -> Back:
     return back_in(dataset, erasures_on_dataset(root, dataset.name))
 
 
-def back_in(dataset, erasures: dict[str, dict]) -> Back:
+def back_in(dataset, erasures: dict[str, dict], classes: list[str] | None = None) -> Back:
     """What `dataset` holds of `erasures` (request id → its nature: delete_records, revoke_features,
-    forget_class)."""
+    forget_class). `classes`: the class list of the model the requests ran on, which a forget_class
+    written as an index is resolved in (None: such a class is not looked for)."""
     from tasks.formats import format_of
 
     present = format_of(dataset).record_ids(dataset) or set()
@@ -97,11 +112,12 @@ def back_in(dataset, erasures: dict[str, dict]) -> Back:
     for request, nature in erasures.items():
         records = set(nature.get("delete_records") or ()) & present
         features = {f for f in nature.get("revoke_features") or () if feature_holds_values(dataset, f)}
-        classes = {c for c in [nature.get("forget_class")] if c is not None and class_trained_on(dataset, str(c))}
-        if records or features or classes:
+        forgotten = forgotten_class(dataset, nature.get("forget_class"), classes)
+        classes_back = {forgotten} if forgotten is not None and class_trained_on(dataset, forgotten) else set()
+        if records or features or classes_back:
             back.records |= records
             back.features |= features
-            back.classes |= classes
+            back.classes |= classes_back
             back.requests.add(request)
     return back
 
@@ -112,18 +128,26 @@ def feature_holds_values(dataset, feature: str) -> bool:
     return frame is not None and feature in getattr(dataset, "features", ()) and bool(frame[feature].notna().any())
 
 
-def class_trained_on(dataset, value: str) -> bool:
-    """Whether an image dataset has training images of the class `value` (a name or an index, as
-    the request wrote it); a class it no longer has holds none."""
-    if not hasattr(dataset, "classes") or not hasattr(dataset, "train"):
-        return False
-    from unlearning.images.bundle import class_index
+def forgotten_class(dataset, value, classes: list[str] | None) -> str | None:
+    """The name of the class a request's `forget_class` forgot, as far as it can be told now: a name
+    of the dataset's (a request names a class first by name, as processing resolved it); an index
+    only through `classes`, the class list of the model it ran on. Not through the dataset's own
+    list: a class removed from the source since shifts every index after it, and its folders `1/ 2/
+    3/` named by digits are not their positions."""
+    if value is None or not hasattr(dataset, "classes"):
+        return None
+    value = str(value)
+    if value in dataset.classes:
+        return value
+    index = whole_number_as_written(value)
+    return classes[index] if classes is not None and index is not None and index < len(classes) else None
 
-    try:
-        index = class_index(dataset, value, "forget_class")
-    except UnlearnError:
+
+def class_trained_on(dataset, name: str) -> bool:
+    """Whether an image dataset has training images of the class `name`."""
+    if name not in getattr(dataset, "classes", ()):
         return False
-    return bool((dataset.train & (dataset.labels == index)).any())
+    return bool((dataset.train & (dataset.labels == dataset.classes.index(name))).any())
 
 
 def erasures_on_dataset(root: Path, dataset: str) -> dict[str, dict]:

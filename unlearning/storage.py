@@ -22,11 +22,13 @@ MAX_NAME = 64  # a dataset's folder and its staging siblings (.NAME.new-<pid>-â€
 _MODEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
-def check_new_model_name(name: str) -> None:
+def check_new_model_name(name: str, exists: bool = False) -> None:
     """A registered model's name where one is made (`train --model`, `model import NAME`): the rule of
-    check_model_name, and not a name the detectors flag (refuse_personal_name)."""
+    check_model_name, and, for a model that does not `exist` yet, not a name the detectors flag
+    (refuse_personal_name; one named so before that rule can still be trained again, as erasures ask)."""
     check_model_name(name)
-    refuse_personal_name(name, "model", "MLflow's registry")
+    if not exists:
+        refuse_personal_name(name, "model", "MLflow's registry")
 
 
 def check_model_name(name: str) -> None:
@@ -40,13 +42,16 @@ def check_model_name(name: str) -> None:
                            f"with a letter or digit, at most {MAX_NAME} characters")
 
 
-def check_new_name(name: str) -> None:
+def check_new_name(name: str, exists: bool = False) -> None:
     """check_name, and at most MAX_NAME characters: for a dataset being added. The length is checked
-    here only, where a name enters: a longer name added before the limit still loads and saves."""
+    here only, where a name enters: a longer name added before the limit still loads and saves. A
+    name the detectors flag is refused for a dataset that does not `exist` yet (one named so before
+    that rule can still be replaced, as erasures ask)."""
     if isinstance(name, str) and len(name) > MAX_NAME:
         raise UnlearnError(f"a dataset name of {len(name)} characters is too long; use at most {MAX_NAME}")
     check_name(name)
-    refuse_personal_name(name, "dataset", "data/, MLflow")
+    if not exists:
+        refuse_personal_name(name, "dataset", "data/, MLflow")
 
 
 def refuse_personal_name(name: str, what: str, where: str) -> None:

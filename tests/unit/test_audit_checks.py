@@ -94,7 +94,9 @@ def test_the_ledger_reason_says_an_unreadable_escrow_not_a_short_update():
                  {"check": "exposure_vs_retrain_bits", "requests": ["R-2"]}]
     assert shortfall_reason(shortfall, "R-1") == "its audit escrow did not open"
     assert shortfall_reason(shortfall, "R-2") == "this request's update fell short: exposure_vs_retrain_bits"
-    assert shortfall_reason(shortfall, "R-3") == "the audit failed: escrow_intact, exposure_vs_retrain_bits"
+    assert shortfall_reason(shortfall, "R-3") == ("the audit failed on what other requests are charged with: "
+                                                  "escrow_intact (R-1), exposure_vs_retrain_bits (R-2); this "
+                                                  "request's own checks passed")
 
 
 def test_a_missing_escrow_fails_unless_its_request_was_removed_exactly_in_productions_lineage(tmp_path):

@@ -357,6 +357,16 @@ def test_a_request_id_longer_than_its_limit_is_refused_by_its_length(tmp_path):
     assert load_request(long, new=False).id == "R" * (MAX_ID + 1)
 
 
+@pytest.mark.parametrize("value", ["4111111111111111", "AKIAIOSFODNN7EXAMPLE"])
+def test_a_new_request_whose_id_is_a_secret_is_refused(tmp_path, value):
+    """A request id names ledger entries, certificates and runs for good: a card number or a key as the
+    id was accepted, kept whole there, and masked in every message since (review, session 18)."""
+    path = write(tmp_path, "r.yaml", f"id: '{value}'\nmodel: m\ndelete_records: [1]\n")
+    message = error_of(load_request, path)
+    assert "request name" in message and "holds personal data or a secret" in message and value not in message
+    assert load_request(path, new=False).id == value  # one the ledger stored earlier is still processed
+
+
 def test_a_dataset_name_longer_than_its_limit_is_refused_only_where_a_dataset_is_added():
     from unlearning.errors import UnlearnError
     from unlearning.storage import MAX_NAME, check_name, check_new_name

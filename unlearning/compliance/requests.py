@@ -19,7 +19,7 @@ import pydantic
 
 from unlearning.documents import PLAIN_NAME, load_document, unknown_fields_named
 from unlearning.errors import UnlearnError
-from unlearning.storage import check_model_name
+from unlearning.storage import check_model_name, refuse_personal_name
 from unlearning.tabular.data import Table, format_number
 
 KINDS = ("delete_records", "revoke_features", "fix_labels", "redact", "forget_class")
@@ -161,6 +161,11 @@ def load_request(path: Path, new: bool = True) -> UnlearningRequest:
     request = request_from_dict(data, f"request file '{path.name}'")
     if new and len(request.id) > MAX_ID:
         raise UnlearnError(f"request file '{path.name}': id: {len(request.id)} characters; use at most {MAX_ID}")
+    if new:  # an id names ledger entries, certificates and runs, for good: not a card number or a key
+        try:
+            refuse_personal_name(request.id, "request", "the ledger")
+        except UnlearnError as exc:
+            raise UnlearnError(f"request file '{path.name}': {exc}") from None
     if new:  # the model names folders (data/<model> while planning, .unlearn/escrow/<model>): '../..' read
         try:  # a folder outside the project and 300 characters ended in a traceback (ENAMETOOLONG)
             check_model_name(request.model)  # not refuse_personal_name: a model named so earlier is still served
