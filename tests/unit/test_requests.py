@@ -417,3 +417,17 @@ def test_a_request_for_a_model_named_so_before_names_were_checked_still_loads(tm
     path = tmp_path / "r.yaml"
     path.write_text("id: R1\nmodel: AKIAQ3EGRZ7T5XK2LW9M\ndelete_records: [P1001]\n")
     assert load_request(path).model == "AKIAQ3EGRZ7T5XK2LW9M"
+
+
+def test_a_name_flagged_by_the_detectors_is_refused_only_when_new():
+    """data add NAME --replace and train --model NAME of one named so before the rule: what the erased-data
+    refusals tell the user to do (review, session 18)."""
+    from unlearning.errors import UnlearnError
+    from unlearning.storage import check_new_model_name, check_new_name
+
+    with pytest.raises(UnlearnError, match="holds personal data or a secret"):
+        check_new_model_name("AKIAIOSFODNN7EXAMPLE")
+    check_new_model_name("AKIAIOSFODNN7EXAMPLE", exists=True)
+    with pytest.raises(UnlearnError, match="holds personal data or a secret"):
+        check_new_name("4111111111111111")
+    check_new_name("4111111111111111", exists=True)
