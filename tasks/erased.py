@@ -95,9 +95,13 @@ def renumbered(dataset, back: Back) -> str:
 
 
 def erased_back(root: Path, dataset) -> Back:
-    """What `dataset` holds of the completed ledger requests' erasures on it (empty: nothing)."""
+    """What `dataset` holds of the completed ledger requests' erasures on it (empty: nothing). The
+    ledger is verified first, as before processing: a doctored one would switch the gate off."""
     if not ledger_exists(root):
         return Back()
+    from tasks.ledger_verify import check_intact
+
+    check_intact(root)
     return back_in(dataset, erasures_on_dataset(root, dataset.name))
 
 

@@ -308,3 +308,22 @@ def test_a_refusal_of_records_with_positional_ids_says_to_give_ids(workspace, pe
     assert main(["data", "add", "anon", "--file", str(source), "--target", "label", "--replace"]) == 2
     err = capsys.readouterr().err.strip()
     assert "1 record(s)" in err and "POS-1" in err and "ids are its rows' positions" in err and "--id" in err, err
+
+
+def test_the_gates_do_not_read_a_ledger_that_does_not_verify(workspace, people_csv, capsys):
+    """A completed request's entry deleted from ledger.db switched the data add gate off (review,
+    session 18): the ledger is verified first, as comply and the audit do."""
+    import sqlite3
+
+    add_and_train(people_csv, capsys)
+    comply_requests(workspace, capsys, {"id": "RES-10", "delete_records": ERASED})
+    with sqlite3.connect(workspace / "ledger.db") as db:
+        for (name,) in db.execute("select name from sqlite_master where type='trigger'").fetchall():
+            db.execute(f"drop trigger {name}")  # the append-only triggers: whoever doctors the file drops them
+        table = next(t for (t,) in db.execute("select name from sqlite_master where type='table'") if "entr" in t)
+        assert db.execute(f"delete from {table} where event = 'completed'").rowcount == 1
+    capsys.readouterr()
+    argv = ["data", "add", "people", "--file", str(people_csv), "--target", "label", "--id", "person", "--replace"]
+    assert main(argv) == 2  # the old code: 0, the erased records back (their request no longer completed)
+    err = capsys.readouterr().err.strip()
+    assert "the ledger does not verify" in err, err
