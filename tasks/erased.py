@@ -162,15 +162,26 @@ def erasures_on_dataset(root: Path, dataset: str) -> dict[str, dict]:
         return {}
     from tasks import ledger  # here: a project without a ledger never loads it (nor MLflow)
 
-    erasing = {r.id: r.request for r in ledger.list_requests(root, status="completed")
-               if any(r.request.get(kind) for kind in ERASING)}
-    on_dataset = {model for model in {n.get("model") for n in erasing.values()} if trained_on(root, model, dataset)}
-    return {request: nature for request, nature in erasing.items() if nature.get("model") in on_dataset}
+    erasing = [r for r in ledger.list_requests(root, status="completed") if any(r.request.get(k) for k in ERASING)]
+    datasets = {model: datasets_of(root, model) for model in {r.request.get("model") for r in erasing}}
+    return {r.id: r.request for r in erasing if made_on(r, datasets[r.request.get("model")]) == dataset}
 
 
-def trained_on(root: Path, model: str, dataset: str) -> bool:
-    """Whether a version of `model` was trained on `dataset` (its `dataset` tag, which defaults to the
-    model's name as everywhere else); a model with no version left (retired): the one named after it."""
+def made_on(record, datasets: dict[str, str]) -> str | None:
+    """The dataset a completed request erased from: that of the model version it completed with (its
+    `dataset` tag), not of any version the model ever had — a model name retired and trained again on
+    other data would carry the first dataset's erasures over. A version the store no longer has: the
+    model's only dataset, where it had one."""
+    version = str(((record.response or {}).get("model") or {}).get("version"))
+    if version in datasets:
+        return datasets[version]
+    known = set(datasets.values())
+    return known.pop() if len(known) == 1 else None
+
+
+def datasets_of(root: Path, model: str) -> dict[str, str]:
+    """Version → the dataset it was trained on (its `dataset` tag, which defaults to the model's name
+    as everywhere else); a model with no version left (retired and gone): the one named after it."""
     from tasks import tracking
 
     versions = []
@@ -178,8 +189,8 @@ def trained_on(root: Path, model: str, dataset: str) -> bool:
         tracking.connect(root)
         versions = tracking.model_versions(model)
     if not versions:
-        return model == dataset
-    return any(v.tags.get("dataset", model) == dataset for v in versions)
+        return {"*": model}
+    return {str(v.version): v.tags.get("dataset", model) for v in versions}
 
 
 def ledger_exists(root: Path) -> bool:

@@ -327,3 +327,22 @@ def test_the_gates_do_not_read_a_ledger_that_does_not_verify(workspace, people_c
     assert main(argv) == 2  # the old code: 0, the erased records back (their request no longer completed)
     err = capsys.readouterr().err.strip()
     assert "the ledger does not verify" in err, err
+
+
+def test_a_retired_model_name_trained_again_on_other_data_does_not_carry_its_erasures_over(
+        workspace, people_csv, capsys):
+    """The gates took a request's erasures to every dataset any version of its model was trained on:
+    a model name retired and trained again on other data refused that data's own records (review,
+    session 18). They go with the dataset of the version the request completed with."""
+    add_and_train(people_csv, capsys)
+    comply_requests(workspace, capsys, {"id": "RES-11", "delete_records": ERASED})
+    assert main(["model", "retire", "people"]) == 0
+    argv = ["data", "add", "other", "--file", str(people_csv), "--target", "label", "--id", "person"]
+    assert main(argv) == 0  # another dataset: its own records, which happen to share the ids
+    assert main(["train", "other", "--model", "people"]) == 0
+    assert main([*argv, "--replace"]) == 0  # the old code: 2, RES-11's erasure from data/people applied here
+    # and on the erasure's own dataset the records are still kept out
+    capsys.readouterr()
+    assert main(["data", "add", "people", "--file", str(people_csv), "--target", "label", "--id", "person",
+                 "--replace"]) == 2
+    assert "RES-11" in capsys.readouterr().err
