@@ -22,8 +22,7 @@ import torch
 from tasks import references as prefetch
 from tasks.audit import ESCROWED_DATA, AuditPlan, escrow_file, escrow_run
 from tasks.common import progress
-from tasks.erased import erased_from_dataset, records_back
-from tasks.formats import format_of
+from tasks.erased import audit_back
 from unlearning.checks import undecided_removal
 from unlearning.compliance.purge import SUPERSEDED_BY
 from unlearning.images.verify import REMOVAL_CHECKS
@@ -244,11 +243,11 @@ def already_exact(plan: AuditPlan) -> Judgement:
 def judge(root: Path, plan: AuditPlan) -> Judgement:
     judgement = already_exact(plan) if plan.exact else judge_by_kind(root, plan)
     if (back := erased_records_back(root, plan)) is not None:
-        check, requests = back
+        check, requests, what = back
         judgement.checks.append(check)
         judgement.shortfall.append({"check": check["name"], "requests": requests})
         name = plan.dataset.name
-        judgement.unpromotable = (f"{check['value']} record(s) erased by {', '.join(requests)} are back in "
+        judgement.unpromotable = (f"{what} by {', '.join(requests)} are back in "
                                   f"data/{name}, and a retraining on it holds them too: remove them (`unlearn data "
                                   f"add {name} --file SOURCE --replace` from a source without them) and train "
                                   f"again, or submit the request(s) again")
@@ -281,37 +280,21 @@ def judge_by_kind(root: Path, plan: AuditPlan) -> Judgement:
 ERASED_CHECK = "erased_records_absent"
 
 
-def erased_records_back(root: Path, plan: AuditPlan) -> tuple[dict, list[str]] | None:
-    """(the failed check, the requests whose deleted records are back) when a record an erasure
-    deleted is in the current data the audit retrains on (re-ingested, a backup restored); None
-    otherwise, and for text models. The erasures: the covered requests, and every completed ledger
-    request on the dataset, also those an earlier audit covered (a backup restored after it). The
-    audit's comparison cannot see it: production and the retraining were then both trained on the
-    record, and they agree. Counts and request ids only: the record ids are personal data."""
-    present = format_of(plan.dataset).record_ids(plan.dataset)
-    if present is None:
+def erased_records_back(root: Path, plan: AuditPlan) -> tuple[dict, list[str], str] | None:
+    """(the failed check, the requests whose removed data is back, what is back: "N record(s)
+    erased" or "N secret(s) redacted") when a record an erasure deleted, or a secret a redaction removed, is in the
+    current data the audit retrains on (re-ingested, a backup restored); None otherwise. The removals:
+    tasks.erased.audit_back. The audit's comparison cannot see it: production and the retraining were
+    then both trained on it, and they agree. Counts and request ids only: record ids are personal
+    data, and a fingerprint points at a secret."""
+    if (back := audit_back(root, plan)) is None:
         return None
-    back = records_back({**erased_from_dataset(root, plan.dataset.name), **deleted_records(plan)}, present)
-    if back is None:
-        return None
-    count, requests = back
+    count, requests, removed = back
+    what = f"{count} {removed.noun} {removed.verb}"  # "3 record(s) erased", "2 secret(s) redacted"
     check = {"name": ERASED_CHECK, "value": count, "passed": False,
-             "threshold": f"== 0 ({count} record(s) deleted by {', '.join(requests)} are in the current data "
-                          f"version {str(plan.data_version)[:12]}, which the audit retrained on)"}
-    return check, requests
-
-
-def deleted_records(plan: AuditPlan) -> dict[str, set[str]]:
-    """Covered request id → the record ids it deleted: a ledger request's from its recorded nature, one
-    made with `unlearn forget` outside the ledger from its sealed escrow (tasks.audit.escrow_content;
-    escrows sealed before it kept them hold none, and cannot be checked)."""
-    deleted = {r.id: set((r.request or {}).get("delete_records") or ()) for r in plan.records}
-    for escrowed in plan.escrows:
-        if set(escrowed["requests"]) & deleted.keys():  # a ledger batch's: its members' own records are above
-            continue
-        for request in escrowed["requests"]:
-            deleted.setdefault(request, set()).update(escrowed.get("delete_records") or ())
-    return deleted
+             "threshold": f"== 0 ({what} by {', '.join(requests)} are in the current data version "
+                          f"{str(plan.data_version)[:12]}, which the audit retrained on)"}
+    return check, requests, what
 
 
 SUPERSEDED_CHECK = "production_not_superseded"

@@ -1,7 +1,8 @@
-"""Records that completed erasure requests deleted, kept out of a dataset's data for good.
+"""Records that completed erasure requests deleted, and secrets that completed redactions removed,
+kept out of a dataset's data for good.
 
-Three gates read the same list (`erased_from_dataset`: every completed ledger request on a model
-trained on the dataset, audited or not):
+Three gates read the same lists (every completed ledger request on a model trained on the dataset,
+audited or not: `erased_from_dataset`, `redacted_from_dataset`):
 - `unlearn data add NAME --replace` with the original source used to bring them back
   (`refuse_erased`, passed to tasks.data.add_dataset, which cannot import this module: the ledger
   imports that module's readers, through tasks.scan);
@@ -9,26 +10,51 @@ trained on the dataset, audited or not):
   `dvc checkout` of an old version) learned them again while their certificates still said erased
   (`refuse_erased_training`);
 - the audit fails, and promotes nothing, when it finds them in the data it retrained on
-  (tasks.audit_checks.erased_records_back), also for requests an earlier audit covered.
+  (`audit_back`, for tasks.audit_checks.erased_records_back), also for requests an earlier audit covered.
 
-Tables and image datasets (their requests delete records by id); a text corpus's requests redact
-secrets, which these ids do not name. Counts and request ids only in what is said: the record ids are
-personal data."""
+Tables and image datasets: their requests delete records by id. A text corpus: its requests redact
+secrets, which no record id names; a removed secret is known by its salted fingerprint (the ledger's
+`completed` entry records those each request removed, tasks.outcomes.redacted_by), and found again
+by scanning the corpus with the detectors and the project's salt that found it (tasks.scan) — only
+when a completed redaction is on the dataset. Counts and request ids only in what is said: record
+ids are personal data, and a fingerprint points at a secret."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.ledger_db import _sqlite_file, ledger_url
 from unlearning.errors import UnlearnError
 
 
+@dataclass(frozen=True)
+class Removed:
+    """What a kind's requests remove, in the words of the messages: "record(s)" an erasure
+    "erased", or "secret(s)" a redaction "redacted"."""
+
+    noun: str
+    verb: str
+
+
+RECORDS, SECRETS = Removed("record(s)", "erased"), Removed("secret(s)", "redacted")
+
+
 def refuse_erased(root: Path, dataset) -> None:
-    """UnlearnError (one line, nothing written yet) for a source holding records that completed
-    ledger requests deleted on a model trained on it: how many, which requests, and the fix."""
+    """UnlearnError (one line, nothing written yet) for a source holding records (secrets) that
+    completed ledger requests deleted (redacted) on a model trained on it: how many, which requests,
+    and the fix."""
     if (back := erased_back(root, dataset)) is None:
         return
     count, requests = back
+    if removed_kind(dataset) is SECRETS:
+        raise UnlearnError(f"{count} secret(s) in this source were redacted from data/{dataset.name} by completed "
+                           f"request(s) {', '.join(requests)}: adding them would bring them back into the data; "
+                           f"remove them from the source (`unlearn scan SOURCE` lists its secrets by fingerprint) "
+                           f"and add it again; nothing was written")
     raise UnlearnError(f"{count} record(s) in this source were erased from data/{dataset.name} by completed request(s) "
                        f"{', '.join(requests)}: adding them would bring them back into the data; drop those rows "
                        f"from the source (the requests' delete_records) and add it again; nothing was written")
@@ -36,45 +62,157 @@ def refuse_erased(root: Path, dataset) -> None:
 
 def refuse_erased_training(root: Path, dataset) -> None:
     """UnlearnError (one line, before any run is recorded) for training on data/NAME while it holds
-    records that completed ledger requests deleted: the new production model would hold them."""
+    records (secrets) that completed ledger requests deleted (redacted): the new production model
+    would hold them."""
     if (back := erased_back(root, dataset)) is None:
         return
     count, requests = back
-    raise UnlearnError(f"{count} record(s) in data/{dataset.name} were erased by completed request(s) "
+    removed = removed_kind(dataset)
+    raise UnlearnError(f"{count} {removed.noun} in data/{dataset.name} were {removed.verb} by completed request(s) "
                        f"{', '.join(requests)} and are back in the data: training on it would learn them again; "
                        f"remove them (`unlearn data add {dataset.name} --file SOURCE --replace` from a source "
                        f"without them) and train again")
 
 
 def erased_back(root: Path, dataset) -> tuple[int, list[str]] | None:
-    """(how many erased records `dataset` holds, the requests that erased them), or None."""
+    """(how many erased records or redacted secrets `dataset` holds, the requests that removed them), or None."""
+    if not ledger_exists(root):
+        return None
+    if removed_kind(dataset) is SECRETS:
+        redacted = redacted_from_dataset(root, dataset.name)
+        return records_back(redacted, fingerprints_in(root, dataset)) if redacted else None
     from tasks.formats import format_of
 
     present = format_of(dataset).record_ids(dataset)
-    if present is None or not ledger_exists(root):
+    return None if present is None else records_back(erased_from_dataset(root, dataset.name), present)
+
+
+def audit_back(root: Path, plan) -> tuple[int, list[str], Removed] | None:
+    """(how many erased records or redacted secrets the data the audit retrains on holds, the requests
+    that removed them, sorted, which of the two) or None. The removals: every completed ledger request
+    on the dataset, also those an earlier audit covered (a backup restored after it), and the covered
+    requests, also those made with `unlearn forget` outside the ledger (from their sealed escrows)."""
+    if removed_kind(plan.dataset) is SECRETS:
+        redacted = merged(redacted_from_dataset(root, plan.dataset.name), escrowed_secrets(plan))
+        back = records_back(redacted, fingerprints_in(root, plan.dataset)) if redacted else None
+        return None if back is None else (*back, SECRETS)
+    from tasks.formats import format_of
+
+    present = format_of(plan.dataset).record_ids(plan.dataset)
+    if present is None:
         return None
-    return records_back(erased_from_dataset(root, dataset.name), present)
+    back = records_back({**erased_from_dataset(root, plan.dataset.name), **deleted_records(plan)}, present)
+    return None if back is None else (*back, RECORDS)
+
+
+def removed_kind(dataset) -> Removed:
+    """SECRETS for a text corpus (its requests redact secrets), RECORDS for the others."""
+    from tasks.formats import TEXT, format_of
+
+    return SECRETS if format_of(dataset) is TEXT else RECORDS
 
 
 def records_back(erased: dict[str, set[str]], present: set[str]) -> tuple[int, list[str]] | None:
-    """(how many distinct erased records are `present`, the requests that erased them, sorted), or None."""
+    """(how many distinct erased records are `present`, the requests that erased them, sorted), or None.
+    Also for secrets: `erased` and `present` then hold salted fingerprints."""
     back = {request: ids & present for request, ids in erased.items() if ids & present}
     if not back:
         return None
     return len(set().union(*back.values())), sorted(back)
 
 
+def fingerprints_in(root: Path, corpus) -> set[str]:
+    """The salted fingerprints of the secrets the detectors find in a text corpus: the same scan, with
+    every detector and the project's salt, that a redaction's findings were selected from
+    (tasks.kinds.text.plan_findings), so a secret it removed has the same fingerprint here."""
+    from tasks import scan
+
+    return {f["fingerprint"] for f in scan.scan_corpus(corpus, scan.project_salt(root))}
+
+
 def erased_from_dataset(root: Path, dataset: str) -> dict[str, set[str]]:
     """Completed ledger request id → the record ids it deleted (from its recorded nature), of the
     requests on models trained on `dataset`. An audit leaves a request `completed`: audited ones count."""
+    return removed_on_dataset(root, dataset, lambda record: set(record.request.get("delete_records") or ()))
+
+
+def redacted_from_dataset(root: Path, dataset: str) -> dict[str, set[str]]:
+    """Completed ledger request id → the salted fingerprints of the secrets it redacted, of the
+    requests on models trained on `dataset` (audited ones too)."""
+    return removed_on_dataset(root, dataset, lambda record: redacted_fingerprints(root, record))
+
+
+def redacted_fingerprints(root: Path, record) -> set[str]:
+    """The fingerprints a completed redaction removed: those its `completed` entry records; for one
+    completed by older code, the fingerprints it named, or, for `findings: all`, those its certificate
+    lists as removed — read only while the file is the one the ledger recorded the SHA-256 of."""
+    response, spec = record.response or {}, record.request.get("redact")
+    if spec is None:
+        return set()
+    if response.get("redacted") is not None:
+        return set(response["redacted"])
+    if isinstance(spec.get("findings"), list):
+        return set(spec["findings"])
+    return certified_secrets(root, response)
+
+
+def certified_secrets(root: Path, response: dict) -> set[str]:
+    """The fingerprints of the secrets a certificate says its request removed (its own, not the
+    earlier secrets of a chain it kept down), or none when the file is gone or not the recorded one."""
+    path = Path(root) / str(response.get("certificate") or "")
+    if not response.get("certificate") or not path.is_file():
+        return set()
+    body = path.read_bytes()
+    if hashlib.sha256(body).hexdigest() != response.get("certificate_sha256"):
+        return set()
+    rows = ((json.loads(body).get("fidelity") or {}).get("secrets")) or []
+    return {r["fingerprint"] for r in rows if "fingerprint" in r and "earlier_requests" not in r}
+
+
+def removed_on_dataset(root: Path, dataset: str, removed: Callable) -> dict[str, set[str]]:
+    """Completed ledger request id → what `removed(record)` says it removed (skipped when nothing),
+    of the requests on models trained on `dataset`."""
     if not ledger_exists(root):
         return {}
     from tasks import ledger  # here: a project without a ledger never loads it (nor MLflow)
 
-    by_request = {r.id: (r.request.get("model"), set(r.request.get("delete_records") or ()))
-                  for r in ledger.list_requests(root, status="completed") if r.request.get("delete_records")}
+    by_request = {r.id: (r.request.get("model"), ids)
+                  for r in ledger.list_requests(root, status="completed") if (ids := removed(r))}
     on_dataset = {model for model in {m for m, _ in by_request.values()} if trained_on(root, model, dataset)}
-    return {request: records for request, (model, records) in by_request.items() if model in on_dataset}
+    return {request: ids for request, (model, ids) in by_request.items() if model in on_dataset}
+
+
+def deleted_records(plan) -> dict[str, set[str]]:
+    """Covered request id → the record ids it deleted: a ledger request's from its recorded nature, one
+    made with `unlearn forget` outside the ledger from its sealed escrow (tasks.audit.escrow_content;
+    escrows sealed before it kept them hold none, and cannot be checked)."""
+    deleted = {r.id: set((r.request or {}).get("delete_records") or ()) for r in plan.records}
+    for escrowed in plan.escrows:
+        if set(escrowed["requests"]) & deleted.keys():  # a ledger batch's: its members' own records are above
+            continue
+        for request in escrowed["requests"]:
+            deleted.setdefault(request, set()).update(escrowed.get("delete_records") or ())
+    return deleted
+
+
+def escrowed_secrets(plan) -> dict[str, set[str]]:
+    """Covered request id → the fingerprints of the secrets its sealed escrow holds (each secret's own
+    requests of the batch): a request made with `unlearn forget` outside the ledger, and a ledger
+    request completed by older code that recorded none."""
+    found: dict[str, set[str]] = {}
+    for escrowed in plan.escrows:
+        for secret in escrowed.get("secrets") or ():
+            for request in secret.get("requests", escrowed["requests"]):
+                found.setdefault(request, set()).add(secret["fingerprint"])
+    return found
+
+
+def merged(*removals: dict[str, set[str]]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for removal in removals:
+        for request, ids in removal.items():
+            out.setdefault(request, set()).update(ids)
+    return out
 
 
 def trained_on(root: Path, model: str, dataset: str) -> bool:
