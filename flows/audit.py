@@ -14,8 +14,8 @@ request → their escrow deleted.
 A failed audit is not rolled back: it is the event the audit exists for. The retrained model
 replaces production (the data is then out for sure) and the record names the check that failed
 and the request(s) whose update fell short; the run ends Failed so that it stands out. One
-exception: when records a covered request deleted are back in the current data
-(tasks.audit_checks.erased_records_back), the retrained model holds them too and is not promoted.
+exception: when records a completed request deleted, or secrets it redacted, are back in the current
+data (tasks.audit_checks.erased_records_back), the retrained model holds them too and is not promoted.
 """
 
 from __future__ import annotations

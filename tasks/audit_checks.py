@@ -42,8 +42,8 @@ class Judgement:
     # why no check with power judged the removed data (every forget-set check undecided:
     # unlearning.checks.undecided_removal); None when one did, and for kinds whose checks always decide
     undecided: str | None = None
-    # why the retrained model must not be promoted, whatever the verdict (it holds erased records
-    # too: erased_records_back); None: a failed, undecided or --rebase audit promotes it
+    # why the retrained model must not be promoted, whatever the verdict (it holds erased records or
+    # redacted secrets too: erased_records_back); None: a failed, undecided or --rebase audit promotes it
     unpromotable: str | None = None
 
 
