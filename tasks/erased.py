@@ -76,11 +76,11 @@ def refuse_erased_training(root: Path, dataset) -> None:
 
 def erased_back(root: Path, dataset) -> tuple[int, list[str]] | None:
     """(how many erased records or redacted secrets `dataset` holds, the requests that removed them), or None."""
-    if not ledger_exists(root):
-        return None
     if removed_kind(dataset) is SECRETS:
         redacted = redacted_from_dataset(root, dataset.name)
         return records_back(redacted, fingerprints_in(root, dataset)) if redacted else None
+    if not ledger_exists(root):
+        return None
     from tasks.formats import format_of
 
     present = format_of(dataset).record_ids(dataset)
@@ -137,9 +137,51 @@ def erased_from_dataset(root: Path, dataset: str) -> dict[str, set[str]]:
 
 
 def redacted_from_dataset(root: Path, dataset: str) -> dict[str, set[str]]:
-    """Completed ledger request id → the salted fingerprints of the secrets it redacted, of the
-    requests on models trained on `dataset` (audited ones too)."""
-    return removed_on_dataset(root, dataset, lambda record: redacted_fingerprints(root, record))
+    """Request id → the salted fingerprints of the secrets it redacted, of the requests on models
+    trained on `dataset`: completed ledger requests (audited ones too), and those made with `unlearn
+    forget` outside the ledger (the demo's), from the registry (`redacted_outside_ledger`)."""
+    in_ledger = removed_on_dataset(root, dataset, lambda record: redacted_fingerprints(root, record))
+    return merged(in_ledger, redacted_outside_ledger(root, dataset))
+
+
+def redacted_outside_ledger(root: Path, dataset: str) -> dict[str, set[str]]:
+    """Request id → the fingerprints it redacted, of the requests made with `unlearn forget` outside
+    the ledger on a model trained on `dataset`: each promoted version's `request_id` and the result
+    its lineage run logged (`redacted_findings`; older results: their own secrets' rows). No ledger
+    entry vouches for these: the registry keeps them (a purged version keeps its tags and lineage
+    run), and a retired model's are gone. A comply batch's versions are skipped (their ledger entries say it)."""
+    from tasks import tracking
+
+    if not tracking.store_exists(root):
+        return {}
+    tracking.connect(root)
+    in_ledger = ledger_runs(root)
+    found: dict[str, set[str]] = {}
+    for model in tracking.registered_model_names():
+        for v in tracking.model_versions(model):
+            tags = v.tags
+            if (tags.get("dataset", model) != dataset or "request_id" not in tags or tags.get("verified") != "true"
+                    or "rolled_back" in tags or tags.get("lineage_run") in in_ledger):
+                continue
+            if fingerprints := result_secrets(tracking.load_result(tags["lineage_run"]) or {}):
+                found.setdefault(tags["request_id"], set()).update(fingerprints)
+    return found
+
+
+def result_secrets(result: dict) -> set[str]:
+    """The fingerprints a forget run's logged result says it redacted (none for a table's)."""
+    if result.get("redacted_findings") is not None:
+        return {f["fingerprint"] for f in result["redacted_findings"]}
+    return {r["fingerprint"] for r in result.get("secrets") or () if "fingerprint" in r and "earlier_requests" not in r}
+
+
+def ledger_runs(root: Path) -> set[str]:
+    """The forget runs of the ledger's completed requests (comply batches)."""
+    if not ledger_exists(root):
+        return set()
+    from tasks import ledger
+
+    return {run for r in ledger.list_requests(root, status="completed") if (run := (r.response or {}).get("run_id"))}
 
 
 def redacted_fingerprints(root: Path, record) -> set[str]:

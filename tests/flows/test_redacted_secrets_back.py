@@ -135,10 +135,13 @@ def test_train_refuses_a_corpus_holding_secrets_a_completed_redaction_removed(wo
     assert not any(v in err for v in raw_values(secrets)), err
     assert tracking.production_alias("notes") == production and set(versions("notes")) == registered
 
-    # the corpus cleaned again: training is taken
+    # the corpus cleaned again: training is taken, and the audit finds nothing back (no false alarm)
     assert main(["data", "add", "notes", "--file", str(without_secrets(workspace, source, secrets)),
                  "--replace"]) == 0
     assert run_json(capsys, ["train", "notes", "--preset", "tiny", "--steps", NOTES_STEPS])[0] == 0
+    code, out = run_json(capsys, ["audit", "notes"])
+    assert code == 0 and out["passed"] and out["covered_requests"] == ["RED-4"], out
+    assert "erased_records_absent" not in {c["name"] for c in out["checks"]}
 
 
 def test_secrets_a_completed_redaction_removed_back_in_the_corpus_fail_the_audit(workspace, notes, capsys):
@@ -162,3 +165,28 @@ def test_secrets_a_completed_redaction_removed_back_in_the_corpus_fail_the_audit
     written = record.read_text() + record.with_suffix(".html").read_text() + json.dumps(out) + entry["reason"]
     console = capsys.readouterr()
     assert not any(v in text for v in raw_values(secrets) for text in (written, console.out, console.err))
+
+
+def test_a_redaction_made_with_unlearn_forget_outside_the_ledger_is_kept_out_too(workspace, notes, capsys):
+    """The demo's path: `unlearn forget` on a redact request, no ledger (the project has none). The
+    registry's promoted version names the request, and its run's result the fingerprints it removed."""
+    import yaml
+
+    source, secrets, fingerprint = notes
+    path = workspace / "OUT-RED-1.yaml"
+    path.write_text(yaml.safe_dump({"id": "OUT-RED-1", "model": "notes", "method": "retrain",
+                                    "redact": {"findings": [fingerprint["secret"]]}}))
+    assert run_json(capsys, ["forget", str(path)])[0] == 0
+    assert not (workspace / "ledger.db").exists()
+
+    capsys.readouterr()
+    assert main(["data", "add", "notes", "--file", str(source), "--replace"]) == 2  # the old code: 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "1 secret(s)" in err and "OUT-RED-1" in err, err
+    assert not any(v in err for v in [*raw_values(secrets), *fingerprint.values()]), err
+
+    restore_by_hand(workspace, source)
+    capsys.readouterr()
+    assert main(["train", "notes", "--preset", "tiny", "--steps", NOTES_STEPS]) == 2  # the old code: 0
+    err = capsys.readouterr().err.strip()
+    assert "1 secret(s) in data/notes" in err and "OUT-RED-1" in err and not any(v in err for v in raw_values(secrets))
