@@ -2,7 +2,8 @@
 kept out of a dataset's data for good.
 
 Three gates read the same lists (every completed ledger request on a model trained on the dataset,
-audited or not: `erased_from_dataset`, `redacted_from_dataset`):
+audited or not: `erased_from_dataset`, `redacted_from_dataset`, which adds the redactions made with
+`unlearn forget` outside the ledger, the demo's, from the registry):
 - `unlearn data add NAME --replace` with the original source used to bring them back
   (`refuse_erased`, passed to tasks.data.add_dataset, which cannot import this module: the ledger
   imports that module's readers, through tasks.scan);
