@@ -22,7 +22,8 @@ import torch
 from tasks import references as prefetch
 from tasks.audit import ESCROWED_DATA, AuditPlan, escrow_file, escrow_run
 from tasks.common import progress
-from tasks.erased import Back, back_in, erasures_on_dataset
+from tasks.erased import Back, back_in, erasures_on_dataset, merged, outside_ledger
+from tasks.redacted import escrowed_secrets
 from unlearning.checks import undecided_removal
 from unlearning.compliance.purge import SUPERSEDED_BY
 from unlearning.images.verify import REMOVAL_CHECKS
@@ -283,14 +284,15 @@ ERASED_CHECK = "erased_records_absent"
 def erased_data_back(root: Path, plan: AuditPlan) -> tuple[dict, Back] | None:
     """(the failed check, what is back and which requests erased it) when what an erasure removed is in
     the current data the audit retrains on (re-ingested, a backup restored): a deleted record, a
-    revoked feature with values, training images of a forgotten class; None otherwise, and for text
-    models. The erasures: every completed ledger request on the dataset, also those an earlier audit
+    revoked feature with values, training images of a forgotten class, a redacted secret; None otherwise. The erasures: every completed ledger request on the dataset, also those an earlier audit
     covered (a backup restored after it), and the covered requests made outside the ledger. The
     audit's comparison cannot see it: production and the retraining were then both trained on the
     data, and they agree. Counts, request ids and feature and class names only: record ids are
     personal data."""
     classes = list(plan.bundle.classes) if hasattr(plan.bundle, "classes") else None  # the model's: an index's
-    back = back_in(plan.dataset, {**erasures_on_dataset(root, plan.dataset.name), **covered_erasures(plan)}, classes)
+    ledger = erasures_on_dataset(root, plan.dataset.name)
+    erasures = merged(ledger, outside_ledger(root, plan.dataset, ledger), covered_erasures(plan))
+    back = back_in(plan.dataset, erasures, classes, root)
     if not back:
         return None
     check = {"name": ERASED_CHECK, "value": back.count, "passed": False,
@@ -302,7 +304,7 @@ def erased_data_back(root: Path, plan: AuditPlan) -> tuple[dict, Back] | None:
 def covered_erasures(plan: AuditPlan) -> dict[str, dict]:
     """Covered request id → what it erased: a ledger request's recorded nature, one made with `unlearn
     forget` outside the ledger from its sealed escrow (tasks.audit.escrow_content; escrows sealed
-    before it kept them hold none, and cannot be checked)."""
+    before it kept them hold none, and cannot be checked); the secrets of either from its escrow."""
     erased = {r.id: dict(r.request or {}) for r in plan.records}
     for escrowed in plan.escrows:
         if set(escrowed["requests"]) & erased.keys():  # a ledger batch's: its members' own natures are above
@@ -313,8 +315,8 @@ def covered_erasures(plan: AuditPlan) -> dict[str, dict]:
                   "revoke_features": escrowed.get("revoke_features") or [],
                   "forget_class": escrowed.get("forget_class_name")}
         for request in escrowed["requests"]:
-            erased.setdefault(request, nature)
-    return erased
+            erased.setdefault(request, dict(nature))
+    return merged(erased, {request: {"secrets": sorted(found)} for request, found in escrowed_secrets(plan).items()})
 
 
 SUPERSEDED_CHECK = "production_not_superseded"

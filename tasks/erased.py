@@ -1,5 +1,6 @@
 """What completed erasure requests removed from a dataset, kept out of its data for good: the records
-they deleted, the features they revoked (a table's), the class they forgot (an image dataset's).
+they deleted, the features they revoked (a table's), the class they forgot (an image dataset's), the
+secrets they redacted (a text corpus's, by salted fingerprint: tasks.redacted).
 
 Three gates read the same erasures (`erasures_on_dataset`: every completed ledger request on a model
 trained on the dataset, audited or not):
@@ -12,29 +13,34 @@ trained on the dataset, audited or not):
 - the audit fails, and promotes nothing, when it finds them in the data it retrained on
   (tasks.audit_checks.erased_data_back), also for requests an earlier audit covered.
 
-A text corpus's requests redact secrets, which none of these names. Counts, request ids, and the
-names of features and classes (the schema, which certificates name too) in what is said: never a
-record id, which is personal data."""
+A text corpus's redactions made with `unlearn forget` outside the ledger (the demo's) are read from
+the registry too (tasks.redacted.redacted_outside_ledger). Counts, request ids, and the names of
+features and classes (the schema, which certificates name too) in what is said: never a record id,
+which is personal data, nor a fingerprint, which points at a secret."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tasks import redacted
 from tasks.ledger_db import _sqlite_file, ledger_url
 from unlearning.errors import UnlearnError
 from unlearning.numbers import whole_number_as_written
 
-# what of a request's nature (unlearning.compliance.ledger.request_nature) stays out of the data
-ERASING = ("delete_records", "revoke_features", "forget_class")
+# what of a request's nature (unlearning.compliance.ledger.request_nature, with `secrets`: the
+# fingerprints a redaction removed) stays out of the data
+ERASING = ("delete_records", "revoke_features", "forget_class", "secrets")
 
 
 @dataclass
 class Back:
     """What a dataset holds again of the erasures it was given: the records, the revoked features
-    with values, the forgotten classes with training images; and the requests that erased them."""
+    with values, the forgotten classes with training images, the redacted secrets' fingerprints; and
+    the requests that erased them."""
 
     records: set[str] = field(default_factory=set)
+    secrets: set[str] = field(default_factory=set)
     features: set[str] = field(default_factory=set)
     classes: set[str] = field(default_factory=set)
     requests: set[str] = field(default_factory=set)
@@ -44,11 +50,14 @@ class Back:
 
     @property
     def count(self) -> int:
-        return len(self.records) + len(self.features) + len(self.classes)
+        return len(self.records) + len(self.secrets) + len(self.features) + len(self.classes)
 
     def described(self) -> str:
-        """'3 record(s), revoked feature(s) 'sex' and forgotten class(es) 'coat'' — never a record id."""
+        """'3 record(s), revoked feature(s) 'sex' and forgotten class(es) 'coat'', '2 secret(s)' — never a
+        record id or a fingerprint."""
         parts = [f"{len(self.records)} record(s)"] if self.records else []
+        if self.secrets:
+            parts.append(f"{len(self.secrets)} secret(s)")
         if self.features:
             parts.append(f"revoked feature(s) {', '.join(repr(f) for f in sorted(self.features))}")
         if self.classes:
@@ -67,8 +76,9 @@ def refuse_erased(root: Path, dataset) -> None:
         return
     raise UnlearnError(f"{back.described()} erased from data/{dataset.name} by completed request(s) {back.named} "
                        f"are in this source: adding it would bring them back into the data; drop them from the "
-                       f"source (the requests' delete_records rows, revoke_features columns, forget_class images) "
-                       f"and add it again{renumbered(dataset, back)}; nothing was written")
+                       f"source (the requests' delete_records rows, revoke_features columns, forget_class images, "
+                       f"redacted secrets: `unlearn scan SOURCE` lists them by fingerprint) and add it "
+                       f"again{renumbered(dataset, back)}; nothing was written")
 
 
 def refuse_erased_training(root: Path, dataset) -> None:
@@ -95,31 +105,58 @@ def renumbered(dataset, back: Back) -> str:
 
 
 def erased_back(root: Path, dataset) -> Back:
-    """What `dataset` holds of the completed ledger requests' erasures on it (empty: nothing). The
-    ledger is verified first, as before processing: a doctored one would switch the gate off."""
+    """What `dataset` holds of the completed requests' erasures on it (empty: nothing). The ledger is
+    verified first, as before processing: a doctored one would switch the gate off."""
+    erasures = {}
+    if ledger_exists(root):
+        from tasks.ledger_verify import check_intact
+
+        check_intact(root)
+        erasures = erasures_on_dataset(root, dataset.name)
+    return back_in(dataset, merged(erasures, outside_ledger(root, dataset, erasures)), root=root)
+
+
+def outside_ledger(root: Path, dataset, erasures: dict[str, dict]) -> dict[str, dict]:
+    """A text corpus's redactions made with `unlearn forget` outside the ledger (from the registry),
+    as natures; none for other data."""
+    from tasks.formats import TEXT, format_of
+
+    if format_of(dataset) is not TEXT:
+        return {}
+    runs = ledger_runs(root)
+    return {request: {"secrets": sorted(found)}
+            for request, found in redacted.redacted_outside_ledger(root, dataset.name, runs).items()}
+
+
+def ledger_runs(root: Path) -> set[str]:
+    """The forget runs of the ledger's completed requests (comply batches)."""
     if not ledger_exists(root):
-        return Back()
-    from tasks.ledger_verify import check_intact
+        return set()
+    from tasks import ledger
 
-    check_intact(root)
-    return back_in(dataset, erasures_on_dataset(root, dataset.name))
+    return {run for r in ledger.list_requests(root, status="completed") if (run := (r.response or {}).get("run_id"))}
 
 
-def back_in(dataset, erasures: dict[str, dict], classes: list[str] | None = None) -> Back:
+def back_in(dataset, erasures: dict[str, dict], classes: list[str] | None = None, root: Path | None = None) -> Back:
     """What `dataset` holds of `erasures` (request id → its nature: delete_records, revoke_features,
-    forget_class). `classes`: the class list of the model the requests ran on, which a forget_class
-    written as an index is resolved in (None: such a class is not looked for)."""
-    from tasks.formats import format_of
+    forget_class, secrets). `classes`: the class list of the model the requests ran on, which a
+    forget_class written as an index is resolved in (None: such a class is not looked for). `root`:
+    the project, whose salt a text corpus is scanned with, once, when a redaction is among them."""
+    from tasks.formats import TEXT, format_of
 
     present = format_of(dataset).record_ids(dataset) or set()
+    scanned = (redacted.fingerprints_in(root, dataset) if root is not None and format_of(dataset) is TEXT
+               and any(n.get("secrets") for n in erasures.values()) else set())
     back = Back()
     for request, nature in erasures.items():
         records = set(nature.get("delete_records") or ()) & present
+        secrets = set(nature.get("secrets") or ()) & scanned
         features = {f for f in nature.get("revoke_features") or () if feature_holds_values(dataset, f)}
         forgotten = forgotten_class(dataset, nature.get("forget_class"), classes)
         classes_back = {forgotten} if forgotten is not None and class_trained_on(dataset, forgotten) else set()
-        if records or features or classes_back:
+        if records or secrets or features or classes_back:
             back.records |= records
+            back.secrets |= secrets
             back.features |= features
             back.classes |= classes_back
             back.requests.add(request)
@@ -162,9 +199,31 @@ def erasures_on_dataset(root: Path, dataset: str) -> dict[str, dict]:
         return {}
     from tasks import ledger  # here: a project without a ledger never loads it (nor MLflow)
 
-    erasing = [r for r in ledger.list_requests(root, status="completed") if any(r.request.get(k) for k in ERASING)]
-    datasets = {model: datasets_of(root, model) for model in {r.request.get("model") for r in erasing}}
-    return {r.id: r.request for r in erasing if made_on(r, datasets[r.request.get("model")]) == dataset}
+    natures = {r.id: (r, nature_of(root, r)) for r in ledger.list_requests(root, status="completed")}
+    erasing = {rid: (r, n) for rid, (r, n) in natures.items() if any(n.get(k) for k in ERASING)}
+    datasets = {model: datasets_of(root, model) for model in {n.get("model") for _, n in erasing.values()}}
+    return {rid: n for rid, (r, n) in erasing.items() if made_on(r, datasets[n.get("model")]) == dataset}
+
+
+def nature_of(root: Path, record) -> dict:
+    """A completed request's recorded nature, with the fingerprints of the secrets it redacted."""
+    found = redacted.secrets_removed(root, record)
+    return {**record.request, "secrets": sorted(found)} if found else dict(record.request)
+
+
+def merged(*erasures: dict[str, dict]) -> dict[str, dict]:
+    """Request id → its nature, the fields of several readings of one request joined (the ledger's,
+    an escrow's, the registry's)."""
+    out: dict[str, dict] = {}
+    for reading in erasures:
+        for request, nature in reading.items():
+            joined = out.setdefault(request, {})
+            for key, value in nature.items():
+                if key in ("delete_records", "revoke_features", "secrets"):
+                    joined[key] = sorted(set(joined.get(key) or ()) | set(value or ()))
+                elif joined.get(key) is None:
+                    joined[key] = value
+    return out
 
 
 def made_on(record, datasets: dict[str, str]) -> str | None:

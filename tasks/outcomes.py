@@ -48,11 +48,24 @@ def complete_batch(root: Path, requests: list, summary: dict, members: list[str]
         if request.id in notes:
             cert["unchanged"] = unchanged_entries(notes[request.id])
         done = complete(root, request, cert, plots, model, guarantee=summary["guarantee"], method=summary["method"],
-                        data=summary["data"], run_id=summary["run_id"])
+                        data=summary["data"], run_id=summary["run_id"], redacted=redacted_by(request, summary))
         out.append({**done, "batch": summary["request_id"], "verification": summary.get("verification"),
                     "time_to_removal_s": (cert.get("timings") or {}).get("time_to_removal_s"),
                     **({"unchanged": notes[request.id]} if request.id in notes else {})})
     return out
+
+
+def redacted_by(request, summary: dict) -> list[str] | None:
+    """The salted fingerprints of the secrets this request removed, of those its batch redacted
+    (`redacted_findings`, tasks.kinds.text): its own selection, `findings: all` resolved now; the
+    ledger keeps them so that no gate needs the request's wording (tasks.erased). None: not a
+    redaction, or a result recorded by older code without them."""
+    if request.redact is None or summary.get("redacted_findings") is None:
+        return None
+    from unlearning.text.lm import select_findings
+
+    chosen = select_findings(summary["redacted_findings"], request.redact.findings, request.redact.detectors)
+    return sorted({f["fingerprint"] for f in chosen})
 
 
 def complete_unchanged(root: Path, request, notes: dict[str, str]) -> dict:

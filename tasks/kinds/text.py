@@ -140,6 +140,13 @@ def counts(findings: list[dict]) -> dict[str, int]:
     return scan.counts_by_detector(findings)
 
 
+def redacted_findings(findings: list[dict]) -> list[dict]:
+    """The distinct secrets a redaction removed, by salted fingerprint and detector (no value, no
+    place): what each request of the batch records in the ledger as removed (tasks.outcomes)."""
+    distinct = {(f["fingerprint"], f["detector"]) for f in findings}
+    return [{"fingerprint": fp, "detector": detector} for fp, detector in sorted(distinct)]
+
+
 @task(name="update language model", **STEP)
 def update_lm(lineage: Lineage, plan: Plan, after: TextCorpus, method: str, options: dict | None = None):
     """Returns (new bundle, guarantee, stats, seconds)."""
@@ -326,7 +333,7 @@ class Text(Kind):
 
     def summary_fields(self, plan: Plan, update: Update, verification: Verification, attempt: dict | None) -> dict:
         m = verification.metrics  # evidence mode: no retrained model (None), the control band instead
-        return {"fallback": attempt, "findings": counts(plan.part),
+        return {"fallback": attempt, "findings": counts(plan.part), "redacted_findings": redacted_findings(plan.part),
                 "exposure": {"before": m["exposure_before"], "after": m["exposure_after"],
                              "retrain": m.get("exposure_retrain"), "control_band": m.get("control_band")},
                 "perplexity": {"before": m["perplexity_before"], "after": m["perplexity_after"],

@@ -56,8 +56,10 @@ EXTENDABLE = ("received", "processing", "failed")
 # event → (required fields, optional fields). Closed lists keep free-form data out of the ledger.
 EVENT_FIELDS = {
     "processing": ((), ("run_id", "batch")),
+    # redacted: the salted fingerprints of the secrets a text request removed (its `findings: all`
+    # resolved when it was processed): what keeps them out of the corpus for good (tasks.erased)
     "completed": ((), ("response", "certificate", "certificate_sha256", "model", "data", "guarantee",
-                       "method", "run_id")),
+                       "method", "run_id", "redacted")),
     "failed": (("reason",), ("step", "run_id")),
     "denied": (("basis",), ("response",)),
     "extended": (("reason",), ("deadline",)),

@@ -1,0 +1,94 @@
+"""The secrets redactions removed from a text corpus, by salted fingerprint: what tasks.erased keeps
+out of it for good. A secret is known by its fingerprint (never its value) and found again by scanning
+the corpus with the detectors and the project's salt that found it (tasks.scan).
+
+Where a removal is recorded:
+- a completed ledger request: its `completed` entry's `redacted` (tasks.outcomes.redacted_by,
+  `findings: all` resolved when it was processed); one completed by older code: the fingerprints it
+  named, or for `findings: all` those its certificate lists, read only while the file is the one the
+  ledger recorded the SHA-256 of;
+- a request made with `unlearn forget` outside the ledger (the demo's): the registry, each promoted
+  version's `request_id` tag and its lineage run's result (no ledger entry vouches for it; a purged
+  version keeps its tags and lineage run, a retired model's are gone);
+- a covered request's sealed escrow (the audit's own copy)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+
+def fingerprints_in(root: Path, corpus) -> set[str]:
+    """The salted fingerprints of the secrets the detectors find in a text corpus: the same scan, with
+    every detector and the project's salt, that a redaction's findings were selected from
+    (tasks.kinds.text.plan_findings), so a secret it removed has the same fingerprint here."""
+    from tasks import scan
+
+    return {f["fingerprint"] for f in scan.scan_corpus(corpus, scan.project_salt(root))}
+
+
+def secrets_removed(root: Path, record) -> set[str]:
+    """The fingerprints a completed ledger redaction removed (none for another request)."""
+    response, spec = record.response or {}, record.request.get("redact")
+    if spec is None:
+        return set()
+    if response.get("redacted") is not None:
+        return set(response["redacted"])
+    if isinstance(spec.get("findings"), list):
+        return set(spec["findings"])
+    return certified_secrets(root, response)
+
+
+def certified_secrets(root: Path, response: dict) -> set[str]:
+    """The fingerprints of the secrets a certificate says its request removed (its own, not the
+    earlier secrets of a chain it kept down), or none when the file is gone or not the recorded one."""
+    path = Path(root) / str(response.get("certificate") or "")
+    if not response.get("certificate") or not path.is_file():
+        return set()
+    body = path.read_bytes()
+    if hashlib.sha256(body).hexdigest() != response.get("certificate_sha256"):
+        return set()
+    rows = ((json.loads(body).get("fidelity") or {}).get("secrets")) or []
+    return {r["fingerprint"] for r in rows if "fingerprint" in r and "earlier_requests" not in r}
+
+
+def redacted_outside_ledger(root: Path, dataset: str, ledger_runs: set[str]) -> dict[str, set[str]]:
+    """Request id → the fingerprints it redacted, of the requests made with `unlearn forget` outside
+    the ledger on versions trained on `dataset`: each verified, not rolled back version's
+    `request_id` and the result its lineage run logged. A comply batch's versions (`ledger_runs`, the
+    forget runs of completed ledger requests) are skipped: their ledger entries say it."""
+    from tasks import tracking
+
+    if not tracking.store_exists(root):
+        return {}
+    tracking.connect(root)
+    found: dict[str, set[str]] = {}
+    for model in tracking.registered_model_names():
+        for v in tracking.model_versions(model):
+            tags = v.tags
+            if (tags.get("dataset", model) != dataset or "request_id" not in tags or tags.get("verified") != "true"
+                    or "rolled_back" in tags or tags.get("lineage_run") in ledger_runs):
+                continue
+            if fingerprints := result_secrets(tracking.load_result(tags["lineage_run"]) or {}):
+                found.setdefault(tags["request_id"], set()).update(fingerprints)
+    return found
+
+
+def result_secrets(result: dict) -> set[str]:
+    """The fingerprints a forget run's logged result says it redacted (none for a table's)."""
+    if result.get("redacted_findings") is not None:
+        return {f["fingerprint"] for f in result["redacted_findings"]}
+    return {r["fingerprint"] for r in result.get("secrets") or () if "fingerprint" in r and "earlier_requests" not in r}
+
+
+def escrowed_secrets(plan) -> dict[str, set[str]]:
+    """Covered request id → the fingerprints of the secrets its sealed escrow holds (each secret's own
+    requests of the batch): a request made with `unlearn forget` outside the ledger, and a ledger
+    request completed by older code that recorded none."""
+    found: dict[str, set[str]] = {}
+    for escrowed in plan.escrows:
+        for secret in escrowed.get("secrets") or ():
+            for request in secret.get("requests", escrowed["requests"]):
+                found.setdefault(request, set()).add(secret["fingerprint"])
+    return found
