@@ -291,7 +291,7 @@ def erased_data_back(root: Path, plan: AuditPlan) -> tuple[dict, Back] | None:
     personal data."""
     classes = list(plan.bundle.classes) if hasattr(plan.bundle, "classes") else None  # the model's: an index's
     ledger = erasures_on_dataset(root, plan.dataset.name)
-    erasures = merged(ledger, outside_ledger(root, plan.dataset, ledger), covered_erasures(plan))
+    erasures = merged(ledger, outside_ledger(root, plan.dataset), covered_erasures(plan))
     back = back_in(plan.dataset, erasures, classes, root)
     if not back:
         return None

@@ -113,10 +113,10 @@ def erased_back(root: Path, dataset) -> Back:
 
         check_intact(root)
         erasures = erasures_on_dataset(root, dataset.name)
-    return back_in(dataset, merged(erasures, outside_ledger(root, dataset, erasures)), root=root)
+    return back_in(dataset, merged(erasures, outside_ledger(root, dataset)), root=root)
 
 
-def outside_ledger(root: Path, dataset, erasures: dict[str, dict]) -> dict[str, dict]:
+def outside_ledger(root: Path, dataset) -> dict[str, dict]:
     """A text corpus's redactions made with `unlearn forget` outside the ledger (from the registry),
     as natures; none for other data."""
     from tasks.formats import TEXT, format_of
