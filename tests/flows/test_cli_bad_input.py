@@ -12,6 +12,7 @@ import pytest
 
 from flows.cli import main
 from tests.flows.conftest import synthetic_people, trained_people_project
+from tests.unit.test_errors import SECRETS  # one of each kind the detectors know: (value, detector)
 
 
 @pytest.fixture(scope="module")
@@ -180,15 +181,6 @@ def test_serve_bad_cron(trained, capsys, argv, expect):
 
 
 # --- an unknown name that holds a secret is refused without printing it ----------------------------
-SECRETS = {  # (value, the detector whose masked form the message shows instead)
-    "card": ("4111 1111 1111 1111", "card"),
-    "card, digits only": ("4539148803436467", "card"),
-    "e-mail": ("alice@example.com", "email"),
-    "IBAN": ("DE89 3704 0044 0532 0130 00", "iban"),
-    "AWS key": ("AKIAQ3EGRZ7T5XK2LW9M", "secret"),
-    "GitHub token": ("ghp_" + "aB3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6", "secret"),
-    "phone": ("+44 20 7946 0958", "phone"),
-}
 REQUEST_SITES = {  # request field → what the message must still name
     "revoke_features": ("id: R1\nmodel: people\nrevoke_features: [{v}]\n", "revoke_features"),
     "model": ("id: R1\nmodel: {v}\ndelete_records: [P1001]\n", "model"),
