@@ -222,3 +222,32 @@ def test_early_stop_with_a_tolerance_stops_at_the_first_step_within_it_for_a_req
     plain = su.suppress(model, request, train, classes, steps=first_within + 1, early_stop=False, **options)
     assert all(torch.equal(p, q) for p, q in zip(stopped.model.parameters(), plain.model.parameters()))
     assert su.suppress(model, request, train, classes, steps=12, tolerance=0.0, **options).stats["steps"] == 12
+
+
+@pytest.mark.parametrize("windows,batch,passes", [(190, 32, 7.5), (75, 32, 7.5), (9, 32, 7.5), (190, None, 7.5),
+                                                   (190, 32, 0.0), (33, 32, 2.0)])
+def test_steps_for_gives_every_window_at_least_the_passes_asked(windows, batch, passes):
+    """steps_for against a count of the cycle's batches (_cycle): with its steps, every window is
+    drawn at least ⌊passes⌋ times; a request that fits one batch, or passes 0, keeps `steps`."""
+    steps = su.steps_for(windows, 35, batch, passes)
+    assert steps >= 35
+    if batch is None or batch >= windows or not passes:
+        assert steps == 35
+        return
+    gen = torch.Generator().manual_seed(0)
+    cycle = su._cycle(windows, batch, gen)
+    drawn = torch.bincount(torch.cat([next(cycle) for _ in range(steps)]), minlength=windows)
+    assert int(drawn.min()) >= int(passes)
+    if steps > 35:  # raised: one step fewer would not have covered the passes' draws
+        assert (steps - 1) * batch < passes * windows
+
+
+def test_passes_raise_the_steps_of_a_request_larger_than_a_batch(world):
+    """The update runs steps_for's count (early stop off) and reports it; passes 0 keeps `steps`."""
+    model, vocab, train, request, _, _ = world
+    classes = su.char_classes(vocab.chars)
+    options = dict(lr=3e-3, margin=1.0, anchor=30.0, batch=2, tilde_batch=4, retain_batch=8, contrast=False,
+                   early_stop=False)
+    raised = su.suppress(model, request, train, classes, steps=3, passes=4.0, **options)
+    assert raised.stats["steps"] == raised.stats["max_steps"] == -(-4 * len(request) // 2) > 3
+    assert su.suppress(model, request, train, classes, steps=3, **options).stats["steps"] == 3
