@@ -33,6 +33,17 @@ def shown(message: str) -> str:
     return shortened(printable(masked(message)))
 
 
+def failure_reason(exc: BaseException, limit: int = 300) -> str:
+    """An exception as the one line kept or printed about a failure: the reason the ledger keeps for a
+    failed request, a rolled-back or unpurged model version's tag and the certificate's entry, a
+    task runner's warning. Masked as an UnlearnError's message is, because any exception may quote
+    what the user gave (a KeyError of a column name, an OSError of a path, a client's error of an
+    address) — and before it is cut, so that no cut leaves a secret's first digits whole; whitespace
+    collapsed to single spaces, control characters escaped, at most `limit` characters."""
+    text = printable(" ".join(masked(str(exc)).split()))
+    return text[:limit] or type(exc).__name__
+
+
 def masked(text: str) -> str:
     """`text` with every value the detectors of `unlearn scan` find replaced by its masked form.
 
