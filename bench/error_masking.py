@@ -7,16 +7,20 @@ A message quotes what the user gave (a feature, a model, a column, a method, a r
 unknown name that holds a card number or an e-mail address was printed whole. Masking every message
 with the detectors `unlearn scan` uses (unlearning.detect.DETECTORS) fixes that in one place — if
 they leave alone what legitimate messages quote: run ids (32 hex), digests, data versions, git
-commits, fingerprints, UUIDs, paths, ISO timestamps, request ids, version numbers, record ids and
-the numbers a message states. This counts, per detector, the generated legitimate values it flags
-(each inside a message template of the kind the CLI prints), the secrets it finds when a message
-quotes one (card, e-mail, IBAN, AWS key, GitHub token, phone), and what a message costs to mask.
+commits, fingerprints, UUIDs, paths (also ones holding Unix times, job and step numbers, quoted or
+not), ISO timestamps, request ids, version numbers, record ids, the numbers a message states and
+the names users give (bench.names_and_passwords). This counts, per detector, the generated
+legitimate values it flags (each inside a message template of the kind the CLI prints), the
+secrets it finds when a message quotes one (card, e-mail, IBAN, AWS key, GitHub token, phone, also
+inside a path or after a word in the same quote; and a password with no keyword, which none
+finds), what rules on a quoted name alone would mask among names and passwords, and what a
+message costs to mask.
 
 `--messages` reads JSON lines `{"kind", "msg", "test"}` — every UnlearnError message, argparse error
 and option line one run of the tests raised (recorded by a pytest plugin that wraps
 UnlearnError.__init__, argparse.ArgumentParser.error and flows.arguments.option_problems) — and
-prints each one a detector flags, with its test, to be judged by hand: a test may quote a secret on
-purpose.
+prints each one a detector flags, with its test, to be judged by hand (a test may quote a secret on
+purpose), and how many of the values they quote each password rule would mask.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench.names_and_passwords import PASSWORDS, RULES, legitimate_name, rule_table
 from unlearning.detect import DETECTORS
 from unlearning.detect.scan import MESSAGE_DETECTORS, find_in_message, find_matches
 
@@ -95,6 +100,18 @@ def long_number(rng: random.Random) -> str:
     return str(rng.randrange(10 ** 10, 10 ** 13))
 
 
+def numbered_path(rng: random.Random) -> str:
+    """Paths whose parts hold long numbers: Unix times (s, ms), job and step numbers, date stamps."""
+    t = timestamp(rng)
+    numbered = [str(int(t.timestamp())), str(int(t.timestamp() * 1000)), f"checkpoint-{rng.randrange(10 ** 6)}",
+                f"slurm-{rng.randrange(10 ** 7, 10 ** 8)}", f"{t:%Y%m%d-%H%M%S}", f"run_{t:%Y%m%d%H%M%S}",
+                f"{t:%Y/%m/%d}", f"epoch={rng.randrange(100)}-step={rng.randrange(10 ** 6)}.ckpt",
+                f"{rng.randrange(10 ** 8, 10 ** 9)}.log", f"{t:%Y-%m-%d_%H-%M-%S}"]
+    parts = [rng.choice(["ckpt", "runs", "outputs", "logs", "home", "alice", "mlruns", str(rng.randrange(1, 40))])
+             for _ in range(rng.randrange(1, 4))] + rng.sample(numbered, rng.randrange(1, 3))
+    return rng.choice(["/", "./", "~/", "/mnt/"]) + "/".join(parts)
+
+
 def stated_number(rng: random.Random) -> str:
     return rng.choice([f"{rng.randrange(10 ** 7)} records", f"{rng.uniform(0, 100):.2f} %", f"ε = {rng.uniform(0, 10):.6f}",
                        f"{rng.randrange(10 ** 10)} bytes", f"{rng.uniform(0, 1e4):.1f} s", f"seed {rng.randrange(2 ** 32)}",
@@ -134,6 +151,13 @@ KINDS = {
                                                 "id column 'customer'", "record {v} was erased by request 'R7'"]),
     "stated number": (stated_number, ["the table holds {v}, more than the 1000000 a request may name",
                                       "--max-age must be a positive number of days, got '{v}'"]),
+    "path holding numbers": (numbered_path, ["checkpoint {v} does not exist: pass a directory written by save_pretrained",
+                                             "data file '{v}' not found; check the path given with --file",
+                                             "unrecognized arguments: --base {v}"]),
+    "name (feature, column, model, dataset)": (legitimate_name, [
+        "unknown feature '{v}' in revoke_features; valid features: age, sex, race",
+        "target column '{v}' not found; columns are: record_id, age, income",
+        "unknown model '{v}': no registered version with alias 'production' — train one with `unlearn train {v}`"]),
 }
 
 # What a message should never print: one of each kind the detectors know, inside the same kind of message.
@@ -144,6 +168,8 @@ SECRETS = {
     "aws key": ["AKIAQ3EGRZ7T5XK2LW9M", "AKIAIOSFODNN7EXAMPLE"],
     "github token": ["ghp_" + "aB3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6", "github_pat_" + "11ABCDEFG0" * 6],
     "phone": ["+44 20 7946 0958", "+1 (415) 555-2671", "(415) 555-2671", "+49 89 1234567"],
+    # no detector knows these (bench.names_and_passwords measures whether a rule could)
+    "password, no keyword": ["Tr0ub4dor&3", "Summer2024!", "kX9#mQ2$vL7p", "Horse-battery-Staple42"],
 }
 SITES = ["unknown feature '{v}' in revoke_features; valid features: age, sex, race",
          "unknown model '{v}': no registered version with alias 'production' — train one with `unlearn train {v}`",
@@ -152,7 +178,11 @@ SITES = ["unknown feature '{v}' in revoke_features; valid features: age, sex, ra
          "dataset '{v}' not found in /tmp/p/data; run `unlearn data add {v}` first",
          "argument --scenario: invalid choice: '{v}' (choose from 'tabular', 'text', 'images')",
          "id column '{v}' not found; columns are: person, age, label",  # "id" names another kind of number
-         "ledger entry 3: order '{v}' is not a request of this project"]
+         "ledger entry 3: order '{v}' is not a request of this project",
+         "unknown feature 'order {v}' in revoke_features; valid features: age, sex, race",  # a word inside the quote
+         # unquoted paths: a number right after a '/' is none to the card and phone detectors
+         "checkpoint /ckpt/{v} does not exist: pass a directory written by save_pretrained",
+         "unrecognized arguments: --base /data/{v}/model"]
 
 
 def flagged_by(text: str, quoted: bool = True) -> Counter:
@@ -204,6 +234,29 @@ def seconds_per_message(messages: list[str]) -> float:
     return (time.perf_counter() - start) / max(1, len(messages))
 
 
+def print_password_rules(n: int, seed: int) -> None:
+    """bench.names_and_passwords: per rule, the legitimate names it would mask and the passwords it would catch."""
+    masked, caught, examples = rule_table(n, seed)
+    print(f"## Passwords given as a name, no keyword: what a rule on the quoted name alone would mask ({n} of each, "
+          f"seed {seed})\n")
+    print("| rule | legitimate names masked | " + " | ".join(PASSWORDS) + " |")
+    print("|---|---:|" + "---:|" * len(PASSWORDS))
+    for rule in RULES:
+        print(f"| {rule} | {masked[rule]} | " + " | ".join(str(caught[rule][style]) for style in PASSWORDS) + " |")
+    print("\nlegitimate names masked by the rule above the last: " + ", ".join(examples) + "\n")
+
+
+def print_rules_on_captured(messages: list[str]) -> None:
+    """The password rules on the values the tests' messages quote: names no generator wrote."""
+    from unlearning.detect.scan import _QUOTED  # what find_in_message judges alone
+
+    values = {next(g for g in q.groups() if g is not None) for text in messages for q in _QUOTED.finditer(text)}
+    print(f"\npassword rules on the {len(values)} distinct values the tests' messages quote:")
+    for rule, test in RULES.items():
+        hits = sorted(v for v in values if test(v))
+        print(f"- {rule}: {len(hits)}" + (f" (e.g. {', '.join(repr(v) for v in hits[:3])})" if hits else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=10_000, help="generated values of each kind")
@@ -226,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {kind} | {covered} / {total} |")
         print()
 
+    print_password_rules(args.n, args.seed)
     rows = captured_messages(args.messages)
     if rows:
         unique = {r["msg"]: r for r in rows}
@@ -239,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         for r, f in hits:
             print(f"- {dict(f)} [{r['kind']}] {r['test'].split(' ')[0]}: {r['msg'][:300]!r}")
         texts = list(unique)
+        print_rules_on_captured(texts)
         print(f"\nmasking cost: {seconds_per_message(texts) * 1e6:.0f} µs per message (mean over {len(texts)}, "
               f"mean length {sum(map(len, texts)) / len(texts):.0f} characters)")
     return 0

@@ -36,6 +36,7 @@ from tasks.audit_checks import Judgement, judge
 from tasks.common import RETRAINED_AS_TRAINED, STEP, Lineage, Plan, dataset_digest, progress, promote, register
 from tasks.version import code_version
 from unlearning.devices import resolve_device
+from unlearning.errors import failure_reason, shown
 
 
 def audit_run_name() -> str:
@@ -191,14 +192,15 @@ def prefetch_references(root: Path, models: list[str], runner: str, address: str
     progress(f"  retraining {len(models)} audit reference(s) on the {runner} task runner ...")
     problem = prefetch.unreachable(address) if address else None
     if problem is not None:
-        progress(f"  warning: the Dask scheduler {address} cannot be reached ({problem}); each audit retrains inline")
+        progress(f"  warning: the Dask scheduler {shown(address)} cannot be reached ({problem}); "
+                 "each audit retrains inline")
         return {}
     try:
         task_runner, threads = prefetch.make_task_runner(runner, address, workers)
         return retrain_audit_references.with_options(task_runner=task_runner)(root=str(root), models=models,
                                                                               threads=threads)
     except Exception as exc:  # noqa: BLE001 — e.g. the local cluster cannot start: retrain inline
-        progress(f"  warning: the {runner} task runner failed ({str(exc).splitlines()[0] if str(exc) else exc!r}); "
+        progress(f"  warning: the {runner} task runner failed ({failure_reason(exc)}); "
                  "each audit retrains inline")
         return {}
 

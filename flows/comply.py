@@ -32,6 +32,7 @@ from tasks.common import progress
 from tasks.kinds.base import check_verify_mode_name
 from unlearning.compliance.batching import group_requests, narrowed, retry_groups
 from unlearning.devices import resolve_device
+from unlearning.errors import failure_reason, shown
 
 
 def process_batch(root: Path, requests: list, keep_days: int | None = None, path: Path | None = None,
@@ -87,9 +88,9 @@ def run_forget(root: Path, requests: list, merged: list, path: Path | None, keep
     except Exception as exc:  # noqa: BLE001 — any step's failure is recorded, the run goes on
         if batches.environment_error(exc):
             for request in requests:
-                outcomes.fail_quietly(root, request, batches.first_line(exc))
+                outcomes.fail_quietly(root, request, failure_reason(exc))
             raise
-        return path, None, batches.first_line(exc)
+        return path, None, failure_reason(exc)
     return path, summary, None if summary.get("verified") else outcomes.verification_failure(summary)
 
 
@@ -104,7 +105,7 @@ def prefetch_references(root: Path, paths: list[Path], runner: str, address: str
     progress(f"  retraining {len(paths)} verification reference(s) on the {runner} task runner ...")
     problem = prefetch.unreachable(address) if address else None
     if problem is not None:
-        progress(f"  warning: the Dask scheduler {address} cannot be reached ({problem}); "
+        progress(f"  warning: the Dask scheduler {shown(address)} cannot be reached ({problem}); "
                        f"each batch retrains its reference inline")
         return {}
     try:
@@ -112,7 +113,7 @@ def prefetch_references(root: Path, paths: list[Path], runner: str, address: str
         return retrain_references.with_options(task_runner=task_runner)(
             root=str(root), request_paths=[str(p) for p in paths], threads=threads)
     except Exception as exc:  # noqa: BLE001 — e.g. the local cluster cannot start: verify inline
-        progress(f"  warning: the {runner} task runner failed ({batches.first_line(exc)}); "
+        progress(f"  warning: the {runner} task runner failed ({failure_reason(exc)}); "
                        f"each batch retrains its reference inline")
         return {}
 

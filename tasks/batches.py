@@ -21,7 +21,7 @@ from tasks.common import earlier_result
 from tasks.unchanged import no_change_notes
 from unlearning.compliance.batching import batch_id, merge_requests, narrowed
 from unlearning.compliance.requests import load_request
-from unlearning.errors import UnlearnError, masked
+from unlearning.errors import UnlearnError, failure_reason
 
 BATCHES = ".unlearn/batches"
 
@@ -83,7 +83,7 @@ def write_batches(root: Path, batches: list[list]) -> list[tuple[list, Path | No
         try:
             out.append((requests, batch_file(root, requests), None))
         except Exception as exc:  # noqa: BLE001 — recorded per request, the run goes on
-            out.append((requests, None, first_line(exc)))
+            out.append((requests, None, failure_reason(exc)))
     return out
 
 
@@ -131,7 +131,7 @@ def plan_problem(root: Path, request, verify: str | None = None) -> str | None:
     except Exception as exc:  # noqa: BLE001 — whatever stops its plan is the request's reason
         if environment_error(exc):
             raise
-        return first_line(exc)
+        return failure_reason(exc)
     return None
 
 
@@ -140,9 +140,3 @@ def environment_error(exc: BaseException) -> bool:
     would fail the same way, so the run stops (see flows.cli)."""
     return release.unwritable_cause(exc) is not None
 
-
-def first_line(exc: Exception) -> str:
-    """A failure as the one line the ledger records as the request's reason, for good: masked as an
-    UnlearnError's message is, also when another error quotes a value (a KeyError of a column name)."""
-    text = masked(str(exc))
-    return text.splitlines()[0][:300] if text else type(exc).__name__

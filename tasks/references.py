@@ -29,7 +29,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.common import progress, whole_number_option
 from unlearning import references
-from unlearning.errors import UnlearnError
+from unlearning.errors import UnlearnError, failure_reason
 
 RUNNERS = ("inline", "dask")
 RUNNER_ENV = "UNLEARN_TASK_RUNNER"
@@ -104,7 +104,7 @@ def unreachable(address: str, timeout: str = "10s") -> str | None:
     try:
         Client(address, timeout=timeout).close()
     except Exception as exc:  # noqa: BLE001 — any reason is reported the same way
-        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return failure_reason(exc)  # printed in a warning: the client's error may quote the address
     return None
 
 

@@ -41,7 +41,7 @@ from prefect import task
 from tasks import dvc, state, tracking
 from tasks.common import STEP, Lineage, Plan
 from unlearning.compliance import purge as rule
-from unlearning.errors import UnlearnError
+from unlearning.errors import UnlearnError, failure_reason
 
 JOURNAL_DIR = Path(".unlearn") / "releases"
 LOCK_FILE = Path(".unlearn") / "project.lock"
@@ -141,7 +141,7 @@ def rollback_unless_promoted(lineage: Lineage, plan: Plan, keep_days: int | None
         try:
             yield outcome
         except BaseException as exc:
-            reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+            reason = failure_reason(exc)  # an MLflow tag and the run's outcome: any exception may quote a value
             try:
                 outcome.update(finish(lineage.root, journal, f"failed: {reason}"))
             except Exception:  # noqa: BLE001 — the journal stays; the next release finishes it
@@ -431,7 +431,7 @@ def purge_model_version(root: Path, name: str, version, now: datetime) -> list[d
         tracking.describe_version(name, version.version, purged_description(version, rule.iso(now)))
         tracking.remove_aliases(name, version.version)
     except Exception as exc:  # noqa: BLE001 — reported in the certificate; the next comply run retries
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        reason = failure_reason(exc, limit=200)  # kept in the certificate and printed
         return [{"artifact": label, "kind": "model_version", "action": f"purge failed: {reason}",
                  "retry": "the next `unlearn comply` run"}]
     entry = {"artifact": label, "kind": "model_version", "action": "purged", "at": rule.iso(now),

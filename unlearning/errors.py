@@ -33,6 +33,17 @@ def shown(message: str) -> str:
     return shortened(printable(masked(message)))
 
 
+def failure_reason(exc: BaseException, limit: int = 300) -> str:
+    """An exception as the one line kept or printed about a failure: the reason the ledger keeps for a
+    failed request, a rolled-back or unpurged model version's tag and the certificate's entry, a
+    task runner's warning. Masked as an UnlearnError's message is, because any exception may quote
+    what the user gave (a KeyError of a column name, an OSError of a path, a client's error of an
+    address) — and before it is cut, so that no cut leaves a secret's first digits whole; whitespace
+    collapsed to single spaces, control characters escaped, at most `limit` characters."""
+    text = printable(" ".join(masked(str(exc)).split()))
+    return text[:limit] or type(exc).__name__
+
+
 def masked(text: str) -> str:
     """`text` with every value the detectors of `unlearn scan` find replaced by its masked form.
 
@@ -40,10 +51,12 @@ def masked(text: str) -> str:
     unknown name holding a card number or an e-mail address was printed whole on stderr, in Prefect's
     flow-run state and in the reason the ledger keeps. Masking every message in this one place leaves
     what users need: the detectors flagged none of 10,000 generated run ids, digests, data versions,
-    commits, fingerprints, UUIDs, paths, ISO timestamps, request ids, version numbers or record ids in
-    message templates, nor any of the 754 distinct messages the unit and CLI bad-input tests raise
+    commits, fingerprints, UUIDs, paths (also ones holding Unix times and job numbers), ISO timestamps,
+    request ids, version numbers, record ids or feature, column, model and dataset names in message
+    templates, nor any of the 754 distinct messages the unit and CLI bad-input tests raise
     (`python -m bench.error_masking`). 86 of 10,000 random 11–13-digit numeric ids are also valid card
-    numbers, and show only their last 4 digits.
+    numbers, and show only their last 4 digits. A password with no keyword given as a name is not
+    masked: no rule measured there tells it from legitimate names.
     """
     if _masker is None:  # not reached: the package's __init__ sets it right after importing this module
         raise RuntimeError("unlearning.errors: no masker set (import the unlearning package)")

@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from tasks import state
 from tasks.common import progress
-from unlearning.errors import UnlearnError
+from unlearning.errors import UnlearnError, failure_reason
 
 T = TypeVar("T")
 
@@ -35,5 +35,5 @@ def open_chain_file(root: Path, model: str, what: str, fits: Callable[[dict], bo
             return None
         return build(sealed)
     except NOT_USABLE as exc:
-        progress(f"  warning: the chain's sealed {what} was not used ({str(exc).splitlines()[0][:120]}); {instead}")
+        progress(f"  warning: the chain's sealed {what} was not used ({failure_reason(exc, limit=120)}); {instead}")
         return None

@@ -243,3 +243,46 @@ def test_argparse_does_not_print_a_secret_given_as_a_choice(trained, capsys, kin
     assert ended.value.code == 2 and out == ""
     assert "argument --scenario: invalid choice" in err and "choose from" in err, err
     assert value not in err and mask(value, detector) in err, err
+
+
+@pytest.mark.parametrize("word", ["order", "invoice", "ref"])
+@pytest.mark.parametrize("kind", ["card", "phone"])
+def test_a_word_inside_a_requested_name_does_not_excuse_the_number_in_it(trained, capsys, tmp_path, kind, word):
+    """`revoke_features: ["order +44 20 7946 0958"]` printed the phone number whole: "order" inside the
+    same quote was read as the message naming an order number."""
+    value, detector = SECRETS[kind]
+    path = tmp_path / "req.yaml"
+    path.write_text(REQUEST_SITES["revoke_features"][0].format(v=json.dumps(f"{word} {value}")))
+    run_bad_secret(trained, capsys, ["forget", str(path)], value, detector, f"unknown feature '{word} ")
+
+
+PATH_OPTIONS = {  # a path given on the command line, the value inside it, what the message must still name
+    "data add --file": (["data", "add", "more", "--file", "/ckpt/{v}/x.csv", "--target", "label"], "not found"),
+    "scan PATH": (["scan", "/data/{v}.txt"], "is neither a dataset under data/ nor a file"),
+}
+
+
+@pytest.mark.parametrize("site", sorted(PATH_OPTIONS))
+@pytest.mark.parametrize("kind", ["card", "card, no spaces", "phone"])
+def test_a_secret_in_a_path_on_the_command_line_is_not_printed(trained, capsys, kind, site):
+    """`--file /ckpt/4111111111111111/x.csv` printed the number whole: right after a '/', a number is a
+    file name to the detectors."""
+    value, detector = SECRETS[kind]
+    argv, expect = PATH_OPTIONS[site]
+    run_bad_secret(trained, capsys, [a.format(v=value) for a in argv], value, detector, expect)
+
+
+@pytest.mark.parametrize("kind", ["card", "card, no spaces", "phone"])
+def test_argparse_does_not_print_a_secret_in_an_unknown_path_argument(trained, capsys, kind):
+    """`unlearn train people --base /ckpt/4111…`: argparse's `unrecognized arguments:` printed the path whole."""
+    from unlearning.detect import mask
+
+    value, detector = SECRETS[kind]
+    os.chdir(trained)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as ended:
+        main(["train", "people", "--base", f"/ckpt/{value}"])
+    out, err = capsys.readouterr()
+    assert ended.value.code == 2 and out == ""
+    assert "unrecognized arguments: --base /ckpt/" in err
+    assert value not in err and mask(value, detector) in err, err

@@ -107,6 +107,33 @@ def test_a_failure_in_any_step_rolls_back_and_a_rerun_succeeds(workspace, people
     assert main_ok(["ledger", "verify"])
 
 
+def test_a_failure_quoting_a_secret_is_rolled_back_with_the_secret_masked(workspace, people_csv, capsys, monkeypatch):
+    """The release journal's rollback reason went whole into the candidate version's `rolled_back`
+    tag and the run's outcome: an error quoting a path that holds a card number put the number in MLflow."""
+    from tests.unit.test_errors import SECRETS
+    from unlearning.detect import mask
+
+    card, _ = SECRETS["card, no spaces"]
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id="GDPR-S", delete_records=REMOVED)
+    assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+
+    def fails(*args, **kwargs):
+        raise RuntimeError(f"model source /mnt/models/{card}/MLmodel not found")
+
+    monkeypatch.setattr(tracking, "promote", fails)
+    capsys.readouterr()
+    code = main(["comply", "--json"])
+    captured = capsys.readouterr()
+    assert code == 1, captured
+    tag = MlflowClient().get_model_version("people", "2").tags["rolled_back"]
+    assert tag == f"failed: model source /mnt/models/{mask(card, 'card')}/MLmodel not found"
+    reason = ledger.show(workspace, "GDPR-S").failure["reason"]
+    assert mask(card, "card") in reason
+    for shown in (tag, reason, captured.out, captured.err):
+        assert card not in shown
+
+
 def once(real, step: str):
     """`real`, but its first call fails."""
     calls = []

@@ -132,15 +132,15 @@ def test_a_request_with_nothing_left_is_narrowed_to_none():
 
 
 def test_the_reason_the_ledger_keeps_for_a_failed_request_never_holds_a_secret_the_error_quoted():
-    """comply records `first_line(exc)` as the request's reason in the append-only ledger, for good:
+    """comply records `failure_reason(exc)` as the request's reason in the append-only ledger, for good:
     a KeyError of a column named with a card number put the number there whole."""
-    from tasks.batches import first_line
+    from unlearning.errors import failure_reason
     from unlearning.detect import mask
 
     card, email = "4111 1111 1111 1111", "alice@example.com"
     for exc in (KeyError(card), UnlearnError(f"unknown feature '{card}' in revoke_features; valid features: age"),
                 RuntimeError(f"model {email!r} failed\nsecond line")):
-        reason = first_line(exc)
+        reason = failure_reason(exc)
         assert card not in reason and email not in reason and "\n" not in reason
         assert mask(card, "card") in reason or mask(email, "email") in reason
-    assert first_line(RuntimeError("")) == "RuntimeError"
+    assert failure_reason(RuntimeError("")) == "RuntimeError"

@@ -112,6 +112,10 @@ LEGITIMATE = [
     "request 'R-2026-000123': its deadline 2026-12-06T11:43:07.123456+00:00 has passed",
     "unlearn (unlearnflow) 0.4.0, commit 8efbc5a2d1c0b9e8f7a6b5c4d3e2f1a0b9c8d7e6; key id 0123456789abcdef01234567",
     "1 record ids are not in dataset 'adult' ('48841'); use values of its id column 'record_id'",
+    # paths whose parts hold long numbers (Unix times in s and ms, job, step and date stamps), quoted or not
+    "checkpoint /mnt/ckpt/1733485200/slurm-48213377/checkpoint-120000 does not exist: pass a directory",
+    "data file '~/runs/1733485200123/2026/12/06/run_20261206114334/523311904.log' not found",
+    "unrecognized arguments: --base ./outputs/2026-12-06_11-43-34/epoch=3-step=120000.ckpt",
 ]
 
 
@@ -164,3 +168,56 @@ def test_a_message_is_masked_once_however_often_it_is_shown():
     assert time.perf_counter() - start < once
     err.args = ("unknown feature '4111 1111 1111 1111'",)  # a new message is masked anew
     assert "4111 1111" not in str(err) and pickle.loads(pickle.dumps(err)).__dict__.get("_shown") is None
+
+
+# --- a word inside the quoted value excuses nothing --------------------------------------------------
+# The words the card and phone detectors read as naming another kind of number (unlearning.detect.cards
+# and .phones OTHER_NUMBER, the ISBN word): in `unlearn scan`'s text they excuse the number after them.
+EXCUSING_WORDS = ["order", "invoice", "ref", "id", "account", "tracking", "serial", "ISBN", "#"]
+
+
+@pytest.mark.parametrize("word", EXCUSING_WORDS)
+@pytest.mark.parametrize("kind", ["card", "card, no spaces", "phone"])
+def test_a_word_inside_the_quoted_value_does_not_excuse_the_number_in_it(word, kind):
+    """`revoke_features: ["order +44 20 7946 0958"]` was printed whole: the phone detector read "order"
+    inside the same quote as the message naming an order number."""
+    from unlearning.detect import mask
+
+    value, detector = SECRETS[kind]
+    text = str(UnlearnError(f"unknown feature '{word} {value}' in revoke_features; valid features: age, sex"))
+    assert value not in text
+    assert f"'{word} {mask(value, detector)}'" in text
+
+
+def test_unlearn_scan_still_reads_the_words_before_a_number():
+    """The words excuse nothing only inside a message's quoted value: in a scanned text "order +44 20
+    7946 0958" still names an order number (the detectors' own rule, unchanged)."""
+    from unlearning.detect import find_matches
+
+    for word in EXCUSING_WORDS:
+        assert [m.detector for m in find_matches(f"{word} +44 20 7946 0958")] == [], word
+        found = [m for m in find_matches(f"{word} 4111 1111 1111 1111") if m.detector == "card"]
+        assert found == [] or word == "#", word  # '#' is no card word: the card stands on its own
+
+
+# --- a card or phone number in a path is masked, quoted or not -----------------------------------------
+PATH_SITES = {
+    "unquoted, last part": "checkpoint /ckpt/{v} does not exist: pass a directory written by save_pretrained",
+    "unquoted, inner part": "unrecognized arguments: --base /data/{v}/model",
+    "quoted, with a suffix": "data file '/ckpt/{v}/x.csv' not found; check the path given with --file",
+    "quoted, file name": "'/data/{v}.txt' is neither a dataset under data/ nor a file",
+    "Windows, repr": "{w} is neither a dataset under data/ nor a file",
+}
+
+
+@pytest.mark.parametrize("site", sorted(PATH_SITES))
+@pytest.mark.parametrize("kind", ["card", "card, no spaces", "phone"])
+def test_a_card_or_phone_number_in_a_path_is_masked_quoted_or_not(kind, site):
+    """`unlearn train adult --base /ckpt/4111111111111111` printed the number whole: a number right after
+    a '/' is a file name to the detectors, and the path was not quoted or not the whole quote."""
+    from unlearning.detect import mask
+
+    value, detector = SECRETS[kind]
+    text = str(UnlearnError(PATH_SITES[site].format(v=value, w=repr(f"C:\\ckpt\\{value}\\model.pt"))))
+    assert value not in text
+    assert mask(value, detector) in text

@@ -12,6 +12,9 @@ Confidence: 0.70 for a valid number; +0.25 with a card word nearby ("card", "vis
 that name a different kind of number ("order", "invoice", "isbn", "tracking"…). Reported from 0.5:
 a Luhn-valid issuer-shaped number stands on its own, one squeezed between other numbers needs a
 card word. Luhn alone passes 1 in 10 random digit runs; the issuer table cuts that further.
+`CardDetector(excused_by_words=False)` drops the penalty for words that name another kind of number:
+an error message's quoted value is the user's own, and "order 4111 1111 1111 1111" given as a
+feature name is a card number with a word in front (unlearning.detect.scan.find_in_message).
 """
 
 from __future__ import annotations
@@ -143,6 +146,9 @@ class CardDetector:
     name = "card"
     priority = 40
 
+    def __init__(self, excused_by_words: bool = True):
+        self.excused_by_words = excused_by_words
+
     def find(self, text: str) -> list[Match]:
         matches = []
         for run in _RUN.finditer(text):
@@ -165,9 +171,9 @@ class CardDetector:
         found = (_DOTTED.match(text, hint.start() - 4) for hint in _DOT_HINT.finditer(text) if hint.start() >= 4)
         return [m for m in found if m]
 
-    @staticmethod
-    def _confidence(text: str, start: int, end: int, crowded: bool) -> float:
+    def _confidence(self, text: str, start: int, end: int, crowded: bool) -> float:
         score = BASE + (CONTEXT_BONUS if near(text, start, end, CONTEXT) else 0.0)
         score -= CROWDED_PENALTY if crowded else 0.0
-        score -= OTHER_PENALTY if near(text, start, end, OTHER_NUMBER, before=24, after=0) else 0.0
+        named_otherwise = self.excused_by_words and near(text, start, end, OTHER_NUMBER, before=24, after=0)
+        score -= OTHER_PENALTY if named_otherwise else 0.0
         return min(1.0, score)

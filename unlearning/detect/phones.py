@@ -18,6 +18,9 @@ row, national numbers of six or more 1–2 digit groups (a list: "04 11 23 35 42
 ISBN-13 with 978/979, single-digit groups, or "ISBN" nearby), thousands groupings
 ("12 500 000 000"), US SSN shape 3-2-4 — the last two unless a phone word is near — and any number
 named as something else just before ("order", "invoice", "ref", "#"…) unless a phone word is near.
+`PhoneDetector(excused_by_words=False)` drops that last rule and the "ISBN" word: an error message's
+quoted value is the user's own, and a word inside it ("order +44 20 7946 0958" given as a feature
+name) is part of the value, not a description of it (unlearning.detect.scan.find_in_message).
 """
 
 from __future__ import annotations
@@ -60,24 +63,29 @@ class PhoneDetector:
     name = "phone"
     priority = 10
 
+    def __init__(self, excused_by_words: bool = True):
+        self.excused_by_words = excused_by_words
+
     def find(self, text: str) -> list[Match]:
         matches = []
         for m in _CANDIDATE.finditer(text):
-            confidence = phone_confidence(text, m.start(), m.end())
+            confidence = phone_confidence(text, m.start(), m.end(), self.excused_by_words)
             if confidence:
                 matches.append(Match(self.name, m.start(), m.end(), confidence))
         return matches
 
 
-def phone_confidence(text: str, start: int, end: int) -> float:
-    """The confidence that text[start:end] is a phone number, 0.0 when it is not one."""
+def phone_confidence(text: str, start: int, end: int, excused_by_words: bool = True) -> float:
+    """The confidence that text[start:end] is a phone number, 0.0 when it is not one. Without
+    `excused_by_words`, no word before it ("order", "ref", "ISBN") says it is another kind of number."""
     raw = text[start:end]
     groups = _GROUP.findall(raw)
     digits = "".join(groups)
     if not MIN_DIGITS <= len(digits) <= MAX_DIGITS or len(groups) > 7:
         return 0.0
     context = near(text, start, end, CONTEXT, before=32, after=16)
-    if _named_otherwise(text, start, end, context) or _looks_like_other_number(text, start, raw, groups, digits):
+    named_otherwise = excused_by_words and _named_otherwise(text, start, end, context)
+    if named_otherwise or _looks_like_other_number(text, start, raw, groups, digits, excused_by_words):
         return 0.0
     international = raw.startswith("+") or (groups[0].startswith("00") and 3 <= len(groups[0]) <= 5)
     if international:
@@ -162,13 +170,14 @@ def _ssn(raw: str) -> bool:
     return bool(re.fullmatch(r"\d{3}-\d{2}-\d{4}", raw))
 
 
-def _looks_like_other_number(text: str, start: int, raw: str, groups: list[str], digits: str) -> bool:
+def _looks_like_other_number(text: str, start: int, raw: str, groups: list[str], digits: str,
+                             excused_by_words: bool = True) -> bool:
     return (
         _has_date(groups)
         or sum(_is_year(g) for g in groups) >= 2
         or (len(groups) >= 3 and all(len(g) == 4 and 1000 <= int(g) <= 2099 for g in groups))  # 1558 1603 1625
         or _ipv4(raw, groups)
-        or _isbn(text, start, raw, groups, digits)
+        or _isbn(text, start, raw, groups, digits, excused_by_words)
     )
 
 
@@ -191,8 +200,8 @@ def _ipv4(raw: str, groups: list[str]) -> bool:
     return _dotted_only(raw) and len(groups) == 4 and all(len(g) <= 3 for g in groups)
 
 
-def _isbn(text: str, start: int, raw: str, groups: list[str], digits: str) -> bool:
-    if ISBN_WORD.search(text, max(0, start - 24), start):
+def _isbn(text: str, start: int, raw: str, groups: list[str], digits: str, excused_by_words: bool = True) -> bool:
+    if excused_by_words and ISBN_WORD.search(text, max(0, start - 24), start):
         return True
     if len(digits) == 13 and digits[:3] in ("978", "979") and _isbn13_valid(digits):
         return True

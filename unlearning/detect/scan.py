@@ -59,25 +59,73 @@ def find_matches(text: str, detectors: Iterable[str] | None = None) -> list[Matc
 
 # A message's quoted values ('…', "…", `…`: what `!r` and the CLI's hints quote), each judged on its own.
 _QUOTED = re.compile(r"'([^'\n]+)'|\"([^\"\n]+)\"|`([^`\n]+)`")
+# A path's parts are judged on their own too: quoted or not ("checkpoint /ckpt/4111111111111111 does not
+# exist", argparse's "unrecognized arguments: --base /ckpt/…"), a number right after a '/' is no card or
+# phone number to the detectors, which take it for a part of a URL or a file name.
+_UNQUOTED_TOKEN = re.compile(r"[^\s'\"`]+")
+_PATH_SEPARATORS = re.compile(r"[/\\]")
+_PATH_PART = re.compile(r"[^/\\]+")
+# Only the digit-based detectors miss a value after a '/'; a part with fewer digits than the shortest
+# phone number holds neither, and is not scanned (a message may quote a path of a 1 MiB name).
+_PART_MIN_DIGITS = 9
+_UNQUOTED_SPILL = 24  # the rest of a phone or card number written with spaces: "+44 20 7946 0958"
+_SPILL_STOP = re.compile(r"[\n/\\]")  # the line's end, or the path's next part ("/data/4111 1111 1111 1111/model")
 MESSAGE_DETECTORS = tuple(DETECTORS)  # the built-in ones: stdlib only, fast, never failing on a message
+# What judges a quoted value or a path's part alone: a word inside the same quote or part is the
+# user's own value, not the message naming what kind of number follows ("order +44 20 7946 0958"
+# given as a feature name), so no word there excuses a number as an order, invoice or ISBN.
+_ALONE = {"card": CardDetector(excused_by_words=False), "phone": PhoneDetector(excused_by_words=False)}
 
 
 def find_in_message(text: str) -> list[Match]:
-    """What the detectors find in an error message: in the whole text, and in each quoted value alone.
+    """What the detectors find in an error message: in the whole text, in each quoted value alone,
+    and in each part of a path alone.
 
     Alone, because the message's own words are context that hides a value from the context-aware
     detectors: "id column '4111 1111 1111 1111'" or "order '+44 20 7946 0958'" name another kind of
-    number, and the card and phone detectors let such numbers go. And every other occurrence of a
-    value found: a message may repeat it where no detector sees it ("data/4111111111111111": a card
-    number is not one after a '/'). Overlaps resolved, sorted by start.
+    number, and the card and phone detectors let such numbers go; and words inside the value excuse
+    nothing ('order +44 20 7946 0958' is what the user gave). A path's part, because a number right
+    after a '/' is none to them ("/ckpt/4111111111111111"). And every other occurrence of a value
+    found: a message may repeat it where no detector sees it. Overlaps resolved, sorted by start.
     """
-    matches = find_matches(text, MESSAGE_DETECTORS)
-    for quoted in _QUOTED.finditer(text):
-        group = next(i for i in (1, 2, 3) if quoted.group(i) is not None)
-        offset = quoted.start(group)
-        matches += [replace(m, start=m.start + offset, end=m.end + offset)
-                    for m in find_matches(quoted.group(group), MESSAGE_DETECTORS)]
+    matches = find_matches(text, MESSAGE_DETECTORS) + _found_alone(text, _judged_alone(text))
     return resolve_overlaps(matches + _repeats(text, matches), priorities())
+
+
+def _judged_alone(text: str) -> list[tuple[int, int]]:
+    """Spans of each quoted value, and of each part of a path, quoted or not, with digits enough for
+    a card or phone number."""
+    quoted = []
+    for q in _QUOTED.finditer(text):
+        group = next(i for i in (1, 2, 3) if q.group(i) is not None)
+        quoted.append(q.span(group))
+    parts = [part for start, end in quoted if _PATH_SEPARATORS.search(text, start, end)
+             for part in _path_parts(text, start, end)]
+    parts += [part for token in _UNQUOTED_TOKEN.finditer(text) if _PATH_SEPARATORS.search(token.group())
+              for part in _path_parts(text, token.start(), token.end(), spill=_UNQUOTED_SPILL)]
+    return quoted + parts
+
+
+def _path_parts(text: str, start: int, end: int, spill: int = 0) -> list[tuple[int, int]]:
+    """Spans of the parts of the path text[start:end] with digits enough for a card or phone number.
+    The last runs on up to `spill` characters past `end`, to the line's end or the path's next part: a
+    path not quoted ends at a space to the tokenizer, a card number's groups do not
+    ("--base /ckpt/4111 1111 1111 1111")."""
+    spans = [(part.start(), part.end()) for part in _PATH_PART.finditer(text, start, end)]
+    if spans and spill and spans[-1][1] == end:
+        stop = _SPILL_STOP.search(text, end, end + spill)
+        spans[-1] = (spans[-1][0], stop.start() if stop else min(end + spill, len(text)))
+    return [(s, e) for s, e in spans if sum(c.isdigit() for c in text[s:e]) >= _PART_MIN_DIGITS]
+
+
+def _found_alone(text: str, spans: list[tuple[int, int]]) -> list[Match]:
+    """Matches in each span of `text` judged alone, at the span's first occurrence: `_repeats` finds the
+    others (a 1 MiB name may spell one path part 100,000 times)."""
+    out = []
+    for value, start in {text[s:e]: s for s, e in reversed(spans)}.items():
+        found = (m for name in MESSAGE_DETECTORS for m in _ALONE.get(name, DETECTORS[name]).find(value))
+        out += [replace(m, start=m.start + start, end=m.end + start) for m in found]
+    return out
 
 
 def _repeats(text: str, matches: list[Match]) -> list[Match]:

@@ -1,0 +1,99 @@
+"""A failure that is not an UnlearnError is kept or printed masked too: the reason a rolled-back or
+unpurged model version keeps, the warnings of a task runner that failed or a scheduler that cannot be
+reached. Any exception may quote what the user gave (a KeyError of a column name, an OSError of a
+path, a client's error of an address); all go through unlearning.errors.failure_reason."""
+
+from __future__ import annotations
+
+import errno
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from tests.unit.test_errors import SECRETS
+from unlearning.detect import mask
+from unlearning.errors import MAX_MESSAGE, failure_reason
+
+CARD, EMAIL = SECRETS["card"][0], SECRETS["e-mail"][0]
+
+
+def raised_by_a_user_value(value: str) -> list[BaseException]:
+    return [KeyError(value), OSError(errno.ENOENT, "No such file or directory", f"/ckpt/{value}/config.json"),
+            RuntimeError(f"model {value!r} failed\nTraceback follows"), ValueError(f"cannot parse {value}")]
+
+
+@pytest.mark.parametrize("kind", sorted(SECRETS))
+def test_a_failure_reason_is_one_masked_line(kind):
+    value, detector = SECRETS[kind]
+    for exc in raised_by_a_user_value(value):
+        reason = failure_reason(exc)
+        assert value not in reason and mask(value, detector) in reason, (type(exc).__name__, reason)
+        assert "\n" not in reason
+    assert failure_reason(RuntimeError("")) == "RuntimeError"
+    assert failure_reason(RuntimeError("a\x1b[2Jb")) == "a\\x1b[2Jb"  # no terminal command either
+
+
+def test_a_failure_reason_is_masked_before_it_is_cut():
+    """Cut first, at 300 characters, a card number across the cut kept its first digits raw."""
+    reason = failure_reason(RuntimeError("x" * 290 + " " + CARD + " and more"))
+    assert len(reason) == 300 and "4111" not in reason
+    long = failure_reason(RuntimeError("y" * (MAX_MESSAGE * 2)), limit=50)
+    assert long == "y" * 50
+
+
+def test_a_purge_that_failed_keeps_its_reason_masked(tmp_path, monkeypatch):
+    """purge_model_version's "purge failed: …" goes into the certificate and the console: an OSError
+    of an artifact path was kept whole."""
+    from tasks import release, tracking
+
+    def fails(name, version):
+        raise OSError(errno.EACCES, "Permission denied", f"/mnt/artifacts/{CARD}/model.pt")
+
+    monkeypatch.setattr(tracking, "delete_version_artifacts", fails)
+    version = SimpleNamespace(version="2", run_id="r", tags={})
+    (entry,) = release.purge_model_version(tmp_path, "people", version, datetime.now(UTC))
+    assert entry["action"].startswith("purge failed: ")
+    assert CARD not in entry["action"] and mask(CARD, "card") in entry["action"]
+
+
+@pytest.mark.parametrize("flow", ["audit", "comply"])
+def test_a_task_runner_that_failed_is_warned_about_masked(tmp_path, monkeypatch, capsys, flow):
+    """flows/audit.py printed the task runner's error raw (comply's was masked); both now alike."""
+    import importlib
+
+    from tasks import references
+
+    module = importlib.import_module(f"flows.{flow}")
+
+    def fails(runner, address, workers):
+        raise RuntimeError(f"cannot start workers for {EMAIL}\nsecond line")
+
+    monkeypatch.setattr(references, "make_task_runner", fails)
+    targets = ["people"] if flow == "audit" else [Path("r.yaml")]
+    extra = {"verify": "reference"} if flow == "comply" else {}
+    assert module.prefetch_references(tmp_path, targets, "dask", None, None, **extra) == {}
+    err = capsys.readouterr().err
+    assert EMAIL not in err and mask(EMAIL, "email") in err
+    assert "warning: the dask task runner failed (cannot start workers for " in err
+
+
+@pytest.mark.parametrize("flow", ["audit", "comply"])
+def test_a_scheduler_that_cannot_be_reached_is_warned_about_masked(tmp_path, monkeypatch, capsys, flow):
+    """`--dask-address tcp://4111111111111111:8786`: the address and the client's error quoting it
+    were printed whole (the card number right after '//')."""
+    import importlib
+
+    from tasks import references
+
+    module = importlib.import_module(f"flows.{flow}")
+    address = f"tcp://{CARD.replace(' ', '')}:8786"
+    targets = ["people"] if flow == "audit" else [Path("r.yaml")]
+    extra = {"verify": "reference"} if flow == "comply" else {}
+    real = references.unreachable
+    monkeypatch.setattr(references, "unreachable", lambda a: real(a, timeout="1s"))  # the real client, shorter
+    assert module.prefetch_references(tmp_path, targets, "dask", address, None, **extra) == {}
+    err = capsys.readouterr().err
+    assert "warning: the Dask scheduler tcp://" in err and "cannot be reached (" in err
+    assert CARD.replace(" ", "") not in err and mask(CARD.replace(" ", ""), "card") in err
