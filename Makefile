@@ -60,5 +60,7 @@ bench: install
 ui: install
 	$(VENV)/bin/unlearn ui
 
+# The default ledger goes with the signing key it is MACed with: kept alone, it could no longer be
+# verified, and every command that reads it (train, data add, requests submit) would stop on that.
 clean-store:
-	rm -rf mlflow/mlflow.db mlflow/artifacts .prefect .unlearn
+	rm -rf mlflow/mlflow.db mlflow/artifacts .prefect .unlearn ledger.db
