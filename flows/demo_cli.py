@@ -28,7 +28,14 @@ def cmd_demo(args, root: Path) -> int:
         summary = run_tabular_demo(root, verify=args.verify)
     console = summary.pop("console")
     emit(args, summary, console)
-    return EXIT_OK if summary["verified"] else EXIT_FAILED
+    return demo_exit(summary)
+
+
+def demo_exit(summary: dict) -> int:
+    """1 when the request was not verified or the demo's audit failed (what `unlearn audit` exits
+    with: the fast update fell short and the retrained model replaced it), else 0."""
+    audit = summary.get("audit") or {}
+    return EXIT_OK if summary["verified"] and audit.get("passed", True) is not False else EXIT_FAILED
 
 
 def demo_verify_mode(args) -> None:

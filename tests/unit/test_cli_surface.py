@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from flows.cli import build_parser, main
-from flows.demo_cli import prefect_ui_command
+from flows.compliance_cli import EXIT_FAILED, EXIT_OK
+from flows.demo_cli import demo_exit, prefect_ui_command
 from flows.runs import requests_label
 from tasks import version as code
 from unlearning import references
@@ -142,3 +143,12 @@ def test_retraining_a_reference_reports_its_epochs_on_stderr(capsys):
     assert captured.out == "" and lines[0] == "  verify: retraining a reference language model ..."
     epochs = [line for line in lines[1:] if line.startswith("    epoch ")]
     assert len(epochs) >= 2, lines  # one line per finished epoch (the last one ends the training)
+
+
+@pytest.mark.parametrize("verified,audit,code", [
+    (True, {"passed": True}, EXIT_OK), (True, None, EXIT_OK),
+    (True, {"passed": None}, EXIT_OK),  # undecided: `unlearn audit` exits 0 too
+    (True, {"passed": False}, EXIT_FAILED),  # the audit promoted the retrained model, as `unlearn audit` exits 1
+    (False, {"passed": True}, EXIT_FAILED), (False, None, EXIT_FAILED)])
+def test_the_demo_exits_as_its_request_and_its_audit_ended(verified, audit, code):
+    assert demo_exit({"verified": verified, "audit": audit}) == code
