@@ -135,7 +135,9 @@ class Update:
     stats: dict = field(default_factory=dict)
     b: Any = None  # the private noise to keep with the new version (certified tables)
     detail: Any = None
-    carry: Any = None  # what keep_for_next_update seals for the next fast update (an image chain)
+    # what the kind's steps after the update need of the chain it continues: an image chain's, what
+    # keep_for_next_update seals; a text model's, the run id of the chain's teacher (read once)
+    carry: Any = None
 
 
 @dataclass
