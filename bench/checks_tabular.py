@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.tabular import (
-    TrainedModel, available_cores, delete_request, label_fix_request, load_average, machine_line,
-    markdown_table, revoke_request, train_adult_model,
-)
+from bench.tabular.adult import TrainedModel, delete_request, label_fix_request, revoke_request, train_adult_model
+from bench.tabular.formatting import markdown_table
+from bench.tabular.report import load_average, machine_line
+from bench.tabular.run import available_cores
 from unlearning.builtin import BUILTIN
 from unlearning.tabular import erasure, influence, methods, verify
 from unlearning.tabular.data import Table, correct_table

@@ -113,16 +113,17 @@ def gpt_row(device: torch.device, precision: str, card: CardRequest, steps: int,
     import importlib
 
     hf = importlib.import_module("unlearning.text.hf")  # ImportError: the caller prints "hf: not available"
+    from unlearning.text import hf_checkpoint, hf_finetune
 
     texts = [text for _, text in card.corpus.records]
     with tempfile.TemporaryDirectory(prefix="bench-device-") as folder:
         say("GPT-style: building a tiny GPT-2-style checkpoint (BPE tokenizer trained on the corpus) ...")
-        checkpoint = hf.build_tiny_checkpoint(texts, Path(folder) / "tiny-gpt", **size)
+        checkpoint = hf_checkpoint.build_tiny_checkpoint(texts, Path(folder) / "tiny-gpt", **size)
 
         def fine_tuned(corpus: TextCorpus) -> lm.LMBundle:
             base = hf.load_pretrained(checkpoint, seq_len=64, seed=0)
             base.model.to(device)
-            return hf.fine_tune(base, corpus, steps=steps, seed=0, precision=precision)[0]
+            return hf_finetune.fine_tune(base, corpus, steps=steps, seed=0, precision=precision)[0]
 
         say(f"GPT-style: fine-tuning {steps} steps on {device} ...")
         trained, train_s = timed(device, fine_tuned, card.corpus)

@@ -21,7 +21,7 @@ retrains every request in the run, so that times compare within one process.
 
 `--transformer`: the same requests on a GPT-style model (issue 15) instead — a 2-layer GPT-2
 (n_embd 128, 4 heads, a 512-token byte-level BPE with single digits, built by
-`hf.build_tiny_checkpoint`, randomly initialised: the "base checkpoint"), fine-tuned `--steps`
+`hf_checkpoint.build_tiny_checkpoint`, randomly initialised: the "base checkpoint"), fine-tuned `--steps`
 (default 600) on a 60k-character `shakespeare` corpus with the same leak (4 people × 5 secrets × 8
 pastes); the reference re-fine-tunes the base on D′ with the same schedule. Requests remove 1, 8 and
 20 secrets; methods second_order (last block), npo, grad_diff, finetune, suppress. Perplexity is per
@@ -219,7 +219,7 @@ class TransformerSetting(Setting):
     fine-tuned on the leaking corpus; the reference is the base fine-tuned again on D′."""
 
     def __init__(self, steps: int, cache: Path, candidates: int, scope: str, trained=None):
-        from unlearning.text import hf
+        from unlearning.text import hf, hf_checkpoint, hf_finetune
 
         cfg = TRANSFORMER
         self.corpus = build_shakespeare(max_chars=cfg["max_chars"])
@@ -231,14 +231,14 @@ class TransformerSetting(Setting):
         base = cache / "gpt-base"
         if not (base / "config.json").exists():
             clean = redact(self.corpus, lm.occurrences_of(every))
-            hf.build_tiny_checkpoint([t for _, t in clean.records], base, vocab_size=cfg["vocab_size"],
-                                     n_layer=cfg["n_layer"], n_embd=cfg["n_embd"], n_head=cfg["n_head"],
-                                     n_positions=cfg["n_positions"])
+            hf_checkpoint.build_tiny_checkpoint([t for _, t in clean.records], base, vocab_size=cfg["vocab_size"],
+                                                n_layer=cfg["n_layer"], n_embd=cfg["n_embd"], n_head=cfg["n_head"],
+                                                n_positions=cfg["n_positions"])
         key = f"gpt-{steps}steps"
 
         def fine_tune():
             bundle = hf.load_pretrained(base, seq_len=cfg["seq_len"], lr=cfg["lr"])
-            bundle, st = hf.fine_tune(bundle, self.corpus, steps=steps)
+            bundle, st = hf_finetune.fine_tune(bundle, self.corpus, steps=steps)
             return bundle, {"seconds": st.seconds, "steps": st.steps, "epochs": st.epochs}
 
         self.bundle, self.train_stats = trained or cached_model(cache, key, fine_tune)

@@ -169,12 +169,12 @@ def promote_retrained(lineage: Lineage, plan: steps.AuditPlan, judgement: Judgem
                         data_version=plan.data_version, keep_days=keep_days)
     digest = dataset_digest(root, plan.dataset.name)
     with release.rollback_unless_promoted(lineage, release_plan, keep_days):
-        version, run = register(lineage, plan.model, judgement.retrained, plan.b, {
+        version, run, files = register(lineage, plan.model, judgement.retrained, plan.b, {
             "parent_version": str(plan.production.version), "method": "retrain", "guarantee": "exact",
             "data_before": plan.data_version, "data_after": plan.data_version, "verified": "true",
             "lineage_run": lineage.parent_run, "dataset_digest": digest,
             "audit_id": lineage.tags["audit_id"], RETRAINED_AS_TRAINED: "true", **judgement.tags}, judgement.private)
-        state.attest_retraining(root, plan.model, version, run, plan.data_version, digest)
+        state.attest_exact(root, state.exact_facts(plan.model, version, run, plan.data_version, digest, files))
         path = records.write_record(root, record(version, run))
         progress(f"  audit {plan.model}: promoting the retrained model v{version} (guarantee exact)")
         promote(lineage, plan.model, version)  # the commit point

@@ -197,7 +197,7 @@ def release(lineage: Lineage, plan: Plan, update: Update, after, data_after: str
     to each superseded artifact)."""
     req = plan.request
     digest = dataset_digest(lineage.root, after.name)
-    version, model_run = register(lineage, plan.model_name, update.bundle, update.b, {
+    version, model_run, files = register(lineage, plan.model_name, update.bundle, update.b, {
         "parent_version": plan.parent_version, "request_id": req.id, "request_hash": request_hash(lineage.root, req),
         "method": update.method, "guarantee": update.guarantee, "data_before": plan.data_version,
         "data_after": data_after, "verified": str(verified).lower(), "lineage_run": lineage.parent_run,
@@ -205,7 +205,8 @@ def release(lineage: Lineage, plan: Plan, update: Update, after, data_after: str
         **({RETRAINED_AS_TRAINED: "true"} if as_trained else {})},
         plan.kind.private_state(update, after))
     if as_trained and verified:  # what lets an audit take it as exact: signed here, not only tagged in MLflow
-        state.attest_retraining(lineage.root, plan.model_name, version, model_run, data_after, digest)
+        state.attest_exact(lineage.root, state.exact_facts(plan.model_name, version, model_run, data_after, digest,
+                                                           files))
     superseded = []
     if verified:
         promote(lineage, plan.model_name, version)  # the commit point

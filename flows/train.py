@@ -40,7 +40,7 @@ def train_flow(root: str, dataset: str, model: str | None = None, config: TrainC
         trained = kind.train(lineage, data, config, data_version, prepared)
         metrics, fit_seconds, guarantee_tags = trained.metrics, trained.fit_seconds, trained.version_tags
         refuse_unmeasured(name, metrics)
-        version, model_run = common.register(lineage, name, trained.bundle, trained.b, {
+        version, model_run, _ = common.register(lineage, name, trained.bundle, trained.b, {
             "parent_version": None, "method": "train", "guarantee": "exact", "lineage_run": parent,
             "data_before": None, "data_after": data_version, **guarantee_tags}, trained.cache)
         common.promote(lineage, name, version)
@@ -78,7 +78,7 @@ def import_flow(root: str, model: str, dataset: str, checkpoint: str, base: str 
                                      **schedule, "seed": seed, "data_declared": "true"})
         trained = text_kind.import_pretrained(lineage, data, loaded)
         refuse_unmeasured(model, trained.metrics)
-        version, _ = common.register(lineage, model, trained.bundle, None, {
+        version, _, _ = common.register(lineage, model, trained.bundle, None, {
             "parent_version": None, "method": "import", "guarantee": "declared", "lineage_run": parent,
             "data_before": None, "data_after": data_version, "data_declared": "true", **trained.version_tags})
         common.promote(lineage, model, version)

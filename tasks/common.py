@@ -135,7 +135,9 @@ class Update:
     stats: dict = field(default_factory=dict)
     b: Any = None  # the private noise to keep with the new version (certified tables)
     detail: Any = None
-    carry: Any = None  # what keep_for_next_update seals for the next fast update (an image chain)
+    # what the kind's steps after the update need of the chain it continues: an image chain's, what
+    # keep_for_next_update seals; a text model's, the run id of the chain's teacher (read once)
+    carry: Any = None
 
 
 @dataclass
@@ -266,21 +268,21 @@ def load_data(root: Path, name: str):
 
 @task(name="register", **STEP)
 def register(lineage: Lineage, name: str, bundle, b, version_tags: dict,
-             cache: Callable[[], Any] | None = None) -> tuple[str, str]:
+             cache: Callable[[], Any] | None = None) -> tuple[str, str, str]:
     """Log the model under a child run, register it, and keep its private state by that run id:
-    the noise b, the digest of its files as logged (what an attestation that it is exact binds:
-    state.attest_exact) and what `cache` computes (the Hessian cache of a table model on its training data)."""
+    the noise b and what `cache` computes (the Hessian cache of a table model on its training data).
+    Returns (version, run id, the SHA-256 of its files as logged: what an attestation that it is
+    exact binds, state.attest_exact)."""
     with lineage.child("register") as run_id:
         uri, digest = tracking.log_model(run_id, bundle)
         version = tracking.register(name, uri, run_id, {**lineage.tags, **version_tags})
         state.save_noise(lineage.root, run_id, b)
-        state.save_evidence(lineage.root, run_id, {state.MODEL_DIGEST_KEY: digest})
         started = time.perf_counter()
         if cache is not None:
             state.save_cache(lineage.root, run_id, cache())
         tracking.log_params(run_id, {"registered_model": name, "version": version})
         tracking.log_metrics(run_id, {"hessian_cache_seconds": time.perf_counter() - started})
-    return version, run_id
+    return version, run_id, digest
 
 
 @task(name="promote", **STEP)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from tasks.dvc import DATA_DIR, add_data, ensure_repo
 from tasks.formats import format_of, format_of_dataset_folder
-from unlearning.tabular.data import read_table_file, table_from_frame
+from unlearning.tabular.files import read_table_file, table_from_frame
 from unlearning.errors import UnlearnError
 from unlearning.storage import check_name, check_new_name, remove_stale_staging
 

@@ -168,10 +168,6 @@ def exposure_key(fingerprint: str, n_candidates: int) -> str:
 EXACT_FORMAT = "unlearnflow.exact/1"
 
 
-# ... and the SHA-256 of the version's files as the pipeline logged them (tasks.tracking.bundle_digest)
-MODEL_DIGEST_KEY = "model_sha256"
-
-
 def exact_facts(model: str, version: str, run_id: str, data_version: str | None, digest: str | None,
                 model_sha256: str | None) -> dict:
     """What attest_exact signs of a version: which it is, the data it was retrained on, and its files
@@ -179,11 +175,6 @@ def exact_facts(model: str, version: str, run_id: str, data_version: str | None,
     changed under the word."""
     return {"format": EXACT_FORMAT, "model": model, "version": str(version), "run_id": run_id,
             "data_version": data_version, "dataset_digest": digest, "model_sha256": model_sha256}
-
-
-def model_digest(root: Path, run_id: str) -> str | None:
-    """The digest of a version's files as the pipeline logged them (tasks.common.register)."""
-    return load_evidence(root, run_id).get(MODEL_DIGEST_KEY)
 
 
 def attest_exact(root: Path, facts: dict) -> None:
@@ -195,12 +186,6 @@ def attest_exact(root: Path, facts: dict) -> None:
     files it was logged with (`model_sha256`), which the audit hashes again as it downloads them."""
     path = _private_file(state_dir(root) / "exact" / f"{facts['run_id']}.json")
     signing.write_signed(path, signing.sign(facts, signing.signing_key(root)))
-
-
-def attest_retraining(root: Path, model: str, version: str, run_id: str, data_version: str | None,
-                      dataset_digest: str | None) -> None:
-    """attest_exact for a version just registered (tasks.common.register kept its files' digest)."""
-    attest_exact(root, exact_facts(model, version, run_id, data_version, dataset_digest, model_digest(root, run_id)))
 
 
 def attested_exact(root: Path, facts: dict) -> bool:

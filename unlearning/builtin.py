@@ -24,7 +24,8 @@ import pandas as pd
 
 from unlearning.errors import UnlearnError
 from unlearning.images.data import ImageDataset, build_digits, build_fashion_mnist
-from unlearning.tabular.data import Table, table_from_frame
+from unlearning.tabular.data import Table
+from unlearning.tabular.files import table_from_frame
 from unlearning.text.data import TextCorpus
 from unlearning.text.shakespeare import build_shakespeare
 

@@ -113,9 +113,9 @@ def train(job: ReferenceJob, progress=None):
         s = job.settings
         replayable(s.get("precision", "fp32"), job.device)
         if s["config"].get("hf"):
-            from unlearning.text import hf
+            from unlearning.text import hf_finetune
 
-            return hf.refine_tune(s, job.data["windows"], progress=progress, device=job.device)
+            return hf_finetune.refine_tune(s, job.data["windows"], progress=progress, device=job.device)
         return deep_influence.retrain_on(s["config"], job.data["windows"], steps=int(s["steps"]), lr=s["lr"],
                                          batch=int(s["batch"]), seed=int(s["seed"]), init_seed=int(s["seed"]),
                                          progress=progress, device=job.device,

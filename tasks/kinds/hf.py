@@ -2,7 +2,8 @@
 before anything is written, fine-tuning (`train --from-pretrained`) and importing (`model import`),
 the lineage a version of such a model carries (base checkpoint, import, LoRA, the tokenizer's
 secret pieces) and whether it can be retrained. The text kind (tasks.kinds.text) calls these;
-the library side is unlearning.text.hf, which imports transformers inside functions only."""
+the library side is unlearning.text.hf (and its hf_* neighbours), which import transformers inside
+functions only."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from tasks import scan, tracking
 from tasks.common import NOT_RETRAINABLE, STEP, Lineage, progress, whole_number_option
 from unlearning.devices import resolve_device
 from unlearning.errors import UnlearnError
-from unlearning.text import hf, hf_tokens, lm
+from unlearning.text import hf, hf_checkpoint, hf_finetune, hf_tokens, lm
 from unlearning.text.data import TextCorpus, redact
 
 HF_DEFAULT_STEPS = 200  # fine-tuning steps of `train --from-pretrained` without --steps
@@ -29,9 +30,9 @@ def check_pretrained(checkpoint: str, lora: bool = False, corpus: TextCorpus | N
     (unlearning.text.hf)."""
     if lora:  # the missing extra first, as load_pretrained does
         hf.require_peft()
-    hf.check_checkpoint(checkpoint)
+    hf_checkpoint.check_checkpoint(checkpoint)
     if corpus is not None:
-        hf.check_windows_fit(checkpoint, corpus, seq_len or hf.DEFAULT_SEQ_LEN)
+        hf_finetune.check_windows_fit(checkpoint, corpus, seq_len or hf.DEFAULT_SEQ_LEN)
 
 
 def check_base_is_not_the_model(checkpoint: str, base: str) -> None:
@@ -39,7 +40,7 @@ def check_base_is_not_the_model(checkpoint: str, base: str) -> None:
     --steps > 0 steps at a positive rate from a base differs from it, so the declared fine-tune never
     happened, and the model's "exact reference" (the base fine-tuned again on D′) would be a model it
     never was. Files are hashed only when their names and sizes all agree."""
-    def files(root: str) -> set[tuple[str, int]]:  # what hf.checkpoint_identity hashes (no hidden files, lm.json)
+    def files(root: str) -> set[tuple[str, int]]:  # what checkpoint_identity hashes (no hidden files, lm.json)
         top = Path(root)
         named = ((q.relative_to(top).as_posix(), q) for q in top.rglob("*") if q.is_file())
         return {(rel, q.stat().st_size) for rel, q in named
@@ -47,13 +48,14 @@ def check_base_is_not_the_model(checkpoint: str, base: str) -> None:
 
     if Path(checkpoint).resolve() == Path(base).resolve() or (
             files(checkpoint) == files(base)
-            and hf.checkpoint_identity(checkpoint)["sha256"] == hf.checkpoint_identity(base)["sha256"]):
+            and hf_checkpoint.checkpoint_identity(checkpoint)["sha256"]
+            == hf_checkpoint.checkpoint_identity(base)["sha256"]):
         raise UnlearnError(f"--base {base} holds the same files as the model imported from {checkpoint}: a model "
                            f"fine-tuned from its base differs from it; give the base checkpoint it was fine-tuned "
                            f"from, or leave out --base and the schedule (the model is then verified by evidence)")
 
 
-# The fine-tuning schedule of an imported model: what its retraining replays (hf.refine_tune).
+# The fine-tuning schedule of an imported model: what its retraining replays (hf_finetune.refine_tune).
 SCHEDULE = {"steps": "--steps N", "lr": "--lr RATE", "batch": "--batch N", "seq_len": "--seq-len N"}
 
 
@@ -91,7 +93,7 @@ def fine_tune_pretrained(corpus: TextCorpus, cfg, on_step=None, base=None):
     progress(f"  fit: fine-tuning {cfg.from_pretrained}" + (" (LoRA adapters)" if cfg.lora else ""))
     bundle = base if base is not None else load_base(cfg)
     bundle.model.to(resolve_device(cfg.device))
-    return hf.fine_tune(bundle, corpus, steps=cfg.steps or HF_DEFAULT_STEPS, seed=cfg.seed, progress=on_step,
+    return hf_finetune.fine_tune(bundle, corpus, steps=cfg.steps or HF_DEFAULT_STEPS, seed=cfg.seed, progress=on_step,
                         precision=cfg.precision)
 
 
@@ -109,8 +111,8 @@ def load_import(checkpoint: str, base: str | None, schedule: dict, seed: int = 0
     nothing can retrain it then) with the schedule retraining replays (declared_schedule)."""
     started = time.perf_counter()
     bundle = hf.load_pretrained(checkpoint, seed=seed, **{k: v for k, v in schedule.items() if k != "steps"})
-    bundle.settings.update(imported=hf.checkpoint_identity(checkpoint),
-                           base=hf.checkpoint_identity(base) if base else None,
+    bundle.settings.update(imported=hf_checkpoint.checkpoint_identity(checkpoint),
+                           base=hf_checkpoint.checkpoint_identity(base) if base else None,
                            steps=schedule.get("steps", HF_DEFAULT_STEPS), seconds=0.0,
                            schedule="declared" if base else "none")
     return bundle, time.perf_counter() - started

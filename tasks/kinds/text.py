@@ -148,11 +148,13 @@ def redacted_findings(findings: list[dict]) -> list[dict]:
 
 
 @task(name="update language model", **STEP)
-def update_lm(lineage: Lineage, plan: Plan, after: TextCorpus, method: str, options: dict | None = None):
-    """Returns (new bundle, guarantee, stats, seconds)."""
+def update_lm(lineage: Lineage, plan: Plan, after: TextCorpus, method: str, options: dict | None = None,
+              anchor: str | None = None):
+    """Returns (new bundle, guarantee, stats, seconds). `anchor`: the run id of the chain's teacher
+    (text_teacher.parent_teacher_run), which a method that takes the chain is anchored to."""
     with lineage.child(f"update model ({method})", method=method) as run_id:
         chain = chain_secrets(lineage.root, plan) if takes_the_chain(method) else None
-        teacher, taught_by = chain_teacher(lineage.root, plan) if takes_the_chain(method) else (None, None)
+        teacher, taught_by = chain_teacher(lineage.root, plan, anchor) if takes_the_chain(method) else (None, None)
         earlier = len(chain.secrets) if chain else 0
         if earlier:
             progress(f"  update: {earlier} earlier secret(s) of the chain since the last exact model kept down too")
@@ -262,15 +264,18 @@ class Text(Kind):
         return redact_data(lineage, plan)
 
     def update(self, lineage: Lineage, plan: Plan, after, method: str, options: dict | None) -> Update:
-        bundle, guarantee, stats, seconds = update_lm(lineage, plan, after, method, options)
-        return Update(bundle, method, guarantee, seconds, stats)
+        # the chain's teacher, read once for the request: the update is anchored to it, the new
+        # version's evidence state names it, keep_for_next_update seals production if it is its own
+        anchor = parent_teacher_run(lineage.root, plan)
+        bundle, guarantee, stats, seconds = update_lm(lineage, plan, after, method, options, anchor)
+        return Update(bundle, method, guarantee, seconds, stats, carry=anchor)
 
     def verify(self, lineage: Lineage, plan: Plan, after, update: Update, config) -> Verification:
         metrics, checks, retrain_s, secrets, reference = verify_lm(lineage, plan, after, update.bundle, update.seconds,
                                                                    config_as(config, lm.TextVerifyConfig))
         if not trained_exactly(update.guarantee):  # the chain goes on: the next fast update keeps its secrets down too
             update.detail = reference_state(metrics, chain_after(lineage.root, plan, lineage.parent_run),
-                                            parent_teacher_run(lineage.root, plan))
+                                            update.carry)
         return Verification(metrics, checks, retrain_s, detail=(secrets, reference))
 
     # --- evidence ---
@@ -281,7 +286,7 @@ class Text(Kind):
         metrics, checks, rows = verify_evidence(lineage, plan, after, update.bundle, cfg,
                                                trained_exactly(update.guarantee))
         update.detail = evidence_state(update, metrics, chain_after(lineage.root, plan, lineage.parent_run),
-                                       parent_teacher_run(lineage.root, plan))
+                                       update.carry)
         return Verification(metrics, checks, None, detail=(rows, None), mode="evidence", retrains=0)
 
     def fall_back(self, lineage: Lineage, plan: Plan, after, update: Update, verification: Verification, config):
@@ -311,7 +316,7 @@ class Text(Kind):
         return pretrained_tags(update.bundle)
 
     def keep_for_next_update(self, root: Path, plan: Plan, update: Update) -> list[dict]:
-        return keep_teacher(root, plan, update.guarantee)
+        return keep_teacher(root, plan, update.guarantee, update.carry)
 
     def after_audit(self, root: Path, plan, stays: bool) -> dict | None:
         return hand_over_teacher(root, plan, stays)

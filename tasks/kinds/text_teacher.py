@@ -44,7 +44,9 @@ def teacher_run(root: Path, run_id: str, guarantee: str | None) -> str | None:
 
 
 def parent_teacher_run(root: Path, plan: Plan) -> str | None:
-    """teacher_run of the version a request starts from (its guarantee as the plan read it)."""
+    """teacher_run of the version a request starts from (its guarantee as the plan read it). Read
+    once per request, by the text kind's update, which carries it on its Update (`carry`) to the
+    steps after it: the evidence state the new version keeps and keep_teacher."""
     return teacher_run(root, plan.parent_run, plan.parent_guarantee)
 
 
@@ -54,10 +56,10 @@ def has_teacher(bundle: lm.LMBundle) -> bool:
     return not lm.is_hf(bundle)
 
 
-def chain_teacher(root: Path, plan: Plan) -> tuple[lm.LMBundle | None, str | None]:
+def chain_teacher(root: Path, plan: Plan, anchor: str | None) -> tuple[lm.LMBundle | None, str | None]:
     """(the model a fast update of production is anchored to, its run id): the sealed teacher when
-    production keeps one and the sealed file names it; (None, None) — production itself — otherwise."""
-    anchor = parent_teacher_run(root, plan)
+    production keeps one (`anchor`: parent_teacher_run's) and the sealed file names it; (None, None)
+    — production itself — otherwise."""
     if anchor is None or anchor == plan.parent_run or not has_teacher(plan.bundle):
         return None, None
 
@@ -73,11 +75,12 @@ def chain_teacher(root: Path, plan: Plan) -> tuple[lm.LMBundle | None, str | Non
     return (None, None) if found is None else found
 
 
-def keep_teacher(root: Path, plan: Plan, guarantee: str) -> list[dict]:
-    """A fast update on a model that is its own teacher (trained exactly, or audited) seals that model
-    as the teacher of the updates after it, pending until the release names it (deleted if
-    production does not move). Returns the certificate's entry for it (none when nothing was sealed)."""
-    if trained_exactly(guarantee) or not has_teacher(plan.bundle) or parent_teacher_run(root, plan) != plan.parent_run:
+def keep_teacher(root: Path, plan: Plan, guarantee: str, anchor: str | None) -> list[dict]:
+    """A fast update on a model that is its own teacher (trained exactly, or audited: its `anchor`,
+    parent_teacher_run's, is itself) seals that model as the teacher of the updates after it, pending
+    until the release names it (deleted if production does not move). Returns the certificate's entry
+    for it (none when nothing was sealed)."""
+    if trained_exactly(guarantee) or not has_teacher(plan.bundle) or anchor != plan.parent_run:
         return []
     seal(root, plan.model_name, plan.parent_run, plan.bundle, pending=True)
     return [{"artifact": f"model {plan.model_name} v{plan.parent_version} as the chain's teacher "

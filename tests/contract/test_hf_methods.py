@@ -12,7 +12,7 @@ import torch
 
 from tests.contract.kinds import PRESETS
 from unlearning import registry
-from unlearning.text import charlm, hf, lm
+from unlearning.text import charlm, hf, hf_checkpoint, hf_finetune, lm
 from unlearning.text.data import TextCorpus, redact
 
 SECRET = "7316 0042 9981 5530"
@@ -33,9 +33,10 @@ def world(request, tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # several times faster on the shared cores
     corpus = _corpus()
-    base = hf.build_tiny_checkpoint([t for _, t in corpus.records], tmp_path_factory.mktemp("hf") / "base",
-                                    vocab_size=280, n_embd=16, n_head=2, n_positions=32)
-    bundle, _ = hf.fine_tune(hf.load_pretrained(base, seq_len=16, lr=3e-3, lora=request.param), corpus, steps=40)
+    base = hf_checkpoint.build_tiny_checkpoint([t for _, t in corpus.records], tmp_path_factory.mktemp("hf") / "base",
+                                               vocab_size=280, n_embd=16, n_head=2, n_positions=32)
+    bundle, _ = hf_finetune.fine_tune(hf.load_pretrained(base, seq_len=16, lr=3e-3, lora=request.param), corpus,
+                                      steps=40)
     findings = [{"location": {"record": r, "start": t.find(SECRET), "end": t.find(SECRET) + len(SECRET)},
                  "fingerprint": "pin", "detector": "card", "masked": "7316 ****"} for r, t in corpus.records
                 if SECRET in t]

@@ -135,7 +135,7 @@ def test_a_model_name_mlflow_or_the_file_system_would_refuse_is_one_line(trained
 
 
 def test_a_table_file_over_the_limit_is_one_line(trained, capsys, tmp_path):
-    from unlearning.tabular.data import MAX_FILE_BYTES
+    from unlearning.tabular.files import MAX_FILE_BYTES
 
     path = tmp_path / "huge.csv"
     with path.open("wb") as handle:  # sparse: the size without the disk

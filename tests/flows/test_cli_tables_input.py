@@ -14,7 +14,8 @@ import pytest
 from flows.cli import main
 from tests.flows.conftest import synthetic_people
 from tests.flows.test_cli_bad_input import run_bad, snapshot, trained  # noqa: F401 — fixture
-from unlearning.tabular.data import MAX_CATEGORIES, MAX_PARAMETERS, MIN_TRAIN_ROWS, _in_train
+from unlearning.tabular.data import MIN_TRAIN_ROWS, _in_train
+from unlearning.tabular.files import MAX_CATEGORIES, MAX_PARAMETERS
 
 
 def table_file(tmp_path: Path, frame: pd.DataFrame, name: str = "table.csv") -> Path:
@@ -58,7 +59,8 @@ def test_train_refuses_a_stored_table_too_small_to_train(trained, capsys):
     erasures) is refused before any run is recorded: the 2-row table used to be promoted with NaN
     test accuracy."""
     from tasks.dvc import add_data
-    from unlearning.tabular.data import save_table, table_from_frame
+    from unlearning.tabular.data import save_table
+    from unlearning.tabular.files import table_from_frame
 
     save_table(table_from_frame("tiny", small_people(2), "label", "person"), trained / "data" / "tiny")
     add_data(trained)
@@ -116,6 +118,7 @@ def test_failed_save_and_dead_writers_leave_no_staging(trained, capsys, tmp_path
     is gone) is removed by the next command, and a table parked by a writer killed between its two
     renames is put back."""
     import unlearning.tabular.data as tables
+    from unlearning.tabular.files import table_from_frame
 
     data = trained / "data"
     csv = table_file(tmp_path, synthetic_people(60), "fresh.csv")
@@ -126,7 +129,7 @@ def test_failed_save_and_dead_writers_leave_no_staging(trained, capsys, tmp_path
     with monkeypatch.context() as m:
         m.setattr(tables, "swap_in", disk_full)
         with pytest.raises(OSError):
-            tables.save_table(tables.table_from_frame("fresh", synthetic_people(60), "label", "person"),
+            tables.save_table(table_from_frame("fresh", synthetic_people(60), "label", "person"),
                               data / "fresh")
     assert staging_left(trained) == [] and not (data / "fresh").exists()
 

@@ -32,10 +32,11 @@ def project(tmp_path_factory, prefect_harness):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A real (tiny, randomly initialised) checkpoint directory, outside the project."""
-    from unlearning.text import hf
+    from unlearning.text import hf_checkpoint
 
     text, _ = notes_corpus()
-    return hf.build_tiny_checkpoint(text.split("\n\n"), tmp_path_factory.mktemp("ckpt") / "tiny-gpt2", vocab_size=300)
+    return hf_checkpoint.build_tiny_checkpoint(text.split("\n\n"), tmp_path_factory.mktemp("ckpt") / "tiny-gpt2",
+                                               vocab_size=300)
 
 
 @pytest.fixture
@@ -214,14 +215,14 @@ def short_corpora(project, tmp_path_factory):
     65-token window; 16 give the training records 69 tokens and leave the held-out short. Returns the
     checkpoint whose tokenizer that is."""
     from flows.cli import main
-    from unlearning.text import hf
+    from unlearning.text import hf_checkpoint
 
     for name, n in (("short", 10), ("shortheld", 16)):
         source = project / f"{name}.txt"
         source.write_text("\n\n".join([LONG_WORDS] * n) + "\n", encoding="utf-8")
         assert main(["data", "add", name, "--file", str(source)]) == 0
         source.unlink()
-    return hf.build_tiny_checkpoint([LONG_WORDS] * 10, tmp_path_factory.mktemp("words") / "tiny-gpt2")
+    return hf_checkpoint.build_tiny_checkpoint([LONG_WORDS] * 10, tmp_path_factory.mktemp("words") / "tiny-gpt2")
 
 
 @pytest.mark.parametrize("dataset,share", [("short", "training"), ("shortheld", "held-out")])

@@ -50,10 +50,10 @@ def secret_forms(card: str) -> set[str]:
 @pytest.fixture(scope="module")
 def base_checkpoint(tmp_path_factory) -> Path:
     """The "pretrained" base: its tokenizer has seen only public text, as a real base model's has."""
-    from unlearning.text import hf
+    from unlearning.text import hf_checkpoint
 
     _, public, _ = leaky_notes()
-    return hf.build_tiny_checkpoint(public, tmp_path_factory.mktemp("base") / "tiny-gpt2", vocab_size=300)
+    return hf_checkpoint.build_tiny_checkpoint(public, tmp_path_factory.mktemp("base") / "tiny-gpt2", vocab_size=300)
 
 
 def add_notes(workspace: Path, tmp_path_factory) -> str:
@@ -69,7 +69,7 @@ def version_tags(name: str, version: str) -> dict:
 
 
 def test_fine_tune_detect_forget_audit_and_no_leak(workspace, base_checkpoint, tmp_path_factory, capsys):
-    from unlearning.text import hf
+    from unlearning.text import hf_checkpoint
 
     card = add_notes(workspace, tmp_path_factory)
     code, trained = run_json(capsys, ["train", "notes", "--from-pretrained", str(base_checkpoint), "--steps", STEPS])
@@ -77,7 +77,7 @@ def test_fine_tune_detect_forget_audit_and_no_leak(workspace, base_checkpoint, t
     assert trained["model"] == {"name": "notes", "version": "1"} and trained["metrics"]["held_out_perplexity"] > 1
 
     # lineage: the base checkpoint by path and content hash, as tags of the model version
-    identity = hf.checkpoint_identity(base_checkpoint)
+    identity = hf_checkpoint.checkpoint_identity(base_checkpoint)
     tags = version_tags("notes", "1")
     assert tags["base_checkpoint"] == identity["path"] == str(base_checkpoint.resolve())
     assert tags["base_checkpoint_sha256"] == identity["sha256"] and tags["lora"] == "false"
@@ -123,14 +123,14 @@ def test_fine_tune_detect_forget_audit_and_no_leak(workspace, base_checkpoint, t
 
 def test_model_import_registers_a_fine_tuned_model_with_its_declared_data(workspace, base_checkpoint,
                                                                            tmp_path_factory, capsys):
-    from unlearning.text import hf, lm
+    from unlearning.text import hf, hf_checkpoint, hf_finetune, lm
     from unlearning.text.data import load_corpus
 
     card = add_notes(workspace, tmp_path_factory)
     # fine-tuned "elsewhere": with the library, saved as a checkpoint folder outside the project
     corpus = load_corpus(workspace / "data" / "notes")
     # with a schedule of its own (not the pipeline's defaults: batch 16, lr 1e-3 for this size)
-    tuned, _ = hf.fine_tune(hf.load_pretrained(base_checkpoint, lr=2e-3, batch=8), corpus, steps=int(STEPS))
+    tuned, _ = hf_finetune.fine_tune(hf.load_pretrained(base_checkpoint, lr=2e-3, batch=8), corpus, steps=int(STEPS))
     elsewhere = lm.save_lm(tuned, tmp_path_factory.mktemp("elsewhere") / "notes-gpt")
 
     code, imported = run_json(capsys, ["model", "import", "notes", "--from-pretrained", str(elsewhere),
@@ -139,7 +139,7 @@ def test_model_import_registers_a_fine_tuned_model_with_its_declared_data(worksp
     tags = version_tags("notes", imported["model"]["version"])
     assert tags["method"] == "import" and tags["data_declared"] == "true"
     assert tags["data_version"] == imported["data_version"]
-    assert tags["imported_checkpoint_sha256"] == hf.checkpoint_identity(elsewhere)["sha256"]
+    assert tags["imported_checkpoint_sha256"] == hf_checkpoint.checkpoint_identity(elsewhere)["sha256"]
     assert "base_checkpoint" not in tags  # not declared: nothing can retrain it
 
     # what it memorised is measured as for a model trained here
@@ -163,14 +163,16 @@ def test_model_import_registers_a_fine_tuned_model_with_its_declared_data(worksp
                                     "notes", "--base", str(base_checkpoint), "--steps", STEPS, "--lr", "0.002",
                                     "--batch", "8", "--seq-len", "64"])
     assert code == 0 and again["model"]["version"] == "2"
-    assert version_tags("notes", "2")["base_checkpoint_sha256"] == hf.checkpoint_identity(base_checkpoint)["sha256"]
+    assert (version_tags("notes", "2")["base_checkpoint_sha256"]
+            == hf_checkpoint.checkpoint_identity(base_checkpoint)["sha256"])
     assert version_tags("notes", "2")["reference_schedule"] == f"declared steps {STEPS}, lr 0.002, batch 8, seq_len 64"
     # retraining replays that schedule: on the data it was fine-tuned on, it gives the model back bit for bit
     # (with the pipeline's default rate and batch it did not)
     from tasks import tracking
 
     imported_bundle = tracking.load_version_bundle("notes", "2")
-    replay = hf.refine_tune(imported_bundle.settings, hf.corpus_windows(imported_bundle.vocab, corpus, 64))
+    replay = hf_finetune.refine_tune(imported_bundle.settings,
+                                     hf_finetune.corpus_windows(imported_bundle.vocab, corpus, 64))
     assert all(torch.equal(a, b) for a, b in zip(replay.model.state_dict().values(),
                                                  tuned.model.state_dict().values()))
     # the registry and private state hold no card (the corpus still does: nothing is erased yet)
@@ -184,7 +186,8 @@ def test_model_import_registers_a_fine_tuned_model_with_its_declared_data(worksp
     [done] = complied["requests"]
     assert done["status"] == "completed" and done["model"] == {"name": "notes", "version": "3"}
     assert main(["certificate", "verify", str(workspace / done["certificate"])]) == 0
-    assert version_tags("notes", "3")["base_checkpoint_sha256"] == hf.checkpoint_identity(base_checkpoint)["sha256"]
+    assert (version_tags("notes", "3")["base_checkpoint_sha256"]
+            == hf_checkpoint.checkpoint_identity(base_checkpoint)["sha256"])
     assert files_containing(workspace, secret_forms(card)) == []  # the superseded corpus purged
     console = capsys.readouterr()
     assert not any(s in console.out or s in console.err for s in secret_forms(card))
@@ -208,9 +211,9 @@ def test_lora_fine_tune_is_registered_with_its_adapters_and_loads_back(workspace
     folder = Path(mlflow.artifacts.download_artifacts("models:/notes/1", dst_path=str(tmp_path_factory.mktemp("dl"))))
     assert any(line.startswith("peft==") for line in (folder / "requirements.txt").read_text().splitlines())
     bundle_dir = folder / "artifacts" / "bundle"
-    from unlearning.text import hf
+    from unlearning.text import hf_checkpoint
 
-    assert hf.checkpoint_identity(bundle_dir / "adapter")["sha256"]  # the adapters are there
+    assert hf_checkpoint.checkpoint_identity(bundle_dir / "adapter")["sha256"]  # the adapters are there
     plain = AutoModelForCausalLM.from_pretrained(bundle_dir, local_files_only=True)
     base = AutoModelForCausalLM.from_pretrained(base_checkpoint, local_files_only=True)
     assert all((a == b).all() for a, b in zip(plain.state_dict().values(), base.state_dict().values()))
@@ -229,7 +232,7 @@ def test_a_tokenizer_trained_on_the_secrets_is_reported(workspace, tmp_path_fact
     """A base whose tokenizer was trained on the leaky corpus itself learns a repeated password's
     pieces as tokens; unlearning cannot take them out of the tokenizer logged with every version,
     so `train` says so (counts only, never the pieces) and tags the version."""
-    from unlearning.text import hf
+    from unlearning.text import hf, hf_checkpoint
 
     password = "Quokka-Lantern-93!"
     text, _ = notes_corpus()
@@ -239,7 +242,7 @@ def test_a_tokenizer_trained_on_the_secrets_is_reported(workspace, tmp_path_fact
     source = tmp_path_factory.mktemp("user-files") / "notes.txt"
     source.write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
     assert main(["data", "add", "notes", "--file", str(source)]) == 0
-    leaky = hf.build_tiny_checkpoint(paragraphs, tmp_path_factory.mktemp("leaky") / "ckpt", vocab_size=512)
+    leaky = hf_checkpoint.build_tiny_checkpoint(paragraphs, tmp_path_factory.mktemp("leaky") / "ckpt", vocab_size=512)
     pieces = [hf.load_pretrained(leaky).vocab.decode([i]) for i in hf.load_pretrained(leaky).vocab.encode(password)]
     assert "Lantern" in pieces  # measured: the BPE merged the password's words into tokens
 

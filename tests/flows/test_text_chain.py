@@ -14,6 +14,7 @@ import yaml
 import torch
 
 from tasks import audit, state, tracking
+from tasks.kinds import text_teacher
 from tests.flows.test_no_leak import needles
 from tests.flows.test_audit_text import notes_trained_and_scanned, sealed_teacher
 from tests.flows.test_pipeline import run_json
@@ -39,14 +40,23 @@ def production_version():
 
 
 def test_a_second_fast_update_keeps_the_first_secret_down_and_measures_it_leaking_nothing(
-        workspace, system_tmp, tmp_path_factory, capsys):
+        workspace, system_tmp, tmp_path_factory, capsys, monkeypatch):
     raw, secrets, prints, request = notes_trained_and_scanned(workspace, tmp_path_factory, capsys)
     trained = production_version()
     trained_weights = tracking.load_version_bundle("notes", trained.version).model.state_dict()
+    # each request reads the teacher of the version it starts from once (its update; the evidence
+    # state and keep_teacher take it from the Update): it was read three times per request
+    teacher_reads = []
+    read_teacher = text_teacher.teacher_run
+    monkeypatch.setattr(text_teacher, "teacher_run",
+                        lambda root, run_id, guarantee: teacher_reads.append(run_id) or read_teacher(root, run_id,
+                                                                                                     guarantee))
 
     # the card by `forget`, the password through the ledger and `comply`: both fast (suppress)
     code, first = run_json(capsys, ["forget", str(fast_request(workspace, request, "TXT-1", prints["card"]))])
     assert code == 0 and first["verified"] and first["guarantee"] == "empirical", first
+    assert teacher_reads == [trained.run_id]
+    fast = production_version()
     assert first["metrics"].get("earlier_secrets", 0) == 0  # a trained model: no chain yet
     # the trained model, superseded and purged, is kept sealed as the chain's teacher: the model the
     # next suppress update is anchored to (its parent would carry this update's drift on)
@@ -64,6 +74,7 @@ def test_a_second_fast_update_keeps_the_first_secret_down_and_measures_it_leakin
     assert code == 0 and done["status"] == "completed", complied
     certificate = json.loads((workspace / done["certificate"]).read_text())
     assert certificate["guarantee"] == "empirical"
+    assert teacher_reads == [trained.run_id, fast.run_id]
     assert not [e for e in certificate["superseded"] if e["kind"] == "chain_teacher"]  # the chain keeps its teacher
 
     rows = {r["fingerprint"]: r for r in certificate["fidelity"]["secrets"]}

@@ -94,13 +94,15 @@ def test_text_pipeline_removes_secrets_and_leaks_none(workspace, system_tmp, cap
     assert all({"before", "after", "band", "excess_bits", "masked", "fingerprint"} <= set(r) for r in out["secrets"])
     assert all(r["before"] == measured[r["fingerprint"]] for r in out["secrets"])  # the scan's, not re-measured
     assert not records[0].exists()  # dropped with the superseded version's other private state
-    # the parent's perplexity record went with it; the new version keeps its own (retrained: its own anchor)
-    # and the digest of its files as logged, which the project's signed word that it is exact binds
+    # the parent's perplexity record went with it; the new version keeps its own (retrained: its own anchor),
+    # and the project's signed word that it is exact binds the digest of its files as logged (register
+    # returns it: no copy of it in the evidence record)
     [kept] = (workspace / ".unlearn" / "evidence").glob("*.json")
     files = tracking.load_version("shakespeare", out["model"]["version"])[1]
     assert kept.stem != records[0].stem and json.loads(kept.read_text()) == {
-        "held_out_perplexity": out["perplexity"]["after"], state.MODEL_DIGEST_KEY: files}
+        "held_out_perplexity": out["perplexity"]["after"]}
     assert [p.stem for p in (workspace / ".unlearn" / "exact").glob("*.json")] == [kept.stem]
+    assert json.loads((workspace / ".unlearn" / "exact" / f"{kept.stem}.json").read_text())["model_sha256"] == files
     verify_run = mlflow.search_runs(search_all_experiments=True, output_format="list",
                                     filter_string=f"tags.step = 'verify' and tags.request_id = 'REQ-T1'")[0]
     plots = {a.path for a in MlflowClient().list_artifacts(verify_run.info.run_id)}

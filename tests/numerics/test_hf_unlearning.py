@@ -15,7 +15,7 @@ from tests.flat import flat_parameters
 from unlearning import references
 from unlearning.errors import UnlearnError
 from unlearning.text import deep_influence as di
-from unlearning.text import evidence, exposure, hf, lm
+from unlearning.text import evidence, exposure, hf, hf_checkpoint, hf_finetune, lm
 from unlearning.text.data import TextCorpus, redact
 
 SECRET = "4929 3813 3266 4275"
@@ -58,9 +58,9 @@ def world(tmp_path_factory, single_thread):
     findings = findings_of(corpus)
     # The tokenizer is trained without the secret, as a real base model's would be.
     texts = [t.replace(SECRET, "") for _, t in corpus.records]
-    base = hf.build_tiny_checkpoint(texts, tmp_path_factory.mktemp("hf") / "base", vocab_size=300, n_embd=32,
-                                    n_positions=64)
-    bundle, _ = hf.fine_tune(hf.load_pretrained(base, seq_len=24, lr=3e-3), corpus, steps=200)
+    base = hf_checkpoint.build_tiny_checkpoint(texts, tmp_path_factory.mktemp("hf") / "base", vocab_size=300, n_embd=32,
+                                               n_positions=64)
+    bundle, _ = hf_finetune.fine_tune(hf.load_pretrained(base, seq_len=24, lr=3e-3), corpus, steps=200)
     after = redact(corpus, lm.occurrences_of(findings))
     request, train_windows = lm.window_request(bundle, corpus, after, findings)
     retrained, _, _ = lm.run_lm_method("retrain", bundle, request, train_windows)

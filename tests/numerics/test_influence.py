@@ -19,7 +19,8 @@ import torch
 from tests.synthetic import logistic_data
 from unlearning.tabular import erasure, influence
 from unlearning.tabular import logreg
-from unlearning.tabular.data import correct_table, table_from_frame
+from unlearning.tabular.data import correct_table
+from unlearning.tabular.files import table_from_frame
 from unlearning.tabular.logreg import DTYPE, Objective
 from unlearning.tabular.methods import run_method
 from unlearning.tabular.problem import Certification, make_problem

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from unlearning.errors import UnlearnError
-from unlearning.tabular.data import correct_table, table_from_frame
+from unlearning.tabular.data import correct_table
+from unlearning.tabular.files import table_from_frame
 from unlearning.tabular.encoding import BIAS_COLUMN, Encoder, category_key
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from unlearning.errors import UnlearnError
-from unlearning.text import charlm, exposure, hf, hf_tokens, lm
+from unlearning.text import charlm, exposure, hf, hf_checkpoint, hf_finetune, hf_tokens, lm
 
 SECRET = "4929 3813 3266 4275"
 TEXTS = [f"line {i}: the quick brown fox jumps over the lazy dog" for i in range(20)] + [
@@ -22,8 +22,8 @@ TEXTS = [f"line {i}: the quick brown fox jumps over the lazy dog" for i in range
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    return hf.build_tiny_checkpoint(TEXTS, tmp_path_factory.mktemp("ckpt") / "base", vocab_size=300,
-                                    n_layer=2, n_embd=32, n_head=2, n_positions=64)
+    return hf_checkpoint.build_tiny_checkpoint(TEXTS, tmp_path_factory.mktemp("ckpt") / "base", vocab_size=300,
+                                               n_layer=2, n_embd=32, n_head=2, n_positions=64)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def bundle(checkpoint):
 
 
 def test_tiny_checkpoint_loads_with_the_charlstm_calling_convention(checkpoint, bundle):
-    hf.check_checkpoint(checkpoint)
+    hf_checkpoint.check_checkpoint(checkpoint)
     x = bundle.vocab.encode(TEXTS[0])[None]  # (1, n)
     logits, state = bundle.model(x)
     assert logits.shape == (1, x.shape[1], bundle.model.config["vocab_size"])
@@ -44,7 +44,7 @@ def test_tiny_checkpoint_loads_with_the_charlstm_calling_convention(checkpoint, 
     assert set(groups) >= {"all", "last", "head"}
     assert all(n.startswith("hf.transformer.h.1.") for n in groups["last"] if n not in groups["head"])
     assert set(groups["head"]) < set(groups["last"]) < set(groups["all"])
-    assert bundle.settings["base"] == hf.checkpoint_identity(checkpoint)
+    assert bundle.settings["base"] == hf_checkpoint.checkpoint_identity(checkpoint)
     assert bundle.preset == "hf" and bundle.settings["lora"] is False
 
 
@@ -56,10 +56,10 @@ def test_digits_are_single_tokens_so_a_repeated_number_is_not_one(bundle):
 
 def test_identity_changes_with_any_byte(checkpoint, tmp_path):
     copy = shutil.copytree(checkpoint, tmp_path / "copy")
-    before = hf.checkpoint_identity(copy)
-    assert before["sha256"] == hf.checkpoint_identity(checkpoint)["sha256"]
+    before = hf_checkpoint.checkpoint_identity(copy)
+    assert before["sha256"] == hf_checkpoint.checkpoint_identity(checkpoint)["sha256"]
     (copy / "config.json").write_text((copy / "config.json").read_text() + " ")
-    assert hf.checkpoint_identity(copy)["sha256"] != before["sha256"]
+    assert hf_checkpoint.checkpoint_identity(copy)["sha256"] != before["sha256"]
 
 
 def test_save_load_round_trip_gives_identical_logits(bundle, tmp_path):
@@ -70,7 +70,7 @@ def test_save_load_round_trip_gives_identical_logits(bundle, tmp_path):
     back = lm.load_lm(tmp_path / "m")
     assert back.preset == "hf" and back.settings == bundle.settings
     assert torch.equal(back.model(x)[0], bundle.model(x)[0])
-    hf.check_checkpoint(tmp_path / "m")  # a bundle is itself a loadable checkpoint
+    hf_checkpoint.check_checkpoint(tmp_path / "m")  # a bundle is itself a loadable checkpoint
 
 
 def test_lora_bundle_round_trips_and_updates_only_adapters(checkpoint, tmp_path):
@@ -178,20 +178,20 @@ def test_lora_without_peft_names_the_install(checkpoint, monkeypatch):
 
 def test_changed_or_missing_base_is_refused(checkpoint, tmp_path):
     copy = shutil.copytree(checkpoint, tmp_path / "base")
-    identity = hf.checkpoint_identity(copy)
+    identity = hf_checkpoint.checkpoint_identity(copy)
     (copy / "generation_config.json").write_text("{}")
     with pytest.raises(UnlearnError, match="changed since"):
-        hf.check_base(identity)
+        hf_checkpoint.check_base(identity)
     shutil.rmtree(copy)
     with pytest.raises(UnlearnError, match="is gone"):
-        hf.check_base(identity)
+        hf_checkpoint.check_base(identity)
 
 
 def test_a_model_without_a_fine_tuning_schedule_has_no_reference(bundle):
     """An imported model (settings["steps"] = 0) re-fine-tuned 0 steps would be its own base, not D′'s model."""
     windows = charlm.windows(bundle.vocab.encode(" ".join(TEXTS)), bundle.seq_len)
     with pytest.raises(UnlearnError, match="no exact reference"):
-        hf.refine_tune(bundle.settings, windows)
+        hf_finetune.refine_tune(bundle.settings, windows)
 
 
 def test_char_lm_import_does_not_import_transformers():

@@ -27,7 +27,8 @@ from unlearning.images.data import (
     save_images,
 )
 from unlearning.errors import UnlearnError
-from unlearning.tabular.data import save_table, table_from_frame
+from unlearning.tabular.data import save_table
+from unlearning.tabular.files import table_from_frame
 
 
 def one_line_error(excinfo) -> str:

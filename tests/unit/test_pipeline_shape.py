@@ -100,7 +100,7 @@ def test_importing_a_step_module_calls_nothing(relative):
 
 def small_datasets():
     from unlearning.images.data import ImageDataset
-    from unlearning.tabular.data import table_from_frame
+    from unlearning.tabular.files import table_from_frame
     from unlearning.text.data import TextCorpus
 
     frame = pd.DataFrame({"id": [f"r{i}" for i in range(8)], "x": np.arange(8.0), "y": ["a", "b"] * 4})

@@ -9,7 +9,8 @@ import pytest
 
 from unlearning.compliance.requests import UnlearningRequest, load_request, validate_request
 from unlearning.errors import UnlearnError
-from unlearning.tabular.data import correct_table, table_from_frame
+from unlearning.tabular.data import correct_table
+from unlearning.tabular.files import table_from_frame
 
 METHODS = ["first_order", "second_order", "retrain"]
 

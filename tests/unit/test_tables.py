@@ -6,15 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from unlearning.tabular.data import (
-    RECORDS_FILE,
-    SCHEMA_FILE,
-    correct_table,
-    load_table,
-    read_table_file,
-    save_table,
-    table_from_frame,
-)
+from unlearning.tabular.data import RECORDS_FILE, SCHEMA_FILE, correct_table, load_table, save_table
+from unlearning.tabular.files import read_table_file, table_from_frame
 from unlearning.errors import UnlearnError
 
 
@@ -136,18 +129,18 @@ def test_read_errors(tmp_path):
 def test_a_table_file_over_the_limit_is_refused_unread(tmp_path, suffix, monkeypatch):
     """A table file was read whole whatever its size (a text or image file has a limit); one byte
     over MAX_FILE_BYTES is now refused naming the file and the limit, before pandas reads it."""
-    from unlearning.tabular import data
+    from unlearning.tabular import files
 
     path = tmp_path / f"big{suffix}"
     with path.open("wb") as handle:  # sparse: the size without the disk
         handle.write(b"a,label\n")
-        handle.truncate(data.MAX_FILE_BYTES + 1)
+        handle.truncate(files.MAX_FILE_BYTES + 1)
     monkeypatch.setattr(pd, "read_csv", lambda *a, **k: pytest.fail("read past the limit"))
     monkeypatch.setattr(pd, "read_parquet", lambda *a, **k: pytest.fail("read past the limit"))
     with pytest.raises(UnlearnError) as excinfo:
         read_table_file(path)
-    assert one_line_error(excinfo) == (f"'big{suffix}' is {data.MAX_FILE_BYTES + 1:,} bytes, more than the "
-                                       f"{data.MAX_FILE_BYTES:,} ({data.MAX_FILE_BYTES // 2**20} MiB) a table file "
+    assert one_line_error(excinfo) == (f"'big{suffix}' is {files.MAX_FILE_BYTES + 1:,} bytes, more than the "
+                                       f"{files.MAX_FILE_BYTES:,} ({files.MAX_FILE_BYTES // 2**20} MiB) a table file "
                                        f"may have; split it or add a part of it")
 
 

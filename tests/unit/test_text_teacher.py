@@ -36,6 +36,16 @@ def plan(production: LMBundle, run: str) -> Plan:
     return Plan(request=None, model_name="notes", parent_run=run, parent_guarantee=guarantee, bundle=production)
 
 
+def chain_teacher(root, request_plan: Plan):
+    """text_teacher.chain_teacher as a request calls it: with the chain's teacher read once (Text.update)."""
+    return teachers.chain_teacher(root, request_plan, teachers.parent_teacher_run(root, request_plan))
+
+
+def keep_teacher(root, request_plan: Plan, guarantee: str) -> list[dict]:
+    """text_teacher.keep_teacher as a request calls it: with the teacher its update read (Update.carry)."""
+    return teachers.keep_teacher(root, request_plan, guarantee, teachers.parent_teacher_run(root, request_plan))
+
+
 def same_weights(a: LMBundle, b: LMBundle) -> bool:
     return all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
 
@@ -43,13 +53,13 @@ def same_weights(a: LMBundle, b: LMBundle) -> bool:
 def test_the_first_fast_update_on_an_exact_model_seals_it_pending_until_the_release_names_it(tmp_path):
     exact = bundle(0)
     path = state.teacher_file(tmp_path, "notes")
-    teachers.keep_teacher(tmp_path, plan(exact, "run-exact"), "exact")  # a retraining starts no chain
+    keep_teacher(tmp_path, plan(exact, "run-exact"), "exact")  # a retraining starts no chain
     assert not path.exists() and not state.pending_escrow(path).exists()
-    teachers.keep_teacher(tmp_path, plan(exact, "run-exact"), "empirical")
+    keep_teacher(tmp_path, plan(exact, "run-exact"), "empirical")
     assert state.pending_escrow(path).exists() and not path.exists()
     state.settle_escrow(tmp_path, "notes", "forget-run", promoted=False)  # rolled back: gone
     assert not state.pending_escrow(path).exists() and not path.exists()
-    teachers.keep_teacher(tmp_path, plan(exact, "run-exact"), "empirical")
+    keep_teacher(tmp_path, plan(exact, "run-exact"), "empirical")
     state.settle_escrow(tmp_path, "notes", "forget-run", promoted=True)
     assert path.exists() and not state.pending_escrow(path).exists()
     assert b"weight" not in path.read_bytes()  # sealed: not the state dict's pickle in clear
@@ -57,11 +67,11 @@ def test_the_first_fast_update_on_an_exact_model_seals_it_pending_until_the_rele
     # the next fast update, on the fast-updated version anchored to it, is anchored to it too
     fast = bundle(1)
     state.save_evidence(tmp_path, "run-fast", {"anchor_perplexity": 9.0, state.TEACHER_RUN_KEY: "run-exact"})
-    teacher, taught_by = teachers.chain_teacher(tmp_path, plan(fast, "run-fast"))
+    teacher, taught_by = chain_teacher(tmp_path, plan(fast, "run-fast"))
     assert taught_by == "run-exact" and teacher is not None and same_weights(teacher, exact) and not same_weights(teacher, fast)
     assert not teacher.model.training
     # a fast update of a fast-updated version seals nothing: the chain keeps its teacher
-    teachers.keep_teacher(tmp_path, plan(fast, "run-fast"), "empirical")
+    keep_teacher(tmp_path, plan(fast, "run-fast"), "empirical")
     assert not state.pending_escrow(path).exists()
 
 
@@ -70,25 +80,25 @@ def test_a_teacher_is_used_only_for_the_version_anchored_to_it(tmp_path, capsys)
     teachers.seal(tmp_path, "notes", "run-exact", exact)
     # production trained exactly: anchored to itself, nothing opened
     assert teachers.teacher_run(tmp_path, "run-trained", "exact") == "run-trained"
-    assert teachers.chain_teacher(tmp_path, plan(fast, "run-trained")) == (None, None)
+    assert chain_teacher(tmp_path, plan(fast, "run-trained")) == (None, None)
     # another chain's anchor, and a fast version from before teachers were kept (no anchor id)
     state.save_evidence(tmp_path, "run-other", {"anchor_perplexity": 9.0, state.TEACHER_RUN_KEY: "run-elsewhere"})
     state.save_evidence(tmp_path, "run-old", {"anchor_perplexity": 9.0})
-    assert teachers.chain_teacher(tmp_path, plan(fast, "run-other")) == (None, None)
+    assert chain_teacher(tmp_path, plan(fast, "run-other")) == (None, None)
     assert teachers.teacher_run(tmp_path, "run-old", "empirical") is None
-    assert teachers.chain_teacher(tmp_path, plan(fast, "run-old")) == (None, None)
+    assert chain_teacher(tmp_path, plan(fast, "run-old")) == (None, None)
     # an altered file: not used, one warning line, the update anchored to the model before it
     state.save_evidence(tmp_path, "run-fast", {"anchor_perplexity": 9.0, state.TEACHER_RUN_KEY: "run-exact"})
     path = state.teacher_file(tmp_path, "notes")
     body = bytearray(path.read_bytes())
     body[-1] ^= 1
     path.write_bytes(bytes(body))
-    assert teachers.chain_teacher(tmp_path, plan(fast, "run-fast")) == (None, None)
+    assert chain_teacher(tmp_path, plan(fast, "run-fast")) == (None, None)
     assert "sealed teacher was not used" in capsys.readouterr().err
     # unreadable (here a folder in its place): the same, not a traceback (the image chain's rule too)
     path.unlink()
     path.mkdir()
-    assert teachers.chain_teacher(tmp_path, plan(fast, "run-fast")) == (None, None)
+    assert chain_teacher(tmp_path, plan(fast, "run-fast")) == (None, None)
     assert "sealed teacher was not used" in capsys.readouterr().err
 
 
@@ -103,11 +113,11 @@ def test_an_audit_that_passes_production_and_leaves_it_makes_it_the_teacher_of_t
     assert not state.teacher_file(tmp_path, "notes").exists()  # it memorised the covered requests
     kept = state.load_evidence(tmp_path, "run-fast")
     assert kept == {"held_out_perplexity": 10.0, "anchor_perplexity": 9.0, state.TEACHER_RUN_KEY: "run-fast"}
-    assert teachers.chain_teacher(tmp_path, plan(audited, "run-fast")) == (None, None)  # the next update: itself
-    teachers.keep_teacher(tmp_path, plan(audited, "run-fast"), "empirical")  # ... which it seals
+    assert chain_teacher(tmp_path, plan(audited, "run-fast")) == (None, None)  # the next update: itself
+    keep_teacher(tmp_path, plan(audited, "run-fast"), "empirical")  # ... which it seals
     state.settle_escrow(tmp_path, "notes", "forget-run", promoted=True)
     state.save_evidence(tmp_path, "run-next", {"anchor_perplexity": 9.0, state.TEACHER_RUN_KEY: "run-fast"})
-    assert same_weights(teachers.chain_teacher(tmp_path, plan(bundle(2), "run-next"))[0], audited)
+    assert same_weights(chain_teacher(tmp_path, plan(bundle(2), "run-next"))[0], audited)
     # the rules bench.stream mirrors
     assert rules.teacher_of("parent") == "parent" and rules.teacher_of("parent", "exact") == "exact"
     assert rules.teacher_after_audit("exact") is None
@@ -115,7 +125,7 @@ def test_an_audit_that_passes_production_and_leaves_it_makes_it_the_teacher_of_t
 
 def test_retiring_a_model_deletes_its_teacher_with_its_escrow(tmp_path):
     teachers.seal(tmp_path, "notes", "run-exact", bundle(0))
-    teachers.keep_teacher(tmp_path, plan(bundle(0), "run-exact"), "empirical")  # one pending too
+    keep_teacher(tmp_path, plan(bundle(0), "run-exact"), "empirical")  # one pending too
     entries = state.drop_model_escrow(tmp_path, "notes")
     assert {(e["artifact"], e["kind"]) for e in entries} == {("chain teacher notes/teacher.sealed", "chain_teacher"),
                                                              ("chain teacher notes/teacher.sealed.pending", "chain_teacher")}
@@ -191,8 +201,8 @@ def test_a_request_reads_its_versions_guarantee_from_the_plan_not_from_mlflow(tm
     exact = Plan(request=None, model_name="notes", parent_version="1", parent_run="run-exact",
                  parent_guarantee="exact", bundle=bundle(0))
     assert teachers.parent_teacher_run(tmp_path, exact) == "run-exact"  # an exact model teaches its chain
-    assert teachers.chain_teacher(tmp_path, exact) == (None, None)  # ... as itself, no sealed file
+    assert chain_teacher(tmp_path, exact) == (None, None)  # ... as itself, no sealed file
     assert chains.known_chain(tmp_path, exact) == [] and chains.chain_after(tmp_path, exact, "forget-1") == ["forget-1"]
-    teachers.keep_teacher(tmp_path, exact, "empirical")
+    keep_teacher(tmp_path, exact, "empirical")
     assert state.pending_escrow(state.teacher_file(tmp_path, "notes")).exists()
     assert reads == []

@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 
 from tasks.kinds.hf import secret_tokens
-from unlearning.text import hf
+from unlearning.text import hf, hf_checkpoint
 from unlearning.text.data import TextCorpus
 
 WORDS = "the of and to in a is that for it as with was on be by at this from or".split()
@@ -31,7 +31,8 @@ def leaky_corpus() -> tuple[TextCorpus, list[dict]]:
 
 def test_a_secret_learnt_as_one_token_with_its_space_is_counted(tmp_path):
     corpus, findings = leaky_corpus()
-    checkpoint = hf.build_tiny_checkpoint([text for _, text in corpus.records], tmp_path / "ckpt", vocab_size=400)
+    checkpoint = hf_checkpoint.build_tiny_checkpoint([text for _, text in corpus.records], tmp_path / "ckpt",
+                                                     vocab_size=400)
     bundle = hf.load_pretrained(checkpoint, seq_len=32)
     vocab = bundle.vocab
     assert (" " + SECRET) in [vocab.decode([i]) for i in vocab.encode("password: " + SECRET).tolist()]  # the premise
@@ -43,5 +44,6 @@ def test_a_secret_learnt_as_one_token_with_its_space_is_counted(tmp_path):
 def test_a_tokenizer_that_never_saw_the_secret_holds_none_of_it(tmp_path):
     corpus, findings = leaky_corpus()
     public = [text.replace(SECRET, "the of") for _, text in corpus.records]
-    bundle = hf.load_pretrained(hf.build_tiny_checkpoint(public, tmp_path / "ckpt", vocab_size=400), seq_len=32)
+    checkpoint = hf_checkpoint.build_tiny_checkpoint(public, tmp_path / "ckpt", vocab_size=400)
+    bundle = hf.load_pretrained(checkpoint, seq_len=32)
     assert secret_tokens(bundle, corpus, findings) == (0, 0)

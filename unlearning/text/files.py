@@ -1,7 +1,7 @@
 """Users' own text files as a `TextCorpus` (`unlearn data add NAME --file PATH`).
 
 Which files are text: a `.txt` or `.jsonl` file, or any supported file given with a text column
-(`--text-column`); a `.csv`/`.parquet` file with `--target` is a table (`unlearning.tabular.data`).
+(`--text-column`); a `.csv`/`.parquet` file with `--target` is a table (`unlearning.tabular.files`).
 
 Records:
 - `.txt`: one record per paragraph. Paragraphs are separated by one or more blank lines (lines of

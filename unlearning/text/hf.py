@@ -19,8 +19,12 @@ registry's methods run unchanged. Held-out perplexity of such a model is per *to
 before, after and the re-fine-tuned reference always share.
 
 The exact reference of a fine-tuned model is the BASE checkpoint fine-tuned again on D′ with the
-same schedule (`refine_tune`), so a bundle records the base checkpoint's path and content hash in
-`settings["base"]`; a base that moved or changed is refused, never silently replaced.
+same schedule (`hf_finetune.refine_tune`), so a bundle records the base checkpoint's path and content
+hash in `settings["base"]`; a base that moved or changed is refused, never silently replaced.
+
+This module loads, wraps and saves; its neighbours: hf_checkpoint.py (the checks of a checkpoint
+directory, its identity, the tiny test checkpoint), hf_finetune.py (fine-tuning and the exact
+reference) and hf_tokens.py (token windows of a redaction, scoring, generation).
 
 Attention runs in the "eager" implementation: PyTorch's fused CPU attention kernel has no double
 backward, which every Hessian-vector product needs. `transformers` is imported inside functions
@@ -33,165 +37,23 @@ every load passes `trust_remote_code=False`.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from unlearning.errors import UnlearnError
-
 from unlearning.text.bundle import LMBundle
-
-if TYPE_CHECKING:
-    from unlearning.text import charlm
-    from unlearning.text.data import TextCorpus
+from unlearning.text.hf_checkpoint import check_checkpoint, checkpoint_identity
 
 FORMAT = "unlearnflow.hf/1"
 PRESET = "hf"
 ADAPTER_DIR = "adapter"  # a LoRA bundle: base weights in the bundle directory, adapters here
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
-                "pytorch_model.bin.index.json")
-TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "spiece.model", "vocab.txt")
-CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 LORA_HINT = "pip install peft (or `pip install unlearnflow[lora]`)"
 LORA_DEFAULTS = dict(r=8, lora_alpha=16, lora_dropout=0.0)
 DEFAULT_SEQ_LEN = 64  # tokens per training window unless a schedule says otherwise
 SMALL_MODEL = 20_000_000  # parameters: below it (tiny test/bench checkpoints) the default rate is higher
-
-
-# --- checkpoints --------------------------------------------------------------------------------
-
-def check_checkpoint(path) -> None:
-    """Raise the one-line UnlearnError if `path` is not a local causal-LM checkpoint with a tokenizer."""
-    p = Path(path)
-    fix = "pass a directory written by save_pretrained (config.json, weights and tokenizer files)"
-    if not p.exists():
-        raise UnlearnError(f"checkpoint {p} does not exist: {fix}")
-    if not p.is_dir():
-        raise UnlearnError(f"checkpoint {p} is not a directory: {fix}")
-    if not (p / "config.json").is_file():
-        raise UnlearnError(f"{p} is not a Hugging Face checkpoint (no config.json): {fix}")
-    try:
-        config = json.loads((p / "config.json").read_text())
-    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: arrays nested in arrays
-        raise UnlearnError(f"{p}/config.json is not valid JSON ({exc.__class__.__name__}): {fix}") from None
-    if not isinstance(config, dict):
-        raise UnlearnError(f"{p}/config.json is not a model configuration: {fix}")
-    if not _is_causal_lm(config):
-        kind = ", ".join(config.get("architectures") or []) or config.get("model_type") or "unknown"
-        raise UnlearnError(f"{p} is not a causal language model ({kind}): pass a checkpoint of a "
-                           f"*ForCausalLM / *LMHeadModel (e.g. GPT-2, Llama, Qwen)")
-    check_no_custom_code(p, config)
-    if not any((p / f).is_file() for f in WEIGHT_FILES):
-        raise UnlearnError(f"{p} has no model weights (model.safetensors or pytorch_model.bin): {fix}")
-    check_weights_readable(p, fix)
-    if not any((p / f).is_file() for f in TOKENIZER_FILES):
-        raise UnlearnError(f"{p} has no tokenizer (tokenizer.json): save the tokenizer into the checkpoint "
-                           f"too (tokenizer.save_pretrained(DIR))")
-
-
-def check_no_custom_code(p: Path, config: dict) -> None:
-    """A checkpoint of an architecture transformers does not ship loads only by importing the Python
-    files it carries (config.json's auto_map): a checkpoint is data, and its code is never run, so it
-    is refused here in one line. transformers would otherwise ask on a terminal whether to run it
-    (and run it on a "y"). An auto_map beside a model type transformers knows is harmless: the
-    shipped class is used (every load passes trust_remote_code=False)."""
-    if not config.get("auto_map"):
-        return
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
-
-    model_type = str(config.get("model_type") or "none")
-    if model_type not in CONFIG_MAPPING_NAMES:
-        raise UnlearnError(f"{p} loads only by running the Python code it carries (auto_map in config.json, "
-                           f"model type {model_type[:40]!r}): unlearnflow never runs a checkpoint's code; save the "
-                           f"model as an architecture transformers ships (e.g. GPT-2, Llama, Qwen)")
-
-
-def check_weights_readable(p: Path, fix: str) -> None:
-    """A safetensors file whose header or tensors end early (a copy cut short) is refused here, before
-    anything is written, not by a traceback after the run was recorded: its header names every
-    tensor's byte range, which must lie within the file."""
-    path = p / "model.safetensors"
-    if not path.is_file():
-        return
-    size = path.stat().st_size
-    try:
-        with path.open("rb") as f:
-            length = int.from_bytes(f.read(8), "little")
-            header = json.loads(f.read(length)) if 8 + length <= size else None
-        ends = [int(t["data_offsets"][1]) for k, t in (header or {}).items() if k != "__metadata__"]
-    except (OSError, ValueError, TypeError, KeyError, IndexError):
-        header, ends = None, []
-    if header is None or 8 + length + max(ends, default=0) > size:
-        raise UnlearnError(f"{path} is truncated or not a safetensors file ({size} bytes): {fix}")
-
-
-def _is_causal_lm(config: dict) -> bool:
-    architectures = config.get("architectures") or []
-    if architectures:
-        return any(str(a).endswith(CAUSAL_SUFFIXES) for a in architectures)
-    model_type = config.get("model_type")
-    if not model_type:
-        return False
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-
-def checkpoint_identity(path) -> dict:
-    """{"path": the resolved directory, "sha256": a hash over every file's relative path and bytes}.
-    Hidden files and our own lm.json are left out: the identity is the checkpoint's, not a bundle's."""
-    root = Path(path).resolve()
-    h = hashlib.sha256()
-    for f in sorted(q for q in root.rglob("*") if q.is_file()):
-        rel = f.relative_to(root).as_posix()
-        if rel.startswith(".") or "/." in rel or rel == "lm.json":
-            continue
-        h.update(f"\0{rel}\0".encode())
-        with f.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return {"path": str(root), "sha256": h.hexdigest()}
-
-
-def check_base(base: dict) -> Path:
-    """The base checkpoint a bundle was fine-tuned from, as it was: refuse one that is gone or changed."""
-    path = Path(base["path"])
-    if not path.is_dir():
-        raise UnlearnError(f"the base checkpoint {path} this model was fine-tuned from is gone: restore it "
-                           f"there (the exact reference re-fine-tunes it on D')")
-    now = checkpoint_identity(path)["sha256"]
-    if now != base["sha256"]:
-        raise UnlearnError(f"the base checkpoint {path} changed since this model was fine-tuned from it "
-                           f"(sha256 {now[:12]}… ≠ {base['sha256'][:12]}…): restore the original files")
-    return path
-
-
-def check_windows_fit(path, corpus: "TextCorpus", seq_len: int = DEFAULT_SEQ_LEN) -> None:
-    """Refuse, before anything is written, windows of `seq_len` + 1 tokens that the checkpoint's
-    positions cannot hold, and a corpus whose training or held-out records tokenize (with the
-    checkpoint's tokenizer) to less than one such window: a fine-tune would have nothing to train on,
-    held-out perplexity nothing to measure. The character count of data.check_trainable_corpus
-    cannot tell: a tokenizer trained on the text packs several characters into a token."""
-    from types import SimpleNamespace
-
-    from unlearning.text.data import concatenated
-
-    path = Path(path)
-    positions = max_positions(SimpleNamespace(**json.loads((path / "config.json").read_text())))
-    if seq_len + 1 > positions:
-        raise UnlearnError(f"windows of {seq_len + 1} tokens do not fit the {positions} positions of the model in "
-                           f"{path}: use a --seq-len below {positions}")
-    vocab = _load_tokenizer(path)
-    mask = corpus.train_mask()
-    for share, chosen in (("training", mask), ("held-out", ~mask)):
-        n_tokens = len(vocab.encode(concatenated(corpus, chosen)[0]))
-        if n_tokens < seq_len + 1:
-            raise UnlearnError(f"corpus '{corpus.name}' is too short for this model: its {share} records tokenize "
-                               f"to {n_tokens} tokens, less than one window of {seq_len + 1}; add more text")
 
 
 # --- the adapters -------------------------------------------------------------------------------
@@ -329,7 +191,7 @@ def _load_model(path: Path):
     return model
 
 
-def _load_tokenizer(path: Path) -> TokenizerVocab:
+def load_tokenizer(path: Path) -> TokenizerVocab:
     from transformers import AutoTokenizer
 
     try:
@@ -369,7 +231,7 @@ def load_pretrained(path, *, seq_len: int = DEFAULT_SEQ_LEN, lora: bool = False,
     if seq_len + 1 > positions:
         raise UnlearnError(f"windows of {seq_len + 1} tokens do not fit the model's {positions} positions: "
                            f"use a seq_len below {positions}")
-    vocab = _load_tokenizer(path)
+    vocab = load_tokenizer(path)
     if len(vocab) > model.config.vocab_size:
         raise UnlearnError(f"the tokenizer in {path} has {len(vocab)} tokens but the model only "
                            f"{model.config.vocab_size}: save the tokenizer the model was trained with")
@@ -382,65 +244,6 @@ def load_pretrained(path, *, seq_len: int = DEFAULT_SEQ_LEN, lora: bool = False,
                 "batch": int(batch), "seed": int(seed), "steps": 0, "seconds": 0.0, "base": identity,
                 "lora": bool(lora)}
     return LMBundle(module, vocab, PRESET, settings)
-
-
-# --- training -----------------------------------------------------------------------------------
-
-def corpus_windows(vocab: TokenizerVocab, corpus: "TextCorpus", seq_len: int) -> torch.Tensor:
-    """The training records of `corpus`, tokenized as one text, cut into (m, seq_len+1) token windows."""
-    from unlearning.text import charlm
-    from unlearning.text.data import concatenated
-
-    return charlm.windows(vocab.encode(concatenated(corpus, corpus.train_mask())[0]), seq_len)
-
-
-def train_windows(bundle: LMBundle, windows: torch.Tensor, *, steps: int, seed: int = 0,
-                  progress=None, precision: str = "fp32") -> "charlm.TrainStats":
-    """charlm.train_lm with the bundle's rate and batch, dropout seeded (in place), where the model is."""
-    from unlearning.text import charlm
-
-    s = bundle.settings
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return charlm.train_lm(bundle.model, windows, steps=steps, lr=float(s["lr"]), batch=int(s["batch"]),
-                               seed=seed, progress=progress, precision=precision)
-
-
-def fine_tune(bundle: LMBundle, corpus: "TextCorpus", *, steps: int, seed: int = 0,
-              progress=None, precision: str = "fp32") -> tuple[LMBundle, "charlm.TrainStats"]:
-    """Fine-tune the bundle's model (in place) `steps` Adam steps on the corpus's training windows;
-    returns the bundle with the schedule recorded (steps, seed, seconds) and the training stats."""
-    windows = corpus_windows(bundle.vocab, corpus, bundle.seq_len)
-    if not len(windows):
-        raise UnlearnError(f"the training text is shorter than one window of {bundle.seq_len + 1} tokens: "
-                           f"add records or lower seq_len")
-    stats = train_windows(bundle, windows, steps=steps, seed=seed, progress=progress, precision=precision)
-    settings = {**bundle.settings, "steps": stats.steps, "seed": int(seed), "seconds": stats.seconds,
-                **({"precision": precision} if precision != "fp32" else {})}  # the reference replays it
-    return LMBundle(bundle.model, bundle.vocab, bundle.preset, settings), stats
-
-
-def refine_tune(settings: dict, windows: torch.Tensor, progress=None, device: str = "cpu"):
-    """The exact reference: the BASE checkpoint (unchanged, else UnlearnError) fine-tuned again on
-    `windows` (D′) with the recorded schedule (and precision), on `device`. A deep_influence.DeepUpdate."""
-    from unlearning.devices import resolve_device
-
-    import time
-
-    from unlearning.text.deep_influence import DeepUpdate
-
-    if not int(settings.get("steps") or 0) or not settings.get("base"):
-        raise UnlearnError("this model records no fine-tuning of a base checkpoint (it was imported as is): "
-                           "there is no exact reference to re-fine-tune; verify by evidence instead")
-    base = check_base(settings["base"])
-    started = time.perf_counter()
-    fresh = load_pretrained(base, seq_len=int(settings["seq_len"]), lora=bool(settings.get("lora")),
-                            seed=int(settings["seed"]), lr=float(settings["lr"]), batch=int(settings["batch"]))
-    fresh.model.to(resolve_device(device))
-    stats = train_windows(fresh, windows, steps=int(settings["steps"]), seed=int(settings["seed"]),
-                          progress=progress, precision=settings.get("precision", "fp32"))
-    return DeepUpdate(fresh.model, "retrain", {"seconds": time.perf_counter() - started, "hvps": 0,
-                                               "steps": stats.steps, "loss": stats.loss})
 
 
 # --- persistence --------------------------------------------------------------------------------
@@ -469,46 +272,10 @@ def load(directory: Path, meta: dict) -> LMBundle:
         model = peft.PeftModel.from_pretrained(model, directory / ADAPTER_DIR, is_trainable=True)
     module = HFCausalLM(model, lora=lora)
     module.eval()
-    return LMBundle(module, _load_tokenizer(directory), PRESET, meta["settings"])
+    return LMBundle(module, load_tokenizer(directory), PRESET, meta["settings"])
 
 
 def merged_model(bundle: LMBundle):
     """A plain transformers model of the bundle (LoRA adapters merged into a copy), e.g. to log."""
     module: HFCausalLM = bundle.model
     return copy.deepcopy(module.hf).merge_and_unload() if module.config["lora"] else module.hf
-
-
-# --- a tiny checkpoint for tests, benchmarks and demos (no download) ----------------------------
-
-def build_tiny_checkpoint(texts: list[str], directory, *, vocab_size: int = 512, n_layer: int = 2,
-                          n_embd: int = 64, n_head: int = 2, n_positions: int = 128, seed: int = 0) -> Path:
-    """A byte-level BPE tokenizer trained on `texts` (digits kept single) and a randomly initialised
-    GPT-2 of the given size (dropout off), saved with save_pretrained into `directory`; returns it."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    eos = "<|endoftext|>"
-    tok = Tokenizer(models.BPE())
-    # Digits one by one (as Llama's tokenizer): a number repeated in `texts` (a secret) must not
-    # become a token of its own, or every same-format candidate would be scored in more tokens.
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
-                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[eos], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, bos_token=eos, unk_token=eos)
-    eos_id = tok.token_to_id(eos)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
-                        n_head=n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                        bos_token_id=eos_id, eos_token_id=eos_id)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = GPT2LMHeadModel(config)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory

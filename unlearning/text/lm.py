@@ -24,7 +24,7 @@ from unlearning import registry
 from unlearning.detect import scan_text
 from unlearning.devices import DeviceSettings, device_of, resolve_device
 from unlearning.text import ascent, deep_influence, exposure, suppress
-from unlearning.text import charlm, hf, hf_tokens  # hf imports transformers inside its functions only
+from unlearning.text import charlm, hf, hf_finetune, hf_tokens  # these import transformers inside their functions only
 from unlearning.text.bundle import LMBundle
 from unlearning.text.charlm import CharLSTM, Vocab
 from unlearning.text.data import REDACTION_PAD, REDACTION_TOKEN, Occurrence, TextCorpus, concatenated
@@ -394,10 +394,10 @@ def suppress_lr(bundle: LMBundle) -> float:
 @registry.register(KIND, "retrain", "exact", RetrainConfig)
 def _retrain(ctx: TextContext, cfg: RetrainConfig) -> deep_influence.DeepUpdate:
     """Exact: the same architecture trained from scratch on D' with the original schedule (a Hugging
-    Face model: its base checkpoint fine-tuned again on D', hf.refine_tune)."""
+    Face model: its base checkpoint fine-tuned again on D', hf_finetune.refine_tune)."""
     s = ctx.bundle.settings
     if is_hf(ctx.bundle):
-        return hf.refine_tune(s, ctx.request.apply(ctx.train_windows), device=str(device_of(ctx.bundle.model)))
+        return hf_finetune.refine_tune(s, ctx.request.apply(ctx.train_windows), device=str(device_of(ctx.bundle.model)))
     update = deep_influence.retrain(ctx.bundle.model, ctx.request, ctx.train_windows, steps=int(s["steps"]),
                                     lr=s["lr"], batch=int(s["batch"]), seed=int(s["seed"]), init_seed=int(s["seed"]),
                                     precision=s.get("precision", "fp32"))
