@@ -85,7 +85,8 @@ class Back:
 
 def refuse_erased(root: Path, dataset) -> None:
     """UnlearnError (one line, nothing written yet) for a source holding what completed ledger
-    requests erased on a model trained on it: what, which requests, and the fix."""
+    requests erased on a model trained on it, or rows and secrets they erased from another dataset
+    (a copy under a new name): what, which requests, from where, and the fix."""
     if not (back := erased_back(root, dataset)):
         return
     raise UnlearnError(f"{back.described()} erased{back.erased_from(dataset.name) or f' from data/{dataset.name}'} "
@@ -191,8 +192,7 @@ def hashed_rows_back(root: Path | None, dataset, erasures: dict[str, dict]) -> d
     from tasks.erased_rows import rows_back
     from tasks.scan import project_salt
 
-    salt = project_salt(root)
-    return {request: rows_back(dataset, rows, salt) for request, rows in recorded.items()}
+    return rows_back(dataset, recorded, project_salt(root))
 
 
 def feature_holds_values(dataset, feature: str) -> bool:
