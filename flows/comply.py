@@ -26,7 +26,7 @@ from flows.forget import forget_flow
 from flows.references import retrain_references
 from flows.runs import failed_run, outcome_flow, rename_current_run, requests_label
 from flows.settings import private_tempdir
-from tasks import batches, outcomes, release, unchanged
+from tasks import batches, erased_rows, outcomes, release, unchanged
 from tasks import references as prefetch
 from tasks.common import progress
 from tasks.kinds.base import check_verify_mode_name
@@ -53,9 +53,11 @@ def process_batch(root: Path, requests: list, keep_days: int | None = None, path
     if any(r.id in notes for r in active):
         batches.drop_manifest(root, path)  # written before the notes were known: the batch is written anew
         path = None
+    # the deleted rows hashed while the data still holds them: their entries keep them out of every dataset
+    rows = erased_rows.deleted_rows(root, [rest[r.id] for r in active])
     path, summary, problem = run_forget(root, active, [rest[r.id] for r in active], path, keep_days, verify, device)
     if problem is None:
-        results += outcomes.complete_batch(root, active, summary, notes=notes)
+        results += outcomes.complete_batch(root, active, summary, notes=notes, rows=rows)
     elif len(active) == 1:
         results.append(outcomes.fail(root, active[0], problem))
     batches.drop_manifest(root, path)  # the ledger has every member's outcome

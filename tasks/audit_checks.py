@@ -22,7 +22,7 @@ import torch
 from tasks import references as prefetch
 from tasks.audit import ESCROWED_DATA, AuditPlan, escrow_file, escrow_run
 from tasks.common import progress
-from tasks.erased import Back, back_in, erasures_on_dataset, merged, outside_ledger
+from tasks.erased import Back, back_in, completed_requests, erasures_of, merged, outside_ledger
 from tasks.redacted import escrowed_secrets
 from unlearning.checks import undecided_removal
 from unlearning.compliance.purge import SUPERSEDED_BY
@@ -248,7 +248,8 @@ def judge(root: Path, plan: AuditPlan) -> Judgement:
         judgement.checks.append(check)
         judgement.shortfall.append({"check": check["name"], "requests": sorted(back.requests)})
         name = plan.dataset.name
-        judgement.unpromotable = (f"{back.described()} erased by {back.named} are back in data/{name}, and a "
+        judgement.unpromotable = (f"{back.described()} erased{back.erased_from(name)} by {back.named} are back in "
+                                  f"data/{name}, and a "
                                   f"retraining on it holds them too: remove them (`unlearn data add {name} --file "
                                   f"SOURCE --replace` from a source without them) and train again, or submit the "
                                   f"request(s) again")
@@ -284,19 +285,23 @@ ERASED_CHECK = "erased_records_absent"
 def erased_data_back(root: Path, plan: AuditPlan) -> tuple[dict, Back] | None:
     """(the failed check, what is back and which requests erased it) when what an erasure removed is in
     the current data the audit retrains on (re-ingested, a backup restored): a deleted record, a
-    revoked feature with values, training images of a forgotten class, a redacted secret; None otherwise. The erasures: every completed ledger request on the dataset, also those an earlier audit
-    covered (a backup restored after it), and the covered requests made outside the ledger. The
+        revoked feature with values, training images of a forgotten class, a redacted secret; None
+    otherwise. The erasures: every completed ledger request on the dataset, also those an earlier
+    audit covered (a backup restored after it), the rows and secrets of those on any other dataset of
+    the project (tasks.erased.erasures_of), and the covered requests made outside the ledger. The
     audit's comparison cannot see it: production and the retraining were then both trained on the
     data, and they agree. Counts, request ids and feature and class names only: record ids are
     personal data."""
     classes = list(plan.bundle.classes) if hasattr(plan.bundle, "classes") else None  # the model's: an index's
-    ledger = erasures_on_dataset(root, plan.dataset.name)
-    erasures = merged(ledger, outside_ledger(root, plan.dataset), covered_erasures(plan))
+    completed = completed_requests(root)  # one read of the ledger, verified
+    ledger = erasures_of(root, plan.dataset, completed)
+    erasures = merged(ledger, outside_ledger(root, plan.dataset, completed), covered_erasures(plan))
     back = back_in(plan.dataset, erasures, classes, root)
     if not back:
         return None
     check = {"name": ERASED_CHECK, "value": back.count, "passed": False,
-             "threshold": f"== 0 ({back.described()} erased by {back.named} are in the current data "
+             "threshold": f"== 0 ({back.described()} erased{back.erased_from(plan.dataset.name)} by {back.named} "
+                          f"are in the current data "
                           f"version {str(plan.data_version)[:12]}, which the audit retrained on)"}
     return check, back
 

@@ -2,21 +2,25 @@
 they deleted, the features they revoked (a table's), the class they forgot (an image dataset's), the
 secrets they redacted (a text corpus's, by salted fingerprint: tasks.redacted).
 
-Three gates read the same erasures (`erasures_on_dataset`: every completed ledger request on a model
-trained on the dataset, audited or not):
-- `unlearn data add NAME --replace` with the original source used to bring them back
-  (`refuse_erased`, passed to tasks.data.add_dataset, which cannot import this module: the ledger
-  imports that module's readers, through tasks.scan);
+Three gates read the same erasures (`erasures_of`: every completed ledger request on a model
+version trained on the dataset, audited or not; and of the requests on any other dataset of the
+project, what can be told apart from that dataset's own data — the rows they deleted, by salted
+hash of id and content (tasks.erased_rows), and the secrets they redacted —, so that a copy of the
+data under another name is refused too):
+- `unlearn data add NAME --replace` with the original source used to bring them back, and `data
+  add OTHER` with it made a copy of them (`refuse_erased`, passed to tasks.data.add_dataset, which
+  cannot import this module: the ledger imports that module's readers, through tasks.scan);
 - `unlearn train` on data that holds them again by another way (a backup restored by hand, a
   `dvc checkout` of an old version) learned them again while their certificates still said erased
   (`refuse_erased_training`);
 - the audit fails, and promotes nothing, when it finds them in the data it retrained on
   (tasks.audit_checks.erased_data_back), also for requests an earlier audit covered.
 
-A text corpus's redactions made with `unlearn forget` outside the ledger (the demo's) are read from
-the registry too (tasks.redacted.redacted_outside_ledger). Counts, request ids, and the names of
+Each reads the ledger once (`completed_requests`), verified first. A text corpus's redactions made
+with `unlearn forget` outside the ledger (the demo's) are read from the registry too
+(tasks.redacted.redacted_outside_ledger). Counts, request ids, dataset names and the names of
 features and classes (the schema, which certificates name too) in what is said: never a record id,
-which is personal data, nor a fingerprint, which points at a secret."""
+which is personal data, nor a fingerprint or row hash, which points at a secret or a record."""
 
 from __future__ import annotations
 
@@ -31,6 +35,8 @@ from unlearning.numbers import whole_number_as_written
 # what of a request's nature (unlearning.compliance.ledger.request_nature, with `secrets`: the
 # fingerprints a redaction removed) stays out of the data
 ERASING = ("delete_records", "revoke_features", "forget_class", "secrets")
+# what of it is looked for in every dataset of the project, not only the one it was made on
+ANYWHERE = ("erased_rows", "secrets")
 
 
 @dataclass
@@ -44,6 +50,7 @@ class Back:
     features: set[str] = field(default_factory=set)
     classes: set[str] = field(default_factory=set)
     requests: set[str] = field(default_factory=set)
+    datasets: set[str] = field(default_factory=set)  # those the requests erased from, where known
 
     def __bool__(self) -> bool:
         return bool(self.requests)
@@ -68,13 +75,22 @@ class Back:
     def named(self) -> str:
         return ", ".join(sorted(self.requests))
 
+    def erased_from(self, name: str) -> str:
+        """' from data/people' when some of it was erased from another dataset than `name` (a copy of
+        that data under another name), else ''."""
+        if not self.datasets - {name}:
+            return ""
+        return " from " + ", ".join(f"data/{d}" for d in sorted(self.datasets))
+
 
 def refuse_erased(root: Path, dataset) -> None:
     """UnlearnError (one line, nothing written yet) for a source holding what completed ledger
-    requests erased on a model trained on it: what, which requests, and the fix."""
+    requests erased on a model trained on it, or rows and secrets they erased from another dataset
+    (a copy under a new name): what, which requests, from where, and the fix."""
     if not (back := erased_back(root, dataset)):
         return
-    raise UnlearnError(f"{back.described()} erased from data/{dataset.name} by completed request(s) {back.named} "
+    raise UnlearnError(f"{back.described()} erased{back.erased_from(dataset.name) or f' from data/{dataset.name}'} "
+                       f"by completed request(s) {back.named} "
                        f"are in this source: adding it would bring them back into the data; drop them from the "
                        f"source (the requests' delete_records rows, revoke_features columns, forget_class images, "
                        f"redacted secrets: `unlearn scan SOURCE` lists them by fingerprint) and add it "
@@ -86,7 +102,8 @@ def refuse_erased_training(root: Path, dataset) -> None:
     what completed ledger requests erased: the new production model would learn it again."""
     if not (back := erased_back(root, dataset)):
         return
-    raise UnlearnError(f"{back.described()} erased by completed request(s) {back.named} are back in "
+    raise UnlearnError(f"{back.described()} erased{back.erased_from(dataset.name)} by completed request(s) "
+                       f"{back.named} are back in "
                        f"data/{dataset.name}: training on it would learn them again; remove them (`unlearn data "
                        f"add {dataset.name} --file SOURCE --replace` from a source without them) and train again")
 
@@ -105,36 +122,37 @@ def renumbered(dataset, back: Back) -> str:
 
 
 def erased_back(root: Path, dataset) -> Back:
-    """What `dataset` holds of the completed requests' erasures on it (empty: nothing). The ledger is
-    verified first, as before processing: a doctored one would switch the gate off."""
-    erasures = {}
-    if ledger_exists(root):
-        from tasks.ledger_verify import check_intact
-
-        check_intact(root)
-        erasures = erasures_on_dataset(root, dataset.name)
-    return back_in(dataset, merged(erasures, outside_ledger(root, dataset)), root=root)
+    """What `dataset` holds of the completed requests' erasures (empty: nothing): those on it, and
+    what is known in any dataset of the project (erasures_of). The ledger is read once and verified,
+    as before processing: a doctored one would switch the gate off."""
+    completed = completed_requests(root)
+    erasures = merged(erasures_of(root, dataset, completed), outside_ledger(root, dataset, completed))
+    return back_in(dataset, erasures, root=root)
 
 
-def outside_ledger(root: Path, dataset) -> dict[str, dict]:
+def completed_requests(root: Path) -> list:
+    """The ledger's completed requests, from one read of its entries, verified (UnlearnError, one
+    line, unless they verify); none without a ledger."""
+    if not ledger_exists(root):
+        return []
+    from tasks.ledger_verify import intact_entries
+    from unlearning.compliance import ledger as lg
+
+    return [r for r in lg.fold(intact_entries(root)).values() if r.status == "completed"]
+
+
+def outside_ledger(root: Path, dataset, completed: list) -> dict[str, dict]:
     """A text corpus's redactions made with `unlearn forget` outside the ledger (from the registry),
-    as natures; none for other data."""
+    as natures: on any text dataset of the project, as ledger redactions are (erasures_of); none for
+    other data. `completed`: the ledger's completed requests, whose comply batches' versions are
+    skipped (their entries say it)."""
     from tasks.formats import TEXT, format_of
 
     if format_of(dataset) is not TEXT:
         return {}
-    runs = ledger_runs(root)
-    return {request: {"secrets": sorted(found)}
-            for request, found in redacted.redacted_outside_ledger(root, dataset.name, runs).items()}
-
-
-def ledger_runs(root: Path) -> set[str]:
-    """The forget runs of the ledger's completed requests (comply batches)."""
-    if not ledger_exists(root):
-        return set()
-    from tasks import ledger
-
-    return {run for r in ledger.list_requests(root, status="completed") if (run := (r.response or {}).get("run_id"))}
+    runs = {run for r in completed if (run := (r.response or {}).get("run_id"))}
+    return {request: {"secrets": sorted(found), "made_on": made}
+            for request, (made, found) in redacted.redacted_outside_ledger(root, runs).items()}
 
 
 def back_in(dataset, erasures: dict[str, dict], classes: list[str] | None = None, root: Path | None = None) -> Back:
@@ -147,9 +165,10 @@ def back_in(dataset, erasures: dict[str, dict], classes: list[str] | None = None
     present = format_of(dataset).record_ids(dataset) or set()
     scanned = (redacted.fingerprints_in(root, dataset) if root is not None and format_of(dataset) is TEXT
                and any(n.get("secrets") for n in erasures.values()) else set())
+    hashed = hashed_rows_back(root, dataset, erasures)
     back = Back()
     for request, nature in erasures.items():
-        records = set(nature.get("delete_records") or ()) & present
+        records = (set(nature.get("delete_records") or ()) & present) | hashed.get(request, set())
         secrets = set(nature.get("secrets") or ()) & scanned
         features = {f for f in nature.get("revoke_features") or () if feature_holds_values(dataset, f)}
         forgotten = forgotten_class(dataset, nature.get("forget_class"), classes)
@@ -160,7 +179,20 @@ def back_in(dataset, erasures: dict[str, dict], classes: list[str] | None = None
             back.features |= features
             back.classes |= classes_back
             back.requests.add(request)
+            back.datasets |= {nature["made_on"]} if nature.get("made_on") else set()
     return back
+
+
+def hashed_rows_back(root: Path | None, dataset, erasures: dict[str, dict]) -> dict[str, set[str]]:
+    """Request id → the ids of `dataset`'s records whose salted (id, content) hash its entry recorded
+    (`erased_rows`: tasks.erased_rows), in any dataset of the project; the salt read only when one is."""
+    recorded = {request: n["erased_rows"] for request, n in erasures.items() if n.get("erased_rows")}
+    if root is None or not recorded:
+        return {}
+    from tasks.erased_rows import rows_back
+    from tasks.scan import project_salt
+
+    return rows_back(dataset, recorded, project_salt(root))
 
 
 def feature_holds_values(dataset, feature: str) -> bool:
@@ -191,24 +223,37 @@ def class_trained_on(dataset, name: str) -> bool:
     return bool((dataset.train & (dataset.labels == dataset.classes.index(name))).any())
 
 
-def erasures_on_dataset(root: Path, dataset: str) -> dict[str, dict]:
-    """Completed ledger request id → its recorded nature, of the requests that erased something
-    (records, features, a class) on models trained on `dataset`. An audit leaves a request
-    `completed`: audited ones count."""
-    if not ledger_exists(root):
-        return {}
-    from tasks import ledger  # here: a project without a ledger never loads it (nor MLflow)
-
-    natures = {r.id: (r, nature_of(root, r)) for r in ledger.list_requests(root, status="completed")}
+def erasures_of(root: Path, dataset, completed: list) -> dict[str, dict]:
+    """Completed ledger request id → what of its nature `dataset` is checked for, with `made_on`:
+    everything, for a request made on the dataset (on a model version trained on it: made_on);
+    for one made on another dataset, what is known in any dataset of the project — its deleted rows
+    by salted (id, content) hash, its redacted secrets by salted fingerprint (a secret is the same
+    secret in any corpus of the project) —, not its record ids (each dataset's own: another one's
+    records may share them), nor its revoked features and forgotten class (the schema of one
+    model's data, which another dataset may hold with consent of its own). An audit leaves a
+    request `completed`: audited ones count. `completed`: completed_requests."""
+    natures = {r.id: (r, nature_of(root, r)) for r in completed}
     erasing = {rid: (r, n) for rid, (r, n) in natures.items() if any(n.get(k) for k in ERASING)}
     datasets = {model: datasets_of(root, model) for model in {n.get("model") for _, n in erasing.values()}}
-    return {rid: n for rid, (r, n) in erasing.items() if made_on(r, datasets[n.get("model")]) == dataset}
+    out = {}
+    for request, (record, nature) in erasing.items():
+        made = made_on(record, datasets[nature.get("model")])
+        if made == dataset.name:
+            out[request] = {**nature, "made_on": made}
+        elif anywhere := {k: nature[k] for k in ANYWHERE if nature.get(k)}:
+            out[request] = {**anywhere, "made_on": made}
+    return out
 
 
 def nature_of(root: Path, record) -> dict:
-    """A completed request's recorded nature, with the fingerprints of the secrets it redacted."""
-    found = redacted.secrets_removed(root, record)
-    return {**record.request, "secrets": sorted(found)} if found else dict(record.request)
+    """A completed request's recorded nature, with the fingerprints of the secrets it redacted and
+    the salted hashes of the rows it deleted (`erased_rows`, where its entry recorded them)."""
+    nature = dict(record.request)
+    if found := redacted.secrets_removed(root, record):
+        nature["secrets"] = sorted(found)
+    if rows := (record.response or {}).get("erased_rows"):
+        nature["erased_rows"] = rows
+    return nature
 
 
 def merged(*erasures: dict[str, dict]) -> dict[str, dict]:

@@ -55,7 +55,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from tasks.ledger_db import (SQLITE_BUSY_TIMEOUT_S, _at, _engine, _ensure_schema, _exists, _history, _newest,
                              check_reachable, entries_table, ledger_url, read_entries)
 from tasks.ledger_head import _advance_head, _signed_head, _write_head, head_file, ledger_key
-from tasks.ledger_verify import check_intact
+from tasks.ledger_verify import intact_entries
 from unlearning.compliance import deadlines, mac_chain
 from unlearning.compliance import ledger as lg
 from unlearning.compliance.requests import UnlearningRequest, load_request
@@ -243,9 +243,9 @@ def show(root: Path, request_id: str) -> lg.RequestRecord:
 
 def pending(root: Path) -> list[lg.RequestRecord]:
     """Requests a processing run should take: received, or failed earlier (a rerun), oldest first.
-    Only from a ledger that verifies (UnlearnError otherwise): a scheduled run acts on it too."""
-    check_intact(root)
-    return [r for r in records(root).values() if r.status in lg.PENDING]
+    Only from a ledger that verifies (UnlearnError otherwise): a scheduled run acts on it too. The
+    entries verified are those folded (one read: nothing appended in between is taken unverified)."""
+    return [r for r in lg.fold(intact_entries(root)).values() if r.status in lg.PENDING]
 
 # ---------------------------------------------------------------------------------------------
 # Private files: the salt and the submitted requests

@@ -36,6 +36,12 @@ def verify_chain(root: Path, expect_head: tuple[int, str] | None = None) -> tupl
         rows = _rows_in_order(root)
     except UnreadableLedger as exc:  # the ledger is broken, which is what verifying it reports
         return False, None, str(exc)
+    return verify_rows(root, rows, expect_head)
+
+
+def verify_rows(root: Path, rows: list, expect_head: tuple[int, str] | None = None) -> tuple[bool, int | None, str]:
+    """verify_chain of rows already read (`_rows_in_order`): a reader that verifies the ledger and
+    then reads it reads it once (intact_entries)."""
     if not rows and not head_file(root).exists():  # no ledger: nothing to authenticate, no key needed
         report = mac_chain.verify_entries([], b"", expect_head)
         return report.ok, report.first_bad, report.message
@@ -70,10 +76,24 @@ def verify_chain(root: Path, expect_head: tuple[int, str] | None = None) -> tupl
 def check_intact(root: Path) -> None:
     """UnlearnError (one line) unless the ledger can be opened and verifies: a processing run must
     not act on a forged or cut-off ledger (a forged `denied` would silently skip a request)."""
-    ok, _, message = verify_chain(root)
+    intact_entries(root)
+
+
+def intact_entries(root: Path) -> list[mac_chain.Entry]:
+    """The ledger's entries, read once and verified as check_intact verifies them (UnlearnError, one
+    line, unless they verify): the erased-data gates read the completed requests from them
+    (tasks.erased), which used to mean three reads — one to verify, one for the requests, one for
+    their runs."""
+    try:
+        rows = _rows_in_order(root)
+    except UnreadableLedger as exc:
+        ok, message = False, str(exc)
+    else:
+        ok, _, message = verify_rows(Path(root), rows)
     if not ok:
         raise UnlearnError(f"the ledger does not verify — {message}; nothing was processed (see `unlearn ledger "
                            "verify`)")
+    return [_entry(r) for r in rows]
 
 
 def _canonical(text: str) -> str | None:

@@ -31,10 +31,12 @@ def complete(root: Path, request, cert: dict, plots: dict | None, model: dict, *
 
 
 def complete_batch(root: Path, requests: list, summary: dict, members: list[str] | None = None,
-                   notes: dict[str, dict[str, str]] | None = None) -> list[dict]:
+                   notes: dict[str, dict[str, str]] | None = None,
+                   rows: dict[str, dict] | None = None) -> list[dict]:
     """Ledger + signed certificate per request from a batch's forget summary (`members`: every
     request of the batch, for the certificates; default the requests given; `notes`: per request,
-    the records left unchanged and why)."""
+    the records left unchanged and why; `rows`: per request, the salted hashes of the rows it
+    deleted, taken before the run (tasks.erased_rows), recorded in its entry)."""
     ids = members or [r.id for r in requests]
     notes = notes or {}
     if not summary.get("verified"):
@@ -48,7 +50,8 @@ def complete_batch(root: Path, requests: list, summary: dict, members: list[str]
         if request.id in notes:
             cert["unchanged"] = unchanged_entries(notes[request.id])
         done = complete(root, request, cert, plots, model, guarantee=summary["guarantee"], method=summary["method"],
-                        data=summary["data"], run_id=summary["run_id"], redacted=redacted_by(request, summary))
+                        data=summary["data"], run_id=summary["run_id"], redacted=redacted_by(request, summary),
+                        erased_rows=(rows or {}).get(request.id))
         out.append({**done, "batch": summary["request_id"], "verification": summary.get("verification"),
                     "time_to_removal_s": (cert.get("timings") or {}).get("time_to_removal_s"),
                     **({"unchanged": notes[request.id]} if request.id in notes else {})})

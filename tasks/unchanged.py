@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks import ledger, tracking
+from tasks import ledger
 from unlearning.compliance import batching
 from unlearning.errors import UnlearnError
 
@@ -34,15 +34,10 @@ def no_change_notes(root: Path, requests: list) -> dict[str, dict[str, str]]:
 def current_table(root: Path, model: str):
     """The table the model's production version was trained on, as checked out; None for text and
     image models, or when it cannot be read (the forget run then reports why)."""
-    from tasks import data as data_store
+    from tasks.erased_rows import production_dataset
     from unlearning.tabular.data import Table
 
-    try:
-        tracking.connect(root)
-        production = tracking.require_production(model, root)
-        table = data_store.load_dataset(root, production.tags.get("dataset", model))
-    except UnlearnError:
-        return None
+    table = production_dataset(root, model)
     return table if isinstance(table, Table) else None
 
 

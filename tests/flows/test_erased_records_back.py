@@ -337,7 +337,11 @@ def test_a_retired_model_name_trained_again_on_other_data_does_not_carry_its_era
     add_and_train(people_csv, capsys)
     comply_requests(workspace, capsys, {"id": "RES-11", "delete_records": ERASED})
     assert main(["model", "retire", "people"]) == 0
-    argv = ["data", "add", "other", "--file", str(people_csv), "--target", "label", "--id", "person"]
+    from tests.flows.conftest import synthetic_people
+
+    others = workspace / "others.csv"  # other people's records under the same ids P1000…
+    synthetic_people(seed=1).to_csv(others, index=False)
+    argv = ["data", "add", "other", "--file", str(others), "--target", "label", "--id", "person"]
     assert main(argv) == 0  # another dataset: its own records, which happen to share the ids
     assert main(["train", "other", "--model", "people"]) == 0
     assert main([*argv, "--replace"]) == 0  # the old code: 2, RES-11's erasure from data/people applied here

@@ -57,9 +57,11 @@ EXTENDABLE = ("received", "processing", "failed")
 EVENT_FIELDS = {
     "processing": ((), ("run_id", "batch")),
     # redacted: the salted fingerprints of the secrets a text request removed (its `findings: all`
-    # resolved when it was processed): what keeps them out of the corpus for good (tasks.erased)
+    # resolved when it was processed): what keeps them out of the corpus for good (tasks.erased);
+    # erased_rows: salted hashes of the rows its delete_records removed (id and content), which keep
+    # them out of every dataset of the project, a copy under another name too (tasks.erased_rows)
     "completed": ((), ("response", "certificate", "certificate_sha256", "model", "data", "guarantee",
-                       "method", "run_id", "redacted")),
+                       "method", "run_id", "redacted", "erased_rows")),
     "failed": (("reason",), ("step", "run_id")),
     "denied": (("basis",), ("response",)),
     "extended": (("reason",), ("deadline",)),
