@@ -234,7 +234,7 @@ def suppress(model: CharLSTM, request: WindowRequest, train_windows: torch.Tenso
              target: str = "hinge", batch: int | None = 32, tilde_batch: int = 8, retain_batch: int = 16,
              chunks: int | None = 4, early_stop: bool = True, tolerance: float = 0.05,
              contrast: bool = True, clip: float = 5.0, seed: int = 0, teacher: nn.Module | None = None,
-             passes: float = 0.0) -> DeepUpdate:
+             passes: float = 7.5) -> DeepUpdate:
     """At most `steps` Adam steps at `lr` on the module doc's loss, each on the next `batch` affected
     windows of a seeded cycle through Z for the secret term (all when None; `contrast`: the hinge's
     class mean also taken after the same windows with their secrets redrawn, format_candidates),
