@@ -106,6 +106,24 @@ def run(argv: list[str] | None) -> int:
 def execute(args, root: Path) -> int:
     """One parsed command, in this process (a CLI call, or a command `unlearn serve` runs)."""
     configure_environment(root)
+    home = Path(os.environ["PREFECT_HOME"])
+    fresh = not home.exists()
+    code = execute_configured(args, root)
+    if code == EXIT_INVALID and fresh:
+        remove_if_empty(home)
+    return code
+
+
+def remove_if_empty(folder: Path) -> None:
+    """Bad input writes nothing: Prefect makes its home folder when it is first imported, before
+    the input is refused, so a refused command's new, still empty home goes again."""
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # not empty (a flow ran), gone, or not ours to remove: left as it is
+
+
+def execute_configured(args, root: Path) -> int:
     if args.command in EARLY_PREFECT:
         from flows.settings import start_prefect_server_early
 
