@@ -50,14 +50,12 @@ def demo_verify_mode(args) -> None:
 
 
 def cmd_ui(args, root: Path) -> int:
-    import subprocess
-
     if args.prefect:
         port = args.port or PREFECT_UI_PORT
         cmd, env = prefect_ui_command(port)
         print(f"Prefect UI on http://127.0.0.1:{port} (flow runs of {env['PREFECT_HOME']}); Ctrl-C to stop",
               file=sys.stderr)
-        return subprocess.call(cmd, env=env)
+        return serve_until_stopped(cmd, env)
     from tasks.tracking import configure, tracking_uri
 
     port = args.port or MLFLOW_UI_PORT
@@ -68,7 +66,38 @@ def cmd_ui(args, root: Path) -> int:
            "--backend-store-uri", uri, "--workers", "1"]
     # Job execution is off: it is not used here and doubles start-up time and memory.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    return subprocess.call(cmd, env=env)
+    return serve_until_stopped(cmd, env)
+
+
+def serve_until_stopped(cmd: list[str], env: dict[str, str]) -> int:
+    """Run a UI server until it ends or this process is told to stop (Ctrl-C, `kill`, a closed
+    terminal), the signal passed on to the server's whole process group and the group stopped
+    before returning. With subprocess.call a `kill` (SIGTERM) of `unlearn ui` ended it alone and left
+    the server (MLflow's uvicorn) holding the port."""
+    import signal
+    import subprocess
+
+    server = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def pass_on(signum, _frame):
+        stop_group(server.pid, signum)
+
+    stopping = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, pass_on) for s in stopping}
+    try:
+        code = server.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        stop_group(server.pid, signal.SIGTERM)  # what the server started and left behind
+    return 128 - code if code < 0 else code
+
+
+def stop_group(group: int, signum: int) -> None:
+    try:
+        os.killpg(group, signum)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group has ended
 
 
 def prefect_ui_command(port: int) -> tuple[list[str], dict[str, str]]:

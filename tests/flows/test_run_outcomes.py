@@ -151,3 +151,35 @@ def test_unlearn_ui_prefect_serves_the_projects_flow_runs(workspace):
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
     assert server.returncode is not None
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_unlearn_ui_killed_stops_its_server(workspace):
+    """`kill` (SIGTERM) of `unlearn ui` stops the MLflow UI server it started: the port is free
+    again. It used to end alone and leave the server holding the port."""
+    port = free_port()
+    env = {**os.environ, "UNLEARN_ROOT": str(workspace)}
+    ui = subprocess.Popen([sys.executable, "-m", "flows.cli", "ui", "--port", str(port)], env=env, cwd=workspace,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not port_open(port):
+            assert ui.poll() is None and time.monotonic() < deadline, ui.stderr.read().decode()[-2000:]
+            time.sleep(0.5)
+        ui.send_signal(signal.SIGTERM)  # to `unlearn ui` alone, as `kill PID` does
+        ui.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while port_open(port) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not port_open(port)
+    finally:
+        try:
+            os.killpg(ui.pid, signal.SIGKILL)  # what the old code left in the session
+        except ProcessLookupError:
+            pass
+        ui.wait()
