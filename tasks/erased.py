@@ -4,9 +4,9 @@ secrets they redacted (a text corpus's, by salted fingerprint: tasks.redacted).
 
 Three gates read the same erasures (`erasures_of`: every completed ledger request on a model
 version trained on the dataset, audited or not; and of the requests on any other dataset of the
-project, what can be told apart from that dataset's own data — the rows they deleted, by salted
-hash of id and content (tasks.erased_rows), and the secrets they redacted —, so that a copy of the
-data under another name is refused too):
+project, what can be told apart from that dataset's own data — the images they deleted, by salted
+hash of id and pixels (tasks.erased_rows; not a table's rows, whose hash would give the record
+back), and the secrets they redacted —, so that a copy of those under another name is refused too):
 - `unlearn data add NAME --replace` with the original source used to bring them back, and `data
   add OTHER` with it made a copy of them (`refuse_erased`, passed to tasks.data.add_dataset, which
   cannot import this module: the ledger imports that module's readers, through tasks.scan);
@@ -184,7 +184,7 @@ def back_in(dataset, erasures: dict[str, dict], classes: list[str] | None = None
 
 
 def hashed_rows_back(root: Path | None, dataset, erasures: dict[str, dict]) -> dict[str, set[str]]:
-    """Request id → the ids of `dataset`'s records whose salted (id, content) hash its entry recorded
+    """Request id → the ids of `dataset`'s images whose salted (id, pixels) hash its entry recorded
     (`erased_rows`: tasks.erased_rows), in any dataset of the project; the salt read only when one is."""
     recorded = {request: n["erased_rows"] for request, n in erasures.items() if n.get("erased_rows")}
     if root is None or not recorded:

@@ -1,22 +1,21 @@
-"""The records a completed deletion removed, known in any dataset of the project: a salted hash of
-each one's id and content, kept in its `completed` ledger entry (`erased_rows`), so that a copy of
-the data under another dataset name (`unlearn data add other --file <the restored backup>`) is
-refused as the dataset the records were deleted from is.
+"""The images a completed deletion removed, known in any dataset of the project: a salted hash of
+each one's id, class and pixels, kept in its `completed` ledger entry (`erased_rows`), so that a
+copy of the data under another dataset name (`unlearn data add other --images <the restored
+backup>`) is refused as the dataset the images were deleted from is.
 
 Ids alone cannot be compared across datasets: they are each dataset's own, and another dataset's
-records may carry the same ids (tasks.erased.made_on). A row's hash binds its id to its content:
-a record of another dataset matches only when both are the same, and two rows identical but for
-their ids (UCI Adult's duplicates) never match each other. The hash is an HMAC with the project's
-salt (tasks.scan.project_salt, the fingerprints' and the request hashes'), so it reveals nothing of
-the record to whoever reads the ledger without the salt, and it is the same in every dataset of
-the project. Never a raw value: the entry holds the scheme, the column names (the schema, which
-certificates name too) and the hashes.
+records may carry the same ids (tasks.erased.made_on). A hash binds the id to the content: a record
+of another dataset matches only when both are the same. The hash is an HMAC with the project's salt
+(tasks.scan.project_salt, the fingerprints' and the request hashes'); never a raw value.
 
-Tables: the columns the row held when it was deleted, less revoked ones (blanked in place: a copy
-from the source holds their values), looked for in a dataset with all those columns. Images: the
-class name and the pixels. Entries completed before `erased_rows` was recorded, or by a run
-finished after an interruption (the data before its run is gone), keep the check by id on the
-dataset the request was made on (tasks.erased)."""
+**Not for table rows.** They were hashed the same way (id and cells) until a review showed the hash
+gives the record back: the entry names the id in clear, and a row's cells come from small domains,
+so whoever holds the project's salt tried every combination of the values the remaining data shows
+and recovered the three deleted people's full rows in 1.4 s. A ledger is kept for good; what it
+holds must not enumerate back to an erased record. A pixel digest cannot be enumerated. A copy of
+a table under another dataset name is therefore not refused (docs/compliance.md says so); the gates
+keep the check by id on the dataset the deletion was made on (tasks.erased), as for image entries
+completed before `erased_rows` was recorded or by a run finished after an interruption."""
 
 from __future__ import annotations
 
@@ -25,14 +24,14 @@ import hmac
 import json
 from pathlib import Path
 
-TABLE, IMAGES = "table-v1", "images-v1"
+IMAGES = "images-v1"
 DIGITS = 32  # hex digits kept of each HMAC-SHA256: 128 bits, no chance collision between rows
 
 
 def deleted_rows(root: Path, requests: list) -> dict[str, dict]:
-    """Request id → what its `delete_records` remove, hashed (`rows_recorded`), from the data its
-    model's production version was trained on, read before the run deletes them; none for a request
-    deleting nothing, for text, or when that data cannot be read (the run then says why)."""
+    """Request id → the images its `delete_records` remove, hashed (`rows_recorded`), from the data
+    its model's production version was trained on, read before the run deletes them; none for a
+    request deleting nothing, for a table or a corpus, or when that data cannot be read."""
     deleting = [r for r in requests if r.delete_records]
     if not deleting:
         return {}
@@ -65,58 +64,39 @@ def production_dataset(root: Path, model: str):
 
 
 def rows_recorded(dataset, ids, salt: bytes) -> dict | None:
-    """{"scheme", "columns" (a table's), "rows": the sorted hashes} of the records `ids` of `dataset`
-    (those it holds); None for a dataset whose records are not hashed (text) or holds none of them."""
-    scheme = scheme_of(dataset)
-    if scheme is None:
+    """{"scheme", "rows": the sorted hashes} of the images `ids` of `dataset` (those it holds); None
+    for a dataset of another kind (tables: see the module doc) or that holds none of them."""
+    if scheme_of(dataset) is None:
         return None
-    columns = hashed_columns(dataset) if scheme == TABLE else []
-    rows = set(row_hashes(dataset, scheme, columns, salt, only=set(map(str, ids))))
-    if not rows:
-        return None
-    return {"scheme": scheme, **({"columns": columns} if scheme == TABLE else {}), "rows": sorted(rows)}
+    rows = set(row_hashes(dataset, salt, only=set(map(str, ids))))
+    return {"scheme": IMAGES, "rows": sorted(rows)} if rows else None
 
 
 def rows_back(dataset, recorded: dict[str, dict], salt: bytes) -> dict[str, set[str]]:
-    """Request id → the ids of `dataset`'s records whose hash is among its `erased_rows`
-    (`recorded`): none when the dataset is of another kind or lacks a column the hashes were made
-    over. The dataset's rows are hashed once per set of columns, not once per request: on a table of
-    UCI Adult's size (48,842 rows) one hashing takes about 0.3 s."""
-    kind = scheme_of(dataset)
-    hashed: dict[tuple, dict[str, str]] = {}
+    """Request id → the ids of `dataset`'s images whose hash is among its `erased_rows`
+    (`recorded`): none when the dataset is of another kind. The dataset is hashed once."""
+    if scheme_of(dataset) is None:
+        return {}
+    hashed = None
     found = {}
     for request, rows in recorded.items():
-        columns = tuple(rows.get("columns") or ())
-        if rows.get("scheme") != kind or (kind == TABLE and not set(columns) <= set(dataset.frame.columns)):
-            continue
-        if columns not in hashed:
-            hashed[columns] = row_hashes(dataset, kind, list(columns), salt)
-        found[request] = {hashed[columns][d] for d in rows.get("rows") or () if d in hashed[columns]}
+        if rows.get("scheme") != IMAGES:
+            continue  # a table's, from an entry written before tables stopped being hashed: not read
+        hashed = hashed if hashed is not None else row_hashes(dataset, salt)
+        found[request] = {hashed[d] for d in rows.get("rows") or () if d in hashed}
     return found
 
 
 def scheme_of(dataset) -> str | None:
-    """The hashing a dataset's records take: a table's or an image dataset's; None for text (its
-    removed secrets are known by fingerprint: tasks.redacted)."""
+    """IMAGES for an image dataset; None for a table (see the module doc) or a corpus (its removed
+    secrets are known by fingerprint: tasks.redacted)."""
     from tasks import formats
 
-    kind = formats.format_of(dataset)
-    return TABLE if kind is formats.TABLE else IMAGES if kind is formats.IMAGES else None
+    return IMAGES if formats.format_of(dataset) is formats.IMAGES else None
 
 
-def hashed_columns(table) -> list[str]:
-    """A table's columns a row is hashed over: all but the revoked ones (blank in it, full in a copy
-    from the source), by name, so that a copy with its columns in another order matches."""
-    return sorted(c for c in table.frame.columns if c not in set(table.revoked))
-
-
-def row_hashes(dataset, scheme: str, columns: list[str], salt: bytes, only: set[str] | None = None) -> dict[str, str]:
-    """Hash → record id, of every record of `dataset` (or those in `only`)."""
-    if scheme == TABLE:
-        frame = dataset.frame if only is None else dataset.frame[dataset.frame.index.isin(only)]
-        cells = frame[columns].astype(str)
-        return {row_hash(salt, [str(record), *values]): str(record)
-                for record, values in zip(cells.index, cells.itertuples(index=False, name=None))}
+def row_hashes(dataset, salt: bytes, only: set[str] | None = None) -> dict[str, str]:
+    """Hash → record id, of every image of `dataset` (or those in `only`)."""
     out = {}
     for position, record in enumerate(dataset.record_ids):
         if only is None or record in only:
