@@ -38,9 +38,12 @@ def failure_reason(exc: BaseException, limit: int = 300) -> str:
     failed request, a rolled-back or unpurged model version's tag and the certificate's entry, a
     task runner's warning. Masked as an UnlearnError's message is, because any exception may quote
     what the user gave (a KeyError of a column name, an OSError of a path, a client's error of an
-    address) — and before it is cut, so that no cut leaves a secret's first digits whole; whitespace
-    collapsed to single spaces, control characters escaped, at most `limit` characters."""
-    text = printable(" ".join(masked(str(exc)).split()))
+    address) — and before it is cut, so that no cut leaves a secret's first digits whole. Its first
+    line only: a library's later lines quote the input whole (pydantic's `input_value='Jane Doe, 12
+    Elm Street'`), which no detector knows for personal data, and a ledger keeps its reasons for good.
+    Control characters escaped, at most `limit` characters."""
+    lines = masked(str(exc)).strip().splitlines()
+    text = printable(" ".join(lines[0].split())) if lines else ""
     return text[:limit] or type(exc).__name__
 
 

@@ -97,3 +97,18 @@ def test_a_scheduler_that_cannot_be_reached_is_warned_about_masked(tmp_path, mon
     err = capsys.readouterr().err
     assert "warning: the Dask scheduler tcp://" in err and "cannot be reached (" in err
     assert CARD.replace(" ", "") not in err and mask(CARD.replace(" ", ""), "card") in err
+
+
+def test_a_failure_reason_keeps_the_first_line_of_a_library_error_not_the_input_it_quotes():
+    """pydantic's later lines quote the input whole (a name and an address no detector knows), and a
+    ledger keeps its reasons for good: the first line only, as tasks.batches.first_line kept."""
+    from pydantic import BaseModel, ValidationError
+
+    class M(BaseModel):
+        age: int
+
+    try:
+        M(age="Jane Doe, 12 Elm Street")
+    except ValidationError as exc:
+        reason = failure_reason(exc)
+    assert reason == "1 validation error for M", reason
