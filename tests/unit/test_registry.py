@@ -190,3 +190,15 @@ def test_suppress_config_defaults_are_the_functions_measured_defaults():
     config = registry.get("text", "suppress").config().model_dump()
     assert config.pop("lr") is None and tuned.pop("lr") == charlm.PRESETS["small"]["lr"] / 2
     assert {k: v for k, v in tuned.items() if k not in ("clip", "teacher")} == config
+
+
+def test_suppress_passes_are_bounded():
+    """`passes` raises the step count with the request's size: an unbounded one (inf) overflowed
+    math.ceil inside the update instead of being refused with the other options (review)."""
+    from pydantic import ValidationError
+
+    config = registry.get("text", "suppress").config
+    for bad in (float("inf"), float("nan"), 101.0, -1.0):
+        with pytest.raises(ValidationError):
+            config(passes=bad)
+    assert config(passes=0).passes == 0

@@ -276,7 +276,7 @@ class FinetuneConfig(TextMethodConfig):
 
 class SuppressConfig(TextMethodConfig):
     steps: int = Field(35, ge=1, description="Adam steps (at least; see passes)")
-    passes: float = Field(7.5, ge=0, description="at least this many passes through the affected windows: steps "
+    passes: float = Field(7.5, ge=0, le=100, description="at least this many passes through the affected windows: steps "
                           "raised to ⌈passes·|Z|/batch⌉ for a large request (suppress.steps_for; 0: steps alone)")
     lr: float | None = Field(None, gt=0, description="Adam rate (None: half the char LM's own training rate, "
                                                      "suppress_lr; 3e-3 for a Hugging Face model)")
