@@ -105,7 +105,9 @@ def refuse_erased_training(root: Path, dataset) -> None:
     raise UnlearnError(f"{back.described()} erased{back.erased_from(dataset.name)} by completed request(s) "
                        f"{back.named} are back in "
                        f"data/{dataset.name}: training on it would learn them again; remove them (`unlearn data "
-                       f"add {dataset.name} --file SOURCE --replace` from a source without them) and train again")
+                       f"add {dataset.name} --file SOURCE --replace` from a source without them"
+                       f"{', or submit the same erasure for a model of this dataset' if back.erased_from(dataset.name) else ''}"
+                       f") and train again")
 
 
 def renumbered(dataset, back: Back) -> str:

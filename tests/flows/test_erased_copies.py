@@ -148,6 +148,7 @@ def test_a_corpus_holding_a_redacted_secret_under_a_new_dataset_name_is_not_adde
     assert main(["train", "notes2", "--preset", "tiny", "--steps", NOTES_STEPS]) == 2  # the old code: 0
     err = capsys.readouterr().err.strip()
     assert "2 secret(s) erased from data/notes by completed request(s) RED-C1 are back in data/notes2" in err, err
+    assert "or submit the same erasure for a model of this dataset" in err, err  # a copy made before it: the other way out
     assert not any(v in err for v in raw_values(secrets)), err
     assert tracking.model_versions("notes2") == [] and len(reads) == 1, reads
 
