@@ -13,7 +13,7 @@ would mask and the passwords it would catch:
   heart disease, 50 Startups, Kaggle house prices, COMPAS), written as is, in snake_case, camelCase,
   PascalCase and kebab-case; identifiers built from ML vocabulary with versions, years and counters;
   model names (Hugging Face, torchvision, scikit-learn, MLflow `models:/name@alias` URIs); dataset
-  names; run ids, paths, version strings and request ids (bench.error_masking's generators);
+  names; run ids, paths, version strings and request ids (bench.generated);
 - passwords, generated (no list is fetched): random over letters, digits and symbols with each class
   present, 8–20 characters; a capitalised word, a year or number and a symbol (`Summer2024!`); a
   word with leet substitutions, a symbol and a digit (`Tr0ub4dor&3`); a passphrase of words joined by
@@ -116,7 +116,7 @@ def table_column(rng: random.Random) -> str:
 
 
 def legitimate_name(rng: random.Random) -> str:
-    from bench.error_masking import path, request_id, version
+    from bench.generated import path, request_id, version
 
     kind = rng.random()
     if kind < 0.35:
