@@ -315,7 +315,7 @@ def suppress(model: CharLSTM, request: WindowRequest, train_windows: torch.Tenso
 def steps_for(windows: int, steps: int, batch: int | None, passes: float) -> int:
     """`steps`, raised to ⌈passes·windows/batch⌉ where a step's batch holds fewer than all the windows.
     Why: 35 steps took each of the 8-secret request's 75 windows through the hinge 15 times but each of
-    the demo's 190 only 5.9 times, and left that request's worst secret 0.3–2.1 bits above the
+    the demo's 190 only 5.9 times, and left that request's worst secret 0.3–6.7 bits above the
     retrained model over suppress seeds 0–9 (four of ten above the audit's 2; one failing the
     relearning check); 45 steps (7.6 passes) gave −0.0 to +1.7 on nine seeds and +7.8 on one (an
     11-character password two of whose characters the update made certain), every evidence check
