@@ -40,7 +40,7 @@ def deleted_rows(root: Path, requests: list) -> dict[str, dict]:
     salt = project_salt(root)
     found = {}
     for model in {r.model for r in deleting}:
-        if (dataset := production_dataset(root, model)) is None:
+        if (dataset := production_dataset(root, model, images_only=True)) is None:
             continue
         for request in (r for r in deleting if r.model == model):
             if (recorded := rows_recorded(dataset, request.delete_records, salt)) is not None:
@@ -48,17 +48,21 @@ def deleted_rows(root: Path, requests: list) -> dict[str, dict]:
     return found
 
 
-def production_dataset(root: Path, model: str):
+def production_dataset(root: Path, model: str, images_only: bool = False):
     """The dataset `model`'s production version was trained on, as checked out; None when it cannot
-    be read."""
+    be read (or, `images_only`, when it is not an image dataset: a table is not read for nothing
+    before every batch)."""
     from tasks import data as data_store
-    from tasks import tracking
+    from tasks import formats, tracking
     from unlearning.errors import UnlearnError
 
     try:
         tracking.connect(root)
-        production = tracking.require_production(model, root)
-        return data_store.load_dataset(root, production.tags.get("dataset", model))
+        name = tracking.require_production(model, root).tags.get("dataset", model)
+        folder = data_store.dataset_dir(root, name)
+        if images_only and next((f for f in formats.BY_MARKER if f.stores_dataset(folder)), None) is not formats.IMAGES:
+            return None
+        return data_store.load_dataset(root, name)
     except UnlearnError:
         return None
 
