@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.runs import failed_run, outcome_flow
@@ -33,7 +33,7 @@ from tasks import audit_record as records
 from tasks import references as prefetch
 from tasks import devices, release, state, tracking
 from tasks.audit_checks import Judgement, judge
-from tasks.common import RETRAINED_AS_TRAINED, STEP, Lineage, Plan, dataset_digest, progress, promote, register
+from tasks.common import RETRAINED_AS_TRAINED, step, Lineage, Plan, dataset_digest, progress, promote, register
 from tasks.version import code_version
 from unlearning.devices import resolve_device
 from unlearning.errors import failure_reason, shown
@@ -146,7 +146,7 @@ def unreadable_warning(plan: steps.AuditPlan, name: str) -> str:
             f"or sealed under another signing key): {effect}; it is deleted when the audit completes")
 
 
-@task(name="audit checks", **STEP)
+@step("audit checks")
 def run_checks(lineage: Lineage, plan: steps.AuditPlan) -> Judgement:
     """The retrained reference and today's reference checks on the production model (child run `audit`)."""
     with lineage.child("audit") as run_id:

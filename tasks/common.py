@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,7 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks import data as data_store
 from tasks import dvc, state, tracking
 from unlearning.compliance.requests import UnlearningRequest
-from unlearning.errors import UnlearnError
+from unlearning.errors import UnlearnError, mask_in_place
 from unlearning.numbers import whole_number_as_written
 from unlearning.tabular import verify
 
@@ -39,6 +40,22 @@ def whole_number_option(value: object, option: str) -> int:
 
 
 STEP = dict(cache_policy=NO_CACHE, persist_result=False, retries=0)
+
+
+def step(name: str):
+    """A step of the pipeline as a Prefect task (STEP's options) whose failure Prefect records
+    masked: its run state and its log keep the exception's message, which may quote a user's value
+    (unlearning.errors.mask_in_place)."""
+    def decorate(fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                mask_in_place(exc)
+                raise
+        return task(name=name, **STEP)(run)
+    return decorate
 # The version tag of a model nothing can retrain (a Hugging Face model imported without the
 # checkpoint it was fine-tuned from): the audit skips it, retraining is refused.
 NOT_RETRAINABLE = ("retrainable", "false")
@@ -257,7 +274,7 @@ def require_trained_on_checkout(request: UnlearningRequest, production, name: st
 
 # --- train, register, promote -------------------------------------------------------------------
 
-@task(name="load data", **STEP)
+@step("load data")
 def load_data(root: Path, name: str):
     dataset = data_store.load_dataset(root, name)
     version = dvc.data_version(root)
@@ -266,7 +283,7 @@ def load_data(root: Path, name: str):
     return dataset, version, dataset_digest(root, name)
 
 
-@task(name="register", **STEP)
+@step("register")
 def register(lineage: Lineage, name: str, bundle, b, version_tags: dict,
              cache: Callable[[], Any] | None = None) -> tuple[str, str, str]:
     """Log the model under a child run, register it, and keep its private state by that run id:
@@ -285,7 +302,7 @@ def register(lineage: Lineage, name: str, bundle, b, version_tags: dict,
     return version, run_id, digest
 
 
-@task(name="promote", **STEP)
+@step("promote")
 def promote(lineage: Lineage, name: str, version: str) -> None:
     with lineage.child("promote") as run_id:
         tracking.promote(name, version)

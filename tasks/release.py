@@ -36,10 +36,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from prefect import task
 
 from tasks import dvc, state, tracking
-from tasks.common import STEP, Lineage, Plan
+from tasks.common import step, Lineage, Plan
 from unlearning.compliance import purge as rule
 from unlearning.errors import UnlearnError, failure_reason
 
@@ -360,7 +359,7 @@ def purged_description(version, when: str) -> str:
             "lineage tags remain as the record of what existed.")
 
 
-@task(name="supersede", **STEP)
+@step("supersede")
 def supersede(lineage: Lineage, plan: Plan, new_version: str, keep_days: int | None) -> list[dict]:
     """Schedule the superseded versions' purge; the certificate entries of those kept beyond use."""
     with lineage.child("supersede") as run_id:
@@ -390,7 +389,7 @@ def beyond_use_entries(model: str, tags: dict, private_state: list[str] = ()) ->
     return entries
 
 
-@task(name="purge superseded", **STEP)
+@step("purge superseded")
 def purge_due(lineage: Lineage, model: str | None = None) -> list[dict]:
     """Purge every superseded version whose date has come (of `model`, or of every model)."""
     with lineage.child("purge") as run_id:

@@ -9,13 +9,12 @@ import hashlib
 import threading
 from pathlib import Path
 
-from prefect import task
 from prefect.context import TaskRunContext
 
 from tasks import data as data_store
 from tasks import dvc, tracking
 from tasks.common import (
-    STEP, Plan, dataset_digest, earlier_result, other_models_on, require_sole_model, require_trained_on_checkout,
+    step, Plan, dataset_digest, earlier_result, other_models_on, require_sole_model, require_trained_on_checkout,
 )
 from tasks.kinds import kind_of
 from tasks.kinds.base import check_verify_mode_name
@@ -23,7 +22,7 @@ from unlearning import references
 from unlearning.compliance.requests import UnlearningRequest, load_request
 
 
-@task(name="validate request", **STEP)
+@step("validate request")
 def plan_request(root: Path, request_path: Path, method: str | None = None, verify: str | None = None) -> Plan:
     """The request file's plan. The CLI plans a request to validate it before it takes the project
     lock, and the forget flow plans it again under the lock: the flow takes the CLI's plan instead

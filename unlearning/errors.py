@@ -47,6 +47,26 @@ def failure_reason(exc: BaseException, limit: int = 300) -> str:
     return text[:limit] or type(exc).__name__
 
 
+def mask_in_place(exc: BaseException) -> None:
+    """`exc`, and the exceptions it was raised from, with the text they carry masked in place (their
+    type, errno and traceback unchanged): a Prefect task that fails records the exception's message
+    in its run state and logs it with its chain into Prefect's database, where a library's error
+    quoting a user's value (a path holding a card number) stayed whole. An UnlearnError shows itself
+    masked already."""
+    seen = set()
+    while exc is not None and id(exc) not in seen and len(seen) < 16:
+        seen.add(id(exc))
+        if not isinstance(exc, UnlearnError):
+            try:
+                exc.args = tuple(masked(a) if isinstance(a, str) else a for a in exc.args)
+                for name in ("filename", "filename2", "strerror"):
+                    if isinstance(getattr(exc, name, None), str):
+                        setattr(exc, name, masked(getattr(exc, name)))
+            except (AttributeError, TypeError):
+                pass  # an exception whose text cannot be set: left as it is
+        exc = exc.__cause__ or exc.__context__
+
+
 def masked(text: str) -> str:
     """`text` with every value the detectors of `unlearn scan` find replaced by its masked form.
 

@@ -11,10 +11,9 @@ import math
 import time
 from pathlib import Path
 
-from prefect import task
 
 from tasks import scan, tracking
-from tasks.common import NOT_RETRAINABLE, STEP, Lineage, progress, whole_number_option
+from tasks.common import NOT_RETRAINABLE, Lineage, progress, step, whole_number_option
 from unlearning.devices import resolve_device
 from unlearning.errors import UnlearnError
 from unlearning.text import hf, hf_checkpoint, hf_finetune, hf_tokens, lm
@@ -97,7 +96,7 @@ def fine_tune_pretrained(corpus: TextCorpus, cfg, on_step=None, base=None):
                         precision=cfg.precision)
 
 
-@task(name="import language model", **STEP)
+@step("import language model")
 def import_lm(lineage: Lineage, loaded: tuple):
     """`loaded` (load_import's), its lineage logged as the child run `import`."""
     with lineage.child("import") as run_id:

@@ -8,11 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect import task
 
 from tasks import dvc, factories, formats, tracking
 from tasks import references as prefetch
-from tasks.common import STEP, Lineage, Plan, Trained, Update, Verification, progress
+from tasks.common import step, Lineage, Plan, Trained, Update, Verification, progress
 from tasks.data import save_dataset
 from tasks.kinds import images_chain
 from tasks.kinds.base import Kind
@@ -72,7 +71,7 @@ def factory_tags(bundle: ImageBundle) -> dict:
     return {"model_factory": config["factory"], "model_factory_sha256": config.get("factory_sha256") or "none"}
 
 
-@task(name="fit CNN", **STEP)
+@step("fit CNN")
 def fit_cnn(lineage: Lineage, dataset: ImageDataset, cfg: ImageTrainConfig):
     with lineage.child("fit") as run_id:
         bundle, stats = train_image_model(dataset, cfg, progress=lambda s: progress(
@@ -84,7 +83,7 @@ def fit_cnn(lineage: Lineage, dataset: ImageDataset, cfg: ImageTrainConfig):
     return bundle, stats.seconds
 
 
-@task(name="evaluate CNN", **STEP)
+@step("evaluate CNN")
 def evaluate_cnn(lineage: Lineage, dataset: ImageDataset, bundle: ImageBundle) -> dict:
     with lineage.child("evaluate") as run_id, single_threaded():
         data = training_data(dataset, bundle)
@@ -97,7 +96,7 @@ def evaluate_cnn(lineage: Lineage, dataset: ImageDataset, bundle: ImageBundle) -
 
 # --- forget -----------------------------------------------------------------------------------
 
-@task(name="correct data", **STEP)
+@step("correct data")
 def correct_data(lineage: Lineage, plan: Plan) -> tuple[ImageDataset, str]:
     """D' of the request saved over data/NAME and versioned with DVC (a new data version)."""
     with lineage.child("correct data") as run_id:
@@ -111,7 +110,7 @@ def correct_data(lineage: Lineage, plan: Plan) -> tuple[ImageDataset, str]:
     return after, version
 
 
-@task(name="update model", **STEP)
+@step("update model")
 def update_cnn(lineage: Lineage, plan: Plan, method: str, options: dict | None = None):
     """Run the image method on the model's training set; returns (new bundle, stats, seconds)."""
     with lineage.child(f"update model ({method})", method=method) as run_id:

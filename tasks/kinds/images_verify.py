@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from prefect import task
 
 from tasks import state, tracking
 from tasks import references as prefetch
 from tasks.common import (
-    STEP, Lineage, Plan, Update, Verification, console_table, fallback_record, progress, pyplot,
+    step, Lineage, Plan, Update, Verification, console_table, fallback_record, progress, pyplot,
 )
 from unlearning import references
 from unlearning import registry
@@ -58,7 +57,7 @@ def evaluate_row(name: str, model, sets, seconds: float) -> dict:
         return {"method": name, **evaluate_model(model, *sets), "rte_s": seconds}
 
 
-@task(name="verify", **STEP)
+@step("verify")
 def verify_images(lineage: Lineage, plan: Plan, method: str, bundle_after: ImageBundle, update_s: float,
                   compare: dict[str, dict] | None = None, cfg: ImageVerifyConfig = ImageVerifyConfig()):
     """Every metric for the original, the update, the retrained reference and each baseline in
@@ -198,7 +197,7 @@ def evidence_metrics(evidence: dict, suffix: str = "") -> dict:
     return {f"{k}{suffix}": v for k, v in out.items() if v is not None}
 
 
-@task(name="verify", **STEP)
+@step("verify")
 def evidence_images(lineage: Lineage, plan: Plan, method: str, bundle_after: ImageBundle, update_s: float,
                     compare: dict[str, dict] | None = None, cfg: ImageVerifyConfig = ImageVerifyConfig()):
     """The evidence checks (unlearning.images.evidence; no model trained): Z against held-out images
@@ -242,7 +241,7 @@ def evidence_images(lineage: Lineage, plan: Plan, method: str, bundle_after: Ima
     return rows, checks, metrics, judged.known_after, judged.anchor_after
 
 
-@task(name="fall back to retraining", **STEP)
+@step("fall back to retraining")
 def retrain_after_failed_checks(lineage: Lineage, plan: Plan, update: Update, checks: list[dict],
                                 reference: tuple | None):
     """`auto`, and the fast update failed its checks: the CNN retrained on D' replaces it — the

@@ -9,11 +9,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from prefect import task
 
 from tasks import dvc, formats, state, tracking
 from tasks import references as prefetch
-from tasks.common import STEP, Lineage, Plan, Trained, Update, Verification, fallback_record, progress, pyplot
+from tasks.common import step, Lineage, Plan, Trained, Update, Verification, fallback_record, progress, pyplot
 from tasks.kinds.base import Kind
 from unlearning import references, registry
 from unlearning.compliance.requests import UnlearningRequest, validate_request
@@ -52,7 +51,7 @@ def certification_tags(bundle: ModelBundle) -> dict:
             "budget": cert.budget, "budget_used": cert.spent}
 
 
-@task(name="fit", **STEP)
+@step("fit")
 def fit(lineage: Lineage, table: Table, cfg: TrainConfig):
     with lineage.child("fit") as run_id:
         tracking.log_params(run_id, cfg.model_dump())
@@ -66,7 +65,7 @@ def fit(lineage: Lineage, table: Table, cfg: TrainConfig):
     return bundle, b, seconds
 
 
-@task(name="evaluate", **STEP)
+@step("evaluate")
 def evaluate(lineage: Lineage, encoded: erasure.Encoded, bundle: ModelBundle) -> dict:
     with lineage.child("evaluate") as run_id:
         train, test = encoded.train, encoded.test
@@ -79,7 +78,7 @@ def evaluate(lineage: Lineage, encoded: erasure.Encoded, bundle: ModelBundle) ->
 
 # --- forget -------------------------------------------------------------------------------------
 
-@task(name="correct data", **STEP)
+@step("correct data")
 def correct_data(lineage: Lineage, plan: Plan) -> tuple[Table, str]:
     """D' of the request saved over data/NAME and versioned with DVC (a new data version)."""
     with lineage.child("correct data") as run_id:
@@ -102,7 +101,7 @@ def corrected_table(plan: Plan) -> Table:
     return correct_table(plan.dataset, list(req.delete_records), list(req.revoke_features), dict(req.fix_labels))
 
 
-@task(name="update model", **STEP)
+@step("update model")
 def update_model(lineage: Lineage, plan: Plan, after: Table, method: str, options: dict | None = None):
     """Run the unlearning method; returns (result, new bundle, problem, seconds, D' encoded with
     the new bundle's feature map)."""
@@ -146,7 +145,7 @@ def parent_encoding(root: Path, plan: Plan) -> erasure.Encoded | None:
     return erasure.Encoded.from_state(kept) if kept is not None else None
 
 
-@task(name="verify", **STEP)
+@step("verify")
 def verify_update(lineage: Lineage, plan: Plan, test: erasure.TrainingData, problem, result: methods.Result,
                   bundle_after: ModelBundle, cfg: verify.VerifyConfig):
     """Fidelity against an exactly retrained reference on D'; returns (metrics, checks, seconds,
@@ -171,7 +170,7 @@ def verify_update(lineage: Lineage, plan: Plan, test: erasure.TrainingData, prob
     return metrics, checks, retrain_seconds, reference
 
 
-@task(name="fall back to retraining", **STEP)
+@step("fall back to retraining")
 def fall_back_to_reference(lineage: Lineage, test: erasure.TrainingData, problem, failed: methods.Result,
                            reference: methods.Result,
                            bundle_after: ModelBundle, checks: list[dict], cfg: verify.VerifyConfig, update_s: float):
@@ -192,7 +191,7 @@ def fall_back_to_reference(lineage: Lineage, test: erasure.TrainingData, problem
 
 # --- evidence: certificate and evidence modes, no model trained ------------------------------------
 
-@task(name="verify", **STEP)
+@step("verify")
 def verify_without_reference(lineage: Lineage, test: erasure.TrainingData, problem, result: methods.Result,
                              bundle_after: ModelBundle, cfg: verify.VerifyConfig, mode: str) -> tuple[dict, list[dict]]:
     """The update judged without training a model (unlearning.tabular.verify): `certificate` — a
@@ -233,7 +232,7 @@ def residual_on(problem, theta, obj: logreg.Objective) -> float:
     return float((g + obj.b if obj.b is not None else g).norm())
 
 
-@task(name="fall back to retraining", **STEP)
+@step("fall back to retraining")
 def retrain_after_failed_checks(lineage: Lineage, problem, failed: methods.Result, checks: list[dict],
                                 update_s: float):
     """`auto`, and the update failed its checks in a mode that trained no model: retrain on D'

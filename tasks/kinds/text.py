@@ -12,10 +12,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from prefect import task
 
 from tasks import dvc, formats, scan, tracking
-from tasks.common import STEP, Lineage, Plan, Trained, Update, Verification, progress
+from tasks.common import step, Lineage, Plan, Trained, Update, Verification, progress
 from tasks.data import load_dataset, save_dataset
 from tasks.kinds.base import Kind
 from tasks.kinds.text_chain import (chain_after, chain_secrets, earlier_line, evidence_state, reference_state,
@@ -58,7 +57,7 @@ def fit_progress(s) -> None:
     progress(f"  fit: epoch {s.epochs:.1f}, step {s.steps}, {s.seconds:.0f} s, loss {s.loss:.3f}")
 
 
-@task(name="fit language model", **STEP)
+@step("fit language model")
 def fit_lm(lineage: Lineage, corpus, cfg, base=None):
     """`base`: the checkpoint `--from-pretrained` names, loaded (Text.prepare)."""
     with lineage.child("fit") as run_id:
@@ -74,7 +73,7 @@ def fit_lm(lineage: Lineage, corpus, cfg, base=None):
     return bundle, stats.seconds
 
 
-@task(name="evaluate language model", **STEP)
+@step("evaluate language model")
 def evaluate_lm(lineage: Lineage, corpus, bundle) -> dict:
     with lineage.child("evaluate") as run_id:
         metrics = {"held_out_perplexity": lm.held_out_perplexity(bundle, corpus)}
@@ -116,7 +115,7 @@ def plan_findings(root, request: UnlearningRequest, corpus: TextCorpus, method: 
     return chosen
 
 
-@task(name="redact data", **STEP)
+@step("redact data")
 def redact_data(lineage: Lineage, plan: Plan) -> tuple[TextCorpus, str]:
     """D': every selected occurrence overwritten (same length), saved and versioned with DVC."""
     with lineage.child("correct data") as run_id:
@@ -147,7 +146,7 @@ def redacted_findings(findings: list[dict]) -> list[dict]:
     return [{"fingerprint": fp, "detector": detector} for fp, detector in sorted(distinct)]
 
 
-@task(name="update language model", **STEP)
+@step("update language model")
 def update_lm(lineage: Lineage, plan: Plan, after: TextCorpus, method: str, options: dict | None = None,
               anchor: str | None = None):
     """Returns (new bundle, guarantee, stats, seconds). `anchor`: the run id of the chain's teacher
@@ -189,7 +188,7 @@ def teacher_param(stats: dict, taught_by: str | None) -> dict:
     return {"teacher": taught_by if stats["teacher"] == "given" and taught_by else stats["teacher"]}
 
 
-@task(name="scan", **STEP)
+@step("scan")
 def scan_dataset(lineage: Lineage, dataset: str):
     """Findings of the detectors in a text corpus (masked, fingerprinted) as a child run."""
     with lineage.child("scan") as run_id:
@@ -203,7 +202,7 @@ def scan_dataset(lineage: Lineage, dataset: str):
     return corpus, findings
 
 
-@task(name="measure exposure", **STEP)
+@step("measure exposure")
 def measure_exposure(lineage: Lineage, model: str, corpus: TextCorpus, findings: list[dict],
                      n_candidates: int = lm.TextVerifyConfig.n_candidates) -> list[dict]:
     """Exposure of every distinct finding in the production model (the model-level leak report)."""

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import math
 
-from prefect import task
 
 from tasks import scan, state, tracking
 from tasks import references as prefetch
-from tasks.common import STEP, Lineage, Plan, Update, progress, pyplot
+from tasks.common import step, Lineage, Plan, Update, progress, pyplot
 from tasks.kinds.text_chain import (chain_checks, chain_secrets, earlier_maxima, exact_model_perplexity,
                                     model_perplexity, window_request)
 from unlearning import references
@@ -43,7 +42,7 @@ def retrained(plan: Plan, after: TextCorpus, announce: str, windows=None) -> tup
 
 # --- by the reference -------------------------------------------------------------------------
 
-@task(name="verify", **STEP)
+@step("verify")
 def verify_lm(lineage: Lineage, plan: Plan, after: TextCorpus, bundle_after: lm.LMBundle, update_s: float,
               cfg: lm.TextVerifyConfig = lm.TextVerifyConfig()):
     """Exposure of every removed secret before/after/retrained, held-out perplexity, regeneration.
@@ -95,7 +94,7 @@ def verify_lm(lineage: Lineage, plan: Plan, after: TextCorpus, bundle_after: lm.
     return metrics, checks, retrain_s, rows, reference
 
 
-@task(name="fall back to retraining", **STEP)
+@step("fall back to retraining")
 def fall_back_to_retrained(lineage: Lineage, method: str, metrics: dict, checks: list[dict], rows: list[dict],
                            update_s: float, cfg: lm.TextVerifyConfig = lm.TextVerifyConfig()):
     """`auto` and the fast update failed verification: the retrained reference (already trained on
@@ -277,7 +276,7 @@ def log_evidence(run_id: str, metrics: dict, checks: list[dict], rows: list[dict
     log_plots(run_id, plotted, {"before": metrics["perplexity_before"], "after": metrics["perplexity_after"]}, "band")
 
 
-@task(name="verify", **STEP)
+@step("verify")
 def verify_evidence(lineage: Lineage, plan: Plan, after: TextCorpus, bundle_after: lm.LMBundle,
                     cfg: evidence.EvidenceConfig = evidence.EvidenceConfig(), exact: bool = False):
     """The evidence checks (unlearning.text.evidence), no model trained. Returns (metrics, checks,
@@ -288,7 +287,7 @@ def verify_evidence(lineage: Lineage, plan: Plan, after: TextCorpus, bundle_afte
     return metrics, checks, rows
 
 
-@task(name="fall back to retraining", **STEP)
+@step("fall back to retraining")
 def fall_back_evidence(lineage: Lineage, plan: Plan, after: TextCorpus, update: Update, metrics: dict,
                        checks: list[dict], cfg: evidence.EvidenceConfig):
     """`auto` and the fast update failed the evidence checks, which trained no reference: retrain

@@ -112,3 +112,26 @@ def test_a_failure_reason_keeps_the_first_line_of_a_library_error_not_the_input_
     except ValidationError as exc:
         reason = failure_reason(exc)
     assert reason == "1 validation error for M", reason
+
+
+def test_an_exception_and_its_chain_are_masked_in_place_keeping_type_and_errno():
+    """What a failed Prefect task records (tasks.common.step): the message, the chain's messages and an
+    OSError's file name, masked; the type, errno and the UnlearnError (masked when shown) unchanged."""
+    from unlearning.errors import UnlearnError, mask_in_place
+
+    try:
+        try:
+            raise OSError(errno.ENOENT, "No such file or directory", f"/ckpt/{CARD}/config.json")
+        except OSError as inner:
+            raise RuntimeError(f"loading {EMAIL} failed") from inner
+    except RuntimeError as exc:
+        mask_in_place(exc)
+        outer = exc
+    inner = outer.__cause__
+    assert type(outer) is RuntimeError and type(inner) is FileNotFoundError and inner.errno == errno.ENOENT
+    for text in (str(outer), repr(outer), str(inner), repr(inner)):
+        assert CARD not in text and EMAIL not in text, text
+    assert mask(EMAIL, "email") in str(outer) and mask(CARD, "card") in str(inner)
+    own = UnlearnError(f"unknown feature {CARD!r}")
+    mask_in_place(own)
+    assert own.args == (f"unknown feature {CARD!r}",) and CARD not in str(own)
