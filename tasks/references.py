@@ -24,10 +24,8 @@ import warnings
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
-from tasks.common import progress, whole_number_option
+from tasks.common import progress, step, whole_number_option
 from unlearning import references
 from unlearning.errors import UnlearnError, failure_reason
 
@@ -144,7 +142,7 @@ def obtain(job: references.ReferenceJob, announce: str | None = None):
         f"    epoch {s.epochs:.1f}, step {s.steps}, {s.seconds:.0f} s, loss {s.loss:.3f}")), "trained"
 
 
-@task(name="retrain reference", cache_policy=NO_CACHE, persist_result=False, retries=0)
+@step("retrain reference")
 def retrain_reference(job: references.ReferenceJob, threads: int | None = None):
     if threads:
         import torch
