@@ -22,7 +22,7 @@ import torch
 from tasks import references as prefetch
 from tasks.audit import ESCROWED_DATA, AuditPlan, escrow_file, escrow_run
 from tasks.common import progress
-from tasks.erased import Back, back_in, completed_requests, erasures_of, merged, outside_ledger
+from tasks.erased import Back, erased_back, merged
 from tasks.redacted import escrowed_secrets
 from unlearning.checks import undecided_removal
 from unlearning.compliance.purge import SUPERSEDED_BY
@@ -285,18 +285,15 @@ ERASED_CHECK = "erased_records_absent"
 def erased_data_back(root: Path, plan: AuditPlan) -> tuple[dict, Back] | None:
     """(the failed check, what is back and which requests erased it) when what an erasure removed is in
     the current data the audit retrains on (re-ingested, a backup restored): a deleted record, a
-        revoked feature with values, training images of a forgotten class, a redacted secret; None
+    revoked feature with values, training images of a forgotten class, a redacted secret; None
     otherwise. The erasures: every completed ledger request on the dataset, also those an earlier
-    audit covered (a backup restored after it), the rows and secrets of those on any other dataset of
-    the project (tasks.erased.erasures_of), and the covered requests made outside the ledger. The
+    audit covered (a backup restored after it), the images and secrets of those on any other dataset
+    of the project (tasks.erased.erasures_of), and the covered requests made outside the ledger. The
     audit's comparison cannot see it: production and the retraining were then both trained on the
     data, and they agree. Counts, request ids and feature and class names only: record ids are
     personal data."""
     classes = list(plan.bundle.classes) if hasattr(plan.bundle, "classes") else None  # the model's: an index's
-    completed = completed_requests(root)  # one read of the ledger, verified
-    ledger = erasures_of(root, plan.dataset, completed)
-    erasures = merged(ledger, outside_ledger(root, plan.dataset, completed), covered_erasures(plan))
-    back = back_in(plan.dataset, erasures, classes, root)
+    back = erased_back(root, plan.dataset, covered_erasures(plan), classes)  # the gates' reading, and the escrows
     if not back:
         return None
     check = {"name": ERASED_CHECK, "value": back.count, "passed": False,

@@ -123,13 +123,14 @@ def renumbered(dataset, back: Back) -> str:
             "every record an id of its own, an id column with --id or an .npz's ids array)")
 
 
-def erased_back(root: Path, dataset) -> Back:
+def erased_back(root: Path, dataset, extra: dict[str, dict] | None = None, classes: list[str] | None = None) -> Back:
     """What `dataset` holds of the completed requests' erasures (empty: nothing): those on it, and
-    what is known in any dataset of the project (erasures_of). The ledger is read once and verified,
-    as before processing: a doctored one would switch the gate off."""
+    what is known in any dataset of the project (erasures_of), joined with `extra` (the audit's
+    covered requests, from their escrows). `classes`: as back_in's. The ledger is read once and
+    verified, as before processing: a doctored one would switch the gate off."""
     completed = completed_requests(root)
-    erasures = merged(erasures_of(root, dataset, completed), outside_ledger(root, dataset, completed))
-    return back_in(dataset, erasures, root=root)
+    erasures = merged(erasures_of(root, dataset, completed), outside_ledger(root, dataset, completed), extra or {})
+    return back_in(dataset, erasures, classes, root)
 
 
 def completed_requests(root: Path) -> list:
@@ -228,8 +229,8 @@ def class_trained_on(dataset, name: str) -> bool:
 def erasures_of(root: Path, dataset, completed: list) -> dict[str, dict]:
     """Completed ledger request id → what of its nature `dataset` is checked for, with `made_on`:
     everything, for a request made on the dataset (on a model version trained on it: made_on);
-    for one made on another dataset, what is known in any dataset of the project — its deleted rows
-    by salted (id, content) hash, its redacted secrets by salted fingerprint (a secret is the same
+    for one made on another dataset, what is known in any dataset of the project — its deleted images
+    by salted (id, pixels) hash, its redacted secrets by salted fingerprint (a secret is the same
     secret in any corpus of the project) —, not its record ids (each dataset's own: another one's
     records may share them), nor its revoked features and forgotten class (the schema of one
     model's data, which another dataset may hold with consent of its own). An audit leaves a

@@ -60,7 +60,7 @@ def production_dataset(root: Path, model: str, images_only: bool = False):
         tracking.connect(root)
         name = tracking.require_production(model, root).tags.get("dataset", model)
         folder = data_store.dataset_dir(root, name)
-        if images_only and next((f for f in formats.BY_MARKER if f.stores_dataset(folder)), None) is not formats.IMAGES:
+        if images_only and formats.format_of_dataset_folder(folder) is not formats.IMAGES:
             return None
         return data_store.load_dataset(root, name)
     except UnlearnError:
