@@ -26,7 +26,7 @@ from tasks import dvc, ledger, tracking
 from tests.flows.conftest import synthetic_people
 from tests.flows.test_faults import run_killed
 from tests.flows.test_pipeline import cache_objects, request_file
-from tests.flows.test_text_pipeline import prefect_database
+from tests.flows.test_text_pipeline import prefect_database_bytes
 
 SECRETS = {
     "P1010": "dana.whitfield@example.org",
@@ -158,9 +158,7 @@ def test_an_erased_value_survives_nowhere(workspace, system_tmp, tmp_path_factor
 
     assert console.run("requests", "list")[0] == 0 and console.run("ledger", "verify")[0] == 0
     console.read()
-    database = prefect_database()  # and its write-ahead log: recent rows stay there until a checkpoint
-    stored = b"".join(p.read_bytes() for p in (database, database.with_name(database.name + "-wal")) if p.exists())
-    leaks = {"workspace": files_holding_secrets(workspace), "prefect database": found_in(stored),
+    leaks = {"workspace": files_holding_secrets(workspace), "prefect database": found_in(prefect_database_bytes()),
              "temp folder": files_holding_secrets(system_tmp), "console": found_in(console.text.encode())}
     found = {where: hits for where, hits in leaks.items() if hits}
     assert found == {}, json.dumps(found, indent=1)

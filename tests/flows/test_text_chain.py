@@ -18,7 +18,7 @@ from tasks.kinds import text_teacher
 from tests.flows.test_no_leak import needles
 from tests.flows.test_audit_text import notes_trained_and_scanned, sealed_teacher
 from tests.flows.test_pipeline import run_json
-from tests.flows.test_text_pipeline import prefect_database, system_tmp  # noqa: F401 — a fixture
+from tests.flows.test_text_pipeline import prefect_database_bytes, system_tmp  # noqa: F401 — a fixture
 
 
 def fast_request(workspace: Path, detected: dict, request_id: str, fingerprint: str) -> Path:
@@ -109,7 +109,7 @@ def test_a_second_fast_update_keeps_the_first_secret_down_and_measures_it_leakin
         for folder in (workspace, system_tmp):
             assert [str(p) for p in folder.rglob("*") if p.is_file() and any(n in p.read_bytes()
                                                                             for n in forms.values())] == []
-        assert not any(n in prefect_database().read_bytes() for n in forms.values())
+        assert not any(n in prefect_database_bytes() for n in forms.values())
     console = capsys.readouterr()
     assert not any(s in console.out or s in console.err for s in raw)
 

@@ -44,6 +44,13 @@ def prefect_database() -> Path:
     return Path(url.split("///", 1)[1])
 
 
+def prefect_database_bytes() -> bytes:
+    """What Prefect's database holds, its write-ahead log included: recent rows stay there until a
+    checkpoint writes them to the main file."""
+    database = prefect_database()
+    return b"".join(p.read_bytes() for p in (database, database.with_name(database.name + "-wal")) if p.exists())
+
+
 # The built-in corpus's tiny model is trained for a fixed number of steps, not `--seconds 4`: the
 # steps a time budget buys follow the machine's load (4 s gave 260 to 954 steps on the shared 2-core
 # machine), and what the model learns follows the steps. Measured on the first test's retrained
