@@ -11,8 +11,9 @@ back), and the secrets they redacted —, so that a copy of those under another 
   add OTHER` with it made a copy of them (`refuse_erased`, passed to tasks.data.add_dataset, which
   cannot import this module: the ledger imports that module's readers, through tasks.scan);
 - `unlearn train` on data that holds them again by another way (a backup restored by hand, a
-  `dvc checkout` of an old version) learned them again while their certificates still said erased
-  (`refuse_erased_training`);
+  `dvc checkout` of an old version) learned them again while their certificates still said erased,
+  and `unlearn model import --dataset NAME` put a model declared trained on such data into
+  production (`refuse_erased_training`);
 - the audit fails, and promotes nothing, when it finds them in the data it retrained on
   (tasks.audit_checks.erased_data_back), also for requests an earlier audit covered.
 
@@ -97,17 +98,21 @@ def refuse_erased(root: Path, dataset) -> None:
                        f"again{renumbered(dataset, back)}; nothing was written")
 
 
-def refuse_erased_training(root: Path, dataset) -> None:
+def refuse_erased_training(root: Path, dataset, imported: bool = False) -> None:
     """UnlearnError (one line, before any run is recorded) for training on data/NAME while it holds
-    what completed ledger requests erased: the new production model would learn it again."""
+    what completed ledger requests erased: the new production model would learn it again. `imported`:
+    for `unlearn model import --dataset NAME`, a model declared trained on it, which learned it."""
     if not (back := erased_back(root, dataset)):
         return
+    harm, then = (("a model declared trained on it learned them, and importing it would put them back into "
+                   "production", "import a model trained without them") if imported
+                  else ("training on it would learn them again", "train again"))
     raise UnlearnError(f"{back.described()} erased{back.erased_from(dataset.name)} by completed request(s) "
                        f"{back.named} are back in "
-                       f"data/{dataset.name}: training on it would learn them again; remove them (`unlearn data "
+                       f"data/{dataset.name}: {harm}; remove them (`unlearn data "
                        f"add {dataset.name} --file SOURCE --replace` from a source without them"
                        f"{', or submit the same erasure for a model of this dataset' if back.erased_from(dataset.name) else ''}"
-                       f") and train again")
+                       f") and {then}")
 
 
 def renumbered(dataset, back: Back) -> str:
