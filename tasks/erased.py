@@ -1,6 +1,7 @@
 """What completed erasure requests removed from a dataset, kept out of its data for good: the records
 they deleted, the features they revoked (a table's), the class they forgot (an image dataset's), the
-secrets they redacted (a text corpus's, by salted fingerprint: tasks.redacted).
+secrets they redacted (a text corpus's, by salted fingerprint: tasks.redacted). A class is looked
+for by the name its `completed` entry recorded, whatever the request wrote (a name or an index).
 
 Three gates read the same erasures (`erasures_of`: every completed ledger request on a model
 version trained on the dataset, audited or not; and of the requests on any other dataset of the
@@ -166,7 +167,8 @@ def outside_ledger(root: Path, dataset, completed: list) -> dict[str, dict]:
 def back_in(dataset, erasures: dict[str, dict], classes: list[str] | None = None, root: Path | None = None) -> Back:
     """What `dataset` holds of `erasures` (request id → its nature: delete_records, revoke_features,
     forget_class, secrets). `classes`: the class list of the model the requests ran on, which a
-    forget_class written as an index is resolved in (None: such a class is not looked for). `root`:
+    forget_class written as an index is resolved in when its entry recorded no name (None: such a
+    class is not looked for). `root`:
     the project, whose salt a text corpus is scanned with, once, when a redaction is among them."""
     from tasks.formats import TEXT, format_of
 
@@ -179,7 +181,7 @@ def back_in(dataset, erasures: dict[str, dict], classes: list[str] | None = None
         records = (set(nature.get("delete_records") or ()) & present) | hashed.get(request, set())
         secrets = set(nature.get("secrets") or ()) & scanned
         features = {f for f in nature.get("revoke_features") or () if feature_holds_values(dataset, f)}
-        forgotten = forgotten_class(dataset, nature.get("forget_class"), classes)
+        forgotten = forgotten_class(dataset, nature, classes)
         classes_back = {forgotten} if forgotten is not None and class_trained_on(dataset, forgotten) else set()
         if records or secrets or features or classes_back:
             back.records |= records
@@ -209,12 +211,16 @@ def feature_holds_values(dataset, feature: str) -> bool:
     return frame is not None and feature in getattr(dataset, "features", ()) and bool(frame[feature].notna().any())
 
 
-def forgotten_class(dataset, value, classes: list[str] | None) -> str | None:
-    """The name of the class a request's `forget_class` forgot, as far as it can be told now: a name
-    of the dataset's (a request names a class first by name, as processing resolved it); an index
-    only through `classes`, the class list of the model it ran on. Not through the dataset's own
-    list: a class removed from the source since shifts every index after it, and its folders `1/ 2/
-    3/` named by digits are not their positions."""
+def forgotten_class(dataset, nature: dict, classes: list[str] | None) -> str | None:
+    """The name of the class a request forgot, as far as it can be told now: the name its `completed`
+    entry recorded (`forget_class_name`, a name whatever the request wrote); for an entry written by
+    older code, its `forget_class` as a name of the dataset's (a request names a class first by
+    name, as processing resolved it), an index only through `classes`, the class list of the model it
+    ran on. Not through the dataset's own list: a class removed from the source since shifts every
+    index after it, and its folders `1/ 2/ 3/` named by digits are not their positions."""
+    if nature.get("forget_class_name") is not None:
+        return str(nature["forget_class_name"])
+    value = nature.get("forget_class")
     if value is None or not hasattr(dataset, "classes"):
         return None
     value = str(value)
@@ -261,6 +267,8 @@ def nature_of(root: Path, record) -> dict:
         nature["secrets"] = sorted(found)
     if rows := (record.response or {}).get("erased_rows"):
         nature["erased_rows"] = rows
+    if (name := (record.response or {}).get("forget_class_name")) is not None:
+        nature["forget_class_name"] = name
     return nature
 
 

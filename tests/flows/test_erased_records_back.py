@@ -217,6 +217,7 @@ def test_image_records_a_completed_request_erased_are_not_added_nor_trained_on_a
     assert main(["train", "shapes", "--epochs", "15"]) == 0
     comply_requests(workspace, capsys, {"id": "IMG-E2", "model": "shapes", "forget_class": "vstripes",
                                         "method": "retrain"})
+    assert ledger.show(workspace, "IMG-E2").response["forget_class_name"] == "vstripes"  # as one given by index
     data_store.save_dataset(cleaned, data_store.dataset_dir(workspace, "shapes"))
     dvc.add_data(workspace)
     capsys.readouterr()
@@ -350,3 +351,44 @@ def test_a_retired_model_name_trained_again_on_other_data_does_not_carry_its_era
     assert main(["data", "add", "people", "--file", str(people_csv), "--target", "label", "--id", "person",
                  "--replace"]) == 2
     assert "RES-11" in capsys.readouterr().err
+
+
+def test_a_forgotten_class_written_as_an_index_is_kept_out_by_the_name_it_resolved_to(workspace, capsys):
+    """A forget_class given as an index ("2") was looked for by the audit alone (the model's class
+    list): `data add --replace` with the original folders and `train` took the class's training images
+    back, exit 0 (brief gates3). Its completed entry records the name it resolved to, as the entry of
+    a request naming the class holds it."""
+    from tasks.erased import back_in
+    from tests.image_folders import CLASSES, write_image_folder
+    from unlearning.images.data import load_images
+
+    source = workspace / "incoming" / "shapes"
+    write_image_folder(source)
+    add = ["data", "add", "shapes", "--images", str(source), "--size", "16"]
+    assert main(add) == 0 and main(["train", "shapes", "--epochs", "15"]) == 0
+    comply_requests(workspace, capsys, {"id": "IDX-1", "model": "shapes", "forget_class": "2", "method": "retrain"})
+    before = {p: p.read_bytes() for p in [workspace / "data.dvc", *sorted((workspace / "data").rglob("*"))]
+              if p.is_file()}
+
+    capsys.readouterr()
+    assert main([*add, "--replace"]) == 2  # the old code: 0, vstripes' training images back in data/shapes
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"forgotten class(es) '{CLASSES[2]}'" in err and "IDX-1" in err, err
+    assert {p: p.read_bytes() for p in before} == before
+
+    restored = data_store._build_table("shapes", None, None, None, images=source, size=16)  # put back by hand
+    data_store.save_dataset(restored, data_store.dataset_dir(workspace, "shapes"))
+    dvc.add_data(workspace)
+    capsys.readouterr()
+    assert main(["train", "shapes", "--epochs", "15"]) == 2  # the old code: 0
+    err = capsys.readouterr().err.strip()
+    assert f"forgotten class(es) '{CLASSES[2]}'" in err and "back in data/shapes" in err and "IDX-1" in err, err
+
+    record = ledger.show(workspace, "IDX-1")
+    assert record.request["forget_class"] == "2" and record.response["forget_class_name"] == CLASSES[2]
+    # an entry completed before the name was recorded: its index is looked for as before, through the
+    # model's class list (the audit's) only
+    data = load_images(workspace / "data" / "shapes")
+    assert not back_in(data, {"OLD": {"forget_class": "2"}})
+    assert back_in(data, {"OLD": {"forget_class": "2"}}, list(CLASSES)).classes == {CLASSES[2]}
+
