@@ -105,6 +105,10 @@ def cmd_model_import(args, root: Path) -> int:
         check_pretrained(base, corpus=dataset, seq_len=schedule.get("seq_len"))
         check_base_is_not_the_model(checkpoint, base)
     refuse_model_of_another_dataset(root, args.name, args.dataset)
+    from tasks.erased import refuse_erased_training
+
+    # declared trained on data holding what completed requests erased: it learned it, as `train` would
+    refuse_erased_training(root, dataset, imported=True)
     from flows.train import import_flow
 
     with project_lock_once_started(root, "model import"):

@@ -315,7 +315,7 @@ def covered_erasures(plan: AuditPlan) -> dict[str, dict]:
         # escrows sealed before kept the index alone: not looked for
         nature = {"delete_records": escrowed.get("delete_records") or [],
                   "revoke_features": escrowed.get("revoke_features") or [],
-                  "forget_class": escrowed.get("forget_class_name")}
+                  "forget_class_name": escrowed.get("forget_class_name")}
         for request in escrowed["requests"]:
             erased.setdefault(request, dict(nature))
     return merged(erased, {request: {"secrets": sorted(found)} for request, found in escrowed_secrets(plan).items()})

@@ -1,6 +1,8 @@
 """What completed erasure requests removed from a dataset, kept out of its data for good: the records
-they deleted, the features they revoked (a table's), the class they forgot (an image dataset's), the
-secrets they redacted (a text corpus's, by salted fingerprint: tasks.redacted).
+they deleted, the features they revoked (a table's), the class they forgot (an image dataset's, by
+the name its entry recorded), the secrets they redacted (a text corpus's, by salted fingerprint:
+tasks.redacted), the wrong labels they rectified (a record their fix_labels relabelled carrying
+another label again: the corrected labels read from the requests as submitted, never the ledger).
 
 Three gates read the same erasures (`erasures_of`: every completed ledger request on a model
 version trained on the dataset, audited or not; and of the requests on any other dataset of the
@@ -11,8 +13,9 @@ back), and the secrets they redacted —, so that a copy of those under another 
   add OTHER` with it made a copy of them (`refuse_erased`, passed to tasks.data.add_dataset, which
   cannot import this module: the ledger imports that module's readers, through tasks.scan);
 - `unlearn train` on data that holds them again by another way (a backup restored by hand, a
-  `dvc checkout` of an old version) learned them again while their certificates still said erased
-  (`refuse_erased_training`);
+  `dvc checkout` of an old version) learned them again while their certificates still said erased,
+  and `unlearn model import --dataset NAME` put a model declared trained on such data into
+  production (`refuse_erased_training`);
 - the audit fails, and promotes nothing, when it finds them in the data it retrained on
   (tasks.audit_checks.erased_data_back), also for requests an earlier audit covered.
 
@@ -34,18 +37,19 @@ from unlearning.numbers import whole_number_as_written
 
 # what of a request's nature (unlearning.compliance.ledger.request_nature, with `secrets`: the
 # fingerprints a redaction removed) stays out of the data
-ERASING = ("delete_records", "revoke_features", "forget_class", "secrets")
+ERASING = ("delete_records", "revoke_features", "fix_labels", "forget_class", "secrets")
 # what of it is looked for in every dataset of the project, not only the one it was made on
 ANYWHERE = ("erased_rows", "secrets")
 
 
 @dataclass
 class Back:
-    """What a dataset holds again of the erasures it was given: the records, the revoked features
-    with values, the forgotten classes with training images, the redacted secrets' fingerprints; and
-    the requests that erased them."""
+    """What a dataset holds again of the erasures it was given: the records, the records whose label a
+    fix_labels corrected carrying another one, the revoked features with values, the forgotten classes
+    with training images, the redacted secrets' fingerprints; and the requests that erased them."""
 
     records: set[str] = field(default_factory=set)
+    relabelled: set[str] = field(default_factory=set)
     secrets: set[str] = field(default_factory=set)
     features: set[str] = field(default_factory=set)
     classes: set[str] = field(default_factory=set)
@@ -57,12 +61,14 @@ class Back:
 
     @property
     def count(self) -> int:
-        return len(self.records) + len(self.secrets) + len(self.features) + len(self.classes)
+        return len(self.records) + len(self.relabelled) + len(self.secrets) + len(self.features) + len(self.classes)
 
     def described(self) -> str:
-        """'3 record(s), revoked feature(s) 'sex' and forgotten class(es) 'coat'', '2 secret(s)' — never a
-        record id or a fingerprint."""
+        """'3 record(s), revoked feature(s) 'sex' and forgotten class(es) 'coat'', '2 secret(s)', '1 wrong
+        label(s)' — never a record id, a label or a fingerprint."""
         parts = [f"{len(self.records)} record(s)"] if self.records else []
+        if self.relabelled:
+            parts.append(f"{len(self.relabelled)} wrong label(s)")
         if self.secrets:
             parts.append(f"{len(self.secrets)} secret(s)")
         if self.features:
@@ -93,21 +99,26 @@ def refuse_erased(root: Path, dataset) -> None:
                        f"by completed request(s) {back.named} "
                        f"are in this source: adding it would bring them back into the data; drop them from the "
                        f"source (the requests' delete_records rows, revoke_features columns, forget_class images, "
-                       f"redacted secrets: `unlearn scan SOURCE` lists them by fingerprint) and add it "
+                       f"redacted secrets: `unlearn scan SOURCE` lists them by fingerprint; or give fix_labels' "
+                       f"records the labels the requests set) and add it "
                        f"again{renumbered(dataset, back)}; nothing was written")
 
 
-def refuse_erased_training(root: Path, dataset) -> None:
+def refuse_erased_training(root: Path, dataset, imported: bool = False) -> None:
     """UnlearnError (one line, before any run is recorded) for training on data/NAME while it holds
-    what completed ledger requests erased: the new production model would learn it again."""
+    what completed ledger requests erased: the new production model would learn it again. `imported`:
+    for `unlearn model import --dataset NAME`, a model declared trained on it, which learned it."""
     if not (back := erased_back(root, dataset)):
         return
+    harm, then = (("a model declared trained on it learned them, and importing it would put them back into "
+                   "production", "import a model trained without them") if imported
+                  else ("training on it would learn them again", "train again"))
     raise UnlearnError(f"{back.described()} erased{back.erased_from(dataset.name)} by completed request(s) "
                        f"{back.named} are back in "
-                       f"data/{dataset.name}: training on it would learn them again; remove them (`unlearn data "
+                       f"data/{dataset.name}: {harm}; remove them (`unlearn data "
                        f"add {dataset.name} --file SOURCE --replace` from a source without them"
                        f"{', or submit the same erasure for a model of this dataset' if back.erased_from(dataset.name) else ''}"
-                       f") and train again")
+                       f") and {then}")
 
 
 def renumbered(dataset, back: Back) -> str:
@@ -161,7 +172,8 @@ def outside_ledger(root: Path, dataset, completed: list) -> dict[str, dict]:
 def back_in(dataset, erasures: dict[str, dict], classes: list[str] | None = None, root: Path | None = None) -> Back:
     """What `dataset` holds of `erasures` (request id → its nature: delete_records, revoke_features,
     forget_class, secrets). `classes`: the class list of the model the requests ran on, which a
-    forget_class written as an index is resolved in (None: such a class is not looked for). `root`:
+    forget_class written as an index is resolved in when its entry recorded no name (None: such a
+    class is not looked for). `root`:
     the project, whose salt a text corpus is scanned with, once, when a redaction is among them."""
     from tasks.formats import TEXT, format_of
 
@@ -169,15 +181,19 @@ def back_in(dataset, erasures: dict[str, dict], classes: list[str] | None = None
     scanned = (redacted.fingerprints_in(root, dataset) if root is not None and format_of(dataset) is TEXT
                and any(n.get("secrets") for n in erasures.values()) else set())
     hashed = hashed_rows_back(root, dataset, erasures)
+    deleted = {record for nature in erasures.values() for record in nature.get("delete_records") or ()}
     back = Back()
     for request, nature in erasures.items():
         records = (set(nature.get("delete_records") or ()) & present) | hashed.get(request, set())
+        # a record deleted since is back as a record, not as a label
+        relabelled = labels_undone(dataset, nature.get("corrected_labels"), classes) - deleted
         secrets = set(nature.get("secrets") or ()) & scanned
         features = {f for f in nature.get("revoke_features") or () if feature_holds_values(dataset, f)}
-        forgotten = forgotten_class(dataset, nature.get("forget_class"), classes)
+        forgotten = forgotten_class(dataset, nature, classes)
         classes_back = {forgotten} if forgotten is not None and class_trained_on(dataset, forgotten) else set()
-        if records or secrets or features or classes_back:
+        if records or relabelled or secrets or features or classes_back:
             back.records |= records
+            back.relabelled |= relabelled
             back.secrets |= secrets
             back.features |= features
             back.classes |= classes_back
@@ -204,19 +220,48 @@ def feature_holds_values(dataset, feature: str) -> bool:
     return frame is not None and feature in getattr(dataset, "features", ()) and bool(frame[feature].notna().any())
 
 
-def forgotten_class(dataset, value, classes: list[str] | None) -> str | None:
-    """The name of the class a request's `forget_class` forgot, as far as it can be told now: a name
-    of the dataset's (a request names a class first by name, as processing resolved it); an index
-    only through `classes`, the class list of the model it ran on. Not through the dataset's own
-    list: a class removed from the source since shifts every index after it, and its folders `1/ 2/
-    3/` named by digits are not their positions."""
+def forgotten_class(dataset, nature: dict, classes: list[str] | None) -> str | None:
+    """The name of the class a request forgot, as far as it can be told now: the name its `completed`
+    entry recorded (`forget_class_name`, a name whatever the request wrote); for an entry written by
+    older code, its `forget_class` as a name of the dataset's (a request names a class first by
+    name, as processing resolved it), an index only through `classes`, the class list of the model it
+    ran on. Not through the dataset's own list: a class removed from the source since shifts every
+    index after it, and its folders `1/ 2/ 3/` named by digits are not their positions."""
+    if nature.get("forget_class_name") is not None:
+        return str(nature["forget_class_name"])
+    value = nature.get("forget_class")
     if value is None or not hasattr(dataset, "classes"):
         return None
+    return class_named(dataset, value, classes)
+
+
+def class_named(dataset, value, classes: list[str] | None) -> str | None:
+    """The class an image request's `value` names (forgotten_class): a name of the dataset's; an
+    index only through `classes`, the model's class list (None: not told)."""
     value = str(value)
     if value in dataset.classes:
         return value
     index = whole_number_as_written(value)
     return classes[index] if classes is not None and index is not None and index < len(classes) else None
+
+
+def labels_undone(dataset, corrected: dict[str, str] | None, classes: list[str] | None) -> set[str]:
+    """The records of `dataset` whose label is not the one a completed fix_labels gave them
+    (`corrected`: record → label): the wrong label it rectified, back (an old source re-added). An
+    image's class written as an index is resolved as forgotten_class resolves one (not told: not
+    looked for)."""
+    if not corrected:
+        return set()
+    from tasks.formats import format_of
+
+    held = format_of(dataset).record_labels(dataset, set(corrected))
+    wanted = {record: corrected_label(dataset, corrected[record], classes) for record in held}
+    return {record for record, label in held.items() if wanted[record] is not None and label != wanted[record]}
+
+
+def corrected_label(dataset, value, classes: list[str] | None) -> str | None:
+    """The label a fix_labels `value` gives: a table's as written, an image's class by name."""
+    return class_named(dataset, value, classes) if hasattr(dataset, "classes") else str(value)
 
 
 def class_trained_on(dataset, name: str) -> bool:
@@ -233,8 +278,9 @@ def erasures_of(root: Path, dataset, completed: list) -> dict[str, dict]:
     by salted (id, pixels) hash, its redacted secrets by salted fingerprint (a secret is the same
     secret in any corpus of the project) —, not its record ids (each dataset's own: another one's
     records may share them), nor its revoked features and forgotten class (the schema of one
-    model's data, which another dataset may hold with consent of its own). An audit leaves a
-    request `completed`: audited ones count. `completed`: completed_requests."""
+    model's data, which another dataset may hold with consent of its own), nor the labels its
+    fix_labels corrected (`corrected_labels`, read for those made on the dataset: corrected_labels).
+    An audit leaves a request `completed`: audited ones count. `completed`: completed_requests."""
     natures = {r.id: (r, nature_of(root, r)) for r in completed}
     erasing = {rid: (r, n) for rid, (r, n) in natures.items() if any(n.get(k) for k in ERASING)}
     datasets = {model: datasets_of(root, model) for model in {n.get("model") for _, n in erasing.values()}}
@@ -245,6 +291,26 @@ def erasures_of(root: Path, dataset, completed: list) -> dict[str, dict]:
             out[request] = {**nature, "made_on": made}
         elif anywhere := {k: nature[k] for k in ANYWHERE if nature.get(k)}:
             out[request] = {**anywhere, "made_on": made}
+    relabelling = [erasing[request][0] for request, nature in out.items() if nature.get("fix_labels")]
+    for request, labels in corrected_labels(root, relabelling).items():
+        out[request]["corrected_labels"] = labels
+    return out
+
+
+def corrected_labels(root: Path, completed: list) -> dict[str, dict[str, str]]:
+    """Request id → record → the label its completed fix_labels gave the record, from the request as
+    submitted (its stored file, checked against the ledger's salted hash; UnlearnError, one line,
+    when it is gone or altered): the ledger keeps no label, which the salt would enumerate back from
+    a small label set. A record a later completed request relabelled again is that request's."""
+    from tasks import ledger
+
+    latest: dict[str, tuple[str, str]] = {}
+    for record in sorted(completed, key=lambda r: r.response["date"]):
+        for relabelled, label in ledger.submitted(root, record).fix_labels.items():
+            latest[relabelled] = (record.id, label)
+    out: dict[str, dict[str, str]] = {}
+    for relabelled, (request, label) in latest.items():
+        out.setdefault(request, {})[relabelled] = label
     return out
 
 
@@ -256,6 +322,8 @@ def nature_of(root: Path, record) -> dict:
         nature["secrets"] = sorted(found)
     if rows := (record.response or {}).get("erased_rows"):
         nature["erased_rows"] = rows
+    if (name := (record.response or {}).get("forget_class_name")) is not None:
+        nature["forget_class_name"] = name
     return nature
 
 

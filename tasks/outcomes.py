@@ -51,7 +51,8 @@ def complete_batch(root: Path, requests: list, summary: dict, members: list[str]
             cert["unchanged"] = unchanged_entries(notes[request.id])
         done = complete(root, request, cert, plots, model, guarantee=summary["guarantee"], method=summary["method"],
                         data=summary["data"], run_id=summary["run_id"], redacted=redacted_by(request, summary),
-                        erased_rows=(rows or {}).get(request.id))
+                        erased_rows=(rows or {}).get(request.id),
+                        forget_class_name=class_forgotten_by(request, summary))
         out.append({**done, "batch": summary["request_id"], "verification": summary.get("verification"),
                     "time_to_removal_s": (cert.get("timings") or {}).get("time_to_removal_s"),
                     **({"unchanged": notes[request.id]} if request.id in notes else {})})
@@ -69,6 +70,13 @@ def redacted_by(request, summary: dict) -> list[str] | None:
 
     chosen = select_findings(summary["redacted_findings"], request.redact.findings, request.redact.detectors)
     return sorted({f["fingerprint"] for f in chosen})
+
+
+def class_forgotten_by(request, summary: dict) -> str | None:
+    """The name of the class this request's `forget_class` forgot, as its batch resolved it (an index
+    written in the request named then): the ledger keeps it so that no gate needs the model's class
+    list. None: not a forget_class, or a result recorded by older code without it."""
+    return summary.get("forget_class") if request.forget_class is not None else None
 
 
 def complete_unchanged(root: Path, request, notes: dict[str, str]) -> dict:

@@ -217,6 +217,7 @@ def test_image_records_a_completed_request_erased_are_not_added_nor_trained_on_a
     assert main(["train", "shapes", "--epochs", "15"]) == 0
     comply_requests(workspace, capsys, {"id": "IMG-E2", "model": "shapes", "forget_class": "vstripes",
                                         "method": "retrain"})
+    assert ledger.show(workspace, "IMG-E2").response["forget_class_name"] == "vstripes"  # as one given by index
     data_store.save_dataset(cleaned, data_store.dataset_dir(workspace, "shapes"))
     dvc.add_data(workspace)
     capsys.readouterr()
@@ -350,3 +351,99 @@ def test_a_retired_model_name_trained_again_on_other_data_does_not_carry_its_era
     assert main(["data", "add", "people", "--file", str(people_csv), "--target", "label", "--id", "person",
                  "--replace"]) == 2
     assert "RES-11" in capsys.readouterr().err
+
+
+def test_a_forgotten_class_written_as_an_index_is_kept_out_by_the_name_it_resolved_to(workspace, capsys):
+    """A forget_class given as an index ("2") was looked for by the audit alone (the model's class
+    list): `data add --replace` with the original folders and `train` took the class's training images
+    back, exit 0 (brief gates3). Its completed entry records the name it resolved to, as the entry of
+    a request naming the class holds it."""
+    from tasks.erased import back_in
+    from tests.image_folders import CLASSES, write_image_folder
+    from unlearning.images.data import load_images
+
+    source = workspace / "incoming" / "shapes"
+    write_image_folder(source)
+    add = ["data", "add", "shapes", "--images", str(source), "--size", "16"]
+    assert main(add) == 0 and main(["train", "shapes", "--epochs", "15"]) == 0
+    comply_requests(workspace, capsys, {"id": "IDX-1", "model": "shapes", "forget_class": "2", "method": "retrain"})
+    before = {p: p.read_bytes() for p in [workspace / "data.dvc", *sorted((workspace / "data").rglob("*"))]
+              if p.is_file()}
+
+    capsys.readouterr()
+    assert main([*add, "--replace"]) == 2  # the old code: 0, vstripes' training images back in data/shapes
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"forgotten class(es) '{CLASSES[2]}'" in err and "IDX-1" in err, err
+    assert {p: p.read_bytes() for p in before} == before
+
+    restored = data_store._build_table("shapes", None, None, None, images=source, size=16)  # put back by hand
+    data_store.save_dataset(restored, data_store.dataset_dir(workspace, "shapes"))
+    dvc.add_data(workspace)
+    capsys.readouterr()
+    assert main(["train", "shapes", "--epochs", "15"]) == 2  # the old code: 0
+    err = capsys.readouterr().err.strip()
+    assert f"forgotten class(es) '{CLASSES[2]}'" in err and "back in data/shapes" in err and "IDX-1" in err, err
+
+    record = ledger.show(workspace, "IDX-1")
+    assert record.request["forget_class"] == "2" and record.response["forget_class_name"] == CLASSES[2]
+    # an entry completed before the name was recorded: its index is looked for as before, through the
+    # model's class list (the audit's) only
+    data = load_images(workspace / "data" / "shapes")
+    assert not back_in(data, {"OLD": {"forget_class": "2"}})
+    assert back_in(data, {"OLD": {"forget_class": "2"}}, list(CLASSES)).classes == {CLASSES[2]}
+
+
+def test_labels_a_completed_fix_labels_corrected_put_back_wrong_are_not_added_trained_on_nor_audited(
+        workspace, people_csv, capsys):
+    """A data version with the wrong labels a completed fix_labels rectified (`data add --replace` of
+    the old file) was taken, trained on and audited as PASSED (brief gates3). Undone: a record the
+    request relabelled carries another label than the one it gave. The labels are read from the
+    request as submitted: the ledger gains none."""
+    import pandas as pd
+
+    add_and_train(people_csv, capsys)
+    frame = pd.read_csv(people_csv).set_index("person")
+    fixed = ["P1012", "P1013", "P1014"]
+    flipped = {p: "no" if frame.at[p, "label"] == "yes" else "yes" for p in fixed}
+    comply_requests(workspace, capsys, {"id": "FIX-1", "fix_labels": flipped})
+    entries = json.dumps([e.to_dict() for e in ledger.show(workspace, "FIX-1").entries])
+    argv = ["data", "add", "people", "--file", str(people_csv), "--target", "label", "--id", "person", "--replace"]
+    before = {p: p.read_bytes() for p in [workspace / "data.dvc", *sorted((workspace / "data").rglob("*"))]
+              if p.is_file()}
+
+    capsys.readouterr()
+    assert main(argv) == 2  # the old code: 0, the three wrong labels back in data/people
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and not captured.out, captured
+    assert "3 wrong label(s) erased from data/people by completed request(s) FIX-1" in err, err
+    assert "labels the requests set" in err and not any(p in err for p in fixed), err
+    after = {p: p.read_bytes() for p in [workspace / "data.dvc", *sorted((workspace / "data").rglob("*"))]
+             if p.is_file()}
+    assert after == before  # nothing written
+    assert json.dumps([e.to_dict() for e in ledger.show(workspace, "FIX-1").entries]) == entries
+
+    # later requests: P1013 deleted, P1014 given its first label back (FIX-2's label holds for it now)
+    comply_requests(workspace, capsys, {"id": "DEL-1", "delete_records": ["P1013"]},
+                    {"id": "FIX-2", "fix_labels": {"P1014": str(frame.at["P1014", "label"])}})
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "1 record(s) and 1 wrong label(s) erased from data/people by completed request(s) DEL-1, FIX-1 " in err, err
+    partly = frame.drop(index="P1013")
+    partly.loc["P1012", "label"] = flipped["P1012"]
+    partly.reset_index().to_csv(workspace / "partly.csv", index=False)
+    assert main([*argv[:3], "--file", str(workspace / "partly.csv"), *argv[5:]]) == 0
+
+    restore_from_backup(workspace, people_csv)  # put back by hand
+    capsys.readouterr()
+    assert main(["train", "people"]) == 2  # the old code: refused for DEL-1's record alone
+    err = capsys.readouterr().err.strip()
+    assert ("1 record(s) and 1 wrong label(s) erased by completed request(s) DEL-1, FIX-1 are back in "
+            "data/people") in err, err
+    production = tracking.production_alias("people")
+    code, out = run_json(capsys, ["audit", "people"])
+    assert code == 1, out  # the old code: the deleted record alone (value 1)
+    back = {c["name"]: c for c in out["checks"]}["erased_records_absent"]
+    assert back["value"] == 2 and "FIX-1" in back["threshold"] and not any(p in json.dumps(out) for p in fixed)
+    assert out["promoted"] is None and tracking.production_alias("people") == production

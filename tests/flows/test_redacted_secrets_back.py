@@ -191,3 +191,39 @@ def test_a_redaction_made_with_unlearn_forget_outside_the_ledger_is_kept_out_too
     assert main(["train", "notes", "--preset", "tiny", "--steps", NOTES_STEPS]) == 2  # the old code: 0
     err = capsys.readouterr().err.strip()
     assert "1 secret(s) erased by completed request(s) OUT-RED-1 are back in data/notes" in err and not any(v in err for v in raw_values(secrets))
+
+
+def test_a_model_declared_trained_on_a_corpus_holding_redacted_secrets_is_not_imported_nor_fine_tuned(
+        workspace, notes, tmp_path_factory, capsys):
+    """`unlearn model import notes --from-pretrained DIR --dataset notes` was not gated: a Hugging Face
+    model declared fine-tuned on a corpus holding the secrets a completed redaction removed went into
+    production, exit 0 (brief gates3). `train --from-pretrained` goes through the train gate, as every
+    kind does: shown here too."""
+    from unlearning.text import hf_checkpoint
+
+    source, secrets, _ = notes
+    text, _ = notes_corpus()
+    public = [p for p in text.split("\n\n") if not any(v in p for v in secrets.values())]
+    checkpoint = hf_checkpoint.build_tiny_checkpoint(public, tmp_path_factory.mktemp("ckpt") / "tiny-gpt2",
+                                                     vocab_size=300)
+    redact(workspace, capsys, {"id": "RED-6", "redact": {"findings": "all"}})
+    restore_by_hand(workspace, source)  # the corpus the model was fine-tuned on, elsewhere, put back
+    production, registered = tracking.production_alias("notes"), set(versions("notes"))
+
+    imported = ["model", "import", "notes", "--from-pretrained", str(checkpoint), "--dataset", "notes"]
+    for argv, then in ((imported, "import a model trained without them"),  # the old code: 0
+                       (["train", "notes", "--from-pretrained", str(checkpoint), "--steps", "2"], "train again")):
+        capsys.readouterr()
+        assert main(argv) == 2
+        captured = capsys.readouterr()
+        err = captured.err.strip()
+        assert len(err.splitlines()) == 1 and not captured.out, captured
+        assert "2 secret(s) erased by completed request(s) RED-6 are back in data/notes" in err, err
+        assert "--replace" in err and err.endswith(then), err
+        assert not any(v in err for v in raw_values(secrets)), err
+    assert tracking.production_alias("notes") == production and set(versions("notes")) == registered
+
+    # the corpus without them: the import is taken
+    assert main(["data", "add", "notes", "--file", str(without_secrets(workspace, source, secrets)),
+                 "--replace"]) == 0
+    assert run_json(capsys, imported)[0] == 0

@@ -59,9 +59,12 @@ EVENT_FIELDS = {
     # redacted: the salted fingerprints of the secrets a text request removed (its `findings: all`
     # resolved when it was processed): what keeps them out of the corpus for good (tasks.erased);
     # erased_rows: salted hashes of the rows its delete_records removed (id and content), which keep
-    # them out of every dataset of the project, a copy under another name too (tasks.erased_rows)
+    # them out of every dataset of the project, a copy under another name too (tasks.erased_rows);
+    # forget_class_name: the class a forget_class removed, by the name it resolved to (a request may
+    # give an index, which moves when a class leaves the source): the name the gates look for. The
+    # schema, as a request naming the class holds it already; not a value from the data
     "completed": ((), ("response", "certificate", "certificate_sha256", "model", "data", "guarantee",
-                       "method", "run_id", "redacted", "erased_rows")),
+                       "method", "run_id", "redacted", "erased_rows", "forget_class_name")),
     "failed": (("reason",), ("step", "run_id")),
     "denied": (("basis",), ("response",)),
     "extended": (("reason",), ("deadline",)),
