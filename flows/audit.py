@@ -25,6 +25,7 @@ from pathlib import Path
 
 from prefect import flow
 from prefect.runtime import flow_run
+from pydantic import SecretStr
 
 from flows.runs import failed_run, outcome_flow
 from flows.settings import private_tempdir
@@ -36,7 +37,7 @@ from tasks.audit_checks import Judgement, judge
 from tasks.common import RETRAINED_AS_TRAINED, step, Lineage, Plan, dataset_digest, progress, promote, register
 from tasks.version import code_version
 from unlearning.devices import resolve_device
-from unlearning.errors import failure_reason, shown
+from unlearning.errors import failure_reason
 
 
 def audit_run_name() -> str:
@@ -45,8 +46,9 @@ def audit_run_name() -> str:
 
 @outcome_flow(name="audit", flow_run_name=audit_run_name, log_prints=False, validate_parameters=True)
 def audit_flow(root: str, model: str | None = None, rebase: bool = False, keep_superseded_days: int | None = None,
-               task_runner: str | None = None, dask_address: str | None = None, workers: int | None = None,
-               min_requests: int | None = None, max_age_days: float | None = None, device: str = "auto") -> dict:
+               task_runner: str | None = None, dask_address: SecretStr | str | None = None,
+               workers: int | None = None, min_requests: int | None = None, max_age_days: float | None = None,
+               device: str = "auto") -> dict:
     """Audit `model` (None: every model with a request since its last audit) once its cadence makes
     it due (`min_requests` requests since its last audit, or the oldest `max_age_days` old; either
     alone, or neither: every model with a request; see tasks.audit.cadence_setting); see the module
@@ -192,7 +194,7 @@ def prefetch_references(root: Path, models: list[str], runner: str, address: str
     progress(f"  retraining {len(models)} audit reference(s) on the {runner} task runner ...")
     problem = prefetch.unreachable(address) if address else None
     if problem is not None:
-        progress(f"  warning: the Dask scheduler {shown(address)} cannot be reached ({problem}); "
+        progress(f"  warning: the Dask scheduler {prefetch.shown_address(address)} cannot be reached ({problem}); "
                  "each audit retrains inline")
         return {}
     try:

@@ -19,13 +19,23 @@ from prefect.states import Failed, State
 NAME_LIMIT = 120  # request ids shown in a run name before "+N more": a name stays one readable line
 
 
+# Parameters Prefect would otherwise store whole in its database with the flow run: a Dask scheduler's
+# address may carry a user name and password (tcp://user:secret@host:8786). Handed over as a
+# SecretStr, stored as '**********'; the flow reads it with tasks.references.runner_setting.
+SECRET_PARAMETERS = ("dask_address",)
+
+
 class OutcomeFlow(Flow):
     """A Prefect flow whose function may return `failed_run(...)`; calling it returns the summary
-    either way (`return_state=True` gives the state). An exception still propagates as it would."""
+    either way (`return_state=True` gives the state). An exception still propagates as it would.
+    SECRET_PARAMETERS given as text are handed to Prefect as SecretStr."""
 
     def __call__(self, *args: Any, return_state: bool = False, wait_for=None, **kwargs: Any):
+        from pydantic import SecretStr
+
         from flows.settings import flow_run_settings
 
+        kwargs = {k: SecretStr(v) if k in SECRET_PARAMETERS and isinstance(v, str) else v for k, v in kwargs.items()}
         with flow_run_settings():  # the command's own temporary server is up (flows.settings.PrefectServer)
             state = super().__call__(*args, return_state=True, wait_for=wait_for, **kwargs)
         if return_state:
