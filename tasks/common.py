@@ -248,9 +248,26 @@ def other_models_on(dataset: str, model: str) -> list[str]:
     found = []
     for name in tracking.registered_model_names():
         version = None if name == model else tracking.production_version(name)
-        if version is not None and version.tags.get("dataset", name) == dataset:
+        if version is not None and tracking.trained_on(version, name) == dataset:
             found.append(name)
     return found
+
+
+def production_dataset(root: Path, model: str, images_only: bool = False):
+    """The dataset `model`'s production version was trained on, as checked out; None when it cannot
+    be read (or, `images_only`, when it is not an image dataset: a table is not read for nothing
+    before every batch)."""
+    from tasks import formats
+
+    try:
+        tracking.connect(root)
+        name = tracking.trained_on(tracking.require_production(model, root), model)
+        folder = data_store.dataset_dir(root, name)
+        if images_only and formats.format_of_dataset_folder(folder) is not formats.IMAGES:
+            return None
+        return data_store.load_dataset(root, name)
+    except UnlearnError:
+        return None
 
 
 def require_sole_model(model: str, dataset: str) -> None:
