@@ -23,11 +23,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import SecretStr
 
-from flows.runs import failed_run, outcome_flow
+from flows.runs import failed_run, flow, outcome_flow
 from flows.settings import private_tempdir
 from tasks import audit as steps
 from tasks import audit_record as records

@@ -10,11 +10,15 @@ its value, so callers read `verified`/`failed` from it as before; served deploym
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import inspect
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prefect import Flow
 from prefect.states import Failed, State
+from prefect.utilities.hashing import file_hash
+
+from unlearning.errors import masking_failures
 
 NAME_LIMIT = 120  # request ids shown in a run name before "+N more": a name stays one readable line
 
@@ -48,9 +52,34 @@ class OutcomeFlow(Flow):
         return changed
 
 
+def flow(**options: Any):
+    """`prefect.flow(...)` whose failure Prefect records masked, as tasks.common.step's: a flow run that
+    fails keeps its exception's message in its state and logs its traceback into Prefect's database,
+    and an error raised in the flow's own body may quote a user's value (a path holding a card number).
+    Every flow in flows/ is made with it or `outcome_flow`."""
+    return lambda fn: Flow(masked(fn), **as_written(fn, options))
+
+
 def outcome_flow(**options: Any):
-    """`@flow(...)` for an OutcomeFlow."""
-    return lambda fn: OutcomeFlow(fn, **options)
+    """`flow(...)` for an OutcomeFlow."""
+    return lambda fn: OutcomeFlow(masked(fn), **as_written(fn, options))
+
+
+def masked(fn: Callable) -> Callable:
+    """The flow's function wrapped by masking_failures, with its signature's types resolved: Prefect
+    validates a flow's parameters against the types its signature names, looked up in the module of
+    the function it holds (the wrapper's, unlearning.errors)."""
+    run = masking_failures(fn)
+    run.__signature__ = inspect.signature(fn, eval_str=True)
+    return run
+
+
+def as_written(fn: Callable, options: dict) -> dict:
+    """`options` with the version Prefect gives a flow by default, the hash of its function's file:
+    Prefect would otherwise hash the wrapper's."""
+    if options.get("version") is None:
+        options = {**options, "version": file_hash(inspect.getsourcefile(fn))}
+    return options
 
 
 def failed_run(reason: str, summary: dict) -> State:

@@ -1,5 +1,6 @@
 """The one exception type for problems a user can cause and fix."""
 
+import functools
 import unicodedata
 from collections.abc import Callable
 
@@ -65,6 +66,19 @@ def mask_in_place(exc: BaseException) -> None:
             except (AttributeError, TypeError):
                 pass  # an exception whose text cannot be set: left as it is
         exc = exc.__cause__ or exc.__context__
+
+
+def masking_failures(fn: Callable) -> Callable:
+    """`fn`, whose exception leaves it masked in place (mask_in_place): what a Prefect task or flow
+    run that fails records of it (tasks.common.step, flows.runs.flow)."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            mask_in_place(exc)
+            raise
+    return run
 
 
 def masked(text: str) -> str:
