@@ -36,7 +36,6 @@ from tasks.audit_checks import Judgement, judge
 from tasks.common import RETRAINED_AS_TRAINED, step, Lineage, Plan, dataset_digest, progress, promote, register
 from tasks.version import code_version
 from unlearning.devices import resolve_device
-from unlearning.errors import failure_reason
 
 
 def audit_run_name() -> str:
@@ -201,7 +200,7 @@ def prefetch_references(root: Path, models: list[str], runner: str, address: str
         return retrain_audit_references.with_options(task_runner=task_runner)(root=str(root), models=models,
                                                                               threads=threads)
     except Exception as exc:  # noqa: BLE001 — e.g. the local cluster cannot start: retrain inline
-        progress(f"  warning: the {runner} task runner failed ({failure_reason(exc)}); "
+        progress(f"  warning: the {runner} task runner failed ({prefetch.runner_failure(exc, address)}); "
                  "each audit retrains inline")
         return {}
 

@@ -117,7 +117,7 @@ def prefetch_references(root: Path, paths: list[Path], runner: str, address: str
         return retrain_references.with_options(task_runner=task_runner)(
             root=str(root), request_paths=[str(p) for p in paths], threads=threads)
     except Exception as exc:  # noqa: BLE001 — e.g. the local cluster cannot start: verify inline
-        progress(f"  warning: the {runner} task runner failed ({failure_reason(exc)}); "
+        progress(f"  warning: the {runner} task runner failed ({prefetch.runner_failure(exc, address)}); "
                        f"each batch retrains its reference inline")
         return {}
 

@@ -109,8 +109,9 @@ def configure_dask() -> None:
     # Dask narrates every worker's start and stop at INFO; the pipeline's console is its own. The
     # nanny also warns when a worker process takes over 4 s to exit at shutdown (Prefect's
     # background threads in it) and kills it: expected, so errors only.
+    # prefect-dask says "Connecting to an existing Dask cluster at <address>" at INFO: the address whole.
     for logger in ("distributed", "distributed.scheduler", "distributed.core", "distributed.worker",
-                   "distributed.http.proxy"):
+                   "distributed.http.proxy", "prefect.task_runner.dask"):
         logging.getLogger(logger).setLevel(logging.WARNING)
     logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
     # Each job carries its D' once, by design; Dask warns about any task argument over 10 MB.
@@ -129,9 +130,15 @@ def unreachable(address: str, timeout: str = "10s") -> str | None:
     try:
         Client(address, timeout=timeout).close()
     except Exception as exc:  # noqa: BLE001 — any reason is reported the same way
-        # printed in a warning: the client's error may quote the address, its password too
-        return failure_reason(RuntimeError(address_hidden(str(exc), address)))
+        return runner_failure(exc, address)
     return None
+
+
+def runner_failure(exc: BaseException, address: str | None) -> str:
+    """failure_reason(exc) of a task runner or a Dask client, printed in a warning: its message may
+    quote the scheduler's address, password and all, which it shows as shown_address does."""
+    hidden = address_hidden(str(exc), address) if address else ""
+    return failure_reason(RuntimeError(hidden) if hidden else exc)
 
 
 def worker_environment() -> dict[str, str]:

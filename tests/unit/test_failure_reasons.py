@@ -189,3 +189,38 @@ def test_every_flow_records_its_failure_masked():
         found.update({f"{info.name}.{k}": v for k, v in vars(module).items() if isinstance(v, Flow)})
     assert len(found) >= 11, sorted(found)
     assert [name for name, f in found.items() if f.fn.__code__ is not wrapper] == []
+
+
+@pytest.mark.parametrize("flow", ["audit", "comply"])
+def test_a_task_runner_failing_on_a_scheduler_address_with_a_password_is_warned_about_without_it(
+        tmp_path, monkeypatch, capsys, flow):
+    """The task runner's error quoting the scheduler's address printed its user name and password."""
+    import importlib
+
+    from tasks import references
+
+    module = importlib.import_module(f"flows.{flow}")
+    address = f"tcp://alice:{PASSWORD}@10.0.0.5:8786"
+
+    def fails(runner, address, workers):
+        raise OSError(f"Timed out trying to connect to {address} after 30 s")
+
+    monkeypatch.setattr(references, "unreachable", lambda a: None)
+    monkeypatch.setattr(references, "make_task_runner", fails)
+    targets = ["people"] if flow == "audit" else [Path("r.yaml")]
+    extra = {"verify": "reference"} if flow == "comply" else {}
+    assert module.prefetch_references(tmp_path, targets, "dask", address, None, **extra) == {}
+    err = capsys.readouterr().err
+    assert "task runner failed (Timed out trying to connect to tcp://***@10.0.0.5:8786 after 30 s)" in err
+    assert PASSWORD not in err and "alice" not in err
+
+
+def test_the_dask_task_runner_does_not_log_the_address_it_connects_to():
+    """prefect-dask logs "Connecting to an existing Dask cluster at <address>" at INFO: with
+    PREFECT_LOGGING_LEVEL=INFO the address was printed whole, password and all."""
+    import logging
+
+    from tasks.references import configure_dask
+
+    configure_dask()
+    assert not logging.getLogger("prefect.task_runner.dask").isEnabledFor(logging.INFO)
