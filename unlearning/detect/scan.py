@@ -102,8 +102,6 @@ def find_in_message(text: str) -> list[Match]:
     return resolve_overlaps(matches + _repeats(text, matches), priorities())
 
 
-
-
 def _judged_alone(text: str) -> list[tuple[int, int]]:
     """Spans of each quoted value, and of each part of a path, quoted or not, with digits enough for
     a card or phone number."""
