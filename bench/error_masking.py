@@ -64,6 +64,42 @@ def numbered_path(rng: random.Random) -> str:
     return rng.choice(["/", "./", "~/", "/mnt/"]) + "/".join(parts)
 
 
+def glued_number(rng: random.Random) -> str:
+    """Names and paths with a number glued to a letter or '_' (the message masking unglues them to find a
+    card or phone number there): Unix times, date stamps, job and step numbers, versions, hex digests."""
+    t = timestamp(rng)
+    name = rng.choice([f"run_{int(t.timestamp() * 1000)}", f"export{int(t.timestamp())}_v{rng.randrange(1, 9)}",
+                       f"model_{t:%Y%m%d%H%M%S}", f"ckpt_step{rng.randrange(10 ** 7)}", f"job{rng.randrange(10 ** 8)}",
+                       f"sha256_{hexes(rng, 64)}", f"run{hexes(rng, 32)}", f"{hexes(rng, 32)}_model",
+                       f"v{rng.randrange(1, 9)}_{hexes(rng, 40)}", f"fp{hexes(rng, 24)}", f"dvc_{hexes(rng, 32)}.dir",
+                       f"DETECT-{t:%Y%m%dT%H%M%S%f}", f"batch{t:%Y%m%d}_{rng.randrange(10 ** 6):06d}"])
+    return rng.choice(["", "/data/", "./mlruns/", "~/exports/"]) + name + rng.choice(["", ".csv", ".log", "/model"])
+
+
+def glued_long_number(rng: random.Random) -> str:
+    """Numeric ids of 11–13 digits glued to a word ("cust_…", "acct…"): `long_number` glued."""
+    return rng.choice(["cust_", "acct", "user", "id_", "customer"]) + long_number(rng)
+
+
+def experiment_id(rng: random.Random) -> str:
+    """MLflow experiment ids as a database store (this project's sqlite) numbers them: small integers;
+    alone, in a path, glued."""
+    return experiment_id_in(rng, str(rng.randrange(10 ** 4)))
+
+
+def file_store_experiment_id(rng: random.Random) -> str:
+    """MLflow experiment ids as a file store numbers them: 18 random digits
+    (mlflow.utils.name_utils._generate_unique_integer_id), 1 in 260 of them Luhn-valid with a 16–19-digit
+    card issuer's prefix; alone, in a path, glued."""
+    digits = str(uuid.UUID(int=rng.getrandbits(128)).int)[-18:].lstrip("0")
+    return experiment_id_in(rng, digits + "".join(str(rng.randrange(10)) for _ in range(18 - len(digits))))
+
+
+def experiment_id_in(rng: random.Random, number: str) -> str:
+    return rng.choice([number, f"./mlruns/{number}/{uuid.UUID(int=rng.getrandbits(128)).hex}/artifacts",
+                       f"experiment_{number}", f"exp{number}"])
+
+
 def stated_number(rng: random.Random) -> str:
     return rng.choice([f"{rng.randrange(10 ** 7)} records", f"{rng.uniform(0, 100):.2f} %", f"ε = {rng.uniform(0, 10):.6f}",
                        f"{rng.randrange(10 ** 10)} bytes", f"{rng.uniform(0, 1e4):.1f} s", f"seed {rng.randrange(2 ** 32)}",
@@ -71,6 +107,8 @@ def stated_number(rng: random.Random) -> str:
                        f"{int(timestamp(rng).timestamp())}", f"{int(timestamp(rng).timestamp() * 1000)}"])
 
 
+EXPERIMENT_MESSAGES = ["experiment id '{v}' does not exist", "run artifacts under {v} are missing",
+                       "experiment {v} has no run named 'train'"]
 # Each legitimate kind: its generator and messages of the shape the CLI prints around it.
 KINDS = {
     "run id (32 hex)": (lambda rng: uuid.UUID(int=rng.getrandbits(128)).hex,
@@ -101,6 +139,13 @@ KINDS = {
                               "id '{v}' in images.npz is empty or has a comma"]),
     "numeric id (11-13 digits)": (long_number, ["1 record ids are not in dataset 'people' ('{v}'); use values of its "
                                                 "id column 'customer'", "record {v} was erased by request 'R7'"]),
+    "number glued to a word (name, path, digest)": (glued_number, [
+        "checkpoint {v} does not exist: pass a directory written by save_pretrained",
+        "data file '{v}' not found; check the path given with --file", "unknown model '{v}'"]),
+    "numeric id glued to a word (11-13 digits)": (glued_long_number, [
+        "1 record ids are not in dataset 'people' ('{v}')", "record {v} was erased by request 'R7'"]),
+    "MLflow experiment id (database store)": (experiment_id, EXPERIMENT_MESSAGES),
+    "MLflow experiment id (file store, 18 digits)": (file_store_experiment_id, EXPERIMENT_MESSAGES),
     "stated number": (stated_number, ["the table holds {v}, more than the 1000000 a request may name",
                                       "--max-age must be a positive number of days, got '{v}'"]),
     "path holding numbers": (numbered_path, ["checkpoint {v} does not exist: pass a directory written by save_pretrained",
@@ -134,7 +179,10 @@ SITES = ["unknown feature '{v}' in revoke_features; valid features: age, sex, ra
          "unknown feature 'order {v}' in revoke_features; valid features: age, sex, race",  # a word inside the quote
          # unquoted paths: a number right after a '/' is none to the card and phone detectors
          "checkpoint /ckpt/{v} does not exist: pass a directory written by save_pretrained",
-         "unrecognized arguments: --base /data/{v}/model"]
+         "unrecognized arguments: --base /data/{v}/model",
+         # glued to a letter or '_': a number there is none to the card and phone detectors either
+         "data file '/data/card_{v}.csv' not found; check the path given with --file",
+         "export{v}_v2 failed: [Errno 28] No space left on device"]
 
 
 def flagged_by(text: str, quoted: bool = True) -> Counter:

@@ -23,10 +23,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from prefect import flow
 from prefect.runtime import flow_run
+from pydantic import SecretStr
 
-from flows.runs import failed_run, outcome_flow
+from flows.runs import failed_run, flow, outcome_flow
 from flows.settings import private_tempdir
 from tasks import audit as steps
 from tasks import audit_record as records
@@ -36,7 +36,6 @@ from tasks.audit_checks import Judgement, judge
 from tasks.common import RETRAINED_AS_TRAINED, step, Lineage, Plan, dataset_digest, progress, promote, register
 from tasks.version import code_version
 from unlearning.devices import resolve_device
-from unlearning.errors import failure_reason, shown
 
 
 def audit_run_name() -> str:
@@ -45,8 +44,9 @@ def audit_run_name() -> str:
 
 @outcome_flow(name="audit", flow_run_name=audit_run_name, log_prints=False, validate_parameters=True)
 def audit_flow(root: str, model: str | None = None, rebase: bool = False, keep_superseded_days: int | None = None,
-               task_runner: str | None = None, dask_address: str | None = None, workers: int | None = None,
-               min_requests: int | None = None, max_age_days: float | None = None, device: str = "auto") -> dict:
+               task_runner: str | None = None, dask_address: SecretStr | str | None = None,
+               workers: int | None = None, min_requests: int | None = None, max_age_days: float | None = None,
+               device: str = "auto") -> dict:
     """Audit `model` (None: every model with a request since its last audit) once its cadence makes
     it due (`min_requests` requests since its last audit, or the oldest `max_age_days` old; either
     alone, or neither: every model with a request; see tasks.audit.cadence_setting); see the module
@@ -192,7 +192,7 @@ def prefetch_references(root: Path, models: list[str], runner: str, address: str
     progress(f"  retraining {len(models)} audit reference(s) on the {runner} task runner ...")
     problem = prefetch.unreachable(address) if address else None
     if problem is not None:
-        progress(f"  warning: the Dask scheduler {shown(address)} cannot be reached ({problem}); "
+        progress(f"  warning: the Dask scheduler {prefetch.shown_address(address)} cannot be reached ({problem}); "
                  "each audit retrains inline")
         return {}
     try:
@@ -200,7 +200,7 @@ def prefetch_references(root: Path, models: list[str], runner: str, address: str
         return retrain_audit_references.with_options(task_runner=task_runner)(root=str(root), models=models,
                                                                               threads=threads)
     except Exception as exc:  # noqa: BLE001 — e.g. the local cluster cannot start: retrain inline
-        progress(f"  warning: the {runner} task runner failed ({failure_reason(exc)}); "
+        progress(f"  warning: the {runner} task runner failed ({prefetch.runner_failure(exc, address)}); "
                  "each audit retrains inline")
         return {}
 

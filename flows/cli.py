@@ -201,6 +201,10 @@ def cmd_serve(args, root: Path) -> int:
 
     nightly, weekly, on_demand = served_parameters(args, root)  # bad settings: one line, nothing served
     from flows import service_warm
+    from tasks import references as prefetch
+
+    if args.dask_address:  # the served runs read it from the service's environment: see served_parameters
+        os.environ[prefetch.ADDRESS_ENV] = args.dask_address
 
     baseline = service_warm.service_env()  # before any served command changes it
     executor = service_warm.serve_commands(root, run_forwarded)  # the CLI's forget/comply/audit, run warm in this process
@@ -223,14 +227,16 @@ def cmd_serve(args, root: Path) -> int:
 
 def served_parameters(args, root: Path) -> tuple[dict, dict, dict]:
     """The parameters of the nightly comply, the weekly audit and the on-demand forget that
-    `unlearn serve` registers, from its options (checked as their own commands check them)."""
+    `unlearn serve` registers, from its options (checked as their own commands check them). Not
+    `--dask-address`: a deployment's parameters are stored whole in Prefect's database and shown in its
+    UI, and the address may carry a password; the served runs take it from the service's environment
+    (UNLEARN_DASK_ADDRESS), which cmd_serve sets."""
     from tasks import audit, references as prefetch
 
     params = {"root": str(root)}
     runner = {}
     if args.task_runner or args.dask_address:
-        name, address = prefetch.runner_setting(args.task_runner, args.dask_address)
-        runner = {"task_runner": name, **({"dask_address": address} if address else {})}
+        runner = {"task_runner": prefetch.runner_setting(args.task_runner, args.dask_address)[0]}
     verify = {"verify": args.verify} if checked_verify_mode(args) else {}
     try:
         cadence = audit.cadence_setting(args.audit_min_requests, args.audit_max_age)

@@ -22,6 +22,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from flows.forget import forget_flow
 from flows.references import retrain_references
 from flows.runs import failed_run, outcome_flow, rename_current_run, requests_label
@@ -32,7 +34,7 @@ from tasks.common import progress
 from tasks.kinds.base import check_verify_mode_name
 from unlearning.compliance.batching import group_requests, narrowed, retry_groups
 from unlearning.devices import resolve_device
-from unlearning.errors import failure_reason, shown
+from unlearning.errors import failure_reason
 
 
 def process_batch(root: Path, requests: list, keep_days: int | None = None, path: Path | None = None,
@@ -107,7 +109,7 @@ def prefetch_references(root: Path, paths: list[Path], runner: str, address: str
     progress(f"  retraining {len(paths)} verification reference(s) on the {runner} task runner ...")
     problem = prefetch.unreachable(address) if address else None
     if problem is not None:
-        progress(f"  warning: the Dask scheduler {shown(address)} cannot be reached ({problem}); "
+        progress(f"  warning: the Dask scheduler {prefetch.shown_address(address)} cannot be reached ({problem}); "
                        f"each batch retrains its reference inline")
         return {}
     try:
@@ -115,15 +117,15 @@ def prefetch_references(root: Path, paths: list[Path], runner: str, address: str
         return retrain_references.with_options(task_runner=task_runner)(
             root=str(root), request_paths=[str(p) for p in paths], threads=threads)
     except Exception as exc:  # noqa: BLE001 — e.g. the local cluster cannot start: verify inline
-        progress(f"  warning: the {runner} task runner failed ({failure_reason(exc)}); "
+        progress(f"  warning: the {runner} task runner failed ({prefetch.runner_failure(exc, address)}); "
                        f"each batch retrains its reference inline")
         return {}
 
 
 @outcome_flow(name="comply", flow_run_name="comply", log_prints=False)
 def comply_flow(root: str, keep_superseded_days: int | None = None, task_runner: str | None = None,
-                dask_address: str | None = None, workers: int | None = None, verify: str | None = None,
-                device: str = "auto") -> dict:
+                dask_address: SecretStr | str | None = None, workers: int | None = None,
+                verify: str | None = None, device: str = "auto") -> dict:
     """Process every pending erasure request (see the module doc). Returns {"requests": [...],
     "recovered": [...], "purged": [...], "references": {...}}. `keep_superseded_days`: as `forget`'s.
     `task_runner`: inline (default; UNLEARN_TASK_RUNNER) or dask — train every batch's

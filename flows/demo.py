@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from prefect import flow
 
 from flows.audit import audit_flow
 from flows.detect import detect_flow
 from flows.forget import forget_flow
+from flows.runs import flow
 from flows.settings import DEMO_TEXT_STEPS
 from flows.train import train_flow
 from tasks.common import console_table as text_table

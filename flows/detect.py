@@ -7,10 +7,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
-from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.forget import forget_flow
+from flows.runs import flow
 from tasks import dvc, tracking
 from tasks.common import Lineage
 from tasks.kinds import text as text_kind

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow
-
+from flows.runs import flow
 from tasks import references as prefetch
 from tasks import steps
 

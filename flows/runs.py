@@ -10,22 +10,36 @@ its value, so callers read `verified`/`failed` from it as before; served deploym
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import inspect
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prefect import Flow
 from prefect.states import Failed, State
+from prefect.utilities.hashing import file_hash
+
+from unlearning.errors import masking_failures
 
 NAME_LIMIT = 120  # request ids shown in a run name before "+N more": a name stays one readable line
 
 
+# Parameters Prefect would otherwise store whole in its database with the flow run: a Dask scheduler's
+# address may carry a user name and password (tcp://user:secret@host:8786). Handed over as a
+# SecretStr, stored as '**********'; the flow reads it with tasks.references.runner_setting.
+SECRET_PARAMETERS = ("dask_address",)
+
+
 class OutcomeFlow(Flow):
     """A Prefect flow whose function may return `failed_run(...)`; calling it returns the summary
-    either way (`return_state=True` gives the state). An exception still propagates as it would."""
+    either way (`return_state=True` gives the state). An exception still propagates as it would.
+    SECRET_PARAMETERS given as text are handed to Prefect as SecretStr."""
 
     def __call__(self, *args: Any, return_state: bool = False, wait_for=None, **kwargs: Any):
+        from pydantic import SecretStr
+
         from flows.settings import flow_run_settings
 
+        kwargs = {k: SecretStr(v) if k in SECRET_PARAMETERS and isinstance(v, str) else v for k, v in kwargs.items()}
         with flow_run_settings():  # the command's own temporary server is up (flows.settings.PrefectServer)
             state = super().__call__(*args, return_state=True, wait_for=wait_for, **kwargs)
         if return_state:
@@ -38,9 +52,34 @@ class OutcomeFlow(Flow):
         return changed
 
 
+def flow(**options: Any):
+    """`prefect.flow(...)` whose failure Prefect records masked, as tasks.common.step's: a flow run that
+    fails keeps its exception's message in its state and logs its traceback into Prefect's database,
+    and an error raised in the flow's own body may quote a user's value (a path holding a card number).
+    Every flow in flows/ is made with it or `outcome_flow`."""
+    return lambda fn: Flow(masked(fn), **as_written(fn, options))
+
+
 def outcome_flow(**options: Any):
-    """`@flow(...)` for an OutcomeFlow."""
-    return lambda fn: OutcomeFlow(fn, **options)
+    """`flow(...)` for an OutcomeFlow."""
+    return lambda fn: OutcomeFlow(masked(fn), **as_written(fn, options))
+
+
+def masked(fn: Callable) -> Callable:
+    """The flow's function wrapped by masking_failures, with its signature's types resolved: Prefect
+    validates a flow's parameters against the types its signature names, looked up in the module of
+    the function it holds (the wrapper's, unlearning.errors)."""
+    run = masking_failures(fn)
+    run.__signature__ = inspect.signature(fn, eval_str=True)
+    return run
+
+
+def as_written(fn: Callable, options: dict) -> dict:
+    """`options` with the version Prefect gives a flow by default, the hash of its function's file:
+    Prefect would otherwise hash the wrapper's."""
+    if options.get("version") is None:
+        options = {**options, "version": file_hash(inspect.getsourcefile(fn))}
+    return options
 
 
 def failed_run(reason: str, summary: dict) -> State:

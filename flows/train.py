@@ -7,9 +7,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from prefect import flow
 from prefect.runtime import flow_run
 
+from flows.runs import flow
 from tasks import common, tracking
 from tasks.kinds import kind_of
 from unlearning.errors import UnlearnError

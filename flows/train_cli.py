@@ -144,8 +144,8 @@ def refuse_model_of_another_dataset(root: Path, model: str, dataset: str) -> Non
         return
     tracking.connect(root)
     other = tracking.production_version(model)
-    if other is not None and other.tags.get("dataset", model) != dataset:
-        raise UnlearnError(f"model {model} is the production model of dataset '{other.tags.get('dataset', model)}': "
+    if other is not None and (its := tracking.trained_on(other, model)) != dataset:
+        raise UnlearnError(f"model {model} is the production model of dataset '{its}': "
                            f"choose another name for a model of '{dataset}' (or `unlearn model retire {model}` first)")
 
 

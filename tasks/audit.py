@@ -318,7 +318,7 @@ def kind_name(root: Path, production, model: str) -> str:
     """The kind of the production model's dataset ("table", "text", "images"), from its files' format."""
     from tasks.formats import format_of_dataset_folder
 
-    return format_of_dataset_folder(data_store.dataset_dir(root, production.tags.get("dataset", model))).name
+    return format_of_dataset_folder(data_store.dataset_dir(root, tracking.trained_on(production, model))).name
 
 
 @dataclass
@@ -389,13 +389,13 @@ def plan_audit(root: Path, model: str, warn: bool = True) -> AuditPlan:
 
     tracking.connect(root)
     production = tracking.require_production(model, root)
-    dataset = data_store.load_dataset(root, production.tags.get("dataset", model))
+    dataset = data_store.load_dataset(root, tracking.trained_on(production, model))
     kind = kind_of(dataset)
     bundle, files = tracking.load_version(model, production.version)
     opened, unreadable = open_held_escrows(root, escrow_files(root, model))
     plan = AuditPlan(model, kind, production, bundle, dataset, dvc.data_version(root), ledger_requests(root, model),
                      opened, unreadable)
-    digest = dataset_digest(root, production.tags.get("dataset", model))
+    digest = dataset_digest(root, tracking.trained_on(production, model))
     plan.exact = exact_on_current_data(production.tags, plan.data_version, digest) and attested(
         root, state.exact_facts(model, production.version, production.run_id, plan.data_version, digest, files), warn)
     if plan.exact:

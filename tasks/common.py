@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
-import functools
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,7 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks import data as data_store
 from tasks import dvc, state, tracking
 from unlearning.compliance.requests import UnlearningRequest
-from unlearning.errors import UnlearnError, mask_in_place
+from unlearning.errors import UnlearnError, masking_failures
 from unlearning.numbers import whole_number_as_written
 from unlearning.tabular import verify
 
@@ -46,16 +45,9 @@ def step(name: str):
     """A step of the pipeline as a Prefect task (STEP's options) whose failure Prefect records
     masked: its run state and its log keep the exception's message, which may quote a user's value
     (unlearning.errors.mask_in_place)."""
-    def decorate(fn):
-        @functools.wraps(fn)
-        def run(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except Exception as exc:
-                mask_in_place(exc)
-                raise
-        return task(name=name, **STEP)(run)
-    return decorate
+    return lambda fn: task(name=name, **STEP)(masking_failures(fn))
+
+
 # The version tag of a model nothing can retrain (a Hugging Face model imported without the
 # checkpoint it was fine-tuned from): the audit skips it, retraining is refused.
 NOT_RETRAINABLE = ("retrainable", "false")
@@ -248,9 +240,26 @@ def other_models_on(dataset: str, model: str) -> list[str]:
     found = []
     for name in tracking.registered_model_names():
         version = None if name == model else tracking.production_version(name)
-        if version is not None and version.tags.get("dataset", name) == dataset:
+        if version is not None and tracking.trained_on(version, name) == dataset:
             found.append(name)
     return found
+
+
+def production_dataset(root: Path, model: str, images_only: bool = False):
+    """The dataset `model`'s production version was trained on, as checked out; None when it cannot
+    be read (or, `images_only`, when it is not an image dataset: a table is not read for nothing
+    before every batch)."""
+    from tasks import formats
+
+    try:
+        tracking.connect(root)
+        name = tracking.trained_on(tracking.require_production(model, root), model)
+        folder = data_store.dataset_dir(root, name)
+        if images_only and formats.format_of_dataset_folder(folder) is not formats.IMAGES:
+            return None
+        return data_store.load_dataset(root, name)
+    except UnlearnError:
+        return None
 
 
 def require_sole_model(model: str, dataset: str) -> None:

@@ -365,7 +365,7 @@ def datasets_of(root: Path, model: str) -> dict[str, str]:
         versions = tracking.model_versions(model)
     if not versions:
         return {"*": model}
-    return {str(v.version): v.tags.get("dataset", model) for v in versions}
+    return {str(v.version): tracking.trained_on(v, model) for v in versions}
 
 
 def ledger_exists(root: Path) -> bool:

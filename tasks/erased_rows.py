@@ -35,6 +35,7 @@ def deleted_rows(root: Path, requests: list) -> dict[str, dict]:
     deleting = [r for r in requests if r.delete_records]
     if not deleting:
         return {}
+    from tasks.common import production_dataset
     from tasks.scan import project_salt
 
     salt = project_salt(root)
@@ -46,25 +47,6 @@ def deleted_rows(root: Path, requests: list) -> dict[str, dict]:
             if (recorded := rows_recorded(dataset, request.delete_records, salt)) is not None:
                 found[request.id] = recorded
     return found
-
-
-def production_dataset(root: Path, model: str, images_only: bool = False):
-    """The dataset `model`'s production version was trained on, as checked out; None when it cannot
-    be read (or, `images_only`, when it is not an image dataset: a table is not read for nothing
-    before every batch)."""
-    from tasks import data as data_store
-    from tasks import formats, tracking
-    from unlearning.errors import UnlearnError
-
-    try:
-        tracking.connect(root)
-        name = tracking.require_production(model, root).tags.get("dataset", model)
-        folder = data_store.dataset_dir(root, name)
-        if images_only and formats.format_of_dataset_folder(folder) is not formats.IMAGES:
-            return None
-        return data_store.load_dataset(root, name)
-    except UnlearnError:
-        return None
 
 
 def rows_recorded(dataset, ids, salt: bytes) -> dict | None:

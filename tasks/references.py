@@ -20,14 +20,16 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import warnings
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+from pydantic import SecretStr
 
 from tasks.common import progress, step, whole_number_option
 from unlearning import references
-from unlearning.errors import UnlearnError, failure_reason
+from unlearning.errors import UnlearnError, failure_reason, shown
 
 RUNNERS = ("inline", "dask")
 RUNNER_ENV = "UNLEARN_TASK_RUNNER"
@@ -36,10 +38,11 @@ ADDRESS_ENV = "UNLEARN_DASK_ADDRESS"
 _PREFETCHED: ContextVar[dict | None] = ContextVar("unlearn_prefetched_references", default=None)
 
 
-def runner_setting(name: str | None, address: str | None = None) -> tuple[str, str | None]:
+def runner_setting(name: str | None, address: str | SecretStr | None = None) -> tuple[str, str | None]:
     """(runner, Dask scheduler address) from the options, else UNLEARN_TASK_RUNNER /
-    UNLEARN_DASK_ADDRESS, else inline (no prefetch). An address alone means dask."""
-    address = address or os.environ.get(ADDRESS_ENV) or None
+    UNLEARN_DASK_ADDRESS, else inline (no prefetch). An address alone means dask. The address may come
+    as a flow's parameter, a SecretStr (flows.runs.SECRET_PARAMETERS)."""
+    address = revealed(address) or os.environ.get(ADDRESS_ENV) or None
     name = name or os.environ.get(RUNNER_ENV) or ("dask" if address else "inline")
     if name not in RUNNERS:
         raise UnlearnError(f"unknown task runner {name!r}: choose one of {', '.join(RUNNERS)} "
@@ -50,6 +53,30 @@ def runner_setting(name: str | None, address: str | None = None) -> tuple[str, s
         raise UnlearnError("the dask task runner needs prefect-dask: pip install 'unlearnflow[dask]' "
                            "(or pip install prefect-dask)")
     return name, address
+
+
+def revealed(value: str | SecretStr | None) -> str | None:
+    """The text of a parameter Prefect was given as a SecretStr (it stores '**********' for one)."""
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+# A Dask address may carry a user name and password ("tcp://user:secret@host:8786"): everything
+# before the authority's last '@'.
+_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)?(?P<userinfo>[^/]*)@")
+
+
+def shown_address(address: str) -> str:
+    """`address` as it may be printed or kept: its user name and password, if any, written `***`
+    (`tcp://***@host:8786`), the rest masked as any message is."""
+    return shown(_USERINFO.sub(lambda m: f"{m['scheme'] or ''}***@", address, count=1))
+
+
+def address_hidden(text: str, address: str) -> str:
+    """`text` (a client's error) with `address` written as shown_address writes it, and its user name
+    and password also where the client quotes them in an address of its own spelling."""
+    text = text.replace(address, shown_address(address))
+    userinfo = _USERINFO.match(address)
+    return text.replace(userinfo["userinfo"], "***") if userinfo and userinfo["userinfo"] else text
 
 
 def check_workers(workers: object) -> int | None:
@@ -82,8 +109,9 @@ def configure_dask() -> None:
     # Dask narrates every worker's start and stop at INFO; the pipeline's console is its own. The
     # nanny also warns when a worker process takes over 4 s to exit at shutdown (Prefect's
     # background threads in it) and kills it: expected, so errors only.
+    # prefect-dask says "Connecting to an existing Dask cluster at <address>" at INFO: the address whole.
     for logger in ("distributed", "distributed.scheduler", "distributed.core", "distributed.worker",
-                   "distributed.http.proxy"):
+                   "distributed.http.proxy", "prefect.task_runner.dask"):
         logging.getLogger(logger).setLevel(logging.WARNING)
     logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
     # Each job carries its D' once, by design; Dask warns about any task argument over 10 MB.
@@ -102,8 +130,15 @@ def unreachable(address: str, timeout: str = "10s") -> str | None:
     try:
         Client(address, timeout=timeout).close()
     except Exception as exc:  # noqa: BLE001 — any reason is reported the same way
-        return failure_reason(exc)  # printed in a warning: the client's error may quote the address
+        return runner_failure(exc, address)
     return None
+
+
+def runner_failure(exc: BaseException, address: str | None) -> str:
+    """failure_reason(exc) of a task runner or a Dask client, printed in a warning: its message may
+    quote the scheduler's address, password and all, which it shows as shown_address does."""
+    hidden = address_hidden(str(exc), address) if address else ""
+    return failure_reason(RuntimeError(hidden) if hidden else exc)
 
 
 def worker_environment() -> dict[str, str]:

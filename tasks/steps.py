@@ -69,7 +69,7 @@ def planned_from(root: Path, model: str) -> tuple:
     tracking.connect(root)
     production = tracking.production_version(model)
     versions = tracking.newest_version(model)
-    name = production.tags.get("dataset", model) if production is not None else model
+    name = tracking.trained_on(production, model) if production is not None else model
     folder = Path(root) / "data" / name
     data = dataset_digest(root, name) if folder.is_dir() else None
     return (production.version if production else None, production.run_id if production else None, versions,
@@ -103,7 +103,7 @@ def plan_for(root: Path, request: UnlearningRequest, method: str | None = None, 
     earlier = earlier_result(root, request)
     if earlier is not None:
         return Plan(request=request, earlier=earlier)
-    name = production.tags.get("dataset", request.model)
+    name = tracking.trained_on(production, request.model)
     require_sole_model(request.model, name)
     dataset = data_store.load_dataset(root, name)
     kind, requested = kind_of(dataset), method or request.method

@@ -320,6 +320,12 @@ def require_production(name: str, root: Path | None = None):
     return version
 
 
+def trained_on(version, model: str) -> str:
+    """The dataset a registered version of `model` was trained on: its tag `dataset`, else the
+    model's own name (the dataset `unlearn train NAME` trains it on)."""
+    return version.tags.get("dataset", model)
+
+
 def load_version_bundle(name: str, version: str):
     """The library bundle (ModelBundle or LMBundle) of a registered version."""
     return load_version(name, version)[0]

@@ -34,7 +34,7 @@ def no_change_notes(root: Path, requests: list) -> dict[str, dict[str, str]]:
 def current_table(root: Path, model: str):
     """The table the model's production version was trained on, as checked out; None for text and
     image models, or when it cannot be read (the forget run then reports why)."""
-    from tasks.erased_rows import production_dataset
+    from tasks.common import production_dataset
     from unlearning.tabular.data import Table
 
     table = production_dataset(root, model)

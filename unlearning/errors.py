@@ -1,5 +1,6 @@
 """The one exception type for problems a user can cause and fix."""
 
+import functools
 import unicodedata
 from collections.abc import Callable
 
@@ -67,6 +68,19 @@ def mask_in_place(exc: BaseException) -> None:
         exc = exc.__cause__ or exc.__context__
 
 
+def masking_failures(fn: Callable) -> Callable:
+    """`fn`, whose exception leaves it masked in place (mask_in_place): what a Prefect task or flow
+    run that fails records of it (tasks.common.step, flows.runs.flow)."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            mask_in_place(exc)
+            raise
+    return run
+
+
 def masked(text: str) -> str:
     """`text` with every value the detectors of `unlearn scan` find replaced by its masked form.
 
@@ -74,12 +88,15 @@ def masked(text: str) -> str:
     unknown name holding a card number or an e-mail address was printed whole on stderr, in Prefect's
     flow-run state and in the reason the ledger keeps. Masking every message in this one place leaves
     what users need: the detectors flagged none of 10,000 generated run ids, digests, data versions,
-    commits, fingerprints, UUIDs, paths (also ones holding Unix times and job numbers), ISO timestamps,
-    request ids, version numbers, record ids or feature, column, model and dataset names in message
-    templates, nor any of the 754 distinct messages the unit and CLI bad-input tests raise
-    (`python -m bench.error_masking`). 86 of 10,000 random 11–13-digit numeric ids are also valid card
-    numbers, and show only their last 4 digits. A password with no keyword given as a name is not
-    masked: no rule measured there tells it from legitimate names.
+    commits, fingerprints, UUIDs, paths (also ones holding Unix times and job numbers), names with a
+    number glued to them (`run_<Unix ms>`, `sha256_<hex>`), ISO timestamps, request ids, version
+    numbers, record ids, the project's MLflow experiment ids or feature, column, model and dataset
+    names in message templates, nor any of the 754 distinct messages the unit and CLI bad-input tests
+    raise (`python -m bench.error_masking`). A card or phone number glued to a letter or '_'
+    (`/data/card_4111111111111111.csv`) is masked too. 86 of 10,000 random 11–13-digit numeric ids
+    (87 glued to a word) are also valid card numbers, and show only their last 4 digits, as do 1 in
+    260 of an MLflow file store's 18-digit experiment ids. A password with no keyword given as a name
+    is not masked: no rule measured there tells it from legitimate names.
     """
     if _masker is None:  # not reached: the package's __init__ sets it right after importing this module
         raise RuntimeError("unlearning.errors: no masker set (import the unlearning package)")

@@ -188,3 +188,29 @@ def test_comply_trains_no_reference_unless_asked_to(workspace, people_csv, capsy
     assert cert["verification"]["mode"] == "evidence" and cert["verification"]["retrains"] == 0
     assert cert["timings"]["retrain_s"] is None and "retrain_seconds" not in cert["fidelity"]
     assert verification_sources(workspace) == {}
+
+
+def test_a_scheduler_address_with_a_password_reaches_neither_the_console_nor_prefect_nor_the_project(
+        workspace, people_csv, capsys):
+    """`--dask-address tcp://user:secret@host:8786`: the warning printed it whole, and the flow run's
+    parameter `dask_address` kept it in Prefect's database."""
+    from prefect.logging.handlers import APILogWorker
+
+    from tests.flows.test_pipeline import add_and_train, request_file
+    from tests.flows.test_text_pipeline import prefect_database_bytes
+
+    password = "Hunter2-Hunter2"
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id="DSR-P", delete_records=["P1005"])
+    assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+    capsys.readouterr()
+    code = main(["comply", "--dask-address", f"tcp://alice:{password}@127.0.0.1:1", "--verify", "reference",
+                 "--json"])
+    console = capsys.readouterr()
+    assert code == 0 and json.loads(console.out)["requests"][0]["status"] == "completed"
+    assert "the Dask scheduler tcp://***@127.0.0.1:1 cannot be reached" in console.err
+    APILogWorker.drain_all(timeout=30)
+    for needle in (password, f"alice:{password}"):
+        assert needle not in console.out + console.err
+        assert files_containing(workspace, {needle}) == []  # MLflow's database, the ledger, certificates
+        assert needle.encode() not in prefect_database_bytes()

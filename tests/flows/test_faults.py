@@ -19,7 +19,9 @@ from dvc.repo import Repo
 from mlflow import MlflowClient
 
 from flows.cli import main
-from tasks import dvc, ledger, release, tracking
+from flows.comply import comply_flow
+from flows.train import train_flow
+from tasks import common, dvc, ledger, release, tracking
 from tasks.kinds import tabular
 from tests.flows.test_pipeline import add_and_train, cache_objects, request_file, run_json
 from unlearning.tabular import verify
@@ -453,3 +455,40 @@ def test_retiring_a_model_first_finishes_a_release_a_kill_left(workspace, people
     assert main(["model", "retire", "people"]) == 0
     assert "recovered an interrupted run of model people: committed" in capsys.readouterr().err
     assert release.open_journals(workspace) == []
+
+
+def raises_quoting(value: str):
+    def fail(*args, **kwargs):
+        raise RuntimeError(f"cannot read /mnt/exports/{value}/records.csv")
+    return fail
+
+
+# A call each flow makes in its own body, not inside a tasks.common.step: a plain flow and an OutcomeFlow.
+FLOW_BODIES = {
+    "train": (lambda m, fail: m.setattr(common, "load_data", fail),
+              lambda root: train_flow(root=str(root), dataset="people")),
+    "comply": (lambda m, fail: m.setattr(release, "keep_days_setting", fail),
+               lambda root: comply_flow(root=str(root))),
+}
+
+
+@pytest.mark.parametrize("flow", sorted(FLOW_BODIES))
+def test_an_error_raised_in_a_flows_own_body_reaches_prefects_database_masked(workspace, monkeypatch, flow):
+    """tasks.common.step masked a failed task's exception before Prefect recorded it; an exception
+    raised in a flow's own body reached the flow run's state and its logged traceback whole."""
+    from prefect.logging.handlers import APILogWorker
+
+    from tests.flows.test_text_pipeline import prefect_database_bytes
+    from tests.unit.test_errors import SECRETS
+    from unlearning.detect import mask
+
+    card, _ = SECRETS["card, no spaces"]
+    patch, run = FLOW_BODIES[flow]
+    patch(monkeypatch, raises_quoting(card))
+    with pytest.raises(RuntimeError, match="cannot read /mnt/exports/") as raised:
+        run(workspace)
+    assert card not in str(raised.value) and mask(card, "card") in str(raised.value)
+    APILogWorker.drain_all(timeout=30)  # the flow run's logged traceback, written to the database now
+    database = prefect_database_bytes()
+    assert card.encode() not in database
+    assert f"cannot read /mnt/exports/{mask(card, 'card')}/records.csv".encode() in database  # recorded, masked

@@ -170,6 +170,44 @@ def test_a_message_is_masked_once_however_often_it_is_shown():
     assert "4111 1111" not in str(err) and pickle.loads(pickle.dumps(err)).__dict__.get("_shown") is None
 
 
+
+# --- a card or phone number glued to a letter or '_' is masked -------------------------------------------
+GLUED_SITES = {
+    "after '_' in a path": "data file '/data/card_{v}.csv' not found; check the path given with --file",
+    "between letters and '_', not quoted": "export{v}_v2 failed: [Errno 28] No space left on device",
+    "after a word the detectors read as another number": "unknown feature 'id{v}' in revoke_features",
+    "after '/', before '_'": "checkpoint /ckpt/{v}_final does not exist",
+}
+
+
+@pytest.mark.parametrize("site", sorted(GLUED_SITES))
+@pytest.mark.parametrize("kind", ["card", "card, no spaces", "phone"])
+def test_a_card_or_phone_number_glued_to_a_letter_or_underscore_is_masked(kind, site):
+    """`/data/card_4111111111111111.csv` or `export4111111111111111_v2` in an exception's message was
+    printed whole: the card and phone detectors start and end a number at a non-word character only."""
+    from unlearning.detect import mask
+    from unlearning.errors import failure_reason
+
+    value, detector = SECRETS[kind]
+    message = GLUED_SITES[site].format(v=value)
+    for shown_as in (str(UnlearnError(message)), failure_reason(OSError(message))):
+        assert value not in shown_as
+        assert shown_as.count(mask(value, detector)) == 1, shown_as
+
+
+GLUED_LEGITIMATE = [
+    "artifact sha256_9f86d081884c7d659a2fe4111111111111111aa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 differs",
+    "run 3f9a2c0e5b7d4e1f84111111111111111c9b_model has no certificate",  # a hex string holding 16 digits
+    "data file '/data/run_1733485200123/export1733485200_v2/model_20261206114334.csv' not found",
+    "checkpoint ./ckpt/ckpt_step1200000/job48213377 does not exist; request DETECT-20261206T152919025934",
+    "user_4155552671 is not a column",  # a bare 10-digit number: a phone number only with a phone word nearby
+]
+
+
+@pytest.mark.parametrize("message", GLUED_LEGITIMATE)
+def test_numbers_glued_to_words_in_digests_times_and_names_are_printed_as_written(message):
+    assert str(UnlearnError(message)) == message
+
 # --- a word inside the quoted value excuses nothing --------------------------------------------------
 # The words the card and phone detectors read as naming another kind of number (unlearning.detect.cards
 # and .phones OTHER_NUMBER, the ISBN word): in `unlearn scan`'s text they excuse the number after them.

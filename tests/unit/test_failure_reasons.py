@@ -99,6 +99,40 @@ def test_a_scheduler_that_cannot_be_reached_is_warned_about_masked(tmp_path, mon
     assert CARD.replace(" ", "") not in err and mask(CARD.replace(" ", ""), "card") in err
 
 
+
+PASSWORD = "Hunter2-Hunter2"
+
+
+@pytest.mark.parametrize("flow", ["audit", "comply"])
+@pytest.mark.parametrize("address", [f"tcp://alice:{PASSWORD}@127.0.0.1:1", f"alice:{PASSWORD}@127.0.0.1:1"])
+def test_a_scheduler_address_with_a_password_is_warned_about_without_its_user_and_password(
+        tmp_path, monkeypatch, capsys, flow, address):
+    """`--dask-address tcp://alice:secret@host:8786` was printed with its user name and password (the
+    warning's address and the client's error quoting it)."""
+    import importlib
+
+    from tasks import references
+
+    module = importlib.import_module(f"flows.{flow}")
+    targets = ["people"] if flow == "audit" else [Path("r.yaml")]
+    extra = {"verify": "reference"} if flow == "comply" else {}
+    real = references.unreachable
+    monkeypatch.setattr(references, "unreachable", lambda a: real(a, timeout="1s"))
+    assert module.prefetch_references(tmp_path, targets, "dask", address, None, **extra) == {}
+    err = capsys.readouterr().err
+    assert f"warning: the Dask scheduler {address.split('alice')[0]}***@127.0.0.1:1 cannot be reached (" in err
+    assert PASSWORD not in err and "alice" not in err
+
+
+def test_a_client_error_quoting_the_address_in_its_own_spelling_shows_no_user_or_password():
+    from tasks.references import address_hidden, shown_address
+
+    address = f"alice:{PASSWORD}@10.0.0.5:8786"
+    assert shown_address(address) == "***@10.0.0.5:8786"
+    assert shown_address("tcp://10.0.0.5:8786") == "tcp://10.0.0.5:8786"
+    hidden = address_hidden(f"Timed out trying to connect to tcp://{address} after 1 s", address)
+    assert hidden == "Timed out trying to connect to tcp://***@10.0.0.5:8786 after 1 s"
+
 def test_a_failure_reason_keeps_the_first_line_of_a_library_error_not_the_input_it_quotes():
     """pydantic's later lines quote the input whole (a name and an address no detector knows), and a
     ledger keeps its reasons for good: the first line only, as tasks.batches.first_line kept."""
@@ -135,3 +169,58 @@ def test_an_exception_and_its_chain_are_masked_in_place_keeping_type_and_errno()
     own = UnlearnError(f"unknown feature {CARD!r}")
     mask_in_place(own)
     assert own.args == (f"unknown feature {CARD!r}",) and CARD not in str(own)
+
+
+def test_every_flow_records_its_failure_masked():
+    """Every Prefect flow in flows/ is made by flows.runs.flow or outcome_flow, whose function masks its
+    exception in place before Prefect records it (tests/flows/test_faults.py checks the database)."""
+    import importlib
+    import pkgutil
+
+    from prefect import Flow
+
+    import flows
+    from unlearning.errors import masking_failures
+
+    wrapper = masking_failures(lambda: None).__code__
+    found = {}
+    for info in pkgutil.iter_modules(flows.__path__):
+        module = importlib.import_module(f"flows.{info.name}")
+        found.update({f"{info.name}.{k}": v for k, v in vars(module).items() if isinstance(v, Flow)})
+    assert len(found) >= 11, sorted(found)
+    assert [name for name, f in found.items() if f.fn.__code__ is not wrapper] == []
+
+
+@pytest.mark.parametrize("flow", ["audit", "comply"])
+def test_a_task_runner_failing_on_a_scheduler_address_with_a_password_is_warned_about_without_it(
+        tmp_path, monkeypatch, capsys, flow):
+    """The task runner's error quoting the scheduler's address printed its user name and password."""
+    import importlib
+
+    from tasks import references
+
+    module = importlib.import_module(f"flows.{flow}")
+    address = f"tcp://alice:{PASSWORD}@10.0.0.5:8786"
+
+    def fails(runner, address, workers):
+        raise OSError(f"Timed out trying to connect to {address} after 30 s")
+
+    monkeypatch.setattr(references, "unreachable", lambda a: None)
+    monkeypatch.setattr(references, "make_task_runner", fails)
+    targets = ["people"] if flow == "audit" else [Path("r.yaml")]
+    extra = {"verify": "reference"} if flow == "comply" else {}
+    assert module.prefetch_references(tmp_path, targets, "dask", address, None, **extra) == {}
+    err = capsys.readouterr().err
+    assert "task runner failed (Timed out trying to connect to tcp://***@10.0.0.5:8786 after 30 s)" in err
+    assert PASSWORD not in err and "alice" not in err
+
+
+def test_the_dask_task_runner_does_not_log_the_address_it_connects_to():
+    """prefect-dask logs "Connecting to an existing Dask cluster at <address>" at INFO: with
+    PREFECT_LOGGING_LEVEL=INFO the address was printed whole, password and all."""
+    import logging
+
+    from tasks.references import configure_dask
+
+    configure_dask()
+    assert not logging.getLogger("prefect.task_runner.dask").isEnabledFor(logging.INFO)

@@ -66,3 +66,14 @@ def test_an_age_is_read_as_written(written):
     assert cadence_setting(None, "1000").max_age_days == 1000 and cadence_setting(None, 1e-05).max_age_days == 1e-05
     with pytest.raises(UnlearnError, match=f"--max-age must be a positive number of days, got '{written}'"):
         cadence_setting(None, written)
+
+
+def test_a_dask_address_is_registered_with_no_deployment(tmp_path):
+    """`unlearn serve --dask-address tcp://user:secret@host:8786` put the address, password and all, into
+    the nightly comply's and the weekly audit's parameters, which Prefect stores whole in its database
+    and shows in its UI; the served runs read it from the service's environment instead."""
+    address = "tcp://alice:Hunter2-Hunter2@10.0.0.5:8786"
+    nightly, weekly, on_demand = parameters(tmp_path, "--dask-address", address)
+    assert nightly == {"root": str(tmp_path), "task_runner": "dask"}
+    assert weekly == {"root": str(tmp_path), "task_runner": "dask", "rebase": True}
+    assert "Hunter2" not in repr((nightly, weekly, on_demand))

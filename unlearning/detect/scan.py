@@ -9,6 +9,7 @@ secret detector's password.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
@@ -75,35 +76,54 @@ MESSAGE_DETECTORS = tuple(DETECTORS)  # the built-in ones: stdlib only, fast, ne
 # user's own value, not the message naming what kind of number follows ("order +44 20 7946 0958"
 # given as a feature name), so no word there excuses a number as an order, invoice or ISBN.
 _ALONE = {"card": CardDetector(excused_by_words=False), "phone": PhoneDetector(excused_by_words=False)}
+# A number, its digits grouped or not, also by a `+` or an area code ("tel+14155552671",
+# "export(415) 555-2671"): glued to a letter or '_', only the card and phone detectors miss it.
+_NUMBER = re.compile(r"[+(]?\d(?:[ ().\-/]{0,3}\d)*\)?")
+_WORD_CHARACTER = re.compile(r"[^\W\d]")  # a letter or '_'
+_GLUED_DETECTORS = ("card", "phone")
+_ALNUM_WORD = re.compile(r"[^\W_]+")
+_HEX_WORD = re.compile(r"[0-9A-Fa-f]*[A-Fa-f][0-9A-Fa-f]*")
 
 
 def find_in_message(text: str) -> list[Match]:
     """What the detectors find in an error message: in the whole text, in each quoted value alone,
-    and in each part of a path alone.
+    and in each part of a path alone; and card and phone numbers glued to a letter or '_'.
 
     Alone, because the message's own words are context that hides a value from the context-aware
     detectors: "id column '4111 1111 1111 1111'" or "order '+44 20 7946 0958'" name another kind of
     number, and the card and phone detectors let such numbers go; and words inside the value excuse
     nothing ('order +44 20 7946 0958' is what the user gave). A path's part, because a number right
-    after a '/' is none to them ("/ckpt/4111111111111111"). And every other occurrence of a value
-    found: a message may repeat it where no detector sees it. Overlaps resolved, sorted by start.
+    after a '/' is none to them ("/ckpt/4111111111111111"). Glued ("/data/card_4111111111111111.csv",
+    "export4111111111111111_v2"), because they start and end a number at a non-word character only
+    (`_found_unglued`). And every other occurrence of a value found: a message may repeat it where no
+    detector sees it. Overlaps resolved, sorted by start.
     """
-    matches = find_matches(text, MESSAGE_DETECTORS) + _found_alone(text, _judged_alone(text))
+    matches = find_matches(text, MESSAGE_DETECTORS) + _found_alone(text, _judged_alone(text)) + _found_unglued(text)
     return resolve_overlaps(matches + _repeats(text, matches), priorities())
 
 
 def _judged_alone(text: str) -> list[tuple[int, int]]:
     """Spans of each quoted value, and of each part of a path, quoted or not, with digits enough for
     a card or phone number."""
+    quoted = _quoted_spans(text)
+    return quoted + _path_spans(text, quoted)
+
+
+def _quoted_spans(text: str) -> list[tuple[int, int]]:
     quoted = []
     for q in _QUOTED.finditer(text):
         group = next(i for i in (1, 2, 3) if q.group(i) is not None)
         quoted.append(q.span(group))
+    return quoted
+
+
+def _path_spans(text: str, quoted: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Spans of each part of a path, in the `quoted` spans or not, with digits enough for a card or
+    phone number."""
     parts = [part for start, end in quoted if _PATH_SEPARATORS.search(text, start, end)
              for part in _path_parts(text, start, end)]
-    parts += [part for token in _UNQUOTED_TOKEN.finditer(text) if _PATH_SEPARATORS.search(token.group())
-              for part in _path_parts(text, token.start(), token.end(), spill=_UNQUOTED_SPILL)]
-    return quoted + parts
+    return parts + [part for token in _UNQUOTED_TOKEN.finditer(text) if _PATH_SEPARATORS.search(token.group())
+                    for part in _path_parts(text, token.start(), token.end(), spill=_UNQUOTED_SPILL)]
 
 
 def _path_parts(text: str, start: int, end: int, spill: int = 0) -> list[tuple[int, int]]:
@@ -118,14 +138,68 @@ def _path_parts(text: str, start: int, end: int, spill: int = 0) -> list[tuple[i
     return [(s, e) for s, e in spans if sum(c.isdigit() for c in text[s:e]) >= _PART_MIN_DIGITS]
 
 
-def _found_alone(text: str, spans: list[tuple[int, int]]) -> list[Match]:
+def _found_alone(text: str, spans: list[tuple[int, int]], names: Iterable[str] = MESSAGE_DETECTORS) -> list[Match]:
     """Matches in each span of `text` judged alone, at the span's first occurrence: `_repeats` finds the
     others (a 1 MiB name may spell one path part 100,000 times)."""
     out = []
     for value, start in {text[s:e]: s for s, e in reversed(spans)}.items():
-        found = (m for name in MESSAGE_DETECTORS for m in _ALONE.get(name, DETECTORS[name]).find(value))
+        found = (m for name in names for m in _ALONE.get(name, DETECTORS[name]).find(value))
         out += [replace(m, start=m.start + start, end=m.end + start) for m in found]
     return out
+
+
+def _found_unglued(text: str) -> list[Match]:
+    """Card and phone numbers glued to a letter or '_', found with a space put between the two: to the
+    detectors, as to `unlearn scan`, "id4111111111111111" is an identifier, but a message quoting
+    "/data/card_4111111111111111.csv" or "export4111111111111111_v2" prints what the user gave, and the
+    digits are a card number as far as anyone can tell. Judged as a quoted value is, by detectors no
+    word excuses: the word glued to the number is part of what the user gave. Only the numbers a space
+    was put beside are kept (the others are the whole message's), and none inside a hex string."""
+    cuts = _glue_cuts(text)
+    if not cuts:
+        return []
+    unglued = " ".join(text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)]))
+    spaces = [cut + i for i, cut in enumerate(cuts)]  # where the spaces stand in `unglued`
+    put = set(spaces)
+    found = [m for name in _GLUED_DETECTORS for m in _ALONE[name].find(unglued)]
+    found += _found_alone(unglued, _path_spans(unglued, _quoted_spans(unglued)), _GLUED_DETECTORS)
+
+    def original(position: int) -> int:
+        return position - bisect.bisect_left(spaces, position)
+
+    return [replace(m, start=original(m.start), end=original(m.end))
+            for m in found if m.start - 1 in put or m.end in put]
+
+
+def _glue_cuts(text: str) -> list[int]:
+    """Where a letter or '_' touches a number with digits enough for a card or phone number, outside
+    hex strings; sorted."""
+    cuts = []
+    for number in _NUMBER.finditer(text):
+        start, end = number.span()
+        if sum(c.isdigit() for c in number.group()) < _PART_MIN_DIGITS:
+            continue
+        cuts += [start] if start and _WORD_CHARACTER.match(text, start - 1) else []
+        cuts += [end] if _WORD_CHARACTER.match(text, end) else []
+    if not cuts:
+        return cuts
+    hexes = _hex_spans(text)
+    if not hexes:
+        return cuts
+    starts = [s for s, _ in hexes]
+    return [c for c in cuts if not _inside(hexes, starts, c)]
+
+
+def _hex_spans(text: str) -> list[tuple[int, int]]:
+    """Letters-and-digits words that are hex strings (a digest, a run id, a commit, a fingerprint): 1 in
+    3,000 sha256 digests holds a run of 13–19 decimal digits that is a Luhn-valid card-shaped number."""
+    return [w.span() for w in _ALNUM_WORD.finditer(text) if _HEX_WORD.fullmatch(w.group())]
+
+
+def _inside(spans: list[tuple[int, int]], starts: list[int], position: int) -> bool:
+    """Whether `position` falls strictly inside one of the disjoint sorted `spans`."""
+    i = bisect.bisect_right(starts, position) - 1
+    return i >= 0 and spans[i][0] < position < spans[i][1]
 
 
 def _repeats(text: str, matches: list[Match]) -> list[Match]:
