@@ -1,8 +1,7 @@
 """What completed erasure requests removed from a dataset, kept out of its data for good: the records
-they deleted, the features they revoked (a table's), the class they forgot (an image dataset's, by
-the name its entry recorded), the secrets they redacted (a text corpus's, by salted fingerprint:
-tasks.redacted), the wrong labels they rectified (a record their fix_labels relabelled carrying
-another label again: the corrected labels read from the requests as submitted, never the ledger).
+they deleted, the features they revoked (a table's), the class they forgot (an image dataset's), the
+secrets they redacted (a text corpus's, by salted fingerprint: tasks.redacted). A class is looked
+for by the name its `completed` entry recorded, whatever the request wrote (a name or an index).
 
 Three gates read the same erasures (`erasures_of`: every completed ledger request on a model
 version trained on the dataset, audited or not; and of the requests on any other dataset of the
@@ -37,19 +36,18 @@ from unlearning.numbers import whole_number_as_written
 
 # what of a request's nature (unlearning.compliance.ledger.request_nature, with `secrets`: the
 # fingerprints a redaction removed) stays out of the data
-ERASING = ("delete_records", "revoke_features", "fix_labels", "forget_class", "secrets")
+ERASING = ("delete_records", "revoke_features", "forget_class", "secrets")
 # what of it is looked for in every dataset of the project, not only the one it was made on
 ANYWHERE = ("erased_rows", "secrets")
 
 
 @dataclass
 class Back:
-    """What a dataset holds again of the erasures it was given: the records, the records whose label a
-    fix_labels corrected carrying another one, the revoked features with values, the forgotten classes
-    with training images, the redacted secrets' fingerprints; and the requests that erased them."""
+    """What a dataset holds again of the erasures it was given: the records, the revoked features
+    with values, the forgotten classes with training images, the redacted secrets' fingerprints; and
+    the requests that erased them."""
 
     records: set[str] = field(default_factory=set)
-    relabelled: set[str] = field(default_factory=set)
     secrets: set[str] = field(default_factory=set)
     features: set[str] = field(default_factory=set)
     classes: set[str] = field(default_factory=set)
@@ -61,14 +59,12 @@ class Back:
 
     @property
     def count(self) -> int:
-        return len(self.records) + len(self.relabelled) + len(self.secrets) + len(self.features) + len(self.classes)
+        return len(self.records) + len(self.secrets) + len(self.features) + len(self.classes)
 
     def described(self) -> str:
-        """'3 record(s), revoked feature(s) 'sex' and forgotten class(es) 'coat'', '2 secret(s)', '1 wrong
-        label(s)' — never a record id, a label or a fingerprint."""
+        """'3 record(s), revoked feature(s) 'sex' and forgotten class(es) 'coat'', '2 secret(s)' — never a
+        record id or a fingerprint."""
         parts = [f"{len(self.records)} record(s)"] if self.records else []
-        if self.relabelled:
-            parts.append(f"{len(self.relabelled)} wrong label(s)")
         if self.secrets:
             parts.append(f"{len(self.secrets)} secret(s)")
         if self.features:
@@ -99,8 +95,7 @@ def refuse_erased(root: Path, dataset) -> None:
                        f"by completed request(s) {back.named} "
                        f"are in this source: adding it would bring them back into the data; drop them from the "
                        f"source (the requests' delete_records rows, revoke_features columns, forget_class images, "
-                       f"redacted secrets: `unlearn scan SOURCE` lists them by fingerprint; or give fix_labels' "
-                       f"records the labels the requests set) and add it "
+                       f"redacted secrets: `unlearn scan SOURCE` lists them by fingerprint) and add it "
                        f"again{renumbered(dataset, back)}; nothing was written")
 
 
@@ -181,19 +176,15 @@ def back_in(dataset, erasures: dict[str, dict], classes: list[str] | None = None
     scanned = (redacted.fingerprints_in(root, dataset) if root is not None and format_of(dataset) is TEXT
                and any(n.get("secrets") for n in erasures.values()) else set())
     hashed = hashed_rows_back(root, dataset, erasures)
-    deleted = {record for nature in erasures.values() for record in nature.get("delete_records") or ()}
     back = Back()
     for request, nature in erasures.items():
         records = (set(nature.get("delete_records") or ()) & present) | hashed.get(request, set())
-        # a record deleted since is back as a record, not as a label
-        relabelled = labels_undone(dataset, nature.get("corrected_labels"), classes) - deleted
         secrets = set(nature.get("secrets") or ()) & scanned
         features = {f for f in nature.get("revoke_features") or () if feature_holds_values(dataset, f)}
         forgotten = forgotten_class(dataset, nature, classes)
         classes_back = {forgotten} if forgotten is not None and class_trained_on(dataset, forgotten) else set()
-        if records or relabelled or secrets or features or classes_back:
+        if records or secrets or features or classes_back:
             back.records |= records
-            back.relabelled |= relabelled
             back.secrets |= secrets
             back.features |= features
             back.classes |= classes_back
@@ -232,36 +223,11 @@ def forgotten_class(dataset, nature: dict, classes: list[str] | None) -> str | N
     value = nature.get("forget_class")
     if value is None or not hasattr(dataset, "classes"):
         return None
-    return class_named(dataset, value, classes)
-
-
-def class_named(dataset, value, classes: list[str] | None) -> str | None:
-    """The class an image request's `value` names (forgotten_class): a name of the dataset's; an
-    index only through `classes`, the model's class list (None: not told)."""
     value = str(value)
     if value in dataset.classes:
         return value
     index = whole_number_as_written(value)
     return classes[index] if classes is not None and index is not None and index < len(classes) else None
-
-
-def labels_undone(dataset, corrected: dict[str, str] | None, classes: list[str] | None) -> set[str]:
-    """The records of `dataset` whose label is not the one a completed fix_labels gave them
-    (`corrected`: record → label): the wrong label it rectified, back (an old source re-added). An
-    image's class written as an index is resolved as forgotten_class resolves one (not told: not
-    looked for)."""
-    if not corrected:
-        return set()
-    from tasks.formats import format_of
-
-    held = format_of(dataset).record_labels(dataset, set(corrected))
-    wanted = {record: corrected_label(dataset, corrected[record], classes) for record in held}
-    return {record for record, label in held.items() if wanted[record] is not None and label != wanted[record]}
-
-
-def corrected_label(dataset, value, classes: list[str] | None) -> str | None:
-    """The label a fix_labels `value` gives: a table's as written, an image's class by name."""
-    return class_named(dataset, value, classes) if hasattr(dataset, "classes") else str(value)
 
 
 def class_trained_on(dataset, name: str) -> bool:
@@ -278,9 +244,8 @@ def erasures_of(root: Path, dataset, completed: list) -> dict[str, dict]:
     by salted (id, pixels) hash, its redacted secrets by salted fingerprint (a secret is the same
     secret in any corpus of the project) —, not its record ids (each dataset's own: another one's
     records may share them), nor its revoked features and forgotten class (the schema of one
-    model's data, which another dataset may hold with consent of its own), nor the labels its
-    fix_labels corrected (`corrected_labels`, read for those made on the dataset: corrected_labels).
-    An audit leaves a request `completed`: audited ones count. `completed`: completed_requests."""
+    model's data, which another dataset may hold with consent of its own). An audit leaves a
+    request `completed`: audited ones count. `completed`: completed_requests."""
     natures = {r.id: (r, nature_of(root, r)) for r in completed}
     erasing = {rid: (r, n) for rid, (r, n) in natures.items() if any(n.get(k) for k in ERASING)}
     datasets = {model: datasets_of(root, model) for model in {n.get("model") for _, n in erasing.values()}}
@@ -291,26 +256,6 @@ def erasures_of(root: Path, dataset, completed: list) -> dict[str, dict]:
             out[request] = {**nature, "made_on": made}
         elif anywhere := {k: nature[k] for k in ANYWHERE if nature.get(k)}:
             out[request] = {**anywhere, "made_on": made}
-    relabelling = [erasing[request][0] for request, nature in out.items() if nature.get("fix_labels")]
-    for request, labels in corrected_labels(root, relabelling).items():
-        out[request]["corrected_labels"] = labels
-    return out
-
-
-def corrected_labels(root: Path, completed: list) -> dict[str, dict[str, str]]:
-    """Request id → record → the label its completed fix_labels gave the record, from the request as
-    submitted (its stored file, checked against the ledger's salted hash; UnlearnError, one line,
-    when it is gone or altered): the ledger keeps no label, which the salt would enumerate back from
-    a small label set. A record a later completed request relabelled again is that request's."""
-    from tasks import ledger
-
-    latest: dict[str, tuple[str, str]] = {}
-    for record in sorted(completed, key=lambda r: r.response["date"]):
-        for relabelled, label in ledger.submitted(root, record).fix_labels.items():
-            latest[relabelled] = (record.id, label)
-    out: dict[str, dict[str, str]] = {}
-    for relabelled, (request, label) in latest.items():
-        out.setdefault(request, {})[relabelled] = label
     return out
 
 

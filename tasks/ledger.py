@@ -275,17 +275,10 @@ def _save_request(root: Path, request: UnlearningRequest) -> None:
 
 def load_submitted(root: Path, request_id: str) -> UnlearningRequest:
     """The request as submitted, checked against the ledger's salted hash of it."""
-    return submitted(root, show(root, request_id))
-
-
-def submitted(root: Path, record: lg.RequestRecord) -> UnlearningRequest:
-    """The request of a ledger `record` already read, as submitted, checked against its salted hash."""
-    path = request_file(root, record.id)
-    if not path.is_file():
-        raise UnlearnError(f"the stored file of request '{record.id}' ({path}) is gone; restore it or submit the "
-                           "request under a new id")
+    record = show(root, request_id)
+    path = request_file(root, request_id)
     request = load_request(path, new=False)  # stored: accepted when it was submitted
     if lg.request_fingerprint(request, _salt(root)) != record.request_hash:
-        raise UnlearnError(f"the stored file of request '{record.id}' ({path}) no longer matches the ledger; "
+        raise UnlearnError(f"the stored file of request '{request_id}' ({path}) no longer matches the ledger; "
                            "restore it or submit the request under a new id")
     return request
