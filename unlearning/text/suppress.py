@@ -335,8 +335,9 @@ def steps_for(windows: int, steps: int, batch: int | None, passes: float) -> int
     the demo's 190 only 5.9 times, and left that request's worst secret 0.3–6.7 bits above the
     retrained model over suppress seeds 0–9 (four of ten above the audit's 2; one failing the
     relearning check); 45 steps (7.6 passes) gave −0.0 to +1.7 on nine seeds and +7.8 on one (an
-    11-character password two of whose characters the update made certain), every evidence check
-    passing (docs/benchmarks.md, "suppress steps by the request's size")."""
+    11-character password two of whose characters the update made certain: mean_grad mends that,
+    module doc), every evidence check passing (docs/benchmarks.md, "suppress steps by the request's
+    size")."""
     if batch is None or batch >= windows or passes <= 0:
         return steps
     return max(steps, math.ceil(passes * windows / batch))
