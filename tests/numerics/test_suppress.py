@@ -137,6 +137,31 @@ def test_hinge_sees_the_class_mass_after_a_random_string_of_the_format():
     assert float(both) > 2.0  # the second digit ~15 nats above a random candidate's (after its first)
 
 
+@pytest.mark.parametrize("mean_grad", [0.0, su.MEAN_GRAD, 1.0])
+def test_hinge_gradient_on_a_certain_character_is_mean_grads_share_of_the_logit_difference(mean_grad):
+    # A character the model is certain of (p ≈ 1): held fixed, the class mean leaves the hinge ln p's
+    # gradient, 1 − p ≈ 0 on its logit — the saturation that kept an 11-character password of the
+    # demo's request at +7.8 bits. ln p(s) − mean ln p(c) = z(s) − mean z(c), so through the mean the
+    # gradient on z(s) is 1 − p − mean_grad·(1/|class| − p), autograd against that closed form.
+    vocab = Vocab.from_text("x 0123456789")
+    classes = su.char_classes(vocab.chars)
+    ids = {ch: i for i, ch in enumerate(vocab.chars)}
+    table = torch.zeros(len(vocab), len(vocab))
+    table[ids["x"], ids["7"]] = 40.0  # after "x": a 7, for certain
+    table.requires_grad_(True)
+    window, mask = vocab.encode("x7")[None], torch.ones(1, 1, dtype=torch.bool)
+    hinge = su.class_hinge(Bigram(table), window, mask, classes, margin=0.0, mean_grad=mean_grad)
+    hinge.backward()
+    p = torch.softmax(table.detach()[ids["x"]], dim=0)[ids["7"]]
+    expected = (1 - p) - mean_grad * (1 / 10 - p)
+    assert hinge.item() > 30  # active: 40 − 40/10 nats above the class mean
+    assert float(table.grad[ids["x"], ids["7"]]) == pytest.approx(float(expected), abs=1e-6)
+    if mean_grad:
+        assert float(table.grad[ids["x"], ids["7"]]) >= mean_grad * 0.9 - 1e-6  # does not vanish
+    else:
+        assert float(table.grad[ids["x"], ids["7"]]) < 1e-12  # saturated
+
+
 def test_format_candidates_redraw_only_the_secret_characters_within_their_class():
     vocab = Vocab.from_text("x-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
     classes = su.char_classes(vocab.chars)
@@ -190,7 +215,10 @@ def test_early_stop_stops_after_a_quiet_cycle_with_the_model_the_same_steps_woul
     assert per_cycle < stopped.stats["steps"] < 60  # it did stop, and only after a full cycle
     assert stopped.stats["secret_loss_last"] == 0.0
     assert stopped.stats["quiet_windows"] == len(request)  # the quiet steps met every window of Z
-    plain = su.suppress(model, request, train, classes, steps=stopped.stats["steps"], early_stop=False, **options)
+    # passes=0: exactly the steps it stopped after (a request's passes may ask for more)
+    plain = su.suppress(model, request, train, classes, steps=stopped.stats["steps"], early_stop=False, passes=0.0,
+                        **options)
+    assert plain.stats["steps"] == stopped.stats["steps"]
     assert all(torch.equal(p, q) for p, q in zip(stopped.model.parameters(), plain.model.parameters()))
     longer = su.suppress(model, request, train, classes, steps=60, early_stop=False, **options)
     assert longer.stats["steps"] == 60

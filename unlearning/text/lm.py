@@ -293,6 +293,8 @@ class SuppressConfig(TextMethodConfig):
     tolerance: float = Field(0.05, ge=0, description="early_stop: a step whose mean hinge (nats) is at most this "
                                                      "counts as quiet (0: only a hinge of exactly zero)")
     contrast: bool = Field(True, description="hinge against the class mean after a same-format random string too")
+    mean_grad: float = Field(suppress.MEAN_GRAD, ge=0, le=1, description="share of the hinge's gradient through the "
+                             "class mean after the secret's own prefix (0: held fixed within a step)")
     seed: int = 0
 
 
