@@ -34,7 +34,7 @@ def chain_world():
     return corpus, groups, data, original
 
 
-def drift_along_the_chain(world, anchored_to_exact: bool) -> list[float]:
+def drift_along_the_chain(world, anchored_to_exact: bool, options: dict | None = None) -> list[float]:
     """Held-out perplexity after each update of the chain, relative to the original model's."""
     corpus, groups, data, original = world
     base = lm.held_out_perplexity(original, corpus)
@@ -43,16 +43,23 @@ def drift_along_the_chain(world, anchored_to_exact: bool) -> list[float]:
         earlier = [f for g in groups[:k - 1] for f in g]
         request, windows = lm.window_request(model, corpus, data[k], group + earlier)
         teacher = original if anchored_to_exact else None
-        model = registry.run("text", "suppress", lm.TextContext(model, request, windows, teacher)).bundle
+        model = registry.run("text", "suppress", lm.TextContext(model, request, windows, teacher), options).bundle
         drift.append(lm.held_out_perplexity(model, data[k]) / base - 1)
     return drift
 
 
-def test_anchored_to_its_parent_a_chain_piles_up_drift_anchored_to_the_exact_model_it_does_not(chain_world):
-    by_parent = drift_along_the_chain(chain_world, anchored_to_exact=False)
-    by_exact = drift_along_the_chain(chain_world, anchored_to_exact=True)
+@pytest.mark.parametrize("mean_grad", [0.0, None])
+def test_anchored_to_its_parent_a_chain_piles_up_drift_anchored_to_the_exact_model_it_does_not(chain_world, mean_grad):
+    # None: the default (a quarter of the hinge's gradient through the class mean), whose updates
+    # drift less each (measured here: +0.19 % to +0.34 % along the chain, +0.24 % to +1.10 % with the
+    # mean held fixed), so its parent chain is not climbing at every update, only over the chain
+    options = None if mean_grad is None else {"mean_grad": mean_grad}
+    by_parent = drift_along_the_chain(chain_world, anchored_to_exact=False, options=options)
+    by_exact = drift_along_the_chain(chain_world, anchored_to_exact=True, options=options)
     assert by_parent[0] == pytest.approx(by_exact[0], abs=1e-12)  # the first update: the parent is the exact model
-    assert all(b > a for a, b in zip(by_parent, by_parent[1:])), by_parent  # each update adds its drift
+    if mean_grad == 0.0:
+        assert all(b > a for a, b in zip(by_parent, by_parent[1:])), by_parent  # each update adds its drift
+    assert by_parent[-1] > by_parent[0], by_parent  # the chain keeps what the updates before added
     assert by_exact[-1] < by_parent[-1] / 2, (by_exact, by_parent)
     assert max(by_exact) < by_parent[-1], (by_exact, by_parent)
 
