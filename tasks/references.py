@@ -61,8 +61,9 @@ def revealed(value: str | SecretStr | None) -> str | None:
 
 
 # A Dask address may carry a user name and password ("tcp://user:secret@host:8786"): everything
-# before the authority's last '@'.
-_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)?(?P<userinfo>[^/]*)@")
+# between the scheme, if any, and the address's last '@'. A password may hold a '/' or an '@' of its
+# own ("tcp://alice:pa/ss@host:8786"), so no character ends it before that '@'.
+_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)?(?P<userinfo>.*)@", re.DOTALL)
 
 
 def shown_address(address: str) -> str:
