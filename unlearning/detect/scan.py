@@ -81,8 +81,11 @@ _ALONE = {"card": CardDetector(excused_by_words=False), "phone": PhoneDetector(e
 _NUMBER = re.compile(r"[+(]?\d(?:[ ().\-/]{0,3}\d)*\)?")
 _WORD_CHARACTER = re.compile(r"[^\W\d]")  # a letter or '_'
 _GLUED_DETECTORS = ("card", "phone")
-_ALNUM_WORD = re.compile(r"[^\W_]+")
-_HEX_WORD = re.compile(r"[0-9A-Fa-f]*[A-Fa-f][0-9A-Fa-f]*")
+# A letters-and-digits word that is a digest: hex of a digest's length (MLflow run ids and DVC md5s are
+# 32, sha256 64, fingerprints 24), or a UUID. A shorter hex word is the user's ("cafe4111111111111111.csv");
+# a git short hash (12 at most) holds no 13-digit run.
+_DIGEST = re.compile(r"(?<![^\W_])(?:[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}"
+                     r"|(?=[0-9]*[A-Fa-f])[0-9A-Fa-f]{24,})(?![^\W_])")
 
 
 def find_in_message(text: str) -> list[Match]:
@@ -154,7 +157,7 @@ def _found_unglued(text: str) -> list[Match]:
     "/data/card_4111111111111111.csv" or "export4111111111111111_v2" prints what the user gave, and the
     digits are a card number as far as anyone can tell. Judged as a quoted value is, by detectors no
     word excuses: the word glued to the number is part of what the user gave. Only the numbers a space
-    was put beside are kept (the others are the whole message's), and none inside a hex string."""
+    was put beside are kept (the others are the whole message's), and none inside a digest (`_hex_spans`)."""
     cuts = _glue_cuts(text)
     if not cuts:
         return []
@@ -173,7 +176,7 @@ def _found_unglued(text: str) -> list[Match]:
 
 def _glue_cuts(text: str) -> list[int]:
     """Where a letter or '_' touches a number with digits enough for a card or phone number, outside
-    hex strings; sorted."""
+    digests (`_hex_spans`); sorted."""
     cuts = []
     for number in _NUMBER.finditer(text):
         start, end = number.span()
@@ -191,9 +194,9 @@ def _glue_cuts(text: str) -> list[int]:
 
 
 def _hex_spans(text: str) -> list[tuple[int, int]]:
-    """Letters-and-digits words that are hex strings (a digest, a run id, a commit, a fingerprint): 1 in
-    3,000 sha256 digests holds a run of 13–19 decimal digits that is a Luhn-valid card-shaped number."""
-    return [w.span() for w in _ALNUM_WORD.finditer(text) if _HEX_WORD.fullmatch(w.group())]
+    """Spans of the digests in `text` (a run id, a commit, a fingerprint, a UUID): 1 in 3,000 sha256
+    digests holds a run of 13–19 decimal digits that is a Luhn-valid card-shaped number."""
+    return [d.span() for d in _DIGEST.finditer(text)]
 
 
 def _inside(spans: list[tuple[int, int]], starts: list[int], position: int) -> bool:
