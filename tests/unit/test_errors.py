@@ -277,3 +277,37 @@ def test_a_card_or_phone_number_in_a_path_is_masked_quoted_or_not(kind, site):
     text = str(UnlearnError(PATH_SITES[site].format(v=value, w=repr(f"C:\\ckpt\\{value}\\model.pt"))))
     assert value not in text
     assert mask(value, detector) in text
+
+
+# --- a value found once is masked wherever the message repeats it ---------------------------------------
+def luhn_completed(digits: str) -> str:
+    total = sum(int(d) if i % 2 else (2 * int(d) - 9 if int(d) > 4 else 2 * int(d))
+                for i, d in enumerate(reversed(digits)))
+    return digits + str(-total % 10)
+
+
+@pytest.mark.parametrize("cards", [1, 300])
+def test_a_value_found_once_is_masked_where_the_message_repeats_it_unseen(cards):
+    """Quoted, a card number is found alone; after "order" the detectors let it go as an order number.
+    Each distinct value is looked for in one pass over the message (a 1 MiB message of 58,000 distinct
+    glued card numbers took 36 s, one search of the whole text per value)."""
+    from unlearning.detect.scan import masked_message
+
+    numbers = [luhn_completed(f"4{i:014d}") for i in range(cards)]
+    message = " ".join(f"unknown feature '{n}'; order {n} is not one." for n in numbers)
+    shown = masked_message(message)
+    assert not any(n in shown for n in numbers) and shown.count("***********") == 2 * cards
+
+
+def test_values_prefixes_of_one_another_too_deeply_for_one_regex_are_each_found():
+    from unlearning.detect.scan import _occurrences
+
+    values = ["b" * k + "@example.com" for k in range(1, 600)]  # a trie 600 groups deep
+    text = " ".join(reversed(values))
+    expected = set()
+    for value in values:  # none overlaps itself: each occurrence starts past the one before
+        at = text.find(value)
+        while at >= 0:
+            expected.add((value, at))
+            at = text.find(value, at + 1)
+    assert set(_occurrences(text, values)) == expected

@@ -207,13 +207,52 @@ def _inside(spans: list[tuple[int, int]], starts: list[int], position: int) -> b
 
 def _repeats(text: str, matches: list[Match]) -> list[Match]:
     """Every occurrence in `text` of the values `matches` cover, as a match of the same detector."""
-    out = []
-    for value, m in {text[m.start:m.end]: m for m in matches}.items():
-        at = text.find(value)
-        while at >= 0:
-            out.append(replace(m, start=at, end=at + len(value)))
-            at = text.find(value, at + len(value))
-    return out
+    found = {text[m.start:m.end]: m for m in matches}
+    return [replace(found[value], start=at, end=at + len(value)) for value, at in _occurrences(text, list(found))]
+
+
+def _occurrences(text: str, values: list[str]) -> list[tuple[str, int]]:
+    """(value, where) of each occurrence of `values` in `text`. In one pass over the text, with a regex
+    shaped as the values' trie: a message of 1 MiB may hold 50,000 distinct values, and looking for
+    each in the whole text took 30 s. A trie too deep for the regex compiler (values prefixes of one
+    another hundreds of times over) is looked for value by value."""
+    if len(values) < 2:
+        return [(value, at) for value in values for at in _starts(text, value)]
+    try:
+        pattern = re.compile(f"(?=({_trie_pattern(values)}))", re.DOTALL)
+    except (RecursionError, re.error):
+        return [(value, at) for value in values for at in _starts(text, value)]
+    return [(m.group(1), m.start()) for m in pattern.finditer(text)]
+
+
+def _starts(text: str, value: str) -> Iterable[int]:
+    at = text.find(value)
+    while at >= 0:
+        yield at
+        at = text.find(value, at + len(value))
+
+
+def _trie_pattern(values: Iterable[str]) -> str:
+    """A regex matching any of `values`, the longest first where several start at the same place."""
+    trie: dict = {}
+    for value in values:
+        node = trie
+        for character in value:
+            node = node.setdefault(character, {})
+        node[""] = {}
+    return _node_pattern(trie)
+
+
+def _node_pattern(node: dict) -> str:
+    chain = ""
+    while len(node) == 1 and "" not in node:  # one way on: no group needed
+        (character, node), = node.items()
+        chain += re.escape(character)
+    branches = [re.escape(c) + _node_pattern(child) for c, child in node.items() if c]
+    if not branches:
+        return chain
+    either = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+    return chain + (f"(?:{either})?" if "" in node else either)
 
 
 def masked_message(text: str) -> str:
