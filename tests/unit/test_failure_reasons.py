@@ -149,6 +149,20 @@ def test_a_client_error_quoting_the_address_in_its_own_spelling_shows_no_user_or
     assert hidden == "auth failed for *** at 10.0.0.5"
 
 
+def test_the_dask_task_runner_fails_to_start_without_the_user_and_password():
+    """Dask refuses such an address quoting it as 'alice:password@host' (no scheme), which no detector
+    finds: a flow whose task runner failed to start recorded it whole in Prefect's database."""
+    pytest.importorskip("prefect_dask")
+    from tasks.references import make_task_runner
+
+    runner, _ = make_task_runner("dask", f"tcp://alice:{PASSWORD}@127.0.0.1:1", None)
+    assert type(runner.duplicate()) is type(runner)  # what Prefect's engine enters
+    with runner, pytest.raises(RuntimeError) as raised:
+        runner.client  # noqa: B018 — the runner connects on first use
+    assert str(raised.value) == "invalid address '***@127.0.0.1:1'; maybe: ipv6 needs brackets like [::1]"
+    assert raised.value.__suppress_context__
+
+
 def test_a_failure_reason_keeps_the_first_line_of_a_library_error_not_the_input_it_quotes():
     """pydantic's later lines quote the input whole (a name and an address no detector knows), and a
     ledger keeps its reasons for good: the first line only, as tasks.batches.first_line kept."""
