@@ -213,8 +213,8 @@ def _repeats(text: str, matches: list[Match]) -> list[Match]:
 
 def _occurrences(text: str, values: list[str]) -> list[tuple[str, int]]:
     """(value, where) of each occurrence of `values` in `text`. In one pass over the text, with a regex
-    shaped as the values' trie: a message of 1 MiB may hold 50,000 distinct values, and looking for
-    each in the whole text took 30 s. A trie too deep for the regex compiler (values prefixes of one
+    shaped as the values' trie: a message of 1 MiB may hold 58,000 distinct card numbers, and looking
+    for each in the whole text took 36 s. A trie too deep for the regex compiler (values prefixes of one
     another hundreds of times over) is looked for value by value."""
     if len(values) < 2:
         return [(value, at) for value in values for at in _starts(text, value)]
