@@ -179,10 +179,16 @@ SITES = ["unknown feature '{v}' in revoke_features; valid features: age, sex, ra
          "unknown feature 'order {v}' in revoke_features; valid features: age, sex, race",  # a word inside the quote
          # unquoted paths: a number right after a '/' is none to the card and phone detectors
          "checkpoint /ckpt/{v} does not exist: pass a directory written by save_pretrained",
-         "unrecognized arguments: --base /data/{v}/model",
-         # glued to a letter or '_': a number there is none to the card and phone detectors either
-         "data file '/data/card_{v}.csv' not found; check the path given with --file",
-         "export{v}_v2 failed: [Errno 28] No space left on device"]
+         "unrecognized arguments: --base /data/{v}/model"]
+# Glued to a letter or '_': a number there is none to the card and phone detectors either. Also glued to
+# letters that are hex digits, a word too short to be a digest (run ids and DVC md5s are 32 hex).
+GLUED_SITES = ["data file '/data/card_{v}.csv' not found; check the path given with --file",
+               "export{v}_v2 failed: [Errno 28] No space left on device",
+               "data file '/data/cafe{v}.csv' not found; check the path given with --file",
+               "unknown model 'bead{v}': no registered version with alias 'production'",
+               "checkpoint /ckpt/e{v} does not exist: pass a directory written by save_pretrained",
+               "data file '/x/{v}abc.csv' not found; check the path given with --file"]
+SITES += GLUED_SITES
 
 
 def flagged_by(text: str, quoted: bool = True) -> Counter:

@@ -32,14 +32,12 @@ SECRET_PARAMETERS = ("dask_address",)
 class OutcomeFlow(Flow):
     """A Prefect flow whose function may return `failed_run(...)`; calling it returns the summary
     either way (`return_state=True` gives the state). An exception still propagates as it would.
-    SECRET_PARAMETERS given as text are handed to Prefect as SecretStr."""
+    SECRET_PARAMETERS given as text, by name or by position, are handed to Prefect as SecretStr."""
 
     def __call__(self, *args: Any, return_state: bool = False, wait_for=None, **kwargs: Any):
-        from pydantic import SecretStr
-
         from flows.settings import flow_run_settings
 
-        kwargs = {k: SecretStr(v) if k in SECRET_PARAMETERS and isinstance(v, str) else v for k, v in kwargs.items()}
+        args, kwargs = secrets_hidden(self.fn, args, kwargs)
         with flow_run_settings():  # the command's own temporary server is up (flows.settings.PrefectServer)
             state = super().__call__(*args, return_state=True, wait_for=wait_for, **kwargs)
         if return_state:
@@ -50,6 +48,18 @@ class OutcomeFlow(Flow):
         changed = super().with_options(**options)  # Prefect builds a plain Flow here
         changed.__class__ = type(self)
         return changed
+
+
+def secrets_hidden(fn: Callable, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """(args, kwargs) of a call to the flow function `fn` with its SECRET_PARAMETERS given as text made
+    SecretStr, given by name or by position (`comply_flow(root, None, "dask", address)`)."""
+    from pydantic import SecretStr
+
+    bound = inspect.signature(fn).bind_partial(*args, **kwargs)
+    for name in SECRET_PARAMETERS:
+        if isinstance(bound.arguments.get(name), str):
+            bound.arguments[name] = SecretStr(bound.arguments[name])
+    return bound.args, bound.kwargs
 
 
 def flow(**options: Any):

@@ -71,7 +71,7 @@ def redacted_outside_ledger(root: Path, ledger_runs: set[str]) -> dict[str, tupl
                     or tags.get("lineage_run") in ledger_runs):
                 continue
             if fingerprints := result_secrets(tracking.load_result(tags["lineage_run"]) or {}):
-                found.setdefault(tags["request_id"], (tags.get("dataset", model), set()))[1].update(fingerprints)
+                found.setdefault(tags["request_id"], (tracking.trained_on(v, model), set()))[1].update(fingerprints)
     return found
 
 

@@ -17,6 +17,7 @@ runs each in a worker process of its own.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -61,8 +62,9 @@ def revealed(value: str | SecretStr | None) -> str | None:
 
 
 # A Dask address may carry a user name and password ("tcp://user:secret@host:8786"): everything
-# before the authority's last '@'.
-_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)?(?P<userinfo>[^/]*)@")
+# between the scheme, if any, and the address's last '@'. A password may hold a '/' or an '@' of its
+# own ("tcp://alice:pa/ss@host:8786"), so no character ends it before that '@'.
+_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)?(?P<userinfo>.*)@", re.DOTALL)
 
 
 def shown_address(address: str) -> str:
@@ -90,16 +92,35 @@ def make_task_runner(name: str, address: str | None, workers: int | None):
     cores = os.cpu_count() or 1
     workers = workers or cores
     threads = max(1, cores // workers)
-    from prefect_dask import DaskTaskRunner
+    runner = address_hiding_runner()
 
     configure_dask()
     if address:
-        return DaskTaskRunner(address=address), None
-    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
-                                          # the scheduler's HTTP server on a free local port (None
-                                          # would still take 8787, and warn when that is in use)
-                                          "dashboard_address": "127.0.0.1:0", "silence_logs": logging.WARNING,
-                                          "env": worker_environment()}), threads
+        return runner(address=address), None
+    return runner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
+                                  # the scheduler's HTTP server on a free local port (None would
+                                  # still take 8787, and warn when that is in use)
+                                  "dashboard_address": "127.0.0.1:0", "silence_logs": logging.WARNING,
+                                  "env": worker_environment()}), threads
+
+
+@functools.cache
+def address_hiding_runner() -> type:
+    """prefect-dask's DaskTaskRunner whose failure to start raises the reason as runner_failure writes
+    it: the runner connects to Dask at its first task, and Dask's error quotes the address, password
+    and all, in its own spelling ("invalid address 'user:secret@host:8786'"), which no detector finds;
+    the flow that submitted the task records that error in Prefect's database."""
+    from prefect_dask import DaskTaskRunner
+
+    class AddressHidingDaskTaskRunner(DaskTaskRunner):
+        @property
+        def client(self):
+            try:
+                return super().client
+            except Exception as exc:  # noqa: BLE001 — any reason may quote the address
+                raise RuntimeError(runner_failure(exc, self.address)) from None
+
+    return AddressHidingDaskTaskRunner
 
 
 def configure_dask() -> None:

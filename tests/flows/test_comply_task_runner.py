@@ -214,3 +214,15 @@ def test_a_scheduler_address_with_a_password_reaches_neither_the_console_nor_pre
         assert needle not in console.out + console.err
         assert files_containing(workspace, {needle}) == []  # MLflow's database, the ledger, certificates
         assert needle.encode() not in prefect_database_bytes()
+
+
+def test_a_scheduler_address_given_to_the_flow_by_position_is_kept_from_prefect(workspace):
+    """Only a keyword `dask_address` was handed to Prefect as a SecretStr: `comply_flow(root, None,
+    "dask", address)` stored the address, password and all, in the flow run's parameters."""
+    from flows.comply import comply_flow
+    from tests.flows.test_text_pipeline import prefect_database_bytes
+
+    password = "Positional-Hunter2"
+    summary = comply_flow(str(workspace), None, "dask", f"tcp://alice:{password}@127.0.0.1:1")
+    assert summary["requests"] == []
+    assert password.encode() not in prefect_database_bytes()

@@ -99,7 +99,6 @@ def test_a_scheduler_that_cannot_be_reached_is_warned_about_masked(tmp_path, mon
     assert CARD.replace(" ", "") not in err and mask(CARD.replace(" ", ""), "card") in err
 
 
-
 PASSWORD = "Hunter2-Hunter2"
 
 
@@ -124,14 +123,45 @@ def test_a_scheduler_address_with_a_password_is_warned_about_without_its_user_an
     assert PASSWORD not in err and "alice" not in err
 
 
-def test_a_client_error_quoting_the_address_in_its_own_spelling_shows_no_user_or_password():
-    from tasks.references import address_hidden, shown_address
+@pytest.mark.parametrize("address, shown", [
+    (f"alice:{PASSWORD}@10.0.0.5:8786", "***@10.0.0.5:8786"),
+    ("tcp://10.0.0.5:8786", "tcp://10.0.0.5:8786"),
+    # a '/' or an '@' in the password: the old pattern stopped at the '/' and printed it all
+    ("tcp://alice:pa/ss@10.0.0.5:8786", "tcp://***@10.0.0.5:8786"),
+    ("alice:pa/ss@10.0.0.5:8786", "***@10.0.0.5:8786"),
+    ("tls://alice:p@ss/w:rd@10.0.0.5:8786", "tls://***@10.0.0.5:8786"),
+])
+def test_an_address_is_shown_without_its_user_and_password(address, shown):
+    from tasks.references import shown_address
 
-    address = f"alice:{PASSWORD}@10.0.0.5:8786"
-    assert shown_address(address) == "***@10.0.0.5:8786"
-    assert shown_address("tcp://10.0.0.5:8786") == "tcp://10.0.0.5:8786"
+    assert shown_address(address) == shown
+
+
+@pytest.mark.parametrize("password", [PASSWORD, "pa/ss"])
+def test_a_client_error_quoting_the_address_in_its_own_spelling_shows_no_user_or_password(password):
+    """A client may quote the address with a scheme of its own, or the user and password alone."""
+    from tasks.references import address_hidden
+
+    address = f"alice:{password}@10.0.0.5:8786"
     hidden = address_hidden(f"Timed out trying to connect to tcp://{address} after 1 s", address)
     assert hidden == "Timed out trying to connect to tcp://***@10.0.0.5:8786 after 1 s"
+    hidden = address_hidden(f"auth failed for alice:{password} at 10.0.0.5", address)
+    assert hidden == "auth failed for *** at 10.0.0.5"
+
+
+def test_the_dask_task_runner_fails_to_start_without_the_user_and_password():
+    """Dask refuses such an address quoting it as 'alice:password@host' (no scheme), which no detector
+    finds: a flow whose task runner failed to start recorded it whole in Prefect's database."""
+    pytest.importorskip("prefect_dask")
+    from tasks.references import make_task_runner
+
+    runner, _ = make_task_runner("dask", f"tcp://alice:{PASSWORD}@127.0.0.1:1", None)
+    assert type(runner.duplicate()) is type(runner)  # what Prefect's engine enters
+    with runner, pytest.raises(RuntimeError) as raised:
+        runner.client  # noqa: B018 — the runner connects on first use
+    assert str(raised.value) == "invalid address '***@127.0.0.1:1'; maybe: ipv6 needs brackets like [::1]"
+    assert raised.value.__suppress_context__
+
 
 def test_a_failure_reason_keeps_the_first_line_of_a_library_error_not_the_input_it_quotes():
     """pydantic's later lines quote the input whole (a name and an address no detector knows), and a
