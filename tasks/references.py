@@ -18,6 +18,7 @@ runs each in a worker process of its own.
 from __future__ import annotations
 
 import functools
+import gc
 import importlib.util
 import logging
 import os
@@ -148,11 +149,21 @@ def unreachable(address: str, timeout: str = "10s") -> str | None:
     subflow, whose own failure would print a traceback (and take 30 s to time out)."""
     from distributed import Client
 
+    # A Client that failed to start is left to the garbage collector, whose Client.__del__ closes its
+    # loop runner under a lock shared by all of them (distributed.utils.LoopRunner._lock). Collected
+    # while another Client starts (a thread being created can set the collector off), that close
+    # waits on the lock the start holds, for ever: the test suite hung there once (fresh-clone CI,
+    # 2026-12-06, in test_failure_reasons' probes of unreachable schedulers). So collect before and
+    # after, where no lock is held.
+    gc.collect()
     try:
         Client(address, timeout=timeout).close()
     except Exception as exc:  # noqa: BLE001 — any reason is reported the same way
-        return runner_failure(exc, address)
-    return None
+        reason = runner_failure(exc, address)
+    else:
+        return None
+    gc.collect()
+    return reason
 
 
 def runner_failure(exc: BaseException, address: str | None) -> str:
