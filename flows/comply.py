@@ -57,7 +57,8 @@ def process_batch(root: Path, requests: list, keep_days: int | None = None, path
         path = None
     # the deleted rows hashed while the data still holds them: their entries keep them out of every dataset
     rows = erased_rows.deleted_rows(root, [rest[r.id] for r in active])
-    path, summary, problem = run_forget(root, active, [rest[r.id] for r in active], path, keep_days, verify, device)
+    path, summary, problem = run_forget(root, active, [rest[r.id] for r in active], path, keep_days, verify, device,
+                                        rows)
     if problem is None:
         results += outcomes.complete_batch(root, active, summary, notes=notes, rows=rows)
     elif len(active) == 1:
@@ -80,13 +81,16 @@ def split_failed_batch(root: Path, requests: list, keep_days: int | None, verify
 
 
 def run_forget(root: Path, requests: list, merged: list, path: Path | None, keep_days: int | None,
-               verify: str | None = None, device: str = "auto") -> tuple[Path | None, dict | None, str | None]:
+               verify: str | None = None, device: str = "auto",
+               rows: dict[str, dict] | None = None) -> tuple[Path | None, dict | None, str | None]:
     """The forget run of the batch of `requests` (as `merged`: without their parts that change
     nothing), its request file `path` written first if not given: (that file, the run's summary,
-    None when verified, else why it failed). A full disk or an unwritable project is no request's
+    None when verified, else why it failed). `rows`: the deleted images' hashes, kept in the batch's
+    manifest for a run that finishes it after a kill. A full disk or an unwritable project is no request's
     fault: the requests are failed and the comply run stops."""
     try:
         path = path or batches.batch_file(root, merged)
+        batches.keep_erased_rows(root, path, rows)
         summary = forget_flow(root=str(root), request_path=str(path), keep_superseded_days=keep_days,
                               members=[r.id for r in requests], verify=verify, device=device)
     except Exception as exc:  # noqa: BLE001 — any step's failure is recorded, the run goes on
