@@ -30,7 +30,6 @@ from flows.runs import failed_run, outcome_flow, rename_current_run, requests_la
 from flows.settings import private_tempdir
 from tasks import batches, erased_rows, outcomes, release, unchanged
 from tasks import references as prefetch
-from tasks.common import progress
 from tasks.kinds.base import check_verify_mode_name
 from unlearning.compliance.batching import group_requests, narrowed, retry_groups
 from unlearning.devices import resolve_device
@@ -110,20 +109,9 @@ def prefetch_references(root: Path, paths: list[Path], runner: str, address: str
     update that fails its checks retrains inline, for its batch alone)."""
     if runner == "inline" or not paths or verify != "reference":
         return {}
-    progress(f"  retraining {len(paths)} verification reference(s) on the {runner} task runner ...")
-    problem = prefetch.unreachable(address) if address else None
-    if problem is not None:
-        progress(f"  warning: the Dask scheduler {prefetch.shown_address(address)} cannot be reached ({problem}); "
-                       f"each batch retrains its reference inline")
-        return {}
-    try:
-        task_runner, threads = prefetch.make_task_runner(runner, address, workers)
-        return retrain_references.with_options(task_runner=task_runner)(
-            root=str(root), request_paths=[str(p) for p in paths], threads=threads)
-    except Exception as exc:  # noqa: BLE001 — e.g. the local cluster cannot start: verify inline
-        progress(f"  warning: the {runner} task runner failed ({prefetch.runner_failure(exc, address)}); "
-                       f"each batch retrains its reference inline")
-        return {}
+    return prefetch.run_on_task_runner(retrain_references, runner, address, workers,
+                                       f"{len(paths)} verification reference(s)", "each batch retrains its reference inline",
+                                       root=str(root), request_paths=[str(p) for p in paths])
 
 
 @outcome_flow(name="comply", flow_run_name="comply", log_prints=False)
