@@ -72,7 +72,8 @@ def test_rows_equal_but_for_their_ids_and_other_records_sharing_the_ids_are_not_
     assert run_json(capsys, ["train", "third"])[0] == 0
 
 
-def test_an_erased_image_copied_under_a_new_dataset_name_is_refused(workspace, capsys):
+def trained_shapes(workspace):
+    """data/shapes added from an image folder and trained on: (the folder, two of its training ids)."""
     from tests.image_folders import write_image_folder
     from unlearning.images.data import load_images
 
@@ -82,6 +83,11 @@ def test_an_erased_image_copied_under_a_new_dataset_name_is_refused(workspace, c
     assert main(["train", "shapes", "--epochs", "15"]) == 0
     data = load_images(workspace / "data" / "shapes")
     erased = [i for i, train in zip(data.record_ids, data.train) if train][:2]
+    return source, erased
+
+
+def test_an_erased_image_copied_under_a_new_dataset_name_is_refused(workspace, capsys):
+    source, erased = trained_shapes(workspace)
     comply_requests(workspace, capsys, {"id": "IMG-C1", "model": "shapes", "delete_records": erased})
 
     capsys.readouterr()
@@ -99,15 +105,8 @@ def test_images_deleted_by_a_batch_finished_after_a_kill_are_refused_under_a_new
     data no longer holds them to hash). The old code completed them without `erased_rows`, and a
     copy of the images under another name was taken (exit 0)."""
     from tests.flows.test_faults import KILLED_AFTER_PROMOTION, run_killed
-    from tests.image_folders import write_image_folder
-    from unlearning.images.data import load_images
 
-    source = workspace / "incoming" / "shapes"
-    write_image_folder(source)
-    assert main(["data", "add", "shapes", "--images", str(source), "--size", "16"]) == 0
-    assert main(["train", "shapes", "--epochs", "15"]) == 0
-    data = load_images(workspace / "data" / "shapes")
-    erased = [i for i, train in zip(data.record_ids, data.train) if train][:2]
+    source, erased = trained_shapes(workspace)
     path = request_file(workspace, id="IMG-K1", model="shapes", delete_records=erased)
     assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
     run_killed(workspace, KILLED_AFTER_PROMOTION)
