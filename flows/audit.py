@@ -189,20 +189,9 @@ def prefetch_references(root: Path, models: list[str], runner: str, address: str
     inline (the default) prefetches nothing."""
     if runner == "inline" or not models:
         return {}
-    progress(f"  retraining {len(models)} audit reference(s) on the {runner} task runner ...")
-    problem = prefetch.unreachable(address) if address else None
-    if problem is not None:
-        progress(f"  warning: the Dask scheduler {prefetch.shown_address(address)} cannot be reached ({problem}); "
-                 "each audit retrains inline")
-        return {}
-    try:
-        task_runner, threads = prefetch.make_task_runner(runner, address, workers)
-        return retrain_audit_references.with_options(task_runner=task_runner)(root=str(root), models=models,
-                                                                              threads=threads)
-    except Exception as exc:  # noqa: BLE001 — e.g. the local cluster cannot start: retrain inline
-        progress(f"  warning: the {runner} task runner failed ({prefetch.runner_failure(exc, address)}); "
-                 "each audit retrains inline")
-        return {}
+    return prefetch.run_on_task_runner(retrain_audit_references, runner, address, workers,
+                                       f"{len(models)} audit reference(s)", "each audit retrains inline",
+                                       root=str(root), models=models)
 
 
 @flow(name="retrain audit references", persist_result=False, log_prints=False)

@@ -30,7 +30,6 @@ from flows.runs import failed_run, outcome_flow, rename_current_run, requests_la
 from flows.settings import private_tempdir
 from tasks import batches, erased_rows, outcomes, release, unchanged
 from tasks import references as prefetch
-from tasks.common import progress
 from tasks.kinds.base import check_verify_mode_name
 from unlearning.compliance.batching import group_requests, narrowed, retry_groups
 from unlearning.devices import resolve_device
@@ -57,7 +56,8 @@ def process_batch(root: Path, requests: list, keep_days: int | None = None, path
         path = None
     # the deleted rows hashed while the data still holds them: their entries keep them out of every dataset
     rows = erased_rows.deleted_rows(root, [rest[r.id] for r in active])
-    path, summary, problem = run_forget(root, active, [rest[r.id] for r in active], path, keep_days, verify, device)
+    path, summary, problem = run_forget(root, active, [rest[r.id] for r in active], path, keep_days, verify, device,
+                                        rows)
     if problem is None:
         results += outcomes.complete_batch(root, active, summary, notes=notes, rows=rows)
     elif len(active) == 1:
@@ -80,13 +80,16 @@ def split_failed_batch(root: Path, requests: list, keep_days: int | None, verify
 
 
 def run_forget(root: Path, requests: list, merged: list, path: Path | None, keep_days: int | None,
-               verify: str | None = None, device: str = "auto") -> tuple[Path | None, dict | None, str | None]:
+               verify: str | None = None, device: str = "auto",
+               rows: dict[str, dict] | None = None) -> tuple[Path | None, dict | None, str | None]:
     """The forget run of the batch of `requests` (as `merged`: without their parts that change
     nothing), its request file `path` written first if not given: (that file, the run's summary,
-    None when verified, else why it failed). A full disk or an unwritable project is no request's
+    None when verified, else why it failed). `rows`: the deleted images' hashes, kept in the batch's
+    manifest for a run that finishes it after a kill. A full disk or an unwritable project is no request's
     fault: the requests are failed and the comply run stops."""
     try:
         path = path or batches.batch_file(root, merged)
+        batches.keep_erased_rows(root, path, rows)
         summary = forget_flow(root=str(root), request_path=str(path), keep_superseded_days=keep_days,
                               members=[r.id for r in requests], verify=verify, device=device)
     except Exception as exc:  # noqa: BLE001 — any step's failure is recorded, the run goes on
@@ -106,20 +109,9 @@ def prefetch_references(root: Path, paths: list[Path], runner: str, address: str
     update that fails its checks retrains inline, for its batch alone)."""
     if runner == "inline" or not paths or verify != "reference":
         return {}
-    progress(f"  retraining {len(paths)} verification reference(s) on the {runner} task runner ...")
-    problem = prefetch.unreachable(address) if address else None
-    if problem is not None:
-        progress(f"  warning: the Dask scheduler {prefetch.shown_address(address)} cannot be reached ({problem}); "
-                       f"each batch retrains its reference inline")
-        return {}
-    try:
-        task_runner, threads = prefetch.make_task_runner(runner, address, workers)
-        return retrain_references.with_options(task_runner=task_runner)(
-            root=str(root), request_paths=[str(p) for p in paths], threads=threads)
-    except Exception as exc:  # noqa: BLE001 — e.g. the local cluster cannot start: verify inline
-        progress(f"  warning: the {runner} task runner failed ({prefetch.runner_failure(exc, address)}); "
-                       f"each batch retrains its reference inline")
-        return {}
+    return prefetch.run_on_task_runner(retrain_references, runner, address, workers,
+                                       f"{len(paths)} verification reference(s)", "each batch retrains its reference inline",
+                                       root=str(root), request_paths=[str(p) for p in paths])
 
 
 @outcome_flow(name="comply", flow_run_name="comply", log_prints=False)

@@ -11,6 +11,7 @@ the members from the batch's recorded result (their records are gone: rerunning 
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -57,15 +58,34 @@ def batch_file(root: Path, requests: list) -> Path:
     path = root / ".unlearn" / "requests" / f"{merged.id}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(merged.model_dump(exclude_none=True), sort_keys=False))
-    manifest = manifest_path(root, merged.id)
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    manifest.write_text(json.dumps({"batch": merged.id, "request": str(path.relative_to(root)),
-                                    "members": [r.id for r in requests]}))
+    write_manifest(root, {"batch": merged.id, "request": str(path.relative_to(root)),
+                          "members": [r.id for r in requests]})
     return path
 
 
 def manifest_path(root: Path, batch: str) -> Path:
     return root / BATCHES / f"{batch}.json"
+
+
+def write_manifest(root: Path, manifest: dict) -> None:
+    """Whole or absent: the next run reads it after a kill at any point."""
+    path = manifest_path(root, manifest["batch"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(manifest, handle)
+    os.replace(tmp, path)
+
+
+def keep_erased_rows(root: Path, path: Path, rows: dict[str, dict]) -> None:
+    """The deleted images' salted hashes (tasks.erased_rows), taken before the run, kept in the
+    batch's manifest too: a run killed between the promotion and the ledger entries leaves them
+    there for the next run, which completes the members (`finish_promoted_batches`) when the data
+    no longer holds the images to hash."""
+    manifest = manifest_path(root, path.stem)
+    if rows and manifest.exists():
+        write_manifest(root, {**json.loads(manifest.read_text()), "erased_rows": rows})
 
 
 def drop_manifest(root: Path, path: Path | None) -> None:
@@ -98,7 +118,8 @@ def finish_promoted_batches(root: Path) -> list[dict]:
         if summary is not None:
             requests = [ledger.load_submitted(root, m) for m in stale]
             finished += [{**r, "outcome": "completed after an interrupted run"}
-                         for r in outcomes.complete_batch(root, requests, summary, manifest["members"])]
+                         for r in outcomes.complete_batch(root, requests, summary, manifest["members"],
+                                                          rows=manifest.get("erased_rows"))]
         path.unlink()
     return finished
 

@@ -15,7 +15,8 @@ and recovered the three deleted people's full rows in 1.4 s. A ledger is kept fo
 holds must not enumerate back to an erased record. A pixel digest cannot be enumerated. A copy of
 a table under another dataset name is therefore not refused (docs/compliance.md says so); the gates
 keep the check by id on the dataset the deletion was made on (tasks.erased), as for image entries
-completed before `erased_rows` was recorded or by a run finished after an interruption."""
+completed before `erased_rows` was recorded. (A batch finished after a kill records the hashes its
+manifest kept: tasks.batches.keep_erased_rows.)"""
 
 from __future__ import annotations
 

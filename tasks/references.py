@@ -149,21 +149,46 @@ def unreachable(address: str, timeout: str = "10s") -> str | None:
     subflow, whose own failure would print a traceback (and take 30 s to time out)."""
     from distributed import Client
 
-    # A Client that failed to start is left to the garbage collector, whose Client.__del__ closes its
-    # loop runner under a lock shared by all of them (distributed.utils.LoopRunner._lock). Collected
-    # while another Client starts (a thread being created can set the collector off), that close
-    # waits on the lock the start holds, for ever: the test suite hung there once (fresh-clone CI,
-    # 2026-12-06, in test_failure_reasons' probes of unreachable schedulers). So collect before and
-    # after, where no lock is held.
-    gc.collect()
+    collect_failed_clients()
     try:
         Client(address, timeout=timeout).close()
     except Exception as exc:  # noqa: BLE001 — any reason is reported the same way
         reason = runner_failure(exc, address)
     else:
         return None
-    gc.collect()
+    collect_failed_clients()
     return reason
+
+
+def collect_failed_clients() -> None:
+    """Finalise now, where no lock is held, the Dask Clients that failed to start (ours or the task
+    runner's). Left to the garbage collector, a failed Client's __del__ closes its loop runner under
+    a lock shared by all of them (distributed.utils.LoopRunner._lock); collected while another
+    Client starts (a thread being created can set the collector off), that close waits for ever on
+    the lock the start holds: the test suite hung there once (fresh-clone CI, 2026-12-06, in
+    test_failure_reasons' probes of unreachable schedulers). Called before and after each probe,
+    and after a task runner failed."""
+    gc.collect()
+
+
+def run_on_task_runner(subflow, runner: str, address: str | None, workers: int | None, what: str,
+                       otherwise: str, **params) -> dict:
+    """The references subflow `subflow(**params, threads=…)` run on the `runner` task runner
+    (`what`: the references it trains, as printed): {job key: reference}, or {} with a warning that
+    ends with `otherwise` (what is done instead) when the scheduler cannot be reached or the runner
+    fails."""
+    progress(f"  retraining {what} on the {runner} task runner ...")
+    problem = unreachable(address) if address else None
+    if problem is not None:
+        progress(f"  warning: the Dask scheduler {shown_address(address)} cannot be reached ({problem}); {otherwise}")
+        return {}
+    try:
+        task_runner, threads = make_task_runner(runner, address, workers)
+        return subflow.with_options(task_runner=task_runner)(**params, threads=threads)
+    except Exception as exc:  # noqa: BLE001 — e.g. the local cluster cannot start: retrain inline
+        collect_failed_clients()  # before any later Client of this process starts
+        progress(f"  warning: the {runner} task runner failed ({runner_failure(exc, address)}); {otherwise}")
+        return {}
 
 
 def runner_failure(exc: BaseException, address: str | None) -> str:

@@ -16,7 +16,7 @@ from tasks import data as data_store
 from tasks import dvc, ledger, tracking
 from tests.flows.conftest import synthetic_people
 from tests.flows.test_audit import comply_requests
-from tests.flows.test_pipeline import add_and_train, run_json
+from tests.flows.test_pipeline import add_and_train, request_file, run_json
 from tests.flows.test_redacted_secrets_back import notes, raw_values, redact, without_secrets  # noqa: F401 (fixture)
 
 ERASED = ["P1003", "P1004", "P1005"]
@@ -72,7 +72,8 @@ def test_rows_equal_but_for_their_ids_and_other_records_sharing_the_ids_are_not_
     assert run_json(capsys, ["train", "third"])[0] == 0
 
 
-def test_an_erased_image_copied_under_a_new_dataset_name_is_refused(workspace, capsys):
+def trained_shapes(workspace):
+    """data/shapes added from an image folder and trained on: (the folder, two of its training ids)."""
     from tests.image_folders import write_image_folder
     from unlearning.images.data import load_images
 
@@ -82,6 +83,11 @@ def test_an_erased_image_copied_under_a_new_dataset_name_is_refused(workspace, c
     assert main(["train", "shapes", "--epochs", "15"]) == 0
     data = load_images(workspace / "data" / "shapes")
     erased = [i for i, train in zip(data.record_ids, data.train) if train][:2]
+    return source, erased
+
+
+def test_an_erased_image_copied_under_a_new_dataset_name_is_refused(workspace, capsys):
+    source, erased = trained_shapes(workspace)
     comply_requests(workspace, capsys, {"id": "IMG-C1", "model": "shapes", "delete_records": erased})
 
     capsys.readouterr()
@@ -93,9 +99,31 @@ def test_an_erased_image_copied_under_a_new_dataset_name_is_refused(workspace, c
     assert main(["data", "add", "shapes3", "--images", str(source), "--size", "12"]) == 0
 
 
+def test_images_deleted_by_a_batch_finished_after_a_kill_are_refused_under_a_new_name(workspace, capsys):
+    """A comply run killed between the promotion and the ledger entries: the next run completes the
+    members from the batch's manifest, which now keeps the images' hashes taken before the run (the
+    data no longer holds them to hash). The old code completed them without `erased_rows`, and a
+    copy of the images under another name was taken (exit 0)."""
+    from tests.flows.test_faults import KILLED_AFTER_PROMOTION, run_killed
+
+    source, erased = trained_shapes(workspace)
+    path = request_file(workspace, id="IMG-K1", model="shapes", delete_records=erased)
+    assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+    run_killed(workspace, KILLED_AFTER_PROMOTION)
+    assert ledger.show(workspace, "IMG-K1").status == "processing"
+
+    code, out = run_json(capsys, ["comply"])
+    assert code == 0 and out["recovered"][0]["outcome"] == "completed after an interrupted run", out
+    assert len(ledger.show(workspace, "IMG-K1").response["erased_rows"]["rows"]) == 2
+    capsys.readouterr()
+    assert main(["data", "add", "shapes2", "--images", str(source), "--size", "16"]) == 2  # the old code: 0
+    err = capsys.readouterr().err.strip()
+    assert "2 record(s) erased from data/shapes by completed request(s) IMG-K1" in err, err
+
+
 def test_entries_without_row_hashes_keep_the_check_by_id_on_their_own_dataset(workspace, people_csv):
-    """A table deletion (and an image one completed before `erased_rows` was recorded, or finished
-    after an interruption) names its records by id alone: looked for on the dataset it was made on,
+    """A table deletion (and an image one completed before `erased_rows` was recorded) names its
+    records by id alone: looked for on the dataset it was made on,
     not on another one."""
     from tasks.erased import back_in
 
