@@ -55,6 +55,10 @@ TOKEN_FORMATS: tuple[tuple[str, re.Pattern, float], ...] = tuple(
         ("jwt", r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{16,}" + _NOT_TOKEN_CHAR, 1.0),
     )
 )  # fmt: skip
+# The formats whose prefix no word ends with: an error message unglues one glued to a word in front
+# ("keyAKIAIOSFODNN7EXAMPLE", unlearning.detect.scan). Not Stripe's or OpenAI's: "task_test_…",
+# "disk-Backup-2024-…" end words with `sk_test_` and `sk-`.
+GLUED_FORMATS = frozenset({"aws_access_key_id", "github_token", "github_pat", "slack_token", "google_api_key", "jwt"})
 _TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "_-")
 _NEEDS_TOKEN_SHAPE = {"openai_key"}  # "sk-learn-contrib-…" is a package name, not a key
 
@@ -231,6 +235,13 @@ class SecretDetector:
             if _flag_value_ok(text[start:end]):
                 out.append(Match(self.name, start, end, ASSIGNED))
         return out
+
+
+def glued_token_starts(text: str) -> list[int]:
+    """Where a token of a `GLUED_FORMATS` format starts right after a token character, which
+    `SecretDetector` takes for the middle of a longer word."""
+    return [m.start() for kind, pattern, _ in TOKEN_FORMATS if kind in GLUED_FORMATS
+            for m in pattern.finditer(text) if m.start() and text[m.start() - 1] in _TOKEN_CHARS]
 
 
 def _decodes_to_credentials(value: str) -> bool:
