@@ -100,6 +100,16 @@ def experiment_id_in(rng: random.Random, number: str) -> str:
                        f"experiment_{number}", f"exp{number}"])
 
 
+def numbers_side_by_side(rng: random.Random) -> str:
+    """Numbers a message lists with spaces between them (record ids, counts, sizes, a shape, Unix times,
+    numeric ids): card windows of a run split at its spaces, with no neighbour excusing one in a message."""
+    def numbers(make) -> str:
+        return " ".join(make() for _ in range(rng.randrange(2, 7)))
+    return rng.choice([numbers(lambda: str(rng.randrange(48842))), numbers(lambda: str(rng.randrange(10 ** rng.randrange(1, 7)))),
+                       numbers(lambda: str(rng.choice([32, 64, 128, 256, 512, 784, 1024, 2048, 4096, 60000]))),
+                       numbers(lambda: str(int(timestamp(rng).timestamp()))), numbers(lambda: long_number(rng))])
+
+
 def stated_number(rng: random.Random) -> str:
     return rng.choice([f"{rng.randrange(10 ** 7)} records", f"{rng.uniform(0, 100):.2f} %", f"ε = {rng.uniform(0, 10):.6f}",
                        f"{rng.randrange(10 ** 10)} bytes", f"{rng.uniform(0, 1e4):.1f} s", f"seed {rng.randrange(2 ** 32)}",
@@ -146,6 +156,9 @@ KINDS = {
         "1 record ids are not in dataset 'people' ('{v}')", "record {v} was erased by request 'R7'"]),
     "MLflow experiment id (database store)": (experiment_id, EXPERIMENT_MESSAGES),
     "MLflow experiment id (file store, 18 digits)": (file_store_experiment_id, EXPERIMENT_MESSAGES),
+    "numbers side by side (ids, counts, sizes, Unix times; new)": (numbers_side_by_side, [
+        "1 record ids are not in dataset 'people' ({v}); use values of its id column 'person'",
+        "expected {v} rows per batch, got 3", "record ids '{v}' were erased by request 'R7'"]),
     "stated number": (stated_number, ["the table holds {v}, more than the 1000000 a request may name",
                                       "--max-age must be a positive number of days, got '{v}'"]),
     "path holding numbers": (numbered_path, ["checkpoint {v} does not exist: pass a directory written by save_pretrained",
@@ -179,7 +192,9 @@ SITES = ["unknown feature '{v}' in revoke_features; valid features: age, sex, ra
          "unknown feature 'order {v}' in revoke_features; valid features: age, sex, race",  # a word inside the quote
          # unquoted paths: a number right after a '/' is none to the card and phone detectors
          "checkpoint /ckpt/{v} does not exist: pass a directory written by save_pretrained",
-         "unrecognized arguments: --base /data/{v}/model"]
+         "unrecognized arguments: --base /data/{v}/model",
+         # not quoted, after a word that names another kind of number, and beside another number
+         "id {v} is not a record of dataset 'people'", "records {v} 4012888888881881 are not in dataset 'people'"]
 # Glued to a letter or '_': a number there is none to the card and phone detectors either. Also glued to
 # letters that are hex digits, a word too short to be a digest (run ids and DVC md5s are 32 hex).
 GLUED_SITES = ["data file '/data/card_{v}.csv' not found; check the path given with --file",
@@ -187,7 +202,8 @@ GLUED_SITES = ["data file '/data/card_{v}.csv' not found; check the path given w
                "data file '/data/cafe{v}.csv' not found; check the path given with --file",
                "unknown model 'bead{v}': no registered version with alias 'production'",
                "checkpoint /ckpt/e{v} does not exist: pass a directory written by save_pretrained",
-               "data file '/x/{v}abc.csv' not found; check the path given with --file"]
+               "data file '/x/{v}abc.csv' not found; check the path given with --file",
+               "unknown feature 'acct{v}' in revoke_features; valid features: age, sex, race"]  # glued in front
 SITES += GLUED_SITES
 
 
