@@ -105,7 +105,8 @@ def numbers_side_by_side(rng: random.Random) -> str:
     numeric ids): card windows of a run split at its spaces, with no neighbour excusing one in a message."""
     def numbers(make) -> str:
         return " ".join(make() for _ in range(rng.randrange(2, 7)))
-    return rng.choice([numbers(lambda: str(rng.randrange(48842))), numbers(lambda: str(rng.randrange(10 ** rng.randrange(1, 7)))),
+    return rng.choice([numbers(lambda: str(rng.randrange(48842))),
+                       numbers(lambda: str(rng.randrange(10 ** rng.randrange(1, 7)))),
                        numbers(lambda: str(rng.choice([32, 64, 128, 256, 512, 784, 1024, 2048, 4096, 60000]))),
                        numbers(lambda: str(int(timestamp(rng).timestamp()))), numbers(lambda: long_number(rng))])
 

@@ -497,7 +497,8 @@ def test_an_error_raised_in_a_flows_own_body_reaches_prefects_database_masked(wo
 
 
 # A flow parameter typed int or bool given text: a card number an int accepts (pydantic reads it as a
-# number), a card number a bool does not, and a password, which no detector knows.
+# number), a card number a bool does not, and a password, which no detector knows: values no other test
+# gives, the flow tests sharing one Prefect database.
 WRONG_TYPES = {
     "forget, int": lambda root, value: forget_flow(root=str(root), request_path=str(root / "r.yaml"),
                                                    keep_superseded_days=value),
@@ -505,7 +506,7 @@ WRONG_TYPES = {
 }
 
 
-@pytest.mark.parametrize("value", ["4716190207394368", "Wq7#pLm2!zRv"])  # no other test gives these: one Prefect database
+@pytest.mark.parametrize("value", ["4716190207394368", "Wq7#pLm2!zRv"])
 @pytest.mark.parametrize("call", sorted(WRONG_TYPES))
 def test_a_parameter_of_the_wrong_type_reaches_neither_prefects_database_nor_the_console(workspace, capsys, call,
                                                                                         value):

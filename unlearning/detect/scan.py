@@ -21,7 +21,7 @@ from unlearning.detect.emails import EmailDetector
 from unlearning.detect.iban import IbanDetector, iban_starts
 from unlearning.detect.masking import check_salt, fingerprint, mask
 from unlearning.detect.phones import PhoneDetector
-from unlearning.detect.secrets import SecretDetector, glued_token_starts
+from unlearning.detect.secrets import SecretDetector, TokenFormatDetector, glued_token_starts
 from unlearning.errors import UnlearnError
 
 DETECTORS: dict[str, Detector] = {
@@ -136,12 +136,15 @@ def _path_parts(text: str, start: int, end: int, spill: int = 0) -> list[tuple[i
     return [(s, e) for s, e in spans if sum(c.isdigit() for c in text[s:e]) >= _PART_MIN_DIGITS]
 
 
-def _found_alone(text: str, spans: list[tuple[int, int]], names: Iterable[str] = MESSAGE_DETECTORS) -> list[Match]:
-    """Matches in each span of `text` judged alone, at the span's first occurrence: `_repeats` finds the
-    others (a 1 MiB name may spell one path part 100,000 times)."""
+def _found_alone(text: str, spans: list[tuple[int, int]], detectors: Iterable[Detector] | None = None
+                 ) -> list[Match]:
+    """Matches in each span of `text` judged alone by `detectors` (None: a message's), at the span's first
+    occurrence: `_repeats` finds the others (a 1 MiB name may spell one path part 100,000 times)."""
+    if detectors is None:
+        detectors = [_IN_MESSAGES.get(name, DETECTORS[name]) for name in MESSAGE_DETECTORS]
     out = []
     for value, start in {text[s:e]: s for s, e in reversed(spans)}.items():
-        found = (m for name in names for m in _IN_MESSAGES.get(name, DETECTORS[name]).find(value))
+        found = (m for detector in detectors for m in detector.find(value))
         out += [replace(m, start=m.start + start, end=m.end + start) for m in found]
     return out
 
@@ -152,21 +155,21 @@ def _found_unglued(text: str) -> list[Match]:
     quoting "/data/card_4111111111111111.csv" or "export4111111111111111_v2" prints what the user gave,
     and the digits are a card number as far as anyone can tell. Numbers are unglued on either side and
     judged by the card and phone detectors; the starts of IBANs and of known token formats in front,
-    judged by the IBAN and secret detectors, apart: an IBAN's check digits are a number glued to its
-    country code. Only the values a space was put beside are kept (the others are the whole message's),
-    and none inside a digest (`_hex_spans`)."""
-    return [m for glue, names in _GLUES for m in _found_at_cuts(text, _glue_cuts(text, glue), names)]
+    judged by the IBAN detector and the secret detector's formats, apart: an IBAN's check digits are a
+    number glued to its country code. Only the values a space was put beside are kept (the others are
+    the whole message's), and none inside a digest (`_hex_spans`)."""
+    return [m for glue, detectors in _GLUES for m in _found_at_cuts(text, _glue_cuts(text, glue), detectors)]
 
 
-def _found_at_cuts(text: str, cuts: list[int], names: tuple[str, ...]) -> list[Match]:
-    """What the detectors `names` find beside a space put at each of the sorted `cuts` in `text`, judged
+def _found_at_cuts(text: str, cuts: list[int], detectors: tuple[Detector, ...]) -> list[Match]:
+    """What `detectors` find beside a space put at each of the sorted `cuts` in `text`, judged
     as a message is, its path parts alone too; at the positions in `text`."""
     if not cuts:
         return []
     unglued = " ".join(text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)]))
     spaces = [cut + i for i, cut in enumerate(cuts)]  # where the spaces stand in `unglued`
     put = set(spaces)
-    found = _found_alone(unglued, [(0, len(unglued)), *_path_spans(unglued, _quoted_spans(unglued))], names)
+    found = _found_alone(unglued, [(0, len(unglued)), *_path_spans(unglued, _quoted_spans(unglued))], detectors)
 
     def original(position: int) -> int:
         return position - bisect.bisect_left(spaces, position)
@@ -194,9 +197,11 @@ def _value_start_glue(text: str) -> list[int]:
     return [at for at in starts if at and _WORD_CHARACTER.match(text, at - 1)]
 
 
-# Each glue, with the detectors that judge what it ungluing shows.
-_GLUES: tuple[tuple[Callable[[str], list[int]], tuple[str, ...]], ...] = (
-    (_number_glue, ("card", "phone")), (_value_start_glue, ("iban", "secret")))
+# Each glue, with the detectors that judge what ungluing it shows: for a token, its format alone (a space
+# put after a keyword would make an assignment of what follows it: "passwordDE12").
+_GLUES: tuple[tuple[Callable[[str], list[int]], tuple[Detector, ...]], ...] = (
+    (_number_glue, (_IN_MESSAGES["card"], _IN_MESSAGES["phone"])),
+    (_value_start_glue, (IbanDetector(), TokenFormatDetector())))
 
 
 def _glue_cuts(text: str, glue: Callable[[str], list[int]]) -> list[int]:
