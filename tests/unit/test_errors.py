@@ -316,13 +316,13 @@ def luhn_completed(digits: str) -> str:
 
 @pytest.mark.parametrize("cards", [1, 300])
 def test_a_value_found_once_is_masked_where_the_message_repeats_it_unseen(cards):
-    """Quoted, a card number is found alone; after "order" the detectors let it go as an order number.
+    """Quoted, a card number is found; inside a longer number ("row 7…7") no detector sees it.
     Each distinct value is looked for in one pass over the message (a 1 MiB message of 58,000 distinct
     glued card numbers took 36 s, one search of the whole text per value)."""
     from unlearning.detect.scan import masked_message
 
     numbers = [luhn_completed(f"4{i:014d}") for i in range(cards)]
-    message = " ".join(f"unknown feature '{n}'; order {n} is not one." for n in numbers)
+    message = " ".join(f"unknown feature '{n}'; row 7{n}7 is not one." for n in numbers)
     shown = masked_message(message)
     assert not any(n in shown for n in numbers) and shown.count("***********") == 2 * cards
 
