@@ -209,7 +209,7 @@ SITES += GLUED_SITES
 
 
 def flagged_by(text: str, quoted: bool = True) -> Counter:
-    """Detector → matches in `text`: as errors are masked (quoted values also alone), or the whole text only."""
+    """Detector → matches in `text`: as errors are masked (find_in_message), or by `unlearn scan`'s rules."""
     found = find_in_message(text) if quoted else find_matches(text, MESSAGE_DETECTORS)
     return Counter(m.detector for m in found)
 
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     detectors = list(DETECTORS)
 
     for quoted in (False, True):
-        how = "quoted values also alone (find_in_message)" if quoted else "whole message only (find_matches)"
+        how = "as errors are masked (find_in_message)" if quoted else "whole message only (find_matches)"
         print(f"## Legitimate values in messages, {how}: flagged per detector ({args.n} of each kind, seed {args.seed})\n")
         print("| kind | " + " | ".join(detectors) + " | messages flagged |")
         print("|---|" + "---|" * (len(detectors) + 1))
