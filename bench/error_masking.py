@@ -100,6 +100,17 @@ def experiment_id_in(rng: random.Random, number: str) -> str:
                        f"experiment_{number}", f"exp{number}"])
 
 
+def numbers_side_by_side(rng: random.Random) -> str:
+    """Numbers a message lists with spaces between them (record ids, counts, sizes, a shape, Unix times,
+    numeric ids): card windows of a run split at its spaces, with no neighbour excusing one in a message."""
+    def numbers(make) -> str:
+        return " ".join(make() for _ in range(rng.randrange(2, 7)))
+    return rng.choice([numbers(lambda: str(rng.randrange(48842))),
+                       numbers(lambda: str(rng.randrange(10 ** rng.randrange(1, 7)))),
+                       numbers(lambda: str(rng.choice([32, 64, 128, 256, 512, 784, 1024, 2048, 4096, 60000]))),
+                       numbers(lambda: str(int(timestamp(rng).timestamp()))), numbers(lambda: long_number(rng))])
+
+
 def stated_number(rng: random.Random) -> str:
     return rng.choice([f"{rng.randrange(10 ** 7)} records", f"{rng.uniform(0, 100):.2f} %", f"ε = {rng.uniform(0, 10):.6f}",
                        f"{rng.randrange(10 ** 10)} bytes", f"{rng.uniform(0, 1e4):.1f} s", f"seed {rng.randrange(2 ** 32)}",
@@ -146,6 +157,9 @@ KINDS = {
         "1 record ids are not in dataset 'people' ('{v}')", "record {v} was erased by request 'R7'"]),
     "MLflow experiment id (database store)": (experiment_id, EXPERIMENT_MESSAGES),
     "MLflow experiment id (file store, 18 digits)": (file_store_experiment_id, EXPERIMENT_MESSAGES),
+    "numbers side by side (ids, counts, sizes, Unix times; new)": (numbers_side_by_side, [
+        "1 record ids are not in dataset 'people' ({v}); use values of its id column 'person'",
+        "expected {v} rows per batch, got 3", "record ids '{v}' were erased by request 'R7'"]),
     "stated number": (stated_number, ["the table holds {v}, more than the 1000000 a request may name",
                                       "--max-age must be a positive number of days, got '{v}'"]),
     "path holding numbers": (numbered_path, ["checkpoint {v} does not exist: pass a directory written by save_pretrained",
@@ -179,7 +193,9 @@ SITES = ["unknown feature '{v}' in revoke_features; valid features: age, sex, ra
          "unknown feature 'order {v}' in revoke_features; valid features: age, sex, race",  # a word inside the quote
          # unquoted paths: a number right after a '/' is none to the card and phone detectors
          "checkpoint /ckpt/{v} does not exist: pass a directory written by save_pretrained",
-         "unrecognized arguments: --base /data/{v}/model"]
+         "unrecognized arguments: --base /data/{v}/model",
+         # not quoted, after a word that names another kind of number, and beside another number
+         "id {v} is not a record of dataset 'people'", "records {v} 4012888888881881 are not in dataset 'people'"]
 # Glued to a letter or '_': a number there is none to the card and phone detectors either. Also glued to
 # letters that are hex digits, a word too short to be a digest (run ids and DVC md5s are 32 hex).
 GLUED_SITES = ["data file '/data/card_{v}.csv' not found; check the path given with --file",
@@ -187,12 +203,13 @@ GLUED_SITES = ["data file '/data/card_{v}.csv' not found; check the path given w
                "data file '/data/cafe{v}.csv' not found; check the path given with --file",
                "unknown model 'bead{v}': no registered version with alias 'production'",
                "checkpoint /ckpt/e{v} does not exist: pass a directory written by save_pretrained",
-               "data file '/x/{v}abc.csv' not found; check the path given with --file"]
+               "data file '/x/{v}abc.csv' not found; check the path given with --file",
+               "unknown feature 'acct{v}' in revoke_features; valid features: age, sex, race"]  # glued in front
 SITES += GLUED_SITES
 
 
 def flagged_by(text: str, quoted: bool = True) -> Counter:
-    """Detector → matches in `text`: as errors are masked (quoted values also alone), or the whole text only."""
+    """Detector → matches in `text`: as errors are masked (find_in_message), or by `unlearn scan`'s rules."""
     found = find_in_message(text) if quoted else find_matches(text, MESSAGE_DETECTORS)
     return Counter(m.detector for m in found)
 
@@ -272,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     detectors = list(DETECTORS)
 
     for quoted in (False, True):
-        how = "quoted values also alone (find_in_message)" if quoted else "whole message only (find_matches)"
+        how = "as errors are masked (find_in_message)" if quoted else "whole message only (find_matches)"
         print(f"## Legitimate values in messages, {how}: flagged per detector ({args.n} of each kind, seed {args.seed})\n")
         print("| kind | " + " | ".join(detectors) + " | messages flagged |")
         print("|---|" + "---|" * (len(detectors) + 1))

@@ -11,14 +11,17 @@ its value, so callers read `verified`/`failed` from it as before; served deploym
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect import Flow
 from prefect.states import Failed, State
 from prefect.utilities.hashing import file_hash
 
-from unlearning.errors import masking_failures
+from unlearning.errors import UnlearnError, masked, masking_failures
 
 NAME_LIMIT = 120  # request ids shown in a run name before "+N more": a name stays one readable line
 
@@ -29,7 +32,85 @@ NAME_LIMIT = 120  # request ids shown in a run name before "+N more": a name sta
 SECRET_PARAMETERS = ("dask_address",)
 
 
-class OutcomeFlow(Flow):
+class MaskedFlow(Flow):
+    """A Prefect flow that keeps the values it is given out of Prefect's database and logs but masked.
+
+    Prefect stores a flow run's parameters whole with the run, and on a parameter of the wrong type
+    logs them all, with pydantic's `input`, on the console: `keep_superseded_days="4111111111111111"`
+    was stored and printed whole, and a password given for an int or bool could not be masked at all,
+    no detector knowing it. A call whose parameters do not validate is refused before a run is
+    recorded (`refuse_invalid_parameters`), with no value quoted; Prefect's log of a failed validation
+    is dropped (the engine's own line quotes no value); the parameters stored with a run are masked
+    (`masked_parameters`). The run itself gets the values as given."""
+
+    def __call__(self, *args: Any, return_state: bool = False, wait_for=None, **kwargs: Any):
+        refuse_invalid_parameters(self, args, kwargs)
+        return super().__call__(*args, return_state=return_state, wait_for=wait_for, **kwargs)
+
+    def validate_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        with _dropped_in_this_thread(logging.getLogger("prefect.flows")):
+            return super().validate_parameters(parameters)
+
+    def serialize_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        return masked_parameters(super().serialize_parameters(parameters))
+
+    def with_options(self, **options: Any) -> "MaskedFlow":
+        changed = super().with_options(**options)  # Prefect builds a plain Flow here
+        changed.__class__ = type(self)
+        return changed
+
+
+def refuse_invalid_parameters(flow: Flow, args: tuple, kwargs: dict) -> None:
+    """UnlearnError (one line, no value quoted) when a call's parameters are not of the types `flow`'s
+    signature names; nothing recorded in Prefect."""
+    from prefect.exceptions import ParameterTypeError
+    from prefect.utilities.callables import get_call_parameters
+
+    if not flow.should_validate_parameters:
+        return
+    try:
+        flow.validate_parameters(get_call_parameters(flow.fn, args, kwargs))
+    except ParameterTypeError as exc:
+        problems = "; ".join(line.strip(" -") for line in str(exc).splitlines()[1:]) or str(exc)
+        raise UnlearnError(f"flow '{flow.name}' was given parameters of the wrong type ({problems}); "
+                           f"pass the types its signature names") from None
+
+
+def masked_parameters(value: Any) -> Any:
+    """Serialized parameters with every text, and every whole number, the detectors flag masked (as
+    text): what Prefect stores with a flow run, not what the run is given."""
+    if isinstance(value, dict):
+        return {key: masked_parameters(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [masked_parameters(item) for item in value]
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        shown = masked(str(value))
+        return shown if shown != str(value) else value
+    return value
+
+
+class _DroppedInThisThread(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread != self.thread
+
+
+@contextmanager
+def _dropped_in_this_thread(logger: logging.Logger) -> Iterator[None]:
+    """`logger`'s records from this thread dropped for the while: Prefect's log of a failed validation
+    prints every parameter given (`Parameters: {...}`) whole."""
+    drop = _DroppedInThisThread()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
+class OutcomeFlow(MaskedFlow):
     """A Prefect flow whose function may return `failed_run(...)`; calling it returns the summary
     either way (`return_state=True` gives the state). An exception still propagates as it would.
     SECRET_PARAMETERS given as text, by name or by position, are handed to Prefect as SecretStr."""
@@ -43,11 +124,6 @@ class OutcomeFlow(Flow):
         if return_state:
             return state
         return summary_of(state)
-
-    def with_options(self, **options: Any) -> "OutcomeFlow":
-        changed = super().with_options(**options)  # Prefect builds a plain Flow here
-        changed.__class__ = type(self)
-        return changed
 
 
 def secrets_hidden(fn: Callable, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
@@ -65,17 +141,18 @@ def secrets_hidden(fn: Callable, args: tuple, kwargs: dict) -> tuple[tuple, dict
 def flow(**options: Any):
     """`prefect.flow(...)` whose failure Prefect records masked, as tasks.common.step's: a flow run that
     fails keeps its exception's message in its state and logs its traceback into Prefect's database,
-    and an error raised in the flow's own body may quote a user's value (a path holding a card number).
-    Every flow in flows/ is made with it or `outcome_flow`."""
-    return lambda fn: Flow(masked(fn), **as_written(fn, options))
+    and an error raised in the flow's own body may quote a user's value (a path holding a card number);
+    a MaskedFlow, whose parameters Prefect stores and logs masked too. Every flow in flows/ is made with
+    it or `outcome_flow`."""
+    return lambda fn: MaskedFlow(failure_masked(fn), **as_written(fn, options))
 
 
 def outcome_flow(**options: Any):
     """`flow(...)` for an OutcomeFlow."""
-    return lambda fn: OutcomeFlow(masked(fn), **as_written(fn, options))
+    return lambda fn: OutcomeFlow(failure_masked(fn), **as_written(fn, options))
 
 
-def masked(fn: Callable) -> Callable:
+def failure_masked(fn: Callable) -> Callable:
     """The flow's function wrapped by masking_failures, with its signature's types resolved: Prefect
     validates a flow's parameters against the types its signature names, looked up in the module of
     the function it holds (the wrapper's, unlearning.errors)."""

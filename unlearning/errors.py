@@ -93,7 +93,9 @@ def masked(text: str) -> str:
     numbers, record ids, the project's MLflow experiment ids or feature, column, model and dataset
     names in message templates, nor any of the 754 distinct messages the unit and CLI bad-input tests
     raise (`python -m bench.error_masking`). A card or phone number glued to a letter or '_'
-    (`/data/card_4111111111111111.csv`) is masked too. 86 of 10,000 random 11–13-digit numeric ids
+    (`/data/card_4111111111111111.csv`) is masked too, as is an IBAN or a key glued to a word in front
+    (`keyAKIAIOSFODNN7EXAMPLE`), and no word or number next to a card or phone number excuses it
+    (`id 555-123-4567`, `4111111111111111 4012888888881881`). 86 of 10,000 random 11–13-digit numeric ids
     (87 glued to a word) are also valid card numbers, and show only their last 4 digits, as do 1 in
     260 of an MLflow file store's 18-digit experiment ids. A password with no keyword given as a name
     is not masked: no rule measured there tells it from legitimate names.

@@ -19,7 +19,9 @@ from dvc.repo import Repo
 from mlflow import MlflowClient
 
 from flows.cli import main
+from flows.audit import audit_flow
 from flows.comply import comply_flow
+from flows.forget import forget_flow
 from flows.train import train_flow
 from tasks import common, dvc, ledger, release, tracking
 from tasks.kinds import tabular
@@ -492,3 +494,35 @@ def test_an_error_raised_in_a_flows_own_body_reaches_prefects_database_masked(wo
     database = prefect_database_bytes()
     assert card.encode() not in database
     assert f"cannot read /mnt/exports/{mask(card, 'card')}/records.csv".encode() in database  # recorded, masked
+
+
+# A flow parameter typed int or bool given text: a card number an int accepts (pydantic reads it as a
+# number), a card number a bool does not, and a password, which no detector knows: values no other test
+# gives, the flow tests sharing one Prefect database.
+WRONG_TYPES = {
+    "forget, int": lambda root, value: forget_flow(root=str(root), request_path=str(root / "r.yaml"),
+                                                   keep_superseded_days=value),
+    "audit, bool": lambda root, value: audit_flow(root=str(root), rebase=value),
+}
+
+
+@pytest.mark.parametrize("value", ["4716190207394368", "Wq7#pLm2!zRv"])
+@pytest.mark.parametrize("call", sorted(WRONG_TYPES))
+def test_a_parameter_of_the_wrong_type_reaches_neither_prefects_database_nor_the_console(workspace, capsys, call,
+                                                                                        value):
+    """Prefect stored every parameter of a flow run whole, and on one of the wrong type printed them all
+    with pydantic's `input`: `keep_superseded_days="4111111111111111"` or `rebase="Tr0ub4dor&3"`."""
+    from prefect.logging.handlers import APILogWorker
+
+    from tests.flows.test_text_pipeline import prefect_database_bytes
+    from unlearning.errors import UnlearnError
+
+    with pytest.raises(UnlearnError) as raised:
+        WRONG_TYPES[call](workspace, value)
+    accepted = value.isdigit() and call.endswith("int")  # the run starts, and finds no request file
+    assert ("request file" in str(raised.value)) == accepted
+    assert accepted or "was given parameters of the wrong type" in str(raised.value)
+    APILogWorker.drain_all(timeout=30)
+    shown = capsys.readouterr()
+    assert value not in shown.out + shown.err + str(raised.value)
+    assert value.encode() not in prefect_database_bytes()

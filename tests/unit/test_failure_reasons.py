@@ -201,15 +201,17 @@ def test_an_exception_and_its_chain_are_masked_in_place_keeping_type_and_errno()
     assert own.args == (f"unknown feature {CARD!r}",) and CARD not in str(own)
 
 
-def test_every_flow_records_its_failure_masked():
+def test_every_flow_records_its_failure_and_parameters_masked():
     """Every Prefect flow in flows/ is made by flows.runs.flow or outcome_flow, whose function masks its
-    exception in place before Prefect records it (tests/flows/test_faults.py checks the database)."""
+    exception in place before Prefect records it, and a MaskedFlow, which masks the parameters Prefect
+    stores and refuses ones of the wrong type (tests/flows/test_faults.py checks the database)."""
     import importlib
     import pkgutil
 
     from prefect import Flow
 
     import flows
+    from flows.runs import MaskedFlow
     from unlearning.errors import masking_failures
 
     wrapper = masking_failures(lambda: None).__code__
@@ -219,6 +221,7 @@ def test_every_flow_records_its_failure_masked():
         found.update({f"{info.name}.{k}": v for k, v in vars(module).items() if isinstance(v, Flow)})
     assert len(found) >= 11, sorted(found)
     assert [name for name, f in found.items() if f.fn.__code__ is not wrapper] == []
+    assert [name for name, f in found.items() if not isinstance(f, MaskedFlow)] == []
 
 
 @pytest.mark.parametrize("flow", ["audit", "comply"])

@@ -12,9 +12,12 @@ Confidence: 0.70 for a valid number; +0.25 with a card word nearby ("card", "vis
 that name a different kind of number ("order", "invoice", "isbn", "tracking"…). Reported from 0.5:
 a Luhn-valid issuer-shaped number stands on its own, one squeezed between other numbers needs a
 card word. Luhn alone passes 1 in 10 random digit runs; the issuer table cuts that further.
-`CardDetector(excused_by_words=False)` drops the penalty for words that name another kind of number:
-an error message's quoted value is the user's own, and "order 4111 1111 1111 1111" given as a
-feature name is a card number with a word in front (unlearning.detect.scan.find_in_message).
+`CardDetector(excused_by_words=False, excused_by_neighbours=False)` drops the penalty for words, and
+the one for neighbours where the number is written as a card is printed, one group of digits or
+4-4-4-4(-3), 4-6-5, 4-6-4 (`PRINTED_GROUPINGS`): an error message quotes what the user gave, so
+"order 4111 1111 1111 1111" given as a feature name is a card number with a word in front, and
+"4111111111111111 4012888888881881" two card numbers side by side, while "21053 43242 41349", a list
+of record ids whose digits happen to make one, is not (unlearning.detect.scan.find_in_message).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ OTHER_NUMBER = keyword_pattern(
 _RUN = re.compile(r"(?<![\w/])(?<!\d[.:])\d++(?:[ -]\d++)*+(?![\w])(?!\.\d)")
 # Dotted: exactly the printed groupings (16/19 digits in fours, Amex 4-6-5, Diners 4-6-4).
 _DOTTED = re.compile(r"(?<![\w/.])\d{4}(?:(?:\.\d{4}){3}(?:\.\d{3})?|\.\d{6}\.\d{4,5})(?![\w])(?!\.\d)")
+PRINTED_GROUPINGS = frozenset({(4, 4, 4, 4), (4, 4, 4, 4, 3), (4, 6, 5), (4, 6, 4)})
 _DOT_HINT = re.compile(r"\.\d{4}")  # a literal first character lets `re` skip ahead: 30× faster on prose
 
 BASE, CONTEXT_BONUS, CROWDED_PENALTY, OTHER_PENALTY, REPORT_FROM = 0.70, 0.25, 0.30, 0.30, 0.5
@@ -146,8 +150,9 @@ class CardDetector:
     name = "card"
     priority = 40
 
-    def __init__(self, excused_by_words: bool = True):
+    def __init__(self, excused_by_words: bool = True, excused_by_neighbours: bool = True):
         self.excused_by_words = excused_by_words
+        self.excused_by_neighbours = excused_by_neighbours
 
     def find(self, text: str) -> list[Match]:
         matches = []
@@ -155,7 +160,8 @@ class CardDetector:
             chunks = _without_glued_tail(text, _chunks(text, run.start(), run.end()))
             for i, j in _card_spans(chunks):
                 start, end = chunks[i].start, chunks[j].end
-                confidence = self._confidence(text, start, end, crowded=(i > 0 or j < len(chunks) - 1))
+                crowded = (i > 0 or j < len(chunks) - 1) and not self._printed_apart(chunks[i:j + 1])
+                confidence = self._confidence(text, start, end, crowded=crowded)
                 if confidence >= REPORT_FROM:
                     matches.append(Match(self.name, start, end, confidence))
         for run in self._dotted(text):
@@ -164,6 +170,12 @@ class CardDetector:
                 if confidence >= REPORT_FROM:
                     matches.append(Match(self.name, run.start(), run.end(), confidence))
         return matches
+
+    def _printed_apart(self, window: list[_Chunk]) -> bool:
+        """Whether a window of a longer run is written as a card number of its own, one group or a card's
+        printed grouping, and the detector lets no neighbour excuse such a one."""
+        return not self.excused_by_neighbours and (len(window) == 1 or
+                                                   tuple(len(c.digits) for c in window) in PRINTED_GROUPINGS)
 
     @staticmethod
     def _dotted(text: str) -> list[re.Match]:

@@ -18,10 +18,10 @@ from unlearning.detect.allowlist import Allowlist
 from unlearning.detect.base import Detector, Finding, Match, resolve_overlaps
 from unlearning.detect.cards import CardDetector
 from unlearning.detect.emails import EmailDetector
-from unlearning.detect.iban import IbanDetector
+from unlearning.detect.iban import IbanDetector, iban_starts
 from unlearning.detect.masking import check_salt, fingerprint, mask
 from unlearning.detect.phones import PhoneDetector
-from unlearning.detect.secrets import SecretDetector
+from unlearning.detect.secrets import SecretDetector, TokenFormatDetector, glued_token_starts
 from unlearning.errors import UnlearnError
 
 DETECTORS: dict[str, Detector] = {
@@ -58,7 +58,7 @@ def find_matches(text: str, detectors: Iterable[str] | None = None) -> list[Matc
     return resolve_overlaps(matches, priorities())
 
 
-# A message's quoted values ('…', "…", `…`: what `!r` and the CLI's hints quote), each judged on its own.
+# A message's quoted values ('…', "…", `…`: what `!r` and the CLI's hints quote): a path there ends at the quote.
 _QUOTED = re.compile(r"'([^'\n]+)'|\"([^\"\n]+)\"|`([^`\n]+)`")
 # A path's parts are judged on their own too: quoted or not ("checkpoint /ckpt/4111111111111111 does not
 # exist", argparse's "unrecognized arguments: --base /ckpt/…"), a number right after a '/' is no card or
@@ -72,15 +72,16 @@ _PART_MIN_DIGITS = 9
 _UNQUOTED_SPILL = 24  # the rest of a phone or card number written with spaces: "+44 20 7946 0958"
 _SPILL_STOP = re.compile(r"[\n/\\]")  # the line's end, or the path's next part ("/data/4111 1111 1111 1111/model")
 MESSAGE_DETECTORS = tuple(DETECTORS)  # the built-in ones: stdlib only, fast, never failing on a message
-# What judges a quoted value or a path's part alone: a word inside the same quote or part is the
-# user's own value, not the message naming what kind of number follows ("order +44 20 7946 0958"
-# given as a feature name), so no word there excuses a number as an order, invoice or ISBN.
-_ALONE = {"card": CardDetector(excused_by_words=False), "phone": PhoneDetector(excused_by_words=False)}
+# What judges a message, and each part of a path alone: the message quotes what the user gave,
+# so no word next to a number excuses it as an order, invoice or ISBN ("id 555-123-4567", "order
+# +44 20 7946 0958" given as a feature name), and no number next to it makes a card number one of a
+# list ("4111111111111111 4012888888881881"). `unlearn scan` keeps both rules (DETECTORS).
+_IN_MESSAGES = {"card": CardDetector(excused_by_words=False, excused_by_neighbours=False),
+                "phone": PhoneDetector(excused_by_words=False)}
 # A number, its digits grouped or not, also by a `+` or an area code ("tel+14155552671",
 # "export(415) 555-2671"): glued to a letter or '_', only the card and phone detectors miss it.
 _NUMBER = re.compile(r"[+(]?\d(?:[ ().\-/]{0,3}\d)*\)?")
 _WORD_CHARACTER = re.compile(r"[^\W\d]")  # a letter or '_'
-_GLUED_DETECTORS = ("card", "phone")
 # A letters-and-digits word that is a digest: hex of a digest's length (MLflow run ids and DVC md5s are
 # 32, sha256 64, fingerprints 24), or a UUID. A shorter hex word is the user's ("cafe4111111111111111.csv");
 # a git short hash (12 at most) holds no 13-digit run.
@@ -89,27 +90,21 @@ _DIGEST = re.compile(r"(?<![^\W_])(?:[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-
 
 
 def find_in_message(text: str) -> list[Match]:
-    """What the detectors find in an error message: in the whole text, in each quoted value alone,
-    and in each part of a path alone; and card and phone numbers glued to a letter or '_'.
+    """What the detectors find in an error message: in the whole text, and in each part of a path
+    alone; and values glued to a letter or '_'.
 
-    Alone, because the message's own words are context that hides a value from the context-aware
-    detectors: "id column '4111 1111 1111 1111'" or "order '+44 20 7946 0958'" name another kind of
-    number, and the card and phone detectors let such numbers go; and words inside the value excuse
-    nothing ('order +44 20 7946 0958' is what the user gave). A path's part, because a number right
-    after a '/' is none to them ("/ckpt/4111111111111111"). Glued ("/data/card_4111111111111111.csv",
-    "export4111111111111111_v2"), because they start and end a number at a non-word character only
-    (`_found_unglued`). And every other occurrence of a value found: a message may repeat it where no
-    detector sees it. Overlaps resolved, sorted by start.
+    With no word or number next to a card or phone number excusing it (`_IN_MESSAGES`): "id column
+    '4111 1111 1111 1111'", "id 555-123-4567" or "order '+44 20 7946 0958'" name another kind of number
+    to the context-aware detectors, which let such numbers go, as they let go a card number between
+    others; and words inside a quoted value excuse nothing either ('order +44 20 7946 0958' is what the
+    user gave). A path's part alone, because a number right after a '/' is none to them
+    ("/ckpt/4111111111111111"). Glued ("/data/card_4111111111111111.csv", "export4111111111111111_v2",
+    "acctDE89370400440532013000", "keyAKIAIOSFODNN7EXAMPLE"), because they start a value only at a
+    character that is no letter, digit or '_' (`_found_unglued`). And every other occurrence of a value
+    found: a message may repeat it where no detector sees it. Overlaps resolved, sorted by start.
     """
-    matches = find_matches(text, MESSAGE_DETECTORS) + _found_alone(text, _judged_alone(text)) + _found_unglued(text)
+    matches = _found_alone(text, [(0, len(text)), *_path_spans(text, _quoted_spans(text))]) + _found_unglued(text)
     return resolve_overlaps(matches + _repeats(text, matches), priorities())
-
-
-def _judged_alone(text: str) -> list[tuple[int, int]]:
-    """Spans of each quoted value, and of each part of a path, quoted or not, with digits enough for
-    a card or phone number."""
-    quoted = _quoted_spans(text)
-    return quoted + _path_spans(text, quoted)
 
 
 def _quoted_spans(text: str) -> list[tuple[int, int]]:
@@ -141,31 +136,40 @@ def _path_parts(text: str, start: int, end: int, spill: int = 0) -> list[tuple[i
     return [(s, e) for s, e in spans if sum(c.isdigit() for c in text[s:e]) >= _PART_MIN_DIGITS]
 
 
-def _found_alone(text: str, spans: list[tuple[int, int]], names: Iterable[str] = MESSAGE_DETECTORS) -> list[Match]:
-    """Matches in each span of `text` judged alone, at the span's first occurrence: `_repeats` finds the
-    others (a 1 MiB name may spell one path part 100,000 times)."""
+def _found_alone(text: str, spans: list[tuple[int, int]], detectors: Iterable[Detector] | None = None
+                 ) -> list[Match]:
+    """Matches in each span of `text` judged alone by `detectors` (None: a message's), at the span's first
+    occurrence: `_repeats` finds the others (a 1 MiB name may spell one path part 100,000 times)."""
+    if detectors is None:
+        detectors = [_IN_MESSAGES.get(name, DETECTORS[name]) for name in MESSAGE_DETECTORS]
     out = []
     for value, start in {text[s:e]: s for s, e in reversed(spans)}.items():
-        found = (m for name in names for m in _ALONE.get(name, DETECTORS[name]).find(value))
+        found = (m for detector in detectors for m in detector.find(value))
         out += [replace(m, start=m.start + start, end=m.end + start) for m in found]
     return out
 
 
 def _found_unglued(text: str) -> list[Match]:
-    """Card and phone numbers glued to a letter or '_', found with a space put between the two: to the
-    detectors, as to `unlearn scan`, "id4111111111111111" is an identifier, but a message quoting
-    "/data/card_4111111111111111.csv" or "export4111111111111111_v2" prints what the user gave, and the
-    digits are a card number as far as anyone can tell. Judged as a quoted value is, by detectors no
-    word excuses: the word glued to the number is part of what the user gave. Only the numbers a space
-    was put beside are kept (the others are the whole message's), and none inside a digest (`_hex_spans`)."""
-    cuts = _glue_cuts(text)
+    """Values glued to a letter or '_', found with a space put between the two: to the detectors, as to
+    `unlearn scan`, "id4111111111111111" or "keyAKIAIOSFODNN7EXAMPLE" is an identifier, but a message
+    quoting "/data/card_4111111111111111.csv" or "export4111111111111111_v2" prints what the user gave,
+    and the digits are a card number as far as anyone can tell. Numbers are unglued on either side and
+    judged by the card and phone detectors; the starts of IBANs and of known token formats in front,
+    judged by the IBAN detector and the secret detector's formats, apart: an IBAN's check digits are a
+    number glued to its country code. Only the values a space was put beside are kept (the others are
+    the whole message's), and none inside a digest (`_hex_spans`)."""
+    return [m for glue, detectors in _GLUES for m in _found_at_cuts(text, _glue_cuts(text, glue), detectors)]
+
+
+def _found_at_cuts(text: str, cuts: list[int], detectors: tuple[Detector, ...]) -> list[Match]:
+    """What `detectors` find beside a space put at each of the sorted `cuts` in `text`, judged
+    as a message is, its path parts alone too; at the positions in `text`."""
     if not cuts:
         return []
     unglued = " ".join(text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)]))
     spaces = [cut + i for i, cut in enumerate(cuts)]  # where the spaces stand in `unglued`
     put = set(spaces)
-    found = [m for name in _GLUED_DETECTORS for m in _ALONE[name].find(unglued)]
-    found += _found_alone(unglued, _path_spans(unglued, _quoted_spans(unglued)), _GLUED_DETECTORS)
+    found = _found_alone(unglued, [(0, len(unglued)), *_path_spans(unglued, _quoted_spans(unglued))], detectors)
 
     def original(position: int) -> int:
         return position - bisect.bisect_left(spaces, position)
@@ -174,9 +178,8 @@ def _found_unglued(text: str) -> list[Match]:
             for m in found if m.start - 1 in put or m.end in put]
 
 
-def _glue_cuts(text: str) -> list[int]:
-    """Where a letter or '_' touches a number with digits enough for a card or phone number, outside
-    digests (`_hex_spans`); sorted."""
+def _number_glue(text: str) -> list[int]:
+    """Where a letter or '_' touches a number with digits enough for a card or phone number."""
     cuts = []
     for number in _NUMBER.finditer(text):
         start, end = number.span()
@@ -184,6 +187,26 @@ def _glue_cuts(text: str) -> list[int]:
             continue
         cuts += [start] if start and _WORD_CHARACTER.match(text, start - 1) else []
         cuts += [end] if _WORD_CHARACTER.match(text, end) else []
+    return cuts
+
+
+def _value_start_glue(text: str) -> list[int]:
+    """Where a letter or '_' touches the start of an IBAN of a known country or of a token of a
+    distinctive format in front ("acctDE89370400440532013000", "tokenghp_…")."""
+    starts = iban_starts(text) + glued_token_starts(text)
+    return [at for at in starts if at and _WORD_CHARACTER.match(text, at - 1)]
+
+
+# Each glue, with the detectors that judge what ungluing it shows: for a token, its format alone (a space
+# put after a keyword would make an assignment of what follows it: "passwordDE12").
+_GLUES: tuple[tuple[Callable[[str], list[int]], tuple[Detector, ...]], ...] = (
+    (_number_glue, (_IN_MESSAGES["card"], _IN_MESSAGES["phone"])),
+    (_value_start_glue, (IbanDetector(), TokenFormatDetector())))
+
+
+def _glue_cuts(text: str, glue: Callable[[str], list[int]]) -> list[int]:
+    """The cuts `glue` finds in `text` outside digests (`_hex_spans`); sorted."""
+    cuts = sorted(set(glue(text)))
     if not cuts:
         return cuts
     hexes = _hex_spans(text)

@@ -55,6 +55,10 @@ TOKEN_FORMATS: tuple[tuple[str, re.Pattern, float], ...] = tuple(
         ("jwt", r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{16,}" + _NOT_TOKEN_CHAR, 1.0),
     )
 )  # fmt: skip
+# The formats whose prefix no word ends with: an error message unglues one glued to a word in front
+# ("keyAKIAIOSFODNN7EXAMPLE", unlearning.detect.scan). Not Stripe's or OpenAI's: "task_test_…",
+# "disk-Backup-2024-…" end words with `sk_test_` and `sk-`.
+GLUED_FORMATS = frozenset({"aws_access_key_id", "github_token", "github_pat", "slack_token", "google_api_key", "jwt"})
 _TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "_-")
 _NEEDS_TOKEN_SHAPE = {"openai_key"}  # "sk-learn-contrib-…" is a package name, not a key
 
@@ -179,18 +183,9 @@ class SecretDetector:
 
     def find(self, text: str) -> list[Match]:
         windows = keyword_windows(text)
-        matches = (self._formats(text) + self._assignments(text, windows) + self._wrapped(text, windows)
+        matches = (format_matches(text) + self._assignments(text, windows) + self._wrapped(text, windows)
                    + self._basic_auth(text, windows) + self._command_line(text, windows))
         return resolve_overlaps(matches)
-
-    def _formats(self, text: str) -> list[Match]:
-        return [
-            Match(self.name, m.start(), m.end(), confidence)
-            for kind, pattern, confidence in TOKEN_FORMATS
-            for m in pattern.finditer(text)
-            if (m.start() == 0 or text[m.start() - 1] not in _TOKEN_CHARS)
-            and (kind not in _NEEDS_TOKEN_SHAPE or _fully_mixed(m.group()))
-        ]
 
     def _assignments(self, text: str, windows: list[tuple[int, int]]) -> list[Match]:
         out = []
@@ -231,6 +226,36 @@ class SecretDetector:
             if _flag_value_ok(text[start:end]):
                 out.append(Match(self.name, start, end, ASSIGNED))
         return out
+
+
+def format_matches(text: str) -> list[Match]:
+    """Tokens of the known formats (1.): reported wherever they appear, after no token character."""
+    return [
+        Match(SecretDetector.name, m.start(), m.end(), confidence)
+        for kind, pattern, confidence in TOKEN_FORMATS
+        for m in pattern.finditer(text)
+        if (m.start() == 0 or text[m.start() - 1] not in _TOKEN_CHARS)
+        and (kind not in _NEEDS_TOKEN_SHAPE or _fully_mixed(m.group()))
+    ]
+
+
+class TokenFormatDetector:
+    """The secret detector's known formats alone, without its keyword rules: what an error message
+    looks for where it put a space between a token and the word glued in front (unlearning.detect.scan),
+    a space that would make an assignment of what follows a keyword ("passwordDE12": "password DE12")."""
+
+    name = SecretDetector.name
+    priority = SecretDetector.priority
+
+    def find(self, text: str) -> list[Match]:
+        return format_matches(text)
+
+
+def glued_token_starts(text: str) -> list[int]:
+    """Where a token of a `GLUED_FORMATS` format starts right after a token character, which
+    `SecretDetector` takes for the middle of a longer word."""
+    return [m.start() for kind, pattern, _ in TOKEN_FORMATS if kind in GLUED_FORMATS
+            for m in pattern.finditer(text) if m.start() and text[m.start() - 1] in _TOKEN_CHARS]
 
 
 def _decodes_to_credentials(value: str) -> bool:
