@@ -267,8 +267,10 @@ def rectified_labels(root: Path, name: str, records: set[str]) -> dict[str, str]
 
 def production_data_version(root: Path, name: str) -> str | None:
     """The data version (tag `data_version`) of the production version trained on dataset `name` that
-    was registered last, of all the project's models: the one that saw every rectification (a model
-    still on older data may predate them); None without one."""
+    was registered last, of all the project's models; None without one. A request is refused while
+    its dataset has another production model (tasks.common), so there is one when it runs; a model
+    trained on the dataset since (`train NAME --model OTHER`) was trained on data that passed this
+    gate, and is the latest."""
     from tasks import tracking
 
     if not tracking.store_exists(root):
