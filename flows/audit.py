@@ -14,7 +14,7 @@ request → their escrow deleted.
 A failed audit is not rolled back: it is the event the audit exists for. The retrained model
 replaces production (the data is then out for sure) and the record names the check that failed
 and the request(s) whose update fell short; the run ends Failed so that it stands out. One
-exception: when what an erasure removed (records, a revoked feature, a forgotten class, secrets) is back in the current data
+exception: when what an erasure removed (records, a revoked feature, a forgotten class, secrets, wrong labels) is back in the current data
 (tasks.audit_checks.erased_data_back), the retrained model holds them too and is not promoted.
 """
 

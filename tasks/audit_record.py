@@ -230,7 +230,7 @@ ESCROW_CHECKS = {"escrow_present": "its audit escrow is gone", "escrow_intact": 
 # the failed checks that are not this request's update falling short
 NOT_THE_UPDATE = {**ESCROW_CHECKS, "production_not_superseded": "production was a model an erasure had superseded",
                   "erased_records_absent": "what this request erased (records, a revoked feature, a forgotten class, "
-                                           "redacted secrets) "
+                                           "redacted secrets, wrong labels) "
                                            "is back in the data production was trained on (nothing was promoted: a "
                                            "retraining on that data holds it too); "
                                            "remove them from the data (`unlearn data add NAME --file SOURCE --replace` "

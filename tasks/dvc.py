@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -182,6 +183,46 @@ def _objects(repo, md5: str) -> set[str]:
             "(already purged, or never pushed); nothing to purge"
         )
     return {md5, *(entry["md5"] for entry in manifest)}
+
+
+@contextmanager
+def version_folder(root: Path, md5: str, name: str) -> Iterator[Path | None]:
+    """data/NAME as it was at data version `md5`: a temporary folder NAME of links to its files'
+    objects in the local cache, else a remote that is a local folder, so that a loader reads it and
+    no byte of the data is copied (a temporary folder must hold no personal data). None when the
+    version, or a file of the folder, is in neither (purged, never pushed, or on a remote that is
+    not a folder of this machine)."""
+    with _open(Path(root).resolve()) as repo:
+        stores = [odb for odb in (repo.cache.local, _remote_odb(repo)) if odb.fs.protocol == "local"]
+    files = _folder_objects(stores, md5, name)
+    if files is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="unlearn-version-") as tmp:
+        folder = Path(tmp) / name
+        for relpath, path in files.items():
+            link = folder / relpath
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(path)
+        yield folder
+
+
+def _folder_objects(stores: list, md5: str, name: str) -> dict[str, str] | None:
+    """Path inside data/NAME → the file holding it in the first of `stores` that has it, for data
+    version `md5`; None when the manifest or one of those files is in none of them."""
+    manifest = next((found for odb in stores if (found := _read_manifest(odb, md5)) is not None), None)
+    if manifest is None:
+        return None
+    files = {}
+    for entry in manifest:
+        relpath = entry["relpath"]
+        if not relpath.startswith(f"{name}/"):
+            continue
+        held = [odb.oid_to_path(entry["md5"]) for odb in stores if _has(odb, entry["md5"])]
+        if not held:
+            return None
+        files[relpath[len(name) + 1:]] = held[0]
+    return files or None
 
 
 def purge_version(root: Path, old_md5: str) -> dict:

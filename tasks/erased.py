@@ -1,7 +1,10 @@
 """What completed erasure requests removed from a dataset, kept out of its data for good: the records
 they deleted, the features they revoked (a table's), the class they forgot (an image dataset's), the
-secrets they redacted (a text corpus's, by salted fingerprint: tasks.redacted). A class is looked
-for by the name its `completed` entry recorded, whatever the request wrote (a name or an index).
+secrets they redacted (a text corpus's, by salted fingerprint: tasks.redacted), the wrong labels
+they rectified (a table's or an image dataset's: a record their fix_labels relabelled carrying
+another label than in the data the dataset's production model was trained on, rectified_labels).
+A class is looked for by the name its `completed` entry recorded, whatever the request wrote (a
+name or an index).
 
 Three gates read the same erasures (`erasures_of`: every completed ledger request on a model
 version trained on the dataset, audited or not; and of the requests on any other dataset of the
@@ -22,7 +25,8 @@ Each reads the ledger once (`completed_requests`), verified first. A text corpus
 with `unlearn forget` outside the ledger (the demo's) are read from the registry too
 (tasks.redacted.redacted_outside_ledger). Counts, request ids, dataset names and the names of
 features and classes (the schema, which certificates name too) in what is said: never a record id,
-which is personal data, nor a fingerprint or row hash, which points at a secret or a record."""
+which is personal data, nor a label, nor a fingerprint or row hash, which points at a secret or a
+record."""
 
 from __future__ import annotations
 
@@ -36,18 +40,20 @@ from unlearning.numbers import whole_number_as_written
 
 # what of a request's nature (unlearning.compliance.ledger.request_nature, with `secrets`: the
 # fingerprints a redaction removed) stays out of the data
-ERASING = ("delete_records", "revoke_features", "forget_class", "secrets")
+ERASING = ("delete_records", "revoke_features", "fix_labels", "forget_class", "secrets")
 # what of it is looked for in every dataset of the project, not only the one it was made on
 ANYWHERE = ("erased_rows", "secrets")
 
 
 @dataclass
 class Back:
-    """What a dataset holds again of the erasures it was given: the records, the revoked features
-    with values, the forgotten classes with training images, the redacted secrets' fingerprints; and
-    the requests that erased them."""
+    """What a dataset holds again of the erasures it was given: the records, the records a fix_labels
+    relabelled carrying another label than their rectified one, the revoked features with values, the
+    forgotten classes with training images, the redacted secrets' fingerprints; and the requests that
+    erased them."""
 
     records: set[str] = field(default_factory=set)
+    relabelled: set[str] = field(default_factory=set)
     secrets: set[str] = field(default_factory=set)
     features: set[str] = field(default_factory=set)
     classes: set[str] = field(default_factory=set)
@@ -59,12 +65,19 @@ class Back:
 
     @property
     def count(self) -> int:
-        return len(self.records) + len(self.secrets) + len(self.features) + len(self.classes)
+        return len(self.records) + len(self.relabelled) + len(self.secrets) + len(self.features) + len(self.classes)
+
+    @property
+    def more_than_labels(self) -> bool:
+        """Whether more than wrong labels is back (records, features, classes, secrets: to be dropped)."""
+        return self.count > len(self.relabelled)
 
     def described(self) -> str:
-        """'3 record(s), revoked feature(s) 'sex' and forgotten class(es) 'coat'', '2 secret(s)' — never a
-        record id or a fingerprint."""
+        """'3 record(s), revoked feature(s) 'sex' and forgotten class(es) 'coat'', '2 secret(s)', '1 wrong
+        label(s)' — never a record id, a label or a fingerprint."""
         parts = [f"{len(self.records)} record(s)"] if self.records else []
+        if self.relabelled:
+            parts.append(f"{len(self.relabelled)} wrong label(s)")
         if self.secrets:
             parts.append(f"{len(self.secrets)} secret(s)")
         if self.features:
@@ -93,10 +106,20 @@ def refuse_erased(root: Path, dataset) -> None:
         return
     raise UnlearnError(f"{back.described()} erased{back.erased_from(dataset.name) or f' from data/{dataset.name}'} "
                        f"by completed request(s) {back.named} "
-                       f"are in this source: adding it would bring them back into the data; drop them from the "
-                       f"source (the requests' delete_records rows, revoke_features columns, forget_class images, "
-                       f"redacted secrets: `unlearn scan SOURCE` lists them by fingerprint) and add it "
-                       f"again{renumbered(dataset, back)}; nothing was written")
+                       f"are in this source: adding it would bring them back into the data; "
+                       f"{'; '.join(source_fixes(back))} and add it again{renumbered(dataset, back)}; "
+                       f"nothing was written")
+
+
+def source_fixes(back: Back) -> list[str]:
+    """What to change in a source refused for `back`: drop what was erased, keep the labels rectified."""
+    drop = ("drop them from the source (the requests' delete_records rows, revoke_features columns, forget_class "
+            "images, redacted secrets: `unlearn scan SOURCE` lists them by fingerprint)")
+    return [*([drop] if back.more_than_labels else []), *([f"keep {RECTIFIED}"] if back.relabelled else [])]
+
+
+RECTIFIED = ("the rectified labels of the records the fix_labels requests relabelled (those the production model "
+             "was trained on; submit a fix_labels request to change them)")
 
 
 def refuse_erased_training(root: Path, dataset, imported: bool = False) -> None:
@@ -110,10 +133,17 @@ def refuse_erased_training(root: Path, dataset, imported: bool = False) -> None:
                   else ("training on it would learn them again", "train again"))
     raise UnlearnError(f"{back.described()} erased{back.erased_from(dataset.name)} by completed request(s) "
                        f"{back.named} are back in "
-                       f"data/{dataset.name}: {harm}; remove them (`unlearn data "
-                       f"add {dataset.name} --file SOURCE --replace` from a source without them"
+                       f"data/{dataset.name}: {harm}; {'remove' if back.more_than_labels else 'correct'} "
+                       f"them (`unlearn data add {dataset.name} --file SOURCE --replace` from a source "
+                       f"{' and '.join(source_holding(back))}"
                        f"{', or submit the same erasure for a model of this dataset' if back.erased_from(dataset.name) else ''}"
                        f") and {then}")
+
+
+def source_holding(back: Back) -> list[str]:
+    """What a source that puts data refused for `back` right holds: not what was erased, the rectified labels."""
+    return [*(["without them"] if back.more_than_labels else []),
+            *([f"that keeps {RECTIFIED}"] if back.relabelled else [])]
 
 
 def renumbered(dataset, back: Back) -> str:
@@ -176,21 +206,81 @@ def back_in(dataset, erasures: dict[str, dict], classes: list[str] | None = None
     scanned = (redacted.fingerprints_in(root, dataset) if root is not None and format_of(dataset) is TEXT
                and any(n.get("secrets") for n in erasures.values()) else set())
     hashed = hashed_rows_back(root, dataset, erasures)
+    wrong = wrong_labels(root, dataset, erasures)
     back = Back()
     for request, nature in erasures.items():
         records = (set(nature.get("delete_records") or ()) & present) | hashed.get(request, set())
+        relabelled = set(nature.get("fix_labels") or ()) & wrong
         secrets = set(nature.get("secrets") or ()) & scanned
         features = {f for f in nature.get("revoke_features") or () if feature_holds_values(dataset, f)}
         forgotten = forgotten_class(dataset, nature, classes)
         classes_back = {forgotten} if forgotten is not None and class_trained_on(dataset, forgotten) else set()
-        if records or secrets or features or classes_back:
+        if records or relabelled or secrets or features or classes_back:
             back.records |= records
+            back.relabelled |= relabelled
             back.secrets |= secrets
             back.features |= features
             back.classes |= classes_back
             back.requests.add(request)
             back.datasets |= {nature["made_on"]} if nature.get("made_on") else set()
     return back
+
+
+def wrong_labels(root: Path | None, dataset, erasures: dict[str, dict]) -> set[str]:
+    """The records of `dataset` that completed fix_labels requests among `erasures` relabelled and that
+    carry another label than their rectified one (rectified_labels): a rectification undone (the
+    original source added again, a backup restored). Read only when a fix_labels is among them."""
+    relabelled = {record for nature in erasures.values() for record in nature.get("fix_labels") or ()}
+    if root is None or not relabelled:
+        return set()
+    from tasks.formats import format_of
+
+    held = format_of(dataset).record_labels(dataset, relabelled)
+    rectified = rectified_labels(root, dataset.name, set(held)) if held else {}
+    return {record for record, label in held.items() if record in rectified and label != rectified[record]}
+
+
+def rectified_labels(root: Path, name: str, records: set[str]) -> dict[str, str]:
+    """Record → its label in the data the dataset's production model was trained on (of `records`).
+    That data carries every rectification made since, in the ledger or with `unlearn forget` outside
+    it (each moved production onto the corrected data), and is never purged; no label is stored
+    anywhere else (a salted hash of one from a small label set enumerates back), and no request's
+    stored file is read (one gone would lock the dataset). A record absent from it was deleted since:
+    none to compare. Empty, so nothing is refused, when no production model of the dataset is left
+    (retired by hand: nothing tells the rectified labels any more) or its data version cannot be read
+    (purged or never pushed by hand): refusing would lock the dataset for good."""
+    version = production_data_version(root, name)
+    if version is None:
+        return {}
+    from tasks import dvc
+    from tasks.formats import format_of_dataset_folder
+
+    with dvc.version_folder(root, version, name) as folder:
+        if folder is None:
+            return {}
+        stored = format_of_dataset_folder(folder)
+        try:
+            return stored.record_labels(stored.load_dataset(folder), records)
+        except UnlearnError:  # a damaged object: as one not there
+            return {}
+
+
+def production_data_version(root: Path, name: str) -> str | None:
+    """The data version (tag `data_version`) of the production version trained on dataset `name` that
+    was registered last, of all the project's models; None without one. A request is refused while
+    its dataset has another production model (tasks.common), so there is one when it runs; a model
+    trained on the dataset since (`train NAME --model OTHER`) was trained on data that passed this
+    gate, and is the latest."""
+    from tasks import tracking
+
+    if not tracking.store_exists(root):
+        return None
+    tracking.connect(root)
+    productions = [version for model in tracking.registered_model_names()
+                   if (version := tracking.production_version(model)) is not None
+                   and tracking.trained_on(version, model) == name]
+    newest = max(productions, key=lambda version: int(version.creation_timestamp or 0), default=None)
+    return newest.tags.get("data_version") if newest is not None else None
 
 
 def hashed_rows_back(root: Path | None, dataset, erasures: dict[str, dict]) -> dict[str, set[str]]:
@@ -280,7 +370,7 @@ def merged(*erasures: dict[str, dict]) -> dict[str, dict]:
         for request, nature in reading.items():
             joined = out.setdefault(request, {})
             for key, value in nature.items():
-                if key in ("delete_records", "revoke_features", "secrets"):
+                if key in ("delete_records", "revoke_features", "fix_labels", "secrets"):
                     joined[key] = sorted(set(joined.get(key) or ()) | set(value or ()))
                 elif joined.get(key) is None:
                     joined[key] = value

@@ -76,6 +76,12 @@ class Format(ABC):
         requests name no records (a text corpus's redact secrets): what tasks.erased keeps out."""
         return None
 
+    def record_labels(self, dataset, ids: set[str]) -> dict[str, str]:
+        """Record id → its label (a table's target, an image's class name), of those of `ids` the
+        dataset holds: what a completed `fix_labels` rectified is checked against (tasks.erased);
+        none where records carry no label (a text corpus)."""
+        return {}
+
     # --- the trained model, as the MLflow artifact `bundle` ------------------------------------
     @abstractmethod
     def stores_model(self, path: Path) -> bool:
@@ -131,6 +137,10 @@ class TableFormat(Format):
 
     def record_ids(self, dataset) -> set[str]:
         return set(dataset.frame.index)
+
+    def record_labels(self, dataset, ids: set[str]) -> dict[str, str]:
+        target = dataset.frame[dataset.target]
+        return {i: str(target.at[i]) for i in ids if i in target.index}
 
     def same_dataset(self, stored, given) -> bool:
         return stored.revoked == given.revoked and stored.frame.astype(str).equals(given.frame.astype(str))
@@ -333,6 +343,10 @@ class ImageFormat(LazyFormat):
 
     def record_ids(self, dataset) -> set[str]:
         return set(dataset.record_ids)
+
+    def record_labels(self, dataset, ids: set[str]) -> dict[str, str]:
+        rows = {record: position for position, record in enumerate(dataset.record_ids) if record in ids}
+        return {record: dataset.classes[int(dataset.labels[position])] for record, position in rows.items()}
 
     def same_dataset(self, stored, given) -> bool:
         return (stored.record_ids == given.record_ids
