@@ -72,7 +72,8 @@ def judge(problem, theta: torch.Tensor, test, cfg: verify.VerifyConfig, result: 
         return "certificate", metrics, verify.certificate_checks(metrics, cfg), result.stats["budget_used"]
     metrics = verify.convexity_evidence(theta, problem.theta, residual, influence.gradient_residual(problem, problem.theta),
                                         problem.obj.l2, problem.n_new, test.X, test.y)
-    return "evidence", metrics, verify.convexity_checks(metrics, cfg), metrics["distance_bound"]
+    exact = result is not None and result.guarantee == "exact"
+    return "evidence", metrics, verify.convexity_checks(metrics, cfg, exact=exact), metrics["distance_bound"]
 
 
 def check_scenario(table: Table, model: TrainedModel, request, cfg: verify.VerifyConfig) -> list[dict]:

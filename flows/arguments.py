@@ -10,7 +10,7 @@ from pathlib import Path
 
 from flows import compliance_cli
 from flows.compliance_cli import JSON_HELP
-from flows.numbers import real_number, whole_number
+from flows.numbers import positive_whole_number, real_number, whole_number
 from flows.parser import Parser
 from flows.settings import DEMO_TEXT_STEPS
 from unlearning.errors import UnlearnError
@@ -237,7 +237,7 @@ def add_demo_parser(sub) -> None:
     demo.add_argument("--scenario", choices=["tabular", "text", "images"], default="text",
                       help="text (default): secrets leaked into a language model; tabular: Adult, certified unlearning; "
                       "images: class forgetting on Fashion-MNIST (alignment beside retraining and every baseline)")
-    demo.add_argument("--train-steps", type=whole_number, default=DEMO_TEXT_STEPS,
+    demo.add_argument("--train-steps", type=positive_whole_number, default=DEMO_TEXT_STEPS,
                       help=f"text scenario: training steps (default {DEMO_TEXT_STEPS})")
     demo.add_argument("--preset", choices=["tiny", "small"], default=None, help="text scenario: model size (default small)")
     add_verify_option(demo)

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tasks import redacted
-from tasks.ledger_db import _sqlite_file, ledger_url
 from unlearning.errors import UnlearnError
 from unlearning.numbers import whole_number_as_written
 
@@ -171,9 +170,10 @@ def erased_back(root: Path, dataset, extra: dict[str, dict] | None = None, class
 
 def completed_requests(root: Path) -> list:
     """The ledger's completed requests, from one read of its entries, verified (UnlearnError, one
-    line, unless they verify); none without a ledger."""
-    if not ledger_exists(root):
-        return []
+    line, unless they verify); none in a project that never had a ledger. Not judged by the SQLite
+    file alone: a ledger moved away (or an UNLEARN_LEDGER_URL naming an empty place) while the
+    signed head names entries is a missing ledger, which verifying refuses, not a project without
+    erasures."""
     from tasks.ledger_verify import intact_entries
     from unlearning.compliance import ledger as lg
 
@@ -402,8 +402,3 @@ def datasets_of(root: Path, model: str) -> dict[str, str]:
         return {"*": model}
     return {str(v.version): tracking.trained_on(v, model) for v in versions}
 
-
-def ledger_exists(root: Path) -> bool:
-    """Whether the project has a ledger to read (no SQLite file is created to find out)."""
-    file = _sqlite_file(ledger_url(root))
-    return file is None or Path(file).exists()

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from flows.cli import main
 from tasks import audit, dvc, ledger, tracking
 from tasks import data as data_store
 from tests.flows.test_audit import comply_requests, versions
 from tests.flows.test_pipeline import add_and_train, request_file, run_json
+from unlearning.errors import UnlearnError
 
 ERASED = ["P1003", "P1004", "P1005"]
 
@@ -392,3 +395,39 @@ def test_a_forgotten_class_written_as_an_index_is_kept_out_by_the_name_it_resolv
     assert not back_in(data, {"OLD": {"forget_class": "2"}})
     assert back_in(data, {"OLD": {"forget_class": "2"}}, list(CLASSES)).classes == {CLASSES[2]}
 
+
+
+@pytest.mark.parametrize("gone", ["moved", "url elsewhere"])
+def test_the_gates_refuse_a_ledger_that_is_gone_while_its_signed_head_names_entries(
+        workspace, people_csv, capsys, tmp_path_factory, monkeypatch, gone):
+    """ledger.db moved away (red team, session 21) switched every gate off: `data add --replace` and
+    `train` exit 0 and took an erased record back, as in a project that never had a ledger. The
+    signed head still names its entries: the ledger is missing, and the gates refuse."""
+    from tasks.erased import refuse_erased_training
+
+    add_and_train(people_csv, capsys)
+    comply_requests(workspace, capsys, {"id": "RES-20", "delete_records": ERASED})
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    if gone == "moved":
+        (workspace / "ledger.db").rename(elsewhere / "ledger.db")
+    else:
+        monkeypatch.setenv("UNLEARN_LEDGER_URL", f"sqlite:///{elsewhere / 'ledger.db'}")
+    written = lambda: {p: p.read_bytes() for p in [workspace / "data.dvc", *(workspace / "data").rglob("*")]
+                       if p.is_file()}
+    before, production = written(), tracking.production_alias("people")
+
+    argv = ["data", "add", "people", "--file", str(people_csv), "--target", "label", "--id", "person", "--replace"]
+    for command in (argv, ["train", "people"]):
+        capsys.readouterr()
+        assert main(command) == 2, command  # the old code: 0, the erased records back
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "the ledger is missing" in err and "restore it from a backup" in err, err
+        assert not any(r in err for r in ERASED)
+    assert written() == before and tracking.production_alias("people") == production
+    with pytest.raises(UnlearnError, match="the ledger is missing"):  # `model import --dataset`'s gate
+        refuse_erased_training(workspace, data_store.load_dataset(workspace, "people"), imported=True)
+    assert (elsewhere / "ledger.db").exists() == (gone == "moved")  # looking created no database
+    capsys.readouterr()
+    assert main(["ledger", "verify"]) == 1
+    captured = capsys.readouterr()
+    assert "the ledger is missing" in captured.out + captured.err, captured

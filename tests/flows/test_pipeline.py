@@ -313,6 +313,26 @@ def test_auto_falls_back_to_retraining_when_the_evidence_fails(workspace, people
     assert residual_on_data(promoted, workspace) <= 1e-6
 
 
+@pytest.mark.parametrize("method", ["auto", "retrain"])
+def test_an_exact_retraining_is_not_refused_on_the_accuracy_its_data_gives(workspace, capsys, method):
+    """A 200-row table (46 test rows: one prediction is 2.17 points): the model retrained without one
+    record lost 4.35 points, and `accuracy_drop_pts` (≤ 1) refused it — `auto`'s fall-back and
+    `--method retrain` alike (red team, session 21), so the erasure could never complete. A model
+    retrained on D′ is what the erasure must produce: its utility is reported, not judged."""
+    people = workspace / "people.csv"
+    synthetic_people(200).to_csv(people, index=False)
+    add_and_train(people, capsys)
+    req = request_file(workspace, id="REQ-EX", delete_records=["P1006"])
+
+    code, out = run_json(capsys, ["forget", str(req), "--method", method])
+    assert code == 0 and out["promoted"], out  # the old code: 1, accuracy_drop_pts 4.35 (needs <= 1.0)
+    assert (out["method"], out["guarantee"]) == ("retrain", "exact")
+    assert "accuracy_drop_pts" not in {c["name"] for c in out["verification"]["checks"]}
+    assert out["metrics"]["accuracy_drop_pts"] > 1.0  # reported as before
+    records = (workspace / "data" / "people" / "records.csv").read_text().splitlines()
+    assert not any(line.startswith("P1006,") for line in records)
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--verify", "bogus"], "unknown verification mode 'bogus': choose one of certificate, evidence, reference"),
     (["--verify", "certificate"], "--verify certificate needs a certifiably trained model"),

@@ -80,6 +80,8 @@ def test_json_and_unknown_extensions(tmp_path):
         ("null.yaml", "id: r\nmodel: m\ndelete_records: [~]\n", "delete_records.0"),
         ("nothing.yaml", "id: r\nmodel: m\ndelete_records: []\n", "asks for nothing"),
         ("badid.yaml", "id: 'a b/c'\nmodel: m\ndelete_records: [1]\n", "id: use only letters"),
+        ("dotid.yaml", "id: '.'\nmodel: m\ndelete_records: [1]\n", "id: '.' is only dots; use at least one letter"),
+        ("dotsid.yaml", "id: '...'\nmodel: m\ndelete_records: [1]\n", "id: '...' is only dots"),
         ("emptymodel.yaml", "id: r\nmodel: ''\ndelete_records: [1]\n", "model: must not be empty"),
     ],
 )

@@ -224,6 +224,10 @@ def check_head(entries: list[Entry], signed: tuple[int, str] | None, where: str)
     if seq == 0:
         return HeadCheck(True, "", None, last)
     found = next((e for e in ordered if e.seq == seq), None)
+    if found is None and not ordered:
+        return HeadCheck(False, f"the ledger is missing: the signed head ({where}) names entry {seq} but the ledger "
+                         "holds no entries (its database was moved, deleted or emptied, or the ledger's URL names "
+                         "another place); restore it from a backup", seq, 0)
     if found is None:
         return HeadCheck(False, f"entry {seq} is missing: the signed head ({where}) names entry {seq} but the ledger "
                          f"ends at entry {last}, so its newest entries were removed", seq, 0)

@@ -95,6 +95,8 @@ class UnlearningRequest(pydantic.BaseModel):
     def _safe_id(cls, value: str) -> str:
         if not _ID_RE.fullmatch(value):
             raise ValueError("use only letters, digits, '.', '_' and '-' (not empty)")
+        if not value.strip("."):  # names certificate and escrow files: '.' and '..' name their folders
+            raise ValueError(f"'{value}' is only dots; use at least one letter, digit, '_' or '-'")
         return value
 
     @pydantic.field_validator("model", "method")

@@ -139,11 +139,14 @@ def utility(theta: torch.Tensor, theta_before: torch.Tensor, X_test: torch.Tenso
     return {"test_accuracy": after, "test_accuracy_before": before, "accuracy_drop_pts": 100 * (before - after)}
 
 
-def convexity_checks(metrics: dict, cfg: VerifyConfig) -> list[dict]:
+def convexity_checks(metrics: dict, cfg: VerifyConfig, exact: bool = False) -> list[dict]:
     """`evidence` checks: the update removed the request's pull on the optimum (distance bound to
     the retrained model at most `max_residual_left` of the model before's, or θ is a minimiser of
     L_b(·; D') to the reference's own tolerance), no more than 1 − `min_agreement` of the test
-    predictions can differ from the retrained model's, and utility held."""
+    predictions can differ from the retrained model's, and utility held. `exact`: θ was retrained
+    on D', the model the erasure must produce, so its accuracy change is the data's own and is
+    reported (metrics), not judged: on a small test split one prediction moves it by more than
+    `max_accuracy_drop`, and a check on it could keep an erasure from ever completing."""
     removed = (metrics["distance_bound"] <= cfg.max_residual_left * metrics["distance_bound_before"]
                or metrics["residual"] <= metrics["residual_floor"])
     return [
@@ -152,7 +155,7 @@ def convexity_checks(metrics: dict, cfg: VerifyConfig) -> list[dict]:
          "passed": bool(removed)},
         {"name": "guaranteed_agreement", "value": metrics["guaranteed_agreement"],
          "threshold": f">= {cfg.min_agreement}", "passed": metrics["guaranteed_agreement"] >= cfg.min_agreement},
-        accuracy_drop_check(metrics, cfg),
+        *([] if exact else [accuracy_drop_check(metrics, cfg)]),
     ]
 
 
