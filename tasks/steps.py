@@ -20,6 +20,7 @@ from tasks.kinds import kind_of
 from tasks.kinds.base import check_verify_mode_name
 from unlearning import references
 from unlearning.compliance.requests import UnlearningRequest, load_request
+from unlearning.errors import UnlearnError
 
 
 @step("validate request")
@@ -101,9 +102,10 @@ def plan_for(root: Path, request: UnlearningRequest, method: str | None = None, 
     tracking.connect(root)
     production = tracking.require_production(request.model, root)
     earlier = earlier_result(root, request)
-    if earlier is not None:
-        return Plan(request=request, earlier=earlier)
     name = tracking.trained_on(production, request.model)
+    if earlier is not None:
+        refuse_erased_again(root, request, name, earlier)
+        return Plan(request=request, earlier=earlier)
     require_sole_model(request.model, name)
     dataset = data_store.load_dataset(root, name)
     kind, requested = kind_of(dataset), method or request.method
@@ -117,6 +119,31 @@ def plan_for(root: Path, request: UnlearningRequest, method: str | None = None, 
     if verify is not None:
         kind.check_verify_mode(plan, verify)
     return plan
+
+
+def refuse_erased_again(root: Path, request: UnlearningRequest, name: str, earlier: dict) -> None:
+    """UnlearnError (one line) when data/`name` holds again what this processed request erased (its
+    records, a revoked feature's values, a forgotten class's images, its secrets, a wrong label it
+    fixed: tasks.erased) — a backup restored, or the original added again with --replace. A request
+    made with `unlearn forget` outside the ledger is known to no gate, and its rerun was answered
+    'already processed' (exit 0) with the records back in the data. The data is not the version
+    the request's model was trained on, so the request cannot simply run again on it."""
+    from tasks.erased import back_in
+    from tasks.redacted import result_secrets
+    from unlearning.compliance.ledger import request_nature
+
+    try:
+        dataset = data_store.load_dataset(root, name)
+    except UnlearnError:
+        return
+    nature = {**request_nature(request), "secrets": sorted(result_secrets(earlier))}
+    if back := back_in(dataset, {request.id: nature}, root=root):
+        version = (earlier.get("model") or {}).get("version")
+        raise UnlearnError(f"request {request.id} was processed (model {request.model} v{version}), but "
+                           f"data/{name} holds again {back.described()} it erased: restore the data version "
+                           f"that model was trained on (`git checkout data.dvc` and `dvc checkout`), or add a "
+                           f"source without them (`unlearn data add {name} --file SOURCE --replace`), before "
+                           f"training on it")
 
 
 def reference_job_for(root: Path, request_path: Path) -> references.ReferenceJob | None:

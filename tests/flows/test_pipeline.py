@@ -108,6 +108,31 @@ def test_certified_forget_end_to_end(workspace, people_csv, capsys):
     assert main(["forget", str(changed)]) == 2
 
 
+def test_the_rerun_of_a_forget_request_whose_records_came_back_says_so(workspace, people_csv, capsys):
+    """Records deleted with `unlearn forget` (outside the ledger) brought back by `data add --replace`
+    of the original: no gate knows such a request, and the old code answered its rerun 'already
+    processed' (exit 0) with the records in the data. The rerun now says what is back and how to
+    put the data right (exit 2); with the data put right it is the earlier result again."""
+    add_and_train(people_csv, capsys)
+    req = request_file(workspace, id="OUT-1", delete_records=["P1003", "P1004"])
+    assert run_json(capsys, ["forget", str(req)])[0] == 0
+    corrected = workspace / "corrected.csv"
+    frame = pd.read_csv(people_csv)
+    frame[~frame["person"].isin(["P1003", "P1004"])].to_csv(corrected, index=False)
+    add_people = ["data", "add", "people", "--target", "label", "--id", "person", "--replace", "--file"]
+    assert main([*add_people, str(people_csv)]) == 0  # outside the ledger: not refused (docs/compliance.md)
+
+    capsys.readouterr()
+    assert main(["forget", str(req)]) == 2  # the old code: 0, 'already processed'
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds again 2 record(s) it erased" in err, err
+    assert "P1003" not in err and "P1004" not in err
+
+    assert main([*add_people, str(corrected)]) == 0
+    code, again = run_json(capsys, ["forget", str(req)])
+    assert code == 0 and again["status"] == "already_processed" and again["model"]["version"] == "2"
+
+
 def test_budget_exhaustion_retrains_and_resets(workspace, people_csv, capsys):
     add_and_train(people_csv, capsys, "--certified", "--budget", "1e-9")
     req = request_file(workspace, id="REQ-B", delete_records=["P1005", "P1006"])
