@@ -195,7 +195,8 @@ SITES = ["unknown feature '{v}' in revoke_features; valid features: age, sex, ra
          "checkpoint /ckpt/{v} does not exist: pass a directory written by save_pretrained",
          "unrecognized arguments: --base /data/{v}/model",
          # not quoted, after a word that names another kind of number, and beside another number
-         "id {v} is not a record of dataset 'people'", "records {v} 4012888888881881 are not in dataset 'people'"]
+         "id {v} is not a record of dataset 'people'", "records {v} 4012888888881881 are not in dataset 'people'",
+         "records {v}-4012888888881881 are not in dataset 'people'"]  # joined by a dash
 # Glued to a letter or '_': a number there is none to the card and phone detectors either. Also glued to
 # letters that are hex digits, a word too short to be a digest (run ids and DVC md5s are 32 hex).
 GLUED_SITES = ["data file '/data/card_{v}.csv' not found; check the path given with --file",

@@ -111,6 +111,8 @@ def finish_promoted_batches(root: Path) -> list[dict]:
     """Batches a killed run left behind: members still `processing` whose batch was promoted are
     completed from the batch's recorded result; the rest is left to `reclaim_stale`."""
     finished = []
+    for unfinished in (root / BATCHES).glob(".*.tmp") if (root / BATCHES).exists() else []:
+        unfinished.unlink(missing_ok=True)  # a manifest whose writer was killed before its rename (the lock: none runs now)
     for path in sorted((root / BATCHES).glob("*.json")) if (root / BATCHES).exists() else []:
         manifest = json.loads(path.read_text())
         stale = [m for m in manifest["members"] if ledger.show(root, m).status == "processing"]

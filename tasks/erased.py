@@ -147,15 +147,16 @@ def source_holding(back: Back) -> list[str]:
 
 def renumbered(dataset, back: Back) -> str:
     """What to add to a refusal of records whose ids were assigned by position (no --id column, no ids
-    array): a source without the erased rows is numbered again from 0, onto the erased ids, and no id
-    tells the two apart."""
+    array): a source without the erased rows is numbered again from 0, onto the erased ids, and a
+    source with a row dropped or moved compares the rectified labels with other records'; no id
+    tells them apart."""
     from tasks.formats import format_of
 
     ids = format_of(dataset).record_ids(dataset) or set()
-    if not back.records or ids != {str(i) for i in range(len(ids))}:
+    if not (back.records or back.relabelled) or ids != {str(i) for i in range(len(ids))}:
         return ""
-    return (" (its ids are its rows' positions, so a source without those rows takes their ids again: give "
-            "every record an id of its own, an id column with --id or an .npz's ids array)")
+    return (" (its ids are its rows' positions, so a source with rows dropped or moved gives their ids to other "
+            "records: give every record an id of its own, an id column with --id or an .npz's ids array)")
 
 
 def erased_back(root: Path, dataset, extra: dict[str, dict] | None = None, classes: list[str] | None = None) -> Back:

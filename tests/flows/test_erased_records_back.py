@@ -314,6 +314,27 @@ def test_a_refusal_of_records_with_positional_ids_says_to_give_ids(workspace, pe
     assert "1 record(s)" in err and "POS-1" in err and "ids are its rows' positions" in err and "--id" in err, err
 
 
+def test_a_refusal_of_rectified_labels_with_positional_ids_says_to_give_ids(workspace, people_csv, capsys):
+    """Ids assigned by position: a source with a row dropped compares the rectified labels with other
+    records' (review, session 21: refused with only 'keep the rectified labels', which the source did)."""
+    import pandas as pd
+
+    frame = pd.read_csv(people_csv).drop(columns=["person"])
+    source = workspace / "anonymous.csv"
+    frame.to_csv(source, index=False)
+    assert main(["data", "add", "anon", "--file", str(source), "--target", "label"]) == 0
+    assert main(["train", "anon"]) == 0
+    flipped = {"5": "no" if frame.at[5, "label"] == "yes" else "yes",
+               "6": "no" if frame.at[6, "label"] == "yes" else "yes"}
+    comply_requests(workspace, capsys, {"id": "POS-L", "model": "anon", "fix_labels": flipped})
+    corrected = frame.assign(label=[flipped.get(str(i), v) for i, v in enumerate(frame["label"])])
+    corrected.drop(index=0).to_csv(source, index=False)  # the rectified labels kept, an unrelated row dropped
+    capsys.readouterr()
+    assert main(["data", "add", "anon", "--file", str(source), "--target", "label", "--replace"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "wrong label(s)" in err and "POS-L" in err and "ids are its rows' positions" in err and "--id" in err, err
+
+
 def test_the_gates_do_not_read_a_ledger_that_does_not_verify(workspace, people_csv, capsys):
     """A completed request's entry deleted from ledger.db switched the data add gate off (review,
     session 18): the ledger is verified first, as comply and the audit do."""

@@ -144,3 +144,15 @@ def test_the_reason_the_ledger_keeps_for_a_failed_request_never_holds_a_secret_t
         assert card not in reason and email not in reason and "\n" not in reason
         assert mask(card, "card") in reason or mask(email, "email") in reason
     assert failure_reason(RuntimeError("")) == "RuntimeError"
+
+
+def test_a_manifest_left_half_written_by_a_kill_is_removed_by_the_next_run(tmp_path):
+    """A manifest is written to `.NAME.json.PID.tmp` and renamed into place; a run killed in between
+    left the temporary file (member ids and deleted images' hashes) for good (review, session 21)."""
+    from tasks.batches import BATCHES, finish_promoted_batches
+
+    folder = tmp_path / BATCHES
+    folder.mkdir(parents=True)
+    left = folder / ".B-1.json.4242.tmp"
+    left.write_text('{"batch": "B-1", "members": ["R-1"], "erased_rows": {}}')
+    assert finish_promoted_batches(tmp_path) == [] and not left.exists()

@@ -37,6 +37,7 @@ from collections import Counter
 from unlearning.detect.base import Match, resolve_overlaps, search_windows, windows_around
 
 _NOT_TOKEN_CHAR = r"(?![A-Za-z0-9_\-])"
+JWT_HEADER_MAX = 600  # characters of a JWT's encoded header (typical ones: 36–200)
 # Each pattern starts with its literal prefix, which lets `re` skip ahead fast; the left boundary
 # (no token character right before) is checked in Python instead of by a leading lookbehind.
 TOKEN_FORMATS: tuple[tuple[str, re.Pattern, float], ...] = tuple(
@@ -52,7 +53,11 @@ TOKEN_FORMATS: tuple[tuple[str, re.Pattern, float], ...] = tuple(
         ("openai_key", r"sk-(?:proj-)?[A-Za-z0-9_\-]{20,200}" + _NOT_TOKEN_CHAR, 0.9),
         ("private_key", r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[\s\S]{1,16384}?"
                         r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----", 1.0),
-        ("jwt", r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{16,}" + _NOT_TOKEN_CHAR, 1.0),
+        # Possessive (a segment's characters exclude its dot: giving some back never helps) and the
+        # header bounded: in a run of `eyJeyJ…` every `eyJ` is a start, and an unbounded header read
+        # to the run's end from each one — quadratic: 64 KiB took 4.5 s, 1 MiB minutes. A header of
+        # over JWT_HEADER_MAX characters (an x5c certificate chain) is not known by its format.
+        ("jwt", r"eyJ[A-Za-z0-9_\-]{8,%d}+\.eyJ[A-Za-z0-9_\-]{8,}+\.[A-Za-z0-9_\-]{16,}+" % JWT_HEADER_MAX + _NOT_TOKEN_CHAR, 1.0),
     )
 )  # fmt: skip
 # The formats whose prefix no word ends with: an error message unglues one glued to a word in front
