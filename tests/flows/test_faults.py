@@ -340,6 +340,8 @@ def test_a_killed_forget_is_rolled_back_by_the_next_command_and_a_rerun_complete
 
     escrows = sorted(p.name for p in state.escrow_dir(workspace, "people").iterdir())
     assert escrows == [f"{out['run_id']}.bin"]
+    # the killed run's MLflow run is ended FAILED by the recovery, not left RUNNING
+    assert sorted(r.info.status for r in forget_runs("forget GDPR-FK")) == ["FAILED", "FINISHED"]
 
 
 def test_a_killed_forget_is_recovered_before_a_train_reads_the_data(workspace, people_csv, capsys):
@@ -416,6 +418,63 @@ def test_a_forget_killed_just_after_its_promotion_leaves_its_escrow_to_the_audit
     assert code == 0, out
     assert out["passed"] and len(out["covered_requests"]) == 1
     assert list(folder.iterdir()) == []  # the audit deleted the escrow it covered
+
+
+KILLED_AT_SUPERSEDE = """
+import os, sys
+from tasks import release
+def killed(*args, **kwargs):
+    os._exit(137)
+release.mark_superseded = killed  # killed just after `production` moved, before the superseded v1 was marked
+from flows.cli import main
+sys.exit(main(["forget", sys.argv[1]]))
+"""
+
+
+def forget_runs(name: str) -> list:
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("unlearnflow").experiment_id
+    return client.search_runs([experiment], f"attributes.run_name = '{name}'")
+
+
+def test_a_forget_killed_after_its_promotion_is_finished_as_a_completed_one_and_a_rerun_says_so(
+        workspace, people_csv, capsys):
+    """The recovery used to only mark v1 for purging: v1 stayed loadable with its encoded copy of the
+    erased rows, the MLflow run stayed RUNNING with no result, and the rerun of the request exited
+    2 ("record ids are not in dataset") instead of answering that it was processed."""
+    from tasks import state
+
+    add_and_train(people_csv, capsys)
+    old_data = dvc.data_version(workspace)
+    manifest = workspace / ".dvc" / "cache" / "files" / "md5" / old_data[:2] / old_data[2:]
+    tracking.connect(workspace)
+    v1_run = MlflowClient().get_model_version("people", "1").run_id
+    assert "encoded/" + f"{v1_run}.pt" in state.model_state_files(workspace, v1_run) and manifest.exists()
+    path = request_file(workspace, id="GDPR-KS", delete_records=REMOVED)
+    run_killed(workspace, KILLED_AT_SUPERSEDE, str(path))
+    assert production(workspace) == "2" and release.open_journals(workspace)
+    (killed,) = forget_runs("forget GDPR-KS")
+    assert killed.info.status == "RUNNING"
+
+    capsys.readouterr()
+    code = main(["forget", str(path), "--json"])
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert code == 0, captured
+    assert "recovered an interrupted run of model people: committed (production v2; model people v1: purged" \
+        in captured.err
+    assert out["status"] == "already_processed" and out["model"]["version"] == "2" and out["verified"]
+    v1 = MlflowClient().get_model_version("people", "1")
+    assert "purged" in v1.tags and not v1.aliases
+    assert state.model_state_files(workspace, v1_run) == []  # the encoded rows of the erased data too
+    assert not manifest.exists()  # the old data version's DVC objects
+    (finished,) = forget_runs("forget GDPR-KS")
+    assert finished.info.status == "FINISHED"
+    assert tracking.load_result(finished.info.run_id)["model"]["version"] == "2"
+    assert not release.open_journals(workspace) and production(workspace) == "2"
+    capsys.readouterr()
+    assert main(["forget", str(path)]) == 0
+    assert "GDPR-KS was already processed: model people v2" in capsys.readouterr().out
 
 
 def test_no_room_for_the_escrow_fails_the_request_before_its_promotion(workspace, people_csv, capsys, monkeypatch):
