@@ -355,6 +355,39 @@ def test_a_killed_forget_is_recovered_before_a_train_reads_the_data(workspace, p
     assert (workspace / "data.dvc").read_text() == dvc_text and files(workspace / "data") == data
 
 
+KILLED_DATA_ADD = """
+import os, sys
+from tasks import data
+data.add_data = lambda root: os._exit(137)  # killed after data/NAME was written, before its `dvc add`
+from flows.cli import main
+sys.exit(main(["data", "add", "people", "--file", sys.argv[1], "--target", "label", "--id", "person", "--replace"]))
+"""
+
+
+def test_a_data_add_killed_before_its_dvc_add_is_refused_by_train_until_added_again(workspace, people_csv, capsys):
+    """`train` used to fit the rows the killed `data add` wrote and tag the model with the data
+    version data.dvc still named (the old one): a model whose lineage does not hold its rows."""
+    add_and_train(people_csv, capsys)
+    smaller = workspace / "smaller.csv"
+    smaller.write_text("".join(people_csv.read_text().splitlines(keepends=True)[:151]))
+    before = dvc.data_version(workspace)
+    run_killed(workspace, KILLED_DATA_ADD, str(smaller))
+    assert dvc.data_version(workspace) == before  # data/ holds the new rows, data.dvc the old version
+
+    capsys.readouterr()
+    assert main(["train", "people"]) == 2
+    captured = capsys.readouterr()
+    assert (captured.out + captured.err).strip() == ("error: data/ differs from its DVC version: run `unlearn data "
+                                                     "add` again or `dvc checkout`")
+    tracking.connect(workspace)
+    assert len(MlflowClient().search_model_versions("name = 'people'")) == 1  # nothing registered
+
+    argv = ["data", "add", "people", "--file", str(smaller), "--target", "label", "--id", "person", "--replace"]
+    assert main(argv) == 0
+    code, trained = run_json(capsys, ["train", "people"])
+    assert code == 0 and trained["data_version"] == dvc.data_version(workspace) != before
+
+
 @pytest.mark.parametrize("err, says", [
     (errno.ENOSPC, "no space left on device while writing"),
     (errno.EROFS, "read-only file system while writing"),
