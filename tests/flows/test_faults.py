@@ -510,6 +510,30 @@ def test_a_forget_killed_after_its_promotion_is_finished_as_a_completed_one_and_
     assert "GDPR-KS was already processed: model people v2" in capsys.readouterr().out
 
 
+KILLED_COMPLY_AT_SUPERSEDE = KILLED_AT_SUPERSEDE.replace('main(["forget", sys.argv[1]])', 'main(["comply"])')
+
+
+def test_a_comply_killed_after_its_promotion_completes_its_requests_on_the_next_run(workspace, people_csv, capsys):
+    """The batch's result is what the next comply completes its members from: a kill before it was
+    logged left none, so the members were reclaimed, rerun and failed for good ("record ids are not
+    in dataset") though production no longer held their records."""
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id="GDPR-CS", delete_records=REMOVED)
+    assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+    run_killed(workspace, KILLED_COMPLY_AT_SUPERSEDE)
+    assert production(workspace) == "2" and ledger.show(workspace, "GDPR-CS").status == "processing"
+
+    code, out = run_json(capsys, ["comply"])
+    assert code == 0, out
+    committed, finished = out["recovered"]
+    assert committed["outcome"] == "committed" and committed["version"] == "2"
+    assert finished["id"] == "GDPR-CS" and finished["outcome"] == "completed after an interrupted run"
+    assert out["requests"] == [] and production(workspace) == "2"  # no second update
+    assert ledger.show(workspace, "GDPR-CS").status == "completed"
+    assert main_ok(["certificate", "verify", str(workspace / finished["certificate"])])
+    assert main_ok(["ledger", "verify"])
+
+
 def test_no_room_for_the_escrow_fails_the_request_before_its_promotion(workspace, people_csv, capsys, monkeypatch):
     from tasks import state
 
