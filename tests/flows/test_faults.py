@@ -510,6 +510,31 @@ def test_a_forget_killed_after_its_promotion_is_finished_as_a_completed_one_and_
     assert "GDPR-KS was already processed: model people v2" in capsys.readouterr().out
 
 
+KILLED_AFTER_THE_JOURNAL = """
+import os, sys
+from tasks import release
+finish = release.finish
+def finish_then_die(*args, **kwargs):
+    finish(*args, **kwargs)
+    os._exit(137)
+release.finish = finish_then_die  # killed once the release's journal is dropped, before the flow's end
+from flows.cli import main
+sys.exit(main(["forget", sys.argv[1]]))
+"""
+
+
+def test_a_forget_killed_after_dropping_its_journal_is_answered_already_processed(workspace, people_csv, capsys):
+    """Its result used to be logged only after the journal was dropped: a kill in between left
+    nothing to recover and no result, and the rerun exited 2 ("record ids are not in dataset")."""
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id="GDPR-KJ", delete_records=REMOVED)
+    run_killed(workspace, KILLED_AFTER_THE_JOURNAL, str(path))
+    assert production(workspace) == "2" and not release.open_journals(workspace)
+    capsys.readouterr()
+    assert main(["forget", str(path)]) == 0
+    assert "GDPR-KJ was already processed: model people v2" in capsys.readouterr().out
+
+
 KILLED_COMPLY_AT_SUPERSEDE = KILLED_AT_SUPERSEDE.replace('main(["forget", sys.argv[1]])', 'main(["comply"])')
 
 
