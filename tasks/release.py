@@ -148,7 +148,8 @@ def finish_interrupted(root: Path, journal: Journal, new: str, marked: list[dict
     to each superseded artifact. Every step is idempotent: a kill during it is finished again."""
     superseded = kept_beyond_use(root, journal.model, marked, now) + enforce_due_purges(root, journal.model, now)
     tags = tracking.version_tags(journal.model, new)
-    if tags.get("lineage_run") == journal.run and tags.get("request_id"):  # an audit's release keeps its own record
+    # an audit's release keeps its own record; a run killed after logging its own result keeps it whole
+    if tags.get("lineage_run") == journal.run and tags.get("request_id") and tracking.load_result(journal.run) is None:
         tracking.log_json(journal.run, interrupted_result(journal, new, tags, superseded), "result.json")
     tracking.end_if_running(journal.run, ok=True)
     return superseded

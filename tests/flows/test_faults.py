@@ -535,6 +535,27 @@ def test_a_forget_killed_after_dropping_its_journal_is_answered_already_processe
     assert "GDPR-KJ was already processed: model people v2" in capsys.readouterr().out
 
 
+KILLED_BEFORE_FINISHING = """
+import os, sys
+from tasks import release
+release.finish = lambda *args, **kwargs: os._exit(137)  # the run's result logged, its journal not finished
+from flows.cli import main
+sys.exit(main(["forget", sys.argv[1]]))
+"""
+
+
+def test_the_recovery_keeps_the_result_a_killed_run_logged(workspace, people_csv, capsys):
+    """The recovery logs a result only for a run that has none: one killed after logging its own
+    keeps it whole (its certificate block and verification, not the thin one built from tags)."""
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id="GDPR-KF", delete_records=REMOVED)
+    run_killed(workspace, KILLED_BEFORE_FINISHING, str(path))
+    assert release.open_journals(workspace)
+    code, out = run_json(capsys, ["forget", str(path)])
+    assert code == 0 and out["status"] == "already_processed", out
+    assert "interrupted" not in out and out["certificate"] and out["verification"]
+
+
 KILLED_COMPLY_AT_SUPERSEDE = KILLED_AT_SUPERSEDE.replace('main(["forget", sys.argv[1]])', 'main(["comply"])')
 
 
