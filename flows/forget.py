@@ -90,9 +90,12 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
         with release_steps.rollback_unless_promoted(lineage, plan, plan.keep_days) as outcome:
             configs = {"table": verify_config, "images": {"compare": compare, "verify": image_verify}}
             summary = forget_request(lineage, plan, options, configs.get(plan.kind.name), verify)
+            # logged before the journal is dropped: a kill between the two left a promoted version whose
+            # request a rerun could not answer "already processed" (its records gone: exit 2)
+            tracking.log_json(parent, summary, "result.json")
         if outcome.get("outcome") == "rolled back":
             summary["rollback"] = outcome
-        tracking.log_json(parent, summary, "result.json")
+            tracking.log_json(parent, summary, "result.json")
         tracking.set_run_tags(parent, {"verified": str(summary["verified"]).lower()})
     if not summary["verified"]:
         tracking.end_run(parent, ok=False)  # after tracking.run ended it FINISHED: the work failed, not the code

@@ -30,7 +30,7 @@ def cmd_data(args, root: Path) -> int:
 
 
 def cmd_train(args, root: Path) -> int:
-    from tasks import data as data_store
+    from tasks import data as data_store, dvc
     from unlearning.tabular.training import TrainConfig
 
     config = checked_config(TrainConfig, lam=args.lam, certified=args.certified, epsilon=args.epsilon,
@@ -48,6 +48,7 @@ def cmd_train(args, root: Path) -> int:
     if args.model is not None:
         check_new_model_name(args.model, exists=model_exists(root, args.model))
     dataset = data_store.load_dataset(root, args.dataset)  # fail fast, before any run is recorded
+    dvc.require_checked_out(root)  # a `data add` killed before its `dvc add`: the lineage would be wrong
     from tasks.kinds import kind_of
 
     kind = kind_of(dataset)
@@ -82,7 +83,7 @@ def cmd_model_import(args, root: Path) -> int:
     """`unlearn model import NAME --from-pretrained DIR --dataset D`: everything checked before the
     flow records anything."""
     from flows.settings import keep_run_failures_off_console
-    from tasks import data as data_store
+    from tasks import data as data_store, dvc
     from tasks.kinds import kind_of
     from tasks.kinds.hf import check_base_is_not_the_model, check_pretrained, declared_schedule
     from tasks.release import project_lock_once_started, recover_interrupted
@@ -95,6 +96,7 @@ def cmd_model_import(args, root: Path) -> int:
     base = str(args.base.expanduser().resolve()) if args.base else None
     schedule = declared_schedule(base, args.steps, args.lr, args.batch, args.seq_len)
     dataset = data_store.load_dataset(root, args.dataset)
+    dvc.require_checked_out(root)
     kind = kind_of(dataset)
     if kind.name != "text":
         raise UnlearnError(f"--from-pretrained registers a language model of a text corpus: dataset "

@@ -154,6 +154,27 @@ def data_version(root: Path) -> str | None:
     return outs[0].get("md5")
 
 
+# How DVC says data/ differs from the version data.dvc names ("not in cache" is not a difference:
+# the workspace is that version, its objects are only missing from the local cache).
+_CHANGED = ("modified", "deleted", "new")
+
+
+def require_checked_out(root: Path) -> None:
+    """Refuse data/ whose content is not the version data.dvc names: a `data add` killed between
+    writing data/NAME and its `dvc add`, or files changed by hand. What is trained on it would be
+    tagged with a data version that does not hold its rows (wrong lineage). DVC's state database
+    keeps the files' hashes by inode and mtime, so an unchanged data/ is not read again."""
+    root = Path(root).resolve()
+    if not (root / DVC_FILE).is_file():
+        return  # no version to differ from (`load_data` says it is not versioned yet)
+    with _open(root) as repo:
+        status = repo.status(targets=[str(root / DVC_FILE)])
+    changes = [change for entry in status.get(DVC_FILE, []) if isinstance(entry, dict)
+               for change in (entry.get("changed outs") or {}).values()]
+    if any(change in _CHANGED for change in changes):
+        raise UnlearnError("data/ differs from its DVC version: run `unlearn data add` again or `dvc checkout`")
+
+
 def version_objects(root: Path, md5: str) -> set[str]:
     """Object ids of a version: the .dir manifest itself and every file it lists.
     Read from the local cache, else from the default remote."""

@@ -14,7 +14,8 @@ finished either way. One left behind by a killed process (or by a rollback that 
 e.g. on a full disk) is finished by whichever command next changes the project before it reads
 anything, under the project lock — forget and comply where they take it (`release_lock`), train
 and data add first thing (`recover_interrupted`): rolled back if `production` did not move, else
-committed.
+committed — and finished as the killed run's own end would have (`finish_interrupted`: purges,
+result, its MLflow run ended), so a rerun of its request is answered "already processed".
 
 The project lock (`.unlearn/project.lock`) is held by forget and comply for their whole run, so
 a journal whose run is alive is never taken for an abandoned one; a second such command stops
@@ -108,14 +109,20 @@ def promoted(journal: Journal) -> str | None:
     return None if current == journal.parent_version else current
 
 
-def finish(root: Path, journal: Journal, reason: str) -> dict:
+def finish(root: Path, journal: Journal, reason: str, interrupted: bool = False) -> dict:
     """Commit (production moved: make sure the superseded versions are scheduled for purging) or
-    roll back (restore the data, tag the run's candidate versions); then drop the journal."""
+    roll back (restore the data, tag the run's candidate versions); then drop the journal.
+    `interrupted`: the run's process is gone (`recover`), so what it did not get to after its
+    promotion is done here (`finish_interrupted`), and its MLflow run is ended."""
     new = promoted(journal)
     state.settle_escrow(root, journal.model, journal.run, promoted=new is not None)
     if new is not None:
-        mark_superseded(root, journal.model, new, journal.parent_version, journal.data_before, journal.keep_days)
+        now = utc_now()
+        marked = mark_superseded(root, journal.model, new, journal.parent_version, journal.data_before,
+                                 journal.keep_days, now)
         outcome = {"run": journal.run, "outcome": "committed", "model": journal.model, "version": new}
+        if interrupted:
+            outcome["superseded"] = finish_interrupted(root, journal, new, marked, now)
     else:
         restored = dvc.restore_version(root, journal.dvc_text)
         candidates = [v.version for v in tracking.model_versions(journal.model)
@@ -126,8 +133,37 @@ def finish(root: Path, journal: Journal, reason: str) -> dict:
         outcome = {"run": journal.run, "outcome": "rolled back", "model": journal.model, "reason": reason,
                    "production": journal.parent_version, "data": restored,
                    "candidate_versions": [str(v) for v in candidates]}
-    journal.path(root).unlink(missing_ok=True)
+        if interrupted:
+            tracking.end_if_running(journal.run, ok=False)
+    journal.path(root).unlink(missing_ok=True)  # last: a kill before it leaves all of the above to redo
     return outcome
+
+
+def finish_interrupted(root: Path, journal: Journal, new: str, marked: list[dict], now: datetime) -> list[dict]:
+    """What a run killed after its promotion did not get to, as its own end does it: the superseded
+    versions due now purged (model files, private state such as the encoded rows of the old data,
+    the old data version's DVC objects), a forget run's `result.json` (what a rerun of the request
+    answers "already processed" from), its MLflow run ended. No certificate: the verification it
+    would report died with the process (its child runs keep the metrics). Returns what happened
+    to each superseded artifact. Every step is idempotent: a kill during it is finished again."""
+    superseded = kept_beyond_use(root, journal.model, marked, now) + enforce_due_purges(root, journal.model, now)
+    tags = tracking.version_tags(journal.model, new)
+    # an audit's release keeps its own record; a run killed after logging its own result keeps it whole
+    if tags.get("lineage_run") == journal.run and tags.get("request_id") and tracking.load_result(journal.run) is None:
+        tracking.log_json(journal.run, interrupted_result(journal, new, tags, superseded), "result.json")
+    tracking.end_if_running(journal.run, ok=True)
+    return superseded
+
+
+def interrupted_result(journal: Journal, new: str, tags: dict, superseded: list[dict]) -> dict:
+    """The summary of a forget run killed after its promotion, from its registered version's tags."""
+    return {"request_id": tags["request_id"], "status": "completed", "verified": True, "promoted": True,
+            "method": tags.get("method"), "guarantee": tags.get("guarantee"),
+            "model": {"name": journal.model, "version": new, "parent_version": journal.parent_version},
+            "data": {"before": journal.data_before, "after": tags.get("data_after")},
+            "run_id": journal.run, "superseded": superseded, "certificate": None,
+            "interrupted": "the run was killed after its promotion; a later command finished its release "
+                           "(no certificate: its verification's record is in its child runs)"}
 
 
 @contextmanager
@@ -157,8 +193,8 @@ def recover(root: Path) -> list[dict]:
     journals = open_journals(root)
     if journals:
         tracking.connect(root)
-    return [finish(root, j, "interrupted: the run stopped before promoting (recovered by a later run)")
-            for j in journals]
+    return [finish(root, j, "interrupted: the run stopped before promoting (recovered by a later run)",
+                   interrupted=True) for j in journals]
 
 
 # OSErrors of the machine, not of a request: a full disk (or quota), a read-only or unwritable project
@@ -290,7 +326,8 @@ def under_project_lock(command: str):
 def report_recovery(outcome: dict) -> None:
     what = (f"rolled back (data restored to {outcome['data']['restored']}, production stays "
             f"v{outcome['production']})" if outcome["outcome"] == "rolled back"
-            else f"committed (production v{outcome['version']})")
+            else f"committed (production v{outcome['version']}"
+            + "".join(f"; {x['artifact']}: {x['action']}" for x in outcome.get("superseded", [])) + ")")
     print(f"recovered an interrupted run of model {outcome['model']}: {what}", file=sys.stderr, flush=True)
 
 
@@ -368,8 +405,13 @@ def supersede(lineage: Lineage, plan: Plan, new_version: str, keep_days: int | N
                                  plan.data_version, keep_days, now)
         tracking.log_params(run_id, {"superseded_versions": ",".join(m["version"] for m in marked),
                                      "keep_superseded_days": keep_days or 0})
+    return kept_beyond_use(lineage.root, plan.model_name, marked, now)
+
+
+def kept_beyond_use(root: Path, model: str, marked: list[dict], now: datetime) -> list[dict]:
+    """The certificate's entries of the versions `mark_superseded` marked that are not due yet."""
     return [entry for m in marked if not rule.is_due(m, now)
-            for entry in beyond_use_entries(plan.model_name, m, state.model_state_files(lineage.root, m["run_id"]))]
+            for entry in beyond_use_entries(model, m, state.model_state_files(root, m["run_id"]))]
 
 
 def beyond_use_entries(model: str, tags: dict, private_state: list[str] = ()) -> list[dict]:

@@ -134,6 +134,12 @@ def end_run(run_id: str, ok: bool = True) -> None:
     client().set_terminated(run_id, "FINISHED" if ok else "FAILED")
 
 
+def end_if_running(run_id: str, ok: bool) -> None:
+    """End a run its killed process left RUNNING; one that ended keeps its status."""
+    if client().get_run(run_id).info.status == "RUNNING":
+        end_run(run_id, ok)
+
+
 def set_run_tags(run_id: str, tags: dict) -> None:
     tags = [RunTag(key, str(value)) for key, value in tags.items()]
     for start in range(0, len(tags), BATCH):

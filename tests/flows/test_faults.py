@@ -340,6 +340,8 @@ def test_a_killed_forget_is_rolled_back_by_the_next_command_and_a_rerun_complete
 
     escrows = sorted(p.name for p in state.escrow_dir(workspace, "people").iterdir())
     assert escrows == [f"{out['run_id']}.bin"]
+    # the killed run's MLflow run is ended FAILED by the recovery, not left RUNNING
+    assert sorted(r.info.status for r in forget_runs("forget GDPR-FK")) == ["FAILED", "FINISHED"]
 
 
 def test_a_killed_forget_is_recovered_before_a_train_reads_the_data(workspace, people_csv, capsys):
@@ -351,6 +353,39 @@ def test_a_killed_forget_is_recovered_before_a_train_reads_the_data(workspace, p
     assert main_ok(["train", "people"])
     assert "recovered an interrupted run of model people: rolled back" in capsys.readouterr().err
     assert (workspace / "data.dvc").read_text() == dvc_text and files(workspace / "data") == data
+
+
+KILLED_DATA_ADD = """
+import os, sys
+from tasks import data
+data.add_data = lambda root: os._exit(137)  # killed after data/NAME was written, before its `dvc add`
+from flows.cli import main
+sys.exit(main(["data", "add", "people", "--file", sys.argv[1], "--target", "label", "--id", "person", "--replace"]))
+"""
+
+
+def test_a_data_add_killed_before_its_dvc_add_is_refused_by_train_until_added_again(workspace, people_csv, capsys):
+    """`train` used to fit the rows the killed `data add` wrote and tag the model with the data
+    version data.dvc still named (the old one): a model whose lineage does not hold its rows."""
+    add_and_train(people_csv, capsys)
+    smaller = workspace / "smaller.csv"
+    smaller.write_text("".join(people_csv.read_text().splitlines(keepends=True)[:151]))
+    before = dvc.data_version(workspace)
+    run_killed(workspace, KILLED_DATA_ADD, str(smaller))
+    assert dvc.data_version(workspace) == before  # data/ holds the new rows, data.dvc the old version
+
+    capsys.readouterr()
+    assert main(["train", "people"]) == 2
+    captured = capsys.readouterr()
+    assert (captured.out + captured.err).strip() == ("error: data/ differs from its DVC version: run `unlearn data "
+                                                     "add` again or `dvc checkout`")
+    tracking.connect(workspace)
+    assert len(MlflowClient().search_model_versions("name = 'people'")) == 1  # nothing registered
+
+    argv = ["data", "add", "people", "--file", str(smaller), "--target", "label", "--id", "person", "--replace"]
+    assert main(argv) == 0
+    code, trained = run_json(capsys, ["train", "people"])
+    assert code == 0 and trained["data_version"] == dvc.data_version(workspace) != before
 
 
 @pytest.mark.parametrize("err, says", [
@@ -416,6 +451,133 @@ def test_a_forget_killed_just_after_its_promotion_leaves_its_escrow_to_the_audit
     assert code == 0, out
     assert out["passed"] and len(out["covered_requests"]) == 1
     assert list(folder.iterdir()) == []  # the audit deleted the escrow it covered
+
+
+KILLED_AT_SUPERSEDE = """
+import os, sys
+from tasks import release
+def killed(*args, **kwargs):
+    os._exit(137)
+release.mark_superseded = killed  # killed just after `production` moved, before the superseded v1 was marked
+from flows.cli import main
+sys.exit(main(["forget", sys.argv[1]]))
+"""
+
+
+def forget_runs(name: str) -> list:
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("unlearnflow").experiment_id
+    return client.search_runs([experiment], f"attributes.run_name = '{name}'")
+
+
+def test_a_forget_killed_after_its_promotion_is_finished_as_a_completed_one_and_a_rerun_says_so(
+        workspace, people_csv, capsys):
+    """The recovery used to only mark v1 for purging: v1 stayed loadable with its encoded copy of the
+    erased rows, the MLflow run stayed RUNNING with no result, and the rerun of the request exited
+    2 ("record ids are not in dataset") instead of answering that it was processed."""
+    from tasks import state
+
+    add_and_train(people_csv, capsys)
+    old_data = dvc.data_version(workspace)
+    manifest = workspace / ".dvc" / "cache" / "files" / "md5" / old_data[:2] / old_data[2:]
+    tracking.connect(workspace)
+    v1_run = MlflowClient().get_model_version("people", "1").run_id
+    assert "encoded/" + f"{v1_run}.pt" in state.model_state_files(workspace, v1_run) and manifest.exists()
+    path = request_file(workspace, id="GDPR-KS", delete_records=REMOVED)
+    run_killed(workspace, KILLED_AT_SUPERSEDE, str(path))
+    assert production(workspace) == "2" and release.open_journals(workspace)
+    (killed,) = forget_runs("forget GDPR-KS")
+    assert killed.info.status == "RUNNING"
+
+    capsys.readouterr()
+    code = main(["forget", str(path), "--json"])
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert code == 0, captured
+    assert "recovered an interrupted run of model people: committed (production v2; model people v1: purged" \
+        in captured.err
+    assert out["status"] == "already_processed" and out["model"]["version"] == "2" and out["verified"]
+    v1 = MlflowClient().get_model_version("people", "1")
+    assert "purged" in v1.tags and not v1.aliases
+    assert state.model_state_files(workspace, v1_run) == []  # the encoded rows of the erased data too
+    assert not manifest.exists()  # the old data version's DVC objects
+    (finished,) = forget_runs("forget GDPR-KS")
+    assert finished.info.status == "FINISHED"
+    assert tracking.load_result(finished.info.run_id)["model"]["version"] == "2"
+    assert not release.open_journals(workspace) and production(workspace) == "2"
+    capsys.readouterr()
+    assert main(["forget", str(path)]) == 0
+    assert "GDPR-KS was already processed: model people v2" in capsys.readouterr().out
+
+
+KILLED_AFTER_THE_JOURNAL = """
+import os, sys
+from tasks import release
+finish = release.finish
+def finish_then_die(*args, **kwargs):
+    finish(*args, **kwargs)
+    os._exit(137)
+release.finish = finish_then_die  # killed once the release's journal is dropped, before the flow's end
+from flows.cli import main
+sys.exit(main(["forget", sys.argv[1]]))
+"""
+
+
+def test_a_forget_killed_after_dropping_its_journal_is_answered_already_processed(workspace, people_csv, capsys):
+    """Its result used to be logged only after the journal was dropped: a kill in between left
+    nothing to recover and no result, and the rerun exited 2 ("record ids are not in dataset")."""
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id="GDPR-KJ", delete_records=REMOVED)
+    run_killed(workspace, KILLED_AFTER_THE_JOURNAL, str(path))
+    assert production(workspace) == "2" and not release.open_journals(workspace)
+    capsys.readouterr()
+    assert main(["forget", str(path)]) == 0
+    assert "GDPR-KJ was already processed: model people v2" in capsys.readouterr().out
+
+
+KILLED_BEFORE_FINISHING = """
+import os, sys
+from tasks import release
+release.finish = lambda *args, **kwargs: os._exit(137)  # the run's result logged, its journal not finished
+from flows.cli import main
+sys.exit(main(["forget", sys.argv[1]]))
+"""
+
+
+def test_the_recovery_keeps_the_result_a_killed_run_logged(workspace, people_csv, capsys):
+    """The recovery logs a result only for a run that has none: one killed after logging its own
+    keeps it whole (its certificate block and verification, not the thin one built from tags)."""
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id="GDPR-KF", delete_records=REMOVED)
+    run_killed(workspace, KILLED_BEFORE_FINISHING, str(path))
+    assert release.open_journals(workspace)
+    code, out = run_json(capsys, ["forget", str(path)])
+    assert code == 0 and out["status"] == "already_processed", out
+    assert "interrupted" not in out and out["certificate"] and out["verification"]
+
+
+KILLED_COMPLY_AT_SUPERSEDE = KILLED_AT_SUPERSEDE.replace('main(["forget", sys.argv[1]])', 'main(["comply"])')
+
+
+def test_a_comply_killed_after_its_promotion_completes_its_requests_on_the_next_run(workspace, people_csv, capsys):
+    """The batch's result is what the next comply completes its members from: a kill before it was
+    logged left none, so the members were reclaimed, rerun and failed for good ("record ids are not
+    in dataset") though production no longer held their records."""
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id="GDPR-CS", delete_records=REMOVED)
+    assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+    run_killed(workspace, KILLED_COMPLY_AT_SUPERSEDE)
+    assert production(workspace) == "2" and ledger.show(workspace, "GDPR-CS").status == "processing"
+
+    code, out = run_json(capsys, ["comply"])
+    assert code == 0, out
+    committed, finished = out["recovered"]
+    assert committed["outcome"] == "committed" and committed["version"] == "2"
+    assert finished["id"] == "GDPR-CS" and finished["outcome"] == "completed after an interrupted run"
+    assert out["requests"] == [] and production(workspace) == "2"  # no second update
+    assert ledger.show(workspace, "GDPR-CS").status == "completed"
+    assert main_ok(["certificate", "verify", str(workspace / finished["certificate"])])
+    assert main_ok(["ledger", "verify"])
 
 
 def test_no_room_for_the_escrow_fails_the_request_before_its_promotion(workspace, people_csv, capsys, monkeypatch):
