@@ -72,22 +72,28 @@ def test_rows_equal_but_for_their_ids_and_other_records_sharing_the_ids_are_not_
     assert run_json(capsys, ["train", "third"])[0] == 0
 
 
+def shapes_add(source) -> list[str]:
+    return ["data", "add", "shapes", "--images", str(source), "--size", "16"]
+
+
 def trained_shapes(workspace):
-    """data/shapes added from an image folder and trained on: (the folder, two of its training ids)."""
+    """data/shapes added from an image folder and trained on: (the folder, the dataset as stored)."""
     from tests.image_folders import write_image_folder
     from unlearning.images.data import load_images
 
     source = workspace / "incoming" / "shapes"
     write_image_folder(source)
-    assert main(["data", "add", "shapes", "--images", str(source), "--size", "16"]) == 0
-    assert main(["train", "shapes", "--epochs", "15"]) == 0
-    data = load_images(workspace / "data" / "shapes")
-    erased = [i for i, train in zip(data.record_ids, data.train) if train][:2]
-    return source, erased
+    assert main(shapes_add(source)) == 0 and main(["train", "shapes", "--epochs", "15"]) == 0
+    return source, load_images(workspace / "data" / "shapes")
+
+
+def training_ids(data, count: int = 2) -> list[str]:
+    return [i for i, train in zip(data.record_ids, data.train) if train][:count]
 
 
 def test_an_erased_image_copied_under_a_new_dataset_name_is_refused(workspace, capsys):
-    source, erased = trained_shapes(workspace)
+    source, data = trained_shapes(workspace)
+    erased = training_ids(data)
     comply_requests(workspace, capsys, {"id": "IMG-C1", "model": "shapes", "delete_records": erased})
 
     capsys.readouterr()
@@ -106,7 +112,8 @@ def test_images_deleted_by_a_batch_finished_after_a_kill_are_refused_under_a_new
     copy of the images under another name was taken (exit 0)."""
     from tests.flows.test_faults import KILLED_AFTER_PROMOTION, run_killed
 
-    source, erased = trained_shapes(workspace)
+    source, data = trained_shapes(workspace)
+    erased = training_ids(data)
     path = request_file(workspace, id="IMG-K1", model="shapes", delete_records=erased)
     assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
     run_killed(workspace, KILLED_AFTER_PROMOTION)

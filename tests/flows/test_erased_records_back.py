@@ -187,15 +187,12 @@ def test_the_audit_names_records_back_of_requests_an_earlier_audit_covered(works
 
 def test_image_records_a_completed_request_erased_are_not_added_nor_trained_on_again(workspace, capsys):
     from tasks import data as data_store
-    from tests.image_folders import write_image_folder
+    from tests.flows.test_erased_copies import shapes_add, trained_shapes, training_ids
     from unlearning.images.data import load_images
 
-    source = workspace / "incoming" / "shapes"
-    write_image_folder(source)
-    add = ["data", "add", "shapes", "--images", str(source), "--size", "16"]
-    assert main(add) == 0 and main(["train", "shapes", "--epochs", "15"]) == 0
-    data = load_images(workspace / "data" / "shapes")
-    erased = [i for i, train in zip(data.record_ids, data.train) if train][:2]
+    source, data = trained_shapes(workspace)
+    add = shapes_add(source)
+    erased = training_ids(data)
     comply_requests(workspace, capsys, {"id": "IMG-E1", "model": "shapes", "delete_records": erased})
     cleaned = load_images(workspace / "data" / "shapes")
 

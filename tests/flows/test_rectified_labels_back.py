@@ -17,7 +17,7 @@ import pandas as pd
 from flows.cli import main
 from tasks import dvc, ledger, tracking
 from tests.flows.test_audit import comply_requests
-from tests.flows.test_erased_copies import restore_by_hand
+from tests.flows.test_erased_copies import restore_by_hand, shapes_add, trained_shapes
 from tests.flows.test_pipeline import add_and_train, request_file, run_json
 
 FIXED = ["P1012", "P1013", "P1014"]
@@ -143,14 +143,10 @@ def test_nothing_is_refused_when_the_rectified_labels_cannot_be_read(workspace, 
 
 
 def test_an_image_relabelled_by_a_completed_request_is_not_added_back_with_its_old_class(workspace, capsys):
-    from tests.image_folders import CLASSES, write_image_folder
-    from unlearning.images.data import load_images
+    from tests.image_folders import CLASSES
 
-    images = workspace / "incoming" / "shapes"
-    write_image_folder(images)
-    add = ["data", "add", "shapes", "--images", str(images), "--size", "16"]
-    assert main(add) == 0 and main(["train", "shapes", "--epochs", "15"]) == 0
-    data = load_images(workspace / "data" / "shapes")
+    images, data = trained_shapes(workspace)
+    add = shapes_add(images)
     record = data.record_ids[0]
     other = next(c for c in CLASSES if c != data.classes[int(data.labels[0])])
     comply_requests(workspace, capsys, {"id": "IMG-F1", "model": "shapes", "fix_labels": {record: other}})
