@@ -117,13 +117,24 @@ def finish_promoted_batches(root: Path) -> list[dict]:
         manifest = json.loads(path.read_text())
         stale = [m for m in manifest["members"] if ledger.show(root, m).status == "processing"]
         summary = promoted_result(root, root / manifest["request"]) if stale else None
+        requests = [ledger.load_submitted(root, m) for m in stale] if summary is not None else []
+        if summary is not None and not completes_from(summary, requests):
+            summary = None  # left to reclaim_stale, as before the recovery wrote results
         if summary is not None:
-            requests = [ledger.load_submitted(root, m) for m in stale]
             finished += [{**r, "outcome": "completed after an interrupted run"}
                          for r in outcomes.complete_batch(root, requests, summary, manifest["members"],
                                                           rows=manifest.get("erased_rows"))]
         path.unlink()
     return finished
+
+
+def completes_from(summary: dict, requests: list) -> bool:
+    """Whether the members can be completed from the batch's result: a result the recovery rebuilt
+    from a killed run's registered version (tasks.release.interrupted_result) lacks what a redaction's
+    or a class forgetting's `completed` entry records for the gates (the fingerprints it redacted,
+    the class name it resolved to: tasks.outcomes), so such members are reclaimed instead."""
+    return not summary.get("interrupted") or not any(r.redact is not None or getattr(r, "forget_class", None)
+                                                     is not None for r in requests)
 
 
 def promoted_result(root: Path, merged_path: Path) -> dict | None:

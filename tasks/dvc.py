@@ -169,7 +169,9 @@ def require_checked_out(root: Path) -> None:
         return  # no version to differ from (`load_data` says it is not versioned yet)
     with _open(root) as repo:
         status = repo.status(targets=[str(root / DVC_FILE)])
-    changes = [change for entry in status.get(DVC_FILE, []) if isinstance(entry, dict)
+    # keyed by data.dvc's path relative to the current directory, which need not be the project
+    # (UNLEARN_ROOT, a subfolder): only data.dvc was asked about, so every entry is its own
+    changes = [change for entries in status.values() for entry in entries if isinstance(entry, dict)
                for change in (entry.get("changed outs") or {}).values()]
     if any(change in _CHANGED for change in changes):
         raise UnlearnError("data/ differs from its DVC version: run `unlearn data add` again or `dvc checkout`")

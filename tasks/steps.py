@@ -128,7 +128,7 @@ def refuse_erased_again(root: Path, request: UnlearningRequest, name: str, earli
     made with `unlearn forget` outside the ledger is known to no gate, and its rerun was answered
     'already processed' (exit 0) with the records back in the data. The data is not the version
     the request's model was trained on, so the request cannot simply run again on it."""
-    from tasks.erased import back_in
+    from tasks.erased import back_in, renumbered
     from tasks.redacted import result_secrets
     from unlearning.compliance.ledger import request_nature
 
@@ -142,8 +142,8 @@ def refuse_erased_again(root: Path, request: UnlearningRequest, name: str, earli
         raise UnlearnError(f"request {request.id} was processed (model {request.model} v{version}), but "
                            f"data/{name} holds again {back.described()} it erased: restore the data version "
                            f"that model was trained on (`git checkout data.dvc` and `dvc checkout`), or add a "
-                           f"source without them (`unlearn data add {name} --file SOURCE --replace`), before "
-                           f"training on it")
+                           f"source without them (`unlearn data add {name} --file SOURCE --replace`"
+                           f"{renumbered(dataset, back)}), before training on it")
 
 
 def reference_job_for(root: Path, request_path: Path) -> references.ReferenceJob | None:

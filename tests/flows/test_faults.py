@@ -364,10 +364,17 @@ sys.exit(main(["data", "add", "people", "--file", sys.argv[1], "--target", "labe
 """
 
 
-def test_a_data_add_killed_before_its_dvc_add_is_refused_by_train_until_added_again(workspace, people_csv, capsys):
+@pytest.mark.parametrize("where", ["the project", "another folder"])
+def test_a_data_add_killed_before_its_dvc_add_is_refused_by_train_until_added_again(workspace, people_csv, capsys,
+                                                                                    monkeypatch, tmp_path_factory,
+                                                                                    where):
     """`train` used to fit the rows the killed `data add` wrote and tag the model with the data
-    version data.dvc still named (the old one): a model whose lineage does not hold its rows."""
+    version data.dvc still named (the old one): a model whose lineage does not hold its rows. From
+    another folder (UNLEARN_ROOT names the project) the check passed (review, session 21): DVC keys
+    its status by data.dvc's path relative to the current directory."""
     add_and_train(people_csv, capsys)
+    if where == "another folder":
+        monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
     smaller = workspace / "smaller.csv"
     smaller.write_text("".join(people_csv.read_text().splitlines(keepends=True)[:151]))
     before = dvc.data_version(workspace)

@@ -156,3 +156,16 @@ def test_a_manifest_left_half_written_by_a_kill_is_removed_by_the_next_run(tmp_p
     left = folder / ".B-1.json.4242.tmp"
     left.write_text('{"batch": "B-1", "members": ["R-1"], "erased_rows": {}}')
     assert finish_promoted_batches(tmp_path) == [] and not left.exists()
+
+
+def test_members_are_not_completed_from_a_rebuilt_result_lacking_what_their_entries_record():
+    """The recovery rebuilds a killed forget run's result from its registered version's tags
+    (tasks.release.interrupted_result): no redacted fingerprints, no resolved class name, which a
+    redaction's or a class forgetting's `completed` entry records for the gates (review, session 21).
+    Such members are reclaimed, as before; deletions complete from it."""
+    from tasks.batches import completes_from
+
+    rebuilt, full = {"verified": True, "interrupted": "killed after its promotion"}, {"verified": True}
+    deleting, redacting = req("D", delete_records=["1"]), req("R", redact={"findings": "all"})
+    assert completes_from(rebuilt, [deleting]) and completes_from(full, [deleting, redacting])
+    assert not completes_from(rebuilt, [deleting, redacting])

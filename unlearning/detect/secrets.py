@@ -37,7 +37,8 @@ from collections import Counter
 from unlearning.detect.base import Match, resolve_overlaps, search_windows, windows_around
 
 _NOT_TOKEN_CHAR = r"(?![A-Za-z0-9_\-])"
-JWT_HEADER_MAX = 600  # characters of a JWT's encoded header (typical ones: 36–200)
+# a JWT after its `eyJ`: header, payload and signature segments
+_JWT_REST = r"[A-Za-z0-9_\-]{8,}+\.eyJ[A-Za-z0-9_\-]{8,}+\.[A-Za-z0-9_\-]{16,}+" + _NOT_TOKEN_CHAR
 # Each pattern starts with its literal prefix, which lets `re` skip ahead fast; the left boundary
 # (no token character right before) is checked in Python instead of by a leading lookbehind.
 TOKEN_FORMATS: tuple[tuple[str, re.Pattern, float], ...] = tuple(
@@ -53,11 +54,11 @@ TOKEN_FORMATS: tuple[tuple[str, re.Pattern, float], ...] = tuple(
         ("openai_key", r"sk-(?:proj-)?[A-Za-z0-9_\-]{20,200}" + _NOT_TOKEN_CHAR, 0.9),
         ("private_key", r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[\s\S]{1,16384}?"
                         r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----", 1.0),
-        # Possessive (a segment's characters exclude its dot: giving some back never helps) and the
-        # header bounded: in a run of `eyJeyJ…` every `eyJ` is a start, and an unbounded header read
-        # to the run's end from each one — quadratic: 64 KiB took 4.5 s, 1 MiB minutes. A header of
-        # over JWT_HEADER_MAX characters (an x5c certificate chain) is not known by its format.
-        ("jwt", r"eyJ[A-Za-z0-9_\-]{8,%d}+\.eyJ[A-Za-z0-9_\-]{8,}+\.[A-Za-z0-9_\-]{16,}+" % JWT_HEADER_MAX + _NOT_TOKEN_CHAR, 1.0),
+        # Possessive (a segment's characters exclude its dot: giving some back never helps), and
+        # started only where no token character comes before its `eyJ`: in a run of `eyJeyJ…` every
+        # `eyJ` would start it and read the run to its end — quadratic (64 KiB took 3 s, 1 MiB
+        # minutes). One glued to a word in front is looked for by `glued_jwt_starts`.
+        ("jwt", r"eyJ(?<![A-Za-z0-9_\-]eyJ)" + _JWT_REST, 1.0),
     )
 )  # fmt: skip
 # The formats whose prefix no word ends with: an error message unglues one glued to a word in front
@@ -259,8 +260,24 @@ class TokenFormatDetector:
 def glued_token_starts(text: str) -> list[int]:
     """Where a token of a `GLUED_FORMATS` format starts right after a token character, which
     `SecretDetector` takes for the middle of a longer word."""
-    return [m.start() for kind, pattern, _ in TOKEN_FORMATS if kind in GLUED_FORMATS
-            for m in pattern.finditer(text) if m.start() and text[m.start() - 1] in _TOKEN_CHARS]
+    return [m.start() for kind, pattern, _ in TOKEN_FORMATS if kind in GLUED_FORMATS and kind != "jwt"
+            for m in pattern.finditer(text) if m.start() and text[m.start() - 1] in _TOKEN_CHARS] + glued_jwt_starts(text)
+
+
+_WORD = re.compile(r"[A-Za-z0-9_\-]+")
+_JWT_AT = re.compile(r"eyJ" + _JWT_REST)
+
+
+def glued_jwt_starts(text: str) -> list[int]:
+    """JWTs glued to a word in front ("tokeneyJhbGci…"): tried once per word, at its first `eyJ`
+    after its first character (a JWT's own segments start with `eyJ` too), so that the text is read
+    a bounded number of times whatever it holds."""
+    out = []
+    for word in _WORD.finditer(text):
+        inner = text.find("eyJ", word.start() + 1, word.end())
+        if inner > 0 and _JWT_AT.match(text, inner):
+            out.append(inner)
+    return out
 
 
 def _decodes_to_credentials(value: str) -> bool:
