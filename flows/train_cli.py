@@ -48,7 +48,6 @@ def cmd_train(args, root: Path) -> int:
     if args.model is not None:
         check_new_model_name(args.model, exists=model_exists(root, args.model))
     dataset = data_store.load_dataset(root, args.dataset)  # fail fast, before any run is recorded
-    dvc.require_checked_out(root)  # a `data add` killed before its `dvc add`: the lineage would be wrong
     from tasks.kinds import kind_of
 
     kind = kind_of(dataset)
@@ -68,6 +67,9 @@ def cmd_train(args, root: Path) -> int:
     # learned them again, and its certificates still said erased
     refuse_model_of_another_dataset(root, args.model or args.dataset, args.dataset)
     refuse_erased_training(root, dataset)  # what completed requests erased is not learned again
+    # a `data add` killed before its `dvc add`: the lineage would be wrong. Last of the checks: asking
+    # DVC writes its state files, and a refusal of bad input writes nothing
+    dvc.require_checked_out(root)
     from flows.train import train_flow
     from tasks.release import project_lock_once_started
 
@@ -96,7 +98,6 @@ def cmd_model_import(args, root: Path) -> int:
     base = str(args.base.expanduser().resolve()) if args.base else None
     schedule = declared_schedule(base, args.steps, args.lr, args.batch, args.seq_len)
     dataset = data_store.load_dataset(root, args.dataset)
-    dvc.require_checked_out(root)
     kind = kind_of(dataset)
     if kind.name != "text":
         raise UnlearnError(f"--from-pretrained registers a language model of a text corpus: dataset "
@@ -111,6 +112,7 @@ def cmd_model_import(args, root: Path) -> int:
 
     # declared trained on data holding what completed requests erased: it learned it, as `train` would
     refuse_erased_training(root, dataset, imported=True)
+    dvc.require_checked_out(root)  # last: it writes DVC's state files (as train's)
     from flows.train import import_flow
 
     with project_lock_once_started(root, "model import"):
