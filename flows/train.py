@@ -31,6 +31,7 @@ def train_flow(root: str, dataset: str, model: str | None = None, config: TrainC
     kind = kind_of(data)
     config = {"table": config, "text": text_config, "images": image_config}[kind.name]
     prepared = kind.prepare(data, config)  # a checkpoint that does not load: one line, nothing recorded
+    require_data_version(root_path)
     experiment = tracking.configure(root_path)
     tags = {"data_version": data_version, "dataset": dataset, "dataset_digest": digest,
             "git_commit": tracking.git_commit(root_path), "prefect_flow_run": flow_run.id, "model": name}
@@ -69,6 +70,7 @@ def import_flow(root: str, model: str, dataset: str, checkpoint: str, base: str 
     root_path = Path(root)
     data, data_version, digest = common.load_data(root_path, dataset)
     loaded = load_import(checkpoint, base, schedule, seed)  # one that does not load: nothing recorded
+    require_data_version(root_path)
     experiment = tracking.configure(root_path)
     tags = {"data_version": data_version, "dataset": dataset, "dataset_digest": digest,
             "git_commit": tracking.git_commit(root_path), "prefect_flow_run": flow_run.id, "model": model}
@@ -87,6 +89,17 @@ def import_flow(root: str, model: str, dataset: str, checkpoint: str, base: str 
                    "metrics": trained.metrics, "lineage": trained.version_tags, "run_id": parent}
         tracking.log_json(parent, summary, "result.json")
     return summary
+
+
+def require_data_version(root: Path) -> None:
+    """data/ must be the version data.dvc names (tasks.dvc.require_checked_out): a `data add` killed
+    before its `dvc add` left other rows, which the model would be tagged with the wrong version
+    for. Asked last before the run is recorded, after every check of the input (a checkpoint that
+    does not load included): asking DVC writes its lock and hash-cache files, and a refusal of bad
+    input writes nothing."""
+    from tasks import dvc
+
+    dvc.require_checked_out(root)
 
 
 def refuse_unmeasured(name: str, metrics: dict) -> None:

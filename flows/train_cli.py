@@ -30,7 +30,7 @@ def cmd_data(args, root: Path) -> int:
 
 
 def cmd_train(args, root: Path) -> int:
-    from tasks import data as data_store, dvc
+    from tasks import data as data_store
     from unlearning.tabular.training import TrainConfig
 
     config = checked_config(TrainConfig, lam=args.lam, certified=args.certified, epsilon=args.epsilon,
@@ -67,9 +67,6 @@ def cmd_train(args, root: Path) -> int:
     # learned them again, and its certificates still said erased
     refuse_model_of_another_dataset(root, args.model or args.dataset, args.dataset)
     refuse_erased_training(root, dataset)  # what completed requests erased is not learned again
-    # a `data add` killed before its `dvc add`: the lineage would be wrong. Last of the checks: asking
-    # DVC writes its state files, and a refusal of bad input writes nothing
-    dvc.require_checked_out(root)
     from flows.train import train_flow
     from tasks.release import project_lock_once_started
 
@@ -85,7 +82,7 @@ def cmd_model_import(args, root: Path) -> int:
     """`unlearn model import NAME --from-pretrained DIR --dataset D`: everything checked before the
     flow records anything."""
     from flows.settings import keep_run_failures_off_console
-    from tasks import data as data_store, dvc
+    from tasks import data as data_store
     from tasks.kinds import kind_of
     from tasks.kinds.hf import check_base_is_not_the_model, check_pretrained, declared_schedule
     from tasks.release import project_lock_once_started, recover_interrupted
@@ -112,7 +109,6 @@ def cmd_model_import(args, root: Path) -> int:
 
     # declared trained on data holding what completed requests erased: it learned it, as `train` would
     refuse_erased_training(root, dataset, imported=True)
-    dvc.require_checked_out(root)  # last: it writes DVC's state files (as train's)
     from flows.train import import_flow
 
     with project_lock_once_started(root, "model import"):

@@ -289,7 +289,6 @@ def load_data(root: Path, name: str):
     version = dvc.data_version(root)
     if version is None:
         raise UnlearnError(f"data/ is not versioned yet: run `unlearn data add {name}` first")
-    dvc.require_checked_out(root)  # the version tagged on the model must be the data it fits
     return dataset, version, dataset_digest(root, name)
 
 
