@@ -11,7 +11,6 @@ the members from the batch's recorded result (their records are gone: rerunning 
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -69,13 +68,7 @@ def manifest_path(root: Path, batch: str) -> Path:
 
 def write_manifest(root: Path, manifest: dict) -> None:
     """Whole or absent: the next run reads it after a kill at any point."""
-    path = manifest_path(root, manifest["batch"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(manifest, handle)
-    os.replace(tmp, path)
+    ledger.write_private_json(manifest_path(root, manifest["batch"]), manifest)
 
 
 def keep_erased_rows(root: Path, path: Path, rows: dict[str, dict]) -> None:

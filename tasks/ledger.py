@@ -264,12 +264,17 @@ def request_file(root: Path, request_id: str) -> Path:
 
 def _save_request(root: Path, request: UnlearningRequest) -> None:
     """The full request, mode 0600, written atomically (a reader never sees half a file)."""
-    path = request_file(root, request.id)
+    write_private_json(request_file(root, request.id), request.model_dump(), indent=2, sort_keys=True)
+
+
+def write_private_json(path: Path, data, **dump_options) -> None:
+    """`data` as JSON at `path`, mode 0600, whole or absent: written to `.NAME.PID.tmp` beside it
+    and renamed into place, so that a reader (or the next run after a kill) never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(request.model_dump(), handle, indent=2, sort_keys=True)
+        json.dump(data, handle, **dump_options)
     os.replace(tmp, path)
 
 
