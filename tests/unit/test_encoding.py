@@ -268,3 +268,23 @@ def test_a_revoked_feature_leaves_no_statistic_in_the_map():
     table = make_table()
     assert np.array_equal(revoked.transform(table.frame)[:, encoder.derived_indices("sex")],
                           encoder.transform(table.frame)[:, encoder.derived_indices("sex")])
+
+
+def test_the_spectral_norm_bound_after_a_refit_holds_and_is_tight():
+    """`erasure.spectral_norm_after` bounds ‖X′‖₂ of the rows in the refitted map from ‖X‖₂ without
+    an SVD of X′; clipped and missing values (the rows the affine change misses) included."""
+    from unlearning.tabular.erasure import spectral_norm_after
+
+    table = make_table(400, seed=6)
+    table.frame.loc[table.frame.index[:8], "age"] = 300.0  # clipped
+    encoder = Encoder.fit(table)
+    train = table.frame[table.train_mask()]
+    X, numbers = encoder.transform_with_numbers(train)
+    raw = encoder.raw_from(X, numbers)
+    for rows, slack in ((slice(None, None, 2), 2.0), (slice(None, -3), 1.01)):  # half the rows / 3 plain rows deleted
+        refit = encoder.refit(raw[rows])
+        X2 = torch.as_tensor(refit.transform_raw(raw))
+        X1 = torch.as_tensor(X)
+        exact = float(torch.linalg.matrix_norm(X2, ord=2))
+        bound = spectral_norm_after(float(torch.linalg.matrix_norm(X1, ord=2)), X1, X2, encoder, refit)
+        assert exact <= bound <= slack * exact, (exact, bound)

@@ -147,24 +147,27 @@ class Encoder:
         z[:, held] = 0.0
         return replace(fitted, scale=_max_row_norm(z))
 
-    def reexpressed(self, theta: torch.Tensor, target: Encoder) -> torch.Tensor:
-        """θ for the map `target` (same columns, other statistics) giving every row the logits θ
-        gives it under this map, wherever neither map clips nor imputes the row's values:
-            x′ⱼ = aⱼ·xⱼ + cⱼ·x_b,  aⱼ = σⱼs/(σ′ⱼs′),  cⱼ = (μⱼ − μ′ⱼ)s/(σ′ⱼs′),  x′_b = (s/s′)·x_b
-        so θ′ⱼ = θⱼ/aⱼ and θ′_b = (s′/s)·(θ_b − Σⱼ θ′ⱼcⱼ). Revoked columns are 0 under both maps:
-        their θ stays. The rows where the maps differ otherwise are left to the Newton step."""
+    def change_to(self, target: Encoder) -> tuple[np.ndarray, np.ndarray, float]:
+        """(a, c, s/s′): how a row encoded with this map reads in `target` (same columns, other
+        statistics), wherever neither map clips or imputes its values:
+            x′ⱼ = aⱼ·xⱼ + cⱼ·x_b,  aⱼ = σⱼs/(σ′ⱼs′),  cⱼ = (μⱼ − μ′ⱼ)s/(σ′ⱼs′),  x′_b = (s/s′)·x_b.
+        Revoked columns are 0 under both maps (a = 1, c = 0)."""
         mean, std = np.asarray(self.mean), np.asarray(self.std)
-        mean2, std2 = np.asarray(target.mean), np.asarray(target.std)
         ratio = self.scale / target.scale
-        a = std * ratio / std2
-        c = (mean - mean2) * ratio / std2
+        a = std * ratio / np.asarray(target.std)
+        c = (mean - np.asarray(target.mean)) * ratio / np.asarray(target.std)
         for f in self.revoked:
             a[self.derived_indices(f)], c[self.derived_indices(f)] = 1.0, 0.0
-        a_t = torch.as_tensor(a, dtype=theta.dtype)
-        c_t = torch.as_tensor(c, dtype=theta.dtype)
+        return a, c, ratio
+
+    def reexpressed(self, theta: torch.Tensor, target: Encoder) -> torch.Tensor:
+        """θ for the map `target` giving every row the logits θ gives it under this map wherever
+        `change_to` holds: θ′ⱼ = θⱼ/aⱼ and θ′_b = (s′/s)·(θ_b − Σⱼ θ′ⱼcⱼ). The rows where the maps
+        differ otherwise (clipped or missing values) are left to the Newton step."""
+        a, c, ratio = self.change_to(target)
         shape = (-1,) + (1,) * (theta.dim() - 1)
-        weights = theta[:-1] / a_t.reshape(shape)
-        bias = (theta[-1] - (weights * c_t.reshape(shape)).sum(dim=0)) / ratio
+        weights = theta[:-1] / torch.as_tensor(a, dtype=theta.dtype).reshape(shape)
+        bias = (theta[-1] - (weights * torch.as_tensor(c, dtype=theta.dtype).reshape(shape)).sum(dim=0)) / ratio
         return torch.cat([weights, bias.unsqueeze(0)])
 
     def encode_labels(self, values: Iterable) -> np.ndarray:
