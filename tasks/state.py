@@ -74,11 +74,13 @@ CACHE_KEYS = ("H", "L", "X_norm", "gradient", "gradient_at", "lambda_max", "hess
 
 
 # The version's data encoded with its feature map (unlearning.tabular.erasure.Encoded), under
-# `encoded` in the cache: the training and held-out rows, their ids and labels, the per-column
+# `encoded` in the cache: the training and held-out rows, their ids, labels and numeric values as
+# given (what refitting the feature map's statistics after an erasure needs), the per-column
 # category counts, and the data version they were encoded from. A file of its own: it holds the
 # records themselves (its rows are what an erasure removes), so it is never written without the
 # data version it belongs to and goes with the version's other state (`drop_model_state`).
-ENCODED_KEYS = ("X", "y", "ids", "X_test", "y_test", "test_ids", "category_counts", "data_version")
+ENCODED_KEYS = ("X", "y", "ids", "X_test", "y_test", "test_ids", "numbers", "numbers_test", "category_counts",
+                "data_version")
 
 
 # An image model version's outputs, under `outputs` in the cache (KnownOutputs.as_state), and for a
@@ -135,6 +137,8 @@ def load_encoded(root: Path, run_id: str, data_version: str | None) -> dict | No
     if data_version is None or not path.exists():
         return None
     encoded = torch.load(path)
+    if any(k not in encoded for k in ENCODED_KEYS):  # kept before it held every part: encode anew
+        return None
     return encoded if encoded.get("data_version") == data_version else None
 
 

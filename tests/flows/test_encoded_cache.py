@@ -27,15 +27,15 @@ def no_keep_setting(monkeypatch):
 
 @pytest.fixture
 def encoded_rows(monkeypatch) -> list[int]:
-    """How many rows each `Encoder.transform` call encodes during the test."""
+    """How many rows of a table each pandas pass of the encoder (`Encoder._raw`) reads during the test."""
     calls: list[int] = []
-    original = Encoder.transform
+    original = Encoder._raw
 
     def counting(self, frame):
         calls.append(len(frame))
         return original(self, frame)
 
-    monkeypatch.setattr(Encoder, "transform", counting)
+    monkeypatch.setattr(Encoder, "_raw", counting)
     return calls
 
 

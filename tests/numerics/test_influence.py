@@ -449,9 +449,11 @@ def test_second_order_removes_the_starting_models_own_residual(K):
 
 
 def test_a_cached_gradient_of_another_model_version_is_ignored():
+    """A label fix keeps the feature map's statistics, so the cache given is the one the Problem
+    reads (a deletion refits the map and computes the cache again at the re-expressed θ)."""
     table = people_table(400, 2)
     bundle, b, _ = train_bundle(table, TrainConfig(tol=1e-3))
-    after = correct_table(table, next_request(table, "delete", 0)["delete_records"], [], {})
+    after = correct_table(table, [], [], next_request(table, "fix", 0)["fix_labels"])
     cache = erasure.model_cache(bundle, table, b)
     other = bundle.with_theta(bundle.theta + 0.1)
     p, _, _ = erasure.build_problem(other, table, after, b, cache)

@@ -37,8 +37,12 @@ def flipped(table, record: str) -> str:
 
 
 def pandas_reference(bundle, before, after):
-    """What build_problem computed before the cache: every matrix encoded from the tables."""
+    """What build_problem computed before the cache: every matrix encoded from the tables, with the
+    feature map's statistics refitted on the training rows of D' read from the table."""
     newly = [f for f in after.revoked if f not in bundle.encoder.revoked]
+    train = before.frame[before.train_mask()]
+    refit = bundle.encoder.refit(bundle.encoder._raw(train[train.index.isin(after.frame.index)]), newly)
+    bundle = bundle.with_theta(bundle.encoder.reexpressed(bundle.theta, refit), encoder=refit)
     encoder_after = bundle.encoder.with_revoked(newly) if newly else bundle.encoder
     changes = erasure.changes_between(before, after)
     revoked_columns = sorted(j for f in newly for j in bundle.encoder.derived_indices(f))

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from unlearning.errors import UnlearnError
 from unlearning.tabular.data import correct_table
@@ -214,3 +215,76 @@ def test_a_model_saved_with_raw_categories_loads_with_them_hashed():
     np.testing.assert_array_equal(loaded.transform(table.frame), encoder.transform(table.frame))
     saved = json.dumps(loaded.to_dict(), ensure_ascii=False)
     assert not [v for f in table.categorical for v in table.frame[f].unique() if f'"{v}"' in saved or f"={v}" in saved]
+
+
+def test_refit_on_the_rows_left_gives_the_statistics_a_fit_on_them_gives():
+    """After an erasure the map's statistics are refitted from the version's encoded rows and their
+    numeric values (`raw_from`), never from the table: the same mean, std and scale as `fit` on
+    the table of the rows left (missing and clipped values included), to the last bit."""
+    table = make_table(400, seed=4)
+    table.frame.loc[table.frame.index[5], "age"] = 400.0  # clipped at 3 std
+    encoder = Encoder.fit(table)
+    train = table.frame[table.train_mask()]
+    X, numbers = encoder.transform_with_numbers(train)
+    raw = encoder.raw_from(X, numbers)
+    assert np.array_equal(raw, encoder._raw(train), equal_nan=True)  # X lost the clipped and missing values
+    gone = train.index[[1, 5, 9]]
+    left = correct_table(table, list(gone), [], {})
+    refit = encoder.refit(raw[~train.index.isin(gone)])
+    fresh = Encoder.fit(left, salt=bytes.fromhex(encoder.salt))
+    assert fresh.columns == refit.columns  # every category is still held (the check below is column for column)
+    assert (refit.mean, refit.std, refit.scale) == (fresh.mean, fresh.std, fresh.scale)
+    assert refit.mean != encoder.mean
+
+
+def test_theta_reexpressed_in_a_refitted_map_keeps_every_unclipped_rows_logit():
+    table = make_table(400, seed=5)
+    encoder = Encoder.fit(table)
+    train = table.frame[table.train_mask()]
+    X, numbers = encoder.transform_with_numbers(train)
+    raw = encoder.raw_from(X, numbers)
+    refit = encoder.refit(raw[::2])  # other statistics
+    rng = np.random.default_rng(0)
+    for shape in [(encoder.d,), (encoder.d, 3)]:
+        theta = torch.as_tensor(rng.normal(size=shape))
+        moved = encoder.reexpressed(theta, refit)
+        X2 = refit.transform_raw(raw)
+        regular = ~np.isnan(raw).any(axis=1) & (np.abs(X * encoder.scale)[:, :-1] < 3).all(axis=1) \
+            & (np.abs(X2 * refit.scale)[:, :-1] < 3).all(axis=1)
+        assert regular.sum() > 100
+        before = torch.as_tensor(X[regular]) @ theta
+        after = torch.as_tensor(X2[regular]) @ moved
+        assert torch.allclose(before, after, rtol=0, atol=1e-12)
+        assert not torch.allclose(theta, moved)
+
+
+def test_a_revoked_feature_leaves_no_statistic_in_the_map():
+    encoder = Encoder.fit(make_table())
+    revoked = encoder.with_revoked(["city", "age"])
+    for f in ("city", "age"):
+        cols = encoder.derived_indices(f)
+        assert [revoked.mean[j] for j in cols] == [0.0] * len(cols)
+        assert [revoked.std[j] for j in cols] == [1.0] * len(cols)
+    table = make_table()
+    assert np.array_equal(revoked.transform(table.frame)[:, encoder.derived_indices("sex")],
+                          encoder.transform(table.frame)[:, encoder.derived_indices("sex")])
+
+
+def test_the_spectral_norm_bound_after_a_refit_holds_and_is_tight():
+    """`erasure.spectral_norm_after` bounds ‖X′‖₂ of the rows in the refitted map from ‖X‖₂ without
+    an SVD of X′; clipped and missing values (the rows the affine change misses) included."""
+    from unlearning.tabular.erasure import spectral_norm_after
+
+    table = make_table(400, seed=6)
+    table.frame.loc[table.frame.index[:8], "age"] = 300.0  # clipped
+    encoder = Encoder.fit(table)
+    train = table.frame[table.train_mask()]
+    X, numbers = encoder.transform_with_numbers(train)
+    raw = encoder.raw_from(X, numbers)
+    for rows, slack in ((slice(None, None, 2), 2.0), (slice(None, -3), 1.01)):  # half the rows / 3 plain rows deleted
+        refit = encoder.refit(raw[rows])
+        X2 = torch.as_tensor(refit.transform_raw(raw))
+        X1 = torch.as_tensor(X)
+        exact = float(torch.linalg.matrix_norm(X2, ord=2))
+        bound = spectral_norm_after(float(torch.linalg.matrix_norm(X1, ord=2)), X1, X2, encoder, refit)
+        assert exact <= bound <= slack * exact, (exact, bound)

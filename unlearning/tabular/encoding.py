@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
+import torch
 
 from unlearning.errors import UnlearnError
 from unlearning.tabular.data import MISSING_CATEGORY, Table
@@ -92,9 +93,82 @@ class Encoder:
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         """(n, d) float64 design matrix; rows of the fit data have ‖x‖₂ ≤ 1."""
-        z = self._standardise(self._raw(frame))  # (n, d-1)
-        x = np.hstack([z, np.ones((len(z), 1))])  # (n, d)
-        return x / self.scale
+        return self.transform_raw(self._raw(frame))
+
+    def transform_with_numbers(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """`transform(frame)` and the numeric features' values as given, (n, k) with NaN where
+        missing or revoked (`numbers`): what `raw_from` needs beside X, read in the same pass."""
+        raw = self._raw(frame)
+        return self.transform_raw(raw), raw[:, self.numeric_columns()]
+
+    def transform_raw(self, raw: np.ndarray) -> np.ndarray:
+        """(n, d) design matrix from values before standardising ((n, d-1), `_raw`/`raw_from`)."""
+        x = np.empty((len(raw), self.d))
+        x[:, :-1] = self._standardise(raw)
+        x[:, -1] = 1.0
+        x /= self.scale
+        return x
+
+    def numeric_columns(self) -> list[int]:
+        """Columns of X that hold a numeric feature, in feature order (the columns of `numbers`)."""
+        return [j for f in self.features if f not in self.categorical for j in self.derived_indices(f)]
+
+    def raw_from(self, X: np.ndarray, numbers: np.ndarray) -> np.ndarray:
+        """(n, d-1) values before standardising, from rows this map encoded: one-hot columns read
+        back from X (never clipped: a centred 0/1 is within ±1), numeric ones from `numbers` (X lost
+        clipped and missing values), revoked ones NaN. What `refit` and `transform_raw` take."""
+        raw = np.full((len(X), self.d - 1), np.nan)
+        one_hot = self.one_hot_indicators(X)
+        for f in self.categorical:
+            if f not in self.revoked:
+                cols = self.derived_indices(f)
+                raw[:, cols] = one_hot[:, cols]
+        raw[:, self.numeric_columns()] = numbers
+        for f in self.revoked:
+            raw[:, self.derived_indices(f)] = np.nan
+        return raw
+
+    def refit(self, raw: np.ndarray, revoking: Iterable[str] = ()) -> Encoder:
+        """The same columns with the statistics (mean, std, scale) of the rows `raw` (`raw_from`
+        of D', the data after an erasure), exactly as `fit` computes them: a model version must
+        not keep statistics of records erased from it (n·mean − Σ(D') gives a deleted row back).
+        `revoking`: features D' revokes that this map still encodes: their columns keep this map's
+        statistics (the rows of D, before, are encoded with them) and count as 0 in `scale`."""
+        held = [j for f in revoking for j in self.derived_indices(f)]
+        raw = raw.copy()
+        raw[:, held] = np.nan
+        mean, std = _moments(raw)
+        one_hot = {j for f in self.categorical for j in self.derived_indices(f)}
+        std = tuple(1.0 if j in one_hot else v for j, v in enumerate(std))
+        mean = tuple(self.mean[j] if j in held else v for j, v in enumerate(mean))
+        std = tuple(self.std[j] if j in held else v for j, v in enumerate(std))
+        fitted = replace(self, mean=mean, std=std)
+        z = fitted._standardise(raw)
+        z[:, held] = 0.0
+        return replace(fitted, scale=_max_row_norm(z))
+
+    def change_to(self, target: Encoder) -> tuple[np.ndarray, np.ndarray, float]:
+        """(a, c, s/s′): how a row encoded with this map reads in `target` (same columns, other
+        statistics), wherever neither map clips or imputes its values:
+            x′ⱼ = aⱼ·xⱼ + cⱼ·x_b,  aⱼ = σⱼs/(σ′ⱼs′),  cⱼ = (μⱼ − μ′ⱼ)s/(σ′ⱼs′),  x′_b = (s/s′)·x_b.
+        Revoked columns are 0 under both maps (a = 1, c = 0)."""
+        mean, std = np.asarray(self.mean), np.asarray(self.std)
+        ratio = self.scale / target.scale
+        a = std * ratio / np.asarray(target.std)
+        c = (mean - np.asarray(target.mean)) * ratio / np.asarray(target.std)
+        for f in self.revoked:
+            a[self.derived_indices(f)], c[self.derived_indices(f)] = 1.0, 0.0
+        return a, c, ratio
+
+    def reexpressed(self, theta: torch.Tensor, target: Encoder) -> torch.Tensor:
+        """θ for the map `target` giving every row the logits θ gives it under this map wherever
+        `change_to` holds: θ′ⱼ = θⱼ/aⱼ and θ′_b = (s′/s)·(θ_b − Σⱼ θ′ⱼcⱼ). The rows where the maps
+        differ otherwise (clipped or missing values) are left to the Newton step."""
+        a, c, ratio = self.change_to(target)
+        shape = (-1,) + (1,) * (theta.dim() - 1)
+        weights = theta[:-1] / torch.as_tensor(a, dtype=theta.dtype).reshape(shape)
+        bias = (theta[-1] - (weights * torch.as_tensor(c, dtype=theta.dtype).reshape(shape)).sum(dim=0)) / ratio
+        return torch.cat([weights, bias.unsqueeze(0)])
 
     def encode_labels(self, values: Iterable) -> np.ndarray:
         """(n,) int64 indices into `labels`."""
@@ -130,9 +204,14 @@ class Encoder:
         new = [f for f in dict.fromkeys(features) if f not in self.revoked]
         for f in new:
             self.derived_indices(f)  # validates the name
-        # the columns of a revoked feature are 0 whatever its value: its categories serve no more
+        # the columns of a revoked feature are 0 whatever its value: its categories and statistics
+        # serve no more (and would keep what the feature held: one-hot means are category shares)
         forgotten = {f: [None] * len(self.categories[f]) for f in new if f in self.categorical}
-        return replace(self, revoked=self.revoked + tuple(new), categories={**self.categories, **forgotten})
+        cols = {j for f in new for j in self.derived_indices(f)}
+        mean = tuple(0.0 if j in cols else v for j, v in enumerate(self.mean))
+        std = tuple(1.0 if j in cols else v for j, v in enumerate(self.std))
+        return replace(self, revoked=self.revoked + tuple(new), categories={**self.categories, **forgotten},
+                       mean=mean, std=std)
 
     def keep_categories_of(self, frame: pd.DataFrame) -> Encoder:
         """Same fit, minus the categories no row of `frame` holds (after an erasure: values only

@@ -1,0 +1,124 @@
+"""A table model version keeps no statistic of the records erased from it (red team, session 21,
+SEVERE 1): the feature map saved with every version (`bundle.json`) holds each column's training
+mean and deviation and the largest row norm. Kept from the data before an erasure, n·mean − Σ(D')
+gave a deleted person's age, hours, sex and city back exactly, even from a version tagged `exact`.
+
+The map is refitted on D' with every request (unlearning.tabular.erasure.refitted_to): the new
+version's statistics are those `train` would fit on the corrected data, whatever the method."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from flows.cli import main
+from tasks import data as data_store
+from tasks import tracking
+from tests.flows.test_pipeline import add_and_train, request_file, run_json
+from unlearning import registry
+from unlearning.tabular import erasure
+from unlearning.tabular.data import correct_table
+from unlearning.tabular.encoding import Encoder
+from unlearning.tabular.training import TrainConfig, train_bundle
+from tests.flows.conftest import synthetic_people
+
+
+def fitted_statistics(encoder: Encoder) -> dict:
+    """Per surviving column (named by feature and category hash, so maps with forgotten columns
+    compare), its mean and deviation, and the scale."""
+    stats = {}
+    for f in encoder.features:
+        if f in encoder.revoked:
+            continue
+        keys = encoder.categories[f] if f in encoder.categorical else [None]
+        for j, key in zip(encoder.derived_indices(f), keys):
+            if f in encoder.categorical and key is None:
+                continue
+            stats[(f, key)] = (encoder.mean[j], encoder.std[j])
+    return {"columns": stats, "scale": encoder.scale}
+
+
+def assert_fitted_on(encoder: Encoder, table) -> None:
+    """`encoder`'s statistics are those a fit on `table`'s training rows gives (same category keys)."""
+    fresh = Encoder.fit(table, salt=bytes.fromhex(encoder.salt))
+    got, want = fitted_statistics(encoder), fitted_statistics(fresh)
+    assert got["columns"].keys() >= {k for k, (m, _) in want["columns"].items() if m != 0.0}
+    for key, (mean, std) in want["columns"].items():
+        assert got["columns"].get(key, (0.0, 1.0)) == pytest.approx((mean, std), rel=1e-12, abs=1e-15), key
+    assert got["scale"] == pytest.approx(want["scale"], rel=1e-12)
+
+
+@pytest.mark.parametrize("train_args,forget_args", [((), ()), ((), ("--method", "retrain")),
+                                                     (("--certified",), ())])
+def test_the_new_version_keeps_the_statistics_of_the_corrected_data_only(workspace, people_csv, capsys,
+                                                                         train_args, forget_args):
+    add_and_train(people_csv, capsys, *train_args)
+    before = data_store.load_dataset(workspace, "people")
+    victim = next(i for i, train in zip(before.frame.index, before.train_mask()) if train)
+    request = request_file(workspace, id="SEV-1", delete_records=[str(victim)])
+    code, out = run_json(capsys, ["forget", str(request), *forget_args])
+    assert code == 0, out
+    after = data_store.load_dataset(workspace, "people")
+    bundle = tracking.load_version_bundle("people", out["model"]["version"])
+    assert_fitted_on(bundle.encoder, after)
+    # the attack: with the statistics of D, n·mean − Σ(D') was the deleted row's age and hours
+    numeric = bundle.encoder.numeric_columns()
+    kept = after.frame[after.train_mask()]
+    sums = kept[["age", "hours"]].astype(float).sum().to_numpy()
+    recovered = np.asarray(bundle.encoder.mean)[numeric][:2] * (len(kept) + 1) - sums
+    assert not np.allclose(recovered, before.frame.loc[victim, ["age", "hours"]].astype(float), atol=1e-6)
+
+
+def people_table(frame: pd.DataFrame):
+    from unlearning.tabular.data import Table
+
+    frame = frame.set_index("person")
+    frame.index = frame.index.astype(str)
+    features = ("age", "hours", "sex", "city")
+    return Table(name="people", frame=frame.astype({"age": float, "hours": float}), target="label",
+                 features=features, categorical=("sex", "city"), labels=tuple(sorted(frame["label"].unique())))
+
+
+@pytest.mark.parametrize("method", ["second_order", "certified", "retrain"])
+def test_the_map_after_an_erasure_depends_on_the_data_left_alone(method):
+    """Two tables that differ only in the record erased give the same feature map after the erasure
+    (an exact retraining: the same θ too), for deletions and a revocation alike; without the refit
+    the two maps differ by that record's values."""
+    frame = synthetic_people(300, seed=3)
+    one = people_table(frame)
+    victim = next(i for i, train in zip(one.frame.index, one.train_mask()) if train)
+    other_frame = frame.copy()
+    row = other_frame["person"] == victim
+    other_frame.loc[row, ["age", "hours", "city"]] = [79, 99.5, "Boise" if frame.loc[row, "city"].item() != "Boise"
+                                                       else "Cork"]
+    other = people_table(other_frame)
+    salt = bytes(16)
+    certified = method == "certified"
+    results = []
+    for table in (one, other):
+        bundle, b, _ = train_bundle(table, TrainConfig(certified=certified, tol=1e-10))
+        bundle = bundle.with_theta(bundle.theta, encoder=Encoder.fit(table, salt=salt))  # one key for both
+        bundle, b, _ = retrain_under(bundle, table, b, certified)
+        for revoke in ([], ["city"]):
+            after = correct_table(table, [victim], revoke, {})
+            cache = erasure.model_cache(bundle, table, b)
+            problem, bundle_after, _ = erasure.build_problem(bundle, table, after, b, dict(cache))
+            result = registry.run("tabular", method, problem, None)
+            results.append((revoke, erasure.unlearned_bundle(bundle_after, result.theta), result))
+    before_maps = [Encoder.fit(t, salt=salt) for t in (one, other)]
+    assert before_maps[0].mean != before_maps[1].mean  # the record is in D's statistics
+    for (revoke, first, r1), (_, second, r2) in zip(results[:2], results[2:]):
+        assert first.encoder == second.encoder, revoke
+        if method == "retrain":
+            assert torch.allclose(first.theta, second.theta, atol=1e-8), revoke
+
+
+def retrain_under(bundle, table, b, certified: bool):
+    """θ fitted under `bundle`'s map (the salt pinned above changes no statistic)."""
+    from unlearning.tabular import logreg
+
+    data = erasure.training_data(table, bundle)
+    fit = logreg.fit(data.X, data.y, len(bundle.labels), logreg.Objective(l2=bundle.l2, b=b), tol=1e-10)
+    return bundle.with_theta(fit.theta), b, fit
