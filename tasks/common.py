@@ -25,6 +25,7 @@ from tasks import dvc, state, tracking
 from unlearning.compliance.requests import UnlearningRequest
 from unlearning.errors import UnlearnError, masking_failures
 from unlearning.numbers import whole_number_as_written
+from unlearning.storage import is_os_litter
 from unlearning.tabular import verify
 
 
@@ -96,9 +97,12 @@ RETRAINED_AS_TRAINED = "retrained_as_trained"
 
 
 def dataset_digest(root: Path, name: str) -> str:
-    """sha256 over one dataset's files: its version within the repository-wide data.dvc."""
+    """sha256 over one dataset's files: its version within the repository-wide data.dvc, which leaves
+    OS litter out (.dvcignore), as this does."""
     h = hashlib.sha256()
     for path in sorted((Path(root) / "data" / name).iterdir()):
+        if is_os_litter(path.name):
+            continue
         h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
 
