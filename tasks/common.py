@@ -315,8 +315,11 @@ def register(lineage: Lineage, name: str, bundle, b, version_tags: dict,
     return version, run_id, digest
 
 
-@step("promote")
+PROMOTE = "promote"  # the step, and its child run, that moves `production`: its end is when data left production
+
+
+@step(PROMOTE)
 def promote(lineage: Lineage, name: str, version: str) -> None:
-    with lineage.child("promote") as run_id:
+    with lineage.child(PROMOTE) as run_id:
         tracking.promote(name, version)
         tracking.log_params(run_id, {"alias": tracking.PRODUCTION, "version": version})

@@ -39,7 +39,7 @@ from pathlib import Path
 
 
 from tasks import dvc, state, tracking
-from tasks.common import step, Lineage, Plan
+from tasks.common import PROMOTE, step, Lineage, Plan
 from unlearning.compliance import purge as rule
 from unlearning.errors import UnlearnError, failure_reason
 
@@ -156,12 +156,15 @@ def finish_interrupted(root: Path, journal: Journal, new: str, marked: list[dict
 
 
 def interrupted_result(journal: Journal, new: str, tags: dict, superseded: list[dict]) -> dict:
-    """The summary of a forget run killed after its promotion, from its registered version's tags."""
+    """The summary of a forget run killed after its promotion, from its registered version's tags,
+    and when production moved: the end of the run's promote step (tasks.common.promote)."""
+    removed = tracking.step_ended_at(journal.run, PROMOTE)
     return {"request_id": tags["request_id"], "status": "completed", "verified": True, "promoted": True,
             "method": tags.get("method"), "guarantee": tags.get("guarantee"),
             "model": {"name": journal.model, "version": new, "parent_version": journal.parent_version},
             "data": {"before": journal.data_before, "after": tags.get("data_after")},
             "run_id": journal.run, "superseded": superseded, "certificate": None,
+            "timestamps": {"removed": removed.isoformat() if removed else None},
             "interrupted": "the run was killed after its promotion; a later command finished its release "
                            "(no certificate: its verification's record is in its child runs)"}
 

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import mlflow
@@ -585,6 +586,15 @@ def test_a_comply_killed_after_its_promotion_completes_its_requests_on_the_next_
     assert ledger.show(workspace, "GDPR-CS").status == "completed"
     assert main_ok(["certificate", "verify", str(workspace / finished["certificate"])])
     assert main_ok(["ledger", "verify"])
+    # the certificate completed from the rebuilt result carries when production moved, as a full one
+    # does (`timestamps.removed` was null): the end of the killed run's promote step
+    certificate = json.loads((workspace / finished["certificate"]).read_text())
+    times = certificate["timestamps"]
+    (promoted,) = [run for run in forget_runs("promote") if run.data.tags["mlflow.parentRunId"] == committed["run"]]
+    assert datetime.fromisoformat(times["removed"]) == datetime.fromtimestamp(promoted.info.end_time / 1000, timezone.utc)
+    assert datetime.fromisoformat(times["accepted"]) < datetime.fromisoformat(times["removed"]) \
+        < datetime.fromisoformat(times["completed"]) + timedelta(seconds=1)
+    assert certificate["timings"]["time_to_removal_s"] > 0
 
 
 def test_no_room_for_the_escrow_fails_the_request_before_its_promotion(workspace, people_csv, capsys, monkeypatch):
