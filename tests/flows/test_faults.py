@@ -518,6 +518,33 @@ def test_a_forget_killed_after_its_promotion_is_finished_as_a_completed_one_and_
     assert "GDPR-KS was already processed: model people v2" in capsys.readouterr().out
 
 
+def test_a_forget_failing_after_its_promotion_is_finished_as_a_killed_one_and_a_rerun_says_so(
+        workspace, people_csv, capsys, monkeypatch):
+    """An exception after the commit point (here in the purge of the superseded versions) only marked
+    v1 superseded: v1 stayed loadable with its encoded copy of the erased rows, no result was logged,
+    and the rerun of the request exited 2 ("record ids are not in dataset") where a kill at the same
+    place is finished by the next command (review, session 21)."""
+    from tasks import state
+
+    add_and_train(people_csv, capsys)
+    tracking.connect(workspace)
+    v1_run = MlflowClient().get_model_version("people", "1").run_id
+    path = request_file(workspace, id="GDPR-FP", delete_records=REMOVED)
+    with monkeypatch.context() as patched:
+        patched.setattr(release, "purge_due", injected("purge"))
+        with pytest.raises(RuntimeError, match="injected purge failure"):
+            main(["forget", str(path)])
+    assert production(workspace) == "2" and not release.open_journals(workspace)
+    v1 = MlflowClient().get_model_version("people", "1")
+    assert "purged" in v1.tags and not v1.aliases  # finished as the recovery finishes a killed run
+    assert state.model_state_files(workspace, v1_run) == []
+    (failed,) = forget_runs("forget GDPR-FP")
+    assert failed.info.status == "FAILED"  # the run did fail; its release was finished all the same
+    capsys.readouterr()
+    assert main(["forget", str(path)]) == 0
+    assert "GDPR-FP was already processed: model people v2" in capsys.readouterr().out
+
+
 KILLED_AFTER_THE_JOURNAL = """
 import os, sys
 from tasks import release
