@@ -156,7 +156,7 @@ def finish_interrupted(root: Path, journal: Journal, new: str, marked: list[dict
 
 
 def interrupted_result(journal: Journal, new: str, tags: dict, superseded: list[dict]) -> dict:
-    """The summary of a forget run killed after its promotion, from its registered version's tags,
+    """The summary of a forget run killed (or failed) after its promotion, from its registered version's tags,
     and when production moved: the end of the run's promote step (tasks.common.promote)."""
     removed = tracking.step_ended_at(journal.run, PROMOTE)
     return {"request_id": tags["request_id"], "status": "completed", "verified": True, "promoted": True,

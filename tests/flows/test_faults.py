@@ -545,6 +545,28 @@ def test_a_forget_failing_after_its_promotion_is_finished_as_a_killed_one_and_a_
     assert "GDPR-FP was already processed: model people v2" in capsys.readouterr().out
 
 
+def test_a_comply_batch_failing_after_its_promotion_completes_its_requests(workspace, people_csv, capsys,
+                                                                           monkeypatch):
+    """The batch's exception after the commit point failed its requests (pending again) though
+    production no longer held their records, which a retry refuses ("record ids are not in
+    dataset"). Its release finished in place, they are completed from the result it logged."""
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id="GDPR-CF", delete_records=REMOVED)
+    assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+    with monkeypatch.context() as patched:
+        patched.setattr(release, "purge_due", injected("purge"))
+        code, out = run_json(capsys, ["comply"])
+    assert code == 0, out
+    (done,) = out["requests"]
+    assert done["id"] == "GDPR-CF" and done["status"] == "completed" and production(workspace) == "2"
+    assert ledger.show(workspace, "GDPR-CF").status == "completed"
+    certificate = json.loads((workspace / done["certificate"]).read_text())
+    assert certificate["timestamps"]["removed"] and main_ok(["certificate", "verify", str(workspace / done["certificate"])])
+    code, again = run_json(capsys, ["comply"])  # nothing left to retry
+    assert code == 0 and again["requests"] == [] and production(workspace) == "2"
+    assert not list((workspace / ".unlearn" / "batches").glob("*.json"))
+
+
 KILLED_AFTER_THE_JOURNAL = """
 import os, sys
 from tasks import release
