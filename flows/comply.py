@@ -86,7 +86,8 @@ def run_forget(root: Path, requests: list, merged: list, path: Path | None, keep
     nothing), its request file `path` written first if not given: (that file, the run's summary,
     None when verified, else why it failed). `rows`: the deleted images' hashes, kept in the batch's
     manifest for a run that finishes it after a kill. A full disk or an unwritable project is no request's
-    fault: the requests are failed and the comply run stops."""
+    fault: the requests are failed and the comply run stops. A run that raised after its promotion ends
+    with the result its release logged (`batches.finished_in_place`)."""
     try:
         path = path or batches.batch_file(root, merged)
         batches.keep_erased_rows(root, path, rows)
@@ -97,6 +98,10 @@ def run_forget(root: Path, requests: list, merged: list, path: Path | None, keep
             for request in requests:
                 outcomes.fail_quietly(root, request, failure_reason(exc))
             raise
+        # after its promotion the records are gone: failed, its requests would fail on every retry
+        finished = batches.finished_in_place(root, path, requests)
+        if finished is not None:
+            return path, finished, None
         return path, None, failure_reason(exc)
     return path, summary, None if summary.get("verified") else outcomes.verification_failure(summary)
 

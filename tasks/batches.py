@@ -130,6 +130,14 @@ def completes_from(summary: dict, requests: list) -> bool:
                                                      is not None for r in requests)
 
 
+def finished_in_place(root: Path, merged_path: Path | None, requests: list) -> dict | None:
+    """The result of a batch whose forget run raised after its promotion, which the run's release
+    logged finishing in place as for a killed run (tasks.release), when its members can be completed
+    from it (`completes_from`); else None: not promoted, or left to be failed as before."""
+    summary = promoted_result(root, merged_path) if merged_path is not None else None
+    return summary if summary is not None and completes_from(summary, requests) else None
+
+
 def promoted_result(root: Path, merged_path: Path) -> dict | None:
     """The recorded result of a merged batch request whose model version was promoted, or None."""
     if not merged_path.exists() or not tracking.store_exists(root):

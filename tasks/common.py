@@ -25,6 +25,7 @@ from tasks import dvc, state, tracking
 from unlearning.compliance.requests import UnlearningRequest
 from unlearning.errors import UnlearnError, masking_failures
 from unlearning.numbers import whole_number_as_written
+from unlearning.storage import is_os_litter
 from unlearning.tabular import verify
 
 
@@ -96,9 +97,12 @@ RETRAINED_AS_TRAINED = "retrained_as_trained"
 
 
 def dataset_digest(root: Path, name: str) -> str:
-    """sha256 over one dataset's files: its version within the repository-wide data.dvc."""
+    """sha256 over one dataset's files: its version within the repository-wide data.dvc, which leaves
+    OS litter out (.dvcignore), as this does."""
     h = hashlib.sha256()
     for path in sorted((Path(root) / "data" / name).iterdir()):
+        if is_os_litter(path.name):
+            continue
         h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
 
@@ -311,8 +315,11 @@ def register(lineage: Lineage, name: str, bundle, b, version_tags: dict,
     return version, run_id, digest
 
 
-@step("promote")
+PROMOTE = "promote"  # the step, and its child run, that moves `production`: its end is when data left production
+
+
+@step(PROMOTE)
 def promote(lineage: Lineage, name: str, version: str) -> None:
-    with lineage.child("promote") as run_id:
+    with lineage.child(PROMOTE) as run_id:
         tracking.promote(name, version)
         tracking.log_params(run_id, {"alias": tracking.PRODUCTION, "version": version})

@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from unlearning.errors import UnlearnError
+from unlearning.storage import OS_LITTER
 
 DEFAULT_REMOTE = "local"
 DATA_DIR = "data"
@@ -29,8 +30,11 @@ DVC_FILE = "data.dvc"
 STORAGE_DIR = ".dvc-storage"
 SITE_CACHE_DIR = "site-cache"  # inside .dvc/
 _GITIGNORE_LINES = ("/config.local", "/tmp", "/cache", f"/{SITE_CACHE_DIR}")
-# save_table stages into hidden sibling folders; one left by a crash must not enter a version.
-_DVCIGNORE_LINES = ("# staging folders of an interrupted save_table", ".*.new-*", ".*.old-*")
+# save_table stages into hidden sibling folders; one left by a crash must not enter a version, nor
+# what a file manager leaves in data/ (OS_LITTER).
+_DVCIGNORE_LINES = ("# staging folders of an interrupted save_table", ".*.new-*", ".*.old-*",
+                    "# what file managers and office suites leave beside files (unlearning.storage.OS_LITTER)",
+                    *OS_LITTER)
 
 
 @contextmanager
@@ -99,6 +103,10 @@ def ensure_repo(root: Path) -> None:
                 Repo.init(str(root), subdir=toplevel != root).close()
         _ensure_config(root)
     _ensure_lines(root / ".dvc" / ".gitignore", _GITIGNORE_LINES)
+    _ensure_dvcignore(root)
+
+
+def _ensure_dvcignore(root: Path) -> None:
     _ensure_lines(root / ".dvcignore", _DVCIGNORE_LINES)
 
 
@@ -163,10 +171,13 @@ def require_checked_out(root: Path) -> None:
     """Refuse data/ whose content is not the version data.dvc names: a `data add` killed between
     writing data/NAME and its `dvc add`, or files changed by hand. What is trained on it would be
     tagged with a data version that does not hold its rows (wrong lineage). DVC's state database
-    keeps the files' hashes by inode and mtime, so an unchanged data/ is not read again."""
+    keeps the files' hashes by inode and mtime, so an unchanged data/ is not read again. OS litter
+    (a Finder's .DS_Store) is no difference: a project set up before .dvcignore listed it gets the
+    lines here, not only at its next `data add`."""
     root = Path(root).resolve()
     if not (root / DVC_FILE).is_file():
         return  # no version to differ from (`load_data` says it is not versioned yet)
+    _ensure_dvcignore(root)
     with _open(root) as repo:
         status = repo.status(targets=[str(root / DVC_FILE)])
     # keyed by data.dvc's path relative to the current directory, which need not be the project

@@ -41,7 +41,9 @@ def complete_batch(root: Path, requests: list, summary: dict, members: list[str]
     notes = notes or {}
     if not summary.get("verified"):
         return [fail(root, r, verification_failure(summary)) for r in requests]
-    batch_cert = tracking.load_json(summary["run_id"], "certificate.json") or {}
+    # a run killed (or failed) after its promotion logged no certificate: its rebuilt result still says when
+    # production moved (tasks.release.interrupted_result)
+    batch_cert = tracking.load_json(summary["run_id"], "certificate.json") or {"timestamps": summary.get("timestamps")}
     plots = tracking.run_plots(summary["run_id"])  # embedded in every member's HTML report
     model = {"name": summary["model"]["name"], "version": summary["model"]["version"]}
     out = []

@@ -39,7 +39,7 @@ from pathlib import Path
 
 
 from tasks import dvc, state, tracking
-from tasks.common import step, Lineage, Plan
+from tasks.common import PROMOTE, step, Lineage, Plan
 from unlearning.compliance import purge as rule
 from unlearning.errors import UnlearnError, failure_reason
 
@@ -112,8 +112,8 @@ def promoted(journal: Journal) -> str | None:
 def finish(root: Path, journal: Journal, reason: str, interrupted: bool = False) -> dict:
     """Commit (production moved: make sure the superseded versions are scheduled for purging) or
     roll back (restore the data, tag the run's candidate versions); then drop the journal.
-    `interrupted`: the run's process is gone (`recover`), so what it did not get to after its
-    promotion is done here (`finish_interrupted`), and its MLflow run is ended."""
+    `interrupted`: the run will not get to what follows its promotion (its process is gone:
+    `recover`; or it raised), so that is done here (`finish_interrupted`), and its MLflow run is ended."""
     new = promoted(journal)
     state.settle_escrow(root, journal.model, journal.run, promoted=new is not None)
     if new is not None:
@@ -140,7 +140,7 @@ def finish(root: Path, journal: Journal, reason: str, interrupted: bool = False)
 
 
 def finish_interrupted(root: Path, journal: Journal, new: str, marked: list[dict], now: datetime) -> list[dict]:
-    """What a run killed after its promotion did not get to, as its own end does it: the superseded
+    """What a run killed (or failed) after its promotion did not get to, as its own end does it: the superseded
     versions due now purged (model files, private state such as the encoded rows of the old data,
     the old data version's DVC objects), a forget run's `result.json` (what a rerun of the request
     answers "already processed" from), its MLflow run ended. No certificate: the verification it
@@ -156,14 +156,17 @@ def finish_interrupted(root: Path, journal: Journal, new: str, marked: list[dict
 
 
 def interrupted_result(journal: Journal, new: str, tags: dict, superseded: list[dict]) -> dict:
-    """The summary of a forget run killed after its promotion, from its registered version's tags."""
+    """The summary of a forget run killed (or failed) after its promotion, from its registered version's tags,
+    and when production moved: the end of the run's promote step (tasks.common.promote)."""
+    removed = tracking.step_ended_at(journal.run, PROMOTE)
     return {"request_id": tags["request_id"], "status": "completed", "verified": True, "promoted": True,
             "method": tags.get("method"), "guarantee": tags.get("guarantee"),
             "model": {"name": journal.model, "version": new, "parent_version": journal.parent_version},
             "data": {"before": journal.data_before, "after": tags.get("data_after")},
             "run_id": journal.run, "superseded": superseded, "certificate": None,
-            "interrupted": "the run was killed after its promotion; a later command finished its release "
-                           "(no certificate: its verification's record is in its child runs)"}
+            "timestamps": {"removed": removed.isoformat() if removed else None},
+            "interrupted": "the run stopped (killed, or failed) after its promotion; its release was finished "
+                           "without it (no certificate: its verification's record is in its child runs)"}
 
 
 @contextmanager
@@ -178,7 +181,9 @@ def rollback_unless_promoted(lineage: Lineage, plan: Plan, keep_days: int | None
         except BaseException as exc:
             reason = failure_reason(exc)  # an MLflow tag and the run's outcome: any exception may quote a value
             try:
-                outcome.update(finish(lineage.root, journal, f"failed: {reason}"))
+                # after the promotion, what the run will not get to now is done as for a killed run: a
+                # rerun of the request then answers "already processed" (its records are gone)
+                outcome.update(finish(lineage.root, journal, f"failed: {reason}", interrupted=True))
             except Exception:  # noqa: BLE001 — the journal stays; the next release finishes it
                 pass
             raise

@@ -13,6 +13,7 @@ import os
 import tempfile
 import time
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 import mlflow
@@ -138,6 +139,17 @@ def end_if_running(run_id: str, ok: bool) -> None:
     """End a run its killed process left RUNNING; one that ended keeps its status."""
     if client().get_run(run_id).info.status == "RUNNING":
         end_run(run_id, ok)
+
+
+def step_ended_at(parent_id: str, step: str) -> datetime | None:
+    """When the last child run of `parent_id` for `step` (Lineage.child) ended, UTC; its start when a
+    killed process left it running; None without one."""
+    store = client()
+    parent = store.get_run(parent_id)
+    runs = store.search_runs([parent.info.experiment_id],
+                             f"tags.mlflow.parentRunId = '{parent_id}' and tags.step = '{step}'")
+    times = [run.info.end_time or run.info.start_time for run in runs]
+    return datetime.fromtimestamp(max(times) / 1000, timezone.utc) if times else None
 
 
 def set_run_tags(run_id: str, tags: dict) -> None:

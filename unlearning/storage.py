@@ -4,6 +4,7 @@ Shared by every kind of dataset (tables, text corpora, image sets)."""
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import shutil
@@ -72,6 +73,22 @@ def check_name(name: str) -> None:
             f"dataset name {name!r} is not allowed; use lower-case letters, digits, '_' and '-', "
             "starting with a letter or digit"
         )
+
+
+# What file managers, thumbnailers and office suites leave beside a user's files, by name (gitignore
+# patterns: DVC's .dvcignore takes them as they are). A Finder window opened on data/ is not a change to
+# the data: without these, its .DS_Store made the data "differ from its DVC version" and training refuse.
+OS_LITTER = (
+    ".DS_Store", "._*", ".AppleDouble", ".Spotlight-V100", ".Trashes", ".fseventsd", ".TemporaryItems",  # macOS
+    "Thumbs.db", "ehthumbs.db", "[Dd]esktop.ini", "$RECYCLE.BIN",  # Windows
+    ".directory", ".Trash-*",  # Linux desktops
+    ".~lock.*#",  # LibreOffice, while a table is open in it
+)
+
+
+def is_os_litter(name: str) -> bool:
+    """Whether a file or folder named `name` is OS litter (OS_LITTER), not part of a dataset."""
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in OS_LITTER)
 
 
 def staging_dir(directory: Path, kind: str) -> Path:

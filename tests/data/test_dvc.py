@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tasks.common import dataset_digest
 from tasks.data import add_dataset, load_dataset
 from tasks.dvc import (
     DEFAULT_REMOTE,
@@ -12,6 +13,7 @@ from tasks.dvc import (
     data_version,
     ensure_repo,
     purge_version,
+    require_checked_out,
     version_objects,
 )
 from unlearning.errors import UnlearnError
@@ -86,6 +88,35 @@ def test_leftover_staging_folders_stay_out_of_the_version(tmp_path, toy_csv):
     leftover.mkdir()
     (leftover / "records.csv").write_text("pid,age\n")
     assert add_data(root) == version
+
+
+# what Finder, Explorer and LibreOffice leave where a user looked at the data
+LITTER = ["data/.DS_Store", "data/toy/.DS_Store", "data/toy/._records.csv", "data/Thumbs.db", "data/toy/desktop.ini",
+          "data/toy/.~lock.records.csv#"]
+
+
+def test_os_litter_in_data_is_no_change_to_its_version(tmp_path, toy_csv):
+    """A .DS_Store a Finder window left in data/ made `unlearn train` refuse: "data/ differs from its
+    DVC version" (red team, session 21)."""
+    root = tmp_path / "project"
+    _, version = add_dataset(root, "toy", file=toy_csv, target="y", id_column="pid")
+    digest = dataset_digest(root, "toy")
+    for litter in LITTER:
+        (root / litter).write_bytes(b"\0\1")
+    require_checked_out(root)
+    assert dataset_digest(root, "toy") == digest  # what a request checks its model was trained on
+    assert add_data(root) == version  # and it never enters a version
+    (root / "data" / "toy" / "notes.txt").write_text("a file of the user's")
+    with pytest.raises(UnlearnError, match="data/ differs from its DVC version"):
+        require_checked_out(root)
+
+
+def test_a_project_set_up_before_dvcignore_listed_os_litter_takes_it_too(tmp_path, toy_csv):
+    root = tmp_path / "project"
+    add_dataset(root, "toy", file=toy_csv, target="y", id_column="pid")
+    (root / ".dvcignore").write_text("# staging folders of an interrupted save_table\n.*.new-*\n.*.old-*\n")
+    (root / "data" / ".DS_Store").write_bytes(b"\0")
+    require_checked_out(root)
 
 
 def test_purge_refuses_the_current_version_and_unknown_ones(tmp_path, toy_csv):

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import mlflow
@@ -517,6 +518,55 @@ def test_a_forget_killed_after_its_promotion_is_finished_as_a_completed_one_and_
     assert "GDPR-KS was already processed: model people v2" in capsys.readouterr().out
 
 
+def test_a_forget_failing_after_its_promotion_is_finished_as_a_killed_one_and_a_rerun_says_so(
+        workspace, people_csv, capsys, monkeypatch):
+    """An exception after the commit point (here in the purge of the superseded versions) only marked
+    v1 superseded: v1 stayed loadable with its encoded copy of the erased rows, no result was logged,
+    and the rerun of the request exited 2 ("record ids are not in dataset") where a kill at the same
+    place is finished by the next command (review, session 21)."""
+    from tasks import state
+
+    add_and_train(people_csv, capsys)
+    tracking.connect(workspace)
+    v1_run = MlflowClient().get_model_version("people", "1").run_id
+    path = request_file(workspace, id="GDPR-FP", delete_records=REMOVED)
+    with monkeypatch.context() as patched:
+        patched.setattr(release, "purge_due", injected("purge"))
+        with pytest.raises(RuntimeError, match="injected purge failure"):
+            main(["forget", str(path)])
+    assert production(workspace) == "2" and not release.open_journals(workspace)
+    v1 = MlflowClient().get_model_version("people", "1")
+    assert "purged" in v1.tags and not v1.aliases  # finished as the recovery finishes a killed run
+    assert state.model_state_files(workspace, v1_run) == []
+    (failed,) = forget_runs("forget GDPR-FP")
+    assert failed.info.status == "FAILED"  # the run did fail; its release was finished all the same
+    capsys.readouterr()
+    assert main(["forget", str(path)]) == 0
+    assert "GDPR-FP was already processed: model people v2" in capsys.readouterr().out
+
+
+def test_a_comply_batch_failing_after_its_promotion_completes_its_requests(workspace, people_csv, capsys,
+                                                                           monkeypatch):
+    """The batch's exception after the commit point failed its requests (pending again) though
+    production no longer held their records, which a retry refuses ("record ids are not in
+    dataset"). Its release finished in place, they are completed from the result it logged."""
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id="GDPR-CF", delete_records=REMOVED)
+    assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+    with monkeypatch.context() as patched:
+        patched.setattr(release, "purge_due", injected("purge"))
+        code, out = run_json(capsys, ["comply"])
+    assert code == 0, out
+    (done,) = out["requests"]
+    assert done["id"] == "GDPR-CF" and done["status"] == "completed" and production(workspace) == "2"
+    assert ledger.show(workspace, "GDPR-CF").status == "completed"
+    certificate = json.loads((workspace / done["certificate"]).read_text())
+    assert certificate["timestamps"]["removed"] and main_ok(["certificate", "verify", str(workspace / done["certificate"])])
+    code, again = run_json(capsys, ["comply"])  # nothing left to retry
+    assert code == 0 and again["requests"] == [] and production(workspace) == "2"
+    assert not list((workspace / ".unlearn" / "batches").glob("*.json"))
+
+
 KILLED_AFTER_THE_JOURNAL = """
 import os, sys
 from tasks import release
@@ -585,6 +635,15 @@ def test_a_comply_killed_after_its_promotion_completes_its_requests_on_the_next_
     assert ledger.show(workspace, "GDPR-CS").status == "completed"
     assert main_ok(["certificate", "verify", str(workspace / finished["certificate"])])
     assert main_ok(["ledger", "verify"])
+    # the certificate completed from the rebuilt result carries when production moved, as a full one
+    # does (`timestamps.removed` was null): the end of the killed run's promote step
+    certificate = json.loads((workspace / finished["certificate"]).read_text())
+    times = certificate["timestamps"]
+    (promoted,) = [run for run in forget_runs("promote") if run.data.tags["mlflow.parentRunId"] == committed["run"]]
+    assert datetime.fromisoformat(times["removed"]) == datetime.fromtimestamp(promoted.info.end_time / 1000, timezone.utc)
+    assert datetime.fromisoformat(times["accepted"]) < datetime.fromisoformat(times["removed"]) \
+        < datetime.fromisoformat(times["completed"]) + timedelta(seconds=1)
+    assert certificate["timings"]["time_to_removal_s"] > 0
 
 
 def test_no_room_for_the_escrow_fails_the_request_before_its_promotion(workspace, people_csv, capsys, monkeypatch):

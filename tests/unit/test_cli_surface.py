@@ -68,6 +68,25 @@ def test_every_numeric_option_reads_numbers_as_written(written, capsys):
         assert "ASCII digits" in capsys.readouterr().err, (path, option)
 
 
+@pytest.mark.parametrize("argv, usage", [
+    (["forget", "r.yaml", "--bogus", "1"], "unlearn forget"),
+    (["requests", "submit", "r.yaml", "--bogus"], "unlearn requests submit"),
+    (["--bogus", "forget", "r.yaml"], "unlearn"),
+])
+def test_an_unrecognized_argument_points_at_the_usage_of_the_command_that_refused_it(argv, usage, capsys):
+    """argparse refuses a sub-command's unrecognized arguments in the top parser: the line said
+    `see \`unlearn --help\``, whose usage lists no option of `forget` (review, session 21)."""
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1, err
+    assert err.endswith(f"; see `{usage} --help`\n"), err
+
+
+def test_parsed_arguments_carry_nothing_of_the_refusal_bookkeeping():
+    assert not [key for key in vars(build_parser().parse_args(["forget", "r.yaml"])) if key.startswith("_")]
+
+
 def test_version_names_the_package_version_and_the_commit_of_the_code(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])

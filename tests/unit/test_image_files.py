@@ -71,6 +71,8 @@ def test_ids_classes_and_split_of_a_folder(tmp_path):
     (folder / "disc" / "2024").mkdir()
     Image.new("L", (20, 30), 200).save(folder / "disc" / "2024" / "late.PNG")
     (folder / "disc" / ".DS_Store").write_bytes(b"\0")
+    (folder / "disc" / "Thumbs.db").write_bytes(b"\0")  # Explorer's thumbnails: refused as not an image before
+    (folder / "desktop.ini").write_text("[.ShellClassInfo]\n")
     dataset = read_image_folder("shapes", folder, 12)
     assert dataset.classes == CLASSES and dataset.images.shape == (19, 1, 12, 12)
     assert list(dataset.record_ids) == sorted(dataset.record_ids) and "disc/2024/late.PNG" in dataset.record_ids

@@ -50,6 +50,7 @@ import numpy as np
 
 from unlearning.errors import UnlearnError
 from unlearning.images.data import ImageDataset, image_dataset
+from unlearning.storage import is_os_litter
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 FORMATS = ("JPEG", "PNG")  # a camera's MPO (multi-picture JPEG) opens as JPEG
@@ -97,11 +98,11 @@ def check_size(size: int) -> None:
 
 def image_files(directory: Path) -> dict[str, Path]:
     """{record id: path} of every image file under the class folders, sorted by id; refuses any
-    other file (hidden ones skipped) before a single image is decoded."""
+    other file (hidden ones and OS litter such as Thumbs.db skipped) before a single image is decoded."""
     files: dict[str, Path] = {}
     for path in directory.rglob("*"):  # counted as listed: a huge tree is refused before sorting
         relative = path.relative_to(directory)
-        if any(part.startswith(".") for part in relative.parts):
+        if any(part.startswith(".") or is_os_litter(part) for part in relative.parts):
             continue
         record_id = relative.as_posix()
         if path.is_dir():
