@@ -205,7 +205,10 @@ GLUED_SITES = ["data file '/data/card_{v}.csv' not found; check the path given w
                "unknown model 'bead{v}': no registered version with alias 'production'",
                "checkpoint /ckpt/e{v} does not exist: pass a directory written by save_pretrained",
                "data file '/x/{v}abc.csv' not found; check the path given with --file",
-               "unknown feature 'acct{v}' in revoke_features; valid features: age, sex, race"]  # glued in front
+               "unknown feature 'acct{v}' in revoke_features; valid features: age, sex, race",  # glued in front
+               # glued behind: to letters ("alice@example.comfoo") and to '_' and digits
+               "unknown feature '{v}foo' in revoke_features; valid features: age, sex, race",
+               "data file '/data/{v}_2024.csv' not found; check the path given with --file"]
 SITES += GLUED_SITES
 
 
