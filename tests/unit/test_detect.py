@@ -155,9 +155,25 @@ def test_email_detector_finds(text, value):
     assert found(text, "email") == [value]
 
 
+@pytest.mark.parametrize("text,value", [
+    ("exportalice@example.com_v2 failed", "exportalice@example.com"),  # '_' is no part of a domain
+    ("records alice@example.com-4012888888881881", "alice@example.com"),  # nor a label ending in '-'
+    ("alice@example.com2024", "alice@example.com"),  # a top-level domain has no digits
+    ("/data/card_alice@example.com.csv", "card_alice@example.com"),  # a file extension is no domain
+    ("/x/bob+x@mail.co.uk.json", "bob+x@mail.co.uk"),
+    ("/x/alice@example.comabc.csv", "alice@example.comabc"),  # letters: the top-level domain, shown masked
+    ("a@example.com-x.org", "a@example.com-x.org"), ("a@example.com1.net", "a@example.com1.net"),  # one domain
+])  # fmt: skip
+def test_an_email_address_glued_to_what_follows_it_is_found_whole(text, value):
+    """An address followed by '_', a digit, '-' and digits, or a file extension was no address at all
+    (the top-level domain had to end at a non-word character): a message printed it whole."""
+    assert found(text, "email") == [value]
+
+
 @pytest.mark.parametrize("text", [
     "logo@2x.png", "npm i left-pad@1.3.0", "ssh deploy@localhost", "@handle", "foo@bar.c",
     "j***@e******.com", "postgres://admin:S3cret99@db.internal:5432/app", "a@@example.com",
+    "a@b.png.csv", "icon@2x.png.json",  # what is left without the file extension is no domain either
 ])  # fmt: skip
 def test_email_detector_rejects(text):
     assert found(text, "email") == []

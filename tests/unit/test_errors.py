@@ -223,6 +223,28 @@ def test_a_value_glued_to_a_letter_or_underscore_or_in_a_path_is_masked(kind, si
         assert shown_as.count(mask(value, detector)) == 1, shown_as
 
 
+# Glued to what follows: a value's own characters do not say where it ends.
+BEHIND_SITES = {
+    "letters, in a path": "data file '/x/{v}abc.csv' not found; check the path given with --file",
+    "letters, quoted": "unknown feature '{v}foo' in revoke_features; valid features: age, sex",
+    "'_' and digits, in a path": "data file '/data/{v}_2024.csv' not found; check the path given with --file",
+    "'_', not quoted": "export{v}_v2 failed: [Errno 28] No space left on device",
+    "a dash and a number": "records {v}-4012888888881881 are not in dataset 'people'",
+    "a file extension, after '_'": "data file '/data/card_{v}.csv' not found; check the path given with --file",
+}
+GLUED_BEHIND = ["e-mail"]
+
+
+@pytest.mark.parametrize("site", sorted(BEHIND_SITES))
+@pytest.mark.parametrize("kind", GLUED_BEHIND)
+def test_a_value_glued_to_what_follows_it_is_masked(kind, site):
+    """`exportalice@example.com_v2`, `/data/card_alice@example.com.csv` or `alice@example.com-4012…` in a
+    message were printed whole: the e-mail detector ended an address only at a non-word character."""
+    value, _ = SECRETS[kind]
+    shown_as = str(UnlearnError(BEHIND_SITES[site].format(v=value)))
+    assert value[1:-1] not in shown_as, shown_as
+
+
 GLUED_LEGITIMATE = [
     "artifact sha256_9f86d081884c7d659a2fe4111111111111111aa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 differs",
     "run 3f9a2c0e5b7d4e1f84111111111111111c9b_model has no certificate",  # a hex string holding 16 digits
