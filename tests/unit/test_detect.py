@@ -132,6 +132,20 @@ def test_iban_detector_finds(text, value):
     assert found(text, "iban") == [value]
 
 
+@pytest.mark.parametrize("text,value,detector", [
+    ("/x/GB82WEST12345698765432abc.csv", "GB82WEST12345698765432", "iban"),  # printed IBANs are upper case
+    ("'DE89 3704 0044 0532 0130 00foo'", "DE89 3704 0044 0532 0130 00", "iban"),
+    ("/x/AKIAIOSFODNN7EXAMPLEabc.csv", "AKIAIOSFODNN7EXAMPLE", "secret"),  # AWS keys are upper case
+    ("ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789_v2", "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789", "secret"),
+    ("ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789-4012", "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789", "secret"),
+    ("github_pat_" + "11ABCDEFG0" * 6 + "-4012", "github_pat_" + "11ABCDEFG0" * 6, "secret"),
+])  # fmt: skip
+def test_a_value_glued_to_characters_its_format_has_none_of_is_found(text, value, detector):
+    """Such a value ended only at a character no token has: an IBAN or AWS key glued to lower-case
+    letters, a GitHub token glued to '_' or '-', was none."""
+    assert found(text, detector) == [value]
+
+
 @pytest.mark.parametrize("text", [
     "IBAN DE89 3704 0044 0532 0130 01",  # check digits wrong
     "DE89 3704 0044 0532 0130",  # too short for Germany

@@ -232,14 +232,17 @@ BEHIND_SITES = {
     "a dash and a number": "records {v}-4012888888881881 are not in dataset 'people'",
     "a file extension, after '_'": "data file '/data/card_{v}.csv' not found; check the path given with --file",
 }
-GLUED_BEHIND = ["e-mail"]
+GLUED_BEHIND = ["e-mail", "IBAN", "IBAN, no spaces", "AWS key", "GitHub token"]
 
 
 @pytest.mark.parametrize("site", sorted(BEHIND_SITES))
 @pytest.mark.parametrize("kind", GLUED_BEHIND)
 def test_a_value_glued_to_what_follows_it_is_masked(kind, site):
     """`exportalice@example.com_v2`, `/data/card_alice@example.com.csv` or `alice@example.com-4012…` in a
-    message were printed whole: the e-mail detector ended an address only at a non-word character."""
+    message were printed whole: the e-mail detector ended an address only at a non-word character; so were
+    `/x/AKIAIOSFODNN7EXAMPLEabc.csv`, `'GB82WEST12345698765432foo'` and `ghp_…_v2`: the IBAN and token
+    formats ended at one only, though lower-case letters (IBAN, AWS) or '_' and '-' (GitHub) are none
+    of theirs."""
     value, _ = SECRETS[kind]
     shown_as = str(UnlearnError(BEHIND_SITES[site].format(v=value)))
     assert value[1:-1] not in shown_as, shown_as
