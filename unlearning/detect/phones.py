@@ -8,7 +8,9 @@ have at least 9 digits and a phone-like structure:
   unless it is a dashed extension ("+49 (0)89 123456-0");
 - national, 9–12 digits, every group ≥ 2 digits (bar a leading NANP `1`), and one of: a
   parenthesised area code; a leading trunk `0` ("020 7946 0958", "06-12345678"); the NANP shape
-  1?-NXX-NXX-dddd; or at least three groups of 2–4 digits ("612 34 56 78");
+  1?-NXX-NXX-dddd; or three or more groups of 2–4 digits grouped as a number is dialled, a prefix
+  of 2–3 digits then 3-4, 4-4, 2-2-2 or 3-2-2 ("612 34 56 78", "138 1234 5678"; any grouping with
+  a phone word nearby: "1024 512 2048" is a list of sizes);
 - a bare run of 9–12 digits only with a phone word nearby ("tel", "call", "mobile"…) and a
   trunk `0` or the NANP shape.
 
@@ -131,7 +133,7 @@ def _national_ok(raw: str, groups: list[str], context: bool) -> bool:
     if nanp or trunk or parenthesised:
         return True
     shaped = len(groups) >= 3 and all(2 <= len(g) <= 4 for g in groups)
-    return shaped and (context or not (_thousands(groups) or _ssn(raw)))
+    return shaped and (context or (_grouped_as_dialled(groups) and not (_thousands(groups) or _ssn(raw))))
 
 
 def _bare_ok(digits: str) -> bool:
@@ -160,6 +162,19 @@ def _small_numbers(groups: list[str]) -> bool:
     """Six or more 1–2 digit groups ("04 11 23 35 42 49"): drawn numbers, scores, a list — national
     numbers written in pairs have at most five ("06 12 34 56 78")."""
     return len(groups) >= 6 and all(len(g) <= 2 for g in groups)
+
+
+# How a national number with no trunk 0, area code in parentheses or `+` is grouped after its area or
+# mobile prefix of 2–3 digits: 3-4 (North America, Italy, Greece, Malaysia), 4-4 (China, Mexico,
+# Argentina), 2-2-2 and 3-2-2 (Spain, Poland, Turkey, Russia); 3-3-3 reads as thousands (`_thousands`).
+_SUBSCRIBER_GROUPINGS = frozenset({(3, 4), (4, 4), (2, 2, 2), (3, 2, 2)})
+
+
+def _grouped_as_dialled(groups: list[str]) -> bool:
+    """Whether groups of 2–4 digits with no other sign of a phone number are grouped as one is written
+    ("612 34 56 78", "138 1234 5678", "55 1234 5678"): numbers a message lists side by side are grouped
+    as they come ("1024 512 2048", "32 784 2048 784")."""
+    return 2 <= len(groups[0]) <= 3 and tuple(len(g) for g in groups[1:]) in _SUBSCRIBER_GROUPINGS
 
 
 def _thousands(groups: list[str]) -> bool:
