@@ -223,6 +223,25 @@ def test_numbers_side_by_side_grouped_as_they_come_are_no_phone(numbers):
     assert found(f"call {numbers}", "phone") == [numbers]
 
 
+@pytest.mark.parametrize("text,values", [
+    ("+44 20 7946 0958 4012888888881881", ["+44 20 7946 0958"]),
+    ("4012888888881881 (415) 555-2671", ["(415) 555-2671"]),
+    ("+1 (415) 555-2671-4012888888881881-415.555.2671", ["+1 (415) 555-2671", "415.555.2671"]),
+    ("4012888888881881 0044 20 7946 0958", ["0044 20 7946 0958"]),
+    # the first or last groups of a list or a date stamp: any three make a national number
+    ("784 256 1024 4096", []), ("60000 512 784 1024", []), ("2004-03-09_00-38-45/2004/03/09", []),
+    ("12 34 56 78 90 12 34", []),
+])  # fmt: skip
+def test_a_phone_number_starting_or_ending_a_longer_run_is_found_unless_neighbours_excuse_it(text, values):
+    """In a message, a number beside a phone number excuses it no more than it does a card number
+    (unlearning.detect.scan.find_in_message); `unlearn scan` reads the run as one number, too long."""
+    from unlearning.detect.phones import PhoneDetector
+
+    unexcused = PhoneDetector(excused_by_words=False, excused_by_neighbours=False)
+    assert [text[m.start:m.end] for m in unexcused.find(text)] == values
+    assert found(text, "phone") == []
+
+
 def test_bare_digit_run_is_a_phone_only_with_a_phone_word():
     assert found("tel: 4155552671", "phone") == ["4155552671"]
     assert found("value 4155552671", "phone") == []

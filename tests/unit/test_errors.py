@@ -323,6 +323,25 @@ def test_card_numbers_side_by_side_in_a_message_are_each_masked(message):
     assert [m for m in find_matches(message) if m.detector == "card"] == []
 
 
+BESIDE_A_NUMBER = ["records {v} 4012888888881881 are not in dataset 'people'",
+                   "records {v}-4012888888881881 are not in dataset 'people'",
+                   "records 4012888888881881 {v} are not in dataset 'people'",
+                   "unknown feature '{v}-4012888888881881' in revoke_features"]
+
+
+@pytest.mark.parametrize("site", BESIDE_A_NUMBER)
+@pytest.mark.parametrize("phone", ["+44 20 7946 0958", "+1 (415) 555-2671", "(415) 555-2671", "+49 89 1234567",
+                                   "415-555-2671", "0044 20 7946 0958"])
+def test_a_phone_number_beside_another_number_in_a_message_is_masked(phone, site):
+    """`records +44 20 7946 0958 4012888888881881` printed the phone number raw: with the card number
+    after it, the phone detector read one run of 27 digits, too many for a phone number."""
+    from unlearning.detect import mask
+
+    card = "4012888888881881"
+    expected = site.format(v=mask(phone, "phone")).replace(card, mask(card, "card"))
+    assert str(UnlearnError(site.format(v=phone))) == expected
+
+
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
 X5C_JWT = "eyJ" + "hbGciOiJSUzI1NiIsIng1YyI6WyJNSUlD" * 40 + ".eyJzdWIiOiJhbGljZUBleGFtcGxlLmNvbSJ9." + "sIgNaTuRe_" * 30
 

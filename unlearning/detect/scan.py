@@ -75,9 +75,10 @@ MESSAGE_DETECTORS = tuple(DETECTORS)  # the built-in ones: stdlib only, fast, ne
 # What judges a message, and each part of a path alone: the message quotes what the user gave,
 # so no word next to a number excuses it as an order, invoice or ISBN ("id 555-123-4567", "order
 # +44 20 7946 0958" given as a feature name), and no number next to it makes a card number one of a
-# list ("4111111111111111 4012888888881881"). `unlearn scan` keeps both rules (DETECTORS).
+# list ("4111111111111111 4012888888881881") or a phone number part of a run too long to be one ("+44 20
+# 7946 0958 4012888888881881"). `unlearn scan` keeps both rules (DETECTORS).
 _IN_MESSAGES = {"card": CardDetector(excused_by_words=False, excused_by_neighbours=False),
-                "phone": PhoneDetector(excused_by_words=False)}
+                "phone": PhoneDetector(excused_by_words=False, excused_by_neighbours=False)}
 # A number, its digits grouped or not, also by a `+` or an area code ("tel+14155552671",
 # "export(415) 555-2671"): glued to a letter or '_', only the card and phone detectors miss it.
 _NUMBER = re.compile(r"[+(]?\d(?:[ ().\-/]{0,3}\d)*\)?")
