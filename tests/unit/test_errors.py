@@ -257,12 +257,27 @@ GLUED_LEGITIMATE = [
     "allowlist entry 'fa4111111111111111c9bde0' is not a fingerprint of this project's salt",  # 24 hex: a digest
     "flow run e443df78-9558-867f-5ba9-1faf7a024204 failed",  # a UUID: its groups are hex words too short alone
     "unknown feature passwordDE12",  # no IBAN: ungluing it makes no password of what follows the keyword
+    # an MLflow experiment's folder in a file store: 18 random digits, these a Luhn-valid Discover number
+    "run artifacts under ./mlruns/601174368327105934/3f9a2c0e5b7d4e1f8a6c9b2d0e4f7a1c/artifacts are missing",
+    "data file 'file:///home/alice/mlruns/601174368327105934/meta.yaml' not found",
+    "cannot read mlflow-artifacts:/601174368327105934/3f9a2c0e5b7d4e1f8a6c9b2d0e4f7a1c/artifacts/model",
 ]
 
 
 @pytest.mark.parametrize("message", GLUED_LEGITIMATE)
 def test_numbers_glued_to_words_in_digests_times_and_names_are_printed_as_written(message):
     assert str(UnlearnError(message)) == message
+
+
+@pytest.mark.parametrize("path", ["/data/{n}/model", "/mlruns/x_{n}/model", "/mlruns/0/{n}/model", "/mlruns/{c}/x"])
+def test_a_card_number_in_a_path_is_masked_unless_mlflow_named_an_experiment_folder_so(path):
+    """Only a part of digits right under `mlruns/` is exempt (what MLflow names an experiment's folder)."""
+    from unlearning.detect import mask
+
+    number, card = "601174368327105934", "4111 1111 1111 1111"
+    shown = str(UnlearnError(f"checkpoint {path.format(n=number, c=card)} does not exist"))
+    assert number not in shown and card not in shown
+    assert mask(number, "card") in shown or mask(card, "card") in shown
 
 
 @pytest.mark.parametrize("before, card, after", [("a", "4111-1111-1111-1111", ""), ("e", "4111111111111111", ""),

@@ -134,7 +134,21 @@ def _path_parts(text: str, start: int, end: int, spill: int = 0) -> list[tuple[i
     if spans and spill and spans[-1][1] == end:
         stop = _SPILL_STOP.search(text, end, end + spill)
         spans[-1] = (spans[-1][0], stop.start() if stop else min(end + spill, len(text)))
-    return [(s, e) for s, e in spans if sum(c.isdigit() for c in text[s:e]) >= _PART_MIN_DIGITS]
+    return [(s, e) for k, (s, e) in enumerate(spans)
+            if sum(c.isdigit() for c in text[s:e]) >= _PART_MIN_DIGITS and not _experiment_folder(text, spans, k)]
+
+
+# The folders MLflow keeps an experiment's runs in, named by the experiment's id: `mlruns/<id>/<run id>/`
+# in a file store, `mlflow-artifacts:/<id>/<run id>/` behind a tracking server.
+_EXPERIMENT_FOLDER_PARENTS = frozenset({"mlruns", "mlflow-artifacts:"})
+
+
+def _experiment_folder(text: str, parts: list[tuple[int, int]], k: int) -> bool:
+    """Whether the k-th of a path's `parts` is an MLflow experiment's folder: digits only, right under
+    `mlruns/`. A file store's experiment ids are 18 random digits, 1 in 260 a card number as far as its
+    digits tell; a card number the user typed lands there only if MLflow made it an experiment's id."""
+    start, end = parts[k]
+    return k > 0 and text[start:end].isdigit() and text[slice(*parts[k - 1])] in _EXPERIMENT_FOLDER_PARENTS
 
 
 def _found_alone(text: str, spans: list[tuple[int, int]], detectors: Iterable[Detector] | None = None
