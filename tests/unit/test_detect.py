@@ -65,6 +65,7 @@ def test_luhn_valid_numbers_outside_the_issuer_table_are_not_cards(prefix, lengt
     ("amex 3782 822463 10005.", "3782 822463 10005"),
     ("1042,Ann Lee,5555555555554444,2027-03,DE", "5555555555554444"),  # CSV commas are not decimals
     ("pay 4111 1111 1111 1111 12/25", "4111 1111 1111 1111"),  # expiry glued after the number
+    ("card 4111 1111 1111 1111: declined", "4111 1111 1111 1111"),  # a colon ending a clause, no time
     ("at 10:30 card 4111 1111 1111 1111", "4111 1111 1111 1111"),  # time glued before it
     ("Visa 4111 1111 1111 1111 123 (cvv)", "4111 1111 1111 1111"),  # crowded, but a card word is near
     ("<CardNo>4111.1111.1111.1111</CardNo>", "4111.1111.1111.1111"),  # dots in a card's own grouping
@@ -177,6 +178,8 @@ def test_email_detector_finds(text, value):
     ("/x/bob+x@mail.co.uk.json", "bob+x@mail.co.uk"),
     ("/x/alice@example.comabc.csv", "alice@example.comabc"),  # letters: the top-level domain, shown masked
     ("a@example.com-x.org", "a@example.com-x.org"), ("a@example.com1.net", "a@example.com1.net"),  # one domain
+    ("/data/alice@example.com-.csv", "alice@example.com"),  # a label ends with no '-'
+    ("'.alice@example.com'", "alice@example.com"), ("éalice@example.com", "alice@example.com"),  # glued in front
 ])  # fmt: skip
 def test_an_email_address_glued_to_what_follows_it_is_found_whole(text, value):
     """An address followed by '_', a digit, '-' and digits, or a file extension was no address at all
@@ -240,6 +243,15 @@ def test_a_phone_number_starting_or_ending_a_longer_run_is_found_unless_neighbou
     unexcused = PhoneDetector(excused_by_words=False, excused_by_neighbours=False)
     assert [text[m.start:m.end] for m in unexcused.find(text)] == values
     assert found(text, "phone") == []
+
+
+@pytest.mark.parametrize("text,value", [
+    ("ab-(415) 555-2671", "(415) 555-2671"), ("v1.+49 89 1234567", "+49 89 1234567"),
+    ("x-+44 20 7946 0958", "+44 20 7946 0958"), ("1-800-555-0199", "1-800-555-0199"),
+])  # fmt: skip
+def test_a_phone_number_starting_with_a_plus_or_a_parenthesis_is_found_after_a_dash_or_dot(text, value):
+    """A `+` or `(` continues no number before it: after a '-' or '.' it starts one."""
+    assert found(text, "phone") == [value]
 
 
 def test_bare_digit_run_is_a_phone_only_with_a_phone_word():

@@ -248,6 +248,26 @@ def test_a_value_glued_to_what_follows_it_is_masked(kind, site):
     assert value[1:-1] not in shown_as, shown_as
 
 
+# Glued to punctuation: in front (a word and a dash, a dot, a non-ASCII letter), behind (a colon, a dash).
+PUNCTUATION_GLUE = {"in front": ["-", ".", "ab-", "a/b-", "é", "x:", "="], "behind": ["-", ":", ".", "ab-"]}
+PUNCTUATION_SITES = ["unknown feature '{t}' in revoke_features", "export {t} failed",
+                     "data file '/data/{t}.csv' not found"]
+
+
+@pytest.mark.parametrize("where, glue", [(w, g) for w, glues in PUNCTUATION_GLUE.items() for g in glues])
+@pytest.mark.parametrize("kind", sorted(SECRETS))
+def test_a_value_glued_to_punctuation_is_masked(kind, where, glue):
+    """`ab-(415) 555-2671`, `v1.+49 89 1234567`, `ab-AKIAIOSFODNN7EXAMPLE`, `'.alice@example.com'`,
+    `éalice@example.com`, `alice@example.com-.csv` and `4111 1111 1111 1111:` were printed whole or in
+    part: a `+` or `(` after a dash or a dot was taken for the rest of a number, a dash for part of a
+    token, a dot or a non-ASCII letter for part of a mailbox, a dash for a domain going on, and a colon
+    for the start of a time."""
+    value, _ = SECRETS[kind]
+    for site in PUNCTUATION_SITES:
+        shown_as = str(UnlearnError(site.format(t=glue + value if where == "in front" else value + glue)))
+        assert value[1:-1] not in shown_as, shown_as
+
+
 GLUED_LEGITIMATE = [
     "artifact sha256_9f86d081884c7d659a2fe4111111111111111aa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 differs",
     "run 3f9a2c0e5b7d4e1f84111111111111111c9b_model has no certificate",  # a hex string holding 16 digits

@@ -17,11 +17,11 @@ import re
 from unlearning.detect.base import Match, search_windows, windows_around
 
 _EMAIL = re.compile(
-    r"(?<![\w.%+\-])"
+    r"(?<![A-Za-z0-9_%+\-])(?<![A-Za-z0-9_%+\-]\.)"  # a dot after punctuation is punctuation: "'.alice@…"
     r"(?P<local>[A-Za-z0-9_%+\-]+(?:\.[A-Za-z0-9_%+\-]+)*)"
     r"@"
     r"(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+(?P<tld>[A-Za-z]{2,24}))"
-    r"(?![A-Za-z])(?![A-Za-z0-9\-]*\.[A-Za-z0-9])"  # no more of the domain: another label, or this one going on
+    r"(?![A-Za-z])(?![A-Za-z0-9\-]*[A-Za-z0-9]\.[A-Za-z0-9])"  # no more of the domain: this label going on, another
 )
 FILE_EXTENSIONS = frozenset(
     "png jpg jpeg gif svg webp ico bmp tif tiff js mjs ts css scss html htm json yaml yml xml toml "

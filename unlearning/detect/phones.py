@@ -38,7 +38,7 @@ from unlearning.detect.base import Match, keyword_pattern, near
 MIN_DIGITS, MAX_DIGITS, MAX_NATIONAL = 9, 15, 12
 
 _CANDIDATE = re.compile(
-    r"(?<![\w.+/\-])(?<!\d:)"
+    r"(?:(?<![\w.+/\-])(?<!\d:)|(?<![\w+])(?=[+(]))"  # a `+` or `(` continues no number before it
     r"(?:\+[ ]?)?"
     r"(?:\(\d{1,5}\)|\d++)"
     r"(?:(?:[ ]?[.\-/][ ]?|[ ]|(?<=\))|(?=\())(?:\(\d{1,5}\)|\d++))*+"

@@ -205,11 +205,16 @@ def _number_glue(text: str) -> list[int]:
     return cuts
 
 
+# What a token format takes for the middle of a word when it comes right before the token: a letter, '_'
+# or '-' ("ab-AKIAIOSFODNN7EXAMPLE").
+_TOKEN_GLUE = re.compile(r"[^\W\d]|-")
+
+
 def _value_start_glue(text: str) -> list[int]:
-    """Where a letter or '_' touches the start of an IBAN of a known country or of a token of a
-    distinctive format in front ("acctDE89370400440532013000", "tokenghp_…")."""
+    """Where a letter, '_' or '-' touches the start of an IBAN of a known country or of a token of a
+    distinctive format in front ("acctDE89370400440532013000", "tokenghp_…", "ab-AKIA…")."""
     starts = iban_starts(text) + glued_token_starts(text)
-    return [at for at in starts if at and _WORD_CHARACTER.match(text, at - 1)]
+    return [at for at in starts if at and _TOKEN_GLUE.match(text, at - 1)]
 
 
 # Each glue, with the detectors that judge what ungluing it shows: for a token, its format alone (a space
