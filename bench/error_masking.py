@@ -12,9 +12,9 @@ not), ISO timestamps, request ids, version numbers, record ids, the numbers a me
 the names users give (bench.names_and_passwords). This counts, per detector, the generated
 legitimate values it flags (each inside a message template of the kind the CLI prints), the
 secrets it finds when a message quotes one (card, e-mail, IBAN, AWS key, GitHub token, phone, also
-inside a path or after a word in the same quote; and a password with no keyword, which none
-finds), what rules on a quoted name alone would mask among names and passwords, and what a
-message costs to mask.
+inside a path, after a word in the same quote, glued to a word before or after it; and a password
+with no keyword, which none finds), what rules on a quoted name alone would mask among names and
+passwords, and what a message costs to mask.
 
 `--messages` reads JSON lines `{"kind", "msg", "test"}` — every UnlearnError message, argparse error
 and option line one run of the tests raised (recorded by a pytest plugin that wraps
