@@ -79,7 +79,7 @@ class PhoneDetector:
             confidence = phone_confidence(text, m.start(), m.end(), self.excused_by_words)
             if confidence:
                 matches.append(Match(self.name, m.start(), m.end(), confidence))
-            elif not self.excused_by_neighbours:
+            elif not self.excused_by_neighbours and m.end() - m.start() >= _SHORTEST_TWO:
                 matches += self._at_the_ends(text, m.start(), m.end())
         return matches
 
@@ -108,6 +108,8 @@ class PhoneDetector:
         return phone_confidence(text, start, end, self.excused_by_words) if _dialled(raw) else 0.0
 
 
+# A phone number and another group: 9 digits, a separator and a digit at least (most runs are shorter).
+_SHORTEST_TWO = MIN_DIGITS + 2
 # A phone number's first or last groups within a longer run span at most this many characters
 # (15 digits, 6 separators of up to 3 characters, parentheses, "+ "): a 1 MiB run is read at its ends only.
 _ENDS_SPAN = 48
