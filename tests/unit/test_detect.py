@@ -177,6 +177,7 @@ def test_email_detector_finds(text, value):
     ("/data/card_alice@example.com.csv", "card_alice@example.com"),  # a file extension is no domain
     ("/x/bob+x@mail.co.uk.json", "bob+x@mail.co.uk"),
     ("/x/alice@example.comabc.csv", "alice@example.comabc"),  # letters: the top-level domain, shown masked
+    ("alice@example.com" + "glued" * 6, "alice@example.com" + "glued" * 6),  # longer than any real one
     ("a@example.com-x.org", "a@example.com-x.org"), ("a@example.com1.net", "a@example.com1.net"),  # one domain
     ("/data/alice@example.com-.csv", "alice@example.com"),  # a label ends with no '-'
     ("'.alice@example.com'", "alice@example.com"), ("éalice@example.com", "alice@example.com"),  # glued in front

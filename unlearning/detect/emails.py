@@ -1,9 +1,10 @@
 """E-mail addresses: an RFC 5322 "dot-atom" subset that real addresses use, with a sane TLD.
 
 Local part: letters, digits and `. _ % + -`, not starting or ending with a dot, no double dots.
-Domain: labels of letters, digits and inner hyphens; the top-level domain is 2–24 letters and not
-a file extension, so `logo@2x.png`, `pkg@1.2.3` and `user@localhost` are not addresses; nor is
-the userinfo of a URL (`https://user:pw@host.com`: a password there is the secret detector's).
+Domain: labels of letters, digits and inner hyphens; the top-level domain is 2 or more letters (a
+real one has at most 24: more are a word glued behind, `alice@example.comfoo…`) and not a file
+extension, so `logo@2x.png`, `pkg@1.2.3` and `user@localhost` are not addresses; nor is the
+userinfo of a URL (`https://user:pw@host.com`: a password there is the secret detector's).
 The address ends with the top-level domain's letters unless the domain goes on (`example.com-x.org`,
 `example.com1.net`): an address glued to what follows (`alice@example.com_v2`, `….com-4012…`,
 `….com2024`) is one, and so is one followed by a file extension (`alice@example.com.csv`).
@@ -20,7 +21,7 @@ _EMAIL = re.compile(
     r"(?<![A-Za-z0-9_%+\-])(?<![A-Za-z0-9_%+\-]\.)"  # a dot after punctuation is punctuation: "'.alice@…"
     r"(?P<local>[A-Za-z0-9_%+\-]+(?:\.[A-Za-z0-9_%+\-]+)*)"
     r"@"
-    r"(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+(?P<tld>[A-Za-z]{2,24}))"
+    r"(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+(?P<tld>[A-Za-z]{2,}))"
     r"(?![A-Za-z])(?![A-Za-z0-9\-]*[A-Za-z0-9]\.[A-Za-z0-9])"  # no more of the domain: this label going on, another
 )
 FILE_EXTENSIONS = frozenset(
@@ -71,4 +72,4 @@ def _without_file_extension(m: re.Match) -> tuple[int, str | None]:
     return m.end() - len(tld) - 1, rest.group(1).lower()
 
 
-_DOMAIN_END = re.compile(r"\.([A-Za-z]{2,24})$")  # a domain's last label, a top-level domain
+_DOMAIN_END = re.compile(r"\.([A-Za-z]{2,})$")  # a domain's last label, a top-level domain
