@@ -12,9 +12,9 @@ not), ISO timestamps, request ids, version numbers, record ids, the numbers a me
 the names users give (bench.names_and_passwords). This counts, per detector, the generated
 legitimate values it flags (each inside a message template of the kind the CLI prints), the
 secrets it finds when a message quotes one (card, e-mail, IBAN, AWS key, GitHub token, phone, also
-inside a path or after a word in the same quote; and a password with no keyword, which none
-finds), what rules on a quoted name alone would mask among names and passwords, and what a
-message costs to mask.
+inside a path, after a word in the same quote, glued to a word before or after it; and a password
+with no keyword, which none finds), what rules on a quoted name alone would mask among names and
+passwords, and what a message costs to mask.
 
 `--messages` reads JSON lines `{"kind", "msg", "test"}` — every UnlearnError message, argparse error
 and option line one run of the tests raised (recorded by a pytest plugin that wraps
@@ -205,7 +205,10 @@ GLUED_SITES = ["data file '/data/card_{v}.csv' not found; check the path given w
                "unknown model 'bead{v}': no registered version with alias 'production'",
                "checkpoint /ckpt/e{v} does not exist: pass a directory written by save_pretrained",
                "data file '/x/{v}abc.csv' not found; check the path given with --file",
-               "unknown feature 'acct{v}' in revoke_features; valid features: age, sex, race"]  # glued in front
+               "unknown feature 'acct{v}' in revoke_features; valid features: age, sex, race",  # glued in front
+               # glued behind: to letters ("alice@example.comfoo") and to '_' and digits
+               "unknown feature '{v}foo' in revoke_features; valid features: age, sex, race",
+               "data file '/data/{v}_2024.csv' not found; check the path given with --file"]
 SITES += GLUED_SITES
 
 

@@ -223,6 +223,51 @@ def test_a_value_glued_to_a_letter_or_underscore_or_in_a_path_is_masked(kind, si
         assert shown_as.count(mask(value, detector)) == 1, shown_as
 
 
+# Glued to what follows: a value's own characters do not say where it ends.
+BEHIND_SITES = {
+    "letters, in a path": "data file '/x/{v}abc.csv' not found; check the path given with --file",
+    "letters, quoted": "unknown feature '{v}foo' in revoke_features; valid features: age, sex",
+    "'_' and digits, in a path": "data file '/data/{v}_2024.csv' not found; check the path given with --file",
+    "'_', not quoted": "export{v}_v2 failed: [Errno 28] No space left on device",
+    "a dash and a number": "records {v}-4012888888881881 are not in dataset 'people'",
+    "a file extension, after '_'": "data file '/data/card_{v}.csv' not found; check the path given with --file",
+}
+GLUED_BEHIND = ["e-mail", "IBAN", "IBAN, no spaces", "AWS key", "GitHub token"]
+
+
+@pytest.mark.parametrize("site", sorted(BEHIND_SITES))
+@pytest.mark.parametrize("kind", GLUED_BEHIND)
+def test_a_value_glued_to_what_follows_it_is_masked(kind, site):
+    """`exportalice@example.com_v2`, `/data/card_alice@example.com.csv` or `alice@example.com-4012…` in a
+    message were printed whole: the e-mail detector ended an address only at a non-word character; so were
+    `/x/AKIAIOSFODNN7EXAMPLEabc.csv`, `'GB82WEST12345698765432foo'` and `ghp_…_v2`: the IBAN and token
+    formats ended at one only, though lower-case letters (IBAN, AWS) or '_' and '-' (GitHub) are none
+    of theirs."""
+    value, _ = SECRETS[kind]
+    shown_as = str(UnlearnError(BEHIND_SITES[site].format(v=value)))
+    assert value[1:-1] not in shown_as, shown_as
+
+
+# Glued to punctuation: in front (a word and a dash, a dot, a non-ASCII letter), behind (a colon, a dash).
+PUNCTUATION_GLUE = {"in front": ["-", ".", "ab-", "a/b-", "é", "x:", "="], "behind": ["-", ":", ".", "ab-"]}
+PUNCTUATION_SITES = ["unknown feature '{t}' in revoke_features", "export {t} failed",
+                     "data file '/data/{t}.csv' not found"]
+
+
+@pytest.mark.parametrize("where, glue", [(w, g) for w, glues in PUNCTUATION_GLUE.items() for g in glues])
+@pytest.mark.parametrize("kind", sorted(SECRETS))
+def test_a_value_glued_to_punctuation_is_masked(kind, where, glue):
+    """`ab-(415) 555-2671`, `v1.+49 89 1234567`, `ab-AKIAIOSFODNN7EXAMPLE`, `'.alice@example.com'`,
+    `éalice@example.com`, `alice@example.com-.csv` and `4111 1111 1111 1111:` were printed whole or in
+    part: a `+` or `(` after a dash or a dot was taken for the rest of a number, a dash for part of a
+    token, a dot or a non-ASCII letter for part of a mailbox, a dash for a domain going on, and a colon
+    for the start of a time."""
+    value, _ = SECRETS[kind]
+    for site in PUNCTUATION_SITES:
+        shown_as = str(UnlearnError(site.format(t=glue + value if where == "in front" else value + glue)))
+        assert value[1:-1] not in shown_as, shown_as
+
+
 GLUED_LEGITIMATE = [
     "artifact sha256_9f86d081884c7d659a2fe4111111111111111aa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 differs",
     "run 3f9a2c0e5b7d4e1f84111111111111111c9b_model has no certificate",  # a hex string holding 16 digits
@@ -232,12 +277,27 @@ GLUED_LEGITIMATE = [
     "allowlist entry 'fa4111111111111111c9bde0' is not a fingerprint of this project's salt",  # 24 hex: a digest
     "flow run e443df78-9558-867f-5ba9-1faf7a024204 failed",  # a UUID: its groups are hex words too short alone
     "unknown feature passwordDE12",  # no IBAN: ungluing it makes no password of what follows the keyword
+    # an MLflow experiment's folder in a file store: 18 random digits, these a Luhn-valid Discover number
+    "run artifacts under ./mlruns/601174368327105934/3f9a2c0e5b7d4e1f8a6c9b2d0e4f7a1c/artifacts are missing",
+    "data file 'file:///home/alice/mlruns/601174368327105934/meta.yaml' not found",
+    "cannot read mlflow-artifacts:/601174368327105934/3f9a2c0e5b7d4e1f8a6c9b2d0e4f7a1c/artifacts/model",
 ]
 
 
 @pytest.mark.parametrize("message", GLUED_LEGITIMATE)
 def test_numbers_glued_to_words_in_digests_times_and_names_are_printed_as_written(message):
     assert str(UnlearnError(message)) == message
+
+
+@pytest.mark.parametrize("path", ["/data/{n}/model", "/mlruns/x_{n}/model", "/mlruns/0/{n}/model", "/mlruns/{c}/x"])
+def test_a_card_number_in_a_path_is_masked_unless_mlflow_named_an_experiment_folder_so(path):
+    """Only a part of digits right under `mlruns/` is exempt (what MLflow names an experiment's folder)."""
+    from unlearning.detect import mask
+
+    number, card = "601174368327105934", "4111 1111 1111 1111"
+    shown = str(UnlearnError(f"checkpoint {path.format(n=number, c=card)} does not exist"))
+    assert number not in shown and card not in shown
+    assert mask(number, "card") in shown or mask(card, "card") in shown
 
 
 @pytest.mark.parametrize("before, card, after", [("a", "4111-1111-1111-1111", ""), ("e", "4111111111111111", ""),
@@ -296,6 +356,25 @@ def test_card_numbers_side_by_side_in_a_message_are_each_masked(message):
 
     assert str(UnlearnError(message)) == SIDE_BY_SIDE[message]
     assert [m for m in find_matches(message) if m.detector == "card"] == []
+
+
+BESIDE_A_NUMBER = ["records {v} 4012888888881881 are not in dataset 'people'",
+                   "records {v}-4012888888881881 are not in dataset 'people'",
+                   "records 4012888888881881 {v} are not in dataset 'people'",
+                   "unknown feature '{v}-4012888888881881' in revoke_features"]
+
+
+@pytest.mark.parametrize("site", BESIDE_A_NUMBER)
+@pytest.mark.parametrize("phone", ["+44 20 7946 0958", "+1 (415) 555-2671", "(415) 555-2671", "+49 89 1234567",
+                                   "415-555-2671", "0044 20 7946 0958"])
+def test_a_phone_number_beside_another_number_in_a_message_is_masked(phone, site):
+    """`records +44 20 7946 0958 4012888888881881` printed the phone number raw: with the card number
+    after it, the phone detector read one run of 27 digits, too many for a phone number."""
+    from unlearning.detect import mask
+
+    card = "4012888888881881"
+    expected = site.format(v=mask(phone, "phone")).replace(card, mask(card, "card"))
+    assert str(UnlearnError(site.format(v=phone))) == expected
 
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"

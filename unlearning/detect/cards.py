@@ -119,10 +119,14 @@ def _chunks(text: str, start: int, end: int, dashes_split: bool = False) -> list
 
 
 def _without_glued_tail(text: str, chunks: list[_Chunk]) -> list[_Chunk]:
-    """Drop a last group glued to `/` or `:`: it starts a date or time ("… 1111 12/25"), not the run."""
-    if len(chunks) > 1 and text[chunks[-1].end:chunks[-1].end + 1] in ("/", ":"):
+    """Drop a last group glued to `/` or `:` and a digit: it starts a date or time ("… 1111 12/25"), not
+    the run. A colon that ends a sentence's clause ends the run ("4111 1111 1111 1111: declined")."""
+    if len(chunks) > 1 and _DATE_OR_TIME_GLUE.match(text, chunks[-1].end):
         return chunks[:-1]
     return chunks
+
+
+_DATE_OR_TIME_GLUE = re.compile(r"[/:]\d")
 
 
 def _card_spans(chunks: list[_Chunk]) -> list[tuple[int, int]]:

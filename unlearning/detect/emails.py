@@ -1,9 +1,13 @@
 """E-mail addresses: an RFC 5322 "dot-atom" subset that real addresses use, with a sane TLD.
 
 Local part: letters, digits and `. _ % + -`, not starting or ending with a dot, no double dots.
-Domain: labels of letters, digits and inner hyphens; the top-level domain is 2–24 letters and not
-a file extension, so `logo@2x.png`, `pkg@1.2.3` and `user@localhost` are not addresses; nor is
-the userinfo of a URL (`https://user:pw@host.com`: a password there is the secret detector's).
+Domain: labels of letters, digits and inner hyphens; the top-level domain is 2 or more letters (a
+real one has at most 24: more are a word glued behind, `alice@example.comfoo…`) and not a file
+extension, so `logo@2x.png`, `pkg@1.2.3` and `user@localhost` are not addresses; nor is the
+userinfo of a URL (`https://user:pw@host.com`: a password there is the secret detector's).
+The address ends with the top-level domain's letters unless the domain goes on (`example.com-x.org`,
+`example.com1.net`): an address glued to what follows (`alice@example.com_v2`, `….com-4012…`,
+`….com2024`) is one, and so is one followed by a file extension (`alice@example.com.csv`).
 Confidence 1.0 for well-known TLDs and any two-letter country code, 0.8 for other long TLDs.
 """
 
@@ -14,11 +18,11 @@ import re
 from unlearning.detect.base import Match, search_windows, windows_around
 
 _EMAIL = re.compile(
-    r"(?<![\w.%+\-])"
+    r"(?<![A-Za-z0-9_%+\-])(?<![A-Za-z0-9_%+\-]\.)"  # a dot after punctuation is punctuation: "'.alice@…"
     r"(?P<local>[A-Za-z0-9_%+\-]+(?:\.[A-Za-z0-9_%+\-]+)*)"
     r"@"
-    r"(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+(?P<tld>[A-Za-z]{2,24}))"
-    r"(?![\w\-])(?!\.[A-Za-z0-9])"
+    r"(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+(?P<tld>[A-Za-z]{2,}))"
+    r"(?![A-Za-z])(?![A-Za-z0-9\-]*[A-Za-z0-9]\.[A-Za-z0-9])"  # no more of the domain: this label going on, another
 )
 FILE_EXTENSIONS = frozenset(
     "png jpg jpeg gif svg webp ico bmp tif tiff js mjs ts css scss html htm json yaml yml xml toml "
@@ -45,11 +49,27 @@ class EmailDetector:
     def find(self, text: str) -> list[Match]:
         matches = []
         for m in search_windows(_EMAIL, text, windows_around(_AT.finditer(text), 64 + 1, 256)):
-            tld = m.group("tld").lower()
-            if tld in FILE_EXTENSIONS or len(m.group("local")) > 64:
+            start, end, tld = m.start(), *_without_file_extension(m)
+            if tld is None or len(m.group("local")) > 64:
                 continue
-            if _URL_USERINFO_BEFORE.search(text, max(0, m.start() - 80), m.start()):
+            if _URL_USERINFO_BEFORE.search(text, max(0, start - 80), start):
                 continue
             confidence = KNOWN if (len(tld) == 2 or tld in COMMON_TLDS) else UNKNOWN
-            matches.append(Match(self.name, m.start(), m.end(), confidence))
+            matches.append(Match(self.name, start, end, confidence))
         return matches
+
+
+def _without_file_extension(m: re.Match) -> tuple[int, str | None]:
+    """(end, lower-cased top-level domain) of the address `m` found, without a file extension its
+    domain ends with (`alice@example.com.csv`: a file named after an address); no top-level domain when
+    what is left is none (`logo@2x.png`)."""
+    tld = m.group("tld").lower()
+    if tld not in FILE_EXTENSIONS:
+        return m.end(), tld
+    rest = _DOMAIN_END.search(m.group("domain")[:-len(tld) - 1])
+    if rest is None or rest.group(1).lower() in FILE_EXTENSIONS:
+        return m.end(), None
+    return m.end() - len(tld) - 1, rest.group(1).lower()
+
+
+_DOMAIN_END = re.compile(r"\.([A-Za-z]{2,})$")  # a domain's last label, a top-level domain

@@ -5,6 +5,7 @@ single spaces with a shorter last group ("DE89 3704 0044 0532 0130 00"). Upper c
 printed. Countries in `LENGTHS` must have their exact length; others are accepted at 15–34
 characters with confidence 0.8. The mod-97 check lets 1 in 97 random strings through, the length
 table most of the rest. A spaced match followed by further groups is trimmed to the country's length.
+One glued to lower-case letters behind is one ("/x/GB82WEST12345698765432abc.csv").
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ KNOWN_COUNTRY, OTHER_COUNTRY = 1.0, 0.8
 _IBAN = re.compile(
     r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}"
     r"(?:(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?|[A-Z0-9]{11,30})"  # at most 34 characters
-    r"(?![A-Za-z0-9])"
+    r"(?![A-Z0-9])"  # lower-case letters glued behind are no part of it ("…3000abc.csv"): printed IBANs are upper case
 )
 
 _START = re.compile(r"[A-Z]{2}\d{2}")  # a country code and check digits, the country's looked up after

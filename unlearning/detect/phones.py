@@ -8,7 +8,9 @@ have at least 9 digits and a phone-like structure:
   unless it is a dashed extension ("+49 (0)89 123456-0");
 - national, 9–12 digits, every group ≥ 2 digits (bar a leading NANP `1`), and one of: a
   parenthesised area code; a leading trunk `0` ("020 7946 0958", "06-12345678"); the NANP shape
-  1?-NXX-NXX-dddd; or at least three groups of 2–4 digits ("612 34 56 78");
+  1?-NXX-NXX-dddd; or three or more groups of 2–4 digits grouped as a number is dialled, a prefix
+  of 2–3 digits then 3-4, 4-4, 2-2-2 or 3-2-2 ("612 34 56 78", "138 1234 5678"; any grouping with
+  a phone word nearby: "1024 512 2048" is a list of sizes);
 - a bare run of 9–12 digits only with a phone word nearby ("tel", "call", "mobile"…) and a
   trunk `0` or the NANP shape.
 
@@ -21,6 +23,10 @@ named as something else just before ("order", "invoice", "ref", "#"…) unless a
 `PhoneDetector(excused_by_words=False)` drops that last rule and the "ISBN" word: an error message's
 quoted value is the user's own, and a word inside it ("order +44 20 7946 0958" given as a feature
 name) is part of the value, not a description of it (unlearning.detect.scan.find_in_message).
+`PhoneDetector(excused_by_neighbours=False)` also finds a phone number that starts or ends a run too
+long to be one, written as nothing but a phone number is — a country code, an area code in
+parentheses, the North American shape with dashes or dots ("+44 20 7946 0958 4012888888881881": a
+message lists what the user gave side by side).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from unlearning.detect.base import Match, keyword_pattern, near
 MIN_DIGITS, MAX_DIGITS, MAX_NATIONAL = 9, 15, 12
 
 _CANDIDATE = re.compile(
-    r"(?<![\w.+/\-])(?<!\d:)"
+    r"(?:(?<![\w.+/\-])(?<!\d:)|(?<![\w+])(?=[+(]))"  # a `+` or `(` continues no number before it
     r"(?:\+[ ]?)?"
     r"(?:\(\d{1,5}\)|\d++)"
     r"(?:(?:[ ]?[.\-/][ ]?|[ ]|(?<=\))|(?=\())(?:\(\d{1,5}\)|\d++))*+"
@@ -63,8 +69,9 @@ class PhoneDetector:
     name = "phone"
     priority = 10
 
-    def __init__(self, excused_by_words: bool = True):
+    def __init__(self, excused_by_words: bool = True, excused_by_neighbours: bool = True):
         self.excused_by_words = excused_by_words
+        self.excused_by_neighbours = excused_by_neighbours
 
     def find(self, text: str) -> list[Match]:
         matches = []
@@ -72,7 +79,63 @@ class PhoneDetector:
             confidence = phone_confidence(text, m.start(), m.end(), self.excused_by_words)
             if confidence:
                 matches.append(Match(self.name, m.start(), m.end(), confidence))
+            elif not self.excused_by_neighbours and m.end() - m.start() >= _SHORTEST_TWO:
+                matches += self._at_the_ends(text, m.start(), m.end())
         return matches
+
+    def _at_the_ends(self, text: str, start: int, end: int) -> list[Match]:
+        """The phone numbers that start or end a run of digit groups too long to be one: its longest
+        first groups that make one, and its longest last groups after them ("+44 20 7946 0958
+        4012888888881881" is a phone number and a card number, read as one run of 27 digits). Only
+        ones written as nothing but a phone number is (`_dialled`): any first or last three groups of a
+        list of numbers or of a date stamp ("2015-11-27_03-40-59/2015/11") make some national one."""
+        found = []
+        for at in _group_ends(text, start, end)[::-1]:  # the longest first
+            confidence = self._dialled_confidence(text, start, at)
+            if confidence:
+                found.append(Match(self.name, start, at, confidence))
+                break
+        after = found[0].end if found else start
+        for at in _group_starts(text, start, end):
+            confidence = at > after and self._dialled_confidence(text, at, end)
+            if confidence:
+                found.append(Match(self.name, at, end, confidence))
+                break
+        return found
+
+    def _dialled_confidence(self, text: str, start: int, end: int) -> float:
+        raw = text[start:end]
+        return phone_confidence(text, start, end, self.excused_by_words) if _dialled(raw) else 0.0
+
+
+# A phone number and another group: 9 digits, a separator and a digit at least (most runs are shorter).
+_SHORTEST_TWO = MIN_DIGITS + 2
+# A phone number's first or last groups within a longer run span at most this many characters
+# (15 digits, 6 separators of up to 3 characters, parentheses, "+ "): a 1 MiB run is read at its ends only.
+_ENDS_SPAN = 48
+
+
+def _dialled(raw: str) -> bool:
+    """Written as only a phone number is: with a country code ("+44 …", "0044 …"), an area code in
+    parentheses ("(415) 555-2671"), or in the North American shape joined by dashes or dots
+    ("415-555-2671"; "784 256 1024" beside other numbers is as likely three of a list)."""
+    groups = _GROUP.findall(raw)
+    country_code = raw.startswith("+") or (groups[0].startswith("00") and 3 <= len(groups[0]) <= 5)
+    return country_code or "(" in raw or (_nanp(groups) and " " not in raw)
+
+
+def _group_ends(text: str, start: int, end: int) -> list[int]:
+    """Where the groups of the run text[start:end] end, within its first `_ENDS_SPAN` characters,
+    before its end."""
+    return [g.end() for g in _GROUP.finditer(text, start, min(end, start + _ENDS_SPAN)) if g.end() < end
+            and not text[g.end()].isdigit()]
+
+
+def _group_starts(text: str, start: int, end: int) -> list[int]:
+    """Where the groups of the run text[start:end] start, within its last `_ENDS_SPAN` characters,
+    after its start."""
+    return [g.start() for g in _GROUP.finditer(text, max(start, end - _ENDS_SPAN), end) if g.start() > start
+            and not text[g.start() - 1].isdigit() and text[g.start() - 1] != "("]
 
 
 def phone_confidence(text: str, start: int, end: int, excused_by_words: bool = True) -> float:
@@ -131,7 +194,7 @@ def _national_ok(raw: str, groups: list[str], context: bool) -> bool:
     if nanp or trunk or parenthesised:
         return True
     shaped = len(groups) >= 3 and all(2 <= len(g) <= 4 for g in groups)
-    return shaped and (context or not (_thousands(groups) or _ssn(raw)))
+    return shaped and (context or (_grouped_as_dialled(groups) and not (_thousands(groups) or _ssn(raw))))
 
 
 def _bare_ok(digits: str) -> bool:
@@ -160,6 +223,19 @@ def _small_numbers(groups: list[str]) -> bool:
     """Six or more 1–2 digit groups ("04 11 23 35 42 49"): drawn numbers, scores, a list — national
     numbers written in pairs have at most five ("06 12 34 56 78")."""
     return len(groups) >= 6 and all(len(g) <= 2 for g in groups)
+
+
+# How a national number with no trunk 0, area code in parentheses or `+` is grouped after its area or
+# mobile prefix of 2–3 digits: 3-4 (North America, Italy, Greece, Malaysia), 4-4 (China, Mexico,
+# Argentina), 2-2-2 and 3-2-2 (Spain, Poland, Turkey, Russia); 3-3-3 reads as thousands (`_thousands`).
+_SUBSCRIBER_GROUPINGS = frozenset({(3, 4), (4, 4), (2, 2, 2), (3, 2, 2)})
+
+
+def _grouped_as_dialled(groups: list[str]) -> bool:
+    """Whether groups of 2–4 digits with no other sign of a phone number are grouped as one is written
+    ("612 34 56 78", "138 1234 5678", "55 1234 5678"): numbers a message lists side by side are grouped
+    as they come ("1024 512 2048", "32 784 2048 784")."""
+    return 2 <= len(groups[0]) <= 3 and tuple(len(g) for g in groups[1:]) in _SUBSCRIBER_GROUPINGS
 
 
 def _thousands(groups: list[str]) -> bool:

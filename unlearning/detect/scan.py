@@ -75,9 +75,10 @@ MESSAGE_DETECTORS = tuple(DETECTORS)  # the built-in ones: stdlib only, fast, ne
 # What judges a message, and each part of a path alone: the message quotes what the user gave,
 # so no word next to a number excuses it as an order, invoice or ISBN ("id 555-123-4567", "order
 # +44 20 7946 0958" given as a feature name), and no number next to it makes a card number one of a
-# list ("4111111111111111 4012888888881881"). `unlearn scan` keeps both rules (DETECTORS).
+# list ("4111111111111111 4012888888881881") or a phone number part of a run too long to be one ("+44 20
+# 7946 0958 4012888888881881"). `unlearn scan` keeps both rules (DETECTORS).
 _IN_MESSAGES = {"card": CardDetector(excused_by_words=False, excused_by_neighbours=False),
-                "phone": PhoneDetector(excused_by_words=False)}
+                "phone": PhoneDetector(excused_by_words=False, excused_by_neighbours=False)}
 # A number, its digits grouped or not, also by a `+` or an area code ("tel+14155552671",
 # "export(415) 555-2671"): glued to a letter or '_', only the card and phone detectors miss it.
 _NUMBER = re.compile(r"[+(]?\d(?:[ ().\-/]{0,3}\d)*\)?")
@@ -133,7 +134,21 @@ def _path_parts(text: str, start: int, end: int, spill: int = 0) -> list[tuple[i
     if spans and spill and spans[-1][1] == end:
         stop = _SPILL_STOP.search(text, end, end + spill)
         spans[-1] = (spans[-1][0], stop.start() if stop else min(end + spill, len(text)))
-    return [(s, e) for s, e in spans if sum(c.isdigit() for c in text[s:e]) >= _PART_MIN_DIGITS]
+    return [(s, e) for k, (s, e) in enumerate(spans)
+            if sum(c.isdigit() for c in text[s:e]) >= _PART_MIN_DIGITS and not _experiment_folder(text, spans, k)]
+
+
+# The folders MLflow keeps an experiment's runs in, named by the experiment's id: `mlruns/<id>/<run id>/`
+# in a file store, `mlflow-artifacts:/<id>/<run id>/` behind a tracking server.
+_EXPERIMENT_FOLDER_PARENTS = frozenset({"mlruns", "mlflow-artifacts:"})
+
+
+def _experiment_folder(text: str, parts: list[tuple[int, int]], k: int) -> bool:
+    """Whether the k-th of a path's `parts` is an MLflow experiment's folder: digits only, right under
+    `mlruns/`. A file store's experiment ids are 18 random digits, 1 in 260 a card number as far as its
+    digits tell; a card number the user typed lands there only if MLflow made it an experiment's id."""
+    start, end = parts[k]
+    return k > 0 and text[start:end].isdigit() and text[slice(*parts[k - 1])] in _EXPERIMENT_FOLDER_PARENTS
 
 
 def _found_alone(text: str, spans: list[tuple[int, int]], detectors: Iterable[Detector] | None = None
@@ -190,11 +205,16 @@ def _number_glue(text: str) -> list[int]:
     return cuts
 
 
+# What a token format takes for the middle of a word when it comes right before the token: a letter, '_'
+# or '-' ("ab-AKIAIOSFODNN7EXAMPLE").
+_TOKEN_GLUE = re.compile(r"[^\W\d]|-")
+
+
 def _value_start_glue(text: str) -> list[int]:
-    """Where a letter or '_' touches the start of an IBAN of a known country or of a token of a
-    distinctive format in front ("acctDE89370400440532013000", "tokenghp_…")."""
+    """Where a letter, '_' or '-' touches the start of an IBAN of a known country or of a token of a
+    distinctive format in front ("acctDE89370400440532013000", "tokenghp_…", "ab-AKIA…")."""
     starts = iban_starts(text) + glued_token_starts(text)
-    return [at for at in starts if at and _WORD_CHARACTER.match(text, at - 1)]
+    return [at for at in starts if at and _TOKEN_GLUE.match(text, at - 1)]
 
 
 # Each glue, with the detectors that judge what ungluing it shows: for a token, its format alone (a space
