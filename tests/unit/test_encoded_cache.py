@@ -52,7 +52,8 @@ def pandas_reference(bundle, before, after):
     frame = after.frame.loc[[data.ids[i] for i in z_replaced]]
     X_tilde = torch.as_tensor(encoder_after.transform(frame), dtype=torch.float64).reshape(-1, data.X.shape[1])
     y_tilde = torch.as_tensor(encoder_after.encode_labels(frame[after.target]))
-    bundle_after = bundle.with_theta(bundle.theta, encoder=encoder_after.keep_categories_of(after.frame))
+    bundle_after = bundle.with_theta(bundle.theta,
+                                     encoder=encoder_after.keep_categories_of(after.frame[after.train_mask()]))
     return data, np.concatenate([z_deleted, z_replaced]), X_tilde, y_tilde, bundle_after
 
 
@@ -91,7 +92,7 @@ def test_requests_from_the_cache_equal_requests_encoded_from_the_tables(certifie
         assert_same_rows(encoded_after.train, erasure.training_data(after, expected_bundle))
         assert_same_rows(encoded_after.test, erasure.held_out_data(after, expected_bundle))
         assert torch.equal(encoded_after.category_counts,
-                           torch.as_tensor(expected_bundle.encoder.category_counts(after.frame)))
+                           torch.as_tensor(expected_bundle.encoder.category_counts(after.frame[after.train_mask()])))
         assert encoded_after.data_version is None  # `after` is not a stored data version yet
         # the next request reads what this one derived (tasks.state keeps it under the new data version)
         bundle, table = bundle_after.with_theta(p.theta), after

@@ -225,8 +225,8 @@ class Encoder:
 
     def category_counts(self, frame: pd.DataFrame) -> np.ndarray:
         """(d,) int64: per one-hot column, how many rows of `frame` hold its category (0 for numeric,
-        bias, revoked and forgotten columns). What `keep_categories_of(frame)` decides from, kept
-        with a model version so that a request can update it by its own rows only."""
+        bias, revoked and forgotten columns). What `keep_categories_of(frame)` decides from; kept
+        with a model version for its training rows, so that a request can update it by its own rows."""
         counts = np.zeros(self.d, dtype=np.int64)
         for f in self.categorical:
             if f in self.revoked or f not in frame.columns:

@@ -39,8 +39,9 @@ class Encoded:
     """A model version's table encoded with its feature map, kept with the version (tasks.state)
     so that a request on it reads these instead of re-encoding the table through pandas: the
     training rows (the row order of Problem.X) with their numeric values as given, the held-out
-    rows, and per one-hot column how many rows of both splits hold its category (what forgetting
-    the categories that left needs).
+    rows, and per one-hot column how many training rows hold its category (what forgetting the
+    categories that left needs: the map knows the categories of its training rows only, and one
+    that a held-out row alone still holds would name what every training holder of it was).
     `data_version`: the data version they were encoded from (None: unknown, never kept)."""
 
     train: TrainingData
@@ -107,7 +108,7 @@ def encode_version(table: Table, bundle: ModelBundle, data_version: str | None =
     """Every row of `table` encoded with `bundle`'s feature map (the O(n·p) pandas pass a
     model version's cache saves its requests)."""
     mask = table.train_mask()
-    counts = torch.as_tensor(bundle.encoder.category_counts(table.frame), dtype=torch.long)
+    counts = torch.as_tensor(bundle.encoder.category_counts(table.frame[mask]), dtype=torch.long)
     return Encoded(_encoded_rows(table, bundle, mask), _encoded_rows(table, bundle, ~mask), counts, data_version)
 
 
@@ -164,12 +165,12 @@ def build_problem(bundle: ModelBundle, before: Table, after: Table, b: torch.Ten
     data = encoded.train
     z_deleted, z_replaced = affected_rows(data, bundle, changes.deleted, set(changes.relabelled), revoked_columns)
     X_tilde, y_tilde = corrected_rows(data, z_replaced, revoked_columns, new_labels(encoder_after, changes))
+    encoded_after = corrected_encoding(encoded, bundle.encoder, encoder_after, changes, revoked_columns,
+                                       after.version)
     problem = make_problem(
         bundle.theta, logreg.Objective(l2=bundle.l2, b=b), data.X, data.y, len(bundle.labels),
         np.concatenate([z_deleted, z_replaced]), X_tilde, y_tilde,
-        revoked=_all_revoked_columns(encoder_after), certification=bundle.certification, cache=cache)
-    encoded_after = corrected_encoding(encoded, bundle.encoder, encoder_after, changes, revoked_columns,
-                                       after.version)
+        revoked=zero_in_new_data(encoder_after, encoded_after), certification=bundle.certification, cache=cache)
     # values that left the data with the removed records leave the feature map too (D' encodes the same)
     encoder_after = encoder_after.forget_absent(encoded_after.category_counts.numpy())
     return problem, bundle.with_theta(bundle.theta, encoder=encoder_after), encoded_after
@@ -251,13 +252,13 @@ def corrected_encoding(encoded: Encoded, encoder_before, encoder_after, changes:
                        revoked_columns: list[int], data_version: str | None) -> Encoded:
     """D' encoded with the new feature map, from D's encoding: the deleted rows dropped, the
     revoked columns zeroed, the fixed labels set (rows keep their order, as encoding D' gives
-    them), and the category counts less the deleted rows' categories."""
+    them), and the category counts less the deleted training rows' categories."""
     labels = new_labels(encoder_after, changes)
     counts = encoded.category_counts.clone()
     splits = []
     for split in (encoded.train, encoded.test):
         gone = _holds(split.ids, changes.deleted)
-        if gone.any():
+        if gone.any() and split is encoded.train:
             held = encoder_before.one_hot_indicators(split.X[torch.as_tensor(gone)].numpy())
             counts -= torch.as_tensor(held.sum(axis=0), dtype=torch.long)
         keep = torch.as_tensor(~gone)
@@ -290,9 +291,15 @@ def unlearned_bundle(bundle_after: ModelBundle, theta: torch.Tensor) -> ModelBun
     return bundle_after.with_theta(theta)
 
 
-def _all_revoked_columns(encoder) -> list[int]:
-    """Every column zero in D' (earlier revocations included): their coordinates are fixed."""
-    return sorted(j for f in encoder.revoked for j in encoder.derived_indices(f))
+def zero_in_new_data(encoder, encoded_after: Encoded) -> list[int]:
+    """Every column zero in D' (revoked features, earlier revocations included, and categories no
+    training row of D' holds: their mean in the refitted map is 0): their coordinates are fixed at
+    their optimum (influence.revoked_optimum), so that no method leaves there a weight learned from
+    the erased rows alone (its sign was their label)."""
+    revoked = {j for f in encoder.revoked for j in encoder.derived_indices(f)}
+    absent = {j for f in encoder.categorical if f not in encoder.revoked for j in encoder.derived_indices(f)
+              if int(encoded_after.category_counts[j]) == 0}
+    return sorted(revoked | absent)
 
 
 def model_cache(bundle: ModelBundle, table: Table, b: torch.Tensor | None, encoded: Encoded | None = None) -> dict:

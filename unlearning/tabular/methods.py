@@ -206,7 +206,8 @@ class FinetuneConfig(MethodConfig):
 def finetune(p: Problem, cfg: FinetuneConfig) -> Result:
     """Baseline: a few full-batch gradient steps on D' from θ*, step 1/L (L a smoothness bound)."""
     smoothness = 0.25 * certified.spectral_norm(p) ** 2 + p.obj.l2
-    theta = p.theta.clone()
+    # columns zero in D' start (and, their gradient being 0 there, stay) at their exact optimum
+    theta = influence.revoked_optimum(p)
     for _ in range(cfg.steps):
         theta = theta - influence.corrected_gradient(p, theta) / smoothness
     return _result(p, "finetune", theta, stats={"steps": cfg.steps})
