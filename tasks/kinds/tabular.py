@@ -166,7 +166,7 @@ def verify_update(lineage: Lineage, plan: Plan, test: erasure.TrainingData, prob
         tracking.log_metrics(run_id, {**metrics, "retrain_seconds": retrain_seconds,
                                       "passed": float(all(c["passed"] for c in checks))})
         tracking.log_json(run_id, {"checks": checks, "metrics": metrics}, "verification.json")
-        log_coefficient_plot(run_id, result.theta, reference.theta, problem.theta, result.method)
+        log_coefficient_plot(run_id, result.theta, reference.theta, result.method)
     return metrics, checks, retrain_seconds, reference
 
 
@@ -248,14 +248,14 @@ def retrain_after_failed_checks(lineage: Lineage, problem, failed: methods.Resul
     return reference, attempt
 
 
-def log_coefficient_plot(run_id: str, theta, theta_ref, theta_before, method: str) -> None:
-    """Every coefficient of the updated and of the original model against the retrained model's:
-    on the diagonal = what retraining would have given (the certificate report shows it)."""
+def log_coefficient_plot(run_id: str, theta, theta_ref, method: str) -> None:
+    """Every coefficient of the updated model against the retrained model's: on the diagonal = what
+    retraining would have given (the certificate report shows it). Not the model before: its
+    coefficients are of the superseded version, whose files the purge removes, and a column only
+    erased records held carries their label in its sign."""
     plt = pyplot()
     ref = theta_ref.detach().reshape(-1).double().numpy()
     fig, ax = plt.subplots(figsize=(4.5, 4.2))
-    ax.scatter(ref, theta_before.detach().reshape(-1).double().numpy(), s=8, color="tab:red", alpha=0.5,
-               label="original model")
     ax.scatter(ref, theta.detach().reshape(-1).double().numpy(), s=8, color="tab:blue", label=f"{method} update")
     low, high = float(ref.min()), float(ref.max())
     ax.plot([low, high], [low, high], color="gray", linewidth=0.8)
