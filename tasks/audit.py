@@ -398,6 +398,8 @@ def plan_audit(root: Path, model: str, warn: bool = True) -> AuditPlan:
     digest = dataset_digest(root, tracking.trained_on(production, model))
     plan.exact = exact_on_current_data(production.tags, plan.data_version, digest) and attested(
         root, state.exact_facts(model, production.version, production.run_id, plan.data_version, digest, files), warn)
+    if plan.exact and kind.name == "table" and stale_feature_map(plan):
+        plan.exact = False  # retrained on the current data, but in a map that still holds erased rows
     if plan.exact:
         return plan  # nothing to retrain: plan.job stays None
     if kind.name == "table":
@@ -411,6 +413,17 @@ def plan_audit(root: Path, model: str, warn: bool = True) -> AuditPlan:
     else:
         plan.job = references.text_job(bundle.model.config, bundle.settings, text_windows(plan))
     return plan
+
+
+def stale_feature_map(plan: AuditPlan) -> bool:
+    """Whether production's feature map is not the one fitted on the current training rows: a
+    version made before requests refitted it (2026-12-07) keeps the statistics of the rows it was
+    first fitted on, erased ones included, even when it was exactly retrained."""
+    from unlearning.tabular import erasure
+
+    _, bundle_after, _ = erasure.build_problem(plan.bundle, plan.dataset, plan.dataset, None)
+    before, after = plan.bundle.encoder, bundle_after.encoder
+    return (before.mean, before.std, before.scale) != (after.mean, after.std, after.scale)
 
 
 def table_problem(plan: AuditPlan):
