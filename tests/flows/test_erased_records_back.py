@@ -530,6 +530,7 @@ def test_a_lost_record_of_a_forget_outside_the_ledger_refuses_until_its_request_
     refused(capsys, argv, "the record of request OUT-3", "is missing")
     assert data_files(workspace) == before
     refused(capsys, ["audit", "people"], "the record of request OUT-3", "is missing")  # nor does the audit pass
+    assert not list((workspace / ".unlearn").glob("audits/*"))  # stopped before its run: no record, no marker
 
     # another request under the same id does not vouch for it
     forged = workspace / "forged.yaml"
