@@ -239,10 +239,16 @@ def outside_ledger(root: Path, dataset, completed: list) -> dict[str, dict]:
 
 
 # what of a request made outside the ledger its forget run's certificate names (ids only: a
-# fix_labels request's labels stay in the data), in its `request` block; RERECORDED: the same block
-# logged again by a rerun when the certificate is gone (record_again)
+# fix_labels request's labels stay in the data), in its `request` block; RERECORDED: the same block,
+# logged by the forget run before its release (a run killed after its promotion logs no certificate)
+# and again by a rerun when both are gone (record_again)
 RECORDED = ("delete_records", "revoke_features", "fix_labels")
 RERECORDED = "erasure.json"
+
+
+def request_record(request) -> dict:
+    """RERECORDED's content for `request`: its id and the ids of what it erases (never a label)."""
+    return {"request": {"id": request.id, **{key: sorted(getattr(request, key)) for key in RECORDED}}}
 
 
 def recorded_erasure(forget: Forget, certificate: dict | None) -> dict:
@@ -292,8 +298,7 @@ def record_again(root: Path, request) -> None:
                 and tags.get("request_hash") == request_hash(root, request)
                 and recorded_request(tags["lineage_run"], request.id,
                                      tracking.load_json(tags["lineage_run"], "certificate.json")) is None):
-            tracking.log_json(tags["lineage_run"], {"request": {"id": request.id, **{
-                key: sorted(getattr(request, key)) for key in RECORDED}}}, RERECORDED)
+            tracking.log_json(tags["lineage_run"], request_record(request), RERECORDED)
 
 
 def back_in(dataset, erasures: dict[str, dict], classes: list[str] | None = None, root: Path | None = None) -> Back:

@@ -510,7 +510,7 @@ def test_images_deleted_by_unlearn_forget_outside_the_ledger_are_not_added_nor_t
 
 def test_a_lost_record_of_a_forget_outside_the_ledger_refuses_until_its_request_file_records_it_again(
         workspace, people_csv, capsys):
-    """The forget run's certificate deleted (or made to name another request) must neither switch the
+    """The forget run's records deleted (or made to name another request) must neither switch the
     gate off nor lock the dataset for good: the gates refuse, naming the request and the run, and the
     request file given to `unlearn forget` again (vouched for by the version's salted request hash)
     records what it erased again."""
@@ -518,7 +518,9 @@ def test_a_lost_record_of_a_forget_outside_the_ledger_refuses_until_its_request_
     path = request_file(workspace, id="OUT-3", delete_records=ERASED)
     code, out = run_json(capsys, ["forget", str(path)])
     assert code == 0, out
-    certificate = workspace / "mlflow" / "artifacts" / out["run_id"] / "artifacts" / "certificate.json"
+    artifacts = workspace / "mlflow" / "artifacts" / out["run_id"] / "artifacts"
+    (artifacts / "erasure.json").unlink()  # the run's two records of the request: lost, or altered
+    certificate = artifacts / "certificate.json"
     body = json.loads(certificate.read_text())
     certificate.write_text(json.dumps({**body, "request": {**body["request"], "id": "OTHER"}}))
     argv = ["data", "add", "people", "--file", str(people_csv), "--target", "label", "--id", "person", "--replace"]
