@@ -19,7 +19,7 @@ from pathlib import Path
 from prefect.runtime import flow_run
 
 from flows.runs import failed_run, outcome_flow, requests_label
-from tasks import devices, release as release_steps, state, steps, tracking
+from tasks import devices, erased, release as release_steps, state, steps, tracking
 from tasks.common import (
     RETRAINED_AS_TRAINED, Lineage, Plan, Update, Verification, dataset_digest, falls_back_to_retraining, now_utc,
     promote, register, request_hash, seconds_between,
@@ -87,6 +87,8 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
                                      "n_delete": len(req.delete_records), "n_revoke": len(req.revoke_features),
                                      "n_fix_labels": len(req.fix_labels), "parent_version": plan.parent_version,
                                      "verify": verify or "default", **device_param(plan)})
+        # what the gates read of a request made outside the ledger when the run ends without a certificate
+        tracking.log_json(parent, erased.request_record(req), erased.RERECORDED)
         with release_steps.rollback_unless_promoted(lineage, plan, plan.keep_days) as outcome:
             configs = {"table": verify_config, "images": {"compare": compare, "verify": image_verify}}
             summary = forget_request(lineage, plan, options, configs.get(plan.kind.name), verify)

@@ -384,12 +384,16 @@ def attested(root: Path, facts: dict, warn: bool = True) -> bool:
 
 
 def plan_audit(root: Path, model: str, warn: bool = True) -> AuditPlan:
-    """`warn`: print the plan's warnings (False where the plan is made a second time: the Dask prefetch)."""
+    """`warn`: print the plan's warnings (False where the plan is made a second time: the Dask prefetch).
+    UnlearnError, before anything is trained or written, when the record of a request made with
+    `unlearn forget` outside the ledger on the dataset is lost: its check could not be made."""
+    from tasks.erased import completed_requests, outside_ledger
     from tasks.kinds import kind_of
 
     tracking.connect(root)
     production = tracking.require_production(model, root)
     dataset = data_store.load_dataset(root, tracking.trained_on(production, model))
+    outside_ledger(root, dataset, completed_requests(root))
     kind = kind_of(dataset)
     bundle, files = tracking.load_version(model, production.version)
     opened, unreadable = open_held_escrows(root, escrow_files(root, model))

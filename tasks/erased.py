@@ -21,12 +21,14 @@ back), and the secrets they redacted —, so that a copy of those under another 
 - the audit fails, and promotes nothing, when it finds them in the data it retrained on
   (tasks.audit_checks.erased_data_back), also for requests an earlier audit covered.
 
-Each reads the ledger once (`completed_requests`), verified first. A text corpus's redactions made
-with `unlearn forget` outside the ledger (the demo's) are read from the registry too
-(tasks.redacted.redacted_outside_ledger). Counts, request ids, dataset names and the names of
-features and classes (the schema, which certificates name too) in what is said: never a record id,
-which is personal data, nor a label, nor a fingerprint or row hash, which points at a secret or a
-record."""
+Each reads the ledger once (`completed_requests`), verified first. Requests made with `unlearn
+forget` outside the ledger are read from the registry too (`outside_ledger`): the records, features
+and labels they erased from their forget runs' certificates, a text corpus's redactions from their
+results (tasks.redacted.redacted_outside_ledger); a record of one that is gone refuses, until it is
+restored or its request file given again (record_again). Counts, request ids, dataset names and the
+names of features and classes (the schema, which certificates name too) in what is said: never a
+record id, which is personal data, nor a label, nor a fingerprint or row hash, which points at a
+secret or a record."""
 
 from __future__ import annotations
 
@@ -181,18 +183,122 @@ def completed_requests(root: Path) -> list:
     return [r for r in lg.fold(intact_entries(root)).values() if r.status == "completed"]
 
 
+@dataclass(frozen=True)
+class Forget:
+    """A version a request made with `unlearn forget` outside the ledger promoted: the request, the
+    dataset the version was trained on, its lineage run (where the forget logged its certificate and
+    result), the model and the version."""
+
+    request: str
+    dataset: str
+    run: str
+    model: str
+    version: str
+
+
+def forgets_outside_ledger(root: Path, completed: list) -> list[Forget]:
+    """The verified, not rolled back versions that requests made with `unlearn forget` outside the
+    ledger promoted (their `request_id` tag; a purged version keeps its tags and lineage run). A
+    comply batch's versions, the lineage runs of `completed` (the ledger's completed requests), are
+    skipped: their ledger entries say what they erased."""
+    from tasks import tracking
+
+    if not tracking.store_exists(root):
+        return []
+    tracking.connect(root)
+    runs = {run for r in completed if (run := (r.response or {}).get("run_id"))}
+    return [Forget(tags["request_id"], tracking.trained_on(v, model), tags["lineage_run"], model, str(v.version))
+            for model in tracking.registered_model_names() for v in tracking.model_versions(model)
+            if promoted_by_request(tags := v.tags) and tags["lineage_run"] not in runs]
+
+
+def promoted_by_request(tags: dict) -> bool:
+    """Whether a version's tags say a processed request promoted it: its `request_id`, verified, not
+    rolled back, with the lineage run that logged its certificate and result."""
+    return ("request_id" in tags and tags.get("verified") == "true" and "rolled_back" not in tags
+            and bool(tags.get("lineage_run")))
+
+
 def outside_ledger(root: Path, dataset, completed: list) -> dict[str, dict]:
-    """A text corpus's redactions made with `unlearn forget` outside the ledger (from the registry),
-    as natures: on any text dataset of the project, as ledger redactions are (erasures_of); none for
-    other data. `completed`: the ledger's completed requests, whose comply batches' versions are
-    skipped (their entries say it)."""
+    """The requests made with `unlearn forget` outside the ledger, as natures: the records, features
+    and labels they erased from `dataset` (recorded_erasure: record ids are each dataset's own, so on
+    the dataset their version was trained on only), and a text corpus's redactions on any text
+    dataset of the project, as ledger redactions are (erasures_of). `completed`: the ledger's
+    completed requests."""
+    from tasks import tracking
     from tasks.formats import TEXT, format_of
 
+    forgets = forgets_outside_ledger(root, completed)
+    own = [f for f in forgets if f.dataset == dataset.name]
+    natures = {f.request: {**recorded_erasure(f, tracking.load_json(f.run, "certificate.json")),
+                           "made_on": f.dataset} for f in own}
     if format_of(dataset) is not TEXT:
-        return {}
-    runs = {run for r in completed if (run := (r.response or {}).get("run_id"))}
-    return {request: {"secrets": sorted(found), "made_on": made}
-            for request, (made, found) in redacted.redacted_outside_ledger(root, runs).items()}
+        return natures
+    return merged(natures, {request: {"secrets": sorted(found), "made_on": made}
+                            for request, (made, found) in redacted.redacted_outside_ledger(forgets).items()})
+
+
+# what of a request made outside the ledger its forget run's certificate names (ids only: a
+# fix_labels request's labels stay in the data), in its `request` block; RERECORDED: the same block,
+# logged by the forget run before its release (a run killed after its promotion logs no certificate)
+# and again by a rerun when both are gone (record_again)
+RECORDED = ("delete_records", "revoke_features", "fix_labels")
+RERECORDED = "erasure.json"
+
+
+def request_record(request) -> dict:
+    """RERECORDED's content for `request`: its id and the ids of what it erases (never a label)."""
+    return {"request": {"id": request.id, **{key: sorted(getattr(request, key)) for key in RECORDED}}}
+
+
+def recorded_erasure(forget: Forget, certificate: dict | None) -> dict:
+    """What a request made with `unlearn forget` outside the ledger erased, as its forget run's record
+    names it (`certificate`: the run's certificate.json; the record ids in clear, as a ledger entry
+    does; nothing new is kept). UnlearnError (one line) when that record is gone or names another
+    request: the gates cannot tell what it erased, and reading it as nothing would let the records
+    back; its request file given again to `unlearn forget` records it again (record_again), so a lost
+    record does not lock the dataset."""
+    if (request := recorded_request(forget.run, forget.request, certificate)) is None:
+        raise UnlearnError(f"the record of request {forget.request}, made with `unlearn forget` outside the "
+                           f"ledger (model {forget.model} v{forget.version}: certificate.json of MLflow run "
+                           f"{forget.run}), is missing or names another request: the gates cannot tell what "
+                           f"it erased from data/{forget.dataset}; restore that run's artifacts from a backup "
+                           f"of mlflow/, or give its request file to `unlearn forget` again, which records it "
+                           f"again")
+    return {key: sorted(request.get(key) or ()) for key in RECORDED}
+
+
+def recorded_request(run: str, request_id: str, certificate: dict | None) -> dict | None:
+    """The `request` block for `request_id` in a forget run's certificate (`certificate`, read
+    already), else in the RERECORDED a rerun logged; None when neither names it."""
+    from tasks import tracking
+
+    return named_request(certificate, request_id) or named_request(tracking.load_json(run, RERECORDED), request_id)
+
+
+def named_request(document: dict | None, request_id: str) -> dict | None:
+    """A certificate's (or RERECORDED's) `request` block when it names `request_id`, else None."""
+    request = (document or {}).get("request")
+    return request if isinstance(request, dict) and request.get("id") == request_id else None
+
+
+def record_again(root: Path, request) -> None:
+    """Log again on its forget run what a request made outside the ledger erased, where the run's
+    record of it is gone (recorded_request): from the request file given to `unlearn forget` again,
+    which the version's `request_hash` tag (the salted hash of the whole request) vouches for."""
+    from tasks import tracking
+    from tasks.common import request_hash
+
+    if not tracking.store_exists(root):  # reading the registry would create one
+        return
+    tracking.connect(root)
+    for v in tracking.model_versions(request.model):
+        tags = v.tags
+        if (promoted_by_request(tags) and tags["request_id"] == request.id
+                and tags.get("request_hash") == request_hash(root, request)
+                and recorded_request(tags["lineage_run"], request.id,
+                                     tracking.load_json(tags["lineage_run"], "certificate.json")) is None):
+            tracking.log_json(tags["lineage_run"], request_record(request), RERECORDED)
 
 
 def back_in(dataset, erasures: dict[str, dict], classes: list[str] | None = None, root: Path | None = None) -> Back:

@@ -53,25 +53,16 @@ def certified_secrets(root: Path, response: dict) -> set[str]:
     return {r["fingerprint"] for r in rows if "fingerprint" in r and "earlier_requests" not in r}
 
 
-def redacted_outside_ledger(root: Path, ledger_runs: set[str]) -> dict[str, tuple[str, set[str]]]:
+def redacted_outside_ledger(forgets: list) -> dict[str, tuple[str, set[str]]]:
     """Request id → (the dataset, the fingerprints it redacted), of the requests made with `unlearn
-    forget` outside the ledger: each verified, not rolled back version's `request_id`, its `dataset`
-    tag and the result its lineage run logged. A comply batch's versions (`ledger_runs`, the forget
-    runs of completed ledger requests) are skipped: their ledger entries say it."""
+    forget` outside the ledger (`forgets`: tasks.erased.forgets_outside_ledger, the verified, not
+    rolled back versions they promoted): the result each lineage run logged."""
     from tasks import tracking
 
-    if not tracking.store_exists(root):
-        return {}
-    tracking.connect(root)
     found: dict[str, tuple[str, set[str]]] = {}
-    for model in tracking.registered_model_names():
-        for v in tracking.model_versions(model):
-            tags = v.tags
-            if ("request_id" not in tags or tags.get("verified") != "true" or "rolled_back" in tags
-                    or tags.get("lineage_run") in ledger_runs):
-                continue
-            if fingerprints := result_secrets(tracking.load_result(tags["lineage_run"]) or {}):
-                found.setdefault(tags["request_id"], (tracking.trained_on(v, model), set()))[1].update(fingerprints)
+    for forget in forgets:
+        if fingerprints := result_secrets(tracking.load_result(forget.run) or {}):
+            found.setdefault(forget.request, (forget.dataset, set()))[1].update(fingerprints)
     return found
 
 

@@ -16,6 +16,7 @@ from tasks import dvc, tracking
 from tasks.common import (
     step, Plan, dataset_digest, earlier_result, other_models_on, require_sole_model, require_trained_on_checkout,
 )
+from tasks.erased import record_again
 from tasks.kinds import kind_of
 from tasks.kinds.base import check_verify_mode_name
 from unlearning import references
@@ -36,6 +37,7 @@ def plan_request(root: Path, request_path: Path, method: str | None = None, veri
     if kept is not None:
         return kept
     request = load_request(Path(request_path))
+    record_again(root, request)  # a lost record of a request made outside the ledger, from its file again
     # the CLI's validation, outside any flow run, is kept for the flow (never on a project
     # without a store: reading the registry there would create one)
     keep = TaskRunContext.get() is None and tracking.store_exists(root)
@@ -124,10 +126,9 @@ def plan_for(root: Path, request: UnlearningRequest, method: str | None = None, 
 def refuse_erased_again(root: Path, request: UnlearningRequest, name: str, earlier: dict) -> None:
     """UnlearnError (one line) when data/`name` holds again what this processed request erased (its
     records, a revoked feature's values, a forgotten class's images, its secrets, a wrong label it
-    fixed: tasks.erased) — a backup restored, or the original added again with --replace. A request
-    made with `unlearn forget` outside the ledger is known to no gate, and its rerun was answered
-    'already processed' (exit 0) with the records back in the data. The data is not the version
-    the request's model was trained on, so the request cannot simply run again on it."""
+    fixed: tasks.erased) — a backup restored by hand, which the gates of `data add` never saw; its
+    rerun was answered 'already processed' (exit 0) with the records back in the data. The data is
+    not the version the request's model was trained on, so the request cannot simply run again on it."""
     from tasks.erased import back_in, renumbered
     from tasks.redacted import result_secrets
     from unlearning.compliance.ledger import request_nature

@@ -366,10 +366,14 @@ def run_url_hint(run_id: str) -> str:
 
 
 def load_json(run_id: str, filename: str) -> dict | None:
-    """A JSON artifact of a run (e.g. `result.json`, `certificate.json`), or None."""
+    """A JSON artifact of a run (e.g. `result.json`, `certificate.json`), or None. Read from the run's
+    artifact location, one query: by run id MLflow asks for the run twice and looks for a logged
+    model too, which the gates of `data add` and `train` paid per request made outside the ledger
+    (16.5 ms a file under cProfile, 10 ms so; 2026-12-07, load 2)."""
     try:
+        location = client().get_run(run_id).info.artifact_uri
         with tempfile.TemporaryDirectory() as tmp:
-            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=filename, dst_path=tmp)
+            path = mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/{filename}", dst_path=tmp)
             return json.loads(Path(path).read_text())
     except (MlflowException, OSError):
         return None

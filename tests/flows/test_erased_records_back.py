@@ -75,8 +75,7 @@ def test_a_record_deleted_by_unlearn_forget_outside_the_ledger_brought_back_fail
     add_and_train(people_csv, capsys)
     path = request_file(workspace, id="OUT-1", delete_records=ERASED[:2])
     assert main(["forget", str(path)]) == 0
-    restore_from_backup(workspace, people_csv)
-    assert run_json(capsys, ["train", "people"])[0] == 0
+    restore_from_backup(workspace, people_csv)  # `train` refuses this data (tested below): audited as it is
     production = tracking.production_alias("people")
 
     code, out = run_json(capsys, ["audit", "people", "--rebase"])
@@ -449,3 +448,99 @@ def test_the_gates_refuse_a_ledger_that_is_gone_while_its_signed_head_names_entr
     assert main(["ledger", "verify"]) == 1
     captured = capsys.readouterr()
     assert "the ledger is missing" in captured.out + captured.err, captured
+
+
+def data_files(workspace) -> dict:
+    """Every file of data/ and data.dvc, by content: what a refused command must leave as it was."""
+    return {p: p.read_bytes() for p in [workspace / "data.dvc", *sorted((workspace / "data").rglob("*"))]
+            if p.is_file()}
+
+
+def refused(capsys, argv, *said: str, erased=ERASED) -> str:
+    """`argv` exits 2 with one line that says each of `said` and names no erased record."""
+    capsys.readouterr()
+    assert main(argv) == 2, argv
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and all(s in err for s in said), err
+    assert not any(r in err for r in erased), err
+    return err
+
+
+def test_records_deleted_by_unlearn_forget_outside_the_ledger_are_not_added_nor_trained_on_again(
+        workspace, people_csv, capsys):
+    """Red team MODERATE 4 (session 21): records a request made with `unlearn forget` (no `requests
+    submit`) deleted were taken back by `data add --replace` with the original source, and `train`
+    learned them: the gates knew ledger requests only. They read the forget run's certificate."""
+    add_and_train(people_csv, capsys)
+    assert main(["forget", str(request_file(workspace, id="OUT-2", delete_records=ERASED))]) == 0
+    before, production = data_files(workspace), tracking.production_alias("people")
+    argv = ["data", "add", "people", "--file", str(people_csv), "--target", "label", "--id", "person", "--replace"]
+    refused(capsys, argv, "3 record(s) erased from data/people by completed request(s) OUT-2",
+            "drop them from the source")  # the old code: 0, the three records back in data/people
+    assert data_files(workspace) == before
+
+    restore_from_backup(workspace, people_csv)
+    refused(capsys, ["train", "people"], "3 record(s) erased by completed request(s) OUT-2 are back in data/people")
+    assert tracking.production_alias("people") == production  # the old code: a model that learned them again
+
+    import pandas as pd
+
+    cleaned = workspace / "cleaned.csv"
+    pd.read_csv(people_csv).query("person not in @ERASED").to_csv(cleaned, index=False)
+    assert main([*argv[:3], "--file", str(cleaned), *argv[5:]]) == 0
+    assert main(["train", "people"]) == 0
+
+
+def test_images_deleted_by_unlearn_forget_outside_the_ledger_are_not_added_nor_trained_on_again(workspace, capsys):
+    from tests.flows.test_erased_copies import shapes_add, trained_shapes, training_ids
+
+    source, data = trained_shapes(workspace)
+    erased = training_ids(data)
+    assert main(["forget", str(request_file(workspace, id="OUT-I", model="shapes", delete_records=erased))]) == 0
+    before = data_files(workspace)
+    refused(capsys, [*shapes_add(source), "--replace"], "2 record(s)", "OUT-I", erased=erased)  # the old code: 0
+    assert data_files(workspace) == before
+
+    restored = data_store._build_table("shapes", None, None, None, images=source, size=16)  # put back by hand
+    data_store.save_dataset(restored, data_store.dataset_dir(workspace, "shapes"))
+    dvc.add_data(workspace)
+    refused(capsys, ["train", "shapes", "--epochs", "15"], "2 record(s)", "back in data/shapes", "OUT-I",
+            erased=erased)  # the old code: 0
+
+
+def test_a_lost_record_of_a_forget_outside_the_ledger_refuses_until_its_request_file_records_it_again(
+        workspace, people_csv, capsys):
+    """The forget run's records deleted (or made to name another request) must neither switch the
+    gate off nor lock the dataset for good: the gates refuse, naming the request and the run, and the
+    request file given to `unlearn forget` again (vouched for by the version's salted request hash)
+    records what it erased again."""
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id="OUT-3", delete_records=ERASED)
+    code, out = run_json(capsys, ["forget", str(path)])
+    assert code == 0, out
+    artifacts = workspace / "mlflow" / "artifacts" / out["run_id"] / "artifacts"
+    (artifacts / "erasure.json").unlink()  # the run's two records of the request: lost, or altered
+    certificate = artifacts / "certificate.json"
+    body = json.loads(certificate.read_text())
+    certificate.write_text(json.dumps({**body, "request": {**body["request"], "id": "OTHER"}}))
+    argv = ["data", "add", "people", "--file", str(people_csv), "--target", "label", "--id", "person", "--replace"]
+    before = data_files(workspace)
+    for command in (argv, ["train", "people"]):  # the old code: 0 both, as with no record at all
+        refused(capsys, command, "the record of request OUT-3", "is missing or names another request",
+                out["run_id"], "give its request file to `unlearn forget` again")
+    certificate.unlink()
+    refused(capsys, argv, "the record of request OUT-3", "is missing")
+    assert data_files(workspace) == before
+    refused(capsys, ["audit", "people"], "the record of request OUT-3", "is missing")  # nor does the audit pass
+    assert not list((workspace / ".unlearn").glob("audits/*"))  # stopped before its run: no record, no marker
+
+    # another request under the same id does not vouch for it
+    forged = workspace / "forged.yaml"
+    forged.write_text(path.read_text().replace(f"- {ERASED[2]}\n", ""))
+    assert forged.read_text() != path.read_text()
+    refused(capsys, ["forget", str(forged)], "already used for a different request")
+    refused(capsys, argv, "the record of request OUT-3", "is missing")
+    # its own file does: the gates read what it erased again
+    assert main(["forget", str(path)]) == 0
+    refused(capsys, argv, "3 record(s) erased from data/people by completed request(s) OUT-3")
+    assert data_files(workspace) == before

@@ -109,9 +109,9 @@ def test_certified_forget_end_to_end(workspace, people_csv, capsys):
 
 
 def test_the_rerun_of_a_forget_request_whose_records_came_back_says_so(workspace, people_csv, capsys):
-    """Records deleted with `unlearn forget` (outside the ledger) brought back by `data add --replace`
-    of the original: no gate knows such a request, and the old code answered its rerun 'already
-    processed' (exit 0) with the records in the data. The rerun now says what is back and how to
+    """Records deleted with `unlearn forget` (outside the ledger) brought back by a backup restored
+    by hand (before session 22, by `data add --replace` of the original too): the old code answered
+    its rerun 'already processed' (exit 0) with the records in the data. The rerun now says what is back and how to
     put the data right (exit 2); with the data put right it is the earlier result again."""
     add_and_train(people_csv, capsys)
     req = request_file(workspace, id="OUT-1", delete_records=["P1003", "P1004"])
@@ -120,7 +120,10 @@ def test_the_rerun_of_a_forget_request_whose_records_came_back_says_so(workspace
     frame = pd.read_csv(people_csv)
     frame[~frame["person"].isin(["P1003", "P1004"])].to_csv(corrected, index=False)
     add_people = ["data", "add", "people", "--target", "label", "--id", "person", "--replace", "--file"]
-    assert main([*add_people, str(people_csv)]) == 0  # outside the ledger: not refused (docs/compliance.md)
+    assert main([*add_people, str(people_csv)]) == 2  # refused since session 22, as a ledger request's records
+    from tests.flows.test_erased_records_back import restore_from_backup
+
+    restore_from_backup(workspace, people_csv)  # by hand: no `data add` sees it
 
     capsys.readouterr()
     assert main(["forget", str(req)]) == 2  # the old code: 0, 'already processed'
@@ -189,8 +192,13 @@ def test_re_adding_erased_data_needs_replace(workspace, people_csv, capsys):
     assert main(["data", "add", "people", "--file", str(people_csv), "--target", "label", "--id", "person"]) == 2
     assert "--replace" in capsys.readouterr().err
     assert dvc.data_version(workspace) == version
-    assert main(["data", "add", "people", "--file", str(people_csv), "--target", "label", "--id", "person",
-                 "--replace"]) == 0
+    argv = ["data", "add", "people", "--target", "label", "--id", "person", "--replace", "--file"]
+    assert main([*argv, str(people_csv)]) == 2  # with the erased record, refused with or without it
+    assert "REQ-R" in capsys.readouterr().err and dvc.data_version(workspace) == version
+    other = workspace / "other.csv"  # different data without it
+    pd.read_csv(people_csv).query("person not in ['P1011', 'P1012']").to_csv(other, index=False)
+    assert main([*argv[:-2], "--file", str(other)]) == 2 and "--replace" in capsys.readouterr().err
+    assert main([*argv, str(other)]) == 0
     assert dvc.data_version(workspace) != version
 
 
