@@ -426,8 +426,7 @@ def stale_feature_map(plan: AuditPlan) -> bool:
     from unlearning.tabular import erasure
 
     _, bundle_after, _ = erasure.build_problem(plan.bundle, plan.dataset, plan.dataset, None)
-    before, after = plan.bundle.encoder, bundle_after.encoder
-    return (before.mean, before.std, before.scale) != (after.mean, after.std, after.scale)
+    return not plan.bundle.encoder.same_statistics(bundle_after.encoder)
 
 
 def table_problem(plan: AuditPlan):

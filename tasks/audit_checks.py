@@ -83,7 +83,7 @@ def map_check(production, current) -> dict:
     mean or deviation, relative to the current one's deviation."""
     change = max((abs(a - b) / s for a, b, s in zip(production.mean + production.std, current.mean + current.std,
                                                      current.std + current.std)), default=0.0)
-    same = (production.mean, production.std, production.scale) == (current.mean, current.std, current.scale)
+    same = production.same_statistics(current)
     return {"name": MAP_CHECK, "value": 0.0 if same else max(change, abs(production.scale - current.scale)),
             "threshold": "== 0 (statistics of the current training rows)", "passed": same}
 

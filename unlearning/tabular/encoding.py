@@ -147,6 +147,11 @@ class Encoder:
         z[:, held] = 0.0
         return replace(fitted, scale=_max_row_norm(z))
 
+    def same_statistics(self, other: Encoder) -> bool:
+        """Whether `other` holds this map's statistics bit for bit (mean, std, scale): a refit on
+        the same rows gives them, a refit after a deletion or revocation does not."""
+        return (self.mean, self.std, self.scale) == (other.mean, other.std, other.scale)
+
     def change_to(self, target: Encoder) -> tuple[np.ndarray, np.ndarray, float]:
         """(a, c, s/s′): how a row encoded with this map reads in `target` (same columns, other
         statistics), wherever neither map clips or imputes its values:

@@ -188,7 +188,7 @@ def refitted_to(bundle: ModelBundle, encoded: Encoded, changes: Changes, revokin
     raw = encoder.raw_from(encoded.train.X.numpy(), encoded.train.numbers.numpy())
     stays = ~_holds(encoded.train.ids, changes.deleted)
     refit = encoder.refit(raw[stays], revoking)
-    if (refit.mean, refit.std, refit.scale) == (encoder.mean, encoder.std, encoder.scale):
+    if refit.same_statistics(encoder):
         return bundle, encoded, cache
     moved = bundle.with_theta(encoder.reexpressed(bundle.theta, refit), encoder=refit)
     before_X = encoded.train.X
