@@ -47,8 +47,8 @@ def pandas_reference(bundle, before, after):
     changes = erasure.changes_between(before, after)
     revoked_columns = sorted(j for f in newly for j in bundle.encoder.derived_indices(f))
     data = erasure.training_data(before, bundle)
-    z_deleted, z_replaced = erasure.affected_rows(data, bundle, changes.deleted, set(changes.relabelled),
-                                                  revoked_columns)
+    deleted = np.array([i in changes.deleted for i in data.ids], dtype=bool)
+    z_deleted, z_replaced = erasure.affected_rows(data, deleted, set(changes.relabelled), revoked_columns)
     frame = after.frame.loc[[data.ids[i] for i in z_replaced]]
     X_tilde = torch.as_tensor(encoder_after.transform(frame), dtype=torch.float64).reshape(-1, data.X.shape[1])
     y_tilde = torch.as_tensor(encoder_after.encode_labels(frame[after.target]))

@@ -83,13 +83,8 @@ class Encoder:
             salt=salt.hex(),
             revoked=table.revoked,
         )
-        one_hot = {j for f in table.categorical for j in unfitted.derived_indices(f)}
         raw = unfitted._raw(train)  # (n_train, d-1), NaN = missing numeric value
-        mean, std = _moments(raw)
-        std = tuple(1.0 if j in one_hot else v for j, v in enumerate(std))
-        standardised = replace(unfitted, mean=mean, std=std)
-        z = standardised._standardise(raw)  # (n_train, d-1)
-        return replace(standardised, scale=_max_row_norm(z))
+        return unfitted.refit(raw)
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         """(n, d) float64 design matrix; rows of the fit data have ‖x‖₂ ≤ 1."""
@@ -117,12 +112,7 @@ class Encoder:
         """(n, d-1) values before standardising, from rows this map encoded: one-hot columns read
         back from X (never clipped: a centred 0/1 is within ±1), numeric ones from `numbers` (X lost
         clipped and missing values), revoked ones NaN. What `refit` and `transform_raw` take."""
-        raw = np.full((len(X), self.d - 1), np.nan)
-        one_hot = self.one_hot_indicators(X)
-        for f in self.categorical:
-            if f not in self.revoked:
-                cols = self.derived_indices(f)
-                raw[:, cols] = one_hot[:, cols]
+        raw = self.one_hot_indicators(X)[:, :-1].astype(np.float64)
         raw[:, self.numeric_columns()] = numbers
         for f in self.revoked:
             raw[:, self.derived_indices(f)] = np.nan
@@ -134,18 +124,45 @@ class Encoder:
         not keep statistics of records erased from it (n·mean − Σ(D') gives a deleted row back).
         `revoking`: features D' revokes that this map still encodes: their columns keep this map's
         statistics (the rows of D, before, are encoded with them) and count as 0 in `scale`."""
+        return self.refitted(raw, None, revoking)[0]
+
+    def refitted(self, raw: np.ndarray, kept: np.ndarray | None, revoking: Iterable[str] = ()) -> tuple[Encoder, np.ndarray]:
+        """`refit(raw[kept], revoking)` and `transform_raw(raw)` under it, every row of `raw`
+        standardised once (`kept`: (n,) bool, None = every row). What an erasure needs: the map of
+        D' (the rows kept) and D encoded with it, the rows it deletes included."""
         held = [j for f in revoking for j in self.derived_indices(f)]
-        raw = raw.copy()
-        raw[:, held] = np.nan
-        mean, std = _moments(raw)
-        one_hot = {j for f in self.categorical for j in self.derived_indices(f)}
-        std = tuple(1.0 if j in one_hot else v for j, v in enumerate(std))
-        mean = tuple(self.mean[j] if j in held else v for j, v in enumerate(mean))
-        std = tuple(self.std[j] if j in held else v for j, v in enumerate(std))
+        mean, std = self._moments_of(raw, kept, held)
         fitted = replace(self, mean=mean, std=std)
-        z = fitted._standardise(raw)
-        z[:, held] = 0.0
-        return replace(fitted, scale=_max_row_norm(z))
+        z = fitted._standardise(raw)  # the revoking columns too: D's rows keep them until the request zeroes them
+        squares = z**2
+        squares[:, held] = 0.0
+        norms = _row_norms(squares)
+        fitted = replace(fitted, scale=_max_norm(norms if kept is None else norms[kept]))
+        x = np.empty((len(raw), self.d))
+        x[:, :-1] = z
+        x[:, -1] = 1.0
+        x /= fitted.scale
+        return fitted, x
+
+    def _moments_of(self, raw: np.ndarray, kept: np.ndarray | None,
+                    held: list[int]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per column of `raw[kept]` ((n, d-1), `_raw`/`raw_from`; None: every row): a one-hot
+        column's mean is the share of rows holding its category and its std 1; every other
+        column's mean and std over its non-missing values (`_moments`); `held` columns keep this
+        map's statistics. A one-hot column is 0/1 with no missing value, so its count is a sum of
+        integers, exact in any order: all rows' less the rows not kept (a few, after an erasure)."""
+        live = [j for f in self.categorical if f not in self.revoked for j in self.derived_indices(f)]
+        other = np.setdiff1d(np.arange(raw.shape[1]), live)
+        mean, std = np.zeros(raw.shape[1]), np.ones(raw.shape[1])
+        rows = len(raw) if kept is None else int(kept.sum())
+        if live and rows:
+            counts = raw.sum(axis=0)[live] - (raw[~kept].sum(axis=0)[live] if kept is not None else 0.0)
+            mean[live] = counts / rows
+        numbers = raw[:, other] if kept is None else raw[:, other][kept]
+        # one layout whatever the indexing gave: the sums' order, and so their last bit, follows it
+        mean[other], std[other] = _moments(np.ascontiguousarray(numbers))
+        mean[held], std[held] = np.asarray(self.mean)[held], np.asarray(self.std)[held]
+        return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
     def same_statistics(self, other: Encoder) -> bool:
         """Whether `other` holds this map's statistics bit for bit (mean, std, scale): a refit on
@@ -245,14 +262,11 @@ class Encoder:
     def one_hot_indicators(self, X: np.ndarray) -> np.ndarray:
         """(n, d) bool from encoded rows: which one-hot columns' categories each row holds (the
         inverse of `transform` on those columns; False for every other column)."""
-        out = np.zeros(X.shape, dtype=bool)
-        for f in self.categorical:
-            if f in self.revoked:
-                continue
-            cols = self.derived_indices(f)
-            raw = X[:, cols] * self.scale * np.asarray(self.std)[cols] + np.asarray(self.mean)[cols]
-            out[:, cols] = raw > 0.5
-        return out
+        cols = [j for f in self.categorical if f not in self.revoked for j in self.derived_indices(f)]
+        # held ⇔ x·scale·std + mean > 1/2, which a 0/1 value misses by 1/(2·scale); +∞ elsewhere
+        threshold = np.full(X.shape[1], np.inf)
+        threshold[cols] = (0.5 - np.asarray(self.mean)[cols]) / (self.scale * np.asarray(self.std)[cols])
+        return X > threshold
 
     def forget_absent(self, counts: np.ndarray) -> Encoder:
         """`keep_categories_of` from per-column counts (`category_counts` of the data): the
@@ -404,8 +418,11 @@ def _moments(raw: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
-def _max_row_norm(z: np.ndarray) -> float:
-    """max ‖[z_i, 1]‖₂ — at least 1, so dividing by it never scales rows up."""
-    if len(z) == 0:
-        return 1.0
-    return float(np.sqrt((z**2).sum(axis=1) + 1.0).max())
+def _row_norms(squares: np.ndarray) -> np.ndarray:
+    """‖[z_i, 1]‖₂ per row, from the rows' squared entries."""
+    return np.sqrt(squares.sum(axis=1) + 1.0)
+
+
+def _max_norm(norms: np.ndarray) -> float:
+    """The largest row norm — at least 1, so dividing by it never scales rows up."""
+    return float(norms.max()) if len(norms) else 1.0
