@@ -65,10 +65,11 @@ def load_cache(root: Path, run_id: str) -> dict:
     return dict(torch.load(path)) if path.exists() else {}
 
 
-# What a table model version keeps for the requests on it (unlearning.tabular.erasure.model_cache):
+# What a table model version keeps for the requests on it. A trained one (unlearning.tabular.erasure.model_cache):
 # H(θ*; D), its Cholesky factor, ‖X‖₂, ∇L_b(θ*; D) and the θ it was taken at, and H's spectrum
 # summaries (largest eigenvalue: the first-order step; diagonal: CG's preconditioner); XᵀX and the
-# largest row norm and Σ‖x_i‖²x_i x_iᵀ (the certified bound without a pass over D').
+# largest row norm and Σ‖x_i‖²x_i x_iᵀ (the certified bound without a pass over D'). One made by a
+# request (erasure.version_cache): a bound on ‖X‖₂ only, the rest computed by the next request.
 CACHE_KEYS = ("H", "L", "X_norm", "gradient", "gradient_at", "lambda_max", "hess_diag", "gram", "row_norm_max",
               "gram_by_row_norm")
 

@@ -128,3 +128,34 @@ def test_a_version_without_a_cache_of_its_data_is_encoded_afresh(workspace, peop
     assert code == 0 and out["verified"], out
     assert sum(encoded_rows) >= 600 - 2
     assert encoded_file(workspace, "3").exists()
+
+
+def test_a_version_made_by_a_request_keeps_a_bound_on_its_norm_and_no_hessian(workspace, people_csv, capsys):
+    """The version a deletion registers keeps D' encoded and a bound on ‖X‖₂, not H, ∇L_b or XᵀX:
+    the next deletion refits the map and computes them in it anyway, so computing them before the
+    promotion only delayed the removal. A label fix on that version (the map kept) computes them
+    when it runs, and its update is the one the full cache of a trained version gives."""
+    from tasks import data as data_store
+    from unlearning.tabular import erasure, methods
+    from unlearning.tabular.data import correct_table
+
+    add_and_train(people_csv, capsys)
+    code, out = run_json(capsys, ["forget", str(request_file(workspace, id="REQ-N", delete_records=[ERASED]))])
+    assert code == 0 and out["verified"], out
+    cache = state.load_cache(workspace, run_of("2"))
+    assert set(cache) == {"X_norm"}
+    X = torch.load(encoded_file(workspace, "2"))["X"]
+    assert float(torch.linalg.matrix_norm(X, ord=2)) <= cache["X_norm"] <= 1.01 * float(torch.linalg.matrix_norm(X))
+
+    table = data_store.load_dataset(workspace, "people")
+    bundle = tracking.load_version_bundle("people", "2")
+    record = next(i for i in table.ids() if i != ERASED and table.frame.loc[i, table.target] == "no")
+    fixed = correct_table(table, [], [], {record: "yes"})
+    full = erasure.model_cache(bundle, table, None)  # what registration computed before
+    problem, _, _ = erasure.build_problem(bundle, table, fixed, None, {k: v for k, v in full.items() if k != "encoded"})
+    expected = methods.run_method("second_order", problem, None).theta
+
+    path = request_file(workspace, id="REQ-F", fix_labels={record: "yes"})
+    code, out = run_json(capsys, ["forget", str(path), "--method", "second_order"])
+    assert code == 0 and out["verified"], out
+    assert torch.allclose(tracking.load_version_bundle("people", "3").theta, expected, rtol=0, atol=1e-10)

@@ -180,6 +180,8 @@ def build_problem(bundle: ModelBundle, before: Table, after: Table, b: torch.Ten
     newly_revoked = [f for f in after.revoked if f not in bundle.encoder.revoked]
     deleted = Deleted.of(encoded, changes)
     bundle, encoded, cache = refitted_to(bundle, encoded, deleted.train, newly_revoked, b, cache)
+    if cache and "H" not in cache:  # a version made by a request keeps no H (`version_cache`): the map is kept
+        cache = {**cache, **newton_cache(bundle, encoded.train, b)}
     encoder_after = bundle.encoder.with_revoked(newly_revoked) if newly_revoked else bundle.encoder
     revoked_columns = sorted(j for f in newly_revoked for j in bundle.encoder.derived_indices(f))
     data = encoded.train
@@ -338,6 +340,21 @@ def model_cache(bundle: ModelBundle, table: Table, b: torch.Tensor | None, encod
     X = encoded.train.X
     return {**newton_cache(bundle, encoded.train, b), "X_norm": float(torch.linalg.matrix_norm(X, ord=2)),
             **certified.data_cache(X), "encoded": encoded.to_state()}
+
+
+def version_cache(encoded: Encoded, request_cache: dict) -> dict:
+    """What a model version made by a request keeps for the next one: D' encoded with its feature
+    map and a bound on ‖X‖₂ (the request's, which holds for the rows of D' under the new map: a
+    subset of the rows it bounded, with columns zeroed at most; else ‖X‖_F, O(n·p)). Not H, ∇L_b
+    or XᵀX, as `model_cache` computes them at training: the next request that deletes or revokes
+    refits the map and computes them in its new map (`refitted_to`), so computing them here, before
+    the promotion, would only delay the removal (0.13 s on Adult); one that keeps the map (a label
+    fix, a held-out row) computes H and ∇L_b then (`build_problem`), and a certified one takes the
+    exact pass instead of the O(p²) bound that XᵀX would allow."""
+    norm = request_cache.get("X_norm")
+    if norm is None:
+        norm = float(torch.linalg.matrix_norm(encoded.train.X)) * (1 + 1e-12)
+    return {"X_norm": float(norm), "encoded": encoded.to_state()}
 
 
 def newton_cache(bundle: ModelBundle, data: TrainingData, b: torch.Tensor | None) -> dict:
