@@ -71,3 +71,41 @@ def test_first_order_lies_between_no_update_and_second_order(adult, kind):
     second = run_method("second_order", p, {}).theta
     none, r1, r2 = (residual_by_hand(theta, bundle_after, after, bundle.l2) for theta in (p.theta, first, second))
     assert none > r1 > r2, (kind, none, r1, r2)
+
+
+def outlier_table(age: float, hours: float):
+    """300 people, the first training row an outlier in both numeric columns (clipped at 3 std)."""
+    import pandas as pd
+
+    from unlearning.tabular.files import table_from_frame
+
+    rng = np.random.default_rng(3)
+    n = 300
+    frame = pd.DataFrame({"person": [f"P{1000 + i}" for i in range(n)], "age": rng.integers(18, 80, n).astype(float),
+                          "hours": rng.normal(40, 10, n).round(1), "sex": rng.choice(["female", "male"], n),
+                          "city": rng.choice(["Ames", "Boise", "Cork", "Delft"], n)})
+    logit = 0.06 * (frame.age - 45) + 0.08 * (frame.hours - 40) + np.where(frame.sex == "male", 0.7, -0.7) \
+        + rng.normal(0, 0.8, n)
+    frame["label"] = np.where(logit > 0, "yes", "no")
+    table = table_from_frame("people", frame, target="label", id_column="person")
+    first = training_ids(table)[0]
+    table.frame.loc[first, ["age", "hours"]] = [age, hours]
+    return table, first
+
+
+@pytest.mark.parametrize("age, hours", [(95.0, 80.0), (300.0, 200.0), (9e5, -7e5)])
+def test_second_order_removes_a_deleted_outlier_as_the_evidence_requires(age, hours):
+    """Deleting an outlier from a few hundred rows moves the refitted map's deviations so far that
+    one Newton step left 10–21 % of the starting residual on D' (review of 2026-12-07), past the
+    evidence's 10 %, and `auto` retrained: second_order now takes further steps with the same matrix
+    while more than 5 % is left. Residuals computed by hand on the corrected table."""
+    table, outlier = outlier_table(age, hours)
+    bundle, _, _ = train_bundle(table, TrainConfig(tol=1e-10))
+    after = correct_table(table, [outlier], [], {})
+    p, bundle_after, _ = erasure.build_problem(bundle, table, after, None, erasure.model_cache(bundle, table, None))
+    one_step = run_method("second_order", p, {"refine_above": None}).theta
+    default = run_method("second_order", p, {})
+    none, r1, r2 = (residual_by_hand(theta, bundle_after, after, bundle.l2) for theta in (p.theta, one_step, default.theta))
+    assert r1 > 0.1 * none  # what the evidence refused
+    assert r2 <= 0.1 * none and r2 < r1 and default.stats["refined"] >= 1, (none, r1, r2)
+    assert default.residual == pytest.approx(r2, rel=1e-6)
