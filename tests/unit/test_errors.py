@@ -248,8 +248,19 @@ def test_a_value_glued_to_what_follows_it_is_masked(kind, site):
     assert value[1:-1] not in shown_as, shown_as
 
 
+@pytest.mark.parametrize("glue", ["1.csv", "2024.csv", "-2.csv", "1.2.csv", ".tar.gz", "1.csv.csv"])
+@pytest.mark.parametrize("site", sorted(BEHIND_SITES))
+def test_an_email_address_glued_to_a_number_and_a_file_extension_is_masked(site, glue):
+    """`alice@example.com1.csv` was printed whole: with a file extension dropped, what was left ended in
+    no top-level domain (`com1`), and the e-mail detector reported no address."""
+    value, _ = SECRETS["e-mail"]
+    shown_as = str(UnlearnError(BEHIND_SITES[site].format(v=value + glue)))
+    assert value[1:-1] not in shown_as, shown_as
+
+
 # Glued to punctuation: in front (a word and a dash, a dot, a non-ASCII letter), behind (a colon, a dash).
-PUNCTUATION_GLUE = {"in front": ["-", ".", "ab-", "a/b-", "é", "x:", "="], "behind": ["-", ":", ".", "ab-"]}
+PUNCTUATION_GLUE = {"in front": ["-", ".", "ab-", "a/b-", "é", "x:", "=", "v1.", "x_1.", "v1.2.", "++"],
+                    "behind": ["-", ":", ".", "ab-"]}
 PUNCTUATION_SITES = ["unknown feature '{t}' in revoke_features", "export {t} failed",
                      "data file '/data/{t}.csv' not found"]
 
@@ -261,11 +272,21 @@ def test_a_value_glued_to_punctuation_is_masked(kind, where, glue):
     `éalice@example.com`, `alice@example.com-.csv` and `4111 1111 1111 1111:` were printed whole or in
     part: a `+` or `(` after a dash or a dot was taken for the rest of a number, a dash for part of a
     token, a dot or a non-ASCII letter for part of a mailbox, a dash for a domain going on, and a colon
-    for the start of a time."""
+    for the start of a time; so were a card number after `v1.` (taken for a decimal's fraction) and a phone
+    number after `++` (read from its second group, the country code printed)."""
     value, _ = SECRETS[kind]
     for site in PUNCTUATION_SITES:
         shown_as = str(UnlearnError(site.format(t=glue + value if where == "in front" else value + glue)))
         assert value[1:-1] not in shown_as, shown_as
+
+
+@pytest.mark.parametrize("site", PUNCTUATION_SITES)
+def test_a_phone_number_after_two_plus_signs_is_masked_with_its_country_code(site):
+    """`++41 44 668 18 00` was read from its second group: the country code was printed."""
+    from unlearning.detect import mask
+
+    shown_as = str(UnlearnError(site.format(t="++41 44 668 18 00")))
+    assert "41" not in shown_as and "+" + mask("+41 44 668 18 00", "phone") in shown_as, shown_as
 
 
 GLUED_LEGITIMATE = [
