@@ -10,8 +10,10 @@ secret detector's password.
 from __future__ import annotations
 
 import bisect
+import contextlib
+import gc
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 
 from unlearning.detect.allowlist import Allowlist
@@ -262,10 +264,25 @@ def _occurrences(text: str, values: list[str]) -> list[tuple[str, int]]:
     if len(values) < 2:
         return [(value, at) for value in values for at in _starts(text, value)]
     try:
-        pattern = re.compile(f"(?=({_trie_pattern(values)}))", re.DOTALL)
+        with _cyclic_gc_paused():
+            pattern = re.compile(f"(?=({_trie_pattern(values)}))", re.DOTALL)
     except (RecursionError, re.error):
         return [(value, at) for value in values for at in _starts(text, value)]
     return [(m.group(1), m.start()) for m in pattern.finditer(text)]
+
+
+@contextlib.contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector (if on) while `re` compiles a values' trie: its parser allocates
+    millions of lists for the 61,000 card numbers of a 1 MiB message, none of them in a cycle, and the
+    collections it set off took half the compile and grew with the pattern (1.2 s → 2.4 s for 64,000)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _starts(text: str, value: str) -> Iterable[int]:
@@ -276,26 +293,30 @@ def _starts(text: str, value: str) -> Iterable[int]:
 
 
 def _trie_pattern(values: Iterable[str]) -> str:
-    """A regex matching any of `values`, the longest first where several start at the same place."""
-    trie: dict = {}
-    for value in values:
-        node = trie
-        for character in value:
-            node = node.setdefault(character, {})
-        node[""] = {}
-    return _node_pattern(trie)
+    """A regex matching any of `values`, the longest first where several start at the same place: the
+    values' trie, read off the sorted values (a trie of dicts took 180 MB and 2.2 s for the 61,000
+    distinct card numbers of a 1 MiB message, growing faster than the values)."""
+    ordered = sorted(set(values))
+    return _range_pattern(ordered, 0, len(ordered), 0)
 
 
-def _node_pattern(node: dict) -> str:
-    chain = ""
-    while len(node) == 1 and "" not in node:  # one way on: no group needed
-        (character, node), = node.items()
-        chain += re.escape(character)
-    branches = [re.escape(c) + _node_pattern(child) for c, child in node.items() if c]
+def _range_pattern(values: list[str], lo: int, hi: int, depth: int) -> str:
+    """The trie pattern of the sorted values[lo:hi], which share their first `depth` characters, from there."""
+    first, last = values[lo], values[hi - 1]
+    shared = depth  # the range's common prefix is its first and last value's
+    while shared < min(len(first), len(last)) and first[shared] == last[shared]:
+        shared += 1
+    ends_here = len(first) == shared  # a value that is the common prefix sorts first
+    branches, at = [], lo + ends_here
+    while at < hi:
+        after = bisect.bisect_right(values, values[at][shared], at, hi, key=lambda value: value[shared])
+        branches.append(_range_pattern(values, at, after, shared))
+        at = after
+    chain = re.escape(first[depth:shared])
     if not branches:
         return chain
     either = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
-    return chain + (f"(?:{either})?" if "" in node else either)
+    return chain + (f"(?:{either})?" if ends_here else either)
 
 
 def masked_message(text: str) -> str:
