@@ -210,7 +210,13 @@ GLUED_SITES = ["data file '/data/card_{v}.csv' not found; check the path given w
                # glued behind: to letters ("alice@example.comfoo") and to '_' and digits
                "unknown feature '{v}foo' in revoke_features; valid features: age, sex, race",
                "data file '/data/{v}_2024.csv' not found; check the path given with --file"]
-SITES += GLUED_SITES
+# Glued to punctuation and a number: after a version's dot (a card number there is no decimal's fraction),
+# after a doubled '+', and before a number and a file extension (a digit glued behind a card number, an
+# IBAN or a key makes another value: those are printed whole).
+PUNCTUATION_SITES = ["unknown model 'v1.{v}': no registered version with alias 'production'",
+                     "unknown feature '++{v}' in revoke_features; valid features: age, sex, race",
+                     "data file '/data/{v}1.csv' not found; check the path given with --file"]
+SITES += GLUED_SITES + PUNCTUATION_SITES
 
 
 def flagged_by(text: str, quoted: bool = True) -> Counter:

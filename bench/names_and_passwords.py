@@ -204,7 +204,7 @@ RULES: dict[str, Callable[[str], bool]] = {
     "…and a symbol other than ( ) [ ] { } too, no path": lambda v: four_classes(v, "!#$%^&*;,?~|") and "/" not in v,
     "…and a symbol other than # $ % ^ & too": lambda v: four_classes(v, "!*;,?~|") and "/" not in v,
     # what messages mask (unlearning.detect.secrets.PasswordShapeDetector): a password covered whole
-    "messages' rule: a piece (split at space, quote, / \\ _ = -) with A, a, 0 and ! # $ % & ? ~ ^ |": covered_whole,
+    "messages' rule (PasswordShapeDetector), the password covered whole": covered_whole,
 }
 
 
