@@ -132,8 +132,8 @@ _DATE_OR_TIME_GLUE = re.compile(r"[/:]\d")
 
 def _decimal_fraction(text: str, start: int) -> bool:
     """Whether the run at `start` is a decimal's fraction: right after a dot and a number that stands
-    alone ("pi 3.4111111111111111", "ε=0.4111111111111111": a float's repr has 16–17 digits there, a few
-    in a hundred of them card-shaped). After a number glued to a letter, '_' or a dot the run is a
+    alone ("pi 3.4111111111111111", "ε=0.4111111111111111": a float's repr has 16–17 digits there, 1.4 %
+    of random ones card-shaped). After a number glued to a letter, '_' or a dot the run is a
     version's or a name's part ("v1.4111111111111111", "x_1.4111…", "1.2.4111…"), which no float
     prints: a card number there is one. Walks back over the number before the dot only, once per run."""
     if start < 2 or text[start - 1] != "." or not text[start - 2].isdigit():
