@@ -13,8 +13,8 @@ the names users give (bench.names_and_passwords). This counts, per detector, the
 legitimate values it flags (each inside a message template of the kind the CLI prints), the
 secrets it finds when a message quotes one (card, e-mail, IBAN, AWS key, GitHub token, phone, also
 inside a path, after a word in the same quote, glued to a word before or after it; and a password
-with no keyword, which none finds), what rules on a quoted name alone would mask among names and
-passwords, and what a message costs to mask.
+with no keyword, which only a message's rule on its shape finds), what rules on a quoted name alone
+would mask among names and passwords, and what a message costs to mask.
 
 `--messages` reads JSON lines `{"kind", "msg", "test"}` — every UnlearnError message, argparse error
 and option line one run of the tests raised (recorded by a pytest plugin that wraps
@@ -39,6 +39,7 @@ from bench.generated import hexes, iso_timestamp, path, request_id, timestamp, v
 from bench.names_and_passwords import PASSWORDS, RULES, legitimate_name, rule_table
 from unlearning.detect import DETECTORS
 from unlearning.detect.scan import MESSAGE_DETECTORS, find_in_message, find_matches
+from unlearning.detect.secrets import PasswordShapeDetector
 
 def record_id(rng: random.Random) -> str:
     return rng.choice([str(rng.randrange(48842)), f"P{rng.randrange(1000, 100000)}", f"r{rng.randrange(10 ** 5):05d}",
@@ -179,7 +180,7 @@ SECRETS = {
     "aws key": ["AKIAQ3EGRZ7T5XK2LW9M", "AKIAIOSFODNN7EXAMPLE"],
     "github token": ["ghp_" + "aB3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6", "github_pat_" + "11ABCDEFG0" * 6],
     "phone": ["+44 20 7946 0958", "+1 (415) 555-2671", "(415) 555-2671", "+49 89 1234567"],
-    # no detector knows these (bench.names_and_passwords measures whether a rule could)
+    # no keyword: only messages mask them, by their shape (bench.names_and_passwords measures the rule)
     "password, no keyword": ["Tr0ub4dor&3", "Summer2024!", "kX9#mQ2$vL7p", "Horse-battery-Staple42"],
 }
 SITES = ["unknown feature '{v}' in revoke_features; valid features: age, sex, race",
@@ -209,7 +210,13 @@ GLUED_SITES = ["data file '/data/card_{v}.csv' not found; check the path given w
                # glued behind: to letters ("alice@example.comfoo") and to '_' and digits
                "unknown feature '{v}foo' in revoke_features; valid features: age, sex, race",
                "data file '/data/{v}_2024.csv' not found; check the path given with --file"]
-SITES += GLUED_SITES
+# Glued to punctuation and a number: after a version's dot (a card number there is no decimal's fraction),
+# after a doubled '+', and before a number and a file extension (a digit glued behind a card number, an
+# IBAN or a key makes another value: those are printed whole).
+PUNCTUATION_SITES = ["unknown model 'v1.{v}': no registered version with alias 'production'",
+                     "unknown feature '++{v}' in revoke_features; valid features: age, sex, race",
+                     "data file '/data/{v}1.csv' not found; check the path given with --file"]
+SITES += GLUED_SITES + PUNCTUATION_SITES
 
 
 def flagged_by(text: str, quoted: bool = True) -> Counter:
@@ -270,7 +277,7 @@ def print_password_rules(n: int, seed: int) -> None:
     print("|---|---:|" + "---:|" * len(PASSWORDS))
     for rule in RULES:
         print(f"| {rule} | {masked[rule]} | " + " | ".join(str(caught[rule][style]) for style in PASSWORDS) + " |")
-    print("\nlegitimate names masked by the rule above the last: " + ", ".join(examples) + "\n")
+    print("\nlegitimate names masked by the messages' rule (the last): " + ", ".join(examples) + "\n")
 
 
 def print_rules_on_captured(messages: list[str]) -> None:
@@ -290,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--messages", type=Path, nargs="*", default=[], help="JSON lines of captured messages")
     args = parser.parse_args(argv)
-    detectors = list(DETECTORS)
+    detectors = [*DETECTORS, PasswordShapeDetector.name]  # the last: in messages only
 
     for quoted in (False, True):
         how = "as errors are masked (find_in_message)" if quoted else "whole message only (find_matches)"

@@ -3,10 +3,11 @@
     python -m bench.error_masking          # prints this module's table after its own
 
 A password with no keyword and no known format (`Tr0ub4dor&3` given as a feature, model or column
-name) is found by no detector: the secret detector needs a password word, a key word or a token
-format. A rule that judged a quoted name by its shape alone would mask such a value — and every
-legitimate name of the same shape. This generates both and counts, per candidate rule, the names it
-would mask and the passwords it would catch:
+name) is found by no detector of `unlearn scan`: the secret detector needs a password word, a key word
+or a token format. A rule that judges a message's words by their shape alone masks such a value — and
+every legitimate name of the same shape. This generates both and counts, per candidate rule, the names
+it would mask and the passwords it would catch; the last is the rule messages use
+(unlearning.detect.secrets.PasswordShapeDetector), a password counted only when covered whole:
 
 - legitimate: the feature and column names of UCI Adult and of other tables people train on (Titanic,
   Iris, California and Boston housing, wine quality, credit-card fraud, bank marketing, Pima diabetes,
@@ -28,7 +29,7 @@ import re
 import string
 from collections.abc import Callable
 
-from unlearning.detect.secrets import looks_like_password, looks_like_token
+from unlearning.detect.secrets import PasswordShapeDetector, looks_like_password, looks_like_token
 
 # --- legitimate names --------------------------------------------------------------------------------
 TABLES = {
@@ -190,6 +191,11 @@ def four_classes(value: str, symbols: str = SYMBOLS) -> bool:
             and all(any(test(c) for c in value) for test in _CLASSES) and any(c in symbols for c in value))
 
 
+def covered_whole(value: str) -> bool:
+    """Whether the pieces a message masks as passwords cover `value` whole."""
+    return any(m.start == 0 and m.end == len(value) for m in PasswordShapeDetector().find(value))
+
+
 RULES: dict[str, Callable[[str], bool]] = {
     "secret detector's password gate (not a plain word)": looks_like_password,
     "secret detector's token gate (entropy, mixed)": looks_like_token,
@@ -197,17 +203,19 @@ RULES: dict[str, Callable[[str], bool]] = {
     "upper+lower+digit+symbol other than - _ . / : @ + < = >": lambda v: four_classes(v, "!#$%^&*()[]{};,?~|"),
     "…and a symbol other than ( ) [ ] { } too, no path": lambda v: four_classes(v, "!#$%^&*;,?~|") and "/" not in v,
     "…and a symbol other than # $ % ^ & too": lambda v: four_classes(v, "!*;,?~|") and "/" not in v,
+    # what messages mask (unlearning.detect.secrets.PasswordShapeDetector): a password covered whole
+    "messages' rule (PasswordShapeDetector), the password covered whole": covered_whole,
 }
 
 
 def rule_table(n: int, seed: int) -> tuple[dict[str, int], dict[str, dict[str, int]], list[str]]:
     """({rule: legitimate names masked}, {rule: {password style: caught}}, the distinct names masked by the
-    rule before the last, the strictest that still catches `Tr0ub4dor&3`)."""
+    messages' rule, the last)."""
     rng = random.Random(seed)
     names = [legitimate_name(rng) for _ in range(n)]
     passwords = {style: [make(rng) for _ in range(n)] for style, make in PASSWORDS.items()}
     masked_names = {rule: sum(map(test, names)) for rule, test in RULES.items()}
     caught = {rule: {style: sum(map(test, values)) for style, values in passwords.items()}
               for rule, test in RULES.items()}
-    second_last = list(RULES.values())[-2]
-    return masked_names, caught, sorted({name for name in names if second_last(name)})
+    last = list(RULES.values())[-1]
+    return masked_names, caught, sorted({name for name in names if last(name)})

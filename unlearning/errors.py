@@ -10,7 +10,8 @@ class UnlearnError(ValueError):
 
     The CLI prints it as-is and exits with code 2; nothing is written before it can be raised.
     What it prints is `shown(message)`: a value the message quotes that the detectors take for a
-    card number, an e-mail address, an IBAN, a key or a phone number is masked, never printed.
+    card number, an e-mail address, an IBAN, a key, a phone number or, by its shape alone, a password
+    is masked, never printed.
     """
 
     def __str__(self) -> str:

@@ -93,6 +93,22 @@ def test_card_detector_rejects(text):
     assert found(text, "card") == []
 
 
+@pytest.mark.parametrize("text,value", [
+    ("model v1.4111111111111111", "4111111111111111"), ("v1.4111 1111 1111 1111", "4111 1111 1111 1111"),
+    ("x_1.4539148803436467.csv", "4539148803436467"), ("release 1.2.4111111111111111", "4111111111111111"),
+])  # fmt: skip
+def test_a_card_number_after_a_version_or_a_name_and_a_dot_is_found(text, value):
+    """A run after a number and a dot was a decimal's fraction whatever came before the number: a card
+    number after `v1.` was printed whole. A float's fraction still is none ("pi 3.4111111111111111")."""
+    assert found(text, "card") == [value]
+
+
+@pytest.mark.parametrize("text", ["pi 3.4111111111111111", "ε=0.4111111111111111", "[-1.4111111111111111]",
+                                  "x 10.4111111111111111e-05"])
+def test_a_card_shaped_fraction_of_a_float_is_no_card(text):
+    assert found(text, "card") == []
+
+
 def test_card_context_words_raise_confidence():
     plain, = DETECTORS["card"].find("value 4111 1111 1111 1111")
     cued, = DETECTORS["card"].find("my credit card 4111 1111 1111 1111")
@@ -180,6 +196,10 @@ def test_email_detector_finds(text, value):
     ("alice@example.com" + "glued" * 6, "alice@example.com" + "glued" * 6),  # longer than any real one
     ("a@example.com-x.org", "a@example.com-x.org"), ("a@example.com1.net", "a@example.com1.net"),  # one domain
     ("/data/alice@example.com-.csv", "alice@example.com"),  # a label ends with no '-'
+    # a number between the address and a file extension, or several extensions
+    ("/data/alice@example.com1.csv", "alice@example.com"), ("alice@example.com2024.csv", "alice@example.com"),
+    ("alice@example.com-2.csv", "alice@example.com"), ("alice@example.com1.2.csv", "alice@example.com"),
+    ("alice@example.com.tar.gz", "alice@example.com"), ("alice@example.com1.csv.csv", "alice@example.com"),
     ("'.alice@example.com'", "alice@example.com"), ("éalice@example.com", "alice@example.com"),  # glued in front
 ])  # fmt: skip
 def test_an_email_address_glued_to_what_follows_it_is_found_whole(text, value):
@@ -192,6 +212,7 @@ def test_an_email_address_glued_to_what_follows_it_is_found_whole(text, value):
     "logo@2x.png", "npm i left-pad@1.3.0", "ssh deploy@localhost", "@handle", "foo@bar.c",
     "j***@e******.com", "postgres://admin:S3cret99@db.internal:5432/app", "a@@example.com",
     "a@b.png.csv", "icon@2x.png.json",  # what is left without the file extension is no domain either
+    "icon@2x.png1.csv", "a@b.py.tar.gz", "x@example.json",
 ])  # fmt: skip
 def test_email_detector_rejects(text):
     assert found(text, "email") == []
@@ -249,9 +270,12 @@ def test_a_phone_number_starting_or_ending_a_longer_run_is_found_unless_neighbou
 @pytest.mark.parametrize("text,value", [
     ("ab-(415) 555-2671", "(415) 555-2671"), ("v1.+49 89 1234567", "+49 89 1234567"),
     ("x-+44 20 7946 0958", "+44 20 7946 0958"), ("1-800-555-0199", "1-800-555-0199"),
+    ("++41 44 668 18 00", "+41 44 668 18 00"), ("+++44 20 7946 0958", "+44 20 7946 0958"),
+    ("++1 (415) 555-2671", "+1 (415) 555-2671"),
 ])  # fmt: skip
 def test_a_phone_number_starting_with_a_plus_or_a_parenthesis_is_found_after_a_dash_or_dot(text, value):
-    """A `+` or `(` continues no number before it: after a '-' or '.' it starts one."""
+    """A `+` or `(` continues no number before it: after a '-', a '.' or another `+` it starts one
+    (`++41 44 668 18 00` was read from its second group, the country code printed)."""
     assert found(text, "phone") == [value]
 
 

@@ -1,6 +1,7 @@
 """The user-error type: what it prints is safe to put on a terminal."""
 
 import pickle
+import random
 import traceback
 
 import pytest
@@ -248,8 +249,19 @@ def test_a_value_glued_to_what_follows_it_is_masked(kind, site):
     assert value[1:-1] not in shown_as, shown_as
 
 
+@pytest.mark.parametrize("glue", ["1.csv", "2024.csv", "-2.csv", "1.2.csv", ".tar.gz", "1.csv.csv"])
+@pytest.mark.parametrize("site", sorted(BEHIND_SITES))
+def test_an_email_address_glued_to_a_number_and_a_file_extension_is_masked(site, glue):
+    """`alice@example.com1.csv` was printed whole: with a file extension dropped, what was left ended in
+    no top-level domain (`com1`), and the e-mail detector reported no address."""
+    value, _ = SECRETS["e-mail"]
+    shown_as = str(UnlearnError(BEHIND_SITES[site].format(v=value + glue)))
+    assert value[1:-1] not in shown_as, shown_as
+
+
 # Glued to punctuation: in front (a word and a dash, a dot, a non-ASCII letter), behind (a colon, a dash).
-PUNCTUATION_GLUE = {"in front": ["-", ".", "ab-", "a/b-", "é", "x:", "="], "behind": ["-", ":", ".", "ab-"]}
+PUNCTUATION_GLUE = {"in front": ["-", ".", "ab-", "a/b-", "é", "x:", "=", "v1.", "x_1.", "v1.2.", "++"],
+                    "behind": ["-", ":", ".", "ab-"]}
 PUNCTUATION_SITES = ["unknown feature '{t}' in revoke_features", "export {t} failed",
                      "data file '/data/{t}.csv' not found"]
 
@@ -261,11 +273,21 @@ def test_a_value_glued_to_punctuation_is_masked(kind, where, glue):
     `éalice@example.com`, `alice@example.com-.csv` and `4111 1111 1111 1111:` were printed whole or in
     part: a `+` or `(` after a dash or a dot was taken for the rest of a number, a dash for part of a
     token, a dot or a non-ASCII letter for part of a mailbox, a dash for a domain going on, and a colon
-    for the start of a time."""
+    for the start of a time; so were a card number after `v1.` (taken for a decimal's fraction) and a phone
+    number after `++` (read from its second group, the country code printed)."""
     value, _ = SECRETS[kind]
     for site in PUNCTUATION_SITES:
         shown_as = str(UnlearnError(site.format(t=glue + value if where == "in front" else value + glue)))
         assert value[1:-1] not in shown_as, shown_as
+
+
+@pytest.mark.parametrize("site", PUNCTUATION_SITES)
+def test_a_phone_number_after_two_plus_signs_is_masked_with_its_country_code(site):
+    """`++41 44 668 18 00` was read from its second group: the country code was printed."""
+    from unlearning.detect import mask
+
+    shown_as = str(UnlearnError(site.format(t="++41 44 668 18 00")))
+    assert "41" not in shown_as and "+" + mask("+41 44 668 18 00", "phone") in shown_as, shown_as
 
 
 GLUED_LEGITIMATE = [
@@ -442,3 +464,87 @@ def test_values_prefixes_of_one_another_too_deeply_for_one_regex_are_each_found(
             expected.add((value, at))
             at = text.find(value, at + 1)
     assert set(_occurrences(text, values)) == expected
+
+
+def test_the_trie_of_many_distinct_values_is_built_and_compiled_without_growing_faster_than_they_do():
+    """A 1 MiB message of 61,000 distinct card numbers took 6–8 s to mask, growing faster than its
+    length: the values' trie, a dict per node, took 180 MB, and `re`'s parser set off hundreds of
+    garbage collections compiling it (bench.error_masking; docs/benchmarks.md)."""
+    import gc
+    import tracemalloc
+
+    from unlearning.detect.scan import _occurrences, _trie_pattern
+
+    rng = random.Random(0)
+    values = [luhn_completed("4" + "".join(rng.choice("0123456789") for _ in range(14))) for _ in range(20_000)]
+    tracemalloc.start()
+    try:
+        _trie_pattern(values)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8e6  # 2.6 MB; 44 MB with a dict per node
+
+    collections = []
+    gc.callbacks.append(lambda phase, info: collections.append(info["generation"]) if phase == "start" else None)
+    try:
+        found = _occurrences(" ".join(values), values)
+    finally:
+        gc.callbacks.pop()
+    assert len(found) == len(values) and len(collections) < 100  # 24; 862 while `re` compiled with them on
+
+
+# --- a password given as a name, with no keyword before it, is masked by its shape ------------------------
+PASSWORDS = ["Tr0ub4dor&3", "Summer2024!", "kX9#mQ2$vL7p", "Wq7#pLm2!zRv"]
+EVERY_SITE = {**{name: template for name, (template, _, _) in SITES.items()}, **GLUED_SITES, **PATH_SITES,
+              **BEHIND_SITES, **IN_FRONT_SITES}
+
+
+@pytest.mark.parametrize("site", sorted(EVERY_SITE))
+@pytest.mark.parametrize("password", PASSWORDS)
+def test_a_password_with_no_keyword_is_masked_wherever_a_message_quotes_it(password, site):
+    """No detector found a password given as a feature, model or column name, quoted, in a path or glued to
+    a word: `unknown feature 'Tr0ub4dor&3'` was printed whole (bench.error_masking: 0 of 92)."""
+    message = EVERY_SITE[site].format(v=password, w=repr(f"C:\\ckpt\\{password}\\model.pt"))
+    for shown_as in (str(UnlearnError(message)), failure_reason_of(message)):
+        assert password[1:-1] not in shown_as, shown_as
+
+
+def failure_reason_of(message: str) -> str:
+    from unlearning.errors import failure_reason
+
+    return failure_reason(OSError(message))
+
+
+@pytest.mark.parametrize("value", ["4111111111111111", "+44 20 7946 0958", "AKIAQ3EGRZ7T5XK2LW9M",
+                                   "DE89370400440532013000", "alice@example.com"])
+@pytest.mark.parametrize("before", [True, False])
+def test_a_password_glued_to_another_secret_is_masked_with_it(value, before):
+    """The other value's match wins the overlap; the password's rest is masked on its own."""
+    password = "Summer2024!"
+    glued = password + value if before else value + password
+    shown_as = str(UnlearnError(f"unknown feature '{glued}' in revoke_features"))
+    assert password[1:-1] not in shown_as and value[1:-1] not in shown_as, shown_as
+
+
+# Names users give with capitals, small letters, digits and symbols: split at `_ - =`, or with symbols
+# names hold (`. @ : + ( )`), or URL-encoded; a URL's query; a masked value.
+PASSWORD_SHAPED_NAMES = [
+    "R&D_Spend_2023", "S&P500_Close", "CPU%_p95", "Top1%_Share", "Q3_Sales_$M", "#Items_Q4", "R^2_test",
+    "Llama-3.1-8B-Instruct", "Mistral-7B-Instruct-v0.2", "mAP@0.5:0.95", "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
+    "Top1%Acc", "https://api.example.com/v1/items?page=2&PerPage=50&q=Llama3%20Instruct", "C++ years (2024)",
+    "models:/Adult2024@production", "a****@e******.com", "T******3",
+]
+
+
+@pytest.mark.parametrize("name", PASSWORD_SHAPED_NAMES)
+def test_names_with_capitals_digits_and_symbols_are_printed_as_written(name):
+    message = f"unknown feature '{name}' in revoke_features; valid features: age, sex"
+    assert str(UnlearnError(message)) == message
+
+
+def test_unlearn_scan_does_not_judge_a_password_by_its_shape():
+    """Only a message's words are names, paths and numbers: a data file's prose and values are not."""
+    from unlearning.detect.scan import find_matches
+
+    assert find_matches("the Summer2024! release of Tr0ub4dor&3 notes") == []

@@ -54,8 +54,9 @@ OTHER_NUMBER = keyword_pattern(
     "acct", "iban", "imei", "ssn", "phone", "tel", "timestamp", "id",
 )
 
-# A comma is not a decimal guard: in CSV rows it separates fields ("1042,Ann,4111…,2027-03").
-_RUN = re.compile(r"(?<![\w/])(?<!\d[.:])\d++(?:[ -]\d++)*+(?![\w])(?!\.\d)")
+# A comma is not a decimal guard: in CSV rows it separates fields ("1042,Ann,4111…,2027-03"); a dot is
+# one only after a number standing alone (`_decimal_fraction`).
+_RUN = re.compile(r"(?<![\w/])(?<!\d:)\d++(?:[ -]\d++)*+(?![\w])(?!\.\d)")
 # Dotted: exactly the printed groupings (16/19 digits in fours, Amex 4-6-5, Diners 4-6-4).
 _DOTTED = re.compile(r"(?<![\w/.])\d{4}(?:(?:\.\d{4}){3}(?:\.\d{3})?|\.\d{6}\.\d{4,5})(?![\w])(?!\.\d)")
 PRINTED_GROUPINGS = frozenset({(4, 4, 4, 4), (4, 4, 4, 4, 3), (4, 6, 5), (4, 6, 4)})
@@ -129,6 +130,20 @@ def _without_glued_tail(text: str, chunks: list[_Chunk]) -> list[_Chunk]:
 _DATE_OR_TIME_GLUE = re.compile(r"[/:]\d")
 
 
+def _decimal_fraction(text: str, start: int) -> bool:
+    """Whether the run at `start` is a decimal's fraction: right after a dot and a number that stands
+    alone ("pi 3.4111111111111111", "ε=0.4111111111111111": a float's repr has 16–17 digits there, 1.4 %
+    of random ones card-shaped). After a number glued to a letter, '_' or a dot the run is a
+    version's or a name's part ("v1.4111111111111111", "x_1.4111…", "1.2.4111…"), which no float
+    prints: a card number there is one. Walks back over the number before the dot only, once per run."""
+    if start < 2 or text[start - 1] != "." or not text[start - 2].isdigit():
+        return False
+    before = start - 2
+    while before >= 0 and text[before].isdigit():
+        before -= 1
+    return before < 0 or not (text[before] in "._" or text[before].isalpha())
+
+
 def _card_spans(chunks: list[_Chunk]) -> list[tuple[int, int]]:
     """Left to right, the longest chunk range (i..j) that is a valid card number."""
     spans, i = [], 0
@@ -164,6 +179,8 @@ class CardDetector:
     def find(self, text: str) -> list[Match]:
         matches = []
         for run in _RUN.finditer(text):
+            if _decimal_fraction(text, run.start()):
+                continue
             chunks = _without_glued_tail(text, _chunks(text, run.start(), run.end(),
                                                        dashes_split=not self.excused_by_neighbours))
             for i, j in _card_spans(chunks):

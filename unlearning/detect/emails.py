@@ -7,7 +7,8 @@ extension, so `logo@2x.png`, `pkg@1.2.3` and `user@localhost` are not addresses;
 userinfo of a URL (`https://user:pw@host.com`: a password there is the secret detector's).
 The address ends with the top-level domain's letters unless the domain goes on (`example.com-x.org`,
 `example.com1.net`): an address glued to what follows (`alice@example.com_v2`, `….com-4012…`,
-`….com2024`) is one, and so is one followed by a file extension (`alice@example.com.csv`).
+`….com2024`) is one, and so is one followed by a file extension (`alice@example.com.csv`), also with
+a number between the two (`alice@example.com1.csv`, `….com-2.csv`).
 Confidence 1.0 for well-known TLDs and any two-letter country code, 0.8 for other long TLDs.
 """
 
@@ -60,16 +61,26 @@ class EmailDetector:
 
 
 def _without_file_extension(m: re.Match) -> tuple[int, str | None]:
-    """(end, lower-cased top-level domain) of the address `m` found, without a file extension its
-    domain ends with (`alice@example.com.csv`: a file named after an address); no top-level domain when
-    what is left is none (`logo@2x.png`)."""
+    """(end, lower-cased top-level domain) of the address `m` found, without the file extensions its
+    domain ends with (`alice@example.com.csv`, `….com.tar.gz`: a file named after an address) and a
+    number glued between the two (`….com1.csv`, `….com-2.csv`, `….com1.2.csv`: no top-level domain
+    holds a digit); no top-level domain when what is left is none (`logo@2x.png`)."""
     tld = m.group("tld").lower()
     if tld not in FILE_EXTENSIONS:
         return m.end(), tld
-    rest = _DOMAIN_END.search(m.group("domain")[:-len(tld) - 1])
-    if rest is None or rest.group(1).lower() in FILE_EXTENSIONS:
+    labels = m.group("domain").split(".")
+    while len(labels) > 2 and _file_name_part(labels[-1]):
+        labels.pop()
+    letters = _TLD_LETTERS.match(labels[-1])
+    if len(labels) < 2 or letters is None or letters.group().lower() in FILE_EXTENSIONS:
         return m.end(), None
-    return m.end() - len(tld) - 1, rest.group(1).lower()
+    return m.start("domain") + len(".".join(labels)) - len(labels[-1]) + letters.end(), letters.group().lower()
 
 
-_DOMAIN_END = re.compile(r"\.([A-Za-z]{2,})$")  # a domain's last label, a top-level domain
+def _file_name_part(label: str) -> bool:
+    """A label no top-level domain could be: a file extension, or one that starts with no two letters."""
+    return label.lower() in FILE_EXTENSIONS or _TLD_LETTERS.match(label) is None
+
+
+# A top-level domain: the letters a label starts with, ended by its end, a digit or a dash.
+_TLD_LETTERS = re.compile(r"[A-Za-z]{2,}(?=[0-9\-]|$)")

@@ -38,7 +38,8 @@ from unlearning.detect.base import Match, keyword_pattern, near
 MIN_DIGITS, MAX_DIGITS, MAX_NATIONAL = 9, 15, 12
 
 _CANDIDATE = re.compile(
-    r"(?:(?<![\w.+/\-])(?<!\d:)|(?<![\w+])(?=[+(]))"  # a `+` or `(` continues no number before it
+    # a `+` or `(` continues no number before it; a `+` after a `+` is a typo's or a prefix's ("++41 …")
+    r"(?:(?<![\w.+/\-])(?<!\d:)|(?<![\w+])(?=[+(])|(?<=\+)(?=\+))"
     r"(?:\+[ ]?)?"
     r"(?:\(\d{1,5}\)|\d++)"
     r"(?:(?:[ ]?[.\-/][ ]?|[ ]|(?<=\))|(?=\())(?:\(\d{1,5}\)|\d++))*+"

@@ -24,6 +24,11 @@
    anything password-like counts, but in prose (`is`) or after a bare `:` a plain word only counts
    when it ends the line or field. With no operator at all, a key word needs a token of 16+
    characters and a password word (not `pass`, which is English first) letters mixed with digits.
+4. In an error message only (`PasswordShapeDetector`, not `unlearn scan`): a password with no keyword,
+   by its shape — a piece of a word (split at spaces, quotes, `/`, `\\`, `_`, `=`, `-`) of 8–64
+   characters with an ASCII capital, small letter, digit and one of `! # $ % & ? ~ ^ |`, not URL-encoded
+   (`Tr0ub4dor&3`, `Summer2024!` given as a feature name). Reported as detector `password` (masked as
+   a secret), which loses every overlap; what the winner leaves of it is masked on its own.
 """
 
 from __future__ import annotations
@@ -353,3 +358,55 @@ def _unmarked_value_ok(value: str, keyword: str) -> bool:
     if keyword.lower() == "pass":  # English first: "pass along!", "pass over_"
         return False
     return len(value) >= PASSWORD_MIN_LENGTH and any(c.isalpha() for c in value) and any(c.isdigit() for c in value)
+
+
+# --- a password with no keyword, in an error message only (unlearning.detect.scan.find_in_message) --------
+# A message quotes what the user gave, and a password given as a name has no keyword before it. What is
+# masked is a piece of a word — split at spaces, quotes, path separators and `_ = -` — of 8–64 characters
+# holding an ASCII capital, small letter, digit and one of these symbols, none of it URL-encoded (`%3D`).
+# bench.names_and_passwords measured the symbols: `- _ . / : @ + = ( ) [ ] { } < >` are in the names users
+# give (`Llama-3.1-8B-Instruct`, `mAP@0.5:0.95`, `Qwen2.5-0.5B`), `*` in masked values; and the pieces
+# (`R&D_Spend_2023` → `R&D`, `Spend`, `2023`; `CPU%_p95`).
+PASSWORD_SYMBOLS = "!#$%&?~^|"
+PASSWORD_LENGTH = (8, 64)
+_PIECE_SEPARATORS = "\\s'\"`/\\\\_=\\-"
+# At a piece's start only (a position inside one fails the lookbehind at once), with a symbol among its
+# first 64 characters: only candidates reach Python, and a 1 MiB word is read once.
+_PASSWORD_PIECE = re.compile(rf"(?<![^{_PIECE_SEPARATORS}])(?=[^{_PIECE_SEPARATORS}]{{8}})"
+                             rf"(?=[^{_PIECE_SEPARATORS}]{{0,63}}?[{re.escape(PASSWORD_SYMBOLS)}])"
+                             rf"[^{_PIECE_SEPARATORS}]++")
+_QUERY_KEY = re.compile(r"[&?][A-Za-z_]\w*$")  # "?page=2&PerPage=50": a URL query's next key, before its '='
+_URL_ENCODED = re.compile(r"%[0-9A-Fa-f]{2}")
+_LEADING, _TRAILING = "([{<,;:", ")]}>,;:."
+
+
+def password_shaped(value: str) -> bool:
+    """An ASCII capital, small letter, digit and password symbol, 8–64 characters, not URL-encoded."""
+    low, high = PASSWORD_LENGTH
+    return (low <= len(value) <= high and any(c in string.ascii_uppercase for c in value)
+            and any(c in string.ascii_lowercase for c in value) and any(c in string.digits for c in value)
+            and any(c in PASSWORD_SYMBOLS for c in value) and not _URL_ENCODED.search(value))
+
+
+class PasswordShapeDetector:
+    """Pieces of a message shaped as a password with no keyword (`Tr0ub4dor&3`, `Summer2024!`,
+    `kX9#mQ2$vL7p` given as a feature name): for messages only, whose words are names, paths and numbers;
+    prose and data (`unlearn scan`) hold such pieces for other reasons."""
+
+    name = "password"  # masked as a secret is (fixed width); no priority: every other match wins an overlap
+    confidence = 0.6
+
+    def find(self, text: str) -> list[Match]:
+        out = []
+        for piece in _PASSWORD_PIECE.finditer(text):
+            start, end = piece.span()
+            key = _QUERY_KEY.search(text, start, end)
+            if key and text.startswith("=", end):
+                end = key.start()
+            while start < end and text[start] in _LEADING:
+                start += 1
+            while end > start and text[end - 1] in _TRAILING:
+                end -= 1
+            if password_shaped(text[start:end]):
+                out.append(Match(self.name, start, end, self.confidence))
+        return out
