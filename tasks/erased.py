@@ -198,17 +198,18 @@ class Forget:
 
 def forgets_outside_ledger(root: Path, completed: list) -> list[Forget]:
     """The verified, not rolled back versions that requests made with `unlearn forget` outside the
-    ledger promoted (their `request_id` tag; a purged version keeps its tags and lineage run). A
-    comply batch's versions, the lineage runs of `completed` (the ledger's completed requests), are
-    skipped: their ledger entries say what they erased."""
+    ledger promoted (their `request_id` tag, found by a filtered search of the registry, not a listing
+    of it; a purged or retired version keeps its tags and lineage run). A comply batch's versions,
+    the lineage runs of `completed` (the ledger's completed requests), are skipped: their ledger
+    entries say what they erased."""
     from tasks import tracking
 
     if not tracking.store_exists(root):
         return []
     tracking.connect(root)
     runs = {run for r in completed if (run := (r.response or {}).get("run_id"))}
-    return [Forget(tags["request_id"], tracking.trained_on(v, model), tags["lineage_run"], model, str(v.version))
-            for model in tracking.registered_model_names() for v in tracking.model_versions(model)
+    return [Forget(tags["request_id"], tracking.trained_on(v, v.name), tags["lineage_run"], v.name, str(v.version))
+            for v in tracking.versions_tagged("request_id")
             if promoted_by_request(tags := v.tags) and tags["lineage_run"] not in runs]
 
 
