@@ -425,8 +425,8 @@ def model_versions(name: str) -> list:
 
 def versions_tagged(key: str) -> list:
     """Every registered version, of any model, that carries tag `key` (ModelVersion objects, by model
-    and version): one filtered query on the registry's tag table (`tags.KEY LIKE '%'`: MLflow's SQL store, and
-    a tracking server's), where listing every model's versions cost a query a model and
+    and version): one filtered query on the registry's tag table (`tags.KEY LIKE '%'`: MLflow's SQL
+    store, and a tracking server's), where listing every model's versions cost a query a model and
     grew with the registry."""
     found, token = [], None
     try:
