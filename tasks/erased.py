@@ -2,7 +2,8 @@
 they deleted, the features they revoked (a table's), the class they forgot (an image dataset's), the
 secrets they redacted (a text corpus's, by salted fingerprint: tasks.redacted), the wrong labels
 they rectified (a table's or an image dataset's: a record their fix_labels relabelled carrying
-another label than in the data the dataset's production model was trained on, rectified_labels).
+another label than in the data the dataset's last production model, retired or not, was trained on:
+rectified_labels).
 A class is looked for by the name its `completed` entry recorded, whatever the request wrote (a
 name or an index).
 
@@ -119,8 +120,8 @@ def source_fixes(back: Back) -> list[str]:
     return [*([drop] if back.more_than_labels else []), *([f"keep {RECTIFIED}"] if back.relabelled else [])]
 
 
-RECTIFIED = ("the rectified labels of the records the fix_labels requests relabelled (those the production model "
-             "was trained on; submit a fix_labels request to change them)")
+RECTIFIED = ("the rectified labels of the records the fix_labels requests relabelled (those the dataset's last "
+             "production model was trained on; submit a fix_labels request to change them)")
 
 
 def refuse_erased_training(root: Path, dataset, imported: bool = False) -> None:
@@ -198,17 +199,18 @@ class Forget:
 
 def forgets_outside_ledger(root: Path, completed: list) -> list[Forget]:
     """The verified, not rolled back versions that requests made with `unlearn forget` outside the
-    ledger promoted (their `request_id` tag; a purged version keeps its tags and lineage run). A
-    comply batch's versions, the lineage runs of `completed` (the ledger's completed requests), are
-    skipped: their ledger entries say what they erased."""
+    ledger promoted (their `request_id` tag, found by a filtered search of the registry, not a listing
+    of it; a purged or retired version keeps its tags and lineage run). A comply batch's versions,
+    the lineage runs of `completed` (the ledger's completed requests), are skipped: their ledger
+    entries say what they erased."""
     from tasks import tracking
 
     if not tracking.store_exists(root):
         return []
     tracking.connect(root)
     runs = {run for r in completed if (run := (r.response or {}).get("run_id"))}
-    return [Forget(tags["request_id"], tracking.trained_on(v, model), tags["lineage_run"], model, str(v.version))
-            for model in tracking.registered_model_names() for v in tracking.model_versions(model)
+    return [Forget(tags["request_id"], tracking.trained_on(v, v.name), tags["lineage_run"], v.name, str(v.version))
+            for v in tracking.versions_tagged("request_id")
             if promoted_by_request(tags := v.tags) and tags["lineage_run"] not in runs]
 
 
@@ -348,15 +350,16 @@ def wrong_labels(root: Path | None, dataset, erasures: dict[str, dict]) -> set[s
 
 
 def rectified_labels(root: Path, name: str, records: set[str]) -> dict[str, str]:
-    """Record → its label in the data the dataset's production model was trained on (of `records`).
-    That data carries every rectification made since, in the ledger or with `unlearn forget` outside
-    it (each moved production onto the corrected data), and is never purged; no label is stored
-    anywhere else (a salted hash of one from a small label set enumerates back), and no request's
-    stored file is read (one gone would lock the dataset). A record absent from it was deleted since:
-    none to compare. Empty, so nothing is refused, when no production model of the dataset is left
-    (retired by hand: nothing tells the rectified labels any more) or its data version cannot be read
-    (purged or never pushed by hand): refusing would lock the dataset for good."""
-    version = production_data_version(root, name)
+    """Record → its label in the data the dataset's last production model was trained on (of
+    `records`; reference_data_version: in production now, or retired). That data carries every
+    rectification made since, in the ledger or with `unlearn forget` outside it (each moved
+    production onto the corrected data), and neither a later erasure nor `unlearn model retire`
+    purges it; no label is stored anywhere else (a salted hash of one from a small label set
+    enumerates back), and no request's stored file is read (one gone would lock the dataset). A
+    record absent from it was deleted since: none to compare. Empty, so nothing is refused, when no
+    model of the dataset was ever in production or its data version cannot be read (purged or never
+    pushed by hand): refusing would lock the dataset for good."""
+    version = reference_data_version(root, name)
     if version is None:
         return {}
     from tasks import dvc
@@ -372,21 +375,26 @@ def rectified_labels(root: Path, name: str, records: set[str]) -> dict[str, str]
             return {}
 
 
-def production_data_version(root: Path, name: str) -> str | None:
-    """The data version (tag `data_version`) of the production version trained on dataset `name` that
-    was registered last, of all the project's models; None without one. A request is refused while
-    its dataset has another production model (tasks.common), so there is one when it runs; a model
-    trained on the dataset since (`train NAME --model OTHER`) was trained on data that passed this
-    gate, and is the latest."""
+def reference_data_version(root: Path, name: str) -> str | None:
+    """The data version (tag `data_version`) of the dataset `name`'s last production model: of the
+    versions trained on it, of all the project's models, that are in production or were retired
+    (in production until `unlearn model retire`), the one registered last; None without one. A
+    rectification is a fact about the dataset, not about one model: a retired model's data still
+    tells it, where reading production alone let the wrong labels back once the model was retired.
+    A request is refused while its dataset has another production model (tasks.common), so the
+    version a fix_labels promoted is the latest then; a model trained on the dataset since (`train
+    NAME --model OTHER`, or after a retirement) was trained on data that passed this gate, and is
+    the latest."""
     from tasks import tracking
 
     if not tracking.store_exists(root):
         return None
     tracking.connect(root)
     productions = [version for model in tracking.registered_model_names()
-                   if (version := tracking.production_version(model)) is not None
-                   and tracking.trained_on(version, model) == name]
-    newest = max(productions, key=lambda version: int(version.creation_timestamp or 0), default=None)
+                   if (version := tracking.production_version(model)) is not None]
+    candidates = [version for version in [*productions, *tracking.versions_tagged("retired")]
+                  if tracking.trained_on(version, version.name) == name]
+    newest = max(candidates, key=lambda version: int(version.creation_timestamp or 0), default=None)
     return newest.tags.get("data_version") if newest is not None else None
 
 

@@ -8,9 +8,10 @@ Where a removal is recorded:
   named, or for `findings: all` those its certificate lists, read only while the file is the one the
   ledger recorded the SHA-256 of;
 - a request made with `unlearn forget` outside the ledger (the demo's): the registry, each promoted
-  version's `request_id` tag and its lineage run's result (no ledger entry vouches for it; a purged
-  version keeps its tags and lineage run, a retired model's are gone);
-- a covered request's sealed escrow (the audit's own copy)."""
+  version's `request_id` tag and its lineage run's result (no ledger entry vouches for it). A version
+  purged, as superseded or by `unlearn model retire`, keeps its registry entry, tags and lineage
+  run — the purge deletes its model files —, so a retired model's redactions are kept out too;
+- a covered request's sealed escrow (the audit's own copy; `model retire` deletes a model's escrows)."""
 
 from __future__ import annotations
 

@@ -423,6 +423,23 @@ def model_versions(name: str) -> list:
     return sorted(found, key=lambda v: int(v.version))
 
 
+def versions_tagged(key: str) -> list:
+    """Every registered version, of any model, that carries tag `key` (ModelVersion objects, by model
+    and version): one filtered query on the registry's tag table (`tags.KEY LIKE '%'`: MLflow's SQL
+    store, and a tracking server's), where listing every model's versions cost a query a model and
+    grew with the registry."""
+    found, token = [], None
+    try:
+        while True:
+            page = client().search_model_versions(f"tags.{key} LIKE '%'", max_results=10000, page_token=token)
+            found += page
+            if not (token := page.token):
+                break
+    except MlflowException:
+        return []
+    return sorted(found, key=lambda v: (v.name, int(v.version)))
+
+
 def newest_version(name: str) -> str | None:
     """The number of the version registered last (None: none), in one row whatever the history."""
     try:

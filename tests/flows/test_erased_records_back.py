@@ -544,3 +544,21 @@ def test_a_lost_record_of_a_forget_outside_the_ledger_refuses_until_its_request_
     assert main(["forget", str(path)]) == 0
     refused(capsys, argv, "3 record(s) erased from data/people by completed request(s) OUT-3")
     assert data_files(workspace) == before
+
+
+def test_records_deleted_outside_the_ledger_are_kept_out_of_the_dataset_of_the_model_they_were_deleted_from(
+        workspace, people_csv, capsys):
+    """The versions requests outside the ledger promoted are found by one filtered search of the
+    registry (their `request_id` tag) instead of a listing of every model's versions: each is read
+    with its own model and dataset, among several."""
+    from tests.flows.conftest import synthetic_people
+
+    add_and_train(people_csv, capsys)
+    others = workspace / "others.csv"  # other people's records under the same ids P1000…
+    synthetic_people(seed=1).to_csv(others, index=False)
+    argv = ["data", "add", "other", "--file", str(others), "--target", "label", "--id", "person"]
+    assert main(argv) == 0 and main(["train", "other"]) == 0
+    assert main(["forget", str(request_file(workspace, id="OUT-5", model="other", delete_records=ERASED))]) == 0
+
+    refused(capsys, [*argv, "--replace"], "3 record(s) erased from data/other by completed request(s) OUT-5")
+    assert main(["train", "people"]) == 0  # data/people's own records under those ids are not OUT-5's

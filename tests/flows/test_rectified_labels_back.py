@@ -142,6 +142,42 @@ def test_nothing_is_refused_when_the_rectified_labels_cannot_be_read(workspace, 
     assert main([*ADD, str(people_csv)]) == 0
 
 
+def recorded(workspace) -> tuple[dict, list, int]:
+    """What a refused command must leave as it was: the data's files, the registry's versions and
+    MLflow's runs."""
+    client = tracking.client()
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return data_files(workspace), tracking.model_versions("people"), len(runs)
+
+
+def test_a_rectification_outlives_the_retirement_of_the_model_it_was_made_on(workspace, people_csv, capsys):
+    """Review (session 21): the rectified labels were read from the data of the dataset's production
+    model alone, and `unlearn model retire` leaves none: the original source was added again,
+    `train` learned the wrong labels, and that model became the reference (the audit passed, the
+    rectification lost for good). A retired version was in production until then, and its data is
+    kept: it still tells the rectified labels."""
+    frame, flipped = rectify(workspace, people_csv, capsys)
+    assert main(["model", "retire", "people"]) == 0
+    assert tracking.production_version("people") is None
+
+    before = recorded(workspace)
+    err = refused(capsys, [*ADD, str(people_csv)])  # the old code: 0, the three wrong labels back
+    assert err.startswith("3 wrong label(s) erased from data/people by completed request(s) FIX-1 "), err
+    assert not any(p in err for p in FIXED), err
+    assert recorded(workspace) == before  # nothing written
+
+    restore_by_hand(workspace, "people", people_csv, target="label", id_column="person")
+    before = recorded(workspace)
+    err = refused(capsys, ["train", "people"])  # the old code: 0, a new production that learned them
+    assert "3 wrong label(s) erased by completed request(s) FIX-1 are back in data/people" in err, err
+    assert recorded(workspace) == before and tracking.production_version("people") is None
+
+    # data keeping the rectified labels is taken and trained on, and is the reference from then on
+    assert main([*ADD, source(workspace, frame, "correct.csv", flipped)]) == 0
+    assert run_json(capsys, ["train", "people"])[0] == 0
+    assert refused(capsys, [*ADD, str(people_csv)]).startswith("3 wrong label(s) erased from data/people ")
+
+
 def test_an_image_relabelled_by_a_completed_request_is_not_added_back_with_its_old_class(workspace, capsys):
     from tests.image_folders import CLASSES
 

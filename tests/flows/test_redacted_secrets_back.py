@@ -193,6 +193,26 @@ def test_a_redaction_made_with_unlearn_forget_outside_the_ledger_is_kept_out_too
     assert "1 secret(s) erased by completed request(s) OUT-RED-1 are back in data/notes" in err and not any(v in err for v in raw_values(secrets))
 
 
+def test_a_redaction_made_outside_the_ledger_is_kept_out_after_its_model_is_retired(workspace, notes, capsys):
+    """`unlearn model retire` purges the version's model files, not its registry entry, tags and
+    lineage run: the gates still read the fingerprints the forget run's result names (tasks.redacted
+    said a retired model's were gone)."""
+    import yaml
+
+    source, secrets, fingerprint = notes
+    path = workspace / "OUT-RED-2.yaml"
+    path.write_text(yaml.safe_dump({"id": "OUT-RED-2", "model": "notes", "method": "retrain",
+                                    "redact": {"findings": [fingerprint["secret"]]}}))
+    assert run_json(capsys, ["forget", str(path)])[0] == 0
+    assert main(["model", "retire", "notes"]) == 0
+
+    capsys.readouterr()
+    assert main(["data", "add", "notes", "--file", str(source), "--replace"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "1 secret(s)" in err and "OUT-RED-2" in err, err
+    assert not any(v in err for v in [*raw_values(secrets), *fingerprint.values()]), err
+
+
 def test_a_model_declared_trained_on_a_corpus_holding_redacted_secrets_is_not_imported_nor_fine_tuned(
         workspace, notes, tmp_path_factory, capsys):
     """`unlearn model import notes --from-pretrained DIR --dataset notes` was not gated: a Hugging Face
