@@ -13,6 +13,7 @@ previous version in production; after it, the superseded versions and data are p
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -21,8 +22,8 @@ from prefect.runtime import flow_run
 from flows.runs import failed_run, outcome_flow, requests_label
 from tasks import devices, erased, release as release_steps, state, steps, tracking
 from tasks.common import (
-    RETRAINED_AS_TRAINED, Lineage, Plan, Update, Verification, dataset_digest, falls_back_to_retraining, now_utc,
-    promote, register, request_hash, seconds_between,
+    GUARANTEE_TAG, RETRAINED_AS_TRAINED, Lineage, Plan, Update, Verification, dataset_digest, falls_back_to_retraining,
+    now_utc, promote, register, request_hash, seconds_between,
 )
 from tasks.outcomes import verification_failure
 from tasks.version import code_version
@@ -207,6 +208,7 @@ def release(lineage: Lineage, plan: Plan, update: Update, after, data_after: str
         "method": update.method, "guarantee": update.guarantee, "data_before": plan.data_version,
         "data_after": data_after, "verified": str(verified).lower(), "lineage_run": lineage.parent_run,
         "dataset_digest": digest, **plan.kind.version_tags(update),
+        GUARANTEE_TAG: json.dumps(cert_lib.guarantee_block(plan.kind.certificate_result(update)), default=str),
         **({RETRAINED_AS_TRAINED: "true"} if as_trained else {})},
         plan.kind.private_state(update, after))
     if as_trained and verified:  # what lets an audit take it as exact: signed here, not only tagged in MLflow

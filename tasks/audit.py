@@ -341,6 +341,8 @@ class AuditPlan:
     # production's chain (tasks.audit_checks.production_chain), read once by judge for the checks
     # that use it (the text exposure rows, the escrow checks); None: unknown, and for a table
     chain: list[str] | None = None
+    # a table's erasure problem on the current data (table_erasure), built once: None until asked for
+    table: tuple | None = None
 
     @property
     def request_ids(self) -> list[str]:
@@ -402,13 +404,14 @@ def plan_audit(root: Path, model: str, warn: bool = True) -> AuditPlan:
     digest = dataset_digest(root, tracking.trained_on(production, model))
     plan.exact = exact_on_current_data(production.tags, plan.data_version, digest) and attested(
         root, state.exact_facts(model, production.version, production.run_id, plan.data_version, digest, files), warn)
+    if kind.name == "table":
+        plan.b = state.load_noise(root, production.run_id)  # before table_erasure: its Problem is the audit's
     if plan.exact and kind.name == "table" and stale_feature_map(plan):
         plan.exact = False  # retrained on the current data, but in a map that still holds erased rows
     if plan.exact:
         return plan  # nothing to retrain: plan.job stays None
     if kind.name == "table":
-        plan.b = state.load_noise(root, production.run_id)
-        plan.job = references.table_job(table_problem(plan))
+        plan.job = references.table_job(table_erasure(plan)[0])
     elif kind.name == "images":
         from unlearning.images.bundle import training_data
 
@@ -423,18 +426,20 @@ def stale_feature_map(plan: AuditPlan) -> bool:
     """Whether production's feature map is not the one fitted on the current training rows: a
     version made before requests refitted it (2026-12-07) keeps the statistics of the rows it was
     first fitted on, erased ones included, even when it was exactly retrained."""
+    return not plan.bundle.encoder.same_statistics(table_erasure(plan)[1].encoder)
+
+
+def table_erasure(plan: AuditPlan) -> tuple:
+    """(the Problem whose D' is the current table — nothing to remove: retraining fits it anew —,
+    production's bundle in the feature map fitted on that table, the table encoded in it), built
+    on first use and kept on the plan: the stale-map test, the reference job and the checks
+    (tasks.audit_checks.audit_table) each built it, a pandas pass over the table apiece (~1 s on
+    Adult). `plan.b` must be loaded first: the noise is part of the Problem's objective."""
     from unlearning.tabular import erasure
 
-    _, bundle_after, _ = erasure.build_problem(plan.bundle, plan.dataset, plan.dataset, None)
-    return not plan.bundle.encoder.same_statistics(bundle_after.encoder)
-
-
-def table_problem(plan: AuditPlan):
-    """A Problem whose D' is the current table (nothing to remove: retraining fits it anew)."""
-    from unlearning.tabular import erasure
-
-    problem, _, _ = erasure.build_problem(plan.bundle, plan.dataset, plan.dataset, plan.b)
-    return problem
+    if plan.table is None:
+        plan.table = erasure.build_problem(plan.bundle, plan.dataset, plan.dataset, plan.b)
+    return plan.table
 
 
 def text_windows(plan: AuditPlan) -> torch.Tensor:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from tasks import references as prefetch
-from tasks.audit import ESCROWED_DATA, AuditPlan, escrow_file, escrow_run
+from tasks.audit import ESCROWED_DATA, AuditPlan, escrow_file, escrow_run, table_erasure
 from tasks.common import progress
 from tasks.erased import Back, erased_back, merged
 from tasks.redacted import escrowed_secrets
@@ -54,7 +54,7 @@ def audit_table(root: Path, plan: AuditPlan) -> Judgement:
 
     progress(f"  audit {plan.model}: retraining the table model on the current data ...")
     reference, source = prefetch.obtain(plan.job)
-    problem, bundle_after, encoded = erasure.build_problem(plan.bundle, plan.dataset, plan.dataset, plan.b)
+    problem, bundle_after, encoded = table_erasure(plan)  # the one the plan's reference job was made from
     retrained = with_spent_budget(erasure.unlearned_bundle(bundle_after, reference.theta), reference)
     # Both judged in the map fitted on the current data (the retrained model's): production's θ is
     # re-expressed there (problem.theta; itself when its map is that one, as every map refitted by

@@ -95,6 +95,11 @@ def pyplot():
 # an audit's promotion): with its data version current, the model an audit would train again
 RETRAINED_AS_TRAINED = "retrained_as_trained"
 
+# version tag of a forget run's model: the certificate's method and guarantee fields as JSON
+# (unlearning.compliance.certificate.guarantee_block), what rebuilds them when the run stops after
+# its promotion without its certificate (tasks.outcomes.rebuilt_certificate)
+GUARANTEE_TAG = "certificate_guarantee"
+
 
 def dataset_digest(root: Path, name: str) -> str:
     """sha256 over one dataset's files: its version within the repository-wide data.dvc, which leaves

@@ -5,12 +5,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 
 from tasks import dvc, ledger, tracking
 from tasks.certificates import write_certificate
-from unlearning.compliance.certificate import no_change_certificate, request_certificate, unchanged_entries
+from tasks.common import GUARANTEE_TAG
+from unlearning.compliance.certificate import (interrupted_certificate, no_change_certificate, request_certificate,
+                                               unchanged_entries)
 from unlearning.tabular.verify import describe_failures
 
 
@@ -41,9 +44,8 @@ def complete_batch(root: Path, requests: list, summary: dict, members: list[str]
     notes = notes or {}
     if not summary.get("verified"):
         return [fail(root, r, verification_failure(summary)) for r in requests]
-    # a run killed (or failed) after its promotion logged no certificate: its rebuilt result still says when
-    # production moved (tasks.release.interrupted_result)
-    batch_cert = tracking.load_json(summary["run_id"], "certificate.json") or {"timestamps": summary.get("timestamps")}
+    # a run killed (or failed) after its promotion logged no certificate: rebuilt from its registered version
+    batch_cert = tracking.load_json(summary["run_id"], "certificate.json") or rebuilt_certificate(summary)
     plots = tracking.run_plots(summary["run_id"])  # embedded in every member's HTML report
     model = {"name": summary["model"]["name"], "version": summary["model"]["version"]}
     out = []
@@ -59,6 +61,26 @@ def complete_batch(root: Path, requests: list, summary: dict, members: list[str]
                     "time_to_removal_s": (cert.get("timings") or {}).get("time_to_removal_s"),
                     **({"unchanged": notes[request.id]} if request.id in notes else {})})
     return out
+
+
+def rebuilt_certificate(summary: dict) -> dict:
+    """The batch's certificate when its run stopped after its promotion without logging one (`summary`:
+    its result, rebuilt by tasks.release.interrupted_result, which says when production moved): the
+    model, method and guarantee blocks a full one has, read from the registered version — its tags
+    (GUARANTEE_TAG, `verified`, `code_version`), its run and its parent version's — never from the
+    request; no checks (unlearning.compliance.certificate.interrupted_certificate)."""
+    name, version = summary["model"]["name"], str(summary["model"]["version"])
+    parent = summary["model"].get("parent_version")
+    registered = tracking.model_version(name, version)
+    tags = dict(registered.tags)
+    guarantee = (json.loads(tags[GUARANTEE_TAG]) if GUARANTEE_TAG in tags
+                 else {"method": tags.get("method"), "guarantee": tags.get("guarantee")})  # registered before it was kept
+    model = {"name": name, "version": version, "parent_version": parent, "run_id": registered.run_id,
+             "parent_run_id": tracking.model_version(name, parent).run_id if parent is not None else None}
+    return interrupted_certificate(guarantee, model=model, data=summary["data"],
+                                   verified=tags.get("verified") == "true", code_version=tags.get("code_version"),
+                                   timestamps=summary.get("timestamps"), superseded=summary.get("superseded"),
+                                   interrupted=summary.get("interrupted") or "")
 
 
 def redacted_by(request, summary: dict) -> list[str] | None:

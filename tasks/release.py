@@ -166,7 +166,7 @@ def interrupted_result(journal: Journal, new: str, tags: dict, superseded: list[
             "run_id": journal.run, "superseded": superseded, "certificate": None,
             "timestamps": {"removed": removed.isoformat() if removed else None},
             "interrupted": "the run stopped (killed, or failed) after its promotion; its release was finished "
-                           "without it (no certificate: its verification's record is in its child runs)"}
+                           "without it (no checks: its verification's record is in its MLflow child runs)"}
 
 
 @contextmanager

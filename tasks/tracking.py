@@ -302,8 +302,13 @@ def set_version_tags(name: str, version: str, tags: dict) -> None:
         store.set_model_version_tag(name, version, key, str(value))
 
 
+def model_version(name: str, version):
+    """One registered version (a ModelVersion: its tags, its run id)."""
+    return client().get_model_version(name, str(version))
+
+
 def version_tags(name: str, version) -> dict:
-    return dict(client().get_model_version(name, str(version)).tags)
+    return dict(model_version(name, version).tags)
 
 
 def describe_version(name: str, version, text: str) -> None:

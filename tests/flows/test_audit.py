@@ -82,6 +82,25 @@ def test_an_audit_covers_every_request_since_the_last_one_with_one_signed_record
     assert "INVALID" in capsys.readouterr().out
 
 
+def test_a_table_audit_builds_its_problem_on_the_current_data_once(workspace, people_csv, capsys, monkeypatch):
+    """The plan's reference job and the checks each built it (the stale-map test of an exact production
+    a third time), a pandas pass over the table apiece: ~1 s each on Adult."""
+    from unlearning.tabular import erasure
+
+    add_and_train(people_csv, capsys)
+    comply_requests(workspace, capsys, {"id": "ONE-1", "delete_records": ["P1003"]})
+    built, build_problem = [], erasure.build_problem
+
+    def counted(*args, **kwargs):  # the real build, counted
+        built.append(args[2].name)
+        return build_problem(*args, **kwargs)
+
+    monkeypatch.setattr(erasure, "build_problem", counted)
+    code, out = run_json(capsys, ["audit", "people"])
+    assert code == 0 and out["passed"] and {c["name"] for c in out["checks"]} == TABLE_AUDIT_CHECKS, out
+    assert len(built) == 1, built
+
+
 def test_rebase_promotes_the_retrained_model_with_guarantee_exact_and_purges_the_superseded(
         workspace, people_csv, capsys):
     add_and_train(people_csv, capsys, "--certified")

@@ -567,6 +567,40 @@ def test_a_comply_batch_failing_after_its_promotion_completes_its_requests(works
     assert not list((workspace / ".unlearn" / "batches").glob("*.json"))
 
 
+def test_a_certificate_rebuilt_after_a_failure_past_the_promotion_has_the_model_method_and_guarantee_of_a_full_one(
+        workspace, people_csv, capsys, monkeypatch):
+    """Members completed from the result of a run that stopped after its promotion got a thin certificate:
+    no model, method or guarantee block. Here the run's own certificate is made, then logging it fails:
+    the one rebuilt from the registered version must carry the same blocks."""
+    from unlearning.compliance.certificate import GUARANTEE_FIELDS
+
+    add_and_train(people_csv, capsys, "--certified")
+    path = request_file(workspace, id="GDPR-CB", delete_records=REMOVED, method="certified")
+    assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+    made, log_json = [], tracking.log_json
+
+    def certificate_not_logged(run_id, payload, filename):
+        if filename == "certificate.json":
+            made.append(payload)
+            raise RuntimeError("injected certificate failure")
+        return log_json(run_id, payload, filename)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(tracking, "log_json", certificate_not_logged)
+        code, out = run_json(capsys, ["comply"])
+    assert code == 0, out
+    (done,), (full,) = out["requests"], made
+    assert done["status"] == "completed" and production(workspace) == "2"
+    rebuilt = json.loads((workspace / done["certificate"]).read_text())
+    blocks = (*GUARANTEE_FIELDS, "model", "data", "code_version", "format")
+    assert {k: rebuilt.get(k) for k in blocks} == {k: full[k] for k in blocks}
+    assert rebuilt["guarantee"] == "certified" and rebuilt["epsilon"] > 0 and rebuilt["budget_left"] > 0
+    assert rebuilt["model"]["run_id"] and rebuilt["model"]["parent_run_id"]
+    # no checks: the verification's record died with the run, and the certificate says so
+    assert rebuilt["verified"] and rebuilt["verification"] is None and "checks" not in rebuilt and rebuilt["interrupted"]
+    assert main_ok(["certificate", "verify", str(workspace / done["certificate"])])
+
+
 KILLED_AFTER_THE_JOURNAL = """
 import os, sys
 from tasks import release
@@ -644,6 +678,13 @@ def test_a_comply_killed_after_its_promotion_completes_its_requests_on_the_next_
     assert datetime.fromisoformat(times["accepted"]) < datetime.fromisoformat(times["removed"]) \
         < datetime.fromisoformat(times["completed"]) + timedelta(seconds=1)
     assert certificate["timings"]["time_to_removal_s"] > 0
+    # and the model, method and guarantee of the registered version (they were missing)
+    registered = tracking.model_version("people", "2")
+    assert certificate["model"] == {"name": "people", "version": "2", "parent_version": "1",
+                                    "run_id": registered.run_id,
+                                    "parent_run_id": tracking.model_version("people", "1").run_id}
+    assert (certificate["method"], certificate["guarantee"]) == (registered.tags["method"], registered.tags["guarantee"])
+    assert certificate["residual"] is not None and certificate["data"]["after"] == registered.tags["data_after"]
 
 
 def test_no_room_for_the_escrow_fails_the_request_before_its_promotion(workspace, people_csv, capsys, monkeypatch):

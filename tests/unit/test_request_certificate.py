@@ -12,11 +12,16 @@ from unlearning.compliance import deadlines, mac_chain
 from unlearning.compliance import ledger as lg
 from unlearning.compliance.certificate import (
     FORMAT,
+    GUARANTEE_FIELDS,
+    certificate,
+    guarantee_block,
+    interrupted_certificate,
     no_change_certificate,
     request_certificate,
     unchanged_entries,
 )
 from unlearning.compliance.requests import UnlearningRequest
+from unlearning.tabular.methods import Result
 
 RECEIVED = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
 COMPLETED = datetime(2026, 3, 2, 17, 45, 30, 123456, tzinfo=timezone.utc)
@@ -79,3 +84,27 @@ def test_a_request_that_changes_nothing_leaves_model_and_data_as_they_are():
     assert cert["data"] == {"before": "c" * 32, "after": "c" * 32}
     assert cert["checks"] == [] and cert["superseded"] == [] and cert["format"] == FORMAT
     assert cert["issued_at"] == "2026-03-02T17:45:30+00:00"
+
+
+def test_a_certificate_rebuilt_from_a_version_s_record_has_a_full_one_s_method_and_guarantee():
+    """What a forget run's version records (its guarantee block, as JSON in a tag) rebuilds the
+    certificate of a run that stopped after its promotion: the same fields, no checks."""
+    import json
+
+    result = Result(theta=None, method="certified", guarantee="certified", residual=0.0071, residual_bound=0.0075,
+                    epsilon=0.00074, delta=1e-5, stats={"budget": 10.0, "budget_used": 0.0075, "budget_left": 9.9925})
+    request = UnlearningRequest(id="DEL-1", model="people", delete_records=["P1"])
+    model = {"name": "people", "version": "2", "parent_version": "1", "run_id": "r2", "parent_run_id": "r1"}
+    full = certificate(request, result, model=model, data=BATCH["data"], metrics={}, checks=[], timings={},
+                       code_version="1.0+abc", config={}, request_hash="f" * 64)
+    recorded = json.loads(json.dumps(guarantee_block(result)))
+    rebuilt = interrupted_certificate(recorded, model=model, data=BATCH["data"], verified=True, code_version="1.0+abc",
+                                      timestamps=None, superseded=None, interrupted="the run stopped")
+    same = (*GUARANTEE_FIELDS, "format", "model", "data", "code_version", "verified")
+    assert {k: rebuilt[k] for k in same} == {k: full[k] for k in same}
+    assert rebuilt["verification"] is None and "checks" not in rebuilt and rebuilt["interrupted"] == "the run stopped"
+    # a version registered before its guarantee block was kept: its method and guarantee tags only
+    legacy = interrupted_certificate({"method": "second_order", "guarantee": "empirical"}, model=model,
+                                     data=BATCH["data"], verified=True, code_version=None, timestamps=None,
+                                     superseded=None, interrupted="")
+    assert (legacy["method"], legacy["guarantee"], legacy["epsilon"]) == ("second_order", "empirical", None)

@@ -22,8 +22,6 @@ def certificate(request: UnlearningRequest, result: Result, *, model: dict, data
     ledger's; a plain hash of the content would let the corrected labels be brute-forced),
     `verification` = {mode, checks, retrains}: how the update was verified and how many models
     that trained, `timestamps` = {accepted, removed}: the request accepted, production moved."""
-    stats = result.stats
-    certified = result.guarantee == "certified"
     return {
         "format": FORMAT,
         "issued_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -36,15 +34,7 @@ def certificate(request: UnlearningRequest, result: Result, *, model: dict, data
             "fix_labels": sorted(request.fix_labels),  # the ids only: corrected labels stay in the data
             "redact": request.redact.model_dump() if request.redact is not None else None,
         },
-        "method": result.method,
-        "guarantee": result.guarantee,
-        "epsilon": result.epsilon,
-        "delta": result.delta,
-        "residual": result.residual,
-        "residual_bound": result.residual_bound,
-        "budget_used": stats.get("budget_used") if certified else None,
-        "budget_left": stats.get("budget_left") if certified else None,
-        "budget": stats.get("budget") if certified else None,
+        **guarantee_block(result),
         "model": model,
         "data": data,
         "fidelity": metrics,
@@ -59,17 +49,49 @@ def certificate(request: UnlearningRequest, result: Result, *, model: dict, data
     }
 
 
-def summary_block(result: Result) -> dict:
-    """The `certificate` object of the CLI's JSON output (None values where not certified)."""
+def guarantee_block(result: Result) -> dict:
+    """The certificate's method and guarantee fields (ε, δ, the residual and its bound, the budget
+    where certified). A forget run's model version records them too (its `certificate_guarantee`
+    tag), so that the certificate of a run that stopped after its promotion carries the same
+    (`interrupted_certificate`)."""
+    stats = result.stats
     certified = result.guarantee == "certified"
     return {
+        "method": result.method,
+        "guarantee": result.guarantee,
         "epsilon": result.epsilon,
         "delta": result.delta,
         "residual": result.residual,
         "residual_bound": result.residual_bound,
-        "budget_used": result.stats.get("budget_used") if certified else None,
-        "budget_left": result.stats.get("budget_left") if certified else None,
+        "budget_used": stats.get("budget_used") if certified else None,
+        "budget_left": stats.get("budget_left") if certified else None,
+        "budget": stats.get("budget") if certified else None,
     }
+
+
+GUARANTEE_FIELDS = ("method", "guarantee", "epsilon", "delta", "residual", "residual_bound", "budget_used",
+                    "budget_left", "budget")
+SUMMARY_FIELDS = ("epsilon", "delta", "residual", "residual_bound", "budget_used", "budget_left")
+
+
+def summary_block(result: Result) -> dict:
+    """The `certificate` object of the CLI's JSON output (None values where not certified)."""
+    block = guarantee_block(result)
+    return {k: block[k] for k in SUMMARY_FIELDS}
+
+
+def interrupted_certificate(guarantee: dict, *, model: dict, data: dict, verified: bool, code_version: str | None,
+                            timestamps: dict | None, superseded: list[dict] | None, interrupted: str) -> dict:
+    """The body of the certificate of a request whose run stopped (killed, or raised) after its
+    promotion, before it logged its own: the model, method and guarantee blocks a certificate
+    has, from what the registered version recorded (`guarantee`: its `guarantee_block`; method and
+    guarantee alone for a version registered before it was kept), and no checks — the
+    verification's record died with the run (its MLflow child runs keep the metrics); `interrupted`
+    says so."""
+    return {"format": FORMAT, "issued_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **{k: guarantee.get(k) for k in GUARANTEE_FIELDS}, "model": model, "data": data,
+            "verified": verified, "verification": None, "timestamps": timestamps or {},
+            "code_version": code_version, "superseded": superseded or [], "interrupted": interrupted}
 
 
 def request_certificate(batch_cert: dict, request: UnlearningRequest, record, batch_id: str, members: list[str],

@@ -319,6 +319,8 @@ def _verification(cert: dict) -> str:
             f"models retrained to verify it: {_text(how.get('retrains'))}.</p>" if how else "")
     if how.get("decided") is False:  # no check with power judged the forget set: not evidence of removal
         mode += f"<p>Removal <b>undecided</b>: no check with power judged the forget set ({_text(how.get('reason'))}).</p>"
+    if cert.get("interrupted"):  # rebuilt after its run stopped past the promotion: why no check is listed
+        mode += f"<p>{_text(cert['interrupted'])}.</p>"
     return (f"<h2>3. Verification</h2><p>Overall: <span class=\"{'pass' if verdict else 'fail'}\">"
             f"{'VERIFIED' if verdict else 'NOT VERIFIED'}</span></p>{mode}{table}"
             + (f"<h3>Measurements</h3>{_rows(sorted(metrics.items()))}" if metrics else ""))
