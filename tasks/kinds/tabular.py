@@ -170,6 +170,16 @@ def verify_update(lineage: Lineage, plan: Plan, test: erasure.TrainingData, prob
     return metrics, checks, retrain_seconds, reference
 
 
+# What further Newton steps can mend: the update's distance to the retrained model (strong convexity
+# bounds it by the residual it leaves) and the agreement it guarantees; not a utility check.
+RESIDUAL_CHECKS = frozenset({"distance_to_retrain_bound", "guaranteed_agreement"})
+
+
+def failed_on_residual_only(checks: list[dict]) -> bool:
+    failed = {c["name"] for c in checks if not c["passed"]}
+    return bool(failed) and failed <= RESIDUAL_CHECKS
+
+
 @step("fall back to retraining")
 def fall_back_to_reference(lineage: Lineage, test: erasure.TrainingData, problem, failed: methods.Result,
                            reference: methods.Result,
@@ -230,6 +240,16 @@ def residual_on(problem, theta, obj: logreg.Objective) -> float:
     """‖∇L_b(θ; D')‖₂ under `obj`, reading D' in place (no n×p copy)."""
     g = influence.new_data_gradient(problem, theta) + obj.l2 * theta
     return float((g + obj.b if obj.b is not None else g).norm())
+
+
+# What further Newton steps can mend: the update's distance to the retrained model (strong convexity
+# bounds it by the residual it leaves) and the agreement it guarantees; not a utility check.
+RESIDUAL_CHECKS = frozenset({"distance_to_retrain_bound", "guaranteed_agreement"})
+
+
+def failed_on_residual_only(checks: list[dict]) -> bool:
+    failed = {c["name"] for c in checks if not c["passed"]}
+    return bool(failed) and failed <= RESIDUAL_CHECKS
 
 
 @step("fall back to retraining")
@@ -373,6 +393,12 @@ class Tabular(Kind):
         """The `auto` fallback in `certificate`/`evidence` mode: no reference exists yet, so
         retraining happens now; the retrained model is judged in the same mode."""
         failed, problem, encoded = update.detail
+        if failed.method == "second_order" and failed_on_residual_only(verification.checks):
+            stepped = self.further_steps(lineage, problem, encoded, update)
+            if stepped is not None:
+                checked = self.evidence(lineage, plan, after, stepped, config, verification.mode)
+                if checked.passed:
+                    return stepped, checked, None
         result, attempt = retrain_after_failed_checks(lineage, problem, failed, verification.checks, update.seconds)
         retrain_s = result.stats["update_seconds"]
         # The request cost the failed update and the retraining.
@@ -381,6 +407,23 @@ class Tabular(Kind):
                           detail=(result, problem, encoded))
         checked = self.evidence(lineage, plan, after, replaced, config, verification.mode)
         return replaced, replace(checked, retrain_s=retrain_s, retrains=1), attempt
+
+    def further_steps(self, lineage: Lineage, problem, encoded, update: Update) -> Update | None:
+        """Newton steps from the update's θ, each with H at the θ it starts from (methods.newton_from:
+        an H and two passes over D' each, where retraining takes a training); None when it takes none."""
+        failed = update.detail[0]
+        with lineage.child("further newton steps") as run_id:
+            result = methods.newton_from(problem, failed.theta)
+            tracking.log_metrics(run_id, {"newton_steps": result.stats["newton_steps"], "residual": result.residual,
+                                          "update_seconds": result.stats["update_seconds"]})
+        if not result.stats["newton_steps"]:
+            return None
+        seconds = result.stats["update_seconds"]  # the request paid for both
+        result = replace(result, stats={**failed.stats, **result.stats,
+                                        "update_seconds": failed.stats["update_seconds"] + seconds})
+        bundle = erasure.unlearned_bundle(update.bundle, result.theta)
+        return Update(with_spent_budget(bundle, result), result.method, result.guarantee, update.seconds + seconds,
+                      result.stats, b=update.b, detail=(result, problem, encoded))
 
     def reference_job(self, plan: Plan) -> references.ReferenceJob:
         problem, _, _ = erasure.build_problem(plan.bundle, plan.dataset, corrected_table(plan), plan.part)

@@ -383,3 +383,25 @@ def test_a_verification_mode_that_cannot_be_used_is_refused_before_anything_is_w
     assert dvc.data_version(workspace) == data_before and tracking.production_alias("people") == "1"
     assert not [r for r in MlflowClient().search_runs(
         [MlflowClient().get_experiment_by_name("unlearnflow").experiment_id]) if r.data.tags.get("request_id") == "REQ-BAD"]
+
+
+def test_auto_takes_further_newton_steps_before_it_retrains(workspace, capsys):
+    """Deleting an outlier from 300 rows: second_order's one step leaves more than the evidence
+    allows (the refitted map's deviations moved), and `auto` retrained. It now takes Newton steps
+    with H at each step's θ first (milliseconds): the update is second_order, verified by evidence,
+    with no retraining and no fall-back; the residual it reports is the promoted model's on D'."""
+    from unlearning.tabular.data import _in_train
+
+    frame = synthetic_people(300, seed=3)
+    row = next(i for i, person in enumerate(frame.person) if _in_train(person))  # a training row: the map refits
+    outlier = frame.person[row]
+    frame.loc[row, ["age", "hours"]] = [300, 200.0]
+    path = workspace / "people.csv"
+    frame.to_csv(path, index=False)
+    add_and_train(path, capsys)
+    code, out = run_json(capsys, ["forget", str(request_file(workspace, id="REQ-O", delete_records=[outlier]))])
+    assert code == 0 and out["verified"], out["checks"]
+    assert out["method"] == "second_order" and out["fallback"] is None, out["fallback"]
+    assert out["verification"]["retrains"] == 0
+    assert out["certificate"]["residual"] == pytest.approx(residual_on_data(
+        tracking.load_version_bundle("people", out["model"]["version"]), workspace), rel=1e-6)

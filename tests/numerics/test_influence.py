@@ -302,8 +302,7 @@ def test_chunked_second_order_with_mixed_request(K, chunks):
     assert torch.isfinite(plain.theta).all() and plain.theta.shape == p.theta.shape
     # ≥ 95 % of the move θ* → θ_retrain (measured 96–99.6 %), and closer than one big step
     assert rel(plain.theta, theta_rt) <= 0.05 * rel(p.theta, theta_rt)
-    one_step = run_method("second_order", p, {"refine_above": None}).theta  # the default may refine
-    assert rel(plain.theta, theta_rt) < rel(one_step, theta_rt)
+    assert rel(plain.theta, theta_rt) < rel(run_method("second_order", p, {}).theta, theta_rt)
     # With refinement every chunk lands on the exact optimum of its own intermediate data, so the
     # end point is θ_retrain to solver precision iff the last chunk's data is exactly D':
     # deleting or relabelling one wrong row anywhere would leave an error of ~1e-3.
@@ -443,9 +442,8 @@ def test_second_order_removes_the_starting_models_own_residual(K):
     cache = erasure.model_cache(bundle, table, b)
     p, _, _ = erasure.build_problem(bundle, table, after, b, cache)
     start = float(grad_by_hand(p.theta, p.X, p.y, p.obj).norm())
-    one_step = {"refine_above": None}  # further steps would remove it without the cache too
-    without = residual_by_hand(p, run_method("second_order", replace(p, cache={}), one_step).theta)
-    with_start = residual_by_hand(p, run_method("second_order", p, one_step).theta)
+    without = residual_by_hand(p, run_method("second_order", replace(p, cache={}), {}).theta)
+    with_start = residual_by_hand(p, run_method("second_order", p, {}).theta)
     assert without > 0.5 * start  # the step on G alone carries θ*'s residual over
     assert with_start < 0.1 * without, (start, without, with_start)  # measured ≤ 0.043
 

@@ -94,18 +94,21 @@ def outlier_table(age: float, hours: float):
 
 
 @pytest.mark.parametrize("age, hours", [(95.0, 80.0), (300.0, 200.0), (9e5, -7e5)])
-def test_second_order_removes_a_deleted_outlier_as_the_evidence_requires(age, hours):
+def test_newton_steps_remove_a_deleted_outlier_that_one_step_leaves(age, hours):
     """Deleting an outlier from a few hundred rows moves the refitted map's deviations so far that
-    one Newton step left 10–21 % of the starting residual on D' (review of 2026-12-07), past the
-    evidence's 10 %, and `auto` retrained: second_order now takes further steps with the same matrix
-    while more than 5 % is left. Residuals computed by hand on the corrected table."""
+    second_order's one step (on the matrix at θ*) left 10–21 % of θ*'s residual on D' (review of
+    2026-12-07), past the evidence's 10 %, and `auto` retrained. `methods.newton_from`, what the
+    pipeline runs before it retrains, takes Newton steps with H at each step's θ: quadratic
+    convergence, to 1e-3 of θ*'s residual in at most 3 steps. Residuals computed by hand."""
+    from unlearning.tabular.methods import NEWTON_TARGET, newton_from
+
     table, outlier = outlier_table(age, hours)
     bundle, _, _ = train_bundle(table, TrainConfig(tol=1e-10))
     after = correct_table(table, [outlier], [], {})
     p, bundle_after, _ = erasure.build_problem(bundle, table, after, None, erasure.model_cache(bundle, table, None))
-    one_step = run_method("second_order", p, {"refine_above": None}).theta
-    default = run_method("second_order", p, {})
-    none, r1, r2 = (residual_by_hand(theta, bundle_after, after, bundle.l2) for theta in (p.theta, one_step, default.theta))
+    one_step = run_method("second_order", p, {}).theta
+    newton = newton_from(p, one_step)
+    none, r1, r2 = (residual_by_hand(theta, bundle_after, after, bundle.l2) for theta in (p.theta, one_step, newton.theta))
     assert r1 > 0.1 * none  # what the evidence refused
-    assert r2 <= 0.1 * none and r2 < r1 and default.stats["refined"] >= 1, (none, r1, r2)
-    assert default.residual == pytest.approx(r2, rel=1e-6)
+    assert r2 <= NEWTON_TARGET * none and 1 <= newton.stats["newton_steps"] <= 3, (none, r1, r2)
+    assert newton.residual == pytest.approx(r2, rel=1e-6)
