@@ -54,14 +54,21 @@ class Tables:
                 f"in {sum(1 for r in self.requests if r['delete'])} request(s), one revocation of `sex`")
 
     def _run(self, method: str, model: TableModel, k_from: int, k_to: int) -> TableModel:
-        """The method on the request(s) k_from+1..k_to through the registry, registered as the
-        pipeline registers a version (new feature map, θ, Hessian cache)."""
+        """The method on the request(s) k_from+1..k_to through the registry, as `forget` runs it:
+        the Problem built from the version's kept encoding and the requests' own records, and the
+        new version registered with what the pipeline keeps for the next request (D' encoded and a
+        bound on ‖X‖₂: erasure.version_cache)."""
         from unlearning import registry
-        problem, bundle_after, _ = self.erasure.build_problem(model.bundle, self.data[k_from], self.data[k_to],
-                                                              None, dict(model.cache))
+        erasure = self.erasure
+        deleted = [r for request in self.requests[k_from:k_to] for r in request["delete"]]
+        changes = erasure.requested_changes(self.data[k_from], deleted, {})
+        cache = {k: v for k, v in model.cache.items() if k != "encoded"}
+        problem, bundle_after, encoded = erasure.build_problem(
+            model.bundle, self.data[k_from], self.data[k_to], None, cache,
+            erasure.Encoded.from_state(model.cache["encoded"]), changes)
         result = registry.run("tabular", method, problem)
-        bundle = self.erasure.unlearned_bundle(bundle_after, result.theta)
-        return TableModel(bundle, self.erasure.model_cache(bundle, self.data[k_to], None), problem, result.residual)
+        bundle = erasure.unlearned_bundle(bundle_after, result.theta)
+        return TableModel(bundle, erasure.version_cache(encoded, problem.cache), problem, result.residual)
 
     def retrain(self, j: int) -> TableModel:
         return self._run("retrain", self.original, 0, j)
@@ -69,13 +76,14 @@ class Tables:
     def update(self, model: TableModel, k: int) -> TableModel:
         return self._run("auto", model, k - 1, k)
 
-    def _test(self, bundle, k: int):
-        return self.erasure.held_out_data(self.data[k], bundle)
+    def _test(self, model: TableModel):
+        """The held-out rows as the version keeps them encoded (what `forget`'s checks read)."""
+        return self.erasure.Encoded.from_state(model.cache["encoded"]).test
 
     def reference_checks(self, model: TableModel, before: TableModel, ks: list[int], retrained: TableModel) -> list[dict]:
         """Today's reference verification (unlearning.tabular.verify) on the held-out rows."""
         from unlearning.tabular import verify
-        test = self._test(model.bundle, ks[-1])
+        test = self._test(model)
         metrics = verify.fidelity(model.bundle.theta, retrained.bundle.theta, before.bundle.theta, test.X, test.y)
         return verify.checks(metrics, verify.VerifyConfig())
 
@@ -84,7 +92,7 @@ class Tables:
         on D' into ‖θ − θ_retrain‖ ≤ ‖∇L(θ; D')‖ / Λ and a guaranteed agreement; no model trained."""
         from unlearning.tabular import influence, verify
         problem = model.problem
-        test = self._test(model.bundle, k)
+        test = self._test(model)
         metrics = verify.convexity_evidence(model.bundle.theta, before.bundle.theta, model.residual,
                                             influence.gradient_residual(problem, problem.theta), model.bundle.l2,
                                             problem.n_new, test.X, test.y)
@@ -95,7 +103,7 @@ class Tables:
 
     def fidelity(self, model: TableModel, final: TableModel) -> dict:
         from unlearning.tabular import verify
-        test = self._test(model.bundle, len(self.requests))
+        test = self._test(model)
         return {"agreement %": 100 * verify.agreement(model.bundle.theta, final.bundle.theta, test.X),
                 "‖θ − θ_r‖": float((model.bundle.theta - final.bundle.theta).norm())}
 

@@ -165,8 +165,10 @@ def fidelity_row(spec: MethodSpec, timed: Timed, reference: Timed, test: erasure
 
 
 def run_adult_request(table: Table, model: TrainedModel, request: AdultRequest,
-                      plain_sweeps: dict | None = None) -> tuple[list[dict], float]:
-    """Every method on one request; returns the rows and the (uncharged) problem-build time.
+                      plain_sweeps: dict | None = None) -> tuple[list[dict], tuple[float, float]]:
+    """Every method on one request; returns the rows and the (uncharged) problem-build time and the
+    time to compute what the version the request makes keeps for the next (`erasure.version_cache`:
+    registration, before the promotion).
     `plain_sweeps` (request name → scikit-learn runs) collects the plain model's sweeps; for the
     certified model, which scikit-learn cannot fit (no bᵀθ), the plain model's sweep on the same D'
     stands in, marked as such."""
@@ -174,9 +176,12 @@ def run_adult_request(table: Table, model: TrainedModel, request: AdultRequest,
     encoded = erasure.Encoded.from_state(model.cache["encoded"])
     changes = erasure.changes_between(table, request.after)
     started = time.perf_counter()
-    problem, bundle_after, _ = erasure.build_problem(model.bundle, table, request.after, model.b,
-                                                     dict(model.cache), encoded, changes)
+    problem, bundle_after, encoded_after = erasure.build_problem(model.bundle, table, request.after, model.b,
+                                                                 dict(model.cache), encoded, changes)
     build_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    erasure.version_cache(encoded_after, problem.cache)
+    registration_seconds = time.perf_counter() - started
     # the cache the request reads: the version's, or (map refitted) H and ∇L_b at the re-expressed θ
     request_cache = dict(problem.cache)
     test = erasure.held_out_data(request.after, bundle_after)
@@ -198,7 +203,7 @@ def run_adult_request(table: Table, model: TrainedModel, request: AdultRequest,
         say(f"  [{model.kind}] {request.name:<22} {spec.label:<44} {timed.seconds:9.4f} s "
             f"(×{timed.repeats})  agree {row['agreement_pct']:6.2f} %  ‖∇L‖ {row['residual']:.2e}  "
             f"sklearn {row['sklearn_text']}")
-    return rows, build_seconds
+    return rows, (build_seconds, registration_seconds)
 
 
 def worst(values: list[float]) -> float:
@@ -233,7 +238,7 @@ def aggregate_seeds(rows: list[dict]) -> list[dict]:
     return out
 
 
-def run_adult(seeds: int, quick: bool) -> tuple[list[TrainedModel], dict[str, list[dict]], list[float]]:
+def run_adult(seeds: int, quick: bool) -> tuple[list[TrainedModel], dict[str, list[dict]], list[tuple[float, float]]]:
     say("[adult] loading UCI Adult ...")
     table = BUILTIN["adult"]()
     models, rows_by_kind, builds = [], {}, []
