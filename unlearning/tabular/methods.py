@@ -129,11 +129,13 @@ NEWTON_STEPS = 3
 NEWTON_TARGET = 1e-3  # of θ*'s residual on D': far inside the evidence's 10 %
 
 
-def newton_from(p: Problem, theta: torch.Tensor, max_steps: int = NEWTON_STEPS,
+def newton_from(p: Problem, theta: torch.Tensor, max_steps: int | None = None,
                 target: float = NEWTON_TARGET) -> Result:
     """Newton steps on L_b(·; D') from `theta` (an update's result), each solving with H(θ; D') at
     the θ it starts from (second_order posed at θ, with θ's own gradient on D), until the residual
-    on D' is at most `target` of p.theta's or after `max_steps`. Result.stats: `newton_steps`."""
+    on D' is at most `target` of p.theta's or after `max_steps` (None: NEWTON_STEPS). Result.stats:
+    `newton_steps`."""
+    max_steps = NEWTON_STEPS if max_steps is None else max_steps
     started = time.perf_counter()
     with single_threaded():
         goal = target * influence.gradient_residual(p, p.theta)
