@@ -170,16 +170,6 @@ def verify_update(lineage: Lineage, plan: Plan, test: erasure.TrainingData, prob
     return metrics, checks, retrain_seconds, reference
 
 
-# What further Newton steps can mend: the update's distance to the retrained model (strong convexity
-# bounds it by the residual it leaves) and the agreement it guarantees; not a utility check.
-RESIDUAL_CHECKS = frozenset({"distance_to_retrain_bound", "guaranteed_agreement"})
-
-
-def failed_on_residual_only(checks: list[dict]) -> bool:
-    failed = {c["name"] for c in checks if not c["passed"]}
-    return bool(failed) and failed <= RESIDUAL_CHECKS
-
-
 @step("fall back to retraining")
 def fall_back_to_reference(lineage: Lineage, test: erasure.TrainingData, problem, failed: methods.Result,
                            reference: methods.Result,
@@ -240,16 +230,6 @@ def residual_on(problem, theta, obj: logreg.Objective) -> float:
     """‖∇L_b(θ; D')‖₂ under `obj`, reading D' in place (no n×p copy)."""
     g = influence.new_data_gradient(problem, theta) + obj.l2 * theta
     return float((g + obj.b if obj.b is not None else g).norm())
-
-
-# What further Newton steps can mend: the update's distance to the retrained model (strong convexity
-# bounds it by the residual it leaves) and the agreement it guarantees; not a utility check.
-RESIDUAL_CHECKS = frozenset({"distance_to_retrain_bound", "guaranteed_agreement"})
-
-
-def failed_on_residual_only(checks: list[dict]) -> bool:
-    failed = {c["name"] for c in checks if not c["passed"]}
-    return bool(failed) and failed <= RESIDUAL_CHECKS
 
 
 @step("fall back to retraining")
@@ -393,7 +373,7 @@ class Tabular(Kind):
         """The `auto` fallback in `certificate`/`evidence` mode: no reference exists yet, so
         retraining happens now; the retrained model is judged in the same mode."""
         failed, problem, encoded = update.detail
-        if failed.method == "second_order" and failed_on_residual_only(verification.checks):
+        if failed.method == "second_order" and verify.failed_on_residual_only(verification.checks):
             stepped = self.further_steps(lineage, problem, encoded, update)
             if stepped is not None:
                 checked = self.evidence(lineage, plan, after, stepped, config, verification.mode)

@@ -124,12 +124,22 @@ class Encoder:
         not keep statistics of records erased from it (n·mean − Σ(D') gives a deleted row back).
         `revoking`: features D' revokes that this map still encodes: their columns keep this map's
         statistics (the rows of D, before, are encoded with them) and count as 0 in `scale`."""
-        return self.refitted(raw, None, revoking)[0]
+        return self._refit_standardised(raw, None, revoking)[0]
 
     def refitted(self, raw: np.ndarray, kept: np.ndarray | None, revoking: Iterable[str] = ()) -> tuple[Encoder, np.ndarray]:
         """`refit(raw[kept], revoking)` and `transform_raw(raw)` under it, every row of `raw`
         standardised once (`kept`: (n,) bool, None = every row). What an erasure needs: the map of
         D' (the rows kept) and D encoded with it, the rows it deletes included."""
+        fitted, z = self._refit_standardised(raw, kept, revoking)
+        x = np.empty((len(raw), self.d))
+        x[:, :-1] = z
+        x[:, -1] = 1.0
+        x /= fitted.scale
+        return fitted, x
+
+    def _refit_standardised(self, raw: np.ndarray, kept: np.ndarray | None,
+                            revoking: Iterable[str]) -> tuple[Encoder, np.ndarray]:
+        """(the map refitted on raw[kept], every row of `raw` standardised with it)."""
         held = [j for f in revoking for j in self.derived_indices(f)]
         mean, std = self._moments_of(raw, kept, held)
         fitted = replace(self, mean=mean, std=std)
@@ -137,12 +147,7 @@ class Encoder:
         squares = z**2
         squares[:, held] = 0.0
         norms = _row_norms(squares)
-        fitted = replace(fitted, scale=_max_norm(norms if kept is None else norms[kept]))
-        x = np.empty((len(raw), self.d))
-        x[:, :-1] = z
-        x[:, -1] = 1.0
-        x /= fitted.scale
-        return fitted, x
+        return replace(fitted, scale=_max_norm(norms if kept is None else norms[kept])), z
 
     def _moments_of(self, raw: np.ndarray, kept: np.ndarray | None,
                     held: list[int]) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -139,6 +139,17 @@ def utility(theta: torch.Tensor, theta_before: torch.Tensor, X_test: torch.Tenso
     return {"test_accuracy": after, "test_accuracy_before": before, "accuracy_drop_pts": 100 * (before - after)}
 
 
+# The `evidence` checks that judge the residual an update leaves: the distance to the retrained model
+# (strong convexity bounds it by that residual) and the agreement it guarantees; not utility.
+RESIDUAL_CHECKS = ("distance_to_retrain_bound", "guaranteed_agreement")
+
+
+def failed_on_residual_only(checks: list[dict]) -> bool:
+    """Whether some of `checks` failed, all of them RESIDUAL_CHECKS: what further Newton steps mend."""
+    failed = {c["name"] for c in checks if not c["passed"]}
+    return bool(failed) and failed <= set(RESIDUAL_CHECKS)
+
+
 def convexity_checks(metrics: dict, cfg: VerifyConfig, exact: bool = False) -> list[dict]:
     """`evidence` checks: the update removed the request's pull on the optimum (distance bound to
     the retrained model at most `max_residual_left` of the model before's, or θ is a minimiser of
@@ -150,10 +161,10 @@ def convexity_checks(metrics: dict, cfg: VerifyConfig, exact: bool = False) -> l
     removed = (metrics["distance_bound"] <= cfg.max_residual_left * metrics["distance_bound_before"]
                or metrics["residual"] <= metrics["residual_floor"])
     return [
-        {"name": "distance_to_retrain_bound", "value": metrics["distance_bound"],
+        {"name": RESIDUAL_CHECKS[0], "value": metrics["distance_bound"],
          "threshold": f"<= {cfg.max_residual_left} × {metrics['distance_bound_before']:.4g} (the model before)",
          "passed": bool(removed)},
-        {"name": "guaranteed_agreement", "value": metrics["guaranteed_agreement"],
+        {"name": RESIDUAL_CHECKS[1], "value": metrics["guaranteed_agreement"],
          "threshold": f">= {cfg.min_agreement}", "passed": metrics["guaranteed_agreement"] >= cfg.min_agreement},
         *([] if exact else [accuracy_drop_check(metrics, cfg)]),
     ]
