@@ -69,9 +69,10 @@ def load_cache(root: Path, run_id: str) -> dict:
 # H(θ*; D), its Cholesky factor, ‖X‖₂, ∇L_b(θ*; D) and the θ it was taken at, and H's spectrum
 # summaries (largest eigenvalue: the first-order step; diagonal: CG's preconditioner); XᵀX and the
 # largest row norm and Σ‖x_i‖²x_i x_iᵀ (the certified bound without a pass over D'). One made by a
-# request (erasure.version_cache): a bound on ‖X‖₂ only, the rest computed by the next request.
-CACHE_KEYS = ("H", "L", "X_norm", "gradient", "gradient_at", "lambda_max", "hess_diag", "gram", "row_norm_max",
-              "gram_by_row_norm")
+# request (erasure.version_cache): a bound on ‖X‖₂ and the request's H on D' with the θ it was taken at
+# (`hessian_at`, which `gradient_at` need not be), the rest computed by the next request.
+CACHE_KEYS = ("H", "L", "X_norm", "gradient", "gradient_at", "hessian_at", "lambda_max", "hess_diag", "gram",
+              "row_norm_max", "gram_by_row_norm")
 
 
 # The version's data encoded with its feature map (unlearning.tabular.erasure.Encoded), under

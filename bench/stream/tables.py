@@ -57,7 +57,7 @@ class Tables:
         """The method on the request(s) k_from+1..k_to through the registry, as `forget` runs it:
         the Problem built from the version's kept encoding and the requests' own records, and the
         new version registered with what the pipeline keeps for the next request (D' encoded and a
-        bound on ‖X‖₂: erasure.version_cache)."""
+        bound on ‖X‖₂, its Newton matrix and gradient: erasure.version_cache)."""
         from unlearning import registry
         erasure = self.erasure
         deleted = [r for request in self.requests[k_from:k_to] for r in request["delete"]]
@@ -68,7 +68,7 @@ class Tables:
             erasure.Encoded.from_state(model.cache["encoded"]), changes)
         result = registry.run("tabular", method, problem)
         bundle = erasure.unlearned_bundle(bundle_after, result.theta)
-        return TableModel(bundle, erasure.version_cache(encoded, problem.cache), problem, result.residual)
+        return TableModel(bundle, erasure.version_cache(encoded, problem, result), problem, result.residual)
 
     def retrain(self, j: int) -> TableModel:
         return self._run("retrain", self.original, 0, j)

@@ -180,7 +180,7 @@ def run_adult_request(table: Table, model: TrainedModel, request: AdultRequest,
                                                                  dict(model.cache), encoded, changes)
     build_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    erasure.version_cache(encoded_after, problem.cache)
+    erasure.version_cache(encoded_after, problem)
     registration_seconds = time.perf_counter() - started
     # the cache the request reads: the version's, or (map refitted) H and ∇L_b at the re-expressed θ
     request_cache = dict(problem.cache)

@@ -413,8 +413,8 @@ class Tabular(Kind):
         return certification_tags(update.bundle)
 
     def private_state(self, update: Update, after):
-        _, problem, encoded = update.detail  # D' as the update encoded it: not encoded again
-        return lambda: erasure.version_cache(encoded, problem.cache)
+        result, problem, encoded = update.detail  # D' as the update encoded it: not encoded again
+        return lambda: erasure.version_cache(encoded, problem, result)
 
     def certificate_config(self, plan: Plan, update: Update, attempt: dict | None, config) -> dict:
         return {"fallback": attempt, "verify": (config or verify.VerifyConfig()).model_dump()}

@@ -448,16 +448,23 @@ def test_second_order_removes_the_starting_models_own_residual(K):
     assert with_start < 0.1 * without, (start, without, with_start)  # measured ≤ 0.043
 
 
-def test_a_cached_gradient_of_another_model_version_is_ignored():
+def test_a_cached_gradient_of_another_model_version_is_not_read():
     """A label fix keeps the feature map's statistics, so the cache given is the one the Problem
-    reads (a deletion refits the map and computes the cache again at the re-expressed θ)."""
+    starts from (a deletion refits the map and computes the cache again at the re-expressed θ).
+    A gradient taken at another θ is computed again at the version's own: the step then removes
+    this θ's residual on D, not the other's."""
     table = people_table(400, 2)
     bundle, b, _ = train_bundle(table, TrainConfig(tol=1e-3))
     after = correct_table(table, [], [], next_request(table, "fix", 0)["fix_labels"])
     cache = erasure.model_cache(bundle, table, b)
     other = bundle.with_theta(bundle.theta + 0.1)
     p, _, _ = erasure.build_problem(other, table, after, b, cache)
-    assert torch.equal(influence.newton_gradient(p), influence.influence_gradient(p))
+    assert torch.equal(p.cache["gradient_at"], other.theta)
+    expected = influence.influence_gradient(p) + grad_by_hand(other.theta, p.X, p.y, p.obj)
+    assert rel(influence.newton_gradient(p), expected) <= 1e-12
+    # θ is 0.1·√9 = 0.3 from where the cache's H was taken, beyond HESSIAN_DRIFT: H is taken at θ
+    assert torch.equal(p.cache["hessian_at"], other.theta)
+    assert rel(p.cache["H"], logreg.hessian(other.theta, p.X, p.obj)) <= 1e-12
 
 
 # --- D' read in place -----------------------------------------------------------------------------

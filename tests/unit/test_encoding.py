@@ -273,7 +273,7 @@ def test_a_revoked_feature_leaves_no_statistic_in_the_map():
 def test_the_spectral_norm_bound_after_a_refit_holds_and_is_tight():
     """`erasure.spectral_norm_after` bounds ‖X′‖₂ of the rows in the refitted map from ‖X‖₂ without
     an SVD of X′; clipped and missing values (the rows the affine change misses) included."""
-    from unlearning.tabular.erasure import spectral_norm_after
+    from unlearning.tabular.erasure import MapChange, spectral_norm_after
 
     table = make_table(400, seed=6)
     table.frame.loc[table.frame.index[:8], "age"] = 300.0  # clipped
@@ -288,6 +288,7 @@ def test_the_spectral_norm_bound_after_a_refit_holds_and_is_tight():
         X2 = torch.as_tensor(refit.transform_raw(raw))
         X1 = torch.as_tensor(X)
         exact = float(torch.linalg.matrix_norm(X2, ord=2))
-        bound = spectral_norm_after(float(torch.linalg.matrix_norm(X1, ord=2)), X1, X2, encoder, refit)
+        change = MapChange.between(X1, X2, numbers, encoder, refit)
+        bound = spectral_norm_after(float(torch.linalg.matrix_norm(X1, ord=2)), X2, change)
         assert exact <= bound <= slack * exact, (exact, bound)
     assert (raw[:, 0] > 200).sum() >= 3  # the last case deleted outliers

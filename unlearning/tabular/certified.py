@@ -181,7 +181,10 @@ def fast_bound_applies(p: Problem) -> bool:
     if any(p.cache.get(k) is None for k in ("gram", "row_norm_max", "X_norm", "H", "gradient", "gradient_at")):
         return False
     # Z's sums are subtracted from D's: a row listed twice would be subtracted twice.
-    return torch.equal(p.cache["gradient_at"], p.theta) and len(torch.unique(p.z_index)) == len(p.z_index)
+    # the bound's Taylor term reads H at θ* itself, not a Newton matrix kept from a θ nearby
+    at = p.cache.get("hessian_at", p.cache["gradient_at"])
+    return (torch.equal(p.cache["gradient_at"], p.theta) and torch.equal(at, p.theta)
+            and len(torch.unique(p.z_index)) == len(p.z_index))
 
 
 def fast_bound(p: Problem, theta: torch.Tensor, start_gradient: torch.Tensor | None = None) -> FastBound:

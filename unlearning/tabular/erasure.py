@@ -10,6 +10,7 @@ so that a request costs O(|Z|·p) of encoding, not a pandas pass over the table.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 from unlearning.tabular import certified, influence, logreg
 from unlearning.tabular.bundle import ModelBundle
 from unlearning.tabular.data import Table
+from unlearning.tabular.encoding import CLIP
 from unlearning.tabular.problem import Problem, make_problem
 
 
@@ -180,8 +182,8 @@ def build_problem(bundle: ModelBundle, before: Table, after: Table, b: torch.Ten
     newly_revoked = [f for f in after.revoked if f not in bundle.encoder.revoked]
     deleted = Deleted.of(encoded, changes)
     bundle, encoded, cache = refitted_to(bundle, encoded, deleted.train, newly_revoked, b, cache)
-    if cache and "H" not in cache:  # a version made by a request keeps no H (`version_cache`): the map is kept
-        cache = {**cache, **newton_cache(bundle, encoded.train, b)}
+    if cache and not _newton_ready(cache, bundle.theta):  # a version made by a request (`version_cache`), map kept
+        cache = {**cache, **newton_cache(bundle, encoded.train, b, kept=cache)}
     encoder_after = bundle.encoder.with_revoked(newly_revoked) if newly_revoked else bundle.encoder
     revoked_columns = sorted(j for f in newly_revoked for j in bundle.encoder.derived_indices(f))
     data = encoded.train
@@ -218,36 +220,112 @@ def refitted_to(bundle: ModelBundle, encoded: Encoded, deleted: np.ndarray, revo
     encoded = replace(encoded, train=replace(encoded.train, X=torch.as_tensor(train_X, dtype=logreg.DTYPE)),
                       test=replace(encoded.test, X=torch.as_tensor(test_X, dtype=logreg.DTYPE)))
     if cache:
+        change = MapChange.between(before_X, encoded.train.X, encoded.train.numbers.numpy(), encoder, refit)
         # what the step needs; the certified bound takes its exact pass over D' (5 ms on Adult)
         # rather than XᵀX computed again (50 ms)
-        moved_norm = ({"X_norm": spectral_norm_after(cache["X_norm"], before_X, encoded.train.X, encoder, refit)}
+        moved_norm = ({"X_norm": spectral_norm_after(cache["X_norm"], encoded.train.X, change)}
                       if cache.get("X_norm") is not None else {})
-        cache = {**newton_cache(moved, encoded.train, b), **moved_norm}
+        kept = {**moved_hessian(cache, change, bundle.l2), **moved_gradient(cache, change, encoded.train.y, bundle, moved, b)}
+        cache = {**newton_cache(moved, encoded.train, b, kept=kept), **moved_norm}
     return moved, encoded, cache
 
 
-def spectral_norm_after(norm: float, X: torch.Tensor, X_moved: torch.Tensor, encoder, target) -> float:
-    """An upper bound on ‖X′‖₂ from ‖X‖₂ (the same rows under `encoder`, X′ under `target`) in O(n·p):
-    X′ = X·Mᵀ + R with M the map change (Encoder.change_to) and R the rows it misses (clipped or
-    missing values), so ‖X′‖₂ ≤ min(‖M‖₂‖X‖₂ + ‖R‖_F, ‖X′‖_F) — instead of an SVD of X′ (45 ms on Adult, 50× the
+@dataclass(frozen=True)
+class MapChange:
+    """How D's rows encoded under one feature map read under another (same columns, other
+    statistics): X′ = X·Mᵀ + R, M = diag(a, s/s′) + c in the bias column (Encoder.change_to), and R
+    non-zero only on the rows whose numeric values either map clips or imputes (`off_rows`, found
+    from the values as given; one-hot values are never clipped or missing, so R is rounding
+    elsewhere, far inside the allowances of what reads it)."""
+
+    M: torch.Tensor  # (d, d)
+    X: torch.Tensor  # D's rows under the first map
+    X_moved: torch.Tensor  # the same rows under the second
+    off_rows: torch.Tensor  # (r,) long: the rows R holds
+    missed: float  # ‖R‖_F
+    encoder: object  # the two maps (Encoder)
+    target: object
+
+    @classmethod
+    def between(cls, X: torch.Tensor, X_moved: torch.Tensor, numbers: np.ndarray, encoder, target) -> "MapChange":
+        """`numbers`: the rows' numeric values as given (TrainingData.numbers)."""
+        a, c, ratio = encoder.change_to(target)
+        d = X.shape[1]
+        diagonal = torch.as_tensor(np.append(a, ratio), dtype=X.dtype)
+        last = torch.as_tensor(np.append(c, 0.0), dtype=X.dtype)
+        M = torch.diag(diagonal)
+        M[:, d - 1] += last
+        off = torch.as_tensor(np.flatnonzero(_clipped_or_missing(numbers, encoder, target)), dtype=torch.long)
+        cols = torch.as_tensor(encoder.numeric_columns(), dtype=torch.long)
+        X_off, moved_off = X[off][:, cols], X_moved[off][:, cols]
+        missed = moved_off - (X_off * diagonal[cols] + X[off][:, -1:] * last[cols])
+        return cls(M, X, X_moved, off, float(torch.linalg.matrix_norm(missed)), encoder, target)
+
+
+def _clipped_or_missing(numbers: np.ndarray, *encoders) -> np.ndarray:
+    """(n,) bool: the rows holding a numeric value that any of `encoders` (same columns) clips or
+    imputes — an O(n·k) pass over the k numeric columns, not over X. Revoked features are 0 under
+    every map, and skipped."""
+    first = encoders[0]
+    columns = first.numeric_columns()
+    revoked = {j for f in first.revoked for j in first.derived_indices(f)}
+    live = [i for i, j in enumerate(columns) if j not in revoked]
+    off = np.zeros(len(numbers), dtype=bool)
+    if not live:
+        return off
+    values = numbers[:, live]
+    for encoder in encoders:
+        kept = [columns[i] for i in live]
+        z = (values - np.asarray(encoder.mean)[kept]) / np.asarray(encoder.std)[kept]
+        off |= ~(np.abs(z) <= CLIP).all(axis=1)  # NaN (missing) compares False
+    return off
+
+
+def spectral_norm_after(norm: float, X_moved: torch.Tensor, change: MapChange) -> float:
+    """An upper bound on ‖X′‖₂ from ‖X‖₂ (the same rows before the map change) in O(n·p):
+    ‖X′‖₂ ≤ min(‖M‖₂‖X‖₂ + ‖R‖_F, ‖X′‖_F) — instead of an SVD of X′ (45 ms on Adult, 50× the
     certified step it serves). The certificate's rounding allowance and `finetune`'s step only
-    need a bound."""
-    a, c, ratio = encoder.change_to(target)
-    d = X.shape[1]
-    diagonal = torch.as_tensor(np.append(a, ratio), dtype=X.dtype)  # M = diag(a, s/s′) + c in the bias column
-    last = torch.as_tensor(np.append(c, 0.0), dtype=X.dtype)
-    M = torch.diag(diagonal)
-    M[:, d - 1] += last
-    # R is 0 but for rounding outside the numeric columns (one-hot values are never clipped or
-    # missing), and that rounding (~1e-15·‖X′‖_F) is far inside the 1e-12 allowance below
-    cols = torch.as_tensor(encoder.numeric_columns(), dtype=torch.long)
-    predicted = X[:, cols] * diagonal[cols] + X[:, -1:] * last[cols]
-    missed = float(torch.linalg.matrix_norm(X_moved[:, cols] - predicted))  # ‖R‖_F, no n×p×p product
-    bound = float(torch.linalg.matrix_norm(M, ord=2)) * norm + missed
+    need a bound. R's rounding outside the numeric columns (~1e-15·‖X′‖_F) is far inside the 1e-12
+    allowance below."""
+    bound = float(torch.linalg.matrix_norm(change.M, ord=2)) * norm + change.missed
     # ‖M‖₂ grows as a column's deviation shrinks (an outlier deleted: 24,010 against a true 4.5 in
     # review), and a loose bound stalls `finetune`'s step: ‖X′‖_F bounds it too, within √p
     frobenius = float(torch.linalg.matrix_norm(X_moved))
     return min(bound, frobenius) * (1 + 1e-12)  # float64 rounding of the terms, far below it
+
+
+def moved_hessian(cache: dict, change: MapChange, l2: float) -> dict:
+    """The cache's H(θ_H; D) and θ_H under the new map (`change`), in O(p³ + r·p²) instead of
+    O(n·p²): on the rows the map change keeps linear the logits are the same, so their curvature is
+    too and their part of the data Hessian moves as M·H·Mᵀ; the r rows off the map (R) are taken out
+    at θ_H under the old map and put back under the new one. {} when the cache holds no H with its
+    θ_H, or the model is multinomial (`newton_cache` then computes it)."""
+    H, at = cache.get("H"), cache.get("hessian_at")
+    if H is None or at is None or not logreg.is_binary(at):
+        return {}
+    eye = torch.eye(len(H), dtype=H.dtype)
+    off = change.off_rows
+    data = H - l2 * eye - logreg.data_hessian(at, change.X[off])
+    at_moved = change.encoder.reexpressed(at, change.target)  # the same logits on the rows M keeps linear
+    moved = change.M @ data @ change.M.T + logreg.data_hessian(at_moved, change.X_moved[off])
+    return {"H": (moved + moved.T) / 2 + l2 * eye, "hessian_at": at_moved}
+
+
+def moved_gradient(cache: dict, change: MapChange, y: torch.Tensor, before: ModelBundle, after: ModelBundle,
+                   b: torch.Tensor | None) -> dict:
+    """∇L_b(θ; D) under the new map at θ re-expressed (`after`'s θ), from the cache's under the old
+    map at `before`'s θ, in O(p² + r·p) instead of a pass over D: the rows the map keeps linear keep
+    their logits, so their sum Σ r_i x_i moves as M·(…); the r rows off the map are taken out and
+    put back (`y`: D's labels). {} when the cache's gradient is not at `before`'s θ."""
+    g, at = cache.get("gradient"), cache.get("gradient_at")
+    if g is None or at is None or at.shape != before.theta.shape or not torch.equal(at, before.theta):
+        return {}
+    off = change.off_rows
+    shift = b if b is not None else 0.0
+    data = g - before.l2 * at - shift - logreg.data_gradient(at, change.X[off], y[off])
+    theta = after.theta
+    moved = change.M @ data + logreg.data_gradient(theta, change.X_moved[off], y[off])
+    return {"gradient": moved + after.l2 * theta + shift, "gradient_at": theta.clone()}
 
 
 def new_labels(encoder, changes: Changes) -> dict[str, int]:
@@ -342,25 +420,81 @@ def model_cache(bundle: ModelBundle, table: Table, b: torch.Tensor | None, encod
             **certified.data_cache(X), "encoded": encoded.to_state()}
 
 
-def version_cache(encoded: Encoded, request_cache: dict) -> dict:
+def version_cache(encoded: Encoded, problem: Problem, result=None) -> dict:
     """What a model version made by a request keeps for the next one: D' encoded with its feature
-    map and a bound on ‖X‖₂ (the request's, which holds for the rows of D' under the new map: a
-    subset of the rows it bounded, with columns zeroed at most; else ‖X‖_F, O(n·p)). Not H, ∇L_b
-    or XᵀX, as `model_cache` computes them at training: the next request that deletes or revokes
-    refits the map and computes them in its new map (`refitted_to`), so computing them here, before
-    the promotion, would only delay the removal (0.13 s on Adult); one that keeps the map (a label
-    fix, a held-out row) computes H and ∇L_b then (`build_problem`), and a certified one takes the
-    exact pass instead of the O(p²) bound that XᵀX would allow."""
-    norm = request_cache.get("X_norm")
+    map, a bound on ‖X‖₂ (the request's, which holds for the rows of D' under the new map: a
+    subset of the rows it bounded, with columns zeroed at most; else ‖X‖_F, O(n·p)), the
+    request's Newton matrix on D' (`kept_hessian`) and ∇L_b(θ; D') at the version's θ when the
+    update's result (`result`, methods.Result) holds it from its residual's pass: the next request
+    then starts without a pass over D'. Not XᵀX, as `model_cache` computes it at training: a
+    certified request takes the exact pass instead of the O(p²) bound it would allow."""
+    norm = problem.cache.get("X_norm")
     if norm is None:
         norm = float(torch.linalg.matrix_norm(encoded.train.X)) * (1 + 1e-12)
-    return {"X_norm": float(norm), "encoded": encoded.to_state()}
+    gradient = getattr(result, "gradient", None)
+    at = {"gradient": gradient, "gradient_at": result.theta.clone()} if gradient is not None else {}
+    return {"X_norm": float(norm), **kept_hessian(problem), **at, "encoded": encoded.to_state()}
 
 
-def newton_cache(bundle: ModelBundle, data: TrainingData, b: torch.Tensor | None) -> dict:
-    """What a Newton step from θ on `data` reads: H(θ; D), its Cholesky factor and spectrum
-    summaries, ∇L_b(θ; D) and the θ it was taken at (O(n·p²): 0.04 s on Adult)."""
+def kept_hessian(p: Problem) -> dict:
+    """H(θ_H; D') and θ_H from the request's H(θ_H; D) (θ_H: where it was computed, θ* or an earlier
+    version's θ, `newton_cache`), in O((|Z| + |Z̃|)·p²): Z's rows taken out, Z̃'s put in, at θ_H. The
+    next request reuses it while its θ stays within HESSIAN_DRIFT of θ_H, instead of computing H
+    over D again (O(n·p²)). {} when the request had none, is multinomial, or touched most rows (a
+    revocation: the next request computes H)."""
+    H, at = p.cache.get("H"), p.cache.get("hessian_at")
+    if H is None or at is None or not logreg.is_binary(at) or p.touched * 4 > p.n:
+        return {}
+    H = H - logreg.data_hessian(at, p.X_z)
+    if len(p.X_tilde):
+        H = H + logreg.data_hessian(at, p.X_tilde)
+    return {"H": H, "hessian_at": at}
+
+
+# A kept H(θ_H; D) serves as the Newton matrix at a θ within this distance of θ_H (binary models):
+# rows are scaled to ‖x‖ ≤ 1, so no logit moves more than ‖θ − θ_H‖, and a curvature weight σ(1−σ)
+# moves by a factor within e^{±‖θ − θ_H‖} (|d ln σ(1−σ)/dz| = |1 − 2σ| ≤ 1): H(θ_H) is within 3 % of H(θ)
+# either way, and a Newton step on it leaves at most about 3 % of the gradient it removes (the evidence
+# allows 10 %; on Adult's deletions it left 1e-5 to 8e-4, the matrix within 1.2e-4 of H(θ) at a drift of 0.009).
+HESSIAN_DRIFT = 0.03
+
+
+def newton_cache(bundle: ModelBundle, data: TrainingData, b: torch.Tensor | None, kept: dict | None = None) -> dict:
+    """What a Newton step from θ on `data` reads: H, its Cholesky factor and spectrum summaries,
+    ∇L_b(θ; D) and the θ it was taken at. H is `kept`'s H(θ_H; D) when θ is within HESSIAN_DRIFT of
+    its θ_H, else H(θ; D) computed now (O(n·p²): 0.03–0.04 s on Adult); ∇L_b is `kept`'s when taken
+    at θ itself, else computed now (a pass, O(n·p)). `hessian_at`: θ_H. `lambda_max` bounds H(θ)'s
+    largest eigenvalue either way (the first-order step that cannot overshoot)."""
     obj = logreg.Objective(l2=bundle.l2, b=b)
-    H = logreg.hessian(bundle.theta, data.X, obj)
-    return {"H": H, "L": torch.linalg.cholesky(H), "gradient": logreg.gradient(bundle.theta, data.X, data.y, obj),
-            "gradient_at": bundle.theta.clone(), **influence.spectral_cache(H)}
+    theta, kept = bundle.theta, kept or {}
+    gradient = ({"gradient": kept["gradient"], "gradient_at": theta.clone()} if _gradient_at(kept, theta)
+                else {"gradient": logreg.gradient(theta, data.X, data.y, obj), "gradient_at": theta.clone()})
+    drift = hessian_drift(kept, theta)
+    if drift is None:
+        H = logreg.hessian(theta, data.X, obj)
+        return {"H": H, "L": torch.linalg.cholesky(H), **gradient, "hessian_at": theta.clone(),
+                **influence.spectral_cache(H)}
+    H = kept["H"]
+    spectrum = influence.spectral_cache(H)
+    return {"H": H, "L": torch.linalg.cholesky(H), **gradient, "hessian_at": kept["hessian_at"],
+            **spectrum, "lambda_max": spectrum["lambda_max"] * math.exp(drift)}
+
+
+def hessian_drift(cache: dict, theta: torch.Tensor) -> float | None:
+    """‖θ − θ_H‖ when the cache's H(θ_H) may serve as θ's Newton matrix (HESSIAN_DRIFT), else None."""
+    H, at = cache.get("H"), cache.get("hessian_at")
+    if H is None or at is None or not logreg.is_binary(theta) or at.shape != theta.shape:
+        return None
+    drift = float((theta - at).norm())
+    return drift if drift <= HESSIAN_DRIFT else None
+
+
+def _gradient_at(cache: dict, theta: torch.Tensor) -> bool:
+    at = cache.get("gradient_at")
+    return cache.get("gradient") is not None and at is not None and at.shape == theta.shape and torch.equal(at, theta)
+
+
+def _newton_ready(cache: dict, theta: torch.Tensor) -> bool:
+    """Whether the cache holds what a Newton step from θ reads: H, its factor and ∇L_b at θ itself
+    (a trained version's cache; a request-made one keeps no factor)."""
+    return "H" in cache and "L" in cache and _gradient_at(cache, theta)

@@ -32,6 +32,9 @@ class Result:
     method: str
     guarantee: str
     residual: float | None = None  # ‖∇L_b(θ_new; D')‖₂ on all of D' (run_method fills it in)
+    # ∇L_b(θ_new; D') itself, shaped like θ, when the residual came from a pass that computed it: the
+    # version the update makes keeps it, and the next request starts from it (erasure.version_cache)
+    gradient: torch.Tensor | None = field(default=None, compare=False, repr=False)
     residual_bound: float | None = None  # certified methods only
     epsilon: float | None = None
     delta: float | None = None
@@ -66,8 +69,10 @@ def _execute(method: Method, problem: Problem, config: MethodConfig) -> Result:
     # Timed without the diagnostic below: the residual is a pass over all of D' that the update
     # itself does not need (only `certified` pays for its bound inside the update).
     seconds = time.perf_counter() - started
-    residual = result.residual if result.residual is not None else influence.gradient_residual(problem, result.theta)
-    return replace(result, residual=residual, stats={**result.stats, "update_seconds": seconds})
+    if result.residual is None:
+        gradient = influence.corrected_gradient(problem, result.theta)
+        result = replace(result, residual=float(gradient.norm()), gradient=gradient)
+    return replace(result, stats={**result.stats, "update_seconds": seconds})
 
 
 def _facts(problem: Problem) -> dict:
@@ -117,7 +122,14 @@ def second_order(p: Problem, cfg: SecondOrderConfig) -> Result:
         return out.theta
 
     theta = _chunked(p, cfg.chunks, step)
-    return _result(p, "second_order", theta, stats={**info, "chunks": cfg.chunks})
+    return _result(p, "second_order", theta, stats={**info, "chunks": cfg.chunks, **hessian_distance(p)})
+
+
+def hessian_distance(p: Problem) -> dict:
+    """How far from θ* the version's H was taken (erasure.HESSIAN_DRIFT: a Newton matrix kept from an
+    earlier request's θ), for the certificate's reader; {} when the cache does not say."""
+    at = p.cache.get("hessian_at")
+    return {"hessian_at_distance": float((p.theta - at).norm())} if at is not None and at.shape == p.theta.shape else {}
 
 
 # Newton steps the pipeline takes after a second_order update whose evidence failed, before it retrains
@@ -139,13 +151,13 @@ def newton_from(p: Problem, theta: torch.Tensor, max_steps: int | None = None,
     started = time.perf_counter()
     with single_threaded():
         goal = target * influence.gradient_residual(p, p.theta)
-        residual, steps = influence.gradient_residual(p, theta), 0
-        while steps < max_steps and residual > goal:
+        gradient, steps = influence.corrected_gradient(p, theta), 0
+        while steps < max_steps and float(gradient.norm()) > goal:
             at = replace(p, theta=theta, cache={"gradient": logreg.gradient(theta, p.X, p.y, p.obj),
                                                 "gradient_at": theta})
             theta = influence.second_order_update(at, "auto", "exact", from_start_gradient=True).theta
-            residual, steps = influence.gradient_residual(p, theta), steps + 1
-    return _result(p, "second_order", theta, residual=residual,
+            gradient, steps = influence.corrected_gradient(p, theta), steps + 1
+    return _result(p, "second_order", theta, residual=float(gradient.norm()), gradient=gradient,
                    stats={"newton_steps": steps, "update_seconds": time.perf_counter() - started})
 
 
@@ -170,7 +182,7 @@ def certified_update(p: Problem, cfg: CertifiedConfig) -> Result:
     out = influence.second_order_update(p, cfg.solver, "auto", from_start_gradient=True, predicted_start=True)
     c = p.certification
     bound = certified_bound_without_pass(p, out.theta, out.start_gradient)
-    theta, residual, passes, refined = out.theta, None, 0, 0
+    theta, residual, gradient, passes, refined = out.theta, None, None, 0, 0
     if bound is None:
         exact, passes = certified.exact_residual(p, theta), 1
         if exact.bound > certified.REFINE_SHARE * (c.budget - c.spent):
@@ -182,12 +194,12 @@ def certified_update(p: Problem, cfg: CertifiedConfig) -> Result:
             again, passes = certified.exact_residual(p, further), 2
             if again.bound < exact.bound:
                 theta, exact, refined = further, again, 1
-        residual, bound = exact.residual, exact.bound
+        residual, bound, gradient = exact.residual, exact.bound, exact.gradient
     spent = c.spent + bound
-    return _result(p, "certified", theta, residual=residual, residual_bound=bound,
+    return _result(p, "certified", theta, residual=residual, residual_bound=bound, gradient=gradient,
                    epsilon=noise.epsilon_for(spent, c.sigma, c.delta), delta=c.delta,
                    stats={"solver": out.solver, "hvps": out.hvps, "hessian": out.hessian,  # refinement's included
-                          "exact_pass": passes, "refined": refined, "budget": c.budget,
+                          "exact_pass": passes, "refined": refined, "budget": c.budget, **hessian_distance(p),
                           "budget_used": spent, "budget_left": c.budget - spent,
                           "within_budget": spent <= c.budget})
 
