@@ -281,6 +281,21 @@ def test_a_value_glued_to_punctuation_is_masked(kind, where, glue):
         assert value[1:-1] not in shown_as, shown_as
 
 
+@pytest.mark.parametrize("glue", ["1", "12"])
+@pytest.mark.parametrize("site", PUNCTUATION_SITES)
+@pytest.mark.parametrize("kind", ["card", "card, no spaces", "IBAN", "IBAN, no spaces", "AWS key"])
+def test_a_value_with_digits_glued_behind_it_is_masked(kind, site, glue):
+    """`/data/45391488034364671.csv`, `GB82WEST123456987654321` and `AKIAQ3EGRZ7T5XK2LW9M1` were printed
+    whole: a digit is what each is made of, and with one glued behind the whole was too long for its
+    format. A card number ends before one or two digits glued behind it, an IBAN at its country's length,
+    an AWS key at its 20 characters."""
+    from unlearning.detect import mask
+
+    value, detector = SECRETS[kind]
+    shown_as = str(UnlearnError(site.format(t=value + glue)))
+    assert value[1:-1] not in shown_as and mask(value, detector) + glue in shown_as, shown_as
+
+
 @pytest.mark.parametrize("site", PUNCTUATION_SITES)
 def test_a_phone_number_after_two_plus_signs_is_masked_with_its_country_code(site):
     """`++41 44 668 18 00` was read from its second group: the country code was printed."""

@@ -63,6 +63,9 @@ PRINTED_GROUPINGS = frozenset({(4, 4, 4, 4), (4, 4, 4, 4, 3), (4, 6, 5), (4, 6, 
 _DOT_HINT = re.compile(r"\.\d{4}")  # a literal first character lets `re` skip ahead: 30× faster on prose
 
 BASE, CONTEXT_BONUS, CROWDED_PENALTY, OTHER_PENALTY, REPORT_FROM = 0.70, 0.25, 0.30, 0.30, 0.5
+# Where no neighbour excuses a card number (a message), digits glued behind one end it after at most this many:
+# a card number among an id's or a timestamp's digits, counted in docs/benchmarks.md (bench.error_masking).
+GLUED_BEHIND = 2
 
 
 def luhn_valid(digits: str) -> bool:
@@ -144,17 +147,42 @@ def _decimal_fraction(text: str, start: int) -> bool:
     return before < 0 or not (text[before] in "._" or text[before].isalpha())
 
 
-def _card_spans(chunks: list[_Chunk]) -> list[tuple[int, int]]:
-    """Left to right, the longest chunk range (i..j) that is a valid card number."""
-    spans, i = [], 0
+def _card_windows(chunks: list[_Chunk], glued_behind: int = 0) -> list[tuple[int, int, list[_Chunk]]]:
+    """Left to right, (i, j, the chunks i..j) of the longest chunk range that is a valid card number; with
+    `glued_behind`, where none starts at a chunk, one with up to that many digits glued behind it
+    (`_glued_behind`), the window's last chunk cut before them."""
+    windows, i = [], 0
     while i < len(chunks):
         j = _longest_valid_end(chunks, i)
-        if j is None:
-            i += 1
+        if j is not None:
+            windows.append((i, j, chunks[i:j + 1]))
+            i = j + 1
             continue
-        spans.append((i, j))
-        i = j + 1
-    return spans
+        window = _glued_behind(chunks, i, glued_behind) if glued_behind else None
+        if window:
+            windows.append((i, i + len(window) - 1, window))
+            i += len(window)
+            continue
+        i += 1
+    return windows
+
+
+def _glued_behind(chunks: list[_Chunk], i: int, most: int) -> list[_Chunk] | None:
+    """The chunks from i on that make a card number with 1..`most` digits glued behind its last group
+    ("/data/45391488034364671.csv", "4111 1111 1111 11112"), the last chunk cut before them; written
+    as a card is printed, one group or a printed grouping, so that a list of numbers is no card's groups."""
+    digits = ""
+    for j in range(i, len(chunks)):
+        last = chunks[j]
+        for glued in range(1, min(most, len(last.digits) - 1) + 1):
+            kept = last.digits[:-glued]
+            grouping = tuple(len(c.digits) for c in chunks[i:j]) + (len(kept),)
+            if (j == i or grouping in PRINTED_GROUPINGS) and is_card_number(digits + kept):
+                return chunks[i:j] + [_Chunk(last.start, last.end - glued, kept)]
+        digits += last.digits
+        if len(digits) > MAX_DIGITS:
+            break
+    return None
 
 
 def _longest_valid_end(chunks: list[_Chunk], i: int) -> int | None:
@@ -183,9 +211,9 @@ class CardDetector:
                 continue
             chunks = _without_glued_tail(text, _chunks(text, run.start(), run.end(),
                                                        dashes_split=not self.excused_by_neighbours))
-            for i, j in _card_spans(chunks):
-                start, end = chunks[i].start, chunks[j].end
-                crowded = (i > 0 or j < len(chunks) - 1) and not self._printed_apart(chunks[i:j + 1])
+            for i, j, window in _card_windows(chunks, glued_behind=0 if self.excused_by_neighbours else GLUED_BEHIND):
+                start, end = window[0].start, window[-1].end
+                crowded = (i > 0 or j < len(chunks) - 1) and not self._printed_apart(window)
                 confidence = self._confidence(text, start, end, crowded=crowded)
                 if confidence >= REPORT_FROM:
                     matches.append(Match(self.name, start, end, confidence))

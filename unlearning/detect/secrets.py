@@ -47,11 +47,12 @@ _JWT_REST = r"[A-Za-z0-9_\-]{8,}+\.eyJ[A-Za-z0-9_\-]{8,}+\.[A-Za-z0-9_\-]{16,}+"
 # Each pattern starts with its literal prefix, which lets `re` skip ahead fast; the left boundary
 # (no token character right before) is checked in Python instead of by a leading lookbehind. A format
 # whose alphabet is narrower than a token's ends where its alphabet does: an AWS key glued to lower-case
-# letters ("/x/AKIAIOSFODNN7EXAMPLEabc.csv") or a GitHub token to '_' or '-' ("ghp_…_v2") is one.
+# letters ("/x/AKIAIOSFODNN7EXAMPLEabc.csv") or a GitHub token to '_' or '-' ("ghp_…_v2") is one; an AWS
+# key's fixed length says where it ends before digits glued behind ("/data/AKIAIOSFODNN7EXAMPLE1.csv").
 TOKEN_FORMATS: tuple[tuple[str, re.Pattern, float], ...] = tuple(
     (name, re.compile(pattern), confidence)
     for name, pattern, confidence in (
-        ("aws_access_key_id", r"(?:AKIA|ASIA)[0-9A-Z]{16}(?![0-9A-Z])", 1.0),
+        ("aws_access_key_id", r"(?:AKIA|ASIA)[0-9A-Z]{16}(?=[0-9]*+(?![0-9A-Z]))", 1.0),
         ("github_token", r"gh[pousr]_[A-Za-z0-9]{36,255}(?![A-Za-z0-9])", 1.0),
         ("github_pat", r"github_pat_[A-Za-z0-9_]{50,255}(?![A-Za-z0-9_])", 1.0),
         ("slack_token", r"xox[bpars]-[A-Za-z0-9\-]{10,250}" + _NOT_TOKEN_CHAR, 1.0),
