@@ -530,7 +530,8 @@ PASSPHRASE_SITES = sorted(set(EVERY_SITE) - {"letters, in a path", "letters, quo
 
 
 @pytest.mark.parametrize("site", PASSPHRASE_SITES)
-@pytest.mark.parametrize("passphrase", ["Horse-battery-Staple42", "correct.horse.Battery7", "purple_Monkey_dishwasher2024"])
+@pytest.mark.parametrize("passphrase", ["Horse-battery-Staple42", "correct.horse.Battery7",
+                                        "purple_Monkey_dishwasher2024"])
 def test_a_passphrase_joined_by_dashes_dots_or_underscores_is_masked(passphrase, site):
     """`unknown feature 'Horse-battery-Staple42'` was printed whole: the password rule splits a word at
     `-` and `_`, and a passphrase's only symbol is its joiner (bench.error_masking: 0 of 26 sites)."""

@@ -17,7 +17,9 @@ the one for neighbours where the number is written as a card is printed, one gro
 4-4-4-4(-3), 4-6-5, 4-6-4 (`PRINTED_GROUPINGS`): an error message quotes what the user gave, so
 "order 4111 1111 1111 1111" given as a feature name is a card number with a word in front, and
 "4111111111111111 4012888888881881" two card numbers side by side, while "21053 43242 41349", a list
-of record ids whose digits happen to make one, is not (unlearning.detect.scan.find_in_message).
+of record ids whose digits happen to make one, is not (unlearning.detect.scan.find_in_message). That
+detector also ends a card number before one or two digits glued behind it ("/data/45391488034364671.csv"),
+where written as printed: one group, or 4-4-4-4, 4-6-5, 4-6-4 with the last group longer (`GLUED_BEHIND`).
 """
 
 from __future__ import annotations
