@@ -106,7 +106,8 @@ def test_a_card_number_after_a_version_or_a_name_and_a_dot_is_found(text, value)
 @pytest.mark.parametrize("text,value", [
     ("file 45391488034364671.csv", "4539148803436467"), ("45391488034364672", "4539148803436467"),
     ("378282246310005 12", "378282246310005"), ("4111 1111 1111 11112", "4111 1111 1111 1111"),
-    ("5500-0000-0000-000412", "5500-0000-0000-0004"), ("4111111111111111-40128888888818811", "4111111111111111"),
+    ("5500-0000-0000-000412", "5500-0000-0000-0004"), ("3782 822463 100051", "3782 822463 10005"),
+    ("4111111111111111-40128888888818811", "4111111111111111"),
 ])  # fmt: skip
 def test_a_card_number_with_digits_glued_behind_it_is_found_in_a_message(text, value):
     """A digit glued behind a card number made a longer number, no card's (`/data/45391488034364671.csv`
