@@ -212,7 +212,7 @@ GLUED_SITES = ["data file '/data/card_{v}.csv' not found; check the path given w
                "data file '/data/{v}_2024.csv' not found; check the path given with --file"]
 # Glued to punctuation and a number: after a version's dot (a card number there is no decimal's fraction),
 # after a doubled '+', and before a number and a file extension (a digit glued behind a card number, an
-# IBAN or a key makes another value: those are printed whole).
+# IBAN or a key makes a longer value, no card's, IBAN or key: printed whole before 2026-12-07 07:00).
 PUNCTUATION_SITES = ["unknown model 'v1.{v}': no registered version with alias 'production'",
                      "unknown feature '++{v}' in revoke_features; valid features: age, sex, race",
                      "data file '/data/{v}1.csv' not found; check the path given with --file"]

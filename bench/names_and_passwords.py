@@ -7,7 +7,8 @@ name) is found by no detector of `unlearn scan`: the secret detector needs a pas
 or a token format. A rule that judges a message's words by their shape alone masks such a value — and
 every legitimate name of the same shape. This generates both and counts, per candidate rule, the names
 it would mask and the passwords it would catch; the last is the rule messages use
-(unlearning.detect.secrets.PasswordShapeDetector), a password counted only when covered whole:
+(unlearning.detect.secrets.PasswordShapeDetector: a password's shape, or a passphrase's, the row before),
+a password counted only when covered whole:
 
 - legitimate: the feature and column names of UCI Adult and of other tables people train on (Titanic,
   Iris, California and Boston housing, wine quality, credit-card fraud, bank marketing, Pima diabetes,
@@ -29,7 +30,9 @@ import re
 import string
 from collections.abc import Callable
 
-from unlearning.detect.secrets import PasswordShapeDetector, looks_like_password, looks_like_token
+from unlearning.detect.secrets import (
+    _PASSPHRASE, PasswordShapeDetector, looks_like_password, looks_like_token, passphrase_shaped,
+)
 
 # --- legitimate names --------------------------------------------------------------------------------
 TABLES = {
@@ -203,6 +206,9 @@ RULES: dict[str, Callable[[str], bool]] = {
     "upper+lower+digit+symbol other than - _ . / : @ + < = >": lambda v: four_classes(v, "!#$%^&*()[]{};,?~|"),
     "…and a symbol other than ( ) [ ] { } too, no path": lambda v: four_classes(v, "!#$%^&*;,?~|") and "/" not in v,
     "…and a symbol other than # $ % ^ & too": lambda v: four_classes(v, "!*;,?~|") and "/" not in v,
+    # words joined by `- . _`, a Capitalised one after one in small letters, 3+ words, digits glued to the last
+    "passphrase rule alone (PasswordShapeDetector's second)": lambda v: bool(_PASSPHRASE.fullmatch(v))
+                                                                         and passphrase_shaped(v),
     # what messages mask (unlearning.detect.secrets.PasswordShapeDetector): a password covered whole
     "messages' rule (PasswordShapeDetector), the password covered whole": covered_whole,
 }

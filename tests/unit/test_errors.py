@@ -281,6 +281,21 @@ def test_a_value_glued_to_punctuation_is_masked(kind, where, glue):
         assert value[1:-1] not in shown_as, shown_as
 
 
+@pytest.mark.parametrize("glue", ["1", "12"])
+@pytest.mark.parametrize("site", PUNCTUATION_SITES)
+@pytest.mark.parametrize("kind", ["card", "card, no spaces", "IBAN", "IBAN, no spaces", "AWS key"])
+def test_a_value_with_digits_glued_behind_it_is_masked(kind, site, glue):
+    """`/data/45391488034364671.csv`, `GB82WEST123456987654321` and `AKIAQ3EGRZ7T5XK2LW9M1` were printed
+    whole: a digit is what each is made of, and with one glued behind the whole was too long for its
+    format. A card number ends before one or two digits glued behind it, an IBAN at its country's length,
+    an AWS key at its 20 characters."""
+    from unlearning.detect import mask
+
+    value, detector = SECRETS[kind]
+    shown_as = str(UnlearnError(site.format(t=value + glue)))
+    assert value[1:-1] not in shown_as and mask(value, detector) + glue in shown_as, shown_as
+
+
 @pytest.mark.parametrize("site", PUNCTUATION_SITES)
 def test_a_phone_number_after_two_plus_signs_is_masked_with_its_country_code(site):
     """`++41 44 668 18 00` was read from its second group: the country code was printed."""
@@ -510,6 +525,34 @@ def test_a_password_with_no_keyword_is_masked_wherever_a_message_quotes_it(passw
         assert password[1:-1] not in shown_as, shown_as
 
 
+# Glued behind to letters (`{v}abc`, `{v}foo`) a passphrase ends in letters, as names do: printed (docs/benchmarks.md).
+PASSPHRASE_SITES = sorted(set(EVERY_SITE) - {"letters, in a path", "letters, quoted", "before hex letters"})
+
+
+@pytest.mark.parametrize("site", PASSPHRASE_SITES)
+@pytest.mark.parametrize("passphrase", ["Horse-battery-Staple42", "correct.horse.Battery7",
+                                        "purple_Monkey_dishwasher2024"])
+def test_a_passphrase_joined_by_dashes_dots_or_underscores_is_masked(passphrase, site):
+    """`unknown feature 'Horse-battery-Staple42'` was printed whole: the password rule splits a word at
+    `-` and `_`, and a passphrase's only symbol is its joiner (bench.error_masking: 0 of 26 sites)."""
+    message = EVERY_SITE[site].format(v=passphrase, w=repr(f"C:\\ckpt\\{passphrase}\\model.pt"))
+    for shown_as in (str(UnlearnError(message)), failure_reason_of(message)):
+        assert passphrase[1:-1] not in shown_as, shown_as
+
+
+def test_a_chain_of_words_is_read_once_however_long():
+    """The passphrase rule starts only where no word and joiner come before: from every word of a 1 MiB
+    chain (`abc-abc-…`) it would read the chain to its end."""
+    import time
+
+    from unlearning.detect.secrets import PasswordShapeDetector
+
+    for chain in ("abc-" * 262_144, "abc-Def_" * 131_072 + "ghi1", "abc-abc-Abc1x " * 74_898):
+        start = time.perf_counter()
+        PasswordShapeDetector().find(chain)
+        assert time.perf_counter() - start < 2.0
+
+
 def failure_reason_of(message: str) -> str:
     from unlearning.errors import failure_reason
 
@@ -534,6 +577,10 @@ PASSWORD_SHAPED_NAMES = [
     "Llama-3.1-8B-Instruct", "Mistral-7B-Instruct-v0.2", "mAP@0.5:0.95", "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
     "Top1%Acc", "https://api.example.com/v1/items?page=2&PerPage=50&q=Llama3%20Instruct", "C++ years (2024)",
     "models:/Adult2024@production", "a****@e******.com", "T******3",
+    # joined by `-`, `.` or `_`, with capitals and a number: names, not passphrases (one Capitalised word after
+    # one in small letters, three words of 3+ letters, digits glued to the last are a passphrase's shape)
+    "model-v2-Final3.pt", "my-model-Final3", "Meta-Llama-3-70B", "bert-base-NER", "Train_data_v2", "Adult_income_2024",
+    "cutlass.Float16", "torch.ao.nn.quantized.Conv1d", "Microsoft.NETCore.App.Host.linux-arm64", "Sales_Report_Q3",
 ]
 
 

@@ -70,8 +70,16 @@ def line_column(text: str, offset: int) -> tuple[int, int]:
 
 
 def near(text: str, start: int, end: int, words: re.Pattern, before: int = 48, after: int = 24) -> bool:
-    """Whether `words` occurs in the few characters around [start, end): context raises confidence."""
-    return bool(words.search(text, max(0, start - before), start) or words.search(text, end, end + after))
+    """Whether `words` (a `keyword_pattern`) occurs in the few characters around [start, end): context
+    raises confidence. Where they hold no letter at all, as between the numbers of a long list, the
+    words are not looked for: a case-insensitive pattern with a lookbehind is tried at every position."""
+    lo, hi = max(0, start - before), end + after
+    if not (_LETTER.search(text, lo, start) or _LETTER.search(text, end, hi)):
+        return False
+    return bool(words.search(text, lo, start) or words.search(text, end, hi))
+
+
+_LETTER = re.compile(r"[^\W\d_]")  # any letter: a case-insensitive ASCII word also matches `ſ` or `K` (Kelvin)
 
 
 def keyword_pattern(*words: str) -> re.Pattern:

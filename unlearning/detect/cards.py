@@ -17,7 +17,9 @@ the one for neighbours where the number is written as a card is printed, one gro
 4-4-4-4(-3), 4-6-5, 4-6-4 (`PRINTED_GROUPINGS`): an error message quotes what the user gave, so
 "order 4111 1111 1111 1111" given as a feature name is a card number with a word in front, and
 "4111111111111111 4012888888881881" two card numbers side by side, while "21053 43242 41349", a list
-of record ids whose digits happen to make one, is not (unlearning.detect.scan.find_in_message).
+of record ids whose digits happen to make one, is not (unlearning.detect.scan.find_in_message). That
+detector also ends a card number before one or two digits glued behind it ("/data/45391488034364671.csv"),
+where written as printed: one group, or 4-4-4-4, 4-6-5, 4-6-4 with the last group longer (`GLUED_BEHIND`).
 """
 
 from __future__ import annotations
@@ -60,9 +62,14 @@ _RUN = re.compile(r"(?<![\w/])(?<!\d:)\d++(?:[ -]\d++)*+(?![\w])(?!\.\d)")
 # Dotted: exactly the printed groupings (16/19 digits in fours, Amex 4-6-5, Diners 4-6-4).
 _DOTTED = re.compile(r"(?<![\w/.])\d{4}(?:(?:\.\d{4}){3}(?:\.\d{3})?|\.\d{6}\.\d{4,5})(?![\w])(?!\.\d)")
 PRINTED_GROUPINGS = frozenset({(4, 4, 4, 4), (4, 4, 4, 4, 3), (4, 6, 5), (4, 6, 4)})
+# Those a digit glued behind leaves recognisable: 4-4-4-4-3 with one reads as five groups of 4, as a list does.
+GLUED_GROUPINGS = PRINTED_GROUPINGS - {(4, 4, 4, 4, 3)}
 _DOT_HINT = re.compile(r"\.\d{4}")  # a literal first character lets `re` skip ahead: 30× faster on prose
 
 BASE, CONTEXT_BONUS, CROWDED_PENALTY, OTHER_PENALTY, REPORT_FROM = 0.70, 0.25, 0.30, 0.30, 0.5
+# Where no neighbour excuses a card number (a message), digits glued behind one end it after at most this many:
+# a card number among an id's or a timestamp's digits, counted in docs/benchmarks.md (bench.error_masking).
+GLUED_BEHIND = 2
 
 
 def luhn_valid(digits: str) -> bool:
@@ -144,17 +151,53 @@ def _decimal_fraction(text: str, start: int) -> bool:
     return before < 0 or not (text[before] in "._" or text[before].isalpha())
 
 
-def _card_spans(chunks: list[_Chunk]) -> list[tuple[int, int]]:
-    """Left to right, the longest chunk range (i..j) that is a valid card number."""
-    spans, i = [], 0
+def _card_windows(chunks: list[_Chunk], glued_behind: int = 0) -> list[tuple[int, int, list[_Chunk]]]:
+    """Left to right, (i, j, the chunks i..j) of the longest chunk range that is a valid card number; with
+    `glued_behind`, where none starts at a chunk, one with up to that many digits glued behind it
+    (`_glued_behind`), the window's last chunk cut before them."""
+    windows, i = [], 0
+    longest = max(len(c.digits) for c in chunks)  # glued to a group of 4 or less, no card number is
     while i < len(chunks):
         j = _longest_valid_end(chunks, i)
-        if j is None:
-            i += 1
+        if j is not None:
+            windows.append((i, j, chunks[i:j + 1]))
+            i = j + 1
             continue
-        spans.append((i, j))
-        i = j + 1
-    return spans
+        window = _glued_behind(chunks, i, glued_behind) if glued_behind and longest > 4 else None
+        if window:
+            windows.append((i, i + len(window) - 1, window))
+            i += len(window)
+            continue
+        i += 1
+    return windows
+
+
+def _glued_behind(chunks: list[_Chunk], i: int, most: int) -> list[_Chunk] | None:
+    """The chunks from i on that make a card number with 1..`most` digits glued behind its last group
+    ("/data/45391488034364671.csv", "4111 1111 1111 11112"), the last chunk cut before them; written
+    as a card is printed, one group or a printed grouping, so that a list of numbers is no card's groups."""
+    if not _issuers_by_prefix(chunks[i].digits[:4]):  # no card number starts so
+        return None
+    alone = len(chunks[i].digits)
+    shapes = [(1, glued) for glued in range(1, most + 1) if MIN_DIGITS <= alone - glued <= MAX_DIGITS]
+    if alone == 4:  # every printed grouping starts with a group of 4
+        shapes += [(len(grouping), glued) for grouping in GLUED_GROUPINGS
+                   if 0 < (glued := _glued_to_grouping(chunks, i, grouping)) <= most]
+    for n, glued in shapes:
+        window = chunks[i:i + n]
+        if is_card_number("".join(c.digits for c in window)[:-glued]):
+            last = window[-1]
+            return window[:-1] + [_Chunk(last.start, last.end - glued, last.digits[:-glued])]
+    return None
+
+
+def _glued_to_grouping(chunks: list[_Chunk], i: int, grouping: tuple[int, ...]) -> int:
+    """How many digits the last of the chunks from i on has beyond `grouping`, whose other groups they
+    match; 0 where they do not."""
+    window = chunks[i:i + len(grouping)]
+    if len(window) < len(grouping) or any(len(c.digits) != n for c, n in zip(window[:-1], grouping)):
+        return 0
+    return max(0, len(window[-1].digits) - grouping[-1])
 
 
 def _longest_valid_end(chunks: list[_Chunk], i: int) -> int | None:
@@ -183,9 +226,9 @@ class CardDetector:
                 continue
             chunks = _without_glued_tail(text, _chunks(text, run.start(), run.end(),
                                                        dashes_split=not self.excused_by_neighbours))
-            for i, j in _card_spans(chunks):
-                start, end = chunks[i].start, chunks[j].end
-                crowded = (i > 0 or j < len(chunks) - 1) and not self._printed_apart(chunks[i:j + 1])
+            for i, j, window in _card_windows(chunks, glued_behind=0 if self.excused_by_neighbours else GLUED_BEHIND):
+                start, end = window[0].start, window[-1].end
+                crowded = (i > 0 or j < len(chunks) - 1) and not self._printed_apart(window)
                 confidence = self._confidence(text, start, end, crowded=crowded)
                 if confidence >= REPORT_FROM:
                     matches.append(Match(self.name, start, end, confidence))

@@ -5,7 +5,9 @@ single spaces with a shorter last group ("DE89 3704 0044 0532 0130 00"). Upper c
 printed. Countries in `LENGTHS` must have their exact length; others are accepted at 15–34
 characters with confidence 0.8. The mod-97 check lets 1 in 97 random strings through, the length
 table most of the rest. A spaced match followed by further groups is trimmed to the country's length.
-One glued to lower-case letters behind is one ("/x/GB82WEST12345698765432abc.csv").
+One glued to lower-case letters behind is one ("/x/GB82WEST12345698765432abc.csv"), and so is one of a
+country in `LENGTHS` with digits glued behind ("/data/GB82WEST123456987654321.csv"): its length says where
+it ends.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ KNOWN_COUNTRY, OTHER_COUNTRY = 1.0, 0.8
 _IBAN = re.compile(
     r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}"
     r"(?:(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?|[A-Z0-9]{11,30})"  # at most 34 characters
-    r"(?![A-Z0-9])"  # lower-case letters glued behind are no part of it ("…3000abc.csv"): printed IBANs are upper case
+    # lower-case letters glued behind are no part of it ("…3000abc.csv"): printed IBANs are upper case; digits
+    # glued behind may be none either ("…30001.csv", `_before_glued_digits`)
+    r"(?=\d*+(?![A-Z0-9]))"
 )
 
 _START = re.compile(r"[A-Z]{2}\d{2}")  # a country code and check digits, the country's looked up after
@@ -72,10 +76,25 @@ class IbanDetector:
 
     @staticmethod
     def _valid_end(candidate: str, start: int) -> int | None:
-        """End offset of the longest valid prefix that ends at a group boundary, if any."""
+        """End offset of the longest valid prefix that ends at a group boundary, or else of one of its
+        country's length followed by nothing but digits, if any."""
         groups = candidate.split(" ")
         for n in range(len(groups), 0, -1):
             prefix = " ".join(groups[:n])
             if iban_valid(prefix.replace(" ", "")):
                 return start + len(prefix)
+        cut = _before_glued_digits(candidate)
+        return None if cut is None else start + cut
+
+
+def _before_glued_digits(candidate: str) -> int | None:
+    """Where a valid IBAN of a country in `LENGTHS` ends inside a longer `candidate`, when only digits follow
+    it there ("GB82WEST123456987654321", "DE89 3704 0044 0532 0130 001": a digit glued behind, which is
+    what the IBAN is made of, so that the whole is no IBAN); None otherwise."""
+    expected = LENGTHS.get(candidate[:2])
+    characters = [k for k, c in enumerate(candidate) if c != " "]
+    if expected is None or len(characters) <= expected:
         return None
+    cut = characters[expected - 1] + 1
+    valid = candidate[cut:].isdigit() and iban_valid(candidate[:cut].replace(" ", ""))
+    return cut if valid else None

@@ -191,7 +191,7 @@ def _found_alone(text: str, spans: list[tuple[int, int]], detectors: Iterable[De
     out = []
     for value, start in {text[s:e]: s for s, e in reversed(spans)}.items():
         found = (m for detector in detectors for m in detector.find(value))
-        out += [replace(m, start=m.start + start, end=m.end + start) for m in found]
+        out += [replace(m, start=m.start + start, end=m.end + start) for m in found] if start else list(found)
     return out
 
 

@@ -47,11 +47,12 @@ _JWT_REST = r"[A-Za-z0-9_\-]{8,}+\.eyJ[A-Za-z0-9_\-]{8,}+\.[A-Za-z0-9_\-]{16,}+"
 # Each pattern starts with its literal prefix, which lets `re` skip ahead fast; the left boundary
 # (no token character right before) is checked in Python instead of by a leading lookbehind. A format
 # whose alphabet is narrower than a token's ends where its alphabet does: an AWS key glued to lower-case
-# letters ("/x/AKIAIOSFODNN7EXAMPLEabc.csv") or a GitHub token to '_' or '-' ("ghp_…_v2") is one.
+# letters ("/x/AKIAIOSFODNN7EXAMPLEabc.csv") or a GitHub token to '_' or '-' ("ghp_…_v2") is one; an AWS
+# key's fixed length says where it ends before digits glued behind ("/data/AKIAIOSFODNN7EXAMPLE1.csv").
 TOKEN_FORMATS: tuple[tuple[str, re.Pattern, float], ...] = tuple(
     (name, re.compile(pattern), confidence)
     for name, pattern, confidence in (
-        ("aws_access_key_id", r"(?:AKIA|ASIA)[0-9A-Z]{16}(?![0-9A-Z])", 1.0),
+        ("aws_access_key_id", r"(?:AKIA|ASIA)[0-9A-Z]{16}(?=[0-9]*+(?![0-9A-Z]))", 1.0),
         ("github_token", r"gh[pousr]_[A-Za-z0-9]{36,255}(?![A-Za-z0-9])", 1.0),
         ("github_pat", r"github_pat_[A-Za-z0-9_]{50,255}(?![A-Za-z0-9_])", 1.0),
         ("slack_token", r"xox[bpars]-[A-Za-z0-9\-]{10,250}" + _NOT_TOKEN_CHAR, 1.0),
@@ -388,10 +389,33 @@ def password_shaped(value: str) -> bool:
             and any(c in PASSWORD_SYMBOLS for c in value) and not _URL_ENCODED.search(value))
 
 
+# A passphrase joined by `-`, `.` or `_` (`Horse-battery-Staple42`) has no symbol but its joiner, which model,
+# package and column names use too. bench.names_and_passwords measured what tells it apart: three or more
+# words of 3+ letters, one Capitalised after one in small letters (names capitalise every word or the first:
+# `Meta-Llama-3-70B`, `Sentence_case`, `cutlass.Float16`), and 1–4 digits glued to the last (`Staple42`).
+# Started only where no letter and joiner come before (a position inside a chain fails the lookbehinds at
+# once) and read possessively: a 1 MiB chain is read once.
+_PASSPHRASE = re.compile(r"(?<![A-Za-z0-9])(?<![A-Za-z][\-._])[A-Za-z]++(?:[\-._][A-Za-z]++)*+\d{1,4}+(?![A-Za-z0-9])")
+_JOINERS = re.compile(r"[\-._]")
+PASSPHRASE_WORDS = 3
+
+
+def passphrase_shaped(value: str) -> bool:
+    """Three or more words of 3+ ASCII letters joined by `-`, `.` or `_`, a Capitalised one after one in small
+    letters, 1–4 digits glued to the last word of 3+ letters, 8–64 characters in all."""
+    low, high = PASSWORD_LENGTH
+    words = _JOINERS.split(value.rstrip(string.digits))
+    if not low <= len(value) <= high or len(words[-1]) < 3 or sum(len(w) >= 3 for w in words) < PASSPHRASE_WORDS:
+        return False
+    first_small = next((i for i, w in enumerate(words) if len(w) >= 3 and w.islower()), len(words))
+    return any(len(w) >= 3 and w[0].isupper() and w[1:].islower() for w in words[first_small + 1:])
+
+
 class PasswordShapeDetector:
     """Pieces of a message shaped as a password with no keyword (`Tr0ub4dor&3`, `Summer2024!`,
-    `kX9#mQ2$vL7p` given as a feature name): for messages only, whose words are names, paths and numbers;
-    prose and data (`unlearn scan`) hold such pieces for other reasons."""
+    `kX9#mQ2$vL7p` given as a feature name), and passphrases joined by `-`, `.` or `_`
+    (`Horse-battery-Staple42`): for messages only, whose words are names, paths and numbers; prose and
+    data (`unlearn scan`) hold such pieces for other reasons."""
 
     name = "password"  # masked as a secret is (fixed width); no priority: every other match wins an overlap
     confidence = 0.6
@@ -409,4 +433,6 @@ class PasswordShapeDetector:
                 end -= 1
             if password_shaped(text[start:end]):
                 out.append(Match(self.name, start, end, self.confidence))
+        out += [Match(self.name, *m.span(), self.confidence) for m in _PASSPHRASE.finditer(text)
+                if passphrase_shaped(m.group())]
         return out
