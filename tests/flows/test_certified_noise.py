@@ -8,6 +8,7 @@ the certified update and found the one that gives the published θ⁻ bit for bi
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pandas as pd
 import torch
@@ -89,3 +90,8 @@ def test_the_fresh_noise_of_a_retraining_past_the_budget_is_not_derived_from_the
     assert not torch.equal(noise, seeded_noise(noise.shape, sigma, old_seed))
     runs = tracking.client().search_runs([e.experiment_id for e in tracking.client().search_experiments()])
     assert not any("seed" in k for r in runs for k in r.data.params if r.data.params.get("method") == "retrain")
+    # nor is b itself written anywhere MLflow keeps (its store and artifacts) or printed
+    digits = [repr(float(v))[:12].encode() for v in noise.reshape(-1)[:3]]
+    files = [p for p in (workspace / "mlflow").rglob("*") if p.is_file()]
+    assert not [p for p in files for d in digits if d in p.read_bytes()]
+    assert not any(d.decode() in json.dumps(out) for d in digits)
