@@ -90,8 +90,8 @@ def add_train_parser(sub) -> None:
     train.add_argument("--epsilon", type=real_number, default=1.0, help="certified ε target (default 1)")
     train.add_argument("--delta", type=real_number, default=1e-5, help="certified δ (default 1e-5)")
     train.add_argument("--budget", type=real_number, default=10.0, help="total residual bound removals may use (default 10)")
-    train.add_argument("--seed", type=whole_number, default=0, help="random seed of the initialisation, the "
-                       "certification noise and the batches (default 0)")
+    train.add_argument("--seed", type=whole_number, default=0, help="random seed of the initialisation and the "
+                       "batches (default 0); a certified table model's noise is drawn from the OS, never from it")
     train.add_argument("--preset", choices=["tiny", "small"], default=None,
                        help="text models: size (default small); image CNNs: default tiny for digits, small otherwise")
     train.add_argument("--seconds", type=real_number, default=None, help="the character LM: training time budget (default "

@@ -4,7 +4,6 @@ retrained reference (fidelity)."""
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -275,10 +274,6 @@ def with_spent_budget(bundle, result):
     return replace(bundle, certification=replace(bundle.certification, spent=spent))
 
 
-def noise_seed(request_id: str) -> int:
-    return int(hashlib.sha256(request_id.encode()).hexdigest()[:8], 16)
-
-
 class Tabular(Kind):
     format = formats.TABLE
     verify_modes = ("certificate", "evidence", "reference")
@@ -321,7 +316,7 @@ class Tabular(Kind):
         if result.method != "certified" or result.stats["within_budget"]:
             return update
         # The certificate cannot be issued: retrain with fresh noise, which resets the budget.
-        retrained = self.update(lineage, plan, after, "retrain", {"noise_seed": noise_seed(plan.request.id)})
+        retrained = self.update(lineage, plan, after, "retrain", {"fresh_noise": True})
         retrained.b = retrained.stats.get("b")
         return retrained
 

@@ -795,3 +795,34 @@ def test_a_parameter_of_the_wrong_type_reaches_neither_prefects_database_nor_the
     shown = capsys.readouterr()
     assert value not in shown.out + shown.err + str(raised.value)
     assert value.encode() not in prefect_database_bytes()
+
+
+@pytest.mark.xfail(strict=True, reason="red team 5 (MINOR): the rebuilt certificate signs the guarantee block read "
+                                       "from the version's MLflow tag, which whoever can write MLflow can change")
+def test_a_certificate_rebuilt_past_the_promotion_signs_no_guarantee_written_into_mlflow_meanwhile(
+        workspace, people_csv, capsys, monkeypatch):
+    """The run stops past its promotion; before its members are completed, someone who can write the
+    tracking store (not `.unlearn/`) tags the version with a better guarantee than the update's. The
+    project's key then signed it: a certificate of an uncertified update saying `exact`."""
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id="GDPR-TAG", delete_records=REMOVED)
+    assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+    made, log_json = [], tracking.log_json
+
+    def certificate_not_logged_and_tag_forged(run_id, payload, filename):
+        if filename == "certificate.json":
+            made.append(payload)
+            forged = {**json.loads(tracking.version_tags("people", "2")[common.GUARANTEE_TAG]),
+                      "method": "retrain", "guarantee": "exact"}
+            MlflowClient().set_model_version_tag("people", "2", common.GUARANTEE_TAG, json.dumps(forged))
+            raise RuntimeError("injected certificate failure")
+        return log_json(run_id, payload, filename)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(tracking, "log_json", certificate_not_logged_and_tag_forged)
+        code, out = run_json(capsys, ["comply"])
+    assert code == 0, out
+    (done,), (full,) = out["requests"], made
+    rebuilt = json.loads((workspace / done["certificate"]).read_text())
+    assert full["guarantee"] == "empirical"
+    assert (rebuilt["method"], rebuilt["guarantee"]) == (full["method"], full["guarantee"])

@@ -170,7 +170,8 @@ def test_no_method_leaves_a_weight_on_a_column_only_erased_rows_held(method):
         optimum = 0.0 if b is None else float(-b[j] / bundle.l2)
         assert float(theta[j]) == pytest.approx(optimum, abs=1e-12), label
         weights.append(float(theta[j]))
-    assert weights[0] == weights[1]
+    # each certified training draws its own b (noise.draw_noise): its weight is −b_j/Λ above, no label in it
+    assert weights[0] == weights[1] or method == "certified"
 
 
 def test_the_audit_finds_a_map_fitted_before_a_deletion():

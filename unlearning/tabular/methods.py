@@ -220,17 +220,15 @@ class RetrainConfig(MethodConfig):
     warm_start: bool = False
     tol: float = Field(1e-9, gt=0)
     max_iter: int = Field(1000, ge=1)
-    noise_seed: int | None = Field(None, description="draw a fresh perturbation b (certified models)")
+    fresh_noise: bool = Field(False, description="draw a fresh perturbation b (certified models; noise.draw_noise)")
 
 
 @register("retrain", "exact", RetrainConfig)
 def retrain(p: Problem, cfg: RetrainConfig) -> Result:
     """Exact: train on D' from scratch (or from θ*), the reference every method is judged by."""
     obj = p.obj
-    if cfg.noise_seed is not None and p.certification is not None:
-        gen = torch.Generator().manual_seed(cfg.noise_seed)
-        b = torch.randn(p.theta.shape, generator=gen, dtype=logreg.DTYPE) * p.certification.sigma
-        obj = logreg.Objective(l2=obj.l2, b=b)
+    if cfg.fresh_noise and p.certification is not None:
+        obj = logreg.Objective(l2=obj.l2, b=noise.draw_noise(p.theta.shape, p.certification.sigma))
     fitted = logreg.fit(p.X_new, p.y_new, p.n_classes, obj,
                         theta0=p.theta if cfg.warm_start else None, tol=cfg.tol, max_iter=cfg.max_iter)
     residual = float(logreg.gradient(fitted.theta, p.X_new, p.y_new, obj).norm())

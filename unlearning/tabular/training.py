@@ -21,14 +21,9 @@ class TrainConfig(BaseModel):
     epsilon: float = Field(1.0, gt=0)
     delta: float = Field(1e-5, gt=0, lt=1)
     budget: float = Field(10.0, gt=0, description="total gradient-residual bound removals may accumulate")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="unused by tables (L-BFGS from 0 is deterministic; the noise is "
+                                           "drawn from the OS: noise.draw_noise)")
     tol: float = Field(1e-9, gt=0, description="stop when ‖∇L‖ ≤ tol·n")
-
-
-def draw_noise(shape, sigma: float, seed: int) -> torch.Tensor:
-    """b ~ N(0, σ²I), seeded."""
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=gen, dtype=logreg.DTYPE) * sigma
 
 
 def train_bundle(table: Table, cfg: TrainConfig, progress=None) -> tuple[ModelBundle, torch.Tensor | None, logreg.FitReport]:
@@ -43,7 +38,7 @@ def train_bundle(table: Table, cfg: TrainConfig, progress=None) -> tuple[ModelBu
     if cfg.certified:
         sigma = noise.noise_scale(cfg.budget, cfg.epsilon, cfg.delta)
         certification = Certification(epsilon=cfg.epsilon, delta=cfg.delta, sigma=sigma)
-        b = draw_noise(placeholder.theta.shape, sigma, cfg.seed)
+        b = noise.draw_noise(placeholder.theta.shape, sigma)
     report = logreg.fit(data.X, data.y, n_classes, logreg.Objective(l2=l2, b=b), tol=cfg.tol, progress=progress)
     bundle = ModelBundle(encoder=encoder, theta=report.theta, l2=l2, certification=certification)
     return bundle, b, report
