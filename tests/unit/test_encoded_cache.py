@@ -148,8 +148,6 @@ def test_prefect_does_not_walk_the_rows_of_an_encoded_table_passed_to_a_task():
     assert len(visited) < 20 < len(table.frame)
 
 
-@pytest.mark.xfail(strict=True, reason="red team 5 (MINOR): the kept encoding of a held-out row still sets the "
-                                       "column of a category forgotten from the map (erasure.corrected_encoding)")
 @pytest.mark.parametrize("certified", [False, True])
 def test_a_held_out_row_of_a_forgotten_category_is_kept_as_the_new_map_encodes_it(certified):
     """The last training holder of a category deleted while a held-out row holds it: the new map
