@@ -386,13 +386,14 @@ def reference_data_version(root: Path, name: str) -> str | None:
     NAME --model OTHER`, or after a retirement) was trained on data that passed this gate, and is
     the latest."""
     from tasks import tracking
+    from unlearning.compliance.purge import RETIRED
 
     if not tracking.store_exists(root):
         return None
     tracking.connect(root)
     productions = [version for model in tracking.registered_model_names()
                    if (version := tracking.production_version(model)) is not None]
-    candidates = [version for version in [*productions, *tracking.versions_tagged("retired")]
+    candidates = [version for version in [*productions, *tracking.versions_tagged(RETIRED)]
                   if tracking.trained_on(version, version.name) == name]
     newest = max(candidates, key=lambda version: int(version.creation_timestamp or 0), default=None)
     return newest.tags.get("data_version") if newest is not None else None

@@ -533,7 +533,7 @@ def retire_model(root: Path, name: str) -> dict:
     refuse_with_open_requests(root, name)
     with project_lock_once_started(root, "model retire"):
         now = utc_now()
-        tracking.set_version_tags(name, production.version, {"retired": rule.iso(now), rule.PURGE_AFTER: rule.iso(now)})
+        tracking.set_version_tags(name, production.version, {rule.RETIRED: rule.iso(now), rule.PURGE_AFTER: rule.iso(now)})
         tracking.remove_aliases(name, production.version)
         entries = purge_model_version(root, name, production, now)
         entries += state.drop_model_escrow(root, name)  # no audit can come for a retired model
