@@ -243,7 +243,8 @@ def outside_ledger(root: Path, dataset, completed: list) -> dict[str, dict]:
 # what of a request made outside the ledger its forget run's certificate names (ids only: a
 # fix_labels request's labels stay in the data), in its `request` block; RERECORDED: the same block,
 # logged by the forget run before its release (a run killed after its promotion logs no certificate: the
-# recovery rebuilds one with this block, tasks.release.interrupted_run_certificate) and again by a rerun when both are gone (record_again)
+# recovery rebuilds one with this block, tasks.release.interrupted_run_certificate) and again by a rerun
+# when both are gone (record_again)
 RECORDED = ("delete_records", "revoke_features", "fix_labels")
 RERECORDED = "erasure.json"
 

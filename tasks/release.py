@@ -155,10 +155,25 @@ def finish_interrupted(root: Path, journal: Journal, new: str, marked: list[dict
         if result is None:
             result = interrupted_result(journal, new, tags, superseded)
             tracking.log_json(journal.run, result, "result.json")
-        if tracking.load_json(journal.run, "certificate.json") is None:
-            tracking.log_json(journal.run, interrupted_run_certificate(journal.run, result, tags), "certificate.json")
+        certify_if_missing(journal.run, result, tags)
     tracking.end_if_running(journal.run, ok=True)
     return superseded
+
+
+def certify_if_missing(run: str, result: dict, tags: dict) -> None:
+    """Log the rebuilt certificate on a forget run stopped after its promotion (`result`: its result,
+    `tags`: its registered version's) where it has none."""
+    if tracking.load_json(run, "certificate.json") is None:
+        tracking.log_json(run, interrupted_run_certificate(run, result, tags), "certificate.json")
+
+
+def certify_earlier(result: dict) -> None:
+    """For a rerun answered "already processed": the certificate of its run if that run stopped after
+    its promotion and was finished by code that rebuilt none (before 2026-12-07), which left the
+    promoted version without one for good."""
+    if result.get("interrupted"):
+        certify_if_missing(result["run_id"], result,
+                           tracking.version_tags(result["model"]["name"], result["model"]["version"]))
 
 
 def interrupted_run_certificate(run: str, result: dict, tags: dict) -> dict:

@@ -496,6 +496,14 @@ def test_a_forget_killed_just_after_its_promotion_gets_its_certificate_from_the_
     assert certificate["verified"] and certificate["verification"] is None and certificate["interrupted"]
     assert forget_runs("forget GDPR-KC")[0].info.status == "FINISHED"
 
+    # what the code before this left such a run (its result, no certificate): a rerun of the request rebuilds it
+    (workspace / "mlflow" / "artifacts" / run / "artifacts" / "certificate.json").unlink()
+    code, out = run_json(capsys, ["forget", str(path)])
+    assert code == 0 and out["status"] == "already_processed", out
+    again = tracking.load_json(run, "certificate.json")  # the old code: None
+    assert again is not None and {k: again[k] for k in ("model", "request", "data", "guarantee")} == \
+        {k: certificate[k] for k in ("model", "request", "data", "guarantee")}
+
 
 KILLED_AT_SUPERSEDE = """
 import os, sys
