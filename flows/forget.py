@@ -73,6 +73,7 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
     plan = devices.place(steps.plan_request(root_path, Path(request_path), method, verify), device)
     plan.accepted_at = accepted
     if plan.earlier is not None:
+        release_steps.certify_earlier(plan.earlier)
         return {**plan.earlier, "status": "already_processed"}
     plan.keep_days = release_steps.keep_days_setting(keep_superseded_days)
 

@@ -341,7 +341,8 @@ class AuditPlan:
     # production's chain (tasks.audit_checks.production_chain), read once by judge for the checks
     # that use it (the text exposure rows, the escrow checks); None: unknown, and for a table
     chain: list[str] | None = None
-    # a table's erasure problem on the current data (table_erasure), built once: None until asked for
+    # a table's erasure problem on the current data (table_erasure), built once: None until asked for and
+    # once nothing will read it again (the stale-map test of an exact production; the table's checks)
     table: tuple | None = None
 
     @property
@@ -409,6 +410,7 @@ def plan_audit(root: Path, model: str, warn: bool = True) -> AuditPlan:
     if plan.exact and kind.name == "table" and stale_feature_map(plan):
         plan.exact = False  # retrained on the current data, but in a map that still holds erased rows
     if plan.exact:
+        plan.table = None  # built for the stale-map test alone: the plan lives for the whole audit (of every model)
         return plan  # nothing to retrain: plan.job stays None
     if kind.name == "table":
         plan.job = references.table_job(table_erasure(plan)[0])
@@ -432,9 +434,9 @@ def stale_feature_map(plan: AuditPlan) -> bool:
 def table_erasure(plan: AuditPlan) -> tuple:
     """(the Problem whose D' is the current table — nothing to remove: retraining fits it anew —,
     production's bundle in the feature map fitted on that table, the table encoded in it), built
-    on first use and kept on the plan: the stale-map test, the reference job and the checks
-    (tasks.audit_checks.audit_table) each built it, a pandas pass over the table apiece (~1 s on
-    Adult). `plan.b` must be loaded first: the noise is part of the Problem's objective."""
+    on first use and kept on the plan until its last reader is done (plan_audit, tasks.audit_checks.audit_table):
+    the stale-map test, the reference job and the checks each built it, a pandas pass over the table
+    apiece (~1 s on Adult). `plan.b` must be loaded first: the noise is part of the Problem's objective."""
     from unlearning.tabular import erasure
 
     if plan.table is None:

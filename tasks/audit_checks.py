@@ -61,6 +61,7 @@ def audit_table(root: Path, plan: AuditPlan) -> Judgement:
     # a request is), so its predictions differ from its own only where a map clips or imputes.
     test = encoded.test
     metrics = verify.fidelity(problem.theta, reference.theta, problem.theta, test.X, test.y)
+    plan.table = None  # its last reader: the plans of every model audited live until the last audit ends
     checks = [*verify.checks(metrics, verify.VerifyConfig()), map_check(plan.bundle.encoder, bundle_after.encoder)]
     # Fidelity is a property of the model, not of one request: a shortfall is attributed to the
     # covered requests whose update was approximate (a retrained or unchanged one cannot drift).

@@ -242,8 +242,9 @@ def outside_ledger(root: Path, dataset, completed: list) -> dict[str, dict]:
 
 # what of a request made outside the ledger its forget run's certificate names (ids only: a
 # fix_labels request's labels stay in the data), in its `request` block; RERECORDED: the same block,
-# logged by the forget run before its release (a run killed after its promotion logs no certificate)
-# and again by a rerun when both are gone (record_again)
+# logged by the forget run before its release (a run killed after its promotion logs no certificate: the
+# recovery rebuilds one with this block, tasks.release.interrupted_run_certificate) and again by a rerun
+# when both are gone (record_again)
 RECORDED = ("delete_records", "revoke_features", "fix_labels")
 RERECORDED = "erasure.json"
 
@@ -386,13 +387,14 @@ def reference_data_version(root: Path, name: str) -> str | None:
     NAME --model OTHER`, or after a retirement) was trained on data that passed this gate, and is
     the latest."""
     from tasks import tracking
+    from unlearning.compliance.purge import RETIRED
 
     if not tracking.store_exists(root):
         return None
     tracking.connect(root)
     productions = [version for model in tracking.registered_model_names()
                    if (version := tracking.production_version(model)) is not None]
-    candidates = [version for version in [*productions, *tracking.versions_tagged("retired")]
+    candidates = [version for version in [*productions, *tracking.versions_tagged(RETIRED)]
                   if tracking.trained_on(version, version.name) == name]
     newest = max(candidates, key=lambda version: int(version.creation_timestamp or 0), default=None)
     return newest.tags.get("data_version") if newest is not None else None

@@ -44,7 +44,8 @@ def complete_batch(root: Path, requests: list, summary: dict, members: list[str]
     notes = notes or {}
     if not summary.get("verified"):
         return [fail(root, r, verification_failure(summary)) for r in requests]
-    # a run killed (or failed) after its promotion logged no certificate: rebuilt from its registered version
+    # a run stopped after its promotion whose release's end logged no certificate (tasks.release.finish_interrupted:
+    # finished by code before 2026-12-07, or that logging failed): rebuilt from its registered version
     batch_cert = tracking.load_json(summary["run_id"], "certificate.json") or rebuilt_certificate(summary)
     plots = tracking.run_plots(summary["run_id"])  # embedded in every member's HTML report
     model = {"name": summary["model"]["name"], "version": summary["model"]["version"]}

@@ -143,16 +143,50 @@ def finish_interrupted(root: Path, journal: Journal, new: str, marked: list[dict
     """What a run killed (or failed) after its promotion did not get to, as its own end does it: the superseded
     versions due now purged (model files, private state such as the encoded rows of the old data,
     the old data version's DVC objects), a forget run's `result.json` (what a rerun of the request
-    answers "already processed" from), its MLflow run ended. No certificate: the verification it
-    would report died with the process (its child runs keep the metrics). Returns what happened
+    answers "already processed" from) and `certificate.json` (rebuilt from the registered version:
+    a bare `unlearn forget` has no other; without checks, as the verification it would report died
+    with the process — its child runs keep the metrics), its MLflow run ended. Returns what happened
     to each superseded artifact. Every step is idempotent: a kill during it is finished again."""
     superseded = kept_beyond_use(root, journal.model, marked, now) + enforce_due_purges(root, journal.model, now)
     tags = tracking.version_tags(journal.model, new)
-    # an audit's release keeps its own record; a run killed after logging its own result keeps it whole
-    if tags.get("lineage_run") == journal.run and tags.get("request_id") and tracking.load_result(journal.run) is None:
-        tracking.log_json(journal.run, interrupted_result(journal, new, tags, superseded), "result.json")
+    # an audit's release keeps its own record; a run killed after logging its own result or certificate keeps it
+    if tags.get("lineage_run") == journal.run and tags.get("request_id"):
+        result = tracking.load_result(journal.run)
+        if result is None:
+            result = interrupted_result(journal, new, tags, superseded)
+            tracking.log_json(journal.run, result, "result.json")
+        certify_if_missing(journal.run, result, tags)
     tracking.end_if_running(journal.run, ok=True)
     return superseded
+
+
+def certify_if_missing(run: str, result: dict, tags: dict) -> None:
+    """Log the rebuilt certificate on a forget run stopped after its promotion (`result`: its result,
+    `tags`: its registered version's) where it has none."""
+    if tracking.load_json(run, "certificate.json") is None:
+        tracking.log_json(run, interrupted_run_certificate(run, result, tags), "certificate.json")
+
+
+def certify_earlier(result: dict) -> None:
+    """For a rerun answered "already processed": the certificate of its run if that run stopped after
+    its promotion and was finished by code that rebuilt none (before 2026-12-07), which left the
+    promoted version without one for good."""
+    if result.get("interrupted"):
+        certify_if_missing(result["run_id"], result,
+                           tracking.version_tags(result["model"]["name"], result["model"]["version"]))
+
+
+def interrupted_run_certificate(run: str, result: dict, tags: dict) -> dict:
+    """The certificate of a forget run stopped after its promotion (tasks.outcomes.rebuilt_certificate),
+    with the `request` block a run's own certificate has: the ids the run recorded before its
+    release (tasks.erased.RERECORDED) and the version's salted request hash; none where that record
+    is gone or names another request."""
+    from tasks import erased
+    from tasks.outcomes import rebuilt_certificate
+
+    recorded = erased.named_request(tracking.load_json(run, erased.RERECORDED), tags["request_id"])
+    request = {**recorded, "request_hash": tags.get("request_hash")} if recorded is not None else None
+    return {**rebuilt_certificate(result), **({"request": request} if request is not None else {})}
 
 
 def interrupted_result(journal: Journal, new: str, tags: dict, superseded: list[dict]) -> dict:
@@ -514,7 +548,7 @@ def retire_model(root: Path, name: str) -> dict:
     refuse_with_open_requests(root, name)
     with project_lock_once_started(root, "model retire"):
         now = utc_now()
-        tracking.set_version_tags(name, production.version, {"retired": rule.iso(now), rule.PURGE_AFTER: rule.iso(now)})
+        tracking.set_version_tags(name, production.version, {rule.RETIRED: rule.iso(now), rule.PURGE_AFTER: rule.iso(now)})
         tracking.remove_aliases(name, production.version)
         entries = purge_model_version(root, name, production, now)
         entries += state.drop_model_escrow(root, name)  # no audit can come for a retired model

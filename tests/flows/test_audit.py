@@ -101,6 +101,32 @@ def test_a_table_audit_builds_its_problem_on_the_current_data_once(workspace, pe
     assert len(built) == 1, built
 
 
+def test_a_table_audit_keeps_its_problem_only_while_it_reads_it(workspace, people_csv, capsys, monkeypatch):
+    """The plan kept the Problem (D and D' encoded, n×d float64 apiece) for the whole audit: every
+    model's plan lives until the last model's audit ends. It is dropped once the checks have read it,
+    and where production is exact and nothing is retrained, once the stale-map test has."""
+    import flows.audit
+
+    add_and_train(people_csv, capsys)
+    comply_requests(workspace, capsys, {"id": "KEEP-1", "delete_records": ["P1003"]})  # a fast update
+    judged, judge = [], flows.audit.judge
+
+    def judged_then_seen(root, plan):  # the real judge; what the plan holds once it is done
+        judgement = judge(root, plan)
+        judged.append(plan.table)
+        return judgement
+
+    monkeypatch.setattr(flows.audit, "judge", judged_then_seen)
+    code, out = run_json(capsys, ["audit", "people"])
+    assert code == 0 and out["passed"] and out["timings"]["retrain_s"] > 0, out
+    assert judged == [None]  # the old code: the Problem, kept until the audit's end
+
+    comply_requests(workspace, capsys, {"id": "KEEP-2", "delete_records": ["P1010"], "method": "retrain"})
+    plan = audit.plan_audit(workspace, "people")
+    assert plan.exact and plan.job is None
+    assert plan.table is None  # the old code: built for the stale-map test, kept for nothing
+
+
 def test_rebase_promotes_the_retrained_model_with_guarantee_exact_and_purges_the_superseded(
         workspace, people_csv, capsys):
     add_and_train(people_csv, capsys, "--certified")

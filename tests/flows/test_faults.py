@@ -461,6 +461,50 @@ def test_a_forget_killed_just_after_its_promotion_leaves_its_escrow_to_the_audit
     assert list(folder.iterdir()) == []  # the audit deleted the escrow it covered
 
 
+def test_a_forget_killed_just_after_its_promotion_gets_its_certificate_from_the_next_command(
+        workspace, people_csv, capsys):
+    """A bare `unlearn forget` (no ledger request) killed between its promotion and its certificate
+    left production moved and no certificate anywhere: the recovery logged a result (a rerun answered
+    "already processed") but no certificate.json on the run. The next command rebuilds it from the
+    registered version, as comply does for its members, with the request's ids its run recorded."""
+    from tasks.common import GUARANTEE_TAG
+    from unlearning.compliance.certificate import GUARANTEE_FIELDS
+
+    add_and_train(people_csv, capsys, "--certified")
+    path = request_file(workspace, id="GDPR-KC", delete_records=REMOVED, method="certified")
+    run_killed(workspace, KILLED_JUST_AFTER_PROMOTION, str(path))
+    (killed,) = forget_runs("forget GDPR-KC")
+    run = killed.info.run_id
+    assert production(workspace) == "2" and tracking.load_json(run, "certificate.json") is None
+
+    code, out = run_json(capsys, ["forget", str(path)])
+    assert code == 0 and out["status"] == "already_processed", out
+    certificate = tracking.load_json(run, "certificate.json")
+    assert certificate is not None  # the old code: None, for good
+    registered, parent = tracking.model_version("people", "2"), tracking.model_version("people", "1")
+    assert certificate["model"] == {"name": "people", "version": "2", "parent_version": "1",
+                                    "run_id": registered.run_id, "parent_run_id": parent.run_id}
+    guarantee = json.loads(registered.tags[GUARANTEE_TAG])
+    assert {k: certificate[k] for k in GUARANTEE_FIELDS} == {k: guarantee[k] for k in GUARANTEE_FIELDS}
+    assert certificate["guarantee"] == "certified" and certificate["budget_left"] > 0
+    assert certificate["request"] == {"id": "GDPR-KC", "request_hash": registered.tags["request_hash"],
+                                      "delete_records": sorted(REMOVED), "revoke_features": [], "fix_labels": []}
+    assert certificate["data"] == {"before": registered.tags["data_before"], "after": registered.tags["data_after"]}
+    assert certificate["timestamps"]["removed"] and any(
+        e["artifact"] == "model people v1" and e["action"] == "purged" for e in certificate["superseded"])
+    # no checks: the verification's record died with the process, and the certificate says so
+    assert certificate["verified"] and certificate["verification"] is None and certificate["interrupted"]
+    assert forget_runs("forget GDPR-KC")[0].info.status == "FINISHED"
+
+    # what the code before this left such a run (its result, no certificate): a rerun of the request rebuilds it
+    (workspace / "mlflow" / "artifacts" / run / "artifacts" / "certificate.json").unlink()
+    code, out = run_json(capsys, ["forget", str(path)])
+    assert code == 0 and out["status"] == "already_processed", out
+    again = tracking.load_json(run, "certificate.json")  # the old code: None
+    assert again is not None and {k: again[k] for k in ("model", "request", "data", "guarantee")} == \
+        {k: certificate[k] for k in ("model", "request", "data", "guarantee")}
+
+
 KILLED_AT_SUPERSEDE = """
 import os, sys
 from tasks import release
@@ -540,6 +584,8 @@ def test_a_forget_failing_after_its_promotion_is_finished_as_a_killed_one_and_a_
     assert state.model_state_files(workspace, v1_run) == []
     (failed,) = forget_runs("forget GDPR-FP")
     assert failed.info.status == "FAILED"  # the run did fail; its release was finished all the same
+    rebuilt = tracking.load_json(failed.info.run_id, "certificate.json")  # the old code: none
+    assert rebuilt["model"]["version"] == "2" and rebuilt["interrupted"] and rebuilt["request"]["id"] == "GDPR-FP"
     capsys.readouterr()
     assert main(["forget", str(path)]) == 0
     assert "GDPR-FP was already processed: model people v2" in capsys.readouterr().out
@@ -570,8 +616,9 @@ def test_a_comply_batch_failing_after_its_promotion_completes_its_requests(works
 def test_a_certificate_rebuilt_after_a_failure_past_the_promotion_has_the_model_method_and_guarantee_of_a_full_one(
         workspace, people_csv, capsys, monkeypatch):
     """Members completed from the result of a run that stopped after its promotion got a thin certificate:
-    no model, method or guarantee block. Here the run's own certificate is made, then logging it fails:
-    the one rebuilt from the registered version must carry the same blocks."""
+    no model, method or guarantee block. Here the run's own certificate is made, then logging it fails
+    (once: the release finished in place logs the rebuilt one): the one rebuilt from the registered
+    version must carry the same blocks."""
     from unlearning.compliance.certificate import GUARANTEE_FIELDS
 
     add_and_train(people_csv, capsys, "--certified")
@@ -580,7 +627,7 @@ def test_a_certificate_rebuilt_after_a_failure_past_the_promotion_has_the_model_
     made, log_json = [], tracking.log_json
 
     def certificate_not_logged(run_id, payload, filename):
-        if filename == "certificate.json":
+        if filename == "certificate.json" and not made:
             made.append(payload)
             raise RuntimeError("injected certificate failure")
         return log_json(run_id, payload, filename)

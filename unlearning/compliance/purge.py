@@ -18,6 +18,8 @@ twice keeps the earlier of its two purge dates. Tags, all on the superseded mode
     beyond_use     "until <date>" while it is kept beyond use
     purge_data     the DVC data version to purge with it (the one its successor's request replaced)
     purged         UTC ISO time its artifacts were deleted
+    retired        UTC ISO time its model was taken out of production for good (`unlearn model retire`),
+                   on the version that was in production; purged at once
 
 Pure logic only: `tasks.release` reads and writes the tags.
 """
@@ -34,6 +36,7 @@ PURGE_AFTER = "purge_after"
 BEYOND_USE = "beyond_use"
 PURGE_DATA = "purge_data"
 PURGED = "purged"
+RETIRED = "retired"
 MAX_KEEP_DAYS = 3650
 KEEP_ENV = "UNLEARN_KEEP_SUPERSEDED_DAYS"
 
