@@ -99,7 +99,7 @@ class Encoder:
     def transform_raw(self, raw: np.ndarray) -> np.ndarray:
         """(n, d) design matrix from values before standardising ((n, d-1), `_raw`/`raw_from`)."""
         x = np.empty((len(raw), self.d))
-        x[:, :-1] = self._standardise(raw)
+        self._standardise(raw, out=x[:, :-1])
         x[:, -1] = 1.0
         x /= self.scale
         return x
@@ -130,20 +130,19 @@ class Encoder:
         """`refit(raw[kept], revoking)` and `transform_raw(raw)` under it, every row of `raw`
         standardised once (`kept`: (n,) bool, None = every row). What an erasure needs: the map of
         D' (the rows kept) and D encoded with it, the rows it deletes included."""
-        fitted, z = self._refit_standardised(raw, kept, revoking)
         x = np.empty((len(raw), self.d))
-        x[:, :-1] = z
+        fitted, _ = self._refit_standardised(raw, kept, revoking, out=x[:, :-1])
         x[:, -1] = 1.0
         x /= fitted.scale
         return fitted, x
 
     def _refit_standardised(self, raw: np.ndarray, kept: np.ndarray | None,
-                            revoking: Iterable[str]) -> tuple[Encoder, np.ndarray]:
-        """(the map refitted on raw[kept], every row of `raw` standardised with it)."""
+                            revoking: Iterable[str], out: np.ndarray | None = None) -> tuple[Encoder, np.ndarray]:
+        """(the map refitted on raw[kept], every row of `raw` standardised with it, into `out` if given)."""
         held = [j for f in revoking for j in self.derived_indices(f)]
         mean, std = self._moments_of(raw, kept, held)
         fitted = replace(self, mean=mean, std=std)
-        z = fitted._standardise(raw)  # the revoking columns too: D's rows keep them until the request zeroes them
+        z = fitted._standardise(raw, out=out)  # the revoking columns too: D's rows keep them until the request zeroes them
         squares = z**2
         squares[:, held] = 0.0
         norms = _row_norms(squares)
@@ -351,14 +350,33 @@ class Encoder:
         keys = {v: category_key(salt, v) for v in pd.unique(text)}  # each distinct value once
         return text.map(keys)
 
-    def _standardise(self, raw: np.ndarray) -> np.ndarray:
-        z = (raw - np.asarray(self.mean)) / np.asarray(self.std)  # (n, d-1)
-        np.clip(z, -CLIP, CLIP, out=z)
-        # A missing number is replaced by the training mean, i.e. 0 after standardising.
-        z[np.isnan(z)] = 0.0
+    def _standardise(self, raw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(raw − mean)/std, clipped at ±CLIP, missing values 0 (the training mean), revoked
+        features 0; into `out` (n, d-1) if given."""
+        mean, std = np.asarray(self.mean), np.asarray(self.std)
+        z = np.subtract(raw, mean, out=out)
+        np.divide(z, std, out=z)
+        # Only numeric columns can be missing or beyond ±CLIP; a one-hot 0/1 can only where its std
+        # would let it (never with the std of 1 a fit gives): the same values as clipping every
+        # column, two passes over the one-hot columns fewer
+        wild = self._clipped_columns(mean, std)
+        if wild:
+            part = z[:, wild]
+            np.clip(part, -CLIP, CLIP, out=part)
+            # A missing number is replaced by the training mean, i.e. 0 after standardising.
+            part[np.isnan(part)] = 0.0
+            z[:, wild] = part
         for f in self.revoked:
             z[:, self.derived_indices(f)] = 0.0
         return z
+
+    def _clipped_columns(self, mean: np.ndarray, std: np.ndarray) -> list[int]:
+        """Columns whose standardised values may be missing or beyond ±CLIP: the numeric ones, and
+        any one-hot column whose 0 or 1 lies more than CLIP deviations from its mean."""
+        numeric = self.numeric_columns()
+        one_hot = np.setdiff1d(np.arange(len(mean)), numeric)
+        reach = np.maximum(np.abs(mean[one_hot]), np.abs(1.0 - mean[one_hot])) / std[one_hot]
+        return sorted([*numeric, *one_hot[~(reach <= CLIP)].tolist()])
 
 
 def category_key(salt: bytes, value: str) -> str:
