@@ -592,7 +592,7 @@ PASSWORD_SHAPED_NAMES = [
     # glued to letters behind the digits: one letter or a capital is a name's (`Conv1d`, `Pandas4Warning`)
     "pandas.errors.Pandas4Warning", "torch.classes.quantized.Conv2dPackedParamsBase",
     # `@` before a number or an alias, `*` in a masked value or in code, `+ . : ,` (no password symbols)
-    "Precision@10", "models:/ResNet50@champion", "1***@E******.com", "Card****1234Ab", "20*np.log10(np.abs(H))",
+    "Precision@10", "models:/ResNet50@champion", "start@@3PAEA", "1***@E******.com", "Card****1234Ab", "20*np.log10(np.abs(H))",
     "1.9.0.dev0+Unknown", "Report2023.xlsx", "Q3:Sales2023", "Income2023,Age",
 ]
 

@@ -373,13 +373,13 @@ def _unmarked_value_ok(value: str, keyword: str) -> bool:
 # where guarded, below); and the pieces (`R&D_Spend_2023` → `R&D`, `Spend`, `2023`; `CPU%_p95`).
 PASSWORD_SYMBOLS = "!#$%&?~^|！＃＄％＆？～＾｜"  # and their full-width forms (a CJK keyboard's `！`)
 # `@` and `*` count only where names and masked values do not put them (bench.names_and_passwords measured
-# the guards): an `@` after a letter or digit, not before a digit (`Precision@10`, `mAP@0.5:0.95`) nor
-# before a small-letter word ending the piece (an MLflow alias: `models:/Adult2024@production`; a decorator,
-# a host); a lone `*` between letters or digits in a piece with no bracket (masked values star runs:
+# the guards): an `@` after a letter or digit, not before a digit (`Precision@10`, `mAP@0.5:0.95`), another
+# `@` (a mangled C++ symbol, `start@@3PAEA`) nor a small-letter word ending the piece (an MLflow alias:
+# `models:/Adult2024@production`; a decorator, a host); a lone `*` between letters or digits in a piece with no bracket (masked values star runs:
 # `****1234`, `j***@e******.com`; code multiplies: `20*np.log10(np.abs(H`). `+ = . , ; :` stay out:
 # versions, file names, key=value, lists and times put them in names (`1.9.0.dev0+Unknown`,
 # `Report2023.xlsx`, `Sheet1!A1:B10`).
-_GUARDED_AT = re.compile(r"(?<=[A-Za-z0-9])[@＠](?![0-9０-９]|[a-z]+$)")
+_GUARDED_AT = re.compile(r"(?<=[A-Za-z0-9])[@＠](?![0-9０-９@＠]|[a-z]+$)")
 _LONE_STAR = re.compile(r"(?<=[A-Za-z0-9])[*＊](?=[A-Za-z0-9])")
 _BRACKET = re.compile(r"[()\[\]{}]")
 PASSWORD_LENGTH = (8, 64)
