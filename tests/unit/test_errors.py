@@ -592,7 +592,8 @@ PASSWORD_SHAPED_NAMES = [
     # glued to letters behind the digits: one letter or a capital is a name's (`Conv1d`, `Pandas4Warning`)
     "pandas.errors.Pandas4Warning", "torch.classes.quantized.Conv2dPackedParamsBase",
     # `@` before a number or an alias, `*` in a masked value or in code, `+ . : ,` (no password symbols)
-    "Precision@10", "models:/ResNet50@champion", "start@@3PAEA", "1***@E******.com", "Card****1234Ab", "20*np.log10(np.abs(H))",
+    "Precision@10", "models:/ResNet50@champion", "start@@3PAEA", "1***@E******.com", "Card****1234Ab",
+    "20*np.log10(np.abs(H))",
     "1.9.0.dev0+Unknown", "Report2023.xlsx", "Q3:Sales2023", "Income2023,Age",
 ]
 
@@ -610,6 +611,16 @@ def test_a_masked_message_is_masked_again_as_it_is(value):
     (`****1234`, `1*@E******.com`, `P******4`) is taken for a password's `*` or `@` and masked again."""
     once = str(UnlearnError(f"unknown feature '{value}' in revoke_features; records '{value}x'"))
     assert value[1:-1] not in once and str(UnlearnError(once)) == once, once
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://admin:S3cr3tPass@db.internal:5432/crm", "postgresql://admin:********@db.internal:5432/crm"),
+    ("redis://:Rz8kPq2mVx7n@cache:6379/0", "redis://:R******n@cache:6379/0"),
+])
+def test_a_url_with_a_password_keeps_its_user_host_and_port(url, shown):
+    """A URL's `@` ends its user info, whose password the secret detector masks: taken for a password's
+    `@`, it made the user, host and port the password's rest, masked too (`postgresql://****…@******2/crm`)."""
+    assert str(UnlearnError(f"cannot connect to {url}")) == f"cannot connect to {shown}"
 
 
 def test_unlearn_scan_does_not_judge_a_password_by_its_shape():

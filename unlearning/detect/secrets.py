@@ -27,11 +27,12 @@
 4. In an error message only (`PasswordShapeDetector`, not `unlearn scan`): a password with no keyword,
    by its shape — a piece of a word (split at spaces, quotes, `/`, `\\`, `_`, `=`, `-`) of 8–64
    characters with an ASCII capital, small letter, digit and one of `! # $ % & ? ~ ^ |` (or its
-   full-width form), an `@` not before a digit nor before a small-letter word that ends the piece, or a
-   lone `*` between letters or digits, not URL-encoded (`Tr0ub4dor&3`, `Summer2024!`, `P@ssw0rd2024`
-   given as a feature name); or a passphrase joined by `-`, `.` or `_` (`Horse-battery-Staple42`, also
-   glued to small letters behind: `Horse-battery-Staple42abc.csv`). Reported as detector `password`
-   (masked as a secret), which loses every overlap; what the winner leaves of it is masked on its own.
+   full-width form), an `@` not before a digit nor before a small-letter word that ends the piece nor in
+   a URL's authority, or a lone `*` between letters or digits, not URL-encoded (`Tr0ub4dor&3`,
+   `Summer2024!`, `P@ssw0rd2024` given as a feature name); or a passphrase joined by `-`, `.` or `_`
+   (`Horse-battery-Staple42`, also glued to small letters behind: `Horse-battery-Staple42abc.csv`).
+   Reported as detector `password` (masked as a secret), which loses every overlap; what the winner
+   leaves of it is masked on its own.
 """
 
 from __future__ import annotations
@@ -375,10 +376,10 @@ PASSWORD_SYMBOLS = "!#$%&?~^|！＃＄％＆？～＾｜"  # and their full-widt
 # `@` and `*` count only where names and masked values do not put them (bench.names_and_passwords measured
 # the guards): an `@` after a letter or digit, not before a digit (`Precision@10`, `mAP@0.5:0.95`), another
 # `@` (a mangled C++ symbol, `start@@3PAEA`) nor a small-letter word ending the piece (an MLflow alias:
-# `models:/Adult2024@production`; a decorator, a host); a lone `*` between letters or digits in a piece with no bracket (masked values star runs:
-# `****1234`, `j***@e******.com`; code multiplies: `20*np.log10(np.abs(H`). `+ = . , ; :` stay out:
-# versions, file names, key=value, lists and times put them in names (`1.9.0.dev0+Unknown`,
-# `Report2023.xlsx`, `Sheet1!A1:B10`).
+# `models:/Adult2024@production`; a decorator, a host), and not in a URL's authority (`password_shaped`); a
+# lone `*` between letters or digits in a piece with no bracket (masked values star runs: `****1234`,
+# `j***@e******.com`; code multiplies: `20*np.log10(np.abs(H`). `+ = . , ; :` stay out: versions, file
+# names, key=value, lists and times put them in names (`1.9.0.dev0+Unknown`, `Report2023.xlsx`, `12:30:00`).
 _GUARDED_AT = re.compile(r"(?<=[A-Za-z0-9])[@＠](?![0-9０-９@＠]|[a-z]+$)")
 _LONE_STAR = re.compile(r"(?<=[A-Za-z0-9])[*＊](?=[A-Za-z0-9])")
 _BRACKET = re.compile(r"[()\[\]{}]")
@@ -394,20 +395,21 @@ _URL_ENCODED = re.compile(r"%[0-9A-Fa-f]{2}")
 _LEADING, _TRAILING = "([{<,;:", ")]}>,;:."
 
 
-def password_shaped(value: str) -> bool:
+def password_shaped(value: str, url_authority: bool = False) -> bool:
     """An ASCII capital, small letter, digit and password symbol (or a guarded `@`, `*`), 8–64 characters,
-    not URL-encoded."""
+    not URL-encoded. In a URL's authority (after `//`) an `@` ends the user info, which the secret detector
+    judges (`://user:password@host`): counted there, it would mask the host and port as the password's rest."""
     low, high = PASSWORD_LENGTH
     return (low <= len(value) <= high and any(c in string.ascii_uppercase for c in value)
             and any(c in string.ascii_lowercase for c in value) and any(c in string.digits for c in value)
-            and (any(c in PASSWORD_SYMBOLS for c in value) or _has_guarded_symbol(value))
+            and (any(c in PASSWORD_SYMBOLS for c in value) or _has_guarded_symbol(value, at=not url_authority))
             and not _URL_ENCODED.search(value))
 
 
-def _has_guarded_symbol(value: str) -> bool:
-    """An `@` or a lone `*` placed as a password puts it, not as a name, a masked value or code does."""
-    return _GUARDED_AT.search(value) is not None or (_LONE_STAR.search(value) is not None
-                                                     and _BRACKET.search(value) is None)
+def _has_guarded_symbol(value: str, at: bool = True) -> bool:
+    """An `@` (if `at`) or a lone `*` placed as a password puts it, not as a name, a masked value or code does."""
+    return (at and _GUARDED_AT.search(value) is not None) or (_LONE_STAR.search(value) is not None
+                                                              and _BRACKET.search(value) is None)
 
 
 # A passphrase joined by `-`, `.` or `_` (`Horse-battery-Staple42`) has no symbol but its joiner, which model,
@@ -438,8 +440,8 @@ def passphrase_shaped(value: str) -> bool:
 class PasswordShapeDetector:
     """Pieces of a message shaped as a password with no keyword (`Tr0ub4dor&3`, `Summer2024!`,
     `kX9#mQ2$vL7p`, `P@ssw0rd2024` given as a feature name), and passphrases joined by `-`, `.` or `_`
-    (`Horse-battery-Staple42`, glued to small letters behind or not): for messages only, whose words are names, paths and numbers; prose and
-    data (`unlearn scan`) hold such pieces for other reasons."""
+    (`Horse-battery-Staple42`, glued to small letters behind or not): for messages only, whose words are
+    names, paths and numbers; prose and data (`unlearn scan`) hold such pieces for other reasons."""
 
     name = "password"  # masked as a secret is (fixed width); no priority: every other match wins an overlap
     confidence = 0.6
@@ -455,7 +457,8 @@ class PasswordShapeDetector:
                 start += 1
             while end > start and text[end - 1] in _TRAILING:
                 end -= 1
-            if password_shaped(text[start:end]):
+            in_authority = piece.start() >= 2 and text.startswith("//", piece.start() - 2)  # scheme://user:pw@host
+            if password_shaped(text[start:end], url_authority=in_authority):
                 out.append(Match(self.name, start, end, self.confidence))
         out += [Match(self.name, *m.span(), self.confidence) for m in _PASSPHRASE.finditer(text)
                 if passphrase_shaped(m.group())]
