@@ -181,7 +181,9 @@ SECRETS = {
     "github token": ["ghp_" + "aB3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6", "github_pat_" + "11ABCDEFG0" * 6],
     "phone": ["+44 20 7946 0958", "+1 (415) 555-2671", "(415) 555-2671", "+49 89 1234567"],
     # no keyword: only messages mask them, by their shape (bench.names_and_passwords measures the rule)
-    "password, no keyword": ["Tr0ub4dor&3", "Summer2024!", "kX9#mQ2$vL7p", "Horse-battery-Staple42"],
+    "password, no keyword": ["Tr0ub4dor&3", "Summer2024!", "kX9#mQ2$vL7p", "Horse-battery-Staple42",
+                             # whose only symbol is an `@`, a `*` or a full-width one (2026-12-07 08:00)
+                             "P@ssw0rd2024", "Zx9@mQ2*vL7", "Passw0rd！2024"],
 }
 SITES = ["unknown feature '{v}' in revoke_features; valid features: age, sex, race",
          "unknown model '{v}': no registered version with alias 'production' — train one with `unlearn train {v}`",

@@ -31,7 +31,8 @@ import string
 from collections.abc import Callable
 
 from unlearning.detect.secrets import (
-    _PASSPHRASE, PasswordShapeDetector, looks_like_password, looks_like_token, passphrase_shaped,
+    _PASSPHRASE, PASSWORD_SYMBOLS, PasswordShapeDetector, _has_guarded_symbol, looks_like_password, looks_like_token,
+    passphrase_shaped,
 )
 
 # --- legitimate names --------------------------------------------------------------------------------
@@ -206,6 +207,11 @@ RULES: dict[str, Callable[[str], bool]] = {
     "upper+lower+digit+symbol other than - _ . / : @ + < = >": lambda v: four_classes(v, "!#$%^&*()[]{};,?~|"),
     "…and a symbol other than ( ) [ ] { } too, no path": lambda v: four_classes(v, "!#$%^&*;,?~|") and "/" not in v,
     "…and a symbol other than # $ % ^ & too": lambda v: four_classes(v, "!*;,?~|") and "/" not in v,
+    # `@` after a letter or digit, not before a digit, an `@` or a small-letter word ending it (`Precision@10`,
+    # `start@@3PAEA`, `Adult2024@production`); `*` alone between letters or digits, no bracket (`****1234`,
+    # `2*np.log(X)`)
+    "upper+lower+digit, no password symbol but a guarded @ or lone *": lambda v: four_classes(v, "@*")
+        and "/" not in v and not any(c in PASSWORD_SYMBOLS for c in v) and _has_guarded_symbol(v),
     # words joined by `- . _`, a Capitalised one after one in small letters, 3+ words, digits glued to the last
     "passphrase rule alone (PasswordShapeDetector's second)": lambda v: bool(_PASSPHRASE.fullmatch(v))
                                                                          and passphrase_shaped(v),

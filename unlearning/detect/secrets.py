@@ -26,9 +26,13 @@
    characters and a password word (not `pass`, which is English first) letters mixed with digits.
 4. In an error message only (`PasswordShapeDetector`, not `unlearn scan`): a password with no keyword,
    by its shape — a piece of a word (split at spaces, quotes, `/`, `\\`, `_`, `=`, `-`) of 8–64
-   characters with an ASCII capital, small letter, digit and one of `! # $ % & ? ~ ^ |`, not URL-encoded
-   (`Tr0ub4dor&3`, `Summer2024!` given as a feature name). Reported as detector `password` (masked as
-   a secret), which loses every overlap; what the winner leaves of it is masked on its own.
+   characters with an ASCII capital, small letter, digit and one of `! # $ % & ? ~ ^ |` (or its
+   full-width form), an `@` not before a digit nor before a small-letter word that ends the piece nor in
+   a URL's authority, or a lone `*` between letters or digits, not URL-encoded (`Tr0ub4dor&3`,
+   `Summer2024!`, `P@ssw0rd2024` given as a feature name); or a passphrase joined by `-`, `.` or `_`
+   (`Horse-battery-Staple42`, also glued to small letters behind: `Horse-battery-Staple42abc.csv`).
+   Reported as detector `password` (masked as a secret), which loses every overlap; what the winner
+   leaves of it is masked on its own.
 """
 
 from __future__ import annotations
@@ -366,36 +370,58 @@ def _unmarked_value_ok(value: str, keyword: str) -> bool:
 # masked is a piece of a word — split at spaces, quotes, path separators and `_ = -` — of 8–64 characters
 # holding an ASCII capital, small letter, digit and one of these symbols, none of it URL-encoded (`%3D`).
 # bench.names_and_passwords measured the symbols: `- _ . / : @ + = ( ) [ ] { } < >` are in the names users
-# give (`Llama-3.1-8B-Instruct`, `mAP@0.5:0.95`, `Qwen2.5-0.5B`), `*` in masked values; and the pieces
-# (`R&D_Spend_2023` → `R&D`, `Spend`, `2023`; `CPU%_p95`).
-PASSWORD_SYMBOLS = "!#$%&?~^|"
+# give (`Llama-3.1-8B-Instruct`, `mAP@0.5:0.95`, `Qwen2.5-0.5B`), `*` in masked values (`@` and `*` count
+# where guarded, below); and the pieces (`R&D_Spend_2023` → `R&D`, `Spend`, `2023`; `CPU%_p95`).
+PASSWORD_SYMBOLS = "!#$%&?~^|！＃＄％＆？～＾｜"  # and their full-width forms (a CJK keyboard's `！`)
+# `@` and `*` count only where names and masked values do not put them (bench.names_and_passwords measured
+# the guards): an `@` after a letter or digit, not before a digit (`Precision@10`, `mAP@0.5:0.95`), another
+# `@` (a mangled C++ symbol, `start@@3PAEA`) nor a small-letter word ending the piece (an MLflow alias:
+# `models:/Adult2024@production`; a decorator, a host), and not in a URL's authority (`password_shaped`); a
+# lone `*` between letters or digits in a piece with no bracket (masked values star runs: `****1234`,
+# `j***@e******.com`; code multiplies: `20*np.log10(np.abs(H`). `+ = . , ; :` stay out: versions, file
+# names, key=value, lists and times put them in names (`1.9.0.dev0+Unknown`, `Report2023.xlsx`, `12:30:00`).
+_GUARDED_AT = re.compile(r"(?<=[A-Za-z0-9])[@＠](?![0-9０-９@＠]|[a-z]+$)")
+_LONE_STAR = re.compile(r"(?<=[A-Za-z0-9])[*＊](?=[A-Za-z0-9])")
+_BRACKET = re.compile(r"[()\[\]{}]")
 PASSWORD_LENGTH = (8, 64)
 _PIECE_SEPARATORS = "\\s'\"`/\\\\_=\\-"
 # At a piece's start only (a position inside one fails the lookbehind at once), with a symbol among its
 # first 64 characters: only candidates reach Python, and a 1 MiB word is read once.
 _PASSWORD_PIECE = re.compile(rf"(?<![^{_PIECE_SEPARATORS}])(?=[^{_PIECE_SEPARATORS}]{{8}})"
-                             rf"(?=[^{_PIECE_SEPARATORS}]{{0,63}}?[{re.escape(PASSWORD_SYMBOLS)}])"
+                             rf"(?=[^{_PIECE_SEPARATORS}]{{0,63}}?[{re.escape(PASSWORD_SYMBOLS)}@＠*＊])"
                              rf"[^{_PIECE_SEPARATORS}]++")
 _QUERY_KEY = re.compile(r"[&?][A-Za-z_]\w*$")  # "?page=2&PerPage=50": a URL query's next key, before its '='
 _URL_ENCODED = re.compile(r"%[0-9A-Fa-f]{2}")
 _LEADING, _TRAILING = "([{<,;:", ")]}>,;:."
 
 
-def password_shaped(value: str) -> bool:
-    """An ASCII capital, small letter, digit and password symbol, 8–64 characters, not URL-encoded."""
+def password_shaped(value: str, url_authority: bool = False) -> bool:
+    """An ASCII capital, small letter, digit and password symbol (or a guarded `@`, `*`), 8–64 characters,
+    not URL-encoded. In a URL's authority (after `//`) an `@` ends the user info, which the secret detector
+    judges (`://user:password@host`): counted there, it would mask the host and port as the password's rest."""
     low, high = PASSWORD_LENGTH
     return (low <= len(value) <= high and any(c in string.ascii_uppercase for c in value)
             and any(c in string.ascii_lowercase for c in value) and any(c in string.digits for c in value)
-            and any(c in PASSWORD_SYMBOLS for c in value) and not _URL_ENCODED.search(value))
+            and (any(c in PASSWORD_SYMBOLS for c in value) or _has_guarded_symbol(value, at=not url_authority))
+            and not _URL_ENCODED.search(value))
+
+
+def _has_guarded_symbol(value: str, at: bool = True) -> bool:
+    """An `@` (if `at`) or a lone `*` placed as a password puts it, not as a name, a masked value or code does."""
+    return (at and _GUARDED_AT.search(value) is not None) or (_LONE_STAR.search(value) is not None
+                                                              and _BRACKET.search(value) is None)
 
 
 # A passphrase joined by `-`, `.` or `_` (`Horse-battery-Staple42`) has no symbol but its joiner, which model,
 # package and column names use too. bench.names_and_passwords measured what tells it apart: three or more
 # words of 3+ letters, one Capitalised after one in small letters (names capitalise every word or the first:
-# `Meta-Llama-3-70B`, `Sentence_case`, `cutlass.Float16`), and 1–4 digits glued to the last (`Staple42`).
+# `Meta-Llama-3-70B`, `Sentence_case`, `cutlass.Float16`), and 1–4 digits glued to the last (`Staple42`),
+# the end of the word or before 2+ small letters glued behind (`/x/Staple42abc.csv`, left printed): not one
+# letter (`torch.ao.nn.quantized.Conv1d`) nor a capital (`pandas.errors.Pandas4Warning`).
 # Started only where no letter and joiner come before (a position inside a chain fails the lookbehinds at
 # once) and read possessively: a 1 MiB chain is read once.
-_PASSPHRASE = re.compile(r"(?<![A-Za-z0-9])(?<![A-Za-z][\-._])[A-Za-z]++(?:[\-._][A-Za-z]++)*+\d{1,4}+(?![A-Za-z0-9])")
+_PASSPHRASE = re.compile(r"(?<![A-Za-z0-9])(?<![A-Za-z][\-._])[A-Za-z]++(?:[\-._][A-Za-z]++)*+\d{1,4}+"
+                         r"(?=[a-z]{2,}+(?![A-Za-z0-9])|(?![A-Za-z0-9]))")
 _JOINERS = re.compile(r"[\-._]")
 PASSPHRASE_WORDS = 3
 
@@ -413,9 +439,9 @@ def passphrase_shaped(value: str) -> bool:
 
 class PasswordShapeDetector:
     """Pieces of a message shaped as a password with no keyword (`Tr0ub4dor&3`, `Summer2024!`,
-    `kX9#mQ2$vL7p` given as a feature name), and passphrases joined by `-`, `.` or `_`
-    (`Horse-battery-Staple42`): for messages only, whose words are names, paths and numbers; prose and
-    data (`unlearn scan`) hold such pieces for other reasons."""
+    `kX9#mQ2$vL7p`, `P@ssw0rd2024` given as a feature name), and passphrases joined by `-`, `.` or `_`
+    (`Horse-battery-Staple42`, glued to small letters behind or not): for messages only, whose words are
+    names, paths and numbers; prose and data (`unlearn scan`) hold such pieces for other reasons."""
 
     name = "password"  # masked as a secret is (fixed width); no priority: every other match wins an overlap
     confidence = 0.6
@@ -431,7 +457,8 @@ class PasswordShapeDetector:
                 start += 1
             while end > start and text[end - 1] in _TRAILING:
                 end -= 1
-            if password_shaped(text[start:end]):
+            in_authority = piece.start() >= 2 and text.startswith("//", piece.start() - 2)  # scheme://user:pw@host
+            if password_shaped(text[start:end], url_authority=in_authority):
                 out.append(Match(self.name, start, end, self.confidence))
         out += [Match(self.name, *m.span(), self.confidence) for m in _PASSPHRASE.finditer(text)
                 if passphrase_shaped(m.group())]
