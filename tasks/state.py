@@ -18,7 +18,9 @@
   `<forget run>.bin.pending` before the release, which names it (pending_escrow, settle_escrow);
 - the project's signed word that a version is a retraining on its model's own schedule, with the
   digest of its files as logged (`exact/<run>.json`, attest_exact): what lets an audit skip
-  retraining it, where its MLflow tags alone could be set by anyone who can write to the server.
+  retraining it, where its MLflow tags alone could be set by anyone who can write to the server;
+- the project's signed copy of a forget run's version's guarantee block (`guarantee/<run>.json`,
+  keep_guarantee): what a certificate rebuilt after a stop past the promotion signs, not the tag.
 The per-version ones are keyed by the MLflow run id that produced the model.
 """
 
@@ -244,19 +246,59 @@ def attest_exact(root: Path, facts: dict) -> None:
     production model as exact without retraining only on this word (attested_exact), not on its
     MLflow tags alone, which anyone who can write to the tracking server can set; and only for the
     files it was logged with (`model_sha256`), which the audit hashes again as it downloads them."""
-    path = _private_file(state_dir(root) / "exact" / f"{facts['run_id']}.json")
-    signing.write_signed(path, signing.sign(facts, signing.signing_key(root)))
+    _write_signed_state(root, "exact", facts)
 
 
 def attested_exact(root: Path, facts: dict) -> bool:
     """Whether the version's private state holds this project's signed word for exactly `facts`."""
-    path = state_dir(root) / "exact" / f"{facts['run_id']}.json"
+    try:
+        return _read_signed_state(root, "exact", facts["run_id"]) == facts
+    except AlteredState:
+        return False
+
+
+def keep_guarantee(root: Path, model: str, version: str, run_id: str, block: dict) -> None:
+    """Sign, in a forget run's new version's private state, the certificate's method and guarantee
+    fields of its update (its GUARANTEE_TAG's value), before its commit point: what a certificate
+    rebuilt after a stop past the promotion signs (kept_guarantee), where the tag could have been
+    rewritten meanwhile by anyone who can write to the tracking server."""
+    _write_signed_state(root, "guarantee", {"model": model, "version": str(version), "run_id": run_id,
+                                            "guarantee": block})
+
+
+def kept_guarantee(root: Path, model: str, version: str, run_id: str) -> dict | None:
+    """The guarantee block keep_guarantee signed for this version (None: none kept — a version
+    registered before it was, or not by a forget run); AlteredState when the file does not verify
+    with the project's key or names another version."""
+    facts = _read_signed_state(root, "guarantee", run_id)
+    if facts is None:
+        return None
+    if (facts.get("model"), facts.get("version")) != (model, str(version)) or not isinstance(facts.get("guarantee"), dict):
+        raise AlteredState(f"the signed guarantee of model run {run_id} (.unlearn/guarantee/{run_id}.json) names "
+                           f"another version than {model} v{version}")
+    return facts["guarantee"]
+
+
+def _write_signed_state(root: Path, folder: str, facts: dict) -> None:
+    path = _private_file(state_dir(root) / folder / f"{facts['run_id']}.json")
+    signing.write_signed(path, signing.sign(facts, signing.signing_key(root)))
+
+
+def _read_signed_state(root: Path, folder: str, run_id: str) -> dict | None:
+    """The facts signed in `<folder>/<run_id>.json` (None: no such file); AlteredState when it does not
+    verify with the project's key."""
+    path = state_dir(root) / folder / f"{run_id}.json"
+    if not path.exists():
+        return None
     try:
         document = json.loads(path.read_text())
         ok = isinstance(document, dict) and signing.verify(document, signing.signing_key(root, create=False))[0]
     except (OSError, ValueError, UnlearnError):
-        return False
-    return ok and {k: v for k, v in document.items() if k != "signature"} == facts
+        ok = False
+    if not ok:
+        raise AlteredState(f".unlearn/{folder}/{run_id}.json does not verify with this project's key "
+                           "(damaged or altered since it was signed)")
+    return {k: v for k, v in document.items() if k != "signature"}
 
 
 def load_evidence(root: Path, run_id: str) -> dict:
@@ -275,12 +317,13 @@ def save_evidence(root: Path, run_id: str, measured: dict) -> None:
 
 # Each kind of private state kept per model version: its folder and file suffix.
 MODEL_STATE = (("cache", ".pt"), ("encoded", ".pt"), ("outputs", ".pt"), ("noise", ".pt"), ("exposures", ".json"),
-               ("evidence", ".json"), ("exact", ".json"))
+               ("evidence", ".json"), ("exact", ".json"), ("guarantee", ".json"))
 
 
 def drop_model_state(root: Path, run_id: str) -> list[str]:
     """Delete the cache, encoded data, image outputs, noise, exposure and evidence records and the
-    signed word that it is exact (attest_exact) of a superseded model version; returns what was removed."""
+    signed words that it is exact (attest_exact) and of its guarantee (keep_guarantee) of a superseded
+    model version; returns what was removed."""
     removed = []
     for name in model_state_files(root, run_id):
         (state_dir(root) / name).unlink()
