@@ -73,7 +73,7 @@ def forget_flow(root: str, request_path: str, method: str | None = None,
     plan = devices.place(steps.plan_request(root_path, Path(request_path), method, verify), device)
     plan.accepted_at = accepted
     if plan.earlier is not None:
-        release_steps.certify_earlier(plan.earlier)
+        release_steps.certify_earlier(root_path, plan.earlier)
         return {**plan.earlier, "status": "already_processed"}
     plan.keep_days = release_steps.keep_days_setting(keep_superseded_days)
 
@@ -204,14 +204,17 @@ def release(lineage: Lineage, plan: Plan, update: Update, after, data_after: str
     to each superseded artifact)."""
     req = plan.request
     digest = dataset_digest(lineage.root, after.name)
+    guarantee = json.dumps(cert_lib.guarantee_block(plan.kind.certificate_result(update)), default=str)
     version, model_run, files = register(lineage, plan.model_name, update.bundle, update.b, {
         "parent_version": plan.parent_version, "request_id": req.id, "request_hash": request_hash(lineage.root, req),
         "method": update.method, "guarantee": update.guarantee, "data_before": plan.data_version,
         "data_after": data_after, "verified": str(verified).lower(), "lineage_run": lineage.parent_run,
         "dataset_digest": digest, **plan.kind.version_tags(update),
-        GUARANTEE_TAG: json.dumps(cert_lib.guarantee_block(plan.kind.certificate_result(update)), default=str),
+        GUARANTEE_TAG: guarantee,
         **({RETRAINED_AS_TRAINED: "true"} if as_trained else {})},
         plan.kind.private_state(update, after))
+    # what a certificate rebuilt after a stop past the promotion signs: the tag could be rewritten meanwhile
+    state.keep_guarantee(lineage.root, plan.model_name, version, model_run, json.loads(guarantee))
     if as_trained and verified:  # what lets an audit take it as exact: signed here, not only tagged in MLflow
         state.attest_exact(lineage.root, state.exact_facts(plan.model_name, version, model_run, data_after, digest,
                                                            files))

@@ -338,6 +338,7 @@ class AuditPlan:
     b: Any = None  # a certified table model's noise
     device: str = "cpu"  # where the deep-model work computes (tasks.devices.place)
     exact: bool = False  # production is the retraining the audit would run (exact_on_current_data)
+    data_digest: str | None = None  # the dataset's own version: the key of a retrained table's kept encoding
     # production's chain (tasks.audit_checks.production_chain), read once by judge for the checks
     # that use it (the text exposure rows, the escrow checks); None: unknown, and for a table
     chain: list[str] | None = None
@@ -402,7 +403,7 @@ def plan_audit(root: Path, model: str, warn: bool = True) -> AuditPlan:
     opened, unreadable = open_held_escrows(root, escrow_files(root, model))
     plan = AuditPlan(model, kind, production, bundle, dataset, dvc.data_version(root), ledger_requests(root, model),
                      opened, unreadable)
-    digest = dataset_digest(root, tracking.trained_on(production, model))
+    digest = plan.data_digest = dataset_digest(root, tracking.trained_on(production, model))
     plan.exact = exact_on_current_data(production.tags, plan.data_version, digest) and attested(
         root, state.exact_facts(model, production.version, production.run_id, plan.data_version, digest, files), warn)
     if kind.name == "table":

@@ -69,7 +69,7 @@ def audit_table(root: Path, plan: AuditPlan) -> Judgement:
     shortfall = [{"check": c["name"], "requests": approximate or plan.request_ids} for c in checks
                  if not c["passed"] and c["name"] != MAP_CHECK]
     return Judgement(checks, {**metrics, "reference": source}, retrained, reference.stats["update_seconds"], shortfall,
-                     private=lambda: erasure.model_cache(retrained, replace(plan.dataset, version=plan.data_version),
+                     private=lambda: erasure.model_cache(retrained, replace(plan.dataset, version=plan.data_digest),
                                                          plan.b),
                      tags=certification_tags(retrained))
 

@@ -124,6 +124,9 @@ class Plan:
     kind: Any = None  # the tasks.kinds Kind that carries the request out
     dataset: Any = None  # D, as checked out
     data_version: str | None = None
+    # the dataset's own version (dataset_digest): what keys a table version's kept encoding, which a
+    # request on another dataset of data/ (a new data.dvc) leaves valid
+    data_digest: str | None = None
     model_name: str | None = None
     parent_version: str | None = None
     parent_run: str | None = None

@@ -9,9 +9,9 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tasks import dvc, ledger, tracking
+from tasks import dvc, ledger, state, tracking
 from tasks.certificates import write_certificate
-from tasks.common import GUARANTEE_TAG
+from tasks.common import GUARANTEE_TAG, progress
 from unlearning.compliance.certificate import (interrupted_certificate, no_change_certificate, request_certificate,
                                                unchanged_entries)
 from unlearning.tabular.verify import describe_failures
@@ -46,7 +46,7 @@ def complete_batch(root: Path, requests: list, summary: dict, members: list[str]
         return [fail(root, r, verification_failure(summary)) for r in requests]
     # a run stopped after its promotion whose release's end logged no certificate (tasks.release.finish_interrupted:
     # finished by code before 2026-12-07, or that logging failed): rebuilt from its registered version
-    batch_cert = tracking.load_json(summary["run_id"], "certificate.json") or rebuilt_certificate(summary)
+    batch_cert = tracking.load_json(summary["run_id"], "certificate.json") or rebuilt_certificate(root, summary)
     plots = tracking.run_plots(summary["run_id"])  # embedded in every member's HTML report
     model = {"name": summary["model"]["name"], "version": summary["model"]["version"]}
     out = []
@@ -64,24 +64,48 @@ def complete_batch(root: Path, requests: list, summary: dict, members: list[str]
     return out
 
 
-def rebuilt_certificate(summary: dict) -> dict:
+def rebuilt_certificate(root: Path, summary: dict) -> dict:
     """The batch's certificate when its run stopped after its promotion without logging one (`summary`:
     its result, rebuilt by tasks.release.interrupted_result, which says when production moved): the
-    model, method and guarantee blocks a full one has, read from the registered version — its tags
-    (GUARANTEE_TAG, `verified`, `code_version`), its run and its parent version's — never from the
-    request; no checks (unlearning.compliance.certificate.interrupted_certificate)."""
+    model, method and guarantee blocks a full one has, read from the registered version — the
+    project's signed copy of its guarantee block (registered_guarantee), its tags (`verified`,
+    `code_version`), its run and its parent version's — never from the request; no checks
+    (unlearning.compliance.certificate.interrupted_certificate)."""
     name, version = summary["model"]["name"], str(summary["model"]["version"])
     parent = summary["model"].get("parent_version")
     registered = tracking.model_version(name, version)
     tags = dict(registered.tags)
-    guarantee = (json.loads(tags[GUARANTEE_TAG]) if GUARANTEE_TAG in tags
-                 else {"method": tags.get("method"), "guarantee": tags.get("guarantee")})  # registered before it was kept
+    guarantee = registered_guarantee(root, name, version, registered.run_id, tags)
     model = {"name": name, "version": version, "parent_version": parent, "run_id": registered.run_id,
              "parent_run_id": tracking.model_version(name, parent).run_id if parent is not None else None}
     return interrupted_certificate(guarantee, model=model, data=summary["data"],
                                    verified=tags.get("verified") == "true", code_version=tags.get("code_version"),
                                    timestamps=summary.get("timestamps"), superseded=summary.get("superseded"),
                                    interrupted=summary.get("interrupted") or "")
+
+
+def registered_guarantee(root: Path, name: str, version: str, run_id: str, tags: dict) -> dict:
+    """A forget run's version's method and guarantee fields as the project signed them before its
+    promotion (tasks.state.keep_guarantee), never its GUARANTEE_TAG where that copy exists: whoever
+    can write to the tracking server can rewrite the tag, and the project's key would sign what it
+    says. The tag (else the `method` and `guarantee` tags) only for a version registered before the
+    copy was kept. UnlearnError when the copy does not verify: nothing is signed."""
+    kept = state.kept_guarantee(root, name, version, run_id)
+    if kept is None:  # registered before 2026-12-07
+        return (json.loads(tags[GUARANTEE_TAG]) if GUARANTEE_TAG in tags
+                else {"method": tags.get("method"), "guarantee": tags.get("guarantee")})
+    if GUARANTEE_TAG in tags and _canonical(tags[GUARANTEE_TAG]) != json.dumps(kept, sort_keys=True):
+        progress(f"  warning: the {GUARANTEE_TAG} tag of model {name} v{version} in MLflow is not the guarantee "
+                 f"this project signed before its promotion (.unlearn/guarantee/): the signed one is certified")
+    return kept
+
+
+def _canonical(text: str) -> str | None:
+    """A JSON text in one form (sorted keys; NaN as written), None when it is not JSON."""
+    try:
+        return json.dumps(json.loads(text), sort_keys=True)
+    except ValueError:
+        return None
 
 
 def redacted_by(request, summary: dict) -> list[str] | None:

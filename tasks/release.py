@@ -155,28 +155,28 @@ def finish_interrupted(root: Path, journal: Journal, new: str, marked: list[dict
         if result is None:
             result = interrupted_result(journal, new, tags, superseded)
             tracking.log_json(journal.run, result, "result.json")
-        certify_if_missing(journal.run, result, tags)
+        certify_if_missing(root, journal.run, result, tags)
     tracking.end_if_running(journal.run, ok=True)
     return superseded
 
 
-def certify_if_missing(run: str, result: dict, tags: dict) -> None:
+def certify_if_missing(root: Path, run: str, result: dict, tags: dict) -> None:
     """Log the rebuilt certificate on a forget run stopped after its promotion (`result`: its result,
     `tags`: its registered version's) where it has none."""
     if tracking.load_json(run, "certificate.json") is None:
-        tracking.log_json(run, interrupted_run_certificate(run, result, tags), "certificate.json")
+        tracking.log_json(run, interrupted_run_certificate(root, run, result, tags), "certificate.json")
 
 
-def certify_earlier(result: dict) -> None:
+def certify_earlier(root: Path, result: dict) -> None:
     """For a rerun answered "already processed": the certificate of its run if that run stopped after
     its promotion and was finished by code that rebuilt none (before 2026-12-07), which left the
     promoted version without one for good."""
     if result.get("interrupted"):
-        certify_if_missing(result["run_id"], result,
+        certify_if_missing(root, result["run_id"], result,
                            tracking.version_tags(result["model"]["name"], result["model"]["version"]))
 
 
-def interrupted_run_certificate(run: str, result: dict, tags: dict) -> dict:
+def interrupted_run_certificate(root: Path, run: str, result: dict, tags: dict) -> dict:
     """The certificate of a forget run stopped after its promotion (tasks.outcomes.rebuilt_certificate),
     with the `request` block a run's own certificate has: the ids the run recorded before its
     release (tasks.erased.RERECORDED) and the version's salted request hash; none where that record
@@ -186,7 +186,7 @@ def interrupted_run_certificate(run: str, result: dict, tags: dict) -> dict:
 
     recorded = erased.named_request(tracking.load_json(run, erased.RERECORDED), tags["request_id"])
     request = {**recorded, "request_hash": tags.get("request_hash")} if recorded is not None else None
-    return {**rebuilt_certificate(result), **({"request": request} if request is not None else {})}
+    return {**rebuilt_certificate(root, result), **({"request": request} if request is not None else {})}
 
 
 def interrupted_result(journal: Journal, new: str, tags: dict, superseded: list[dict]) -> dict:

@@ -112,10 +112,11 @@ def plan_for(root: Path, request: UnlearningRequest, method: str | None = None, 
     dataset = data_store.load_dataset(root, name)
     kind, requested = kind_of(dataset), method or request.method
     checked = kind.check_request(root, request, dataset, requested)
-    require_trained_on_checkout(request, production, dataset.name, dataset_digest(root, dataset.name))
+    digest = dataset_digest(root, dataset.name)
+    require_trained_on_checkout(request, production, dataset.name, digest)
     bundle = tracking.load_version_bundle(request.model, production.version)
     resolved, part = kind.plan(root, request, dataset, bundle, production, requested, checked)
-    plan = Plan(request=request, kind=kind, dataset=dataset, data_version=dvc.data_version(root),
+    plan = Plan(request=request, kind=kind, dataset=dataset, data_version=dvc.data_version(root), data_digest=digest,
                 model_name=request.model, parent_version=str(production.version), parent_run=production.run_id,
                 parent_guarantee=production.tags.get("guarantee"), bundle=bundle, method=resolved, requested=requested, part=part)
     if verify is not None:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from tasks import dvc, formats, state, tracking
 from tasks import references as prefetch
-from tasks.common import step, Lineage, Plan, Trained, Update, Verification, fallback_record, progress, pyplot
+from tasks.common import (step, Lineage, Plan, Trained, Update, Verification, dataset_digest, fallback_record, progress,
+                          pyplot)
 from tasks.kinds.base import Kind
 from unlearning import references, registry
 from unlearning.compliance.requests import UnlearningRequest, validate_request
@@ -85,7 +86,7 @@ def correct_data(lineage: Lineage, plan: Plan) -> tuple[Table, str]:
         after = corrected_table(plan)
         save_table(after, lineage.root / "data" / after.name)
         version = dvc.add_data(lineage.root)
-        after = replace(after, version=version)  # the key of the new version's encoded cache
+        after = replace(after, version=dataset_digest(lineage.root, after.name))  # its encoding's key
         tracking.log_params(run_id, {"data_before": plan.data_version, "data_after": version})
         tracking.log_dataset(run_id, after.name, version, lineage.root / "data" / after.name, after.frame)
         tracking.log_metrics(run_id, {"rows_before": len(plan.dataset.frame), "rows_after": len(after.frame),
@@ -139,8 +140,12 @@ def update_model(lineage: Lineage, plan: Plan, after: Table, method: str, option
 
 def parent_encoding(root: Path, plan: Plan) -> erasure.Encoded | None:
     """D encoded with the production model's feature map, as kept with that version (None: not
-    kept — a version produced before it was — or kept for another data version: encode anew)."""
-    kept = state.load_encoded(root, plan.parent_run, plan.data_version)
+    kept — a version produced before it was — or kept for other data: encode anew)."""
+    try:
+        kept = state.load_encoded(root, plan.parent_run, plan.data_digest)
+    except state.AlteredState as e:
+        progress(f"  warning: {e}: encoding the table anew")
+        return None
     return erasure.Encoded.from_state(kept) if kept is not None else None
 
 
@@ -288,7 +293,7 @@ class Tabular(Kind):
         tracking.log_dataset(lineage.parent_run, dataset.name, data_version, lineage.root / "data" / dataset.name,
                              dataset.frame)
         bundle, b, seconds = fit(lineage, dataset, config)
-        encoded = erasure.encode_version(dataset, bundle, data_version)
+        encoded = erasure.encode_version(dataset, bundle, dataset_digest(lineage.root, dataset.name))
         metrics = evaluate(lineage, encoded, bundle)
         return Trained(bundle, seconds, metrics, certification_tags(bundle), b,
                        cache=lambda: erasure.model_cache(bundle, dataset, b, encoded))

@@ -1,5 +1,6 @@
 """A table model version keeps its data encoded (`.unlearn/encoded/<run>.pt`, tasks.state), keyed by
-the data version: a request on it encodes none of the table, a cache of other data is never read,
+the version of its dataset's files: a request on it encodes none of the table, a cache of other data
+or altered since it was saved is never read,
 and the erased records' rows leave every cache file exactly when the superseded version's model
 files go (at once, or after --keep-superseded), and with `model retire`."""
 
@@ -14,7 +15,8 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from tasks import dvc, state, tracking
+from tasks import state, tracking
+from tasks.common import dataset_digest
 from tests.flows.test_pipeline import add_and_train, request_file, run_json
 from unlearning.tabular.encoding import Encoder
 
@@ -81,7 +83,7 @@ def test_a_request_reads_the_versions_encoding_and_the_erased_row_leaves_with_th
         workspace, people_csv, capsys, encoded_rows):
     add_and_train(people_csv, capsys)
     kept = torch.load(encoded_file(workspace, "1"))
-    assert kept["data_version"] == dvc.data_version(workspace)
+    assert kept["data_version"] == dataset_digest(workspace, "people")
     row = erased_row(workspace, "1")
 
     encoded_rows.clear()
@@ -90,7 +92,7 @@ def test_a_request_reads_the_versions_encoding_and_the_erased_row_leaves_with_th
     assert code == 0 and out["verified"], out
     assert encoded_rows == []  # nothing of the table was encoded again: D, Z, Z̃, D' came from the cache
     new = torch.load(encoded_file(workspace, "2"))
-    assert new["data_version"] == dvc.data_version(workspace) != kept["data_version"]
+    assert new["data_version"] == dataset_digest(workspace, "people") != kept["data_version"]
     assert ERASED not in json.loads(new["ids"]) + json.loads(new["test_ids"])
     assert encoded_file(workspace, "1").exists()  # kept beyond use with v1's model files
 
@@ -121,7 +123,7 @@ def test_a_version_without_a_cache_of_its_data_is_encoded_afresh(workspace, peop
     code, out = run_json(capsys, ["forget", str(request_file(workspace, id="REQ-A", delete_records=[ERASED]))])
     assert code == 0 and out["verified"], out
     assert sum(encoded_rows) >= 600 - 1  # the whole table, encoded anew
-    assert torch.load(encoded_file(workspace, "2"))["data_version"] == dvc.data_version(workspace)
+    assert torch.load(encoded_file(workspace, "2"))["data_version"] == dataset_digest(workspace, "people")
 
     encoded_file(workspace, "2").unlink()  # as a version trained before this cache existed
     encoded_rows.clear()
@@ -175,8 +177,6 @@ def test_a_version_made_by_a_request_keeps_a_bound_on_its_norm_and_its_newton_ma
     assert float((theta - expected).norm()) <= (math.exp(drift) - 1) * step, (drift, step)
 
 
-@pytest.mark.xfail(strict=True, reason="red team 5 (MINOR): the cache is keyed by data.dvc's hash, which covers every "
-                                       "dataset of data/: a request on one dataset makes every other model's cache stale")
 def test_a_request_on_another_dataset_leaves_a_models_cache_in_use(workspace, capsys, encoded_rows):
     """Two datasets in one project: a request on `people` writes a new data version (all of data/),
     and the next request on `crowd` found its model's cache keyed by the old one: it encoded the
@@ -201,9 +201,8 @@ def test_a_request_on_another_dataset_leaves_a_models_cache_in_use(workspace, ca
     assert sum(encoded_rows) < 600 - 1  # crowd's request read its version's encoding
 
 
-@pytest.mark.xfail(strict=True, reason="red team 5 (MINOR): a request trusts the kept encoding's rows and ids without "
-                                       "comparing them with the table (tasks.kinds.tabular.parent_encoding)")
-def test_a_kept_encoding_that_is_not_the_tables_does_not_make_a_false_certificate(workspace, people_csv, capsys):
+def test_a_kept_encoding_that_is_not_the_tables_does_not_make_a_false_certificate(workspace, people_csv, capsys,
+                                                                                  encoded_rows):
     """The version's kept encoding with two training rows' ids swapped (a damaged or altered file
     under the right data version): the request removed the other row's contribution from θ while
     data/ lost the requested record, exit 0, and its certificate stated a residual of 0.0044 where
@@ -219,8 +218,10 @@ def test_a_kept_encoding_that_is_not_the_tables_does_not_make_a_false_certificat
     ids = json_module.loads(kept["ids"])
     ids[3], ids[200] = ids[200], ids[3]
     torch.save({**kept, "ids": json_module.dumps(ids)}, path)
+    encoded_rows.clear()
     code, out = run_json(capsys, ["forget", str(request_file(workspace, id="REQ-F", delete_records=[ids[200]]))])
     assert code == 0, out
+    assert sum(encoded_rows) >= 600 - 1  # its fingerprint refused the altered file: the table was encoded anew
     bundle = tracking.load_version_bundle("people", out["model"]["version"])
     data = erasure.training_data(data_store.load_dataset(workspace, "people"), bundle)
     noise = state.load_noise(workspace, run_of(out["model"]["version"]))

@@ -844,8 +844,6 @@ def test_a_parameter_of_the_wrong_type_reaches_neither_prefects_database_nor_the
     assert value.encode() not in prefect_database_bytes()
 
 
-@pytest.mark.xfail(strict=True, reason="red team 5 (MINOR): the rebuilt certificate signs the guarantee block read "
-                                       "from the version's MLflow tag, which whoever can write MLflow can change")
 def test_a_certificate_rebuilt_past_the_promotion_signs_no_guarantee_written_into_mlflow_meanwhile(
         workspace, people_csv, capsys, monkeypatch):
     """The run stops past its promotion; before its members are completed, someone who can write the
@@ -869,7 +867,8 @@ def test_a_certificate_rebuilt_past_the_promotion_signs_no_guarantee_written_int
         patched.setattr(tracking, "log_json", certificate_not_logged_and_tag_forged)
         code, out = run_json(capsys, ["comply"])
     assert code == 0, out
-    (done,), (full,) = out["requests"], made
+    (done,), (full, *rebuilt_at_once) = out["requests"], made  # the release's end rebuilds one at once (failing again)
     rebuilt = json.loads((workspace / done["certificate"]).read_text())
     assert full["guarantee"] == "empirical"
-    assert (rebuilt["method"], rebuilt["guarantee"]) == (full["method"], full["guarantee"])
+    for certificate in (rebuilt, *rebuilt_at_once):
+        assert (certificate["method"], certificate["guarantee"]) == (full["method"], full["guarantee"])

@@ -135,6 +135,38 @@ def test_the_encoded_cache_is_read_only_for_its_data_version_and_goes_with_the_v
     assert not any((tmp_path / ".unlearn").rglob("run-b*"))
 
 
+def test_a_kept_encoding_changed_since_it_was_saved_is_refused_on_load(tmp_path):
+    """Its fingerprint catches one word of X moved by one ulp, two ids swapped, a label, a numeric
+    value, a category count, a row count; a file kept before it had one is encoded afresh."""
+    import json
+
+    from tasks import state
+
+    table = adult_rows()
+    bundle, b, _ = train_bundle(table, TrainConfig(tol=1e-6))
+    state.save_cache(tmp_path, "run-c", erasure.model_cache(bundle, table, b, erasure.encode_version(table, bundle, "v1")))
+    path = tmp_path / ".unlearn" / "encoded" / "run-c.pt"
+    kept = torch.load(path)
+    X, ids, y, numbers, counts = (kept[k].clone() if k != "ids" else json.loads(kept[k])
+                                  for k in ("X", "ids", "y", "numbers", "category_counts"))
+    X[7, 3] = torch.nextafter(X[7, 3], X[7, 3] + 1)
+    ids[3], ids[200] = ids[200], ids[3]
+    y[11] = 1 - y[11]
+    numbers[5, 0] += 1
+    counts[2] += 1
+    for changed in ({"X": X}, {"ids": json.dumps(ids)}, {"y": y}, {"numbers": numbers}, {"category_counts": counts},
+                    {"X_test": kept["X_test"][:-1], "y_test": kept["y_test"][:-1]}):
+        torch.save({**kept, **changed}, path)
+        with pytest.raises(state.AlteredState, match=r"\.unlearn/encoded/run-c\.pt"):
+            state.load_encoded(tmp_path, "run-c", "v1")
+    torch.save(kept, path)
+    assert state.load_encoded(tmp_path, "run-c", "v1") is not None
+    torch.save({k: v for k, v in kept.items() if k != state.FINGERPRINT_KEY}, path)
+    assert state.load_encoded(tmp_path, "run-c", "v1") is None
+    no_numbers = {**kept, "numbers": kept["numbers"][:, :0], "numbers_test": kept["numbers_test"][:, :0]}
+    assert state.encoded_fingerprint(no_numbers) != state.encoded_fingerprint(kept)  # a table of categories only
+
+
 def test_prefect_does_not_walk_the_rows_of_an_encoded_table_passed_to_a_task():
     """Prefect visits every element of a list or dict passed to a task: with the record ids as a
     list, handing Adult's encoding to `evaluate` cost 0.6 s and each verification 0.1 s."""

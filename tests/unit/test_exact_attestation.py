@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tasks import state
 
 
@@ -44,3 +46,27 @@ def test_the_word_and_a_write_of_it_cut_short_go_with_the_versions_private_state
     (folder / ".run-3.json.4242.tmp").write_text("{")  # a write killed before its rename (signing.write_signed)
     assert set(state.drop_model_state(tmp_path, "run-3")) == {"exact/run-3.json", "exact/.run-3.json.4242.tmp"}
     assert list(folder.iterdir()) == []
+
+
+BLOCK = {"method": "second_order", "guarantee": "empirical", "epsilon": None, "delta": None, "residual": 0.0031,
+         "residual_bound": None, "budget_used": None, "budget_left": None, "budget": None}
+
+
+def test_a_versions_signed_guarantee_reads_back_only_as_signed_and_for_that_version(tmp_path, monkeypatch):
+    """What a certificate rebuilt after a stop past the promotion signs (state.keep_guarantee), not the
+    version's MLflow tag: an edited or foreign copy is refused, none is None (a version before it)."""
+    assert state.kept_guarantee(tmp_path, "people", "2", "run-2") is None
+    state.keep_guarantee(tmp_path, "people", "2", "run-2", BLOCK)
+    assert state.kept_guarantee(tmp_path, "people", "2", "run-2") == BLOCK
+    with pytest.raises(state.AlteredState, match="another version"):
+        state.kept_guarantee(tmp_path, "people", "3", "run-2")
+    path = tmp_path / ".unlearn" / "guarantee" / "run-2.json"
+    document = json.loads(path.read_text())
+    path.write_text(json.dumps({**document, "guarantee": {**BLOCK, "method": "retrain", "guarantee": "exact"}}))
+    with pytest.raises(state.AlteredState, match=r"\.unlearn/guarantee/run-2\.json does not verify"):
+        state.kept_guarantee(tmp_path, "people", "2", "run-2")
+    state.keep_guarantee(tmp_path, "people", "2", "run-2", BLOCK)
+    monkeypatch.setenv("UNLEARN_SIGNING_KEY", "ab" * 32)  # another project's key
+    with pytest.raises(state.AlteredState):
+        state.kept_guarantee(tmp_path, "people", "2", "run-2")
+    assert state.drop_model_state(tmp_path, "run-2") == ["guarantee/run-2.json"]

@@ -52,8 +52,9 @@ class Table:
     labels: tuple[str, ...]
     revoked: tuple[str, ...] = ()
     source: str = ""
-    # the data version (DVC) these rows are, where known: what a model version's encoded cache is
-    # keyed by (tasks.state), so that a cache of other data is never read
+    # the version of this dataset's files these rows are (tasks.common.dataset_digest), where known:
+    # what a model version's encoded cache is keyed by (tasks.state), so that a cache of other data is
+    # never read, and one of this dataset outlives a new data version made by another dataset's change
     version: str | None = None
 
     def train_mask(self) -> np.ndarray:
