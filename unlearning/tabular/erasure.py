@@ -259,8 +259,8 @@ class MapChange:
         M[:, d - 1] += last
         off = torch.as_tensor(np.flatnonzero(_clipped_or_missing(numbers, encoder, target)), dtype=torch.long)
         cols = torch.as_tensor(encoder.numeric_columns(), dtype=torch.long)
-        X_off, moved_off = X[off][:, cols], X_moved[off][:, cols]
-        missed = moved_off - (X_off * diagonal[cols] + X[off][:, -1:] * last[cols])
+        X_off = X[off]
+        missed = X_moved[off][:, cols] - (X_off[:, cols] * diagonal[cols] + X_off[:, -1:] * last[cols])
         return cls(M, X, X_moved, off, float(torch.linalg.matrix_norm(missed)), encoder, target)
 
 
@@ -460,10 +460,7 @@ def kept_hessian(p: Problem) -> dict:
     H, at = p.cache.get("H"), p.cache.get("hessian_at")
     if H is None or at is None or not logreg.is_binary(at) or p.touched * 4 > p.n:
         return {}
-    H = H - logreg.data_hessian(at, p.X_z)
-    if len(p.X_tilde):
-        H = H + logreg.data_hessian(at, p.X_tilde)
-    return {"H": H, "hessian_at": at}
+    return {"H": H + influence.rows_hessian_change(p, at), "hessian_at": at}
 
 
 # A kept H(θ_H; D) serves as the Newton matrix at a θ within this distance of θ_H (binary models):

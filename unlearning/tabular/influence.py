@@ -180,11 +180,12 @@ def original_factor(p: Problem) -> torch.Tensor:
     return p.cache["L"]
 
 
-def rows_hessian_change(p: Problem) -> torch.Tensor:
-    """H(θ*; D') − H(θ*; D) = Σ_Z̃ ∇²ℓ − Σ_Z ∇²ℓ: cost (|Z|+|Z̃|)·p²."""
-    delta = -logreg.data_hessian(p.theta, p.X_z)
+def rows_hessian_change(p: Problem, theta: torch.Tensor | None = None) -> torch.Tensor:
+    """H(θ; D') − H(θ; D) = Σ_Z̃ ∇²ℓ − Σ_Z ∇²ℓ at θ (None: θ*): cost (|Z|+|Z̃|)·p²."""
+    theta = p.theta if theta is None else theta
+    delta = -logreg.data_hessian(theta, p.X_z)
     if len(p.X_tilde):
-        delta = delta + logreg.data_hessian(p.theta, p.X_tilde)
+        delta = delta + logreg.data_hessian(theta, p.X_tilde)
     return delta
 
 
