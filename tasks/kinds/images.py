@@ -17,7 +17,7 @@ from tasks.kinds import images_chain
 from tasks.kinds.base import Kind
 from tasks.kinds.images_verify import (
     checks_table, evidence_images, headline_metrics, judged, known_outputs, outputs_on_samples, reference_job,
-    reference_verdict, retrain_after_failed_checks, rows_table, run_method, verify_images,
+    reference_verdict, repair_after_failed_checks, retrain_after_failed_checks, rows_table, run_method, verify_images,
 )
 from unlearning import references
 from unlearning import registry
@@ -30,6 +30,7 @@ from unlearning.images.bundle import (
 from unlearning.compliance.requests import UnlearningRequest
 from unlearning.images import cnn, factory
 from unlearning.images.outputs import KnownOutputs
+from unlearning.images.repair import RepairConfig, repairable
 from unlearning.images import chain as chain_rules
 from unlearning.images.verify import ImageVerifyConfig
 from unlearning.linalg import single_threaded
@@ -220,19 +221,28 @@ class Images(Kind):
         return judged(Verification(metrics, checks, None, detail=(rows, None), mode="evidence", retrains=0))
 
     def fall_back(self, lineage: Lineage, plan: Plan, after, update: Update, verification: Verification, config):
-        """The CNN retrained on D' in place of the failed update: the verification's reference in
-        `reference` mode (judged from the rows already measured), else retrained now and judged by
-        the same checks. A retrained version is exact: the next request's drift checks start from it."""
+        """What replaces the failed update: where its evidence failed by too much change only
+        (unlearning.images.repair), the update repaired on D', if that passes the same evidence;
+        else the CNN retrained on D' — the verification's reference in `reference` mode (judged from
+        the rows already measured), else retrained now and judged by the same checks. A retrained
+        version is exact: the next request's drift checks start from it."""
         rows, reference = verification.detail
-        if reference is None and plan.bundle.schedule is None:  # nothing to replay: the failure stands
-            return None
         config = config or {}
         cfg = config.get("verify") or ImageVerifyConfig()
+        tried = None
+        if reference is None and plan.part.request.kind == "delete_records" and repairable(verification.checks):
+            repaired, judged_after, tried = self.repaired(lineage, plan, update, verification.checks, rows, cfg)
+            if judged_after.passed:
+                return repaired, judged_after, tried
+        if reference is None and plan.bundle.schedule is None:  # nothing to replay: the failure stands
+            return None
         known = None if reference is None else (reference, verification.retrain_s)
         model, retrain_s, attempt = retrain_after_failed_checks(lineage, plan, update, verification.checks, known)
-        # the request cost the failed update and the retraining
+        repair_s = tried["repair"]["seconds"] if tried else 0.0
+        attempt |= {"outcome": "retrained", **({"repair": tried["repair"]} if tried else {})}
+        # the request cost the failed update, the failed repair if one was tried, and the retraining
         replaced = Update(new_bundle(plan.bundle, model, plan.part.request), "retrain", "exact",
-                          update.seconds + retrain_s, {**update.stats, "fallback_from": update.method})
+                          update.seconds + repair_s + retrain_s, {**update.stats, "fallback_from": update.method})
         if reference is not None:
             metrics, checks = reference_verdict(plan, rows, cfg)
             replaced.detail = (outputs_on_samples(plan, [reference], cfg)[0], None)  # exact: the next anchor itself
@@ -244,6 +254,27 @@ class Images(Kind):
         shown = rows_after[:1] + failed_row + rows_after[1:]
         return (replaced, judged(Verification(metrics, checks, retrain_s, detail=(shown, None), mode="evidence",
                                               retrains=1)), attempt)
+
+    def repaired(self, lineage: Lineage, plan: Plan, update: Update, checks: list[dict], rows: list[dict],
+                 cfg: ImageVerifyConfig) -> tuple[Update, Verification, dict]:
+        """The failed update repaired on D' (unlearning.images.repair), judged by the same evidence:
+        (the repaired update, its verification, the attempt with its `repair` block). Its teacher is
+        the chain's first model where the update continued one (what its drift is measured from),
+        else the model before; the repaired version keeps no chain (its next deletion starts one)."""
+        teacher = update.carry.chain.model if isinstance(update.carry, images_chain.Carried) else plan.bundle.model
+        model, repair_s, attempt = repair_after_failed_checks(lineage, plan, update, checks, teacher)
+        fixed = Update(new_bundle(plan.bundle, model, plan.part.request), update.method, update.guarantee,
+                       update.seconds + repair_s, {**update.stats, "repaired": True})
+        rows_after, checks_after, metrics, known_after, anchor = evidence_images(
+            lineage, plan, update.method, fixed.bundle, fixed.seconds, None, cfg)
+        fixed.detail = (known_after, anchor)
+        failed_row = [{**r, "method": f"{r['method']} before repair"} for r in rows if r["method"] == update.method]
+        shown = rows_after[:1] + failed_row + rows_after[1:]
+        verification = judged(Verification(metrics, checks_after, None, detail=(shown, None), mode="evidence", retrains=0))
+        still = [c["name"] for c in checks_after if not c["passed"]]
+        attempt |= {"outcome": "repaired", "repair": {"seconds": repair_s, "steps": RepairConfig().steps,
+                                                        "passed": verification.passed, "failed_checks": still}}
+        return fixed, verification, attempt
 
     def private_state(self, update: Update, after):
         ids = images_chain.evidence_ids(update)  # the chain the version continues (tasks.kinds.images_chain)
@@ -262,31 +293,48 @@ class Images(Kind):
     def certificate_config(self, plan: Plan, update: Update, attempt: dict | None, config) -> dict:
         config = config or {}
         return {"compare": config.get("compare") or {}, "verify": (config.get("verify") or ImageVerifyConfig()).model_dump(),
-                "fallback": attempt}
+                **replaced_by(attempt)}
 
     def summary_fields(self, plan: Plan, update: Update, verification: Verification, attempt: dict | None) -> dict:
         return {"kind": plan.part.request.kind, "forget_class": plan.part.class_name,
-                "forget_images": len(plan.part.request.forget), "results": verification.detail[0], "fallback": attempt}
+                "forget_images": len(plan.part.request.forget), "results": verification.detail[0],
+                **replaced_by(attempt)}
 
     def forget_headline(self, s: dict) -> str:
         what = (f"class '{s['forget_class']}'" if s.get("forget_class") else f"{s['forget_images']} images") + \
             f" ({s['kind']})"
-        fell_back = s.get("fallback")
-        return f"; forgot {what}" + (f"; auto fell back to retraining: {fell_back['method']} failed "
-                                     f"{', '.join(fell_back['failed_checks'])}" if fell_back else "")
+        if fell_back := s.get("fallback"):
+            return f"; forgot {what}; auto fell back to retraining: {fell_back['method']} failed " + \
+                ", ".join(fell_back["failed_checks"])
+        if repaired := s.get("repaired"):
+            return f"; forgot {what}; auto repaired the update: {repaired['method']} failed " + \
+                ", ".join(repaired["failed_checks"])
+        return f"; forgot {what}"
 
     def format_forget(self, s: dict) -> list[str]:
         lines = ["  " + line for line in rows_table(s["results"])]
         mode = (s.get("verification") or {}).get("mode")
         if mode == "evidence" or (mode is None and not any(r["method"] == "retrain" for r in s["results"])):
-            judged = "the retrained model" if s.get("fallback") else "no model retrained"
+            judged = ("the retrained model" if s.get("fallback") else
+                      "the repaired update, no model retrained" if s.get("repaired") else "no model retrained")
             lines += [f"  evidence, {judged} (forget set against held-out images of its classes):",
                       *("    " + line for line in checks_table(s["checks"]))]
-        if s.get("fallback"):
-            f = s["fallback"]
-            lines.append(f"  auto: {f['method']} was not promoted ({f['reason']}); the CNN retrained on the corrected "
-                         f"data was (guarantee exact; {f['reference']})")
+        if f := s.get("fallback"):
+            tried = (f"; a repair on D' was tried first ({f['repair']['seconds']:.2f} s) and still failed "
+                     f"{', '.join(f['repair']['failed_checks'])}") if f.get("repair") else ""
+            lines.append(f"  auto: {f['method']} was not promoted ({f['reason']}){tried}; the CNN retrained on the "
+                         f"corrected data was (guarantee exact; {f['reference']})")
+        if f := s.get("repaired"):
+            lines.append(f"  auto: {f['method']} failed by too much change ({f['reason']}); repaired by "
+                         f"{f['repair']['steps']} steps on the corrected data ({f['repair']['seconds']:.2f} s), it "
+                         "passed the same evidence (guarantee empirical; no model retrained)")
         return lines
 
+
+def replaced_by(attempt: dict | None) -> dict:
+    """The summary's and the certificate's account of a failed update: `fallback` where it was
+    replaced by a retraining (a repair tried first is in it), `repaired` where a repair passed."""
+    repaired = attempt is not None and attempt.get("outcome") == "repaired"
+    return {"fallback": None if repaired else attempt, "repaired": attempt if repaired else None}
 
 KIND = Images()

@@ -6,6 +6,7 @@ which keeps the kind itself (methods, training, the forget steps, the `Images` c
 
 from __future__ import annotations
 
+import time
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ from unlearning.images.registry import ImageContext
 from unlearning.images.bundle import ImageBundle, tensors, test_positions, training_data
 from unlearning.images.evidence import RequestImages, control_positions, judge_request, request_sample
 from unlearning.images.outputs import KnownOutputs, known_of
+from unlearning.images.repair import RepairConfig, repair
 from unlearning.metrics import model_outputs
 from unlearning.checks import outcome, undecided_removal
 from unlearning.images.verify import REMOVAL_CHECKS, ImageVerifyConfig, image_checks, markdown_table
@@ -262,6 +264,26 @@ def retrain_after_failed_checks(lineage: Lineage, plan: Plan, update: Update, ch
         tracking.log_metrics(run_id, {"retrain_seconds": seconds})
         tracking.log_json(run_id, {"attempt": attempt}, "fallback.json")
     return model, seconds, attempt
+
+
+@step("repair the update")
+def repair_after_failed_checks(lineage: Lineage, plan: Plan, update: Update, checks: list[dict], teacher):
+    """`auto`, and the fast update failed its evidence by too much change only (unlearning.images.repair.
+    repairable): a few steps on D' from it, distilled from `teacher` (the chain's first model, or the
+    model before). Returns (the repaired model, its seconds, the failed attempt)."""
+    with lineage.child("repair the update") as run_id:
+        attempt = fallback_record(update.method, update.seconds, checks)
+        progress(f"  auto: the update failed {', '.join(attempt['failed_checks'])} by too much change; repairing "
+                 "it on the corrected data before any retraining ...")
+        data, cfg = training_data(plan.dataset, plan.bundle), RepairConfig()
+        started = time.perf_counter()
+        with single_threaded():
+            result = repair(update.bundle.model, data, plan.part.request.retain, teacher, cfg)
+        seconds = time.perf_counter() - started
+        tracking.log_params(run_id, {"failed_method": update.method, "failed_checks": ",".join(attempt["failed_checks"]),
+                                     **cfg.model_dump()})
+        tracking.log_metrics(run_id, {"repair_seconds": seconds, "image_passes": result.stats["image_passes"]})
+    return result.model, seconds, attempt
 
 
 def reference_verdict(plan: Plan, rows: list[dict], cfg: ImageVerifyConfig) -> tuple[dict, list[dict]]:
