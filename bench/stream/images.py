@@ -45,6 +45,7 @@ class Images:
             KnownOutputs.of(self.test_ids, model_outputs(self.original, *self.test)))}
         # the fast updates, and what each keeps of the exact model its chain of updates started from
         self.fast, self.anchors = set(), {}
+        self.judged = {}  # model → its last evidence checks (what a repair is decided on)
         self._chains = {}  # id(fast update) → (it, (the chain its next deletion continues, its first model))
         self.verify, self.evidence_cfg = verify, evidence_cfg
         self.compare_audits, self.audit_verdicts, self.audit_images_judged = compare_audits, [], []
@@ -122,12 +123,28 @@ class Images:
             frozenset(self.y[keep].unique().tolist()), relabelled=False)
         anchor = self.anchors.get(before) if before in self.fast else None  # None: `before` is exact
         judged = evidence.judge_request(before, model, images, cfg, self.known.get(before), anchor)
+        self.judged[model] = judged.checks
         self.known[model] = judged.known_after
         if model in self.fast:  # as the pipeline keeps it with a fast update's version
             self.anchors[model] = judged.anchor_after
         if judged.known_before is not None:
             self.known[before] = judged.known_before
         return judged.checks
+
+    def repair(self, model, before, k: int):
+        """auto's repair (tasks/kinds/images.py `fall_back`): where the update's evidence failed by too
+        much change only (unlearning.images.repair.repairable), steps on D' from it distilled from its
+        chain's first model (the model before where it continued none); the repaired model keeps no
+        chain. None where the failure is not one a repair answers."""
+        from unlearning.images.repair import RepairConfig, repair, repairable
+        if not repairable(self.judged[model]):
+            return None
+        context = self._context(model, k - 1, k)
+        kept = self._chains.get(id(model))
+        teacher = kept[1][0].model if kept else before
+        fixed = repair(model, context.data, context.request.retain, teacher, RepairConfig()).model
+        self.fast.add(fixed)
+        return fixed
 
     def audit_checks(self, model, ks: list[int], retrained) -> list[dict]:
         """The audit as tasks.audit_checks runs it (unlearning.images.audit): the UA gap on every covered

@@ -47,6 +47,12 @@ class Measured:
     def evidence(self, model, before, k: int):
         return cpu_of(lambda: failed_names(self.scenario.evidence_checks(model, before, k)))
 
+    def repair(self, model, before, k: int):
+        """auto's repair of a failed update (bench.stream.images; scenarios without one: (0, None))."""
+        if not hasattr(self.scenario, "repair"):
+            return 0.0, None
+        return cpu_of(lambda: self.scenario.repair(model, before, k))
+
     def audit(self, model, ks: list[int], retrained):
         return cpu_of(lambda: failed_names(self.scenario.audit_checks(model, ks, retrained)))
 

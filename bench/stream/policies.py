@@ -34,6 +34,7 @@ class Outcome:
     audit_runs: list[tuple[float, int]] = field(default_factory=list)  # (when, requests covered) per audit
     failed_checks: list[str] = field(default_factory=list)  # "audit 2: exposure_vs_retrain_bits", ...
     fallbacks: int = 0  # requests (or audits) whose fast model was replaced by a retrained one
+    repairs: int = 0  # requests whose failed update a repair made pass (no retraining)
     rebases: int = 0  # passing audits whose retrained model was promoted (the rebased policies)
     exact_audits: int = 0  # audits of a production model retrained on the current data: nothing retrained
     model: object = None  # the production model at the end
@@ -121,6 +122,10 @@ def evidence_and_audits(arrivals: list[float], ops, cadence, worker: Worker, out
         cost = out.charge("update", c_update) + out.charge("evidence checks", c_check)
         out.checks.append(not failed)
         out.failed_checks += [f"request {k}: {name}" for name in failed]
+        if failed and (fixed := repaired(ops, updated, model, k)) is not None:  # auto's repair, where it applies
+            c_repair, c_check, updated, failed = fixed
+            cost += out.charge("repair", c_repair) + out.charge("evidence checks", c_check)
+            out.repairs += not failed
         if not failed:
             model = updated
         else:  # the fall-back retrains and judges the retrained model by the same checks
@@ -131,6 +136,19 @@ def evidence_and_audits(arrivals: list[float], ops, cadence, worker: Worker, out
         removal[k] = worker.run(t, cost) - t
         waiting.append(k)
     return model
+
+
+def repaired(ops, updated, before, k: int):
+    """(repair's cost, its evidence's, the repaired model, its failed checks) where `ops` repairs a
+    failed update (`repair(model, before, k)` → (cost, the repaired model or None where the failure is
+    not one a repair answers)); None where it does not."""
+    if not hasattr(ops, "repair"):
+        return None
+    c_repair, fixed = ops.repair(updated, before, k)
+    if fixed is None:
+        return None
+    c_check, failed = ops.evidence(fixed, before, k)
+    return c_repair, c_check, fixed, failed
 
 
 def audit(ks: list[int], at: float, arrivals: list[float], ops, model, worker: Worker, out: Outcome, removal: dict,

@@ -99,15 +99,16 @@ def share_terms(o: Outcome, base_cpu: float, n: int, mean_retrain: float) -> Sha
 
 def share_rows(outcomes: list[Outcome], base: Base, n: int, mean_retrain: float) -> list[str]:
     """The target's arithmetic per audited policy: what of its share each operation takes."""
-    lines = ["| policy | share | = retrainings | + updates | + evidence | + audit checks | audits + fall-backs "
-             "of requests | ≥ floor: (audits + fall-backs)/requests + mean(update + evidence)/retraining |",
-             "|---|---:|---:|---:|---:|---:|---|---:|"]
+    lines = ["| policy | share | = retrainings | + updates | + repairs | + evidence | + audit checks | audits + "
+             "fall-backs of requests | ≥ floor: (audits + fall-backs)/requests + mean(update + evidence)/retraining |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---:|"]
     for o in outcomes:
         if o.policy not in POLICIES[3:]:
             continue
         t = share_terms(o, base.cpu_s, n, mean_retrain)
-        part = {w: f"{100 * t.parts.get(w, 0.0):.1f} %" for w in ("retrain", "update", "evidence checks", "audit checks")}
-        lines.append(f"| {o.policy} | {100 * t.share:.1f} % | {part['retrain']} | {part['update']} | "
+        part = {w: f"{100 * t.parts.get(w, 0.0):.1f} %" for w in ("retrain", "update", "repair", "evidence checks",
+                                                                  "audit checks")}
+        lines.append(f"| {o.policy} | {100 * t.share:.1f} % | {part['retrain']} | {part['update']} | {part['repair']} | "
                      f"{part['evidence checks']} | {part['audit checks']} | {t.audits} + {t.fallbacks} of {n} "
                      f"(audits alone ≥ {100 * t.audit_floor:.1f} %) | {100 * t.floor:.1f} % |")
     return lines

@@ -128,6 +128,40 @@ def test_failed_evidence_falls_back_to_retraining_at_once():
     assert out.cpu_s == UPDATE + 2 * EVIDENCE + RETRAIN and out.audits == [True] and out.exact_audits == 1
 
 
+REPAIR = 3.0
+
+
+class RepairingOps(Ops):
+    """Ops whose scenario repairs a failed update: the repair of request k passes unless k is in
+    `failing_repairs`, and a failure a repair does not answer (k in `unrepairable`) gets none."""
+
+    def __init__(self, failing_checks=(), failing_repairs=(), unrepairable=()):
+        super().__init__(failing_checks)
+        self.failing_repairs, self.unrepairable = set(failing_repairs), set(unrepairable)
+
+    def repair(self, model, before, k):
+        return (0.0, None) if k in self.unrepairable else (REPAIR, f"{model}+repaired")
+
+    def evidence(self, model, before, k):
+        if model.endswith("+repaired"):
+            return EVIDENCE, ["evidence_check (2 vs ≤ 1)"] if k in self.failing_repairs else []
+        return super().evidence(model, before, k)
+
+
+def test_a_repaired_update_is_promoted_without_retraining_and_one_that_fails_falls_back():
+    out = simulate(POLICIES[3], [DAY, 2 * DAY, 3 * DAY], RepairingOps(failing_checks={1, 2, 3}, failing_repairs={2},
+                                                                      unrepairable={3}))
+    # request 1: repaired and judged again; 2: the repair failed, retrained; 3: nothing to repair, retrained
+    assert out.removal_s[0] == UPDATE + EVIDENCE + REPAIR + EVIDENCE
+    assert out.removal_s[1] == UPDATE + EVIDENCE + REPAIR + EVIDENCE + RETRAIN + EVIDENCE
+    assert out.removal_s[2] == UPDATE + EVIDENCE + RETRAIN + EVIDENCE
+    assert out.repairs == 1 and out.fallbacks == 2 and out.operations["repair"] == 2
+    assert out.checks == [False, False, False]  # what the update's own evidence said
+    assert out.spent["repair"] == 2 * REPAIR
+    rows = share_rows([out], Base(3 * RETRAIN, 3 * RETRAIN), 3, RETRAIN)
+    assert "| + repairs |" in rows[0] and f"| {100 * 2 * REPAIR / (3 * RETRAIN):.1f} % |" in rows[2]
+
+
 def test_an_audit_of_a_model_retrained_on_the_current_data_retrains_nothing_but_one_updated_since_does():
     arrivals = [DAY, 2 * DAY, 8 * DAY, 9 * DAY]
     ops = Ops(failing_checks={2, 3})  # request 2 falls back before the first Sunday; 3 before the second, then 4 updates
