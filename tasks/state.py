@@ -27,6 +27,7 @@ The per-version ones are keyed by the MLflow run id that produced the model.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -49,18 +50,37 @@ def _private_file(path: Path) -> Path:
 
 
 def save_noise(root: Path, run_id: str, b: torch.Tensor | None) -> None:
+    """Keep b sealed (AES-GCM under the escrow key, bound to its file's name): with the signing key
+    outside the project, a copy of `.unlearn/` does not give it."""
     if b is None:
         return
-    path = _private_file(state_dir(root) / "noise" / f"{run_id}.pt")
+    path = _private_file(noise_file(root, run_id))
     tmp = path.with_suffix(".tmp")
-    torch.save(b, tmp)
+    tmp.write_bytes(escrow.seal({"b": b}, signing.signing_key(root), sealed_name(path)))
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
 
 
 def load_noise(root: Path, run_id: str) -> torch.Tensor | None:
-    path = state_dir(root) / "noise" / f"{run_id}.pt"
-    return torch.load(path) if path.exists() else None
+    """The version's b, None when it has none; one kept in clear (written before 2026-12-07) is read as
+    it is. One that does not open is refused: a different b would void the certificate unnoticed."""
+    path = noise_file(root, run_id)
+    if not path.exists():
+        return None
+    kept = path.read_bytes()
+    if not kept.startswith(escrow.MAGIC):
+        return torch.load(io.BytesIO(kept))
+    key = signing.signing_key(root, create=False)
+    try:
+        return escrow.open_sealed(kept, key, sealed_name(path))["b"]
+    except UnlearnError:
+        raise UnlearnError(f"the certified noise of model run {run_id} (.unlearn/noise/{path.name}) does not open "
+                           "with this signing key (another project's UNLEARN_SIGNING_KEY, a key file from another "
+                           "backup, or an altered file): set the project's signing key and run again") from None
+
+
+def noise_file(root: Path, run_id: str) -> Path:
+    return state_dir(root) / "noise" / f"{run_id}.pt"
 
 
 def load_cache(root: Path, run_id: str) -> dict:
