@@ -101,9 +101,12 @@ def test_the_certified_noise_is_sealed_with_the_signing_key(workspace, people_cs
     monkeypatch.setattr(noise_module, "draw_noise", lambda *a, **k: drawn.append(draw(*a, **k)) or drawn[-1])
     add_and_train(people_csv, capsys, "--certified")
     production = tracking.require_production("people", workspace)
-    [kept] = [p.read_bytes() for p in (workspace / ".unlearn" / "noise").glob("*.pt")]
-    assert not kept.startswith(b"PK") and drawn[-1].numpy().tobytes()[:16] not in kept  # no torch file, no b
     assert torch.equal(state.load_noise(workspace, production.run_id), drawn[-1])
+    # neither b nor the cache's ∇L_b(θ; D), which gives b exactly with θ (MLflow) and D (data/), in clear
+    gradient = state.load_cache(workspace, production.run_id)["gradient"]
+    clear = [path.relative_to(workspace) for path in (workspace / ".unlearn").rglob("*") if path.is_file()
+             for value in (drawn[-1], gradient) if value.numpy().tobytes()[:16] in path.read_bytes()]
+    assert clear == []
 
     monkeypatch.setenv(KEY_ENV, "d4" * 32)  # another project's key: a clear error, never another b
     victim = next(p for p in pd.read_csv(people_csv)["person"] if _in_train(p))
@@ -115,15 +118,20 @@ def test_the_certified_noise_is_sealed_with_the_signing_key(workspace, people_cs
     assert code == 0 and out["method"] == "certified", out
 
 
-def test_noise_kept_in_clear_by_an_earlier_version_still_loads(workspace, monkeypatch):
+def test_noise_and_a_cache_kept_in_clear_by_an_earlier_version_still_load(workspace, monkeypatch):
     monkeypatch.delenv(KEY_ENV, raising=False)
-    b = torch.randn(7, dtype=torch.float64)
-    (workspace / ".unlearn" / "noise").mkdir(parents=True)
-    torch.save(b, workspace / ".unlearn" / "noise" / "run1.pt")  # how b was kept until 2026-12-07
+    b, cache = torch.randn(7, dtype=torch.float64), {"gradient": torch.randn(7, dtype=torch.float64), "X_norm": 2.0}
+    for folder, content in (("noise", b), ("cache", cache)):  # how they were kept until 2026-12-07
+        (workspace / ".unlearn" / folder).mkdir(parents=True)
+        torch.save(content, workspace / ".unlearn" / folder / "run1.pt")
     assert torch.equal(state.load_noise(workspace, "run1"), b)
+    assert torch.equal(state.load_cache(workspace, "run1")["gradient"], cache["gradient"])
     state.save_noise(workspace, "run2", b)
-    assert not (workspace / ".unlearn" / "noise" / "run2.pt").read_bytes().startswith(b"PK")  # not a torch file
+    state.save_cache(workspace, "run2", cache)
+    for folder in ("noise", "cache"):
+        assert not (workspace / ".unlearn" / folder / "run2.pt").read_bytes().startswith(b"PK")  # not a torch file
     assert torch.equal(state.load_noise(workspace, "run2"), b)
+    assert torch.equal(state.load_cache(workspace, "run2")["gradient"], cache["gradient"])
 
 
 @pytest.fixture(scope="module")
