@@ -42,7 +42,7 @@ COMMAND_ENV = (*REQUEST_ENV, "TMPDIR")
 # PREFECT_API_URL: where the command's flow runs are recorded (a service without one records them
 # in its own temporary server, which the client's configured UI never shows).
 PROJECT_ENV = ("MLFLOW_TRACKING_URI", "UNLEARN_LEDGER_URL", "UNLEARN_LEDGER_HEAD", "UNLEARN_SIGNING_KEY",
-               "UNLEARNFLOW_PLUGINS", "PREFECT_API_URL")
+               "UNLEARN_SALT", "UNLEARNFLOW_PLUGINS", "PREFECT_API_URL")
 # The packages whose files make up "the code" a service runs (see code_digest).
 CODE_PACKAGES = ("flows", "tasks", "unlearning")
 MAX_REQUEST_BYTES = 64 * 1024  # an argv and a few settings; anything longer is not from the CLI

@@ -227,7 +227,7 @@ def fallback_record(method: str, update_s: float, checks: list[dict], **measured
 
 def request_hash(root: Path, request: UnlearningRequest) -> str:
     """The request's salted hash (the ledger's `request_hash`): what MLflow and certificates hold."""
-    from tasks.scan import project_salt
+    from unlearning.compliance.signing import project_salt
     from unlearning.compliance.ledger import request_fingerprint
 
     return request_fingerprint(request, project_salt(root))

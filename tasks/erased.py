@@ -407,7 +407,7 @@ def hashed_rows_back(root: Path | None, dataset, erasures: dict[str, dict]) -> d
     if root is None or not recorded:
         return {}
     from tasks.erased_rows import rows_back
-    from tasks.scan import project_salt
+    from unlearning.compliance.signing import project_salt
 
     return rows_back(dataset, recorded, project_salt(root))
 

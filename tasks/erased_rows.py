@@ -37,7 +37,7 @@ def deleted_rows(root: Path, requests: list) -> dict[str, dict]:
     if not deleting:
         return {}
     from tasks.common import production_dataset
-    from tasks.scan import project_salt
+    from unlearning.compliance.signing import project_salt
 
     salt = project_salt(root)
     found = {}

@@ -59,6 +59,7 @@ from tasks.ledger_verify import intact_entries
 from unlearning.compliance import deadlines, mac_chain
 from unlearning.compliance import ledger as lg
 from unlearning.compliance.requests import UnlearningRequest, load_request
+from unlearning.compliance.signing import project_salt
 from unlearning.errors import UnlearnError
 
 REQUESTS_DIR = Path(".unlearn") / "requests" / "ledger"
@@ -170,7 +171,7 @@ def record_request(root: Path, request: UnlearningRequest, received: str | datet
     lg.check_channel(channel)
     lg.check_receipt(received_at, now)
     check_reachable(root)  # every check before the salt and key files may be created
-    data = lg.received_data(request, _salt(root), received_at, channel, policy, now)
+    data = lg.received_data(request, project_salt(root), received_at, channel, policy, now)
     key = ledger_key(root)
     created = False
 
@@ -248,14 +249,7 @@ def pending(root: Path) -> list[lg.RequestRecord]:
     return [r for r in lg.fold(intact_entries(root)).values() if r.status in lg.PENDING]
 
 # ---------------------------------------------------------------------------------------------
-# Private files: the salt and the submitted requests
-
-
-def _salt(root: Path) -> bytes:
-    """The project's one secret salt (also the scan fingerprints' and the certificates')."""
-    from tasks.scan import project_salt
-
-    return project_salt(root)
+# Private files: the submitted requests
 
 
 def request_file(root: Path, request_id: str) -> Path:
@@ -283,7 +277,7 @@ def load_submitted(root: Path, request_id: str) -> UnlearningRequest:
     record = show(root, request_id)
     path = request_file(root, request_id)
     request = load_request(path, new=False)  # stored: accepted when it was submitted
-    if lg.request_fingerprint(request, _salt(root)) != record.request_hash:
+    if lg.request_fingerprint(request, project_salt(root)) != record.request_hash:
         raise UnlearnError(f"the stored file of request '{request_id}' ({path}) no longer matches the ledger; "
                            "restore it or submit the request under a new id")
     return request

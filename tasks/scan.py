@@ -1,8 +1,9 @@
 """Scanning datasets and files for secrets and personal data (the leak-detection stage).
 
 Findings leave this module as dicts with the detector, a location, a masked form and a salted
-fingerprint — never the raw value. The salt is the project's own secret (`.unlearn/salt`, 0600),
-so fingerprints cannot be brute-forced by someone who only sees MLflow or a report.
+fingerprint — never the raw value. The salt is the project's own secret (`UNLEARN_SALT`, else
+`.unlearn/salt`, 0600: unlearning.compliance.signing.project_salt), so fingerprints cannot be
+brute-forced by someone who only sees MLflow or a report.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ from typing import TYPE_CHECKING
 
 from tasks import data as data_store
 from tasks.formats import TEXT, Cells, format_of
-from unlearning.compliance.signing import create_private_once
+from unlearning.compliance.signing import project_salt
 from unlearning.detect import Allowlist, line_column, scan_text
 from unlearning.errors import UnlearnError
 
 if TYPE_CHECKING:  # a type only: hashing a table request with the project's salt loads no text stack
     from unlearning.text.data import TextCorpus
 
-SALT_FILE = "salt"
 # What the commands that make a folder a project leave in it (data add, train, submit, forget).
 PROJECT_MARKERS = ("data.dvc", ".dvc", "mlflow", "ledger.db")
 
@@ -33,22 +33,6 @@ def is_project(root: Path) -> bool:
     if private.is_dir() and any(entry.name != "tmp" for entry in private.iterdir()):
         return True
     return any((root / marker).exists() for marker in PROJECT_MARKERS)
-
-
-def project_salt(root: Path) -> bytes:
-    """The project's fingerprint salt (32 random bytes, mode 0600), created on first use.
-
-    Race-free: the bytes go to a private temporary file first (O_EXCL, 0600 from creation), which
-    is then hard-linked into place. `link` never replaces a salt another process put there first
-    (the loser uses the winner's salt), and no reader ever sees the file empty or half-written."""
-    path = Path(root) / ".unlearn" / SALT_FILE
-    if not path.exists():
-        create_private_once(path, secrets.token_bytes(32))
-    salt = path.read_bytes()
-    if len(salt) < 16:
-        raise UnlearnError(f"the project salt {path} is empty or truncated; restore it from a backup "
-                           "(ledger request hashes and scan fingerprints depend on it)")
-    return salt
 
 
 def load_allowlist(path: Path | None) -> Allowlist | None:

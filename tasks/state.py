@@ -1,7 +1,8 @@
 """Private per-model state kept beside the project, never in MLflow (`.unlearn/`, git-ignored).
 
 - the objective-perturbation noise b of a certified lineage: certified removal assumes the
-  adversary does not know b, so publishing it with the model would void the certificate;
+  adversary does not know b, so publishing it with the model would void the certificate; sealed
+  under the signing key, as is the Hessian cache, whose ∇L_b(θ; D) gives b with θ and D;
 - the Hessian cache (H(θ*; D), its Cholesky factor, ‖X‖₂) per model version, and the version's
   table encoded with its feature map (`encoded/`, keyed by the version of its dataset's files, with a
   fingerprint of its content checked on load), which is what makes a later request cheap;
@@ -27,6 +28,7 @@ The per-version ones are keyed by the MLflow run id that produced the model.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -51,21 +53,45 @@ def _private_file(path: Path) -> Path:
 def save_noise(root: Path, run_id: str, b: torch.Tensor | None) -> None:
     if b is None:
         return
-    path = _private_file(state_dir(root) / "noise" / f"{run_id}.pt")
-    tmp = path.with_suffix(".tmp")
-    torch.save(b, tmp)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    _save_sealed(root, noise_file(root, run_id), {"b": b})
 
 
 def load_noise(root: Path, run_id: str) -> torch.Tensor | None:
-    path = state_dir(root) / "noise" / f"{run_id}.pt"
-    return torch.load(path) if path.exists() else None
+    kept = _load_sealed(root, noise_file(root, run_id), f"the certified noise of model run {run_id}")
+    return kept if kept is None or torch.is_tensor(kept) else kept["b"]  # a tensor: kept in clear before 2026-12-07
+
+
+def noise_file(root: Path, run_id: str) -> Path:
+    return state_dir(root) / "noise" / f"{run_id}.pt"
 
 
 def load_cache(root: Path, run_id: str) -> dict:
-    path = state_dir(root) / "cache" / f"{run_id}.pt"
-    return dict(torch.load(path)) if path.exists() else {}
+    kept = _load_sealed(root, state_dir(root) / "cache" / f"{run_id}.pt", f"the Hessian cache of model run {run_id}")
+    return dict(kept or {})
+
+
+def _save_sealed(root: Path, path: Path, content: dict) -> None:
+    """Private state that gives the certified noise b — b itself, and the cache's ∇L_b(θ; D), which
+    gives it exactly with θ and D — sealed (AES-GCM under the escrow key, bound to the file's folder
+    and name): with the signing key outside the project, a copy of `.unlearn/` does not give b."""
+    _write_private(path, escrow.seal(content, signing.signing_key(root), sealed_name(path)))
+
+
+def _load_sealed(root: Path, path: Path, what: str):
+    """What _save_sealed kept at `path` (None: no file); one kept in clear before 2026-12-07 is read as
+    it is. One that does not open is refused: another b would void the certificate unnoticed."""
+    if not path.exists():
+        return None
+    kept = path.read_bytes()
+    if not kept.startswith(escrow.MAGIC):
+        return torch.load(io.BytesIO(kept))
+    key = signing.signing_key(root, create=False)
+    try:
+        return escrow.open_sealed(kept, key, sealed_name(path))
+    except UnlearnError:
+        raise UnlearnError(f"{what} (.unlearn/{sealed_name(path)}) does not open with this signing key (another "
+                           "project's UNLEARN_SIGNING_KEY, a key file from another backup, or an altered file): set "
+                           "the project's signing key and run again") from None
 
 
 # What a table model version keeps for the requests on it. A trained one (unlearning.tabular.erasure.model_cache):
@@ -111,7 +137,7 @@ CHAIN_SEAL_KEY = "chain_seal"
 def save_cache(root: Path, run_id: str, cache: dict) -> None:
     keep = {k: v for k, v in cache.items() if k in CACHE_KEYS}
     if keep:
-        _save_private(state_dir(root) / "cache" / f"{run_id}.pt", keep)
+        _save_sealed(root, state_dir(root) / "cache" / f"{run_id}.pt", keep)
     if outputs := {k: v for k, v in (cache.get("outputs") or {}).items() if k in OUTPUT_KEYS}:
         save_outputs(root, run_id, outputs)
     encoded = {k: v for k, v in (cache.get("encoded") or {}).items() if k in ENCODED_KEYS}
@@ -130,9 +156,15 @@ def save_cache(root: Path, run_id: str, cache: dict) -> None:
 
 
 def _save_private(path: Path, content: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save(content, buffer)
+    _write_private(path, buffer.getvalue())
+
+
+def _write_private(path: Path, data: bytes) -> None:
     path = _private_file(path)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(content, tmp)
+    tmp.write_bytes(data)
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
 

@@ -32,6 +32,7 @@ def prefect_harness(tmp_path_factory):
     root = tmp_path_factory.mktemp("prefect-home")
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.pop("UNLEARN_TRACKING_URI", None)
+    os.environ.pop("UNLEARN_SALT", None)  # the tests' projects keep their salt in .unlearn/salt (pin_project_salt)
     configure_environment(root)
     from prefect.testing.utilities import prefect_test_harness
 
@@ -84,12 +85,11 @@ def pin_project_salt(root: Path) -> None:
     each run measures every exposure against a different draw (the first text pipeline test's
     retrained model read -8.8 and -5.2 bits above its control band in two runs of one model);
     tests whose verdicts rest on those numbers get the same ones on every run."""
-    from tasks.scan import SALT_FILE
-    from unlearning.compliance.signing import create_private_once
+    from unlearning.compliance.signing import SALT_FILE, create_private_once
 
     pinned = hashlib.sha256(b"unlearnflow tests").digest()
-    create_private_once(root / ".unlearn" / SALT_FILE, pinned)
-    assert (root / ".unlearn" / SALT_FILE).read_bytes() == pinned, "the project drew its salt before it was pinned"
+    create_private_once(root / SALT_FILE, pinned)
+    assert (root / SALT_FILE).read_bytes() == pinned, "the project drew its salt before it was pinned"
 
 
 @pytest.fixture

@@ -200,6 +200,36 @@ def test_verifying_never_creates_a_key(tmp_path, no_env_key):
     assert not (tmp_path / ".unlearn").exists()
 
 
+# --- the salt ---------------------------------------------------------------------------------------
+
+def test_environment_salt_wins_and_no_salt_file_is_made(tmp_path, monkeypatch):
+    monkeypatch.setenv(signing.SALT_ENV, "0F" * 16)
+    assert signing.project_salt(tmp_path) == b"\x0f" * 16
+    assert not (tmp_path / ".unlearn").exists()
+
+
+@pytest.mark.parametrize("value, problem", [("ab" * 15, "too short (30 hex digits)"), ("ab" * 16 + "a", "not hexadecimal"),
+                                            ("g" * 64, "not hexadecimal"), ("ab cd" * 8, "not hexadecimal")],
+                         ids=["short", "odd", "not-hex", "spaces"])
+def test_an_environment_salt_must_be_hex_of_16_bytes(tmp_path, monkeypatch, value, problem):
+    monkeypatch.setenv(signing.SALT_ENV, value)
+    with pytest.raises(UnlearnError, match=re.escape(problem)) as excinfo:
+        signing.project_salt(tmp_path)
+    assert "\n" not in str(excinfo.value) and "token_hex" in str(excinfo.value)
+
+
+def test_an_environment_salt_is_refused_beside_a_salt_file_holding_another(tmp_path, monkeypatch):
+    monkeypatch.delenv(signing.SALT_ENV, raising=False)
+    kept = signing.project_salt(tmp_path)  # a project made before: its salt in its file
+    assert (tmp_path / signing.SALT_FILE).read_bytes() == kept and len(kept) == 32
+    monkeypatch.setenv(signing.SALT_ENV, kept.hex())
+    assert signing.project_salt(tmp_path) == kept
+    monkeypatch.setenv(signing.SALT_ENV, "ab" * 32)
+    with pytest.raises(UnlearnError, match="export UNLEARN_SALT=.*xxd.* and delete the file") as excinfo:
+        signing.project_salt(tmp_path)
+    assert "ab" * 32 not in str(excinfo.value) and kept.hex() not in str(excinfo.value)
+
+
 # --- the HTML report -------------------------------------------------------------------------------
 
 def test_report_has_every_section_and_embeds_the_plots():

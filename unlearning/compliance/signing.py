@@ -20,6 +20,12 @@ Key: `UNLEARN_SIGNING_KEY` (at least 32 characters), else the key file `.unlearn
 (64 hex characters), created on first use with mode 0600 from the first byte and refused when
 group or others can read it. The key is the UTF-8 text of either, so copying the file's content
 into the variable gives the same key.
+
+Salt: the project's fingerprint salt (scan fingerprints, request hashes, erased rows' hashes) is
+`UNLEARN_SALT` (hex, at least 16 bytes), else the file `.unlearn/salt` (32 random bytes, 0600),
+created on first use. Set, the variable is the salt and the file is neither read for it nor made;
+it is refused while the file holds another salt (what the project recorded was made with that one).
+Kept outside the project, neither key travels with a copy of it (docs/compliance.md).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import html
 import json
 import math
 import os
+import re
 import secrets
 from datetime import date, datetime
 from pathlib import Path
@@ -44,6 +51,9 @@ ALGORITHM = "HMAC-SHA256"
 KEY_ENV = "UNLEARN_SIGNING_KEY"
 KEY_FILE = Path(".unlearn") / "signing.key"
 MIN_KEY_CHARS = 32
+SALT_ENV = "UNLEARN_SALT"
+SALT_FILE = Path(".unlearn") / "salt"
+MIN_SALT_BYTES = 16
 _PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -106,6 +116,47 @@ def create_private_once(path: Path, content: bytes) -> None:
             pass  # another process won the race: use its file
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The salt
+
+
+def project_salt(root: Path) -> bytes:
+    """The project's fingerprint salt: UNLEARN_SALT when set, else <root>/.unlearn/salt, created on
+    first use (create_private_once: no reader ever sees it empty or half-written, and two processes
+    creating it at once agree on the winner's)."""
+    path = Path(root) / SALT_FILE
+    given = salt_in_env(path)
+    if given is not None:
+        return given
+    if not path.exists():
+        create_private_once(path, secrets.token_bytes(32))
+    salt = path.read_bytes()
+    if len(salt) < MIN_SALT_BYTES:
+        raise UnlearnError(f"the project salt {path} is empty or truncated; restore it from a backup "
+                           "(ledger request hashes and scan fingerprints depend on it)")
+    return salt
+
+
+def salt_in_env(path: Path) -> bytes | None:
+    """UNLEARN_SALT as bytes (None when unset), refused when it is not hex of at least 16 bytes or
+    when the salt file at `path` holds another salt."""
+    value = os.environ.get(SALT_ENV, "").strip()
+    if not value:
+        return None
+    how = f"e.g. {SALT_ENV}=$(python -c 'import secrets; print(secrets.token_hex(32))')"
+    if not re.fullmatch(r"(?:[0-9a-fA-F]{2})+", value):
+        raise UnlearnError(f"the salt in {SALT_ENV} is not hexadecimal (an even number of the digits 0-9 and a-f): "
+                           f"{how}")
+    if len(value) < 2 * MIN_SALT_BYTES:
+        raise UnlearnError(f"the salt in {SALT_ENV} is too short ({len(value)} hex digits): use at least "
+                           f"{2 * MIN_SALT_BYTES}, {how}")
+    salt = bytes.fromhex(value)
+    if path.exists() and path.read_bytes() != salt:
+        raise UnlearnError(f"{SALT_ENV} is not the salt in {path}, which this project's fingerprints and request "
+                           f"hashes were made with: export {SALT_ENV}=$(xxd -p -c 64 {path}) and delete the file")
+    return salt
 
 
 # ---------------------------------------------------------------------------------------------
