@@ -179,14 +179,19 @@ class Images:
 
     def fidelity(self, model, final) -> dict:
         from unlearning.metrics import compare_to_retrain
+        from unlearning.metrics.compare import AVG_GAP_KEYS
         ks = list(range(1, len(self.requests) + 1))
-        rows = compare_to_retrain([{"method": "retrain", **self._metrics(final, ks)},
-                                   {"method": "final", **self._metrics(model, ks)}])
-        return {"avg gap": rows[1]["avg_gap"]}
+        retrained, kept = self._metrics(final, ks), self._metrics(model, ks)
+        rows = compare_to_retrain([{"method": "retrain", **retrained}, {"method": "final", **kept}])
+        # signed: a gap is as far on either side, but a model better than the retrained one is not a leak
+        return {"avg gap": rows[1]["avg_gap"], "signed": {k: kept[k] - retrained[k] for k in AVG_GAP_KEYS}}
 
     @staticmethod
     def fidelity_text(f: dict) -> str:
-        return f"average gap {f['avg gap']:.2f} points (UA/RA/TA/MIA)"
+        signed = f.get("signed") or {}
+        side = (" (final − retrained: " + ", ".join(f"{k.split('_')[0].upper()} {v:+.1f}" for k, v in signed.items())
+                + ")") if signed and f["avg gap"] > 0 else ""
+        return f"average gap {f['avg gap']:.2f} points (UA/RA/TA/MIA){side}"
 
     def notes(self) -> list[str]:
         """How the audits' drops were decided and, with compare_audits, whole sets against samples."""
