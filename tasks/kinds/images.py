@@ -337,4 +337,5 @@ def replaced_by(attempt: dict | None) -> dict:
     repaired = attempt is not None and attempt.get("outcome") == "repaired"
     return {"fallback": None if repaired else attempt, "repaired": attempt if repaired else None}
 
+
 KIND = Images()
