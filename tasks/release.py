@@ -45,7 +45,6 @@ from unlearning.errors import UnlearnError, failure_reason
 
 JOURNAL_DIR = Path(".unlearn") / "releases"
 LOCK_FILE = Path(".unlearn") / "project.lock"
-ROLLED_BACK = "rolled_back"
 _HELD: dict[str, int] = {}  # project root → how deep this process holds its lock (comply calls forget)
 _UNFINISHED: set[str] = set()  # project roots where a release of this process could not finish its journal
 
@@ -128,7 +127,7 @@ def finish(root: Path, journal: Journal, reason: str, interrupted: bool = False)
         candidates = [v.version for v in tracking.model_versions(journal.model)
                       if v.tags.get("lineage_run") == journal.run]
         for version in candidates:
-            tracking.set_version_tags(journal.model, version, {ROLLED_BACK: reason, "verified": "false"})
+            tracking.set_version_tags(journal.model, version, {rule.ROLLED_BACK: reason, "verified": "false"})
             tracking.describe_version(journal.model, version, rolled_back_description(reason, journal.parent_version))
         outcome = {"run": journal.run, "outcome": "rolled back", "model": journal.model, "reason": reason,
                    "production": journal.parent_version, "data": restored,
