@@ -3,8 +3,8 @@
 - the objective-perturbation noise b of a certified lineage: certified removal assumes the
   adversary does not know b, so publishing it with the model would void the certificate;
 - the Hessian cache (H(θ*; D), its Cholesky factor, ‖X‖₂) per model version, and the version's
-  table encoded with its feature map (`encoded/`, keyed by the version of its dataset's files, with a
-  fingerprint of its content checked on load), which is what makes a later request cheap;
+  table encoded with its feature map (`encoded/`, keyed by the version of its dataset's files), each
+  with a fingerprint of its content checked on load, which is what makes a later request cheap;
 - the exposures a language model version was measured at (salted fingerprint → bits), so that
   verification does not re-measure what `detect` / `scan --model` measured on the same version;
 - what the evidence checks of a language model version measure once (its held-out perplexity,
@@ -64,8 +64,18 @@ def load_noise(root: Path, run_id: str) -> torch.Tensor | None:
 
 
 def load_cache(root: Path, run_id: str) -> dict:
+    """The cache kept with a model version ({}: none, or one kept before it had a fingerprint, which
+    nothing vouches for: computed anew). AlteredState when its content is not the one it was saved
+    with: its H, gradient or XᵀX would feed a certified bound without a pass over the data."""
     path = state_dir(root) / "cache" / f"{run_id}.pt"
-    return dict(torch.load(path)) if path.exists() else {}
+    kept = torch.load(path) if path.exists() else {}
+    if FINGERPRINT_KEY not in kept:
+        return {}
+    cache = {k: kept[k] for k in CACHE_KEYS if k in kept}
+    if kept[FINGERPRINT_KEY] != fingerprint(cache, cache):
+        raise AlteredState(f"the kept cache of model run {run_id} (.unlearn/cache/{run_id}.pt) is not the content "
+                           "it was saved with (damaged or altered since)")
+    return cache
 
 
 # What a table model version keeps for the requests on it. A trained one (unlearning.tabular.erasure.model_cache):
@@ -109,15 +119,15 @@ CHAIN_SEAL_KEY = "chain_seal"
 
 
 def save_cache(root: Path, run_id: str, cache: dict) -> None:
-    keep = {k: v for k, v in cache.items() if k in CACHE_KEYS}
+    keep = {k: cache[k] for k in CACHE_KEYS if k in cache}  # in one order: the fingerprint's
     if keep:
-        _save_private(state_dir(root) / "cache" / f"{run_id}.pt", keep)
+        _save_private(state_dir(root) / "cache" / f"{run_id}.pt", {**keep, FINGERPRINT_KEY: fingerprint(keep, keep)})
     if outputs := {k: v for k, v in (cache.get("outputs") or {}).items() if k in OUTPUT_KEYS}:
         save_outputs(root, run_id, outputs)
     encoded = {k: v for k, v in (cache.get("encoded") or {}).items() if k in ENCODED_KEYS}
     if encoded.get("data_version"):
         _save_private(state_dir(root) / "encoded" / f"{run_id}.pt",
-                      {**encoded, FINGERPRINT_KEY: encoded_fingerprint(encoded)})
+                      {**encoded, FINGERPRINT_KEY: fingerprint(encoded, ENCODED_KEYS)})
     evidence = cache.get("evidence") or {}
     measured = {k: float(v) for k, v in evidence.items() if k in EVIDENCE_KEYS}
     if evidence.get(CHAIN_KEY):
@@ -153,15 +163,16 @@ def load_encoded(root: Path, run_id: str, data_version: str | None) -> dict | No
         return None
     if encoded.get("data_version") != data_version:
         return None
-    if encoded[FINGERPRINT_KEY] != encoded_fingerprint(encoded):
+    if encoded[FINGERPRINT_KEY] != fingerprint(encoded, ENCODED_KEYS):
         raise AlteredState(f"the kept encoding of model run {run_id} (.unlearn/encoded/{run_id}.pt) is not the "
                            "content it was saved with (damaged or altered since)")
     return encoded
 
 
-# A kept encoding's fingerprint, saved in it and compared on load: a file damaged or altered since
-# (two rows' ids swapped) made a request take another row's contribution out of θ than the one data/
-# lost, and its certificate state a residual on rows that are not D'. Not a MAC: whoever can write
+# A kept encoding's or cache's fingerprint, saved in it and compared on load: an encoding damaged or
+# altered since (two rows' ids swapped) made a request take another row's contribution out of θ than
+# the one data/ lost, and its certificate state a residual on rows that are not D'; a cache's H, ∇L_b
+# or XᵀX feeds the certified bound without a pass over the data. Not a MAC: whoever can write
 # .unlearn/ holds the project's key as well; what it catches is a file that changed without its
 # fingerprint. Each tensor's 8-byte words as integers summed mod 2⁶⁴ with odd weights per row and
 # column (a word changed by any Δ ≠ 0 moves the sum by Δ·odd·odd ≠ 0), exact and independent of
@@ -170,15 +181,16 @@ FINGERPRINT_KEY = "fingerprint"
 _WEIGHT_SEED = 0x5EED_E7C0DED
 
 
-def encoded_fingerprint(encoded: dict) -> str:
+def fingerprint(content: dict, keys) -> str:
+    """The fingerprint of `content`'s entries under `keys` (in that order), their names included."""
     digest = hashlib.sha256()
-    for key in ENCODED_KEYS:
-        value = encoded[key]
+    for key in keys:
+        value = content[key]
         digest.update(key.encode() + b"\0")
         if isinstance(value, torch.Tensor):
             digest.update(f"{value.dtype}{tuple(value.shape)}".encode() + _tensor_words(value))
         else:
-            digest.update(str(value).encode() + b"\0")  # the ids' JSON text, the data's version
+            digest.update(str(value).encode() + b"\0")  # the ids' JSON text, the data's version, a norm
     return digest.hexdigest()
 
 
