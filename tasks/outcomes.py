@@ -94,10 +94,17 @@ def registered_guarantee(root: Path, name: str, version: str, run_id: str, tags:
     if kept is None:  # registered before 2026-12-07
         return (json.loads(tags[GUARANTEE_TAG]) if GUARANTEE_TAG in tags
                 else {"method": tags.get("method"), "guarantee": tags.get("guarantee")})
-    if GUARANTEE_TAG in tags and _canonical(tags[GUARANTEE_TAG]) != json.dumps(kept, sort_keys=True):
-        progress(f"  warning: the {GUARANTEE_TAG} tag of model {name} v{version} in MLflow is not the guarantee "
-                 f"this project signed before its promotion (.unlearn/guarantee/): the signed one is certified")
+    if changed := tags_unlike(kept, tags):
+        progress(f"  warning: the {', '.join(changed)} tag(s) of model {name} v{version} in MLflow are not the "
+                 f"guarantee this project signed before its promotion (.unlearn/guarantee/): the signed one is used")
     return kept
+
+
+def tags_unlike(kept: dict, tags: dict) -> list[str]:
+    """The version's tags that state another method or guarantee than the signed block `kept`."""
+    signed = json.dumps(kept, sort_keys=True)
+    changed = [GUARANTEE_TAG] if GUARANTEE_TAG in tags and _canonical(tags[GUARANTEE_TAG]) != signed else []
+    return changed + [key for key in ("method", "guarantee") if key in tags and tags[key] != kept.get(key)]
 
 
 def _canonical(text: str) -> str | None:

@@ -872,3 +872,31 @@ def test_a_certificate_rebuilt_past_the_promotion_signs_no_guarantee_written_int
     assert full["guarantee"] == "empirical"
     for certificate in (rebuilt, *rebuilt_at_once):
         assert (certificate["method"], certificate["guarantee"]) == (full["method"], full["guarantee"])
+
+
+def test_a_run_stopped_past_its_promotion_records_the_signed_guarantee_not_its_tags(workspace, people_csv, capsys):
+    """The result a killed run's recovery rebuilds (what its members are completed from, and their
+    ledger entries' method and guarantee) took them from the version's MLflow tags: someone who can
+    write the tracking store tagged the version `exact` and the ledger recorded an exact erasure."""
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id="GDPR-TG", delete_records=REMOVED)
+    assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+    run_killed(workspace, KILLED_COMPLY_AT_SUPERSEDE)
+    tracking.connect(workspace)
+    tags = tracking.version_tags("people", "2")
+    real = (tags["method"], tags["guarantee"])
+    forged = {**json.loads(tags[common.GUARANTEE_TAG]), "method": "retrain", "guarantee": "exact"}
+    for key, value in {"method": "retrain", "guarantee": "exact", common.GUARANTEE_TAG: json.dumps(forged)}.items():
+        MlflowClient().set_model_version_tag("people", "2", key, value)
+
+    capsys.readouterr()
+    assert main(["comply", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert (f"warning: the {common.GUARANTEE_TAG}, method, guarantee tag(s) of model people v2 in MLflow are not "
+            "the guarantee this project signed") in captured.err
+    record = ledger.show(workspace, "GDPR-TG")
+    assert record.status == "completed"
+    # the old code: retrain, exact
+    assert (record.response["method"], record.response["guarantee"]) == real != ("retrain", "exact")
+    (run,) = [r.info.run_id for r in forget_runs("forget GDPR-TG")]
+    assert (tracking.load_result(run)["method"], tracking.load_result(run)["guarantee"]) == real
