@@ -163,8 +163,10 @@ def finish_interrupted(root: Path, journal: Journal, new: str, marked: list[dict
 def certify_if_missing(root: Path, run: str, result: dict, tags: dict) -> None:
     """Log the rebuilt certificate on a forget run stopped after its promotion (`result`: its result,
     `tags`: its registered version's) where it has none."""
+    from tasks.outcomes import log_run_certificate
+
     if tracking.load_json(run, "certificate.json") is None:
-        tracking.log_json(run, interrupted_run_certificate(root, run, result, tags), "certificate.json")
+        log_run_certificate(root, run, interrupted_run_certificate(root, run, result, tags))
 
 
 def certify_earlier(root: Path, result: dict) -> None:

@@ -20,7 +20,10 @@
   digest of its files as logged (`exact/<run>.json`, attest_exact): what lets an audit skip
   retraining it, where its MLflow tags alone could be set by anyone who can write to the server;
 - the project's signed copy of a forget run's version's guarantee block (`guarantee/<run>.json`,
-  keep_guarantee): what a certificate rebuilt after a stop past the promotion signs, not the tag.
+  keep_guarantee): what a certificate rebuilt after a stop past the promotion signs, not the tag;
+- the project's signed copy of the certificate a forget run logged (`run_certificates/<forget
+  run>.json`, keep_run_certificate): what its batch's request certificates are made from, not the
+  MLflow artifact.
 The per-version ones are keyed by the MLflow run id that produced the model.
 """
 
@@ -289,6 +292,32 @@ def kept_guarantee(root: Path, model: str, version: str, run_id: str) -> dict | 
         raise AlteredState(f"the signed guarantee of model run {run_id} (.unlearn/guarantee/{run_id}.json) names "
                            f"another version than {model} v{version}")
     return facts["guarantee"]
+
+
+def keep_run_certificate(root: Path, run_id: str, certificate: dict) -> None:
+    """Sign, in the project's private state, the certificate a forget run logged to MLflow (its
+    `certificate.json`, as it reads back from there): what the certificates of its batch's requests
+    are made from (kept_run_certificate), where the artifact could be rewritten by anyone who can
+    write to the tracking server and the project's key would sign what it says."""
+    _write_signed_state(root, RUN_CERTIFICATES, {"run_id": run_id, "certificate": certificate})
+
+
+def kept_run_certificate(root: Path, run_id: str) -> dict | None:
+    """The certificate keep_run_certificate signed for this forget run (None: none kept — a run
+    certified before it was, or one stopped before its certificate was logged); AlteredState when the
+    file does not verify with the project's key or is another run's."""
+    facts = _read_signed_state(root, RUN_CERTIFICATES, run_id)
+    if facts is None:
+        return None
+    if facts.get("run_id") != run_id or not isinstance(facts.get("certificate"), dict):
+        raise AlteredState(f"the signed certificate of forget run {run_id} (.unlearn/{RUN_CERTIFICATES}/{run_id}.json) "
+                           "is another run's")
+    return facts["certificate"]
+
+
+# Keyed by the forget run (its MLflow parent run), not by a model version: kept as long as the signed
+# certificates of its requests are (.unlearn/certificates/), whose content it is.
+RUN_CERTIFICATES = "run_certificates"
 
 
 def _write_signed_state(root: Path, folder: str, facts: dict) -> None:
