@@ -45,6 +45,9 @@ def complete_batch(root: Path, requests: list, summary: dict, members: list[str]
     if not summary.get("verified"):
         return [fail(root, r, verification_failure(summary)) for r in requests]
     batch_cert = batch_certificate(root, summary)
+    # the update as the ledger records it: the certificate's, not the result's, which a recovery reads
+    # back from MLflow (tasks.batches.promoted_result)
+    update = {key: batch_cert.get(key, summary[key]) for key in ("guarantee", "method", "data")}
     plots = tracking.run_plots(summary["run_id"])  # embedded in every member's HTML report
     model = {"name": summary["model"]["name"], "version": summary["model"]["version"]}
     out = []
@@ -52,8 +55,8 @@ def complete_batch(root: Path, requests: list, summary: dict, members: list[str]
         cert = request_certificate(batch_cert, request, ledger.show(root, request.id), summary["request_id"], ids)
         if request.id in notes:
             cert["unchanged"] = unchanged_entries(notes[request.id])
-        done = complete(root, request, cert, plots, model, guarantee=summary["guarantee"], method=summary["method"],
-                        data=summary["data"], run_id=summary["run_id"], redacted=redacted_by(request, summary),
+        done = complete(root, request, cert, plots, model, **update, run_id=summary["run_id"],
+                        redacted=redacted_by(request, summary),
                         erased_rows=(rows or {}).get(request.id),
                         forget_class_name=class_forgotten_by(request, summary))
         out.append({**done, "batch": summary["request_id"], "verification": summary.get("verification"),

@@ -882,10 +882,11 @@ def test_a_batch_certificate_rewritten_in_mlflow_before_its_members_complete_is_
         workspace, people_csv, capsys):
     """The batch's run logged its certificate; before its members were completed (here: the comply run
     killed first), someone who can write the tracking store (not `.unlearn/`) rewrote that artifact with a
-    better guarantee and a smaller residual. The next comply made each member's certificate from the
-    artifact: the project's key signed `exact` for an update that was not. Now it signs the copy kept
-    when the run logged it, and names the artifact in a warning; a kept copy that does not verify stops
-    the completion (the members stay `processing`)."""
+    better guarantee and a smaller residual, and its result (what the members are completed from) with
+    the same guarantee. The next comply made each member's certificate from the artifact and its ledger
+    entry from the result: the project's key signed `exact` for an update that was not. Now both come
+    from the copy kept when the run logged its certificate, and the artifact is named in a warning; a
+    kept copy that does not verify stops the completion (the members stay `processing`)."""
     from tasks import state
 
     add_and_train(people_csv, capsys)
@@ -898,6 +899,8 @@ def test_a_batch_certificate_rewritten_in_mlflow_before_its_members_complete_is_
     full = json.loads(logged.read_text())
     assert full["guarantee"] == "empirical"
     logged.write_text(json.dumps({**full, "method": "retrain", "guarantee": "exact", "residual": 0.0}))
+    result = artifact_file(workspace, run, "result.json")  # what the members are completed from
+    result.write_text(json.dumps({**json.loads(result.read_text()), "method": "retrain", "guarantee": "exact"}))
     kept = state.state_dir(workspace) / state.RUN_CERTIFICATES / f"{run}.json"
     signed = kept.read_text()
     kept.write_text(signed.replace('"empirical"', '"exact"'))
@@ -919,7 +922,8 @@ def test_a_batch_certificate_rewritten_in_mlflow_before_its_members_complete_is_
         (full["method"], "empirical", full["residual"])  # the old code: retrain, exact, 0.0
     assert certificate["checks"] == full["checks"]
     assert main_ok(["certificate", "verify", str(workspace / finished["certificate"])])
-    assert ledger.show(workspace, "GDPR-ART").response["guarantee"] == "empirical"
+    response = ledger.show(workspace, "GDPR-ART").response
+    assert (response["method"], response["guarantee"]) == (full["method"], "empirical")  # the old code: retrain, exact
 
 
 def test_a_run_stopped_past_its_promotion_records_the_signed_guarantee_not_its_tags(workspace, people_csv, capsys):
