@@ -25,7 +25,7 @@ from tasks.common import (
     GUARANTEE_TAG, RETRAINED_AS_TRAINED, Lineage, Plan, Update, Verification, dataset_digest, falls_back_to_retraining,
     now_utc, promote, register, request_hash, seconds_between,
 )
-from tasks.outcomes import verification_failure
+from tasks.outcomes import log_run_certificate, verification_failure
 from tasks.version import code_version
 from unlearning.compliance import certificate as cert_lib
 from unlearning.images.verify import ImageVerifyConfig
@@ -175,7 +175,7 @@ def certify(lineage: Lineage, plan: Plan, update: Update, verification: Verifica
                 **kind.certificate_config(plan, update, attempt, config)},
         request_hash=request_hash(lineage.root, plan.request), superseded=superseded, verification=checked,
         timestamps=removal_timestamps(plan))
-    tracking.log_json(lineage.parent_run, certificate, "certificate.json")
+    log_run_certificate(lineage.root, lineage.parent_run, certificate)
     tracking.log_metrics(lineage.parent_run, {**verification.metrics,
                                               **{k: v for k, v in timings.items() if v is not None}})
     return {

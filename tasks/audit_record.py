@@ -23,6 +23,7 @@ from tasks.audit_checks import Judgement
 from tasks.certificates import AUDIT_DIR, AUDIT_FORMAT
 from unlearning.compliance import ledger as lg
 from unlearning.compliance import signing
+from unlearning.compliance.purge import ROLLED_BACK
 from unlearning.errors import UnlearnError
 
 
@@ -203,8 +204,6 @@ def marker_info(marker: Path) -> dict:
 
 
 def rolled_back(model: str, version: str) -> bool:
-    from tasks.release import ROLLED_BACK
-
     found = [v for v in tracking.model_versions(model) if str(v.version) == str(version)]
     return not found or ROLLED_BACK in found[0].tags
 

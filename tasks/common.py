@@ -22,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks import data as data_store
 from tasks import dvc, state, tracking
+from unlearning.compliance.purge import ROLLED_BACK
 from unlearning.compliance.requests import UnlearningRequest
 from unlearning.errors import UnlearnError, masking_failures
 from unlearning.numbers import whole_number_as_written
@@ -237,7 +238,7 @@ def earlier_result(root: Path, request: UnlearningRequest) -> dict | None:
     """The recorded result of an already processed request id (a version it promoted, not one
     rolled back or failing verification); UnlearnError if its content differs."""
     tried = [v for v in tracking.model_versions(request.model) if v.tags.get("request_id") == request.id]
-    done = [v for v in tried if v.tags.get("verified") == "true" and "rolled_back" not in v.tags]
+    done = [v for v in tried if v.tags.get("verified") == "true" and ROLLED_BACK not in v.tags]
     if not tried:
         return None
     found = (done or tried)[-1]

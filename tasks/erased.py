@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tasks import redacted
+from unlearning.compliance.purge import ROLLED_BACK
 from unlearning.errors import UnlearnError
 from unlearning.numbers import whole_number_as_written
 
@@ -217,7 +218,7 @@ def forgets_outside_ledger(root: Path, completed: list) -> list[Forget]:
 def promoted_by_request(tags: dict) -> bool:
     """Whether a version's tags say a processed request promoted it: its `request_id`, verified, not
     rolled back, with the lineage run that logged its certificate and result."""
-    return ("request_id" in tags and tags.get("verified") == "true" and "rolled_back" not in tags
+    return ("request_id" in tags and tags.get("verified") == "true" and ROLLED_BACK not in tags
             and bool(tags.get("lineage_run")))
 
 

@@ -44,9 +44,10 @@ def complete_batch(root: Path, requests: list, summary: dict, members: list[str]
     notes = notes or {}
     if not summary.get("verified"):
         return [fail(root, r, verification_failure(summary)) for r in requests]
-    # a run stopped after its promotion whose release's end logged no certificate (tasks.release.finish_interrupted:
-    # finished by code before 2026-12-07, or that logging failed): rebuilt from its registered version
-    batch_cert = tracking.load_json(summary["run_id"], "certificate.json") or rebuilt_certificate(root, summary)
+    batch_cert = batch_certificate(root, summary)
+    # the update as the ledger records it: the certificate's, not the result's, which a recovery reads
+    # back from MLflow (tasks.batches.promoted_result)
+    update = {key: batch_cert.get(key, summary[key]) for key in ("guarantee", "method", "data")}
     plots = tracking.run_plots(summary["run_id"])  # embedded in every member's HTML report
     model = {"name": summary["model"]["name"], "version": summary["model"]["version"]}
     out = []
@@ -54,14 +55,54 @@ def complete_batch(root: Path, requests: list, summary: dict, members: list[str]
         cert = request_certificate(batch_cert, request, ledger.show(root, request.id), summary["request_id"], ids)
         if request.id in notes:
             cert["unchanged"] = unchanged_entries(notes[request.id])
-        done = complete(root, request, cert, plots, model, guarantee=summary["guarantee"], method=summary["method"],
-                        data=summary["data"], run_id=summary["run_id"], redacted=redacted_by(request, summary),
+        done = complete(root, request, cert, plots, model, **update, run_id=summary["run_id"],
+                        redacted=redacted_by(request, summary),
                         erased_rows=(rows or {}).get(request.id),
                         forget_class_name=class_forgotten_by(request, summary))
         out.append({**done, "batch": summary["request_id"], "verification": summary.get("verification"),
                     "time_to_removal_s": (cert.get("timings") or {}).get("time_to_removal_s"),
                     **({"unchanged": notes[request.id]} if request.id in notes else {})})
     return out
+
+
+def log_run_certificate(root: Path, run: str, certificate: dict) -> None:
+    """Log a forget run's certificate to MLflow (`certificate.json`) and keep the project's signed copy
+    of it as it reads back from there (tasks.state.keep_run_certificate), which batch_certificate
+    takes: the artifact could be rewritten by anyone who can write to the tracking server. Kept after
+    the artifact is logged, so a copy means the run's own certificate was logged whole."""
+    tracking.log_json(run, certificate, "certificate.json")
+    state.keep_run_certificate(root, run, json.loads(json.dumps(certificate, default=str)))
+
+
+def batch_certificate(root: Path, summary: dict) -> dict:
+    """The certificate a batch's request certificates are made from (`summary`: its forget run's
+    result): the project's signed copy of the one its run logged (log_run_certificate), never the MLflow
+    artifact where that copy exists (an artifact that differs is named in a warning). Without a copy:
+    the artifact for a run certified before copies were kept (its version has no signed guarantee
+    either); else rebuilt from its registered version (rebuilt_certificate), as for a run stopped after
+    its promotion whose release's end logged none. UnlearnError when the copy does not verify:
+    nothing is signed."""
+    run = summary["run_id"]
+    logged = tracking.load_json(run, "certificate.json")
+    kept = state.kept_run_certificate(root, run)
+    if kept is not None:
+        if logged is not None and json.dumps(logged, sort_keys=True) != json.dumps(kept, sort_keys=True):
+            progress(f"  warning: certificate.json of forget run {run} in MLflow is not the certificate this project "
+                     f"kept when the run logged it (.unlearn/{state.RUN_CERTIFICATES}/): the kept one is certified")
+        return kept
+    if logged is not None and not guarantee_kept(root, summary):  # registered before 2026-12-07: no copy of either
+        return logged
+    if logged is not None:
+        progress(f"  warning: certificate.json of forget run {run} in MLflow is none this project kept: the "
+                 f"certificate is rebuilt from its registered version")
+    return rebuilt_certificate(root, summary)
+
+
+def guarantee_kept(root: Path, summary: dict) -> bool:
+    """Whether the project signed the guarantee of the batch's version (tasks.state.keep_guarantee):
+    registered by code that keeps its run's certificate too."""
+    name, version = summary["model"]["name"], str(summary["model"]["version"])
+    return state.kept_guarantee(root, name, version, tracking.model_version(name, version).run_id) is not None
 
 
 def rebuilt_certificate(root: Path, summary: dict) -> dict:
@@ -94,10 +135,17 @@ def registered_guarantee(root: Path, name: str, version: str, run_id: str, tags:
     if kept is None:  # registered before 2026-12-07
         return (json.loads(tags[GUARANTEE_TAG]) if GUARANTEE_TAG in tags
                 else {"method": tags.get("method"), "guarantee": tags.get("guarantee")})
-    if GUARANTEE_TAG in tags and _canonical(tags[GUARANTEE_TAG]) != json.dumps(kept, sort_keys=True):
-        progress(f"  warning: the {GUARANTEE_TAG} tag of model {name} v{version} in MLflow is not the guarantee "
-                 f"this project signed before its promotion (.unlearn/guarantee/): the signed one is certified")
+    if changed := tags_unlike(kept, tags):
+        progress(f"  warning: the {', '.join(changed)} tag(s) of model {name} v{version} in MLflow are not the "
+                 f"guarantee this project signed before its promotion (.unlearn/guarantee/): the signed one is used")
     return kept
+
+
+def tags_unlike(kept: dict, tags: dict) -> list[str]:
+    """The version's tags that state another method or guarantee than the signed block `kept`."""
+    signed = json.dumps(kept, sort_keys=True)
+    changed = [GUARANTEE_TAG] if GUARANTEE_TAG in tags and _canonical(tags[GUARANTEE_TAG]) != signed else []
+    return changed + [key for key in ("method", "guarantee") if key in tags and tags[key] != kept.get(key)]
 
 
 def _canonical(text: str) -> str | None:

@@ -45,7 +45,6 @@ from unlearning.errors import UnlearnError, failure_reason
 
 JOURNAL_DIR = Path(".unlearn") / "releases"
 LOCK_FILE = Path(".unlearn") / "project.lock"
-ROLLED_BACK = "rolled_back"
 _HELD: dict[str, int] = {}  # project root → how deep this process holds its lock (comply calls forget)
 _UNFINISHED: set[str] = set()  # project roots where a release of this process could not finish its journal
 
@@ -128,7 +127,7 @@ def finish(root: Path, journal: Journal, reason: str, interrupted: bool = False)
         candidates = [v.version for v in tracking.model_versions(journal.model)
                       if v.tags.get("lineage_run") == journal.run]
         for version in candidates:
-            tracking.set_version_tags(journal.model, version, {ROLLED_BACK: reason, "verified": "false"})
+            tracking.set_version_tags(journal.model, version, {rule.ROLLED_BACK: reason, "verified": "false"})
             tracking.describe_version(journal.model, version, rolled_back_description(reason, journal.parent_version))
         outcome = {"run": journal.run, "outcome": "rolled back", "model": journal.model, "reason": reason,
                    "production": journal.parent_version, "data": restored,
@@ -148,12 +147,13 @@ def finish_interrupted(root: Path, journal: Journal, new: str, marked: list[dict
     with the process — its child runs keep the metrics), its MLflow run ended. Returns what happened
     to each superseded artifact. Every step is idempotent: a kill during it is finished again."""
     superseded = kept_beyond_use(root, journal.model, marked, now) + enforce_due_purges(root, journal.model, now)
-    tags = tracking.version_tags(journal.model, new)
+    registered = tracking.model_version(journal.model, new)
+    tags = dict(registered.tags)
     # an audit's release keeps its own record; a run killed after logging its own result or certificate keeps it
     if tags.get("lineage_run") == journal.run and tags.get("request_id"):
         result = tracking.load_result(journal.run)
         if result is None:
-            result = interrupted_result(journal, new, tags, superseded)
+            result = interrupted_result(root, journal, new, registered, superseded)
             tracking.log_json(journal.run, result, "result.json")
         certify_if_missing(root, journal.run, result, tags)
     tracking.end_if_running(journal.run, ok=True)
@@ -163,8 +163,10 @@ def finish_interrupted(root: Path, journal: Journal, new: str, marked: list[dict
 def certify_if_missing(root: Path, run: str, result: dict, tags: dict) -> None:
     """Log the rebuilt certificate on a forget run stopped after its promotion (`result`: its result,
     `tags`: its registered version's) where it has none."""
+    from tasks.outcomes import log_run_certificate
+
     if tracking.load_json(run, "certificate.json") is None:
-        tracking.log_json(run, interrupted_run_certificate(root, run, result, tags), "certificate.json")
+        log_run_certificate(root, run, interrupted_run_certificate(root, run, result, tags))
 
 
 def certify_earlier(root: Path, result: dict) -> None:
@@ -189,12 +191,18 @@ def interrupted_run_certificate(root: Path, run: str, result: dict, tags: dict) 
     return {**rebuilt_certificate(root, result), **({"request": request} if request is not None else {})}
 
 
-def interrupted_result(journal: Journal, new: str, tags: dict, superseded: list[dict]) -> dict:
-    """The summary of a forget run killed (or failed) after its promotion, from its registered version's tags,
-    and when production moved: the end of the run's promote step (tasks.common.promote)."""
+def interrupted_result(root: Path, journal: Journal, new: str, registered, superseded: list[dict]) -> dict:
+    """The summary of a forget run killed (or failed) after its promotion, from its `registered`
+    version: its method and guarantee as the project signed them before the promotion
+    (tasks.outcomes.registered_guarantee; the ledger records them), the rest from its tags; and when
+    production moved: the end of the run's promote step (tasks.common.promote)."""
+    from tasks.outcomes import registered_guarantee
+
+    tags = dict(registered.tags)
+    guarantee = registered_guarantee(root, journal.model, new, registered.run_id, tags)
     removed = tracking.step_ended_at(journal.run, PROMOTE)
     return {"request_id": tags["request_id"], "status": "completed", "verified": True, "promoted": True,
-            "method": tags.get("method"), "guarantee": tags.get("guarantee"),
+            "method": guarantee.get("method"), "guarantee": guarantee.get("guarantee"),
             "model": {"name": journal.model, "version": new, "parent_version": journal.parent_version},
             "data": {"before": journal.data_before, "after": tags.get("data_after")},
             "run_id": journal.run, "superseded": superseded, "certificate": None,

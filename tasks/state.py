@@ -4,8 +4,8 @@
   adversary does not know b, so publishing it with the model would void the certificate; sealed
   under the signing key, as is the Hessian cache, whose ∇L_b(θ; D) gives b with θ and D;
 - the Hessian cache (H(θ*; D), its Cholesky factor, ‖X‖₂) per model version, and the version's
-  table encoded with its feature map (`encoded/`, keyed by the version of its dataset's files, with a
-  fingerprint of its content checked on load), which is what makes a later request cheap;
+  table encoded with its feature map (`encoded/`, keyed by the version of its dataset's files), each
+  with a fingerprint of its content checked on load, which is what makes a later request cheap;
 - the exposures a language model version was measured at (salted fingerprint → bits), so that
   verification does not re-measure what `detect` / `scan --model` measured on the same version;
 - what the evidence checks of a language model version measure once (its held-out perplexity,
@@ -21,7 +21,10 @@
   digest of its files as logged (`exact/<run>.json`, attest_exact): what lets an audit skip
   retraining it, where its MLflow tags alone could be set by anyone who can write to the server;
 - the project's signed copy of a forget run's version's guarantee block (`guarantee/<run>.json`,
-  keep_guarantee): what a certificate rebuilt after a stop past the promotion signs, not the tag.
+  keep_guarantee): what a certificate rebuilt after a stop past the promotion signs, not the tag;
+- the project's signed copy of the certificate a forget run logged (`run_certificates/<forget
+  run>.json`, keep_run_certificate): what its batch's request certificates are made from, not the
+  MLflow artifact.
 The per-version ones are keyed by the MLflow run id that produced the model.
 """
 
@@ -66,8 +69,17 @@ def noise_file(root: Path, run_id: str) -> Path:
 
 
 def load_cache(root: Path, run_id: str) -> dict:
+    """The cache kept with a model version, sealed ({}: none, or one kept before it had a fingerprint,
+    which nothing vouches for: computed anew). AlteredState when its content is not the one it was
+    saved with: its H, gradient or XᵀX would feed a certified bound without a pass over the data."""
     kept = _load_sealed(root, state_dir(root) / "cache" / f"{run_id}.pt", f"the Hessian cache of model run {run_id}")
-    return dict(kept or {})
+    if not kept or FINGERPRINT_KEY not in kept:
+        return {}
+    cache = {k: kept[k] for k in CACHE_KEYS if k in kept}
+    if kept[FINGERPRINT_KEY] != fingerprint(cache, cache):
+        raise AlteredState(f"the kept cache of model run {run_id} (.unlearn/cache/{run_id}.pt) is not the content "
+                           "it was saved with (damaged or altered since)")
+    return cache
 
 
 def _save_sealed(root: Path, path: Path, content: dict) -> None:
@@ -135,15 +147,15 @@ CHAIN_SEAL_KEY = "chain_seal"
 
 
 def save_cache(root: Path, run_id: str, cache: dict) -> None:
-    keep = {k: v for k, v in cache.items() if k in CACHE_KEYS}
+    keep = {k: cache[k] for k in CACHE_KEYS if k in cache}  # in one order: the fingerprint's
     if keep:
-        _save_sealed(root, state_dir(root) / "cache" / f"{run_id}.pt", keep)
+        _save_sealed(root, state_dir(root) / "cache" / f"{run_id}.pt", {**keep, FINGERPRINT_KEY: fingerprint(keep, keep)})
     if outputs := {k: v for k, v in (cache.get("outputs") or {}).items() if k in OUTPUT_KEYS}:
         save_outputs(root, run_id, outputs)
     encoded = {k: v for k, v in (cache.get("encoded") or {}).items() if k in ENCODED_KEYS}
     if encoded.get("data_version"):
         _save_private(state_dir(root) / "encoded" / f"{run_id}.pt",
-                      {**encoded, FINGERPRINT_KEY: encoded_fingerprint(encoded)})
+                      {**encoded, FINGERPRINT_KEY: fingerprint(encoded, ENCODED_KEYS)})
     evidence = cache.get("evidence") or {}
     measured = {k: float(v) for k, v in evidence.items() if k in EVIDENCE_KEYS}
     if evidence.get(CHAIN_KEY):
@@ -185,15 +197,16 @@ def load_encoded(root: Path, run_id: str, data_version: str | None) -> dict | No
         return None
     if encoded.get("data_version") != data_version:
         return None
-    if encoded[FINGERPRINT_KEY] != encoded_fingerprint(encoded):
+    if encoded[FINGERPRINT_KEY] != fingerprint(encoded, ENCODED_KEYS):
         raise AlteredState(f"the kept encoding of model run {run_id} (.unlearn/encoded/{run_id}.pt) is not the "
                            "content it was saved with (damaged or altered since)")
     return encoded
 
 
-# A kept encoding's fingerprint, saved in it and compared on load: a file damaged or altered since
-# (two rows' ids swapped) made a request take another row's contribution out of θ than the one data/
-# lost, and its certificate state a residual on rows that are not D'. Not a MAC: whoever can write
+# A kept encoding's or cache's fingerprint, saved in it and compared on load: an encoding damaged or
+# altered since (two rows' ids swapped) made a request take another row's contribution out of θ than
+# the one data/ lost, and its certificate state a residual on rows that are not D'; a cache's H, ∇L_b
+# or XᵀX feeds the certified bound without a pass over the data. Not a MAC: whoever can write
 # .unlearn/ holds the project's key as well; what it catches is a file that changed without its
 # fingerprint. Each tensor's 8-byte words as integers summed mod 2⁶⁴ with odd weights per row and
 # column (a word changed by any Δ ≠ 0 moves the sum by Δ·odd·odd ≠ 0), exact and independent of
@@ -202,15 +215,16 @@ FINGERPRINT_KEY = "fingerprint"
 _WEIGHT_SEED = 0x5EED_E7C0DED
 
 
-def encoded_fingerprint(encoded: dict) -> str:
+def fingerprint(content: dict, keys) -> str:
+    """The fingerprint of `content`'s entries under `keys` (in that order), their names included."""
     digest = hashlib.sha256()
-    for key in ENCODED_KEYS:
-        value = encoded[key]
+    for key in keys:
+        value = content[key]
         digest.update(key.encode() + b"\0")
         if isinstance(value, torch.Tensor):
             digest.update(f"{value.dtype}{tuple(value.shape)}".encode() + _tensor_words(value))
         else:
-            digest.update(str(value).encode() + b"\0")  # the ids' JSON text, the data's version
+            digest.update(str(value).encode() + b"\0")  # the ids' JSON text, the data's version, a norm
     return digest.hexdigest()
 
 
@@ -309,6 +323,32 @@ def kept_guarantee(root: Path, model: str, version: str, run_id: str) -> dict | 
         raise AlteredState(f"the signed guarantee of model run {run_id} (.unlearn/guarantee/{run_id}.json) names "
                            f"another version than {model} v{version}")
     return facts["guarantee"]
+
+
+def keep_run_certificate(root: Path, run_id: str, certificate: dict) -> None:
+    """Sign, in the project's private state, the certificate a forget run logged to MLflow (its
+    `certificate.json`, as it reads back from there): what the certificates of its batch's requests
+    are made from (kept_run_certificate), where the artifact could be rewritten by anyone who can
+    write to the tracking server and the project's key would sign what it says."""
+    _write_signed_state(root, RUN_CERTIFICATES, {"run_id": run_id, "certificate": certificate})
+
+
+def kept_run_certificate(root: Path, run_id: str) -> dict | None:
+    """The certificate keep_run_certificate signed for this forget run (None: none kept — a run
+    certified before it was, or one stopped before its certificate was logged); AlteredState when the
+    file does not verify with the project's key or is another run's."""
+    facts = _read_signed_state(root, RUN_CERTIFICATES, run_id)
+    if facts is None:
+        return None
+    if facts.get("run_id") != run_id or not isinstance(facts.get("certificate"), dict):
+        raise AlteredState(f"the signed certificate of forget run {run_id} (.unlearn/{RUN_CERTIFICATES}/{run_id}.json) "
+                           "is another run's")
+    return facts["certificate"]
+
+
+# Keyed by the forget run (its MLflow parent run), not by a model version: kept as long as the signed
+# certificates of its requests are (.unlearn/certificates/), whose content it is.
+RUN_CERTIFICATES = "run_certificates"
 
 
 def _write_signed_state(root: Path, folder: str, facts: dict) -> None:

@@ -5,6 +5,7 @@ retrained reference (fidelity)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -107,7 +108,8 @@ def update_model(lineage: Lineage, plan: Plan, after: Table, method: str, option
     the new bundle's feature map)."""
     with lineage.child(f"update model ({method})", method=method) as run_id:
         started = time.perf_counter()
-        cache = state.load_cache(lineage.root, plan.parent_run)
+        cache = unaltered(lambda: state.load_cache(lineage.root, plan.parent_run),
+                          "computing H and the rest anew") or {}
         encoded = parent_encoding(lineage.root, plan)
         if encoded is None:
             # The version's XᵀX and row norm were computed with its kept encoding: without it (or
@@ -141,12 +143,19 @@ def update_model(lineage: Lineage, plan: Plan, after: Table, method: str, option
 def parent_encoding(root: Path, plan: Plan) -> erasure.Encoded | None:
     """D encoded with the production model's feature map, as kept with that version (None: not
     kept — a version produced before it was — or kept for other data: encode anew)."""
-    try:
-        kept = state.load_encoded(root, plan.parent_run, plan.data_digest)
-    except state.AlteredState as e:
-        progress(f"  warning: {e}: encoding the table anew")
-        return None
+    kept = unaltered(lambda: state.load_encoded(root, plan.parent_run, plan.data_digest), "encoding the table anew")
     return erasure.Encoded.from_state(kept) if kept is not None else None
+
+
+def unaltered(load: Callable[[], dict | None], instead: str) -> dict | None:
+    """What `load` reads of a version's private state; None, with a warning saying what is done
+    `instead`, when it is not the content it was saved with (state.AlteredState): nothing computed
+    from it reaches a certificate."""
+    try:
+        return load()
+    except state.AlteredState as e:
+        progress(f"  warning: {e}: {instead}")
+        return None
 
 
 @step("verify")

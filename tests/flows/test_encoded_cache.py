@@ -236,3 +236,32 @@ def test_a_kept_encoding_that_is_not_the_tables_does_not_make_a_false_certificat
     noise = state.load_noise(workspace, run_of(out["model"]["version"]))
     residual = float(logreg.gradient(bundle.theta, data.X, data.y, logreg.Objective(l2=bundle.l2, b=noise)).norm())
     assert residual == pytest.approx(out["certificate"]["residual"], rel=1e-6)
+
+
+def test_a_kept_cache_altered_since_it_was_saved_makes_no_certificate(workspace, people_csv, capsys):
+    """The trained version's kept cache with XᵀX, Σ‖x‖²xxᵀ, ‖X‖₂ and max ‖x‖ shrunk (a damaged or
+    altered file): a certified label fix bounds its residual from them without a pass over D', so the
+    bound it spent and the project's key signed rested on the file. Its fingerprint refuses it: a
+    warning, the cache computed anew, the exact residual spent."""
+    import pandas as pd
+
+    from flows.cli import main
+    from tests.flows.test_certified_bound import update_run_metrics
+
+    add_and_train(people_csv, capsys, "--certified", "--budget", "1e6")
+    path = state.state_dir(workspace) / "cache" / f"{run_of('1')}.pt"
+    kept = state._load_sealed(workspace, path, "the cache")  # sealed: altered by whoever holds the project's key
+    shrunk = {"gram": kept["gram"] * 1e-6, "gram_by_row_norm": kept["gram_by_row_norm"] * 1e-6,
+              "X_norm": kept["X_norm"] * 1e-3, "row_norm_max": kept["row_norm_max"] * 1e-3}
+    state._save_sealed(workspace, path, {**kept, **shrunk})
+    label = pd.read_csv(people_csv).set_index("person").loc["P1012", "label"]
+    request = request_file(workspace, id="REQ-H", fix_labels={"P1012": {"yes": "no", "no": "yes"}[label]})
+    capsys.readouterr()
+    code = main(["forget", str(request), "--json"])
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert code == 0 and out["verified"] and out["method"] == "certified", captured
+    assert (f"warning: the kept cache of model run {run_of('1')} (.unlearn/cache/{run_of('1')}.pt) is not the "
+            "content it was saved with") in captured.err
+    assert update_run_metrics(workspace, out)["exact_pass"] == 1.0  # the old code: 0, its bound from the file
+    assert out["certificate"]["residual"] <= out["certificate"]["residual_bound"]

@@ -872,3 +872,83 @@ def test_a_certificate_rebuilt_past_the_promotion_signs_no_guarantee_written_int
     assert full["guarantee"] == "empirical"
     for certificate in (rebuilt, *rebuilt_at_once):
         assert (certificate["method"], certificate["guarantee"]) == (full["method"], full["guarantee"])
+
+
+def artifact_file(root: Path, run: str, name: str) -> Path:
+    return root / "mlflow" / "artifacts" / run / "artifacts" / name
+
+
+def test_a_batch_certificate_rewritten_in_mlflow_before_its_members_complete_is_not_signed(
+        workspace, people_csv, capsys):
+    """The batch's run logged its certificate; before its members were completed (here: the comply run
+    killed first), someone who can write the tracking store (not `.unlearn/`) rewrote that artifact with a
+    better guarantee and a smaller residual, and its result (what the members are completed from) with
+    the same guarantee. The next comply made each member's certificate from the artifact and its ledger
+    entry from the result: the project's key signed `exact` for an update that was not. Now both come
+    from the copy kept when the run logged its certificate, and the artifact is named in a warning; a
+    kept copy that does not verify stops the completion (the members stay `processing`)."""
+    from tasks import state
+
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id="GDPR-ART", delete_records=REMOVED)
+    assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+    run_killed(workspace, KILLED_AFTER_PROMOTION)
+    (killed,) = forget_runs("forget GDPR-ART")
+    run = killed.info.run_id
+    logged = artifact_file(workspace, run, "certificate.json")
+    full = json.loads(logged.read_text())
+    assert full["guarantee"] == "empirical"
+    logged.write_text(json.dumps({**full, "method": "retrain", "guarantee": "exact", "residual": 0.0}))
+    result = artifact_file(workspace, run, "result.json")  # what the members are completed from
+    result.write_text(json.dumps({**json.loads(result.read_text()), "method": "retrain", "guarantee": "exact"}))
+    kept = state.state_dir(workspace) / state.RUN_CERTIFICATES / f"{run}.json"
+    signed = kept.read_text()
+    kept.write_text(signed.replace('"empirical"', '"exact"'))
+
+    capsys.readouterr()
+    assert main(["comply", "--json"]) != 0
+    assert f".unlearn/{state.RUN_CERTIFICATES}/{run}.json does not verify" in capsys.readouterr().err
+    assert ledger.show(workspace, "GDPR-ART").status == "processing"
+
+    kept.write_text(signed)
+    capsys.readouterr()
+    assert main(["comply", "--json"]) == 0
+    captured = capsys.readouterr()
+    (finished,) = json.loads(captured.out)["recovered"]
+    assert f"warning: certificate.json of forget run {run} in MLflow is not the certificate this project kept" \
+        in captured.err
+    certificate = json.loads((workspace / finished["certificate"]).read_text())
+    assert (certificate["method"], certificate["guarantee"], certificate["residual"]) == \
+        (full["method"], "empirical", full["residual"])  # the old code: retrain, exact, 0.0
+    assert certificate["checks"] == full["checks"]
+    assert main_ok(["certificate", "verify", str(workspace / finished["certificate"])])
+    response = ledger.show(workspace, "GDPR-ART").response
+    assert (response["method"], response["guarantee"]) == (full["method"], "empirical")  # the old code: retrain, exact
+
+
+def test_a_run_stopped_past_its_promotion_records_the_signed_guarantee_not_its_tags(workspace, people_csv, capsys):
+    """The result a killed run's recovery rebuilds (what its members are completed from, and their
+    ledger entries' method and guarantee) took them from the version's MLflow tags: someone who can
+    write the tracking store tagged the version `exact` and the ledger recorded an exact erasure."""
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id="GDPR-TG", delete_records=REMOVED)
+    assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+    run_killed(workspace, KILLED_COMPLY_AT_SUPERSEDE)
+    tracking.connect(workspace)
+    tags = tracking.version_tags("people", "2")
+    real = (tags["method"], tags["guarantee"])
+    forged = {**json.loads(tags[common.GUARANTEE_TAG]), "method": "retrain", "guarantee": "exact"}
+    for key, value in {"method": "retrain", "guarantee": "exact", common.GUARANTEE_TAG: json.dumps(forged)}.items():
+        MlflowClient().set_model_version_tag("people", "2", key, value)
+
+    capsys.readouterr()
+    assert main(["comply", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert (f"warning: the {common.GUARANTEE_TAG}, method, guarantee tag(s) of model people v2 in MLflow are not "
+            "the guarantee this project signed") in captured.err
+    record = ledger.show(workspace, "GDPR-TG")
+    assert record.status == "completed"
+    # the old code: retrain, exact
+    assert (record.response["method"], record.response["guarantee"]) == real != ("retrain", "exact")
+    (run,) = [r.info.run_id for r in forget_runs("forget GDPR-TG")]
+    assert (tracking.load_result(run)["method"], tracking.load_result(run)["guarantee"]) == real

@@ -118,14 +118,15 @@ def test_the_certified_noise_is_sealed_with_the_signing_key(workspace, people_cs
     assert code == 0 and out["method"] == "certified", out
 
 
-def test_noise_and_a_cache_kept_in_clear_by_an_earlier_version_still_load(workspace, monkeypatch):
+def test_noise_and_a_cache_kept_in_clear_by_an_earlier_version_still_open(workspace, monkeypatch):
     monkeypatch.delenv(KEY_ENV, raising=False)
     b, cache = torch.randn(7, dtype=torch.float64), {"gradient": torch.randn(7, dtype=torch.float64), "X_norm": 2.0}
     for folder, content in (("noise", b), ("cache", cache)):  # how they were kept until 2026-12-07
         (workspace / ".unlearn" / folder).mkdir(parents=True)
         torch.save(content, workspace / ".unlearn" / folder / "run1.pt")
     assert torch.equal(state.load_noise(workspace, "run1"), b)
-    assert torch.equal(state.load_cache(workspace, "run1")["gradient"], cache["gradient"])
+    # a cache kept before it had a fingerprint opens, but nothing vouches for it: computed anew
+    assert state.load_cache(workspace, "run1") == {}
     state.save_noise(workspace, "run2", b)
     state.save_cache(workspace, "run2", cache)
     for folder in ("noise", "cache"):

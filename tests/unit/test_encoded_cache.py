@@ -164,7 +164,34 @@ def test_a_kept_encoding_changed_since_it_was_saved_is_refused_on_load(tmp_path)
     torch.save({k: v for k, v in kept.items() if k != state.FINGERPRINT_KEY}, path)
     assert state.load_encoded(tmp_path, "run-c", "v1") is None
     no_numbers = {**kept, "numbers": kept["numbers"][:, :0], "numbers_test": kept["numbers_test"][:, :0]}
-    assert state.encoded_fingerprint(no_numbers) != state.encoded_fingerprint(kept)  # a table of categories only
+    # a table of categories only
+    assert state.fingerprint(no_numbers, state.ENCODED_KEYS) != state.fingerprint(kept, state.ENCODED_KEYS)
+
+
+def test_a_kept_cache_changed_since_it_was_saved_is_refused_on_load(tmp_path):
+    """Its H, ∇L_b or XᵀX feeds the certified bound without a pass over the data: one word of H moved
+    by one ulp, a norm, XᵀX, an entry dropped is caught (the old code read whatever the file held);
+    a cache kept before it had a fingerprint is read as none."""
+    from tasks import state
+
+    table = adult_rows()
+    bundle, b, _ = train_bundle(table, TrainConfig(certified=True))
+    cache = erasure.model_cache(bundle, table, b)
+    state.save_cache(tmp_path, "run-h", cache)
+    path = tmp_path / ".unlearn" / "cache" / "run-h.pt"
+    kept = state._load_sealed(tmp_path, path, "the cache")  # sealed under the project's key (b is in it)
+    assert set(state.load_cache(tmp_path, "run-h")) == set(state.CACHE_KEYS) & set(cache)
+    H = kept["H"].clone()
+    H[4, 7] = torch.nextafter(H[4, 7], H[4, 7] + 1)
+    # changed by whoever holds the key (sealed again) or written in clear: the fingerprint catches both
+    for write in (lambda content: state._save_sealed(tmp_path, path, content), lambda content: torch.save(content, path)):
+        for changed in ({**kept, "H": H}, {**kept, "row_norm_max": kept["row_norm_max"] * 0.5},
+                        {**kept, "gram": kept["gram"] * 0}, {k: v for k, v in kept.items() if k != "gradient"}):
+            write(changed)
+            with pytest.raises(state.AlteredState, match=r"\.unlearn/cache/run-h\.pt"):
+                state.load_cache(tmp_path, "run-h")
+    torch.save({k: v for k, v in kept.items() if k != state.FINGERPRINT_KEY}, path)
+    assert state.load_cache(tmp_path, "run-h") == {}
 
 
 def test_prefect_does_not_walk_the_rows_of_an_encoded_table_passed_to_a_task():

@@ -48,3 +48,18 @@ def test_keep_days(value, days):
 def test_keep_days_refuses_what_is_not_a_whole_number_of_days(value):
     with pytest.raises(UnlearnError, match="whole number of days from 0 to 3650"):
         rule.check_keep_days(value)
+
+
+def test_the_rolled_back_tag_is_named_in_one_place():
+    """The release writes `rolled_back` and three readers skip the versions it marks (a request's
+    earlier result, the gates' requests outside the ledger, an audit's promotion): each spelled it
+    out, so renaming it in one would have let a rolled-back candidate pass for a promoted one there."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    spelled = [f"{path.relative_to(root)}:{node.lineno}" for folder in ("tasks", "flows")
+               for path in sorted((root / folder).rglob("*.py"))
+               for node in ast.walk(ast.parse(path.read_text()))
+               if isinstance(node, ast.Constant) and node.value == rule.ROLLED_BACK]
+    assert spelled == []

@@ -20,6 +20,8 @@ twice keeps the earlier of its two purge dates. Tags, all on the superseded mode
     purged         UTC ISO time its artifacts were deleted
     retired        UTC ISO time its model was taken out of production for good (`unlearn model retire`),
                    on the version that was in production; purged at once
+    rolled_back    why a run that registered it ended without promoting it (tasks.release): a candidate
+                   never in production, which a request's earlier result and the gates pass over
 
 Pure logic only: `tasks.release` reads and writes the tags.
 """
@@ -37,6 +39,7 @@ BEYOND_USE = "beyond_use"
 PURGE_DATA = "purge_data"
 PURGED = "purged"
 RETIRED = "retired"
+ROLLED_BACK = "rolled_back"
 MAX_KEEP_DAYS = 3650
 KEEP_ENV = "UNLEARN_KEEP_SUPERSEDED_DAYS"
 
