@@ -556,7 +556,7 @@ def test_a_writer_that_read_a_stale_head_retries(tmp_path, monkeypatch):
 
 
 def salt_worker(root: str, barrier, out: str) -> None:
-    from tasks.scan import project_salt
+    from unlearning.compliance.signing import project_salt
 
     barrier.wait()
     Path(out).write_bytes(project_salt(Path(root)))
@@ -581,7 +581,7 @@ def test_processes_creating_the_project_salt_at_once_all_get_the_same_full_salt(
 
 
 def test_a_truncated_salt_is_refused_rather_than_used(tmp_path):
-    from tasks.scan import project_salt
+    from unlearning.compliance.signing import project_salt
 
     (tmp_path / ".unlearn").mkdir()
     (tmp_path / ".unlearn" / "salt").write_bytes(b"short")
