@@ -30,7 +30,7 @@ from unlearning.images.bundle import (
 from unlearning.compliance.requests import UnlearningRequest
 from unlearning.images import cnn, factory
 from unlearning.images.outputs import KnownOutputs
-from unlearning.images.repair import RepairConfig, repairable
+from unlearning.images.repair import repairable
 from unlearning.images import chain as chain_rules
 from unlearning.images.verify import ImageVerifyConfig
 from unlearning.linalg import single_threaded
@@ -272,8 +272,8 @@ class Images(Kind):
         shown = rows_after[:1] + failed_row + rows_after[1:]
         verification = judged(Verification(metrics, checks_after, None, detail=(shown, None), mode="evidence", retrains=0))
         still = [c["name"] for c in checks_after if not c["passed"]]
-        attempt |= {"outcome": "repaired", "repair": {"seconds": repair_s, "steps": RepairConfig().steps,
-                                                        "passed": verification.passed, "failed_checks": still}}
+        attempt["outcome"] = "repaired"
+        attempt["repair"] |= {"passed": verification.passed, "failed_checks": still}
         return fixed, verification, attempt
 
     def private_state(self, update: Update, after):

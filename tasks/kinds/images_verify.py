@@ -270,7 +270,8 @@ def retrain_after_failed_checks(lineage: Lineage, plan: Plan, update: Update, ch
 def repair_after_failed_checks(lineage: Lineage, plan: Plan, update: Update, checks: list[dict], teacher):
     """`auto`, and the fast update failed its evidence by too much change only (unlearning.images.repair.
     repairable): a few steps on D' from it, distilled from `teacher` (the chain's first model, or the
-    model before). Returns (the repaired model, its seconds, the failed attempt)."""
+    model before). Returns (the repaired model, its seconds, the failed attempt with its `repair`
+    block: seconds and steps)."""
     with lineage.child("repair the update") as run_id:
         attempt = fallback_record(update.method, update.seconds, checks)
         progress(f"  auto: the update failed {', '.join(attempt['failed_checks'])} by too much change; repairing "
@@ -283,6 +284,7 @@ def repair_after_failed_checks(lineage: Lineage, plan: Plan, update: Update, che
         tracking.log_params(run_id, {"failed_method": update.method, "failed_checks": ",".join(attempt["failed_checks"]),
                                      **cfg.model_dump()})
         tracking.log_metrics(run_id, {"repair_seconds": seconds, "image_passes": result.stats["image_passes"]})
+    attempt["repair"] = {"seconds": seconds, "steps": result.stats["repair_steps"]}
     return result.model, seconds, attempt
 
 

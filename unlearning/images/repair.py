@@ -19,9 +19,9 @@ forget set still recognised better than held-out images, a membership signal, a 
 still predicted): `repairable` says which failures it is allowed to answer; the evidence after it
 decides, and a repair that fails is replaced by the retraining as before.
 
-Measured (bench.stream images, 90 requests, 3,000-image CNN, 4 epochs; docs/benchmarks.md): 12 steps
-at lr 0.003 cost about 0.4–0.5 s against 3–6 s of retraining, and took the cadence policy from
-6–7 fall-backs to 0–2.
+Measured (bench.stream images, 90 requests, 3,000-image CNN, 4 epochs, seeds 0–2; docs/benchmarks.md):
+12 steps at lr 0.003 cost 0.52–0.61 s against 5.9–6.1 s of retraining, and took the cadence policy's
+requests that fell back to retraining from 6–7 to 0–3.
 """
 
 from __future__ import annotations
