@@ -105,18 +105,20 @@ def guarantee_kept(root: Path, summary: dict) -> bool:
     return state.kept_guarantee(root, name, version, tracking.model_version(name, version).run_id) is not None
 
 
-def rebuilt_certificate(root: Path, summary: dict) -> dict:
+def rebuilt_certificate(root: Path, summary: dict, guarantee: dict | None = None) -> dict:
     """The batch's certificate when its run stopped after its promotion without logging one (`summary`:
     its result, rebuilt by tasks.release.interrupted_result, which says when production moved): the
     model, method and guarantee blocks a full one has, read from the registered version — the
     project's signed copy of its guarantee block (registered_guarantee), its tags (`verified`,
     `code_version`), its run and its parent version's — never from the request; no checks
-    (unlearning.compliance.certificate.interrupted_certificate)."""
+    (unlearning.compliance.certificate.interrupted_certificate). `guarantee`: that signed block where
+    the caller read it already (each reading warns of tags that differ from it)."""
     name, version = summary["model"]["name"], str(summary["model"]["version"])
     parent = summary["model"].get("parent_version")
     registered = tracking.model_version(name, version)
     tags = dict(registered.tags)
-    guarantee = registered_guarantee(root, name, version, registered.run_id, tags)
+    if guarantee is None:
+        guarantee = registered_guarantee(root, name, version, registered.run_id, tags)
     model = {"name": name, "version": version, "parent_version": parent, "run_id": registered.run_id,
              "parent_run_id": tracking.model_version(name, parent).run_id if parent is not None else None}
     return interrupted_certificate(guarantee, model=model, data=summary["data"],

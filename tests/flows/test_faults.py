@@ -944,8 +944,10 @@ def test_a_run_stopped_past_its_promotion_records_the_signed_guarantee_not_its_t
     capsys.readouterr()
     assert main(["comply", "--json"]) == 0
     captured = capsys.readouterr()
-    assert (f"warning: the {common.GUARANTEE_TAG}, method, guarantee tag(s) of model people v2 in MLflow are not "
-            "the guarantee this project signed") in captured.err
+    warning = (f"warning: the {common.GUARANTEE_TAG}, method, guarantee tag(s) of model people v2 in MLflow are "
+               "not the guarantee this project signed")
+    # once: the recovery rebuilds the run's result and its certificate from one reading (the old code: twice)
+    assert captured.err.count(warning) == 1, captured.err
     record = ledger.show(workspace, "GDPR-TG")
     assert record.status == "completed"
     # the old code: retrain, exact
