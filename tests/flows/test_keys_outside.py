@@ -235,3 +235,32 @@ def test_the_signing_key_moves_out_by_the_documented_command(salted, capsys, mon
             signing_file = salted / KEY_FILE
             signing_file.write_bytes(kept)
             signing_file.chmod(0o600)
+
+
+def scanned_outside(capsys, path: Path) -> tuple[dict, str]:
+    capsys.readouterr()
+    assert main(["scan", str(path), "--json"]) == 1
+    out, err = capsys.readouterr()
+    return json.loads(out), err
+
+
+def test_a_file_scanned_outside_a_project_takes_unlearn_salt_else_says_its_salt_is_one_off(
+        workspace, tmp_path_factory, capsys, monkeypatch):
+    """Outside a project a file's fingerprints used a one-off salt even with UNLEARN_SALT set: they
+    differed from run to run and matched none of the project's. The variable is taken when set; else
+    the output says the salt is one-off."""
+    notes = tmp_path_factory.mktemp("files") / "notes.txt"
+    notes.write_text("call 4111 1111 1111 1111 back\n")
+    monkeypatch.delenv(SALT_ENV, raising=False)
+    (first, err), (second, _) = scanned_outside(capsys, notes), scanned_outside(capsys, notes)
+    assert first["salt"] == second["salt"] == "one-off" and "one-off salt" in err, (first, err)
+    assert first["findings"][0]["fingerprint"] != second["findings"][0]["fingerprint"]
+
+    monkeypatch.setenv(SALT_ENV, SALT)
+    (first, err), (second, _) = scanned_outside(capsys, notes), scanned_outside(capsys, notes)
+    expected = fingerprint("4111111111111111", "card", bytes.fromhex(SALT))
+    # the old code: a one-off salt, another fingerprint on every run
+    assert first["findings"][0]["fingerprint"] == second["findings"][0]["fingerprint"] == expected
+    assert first["salt"] == SALT_ENV and "one-off" not in err and SALT not in err + json.dumps(first)
+    assert [p.name for p in workspace.iterdir() if p.name != ".unlearn"] == []  # the folder made no project
+    assert not (workspace / SALT_FILE).exists()
