@@ -23,8 +23,9 @@
 - the project's signed copy of a forget run's version's guarantee block (`guarantee/<run>.json`,
   keep_guarantee): what a certificate rebuilt after a stop past the promotion signs, not the tag;
 - the project's signed copy of the certificate a forget run logged (`run_certificates/<forget
-  run>.json`, keep_run_certificate): what its batch's request certificates are made from, not the
-  MLflow artifact.
+  run>.json`, keep_run_certificate): what its batch's request certificates are made from, what a
+  recovery finds a batch's run by (runs_certifying) and the gates read a request outside the ledger
+  from, not the MLflow artifact or tags.
 The per-version ones are keyed by the MLflow run id that produced the model.
 """
 
