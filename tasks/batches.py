@@ -143,9 +143,11 @@ def promoted_result(root: Path, merged_path: Path) -> dict | None:
     forget run processed the batch, and that its version was verified, come from the project's signed
     copy of the run's certificate (state.runs_certifying), never from the version's MLflow tags where
     such a copy exists: a tag rewritten to `verified` or to another run would complete the members of
-    a batch that removed nothing. The tags (earlier_result) only for a batch whose version was
-    registered before copies were kept (no signed guarantee either). AlteredState when the copy
-    naming the batch does not verify: the members stay `processing`."""
+    a batch that removed nothing. The tags (earlier_result) only where no copy names the batch: one
+    certified before copies were kept, or whose certificate could not be logged (its run raised past
+    its promotion, and logging it failed again at the release's end: nothing else says it was
+    promoted). AlteredState when the copy naming the batch does not verify: the members stay
+    `processing`."""
     if not merged_path.exists() or not tracking.store_exists(root):
         return None
     tracking.connect(root)
@@ -154,13 +156,9 @@ def promoted_result(root: Path, merged_path: Path) -> dict | None:
     if certified:
         return certified_result(root, request, certified)
     try:
-        summary = earlier_result(root, request)
+        return earlier_result(root, request)
     except UnlearnError:
         return None
-    model = (summary or {}).get("model") or {}
-    if summary is not None and outcomes.guarantee_kept(root, model["name"], str(model["version"])):
-        return None  # registered by code that keeps the copy: its tags alone do not say it was promoted
-    return summary
 
 
 def certified_result(root: Path, request, certified: list[tuple[str, dict]]) -> dict | None:
