@@ -123,14 +123,15 @@ def remove_if_empty(folder: Path) -> None:
         pass  # not empty (a flow ran), gone, or not ours to remove: left as it is
 
 
-def check_salt_setting(root: Path) -> None:
-    """A bad UNLEARN_SALT, or one the project's salt file contradicts, is refused before anything is
-    written; one the file holds too is used, with a warning that the file still gives it away."""
-    from unlearning.compliance.signing import SALT_ENV, SALT_FILE, salt_in_env
+def check_key_settings(root: Path) -> None:
+    """A bad UNLEARN_SALT or UNLEARN_SIGNING_KEY, or one the project's file contradicts, is refused
+    before anything is written; one the file holds too is used, with a warning that the file still
+    gives it away."""
+    from unlearning.compliance.signing import also_in_files
 
-    if salt_in_env(root / SALT_FILE) is not None and (root / SALT_FILE).exists():
-        print(f"warning: {SALT_ENV} is set, and {root / SALT_FILE} holds the same salt: whoever copies the project "
-              f"has it; delete the file (rm {root / SALT_FILE})", file=sys.stderr)
+    for name, path in also_in_files(root):
+        print(f"warning: {name} is set, and {path} holds the same value: whoever copies the project has it; "
+              f"delete the file (rm {path})", file=sys.stderr)
 
 
 def execute_configured(args, root: Path) -> int:
@@ -146,7 +147,7 @@ def execute_configured(args, root: Path) -> int:
 
         keep_run_failures_off_console()
     try:
-        check_salt_setting(root)
+        check_key_settings(root)
         with private_tempdir(root):
             if args.command in TRACKING:
                 probe_tracking_server()

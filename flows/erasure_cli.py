@@ -82,13 +82,13 @@ def superseded_lines(s: dict) -> list[str]:
 
 
 def cmd_scan(args, root: Path) -> int:
-    from tasks.scan import counts_by_detector, is_project, load_allowlist, scan_target
+    from tasks.scan import ONE_OFF_SALT, counts_by_detector, load_allowlist, scan_target
 
-    what, findings = scan_target(root, args.target, load_allowlist(args.allowlist))
-    if not is_project(root):
+    what, findings, salt = scan_target(root, args.target, load_allowlist(args.allowlist))
+    if salt == ONE_OFF_SALT:
         print(f"note: {root} is not an unlearnflow project: the fingerprints use a one-off salt (nothing is "
-              "written here) and match no other scan; run it in the project to match requests and allowlists",
-              file=sys.stderr)
+              "written here) and match no other scan; run it in the project, or set the project's UNLEARN_SALT, "
+              "to match requests and allowlists", file=sys.stderr)
     counts = counts_by_detector(findings)
     if args.model and findings:
         findings = with_exposure(root, args.target, args.model, findings)
@@ -97,7 +97,7 @@ def cmd_scan(args, root: Path) -> int:
         where = ", ".join(f"{k} {v}" for k, v in f["location"].items())
         exposure = f"  exposure {f['exposure']:.1f} bits" if "exposure" in f else ""
         lines.append(f"  {f['detector']:<7} {f['masked']:<28} {f['fingerprint']}{exposure}  ({where})")
-    emit(args, {"target": args.target, "findings": findings, "counts": counts}, "\n".join(lines))
+    emit(args, {"target": args.target, "findings": findings, "counts": counts, "salt": salt}, "\n".join(lines))
     return EXIT_FAILED if findings else EXIT_OK
 
 

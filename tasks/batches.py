@@ -16,8 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from tasks import ledger, outcomes, release, steps, tracking
-from tasks.common import earlier_result
+from tasks import ledger, outcomes, release, state, steps, tracking
+from tasks.common import earlier_result, request_hash
 from tasks.unchanged import no_change_notes
 from unlearning.compliance.batching import batch_id, merge_requests, narrowed
 from unlearning.compliance.requests import load_request
@@ -139,14 +139,36 @@ def finished_in_place(root: Path, merged_path: Path | None, requests: list) -> d
 
 
 def promoted_result(root: Path, merged_path: Path) -> dict | None:
-    """The recorded result of a merged batch request whose model version was promoted, or None."""
+    """The recorded result of a merged batch request whose model version was promoted, or None. Which
+    forget run processed the batch, and that its version was verified, come from the project's signed
+    copy of the run's certificate (state.runs_certifying), never from the version's MLflow tags where
+    such a copy exists: a tag rewritten to `verified` or to another run would complete the members of
+    a batch that removed nothing. The tags (earlier_result) only where no copy names the batch: one
+    certified before copies were kept, or whose certificate could not be logged (its run raised past
+    its promotion, and logging it failed again at the release's end: nothing else says it was
+    promoted). AlteredState when the copy naming the batch does not verify: the members stay
+    `processing`."""
     if not merged_path.exists() or not tracking.store_exists(root):
         return None
     tracking.connect(root)
+    request = load_request(merged_path)
+    certified = state.runs_certifying(root, request.id)
+    if certified:
+        return certified_result(root, request, certified)
     try:
-        return earlier_result(root, load_request(merged_path))
+        return earlier_result(root, request)
     except UnlearnError:
         return None
+
+
+def certified_result(root: Path, request, certified: list[tuple[str, dict]]) -> dict | None:
+    """The result of the run whose signed certificate says it verified this very request (its salted
+    hash) and so was promoted; None when none did."""
+    digest = request_hash(root, request)
+    runs = [run for run, cert in certified if cert.get("verified") is True
+            and (cert.get("request") or {}).get("request_hash") == digest]
+    summary = tracking.load_result(runs[-1]) if runs else None
+    return summary if summary is not None and summary.get("run_id") == runs[-1] else None
 
 
 def refused_alone(root: Path, requests: list, verify: str | None = None) -> dict[str, str]:

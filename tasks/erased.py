@@ -24,7 +24,8 @@ back), and the secrets they redacted —, so that a copy of those under another 
 
 Each reads the ledger once (`completed_requests`), verified first. Requests made with `unlearn
 forget` outside the ledger are read from the registry too (`outside_ledger`): the records, features
-and labels they erased from their forget runs' certificates, a text corpus's redactions from their
+and labels they erased from their forget runs' certificates (the project's signed copies where kept,
+never an MLflow artifact then: tasks.outcomes.run_certificate), a text corpus's redactions from their
 results (tasks.redacted.redacted_outside_ledger); a record of one that is gone refuses, until it is
 restored or its request file given again (record_again). Counts, request ids, dataset names and the
 names of features and classes (the schema, which certificates name too) in what is said: never a
@@ -228,12 +229,12 @@ def outside_ledger(root: Path, dataset, completed: list) -> dict[str, dict]:
     the dataset their version was trained on only), and a text corpus's redactions on any text
     dataset of the project, as ledger redactions are (erasures_of). `completed`: the ledger's
     completed requests."""
-    from tasks import tracking
     from tasks.formats import TEXT, format_of
+    from tasks.outcomes import run_certificate
 
     forgets = forgets_outside_ledger(root, completed)
     own = [f for f in forgets if f.dataset == dataset.name]
-    natures = {f.request: {**recorded_erasure(f, tracking.load_json(f.run, "certificate.json")),
+    natures = {f.request: {**recorded_erasure(f, run_certificate(root, f.run, f.model, f.version)),
                            "made_on": f.dataset} for f in own}
     if format_of(dataset) is not TEXT:
         return natures
@@ -257,18 +258,20 @@ def request_record(request) -> dict:
 
 def recorded_erasure(forget: Forget, certificate: dict | None) -> dict:
     """What a request made with `unlearn forget` outside the ledger erased, as its forget run's record
-    names it (`certificate`: the run's certificate.json; the record ids in clear, as a ledger entry
-    does; nothing new is kept). UnlearnError (one line) when that record is gone or names another
-    request: the gates cannot tell what it erased, and reading it as nothing would let the records
-    back; its request file given again to `unlearn forget` records it again (record_again), so a lost
-    record does not lock the dataset."""
+    names it (`certificate`: the run's, tasks.outcomes.run_certificate; the record ids in clear, as a
+    ledger entry does; nothing new is kept). UnlearnError (one line) when that record is gone or names
+    another request: the gates cannot tell what it erased, and reading it as nothing would let the
+    records back; its request file given again to `unlearn forget` records it again (record_again),
+    so a lost record does not lock the dataset."""
     if (request := recorded_request(forget.run, forget.request, certificate)) is None:
+        from tasks.state import RUN_CERTIFICATES
+
         raise UnlearnError(f"the record of request {forget.request}, made with `unlearn forget` outside the "
-                           f"ledger (model {forget.model} v{forget.version}: certificate.json of MLflow run "
+                           f"ledger (model {forget.model} v{forget.version}: the certificate of forget run "
                            f"{forget.run}), is missing or names another request: the gates cannot tell what "
-                           f"it erased from data/{forget.dataset}; restore that run's artifacts from a backup "
-                           f"of mlflow/, or give its request file to `unlearn forget` again, which records it "
-                           f"again")
+                           f"it erased from data/{forget.dataset}; restore that run's artifacts and "
+                           f".unlearn/{RUN_CERTIFICATES}/ from a backup, or give its request file to `unlearn "
+                           f"forget` again, which records it again")
     return {key: sorted(request.get(key) or ()) for key in RECORDED}
 
 
@@ -292,6 +295,7 @@ def record_again(root: Path, request) -> None:
     which the version's `request_hash` tag (the salted hash of the whole request) vouches for."""
     from tasks import tracking
     from tasks.common import request_hash
+    from tasks.outcomes import run_certificate
 
     if not tracking.store_exists(root):  # reading the registry would create one
         return
@@ -301,7 +305,7 @@ def record_again(root: Path, request) -> None:
         if (promoted_by_request(tags) and tags["request_id"] == request.id
                 and tags.get("request_hash") == request_hash(root, request)
                 and recorded_request(tags["lineage_run"], request.id,
-                                     tracking.load_json(tags["lineage_run"], "certificate.json")) is None):
+                                     run_certificate(root, tags["lineage_run"], v.name, str(v.version))) is None):
             tracking.log_json(tags["lineage_run"], request_record(request), RERECORDED)
 
 

@@ -76,47 +76,58 @@ def log_run_certificate(root: Path, run: str, certificate: dict) -> None:
 
 def batch_certificate(root: Path, summary: dict) -> dict:
     """The certificate a batch's request certificates are made from (`summary`: its forget run's
-    result): the project's signed copy of the one its run logged (log_run_certificate), never the MLflow
-    artifact where that copy exists (an artifact that differs is named in a warning). Without a copy:
-    the artifact for a run certified before copies were kept (its version has no signed guarantee
-    either); else rebuilt from its registered version (rebuilt_certificate), as for a run stopped after
-    its promotion whose release's end logged none. UnlearnError when the copy does not verify:
-    nothing is signed."""
-    run = summary["run_id"]
+    result): the one its run logged as the project can stand by it (run_certificate; an MLflow artifact
+    that differs is named in a warning); else rebuilt from its registered version (rebuilt_certificate),
+    as for a run stopped after its promotion whose release's end logged none. UnlearnError when the
+    kept copy does not verify: nothing is signed."""
+    run, name, version = summary["run_id"], summary["model"]["name"], str(summary["model"]["version"])
+    certificate = run_certificate(root, run, name, version)
     logged = tracking.load_json(run, "certificate.json")
+    if certificate is None:
+        if logged is not None:
+            progress(f"  warning: certificate.json of forget run {run} in MLflow is none this project kept: the "
+                     f"certificate is rebuilt from its registered version")
+        return rebuilt_certificate(root, summary)
+    if logged is not None and json.dumps(logged, sort_keys=True) != json.dumps(certificate, sort_keys=True):
+        progress(f"  warning: certificate.json of forget run {run} in MLflow is not the certificate this project "
+                 f"kept when the run logged it (.unlearn/{state.RUN_CERTIFICATES}/): the kept one is certified")
+    return certificate
+
+
+def run_certificate(root: Path, run: str, name: str, version: str) -> dict | None:
+    """The certificate forget run `run` logged, as the project can stand by it: the project's signed
+    copy (log_run_certificate), never the MLflow artifact where that copy exists, which anyone who
+    can write to the tracking server can rewrite; the artifact only for a run certified before copies
+    were kept (its version, `name` v`version`, has no signed guarantee either); else None.
+    UnlearnError when the copy does not verify."""
     kept = state.kept_run_certificate(root, run)
     if kept is not None:
-        if logged is not None and json.dumps(logged, sort_keys=True) != json.dumps(kept, sort_keys=True):
-            progress(f"  warning: certificate.json of forget run {run} in MLflow is not the certificate this project "
-                     f"kept when the run logged it (.unlearn/{state.RUN_CERTIFICATES}/): the kept one is certified")
         return kept
-    if logged is not None and not guarantee_kept(root, summary):  # registered before 2026-12-07: no copy of either
-        return logged
-    if logged is not None:
-        progress(f"  warning: certificate.json of forget run {run} in MLflow is none this project kept: the "
-                 f"certificate is rebuilt from its registered version")
-    return rebuilt_certificate(root, summary)
+    if guarantee_kept(root, name, version):  # certified by code that keeps a copy: an artifact without one is not
+        return None
+    return tracking.load_json(run, "certificate.json")  # registered before 2026-12-07: no copy of either
 
 
-def guarantee_kept(root: Path, summary: dict) -> bool:
-    """Whether the project signed the guarantee of the batch's version (tasks.state.keep_guarantee):
+def guarantee_kept(root: Path, name: str, version: str) -> bool:
+    """Whether the project signed the guarantee of model `name` v`version` (tasks.state.keep_guarantee):
     registered by code that keeps its run's certificate too."""
-    name, version = summary["model"]["name"], str(summary["model"]["version"])
     return state.kept_guarantee(root, name, version, tracking.model_version(name, version).run_id) is not None
 
 
-def rebuilt_certificate(root: Path, summary: dict) -> dict:
+def rebuilt_certificate(root: Path, summary: dict, guarantee: dict | None = None) -> dict:
     """The batch's certificate when its run stopped after its promotion without logging one (`summary`:
     its result, rebuilt by tasks.release.interrupted_result, which says when production moved): the
     model, method and guarantee blocks a full one has, read from the registered version — the
     project's signed copy of its guarantee block (registered_guarantee), its tags (`verified`,
     `code_version`), its run and its parent version's — never from the request; no checks
-    (unlearning.compliance.certificate.interrupted_certificate)."""
+    (unlearning.compliance.certificate.interrupted_certificate). `guarantee`: that signed block where
+    the caller read it already (each reading warns of tags that differ from it)."""
     name, version = summary["model"]["name"], str(summary["model"]["version"])
     parent = summary["model"].get("parent_version")
     registered = tracking.model_version(name, version)
     tags = dict(registered.tags)
-    guarantee = registered_guarantee(root, name, version, registered.run_id, tags)
+    if guarantee is None:
+        guarantee = registered_guarantee(root, name, version, registered.run_id, tags)
     model = {"name": name, "version": version, "parent_version": parent, "run_id": registered.run_id,
              "parent_run_id": tracking.model_version(name, parent).run_id if parent is not None else None}
     return interrupted_certificate(guarantee, model=model, data=summary["data"],

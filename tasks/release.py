@@ -151,22 +151,27 @@ def finish_interrupted(root: Path, journal: Journal, new: str, marked: list[dict
     tags = dict(registered.tags)
     # an audit's release keeps its own record; a run killed after logging its own result or certificate keeps it
     if tags.get("lineage_run") == journal.run and tags.get("request_id"):
-        result = tracking.load_result(journal.run)
+        from tasks.outcomes import registered_guarantee
+
+        result, guarantee = tracking.load_result(journal.run), None
         if result is None:
-            result = interrupted_result(root, journal, new, registered, superseded)
+            # read once for the result and its certificate: reading it warns when the tags differ
+            guarantee = registered_guarantee(root, journal.model, new, registered.run_id, tags)
+            result = interrupted_result(journal, new, registered, superseded, guarantee)
             tracking.log_json(journal.run, result, "result.json")
-        certify_if_missing(root, journal.run, result, tags)
+        certify_if_missing(root, journal.run, result, tags, guarantee)
     tracking.end_if_running(journal.run, ok=True)
     return superseded
 
 
-def certify_if_missing(root: Path, run: str, result: dict, tags: dict) -> None:
+def certify_if_missing(root: Path, run: str, result: dict, tags: dict, guarantee: dict | None = None) -> None:
     """Log the rebuilt certificate on a forget run stopped after its promotion (`result`: its result,
-    `tags`: its registered version's) where it has none."""
+    `tags`: its registered version's, `guarantee`: its signed guarantee block if already read) where
+    it has none."""
     from tasks.outcomes import log_run_certificate
 
     if tracking.load_json(run, "certificate.json") is None:
-        log_run_certificate(root, run, interrupted_run_certificate(root, run, result, tags))
+        log_run_certificate(root, run, interrupted_run_certificate(root, run, result, tags, guarantee))
 
 
 def certify_earlier(root: Path, result: dict) -> None:
@@ -178,7 +183,7 @@ def certify_earlier(root: Path, result: dict) -> None:
                            tracking.version_tags(result["model"]["name"], result["model"]["version"]))
 
 
-def interrupted_run_certificate(root: Path, run: str, result: dict, tags: dict) -> dict:
+def interrupted_run_certificate(root: Path, run: str, result: dict, tags: dict, guarantee: dict | None = None) -> dict:
     """The certificate of a forget run stopped after its promotion (tasks.outcomes.rebuilt_certificate),
     with the `request` block a run's own certificate has: the ids the run recorded before its
     release (tasks.erased.RERECORDED) and the version's salted request hash; none where that record
@@ -188,18 +193,15 @@ def interrupted_run_certificate(root: Path, run: str, result: dict, tags: dict) 
 
     recorded = erased.named_request(tracking.load_json(run, erased.RERECORDED), tags["request_id"])
     request = {**recorded, "request_hash": tags.get("request_hash")} if recorded is not None else None
-    return {**rebuilt_certificate(root, result), **({"request": request} if request is not None else {})}
+    return {**rebuilt_certificate(root, result, guarantee), **({"request": request} if request is not None else {})}
 
 
-def interrupted_result(root: Path, journal: Journal, new: str, registered, superseded: list[dict]) -> dict:
+def interrupted_result(journal: Journal, new: str, registered, superseded: list[dict], guarantee: dict) -> dict:
     """The summary of a forget run killed (or failed) after its promotion, from its `registered`
-    version: its method and guarantee as the project signed them before the promotion
-    (tasks.outcomes.registered_guarantee; the ledger records them), the rest from its tags; and when
+    version: its method and guarantee as the project signed them before the promotion (`guarantee`:
+    tasks.outcomes.registered_guarantee; the ledger records them), the rest from its tags; and when
     production moved: the end of the run's promote step (tasks.common.promote)."""
-    from tasks.outcomes import registered_guarantee
-
     tags = dict(registered.tags)
-    guarantee = registered_guarantee(root, journal.model, new, registered.run_id, tags)
     removed = tracking.step_ended_at(journal.run, PROMOTE)
     return {"request_id": tags["request_id"], "status": "completed", "verified": True, "promoted": True,
             "method": guarantee.get("method"), "guarantee": guarantee.get("guarantee"),

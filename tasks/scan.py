@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from tasks import data as data_store
 from tasks.formats import TEXT, Cells, format_of
-from unlearning.compliance.signing import project_salt
+from unlearning.compliance.signing import SALT_ENV, SALT_FILE, project_salt, salt_in_env
 from unlearning.detect import Allowlist, line_column, scan_text
 from unlearning.errors import UnlearnError
 
@@ -76,21 +76,36 @@ def scan_path(path: Path, salt: bytes, allowlist: Allowlist | None = None) -> li
     return found
 
 
-def scan_target(root: Path, target: str, allowlist: Allowlist | None = None) -> tuple[str, list[dict]]:
-    """Scan a dataset name (data/NAME) or a file path; returns (what was scanned, findings). A file
-    scanned outside a project gets a one-off salt: the folder it is run in is not made a project."""
+def scan_target(root: Path, target: str, allowlist: Allowlist | None = None) -> tuple[str, list[dict], str]:
+    """Scan a dataset name (data/NAME) or a file path; returns (what was scanned, findings, whose salt
+    fingerprinted them: file_salt)."""
     if (Path(root) / "data" / target).is_dir():
         dataset = data_store.load_dataset(root, target)
         cells = format_of(dataset).text_cells(dataset)
         if cells is None:  # images: no text to scan (it crashed on a missing .frame); no salt made
             raise UnlearnError(f"dataset '{target}' holds {format_of(dataset).name}: scan finds secrets in "
                                "tables and text only")
-        return f"dataset {target}", scan_cells(cells, project_salt(root), allowlist)
+        return f"dataset {target}", scan_cells(cells, project_salt(root), allowlist), PROJECT_SALT
     if Path(target).is_file():
-        salt = project_salt(root) if is_project(root) else secrets.token_bytes(32)
-        return f"file {target}", scan_path(Path(target), salt, allowlist)
+        salt, whose = file_salt(root)
+        return f"file {target}", scan_path(Path(target), salt, allowlist), whose
     raise UnlearnError(f"{target!r} is neither a dataset under data/ nor a file: give a dataset name "
                        f"(see `unlearn data add`) or a path")
+
+
+# whose salt a scan's fingerprints are made with (file_salt)
+PROJECT_SALT, ONE_OFF_SALT = "project", "one-off"
+
+
+def file_salt(root: Path) -> tuple[bytes, str]:
+    """The salt a file is scanned with, and whose it is: in a project, the project's; outside one,
+    UNLEARN_SALT when set (the fingerprints then match those of the project it is the salt of), else
+    a one-off salt, whose fingerprints match no other scan: the folder the scan is run in is not made
+    a project by a salt file."""
+    if is_project(root):
+        return project_salt(root), PROJECT_SALT
+    given = salt_in_env(Path(root) / SALT_FILE)
+    return (given, SALT_ENV) if given is not None else (secrets.token_bytes(32), ONE_OFF_SALT)
 
 
 def counts_by_detector(findings: list[dict]) -> dict[str, int]:

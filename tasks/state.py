@@ -23,8 +23,9 @@
 - the project's signed copy of a forget run's version's guarantee block (`guarantee/<run>.json`,
   keep_guarantee): what a certificate rebuilt after a stop past the promotion signs, not the tag;
 - the project's signed copy of the certificate a forget run logged (`run_certificates/<forget
-  run>.json`, keep_run_certificate): what its batch's request certificates are made from, not the
-  MLflow artifact.
+  run>.json`, keep_run_certificate): what its batch's request certificates are made from, what a
+  recovery finds a batch's run by (runs_certifying) and the gates read a request outside the ledger
+  from, not the MLflow artifact or tags.
 The per-version ones are keyed by the MLflow run id that produced the model.
 """
 
@@ -344,6 +345,23 @@ def kept_run_certificate(root: Path, run_id: str) -> dict | None:
         raise AlteredState(f"the signed certificate of forget run {run_id} (.unlearn/{RUN_CERTIFICATES}/{run_id}.json) "
                            "is another run's")
     return facts["certificate"]
+
+
+def runs_certifying(root: Path, request_id: str) -> list[tuple[str, dict]]:
+    """(forget run, its certificate) of each signed copy (keep_run_certificate) whose certificate
+    certifies `request_id`, oldest first: which run processed a request, as the project signed it
+    (its MLflow tags could be rewritten). Found by what each copy says, then verified: AlteredState
+    when a copy that names the request does not verify."""
+    folder = state_dir(root) / RUN_CERTIFICATES
+    found = []
+    for path in sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []:
+        try:
+            named = signing.certified_request(json.loads(path.read_text()).get("certificate") or {})
+        except (OSError, ValueError, AttributeError):
+            named = None  # not a copy this code wrote: one naming the request is read, and verified, below
+        if named == request_id:
+            found.append((path.stem, kept_run_certificate(root, path.stem)))
+    return found
 
 
 # Keyed by the forget run (its MLflow parent run), not by a model version: kept as long as the signed

@@ -519,7 +519,8 @@ def test_a_lost_record_of_a_forget_outside_the_ledger_refuses_until_its_request_
     code, out = run_json(capsys, ["forget", str(path)])
     assert code == 0, out
     artifacts = workspace / "mlflow" / "artifacts" / out["run_id"] / "artifacts"
-    (artifacts / "erasure.json").unlink()  # the run's two records of the request: lost, or altered
+    (artifacts / "erasure.json").unlink()  # the run's three records of the request: lost, or altered
+    (workspace / ".unlearn" / "run_certificates" / f"{out['run_id']}.json").unlink()
     certificate = artifacts / "certificate.json"
     body = json.loads(certificate.read_text())
     certificate.write_text(json.dumps({**body, "request": {**body["request"], "id": "OTHER"}}))
@@ -543,6 +544,33 @@ def test_a_lost_record_of_a_forget_outside_the_ledger_refuses_until_its_request_
     # its own file does: the gates read what it erased again
     assert main(["forget", str(path)]) == 0
     refused(capsys, argv, "3 record(s) erased from data/people by completed request(s) OUT-3")
+    assert data_files(workspace) == before
+
+
+def test_records_deleted_outside_the_ledger_are_read_from_the_projects_signed_copy_not_from_mlflow(
+        workspace, people_csv, capsys):
+    """The gates read what a request made outside the ledger deleted from its forget run's MLflow
+    artifacts: whoever can write to the tracking server (not `.unlearn/`) rewrote its certificate to
+    name no record, and `data add --replace` took the three back. They read the project's signed copy
+    of that certificate (.unlearn/run_certificates/); a copy that does not verify is refused."""
+    add_and_train(people_csv, capsys)
+    code, out = run_json(capsys, ["forget", str(request_file(workspace, id="OUT-5", delete_records=ERASED))])
+    assert code == 0, out
+    artifacts = workspace / "mlflow" / "artifacts" / out["run_id"] / "artifacts"
+    for name in ("certificate.json", "erasure.json"):
+        body = json.loads((artifacts / name).read_text())
+        (artifacts / name).write_text(json.dumps({**body, "request": {**body["request"], "delete_records": []}}))
+    argv = ["data", "add", "people", "--file", str(people_csv), "--target", "label", "--id", "person", "--replace"]
+    before = data_files(workspace)
+    refused(capsys, argv, "3 record(s) erased from data/people by completed request(s) OUT-5")  # the old code: 0
+    kept = workspace / ".unlearn" / "run_certificates" / f"{out['run_id']}.json"
+    signed = kept.read_text()
+    kept.write_text(signed.replace(f'"{ERASED[0]}",', ""))
+    assert kept.read_text() != signed
+    for command in (argv, ["train", "people"]):
+        refused(capsys, command, f"run_certificates/{out['run_id']}.json does not verify")
+    kept.write_text(signed)
+    refused(capsys, argv, "3 record(s) erased from data/people by completed request(s) OUT-5")
     assert data_files(workspace) == before
 
 

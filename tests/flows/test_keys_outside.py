@@ -195,3 +195,72 @@ def test_a_project_keeping_its_salt_in_its_file_keeps_its_fingerprints_and_migra
     monkeypatch.setenv(SALT_ENV, exported)
     moved, err = scan_fingerprints(workspace, capsys)
     assert moved == before and "warning" not in err and not (workspace / SALT_FILE).exists()
+
+
+KEY_FILE = Path(".unlearn") / "signing.key"
+BY_CAT = "export UNLEARN_SIGNING_KEY=$(cat .unlearn/signing.key) && rm .unlearn/signing.key"  # as the docs give it
+
+
+def test_a_signing_key_the_key_file_contradicts_is_refused_and_nothing_written(salted, capsys, monkeypatch):
+    """UNLEARN_SIGNING_KEY was used whatever `.unlearn/signing.key` held: another project's key (or
+    a key file a command made without the variable) signed, MACed and sealed under a key nothing
+    earlier was made with."""
+    monkeypatch.delenv(SALT_ENV, raising=False)
+    held = (salted / KEY_FILE).read_text().strip()
+    monkeypatch.setenv(KEY_ENV, "d4" * 32)
+    request = request_file(salted, id="OTHER-KEY", delete_records=["P1003"])
+    for argv in (["forget", str(request)], ["requests", "submit", str(request)], ["ledger", "verify"]):
+        message = run_bad(salted, capsys, argv, f"{KEY_ENV} is not the key in")
+        assert "d4" * 32 not in message and held not in message, message
+
+
+def test_the_signing_key_moves_out_by_the_documented_command(salted, capsys, monkeypatch):
+    monkeypatch.delenv(SALT_ENV, raising=False)
+    monkeypatch.chdir(salted)
+    monkeypatch.setenv(KEY_ENV, (salted / KEY_FILE).read_text().strip())
+    capsys.readouterr()
+    assert main(["ledger", "verify"]) == 0
+    warned = capsys.readouterr().err  # the file still there: used, with one warning
+    assert warned.count(f"warning: {KEY_ENV} is set") == 1 and "rm " in warned, warned
+    kept = (salted / KEY_FILE).read_bytes()
+    try:
+        moved = subprocess.run(["bash", "-c", f'{BY_CAT} && printf %s "$UNLEARN_SIGNING_KEY"'], cwd=salted,
+                               capture_output=True, text=True, check=True).stdout
+        assert moved == kept.decode().strip() and not (salted / KEY_FILE).exists()
+        monkeypatch.setenv(KEY_ENV, moved)
+        assert main(["ledger", "verify"]) == 0
+        assert "warning" not in capsys.readouterr().err and not (salted / KEY_FILE).exists()
+    finally:  # the module's project keeps its key in its file for the tests after this one
+        if not (salted / KEY_FILE).exists():
+            signing_file = salted / KEY_FILE
+            signing_file.write_bytes(kept)
+            signing_file.chmod(0o600)
+
+
+def scanned_outside(capsys, path: Path) -> tuple[dict, str]:
+    capsys.readouterr()
+    assert main(["scan", str(path), "--json"]) == 1
+    out, err = capsys.readouterr()
+    return json.loads(out), err
+
+
+def test_a_file_scanned_outside_a_project_takes_unlearn_salt_else_says_its_salt_is_one_off(
+        workspace, tmp_path_factory, capsys, monkeypatch):
+    """Outside a project a file's fingerprints used a one-off salt even with UNLEARN_SALT set: they
+    differed from run to run and matched none of the project's. The variable is taken when set; else
+    the output says the salt is one-off."""
+    notes = tmp_path_factory.mktemp("files") / "notes.txt"
+    notes.write_text("call 4111 1111 1111 1111 back\n")
+    monkeypatch.delenv(SALT_ENV, raising=False)
+    (first, err), (second, _) = scanned_outside(capsys, notes), scanned_outside(capsys, notes)
+    assert first["salt"] == second["salt"] == "one-off" and "one-off salt" in err, (first, err)
+    assert first["findings"][0]["fingerprint"] != second["findings"][0]["fingerprint"]
+
+    monkeypatch.setenv(SALT_ENV, SALT)
+    (first, err), (second, _) = scanned_outside(capsys, notes), scanned_outside(capsys, notes)
+    expected = fingerprint("4111111111111111", "card", bytes.fromhex(SALT))
+    # the old code: a one-off salt, another fingerprint on every run
+    assert first["findings"][0]["fingerprint"] == second["findings"][0]["fingerprint"] == expected
+    assert first["salt"] == SALT_ENV and "one-off" not in err and SALT not in err + json.dumps(first)
+    assert [p.name for p in workspace.iterdir() if p.name != ".unlearn"] == []  # the folder made no project
+    assert not (workspace / SALT_FILE).exists()

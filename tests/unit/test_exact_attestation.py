@@ -36,6 +36,7 @@ def test_an_altered_or_foreign_word_does_not_hold(tmp_path, monkeypatch):
         path.write_text(not_an_object)
         assert not state.attested_exact(tmp_path, facts())
     state.attest_exact(tmp_path, facts())
+    (tmp_path / ".unlearn" / "signing.key").unlink(missing_ok=True)  # the file there refuses another key outright
     monkeypatch.setenv("UNLEARN_SIGNING_KEY", "ab" * 32)  # another project's key
     assert not state.attested_exact(tmp_path, facts())
 
@@ -66,6 +67,7 @@ def test_a_versions_signed_guarantee_reads_back_only_as_signed_and_for_that_vers
     with pytest.raises(state.AlteredState, match=r"\.unlearn/guarantee/run-2\.json does not verify"):
         state.kept_guarantee(tmp_path, "people", "2", "run-2")
     state.keep_guarantee(tmp_path, "people", "2", "run-2", BLOCK)
+    (tmp_path / ".unlearn" / "signing.key").unlink(missing_ok=True)  # the file there refuses another key outright
     monkeypatch.setenv("UNLEARN_SIGNING_KEY", "ab" * 32)  # another project's key
     with pytest.raises(state.AlteredState):
         state.kept_guarantee(tmp_path, "people", "2", "run-2")

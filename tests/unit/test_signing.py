@@ -194,6 +194,18 @@ def test_environment_key_wins_and_must_be_long_enough(tmp_path, monkeypatch):
         signing.signing_key(tmp_path)
 
 
+def test_an_environment_key_the_key_file_contradicts_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv(signing.KEY_ENV, raising=False)
+    held = signing.signing_key(tmp_path)
+    monkeypatch.setenv(signing.KEY_ENV, "x" * 32)
+    for create in (True, False):
+        with pytest.raises(UnlearnError, match="UNLEARN_SIGNING_KEY is not the key in") as refused:
+            signing.signing_key(tmp_path, create=create)
+        assert "x" * 32 not in str(refused.value) and held.decode() not in str(refused.value)
+    monkeypatch.setenv(signing.KEY_ENV, held.decode())  # the file's content: the same key
+    assert signing.signing_key(tmp_path) == held
+
+
 def test_verifying_never_creates_a_key(tmp_path, no_env_key):
     with pytest.raises(UnlearnError, match="no signing key"):
         signing.signing_key(tmp_path, create=False)

@@ -19,7 +19,8 @@ The ledger's own MACs use a key derived from this one (`unlearning.compliance.ma
 Key: `UNLEARN_SIGNING_KEY` (at least 32 characters), else the key file `.unlearn/signing.key`
 (64 hex characters), created on first use with mode 0600 from the first byte and refused when
 group or others can read it. The key is the UTF-8 text of either, so copying the file's content
-into the variable gives the same key.
+into the variable gives the same key. Set, the variable is the key and the file is not made; it is
+refused while the file holds another key (what the project signed and sealed was made with that one).
 
 Salt: the project's fingerprint salt (scan fingerprints, request hashes, erased rows' hashes) is
 `UNLEARN_SALT` (hex, at least 16 bytes), else the file `.unlearn/salt` (32 random bytes, 0600),
@@ -41,7 +42,7 @@ import re
 import secrets
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from unlearning.checks import is_decided
 from unlearning.compliance.mac_chain import canonical_json
@@ -68,10 +69,10 @@ def key_id(key: bytes) -> str:
 def signing_key(root: Path, create: bool = True) -> bytes:
     """The key from UNLEARN_SIGNING_KEY, else from <root>/.unlearn/signing.key (created when
     `create`; verifying never creates a key)."""
-    value = os.environ.get(KEY_ENV, "").strip()
-    if value:
-        return _checked(value, KEY_ENV)
     path = Path(root) / KEY_FILE
+    given = key_in_env(path)
+    if given is not None:
+        return given
     if not path.exists():
         if not create:
             raise UnlearnError(f"no signing key: set {KEY_ENV} or provide the key file {path}")
@@ -153,10 +154,39 @@ def salt_in_env(path: Path) -> bytes | None:
         raise UnlearnError(f"the salt in {SALT_ENV} is too short ({len(value)} hex digits): use at least "
                            f"{2 * MIN_SALT_BYTES}, {how}")
     salt = bytes.fromhex(value)
-    if path.exists() and path.read_bytes() != salt:
-        raise UnlearnError(f"{SALT_ENV} is not the salt in {path}, which this project's fingerprints and request "
-                           f"hashes were made with: export {SALT_ENV}=$(xxd -p -c 64 {path}) and delete the file")
+    _refuse_another_in_file(path, path.read_bytes, salt,
+                            f"{SALT_ENV} is not the salt in {path}, which this project's fingerprints and request "
+                            f"hashes were made with: export {SALT_ENV}=$(xxd -p -c 64 {path}) and delete the file")
     return salt
+
+
+def key_in_env(path: Path) -> bytes | None:
+    """UNLEARN_SIGNING_KEY as bytes (None when unset), refused when shorter than 32 characters or when
+    the key file at `path` holds another key."""
+    value = os.environ.get(KEY_ENV, "").strip()
+    if not value:
+        return None
+    key = _checked(value, KEY_ENV)
+    _refuse_another_in_file(path, lambda: path.read_text(encoding="utf-8").strip().encode("utf-8"), key,
+                            f"{KEY_ENV} is not the key in {path}, which this project's certificates, ledger and "
+                            f"sealed files were made with: export {KEY_ENV}=$(cat {path}) and delete the file "
+                            f"(a file made by a command run without {KEY_ENV} since the key moved out: delete it)")
+    return key
+
+
+def _refuse_another_in_file(path: Path, held: Callable[[], bytes], given: bytes, refusal: str) -> None:
+    """A secret set in the environment while the project's file still holds another is refused:
+    what the project recorded was made with one of them, and using the other would silently match,
+    verify or open none of it."""
+    if path.exists() and not hmac.compare_digest(held(), given):
+        raise UnlearnError(refusal)
+
+
+def also_in_files(root: Path) -> list[tuple[str, Path]]:
+    """(variable, file) for each secret set in the environment that the project's file still holds
+    too (one the file contradicts is refused): the file gives it to whoever copies the project."""
+    both = [(SALT_ENV, Path(root) / SALT_FILE, salt_in_env), (KEY_ENV, Path(root) / KEY_FILE, key_in_env)]
+    return [(name, path) for name, path, in_env in both if in_env(path) is not None and path.exists()]
 
 
 # ---------------------------------------------------------------------------------------------
