@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,8 @@ class Text:
         self.retrained: dict[int, object] = {}  # j → the model retrained on D_j
         self._judged: dict[int, tuple] = {}  # id(model) → (it, fingerprint → (request, its evidence row))
         self.exposure_misses: list[str] = []  # audits failed on exposure: the secret and what its evidence saw
+        self._updated_by: dict[int, tuple] = {}  # id(updated model) → (it, its method, context, teacher)
+        self._repaired: list[tuple] = []  # (repaired model, request, its chain's earlier requests)
         corpus = self.original_corpus = build_shakespeare(n_people=people)  # 5 secrets a person
         findings = scan_corpus(corpus, bench_text.SALT)
 
@@ -78,6 +81,7 @@ class Text:
         evidence's `max_drift` must leave below the audit's threshold (measured outside the CPU)."""
         misses = ([f"Audits failed on exposure (the worst secret): {'; '.join(self.exposure_misses)}.", ""]
                   if self.exposure_misses else [])
+        misses = [*self.repaired_relearning(), *misses]
         if not self.retrained:
             return misses
         base = self.perplexity(self.original, 0)
@@ -87,6 +91,28 @@ class Text:
                 f"to {max(rel.values()):+.2%}). A fast update's drift since its exact model is held to "
                 f"≤ {self.evidence_cfg().max_drift:.1%}, the audit to ≤ "
                 f"{self.lm.TextVerifyConfig().max_perplexity_increase:.0%} over the retrained model.", "", *misses]
+
+    def repaired_relearning(self) -> list[str]:
+        """Each repaired model's excess over its controls before and after relearning, judged again with
+        evidence seeds 1–3 (other controls, another relearning sample of the held-out text): the repair
+        guarded against relearning on retained training windows, the request's check (seed 0) judged it
+        on held-out text; this says whether it holds for other draws too (outside the measured CPU)."""
+        from unlearning.text import evidence
+        if not self._repaired:
+            return []
+        lines = []
+        for fixed, k, chain in self._repaired:
+            secrets = [*self.secrets[k - 1], *(s for j in chain for s in self.secrets[j - 1])]
+            seen = []
+            for seed in (1, 2, 3):
+                cfg = evidence.EvidenceConfig(seed=seed)
+                items = evidence.prepare(secrets, self._restored(k, chain), self.data[k], cfg)
+                rows = evidence.judge(fixed, items, cfg, self.salt, evidence.relearning_windows(fixed, self.data[k]),
+                                      figures=0)
+                seen.append(f"{max(r['excess_bits'] for r in rows):+.1f}/{max(r['relearned_excess_bits'] for r in rows):+.1f}")
+            lines.append(f"request {k}: " + ", ".join(seen))
+        return [f"Repaired models, the worst secret's excess over its controls / after relearning (bits; evidence "
+                f"seeds 1, 2, 3; the threshold is {self.evidence_cfg().margin_bits:g}): {'; '.join(lines)}.", ""]
 
     @staticmethod
     def evidence_cfg():
@@ -105,12 +131,28 @@ class Text:
             context = self._chain_context(model, k, chain)
         teacher = rules.teacher_of(model, self._teachers.get(id(model), (None, None))[1])
         result = registry.run("text", method, context._replace(teacher=teacher))
+        self._updated_by[id(result.bundle)] = (result.bundle, method, context, teacher)  # what a repair goes on from
         exact = rules.trained_exactly(result.guarantee)
         anchor = self.anchor_of(model) if rules.held_to_its_chain(exact) else None
         self._since[id(result.bundle)] = (result.bundle, anchor, rules.chain_after(chain, k, exact))
         if not exact:
             self._teachers[id(result.bundle)] = (result.bundle, teacher)
         return result.bundle
+
+    def repair(self, model, before, k: int):
+        """auto's repair (tasks/kinds/text.py `fall_back`): a failed suppress update taken further by
+        suppress steps that guard against relearning (unlearning.text.repair), on the request and
+        chain it ran on, anchored to its teacher; the repaired model continues its chain. None for
+        another method's failure (a retraining: nothing to repair)."""
+        from unlearning.text.repair import repair, repairable
+        method, context, teacher = self._updated_by[id(model)][1:]
+        if not repairable(method):
+            return None
+        fixed = dataclasses.replace(model, model=repair(model, context.request, context.train_windows, teacher).model)
+        self._since[id(fixed)] = (fixed, *self._since[id(model)][1:])
+        self._teachers[id(fixed)] = (fixed, teacher)
+        self._repaired.append((fixed, k, self.chain_of(before)))
+        return fixed
 
     def _kept(self, model) -> tuple:
         """(the exact model `model` is held to, its chain): none and an empty chain for a model
