@@ -12,16 +12,26 @@ fine-tuned a few Adam steps, at the model's own training rate, on a sample of th
 windows*, and that gradient is added to the step's (first order, as in meta-learning: taken at the
 copy's weights, applied to the model's; suppress.Relearn). Held-out text, which the evidence's check
 fine-tunes on, is never used: the check stays an independent test. The repaired model is judged by
-the same evidence; a repair that does not pass is replaced by the retraining, as before.
+the same evidence, with one difference: a repair is a second try at the same request, and the
+relearning check is a random draw (which 8-window batches of held-out text the 20 steps see), so its
+relearning check takes the worst of RELEARN_DRAWS draws (`repair_evidence`). Measured on
+bench.stream's month with one draw, 6 of the 9 repaired models that passed came back 2.1–21.5 bits above
+their band in at least one of three other draws. A repair that does not pass is replaced by the
+retraining, as before.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from unlearning.text.bundle import LMBundle
 from unlearning.text.deep_influence import DeepUpdate, WindowRequest
 from unlearning.text import suppress
+from unlearning.text.evidence import EvidenceConfig
+
+RELEARN_DRAWS = 3  # relearned copies a repaired model is judged on (module doc)
 
 
 class RepairConfig(BaseModel):
@@ -31,11 +41,17 @@ class RepairConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    steps: int = Field(15, ge=1)
+    steps: int = Field(30, ge=1)
     relearn_steps: int = Field(10, ge=1)
     relearn_batch: int = Field(8, ge=1)
     weight: float = Field(1.0, ge=0)
     seed: int = 1  # not the update's 0: other samples of the same windows
+
+
+def repair_evidence(cfg: EvidenceConfig) -> EvidenceConfig:
+    """The evidence a repaired model is judged by: the update's, its relearning check over at least
+    RELEARN_DRAWS draws."""
+    return dataclasses.replace(cfg, relearn_draws=max(cfg.relearn_draws, RELEARN_DRAWS))
 
 
 def repairable(method: str) -> bool:
