@@ -27,6 +27,7 @@ from flows.train import train_flow
 from tasks.common import console_table as text_table
 from tasks.data import add_dataset
 from tasks.kinds.images_verify import rows_table as image_rows_table
+from tasks.kinds.text import repaired_line
 from unlearning.errors import UnlearnError
 from unlearning.images.bundle import ImageTrainConfig
 from unlearning.images.registry import IMAGE_METHODS
@@ -233,7 +234,11 @@ def text_console_summary(s: dict) -> str:
     failed = [f"  FAILED {c['name']}: {c['value']:.4g} (needs {c['threshold']})" for c in s["checks"] if not c["passed"]]
     if attempt:
         why = [f"The {attempt['method']} update failed {', '.join(attempt['failed_checks'])}; method auto "
-               f"fell back to the model retrained on the redacted corpus (guarantee exact)."]
+               + (f"tried a repair ({attempt['repair']['seconds']:.1f} s), which still failed "
+                  f"{', '.join(attempt['repair']['failed_checks'])}, then " if attempt.get("repair") else "")
+               + "fell back to the model retrained on the redacted corpus (guarantee exact)."]
+    elif repaired := s.get("repaired"):
+        why = [repaired_line(repaired)]
     elif s["method"] == "retrain" and s.get("requested_method") == "auto":
         why = [f"Method auto chose retraining: the request touches {s['affected_windows']} training windows; the "
                f"fast update (suppress) is used up to {AUTO_MAX_WINDOWS} (the range measured to pass "

@@ -47,7 +47,7 @@ def base_of(outcomes: list[Outcome], ops, n: int) -> Base:
 def scenario_rows(outcomes: list[Outcome], fidelity: dict[str, dict], fidelity_text, base: Base | None = None) -> list[str]:
     lines = ["| policy | CPU s | share of retrain per request | CPU s within the month (share) | CPU s by operation | "
              "median time to removal | max time to removal | checks passed (per request) | audits passed | "
-             "fall-backs to retraining | fidelity to a retrain on the final data |",
+             "fall-backs to retraining (failed updates repaired instead) | fidelity to a retrain on the final data |",
              "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|"]
     base = base or Base(outcomes[0].cpu_s, outcomes[0].cpu_month_s)
     base, base_month = base.cpu_s, base.cpu_month_s
@@ -56,7 +56,7 @@ def scenario_rows(outcomes: list[Outcome], fidelity: dict[str, dict], fidelity_t
         lines.append(f"| {o.policy} | {o.cpu_s:.1f} | {100 * o.cpu_s / base:.1f} % | "
                      f"{o.cpu_month_s:.1f} ({100 * o.cpu_month_s / base_month:.1f} %) | {spent} | "
                      f"{minutes(statistics.median(o.removal_s))} | {minutes(max(o.removal_s))} | {verdicts(o.checks)} | "
-                     f"{verdicts(o.audits)} | {o.fallbacks} | {fidelity_text(fidelity[o.policy])} |")
+                     f"{verdicts(o.audits)} | {o.fallbacks} ({o.repairs}) | {fidelity_text(fidelity[o.policy])} |")
     return lines
 
 

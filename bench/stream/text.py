@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
 from bench.stream.measured import check, passed, say
 
+
+AGAIN_SEEDS = (10, 11, 12)  # evidence seeds a repaired model is judged again with, outside the measured CPU
 
 # bench.text's setting: the demo corpus, the `small` char-LSTM, every occurrence of a secret
 # redacted with the token policy. A model is an lm.LMBundle; D_k is the corpus after requests 1..k.
@@ -36,6 +39,9 @@ class Text:
         self.retrained: dict[int, object] = {}  # j → the model retrained on D_j
         self._judged: dict[int, tuple] = {}  # id(model) → (it, fingerprint → (request, its evidence row))
         self.exposure_misses: list[str] = []  # audits failed on exposure: the secret and what its evidence saw
+        self._updated_by: dict[int, tuple] = {}  # id(updated model) → (it, its method, context, teacher)
+        self._repaired: list[tuple] = []  # (repaired model, request, its chain's earlier requests)
+        self._passed_fast: list[tuple] = []  # (fast model whose evidence passed, request, chain, repaired?)
         corpus = self.original_corpus = build_shakespeare(n_people=people)  # 5 secrets a person
         findings = scan_corpus(corpus, bench_text.SALT)
 
@@ -78,6 +84,7 @@ class Text:
         evidence's `max_drift` must leave below the audit's threshold (measured outside the CPU)."""
         misses = ([f"Audits failed on exposure (the worst secret): {'; '.join(self.exposure_misses)}.", ""]
                   if self.exposure_misses else [])
+        misses = [*self.judged_again(), *misses]
         if not self.retrained:
             return misses
         base = self.perplexity(self.original, 0)
@@ -87,6 +94,35 @@ class Text:
                 f"to {max(rel.values()):+.2%}). A fast update's drift since its exact model is held to "
                 f"≤ {self.evidence_cfg().max_drift:.1%}, the audit to ≤ "
                 f"{self.lm.TextVerifyConfig().max_perplexity_increase:.0%} over the retrained model.", "", *misses]
+
+    def judged_again(self) -> list[str]:
+        """Each fast model whose evidence passed (its first try, or a repair) judged again with evidence
+        seeds AGAIN_SEEDS: other controls and other relearning draws than its own (seed 0; a repair's
+        0–2). The repair guarded against relearning on retained training windows and was judged on
+        held-out text; this says whether a verdict holds for other draws (outside the measured CPU)."""
+        from unlearning.text import evidence
+        lines = {False: [], True: []}
+        for model, k, chain, repaired in self._passed_fast:
+            secrets = [*self.secrets[k - 1], *(s for j in chain for s in self.secrets[j - 1])]
+            relearned = []
+            for seed in AGAIN_SEEDS:
+                cfg = evidence.EvidenceConfig(seed=seed)
+                items = evidence.prepare(secrets, self._restored(k, chain), self.data[k], cfg)
+                rows = evidence.judge(model, items, cfg, self.salt, evidence.relearning_windows(model, self.data[k]),
+                                      figures=0)
+                relearned.append(max(r["relearned_excess_bits"] for r in rows))
+            lines[repaired].append((k, relearned))
+        margin = self.evidence_cfg().margin_bits
+        out = []
+        for repaired, seen in lines.items():
+            if seen:
+                held = sum(all(v <= margin for v in values) for _, values in seen)
+                out += [f"{'Repaired models' if repaired else 'Fast updates that passed at their first try'}, judged "
+                        f"again at evidence seeds {', '.join(map(str, AGAIN_SEEDS))}: {held} of {len(seen)} within "
+                        f"{margin:g} bits after relearning at all three (worst secret's relearned excess, bits: "
+                        + "; ".join(f"request {k}: " + ", ".join(f"{v:+.1f}" for v in values) for k, values in seen)
+                        + ").", ""]
+        return out
 
     @staticmethod
     def evidence_cfg():
@@ -105,12 +141,28 @@ class Text:
             context = self._chain_context(model, k, chain)
         teacher = rules.teacher_of(model, self._teachers.get(id(model), (None, None))[1])
         result = registry.run("text", method, context._replace(teacher=teacher))
+        self._updated_by[id(result.bundle)] = (result.bundle, method, context, teacher)  # what a repair goes on from
         exact = rules.trained_exactly(result.guarantee)
         anchor = self.anchor_of(model) if rules.held_to_its_chain(exact) else None
         self._since[id(result.bundle)] = (result.bundle, anchor, rules.chain_after(chain, k, exact))
         if not exact:
             self._teachers[id(result.bundle)] = (result.bundle, teacher)
         return result.bundle
+
+    def repair(self, model, before, k: int):
+        """auto's repair (tasks/kinds/text.py `fall_back`): a failed suppress update taken further by
+        suppress steps that guard against relearning (unlearning.text.repair), on the request and
+        chain it ran on, anchored to its teacher; the repaired model continues its chain. None for
+        another method's failure (a retraining: nothing to repair)."""
+        from unlearning.text.repair import repair, repairable
+        method, context, teacher = self._updated_by[id(model)][1:]
+        if not repairable(method):
+            return None
+        fixed = dataclasses.replace(model, model=repair(model, context.request, context.train_windows, teacher).model)
+        self._since[id(fixed)] = (fixed, *self._since[id(model)][1:])
+        self._teachers[id(fixed)] = (fixed, teacher)
+        self._repaired.append((fixed, k, self.chain_of(before)))
+        return fixed
 
     def _kept(self, model) -> tuple:
         """(the exact model `model` is held to, its chain): none and an empty chain for a model
@@ -185,7 +237,10 @@ class Text:
         against the model before and against the last model trained exactly, relearning on held-out
         text; no model trained."""
         from unlearning.text import evidence
+        from unlearning.text.repair import repair_evidence
         cfg = evidence.EvidenceConfig()
+        if any(fixed is model for fixed, _, _ in self._repaired):  # a repair: judged as tasks/kinds/text_repair.py does
+            cfg = repair_evidence(cfg)
         # a fast update is also judged on the earlier secrets of its chain still in escrow (a
         # fall-back's retrained model starts a new chain: the request's own secrets only)
         held = self.rules.held_to_its_chain(self.trained_exactly(model))
@@ -198,7 +253,10 @@ class Text:
         ppl = {"before": self.perplexity(before, k - 1), "after": self.perplexity(model, k)}
         if held:  # a fast update; a fall-back's retrained model is held to no earlier one
             ppl["anchor"] = self.perplexity(self.anchor_of(before), k - 1)
-        return evidence.evidence_checks(rows, ppl, cfg)
+        checks = evidence.evidence_checks(rows, ppl, cfg)
+        if held and all(c["passed"] for c in checks):
+            self._passed_fast.append((model, k, chain, cfg.relearn_draws > 1))
+        return checks
 
     def audit_checks(self, model, ks: list[int], retrained) -> list[dict]:
         """The audit: the reference checks for every covered secret (exposure: those of the model's

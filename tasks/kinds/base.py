@@ -176,3 +176,10 @@ class Kind(ABC):
     def format_forget(self, summary: dict) -> list[str]:
         """The kind's lines of the console summary of a forget (after model and data)."""
         return []
+
+
+def replaced_by(attempt: dict | None) -> dict:
+    """The summary's and the certificate's account of a failed update: `fallback` where it was
+    replaced by a retraining (a repair tried first is in it), `repaired` where a repair passed."""
+    repaired = attempt is not None and attempt.get("outcome") == "repaired"
+    return {"fallback": None if repaired else attempt, "repaired": attempt if repaired else None}

@@ -14,7 +14,7 @@ from tasks import references as prefetch
 from tasks.common import step, Lineage, Plan, Trained, Update, Verification, progress
 from tasks.data import save_dataset
 from tasks.kinds import images_chain
-from tasks.kinds.base import Kind
+from tasks.kinds.base import Kind, replaced_by
 from tasks.kinds.images_verify import (
     checks_table, evidence_images, headline_metrics, judged, known_outputs, outputs_on_samples, reference_job,
     reference_verdict, repair_after_failed_checks, retrain_after_failed_checks, rows_table, run_method, verify_images,
@@ -329,13 +329,6 @@ class Images(Kind):
                          f"{f['repair']['steps']} steps on the corrected data ({f['repair']['seconds']:.2f} s), it "
                          "passed the same evidence (guarantee empirical; no model retrained)")
         return lines
-
-
-def replaced_by(attempt: dict | None) -> dict:
-    """The summary's and the certificate's account of a failed update: `fallback` where it was
-    replaced by a retraining (a repair tried first is in it), `repaired` where a repair passed."""
-    repaired = attempt is not None and attempt.get("outcome") == "repaired"
-    return {"fallback": None if repaired else attempt, "repaired": attempt if repaired else None}
 
 
 KIND = Images()

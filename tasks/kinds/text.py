@@ -16,9 +16,10 @@ from pathlib import Path
 from tasks import dvc, formats, scan, tracking
 from tasks.common import step, Lineage, Plan, Trained, Update, Verification, progress
 from tasks.data import load_dataset, save_dataset
-from tasks.kinds.base import Kind
+from tasks.kinds.base import Kind, replaced_by
 from tasks.kinds.text_chain import (chain_after, chain_secrets, earlier_line, evidence_state, reference_state,
                                     window_request)
+from tasks.kinds.text_repair import repair_after_failed_checks
 from tasks.kinds.text_teacher import chain_teacher, hand_over_teacher, keep_teacher, parent_teacher_run
 from tasks.kinds.text_verify import (config_as, exposures_of, fall_back_evidence, fall_back_to_retrained,
                                      reference_job, retrained, verify_evidence, verify_lm)
@@ -30,6 +31,7 @@ from unlearning.errors import UnlearnError
 from unlearning.text import evidence, lm
 from unlearning.text.chain import takes_the_chain, trained_exactly
 from unlearning.text.data import TextCorpus, check_trainable_corpus, redact
+from unlearning.text.repair import repairable
 
 
 # --- methods: the one place this kind looks them up -----------------------------------------------
@@ -289,15 +291,29 @@ class Text(Kind):
         return Verification(metrics, checks, None, detail=(rows, None), mode="evidence", retrains=0)
 
     def fall_back(self, lineage: Lineage, plan: Plan, after, update: Update, verification: Verification, config):
+        """What replaces the failed update: in evidence mode, a failed `suppress` repaired (suppress steps
+        that guard against relearning, unlearning.text.repair) if that passes the same evidence, else the
+        model retrained on D' — the verification's reference in `reference` mode, else retrained now and
+        judged by the same checks. A repaired version continues the update's chain; a retrained one is
+        exact and starts a new one."""
+        secrets, reference = verification.detail
+        tried = None
+        if reference is None and repairable(update.method):
+            repaired, checked, tried = self.repaired(lineage, plan, after, update, verification,
+                                                     config_as(config, evidence.EvidenceConfig))
+            if checked.passed:
+                return repaired, checked, tried
         if not retrainable(plan.bundle):  # an import without its base: the failed update is refused, not replaced
             return None
-        secrets, reference = verification.detail
         stats = {"fallback_from": update.method, "affected_windows": update.stats["affected_windows"]}
         if reference is None:  # evidence mode trained no reference: train it now
             reference, trained, metrics, checks, secrets, attempt = fall_back_evidence(
                 lineage, plan, after, update, verification.metrics, verification.checks,
                 config_as(config, evidence.EvidenceConfig))
-            retrained_update = Update(reference, "retrain", "exact", update.seconds,
+            repair_s = tried["repair"]["seconds"] if tried else 0.0
+            attempt |= {"outcome": "retrained", **({"repair": tried["repair"]} if tried else {})}
+            # the request cost the failed update, the failed repair if one was tried, and the retraining
+            retrained_update = Update(reference, "retrain", "exact", update.seconds + repair_s,
                                       {**stats, "seconds": trained["seconds"]})
             retrained_update.detail = evidence_state(retrained_update, metrics)
             return (retrained_update,
@@ -310,6 +326,19 @@ class Text(Kind):
         attempt["reference"] = "trained by the verification"
         return (Update(reference, "retrain", "exact", update.seconds, {**stats, "seconds": verification.retrain_s}),
                 Verification(metrics, checks, verification.retrain_s, detail=(secrets, reference)), attempt)
+
+    def repaired(self, lineage: Lineage, plan: Plan, after, update: Update, verification: Verification,
+                 cfg: evidence.EvidenceConfig) -> tuple[Update, Verification, dict]:
+        """The failed update repaired (tasks.kinds.text_repair), judged by the same evidence: (the repaired
+        update, its verification, the attempt with its `repair` block). It keeps the update's method,
+        guarantee, teacher and chain."""
+        bundle, repair_s, metrics, checks, rows, attempt = repair_after_failed_checks(
+            lineage, plan, after, update, verification.metrics, verification.checks, cfg)
+        fixed = Update(bundle, update.method, update.guarantee, update.seconds + repair_s,
+                       {**update.stats, "repaired": True}, carry=update.carry)
+        fixed.detail = evidence_state(fixed, metrics, chain_after(lineage.root, plan, lineage.parent_run), update.carry)
+        attempt["outcome"] = "repaired"
+        return fixed, Verification(metrics, checks, None, detail=(rows, None), mode="evidence", retrains=0), attempt
 
     def version_tags(self, update: Update) -> dict:
         return pretrained_tags(update.bundle)
@@ -333,11 +362,11 @@ class Text(Kind):
         return {**verification.metrics, "secrets": verification.detail[0]}
 
     def certificate_config(self, plan: Plan, update: Update, attempt: dict | None, config) -> dict:
-        return {"fallback": attempt}
+        return replaced_by(attempt)
 
     def summary_fields(self, plan: Plan, update: Update, verification: Verification, attempt: dict | None) -> dict:
         m = verification.metrics  # evidence mode: no retrained model (None), the control band instead
-        return {"fallback": attempt, "findings": counts(plan.part), "redacted_findings": redacted_findings(plan.part),
+        return {**replaced_by(attempt), "findings": counts(plan.part), "redacted_findings": redacted_findings(plan.part),
                 "exposure": {"before": m["exposure_before"], "after": m["exposure_after"],
                              "retrain": m.get("exposure_retrain"), "control_band": m.get("control_band")},
                 "perplexity": {"before": m["perplexity_before"], "after": m["perplexity_after"],
@@ -357,6 +386,8 @@ class Text(Kind):
                 f"  update {t['update_s']:.3f} s" + (f"; retraining {t['retrain_s']:.2f} s" if t["retrain_s"] else
                                                      "; no model trained to verify it"),
                 *earlier_line(m),
+                *([repaired_line(s["repaired"])] if s.get("repaired") else []),
+                *([tried_line(s["fallback"])] if (s.get("fallback") or {}).get("repair") else []),
             ]
         return [
             f"  findings removed: {s['findings']}",
@@ -366,6 +397,22 @@ class Text(Kind):
             f"secrets regenerated: {m['regenerated']} (before: {m['regenerated_before']})",
             f"  update {t['update_s']:.3f} s vs retraining {t['retrain_s']:.2f} s",
         ]
+
+
+def repaired_line(attempt: dict) -> str:
+    """The console's account of a failed update that a repair made pass (Text.repaired)."""
+    r = attempt["repair"]
+    return (f"  auto: the {attempt['method']} update failed {', '.join(attempt['failed_checks'])}; repaired by "
+            f"{r['steps']} steps that guard against relearning ({r['seconds']:.1f} s), it passed the same evidence "
+            "(guarantee empirical; no model retrained)")
+
+
+def tried_line(attempt: dict) -> str:
+    """The console's account of a repair that did not pass, before the retraining that replaced it."""
+    r = attempt["repair"]
+    return (f"  auto: the {attempt['method']} update failed {', '.join(attempt['failed_checks'])}; a repair was tried "
+            f"first ({r['steps']} steps, {r['seconds']:.1f} s) and still failed {', '.join(r['failed_checks'])}; the "
+            "model retrained on the redacted corpus was promoted (guarantee exact)")
 
 
 KIND = Text()

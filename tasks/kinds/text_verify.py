@@ -287,6 +287,13 @@ def verify_evidence(lineage: Lineage, plan: Plan, after: TextCorpus, bundle_afte
     return metrics, checks, rows
 
 
+def failed_attempt(update: Update, metrics: dict, checks: list[dict]) -> dict:
+    """What the certificate and the summary say of a fast update the evidence failed."""
+    return {"method": update.method, "update_s": update.seconds, "exposure_after": metrics["exposure_after"],
+            "perplexity_after": metrics["perplexity_after"],
+            "failed_checks": [c["name"] for c in checks if not c["passed"]]}
+
+
 @step("fall back to retraining")
 def fall_back_evidence(lineage: Lineage, plan: Plan, after: TextCorpus, update: Update, metrics: dict,
                        checks: list[dict], cfg: evidence.EvidenceConfig):
@@ -294,9 +301,7 @@ def fall_back_evidence(lineage: Lineage, plan: Plan, after: TextCorpus, update: 
     now (or take the prefetched one) and judge the retrained model by the same checks. Returns
     (the reference bundle, its stats, metrics, checks, rows, the failed attempt's summary)."""
     with lineage.child("fall back to retraining") as run_id:
-        attempt = {"method": update.method, "update_s": update.seconds, "exposure_after": metrics["exposure_after"],
-                   "perplexity_after": metrics["perplexity_after"],
-                   "failed_checks": [c["name"] for c in checks if not c["passed"]]}
+        attempt = failed_attempt(update, metrics, checks)
         reference, stats, source = retrained(plan, after, "  fall back: retraining the language model on the "
                                                           "redacted corpus (the evidence checks trained none) ...")
         attempt["reference"] = f"{source} by the fall-back (evidence mode trains no reference)"

@@ -78,6 +78,11 @@ class EvidenceConfig:
     # Hugging Face model keeps its training batch (not measured there)
     relearn_batch: int | None = 8
     relearn_lr: float | None = None  # None: the model's own training rate
+    # relearned copies, each fine-tuned on its own shuffle of the held-out windows (seeds seed, seed + 1, …): a
+    # secret's relearned excess is its largest. One for an update; a repair (unlearning.text.repair) is a second
+    # try at the same request, so it is held to three: on bench.stream's 1,600-step month, of 9 repaired models
+    # that passed one draw, 6 came back 2.1–21.5 bits above their band on another (docs/benchmarks.md)
+    relearn_draws: int = 1
     seed: int = 0
 
 
@@ -254,8 +259,9 @@ def relearning_windows(bundle: LMBundle, after: TextCorpus) -> torch.Tensor:
 def judge(bundle: LMBundle, items: list[Evidence], cfg: EvidenceConfig, salt: bytes,
           relearn_windows: torch.Tensor | None, figures: int | None = None) -> list[dict]:
     """Per removed secret (no raw value): exposure and control band, excess over the controls,
-    occurrence contexts that regenerate it, and the excess again in a relearned copy of the model
-    (`relearn_windows` None: the relearning check is skipped and reads as NaN).
+    occurrence contexts that regenerate it, and the excess again in relearned copies of the model (the
+    largest over `cfg.relearn_draws` of them; `relearn_windows` None: the relearning check is skipped
+    and reads as NaN).
 
     `figures`: only the first `figures` items (the request's own secrets) get the exposure figure and
     its control band; the others (earlier secrets of a chain, measured again) get `after` and `band`
@@ -276,15 +282,16 @@ def judge(bundle: LMBundle, items: list[Evidence], cfg: EvidenceConfig, salt: by
                      "controls": m.n_controls, "after": m.exposure, "band": m.band, "excess_bits": m.excess_bits,
                      "regenerated": regenerated_contexts(model, vocab, list(item.contexts), s.fingerprint, salt,
                                                          cfg.samples, cfg.seed)})
-    relearned = None
+    relearned = []
     if relearn_windows is not None and len(relearn_windows):
         s = bundle.settings
         batch = int(s["batch"]) if cfg.relearn_batch is None or hf.is_token_vocab(vocab) else cfg.relearn_batch
-        relearned = relearned_copy(model, relearn_windows, cfg.relearn_steps, cfg.relearn_lr or float(s["lr"]), batch,
-                                   cfg.seed)
+        relearned = [relearned_copy(model, relearn_windows, cfg.relearn_steps, cfg.relearn_lr or float(s["lr"]), batch,
+                                    cfg.seed + draw) for draw in range(cfg.relearn_draws)]
     for row, item in zip(rows, items):
-        row["relearned_excess_bits"] = math.nan if relearned is None else against_controls(
-            relearned, vocab, item.secret.prefix, item.secret.value, list(item.controls)).excess_bits
+        row["relearned_excess_bits"] = max((against_controls(copy, vocab, item.secret.prefix, item.secret.value,
+                                                             list(item.controls)).excess_bits for copy in relearned),
+                                           default=math.nan)
     return rows
 
 

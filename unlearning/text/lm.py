@@ -368,12 +368,17 @@ def _npo(ctx: TextContext, cfg: NPOConfig) -> deep_influence.DeepUpdate:
 @registry.register(KIND, "suppress", "empirical", SuppressConfig)
 def _suppress(ctx: TextContext, cfg: SuppressConfig) -> deep_influence.DeepUpdate:
     """Adam steps pushing each secret character to uniform within its class, plus CE on Z̃ and retained windows."""
-    classes = suppress.char_classes(ctx.bundle.vocab.chars)
-    size = int(ctx.bundle.model.config["vocab_size"])  # a model may have more outputs than its tokenizer ids
-    classes = torch.cat([classes, torch.full((size - len(classes),), -1, dtype=classes.dtype)])
     options = {**cfg.model_dump(), "lr": cfg.lr or suppress_lr(ctx.bundle)}
     teacher = None if ctx.teacher is None else ctx.teacher.model
-    return suppress.suppress(ctx.bundle.model, ctx.request, ctx.train_windows, classes, teacher=teacher, **options)
+    return suppress.suppress(ctx.bundle.model, ctx.request, ctx.train_windows, suppress_classes(ctx.bundle),
+                             teacher=teacher, **options)
+
+
+def suppress_classes(bundle: LMBundle) -> torch.Tensor:
+    """suppress.char_classes of the model's vocabulary, −1 for outputs past its tokenizer's ids."""
+    classes = suppress.char_classes(bundle.vocab.chars)
+    size = int(bundle.model.config["vocab_size"])  # a model may have more outputs than its tokenizer ids
+    return torch.cat([classes, torch.full((size - len(classes),), -1, dtype=classes.dtype)])
 
 
 SUPPRESS_HF_LR = 3e-3  # a Hugging Face model's suppress rate: the char LM's measured one, not tuned there

@@ -68,6 +68,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -76,7 +77,7 @@ from torch import nn
 
 from unlearning.devices import device_of, seeded_rng
 from unlearning.errors import UnlearnError
-from unlearning.text.charlm import CharLSTM
+from unlearning.text.charlm import CharLSTM, train_lm
 from unlearning.text.deep_influence import DeepUpdate, WindowRequest
 
 CLASSES = ("0123456789", "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -242,12 +243,37 @@ def teacher_log_probs(before: CharLSTM, windows_: torch.Tensor) -> torch.Tensor:
     return F.log_softmax(before(windows_[:, :-1])[0], dim=-1)
 
 
+@dataclass(frozen=True)
+class Relearn:
+    """The relearning a step also guards against (`suppress`'s `relearn`; unlearning.text.repair): a
+    copy of the model fine-tuned `steps` Adam steps at `lr` on `batch`-window samples of the
+    *retained training* windows — not the held-out text the evidence's relearning check uses — and
+    the hinge's gradient measured in that copy added, × `weight`, to the step's."""
+
+    steps: int = 10
+    batch: int = 8
+    lr: float = 6e-3
+    weight: float = 1.0
+
+
+def relearned_hinge_grads(model: nn.Module, relearn: Relearn, pool: torch.Tensor, gen: torch.Generator, seed: int,
+                          hinge) -> tuple[list[torch.Tensor | None], float]:
+    """The gradient of `hinge(copy)` in a copy of `model` fine-tuned as `relearn` says on a seeded
+    sample of `pool` (first order: taken at the copy's weights, applied to the model's), and its value."""
+    shadow = copy.deepcopy(model)
+    sample = pool[torch.randint(len(pool), (relearn.steps * relearn.batch,), generator=gen)]
+    train_lm(shadow, sample.to(device_of(model)), steps=relearn.steps, lr=relearn.lr, batch=relearn.batch, seed=seed)
+    shadow.train()
+    value = hinge(shadow)
+    return list(torch.autograd.grad(value, list(shadow.parameters()), allow_unused=True)), float(value.detach())
+
+
 def suppress(model: CharLSTM, request: WindowRequest, train_windows: torch.Tensor, classes: torch.Tensor, *,
              steps: int = 35, lr: float = 3e-3, alpha: float = 1.0, margin: float = 1.0, anchor: float = 60.0,
              target: str = "hinge", batch: int | None = 32, tilde_batch: int = 8, retain_batch: int = 16,
              chunks: int | None = 4, early_stop: bool = True, tolerance: float = 0.05,
              contrast: bool = True, clip: float = 5.0, seed: int = 0, teacher: nn.Module | None = None,
-             passes: float = 7.5, mean_grad: float = MEAN_GRAD) -> DeepUpdate:
+             passes: float = 7.5, mean_grad: float = MEAN_GRAD, relearn: Relearn | None = None) -> DeepUpdate:
     """At most `steps` Adam steps at `lr` on the module doc's loss, each on the next `batch` affected
     windows of a seeded cycle through Z for the secret term (all when None; `contrast`: the hinge's
     class mean also taken after the same windows with their secrets redrawn, format_candidates),
@@ -287,7 +313,8 @@ def suppress(model: CharLSTM, request: WindowRequest, train_windows: torch.Tenso
     device = device_of(new)
     on = lambda t: t.to(device)  # noqa: E731
     first = last = float("nan")
-    cost = {"trained_chars": 0, "teacher_chars": 0}
+    cost = {"trained_chars": 0, "teacher_chars": 0, **({"relearn_chars": 0} if relearn is not None else {})}
+    relearned = float("nan")
     picks = _cycle(len(request), batch, gen)
     quiet_seen, taken = set(), 0  # the windows met by the run of quiet steps so far
     with seeded_rng(seed, device):  # dropout of a real checkpoint: the same seed, the same model
@@ -301,11 +328,19 @@ def suppress(model: CharLSTM, request: WindowRequest, train_windows: torch.Tenso
                 extra["candidates"] = on(format_candidates(request.Z[pick], mask[pick], classes, gen))
             if target == "hinge":
                 extra["mean_grad"] = mean_grad
-            secret = TARGETS[target](new, on(request.Z[pick]), on(mask[pick]), on(classes), margin,
-                                     chunks=chunks, **extra)
+            hinge = lambda m: TARGETS[target](m, on(request.Z[pick]), on(mask[pick]), on(classes), margin,  # noqa: E731
+                                              chunks=chunks, **extra)
+            if relearn is not None:  # measured before this step's own backward pass: the copy starts from `new`
+                relearned_grads, relearned = relearned_hinge_grads(new, relearn, pool, gen, seed * 100_003 + step, hinge)
+                cost["relearn_chars"] += relearn.steps * relearn.batch * (pool.shape[1] - 1)
+            secret = hinge(new)
             loss = kept_loss(new, model if teacher is None else teacher, on(tilde), on(retained), anchor) + alpha * secret
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if relearn is not None:
+                for p, g in zip(new.parameters(), relearned_grads):
+                    if g is not None:
+                        p.grad = alpha * relearn.weight * g if p.grad is None else p.grad + alpha * relearn.weight * g
             nn.utils.clip_grad_norm_(new.parameters(), clip)
             opt.step()
             taken += 1
@@ -315,7 +350,8 @@ def suppress(model: CharLSTM, request: WindowRequest, train_windows: torch.Tenso
             first = last if step == 0 else first
             # ⌈|Z|/batch⌉ steps of back-to-back permutations need not meet every window (measured:
             # 38 of 40 at batch 32): stop only once the quiet run has met each one
-            quiet_seen = quiet_seen | set(pick.tolist()) if last <= tolerance else set()
+            quiet = last <= tolerance and (relearn is None or relearned <= tolerance)
+            quiet_seen = quiet_seen | set(pick.tolist()) if quiet else set()
             if early_stop and len(quiet_seen) == len(request):
                 break
     new.eval()
@@ -326,7 +362,8 @@ def suppress(model: CharLSTM, request: WindowRequest, train_windows: torch.Tenso
         "chunks": chunks, "teacher": "the model before" if teacher is None else "given", "early_stop": early_stop,
         "tolerance": tolerance, "windows": len(request),
         "quiet_windows": len(quiet_seen),
-        "secret_chars": int(mask.sum()), "secret_loss_first": first, "secret_loss_last": last, **cost})
+        "secret_chars": int(mask.sum()), "secret_loss_first": first, "secret_loss_last": last,
+        **({"relearned_loss_last": relearned, "relearn_steps": relearn.steps} if relearn is not None else {}), **cost})
 
 
 def steps_for(windows: int, steps: int, batch: int | None, passes: float) -> int:
