@@ -3,8 +3,9 @@
 On a model trained long enough to memorise its secrets deeply (bench.stream's text month on the
 `small` LM trained 1,600 steps), `suppress` stops at its step budget with the hinge still 0.5–3.6
 nats above its target on the longer chains, and the evidence's relearning check (20 fine-tuning
-steps on held-out text) brings a removed secret back 3.5–78 bits above its control band: a quarter
-of the month's requests fell back to a retraining, each 150 s of CPU against a 3-s update.
+steps on held-out text) brings a removed secret back 3.5–78 bits above its control band: in session
+17's run a quarter of the month's requests fell back to a retraining, each 150 s of CPU against a
+3-s update.
 
 The repair goes on from the failed update with the same loss (same request and chain, same teacher),
 and makes each step guard against relearning: the hinge is also measured in a copy of the model
@@ -18,6 +19,11 @@ relearning check takes the worst of RELEARN_DRAWS draws (`repair_evidence`). Mea
 bench.stream's month with one draw, 6 of the 9 repaired models that passed came back 2.1–21.5 bits above
 their band in at least one of three other draws. A repair that does not pass is replaced by the
 retraining, as before.
+
+Measured (docs/benchmarks.md, "Text: repair before the fall-back"): on that month, seed 0, 6
+fall-backs became 2 (10 requests repaired, 15.5 s of CPU each against a 307-s retraining) and the
+share of retrain per request went from 26.5 % to 16.4 %; seed 1: 3 fall-backs, 11 repaired, 16.9 %.
+Every audit passed.
 """
 
 from __future__ import annotations
