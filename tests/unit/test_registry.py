@@ -180,7 +180,8 @@ def test_suppress_config_defaults_are_the_functions_measured_defaults():
     """suppress's config and its function share one set of defaults (the ones bench.text measured),
     but for the rate: the config's None is half the model's own training rate (lm.suppress_lr), the
     function's default the demo's `small` model's value of it. `teacher` is not a setting: the
-    pipeline passes the chain's exact model (lm.TextContext)."""
+    pipeline passes the chain's exact model (lm.TextContext); nor is `relearn`: only the repair of a
+    failed update passes it (unlearning.text.repair)."""
     import inspect
 
     from unlearning.text import charlm, suppress
@@ -189,6 +190,7 @@ def test_suppress_config_defaults_are_the_functions_measured_defaults():
     tuned = {k: p.default for k, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
     config = registry.get("text", "suppress").config().model_dump()
     assert config.pop("lr") is None and tuned.pop("lr") == charlm.PRESETS["small"]["lr"] / 2
+    assert tuned.pop("relearn") is None  # the update itself never guards against relearning
     assert {k: v for k, v in tuned.items() if k not in ("clip", "teacher")} == config
 
 
