@@ -48,9 +48,8 @@ class Measured:
         return cpu_of(lambda: failed_names(self.scenario.evidence_checks(model, before, k)))
 
     def repair(self, model, before, k: int):
-        """auto's repair of a failed update (bench.stream.images; scenarios without one: (0, None))."""
-        if not hasattr(self.scenario, "repair"):
-            return 0.0, None
+        """auto's repair of a failed update: (its CPU, the repaired model, None where the scenario has no
+        repair for this failure)."""
         return cpu_of(lambda: self.scenario.repair(model, before, k))
 
     def audit(self, model, ks: list[int], retrained):

@@ -142,8 +142,6 @@ def repaired(ops, updated, before, k: int):
     """(repair's cost, its evidence's, the repaired model, its failed checks) where `ops` repairs a
     failed update (`repair(model, before, k)` → (cost, the repaired model or None where the failure is
     not one a repair answers)); None where it does not."""
-    if not hasattr(ops, "repair"):
-        return None
     c_repair, fixed = ops.repair(updated, before, k)
     if fixed is None:
         return None

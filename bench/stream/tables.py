@@ -98,6 +98,11 @@ class Tables:
                                             problem.n_new, test.X, test.y)
         return verify.convexity_checks(metrics, verify.VerifyConfig())
 
+    def repair(self, model: TableModel, before: TableModel, k: int) -> None:
+        """None: a table's failed update is not repaired (the pipeline retrains it; only text and images
+        repair, tasks/kinds)."""
+        return None
+
     def audit_checks(self, model: TableModel, ks: list[int], retrained: TableModel) -> list[dict]:
         return self.reference_checks(model, model, ks, retrained)
 

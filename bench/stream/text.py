@@ -39,8 +39,8 @@ class Text:
         self.retrained: dict[int, object] = {}  # j → the model retrained on D_j
         self._judged: dict[int, tuple] = {}  # id(model) → (it, fingerprint → (request, its evidence row))
         self.exposure_misses: list[str] = []  # audits failed on exposure: the secret and what its evidence saw
-        self._updated_by: dict[int, tuple] = {}  # id(updated model) → (it, its method, context, teacher)
-        self._repaired: list[tuple] = []  # (repaired model, request, its chain's earlier requests)
+        self._updated_by: dict[int, tuple] = {}  # id(the last update's model) → (it, its method, context, teacher)
+        self._repaired: dict[int, object] = {}  # id(repaired model) → it
         self._passed_fast: list[tuple] = []  # (fast model whose evidence passed, request, chain, repaired?)
         corpus = self.original_corpus = build_shakespeare(n_people=people)  # 5 secrets a person
         findings = scan_corpus(corpus, bench_text.SALT)
@@ -97,8 +97,8 @@ class Text:
 
     def judged_again(self) -> list[str]:
         """Each fast model whose evidence passed (its first try, or a repair) judged again with evidence
-        seeds AGAIN_SEEDS: other controls and other relearning draws than its own (seed 0; a repair's
-        0–2). The repair guarded against relearning on retained training windows and was judged on
+        seeds AGAIN_SEEDS, one relearning draw each: other controls and other relearning draws than its
+        own (seeds 0–2). The repair guarded against relearning on retained training windows and was judged on
         held-out text; this says whether a verdict holds for other draws (outside the measured CPU)."""
         from unlearning.text import evidence
         lines = {False: [], True: []}
@@ -106,7 +106,7 @@ class Text:
             secrets = [*self.secrets[k - 1], *(s for j in chain for s in self.secrets[j - 1])]
             relearned = []
             for seed in AGAIN_SEEDS:
-                cfg = evidence.EvidenceConfig(seed=seed)
+                cfg = evidence.EvidenceConfig(seed=seed, relearn_draws=1)
                 items = evidence.prepare(secrets, self._restored(k, chain), self.data[k], cfg)
                 rows = evidence.judge(model, items, cfg, self.salt, evidence.relearning_windows(model, self.data[k]),
                                       figures=0)
@@ -141,7 +141,8 @@ class Text:
             context = self._chain_context(model, k, chain)
         teacher = rules.teacher_of(model, self._teachers.get(id(model), (None, None))[1])
         result = registry.run("text", method, context._replace(teacher=teacher))
-        self._updated_by[id(result.bundle)] = (result.bundle, method, context, teacher)  # what a repair goes on from
+        # what a repair goes on from: only the last update's (a repair follows its update's evidence)
+        self._updated_by = {id(result.bundle): (result.bundle, method, context, teacher)}
         exact = rules.trained_exactly(result.guarantee)
         anchor = self.anchor_of(model) if rules.held_to_its_chain(exact) else None
         self._since[id(result.bundle)] = (result.bundle, anchor, rules.chain_after(chain, k, exact))
@@ -161,7 +162,7 @@ class Text:
         fixed = dataclasses.replace(model, model=repair(model, context.request, context.train_windows, teacher).model)
         self._since[id(fixed)] = (fixed, *self._since[id(model)][1:])
         self._teachers[id(fixed)] = (fixed, teacher)
-        self._repaired.append((fixed, k, self.chain_of(before)))
+        self._repaired[id(fixed)] = fixed
         return fixed
 
     def _kept(self, model) -> tuple:
@@ -237,10 +238,7 @@ class Text:
         against the model before and against the last model trained exactly, relearning on held-out
         text; no model trained."""
         from unlearning.text import evidence
-        from unlearning.text.repair import repair_evidence
         cfg = evidence.EvidenceConfig()
-        if any(fixed is model for fixed, _, _ in self._repaired):  # a repair: judged as tasks/kinds/text_repair.py does
-            cfg = repair_evidence(cfg)
         # a fast update is also judged on the earlier secrets of its chain still in escrow (a
         # fall-back's retrained model starts a new chain: the request's own secrets only)
         held = self.rules.held_to_its_chain(self.trained_exactly(model))
@@ -255,7 +253,7 @@ class Text:
             ppl["anchor"] = self.perplexity(self.anchor_of(before), k - 1)
         checks = evidence.evidence_checks(rows, ppl, cfg)
         if held and all(c["passed"] for c in checks):
-            self._passed_fast.append((model, k, chain, cfg.relearn_draws > 1))
+            self._passed_fast.append((model, k, chain, id(model) in self._repaired))
         return checks
 
     def audit_checks(self, model, ks: list[int], retrained) -> list[dict]:

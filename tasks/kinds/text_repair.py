@@ -15,7 +15,7 @@ from tasks.kinds.text_teacher import chain_teacher
 from tasks.kinds.text_verify import failed_attempt, judge_evidence, log_evidence
 from unlearning.text import evidence
 from unlearning.text.data import TextCorpus
-from unlearning.text.repair import RepairConfig, repair, repair_evidence
+from unlearning.text.repair import RepairConfig, repair
 
 
 @step("repair the update")
@@ -35,7 +35,6 @@ def repair_after_failed_checks(lineage: Lineage, plan: Plan, after: TextCorpus, 
         seconds = time.perf_counter() - started
         del teacher, request
         bundle = dataclasses.replace(update.bundle, model=repaired.model)
-        cfg = repair_evidence(cfg)  # a second try at the request: its relearning check over several draws
         metrics, checks, rows = judge_evidence(lineage, plan, after, bundle, cfg, exact=False)
         passed = all(c["passed"] for c in checks)
         attempt["repair"] = {"seconds": seconds, "steps": repaired.stats["steps"], "passed": passed,

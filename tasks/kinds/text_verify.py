@@ -221,7 +221,7 @@ def judge_evidence(lineage: Lineage, plan: Plan, after: TextCorpus, bundle_after
     progress(f"  verify: {len(secrets)} removed secret(s)" + (f" and {len(earlier)} earlier one(s) of the chain"
                                                               if earlier else "") +
              f" against their controls, regeneration from {sum(len(i.contexts) for i in items)} context(s), "
-             f"{cfg.relearn_steps} relearning steps ...")
+             f"{cfg.relearn_steps} relearning steps{f' × {cfg.relearn_draws} draws' if cfg.relearn_draws > 1 else ''} ...")
     before = exposures_of(lineage.root, plan.parent_run, plan.bundle, secrets, cfg.n_candidates)
     # the earlier secrets' verdict is their excess over their controls: no exposure figure (evidence.judge)
     rows = evidence.judge(bundle_after, items, cfg, salt, evidence.relearning_windows(bundle_after, after),

@@ -79,15 +79,14 @@ def test_the_repair_leaves_the_failed_model_untouched_and_is_deterministic(faile
     assert all((one.model.state_dict()[k] == v).all() for k, v in two.model.state_dict().items())
 
 
-def test_a_repaired_models_relearning_check_is_the_worst_of_its_draws(notes, failed_second_update):
-    """repair_evidence: the relearning check over RELEARN_DRAWS relearned copies, each on its own
-    shuffle (seeds 0, 1, 2), against the same controls: the largest of the three single copies."""
-    from unlearning.text.repair import RELEARN_DRAWS, repair_evidence
-
+def test_the_relearning_check_is_the_worst_of_its_draws(notes, failed_second_update):
+    """The evidence's relearning check (an update's and a repair's alike) over three relearned copies,
+    each on its own shuffle (seeds 0, 1, 2), against the same controls: the largest of the three single
+    copies."""
     corpus, card, password, _, without_both = notes
     second = failed_second_update[1]
-    cfg = repair_evidence(evidence.EvidenceConfig())
-    assert cfg.relearn_draws == RELEARN_DRAWS == 3 and evidence.EvidenceConfig().relearn_draws == 1
+    cfg = evidence.EvidenceConfig()
+    assert cfg.relearn_draws == 3
     items = evidence.prepare(lm.secrets_of(corpus, card + password, cfg.prefix_chars), corpus, without_both, cfg)
     windows = evidence.relearning_windows(second, without_both)
     rows = evidence.judge(second, items, cfg, SALT, windows)

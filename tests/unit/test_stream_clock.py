@@ -38,6 +38,9 @@ class Ops:
     def evidence(self, model, before, k):
         return EVIDENCE, ["evidence_check (2 vs ≤ 1)"] if k in self.failing_checks else []
 
+    def repair(self, model, before, k):
+        return 0.0, None  # no repair: a failed update is retrained
+
     def audit(self, model, ks, retrained):
         self.audited.append(ks)
         return AUDIT, ["exposure_vs_retrain_bits (5 vs ≤ 2)"] if len(self.audited) in self.failing_audits else []

@@ -79,10 +79,13 @@ class EvidenceConfig:
     relearn_batch: int | None = 8
     relearn_lr: float | None = None  # None: the model's own training rate
     # relearned copies, each fine-tuned on its own shuffle of the held-out windows (seeds seed, seed + 1, …): a
-    # secret's relearned excess is its largest. One for an update; a repair (unlearning.text.repair) is a second
-    # try at the same request, so it is held to three: on bench.stream's 1,600-step month, of 9 repaired models
-    # that passed one draw, 6 came back 2.1–21.5 bits above their band on another (docs/benchmarks.md)
-    relearn_draws: int = 1
+    # secret's relearned excess is its largest. Which 8-window batches the 20 steps see is a random draw, and
+    # one draw was a weak check: on bench.stream's 1,600-step month, of the updates that passed it at their
+    # first try, 6 of 18 (seed 0) and 10 of 16 (seed 1) came back 2.6–39.7 bits above their band on one of
+    # three other draws; of the repaired models that passed one draw, 6 of 9 (docs/benchmarks.md, "Text:
+    # repair before the fall-back"). Each draw is one more relearned copy (20 steps of 8 windows) and one
+    # more scoring of the controls
+    relearn_draws: int = 3
     seed: int = 0
 
 

@@ -13,12 +13,10 @@ fine-tuned a few Adam steps, at the model's own training rate, on a sample of th
 windows*, and that gradient is added to the step's (first order, as in meta-learning: taken at the
 copy's weights, applied to the model's; suppress.Relearn). Held-out text, which the evidence's check
 fine-tunes on, is never used: the check stays an independent test. The repaired model is judged by
-the same evidence, with one difference: a repair is a second try at the same request, and the
-relearning check is a random draw (which 8-window batches of held-out text the 20 steps see), so its
-relearning check takes the worst of RELEARN_DRAWS draws (`repair_evidence`). Measured on
-bench.stream's month with one draw, 6 of the 9 repaired models that passed came back 2.1–21.5 bits above
-their band in at least one of three other draws. A repair that does not pass is replaced by the
-retraining, as before.
+the same evidence as the update (its relearning check the worst of `EvidenceConfig.relearn_draws`
+draws: a repair is a second try at a random check, and judged on one draw, 6 of the 9 repaired models
+that passed came back 2.1–21.5 bits above their band in one of three other draws). A repair that
+does not pass is replaced by the retraining, as before.
 
 Measured (docs/benchmarks.md, "Text: repair before the fall-back"): on that month, seed 0, 6
 fall-backs became 2 (10 requests repaired, 15.5 s of CPU each against a 307-s retraining) and the
@@ -28,22 +26,17 @@ Every audit passed.
 
 from __future__ import annotations
 
-import dataclasses
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from unlearning.text.bundle import LMBundle
 from unlearning.text.deep_influence import DeepUpdate, WindowRequest
 from unlearning.text import suppress
-from unlearning.text.evidence import EvidenceConfig
-
-RELEARN_DRAWS = 3  # relearned copies a repaired model is judged on (module doc)
-
 
 class RepairConfig(BaseModel):
     """At most `steps` suppress steps from the failed update (suppress's early stop applies, with the
     relearned copy's hinge quiet too), each with `relearn_steps` simulated relearning steps on
-    `relearn_batch` retained windows, that hinge's gradient × `weight`."""
+    `relearn_batch` retained windows, that hinge's gradient × `weight`. `weight` 0 still fine-tunes
+    the copy, for the early stop: the ablation of the guard's gradient alone, at the same steps."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -52,12 +45,6 @@ class RepairConfig(BaseModel):
     relearn_batch: int = Field(8, ge=1)
     weight: float = Field(1.0, ge=0)
     seed: int = 1  # not the update's 0: other samples of the same windows
-
-
-def repair_evidence(cfg: EvidenceConfig) -> EvidenceConfig:
-    """The evidence a repaired model is judged by: the update's, its relearning check over at least
-    RELEARN_DRAWS draws."""
-    return dataclasses.replace(cfg, relearn_draws=max(cfg.relearn_draws, RELEARN_DRAWS))
 
 
 def repairable(method: str) -> bool:
