@@ -212,7 +212,7 @@ def test_the_relearning_check_fine_tunes_on_its_own_batch_not_the_models():
     item = ev.Evidence(secret, tuple(ev.control_values("4711", [False] * 4, 30, seed=1)), 4, (("card: ", "4711"),))
     windows = vocab.encode("card: 0815 abc 4242 card: 1234 " * 8)[:201].unfold(0, 21, 20)  # (10, 21)
     bundle = LMBundle(model, vocab, "tiny", {"lr": 0.05, "batch": 64, "seq_len": 20})
-    cfg = ev.EvidenceConfig(n_candidates=50, samples=0, relearn_steps=3, relearn_batch=2)
+    cfg = ev.EvidenceConfig(n_candidates=50, samples=0, relearn_steps=3, relearn_batch=2, relearn_draws=1)
 
     def relearned(batch):
         copy = ev.relearned_copy(model, windows, steps=3, lr=0.05, batch=batch, seed=cfg.seed)
