@@ -66,12 +66,14 @@ def complete_batch(root: Path, requests: list, summary: dict, members: list[str]
 
 
 def log_run_certificate(root: Path, run: str, certificate: dict) -> None:
-    """Log a forget run's certificate to MLflow (`certificate.json`) and keep the project's signed copy
-    of it as it reads back from there (tasks.state.keep_run_certificate), which batch_certificate
-    takes: the artifact could be rewritten by anyone who can write to the tracking server. Kept after
-    the artifact is logged, so a copy means the run's own certificate was logged whole."""
-    tracking.log_json(run, certificate, "certificate.json")
+    """Keep the project's signed copy of a forget run's certificate as it will read back from MLflow
+    (tasks.state.keep_run_certificate), which batch_certificate takes, then log it there
+    (`certificate.json`): the artifact could be rewritten by anyone who can write to the tracking
+    server. The copy first: a kill between the two leaves a copy without its artifact, which the
+    recovery logs from the copy (tasks.release.certify_if_missing); the other way round it left an
+    artifact no copy vouched for, for good."""
     state.keep_run_certificate(root, run, json.loads(json.dumps(certificate, default=str)))
+    tracking.log_json(run, certificate, "certificate.json")
 
 
 def batch_certificate(root: Path, summary: dict) -> dict:
