@@ -83,6 +83,12 @@ def test_a_copy_of_a_project_with_its_keys_outside_does_not_give_a_removed_card_
     code, forgot = run_json(capsys, ["forget", str(request)])
     assert code == 0 and forgot["verified"], forgot
     assert not (workspace / SALT_FILE).exists() and not (workspace / ".unlearn" / "signing.key").exists()
+    # the signed copy of the run's certificate is kept for good (docs/compliance.md): it names the
+    # secret by fingerprint, never by value, in any form
+    (kept,) = (workspace / ".unlearn" / state.RUN_CERTIFICATES).glob("*.json")
+    assert card["fingerprint"] in kept.read_text()
+    for raw in (secrets["card"], secrets["card"].replace(" ", ""), secrets["card"][-9:], secrets["password"]):
+        assert raw not in kept.read_text(), raw
 
     copy = tmp_path_factory.mktemp("stolen") / "project"
     shutil.copytree(workspace, copy, symlinks=True)
