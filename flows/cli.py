@@ -123,12 +123,17 @@ def remove_if_empty(folder: Path) -> None:
         pass  # not empty (a flow ran), gone, or not ours to remove: left as it is
 
 
-def check_key_settings(root: Path) -> None:
+def check_key_settings(root: Path, command: str) -> None:
     """A bad UNLEARN_SALT or UNLEARN_SIGNING_KEY, or one the project's file contradicts, is refused
     before anything is written; one the file holds too is used, with a warning that the file still
-    gives it away."""
-    from unlearning.compliance.signing import also_in_files
+    gives it away. A command that changes the project (KEYED) is refused too where one of them is in
+    neither its variable nor its file while the project holds what it made (moved out, and this
+    process run without the variable): it would write before it first reads the secret, and then
+    sign or fingerprint with a new one. The others meet that refusal where they need the secret."""
+    from unlearning.compliance.signing import also_in_files, check_not_moved_out
 
+    if command in KEYED:
+        check_not_moved_out(root)
     for name, path in also_in_files(root):
         print(f"warning: {name} is set, and {path} holds the same value: whoever copies the project has it; "
               f"delete the file (rm {path})", file=sys.stderr)
@@ -147,7 +152,7 @@ def execute_configured(args, root: Path) -> int:
 
         keep_run_failures_off_console()
     try:
-        check_key_settings(root)
+        check_key_settings(root, args.command)
         with private_tempdir(root):
             if args.command in TRACKING:
                 probe_tracking_server()
@@ -180,6 +185,7 @@ def execute_configured(args, root: Path) -> int:
 RECOVERING = ("data", "train", "model")
 FLOWS = ("train", "forget", "comply", "demo", "serve", "audit")  # failures reported in one line, not Prefect's traceback
 TRACKING = FLOWS  # commands that use MLflow: a tracking server is probed first
+KEYED = FLOWS + RECOVERING  # commands that change the project: its key and salt are checked first
 # One-shot commands whose flows (flows.runs.OutcomeFlow) wait for the temporary Prefect server
 # started as the command's first step (flows.settings.PrefectServer).
 EARLY_PREFECT = ("forget", "comply", "audit")

@@ -397,7 +397,7 @@ def plan_audit(root: Path, model: str, warn: bool = True) -> AuditPlan:
     tracking.connect(root)
     production = tracking.require_production(model, root)
     dataset = data_store.load_dataset(root, tracking.trained_on(production, model))
-    outside_ledger(root, dataset, completed_requests(root))
+    outside_ledger(root, dataset, completed_requests(root), warn)
     kind = kind_of(dataset)
     bundle, files = tracking.load_version(model, production.version)
     opened, unreadable = open_held_escrows(root, escrow_files(root, model))

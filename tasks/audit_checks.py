@@ -313,7 +313,8 @@ def erased_data_back(root: Path, plan: AuditPlan) -> tuple[dict, Back] | None:
     data, and they agree. Counts, request ids and feature and class names only: record ids are
     personal data."""
     classes = list(plan.bundle.classes) if hasattr(plan.bundle, "classes") else None  # the model's: an index's
-    back = erased_back(root, plan.dataset, covered_erasures(plan), classes)  # the gates' reading, and the escrows
+    # the gates' reading, and the escrows; a rewritten MLflow certificate was named when the audit was planned
+    back = erased_back(root, plan.dataset, covered_erasures(plan), classes, warn=False)
     if not back:
         return None
     check = {"name": ERASED_CHECK, "value": back.count, "passed": False,

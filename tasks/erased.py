@@ -164,13 +164,15 @@ def renumbered(dataset, back: Back) -> str:
             "records: give every record an id of its own, an id column with --id or an .npz's ids array)")
 
 
-def erased_back(root: Path, dataset, extra: dict[str, dict] | None = None, classes: list[str] | None = None) -> Back:
+def erased_back(root: Path, dataset, extra: dict[str, dict] | None = None, classes: list[str] | None = None,
+                warn: bool = True) -> Back:
     """What `dataset` holds of the completed requests' erasures (empty: nothing): those on it, and
     what is known in any dataset of the project (erasures_of), joined with `extra` (the audit's
     covered requests, from their escrows). `classes`: as back_in's. The ledger is read once and
-    verified, as before processing: a doctored one would switch the gate off."""
+    verified, as before processing: a doctored one would switch the gate off. `warn`: as outside_ledger's."""
     completed = completed_requests(root)
-    erasures = merged(erasures_of(root, dataset, completed), outside_ledger(root, dataset, completed), extra or {})
+    erasures = merged(erasures_of(root, dataset, completed), outside_ledger(root, dataset, completed, warn),
+                      extra or {})
     return back_in(dataset, erasures, classes, root)
 
 
@@ -223,18 +225,19 @@ def promoted_by_request(tags: dict) -> bool:
             and bool(tags.get("lineage_run")))
 
 
-def outside_ledger(root: Path, dataset, completed: list) -> dict[str, dict]:
+def outside_ledger(root: Path, dataset, completed: list, warn: bool = True) -> dict[str, dict]:
     """The requests made with `unlearn forget` outside the ledger, as natures: the records, features
     and labels they erased from `dataset` (recorded_erasure: record ids are each dataset's own, so on
     the dataset their version was trained on only), and a text corpus's redactions on any text
     dataset of the project, as ledger redactions are (erasures_of). `completed`: the ledger's
-    completed requests."""
+    completed requests. `warn`: name each run whose MLflow certificate differs from the project's
+    signed copy (tasks.outcomes.run_certificate; False where this command said so already)."""
     from tasks.formats import TEXT, format_of
     from tasks.outcomes import run_certificate
 
     forgets = forgets_outside_ledger(root, completed)
     own = [f for f in forgets if f.dataset == dataset.name]
-    natures = {f.request: {**recorded_erasure(f, run_certificate(root, f.run, f.model, f.version)),
+    natures = {f.request: {**recorded_erasure(f, run_certificate(root, f.run, f.model, f.version, warn)),
                            "made_on": f.dataset} for f in own}
     if format_of(dataset) is not TEXT:
         return natures

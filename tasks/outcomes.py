@@ -66,12 +66,14 @@ def complete_batch(root: Path, requests: list, summary: dict, members: list[str]
 
 
 def log_run_certificate(root: Path, run: str, certificate: dict) -> None:
-    """Log a forget run's certificate to MLflow (`certificate.json`) and keep the project's signed copy
-    of it as it reads back from there (tasks.state.keep_run_certificate), which batch_certificate
-    takes: the artifact could be rewritten by anyone who can write to the tracking server. Kept after
-    the artifact is logged, so a copy means the run's own certificate was logged whole."""
-    tracking.log_json(run, certificate, "certificate.json")
+    """Keep the project's signed copy of a forget run's certificate as it will read back from MLflow
+    (tasks.state.keep_run_certificate), which batch_certificate takes, then log it there
+    (`certificate.json`): the artifact could be rewritten by anyone who can write to the tracking
+    server. The copy first: a kill between the two leaves a copy without its artifact, which the
+    recovery logs from the copy (tasks.release.certify_if_missing); the other way round it left an
+    artifact no copy vouched for, for good."""
     state.keep_run_certificate(root, run, json.loads(json.dumps(certificate, default=str)))
+    tracking.log_json(run, certificate, "certificate.json")
 
 
 def batch_certificate(root: Path, summary: dict) -> dict:
@@ -82,26 +84,27 @@ def batch_certificate(root: Path, summary: dict) -> dict:
     kept copy does not verify: nothing is signed."""
     run, name, version = summary["run_id"], summary["model"]["name"], str(summary["model"]["version"])
     certificate = run_certificate(root, run, name, version)
-    logged = tracking.load_json(run, "certificate.json")
     if certificate is None:
-        if logged is not None:
+        if tracking.load_json(run, "certificate.json") is not None:
             progress(f"  warning: certificate.json of forget run {run} in MLflow is none this project kept: the "
                      f"certificate is rebuilt from its registered version")
         return rebuilt_certificate(root, summary)
-    if logged is not None and json.dumps(logged, sort_keys=True) != json.dumps(certificate, sort_keys=True):
-        progress(f"  warning: certificate.json of forget run {run} in MLflow is not the certificate this project "
-                 f"kept when the run logged it (.unlearn/{state.RUN_CERTIFICATES}/): the kept one is certified")
     return certificate
 
 
-def run_certificate(root: Path, run: str, name: str, version: str) -> dict | None:
+def run_certificate(root: Path, run: str, name: str, version: str, warn: bool = True) -> dict | None:
     """The certificate forget run `run` logged, as the project can stand by it: the project's signed
     copy (log_run_certificate), never the MLflow artifact where that copy exists, which anyone who
-    can write to the tracking server can rewrite; the artifact only for a run certified before copies
-    were kept (its version, `name` v`version`, has no signed guarantee either); else None.
-    UnlearnError when the copy does not verify."""
+    can write to the tracking server can rewrite (one that differs is named in a warning: the gates,
+    the audit and a batch's completion read it here); the artifact only for a run certified before
+    copies were kept (its version, `name` v`version`, has no signed guarantee either); else None.
+    UnlearnError when the copy does not verify. `warn` False: no warning (said already)."""
     kept = state.kept_run_certificate(root, run)
     if kept is not None:
+        logged = tracking.load_json(run, "certificate.json") if warn else None  # None: killed before logging it
+        if logged is not None and json.dumps(logged, sort_keys=True) != json.dumps(kept, sort_keys=True):
+            progress(f"warning: certificate.json of forget run {run} in MLflow is not the certificate this project "
+                     f"kept for it (.unlearn/{state.RUN_CERTIFICATES}/{run}.json): the kept one is used")
         return kept
     if guarantee_kept(root, name, version):  # certified by code that keeps a copy: an artifact without one is not
         return None

@@ -165,12 +165,19 @@ def finish_interrupted(root: Path, journal: Journal, new: str, marked: list[dict
 
 
 def certify_if_missing(root: Path, run: str, result: dict, tags: dict, guarantee: dict | None = None) -> None:
-    """Log the rebuilt certificate on a forget run stopped after its promotion (`result`: its result,
-    `tags`: its registered version's, `guarantee`: its signed guarantee block if already read) where
-    it has none."""
+    """Log a certificate on a forget run stopped after its promotion (`result`: its result, `tags`:
+    its registered version's, `guarantee`: its signed guarantee block if already read) where it has
+    none: its own, from the project's signed copy where the run kept one before it stopped (kept
+    before the artifact: tasks.outcomes.log_run_certificate; AlteredState when it does not verify),
+    else the one rebuilt from its registered version."""
     from tasks.outcomes import log_run_certificate
 
-    if tracking.load_json(run, "certificate.json") is None:
+    if tracking.load_json(run, "certificate.json") is not None:
+        return
+    kept = state.kept_run_certificate(root, run)
+    if kept is not None:
+        tracking.log_json(run, kept, "certificate.json")
+    else:
         log_run_certificate(root, run, interrupted_run_certificate(root, run, result, tags, guarantee))
 
 

@@ -327,7 +327,7 @@ def kept_guarantee(root: Path, model: str, version: str, run_id: str) -> dict | 
 
 
 def keep_run_certificate(root: Path, run_id: str, certificate: dict) -> None:
-    """Sign, in the project's private state, the certificate a forget run logged to MLflow (its
+    """Sign, in the project's private state, the certificate a forget run logs to MLflow next (its
     `certificate.json`, as it reads back from there): what the certificates of its batch's requests
     are made from (kept_run_certificate), where the artifact could be rewritten by anyone who can
     write to the tracking server and the project's key would sign what it says."""
@@ -336,7 +336,7 @@ def keep_run_certificate(root: Path, run_id: str, certificate: dict) -> None:
 
 def kept_run_certificate(root: Path, run_id: str) -> dict | None:
     """The certificate keep_run_certificate signed for this forget run (None: none kept — a run
-    certified before it was, or one stopped before its certificate was logged); AlteredState when the
+    certified before it was, or one stopped before its certificate was kept); AlteredState when the
     file does not verify with the project's key or is another run's."""
     facts = _read_signed_state(root, RUN_CERTIFICATES, run_id)
     if facts is None:

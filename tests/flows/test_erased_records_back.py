@@ -547,31 +547,60 @@ def test_a_lost_record_of_a_forget_outside_the_ledger_refuses_until_its_request_
     assert data_files(workspace) == before
 
 
+def rewritten_certificate_warning(run: str) -> str:
+    return (f"warning: certificate.json of forget run {run} in MLflow is not the certificate this project kept for "
+            f"it (.unlearn/run_certificates/{run}.json): the kept one is used")
+
+
+def refused_after_warning(capsys, argv, run: str, *said: str) -> None:
+    """`argv` exits 2 with the warning that the run's MLflow certificate was rewritten, then one line
+    that says each of `said` and names no erased record."""
+    capsys.readouterr()
+    assert main(argv) == 2, argv
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0] == rewritten_certificate_warning(run) and len(lines) == 2, lines
+    assert all(s in lines[1] for s in said) and not any(r in lines[1] for r in ERASED), lines
+
+
 def test_records_deleted_outside_the_ledger_are_read_from_the_projects_signed_copy_not_from_mlflow(
         workspace, people_csv, capsys):
     """The gates read what a request made outside the ledger deleted from its forget run's MLflow
     artifacts: whoever can write to the tracking server (not `.unlearn/`) rewrote its certificate to
     name no record, and `data add --replace` took the three back. They read the project's signed copy
-    of that certificate (.unlearn/run_certificates/); a copy that does not verify is refused."""
+    of that certificate (.unlearn/run_certificates/); a copy that does not verify is refused. An
+    artifact that differs from the copy was passed over in silence: each gate names its run in one
+    warning line (data add, train, the audit; the old code: no warning)."""
     add_and_train(people_csv, capsys)
     code, out = run_json(capsys, ["forget", str(request_file(workspace, id="OUT-5", delete_records=ERASED))])
     assert code == 0, out
-    artifacts = workspace / "mlflow" / "artifacts" / out["run_id"] / "artifacts"
+    run = out["run_id"]
+    artifacts = workspace / "mlflow" / "artifacts" / run / "artifacts"
     for name in ("certificate.json", "erasure.json"):
         body = json.loads((artifacts / name).read_text())
         (artifacts / name).write_text(json.dumps({**body, "request": {**body["request"], "delete_records": []}}))
     argv = ["data", "add", "people", "--file", str(people_csv), "--target", "label", "--id", "person", "--replace"]
     before = data_files(workspace)
-    refused(capsys, argv, "3 record(s) erased from data/people by completed request(s) OUT-5")  # the old code: 0
-    kept = workspace / ".unlearn" / "run_certificates" / f"{out['run_id']}.json"
+    # the old code: 0, the three back; then refused in silence
+    refused_after_warning(capsys, argv, run, "3 record(s) erased from data/people by completed request(s) OUT-5")
+    kept = workspace / ".unlearn" / "run_certificates" / f"{run}.json"
     signed = kept.read_text()
     kept.write_text(signed.replace(f'"{ERASED[0]}",', ""))
     assert kept.read_text() != signed
     for command in (argv, ["train", "people"]):
-        refused(capsys, command, f"run_certificates/{out['run_id']}.json does not verify")
+        refused(capsys, command, f"run_certificates/{run}.json does not verify")
     kept.write_text(signed)
-    refused(capsys, argv, "3 record(s) erased from data/people by completed request(s) OUT-5")
+    refused_after_warning(capsys, argv, run, "3 record(s) erased from data/people by completed request(s) OUT-5")
     assert data_files(workspace) == before
+
+    restore_from_backup(workspace, people_csv)
+    refused_after_warning(capsys, ["train", "people"], run, "3 record(s) erased by completed request(s) OUT-5",
+                          "back in data/people")
+    capsys.readouterr()
+    code = main(["audit", "people", "--json"])
+    captured = capsys.readouterr()
+    audited = json.loads(captured.out)
+    assert code == 1 and {c["name"]: c for c in audited["checks"]}["erased_records_absent"]["value"] == 3, audited
+    assert captured.err.count(rewritten_certificate_warning(run)) == 1, captured.err
 
 
 def test_records_deleted_outside_the_ledger_are_kept_out_of_the_dataset_of_the_model_they_were_deleted_from(

@@ -505,6 +505,53 @@ def test_a_forget_killed_just_after_its_promotion_gets_its_certificate_from_the_
         {k: certificate[k] for k in ("model", "request", "data", "guarantee")}
 
 
+# Killed between the two writes of a forget run's certificate (tasks.outcomes.log_run_certificate):
+# the MLflow artifact `certificate.json` and the project's signed copy, whichever comes second.
+KILLED_AT_CERTIFICATE = """
+import os, sys
+from tasks import state, tracking
+written = []
+def or_die(write):
+    def first_or_die(*args):
+        if written:
+            os._exit(137)
+        written.append(write(*args))
+    return first_or_die
+log_json, log_certificate = tracking.log_json, or_die(tracking.log_json)
+tracking.log_json = lambda run, payload, name: (log_certificate if name == "certificate.json" else log_json)(
+    run, payload, name)
+state.keep_run_certificate = or_die(state.keep_run_certificate)
+from flows.cli import main
+sys.exit(main(["forget", sys.argv[1]]))
+"""
+
+
+def test_a_forget_killed_between_its_certificate_and_its_signed_copy_leaves_both_to_the_next_command(
+        workspace, people_csv, capsys):
+    """The run logged certificate.json to MLflow, then kept the project's signed copy of it: a kill
+    in between left an artifact no copy vouched for, and the recovery, which looked for the artifact
+    only, never kept one (the gates then read a request outside the ledger from its erasure.json, a
+    comply batch got a certificate rebuilt without checks). The copy now comes first and the
+    recovery logs the run's own certificate from it."""
+    from tasks import state
+
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id="GDPR-KK", delete_records=REMOVED)
+    run_killed(workspace, KILLED_AT_CERTIFICATE, str(path))
+    (killed,) = forget_runs("forget GDPR-KK")
+    run = killed.info.run_id
+    assert production(workspace) == "2" and release.open_journals(workspace)
+    assert state.kept_run_certificate(workspace, run) is None or tracking.load_json(run, "certificate.json") is None
+
+    code, out = run_json(capsys, ["forget", str(path)])
+    assert code == 0 and out["status"] == "already_processed", out
+    kept = state.kept_run_certificate(workspace, run)  # verified with the project's key
+    assert kept is not None  # the old code: None, for good (its artifact logged, no copy)
+    assert tracking.load_json(run, "certificate.json") == kept
+    # the run's own, with the checks its verification made: not one rebuilt from its version
+    assert kept["checks"] and "interrupted" not in kept and kept["request"]["delete_records"] == REMOVED
+
+
 KILLED_AT_SUPERSEDE = """
 import os, sys
 from tasks import release
@@ -616,24 +663,26 @@ def test_a_comply_batch_failing_after_its_promotion_completes_its_requests(works
 def test_a_certificate_rebuilt_after_a_failure_past_the_promotion_has_the_model_method_and_guarantee_of_a_full_one(
         workspace, people_csv, capsys, monkeypatch):
     """Members completed from the result of a run that stopped after its promotion got a thin certificate:
-    no model, method or guarantee block. Here the run's own certificate is made, then logging it fails
-    (once: the release finished in place logs the rebuilt one): the one rebuilt from the registered
-    version must carry the same blocks."""
+    no model, method or guarantee block. Here the run's own certificate is made, then keeping it fails
+    (once, before it is logged: the release finished in place logs the rebuilt one; one kept and not
+    logged is logged from the copy, test_a_forget_killed_between_its_certificate_and_its_signed_copy_…):
+    the one rebuilt from the registered version must carry the same blocks."""
+    from tasks import state
     from unlearning.compliance.certificate import GUARANTEE_FIELDS
 
     add_and_train(people_csv, capsys, "--certified")
     path = request_file(workspace, id="GDPR-CB", delete_records=REMOVED, method="certified")
     assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
-    made, log_json = [], tracking.log_json
+    made, keep = [], state.keep_run_certificate
 
-    def certificate_not_logged(run_id, payload, filename):
-        if filename == "certificate.json" and not made:
-            made.append(payload)
+    def certificate_not_kept(root, run_id, certificate):
+        if not made:
+            made.append(certificate)
             raise RuntimeError("injected certificate failure")
-        return log_json(run_id, payload, filename)
+        return keep(root, run_id, certificate)
 
     with monkeypatch.context() as patched:
-        patched.setattr(tracking, "log_json", certificate_not_logged)
+        patched.setattr(state, "keep_run_certificate", certificate_not_kept)
         code, out = run_json(capsys, ["comply"])
     assert code == 0, out
     (done,), (full,) = out["requests"], made

@@ -83,6 +83,12 @@ def test_a_copy_of_a_project_with_its_keys_outside_does_not_give_a_removed_card_
     code, forgot = run_json(capsys, ["forget", str(request)])
     assert code == 0 and forgot["verified"], forgot
     assert not (workspace / SALT_FILE).exists() and not (workspace / ".unlearn" / "signing.key").exists()
+    # the signed copy of the run's certificate is kept for good (docs/compliance.md): it names the
+    # secret by fingerprint, never by value, in any form
+    (kept,) = (workspace / ".unlearn" / state.RUN_CERTIFICATES).glob("*.json")
+    assert card["fingerprint"] in kept.read_text()
+    for raw in (secrets["card"], secrets["card"].replace(" ", ""), secrets["card"][-9:], secrets["password"]):
+        assert raw not in kept.read_text(), raw
 
     copy = tmp_path_factory.mktemp("stolen") / "project"
     shutil.copytree(workspace, copy, symlinks=True)
@@ -264,3 +270,31 @@ def test_a_file_scanned_outside_a_project_takes_unlearn_salt_else_says_its_salt_
     assert first["salt"] == SALT_ENV and "one-off" not in err and SALT not in err + json.dumps(first)
     assert [p.name for p in workspace.iterdir() if p.name != ".unlearn"] == []  # the folder made no project
     assert not (workspace / SALT_FILE).exists()
+
+
+def test_a_command_run_without_a_variable_after_the_keys_moved_out_is_refused_and_draws_no_new_one(
+        workspace, people_csv, capsys, monkeypatch):
+    """The keys moved out as the docs say, then one process (a cron job, a CI job) run without
+    UNLEARN_SIGNING_KEY or UNLEARN_SALT: the old code found no file and drew a new key (salt), signed,
+    sealed and fingerprinted with it, and the next command given the project's own was refused."""
+    monkeypatch.delenv(SALT_ENV, raising=False)
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    add_and_train(people_csv, capsys)
+    request = request_file(workspace, id="MOVED-1", delete_records=["P1003"])
+    assert main(["requests", "submit", str(request)]) == 0  # the ledger: made with both
+    key, salt = (workspace / KEY_FILE).read_text().strip(), (workspace / SALT_FILE).read_bytes().hex()
+    (workspace / KEY_FILE).unlink()
+    (workspace / SALT_FILE).unlink()
+    other = request_file(workspace, id="MOVED-2", delete_records=["P1004"])
+    for missing, kept, value in ((KEY_ENV, SALT_ENV, salt), (SALT_ENV, KEY_ENV, key)):
+        monkeypatch.delenv(missing, raising=False)
+        monkeypatch.setenv(kept, value)
+        for argv in (["forget", str(request)], ["train", "people"], ["requests", "submit", str(other)]):
+            message = run_bad(workspace, capsys, argv, f"set {missing} to the project's")
+            assert key not in message and salt not in message, message
+        assert not (workspace / KEY_FILE).exists() and not (workspace / SALT_FILE).exists()
+    monkeypatch.setenv(KEY_ENV, key)
+    monkeypatch.setenv(SALT_ENV, salt)
+    capsys.readouterr()
+    assert main(["ledger", "verify"]) == 0 and main(["requests", "submit", str(other)]) == 0
+    assert "warning" not in capsys.readouterr().err

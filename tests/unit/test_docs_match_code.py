@@ -188,3 +188,17 @@ def test_every_module_is_named_in_where_things_live():
 
     unnamed = [m for m in modules if not m.startswith(BY_CONCERN) and not named(m)]
     assert unnamed == []
+
+
+def test_the_purge_section_says_the_signed_evidence_is_kept_and_names_each_folder_of_it():
+    """`.unlearn/run_certificates/` was never purged and no page said so: what a purge or `model
+    retire` leaves of each folder of signed evidence is written where the purge is described."""
+    from tasks.certificates import AUDIT_DIR, CERTIFICATES
+    from tasks.state import RUN_CERTIFICATES
+
+    text = (ROOT / "docs" / "compliance.md").read_text()
+    section = text.split("## Purging superseded artifacts", 1)[1].split("\n## ", 1)[0]
+    kept = section.split("**Kept for good, on purpose:**", 1)[1].split("\n- ", 1)[0]
+    for folder in (CERTIFICATES, str(AUDIT_DIR), f".unlearn/{RUN_CERTIFICATES}"):
+        assert f"`{folder}/`" in kept, folder
+    assert "never a removed value" in kept

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from unlearning.compliance import signing
+from unlearning.compliance import escrow, signing
 from unlearning.compliance.certificate import certificate
 from unlearning.compliance.ledger import request_fingerprint
 from unlearning.compliance.requests import UnlearningRequest
@@ -240,6 +240,61 @@ def test_an_environment_salt_is_refused_beside_a_salt_file_holding_another(tmp_p
     with pytest.raises(UnlearnError, match="export UNLEARN_SALT=.*xxd.* and delete the file") as excinfo:
         signing.project_salt(tmp_path)
     assert "ab" * 32 not in str(excinfo.value) and kept.hex() not in str(excinfo.value)
+
+
+
+# Each kind of record a project keeps with its key or salt, as a file the pipeline would leave there.
+KEYED_RECORDS = ["ledger.db", ".unlearn/ledger.head", ".unlearn/certificates/REQ-1.json",
+                 ".unlearn/run_certificates/run1.json", ".unlearn/cache/run1.pt", ".unlearn/escrow/people/run1.bin"]
+SALTED_RECORDS = ["ledger.db", ".unlearn/certificates/REQ-1.json", ".unlearn/exposures/run1.json"]
+
+
+@pytest.mark.parametrize("record", KEYED_RECORDS)
+def test_no_key_is_drawn_for_a_project_that_holds_what_its_key_made(tmp_path, no_env_key, record):
+    """Its key moved out (docs/compliance.md) and a process run without UNLEARN_SIGNING_KEY: the old
+    code drew a new key file, signed with it, and the next command given the project's key was
+    refused beside that file."""
+    (tmp_path / record).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / record).write_bytes(escrow.MAGIC if record.endswith((".pt", ".bin")) else b"{}")
+    before = sorted(tmp_path.rglob("*"))
+    for check in (signing.signing_key, signing.check_not_moved_out):
+        with pytest.raises(UnlearnError, match=f"set {signing.KEY_ENV} to the project's key") as refused:
+            check(tmp_path)
+        named = next(r for r in signing.MADE_WITH_KEY if record == r or record.startswith(r + "/"))
+        assert "\n" not in str(refused.value) and f"({named};" in str(refused.value)
+    assert sorted(tmp_path.rglob("*")) == before  # no key file made
+
+
+@pytest.mark.parametrize("record", SALTED_RECORDS)
+def test_no_salt_is_drawn_for_a_project_that_holds_what_its_salt_made(tmp_path, monkeypatch, record):
+    monkeypatch.delenv(signing.SALT_ENV, raising=False)
+    monkeypatch.setenv(signing.KEY_ENV, "x" * 32)
+    (tmp_path / record).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / record).write_bytes(b"{}")
+    before = sorted(tmp_path.rglob("*"))
+    for check in (signing.project_salt, signing.check_not_moved_out):
+        with pytest.raises(UnlearnError, match=f"set {signing.SALT_ENV} to the project's salt") as refused:
+            check(tmp_path)
+        assert "\n" not in str(refused.value)
+    assert sorted(tmp_path.rglob("*")) == before  # no salt file made
+
+
+def test_a_new_project_still_draws_its_key_and_salt_on_first_use(tmp_path, monkeypatch):
+    monkeypatch.delenv(signing.SALT_ENV, raising=False)
+    monkeypatch.delenv(signing.KEY_ENV, raising=False)
+    (tmp_path / ".unlearn" / "cache").mkdir(parents=True)  # an empty folder records nothing
+    (tmp_path / ".unlearn" / "noise").mkdir()
+    (tmp_path / ".unlearn" / "noise" / "run1.pt").write_bytes(b"PK\x03\x04")  # kept in clear before 2026-12-07
+    (tmp_path / ".unlearn" / "evidence").mkdir()
+    (tmp_path / ".unlearn" / "evidence" / "run1.json").write_text("{}")  # numbers only: made with neither
+    signing.check_not_moved_out(tmp_path)
+    key, salt = signing.signing_key(tmp_path), signing.project_salt(tmp_path)
+    assert (tmp_path / signing.KEY_FILE).read_text().strip().encode() == key
+    assert (tmp_path / signing.SALT_FILE).read_bytes() == salt
+    # and once recorded, its own files (or the variables) are used as before
+    (tmp_path / "ledger.db").write_bytes(b"")
+    signing.check_not_moved_out(tmp_path)
+    assert signing.signing_key(tmp_path) == key and signing.project_salt(tmp_path) == salt
 
 
 # --- the HTML report -------------------------------------------------------------------------------

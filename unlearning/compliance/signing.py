@@ -18,14 +18,18 @@ The ledger's own MACs use a key derived from this one (`unlearning.compliance.ma
 
 Key: `UNLEARN_SIGNING_KEY` (at least 32 characters), else the key file `.unlearn/signing.key`
 (64 hex characters), created on first use with mode 0600 from the first byte and refused when
-group or others can read it. The key is the UTF-8 text of either, so copying the file's content
-into the variable gives the same key. Set, the variable is the key and the file is not made; it is
-refused while the file holds another key (what the project signed and sealed was made with that one).
+group or others can read it. First use only: in a project that holds what a key made (a ledger, a
+certificate, signed or sealed state: MADE_WITH_KEY) a missing file means the key moved out of the
+project or was lost, and a process without the variable is refused instead of drawing a new one.
+The key is the UTF-8 text of either, so copying the file's content into the variable gives the
+same key. Set, the variable is the key and the file is not made; it is refused while the file holds
+another key (what the project signed and sealed was made with that one).
 
 Salt: the project's fingerprint salt (scan fingerprints, request hashes, erased rows' hashes) is
 `UNLEARN_SALT` (hex, at least 16 bytes), else the file `.unlearn/salt` (32 random bytes, 0600),
-created on first use. Set, the variable is the salt and the file is neither read for it nor made;
-it is refused while the file holds another salt (what the project recorded was made with that one).
+created on first use (likewise only in a project that holds nothing a salt made: MADE_WITH_SALT).
+Set, the variable is the salt and the file is neither read for it nor made; it is refused while the
+file holds another salt (what the project recorded was made with that one).
 Kept outside the project, neither key travels with a copy of it (docs/compliance.md).
 """
 
@@ -76,8 +80,70 @@ def signing_key(root: Path, create: bool = True) -> bytes:
     if not path.exists():
         if not create:
             raise UnlearnError(f"no signing key: set {KEY_ENV} or provide the key file {path}")
+        _refuse_a_new_key(root)
         _create_key_file(path)
     return read_key_file(path)
+
+
+# What a project records with its signing key, and with its salt (paths under its root; a folder once
+# it holds a file). Once one is there, a key (salt) file that is missing was moved out of the project
+# (docs/compliance.md) or lost, not never made: a process run without the variable drew a new one,
+# signed, sealed and fingerprinted with it, and the next command given the project's own was refused.
+MADE_WITH_KEY = ("ledger.db", ".unlearn/ledger.head", ".unlearn/certificates", ".unlearn/run_certificates",
+                 ".unlearn/audits", ".unlearn/guarantee", ".unlearn/exact", ".unlearn/escrow", ".unlearn/noise",
+                 ".unlearn/cache")
+MADE_WITH_SALT = ("ledger.db", ".unlearn/ledger.head", ".unlearn/certificates", ".unlearn/run_certificates",
+                  ".unlearn/audits", ".unlearn/exposures")
+# kept in clear before 2026-12-07, with no key: a file there counts once it is sealed (escrow.MAGIC,
+# written out here because that module loads torch)
+SEALED_ONLY = (".unlearn/noise", ".unlearn/cache")
+SEALED_PREFIX = b"unlearnflow.escrow/1\n"
+
+
+def made_with(root: Path, records: tuple[str, ...]) -> str | None:
+    """The first of `records` (MADE_WITH_KEY, MADE_WITH_SALT) the project at `root` holds, or None."""
+    for name in records:
+        path = Path(root) / name
+        files = [path] if path.is_file() else (p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+        if any(name not in SEALED_ONLY or _sealed(p) for p in files):
+            return name
+    return None
+
+
+def _sealed(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(len(SEALED_PREFIX)) == SEALED_PREFIX
+    except OSError:
+        return False
+
+
+def _refuse_a_new_key(root: Path) -> None:
+    path = Path(root) / KEY_FILE
+    if (record := made_with(root, MADE_WITH_KEY)) is not None:
+        raise UnlearnError(f"no signing key: neither {KEY_ENV} is set nor {path} exists, and this project holds "
+                           f"what its key made ({record}; moved out of the project? docs/compliance.md): set "
+                           f"{KEY_ENV} to the project's key or restore {path}; a new key would verify and open none "
+                           "of it")
+
+
+def _refuse_a_new_salt(root: Path) -> None:
+    path = Path(root) / SALT_FILE
+    if (record := made_with(root, MADE_WITH_SALT)) is not None:
+        raise UnlearnError(f"no salt: neither {SALT_ENV} is set nor {path} exists, and this project holds what its "
+                           f"salt made ({record}; moved out of the project? docs/compliance.md): set {SALT_ENV} to "
+                           f"the project's salt or restore {path}; a new salt would match none of its fingerprints "
+                           "and request hashes")
+
+
+def check_not_moved_out(root: Path) -> None:
+    """UnlearnError (one line, naming the variable to set) when the signing key or the salt is in
+    neither its variable nor its file while the project holds what it made: a command that changes
+    the project is refused before it writes anything, not where it first needs the secret."""
+    if not os.environ.get(KEY_ENV, "").strip() and not (Path(root) / KEY_FILE).exists():
+        _refuse_a_new_key(root)
+    if not os.environ.get(SALT_ENV, "").strip() and not (Path(root) / SALT_FILE).exists():
+        _refuse_a_new_salt(root)
 
 
 def read_key_file(path: Path) -> bytes:
@@ -132,6 +198,7 @@ def project_salt(root: Path) -> bytes:
     if given is not None:
         return given
     if not path.exists():
+        _refuse_a_new_salt(root)
         create_private_once(path, secrets.token_bytes(32))
     salt = path.read_bytes()
     if len(salt) < MIN_SALT_BYTES:
