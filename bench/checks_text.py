@@ -197,7 +197,8 @@ def main(argv=None) -> None:
                f"with an expected verdict); per secret, {totals['secrets_missed']} of the {totals['secrets_left']} "
                f"secrets left in a model within the band (a per-secret miss). Margin {cfg.margin_bits} bits, "
                f"{cfg.n_controls} controls per secret, {cfg.relearn_steps} relearning steps of "
-               f"{getattr(cfg, 'relearn_batch', None) or 'the training batch of'} windows; ✗ = the check failed. "
+               f"{getattr(cfg, 'relearn_batch', None) or 'the training batch of'} windows, the worst of "
+               f"{cfg.relearn_draws} draws; ✗ = the check failed. "
                f"Total {time.perf_counter() - started:.0f} s.")
     print("\n" + summary, flush=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
