@@ -119,21 +119,23 @@ def _sealed(path: Path) -> bool:
 
 
 def _refuse_a_new_key(root: Path) -> None:
-    path = Path(root) / KEY_FILE
-    if (record := made_with(root, MADE_WITH_KEY)) is not None:
-        raise UnlearnError(f"no signing key: neither {KEY_ENV} is set nor {path} exists, and this project holds "
-                           f"what its key made ({record}; moved out of the project? docs/compliance.md): set "
-                           f"{KEY_ENV} to the project's key or restore {path}; a new key would verify and open none "
-                           "of it")
+    _refuse_a_new(root, ("signing key", "key"), KEY_ENV, KEY_FILE, MADE_WITH_KEY, "would verify and open none of it")
 
 
 def _refuse_a_new_salt(root: Path) -> None:
-    path = Path(root) / SALT_FILE
-    if (record := made_with(root, MADE_WITH_SALT)) is not None:
-        raise UnlearnError(f"no salt: neither {SALT_ENV} is set nor {path} exists, and this project holds what its "
-                           f"salt made ({record}; moved out of the project? docs/compliance.md): set {SALT_ENV} to "
-                           f"the project's salt or restore {path}; a new salt would match none of its fingerprints "
-                           "and request hashes")
+    _refuse_a_new(root, ("salt", "salt"), SALT_ENV, SALT_FILE, MADE_WITH_SALT,
+                  "would match none of its fingerprints and request hashes")
+
+
+def _refuse_a_new(root: Path, names: tuple[str, str], env: str, file: str, records: tuple[str, ...],
+                  lost: str) -> None:
+    """UnlearnError where the project holds what its secret (`names`: in full, short) made (`records`)
+    while neither `env` nor `file` gives it: a new one would be drawn in place of one moved out or lost."""
+    (what, short), path = names, Path(root) / file
+    if (record := made_with(root, records)) is not None:
+        raise UnlearnError(f"no {what}: neither {env} is set nor {path} exists, and this project holds what its "
+                           f"{short} made ({record}; moved out of the project? docs/compliance.md): set {env} to "
+                           f"the project's {short} or restore {path}; a new {short} {lost}")
 
 
 def check_not_moved_out(root: Path) -> None:

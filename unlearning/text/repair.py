@@ -32,6 +32,7 @@ from unlearning.text.bundle import LMBundle
 from unlearning.text.deep_influence import DeepUpdate, WindowRequest
 from unlearning.text import suppress
 
+
 class RepairConfig(BaseModel):
     """At most `steps` suppress steps from the failed update (suppress's early stop applies, with the
     relearned copy's hinge quiet too), each with `relearn_steps` simulated relearning steps on
