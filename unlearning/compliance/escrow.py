@@ -23,9 +23,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from unlearning.compliance.signing import SEALED_PREFIX
 from unlearning.errors import UnlearnError
 
-MAGIC = b"unlearnflow.escrow/1\n"
+MAGIC = SEALED_PREFIX  # one definition: signing.py (no torch) recognises sealed files by it
 INFO = b"unlearnflow.audit-escrow/1"
 NONCE_BYTES = 12
 

@@ -94,8 +94,8 @@ MADE_WITH_KEY = ("ledger.db", ".unlearn/ledger.head", ".unlearn/certificates", "
                  ".unlearn/cache")
 MADE_WITH_SALT = ("ledger.db", ".unlearn/ledger.head", ".unlearn/certificates", ".unlearn/run_certificates",
                   ".unlearn/audits", ".unlearn/exposures")
-# kept in clear before 2026-12-07, with no key: a file there counts once it is sealed (escrow.MAGIC,
-# written out here because that module loads torch)
+# kept in clear before 2026-12-07, with no key: a file there counts once it is sealed (it starts with
+# SEALED_PREFIX, escrow.MAGIC: defined here because that module loads torch)
 SEALED_ONLY = (".unlearn/noise", ".unlearn/cache")
 SEALED_PREFIX = b"unlearnflow.escrow/1\n"
 
@@ -103,11 +103,16 @@ SEALED_PREFIX = b"unlearnflow.escrow/1\n"
 def made_with(root: Path, records: tuple[str, ...]) -> str | None:
     """The first of `records` (MADE_WITH_KEY, MADE_WITH_SALT) the project at `root` holds, or None."""
     for name in records:
-        path = Path(root) / name
-        files = [path] if path.is_file() else (p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
-        if any(name not in SEALED_ONLY or _sealed(p) for p in files):
+        if any(name not in SEALED_ONLY or _sealed(p) for p in _files_at(Path(root) / name)):
             return name
     return None
+
+
+def _files_at(path: Path):
+    """`path` itself if it is a file, the files under it if it is a folder, else nothing."""
+    if path.is_file():
+        return [path]
+    return (p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
 
 
 def _sealed(path: Path) -> bool:
