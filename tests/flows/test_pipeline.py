@@ -349,24 +349,37 @@ def test_auto_falls_back_to_retraining_when_the_evidence_fails(workspace, people
     assert residual_on_data(promoted, workspace) <= 1e-6
 
 
-@pytest.mark.parametrize("method", ["auto", "retrain"])
-def test_an_exact_retraining_is_not_refused_on_the_accuracy_its_data_gives(workspace, capsys, method):
-    """A 200-row table (46 test rows: one prediction is 2.17 points): the model retrained without one
-    record lost 4.35 points, and `accuracy_drop_pts` (≤ 1) refused it — `auto`'s fall-back and
-    `--method retrain` alike (red team, session 21), so the erasure could never complete. A model
-    retrained on D′ is what the erasure must produce: its utility is reported, not judged."""
+def forget_one_of_200(workspace, capsys, method: str) -> tuple[int, dict]:
+    """A 200-row table (46 test rows: one prediction is 2.17 points) and P1006 deleted by `method`."""
     people = workspace / "people.csv"
     synthetic_people(200).to_csv(people, index=False)
     add_and_train(people, capsys)
     req = request_file(workspace, id="REQ-EX", delete_records=["P1006"])
+    return run_json(capsys, ["forget", str(req), "--method", method])
 
-    code, out = run_json(capsys, ["forget", str(req), "--method", method])
+
+def test_an_exact_retraining_is_not_refused_on_the_accuracy_its_data_gives(workspace, capsys):
+    """The model retrained without one record lost 4.35 points, and `accuracy_drop_pts` (≤ 1) refused
+    it (red team, session 21), so the erasure could never complete. A model retrained on D′ is what
+    the erasure must produce: its utility is reported, not judged."""
+    code, out = forget_one_of_200(workspace, capsys, "retrain")
     assert code == 0 and out["promoted"], out  # the old code: 1, accuracy_drop_pts 4.35 (needs <= 1.0)
     assert (out["method"], out["guarantee"]) == ("retrain", "exact")
     assert "accuracy_drop_pts" not in {c["name"] for c in out["verification"]["checks"]}
     assert out["metrics"]["accuracy_drop_pts"] > 1.0  # reported as before
     records = (workspace / "data" / "people" / "records.csv").read_text().splitlines()
     assert not any(line.startswith("P1006,") for line in records)
+
+
+def test_an_update_that_loses_two_of_46_test_predictions_is_not_refused(workspace, capsys):
+    """`auto`'s update loses the same 4.35 points: two predictions, as likely a loss by chance as not
+    (p = 0.25, unlearning.tabular.verify.drop_p_value). Refused on the points alone, it fell back to
+    retraining (before 2026-12-07); now the update is kept, the drop reported with its p."""
+    code, out = forget_one_of_200(workspace, capsys, "auto")
+    assert code == 0 and out["promoted"], out
+    assert out["method"] == "second_order" and out["verification"]["retrains"] == 0
+    drop = {c["name"]: c for c in out["verification"]["checks"]}["accuracy_drop_pts"]
+    assert drop["passed"] and drop["value"] > 1.0 and out["metrics"]["accuracy_drop_p"] == 0.25
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -96,7 +96,8 @@ def test_the_residual_of_sequential_certified_updates_stays_within_the_accumulat
     two = run_method("certified", second)
     metrics = verify.certificate_evidence(two.residual, two.residual_bound, two.epsilon, 1.0,
                                           two.stats["budget_used"], two.stats["budget"],
-                                          {"test_accuracy": 0.8, "test_accuracy_before": 0.8, "accuracy_drop_pts": 0.0})
+                                          {"test_accuracy": 0.8, "test_accuracy_before": 0.8, "accuracy_drop_pts": 0.0,
+                                           "accuracy_drop_p": 1.0})
     # The per-request bound is now the exact residual left (plus float64 rounding), carried part
     # included (issue 14); the check still rests on the accumulated bound, which covers it too.
     assert two.residual <= two.residual_bound <= two.stats["budget_used"]
@@ -104,12 +105,46 @@ def test_the_residual_of_sequential_certified_updates_stays_within_the_accumulat
 
 
 def test_certificate_checks_fail_a_residual_above_its_bound_and_an_exhausted_budget():
-    utility = {"test_accuracy": 0.8, "test_accuracy_before": 0.8, "accuracy_drop_pts": 0.0}
+    utility = {"test_accuracy": 0.8, "test_accuracy_before": 0.8, "accuracy_drop_pts": 0.0, "accuracy_drop_p": 1.0}
     good = verify.certificate_evidence(0.3, 8.0, 0.8, 1.0, 8.0, 10.0, utility)
     assert all(c["passed"] for c in verify.certificate_checks(good, verify.VerifyConfig()))
-    bad = verify.certificate_evidence(13.0, 8.0, 1.2, 1.0, 12.0, 10.0, {**utility, "accuracy_drop_pts": 3.0})
+    bad = verify.certificate_evidence(13.0, 8.0, 1.2, 1.0, 12.0, 10.0,
+                                      {**utility, "accuracy_drop_pts": 3.0, "accuracy_drop_p": 1e-4})
     failed = {c["name"] for c in verify.certificate_checks(bad, verify.VerifyConfig()) if not c["passed"]}
     assert failed == {"residual_within_bound", "budget_used", "epsilon", "accuracy_drop_pts"}
+
+
+@pytest.mark.parametrize("changed", range(9))
+def test_the_drop_p_value_is_the_share_of_equally_likely_changes_that_lose_as_much(changed):
+    """Against enumeration: of the 2^changed ways the changed predictions could fall (each right or
+    wrong with probability 1/2), the share with at least `lost` wrong."""
+    from itertools import product
+
+    for lost in range(changed + 1):
+        share = sum(sum(ways) >= lost for ways in product((0, 1), repeat=changed)) / 2 ** changed
+        assert verify.drop_p_value(lost, changed - lost) == pytest.approx(share, rel=1e-12)
+
+
+def flipped(n: int, wrong: int) -> tuple:
+    """A model right on all n test rows and one that gets `wrong` of them wrong (binary, 2 features)."""
+    X = torch.zeros(n, 2, dtype=torch.float64)
+    X[:, 0], X[:wrong, 1] = 1.0, -10.0
+    before, after = torch.tensor([1.0, 0.0], dtype=torch.float64), torch.tensor([1.0, 1.0], dtype=torch.float64)
+    return after, before, X, torch.ones(n, dtype=torch.long)
+
+
+def test_a_drop_of_two_predictions_on_a_small_split_passes_and_a_real_one_fails():
+    """Two of 118 test predictions lost are 1.69 points, which the check refused on the points alone;
+    chance loses as much a quarter of the time. Twelve of 118 it does not (p = 2.4e-4), nor 100 of
+    9,000 (1.1 points, a test split the size of Adult's)."""
+    cfg = verify.VerifyConfig()
+    small = verify.utility(*flipped(118, 2))
+    assert small["accuracy_drop_pts"] > cfg.max_accuracy_drop and small["accuracy_drop_p"] == 0.25
+    assert verify.accuracy_drop_check(small, cfg)["passed"]
+    assert not verify.accuracy_drop_check(small, verify.VerifyConfig(accuracy_drop_alpha=1.0))["passed"]  # points only
+    assert not verify.accuracy_drop_check(verify.utility(*flipped(118, 12)), cfg)["passed"]
+    large = verify.utility(*flipped(9000, 100))
+    assert large["accuracy_drop_p"] < 1e-20 and not verify.accuracy_drop_check(large, cfg)["passed"]
 
 
 @pytest.mark.parametrize("kind,m", REQUESTS)
