@@ -87,21 +87,25 @@ def run_forget(root: Path, requests: list, merged: list, path: Path | None, keep
     None when verified, else why it failed). `rows`: the deleted images' hashes, kept in the batch's
     manifest for a run that finishes it after a kill. A full disk or an unwritable project is no request's
     fault: the requests are failed and the comply run stops. A run that raised after its promotion ends
-    with the result its release logged (`batches.finished_in_place`)."""
+    with the result its release logged (`batches.finished_in_place`); one whose release could not be
+    finished, even on a second try, stops the comply run with its requests left `processing`
+    (tasks.release.finish_left_open): the next run's recovery decides them."""
     try:
         path = path or batches.batch_file(root, merged)
         batches.keep_erased_rows(root, path, rows)
         summary = forget_flow(root=str(root), request_path=str(path), keep_superseded_days=keep_days,
                               members=[r.id for r in requests], verify=verify, device=device)
     except Exception as exc:  # noqa: BLE001 — any step's failure is recorded, the run goes on
+        # after its promotion the records are gone: failed, its requests would fail on every retry
+        finished = batches.finished_in_place(root, path, requests)
+        if finished is None and release.finish_left_open(root, exc):  # else none open; or the run stops here
+            finished = batches.finished_in_place(root, path, requests)
+        if finished is not None:
+            return path, finished, None
         if batches.environment_error(exc):
             for request in requests:
                 outcomes.fail_quietly(root, request, failure_reason(exc))
             raise
-        # after its promotion the records are gone: failed, its requests would fail on every retry
-        finished = batches.finished_in_place(root, path, requests)
-        if finished is not None:
-            return path, finished, None
         return path, None, failure_reason(exc)
     return path, summary, None if summary.get("verified") else outcomes.verification_failure(summary)
 

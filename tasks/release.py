@@ -39,7 +39,7 @@ from pathlib import Path
 
 
 from tasks import dvc, state, tracking
-from tasks.common import PROMOTE, step, Lineage, Plan
+from tasks.common import PROMOTE, Lineage, Plan, progress, step
 from unlearning.compliance import purge as rule
 from unlearning.errors import UnlearnError, failure_reason
 
@@ -235,13 +235,45 @@ def rollback_unless_promoted(lineage: Lineage, plan: Plan, keep_days: int | None
                 # after the promotion, what the run will not get to now is done as for a killed run: a
                 # rerun of the request then answers "already processed" (its records are gone)
                 outcome.update(finish(lineage.root, journal, f"failed: {reason}", interrupted=True))
-            except Exception:  # noqa: BLE001 — the journal stays; the next release finishes it
-                pass
+            except Exception as again:  # noqa: BLE001 — the journal stays; the next release finishes it
+                progress(f"  warning: the release of forget run {lineage.parent_run} could not be finished after "
+                         f"it failed ({failure_reason(again)}): the next release of the project finishes it")
             raise
         outcome.update(finish(lineage.root, journal, "verification failed: not promoted"))
     finally:
         if journal.path(lineage.root).exists():
             _UNFINISHED.add(_key(lineage.root))  # even a release nested in this process's lock recovers it
+
+
+class ReleaseLeftOpen(UnlearnError):
+    """A forget run failed and its release could not be finished (not even on a second try): whether
+    its records are gone is for the next command's recovery to say. Not bad input."""
+
+    exit_code = 1
+
+
+def finish_left_open(root: Path, cause: BaseException) -> bool:
+    """After a forget run raised (`cause`) and left its release open: finish it now, once more (a
+    transient failure: the comply run goes on with its outcome, reported as a recovery's). True when
+    it did, False when none was open; ReleaseLeftOpen when it is still open: the caller must leave
+    the run's requests as a killed run would (`processing`, their batch's manifest kept), for failed
+    now they would be retried on data that may no longer hold their records, and refused for good.
+    Call only under the project lock, which recovered every journal but this run's when it was taken."""
+    journals = open_journals(root)
+    if not journals:
+        return False
+    try:
+        outcomes = recover(root)
+    except Exception as again:  # noqa: BLE001 — reported below; the journal stays for the next command
+        if unwritable_cause(again) is not None:
+            raise  # the machine's (a full disk): one line from the CLI (flows.cli.unwritable)
+        raise ReleaseLeftOpen(f"forget run {journals[0].run} failed ({failure_reason(cause)}) and its release could "
+                              f"not be finished ({failure_reason(again)}): its requests stay processing; run "
+                              f"`unlearn comply` again once that is fixed, which finishes them") from cause
+    _UNFINISHED.discard(_key(root))
+    for outcome in outcomes:
+        report_recovery(outcome)
+    return True
 
 
 def recover(root: Path) -> list[dict]:

@@ -660,6 +660,64 @@ def test_a_comply_batch_failing_after_its_promotion_completes_its_requests(works
     assert not list((workspace / ".unlearn" / "batches").glob("*.json"))
 
 
+def failing_finish(times: int):
+    """release.finish_interrupted failing its first `times` calls: the release of a run that raised
+    after its promotion cannot be finished (an MLflow server gone, a lock held elsewhere)."""
+    calls, finish_interrupted = [], release.finish_interrupted
+
+    def finish(*args, **kwargs):
+        calls.append(1)
+        if len(calls) <= times:
+            raise RuntimeError("injected finish failure")
+        return finish_interrupted(*args, **kwargs)
+    return finish
+
+
+def test_a_release_left_open_after_the_promotion_is_finished_on_a_second_try(workspace, people_csv, capsys,
+                                                                              monkeypatch):
+    """The run raised after its promotion and finishing its release failed once: the members were
+    failed (pending again, their records gone) and every retry refused them ("record ids are not in
+    dataset"). The release is finished once more at once, and the batch completed from its result."""
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id="GDPR-F1", delete_records=REMOVED)
+    assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+    with monkeypatch.context() as patched:
+        patched.setattr(release, "purge_due", injected("purge"))
+        patched.setattr(release, "finish_interrupted", failing_finish(1))
+        code, out = run_json(capsys, ["comply"])
+    assert code == 0, out
+    (done,) = out["requests"]
+    assert done["status"] == "completed" and ledger.show(workspace, "GDPR-F1").status == "completed"
+    assert production(workspace) == "2" and not release.open_journals(workspace)
+    assert main_ok(["certificate", "verify", str(workspace / done["certificate"])])
+
+
+def test_a_release_that_cannot_be_finished_leaves_its_requests_to_the_next_run(workspace, people_csv, capsys,
+                                                                               monkeypatch):
+    """Finishing it fails again: the comply run stops (exit 1, one line) with the members left
+    `processing` and their manifest kept, as a killed run leaves them; the next run's recovery
+    commits the release and completes them. Failed, they were refused on every retry."""
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id="GDPR-F2", delete_records=REMOVED)
+    assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+    with monkeypatch.context() as patched:
+        patched.setattr(release, "purge_due", injected("purge"))
+        patched.setattr(release, "finish_interrupted", failing_finish(2))
+        capsys.readouterr()
+        code = main(["comply"])
+    err = capsys.readouterr().err
+    assert code == 1 and "its release could not be finished (injected finish failure)" in err, err
+    assert "run `unlearn comply` again" in err.splitlines()[-1]
+    assert ledger.show(workspace, "GDPR-F2").status == "processing" and production(workspace) == "2"
+    assert release.open_journals(workspace) and list((workspace / ".unlearn" / "batches").glob("*.json"))
+    code, out = run_json(capsys, ["comply"])
+    assert code == 0, out
+    assert [r["outcome"] for r in out["recovered"]] == ["committed", "completed after an interrupted run"]
+    assert out["requests"] == [] and ledger.show(workspace, "GDPR-F2").status == "completed"
+    assert not release.open_journals(workspace) and production(workspace) == "2"
+    assert main_ok(["ledger", "verify"])
+
+
 def test_a_certificate_rebuilt_after_a_failure_past_the_promotion_has_the_model_method_and_guarantee_of_a_full_one(
         workspace, people_csv, capsys, monkeypatch):
     """Members completed from the result of a run that stopped after its promotion got a thin certificate:
