@@ -638,14 +638,20 @@ def test_a_forget_failing_after_its_promotion_is_finished_as_a_killed_one_and_a_
     assert "GDPR-FP was already processed: model people v2" in capsys.readouterr().out
 
 
+def submitted_after_training(workspace: Path, people_csv: Path, capsys, request_id: str) -> Path:
+    """A trained model and a pending request of that id deleting REMOVED (its file)."""
+    add_and_train(people_csv, capsys)
+    path = request_file(workspace, id=request_id, delete_records=REMOVED)
+    assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+    return path
+
+
 def test_a_comply_batch_failing_after_its_promotion_completes_its_requests(workspace, people_csv, capsys,
                                                                            monkeypatch):
     """The batch's exception after the commit point failed its requests (pending again) though
     production no longer held their records, which a retry refuses ("record ids are not in
     dataset"). Its release finished in place, they are completed from the result it logged."""
-    add_and_train(people_csv, capsys)
-    path = request_file(workspace, id="GDPR-CF", delete_records=REMOVED)
-    assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+    submitted_after_training(workspace, people_csv, capsys, "GDPR-CF")
     with monkeypatch.context() as patched:
         patched.setattr(release, "purge_due", injected("purge"))
         code, out = run_json(capsys, ["comply"])
@@ -678,9 +684,7 @@ def test_a_release_left_open_after_the_promotion_is_finished_on_a_second_try(wor
     """The run raised after its promotion and finishing its release failed once: the members were
     failed (pending again, their records gone) and every retry refused them ("record ids are not in
     dataset"). The release is finished once more at once, and the batch completed from its result."""
-    add_and_train(people_csv, capsys)
-    path = request_file(workspace, id="GDPR-F1", delete_records=REMOVED)
-    assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+    submitted_after_training(workspace, people_csv, capsys, "GDPR-F1")
     with monkeypatch.context() as patched:
         patched.setattr(release, "purge_due", injected("purge"))
         patched.setattr(release, "finish_interrupted", failing_finish(1))
@@ -697,9 +701,7 @@ def test_a_release_that_cannot_be_finished_leaves_its_requests_to_the_next_run(w
     """Finishing it fails again: the comply run stops (exit 1, one line) with the members left
     `processing` and their manifest kept, as a killed run leaves them; the next run's recovery
     commits the release and completes them. Failed, they were refused on every retry."""
-    add_and_train(people_csv, capsys)
-    path = request_file(workspace, id="GDPR-F2", delete_records=REMOVED)
-    assert run_json(capsys, ["requests", "submit", str(path)])[0] == 0
+    submitted_after_training(workspace, people_csv, capsys, "GDPR-F2")
     with monkeypatch.context() as patched:
         patched.setattr(release, "purge_due", injected("purge"))
         patched.setattr(release, "finish_interrupted", failing_finish(2))
