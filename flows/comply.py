@@ -98,7 +98,8 @@ def run_forget(root: Path, requests: list, merged: list, path: Path | None, keep
     except Exception as exc:  # noqa: BLE001 — any step's failure is recorded, the run goes on
         # after its promotion the records are gone: failed, its requests would fail on every retry
         finished = batches.finished_in_place(root, path, requests)
-        if finished is None and release.finish_left_open(root, exc):  # else none open; or the run stops here
+        # its release left open: finished once more now (ReleaseLeftOpen, stopping the run, if that fails too)
+        if finished is None and release.finish_left_open(root, exc):
             finished = batches.finished_in_place(root, path, requests)
         if finished is not None:
             return path, finished, None

@@ -146,13 +146,13 @@ def test_a_failure_quoting_a_secret_is_rolled_back_with_the_secret_masked(worksp
     assert card.encode() not in prefect_database_bytes()
 
 
-def once(real, step: str):
-    """`real`, but its first call fails."""
+def once(real, step: str, times: int = 1):
+    """`real`, but its first call fails (its first `times` calls)."""
     calls = []
 
     def call(*args, **kwargs):
         calls.append(step)
-        if len(calls) == 1:
+        if len(calls) <= times:
             raise RuntimeError(f"injected {step} failure")
         return real(*args, **kwargs)
     return call
@@ -666,19 +666,6 @@ def test_a_comply_batch_failing_after_its_promotion_completes_its_requests(works
     assert not list((workspace / ".unlearn" / "batches").glob("*.json"))
 
 
-def failing_finish(times: int):
-    """release.finish_interrupted failing its first `times` calls: the release of a run that raised
-    after its promotion cannot be finished (an MLflow server gone, a lock held elsewhere)."""
-    calls, finish_interrupted = [], release.finish_interrupted
-
-    def finish(*args, **kwargs):
-        calls.append(1)
-        if len(calls) <= times:
-            raise RuntimeError("injected finish failure")
-        return finish_interrupted(*args, **kwargs)
-    return finish
-
-
 def test_a_release_left_open_after_the_promotion_is_finished_on_a_second_try(workspace, people_csv, capsys,
                                                                               monkeypatch):
     """The run raised after its promotion and finishing its release failed once: the members were
@@ -687,7 +674,7 @@ def test_a_release_left_open_after_the_promotion_is_finished_on_a_second_try(wor
     submitted_after_training(workspace, people_csv, capsys, "GDPR-F1")
     with monkeypatch.context() as patched:
         patched.setattr(release, "purge_due", injected("purge"))
-        patched.setattr(release, "finish_interrupted", failing_finish(1))
+        patched.setattr(release, "finish_interrupted", once(release.finish_interrupted, "finish"))
         code, out = run_json(capsys, ["comply"])
     assert code == 0, out
     (done,) = out["requests"]
@@ -704,7 +691,7 @@ def test_a_release_that_cannot_be_finished_leaves_its_requests_to_the_next_run(w
     submitted_after_training(workspace, people_csv, capsys, "GDPR-F2")
     with monkeypatch.context() as patched:
         patched.setattr(release, "purge_due", injected("purge"))
-        patched.setattr(release, "finish_interrupted", failing_finish(2))
+        patched.setattr(release, "finish_interrupted", once(release.finish_interrupted, "finish", times=2))
         capsys.readouterr()
         code = main(["comply"])
     err = capsys.readouterr().err

@@ -140,8 +140,8 @@ def convexity_evidence(theta: torch.Tensor, theta_before: torch.Tensor, residual
 def utility(theta: torch.Tensor, theta_before: torch.Tensor, X_test: torch.Tensor, y_test: torch.Tensor) -> dict:
     """Test accuracy of the model and of the model before the request (no reference needed), and how
     often chance alone would lose as much (`accuracy_drop_p`, see drop_p_value)."""
-    after, before = accuracy(theta, X_test, y_test), accuracy(theta_before, X_test, y_test)
-    right_after, right_before = logreg.predict(theta, X_test) == y_test, logreg.predict(theta_before, X_test) == y_test
+    right_after, right_before = (logreg.predict(t, X_test) == y_test for t in (theta, theta_before))
+    after, before = float(right_after.double().mean()), float(right_before.double().mean())  # NaN without rows
     lost, gained = int((right_before & ~right_after).sum()), int((right_after & ~right_before).sum())
     return {"test_accuracy": after, "test_accuracy_before": before, "accuracy_drop_pts": 100 * (before - after),
             "accuracy_drop_p": drop_p_value(lost, gained)}
