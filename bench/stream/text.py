@@ -39,8 +39,9 @@ class Text:
         self.retrained: dict[int, object] = {}  # j → the model retrained on D_j
         self._judged: dict[int, tuple] = {}  # id(model) → (it, fingerprint → (request, its evidence row))
         self.exposure_misses: list[str] = []  # audits failed on exposure: the secret and what its evidence saw
-        self._updated_by: dict[int, tuple] = {}  # id(the last update's model) → (it, its method, context, teacher)
-        self._repaired: dict[int, object] = {}  # id(repaired model) → it
+        # id(the last update's model, or a repair's round of it) → (it, its method, context, teacher)
+        self._updated_by: dict[int, tuple] = {}
+        self._repaired: dict[int, tuple] = {}  # id(repaired model) → (it, its round: 0 the first)
         self._passed_fast: list[tuple] = []  # (fast model whose evidence passed, request, chain, repaired?)
         corpus = self.original_corpus = build_shakespeare(n_people=people)  # 5 secrets a person
         findings = scan_corpus(corpus, bench_text.SALT)
@@ -153,16 +154,20 @@ class Text:
     def repair(self, model, before, k: int):
         """auto's repair (tasks/kinds/text.py `fall_back`): a failed suppress update taken further by
         suppress steps that guard against relearning (unlearning.text.repair), on the request and
-        chain it ran on, anchored to its teacher; the repaired model continues its chain. None for
-        another method's failure (a retraining: nothing to repair)."""
-        from unlearning.text.repair import repair, repairable
-        method, context, teacher = self._updated_by[id(model)][1:]
-        if not repairable(method):
+        chain it ran on, anchored to its teacher; the repaired model continues its chain. Called again
+        on a repaired model that failed, its next round, up to RepairConfig.rounds. None for another
+        method's failure (a retraining: nothing to repair) or once the rounds are spent."""
+        from unlearning.text.repair import RepairConfig, repair, repairable
+        _, method, context, teacher = self._updated_by[id(model)]
+        round = self._repaired.get(id(model), (None, -1))[1] + 1
+        if not repairable(method) or round >= RepairConfig().rounds:
             return None
-        fixed = dataclasses.replace(model, model=repair(model, context.request, context.train_windows, teacher).model)
+        fixed = dataclasses.replace(model, model=repair(model, context.request, context.train_windows, teacher,
+                                                        round=round).model)
+        self._updated_by[id(fixed)] = (fixed, method, context, teacher)  # its next round goes on from it
         self._since[id(fixed)] = (fixed, *self._since[id(model)][1:])
         self._teachers[id(fixed)] = (fixed, teacher)
-        self._repaired[id(fixed)] = fixed
+        self._repaired[id(fixed)] = (fixed, round)
         return fixed
 
     def _kept(self, model) -> tuple:
