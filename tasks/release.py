@@ -263,16 +263,13 @@ def finish_left_open(root: Path, cause: BaseException) -> bool:
     if not journals:
         return False
     try:
-        outcomes = recover(root)
+        recovered_and_told(root)
     except Exception as again:  # noqa: BLE001 — reported below; the journal stays for the next command
         if unwritable_cause(again) is not None:
             raise  # the machine's (a full disk): one line from the CLI (flows.cli.unwritable)
         raise ReleaseLeftOpen(f"forget run {journals[0].run} failed ({failure_reason(cause)}) and its release could "
                               f"not be finished ({failure_reason(again)}): its requests stay processing; run "
                               f"`unlearn comply` again once that is fixed, which finishes them") from cause
-    _UNFINISHED.discard(_key(root))
-    for outcome in outcomes:
-        report_recovery(outcome)
     return True
 
 
@@ -372,11 +369,7 @@ def release_lock(root: Path, command: str, reentrant: bool = False, report: bool
     key = _key(root)
     nested = bool(_HELD.get(key))
     with project_lock(root, command, reentrant):
-        outcomes = recover(root) if not nested or key in _UNFINISHED else []
-        _UNFINISHED.discard(key)
-        for outcome in outcomes if report else []:
-            report_recovery(outcome)
-        yield outcomes
+        yield recovered_and_told(root, report) if not nested or key in _UNFINISHED else []
 
 
 @contextmanager
@@ -411,6 +404,15 @@ def under_project_lock(command: str):
     return wrap
 
 
+def recovered_and_told(root: Path, report: bool = True) -> list[dict]:
+    """`recover`, the project no longer marked unfinished, each outcome told on stderr (`report`)."""
+    outcomes = recover(root)
+    _UNFINISHED.discard(_key(root))
+    for outcome in outcomes if report else []:
+        report_recovery(outcome)
+    return outcomes
+
+
 def report_recovery(outcome: dict) -> None:
     what = (f"rolled back (data restored to {outcome['data']['restored']}, production stays "
             f"v{outcome['production']})" if outcome["outcome"] == "rolled back"
@@ -427,10 +429,7 @@ def recover_interrupted(root: Path, command: str) -> list[dict]:
     if not open_journals(root):
         return []
     with project_lock(root, command):
-        outcomes = recover(root)
-    for outcome in outcomes:
-        report_recovery(outcome)
-    return outcomes
+        return recovered_and_told(root)
 
 
 # --- after the promotion --------------------------------------------------------------------------
