@@ -42,6 +42,7 @@ class Text:
         # id(the last update's model, or a repair's round of it) → (it, its method, context, teacher)
         self._updated_by: dict[int, tuple] = {}
         self._repaired: dict[int, tuple] = {}  # id(repaired model) → (it, its round: 0 the first)
+        self.repair_rounds: dict[int, int] = {}  # request → the repair rounds it ran (the last one passed or not)
         self._passed_fast: list[tuple] = []  # (fast model whose evidence passed, request, chain, repaired?)
         corpus = self.original_corpus = build_shakespeare(n_people=people)  # 5 secrets a person
         findings = scan_corpus(corpus, bench_text.SALT)
@@ -100,7 +101,9 @@ class Text:
         """Each fast model whose evidence passed (its first try, or a repair) judged again with evidence
         seeds AGAIN_SEEDS, one relearning draw each: other controls and other relearning draws than its
         own (seeds 0–2). The repair guarded against relearning on retained training windows and was judged on
-        held-out text; this says whether a verdict holds for other draws (outside the measured CPU)."""
+        held-out text; this says whether a verdict holds for other draws (outside the measured CPU).
+        Each request is labelled with its chain's length (earlier requests it also kept down) and a
+        repair's rounds where it took more than one."""
         from unlearning.text import evidence
         lines = {False: [], True: []}
         for model, k, chain, repaired in self._passed_fast:
@@ -112,7 +115,8 @@ class Text:
                 rows = evidence.judge(model, items, cfg, self.salt, evidence.relearning_windows(model, self.data[k]),
                                       figures=0)
                 relearned.append(max(r["relearned_excess_bits"] for r in rows))
-            lines[repaired].append((k, relearned))
+            rounds = f", {self.repair_rounds[k]} rounds" if repaired and self.repair_rounds[k] > 1 else ""
+            lines[repaired].append((f"{k} [chain of {len(chain)}{rounds}]", relearned))
         margin = self.evidence_cfg().margin_bits
         out = []
         for repaired, seen in lines.items():
@@ -168,6 +172,7 @@ class Text:
         self._since[id(fixed)] = (fixed, *self._since[id(model)][1:])
         self._teachers[id(fixed)] = (fixed, teacher)
         self._repaired[id(fixed)] = (fixed, round)
+        self.repair_rounds[k] = round + 1
         return fixed
 
     def _kept(self, model) -> tuple:
