@@ -45,7 +45,6 @@ class Images:
             KnownOutputs.of(self.test_ids, model_outputs(self.original, *self.test)))}
         # the fast updates, and what each keeps of the exact model its chain of updates started from
         self.fast, self.anchors = set(), {}
-        self.repaired = set()  # repaired models: an image repair is one round (unlearning.images.repair)
         self.judged = {}  # model → its last evidence checks (what a repair is decided on)
         self._chains = {}  # id(fast update) → (it, (the chain its next deletion continues, its first model))
         self.verify, self.evidence_cfg = verify, evidence_cfg
@@ -136,16 +135,15 @@ class Images:
         """auto's repair (tasks/kinds/images.py `fall_back`): where the update's evidence failed by too
         much change only (unlearning.images.repair.repairable), steps on D' from it distilled from its
         chain's first model (the model before where it continued none); the repaired model keeps no
-        chain. None where the failure is not one a repair answers, or `model` is a repair's."""
+        chain. None where the failure is not one a repair answers."""
         from unlearning.images.repair import RepairConfig, repair, repairable
-        if model in self.repaired or not repairable(self.judged[model]):
+        if not repairable(self.judged[model]):
             return None
         context = self._context(model, k - 1, k)
         kept = self._chains.get(id(model))
         teacher = kept[1][0].model if kept else before
         fixed = repair(model, context.data, context.request.retain, teacher, RepairConfig()).model
         self.fast.add(fixed)
-        self.repaired.add(fixed)
         return fixed
 
     def audit_checks(self, model, ks: list[int], retrained) -> list[dict]:

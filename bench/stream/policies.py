@@ -122,9 +122,9 @@ def evidence_and_audits(arrivals: list[float], ops, cadence, worker: Worker, out
         cost = out.charge("update", c_update) + out.charge("evidence checks", c_check)
         out.checks.append(not failed)
         out.failed_checks += [f"request {k}: {name}" for name in failed]
-        if failed and (rounds := repaired(ops, updated, model, k)):  # auto's repair, where it applies
-            for c_repair, c_check, updated, failed in rounds:
-                cost += out.charge("repair", c_repair) + out.charge("evidence checks", c_check)
+        if failed and (fixed := repaired(ops, updated, model, k)) is not None:  # auto's repair, where it applies
+            c_repair, c_check, updated, failed = fixed
+            cost += out.charge("repair", c_repair) + out.charge("evidence checks", c_check)
             out.repairs += not failed
         if not failed:
             model = updated
@@ -138,20 +138,15 @@ def evidence_and_audits(arrivals: list[float], ops, cadence, worker: Worker, out
     return model
 
 
-def repaired(ops, updated, before, k: int) -> list[tuple]:
-    """Each round of the repair of a failed update, as (its cost, its evidence's, the repaired model,
-    its failed checks): `ops.repair(model, before, k)` → (cost, the repaired model, or None where the
-    failure is not one a repair answers or the scenario's rounds are spent). A round that fails goes
-    on from its own model while `ops` repairs it. Empty where nothing was repaired."""
-    rounds, model, failed = [], updated, True
-    while failed:
-        c_repair, fixed = ops.repair(model, before, k)
-        if fixed is None:
-            break
-        c_check, failed = ops.evidence(fixed, before, k)
-        rounds.append((c_repair, c_check, fixed, failed))
-        model = fixed
-    return rounds
+def repaired(ops, updated, before, k: int):
+    """(repair's cost, its evidence's, the repaired model, its failed checks) where `ops` repairs a
+    failed update (`repair(model, before, k)` → (cost, the repaired model or None where the failure is
+    not one a repair answers)); None where it does not."""
+    c_repair, fixed = ops.repair(updated, before, k)
+    if fixed is None:
+        return None
+    c_check, failed = ops.evidence(fixed, before, k)
+    return c_repair, c_check, fixed, failed
 
 
 def audit(ks: list[int], at: float, arrivals: list[float], ops, model, worker: Worker, out: Outcome, removal: dict,

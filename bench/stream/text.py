@@ -39,10 +39,8 @@ class Text:
         self.retrained: dict[int, object] = {}  # j → the model retrained on D_j
         self._judged: dict[int, tuple] = {}  # id(model) → (it, fingerprint → (request, its evidence row))
         self.exposure_misses: list[str] = []  # audits failed on exposure: the secret and what its evidence saw
-        # id(the last update's model, or a repair's round of it) → (it, its method, context, teacher)
-        self._updated_by: dict[int, tuple] = {}
-        self._repaired: dict[int, tuple] = {}  # id(repaired model) → (it, its round: 0 the first)
-        self.repair_rounds: dict[int, int] = {}  # request → the repair rounds it ran (the last one passed or not)
+        self._updated_by: dict[int, tuple] = {}  # id(the last update's model) → (it, its method, context, teacher)
+        self._repaired: dict[int, object] = {}  # id(repaired model) → it
         self._passed_fast: list[tuple] = []  # (fast model whose evidence passed, request, chain, repaired?)
         corpus = self.original_corpus = build_shakespeare(n_people=people)  # 5 secrets a person
         findings = scan_corpus(corpus, bench_text.SALT)
@@ -102,8 +100,7 @@ class Text:
         seeds AGAIN_SEEDS, one relearning draw each: other controls and other relearning draws than its
         own (seeds 0–2). The repair guarded against relearning on retained training windows and was judged on
         held-out text; this says whether a verdict holds for other draws (outside the measured CPU).
-        Each request is labelled with its chain's length (earlier requests it also kept down) and a
-        repair's rounds where it took more than one."""
+        Each request is labelled with its chain's length (the earlier requests it also kept down)."""
         from unlearning.text import evidence
         lines = {False: [], True: []}
         for model, k, chain, repaired in self._passed_fast:
@@ -115,8 +112,7 @@ class Text:
                 rows = evidence.judge(model, items, cfg, self.salt, evidence.relearning_windows(model, self.data[k]),
                                       figures=0)
                 relearned.append(max(r["relearned_excess_bits"] for r in rows))
-            rounds = f", {self.repair_rounds[k]} rounds" if repaired and self.repair_rounds[k] > 1 else ""
-            lines[repaired].append((f"{k} [chain of {len(chain)}{rounds}]", relearned))
+            lines[repaired].append((f"{k} [chain of {len(chain)}]", relearned))
         margin = self.evidence_cfg().margin_bits
         out = []
         for repaired, seen in lines.items():
@@ -158,21 +154,16 @@ class Text:
     def repair(self, model, before, k: int):
         """auto's repair (tasks/kinds/text.py `fall_back`): a failed suppress update taken further by
         suppress steps that guard against relearning (unlearning.text.repair), on the request and
-        chain it ran on, anchored to its teacher; the repaired model continues its chain. Called again
-        on a repaired model that failed, its next round, up to RepairConfig.rounds. None for another
-        method's failure (a retraining: nothing to repair) or once the rounds are spent."""
-        from unlearning.text.repair import RepairConfig, repair, repairable
-        _, method, context, teacher = self._updated_by[id(model)]
-        round = self._repaired.get(id(model), (None, -1))[1] + 1
-        if not repairable(method) or round >= RepairConfig().rounds:
+        chain it ran on, anchored to its teacher; the repaired model continues its chain. None for
+        another method's failure (a retraining: nothing to repair)."""
+        from unlearning.text.repair import repair, repairable
+        method, context, teacher = self._updated_by[id(model)][1:]
+        if not repairable(method):
             return None
-        fixed = dataclasses.replace(model, model=repair(model, context.request, context.train_windows, teacher,
-                                                        round=round).model)
-        self._updated_by[id(fixed)] = (fixed, method, context, teacher)  # its next round goes on from it
+        fixed = dataclasses.replace(model, model=repair(model, context.request, context.train_windows, teacher).model)
         self._since[id(fixed)] = (fixed, *self._since[id(model)][1:])
         self._teachers[id(fixed)] = (fixed, teacher)
-        self._repaired[id(fixed)] = (fixed, round)
-        self.repair_rounds[k] = round + 1
+        self._repaired[id(fixed)] = fixed
         return fixed
 
     def _kept(self, model) -> tuple:

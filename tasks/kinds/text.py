@@ -403,21 +403,16 @@ def repaired_line(attempt: dict) -> str:
     """The console's account of a failed update that a repair made pass (Text.repaired)."""
     r = attempt["repair"]
     return (f"  auto: the {attempt['method']} update failed {', '.join(attempt['failed_checks'])}; repaired by "
-            f"{r['steps']} steps that guard against relearning{in_rounds(r)} ({r['seconds']:.1f} s), it passed the "
-            "same evidence (guarantee empirical; no model retrained)")
+            f"{r['steps']} steps that guard against relearning ({r['seconds']:.1f} s), it passed the same evidence "
+            "(guarantee empirical; no model retrained)")
 
 
 def tried_line(attempt: dict) -> str:
     """The console's account of a repair that did not pass, before the retraining that replaced it."""
     r = attempt["repair"]
-    return (f"  auto: the {attempt['method']} update failed {', '.join(attempt['failed_checks'])}; a repair was "
-            f"tried first ({r['steps']} steps{in_rounds(r)}, {r['seconds']:.1f} s) and still failed "
-            f"{', '.join(r['failed_checks'])}; the model retrained on the redacted corpus was promoted (guarantee exact)")
-
-
-def in_rounds(repair: dict) -> str:
-    """" in N rounds" where a repair took more than one (unlearning.text.repair.RepairConfig.rounds)."""
-    return f" in {repair['rounds']} rounds" if repair.get("rounds", 1) > 1 else ""
+    return (f"  auto: the {attempt['method']} update failed {', '.join(attempt['failed_checks'])}; a repair was tried "
+            f"first ({r['steps']} steps, {r['seconds']:.1f} s) and still failed {', '.join(r['failed_checks'])}; the "
+            "model retrained on the redacted corpus was promoted (guarantee exact)")
 
 
 KIND = Text()

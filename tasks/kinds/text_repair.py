@@ -1,7 +1,7 @@
 """`auto`'s repair of a fast text update whose evidence failed (unlearning.text.repair), tried before
 the fall-back to retraining: suppress steps that guard against relearning, from the failed update,
-on the same request and chain, anchored to the same teacher, then the same evidence, in rounds while
-it fails. The secrets stay in memory inside this step, as in the update's."""
+on the same request and chain, anchored to the same teacher, then the same evidence. The secrets
+stay in memory inside this step, as in the update's."""
 
 from __future__ import annotations
 
@@ -30,24 +30,18 @@ def repair_after_failed_checks(lineage: Lineage, plan: Plan, after: TextCorpus, 
         teacher, _ = chain_teacher(lineage.root, plan, update.carry)
         request, train_windows = window_request(plan, after, chain)
         del chain
-        # rounds while the evidence fails: each goes on from the last (unlearning.text.repair)
-        bundle, seconds, steps = update.bundle, 0.0, 0
-        for round in range(repair_cfg.rounds):
-            started = time.perf_counter()
-            repaired = repair(bundle, request, train_windows, teacher or plan.bundle, repair_cfg, round)
-            seconds += time.perf_counter() - started
-            steps += repaired.stats["steps"]
-            bundle = dataclasses.replace(update.bundle, model=repaired.model)
-            metrics, checks, rows = judge_evidence(lineage, plan, after, bundle, cfg, exact=False)
-            if passed := all(c["passed"] for c in checks):
-                break
+        started = time.perf_counter()
+        repaired = repair(update.bundle, request, train_windows, teacher or plan.bundle, repair_cfg)
+        seconds = time.perf_counter() - started
         del teacher, request
-        attempt["repair"] = {"seconds": seconds, "steps": steps, "rounds": round + 1, "passed": passed,
+        bundle = dataclasses.replace(update.bundle, model=repaired.model)
+        metrics, checks, rows = judge_evidence(lineage, plan, after, bundle, cfg, exact=False)
+        passed = all(c["passed"] for c in checks)
+        attempt["repair"] = {"seconds": seconds, "steps": repaired.stats["steps"], "passed": passed,
                              "failed_checks": [c["name"] for c in checks if not c["passed"]]}
         tracking.log_params(run_id, {"failed_method": update.method, "failed_checks": ",".join(attempt["failed_checks"]),
                                      **{f"repair_{k}": v for k, v in repair_cfg.model_dump().items()}})
-        tracking.log_metrics(run_id, {"repair_seconds": seconds, "repair_steps": steps,
-                                      "repair_rounds_run": round + 1})
+        tracking.log_metrics(run_id, {"repair_seconds": seconds, "repair_steps": repaired.stats["steps"]})
         log_evidence(run_id, metrics, checks, rows, cfg, "repair.json")
     return bundle, seconds, metrics, checks, rows, attempt
 

@@ -135,33 +135,24 @@ REPAIR = 3.0
 
 
 class RepairingOps(Ops):
-    """Ops whose scenario repairs a failed update, in up to `rounds` rounds: the repair of request k
-    passes at its round `passes_at.get(k, 1)` (0: never), and a failure a repair does not answer (k in
-    `unrepairable`) gets none."""
+    """Ops whose scenario repairs a failed update: the repair of request k passes unless k is in
+    `failing_repairs`, and a failure a repair does not answer (k in `unrepairable`) gets none."""
 
-    def __init__(self, failing_checks=(), passes_at=None, unrepairable=(), rounds=1):
+    def __init__(self, failing_checks=(), failing_repairs=(), unrepairable=()):
         super().__init__(failing_checks)
-        self.passes_at, self.unrepairable, self.rounds = passes_at or {}, set(unrepairable), rounds
+        self.failing_repairs, self.unrepairable = set(failing_repairs), set(unrepairable)
 
     def repair(self, model, before, k):
-        if k in self.unrepairable or rounds_of(model) == self.rounds:
-            return 0.0, None
-        return REPAIR, f"{model}+repaired"
+        return (0.0, None) if k in self.unrepairable else (REPAIR, f"{model}+repaired")
 
     def evidence(self, model, before, k):
         if model.endswith("+repaired"):
-            passing = rounds_of(model) == self.passes_at.get(k, 1)
-            return EVIDENCE, [] if passing else ["evidence_check (2 vs ≤ 1)"]
+            return EVIDENCE, ["evidence_check (2 vs ≤ 1)"] if k in self.failing_repairs else []
         return super().evidence(model, before, k)
 
 
-def rounds_of(model: str) -> int:
-    """The repair rounds of the last update of `model` ("…+u3+repaired+repaired": 2)."""
-    return model.rsplit("+u", 1)[-1].count("+repaired")
-
-
 def test_a_repaired_update_is_promoted_without_retraining_and_one_that_fails_falls_back():
-    out = simulate(POLICIES[3], [DAY, 2 * DAY, 3 * DAY], RepairingOps(failing_checks={1, 2, 3}, passes_at={2: 0},
+    out = simulate(POLICIES[3], [DAY, 2 * DAY, 3 * DAY], RepairingOps(failing_checks={1, 2, 3}, failing_repairs={2},
                                                                       unrepairable={3}))
     # request 1: repaired and judged again; 2: the repair failed, retrained; 3: nothing to repair, retrained
     assert out.removal_s[0] == UPDATE + EVIDENCE + REPAIR + EVIDENCE
@@ -172,15 +163,6 @@ def test_a_repaired_update_is_promoted_without_retraining_and_one_that_fails_fal
     assert out.spent["repair"] == 2 * REPAIR
     rows = share_rows([out], Base(3 * RETRAIN, 3 * RETRAIN), 3, RETRAIN)
     assert "| + repairs |" in rows[0] and f"| {100 * 2 * REPAIR / (3 * RETRAIN):.1f} % |" in rows[2]
-
-
-def test_a_repair_goes_on_round_after_round_until_it_passes_or_its_rounds_are_spent():
-    out = simulate(POLICIES[3], [DAY, 2 * DAY], RepairingOps(failing_checks={1, 2}, passes_at={1: 2, 2: 0}, rounds=3))
-    # request 1 passes at its second round, from the first round's model; request 2 fails three, then retrains
-    assert out.removal_s[0] == UPDATE + EVIDENCE + 2 * (REPAIR + EVIDENCE)
-    assert out.removal_s[1] == UPDATE + EVIDENCE + 3 * (REPAIR + EVIDENCE) + RETRAIN + EVIDENCE
-    assert out.repairs == 1 and out.fallbacks == 1 and out.operations["repair"] == 5
-    assert out.spent["repair"] == 5 * REPAIR and out.model == "retrained@2"
 
 
 def test_an_audit_of_a_model_retrained_on_the_current_data_retrains_nothing_but_one_updated_since_does():

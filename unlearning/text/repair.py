@@ -16,9 +16,7 @@ fine-tunes on, is never used: the check stays an independent test. The repaired 
 the same evidence as the update (its relearning check the worst of `EvidenceConfig.relearn_draws`
 draws: a repair is a second try at a random check, and judged on one draw, 6 of the 9 repaired models
 that passed came back 2.1–21.5 bits above their band in one of three other draws). A repair that
-still fails goes on from its own model for another round (other samples of the retained windows),
-judged again, up to `RepairConfig.rounds`; one that never passes is replaced by the retraining, as
-before. A round costs about 5 % of a retraining, a fall-back the whole of one.
+does not pass is replaced by the retraining, as before.
 
 Measured (docs/benchmarks.md, "Text: repair before the fall-back"): on that month, seed 0, 6
 fall-backs became 2 (10 requests repaired, 15.5 s of CPU each against a 307-s retraining) and the
@@ -36,11 +34,10 @@ from unlearning.text import suppress
 
 
 class RepairConfig(BaseModel):
-    """Rounds of at most `steps` suppress steps from the failed update (suppress's early stop applies,
-    with the relearned copy's hinge quiet too), up to `rounds` while the evidence fails, each step with
-    `relearn_steps` simulated relearning steps on `relearn_batch` retained windows, that hinge's
-    gradient × `weight`. `weight` 0 still fine-tunes the copy, for the early stop: the ablation of the
-    guard's gradient alone, at the same steps."""
+    """At most `steps` suppress steps from the failed update (suppress's early stop applies, with the
+    relearned copy's hinge quiet too), each with `relearn_steps` simulated relearning steps on
+    `relearn_batch` retained windows, that hinge's gradient × `weight`. `weight` 0 still fine-tunes
+    the copy, for the early stop: the ablation of the guard's gradient alone, at the same steps."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -49,7 +46,6 @@ class RepairConfig(BaseModel):
     relearn_batch: int = Field(8, ge=1)
     weight: float = Field(1.0, ge=0)
     seed: int = 1  # not the update's 0: other samples of the same windows
-    rounds: int = Field(3, ge=1)  # rounds a repair may take, each judged by the evidence, before the fall-back
 
 
 def repairable(method: str) -> bool:
@@ -58,15 +54,14 @@ def repairable(method: str) -> bool:
 
 
 def repair(failed: LMBundle, request: WindowRequest, train_windows, teacher: LMBundle,
-           cfg: RepairConfig = RepairConfig(), round: int = 0) -> DeepUpdate:
+           cfg: RepairConfig = RepairConfig()) -> DeepUpdate:
     """The failed update's model (`failed`) taken further by suppress steps that guard against
     relearning, on the request (with its chain's earlier windows) the update ran on, anchored to the
-    update's `teacher` (the chain's, else the model before the update). `round` r > 0 goes on from
-    round r − 1's model (`failed` is then that model), on other samples: seed `cfg.seed` + r."""
+    update's `teacher` (the chain's, else the model before the update)."""
     from unlearning.text.lm import suppress_classes, suppress_lr
     relearn = suppress.Relearn(cfg.relearn_steps, cfg.relearn_batch, float(failed.settings["lr"]), cfg.weight)
     update = suppress.suppress(failed.model, request, train_windows, suppress_classes(failed), steps=cfg.steps,
-                               passes=0, lr=suppress_lr(failed), seed=cfg.seed + round, relearn=relearn,
+                               passes=0, lr=suppress_lr(failed), seed=cfg.seed, relearn=relearn,
                                teacher=teacher.model)
     update.stats["repair_steps"] = update.stats["steps"]
     return update
