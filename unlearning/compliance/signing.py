@@ -44,6 +44,7 @@ import math
 import os
 import re
 import secrets
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -80,7 +81,7 @@ def signing_key(root: Path, create: bool = True) -> bytes:
     if not path.exists():
         if not create:
             raise UnlearnError(f"no signing key: set {KEY_ENV} or provide the key file {path}")
-        _refuse_a_new_key(root)
+        _refuse_a_new(root, KEY)
         _create_key_file(path)
     return read_key_file(path)
 
@@ -123,34 +124,45 @@ def _sealed(path: Path) -> bool:
         return False
 
 
-def _refuse_a_new_key(root: Path) -> None:
-    _refuse_a_new(root, ("signing key", "key"), KEY_ENV, KEY_FILE, MADE_WITH_KEY, "would verify and open none of it")
+@dataclass(frozen=True)
+class ProjectSecret:
+    """One of the project's two secrets, for the refusal to draw a new one in place of one moved out
+    or lost: its name in full and short, its variable and file, what it makes (`records`), and what a
+    new one would do to those (`lost`)."""
+
+    what: str
+    short: str
+    env: str
+    file: Path
+    records: tuple[str, ...]
+    lost: str
+
+    def given(self, root: Path) -> bool:
+        return bool(os.environ.get(self.env, "").strip()) or (Path(root) / self.file).exists()
 
 
-def _refuse_a_new_salt(root: Path) -> None:
-    _refuse_a_new(root, ("salt", "salt"), SALT_ENV, SALT_FILE, MADE_WITH_SALT,
-                  "would match none of its fingerprints and request hashes")
+KEY = ProjectSecret("signing key", "key", KEY_ENV, KEY_FILE, MADE_WITH_KEY, "would verify and open none of it")
+SALT = ProjectSecret("salt", "salt", SALT_ENV, SALT_FILE, MADE_WITH_SALT,
+                     "would match none of its fingerprints and request hashes")
 
 
-def _refuse_a_new(root: Path, names: tuple[str, str], env: str, file: str, records: tuple[str, ...],
-                  lost: str) -> None:
-    """UnlearnError where the project holds what its secret (`names`: in full, short) made (`records`)
-    while neither `env` nor `file` gives it: a new one would be drawn in place of one moved out or lost."""
-    (what, short), path = names, Path(root) / file
-    if (record := made_with(root, records)) is not None:
-        raise UnlearnError(f"no {what}: neither {env} is set nor {path} exists, and this project holds what its "
-                           f"{short} made ({record}; moved out of the project? docs/compliance.md): set {env} to "
-                           f"the project's {short} or restore {path}; a new {short} {lost}")
+def _refuse_a_new(root: Path, secret: ProjectSecret) -> None:
+    """UnlearnError where the project holds what `secret` made while neither its variable nor its
+    file gives it: a new one would be drawn in place of one moved out or lost."""
+    path, short = Path(root) / secret.file, secret.short
+    if (record := made_with(root, secret.records)) is not None:
+        raise UnlearnError(f"no {secret.what}: neither {secret.env} is set nor {path} exists, and this project holds "
+                           f"what its {short} made ({record}; moved out of the project? docs/compliance.md): set "
+                           f"{secret.env} to the project's {short} or restore {path}; a new {short} {secret.lost}")
 
 
 def check_not_moved_out(root: Path) -> None:
     """UnlearnError (one line, naming the variable to set) when the signing key or the salt is in
     neither its variable nor its file while the project holds what it made: a command that changes
     the project is refused before it writes anything, not where it first needs the secret."""
-    if not os.environ.get(KEY_ENV, "").strip() and not (Path(root) / KEY_FILE).exists():
-        _refuse_a_new_key(root)
-    if not os.environ.get(SALT_ENV, "").strip() and not (Path(root) / SALT_FILE).exists():
-        _refuse_a_new_salt(root)
+    for secret in (KEY, SALT):
+        if not secret.given(root):
+            _refuse_a_new(root, secret)
 
 
 def read_key_file(path: Path) -> bytes:
@@ -205,7 +217,7 @@ def project_salt(root: Path) -> bytes:
     if given is not None:
         return given
     if not path.exists():
-        _refuse_a_new_salt(root)
+        _refuse_a_new(root, SALT)
         create_private_once(path, secrets.token_bytes(32))
     salt = path.read_bytes()
     if len(salt) < MIN_SALT_BYTES:
